@@ -1,0 +1,392 @@
+"""Campaign files: the TOML a user runs (instrument, datasets, fit settings).
+
+A campaign names the instrument, one or more lab datasets (pinhole-mask exposures), zero
+or more sky datasets and the fit settings. Paths are relative to the campaign file. The
+file is validated on load: an unknown key, a missing file, a wrong unit, a value of the
+wrong type or a dataset with no exposures is a :class:`CampaignError` that names the file,
+the key and the line.
+
+Values with units may be written as numbers in the unit the key names
+(``offset_arcsec = [0.35, -0.12]``) or as strings with a unit
+(``offset_arcsec = ["350 mas", "-0.12 arcsec"]``), converted with astropy.
+
+The full schema is documented in ``docs/campaign.md``.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Optional
+
+import astropy.units as u
+
+from .instruments import get_instrument
+
+
+class CampaignError(ValueError):
+    """A campaign file is invalid; the message names the file, the key and the line."""
+
+
+# --------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """``[instrument]``: the imager and its nominal scales (priors only)."""
+
+    name: str
+    detector_shape: tuple
+    pixel_scale_mas: float
+    mask_scale_mm_per_arcsec: float
+    preset: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One exposure of a dataset: an image (FITS) or a measured source table (ECSV/FITS).
+
+    ``offset_arcsec`` is the commanded mask (chopper) offset, ``offset_sigma_mas`` its
+    1-sigma accuracy; ``None`` where not given (read from the header when measuring).
+    """
+
+    file: Path
+    offset_arcsec: Optional[tuple] = None
+    offset_sigma_mas: Optional[float] = None
+    extra: dict = dc_field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabDataset:
+    """``[[lab]]``: exposures of a pinhole mask."""
+
+    name: str
+    mask: Path
+    filter: str
+    exposures: tuple
+    background: Optional[Path] = None
+    flat: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class SkyDataset:
+    """``[[sky]]``: exposures of an asterism with a reference catalogue."""
+
+    name: str
+    catalog: Path
+    exposures: tuple
+    site: str = "armazones"
+    filter: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """``[measure]``: where measured tables and reduced images go, and how."""
+
+    output: Path
+    psf: str = "model"  # "model" (instrument PSF) or "epsf" (built from the frames)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """``[fit]``: the joint fit."""
+
+    output: Path
+    degree: object = "auto"  # "auto" or an int
+    degree_range: tuple = (3, 8)
+    walkers: int = 32
+    steps: int = 2000
+    seed: Optional[int] = None
+    hole_errors: bool = True
+
+
+@dataclass(frozen=True)
+class Campaign:
+    path: Path
+    instrument: InstrumentSpec
+    lab: tuple
+    sky: tuple
+    measure: MeasureSettings
+    fit: FitSettings
+    sha256: str
+
+    @property
+    def directory(self):
+        return self.path.parent
+
+
+# --------------------------------------------------------------------------- helpers
+class _Context:
+    """The file being read and its text, to name keys and lines in errors."""
+
+    def __init__(self, path, text):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, dotted):
+        """Best line number (1-based) for a dotted key like ``lab[0].exposures[2].file``."""
+        parts = [p for p in re.split(r"[.\[\]]", dotted) if p and not p.isdigit()]
+        if not parts:
+            return None
+        last = parts[-1]
+        pattern = re.compile(rf"(^|[\s{{,]){re.escape(last)}\s*=")
+        section = re.compile(rf"^\s*\[\[?\s*{re.escape(last)}\s*\]\]?")
+        # the n-th occurrence for list indices of the first table array
+        index = re.search(r"\[(\d+)\]", dotted)
+        hits = [i + 1 for i, line in enumerate(self.lines) if pattern.search(line) or section.search(line)]
+        if not hits:
+            return None
+        if index and len(parts) > 1:
+            # for ``lab[1].mask``, find the mask key after the 2nd [[lab]] header
+            top = parts[0]
+            headers = [i + 1 for i, line in enumerate(self.lines)
+                       if re.match(rf"^\s*\[\[\s*{re.escape(top)}\s*\]\]", line)]
+            k = int(index.group(1))
+            if k < len(headers):
+                start = headers[k]
+                end = headers[k + 1] if k + 1 < len(headers) else len(self.lines) + 1
+                inside = [h for h in hits if start <= h < end]
+                if inside:
+                    sub = re.findall(r"\[(\d+)\]", dotted)
+                    if len(sub) > 1 and len(inside) > int(sub[1]):
+                        return inside[int(sub[1])]
+                    return inside[0]
+                return start
+        return hits[0]
+
+    def error(self, key, message):
+        line = self.line_of(key)
+        where = f"{self.path}" + (f", line {line}" if line else "")
+        return CampaignError(f"{where}: key '{key}': {message}")
+
+
+def _check_keys(ctx, table, allowed, prefix):
+    for key in table:
+        if key not in allowed:
+            close = [a for a in allowed if a.lower().startswith(key.lower()[:3])]
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ctx.error(f"{prefix}{key}", f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _require(ctx, table, key, prefix):
+    if key not in table:
+        raise ctx.error(f"{prefix}{key}", "missing required key")
+    return table[key]
+
+
+def _quantity(ctx, value, unit, key):
+    """A number in ``unit``, from a number or a string with a unit."""
+    if isinstance(value, bool):
+        raise ctx.error(key, f"expected a number in {unit}, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            q = u.Quantity(value)
+        except (TypeError, ValueError):
+            raise ctx.error(key, f"cannot read {value!r} as a quantity in {unit}") from None
+        try:
+            return float(q.to_value(unit))
+        except u.UnitConversionError:
+            raise ctx.error(key, f"wrong unit: {value!r} cannot be converted to {unit}") from None
+    raise ctx.error(key, f"expected a number in {unit} (or a string with a unit), got {value!r}")
+
+
+def _pair(ctx, value, unit, key):
+    if not isinstance(value, list) or len(value) != 2:
+        raise ctx.error(key, f"expected a pair [x, y] in {unit}, got {value!r}")
+    return tuple(_quantity(ctx, v, unit, f"{key}") for v in value)
+
+
+def _existing(ctx, base, value, key, kind="file"):
+    if not isinstance(value, str) or not value:
+        raise ctx.error(key, f"expected a path string, got {value!r}")
+    path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
+    if not path.exists():
+        raise ctx.error(key, f"{kind} not found: {path}")
+    return path
+
+
+def _string(ctx, value, key):
+    if not isinstance(value, str):
+        raise ctx.error(key, f"expected a string, got {value!r}")
+    return value
+
+
+def _int(ctx, value, key, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(key, f"expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ctx.error(key, f"must be >= {minimum}, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- sections
+INSTRUMENT_KEYS = {"name", "preset", "detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"}
+LAB_KEYS = {"name", "mask", "filter", "background", "flat", "exposures"}
+LAB_EXPOSURE_KEYS = {"file", "offset_arcsec", "offset_sigma_mas"}
+SKY_KEYS = {"name", "catalog", "site", "filter", "exposures"}
+SKY_EXPOSURE_KEYS = {"file", "time", "ra", "dec", "position_angle_deg", "derotator_deg",
+                     "zenith_distance_deg", "pressure_hpa", "temperature_c", "humidity",
+                     "wavelength_um"}
+MEASURE_KEYS = {"output", "psf"}
+FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors"}
+TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit"}
+
+_PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
+            "metis-n": "metis-n"}
+
+
+def _instrument(ctx, table):
+    if not isinstance(table, dict):
+        raise ctx.error("instrument", "must be a table [instrument]")
+    _check_keys(ctx, table, INSTRUMENT_KEYS, "instrument.")
+    name = _string(ctx, _require(ctx, table, "name", "instrument."), "instrument.name")
+    preset = table.get("preset") or _PRESETS.get(name.strip().lower())
+    defaults = {}
+    if preset is not None:
+        try:
+            inst = get_instrument(preset)
+        except (KeyError, ValueError) as exc:
+            raise ctx.error("instrument.preset", str(exc)) from None
+        defaults = {"detector_shape": tuple(inst.detector_shape),
+                    "pixel_scale_mas": inst.pixel_scale_mas,
+                    "mask_scale_mm_per_arcsec": inst.mask_scale_mm_per_arcsec}
+    values = {}
+    if "detector_shape" in table:
+        shape = table["detector_shape"]
+        if (not isinstance(shape, list) or len(shape) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+            raise ctx.error("instrument.detector_shape", f"expected [ny, nx] positive integers, got {shape!r}")
+        values["detector_shape"] = tuple(shape)
+    if "pixel_scale_mas" in table:
+        values["pixel_scale_mas"] = _quantity(ctx, table["pixel_scale_mas"], u.mas, "instrument.pixel_scale_mas")
+    if "mask_scale_mm_per_arcsec" in table:
+        values["mask_scale_mm_per_arcsec"] = _quantity(
+            ctx, table["mask_scale_mm_per_arcsec"], u.mm / u.arcsec, "instrument.mask_scale_mm_per_arcsec")
+    merged = {**defaults, **values}
+    for key in ("detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"):
+        if key not in merged:
+            raise ctx.error(f"instrument.{key}", "missing (no preset instrument supplies it)")
+    for key in ("pixel_scale_mas", "mask_scale_mm_per_arcsec"):
+        if not merged[key] > 0:
+            raise ctx.error(f"instrument.{key}", f"must be positive, got {merged[key]}")
+    return InstrumentSpec(name=name, preset=preset, **merged)
+
+
+def _exposures(ctx, base, items, prefix, allowed):
+    if not isinstance(items, list):
+        raise ctx.error(f"{prefix}exposures", "must be a list of tables { file = ... }")
+    if not items:
+        raise ctx.error(f"{prefix}exposures", "the dataset has no exposures")
+    out = []
+    for k, item in enumerate(items):
+        key = f"{prefix}exposures[{k}]"
+        if not isinstance(item, dict):
+            raise ctx.error(key, f"expected a table {{ file = ... }}, got {item!r}")
+        _check_keys(ctx, item, allowed, f"{key}.")
+        path = _existing(ctx, base, _require(ctx, item, "file", f"{key}."), f"{key}.file")
+        offset = sigma = None
+        if "offset_arcsec" in item:
+            offset = _pair(ctx, item["offset_arcsec"], u.arcsec, f"{key}.offset_arcsec")
+        if "offset_sigma_mas" in item:
+            sigma = _quantity(ctx, item["offset_sigma_mas"], u.mas, f"{key}.offset_sigma_mas")
+            if sigma <= 0:
+                raise ctx.error(f"{key}.offset_sigma_mas", f"must be positive, got {sigma}")
+        extra = {k2: v for k2, v in item.items() if k2 not in ("file", "offset_arcsec", "offset_sigma_mas")}
+        out.append(Exposure(path, offset, sigma, extra))
+    return tuple(out)
+
+
+def _lab(ctx, base, items):
+    if not isinstance(items, list):
+        raise ctx.error("lab", "must be an array of tables [[lab]]")
+    out = []
+    for i, table in enumerate(items):
+        prefix = f"lab[{i}]."
+        _check_keys(ctx, table, LAB_KEYS, prefix)
+        mask = _existing(ctx, base, _require(ctx, table, "mask", prefix), f"{prefix}mask")
+        filt = _string(ctx, _require(ctx, table, "filter", prefix), f"{prefix}filter")
+        exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
+                               LAB_EXPOSURE_KEYS)
+        background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
+        flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
+        name = _string(ctx, table.get("name", f"lab{i}"), f"{prefix}name")
+        out.append(LabDataset(name, mask, filt, exposures, background, flat))
+    return tuple(out)
+
+
+def _sky(ctx, base, items):
+    if not isinstance(items, list):
+        raise ctx.error("sky", "must be an array of tables [[sky]]")
+    out = []
+    for i, table in enumerate(items):
+        prefix = f"sky[{i}]."
+        _check_keys(ctx, table, SKY_KEYS, prefix)
+        catalog = _existing(ctx, base, _require(ctx, table, "catalog", prefix), f"{prefix}catalog")
+        exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
+                               SKY_EXPOSURE_KEYS)
+        site = _string(ctx, table.get("site", "armazones"), f"{prefix}site")
+        filt = _string(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
+        name = _string(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
+        out.append(SkyDataset(name, catalog, exposures, site, filt))
+    return tuple(out)
+
+
+def _measure(ctx, base, table):
+    _check_keys(ctx, table, MEASURE_KEYS, "measure.")
+    output = base / _string(ctx, table.get("output", "measured/"), "measure.output")
+    psf = _string(ctx, table.get("psf", "model"), "measure.psf")
+    if psf not in ("model", "epsf"):
+        raise ctx.error("measure.psf", f"must be 'model' or 'epsf', got {psf!r}")
+    return MeasureSettings(output=output, psf=psf)
+
+
+def _fit(ctx, base, table):
+    _check_keys(ctx, table, FIT_KEYS, "fit.")
+    degree = table.get("degree", "auto")
+    if degree != "auto":
+        degree = _int(ctx, degree, "fit.degree", minimum=1)
+        if degree > 12:
+            raise ctx.error("fit.degree", f"must be 'auto' or 1..12, got {degree}")
+    rng = table.get("degree_range", [3, 8])
+    if (not isinstance(rng, list) or len(rng) != 2 or not all(isinstance(v, int) for v in rng)
+            or not 1 <= rng[0] <= rng[1] <= 12):
+        raise ctx.error("fit.degree_range", f"expected [low, high] with 1 <= low <= high <= 12, got {rng!r}")
+    output = base / _string(ctx, table.get("output", "out/"), "fit.output")
+    walkers = _int(ctx, table.get("walkers", 32), "fit.walkers", minimum=4)
+    steps = _int(ctx, table.get("steps", 2000), "fit.steps", minimum=1)
+    seed = table.get("seed")
+    if seed is not None:
+        seed = _int(ctx, seed, "fit.seed", minimum=0)
+    hole_errors = table.get("hole_errors", True)
+    if not isinstance(hole_errors, bool):
+        raise ctx.error("fit.hole_errors", f"expected true or false, got {hole_errors!r}")
+    return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors)
+
+
+def load_campaign(path):
+    """Read and validate a campaign TOML file; returns a :class:`Campaign`."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise CampaignError(f"{path}: campaign file not found")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"{path}: not valid TOML: {exc}") from None
+    ctx = _Context(path, text)
+    base = path.parent
+    _check_keys(ctx, data, TOP_KEYS, "")
+    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""))
+    lab = _lab(ctx, base, data.get("lab", []))
+    sky = _sky(ctx, base, data.get("sky", []))
+    if not lab and not sky:
+        raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset")
+    names = [d.name for d in lab + sky]
+    if len(set(names)) != len(names):
+        raise CampaignError(f"{path}: dataset names must be distinct, got {names}")
+    measure = _measure(ctx, base, data.get("measure", {}))
+    fit = _fit(ctx, base, data.get("fit", {}))
+    return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest())

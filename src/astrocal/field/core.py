@@ -1,0 +1,320 @@
+"""The distortion field: a 2-D vector polynomial in a Legendre basis.
+
+A :class:`DistortionField` maps input coordinates ``(x, y)`` (for the instrument's field:
+0-based detector pixels) to output coordinates ``(u, v)`` (for the instrument's field:
+undistorted focal-plane coordinates in arcsec).  It is stored as Legendre coefficients on
+the input coordinates normalised to ``[-1, 1]`` over a stated rectangular ``domain`` (the
+detector, edges included), which keeps every degree from 1 to 12 well conditioned and
+makes the best affine approximation over the domain simply the degree <= 1 coefficients.
+
+Evaluation and the Jacobian are vectorised over any number of points; large inputs are
+processed in chunks (bounded memory) on a small thread pool (numpy releases the GIL).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+
+from . import basis
+
+#: points per chunk in evaluation; ~10 MB of work arrays per chunk at degree 12
+CHUNK = 1 << 15
+
+
+def _as_domain(domain):
+    try:
+        xmin, xmax, ymin, ymax = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain must be (xmin, xmax, ymin, ymax), got {domain!r}") from None
+    if not (np.isfinite([xmin, xmax, ymin, ymax]).all() and xmax > xmin and ymax > ymin):
+        raise ValueError(f"domain must be finite with xmax > xmin and ymax > ymin, got {domain!r}")
+    return (xmin, xmax, ymin, ymax)
+
+
+def _threads():
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True, eq=False)
+class DistortionField:
+    """A vector polynomial field ``(x, y) -> (u, v)`` of total degree ``n``.
+
+    Attributes
+    ----------
+    cx, cy : ndarray, shape (n+1, n+1)
+        Legendre coefficients of ``u`` and ``v``: ``u = sum cx[i, j] P_i(t) P_j(s)`` with
+        ``t = (x - xc) / hx``, ``s = (y - yc) / hy``, ``(xc, yc)`` the domain centre and
+        ``(hx, hy)`` its half-widths; entries with ``i + j > n`` are zero.
+    domain : (xmin, xmax, ymin, ymax)
+        Region of the input plane on which the field is defined, in ``input_unit``.  For a
+        detector of ``nx x ny`` pixels (0-based centres) it is ``(-0.5, nx-0.5, -0.5, ny-0.5)``.
+    unit, input_unit : str
+        Units of the outputs and of the inputs (e.g. ``"arcsec"`` and ``"pixel"``).
+    meta : dict
+        Free-form provenance (kept through conversions where meaningful).
+    """
+
+    cx: np.ndarray
+    cy: np.ndarray
+    domain: tuple
+    unit: str = "arcsec"
+    input_unit: str = "pixel"
+    meta: dict = dc_field(default_factory=dict)
+
+    def __post_init__(self):
+        cx = np.array(self.cx, dtype=float)
+        cy = np.array(self.cy, dtype=float)
+        if cx.ndim != 2 or cx.shape[0] != cx.shape[1] or cx.shape != cy.shape:
+            raise ValueError(
+                "Legendre coefficients must be two square arrays of equal shape (n+1, n+1), "
+                f"got {np.shape(self.cx)} and {np.shape(self.cy)}"
+            )
+        degree = basis.check_degree(cx.shape[0] - 1)
+        if not (np.isfinite(cx).all() and np.isfinite(cy).all()):
+            raise ValueError("distortion coefficients contain NaN or infinite values")
+        outside = ~basis.triangle_mask(degree)
+        if np.any(cx[outside]) or np.any(cy[outside]):
+            raise ValueError(f"coefficients with i + j > {degree} must be zero")
+        cx.flags.writeable = False
+        cy.flags.writeable = False
+        object.__setattr__(self, "cx", cx)
+        object.__setattr__(self, "cy", cy)
+        object.__setattr__(self, "domain", _as_domain(self.domain))
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_coefficients(cls, coeffs_x, coeffs_y, degree, domain, **kwargs):
+        """From flat Legendre coefficient vectors in :func:`basis.terms` order."""
+        return cls(basis.flat_to_square(coeffs_x, degree), basis.flat_to_square(coeffs_y, degree),
+                   domain, **kwargs)
+
+    @classmethod
+    def identity(cls, domain, degree=1, scale=1.0, unit="pixel", input_unit="pixel"):
+        """The field ``(u, v) = scale * (x, y)`` on ``domain``, stored at ``degree``."""
+        domain = _as_domain(domain)
+        xc, yc, hx, hy = _centre_halfwidth(domain)
+        cx = np.zeros((degree + 1, degree + 1))
+        cy = np.zeros_like(cx)
+        cx[0, 0], cx[1, 0] = scale * xc, scale * hx
+        cy[0, 0], cy[0, 1] = scale * yc, scale * hy
+        return cls(cx, cy, domain, unit=unit, input_unit=input_unit)
+
+    @classmethod
+    def from_monomials(cls, mx, my, domain, origin=(0.0, 0.0), **kwargs):
+        """From monomial coefficients ``m[p, q]`` of ``(x - x0)**p (y - y0)**q``.
+
+        ``mx``, ``my`` are square ``(n+1, n+1)`` arrays (entries with ``p + q > n`` must be
+        zero); ``origin = (x0, y0)`` is in the input unit.  Exact up to rounding.
+        """
+        mx = np.asarray(mx, dtype=float)
+        my = np.asarray(my, dtype=float)
+        if mx.ndim != 2 or mx.shape[0] != mx.shape[1] or mx.shape != my.shape:
+            raise ValueError(
+                f"monomial coefficients must be square arrays of equal shape, got {mx.shape} "
+                f"and {my.shape}"
+            )
+        if not (np.isfinite(mx).all() and np.isfinite(my).all()):
+            raise ValueError("monomial coefficients contain NaN or infinite values")
+        domain = _as_domain(domain)
+        xc, yc, hx, hy = _centre_halfwidth(domain)
+        cx = basis.monomial_to_legendre(mx, (xc, yc), (hx, hy), origin)
+        cy = basis.monomial_to_legendre(my, (xc, yc), (hx, hy), origin)
+        mask = basis.triangle_mask(mx.shape[0] - 1)
+        return cls(np.where(mask, cx, 0.0), np.where(mask, cy, 0.0), domain, **kwargs)
+
+    @classmethod
+    def fit(cls, x, y, u, v, degree, domain, weights=None, **kwargs):
+        """Least-squares field of ``degree`` through samples ``(x, y) -> (u, v)``.
+
+        ``weights`` (optional) multiply the squared residuals.  Solved by a QR-based
+        least squares on the Legendre design matrix (well conditioned on the domain).
+        """
+        degree = basis.check_degree(degree)
+        domain = _as_domain(domain)
+        x, y, u, v = (np.ravel(np.asarray(a, dtype=float)) for a in (x, y, u, v))
+        if not (x.size == y.size == u.size == v.size):
+            raise ValueError("x, y, u, v must have the same number of samples")
+        if x.size < basis.n_terms(degree):
+            raise ValueError(
+                f"a degree-{degree} fit needs at least {basis.n_terms(degree)} samples, "
+                f"got {x.size}"
+            )
+        design = design_matrix(x, y, degree, domain)
+        rhs = np.column_stack([u, v])
+        if weights is not None:
+            w = np.sqrt(np.ravel(np.asarray(weights, dtype=float)))
+            design = design * w[:, None]
+            rhs = rhs * w[:, None]
+        sol, *_ = np.linalg.lstsq(design, rhs, rcond=None)
+        return cls.from_coefficients(sol[:, 0], sol[:, 1], degree, domain, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def degree(self):
+        return self.cx.shape[0] - 1
+
+    @property
+    def n_terms(self):
+        return basis.n_terms(self.degree)
+
+    @property
+    def coefficients(self):
+        """Flat Legendre coefficients, shape ``(2, n_terms)`` in :func:`basis.terms` order."""
+        return np.vstack([basis.square_to_flat(self.cx), basis.square_to_flat(self.cy)])
+
+    @property
+    def centre(self):
+        xc, yc, _, _ = _centre_halfwidth(self.domain)
+        return (xc, yc)
+
+    def normalise(self, x, y):
+        """Input coordinates -> normalised ``(t, s)`` in ``[-1, 1]`` over the domain."""
+        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        return (np.asarray(x, dtype=float) - xc) / hx, (np.asarray(y, dtype=float) - yc) / hy
+
+    def in_domain(self, x, y, margin=0.0):
+        """Boolean mask of the points inside the domain grown by ``margin`` (input unit)."""
+        xmin, xmax, ymin, ymax = self.domain
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        return (x >= xmin - margin) & (x <= xmax + margin) & (y >= ymin - margin) & (y <= ymax + margin)
+
+    # ------------------------------------------------------------------ evaluation
+    def __call__(self, x, y):
+        """Evaluate the field: returns ``(u, v)`` with the broadcast shape of ``x, y``."""
+        return self._evaluate(x, y, jacobian=False)
+
+    evaluate = __call__
+
+    def jacobian(self, x, y):
+        """Field and Jacobian: ``(u, v, jac)`` with ``jac[..., 0, :] = (du/dx, du/dy)``
+        and ``jac[..., 1, :] = (dv/dx, dv/dy)``, in output unit per input unit."""
+        return self._evaluate(x, y, jacobian=True)
+
+    def _evaluate(self, x, y, jacobian):
+        x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        shape = x.shape
+        t, s = self.normalise(x.ravel(), y.ravel())
+        npts = t.size
+        n = self.degree
+        _, _, hx, hy = _centre_halfwidth(self.domain)
+        # Every output is a Legendre series in (t, s): the field components and, for the
+        # Jacobian, their derivatives (legder), so only P_i(t), P_j(s) are ever evaluated.
+        # Row block k of `stacked` holds series k transposed, indexed (j, i).
+        series = [self.cx, self.cy]
+        if jacobian:
+            series += [basis.legendre_derivative(c, axis) / h
+                       for axis, h in ((0, hx), (1, hy)) for c in (self.cx, self.cy)]
+        stacked = np.vstack([c.T for c in series])
+        nout = len(series)
+        out = np.empty((nout, npts))
+
+        def work(lo, hi):
+            px = basis.legendre_1d(t[lo:hi], n)
+            py = basis.legendre_1d(s[lo:hi], n)
+            q = (stacked @ px).reshape(nout, n + 1, -1)  # q[k, j] = sum_i c_k[i, j] P_i(t)
+            np.einsum("kjn,jn->kn", q, py, out=out[:, lo:hi])
+
+        bounds = [(lo, min(lo + CHUNK, npts)) for lo in range(0, npts, CHUNK)] or [(0, 0)]
+        if len(bounds) > 2 and _threads() > 1:
+            with ThreadPoolExecutor(_threads()) as pool:
+                list(pool.map(lambda b: work(*b), bounds))
+        else:
+            for b in bounds:
+                work(*b)
+        u = out[0].reshape(shape)
+        v = out[1].reshape(shape)
+        if not jacobian:
+            return u, v
+        # out[2:6] = du/dx, dv/dx, du/dy, dv/dy -> jac[..., row(u, v), col(x, y)]
+        jac = np.moveaxis(out[2:].reshape((2, 2) + shape), (0, 1), (-1, -2))
+        return u, v, jac
+
+    def design_matrix(self, x, y):
+        """Basis functions at the points: shape ``(N, n_terms)``; ``u = B @ coefficients[0]``."""
+        return design_matrix(x, y, self.degree, self.domain)
+
+    # ------------------------------------------------------------------ conversions
+    def to_monomials(self, origin=(0.0, 0.0)):
+        """Monomial coefficients ``(mx, my)``, ``m[p, q]`` of ``(x-x0)**p (y-y0)**q``."""
+        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        mask = basis.triangle_mask(self.degree)
+        mx = basis.legendre_to_monomial(self.cx, (xc, yc), (hx, hy), origin)
+        my = basis.legendre_to_monomial(self.cy, (xc, yc), (hx, hy), origin)
+        return np.where(mask, mx, 0.0), np.where(mask, my, 0.0)
+
+    def with_degree(self, degree):
+        """The same field stored at a higher degree (exact), or truncated to a lower one.
+
+        Truncating in the Legendre basis gives the best approximation of the lower degree
+        in the least-squares sense over the domain (orthogonality of the basis).
+        """
+        degree = basis.check_degree(degree)
+        cx = np.zeros((degree + 1, degree + 1))
+        cy = np.zeros_like(cx)
+        k = min(degree, self.degree) + 1
+        cx[:k, :k] = self.cx[:k, :k]
+        cy[:k, :k] = self.cy[:k, :k]
+        mask = basis.triangle_mask(degree)
+        return self.replace(cx=np.where(mask, cx, 0.0), cy=np.where(mask, cy, 0.0))
+
+    def replace(self, **changes):
+        """A copy with some attributes replaced (dataclasses.replace)."""
+        values = dict(cx=self.cx, cy=self.cy, domain=self.domain, unit=self.unit,
+                      input_unit=self.input_unit, meta=self.meta)
+        values.update(changes)
+        return DistortionField(**values)
+
+    def __add__(self, other):
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other):
+        return self._combine(other, -1.0)
+
+    def _combine(self, other, sign):
+        if not isinstance(other, DistortionField):
+            return NotImplemented
+        if other.domain != self.domain or other.unit != self.unit or other.input_unit != self.input_unit:
+            raise ValueError("fields can only be combined on the same domain and units")
+        n = max(self.degree, other.degree)
+        a, b = self.with_degree(n), other.with_degree(n)
+        return a.replace(cx=a.cx + sign * b.cx, cy=a.cy + sign * b.cy, meta={})
+
+    def __mul__(self, factor):
+        factor = float(factor)
+        return self.replace(cx=self.cx * factor, cy=self.cy * factor)
+
+    __rmul__ = __mul__
+
+    def __repr__(self):
+        return (f"DistortionField(degree={self.degree}, domain={self.domain}, "
+                f"{self.input_unit} -> {self.unit})")
+
+
+def _centre_halfwidth(domain):
+    xmin, xmax, ymin, ymax = domain
+    return 0.5 * (xmin + xmax), 0.5 * (ymin + ymax), 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
+
+
+def design_matrix(x, y, degree, domain, derivatives=False):
+    """Legendre basis functions ``P_i(t) P_j(s)`` at the points, in :func:`basis.terms` order.
+
+    Returns an ``(N, n_terms)`` array; with ``derivatives=True`` also the derivatives of
+    each basis function with respect to ``x`` and ``y`` (input units), same shape.
+    """
+    domain = _as_domain(domain)
+    xc, yc, hx, hy = _centre_halfwidth(domain)
+    t = (np.ravel(np.asarray(x, dtype=float)) - xc) / hx
+    s = (np.ravel(np.asarray(y, dtype=float)) - yc) / hy
+    ii, jj = np.array(basis.terms(degree)).T
+    if not derivatives:
+        px = basis.legendre_1d(t, degree)
+        py = basis.legendre_1d(s, degree)
+        return (px[ii] * py[jj]).T
+    px, dpx = basis.legendre_1d(t, degree, derivative=True)
+    py, dpy = basis.legendre_1d(s, degree, derivative=True)
+    return (px[ii] * py[jj]).T, (dpx[ii] * py[jj]).T / hx, (px[ii] * dpy[jj]).T / hy

@@ -1,0 +1,218 @@
+"""The reverse of a distortion field, and the check that a field can be reversed.
+
+:func:`invert` fits a reverse :class:`~astrocal.field.core.DistortionField` from the
+field's output plane back to its input plane (for the instrument: focal plane in arcsec
+to detector pixels) and measures how well ``reverse(forward(p))`` returns to ``p`` on a
+dense grid of the whole domain.  :func:`solve` inverts points exactly (Newton iteration)
+where a product needs the true preimage rather than a polynomial approximation.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .core import DistortionField
+
+log = logging.getLogger(__name__)
+
+
+class NotOneToOneError(ValueError):
+    """The field folds over (is not one-to-one) somewhere on its domain."""
+
+
+@dataclass(frozen=True)
+class Inverse:
+    """A fitted reverse field and its measured accuracy.
+
+    ``max_roundtrip_error`` and ``rms_roundtrip_error`` are ``|reverse(forward(p)) - p|``
+    over a dense grid of ``grid_shape`` points covering the forward field's domain
+    (edges included), in the forward field's input unit (pixels for a detector field).
+    """
+
+    field: DistortionField
+    max_roundtrip_error: float
+    rms_roundtrip_error: float
+    grid_shape: tuple
+    tolerance: float
+
+    @property
+    def meets_tolerance(self):
+        return self.max_roundtrip_error <= self.tolerance
+
+
+def dense_grid(domain, n=257):
+    """An ``n x n`` grid of points spanning ``domain`` edge to edge (flattened x, y)."""
+    xmin, xmax, ymin, ymax = domain
+    yy, xx = np.meshgrid(np.linspace(ymin, ymax, n), np.linspace(xmin, xmax, n), indexing="ij")
+    return xx.ravel(), yy.ravel()
+
+
+def boundary(domain, n_per_side=256):
+    """Closed polygon along the domain boundary, counter-clockwise, ``4*n_per_side`` vertices."""
+    xmin, xmax, ymin, ymax = domain
+    s = np.linspace(0.0, 1.0, n_per_side, endpoint=False)
+    x = np.concatenate([xmin + s * (xmax - xmin), np.full_like(s, xmax), xmax - s * (xmax - xmin), np.full_like(s, xmin)])
+    y = np.concatenate([np.full_like(s, ymin), ymin + s * (ymax - ymin), np.full_like(s, ymax), ymax - s * (ymax - ymin)])
+    return x, y
+
+
+def _segments_cross(x, y):
+    """True if any two non-adjacent edges of the closed polygon (x, y) intersect."""
+    x0, y0 = x, y
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    n = x.size
+    i, j = np.triu_indices(n, k=2)
+    keep = ~((i == 0) & (j == n - 1))  # first and last edges share a vertex
+    i, j = i[keep], j[keep]
+
+    def orient(ax, ay, bx, by, cx, cy):
+        return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+
+    d1 = orient(x0[i], y0[i], x1[i], y1[i], x0[j], y0[j])
+    d2 = orient(x0[i], y0[i], x1[i], y1[i], x1[j], y1[j])
+    d3 = orient(x0[j], y0[j], x1[j], y1[j], x0[i], y0[i])
+    d4 = orient(x0[j], y0[j], x1[j], y1[j], x1[i], y1[i])
+    return bool(np.any((d1 * d2 < 0) & (d3 * d4 < 0)))
+
+
+def check_one_to_one(field, n=257):
+    """Raise :class:`NotOneToOneError` unless ``field`` is one-to-one on its domain.
+
+    Two checks: the Jacobian determinant keeps one sign, bounded away from zero, on an
+    ``n x n`` grid (the field is a local diffeomorphism everywhere), and the image of the
+    domain boundary does not cross itself (so no two regions map onto each other).
+    Returns the sign of the determinant (the parity: +1 or -1).
+    """
+    x, y = dense_grid(field.domain, n)
+    _, _, jac = field.jacobian(x, y)
+    det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
+    typical = np.median(np.abs(det))
+    if not np.isfinite(typical) or typical == 0.0:
+        raise NotOneToOneError("the field's Jacobian determinant is zero: it is not one-to-one")
+    bad = (np.sign(det) != np.sign(np.median(det))) | (np.abs(det) < 1e-8 * typical)
+    if np.any(bad):
+        k = np.flatnonzero(bad)[0]
+        raise NotOneToOneError(
+            f"the field is not one-to-one on its domain {field.domain}: the Jacobian "
+            f"determinant changes sign or vanishes (first at x={x[k]:.2f}, y={y[k]:.2f}); "
+            "it cannot be reversed"
+        )
+    bx, by = boundary(field.domain)
+    bu, bv = field(bx, by)
+    if _segments_cross(bu, bv):
+        raise NotOneToOneError(
+            f"the field is not one-to-one on its domain {field.domain}: the image of the "
+            "domain boundary crosses itself; it cannot be reversed"
+        )
+    return int(np.sign(np.median(det)))
+
+
+def output_domain(field, pad=1e-9):
+    """Bounding box ``(umin, umax, vmin, vmax)`` of the field's image of its domain."""
+    bx, by = boundary(field.domain, 512)
+    gx, gy = dense_grid(field.domain, 65)
+    u, v = field(np.concatenate([bx, gx]), np.concatenate([by, gy]))
+    du = (u.max() - u.min()) * pad
+    dv = (v.max() - v.min()) * pad
+    return (u.min() - du, u.max() + du, v.min() - dv, v.max() + dv)
+
+
+def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_points=257,
+           strict=False):
+    """Fit the reverse field of ``field`` and measure its round-trip accuracy.
+
+    Parameters
+    ----------
+    field : DistortionField
+        The forward field; it must be one-to-one on its domain.
+    degree : int or None
+        Degree of the reverse field.  ``None`` tries degrees from the forward degree
+        up to ``max_degree`` and keeps the first whose round trip meets ``tol``
+        (or the best one found).
+    tol : float
+        Wanted maximum round-trip error, in the forward field's input unit.
+    fit_points, check_points : int
+        Points per axis of the fitting grid and of the (denser, different) check grid.
+    strict : bool
+        Raise ``ValueError`` if no degree meets ``tol``.
+
+    Returns
+    -------
+    Inverse
+    """
+    check_one_to_one(field)
+    udom = output_domain(field)
+    fx, fy = dense_grid(field.domain, fit_points)
+    fu, fv = field(fx, fy)
+    cx, cy = dense_grid(field.domain, check_points)
+    cu, cv = field(cx, cy)
+    degrees = [int(degree)] if degree is not None else list(range(field.degree, max_degree + 1))
+    best = None
+    for d in degrees:
+        rev = DistortionField.fit(fu, fv, fx, fy, d, udom, unit=field.input_unit,
+                                  input_unit=field.unit,
+                                  meta={"reverse_of_degree": field.degree})
+        rx, ry = rev(cu, cv)
+        err = np.hypot(rx - cx, ry - cy)
+        result = Inverse(rev, float(err.max()), float(np.sqrt(np.mean(err**2))),
+                         (check_points, check_points), float(tol))
+        if best is None or result.max_roundtrip_error < best.max_roundtrip_error:
+            best = result
+        if result.meets_tolerance:
+            break
+    log.debug("reverse field of degree %d: max round-trip error %.3g %s",
+              best.field.degree, best.max_roundtrip_error, field.input_unit)
+    if not best.meets_tolerance:
+        message = (f"no reverse field up to degree {degrees[-1]} reaches the round-trip "
+                   f"tolerance {tol:g} {field.input_unit}; best {best.max_roundtrip_error:.3g} "
+                   f"at degree {best.field.degree}")
+        if strict:
+            raise ValueError(message)
+        log.warning("%s", message)
+    return best
+
+
+def solve(field, u, v, guess=None, tol=1e-12, maxiter=50):
+    """Exact preimages ``(x, y)`` with ``field(x, y) = (u, v)``, by Newton iteration.
+
+    ``guess`` is an optional ``(x, y)`` start (e.g. from a reverse field); by default the
+    affine part of the field is inverted.  Converges to ``tol`` (input unit) for a
+    one-to-one field; raises ``ValueError`` naming the number of points that did not.
+    """
+    u = np.asarray(u, dtype=float)
+    v = np.asarray(v, dtype=float)
+    if guess is None:
+        from .maps import affine_part
+
+        aff = affine_part(field)
+        xc, yc = field.centre
+        u0, v0, jac = aff.jacobian(xc, yc)
+        inv = np.linalg.inv(jac)
+        du, dv = u - u0, v - v0
+        x = xc + inv[0, 0] * du + inv[0, 1] * dv
+        y = yc + inv[1, 0] * du + inv[1, 1] * dv
+    else:
+        x = np.array(guess[0], dtype=float, copy=True)
+        y = np.array(guess[1], dtype=float, copy=True)
+    x, y = np.broadcast_arrays(x, y)
+    x, y = x.astype(float).copy(), y.astype(float).copy()
+    active = np.ones(x.shape, bool)
+    for _ in range(maxiter):
+        fu, fv, jac = field.jacobian(x[active], y[active])
+        ru, rv = u[active] - fu if u.shape else u - fu, v[active] - fv if v.shape else v - fv
+        det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+        dx = (jac[..., 1, 1] * ru - jac[..., 0, 1] * rv) / det
+        dy = (-jac[..., 1, 0] * ru + jac[..., 0, 0] * rv) / det
+        x[active] += dx
+        y[active] += dy
+        step = np.hypot(dx, dy)
+        done = step <= tol
+        idx = np.flatnonzero(active)
+        active[idx[done]] = False
+        if not active.any():
+            break
+    if active.any():
+        raise ValueError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
+    return x, y

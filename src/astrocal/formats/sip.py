@@ -1,0 +1,199 @@
+"""FITS WCS headers with TAN-SIP for a distortion solution.
+
+The SIP convention (Shupe et al. 2005) writes the intermediate world coordinates as
+``x = CD (U + A(U))`` with ``U = p - CRPIX`` (FITS 1-based pixels) and ``A`` the
+non-linear polynomial ``A_p_q``/``B_p_q`` (``2 <= p + q <= A_ORDER``); the reverse
+polynomial ``AP_p_q``/``BP_p_q`` maps ``U' = CD^-1 x`` back: ``U = U' + AP(U')``.
+
+astrocal puts ``CRPIX`` at the solution's boresight and identifies the intermediate world
+coordinates (degrees) with the focal-plane coordinates relative to the boresight's,
+``x = (G(p) - G(b)) / 3600``, so ``CD`` is the field's Jacobian at the boresight and the
+conversion of the forward polynomial is exact.  The reverse is fitted and its measured
+round-trip error is written to ``SIPRTERR``.  The focal-plane frame is taken as the sky
+frame (``CRVAL`` given by the caller); an on-sky solution rotates it beforehand.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .. import __version__
+from ..atomic import atomic_path
+from ..field import DistortionField, invert
+from ..field.orderings import from_sip, to_sip
+from ..pixels import detector_domain, from_fits, to_fits
+from ..solution import Solution
+
+DEG = 3600.0  # arcsec per degree
+
+
+class SipFormatError(ValueError):
+    """A header lacks the keywords of a TAN-SIP solution or holds bad values."""
+
+
+def sip_header(solution, crval=(0.0, 0.0), tol=1e-4):
+    """A :class:`astropy.io.fits.Header` with TAN-SIP for ``solution``.
+
+    ``crval`` (degrees) is the sky position of the boresight; ``tol`` the wanted maximum
+    round-trip error of the reverse polynomial (pixels).
+    """
+    field = solution.field
+    b = solution.boresight
+    mx, my = field.to_monomials(origin=b)
+    mx, my = mx / DEG, my / DEG
+    mx[0, 0] = my[0, 0] = 0.0  # intermediate coordinates relative to G(b)
+    cd = np.array([[mx[1, 0], mx[0, 1]], [my[1, 0], my[0, 1]]])
+    cdinv = np.linalg.inv(cd)
+    nl_x, nl_y = mx.copy(), my.copy()
+    for m in (nl_x, nl_y):
+        m[0, 0] = m[1, 0] = m[0, 1] = 0.0
+    a = cdinv[0, 0] * nl_x + cdinv[0, 1] * nl_y
+    bcoef = cdinv[1, 0] * nl_x + cdinv[1, 1] * nl_y
+    order = field.degree
+
+    h = fits.Header()
+    h["WCSAXES"] = 2
+    sip = order >= 2
+    h["CTYPE1"] = "RA---TAN-SIP" if sip else "RA---TAN"
+    h["CTYPE2"] = "DEC--TAN-SIP" if sip else "DEC--TAN"
+    h["CUNIT1"] = "deg"
+    h["CUNIT2"] = "deg"
+    h["CRPIX1"] = (float(to_fits(b[0])), "boresight x, FITS 1-based")
+    h["CRPIX2"] = (float(to_fits(b[1])), "boresight y, FITS 1-based")
+    h["CRVAL1"] = float(crval[0])
+    h["CRVAL2"] = float(crval[1])
+    for i in range(2):
+        for j in range(2):
+            h[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    ny, nx = solution.detector_shape
+    h["IMAGEW"] = (int(nx), "detector width (pixels)")
+    h["IMAGEH"] = (int(ny), "detector height (pixels)")
+    h["FILTER"] = solution.filter
+    h["PLTSCALE"] = (solution.plate_scale, "[arcsec/pixel] linear-grid plate scale")
+    u0, v0 = solution.reference_position
+    h["FPREFU"] = (u0, "[arcsec] focal-plane u of CRPIX")
+    h["FPREFV"] = (v0, "[arcsec] focal-plane v of CRPIX")
+    h["CREATOR"] = f"astrocal {__version__}"
+    if sip:
+        h["A_ORDER"] = order
+        for key, value in to_sip(a, "A").items():
+            h[key] = value
+        h["B_ORDER"] = order
+        for key, value in to_sip(bcoef, "B").items():
+            h[key] = value
+        ap, bp, rev_order, err = _reverse_sip(a, bcoef, b, field.domain, tol)
+        h["AP_ORDER"] = rev_order
+        for key, value in to_sip(ap, "AP", min_order=1).items():
+            h[key] = value
+        h["BP_ORDER"] = rev_order
+        for key, value in to_sip(bp, "BP", min_order=1).items():
+            h[key] = value
+        h["SIPRTERR"] = (err, "[pixel] max round-trip error of AP/BP")
+    h["COMMENT"] = "intermediate world coordinates = focal plane relative to CRPIX, deg"
+    for key, value in solution.meta.items():
+        h.add_history(f"{key} = {value}")
+    return h
+
+
+def _reverse_sip(a, b, boresight, domain, tol):
+    """Fit AP/BP: ``U = U' + AP(U')`` for ``U' = U + A(U)`` over the detector."""
+    one = np.zeros_like(a)
+    one[1, 0] = 1.0
+    eye_y = np.zeros_like(a)
+    eye_y[0, 1] = 1.0
+    # forward focal-plane pixels U' as a field of detector pixels p
+    fwd = DistortionField.from_monomials(one + a, eye_y + b, domain, origin=boresight,
+                                         unit="pixel", input_unit="pixel")
+    inv = invert(fwd, tol=tol)
+    rev = inv.field  # U' -> p
+    ident = DistortionField.identity(rev.domain, degree=rev.degree)
+    corr = rev - ident  # p - U' = b + AP(U')
+    apx, apy = corr.to_monomials(origin=(0.0, 0.0))
+    apx[0, 0] -= boresight[0]
+    apy[0, 0] -= boresight[1]
+    # what remains at order 0 is the rounding of the fit: wcslib has no AP_0_0 in
+    # min_order=1 output, so fold it away only if negligible
+    if max(abs(apx[0, 0]), abs(apy[0, 0])) > 10 * tol:
+        raise ValueError("reverse SIP fit has a constant term; the field is not centred at CRPIX")
+    apx[0, 0] = apy[0, 0] = 0.0
+    return apx, apy, rev.degree, inv.max_roundtrip_error
+
+
+def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False):
+    """Write the TAN-SIP header of ``solution``: a FITS file (``.fits``: a primary HDU
+    with no data) or, for any other name (``.hdr``, ``.txt``), the header as text."""
+    header = sip_header(solution, crval=crval, tol=tol)
+    path = Path(path)
+    with atomic_path(path, overwrite) as tmp:
+        if path.suffix.lower() in (".fits", ".fit", ".fts"):
+            fits.PrimaryHDU(header=header).writeto(tmp)
+        else:
+            header.totextfile(tmp)
+    return path
+
+
+def load_header(path):
+    """Read a header from a FITS file (primary HDU) or a text header file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such header file")
+    if path.suffix.lower() in (".fits", ".fit", ".fts"):
+        return fits.getheader(path, 0)
+    try:
+        return fits.Header.fromtextfile(str(path))
+    except (OSError, ValueError) as exc:
+        raise SipFormatError(f"{path}: not a FITS header text file ({exc})") from None
+
+
+def read_sip_header(header, source="header"):
+    """Rebuild a :class:`Solution` from a TAN(-SIP) header (``fits.Header`` or path)."""
+    if not isinstance(header, fits.Header):
+        source = str(header)
+        header = load_header(header)
+
+    def need(key):
+        if key not in header:
+            raise SipFormatError(f"{source}: missing keyword {key}")
+        value = header[key]
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise SipFormatError(f"{source}: keyword {key} = {value!r} is not a number") from None
+
+    crpix = (float(from_fits(need("CRPIX1"))), float(from_fits(need("CRPIX2"))))
+    cd = np.array([[need("CD1_1"), need("CD1_2")], [need("CD2_1"), need("CD2_2")]])
+    nx = header.get("IMAGEW", header.get("NAXIS1") or header.get("DETNAXI1"))
+    ny = header.get("IMAGEH", header.get("NAXIS2") or header.get("DETNAXI2"))
+    if not nx or not ny:
+        raise SipFormatError(f"{source}: missing keyword IMAGEW/IMAGEH (or NAXIS1/NAXIS2): "
+                             "the detector size is needed for the field's domain")
+    order = int(header.get("A_ORDER", 1))
+    if order >= 2:
+        if "B_ORDER" not in header:
+            raise SipFormatError(f"{source}: missing keyword B_ORDER")
+        a = from_sip(header, "A", order=order)
+        b = from_sip(header, "B", order=int(header["B_ORDER"]))
+        n = max(a.shape[0], b.shape[0])
+        a = np.pad(a, (0, n - a.shape[0]))
+        b = np.pad(b, (0, n - b.shape[0]))
+    else:
+        a = np.zeros((2, 2))
+        b = np.zeros((2, 2))
+    a[1, 0] += 1.0
+    b[0, 1] += 1.0
+    mx = DEG * (cd[0, 0] * a + cd[0, 1] * b)
+    my = DEG * (cd[1, 0] * a + cd[1, 1] * b)
+    u0 = float(header.get("FPREFU", 0.0))
+    v0 = float(header.get("FPREFV", 0.0))
+    mx[0, 0] += u0
+    my[0, 0] += v0
+    domain = detector_domain((int(ny), int(nx)))
+    field = DistortionField.from_monomials(mx, my, domain, origin=crpix)
+    kwargs = {}
+    if "PLTSCALE" in header:
+        kwargs["plate_scale"] = float(header["PLTSCALE"])
+    return Solution(field, filter=str(header.get("FILTER", "")) or "NONE",
+                    detector_shape=(int(ny), int(nx)), boresight=crpix,
+                    meta={"source": source}, **kwargs)

@@ -1,0 +1,410 @@
+"""Instrument facts: detectors, scales, filters and FITS keyword names.
+
+Small frozen dataclasses holding design values for the METIS imagers (IMG_LM, IMG_N)
+and the LM integral-field spectrograph (LMS), and a registry::
+
+    >>> from astrocal.instruments import get_instrument
+    >>> lm = get_instrument("metis-lm")
+    >>> lm.pixel_scale            # 5.47 mas / pix
+    >>> lm.detector.mode("slow").read_noise_e
+
+Units: plain float fields carry the unit in their name (``_mas``, ``_um``, ``_e``,
+``_e_per_s``, ``_e_per_adu``, ``_arcsec_per_mm``); properties without a suffix return
+astropy Quantities.
+
+Provenance
+----------
+Unless stated otherwise, values come from the ScopeSim instrument reference database
+**AstarVienna/irdb** (https://github.com/AstarVienna/irdb), commit
+``f0a5f306900970b0faa68fc497cc1dfe5f4d4d44`` (2025-12-11), licence GPL-3.0, METIS files
+by Oliver Czoske, Kieran Leschinski et al.:
+
+* ``METIS/METIS_IMG_LM.yaml``: pixel_scale 0.00547 arcsec/pix (METIS-1097),
+  plate_scale 0.30389 arcsec/mm, filter wheel names;
+* ``METIS/METIS_IMG_N.yaml``: 0.00679 arcsec/pix, 0.377222222222 arcsec/mm;
+* ``METIS/METIS_LMS.yaml``: 0.0082 arcsec/pix, 0.455555555556 arcsec/mm,
+  fp2_platescale 0.303 arcsec/mm;
+* ``METIS/FPA_metis_img_lm_layout.dat`` (E-REP-NOVA-MET-1144),
+  ``FPA_metis_img_n_geosnap_layout.dat`` (E-REP-NOVA-MET-1191),
+  ``FPA_metis_lms_layout.dat`` (E-REP-ATC-MET-1003): 2048x2048 pixels of 18 um;
+* ``METIS/METIS_DET_IMG_LM.yaml``, ``METIS_DET_IMG_N_GeoSnap.yaml``: readout modes with
+  full well, gain (e/ADU, e-mail B. Serra 2024-10-09), read noise, dark current,
+  minimum DIT, reference-pixel border;
+* ``METIS/headers/FITS_img_lm_keywords.yaml``, ``FITS_wcu_keywords.yaml`` (same commit)
+  and, from the irdb history as stored in a public code index,
+  ``METIS/headers/FITS_img_n_keywords.yaml`` (commit 50b69598ffb7),
+  ``FITS_det_lm_keywords.yaml`` (37358b1f70c3), ``FITS_det_n_keywords.yaml``
+  (07281bf359e8), ``FITS_common_keywords.yaml`` (34304599cd11): ESO keyword names;
+* ``METIS/metis_wcu_config.yaml``: WCU focal-plane mask names, black-body default 1000 K;
+* filter centres and widths from the headers of ``METIS/filters/TC_filter_<name>.dat``
+  (irdb commits 2021c6d21014, 1a67bf28bc74, 2d0494cb7e18, 1ffe45dd50c6, 0ca390651fe8;
+  "Roy van Boekel wish filter list, July 2018", N2 and PAH_11.25 measured curves
+  E-LIS-MPIA-MET-1208).
+
+The WCU mask plate scale 3.319 mm/arcsec is the note in ``METIS/wcu/fp_mask_grid_lm.dat``
+("diam 25 um at 3.319 mm/arcsec").
+
+**Not** in those sources, stated here as sensible assumptions (flagged ``assumed`` in
+:attr:`Detector.notes`): the fractions of dead and hot pixels, the hot-pixel dark
+rates, the flat-field (illumination and pixel-to-pixel) amplitudes, the cosmic-ray rate
+and deposited charge, and the absorber thickness.  The IRDB default readout modes are
+used (IMG_LM ``fast``, IMG_N ``high_capacity``); the lab distortion template
+(10 s DIT) would more likely use IMG_LM ``slow``; choose with :meth:`Detector.mode`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Mapping
+
+import astropy.units as u
+
+__all__ = [
+    "ReadoutMode",
+    "Detector",
+    "Filter",
+    "FitsKeywords",
+    "Instrument",
+    "INSTRUMENTS",
+    "MASK_SCALE_MM_PER_ARCSEC",
+    "get_instrument",
+    "list_instruments",
+]
+
+#: plate scale at the WCU focal-plane masks, mm per arcsec on the sky
+#: (irdb METIS/wcu/fp_mask_grid_lm.dat: "diam 25 um at 3.319 mm/arcsec")
+MASK_SCALE_MM_PER_ARCSEC = 3.319
+
+IRDB_COMMIT = "f0a5f306900970b0faa68fc497cc1dfe5f4d4d44"
+
+
+@dataclass(frozen=True)
+class ReadoutMode:
+    """One detector readout mode (values per DIT)."""
+
+    name: str
+    gain_e_per_adu: float
+    read_noise_e: float
+    dark_current_e_per_s: float
+    full_well_e: float
+    min_dit_s: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A detector (chip) with its readout modes and cosmetic-defect assumptions.
+
+    ``shape`` is ``(ny, nx)`` as numpy gives it; ``border_px`` the reference-pixel
+    border (left, right, bottom, top) that receives no light.
+    """
+
+    name: str
+    technology: str
+    shape: tuple[int, int]
+    pixel_size_um: float
+    modes: Mapping[str, ReadoutMode]
+    default_mode: str
+    border_px: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # ---- assumptions (not in the METIS sources; see module docstring) -----------
+    dead_pixel_fraction: float = 1e-3
+    hot_pixel_fraction: float = 5e-4
+    hot_dark_range_e_per_s: tuple[float, float] = (10.0, 1000.0)
+    flat_large_scale_rms: float = 0.03
+    flat_pixel_rms: float = 0.01
+    cosmic_ray_rate_per_cm2_s: float = 0.04
+    cosmic_ray_e_per_um: float = 1000.0
+    absorber_thickness_um: float = 8.0
+    notes: str = ""
+
+    def mode(self, name: str | None = None) -> ReadoutMode:
+        """The readout mode ``name`` (default: :attr:`default_mode`)."""
+        key = self.default_mode if name is None else name
+        try:
+            return self.modes[key]
+        except KeyError:
+            raise KeyError(f"detector {self.name!r} has no readout mode {key!r}; "
+                           f"modes: {sorted(self.modes)}") from None
+
+    @property
+    def pixel_size(self) -> u.Quantity:
+        return self.pixel_size_um * u.um
+
+    @property
+    def area_cm2(self) -> float:
+        """Light-sensitive area in cm^2 (all pixels)."""
+        ny, nx = self.shape
+        return nx * ny * (self.pixel_size_um * 1e-4) ** 2
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A filter: name as used in the filter wheel, centre and width in micrometres."""
+
+    name: str
+    center_um: float
+    width_um: float | None = None
+    source: str = ""
+
+    @property
+    def center(self) -> u.Quantity:
+        return self.center_um * u.um
+
+
+@dataclass(frozen=True)
+class FitsKeywords:
+    """ESO keyword names (dot notation, e.g. ``"INS.OPTI20.POSNAME"``) for raw frames.
+
+    Write them as ``HIERARCH ESO INS OPTI20 POSNAME`` (see :mod:`astrocal.lab.headers`).
+    Keywords marked *astrocal* in :attr:`notes` are this project's convention where
+    the METIS sources define none.
+    """
+
+    filter: str
+    nd_filter: str
+    mask_wheel: str
+    mask_wheel_id: str
+    det_prefix: str
+    dpr_tech: str
+    ins_mode: str
+    dit: str = "DET.DIT"
+    ndit: str = "DET.NDIT"
+    drs_filter: str = "DRS.FILTER"
+    chop_x: str = "SEQ.CHOPNOD.OFFSCHOP.X"
+    chop_y: str = "SEQ.CHOPNOD.OFFSCHOP.Y"
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """Facts for one imager (or spectrograph detector plane)."""
+
+    key: str
+    name: str
+    detector: Detector
+    pixel_scale_mas: float
+    plate_scale_arcsec_per_mm: float
+    filters: Mapping[str, Filter]
+    default_filter: str
+    keywords: FitsKeywords
+    mask_scale_mm_per_arcsec: float = MASK_SCALE_MM_PER_ARCSEC
+    n_detectors: int = 1
+    notes: str = ""
+
+    @property
+    def pixel_scale(self) -> u.Quantity:
+        """Nominal pixel scale, mas / pix."""
+        return self.pixel_scale_mas * u.mas / u.pix
+
+    @property
+    def plate_scale(self) -> u.Quantity:
+        """Plate scale at the detector, arcsec / mm."""
+        return self.plate_scale_arcsec_per_mm * u.arcsec / u.mm
+
+    @property
+    def mask_scale(self) -> u.Quantity:
+        """Plate scale at the WCU mask plane, mm / arcsec."""
+        return self.mask_scale_mm_per_arcsec * u.mm / u.arcsec
+
+    @property
+    def detector_shape(self) -> tuple[int, int]:
+        return self.detector.shape
+
+    @property
+    def field_of_view(self) -> u.Quantity:
+        """Nominal field (width_x, width_y) of one detector, arcsec."""
+        ny, nx = self.detector.shape
+        return [nx * self.pixel_scale_mas / 1e3, ny * self.pixel_scale_mas / 1e3] * u.arcsec
+
+    def filter(self, name: str | None = None) -> Filter:
+        key = self.default_filter if name is None else name
+        try:
+            return self.filters[key]
+        except KeyError:
+            raise KeyError(f"instrument {self.key!r} has no filter {key!r}; "
+                           f"filters: {sorted(self.filters)}") from None
+
+    def with_mode(self, mode: str) -> "Instrument":
+        """A copy whose detector default readout mode is ``mode``."""
+        self.detector.mode(mode)
+        return replace(self, detector=replace(self.detector, default_mode=mode))
+
+
+def _filters(*items) -> Mapping[str, Filter]:
+    return MappingProxyType({f.name: f for f in items})
+
+
+_RVB = "irdb METIS/filters TC_filter header (R. van Boekel wish list 2018)"
+_MEAS = "irdb METIS/filters TC_filter header (measured, E-LIS-MPIA-MET-1208)"
+_ASSUMED = ("assumed (not in the METIS sources): dead/hot pixel fractions, hot-pixel dark "
+            "range, flat-field amplitudes, cosmic-ray rate (sea-level muon flux "
+            "~0.017 /cm2/s, x~2.5 at 3000 m) and charge (~1000 e/um in HgCdTe), "
+            "absorber thickness")
+
+# ---------------------------------------------------------------------------------
+# METIS IMG_LM: H2RG, irdb METIS_DET_IMG_LM.yaml / FPA_metis_img_lm_layout.dat
+# ---------------------------------------------------------------------------------
+_H2RG_LM = Detector(
+    name="METIS IMG_LM H2RG",
+    technology="Teledyne HAWAII-2RG (HgCdTe)",
+    shape=(2048, 2048),
+    pixel_size_um=18.0,
+    modes=MappingProxyType({
+        "fast": ReadoutMode("fast", gain_e_per_adu=4.0, read_noise_e=70.0,
+                            dark_current_e_per_s=0.05, full_well_e=1.0e5, min_dit_s=0.04,
+                            description="HAWAII2RG, fast mode"),
+        "slow": ReadoutMode("slow", gain_e_per_adu=2.5, read_noise_e=15.0,
+                            dark_current_e_per_s=0.05, full_well_e=1.0e5, min_dit_s=1.3,
+                            description="HAWAII2RG, slow mode"),
+    }),
+    default_mode="fast",
+    border_px=(64, 64, 64, 64),
+    hot_dark_range_e_per_s=(10.0, 1000.0),
+    notes=_ASSUMED,
+)
+
+# ---------------------------------------------------------------------------------
+# METIS IMG_N: GeoSnap, irdb METIS_DET_IMG_N_GeoSnap.yaml
+# ---------------------------------------------------------------------------------
+_GEOSNAP_N = Detector(
+    name="METIS IMG_N GeoSnap",
+    technology="Teledyne GeoSnap-18 (HgCdTe)",
+    shape=(2048, 2048),
+    pixel_size_um=18.0,
+    modes=MappingProxyType({
+        "high_capacity": ReadoutMode("high_capacity", gain_e_per_adu=201.0, read_noise_e=300.0,
+                                     dark_current_e_per_s=1.0e5, full_well_e=2.8e6,
+                                     min_dit_s=0.011, description="Geosnap, high-capacity mode"),
+        "low_capacity": ReadoutMode("low_capacity", gain_e_per_adu=14.0, read_noise_e=35.0,
+                                    dark_current_e_per_s=1.0e5, full_well_e=1.8e5,
+                                    min_dit_s=0.011, description="Geosnap, low-capacity mode"),
+    }),
+    default_mode="high_capacity",
+    border_px=(28, 28, 28, 28),
+    # hot pixels well above the (already large) nominal dark current of 1e5 e/s
+    hot_dark_range_e_per_s=(3.0e5, 3.0e6),
+    notes=_ASSUMED,
+)
+
+# ---------------------------------------------------------------------------------
+# METIS LMS: 4 H2RG (the IFU detector plane); irdb FPA_metis_lms_layout.dat.  The
+# DET yaml for the IFU is not among the copied sources: readout modes taken from the
+# IMG_LM H2RG (same detector type), flagged in notes.
+# ---------------------------------------------------------------------------------
+_H2RG_LMS = replace(_H2RG_LM, name="METIS LMS H2RG (one of 4)", default_mode="slow",
+                    notes=_ASSUMED + "; readout modes copied from the IMG_LM H2RG (METIS_DET_IFU.yaml not consulted)")
+
+_LM_FILTERS = _filters(
+    Filter("Lp", 3.796046, 0.625, _RVB),
+    Filter("short-L", 3.30, 0.43, _RVB),
+    Filter("Mp", 4.775038, 0.56, _RVB),
+    Filter("Br_alpha", 4.05, 0.03, _RVB),
+    Filter("PAH_3.3", 3.30, 0.07, _RVB),
+    Filter("IB_4.05", 4.05, 0.12, _RVB),
+)
+_N_FILTERS = _filters(
+    Filter("N1", 8.65, 1.16, _RVB),
+    Filter("N2", 11.270, None, _MEAS),
+    Filter("N3", 12.3, 1.4, _RVB),
+    Filter("PAH_8.6", 8.60, 0.45, _RVB),
+    Filter("PAH_11.25", 11.200, None, _MEAS),
+    Filter("S_IV", 10.50, 0.19, _RVB),
+    Filter("Ne_II", 12.82, 0.25, _RVB),
+)
+
+_KW_NOTES = ("irdb headers/*.yaml; astrocal convention: SEQ.CHOPNOD.OFFSCHOP.X/.Y split the "
+             "ScopeSim list keyword SEQ.CHOPNOD.OFFSCHOP [arcsec] (FITS values are scalars)")
+
+METIS_LM = Instrument(
+    key="metis-lm",
+    name="METIS IMG_LM",
+    detector=_H2RG_LM,
+    pixel_scale_mas=5.47,
+    plate_scale_arcsec_per_mm=0.30389,
+    filters=_LM_FILTERS,
+    default_filter="Lp",
+    keywords=FitsKeywords(
+        filter="INS.OPTI10.POSNAME",      # IMG-LM science filter wheel (img-lm-fw)
+        nd_filter="INS.OPTI11.POSNAME",   # IMG-LM neutral density filter wheel
+        mask_wheel="INS.OPTI20.POSNAME",  # WCU FP2.1 mask wheel (wcu-fp2-1)
+        mask_wheel_id="INS.OPTI20.ID",
+        det_prefix="DET1",
+        dpr_tech="IMAGE,LM",
+        ins_mode="IMG_LM",
+        notes=_KW_NOTES,
+    ),
+    notes="IRDB default readout mode 'fast'; lab frames with DIT ~10 s more likely 'slow'",
+)
+
+METIS_N = Instrument(
+    key="metis-n",
+    name="METIS IMG_N",
+    detector=_GEOSNAP_N,
+    pixel_scale_mas=6.79,
+    plate_scale_arcsec_per_mm=0.377222222222,
+    filters=_N_FILTERS,
+    default_filter="N2",
+    keywords=FitsKeywords(
+        filter="INS.OPTI13.NAME",         # IMG-N science filter wheel (irdb uses NAME here)
+        nd_filter="INS.OPTI14.NAME",
+        mask_wheel="INS.OPTI20.POSNAME",
+        mask_wheel_id="INS.OPTI20.ID",
+        det_prefix="DET2",
+        dpr_tech="IMAGE,N",
+        ins_mode="IMG_N",
+        notes=_KW_NOTES,
+    ),
+)
+
+METIS_LMS = Instrument(
+    key="metis-lms",
+    name="METIS LMS",
+    detector=_H2RG_LMS,
+    pixel_scale_mas=8.2,
+    plate_scale_arcsec_per_mm=0.455555555556,
+    filters=_filters(Filter("L_spec", 3.8, None, "LMS covers 2.9-5.3 um; centre nominal"),),
+    default_filter="L_spec",
+    keywords=FitsKeywords(
+        filter="DRS.FILTER",
+        nd_filter="DRS.NDFILTER",
+        mask_wheel="INS.OPTI20.POSNAME",
+        mask_wheel_id="INS.OPTI20.ID",
+        det_prefix="DET3",
+        dpr_tech="IFU",
+        ins_mode="LMS",
+        notes=_KW_NOTES + "; LMS keywords not checked against FITS_lms_keywords.yaml",
+    ),
+    n_detectors=4,
+    notes="4 H2RG at (+-19.547, +-19.547) mm; fp2_platescale 0.303 arcsec/mm; "
+          "detector facts only partially sourced",
+)
+
+#: registry: key -> Instrument
+INSTRUMENTS: Mapping[str, Instrument] = MappingProxyType({
+    i.key: i for i in (METIS_LM, METIS_N, METIS_LMS)
+})
+
+_ALIASES = {
+    "metis img_lm": "metis-lm", "img_lm": "metis-lm", "metis_img_lm": "metis-lm",
+    "metis-img-lm": "metis-lm",
+    "metis img_n": "metis-n", "img_n": "metis-n", "metis_img_n": "metis-n",
+    "metis-img-n": "metis-n",
+    "metis lms": "metis-lms", "lms": "metis-lms", "metis_lms": "metis-lms",
+}
+
+
+def list_instruments() -> list[str]:
+    """Registry keys, e.g. ``['metis-lm', 'metis-lms', 'metis-n']``."""
+    return sorted(INSTRUMENTS)
+
+
+def get_instrument(name: str) -> Instrument:
+    """Look up an instrument by key (``"metis-lm"``, ``"metis-n"``, ``"metis-lms"``)
+    or by the campaign-file name (``"METIS IMG_LM"``); case-insensitive."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    try:
+        return INSTRUMENTS[key]
+    except KeyError:
+        raise KeyError(f"unknown instrument {name!r}; known: {list_instruments()} "
+                       f"(or {sorted(i.name for i in INSTRUMENTS.values())})") from None

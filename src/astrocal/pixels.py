@@ -1,0 +1,33 @@
+"""The one place where pixel conventions are converted.
+
+Inside astrocal, pixel positions are 0-based: the centre of the first pixel is 0.0 and
+the detector of ``nx`` columns covers ``-0.5 <= x <= nx - 0.5``.  FITS (and the products
+that follow it: AstroMet tables, WCS headers) use 1-based positions, where the centre of
+the first pixel is 1.0.
+"""
+import numpy as np
+
+#: offset added to a 0-based position to obtain the FITS 1-based position
+FITS_ORIGIN = 1.0
+
+
+def to_fits(pos):
+    """0-based pixel position(s) -> FITS 1-based position(s)."""
+    return np.asarray(pos, dtype=float) + FITS_ORIGIN
+
+
+def from_fits(pos):
+    """FITS 1-based pixel position(s) -> 0-based position(s)."""
+    return np.asarray(pos, dtype=float) - FITS_ORIGIN
+
+
+def detector_domain(shape):
+    """Domain ``(xmin, xmax, ymin, ymax)`` (0-based pixels) covered by a detector.
+
+    ``shape`` is ``(ny, nx)`` as numpy gives it.  The domain runs over the pixel edges,
+    from -0.5 to n - 0.5 on each axis, so that every pixel centre lies inside it.
+    """
+    ny, nx = (int(s) for s in shape)
+    if nx <= 0 or ny <= 0:
+        raise ValueError(f"detector shape must be positive, got {shape!r}")
+    return (-0.5, nx - 0.5, -0.5, ny - 0.5)
