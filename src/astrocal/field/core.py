@@ -119,6 +119,9 @@ class DistortionField:
             )
         if not (np.isfinite(mx).all() and np.isfinite(my).all()):
             raise ValueError("monomial coefficients contain NaN or infinite values")
+        outside = ~basis.triangle_mask(mx.shape[0] - 1)
+        if np.any(mx[outside]) or np.any(my[outside]):
+            raise ValueError(f"monomial coefficients with p + q > {mx.shape[0] - 1} must be zero")
         domain = _as_domain(domain)
         xc, yc, hx, hy = _centre_halfwidth(domain)
         cx = basis.monomial_to_legendre(mx, (xc, yc), (hx, hy), origin)

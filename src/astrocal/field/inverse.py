@@ -181,8 +181,9 @@ def solve(field, u, v, guess=None, tol=1e-12, maxiter=50):
     affine part of the field is inverted.  Converges to ``tol`` (input unit) for a
     one-to-one field; raises ``ValueError`` naming the number of points that did not.
     """
-    u = np.asarray(u, dtype=float)
-    v = np.asarray(v, dtype=float)
+    u, v = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(v, dtype=float))
+    shape = u.shape
+    u, v = u.ravel(), v.ravel()
     if guess is None:
         from .maps import affine_part
 
@@ -194,25 +195,21 @@ def solve(field, u, v, guess=None, tol=1e-12, maxiter=50):
         x = xc + inv[0, 0] * du + inv[0, 1] * dv
         y = yc + inv[1, 0] * du + inv[1, 1] * dv
     else:
-        x = np.array(guess[0], dtype=float, copy=True)
-        y = np.array(guess[1], dtype=float, copy=True)
-    x, y = np.broadcast_arrays(x, y)
-    x, y = x.astype(float).copy(), y.astype(float).copy()
+        x = np.broadcast_to(np.asarray(guess[0], dtype=float), shape).ravel().copy()
+        y = np.broadcast_to(np.asarray(guess[1], dtype=float), shape).ravel().copy()
     active = np.ones(x.shape, bool)
     for _ in range(maxiter):
-        fu, fv, jac = field.jacobian(x[active], y[active])
-        ru, rv = u[active] - fu if u.shape else u - fu, v[active] - fv if v.shape else v - fv
+        idx = np.flatnonzero(active)
+        fu, fv, jac = field.jacobian(x[idx], y[idx])
+        ru, rv = u[idx] - fu, v[idx] - fv
         det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
         dx = (jac[..., 1, 1] * ru - jac[..., 0, 1] * rv) / det
         dy = (-jac[..., 1, 0] * ru + jac[..., 0, 0] * rv) / det
-        x[active] += dx
-        y[active] += dy
-        step = np.hypot(dx, dy)
-        done = step <= tol
-        idx = np.flatnonzero(active)
-        active[idx[done]] = False
+        x[idx] += dx
+        y[idx] += dy
+        active[idx[np.hypot(dx, dy) <= tol]] = False
         if not active.any():
             break
     if active.any():
         raise ValueError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
-    return x, y
+    return x.reshape(shape), y.reshape(shape)

@@ -148,6 +148,9 @@ def to_idctab(m, prefix="CX", constant=False):
     m = _square(m)
     _check_finite(m, "idctab")
     n = m.shape[0] - 1
+    if n > IDCTAB_MAX_DEGREE:
+        raise ValueError(f"idctab: column names CX{{i}}{{j}} have one digit per index, so degree "
+                         f"{n} > {IDCTAB_MAX_DEGREE} cannot be written")
     if not constant and m[0, 0] != 0.0:
         raise ValueError(f"idctab: {prefix}00 is not part of this table layout but the constant term is {m[0, 0]!r}")
     out = {}
@@ -158,12 +161,17 @@ def to_idctab(m, prefix="CX", constant=False):
 
 
 _IDC_KEY = re.compile(r"^(C[XY])(\d)(\d)$")
+_IDC_LONG = re.compile(r"^(C[XY])\d{3,}$")
+IDCTAB_MAX_DEGREE = 9
 
 
 def from_idctab(coeffs, prefix="CX", degree=None):
     """``{"CX{i}{j}": value}`` (any subset; other prefixes ignored) -> square monomial array."""
     terms = {}
     for key, value in coeffs.items():
+        if _IDC_LONG.match(str(key).upper()):
+            raise ValueError(f"idctab: column {key} is ambiguous (CX{{i}}{{j}} names have one digit "
+                             f"per index, degree <= {IDCTAB_MAX_DEGREE})")
         match = _IDC_KEY.match(str(key).upper())
         if not match or match.group(1) != prefix:
             continue

@@ -1,0 +1,453 @@
+"""Pinhole-mask tables: loading, checking, unit conversion and field selection.
+
+A mask table is an ECSV file (astropy :class:`~astropy.table.Table`) with one row per
+hole and the columns
+
+============  ======  ==========================================================
+column        unit    meaning
+============  ======  ==========================================================
+hole_id       --      integer identifier, unique within the mask
+x_mm, y_mm    mm      nominal hole centre in the mask plane
+diameter_um   um      nominal hole diameter
+group         --      optional: sub-pattern the hole belongs to (e.g. ``fine``)
+============  ======  ==========================================================
+
+and metadata (``table.meta``):
+
+``name``
+    human-readable mask name (``"METIS WCU FP mask #5"``);
+``short_name``
+    the registry name used by :func:`get_mask` (``"metis_wcu_fp_mask5"``);
+``mask_scale_mm_per_arcsec``
+    plate scale at the mask plane, mm per arcsec on the sky (3.319 for the METIS WCU);
+``orientation_marker``
+    ``None`` or a mapping with ``x_mm``, ``y_mm`` (and ``x_arcsec``, ``y_arcsec``,
+    ``description``): the nominal position of a hole deliberately left out of a
+    regular sub-grid, so that the pattern is not symmetric;
+``pitches``
+    mapping of grid pitches (``<grid>_mm`` and ``<grid>_arcsec``);
+``provenance``
+    mapping: source repository, commit, file, licence, authors, conversion.
+
+Axes: ``x_mm``/``y_mm`` are the mask coordinates as given by the source; at zero
+rotation and no mirror the identification (:mod:`astrocal.lab.identify`) maps mask +x
+to detector +x (numpy axis 1) and mask +y to detector +y (numpy axis 0).
+
+The shipped tables live in the package (``astrocal/data/masks/``, identical copies in
+the project's ``lab/`` folder); :func:`list_masks` names them and :func:`get_mask`
+loads one by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import astropy.units as u
+from astropy.table import Table
+
+__all__ = [
+    "Mask",
+    "MaskError",
+    "REQUIRED_COLUMNS",
+    "load_mask",
+    "get_mask",
+    "list_masks",
+    "mask_path",
+    "mask_from_arrays",
+    "read_irdb_mask",
+]
+
+#: required columns and the physical type of their unit (``None``: dimensionless int)
+REQUIRED_COLUMNS = {
+    "hole_id": None,
+    "x_mm": u.mm,
+    "y_mm": u.mm,
+    "diameter_um": u.um,
+}
+
+#: key in the table meta holding the plate scale at the mask (mm per arcsec)
+MASK_SCALE_KEY = "mask_scale_mm_per_arcsec"
+
+#: two holes closer than this (mm) are considered duplicates (1 um)
+DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
+
+_PACKAGE_MASK_DIR = ("astrocal", "data", "masks")
+
+
+class MaskError(ValueError):
+    """A mask table is malformed; the message names the file and the column or key."""
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """A checked pinhole-mask table.
+
+    Attributes
+    ----------
+    table : astropy.table.Table
+        Columns ``hole_id`` (int), ``x_mm``, ``y_mm`` (float, mm), ``diameter_um``
+        (float, um), optionally ``group``; rows in file order.
+    name : str
+        Human-readable name (``meta['name']``, else the file stem).
+    mask_scale : astropy.units.Quantity or None
+        Plate scale at the mask plane in mm/arcsec (``meta['mask_scale_mm_per_arcsec']``),
+        ``None`` when the file does not give it.
+    source : str
+        Where the table came from (file path or ``"<arrays>"``), used in error messages.
+    """
+
+    table: Table
+    name: str
+    mask_scale: u.Quantity | None = None
+    source: str = "<arrays>"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    # ---- plain-array views (mm) -------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def hole_id(self) -> np.ndarray:
+        """Hole identifiers (int64 array)."""
+        return np.asarray(self.table["hole_id"], dtype=np.int64)
+
+    @property
+    def xy_mm(self) -> np.ndarray:
+        """Hole centres, shape (N, 2), plain floats in mm."""
+        return np.column_stack(
+            [np.asarray(self.table["x_mm"], float), np.asarray(self.table["y_mm"], float)]
+        )
+
+    @property
+    def diameter_um(self) -> np.ndarray:
+        """Hole diameters, plain floats in micrometres."""
+        return np.asarray(self.table["diameter_um"], dtype=float)
+
+    @property
+    def short_name(self) -> str:
+        return str(self.meta.get("short_name", self.name))
+
+    @property
+    def orientation_marker_mm(self) -> np.ndarray | None:
+        """Nominal (x, y) in mm of the orientation marker (a deliberately missing
+        hole), or ``None`` if the mask has none."""
+        marker = self.meta.get("orientation_marker")
+        if not marker:
+            return None
+        return np.array([float(marker["x_mm"]), float(marker["y_mm"])])
+
+    # ---- unit conversion --------------------------------------------------------
+    def _scale_mm_per_arcsec(self, mask_scale=None) -> float:
+        scale = self.mask_scale if mask_scale is None else mask_scale
+        if scale is None:
+            raise MaskError(
+                f"{self.source}: no plate scale at the mask: the table meta has no "
+                f"'{MASK_SCALE_KEY}' and none was passed (mask_scale=... mm/arcsec)"
+            )
+        return _as_mm_per_arcsec(scale, what=f"{self.source}: mask_scale")
+
+    def xy_arcsec(self, mask_scale=None) -> np.ndarray:
+        """Hole centres projected on the sky, shape (N, 2), plain floats in arcsec.
+
+        ``arcsec = mm / (mm per arcsec)``; ``mask_scale`` (Quantity in mm/arcsec)
+        overrides the table's own plate scale.
+        """
+        return self.xy_mm / self._scale_mm_per_arcsec(mask_scale)
+
+    def positions_arcsec(self, mask_scale=None) -> u.Quantity:
+        """Like :meth:`xy_arcsec` but as a Quantity (arcsec), shape (N, 2)."""
+        return self.xy_arcsec(mask_scale) * u.arcsec
+
+    def marker_arcsec(self, mask_scale=None) -> np.ndarray | None:
+        """Orientation marker position in arcsec (plain floats), or ``None``."""
+        marker = self.orientation_marker_mm
+        if marker is None:
+            return None
+        return marker / self._scale_mm_per_arcsec(mask_scale)
+
+    # ---- selections -------------------------------------------------------------
+    def select(self, rows) -> "Mask":
+        """A new Mask with the given rows (boolean mask or indices) of this one."""
+        return dataclasses.replace(self, table=self.table[rows])
+
+    def in_field(self, fov, center=None, mask_scale=None) -> "Mask":
+        """Holes whose centre falls inside a rectangular field of view.
+
+        Parameters
+        ----------
+        fov : Quantity
+            Full width of the field, an angle (scalar for a square field, or
+            ``[width_x, width_y]``); a length (mm) is taken in the mask plane.
+        center : Quantity, optional
+            Field centre in the same kind of unit, default (0, 0).  Use it for the
+            chopper offset of the mask.
+        mask_scale : Quantity, optional
+            mm/arcsec, overrides the table's plate scale (needed for angular fields).
+
+        The boundary is inclusive.  Returns a new :class:`Mask`.
+        """
+        fov = u.Quantity(fov)
+        width = np.broadcast_to(np.atleast_1d(fov.value), (2,)).astype(float)
+        if fov.unit.physical_type == "angle":
+            pos = self.xy_arcsec(mask_scale)
+            width = width * fov.unit.to(u.arcsec)
+            unit = u.arcsec
+        elif fov.unit.physical_type == "length":
+            pos = self.xy_mm
+            width = width * fov.unit.to(u.mm)
+            unit = u.mm
+        else:
+            raise MaskError(f"{self.source}: field of view must be an angle or a length, got {fov!r}")
+        if center is None:
+            c = np.zeros(2)
+        else:
+            c = np.broadcast_to(np.atleast_1d(u.Quantity(center).to_value(unit)), (2,)).astype(float)
+        # a tiny relative slack so that holes exactly on the nominal boundary count
+        half = 0.5 * width * (1 + 1e-9)
+        inside = np.all(np.abs(pos - c) <= half, axis=1)
+        return self.select(inside)
+
+    # ---- output -----------------------------------------------------------------
+    def write(self, path, overwrite: bool = False) -> None:
+        """Write the mask as ECSV (the shipped format)."""
+        t = self.table.copy(copy_data=True)
+        t.meta = dict(self.meta)
+        t.write(path, format="ascii.ecsv", overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------
+def _as_mm_per_arcsec(scale, what="mask_scale") -> float:
+    """Plate scale as a plain float in mm/arcsec (Quantity in length/angle, or float)."""
+    if isinstance(scale, u.Quantity):
+        try:
+            return float(scale.to_value(u.mm / u.arcsec))
+        except u.UnitConversionError as exc:
+            raise MaskError(f"{what}: expected a plate scale in mm/arcsec, got {scale!r}") from exc
+    value = float(scale)
+    if not np.isfinite(value) or value <= 0:
+        raise MaskError(f"{what}: plate scale must be positive, got {scale!r}")
+    return value
+
+
+def _check_table(t: Table, source: str) -> Table:
+    """Check columns, units, values and uniqueness; return a normalised copy.
+
+    Normalised: columns in mm / um (converted if given in another length unit),
+    hole_id int64.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in t.colnames]
+    if missing:
+        raise MaskError(
+            f"{source}: missing required column(s) {missing}; a mask table needs "
+            f"{list(REQUIRED_COLUMNS)} (found {t.colnames})"
+        )
+    if len(t) == 0:
+        raise MaskError(f"{source}: the mask table has no rows")
+    out = t.copy(copy_data=True)
+
+    ids = np.asarray(out["hole_id"])
+    if ids.dtype.kind not in "iu":
+        if ids.dtype.kind == "f" and np.all(np.isfinite(ids)) and np.all(ids == np.round(ids)):
+            ids = ids.astype(np.int64)
+        else:
+            raise MaskError(f"{source}: column 'hole_id' must hold integers, got dtype {ids.dtype}")
+    out["hole_id"] = np.asarray(ids, dtype=np.int64)
+    if out["hole_id"].unit not in (None, u.dimensionless_unscaled):
+        raise MaskError(f"{source}: column 'hole_id' must have no unit, got {out['hole_id'].unit}")
+
+    for name, unit in REQUIRED_COLUMNS.items():
+        if unit is None:
+            continue
+        col = out[name]
+        if col.unit is None:
+            raise MaskError(f"{source}: column '{name}' has no unit; expected {unit} (or another length)")
+        try:
+            factor = u.Unit(col.unit).to(unit)
+        except u.UnitConversionError as exc:
+            raise MaskError(f"{source}: column '{name}' has unit {col.unit}, expected a length ({unit})") from exc
+        values = np.asarray(col, dtype=float) * factor
+        bad = ~np.isfinite(values)
+        if np.any(bad):
+            raise MaskError(
+                f"{source}: column '{name}' has non-finite values for hole_id "
+                f"{out['hole_id'][bad].tolist()}"
+            )
+        out[name] = values
+        out[name].unit = unit
+    if np.any(out["diameter_um"] <= 0):
+        bad = out["hole_id"][out["diameter_um"] <= 0].tolist()
+        raise MaskError(f"{source}: column 'diameter_um' must be positive (hole_id {bad})")
+
+    uniq, counts = np.unique(out["hole_id"], return_counts=True)
+    dup = uniq[counts > 1]
+    if dup.size:
+        raise MaskError(f"{source}: column 'hole_id' has duplicate ids {dup.tolist()}")
+
+    xy = np.column_stack([out["x_mm"], out["y_mm"]])
+    if len(xy) > 1:
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(xy).query_pairs(DUPLICATE_POSITION_TOLERANCE_MM, output_type="ndarray")
+        if len(pairs):
+            ids = [(int(out["hole_id"][i]), int(out["hole_id"][j])) for i, j in pairs[:10]]
+            raise MaskError(
+                f"{source}: columns 'x_mm','y_mm': holes at the same position "
+                f"(within {DUPLICATE_POSITION_TOLERANCE_MM * 1e3:g} um), hole_id pairs {ids}"
+            )
+    return out
+
+
+def _mask_from_table(t: Table, source: str) -> Mask:
+    meta = dict(t.meta)
+    table = _check_table(t, source)
+    table.meta = {}
+    scale = meta.get(MASK_SCALE_KEY)
+    mask_scale = None
+    if scale is not None:
+        mask_scale = _as_mm_per_arcsec(scale, what=f"{source}: meta '{MASK_SCALE_KEY}'") * u.mm / u.arcsec
+    marker = meta.get("orientation_marker")
+    if marker:
+        for key in ("x_mm", "y_mm"):
+            if key not in marker:
+                raise MaskError(f"{source}: meta 'orientation_marker' lacks key '{key}'")
+        mxy = np.array([float(marker["x_mm"]), float(marker["y_mm"])])
+        d = np.hypot(table["x_mm"] - mxy[0], table["y_mm"] - mxy[1])
+        if np.any(d < DUPLICATE_POSITION_TOLERANCE_MM):
+            raise MaskError(
+                f"{source}: meta 'orientation_marker' is at the position of hole_id "
+                f"{int(table['hole_id'][np.argmin(d)])}; the marker must be a missing hole"
+            )
+    name = str(meta.get("name") or Path(source).stem)
+    return Mask(table=table, name=name, mask_scale=mask_scale, source=source, meta=meta)
+
+
+# --------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------
+def load_mask(path) -> Mask:
+    """Read and check a mask table (ECSV).
+
+    Raises :class:`MaskError` (a ``ValueError``) naming the file and the offending
+    column, key or hole ids when a required column is missing, a unit is missing or
+    not a length, ``hole_id`` is not integer or not unique, two holes share a
+    position, or values are not finite; ``FileNotFoundError`` if the file is absent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask table not found: {path}")
+    try:
+        t = Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # astropy raises several kinds for malformed ECSV
+        raise MaskError(f"{path}: cannot read as an ECSV table: {exc}") from exc
+    return _mask_from_table(t, str(path))
+
+
+def mask_from_arrays(x_mm, y_mm, diameter_um=25.0, *, hole_id=None, name="mask",
+                     mask_scale=None, meta=None) -> Mask:
+    """Build a checked :class:`Mask` from plain arrays (mm, um).
+
+    ``mask_scale`` is a Quantity (mm/arcsec) or float in mm/arcsec; ``meta`` extra
+    metadata (e.g. ``orientation_marker``).
+    """
+    x = np.atleast_1d(np.asarray(x_mm, dtype=float))
+    y = np.atleast_1d(np.asarray(y_mm, dtype=float))
+    if x.shape != y.shape:
+        raise MaskError(f"{name}: x_mm and y_mm have different shapes {x.shape} and {y.shape}")
+    d = np.broadcast_to(np.asarray(diameter_um, dtype=float), x.shape)
+    ids = np.arange(1, x.size + 1) if hole_id is None else np.asarray(hole_id)
+    t = Table()
+    t["hole_id"] = ids
+    t["x_mm"] = x * u.mm
+    t["y_mm"] = y * u.mm
+    t["diameter_um"] = np.array(d) * u.um
+    t.meta = dict(meta or {})
+    t.meta.setdefault("name", name)
+    if mask_scale is not None:
+        t.meta[MASK_SCALE_KEY] = _as_mm_per_arcsec(mask_scale, what=f"{name}: mask_scale")
+    return _mask_from_table(t, f"<{name}>")
+
+
+def read_irdb_mask(path, mask_scale=3.319, *, start_id: int = 1, name=None) -> Mask:
+    """Convert a ScopeSim/IRDB focal-plane mask file (``x y diam`` in arcsec) to a Mask.
+
+    The IRDB WCU mask files (e.g. ``METIS/wcu/fp_mask_grid_lm.dat``) list the holes
+    projected on the sky in arcsec; the mask-plane positions are
+    ``mm = arcsec * mask_scale`` (mm/arcsec, 3.319 for the METIS WCU).  Holes are
+    numbered ``start_id, start_id + 1, ...`` in file order (blank lines skipped).  The
+    ``# key : value`` header lines are kept in ``meta['irdb_header']``.  Positions are
+    rounded to 1 nm and diameters to 1 nm to remove floating-point noise.
+
+    This is a conversion helper for updating the shipped tables; astrocal itself reads
+    only ECSV mask tables at run time.
+    """
+    path = Path(path)
+    scale = _as_mm_per_arcsec(mask_scale, what=f"{path}: mask_scale")
+    header: dict[str, str] = {}
+    rows = []
+    colnames = None
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            s = line.strip()
+            if not s:
+                continue
+            if s.startswith("#"):
+                body = s.lstrip("#").strip()
+                if ":" in body and not body.startswith("-"):
+                    k, v = body.split(":", 1)
+                    header[k.strip()] = v.strip()
+                continue
+            parts = s.split()
+            if colnames is None:
+                colnames = parts
+                continue
+            try:
+                rows.append([float(p) for p in parts[:3]])
+            except ValueError as exc:
+                raise MaskError(f"{path}:{lineno}: cannot parse hole row {s!r}") from exc
+    if colnames is None or [c.lower() for c in colnames[:3]] != ["x", "y", "diam"]:
+        raise MaskError(f"{path}: expected the column header 'x y diam', got {colnames}")
+    for key in ("x_unit", "y_unit", "diam_unit"):
+        if header.get(key, "arcsec") != "arcsec":
+            raise MaskError(f"{path}: header key '{key}' is {header[key]!r}, expected 'arcsec'")
+    a = np.array(rows, dtype=float)
+    x_mm = np.round(a[:, 0] * scale, 6)
+    y_mm = np.round(a[:, 1] * scale, 6)
+    d_um = np.round(a[:, 2] * scale * 1e3, 3)
+    ids = np.arange(start_id, start_id + len(a))
+    meta = {"irdb_header": header}
+    return mask_from_arrays(x_mm, y_mm, d_um, hole_id=ids, name=name or header.get("name", path.stem),
+                            mask_scale=scale, meta=meta)
+
+
+def _mask_dir():
+    return resources.files("astrocal").joinpath("data", "masks")
+
+
+def list_masks() -> list[str]:
+    """Names of the mask tables shipped with astrocal (file stems, sorted)."""
+    d = _mask_dir()
+    try:
+        entries = list(d.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.name[: -len(".ecsv")] for e in entries if e.name.endswith(".ecsv"))
+
+
+def mask_path(name: str) -> Path:
+    """Path of a shipped mask table by name (see :func:`list_masks`)."""
+    names = list_masks()
+    key = name[:-5] if name.endswith(".ecsv") else name
+    if key not in names:
+        raise KeyError(f"unknown mask {name!r}; shipped masks: {names}")
+    return Path(str(_mask_dir().joinpath(key + ".ecsv")))
+
+
+def get_mask(name: str) -> Mask:
+    """Load a shipped mask table by name, e.g. ``get_mask("metis_wcu_fp_mask5")``."""
+    return load_mask(mask_path(name))
