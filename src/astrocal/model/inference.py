@@ -1,0 +1,480 @@
+"""Inference for the lab model: preliminary fit, outliers, degree by evidence, emcee, exact draws.
+
+The steps of :func:`fit_lab`:
+
+1. a preliminary fit (hyperparameters at their initial guess) gives the field whose
+   Jacobian pushes centroid covariances into the focal plane;
+2. gross outliers are found by an expectation-maximisation of a two-component mixture
+   (inliers with the model's noise, outliers with a broad ``outlier_px`` Gaussian); points
+   whose outlier probability exceeds 1/2 are flagged and left out, with the rest refitted
+   until the flagged set is stable;
+3. for every degree in the range, the hyperparameters' maximum a posteriori and a Laplace
+   approximation over them give the evidence ``p(y | n)``; the best degree is kept
+   (or the degree asked for);
+4. emcee samples the hyperparameters (walkers evaluated together), recording the chain
+   in an HDF5 backend so a killed run resumes;
+5. for every kept hyperparameter sample, the linear parameters are drawn exactly from
+   their Gaussian conditional.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+
+import emcee
+import numpy as np
+from scipy import optimize
+
+from .data import LabPoints
+from .linear import LabModel, Priors
+
+log = logging.getLogger(__name__)
+
+
+class ConvergenceWarning(UserWarning):
+    """The chain is shorter than 50 autocorrelation times, or tau could not be estimated."""
+
+
+class GaugeWarning(UserWarning):
+    """A direction of parameter space is not constrained by the data (only by its prior)."""
+
+
+@dataclass
+class FitSettings:
+    """Settings of :func:`fit_lab` (see the campaign's ``[fit]`` table)."""
+
+    degree: object = "auto"
+    degree_range: tuple = (3, 8)
+    hole_errors: bool = True
+    walkers: int = 24
+    steps: int = 5000  # the most; the chain stops earlier once converged
+    min_steps: int = 300
+    target_neff: int = 1000  # effective samples of every hyperparameter to stop at
+    check_every: int = 100
+    burn: object = "auto"  # int or "auto" (5 tau, at least 10 % of the steps)
+    n_draws: int = 1000
+    seed: int = 1
+    outlier_px: float = 10.0
+    outlier_iterations: int = 10
+    priors: Priors = dc_field(default_factory=Priors)
+    progress: object = "auto"  # True, False or "auto" (a terminal)
+    backend_path: object = None  # HDF5 file of the chain
+    resume: bool = False
+
+
+@dataclass
+class Diagnostics:
+    tau: np.ndarray
+    acceptance: float
+    n_steps: int
+    n_burn: int
+    n_effective: np.ndarray
+    converged: bool
+    warnings: list
+
+
+@dataclass
+class LabFit:
+    """Result of :func:`fit_lab`.
+
+    ``phi_chain`` (steps, walkers, ndim) and ``phi_samples`` (kept, ndim) are the
+    hyperparameter chain and the thinned posterior draws; ``g_samples`` (kept, G) and
+    ``hole_samples`` (kept, H, 2) the exact draws of the linear parameters, one per kept
+    hyperparameter sample (arcsec, gauge-fixed); ``model`` the :class:`LabModel` at the
+    chosen degree; ``outliers`` a boolean mask over ``points`` (flagged, left out).
+    """
+
+    model: LabModel
+    points: LabPoints
+    degree: int
+    evidence: list
+    phi_map: np.ndarray
+    phi_chain: np.ndarray
+    phi_samples: np.ndarray
+    g_samples: np.ndarray
+    hole_samples: object
+    outliers: np.ndarray
+    outlier_fraction: float
+    diagnostics: Diagnostics
+    unconstrained: list
+    settings: FitSettings
+
+    @property
+    def hyper_names(self):
+        return self.model.hyper_names
+
+    @property
+    def param_names(self):
+        return self.model.param_names
+
+    def field_samples(self, x, y):
+        """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec."""
+        from ..field import design_matrix
+
+        B = design_matrix(x, y, self.degree, self.points.domain)
+        nt = self.model.nt
+        return self.g_samples[:, :nt] @ B.T, self.g_samples[:, nt:2 * nt] @ B.T
+
+    def mean_field(self):
+        """The posterior-mean field (arcsec)."""
+        return self.model.field_from(self.g_samples.mean(axis=0))
+
+    def map_uncertainty(self, x, y):
+        """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec."""
+        u, v = self.field_samples(np.ravel(x), np.ravel(y))
+        shape = np.shape(x)
+        return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
+
+    def pixel_scale_samples(self):
+        """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""
+        from ..field.basis import terms
+
+        nt = self.model.nt
+        t = terms(self.degree)
+        i10, i01 = t.index((1, 0)), t.index((0, 1))
+        xmin, xmax, ymin, ymax = self.points.domain
+        hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
+        g = self.g_samples
+        a, b = g[:, i10] / hx, g[:, i01] / hy
+        c, d = g[:, nt + i10] / hx, g[:, nt + i01] / hy
+        return np.sqrt(np.abs(a * d - b * c))
+
+
+# --------------------------------------------------------------------------- helpers
+def _map(model, phi0):
+    """Maximum a posteriori of the hyperparameters (bounded quasi-Newton from phi0)."""
+    lo, hi = model.bounds()
+    x0 = np.clip(phi0, lo + 1e-9, hi - 1e-9)
+
+    def nlp(x):
+        v = model.log_posterior(x[None])[0]
+        return 1e300 if not np.isfinite(v) else -v
+
+    best = optimize.minimize(nlp, x0, method="L-BFGS-B", bounds=list(zip(lo, hi)),
+                             options={"eps": 1e-6})
+    return best.x, -best.fun
+
+
+def _hessian(f, x, lo, hi, step=1e-3):
+    """Numerical Hessian of ``f`` (vectorised over rows) at ``x`` by central differences."""
+    n = x.size
+    pts, idx = [x.copy()], {}
+    for i in range(n):
+        for j in range(i, n):
+            for si in (1, -1):
+                for sj in (1, -1):
+                    p = x.copy()
+                    p[i] += si * step
+                    p[j] += sj * step
+                    idx[(i, j, si, sj)] = len(pts)
+                    pts.append(p)
+    pts = np.clip(np.array(pts), lo, hi)
+    vals = f(pts)
+    h = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            v = (vals[idx[(i, j, 1, 1)]] - vals[idx[(i, j, 1, -1)]]
+                 - vals[idx[(i, j, -1, 1)]] + vals[idx[(i, j, -1, -1)]]) / (4 * step**2)
+            h[i, j] = h[j, i] = v
+    return h
+
+
+def laplace_evidence(model, phi_map, logpost_map):
+    """``log p(y | n)`` by a Laplace approximation over the hyperparameters.
+
+    The linear parameters are integrated exactly by the model; only the handful of
+    hyperparameters are approximated. Where the curvature is not negative definite (a
+    hyperparameter at its bound), the prior range of that direction is used instead.
+    """
+    lo, hi = model.bounds()
+    h = -_hessian(model.log_posterior, phi_map, lo, hi)
+    w, v = np.linalg.eigh(h)
+    span = np.linalg.norm(hi - lo)
+    # each eigen-direction contributes sqrt(2 pi / w), capped by the prior's extent
+    widths = np.where(w > 0, np.sqrt(2 * np.pi / np.maximum(w, 1e-300)), span)
+    widths = np.minimum(widths, span)
+    return float(logpost_map + np.sum(np.log(widths))), h
+
+
+def _residual_chi2(model, cond, points):
+    """Chi-square (2 dof) of every point in ``points`` against the model's posterior mean."""
+    from ..field import design_matrix
+
+    nt = model.nt
+    g = cond.mean
+    B = design_matrix(points.x, points.y, model.degree, points.domain)
+    pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]])
+    m = points.hole_xy[points.hole]
+    o = points.offsets[points.exposure]
+    zs, zr = g[2 * nt], g[2 * nt + 1]
+    t = o + zs * o + zr * np.column_stack([-o[:, 1], o[:, 0]])
+    slot = model.pose_slot[points.exposure]
+    has = slot >= 0
+    pose = np.zeros((points.n_points, 4))
+    pose[has] = g[model.p0 + 4 * slot[has][:, None] + np.arange(4)]
+    expect = m + pose[:, [0]] * m + pose[:, [1]] * np.column_stack([-m[:, 1], m[:, 0]]) + t
+    expect[:, 0] += pose[:, 2]
+    expect[:, 1] += pose[:, 3]
+    if cond.hole_mean is not None:
+        # hole indices of ``points`` refer to the same hole list as the model's points
+        expect += cond.hole_mean[points.hole]
+    r = pred - expect
+    cov = _noise_cov(model, cond.phi, points)
+    return np.einsum("na,nab,nb->n", r, np.linalg.inv(cov), r), r
+
+
+def find_outliers(points, degree, settings, jacobian_field):
+    """Flag gross outliers by EM on a mixture of the model's noise and a broad Gaussian.
+
+    Returns ``(excluded mask, outlier fraction, model, phi_map)``.
+    """
+    excluded = np.zeros(points.n_points, bool)
+    frac = 0.01
+    s_out = settings.outlier_px * points.pixel_scale
+    model = None
+    phi = None
+    for _ in range(settings.outlier_iterations):
+        model = LabModel(points, degree, hole_errors=settings.hole_errors,
+                         jacobian_field=jacobian_field, priors=settings.priors, excluded=excluded)
+        phi, _ = _map(model, model.initial_guess() if phi is None else phi)
+        cond = model.conditional(phi)
+        chi2, r = _residual_chi2(model, cond, points)
+        # densities of the 2-D residual under each component (common factors cancel)
+        log_in = -0.5 * chi2 - 0.5 * np.linalg.slogdet(_noise_cov(model, cond.phi, points))[1]
+        log_out = -0.5 * np.sum(r**2, axis=1) / s_out**2 - 2 * np.log(s_out)
+        a = np.log(frac) + log_out
+        b = np.log1p(-frac) + log_in
+        gamma = 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
+        frac = float(np.clip(gamma.mean(), 1e-4, 0.5))
+        new = gamma > 0.5
+        if np.array_equal(new, excluded):
+            break
+        excluded = new
+    return excluded, frac, model, phi
+
+
+def _noise_cov(model, phi, points):
+    """Focal-plane noise covariance (N, 2, 2) of ``points`` under ``model`` at ``phi``."""
+    if model.jacobian_field is not None:
+        _, _, jac = model.jacobian_field.jacobian(points.x, points.y)
+    else:
+        jac = np.broadcast_to(np.eye(2) * points.pixel_scale, (points.n_points, 2, 2))
+    jit, kappa, _ = model._unpack(np.asarray(phi)[None])
+    cov = kappa[0] ** 2 * (jac @ points.cov @ np.swapaxes(jac, 1, 2))
+    return cov + np.eye(2) * jit[0, points.dataset][:, None, None] ** 2
+
+
+def preliminary_field(points, degree, settings):
+    """A first field (hyperparameters at their initial guess, no hole errors)."""
+    model = LabModel(points, degree, hole_errors=False, priors=settings.priors)
+    cond = model.conditional(model.initial_guess())
+    return model.field_from(cond.mean)
+
+
+def draw_linear(model, phi_samples, rng, batch=32):
+    """One exact draw of the linear parameters for every hyperparameter sample."""
+    gs, ds = [], []
+    for k in range(0, len(phi_samples), batch):
+        g, d = model.sample_linear(phi_samples[k:k + batch], rng)
+        gs.append(g)
+        if d is not None:
+            ds.append(d)
+    return np.concatenate(gs), (np.concatenate(ds) if ds else None)
+
+
+def unconstrained_directions(model, g_samples, threshold=0.5):
+    """Names of the global parameters whose posterior width is more than ``threshold`` of
+    the prior width (the data say little about them): gauge-like directions."""
+    post = g_samples.std(axis=0, ddof=1)
+    ratio = post / model.g_sd
+    names = [model.param_names[k] for k in np.flatnonzero(ratio > threshold)]
+    # also whitened eigen-directions (combinations of parameters)
+    cov = np.cov(g_samples.T) / np.outer(model.g_sd, model.g_sd)
+    w, v = np.linalg.eigh(cov)
+    for k in np.flatnonzero(np.sqrt(np.maximum(w, 0)) > threshold):
+        top = np.argsort(-np.abs(v[:, k]))[:3]
+        combo = " + ".join(f"{v[i, k]:+.2f}*{model.param_names[i]}" for i in top)
+        if not any(model.param_names[i] in names for i in top[:1]):
+            names.append(f"combination {combo}")
+    return names
+
+
+def _progress(setting):
+    if setting == "auto":
+        return sys.stderr.isatty()
+    return bool(setting)
+
+
+def run_emcee(model, phi_map, settings, hessian=None):
+    """Sample the hyperparameters with emcee; returns (chain, sampler)."""
+    lo, hi = model.bounds()
+    rng = np.random.default_rng(settings.seed)
+    ndim = model.ndim
+    nwalkers = max(int(settings.walkers), 2 * ndim + 2)
+    scale = np.full(ndim, 1e-2)
+    if hessian is not None:
+        try:
+            cov = np.linalg.inv(hessian)
+            scale = np.sqrt(np.clip(np.diag(cov), 1e-8, 1.0))
+        except np.linalg.LinAlgError:
+            pass
+    p0 = phi_map + scale * rng.standard_normal((nwalkers, ndim))
+    p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
+    backend = None
+    if settings.backend_path is not None:
+        path = Path(settings.backend_path)
+        backend = emcee.backends.HDFBackend(str(path), name="hyperparameters")
+        if settings.resume and path.exists() and backend.iteration > 0:
+            if backend.shape != (nwalkers, ndim):
+                raise ValueError(f"{path}: the chain to resume has walkers/dimensions "
+                                 f"{backend.shape}, this fit needs {(nwalkers, ndim)}")
+        else:
+            backend.reset(nwalkers, ndim)
+    moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, model.log_posterior, vectorize=True,
+                                    backend=backend, moves=moves)
+    done = backend.iteration if backend is not None else 0
+    if done > 0:
+        state = backend.get_last_sample()
+        log.info("resuming the chain at step %d", done)
+    else:
+        state = emcee.State(p0, random_state=np.random.RandomState(settings.seed).get_state())
+    # run in blocks, stopping once the chain is >= 50 tau long and every hyperparameter
+    # has target_neff effective samples after burn-in (a deterministic rule, so a resumed
+    # run stops where an uninterrupted one would)
+    every = int(settings.check_every)
+    bar = None
+    if _progress(settings.progress):
+        from tqdm import tqdm
+
+        bar = tqdm(total=int(settings.steps), initial=done, desc="emcee", unit="step")
+    while done < settings.steps:
+        if done >= settings.min_steps and _converged(sampler, settings):
+            break
+        n = min(every - done % every, int(settings.steps) - done)
+        state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
+        done += n
+        if bar is not None:
+            bar.update(n)
+    if bar is not None:
+        bar.close()
+    return sampler.get_chain(), sampler
+
+
+def _converged(sampler, settings):
+    chain = sampler.get_chain()
+    steps, nwalkers, _ = chain.shape
+    quiet = logging.getLogger("emcee.autocorr")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # a short chain is expected here: that is what we test
+    try:
+        tau = emcee.autocorr.integrated_time(chain, quiet=True, has_walkers=True)
+    finally:
+        quiet.setLevel(level)
+    if not np.all(np.isfinite(tau)):
+        return False
+    tmax = float(np.max(tau))
+    burn = int(min(max(5 * tmax, 0.1 * steps), steps // 2))
+    neff = (steps - burn) * nwalkers / tau
+    return steps >= 50 * tmax and bool(np.all(neff >= settings.target_neff))
+
+
+def diagnostics(chain, sampler, settings):
+    steps, nwalkers, ndim = chain.shape
+    notes = []
+    quiet = logging.getLogger("emcee.autocorr")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # our own ConvergenceWarning below says it better
+    try:
+        tau = emcee.autocorr.integrated_time(chain, quiet=True)
+    except Exception as exc:  # pragma: no cover - emcee raises several types
+        tau = np.full(ndim, np.nan)
+        notes.append(f"autocorrelation time not estimated: {exc}")
+    finally:
+        quiet.setLevel(level)
+    tau_max = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(steps)
+    if settings.burn == "auto":
+        burn = int(min(max(5 * tau_max, 0.1 * steps), steps // 2))
+    else:
+        burn = int(settings.burn)
+    kept = steps - burn
+    n_eff = kept * nwalkers / np.where(np.isfinite(tau), tau, kept)
+    converged = bool(np.all(np.isfinite(tau)) and steps >= 50 * tau_max)
+    if not converged:
+        notes.append(f"ConvergenceWarning: chain of {steps} steps is shorter than 50 "
+                     f"autocorrelation times (max tau {tau_max:.1f}); run more steps")
+    acc = float(np.mean(sampler.acceptance_fraction))
+    if not 0.15 <= acc <= 0.8:
+        notes.append(f"ConvergenceWarning: mean acceptance fraction {acc:.2f} is unusual")
+    return Diagnostics(tau, acc, steps, burn, n_eff, converged, notes)
+
+
+def fit_lab(points, settings=None):
+    """Fit the lab model to identified points; returns a :class:`LabFit`.
+
+    Linear algebra runs single-threaded (the batched small products gain nothing from
+    threaded BLAS and suffer from it on a shared machine); parallelism comes from
+    evaluating the walkers together.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_lab(points, settings or FitSettings())
+
+
+def _fit_lab(points, settings):
+    rng = np.random.default_rng(settings.seed)
+    if settings.degree == "auto":
+        degrees = list(range(settings.degree_range[0], settings.degree_range[1] + 1))
+    else:
+        degrees = [int(settings.degree)]
+    middle = degrees[len(degrees) // 2]
+    jac_field = preliminary_field(points, middle, settings)
+    excluded, frac, _, _ = find_outliers(points, middle, settings, jac_field)
+    if excluded.any():
+        log.info("flagged %d of %d points as outliers (mixture fraction %.3f)",
+                 int(excluded.sum()), points.n_points, frac)
+    evidence = []
+    best = None
+    for n in degrees:
+        try:
+            model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+                             priors=settings.priors, excluded=excluded)
+        except ValueError as exc:
+            evidence.append({"degree": n, "log_evidence": np.nan, "note": str(exc)})
+            continue
+        phi, lp = _map(model, model.initial_guess())
+        logz, hess = laplace_evidence(model, phi, lp)
+        evidence.append({"degree": n, "log_evidence": logz, "log_posterior_map": lp,
+                         "phi_map": phi.tolist()})
+        if best is None or logz > best[0]:
+            best = (logz, n, model, phi, hess)
+    if best is None:
+        raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
+    _, degree, model, phi_map, hess = best
+    # final Jacobian from the chosen degree's fit, then the model again
+    jac_field = model.field_from(model.conditional(phi_map).mean)
+    model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+                     priors=settings.priors, excluded=excluded)
+    phi_map, lp = _map(model, phi_map)
+    chain, sampler = run_emcee(model, phi_map, settings, hess)
+    diag = diagnostics(chain, sampler, settings)
+    for note in diag.warnings:
+        log.warning("%s", note)
+        warnings.warn(note, ConvergenceWarning, stacklevel=2)
+    flat = chain[diag.n_burn:].reshape(-1, model.ndim)
+    take = min(settings.n_draws, flat.shape[0])
+    idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
+    phi_samples = flat[idx]
+    g, d = draw_linear(model, phi_samples, rng)
+    loose = unconstrained_directions(model, g)
+    for name in loose:
+        log.warning("GaugeWarning: %s is not constrained by the data (posterior width "
+                    "> 1/2 of the prior's); it is not a measurement", name)
+    return LabFit(model=model, points=points, degree=degree, evidence=evidence, phi_map=phi_map,
+                  phi_chain=chain, phi_samples=phi_samples, g_samples=g, hole_samples=d,
+                  outliers=excluded, outlier_fraction=frac, diagnostics=diag,
+                  unconstrained=loose, settings=settings)

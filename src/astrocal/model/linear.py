@@ -1,0 +1,596 @@
+"""The collapsed linear model of the lab fit: exact marginal likelihood over the linear parameters.
+
+Model (see ``docs/model.md``): for exposure ``e`` and hole ``h``,
+
+    G(p_eh) = m_h + delta_h + s_e m_h + theta_e R90 m_h + t_e + noise,
+    t_e = o_e + (zeta_s + zeta_r R90) o_e + eps_e
+
+with ``G`` the instrument field (Legendre coefficients ``c``), ``m_h`` the nominal hole
+position (arcsec), ``delta_h`` the hole's manufacturing error, ``(s_e, theta_e, t_e)`` the
+mask pose of exposure ``e`` (scale, rotation, translation) relative to the reference
+exposure, whose pose is fixed (the gauge of position and rotation), ``o_e`` the commanded
+chopper offset, ``zeta`` the scale and rotation of the chopper's frame relative to the mask
+frame (global, broad prior) and ``eps_e`` the offset error (prior: the stated offset
+accuracy), and noise of covariance
+``kappa**2 J C_eh J^T + sigma_d**2 I`` (``C_eh`` the centroid covariance, ``J`` the
+Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``).
+
+Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta)``
+enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and exact. The
+per-hole blocks ``delta_h`` are eliminated by a Schur complement (cost linear in the number
+of holes), the hole-error patterns that mimic a linear map (translation and the four linear
+terms: the scale gauge) are removed by exact Gaussian conditioning, and the walkers of an
+emcee step are evaluated together (leading axis ``K``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import solve_triangular
+
+from ..field import DistortionField, design_matrix
+from ..field.basis import n_terms, terms
+from .data import DataError, LabPoints
+
+log = logging.getLogger(__name__)
+
+LOG2PI = np.log(2 * np.pi)
+MB_LIMIT_BYTES = 300e6  # precompute per-point basis outer products below this size
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Prior settings of the lab model (units in the names).
+
+    The field's constant and linear coefficients get a broad prior (``linear_sigma``
+    arcsec); the non-linear ones ``distortion_px`` pixels times the nominal scale. Pose
+    scale and rotation of each exposure relative to the reference exposure have
+    zero-mean priors of ``pose_scale_sigma`` (dimensionless) and ``pose_rot_sigma``
+    (radians); translations are centred on the commanded offsets with their stated
+    accuracy. Hyperparameters: jitter ``log``-uniform over ``jitter_mas``; hole-error
+    scale ``log``-uniform over ``hole_error_um``; centroid-error scale ``kappa`` log-normal
+    with width ``kappa_log_sigma``.
+    """
+
+    linear_sigma: float = 1.0e3
+    distortion_px: float = 20.0
+    offset_frame_sigma: float = 0.05
+    pose_scale_sigma: float = 1.0e-3
+    pose_rot_sigma: float = 1.0e-3
+    jitter_mas: tuple = (1.0e-3, 100.0)
+    hole_error_um: tuple = (0.01, 20.0)
+    kappa_log_sigma: float = 0.3
+
+
+def gauge_patterns(hole_xy):
+    """Orthonormal basis (2H, 6) of hole-error patterns that mimic an affine map.
+
+    Columns span ``delta_h = a + A m_h`` (translation and the 2x2 linear map), laid out
+    as the flattened ``(H, 2)`` hole-error array.
+    """
+    h = len(hole_xy)
+    mx, my = hole_xy[:, 0], hole_xy[:, 1]
+    cols = []
+    for comp in range(2):
+        for f in (np.ones(h), mx, my):
+            v = np.zeros((h, 2))
+            v[:, comp] = f
+            cols.append(v.ravel())
+    q, _ = np.linalg.qr(np.array(cols).T)
+    return q
+
+
+class LabModel:
+    """Exact collapsed likelihood of lab data for a field of total ``degree``.
+
+    Parameters
+    ----------
+    points : LabPoints
+    degree : int
+    hole_errors : bool
+        Include the per-hole manufacturing errors (self-calibration of the mask).
+    jacobian_field : DistortionField, optional
+        Field whose Jacobian pushes the centroid covariances into the focal plane (the
+        result of a preliminary fit); default: the nominal scale times the identity.
+    reference : int
+        Index of the reference exposure (its pose fixes position and rotation).
+    priors : Priors
+    excluded : bool array, optional
+        Points left out (flagged outliers).
+    """
+
+    def __init__(self, points: LabPoints, degree, hole_errors=True, jacobian_field=None,
+                 reference=0, priors=None, excluded=None):
+        self.priors = priors or Priors()
+        self.jacobian_field = jacobian_field
+        self.degree = int(degree)
+        self.hole_errors = bool(hole_errors)
+        self.reference = int(reference)
+        self.all_points = points
+        self.excluded = np.zeros(points.n_points, bool) if excluded is None else np.asarray(excluded, bool)
+        # the model's points: the kept ones, sorted by hole so per-hole sums are contiguous
+        keep = np.flatnonzero(~self.excluded)
+        keep = keep[np.argsort(points.hole[keep], kind="stable")]
+        sel = np.zeros(points.n_points, bool)
+        sel[keep] = True
+        pts = points.subset(sel)
+        order = np.argsort(pts.hole, kind="stable")
+        pts = pts.take(order)
+        self.points = pts
+        nt = n_terms(self.degree)
+        self.nt = nt
+        n = pts.n_points
+        if 2 * n < 2 * nt + 4 * (pts.n_exposures - 1):
+            raise DataError(
+                f"{n} points cannot constrain a degree-{self.degree} field ({2 * nt} coefficients) "
+                f"and {pts.n_exposures - 1} exposure poses; lower the degree or add data"
+            )
+        counts = np.bincount(pts.exposure, minlength=pts.n_exposures)
+        if np.any(counts == 0):
+            empty = [pts.exposure_names[k] for k in np.flatnonzero(counts == 0)]
+            raise DataError(f"exposure(s) {', '.join(empty)} have no identified points")
+        ds_counts = np.bincount(pts.dataset, minlength=pts.n_datasets)
+        if np.any(ds_counts == 0):
+            empty = [pts.dataset_names[k] for k in np.flatnonzero(ds_counts == 0)]
+            raise DataError(f"dataset(s) {', '.join(empty)} have no identified points")
+        if self.hole_errors:
+            spread = np.ptp(pts.offsets, axis=0).max() if pts.n_exposures > 1 else 0.0
+            if spread == 0.0:
+                log.warning("GaugeWarning: every exposure is at the same commanded position; with "
+                            "hole errors free, the hole errors and the distortion are not separable "
+                            "(only the priors tell them apart)")
+                self.same_position = True
+            else:
+                self.same_position = False
+        self.B = design_matrix(pts.x, pts.y, self.degree, pts.domain)
+        self.MB = None
+        self.tri = np.triu_indices(nt)
+        if n * len(self.tri[0]) * 8 < MB_LIMIT_BYTES:
+            # upper triangles of the per-point outer products B_i B_i^T
+            self.MB = self.B[:, self.tri[0]] * self.B[:, self.tri[1]]
+
+        # focal-plane noise: C = J Cp J^T, diagonalised once
+        if jacobian_field is None:
+            jac = np.broadcast_to(np.eye(2) * pts.pixel_scale, (n, 2, 2))
+        else:
+            _, _, jac = jacobian_field.jacobian(pts.x, pts.y)
+        cfp = jac @ pts.cov @ np.swapaxes(jac, 1, 2)
+        lam, vec = np.linalg.eigh(cfp)
+        self.lam = np.maximum(lam, 1e-30)  # (N, 2) arcsec**2
+        self.U = vec  # columns are eigenvectors
+        self.dataset = pts.dataset
+
+        # observations, extra global columns (chopper frame) and pose design
+        m = pts.hole_xy[pts.hole]
+        o = pts.offsets[pts.exposure]
+        self.y = m + o
+        ext = np.zeros((n, 2, 2))  # d(-t_e)/d(zeta_s, zeta_r)
+        ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
+        ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
+        self.E = ext
+        self.ne = ext.shape[2]
+        q = np.zeros((n, 2, 4))
+        q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
+        q[:, 1, 0], q[:, 1, 1], q[:, 1, 3] = -m[:, 1], -m[:, 0], -1.0
+        self.Q = q
+        non_ref = [e for e in range(pts.n_exposures) if e != self.reference]
+        self.pose_slot = -np.ones(pts.n_exposures, int)
+        self.pose_slot[non_ref] = np.arange(len(non_ref))
+        self.exposure_points = [np.flatnonzero(pts.exposure == e) for e in non_ref]
+        self.n_pose = 4 * len(non_ref)
+        self.p0 = 2 * nt + self.ne  # first pose parameter
+        self.G = self.p0 + self.n_pose
+
+        # prior on the global parameters
+        p = self.priors
+        sd_c = np.full(nt, p.distortion_px * pts.pixel_scale)
+        for k, (i, j) in enumerate(terms(self.degree)):
+            if i + j <= 1:
+                sd_c[k] = p.linear_sigma
+        g0 = np.zeros(self.G)
+        sd = np.concatenate([sd_c, sd_c, np.full(self.ne, p.offset_frame_sigma), np.zeros(self.n_pose)])
+        for e in non_ref:
+            s = self.p0 + 4 * self.pose_slot[e]
+            sd[s:s + 4] = [p.pose_scale_sigma, p.pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
+        self.g0, self.g_sd = g0, sd
+        self.prior_precision = 1.0 / sd**2
+        self.logdet_prior = 2 * np.sum(np.log(sd))
+        self.prior_quad = float(np.sum(g0**2 * self.prior_precision))
+
+        # hole blocks: points sorted by hole for segment sums
+        self.H = pts.n_holes
+        self.pose_points = np.flatnonzero(self.pose_slot[pts.exposure] >= 0)
+        self.pose_rows = (self.p0 + 4 * self.pose_slot[pts.exposure[self.pose_points]][:, None]
+                          + np.arange(4)[None, :])
+        self.pose_holes = np.broadcast_to(pts.hole[self.pose_points][:, None], self.pose_rows.shape)
+        hs = pts.hole  # sorted
+        self.pose_flat = None
+        # padded per-hole layout (H, M): slot j of hole h holds its j-th point (or nothing),
+        # so per-hole sums of per-point products become one batched matrix product
+        counts = np.bincount(hs, minlength=self.H)
+        self.M = int(max(counts.max(), 1)) if n else 1
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.pad_index = hs * self.M + (np.arange(n) - first[hs])
+        self.B_pad = np.zeros((self.H * self.M, nt))
+        self.B_pad[self.pad_index] = self.B
+        self.B_pad = self.B_pad.reshape(self.H, self.M, nt)
+        self.hole_start = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
+        self.hole_of_segment = hs[self.hole_start]
+        if self.hole_errors:
+            pairs = pts.hole * pts.n_exposures + pts.exposure
+            if np.unique(pairs).size != n:
+                raise DataError("a hole appears more than once in one exposure")
+            self.V = gauge_patterns(pts.hole_xy).reshape(self.H, 2, 6)
+
+        self.hyper_names = [f"log_jitter[{d}]" for d in pts.dataset_names] + ["log_kappa"]
+        if self.hole_errors:
+            self.hyper_names.append("log_hole_sigma")
+        self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
+                            + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
+                            + ["offset_frame_scale", "offset_frame_rot"])
+        for e in non_ref:
+            name = pts.exposure_names[e]
+            self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
+                                 f"pose_tx[{name}]", f"pose_ty[{name}]"]
+
+    # ------------------------------------------------------------------ hyperparameters
+    @property
+    def ndim(self):
+        return len(self.hyper_names)
+
+    def bounds(self):
+        """(low, high) of each hyperparameter (natural log of arcsec or dimensionless)."""
+        p = self.priors
+        nd = self.points.n_datasets
+        lo = [np.log(p.jitter_mas[0] / 1e3)] * nd + [-5 * p.kappa_log_sigma]
+        hi = [np.log(p.jitter_mas[1] / 1e3)] * nd + [5 * p.kappa_log_sigma]
+        if self.hole_errors:
+            conv = 1e-3 / self.points.mask_scale  # um -> arcsec
+            lo.append(np.log(p.hole_error_um[0] * conv))
+            hi.append(np.log(p.hole_error_um[1] * conv))
+        return np.array(lo), np.array(hi)
+
+    def log_prior(self, phi):
+        phi = np.atleast_2d(phi)
+        lo, hi = self.bounds()
+        inside = np.all((phi >= lo) & (phi <= hi), axis=1)
+        nd = self.points.n_datasets
+        lp = -0.5 * (phi[:, nd] / self.priors.kappa_log_sigma) ** 2
+        return np.where(inside, lp, -np.inf)
+
+    def initial_guess(self):
+        lo, hi = self.bounds()
+        nd = self.points.n_datasets
+        phi = np.empty(self.ndim)
+        phi[:nd] = np.log(0.01 * self.points.pixel_scale)  # 0.01 px of jitter
+        phi[nd] = 0.0
+        if self.hole_errors:
+            phi[nd + 1] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
+        return np.clip(phi, lo + 1e-6, hi - 1e-6)
+
+    def _unpack(self, phi):
+        nd = self.points.n_datasets
+        jit = np.exp(phi[:, :nd])
+        kappa = np.exp(phi[:, nd])
+        hsig = np.exp(phi[:, nd + 1]) if self.hole_errors else None
+        return jit, kappa, hsig
+
+    # ------------------------------------------------------------------ linear algebra
+    def _weights(self, phi):
+        jit, kappa, _ = self._unpack(phi)
+        w = 1.0 / (kappa[:, None, None] ** 2 * self.lam[None] + jit[:, self.dataset, None] ** 2)
+        u = self.U
+        wxx = u[:, 0, 0] ** 2 * w[..., 0] + u[:, 0, 1] ** 2 * w[..., 1]
+        wxy = u[:, 0, 0] * u[:, 1, 0] * w[..., 0] + u[:, 0, 1] * u[:, 1, 1] * w[..., 1]
+        wyy = u[:, 1, 0] ** 2 * w[..., 0] + u[:, 1, 1] ** 2 * w[..., 1]
+        W = np.empty(w.shape[:2] + (2, 2))
+        W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
+        return w, W
+
+    def _system(self, phi):
+        """Normal equations of the global block after eliminating the hole blocks."""
+        K = phi.shape[0]
+        nt, G, N = self.nt, self.G, self.points.n_points
+        B = self.B
+        w, W = self._weights(phi)
+        y = self.y
+        Wy = np.empty((K, N, 2))
+        Wy[..., 0] = W[..., 0, 0] * y[:, 0] + W[..., 0, 1] * y[:, 1]
+        Wy[..., 1] = W[..., 1, 0] * y[:, 0] + W[..., 1, 1] * y[:, 1]
+        P = np.zeros((K, G, G))
+        iu, ju = self.tri
+        for a, b, comp in ((0, 0, W[..., 0, 0]), (0, 1, W[..., 0, 1]), (1, 1, W[..., 1, 1])):
+            if self.MB is not None:
+                blk = np.empty((K, nt, nt))
+                upper = comp @ self.MB
+                blk[:, iu, ju] = upper
+                blk[:, ju, iu] = upper
+            else:
+                blk = np.einsum("kn,na,nb->kab", comp, B, B, optimize=True)
+            P[:, a * nt:(a + 1) * nt, b * nt:(b + 1) * nt] = blk
+            if a != b:
+                P[:, b * nt:(b + 1) * nt, a * nt:(a + 1) * nt] = np.swapaxes(blk, 1, 2)
+        h = np.zeros((K, G))
+        h[:, :nt] = Wy[..., 0] @ B
+        h[:, nt:2 * nt] = Wy[..., 1] @ B
+        # extra global columns (dense over the points): W E per point, then reductions
+        x0, x1 = 2 * nt, self.p0
+        WE = _mul22(W, self.E)  # (K, N, 2, ne)
+        Bt = B.T
+        for comp in range(2):
+            blk = Bt @ WE[:, :, comp, :]  # (K, nt, ne)
+            P[:, comp * nt:(comp + 1) * nt, x0:x1] = blk
+            P[:, x0:x1, comp * nt:(comp + 1) * nt] = np.swapaxes(blk, 1, 2)
+        e2 = self.E.reshape(2 * N, self.ne)
+        P[:, x0:x1, x0:x1] = e2.T @ WE.reshape(K, 2 * N, self.ne)
+        h[:, x0:x1] = Wy.reshape(K, 2 * N) @ e2
+        WQ = _mul22(W, self.Q)  # (K, N, 2, 4)
+        for slot, idx in enumerate(self.exposure_points):
+            s = self.p0 + 4 * slot
+            Be = Bt[:, idx]
+            cu = Be @ WQ[:, idx, 0, :]
+            cv = Be @ WQ[:, idx, 1, :]
+            P[:, :nt, s:s + 4] = cu
+            P[:, nt:2 * nt, s:s + 4] = cv
+            P[:, s:s + 4, :nt] = np.swapaxes(cu, 1, 2)
+            P[:, s:s + 4, nt:2 * nt] = np.swapaxes(cv, 1, 2)
+            q2 = self.Q[idx].reshape(-1, 4)
+            xe = q2.T @ WE[:, idx].reshape(K, -1, self.ne)
+            P[:, s:s + 4, x0:x1] = xe
+            P[:, x0:x1, s:s + 4] = np.swapaxes(xe, 1, 2)
+            P[:, s:s + 4, s:s + 4] = q2.T @ WQ[:, idx].reshape(K, -1, 4)
+            h[:, s:s + 4] = Wy[:, idx].reshape(K, -1) @ q2
+        idx = np.arange(G)
+        P[:, idx, idx] += self.prior_precision
+        h += self.g0 * self.prior_precision
+        const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
+                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + self.logdet_prior + self.prior_quad)
+        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const}
+        if self.hole_errors:
+            self._eliminate_holes(phi, sys)
+        else:
+            sys["S"], sys["r"] = P, h
+        return sys
+
+    def _segment_sum(self, a):
+        """Sum an array with a point axis (axis 1) over the points of each hole.
+
+        Holes without points (all their points flagged) get zeros: their errors keep
+        their prior.
+        """
+        sums = np.add.reduceat(a, self.hole_start, axis=1)
+        if self.hole_of_segment.size == self.H:
+            return sums
+        out = np.zeros(a.shape[:1] + (self.H,) + a.shape[2:])
+        out[:, self.hole_of_segment] = sums
+        return out
+
+    def _eliminate_holes(self, phi, sys):
+        K = phi.shape[0]
+        nt, G, H = self.nt, self.G, self.H
+        W, Wy, P, h = sys["W"], sys["Wy"], sys["P"], sys["h"]
+        _, _, hsig = self._unpack(phi)
+        pts = self.points
+        # cross terms between the global block and the hole errors (which enter as -delta)
+        Pgd = np.zeros((K, G, H, 2))
+        N, M = pts.n_points, self.M
+        wpad = np.zeros((H * M, K, 4))
+        wpad[self.pad_index] = np.swapaxes(W.reshape(K, N, 4), 0, 1)
+        wpad = wpad.reshape(H, M, 4 * K)
+        t = np.swapaxes(wpad, 1, 2) @ self.B_pad  # (H, [K, comp, c], nt)
+        t = t.reshape(H, K, 2, 2, nt)
+        for comp in range(2):
+            for c in range(2):
+                Pgd[:, comp * nt:(comp + 1) * nt, :, c] = -np.transpose(t[:, :, comp, c], (1, 2, 0))
+        T = _mul22t(self.E, W)  # extra columns: E^T W per point, (K, N, ne, 2)
+        Pgd[:, 2 * nt:self.p0] -= np.moveaxis(self._segment_sum(T), 1, 2)
+        if self.n_pose:
+            i = self.pose_points
+            T = _mul22t(self.Q[i], W[:, i])  # (K, n, 4, 2)
+            if self.pose_flat is None:
+                shape = (G, H, 2)
+                r = np.broadcast_to(self.pose_rows[..., None], self.pose_rows.shape + (2,))
+                hh = np.broadcast_to(self.pose_holes[..., None], r.shape)
+                cc = np.broadcast_to(np.arange(2), r.shape)
+                self.pose_flat = np.ravel_multi_index((r, hh, cc), shape).ravel()
+            flat = Pgd.reshape(K, -1)
+            flat[:, self.pose_flat] -= T.reshape(K, -1)
+        D = self._segment_sum(W)  # (K, H, 2, 2)
+        D[..., 0, 0] += 1.0 / hsig[:, None] ** 2
+        D[..., 1, 1] += 1.0 / hsig[:, None] ** 2
+        hd = -self._segment_sum(Wy)  # (K, H, 2)
+        det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
+        Dinv = np.empty_like(D)
+        Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
+        Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
+        # Y = Pgd Dinv (2x2 per hole), written out
+        Y = np.empty_like(Pgd)
+        Y[..., 0] = Pgd[..., 0] * Dinv[:, None, :, 0, 0] + Pgd[..., 1] * Dinv[:, None, :, 1, 0]
+        Y[..., 1] = Pgd[..., 0] * Dinv[:, None, :, 0, 1] + Pgd[..., 1] * Dinv[:, None, :, 1, 1]
+        Y2 = Y.reshape(K, G, 2 * H)
+        S = P - Y2 @ np.swapaxes(Pgd.reshape(K, G, 2 * H), 1, 2)
+        r = h - (Y2 @ hd.reshape(K, 2 * H, 1))[..., 0]
+        dh0 = Dinv[..., 0, 0] * hd[..., 0] + Dinv[..., 0, 1] * hd[..., 1]
+        dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
+        quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
+        sys.update(S=S, r=r, Pgd=Pgd, Dinv=Dinv, Y=Y, hd=hd, Dinv_hd=np.stack([dh0, dh1], -1),
+                   const=sys["const"] + 4 * H * np.log(hsig) + np.sum(np.log(det), axis=1) - quad)
+
+    def _solve(self, sys):
+        """Cholesky of the Schur complement, its log-determinant and the posterior mean."""
+        S = sys["S"]
+        L = np.linalg.cholesky(S)
+        logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
+        mu = _cho_solve(L, sys["r"][..., None])[..., 0]
+        return L, logdet, mu
+
+    def _gauge(self, sys, L, mu_g):
+        """Conditioning on the hole-error affine patterns being zero (the scale gauge)."""
+        Y, Dinv = sys["Y"], sys["Dinv"]
+        K, G = Y.shape[:2]
+        H = self.H
+        V2 = self.V.reshape(2 * H, 6)
+        Y2 = Y.reshape(K, G, 2 * H)
+        xg = -_cho_solve(L, Y2 @ V2)  # Cov(g, alpha), (K, G, 6)
+        V = self.V
+        dv = np.empty((K, H, 2, 6))
+        dv[:, :, 0] = Dinv[..., 0, 0, None] * V[:, 0] + Dinv[..., 0, 1, None] * V[:, 1]
+        dv[:, :, 1] = Dinv[..., 1, 0, None] * V[:, 0] + Dinv[..., 1, 1, None] * V[:, 1]
+        xd = dv.reshape(K, 2 * H, 6) - np.swapaxes(Y2, 1, 2) @ xg  # (K, 2H, 6)
+        saa = V2.T @ xd
+        mu_d = sys["Dinv_hd"].reshape(K, 2 * H) - (np.swapaxes(Y2, 1, 2) @ mu_g[..., None])[..., 0]
+        mu_a = mu_d @ V2
+        return xg, xd.reshape(K, H, 2, 6), saa, mu_d.reshape(K, H, 2), mu_a
+
+    # ------------------------------------------------------------------ public API
+    def log_likelihood(self, phi):
+        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``."""
+        phi = np.atleast_2d(np.asarray(phi, float))
+        sys = self._system(phi)
+        try:
+            L, logdet, mu = self._solve(sys)
+        except np.linalg.LinAlgError:
+            return np.full(phi.shape[0], -np.inf)
+        ll = -0.5 * (sys["const"] + logdet - np.einsum("kg,kg->k", sys["r"], mu))
+        if self.hole_errors:
+            _, _, saa, _, mu_a = self._gauge(sys, L, mu)
+            hsig = self._unpack(phi)[2]
+            sign, ldet = np.linalg.slogdet(saa)
+            quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
+            ll += -0.5 * (ldet + quad) + 0.5 * 6 * np.log(hsig**2)
+        return ll
+
+    def log_posterior(self, phi):
+        phi = np.atleast_2d(np.asarray(phi, float))
+        lp = self.log_prior(phi)
+        out = np.full(phi.shape[0], -np.inf)
+        ok = np.isfinite(lp)
+        if ok.any():
+            out[ok] = lp[ok] + self.log_likelihood(phi[ok])
+        return out
+
+    def conditional(self, phi):
+        """The Gaussian posterior of the linear parameters for one ``phi``.
+
+        Returns a :class:`Conditional` with the gauge-fixed mean and covariance of the
+        global parameters and what is needed to draw exact samples of everything.
+        """
+        phi = np.atleast_2d(np.asarray(phi, float))[:1]
+        sys = self._system(phi)
+        L, _, mu = self._solve(sys)
+        cov = np.linalg.inv(sys["S"][0])
+        cond = Conditional(self, phi[0], sys, L[0], mu[0], cov)
+        if self.hole_errors:
+            xg, xd, saa, mu_d, mu_a = self._gauge(sys, L, mu)
+            cond.set_gauge(xg[0], xd[0], saa[0], mu_d[0], mu_a[0])
+        return cond
+
+    def sample_linear(self, phi, rng):
+        """One exact draw of the linear parameters for each row of ``phi`` (K, ndim).
+
+        Returns ``g`` (K, G) and ``delta`` (K, H, 2) (``None`` without hole errors), drawn
+        from the Gaussian conditional given each ``phi`` and conditioned on the gauge.
+        """
+        phi = np.atleast_2d(np.asarray(phi, float))
+        K = phi.shape[0]
+        sys = self._system(phi)
+        L, _, mu = self._solve(sys)
+        z = rng.standard_normal((K, self.G))
+        g = np.empty((K, self.G))
+        for k in range(K):
+            g[k] = mu[k] + solve_triangular(L[k], z[k], lower=True, trans="T", check_finite=False)
+        if not self.hole_errors:
+            return g, None
+        Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
+        pg = np.einsum("kgha,kg->kha", Pgd, g)
+        rhs = hd - pg
+        mean_d = np.stack([Dinv[..., 0, 0] * rhs[..., 0] + Dinv[..., 0, 1] * rhs[..., 1],
+                           Dinv[..., 1, 0] * rhs[..., 0] + Dinv[..., 1, 1] * rhs[..., 1]], -1)
+        # Cholesky of each 2x2 Dinv, written out
+        l00 = np.sqrt(Dinv[..., 0, 0])
+        l10 = Dinv[..., 1, 0] / l00
+        l11 = np.sqrt(np.maximum(Dinv[..., 1, 1] - l10**2, 0.0))
+        e = rng.standard_normal((K, self.H, 2))
+        delta = mean_d + np.stack([l00 * e[..., 0], l10 * e[..., 0] + l11 * e[..., 1]], -1)
+        xg, xd, saa, _, _ = self._gauge(sys, L, mu)
+        alpha = np.einsum("haj,kha->kj", self.V, delta)
+        coef = np.linalg.solve(saa, alpha[..., None])[..., 0]  # (K, 6)
+        g = g - np.einsum("kgj,kj->kg", xg, coef)
+        delta = delta - np.einsum("khaj,kj->kha", xd, coef)
+        return g, delta
+
+    def field_from(self, g):
+        """The :class:`DistortionField` of a global parameter vector ``g``."""
+        nt = self.nt
+        from ..field.basis import flat_to_square
+        return DistortionField(flat_to_square(g[:nt], self.degree), flat_to_square(g[nt:2 * nt], self.degree),
+                               self.points.domain, unit="arcsec", input_unit="pixel")
+
+
+def _mul22(W, A):
+    """Per-point ``W @ A`` for W (K, N, 2, 2) and A (N, 2, m): (K, N, 2, m)."""
+    out = np.empty(W.shape[:2] + (2, A.shape[2]))
+    out[:, :, 0] = W[..., 0, 0, None] * A[:, 0] + W[..., 0, 1, None] * A[:, 1]
+    out[:, :, 1] = W[..., 1, 0, None] * A[:, 0] + W[..., 1, 1, None] * A[:, 1]
+    return out
+
+
+def _mul22t(A, W):
+    """Per-point ``A^T @ W`` for A (N, 2, m) and W (K, N, 2, 2): (K, N, m, 2)."""
+    out = np.empty(W.shape[:2] + (A.shape[2], 2))
+    out[..., 0] = A[:, 0] * W[..., 0, 0, None] + A[:, 1] * W[..., 1, 0, None]
+    out[..., 1] = A[:, 0] * W[..., 0, 1, None] + A[:, 1] * W[..., 1, 1, None]
+    return out
+
+
+def _cho_solve(L, b):
+    """Solve ``(L L^T) x = b`` for batched lower-triangular ``L`` (K, G, G), b (K, G, m)."""
+    out = np.empty_like(b)
+    for k in range(L.shape[0]):
+        z = solve_triangular(L[k], b[k], lower=True, check_finite=False)
+        out[k] = solve_triangular(L[k], z, lower=True, trans="T", check_finite=False)
+    return out
+
+
+class Conditional:
+    """Posterior of the linear parameters given ``phi`` (gauge-conditioned)."""
+
+    def __init__(self, model, phi, sys, chol, mean_unc, cov_unc):
+        self.model = model
+        self.phi = phi
+        self._sys = sys
+        self._chol = chol
+        self._mu_unc = mean_unc
+        self.mean = mean_unc
+        self.cov = cov_unc
+        self._gauge = None
+        self.hole_mean = None
+
+    def set_gauge(self, xg, xd, saa, mu_d, mu_a):
+        self._gauge = (xg, xd, saa)
+        sinv = np.linalg.inv(saa)
+        self.mean = self._mu_unc - xg @ sinv @ mu_a
+        self.cov = self.cov - xg @ sinv @ xg.T
+        self.hole_mean = mu_d - np.einsum("haj,j->ha", xd, sinv @ mu_a)
+
+    def sample(self, rng, n=1):
+        """Exact draws ``(g, delta)``: ``g`` (n, G), ``delta`` (n, H, 2) or None."""
+        m = self.model
+        z = rng.standard_normal((m.G, n))
+        g = self._mu_unc[:, None] + solve_triangular(self._chol.T, z, lower=False)
+        g = g.T
+        if not m.hole_errors:
+            return g, None
+        sys = self._sys
+        Dinv, Pgd, hd = sys["Dinv"][0], sys["Pgd"][0], sys["hd"][0]
+        mean_d = np.einsum("hab,nhb->nha", Dinv, hd[None] - np.einsum("gha,ng->nha", Pgd, g))
+        Ld = np.linalg.cholesky(Dinv)
+        delta = mean_d + np.einsum("hab,nhb->nha", Ld, rng.standard_normal((n, m.H, 2)))
+        xg, xd, saa = self._gauge
+        alpha = np.einsum("haj,nha->nj", m.V, delta)
+        coef = np.linalg.solve(saa, alpha.T).T  # (n, 6)
+        g = g - coef @ xg.T
+        delta = delta - np.einsum("haj,nj->nha", xd, coef)
+        return g, delta

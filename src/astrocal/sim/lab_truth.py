@@ -1,0 +1,210 @@
+"""The truth of a simulated lab campaign: mask poses, hole errors, spot positions.
+
+The physical chain, for hole ``h`` (nominal mask position ``m_h``, arcsec at the mask plate
+scale) with manufacturing error ``delta_h``, in exposure ``e``::
+
+    f_eh = (1 + s_e) R(theta_ins + theta_e) (m_h + delta_h) + tau_ins + a_e
+    a_e  = (1 + zeta_s) R(zeta_r) o_e + eps_e
+    p_eh = G^-1(f_eh)
+
+``theta_ins, tau_ins`` are the rotation and offset of the mask insertion (one per campaign),
+``o_e`` the commanded chopper offset and ``a_e`` the offset actually applied (the chopper's
+frame has a small scale and rotation error ``zeta`` and each offset an error ``eps_e`` of
+the stated accuracy), ``s_e, theta_e`` tiny per-exposure scale and rotation jitter, and
+``G`` the instrument field (detector pixels -> focal plane arcsec).
+
+:func:`gauge_truth` expresses this truth in the gauge of the fit (the reference exposure's
+pose is the identity, hole errors carry no affine pattern), so that fitted and true maps,
+scales and hole errors can be compared directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..field import DistortionField
+from ..field.inverse import solve
+from ..model.data import LabPoints
+
+
+def chopper_series(n, max_arcsec=3.0):
+    """Default commanded offsets (arcsec): the origin, then a spiral whose radius grows
+    from a fraction of the fine pitch to ``max_arcsec``, at golden-angle steps."""
+    if n < 1:
+        raise ValueError("a campaign needs at least one exposure")
+    out = np.zeros((n, 2))
+    if n == 1:
+        return out
+    radii = np.geomspace(0.04, max_arcsec, n - 1)
+    angles = np.arange(1, n) * np.pi * (3 - np.sqrt(5))
+    out[1:, 0] = radii * np.cos(angles)
+    out[1:, 1] = radii * np.sin(angles)
+    return np.round(out, 4)
+
+
+@dataclass(frozen=True, eq=False)
+class LabTruth:
+    """Known truth of a simulated lab campaign (units: arcsec, radians, pixels 0-based)."""
+
+    field: DistortionField
+    hole_ids: np.ndarray
+    hole_xy: np.ndarray          # (H, 2) nominal, arcsec
+    hole_errors: np.ndarray      # (H, 2) arcsec
+    commanded: np.ndarray        # (E, 2) arcsec
+    applied: np.ndarray          # (E, 2) arcsec, a_e
+    pose_scale: np.ndarray       # (E,) s_e
+    pose_rot: np.ndarray         # (E,) theta_e, radians
+    insertion_rot: float         # radians
+    insertion_offset: np.ndarray  # (2,) arcsec
+    chopper_frame: tuple         # (zeta_s, zeta_r)
+    positions: np.ndarray        # (E, H, 2) detector pixels, NaN where not on the detector
+    mask_scale: float            # mm per arcsec
+    offset_sigma: float          # arcsec, stated accuracy of the offsets
+    reference: int = 0
+
+    def focal_plane(self, e):
+        """``f_eh`` of exposure ``e`` for every hole, arcsec."""
+        th = self.insertion_rot + self.pose_rot[e]
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        mm = self.hole_xy + self.hole_errors
+        return (1 + self.pose_scale[e]) * mm @ rot.T + self.insertion_offset + self.applied[e]
+
+
+def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, offsets=None,
+                   hole_error_um=0.5, offset_sigma_mas=2.0, insertion_rot_deg=0.3,
+                   insertion_offset_arcsec=0.3, chopper_scale=2e-3, chopper_rot_deg=0.2,
+                   pose_jitter=1e-6, margin_px=8.0):
+    """Draw the truth of a campaign and the detector position of every hole.
+
+    ``hole_error_um`` is the rms of each coordinate of the manufacturing errors (um at the
+    mask); ``offset_sigma_mas`` the accuracy of the chopper offsets; positions closer than
+    ``margin_px`` to the detector edge are NaN (not on the detector).
+    """
+    rng = np.random.default_rng(rng)
+    hole_xy = np.asarray(hole_xy, float)
+    h = len(hole_xy)
+    offsets = chopper_series(n_exposures) if offsets is None else np.asarray(offsets, float)
+    e = len(offsets)
+    sig = offset_sigma_mas / 1e3
+    zeta = (rng.normal(0, chopper_scale), np.radians(rng.normal(0, chopper_rot_deg)))
+    zrot = np.array([[np.cos(zeta[1]), -np.sin(zeta[1])], [np.sin(zeta[1]), np.cos(zeta[1])]])
+    applied = (1 + zeta[0]) * offsets @ zrot.T + rng.normal(0, sig, (e, 2))
+    truth = LabTruth(
+        field=field, hole_ids=np.asarray(hole_ids), hole_xy=hole_xy,
+        hole_errors=rng.normal(0, hole_error_um * 1e-3 / mask_scale, (h, 2)),
+        commanded=offsets, applied=applied,
+        pose_scale=rng.normal(0, pose_jitter, e), pose_rot=rng.normal(0, pose_jitter, e),
+        insertion_rot=np.radians(rng.normal(0, insertion_rot_deg)),
+        insertion_offset=rng.normal(0, insertion_offset_arcsec, 2),
+        chopper_frame=zeta, positions=np.full((e, h, 2), np.nan), mask_scale=float(mask_scale),
+        offset_sigma=sig,
+    )
+    xmin, xmax, ymin, ymax = field.domain
+    from ..field import invert
+
+    guess = invert(field, tol=1e-3).field
+    for k in range(e):
+        f = truth.focal_plane(k)
+        gx, gy = guess(f[:, 0], f[:, 1])
+        px, py = solve(field, f[:, 0], f[:, 1], guess=(gx, gy))
+        inside = ((px > xmin + margin_px) & (px < xmax - margin_px)
+                  & (py > ymin + margin_px) & (py < ymax - margin_px))
+        truth.positions[k, inside, 0] = px[inside]
+        truth.positions[k, inside, 1] = py[inside]
+    return truth
+
+
+def observe_points(truth, rng, sigma_px=(0.005, 0.03), pixel_scale=None, dataset_name="lab"):
+    """Point-level observations of a truth: every visible spot with Gaussian centroid noise.
+
+    Each spot gets its own sigma (uniform in ``sigma_px``, slightly anisotropic and
+    correlated), and its measured position is drawn from that covariance. Returns
+    :class:`~astrocal.model.data.LabPoints` (and the noise-free positions, in the same
+    order).
+    """
+    rng = np.random.default_rng(rng)
+    e_idx, h_idx = np.nonzero(np.isfinite(truth.positions[..., 0]))
+    true = truth.positions[e_idx, h_idx]
+    n = true.shape[0]
+    s = rng.uniform(*sigma_px, n)
+    sx = s * rng.uniform(0.85, 1.15, n)
+    sy = s * rng.uniform(0.85, 1.15, n)
+    rho = rng.uniform(-0.3, 0.3, n)
+    cov = np.empty((n, 2, 2))
+    cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
+    cov[:, 0, 1] = cov[:, 1, 0] = rho * sx * sy
+    noise = np.einsum("nab,nb->na", np.linalg.cholesky(cov), rng.standard_normal((n, 2)))
+    meas = true + noise
+    used = np.unique(h_idx)
+    remap = -np.ones(len(truth.hole_ids), int)
+    remap[used] = np.arange(used.size)
+    if pixel_scale is None:
+        xc, yc = truth.field.centre
+        _, _, jac = truth.field.jacobian(xc, yc)
+        pixel_scale = float(np.sqrt(abs(np.linalg.det(jac))))
+    pts = LabPoints(
+        x=meas[:, 0], y=meas[:, 1], cov=cov, exposure=e_idx, hole=remap[h_idx],
+        offsets=truth.commanded, offset_sigma=np.full(len(truth.commanded), truth.offset_sigma),
+        exposure_dataset=np.zeros(len(truth.commanded), int), hole_ids=truth.hole_ids[used],
+        hole_xy=truth.hole_xy[used], domain=truth.field.domain, pixel_scale=pixel_scale,
+        mask_scale=truth.mask_scale, dataset_names=(dataset_name,),
+    )
+    return pts, true
+
+
+@dataclass(frozen=True, eq=False)
+class GaugeTruth:
+    """The truth in the fit's gauge, for the holes a fit saw."""
+
+    field: DistortionField   # G' = M^-1 T_0^-1 G
+    hole_errors: np.ndarray  # (H', 2) arcsec, affine pattern removed
+    hole_ids: np.ndarray
+
+
+def _affine_field(field, a, b):
+    """Field composed with the affine output map ``x -> a @ x + b``."""
+    cx = a[0, 0] * field.cx + a[0, 1] * field.cy
+    cy = a[1, 0] * field.cx + a[1, 1] * field.cy
+    cx = np.array(cx)
+    cy = np.array(cy)
+    cx[0, 0] += b[0]
+    cy[0, 0] += b[1]
+    return field.replace(cx=cx, cy=cy, meta={})
+
+
+def gauge_truth(truth, hole_ids=None):
+    """Express the truth in the fit's gauge for the holes ``hole_ids`` (default: all).
+
+    The reference exposure's pose becomes the identity plus its commanded offset, and the
+    hole errors lose their least-squares affine pattern over those holes (it is folded
+    into the field), exactly as :class:`~astrocal.model.linear.LabModel` fixes its gauge.
+    """
+    if hole_ids is None:
+        sel = np.arange(len(truth.hole_ids))
+    else:
+        index = {int(h): k for k, h in enumerate(truth.hole_ids)}
+        sel = np.array([index[int(h)] for h in hole_ids])
+    r = truth.reference
+    th = truth.insertion_rot + truth.pose_rot[r]
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    t0_lin = (1 + truth.pose_scale[r]) * rot
+    t0_off = truth.insertion_offset + truth.applied[r]
+    # T_0^-1(f) = t0_lin^-1 (f - t0_off); then the model's reference pose adds o_ref
+    inv0 = np.linalg.inv(t0_lin)
+    g1 = _affine_field(truth.field, inv0, -inv0 @ t0_off + truth.commanded[r])
+    # affine pattern of the hole errors over the selected holes
+    m = truth.hole_xy[sel]
+    d = truth.hole_errors[sel]
+    design = np.column_stack([np.ones(len(m)), m])
+    coef, *_ = np.linalg.lstsq(design, d, rcond=None)  # d ~ a + m @ A^T
+    a = coef[0]
+    amat = coef[1:].T
+    # m + delta = M(m) + delta_perp with M(m) = (I + A) m + a; G' = M^-1 o (T_0^-1 G)
+    mlin = np.eye(2) + amat
+    minv = np.linalg.inv(mlin)
+    # shift by o_ref before and after so the reference offset is kept: M acts on mask coords
+    o = truth.commanded[r]
+    g2 = _affine_field(g1, minv, -minv @ (a + o) + o)
+    d_perp = d - design @ coef
+    return GaugeTruth(g2, d_perp @ minv.T, truth.hole_ids[sel])

@@ -1,0 +1,175 @@
+"""The collapsed linear model against brute force on small problems."""
+import numpy as np
+import pytest
+
+from astrocal.field import design_matrix
+from astrocal.field.synthetic import smooth_field
+from astrocal.model.data import DataError, LabPoints
+from astrocal.model.linear import LabModel, Priors, gauge_patterns
+
+# a modest prior on the linear terms keeps the dense brute force well conditioned
+PRIORS = Priors(linear_sigma=2.0, distortion_px=5.0)
+
+
+def small_problem(seed=0, n_holes=12, n_exp=3, degree=2, hole_errors=True, noise_px=0.02):
+    rng = np.random.default_rng(seed)
+    shape = (256, 256)
+    field = smooth_field(shape=shape, pixel_scale_mas=5.47, corner_px=1.0, degree=max(degree, 2), rng=seed)
+    # holes on a jittered grid inside the field, a few dithered exposures
+    g = np.linspace(-0.45, 0.45, 4) * 256 * 0.00547
+    hx, hy = np.meshgrid(g, g[:3])
+    hole_xy = np.column_stack([hx.ravel(), hy.ravel()])[:n_holes] + rng.normal(0, 0.01, (n_holes, 2))
+    offsets = np.vstack([[0, 0], rng.normal(0, 0.05, (n_exp - 1, 2))])
+    from astrocal.field.inverse import solve
+
+    xs, ys, es, hs = [], [], [], []
+    for e in range(n_exp):
+        f = hole_xy + offsets[e]
+        x, y = solve(field, f[:, 0], f[:, 1])
+        xs.append(x + 128 * 0)
+        ys.append(y)
+        es.append(np.full(n_holes, e))
+        hs.append(np.arange(n_holes))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    n = x.size
+    cov = np.zeros((n, 2, 2))
+    s = noise_px * rng.uniform(0.5, 1.5, n)
+    cov[:, 0, 0] = s**2 * rng.uniform(0.8, 1.2, n)
+    cov[:, 1, 1] = s**2 * rng.uniform(0.8, 1.2, n)
+    cov[:, 0, 1] = cov[:, 1, 0] = 0.2 * s**2
+    x = x + rng.normal(0, noise_px, n)
+    y = y + rng.normal(0, noise_px, n)
+    pts = LabPoints(x, y, cov, np.concatenate(es), np.concatenate(hs), offsets,
+                    np.full(n_exp, 0.002), np.zeros(n_exp, int), np.arange(n_holes) + 100,
+                    hole_xy, field.domain, 0.00547, 3.319)
+    return pts, field
+
+
+def brute_force(model, phi):
+    """Dense Gaussian marginal likelihood and posterior of the same model."""
+    pts = model.points
+    nt, G, H = model.nt, model.G, model.H
+    n = pts.n_points
+    jit, kappa, hsig = model._unpack(np.atleast_2d(phi))
+    B = design_matrix(pts.x, pts.y, model.degree, pts.domain)
+    nd = G + (2 * H if model.hole_errors else 0)
+    A = np.zeros((2 * n, nd))
+    A[0::2, :nt] = B
+    A[1::2, nt:2 * nt] = B
+    A[0::2, 2 * nt:model.p0] = model.E[:, 0, :]
+    A[1::2, 2 * nt:model.p0] = model.E[:, 1, :]
+    for i in range(n):
+        slot = model.pose_slot[pts.exposure[i]]
+        if slot >= 0:
+            s = model.p0 + 4 * slot
+            A[2 * i:2 * i + 2, s:s + 4] = model.Q[i]
+        if model.hole_errors:
+            h = pts.hole[i]
+            A[2 * i, G + 2 * h] = -1.0
+            A[2 * i + 1, G + 2 * h + 1] = -1.0
+    y = model.y.ravel()
+    cov = np.zeros((2 * n, 2 * n))
+    ci = kappa[0] ** 2 * model.U @ (model.lam[:, :, None] * np.swapaxes(model.U, 1, 2))
+    for i in range(n):
+        cov[2 * i:2 * i + 2, 2 * i:2 * i + 2] = ci[i] + np.eye(2) * jit[0, pts.dataset[i]] ** 2
+    # the gauge-fixed hole errors as delta = Vperp beta, beta ~ N(0, sigma^2 I): an
+    # independent parametrisation of the constrained prior (the model conditions instead)
+    if model.hole_errors:
+        v = gauge_patterns(pts.hole_xy)
+        q, _ = np.linalg.qr(np.hstack([v, np.eye(2 * H)]))
+        vperp = q[:, 6:]
+        A = np.hstack([A[:, :G], A[:, G:] @ vperp])
+        prior_sd = np.concatenate([model.g_sd, np.full(vperp.shape[1], hsig[0])])
+    else:
+        prior_sd = model.g_sd
+    prior_mean = np.concatenate([model.g0, np.zeros(A.shape[1] - G)])
+    # information form: P = A^T C^-1 A + L^-1, h = A^T C^-1 y + L^-1 m0
+    cinv = np.linalg.inv(cov)
+    lam_inv = np.diag(1.0 / prior_sd**2)
+    P = A.T @ cinv @ A + lam_inv
+    h = A.T @ cinv @ y + lam_inv @ prior_mean
+    post_cov = np.linalg.inv(P)
+    post_mean = post_cov @ h
+    ll = -0.5 * (2 * n * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + 2 * np.sum(np.log(prior_sd))
+                 + np.linalg.slogdet(P)[1] + y @ cinv @ y + prior_mean @ lam_inv @ prior_mean
+                 - h @ post_mean)
+    if model.hole_errors:
+        # back to delta: mean and covariance of the hole errors
+        t = np.zeros((G + 2 * H, A.shape[1]))
+        t[:G, :G] = np.eye(G)
+        t[G:, G:] = vperp
+        post_mean = t @ post_mean
+        post_cov = t @ post_cov @ t.T
+    return ll, post_mean, post_cov
+
+
+@pytest.mark.parametrize("hole_errors", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_marginal_likelihood_is_exact(hole_errors, seed):
+    # large noise keeps the dense brute force's sums of order 1e6, so rounding stays small
+    pts, field = small_problem(seed, noise_px=0.5)
+    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
+    rng = np.random.default_rng(seed)
+    lo, hi = model.bounds()
+    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (4, model.ndim))
+    batch = model.log_likelihood(phis)
+    for k, phi in enumerate(phis):
+        ll, _, _ = brute_force(model, phi)
+        # the sums involve terms of order 1e9 (y^T C^-1 y), so agreement is to ~1e-6 absolute
+        assert batch[k] == pytest.approx(ll, abs=1e-5)
+
+
+@pytest.mark.parametrize("hole_errors", [True, False])
+def test_conditional_posterior_is_exact(hole_errors):
+    pts, field = small_problem(3)
+    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
+    phi = model.initial_guess()
+    cond = model.conditional(phi)
+    _, mean, cov = brute_force(model, phi)
+    G = model.G
+    sd = np.sqrt(np.diag(cov[:G, :G]))
+    assert np.allclose(cond.mean, mean[:G], atol=1e-6 * sd.max(), rtol=0) or \
+        np.max(np.abs(cond.mean - mean[:G]) / sd) < 1e-6
+    assert np.allclose(np.sqrt(np.diag(cond.cov)), sd, rtol=1e-6)
+    if hole_errors:
+        hole_sd = np.sqrt(np.diag(cov[G:, G:])).reshape(-1, 2)
+        assert np.max(np.abs(cond.hole_mean - mean[G:].reshape(-1, 2)) / hole_sd) < 1e-6
+
+
+def test_exact_draws_have_the_conditional_moments():
+    pts, field = small_problem(4)
+    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
+    phi = model.initial_guess()
+    _, mean, cov = brute_force(model, phi)
+    rng = np.random.default_rng(0)
+    g, d = model.sample_linear(np.repeat(phi[None], 4000, axis=0), rng)
+    G = model.G
+    z = (g.mean(0) - mean[:G]) / np.sqrt(np.diag(cov[:G, :G]) / 4000)
+    assert np.max(np.abs(z)) < 4.5
+    ratio = g.std(0) / np.sqrt(np.diag(cov[:G, :G]))
+    assert np.all(np.abs(ratio - 1) < 0.08)
+    hsd = np.sqrt(np.diag(cov[G:, G:]))
+    assert np.all(np.abs(d.reshape(4000, -1).std(0) / hsd - 1) < 0.08)
+    # the gauge: drawn hole errors carry no affine pattern
+    v = gauge_patterns(model.points.hole_xy)
+    assert np.max(np.abs(d.reshape(4000, -1) @ v)) < 1e-12
+
+
+def test_bad_input():
+    pts, field = small_problem(5)
+    with pytest.raises(DataError, match="cannot constrain a degree-9 field"):
+        LabModel(pts, 9)
+    bad = pts.cov.copy()
+    bad[3, 0, 0] = 0.0
+    with pytest.raises(DataError, match="zero, negative or NaN uncertainties"):
+        LabPoints(pts.x, pts.y, bad, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
+                  pts.exposure_dataset, pts.hole_ids, pts.hole_xy, pts.domain, 0.00547, 3.319)
+    x = pts.x.copy()
+    x[0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        LabPoints(x, pts.y, pts.cov, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
+                  pts.exposure_dataset, pts.hole_ids, pts.hole_xy, pts.domain, 0.00547, 3.319)
+    # an exposure whose points are all gone
+    keep = pts.exposure != 2
+    with pytest.raises(DataError, match="exp2 have no identified points"):
+        LabModel(pts.subset(keep), 2)
