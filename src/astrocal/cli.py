@@ -13,7 +13,9 @@ from . import __version__
 #: modules that provide subcommands, in the order ``--help`` lists them
 SUBCOMMAND_MODULES = [
     "astrocal.sim.cli",
+    "astrocal.model.cli",
     "astrocal.formats.convert",
+    "astrocal.lab.measure",
 ]
 
 
