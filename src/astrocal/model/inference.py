@@ -285,9 +285,11 @@ def draw_linear(model, phi_samples, rng, batch=32):
     return np.concatenate(gs), (np.concatenate(ds) if ds else None)
 
 
-def unconstrained_directions(model, g_samples, threshold=0.5):
-    """Names of the global parameters whose posterior width is more than ``threshold`` of
-    the prior width (the data say little about them): gauge-like directions."""
+def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None, phi_samples=None):
+    """Names of the directions the data leave unconstrained: global parameters whose
+    posterior width is more than ``threshold`` of the prior width, whitened combinations
+    of them, and the hole errors when their posterior is as wide as their prior (the data
+    do not separate them from the distortion)."""
     post = g_samples.std(axis=0, ddof=1)
     ratio = post / model.g_sd
     names = [model.param_names[k] for k in np.flatnonzero(ratio > threshold)]
@@ -299,6 +301,12 @@ def unconstrained_directions(model, g_samples, threshold=0.5):
         combo = " + ".join(f"{v[i, k]:+.2f}*{model.param_names[i]}" for i in top)
         if not any(model.param_names[i] in names for i in top[:1]):
             names.append(f"combination {combo}")
+    if hole_samples is not None and phi_samples is not None and model.hole_errors:
+        prior_sd = np.exp(np.median(phi_samples[:, -1]))
+        ratio = np.median(hole_samples.std(axis=0, ddof=1)) / prior_sd
+        if ratio > threshold:
+            names.append(f"hole_errors (posterior width {ratio:.2f} of the prior's: the data do "
+                         "not separate the holes' errors from the distortion)")
     return names
 
 
@@ -470,7 +478,7 @@ def _fit_lab(points, settings):
     idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
     phi_samples = flat[idx]
     g, d = draw_linear(model, phi_samples, rng)
-    loose = unconstrained_directions(model, g)
+    loose = unconstrained_directions(model, g, hole_samples=d, phi_samples=phi_samples)
     for name in loose:
         log.warning("GaugeWarning: %s is not constrained by the data (posterior width "
                     "> 1/2 of the prior's); it is not a measurement", name)
