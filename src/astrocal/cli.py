@@ -15,7 +15,6 @@ SUBCOMMAND_MODULES = [
     "astrocal.sim.cli",
     "astrocal.model.cli",
     "astrocal.formats.convert",
-    "astrocal.lab.measure",
 ]
 
 
