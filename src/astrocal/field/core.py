@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import basis
 
@@ -224,7 +225,8 @@ class DistortionField:
 
         bounds = [(lo, min(lo + CHUNK, npts)) for lo in range(0, npts, CHUNK)] or [(0, 0)]
         if len(bounds) > 2 and _threads() > 1:
-            with ThreadPoolExecutor(_threads()) as pool:
+            # our threads split the points; BLAS threads inside them would only contend
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
                 list(pool.map(lambda b: work(*b), bounds))
         else:
             for b in bounds:
