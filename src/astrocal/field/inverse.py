@@ -174,12 +174,14 @@ def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_po
     return best
 
 
-def solve(field, u, v, guess=None, tol=1e-12, maxiter=50):
+def solve(field, u, v, guess=None, tol=1e-12, maxiter=50, on_failure="raise"):
     """Exact preimages ``(x, y)`` with ``field(x, y) = (u, v)``, by Newton iteration.
 
     ``guess`` is an optional ``(x, y)`` start (e.g. from a reverse field); by default the
     affine part of the field is inverted.  Converges to ``tol`` (input unit) for a
-    one-to-one field; raises ``ValueError`` naming the number of points that did not.
+    one-to-one field; points that do not converge (typically far outside the domain, where
+    the polynomial is not invertible) raise ``ValueError`` naming their number, or are
+    returned as NaN with ``on_failure="nan"``.
     """
     u, v = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(v, dtype=float))
     shape = u.shape
@@ -211,5 +213,9 @@ def solve(field, u, v, guess=None, tol=1e-12, maxiter=50):
         if not active.any():
             break
     if active.any():
-        raise ValueError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
+        if on_failure == "nan":
+            x[active] = np.nan
+            y[active] = np.nan
+        else:
+            raise ValueError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
     return x.reshape(shape), y.reshape(shape)

@@ -67,8 +67,8 @@ class LabTruth:
         """``f_eh`` of exposure ``e`` for every hole, arcsec."""
         th = self.insertion_rot + self.pose_rot[e]
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-        mm = self.hole_xy + self.hole_errors
-        return (1 + self.pose_scale[e]) * mm @ rot.T + self.insertion_offset + self.applied[e]
+        actual = self.hole_xy + self.hole_errors  # arcsec at the mask plate scale
+        return (1 + self.pose_scale[e]) * actual @ rot.T + self.insertion_offset + self.applied[e]
 
 
 def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, offsets=None,
@@ -107,9 +107,17 @@ def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, of
     for k in range(e):
         f = truth.focal_plane(k)
         gx, gy = guess(f[:, 0], f[:, 1])
-        px, py = solve(field, f[:, 0], f[:, 1], guess=(gx, gy))
-        inside = ((px > xmin + margin_px) & (px < xmax - margin_px)
-                  & (py > ymin + margin_px) & (py < ymax - margin_px))
+        # holes far off the detector are not inverted (the polynomial need not be
+        # invertible there); those that do not converge are off the detector too
+        near = guess.in_domain(f[:, 0], f[:, 1], margin=0.25 * (guess.domain[1] - guess.domain[0]))
+        px = np.full(len(f), np.nan)
+        py = np.full(len(f), np.nan)
+        if near.any():
+            px[near], py[near] = solve(field, f[near, 0], f[near, 1], guess=(gx[near], gy[near]),
+                                       on_failure="nan")
+        with np.errstate(invalid="ignore"):
+            inside = ((px > xmin + margin_px) & (px < xmax - margin_px)
+                      & (py > ymin + margin_px) & (py < ymax - margin_px))
         truth.positions[k, inside, 0] = px[inside]
         truth.positions[k, inside, 1] = py[inside]
     return truth
