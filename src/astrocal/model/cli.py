@@ -86,7 +86,8 @@ def register(subparsers):
         "Writes, per filter, into <fit.output>/<filter>/: posterior.h5 (emcee chain and exact "
         "draws of the linear parameters), summary.ecsv (every parameter's mean, sd, "
         "quantiles) and fit.json (degree and evidence table, diagnostics, outliers, "
-        "unconstrained directions).",
+        "unconstrained directions), astromet_<filter>.fits (AstroMet file of the posterior-mean "
+        "field with its 1-sigma) and wcs_sip_<filter>.hdr (TAN-SIP header).",
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
     p.add_argument("--degree", help="total degree of the field, or 'auto' (evidence); "
@@ -140,6 +141,12 @@ def run(args):
         fit = fit_lab(points, settings)
         save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs],
                  overwrite=args.overwrite or args.resume)
+        from ..products import write_fit_products
+        from .result import load_posterior
+
+        products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
+                                      campaign_sha256=campaign.sha256, inputs=[campaign.path],
+                                      overwrite=args.overwrite or args.resume)
         ps = fit.pixel_scale_samples() * 1e3
         x = np.linspace(points.domain[0], points.domain[1], 33)
         xx, yy = np.meshgrid(x, x)
@@ -153,5 +160,6 @@ def run(args):
             status = status or 0
         for name in fit.unconstrained:
             print(f"warning: not constrained by the data: {name}")
-        print(f"wrote {out}")
+        print(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, "
+              f"{products['astromet'].name}, {products['sip'].name})")
     return status
