@@ -3,7 +3,7 @@
 The SIP convention (Shupe et al. 2005) writes the intermediate world coordinates as
 ``x = CD (U + A(U))`` with ``U = p - CRPIX`` (FITS 1-based pixels) and ``A`` the
 non-linear polynomial ``A_p_q``/``B_p_q`` (``2 <= p + q <= A_ORDER``); the reverse
-polynomial ``AP_p_q``/``BP_p_q`` maps ``U' = CD^-1 x`` back: ``U = U' + AP(U')``.
+polynomial ``AP_p_q``/``BP_p_q`` (all terms up to ``AP_ORDER``, a fit) maps ``U' = CD^-1 x`` back: ``U = U' + AP(U')``.
 
 astrocal puts ``CRPIX`` at the solution's boresight and identifies the intermediate world
 coordinates (degrees) with the focal-plane coordinates relative to the boresight's,
@@ -85,10 +85,10 @@ def sip_header(solution, crval=(0.0, 0.0), tol=1e-4):
             h[key] = value
         ap, bp, rev_order, err = _reverse_sip(a, bcoef, b, field.domain, tol)
         h["AP_ORDER"] = rev_order
-        for key, value in to_sip(ap, "AP", min_order=1).items():
+        for key, value in to_sip(ap, "AP", min_order=0).items():
             h[key] = value
         h["BP_ORDER"] = rev_order
-        for key, value in to_sip(bp, "BP", min_order=1).items():
+        for key, value in to_sip(bp, "BP", min_order=0).items():
             h[key] = value
         h["SIPRTERR"] = (err, "[pixel] max round-trip error of AP/BP")
     h["COMMENT"] = "intermediate world coordinates = focal plane relative to CRPIX, deg"
@@ -113,11 +113,8 @@ def _reverse_sip(a, b, boresight, domain, tol):
     apx, apy = corr.to_monomials(origin=(0.0, 0.0))
     apx[0, 0] -= boresight[0]
     apy[0, 0] -= boresight[1]
-    # what remains at order 0 is the rounding of the fit: wcslib has no AP_0_0 in
-    # min_order=1 output, so fold it away only if negligible
-    if max(abs(apx[0, 0]), abs(apy[0, 0])) > 10 * tol:
-        raise ValueError("reverse SIP fit has a constant term; the field is not centred at CRPIX")
-    apx[0, 0] = apy[0, 0] = 0.0
+    # the constant term is the fit's residual at CRPIX: kept (AP_0_0), since the reverse
+    # is only as good as its fit and SIPRTERR states that
     return apx, apy, rev.degree, inv.max_roundtrip_error
 
 
