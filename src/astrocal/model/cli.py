@@ -102,64 +102,84 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
-    campaign = load_campaign(args.campaign)
+def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
+                 resume=False, overwrite=False, progress="auto"):
+    """Fit every filter of a loaded campaign; returns ``{filter: (LabFit, output dir, products)}``.
+
+    Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
+    ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
+    """
+    from ..products import write_fit_products
+    from .result import load_posterior
+
     if not campaign.lab:
         raise DataError(f"{campaign.path}: no [[lab]] dataset to fit (sky-only fits are not "
                         "supported yet)")
     fs = campaign.fit
-    degree = args.degree if args.degree is not None else fs.degree
+    degree = degree if degree is not None else fs.degree
     if degree != "auto":
         degree = int(degree)
     by_filter = {}
     for d in campaign.lab:
         by_filter.setdefault(d.filter, []).append(d)
-    status = 0
+    results = {}
     for filt, datasets in by_filter.items():
         out = Path(fs.output) / filt
         h5 = out / "posterior.h5"
-        if (out / "fit.json").exists() and not args.overwrite:
+        if (out / "fit.json").exists() and not overwrite:
             raise ProductExistsError(f"{out / 'fit.json'}: a result exists; not overwritten "
                                      "(use --overwrite)")
-        if h5.exists() and not (args.resume or args.overwrite):
+        if h5.exists() and not (resume or overwrite):
             raise ProductExistsError(f"{h5}: a chain exists; use --resume to continue it or "
                                      "--overwrite to start again")
-        if h5.exists() and args.overwrite and not args.resume:
+        if h5.exists() and overwrite and not resume:
             h5.unlink()
         out.mkdir(parents=True, exist_ok=True)
         points, inputs = lab_points_for(campaign, datasets)
         settings = FitSettings(
             degree=degree, degree_range=tuple(fs.degree_range),
-            hole_errors=fs.hole_errors and not args.no_hole_errors,
-            walkers=args.walkers or max(fs.walkers, 8),
-            steps=args.steps or fs.steps,
-            seed=args.seed if args.seed is not None else (fs.seed if fs.seed is not None else 1),
-            priors=Priors(), backend_path=h5, resume=args.resume,
+            hole_errors=fs.hole_errors and hole_errors,
+            walkers=walkers or max(fs.walkers, 8),
+            steps=steps or fs.steps,
+            seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
+            priors=Priors(), backend_path=h5, resume=resume, progress=progress,
         )
         log.info("fitting filter %s: %d points, %d holes, %d exposures", filt, points.n_points,
                  points.n_holes, points.n_exposures)
         fit = fit_lab(points, settings)
         save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs],
-                 overwrite=args.overwrite or args.resume)
-        from ..products import write_fit_products
-        from .result import load_posterior
-
-        products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
+                 overwrite=overwrite or resume)
+        products = write_fit_products(load_posterior(out), out, filt,
+                                      instrument=campaign.instrument.name,
                                       campaign_sha256=campaign.sha256, inputs=[campaign.path],
-                                      overwrite=args.overwrite or args.resume)
-        ps = fit.pixel_scale_samples() * 1e3
-        x = np.linspace(points.domain[0], points.domain[1], 33)
-        xx, yy = np.meshgrid(x, x)
-        su, sv = fit.map_uncertainty(xx, yy)
-        sig = np.hypot(su, sv) * 1e3
-        print(f"filter {filt}: degree {fit.degree}, pixel scale {ps.mean():.6f} +/- "
-              f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
-              f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged")
-        for note in fit.diagnostics.warnings:
-            print(f"warning: {note}")
-            status = status or 0
-        for name in fit.unconstrained:
-            print(f"warning: not constrained by the data: {name}")
-        print(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, "
-              f"{products['astromet'].name}, {products['sip'].name})")
-    return status
+                                      overwrite=overwrite or resume)
+        results[filt] = (fit, out, products)
+    return results
+
+
+def describe(filt, fit, out, products):
+    """Lines summarising a filter's fit for the terminal."""
+    points = fit.points
+    ps = fit.pixel_scale_samples() * 1e3
+    x = np.linspace(points.domain[0], points.domain[1], 33)
+    xx, yy = np.meshgrid(x, x)
+    su, sv = fit.map_uncertainty(xx, yy)
+    sig = np.hypot(su, sv) * 1e3
+    lines = [f"filter {filt}: degree {fit.degree}, pixel scale {ps.mean():.6f} +/- "
+             f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
+             f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
+    lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
+    lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]
+    lines.append(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, "
+                 f"{products['astromet'].name}, {products['sip'].name})")
+    return lines
+
+
+def run(args):
+    campaign = load_campaign(args.campaign)
+    results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
+                           seed=args.seed, hole_errors=not args.no_hole_errors,
+                           resume=args.resume, overwrite=args.overwrite)
+    for filt, (fit, out, products) in results.items():
+        print("\n".join(describe(filt, fit, out, products)))
+    return 0
