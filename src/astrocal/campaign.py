@@ -14,6 +14,7 @@ The full schema is documented in ``docs/campaign.md``.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
@@ -163,7 +164,7 @@ class _Context:
 def _check_keys(ctx, table, allowed, prefix):
     for key in table:
         if key not in allowed:
-            close = [a for a in allowed if a.lower().startswith(key.lower()[:3])]
+            close = difflib.get_close_matches(key, sorted(allowed), n=2, cutoff=0.6)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ctx.error(f"{prefix}{key}", f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
 
@@ -274,7 +275,7 @@ def _instrument(ctx, table):
     return InstrumentSpec(name=name, preset=preset, **merged)
 
 
-def _exposures(ctx, base, items, prefix, allowed):
+def _exposures(ctx, base, items, prefix, allowed, keep_missing=False):
     if not isinstance(items, list):
         raise ctx.error(f"{prefix}exposures", "must be a list of tables { file = ... }")
     if not items:
@@ -285,7 +286,11 @@ def _exposures(ctx, base, items, prefix, allowed):
         if not isinstance(item, dict):
             raise ctx.error(key, f"expected a table {{ file = ... }}, got {item!r}")
         _check_keys(ctx, item, allowed, f"{key}.")
-        path = _existing(ctx, base, _require(ctx, item, "file", f"{key}."), f"{key}.file")
+        value = _require(ctx, item, "file", f"{key}.")
+        if keep_missing and isinstance(value, str) and value:
+            path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
+        else:
+            path = _existing(ctx, base, value, f"{key}.file")
         offset = sigma = None
         if "offset_arcsec" in item:
             offset = _pair(ctx, item["offset_arcsec"], u.arcsec, f"{key}.offset_arcsec")
@@ -298,7 +303,7 @@ def _exposures(ctx, base, items, prefix, allowed):
     return tuple(out)
 
 
-def _lab(ctx, base, items):
+def _lab(ctx, base, items, keep_missing=False):
     if not isinstance(items, list):
         raise ctx.error("lab", "must be an array of tables [[lab]]")
     out = []
@@ -308,7 +313,7 @@ def _lab(ctx, base, items):
         mask = _existing(ctx, base, _require(ctx, table, "mask", prefix), f"{prefix}mask")
         filt = _string(ctx, _require(ctx, table, "filter", prefix), f"{prefix}filter")
         exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
-                               LAB_EXPOSURE_KEYS)
+                               LAB_EXPOSURE_KEYS, keep_missing)
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
         flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
         name = _string(ctx, table.get("name", f"lab{i}"), f"{prefix}name")
@@ -365,8 +370,14 @@ def _fit(ctx, base, table):
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors)
 
 
-def load_campaign(path):
-    """Read and validate a campaign TOML file; returns a :class:`Campaign`."""
+def load_campaign(path, missing_exposures="error"):
+    """Read and validate a campaign TOML file; returns a :class:`Campaign`.
+
+    ``missing_exposures="keep"`` accepts lab exposures whose file does not exist (so a
+    stage can process the others and report those); everything else is still checked.
+    """
+    if missing_exposures not in ("error", "keep"):
+        raise ValueError(f"missing_exposures must be 'error' or 'keep', got {missing_exposures!r}")
     path = Path(path).resolve()
     if not path.exists():
         raise CampaignError(f"{path}: campaign file not found")
@@ -380,7 +391,7 @@ def load_campaign(path):
     base = path.parent
     _check_keys(ctx, data, TOP_KEYS, "")
     instrument = _instrument(ctx, _require(ctx, data, "instrument", ""))
-    lab = _lab(ctx, base, data.get("lab", []))
+    lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
     sky = _sky(ctx, base, data.get("sky", []))
     if not lab and not sky:
         raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset")

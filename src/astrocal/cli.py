@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "astrocal.sim.cli",
     "astrocal.model.cli",
     "astrocal.formats.convert",
+    "astrocal.lab.measure",
 ]
 
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .core import DistortionField
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1221 @@
+"""The measure stage: lab frames -> identified source tables (``astrocal measure``).
+
+For every exposure of every ``[[lab]]`` dataset of a campaign:
+
+1. **reduce** the raw frame (:mod:`astrocal.lab.reduce`): background frame subtracted
+   (scaled to the frame's DIT), flat field, bad pixels, saturated pixels and cosmic rays
+   masked; the reduced image is written (``<exposure>_reduced.fits``: SCI, DQ, BKGVAR);
+2. **detect** the spots (:mod:`astrocal.lab.detect`): matched filter, local maxima, PSF
+   side lobes rejected;
+3. **centroid** them (:func:`astrocal.lab.centroid.fit_centroids`): batched PSF fit with
+   the detector noise model (effective gain, read noise, background and flat noise), per
+   spot a 2x2 covariance.  PSF: ``[measure] psf = "model"`` — the instrument's
+   diffraction PSF at the filter's wavelength convolved with the pinhole — or ``"epsf"``
+   — an effective PSF built from the frames of the dataset (:func:`build_epsf`), after a
+   first pass with the model;
+4. **identify** the spots with the mask holes (:func:`identify_spots`); when the pattern
+   alone is ambiguous the commanded chopper offset is used as the expected position of
+   the mask origin;
+5. **write** an ECSV table ``<exposure>.ecsv`` with the columns ``hole_id, x, y, sigma_x,
+   sigma_y, cov_xy, flux, snr, flags`` (and ``flux_err, background, chi2_ndof, npix``),
+   with the exposure metadata (file, DATE-OBS, EXPTIME, filter, offset, identification
+   quality, noise model, reduction) in its ``meta``.
+
+Exposures that are already source tables (ECSV, or a FITS binary table) are validated
+(:func:`validate_source_table`) and passed on to the output directory.
+
+A campaign summary (``summary.ecsv``: one row per exposure, with its status and message)
+is written at the end.  A frame that fails (unreadable, no spots, not identified, ...) is
+reported with a message naming its file; the others are still measured; the exit status
+of ``astrocal measure`` is then 1.  Nothing that exists is overwritten unless
+``--overwrite``.
+
+Conventions: positions are 0-based pixels (the centre of the first pixel is 0.0, ``x``
+along numpy axis 1); fluxes in ADU per DIT (flat-fielded); ``flags`` are the bits of
+:mod:`astrocal.lab.centroid` plus :data:`FLAG_UNIDENTIFIED`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import astropy.units as u
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+from scipy.spatial import cKDTree
+
+from .. import __version__
+from ..atomic import ProductExistsError, atomic_write_table, check_writable
+from . import centroid as C
+from .detect import detect_spots
+from .identify import IdentificationError, identify_spots
+from .psf import render_spots
+from .reduce import (DQ_COSMIC, DQ_SATURATED, detector_params, load_calibration, read_frame,
+                     read_reduced, reduce_frame, write_reduced)
+
+__all__ = [
+    "FLAG_UNIDENTIFIED",
+    "FLAG_LOW_COVERAGE",
+    "FLAG_NAMES",
+    "FLAGS_REJECT",
+    "REQUIRED_COLUMNS",
+    "OUTPUT_COLUMNS",
+    "MeasureError",
+    "SourceTableError",
+    "MeasureReport",
+    "measure_campaign",
+    "measure_frame",
+    "model_psf",
+    "validate_source_table",
+    "read_source_table",
+    "register",
+    "run",
+]
+
+log = logging.getLogger(__name__)
+
+#: the spot was not identified with a mask hole (``hole_id`` = -1)
+FLAG_UNIDENTIFIED = 128
+#: less than half of the PSF's light in the fitting stamp falls on valid pixels (the spot
+#: lies mostly in a masked area, e.g. the reference-pixel border): position unreliable
+FLAG_LOW_COVERAGE = 256
+#: names of all flag bits of the source tables
+FLAG_NAMES = {**C.FLAG_NAMES, FLAG_UNIDENTIFIED: "unidentified", FLAG_LOW_COVERAGE: "low_coverage"}
+#: flags of spots that should not be used (the default rejection of the fit stage)
+FLAGS_REJECT = C.FLAGS_SEVERE | C.FLAG_SATURATED | FLAG_UNIDENTIFIED | FLAG_LOW_COVERAGE
+
+#: columns a source table must have
+REQUIRED_COLUMNS = ("hole_id", "x", "y", "sigma_x", "sigma_y")
+#: optional columns and the value they take when a user table lacks them
+OPTIONAL_COLUMNS = {"cov_xy": 0.0, "flux": np.nan, "snr": np.nan, "flags": 0}
+#: the columns of every source table written by the stage, in this order
+OUTPUT_COLUMNS = REQUIRED_COLUMNS + tuple(OPTIONAL_COLUMNS)
+
+_PIX = u.pix
+_IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+#: 1-sigma of the prior on the mask origin from the chopper offset (arcsec): the mask
+#: insertion offset (~0.3 arcsec) and the distortion; only used to break ties
+CENTER_SIGMA_ARCSEC = 0.5
+
+
+class MeasureError(ValueError):
+    """A frame cannot be measured (the message names the file)."""
+
+
+class SourceTableError(MeasureError):
+    """A source table given as an exposure is invalid (names the file and the column)."""
+
+
+# =========================================================================== utilities
+def _plain(obj):
+    """Meta values as plain Python (YAML-safe) objects."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, u.Quantity):
+        return _plain(obj.value) if obj.isscalar else _plain(obj.value.tolist())
+    if isinstance(obj, Time):
+        return obj.isot
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    return str(obj)
+
+
+def _exposure_stem(path):
+    name = Path(path).name
+    for suf in (".gz", ".fz", ".bz2"):
+        if name.lower().endswith(suf):
+            name = name[: -len(suf)]
+    for suf in (".fits", ".fit", ".fts", ".ecsv", ".csv"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return Path(name).stem
+
+
+def _exposure_kind(path):
+    """"image" or "table" (a source table: ECSV, or FITS without a 2-D image)."""
+    p = Path(path)
+    low = p.name.lower()
+    if low.endswith(".ecsv") or low.endswith(".csv"):
+        return "table"
+    if any(low.endswith(s) for s in _IMAGE_SUFFIXES) and p.is_file():
+        try:
+            with fits.open(p, memmap=True) as hdul:
+                for h in hdul:
+                    if h.is_image and h.header.get("NAXIS", 0) == 2:
+                        return "image"
+                for h in hdul:
+                    if isinstance(h, (fits.BinTableHDU, fits.TableHDU)):
+                        return "table"
+        except OSError:
+            return "image"  # let the reader report the problem
+    return "image"
+
+
+# =========================================================================== source tables
+def _column_unit_ok(col, allowed):
+    unit = getattr(col, "unit", None)
+    if unit is None:
+        return True
+    try:
+        return any(u.Unit(unit) == a for a in allowed)
+    except ValueError:
+        return False
+
+
+def validate_source_table(table, source="<table>", mask=None):
+    """Check a measured source table and return it in the standard layout.
+
+    Required columns: ``hole_id`` (integer, -1 for unidentified), ``x``, ``y`` (0-based
+    pixels), ``sigma_x``, ``sigma_y`` (pixels, > 0); optional ``cov_xy`` (px^2; default
+    0), ``flux``, ``snr`` (default NaN) and ``flags`` (default 0).  Units, if given, must
+    be pixels (``pix``; ``pix2`` for ``cov_xy``).  Rows with ``hole_id >= 0`` must have
+    finite positions and errors and a positive-definite covariance; hole ids must be
+    unique and, if ``mask`` is given, holes of that mask.  Raises
+    :class:`SourceTableError` naming ``source`` and the column.
+    """
+    t = table
+    cols = list(t.colnames)
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise SourceTableError(
+            f"{source}: missing column '{missing[0]}' (a source table needs "
+            f"{', '.join(REQUIRED_COLUMNS)}; optional {', '.join(OPTIONAL_COLUMNS)}; found "
+            f"{', '.join(cols) or 'no columns'})")
+    n = len(t)
+
+    def values(name, kind=float):
+        col = t[name]
+        if getattr(col, "mask", None) is not None and np.any(col.mask):
+            rows = np.nonzero(np.asarray(col.mask))[0][:10].tolist()
+            raise SourceTableError(f"{source}: column '{name}' has missing values in rows {rows}")
+        try:
+            arr = np.asarray(col, dtype=float)
+        except (TypeError, ValueError):
+            raise SourceTableError(f"{source}: column '{name}' is not numeric "
+                                   f"(dtype {col.dtype})") from None
+        if col.dtype.kind not in "iufb":
+            raise SourceTableError(f"{source}: column '{name}' is not numeric (dtype {col.dtype})")
+        return arr
+
+    for name in ("x", "y", "sigma_x", "sigma_y"):
+        if not _column_unit_ok(t[name], (_PIX, u.dimensionless_unscaled)):
+            raise SourceTableError(f"{source}: column '{name}' has unit '{t[name].unit}'; "
+                                   "expected pixels (0-based detector positions)")
+    if "cov_xy" in cols and not _column_unit_ok(t["cov_xy"], (_PIX**2, u.dimensionless_unscaled)):
+        raise SourceTableError(f"{source}: column 'cov_xy' has unit '{t['cov_xy'].unit}'; "
+                               "expected pix2")
+    hid_raw = values("hole_id")
+    if t["hole_id"].dtype.kind not in "iu" and not np.all(hid_raw == np.round(hid_raw)):
+        raise SourceTableError(f"{source}: column 'hole_id' must hold integers")
+    hid = hid_raw.astype(np.int64)
+    if np.any(hid < -1):
+        rows = np.nonzero(hid < -1)[0][:10].tolist()
+        raise SourceTableError(f"{source}: column 'hole_id' has values < -1 in rows {rows} "
+                               "(-1 marks an unidentified spot)")
+    ident = hid >= 0
+    uniq, counts = np.unique(hid[ident], return_counts=True)
+    if np.any(counts > 1):
+        raise SourceTableError(f"{source}: column 'hole_id': duplicate hole ids "
+                               f"{uniq[counts > 1][:10].tolist()}")
+    if mask is not None:
+        unknown = np.setdiff1d(uniq, mask.hole_id)
+        if unknown.size:
+            raise SourceTableError(f"{source}: column 'hole_id': ids {unknown[:10].tolist()} are not "
+                                   f"holes of mask '{mask.name}' ({mask.source})")
+    x, y = values("x"), values("y")
+    sx, sy = values("sigma_x"), values("sigma_y")
+    cxy = values("cov_xy") if "cov_xy" in cols else np.zeros(n)
+    for name, arr in (("x", x), ("y", y)):
+        bad = ident & ~np.isfinite(arr)
+        if np.any(bad):
+            raise SourceTableError(f"{source}: column '{name}' is not finite in rows "
+                                   f"{np.nonzero(bad)[0][:10].tolist()} (identified spots)")
+    for name, arr in (("sigma_x", sx), ("sigma_y", sy)):
+        bad = ident & ~(np.isfinite(arr) & (arr > 0))
+        if np.any(bad):
+            raise SourceTableError(f"{source}: column '{name}' must be finite and > 0; rows "
+                                   f"{np.nonzero(bad)[0][:10].tolist()}")
+    with np.errstate(invalid="ignore"):
+        bad = ident & ~(np.isfinite(cxy) & (cxy * cxy < sx * sx * sy * sy))
+    if np.any(bad):
+        raise SourceTableError(f"{source}: column 'cov_xy' makes the covariance not positive "
+                               f"definite (|cov_xy| >= sigma_x sigma_y) in rows "
+                               f"{np.nonzero(bad)[0][:10].tolist()}")
+    flags = np.zeros(n, np.int64)
+    if "flags" in cols:
+        fl = values("flags")
+        if np.any(fl < 0) or not np.all(fl == np.round(fl)):
+            raise SourceTableError(f"{source}: column 'flags' must hold non-negative integers")
+        flags = fl.astype(np.int64)
+    out = Table(meta=dict(t.meta))
+    out["hole_id"] = hid
+    out["x"] = x * _PIX
+    out["y"] = y * _PIX
+    out["sigma_x"] = sx * _PIX
+    out["sigma_y"] = sy * _PIX
+    out["cov_xy"] = cxy * _PIX**2
+    out["flux"] = values("flux") if "flux" in cols else np.full(n, np.nan)
+    out["snr"] = values("snr") if "snr" in cols else np.full(n, np.nan)
+    out["flags"] = flags
+    for name in cols:  # any further columns are carried along
+        if name not in out.colnames:
+            out[name] = t[name]
+    filled = [c for c in OPTIONAL_COLUMNS if c not in cols]
+    if filled:
+        out.meta["filled_columns"] = filled
+    return out
+
+
+def read_source_table(path, mask=None):
+    """Read and validate a source table (ECSV, or the first table of a FITS file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"source table not found: {path}")
+    try:
+        if path.name.lower().endswith(".ecsv"):
+            t = Table.read(path, format="ascii.ecsv")
+        elif path.name.lower().endswith(".csv"):
+            t = Table.read(path, format="ascii.csv")
+        else:
+            t = Table.read(path)
+    except Exception as exc:  # astropy raises many kinds for malformed files
+        raise SourceTableError(f"{path}: cannot read as a table: {exc}") from exc
+    return validate_source_table(t, str(path), mask)
+
+
+# =========================================================================== PSF
+def model_psf(instrument, filter_name, mask, *, pixel_scale_mas=None, mask_scale=None):
+    """The diffraction PSF of the lab data path for a dataset.
+
+    ``instrument`` a registry key (e.g. ``"metis-lm"``) or None (then ``filter_name``
+    must be one of ``L``, ``M``, ``N`` of :data:`~astrocal.lab.psf.FILTER_WAVELENGTH_UM`);
+    the wavelength is the filter's centre; the source is a uniform disk of the mask's
+    (median) hole diameter at ``mask_scale`` (mm/arcsec).
+    """
+    from ..instruments import get_instrument
+    from .psf import FILTER_WAVELENGTH_UM, diffraction_psf, pinhole_diameter_mas
+
+    wavelength = None
+    inst = None
+    if instrument is not None:
+        inst = get_instrument(instrument)
+        try:
+            wavelength = inst.filter(filter_name).center_um
+        except KeyError:
+            wavelength = None
+    if wavelength is None:
+        wavelength = FILTER_WAVELENGTH_UM.get(str(filter_name))
+    if wavelength is None:
+        known = sorted(inst.filters) if inst is not None else sorted(FILTER_WAVELENGTH_UM)
+        raise MeasureError(f"filter '{filter_name}': unknown wavelength for the PSF model "
+                           f"(instrument {instrument!r}; known filters {known})")
+    pix = pixel_scale_mas if pixel_scale_mas is not None else inst.pixel_scale_mas
+    scale = mask_scale
+    if scale is None:
+        scale = float(mask.mask_scale.to_value(u.mm / u.arcsec)) if mask.mask_scale is not None \
+            else inst.mask_scale_mm_per_arcsec
+    d_um = float(np.median(mask.diameter_um))
+    psf = diffraction_psf(float(wavelength), float(pix),
+                          pinhole_mas=pinhole_diameter_mas(d_um, float(scale)))
+    psf.meta["filter"] = str(filter_name)
+    psf.meta["hole_diameter_um"] = d_um
+    return psf
+
+
+# =========================================================================== one frame
+def _stamp_flags(dq, psf, x, y, size, min_coverage=0.5):
+    """Flags from the DQ map on each spot's final stamp: FLAG_SATURATED where a saturated
+    pixel lies in it, FLAG_LOW_COVERAGE where less than ``min_coverage`` of the PSF's light
+    in the stamp falls on valid pixels (a spot mostly in a masked area: its position rests
+    on its wings).  Returns ``(flags, coverage)``."""
+    ny, nx = dq.shape
+    h = size // 2
+    ok = np.isfinite(x) & np.isfinite(y)
+    flags = np.zeros(x.size, np.int64)
+    coverage = np.full(x.size, np.nan)
+    if not np.any(ok):
+        return flags, coverage
+    xs, ys = x[ok], y[ok]
+    x0 = np.rint(xs).astype(np.int64) - h
+    y0 = np.rint(ys).astype(np.int64) - h
+    ar = np.arange(size)
+    rows = y0[:, None] + ar[None, :]
+    cols = x0[:, None] + ar[None, :]
+    inside = (((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
+    st = dq[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
+    sat = np.any(((st & DQ_SATURATED) != 0) & inside, axis=(1, 2))
+    model = psf.stamps(xs, ys, x0, y0, size)
+    valid = inside & (st == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = (model * valid).sum(axis=(1, 2)) / model.sum(axis=(1, 2))
+    idx = np.flatnonzero(ok)
+    flags[idx[sat]] |= C.FLAG_SATURATED
+    flags[idx[~(cov >= min_coverage)]] |= FLAG_LOW_COVERAGE
+    coverage[idx] = cov
+    return flags, coverage
+
+
+def _stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
+    """Cosmic-ray hits on the stamps of fitted spots, from the fit's residuals.
+
+    A pixel is a hit when its residual ``r = d - m`` (data minus the fitted spot) is above
+    ``nsig`` sigma and the residual's discrete Laplacian ``4 r - (4 neighbours)`` is above
+    ``nsig`` times its noise plus ``model_error`` times the model's own Laplacian (an
+    allowance for PSF-model errors at the core).  This catches hits on bright cores that
+    the frame-level test (which must allow for the sharpest PSF structure anywhere) lets
+    pass.  Returns ``(iy, ix)`` of the hits (unique).
+    """
+    size = int(res.meta["stamp_size"])
+    h = size // 2
+    ok = np.isfinite(res.x) & np.isfinite(res.y) & ((res.flags & C.FLAG_BAD_FIT) == 0)
+    if not np.any(ok):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x, y = res.x[ok], res.y[ok]
+    x0 = np.rint(x).astype(np.int64) - h
+    y0 = np.rint(y).astype(np.int64) - h
+    ny, nx = reduced.data.shape
+    ar = np.arange(size)
+    rows = y0[:, None] + ar[None, :]
+    cols = x0[:, None] + ar[None, :]
+    inside = (((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
+    rr = np.clip(rows, 0, ny - 1)[:, :, None]
+    cc = np.clip(cols, 0, nx - 1)[:, None, :]
+    d = reduced.data[rr, cc].astype(float)
+    valid = inside & (reduced.dq[rr, cc] == 0)
+    m = res.flux[ok][:, None, None] * psf.stamps(x, y, x0, y0, size) + res.background[ok][:, None, None]
+    var = reduced.bkgvar[rr, cc] + np.maximum(m, 0) / reduced.params.gain_eff
+    r = np.where(valid, d - m, np.nan)
+
+    def lap(a):
+        return (4 * a[:, 1:-1, 1:-1] - a[:, :-2, 1:-1] - a[:, 2:, 1:-1] - a[:, 1:-1, :-2]
+                - a[:, 1:-1, 2:])
+
+    sd = np.sqrt(var[:, 1:-1, 1:-1])
+    with np.errstate(invalid="ignore"):
+        hit = ((r[:, 1:-1, 1:-1] > nsig * sd)
+               & (lap(r) > nsig * math.sqrt(20.0) * sd + model_error * np.abs(lap(m))))
+    k, j, i = np.nonzero(hit)
+    if k.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    iy = y0[k] + j + 1
+    ix = x0[k] + i + 1
+    # the core of another spot inside the stamp is not in the model: no hit within 2 FWHM
+    # of another spot
+    if x.size > 1:
+        fwhm = psf.fwhm() if hasattr(psf, "fwhm") else 3.0
+        dist, near = cKDTree(np.column_stack([x, y])).query(np.column_stack([ix, iy]), k=2)
+        other = np.where(near[:, 0] == k, dist[:, 1], dist[:, 0])
+        keep = other > 2.0 * fwhm
+        iy, ix = iy[keep], ix[keep]
+        if iy.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    flat = np.unique(iy * nx + ix)
+    return flat // nx, flat % nx
+
+
+def _fit(reduced, x, y, psf, stamp_size=None, cosmic_rays=True, max_rounds=2):
+    """Fit the spots; cosmic-ray hits found in the residuals are masked (DQ_COSMIC, in
+    ``reduced.dq``) and the spots refitted."""
+    image = np.asarray(reduced.data, dtype=float)
+    noise = reduced.noise_model(dtype=float)
+    n_hits = 0
+    for _ in range(max_rounds + 1):
+        res = C.fit_centroids(image, x, y, psf, noise=noise, mask=reduced.mask,
+                              stamp_size=stamp_size)
+        if not cosmic_rays:
+            break
+        iy, ix = _stamp_cosmic_rays(reduced, res, psf)
+        if iy.size == 0:
+            break
+        reduced.dq[iy, ix] |= DQ_COSMIC
+        n_hits += iy.size
+    size = res.meta["stamp_size"]
+    flags, coverage = _stamp_flags(reduced.dq, psf, res.x, res.y, size)
+    res.flags = res.flags | flags
+    res.meta["coverage"] = coverage
+    res.meta["n_cosmic_ray_pixels_on_spots"] = n_hits
+    if n_hits:
+        reduced.meta["n_cosmic_ray_pixels"] = int(reduced.meta.get("n_cosmic_ray_pixels") or 0) + n_hits
+        reduced.meta["n_masked_pixels"] = int(np.count_nonzero(reduced.dq))
+    return res
+
+
+def _identify(res, mask, pixel_scale_mas, mask_scale, shape, center_guess, center_sigma):
+    """hole ids (N,) and the identification meta; raises IdentificationError."""
+    usable = np.isfinite(res.x) & np.isfinite(res.y) & ((res.flags & C.FLAG_BAD_FIT) == 0)
+    spots = Table({"x": res.x[usable], "y": res.y[usable], "flux": res.flux[usable]})
+    kwargs = dict(detector_shape=shape)
+    scale = None if mask_scale is None else mask_scale * u.mm / u.arcsec
+    used_guess = False
+    try:
+        idt = identify_spots(spots, mask, pixel_scale_mas, scale, **kwargs)
+    except IdentificationError as first:
+        if center_guess is None:
+            raise
+        try:
+            idt = identify_spots(spots, mask, pixel_scale_mas, scale, center_guess=center_guess,
+                                 center_sigma=center_sigma, **kwargs)
+            used_guess = True
+        except IdentificationError as second:
+            if str(second) == str(first):
+                raise IdentificationError(f"{first} (the same with the chopper offset as the "
+                                          "expected mask origin)") from None
+            raise IdentificationError(f"{first} (with the chopper offset as the expected mask "
+                                      f"origin: {second})") from None
+    ids = np.full(len(res), -1, np.int64)
+    ids[np.flatnonzero(usable)] = np.asarray(idt["hole_id"], np.int64)
+    meta = dict(idt.meta["identification"])
+    meta.pop("unmatched_rows", None)
+    meta["used_center_guess"] = used_guess
+    if center_guess is not None:
+        meta["center_guess_px"] = [float(center_guess[0]), float(center_guess[1])]
+        off = meta.get("similarity", {}).get("offset_px")
+        if off is not None:
+            meta["origin_minus_guess_px"] = [float(off[0] - center_guess[0]),
+                                             float(off[1] - center_guess[1])]
+    return ids, meta
+
+
+def _source_table(res, ids, meta):
+    """The output table from a CentroidResult and hole ids, identified rows first."""
+    flags = np.asarray(res.flags, np.int64) | np.where(ids < 0, FLAG_UNIDENTIFIED, 0)
+    t = Table(meta=meta)
+    t["hole_id"] = ids
+    t["x"] = res.x * _PIX
+    t["y"] = res.y * _PIX
+    t["sigma_x"] = res.sigma_x * _PIX
+    t["sigma_y"] = res.sigma_y * _PIX
+    t["cov_xy"] = res.cov_xy * _PIX**2
+    t["flux"] = res.flux * u.adu
+    t["snr"] = res.snr
+    t["flags"] = flags
+    t["flux_err"] = res.flux_err * u.adu
+    t["background"] = res.background * u.adu
+    t["chi2_ndof"] = res.chi2_ndof
+    t["npix"] = np.asarray(res.npix, np.int64)
+    cov = res.meta.get("coverage")
+    t["coverage"] = np.full(len(res), np.nan) if cov is None else cov
+    t["x_guess"] = res.x_guess * _PIX
+    t["y_guess"] = res.y_guess * _PIX
+    t["hole_id"].description = "mask hole (-1: not identified)"
+    t["x"].description = "spot centre, 0-based pixels (centre of the first pixel = 0.0)"
+    t["y"].description = "spot centre, 0-based pixels"
+    t["cov_xy"].description = "x-y covariance of the position"
+    t["flux"].description = "total PSF flux (flat-fielded ADU per DIT)"
+    t["snr"].description = "flux / flux_err"
+    t["flags"].description = "bit mask, see meta flag_bits; reject spots with meta reject_flags"
+    t["coverage"].description = "fraction of the PSF light in the stamp on valid pixels"
+    key = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    snr = np.where(np.isfinite(res.snr), res.snr, -np.inf)
+    order = np.lexsort((-snr, key))
+    return t[order]
+
+
+def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, center_guess=None,
+                  center_sigma=None, detect_threshold=5.0, source="<frame>"):
+    """Detect, centroid and identify the spots of one reduced frame.
+
+    ``reduced`` a :class:`~astrocal.lab.reduce.ReducedFrame`; ``psf`` the PSF to fit (and
+    to detect with); ``mask`` the :class:`~astrocal.lab.mask.Mask`; ``pixel_scale_mas``
+    the nominal pixel scale; ``mask_scale`` the plate scale at the mask (mm/arcsec,
+    default the mask's); ``center_guess`` the expected pixel position of the mask origin
+    (from the chopper offset), used when the pattern alone is ambiguous.
+
+    Returns ``(table, result)``: the source table (without exposure metadata) and the
+    :class:`~astrocal.lab.centroid.CentroidResult` in detection order.  Raises
+    :class:`MeasureError` when there is nothing to measure and
+    :class:`~astrocal.lab.identify.IdentificationError` when the spots are not the mask.
+    """
+    data = reduced.data
+    good = float(np.count_nonzero(~reduced.mask)) / max(data.size, 1)
+    if good == 0.0:
+        raise MeasureError(f"{source}: no valid pixel (the frame is all NaN/inf or masked)")
+    warnings = []
+    check = reduced.meta.get("noise_check") or {}
+    if check.get("added_variance_adu2"):
+        warnings.append(f"pixel-to-pixel noise {check['measured_over_model']:.2f} x the noise "
+                        f"model's variance: {check['added_variance_adu2']:.3g} ADU^2 added to the "
+                        "variance (no flat field? wrong gain or read noise in the header?)")
+    subtracted = reduced.meta.get("background_scale") is not None
+    # saturated pixels keep their (clipped, high) values for the detection: a saturated
+    # core then gives one maximum near its centre instead of a ring of maxima around it
+    det_mask = (reduced.dq & ~np.uint8(DQ_SATURATED)) != 0
+    det = detect_spots(data, psf, mask=det_mask, variance=reduced.total_variance(),
+                       threshold=detect_threshold, subtract_background=not subtracted,
+                       saturated=(reduced.dq & DQ_SATURATED) != 0)
+    limit = max(20 * len(mask), 2000)
+    if len(det) > limit:
+        raise MeasureError(
+            f"{source}: {len(det)} spot candidates above {detect_threshold:g} sigma (more than "
+            f"{limit} for a mask of {len(mask)} holes): not a pinhole frame, or the background "
+            "or bad pixels are not removed (background and flat frames in the campaign?)")
+    if len(det) < 3:
+        raise MeasureError(
+            f"{source}: no mask in the frame? {len(det)} spot(s) above {detect_threshold:g} sigma "
+            f"({100 * good:.0f}% of the pixels valid, filtered noise {det.meta['noise']:.3g} ADU)")
+    res = _fit(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
+    ids, ident = _identify(res, mask, pixel_scale_mas, mask_scale, data.shape, center_guess,
+                           center_sigma)
+    meta = {"detection": {k: det.meta[k] for k in ("noise", "threshold", "n_maxima", "n_merged",
+                                                     "n_sidelobes", "good_fraction")},
+            "identification": ident, "psf_stamp_size": int(res.meta["stamp_size"]),
+            "frame_warnings": warnings}
+    return _source_table(res, ids, meta), res
+
+
+# =========================================================================== campaign plumbing
+@dataclass
+class _Job:
+    """One exposure to measure (a plain, picklable record)."""
+
+    dataset: str
+    index: int
+    file: Path
+    kind: str
+    stem: str
+    table_path: Path
+    reduced_path: Path | None
+    offset_arcsec: tuple | None
+    offset_sigma_mas: float | None
+    overwrite: bool
+    psf_mode: str
+    campaign: str
+    campaign_sha256: str
+    missing: bool = False
+
+
+@dataclass
+class _Context:
+    """What every exposure of a dataset needs (built once, shipped to the workers)."""
+
+    name: str
+    mask: object = None
+    mask_path: str | None = None
+    filter: str | None = None
+    preset: str | None = None
+    pixel_scale_mas: float | None = None
+    mask_scale: float | None = None
+    detector_shape: tuple | None = None
+    psf: object = None
+    calibration: object = None
+    error: str | None = None
+
+
+_CONTEXTS: dict = {}
+
+
+def _init_worker(contexts):
+    global _CONTEXTS
+    _CONTEXTS = contexts
+
+
+def _frame_meta(header, path, preset):
+    """Exposure metadata from a raw header: the METIS/ESO keywords
+    (:func:`read_exposure_meta`), else generic ones (EXPTIME, NDIT, GAIN, RDNOISE,
+    FILTER) with the instrument's default readout for what is missing."""
+    from .headers import HeaderError, read_exposure_meta
+
+    try:
+        return read_exposure_meta(header), None
+    except HeaderError as exc:
+        first = str(exc).replace("<header>", str(path))
+    ndit = int(header.get("NDIT", header.get("HIERARCH ESO DET NDIT", 1)) or 1)
+    if "EXPTIME" not in header and "DIT" not in header:
+        raise MeasureError(f"{first} (and no generic EXPTIME keyword)")
+    dit = float(header.get("DIT", float(header.get("EXPTIME", 0.0)) / ndit))
+    date = header.get("DATE-OBS")
+    try:
+        date_obs = Time(date, scale="utc") if date else None
+    except ValueError:
+        date_obs = None
+    gain = header.get("GAIN")
+    ron = header.get("RDNOISE", header.get("RON"))
+    meta = SimpleNamespace(
+        instrument=preset, date_obs=date_obs, dit=dit * u.s, ndit=ndit,
+        exptime=float(header.get("EXPTIME", dit * ndit)) * u.s, filter=header.get("FILTER"),
+        mask=None, mask_name=None, chopper_offset=None, detector_mode=None,
+        gain_e_per_adu=None if gain is None else float(gain),
+        read_noise_e=None if ron is None else float(ron), source=str(path))
+    return meta, f"METIS keywords not found ({first}); generic keywords used"
+
+
+def _center_guess(shape, offset_arcsec, pixel_scale_mas):
+    if offset_arcsec is None:
+        return None, None
+    ny, nx = shape
+    ox, oy = (float(v) for v in offset_arcsec)
+    guess = ((nx - 1) / 2.0 + ox * 1e3 / pixel_scale_mas, (ny - 1) / 2.0 + oy * 1e3 / pixel_scale_mas)
+    return guess, CENTER_SIGMA_ARCSEC * 1e3 / pixel_scale_mas
+
+
+def _exposure_meta(job, ctx, em, params, reduced, warnings):
+    offset = job.offset_arcsec
+    offset_src = "campaign"
+    if offset is None and getattr(em, "chopper_offset", None) is not None:
+        offset = tuple(float(v) for v in em.chopper_offset.to_value(u.arcsec))
+        offset_src = "header"
+    meta = {
+        "file": str(job.file),
+        "exposure": job.stem,
+        "dataset": job.dataset,
+        "DATE-OBS": em.date_obs.isot if getattr(em, "date_obs", None) is not None else None,
+        "MJD-OBS": float(em.date_obs.mjd) if getattr(em, "date_obs", None) is not None else None,
+        "EXPTIME": float(em.exptime.to_value(u.s)),
+        "DIT": float(em.dit.to_value(u.s)),
+        "NDIT": int(em.ndit),
+        "filter": ctx.filter,
+        "filter_header": getattr(em, "filter", None),
+        "instrument": getattr(em, "instrument", None) or ctx.preset,
+        "mask": ctx.mask.name,
+        "mask_file": ctx.mask_path,
+        "mask_header": getattr(em, "mask_name", None) or getattr(em, "mask", None),
+        "offset_arcsec": None if offset is None else [float(offset[0]), float(offset[1])],
+        "offset_source": offset_src if offset is not None else None,
+        "offset_sigma_mas": job.offset_sigma_mas,
+        "chopper_offset_header_arcsec": (None if getattr(em, "chopper_offset", None) is None
+                                         else [float(v) for v in em.chopper_offset.to_value(u.arcsec)]),
+        "pixel_convention": "0-based: the centre of the first pixel is (0.0, 0.0); x along numpy "
+                            "axis 1 (FITS x - 1)",
+        "pixel_scale_mas": ctx.pixel_scale_mas,
+        "mask_scale_mm_per_arcsec": ctx.mask_scale,
+        "flag_bits": {name: bit for bit, name in FLAG_NAMES.items()},
+        "reject_flags": FLAGS_REJECT,
+        "noise_model": {"gain_eff_e_per_adu": params.gain_eff, "read_noise_eff_e": params.read_noise_eff,
+                        "extra_variance": "BKGVAR extension of the reduced image",
+                        "frame": "average of NDIT DITs"},
+        "reduction": {k: v for k, v in reduced.meta.items() if k != "detector"},
+        "detector": params.to_dict(),
+        "reduced_image": None if job.reduced_path is None else str(job.reduced_path),
+        "psf": {"mode": job.psf_mode, **{k: v for k, v in ctx.psf.meta.items()}},
+        "campaign": job.campaign,
+        "campaign_sha256": job.campaign_sha256,
+        "creator": f"astrocal {__version__} measure",
+        "created": Time.now().isot,
+        "warnings": warnings,
+    }
+    return meta
+
+
+def _check_products(job):
+    if job.overwrite:
+        return
+    for p in (job.table_path, job.reduced_path):
+        if p is not None:
+            check_writable(p, False)
+
+
+def _result(job, status, message="", **kw):
+    out = dict(dataset=job.dataset, index=job.index, exposure=job.stem, file=str(job.file),
+               kind=job.kind, status=status, message=message, n_detected=0, n_identified=0,
+               n_good=0, median_snr=np.nan, median_sigma_px=np.nan, ident_rms_px=np.nan,
+               table=None, reduced=None, seconds=np.nan, pending=None)
+    out.update(kw)
+    return out
+
+
+def _counts(table):
+    ident = np.asarray(table["hole_id"]) >= 0
+    flags = np.asarray(table["flags"], np.int64)
+    good = ident & ((flags & FLAGS_REJECT) == 0)
+    sig = np.hypot(np.asarray(table["sigma_x"], float), np.asarray(table["sigma_y"], float)) / math.sqrt(2)
+    snr = np.asarray(table["snr"], float)
+    return dict(n_detected=len(table), n_identified=int(ident.sum()), n_good=int(good.sum()),
+                median_snr=float(np.median(snr[good])) if good.any() else np.nan,
+                median_sigma_px=float(np.median(sig[good])) if good.any() else np.nan)
+
+
+def _measure_image(job, ctx):
+    raw, header = read_frame(job.file, "exposure")
+    em, note = _frame_meta(header, job.file, ctx.preset)
+    warnings = [note] if note else []
+    params = detector_params(em, ctx.preset, source=str(job.file))
+    if ctx.detector_shape is not None and tuple(ctx.detector_shape) != raw.shape:
+        warnings.append(f"frame shape {raw.shape} differs from the campaign's detector_shape "
+                        f"{tuple(ctx.detector_shape)}")
+    filt_h = getattr(em, "filter", None)
+    if filt_h is not None and ctx.filter is not None and str(filt_h) != str(ctx.filter):
+        warnings.append(f"header filter '{filt_h}' differs from the campaign's '{ctx.filter}'")
+    mask_h = getattr(em, "mask_name", None)
+    if mask_h and mask_h not in (ctx.mask.short_name, ctx.mask.name):
+        warnings.append(f"header mask '{mask_h}' differs from the campaign's mask "
+                        f"'{ctx.mask.short_name}'")
+    reduced = reduce_frame(raw, ctx.calibration, params, psf=ctx.psf, source=str(job.file))
+    del raw
+    provenance = {"CAMPAIGN": (Path(job.campaign).name, "campaign file"),
+                  "CAMPSHA": (job.campaign_sha256[:16], "sha256 of the campaign (first 16)"),
+                  "DATASET": (job.dataset, "lab dataset")}
+    offset = job.offset_arcsec
+    if offset is None and getattr(em, "chopper_offset", None) is not None:
+        offset = tuple(em.chopper_offset.to_value(u.arcsec))
+    guess, gsig = _center_guess(reduced.data.shape, offset, ctx.pixel_scale_mas)
+    try:
+        table, res = measure_frame(reduced, ctx.psf, ctx.mask, pixel_scale_mas=ctx.pixel_scale_mas,
+                                   mask_scale=ctx.mask_scale, center_guess=guess,
+                                   center_sigma=gsig, source=str(job.file))
+    except Exception:
+        try:  # the reduced image is written also when the frame fails (to look at)
+            write_reduced(job.reduced_path, reduced, header, overwrite=job.overwrite,
+                          provenance=provenance)
+        except Exception as exc:  # noqa: BLE001 - the measurement's error is the one to report
+            log.debug("%s: reduced image not written: %s", job.file, exc)
+        raise
+    # written after the fit: its DQ has the cosmic rays found in the fit residuals too
+    write_reduced(job.reduced_path, reduced, header, overwrite=job.overwrite, provenance=provenance)
+    warnings += table.meta.pop("frame_warnings", [])
+    meta = _exposure_meta(job, ctx, em, params, reduced, warnings)
+    meta.update(table.meta)
+    table.meta = _plain(meta)
+    missing = _missing_on_valid_pixels(table.meta["identification"], ctx, reduced.dq)
+    table.meta["identification"]["missing_on_valid_pixels"] = missing
+    if missing:
+        warnings.append(f"{len(missing)} hole(s) predicted on valid pixels without a spot: "
+                        f"ids {missing[:20]}")
+        table.meta["warnings"] = warnings
+    return table, warnings
+
+
+def _missing_on_valid_pixels(ident, ctx, dq):
+    """Hole ids predicted in the field without a spot whose predicted position (the
+    identification's affine pose) is on a valid pixel (not in the reference-pixel border
+    or another masked area, where no spot is expected)."""
+    ids = ident.get("missing_hole_ids") or []
+    aff = ident.get("affine")
+    if not ids or not aff:
+        return list(ids)
+    sel = np.isin(ctx.mask.hole_id, ids)
+    xy = ctx.mask.xy_arcsec(ctx.mask_scale)[sel]
+    p = np.asarray(aff["offset_px"]) + xy @ np.asarray(aff["matrix_px_per_arcsec"]).T
+    ny, nx = dq.shape
+    ix = np.rint(p[:, 0]).astype(np.int64)
+    iy = np.rint(p[:, 1]).astype(np.int64)
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ok = np.zeros(len(p), bool)
+    ok[inside] = dq[iy[inside], ix[inside]] == 0
+    return [int(h) for h in ctx.mask.hole_id[sel][ok]]
+
+
+def _measure_job(job):
+    """Measure (or validate) one exposure; never raises: failures are reported."""
+    t0 = time.perf_counter()
+    ctx = _CONTEXTS.get(job.dataset)
+    try:
+        if job.missing:
+            raise FileNotFoundError(f"exposure file not found: {job.file}")
+        if ctx is None or ctx.error:
+            raise MeasureError(ctx.error if ctx is not None else f"dataset {job.dataset} not set up")
+        _check_products(job)
+        if job.kind == "table":
+            table = read_source_table(job.file, ctx.mask)
+            meta = dict(table.meta)
+            meta.update({"file": str(job.file), "exposure": job.stem, "dataset": job.dataset,
+                         "source": "source table given in the campaign (validated, passed on)",
+                         "offset_arcsec": None if job.offset_arcsec is None else list(job.offset_arcsec),
+                         "offset_sigma_mas": job.offset_sigma_mas, "mask": ctx.mask.name,
+                         "filter": ctx.filter, "campaign": job.campaign,
+                         "campaign_sha256": job.campaign_sha256,
+                         "flag_bits": {name: bit for bit, name in FLAG_NAMES.items()},
+                         "creator": f"astrocal {__version__} measure"})
+            table.meta = _plain(meta)
+            same = job.table_path.resolve() == Path(job.file).resolve()
+            if not same:
+                atomic_write_table(table, job.table_path, overwrite=job.overwrite, format="ascii.ecsv")
+            return _result(job, "ok", "source table validated" + (" (in place)" if same else ""),
+                           table=str(job.table_path), seconds=time.perf_counter() - t0, **_counts(table))
+        table, warnings = _measure_image(job, ctx)
+        counts = _counts(table)
+        ident = table.meta["identification"]
+        out = _result(job, "ok", "; ".join(warnings), reduced=str(job.reduced_path),
+                      ident_rms_px=float(ident.get("rms_px", np.nan)), **counts)
+        if job.psf_mode == "epsf":
+            out["pending"] = table  # written after the ePSF pass
+        else:
+            atomic_write_table(table, job.table_path, overwrite=job.overwrite, format="ascii.ecsv")
+            out["table"] = str(job.table_path)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a per-frame report
+        msg = str(exc) if str(exc) else type(exc).__name__
+        if str(job.file) not in msg and Path(job.file).name not in msg:
+            msg = f"{job.file}: {msg}"
+        if not isinstance(exc, (OSError, ValueError, KeyError)):
+            log.debug("%s", traceback.format_exc())
+            msg = f"{msg} ({type(exc).__name__})"
+        reduced = str(job.reduced_path) if job.reduced_path is not None and not isinstance(
+            exc, ProductExistsError) and job.reduced_path.exists() else None
+        return _result(job, "failed", msg, reduced=reduced, seconds=time.perf_counter() - t0)
+
+
+# =========================================================================== ePSF pass
+def _wings(shape, table, psf, size):
+    """Light of every spot outside its own fitting stamp (the model PSF, first-pass fluxes
+    and positions): the ePSF covers only the stamp, so neighbours' far wings on a spot's
+    stamp are removed with the model before the ePSF is built and fitted."""
+    x = np.asarray(table["x"], float)
+    y = np.asarray(table["y"], float)
+    f = np.asarray(table["flux"], float)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(f) & (f > 0)
+    out = np.zeros(shape, dtype=np.float64)
+    if not np.any(ok):
+        return out.astype(np.float32)
+    x, y, f = x[ok], y[ok], f[ok]
+    render_spots(shape, x, y, f, psf, image=out)
+    h = size // 2
+    ny, nx = shape
+    ar = np.arange(size)
+    rows = np.clip(np.rint(y).astype(np.int64)[:, None] - h + ar[None, :], 0, ny - 1)
+    cols = np.clip(np.rint(x).astype(np.int64)[:, None] - h + ar[None, :], 0, nx - 1)
+    own = psf.stamps(x, y, cols[:, 0], rows[:, 0], size) * f[:, None, None]
+    inside = ((np.rint(y).astype(np.int64)[:, None] - h + ar[None, :] == rows)[:, :, None]
+              & (np.rint(x).astype(np.int64)[:, None] - h + ar[None, :] == cols)[:, None, :])
+    np.subtract.at(out, (np.broadcast_to(rows[:, :, None], own.shape)[inside],
+                         np.broadcast_to(cols[:, None, :], own.shape)[inside]), own[inside])
+    return out.astype(np.float32)
+
+
+def _epsf_pass(results, ctx, jobs_by_key):
+    """Build the ePSF of a dataset from its measured frames and refit every spot."""
+    from .epsf import build_epsf
+
+    ok = [r for r in results if r["status"] == "ok" and r.get("pending") is not None]
+    if not ok:
+        return
+    frames, positions, noises, masks, tables = [], [], [], [], []
+    for r in ok:
+        red, _ = read_reduced(r["reduced"])
+        t = r["pending"]
+        flags = np.asarray(t["flags"], np.int64)
+        use = (flags & (FLAGS_REJECT | C.FLAG_EDGE | C.FLAG_MASKED)) == 0
+        red.data -= _wings(red.data.shape, t, ctx.psf, t.meta["psf_stamp_size"])
+        frames.append(red)
+        positions.append((np.asarray(t["x"], float)[use], np.asarray(t["y"], float)[use]))
+        noises.append(red.noise_model(dtype=np.float32))
+        masks.append(red.mask)
+        tables.append(t)
+    n_use = sum(len(p[0]) for p in positions)
+    try:
+        if n_use < 10:
+            raise MeasureError(f"only {n_use} clean identified spots to build the ePSF from")
+        fit = build_epsf([f.data for f in frames], positions, noise=noises, masks=masks)
+    except Exception as exc:  # noqa: BLE001
+        for r in ok:
+            job = jobs_by_key[(r["dataset"], r["index"])]
+            r.update(status="failed", pending=None,
+                     message=f"{job.file}: ePSF of dataset '{ctx.name}' failed: {exc}")
+        return
+    epsf = fit.psf
+    for r, red, t in zip(ok, frames, tables):
+        job = jobs_by_key[(r["dataset"], r["index"])]
+        try:
+            res = _fit(red, np.asarray(t["x_guess"], float), np.asarray(t["y_guess"], float), epsf,
+                       stamp_size=epsf.meta.get("stamp_size"))
+            ids = np.asarray(t["hole_id"], np.int64)
+            # keep the identification of the first pass; spots the ePSF fit lost stay listed
+            new = _source_table(res, ids, dict(t.meta))
+            new.meta["psf"] = _plain({"kind": "epsf", **epsf.meta, "model_first_pass": t.meta["psf"],
+                                      "neighbour_wings": "light of the other spots outside their "
+                                      "stamps subtracted with the model PSF (first-pass fits)",
+                                      "build_history": fit.history})
+            atomic_write_table(new, job.table_path, overwrite=job.overwrite, format="ascii.ecsv")
+            r.update(table=str(job.table_path), pending=None, **_counts(new))
+        except Exception as exc:  # noqa: BLE001
+            r.update(status="failed", pending=None, message=f"{job.file}: ePSF refit failed: {exc}")
+
+
+# =========================================================================== campaign
+@dataclass
+class MeasureReport:
+    """What :func:`measure_campaign` did: ``summary`` (Table, one row per exposure),
+    ``results`` (dicts), ``output`` directory, ``summary_path``, ``n_failed``, ``seconds``."""
+
+    summary: Table
+    results: list
+    output: Path
+    summary_path: Path | None
+    n_failed: int
+    seconds: float
+    errors: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return self.n_failed == 0 and not self.errors
+
+
+def _load_campaign_tolerant(path):
+    """Load a campaign; exposures whose file is missing do not stop the others.
+
+    Returns ``(campaign, missing)``: the campaign without those exposures and a list of
+    (dataset name, exposure index, path, {"offset_arcsec": ...}).  Every other problem
+    raises :class:`CampaignError`.
+    """
+    import dataclasses
+
+    from ..campaign import load_campaign
+
+    camp = load_campaign(path, missing_exposures="keep")
+    missing, labs = [], []
+    for ds in camp.lab:
+        kept = []
+        for k, e in enumerate(ds.exposures):
+            if Path(e.file).exists():
+                kept.append(e)
+            else:
+                off = list(e.offset_arcsec) if e.offset_arcsec is not None else None
+                missing.append((ds.name, k, Path(e.file), {"offset_arcsec": off}))
+        if kept:
+            labs.append(dataclasses.replace(ds, exposures=tuple(kept)))
+        else:
+            log.error("%s: dataset '%s' has no exposure file that exists", camp.path, ds.name)
+    return dataclasses.replace(camp, lab=tuple(labs)), missing
+
+
+def _product_paths(jobs_spec, output):
+    """Product stems: the exposure's name, prefixed by the dataset if names collide."""
+    stems = [_exposure_stem(f) for _, _, f in jobs_spec]
+    dup = {s for s in stems if stems.count(s) > 1}
+    out = []
+    seen = set()
+    for (ds, k, f), s in zip(jobs_spec, stems):
+        stem = f"{ds}_{s}" if s in dup else s
+        base, n = stem, 1
+        while stem in seen:
+            n += 1
+            stem = f"{base}_{n}"
+        seen.add(stem)
+        out.append(stem)
+    return out
+
+
+def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
+    """Measure every lab exposure of a campaign; returns a :class:`MeasureReport`.
+
+    ``campaign`` a path or a loaded :class:`~astrocal.campaign.Campaign`; ``overwrite``
+    replaces existing products; ``processes`` measures frames in parallel; ``psf``
+    ("model" or "epsf") overrides the campaign's ``[measure] psf``.
+
+    Campaign-level problems (invalid file, misspelt key) raise
+    :class:`~astrocal.campaign.CampaignError`; an existing summary without ``overwrite``
+    raises :class:`~astrocal.atomic.ProductExistsError`.  Problems of one frame or one
+    dataset are reported in the summary (status ``failed``) and the others are measured.
+    """
+    from ..campaign import Campaign
+    from .mask import load_mask
+
+    t0 = time.perf_counter()
+    missing = []
+    if not isinstance(campaign, Campaign):
+        campaign, missing = _load_campaign_tolerant(campaign)
+    processes = int(processes)
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    mode = psf or campaign.measure.psf
+    if mode not in ("model", "epsf"):
+        raise ValueError(f"psf must be 'model' or 'epsf', got {mode!r}")
+    output = Path(campaign.measure.output)
+    summary_path = output / "summary.ecsv"
+    check_writable(summary_path, overwrite)
+    output.mkdir(parents=True, exist_ok=True)
+    inst = campaign.instrument
+    if campaign.sky:
+        log.warning("%s: %d sky dataset(s) are not measured by this stage (lab only)",
+                    campaign.path, len(campaign.sky))
+
+    # ---- jobs
+    spec = []  # (dataset, index, file, Exposure or None, offset of a missing one)
+    for ds in campaign.lab:
+        for k, e in enumerate(ds.exposures):
+            spec.append((ds.name, k, e.file, e, None))
+    for name, k, p, item in missing:
+        off = item.get("offset_arcsec") if isinstance(item, dict) else None
+        ok_off = isinstance(off, list) and len(off) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in off)
+        spec.append((name, 1000 + k, p, None, tuple(float(v) for v in off) if ok_off else None))
+    stems = _product_paths([(a, b, c) for a, b, c, _, _ in spec], output)
+    jobs = []
+    for (name, k, f, e, off), stem in zip(spec, stems):
+        if e is None:  # named in the campaign, file missing
+            jobs.append(_Job(name, k, Path(f), "image", stem, output / f"{stem}.ecsv", None, off,
+                             None, overwrite, mode, str(campaign.path), campaign.sha256,
+                             missing=True))
+            continue
+        kind = _exposure_kind(f)
+        jobs.append(_Job(name, k, Path(f), kind, stem, output / f"{stem}.ecsv",
+                         output / f"{stem}_reduced.fits" if kind == "image" else None,
+                         e.offset_arcsec, e.offset_sigma_mas, overwrite, mode,
+                         str(campaign.path), campaign.sha256))
+
+    # ---- per-dataset context (mask, PSF, calibration), built once; the PSF table is
+    # computed in a thread while the calibration frames are read (both release the GIL)
+    from concurrent.futures import ThreadPoolExecutor
+
+    contexts = {}
+    with ThreadPoolExecutor(max_workers=1) as threads:
+        for ds in campaign.lab:
+            ctx = _Context(name=ds.name, filter=ds.filter, preset=inst.preset,
+                           pixel_scale_mas=inst.pixel_scale_mas,
+                           mask_scale=inst.mask_scale_mm_per_arcsec,
+                           detector_shape=tuple(inst.detector_shape), mask_path=str(ds.mask))
+            contexts[ds.name] = ctx
+            try:
+                ctx.mask = load_mask(ds.mask)
+                needs_images = any(j.dataset == ds.name and j.kind == "image" and not j.missing
+                                   for j in jobs)
+                if needs_images:
+                    future = threads.submit(model_psf, inst.preset, ds.filter, ctx.mask,
+                                            pixel_scale_mas=inst.pixel_scale_mas,
+                                            mask_scale=inst.mask_scale_mm_per_arcsec)
+                    try:
+                        if ds.background is not None or ds.flat is not None:
+                            ctx.calibration = load_calibration(ds.background, ds.flat,
+                                                               instrument=inst.preset)
+                    finally:
+                        ctx.psf = future.result()
+            except Exception as exc:  # noqa: BLE001 - the dataset fails, others go on
+                ctx.error = f"dataset '{ds.name}' ({campaign.path}): {exc}"
+                log.error("%s", ctx.error)
+    for name, _, _, _ in missing:
+        contexts.setdefault(name, _Context(name=name, error=f"dataset '{name}' has no usable exposure"))
+
+    # ---- run
+    todo = list(jobs)
+    if processes > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        mpctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=min(processes, len(todo)), mp_context=mpctx,
+                                 initializer=_init_worker, initargs=(contexts,)) as pool:
+            results = list(pool.map(_measure_job, todo))
+    else:
+        _init_worker(contexts)
+        results = [_measure_job(j) for j in todo]
+
+    if mode == "epsf":
+        by_key = {(j.dataset, j.index): j for j in jobs}
+        for ds in campaign.lab:
+            _epsf_pass([r for r in results if r["dataset"] == ds.name], contexts[ds.name], by_key)
+
+    # stale products of frames that failed now are removed when overwriting
+    if overwrite:
+        for r, j in zip(results, jobs):
+            if r["status"] == "failed" and j.table_path.exists() and j.kind == "image":
+                log.info("removing stale %s", j.table_path)
+                j.table_path.unlink()
+
+    for r in results:
+        if r["status"] == "failed":
+            log.error("%s", r["message"])
+        else:
+            log.info("%s: %d spots, %d identified, %d good; median SNR %.0f, median sigma %.2g px%s",
+                     Path(r["file"]).name, r["n_detected"], r["n_identified"], r["n_good"],
+                     r["median_snr"], r["median_sigma_px"],
+                     f" ({r['message']})" if r["message"] else "")
+
+    summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
+                             processes)
+    atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
+    n_failed = sum(r["status"] == "failed" for r in results)
+    return MeasureReport(summary=summary, results=results, output=output,
+                         summary_path=summary_path, n_failed=n_failed,
+                         seconds=time.perf_counter() - t0)
+
+
+def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
+    def rel(p):
+        if p is None:
+            return ""
+        try:
+            return Path(p).resolve().relative_to(output.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    t = Table()
+    t["dataset"] = [r["dataset"] for r in results]
+    t["exposure"] = [r["exposure"] for r in results]
+    t["file"] = [r["file"] for r in results]
+    t["kind"] = [r["kind"] for r in results]
+    t["status"] = [r["status"] for r in results]
+    t["n_detected"] = np.array([r["n_detected"] for r in results], np.int64)
+    t["n_identified"] = np.array([r["n_identified"] for r in results], np.int64)
+    t["n_good"] = np.array([r["n_good"] for r in results], np.int64)
+    t["median_snr"] = np.array([r["median_snr"] for r in results], float)
+    t["median_sigma_px"] = np.array([r["median_sigma_px"] for r in results], float)
+    t["ident_rms_px"] = np.array([r["ident_rms_px"] for r in results], float)
+    offs = [j.offset_arcsec for j in jobs]
+    t["offset_x_arcsec"] = np.array([np.nan if o is None else o[0] for o in offs], float)
+    t["offset_y_arcsec"] = np.array([np.nan if o is None else o[1] for o in offs], float)
+    t["table"] = [rel(r["table"]) for r in results]
+    t["reduced"] = [rel(r["reduced"]) for r in results]
+    t["seconds"] = np.array([r["seconds"] for r in results], float)
+    t["message"] = [r["message"] or "" for r in results]
+    t.meta = _plain({
+        "description": "astrocal measure: one row per exposure (status ok/failed, message)",
+        "campaign": str(campaign.path),
+        "campaign_sha256": campaign.sha256,
+        "psf": mode,
+        "n_exposures": len(results),
+        "n_failed": int(sum(r["status"] == "failed" for r in results)),
+        "processes": processes,
+        "seconds": seconds,
+        "creator": f"astrocal {__version__} measure",
+        "created": Time.now().isot,
+        "good_definition": "no flag of reject_flags (identified, converged, not saturated, "
+                           "enough valid pixels)",
+        "reject_flags": FLAGS_REJECT,
+    })
+    return t
+
+
+# =========================================================================== CLI
+def register(subparsers):
+    p = subparsers.add_parser(
+        "measure",
+        help="reduce lab frames and measure the identified pinhole positions",
+        description="For every exposure of the campaign's [[lab]] datasets: subtract the "
+        "background, flat-field, mask bad pixels, saturated pixels and cosmic rays (the "
+        "reduced image is written), detect the spots, fit them with the PSF (the "
+        "instrument's diffraction model or an ePSF built from the frames, [measure] psf) and "
+        "the detector noise model, identify them with the mask holes, and write one ECSV "
+        "source table per exposure and summary.ecsv into [measure] output. Exposures that "
+        "are source tables are validated and passed on. The exit status is 1 if a frame "
+        "failed (the others are measured and written).",
+    )
+    p.add_argument("campaign", help="campaign file (TOML)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing products")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="measure N frames in parallel (default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    report = measure_campaign(args.campaign, overwrite=args.overwrite, processes=args.processes)
+    n = len(report.results)
+    for r in report.results:
+        if r["status"] == "failed":
+            print(f"FAILED {r['message']}")
+        else:
+            extra = f"  [{r['message']}]" if r["message"] else ""
+            print(f"ok     {r['exposure']}: {r['n_identified']}/{r['n_detected']} spots identified, "
+                  f"{r['n_good']} good, median SNR {r['median_snr']:.0f}, median sigma "
+                  f"{r['median_sigma_px']:.2g} px{extra}")
+    print(f"{n - report.n_failed}/{n} exposures measured in {report.seconds:.1f} s; wrote "
+          f"{report.summary_path}")
+    return 1 if report.n_failed else 0
