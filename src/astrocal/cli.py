@@ -12,6 +12,7 @@ from . import __version__
 
 #: modules that provide subcommands, in the order ``--help`` lists them
 SUBCOMMAND_MODULES = [
+    "astrocal.demo",
     "astrocal.sim.cli",
     "astrocal.model.cli",
     "astrocal.formats.convert",

@@ -173,3 +173,10 @@ def test_bad_input():
     keep = pts.exposure != 2
     with pytest.raises(DataError, match="exp2 have no identified points"):
         LabModel(pts.subset(keep), 2)
+
+
+def test_reject_flags_match_the_measure_stage():
+    from astrocal.lab.measure import FLAGS_REJECT
+    from astrocal.model.data import DEFAULT_REJECT_FLAGS
+
+    assert DEFAULT_REJECT_FLAGS == FLAGS_REJECT

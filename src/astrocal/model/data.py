@@ -16,6 +16,11 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 
 
+#: flag bits that make a measured position unusable (astrocal.lab.measure.FLAGS_REJECT:
+#: not converged 4, diverged 16, bad fit 32, saturated 1, unidentified 128, low coverage 256)
+DEFAULT_REJECT_FLAGS = 4 | 16 | 32 | 1 | 128 | 256
+
+
 class DataError(ValueError):
     """The points cannot enter the model (NaN, non-positive errors, empty datasets...)."""
 
@@ -133,8 +138,9 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
 
     ``tables`` are astropy Tables (or dicts of arrays) with columns ``hole_id``, ``x``,
     ``y``, ``sigma_x``, ``sigma_y`` and optionally ``cov_xy`` and ``flags``; rows with
-    ``hole_id < 0`` (unidentified) or non-zero ``flags`` bits 0-3 are left out. Holes
-    never seen in any exposure are dropped.
+    ``hole_id < 0`` (unidentified) or with a flag bit of the table's ``reject_flags``
+    metadata (default: the measure stage's ``FLAGS_REJECT``: fit failed, saturated,
+    unidentified, low coverage) are left out. Holes never seen in any exposure are dropped.
     """
     mask_hole_ids = np.asarray(mask_hole_ids)
     index = {int(h): k for k, h in enumerate(mask_hole_ids)}
@@ -148,7 +154,8 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
         hid = np.asarray(t["hole_id"], dtype=int)
         keep = hid >= 0
         if "flags" in columns:
-            keep &= (np.asarray(t["flags"], dtype=int) & 0b1111) == 0
+            reject = t.meta.get("reject_flags", DEFAULT_REJECT_FLAGS) if hasattr(t, "meta") else DEFAULT_REJECT_FLAGS
+            keep &= (np.asarray(t["flags"], dtype=int) & int(reject)) == 0
         unknown = [int(h) for h in hid[keep] if int(h) not in index]
         if unknown:
             raise DataError(f"{name}: hole_id(s) {unknown[:5]} are not in the mask")
