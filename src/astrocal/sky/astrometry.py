@@ -1,0 +1,574 @@
+"""From a reference catalogue to positions in the instrument's focal plane.
+
+Two steps, both computed with astropy (no hand-written astrometry or refraction formula):
+
+1. :func:`propagate` -- epoch propagation. Each star's ICRS position at its own epoch is
+   moved to the exposure epoch with ``SkyCoord.apply_space_motion`` (rigorous space
+   motion, ERFA ``pmsafe``; parallax and radial velocity are not used: perspective
+   acceleration is far below a microarcsecond per year for the targets here). Offset
+   catalogues follow their own model: the reference moves with ``apply_space_motion``
+   and the stars move linearly, ``offset + pm * dt``, in its tangent plane. The
+   position covariance grows as ``C(t) = C_pos + dt**2 C_pm``. Stars **without proper
+   motion** are kept in place and their covariance is **inflated** by
+   ``(dt * sigma_pm)**2`` per axis, with ``sigma_pm`` the catalogue's stated per-axis
+   dispersion of proper motions (``meta["pm_dispersion_mas_yr"]``, 4.0 mas/yr for the
+   Galactic Center list) or the ``pm_dispersion`` argument, and an
+   :class:`EpochGapWarning` when the gap exceeds ``warn_gap_years`` (1 yr). Without a
+   dispersion the propagation is **refused** (:class:`AstrometryError` with the reason),
+   as it is with ``missing_pm="refuse"``; ``missing_pm="ignore"`` keeps such stars without
+   inflation (still with a warning).
+
+2. :func:`apparent_positions` -- the stars as the instrument sees them in one exposure:
+   ICRS at the exposure epoch -> observed (refracted) azimuth/altitude with astropy's
+   :class:`~astropy.coordinates.AltAz` frame (site, time, pressure, temperature,
+   relative humidity, wavelength ``obswl``; aberration, precession-nutation, polar motion
+   and ERFA's refraction model included) -> gnomonic projection on the plane tangent at
+   the *refracted* field centre -> rotation into the instrument frame.
+
+Frames and signs (details and a figure in ``docs/sky_astrometry.md``):
+
+* standard coordinates ``(xi, eta)``: tangent plane of the ICRS sphere, ``xi`` to the EAST,
+  ``eta`` to the north (catalogue errors and proper motions use these axes);
+* telescope frame ``(u, v)`` (arcsec): tangent plane at the refracted field centre of the
+  horizontal sphere, ``v`` toward the zenith, ``u`` toward increasing azimuth;
+* parallactic angle ``q``: position angle (from ICRS north through east, at the field
+  centre) of the direction toward the zenith;
+* position angle ``theta``: position angle (from ICRS north through east) of the
+  instrument's +y axis; rotator angle ``r = theta - q``: the angle of the instrument +y axis
+  from the direction of the zenith. Give one of ``position_angle`` / ``rotator_angle``;
+* instrument frame ``(x, y)`` (arcsec)::
+
+      x = parity * ( u cos r + v sin r)
+      y =          -u sin r + v cos r
+
+  With ``parity = +1`` the frame has the orientation of a standard sky image: at
+  ``theta = 0`` +y points north and +x WEST (east to the left). ``parity = -1`` mirrors x.
+
+Returned covariances are catalogue + epoch-grown errors mapped with the exact local
+Jacobian of the whole chain (ICRS standard coordinates -> instrument frame, measured by
+finite differences at the field centre), in arcsec**2.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import astropy.units as u
+from astropy.coordinates import AltAz, SkyCoord
+from astropy.table import Table
+from astropy.time import Time
+
+from astrocal.sky.catalog import CatalogError, parse_epoch, _as_center
+from astrocal.sky.sites import Site, Weather, WeatherError, get_site
+
+__all__ = [
+    "AstrometryError",
+    "EpochGapWarning",
+    "CatalogAtEpoch",
+    "FocalPlanePositions",
+    "propagate",
+    "apparent_positions",
+    "apparent_positions_many",
+    "parse_time",
+    "resolve_weather",
+    "gnomonic",
+    "inverse_gnomonic",
+]
+
+log = logging.getLogger(__name__)
+
+MAS_PER_RAD = 180.0 / np.pi * 3600e3
+ARCSEC_PER_RAD = 180.0 / np.pi * 3600.0
+
+#: step (radians) of the finite differences giving the local Jacobian at the field centre
+JACOBIAN_STEP_RAD = 1.0 / ARCSEC_PER_RAD
+
+#: epoch gaps shorter than this (yr, ~9 h) need no proper motion (stars without one are
+#: neither inflated nor refused)
+GAP_TOLERANCE_YEARS = 1e-3
+
+#: zenith distance (deg) beyond which ERFA's A tan z + B tan^3 z refraction loses accuracy
+REFRACTION_WARN_ZD_DEG = 75.0
+
+
+class AstrometryError(ValueError):
+    """The positions cannot be computed as asked (bad time, field below the horizon...)."""
+
+
+class EpochGapWarning(UserWarning):
+    """Stars without proper motion were propagated over a long epoch gap (errors inflated)."""
+
+
+# --------------------------------------------------------------------------- helpers
+def gnomonic(lon, lat, lon0, lat0):
+    """Gnomonic (tangent-plane) projection about ``(lon0, lat0)``; all angles in radians.
+
+    Returns ``(xi, eta)`` in radians: ``xi`` toward increasing longitude, ``eta`` toward
+    increasing latitude at the tangent point. Points 90 deg or more from the tangent point
+    give NaN.
+    """
+    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
+    dlon = lon - lon0
+    sl, cl = np.sin(lat), np.cos(lat)
+    s0, c0 = np.sin(lat0), np.cos(lat0)
+    cd = np.cos(dlon)
+    cosc = s0 * sl + c0 * cl * cd
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xi = np.where(cosc > 0, cl * np.sin(dlon) / cosc, np.nan)
+        eta = np.where(cosc > 0, (c0 * sl - s0 * cl * cd) / cosc, np.nan)
+    return xi, eta
+
+
+def inverse_gnomonic(xi, eta, lon0, lat0):
+    """Inverse of :func:`gnomonic`: standard coordinates (radians) -> (lon, lat) radians."""
+    xi, eta = np.asarray(xi, float), np.asarray(eta, float)
+    s0, c0 = np.sin(lat0), np.cos(lat0)
+    denom = c0 - eta * s0
+    lon = lon0 + np.arctan2(xi, denom)
+    lat = np.arctan2(s0 + eta * c0, np.hypot(xi, denom))
+    return lon, lat
+
+
+def parse_time(value, what: str = "time") -> Time:
+    """An astropy Time from a Time, datetime, ISO/FITS string, ``"J2030.5"`` or a decimal year.
+
+    Bare numbers are Julian years (1800..2300); anything else (including MJDs as bare
+    numbers -- pass ``Time(x, format="mjd")``) raises :class:`AstrometryError`.
+    """
+    if isinstance(value, Time):
+        if value.ndim != 0:
+            raise AstrometryError(f"{what}: one time expected, got an array of shape {value.shape}")
+        return value
+    import datetime as _dt
+
+    if isinstance(value, _dt.datetime):
+        return Time(value, scale="utc")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        try:
+            return Time(parse_epoch(float(value), what), format="jyear", scale="tt")
+        except CatalogError as exc:
+            raise AstrometryError(str(exc)) from None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text[:1] in ("J", "B") and text[1:].replace(".", "", 1).isdigit():
+                return Time(text, scale="tt")
+            return Time(text, scale="utc")
+        except Exception:  # noqa: BLE001
+            raise AstrometryError(
+                f"{what}: cannot parse {value!r} as a time (expected ISO such as '2030-05-04T02:30:00', "
+                "a FITS DATE-OBS, 'J2030.5' or an astropy Time)") from None
+    raise AstrometryError(f"{what}: cannot parse {value!r} ({type(value).__name__}) as a time")
+
+
+def resolve_weather(weather, site: Site, *, refraction: bool = True) -> Weather:
+    """The weather to use: given values, completed with the site's typical ones (logged).
+
+    ``weather``: a :class:`~astrocal.sky.sites.Weather`, a mapping with any of
+    ``pressure_hpa``, ``temperature_c``, ``relative_humidity`` (fraction 0..1), or None.
+    Missing values come from the site's defaults and a WARNING in the log says which.
+    ``refraction=False`` returns zero pressure (astropy then applies no refraction).
+    """
+    if isinstance(weather, Weather):
+        w = weather
+    else:
+        given = {} if weather is None else dict(weather)
+        unknown = set(given) - {"pressure_hpa", "temperature_c", "relative_humidity"}
+        if unknown:
+            raise WeatherError(f"weather: unknown keys {sorted(unknown)}; use pressure_hpa, temperature_c, "
+                               "relative_humidity (fraction 0..1)")
+        given = {k: v for k, v in given.items() if v is not None}
+        defaults = site.default_weather()
+        missing = [k for k in ("pressure_hpa", "temperature_c", "relative_humidity") if k not in given]
+        values = {k: given.get(k, getattr(defaults, k)) for k in ("pressure_hpa", "temperature_c", "relative_humidity")}
+        if missing:
+            source = "site defaults" if len(missing) == 3 else "given + site defaults for " + ", ".join(missing)
+            log.warning("weather: %s missing; using the %s site defaults %s (pressure %.1f hPa, temperature "
+                        "%.1f C, relative humidity %.2f)", ", ".join(missing), site.name,
+                        {k: values[k] for k in missing}, values["pressure_hpa"], values["temperature_c"],
+                        values["relative_humidity"])
+        else:
+            source = "given"
+        w = Weather(source=f"{source} ({site.name})" if missing else source, **values)
+    if not refraction:
+        return Weather(0.0, w.temperature_c, w.relative_humidity, source=w.source + "; refraction off")
+    return w
+
+
+def _wavelength_um(wavelength) -> float:
+    if wavelength is None:
+        raise AstrometryError("wavelength is required (refraction depends on it): give e.g. 3.8 * u.um or 3.8 (um)")
+    if isinstance(wavelength, u.Quantity):
+        try:
+            value = float(wavelength.to_value(u.um, equivalencies=u.spectral()))
+        except u.UnitConversionError:
+            raise AstrometryError(f"wavelength {wavelength} is not a length") from None
+    else:
+        try:
+            value = float(wavelength)
+        except (TypeError, ValueError):
+            raise AstrometryError(f"wavelength must be a number (um) or a Quantity, got {wavelength!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise AstrometryError(f"wavelength must be positive, got {wavelength!r}")
+    return value
+
+
+def _angle_deg(value, what) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, u.Quantity):
+        try:
+            value = value.to_value(u.deg)
+        except u.UnitConversionError:
+            raise AstrometryError(f"{what}: {value} is not an angle") from None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise AstrometryError(f"{what} must be an angle (deg or Quantity), got {value!r}") from None
+    if not np.isfinite(out):
+        raise AstrometryError(f"{what} is not finite: {value!r}")
+    return out
+
+
+def _wrap180(deg: float) -> float:
+    return float((deg + 180.0) % 360.0 - 180.0)
+
+
+# --------------------------------------------------------------------------- propagation
+@dataclass(frozen=True, eq=False)
+class CatalogAtEpoch:
+    """A catalogue moved to one epoch.
+
+    Arrays of length N: ``names``, ``ra``, ``dec`` (deg, ICRS at ``epoch``), ``cov``
+    (N, 2, 2) position covariance in mas**2 on (east, north) axes, ``dt`` (yr, exposure
+    epoch minus the star's epoch), ``has_pm`` and ``inflated`` (errors inflated because the
+    star has no proper motion).
+    """
+
+    names: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    cov: np.ndarray
+    dt: np.ndarray
+    has_pm: np.ndarray
+    inflated: np.ndarray
+    epoch: Time
+    catalog_name: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.names)
+
+    @property
+    def coord(self) -> SkyCoord:
+        return SkyCoord(ra=self.ra * u.deg, dec=self.dec * u.deg, frame="icrs")
+
+    @property
+    def sigma_mas(self) -> np.ndarray:
+        """(N, 2) 1-sigma errors (east, north) in mas."""
+        return np.sqrt(np.stack([self.cov[:, 0, 0], self.cov[:, 1, 1]], axis=1))
+
+
+def propagate(catalog, epoch, *, missing_pm: str = "inflate", pm_dispersion: Optional[float] = None,
+              warn_gap_years: float = 1.0) -> CatalogAtEpoch:
+    """Move every star to ``epoch`` and grow its position errors (see the module notes).
+
+    ``catalog``: a :class:`~astrocal.sky.catalog.Catalog` (or anything
+    :func:`~astrocal.sky.catalog.load_catalog` accepts); ``epoch``: Time, ISO string,
+    ``"J2030.5"`` or a decimal year. ``missing_pm``: ``"inflate"`` (default), ``"refuse"``
+    or ``"ignore"`` for stars without proper motion; ``pm_dispersion`` (mas/yr per axis)
+    overrides the catalogue's ``pm_dispersion_mas_yr``.
+    """
+    from astrocal.sky.catalog import load_catalog
+
+    if missing_pm not in ("inflate", "refuse", "ignore"):
+        raise AstrometryError(f"missing_pm must be 'inflate', 'refuse' or 'ignore', got {missing_pm!r}")
+    cat = load_catalog(catalog)
+    t = parse_time(epoch, "epoch")
+    t_jyr = float(t.tt.jyear)
+    star_epoch = cat.epoch
+    dt = t_jyr - star_epoch
+    has_pm = cat.has_pm
+    names = cat.names
+
+    if cat.kind == "offsets":
+        # the catalogue's own model: linear motion in the tangent plane of the reference,
+        # which itself moves with its proper motion (apply_space_motion)
+        ref = cat.reference
+        ra_r, dec_r = ref.position_at([t_jyr])
+        tab = cat.table
+        x = np.asarray(tab["x_east"], float) + np.where(has_pm, cat.pmra, 0.0) * dt / 1e3
+        y = np.asarray(tab["y_north"], float) + np.where(has_pm, cat.pmdec, 0.0) * dt / 1e3
+        lon, lat = inverse_gnomonic(np.radians(x / 3600.0), np.radians(y / 3600.0),
+                                    np.radians(ra_r[0]), np.radians(dec_r[0]))
+        ra, dec = np.degrees(lon) % 360.0, np.degrees(lat)
+    else:
+        coord = cat.skycoord()
+        if np.all(dt == 0):
+            ra, dec = coord.ra.to_value(u.deg), coord.dec.to_value(u.deg)
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*distance overridden.*")
+                moved = coord.apply_space_motion(new_obstime=Time(np.full(len(cat), t_jyr), format="jyear",
+                                                                  scale="tt"))
+            ra, dec = moved.ra.to_value(u.deg), moved.dec.to_value(u.deg)
+
+    cov = cat.position_cov() + (dt**2)[:, None, None] * cat.pm_cov()
+    inflated = np.zeros(len(cat), bool)
+    no_pm = ~has_pm & (np.abs(dt) > GAP_TOLERANCE_YEARS)
+    meta = {"missing_pm": missing_pm}
+    if no_pm.any():
+        gap = np.abs(dt[no_pm])
+        who = ", ".join(f"{n} ({g:.1f} yr)" for n, g in list(zip(names[no_pm], gap))[:8])
+        more = "" if no_pm.sum() <= 8 else f" and {int(no_pm.sum()) - 8} more"
+        if missing_pm == "refuse":
+            raise AstrometryError(
+                f"{cat.source}: {int(no_pm.sum())} star(s) without proper motion would be moved over an epoch "
+                f"gap (up to {gap.max():.1f} yr): {who}{more}. Their positions at {t_jyr:.3f} are unknown; "
+                "use missing_pm='inflate' with a proper-motion dispersion, or drop them")
+        if missing_pm == "inflate":
+            sigma = pm_dispersion if pm_dispersion is not None else cat.meta.get("pm_dispersion_mas_yr")
+            if sigma is None:
+                raise AstrometryError(
+                    f"{cat.source}: {int(no_pm.sum())} star(s) without proper motion and an epoch gap of up to "
+                    f"{gap.max():.1f} yr ({who}{more}): refused, because the catalogue states no proper-motion "
+                    "dispersion (meta 'pm_dispersion_mas_yr') to inflate their errors with. Pass "
+                    "pm_dispersion=<mas/yr per axis>, or missing_pm='ignore' to keep them as fixed")
+            sigma = float(sigma)
+            if not np.isfinite(sigma) or sigma < 0:
+                raise AstrometryError(f"pm_dispersion must be a non-negative number (mas/yr), got {sigma!r}")
+            grow = (dt[no_pm] * sigma) ** 2
+            cov[no_pm, 0, 0] += grow
+            cov[no_pm, 1, 1] += grow
+            inflated[no_pm] = True
+            meta["pm_dispersion_mas_yr"] = sigma
+            if gap.max() > warn_gap_years:
+                warnings.warn(
+                    f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion moved over up to {gap.max():.1f} yr "
+                    f"({who}{more}): not moved (offsets catalogues: moved with the reference only), errors inflated "
+                    f"by dt x {sigma:g} mas/yr "
+                    f"(up to {gap.max() * sigma:.1f} mas per axis)", EpochGapWarning, stacklevel=2)
+        else:  # ignore
+            if gap.max() > warn_gap_years:
+                warnings.warn(
+                    f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion kept FIXED over up to "
+                    f"{gap.max():.1f} yr ({who}{more}) with no error inflation (missing_pm='ignore')",
+                    EpochGapWarning, stacklevel=2)
+    return CatalogAtEpoch(names=names, ra=ra, dec=dec, cov=cov, dt=dt, has_pm=has_pm, inflated=inflated,
+                          epoch=t, catalog_name=cat.name, meta=meta)
+
+
+# --------------------------------------------------------------------------- projection
+@dataclass(frozen=True, eq=False)
+class FocalPlanePositions:
+    """Stars of one exposure in the instrument frame (see the module notes for the axes).
+
+    Per star (length N): ``names``, ``x``, ``y`` (arcsec, instrument frame), ``cov``
+    (N, 2, 2) arcsec**2, ``u``, ``v`` (arcsec, telescope frame), ``dt`` (epoch gap, yr),
+    ``has_pm``, ``inflated``.
+    Per exposure: ``zenith_distance_deg`` (observed, i.e. refracted, at the field centre),
+    ``parallactic_angle_deg`` (q), ``rotator_angle_deg`` (r), ``position_angle_deg``
+    (theta), ``altitude_deg``, ``azimuth_deg`` (observed, field centre), ``time``,
+    ``wavelength_um``, ``weather``, ``site``, ``parity``, ``jacobian`` (2x2, d(x, y) /
+    d(xi, eta) at the centre, dimensionless), ``pointing`` (ICRS).
+    """
+
+    names: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    cov: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    dt: np.ndarray
+    has_pm: np.ndarray
+    inflated: np.ndarray
+    zenith_distance_deg: float
+    parallactic_angle_deg: float
+    rotator_angle_deg: float
+    position_angle_deg: float
+    altitude_deg: float
+    azimuth_deg: float
+    time: Time
+    wavelength_um: float
+    weather: Weather
+    site: Site
+    parity: int
+    jacobian: np.ndarray
+    pointing: SkyCoord
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.names)
+
+    @property
+    def xy(self) -> np.ndarray:
+        return np.column_stack([self.x, self.y])
+
+    def inside(self, half_width, half_height=None, margin: float = 0.0) -> np.ndarray:
+        """Boolean mask of the stars within a rectangle centred on the pointing.
+
+        ``half_width`` (and ``half_height``, default the same) in arcsec along the
+        instrument x and y axes, enlarged by ``margin`` arcsec.
+        """
+        hw = float(half_width) + margin
+        hh = (float(half_width) if half_height is None else float(half_height)) + margin
+        return (np.abs(self.x) <= hw) & (np.abs(self.y) <= hh)
+
+    def select(self, index) -> "FocalPlanePositions":
+        """The same exposure with only the stars ``index`` (mask or indices)."""
+        import dataclasses
+
+        per_star = ("names", "x", "y", "cov", "u", "v", "dt", "has_pm", "inflated")
+        return dataclasses.replace(self, **{k: getattr(self, k)[index] for k in per_star})
+
+    @property
+    def airmass(self) -> float:
+        """sec z of the observed zenith distance (plane-parallel)."""
+        return float(1.0 / np.cos(np.radians(self.zenith_distance_deg)))
+
+    def to_table(self) -> Table:
+        t = Table()
+        t["name"] = self.names
+        t["x"] = self.x * u.arcsec
+        t["y"] = self.y * u.arcsec
+        t["sigma_x"] = np.sqrt(self.cov[:, 0, 0]) * u.arcsec
+        t["sigma_y"] = np.sqrt(self.cov[:, 1, 1]) * u.arcsec
+        t["cov_xy"] = self.cov[:, 0, 1] * u.arcsec**2
+        t["u"] = self.u * u.arcsec
+        t["v"] = self.v * u.arcsec
+        t["dt"] = self.dt * u.yr
+        t["has_pm"] = self.has_pm
+        t["inflated"] = self.inflated
+        t.meta = {"time": self.time.utc.isot, "zenith_distance_deg": self.zenith_distance_deg,
+                  "parallactic_angle_deg": self.parallactic_angle_deg,
+                  "rotator_angle_deg": self.rotator_angle_deg, "position_angle_deg": self.position_angle_deg,
+                  "altitude_deg": self.altitude_deg, "azimuth_deg": self.azimuth_deg,
+                  "wavelength_um": self.wavelength_um, "weather": self.weather.as_dict(), "site": self.site.name,
+                  "parity": self.parity, "pointing_ra_deg": float(self.pointing.ra.deg),
+                  "pointing_dec_deg": float(self.pointing.dec.deg), **self.meta}
+        return t
+
+
+def _instrument_matrix(r_deg: float, parity: int) -> np.ndarray:
+    r = np.radians(r_deg)
+    c, s = np.cos(r), np.sin(r)
+    return np.array([[parity * c, parity * s], [-s, c]])
+
+
+def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=None, rotator_angle=None,
+                       site="armazones", weather=None, refraction: bool = True, parity: int = 1,
+                       missing_pm: str = "inflate", pm_dispersion: Optional[float] = None) -> FocalPlanePositions:
+    """Positions of the catalogue stars in the instrument frame for one exposure.
+
+    ``catalog``: Catalog (propagated here to ``time``) or a :class:`CatalogAtEpoch` already
+    at that epoch. ``time``: mid-exposure time (Time, ISO string...). ``pointing``: ICRS
+    field centre (SkyCoord, ``(ra_deg, dec_deg)`` or ``"hh:mm:ss -dd:mm:ss"``).
+    ``wavelength``: effective wavelength (Quantity, or a number in um). Exactly one of
+    ``position_angle`` (deg, PA of the instrument +y axis from ICRS north through east) and
+    ``rotator_angle`` (deg, angle of +y from the zenith direction, ``theta - q``).
+    ``site``: name or :class:`~astrocal.sky.sites.Site`; ``weather``: see
+    :func:`resolve_weather` (missing values -> site defaults, logged). ``parity``: +1 (sky
+    orientation, +x west at PA 0) or -1 (mirrored).
+    """
+    if parity not in (1, -1):
+        raise AstrometryError(f"parity must be +1 or -1, got {parity!r}")
+    t = parse_time(time, "exposure time")
+    site = get_site(site)
+    w = resolve_weather(weather, site, refraction=refraction)
+    wl = _wavelength_um(wavelength)
+    theta = _angle_deg(position_angle, "position_angle")
+    rot = _angle_deg(rotator_angle, "rotator_angle")
+    if (theta is None) == (rot is None):
+        raise AstrometryError("give exactly one of position_angle (PA of the instrument +y axis, from north "
+                              "through east) and rotator_angle (angle of +y from the zenith direction)")
+    try:
+        c0 = _as_center(pointing)
+    except CatalogError as exc:
+        raise AstrometryError(str(exc).replace("centre", "pointing")) from None
+
+    if isinstance(catalog, CatalogAtEpoch):
+        if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
+            raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure at "
+                                  f"{t.tt.jyear:.4f}: propagate it to the exposure time")
+        stars = catalog
+    else:
+        stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+
+    # points: N stars, the field centre, and 4 points for the Jacobian at the centre
+    ra0, dec0 = np.radians(c0.ra.deg), np.radians(c0.dec.deg)
+    h = JACOBIAN_STEP_RAD
+    jl, jb = inverse_gnomonic(np.array([h, -h, 0, 0]), np.array([0, 0, h, -h]), ra0, dec0)
+    ra_all = np.concatenate([stars.ra, [c0.ra.deg], np.degrees(jl)])
+    dec_all = np.concatenate([stars.dec, [c0.dec.deg], np.degrees(jb)])
+    frame = AltAz(obstime=t, location=site.location, pressure=w.pressure_hpa * u.hPa,
+                  temperature=w.temperature_c * u.deg_C, relative_humidity=w.relative_humidity,
+                  obswl=wl * u.um)
+    observed = SkyCoord(ra=ra_all * u.deg, dec=dec_all * u.deg, frame="icrs").transform_to(frame)
+    az = observed.az.rad
+    alt = observed.alt.rad
+    n = len(stars)
+    az0, alt0 = az[n], alt[n]
+    if not alt0 > 0:
+        raise AstrometryError(f"the field centre {c0.to_string('hmsdms')} is below the horizon at {t.utc.isot} "
+                              f"from {site.name} (altitude {np.degrees(alt0):.2f} deg)")
+    zd = 90.0 - np.degrees(alt0)
+    if zd > REFRACTION_WARN_ZD_DEG:
+        warnings.warn(f"field centre at zenith distance {zd:.1f} deg: the refraction model (ERFA, A tan z + "
+                      "B tan^3 z) is not accurate beyond ~75 deg", UserWarning, stacklevel=2)
+
+    uu, vv = gnomonic(az, alt, az0, alt0)
+    if not np.all(np.isfinite(uu[:n])):
+        bad = stars.names[~np.isfinite(uu[:n])]
+        raise AstrometryError(f"stars {bad[:10].tolist()} are 90 deg or more from the field centre: "
+                              "select the stars around the field first (Catalog.within)")
+    # Jacobian d(u, v)/d(xi, eta) at the centre (central differences, exact to O(h^2))
+    J_uv = np.column_stack([[(uu[n + 1] - uu[n + 2]) / (2 * h), (vv[n + 1] - vv[n + 2]) / (2 * h)],
+                            [(uu[n + 3] - uu[n + 4]) / (2 * h), (vv[n + 3] - vv[n + 4]) / (2 * h)]])
+    # ICRS direction mapped onto the vertical: J d = (0, +)
+    d = np.array([J_uv[0, 1], -J_uv[0, 0]])
+    if (J_uv @ d)[1] < 0:
+        d = -d
+    q = float(np.degrees(np.arctan2(d[0], d[1])))
+    if theta is None:
+        theta = _wrap180(rot + q)
+    rot = _wrap180(theta - q)
+
+    M = _instrument_matrix(rot, parity)
+    u_as = uu[:n] * ARCSEC_PER_RAD
+    v_as = vv[:n] * ARCSEC_PER_RAD
+    x = M[0, 0] * u_as + M[0, 1] * v_as
+    y = M[1, 0] * u_as + M[1, 1] * v_as
+    J = M @ J_uv
+    cov = np.einsum("ij,njk,lk->nil", J, stars.cov, J) * 1e-6  # mas**2 -> arcsec**2
+
+    return FocalPlanePositions(
+        names=stars.names, x=x, y=y, cov=cov, u=u_as, v=v_as, dt=stars.dt, has_pm=stars.has_pm,
+        inflated=stars.inflated, zenith_distance_deg=float(zd), parallactic_angle_deg=q,
+        rotator_angle_deg=rot, position_angle_deg=_wrap180(theta), altitude_deg=float(np.degrees(alt0)),
+        azimuth_deg=float(np.degrees(az0) % 360.0), time=t, wavelength_um=wl, weather=w, site=site,
+        parity=parity, jacobian=J, pointing=c0,
+        meta={"catalog": stars.catalog_name, "refraction": "astropy AltAz (ERFA refco/atioq)" if
+              w.pressure_hpa > 0 else "off (pressure 0)", **stars.meta},
+    )
+
+
+def apparent_positions_many(catalog, exposures: Sequence[Mapping], **common) -> list[FocalPlanePositions]:
+    """:func:`apparent_positions` for several exposures.
+
+    ``exposures``: one mapping of keyword arguments per exposure (``time``, ``pointing``,
+    ``position_angle`` or ``rotator_angle``, ``weather``...); ``common`` holds the ones
+    shared by all (``wavelength``, ``site``...). The catalogue is loaded once.
+    """
+    from astrocal.sky.catalog import load_catalog
+
+    cat = catalog if isinstance(catalog, CatalogAtEpoch) else load_catalog(catalog)
+    out = []
+    for k, exp in enumerate(exposures):
+        try:
+            out.append(apparent_positions(cat, **{**common, **dict(exp)}))
+        except (AstrometryError, WeatherError) as exc:
+            raise type(exc)(f"exposure {k}: {exc}") from None
+    return out

@@ -1,0 +1,1204 @@
+"""Reference catalogues: the catalogue type, the shipped extracts and astroquery look-ups.
+
+A reference catalogue is an astropy :class:`~astropy.table.Table` (ECSV on disk) with one
+row per star, wrapped by :class:`Catalog`, which checks it and gives plain arrays. Two
+kinds of positions exist:
+
+``absolute``
+    ``ra``, ``dec`` (deg, ICRS) at the star's epoch;
+``offsets``
+    ``x_east``, ``y_north`` (arcsec): standard (gnomonic tangent-plane) coordinates about a
+    *reference* position -- ``x`` increases to the EAST, ``y`` to the north -- at the star's
+    epoch, relative to where the reference is at that epoch. The reference (name, RA/Dec
+    at its epoch, its own proper motion, the source of those numbers) is in
+    ``meta["reference"]``. The Galactic Center list is of this kind, about Sgr A*.
+
+Columns (canonical names; files may use the Gaia / VizieR aliases in :data:`ALIASES`):
+
+=================  ========  ==================================================================
+column             unit      meaning
+=================  ========  ==================================================================
+name               --        star identifier, unique (generated ``row<i>`` when absent)
+ra, dec            deg       absolute ICRS position at ``epoch``          (absolute kind)
+x_east, y_north    arcsec    offsets from the reference at ``epoch``      (offsets kind)
+epoch              yr        Julian epoch of the position (decimal year, ``J2016.0`` = 2016.0);
+                             a column, or ``meta["epoch"]`` for all rows
+ra_err, dec_err    mas       1-sigma position errors at ``epoch``: EAST (``ra_err`` includes
+                             cos dec, as Gaia's ``ra_error``) and north components
+ra_dec_corr        --        optional correlation of the two
+pmra, pmdec        mas/yr    proper motion, east (mu_alpha* = mu_alpha cos dec) and north;
+                             NaN = not measured. Offsets kind: relative to the reference
+pmra_err,          mas/yr    1-sigma proper-motion errors
+pmdec_err
+pmra_pmdec_corr    --        optional correlation
+parallax           mas       optional
+mag_<band>         mag       magnitudes, NaN (or masked) when not measured
+variable           --        optional bool
+=================  ========  ==================================================================
+
+Missing error columns are allowed but flagged by a :class:`CatalogWarning` (the catalogue
+then adds nothing to the point covariances). Metadata keys used: ``name``, ``short_name``,
+``description``, ``reference``, ``epoch``, ``pm_dispersion_mas_yr`` (per-axis proper-motion
+dispersion of the stars, used to inflate the errors of stars without proper motion, see
+:func:`astrocal.sky.astrometry.propagate`), ``bands``, ``errors``, ``provenance``.
+
+Shipped catalogues (package data ``astrocal/data/catalogs/``, identical copies in the
+project's ``catalogs/``): ``galactic_center`` (107 stars, KAI ``photo_calib.dat``) and
+``gaia_47tuc`` (Gaia DR3 around 47 Tuc); :func:`get_catalog` loads them by name.
+
+Look-ups: :func:`query_gaia` and :func:`query_vizier` fetch with astroquery and keep the
+raw result in an on-disk cache (:func:`default_cache_dir`); a later call with the same
+query reads the cache and needs no network. ``offline=True`` (or the environment variable
+``ASTROCAL_OFFLINE=1``) never touches the network. A failed query raises
+:class:`CatalogQueryError`, which says so and names the cache option.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import astropy.units as u
+from astropy.coordinates import SkyCoord, Angle
+from astropy.table import Table, MaskedColumn
+from astropy.time import Time
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "CatalogQueryError",
+    "CatalogWarning",
+    "Reference",
+    "SGR_A_STAR",
+    "CLUSTER_47TUC_CENTER",
+    "ALIASES",
+    "load_catalog",
+    "get_catalog",
+    "list_catalogs",
+    "catalog_path",
+    "catalog_from_arrays",
+    "query_gaia",
+    "query_vizier",
+    "default_cache_dir",
+    "parse_epoch",
+    "read_kai_photo_calib",
+    "read_gaia_extract",
+]
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "ASTROCAL_CATALOG_CACHE"
+OFFLINE_ENV = "ASTROCAL_OFFLINE"
+
+
+class CatalogError(ValueError):
+    """A catalogue file or table that cannot be used; the message names file and column."""
+
+
+class CatalogQueryError(RuntimeError):
+    """A catalogue look-up (Gaia, VizieR) failed and no cached result could replace it."""
+
+
+class CatalogWarning(UserWarning):
+    """Something in a catalogue that is usable but deserves attention (missing errors...)."""
+
+
+# --------------------------------------------------------------------------- columns
+#: canonical columns: unit (None: dimensionless) and description (written to ECSV)
+COLUMNS = {
+    "name": (None, "star identifier"),
+    "ra": (u.deg, "right ascension, ICRS, at epoch"),
+    "dec": (u.deg, "declination, ICRS, at epoch"),
+    "x_east": (u.arcsec, "offset from the reference, standard coordinate increasing to the EAST, at epoch"),
+    "y_north": (u.arcsec, "offset from the reference, standard coordinate increasing to the north, at epoch"),
+    "epoch": (u.yr, "Julian epoch of the position (decimal year)"),
+    "ra_err": (u.mas, "1-sigma position error, east component (includes cos dec), at epoch"),
+    "dec_err": (u.mas, "1-sigma position error, north component, at epoch"),
+    "ra_dec_corr": (None, "correlation of the east and north position errors"),
+    "pmra": (u.mas / u.yr, "proper motion, east component (mu_alpha cos dec); NaN: not measured"),
+    "pmdec": (u.mas / u.yr, "proper motion, north component; NaN: not measured"),
+    "pmra_err": (u.mas / u.yr, "1-sigma error of pmra"),
+    "pmdec_err": (u.mas / u.yr, "1-sigma error of pmdec"),
+    "pmra_pmdec_corr": (None, "correlation of the proper-motion errors"),
+    "parallax": (u.mas, "parallax"),
+    "parallax_err": (u.mas, "1-sigma error of the parallax"),
+}
+
+_FLOAT_COLUMNS = [c for c in COLUMNS if c not in ("name", "epoch")]
+
+#: alternative column names (lower case) accepted on input -> canonical name
+ALIASES = {
+    # Gaia archive
+    "source_id": "name", "designation": "name",
+    "ra_error": "ra_err", "dec_error": "dec_err",
+    "pmra_error": "pmra_err", "pmdec_error": "pmdec_err",
+    "parallax_error": "parallax_err", "ref_epoch": "epoch",
+    "phot_g_mean_mag": "mag_G", "phot_bp_mean_mag": "mag_BP", "phot_rp_mean_mag": "mag_RP",
+    # VizieR conventions
+    "ra_icrs": "ra", "de_icrs": "dec", "raj2000": "ra", "dej2000": "dec", "radeg": "ra", "dedeg": "dec",
+    "e_ra_icrs": "ra_err", "e_de_icrs": "dec_err", "e_raj2000": "ra_err", "e_dej2000": "dec_err",
+    "pmde": "pmdec", "e_pmra": "pmra_err", "e_pmde": "pmdec_err",
+    "plx": "parallax", "e_plx": "parallax_err", "ep": "epoch",
+    "source": "name", "id": "name", "star": "name",
+}
+# Deliberately not mapped: bare "x", "y" (pixels? arcsec? which sign?) -- ambiguous.
+
+EPOCH_RANGE = (1800.0, 2300.0)
+
+
+# --------------------------------------------------------------------------- reference
+@dataclass(frozen=True)
+class Reference:
+    """The reference position of an ``offsets`` catalogue.
+
+    ``ra_deg``, ``dec_deg`` (ICRS) at Julian epoch ``epoch``, its proper motion
+    ``pmra``/``pmdec`` (mas/yr, east/north) with errors, position errors (mas) and the
+    ``source`` of the numbers.
+    """
+
+    name: str
+    ra_deg: float
+    dec_deg: float
+    epoch: float
+    pmra: float = 0.0
+    pmdec: float = 0.0
+    ra_err: float = float("nan")
+    dec_err: float = float("nan")
+    pmra_err: float = float("nan")
+    pmdec_err: float = float("nan")
+    source: str = ""
+
+    def coord(self) -> SkyCoord:
+        return SkyCoord(ra=self.ra_deg * u.deg, dec=self.dec_deg * u.deg,
+                        pm_ra_cosdec=self.pmra * u.mas / u.yr, pm_dec=self.pmdec * u.mas / u.yr,
+                        obstime=Time(self.epoch, format="jyear", scale="tt"), frame="icrs")
+
+    def position_at(self, epochs) -> tuple[np.ndarray, np.ndarray]:
+        """RA, Dec (deg) of the reference at Julian epochs (array), with its proper motion."""
+        epochs = np.atleast_1d(np.asarray(epochs, dtype=float))
+        if self.pmra == 0 and self.pmdec == 0:
+            return np.full(epochs.shape, self.ra_deg), np.full(epochs.shape, self.dec_deg)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*distance overridden.*")
+            moved = self.coord().apply_space_motion(new_obstime=Time(epochs, format="jyear", scale="tt"))
+        return moved.ra.to_value(u.deg), moved.dec.to_value(u.deg)
+
+    def to_meta(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "ra_deg", "dec_deg", "epoch", "pmra", "pmdec",
+                                              "ra_err", "dec_err", "pmra_err", "pmdec_err", "source")}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping, source: str = "<table>") -> "Reference":
+        if not isinstance(meta, Mapping):
+            raise CatalogError(f"{source}: meta 'reference' must be a mapping, got {type(meta).__name__}")
+        missing = [k for k in ("ra_deg", "dec_deg", "epoch") if k not in meta]
+        if missing:
+            raise CatalogError(f"{source}: meta 'reference' lacks {missing}; an offsets catalogue needs the "
+                               "reference's ra_deg, dec_deg (ICRS) and epoch")
+        kwargs = {"name": str(meta.get("name", "reference")), "source": str(meta.get("source", ""))}
+        for key in ("ra_deg", "dec_deg", "pmra", "pmdec", "ra_err", "dec_err", "pmra_err", "pmdec_err"):
+            if key in meta and meta[key] is not None:
+                try:
+                    kwargs[key] = float(meta[key])
+                except (TypeError, ValueError):
+                    raise CatalogError(f"{source}: meta 'reference.{key}' must be a number, got {meta[key]!r}") from None
+        kwargs["epoch"] = parse_epoch(meta["epoch"], f"{source}: meta 'reference.epoch'")
+        ref = cls(**kwargs)
+        if not (np.isfinite(ref.ra_deg) and -90 <= ref.dec_deg <= 90):
+            raise CatalogError(f"{source}: meta 'reference' has an invalid position ({ref.ra_deg}, {ref.dec_deg})")
+        return ref
+
+
+def _hms_deg(ra_hms: str, dec_dms: str) -> tuple[float, float]:
+    return (float(Angle(ra_hms, unit=u.hourangle).to_value(u.deg)), float(Angle(dec_dms, unit=u.deg).to_value(u.deg)))
+
+
+_SGR_RA, _SGR_DEC = _hms_deg("17h45m40.034047s", "-29d00m28.21601s")
+
+#: Sgr A*: ICRF3 position at epoch 2015.0 and proper motion from VLBA absolute astrometry
+#: (Gordon, de Witt & Jacobs 2023, AJ 165, 49; arXiv:2212.00632): RA 17h45m40.034047s
+#: +- 0.000018s, Dec -29d00m28.21601s +- 0.00044", pm (-3.128 +- 0.042, -5.584 +- 0.075)
+#: mas/yr (east, north).
+SGR_A_STAR = Reference(
+    name="Sgr A*",
+    ra_deg=_SGR_RA,
+    dec_deg=_SGR_DEC,
+    epoch=2015.0,
+    pmra=-3.128,
+    pmdec=-5.584,
+    ra_err=round(0.000018 * 15e3 * np.cos(np.radians(_SGR_DEC)), 4),
+    dec_err=0.44,
+    pmra_err=0.042,
+    pmdec_err=0.075,
+    source="Gordon, de Witt & Jacobs 2023, AJ 165, 49 (doi:10.3847/1538-3881/aca65b, arXiv:2212.00632): "
+           "ICRF3 position at epoch 2015.0, RA 17h45m40.034047s +- 0.000018s, Dec -29d00m28.21601s "
+           "+- 0.00044 arcsec; proper motion -3.128 +- 0.042 mas/yr (RA, includes cos dec), "
+           "-5.584 +- 0.075 mas/yr (Dec)",
+)
+
+#: centre of 47 Tuc (NGC 104), J2000: Harris (1996; 2010 edition) catalogue of Milky Way
+#: globular clusters, RA 00h24m05.67s, Dec -72d04m52.6s
+CLUSTER_47TUC_CENTER = _hms_deg("00h24m05.67s", "-72d04m52.6s")
+
+
+# --------------------------------------------------------------------------- epochs
+def parse_epoch(value, what: str = "epoch") -> float:
+    """Julian epoch (decimal year) from a number, ``"J2016.0"``, an ISO date or a Time.
+
+    Numbers are Julian years and must lie in 1800..2300; anything else raises a
+    :class:`CatalogError` that names ``what`` and the value.
+    """
+    if isinstance(value, Time):
+        try:
+            out = float(np.asarray(value.tt.jyear))
+        except Exception as exc:  # noqa: BLE001
+            raise CatalogError(f"{what}: cannot convert {value!r} to a Julian epoch ({exc})") from None
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        out = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
+                out = float(text)
+            elif re.fullmatch(r"[JB]\d+(\.\d*)?", text):
+                out = float(Time(text, scale="tt").tt.jyear)
+            else:
+                out = float(Time(text, scale="utc").tt.jyear)
+        except Exception:  # noqa: BLE001 -- astropy raises ValueError or others
+            raise CatalogError(
+                f"{what}: cannot parse {value!r} as an epoch (expected a Julian year such as 2016.0 "
+                "or 'J2016.0', or an ISO date such as '2016-01-01T00:00:00')"
+            ) from None
+    else:
+        raise CatalogError(f"{what}: cannot parse {value!r} ({type(value).__name__}) as an epoch")
+    if not np.isfinite(out) or not EPOCH_RANGE[0] <= out <= EPOCH_RANGE[1]:
+        raise CatalogError(f"{what}: epoch {value!r} is outside {EPOCH_RANGE[0]:g}..{EPOCH_RANGE[1]:g} "
+                           "(Julian years expected; MJD or JD are not accepted as bare numbers)")
+    return out
+
+
+# --------------------------------------------------------------------------- checking
+def _as_float(col) -> np.ndarray:
+    if isinstance(col, MaskedColumn) or np.ma.isMaskedArray(col):
+        return np.ma.filled(np.ma.asarray(col, dtype=float), np.nan)
+    return np.asarray(col, dtype=float)
+
+
+def _rename_aliases(t: Table, source: str) -> None:
+    present = set(t.colnames)
+    lower = {c.lower(): c for c in t.colnames}
+    for alias, canonical in ALIASES.items():
+        if canonical is None or alias not in lower:
+            continue
+        original = lower[alias]
+        if original == canonical or canonical in present:
+            continue
+        t.rename_column(original, canonical)
+        present.discard(original)
+        present.add(canonical)
+    # VizieR proper-motion spelling pmRA / pmDE
+    for alias, canonical in (("pmRA", "pmra"), ("pmDE", "pmdec"), ("e_pmRA", "pmra_err"), ("e_pmDE", "pmdec_err")):
+        if alias in t.colnames and canonical not in t.colnames:
+            t.rename_column(alias, canonical)
+
+
+def _check_table(t: Table, source: str) -> Table:
+    """Check and normalise a catalogue table; raise :class:`CatalogError` naming the column."""
+    out = Table(t, copy=True, masked=False)
+    out.meta = dict(t.meta)
+    _rename_aliases(out, source)
+    if len(out) == 0:
+        raise CatalogError(f"{source}: the catalogue has no rows")
+
+    has_abs = "ra" in out.colnames or "dec" in out.colnames
+    has_off = "x_east" in out.colnames or "y_north" in out.colnames
+    if has_abs and has_off:
+        raise CatalogError(f"{source}: both absolute (ra/dec) and offset (x_east/y_north) columns are present; "
+                           "keep one kind")
+    if not has_abs and not has_off:
+        raise CatalogError(f"{source}: no positions: a catalogue needs columns 'ra','dec' (deg, ICRS) or "
+                           f"'x_east','y_north' (arcsec from meta 'reference'); found {out.colnames}")
+    pos = ("ra", "dec") if has_abs else ("x_east", "y_north")
+    for col in pos:
+        if col not in out.colnames:
+            raise CatalogError(f"{source}: column '{col}' missing (the other position column is present)")
+
+    # names
+    if "name" not in out.colnames:
+        out.add_column([f"row{i + 1}" for i in range(len(out))], name="name", index=0)
+    names = np.array([str(v).strip() for v in np.ma.filled(np.ma.asarray(out["name"]).astype(str), "")])
+    if np.any(names == ""):
+        raise CatalogError(f"{source}: column 'name' has empty values (rows {np.flatnonzero(names == '')[:10].tolist()})")
+    uniq, counts = np.unique(names, return_counts=True)
+    if np.any(counts > 1):
+        raise CatalogError(f"{source}: column 'name' has duplicates {uniq[counts > 1][:10].tolist()}")
+    out.replace_column("name", names)
+
+    # units and values of float columns
+    for col in _FLOAT_COLUMNS:
+        if col not in out.colnames:
+            continue
+        unit = COLUMNS[col][0]
+        c = out[col]
+        if c.dtype.kind not in "fiub" and not (c.dtype.kind == "O"):
+            raise CatalogError(f"{source}: column '{col}' must be numeric, got dtype {c.dtype}")
+        try:
+            values = _as_float(c)
+        except (TypeError, ValueError):
+            raise CatalogError(f"{source}: column '{col}' must be numeric") from None
+        cu = c.unit
+        desc = c.description
+        if unit is None:
+            if cu not in (None, u.dimensionless_unscaled):
+                raise CatalogError(f"{source}: column '{col}' must be dimensionless, got unit {cu}")
+        else:
+            if cu is None:
+                raise CatalogError(f"{source}: column '{col}' has no unit; expected {unit} "
+                                   "(or a convertible unit)")
+            try:
+                values = values * u.Unit(cu).to(unit)
+            except u.UnitConversionError:
+                raise CatalogError(f"{source}: column '{col}' has unit {cu}, not convertible to {unit}") from None
+        out.replace_column(col, values)
+        out[col].unit = unit
+        out[col].description = desc or COLUMNS[col][1]
+
+    for col in pos:
+        bad = ~np.isfinite(out[col])
+        if np.any(bad):
+            raise CatalogError(f"{source}: column '{col}' has non-finite values for stars {names[bad][:10].tolist()}")
+    if has_abs:
+        dec = np.asarray(out["dec"])
+        bad = np.abs(dec) > 90
+        if np.any(bad):
+            raise CatalogError(f"{source}: column 'dec' outside -90..90 deg for stars {names[bad][:10].tolist()}")
+        desc = out["ra"].description
+        out["ra"] = np.mod(np.asarray(out["ra"]), 360.0)
+        out["ra"].unit = u.deg
+        out["ra"].description = desc
+    for col in ("ra_err", "dec_err", "pmra_err", "pmdec_err", "parallax_err"):
+        if col in out.colnames:
+            v = np.asarray(out[col])
+            bad = v < 0
+            if np.any(bad):
+                raise CatalogError(f"{source}: column '{col}' has negative errors for stars {names[bad][:10].tolist()}")
+    for col in ("ra_dec_corr", "pmra_pmdec_corr"):
+        if col in out.colnames:
+            v = np.asarray(out[col])
+            bad = np.abs(v) > 1
+            if np.any(bad):
+                raise CatalogError(f"{source}: column '{col}' outside -1..1 for stars {names[bad][:10].tolist()}")
+            out[col] = np.where(np.isfinite(v), v, 0.0)
+    # proper motions: a star has one only if both components are finite
+    if ("pmra" in out.colnames) != ("pmdec" in out.colnames):
+        raise CatalogError(f"{source}: only one of 'pmra', 'pmdec' present; give both (NaN = not measured)")
+    if "pmra" in out.colnames:
+        half = np.isfinite(out["pmra"]) != np.isfinite(out["pmdec"])
+        if np.any(half):
+            warnings.warn(f"{source}: stars {names[half][:10].tolist()} have only one proper-motion component; "
+                          "treated as having no proper motion", CatalogWarning, stacklevel=3)
+            out["pmra"][half] = np.nan
+            out["pmdec"][half] = np.nan
+
+    # magnitudes
+    for col in out.colnames:
+        if col.startswith("mag_"):
+            c = out[col]
+            if c.dtype.kind not in "fiuO":
+                raise CatalogError(f"{source}: column '{col}' must be numeric, got dtype {c.dtype}")
+            if c.unit not in (None, u.dimensionless_unscaled, u.mag):
+                raise CatalogError(f"{source}: column '{col}' has unit {c.unit}; magnitudes expected")
+            values = _as_float(c)
+            desc = c.description
+            out.replace_column(col, values)
+            out[col].unit = u.mag
+            out[col].description = desc
+    if "variable" in out.colnames:
+        desc = out["variable"].description
+        out["variable"] = np.asarray(np.ma.filled(np.ma.asarray(out["variable"]), False), dtype=bool)
+        out["variable"].description = desc
+
+    # epoch
+    if "epoch" in out.colnames:
+        c = out["epoch"]
+        if c.dtype.kind in "fiu":
+            if c.unit not in (None, u.dimensionless_unscaled, u.yr, u.year):
+                raise CatalogError(f"{source}: column 'epoch' has unit {c.unit}; Julian years (yr) expected")
+            values = _as_float(c)
+            bad = ~np.isfinite(values) | (values < EPOCH_RANGE[0]) | (values > EPOCH_RANGE[1])
+            if np.any(bad):
+                i = int(np.flatnonzero(bad)[0])
+                parse_epoch(float(values[i]), f"{source}: column 'epoch', row {i} (star {str(names[i])!r})")
+        else:
+            strings = [str(v) for v in np.ma.filled(np.ma.asarray(c).astype(str), "")]
+            cache: dict = {}
+            values = np.empty(len(out))
+            for i, s in enumerate(strings):
+                if s not in cache:
+                    cache[s] = parse_epoch(s, f"{source}: column 'epoch', row {i} (star {str(names[i])!r})")
+                values[i] = cache[s]
+        desc = c.description
+        out.replace_column("epoch", values)
+        out["epoch"].description = desc
+    elif "epoch" in out.meta:
+        value = parse_epoch(out.meta["epoch"], f"{source}: meta 'epoch'")
+        out.add_column(np.full(len(out), value), name="epoch")
+    else:
+        raise CatalogError(f"{source}: no epoch: add a column 'epoch' (Julian years, or dates) or "
+                           "'epoch' in the metadata (e.g. 2016.0 for Gaia DR3)")
+    out["epoch"].unit = u.yr
+    out["epoch"].description = out["epoch"].description or COLUMNS["epoch"][1]
+
+    # reference for offset catalogues
+    if has_off:
+        if "reference" not in out.meta:
+            raise CatalogError(f"{source}: offsets catalogue (x_east, y_north) without meta 'reference' "
+                               "(name, ra_deg, dec_deg, epoch, pmra, pmdec of the reference position)")
+        Reference.from_meta(out.meta["reference"], source)
+
+    # missing errors: usable, but say so
+    missing = [c for c in ("ra_err", "dec_err") if c not in out.colnames]
+    if missing:
+        warnings.warn(f"{source}: no position-error columns {missing}: the catalogue adds nothing to the "
+                      "point covariances", CatalogWarning, stacklevel=3)
+    if "pmra" in out.colnames and np.isfinite(out["pmra"]).any():
+        pm_missing = [c for c in ("pmra_err", "pmdec_err") if c not in out.colnames]
+        if pm_missing:
+            warnings.warn(f"{source}: proper motions without error columns {pm_missing}: epoch propagation "
+                          "will not grow the position errors", CatalogWarning, stacklevel=3)
+    return out
+
+
+# --------------------------------------------------------------------------- the type
+class Catalog:
+    """A checked reference catalogue (see the module documentation for columns and kinds).
+
+    ``Catalog(table, source=...)`` checks and normalises ``table`` (canonical names, units,
+    NaN for missing values, a float ``epoch`` column); errors raise :class:`CatalogError`
+    naming ``source`` and the column. ``table`` holds the normalised copy.
+    """
+
+    def __init__(self, table: Table, source: str = "<table>"):
+        self.source = str(source)
+        self.table = _check_table(table, self.source)
+
+    # ----- description
+    @property
+    def meta(self) -> dict:
+        return self.table.meta
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("short_name") or self.meta.get("name") or Path(self.source).stem)
+
+    @property
+    def kind(self) -> str:
+        """``"absolute"`` (ra/dec) or ``"offsets"`` (x_east/y_north from the reference)."""
+        return "offsets" if "x_east" in self.table.colnames else "absolute"
+
+    @property
+    def reference(self) -> Optional[Reference]:
+        ref = self.meta.get("reference")
+        return None if ref is None else Reference.from_meta(ref, self.source)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return (f"<Catalog {self.name!r}: {len(self)} stars, {self.kind}, epochs "
+                f"{self.epoch.min():.3f}..{self.epoch.max():.3f}, bands {self.bands}>")
+
+    # ----- arrays
+    def _col(self, name, default=np.nan) -> np.ndarray:
+        if name in self.table.colnames:
+            return np.asarray(self.table[name], dtype=float)
+        return np.full(len(self), default, dtype=float)
+
+    @property
+    def names(self) -> np.ndarray:
+        return np.asarray(self.table["name"]).astype(str)
+
+    @property
+    def epoch(self) -> np.ndarray:
+        """Julian epoch of each star's position (decimal years)."""
+        return np.asarray(self.table["epoch"], dtype=float)
+
+    @property
+    def pmra(self) -> np.ndarray:
+        return self._col("pmra")
+
+    @property
+    def pmdec(self) -> np.ndarray:
+        return self._col("pmdec")
+
+    @property
+    def has_pm(self) -> np.ndarray:
+        """True where the star has a measured proper motion (both components finite)."""
+        return np.isfinite(self.pmra) & np.isfinite(self.pmdec)
+
+    @property
+    def bands(self) -> list[str]:
+        return [c[4:] for c in self.table.colnames if c.startswith("mag_") and not c.endswith("_err")]
+
+    def mag(self, band: str) -> np.ndarray:
+        """Magnitudes in ``band`` (column ``mag_<band>``), NaN where not measured."""
+        col = f"mag_{band}"
+        if col not in self.table.colnames:
+            raise KeyError(f"{self.source}: no band {band!r}; bands are {self.bands}")
+        return np.asarray(self.table[col], dtype=float)
+
+    def position_cov(self) -> np.ndarray:
+        """(N, 2, 2) position covariance at each star's epoch, mas**2, (east, north) axes.
+
+        Missing errors (no column, or NaN) count as zero.
+        """
+        return _cov2(self._col("ra_err", 0.0), self._col("dec_err", 0.0), self._col("ra_dec_corr", 0.0))
+
+    def pm_cov(self) -> np.ndarray:
+        """(N, 2, 2) proper-motion covariance, (mas/yr)**2, (east, north) axes; 0 where missing."""
+        return _cov2(self._col("pmra_err", 0.0), self._col("pmdec_err", 0.0), self._col("pmra_pmdec_corr", 0.0))
+
+    # ----- positions
+    def absolute(self) -> "Catalog":
+        """This catalogue with absolute ICRS ``ra``/``dec`` (an absolute one is returned as is).
+
+        Offsets are de-projected (exact inverse gnomonic) about the reference's position
+        *at each star's epoch*; proper motions become the relative ones plus the
+        reference's. The reference's own position error is common to all stars (a shift
+        of the whole field) and is not added to the stars' errors.
+        """
+        if self.kind == "absolute":
+            return self
+        from astrocal.sky.astrometry import inverse_gnomonic
+
+        ref = self.reference
+        ra0, dec0 = ref.position_at(self.epoch)
+        xi = np.radians(np.asarray(self.table["x_east"], float) / 3600.0)
+        eta = np.radians(np.asarray(self.table["y_north"], float) / 3600.0)
+        ra, dec = inverse_gnomonic(xi, eta, np.radians(ra0), np.radians(dec0))
+        t = self.table.copy()
+        t.meta = dict(t.meta)
+        t.remove_columns(["x_east", "y_north"])
+        t.add_column(np.degrees(ra) % 360.0, name="ra", index=1)
+        t.add_column(np.degrees(dec), name="dec", index=2)
+        t["ra"].unit = t["dec"].unit = u.deg
+        if "pmra" in t.colnames:
+            t["pmra"] = np.asarray(t["pmra"], float) + ref.pmra
+            t["pmdec"] = np.asarray(t["pmdec"], float) + ref.pmdec
+            t["pmra"].unit = t["pmdec"].unit = u.mas / u.yr
+        t.meta["frame_pm_mas_yr"] = [ref.pmra, ref.pmdec]
+        t.meta["converted_from_offsets"] = (
+            f"offsets about {ref.name} de-projected at each star's epoch; proper motions = relative + "
+            f"{ref.name}'s ({ref.pmra}, {ref.pmdec}) mas/yr (east components added: exact to "
+            "~5e-5 of the reference's motion over 20 arcsec); stars without a proper motion keep NaN and "
+            "move with the reference (meta frame_pm_mas_yr)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CatalogWarning)  # already said once for this catalogue
+            return Catalog(t, self.source)
+
+    def radec(self) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute RA, Dec (deg) at each star's own epoch."""
+        cat = self.absolute()
+        return np.asarray(cat.table["ra"], float), np.asarray(cat.table["dec"], float)
+
+    def skycoord(self) -> SkyCoord:
+        """ICRS SkyCoord at each star's epoch (``obstime``) with proper motions.
+
+        Stars without proper motion get 0 (absolute catalogues) or the reference's motion
+        (converted offsets catalogues, ``meta["frame_pm_mas_yr"]``).
+        """
+        cat = self.absolute()
+        ra, dec = cat.radec()
+        frame_pm = cat.meta.get("frame_pm_mas_yr") or (0.0, 0.0)
+        pmra = np.where(cat.has_pm, cat.pmra, float(frame_pm[0]))
+        pmdec = np.where(cat.has_pm, cat.pmdec, float(frame_pm[1]))
+        return SkyCoord(ra=ra * u.deg, dec=dec * u.deg, pm_ra_cosdec=pmra * u.mas / u.yr,
+                        pm_dec=pmdec * u.mas / u.yr, obstime=Time(cat.epoch, format="jyear", scale="tt"),
+                        frame="icrs")
+
+    # ----- selections and output
+    def select(self, index) -> "Catalog":
+        """A catalogue of the rows ``index`` (boolean mask or integer indices)."""
+        t = self.table[index]
+        t.meta = dict(self.table.meta)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CatalogWarning)
+            return Catalog(t, self.source)
+
+    def separation_from(self, center) -> np.ndarray:
+        """Angular distance (arcsec) of each star (at its own epoch) from ``center``."""
+        c0 = _as_center(center)
+        ra, dec = self.radec()
+        return SkyCoord(ra * u.deg, dec * u.deg).separation(c0).to_value(u.arcsec)
+
+    def within(self, center, radius) -> "Catalog":
+        """Stars closer than ``radius`` (Quantity angle, or arcsec) to ``center``."""
+        r = _as_angle(radius).to_value(u.arcsec)
+        keep = self.separation_from(center) <= r
+        if not keep.any():
+            raise CatalogError(f"{self.source}: no star within {r:g} arcsec of {_as_center(center).to_string('hmsdms')}")
+        return self.select(keep)
+
+    def write(self, path, overwrite: bool = False) -> Path:
+        """Write the catalogue as ECSV (atomically; refuses to overwrite unless asked)."""
+        from astrocal.atomic import atomic_path
+
+        path = Path(path)
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            self.table.write(tmp, format="ascii.ecsv")
+        return path
+
+
+def _cov2(sx, sy, rho) -> np.ndarray:
+    sx = np.where(np.isfinite(sx), sx, 0.0)
+    sy = np.where(np.isfinite(sy), sy, 0.0)
+    rho = np.where(np.isfinite(rho), rho, 0.0)
+    cov = np.zeros((sx.size, 2, 2))
+    cov[:, 0, 0] = sx**2
+    cov[:, 1, 1] = sy**2
+    cov[:, 0, 1] = cov[:, 1, 0] = rho * sx * sy
+    return cov
+
+
+def _as_angle(value) -> u.Quantity:
+    if isinstance(value, u.Quantity):
+        return value.to(u.arcsec)
+    return float(value) * u.arcsec
+
+
+def _as_center(center) -> SkyCoord:
+    if isinstance(center, SkyCoord):
+        return center.icrs if center.frame.name != "icrs" else center
+    if isinstance(center, str):
+        return SkyCoord(center, unit=(u.hourangle, u.deg), frame="icrs")
+    try:
+        ra, dec = center
+    except (TypeError, ValueError):
+        raise CatalogError(f"centre must be a SkyCoord, 'hh:mm:ss +dd:mm:ss' or (ra_deg, dec_deg), got {center!r}") from None
+    ra = ra.to_value(u.deg) if isinstance(ra, u.Quantity) else float(ra)
+    dec = dec.to_value(u.deg) if isinstance(dec, u.Quantity) else float(dec)
+    return SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+
+
+def catalog_from_arrays(*, name=None, ra=None, dec=None, x_east=None, y_north=None, epoch, pmra=None,
+                        pmdec=None, ra_err=None, dec_err=None, pmra_err=None, pmdec_err=None, mags=None,
+                        reference: Optional[Reference] = None, meta: Optional[Mapping] = None,
+                        source: str = "<arrays>") -> Catalog:
+    """Build a :class:`Catalog` from plain arrays in the canonical units.
+
+    Positions: ``ra``/``dec`` (deg) or ``x_east``/``y_north`` (arcsec, with ``reference``);
+    ``epoch`` (Julian year, scalar or per star); errors in mas and mas/yr; ``mags`` a
+    mapping band -> array.
+    """
+    n = len(np.atleast_1d(ra if ra is not None else x_east))
+    t = Table()
+    if name is not None:
+        t["name"] = np.asarray(name).astype(str)
+    for key, value, unit in (("ra", ra, u.deg), ("dec", dec, u.deg), ("x_east", x_east, u.arcsec),
+                             ("y_north", y_north, u.arcsec), ("pmra", pmra, u.mas / u.yr),
+                             ("pmdec", pmdec, u.mas / u.yr), ("ra_err", ra_err, u.mas),
+                             ("dec_err", dec_err, u.mas), ("pmra_err", pmra_err, u.mas / u.yr),
+                             ("pmdec_err", pmdec_err, u.mas / u.yr)):
+        if value is not None:
+            t[key] = np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+            t[key].unit = unit
+    t["epoch"] = np.broadcast_to(np.asarray(epoch, dtype=float), (n,)).copy()
+    for band, values in (mags or {}).items():
+        t[f"mag_{band}"] = np.broadcast_to(np.asarray(values, dtype=float), (n,)).copy()
+    t.meta = dict(meta or {})
+    if reference is not None:
+        t.meta["reference"] = reference.to_meta()
+    return Catalog(t, source)
+
+
+# --------------------------------------------------------------------------- loading
+_SHIPPED = {
+    "galactic_center": "galactic_center.ecsv",
+    "gaia_47tuc": "gaia_dr3_47tuc.ecsv",
+}
+_NAME_ALIASES = {"gc": "galactic_center", "galactic_centre": "galactic_center", "sgra": "galactic_center",
+                 "47tuc": "gaia_47tuc", "gaia_dr3_47tuc": "gaia_47tuc", "47_tuc": "gaia_47tuc",
+                 "ngc104": "gaia_47tuc"}
+
+
+def list_catalogs() -> list[str]:
+    """Names of the shipped catalogues (for :func:`get_catalog`)."""
+    return sorted(_SHIPPED)
+
+
+def catalog_path(name: str) -> Path:
+    """Path of a shipped catalogue file (package data)."""
+    key = _NAME_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in _SHIPPED:
+        raise KeyError(f"unknown catalogue {name!r}; shipped catalogues: {list_catalogs()}")
+    return Path(str(resources.files("astrocal").joinpath("data", "catalogs", _SHIPPED[key])))
+
+
+def get_catalog(name: str) -> Catalog:
+    """Load a shipped catalogue: ``"galactic_center"`` (alias ``"gc"``) or ``"gaia_47tuc"``."""
+    return load_catalog(catalog_path(name))
+
+
+def load_catalog(path_or_name) -> Catalog:
+    """Load and check a catalogue file (ECSV, FITS, VOTable...) or a shipped catalogue by name.
+
+    Raises :class:`CatalogError` naming the file and the offending column.
+    """
+    if isinstance(path_or_name, Catalog):
+        return path_or_name
+    text = str(path_or_name)
+    path = Path(text)
+    if not path.exists():
+        key = _NAME_ALIASES.get(text.strip().lower(), text.strip().lower())
+        if key in _SHIPPED and os.sep not in text and not path.suffix:
+            return get_catalog(key)
+        raise CatalogError(f"{path}: catalogue file not found (shipped catalogues by name: {list_catalogs()})")
+    if path.is_dir():
+        raise CatalogError(f"{path}: is a directory, not a catalogue file")
+    try:
+        fmt = "ascii.ecsv" if path.suffix.lower() == ".ecsv" else None
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
+    except Exception as exc:  # noqa: BLE001 -- astropy raises many kinds
+        raise CatalogError(f"{path}: cannot read the catalogue ({type(exc).__name__}: {exc})") from None
+    return Catalog(table, str(path))
+
+
+# --------------------------------------------------------------------------- queries
+def default_cache_dir() -> Path:
+    """Folder of the astroquery cache.
+
+    ``$ASTROCAL_CATALOG_CACHE`` if set; else ``catalogs/cache/`` of the astrocal source
+    checkout when the package runs from one (editable install); else
+    ``~/.cache/astrocal/catalogs``.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    here = Path(__file__).resolve()
+    if len(here.parents) > 3:
+        repo = here.parents[3]
+        if (repo / "catalogs" / "README.md").is_file() and (repo / "pyproject.toml").is_file():
+            return repo / "catalogs" / "cache"
+    return Path.home() / ".cache" / "astrocal" / "catalogs"
+
+
+def _offline(offline) -> bool:
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _cache_file(cache_dir, service: str, label: str, key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{service}_{_slug(label)}_{digest}.ecsv"
+
+
+def _query_failed(service: str, what: str, exc: Optional[BaseException], cache_file: Path, hint: str) -> CatalogQueryError:
+    reason = "offline mode (offline=True or ASTROCAL_OFFLINE=1)" if exc is None else f"{type(exc).__name__}: {exc}"
+    return CatalogQueryError(
+        f"{service} query for {what} failed ({reason}) and there is no cached result "
+        f"{cache_file.name} in {cache_file.parent}. Run it once with network access to fill the cache, "
+        f"or point cache_dir= (or the {CACHE_ENV} environment variable) to a folder that holds the cached "
+        f"result; without network, use a shipped catalogue ({hint})."
+    )
+
+
+def _write_cache(table: Table, cache_file: Path, meta: dict) -> None:
+    from astrocal.atomic import atomic_path
+
+    out = Table(table, copy=True)
+    for col in out.colnames:  # object columns (e.g. bytes) do not round-trip through ECSV
+        if out[col].dtype.kind == "O":
+            out[col] = np.asarray([str(v) for v in out[col]])
+    out.meta = {**{k: v for k, v in dict(table.meta).items() if isinstance(v, (str, int, float))}, **meta}
+    try:
+        with atomic_path(cache_file, overwrite=True) as tmp:
+            out.write(tmp, format="ascii.ecsv")
+    except OSError as exc:
+        warnings.warn(f"could not write the catalogue cache {cache_file}: {exc}", CatalogWarning, stacklevel=3)
+
+
+def _read_cache(cache_file: Path) -> Table:
+    try:
+        return Table.read(cache_file, format="ascii.ecsv")
+    except Exception as exc:  # noqa: BLE001
+        raise CatalogError(f"{cache_file}: cached catalogue unreadable ({type(exc).__name__}: {exc}); "
+                           "delete it or query again with refresh=True") from None
+
+
+GAIA_COLUMNS = ("source_id", "ra", "dec", "ra_error", "dec_error", "ra_dec_corr", "pmra", "pmdec",
+                "pmra_error", "pmdec_error", "pmra_pmdec_corr", "parallax", "parallax_error", "ref_epoch",
+                "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag", "ruwe")
+
+
+def _gaia_service():
+    """The astroquery Gaia service (imported lazily: importing it contacts the archive)."""
+    from astroquery.gaia import Gaia
+
+    return Gaia
+
+
+def query_gaia(center, radius, *, cache_dir=None, table: str = "gaiadr3.gaia_source",
+               columns=GAIA_COLUMNS, mag_limit: Optional[float] = None, refresh: bool = False,
+               offline: Optional[bool] = None) -> Catalog:
+    """Gaia stars within ``radius`` of ``center``, through the on-disk cache.
+
+    ``center``: SkyCoord, ``(ra_deg, dec_deg)`` or ``"hh:mm:ss +dd:mm:ss"``; ``radius``:
+    angle Quantity or arcsec. The ADQL query (cone, optional ``phot_g_mean_mag <
+    mag_limit``) runs with ``astroquery.gaia.Gaia.launch_job_async``; the raw result is
+    cached under ``cache_dir`` (default :func:`default_cache_dir`) with the query in its
+    metadata, and later identical calls read it without network (``refresh=True`` asks
+    again). Positions are at Gaia's ``ref_epoch`` (J2016.0 for DR3).
+    """
+    c0 = _as_center(center)
+    r_deg = _as_angle(radius).to_value(u.deg)
+    if not r_deg > 0:
+        raise CatalogError(f"query_gaia: radius must be positive, got {radius!r}")
+    cols = ", ".join(columns)
+    where = (f"1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {c0.ra.deg:.9f}, {c0.dec.deg:.9f}, "
+             f"{r_deg:.9f}))")
+    if mag_limit is not None:
+        where += f" AND phot_g_mean_mag < {float(mag_limit):g}"
+    adql = f"SELECT {cols} FROM {table} WHERE {where}"
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    label = f"{table}-ra{c0.ra.deg:.4f}-dec{c0.dec.deg:+.4f}-r{r_deg * 3600:.1f}as"
+    cache_file = _cache_file(cache_dir, "gaia", label, adql)
+    if cache_file.is_file() and not refresh:
+        log.info("Gaia: using cached result %s", cache_file)
+        raw = _read_cache(cache_file)
+    else:
+        if _offline(offline):
+            raise _query_failed("Gaia", label, None, cache_file, "get_catalog('gaia_47tuc')")
+        try:
+            job = _gaia_service().launch_job_async(adql)
+            raw = job.get_results()
+        except Exception as exc:  # noqa: BLE001 -- network errors come in many types
+            raise _query_failed("Gaia", label, exc, cache_file, "get_catalog('gaia_47tuc')") from exc
+        raw = Table(raw)
+        raw.rename_columns(raw.colnames, [c.lower() for c in raw.colnames])
+        _write_cache(raw, cache_file, {"service": "Gaia archive (astroquery.gaia)", "query": adql,
+                                        "retrieved_utc": Time.now().utc.isot, "astroquery": _astroquery_version()})
+        log.info("Gaia: %d rows cached in %s", len(raw), cache_file)
+    return _gaia_catalog(raw, str(cache_file), adql)
+
+
+def _astroquery_version() -> str:
+    try:
+        import astroquery
+
+        return str(astroquery.__version__)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _gaia_catalog(raw: Table, source: str, query: str) -> Catalog:
+    t = Table(raw, copy=True)
+    if "source_id" in t.colnames:
+        t["source_id"] = np.asarray([f"Gaia DR3 {v}" for v in np.asarray(t["source_id"])])
+    for col, unit in (("ra", u.deg), ("dec", u.deg), ("ra_error", u.mas), ("dec_error", u.mas),
+                      ("pmra", u.mas / u.yr), ("pmdec", u.mas / u.yr), ("pmra_error", u.mas / u.yr),
+                      ("pmdec_error", u.mas / u.yr), ("parallax", u.mas), ("parallax_error", u.mas)):
+        if col in t.colnames and t[col].unit is None:
+            t[col].unit = unit  # units of the Gaia archive columns
+    if "ref_epoch" in t.colnames:
+        t["ref_epoch"].unit = None
+    for col in ("phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag"):
+        if col in t.colnames:
+            t[col].unit = None
+    t.meta = {"name": "Gaia query", "short_name": "gaia_query", "query": query,
+              **{k: v for k, v in dict(raw.meta).items() if k in ("service", "retrieved_utc", "astroquery")}}
+    return Catalog(t, source)
+
+
+def _vizier_class():
+    from astroquery.vizier import VizierClass
+
+    return VizierClass
+
+
+def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("**",),
+                 column_map: Optional[Mapping[str, str]] = None, epoch=None, units: Optional[Mapping] = None,
+                 row_limit: int = -1, refresh: bool = False, offline: Optional[bool] = None) -> Catalog:
+    """Rows of VizieR table ``catalog_id`` within ``radius`` of ``center``, through the cache.
+
+    Uses ``astroquery.vizier.VizierClass(columns=..., row_limit=...).query_region``. Column
+    names are mapped to the canonical ones with ``column_map`` (VizieR name -> canonical
+    name) and then the standard VizieR aliases (``RA_ICRS``, ``pmRA``, ``e_pmRA``...).
+    ``epoch``: the epoch of the positions (Julian year or ``"J2000"``...), required unless
+    the table has an epoch column -- VizieR tables use many epochs and guessing one
+    silently would be wrong. ``units``: column -> unit for columns VizieR leaves without.
+    """
+    if not isinstance(catalog_id, str) or not catalog_id.strip():
+        raise CatalogError(f"query_vizier: catalog_id must be a VizieR table id such as 'J/ApJ/.../table', got {catalog_id!r}")
+    c0 = _as_center(center)
+    r = _as_angle(radius)
+    if not r.value > 0:
+        raise CatalogError(f"query_vizier: radius must be positive, got {radius!r}")
+    key = f"{catalog_id}|{c0.ra.deg:.9f}|{c0.dec.deg:.9f}|{r.to_value(u.arcsec):.6f}|{list(columns)}|{row_limit}"
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    label = f"{catalog_id}-ra{c0.ra.deg:.4f}-dec{c0.dec.deg:+.4f}-r{r.to_value(u.arcsec):.1f}as"
+    cache_file = _cache_file(cache_dir, "vizier", label, key)
+    hint = "get_catalog('galactic_center') or get_catalog('gaia_47tuc')"
+    if cache_file.is_file() and not refresh:
+        log.info("VizieR: using cached result %s", cache_file)
+        raw = _read_cache(cache_file)
+    else:
+        if _offline(offline):
+            raise _query_failed("VizieR", label, None, cache_file, hint)
+        try:
+            viz = _vizier_class()(columns=list(columns), row_limit=row_limit)
+            result = viz.query_region(c0, radius=r, catalog=catalog_id)
+        except Exception as exc:  # noqa: BLE001
+            raise _query_failed("VizieR", label, exc, cache_file, hint) from exc
+        if result is None or len(result) == 0 or len(result[0]) == 0:
+            raise CatalogQueryError(f"VizieR query for {label} returned no rows (wrong catalog_id, or no star "
+                                    "in the region); nothing cached")
+        raw = Table(result[0])
+        _write_cache(raw, cache_file, {"service": "VizieR (astroquery.vizier)", "catalog_id": catalog_id,
+                                        "query": key, "retrieved_utc": Time.now().utc.isot,
+                                        "astroquery": _astroquery_version()})
+        log.info("VizieR: %d rows cached in %s", len(raw), cache_file)
+    t = Table(raw, copy=True)
+    for src, dst in (column_map or {}).items():
+        if src not in t.colnames:
+            raise CatalogError(f"{cache_file}: column_map names {src!r}, which the VizieR table lacks "
+                               f"(columns: {t.colnames})")
+        t.rename_column(src, dst)
+    for col, unit in (units or {}).items():
+        if col not in t.colnames:
+            raise CatalogError(f"{cache_file}: units names column {col!r}, which the table lacks")
+        t[col].unit = u.Unit(unit)
+    has_epoch_col = any(c.lower() in ("epoch", "ref_epoch", "ep") for c in t.colnames)
+    t.meta = {"name": f"VizieR {catalog_id}", "short_name": _slug(catalog_id), "catalog_id": catalog_id,
+              "query": key}
+    if epoch is not None:
+        t.meta["epoch"] = parse_epoch(epoch, f"query_vizier({catalog_id!r}): epoch")
+    elif not has_epoch_col:
+        raise CatalogError(f"{cache_file}: the VizieR table {catalog_id} has no epoch column; give epoch= "
+                           "(the epoch of its positions, e.g. 2006.0 or 'J2000') -- it is not guessed")
+    return Catalog(t, str(cache_file))
+
+
+# --------------------------------------------------------------------------- builders of the shipped files
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: columns of KAI ``photo_calib.dat`` after the 7 astrometric ones: (column name, band
+#: key in the source header, description)
+KAI_BANDS = (
+    ("mag_K_blum96", "K band (Blum et al. 1996)"),
+    ("mag_Kp_keck", "K' band estimated from Keck data"),
+    ("mag_Lp_wright", "L' band (Wright et al. in prep)"),
+    ("mag_H_blum96", "H band (Blum et al. 1996)"),
+    ("mag_Ms_hornstein", "Ms band (Hornstein et al. in prep)"),
+    ("mag_K_rafelski", "K band (Rafelski et al. calibrated from Blum et al. 1996)"),
+    ("mag_Kp_abhimat", "K' band (Abhimat 20170127)"),
+)
+
+
+def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas: float = 1.0,
+                         pm_err_mas_yr: float = 0.1, provenance: Optional[Mapping] = None,
+                         licence_text: Optional[str] = None) -> Catalog:
+    """Read the Galactic Center reference list ``photo_calib.dat`` of the KAI pipeline.
+
+    Columns of the source: name, x (arcsec, increasing to the EAST), y (arcsec, north),
+    vx, vy (mas/yr), t0 (year), variable flag, then seven magnitude columns (see
+    :data:`KAI_BANDS`). Conversion: offsets are read as standard coordinates about
+    ``reference`` (Sgr A*) at each star's t0; t0 as a Julian epoch; magnitudes of 0.00
+    mean "not measured" (NaN); vx = vy = 0.000 means "no proper motion measured" (NaN).
+    The source gives no errors: ``pos_err_mas`` and ``pm_err_mas_yr`` (per axis) are
+    ASSUMED values, recorded as such in ``meta["errors"]``.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    header = [ln for ln in lines if ln.startswith("#")]
+    rows = [ln.split() for ln in lines if ln.strip() and not ln.startswith("#")]
+    if not rows:
+        raise CatalogError(f"{path}: no data rows")
+    bad = [i for i, r in enumerate(rows) if len(r) != 7 + len(KAI_BANDS)]
+    if bad:
+        raise CatalogError(f"{path}: rows {bad[:10]} do not have {7 + len(KAI_BANDS)} fields")
+    names = [r[0] for r in rows]
+    num = np.array([[float(v) for v in r[1:]] for r in rows])
+    x, y, vx, vy, t0, var = (num[:, i] for i in range(6))
+    no_pm = (vx == 0) & (vy == 0)
+    t = Table()
+    t["name"] = names
+    t["x_east"] = np.round(x, 6) * u.arcsec
+    t["y_north"] = np.round(y, 6) * u.arcsec
+    t["epoch"] = t0
+    t["ra_err"] = np.full(len(rows), float(pos_err_mas)) * u.mas
+    t["dec_err"] = np.full(len(rows), float(pos_err_mas)) * u.mas
+    t["pmra"] = np.where(no_pm, np.nan, vx) * u.mas / u.yr
+    t["pmdec"] = np.where(no_pm, np.nan, vy) * u.mas / u.yr
+    t["pmra_err"] = np.where(no_pm, np.nan, float(pm_err_mas_yr)) * u.mas / u.yr
+    t["pmdec_err"] = np.where(no_pm, np.nan, float(pm_err_mas_yr)) * u.mas / u.yr
+    t["variable"] = var.astype(bool)
+    bands_meta = {}
+    defaults = {}
+    for line in header:
+        m = re.match(r"#\s*(\d+)\s*--\s*(.*?)\s*--\s*(.*)$", line)
+        if m and int(m.group(1)) >= 8:
+            defaults[int(m.group(1))] = (m.group(2).strip(), m.group(3).strip())
+    for k, (col, desc) in enumerate(KAI_BANDS):
+        values = num[:, 6 + k]
+        t[col] = np.where(values == 0, np.nan, values) * u.mag
+        src_desc, calibrators = defaults.get(8 + k, (desc, ""))
+        t[col].description = f"{src_desc}; 0.00 in the source -> NaN (not measured)"
+        bands_meta[col[4:]] = {"source_column": 8 + k, "description": src_desc,
+                               "default_calibrators": calibrators}
+    for col, desc in (("x_east", COLUMNS["x_east"][1]), ("y_north", COLUMNS["y_north"][1])):
+        t[col].description = desc + " (about Sgr A*)"
+    t["ra_err"].description = "ASSUMED 1-sigma position error, east (the source gives none; see meta errors)"
+    t["dec_err"].description = "ASSUMED 1-sigma position error, north (the source gives none; see meta errors)"
+    t["pmra"].description = "proper motion relative to Sgr A*, east; NaN: not measured (0,0 in the source)"
+    t["pmdec"].description = "proper motion relative to Sgr A*, north; NaN: not measured (0,0 in the source)"
+    t["pmra_err"].description = "ASSUMED 1-sigma error of pmra (the source gives none; see meta errors)"
+    t["pmdec_err"].description = "ASSUMED 1-sigma error of pmdec (the source gives none; see meta errors)"
+    t["variable"].description = "variable star flag of the source (column 7)"
+    t["epoch"].description = "t0 of the source: epoch of the position (decimal year, read as Julian epoch)"
+    has = ~no_pm
+    disp = float(np.round(np.sqrt(0.5 * (np.var(vx[has]) + np.var(vy[has]))), 1))
+    t.meta = {
+        "name": "Galactic Center reference list (KAI photo_calib.dat)",
+        "short_name": "galactic_center",
+        "description": (f"{len(rows)} stars within {np.hypot(x, y).max():.0f} arcsec of Sgr A*: offsets from Sgr A* "
+                        "(x increasing to the EAST), proper motions relative to Sgr A*, reference epoch per star, "
+                        "K, K', L', H, Ms photometry"),
+        "reference": reference.to_meta(),
+        "offsets": ("x_east, y_north are standard (gnomonic tangent-plane) coordinates about Sgr A* at each star's "
+                    "epoch; the source's X increases to the East ('X position (arcsec, increasing to the East)')"),
+        "pm_dispersion_mas_yr": disp,
+        "pm_dispersion_note": (f"per-axis dispersion of the {int(has.sum())} measured proper motions "
+                               f"(std vx {np.std(vx[has]):.2f}, vy {np.std(vy[has]):.2f} mas/yr); used to inflate "
+                               f"the errors of the {int(no_pm.sum())} stars without proper motion "
+                               f"({', '.join(np.asarray(names)[no_pm])}) when propagated in time"),
+        "errors": {
+            "status": "ASSUMED: photo_calib.dat gives no astrometric errors",
+            "position_mas_per_axis": float(pos_err_mas),
+            "pm_mas_yr_per_axis": float(pm_err_mas_yr),
+            "rationale": ("positions are listed to 1 mas (rounding alone 0.29 mas rms) and are IR astrometry "
+                          "of bright stars in the Sgr A* frame; 1 mas and 0.1 mas/yr per axis are conservative "
+                          "round values, not published errors. Replace them when a catalogue with errors is used."),
+            "reference_position": "Sgr A*'s own position error is a shift of the whole field and is not added",
+        },
+        "bands": bands_meta,
+        "provenance": {
+            "source_file": "photo_calib.dat (Galactic Center photometric/astrometric calibrator list)",
+            "repository": "Keck AO Imaging (KAI) data-reduction pipeline, "
+                          "https://github.com/Keck-DataReductionPipelines/KAI (file read by kai/reduce/calibrate.py)",
+            "commit": "not recorded with the copy used (sha256 of that copy below)",
+            "sha256": _sha256(path),
+            "licence": "BSD-3-Clause, Copyright 2021 J.R. Lu, A. Gautam, T. Do (full text in meta licence_text)",
+            "built_by": "astrocal.sky.catalog.read_kai_photo_calib",
+            "conversion": ("x -> x_east, y -> y_north (arcsec); vx, vy -> pmra, pmdec (mas/yr, relative to Sgr A*); "
+                           "vx = vy = 0.000 -> NaN (not measured); t0 -> epoch; var? -> variable; "
+                           "magnitude 0.00 -> NaN; errors ASSUMED (meta errors)"),
+            **dict(provenance or {}),
+        },
+        "source_header": header,
+    }
+    if licence_text:
+        t.meta["licence_text"] = licence_text
+    return Catalog(t, str(path))
+
+
+def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float = 8.0,
+                      pos_err_ratio: float = 0.8, provenance: Optional[Mapping] = None) -> Catalog:
+    """Cut a Gaia DR3 CSV extract (columns of the 47 Tuc query) to a circle, as a Catalog.
+
+    Keeps every star within ``radius_arcmin`` of ``center`` (no quality cut), with ra,
+    dec (rounded to 1e-10 deg = 0.36 uas), parallax, pmra, pmdec and their errors, G, BP,
+    RP and ``astrometric_excess_noise``. The extract has no position errors: ``ra_err`` and
+    ``dec_err`` are ESTIMATED as ``pos_err_ratio`` x the proper-motion errors (the ratio of
+    typical Gaia (E)DR3 position-at-J2016.0 to proper-motion uncertainties, about 0.7-0.8
+    at G = 17-21), recorded as such in ``meta["errors"]``. Names are ``row<k>``: the data
+    row of the source file (1-based), since the extract has no source_id.
+    """
+    path = Path(path)
+    raw = Table.read(path, format="ascii.csv")
+    need = ["ra", "dec", "parallax", "pmra", "pmdec", "pmra_error", "pmdec_error", "phot_g_mean_mag"]
+    missing = [c for c in need if c not in raw.colnames]
+    if missing:
+        raise CatalogError(f"{path}: Gaia extract lacks columns {missing}")
+    c0 = _as_center(center)
+    sep = SkyCoord(_as_float(raw["ra"]) * u.deg, _as_float(raw["dec"]) * u.deg).separation(c0).to_value(u.arcmin)
+    keep = np.flatnonzero(sep <= radius_arcmin)
+    r = raw[keep]
+    t = Table()
+    t["name"] = [f"row{k + 1}" for k in keep]
+    t["ra"] = np.round(_as_float(r["ra"]), 10) * u.deg
+    t["dec"] = np.round(_as_float(r["dec"]), 10) * u.deg
+    pmra_err = _as_float(r["pmra_error"])
+    pmdec_err = _as_float(r["pmdec_error"])
+    t["ra_err"] = np.round(pos_err_ratio * pmra_err, 4) * u.mas
+    t["dec_err"] = np.round(pos_err_ratio * pmdec_err, 4) * u.mas
+    t["pmra"] = np.round(_as_float(r["pmra"]), 4) * u.mas / u.yr
+    t["pmdec"] = np.round(_as_float(r["pmdec"]), 4) * u.mas / u.yr
+    t["pmra_err"] = np.round(pmra_err, 4) * u.mas / u.yr
+    t["pmdec_err"] = np.round(pmdec_err, 4) * u.mas / u.yr
+    t["parallax"] = np.round(_as_float(r["parallax"]), 4) * u.mas
+    for col, src in (("mag_G", "phot_g_mean_mag"), ("mag_BP", "phot_bp_mean_mag"), ("mag_RP", "phot_rp_mean_mag")):
+        t[col] = np.round(_as_float(r[src]), 4) * u.mag
+        t[col].description = f"Gaia DR3 {src}; NaN: not available"
+    if "astrometric_excess_noise" in r.colnames:
+        t["astrometric_excess_noise"] = np.round(_as_float(r["astrometric_excess_noise"]), 4) * u.mas
+        t["astrometric_excess_noise"].description = "Gaia DR3 astrometric_excess_noise (mas)"
+    for col in ("ra", "dec", "pmra", "pmdec", "pmra_err", "pmdec_err", "parallax"):
+        t[col].description = COLUMNS[col][1]
+    t["ra_err"].description = f"ESTIMATED position error, east = {pos_err_ratio} x pmra_err (see meta errors)"
+    t["dec_err"].description = f"ESTIMATED position error, north = {pos_err_ratio} x pmdec_err (see meta errors)"
+    t.meta = {
+        "name": "Gaia DR3 extract around 47 Tuc (NGC 104)",
+        "short_name": "gaia_dr3_47tuc",
+        "description": (f"{len(t)} Gaia DR3 stars within {radius_arcmin:g} arcmin of the centre of 47 Tuc, ICRS at "
+                        "epoch J2016.0; sparse in the core (crowding and the parallax cut of the source query): "
+                        "for arcminute-scale work, not for a 10-arcsec field"),
+        "epoch": 2016.0,
+        "cut": {"center_ra_deg": round(float(c0.ra.deg), 8), "center_dec_deg": round(float(c0.dec.deg), 8),
+                "center_source": "Harris (1996; 2010 edition) catalogue of Milky Way globular clusters: "
+                                 "00h24m05.67s -72d04m52.6s (J2000)",
+                "radius_arcmin": float(radius_arcmin),
+                "rows_in_source": len(raw), "rows_kept": len(t),
+                "selection": "all rows of the source within the radius, no further quality cut"},
+        "errors": {
+            "status": "positions: ESTIMATED (the extract has no ra_error/dec_error); proper motions: Gaia DR3",
+            "pos_err_ratio": float(pos_err_ratio),
+            "rationale": ("ra_err = ratio x pmra_err, dec_err = ratio x pmdec_err: typical Gaia (E)DR3 position "
+                          "uncertainties at J2016.0 are 0.7-0.8 times the proper-motion ones (e.g. 0.05 mas vs "
+                          "0.07 mas/yr at G=17, 0.4 mas vs 0.5 mas/yr at G=20; Gaia Collaboration, Brown et al. "
+                          "2021, A&A 649, A1). Formal errors are optimistic in the crowded core."),
+        },
+        "provenance": {
+            "data": "ESA Gaia DR3, table gaiadr3.gaia_source",
+            "repository": "xVilas/globular-cluster-age-47tuc (https://github.com/xVilas/globular-cluster-age-47tuc)",
+            "commit": "4d3c6a1a6467b4e8178eb4d0a81e4035ded2c588",
+            "file": "data/raw/original_stellar_data.csv",
+            "sha256": _sha256(path),
+            "source_query": ("SELECT ra, dec, parallax, pmra, pmdec, pmra_error, pmdec_error, radial_velocity, "
+                             "phot_*_mean_mag, ... FROM gaiadr3.gaia_source WHERE parallax BETWEEN 0.202 AND 0.262 "
+                             "AND ra BETWEEN 5 AND 7 AND dec BETWEEN -74 AND -70 (14,530 rows)"),
+            "licence": ("Gaia data: CC BY-SA 3.0 IGO (ESA Gaia terms of use); the source repository states no "
+                        "licence for its files"),
+            "acknowledgement": ("This work has made use of data from the European Space Agency (ESA) mission Gaia "
+                                "(https://www.cosmos.esa.int/gaia), processed by the Gaia Data Processing and "
+                                "Analysis Consortium (DPAC, https://www.cosmos.esa.int/web/gaia/dpac/consortium)."),
+            "built_by": "astrocal.sky.catalog.read_gaia_extract",
+            "conversion": ("cut to the circle; ra, dec rounded to 1e-10 deg; other values to 1e-4; "
+                           "name = row<k> (data row of the source file, 1-based); position errors estimated"),
+            **dict(provenance or {}),
+        },
+    }
+    return Catalog(t, str(path))
