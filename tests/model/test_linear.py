@@ -180,3 +180,20 @@ def test_reject_flags_match_the_measure_stage():
     from astrocal.model.data import DEFAULT_REJECT_FLAGS
 
     assert DEFAULT_REJECT_FLAGS == FLAGS_REJECT
+
+
+def test_several_draws_per_phi_have_the_conditional_moments():
+    pts, field = small_problem(6)
+    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
+    phi = model.initial_guess()
+    _, mean, cov = brute_force(model, phi)
+    rng = np.random.default_rng(1)
+    g, d = model.sample_linear(np.repeat(phi[None], 40, axis=0), rng, per_phi=100)
+    assert g.shape == (4000, model.G) and d.shape == (4000, model.H, 2)
+    G = model.G
+    ratio = g.std(0) / np.sqrt(np.diag(cov[:G, :G]))
+    assert np.all(np.abs(ratio - 1) < 0.08)
+    z = (g.mean(0) - mean[:G]) / np.sqrt(np.diag(cov[:G, :G]) / 4000)
+    assert np.max(np.abs(z)) < 4.5
+    v = gauge_patterns(model.points.hole_xy)
+    assert np.max(np.abs(d.reshape(4000, -1) @ v)) < 1e-12

@@ -487,39 +487,42 @@ class LabModel:
             cond.set_gauge(xg[0], xd[0], saa[0], mu_d[0], mu_a[0])
         return cond
 
-    def sample_linear(self, phi, rng):
-        """One exact draw of the linear parameters for each row of ``phi`` (K, ndim).
+    def sample_linear(self, phi, rng, per_phi=1):
+        """Exact draws of the linear parameters, ``per_phi`` for each row of ``phi`` (K, ndim).
 
-        Returns ``g`` (K, G) and ``delta`` (K, H, 2) (``None`` without hole errors), drawn
-        from the Gaussian conditional given each ``phi`` and conditioned on the gauge.
+        Returns ``g`` (K * per_phi, G) and ``delta`` (K * per_phi, H, 2) (``None`` without
+        hole errors), drawn from the Gaussian conditional given each ``phi`` and conditioned
+        on the gauge; the draws of one ``phi`` are consecutive. One Cholesky factorisation
+        serves all draws of a ``phi``, so extra draws cost little.
         """
         phi = np.atleast_2d(np.asarray(phi, float))
-        K = phi.shape[0]
+        K, M = phi.shape[0], int(per_phi)
         sys = self._system(phi)
         L, _, mu = self._solve(sys)
-        z = rng.standard_normal((K, self.G))
-        g = np.empty((K, self.G))
+        z = rng.standard_normal((K, self.G, M))
+        g = np.empty((K, M, self.G))
         for k in range(K):
-            g[k] = mu[k] + solve_triangular(L[k], z[k], lower=True, trans="T", check_finite=False)
+            g[k] = (mu[k][:, None] + solve_triangular(L[k], z[k], lower=True, trans="T",
+                                                      check_finite=False)).T
         if not self.hole_errors:
-            return g, None
+            return g.reshape(K * M, self.G), None
         Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
-        pg = np.einsum("kgha,kg->kha", Pgd, g)
-        rhs = hd - pg
-        mean_d = np.stack([Dinv[..., 0, 0] * rhs[..., 0] + Dinv[..., 0, 1] * rhs[..., 1],
-                           Dinv[..., 1, 0] * rhs[..., 0] + Dinv[..., 1, 1] * rhs[..., 1]], -1)
+        pg = np.einsum("kgha,kmg->kmha", Pgd, g)
+        rhs = hd[:, None] - pg
+        mean_d = np.stack([Dinv[:, None, :, 0, 0] * rhs[..., 0] + Dinv[:, None, :, 0, 1] * rhs[..., 1],
+                           Dinv[:, None, :, 1, 0] * rhs[..., 0] + Dinv[:, None, :, 1, 1] * rhs[..., 1]], -1)
         # Cholesky of each 2x2 Dinv, written out
-        l00 = np.sqrt(Dinv[..., 0, 0])
-        l10 = Dinv[..., 1, 0] / l00
-        l11 = np.sqrt(np.maximum(Dinv[..., 1, 1] - l10**2, 0.0))
-        e = rng.standard_normal((K, self.H, 2))
+        l00 = np.sqrt(Dinv[..., 0, 0])[:, None]
+        l10 = (Dinv[..., 1, 0] / np.sqrt(Dinv[..., 0, 0]))[:, None]
+        l11 = np.sqrt(np.maximum(Dinv[..., 1, 1] - (Dinv[..., 1, 0] ** 2 / Dinv[..., 0, 0]), 0.0))[:, None]
+        e = rng.standard_normal((K, M, self.H, 2))
         delta = mean_d + np.stack([l00 * e[..., 0], l10 * e[..., 0] + l11 * e[..., 1]], -1)
         xg, xd, saa, _, _ = self._gauge(sys, L, mu)
-        alpha = np.einsum("haj,kha->kj", self.V, delta)
-        coef = np.linalg.solve(saa, alpha[..., None])[..., 0]  # (K, 6)
-        g = g - np.einsum("kgj,kj->kg", xg, coef)
-        delta = delta - np.einsum("khaj,kj->kha", xd, coef)
-        return g, delta
+        alpha = np.einsum("haj,kmha->kmj", self.V, delta)
+        coef = np.linalg.solve(saa[:, None], alpha[..., None])[..., 0]  # (K, M, 6)
+        g = g - np.einsum("kgj,kmj->kmg", xg, coef)
+        delta = delta - np.einsum("khaj,kmj->kmha", xd, coef)
+        return g.reshape(K * M, self.G), delta.reshape(K * M, self.H, 2)
 
     def field_from(self, g):
         """The :class:`DistortionField` of a global parameter vector ``g``."""
