@@ -123,12 +123,7 @@ class LabPoints:
 
     def subset(self, keep):
         """The points selected by the boolean mask ``keep`` (exposures and holes kept)."""
-        keep = np.asarray(keep, bool)
-        return LabPoints(self.x[keep], self.y[keep], self.cov[keep], self.exposure[keep],
-                         self.hole[keep], self.offsets, self.offset_sigma, self.exposure_dataset,
-                         self.hole_ids, self.hole_xy, self.domain, self.pixel_scale,
-                         self.mask_scale, self.dataset_names, self.exposure_names,
-                         self.point_ids[keep], dict(self.meta))
+        return self.take(np.flatnonzero(np.asarray(keep, bool)))
 
 
 def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain, pixel_scale,
