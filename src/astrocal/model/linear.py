@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LOG2PI = np.log(2 * np.pi)
 MB_LIMIT_BYTES = 300e6  # precompute per-point basis outer products below this size
+OUTER_CHUNK = 4096  # points per chunk when they are formed on the fly
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,14 @@ class LabModel:
                 blk[:, iu, ju] = upper
                 blk[:, ju, iu] = upper
             else:
-                blk = np.einsum("kn,na,nb->kab", comp, B, B, optimize=True)
+                # too many points to keep the outer products: form them chunk by chunk
+                upper = np.zeros((K, iu.size))
+                for lo in range(0, N, OUTER_CHUNK):
+                    bc = B[lo:lo + OUTER_CHUNK]
+                    upper += comp[:, lo:lo + OUTER_CHUNK] @ (bc[:, iu] * bc[:, ju])
+                blk = np.empty((K, nt, nt))
+                blk[:, iu, ju] = upper
+                blk[:, ju, iu] = upper
             P[:, a * nt:(a + 1) * nt, b * nt:(b + 1) * nt] = blk
             if a != b:
                 P[:, b * nt:(b + 1) * nt, a * nt:(a + 1) * nt] = np.swapaxes(blk, 1, 2)
