@@ -53,6 +53,7 @@ from astropy.time import Time
 from scipy.spatial import cKDTree
 
 from .. import __version__
+from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from . import centroid as C
 from .detect import detect_spots
@@ -117,27 +118,7 @@ class SourceTableError(MeasureError):
 # =========================================================================== utilities
 def _plain(obj):
     """Meta values as plain Python (YAML-safe) objects."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, u.Quantity):
-        return _plain(obj.value) if obj.isscalar else _plain(obj.value.tolist())
-    if isinstance(obj, Time):
-        return obj.isot
-    if obj is None or isinstance(obj, (str, bool, int, float)):
-        return obj
-    return str(obj)
+    return to_plain(obj)
 
 
 def _exposure_stem(path):

@@ -21,6 +21,7 @@ import numpy as np
 from astropy.table import Table
 
 from .. import __version__
+from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField, design_matrix
 from ..field.basis import flat_to_square, n_terms, terms
@@ -41,23 +42,6 @@ def summary_table(names, samples, units=None):
     if units is not None:
         t["unit"] = list(units)
     return t
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False):
@@ -128,7 +112,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False):
         "settings": {k: v for k, v in asdict(fit.settings).items() if k != "priors"},
         "priors": asdict(fit.settings.priors),
     }
-    atomic_write_text(out / "fit.json", json.dumps(_jsonable(info), indent=2) + "\n", overwrite=overwrite)
+    atomic_write_text(out / "fit.json", json.dumps(to_plain(info, nan_as_none=True), indent=2) + "\n", overwrite=overwrite)
     return out
 
 

@@ -1,0 +1,38 @@
+"""Plain Python values for metadata and JSON: the one converter every product uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.time import Time
+
+
+def to_plain(obj, nan_as_none=False):
+    """``obj`` with numpy scalars/arrays, paths, quantities and times made plain Python.
+
+    Containers are converted recursively; anything unknown becomes its ``str``.
+    ``nan_as_none`` turns non-finite floats into ``None`` (strict JSON has no NaN).
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v, nan_as_none) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v, nan_as_none) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist(), nan_as_none)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return None if nan_as_none and not np.isfinite(v) else v
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, u.Quantity):
+        return to_plain(obj.value if obj.isscalar else obj.value.tolist(), nan_as_none)
+    if isinstance(obj, Time):
+        return obj.isot
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
