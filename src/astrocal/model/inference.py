@@ -227,13 +227,41 @@ def _residual_chi2(model, cond, points):
     return np.einsum("na,nab,nb->n", r, np.linalg.inv(cov), r), r
 
 
+def robust_start(points, degree, settings, max_iter=15, nsigma=10.0, floor_px=0.05):
+    """Points to leave out before the mixture EM: iterative clipping of the residuals.
+
+    A least-squares start is dragged by gross outliers (a misidentified spot is a whole
+    pitch, hundreds of pixels, away), which then hide among equally bad residuals. So the
+    residuals (pixels) are clipped at their median plus ``nsigma`` robust sigmas (MAD),
+    never below ``floor_px``, and the fit is repeated on the rest until the set is stable.
+    """
+    excluded = np.zeros(points.n_points, bool)
+    for _ in range(max_iter):
+        model = LabModel(points, degree, hole_errors=False, priors=settings.priors, excluded=excluded)
+        cond = model.conditional(model.initial_guess())
+        _, r = _residual_chi2(model, cond, points)
+        rn = np.hypot(r[:, 0], r[:, 1]) / points.pixel_scale
+        good = rn[~excluded]
+        med = np.median(good)
+        mad = 1.4826 * np.median(np.abs(good - med))
+        new = rn > max(med + nsigma * mad, floor_px)
+        if np.array_equal(new, excluded):
+            break
+        if new.mean() > 0.5:
+            log.warning("robust start: more than half of the points look like outliers; "
+                        "the data may not fit the model at this degree")
+            break
+        excluded = new
+    return excluded
+
+
 def find_outliers(points, degree, settings, jacobian_field):
     """Flag gross outliers by EM on a mixture of the model's noise and a broad Gaussian.
 
     Returns ``(excluded mask, outlier fraction, model, phi_map)``.
     """
-    excluded = np.zeros(points.n_points, bool)
-    frac = 0.01
+    excluded = robust_start(points, degree, settings)
+    frac = float(np.clip(excluded.mean(), 0.01, 0.5))
     s_out = settings.outlier_px * points.pixel_scale
     model = None
     phi = None
