@@ -10,7 +10,7 @@ from astropy.table import Table
 from ..atomic import ProductExistsError
 from ..campaign import load_campaign
 from ..lab.mask import load_mask
-from .data import DataError, lab_points_from_tables
+from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
 from .linear import Priors
 from .result import save_fit
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: commanded offsets with no stated accuracy get this prior width (i.e. barely known)
 UNKNOWN_OFFSET_SIGMA_MAS = 1000.0
+
+#: prior width (arcsec) of a sky exposure's pointing (its pose translation)
+SKY_POINTING_SIGMA_ARCSEC = 2.0
 
 
 def source_table_path(campaign, exposure_file):
@@ -76,17 +79,116 @@ def lab_points_for(campaign, datasets):
     return points, inputs
 
 
+def _read_table(path):
+    try:
+        return Table.read(path, format="ascii.ecsv")
+    except Exception as exc:  # astropy raises several types for unreadable ECSV
+        raise DataError(f"{path}: not a readable source table ({exc})") from None
+
+
+def sky_exposure_settings(table, exposure, path):
+    """Keyword arguments of :func:`astrocal.sky.astrometry.apparent_positions` for one sky
+    exposure: the campaign's exposure keys first, then the measured table's metadata."""
+    meta, extra = dict(table.meta), dict(exposure.extra or {})
+
+    def pick(*keys):
+        for source in (extra, meta):
+            for k in keys:
+                if source.get(k) is not None:
+                    return source[k]
+        return None
+
+    time = pick("time")
+    ra, dec = pick("ra", "ra_deg"), pick("dec", "dec_deg")
+    if time is None or ra is None or dec is None:
+        missing = [k for k, v in (("time", time), ("ra", ra), ("dec", dec)) if v is None]
+        raise DataError(f"{path}: sky exposure without {', '.join(missing)} (give them in the campaign "
+                        "or in the table's metadata)")
+    kw = {"time": time, "pointing": (float(ra), float(dec))}
+    pa, rot = pick("position_angle_deg"), pick("rotator_angle_deg")
+    if (pa is None) == (rot is None):
+        raise DataError(f"{path}: give exactly one of position_angle_deg and rotator_angle_deg")
+    if pa is not None:
+        kw["position_angle"] = float(pa)
+    else:
+        kw["rotator_angle"] = float(rot)
+    wl = pick("wavelength_um")
+    if wl is None:
+        raise DataError(f"{path}: sky exposure without wavelength_um")
+    kw["wavelength"] = float(wl)
+    parity = pick("parity")
+    kw["parity"] = int(parity) if parity is not None else 1
+    weather = dict(meta.get("weather") or {})
+    for key, name in (("pressure_hpa", "pressure_hpa"), ("temperature_c", "temperature_c"),
+                      ("humidity", "relative_humidity")):
+        if extra.get(key) is not None:
+            weather[name] = float(extra[key])
+    kw["weather"] = weather or None
+    return kw
+
+
+def sky_points_for(campaign, datasets):
+    """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
+    their measured tables and the catalogue's apparent positions in every exposure."""
+    from ..sky.astrometry import apparent_positions
+    from ..sky.catalog import load_catalog
+
+    inst = campaign.instrument
+    tables, positions, ds_index, names, inputs = [], [], [], [], []
+    for k, d in enumerate(datasets):
+        catalog = load_catalog(d.catalog)
+        for exp in d.exposures:
+            path = source_table_path(campaign, exp.file)
+            t = _read_table(path)
+            kw = sky_exposure_settings(t, exp, path)
+            site = d.site or t.meta.get("site") or "armazones"
+            positions.append(apparent_positions(catalog, site=site, **kw))
+            tables.append(t)
+            ds_index.append(k)
+            names.append(f"{d.name}:{Path(exp.file).stem}")
+            inputs.append(path)
+        inputs.append(Path(d.catalog))
+    ny, nx = inst.detector_shape
+    points = sky_points_from_tables(
+        tables, positions, (-0.5, nx - 0.5, -0.5, ny - 0.5), inst.pixel_scale_mas / 1e3,
+        SKY_POINTING_SIGMA_ARCSEC, exposure_dataset=ds_index, dataset_names=[d.name for d in datasets],
+        exposure_names=names)
+    return points, inputs
+
+
+def fit_groups(campaign):
+    """The fits a campaign asks for: ``{filter: (lab datasets, sky datasets)}``.
+
+    Lab and sky datasets of the same filter are fitted jointly; a sky dataset without a
+    filter joins the lab filter when there is exactly one, else it is fitted on its own
+    under the name ``sky``.
+    """
+    groups = {}
+    for d in campaign.lab:
+        groups.setdefault(d.filter, ([], []))[0].append(d)
+    for d in campaign.sky:
+        filt = d.filter
+        if filt is None:
+            filt = next(iter(groups)) if len(groups) == 1 else "sky"
+        groups.setdefault(filt, ([], []))[1].append(d)
+    return groups
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "fit",
         help="fit the joint Bayesian distortion model to a campaign",
-        description="Fit the joint distortion model to the identified pinhole positions of a "
-        "campaign. Reads CAMPAIGN.toml and the source tables of its exposures (the measure "
-        "stage's <measure.output>/<exposure>.ecsv, or tables listed directly as exposures). "
+        description="Fit the joint distortion model to the identified pinhole positions and "
+        "matched stars of a campaign: lab and sky datasets of the same filter share one "
+        "instrument field; sky exposures add their pointing, position-angle and scale terms "
+        "and the telescope flexure ([fit] flexure_degree, flexure_functions). Reads "
+        "CAMPAIGN.toml, the source tables of its exposures (the measure stage's "
+        "<measure.output>/<exposure>.ecsv, or tables listed directly as exposures) and the "
+        "sky datasets' catalogues. "
         "Writes, per filter, into <fit.output>/<filter>/: posterior.h5 (emcee chain and exact "
         "draws of the linear parameters), summary.ecsv (every parameter's mean, sd, "
         "quantiles) and fit.json (degree and evidence table, diagnostics, outliers, "
-        "unconstrained directions), astromet_<filter>.fits (AstroMet file of the posterior-mean "
+        "unconstrained and inseparable directions), astromet_<filter>.fits (AstroMet file of the posterior-mean "
         "field with its 1-sigma) and wcs_sip_<filter>.hdr (TAN-SIP header).",
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
@@ -99,31 +201,28 @@ def register(subparsers):
                    help="do not fit the holes' manufacturing errors")
     p.add_argument("--resume", action="store_true", help="continue an interrupted chain")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="worker processes: several filters are fitted in parallel; a single "
+                   "filter's emcee walkers are split over them (default 1)")
     p.set_defaults(func=run)
 
 
 def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
-                 resume=False, overwrite=False, progress="auto"):
+                 resume=False, overwrite=False, progress="auto", processes=1):
     """Fit every filter of a loaded campaign; returns ``{filter: (LabFit, output dir, products)}``.
 
     Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
     ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
+    ``processes``: with several filters, that many fits run in parallel; with one, the
+    walkers of each emcee step are split over that many processes.
     """
-    from ..products import write_fit_products
-    from .result import load_posterior
-
-    if not campaign.lab:
-        raise DataError(f"{campaign.path}: no [[lab]] dataset to fit (sky-only fits are not "
-                        "supported yet)")
     fs = campaign.fit
     degree = degree if degree is not None else fs.degree
     if degree != "auto":
         degree = int(degree)
-    by_filter = {}
-    for d in campaign.lab:
-        by_filter.setdefault(d.filter, []).append(d)
-    results = {}
-    for filt, datasets in by_filter.items():
+    groups = fit_groups(campaign)
+    outs = {}
+    for filt in groups:  # refuse early, before any work
         out = Path(fs.output) / filt
         h5 = out / "posterior.h5"
         if (out / "fit.json").exists() and not overwrite:
@@ -132,29 +231,66 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
         if h5.exists() and not (resume or overwrite):
             raise ProductExistsError(f"{h5}: a chain exists; use --resume to continue it or "
                                      "--overwrite to start again")
-        if h5.exists() and overwrite and not resume:
-            h5.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        points, inputs = lab_points_for(campaign, datasets)
-        settings = FitSettings(
-            degree=degree, degree_range=tuple(fs.degree_range),
-            hole_errors=fs.hole_errors and hole_errors,
-            walkers=walkers or max(fs.walkers, 8),
-            steps=steps or fs.steps,
-            seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
-            priors=Priors(), backend_path=h5, resume=resume, progress=progress,
-        )
-        log.info("fitting filter %s: %d points, %d holes, %d exposures", filt, points.n_points,
-                 points.n_holes, points.n_exposures)
-        fit = fit_lab(points, settings)
-        save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs],
-                 overwrite=overwrite or resume)
-        products = write_fit_products(load_posterior(out), out, filt,
-                                      instrument=campaign.instrument.name,
-                                      campaign_sha256=campaign.sha256, inputs=[campaign.path],
-                                      overwrite=overwrite or resume)
-        results[filt] = (fit, out, products)
-    return results
+        outs[filt] = out
+    processes = max(int(processes or 1), 1)
+    parallel = processes > 1 and len(groups) > 1
+    opts = dict(degree=degree, steps=steps, walkers=walkers, seed=seed, hole_errors=hole_errors,
+                resume=resume, overwrite=overwrite, progress=False if parallel else progress,
+                processes=1 if parallel else processes)
+    jobs = [(campaign, filt, lab_sets, sky_sets, opts) for filt, (lab_sets, sky_sets) in groups.items()]
+    if not parallel:
+        return {job[1]: _fit_group(*job) for job in jobs}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    log.info("fitting %d filters in %d processes", len(jobs), min(processes, len(jobs)))
+    with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=ctx) as pool:
+        futures = {job[1]: pool.submit(_fit_group, *job) for job in jobs}
+        return {filt: f.result() for filt, f in futures.items()}
+
+
+def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
+    """Fit one filter's lab and sky datasets jointly and write its products."""
+    from ..products import write_fit_products
+    from .result import load_posterior
+
+    fs = campaign.fit
+    out = Path(fs.output) / filt
+    h5 = out / "posterior.h5"
+    overwrite, resume = opts["overwrite"], opts["resume"]
+    if h5.exists() and overwrite and not resume:
+        h5.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    parts, inputs = [], []
+    if lab_sets:
+        lab, lab_inputs = lab_points_for(campaign, lab_sets)
+        parts.append(lab)
+        inputs += lab_inputs
+    if sky_sets:
+        sky, sky_inputs = sky_points_for(campaign, sky_sets)
+        parts.append(sky)
+        inputs += sky_inputs
+    points = join_points(*parts)
+    seed = opts["seed"]
+    settings = FitSettings(
+        degree=opts["degree"], degree_range=tuple(fs.degree_range),
+        hole_errors=fs.hole_errors and opts["hole_errors"],
+        walkers=opts["walkers"] or max(fs.walkers, 8),
+        steps=opts["steps"] or fs.steps,
+        seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
+        priors=Priors(), backend_path=h5, resume=resume, progress=opts["progress"],
+        flexure=getattr(fs, "flexure", None), processes=opts["processes"],
+    )
+    log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
+             points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
+             points.n_sky_exposures)
+    fit = fit_lab(points, settings)
+    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume)
+    products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
+                                  campaign_sha256=campaign.sha256, inputs=[campaign.path],
+                                  overwrite=overwrite or resume)
+    return fit, out, products
 
 
 def describe(filt, fit, out, products):
@@ -170,6 +306,7 @@ def describe(filt, fit, out, products):
              f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
     lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
     lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]
+    lines += [f"warning: not separated by the data: {desc}" for desc in getattr(fit, "inseparable", [])]
     lines.append(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, "
                  f"{products['astromet'].name}, {products['sip'].name})")
     return lines
@@ -179,7 +316,7 @@ def run(args):
     campaign = load_campaign(args.campaign)
     results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
                            seed=args.seed, hole_errors=not args.no_hole_errors,
-                           resume=args.resume, overwrite=args.overwrite)
+                           resume=args.resume, overwrite=args.overwrite, processes=args.processes)
     for filt, (fit, out, products) in results.items():
         print("\n".join(describe(filt, fit, out, products)))
     return 0

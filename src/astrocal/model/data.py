@@ -1,13 +1,19 @@
 """The identified points that enter the joint model, as plain arrays.
 
-:class:`LabPoints` holds every identified spot of every lab exposure: its measured pixel
-position (0-based) and 2x2 centroid covariance (pixel**2), the exposure and the hole it
-belongs to, and per exposure the commanded mask offset (arcsec) with its 1-sigma
-accuracy. Holes carry their nominal mask-plane positions converted to arcsec with the
-mask plate scale; the mask frame is the focal-plane frame of the model.
+:class:`LabPoints` holds every identified point of every exposure: its measured pixel
+position (0-based) and 2x2 centroid covariance (pixel**2), the exposure and the *source*
+it belongs to -- a pinhole of a lab mask or a star of a reference catalogue -- and per
+exposure the commanded mask offset (arcsec) with its 1-sigma accuracy (sky exposures:
+zero offset, the pointing accuracy as its sigma). Holes carry their nominal mask-plane
+positions converted to arcsec with the mask plate scale; the mask frame is the
+focal-plane frame of the model. Sky points carry their star's apparent position in the
+instrument frame for that exposure (``ref_xy``), its telescope-frame position (``uv``)
+and the Jacobian of the catalogue's standard coordinates into the instrument frame.
 
-:func:`lab_points_from_tables` builds it from measured source tables (one per exposure,
-columns ``hole_id, x, y, sigma_x, sigma_y, cov_xy``) and a mask.
+:func:`lab_points_from_tables` builds the lab part from measured source tables (one per
+exposure, columns ``hole_id, x, y, sigma_x, sigma_y, cov_xy``) and a mask;
+:func:`sky_points_from_tables` the sky part from measured sky tables (column ``star``)
+and the stars' apparent positions; :func:`join_points` joins the two.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class LabPoints:
-    """Identified pinhole spots of one or more lab datasets.
+    """Identified points (pinhole spots and stars) of one or more datasets.
 
     Arrays of length ``N`` (points): ``x``, ``y`` (pixels, 0-based), ``cov`` (N, 2, 2)
     pixel**2, ``exposure`` (index into the exposures), ``hole`` (index into the holes).
@@ -38,6 +44,18 @@ class LabPoints:
     arcsec (mask millimetres divided by the mask plate scale).
     ``domain`` is the detector domain (0-based pixel edges); ``pixel_scale`` the nominal
     scale in arcsec/pixel (a prior only); ``mask_scale`` mm per arcsec.
+
+    Sources ("holes" in the names) may be stars: ``source_kind`` (H,) is 0 for a hole and
+    1 for a star, ``source_cov`` (H, 2, 2) the prior covariance of a star's catalogue
+    position error (true minus catalogue, standard coordinates xi east / eta north,
+    arcsec**2; unused for holes). Per point, ``ref_xy`` (N, 2) is the source's nominal
+    position in the focal plane (arcsec; default the hole's ``hole_xy``), ``uv`` (N, 2) the
+    telescope-frame position (arcsec; NaN for lab points) and ``source_jacobian``
+    (N, 2, 2) the derivative of the focal-plane position with respect to the source's
+    error (identity for holes). Per exposure, ``exposure_kind`` (E,) is 0 (lab) or 1
+    (sky) and ``exposure_zenith_deg``, ``exposure_rotator_deg``, ``exposure_parity`` the
+    zenith distance, rotator angle and frame parity of sky exposures (see
+    :mod:`astrocal.sky.astrometry`). ``dataset_kinds`` names each dataset's kind.
     """
 
     x: np.ndarray
@@ -57,9 +75,50 @@ class LabPoints:
     exposure_names: tuple = ()
     point_ids: np.ndarray = None
     meta: dict = dc_field(default_factory=dict)
+    ref_xy: np.ndarray = None
+    uv: np.ndarray = None
+    source_jacobian: np.ndarray = None
+    source_kind: np.ndarray = None
+    source_cov: np.ndarray = None
+    exposure_kind: np.ndarray = None
+    exposure_zenith_deg: np.ndarray = None
+    exposure_rotator_deg: np.ndarray = None
+    exposure_parity: np.ndarray = None
+    dataset_kinds: tuple = ()
 
     def __post_init__(self):
         n = len(self.x)
+        h, e = len(self.hole_ids), len(self.offsets)
+        defaults = {
+            "ref_xy": lambda: np.asarray(self.hole_xy, float)[np.asarray(self.hole, int)].reshape(n, 2),
+            "uv": lambda: np.full((n, 2), np.nan),
+            "source_jacobian": lambda: np.broadcast_to(np.eye(2), (n, 2, 2)).copy(),
+            "source_kind": lambda: np.zeros(h, int),
+            "source_cov": lambda: np.zeros((h, 2, 2)),
+            "exposure_kind": lambda: np.zeros(e, int),
+            "exposure_zenith_deg": lambda: np.full(e, np.nan),
+            "exposure_rotator_deg": lambda: np.full(e, np.nan),
+            "exposure_parity": lambda: np.ones(e),
+        }
+        for name, make in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, make())
+        if not self.dataset_kinds:
+            object.__setattr__(self, "dataset_kinds", tuple("lab" for _ in self.dataset_names))
+        for name, shape in (("ref_xy", (n, 2)), ("uv", (n, 2)), ("source_jacobian", (n, 2, 2)),
+                            ("source_kind", (h,)), ("source_cov", (h, 2, 2)), ("exposure_kind", (e,)),
+                            ("exposure_zenith_deg", (e,)), ("exposure_rotator_deg", (e,)),
+                            ("exposure_parity", (e,))):
+            if np.shape(getattr(self, name)) != shape:
+                raise DataError(f"points: {name} must have shape {shape}, got {np.shape(getattr(self, name))}")
+        if len(self.dataset_kinds) != len(self.dataset_names):
+            raise DataError("points: dataset_kinds must have one entry per dataset")
+        stars = np.asarray(self.source_kind) == 1
+        if stars.any():
+            c = self.source_cov[stars]
+            det = c[:, 0, 0] * c[:, 1, 1] - c[:, 0, 1] * c[:, 1, 0]
+            if not (np.isfinite(c).all() and np.all(c[:, 0, 0] > 0) and np.all(det > 0)):
+                raise DataError("points: every star needs a positive-definite catalogue covariance")
         for name in ("y", "exposure", "hole"):
             if len(getattr(self, name)) != n:
                 raise DataError(f"points: {name} has {len(getattr(self, name))} entries, x has {n}")
@@ -112,6 +171,19 @@ class LabPoints:
         """Dataset index of every point."""
         return self.exposure_dataset[self.exposure]
 
+    @property
+    def is_sky(self):
+        """Boolean per point: the point is a star of a sky exposure."""
+        return self.exposure_kind[self.exposure] == 1
+
+    @property
+    def n_lab_exposures(self):
+        return int(np.sum(self.exposure_kind == 0))
+
+    @property
+    def n_sky_exposures(self):
+        return int(np.sum(self.exposure_kind == 1))
+
     def take(self, index):
         """The points at integer positions ``index`` (in that order)."""
         index = np.asarray(index, int)
@@ -119,7 +191,10 @@ class LabPoints:
                          self.hole[index], self.offsets, self.offset_sigma, self.exposure_dataset,
                          self.hole_ids, self.hole_xy, self.domain, self.pixel_scale,
                          self.mask_scale, self.dataset_names, self.exposure_names,
-                         self.point_ids[index], dict(self.meta))
+                         self.point_ids[index], dict(self.meta), self.ref_xy[index], self.uv[index],
+                         self.source_jacobian[index], self.source_kind, self.source_cov,
+                         self.exposure_kind, self.exposure_zenith_deg, self.exposure_rotator_deg,
+                         self.exposure_parity, self.dataset_kinds)
 
     def subset(self, keep):
         """The points selected by the boolean mask ``keep`` (exposures and holes kept)."""
@@ -187,4 +262,144 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
         dataset_names=tuple(dataset_names),
         exposure_names=tuple(exposure_names) if exposure_names else (),
         point_ids=np.concatenate(pids),
+    )
+
+
+def _table_cov(t, keep, name):
+    columns = set(t.colnames if hasattr(t, "colnames") else t)
+    for col in ("x", "y", "sigma_x", "sigma_y"):
+        if col not in columns:
+            raise DataError(f"{name}: source table has no column {col}")
+    sx = np.asarray(t["sigma_x"], float)[keep]
+    sy = np.asarray(t["sigma_y"], float)[keep]
+    cxy = np.asarray(t["cov_xy"], float)[keep] if "cov_xy" in columns else np.zeros_like(sx)
+    cov = np.empty((sx.size, 2, 2))
+    cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
+    cov[:, 0, 1] = cov[:, 1, 0] = cxy
+    return np.asarray(t["x"], float)[keep], np.asarray(t["y"], float)[keep], cov
+
+
+def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigma_arcsec=2.0,
+                           exposure_dataset=None, dataset_names=("sky",), exposure_names=None):
+    """Assemble the sky points of one or more sky datasets.
+
+    ``tables``: one measured sky table per exposure (columns ``star``, ``x``, ``y``,
+    ``sigma_x``, ``sigma_y``, optionally ``cov_xy`` and ``flags``; pixels, 0-based); rows
+    with an empty ``star`` or a rejecting flag are left out. ``positions``: the matching
+    :class:`astrocal.sky.astrometry.FocalPlanePositions` of the catalogue for each exposure
+    (apparent instrument-frame and telescope-frame positions, arcsec). A star's catalogue
+    covariance is taken back to standard coordinates (``J^-1 C J^-T``) from its first
+    exposure. Sky exposures get a zero commanded offset with ``pointing_sigma_arcsec`` as
+    its accuracy (the pose translation's prior).
+    """
+    if len(tables) != len(positions):
+        raise DataError(f"{len(tables)} sky tables but {len(positions)} sets of catalogue positions")
+    if not tables:
+        raise DataError("no sky exposures given")
+    star_index, star_cov = {}, []
+    xs, ys, covs, exps, srcs, refs, uvs, jacs, pids = [], [], [], [], [], [], [], [], []
+    zen, rot, par = [], [], []
+    for e, (t, fp) in enumerate(zip(tables, positions)):
+        name = exposure_names[e] if exposure_names else f"sky exposure {e}"
+        columns = set(t.colnames if hasattr(t, "colnames") else t)
+        if "star" not in columns:
+            raise DataError(f"{name}: sky table has no column star (the matched catalogue name)")
+        stars = np.array([str(v).strip() for v in np.asarray(t["star"])], dtype=object)
+        keep = stars != ""
+        if "flags" in columns:
+            reject = t.meta.get("reject_flags", DEFAULT_REJECT_FLAGS) if hasattr(t, "meta") else DEFAULT_REJECT_FLAGS
+            keep &= (np.asarray(t["flags"], dtype=int) & int(reject)) == 0
+        where = {str(n): k for k, n in enumerate(fp.names)}
+        unknown = [s for s in stars[keep] if s not in where]
+        if unknown:
+            raise DataError(f"{name}: star(s) {unknown[:5]} are not in the catalogue positions")
+        x, y, cov = _table_cov(t, keep, name)
+        rows = np.array([where[s] for s in stars[keep]], dtype=int)
+        if np.unique(rows).size != rows.size:
+            raise DataError(f"{name}: a star is matched to more than one source")
+        jac = np.asarray(fp.jacobian, float)
+        jinv = np.linalg.inv(jac)
+        for s, r in zip(stars[keep], rows):
+            if s not in star_index:
+                star_index[s] = len(star_index)
+                star_cov.append(jinv @ fp.cov[r] @ jinv.T)
+        xs.append(x)
+        ys.append(y)
+        covs.append(cov)
+        exps.append(np.full(x.size, e))
+        srcs.append(np.array([star_index[s] for s in stars[keep]], dtype=int))
+        refs.append(np.column_stack([fp.x[rows], fp.y[rows]]))
+        uvs.append(np.column_stack([fp.u[rows], fp.v[rows]]))
+        jacs.append(np.broadcast_to(jac, (x.size, 2, 2)))
+        pids.append(np.flatnonzero(keep) + 1_000_000 * e)
+        zen.append(fp.zenith_distance_deg)
+        rot.append(fp.rotator_angle_deg)
+        par.append(fp.parity)
+    n_exp = len(tables)
+    if exposure_dataset is None:
+        exposure_dataset = np.zeros(n_exp, int)
+    names = np.array(list(star_index), dtype=object)
+    return LabPoints(
+        x=np.concatenate(xs), y=np.concatenate(ys), cov=np.concatenate(covs),
+        exposure=np.concatenate(exps), hole=np.concatenate(srcs),
+        offsets=np.zeros((n_exp, 2)), offset_sigma=np.full(n_exp, float(pointing_sigma_arcsec)),
+        exposure_dataset=np.asarray(exposure_dataset, int), hole_ids=names,
+        hole_xy=np.zeros((names.size, 2)), domain=tuple(domain), pixel_scale=float(pixel_scale),
+        mask_scale=np.nan, dataset_names=tuple(dataset_names),
+        exposure_names=tuple(exposure_names) if exposure_names else tuple(f"sky{k}" for k in range(n_exp)),
+        point_ids=np.concatenate(pids), ref_xy=np.concatenate(refs), uv=np.concatenate(uvs),
+        source_jacobian=np.concatenate(jacs), source_kind=np.ones(names.size, int),
+        source_cov=np.array(star_cov).reshape(-1, 2, 2), exposure_kind=np.ones(n_exp, int),
+        exposure_zenith_deg=np.array(zen, float), exposure_rotator_deg=np.array(rot, float),
+        exposure_parity=np.array(par, float), dataset_kinds=tuple("sky" for _ in dataset_names),
+    )
+
+
+def join_points(*parts):
+    """Join points of several sets (e.g. lab and sky) into one :class:`LabPoints`.
+
+    Exposures, datasets and sources are concatenated in the order given (source indices
+    and point ids shifted); the detector domains must agree and the nominal pixel scales
+    (a prior only) agree to 1 %; the first set's is kept. The mask scale is the first
+    finite one (sky sets have none).
+    """
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        raise DataError("no points to join")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for p in parts[1:]:
+        if tuple(p.domain) != tuple(first.domain):
+            raise DataError(f"points to join have different detector domains: {first.domain} and {p.domain}")
+        if not np.isclose(p.pixel_scale, first.pixel_scale, rtol=1e-2):
+            raise DataError(f"points to join have nominal pixel scales {first.pixel_scale} and "
+                            f"{p.pixel_scale} arcsec/px (more than 1 % apart): not the same instrument?")
+    e_off = np.cumsum([0] + [p.n_exposures for p in parts[:-1]])
+    h_off = np.cumsum([0] + [p.n_holes for p in parts[:-1]])
+    d_off = np.cumsum([0] + [p.n_datasets for p in parts[:-1]])
+    pid_off = np.cumsum([0] + [int(p.point_ids.max()) + 1 if p.n_points else 0 for p in parts[:-1]])
+    scales = [p.mask_scale for p in parts if np.isfinite(p.mask_scale)]
+    cat = np.concatenate
+    ids = np.empty(sum(p.n_holes for p in parts), dtype=object)
+    ids[:] = [v for p in parts for v in np.asarray(p.hole_ids).tolist()]
+    return LabPoints(
+        x=cat([p.x for p in parts]), y=cat([p.y for p in parts]), cov=cat([p.cov for p in parts]),
+        exposure=cat([p.exposure + o for p, o in zip(parts, e_off)]),
+        hole=cat([p.hole + o for p, o in zip(parts, h_off)]),
+        offsets=cat([p.offsets for p in parts]), offset_sigma=cat([p.offset_sigma for p in parts]),
+        exposure_dataset=cat([p.exposure_dataset + o for p, o in zip(parts, d_off)]),
+        hole_ids=ids, hole_xy=cat([p.hole_xy for p in parts]), domain=tuple(first.domain),
+        pixel_scale=first.pixel_scale, mask_scale=scales[0] if scales else np.nan,
+        dataset_names=tuple(n for p in parts for n in p.dataset_names),
+        exposure_names=tuple(n for p in parts for n in p.exposure_names),
+        point_ids=cat([p.point_ids + o for p, o in zip(parts, pid_off)]), meta=dict(first.meta),
+        ref_xy=cat([p.ref_xy for p in parts]), uv=cat([p.uv for p in parts]),
+        source_jacobian=cat([p.source_jacobian for p in parts]),
+        source_kind=cat([p.source_kind for p in parts]), source_cov=cat([p.source_cov for p in parts]),
+        exposure_kind=cat([p.exposure_kind for p in parts]),
+        exposure_zenith_deg=cat([p.exposure_zenith_deg for p in parts]),
+        exposure_rotator_deg=cat([p.exposure_rotator_deg for p in parts]),
+        exposure_parity=cat([p.exposure_parity for p in parts]),
+        dataset_kinds=tuple(k for p in parts for k in p.dataset_kinds),
     )

@@ -64,6 +64,8 @@ class FitSettings:
     progress: object = "auto"  # True, False or "auto" (a terminal)
     backend_path: object = None  # HDF5 file of the chain
     resume: bool = False
+    flexure: object = None  # FlexureBasis of sky exposures (None: the model's default)
+    processes: int = 1  # worker processes that share the walkers of each emcee step
 
 
 @dataclass
@@ -84,7 +86,10 @@ class LabFit:
     ``phi_chain`` (steps, walkers, ndim) and ``phi_samples`` (one row per draw, ndim) are the
     hyperparameter chain and the thinned posterior draws; ``g_samples`` (kept, G) and
     ``hole_samples`` (kept, H, 2) the exact draws of the linear parameters, one per kept
-    hyperparameter sample (arcsec, gauge-fixed); ``model`` the :class:`LabModel` at the
+    hyperparameter sample (arcsec, gauge-fixed; ``star_samples`` (kept, S, 2) the stars'
+    catalogue errors, true minus catalogue, standard coordinates, arcsec);
+    ``inseparable`` the combinations the data do not separate
+    (:func:`inseparable_directions`, at the MAP); ``model`` the :class:`LabModel` at the
     chosen degree; ``outliers`` a boolean mask over ``points`` (flagged, left out).
     """
 
@@ -102,6 +107,20 @@ class LabFit:
     diagnostics: Diagnostics
     unconstrained: list
     settings: FitSettings
+    star_samples: object = None
+    inseparable: list = dc_field(default_factory=list)
+
+    @property
+    def hole_ids(self):
+        """Ids of the holes in ``hole_samples`` (in its order)."""
+        m = self.model
+        return np.asarray(m.points.hole_ids)[m.block_sources[m.hole_blocks]]
+
+    @property
+    def star_names(self):
+        """Names of the stars in ``star_samples`` (in its order)."""
+        m = self.model
+        return np.asarray(m.points.hole_ids)[m.block_sources[m.star_blocks]]
 
     @property
     def hyper_names(self):
@@ -202,27 +221,7 @@ def laplace_evidence(model, phi_map, logpost_map):
 
 def _residual_chi2(model, cond, points):
     """Chi-square (2 dof) of every point in ``points`` against the model's posterior mean."""
-    from ..field import design_matrix
-
-    nt = model.nt
-    g = cond.mean
-    B = design_matrix(points.x, points.y, model.degree, points.domain)
-    pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]])
-    m = points.hole_xy[points.hole]
-    o = points.offsets[points.exposure]
-    zs, zr = g[2 * nt], g[2 * nt + 1]
-    t = o + zs * o + zr * np.column_stack([-o[:, 1], o[:, 0]])
-    slot = model.pose_slot[points.exposure]
-    has = slot >= 0
-    pose = np.zeros((points.n_points, 4))
-    pose[has] = g[model.p0 + 4 * slot[has][:, None] + np.arange(4)]
-    expect = m + pose[:, [0]] * m + pose[:, [1]] * np.column_stack([-m[:, 1], m[:, 0]]) + t
-    expect[:, 0] += pose[:, 2]
-    expect[:, 1] += pose[:, 3]
-    if cond.hole_mean is not None:
-        # hole indices of ``points`` refer to the same hole list as the model's points
-        expect += cond.hole_mean[points.hole]
-    r = pred - expect
+    r = model.residuals(cond.mean, cond.hole_mean, points)
     cov = _noise_cov(model, cond.phi, points)
     return np.einsum("na,nab,nb->n", r, np.linalg.inv(cov), r), r
 
@@ -237,7 +236,8 @@ def robust_start(points, degree, settings, max_iter=15, nsigma=10.0, floor_px=0.
     """
     excluded = np.zeros(points.n_points, bool)
     for _ in range(max_iter):
-        model = LabModel(points, degree, hole_errors=False, priors=settings.priors, excluded=excluded)
+        model = LabModel(points, degree, hole_errors=False, priors=settings.priors, excluded=excluded,
+                         flexure=settings.flexure)
         cond = model.conditional(model.initial_guess())
         _, r = _residual_chi2(model, cond, points)
         rn = np.hypot(r[:, 0], r[:, 1]) / points.pixel_scale
@@ -266,8 +266,8 @@ def find_outliers(points, degree, settings, jacobian_field):
     model = None
     phi = None
     for _ in range(settings.outlier_iterations):
-        model = LabModel(points, degree, hole_errors=settings.hole_errors,
-                         jacobian_field=jacobian_field, priors=settings.priors, excluded=excluded)
+        model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jacobian_field,
+                         priors=settings.priors, excluded=excluded, flexure=settings.flexure)
         phi, _ = _map(model, model.initial_guess() if phi is None else phi)
         cond = model.conditional(phi)
         chi2, r = _residual_chi2(model, cond, points)
@@ -298,7 +298,7 @@ def _noise_cov(model, phi, points):
 
 def preliminary_field(points, degree, settings):
     """A first field (hyperparameters at their initial guess, no hole errors)."""
-    model = LabModel(points, degree, hole_errors=False, priors=settings.priors)
+    model = LabModel(points, degree, hole_errors=False, priors=settings.priors, flexure=settings.flexure)
     cond = model.conditional(model.initial_guess())
     return model.field_from(cond.mean)
 
@@ -320,25 +320,35 @@ def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None,
     posterior width is more than ``threshold`` of the prior width, whitened combinations
     of them, and the hole errors when their posterior is as wide as their prior (the data
     do not separate them from the distortion)."""
+    phi_mid = None if phi_samples is None else np.median(phi_samples, axis=0)
+    prior_sd = model.prior_sd(phi_mid if phi_mid is not None else model.initial_guess())
+    # parameters that no point depends on (e.g. the chopper frame without lab offsets)
+    # are not reported: nothing is claimed about them
+    used = np.ones(model.G, bool)
+    used[2 * model.nt:model.p0] = np.any(model.E != 0, axis=(0, 1))
+    pn = [model.param_names[k] for k in np.flatnonzero(used)]
+    g_samples = g_samples[:, used]
+    prior_sd = prior_sd[used]
     post = g_samples.std(axis=0, ddof=1)
-    ratio = post / model.g_sd
-    names = [model.param_names[k] for k in np.flatnonzero(ratio > threshold)]
+    ratio = post / prior_sd
+    names = [pn[k] for k in np.flatnonzero(ratio > threshold)]
     # also whitened eigen-directions (combinations of parameters)
-    cov = np.cov(g_samples.T) / np.outer(model.g_sd, model.g_sd)
+    cov = np.cov(g_samples.T) / np.outer(prior_sd, prior_sd)
     w, v = np.linalg.eigh(cov)
     for k in np.flatnonzero(np.sqrt(np.maximum(w, 0)) > threshold):
         top = np.argsort(-np.abs(v[:, k]))[:3]
-        combo = " + ".join(f"{v[i, k]:+.2f}*{model.param_names[i]}" for i in top)
-        if not any(model.param_names[i] in names for i in top[:1]):
+        combo = " + ".join(f"{v[i, k]:+.2f}*{pn[i]}" for i in top)
+        if not any(pn[i] in names for i in top[:1]):
             names.append(f"combination {combo}")
-    if hole_samples is not None and phi_samples is not None and model.hole_errors:
+    if hole_samples is not None and phi_samples is not None and model.i_hole is not None:
         # holes seen in one exposure only are never separable from the distortion (their
         # posterior is their prior by construction); the question is about the others
-        seen = np.bincount(model.points.hole, minlength=model.H)
+        hole_src = model.block_sources[model.hole_blocks]
+        seen = np.bincount(model.points.hole, minlength=model.points.n_holes)[hole_src]
         multi = seen >= 2
-        prior_sd = np.exp(np.median(phi_samples[:, -1]))
+        hole_sd = np.exp(np.median(phi_samples[:, model.i_hole]))
         if multi.any():
-            ratio = np.median(hole_samples[:, multi].std(axis=0, ddof=1)) / prior_sd
+            ratio = np.median(hole_samples[:, multi].std(axis=0, ddof=1)) / hole_sd
             if ratio > threshold:
                 names.append(f"hole_errors (posterior width {ratio:.2f} of the prior's: the data do "
                              "not separate the holes' errors from the distortion)")
@@ -347,10 +357,112 @@ def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None,
     return names
 
 
+def weak_parameters(model):
+    """Global parameters whose prior is a regulariser rather than a measurement: the field's
+    coefficients, the flexure coefficients and the sky exposures' poses (the telescope's
+    pointing, position angle and scale are not known to the accuracy that matters)."""
+    weak = np.zeros(model.G, bool)
+    weak[:2 * model.nt] = True
+    weak[model.flex_cols] = True
+    pts = model.points
+    for e in range(pts.n_exposures):
+        slot = model.pose_slot[e]
+        if slot >= 0 and pts.exposure_kind[e] == 1:
+            weak[model.p0 + 4 * slot:model.p0 + 4 * slot + 4] = True
+    return weak
+
+
+def inseparable_directions(model, phi, threshold=0.5, tol=1e-6):
+    """Combinations of parameters that the data (and the measured priors: commanded offsets,
+    catalogue errors, hole errors) do not separate, named by their largest members.
+
+    The precision of the global parameters with the regularising priors
+    (:func:`weak_parameters`) left out is whitened by those priors' widths; a direction
+    whose whitened information is below ``1 / threshold**2 - 1`` would have a posterior
+    wider than ``threshold`` of its prior (only the prior tells it). Returns a list of
+    ``(description, members)``: flexure terms that mimic the instrument field (a sky-only
+    fit), field terms that mimic the sky poses, and so on.
+    """
+    phi = np.atleast_2d(np.asarray(phi, float))[:1]
+    weak = weak_parameters(model)
+    sys = model._system(phi, weak=weak)
+    S = sys["S"][0]
+    sd = model.prior_sd(phi)
+    idx = np.flatnonzero(weak)
+    rest = np.flatnonzero(~weak)
+    # information on the weak block after marginalising the others (their priors kept)
+    Sww = S[np.ix_(idx, idx)]
+    if rest.size:
+        Swr = S[np.ix_(idx, rest)]
+        Srr = S[np.ix_(rest, rest)]
+        Sww = Sww - Swr @ np.linalg.solve(Srr, Swr.T)
+    # Jacobi scaling keeps the eigen-decomposition well conditioned whatever the units
+    dj = np.sqrt(np.maximum(np.diag(Sww), 1e-300))
+    C = Sww / np.outer(dj, dj)
+    w, v = np.linalg.eigh(0.5 * (C + C.T))
+    limit = 1.0 / threshold**2 - 1.0
+    out = []
+    for k in range(w.size):
+        # the combination theta = t x: the data give t a precision w[k], the priors
+        # sum (x / sd)**2; only the prior tells t when the data's share is small
+        x = v[:, k] / dj
+        prior_prec = float(np.sum((x / sd[idx]) ** 2))
+        null = w[k] < tol
+        if not (null or w[k] < limit * prior_prec):
+            continue
+        vec = v[:, k]
+        order = np.argsort(-np.abs(vec))
+        big = [i for i in order if abs(vec[i]) >= 0.2][:4] or list(order[:1])
+        members = [model.param_names[idx[i]] for i in big]
+        combo = " + ".join(f"{vec[i]:+.2f}*{model.param_names[idx[i]]}" for i in big)
+        why = "no information" if null else f"data information {w[k] / prior_prec:.2g} of its prior's"
+        out.append((f"{combo} ({why})", members))
+    return out
+
+
 def _progress(setting):
     if setting == "auto":
         return sys.stderr.isatty()
     return bool(setting)
+
+
+_WORKER_MODEL = None
+
+
+def _init_worker(model):
+    global _WORKER_MODEL
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    _WORKER_MODEL = model
+
+
+def _worker_log_posterior(phi):
+    return _WORKER_MODEL.log_posterior(phi)
+
+
+class PooledPosterior:
+    """``log_posterior`` of a batch of walkers split over a process pool.
+
+    emcee evaluates the walkers of a step together (``vectorize=True``); this splits the
+    batch into one chunk per process. The model is sent to each worker once.
+    """
+
+    def __init__(self, model, processes):
+        import multiprocessing as mp
+
+        self.processes = int(processes)
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        self.pool = ctx.Pool(self.processes, initializer=_init_worker, initargs=(model,))
+
+    def __call__(self, phi):
+        chunks = np.array_split(np.atleast_2d(phi), self.processes)
+        chunks = [c for c in chunks if len(c)]
+        return np.concatenate(self.pool.map(_worker_log_posterior, chunks))
+
+    def close(self):
+        self.pool.close()
+        self.pool.join()
 
 
 def run_emcee(model, phi_map, settings, hessian=None):
@@ -379,8 +491,17 @@ def run_emcee(model, phi_map, settings, hessian=None):
         else:
             backend.reset(nwalkers, ndim)
     moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
-    sampler = emcee.EnsembleSampler(nwalkers, ndim, model.log_posterior, vectorize=True,
+    pooled = PooledPosterior(model, settings.processes) if int(settings.processes) > 1 else None
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
                                     backend=backend, moves=moves)
+    try:
+        return _run_blocks(sampler, backend, p0, settings)
+    finally:
+        if pooled is not None:
+            pooled.close()
+
+
+def _run_blocks(sampler, backend, p0, settings):
     done = backend.iteration if backend is not None else 0
     if done > 0:
         state = backend.get_last_sample()
@@ -487,7 +608,7 @@ def _fit_lab(points, settings):
     for n in degrees:
         try:
             model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                             priors=settings.priors, excluded=excluded)
+                             priors=settings.priors, excluded=excluded, flexure=settings.flexure)
         except ValueError as exc:
             evidence.append({"degree": n, "log_evidence": np.nan, "note": str(exc)})
             continue
@@ -503,7 +624,7 @@ def _fit_lab(points, settings):
     # final Jacobian from the chosen degree's fit, then the model again
     jac_field = model.field_from(model.conditional(phi_map).mean)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                     priors=settings.priors, excluded=excluded)
+                     priors=settings.priors, excluded=excluded, flexure=settings.flexure)
     phi_map, lp = _map(model, phi_map)
     chain, sampler = run_emcee(model, phi_map, settings, hess)
     diag = diagnostics(chain, sampler, settings)
@@ -516,11 +637,19 @@ def _fit_lab(points, settings):
     phi_samples = flat[idx]
     g, d = draw_linear(model, phi_samples, rng, per_phi=settings.draws_per_phi)
     phi_samples = np.repeat(phi_samples, settings.draws_per_phi, axis=0)  # one row per draw
-    loose = unconstrained_directions(model, g, hole_samples=d, phi_samples=phi_samples)
+    holes = stars = None
+    if d is not None:
+        holes = d[:, model.hole_blocks] if model.i_hole is not None else None
+        stars = d[:, model.star_blocks] if model.star_blocks.size else None
+    loose = unconstrained_directions(model, g, hole_samples=holes, phi_samples=phi_samples)
     for name in loose:
         log.warning("GaugeWarning: %s is not constrained by the data (posterior width "
                     "> 1/2 of the prior's); it is not a measurement", name)
+    inseparable = [desc for desc, _ in inseparable_directions(model, phi_map)]
+    for desc in inseparable:
+        log.warning("GaugeWarning: the data do not separate %s; only the priors tell these "
+                    "terms apart", desc)
     return LabFit(model=model, points=points, degree=degree, evidence=evidence, phi_map=phi_map,
-                  phi_chain=chain, phi_samples=phi_samples, g_samples=g, hole_samples=d,
+                  phi_chain=chain, phi_samples=phi_samples, g_samples=g, hole_samples=holes,
                   outliers=excluded, outlier_fraction=frac, diagnostics=diag,
-                  unconstrained=loose, settings=settings)
+                  unconstrained=loose, settings=settings, star_samples=stars, inseparable=inseparable)

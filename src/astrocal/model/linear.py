@@ -1,6 +1,6 @@
-"""The collapsed linear model of the lab fit: exact marginal likelihood over the linear parameters.
+"""The collapsed linear model of the joint fit: exact marginal likelihood over the linear parameters.
 
-Model (see ``docs/model.md``): for exposure ``e`` and hole ``h``,
+Model (see ``docs/model.md``): for lab exposure ``e`` and hole ``h``,
 
     G(p_eh) = m_h + delta_h + s_e m_h + theta_e R90 m_h + t_e + noise,
     t_e = o_e + (zeta_s + zeta_r R90) o_e + eps_e
@@ -11,16 +11,25 @@ mask pose of exposure ``e`` (scale, rotation, translation) relative to the refer
 exposure, whose pose is fixed (the gauge of position and rotation), ``o_e`` the commanded
 chopper offset, ``zeta`` the scale and rotation of the chopper's frame relative to the mask
 frame (global, broad prior) and ``eps_e`` the offset error (prior: the stated offset
-accuracy), and noise of covariance
-``kappa**2 J C_eh J^T + sigma_d**2 I`` (``C_eh`` the centroid covariance, ``J`` the
-Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``).
+accuracy). For sky exposure ``e`` and star ``s``,
 
-Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta)``
-enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and exact. The
-per-hole blocks ``delta_h`` are eliminated by a Schur complement (cost linear in the number
-of holes), the hole-error patterns that mimic a linear map (translation and the four linear
-terms: the scale gauge) are removed by exact Gaussian conditioning, and the walkers of an
-emcee step are evaluated together (leading axis ``K``).
+    G(p_es) = x_es + J_e d_s + Delta_e(u_es, v_es) + s_e x_es + theta_e R90 x_es + t_e + noise
+
+with ``x_es`` the star's apparent position in the instrument frame (arcsec), ``d_s`` its
+catalogue error (true minus catalogue, standard coordinates; prior: the catalogue's
+covariance), ``J_e`` the Jacobian of standard coordinates into the instrument frame,
+``Delta_e`` the telescope flexure (:mod:`astrocal.model.flexure`, coefficients linear, prior
+widths hyperparameters) and ``(s_e, theta_e, t_e)`` the exposure's pointing, position-angle
+and plate-scale terms. Noise of covariance ``kappa**2 J C J^T + sigma_d**2 I`` (``C`` the
+centroid covariance, ``J`` the Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``).
+
+Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta,
+log sigma_flex...)`` enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and
+exact. The per-source blocks (``delta_h``, ``d_s``) are eliminated by a Schur complement
+(cost linear in the number of holes and stars), the hole-error patterns that mimic a
+linear map (translation and the four linear terms: the scale gauge) are removed by exact
+Gaussian conditioning, and the walkers of an emcee step are evaluated together (leading
+axis ``K``).
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ from scipy.linalg import solve_triangular
 from ..field import DistortionField, design_matrix
 from ..field.basis import n_terms, terms
 from .data import DataError, LabPoints
+from .flexure import FlexureBasis
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +62,15 @@ class Priors:
     (radians); translations are centred on the commanded offsets with their stated
     accuracy. Hyperparameters: jitter ``log``-uniform over ``jitter_mas``; hole-error
     scale ``log``-uniform over ``hole_error_um``; centroid-error scale ``kappa`` log-normal
-    with width ``kappa_log_sigma``.
+    with width ``kappa_log_sigma``. Sky exposures: pose scale and rotation priors
+    ``sky_pose_scale_sigma`` and ``sky_pose_rot_sigma`` (each sky exposure has its own
+    pointing, position angle and plate scale), translations centred on zero with the
+    pointing accuracy; the flexure coefficients' prior width is a hyperparameter,
+    ``log``-uniform over ``flexure_sigma_mas``: one for all coefficients
+    (``flexure_scales = "shared"``, the default) or one per zenith function
+    (``"per_function"``). Separate widths let the posterior move amplitude between
+    nearly collinear functions (1 and cos z over a night) and shrink one of them
+    towards zero; the shared width does not.
     """
 
     linear_sigma: float = 1.0e3
@@ -63,6 +81,10 @@ class Priors:
     jitter_mas: tuple = (1.0e-3, 100.0)
     hole_error_um: tuple = (0.01, 20.0)
     kappa_log_sigma: float = 0.3
+    sky_pose_scale_sigma: float = 1.0e-2
+    sky_pose_rot_sigma: float = 1.0e-2
+    flexure_sigma_mas: tuple = (0.01, 100.0)
+    flexure_scales: str = "shared"
 
 
 def gauge_patterns(hole_xy):
@@ -84,49 +106,73 @@ def gauge_patterns(hole_xy):
 
 
 class LabModel:
-    """Exact collapsed likelihood of lab data for a field of total ``degree``.
+    """Exact collapsed likelihood of lab and sky points for a field of total ``degree``.
 
     Parameters
     ----------
     points : LabPoints
+        Lab points, sky points or both (:func:`astrocal.model.data.join_points`).
     degree : int
     hole_errors : bool
-        Include the per-hole manufacturing errors (self-calibration of the mask).
+        Include the per-hole manufacturing errors (self-calibration of the mask). Stars'
+        catalogue errors are always included (their prior is the catalogue's covariance).
     jacobian_field : DistortionField, optional
         Field whose Jacobian pushes the centroid covariances into the focal plane (the
         result of a preliminary fit); default: the nominal scale times the identity.
-    reference : int
-        Index of the reference exposure (its pose fixes position and rotation).
+    reference : int or None
+        Index of the reference exposure (its pose fixes position and rotation); default:
+        the first lab exposure, or none when there are only sky exposures (every sky pose
+        is then free within its prior, and what the data leave unconstrained is reported).
     priors : Priors
     excluded : bool array, optional
         Points left out (flagged outliers).
+    flexure : FlexureBasis, optional
+        The telescope flexure field of sky exposures (default: degree 2 in 1, cos z, sin z,
+        normalised to half the detector's field of view).
     """
 
     def __init__(self, points: LabPoints, degree, hole_errors=True, jacobian_field=None,
-                 reference=0, priors=None, excluded=None):
+                 reference=None, priors=None, excluded=None, flexure=None):
         self.priors = priors or Priors()
         self.jacobian_field = jacobian_field
         self.degree = int(degree)
-        self.hole_errors = bool(hole_errors)
-        self.reference = int(reference)
         self.all_points = points
         self.excluded = np.zeros(points.n_points, bool) if excluded is None else np.asarray(excluded, bool)
-        # the model's points: the kept ones, sorted by hole so per-hole sums are contiguous
+        holes_present = bool(np.any(points.source_kind == 0))
+        self.hole_errors = bool(hole_errors) and holes_present
+        # sources with an error block: holes (if hole errors are fitted) and every star
+        self.source_block_flag = (points.source_kind == 1) | (self.hole_errors & (points.source_kind == 0))
+        # the model's points: the kept ones, those without a block first, then block by block
         keep = np.flatnonzero(~self.excluded)
-        keep = keep[np.argsort(points.hole[keep], kind="stable")]
-        sel = np.zeros(points.n_points, bool)
-        sel[keep] = True
-        pts = points.subset(sel)
-        order = np.argsort(pts.hole, kind="stable")
-        pts = pts.take(order)
+        key = self.source_block_flag[points.hole[keep]].astype(int) * (points.n_holes + 1) + points.hole[keep]
+        keep = keep[np.argsort(key, kind="stable")]
+        pts = points.take(keep)
         self.points = pts
         nt = n_terms(self.degree)
         self.nt = nt
         n = pts.n_points
-        if 2 * n < 2 * nt + 4 * (pts.n_exposures - 1):
+        is_sky = pts.is_sky
+        self.has_sky = bool(is_sky.any())
+        if self.has_sky:
+            self.flexure = flexure or FlexureBasis(
+                radius_arcsec=0.25 * pts.pixel_scale * ((pts.domain[1] - pts.domain[0]) + (pts.domain[3] - pts.domain[2])))
+            self.n_flex = self.flexure.n_params
+        else:
+            self.flexure = None
+            self.n_flex = 0
+        # reference exposure
+        lab_exp = np.flatnonzero(pts.exposure_kind == 0)
+        if reference is None:
+            reference = int(lab_exp[0]) if lab_exp.size else None
+        elif pts.exposure_kind[int(reference)] != 0:
+            raise DataError(f"the reference exposure {pts.exposure_names[int(reference)]} is not a lab exposure")
+        self.reference = None if reference is None else int(reference)
+        non_ref = [e for e in range(pts.n_exposures) if e != self.reference]
+        n_par = 2 * nt + 4 * len(non_ref) + self.n_flex
+        if 2 * n < n_par:
             raise DataError(
-                f"{n} points cannot constrain a degree-{self.degree} field ({2 * nt} coefficients) "
-                f"and {pts.n_exposures - 1} exposure poses; lower the degree or add data"
+                f"{n} points cannot constrain a degree-{self.degree} field ({2 * nt} coefficients), "
+                f"{len(non_ref)} exposure poses and {self.n_flex} flexure terms; lower the degree or add data"
             )
         counts = np.bincount(pts.exposure, minlength=pts.n_exposures)
         if np.any(counts == 0):
@@ -136,15 +182,15 @@ class LabModel:
         if np.any(ds_counts == 0):
             empty = [pts.dataset_names[k] for k in np.flatnonzero(ds_counts == 0)]
             raise DataError(f"dataset(s) {', '.join(empty)} have no identified points")
+        self.same_position = False
         if self.hole_errors:
-            spread = np.ptp(pts.offsets, axis=0).max() if pts.n_exposures > 1 else 0.0
+            lab_off = pts.offsets[lab_exp]
+            spread = np.ptp(lab_off, axis=0).max() if lab_exp.size > 1 else 0.0
             if spread == 0.0:
                 log.warning("GaugeWarning: every exposure is at the same commanded position; with "
                             "hole errors free, the hole errors and the distortion are not separable "
                             "(only the priors tell them apart)")
                 self.same_position = True
-            else:
-                self.same_position = False
         self.B = design_matrix(pts.x, pts.y, self.degree, pts.domain)
         self.MB = None
         self.tri = np.triu_indices(nt)
@@ -163,78 +209,147 @@ class LabModel:
         self.U = vec  # columns are eigenvectors
         self.dataset = pts.dataset
 
-        # observations, extra global columns (chopper frame) and pose design
-        m = pts.hole_xy[pts.hole]
-        o = pts.offsets[pts.exposure]
-        self.y = m + o
-        ext = np.zeros((n, 2, 2))  # d(-t_e)/d(zeta_s, zeta_r)
-        ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
-        ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
-        self.E = ext
-        self.ne = ext.shape[2]
-        q = np.zeros((n, 2, 4))
-        q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
-        q[:, 1, 0], q[:, 1, 1], q[:, 1, 3] = -m[:, 1], -m[:, 0], -1.0
-        self.Q = q
-        non_ref = [e for e in range(pts.n_exposures) if e != self.reference]
+        # observations, extra global columns (chopper frame, flexure) and pose design
+        self.y, self.E, self.Q, self.Lp = self._point_design(pts)
+        self.ne = self.E.shape[2]
         self.pose_slot = -np.ones(pts.n_exposures, int)
         self.pose_slot[non_ref] = np.arange(len(non_ref))
         self.exposure_points = [np.flatnonzero(pts.exposure == e) for e in non_ref]
         self.n_pose = 4 * len(non_ref)
         self.p0 = 2 * nt + self.ne  # first pose parameter
+        self.f0 = 2 * nt + 2  # first flexure parameter
         self.G = self.p0 + self.n_pose
 
-        # prior on the global parameters
+        # prior on the global parameters (the flexure's widths are hyperparameters)
         p = self.priors
         sd_c = np.full(nt, p.distortion_px * pts.pixel_scale)
         for k, (i, j) in enumerate(terms(self.degree)):
             if i + j <= 1:
                 sd_c[k] = p.linear_sigma
         g0 = np.zeros(self.G)
-        sd = np.concatenate([sd_c, sd_c, np.full(self.ne, p.offset_frame_sigma), np.zeros(self.n_pose)])
+        sd = np.concatenate([sd_c, sd_c, np.full(2, p.offset_frame_sigma), np.ones(self.n_flex),
+                             np.zeros(self.n_pose)])
         for e in non_ref:
             s = self.p0 + 4 * self.pose_slot[e]
-            sd[s:s + 4] = [p.pose_scale_sigma, p.pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
+            if pts.exposure_kind[e] == 1:
+                sd[s:s + 4] = [p.sky_pose_scale_sigma, p.sky_pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
+            else:
+                sd[s:s + 4] = [p.pose_scale_sigma, p.pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
+        self.flex_cols = np.arange(self.f0, self.f0 + self.n_flex)
+        if self.priors.flexure_scales not in ("shared", "per_function"):
+            raise ValueError(f"Priors.flexure_scales must be 'shared' or 'per_function', got {self.priors.flexure_scales!r}")
+        per_function = self.priors.flexure_scales == "per_function"
+        if not self.has_sky:
+            self.flex_function = np.zeros(0, int)
+            flex_groups = []
+        elif per_function:
+            self.flex_function = self.flexure.function_of_param()
+            flex_groups = [f"log_flex_sigma[{f}]" for f in self.flexure.functions]
+        else:
+            self.flex_function = np.zeros(self.n_flex, int)
+            flex_groups = ["log_flex_sigma"]
+        static = np.ones(self.G, bool)
+        static[self.flex_cols] = False
+        self.static_cols = np.flatnonzero(static)
         self.g0, self.g_sd = g0, sd
-        self.prior_precision = 1.0 / sd**2
-        self.logdet_prior = 2 * np.sum(np.log(sd))
+        self.prior_precision = np.where(static, 1.0 / sd**2, 0.0)
+        self.logdet_prior = 2 * np.sum(np.log(sd[static]))
         self.prior_quad = float(np.sum(g0**2 * self.prior_precision))
 
-        # hole blocks: points sorted by hole for segment sums
-        self.H = pts.n_holes
-        self.pose_points = np.flatnonzero(self.pose_slot[pts.exposure] >= 0)
-        self.pose_rows = (self.p0 + 4 * self.pose_slot[pts.exposure[self.pose_points]][:, None]
-                          + np.arange(4)[None, :])
-        self.pose_holes = np.broadcast_to(pts.hole[self.pose_points][:, None], self.pose_rows.shape)
-        hs = pts.hole  # sorted
-        self.pose_flat = None
-        # padded per-hole layout (H, M): slot j of hole h holds its j-th point (or nothing),
-        # so per-hole sums of per-point products become one batched matrix product
-        counts = np.bincount(hs, minlength=self.H)
-        self.M = int(max(counts.max(), 1)) if n else 1
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.pad_index = hs * self.M + (np.arange(n) - first[hs])
-        self.B_pad = np.zeros((self.H * self.M, nt))
-        self.B_pad[self.pad_index] = self.B
-        self.B_pad = self.B_pad.reshape(self.H, self.M, nt)
-        self.hole_start = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
-        self.hole_of_segment = hs[self.hole_start]
-        if self.hole_errors:
-            pairs = pts.hole * pts.n_exposures + pts.exposure
-            if np.unique(pairs).size != n:
-                raise DataError("a hole appears more than once in one exposure")
-            self.V = gauge_patterns(pts.hole_xy).reshape(self.H, 2, 6)
+        # source blocks (hole errors, star catalogue errors): points sorted by block for
+        # segment sums; the points without a block come first
+        src_block = -np.ones(pts.n_holes, int)
+        blocks = np.flatnonzero(self.source_block_flag)  # sources without points keep their prior
+        src_block[blocks] = np.arange(blocks.size)
+        self.source_block = src_block
+        self.block_sources = blocks
+        self.H = blocks.size
+        self.has_blocks = self.H > 0
+        block_pt = src_block[pts.hole]
+        self.nb0 = int(np.sum(block_pt < 0))  # first point with a block
+        self.block_kind = pts.source_kind[blocks]
+        self.hole_blocks = np.flatnonzero(self.block_kind == 0)
+        self.star_blocks = np.flatnonzero(self.block_kind == 1)
+        bprec = np.zeros((self.H, 2, 2))
+        logdet_star = 0.0
+        if self.star_blocks.size:
+            c = pts.source_cov[blocks[self.star_blocks]]
+            bprec[self.star_blocks] = np.linalg.inv(c)
+            logdet_star = float(np.sum(np.linalg.slogdet(c)[1]))
+        self.block_prior_precision = bprec  # stars; holes get 1/hsig**2 per phi
+        self.logdet_star_prior = logdet_star
+        if self.has_blocks:
+            bsl = slice(self.nb0, n)
+            hs = block_pt[bsl]
+            self.block_of_point = hs
+            self.pose_points = np.flatnonzero(self.pose_slot[pts.exposure[bsl]] >= 0)
+            self.pose_rows = (self.p0 + 4 * self.pose_slot[pts.exposure[bsl][self.pose_points]][:, None]
+                              + np.arange(4)[None, :])
+            self.pose_holes = np.broadcast_to(hs[self.pose_points][:, None], self.pose_rows.shape)
+            self.pose_flat = None
+            # padded per-block layout (H, M): slot j of block h holds its j-th point, so
+            # per-block sums of per-point products become one batched matrix product
+            cnt = np.bincount(hs, minlength=self.H)
+            self.M = int(max(cnt.max(), 1))
+            first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+            self.pad_index = hs * self.M + (np.arange(hs.size) - first[hs])
+            self.B_pad = np.zeros((self.H * self.M, nt))
+            self.B_pad[self.pad_index] = self.B[bsl]
+            self.B_pad = self.B_pad.reshape(self.H, self.M, nt)
+            self.hole_start = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
+            self.hole_of_segment = hs[self.hole_start]
+            pairs = pts.hole[bsl] * pts.n_exposures + pts.exposure[bsl]
+            if np.unique(pairs).size != pairs.size:
+                raise DataError("a hole or star appears more than once in one exposure")
+        if self.hole_errors and self.hole_blocks.size:
+            v = np.zeros((self.H, 2, 6))
+            hb = self.hole_blocks
+            v[hb] = gauge_patterns(pts.hole_xy[blocks[hb]]).reshape(hb.size, 2, 6)
+            self.V = v
+        else:
+            self.V = None
 
         self.hyper_names = [f"log_jitter[{d}]" for d in pts.dataset_names] + ["log_kappa"]
-        if self.hole_errors:
+        self.i_hole = None
+        if self.V is not None:
+            self.i_hole = len(self.hyper_names)
             self.hyper_names.append("log_hole_sigma")
+        self.i_flex = np.arange(len(self.hyper_names), len(self.hyper_names) + len(flex_groups))
+        self.hyper_names += flex_groups
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"])
+        if self.has_sky:
+            self.param_names += self.flexure.names
         for e in non_ref:
             name = pts.exposure_names[e]
             self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
                                  f"pose_tx[{name}]", f"pose_ty[{name}]"]
+
+    def _point_design(self, pts):
+        """Per-point arrays of the observation equation ``y = A g + Lp delta + noise``.
+
+        Returns ``y`` (N, 2) arcsec (nominal position plus commanded offset), the extra
+        global columns ``E`` (N, 2, 2 + n_flex) (chopper frame, flexure), the pose design
+        ``Q`` (N, 2, 4) and the source-error design ``Lp`` (N, 2, 2) (minus the source
+        Jacobian: the model predicts ``G(p) = nominal + J delta + ...``).
+        """
+        n = pts.n_points
+        m = pts.ref_xy
+        o = pts.offsets[pts.exposure]
+        y = m + o
+        ext = np.zeros((n, 2, 2 + self.n_flex))  # d(-t_e)/d(zeta_s, zeta_r), -flexure
+        ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
+        ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
+        sky = pts.is_sky
+        if self.n_flex and sky.any():
+            e = pts.exposure[sky]
+            ext[sky, :, 2:] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
+                                                   pts.exposure_rotator_deg[e], pts.exposure_parity[e])
+        q = np.zeros((n, 2, 4))
+        q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
+        q[:, 1, 0], q[:, 1, 1], q[:, 1, 3] = -m[:, 1], -m[:, 0], -1.0
+        return y, ext, q, -pts.source_jacobian
 
     # ------------------------------------------------------------------ hyperparameters
     @property
@@ -247,10 +362,13 @@ class LabModel:
         nd = self.points.n_datasets
         lo = [np.log(p.jitter_mas[0] / 1e3)] * nd + [-5 * p.kappa_log_sigma]
         hi = [np.log(p.jitter_mas[1] / 1e3)] * nd + [5 * p.kappa_log_sigma]
-        if self.hole_errors:
+        if self.i_hole is not None:
             conv = 1e-3 / self.points.mask_scale  # um -> arcsec
             lo.append(np.log(p.hole_error_um[0] * conv))
             hi.append(np.log(p.hole_error_um[1] * conv))
+        for _ in self.i_flex:
+            lo.append(np.log(p.flexure_sigma_mas[0] / 1e3))
+            hi.append(np.log(p.flexure_sigma_mas[1] / 1e3))
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi):
@@ -267,16 +385,29 @@ class LabModel:
         phi = np.empty(self.ndim)
         phi[:nd] = np.log(0.01 * self.points.pixel_scale)  # 0.01 px of jitter
         phi[nd] = 0.0
-        if self.hole_errors:
-            phi[nd + 1] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
+        if self.i_hole is not None:
+            phi[self.i_hole] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
+        phi[self.i_flex] = np.log(1e-3)  # 1 mas
         return np.clip(phi, lo + 1e-6, hi - 1e-6)
 
     def _unpack(self, phi):
         nd = self.points.n_datasets
         jit = np.exp(phi[:, :nd])
         kappa = np.exp(phi[:, nd])
-        hsig = np.exp(phi[:, nd + 1]) if self.hole_errors else None
+        hsig = np.exp(phi[:, self.i_hole]) if self.i_hole is not None else None
         return jit, kappa, hsig
+
+    def flexure_sigma(self, phi):
+        """Prior widths (arcsec) of the flexure coefficients, (K, n_flex)."""
+        phi = np.atleast_2d(phi)
+        return np.exp(phi[:, self.i_flex])[:, self.flex_function]
+
+    def prior_sd(self, phi):
+        """Prior width of every global parameter at ``phi`` (the flexure's from ``phi``)."""
+        sd = np.array(self.g_sd, float)
+        if self.n_flex:
+            sd[self.flex_cols] = self.flexure_sigma(phi)[0]
+        return sd
 
     # ------------------------------------------------------------------ linear algebra
     def _weights(self, phi):
@@ -290,8 +421,12 @@ class LabModel:
         W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
         return w, W
 
-    def _system(self, phi):
-        """Normal equations of the global block after eliminating the hole blocks."""
+    def _system(self, phi, weak=None):
+        """Normal equations of the global block after eliminating the source blocks.
+
+        ``weak``: boolean over the global parameters whose prior is left out (the data's
+        own information, for :meth:`data_information`).
+        """
         K = phi.shape[0]
         nt, G, N = self.nt, self.G, self.points.n_points
         B = self.B
@@ -351,21 +486,29 @@ class LabModel:
             P[:, s:s + 4, s:s + 4] = q2.T @ WQ[:, idx].reshape(K, -1, 4)
             h[:, s:s + 4] = Wy[:, idx].reshape(K, -1) @ q2
         idx = np.arange(G)
-        P[:, idx, idx] += self.prior_precision
-        h += self.g0 * self.prior_precision
+        prec = np.broadcast_to(self.prior_precision, (K, G)).copy()
+        logdet_prior = np.full(K, self.logdet_prior)
+        if self.n_flex:
+            tau = self.flexure_sigma(phi)
+            prec[:, self.flex_cols] = 1.0 / tau**2
+            logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
+        if weak is not None:
+            prec[:, np.asarray(weak, bool)] = 0.0
+        P[:, idx, idx] += prec
+        h += self.g0 * prec
         const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
-                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + self.logdet_prior + self.prior_quad)
+                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + self.prior_quad)
         sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const}
-        if self.hole_errors:
-            self._eliminate_holes(phi, sys)
+        if self.has_blocks:
+            self._eliminate_blocks(phi, sys)
         else:
             sys["S"], sys["r"] = P, h
         return sys
 
     def _segment_sum(self, a):
-        """Sum an array with a point axis (axis 1) over the points of each hole.
+        """Sum an array with a point axis (axis 1, the block points) over each block.
 
-        Holes without points (all their points flagged) get zeros: their errors keep
+        Blocks without points (all their points flagged) get zeros: their errors keep
         their prior.
         """
         sums = np.add.reduceat(a, self.hole_start, axis=1)
@@ -375,28 +518,35 @@ class LabModel:
         out[:, self.hole_of_segment] = sums
         return out
 
-    def _eliminate_holes(self, phi, sys):
+    def _eliminate_blocks(self, phi, sys):
+        """Schur complement of the source blocks (hole errors, star catalogue errors).
+
+        A block point ``i`` of source ``b`` enters as ``Lp_i delta_b``; with ``WL = W Lp``
+        the cross terms are ``sum A_i^T WL_i``, the block precision
+        ``sum Lp_i^T WL_i + prior`` and the block's right-hand side ``sum WL_i^T y_i``.
+        """
         K = phi.shape[0]
         nt, G, H = self.nt, self.G, self.H
-        W, Wy, P, h = sys["W"], sys["Wy"], sys["P"], sys["h"]
+        bsl = slice(self.nb0, self.points.n_points)
+        W, Wy, P, h = sys["W"][:, bsl], sys["Wy"][:, bsl], sys["P"], sys["h"]
         _, _, hsig = self._unpack(phi)
-        pts = self.points
-        # cross terms between the global block and the hole errors (which enter as -delta)
+        Lp = self.Lp[bsl]
+        WL = _mul22(W, Lp)  # (K, n, 2, 2)
+        n, M = WL.shape[1], self.M
         Pgd = np.zeros((K, G, H, 2))
-        N, M = pts.n_points, self.M
         wpad = np.zeros((H * M, K, 4))
-        wpad[self.pad_index] = np.swapaxes(W.reshape(K, N, 4), 0, 1)
+        wpad[self.pad_index] = np.swapaxes(WL.reshape(K, n, 4), 0, 1)
         wpad = wpad.reshape(H, M, 4 * K)
         t = np.swapaxes(wpad, 1, 2) @ self.B_pad  # (H, [K, comp, c], nt)
         t = t.reshape(H, K, 2, 2, nt)
         for comp in range(2):
             for c in range(2):
-                Pgd[:, comp * nt:(comp + 1) * nt, :, c] = -np.transpose(t[:, :, comp, c], (1, 2, 0))
-        T = _mul22t(self.E, W)  # extra columns: E^T W per point, (K, N, ne, 2)
-        Pgd[:, 2 * nt:self.p0] -= np.moveaxis(self._segment_sum(T), 1, 2)
+                Pgd[:, comp * nt:(comp + 1) * nt, :, c] = np.transpose(t[:, :, comp, c], (1, 2, 0))
+        T = _mul22t(self.E[bsl], WL)  # extra columns: E^T W Lp per point, (K, n, ne, 2)
+        Pgd[:, 2 * nt:self.p0] += np.moveaxis(self._segment_sum(T), 1, 2)
         if self.n_pose:
             i = self.pose_points
-            T = _mul22t(self.Q[i], W[:, i])  # (K, n, 4, 2)
+            T = _mul22t(self.Q[bsl][i], WL[:, i])  # (K, n, 4, 2)
             if self.pose_flat is None:
                 shape = (G, H, 2)
                 r = np.broadcast_to(self.pose_rows[..., None], self.pose_rows.shape + (2,))
@@ -404,16 +554,22 @@ class LabModel:
                 cc = np.broadcast_to(np.arange(2), r.shape)
                 self.pose_flat = np.ravel_multi_index((r, hh, cc), shape).ravel()
             flat = Pgd.reshape(K, -1)
-            flat[:, self.pose_flat] -= T.reshape(K, -1)
-        D = self._segment_sum(W)  # (K, H, 2, 2)
-        D[..., 0, 0] += 1.0 / hsig[:, None] ** 2
-        D[..., 1, 1] += 1.0 / hsig[:, None] ** 2
-        hd = -self._segment_sum(Wy)  # (K, H, 2)
+            flat[:, self.pose_flat] += T.reshape(K, -1)
+        D = self._segment_sum(_mul22t(Lp, WL))  # (K, H, 2, 2)
+        D += self.block_prior_precision
+        logdet_prior = np.full(K, self.logdet_star_prior)
+        if self.hole_errors and self.hole_blocks.size:
+            hb = self.hole_blocks
+            D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
+            D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
+            logdet_prior = logdet_prior + 4 * hb.size * np.log(hsig)
+        yb = self.y[bsl]
+        hd = self._segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
         det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
         Dinv = np.empty_like(D)
         Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
         Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
-        # Y = Pgd Dinv (2x2 per hole), written out
+        # Y = Pgd Dinv (2x2 per block), written out
         Y = np.empty_like(Pgd)
         Y[..., 0] = Pgd[..., 0] * Dinv[:, None, :, 0, 0] + Pgd[..., 1] * Dinv[:, None, :, 1, 0]
         Y[..., 1] = Pgd[..., 0] * Dinv[:, None, :, 0, 1] + Pgd[..., 1] * Dinv[:, None, :, 1, 1]
@@ -424,7 +580,7 @@ class LabModel:
         dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
         quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
         sys.update(S=S, r=r, Pgd=Pgd, Dinv=Dinv, Y=Y, hd=hd, Dinv_hd=np.stack([dh0, dh1], -1),
-                   const=sys["const"] + 4 * H * np.log(hsig) + np.sum(np.log(det), axis=1) - quad)
+                   const=sys["const"] + logdet_prior + np.sum(np.log(det), axis=1) - quad)
 
     def _solve(self, sys):
         """Cholesky of the Schur complement, its log-determinant and the posterior mean."""
@@ -462,7 +618,7 @@ class LabModel:
         except np.linalg.LinAlgError:
             return np.full(phi.shape[0], -np.inf)
         ll = -0.5 * (sys["const"] + logdet - np.einsum("kg,kg->k", sys["r"], mu))
-        if self.hole_errors:
+        if self.V is not None:
             _, _, saa, _, mu_a = self._gauge(sys, L, mu)
             hsig = self._unpack(phi)[2]
             sign, ldet = np.linalg.slogdet(saa)
@@ -490,9 +646,11 @@ class LabModel:
         L, _, mu = self._solve(sys)
         cov = np.linalg.inv(sys["S"][0])
         cond = Conditional(self, phi[0], sys, L[0], mu[0], cov)
-        if self.hole_errors:
+        if self.V is not None:
             xg, xd, saa, mu_d, mu_a = self._gauge(sys, L, mu)
             cond.set_gauge(xg[0], xd[0], saa[0], mu_d[0], mu_a[0])
+        elif self.has_blocks:
+            cond.set_blocks(sys)
         return cond
 
     def sample_linear(self, phi, rng, per_phi=1):
@@ -512,7 +670,7 @@ class LabModel:
         for k in range(K):
             g[k] = (mu[k][:, None] + solve_triangular(L[k], z[k], lower=True, trans="T",
                                                       check_finite=False)).T
-        if not self.hole_errors:
+        if not self.has_blocks:
             return g.reshape(K * M, self.G), None
         Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
         pg = np.einsum("kgha,kmg->kmha", Pgd, g)
@@ -525,12 +683,37 @@ class LabModel:
         l11 = np.sqrt(np.maximum(Dinv[..., 1, 1] - (Dinv[..., 1, 0] ** 2 / Dinv[..., 0, 0]), 0.0))[:, None]
         e = rng.standard_normal((K, M, self.H, 2))
         delta = mean_d + np.stack([l00 * e[..., 0], l10 * e[..., 0] + l11 * e[..., 1]], -1)
+        if self.V is None:
+            return g.reshape(K * M, self.G), delta.reshape(K * M, self.H, 2)
         xg, xd, saa, _, _ = self._gauge(sys, L, mu)
         alpha = np.einsum("haj,kmha->kmj", self.V, delta)
         coef = np.linalg.solve(saa[:, None], alpha[..., None])[..., 0]  # (K, M, 6)
         g = g - np.einsum("kgj,kmj->kmg", xg, coef)
         delta = delta - np.einsum("khaj,kmj->kmha", xd, coef)
         return g.reshape(K * M, self.G), delta.reshape(K * M, self.H, 2)
+
+    def residuals(self, g, block_mean, points):
+        """Model minus observation, ``A g + Lp delta - y`` (N, 2) arcsec, for ``points``.
+
+        ``points`` share the model's exposures and sources (e.g. all points, flagged ones
+        included); ``g`` is a global parameter vector and ``block_mean`` the source errors
+        per block (H, 2) or None. For a lab point this is ``G(p)`` minus where the model
+        expects the hole.
+        """
+        y, E, Q, Lp = self._point_design(points)
+        B = design_matrix(points.x, points.y, self.degree, points.domain)
+        nt = self.nt
+        pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]]) + E @ g[2 * nt:self.p0]
+        slot = self.pose_slot[points.exposure]
+        has = slot >= 0
+        pose = np.zeros((points.n_points, 4))
+        pose[has] = g[self.p0 + 4 * slot[has][:, None] + np.arange(4)]
+        pred += np.einsum("nab,nb->na", Q, pose)
+        if block_mean is not None:
+            blk = self.source_block[points.hole]
+            ok = blk >= 0
+            pred[ok] += np.einsum("nab,nb->na", Lp[ok], block_mean[blk[ok]])
+        return pred - y
 
     def field_from(self, g):
         """The :class:`DistortionField` of a global parameter vector ``g``."""
@@ -579,6 +762,11 @@ class Conditional:
         self._gauge = None
         self.hole_mean = None
 
+    def set_blocks(self, sys):
+        """Posterior means of the source blocks (no gauge conditioning)."""
+        mu_d = sys["Dinv_hd"][0] - np.einsum("gha,g->ha", sys["Y"][0], self._mu_unc)
+        self.hole_mean = mu_d
+
     def set_gauge(self, xg, xd, saa, mu_d, mu_a):
         self._gauge = (xg, xd, saa)
         sinv = np.linalg.inv(saa)
@@ -592,13 +780,15 @@ class Conditional:
         z = rng.standard_normal((m.G, n))
         g = self._mu_unc[:, None] + solve_triangular(self._chol.T, z, lower=False)
         g = g.T
-        if not m.hole_errors:
+        if not m.has_blocks:
             return g, None
         sys = self._sys
         Dinv, Pgd, hd = sys["Dinv"][0], sys["Pgd"][0], sys["hd"][0]
         mean_d = np.einsum("hab,nhb->nha", Dinv, hd[None] - np.einsum("gha,ng->nha", Pgd, g))
         Ld = np.linalg.cholesky(Dinv)
         delta = mean_d + np.einsum("hab,nhb->nha", Ld, rng.standard_normal((n, m.H, 2)))
+        if self._gauge is None:
+            return g, delta
         xg, xd, saa = self._gauge
         alpha = np.einsum("haj,nha->nj", m.V, delta)
         coef = np.linalg.solve(saa, alpha.T).T  # (n, 6)
