@@ -410,14 +410,36 @@ def inseparable_directions(model, phi, threshold=0.5, tol=1e-6):
         null = w[k] < tol
         if not (null or w[k] < limit * prior_prec):
             continue
-        vec = v[:, k]
-        order = np.argsort(-np.abs(vec))
-        big = [i for i in order if abs(vec[i]) >= 0.2][:4] or list(order[:1])
-        members = [model.param_names[idx[i]] for i in big]
-        combo = " + ".join(f"{vec[i]:+.2f}*{model.param_names[idx[i]]}" for i in big)
         why = "no information" if null else f"data information {w[k] / prior_prec:.2g} of its prior's"
+        combo, members = _describe_direction(v[:, k], [model.param_names[i] for i in idx])
         out.append((f"{combo} ({why})", members))
     return out
+
+
+def _describe_direction(vec, names, floor=0.1):
+    """A readable name for a direction: per kind of parameter (field, flexure, each pose
+    component) its largest members; a pose component shared by many exposures is summed
+    up as one term."""
+    vec = np.asarray(vec) / np.max(np.abs(vec))
+    groups = {}
+    for i, n in enumerate(names):
+        kind = n.split("[", 1)[0]
+        kind = "field" if kind in ("cu", "cv") else kind
+        groups.setdefault(kind, []).append(i)
+    parts, members = [], []
+    for kind, ids in groups.items():
+        ids = [i for i in ids if abs(vec[i]) >= floor]
+        if not ids:
+            continue
+        ids.sort(key=lambda i: -abs(vec[i]))
+        if kind.startswith("pose_") and len(ids) > 3:
+            parts.append(f"{kind}[{len(ids)} exposures, mean {np.mean(vec[ids]):+.2f}]")
+            members += [names[i] for i in ids]
+            continue
+        for i in ids[:3]:
+            parts.append(f"{vec[i]:+.2f}*{names[i]}")
+            members.append(names[i])
+    return " + ".join(parts), members
 
 
 def _progress(setting):
