@@ -1,0 +1,17 @@
+"""Applying a solution: undistorted positions of star lists, resampled images.
+
+- :mod:`.solutions`: open any solution (AstroMet with a choice of method, SIP header, SIAF
+  table, fit result directory) as one :class:`~.solutions.Evaluator`;
+- :mod:`.starlist`: correct positions and star lists, with combined uncertainties and
+  domain flags;
+- :mod:`.image`: resample images onto the linear grid (drizzle, flux-conserving) with the
+  correction folded into their WCS;
+- :mod:`.cli`: ``astrocal correct``.
+"""
+from .solutions import ASTROMET_METHODS, Evaluation, Evaluator, SolutionError, open_solution
+from .starlist import Corrected, correct_positions, correct_star_list
+from .image import correct_image, resample
+
+__all__ = ["ASTROMET_METHODS", "Corrected", "Evaluation", "Evaluator", "SolutionError",
+           "correct_image", "correct_positions", "correct_star_list", "open_solution",
+           "resample"]
