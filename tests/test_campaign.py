@@ -85,3 +85,160 @@ def test_no_dataset_and_bad_toml(campaign_dir):
         load_campaign(campaign_dir / "broken.toml")
     with pytest.raises(CampaignError, match="not found"):
         load_campaign(campaign_dir / "missing.toml")
+
+
+# ---------------------------------------------------------------------- [[sky]] datasets
+SKY = textwrap.dedent("""\
+    [instrument]
+    name = "METIS IMG_LM"
+
+    [[sky]]
+    name = "gc"
+    catalog = "cat.ecsv"
+    site = "armazones"
+    filter = "Lp"
+    x_col = 0
+    y_col = "ycen"
+    flux_col = 2
+    sigma_x_col = 3
+    sigma_y_col = 4
+    one_based = true
+    band = "Lp"
+    strehl = 0.8
+    background = "raw/bg.fits"
+    exposures = [
+      { file = "raw/s0.fits", time = "2026-05-01T04:00:00", ra = 266.4168, dec = -29.0078, position_angle_deg = 35.0, parity = -1 },
+      { file = "raw/s1.txt", time = 2026-05-01T04:10:00, ra = "17h45m40.03s", dec = "-29d00m28.08s", rotator_angle_deg = "0.5 rad", pressure_hpa = "71.2 kPa", temperature_c = "281.15 K", humidity = "15 %", wavelength_um = "3800 nm", zenith_distance_deg = 51.0 },
+      { file = "raw/s2.fits" },
+    ]
+
+    [fit]
+    output = "out/"
+    """)
+
+
+@pytest.fixture
+def sky_dir(tmp_path):
+    (tmp_path / "raw").mkdir()
+    for name in ("raw/s0.fits", "raw/s1.txt", "raw/s2.fits", "raw/bg.fits", "cat.ecsv"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "c.toml").write_text(SKY)
+    return tmp_path
+
+
+def test_sky_campaign_values(sky_dir):
+    c = load_campaign(sky_dir / "c.toml")
+    (ds,) = c.sky
+    assert ds.catalog == sky_dir / "cat.ecsv" and ds.catalog_given == "cat.ecsv"
+    assert (ds.x_col, ds.y_col, ds.flux_col, ds.sigma_x_col, ds.sigma_y_col) == (0, "ycen", 2, 3, 4)
+    assert ds.one_based is True and ds.band == "Lp" and ds.strehl == 0.8 and ds.filter == "Lp"
+    assert ds.background == sky_dir / "raw" / "bg.fits" and ds.flat is None
+    e0, e1, e2 = (e.extra for e in ds.exposures)
+    assert e0 == {"time": "2026-05-01T04:00:00.000", "ra": 266.4168, "dec": -29.0078,
+                  "position_angle_deg": 35.0, "parity": -1}
+    assert e1["time"] == "2026-05-01T04:10:00.000"  # a TOML datetime: UTC
+    assert e1["ra"] == pytest.approx(266.416792, abs=1e-6) and e1["dec"] == pytest.approx(-29.0078)
+    assert e1["rotator_angle_deg"] == pytest.approx(28.6478898) and "position_angle_deg" not in e1
+    assert e1["pressure_hpa"] == pytest.approx(712.0) and e1["temperature_c"] == pytest.approx(8.0)
+    assert e1["humidity"] == pytest.approx(0.15) and e1["wavelength_um"] == pytest.approx(3.8)
+    assert e1["zenith_distance_deg"] == 51.0
+    assert e2 == {}
+
+
+@pytest.mark.parametrize("old, new, key, message", [
+    ("position_angle_deg = 35.0, parity", "position_angle_deg = 35.0, rotator_angle_deg = 3.0, parity",
+     r"sky\[0\].exposures\[0\].rotator_angle_deg", "at most one of position_angle_deg and rotator_angle_deg"),
+    ("position_angle_deg = 35.0, parity", "derotator_deg = 35.0, parity",
+     r"sky\[0\].exposures\[0\].derotator_deg", "ambiguous: a derotator's mechanical angle"),
+    ("parity = -1", "parity = 2", r"sky\[0\].exposures\[0\].parity", r"must be \+1 or -1"),
+    ('time = "2026-05-01T04:00:00"', 'time = "last night"', r"sky\[0\].exposures\[0\].time",
+     "cannot parse 'last night' as a time"),
+    ('time = "2026-05-01T04:00:00"', "time = 2026.33", r"sky\[0\].exposures\[0\].time",
+     "expected an ISO time string"),
+    ('time = "2026-05-01T04:00:00"', "time = 2026-05-01", r"sky\[0\].exposures\[0\].time",
+     "a date without a time of day"),
+    ("ra = 266.4168", "ra = 400.0", r"sky\[0\].exposures\[0\].ra", r"must be in 0..360 deg"),
+    ('dec = "-29d00m28.08s"', 'dec = "south"', r"sky\[0\].exposures\[1\].dec", "cannot read 'south' as an angle"),
+    ("ra = 266.4168, dec = -29.0078, ", "ra = 266.4168, ", r"sky\[0\].exposures\[0\].dec",
+     "the pointing needs both ra and dec"),
+    ('humidity = "15 %"', "humidity = 15", r"sky\[0\].exposures\[1\].humidity",
+     r"a fraction 0..1, got 15 \(per cent\?"),
+    ('pressure_hpa = "71.2 kPa"', 'pressure_hpa = "712 K"', r"sky\[0\].exposures\[1\].pressure_hpa",
+     "wrong unit"),
+    ('temperature_c = "281.15 K"', 'temperature_c = "warm"', r"sky\[0\].exposures\[1\].temperature_c",
+     "cannot read 'warm' as a temperature"),
+    ('wavelength_um = "3800 nm"', "wavelength_um = -3.8", r"sky\[0\].exposures\[1\].wavelength_um",
+     "must be positive"),
+    ("zenith_distance_deg = 51.0", "zenith_distance_deg = 95.0",
+     r"sky\[0\].exposures\[1\].zenith_distance_deg", r"must be in 0..90 deg"),
+    ("x_col = 0", "x_col = -1", r"sky\[0\].x_col", "0-based and >= 0"),
+    ("x_col = 0", "x_col = true", r"sky\[0\].x_col", "expected a column name or a 0-based column index"),
+    ("sigma_y_col = 4\n", "", r"sky\[0\].sigma_x_col", r"need both sigma_x_col and sigma_y_col \(sigma_y_col is"),
+    ("one_based = true", 'one_based = "yes"', r"sky\[0\].one_based", "expected true or false"),
+    ("strehl = 0.8", "strehl = 1.5", r"sky\[0\].strehl", r"must be in \(0, 1\]"),
+    ('site = "armazones"', 'site = "mars"', r"sky\[0\].site", "unknown site 'mars'"),
+    ('background = "raw/bg.fits"', 'background = "raw/nobg.fits"', r"sky\[0\].background", "file not found"),
+    ("band = ", "bands = ", r"sky\[0\].bands", r"unknown key \(did you mean 'band'"),
+])
+def test_sky_errors_name_file_key_and_line(sky_dir, old, new, key, message):
+    assert old in SKY
+    (sky_dir / "bad.toml").write_text(SKY.replace(old, new, 1))
+    with pytest.raises(CampaignError, match=rf"bad.toml, line \d+: key '{key}': .*{message}"):
+        load_campaign(sky_dir / "bad.toml")
+
+
+def test_sky_error_lines(sky_dir):
+    (sky_dir / "bad.toml").write_text(SKY.replace("parity = -1", "parity = 0"))
+    with pytest.raises(CampaignError, match=r"line 19: key 'sky\[0\].exposures\[0\].parity'"):
+        load_campaign(sky_dir / "bad.toml")
+    (sky_dir / "bad.toml").write_text(SKY.replace("humidity = \"15 %\"", "humidity = 2"))
+    with pytest.raises(CampaignError, match=r"line 20: key 'sky\[0\].exposures\[1\].humidity'"):
+        load_campaign(sky_dir / "bad.toml")
+    (sky_dir / "bad.toml").write_text(SKY.replace("strehl = 0.8", "strehl = 0"))
+    with pytest.raises(CampaignError, match=r"line 16: key 'sky\[0\].strehl'"):
+        load_campaign(sky_dir / "bad.toml")
+
+
+def test_missing_sky_exposure_kept_on_request(sky_dir):
+    (sky_dir / "raw" / "s2.fits").unlink()
+    with pytest.raises(CampaignError, match=r"sky\[0\].exposures\[2\].file': file not found"):
+        load_campaign(sky_dir / "c.toml")
+    c = load_campaign(sky_dir / "c.toml", missing_exposures="keep")
+    assert not c.sky[0].exposures[2].file.exists()
+
+
+# ---------------------------------------------------------------------- [fit] flexure
+def test_flexure_defaults(sky_dir):
+    fit = load_campaign(sky_dir / "c.toml").fit
+    assert fit.flexure_degree == 2 and fit.flexure_functions == ("1", "cos_z", "sin_z")
+    # half the field of view of the METIS IMG_LM detector: 2048 px x 5.47 mas / 2
+    assert fit.flexure_radius_arcsec == pytest.approx(5.60128)
+    basis = fit.flexure
+    assert (basis.degree, basis.functions, basis.radius_arcsec) == (2, ("1", "cos_z", "sin_z"),
+                                                                   pytest.approx(5.60128))
+
+
+def test_flexure_keys(sky_dir):
+    text = SKY + 'flexure_degree = 3\nflexure_functions = ["1", "tan_z"]\nflexure_radius_arcsec = "4000 mas"\n'
+    (sky_dir / "f.toml").write_text(text)
+    fit = load_campaign(sky_dir / "f.toml").fit
+    assert fit.flexure_degree == 3 and fit.flexure_functions == ("1", "tan_z")
+    assert fit.flexure_radius_arcsec == pytest.approx(4.0) and fit.flexure.n_params == 2 * fit.flexure.n_field
+
+
+@pytest.mark.parametrize("line, key, message", [
+    ("flexure_degree = 6", "flexure_degree", r"must be an integer 1..5, got 6"),
+    ('flexure_degree = "two"', "flexure_degree", "expected an integer"),
+    ("flexure_degree = 0", "flexure_degree", "must be >= 1"),
+    ('flexure_functions = ["1", "cos_zz"]', "flexure_functions", r"unknown flexure function\(s\) \['cos_zz'\]"),
+    ('flexure_functions = ["1", "1"]', "flexure_functions", "flexure functions repeat"),
+    ("flexure_functions = []", "flexure_functions", "expected a non-empty list of names"),
+    ('flexure_functions = "cos_z"', "flexure_functions", "expected a non-empty list of names"),
+    ("flexure_radius_arcsec = 0", "flexure_radius_arcsec", "must be positive"),
+    ('flexure_radius_arcsec = "5 kg"', "flexure_radius_arcsec", "wrong unit"),
+    ("flexure_order = 2", "flexure_order", r"unknown key \(did you mean 'flexure_degree'"),
+])
+def test_flexure_errors(sky_dir, line, key, message):
+    (sky_dir / "bad.toml").write_text(SKY + line + "\n")
+    with pytest.raises(CampaignError, match=rf"bad.toml, line 26: key 'fit.{key}': .*{message}"):
+        load_campaign(sky_dir / "bad.toml")

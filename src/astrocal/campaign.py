@@ -10,7 +10,14 @@ Values with units may be written as numbers in the unit the key names
 (``offset_arcsec = [0.35, -0.12]``) or as strings with a unit
 (``offset_arcsec = ["350 mas", "-0.12 arcsec"]``), converted with astropy.
 
-The full schema is documented in ``docs/campaign.md``.
+``[[sky]]`` exposures are validated here too (the time parses, the angles and the weather
+are in range, at most one of ``position_angle_deg`` / ``rotator_angle_deg``); their values
+are kept, converted to plain numbers in the units of the key names, in
+:attr:`Exposure.extra` (``time`` as an ISO UTC string). ``[fit]`` holds the flexure model
+of the sky data (``flexure_degree``, ``flexure_functions``, ``flexure_radius_arcsec``).
+
+The schema is documented in ``docs/campaign.md`` (the ``[[sky]]`` and flexure keys) and
+``docs/sky_measure.md``.
 """
 from __future__ import annotations
 
@@ -49,6 +56,13 @@ class Exposure:
 
     ``offset_arcsec`` is the commanded mask (chopper) offset, ``offset_sigma_mas`` its
     1-sigma accuracy; ``None`` where not given (read from the header when measuring).
+
+    ``extra``: the other keys of the exposure. For ``[[sky]]`` exposures they are
+    validated and converted: ``time`` (str, ISO UTC; mid-exposure), ``ra``, ``dec``
+    (float, deg, ICRS pointing), ``position_angle_deg`` or ``rotator_angle_deg`` (float,
+    deg), ``parity`` (int, +1 or -1), ``zenith_distance_deg`` (float, deg, a check),
+    ``pressure_hpa``, ``temperature_c`` (float), ``humidity`` (float, relative humidity as
+    a fraction 0..1), ``wavelength_um`` (float).
     """
 
     file: Path
@@ -71,13 +85,34 @@ class LabDataset:
 
 @dataclass(frozen=True)
 class SkyDataset:
-    """``[[sky]]``: exposures of an asterism with a reference catalogue."""
+    """``[[sky]]``: exposures of an asterism with a reference catalogue.
+
+    ``catalog`` the resolved path, ``catalog_given`` the path as written in the campaign.
+    Exposures are images (FITS) or star lists (anything else; read with
+    :func:`astrocal.sky.starlist.read_star_list` using ``x_col``, ``y_col``, ``flux_col``,
+    ``sigma_x_col``, ``sigma_y_col`` (names, or 0-based column indices) and
+    ``one_based``). ``background``, ``flat``: optional calibration frames for the images
+    (reduced as lab frames). ``band``: the catalogue magnitude column (``mag_<band>``)
+    used by the matching's flux checks (None: positions only). ``strehl``: the Strehl
+    ratio of the model PSF of the images (None: the measure stage's stated default).
+    """
 
     name: str
     catalog: Path
     exposures: tuple
     site: str = "armazones"
     filter: Optional[str] = None
+    catalog_given: Optional[str] = None
+    background: Optional[Path] = None
+    flat: Optional[Path] = None
+    x_col: object = None
+    y_col: object = None
+    flux_col: object = None
+    sigma_x_col: object = None
+    sigma_y_col: object = None
+    one_based: Optional[bool] = None
+    band: Optional[str] = None
+    strehl: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +125,13 @@ class MeasureSettings:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """``[fit]``: the joint fit."""
+    """``[fit]``: the joint fit.
+
+    Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
+    ``flexure_degree`` (1..5), ``flexure_functions`` (names of
+    :data:`~astrocal.model.flexure.ZENITH_FUNCTIONS`), ``flexure_radius_arcsec`` (the
+    normalisation radius; default half the detector's field of view).
+    """
 
     output: Path
     degree: object = "auto"  # "auto" or an int
@@ -99,6 +140,17 @@ class FitSettings:
     steps: int = 2000
     seed: Optional[int] = None
     hole_errors: bool = True
+    flexure_degree: int = 2
+    flexure_functions: tuple = ("1", "cos_z", "sin_z")
+    flexure_radius_arcsec: float = 5.0
+
+    @property
+    def flexure(self):
+        """The :class:`~astrocal.model.flexure.FlexureBasis` of these settings."""
+        from .model.flexure import FlexureBasis
+
+        return FlexureBasis(self.flexure_degree, tuple(self.flexure_functions),
+                            float(self.flexure_radius_arcsec))
 
 
 @dataclass(frozen=True)
@@ -226,12 +278,21 @@ def _int(ctx, value, key, minimum=None):
 INSTRUMENT_KEYS = {"name", "preset", "detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"}
 LAB_KEYS = {"name", "mask", "filter", "background", "flat", "exposures"}
 LAB_EXPOSURE_KEYS = {"file", "offset_arcsec", "offset_sigma_mas"}
-SKY_KEYS = {"name", "catalog", "site", "filter", "exposures"}
-SKY_EXPOSURE_KEYS = {"file", "time", "ra", "dec", "position_angle_deg", "derotator_deg",
-                     "zenith_distance_deg", "pressure_hpa", "temperature_c", "humidity",
+SKY_KEYS = {"name", "catalog", "site", "filter", "exposures", "background", "flat", "x_col",
+            "y_col", "flux_col", "sigma_x_col", "sigma_y_col", "one_based", "band", "strehl"}
+SKY_EXPOSURE_KEYS = {"file", "time", "ra", "dec", "position_angle_deg", "rotator_angle_deg",
+                     "parity", "zenith_distance_deg", "pressure_hpa", "temperature_c", "humidity",
                      "wavelength_um"}
+#: keys that are refused with an explanation (not an unknown-key error)
+SKY_EXPOSURE_REFUSED = {
+    "derotator_deg": "ambiguous: a derotator's mechanical angle is not the rotation of the "
+                     "image; give rotator_angle_deg (angle of the instrument +y axis from the "
+                     "direction of the zenith) or position_angle_deg (of +y, from north through "
+                     "east)",
+}
 MEASURE_KEYS = {"output", "psf"}
-FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors"}
+FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors",
+            "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit"}
 
 _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
@@ -275,7 +336,8 @@ def _instrument(ctx, table):
     return InstrumentSpec(name=name, preset=preset, **merged)
 
 
-def _exposures(ctx, base, items, prefix, allowed, keep_missing=False):
+def _exposures(ctx, base, items, prefix, allowed, keep_missing=False, refused=None):
+    refused = refused or {}
     if not isinstance(items, list):
         raise ctx.error(f"{prefix}exposures", "must be a list of tables { file = ... }")
     if not items:
@@ -285,6 +347,9 @@ def _exposures(ctx, base, items, prefix, allowed, keep_missing=False):
         key = f"{prefix}exposures[{k}]"
         if not isinstance(item, dict):
             raise ctx.error(key, f"expected a table {{ file = ... }}, got {item!r}")
+        for bad in item:
+            if bad in refused:
+                raise ctx.error(f"{key}.{bad}", refused[bad])
         _check_keys(ctx, item, allowed, f"{key}.")
         value = _require(ctx, item, "file", f"{key}.")
         if keep_missing and isinstance(value, str) and value:
@@ -321,21 +386,165 @@ def _lab(ctx, base, items, keep_missing=False):
     return tuple(out)
 
 
-def _sky(ctx, base, items):
+def _column_choice(ctx, table, key, prefix):
+    """A star-list column: a name (str) or a 0-based index (int >= 0); None if absent."""
+    if key not in table:
+        return None
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ctx.error(f"{prefix}{key}", f"expected a column name or a 0-based column index, "
+                                          f"got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ctx.error(f"{prefix}{key}", f"a column index is 0-based and >= 0, got {value}")
+    return value
+
+
+def _angle(ctx, value, key, *, hours=False):
+    """An angle in degrees from a number (deg) or a string ("266.4 deg", "17h45m40s",
+    "-29:00:28" -- colons are hours for ``hours=True``, degrees otherwise)."""
+    from astropy.coordinates import Angle
+
+    if isinstance(value, bool):
+        raise ctx.error(key, f"expected an angle, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            unit = None
+            if not any(c.isalpha() for c in text):
+                unit = u.hourangle if hours else u.deg
+            return float(Angle(text, unit=unit).to_value(u.deg))
+        except (ValueError, u.UnitsError, TypeError):
+            raise ctx.error(key, f"cannot read {value!r} as an angle (a number in deg, or e.g. "
+                                 "'17h45m40.04s', '-29d00m28.2s', '266.4 deg')") from None
+    raise ctx.error(key, f"expected an angle (deg or a string), got {value!r}")
+
+
+def _sky_exposure_values(ctx, item, key):
+    """Validate and convert the values of one [[sky]] exposure (see Exposure.extra)."""
+    from .sky.astrometry import AstrometryError, parse_time
+
+    out = {}
+    if "time" in item:
+        value = item["time"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ctx.error(f"{key}.time", f"expected an ISO time string such as "
+                                           f"'2026-05-01T04:00:00' (UTC), got the number {value!r}")
+        try:
+            if hasattr(value, "isoformat") and not hasattr(value, "hour"):  # a TOML date
+                raise AstrometryError("a date without a time of day")
+            t = parse_time(value, "time")
+        except AstrometryError as exc:
+            raise ctx.error(f"{key}.time", f"cannot parse {value!r} as a time: {exc}") from None
+        out["time"] = t.utc.isot
+    for name, hours, lo, hi in (("ra", True, 0.0, 360.0), ("dec", False, -90.0, 90.0)):
+        if name in item:
+            v = _angle(ctx, item[name], f"{key}.{name}", hours=hours)
+            if not (lo <= v < hi if name == "ra" else lo <= v <= hi):
+                raise ctx.error(f"{key}.{name}", f"must be in {lo:g}..{hi:g} deg, got {v:g}")
+            out[name] = v
+    if ("ra" in out) != ("dec" in out):
+        missing = "dec" if "ra" in out else "ra"
+        raise ctx.error(f"{key}.{missing}", "the pointing needs both ra and dec")
+    angles = [k for k in ("position_angle_deg", "rotator_angle_deg") if k in item]
+    if len(angles) > 1:
+        raise ctx.error(f"{key}.rotator_angle_deg", "give at most one of position_angle_deg and "
+                                                   "rotator_angle_deg (the other follows from the "
+                                                   "time, pointing and site)")
+    for name in angles:
+        out[name] = _quantity(ctx, item[name], u.deg, f"{key}.{name}")
+    if "parity" in item:
+        p = item["parity"]
+        if isinstance(p, bool) or p not in (1, -1):
+            raise ctx.error(f"{key}.parity", f"must be +1 or -1, got {p!r}")
+        out["parity"] = int(p)
+    if "zenith_distance_deg" in item:
+        z = _quantity(ctx, item["zenith_distance_deg"], u.deg, f"{key}.zenith_distance_deg")
+        if not 0.0 <= z < 90.0:
+            raise ctx.error(f"{key}.zenith_distance_deg", f"must be in 0..90 deg, got {z:g}")
+        out["zenith_distance_deg"] = z
+    if "pressure_hpa" in item:
+        pr = _quantity(ctx, item["pressure_hpa"], u.hPa, f"{key}.pressure_hpa")
+        if not 0.0 <= pr <= 1200.0:
+            raise ctx.error(f"{key}.pressure_hpa", f"must be in 0..1200 hPa, got {pr:g}")
+        out["pressure_hpa"] = pr
+    if "temperature_c" in item:
+        value = item["temperature_c"]
+        if isinstance(value, str):
+            try:
+                tc = float(u.Quantity(value).to_value(u.deg_C, equivalencies=u.temperature()))
+            except (TypeError, ValueError, u.UnitsError):
+                raise ctx.error(f"{key}.temperature_c", f"cannot read {value!r} as a temperature "
+                                                        "(a number in deg C, or e.g. '281 K')") from None
+        else:
+            tc = _quantity(ctx, value, u.deg_C, f"{key}.temperature_c")
+        if not -90.0 <= tc <= 60.0:
+            raise ctx.error(f"{key}.temperature_c", f"must be in -90..60 C, got {tc:g}")
+        out["temperature_c"] = tc
+    if "humidity" in item:
+        h = _quantity(ctx, item["humidity"], u.dimensionless_unscaled, f"{key}.humidity")
+        if not 0.0 <= h <= 1.0:
+            hint = " (per cent? write e.g. \"15 %\" or 0.15)" if 1.0 < h <= 100.0 else ""
+            raise ctx.error(f"{key}.humidity", f"relative humidity is a fraction 0..1, got {h:g}{hint}")
+        out["humidity"] = h
+    if "wavelength_um" in item:
+        wl = _quantity(ctx, item["wavelength_um"], u.um, f"{key}.wavelength_um")
+        if not wl > 0:
+            raise ctx.error(f"{key}.wavelength_um", f"must be positive, got {wl:g}")
+        out["wavelength_um"] = wl
+    return out
+
+
+def _sky(ctx, base, items, keep_missing=False):
+    import dataclasses
+
     if not isinstance(items, list):
         raise ctx.error("sky", "must be an array of tables [[sky]]")
     out = []
     for i, table in enumerate(items):
         prefix = f"sky[{i}]."
         _check_keys(ctx, table, SKY_KEYS, prefix)
-        catalog = _existing(ctx, base, _require(ctx, table, "catalog", prefix), f"{prefix}catalog")
+        given = _require(ctx, table, "catalog", prefix)
+        catalog = _existing(ctx, base, given, f"{prefix}catalog")
         exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
-                               SKY_EXPOSURE_KEYS)
+                               SKY_EXPOSURE_KEYS, keep_missing, refused=SKY_EXPOSURE_REFUSED)
+        converted = []
+        for k, (e, item) in enumerate(zip(exposures, table["exposures"])):
+            values = _sky_exposure_values(ctx, item, f"{prefix}exposures[{k}]")
+            converted.append(dataclasses.replace(e, extra=values))
         site = _string(ctx, table.get("site", "armazones"), f"{prefix}site")
+        try:
+            from .sky.sites import get_site
+
+            get_site(site)
+        except KeyError as exc:
+            raise ctx.error(f"{prefix}site", str(exc).strip("\"'")) from None
         filt = _string(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
         name = _string(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
-        out.append(SkyDataset(name, catalog, exposures, site, filt))
+        background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
+        flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
+        cols = {c: _column_choice(ctx, table, c, prefix)
+                for c in ("x_col", "y_col", "flux_col", "sigma_x_col", "sigma_y_col")}
+        if (cols["sigma_x_col"] is None) != (cols["sigma_y_col"] is None):
+            given, missing = (("sigma_x_col", "sigma_y_col") if cols["sigma_y_col"] is None
+                              else ("sigma_y_col", "sigma_x_col"))
+            raise ctx.error(f"{prefix}{given}", f"position errors need both sigma_x_col and "
+                                                f"sigma_y_col ({missing} is missing)")
+        one_based = table.get("one_based")
+        if one_based is not None and not isinstance(one_based, bool):
+            raise ctx.error(f"{prefix}one_based", f"expected true or false, got {one_based!r}")
+        band = _string(ctx, table["band"], f"{prefix}band") if "band" in table else None
+        strehl = None
+        if "strehl" in table:
+            strehl = _quantity(ctx, table["strehl"], u.dimensionless_unscaled, f"{prefix}strehl")
+            if not 0.0 < strehl <= 1.0:
+                raise ctx.error(f"{prefix}strehl", f"must be in (0, 1], got {strehl:g}")
+        out.append(SkyDataset(name, catalog, tuple(converted), site, filt, catalog_given=given,
+                              background=background, flat=flat, one_based=one_based, band=band,
+                              strehl=strehl, **cols))
     return tuple(out)
+
 
 
 def _measure(ctx, base, table):
@@ -347,7 +556,30 @@ def _measure(ctx, base, table):
     return MeasureSettings(output=output, psf=psf)
 
 
-def _fit(ctx, base, table):
+def _flexure(ctx, table, instrument):
+    """flexure_degree, flexure_functions, flexure_radius_arcsec, validated by FlexureBasis."""
+    from .model.flexure import DEFAULT_FUNCTIONS, FlexureBasis
+
+    degree = _int(ctx, table.get("flexure_degree", 2), "fit.flexure_degree", minimum=1)
+    if degree > 5:
+        raise ctx.error("fit.flexure_degree", f"must be an integer 1..5, got {degree}")
+    functions = table.get("flexure_functions", list(DEFAULT_FUNCTIONS))
+    if (not isinstance(functions, list) or not functions
+            or not all(isinstance(f, str) for f in functions)):
+        raise ctx.error("fit.flexure_functions", f"expected a non-empty list of names, got {functions!r}")
+    if "flexure_radius_arcsec" in table:
+        radius = _quantity(ctx, table["flexure_radius_arcsec"], u.arcsec, "fit.flexure_radius_arcsec")
+    else:  # half the detector's field of view
+        radius = 0.5 * max(instrument.detector_shape) * instrument.pixel_scale_mas / 1e3
+    try:
+        FlexureBasis(degree, tuple(functions), radius)
+    except ValueError as exc:
+        key = ("fit.flexure_radius_arcsec" if "radius" in str(exc) else "fit.flexure_functions")
+        raise ctx.error(key, str(exc)) from None
+    return degree, tuple(functions), float(radius)
+
+
+def _fit(ctx, base, table, instrument):
     _check_keys(ctx, table, FIT_KEYS, "fit.")
     degree = table.get("degree", "auto")
     if degree != "auto":
@@ -367,14 +599,16 @@ def _fit(ctx, base, table):
     hole_errors = table.get("hole_errors", True)
     if not isinstance(hole_errors, bool):
         raise ctx.error("fit.hole_errors", f"expected true or false, got {hole_errors!r}")
-    return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors)
+    fdeg, ffun, frad = _flexure(ctx, table, instrument)
+    return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
+                       flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad)
 
 
 def load_campaign(path, missing_exposures="error"):
     """Read and validate a campaign TOML file; returns a :class:`Campaign`.
 
-    ``missing_exposures="keep"`` accepts lab exposures whose file does not exist (so a
-    stage can process the others and report those); everything else is still checked.
+    ``missing_exposures="keep"`` accepts lab and sky exposures whose file does not exist
+    (so a stage can process the others and report those); everything else is still checked.
     """
     if missing_exposures not in ("error", "keep"):
         raise ValueError(f"missing_exposures must be 'error' or 'keep', got {missing_exposures!r}")
@@ -392,12 +626,12 @@ def load_campaign(path, missing_exposures="error"):
     _check_keys(ctx, data, TOP_KEYS, "")
     instrument = _instrument(ctx, _require(ctx, data, "instrument", ""))
     lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
-    sky = _sky(ctx, base, data.get("sky", []))
+    sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
     if not lab and not sky:
         raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset")
     names = [d.name for d in lab + sky]
     if len(set(names)) != len(names):
         raise CampaignError(f"{path}: dataset names must be distinct, got {names}")
     measure = _measure(ctx, base, data.get("measure", {}))
-    fit = _fit(ctx, base, data.get("fit", {}))
+    fit = _fit(ctx, base, data.get("fit", {}), instrument)
     return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest())

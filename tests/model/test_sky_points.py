@@ -111,3 +111,13 @@ def test_join_points():
         join_points(lab_points(domain=(-0.5, 511.5, -0.5, 511.5)), sky)
     with pytest.raises(DataError, match="more than 1 % apart"):
         join_points(lab_points(scale=0.012), sky)
+
+
+def test_sky_table_read_back_from_ecsv(tmp_path):
+    """Empty star names come back masked from ECSV; blends (bit 512) are rejected by default."""
+    names = ["A", "B", "C"]
+    t = table(["A", "", "B"], flags=[0, 128, 512])
+    t.write(tmp_path / "e.ecsv")
+    back = Table.read(tmp_path / "e.ecsv")
+    pts = sky_points_from_tables([back], [positions(names)], DOMAIN, 0.00547)
+    assert pts.n_points == 1 and list(pts.hole_ids) == ["A"]

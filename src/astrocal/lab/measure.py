@@ -24,6 +24,10 @@ For every exposure of every ``[[lab]]`` dataset of a campaign:
 Exposures that are already source tables (ECSV, or a FITS binary table) are validated
 (:func:`validate_source_table`) and passed on to the output directory.
 
+Exposures of ``[[sky]]`` datasets are measured by :mod:`astrocal.sky.measure` (stars
+detected and fitted, or read from a star list, then matched to the catalogue; one sky
+table per exposure, see ``docs/sky_measure.md``).
+
 A campaign summary (``summary.ecsv``: one row per exposure, with its status and message)
 is written at the end.  A frame that fails (unreadable, no spots, not identified, ...) is
 reported with a message naming its file; the others are still measured; the exit status
@@ -987,7 +991,11 @@ def _product_paths(jobs_spec, output):
 
 
 def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
-    """Measure every lab exposure of a campaign; returns a :class:`MeasureReport`.
+    """Measure every lab and sky exposure of a campaign; returns a :class:`MeasureReport`.
+
+    ``[[sky]]`` datasets are measured after the lab ones by
+    :func:`astrocal.sky.measure.measure_sky_datasets` (one sky table per exposure; rows of
+    kind ``sky_image`` / ``sky_list`` in the summary, ``n_identified`` = stars matched).
 
     ``campaign`` a path or a loaded :class:`~astrocal.campaign.Campaign`; ``overwrite``
     replaces existing products; ``processes`` measures frames in parallel; ``psf``
@@ -1016,9 +1024,6 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     check_writable(summary_path, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     inst = campaign.instrument
-    if campaign.sky:
-        log.warning("%s: %d sky dataset(s) are not measured by this stage (lab only)",
-                    campaign.path, len(campaign.sky))
 
     # ---- jobs
     spec = []  # (dataset, index, file, Exposure or None, offset of a missing one)
@@ -1110,6 +1115,13 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                      r["median_snr"], r["median_sigma_px"],
                      f" ({r['message']})" if r["message"] else "")
 
+    # ---- [[sky]] datasets: stars measured and matched to the catalogue (astrocal.sky.measure)
+    if campaign.sky:
+        from ..sky.measure import measure_sky_datasets
+
+        results += measure_sky_datasets(campaign, output=output, overwrite=overwrite, psf=mode,
+                                        used_stems=stems)
+
     summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
                              processes)
     atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
@@ -1140,7 +1152,7 @@ def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
     t["median_snr"] = np.array([r["median_snr"] for r in results], float)
     t["median_sigma_px"] = np.array([r["median_sigma_px"] for r in results], float)
     t["ident_rms_px"] = np.array([r["ident_rms_px"] for r in results], float)
-    offs = [j.offset_arcsec for j in jobs]
+    offs = [j.offset_arcsec for j in jobs] + [None] * (len(results) - len(jobs))  # sky rows last
     t["offset_x_arcsec"] = np.array([np.nan if o is None else o[0] for o in offs], float)
     t["offset_y_arcsec"] = np.array([np.nan if o is None else o[1] for o in offs], float)
     t["table"] = [rel(r["table"]) for r in results]
@@ -1169,15 +1181,20 @@ def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
 def register(subparsers):
     p = subparsers.add_parser(
         "measure",
-        help="reduce lab frames and measure the identified pinhole positions",
+        help="reduce lab frames and measure the identified pinhole positions (and the "
+        "matched stars of sky exposures)",
         description="For every exposure of the campaign's [[lab]] datasets: subtract the "
         "background, flat-field, mask bad pixels, saturated pixels and cosmic rays (the "
         "reduced image is written), detect the spots, fit them with the PSF (the "
         "instrument's diffraction model or an ePSF built from the frames, [measure] psf) and "
         "the detector noise model, identify them with the mask holes, and write one ECSV "
         "source table per exposure and summary.ecsv into [measure] output. Exposures that "
-        "are source tables are validated and passed on. The exit status is 1 if a frame "
-        "failed (the others are measured and written).",
+        "are source tables are validated and passed on. For the [[sky]] datasets: the stars of "
+        "each image are detected and fitted with an AO-star PSF (or read from a star list), "
+        "matched to the catalogue's apparent positions for the exposure (time, pointing, "
+        "weather from the campaign, else the FITS header, else the site's defaults) and written "
+        "as one sky table per exposure. The exit status is 1 if a frame failed (the others are "
+        "measured and written).",
     )
     p.add_argument("campaign", help="campaign file (TOML)")
     p.add_argument("--overwrite", action="store_true", help="replace existing products")

@@ -26,6 +26,10 @@ import numpy as np
 #: not converged 4, diverged 16, bad fit 32, saturated 1, unidentified 128, low coverage 256)
 DEFAULT_REJECT_FLAGS = 4 | 16 | 32 | 1 | 128 | 256
 
+#: sky tables also reject blends (astrocal.sky.measure.FLAG_BLEND) unless their metadata
+#: states the rejecting bits (``reject_flags``)
+SKY_BLEND_FLAG = 512
+
 
 class DataError(ValueError):
     """The points cannot enter the model (NaN, non-positive errors, empty datasets...)."""
@@ -304,10 +308,14 @@ def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigm
         columns = set(t.colnames if hasattr(t, "colnames") else t)
         if "star" not in columns:
             raise DataError(f"{name}: sky table has no column star (the matched catalogue name)")
-        stars = np.array([str(v).strip() for v in np.asarray(t["star"])], dtype=object)
+        col = t["star"]
+        if hasattr(col, "filled"):  # ECSV reads empty strings back as masked entries
+            col = col.filled("")
+        stars = np.array([str(v).strip() for v in np.asarray(col)], dtype=object)
         keep = stars != ""
         if "flags" in columns:
-            reject = t.meta.get("reject_flags", DEFAULT_REJECT_FLAGS) if hasattr(t, "meta") else DEFAULT_REJECT_FLAGS
+            default = DEFAULT_REJECT_FLAGS | SKY_BLEND_FLAG
+            reject = t.meta.get("reject_flags", default) if hasattr(t, "meta") else default
             keep &= (np.asarray(t["flags"], dtype=int) & int(reject)) == 0
         where = {str(n): k for k, n in enumerate(fp.names)}
         unknown = [s for s in stars[keep] if s not in where]

@@ -54,6 +54,7 @@ def register(subparsers):
     f.add_argument("--overwrite", action="store_true", help="replace existing files")
     f.set_defaults(func=run_field)
     _register_lab(sub)
+    _register_sky(sub)
 
 
 def _register_lab(sub):
@@ -171,6 +172,162 @@ def run_lab(args):
               f"SNR {lo:.0f}-{hi:.0f} (median {sm['snr_median']:.0f}), Cramer-Rao sigma "
               f"{sm['crb_sigma_px_range'][0]:.2g}-{sm['crb_sigma_px_range'][1]:.2g} px")
     print(f"wrote {res.campaign} ({len(res.frames)} frames, background, flat; truth in "
+          f"{res.truth_files['truth_json'].parent}) in {sm['seconds']:.1f} s")
+    return 0
+
+
+#: ``--no-<name>`` switches of ``simulate sky``: settings field -> help text
+SKY_SWITCHES = {
+    "thermal": "no thermal background (sky + telescope)",
+    "spiders": "no M2 spiders in the ELT pupil",
+    "reference_pixels": "no reference-pixel border",
+    "flat": "no flat-field pattern",
+    "dark": "no dark current (nor hot pixels' dark)",
+    "bad_pixels": "no dead or hot pixels",
+    "photon_noise": "no photon noise",
+    "read_noise": "no read noise",
+    "cosmic_rays": "no cosmic rays",
+    "saturation": "no clipping at the full well",
+}
+
+
+def _register_sky(sub):
+    from ..model.flexure import ZENITH_FUNCTIONS
+    from .sky import SkySimSettings
+    from .sky_truth import FIELDS
+
+    d = SkySimSettings()
+    p = sub.add_parser(
+        "sky",
+        help="an on-sky campaign of a dense field (Galactic Center, 47 Tuc): raw frames, catalogue, truth",
+        description="Simulate an on-sky distortion campaign of METIS IMG_LM: exposures of the Galactic "
+        "Center (the shipped catalogue is the truth) or of the core of 47 Tuc (a synthetic dense cluster) over "
+        "one night at Cerro Armazones, through several zenith distances and rotator angles (field-stabilised), "
+        "with the instrument distortion, the telescope's flexure, refraction for the weather of each exposure, "
+        "an AO PSF, thermal background and noise. Writes OUT/raw/<field>_NN.fits (or, with --points-only, the "
+        "measured tables OUT/tables/<field>_NN.ecsv), the catalogue the fit sees OUT/catalog.ecsv (truth + "
+        "errors drawn from its stated precision), OUT/campaign.toml and the truth in OUT/truth/. See "
+        "docs/simulator.md.",
+    )
+    p.add_argument("--field", dest="target", choices=sorted(FIELDS), default=d.target,
+                   help=f"the sky field (default {d.target})")
+    p.add_argument("--out", required=True, help="output directory (the campaign)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed; the same seed gives bit-identical files (default: random, recorded in "
+                   "truth/truth.json)")
+    p.add_argument("--exposures", type=int, default=d.n_exposures,
+                   help=f"number of exposures over the night (default {d.n_exposures})")
+    p.add_argument("--zenith-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="planned zenith distances, deg (default: gc 5 60, 47tuc 48 58)")
+    p.add_argument("--night", default=None,
+                   help="date of the evening, YYYY-MM-DD (default: gc 2027-06-12, 47tuc 2027-09-30)")
+    p.add_argument("--position-angles", type=float, nargs="+", default=list(d.position_angles), metavar="DEG",
+                   help="position angle(s) of the instrument +y axis, deg, cycled over the exposures "
+                   "(default 0)")
+    p.add_argument("--dither", type=float, default=d.dither_arcsec,
+                   help=f"pointing dithers up to this radius, arcsec (default {d.dither_arcsec:g})")
+    p.add_argument("--distortion", metavar="FILE", default=None,
+                   help="instrument field: a solution file (AstroMet .fits, SIP .hdr/.fits, SIAF .ecsv) or a lab "
+                   "campaign directory of `simulate lab` (its truth field); default: the default field of "
+                   "`simulate lab`")
+    p.add_argument("--detector-shape", type=int, nargs=2, metavar=("NY", "NX"), default=None,
+                   help="simulate only the central NY x NX window of the detector (quick runs and tests)")
+    g = p.add_argument_group("telescope and poses")
+    g.add_argument("--flexure-mas", type=float, default=d.flexure_sigma_mas,
+                   help=f"rms of each flexure coefficient, mas (default {d.flexure_sigma_mas:g}; 0: no flexure)")
+    g.add_argument("--flexure-degree", type=int, default=d.flexure_degree,
+                   help=f"total degree of the flexure field (default {d.flexure_degree})")
+    g.add_argument("--flexure-functions", nargs="+", default=list(d.flexure_functions),
+                   choices=sorted(ZENITH_FUNCTIONS), metavar="F",
+                   help="functions of the zenith distance the flexure coefficients follow "
+                   f"(default {' '.join(d.flexure_functions)}; from {', '.join(sorted(ZENITH_FUNCTIONS))})")
+    g.add_argument("--pointing-sigma", type=float, default=d.pointing_sigma_arcsec,
+                   help=f"rms pointing error per axis, arcsec (default {d.pointing_sigma_arcsec:g})")
+    g.add_argument("--rotation-sigma-deg", type=float, default=d.rotation_sigma_deg,
+                   help=f"rms position-angle error, deg (default {d.rotation_sigma_deg:g})")
+    g.add_argument("--scale-sigma", type=float, default=d.scale_sigma,
+                   help=f"rms plate-scale change per exposure (default {d.scale_sigma:g})")
+    g.add_argument("--catalog-errors", type=float, default=d.catalog_error_scale, metavar="SCALE",
+                   help="catalogue errors drawn at SCALE x the stated precision (default 1; 0: a perfect "
+                   "catalogue)")
+    g.add_argument("--cluster-stars", type=int, default=d.cluster_stars,
+                   help=f"47tuc: synthetic stars within {d.cluster_radius_arcsec:g} arcsec (default "
+                   f"{d.cluster_stars})")
+    g = p.add_argument_group("images")
+    g.add_argument("--strehl", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.strehl_range),
+                   help="Strehl ratio range in L, best seeing -> MAX (default 0.6 0.9)")
+    g.add_argument("--seeing", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.seeing_range_arcsec),
+                   help="seeing at 0.5 um at zenith, arcsec (default 0.5 0.9)")
+    g.add_argument("--exptime", type=float, default=d.exptime_s,
+                   help=f"DIT x NDIT per frame, s (default {d.exptime_s:g})")
+    g.add_argument("--mode", default=None, help="detector readout mode, fast or slow (default: planned)")
+    g.add_argument("--dit", type=float, default=None, help="DIT, s (default: planned)")
+    g.add_argument("--ndit", type=int, default=None, help="NDIT (default: exposure time / DIT)")
+    g.add_argument("--background-drift", action="store_true",
+                   help="the thermal background follows each exposure's temperature (default: the night's mean "
+                   "for all, so that the one background frame matches every exposure)")
+    g.add_argument("--threads", type=int, default=2,
+                   help="frames made at once (default 2; the files do not depend on it)")
+    g = p.add_argument_group("point-level campaign")
+    g.add_argument("--points-only", action="store_true",
+                   help="write the measured tables of perfect detection (tables/<field>_NN.ecsv) instead of images")
+    g.add_argument("--sigma-px", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.sigma_px),
+                   help="--points-only: centroid sigma of the brightest / faintest stars, px (default 0.01 0.05)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    g = p.add_argument_group("physics switches (every effect is on by default)")
+    for name, text in SKY_SWITCHES.items():
+        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false", help=text)
+    g.add_argument("--noiseless", action="store_true", help="no photon noise, read noise or cosmic rays")
+    g.add_argument("--ideal", action="store_true",
+                   help="bare render: no detector effect at all and no thermal background")
+    p.set_defaults(func=run_sky)
+
+
+def sky_settings(args):
+    """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments."""
+    from .sky import SkySimSettings
+
+    s = SkySimSettings(
+        target=args.target, seed=args.seed, n_exposures=args.exposures,
+        zenith_range=tuple(args.zenith_range) if args.zenith_range else None, night=args.night,
+        position_angles=tuple(args.position_angles), dither_arcsec=args.dither,
+        flexure_degree=args.flexure_degree, flexure_functions=tuple(args.flexure_functions),
+        flexure_sigma_mas=args.flexure_mas, pointing_sigma_arcsec=args.pointing_sigma,
+        rotation_sigma_deg=args.rotation_sigma_deg, scale_sigma=args.scale_sigma,
+        catalog_error_scale=args.catalog_errors, distortion_file=args.distortion,
+        detector_shape=tuple(args.detector_shape) if args.detector_shape else None,
+        cluster_stars=args.cluster_stars, strehl_range=tuple(args.strehl), seeing_range_arcsec=tuple(args.seeing),
+        exptime_s=args.exptime, readout_mode=args.mode, dit_s=args.dit, ndit=args.ndit,
+        background_drift=args.background_drift, points_only=args.points_only, sigma_px=tuple(args.sigma_px),
+        **{name: getattr(args, f"switch_{name}") for name in SKY_SWITCHES},
+    )
+    if args.noiseless:
+        s = s.noiseless()
+    if args.ideal:
+        s = s.ideal()
+    return s
+
+
+def run_sky(args):
+    from .sky import simulate_sky
+
+    res = simulate_sky(args.out, sky_settings(args), overwrite=args.overwrite, threads=args.threads)
+    sm = res.summary
+    zd, rot = sm["zenith_distance_deg"], sm["rotator_angle_deg"]
+    print(f"{sm['field']}, {sm['instrument']} {sm['filter']}: {sm['n_exposures']} exposures, zenith distance "
+          f"{min(zd):.1f}-{max(zd):.1f} deg, rotator {min(rot):.1f}..{max(rot):.1f} deg")
+    print(f"stars per exposure {min(sm['stars_per_exposure'])}-{max(sm['stars_per_exposure'])} (catalogue "
+          f"{sm['n_catalog_stars']}), flexure rms {sm['flexure_rms_mas']:.2f} mas")
+    if "dit_s" in sm:
+        print(f"readout '{sm['readout_mode']}', DIT {sm['dit_s']:g} s x NDIT {sm['ndit']}, background "
+              f"{sm['background_e_per_s_px']:.3g} e/s/px, Strehl {min(sm['strehl']):.2f}-{max(sm['strehl']):.2f}, "
+              f"{sm['n_saturated']} saturated star images")
+        lo, hi = sm["snr_range"]
+        if lo is not None:
+            print(f"SNR {lo:.0f}-{hi:.0f} (median {sm['snr_median']:.0f}), Cramer-Rao sigma "
+                  f"{sm['crb_sigma_px_range'][0]:.2g}-{sm['crb_sigma_px_range'][1]:.2g} px")
+    kind = "tables" if res.flat is None else "frames"
+    print(f"wrote {res.campaign} ({len(res.exposures)} {kind}, catalogue {res.catalog.name}; truth in "
           f"{res.truth_files['truth_json'].parent}) in {sm['seconds']:.1f} s")
     return 0
 
