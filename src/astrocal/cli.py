@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "astrocal.model.cli",
     "astrocal.formats.convert",
     "astrocal.lab.measure",
+    "astrocal.report.cli",
     "astrocal.correct.cli",
 ]
 

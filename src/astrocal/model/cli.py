@@ -188,8 +188,10 @@ def register(subparsers):
         "Writes, per filter, into <fit.output>/<filter>/: posterior.h5 (emcee chain and exact "
         "draws of the linear parameters), summary.ecsv (every parameter's mean, sd, "
         "quantiles) and fit.json (degree and evidence table, diagnostics, outliers, "
-        "unconstrained and inseparable directions), astromet_<filter>.fits (AstroMet file of the posterior-mean "
-        "field with its 1-sigma) and wcs_sip_<filter>.hdr (TAN-SIP header).",
+        "unconstrained and inseparable directions), residuals.ecsv (per point residuals with "
+        "outlier flags), astromet_<filter>.fits (AstroMet file of the posterior-mean "
+        "field with its 1-sigma), wcs_sip_<filter>.hdr (TAN-SIP header) and, for METIS "
+        "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords.",
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
     p.add_argument("--degree", help="total degree of the field, or 'auto' (evidence); "
@@ -286,7 +288,8 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
              points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
              points.n_sky_exposures)
     fit = fit_lab(points, settings)
-    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume)
+    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume,
+             instrument=campaign.instrument.name)
     products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                   campaign_sha256=campaign.sha256, inputs=[campaign.path],
                                   overwrite=overwrite or resume)
@@ -307,8 +310,8 @@ def describe(filt, fit, out, products):
     lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
     lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]
     lines += [f"warning: not separated by the data: {desc}" for desc in getattr(fit, "inseparable", [])]
-    lines.append(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, "
-                 f"{products['astromet'].name}, {products['sip'].name})")
+    names = ", ".join(Path(p).name for p in products.values())
+    lines.append(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, residuals.ecsv, {names})")
     return lines
 
 

@@ -8,7 +8,14 @@ A result directory holds
   errors, ``holes`` (n, H, 2), in arcsec; the kept hyperparameter samples ``phi``; names);
 - ``summary.ecsv``: every parameter's mean, sd and 2.5/16/50/84/97.5 % quantiles;
 - ``fit.json``: degree, evidence table, diagnostics, outliers, unconstrained directions,
-  settings, software version and the campaign file's hash.
+  datasets and their kinds, settings, software version, the campaign file's hash and the
+  input files;
+- ``residuals.ecsv``: one row per measured point of every exposure (outliers included and
+  flagged) with its posterior-mean residual in mas and pixels and its normalised residual
+  (:func:`residual_table`).
+
+Every file states the astrocal version, the campaign file's sha256 and the input files
+(``posterior.h5``: attributes of the ``linear`` group; ECSV: table metadata).
 """
 from __future__ import annotations
 
@@ -44,17 +51,154 @@ def summary_table(names, samples, units=None):
     return t
 
 
-def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False):
-    """Write the linear draws into ``out/posterior.h5`` (next to the chain) and the summaries.
+def dataset_kinds(points):
+    """Kind (``"lab"`` or ``"sky"``) of every dataset of ``points``, in dataset order."""
+    kinds = tuple(getattr(points, "dataset_kinds", ()) or ())
+    if len(kinds) != points.n_datasets:
+        kinds = ("lab",) * points.n_datasets
+    return [str(k) for k in kinds]
+
+
+#: columns of the residual table, their units and meaning (also written into its metadata)
+RESIDUAL_COLUMNS = {
+    "point_id": ("", "point id (source table row + 1e6 x exposure index, as in fit.json outliers)"),
+    "dataset": ("", "dataset name"),
+    "kind": ("", "dataset kind: lab or sky"),
+    "exposure": ("", "exposure name"),
+    "source": ("", "pinhole id or star name"),
+    "x": ("pix", "measured x, 0-based pixels"),
+    "y": ("pix", "measured y, 0-based pixels"),
+    "dx_mas": ("mas", "focal-plane residual G(p) - model position, x (posterior means)"),
+    "dy_mas": ("mas", "focal-plane residual G(p) - model position, y"),
+    "dx_px": ("pix", "residual in detector pixels, J^-1 (G(p) - model): measured - predicted x"),
+    "dy_px": ("pix", "residual in detector pixels: measured - predicted y"),
+    "sigma_x_mas": ("mas", "1-sigma of the point's noise model along x (median hyperparameters)"),
+    "sigma_y_mas": ("mas", "1-sigma of the point's noise model along y"),
+    "zx": ("", "normalised residual dx_mas / sigma_x_mas"),
+    "zy": ("", "normalised residual dy_mas / sigma_y_mas"),
+    "chi2": ("", "r^T C^-1 r with the full 2x2 noise covariance (2 degrees of freedom)"),
+    "outlier": ("", "flagged as a gross outlier by the mixture model and left out of the fit"),
+}
+
+
+def _source_error_mean(fit):
+    """Posterior mean of the per-source errors in the model's layout, or None.
+
+    A model with source blocks (holes with errors and stars: ``hole_blocks``,
+    ``star_blocks``) takes one array over all blocks; the lab-only model one per hole.
+    """
+    holes = getattr(fit, "hole_samples", None)
+    stars = getattr(fit, "star_samples", None)
+    model = fit.model
+    if hasattr(model, "hole_blocks"):
+        if holes is None and stars is None:
+            return None
+        mean = np.zeros((model.H, 2))
+        if holes is not None:
+            mean[model.hole_blocks] = np.asarray(holes, float).mean(axis=0)
+        if stars is not None:
+            mean[model.star_blocks] = np.asarray(stars, float).mean(axis=0)
+        return mean
+    return None if holes is None else np.asarray(holes, float).mean(axis=0)
+
+
+def _hole_ids(fit):
+    """Ids of the holes in ``fit.hole_samples`` (in its order)."""
+    ids = getattr(fit, "hole_ids", None)
+    return np.asarray(fit.model.points.hole_ids if ids is None else ids)
+
+
+def residual_table(fit):
+    """Posterior-mean residuals of every point of a fit, outliers included and flagged.
+
+    ``fit`` is a :class:`astrocal.model.inference.LabFit`. For every measured point ``p``
+    (0-based pixels) the residual is ``G(p) - E(p)``: the posterior-mean field at the
+    point minus the model's position of its source in that exposure (pose, offsets, hole
+    error or catalogue position at their posterior means), in the focal plane (mas), and
+    ``J^-1 (G(p) - E(p))`` in detector pixels (``J`` the posterior-mean field's Jacobian at
+    ``p``): to first order the measured minus the predicted pixel position. The noise
+    model (centroid covariance through the Jacobian, times ``kappa**2``, plus the dataset's
+    jitter) is evaluated at the posterior median of the hyperparameters; ``zx``, ``zy``
+    are the residuals in units of its per-axis sigma and ``chi2`` the 2-D Mahalanobis
+    square (2 degrees of freedom for a point the model describes). Dataset names and kinds
+    come from the fit's points. Columns and units: :data:`RESIDUAL_COLUMNS`.
+    """
+    from types import SimpleNamespace
+
+    from .inference import _noise_cov, _residual_chi2
+
+    points = fit.points
+    g = np.asarray(fit.g_samples, float).mean(axis=0)
+    phi = np.median(np.asarray(fit.phi_samples, float), axis=0)
+    cond = SimpleNamespace(mean=g, hole_mean=_source_error_mean(fit), phi=phi)
+    chi2, r = _residual_chi2(fit.model, cond, points)
+    cov = _noise_cov(fit.model, phi, points)
+    _, _, jac = fit.mean_field().jacobian(points.x, points.y)
+    r_px = np.linalg.solve(jac, r[:, :, None])[:, :, 0]
+    kinds = dataset_kinds(points)
+    ds = points.dataset
+    t = Table()
+    t["point_id"] = np.asarray(points.point_ids, dtype=np.int64)
+    t["dataset"] = [str(points.dataset_names[d]) for d in ds]
+    t["kind"] = [kinds[d] for d in ds]
+    t["exposure"] = [str(points.exposure_names[e]) for e in points.exposure]
+    t["source"] = [str(h) for h in np.asarray(points.hole_ids)[points.hole]]
+    t["x"], t["y"] = points.x, points.y
+    t["dx_mas"], t["dy_mas"] = r[:, 0] * 1e3, r[:, 1] * 1e3
+    t["dx_px"], t["dy_px"] = r_px[:, 0], r_px[:, 1]
+    sx, sy = np.sqrt(cov[:, 0, 0]), np.sqrt(cov[:, 1, 1])
+    t["sigma_x_mas"], t["sigma_y_mas"] = sx * 1e3, sy * 1e3
+    t["zx"], t["zy"] = r[:, 0] / sx, r[:, 1] / sy
+    t["chi2"] = chi2
+    t["outlier"] = np.asarray(fit.outliers, bool)
+    for name, (unit, description) in RESIDUAL_COLUMNS.items():
+        if unit:
+            t[name].unit = unit
+        t[name].description = description
+    t.meta["hyperparameters_median"] = {n: float(v) for n, v in zip(fit.hyper_names, phi)}
+    return t
+
+
+def residual_rms(table, unit="px", datasets=None, include_outliers=False):
+    """RMS length of the 2-D residuals ``sqrt(mean(dx**2 + dy**2))`` of a residual table.
+
+    ``unit``: ``"px"`` or ``"mas"``; outliers are left out unless ``include_outliers``;
+    ``datasets`` restricts to those dataset names. NaN when no point is left.
+    """
+    if unit not in ("px", "mas"):
+        raise ValueError(f"unit must be 'px' or 'mas', got {unit!r}")
+    keep = np.ones(len(table), bool)
+    if not include_outliers:
+        keep &= ~np.asarray(table["outlier"], bool)
+    if datasets is not None:
+        keep &= np.isin(np.asarray(table["dataset"], str), list(datasets))
+    if not keep.any():
+        return float("nan")
+    dx = np.asarray(table[f"dx_{unit}"], float)[keep]
+    dy = np.asarray(table[f"dy_{unit}"], float)[keep]
+    return float(np.sqrt(np.mean(dx**2 + dy**2)))
+
+
+def _provenance_meta(campaign_sha256, inputs):
+    return {"astrocal_version": __version__, "campaign_sha256": campaign_sha256,
+            "inputs": [str(p) for p in inputs]}
+
+
+def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None):
+    """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
+    and the residual table.
 
     The chain itself is already in ``posterior.h5`` when the fit ran with
-    ``backend_path = out/posterior.h5``; otherwise it is written here too.
+    ``backend_path = out/posterior.h5``; otherwise it is written here too. ``instrument``
+    (the campaign's instrument name), when given, is recorded in ``fit.json``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("summary.ecsv", "fit.json"):
+    for name in ("summary.ecsv", "fit.json", "residuals.ecsv"):
         check_writable(out / name, overwrite)
     model = fit.model
+    provenance = _provenance_meta(campaign_sha256, inputs)
+    residuals = residual_table(fit)
     h5 = out / "posterior.h5"
     with h5py.File(h5, "a") as f:
         if "hyperparameters" not in f:
@@ -67,35 +211,64 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False):
         lin.create_dataset("phi", data=fit.phi_samples)
         if fit.hole_samples is not None:
             lin.create_dataset("holes", data=fit.hole_samples)
+        stars = getattr(fit, "star_samples", None)
+        if stars is not None:
+            lin.create_dataset("stars", data=stars)
+            lin.attrs["star_names"] = json.dumps([str(n) for n in fit.star_names])
         lin.attrs["param_names"] = json.dumps(model.param_names)
         lin.attrs["hyper_names"] = json.dumps(model.hyper_names)
-        lin.attrs["hole_ids"] = json.dumps([int(h) for h in model.points.hole_ids])
+        lin.attrs["hole_ids"] = json.dumps(to_plain(_hole_ids(fit).tolist()))
         lin.attrs["degree"] = fit.degree
         lin.attrs["domain"] = json.dumps(list(model.points.domain))
         lin.attrs["units"] = "arcsec (field coefficients, translations, hole errors); radians; dimensionless"
+        lin.attrs["astrocal_version"] = __version__
+        lin.attrs["campaign_sha256"] = campaign_sha256
+        lin.attrs["inputs"] = json.dumps(provenance["inputs"])
     # summary of every parameter
     rows = [summary_table(model.hyper_names, fit.phi_samples)]
     rows.append(summary_table(model.param_names, fit.g_samples))
     if fit.hole_samples is not None:
-        ids = model.points.hole_ids
+        ids = _hole_ids(fit)
         names = [f"hole_dx[{h}]" for h in ids] + [f"hole_dy[{h}]" for h in ids]
         um = fit.hole_samples * model.points.mask_scale * 1e3  # arcsec -> um at the mask
         rows.append(summary_table(names, np.concatenate([um[:, :, 0], um[:, :, 1]], axis=1)))
+    stars = getattr(fit, "star_samples", None)
+    if stars is not None:
+        ids = [str(n) for n in fit.star_names]
+        names = [f"star_dxi[{n}]" for n in ids] + [f"star_deta[{n}]" for n in ids]
+        mas = np.asarray(stars, float) * 1e3
+        rows.append(summary_table(names, np.concatenate([mas[:, :, 0], mas[:, :, 1]], axis=1)))
     ps = fit.pixel_scale_samples() * 1e3
     rows.append(summary_table(["pixel_scale_mas"], ps[:, None]))
     from astropy.table import vstack
 
     table = vstack(rows)
-    table.meta.update({"astrocal_version": __version__, "campaign_sha256": campaign_sha256,
-                       "note": "hole errors in um at the mask; field and pose translations in arcsec; "
-                               "log_* hyperparameters are natural logs (jitter, hole sigma in arcsec)"})
+    table.meta.update(provenance)
+    table.meta["note"] = ("hole errors in um at the mask; star catalogue errors (true - catalogue, "
+                          "standard coordinates) in mas; field and pose translations in arcsec; "
+                          "log_* hyperparameters are natural logs (jitter, hole sigma in arcsec)")
+    residuals.meta.update(provenance)
+    residuals.meta["note"] = ("one row per measured point; residual = posterior-mean field at the "
+                              "point minus the model position of its source; outliers are flagged "
+                              "and were left out of the fit")
+    atomic_write_table(residuals, out / "residuals.ecsv", overwrite=overwrite)
     atomic_write_table(table, out / "summary.ecsv", overwrite=overwrite)
     d = fit.diagnostics
+    kinds = dataset_kinds(fit.points)
+    used = ~np.asarray(fit.outliers, bool)
+    datasets = []
+    for k, name in enumerate(fit.points.dataset_names):
+        sel = fit.points.dataset == k
+        datasets.append({"name": str(name), "kind": kinds[k], "n_points": int(sel.sum()),
+                         "n_used": int((sel & used).sum()),
+                         "n_exposures": int(np.sum(fit.points.exposure_dataset == k))})
     info = {
         "astrocal_version": __version__,
         "campaign_sha256": campaign_sha256,
-        "inputs": [str(p) for p in inputs],
+        "inputs": provenance["inputs"],
+        "instrument": instrument,
         "degree": fit.degree,
+        "domain": list(fit.points.domain),
         "evidence": fit.evidence,
         "phi_map": fit.phi_map,
         "hyper_names": model.hyper_names,
@@ -106,14 +279,45 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False):
         "outliers": {"n": int(fit.outliers.sum()), "fraction_estimate": fit.outlier_fraction,
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
         "unconstrained": fit.unconstrained,
+        "inseparable": list(getattr(fit, "inseparable", []) or []),
+        "datasets": datasets,
         "n_points": int(fit.points.n_points),
         "n_holes": int(model.points.n_holes),
         "n_exposures": int(fit.points.n_exposures),
+        "residual_rms_px": residual_rms(residuals, "px"),
         "settings": {k: v for k, v in asdict(fit.settings).items() if k != "priors"},
         "priors": asdict(fit.settings.priors),
     }
     atomic_write_text(out / "fit.json", json.dumps(to_plain(info, nan_as_none=True), indent=2) + "\n", overwrite=overwrite)
     return out
+
+
+def load_residuals(out):
+    """Read ``out/residuals.ecsv`` (see :func:`residual_table`)."""
+    path = Path(out) / "residuals.ecsv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no residual table (the result predates it, or the "
+                                "fit did not finish)")
+    t = Table.read(path, format="ascii.ecsv")
+    missing = [c for c in RESIDUAL_COLUMNS if c not in t.colnames]
+    if missing:
+        raise ValueError(f"{path}: residual table lacks column(s) {', '.join(missing)}")
+    return t
+
+
+def load_chain(out):
+    """The emcee chain of the hyperparameters, ``(steps, walkers, ndim)``, from
+    ``out/posterior.h5`` (group ``hyperparameters``: the emcee HDF5 backend)."""
+    h5 = Path(out) / "posterior.h5"
+    if not h5.exists():
+        raise FileNotFoundError(f"{h5}: no posterior (run astrocal fit first)")
+    with h5py.File(h5, "r") as f:
+        if "hyperparameters" not in f:
+            raise ValueError(f"{h5}: has no 'hyperparameters' group (no chain)")
+        g = f["hyperparameters"]
+        chain = g["chain"][...]
+        it = int(g.attrs.get("iteration", chain.shape[0]))
+    return chain[:it]
 
 
 @dataclass
@@ -151,6 +355,34 @@ class Posterior:
         shape = np.shape(x)
         return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
 
+    def pixel_scale_samples(self):
+        """Samples of the areal pixel scale of the field's best affine part (arcsec/px):
+        ``sqrt(|det A|)`` of the degree-1 Legendre terms, as
+        :meth:`astrocal.model.inference.LabFit.pixel_scale_samples`."""
+        nt = self.nt
+        t = terms(self.degree)
+        i10, i01 = t.index((1, 0)), t.index((0, 1))
+        xmin, xmax, ymin, ymax = self.domain
+        hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
+        g = self.g
+        a, b = g[:, i10] / hx, g[:, i01] / hy
+        c, d = g[:, nt + i10] / hx, g[:, nt + i01] / hy
+        return np.sqrt(np.abs(a * d - b * c))
+
+    def param_samples(self, names):
+        """Draws of the named linear parameters (columns of ``g``), shape (n, len(names))."""
+        index = {n: k for k, n in enumerate(self.param_names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise KeyError(f"posterior has no parameter(s) {missing[:5]}")
+        return self.g[:, [index[n] for n in names]]
+
+    @property
+    def detector_shape(self):
+        """``(ny, nx)`` of the detector domain."""
+        xmin, xmax, ymin, ymax = self.domain
+        return int(round(ymax - ymin)), int(round(xmax - xmin))
+
 
 def load_posterior(out):
     """Read ``out/posterior.h5`` and ``out/fit.json``."""
@@ -167,9 +399,15 @@ def load_posterior(out):
         holes = lin["holes"][...] if "holes" in lin else None
         attrs = dict(lin.attrs)
     info = json.loads((out / "fit.json").read_text()) if (out / "fit.json").exists() else {}
+    for key in ("astrocal_version", "campaign_sha256"):
+        if key in attrs and key not in info:
+            info[key] = str(attrs[key])
+    if "inputs" in attrs and "inputs" not in info:
+        info["inputs"] = json.loads(attrs["inputs"])
     return Posterior(int(attrs["degree"]), tuple(json.loads(attrs["domain"])), g, phi, holes,
                      json.loads(attrs["param_names"]), json.loads(attrs["hyper_names"]),
                      json.loads(attrs["hole_ids"]), info)
 
 
-__all__ = ["Posterior", "load_posterior", "save_fit", "summary_table", "terms"]
+__all__ = ["Posterior", "RESIDUAL_COLUMNS", "dataset_kinds", "load_chain", "load_posterior",
+           "load_residuals", "residual_rms", "residual_table", "save_fit", "summary_table", "terms"]

@@ -1,0 +1,70 @@
+"""``astrocal report RESULT_DIR [--against OLDER_RESULT]``: the accuracy-budget report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "report",
+        help="accuracy-budget report of a fit (HTML page and JSON)",
+        description="Write the accuracy-budget report of a fit result: a self-contained HTML "
+        "page (figures embedded) and a JSON file with the same numbers: the map's 1-sigma "
+        "(rms and maximum over the field, mas and pixels), the pixel scale and its "
+        "uncertainty, residual rms per dataset, outliers, the degree and evidence table, "
+        "convergence diagnostics and every requirement of the requirements file with pass or "
+        "fail; with --against, the changes of scale and distortion since an earlier result. "
+        "RESULT_DIR is a filter's result directory of 'astrocal fit' (<fit.output>/<filter>/) "
+        "or the fit output holding several (one report per filter). Writes "
+        "<RESULT_DIR>/report/report.html, report.json and plots/*.png|pdf.",
+    )
+    p.add_argument("result", metavar="RESULT_DIR")
+    p.add_argument("--against", metavar="OLDER_RESULT",
+                   help="an earlier result (same layout) to check stability against; with "
+                   "several filters, matched by directory name")
+    p.add_argument("--requirements", metavar="FILE",
+                   help="requirements file (TOML, see docs/report.md); default: the one "
+                   "shipped with astrocal (METIS requirements)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default: RESULT_DIR/report; with several filters, "
+                   "DIR/<filter>)")
+    p.add_argument("--band", choices=("LM", "N"),
+                   help="METIS band of the result (default: from the instrument it records)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from . import write_report
+    from .build import find_results, is_result_dir
+
+    results = find_results(args.result)
+    single = len(results) == 1 and Path(results[0]) == Path(args.result)
+    for path in results:
+        against = None
+        if args.against:
+            base = Path(args.against)
+            if single or is_result_dir(base):
+                against = base
+            else:
+                against = base / path.name
+                if not is_result_dir(against):
+                    raise FileNotFoundError(f"{against}: no earlier result for filter {path.name} "
+                                            f"in {base}")
+            if not is_result_dir(against):
+                raise FileNotFoundError(f"{against}: not a fit result (no posterior.h5)")
+        out = None
+        if args.out:
+            out = Path(args.out) if single else Path(args.out) / path.name
+        paths, report = write_report(path, against=against, requirements=args.requirements,
+                                     out=out, overwrite=args.overwrite, band=args.band)
+        failed = [r["id"] for r in report["requirements"] if r["status"] == "fail"]
+        passed = [r["id"] for r in report["requirements"] if r["status"] == "pass"]
+        ma = report["map_accuracy"]
+        print(f"filter {report['filter']}: map 1-sigma max {ma['max_mas']:.4g} mas "
+              f"({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas; pixel scale "
+              f"{report['pixel_scale']['mean_mas']:.6f} +/- {report['pixel_scale']['sd_mas']:.2g} "
+              f"mas/px; requirements: {len(passed)} pass, {len(failed)} fail"
+              + (f" ({', '.join(failed)})" if failed else ""))
+        print(f"wrote {paths['html']} and {paths['json']}")
+    return 0

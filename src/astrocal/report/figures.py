@@ -1,0 +1,125 @@
+"""The report's figures: every plot of :mod:`astrocal.plots` for a result, saved as PNG and PDF.
+
+:func:`make_figures` returns one entry per figure, in the order of the page: ``name``,
+``title``, ``caption`` and the ``png``/``pdf`` paths, or ``skipped`` with the reason when
+the figure cannot be drawn for this result (no earlier result, a single data kind...).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .. import plots
+
+#: most pose parameters in the poses' corner plot
+MAX_POSE_DIMS = 8
+
+
+def pose_selection(param_names, max_dims=MAX_POSE_DIMS):
+    """Names of pose parameters (any name containing ``pose``, e.g. ``pose_tx[...]``,
+    ``sky_pose_scale[...]``) grouped by exposure (the bracket), whole exposures in order
+    until ``max_dims``; returns ``(names, exposures shown, exposures with a pose)``."""
+    groups = {}
+    for name in param_names:
+        m = re.match(r"^([A-Za-z_]*pose[A-Za-z_]*)\[(.*)\]$", name)
+        if m:
+            groups.setdefault(m.group(2), []).append(name)
+    chosen, shown = [], []
+    for exposure, names in groups.items():
+        if chosen and len(chosen) + len(names) > max_dims:
+            break
+        chosen += names[:max_dims]
+        shown.append(exposure)
+    return chosen, shown, list(groups)
+
+
+def _safe(name):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "dataset"
+
+
+def make_figures(result, against, outdir, overwrite=False):
+    """Draw and save every figure of the report for ``result`` (and ``against``)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    entries = []
+
+    def add(name, title, caption, make):
+        try:
+            fig = make()
+        except ValueError as exc:
+            entries.append({"name": name, "title": title, "skipped": str(exc)})
+            return
+        paths = plots.save_figure(fig, outdir / name, overwrite=overwrite)
+        entries.append({"name": name, "title": title, "caption": caption,
+                        "png": paths["png"], "pdf": paths["pdf"]})
+
+    sol = result.solution
+    shape = result.detector_shape
+    post = result.posterior
+    add("distortion_map", "Distortion vector map",
+        "Offsets measured minus linear-grid position (AstroMet sign) of the posterior-mean "
+        "field; arrows exaggerated, key in pixels and mas; colour: their length.",
+        lambda: plots.distortion_vector_map(sol))
+    add("nonlinear_map", "Non-linear distortion",
+        "The distortion minus its best affine approximation over the detector (least squares).",
+        lambda: plots.nonlinear_map(sol))
+    add("uncertainty_map", "1-sigma uncertainty map",
+        "sqrt(sigma_x^2 + sigma_y^2) of the linear-grid position over the detector, from the "
+        "exact posterior draws; + marks the maximum.",
+        lambda: plots.uncertainty_map(sol))
+    add("pixel_scale_map", "Pixel-scale map",
+        "Areal local pixel scale sqrt|det J| of the posterior-mean field (the METIS "
+        "DISTORTION_MAP product, sampled).",
+        lambda: plots.pixel_scale_map(post.mean_field(), shape))
+    if result.residuals is not None:
+        names = list(dict.fromkeys(np.asarray(result.residuals["dataset"], str)))
+        for ds in names:
+            add(f"residuals_{_safe(ds)}", f"Residuals: {ds}",
+                "Posterior-mean residuals (measured minus predicted) of the points used, with "
+                "outliers marked; normalised residuals against N(0, 1); residuals in mas.",
+                lambda ds=ds: plots.residual_plot(result.residuals, ds, shape))
+        add("lab_vs_sky", "Lab versus sky",
+            "Residuals of the lab and the sky datasets: lengths, rms against field radius, "
+            "normalised residuals.",
+            lambda: plots.lab_sky_comparison(result.residuals, shape))
+    else:
+        entries.append({"name": "residuals", "title": "Residuals",
+                        "skipped": f"{result.path}: no residuals.ecsv"})
+    add("corner_hyperparameters", "Corner plot: hyperparameters",
+        "Posterior of the hyperparameters (natural logs of jitters, centroid-error scale, "
+        "hole-error scale...); lines at the 16, 50 and 84 % quantiles.",
+        lambda: plots.corner_plot(post.phi, post.hyper_names))
+    names, shown, every = pose_selection(post.param_names)
+
+    def corner_poses():
+        if not names:
+            raise ValueError("the result has no pose parameters")
+        return plots.corner_plot(post.param_samples(names), names)
+
+    add("corner_poses", "Corner plot: poses",
+        f"Posterior of the pose parameters of exposure(s) {', '.join(shown)} "
+        f"({len(shown)} of the {len(every)} exposures with a free pose; the reference "
+        "exposure's pose is the frame).",
+        corner_poses)
+
+    def chains():
+        if result.chain is None:
+            raise ValueError(f"{result.path}: the posterior has no chain")
+        burn = int(result.info.get("diagnostics", {}).get("burn") or 0)
+        return plots.chain_plot(result.chain, post.hyper_names, burn=burn)
+
+    add("chains", "Chains and autocorrelation",
+        "Every walker's trace per hyperparameter (burn-in shaded) and the integrated "
+        "autocorrelation time against chain length, with the N/50 line of the stopping rule.",
+        chains)
+
+    def difference():
+        if against is None:
+            raise ValueError("no earlier result given (--against OLDER_RESULT)")
+        return plots.difference_map(sol, against.solution)
+
+    add("difference_map", "Change against the earlier result",
+        "Distortion of this result minus the earlier one, each relative to its own linear "
+        "grid (position, rotation and scale left out); right: the change over its 1-sigma.",
+        difference)
+    return entries

@@ -1,0 +1,185 @@
+"""The self-contained HTML page of the report: numbers, pass/fail table, embedded figures.
+
+The page has no external resource: styles are inline and every figure is a PNG embedded
+as a ``data:image/png;base64`` URI (the PDF versions sit next to the page in ``plots/``).
+The pass/fail table has ``id="requirements"`` and one ``<tr class="req ...">`` per
+requirement of the requirements file.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+tr.pass td.status { background: #c8f0c8; font-weight: bold; }
+tr.fail td.status { background: #f5b8b8; font-weight: bold; }
+tr.na td.status { background: #eee; color: #666; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; color: #444; }
+.small { font-size: 0.85em; color: #555; } .warn { color: #a40; }
+"""
+
+
+def _e(value):
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value, fmt=".4g"):
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, fmt)
+    return _e(value)
+
+
+def _table(headers, rows, table_id=None, row_classes=None):
+    attr = f' id="{table_id}"' if table_id else ""
+    out = [f"<table{attr}><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
+    for k, row in enumerate(rows):
+        cls = f' class="{row_classes[k]}"' if row_classes else ""
+        out.append(f"<tr{cls}>" + "".join(row) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _td(value, fmt=".4g", cls=""):
+    c = ' class="num"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    if cls:
+        c = f' class="{cls}"'
+    return f"<td{c}>{_num(value, fmt)}</td>"
+
+
+def _requirements(rows):
+    classes = []
+    body = []
+    for r in rows:
+        status = r["status"]
+        classes.append("req " + {"pass": "pass", "fail": "fail"}.get(status, "na"))
+        value = r["value"]
+        shown = _num(value)
+        if value is not None and r.get("sd") is not None:
+            shown += f" &plusmn; {_num(r['sd'], '.2g')}"
+        goal = "&ndash;" if r.get("goal") is None else (
+            f"{_num(r['goal'], 'g')} ({'met' if r['goal_met'] else 'not met'})"
+            if r.get("goal_met") is not None else _num(r["goal"], "g"))
+        body.append([f'<td data-requirement="{_e(r["id"])}">{_e(r["id"])}</td>', f"<td>{_e(r['title'])}</td>",
+                     f"<td><code>{_e(r['metric'])}</code></td>", f'<td class="num">{shown}</td>',
+                     f"<td class=\"num\">&lt; {_num(r['max'], 'g')}</td>", f"<td>{goal}</td>",
+                     f"<td>{_e(r['unit'])}</td>", f'<td class="status">{_e(status)}</td>',
+                     f"<td class=\"small\">{_e(r['reason'])}</td>"])
+    return _table(["id", "requirement", "metric", "value", "pass if", "goal", "unit", "status", "note"],
+                  body, table_id="requirements", row_classes=classes)
+
+
+def _figure(entry):
+    if "skipped" in entry:
+        return (f'<p class="small skipped" data-figure="{_e(entry["name"])}"><b>{_e(entry["title"])}</b>: '
+                f"not drawn &ndash; {_e(entry['skipped'])}</p>")
+    data = base64.b64encode(Path(entry["png"]).read_bytes()).decode("ascii")
+    pdf = Path(entry["pdf"]).name
+    return (f'<figure data-figure="{_e(entry["name"])}"><img alt="{_e(entry["title"])}" '
+            f'src="data:image/png;base64,{data}"><figcaption><b>{_e(entry["title"])}.</b> '
+            f"{_e(entry.get('caption', ''))} (PDF: <code>plots/{_e(pdf)}</code>)</figcaption></figure>")
+
+
+def render(report, figures):
+    """The page (a string) for ``report`` (:func:`astrocal.report.build.build_report`) and
+    the figure entries of :func:`astrocal.report.figures.make_figures`."""
+    r = report
+    ma, ps = r["map_accuracy"], r["pixel_scale"]
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>astrocal accuracy budget: {_e(r['instrument'])} {_e(r['filter'])}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Accuracy budget: {_e(r['instrument']) or 'instrument not recorded'}, filter {_e(r['filter'])}</h1>",
+             "<p class=\"small\">" + "<br>".join([
+                 f"result: <code>{_e(r['result'])}</code>",
+                 f"band: {_e(r['band'] or 'not a METIS imager band')}; degree {r['degree']}; "
+                 f"{r['n_draws']} posterior draws; detector {r['detector_shape'][1]} x {r['detector_shape'][0]} pixels",
+                 f"campaign sha256: <code>{_e(r['campaign_sha256'])}</code>",
+                 f"fitted with astrocal {_e(r['fit_astrocal_version'])}; report by astrocal "
+                 f"{_e(r['astrocal_version'])} at {_e(r['created'])}",
+                 "inputs: " + ", ".join(f"<code>{_e(p)}</code>" for p in r.get("inputs", [])),
+             ]) + "</p>"]
+    if r.get("stability"):
+        parts.append(f"<p class=\"small\">compared with the earlier result <code>{_e(r['stability']['against'])}</code> "
+                     f"(campaign sha256 <code>{_e(r['stability']['against_campaign_sha256'])}</code>)</p>")
+    parts.append("<h2>Requirements</h2>")
+    parts.append(_requirements(r["requirements"]))
+    parts.append("<h2>Map accuracy and pixel scale</h2>")
+    parts.append(_table(["quantity", "rms over the field", "maximum over the field"], [
+        ["<td>1-sigma of the map (mas)</td>", _td(ma["rms_mas"]), _td(ma["max_mas"])],
+        ["<td>1-sigma of the map (pixel)</td>", _td(ma["rms_px"]), _td(ma["max_px"])],
+    ]))
+    parts.append(f"<p class=\"small\">{_e(ma['definition'])}; grid {ma['grid']} x {ma['grid']}; "
+                 f"maximum at pixel ({ma['max_at_px'][0]:.0f}, {ma['max_at_px'][1]:.0f}).</p>")
+    parts.append(f"<p>Pixel scale: <b>{ps['mean_mas']:.6f} &plusmn; {ps['sd_mas']:.2g} mas/pixel</b> "
+                 f"(relative 1-sigma {ps['sd_rel']:.2g}).</p>")
+    if r.get("stability"):
+        st = r["stability"]
+        parts.append("<h2>Stability against the earlier result</h2>")
+        parts.append(_table(["quantity", "value", "1-sigma"], [
+            ["<td>pixel scale now / earlier (mas/pixel)</td>",
+             f"<td class=\"num\">{st['pixel_scale_mas']['new']:.6f} / {st['pixel_scale_mas']['old']:.6f}</td>",
+             f"<td class=\"num\">{st['pixel_scale_mas']['new_sd']:.2g} / {st['pixel_scale_mas']['old_sd']:.2g}</td>"],
+            ["<td>relative scale change</td>", _td(st["scale_change_rel"]), _td(st["scale_change_rel_sd"], ".2g")],
+            ["<td>largest distortion change (pixel)</td>", _td(st["distortion_change_max_px"]),
+             _td(st["distortion_change_sd_px"], ".2g")],
+            ["<td>largest distortion change / half-diagonal</td>", _td(st["distortion_change_rel"]),
+             _td(st["distortion_change_rel_sd"], ".2g")],
+            ["<td>scale change at the corners (mas)</td>", _td(st["plate_scale_change_edge_mas"]),
+             _td(st["plate_scale_change_edge_sd_mas"], ".2g")],
+        ]))
+        parts.append(f"<p class=\"small\">{_e(st['definition'])}</p>")
+    parts.append("<h2>Residuals per dataset</h2>")
+    if r["residuals"]:
+        parts.append(_table(
+            ["dataset", "kind", "points", "used", "outliers", "rms (mas)", "rms (pixel)", "rms x (pixel)",
+             "rms y (pixel)", "mean chi2 (2 dof)", "sd of normalised residuals"],
+            [[f"<td>{_e(d['dataset'])}</td>", f"<td>{_e(d['kind'])}</td>", _td(d["n_points"]), _td(d["n_used"]),
+              _td(d["n_outliers"]), _td(d["rms_mas"]), _td(d["rms_px"]), _td(d["rms_x_px"]), _td(d["rms_y_px"]),
+              _td(d["chi2_mean"], ".3g"), _td(d["z_sd"], ".3g")] for d in r["residuals"]]))
+    else:
+        parts.append("<p class=\"warn\">no residual table in the result</p>")
+    o = r["outliers"]
+    parts.append(f"<h2>Outliers</h2><p>{_num(o.get('n'))} point(s) flagged and left out"
+                 + (f" of {o['n_points']} (fraction {o['fraction']:.3g}; mixture estimate "
+                    f"{_num(o.get('fraction_estimate'), '.3g')})" if "n_points" in o else "") + ".</p>")
+    if o.get("points"):
+        parts.append(_table(["point id", "dataset", "exposure", "source", "x", "y", "dx (pixel)", "dy (pixel)"],
+                            [[_td(p["point_id"], "d"), f"<td>{_e(p['dataset'])}</td>", f"<td>{_e(p['exposure'])}</td>",
+                              f"<td>{_e(p['source'])}</td>", _td(p["x"], ".1f"), _td(p["y"], ".1f"),
+                              _td(p["dx_px"], ".3g"), _td(p["dy_px"], ".3g")] for p in o["points"]]))
+    parts.append("<h2>Degree and evidence</h2>")
+    parts.append(_table(["degree", "log evidence", "difference to the best", "note"],
+                        [[_td(e["degree"], "d"), _td(e["log_evidence"], ".6g"), _td(e["delta_log_evidence"], ".3f"),
+                          f"<td>{_e(e['note'])}</td>"] for e in r["evidence"]]))
+    parts.append(f"<p>Degree used: <b>{r['degree']}</b>.</p>")
+    c = r["convergence"]
+    parts.append("<h2>Convergence</h2>")
+    names = c.get("hyper_names", [])
+    tau, neff = c.get("tau") or [], c.get("n_effective") or []
+    parts.append(_table(["hyperparameter", "autocorrelation time", "effective samples"],
+                        [[f"<td><code>{_e(n)}</code></td>", _td(tau[k] if k < len(tau) else None, ".3g"),
+                          _td(neff[k] if k < len(neff) else None, ".4g")] for k, n in enumerate(names)]))
+    parts.append(f"<p>steps {_num(c.get('steps'))}, burn-in {_num(c.get('burn'))}, walkers {_num(c.get('walkers'))}, "
+                 f"mean acceptance {_num(c.get('acceptance'), '.3f')}, steps / max tau "
+                 f"{_num(c.get('steps_over_tau'), '.3g')}, converged: <b>{_num(c.get('converged'))}</b></p>")
+    for w in c.get("warnings", []) or []:
+        parts.append(f"<p class=\"warn\">{_e(w)}</p>")
+    for name in c.get("unconstrained", []) or []:
+        parts.append(f"<p class=\"warn\">not constrained by the data: <code>{_e(name)}</code></p>")
+    parts.append("<h2>Figures</h2>")
+    parts.extend(_figure(f) for f in figures)
+    parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
+    return "\n".join(parts) + "\n"
