@@ -16,8 +16,8 @@ are kept, converted to plain numbers in the units of the key names, in
 :attr:`Exposure.extra` (``time`` as an ISO UTC string). ``[fit]`` holds the flexure model
 of the sky data (``flexure_degree``, ``flexure_functions``, ``flexure_radius_arcsec``).
 
-The schema is documented in ``docs/campaign.md`` (the ``[[sky]]`` and flexure keys) and
-``docs/sky_measure.md``.
+The schema is documented in ``docs/campaign.md`` (every section and key, with an example
+per job and the errors; a test loads its examples) and ``docs/sky_measure.md``.
 """
 from __future__ import annotations
 
@@ -155,6 +155,14 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class Campaign:
+    """A loaded, validated campaign (:func:`load_campaign`).
+
+    ``path``: the campaign file (absolute); ``instrument``: :class:`InstrumentSpec`;
+    ``lab``, ``sky``: tuples of :class:`LabDataset` and :class:`SkyDataset` (paths resolved
+    against the file's directory); ``measure``: :class:`MeasureSettings`; ``fit``:
+    :class:`FitSettings`; ``sha256``: hash of the file's bytes (recorded in every product).
+    """
+
     path: Path
     instrument: InstrumentSpec
     lab: tuple
@@ -165,6 +173,7 @@ class Campaign:
 
     @property
     def directory(self):
+        """The directory of the campaign file (relative paths start there)."""
         return self.path.parent
 
 

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = [
 
 
 def build_parser():
+    """The ``astrocal`` argument parser with every subcommand of :data:`SUBCOMMAND_MODULES`."""
     parser = argparse.ArgumentParser(
         prog="astrocal",
         description="Geometric-distortion calibration of astronomical imagers "
@@ -39,6 +40,11 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run ``astrocal`` with ``argv`` (default: the command line); returns the exit status.
+
+    Errors of the input (``OSError``, ``ValueError``, ``KeyError``: a missing file, a bad
+    campaign, an existing product) are printed as ``astrocal: error: ...`` and give status 1.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO

@@ -161,11 +161,15 @@ def resample(data, evaluator, pad=0, resampler="interp"):
     pad : int
         Output pixels added on every side (the corrected image's corners can move out
         by the distortion there).
-    resampler : ``"interp"`` or ``"drizzle"``
+    resampler : {"interp", "drizzle"}
         See the module docstring.
 
-    Returns ``(image, coverage)`` (float32 and float arrays of the output shape): the
-    resampled image (NaN where no input falls) and the covered fraction of each pixel.
+    Returns
+    -------
+    image : numpy.ndarray (float32)
+        The resampled image, of the output shape (NaN where no input falls).
+    coverage : numpy.ndarray (float)
+        The covered fraction of each output pixel.
     """
     data = np.asarray(data, dtype=float)
     if data.shape != tuple(evaluator.detector_shape):

@@ -3,22 +3,22 @@
 :func:`open_solution` reads a solution and returns an :class:`Evaluator`, one interface
 for every format:
 
-=============== ================ =========================================================
-source          ``method``       how the linear-grid position ``l`` of a measured ``p``
-                                 is obtained
-=============== ================ =========================================================
-AstroMet FITS   ``table-bicubic`` (default) the ``FILTER-<ID>`` table of forward offsets
-                                 ``D(l)`` interpolated by a bicubic (not-a-knot) spline;
-                                 ``l`` solves ``l + D(l) = p`` (Newton, to < 1e-9 px)
-AstroMet FITS   ``table-bilinear`` the same with bilinear interpolation
-AstroMet FITS   ``polynom_map``  the ``POLYNOM_MAP`` forward polynomial, solved the same way
-AstroMet FITS   ``polynom_map2`` the ``POLYNOM_MAP2`` reverse polynomial:
-                                 ``l = p - D2(p)`` (no iteration)
-SIP header      ``polynomial``   the exact field of the header (``A_p_q``, ``B_p_q``)
-SIAF table      ``polynomial``   the exact field of ``Sci2IdlX``/``Sci2IdlY``
-result dir.     ``posterior``    every posterior draw of the field, each with its own linear
-                                 grid; ``l`` is their mean
-=============== ================ =========================================================
+=============  ==================  ===========================================================
+source         ``method``          how the linear-grid position ``l`` of a measured ``p``
+                                   is obtained
+=============  ==================  ===========================================================
+AstroMet FITS  ``table-bicubic``   (default) the ``FILTER-<ID>`` table of forward offsets
+                                   ``D(l)`` interpolated by a bicubic (not-a-knot) spline;
+                                   ``l`` solves ``l + D(l) = p`` (Newton, to < 1e-9 px)
+AstroMet FITS  ``table-bilinear``  the same with bilinear interpolation
+AstroMet FITS  ``polynom_map``     the ``POLYNOM_MAP`` forward polynomial, solved the same way
+AstroMet FITS  ``polynom_map2``    the ``POLYNOM_MAP2`` reverse polynomial:
+                                   ``l = p - D2(p)`` (no iteration)
+SIP header     ``polynomial``      the exact field of the header (``A_p_q``, ``B_p_q``)
+SIAF table     ``polynomial``      the exact field of ``Sci2IdlX``/``Sci2IdlY``
+result dir.    ``posterior``       every posterior draw of the field, each with its own linear
+                                   grid; ``l`` is their mean
+=============  ==================  ===========================================================
 
 :attr:`Evaluation.jac` (``dl/dp``, which carries the input's errors) is exact for
 ``polynom_map2``, SIP, SIAF and the posterior; for the table methods and ``polynom_map``

@@ -5,27 +5,27 @@ format :func:`astrocal.sky.starlist.read_star_list` reads, with its column choic
 the columns below to the list's own columns and writes the result.  The input file is
 never modified.
 
-================== ======= ================================================================
-column             unit    meaning
-================== ======= ================================================================
-``x_lin, y_lin``   pix     linear-grid position, in the input's pixel convention (0-based
-                           unless the list was read as 1-based: see the ``pixel_convention``
-                           metadata)
-``sigma_x_lin``    pix     1 sigma of ``x_lin``, ``y_lin``: the input's own errors pushed
-``sigma_y_lin``            through the Jacobian of the correction, plus the solution's map
-``cov_xy_lin``     pix2    uncertainty at that position; ``cov_xy_lin`` their covariance
-``sigma_x_map``    pix     the solution's part alone (0 if it carries no uncertainty)
+===================  ======  =================================================================
+column               unit    meaning
+===================  ======  =================================================================
+``x_lin, y_lin``     pix     linear-grid position, in the input's pixel convention (0-based
+                             unless the list was read as 1-based: see the ``pixel_convention``
+                             metadata)
+``sigma_x_lin``      pix     1 sigma of ``x_lin``, ``y_lin``: the input's own errors pushed
+``sigma_y_lin``              through the Jacobian of the correction, plus the solution's map
+``cov_xy_lin``       pix2    uncertainty at that position; ``cov_xy_lin`` their covariance
+``sigma_x_map``      pix     the solution's part alone (0 if it carries no uncertainty)
 ``sigma_y_map``
-``dx_arcsec``      arcsec  ``plate_scale * (lin - reference)`` along the linear grid's axes
-``dy_arcsec``              (the reference defaults to the boresight)
-``sigma_dx_arcsec`` arcsec their 1 sigma
+``dx_arcsec``        arcsec  ``plate_scale * (lin - reference)`` along the linear grid's axes
+``dy_arcsec``                (the reference defaults to the boresight)
+``sigma_dx_arcsec``  arcsec  their 1 sigma
 ``sigma_dy_arcsec``
-``domain_flag``            0: inside the solution's domain (the detector); 1: outside it but
-                           within the margin (corrected by extrapolation); 2: beyond the
-                           margin (not corrected, NaN, unless ``extrapolate``)
-``map_factor``     pix     posterior only (ECSV, FITS): shape (2, r), ``F_i``; the map
-                           covariance between stars ``i`` and ``j`` is ``F_i F_j^T``
-================== ======= ================================================================
+``domain_flag``              0: inside the solution's domain (the detector); 1: outside it but
+                             within the margin (corrected by extrapolation); 2: beyond the
+                             margin (not corrected, NaN, unless ``extrapolate``)
+``map_factor``       pix     posterior only (ECSV, FITS): shape (2, r), ``F_i``; the map
+                             covariance between stars ``i`` and ``j`` is ``F_i F_j^T``
+===================  ======  =================================================================
 
 The uncertainty of ``(x_lin, y_lin)`` is ``J C_in J^T + C_map`` with ``J = dl/dp`` the
 Jacobian of the correction at the star (:attr:`Evaluation.jac`), ``C_in`` the list's position covariance
@@ -114,7 +114,16 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
     source : str
         Name used in messages (the file).
 
-    Raises ``ValueError`` if no position lies within the domain plus margin.
+    Returns
+    -------
+    Corrected
+        Linear-grid positions, their covariance, the map's part, the domain flags (and the
+        map factor with ``factor``).
+
+    Raises
+    ------
+    ValueError
+        If no position lies within the domain plus margin.
     """
     x = np.ravel(np.asarray(x, dtype=float))
     y = np.ravel(np.asarray(y, dtype=float))
@@ -236,7 +245,10 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
         Linear-grid position the arcsec offsets are measured from, in the list's pixel
         convention; default the boresight.
 
-    Returns the input table with the columns of this module's docstring added.
+    Returns
+    -------
+    astropy.table.Table
+        A copy of the input table with the columns of this module's docstring added.
     """
     path = Path(path)
     if out is not None:

@@ -202,7 +202,10 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
     precision : "single" or "double"
         ``"single"`` writes E/36E columns as the CCF does; ``"double"`` writes D/36D.
 
-    Returns the path written.
+    Returns
+    -------
+    pathlib.Path
+        The path written.
     """
     if isinstance(solutions, Solution):
         solutions = [solutions]

@@ -359,8 +359,7 @@ def simulate_frame(expected_e, det: DetectorModel, rng: np.random.Generator, *, 
         DIT in seconds (dark current and cosmic rays scale with it).
     ndit : int
         Number of DITs averaged into the output frame.
-    reference_pixels, flat, dark, bad_pixels, photon_noise, cosmic_rays, saturation,
-    read_noise, adu : bool
+    reference_pixels, flat, dark, bad_pixels, photon_noise, cosmic_rays, saturation, read_noise, adu : bool
         Switch each effect (see the module docstring); ``adu=False`` returns electrons.
     quantize : bool
         Round the output to integers.
@@ -374,8 +373,9 @@ def simulate_frame(expected_e, det: DetectorModel, rng: np.random.Generator, *, 
 
     Returns
     -------
-    numpy.ndarray (float32), in ADU (or electrons with ``adu=False``); with
-    ``return_truth`` a tuple ``(frame, FrameTruth)``.
+    frame : numpy.ndarray (float32)
+        In ADU (or electrons with ``adu=False``); with ``return_truth`` a tuple
+        ``(frame, FrameTruth)``.
     """
     t = _seconds(exptime)
     ndit = int(ndit)

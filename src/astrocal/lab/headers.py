@@ -4,28 +4,28 @@
 a METIS imager with the ESO keyword names of the METIS instrument model (ScopeSim IRDB
 ``headers/FITS_*_keywords.yaml``, see :mod:`astrocal.instruments` for provenance):
 
-=====================================  ===============================================
-keyword                                content
-=====================================  ===============================================
-``DATE-OBS``, ``MJD-OBS``              start of the exposure (UTC, ISO 8601 / MJD)
-``EXPTIME``                            total exposure time DIT x NDIT [s]
-``INSTRUME``, ``TELESCOP``, ``FILTER``  ``METIS``, ``ELT``, filter name
-``HIERARCH ESO DPR CATG/TYPE/TECH``     e.g. ``CALIB`` / ``DISTORTION`` / ``IMAGE,LM``
-``HIERARCH ESO INS MODE``              ``IMG_LM`` / ``IMG_N``
-``HIERARCH ESO DET DIT``, ``DET NDIT``  DIT [s], NDIT (also ``DET1``/``DET2`` for LM/N)
-``HIERARCH ESO DET<n> MODE``           readout mode
-``HIERARCH ESO DET<n> CHIP ...``       ID, MINDIT, FULLWELL, RON, DARK, GAIN
-``HIERARCH ESO DRS FILTER``            filter name (DRLD matched keyword)
-``HIERARCH ESO INS OPTI10 POSNAME``    IMG_LM science filter (``OPTI13 NAME`` for IMG_N)
-``HIERARCH ESO INS OPTI20 ID/POSNAME``  WCU FP2.1 mask wheel: ``wcu-fp2-1`` / position
-                                       name (``grid_lm``)
-``HIERARCH ESO INS OPTI20 NAME``       the mask table's name (astrocal)
+=======================================  =================================================
+keyword                                  content
+=======================================  =================================================
+``DATE-OBS``, ``MJD-OBS``                start of the exposure (UTC, ISO 8601 / MJD)
+``EXPTIME``                              total exposure time DIT x NDIT [s]
+``INSTRUME``, ``TELESCOP``, ``FILTER``   ``METIS``, ``ELT``, filter name
+``HIERARCH ESO DPR CATG/TYPE/TECH``      e.g. ``CALIB`` / ``DISTORTION`` / ``IMAGE,LM``
+``HIERARCH ESO INS MODE``                ``IMG_LM`` / ``IMG_N``
+``HIERARCH ESO DET DIT``, ``DET NDIT``   DIT [s], NDIT (also ``DET1``/``DET2`` for LM/N)
+``HIERARCH ESO DET<n> MODE``             readout mode
+``HIERARCH ESO DET<n> CHIP ...``         ID, MINDIT, FULLWELL, RON, DARK, GAIN
+``HIERARCH ESO DRS FILTER``              filter name (DRLD matched keyword)
+``HIERARCH ESO INS OPTI10 POSNAME``      IMG_LM science filter (``OPTI13 NAME`` for IMG_N)
+``HIERARCH ESO INS OPTI20 ID/POSNAME``   WCU FP2.1 mask wheel: ``wcu-fp2-1`` / position
+                                         name (``grid_lm``)
+``HIERARCH ESO INS OPTI20 NAME``         the mask table's name (astrocal)
 ``HIERARCH ESO SEQ CHOPNOD OFFSCHOP X``  chopper offset of the mask, x and y [arcsec]
-``... Y``                              (astrocal split of ScopeSim's list keyword)
-``HIERARCH ESO SEQ WCU LAMP NAME``     WCU lamp: ``bb``, ``laser`` or ``off``
-``HIERARCH ESO SEQ WCU_BB_TEMP``       black-body temperature [K]
-``HIERARCH ESO INS WCU_BB SOURCETEMP``  black-body temperature [C]
-=====================================  ===============================================
+``... Y``                                (astrocal split of ScopeSim's list keyword)
+``HIERARCH ESO SEQ WCU LAMP NAME``       WCU lamp: ``bb``, ``laser`` or ``off``
+``HIERARCH ESO SEQ WCU_BB_TEMP``         black-body temperature [K]
+``HIERARCH ESO INS WCU_BB SOURCETEMP``   black-body temperature [C]
+=======================================  =================================================
 
 :func:`read_exposure_meta` reads a header (or a FITS file) back into an
 :class:`ExposureMeta`; a missing required keyword raises :class:`HeaderError` naming the

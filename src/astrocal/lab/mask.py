@@ -177,6 +177,8 @@ class Mask:
     def in_field(self, fov, center=None, mask_scale=None) -> "Mask":
         """Holes whose centre falls inside a rectangular field of view.
 
+        The boundary is inclusive.
+
         Parameters
         ----------
         fov : Quantity
@@ -188,7 +190,10 @@ class Mask:
         mask_scale : Quantity, optional
             mm/arcsec, overrides the table's plate scale (needed for angular fields).
 
-        The boundary is inclusive.  Returns a new :class:`Mask`.
+        Returns
+        -------
+        Mask
+            A new mask holding the selected holes.
         """
         fov = u.Quantity(fov)
         width = np.broadcast_to(np.atleast_1d(fov.value), (2,)).astype(float)

@@ -1120,7 +1120,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
         from ..sky.measure import measure_sky_datasets
 
         results += measure_sky_datasets(campaign, output=output, overwrite=overwrite, psf=mode,
-                                        used_stems=stems)
+                                        used_stems=stems, processes=processes)
 
     summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
                              processes)

@@ -1,0 +1,13 @@
+"""The joint Bayesian distortion model and its inference (``astrocal fit``).
+
+- :mod:`.data`: the identified points (lab holes and sky stars) as plain arrays;
+- :mod:`.flexure`: the telescope's flexure field of the sky data;
+- :mod:`.linear`: the collapsed linear model, exact marginal likelihood over the linear
+  parameters;
+- :mod:`.inference`: preliminary fit, outliers, degree by evidence, emcee over the
+  hyperparameters, exact draws of the linear parameters;
+- :mod:`.result`: saving and loading a fit;
+- :mod:`.cli`: ``astrocal fit``.
+
+The equations, gauges and assumptions are in ``docs/model.md``.
+"""

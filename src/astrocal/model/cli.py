@@ -197,7 +197,8 @@ def register(subparsers):
     p.add_argument("--degree", help="total degree of the field, or 'auto' (evidence); "
                    "default: the campaign's [fit] degree")
     p.add_argument("--steps", type=int, help="most emcee steps (the chain stops once converged)")
-    p.add_argument("--walkers", type=int, help="emcee walkers (default 24)")
+    p.add_argument("--walkers", type=int, help="emcee walkers (default: the campaign's [fit] "
+                   "walkers, 32; at least 8)")
     p.add_argument("--seed", type=int, help="random seed (default: the campaign's, else 1)")
     p.add_argument("--no-hole-errors", action="store_true",
                    help="do not fit the holes' manufacturing errors")

@@ -70,6 +70,15 @@ class FitSettings:
 
 @dataclass
 class Diagnostics:
+    """Convergence of the emcee chain of the hyperparameters (:func:`diagnostics`).
+
+    ``tau``: integrated autocorrelation time per hyperparameter (steps); ``acceptance``:
+    mean acceptance fraction; ``n_steps``, ``n_burn``: steps run and discarded as burn-in;
+    ``n_effective``: effective samples per hyperparameter after burn-in (all walkers);
+    ``converged``: the chain is at least 50 ``tau`` long; ``warnings``: the
+    ``ConvergenceWarning`` messages.
+    """
+
     tau: np.ndarray
     acceptance: float
     n_steps: int
@@ -571,6 +580,12 @@ def _converged(sampler, settings):
 
 
 def diagnostics(chain, sampler, settings):
+    """Autocorrelation times, burn-in, effective samples and warnings of a chain.
+
+    ``chain`` has shape (steps, walkers, ndim); ``sampler`` the emcee sampler (for its
+    acceptance fractions); ``settings.burn`` is ``"auto"`` (5 ``tau``, at least a tenth and
+    at most half of the chain) or a number of steps. Returns a :class:`Diagnostics`.
+    """
     steps, nwalkers, ndim = chain.shape
     notes = []
     quiet = logging.getLogger("emcee.autocorr")

@@ -59,7 +59,8 @@ def joint_campaign_toml(lab_campaign, sky_campaign, out, fit_lines=None, overwri
     """Write ``out`` (a campaign TOML) joining the datasets of two campaign files.
 
     ``[instrument]`` comes from the lab campaign; ``[fit]`` from ``fit_lines`` (a list of
-    ``key = value`` lines) or the lab campaign's. Both campaigns must describe the same
+    ``key = value`` lines) or the lab campaign's, plus the sky campaign's flexure keys
+    (``flexure_*``) unless given. Both campaigns must describe the same
     instrument (detector shape and pixel scale).
     """
     lab_campaign, sky_campaign, out = Path(lab_campaign), Path(sky_campaign), Path(out)
@@ -83,6 +84,10 @@ def joint_campaign_toml(lab_campaign, sky_campaign, out, fit_lines=None, overwri
     fit = fit_lines
     if fit is None:
         fit = [f"{k} = {_toml_value(v)}" for k, v in lab_t.get("fit", {}).items()]
+    # the flexure model belongs to the sky campaign: keep its keys unless given
+    given = {line.split("=", 1)[0].strip() for line in fit}
+    fit = list(fit) + [f"{k} = {_toml_value(v)}" for k, v in sky_t.get("fit", {}).items()
+                       if k.startswith("flexure_") and k not in given]
     lines += ["[fit]", *fit, ""]
     atomic_write_text(out, "\n".join(lines), overwrite=overwrite)
     return out

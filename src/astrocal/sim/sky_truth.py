@@ -995,6 +995,8 @@ def _flexure_table(truth) -> Table:
 
 
 def truth_paths(out):
+    """The truth files of a simulated sky campaign in ``out``: ``{name: path}`` under
+    ``out/truth/``."""
     d = Path(out) / "truth"
     return {"distortion_ecsv": d / "distortion_truth.ecsv", "distortion_fits": d / "distortion_truth.fits",
             "catalog_true": d / "catalog_true.ecsv", "catalog_errors": d / "catalog_errors.ecsv",

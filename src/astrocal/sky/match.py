@@ -1096,8 +1096,9 @@ def match_stars(stars, reference, *, pixel_scale_mas, scale_tolerance=0.05,
         measured stars closer than this are flagged as blends.  About the PSF FWHM
         (METIS IMG_LM in L: 3.7 px).
     mag_tolerance : float or None
-        Pair votes require |magnitude difference of the star pair - that of the
-        reference pair| <= this (when fluxes and magnitudes are given); None disables.
+        Pair votes require ``abs(magnitude difference of the star pair - that of the
+        reference pair) <= mag_tolerance`` (when fluxes and magnitudes are given); None
+        disables.
     flux_check : "reject", "flag" or "off"
         Pairs whose ``mag + 2.5 log10(flux)`` is more than ``flux_nsigma`` robust sigma
         (at least 0.2 mag) off the median over the pairs are dropped (``"reject"``,

@@ -1026,13 +1026,52 @@ def _counts(t):
                 ident_rms_px=float(t.meta["match_quality"]["rms_px"]))
 
 
-def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, used_stems=()):
+def _measure_job(job):
+    """Measure one sky exposure of :func:`measure_sky_datasets`; returns its result row."""
+    k, e, ds, inst, mode, catalog, cal, error, stem, output, overwrite, prov = job
+    t0 = _time.perf_counter()
+    image = is_image(e.file)
+    kind = "sky_image" if image else "sky_list"
+    table_path = output / f"{stem}.ecsv"
+    reduced_path = output / f"{stem}_reduced.fits" if image else None
+    try:
+        if error is not None:
+            raise SkyMeasureError(error)
+        if not overwrite:
+            for p in (table_path, reduced_path):
+                if p is not None:
+                    check_writable(p, False)
+        t = measure_sky_exposure(e, ds, inst, psf=mode, catalog=catalog, calibration=cal,
+                                 reduced_path=reduced_path, overwrite=overwrite, stem=stem,
+                                 provenance=prov)
+        atomic_write_table(t, table_path, overwrite=overwrite, format="ascii.ecsv")
+        msg = "; ".join(t.meta.get("warnings") or [])
+        return _result(ds.name, k, stem, e.file, kind, "ok", msg, table=str(table_path),
+                       reduced=None if reduced_path is None else str(reduced_path),
+                       seconds=_time.perf_counter() - t0, **_counts(t))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a per-exposure report
+        msg = str(exc) or type(exc).__name__
+        if str(e.file) not in msg and Path(e.file).name not in msg:
+            msg = f"{e.file}: {msg}"
+        if not isinstance(exc, (OSError, ValueError, KeyError)):
+            msg = f"{msg} ({type(exc).__name__})"
+        log.error("%s", msg)
+        if overwrite and not isinstance(exc, ProductExistsError):
+            for p in (table_path, reduced_path):  # stale products of an earlier run
+                if p is not None and p.exists():
+                    log.info("removing stale %s", p)
+                    p.unlink()
+        return _result(ds.name, k, stem, e.file, kind, "failed", msg, seconds=_time.perf_counter() - t0)
+
+
+def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, used_stems=(), processes=1):
     """Measure every exposure of the campaign's ``[[sky]]`` datasets.
 
     ``campaign`` a loaded :class:`astrocal.campaign.Campaign`; ``output`` the directory
     (default ``[measure] output``); ``psf`` overrides ``[measure] psf``; ``used_stems``
     product names already taken (the lab exposures'): a sky exposure whose file stem is
-    taken is written as ``<dataset>_<stem>``. Never raises for one exposure: returns one
+    taken is written as ``<dataset>_<stem>``. ``processes``: exposures measured in
+    parallel worker processes. Never raises for one exposure: returns one
     result dict per exposure (status ``ok`` / ``failed``, message naming the file), in
     the layout of the lab measure stage's summary rows.
     """
@@ -1042,7 +1081,7 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
     mode = psf or campaign.measure.psf
     inst = campaign.instrument
     taken = set(used_stems)
-    results = []
+    jobs = []
     prov = {"campaign": str(campaign.path), "campaign_sha256": campaign.sha256}
     for ds in campaign.sky:
         catalog = cal = None
@@ -1063,7 +1102,6 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
             except Exception as exc:  # noqa: BLE001 - the dataset fails, the others go on
                 error = f"dataset '{ds.name}': calibration frames: {exc}"
         for k, e in enumerate(ds.exposures):
-            t0 = _time.perf_counter()
             stem = _exposure_stem(e.file)
             if stem in taken:
                 stem = f"{ds.name}_{stem}"
@@ -1072,37 +1110,14 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
                 m += 1
                 stem = f"{base}_{m}"
             taken.add(stem)
-            image = is_image(e.file)
-            kind = "sky_image" if image else "sky_list"
-            table_path = output / f"{stem}.ecsv"
-            reduced_path = output / f"{stem}_reduced.fits" if image else None
-            try:
-                if error is not None:
-                    raise SkyMeasureError(error)
-                if not overwrite:
-                    for p in (table_path, reduced_path):
-                        if p is not None:
-                            check_writable(p, False)
-                t = measure_sky_exposure(e, ds, inst, psf=mode, catalog=catalog, calibration=cal,
-                                         reduced_path=reduced_path, overwrite=overwrite, stem=stem,
-                                         provenance=prov)
-                atomic_write_table(t, table_path, overwrite=overwrite, format="ascii.ecsv")
-                msg = "; ".join(t.meta.get("warnings") or [])
-                results.append(_result(ds.name, k, stem, e.file, kind, "ok", msg, table=str(table_path),
-                                       reduced=None if reduced_path is None else str(reduced_path),
-                                       seconds=_time.perf_counter() - t0, **_counts(t)))
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a per-exposure report
-                msg = str(exc) or type(exc).__name__
-                if str(e.file) not in msg and Path(e.file).name not in msg:
-                    msg = f"{e.file}: {msg}"
-                if not isinstance(exc, (OSError, ValueError, KeyError)):
-                    msg = f"{msg} ({type(exc).__name__})"
-                log.error("%s", msg)
-                if overwrite and not isinstance(exc, ProductExistsError):
-                    for p in (table_path, reduced_path):  # stale products of an earlier run
-                        if p is not None and p.exists():
-                            log.info("removing stale %s", p)
-                            p.unlink()
-                results.append(_result(ds.name, k, stem, e.file, kind, "failed", msg,
-                                       seconds=_time.perf_counter() - t0))
+            jobs.append((k, e, ds, inst, mode, catalog, cal, error, stem, output, overwrite, prov))
+    if int(processes) > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ProcessPoolExecutor(min(int(processes), len(jobs)), mp_context=ctx) as pool:
+            results = list(pool.map(_measure_job, jobs))
+    else:
+        results = [_measure_job(job) for job in jobs]
     return results

@@ -3,18 +3,18 @@
 :func:`read_star_list` returns an astropy Table in astrocal's convention, ready for
 :func:`astrocal.sky.match.match_stars`:
 
-=========== ======= ====================================================================
-column      unit    meaning
-=========== ======= ====================================================================
-``x, y``    pix     star position, **0-based** (centre of the first pixel = 0.0)
+============  ====  ==================================================================
+column        unit  meaning
+============  ====  ==================================================================
+``x, y``      pix   star position, **0-based** (centre of the first pixel = 0.0)
 ``flux``            flux (any linear unit; only ratios are used); from an instrumental
                     magnitude ``m`` as ``10**(-0.4 (m - 25))`` (DAOPHOT's zero point)
-``sigma_x`` pix     position errors, when the list gives them
-``sigma_y`` pix
+``sigma_x``   pix   position errors, when the list gives them
+``sigma_y``   pix
 ``flux_err``        when the list gives a flux error (or a magnitude error)
 ``mag``             the instrumental magnitude, when the list gives one
 ``id``              the list's own star identifier, when it has one
-=========== ======= ====================================================================
+============  ====  ==================================================================
 
 ``meta`` records the source file, the format, the columns used, whether the positions
 were converted from 1-based, and a note.
