@@ -50,10 +50,7 @@ def lab_points_for(campaign, datasets):
     for k, d in enumerate(datasets):
         for e, exp in enumerate(d.exposures):
             path = source_table_path(campaign, exp.file)
-            try:
-                t = Table.read(path, format="ascii.ecsv")
-            except Exception as exc:  # astropy raises several types for unreadable ECSV
-                raise DataError(f"{path}: not a readable source table ({exc})") from None
+            t = _read_table(path)
             offset = exp.offset_arcsec
             if offset is None:
                 offset = t.meta.get("offset_arcsec")

@@ -742,6 +742,22 @@ def _positions_with_margin(wide, domain, margin):
     return out
 
 
+def run_frame_tasks(tasks, threads=1):
+    """Run frame-writing callables, on up to ``threads`` threads (in order when 1).
+
+    Each frame has its own random stream, so the result does not depend on the threads;
+    an exception of any task is raised here.
+    """
+    n_threads = max(1, min(int(threads or 1), len(tasks)))
+    if n_threads == 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for fut in [pool.submit(task) for task in tasks]:
+            fut.result()
+
+
 def simulate_lab(out, settings=None, *, overwrite=False, threads=2, **changes):
     """Simulate a lab campaign into directory ``out``; returns a :class:`LabCampaign`.
 
@@ -941,16 +957,8 @@ def simulate_lab(out, settings=None, *, overwrite=False, threads=2, **changes):
         _det.flat_field(det)
     if s.bad_pixels:
         _det.bad_pixel_maps(det)
-    tasks = [lambda k=k: grid_frame(k) for k in range(s.n_exposures)] + [background_frame, flat_frame]
-    n_threads = max(1, min(int(threads or 1), len(tasks)))
-    if n_threads == 1:
-        for task in tasks:
-            task()
-    else:
-        # each frame has its own random stream: the result does not depend on the threads
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for fut in [pool.submit(task) for task in tasks]:
-                fut.result()
+    run_frame_tasks([lambda k=k: grid_frame(k) for k in range(s.n_exposures)] + [background_frame, flat_frame],
+                    threads)
 
     # ---------------------------------------------------------------- truth tables
     on_det = np.isfinite(truth.positions[e_idx, h_idx, 0])

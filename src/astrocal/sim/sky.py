@@ -59,7 +59,6 @@ import dataclasses
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -80,7 +79,8 @@ from ..model.flexure import FlexureBasis
 from ..pixels import detector_domain
 from ..plain import to_plain
 from ..sky.sites import get_site
-from .lab import ELT_DIAMETER_M, PUPIL_TRANSMISSION, _MAS_TO_RAD, _band_radiance, plan_exposure
+from .lab import (ELT_DIAMETER_M, PUPIL_TRANSMISSION, _MAS_TO_RAD, _band_radiance, plan_exposure,
+                  run_frame_tasks)
 from .sky_truth import (FIELDS, SkyTruth, _target_key, default_sky_field, draw_sky_truth, field_center,
                         make_true_catalog, noisy_catalog, observe_sky_points, plan_night, restrict_to_detector,
                         sky_campaign_toml, truth_paths, with_band_magnitudes, write_sky_truth)
@@ -695,15 +695,8 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
         _det.flat_field(det)
     if s.bad_pixels:
         _det.bad_pixel_maps(det)
-    tasks = [lambda k=k: exposure_frame(k) for k in range(s.n_exposures)] + [background_frame, flat_frame]
-    n_threads = max(1, min(int(threads or 1), len(tasks)))
-    if n_threads == 1:
-        for task in tasks:
-            task()
-    else:
-        with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for fut in [pool.submit(task) for task in tasks]:
-                fut.result()
+    run_frame_tasks([lambda k=k: exposure_frame(k) for k in range(s.n_exposures)] + [background_frame, flat_frame],
+                    threads)
 
     # ---------------------------------------------------------------- per-star truth of the images
     noise = NoiseModel(gain=gain * xp.ndit, read_noise=det.read_noise_e * math.sqrt(xp.ndit))
