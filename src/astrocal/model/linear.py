@@ -60,17 +60,26 @@ class Priors:
     scale and rotation of each exposure relative to the reference exposure have
     zero-mean priors of ``pose_scale_sigma`` (dimensionless) and ``pose_rot_sigma``
     (radians); translations are centred on the commanded offsets with their stated
-    accuracy. Hyperparameters: jitter ``log``-uniform over ``jitter_mas``; hole-error
-    scale ``log``-uniform over ``hole_error_um``; centroid-error scale ``kappa`` log-normal
-    with width ``kappa_log_sigma``. Sky exposures: pose scale and rotation priors
+    accuracy. Hyperparameters: jitter per dataset over ``jitter_mas``; hole-error scale
+    over ``hole_error_um``; centroid-error scale ``kappa`` log-normal with width
+    ``kappa_log_sigma``. Sky exposures: pose scale and rotation priors
     ``sky_pose_scale_sigma`` and ``sky_pose_rot_sigma`` (each sky exposure has its own
     pointing, position angle and plate scale), translations centred on zero with the
-    pointing accuracy; the flexure coefficients' prior width is a hyperparameter,
-    ``log``-uniform over ``flexure_sigma_mas``: one for all coefficients
-    (``flexure_scales = "shared"``, the default) or one per zenith function
-    (``"per_function"``). Separate widths let the posterior move amplitude between
-    nearly collinear functions (1 and cos z over a night) and shrink one of them
-    towards zero; the shared width does not.
+    pointing accuracy; the flexure coefficients' prior width is a hyperparameter over
+    ``flexure_sigma_mas``: one for all coefficients (``flexure_scales = "shared"``, the
+    default) or one per zenith function (``"per_function"``). Separate widths let the
+    posterior move amplitude between nearly collinear functions (1 and cos z over a
+    night) and shrink one of them towards zero; the shared width does not.
+
+    The three scale hyperparameters (jitter, hole-error scale, flexure width) are
+    sampled as natural logs; ``scale_prior`` sets their prior: ``"uniform"`` (the
+    default) is uniform in the scale itself over the range (density proportional to the
+    scale in its log), the choice recommended for hierarchical scales (Gelman 2006,
+    Bayesian Analysis 1, 515): a log-uniform prior puts as much mass on every decade of
+    tiny scales as on the plausible ones, so when the data cannot exclude zero the
+    posterior piles up against the lower bound, the scale is pulled low and the
+    coefficients it governs get intervals that are too narrow. ``"log-uniform"`` is the
+    scale-invariant alternative.
     """
 
     linear_sigma: float = 1.0e3
@@ -78,13 +87,14 @@ class Priors:
     offset_frame_sigma: float = 0.05
     pose_scale_sigma: float = 1.0e-3
     pose_rot_sigma: float = 1.0e-3
-    jitter_mas: tuple = (1.0e-3, 100.0)
-    hole_error_um: tuple = (0.01, 20.0)
+    jitter_mas: tuple = (1.0e-5, 100.0)
+    hole_error_um: tuple = (1.0e-3, 20.0)
     kappa_log_sigma: float = 0.3
     sky_pose_scale_sigma: float = 1.0e-2
     sky_pose_rot_sigma: float = 1.0e-2
-    flexure_sigma_mas: tuple = (0.01, 100.0)
+    flexure_sigma_mas: tuple = (1.0e-3, 100.0)
     flexure_scales: str = "shared"
+    scale_prior: str = "uniform"
 
 
 def gauge_patterns(hole_xy):
@@ -316,6 +326,10 @@ class LabModel:
             self.hyper_names.append("log_hole_sigma")
         self.i_flex = np.arange(len(self.hyper_names), len(self.hyper_names) + len(flex_groups))
         self.hyper_names += flex_groups
+        if self.priors.scale_prior not in ("uniform", "log-uniform"):
+            raise ValueError(f"Priors.scale_prior must be 'uniform' or 'log-uniform', got {self.priors.scale_prior!r}")
+        # the scale hyperparameters (jitters, hole-error scale, flexure widths): every one but kappa
+        self.i_scale = np.array([k for k in range(len(self.hyper_names)) if k != pts.n_datasets], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"])
@@ -377,6 +391,8 @@ class LabModel:
         inside = np.all((phi >= lo) & (phi <= hi), axis=1)
         nd = self.points.n_datasets
         lp = -0.5 * (phi[:, nd] / self.priors.kappa_log_sigma) ** 2
+        if self.priors.scale_prior == "uniform":  # p(log s) = s p(s), p(s) constant
+            lp = lp + phi[:, self.i_scale].sum(axis=1)
         return np.where(inside, lp, -np.inf)
 
     def initial_guess(self):
