@@ -1,5 +1,6 @@
-"""Fixtures of the report tests: a small fitted result, an earlier result with a known
-change, and a headless Chromium driven by selenium.
+"""Fixtures of the report tests: a small fitted lab result, an earlier result with a known
+change, a small sky-only result (no lab gauge) with its simulated truth and an earlier
+copy with known changes, and a headless Chromium driven by selenium.
 
 Chromium: found on the PATH (``chromium``/``chromium-browser``/``google-chrome`` and
 ``chromedriver``); when missing and this is a Debian-like system where we are root, the
@@ -22,10 +23,16 @@ import pytest
 
 from astrocal.cli import main
 from astrocal.sim.points_campaign import write_points_campaign
+from astrocal.sim.sky_truth import default_sky_field, write_sky_points_campaign
 
 #: injected changes of the earlier result (see ``older_result``)
 SCALE_CHANGE = 4e-4
 KICK_ARCSEC = 2e-3  # added to the Legendre coefficient cu[2,0] of the earlier result
+
+#: injected changes of the earlier sky-only result (see ``older_sky_result``): a scale change
+#: that a sky-only fit cannot measure, and a kick of the non-linear term cu[2,0]
+SKY_SCALE_CHANGE = 3e-3
+SKY_KICK_ARCSEC = 5e-3
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 LOCK = Path(tempfile.gettempdir()) / "astrocal-test-chromium-install.lock"
@@ -100,6 +107,69 @@ def report(fitted_result, older_result, tmp_path_factory):
                      "--out", str(out / "report")]) == 0
 
     out = shared_dir(tmp_path_factory, "report", make) / "report"
+    return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sky_campaign(tmp_path_factory):
+    """A fitted sky-only campaign: a point-level Galactic Center campaign of 4 exposures at
+    two position angles (0 and 60 degrees, so the rotator separates the instrument's
+    non-linear terms from the telescope's flexure) whose instrument field is the
+    simulator's default cut to degree 3 (so a degree-3 fit can represent the truth),
+    fitted at degree 3 with a short chain (100 steps x 8 walkers: a few seconds). Returns
+    the campaign directory (truth in ``truth/``, result in ``out/Lp``)."""
+
+    def make(out):
+        field = default_sky_field().with_degree(3)
+        path, _, _ = write_sky_points_campaign(out, "gc", seed=7, n_exposures=4, fit_degree=3,
+                                               distortion=field, position_angles=(0.0, 60.0))
+        assert main(["-q", "fit", str(path), "--steps", "100", "--walkers", "8"]) == 0
+
+    return shared_dir(tmp_path_factory, "sky", make)
+
+
+@pytest.fixture(scope="session")
+def sky_result(sky_campaign):
+    """The result directory of ``sky_campaign`` (filter Lp)."""
+    return sky_campaign / "out" / "Lp"
+
+
+@pytest.fixture(scope="session")
+def sky_injected():
+    """The changes injected into ``older_sky_result``."""
+    return {"scale": SKY_SCALE_CHANGE, "kick_arcsec": SKY_KICK_ARCSEC}
+
+
+@pytest.fixture(scope="session")
+def older_sky_result(sky_result, tmp_path_factory):
+    """A copy of ``sky_result`` whose field draws are divided by ``1 + SKY_SCALE_CHANGE``
+    (a scale change, which a sky-only fit does not measure) and whose ``cu[2,0]`` is raised
+    by ``SKY_KICK_ARCSEC`` (a known change of the non-linear part)."""
+
+    def make(root):
+        older = root / "Lp"
+        shutil.copytree(sky_result, older, ignore=shutil.ignore_patterns("report"))
+        with h5py.File(older / "posterior.h5", "a") as f:
+            g = f["linear/g"][...]
+            names = json.loads(f["linear"].attrs["param_names"])
+            nt = sum(1 for n in names if n.startswith("cu["))
+            g[:, :2 * nt] /= 1.0 + SKY_SCALE_CHANGE
+            g[:, names.index("cu[2,0]")] += SKY_KICK_ARCSEC
+            f["linear/g"][...] = g
+
+    return shared_dir(tmp_path_factory, "older-sky", make) / "Lp"
+
+
+@pytest.fixture(scope="session")
+def sky_report(sky_result, older_sky_result, tmp_path_factory):
+    """The report of ``sky_result`` against ``older_sky_result``, made by the command line:
+    ``(output directory, report.json contents)``."""
+
+    def make(out):
+        assert main(["-q", "report", str(sky_result), "--against", str(older_sky_result),
+                     "--out", str(out / "report")]) == 0
+
+    out = shared_dir(tmp_path_factory, "sky-report", make) / "report"
     return out, json.loads((out / "report.json").read_text())
 
 

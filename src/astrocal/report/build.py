@@ -4,36 +4,49 @@ A result directory is what ``astrocal fit`` writes per filter: ``posterior.h5``,
 ``fit.json``, ``summary.ecsv``, ``residuals.ecsv`` and the products. :func:`build_report`
 returns a plain dict (written as ``report.json``; the HTML page shows the same numbers):
 
+- ``case``: whether the field's affine part (position, rotation, scale) is measured
+  (:func:`affine_gauge`): a result with lab exposures has the mask as its gauge; a
+  **sky-only** result has none (every sky exposure has its own free pointing, position
+  angle and plate scale), so its affine part is set by the priors only;
 - ``map_accuracy``: the 1-sigma of the map, ``sigma(p) = sqrt(sigma_x**2 + sigma_y**2)``
   of the linear-grid position ``M (G(p) - G(b))`` (the AstroMet ``RAWX_OFF_ERR``,
   ``RAWY_OFF_ERR``), on a regular grid of ``n x n`` positions from corner to corner of the
   detector: its rms and maximum in mas and pixels. Measured relative to the boresight,
   since the absolute position of the field is a gauge (the mask's position), not a
-  property of the instrument;
-- ``pixel_scale``: mean and sd of the areal pixel scale of the field's affine part;
+  property of the instrument. For a sky-only result it is the 1-sigma of the field's
+  **non-linear part** (:func:`nonlinear_draws`), and ``map_accuracy_full_field`` keeps
+  the full-field number (set by the priors, not a measurement);
+- ``pixel_scale``: mean and sd of the areal pixel scale of the field's affine part
+  (``measured: false`` with the reason for a sky-only result);
 - ``residuals``: per dataset, the rms of the posterior-mean residuals of the points used
   (mas, pixels), the mean chi-square and the sd of the normalised residuals;
 - ``outliers``, ``evidence`` (degree and evidence table), ``convergence``;
 - ``stability`` (with an earlier result): relative change of the pixel scale, largest
   change of the distortion over the field (each result's offsets relative to its own
   linear grid) over the detector's half-diagonal, and the position change that the scale
-  change causes at the detector's corners (mas);
-- ``requirements``: each requirement of the requirements file with pass or fail.
+  change causes at the detector's corners (mas); when either result is sky-only, the
+  distortion change is that of the non-linear parts and the scale changes are not
+  measured;
+- ``requirements``: each requirement of the requirements file with pass, fail, not
+  measured, not evaluated or not applicable.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from .. import __version__
+from ..field import DistortionField, design_matrix, nonlinear_part, terms
+from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
 from ..products import metis_band, posterior_solution
-from .requirements import METRICS, evaluate, load_requirements
+from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
 
 #: positions per axis of the grid on which maps are evaluated for the numbers
 GRID = 65
@@ -56,6 +69,16 @@ class Result:
     @property
     def detector_shape(self):
         return self.posterior.detector_shape
+
+    @cached_property
+    def gauge(self):
+        """:func:`affine_gauge` of this result: is the field's affine part measured?"""
+        return affine_gauge(self.info, self.residuals)
+
+    @cached_property
+    def nonlinear(self):
+        """:class:`NonlinearPart` of this result (:func:`nonlinear_solution`)."""
+        return nonlinear_solution(self.posterior, self.solution)
 
 
 def is_result_dir(path):
@@ -108,9 +131,189 @@ def load_result(path, band=None):
                   posterior_solution(post, filt))
 
 
+# =========================================================================== gauge
+#: why the affine metrics of a result without a lab gauge are not measured
+NO_GAUGE_REASON = ("sky-only fit: scale, rotation and position are not constrained without a "
+                   "lab gauge (every sky exposure has its own free pointing, position angle "
+                   "and plate scale)")
+
+
+def affine_gauge(info, residuals=None):
+    """Whether a result measures its field's affine part (position, rotation, scale).
+
+    The criterion is structural: the affine part is measured when the fit had lab data,
+    i.e. a dataset of kind ``"lab"`` with exposures and points used. The kinds come from
+    ``fit.json`` (``datasets``: ``name``, ``kind``, ``n_exposures``, ``n_used``); a result
+    without that list falls back on the residual table's ``kind`` column (points that are
+    not outliers). The lab mask is then the gauge (its pitch sets the scale, the reference
+    exposure position and rotation). Without lab data every sky exposure has its own free
+    pointing, position angle and plate scale, so the field's constant and linear terms
+    are told only by their priors (``fit.json`` names them in ``inseparable``).
+
+    Returns a plain dict: ``case`` (``"lab"``, ``"joint"``, ``"sky-only"`` or
+    ``"unknown"``), ``affine_measured`` (bool; ``True`` for ``"unknown"``, the behaviour
+    of results that do not record their kinds), ``source`` (where the kinds came from),
+    ``lab_datasets``, ``sky_datasets``, ``statement`` (one sentence for the page) and
+    ``reason`` (why the affine metrics are not measured, or ``None``).
+    """
+    datasets = info.get("datasets")
+    lab, sky, source = [], [], None
+    if isinstance(datasets, list) and datasets and all(isinstance(d, dict) and "kind" in d for d in datasets):
+        source = "fit.json datasets"
+        for d in datasets:
+            name = str(d.get("name", ""))
+            used = int(d.get("n_used", d.get("n_points", 1)) or 0) > 0
+            exposures = int(d.get("n_exposures", 1) or 0) > 0
+            if str(d["kind"]) == "lab" and used and exposures:
+                lab.append(name)
+            elif str(d["kind"]) == "sky":
+                sky.append(name)
+    elif residuals is not None and "kind" in residuals.colnames and len(residuals):
+        source = "residuals.ecsv kind"
+        names = np.asarray(residuals["dataset"], str)
+        kinds = np.asarray(residuals["kind"], str)
+        used = ~np.asarray(residuals["outlier"], bool)
+        for name in dict.fromkeys(names):
+            sel = names == name
+            if np.any(sel & used & (kinds == "lab")):
+                lab.append(str(name))
+            elif np.any(sel & (kinds == "sky")):
+                sky.append(str(name))
+    out = {"lab_datasets": lab, "sky_datasets": sky, "source": source, "reason": None,
+           "criterion": "the affine part is measured when the fit has a lab dataset with "
+                        "exposures and points used (dataset kinds from fit.json, else from "
+                        "residuals.ecsv)"}
+    if source is None:
+        out.update(case="unknown", affine_measured=True,
+                   statement="The result does not record the kinds of its datasets (no 'datasets' "
+                             "in fit.json, no residual table); it is reported as a result with a lab "
+                             "gauge, every number for the full field.")
+    elif lab:
+        sets = f"lab dataset(s) {', '.join(lab)}" + (f" and sky dataset(s) {', '.join(sky)}" if sky else "")
+        out.update(case="joint" if sky else "lab", affine_measured=True,
+                   statement=(f"{'Joint lab and sky fit' if sky else 'Lab fit'} ({sets}): the mask "
+                              "fixes the field's scale, rotation and position, so every number "
+                              "below is for the full field."))
+    else:
+        out.update(case="sky-only", affine_measured=False, reason=NO_GAUGE_REASON,
+                   statement=(f"Sky-only fit (sky dataset(s) {', '.join(sky) or '?'}, no lab "
+                              "exposures): the field's scale, rotation and position (its affine "
+                              "part) are not constrained without a lab gauge. The map accuracy and "
+                              "the distortion stability are computed from the non-linear part of "
+                              "the field (each posterior draw minus its own best affine map); the "
+                              "pixel scale and the scale requirements are not measured."))
+    return out
+
+
+def nonlinear_keep(degree):
+    """Flat mask (:func:`astrocal.field.terms` order) of the Legendre terms that make up
+    the non-linear part of a field of ``degree`` (those :func:`astrocal.field.nonlinear_part`
+    keeps: total degree >= 2)."""
+    ones = np.where(triangle_mask(degree), 1.0, 0.0)
+    unit = DistortionField(ones, ones, (-1.0, 1.0, -1.0, 1.0))
+    return square_to_flat(nonlinear_part(unit).cx) != 0
+
+
+def nonlinear_draws(posterior):
+    """Per posterior draw, the Legendre coefficients (pixels) of the non-linear part of
+    the reverse offsets in that draw's own affine frame: ``-A_d^-1 N_d``.
+
+    For draw ``d`` write the field ``G_d(p) = A_d p + c_d + N_d(p)``: ``A_d p + c_d`` is
+    its best affine approximation over the detector in the least-squares sense (its
+    degree <= 1 Legendre terms, the basis being orthogonal on the domain:
+    :func:`astrocal.field.nonlinear_part`) and ``N_d`` the rest. Then
+    ``A_d^-1 (G_d(p) - c_d) = p + A_d^-1 N_d(p)``: the linear-grid position of ``p`` in the
+    draw's own affine frame, and ``D2_nl = -A_d^-1 N_d`` the offsets (measured minus
+    linear-grid position, 0-based pixels, AstroMet sign) without any affine part. This is
+    unchanged by any affine map of the focal plane applied to the draw, so the draw's
+    unmeasured pointing, rotation and plate scale (of a sky-only fit) drop out exactly;
+    subtracting the affine part alone would leave ``N_d`` scaled by the draw's own scale.
+    Returns ``(n_draws, 2, n_terms)``: x and y coefficients on the posterior's domain.
+    """
+    nt = posterior.nt
+    t = terms(posterior.degree)
+    cu, cv = posterior.g[:, :nt], posterior.g[:, nt:2 * nt]
+    xmin, xmax, ymin, ymax = posterior.domain
+    hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
+    i10, i01 = t.index((1, 0)), t.index((0, 1))
+    a = np.empty((len(cu), 2, 2))
+    a[:, 0, 0], a[:, 0, 1] = cu[:, i10] / hx, cu[:, i01] / hy
+    a[:, 1, 0], a[:, 1, 1] = cv[:, i10] / hx, cv[:, i01] / hy
+    keep = nonlinear_keep(posterior.degree)
+    n = np.stack([cu * keep, cv * keep], axis=1)
+    return -np.linalg.solve(a, n)
+
+
+@dataclass(frozen=True, eq=False)
+class NonlinearPart:
+    """The non-linear part of a posterior's field (:func:`nonlinear_draws`), with what the
+    report's numbers and the maps of :mod:`astrocal.plots` (``nonlinear_map``,
+    ``uncertainty_map``, ``difference_map``) read from a solution.
+
+    ``field``: the posterior mean of ``D2_nl`` (0-based pixels -> pixels, AstroMet sign:
+    measured minus linear-grid position); ``sigma(x, y)``: its posterior sd along x and y
+    (pixels, exactly the sample sd over the draws, ``ddof=1``); ``plate_scale``
+    (arcsec/pixel) of the posterior-mean field, used only to express pixels in mas: for a
+    sky-only fit it is set by the priors (to about 1e-2), which is the relative accuracy
+    of the mas figures, not of the pixel ones.
+    """
+
+    field: DistortionField
+    sigma: object
+    plate_scale: float
+    detector_shape: tuple
+    filter: str
+
+    def reverse_offsets(self, x, y):
+        """``D2_nl(p)`` at 0-based detector positions (pixels)."""
+        return self.field(np.asarray(x, float), np.asarray(y, float))
+
+    def reverse_offset_field(self):
+        return self.field
+
+
+def nonlinear_solution(posterior, solution):
+    """The :class:`NonlinearPart` of ``posterior``; ``solution`` (its posterior-mean
+    :class:`~astrocal.solution.Solution`) gives the plate scale, detector and filter."""
+    deg = posterior.degree
+    d = nonlinear_draws(posterior)
+    flat = d.reshape(len(d), -1)
+    mean = flat.mean(axis=0)
+    nt = posterior.nt
+    cov = np.atleast_2d(np.cov(flat, rowvar=False)) if len(d) > 1 else np.zeros((2 * nt, 2 * nt))
+    d2 = DistortionField(flat_to_square(mean[:nt], deg), flat_to_square(mean[nt:], deg),
+                         posterior.domain, unit="pixel", input_unit="pixel")
+
+    def sigma(x, y):
+        x = np.ravel(np.asarray(x, float))
+        y = np.ravel(np.asarray(y, float))
+        out_x, out_y = np.empty(x.size), np.empty(x.size)
+        for lo in range(0, x.size, 4096):
+            B = design_matrix(x[lo:lo + 4096], y[lo:lo + 4096], deg, posterior.domain)
+            for k, out in ((0, out_x), (1, out_y)):
+                c = cov[k * nt:(k + 1) * nt, k * nt:(k + 1) * nt]
+                out[lo:lo + 4096] = np.sqrt(np.maximum(np.einsum("na,ab,nb->n", B, c, B), 0.0))
+        return out_x, out_y
+
+    return NonlinearPart(d2, sigma, float(solution.plate_scale), tuple(solution.detector_shape),
+                         solution.filter)
+
+
 # =========================================================================== numbers
-def map_accuracy(solution, n=GRID):
-    """rms and maximum over an ``n`` x ``n`` grid of the map's 1-sigma (mas and pixels)."""
+#: what ``map_accuracy`` measures for a result with a lab gauge
+FULL_FIELD_DEFINITION = ("sqrt(sigma_x^2 + sigma_y^2) of the linear-grid position relative to "
+                         "the boresight, on an n x n grid from corner to corner (0-based pixels)")
+#: ... and without one
+NONLINEAR_DEFINITION = ("sqrt(sigma_x^2 + sigma_y^2) of the non-linear part of the offsets: "
+                        "each posterior draw's field minus its own best affine map (least "
+                        "squares over the detector), in that draw's own pixels, on an n x n grid "
+                        "from corner to corner (0-based pixels); mas = pixels x the mean plate scale")
+
+
+def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION):
+    """rms and maximum over an ``n`` x ``n`` grid of the map's 1-sigma (mas and pixels)
+    of ``solution`` (``solution.sigma``; for the non-linear part, pass
+    :func:`nonlinear_solution` and :data:`NONLINEAR_DEFINITION`)."""
     ny, nx = solution.detector_shape
     xs, ys = np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
@@ -121,8 +324,7 @@ def map_accuracy(solution, n=GRID):
     return {"rms_px": float(np.sqrt(np.mean(sig**2))), "max_px": float(sig.max()),
             "rms_mas": float(np.sqrt(np.mean(sig**2)) * mas), "max_mas": float(sig.max() * mas),
             "max_at_px": [float(xx.ravel()[k]), float(yy.ravel()[k])], "grid": n,
-            "definition": "sqrt(sigma_x^2 + sigma_y^2) of the linear-grid position relative to "
-                          "the boresight, on an n x n grid from corner to corner (0-based pixels)"}
+            "definition": definition}
 
 
 def residual_summary(table):
@@ -179,60 +381,95 @@ def convergence(info, chain):
     d["steps_over_tau"] = (d.get("steps") / max(tau)) if tau and d.get("steps") else None
     d["hyper_names"] = info.get("hyper_names", [])
     d["unconstrained"] = info.get("unconstrained", [])
+    d["inseparable"] = info.get("inseparable", [])
     if chain is not None:
         d["walkers"] = int(chain.shape[1])
     return d
 
 
 def stability(new, old, n=GRID):
-    """Changes between ``new`` and an earlier result ``old`` (both :class:`Result`)."""
+    """Changes between ``new`` and an earlier result ``old`` (both :class:`Result`).
+
+    When both measure their affine part (:attr:`Result.gauge`), the scale change and the
+    distortion change of the offsets relative to each result's own linear grid. When
+    either does not (a sky-only result), the distortion change is that of the non-linear
+    parts (:func:`nonlinear_solution` of each, ``part: "non-linear"``) and the scale
+    metrics are ``None`` with the reason in ``not_measured``.
+    """
     if tuple(new.detector_shape) != tuple(old.detector_shape):
         raise ValueError(f"{new.path} and {old.path} cover different detectors "
                          f"({new.detector_shape} and {old.detector_shape}); cannot compare")
-    sn, so = new.posterior.pixel_scale_samples(), old.posterior.pixel_scale_samples()
-    mn, sdn, mo, sdo = sn.mean(), sn.std(ddof=1), so.mean(), so.std(ddof=1)
-    rel = mn / mo - 1.0
-    rel_sd = float(np.hypot(sdn / mo, mn * sdo / mo**2))
+    missing = [r for r in (new, old) if not r.gauge["affine_measured"]]
+    nonlinear = bool(missing)
     ny, nx = new.detector_shape
     xs, ys = np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     x, y = xx.ravel(), yy.ravel()
-    dnx, dny = new.solution.reverse_offsets(x, y)
-    dox, doy = old.solution.reverse_offsets(x, y)
+    sol_new, sol_old = (new.nonlinear, old.nonlinear) if nonlinear else (new.solution, old.solution)
+    dnx, dny = sol_new.reverse_offsets(x, y)
+    dox, doy = sol_old.reverse_offsets(x, y)
     size = np.hypot(dnx - dox, dny - doy)
-    snx, sny = new.solution.sigma(x, y)
-    sox, soy = old.solution.sigma(x, y)
+    snx, sny = sol_new.sigma(x, y)
+    sox, soy = sol_old.sigma(x, y)
     sig = np.sqrt(snx**2 + sny**2 + sox**2 + soy**2)
     k = int(np.argmax(size))
     half_diag_px = 0.5 * float(np.hypot(nx, ny))
-    mas_old = mo * 1e3
-    return {
+    out = {
         "against": str(old.path),
         "against_campaign_sha256": old.info.get("campaign_sha256", ""),
-        "pixel_scale_mas": {"new": float(mn * 1e3), "new_sd": float(sdn * 1e3),
-                            "old": float(mo * 1e3), "old_sd": float(sdo * 1e3)},
-        "scale_change_rel": float(rel), "scale_change_rel_sd": rel_sd,
+        "against_case": old.gauge["case"],
+        "part": "non-linear" if nonlinear else "full field",
         "distortion_change_max_px": float(size[k]), "distortion_change_sd_px": float(sig[k]),
         "distortion_change_max_at_px": [float(x[k]), float(y[k])],
         "distortion_change_noise_max_px": float(sig.max()),
         "half_diagonal_px": half_diag_px,
         "distortion_change_rel": float(size[k] / half_diag_px),
         "distortion_change_rel_sd": float(sig[k] / half_diag_px),
+        "not_measured": {},
+    }
+    if nonlinear:
+        which = " and ".join(f"{'this' if r is new else 'the earlier'} result ({r.path})" for r in missing)
+        reason = f"{NO_GAUGE_REASON}: {which}"
+        out.update({"pixel_scale_mas": None, "scale_change_rel": None, "scale_change_rel_sd": None,
+                    "plate_scale_change_edge_mas": None, "plate_scale_change_edge_sd_mas": None,
+                    "not_measured": {m: reason for m in ("scale_change_rel", "plate_scale_change_edge_mas")},
+                    "definition": ("distortion: largest |D2nl_new - D2nl_old| over the grid, D2nl "
+                                   "the non-linear part of each result's offsets (each posterior "
+                                   "draw minus its own best affine map, in its own pixels), over the "
+                                   "detector's half-diagonal (pixels); scale: not measured (" + reason + ")")})
+        return out
+    sn, so = new.posterior.pixel_scale_samples(), old.posterior.pixel_scale_samples()
+    mn, sdn, mo, sdo = sn.mean(), sn.std(ddof=1), so.mean(), so.std(ddof=1)
+    rel = mn / mo - 1.0
+    rel_sd = float(np.hypot(sdn / mo, mn * sdo / mo**2))
+    mas_old = mo * 1e3
+    out.update({
+        "pixel_scale_mas": {"new": float(mn * 1e3), "new_sd": float(sdn * 1e3),
+                            "old": float(mo * 1e3), "old_sd": float(sdo * 1e3)},
+        "scale_change_rel": float(rel), "scale_change_rel_sd": rel_sd,
         "plate_scale_change_edge_mas": float(abs(rel) * half_diag_px * mas_old),
         "plate_scale_change_edge_sd_mas": float(rel_sd * half_diag_px * mas_old),
         "definition": ("scale: ratio of the areal pixel scales minus 1; distortion: largest "
                        "|D2_new - D2_old| over the grid (offsets relative to each result's own "
                        "linear grid, pixels) over the detector's half-diagonal (pixels); "
                        "plate scale at the edge: |scale change| x half-diagonal in mas"),
-    }
+    })
+    return out
 
 
 def build_report(result, against=None, requirements=None, grid=GRID):
     """The report's numbers (a JSON-ready dict) for a loaded :class:`Result`, optionally
-    against an earlier one, with the requirements (default: the shipped file) checked."""
+    against an earlier one, with the requirements (default: the shipped file) checked.
+
+    A result whose affine part is not measured (:func:`affine_gauge`: sky-only) gets its
+    map accuracy from the non-linear part, its pixel scale and scale metrics marked not
+    measured, and its requirements on the map flagged as evaluated on the non-linear part.
+    """
     requirements = load_requirements() if requirements is None else requirements
     info = result.info
     post = result.posterior
+    gauge = result.gauge
+    affine = gauge["affine_measured"]
     ps = post.pixel_scale_samples() * 1e3
     report = {
         "astrocal_version": __version__,
@@ -241,18 +478,39 @@ def build_report(result, against=None, requirements=None, grid=GRID):
         "filter": result.filter,
         "instrument": result.instrument,
         "band": result.band,
+        "case": gauge,
         "campaign_sha256": info.get("campaign_sha256", ""),
         "fit_astrocal_version": info.get("astrocal_version", ""),
         "inputs": info.get("inputs", []),
         "detector_shape": list(result.detector_shape),
         "degree": post.degree,
         "n_draws": int(len(post.g)),
-        "map_accuracy": map_accuracy(result.solution, grid),
-        "pixel_scale": {"mean_mas": float(ps.mean()), "sd_mas": float(ps.std(ddof=1)),
-                        "sd_rel": float(ps.std(ddof=1) / ps.mean())},
-        "evidence": evidence_table(info),
-        "convergence": convergence(info, result.chain),
     }
+    not_measured, nonlinear_metrics = {}, set()
+    if affine:
+        report["map_accuracy"] = dict(map_accuracy(result.solution, grid), part="full field")
+        report["pixel_scale"] = {"measured": True, "mean_mas": float(ps.mean()), "sd_mas": float(ps.std(ddof=1)),
+                                 "sd_rel": float(ps.std(ddof=1) / ps.mean())}
+    else:
+        report["map_accuracy"] = dict(map_accuracy(result.nonlinear, grid, NONLINEAR_DEFINITION),
+                                      part="non-linear")
+        report["map_accuracy_full_field"] = dict(
+            map_accuracy(result.solution, grid), part="full field",
+            note="includes the affine part, which only the priors constrain (sky poses' pointing, "
+                 "position angle and plate scale): not a measurement")
+        report["pixel_scale"] = {
+            "measured": False, "reason": gauge["reason"], "mean_mas": None, "sd_mas": None, "sd_rel": None,
+            "prior_mean_mas": float(ps.mean()), "prior_sd_mas": float(ps.std(ddof=1)),
+            "note": "set by the priors of the sky poses' plate scales, not by the data"}
+        for m in NEEDS_AFFINE:
+            not_measured[m] = gauge["reason"]
+        if post.degree < 2:
+            for m in NONLINEAR_WITHOUT_GAUGE:
+                not_measured[m] = (f"{gauge['reason']}; and the field (degree {post.degree}) has no "
+                                   "non-linear part")
+        nonlinear_metrics.update(m for m in NONLINEAR_WITHOUT_GAUGE if m.startswith("map_"))
+    report["evidence"] = evidence_table(info)
+    report["convergence"] = convergence(info, result.chain)
     metrics = {
         "map_sigma_max_mas": report["map_accuracy"]["max_mas"],
         "map_sigma_rms_mas": report["map_accuracy"]["rms_mas"],
@@ -286,6 +544,10 @@ def build_report(result, against=None, requirements=None, grid=GRID):
         sds = {"scale_change_rel": st["scale_change_rel_sd"],
                "distortion_change_rel": st["distortion_change_rel_sd"],
                "plate_scale_change_edge_mas": st["plate_scale_change_edge_sd_mas"]}
+        for m, why in st["not_measured"].items():
+            not_measured.setdefault(m, why)
+        if st["part"] == "non-linear":
+            nonlinear_metrics.add("distortion_change_rel")
     else:
         report["stability"] = None
         for m, (_, _, needs) in METRICS.items():
@@ -293,8 +555,12 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                 reasons[m] = "needs an earlier result (--against OLDER_RESULT)"
     for m in METRICS:
         metrics.setdefault(m, None)
+    for m in not_measured:
+        metrics[m] = None
     report["metrics"] = metrics
-    report["requirements"] = evaluate(requirements, metrics, result.band, sds, reasons)
+    report["not_measured"] = not_measured
+    report["requirements"] = evaluate(requirements, metrics, result.band, sds, reasons,
+                                      not_measured=not_measured, nonlinear=nonlinear_metrics)
     return report
 
 

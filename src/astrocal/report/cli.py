@@ -14,6 +14,9 @@ def register(subparsers):
         "uncertainty, residual rms per dataset, outliers, the degree and evidence table, "
         "convergence diagnostics and every requirement of the requirements file with pass or "
         "fail; with --against, the changes of scale and distortion since an earlier result. "
+        "A sky-only result (no lab dataset, so no gauge of scale, rotation and position) gets "
+        "its map 1-sigma and distortion change from the non-linear part of the field, and its "
+        "pixel scale and scale requirements marked 'not measured'. "
         "RESULT_DIR is a filter's result directory of 'astrocal fit' (<fit.output>/<filter>/) "
         "or the fit output holding several (one report per filter). Writes "
         "<RESULT_DIR>/report/report.html, report.json and plots/*.png|pdf.",
@@ -60,11 +63,15 @@ def run(args):
                                      out=out, overwrite=args.overwrite, band=args.band)
         failed = [r["id"] for r in report["requirements"] if r["status"] == "fail"]
         passed = [r["id"] for r in report["requirements"] if r["status"] == "pass"]
-        ma = report["map_accuracy"]
-        print(f"filter {report['filter']}: map 1-sigma max {ma['max_mas']:.4g} mas "
-              f"({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas; pixel scale "
-              f"{report['pixel_scale']['mean_mas']:.6f} +/- {report['pixel_scale']['sd_mas']:.2g} "
-              f"mas/px; requirements: {len(passed)} pass, {len(failed)} fail"
-              + (f" ({', '.join(failed)})" if failed else ""))
+        unmeasured = [r["id"] for r in report["requirements"] if r["status"] == "not measured"]
+        ma, ps = report["map_accuracy"], report["pixel_scale"]
+        part = " (non-linear part)" if ma.get("part") == "non-linear" else ""
+        scale = (f"{ps['mean_mas']:.6f} +/- {ps['sd_mas']:.2g} mas/px" if ps.get("measured", True)
+                 else "not measured")
+        print(f"filter {report['filter']} ({report['case']['case']}): map 1-sigma{part} max "
+              f"{ma['max_mas']:.4g} mas ({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas; pixel "
+              f"scale {scale}; requirements: {len(passed)} pass, {len(failed)} fail"
+              + (f" ({', '.join(failed)})" if failed else "")
+              + (f", {len(unmeasured)} not measured" if unmeasured else ""))
         print(f"wrote {paths['html']} and {paths['json']}")
     return 0

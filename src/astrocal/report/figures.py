@@ -3,6 +3,11 @@
 :func:`make_figures` returns one entry per figure, in the order of the page: ``name``,
 ``title``, ``caption`` and the ``png``/``pdf`` paths, or ``skipped`` with the reason when
 the figure cannot be drawn for this result (no earlier result, a single data kind...).
+
+For a result whose affine part is not measured (a sky-only fit,
+:func:`astrocal.report.build.affine_gauge`), the non-linear map, the 1-sigma map and the
+change against an earlier result are drawn for the non-linear part of the field
+(:func:`astrocal.report.build.nonlinear_solution`), and the captions say so.
 """
 from __future__ import annotations
 
@@ -56,20 +61,36 @@ def make_figures(result, against, outdir, overwrite=False):
     sol = result.solution
     shape = result.detector_shape
     post = result.posterior
+    sky_only = not result.gauge["affine_measured"]
+    no_gauge = (" Sky-only fit: the affine part (scale, rotation, position) is not measured; "
+                "only the priors set it." if sky_only else "")
     add("distortion_map", "Distortion vector map",
         "Offsets measured minus linear-grid position (AstroMet sign) of the posterior-mean "
-        "field; arrows exaggerated, key in pixels and mas; colour: their length.",
+        "field; arrows exaggerated, key in pixels and mas; colour: their length." + no_gauge,
         lambda: plots.distortion_vector_map(sol))
-    add("nonlinear_map", "Non-linear distortion",
-        "The distortion minus its best affine approximation over the detector (least squares).",
-        lambda: plots.nonlinear_map(sol))
-    add("uncertainty_map", "1-sigma uncertainty map",
-        "sqrt(sigma_x^2 + sigma_y^2) of the linear-grid position over the detector, from the "
-        "exact posterior draws; + marks the maximum.",
-        lambda: plots.uncertainty_map(sol))
+    if sky_only:
+        add("nonlinear_map", "Non-linear distortion",
+            "Posterior mean of the non-linear part: each draw's field minus its own best affine "
+            "map over the detector (least squares), in that draw's pixels.",
+            lambda: plots.nonlinear_map(result.nonlinear))
+        add("uncertainty_map", "1-sigma uncertainty map (non-linear part)",
+            "sqrt(sigma_x^2 + sigma_y^2) of the non-linear part of the offsets over the detector, "
+            "from the exact posterior draws; + marks the maximum. The affine part is left out: a "
+            "sky-only fit does not measure it.",
+            lambda: plots.uncertainty_map(result.nonlinear))
+    else:
+        add("nonlinear_map", "Non-linear distortion",
+            "The distortion minus its best affine approximation over the detector (least squares).",
+            lambda: plots.nonlinear_map(sol))
+        add("uncertainty_map", "1-sigma uncertainty map",
+            "sqrt(sigma_x^2 + sigma_y^2) of the linear-grid position over the detector, from the "
+            "exact posterior draws; + marks the maximum.",
+            lambda: plots.uncertainty_map(sol))
     add("pixel_scale_map", "Pixel-scale map",
         "Areal local pixel scale sqrt|det J| of the posterior-mean field (the METIS "
-        "DISTORTION_MAP product, sampled).",
+        "DISTORTION_MAP product, sampled)."
+        + (" Sky-only fit: its mean level is set by the priors, not measured; its relative "
+           "variation over the field is." if sky_only else ""),
         lambda: plots.pixel_scale_map(post.mean_field(), shape))
     if result.residuals is not None:
         names = list(dict.fromkeys(np.asarray(result.residuals["dataset"], str)))
@@ -113,13 +134,20 @@ def make_figures(result, against, outdir, overwrite=False):
         "autocorrelation time against chain length, with the N/50 line of the stopping rule.",
         chains)
 
+    compare_nonlinear = against is not None and (sky_only or not against.gauge["affine_measured"])
+
     def difference():
         if against is None:
             raise ValueError("no earlier result given (--against OLDER_RESULT)")
+        if compare_nonlinear:
+            return plots.difference_map(result.nonlinear, against.nonlinear)
         return plots.difference_map(sol, against.solution)
 
     add("difference_map", "Change against the earlier result",
-        "Distortion of this result minus the earlier one, each relative to its own linear "
-        "grid (position, rotation and scale left out); right: the change over its 1-sigma.",
+        ("Non-linear part of the distortion of this result minus that of the earlier one (each "
+         "draw's own affine map removed: a sky-only result does not measure it); right: the "
+         "change over its 1-sigma." if compare_nonlinear else
+         "Distortion of this result minus the earlier one, each relative to its own linear "
+         "grid (position, rotation and scale left out); right: the change over its 1-sigma."),
         difference)
     return entries

@@ -3,7 +3,9 @@
 The page has no external resource: styles are inline and every figure is a PNG embedded
 as a ``data:image/png;base64`` URI (the PDF versions sit next to the page in ``plots/``).
 The pass/fail table has ``id="requirements"`` and one ``<tr class="req ...">`` per
-requirement of the requirements file.
+requirement of the requirements file. Right under the title, ``<p id="case">`` states
+which case applies: a result with a lab gauge (every number for the full field) or a
+sky-only result (map numbers from the non-linear part; scale not measured).
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ th { background: #f0f0f0; }
 tr.pass td.status { background: #c8f0c8; font-weight: bold; }
 tr.fail td.status { background: #f5b8b8; font-weight: bold; }
 tr.na td.status { background: #eee; color: #666; }
+tr.nm td.status { background: #fde9b0; color: #653; font-weight: bold; }
+p.case { padding: 0.5em 0.8em; border-left: 4px solid #4a8; background: #eef8f1; }
+p.case-sky-only { border-left-color: #c80; background: #fdf4e3; }
+p.case-unknown { border-left-color: #999; background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #444; }
@@ -65,11 +71,13 @@ def _requirements(rows):
     body = []
     for r in rows:
         status = r["status"]
-        classes.append("req " + {"pass": "pass", "fail": "fail"}.get(status, "na"))
+        classes.append("req " + {"pass": "pass", "fail": "fail", "not measured": "nm"}.get(status, "na"))
         value = r["value"]
         shown = _num(value)
         if value is not None and r.get("sd") is not None:
             shown += f" &plusmn; {_num(r['sd'], '.2g')}"
+        if value is not None and r.get("nonlinear_part"):
+            shown += ' <span class="small">(non-linear part)</span>'
         goal = "&ndash;" if r.get("goal") is None else (
             f"{_num(r['goal'], 'g')} ({'met' if r['goal_met'] else 'not met'})"
             if r.get("goal_met") is not None else _num(r["goal"], "g"))
@@ -80,6 +88,17 @@ def _requirements(rows):
                      f"<td class=\"small\">{_e(r['reason'])}</td>"])
     return _table(["id", "requirement", "metric", "value", "pass if", "goal", "unit", "status", "note"],
                   body, table_id="requirements", row_classes=classes)
+
+
+def _case(case):
+    """The statement of which case applies (lab gauge or sky-only), for the top of the page."""
+    if not case:
+        return ""
+    name = case.get("case", "unknown")
+    title = {"lab": "Lab gauge", "joint": "Lab gauge", "sky-only": "No lab gauge",
+             "unknown": "Gauge not recorded"}.get(name, name)
+    return (f'<p id="case" class="case case-{_e(name)}" data-case="{_e(name)}"><b>{_e(title)}.</b> '
+            f"{_e(case.get('statement', ''))}</p>")
 
 
 def _figure(entry):
@@ -102,6 +121,7 @@ def render(report, figures):
              f"<title>astrocal accuracy budget: {_e(r['instrument'])} {_e(r['filter'])}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>Accuracy budget: {_e(r['instrument']) or 'instrument not recorded'}, filter {_e(r['filter'])}</h1>",
+             _case(r.get("case")),
              "<p class=\"small\">" + "<br>".join([
                  f"result: <code>{_e(r['result'])}</code>",
                  f"band: {_e(r['band'] or 'not a METIS imager band')}; degree {r['degree']}; "
@@ -111,35 +131,56 @@ def render(report, figures):
                  f"{_e(r['astrocal_version'])} at {_e(r['created'])}",
                  "inputs: " + ", ".join(f"<code>{_e(p)}</code>" for p in r.get("inputs", [])),
              ]) + "</p>"]
-    if r.get("stability"):
-        parts.append(f"<p class=\"small\">compared with the earlier result <code>{_e(r['stability']['against'])}</code> "
-                     f"(campaign sha256 <code>{_e(r['stability']['against_campaign_sha256'])}</code>)</p>")
+    st = r.get("stability")
+    if st:
+        parts.append(f"<p class=\"small\">compared with the earlier result <code>{_e(st['against'])}</code> "
+                     f"(campaign sha256 <code>{_e(st['against_campaign_sha256'])}</code>)</p>")
     parts.append("<h2>Requirements</h2>")
     parts.append(_requirements(r["requirements"]))
-    parts.append("<h2>Map accuracy and pixel scale</h2>")
+    nonlinear = ma.get("part") == "non-linear"
+    parts.append("<h2>Map accuracy" + (" (non-linear part)" if nonlinear else "") + " and pixel scale</h2>")
+    what = "1-sigma of the non-linear part of the map" if nonlinear else "1-sigma of the map"
     parts.append(_table(["quantity", "rms over the field", "maximum over the field"], [
-        ["<td>1-sigma of the map (mas)</td>", _td(ma["rms_mas"]), _td(ma["max_mas"])],
-        ["<td>1-sigma of the map (pixel)</td>", _td(ma["rms_px"]), _td(ma["max_px"])],
-    ]))
+        [f"<td>{what} (mas)</td>", _td(ma["rms_mas"]), _td(ma["max_mas"])],
+        [f"<td>{what} (pixel)</td>", _td(ma["rms_px"]), _td(ma["max_px"])],
+    ], table_id="map-accuracy"))
     parts.append(f"<p class=\"small\">{_e(ma['definition'])}; grid {ma['grid']} x {ma['grid']}; "
                  f"maximum at pixel ({ma['max_at_px'][0]:.0f}, {ma['max_at_px'][1]:.0f}).</p>")
-    parts.append(f"<p>Pixel scale: <b>{ps['mean_mas']:.6f} &plusmn; {ps['sd_mas']:.2g} mas/pixel</b> "
-                 f"(relative 1-sigma {ps['sd_rel']:.2g}).</p>")
-    if r.get("stability"):
-        st = r["stability"]
-        parts.append("<h2>Stability against the earlier result</h2>")
+    full = r.get("map_accuracy_full_field")
+    if full:
+        parts.append(f"<p class=\"small warn\">With the affine part included, the 1-sigma would be "
+                     f"{full['max_mas']:.4g} mas at most ({full['max_px']:.3g} pixels; rms "
+                     f"{full['rms_mas']:.4g} mas): {_e(full['note'])}.</p>")
+    if ps.get("measured", True):
+        parts.append(f"<p>Pixel scale: <b>{ps['mean_mas']:.6f} &plusmn; {ps['sd_mas']:.2g} mas/pixel</b> "
+                     f"(relative 1-sigma {ps['sd_rel']:.2g}).</p>")
+    else:
+        parts.append(f"<p id=\"pixel-scale\">Pixel scale: <b>not measured</b> &ndash; {_e(ps['reason'])}. "
+                     f"<span class=\"small\">(Its posterior, {ps['prior_mean_mas']:.6f} &plusmn; "
+                     f"{ps['prior_sd_mas']:.2g} mas/pixel, is {_e(ps['note'])}.)</span></p>")
+    if st:
+        parts.append("<h2>Stability against the earlier result"
+                     + (" (non-linear part)" if st.get("part") == "non-linear" else "") + "</h2>")
+        psm = st.get("pixel_scale_mas")
+        scale_row = (["<td>pixel scale now / earlier (mas/pixel)</td>",
+                      f"<td class=\"num\">{psm['new']:.6f} / {psm['old']:.6f}</td>",
+                      f"<td class=\"num\">{psm['new_sd']:.2g} / {psm['old_sd']:.2g}</td>"] if psm else
+                     ["<td>pixel scale now / earlier (mas/pixel)</td>", "<td>not measured</td>", "<td>&ndash;</td>"])
+        nm = st.get("not_measured") or {}
+
+        def row(label, key, sd_key, fmt=".4g"):
+            if key in nm:
+                return [f"<td>{label}</td>", "<td>not measured</td>", "<td>&ndash;</td>"]
+            return [f"<td>{label}</td>", _td(st[key], fmt), _td(st[sd_key], ".2g")]
+
+        dlabel = "non-linear distortion" if st.get("part") == "non-linear" else "distortion"
         parts.append(_table(["quantity", "value", "1-sigma"], [
-            ["<td>pixel scale now / earlier (mas/pixel)</td>",
-             f"<td class=\"num\">{st['pixel_scale_mas']['new']:.6f} / {st['pixel_scale_mas']['old']:.6f}</td>",
-             f"<td class=\"num\">{st['pixel_scale_mas']['new_sd']:.2g} / {st['pixel_scale_mas']['old_sd']:.2g}</td>"],
-            ["<td>relative scale change</td>", _td(st["scale_change_rel"]), _td(st["scale_change_rel_sd"], ".2g")],
-            ["<td>largest distortion change (pixel)</td>", _td(st["distortion_change_max_px"]),
-             _td(st["distortion_change_sd_px"], ".2g")],
-            ["<td>largest distortion change / half-diagonal</td>", _td(st["distortion_change_rel"]),
-             _td(st["distortion_change_rel_sd"], ".2g")],
-            ["<td>scale change at the corners (mas)</td>", _td(st["plate_scale_change_edge_mas"]),
-             _td(st["plate_scale_change_edge_sd_mas"], ".2g")],
-        ]))
+            scale_row,
+            row("relative scale change", "scale_change_rel", "scale_change_rel_sd"),
+            row(f"largest {dlabel} change (pixel)", "distortion_change_max_px", "distortion_change_sd_px"),
+            row(f"largest {dlabel} change / half-diagonal", "distortion_change_rel", "distortion_change_rel_sd"),
+            row("scale change at the corners (mas)", "plate_scale_change_edge_mas", "plate_scale_change_edge_sd_mas"),
+        ], table_id="stability"))
         parts.append(f"<p class=\"small\">{_e(st['definition'])}</p>")
     parts.append("<h2>Residuals per dataset</h2>")
     if r["residuals"]:
@@ -179,6 +220,8 @@ def render(report, figures):
         parts.append(f"<p class=\"warn\">{_e(w)}</p>")
     for name in c.get("unconstrained", []) or []:
         parts.append(f"<p class=\"warn\">not constrained by the data: <code>{_e(name)}</code></p>")
+    for desc in c.get("inseparable", []) or []:
+        parts.append(f"<p class=\"warn\">not separated by the data: <code>{_e(desc)}</code></p>")
     parts.append("<h2>Figures</h2>")
     parts.extend(_figure(f) for f in figures)
     parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")

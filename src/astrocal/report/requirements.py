@@ -15,8 +15,12 @@ gives another with ``astrocal report --requirements FILE``. Format (see
     source = "..."                   # optional: where the requirement comes from
 
 A requirement is ``"pass"`` or ``"fail"`` when its metric could be computed,
-``"not evaluated"`` when it could not (e.g. a stability metric without ``--against``) and
+``"not measured"`` when the data cannot measure it (the scale metrics of a sky-only fit,
+which has no lab gauge: :data:`NEEDS_AFFINE`), ``"not evaluated"`` when it could not be
+computed for another reason (e.g. a stability metric without ``--against``) and
 ``"not applicable"`` when the result's band is not in its ``bands``; the reason is given.
+A requirement on a metric that was computed from the non-linear part of the field (a
+sky-only fit: :data:`NONLINEAR_WITHOUT_GAUGE`) says so in its row.
 """
 from __future__ import annotations
 
@@ -41,6 +45,15 @@ METRICS = {
     "plate_scale_change_edge_mas": ("mas", "position change at the detector's corners caused "
                                     "by the change of the pixel scale", True),
 }
+
+#: metrics that need the field's affine part (its scale): not measured without a lab gauge
+NEEDS_AFFINE = ("pixel_scale_sd_rel", "scale_change_rel", "plate_scale_change_edge_mas")
+#: metrics computed from the field's non-linear part when its affine part is not measured
+NONLINEAR_WITHOUT_GAUGE = ("map_sigma_max_mas", "map_sigma_rms_mas", "map_sigma_max_px",
+                           "map_sigma_rms_px", "distortion_change_rel")
+#: the note of a requirement evaluated on the non-linear part
+NONLINEAR_NOTE = ("evaluated on the non-linear part of the field (affine part not measured: "
+                  "no lab gauge)")
 
 KEYS = {"id", "title", "metric", "max", "goal", "unit", "bands", "source"}
 BANDS = ("LM", "N")
@@ -123,26 +136,36 @@ def load_requirements(path=None):
     return out
 
 
-def evaluate(requirements, metrics, band=None, sds=None, reasons=None):
+def evaluate(requirements, metrics, band=None, sds=None, reasons=None, not_measured=None,
+             nonlinear=None):
     """Check every requirement; returns one dict per requirement (in order).
 
     ``metrics``: ``{name: value or None}``; ``sds``: their 1-sigma where known;
-    ``reasons``: why a metric is ``None``. Each row holds ``id``, ``title``, ``metric``,
-    ``value``, ``sd``, ``max``, ``goal``, ``unit``, ``status`` (``"pass"``, ``"fail"``,
-    ``"not evaluated"``, ``"not applicable"``), ``goal_met`` (bool or None),
-    ``margin_sigma`` (``(max - |value|) / sd``) and ``reason``.
+    ``reasons``: why a metric is ``None``; ``not_measured``: ``{name: reason}`` of the
+    metrics the data cannot measure (they take precedence over ``reasons``);
+    ``nonlinear``: names of the metrics computed from the field's non-linear part. Each
+    row holds ``id``, ``title``, ``metric``, ``value``, ``sd``, ``max``, ``goal``,
+    ``unit``, ``status`` (``"pass"``, ``"fail"``, ``"not measured"``, ``"not evaluated"``,
+    ``"not applicable"``), ``goal_met`` (bool or None), ``margin_sigma``
+    (``(max - |value|) / sd``), ``nonlinear_part`` (bool: the value is of the non-linear
+    part) and ``reason``.
     """
     sds = sds or {}
     reasons = reasons or {}
+    not_measured = not_measured or {}
+    nonlinear = set(nonlinear or ())
     rows = []
     for r in requirements:
         row = {"id": r.id, "title": r.title, "metric": r.metric, "max": r.max, "goal": r.goal,
                "unit": r.unit, "source": r.source, "value": None, "sd": None, "goal_met": None,
-               "margin_sigma": None, "reason": ""}
+               "margin_sigma": None, "nonlinear_part": False, "reason": ""}
         if r.bands and band not in r.bands:
             row["status"] = "not applicable"
             row["reason"] = (f"for band {'/'.join(r.bands)}; this result is "
                              f"{'band ' + band if band else 'not of a known METIS band'}")
+        elif r.metric in not_measured:
+            row["status"] = "not measured"
+            row["reason"] = not_measured[r.metric]
         elif metrics.get(r.metric) is None:
             row["status"] = "not evaluated"
             row["reason"] = reasons.get(r.metric, f"metric {r.metric} not available")
@@ -157,5 +180,8 @@ def evaluate(requirements, metrics, band=None, sds=None, reasons=None):
             if sd:
                 row["margin_sigma"] = (r.max - abs(value)) / float(sd)
             row["reason"] = f"|value| {'<' if row['status'] == 'pass' else '>='} {r.max:g}"
+            if r.metric in nonlinear:
+                row["nonlinear_part"] = True
+                row["reason"] = f"{NONLINEAR_NOTE}; {row['reason']}"
         rows.append(row)
     return rows
