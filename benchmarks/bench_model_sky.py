@@ -76,7 +76,8 @@ def run_campaign(task, tmp):
 
     seed = task["seed"]
     p = campaign_params(seed, degree=3 + seed % 3)
-    rec = {"seed": seed, "degree": p["degree"], "corner_px": p["corner_px"]}
+    rec = {"seed": seed, "degree": p["degree"], "corner_px": p["corner_px"],
+           "walkers": task.get("walkers", 24), "target_neff": task.get("target_neff", 1000)}
     truth, lab, _ = make_campaign(**p)
     sky, st = sky_points(truth.field, seed, task["flexure_mas"], tmp)
     rec.update(n_lab_points=int(lab.n_points), n_sky_points=int(sky.n_points),
@@ -84,7 +85,8 @@ def run_campaign(task, tmp):
                rotator_deg=[float(r) for r in sky.exposure_rotator_deg])
     gt = gauge_truth(truth, lab.hole_ids)
     x, y = detector_grid(9)
-    settings = dict(degree=p["degree"], seed=int(seed) + 1, progress=False, flexure=st.flexure)
+    settings = dict(degree=p["degree"], seed=int(seed) + 1, progress=False, flexure=st.flexure,
+                    walkers=task.get("walkers", 24), target_neff=task.get("target_neff", 1000))
     t0 = time.perf_counter()
     joint = fit_lab(join_points(lab, sky), FitSettings(**settings))
     rec["joint_seconds"] = time.perf_counter() - t0
@@ -164,6 +166,10 @@ def main():
     ap.add_argument("--sky-only", type=int, default=1)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--flexure-mas", type=float, default=0.5)
+    ap.add_argument("--walkers", type=int, default=24, help="emcee walkers of every fit")
+    ap.add_argument("--target-neff", type=int, default=1000,
+                    help="effective samples of every hyperparameter to stop at (the chain is "
+                         "still run to >= 50 autocorrelation times)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--summarise", action="store_true")
     a = ap.parse_args()
@@ -178,7 +184,8 @@ def main():
                 seed = a.first_seed + k
                 t0 = time.perf_counter()
                 try:
-                    rec = run_campaign({"seed": seed, "flexure_mas": a.flexure_mas, "sky_only": k < a.sky_only}, tmp)
+                    rec = run_campaign({"seed": seed, "flexure_mas": a.flexure_mas, "sky_only": k < a.sky_only,
+                                    "walkers": a.walkers, "target_neff": a.target_neff}, tmp)
                 except Exception as exc:  # a failure is a finding: record it
                     rec = {"seed": seed, "error": f"{type(exc).__name__}: {exc}"}
                 rec["wall_seconds"] = time.perf_counter() - t0
