@@ -265,6 +265,11 @@ class LabModel:
         self.prior_precision = np.where(static, 1.0 / sd**2, 0.0)
         self.logdet_prior = 2 * np.sum(np.log(sd[static]))
         self.prior_quad = float(np.sum(g0**2 * self.prior_precision))
+        # the likelihood is computed about a reference solution (see _reference_solution)
+        self.g_ref = self._reference_solution()
+        self._yc = self.y - self._global_prediction(self.g_ref)
+        self._g0c = self.g0 - self.g_ref
+        self._prior_quad_c = float(np.sum(self._g0c**2 * self.prior_precision))
 
         # source blocks (hole errors, star catalogue errors): points sorted by block for
         # segment sums; the points without a block come first
@@ -339,6 +344,50 @@ class LabModel:
             name = pts.exposure_names[e]
             self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
                                  f"pose_tx[{name}]", f"pose_ty[{name}]"]
+
+    def _global_prediction(self, g):
+        """``A g`` (N, 2): the model's points predicted by the global parameters ``g``."""
+        nt = self.nt
+        pred = np.column_stack([self.B @ g[:nt], self.B @ g[nt:2 * nt]])
+        pred += self.E @ g[2 * nt:self.p0]
+        for slot, idx in enumerate(self.exposure_points):
+            s = self.p0 + 4 * slot
+            pred[idx] += self.Q[idx] @ g[s:s + 4]
+        return pred
+
+    def _reference_solution(self, max_points=20000):
+        """A least-squares solution (unit weights) of the field and pose parameters.
+
+        The data are positions of a few arcsec measured to microarcseconds, so ``y^T W y``
+        and the quadratic form of the posterior mean are each ~1e15 and their difference,
+        the likelihood, ~1e3: computed directly it loses a fraction of a unit to rounding
+        (enough to stall a quasi-Newton search and spoil a numerical Hessian). The model is
+        exactly invariant under ``y -> y - A g_ref``, ``g0 -> g0 - g_ref`` (posterior means
+        shifted back by ``g_ref``), so the likelihood is computed about this reference,
+        where the residuals are at the noise level. Any ``g_ref`` is exact; this one only
+        needs to be close: the flexure and chopper-frame columns are left at zero (their
+        prior means stay zero), and at most ``max_points`` evenly spaced points are used.
+        """
+        n, nt = self.points.n_points, self.nt
+        take = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(int))
+        cols = np.r_[np.arange(2 * nt), np.arange(self.p0, self.G)]
+        A = np.zeros((take.size, 2, self.G))
+        A[:, 0, :nt] = self.B[take]
+        A[:, 1, nt:2 * nt] = self.B[take]
+        row = np.full(n, -1)
+        row[take] = np.arange(take.size)
+        for slot, idx in enumerate(self.exposure_points):
+            sel = row[idx]
+            sel = sel[sel >= 0]
+            s = self.p0 + 4 * slot
+            A[sel, :, s:s + 4] = self.Q[take[sel]]
+        A = A.reshape(-1, self.G)[:, cols]
+        norm = np.sqrt(np.sum(A**2, axis=0))
+        norm[norm == 0] = 1.0
+        sol, *_ = np.linalg.lstsq(A / norm, self.y[take].ravel(), rcond=1e-12)
+        g_ref = np.zeros(self.G)
+        g_ref[cols] = sol / norm
+        return g_ref
 
     def _point_design(self, pts):
         """Per-point arrays of the observation equation ``y = A g + Lp delta + noise``.
@@ -447,7 +496,7 @@ class LabModel:
         nt, G, N = self.nt, self.G, self.points.n_points
         B = self.B
         w, W = self._weights(phi)
-        y = self.y
+        y = self._yc
         Wy = np.empty((K, N, 2))
         Wy[..., 0] = W[..., 0, 0] * y[:, 0] + W[..., 0, 1] * y[:, 1]
         Wy[..., 1] = W[..., 1, 0] * y[:, 0] + W[..., 1, 1] * y[:, 1]
@@ -511,9 +560,9 @@ class LabModel:
         if weak is not None:
             prec[:, np.asarray(weak, bool)] = 0.0
         P[:, idx, idx] += prec
-        h += self.g0 * prec
+        h += self._g0c * prec
         const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
-                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + self.prior_quad)
+                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + self._prior_quad_c)
         sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const}
         if self.has_blocks:
             self._eliminate_blocks(phi, sys)
@@ -579,7 +628,7 @@ class LabModel:
             D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
             D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
             logdet_prior = logdet_prior + 4 * hb.size * np.log(hsig)
-        yb = self.y[bsl]
+        yb = self._yc[bsl]
         hd = self._segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
         det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
         Dinv = np.empty_like(D)
@@ -687,7 +736,7 @@ class LabModel:
             g[k] = (mu[k][:, None] + solve_triangular(L[k], z[k], lower=True, trans="T",
                                                       check_finite=False)).T
         if not self.has_blocks:
-            return g.reshape(K * M, self.G), None
+            return g.reshape(K * M, self.G) + self.g_ref, None
         Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
         pg = np.einsum("kgha,kmg->kmha", Pgd, g)
         rhs = hd[:, None] - pg
@@ -700,13 +749,13 @@ class LabModel:
         e = rng.standard_normal((K, M, self.H, 2))
         delta = mean_d + np.stack([l00 * e[..., 0], l10 * e[..., 0] + l11 * e[..., 1]], -1)
         if self.V is None:
-            return g.reshape(K * M, self.G), delta.reshape(K * M, self.H, 2)
+            return g.reshape(K * M, self.G) + self.g_ref, delta.reshape(K * M, self.H, 2)
         xg, xd, saa, _, _ = self._gauge(sys, L, mu)
         alpha = np.einsum("haj,kmha->kmj", self.V, delta)
         coef = np.linalg.solve(saa[:, None], alpha[..., None])[..., 0]  # (K, M, 6)
         g = g - np.einsum("kgj,kmj->kmg", xg, coef)
         delta = delta - np.einsum("khaj,kmj->kmha", xd, coef)
-        return g.reshape(K * M, self.G), delta.reshape(K * M, self.H, 2)
+        return g.reshape(K * M, self.G) + self.g_ref, delta.reshape(K * M, self.H, 2)
 
     def residuals(self, g, block_mean, points):
         """Model minus observation, ``A g + Lp delta - y`` (N, 2) arcsec, for ``points``.
@@ -772,8 +821,8 @@ class Conditional:
         self.phi = phi
         self._sys = sys
         self._chol = chol
-        self._mu_unc = mean_unc
-        self.mean = mean_unc
+        self._mu_unc = mean_unc  # about the model's reference solution g_ref
+        self.mean = mean_unc + model.g_ref
         self.cov = cov_unc
         self._gauge = None
         self.hole_mean = None
@@ -786,7 +835,7 @@ class Conditional:
     def set_gauge(self, xg, xd, saa, mu_d, mu_a):
         self._gauge = (xg, xd, saa)
         sinv = np.linalg.inv(saa)
-        self.mean = self._mu_unc - xg @ sinv @ mu_a
+        self.mean = self._mu_unc - xg @ sinv @ mu_a + self.model.g_ref
         self.cov = self.cov - xg @ sinv @ xg.T
         self.hole_mean = mu_d - np.einsum("haj,j->ha", xd, sinv @ mu_a)
 
@@ -797,17 +846,17 @@ class Conditional:
         g = self._mu_unc[:, None] + solve_triangular(self._chol.T, z, lower=False)
         g = g.T
         if not m.has_blocks:
-            return g, None
+            return g + m.g_ref, None
         sys = self._sys
         Dinv, Pgd, hd = sys["Dinv"][0], sys["Pgd"][0], sys["hd"][0]
         mean_d = np.einsum("hab,nhb->nha", Dinv, hd[None] - np.einsum("gha,ng->nha", Pgd, g))
         Ld = np.linalg.cholesky(Dinv)
         delta = mean_d + np.einsum("hab,nhb->nha", Ld, rng.standard_normal((n, m.H, 2)))
         if self._gauge is None:
-            return g, delta
+            return g + m.g_ref, delta
         xg, xd, saa = self._gauge
         alpha = np.einsum("haj,nha->nj", m.V, delta)
         coef = np.linalg.solve(saa, alpha.T).T  # (n, 6)
         g = g - coef @ xg.T
         delta = delta - np.einsum("haj,nj->nha", xd, coef)
-        return g, delta
+        return g + m.g_ref, delta
