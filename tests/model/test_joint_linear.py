@@ -222,11 +222,17 @@ def test_sky_only_reports_what_it_cannot_separate_and_joint_does_not():
     found = inseparable_directions(m_sky, m_sky.initial_guess())
     null = {name for d, names in found if "no information" in d for name in names}
     assert any(name.startswith("pose_tx") for name in null)
-    assert any(name.startswith("pose_scale") for name in null)
-    assert any(name.startswith("pose_rot") for name in null)
+    assert any(name.startswith("pose_ty") for name in null)
+    # the field's scale and rotation trade with the sky poses' up to the distortion itself
+    # (the poses scale the star positions, the field the pixel coordinates): reported with
+    # their small share of information (~0.004 of the prior's)
+    weak = [(d, names) for d, names in found if "no information" not in d]
+    loose = {name for _, names in weak for name in names}
+    assert any(name.startswith("pose_scale") for name in loose)
+    assert any(name.startswith("pose_rot") for name in loose)
     # the spin-0 cubic flexure terms (radial |z|^2 z and curl |z|^2 iz) mimic the field's
     # cubic terms up to the distortion itself: reported with their small share of information
-    flex_dirs = [names for d, names in found if "no information" not in d]
+    flex_dirs = [names for d, names in weak if any(n.startswith("flex[") for n in names)]
     assert len(flex_dirs) == 2
     for names in flex_dirs:
         assert any(n.startswith("flex[1]") for n in names)

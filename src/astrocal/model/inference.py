@@ -390,7 +390,7 @@ def weak_parameters(model):
     return weak
 
 
-def inseparable_directions(model, phi, threshold=0.5, tol=1e-6):
+def inseparable_directions(model, phi, threshold=0.5, tol=1e-10):
     """Combinations of parameters that the data (and the measured priors: commanded offsets,
     catalogue errors, hole errors) do not separate, named by their largest members.
 
@@ -399,7 +399,11 @@ def inseparable_directions(model, phi, threshold=0.5, tol=1e-6):
     whose whitened information is below ``1 / threshold**2 - 1`` would have a posterior
     wider than ``threshold`` of its prior (only the prior tells it). Returns a list of
     ``(description, members)``: flexure terms that mimic the instrument field (a sky-only
-    fit), field terms that mimic the sky poses, and so on.
+    fit), field terms that mimic the sky poses, and so on. A direction is "no information"
+    when its Jacobi-scaled information is below ``tol`` (rounding level: the scaled matrix
+    has a unit diagonal); a small but real information (e.g. a common shift of every sky
+    exposure, told by the catalogue's errors only, ~1e-7 of what one exposure's stars
+    give) is compared with its prior like any other.
     """
     phi = np.atleast_2d(np.asarray(phi, float))[:1]
     weak = weak_parameters(model)
