@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +25,35 @@ UNKNOWN_OFFSET_SIGMA_MAS = 1000.0
 SKY_POINTING_SIGMA_ARCSEC = 2.0
 
 
-def source_table_path(campaign, exposure_file):
+def source_table_path(campaign, exposure_file, dataset=None):
     """The measured source table of an exposure: the file itself if it is a table, else the
-    measure stage's output ``<measure.output>/<stem>.ecsv``."""
+    measure stage's output for it.
+
+    The measure stage's ``summary.ecsv`` (in ``[measure] output``) names the table of every
+    exposure it measured (``<stem>.ecsv``, or ``<dataset>_<stem>.ecsv`` when two exposures
+    share a file name); it is looked up by the exposure's file (and ``dataset``, a name).
+    Without a summary the table is ``<stem>.ecsv``.
+    """
     path = Path(exposure_file)
     if path.suffix.lower() == ".ecsv":
         return path
-    candidate = Path(campaign.measure.output) / f"{path.stem}.ecsv"
+    out = Path(campaign.measure.output)
+    candidate = out / f"{path.stem}.ecsv"
+    summary = out / "summary.ecsv"
+    if summary.exists():
+        try:
+            t = Table.read(summary, format="ascii.ecsv")
+        except Exception as exc:  # a damaged summary: say which file
+            raise DataError(f"{summary}: cannot read the measure stage's summary ({exc})") from exc
+        if {"file", "table"} <= set(t.colnames):
+            want = path.resolve()
+            for row in t:
+                if Path(str(row["file"])).resolve() != want or not str(row["table"]).strip():
+                    continue
+                if dataset is not None and "dataset" in t.colnames and str(row["dataset"]) != dataset:
+                    continue
+                candidate = out / str(row["table"])
+                break
     if not candidate.exists():
         raise FileNotFoundError(
             f"{candidate}: no measured source table for {path.name}; run "
@@ -49,7 +72,7 @@ def lab_points_for(campaign, datasets):
     tables, offsets, sigmas, ds_index, names, inputs = [], [], [], [], [], []
     for k, d in enumerate(datasets):
         for e, exp in enumerate(d.exposures):
-            path = source_table_path(campaign, exp.file)
+            path = source_table_path(campaign, exp.file, d.name)
             t = _read_table(path)
             offset = exp.offset_arcsec
             if offset is None:
@@ -127,19 +150,30 @@ def sky_exposure_settings(table, exposure, path):
 def sky_points_for(campaign, datasets):
     """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
     their measured tables and the catalogue's apparent positions in every exposure."""
-    from ..sky.astrometry import apparent_positions
+    from ..sky.astrometry import EpochGapWarning, apparent_positions
     from ..sky.catalog import load_catalog
 
     inst = campaign.instrument
     tables, positions, ds_index, names, inputs = [], [], [], [], []
     for k, d in enumerate(datasets):
         catalog = load_catalog(d.catalog)
+        said = set()
         for exp in d.exposures:
-            path = source_table_path(campaign, exp.file)
+            path = source_table_path(campaign, exp.file, d.name)
             t = _read_table(path)
             kw = sky_exposure_settings(t, exp, path)
             site = d.site or t.meta.get("site") or "armazones"
-            positions.append(apparent_positions(catalog, site=site, **kw))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                positions.append(apparent_positions(catalog, site=site, **kw))
+            # the catalogue's own warnings (stars without proper motion, ...) repeat in
+            # every exposure of a night: each distinct one is said once per dataset
+            for w in caught:
+                text = str(w.message)
+                if issubclass(w.category, EpochGapWarning) and text in said:
+                    continue
+                said.add(text)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             tables.append(t)
             ds_index.append(k)
             names.append(f"{d.name}:{Path(exp.file).stem}")
