@@ -83,18 +83,21 @@ def older_result(fitted_result, tmp_path_factory):
     (pixel-scale ratio new/old exactly ``1 + SCALE_CHANGE``, distortion unchanged) and
     whose ``cu[2,0]`` is raised by ``KICK_ARCSEC`` (a known change of the distortion)."""
 
-    def make(root):
-        older = root / "Lp"
-        shutil.copytree(fitted_result, older, ignore=shutil.ignore_patterns("report"))
-        with h5py.File(older / "posterior.h5", "a") as f:
-            g = f["linear/g"][...]
-            names = json.loads(f["linear"].attrs["param_names"])
-            nt = sum(1 for n in names if n.startswith("cu["))
-            g[:, :2 * nt] /= 1.0 + SCALE_CHANGE
-            g[:, names.index("cu[2,0]")] += KICK_ARCSEC
-            f["linear/g"][...] = g
+    return shared_dir(tmp_path_factory, "older",
+                      lambda root: changed_copy(fitted_result, root / "Lp", SCALE_CHANGE, KICK_ARCSEC)) / "Lp"
 
-    return shared_dir(tmp_path_factory, "older", make) / "Lp"
+
+def changed_copy(result, older, scale_change, kick_arcsec):
+    """Copy the result directory ``result`` to ``older`` with its field draws divided by
+    ``1 + scale_change`` and ``cu[2,0]`` raised by ``kick_arcsec``."""
+    shutil.copytree(result, older, ignore=shutil.ignore_patterns("report"))
+    with h5py.File(older / "posterior.h5", "a") as f:
+        g = f["linear/g"][...]
+        names = json.loads(f["linear"].attrs["param_names"])
+        nt = sum(1 for n in names if n.startswith("cu["))
+        g[:, :2 * nt] /= 1.0 + scale_change
+        g[:, names.index("cu[2,0]")] += kick_arcsec
+        f["linear/g"][...] = g
 
 
 @pytest.fixture(scope="session")
@@ -146,18 +149,8 @@ def older_sky_result(sky_result, tmp_path_factory):
     (a scale change, which a sky-only fit does not measure) and whose ``cu[2,0]`` is raised
     by ``SKY_KICK_ARCSEC`` (a known change of the non-linear part)."""
 
-    def make(root):
-        older = root / "Lp"
-        shutil.copytree(sky_result, older, ignore=shutil.ignore_patterns("report"))
-        with h5py.File(older / "posterior.h5", "a") as f:
-            g = f["linear/g"][...]
-            names = json.loads(f["linear"].attrs["param_names"])
-            nt = sum(1 for n in names if n.startswith("cu["))
-            g[:, :2 * nt] /= 1.0 + SKY_SCALE_CHANGE
-            g[:, names.index("cu[2,0]")] += SKY_KICK_ARCSEC
-            f["linear/g"][...] = g
-
-    return shared_dir(tmp_path_factory, "older-sky", make) / "Lp"
+    return shared_dir(tmp_path_factory, "older-sky",
+                      lambda root: changed_copy(sky_result, root / "Lp", SKY_SCALE_CHANGE, SKY_KICK_ARCSEC)) / "Lp"
 
 
 @pytest.fixture(scope="session")
