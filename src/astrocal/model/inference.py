@@ -28,6 +28,7 @@ import emcee
 import numpy as np
 from scipy import optimize
 
+from . import draws
 from .data import LabPoints
 from .linear import LabModel, Priors
 
@@ -141,11 +142,7 @@ class LabFit:
 
     def field_samples(self, x, y):
         """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec."""
-        from ..field import design_matrix
-
-        B = design_matrix(x, y, self.degree, self.points.domain)
-        nt = self.model.nt
-        return self.g_samples[:, :nt] @ B.T, self.g_samples[:, nt:2 * nt] @ B.T
+        return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y)
 
     def mean_field(self):
         """The posterior-mean field (arcsec)."""
@@ -153,23 +150,11 @@ class LabFit:
 
     def map_uncertainty(self, x, y):
         """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec."""
-        u, v = self.field_samples(np.ravel(x), np.ravel(y))
-        shape = np.shape(x)
-        return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
+        return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y)
 
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""
-        from ..field.basis import terms
-
-        nt = self.model.nt
-        t = terms(self.degree)
-        i10, i01 = t.index((1, 0)), t.index((0, 1))
-        xmin, xmax, ymin, ymax = self.points.domain
-        hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
-        g = self.g_samples
-        a, b = g[:, i10] / hx, g[:, i01] / hy
-        c, d = g[:, nt + i10] / hx, g[:, nt + i01] / hy
-        return np.sqrt(np.abs(a * d - b * c))
+        return draws.pixel_scale_samples(self.g_samples, self.degree, self.points.domain)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -30,7 +30,8 @@ from astropy.table import Table
 from .. import __version__
 from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
-from ..field import DistortionField, design_matrix
+from ..field import DistortionField
+from . import draws
 from ..field.basis import flat_to_square, n_terms, terms
 
 QUANTILES = (2.5, 16, 50, 84, 97.5)
@@ -340,9 +341,7 @@ class Posterior:
 
     def field_samples(self, x, y):
         """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec."""
-        B = design_matrix(x, y, self.degree, self.domain)
-        nt = self.nt
-        return self.g[:, :nt] @ B.T, self.g[:, nt:2 * nt] @ B.T
+        return draws.field_samples(self.g, self.degree, self.domain, x, y)
 
     def mean_field(self):
         g = self.g.mean(axis=0)
@@ -351,23 +350,12 @@ class Posterior:
                                self.domain, unit="arcsec", input_unit="pixel")
 
     def map_uncertainty(self, x, y):
-        u, v = self.field_samples(np.ravel(x), np.ravel(y))
-        shape = np.shape(x)
-        return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
+        return draws.map_uncertainty(self.g, self.degree, self.domain, x, y)
 
     def pixel_scale_samples(self):
-        """Samples of the areal pixel scale of the field's best affine part (arcsec/px):
-        ``sqrt(|det A|)`` of the degree-1 Legendre terms, as
-        :meth:`astrocal.model.inference.LabFit.pixel_scale_samples`."""
-        nt = self.nt
-        t = terms(self.degree)
-        i10, i01 = t.index((1, 0)), t.index((0, 1))
-        xmin, xmax, ymin, ymax = self.domain
-        hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
-        g = self.g
-        a, b = g[:, i10] / hx, g[:, i01] / hy
-        c, d = g[:, nt + i10] / hx, g[:, nt + i01] / hy
-        return np.sqrt(np.abs(a * d - b * c))
+        """Samples of the areal pixel scale of the field's best affine part (arcsec/px)
+        (:func:`astrocal.model.draws.pixel_scale_samples`)."""
+        return draws.pixel_scale_samples(self.g, self.degree, self.domain)
 
     def param_samples(self, names):
         """Draws of the named linear parameters (columns of ``g``), shape (n, len(names))."""

@@ -42,8 +42,9 @@ import numpy as np
 from astropy.io import fits
 
 from .. import __version__
-from ..field import DistortionField, design_matrix, nonlinear_part, terms
+from ..field import DistortionField, design_matrix, nonlinear_part
 from ..field.basis import flat_to_square, square_to_flat, triangle_mask
+from ..model.draws import affine_matrices
 from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
 from ..products import metis_band, posterior_solution
 from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
@@ -231,14 +232,8 @@ def nonlinear_draws(posterior):
     Returns ``(n_draws, 2, n_terms)``: x and y coefficients on the posterior's domain.
     """
     nt = posterior.nt
-    t = terms(posterior.degree)
     cu, cv = posterior.g[:, :nt], posterior.g[:, nt:2 * nt]
-    xmin, xmax, ymin, ymax = posterior.domain
-    hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
-    i10, i01 = t.index((1, 0)), t.index((0, 1))
-    a = np.empty((len(cu), 2, 2))
-    a[:, 0, 0], a[:, 0, 1] = cu[:, i10] / hx, cu[:, i01] / hy
-    a[:, 1, 0], a[:, 1, 1] = cv[:, i10] / hx, cv[:, i01] / hy
+    a = affine_matrices(posterior.g, posterior.degree, posterior.domain)
     keep = nonlinear_keep(posterior.degree)
     n = np.stack([cu * keep, cv * keep], axis=1)
     return -np.linalg.solve(a, n)
