@@ -1,6 +1,7 @@
 """``astrocal fit CAMPAIGN.toml``: the joint Bayesian fit of a campaign's identified points."""
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -38,27 +39,41 @@ def source_table_path(campaign, exposure_file, dataset=None):
     if path.suffix.lower() == ".ecsv":
         return path
     out = Path(campaign.measure.output)
-    candidate = out / f"{path.stem}.ecsv"
-    summary = out / "summary.ecsv"
-    if summary.exists():
-        try:
-            t = Table.read(summary, format="ascii.ecsv")
-        except Exception as exc:  # a damaged summary: say which file
-            raise DataError(f"{summary}: cannot read the measure stage's summary ({exc})") from exc
-        if {"file", "table"} <= set(t.colnames):
-            want = path.resolve()
-            for row in t:
-                if Path(str(row["file"])).resolve() != want or not str(row["table"]).strip():
-                    continue
-                if dataset is not None and "dataset" in t.colnames and str(row["dataset"]) != dataset:
-                    continue
-                candidate = out / str(row["table"])
-                break
+    named = _measured_tables(out / "summary.ecsv")
+    want = path.resolve()
+    table = next((t for (f, d), t in named.items() if f == want and (dataset is None or d in (None, dataset))),
+                 f"{path.stem}.ecsv")
+    candidate = out / table
     if not candidate.exists():
         raise FileNotFoundError(
             f"{candidate}: no measured source table for {path.name}; run "
             f"'astrocal measure {campaign.path}' first (or list source tables as exposures)")
     return candidate
+
+
+def _measured_tables(summary):
+    """``{(resolved exposure file, dataset or None): table name}`` of a measure stage's
+    summary (empty without one), read once per version of the file."""
+    summary = Path(summary)
+    if not summary.exists():
+        return {}
+    return _read_summary(summary.resolve(), summary.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_summary(summary, _mtime_ns):
+    try:
+        t = Table.read(summary, format="ascii.ecsv")
+    except Exception as exc:  # a damaged summary: say which file
+        raise DataError(f"{summary}: cannot read the measure stage's summary ({exc})") from exc
+    if not {"file", "table"} <= set(t.colnames):
+        return {}
+    named = {}
+    for row in t:
+        if str(row["table"]).strip():
+            ds = str(row["dataset"]) if "dataset" in t.colnames else None
+            named.setdefault((Path(str(row["file"])).resolve(), ds), str(row["table"]))
+    return named
 
 
 def lab_points_for(campaign, datasets):

@@ -345,14 +345,18 @@ class LabModel:
             self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
                                  f"pose_tx[{name}]", f"pose_ty[{name}]"]
 
-    def _global_prediction(self, g):
-        """``A g`` (N, 2): the model's points predicted by the global parameters ``g``."""
+    def _global_prediction(self, g, B=None, E=None, Q=None, exposure=None):
+        """``A g`` (N, 2) arcsec: points predicted by the global parameters ``g``, from
+        their design (field basis ``B``, extra columns ``E``, pose design ``Q``, exposure
+        index); default: the model's own points."""
+        if B is None:
+            B, E, Q, exposure = self.B, self.E, self.Q, self.points.exposure
         nt = self.nt
-        pred = np.column_stack([self.B @ g[:nt], self.B @ g[nt:2 * nt]])
-        pred += self.E @ g[2 * nt:self.p0]
-        for slot, idx in enumerate(self.exposure_points):
-            s = self.p0 + 4 * slot
-            pred[idx] += self.Q[idx] @ g[s:s + 4]
+        pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]]) + E @ g[2 * nt:self.p0]
+        slot = self.pose_slot[exposure]
+        has = slot >= 0
+        pose = g[self.p0 + 4 * slot[has][:, None] + np.arange(4)]
+        pred[has] += np.einsum("nab,nb->na", Q[has], pose)
         return pred
 
     def _reference_solution(self, max_points=20000):
@@ -593,7 +597,7 @@ class LabModel:
         K = phi.shape[0]
         nt, G, H = self.nt, self.G, self.H
         bsl = slice(self.nb0, self.points.n_points)
-        W, Wy, P, h = sys["W"][:, bsl], sys["Wy"][:, bsl], sys["P"], sys["h"]
+        W, P, h = sys["W"][:, bsl], sys["P"], sys["h"]
         _, _, hsig = self._unpack(phi)
         Lp = self.Lp[bsl]
         WL = _mul22(W, Lp)  # (K, n, 2, 2)
@@ -767,13 +771,7 @@ class LabModel:
         """
         y, E, Q, Lp = self._point_design(points)
         B = design_matrix(points.x, points.y, self.degree, points.domain)
-        nt = self.nt
-        pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]]) + E @ g[2 * nt:self.p0]
-        slot = self.pose_slot[points.exposure]
-        has = slot >= 0
-        pose = np.zeros((points.n_points, 4))
-        pose[has] = g[self.p0 + 4 * slot[has][:, None] + np.arange(4)]
-        pred += np.einsum("nab,nb->na", Q, pose)
+        pred = self._global_prediction(g, B, E, Q, points.exposure)
         if block_mean is not None:
             blk = self.source_block[points.hole]
             ok = blk >= 0
