@@ -79,9 +79,9 @@ def brute_force(model, phi):
         q, _ = np.linalg.qr(np.hstack([v, np.eye(2 * H)]))
         vperp = q[:, 6:]
         A = np.hstack([A[:, :G], A[:, G:] @ vperp])
-        prior_sd = np.concatenate([model.g_sd, np.full(vperp.shape[1], hsig[0])])
+        prior_sd = np.concatenate([model.prior_sd(phi), np.full(vperp.shape[1], hsig[0])])
     else:
-        prior_sd = model.g_sd
+        prior_sd = model.prior_sd(phi)
     prior_mean = np.concatenate([model.g0, np.zeros(A.shape[1] - G)])
     # information form: P = A^T C^-1 A + L^-1, h = A^T C^-1 y + L^-1 m0
     cinv = np.linalg.inv(cov)
@@ -117,6 +117,45 @@ def test_marginal_likelihood_is_exact(hole_errors, seed):
         ll, _, _ = brute_force(model, phi)
         # the sums involve terms of order 1e9 (y^T C^-1 y), so agreement is to ~1e-6 absolute
         assert batch[k] == pytest.approx(ll, abs=1e-5)
+
+
+@pytest.mark.parametrize("field_prior", ["fixed", "decay", "per_degree"])
+def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior):
+    # degree 3: two non-linear degrees, so the decay law and the per-degree widths differ
+    pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+    priors = Priors(linear_sigma=2.0, distortion_px=5.0, field_prior=field_prior)
+    model = LabModel(pts, 3, hole_errors=True, jacobian_field=field, priors=priors)
+    n_field = {"fixed": 0, "decay": 2, "per_degree": 2}[field_prior]
+    assert model.i_field.size == n_field
+    rng = np.random.default_rng(7)
+    lo, hi = model.bounds()
+    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (3, model.ndim))
+    batch = model.log_likelihood(phis)
+    for k, phi in enumerate(phis):
+        ll, _, _ = brute_force(model, phi)
+        assert batch[k] == pytest.approx(ll, abs=1e-5)
+
+
+def test_field_widths_follow_the_hyperparameters():
+    pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+    m = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="per_degree"))
+    assert [m.hyper_names[i] for i in m.i_field] == ["log_field_sigma[2]", "log_field_sigma[3]"]
+    phi = m.initial_guess()
+    phi[m.i_field] = np.log([1e-3, 1e-4])
+    sd = m.prior_sd(phi)
+    deg = m.field_col_degree
+    assert np.allclose(sd[m.field_cols], np.where(deg == 2, 1e-3, 1e-4))
+    # the broad yardstick for "measured or not" is the fixed width
+    assert np.allclose(m.prior_sd(phi, broad_field=True)[m.field_cols], 20.0 * pts.pixel_scale)
+    d = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="decay"))
+    assert [d.hyper_names[i] for i in d.i_field] == ["log_field_sigma", "log_field_decay"]
+    phi = d.initial_guess()
+    phi[d.i_field] = [np.log(2e-3), np.log(0.5)]
+    assert np.allclose(d.prior_sd(phi)[d.field_cols], 2e-3 * 0.5 ** (d.field_col_degree - 2))
+    # the decay ratio is not a scale: no uniform-in-scale Jacobian on it
+    assert d.i_field[1] not in d.i_scale and d.i_field[0] in d.i_scale
+    with pytest.raises(ValueError, match="field_prior"):
+        LabModel(pts, 3, priors=Priors(field_prior="wide"))
 
 
 @pytest.mark.parametrize("hole_errors", [True, False])

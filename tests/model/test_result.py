@@ -100,7 +100,8 @@ def test_residual_rms_definition():
 def test_chain_and_bad_residual_files(small_fit, tmp_path):
     _, res_dir, _ = small_fit
     chain = load_chain(res_dir)
-    assert chain.shape[1:] == (12, 3) and chain.shape[0] >= 300
+    # hyperparameters: jitter, kappa, hole-error scale, field width and its decay ratio
+    assert chain.shape[1:] == (12, 5) and chain.shape[0] >= 300
     assert np.isfinite(chain).all()
     with pytest.raises(FileNotFoundError, match="residuals.ecsv"):
         load_residuals(tmp_path)

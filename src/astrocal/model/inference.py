@@ -163,12 +163,20 @@ def _map(model, phi0):
     lo, hi = model.bounds()
     x0 = np.clip(phi0, lo + 1e-9, hi - 1e-9)
 
-    def nlp(x):
-        v = model.log_posterior(x[None])[0]
-        return 1e300 if not np.isfinite(v) else -v
+    eps = 1e-6
 
-    best = optimize.minimize(nlp, x0, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-                             options={"eps": 1e-6})
+    def nlp_and_grad(x):
+        # the value and a forward-difference gradient in one batched call (the model
+        # evaluates rows of phi together, so ndim + 1 rows cost little more than one);
+        # a step that would leave the box is taken backwards
+        step = np.where(x + eps <= hi, eps, -eps)
+        v = model.log_posterior(np.vstack([x, x + np.diag(step)]))
+        if not np.isfinite(v[0]):
+            return 1e300, np.zeros_like(x)
+        grad = np.where(np.isfinite(v[1:]), (v[1:] - v[0]) / step, 0.0)
+        return -v[0], -grad
+
+    best = optimize.minimize(nlp_and_grad, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)))
     return best.x, -best.fun
 
 
@@ -324,7 +332,7 @@ def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None,
         hole_samples = None if hole_samples is None else hole_samples[keep]
         phi_samples = None if phi_samples is None else phi_samples[keep]
     phi_mid = None if phi_samples is None else np.median(phi_samples, axis=0)
-    prior_sd = model.prior_sd(phi_mid if phi_mid is not None else model.initial_guess())
+    prior_sd = model.prior_sd(phi_mid if phi_mid is not None else model.initial_guess(), broad_field=True)
     # parameters that no point depends on (e.g. the chopper frame without lab offsets)
     # are not reported: nothing is claimed about them
     used = np.ones(model.G, bool)
@@ -394,7 +402,7 @@ def inseparable_directions(model, phi, threshold=0.5, tol=1e-10):
     weak = weak_parameters(model)
     sys = model._system(phi, weak=weak)
     S = sys["S"][0]
-    sd = model.prior_sd(phi)
+    sd = model.prior_sd(phi, broad_field=True)
     idx = np.flatnonzero(weak)
     rest = np.flatnonzero(~weak)
     # information on the weak block after marginalising the others (their priors kept)

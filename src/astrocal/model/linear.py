@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dpotrs
 
 from ..field import DistortionField, design_matrix
 from ..field.basis import n_terms, terms
@@ -71,7 +72,20 @@ class Priors:
     posterior move amplitude between nearly collinear functions (1 and cos z over a
     night) and shrink one of them towards zero; the shared width does not.
 
-    The three scale hyperparameters (jitter, hole-error scale, flexure width) are
+    The prior width of the field's non-linear coefficients (``field_prior``):
+    ``"decay"`` (the default) gives the coefficients of total degree ``k >= 2`` the width
+    ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
+    ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
+    ``field_decay``; ``"per_degree"`` gives each degree its own width (``degree - 1``
+    hyperparameters, each over ``field_sigma_px``); ``"fixed"`` is the width
+    ``distortion_px`` for every coefficient. A fixed broad width charges each added
+    coefficient an Occam factor of about ``log(width / posterior sd)`` (~10 nats at
+    20 px), more than the small true high-order terms of a smooth field earn, so the
+    evidence chooses too low a degree and the map's intervals miss the terms left out; a
+    width learnt from the data adapts the charge to the field's own spectrum and shrinks
+    the terms the data do not support (measured in ``docs/model.md``).
+
+    The scale hyperparameters (jitter, hole-error scale, flexure and field widths) are
     sampled as natural logs; ``scale_prior`` sets their prior: ``"uniform"`` (the
     default) is uniform in the scale itself over the range (density proportional to the
     scale in its log), the choice recommended for hierarchical scales (Gelman 2006,
@@ -95,6 +109,9 @@ class Priors:
     flexure_sigma_mas: tuple = (1.0e-3, 100.0)
     flexure_scales: str = "shared"
     scale_prior: str = "uniform"
+    field_prior: str = "decay"
+    field_sigma_px: tuple = (1.0e-5, 20.0)
+    field_decay: tuple = (0.02, 3.0)
 
 
 def gauge_patterns(hole_xy):
@@ -258,8 +275,23 @@ class LabModel:
         else:
             self.flex_function = np.zeros(self.n_flex, int)
             flex_groups = ["log_flex_sigma"]
+        if p.field_prior not in ("fixed", "decay", "per_degree"):
+            raise ValueError(f"Priors.field_prior must be 'fixed', 'decay' or 'per_degree', got {p.field_prior!r}")
+        deg = np.array([i + j for i, j in terms(self.degree)])
+        nl = np.flatnonzero(deg >= 2)
+        if p.field_prior == "fixed" or nl.size == 0:
+            self.field_cols = np.zeros(0, int)
+            field_groups = []
+        else:
+            self.field_cols = np.r_[nl, nt + nl]
+            if p.field_prior == "per_degree":
+                field_groups = [f"log_field_sigma[{k}]" for k in range(2, self.degree + 1)]
+            else:
+                field_groups = ["log_field_sigma", "log_field_decay"]
+        self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
         static = np.ones(self.G, bool)
         static[self.flex_cols] = False
+        static[self.field_cols] = False
         self.static_cols = np.flatnonzero(static)
         self.g0, self.g_sd = g0, sd
         self.prior_precision = np.where(static, 1.0 / sd**2, 0.0)
@@ -269,7 +301,6 @@ class LabModel:
         self.g_ref = self._reference_solution()
         self._yc = self.y - self._global_prediction(self.g_ref)
         self._g0c = self.g0 - self.g_ref
-        self._prior_quad_c = float(np.sum(self._g0c**2 * self.prior_precision))
 
         # source blocks (hole errors, star catalogue errors): points sorted by block for
         # segment sums; the points without a block come first
@@ -293,6 +324,7 @@ class LabModel:
             logdet_star = float(np.sum(np.linalg.slogdet(c)[1]))
         self.block_prior_precision = bprec  # stars; holes get 1/hsig**2 per phi
         self.logdet_star_prior = logdet_star
+        self.block_lp_is_unit = bool(np.all(self.Lp[self.nb0:] == -np.eye(2)))
         if self.has_blocks:
             bsl = slice(self.nb0, n)
             hs = block_pt[bsl]
@@ -331,10 +363,14 @@ class LabModel:
             self.hyper_names.append("log_hole_sigma")
         self.i_flex = np.arange(len(self.hyper_names), len(self.hyper_names) + len(flex_groups))
         self.hyper_names += flex_groups
+        self.i_field = np.arange(len(self.hyper_names), len(self.hyper_names) + len(field_groups))
+        self.hyper_names += field_groups
         if self.priors.scale_prior not in ("uniform", "log-uniform"):
             raise ValueError(f"Priors.scale_prior must be 'uniform' or 'log-uniform', got {self.priors.scale_prior!r}")
-        # the scale hyperparameters (jitters, hole-error scale, flexure widths): every one but kappa
-        self.i_scale = np.array([k for k in range(len(self.hyper_names)) if k != pts.n_datasets], int)
+        # the scale hyperparameters (jitters, hole-error scale, flexure and field widths):
+        # every one but kappa and the field widths' decay ratio
+        self.i_scale = np.array([k for k, name in enumerate(self.hyper_names)
+                                 if k != pts.n_datasets and name != "log_field_decay"], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"])
@@ -436,6 +472,13 @@ class LabModel:
         for _ in self.i_flex:
             lo.append(np.log(p.flexure_sigma_mas[0] / 1e3))
             hi.append(np.log(p.flexure_sigma_mas[1] / 1e3))
+        for name in np.array(self.hyper_names)[self.i_field]:
+            if name == "log_field_decay":
+                lo.append(np.log(p.field_decay[0]))
+                hi.append(np.log(p.field_decay[1]))
+            else:
+                lo.append(np.log(p.field_sigma_px[0] * self.points.pixel_scale))
+                hi.append(np.log(p.field_sigma_px[1] * self.points.pixel_scale))
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi):
@@ -457,7 +500,35 @@ class LabModel:
         if self.i_hole is not None:
             phi[self.i_hole] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
         phi[self.i_flex] = np.log(1e-3)  # 1 mas
+        if self.i_field.size:
+            phi[self.i_field] = self._field_width_guess(np.clip(phi, lo + 1e-6, hi - 1e-6))
         return np.clip(phi, lo + 1e-6, hi - 1e-6)
+
+    def _field_width_guess(self, phi):
+        """Field-width hyperparameters from the data: the rms, per total degree, of the
+        field's conditional mean with the broad width ``distortion_px`` (other
+        hyperparameters at ``phi``). A starting point for the MAP search; starting from
+        tiny widths instead can leave the search in a local mode where the jitter and the
+        flexure absorb a shrunk field."""
+        broad = phi.copy()
+        lo, hi = self.bounds()
+        width = np.log(self.priors.distortion_px * self.points.pixel_scale)
+        if self.priors.field_prior == "per_degree":
+            broad[self.i_field] = width
+        else:
+            broad[self.i_field] = [width, 0.0]
+        broad = np.clip(broad, lo, hi)
+        try:
+            c = self.conditional(broad).mean[:2 * self.nt]
+        except np.linalg.LinAlgError:
+            c = self.g_ref[:2 * self.nt]
+        deg = np.arange(2, self.degree + 1)
+        rms = np.array([np.sqrt(np.mean(c[self.field_cols][self.field_col_degree == k] ** 2)) for k in deg])
+        rms = np.maximum(rms, 1e-3 * self.points.pixel_scale)
+        if self.priors.field_prior == "per_degree":
+            return np.log(rms)
+        slope = np.polyfit(deg - 2, np.log(rms), 1)[0] if deg.size > 1 else np.log(0.5)
+        return np.array([np.log(rms[0]), slope])
 
     def _unpack(self, phi):
         nd = self.points.n_datasets
@@ -471,11 +542,25 @@ class LabModel:
         phi = np.atleast_2d(phi)
         return np.exp(phi[:, self.i_flex])[:, self.flex_function]
 
-    def prior_sd(self, phi):
-        """Prior width of every global parameter at ``phi`` (the flexure's from ``phi``)."""
+    def field_sigma(self, phi):
+        """Prior widths (arcsec) of the field's non-linear coefficients ``field_cols``,
+        (K, len(field_cols))."""
+        phi = np.atleast_2d(phi)
+        if self.priors.field_prior == "per_degree":
+            return np.exp(phi[:, self.i_field])[:, self.field_col_degree - 2]
+        a, b = self.i_field
+        return np.exp(phi[:, a, None] + (self.field_col_degree - 2)[None, :] * phi[:, b, None])
+
+    def prior_sd(self, phi, broad_field=False):
+        """Prior width of every global parameter at ``phi`` (the flexure's and the field's
+        from ``phi``). ``broad_field``: the field's non-linear coefficients get the broad
+        width ``distortion_px`` instead of their learnt one (the yardstick for "did the
+        data measure it": a width learnt from the data is no independent prior)."""
         sd = np.array(self.g_sd, float)
         if self.n_flex:
             sd[self.flex_cols] = self.flexure_sigma(phi)[0]
+        if self.field_cols.size and not broad_field:
+            sd[self.field_cols] = self.field_sigma(phi)[0]
         return sd
 
     # ------------------------------------------------------------------ linear algebra
@@ -561,13 +646,18 @@ class LabModel:
             tau = self.flexure_sigma(phi)
             prec[:, self.flex_cols] = 1.0 / tau**2
             logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
+        if self.field_cols.size:
+            tau = self.field_sigma(phi)
+            prec[:, self.field_cols] = 1.0 / tau**2
+            logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
+        prior_quad = prec @ self._g0c**2
         if weak is not None:
             prec[:, np.asarray(weak, bool)] = 0.0
         P[:, idx, idx] += prec
         h += self._g0c * prec
         const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
-                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + self._prior_quad_c)
-        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const}
+                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + prior_quad)
+        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const, "WE": WE, "WQ": WQ}
         if self.has_blocks:
             self._eliminate_blocks(phi, sys)
         else:
@@ -600,7 +690,10 @@ class LabModel:
         W, P, h = sys["W"][:, bsl], sys["P"], sys["h"]
         _, _, hsig = self._unpack(phi)
         Lp = self.Lp[bsl]
-        WL = _mul22(W, Lp)  # (K, n, 2, 2)
+        # holes enter with Lp = -I: then W Lp, Lp^T W Lp and the cross terms with the extra
+        # and pose columns are (minus) products already formed for the global block
+        unit = self.block_lp_is_unit
+        WL = -W if unit else _mul22(W, Lp)  # (K, n, 2, 2)
         n, M = WL.shape[1], self.M
         Pgd = np.zeros((K, G, H, 2))
         wpad = np.zeros((H * M, K, 4))
@@ -611,11 +704,17 @@ class LabModel:
         for comp in range(2):
             for c in range(2):
                 Pgd[:, comp * nt:(comp + 1) * nt, :, c] = np.transpose(t[:, :, comp, c], (1, 2, 0))
-        T = _mul22t(self.E[bsl], WL)  # extra columns: E^T W Lp per point, (K, n, ne, 2)
+        if unit:  # extra columns: E^T W Lp per point, (K, n, ne, 2)
+            T = -np.swapaxes(sys["WE"][:, bsl], 2, 3)
+        else:
+            T = _mul22t(self.E[bsl], WL)
         Pgd[:, 2 * nt:self.p0] += np.moveaxis(self._segment_sum(T), 1, 2)
         if self.n_pose:
             i = self.pose_points
-            T = _mul22t(self.Q[bsl][i], WL[:, i])  # (K, n, 4, 2)
+            if unit:  # Q^T W Lp per point, (K, n, 4, 2)
+                T = -np.swapaxes(sys["WQ"][:, bsl][:, i], 2, 3)
+            else:
+                T = _mul22t(self.Q[bsl][i], WL[:, i])
             if self.pose_flat is None:
                 shape = (G, H, 2)
                 r = np.broadcast_to(self.pose_rows[..., None], self.pose_rows.shape + (2,))
@@ -624,7 +723,7 @@ class LabModel:
                 self.pose_flat = np.ravel_multi_index((r, hh, cc), shape).ravel()
             flat = Pgd.reshape(K, -1)
             flat[:, self.pose_flat] += T.reshape(K, -1)
-        D = self._segment_sum(_mul22t(Lp, WL))  # (K, H, 2, 2)
+        D = self._segment_sum(W if unit else _mul22t(Lp, WL))  # (K, H, 2, 2)
         D += self.block_prior_precision
         logdet_prior = np.full(K, self.logdet_star_prior)
         if self.hole_errors and self.hole_blocks.size:
@@ -803,11 +902,16 @@ def _mul22t(A, W):
 
 
 def _cho_solve(L, b):
-    """Solve ``(L L^T) x = b`` for batched lower-triangular ``L`` (K, G, G), b (K, G, m)."""
-    out = np.empty_like(b)
+    """Solve ``(L L^T) x = b`` for batched lower-triangular ``L`` (K, G, G), b (K, G, m).
+
+    LAPACK ``dpotrs`` on each factor, called directly: the walkers' systems are small
+    (G ~ 100), so the checks of the wrappers would cost as much as the solves."""
+    out = np.empty(b.shape)
     for k in range(L.shape[0]):
-        z = solve_triangular(L[k], b[k], lower=True, check_finite=False)
-        out[k] = solve_triangular(L[k], z, lower=True, trans="T", check_finite=False)
+        x, info = dpotrs(L[k], b[k], lower=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dpotrs failed (info {info})")
+        out[k] = x
     return out
 
 
