@@ -330,10 +330,8 @@ class LabModel:
             hs = block_pt[bsl]
             self.block_of_point = hs
             self.pose_points = np.flatnonzero(self.pose_slot[pts.exposure[bsl]] >= 0)
-            self.pose_rows = (self.p0 + 4 * self.pose_slot[pts.exposure[bsl][self.pose_points]][:, None]
-                              + np.arange(4)[None, :])
-            self.pose_holes = np.broadcast_to(hs[self.pose_points][:, None], self.pose_rows.shape)
-            self.pose_flat = None
+            self.pose_hole_index = hs[self.pose_points]
+            self.pose_slot_index = self.pose_slot[pts.exposure[bsl][self.pose_points]]
             # padded per-block layout (H, M): slot j of block h holds its j-th point, so
             # per-block sums of per-point products become one batched matrix product
             cnt = np.bincount(hs, minlength=self.H)
@@ -575,11 +573,12 @@ class LabModel:
         W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
         return w, W
 
-    def _system(self, phi, weak=None):
+    def _system(self, phi, weak=None, reuse=False):
         """Normal equations of the global block after eliminating the source blocks.
 
         ``weak``: boolean over the global parameters whose prior is left out (the data's
-        own information, for :meth:`data_information`).
+        own information, for :meth:`data_information`). ``reuse``: the block arrays may
+        live in the model's work buffers (only for a caller that does not keep them).
         """
         K = phi.shape[0]
         nt, G, N = self.nt, self.G, self.points.n_points
@@ -657,7 +656,7 @@ class LabModel:
         h += self._g0c * prec
         const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
                  + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + prior_quad)
-        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const, "WE": WE, "WQ": WQ}
+        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const, "WE": WE, "WQ": WQ, "reuse": reuse}
         if self.has_blocks:
             self._eliminate_blocks(phi, sys)
         else:
@@ -695,34 +694,32 @@ class LabModel:
         unit = self.block_lp_is_unit
         WL = -W if unit else _mul22(W, Lp)  # (K, n, 2, 2)
         n, M = WL.shape[1], self.M
-        Pgd = np.zeros((K, G, H, 2))
+        # block-major layout (K, c, H, G): every per-block operation runs along contiguous G.
+        # In the likelihood the two big arrays are reused from call to call (a fresh array
+        # of ~100 MB costs more in page faults than the arithmetic on it)
+        reuse = sys.get("reuse", False)
+        Pgd = self._buffer("Pgd", (K, 2, H, G)) if reuse else np.empty((K, 2, H, G))
         wpad = np.zeros((H * M, K, 4))
         wpad[self.pad_index] = np.swapaxes(WL.reshape(K, n, 4), 0, 1)
         wpad = wpad.reshape(H, M, 4 * K)
         t = np.swapaxes(wpad, 1, 2) @ self.B_pad  # (H, [K, comp, c], nt)
         t = t.reshape(H, K, 2, 2, nt)
-        for comp in range(2):
-            for c in range(2):
-                Pgd[:, comp * nt:(comp + 1) * nt, :, c] = np.transpose(t[:, :, comp, c], (1, 2, 0))
-        if unit:  # extra columns: E^T W Lp per point, (K, n, ne, 2)
-            T = -np.swapaxes(sys["WE"][:, bsl], 2, 3)
+        Pgd[..., :2 * nt] = np.transpose(t, (1, 3, 0, 2, 4)).reshape(K, 2, H, 2 * nt)
+        if unit:  # extra columns: E^T W Lp = -(W E)^T per point
+            np.negative(np.swapaxes(self._segment_sum(sys["WE"][:, bsl]), 1, 2), out=Pgd[..., 2 * nt:self.p0])
         else:
-            T = _mul22t(self.E[bsl], WL)
-        Pgd[:, 2 * nt:self.p0] += np.moveaxis(self._segment_sum(T), 1, 2)
+            T = _mul22t(self.E[bsl], WL)  # (K, n, ne, 2)
+            Pgd[..., 2 * nt:self.p0] = np.transpose(self._segment_sum(T), (0, 3, 1, 2))
+        Pgd[..., self.p0:] = 0.0
         if self.n_pose:
             i = self.pose_points
-            if unit:  # Q^T W Lp per point, (K, n, 4, 2)
-                T = -np.swapaxes(sys["WQ"][:, bsl][:, i], 2, 3)
+            if unit:  # Q^T W Lp = -(W Q)^T per point, laid out (K, c, n, 4)
+                T = -np.swapaxes(sys["WQ"][:, bsl][:, i], 1, 2)
             else:
-                T = _mul22t(self.Q[bsl][i], WL[:, i])
-            if self.pose_flat is None:
-                shape = (G, H, 2)
-                r = np.broadcast_to(self.pose_rows[..., None], self.pose_rows.shape + (2,))
-                hh = np.broadcast_to(self.pose_holes[..., None], r.shape)
-                cc = np.broadcast_to(np.arange(2), r.shape)
-                self.pose_flat = np.ravel_multi_index((r, hh, cc), shape).ravel()
-            flat = Pgd.reshape(K, -1)
-            flat[:, self.pose_flat] += T.reshape(K, -1)
+                T = np.transpose(_mul22t(self.Q[bsl][i], WL[:, i]), (0, 3, 1, 2))
+            # one point per hole and exposure: each (hole, pose slot) is written once
+            poses = Pgd[..., self.p0:].reshape(K, 2, H, self.n_pose // 4, 4)
+            poses[:, :, self.pose_hole_index, self.pose_slot_index] = T
         D = self._segment_sum(W if unit else _mul22t(Lp, WL))  # (K, H, 2, 2)
         D += self.block_prior_precision
         logdet_prior = np.full(K, self.logdet_star_prior)
@@ -737,13 +734,16 @@ class LabModel:
         Dinv = np.empty_like(D)
         Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
         Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
-        # Y = Pgd Dinv (2x2 per block), written out
-        Y = np.empty_like(Pgd)
-        Y[..., 0] = Pgd[..., 0] * Dinv[:, None, :, 0, 0] + Pgd[..., 1] * Dinv[:, None, :, 1, 0]
-        Y[..., 1] = Pgd[..., 0] * Dinv[:, None, :, 0, 1] + Pgd[..., 1] * Dinv[:, None, :, 1, 1]
-        Y2 = Y.reshape(K, G, 2 * H)
-        S = P - Y2 @ np.swapaxes(Pgd.reshape(K, G, 2 * H), 1, 2)
-        r = h - (Y2 @ hd.reshape(K, 2 * H, 1))[..., 0]
+        # Y = Pgd Dinv (2x2 per block), written out; layout (K, c, H, G) like Pgd
+        Y = self._buffer("Y", Pgd.shape) if reuse else np.empty_like(Pgd)
+        tmp = self._buffer("tmp", Pgd.shape[:1] + Pgd.shape[2:]) if reuse else np.empty_like(Pgd[:, 0])
+        for c in range(2):
+            np.multiply(Pgd[:, 0], Dinv[..., 0, c, None], out=Y[:, c])
+            np.multiply(Pgd[:, 1], Dinv[..., 1, c, None], out=tmp)
+            Y[:, c] += tmp
+        Y2t = np.swapaxes(Y.reshape(K, 2 * H, G), 1, 2)  # (K, G, [c, H])
+        S = P - Y2t @ Pgd.reshape(K, 2 * H, G)
+        r = h - (Y2t @ np.swapaxes(hd, 1, 2).reshape(K, 2 * H, 1))[..., 0]
         dh0 = Dinv[..., 0, 0] * hd[..., 0] + Dinv[..., 0, 1] * hd[..., 1]
         dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
         quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
@@ -760,27 +760,40 @@ class LabModel:
 
     def _gauge(self, sys, L, mu_g):
         """Conditioning on the hole-error affine patterns being zero (the scale gauge)."""
-        Y, Dinv = sys["Y"], sys["Dinv"]
-        K, G = Y.shape[:2]
+        Y, Dinv = sys["Y"], sys["Dinv"]  # Y: (K, c, H, G)
+        K, G = Y.shape[0], Y.shape[3]
         H = self.H
-        V2 = self.V.reshape(2 * H, 6)
-        Y2 = Y.reshape(K, G, 2 * H)
-        xg = -_cho_solve(L, Y2 @ V2)  # Cov(g, alpha), (K, G, 6)
         V = self.V
+        V2 = V.reshape(2 * H, 6)  # [H, c] order
+        Y2 = Y.reshape(K, 2 * H, G)  # [c, H] order
+        xg = -_cho_solve(L, np.swapaxes(Y2, 1, 2) @ np.swapaxes(V, 0, 1).reshape(2 * H, 6))  # Cov(g, alpha)
         dv = np.empty((K, H, 2, 6))
         dv[:, :, 0] = Dinv[..., 0, 0, None] * V[:, 0] + Dinv[..., 0, 1, None] * V[:, 1]
         dv[:, :, 1] = Dinv[..., 1, 0, None] * V[:, 0] + Dinv[..., 1, 1, None] * V[:, 1]
-        xd = dv.reshape(K, 2 * H, 6) - np.swapaxes(Y2, 1, 2) @ xg  # (K, 2H, 6)
-        saa = V2.T @ xd
-        mu_d = sys["Dinv_hd"].reshape(K, 2 * H) - (np.swapaxes(Y2, 1, 2) @ mu_g[..., None])[..., 0]
-        mu_a = mu_d @ V2
-        return xg, xd.reshape(K, H, 2, 6), saa, mu_d.reshape(K, H, 2), mu_a
+        xd = dv - np.swapaxes((Y2 @ xg).reshape(K, 2, H, 6), 1, 2)  # (K, H, 2, 6)
+        saa = V2.T @ xd.reshape(K, 2 * H, 6)
+        mu_d = sys["Dinv_hd"] - np.swapaxes((Y2 @ mu_g[..., None]).reshape(K, 2, H), 1, 2)
+        mu_a = mu_d.reshape(K, 2 * H) @ V2
+        return xg, xd, saa, mu_d, mu_a
+
+    def _buffer(self, name, shape):
+        """A work array kept between likelihood calls (never handed out of them)."""
+        buffers = self.__dict__.setdefault("_buffers", {})
+        b = buffers.get(name)
+        if b is None or b.shape != shape:
+            b = buffers[name] = np.empty(shape)
+        return b
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_buffers", None)
+        return state
 
     # ------------------------------------------------------------------ public API
     def log_likelihood(self, phi):
         """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``."""
         phi = np.atleast_2d(np.asarray(phi, float))
-        sys = self._system(phi)
+        sys = self._system(phi, reuse=True)
         try:
             L, logdet, mu = self._solve(sys)
         except np.linalg.LinAlgError:
@@ -841,7 +854,7 @@ class LabModel:
         if not self.has_blocks:
             return g.reshape(K * M, self.G) + self.g_ref, None
         Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
-        pg = np.einsum("kgha,kmg->kmha", Pgd, g)
+        pg = np.einsum("kahg,kmg->kmha", Pgd, g)
         rhs = hd[:, None] - pg
         mean_d = np.stack([Dinv[:, None, :, 0, 0] * rhs[..., 0] + Dinv[:, None, :, 0, 1] * rhs[..., 1],
                            Dinv[:, None, :, 1, 0] * rhs[..., 0] + Dinv[:, None, :, 1, 1] * rhs[..., 1]], -1)
@@ -931,7 +944,7 @@ class Conditional:
 
     def set_blocks(self, sys):
         """Posterior means of the source blocks (no gauge conditioning)."""
-        mu_d = sys["Dinv_hd"][0] - np.einsum("gha,g->ha", sys["Y"][0], self._mu_unc)
+        mu_d = sys["Dinv_hd"][0] - np.einsum("ahg,g->ha", sys["Y"][0], self._mu_unc)
         self.hole_mean = mu_d
 
     def set_gauge(self, xg, xd, saa, mu_d, mu_a):
@@ -951,7 +964,7 @@ class Conditional:
             return g + m.g_ref, None
         sys = self._sys
         Dinv, Pgd, hd = sys["Dinv"][0], sys["Pgd"][0], sys["hd"][0]
-        mean_d = np.einsum("hab,nhb->nha", Dinv, hd[None] - np.einsum("gha,ng->nha", Pgd, g))
+        mean_d = np.einsum("hab,nhb->nha", Dinv, hd[None] - np.einsum("ahg,ng->nha", Pgd, g))
         Ld = np.linalg.cholesky(Dinv)
         delta = mean_d + np.einsum("hab,nhb->nha", Ld, rng.standard_normal((n, m.H, 2)))
         if self._gauge is None:
