@@ -13,7 +13,7 @@ from astrocal.model.inference import inseparable_directions
 from astrocal.model.linear import LabModel, Priors, gauge_patterns
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_linear import small_problem  # noqa: E402
+from test_linear import assert_likelihood_exact, small_problem  # noqa: E402
 
 PRIORS = Priors(linear_sigma=2.0, distortion_px=5.0, sky_pose_scale_sigma=1e-2, sky_pose_rot_sigma=1e-2)
 FLEX = FlexureBasis(degree=2, functions=("1", "cos_z"), radius_arcsec=0.7)
@@ -161,13 +161,7 @@ def test_joint_marginal_likelihood_is_exact(lab, hole_errors):
     model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS, flexure=FLEX)
     assert model.has_sky and model.n_flex == FLEX.n_params
     assert (model.reference is None) == (not lab)
-    rng = np.random.default_rng(1)
-    lo, hi = model.bounds()
-    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (3, model.ndim))
-    batch = model.log_likelihood(phis)
-    for k, phi in enumerate(phis):
-        ll, _, _ = brute_force(model, phi)
-        assert batch[k] == pytest.approx(ll, abs=1e-5)
+    assert_likelihood_exact(model, brute_force, 1, 3)
 
 
 @pytest.mark.parametrize("hole_errors", [True, False])

@@ -103,20 +103,26 @@ def brute_force(model, phi):
     return ll, post_mean, post_cov
 
 
+def assert_likelihood_exact(model, brute, seed, n_phi):
+    """The batched likelihood at ``n_phi`` random hyperparameter vectors inside the bounds
+    equals the dense ``brute(model, phi)`` one by one. The sums involve terms of order 1e9
+    (y^T C^-1 y), so agreement is to ~1e-6 absolute."""
+    rng = np.random.default_rng(seed)
+    lo, hi = model.bounds()
+    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (n_phi, model.ndim))
+    batch = model.log_likelihood(phis)
+    for k, phi in enumerate(phis):
+        ll, _, _ = brute(model, phi)
+        assert batch[k] == pytest.approx(ll, abs=1e-5)
+
+
 @pytest.mark.parametrize("hole_errors", [True, False])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_marginal_likelihood_is_exact(hole_errors, seed):
     # large noise keeps the dense brute force's sums of order 1e6, so rounding stays small
     pts, field = small_problem(seed, noise_px=0.5)
     model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
-    rng = np.random.default_rng(seed)
-    lo, hi = model.bounds()
-    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (4, model.ndim))
-    batch = model.log_likelihood(phis)
-    for k, phi in enumerate(phis):
-        ll, _, _ = brute_force(model, phi)
-        # the sums involve terms of order 1e9 (y^T C^-1 y), so agreement is to ~1e-6 absolute
-        assert batch[k] == pytest.approx(ll, abs=1e-5)
+    assert_likelihood_exact(model, brute_force, seed, 4)
 
 
 @pytest.mark.parametrize("field_prior", ["fixed", "decay", "per_degree"])
@@ -127,13 +133,7 @@ def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior):
     model = LabModel(pts, 3, hole_errors=True, jacobian_field=field, priors=priors)
     n_field = {"fixed": 0, "decay": 2, "per_degree": 2}[field_prior]
     assert model.i_field.size == n_field
-    rng = np.random.default_rng(7)
-    lo, hi = model.bounds()
-    phis = lo + (hi - lo) * rng.uniform(0.2, 0.8, (3, model.ndim))
-    batch = model.log_likelihood(phis)
-    for k, phi in enumerate(phis):
-        ll, _, _ = brute_force(model, phi)
-        assert batch[k] == pytest.approx(ll, abs=1e-5)
+    assert_likelihood_exact(model, brute_force, 7, 3)
 
 
 def test_field_widths_follow_the_hyperparameters():
