@@ -236,3 +236,25 @@ def test_several_draws_per_phi_have_the_conditional_moments():
     assert np.max(np.abs(z)) < 4.5
     v = gauge_patterns(model.points.hole_xy)
     assert np.max(np.abs(d.reshape(4000, -1) @ v)) < 1e-12
+
+
+def test_a_failing_row_does_not_reject_the_batch(monkeypatch):
+    """A row whose Cholesky fails gets -inf; the other rows of the batch keep their value."""
+    pts, field = small_problem(3)
+    model = LabModel(pts, 2, jacobian_field=field, priors=PRIORS)
+    phi = np.vstack([model.initial_guess()] * 3)
+    phi[1, 0] += 0.5
+    good = model.log_likelihood(phi)
+    real = np.linalg.cholesky
+
+    def cholesky(a):
+        if a.ndim == 3 and a.shape[0] > 1:
+            raise np.linalg.LinAlgError("one row is not positive definite")
+        if np.isclose(a[0, 0, 0], bad):
+            raise np.linalg.LinAlgError("not positive definite")
+        return real(a)
+
+    bad = model._system(phi[1:2])["S"][0, 0, 0]
+    monkeypatch.setattr(np.linalg, "cholesky", cholesky)
+    got = model.log_likelihood(phi)
+    assert np.isneginf(got[1]) and got[0] == pytest.approx(good[0]) and got[2] == pytest.approx(good[2])

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 LOG2PI = np.log(2 * np.pi)
 MB_LIMIT_BYTES = 300e6  # precompute per-point basis outer products below this size
 OUTER_CHUNK = 4096  # points per chunk when they are formed on the fly
+BUFFER_LIMIT_BYTES = 256e6  # largest work array the likelihood keeps between calls
 
 
 @dataclass(frozen=True)
@@ -577,7 +578,7 @@ class LabModel:
         """Normal equations of the global block after eliminating the source blocks.
 
         ``weak``: boolean over the global parameters whose prior is left out (the data's
-        own information, for :meth:`data_information`). ``reuse``: the block arrays may
+        own information, for :func:`astrocal.model.inference.inseparable_directions`). ``reuse``: the block arrays may
         live in the model's work buffers (only for a caller that does not keep them).
         """
         K = phi.shape[0]
@@ -777,7 +778,10 @@ class LabModel:
         return xg, xd, saa, mu_d, mu_a
 
     def _buffer(self, name, shape):
-        """A work array kept between likelihood calls (never handed out of them)."""
+        """A work array kept between likelihood calls (never handed out of them); arrays
+        above ``BUFFER_LIMIT_BYTES`` (e.g. a Hessian's large batch) are not kept."""
+        if np.prod(shape) * 8 > BUFFER_LIMIT_BYTES:
+            return np.empty(shape)
         buffers = self.__dict__.setdefault("_buffers", {})
         b = buffers.get(name)
         if b is None or b.shape != shape:
@@ -797,7 +801,11 @@ class LabModel:
         try:
             L, logdet, mu = self._solve(sys)
         except np.linalg.LinAlgError:
-            return np.full(phi.shape[0], -np.inf)
+            # one row's failure must not reject the whole batch (a MAP gradient's or the
+            # walkers' other rows): evaluate row by row, -inf only where it fails
+            if phi.shape[0] == 1:
+                return np.full(1, -np.inf)
+            return np.concatenate([self.log_likelihood(row[None]) for row in phi])
         ll = -0.5 * (sys["const"] + logdet - np.einsum("kg,kg->k", sys["r"], mu))
         if self.V is not None:
             _, _, saa, _, mu_a = self._gauge(sys, L, mu)
