@@ -545,10 +545,22 @@ class LabModel:
         """Prior widths (arcsec) of the field's non-linear coefficients ``field_cols``,
         (K, len(field_cols))."""
         phi = np.atleast_2d(phi)
+        if not self.field_cols.size:  # fixed widths
+            return np.zeros((phi.shape[0], 0))
         if self.priors.field_prior == "per_degree":
             return np.exp(phi[:, self.i_field])[:, self.field_col_degree - 2]
         a, b = self.i_field
         return np.exp(phi[:, a, None] + (self.field_col_degree - 2)[None, :] * phi[:, b, None])
+
+    def _learnt_widths(self, phi, field=True):
+        """The global parameters whose prior width is a hyperparameter and their widths
+        at ``phi``: (columns, (K, columns) arcsec): the flexure's, then (``field``) the
+        field's non-linear coefficients."""
+        cols, tau = [self.flex_cols], [self.flexure_sigma(phi)]
+        if field:
+            cols.append(self.field_cols)
+            tau.append(self.field_sigma(phi))
+        return np.concatenate(cols), np.concatenate(tau, axis=1)
 
     def prior_sd(self, phi, broad_field=False):
         """Prior width of every global parameter at ``phi`` (the flexure's and the field's
@@ -556,10 +568,8 @@ class LabModel:
         width ``distortion_px`` instead of their learnt one (the yardstick for "did the
         data measure it": a width learnt from the data is no independent prior)."""
         sd = np.array(self.g_sd, float)
-        if self.n_flex:
-            sd[self.flex_cols] = self.flexure_sigma(phi)[0]
-        if self.field_cols.size and not broad_field:
-            sd[self.field_cols] = self.field_sigma(phi)[0]
+        cols, tau = self._learnt_widths(phi, field=not broad_field)
+        sd[cols] = tau[0]
         return sd
 
     # ------------------------------------------------------------------ linear algebra
@@ -642,14 +652,9 @@ class LabModel:
         idx = np.arange(G)
         prec = np.broadcast_to(self.prior_precision, (K, G)).copy()
         logdet_prior = np.full(K, self.logdet_prior)
-        if self.n_flex:
-            tau = self.flexure_sigma(phi)
-            prec[:, self.flex_cols] = 1.0 / tau**2
-            logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
-        if self.field_cols.size:
-            tau = self.field_sigma(phi)
-            prec[:, self.field_cols] = 1.0 / tau**2
-            logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
+        cols, tau = self._learnt_widths(phi)
+        prec[:, cols] = 1.0 / tau**2
+        logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
         prior_quad = prec @ self._g0c**2
         if weak is not None:
             prec[:, np.asarray(weak, bool)] = 0.0
