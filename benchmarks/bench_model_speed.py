@@ -13,8 +13,9 @@
    a square grid of 100, 400, 1600 and 6400 holes observed in all of 10 exposures (small
    dithers, so every hole stays on the detector): the walkers of a step evaluated together
    (K = 12 rows of phi per call); printed per call and per walker (best of ``--repeat``
-   calls), with the one-off model construction time, and the slope of log(cost) versus
-   log(holes) (1 = linear).
+   calls), with the one-off times of the model and of its weight components (``m`` of
+   them, :mod:`astrocal.model.expansion`), the per-point ("direct") evaluation's cost for
+   comparison, and the slope of log(cost) versus log(holes) (1 = linear).
 
 ``fit_lab`` itself runs BLAS single-threaded (threadpoolctl); the likelihood timings here
 are also taken under ``threadpool_limits(1)``.  The machine (2 cores) is shared with other
@@ -95,18 +96,27 @@ def likelihood_cost(n_holes, degree, repeat, K=12):
         t0 = time.perf_counter()
         model = LabModel(pts, degree, hole_errors=True)
         build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ex = model.expansion()
+        build_ex = time.perf_counter() - t0
         rng = np.random.default_rng(0)
         phi = model.initial_guess() + 0.1 * rng.standard_normal((K, model.ndim))
-        model.log_likelihood(phi)  # warm-up (lazy index tables)
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            model.log_likelihood(phi)
-            times.append(time.perf_counter() - t0)
+
+        def best(direct, n):
+            model.log_likelihood(phi, direct=direct)  # warm-up (work buffers)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                model.log_likelihood(phi, direct=direct)
+                times.append(time.perf_counter() - t0)
+            return 1e3 * min(times), 1e3 * float(np.median(times))
+
+        call, median = best(False, repeat)
+        direct, _ = best(True, max(2, repeat // 3))
     return {"holes": int(pts.n_holes), "points": int(pts.n_points), "build_seconds": build,
-            "call_ms": 1e3 * min(times), "per_walker_ms": 1e3 * min(times) / K,
-            "call_ms_median": 1e3 * float(np.median(times)), "load": load(),
-            "precomputed_outer_products": model.MB is not None}
+            "components": None if ex is None else int(ex.J), "components_seconds": build_ex,
+            "call_ms": call, "per_walker_ms": call / K, "call_ms_median": median,
+            "direct_per_walker_ms": direct / K, "load": load()}
 
 
 def main():
@@ -138,15 +148,15 @@ def main():
     rows = []
     print(f"\none likelihood evaluation, degree {args.degree}, hole errors on, K = 12 walkers per call, "
           f"BLAS 1 thread (best of {args.repeat}):")
-    print(f"{'holes':>6s} {'points':>7s} {'build s':>8s} {'ms/call':>9s} {'ms/walker':>10s} "
-          f"{'median ms/call':>14s} {'load':>5s}")
+    print(f"{'holes':>6s} {'points':>7s} {'model s':>8s} {'m':>4s} {'comp. s':>8s} {'ms/call':>9s} "
+          f"{'ms/walker':>10s} {'median ms/call':>14s} {'direct ms/walker':>17s} {'ratio':>6s} {'load':>5s}")
     for h in args.holes:
         r = likelihood_cost(h, args.degree, args.repeat)
         rows.append(r)
-        print(f"{r['holes']:6d} {r['points']:7d} {r['build_seconds']:8.2f} {r['call_ms']:9.2f} "
-              f"{r['per_walker_ms']:10.3f} {r['call_ms_median']:14.2f} {r['load']:5.1f}"
-              f"{'' if r['precomputed_outer_products'] else '  (outer products not precomputed: > 300 MB)'}",
-              flush=True)
+        print(f"{r['holes']:6d} {r['points']:7d} {r['build_seconds']:8.2f} {r['components'] or 0:4d} "
+              f"{r['components_seconds']:8.2f} {r['call_ms']:9.2f} {r['per_walker_ms']:10.3f} "
+              f"{r['call_ms_median']:14.2f} {r['direct_per_walker_ms']:17.3f} "
+              f"{r['direct_per_walker_ms'] / r['per_walker_ms']:6.1f} {r['load']:5.1f}", flush=True)
     res["likelihood"] = rows
     if len(rows) >= 2:
         lh = np.log([r["holes"] for r in rows])

@@ -77,9 +77,14 @@ class Priors:
     ``"decay"`` (the default) gives the coefficients of total degree ``k >= 2`` the width
     ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
     ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
-    ``field_decay``; ``"per_degree"`` gives each degree its own width (``degree - 1``
-    hyperparameters, each over ``field_sigma_px``); ``"fixed"`` is the width
-    ``distortion_px`` for every coefficient. A fixed broad width charges each added
+    ``field_decay``; ``"curved"`` lets the ratio between successive degrees change
+    linearly with the degree, ``log sigma_k = log sigma_2 + (k - 2) log r
+    + q (k - 2)(k - 3) / 2``, with the curvature ``q`` uniform over ``field_curvature`` (a
+    third hyperparameter, from degree 4 on: it nests the geometric law, ``q = 0``, and
+    also follows a spectrum that flattens at high degree, such as a power law);
+    ``"per_degree"`` gives each degree its own width (``degree - 1`` hyperparameters,
+    each over ``field_sigma_px``); ``"fixed"`` is the width ``distortion_px`` for every
+    coefficient. A fixed broad width charges each added
     coefficient an Occam factor of about ``log(width / posterior sd)`` (~10 nats at
     20 px), more than the small true high-order terms of a smooth field earn, so the
     evidence chooses too low a degree and the map's intervals miss the terms left out; a
@@ -113,6 +118,7 @@ class Priors:
     field_prior: str = "decay"
     field_sigma_px: tuple = (1.0e-5, 20.0)
     field_decay: tuple = (0.02, 3.0)
+    field_curvature: tuple = (-0.5, 0.5)
 
 
 def gauge_patterns(hole_xy):
@@ -276,8 +282,9 @@ class LabModel:
         else:
             self.flex_function = np.zeros(self.n_flex, int)
             flex_groups = ["log_flex_sigma"]
-        if p.field_prior not in ("fixed", "decay", "per_degree"):
-            raise ValueError(f"Priors.field_prior must be 'fixed', 'decay' or 'per_degree', got {p.field_prior!r}")
+        if p.field_prior not in ("fixed", "decay", "curved", "per_degree"):
+            raise ValueError("Priors.field_prior must be 'fixed', 'decay', 'curved' or 'per_degree', "
+                             f"got {p.field_prior!r}")
         deg = np.array([i + j for i, j in terms(self.degree)])
         nl = np.flatnonzero(deg >= 2)
         if p.field_prior == "fixed" or nl.size == 0:
@@ -287,7 +294,9 @@ class LabModel:
             self.field_cols = np.r_[nl, nt + nl]
             if p.field_prior == "per_degree":
                 field_groups = [f"log_field_sigma[{k}]" for k in range(2, self.degree + 1)]
-            else:
+            elif p.field_prior == "curved" and self.degree >= 4:
+                field_groups = ["log_field_sigma", "log_field_decay", "field_curvature"]
+            else:  # "decay", or "curved" below degree 4 (no curvature to see)
                 field_groups = ["log_field_sigma", "log_field_decay"]
         self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
         static = np.ones(self.G, bool)
@@ -369,7 +378,7 @@ class LabModel:
         # the scale hyperparameters (jitters, hole-error scale, flexure and field widths):
         # every one but kappa and the field widths' decay ratio
         self.i_scale = np.array([k for k, name in enumerate(self.hyper_names)
-                                 if k != pts.n_datasets and name != "log_field_decay"], int)
+                                 if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature")], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"])
@@ -475,6 +484,9 @@ class LabModel:
             if name == "log_field_decay":
                 lo.append(np.log(p.field_decay[0]))
                 hi.append(np.log(p.field_decay[1]))
+            elif name == "field_curvature":
+                lo.append(p.field_curvature[0])
+                hi.append(p.field_curvature[1])
             else:
                 lo.append(np.log(p.field_sigma_px[0] * self.points.pixel_scale))
                 hi.append(np.log(p.field_sigma_px[1] * self.points.pixel_scale))
@@ -515,7 +527,7 @@ class LabModel:
         if self.priors.field_prior == "per_degree":
             broad[self.i_field] = width
         else:
-            broad[self.i_field] = [width, 0.0]
+            broad[self.i_field] = [width, 0.0, 0.0][:self.i_field.size]
         broad = np.clip(broad, lo, hi)
         try:
             c = self.conditional(broad).mean[:2 * self.nt]
@@ -526,6 +538,9 @@ class LabModel:
         rms = np.maximum(rms, 1e-3 * self.points.pixel_scale)
         if self.priors.field_prior == "per_degree":
             return np.log(rms)
+        if self.i_field.size == 3:  # log rms = a + b d + q d (d - 1) / 2, d = k - 2
+            c2, c1, c0 = np.polyfit(deg - 2, np.log(rms), 2)
+            return np.array([c0, c1 + c2, 2 * c2])
         slope = np.polyfit(deg - 2, np.log(rms), 1)[0] if deg.size > 1 else np.log(0.5)
         return np.array([np.log(rms[0]), slope])
 
@@ -549,8 +564,11 @@ class LabModel:
             return np.zeros((phi.shape[0], 0))
         if self.priors.field_prior == "per_degree":
             return np.exp(phi[:, self.i_field])[:, self.field_col_degree - 2]
-        a, b = self.i_field
-        return np.exp(phi[:, a, None] + (self.field_col_degree - 2)[None, :] * phi[:, b, None])
+        d = (self.field_col_degree - 2)[None, :]
+        log_sd = phi[:, self.i_field[0], None] + d * phi[:, self.i_field[1], None]
+        if self.i_field.size == 3:
+            log_sd = log_sd + 0.5 * d * (d - 1) * phi[:, self.i_field[2], None]
+        return np.exp(log_sd)
 
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths
@@ -583,6 +601,16 @@ class LabModel:
         W = np.empty(w.shape[:2] + (2, 2))
         W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
         return w, W
+
+    def _global_prior(self, phi):
+        """The global parameters' prior at ``phi`` (K rows): precisions (K, G) (zero where
+        the prior is flat), ``log det`` of the covariance and the quadratic form of the
+        prior mean about the reference solution (K,)."""
+        prec = np.broadcast_to(self.prior_precision, (phi.shape[0], self.G)).copy()
+        cols, tau = self._learnt_widths(phi)
+        prec[:, cols] = 1.0 / tau**2
+        logdet_prior = self.logdet_prior + 2 * np.sum(np.log(tau), axis=1)
+        return prec, logdet_prior, prec @ self._g0c**2
 
     def _system(self, phi, weak=None, reuse=False):
         """Normal equations of the global block after eliminating the source blocks.
@@ -650,12 +678,7 @@ class LabModel:
             P[:, s:s + 4, s:s + 4] = q2.T @ WQ[:, idx].reshape(K, -1, 4)
             h[:, s:s + 4] = Wy[:, idx].reshape(K, -1) @ q2
         idx = np.arange(G)
-        prec = np.broadcast_to(self.prior_precision, (K, G)).copy()
-        logdet_prior = np.full(K, self.logdet_prior)
-        cols, tau = self._learnt_widths(phi)
-        prec[:, cols] = 1.0 / tau**2
-        logdet_prior = logdet_prior + 2 * np.sum(np.log(tau), axis=1)
-        prior_quad = prec @ self._g0c**2
+        prec, logdet_prior, prior_quad = self._global_prior(phi)
         if weak is not None:
             prec[:, np.asarray(weak, bool)] = 0.0
         P[:, idx, idx] += prec
@@ -796,21 +819,39 @@ class LabModel:
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_buffers", None)
+        state.pop("_expansion", None)  # large; formed again on first use
         return state
 
     # ------------------------------------------------------------------ public API
-    def log_likelihood(self, phi):
-        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``."""
+    def expansion(self):
+        """The fixed components of the likelihood's sums (:mod:`astrocal.model.expansion`),
+        formed on first use; ``None`` where the direct evaluation is used."""
+        if "_expansion" not in self.__dict__:
+            from .expansion import build_expansion
+
+            self._expansion = build_expansion(self)
+        return self._expansion
+
+    def log_likelihood(self, phi, direct=False):
+        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``.
+
+        Evaluated from the weights' fixed components (:meth:`expansion`) where they pay,
+        else (or with ``direct``) from the per-point sums."""
         phi = np.atleast_2d(np.asarray(phi, float))
-        sys = self._system(phi, reuse=True)
+        ex = None if direct else self.expansion()
         try:
+            if ex is not None:
+                from .expansion import log_likelihood
+
+                return log_likelihood(self, ex, phi)
+            sys = self._system(phi, reuse=True)
             L, logdet, mu = self._solve(sys)
         except np.linalg.LinAlgError:
             # one row's failure must not reject the whole batch (a MAP gradient's or the
             # walkers' other rows): evaluate row by row, -inf only where it fails
             if phi.shape[0] == 1:
                 return np.full(1, -np.inf)
-            return np.concatenate([self.log_likelihood(row[None]) for row in phi])
+            return np.concatenate([self.log_likelihood(row[None], direct) for row in phi])
         ll = -0.5 * (sys["const"] + logdet - np.einsum("kg,kg->k", sys["r"], mu))
         if self.V is not None:
             _, _, saa, _, mu_a = self._gauge(sys, L, mu)

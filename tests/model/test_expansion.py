@@ -1,0 +1,142 @@
+"""The likelihood from the weights' fixed components (astrocal.model.expansion) against the
+direct per-point evaluation and the dense brute force."""
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from astrocal.model import expansion
+from astrocal.model.expansion import build_expansion, chebyshev_basis, interpolation_nodes
+from astrocal.model.linear import LabModel, Priors
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_joint_linear import FLEX, joint_problem  # noqa: E402
+from test_linear import brute_force, small_problem  # noqa: E402
+
+
+def test_chebyshev_basis_reproduces_polynomials_and_is_exact_at_the_nodes():
+    rng = np.random.default_rng(0)
+    u = np.r_[rng.uniform(-3.0, 2.0, 50), -3.0, 2.0]
+    nodes, basis = chebyshev_basis(u, -3.0, 2.0, 9)
+    assert nodes.min() == pytest.approx(-3.0) and nodes.max() == pytest.approx(2.0)
+    poly = np.polynomial.Polynomial(rng.normal(size=9))  # degree 8 < 9 nodes: exact
+    np.testing.assert_allclose(basis @ poly(nodes), poly(u), rtol=1e-10, atol=1e-10)
+    _, at_nodes = chebyshev_basis(nodes, -3.0, 2.0, 9)
+    np.testing.assert_array_equal(at_nodes, np.eye(9))
+    np.testing.assert_allclose(basis.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("ratio", [9.0, 36.0, 1e4])
+def test_interpolated_weights_meet_the_tolerance_off_the_checked_grid(ratio):
+    rng = np.random.default_rng(1)
+    lam = 1e-10 * np.exp(rng.uniform(0.0, np.log(ratio), 3000))
+    nodes, basis, err = interpolation_nodes(lam, tol=1e-11)
+    assert err <= 1e-11
+    # fresh values of t (not the grid used to choose the nodes), from 0 to far beyond lam
+    t = np.r_[0.0, 1e-10 * np.exp(rng.uniform(-40.0, 40.0, 300))]
+    lam_k = np.exp(nodes)
+    approx = (np.sqrt(lam_k)[None] / (lam_k[None] + t[:, None])) @ basis.T / np.sqrt(lam)[None]
+    exact = 1.0 / (lam[None] + t[:, None])
+    assert np.max(np.abs(approx / exact - 1.0)) < 2e-11
+    # more spread needs more nodes
+    assert nodes.size >= {9.0: 8, 36.0: 12, 1e4: 20}[ratio]
+
+
+def test_equal_variances_need_one_node_and_too_few_nodes_give_none():
+    nodes, basis, err = interpolation_nodes(np.full(10, 2e-9))
+    assert nodes.size == 1 and err == 0.0 and np.all(basis == 1.0)
+    assert interpolation_nodes(np.geomspace(1e-10, 1e-6, 100), max_nodes=6) is None
+
+
+def realistic_problem(seed, n_exp=6):
+    """Small centroid noise spread over a factor ~30 in variance (as the simulator's)."""
+    pts, field = small_problem(seed, n_exp=n_exp, degree=3, noise_px=0.01)
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.4, 2.2, pts.n_points)
+    pts.cov[:] = pts.cov * (s**2)[:, None, None]
+    return pts, field
+
+
+def near_mode(model, seed, K=6):
+    rng = np.random.default_rng(seed)
+    lo, hi = model.bounds()
+    phi = np.clip(model.initial_guess() + 0.3 * rng.standard_normal((K, model.ndim)), lo, hi)
+    return phi
+
+
+@pytest.mark.parametrize("hole_errors", [True, False])
+def test_fast_and_direct_likelihoods_agree_on_lab_data(hole_errors):
+    pts, field = realistic_problem(3)
+    model = LabModel(pts, 3, hole_errors=hole_errors, jacobian_field=field)
+    ex = model.expansion()
+    assert ex is not None and ex.error < 1e-11 and ex.J < pts.n_points
+    phi = near_mode(model, 4)
+    fast, direct = model.log_likelihood(phi), model.log_likelihood(phi, direct=True)
+    assert np.all(np.isfinite(fast))
+    np.testing.assert_allclose(fast, direct, rtol=1e-11, atol=1e-7)
+    # a batch equals its rows one by one
+    np.testing.assert_allclose([model.log_likelihood(p)[0] for p in phi], fast, rtol=1e-13, atol=1e-8)
+
+
+@pytest.mark.parametrize("lab", [True, False])
+def test_fast_and_direct_likelihoods_agree_on_sky_data(lab):
+    pts, field, _ = joint_problem(0, lab=lab, noise_px=0.02)
+    pts.cov[:] = pts.cov * np.random.default_rng(2).uniform(0.3, 3.0, pts.n_points)[:, None, None]
+    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
+    ex = model.expansion()
+    assert ex is not None and len(ex.slices) == pts.n_datasets == (2 if lab else 1)
+    phi = near_mode(model, 5)
+    # sky only, every pose is free within its prior: the system is ill-conditioned and
+    # the direct path and the dense brute force differ from each other by ~3e-7 as well
+    np.testing.assert_allclose(model.log_likelihood(phi), model.log_likelihood(phi, direct=True),
+                               rtol=1e-11, atol=1e-7 if lab else 2e-6)
+
+
+def test_fast_likelihood_matches_the_dense_brute_force():
+    pts, field = small_problem(4, noise_px=0.5)
+    model = LabModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
+    assert model.expansion() is not None
+    for phi in near_mode(model, 6, K=3):
+        assert model.log_likelihood(phi)[0] == pytest.approx(brute_force(model, phi)[0], abs=1e-6)
+
+
+def test_the_direct_path_serves_when_the_components_do_not_pay(monkeypatch):
+    pts, field = realistic_problem(7)
+    model = LabModel(pts, 3, jacobian_field=field)
+    assert build_expansion(model, limit_bytes=1.0) is None
+    monkeypatch.setattr(expansion, "LIMIT_BYTES", 1.0)
+    fresh = LabModel(pts, 3, jacobian_field=field)
+    phi = near_mode(fresh, 8, K=3)
+    assert fresh.expansion() is None
+    np.testing.assert_allclose(fresh.log_likelihood(phi), model.log_likelihood(phi), rtol=1e-11, atol=1e-7)
+
+
+def test_a_pickled_model_forms_its_components_again():
+    pts, field = realistic_problem(9)
+    model = LabModel(pts, 3, jacobian_field=field)
+    phi = near_mode(model, 10, K=2)
+    before = model.log_likelihood(phi)
+    assert "_expansion" in model.__dict__
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_expansion" not in copy.__dict__
+    np.testing.assert_array_equal(copy.log_likelihood(phi), before)
+
+
+def test_a_failing_row_gives_minus_infinity_only_for_itself(monkeypatch):
+    pts, field = realistic_problem(11)
+    model = LabModel(pts, 3, jacobian_field=field)
+    phi = near_mode(model, 12, K=3)
+    good = model.log_likelihood(phi)
+    real = expansion.log_likelihood
+
+    def fails_on_second_row(m, ex, p):
+        if np.any(np.all(p == phi[1], axis=1)):
+            raise np.linalg.LinAlgError("not positive definite")
+        return real(m, ex, p)
+
+    monkeypatch.setattr(expansion, "log_likelihood", fails_on_second_row)
+    out = model.log_likelihood(phi)
+    assert out[1] == -np.inf
+    np.testing.assert_allclose(out[[0, 2]], good[[0, 2]], rtol=1e-13)
