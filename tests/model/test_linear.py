@@ -125,13 +125,15 @@ def test_marginal_likelihood_is_exact(hole_errors, seed):
     assert_likelihood_exact(model, brute_force, seed, 4)
 
 
-@pytest.mark.parametrize("field_prior", ["fixed", "decay", "per_degree"])
-def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior):
-    # degree 3: two non-linear degrees, so the decay law and the per-degree widths differ
-    pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+@pytest.mark.parametrize("field_prior,degree", [("fixed", 3), ("decay", 3), ("per_degree", 3),
+                                                ("curved", 4)])
+def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior, degree):
+    # degree 3: two non-linear degrees, so the decay law and the per-degree widths differ;
+    # degree 4: the first with a curvature of the decay law
+    pts, field = small_problem(5, n_holes=12, n_exp=4, degree=degree, noise_px=0.5)
     priors = Priors(linear_sigma=2.0, distortion_px=5.0, field_prior=field_prior)
-    model = LabModel(pts, 3, hole_errors=True, jacobian_field=field, priors=priors)
-    n_field = {"fixed": 0, "decay": 2, "per_degree": 2}[field_prior]
+    model = LabModel(pts, degree, hole_errors=True, jacobian_field=field, priors=priors)
+    n_field = {"fixed": 0, "decay": 2, "per_degree": 2, "curved": 3}[field_prior]
     assert model.i_field.size == n_field
     assert_likelihood_exact(model, brute_force, 7, 3)
 
@@ -156,6 +158,27 @@ def test_field_widths_follow_the_hyperparameters():
     assert d.i_field[1] not in d.i_scale and d.i_field[0] in d.i_scale
     with pytest.raises(ValueError, match="field_prior"):
         LabModel(pts, 3, priors=Priors(field_prior="wide"))
+
+
+def test_curved_field_widths_nest_the_geometric_law():
+    pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
+    # below degree 4 there is no curvature to see: the same two hyperparameters as "decay"
+    m3 = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="curved"))
+    assert [m3.hyper_names[i] for i in m3.i_field] == ["log_field_sigma", "log_field_decay"]
+    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
+    assert [m.hyper_names[i] for i in m.i_field] == ["log_field_sigma", "log_field_decay", "field_curvature"]
+    assert m.i_field[2] not in m.i_scale  # a curvature is not a scale
+    lo, hi = m.bounds()
+    assert (lo[m.i_field[2]], hi[m.i_field[2]]) == (-0.5, 0.5)
+    phi = m.initial_guess()
+    d = m.field_col_degree - 2
+    phi[m.i_field] = [np.log(2e-3), np.log(0.5), 0.0]
+    assert np.allclose(m.prior_sd(phi)[m.field_cols], 2e-3 * 0.5**d)
+    phi[m.i_field[2]] = 0.3  # the ratio between successive degrees grows by e^0.3 per degree
+    sd = m.prior_sd(phi)[m.field_cols]
+    assert np.allclose(sd, 2e-3 * 0.5**d * np.exp(0.15 * d * (d - 1)))
+    ratio = [sd[m.field_col_degree == k][0] / sd[m.field_col_degree == k - 1][0] for k in range(3, 6)]
+    assert np.allclose(np.diff(np.log(ratio)), 0.3)
 
 
 @pytest.mark.parametrize("hole_errors", [True, False])
