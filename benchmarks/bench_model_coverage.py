@@ -53,6 +53,7 @@ from astrocal.field.synthetic import smooth_field  # noqa: E402
 from astrocal.instruments import get_instrument  # noqa: E402
 from astrocal.lab.mask import get_mask  # noqa: E402
 from astrocal.sim.lab_truth import draw_lab_truth, gauge_truth, observe_points  # noqa: E402
+from astrocal.model.linear import Priors  # noqa: E402
 
 INSTRUMENT = "metis-lm"
 MASK = "metis_wcu_fp_mask5"
@@ -161,7 +162,7 @@ def run_campaign(task):
 
     seed, fit_degree = task["seed"], task["fit_degree"]
     p = campaign_params(seed)
-    rec = dict(p, fit_degree=fit_degree)
+    rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"))
     try:
         truth, pts, _ = make_campaign(**p)
     except Exception as exc:  # a simulation failure is recorded, not fatal
@@ -171,7 +172,8 @@ def run_campaign(task):
     c0 = time.process_time()
     rec.update(n_points=int(pts.n_points), n_holes=int(pts.n_holes))
     try:
-        fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False))
+        priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior)
+        fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors))
     except Exception as exc:  # record and go on: a failed fit is a finding
         rec.update(error=f"{type(exc).__name__}: {exc}")
         return rec
@@ -323,6 +325,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaigns", type=int, default=200)
     ap.add_argument("--auto", type=int, default=40, help="campaigns also fitted with degree 'auto'")
+    ap.add_argument("--only-auto", action="store_true", help="fit only with degree 'auto' (the default fit)")
+    ap.add_argument("--field-prior", default=None, help="Priors.field_prior of the fits (default: the model's)")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -338,8 +342,10 @@ def main():
         if jsonl and jsonl.exists():
             jsonl.unlink()
         seeds = range(args.first_seed, args.first_seed + args.campaigns)
-        tasks = [{"seed": s, "fit_degree": campaign_params(s)["degree"]} for s in seeds]
+        tasks = [] if args.only_auto else [{"seed": s, "fit_degree": campaign_params(s)["degree"]} for s in seeds]
         tasks += [{"seed": s, "fit_degree": "auto"} for s in list(seeds)[:args.auto]]
+        for t in tasks:
+            t["field_prior"] = args.field_prior or Priors().field_prior
         print(f"{len(tasks)} fits on {args.processes} processes (machine shared with other "
               "developers: wall times are indicative)", flush=True)
         records = run(tasks, args.processes, jsonl)

@@ -4,6 +4,8 @@
 - :mod:`.flexure`: the telescope's flexure field of the sky data;
 - :mod:`.linear`: the collapsed linear model, exact marginal likelihood over the linear
   parameters;
+- :mod:`.expansion`: the likelihood's sums from the noise weights' fixed components (its
+  fast path);
 - :mod:`.inference`: preliminary fit, outliers, degree by evidence, emcee over the
   hyperparameters, exact draws of the linear parameters;
 - :mod:`.result`: saving and loading a fit;

@@ -74,10 +74,10 @@ class Priors:
     night) and shrink one of them towards zero; the shared width does not.
 
     The prior width of the field's non-linear coefficients (``field_prior``):
-    ``"decay"`` (the default) gives the coefficients of total degree ``k >= 2`` the width
+    ``"decay"`` gives the coefficients of total degree ``k >= 2`` the width
     ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
     ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
-    ``field_decay``; ``"curved"`` lets the ratio between successive degrees change
+    ``field_decay``; ``"curved"`` (the default) lets the ratio between successive degrees change
     linearly with the degree, ``log sigma_k = log sigma_2 + (k - 2) log r
     + q (k - 2)(k - 3) / 2``, with the curvature ``q`` uniform over ``field_curvature`` (a
     third hyperparameter, from degree 4 on: it nests the geometric law, ``q = 0``, and
@@ -115,7 +115,7 @@ class Priors:
     flexure_sigma_mas: tuple = (1.0e-3, 100.0)
     flexure_scales: str = "shared"
     scale_prior: str = "uniform"
-    field_prior: str = "decay"
+    field_prior: str = "curved"
     field_sigma_px: tuple = (1.0e-5, 20.0)
     field_decay: tuple = (0.02, 3.0)
     field_curvature: tuple = (-0.5, 0.5)
@@ -415,10 +415,20 @@ class LabModel:
         where the residuals are at the noise level. Any ``g_ref`` is exact; this one only
         needs to be close: the flexure and chopper-frame columns are left at zero (their
         prior means stay zero), and at most ``max_points`` evenly spaced points are used.
+
+        The columns whose prior width is a hyperparameter (the field's non-linear
+        coefficients with learnt widths, the flexure) are also left at their prior mean,
+        zero: a walker may give them widths of 1e-15 arcsec, and a prior mean ``-g_ref``
+        at such a width would put terms of 1e25 into the sums, whose difference, the
+        likelihood, would then be lost to rounding. The residuals about this reference are
+        the field's non-linear part (a few pixels, so ``y^T W y`` ~1e9 and the rounding
+        ~1e-7).
         """
         n, nt = self.points.n_points, self.nt
         take = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(int))
-        cols = np.r_[np.arange(2 * nt), np.arange(self.p0, self.G)]
+        fitted = np.ones(2 * nt, bool)
+        fitted[self.field_cols] = False
+        cols = np.r_[np.flatnonzero(fitted), np.arange(self.p0, self.G)]
         A = np.zeros((take.size, 2, self.G))
         A[:, 0, :nt] = self.B[take]
         A[:, 1, nt:2 * nt] = self.B[take]
