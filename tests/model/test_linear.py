@@ -281,3 +281,24 @@ def test_a_failing_row_does_not_reject_the_batch(monkeypatch):
     monkeypatch.setattr(np.linalg, "cholesky", cholesky)
     got = model.log_likelihood(phi)
     assert np.isneginf(got[1]) and got[0] == pytest.approx(good[0]) and got[2] == pytest.approx(good[2])
+
+
+@pytest.mark.parametrize("field_prior,scale_prior", [("curved", "uniform"), ("per_degree", "uniform"),
+                                                     ("decay", "log-uniform")])
+def test_hyperparameter_prior_is_normalised(field_prior, scale_prior):
+    # evidences of degrees with different hyperparameter sets compare only if every factor
+    # of the prior integrates to one over its bounds: the prior is a product, so
+    # prod_i (integral along axis i through phi0) / p(phi0)**(d - 1) = prod_i integral_i
+    pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
+    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior=field_prior, scale_prior=scale_prior))
+    lo, hi = m.bounds()
+    phi0 = 0.5 * (lo + hi)
+    lp0 = m.log_prior(phi0)[0]
+    total = 0.0
+    for i in range(m.ndim):
+        x = np.linspace(lo[i], hi[i], 40001)
+        rows = np.repeat(phi0[None], x.size, axis=0)
+        rows[:, i] = x
+        total += np.log(np.trapezoid(np.exp(m.log_prior(rows) - lp0), x)) + lp0
+    total -= (m.ndim - 1) * lp0
+    assert total == pytest.approx(0.0, abs=1e-4)  # kappa's normal is cut at 5 sigma

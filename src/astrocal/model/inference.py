@@ -214,10 +214,12 @@ def laplace_evidence(model, phi_map, logpost_map):
     lo, hi = model.bounds()
     h = -_hessian(model.log_posterior, phi_map, lo, hi)
     w, v = np.linalg.eigh(h)
-    span = np.linalg.norm(hi - lo)
-    # each eigen-direction contributes sqrt(2 pi / w), capped by the prior's extent
-    widths = np.where(w > 0, np.sqrt(2 * np.pi / np.maximum(w, 1e-300)), span)
-    widths = np.minimum(widths, span)
+    # each eigen-direction contributes sqrt(2 pi / w), capped by the prior box's extent
+    # along it (the normalised prior density times that length is the integral over a
+    # direction the data leave flat)
+    extent = np.abs(v).T @ (hi - lo)
+    widths = np.where(w > 0, np.sqrt(2 * np.pi / np.maximum(w, 1e-300)), extent)
+    widths = np.minimum(widths, extent)
     return float(logpost_map + np.sum(np.log(widths))), h
 
 

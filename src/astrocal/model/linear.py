@@ -503,13 +503,26 @@ class LabModel:
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi):
+        """Normalised log prior density of the hyperparameters (rows of ``phi``).
+
+        Normalised over the bounds, so that evidences of models with different sets of
+        hyperparameters (the field's curvature from degree 4, the per-degree widths)
+        compare: ``log kappa`` normal (truncated at 5 sigma, the truncation ignored); a
+        scale uniform in itself, ``p(log s) = s / (s_hi - s_lo)`` (or log-uniform,
+        ``scale_prior``); the decay ratio log-uniform; the curvature uniform.
+        """
         phi = np.atleast_2d(phi)
         lo, hi = self.bounds()
         inside = np.all((phi >= lo) & (phi <= hi), axis=1)
         nd = self.points.n_datasets
-        lp = -0.5 * (phi[:, nd] / self.priors.kappa_log_sigma) ** 2
+        ks = self.priors.kappa_log_sigma
+        lp = -0.5 * (phi[:, nd] / ks) ** 2 - 0.5 * np.log(2 * np.pi * ks**2)
+        rest = np.setdiff1d(np.arange(self.ndim), np.r_[nd, self.i_scale])  # uniform in phi
+        lp = lp - np.sum(np.log(hi[rest] - lo[rest]))
         if self.priors.scale_prior == "uniform":  # p(log s) = s p(s), p(s) constant
-            lp = lp + phi[:, self.i_scale].sum(axis=1)
+            lp = lp + phi[:, self.i_scale].sum(axis=1) - np.sum(np.log(np.exp(hi[self.i_scale]) - np.exp(lo[self.i_scale])))
+        else:
+            lp = lp - np.sum(np.log(hi[self.i_scale] - lo[self.i_scale]))
         return np.where(inside, lp, -np.inf)
 
     def initial_guess(self):
