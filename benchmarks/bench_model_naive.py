@@ -14,9 +14,7 @@ The two samplers
   hyperparameter samples thinned evenly from the chain and ``draws_per_phi`` exact
   conditional draws of the linear parameters for each.  Run with the DEFAULT FitSettings
   and with TUNED ones (``TUNED`` below, printed; ordinary ``FitSettings`` fields a user can
-  set in the campaign's ``[fit]`` table).  With ``--prototype``, also with the tuned
-  settings and PROTOTYPE monkeypatches of src (``prototype_patches``: what proposed code
-  changes would gain; printed apart, labelled, never in the summary).
+  set in the campaign's ``[fit]`` table).
 * naive: emcee over EVERYTHING: the 2 x n_terms field coefficients, the offset frame's
   scale and rotation, 4 pose parameters per non-reference exposure AND the
   hyperparameters, with the same priors and likelihood as ``LabModel`` (a ``LabModel`` is
@@ -88,14 +86,13 @@ parameters and from the chain for the hyperparameters.  Targets: means within 0.
 sds within 10 %.  The Monte-Carlo noise of the difference of the pooled means is printed.
 
 Run (~30 min on 2 loaded cores):
-        python benchmarks/bench_model_naive.py --degrees 3 5 --prototype \
+        python benchmarks/bench_model_naive.py --degrees 3 5 \
             --out benchmarks/results/naive.json
 Quick:  python benchmarks/bench_model_naive.py --degrees 3 --repeats 3 --max-steps 20000
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -349,116 +346,6 @@ def run_ours(points, settings):
             "n_eff_phi": fit.diagnostics.n_effective}
 
 
-# --------------------------------------------------------------------------- PROTOTYPE
-# Monkeypatches of src/astrocal/model that the benchmark can try (--prototype) to measure
-# what code changes would gain.  NOT used for the main figures (printed apart, labelled).
-PROTOTYPES = ("solve", "hole_free", "map", "unconstrained")
-
-
-@contextlib.contextmanager
-def prototype_patches(which=PROTOTYPES):
-    """PROTOTYPE of four src changes (``which``: some of ``PROTOTYPES``, in this order),
-    installed for the duration of the block:
-
-    1. ``LabModel._solve``: the posterior mean by one batched ``np.linalg.solve`` instead of
-       a Python loop of two ``scipy.linalg.solve_triangular`` calls per walker;
-    2. ``LabModel.log_likelihood`` without source blocks and flexure (hole-free lab data):
-       the normal matrix of all walkers as one product ``w (K, 2N) @ O (2N, G(G+1)/2)`` of
-       the noise weights with precomputed outer products of the design rows rotated into
-       each point's noise eigenbasis (small problems only: O is 2N G^2 / 2 doubles);
-    3. ``inference._map``: the finite-difference gradient from one batched call (the
-       ``ndim + 1`` points evaluated together) instead of ``ndim + 1`` calls, and a MAP
-       already found for an identical model (same degree, Jacobian field, exclusions: the
-       outlier EM's last MAP when the degree is fixed) reused instead of recomputed;
-    4. ``inference.unconstrained_directions`` on at most 5000 of the draws (evenly spaced)
-       instead of all of them (a posterior width needs no more; with 200 000 draws the
-       std and covariance over all of them cost ~0.3-0.8 s).
-    """
-    import astrocal.model.inference as inf
-    import astrocal.model.linear as lin
-    from scipy import optimize
-
-    orig = (lin.LabModel._solve, lin.LabModel.log_likelihood, inf._map, inf.unconstrained_directions)
-    cache = {}
-
-    def solve(self, sys):
-        S = sys["S"]
-        L = np.linalg.cholesky(S)
-        logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
-        return L, logdet, np.linalg.solve(S, sys["r"][..., None])[..., 0]
-
-    def log_likelihood(self, phi):
-        phi = np.atleast_2d(np.asarray(phi, float))
-        if getattr(self, "has_blocks", True) or getattr(self, "n_flex", 1) or self.MB is None:
-            return orig[1](self, phi)
-        fa = getattr(self, "_proto_rows", None)
-        if fa is None:
-            rows = NaivePosterior(self)
-            Ar = rows.At.T  # (2N, G)
-            iu, ju = np.triu_indices(self.G)
-            fa = self._proto_rows = {"O": np.ascontiguousarray(Ar[:, iu] * Ar[:, ju]), "iu": iu, "ju": ju,
-                                     "Ary": Ar * rows.y[:, None], "y2": rows.y**2}
-        K, G = phi.shape[0], self.G
-        jit, kappa, _ = self._unpack(phi)
-        w = (1.0 / (kappa[:, None, None] ** 2 * self.lam[None] + jit[:, self.dataset, None] ** 2)).reshape(K, -1)
-        up = w @ fa["O"]
-        S = np.empty((K, G, G))
-        S[:, fa["iu"], fa["ju"]] = up
-        S[:, fa["ju"], fa["iu"]] = up
-        d = np.arange(G)
-        S[:, d, d] += self.prior_precision
-        r = w @ fa["Ary"] + self.g0 * self.prior_precision
-        const = (w.shape[1] * LOG2PI - np.sum(np.log(w), axis=1) + w @ fa["y2"]
-                 + self.logdet_prior + self.prior_quad)
-        try:
-            L = np.linalg.cholesky(S)
-        except np.linalg.LinAlgError:
-            return np.full(K, -np.inf)
-        logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
-        mu = np.linalg.solve(S, r[..., None])[..., 0]
-        return -0.5 * (const + logdet - np.einsum("kg,kg->k", r, mu))
-
-    def _map(model, phi0):
-        key = (model.degree, model.hole_errors, id(model.jacobian_field), id(model.priors),
-               model.excluded.tobytes(), model.all_points.n_points)
-        hit = cache.get(key)
-        if hit is not None and hit[0] is model.jacobian_field and hit[1] is model.all_points:
-            return hit[2].copy(), hit[3]
-        lo, hi = model.bounds()
-        x0 = np.clip(phi0, lo + 1e-9, hi - 1e-9)
-        eps = 1e-6
-
-        def fg(x):
-            h = np.where(x + eps <= hi, eps, -eps)
-            v = model.log_posterior(np.vstack([x, x + np.diag(h)]))
-            if not np.all(np.isfinite(v)):
-                return 1e300, np.zeros_like(x)
-            return -v[0], -(v[1:] - v[0]) / h
-
-        best = optimize.minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)))
-        cache[key] = (model.jacobian_field, model.all_points, best.x.copy(), -best.fun)
-        return best.x, -best.fun
-
-    def unconstrained(model, g_samples, threshold=0.5, hole_samples=None, phi_samples=None):
-        k = np.unique(np.linspace(0, len(g_samples) - 1, min(len(g_samples), 5000)).astype(int))
-        return orig[3](model, g_samples[k], threshold,
-                       None if hole_samples is None else hole_samples[k],
-                       None if phi_samples is None else phi_samples[k])
-
-    new = dict(zip(PROTOTYPES, (solve, log_likelihood, _map, unconstrained)))
-    unknown = set(which) - set(PROTOTYPES)
-    if unknown:
-        raise ValueError(f"unknown prototype(s) {sorted(unknown)}; choose from {PROTOTYPES}")
-    patched = [new[k] if k in which else o for k, o in zip(PROTOTYPES, orig)]
-    (lin.LabModel._solve, lin.LabModel.log_likelihood, inf._map,
-     inf.unconstrained_directions) = patched
-    try:
-        yield
-    finally:
-        (lin.LabModel._solve, lin.LabModel.log_likelihood, inf._map,
-         inf.unconstrained_directions) = orig
-
-
 # --------------------------------------------------------------------------- effective samples
 def pooled_moments(runs):
     """Mean and variance of every parameter pooled over repeats (law of total variance)."""
@@ -539,8 +426,6 @@ def run_degree(degree, args):
     print(f"\n== degree {degree}: {pts.n_points} points, {pts.n_holes} holes, 3 exposures, "
           "no hole errors ==", flush=True)
     labels = ["default"] if args.no_tuned else ["default", "tuned"]
-    if args.prototype:
-        labels.append("PROTOTYPE")
     main_label = "default" if args.no_tuned else "tuned"
     settings = {lab: ours_settings(degree, args, lab != "default") for lab in labels}
     ours = {lab: [] for lab in labels}
@@ -550,11 +435,7 @@ def run_degree(degree, args):
     for r in range(args.ours_repeats):
         for lab in labels:
             s = replace(settings[lab], seed=args.seed + 1000 * r + 1)
-            if lab == "PROTOTYPE":
-                with prototype_patches():
-                    run = run_ours(pts, s)
-            else:
-                run = run_ours(pts, s)
+            run = run_ours(pts, s)
             if lab == main_label and fit is None:
                 fit = run["fit"]
             ours[lab].append(strip(run))
@@ -581,7 +462,7 @@ def run_degree(degree, args):
         runs, s0 = ours[lab], settings[lab]
         ph = {k: np.mean([r["phases"][k] for r in runs]) for k in PHASES}
         other = np.mean([r["seconds"] for r in runs]) - sum(ph.values())
-        print(f"ours [{lab}: {describe(s0)}]{' (PROTOTYPE: monkeypatched, not src)' if lab == 'PROTOTYPE' else ''}: "
+        print(f"ours [{lab}: {describe(s0)}]: "
               f"{len(runs)} runs, {np.mean([r['seconds'] for r in runs]):.2f} s each (emcee "
               f"{ph['run_emcee']:.2f}, exact draws {ph['draw_linear']:.2f}, outlier EM {ph['find_outliers']:.2f}, "
               f"rest {other:.2f}: preliminary fit, MAP, evidence, checks); chain "
@@ -666,7 +547,7 @@ def run_degree(degree, args):
             "rep_median_cpu": rate(so, "ess_rep_median", "cpu_seconds") / rate(sn, "ess_rep_median", "cpu_seconds"),
         }
         ci = bootstrap_ratio(runs, nruns, idx)
-        line(f"ours {lab}" if lab != "PROTOTYPE" else "PROTOTYPE", so)
+        line(f"ours {lab}", so)
         print(f"      ratio ours/naive: repeats median {ratios['rep_median']:.1f}x (68 % {ci[0]:.1f}-{ci[1]:.1f}), "
               f"min {ratios['rep_min']:.1f}x; autocorr median {ratios['ac_median']:.1f}x, min "
               f"{ratios['ac_min']:.1f}x; sampling phases only {ratios['rep_median_sampling']:.1f}x; CPU time "
@@ -714,8 +595,6 @@ def main():
     g.add_argument("--n-draws", type=int, default=TUNED["n_draws"])
     g.add_argument("--draws-per-phi", type=int, default=TUNED["draws_per_phi"])
     g.add_argument("--no-tuned", action="store_true", help="run ours with the default settings only")
-    ap.add_argument("--prototype", action="store_true",
-                    help="also run ours (tuned) with PROTOTYPE monkeypatches of src (printed apart)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.ours_repeats is None:

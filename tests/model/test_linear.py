@@ -302,3 +302,18 @@ def test_hyperparameter_prior_is_normalised(field_prior, scale_prior):
         total += np.log(np.trapezoid(np.exp(m.log_prior(rows) - lp0), x)) + lp0
     total -= (m.ndim - 1) * lp0
     assert total == pytest.approx(0.0, abs=1e-4)  # kappa's normal is cut at 5 sigma
+
+
+def test_likelihood_is_exact_at_tiny_learnt_field_widths():
+    # a walker may give the top degrees widths of 1e-13 arcsec: the likelihood is computed
+    # about a reference solution, whose field terms with learnt widths must then sit at the
+    # prior mean (a prior mean of -g_ref at such a width put ~1e20 terms into the sums)
+    pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
+    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(linear_sigma=2.0, field_prior="curved"))
+    lo, hi = m.bounds()
+    phi = m.initial_guess()
+    phi[m.i_field] = lo[m.i_field]  # sigma_2 = 1e-5 px, r = 0.02, q = -0.5
+    assert m.field_sigma(phi).min() < 1e-12
+    ll, _, _ = brute_force(m, phi)
+    assert m.log_likelihood(phi)[0] == pytest.approx(ll, rel=1e-10, abs=1e-5)
+    assert m.log_likelihood(phi, direct=True)[0] == pytest.approx(ll, rel=1e-10, abs=1e-5)

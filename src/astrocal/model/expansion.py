@@ -25,13 +25,17 @@ costs ``m`` instead of ``2 N`` times the size of each sum.
 Accuracy: ``F_t`` is analytic but for poles at ``u = log t + i pi (2j + 1)``, the same
 distance from the real axis for every ``t``, so the interpolation converges
 geometrically and uniformly in ``t``. ``m`` is chosen per dataset so that the relative
-error of every weight is below ``tol`` (``1e-11``), checked on the data's own ``lam_r``
-over ``t`` from 0 to 1e10 times the largest of them. The sums assembled are then exactly
-those of weights ``w_r (1 + e_r)``, ``|e_r| < tol``: the exact likelihood of noise
-variances perturbed by less than ``tol`` relative, so no error is amplified by the Schur
-complement or the Cholesky factorisations. The weights' log-determinant is summed
-exactly. Where the interpolation would need too many points, or the components too much
-memory, :func:`build_expansion` returns ``None`` and the model uses its direct path.
+error of the weights is below ``tol`` (``1e-11``) on a fine grid of ``u`` over the
+dataset's range (2000 points, ~30 per oscillation of the interpolation error, so every
+row's error is within a few per cent of the grid's maximum) and on the data's own values,
+for ``t`` from 0 to e^25 times the largest variance (beyond, the error tends to its
+``t -> infinity`` limit, also checked). The sums assembled are then exactly those of
+weights ``w_r (1 + e_r)``, ``|e_r| ~< tol``: the exact likelihood of noise variances
+perturbed by about ``tol`` relative, so no error is amplified by the Schur complement or
+the Cholesky factorisations. The weights' log-determinant is summed exactly. Where the
+interpolation would need too many points, the components would not be fewer than a third
+of the rows, or they would take too much memory, :func:`build_expansion` returns ``None``
+and the model uses its direct path.
 
 The source blocks are eliminated with the Cholesky factor ``L_b`` of each 2x2 block
 precision ``D_b``: ``Z_b = L_b^-1 Pgd_b``, so the Schur complement is
@@ -79,14 +83,15 @@ def _f(u, t):
     return np.exp(0.5 * u)[None] / (np.exp(u)[None] + t[:, None])
 
 
-def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=4000):
+def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=2000):
     """Interpolation points for the weights of rows with variances ``lam`` (> 0).
 
-    Returns ``(nodes, basis, error)``: the nodes in ``log lam``, the basis at every row
-    (len(lam), m) and the largest relative error of ``1 / (lam + t)`` over the rows
-    checked (at most ``n_check``, spread over the sorted values, the extremes included)
-    and ``t`` in ``{0} U [lam_min e^-25, lam_max e^25]``. ``None`` if ``max_nodes`` do not
-    reach ``tol``.
+    Returns ``(log_nodes, basis, error)``: the nodes in ``log lam``, the basis at every row
+    (len(lam), m) and the largest relative error of ``1 / (lam + t)`` over ``n_check``
+    evenly spaced values of ``log lam`` spanning the rows' range and ``n_check`` of the
+    rows' own values (spread over the sorted values), for ``t`` in
+    ``{0} U [lam_min e^-25, lam_max e^25]``. ``None`` if ``max_nodes`` do not reach
+    ``tol``.
     """
     u = np.log(np.asarray(lam, float))
     lo, hi = float(u.min()), float(u.max())
@@ -94,7 +99,8 @@ def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=4000):
         nodes, basis = chebyshev_basis(u, lo, hi, 1)
         return nodes, basis, hi - lo
     srt = np.sort(u)
-    check = srt[np.unique(np.linspace(0, srt.size - 1, min(srt.size, n_check)).astype(int))]
+    check = np.r_[np.linspace(lo, hi, n_check),
+                  srt[np.unique(np.linspace(0, srt.size - 1, min(srt.size, n_check)).astype(int))]]
     t = np.r_[0.0, np.exp(np.linspace(lo - 25, hi + 25, 401))]
     exact = _f(check, t)
     for m in range(4, max_nodes + 1, 2):
@@ -109,8 +115,8 @@ def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=4000):
 class Expansion:
     """The fixed components of a model's sums (see the module docstring).
 
-    ``J`` components, dataset ``d`` owning ``slices[d]`` with variance nodes ``nodes[d]``
-    (arcsec**2). The arrays are *bordered*: ``Ga = G + 1`` columns (``G + 7`` with the
+    ``J`` components, dataset ``d`` owning ``slices[d]`` with the variances of its nodes
+    ``variances[d]`` (arcsec**2). The arrays are *bordered*: ``Ga = G + 1`` columns (``G + 7`` with the
     hole-error gauge), the global parameters, then the data, then the six gauge patterns.
     ``P`` (J, Ga*Ga): the global block ``[[P, h], [h^T, y^T W y]]`` (zero gauge rows);
     ``Pgd`` (J, 2*H*Ga), layout (c, H, Ga): each source block's cross terms with the
@@ -120,7 +126,7 @@ class Expansion:
     relative weight error measured.
     """
 
-    nodes: list
+    variances: list
     slices: list
     P: np.ndarray
     Pgd: object
@@ -136,8 +142,9 @@ class Expansion:
 
 def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     """The :class:`Expansion` of a :class:`~astrocal.model.linear.LabModel`, or ``None``
-    when the direct evaluation is the better one (too many nodes, too much memory, or
-    not fewer components than rows; ``limit_bytes`` default ``LIMIT_BYTES``)."""
+    when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
+    fewer components than a third of the rows, or more than ``limit_bytes``, default
+    ``LIMIT_BYTES``, for the components and their work arrays)."""
     limit_bytes = LIMIT_BYTES if limit_bytes is None else limit_bytes
     pts = model.points
     n, G, H = pts.n_points, model.G, model.H
@@ -157,7 +164,8 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     J = j0
     Ga = G + (7 if model.V is not None else 1)
     blocks = model.has_blocks
-    size = 8.0 * J * (Ga * Ga + (H * (2 * Ga + 4) if blocks else 0))
+    # the components (the block cross terms twice: formed, then laid out) and the row weights
+    size = 8.0 * J * (Ga * Ga + (H * (4 * Ga + 4) if blocks else 0) + 2 * n)
     if 3 * J >= 2 * n or size > limit_bytes:
         return None
     # fixed row weights: lam_r**-1/2 l_k(u_r) in the columns of the row's dataset
@@ -218,8 +226,6 @@ def _row_design(model, u, lo, hi):
     return A.reshape(2 * (hi - lo), G)
 
 
-
-
 def log_likelihood(model, ex, phi):
     """``log p(y | phi)`` for a batch ``phi`` (K, ndim) from the components ``ex``.
 
@@ -232,15 +238,15 @@ def log_likelihood(model, ex, phi):
     k2 = kappa**2
     c = np.empty((K, ex.J))
     const = np.zeros(K)
-    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.nodes)):
+    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.variances)):
         t = (jit[:, d] ** 2 / k2)[:, None]
         c[:, sl] = np.sqrt(lam_k)[None] / (lam_k[None] + t) / k2[:, None]
         const += ex.lam[d].size * LOG2PI + np.sum(np.log(k2[:, None] * ex.lam[d][None] + jit[:, d, None] ** 2), axis=1)
     prec, logdet_prior, prior_quad = model._global_prior(phi)
     # the bordered global block [[P + prior, h + prior], [., y^T W y]]
     S = (c @ ex.P).reshape(K, Ga, Ga)
-    diag = np.arange(G)
-    S[:, diag, diag] += prec
+    ii = np.arange(G)
+    S[:, ii, ii] += prec
     S[:, :G, G] += model._g0c * prec
     S[:, G, :G] += model._g0c * prec
     const += logdet_prior + prior_quad
@@ -254,9 +260,12 @@ def log_likelihood(model, ex, phi):
             const += 4 * hb.size * np.log(hsig)
         # Cholesky of each block's 2x2 precision, D = L L^T with L = [[l11, 0], [l21, l22]],
         # applied to the block's bordered row [cross terms, right-hand side, gauge patterns]
-        l11 = np.sqrt(D[..., 0, 0])
-        l21 = D[..., 1, 0] / l11
-        l22 = np.sqrt(D[..., 1, 1] - l21**2)
+        with np.errstate(invalid="ignore", divide="ignore"):  # checked just below
+            l11 = np.sqrt(D[..., 0, 0])
+            l21 = D[..., 1, 0] / l11
+            l22 = np.sqrt(D[..., 1, 1] - l21**2)
+        if not (np.all(l11 > 0) and np.all(l22 > 0)):  # also catches NaN
+            raise np.linalg.LinAlgError("a source block's precision is not positive definite")
         const += 2 * np.sum(np.log(l11) + np.log(l22), axis=1)
         Z = np.matmul(c, ex.Pgd, out=model._buffer("Z", (K, 2 * H * Ga))).reshape(K, 2, H, Ga)
         if model.V is not None:
@@ -265,12 +274,14 @@ def log_likelihood(model, ex, phi):
         Z[:, 1] -= l21[..., None] * Z[:, 0]
         Z[:, 1] /= l22[..., None]
         Z = Z.reshape(K, 2 * H, Ga)
-    if model.has_blocks:  # Schur complement of the blocks
-        S -= np.swapaxes(Z, 1, 2) @ Z
+        S -= np.swapaxes(Z, 1, 2) @ Z  # the Schur complement of the blocks
     # S[:G, :G]: the global block's posterior precision; S[:G, G]: its right-hand side r;
     # S[G, G] = y^T W y - |L_b^-1 hd|^2; S[:G, G + 1:] = -Z^T Vt (Vt = L_b^-1 V)
     L = np.linalg.cholesky(S[:, :G, :G])
-    logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
+    diag = np.diagonal(L, axis1=1, axis2=2)
+    if not np.all(diag > 0):  # numpy returns NaN rather than raising for some inputs
+        raise np.linalg.LinAlgError("the Schur complement is not positive definite")
+    logdet = 2 * np.sum(np.log(diag), axis=1)
     R = np.ascontiguousarray(S[:, :G, G:])
     Q = np.swapaxes(R, 1, 2) @ _cho_solve(L, R)  # R^T S^-1 R
     ll = -0.5 * (const + S[:, G, G] + logdet - Q[:, 0, 0])
@@ -279,7 +290,9 @@ def log_likelihood(model, ex, phi):
         # Cov(a) = Vt^T Vt + ZV^T S^-1 ZV and E(a) = Vt^T hz - ZV^T mu, with ZV = Z^T Vt
         saa = Q[:, 1:, 1:] - S[:, G + 1:, G + 1:]
         mu_a = Q[:, 1:, 0] - S[:, G + 1:, G]
-        _, ldet = np.linalg.slogdet(saa)
+        sign, ldet = np.linalg.slogdet(saa)
+        if not np.all(sign > 0):
+            raise np.linalg.LinAlgError("the gauge patterns' covariance is not positive definite")
         quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
         ll += -0.5 * (ldet + quad) + 6 * np.log(hsig)
     return ll

@@ -77,8 +77,8 @@ class Priors:
     ``"decay"`` gives the coefficients of total degree ``k >= 2`` the width
     ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
     ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
-    ``field_decay``; ``"curved"`` (the default) lets the ratio between successive degrees change
-    linearly with the degree, ``log sigma_k = log sigma_2 + (k - 2) log r
+    ``field_decay``; ``"curved"`` (the default) lets the log of the ratio between
+    successive degrees change linearly with the degree, ``log sigma_k = log sigma_2 + (k - 2) log r
     + q (k - 2)(k - 3) / 2``, with the curvature ``q`` uniform over ``field_curvature`` (a
     third hyperparameter, from degree 4 on: it nests the geometric law, ``q = 0``, and
     also follows a spectrum that flattens at high degree, such as a power law);
@@ -403,7 +403,7 @@ class LabModel:
         pred[has] += np.einsum("nab,nb->na", Q[has], pose)
         return pred
 
-    def _reference_solution(self, max_points=20000):
+    def _reference_solution(self, max_points=20000, whole_field=False):
         """A least-squares solution (unit weights) of the field and pose parameters.
 
         The data are positions of a few arcsec measured to microarcseconds, so ``y^T W y``
@@ -422,12 +422,14 @@ class LabModel:
         at such a width would put terms of 1e25 into the sums, whose difference, the
         likelihood, would then be lost to rounding. The residuals about this reference are
         the field's non-linear part (a few pixels, so ``y^T W y`` ~1e9 and the rounding
-        ~1e-7).
+        ~1e-7). ``whole_field``: fit every field coefficient (a rough field, e.g. to start
+        the learnt widths from).
         """
         n, nt = self.points.n_points, self.nt
         take = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(int))
         fitted = np.ones(2 * nt, bool)
-        fitted[self.field_cols] = False
+        if not whole_field:
+            fitted[self.field_cols] = False
         cols = np.r_[np.flatnonzero(fitted), np.arange(self.p0, self.G)]
         A = np.zeros((take.size, 2, self.G))
         A[:, 0, :nt] = self.B[take]
@@ -555,7 +557,7 @@ class LabModel:
         try:
             c = self.conditional(broad).mean[:2 * self.nt]
         except np.linalg.LinAlgError:
-            c = self.g_ref[:2 * self.nt]
+            c = self._reference_solution(whole_field=True)[:2 * self.nt]
         deg = np.arange(2, self.degree + 1)
         rms = np.array([np.sqrt(np.mean(c[self.field_cols][self.field_col_degree == k] ** 2)) for k in deg])
         rms = np.maximum(rms, 1e-3 * self.points.pixel_scale)
@@ -864,9 +866,9 @@ class LabModel:
         ex = None if direct else self.expansion()
         try:
             if ex is not None:
-                from .expansion import log_likelihood
+                from . import expansion
 
-                return log_likelihood(self, ex, phi)
+                return expansion.log_likelihood(self, ex, phi)
             sys = self._system(phi, reuse=True)
             L, logdet, mu = self._solve(sys)
         except np.linalg.LinAlgError:

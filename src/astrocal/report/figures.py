@@ -107,8 +107,9 @@ def make_figures(result, against, outdir, overwrite=False):
         entries.append({"name": "residuals", "title": "Residuals",
                         "skipped": f"{result.path}: no residuals.ecsv"})
     add("corner_hyperparameters", "Corner plot: hyperparameters",
-        "Posterior of the hyperparameters (natural logs of jitters, centroid-error scale, "
-        "hole-error scale...); lines at the 16, 50 and 84 % quantiles.",
+        "Posterior of the hyperparameters (natural logs of the jitters, centroid-error scale, "
+        "hole-error scale, flexure and field widths and the widths' decay ratio; the field "
+        "widths' curvature as is); lines at the 16, 50 and 84 % quantiles.",
         lambda: plots.corner_plot(post.phi, post.hyper_names))
     names, shown, every = pose_selection(post.param_names)
 
