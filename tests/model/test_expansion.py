@@ -175,3 +175,20 @@ def test_a_block_that_is_not_positive_definite_raises_instead_of_returning_nan()
     with pytest.raises(np.linalg.LinAlgError):
         expansion.log_likelihood(model, ex, phi)
     assert np.all(model.log_likelihood(phi) == -np.inf)
+
+
+@pytest.mark.parametrize("lab", [True, False])
+def test_the_conditional_system_agrees_with_the_direct_one(lab):
+    # the exact draws and the conditional posterior come from the same components
+    pts, field, _ = joint_problem(3, lab=lab, noise_px=0.02)
+    pts.cov[:] = pts.cov * np.random.default_rng(4).uniform(0.3, 3.0, pts.n_points)[:, None, None]
+    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
+    assert model.expansion() is not None
+    phi = near_mode(model, 17, K=3)
+    weak = np.zeros(model.G, bool)
+    weak[model.p0:model.p0 + 4] = True
+    for w in (None, weak):
+        fast, direct = model._system(phi, weak=w), model._system(phi, weak=w, direct=True)
+        for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
+            scale = np.max(np.abs(direct[key]))
+            np.testing.assert_allclose(fast[key], direct[key], rtol=0, atol=1e-9 * scale, err_msg=key)

@@ -296,3 +296,50 @@ def log_likelihood(model, ex, phi):
         quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
         ll += -0.5 * (ldet + quad) + 6 * np.log(hsig)
     return ll
+
+
+def system(model, ex, phi, weak=None):
+    """The normal equations after eliminating the source blocks, from the components ``ex``:
+    the same dictionary as ``LabModel._system`` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
+    ``hd``, ``Dinv_hd``) for the conditional posterior and its exact draws (without the
+    likelihood's constant). ``weak``: boolean over the global parameters whose prior is
+    left out."""
+    K = phi.shape[0]
+    G, H, Ga = model.G, model.H, ex.Ga
+    jit, kappa, hsig = model._unpack(phi)
+    k2 = kappa**2
+    c = np.empty((K, ex.J))
+    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.variances)):
+        c[:, sl] = np.sqrt(lam_k)[None] / (lam_k[None] + (jit[:, d] ** 2 / k2)[:, None]) / k2[:, None]
+    prec = model._global_prior(phi)[0]
+    if weak is not None:
+        prec[:, np.asarray(weak, bool)] = 0.0
+    Sa = (c @ ex.P).reshape(K, Ga, Ga)
+    S = np.ascontiguousarray(Sa[:, :G, :G])
+    ii = np.arange(G)
+    S[:, ii, ii] += prec
+    r = Sa[:, G, :G] + model._g0c * prec
+    sys = {"S": S, "r": r}
+    if not model.has_blocks:
+        return sys
+    D = (c @ ex.D).reshape(K, H, 2, 2) + model.block_prior_precision
+    if model.hole_errors and model.hole_blocks.size:
+        hb = model.hole_blocks
+        D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
+        D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
+    Pa = (c @ ex.Pgd).reshape(K, 2, H, Ga)
+    Pgd = np.ascontiguousarray(Pa[..., :G])
+    hd = np.ascontiguousarray(np.swapaxes(Pa[..., G], 1, 2))  # (K, H, 2)
+    det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
+    Dinv = np.empty_like(D)
+    Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
+    Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
+    Y = np.empty_like(Pgd)  # Pgd D^-1 per block, layout (K, c, H, G)
+    for a in range(2):
+        Y[:, a] = Pgd[:, 0] * Dinv[..., 0, a, None] + Pgd[:, 1] * Dinv[..., 1, a, None]
+    Y2t = np.swapaxes(Y.reshape(K, 2 * H, G), 1, 2)
+    S -= Y2t @ Pgd.reshape(K, 2 * H, G)
+    r -= (Y2t @ np.swapaxes(hd, 1, 2).reshape(K, 2 * H, 1))[..., 0]
+    Dinv_hd = np.einsum("khab,khb->kha", Dinv, hd)
+    sys.update(Pgd=Pgd, Dinv=Dinv, Y=Y, hd=hd, Dinv_hd=Dinv_hd)
+    return sys

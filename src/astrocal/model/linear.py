@@ -637,13 +637,21 @@ class LabModel:
         logdet_prior = self.logdet_prior + 2 * np.sum(np.log(tau), axis=1)
         return prec, logdet_prior, prec @ self._g0c**2
 
-    def _system(self, phi, weak=None, reuse=False):
+    def _system(self, phi, weak=None, reuse=False, direct=False):
         """Normal equations of the global block after eliminating the source blocks.
 
         ``weak``: boolean over the global parameters whose prior is left out (the data's
-        own information, for :func:`astrocal.model.inference.inseparable_directions`). ``reuse``: the block arrays may
-        live in the model's work buffers (only for a caller that does not keep them).
+        own information, for :func:`astrocal.model.inference.inseparable_directions`).
+        ``reuse``: the block arrays may live in the model's work buffers (only for a caller
+        that does not keep them). From the weights' components (:meth:`expansion`) where
+        they pay, unless ``direct``; only the direct path also returns the likelihood's
+        constant (``const``).
         """
+        ex = None if direct else self.expansion()
+        if ex is not None:
+            from . import expansion
+
+            return expansion.system(self, ex, phi, weak)
         K = phi.shape[0]
         nt, G, N = self.nt, self.G, self.points.n_points
         B = self.B
@@ -869,7 +877,7 @@ class LabModel:
                 from . import expansion
 
                 return expansion.log_likelihood(self, ex, phi)
-            sys = self._system(phi, reuse=True)
+            sys = self._system(phi, reuse=True, direct=True)
             L, logdet, mu = self._solve(sys)
         except np.linalg.LinAlgError:
             # one row's failure must not reject the whole batch (a MAP gradient's or the
