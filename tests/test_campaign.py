@@ -242,3 +242,14 @@ def test_flexure_errors(sky_dir, line, key, message):
     (sky_dir / "bad.toml").write_text(SKY + line + "\n")
     with pytest.raises(CampaignError, match=rf"bad.toml, line 26: key 'fit.{key}': .*{message}"):
         load_campaign(sky_dir / "bad.toml")
+
+
+# ---------------------------------------------------------------------- [fit] field_prior
+def test_field_prior_key(sky_dir):
+    assert load_campaign(sky_dir / "c.toml").fit.field_prior == "curved"
+    (sky_dir / "p.toml").write_text(SKY + 'field_prior = "per_degree"\n')
+    assert load_campaign(sky_dir / "p.toml").fit.field_prior == "per_degree"
+    (sky_dir / "bad.toml").write_text(SKY + 'field_prior = "wide"\n')
+    with pytest.raises(CampaignError, match=r"bad.toml, line 26: key 'fit.field_prior': must be one of "
+                                            r"'curved', 'decay', 'per_degree', 'fixed', got 'wide'"):
+        load_campaign(sky_dir / "bad.toml")

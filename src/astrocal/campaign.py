@@ -127,7 +127,9 @@ class MeasureSettings:
 class FitSettings:
     """``[fit]``: the joint fit.
 
-    Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
+    ``field_prior``: the prior width of the field's non-linear coefficients
+    (:class:`astrocal.model.linear.Priors`: ``"curved"``, ``"decay"``, ``"per_degree"`` or
+    ``"fixed"``). Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
     ``flexure_degree`` (1..5), ``flexure_functions`` (names of
     :data:`~astrocal.model.flexure.ZENITH_FUNCTIONS`), ``flexure_radius_arcsec`` (the
     normalisation radius; default half the detector's field of view).
@@ -143,6 +145,7 @@ class FitSettings:
     flexure_degree: int = 2
     flexure_functions: tuple = ("1", "cos_z", "sin_z")
     flexure_radius_arcsec: float = 5.0
+    field_prior: str = "curved"
 
     @property
     def flexure(self):
@@ -301,7 +304,8 @@ SKY_EXPOSURE_REFUSED = {
 }
 MEASURE_KEYS = {"output", "psf"}
 FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors",
-            "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
+            "field_prior", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
+FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit"}
 
 _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
@@ -608,9 +612,14 @@ def _fit(ctx, base, table, instrument):
     hole_errors = table.get("hole_errors", True)
     if not isinstance(hole_errors, bool):
         raise ctx.error("fit.hole_errors", f"expected true or false, got {hole_errors!r}")
+    field_prior = table.get("field_prior", "curved")
+    if field_prior not in FIELD_PRIORS:
+        raise ctx.error("fit.field_prior", f"must be one of {', '.join(repr(v) for v in FIELD_PRIORS)}, "
+                        f"got {field_prior!r}")
     fdeg, ffun, frad = _flexure(ctx, table, instrument)
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
-                       flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad)
+                       flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad,
+                       field_prior=field_prior)
 
 
 def load_campaign(path, missing_exposures="error"):

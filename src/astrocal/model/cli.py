@@ -328,7 +328,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         walkers=opts["walkers"] or max(fs.walkers, 8),
         steps=opts["steps"] or fs.steps,
         seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
-        priors=Priors(), backend_path=h5, resume=resume, progress=opts["progress"],
+        priors=Priors(field_prior=fs.field_prior), backend_path=h5, resume=resume, progress=opts["progress"],
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
     log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
