@@ -164,8 +164,8 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     J = j0
     Ga = G + (7 if model.V is not None else 1)
     blocks = model.has_blocks
-    # the components (the block cross terms twice: formed, then laid out) and the row weights
-    size = 8.0 * J * (Ga * Ga + (H * (4 * Ga + 4) if blocks else 0) + 2 * n)
+    # the components and the row weights
+    size = 8.0 * J * (Ga * Ga + (H * (2 * Ga + 4) if blocks else 0) + 2 * n)
     if 3 * J >= 2 * n or size > limit_bytes:
         return None
     # fixed row weights: lam_r**-1/2 l_k(u_r) in the columns of the row's dataset
@@ -175,9 +175,9 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     u = np.swapaxes(model.U, 1, 2)  # u[p, i] is the eigenvector of row (p, i)
     yr = np.einsum("pia,pa->pi", u, model._yc).reshape(2 * n)
     P = np.zeros((J, Ga, Ga))
-    if blocks:
-        Pgd = np.zeros((2, J * H, Ga))
-        D = np.zeros((2, J * H, 2))
+    if blocks:  # formed in their final layouts (J, c, H, Ga) and (J, H, c, 2)
+        Pgd = np.zeros((J, 2, H, Ga))
+        D = np.zeros((J, H, 2, 2))
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         A = np.zeros((2 * (hi - lo), G + 1))
@@ -197,11 +197,11 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
                 # (component, block) x rows: the per-block sums of every component at once
                 M = sparse.csr_matrix(((lw[sub] * br[:, c, None]).ravel(), (rows, cols)),
                                       shape=(J * H, blk.size))
-                Pgd[c, :, :G + 1] += M @ A[sub]
-                D[c] += M @ br
+                Pgd[:, c, :, :G + 1] += (M @ A[sub]).reshape(J, H, G + 1)
+                D[:, :, c] += (M @ br).reshape(J, H, 2)
     if blocks:
-        Pgd = np.ascontiguousarray(np.swapaxes(Pgd.reshape(2, J, H, Ga), 0, 1)).reshape(J, 2 * H * Ga)
-        D = np.transpose(D.reshape(2, J, H, 2), (1, 2, 0, 3)).reshape(J, 4 * H)
+        Pgd = Pgd.reshape(J, 2 * H * Ga)
+        D = D.reshape(J, 4 * H)
     else:
         Pgd = D = None
     error = max(fit[2] for _, fit in fits)
