@@ -19,9 +19,14 @@ sqrt(campaigns)), which is the honest one when the intervals of one campaign are
 correlated.  Targets: 68 +/- 3 % and 95 +/- 2 %.
 
 A second pass fits the first ``--auto`` campaigns with ``degree="auto"`` (evidence over
-degrees 3-8) and reports the same fractions and the chosen versus the true degree.
+degrees 3-8) and reports the same fractions and the chosen versus the true degree;
+``--only-auto`` skips the fits at the true degree (the default fit alone).
+``--field-prior`` sets ``Priors.field_prior`` (default: the model's).
 
-Run (full, ~1-2 h on 2 shared cores):
+Run (the default fit over 200 campaigns, ~50 min on 2 idle cores):
+    python benchmarks/bench_model_coverage.py --campaigns 200 --auto 200 --only-auto \
+        --processes 2 --first-seed 1000 --out benchmarks/results/coverage_auto.json
+At the true degree as well (~1-2 h):
     python benchmarks/bench_model_coverage.py --campaigns 200 --auto 40 --processes 2 \
         --out benchmarks/results/coverage.json
 Quick:
