@@ -235,13 +235,11 @@ def log_likelihood(model, ex, phi):
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
     jit, kappa, hsig = model._unpack(phi)
+    c = _coefficients(ex, jit, kappa)
     k2 = kappa**2
-    c = np.empty((K, ex.J))
     const = np.zeros(K)
-    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.variances)):
-        t = (jit[:, d] ** 2 / k2)[:, None]
-        c[:, sl] = np.sqrt(lam_k)[None] / (lam_k[None] + t) / k2[:, None]
-        const += ex.lam[d].size * LOG2PI + np.sum(np.log(k2[:, None] * ex.lam[d][None] + jit[:, d, None] ** 2), axis=1)
+    for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
+        const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
     prec, logdet_prior, prior_quad = model._global_prior(phi)
     # the bordered global block [[P + prior, h + prior], [., y^T W y]]
     S = (c @ ex.P).reshape(K, Ga, Ga)
@@ -251,13 +249,8 @@ def log_likelihood(model, ex, phi):
     S[:, G, :G] += model._g0c * prec
     const += logdet_prior + prior_quad
     if model.has_blocks:
-        D = (c @ ex.D).reshape(K, H, 2, 2) + model.block_prior_precision
-        const += model.logdet_star_prior
-        if model.hole_errors and model.hole_blocks.size:
-            hb = model.hole_blocks
-            D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
-            D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
-            const += 4 * hb.size * np.log(hsig)
+        D = (c @ ex.D).reshape(K, H, 2, 2)
+        const += model._block_precision(D, hsig)
         # Cholesky of each block's 2x2 precision, D = L L^T with L = [[l11, 0], [l21, l22]],
         # applied to the block's bordered row [cross terms, right-hand side, gauge patterns]
         with np.errstate(invalid="ignore", divide="ignore"):  # checked just below
@@ -307,39 +300,34 @@ def system(model, ex, phi, weak=None):
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
     jit, kappa, hsig = model._unpack(phi)
-    k2 = kappa**2
-    c = np.empty((K, ex.J))
-    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.variances)):
-        c[:, sl] = np.sqrt(lam_k)[None] / (lam_k[None] + (jit[:, d] ** 2 / k2)[:, None]) / k2[:, None]
+    c = _coefficients(ex, jit, kappa)
     prec = model._global_prior(phi)[0]
     if weak is not None:
         prec[:, np.asarray(weak, bool)] = 0.0
     Sa = (c @ ex.P).reshape(K, Ga, Ga)
-    S = np.ascontiguousarray(Sa[:, :G, :G])
+    P = np.ascontiguousarray(Sa[:, :G, :G])
     ii = np.arange(G)
-    S[:, ii, ii] += prec
-    r = Sa[:, G, :G] + model._g0c * prec
-    sys = {"S": S, "r": r}
+    P[:, ii, ii] += prec
+    h = Sa[:, G, :G] + model._g0c * prec
     if not model.has_blocks:
-        return sys
-    D = (c @ ex.D).reshape(K, H, 2, 2) + model.block_prior_precision
-    if model.hole_errors and model.hole_blocks.size:
-        hb = model.hole_blocks
-        D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
-        D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
+        return {"S": P, "r": h}
+    D = (c @ ex.D).reshape(K, H, 2, 2)
+    model._block_precision(D, hsig)
     Pa = (c @ ex.Pgd).reshape(K, 2, H, Ga)
     Pgd = np.ascontiguousarray(Pa[..., :G])
     hd = np.ascontiguousarray(np.swapaxes(Pa[..., G], 1, 2))  # (K, H, 2)
-    det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
-    Dinv = np.empty_like(D)
-    Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
-    Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
-    Y = np.empty_like(Pgd)  # Pgd D^-1 per block, layout (K, c, H, G)
-    for a in range(2):
-        Y[:, a] = Pgd[:, 0] * Dinv[..., 0, a, None] + Pgd[:, 1] * Dinv[..., 1, a, None]
-    Y2t = np.swapaxes(Y.reshape(K, 2 * H, G), 1, 2)
-    S -= Y2t @ Pgd.reshape(K, 2 * H, G)
-    r -= (Y2t @ np.swapaxes(hd, 1, 2).reshape(K, 2 * H, 1))[..., 0]
-    Dinv_hd = np.einsum("khab,khb->kha", Dinv, hd)
-    sys.update(Pgd=Pgd, Dinv=Dinv, Y=Y, hd=hd, Dinv_hd=Dinv_hd)
+    sys = model._schur(P, h, Pgd, D, hd)
+    del sys["quad"], sys["logdet_D"]
+    sys.update(Pgd=Pgd, hd=hd)
     return sys
+
+
+def _coefficients(ex, jit, kappa):
+    """The components' coefficients ``c_k = kappa**-2 F_t(u_k)`` at the hyperparameters
+    (jitters (K, datasets), kappa (K,)): (K, J)."""
+    k2 = kappa**2
+    c = np.empty((kappa.size, ex.J))
+    for d, (sl, lam_k) in enumerate(zip(ex.slices, ex.variances)):
+        t = (jit[:, d] ** 2 / k2)[:, None]
+        c[:, sl] = np.sqrt(lam_k)[None] / (lam_k[None] + t) / k2[:, None]
+    return c

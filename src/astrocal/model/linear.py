@@ -783,20 +783,37 @@ class LabModel:
             poses = Pgd[..., self.p0:].reshape(K, 2, H, self.n_pose // 4, 4)
             poses[:, :, self.pose_hole_index, self.pose_slot_index] = T
         D = self._segment_sum(W if unit else _mul22t(Lp, WL))  # (K, H, 2, 2)
+        logdet_prior = self._block_precision(D, hsig)
+        yb = self._yc[bsl]
+        hd = self._segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
+        blocks = self._schur(P, h, Pgd, D, hd, reuse)
+        quad, logdet_d = blocks.pop("quad"), blocks.pop("logdet_D")
+        sys.update(blocks, Pgd=Pgd, hd=hd, const=sys["const"] + logdet_prior + logdet_d - quad)
+
+    def _block_precision(self, D, hsig):
+        """Add the source blocks' prior precisions (stars: the catalogue's; holes:
+        ``1 / hsig**2``) to their data precisions ``D`` (K, H, 2, 2), in place; returns
+        the log-determinant of the blocks' prior covariance (K,)."""
         D += self.block_prior_precision
-        logdet_prior = np.full(K, self.logdet_star_prior)
+        logdet_prior = np.full(D.shape[0], self.logdet_star_prior)
         if self.hole_errors and self.hole_blocks.size:
             hb = self.hole_blocks
             D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
             D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
             logdet_prior = logdet_prior + 4 * hb.size * np.log(hsig)
-        yb = self._yc[bsl]
-        hd = self._segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
+        return logdet_prior
+
+    def _schur(self, P, h, Pgd, D, hd, reuse=False):
+        """Eliminate the source blocks from the global block ``P``, ``h``: the Schur
+        complement ``S = P - Pgd^T D^-1 Pgd``, ``r = h - Pgd^T D^-1 hd``, with ``Dinv``,
+        ``Y = Pgd D^-1`` (layout (K, c, H, G) like ``Pgd``), ``Dinv_hd``, and the
+        likelihood's ``logdet_D`` and ``quad = hd^T D^-1 hd`` (K,). ``reuse``: ``Y`` may
+        live in the work buffers."""
+        K, _, H, G = Pgd.shape
         det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
         Dinv = np.empty_like(D)
         Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
         Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
-        # Y = Pgd Dinv (2x2 per block), written out; layout (K, c, H, G) like Pgd
         Y = self._buffer("Y", Pgd.shape) if reuse else np.empty_like(Pgd)
         tmp = self._buffer("tmp", Pgd.shape[:1] + Pgd.shape[2:]) if reuse else np.empty_like(Pgd[:, 0])
         for c in range(2):
@@ -809,8 +826,8 @@ class LabModel:
         dh0 = Dinv[..., 0, 0] * hd[..., 0] + Dinv[..., 0, 1] * hd[..., 1]
         dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
         quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
-        sys.update(S=S, r=r, Pgd=Pgd, Dinv=Dinv, Y=Y, hd=hd, Dinv_hd=np.stack([dh0, dh1], -1),
-                   const=sys["const"] + logdet_prior + np.sum(np.log(det), axis=1) - quad)
+        return {"S": S, "r": r, "Dinv": Dinv, "Y": Y, "Dinv_hd": np.stack([dh0, dh1], -1),
+                "logdet_D": np.sum(np.log(det), axis=1), "quad": quad}
 
     def _solve(self, sys):
         """Cholesky of the Schur complement, its log-determinant and the posterior mean."""
