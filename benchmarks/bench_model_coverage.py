@@ -205,6 +205,7 @@ def run_campaign(task):
     d = fit.diagnostics
     rec.update(
         chosen_degree=int(fit.degree),
+        evidence={int(e["degree"]): float(e["log_evidence"]) for e in fit.evidence},
         map_in68=in68.tolist(), map_in95=in95.tolist(), map_z=z.tolist(),
         scale_in68=bool(p68[0]), scale_in95=bool(p95[0]),
         scale_z=float((ps.mean() - ps_true) / ps.std(ddof=1)),
@@ -285,6 +286,14 @@ def summarise(records, label):
         print(f"degree chosen by the evidence = true degree in {right}/{len(pairs)} campaigns; "
               f"(true, chosen): {sorted(pairs)}")
         out["degree_right"] = right
+        for label, sel in (("at or above the true degree", [b >= a for a, b in pairs]),
+                           ("below the true degree", [b < a for a, b in pairs])):
+            sub = [r for r, k in zip(good, sel) if k]
+            if sub:
+                m68 = 100 * np.mean([np.mean(r["map_in68"]) for r in sub])
+                m95 = 100 * np.mean([np.mean(r["map_in95"]) for r in sub])
+                print(f"map coverage {label} ({len(sub)} campaigns): {m68:.1f} % / {m95:.1f} %")
+                out[f"map_{label.replace(' ', '_')}"] = [len(sub), m68, m95]
     t = np.array([r["fit_seconds"] for r in good])
     conv = sum(r["converged"] for r in good)
     print(f"fit wall time per campaign: median {np.median(t):.1f} s, max {t.max():.1f} s; "

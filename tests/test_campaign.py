@@ -253,3 +253,13 @@ def test_field_prior_key(sky_dir):
     with pytest.raises(CampaignError, match=r"bad.toml, line 26: key 'fit.field_prior': must be one of "
                                             r"'curved', 'decay', 'per_degree', 'fixed', got 'wide'"):
         load_campaign(sky_dir / "bad.toml")
+
+
+def test_degree_choice_key(sky_dir):
+    assert load_campaign(sky_dir / "c.toml").fit.degree_choice == "median"
+    (sky_dir / "b.toml").write_text(SKY + 'degree_choice = "best"\n')
+    assert load_campaign(sky_dir / "b.toml").fit.degree_choice == "best"
+    (sky_dir / "bad.toml").write_text(SKY + 'degree_choice = "mode"\n')
+    with pytest.raises(CampaignError, match=r"bad.toml, line 26: key 'fit.degree_choice': must be one of "
+                                            r"'median', 'best', got 'mode'"):
+        load_campaign(sky_dir / "bad.toml")

@@ -129,7 +129,9 @@ class FitSettings:
 
     ``field_prior``: the prior width of the field's non-linear coefficients
     (:class:`astrocal.model.linear.Priors`: ``"curved"``, ``"decay"``, ``"per_degree"`` or
-    ``"fixed"``). Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
+    ``"fixed"``). ``degree_choice``: with ``degree = "auto"``, the posterior median degree
+    (``"median"``) or the largest evidence (``"best"``; :func:`astrocal.model.inference.choose_degree`).
+    Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
     ``flexure_degree`` (1..5), ``flexure_functions`` (names of
     :data:`~astrocal.model.flexure.ZENITH_FUNCTIONS`), ``flexure_radius_arcsec`` (the
     normalisation radius; default half the detector's field of view).
@@ -146,6 +148,7 @@ class FitSettings:
     flexure_functions: tuple = ("1", "cos_z", "sin_z")
     flexure_radius_arcsec: float = 5.0
     field_prior: str = "curved"
+    degree_choice: str = "median"
 
     @property
     def flexure(self):
@@ -304,8 +307,9 @@ SKY_EXPOSURE_REFUSED = {
 }
 MEASURE_KEYS = {"output", "psf"}
 FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors",
-            "field_prior", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
+            "field_prior", "degree_choice", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
 FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
+DEGREE_CHOICES = ("median", "best")
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit"}
 
 _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
@@ -616,10 +620,14 @@ def _fit(ctx, base, table, instrument):
     if field_prior not in FIELD_PRIORS:
         raise ctx.error("fit.field_prior", f"must be one of {', '.join(repr(v) for v in FIELD_PRIORS)}, "
                         f"got {field_prior!r}")
+    choice = table.get("degree_choice", "median")
+    if choice not in DEGREE_CHOICES:
+        raise ctx.error("fit.degree_choice", f"must be one of {', '.join(repr(v) for v in DEGREE_CHOICES)}, "
+                        f"got {choice!r}")
     fdeg, ffun, frad = _flexure(ctx, table, instrument)
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
                        flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad,
-                       field_prior=field_prior)
+                       field_prior=field_prior, degree_choice=choice)
 
 
 def load_campaign(path, missing_exposures="error"):

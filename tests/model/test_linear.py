@@ -126,14 +126,14 @@ def test_marginal_likelihood_is_exact(hole_errors, seed):
 
 
 @pytest.mark.parametrize("field_prior,degree", [("fixed", 3), ("decay", 3), ("per_degree", 3),
-                                                ("curved", 4)])
+                                                ("curved", 5)])
 def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior, degree):
     # degree 3: two non-linear degrees, so the decay law and the per-degree widths differ;
-    # degree 4: the first with a curvature of the decay law
+    # degree 5: the first with every hyperparameter of the curved law
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=degree, noise_px=0.5)
     priors = Priors(linear_sigma=2.0, distortion_px=5.0, field_prior=field_prior)
     model = LabModel(pts, degree, hole_errors=True, jacobian_field=field, priors=priors)
-    n_field = {"fixed": 0, "decay": 2, "per_degree": 2, "curved": 3}[field_prior]
+    n_field = {"fixed": 0, "decay": 2, "per_degree": 2, "curved": 4}[field_prior]
     assert model.i_field.size == n_field
     assert_likelihood_exact(model, brute_force, 7, 3)
 
@@ -162,23 +162,44 @@ def test_field_widths_follow_the_hyperparameters():
 
 def test_curved_field_widths_nest_the_geometric_law():
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
-    # below degree 4 there is no curvature to see: the same two hyperparameters as "decay"
-    m3 = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="curved"))
-    assert [m3.hyper_names[i] for i in m3.i_field] == ["log_field_sigma", "log_field_decay"]
-    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
-    assert [m.hyper_names[i] for i in m.i_field] == ["log_field_sigma", "log_field_decay", "field_curvature"]
-    assert m.i_field[2] not in m.i_scale  # a curvature is not a scale
+    names = ["log_field_sigma[2]", "log_field_sigma[3]", "log_field_decay", "field_curvature"]
+    # degree 2 its own width; the law from degree 3 gains its ratio at 4, its curvature at 5
+    for n in (2, 3, 4, 5, 6):
+        m = LabModel(pts, n, jacobian_field=field, priors=Priors(field_prior="curved"))
+        assert [m.hyper_names[i] for i in m.i_field] == names[:n - 1]
+    assert m.i_field[2] not in m.i_scale and m.i_field[3] not in m.i_scale  # not scales
+    assert m.i_field[0] in m.i_scale and m.i_field[1] in m.i_scale
     lo, hi = m.bounds()
-    assert (lo[m.i_field[2]], hi[m.i_field[2]]) == (-0.5, 0.5)
+    assert (lo[m.i_field[3]], hi[m.i_field[3]]) == (-0.5, 0.5)
+    assert lo[m.i_field[0]] == lo[m.i_field[1]] and hi[m.i_field[0]] == hi[m.i_field[1]]
     phi = m.initial_guess()
-    d = m.field_col_degree - 2
-    phi[m.i_field] = [np.log(2e-3), np.log(0.5), 0.0]
-    assert np.allclose(m.prior_sd(phi)[m.field_cols], 2e-3 * 0.5**d)
-    phi[m.i_field[2]] = 0.3  # the ratio between successive degrees grows by e^0.3 per degree
+    k = m.field_col_degree
+    phi[m.i_field] = [np.log(5e-3), np.log(2e-3), np.log(0.5), 0.0]
+    assert np.allclose(m.prior_sd(phi)[m.field_cols], np.where(k == 2, 5e-3, 2e-3 * 0.5 ** (k - 3)))
+    phi[m.i_field[3]] = 0.3  # the ratio between successive degrees grows by e^0.3 per degree
     sd = m.prior_sd(phi)[m.field_cols]
-    assert np.allclose(sd, 2e-3 * 0.5**d * np.exp(0.15 * d * (d - 1)))
-    ratio = [sd[m.field_col_degree == k][0] / sd[m.field_col_degree == k - 1][0] for k in range(3, 6)]
+    d = k - 3
+    assert np.allclose(sd, np.where(k == 2, 5e-3, 2e-3 * 0.5**d * np.exp(0.15 * d * (d - 1))))
+    ratio = [sd[k == j][0] / sd[k == j - 1][0] for j in range(4, 7)]
     assert np.allclose(np.diff(np.log(ratio)), 0.3)
+
+
+def test_field_width_guess_inverts_the_law():
+    # the starting widths: the law fitted to the rms per degree of a broad fit
+    from astrocal.model.linear import _law, _law_guess
+
+    truth = np.array([[np.log(2e-3), np.log(0.4), 0.2]])
+    for m in (1, 2, 3):
+        d = np.arange(m + 2)
+        log_rms = _law(truth[:, :m], d)[0]
+        assert np.allclose(_law_guess(log_rms, m), truth[0, :m])
+    # fewer degrees than hyperparameters: a ratio of 1/2, no curvature
+    assert np.allclose(_law_guess(np.log([3e-3]), 3), [np.log(3e-3), np.log(0.5), 0.0])
+    pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.05)
+    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
+    lo, hi = m.bounds()
+    guess = m.initial_guess()
+    assert np.all((guess > lo) & (guess < hi))
 
 
 @pytest.mark.parametrize("hole_errors", [True, False])
@@ -309,10 +330,10 @@ def test_likelihood_is_exact_at_tiny_learnt_field_widths():
     # about a reference solution, whose field terms with learnt widths must then sit at the
     # prior mean (a prior mean of -g_ref at such a width put ~1e20 terms into the sums)
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
-    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(linear_sigma=2.0, field_prior="curved"))
+    m = LabModel(pts, 6, jacobian_field=field, priors=Priors(linear_sigma=2.0, field_prior="curved"))
     lo, hi = m.bounds()
     phi = m.initial_guess()
-    phi[m.i_field] = lo[m.i_field]  # sigma_2 = 1e-5 px, r = 0.02, q = -0.5
+    phi[m.i_field] = lo[m.i_field]  # sigma_2 = sigma_3 = 1e-5 px, r = 0.02, q = -0.5
     assert m.field_sigma(phi).min() < 1e-12
     ll, _, _ = brute_force(m, phi)
     assert m.log_likelihood(phi)[0] == pytest.approx(ll, rel=1e-10, abs=1e-5)

@@ -323,7 +323,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
     points = join_points(*parts)
     seed = opts["seed"]
     settings = FitSettings(
-        degree=opts["degree"], degree_range=tuple(fs.degree_range),
+        degree=opts["degree"], degree_range=tuple(fs.degree_range), degree_choice=fs.degree_choice,
         hole_errors=fs.hole_errors and opts["hole_errors"],
         walkers=opts["walkers"] or max(fs.walkers, 8),
         steps=opts["steps"] or fs.steps,

@@ -9,8 +9,8 @@ The steps of :func:`fit_lab`:
    whose outlier probability exceeds 1/2 are flagged and left out, with the rest refitted
    until the flagged set is stable;
 3. for every degree in the range, the hyperparameters' maximum a posteriori and a Laplace
-   approximation over them give the evidence ``p(y | n)``; the best degree is kept
-   (or the degree asked for);
+   approximation over them give the evidence ``p(y | n)``; the posterior median degree
+   is kept (:func:`choose_degree`; or the degree asked for);
 4. emcee samples the hyperparameters (walkers evaluated together), recording the chain
    in an HDF5 backend so a killed run resumes;
 5. for every kept hyperparameter sample, the linear parameters are drawn exactly from
@@ -49,6 +49,7 @@ class FitSettings:
 
     degree: object = "auto"
     degree_range: tuple = (3, 8)
+    degree_choice: str = "median"  # of the posterior over degrees, or "best" (see choose_degree)
     hole_errors: bool = True
     walkers: int = 24
     steps: int = 5000  # the most; the chain stops earlier once converged
@@ -625,6 +626,39 @@ def diagnostics(chain, sampler, settings):
     return Diagnostics(tau, acc, steps, burn, n_eff, converged, notes)
 
 
+def choose_degree(evidence, rule="median"):
+    """The degree to fit from the evidence table (rows with ``degree``, ``log_evidence``).
+
+    Adds to every row ``probability``, the posterior probability of its degree with equal
+    prior probabilities over the range (NaN evidences get 0). ``rule``: ``"median"`` (the
+    default) is the posterior median degree, the smallest whose cumulative probability
+    reaches 1/2; ``"best"`` the largest evidence. With the learnt field widths a degree
+    nests every lower one (widths that shrink to zero), so a degree above the field's costs
+    little but one below leaves terms out of the map's intervals; the evidence of the
+    degrees above a field's true one is nearly flat (each adds a little Occam cost), and
+    when its true high-order terms are small against the noise the largest single evidence
+    is often a degree too low while the degrees above it together hold more probability.
+    The median follows that mass (``docs/model.md``, "Degree").
+    """
+    if rule not in ("median", "best"):
+        raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
+    deg = np.array([e["degree"] for e in evidence])
+    logz = np.array([e["log_evidence"] for e in evidence], float)
+    ok = np.isfinite(logz)
+    if not ok.any():
+        raise ValueError("no degree has a finite evidence")
+    prob = np.zeros(logz.size)
+    prob[ok] = np.exp(logz[ok] - logz[ok].max())
+    prob /= prob.sum()
+    for e, p in zip(evidence, prob):
+        e["probability"] = float(p)
+    if rule == "best":
+        return int(deg[ok][np.argmax(logz[ok])])
+    order = np.argsort(deg)
+    cum = np.cumsum(prob[order])
+    return int(deg[order][np.searchsorted(cum, 0.5 - 1e-12)])
+
+
 def fit_lab(points, settings=None):
     """Fit the lab model to identified points; returns a :class:`LabFit`.
 
@@ -651,7 +685,7 @@ def _fit_lab(points, settings):
         log.info("flagged %d of %d points as outliers (mixture fraction %.3f)",
                  int(excluded.sum()), points.n_points, frac)
     evidence = []
-    best = None
+    fitted = {}
     for n in degrees:
         try:
             model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
@@ -663,11 +697,14 @@ def _fit_lab(points, settings):
         logz, hess = laplace_evidence(model, phi, lp)
         evidence.append({"degree": n, "log_evidence": logz, "log_posterior_map": lp,
                          "phi_map": phi.tolist()})
-        if best is None or logz > best[0]:
-            best = (logz, n, model, phi, hess)
-    if best is None:
+        model.__dict__.pop("_expansion", None)  # large; only the kept degree's is formed again
+        model.__dict__.pop("_buffers", None)
+        fitted[n] = (model, phi, hess)
+    if not fitted:
         raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
-    _, degree, model, phi_map, hess = best
+    degree = choose_degree(evidence, settings.degree_choice)
+    model, phi_map, hess = fitted[degree]
+    del fitted
     # final Jacobian from the chosen degree's fit, then the model again
     jac_field = model.field_from(model.conditional(phi_map).mean)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,

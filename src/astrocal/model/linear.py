@@ -77,11 +77,15 @@ class Priors:
     ``"decay"`` gives the coefficients of total degree ``k >= 2`` the width
     ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
     ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
-    ``field_decay``; ``"curved"`` (the default) lets the log of the ratio between
-    successive degrees change linearly with the degree, ``log sigma_k = log sigma_2 + (k - 2) log r
-    + q (k - 2)(k - 3) / 2``, with the curvature ``q`` uniform over ``field_curvature`` (a
-    third hyperparameter, from degree 4 on: it nests the geometric law, ``q = 0``, and
-    also follows a spectrum that flattens at high degree, such as a power law);
+    ``field_decay``; ``"curved"`` (the default) gives degree 2 its own width ``sigma_2``
+    and lets the log of the ratio between successive degrees from degree 3 on change
+    linearly with the degree, ``log sigma_k = log sigma_3 + (k - 3) log r + q (k - 3)(k - 4)
+    / 2``: ``sigma_2`` and ``sigma_3`` each over ``field_sigma_px``, ``r`` (from degree 4)
+    over ``field_decay``, the curvature ``q`` (from degree 5) uniform over
+    ``field_curvature``. The curvature nests the geometric law (``q = 0``) and also follows
+    a spectrum that flattens at high degree, such as a power law; the separate ``sigma_2``
+    lets a field whose quadratic terms dominate (or are absent) keep a law fitted to the
+    degrees above;
     ``"per_degree"`` gives each degree its own width (``degree - 1`` hyperparameters,
     each over ``field_sigma_px``); ``"fixed"`` is the width ``distortion_px`` for every
     coefficient. A fixed broad width charges each added
@@ -119,6 +123,37 @@ class Priors:
     field_sigma_px: tuple = (1.0e-5, 20.0)
     field_decay: tuple = (0.02, 3.0)
     field_curvature: tuple = (-0.5, 0.5)
+
+
+def _law(phi_law, d):
+    """Log widths ``log sigma_0 + d log r + q d (d - 1) / 2`` at degree offsets ``d``
+    (columns), from the law's hyperparameters ``(log sigma_0[, log r[, q]])`` (rows of
+    ``phi_law``; absent ones zero); ``d < 0`` gives anything (masked by the caller)."""
+    m = phi_law.shape[1]
+    out = phi_law[:, :1] + 0.0 * d[None, :]
+    if m > 1:
+        out = out + d[None, :] * phi_law[:, 1:2]
+    if m > 2:
+        out = out + 0.5 * d * (d - 1) * phi_law[:, 2:3]
+    return out
+
+
+def _law_guess(log_rms, m):
+    """The ``m`` hyperparameters of :func:`_law` fitted to ``log_rms`` at ``d = 0, 1, ...``
+    (least squares over as many as the degrees allow; the rest a ratio of 1/2 and no
+    curvature)."""
+    d = np.arange(log_rms.size)
+    k = min(m, log_rms.size)
+    out = np.r_[np.zeros(k), [np.log(0.5), 0.0][k - 1:m - 1]] if k else np.zeros(0)
+    if k == 3:
+        c2, c1, c0 = np.polyfit(d, log_rms, 2)
+        out[:3] = c0, c1 + c2, 2 * c2
+    elif k == 2:
+        b, a = np.polyfit(d, log_rms, 1)
+        out[:2] = a, b
+    elif k == 1:
+        out[0] = log_rms.mean()
+    return out
 
 
 def gauge_patterns(hole_xy):
@@ -294,9 +329,10 @@ class LabModel:
             self.field_cols = np.r_[nl, nt + nl]
             if p.field_prior == "per_degree":
                 field_groups = [f"log_field_sigma[{k}]" for k in range(2, self.degree + 1)]
-            elif p.field_prior == "curved" and self.degree >= 4:
-                field_groups = ["log_field_sigma", "log_field_decay", "field_curvature"]
-            else:  # "decay", or "curved" below degree 4 (no curvature to see)
+            elif p.field_prior == "curved":  # degree 2 its own; the law from degree 3
+                field_groups = (["log_field_sigma[2]", "log_field_sigma[3]", "log_field_decay",
+                                 "field_curvature"][:self.degree - 1])
+            else:  # "decay"
                 field_groups = ["log_field_sigma", "log_field_decay"]
         self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
         static = np.ones(self.G, bool)
@@ -549,10 +585,8 @@ class LabModel:
         broad = phi.copy()
         lo, hi = self.bounds()
         width = np.log(self.priors.distortion_px * self.points.pixel_scale)
-        if self.priors.field_prior == "per_degree":
-            broad[self.i_field] = width
-        else:
-            broad[self.i_field] = [width, 0.0, 0.0][:self.i_field.size]
+        broad[self.i_field] = [0.0 if name in ("log_field_decay", "field_curvature") else width
+                               for name in np.array(self.hyper_names)[self.i_field]]
         broad = np.clip(broad, lo, hi)
         try:
             c = self.conditional(broad).mean[:2 * self.nt]
@@ -563,11 +597,9 @@ class LabModel:
         rms = np.maximum(rms, 1e-3 * self.points.pixel_scale)
         if self.priors.field_prior == "per_degree":
             return np.log(rms)
-        if self.i_field.size == 3:  # log rms = a + b d + q d (d - 1) / 2, d = k - 2
-            c2, c1, c0 = np.polyfit(deg - 2, np.log(rms), 2)
-            return np.array([c0, c1 + c2, 2 * c2])
-        slope = np.polyfit(deg - 2, np.log(rms), 1)[0] if deg.size > 1 else np.log(0.5)
-        return np.array([np.log(rms[0]), slope])
+        if self.priors.field_prior == "curved":  # degree 2 alone, then the law from degree 3
+            return np.r_[np.log(rms[0]), _law_guess(np.log(rms[1:]), self.i_field.size - 1)]
+        return _law_guess(np.log(rms), 2)
 
     def _unpack(self, phi):
         nd = self.points.n_datasets
@@ -587,13 +619,16 @@ class LabModel:
         phi = np.atleast_2d(phi)
         if not self.field_cols.size:  # fixed widths
             return np.zeros((phi.shape[0], 0))
+        k = self.field_col_degree
         if self.priors.field_prior == "per_degree":
-            return np.exp(phi[:, self.i_field])[:, self.field_col_degree - 2]
-        d = (self.field_col_degree - 2)[None, :]
-        log_sd = phi[:, self.i_field[0], None] + d * phi[:, self.i_field[1], None]
-        if self.i_field.size == 3:
-            log_sd = log_sd + 0.5 * d * (d - 1) * phi[:, self.i_field[2], None]
-        return np.exp(log_sd)
+            return np.exp(phi[:, self.i_field])[:, k - 2]
+        if self.priors.field_prior == "decay":
+            return np.exp(_law(phi[:, self.i_field], k - 2))
+        # curved: degree 2 its own width, the law from degree 3
+        own = np.broadcast_to(phi[:, self.i_field[0], None], (phi.shape[0], k.size))
+        if self.i_field.size == 1:  # degree 2
+            return np.exp(own)
+        return np.exp(np.where(k == 2, own, _law(phi[:, self.i_field[1:]], k - 3)))
 
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths

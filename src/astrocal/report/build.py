@@ -365,7 +365,7 @@ def evidence_table(info):
         ok = z is not None and np.isfinite(z)
         rows.append({"degree": e.get("degree"), "log_evidence": z if ok else None,
                      "delta_log_evidence": (z - best) if ok and best is not None else None,
-                     "note": e.get("note", "")})
+                     "probability": e.get("probability"), "note": e.get("note", "")})
     return rows
 
 

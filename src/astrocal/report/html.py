@@ -202,10 +202,11 @@ def render(report, figures):
                               f"<td>{_e(p['source'])}</td>", _td(p["x"], ".1f"), _td(p["y"], ".1f"),
                               _td(p["dx_px"], ".3g"), _td(p["dy_px"], ".3g")] for p in o["points"]]))
     parts.append("<h2>Degree and evidence</h2>")
-    parts.append(_table(["degree", "log evidence", "difference to the best", "note"],
+    parts.append(_table(["degree", "log evidence", "difference to the best", "probability", "note"],
                         [[_td(e["degree"], "d"), _td(e["log_evidence"], ".6g"), _td(e["delta_log_evidence"], ".3f"),
-                          f"<td>{_e(e['note'])}</td>"] for e in r["evidence"]]))
-    parts.append(f"<p>Degree used: <b>{r['degree']}</b>.</p>")
+                          _td(e.get("probability"), ".3f"), f"<td>{_e(e['note'])}</td>"] for e in r["evidence"]]))
+    parts.append(f"<p>Degree used: <b>{r['degree']}</b> (with <code>degree = \"auto\"</code>, the "
+                 "posterior median over the degrees' probabilities, equal prior odds).</p>")
     c = r["convergence"]
     parts.append("<h2>Convergence</h2>")
     names = c.get("hyper_names", [])
