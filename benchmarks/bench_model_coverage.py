@@ -286,14 +286,14 @@ def summarise(records, label):
         print(f"degree chosen by the evidence = true degree in {right}/{len(pairs)} campaigns; "
               f"(true, chosen): {sorted(pairs)}")
         out["degree_right"] = right
-        for label, sel in (("at or above the true degree", [b >= a for a, b in pairs]),
-                           ("below the true degree", [b < a for a, b in pairs])):
+        for part, sel in (("at or above the true degree", [b >= a for a, b in pairs]),
+                          ("below the true degree", [b < a for a, b in pairs])):
             sub = [r for r, k in zip(good, sel) if k]
             if sub:
                 m68 = 100 * np.mean([np.mean(r["map_in68"]) for r in sub])
                 m95 = 100 * np.mean([np.mean(r["map_in95"]) for r in sub])
-                print(f"map coverage {label} ({len(sub)} campaigns): {m68:.1f} % / {m95:.1f} %")
-                out[f"map_{label.replace(' ', '_')}"] = [len(sub), m68, m95]
+                print(f"map coverage {part} ({len(sub)} campaigns): {m68:.1f} % / {m95:.1f} %")
+                out[f"map_{part.replace(' ', '_')}"] = [len(sub), m68, m95]
     t = np.array([r["fit_seconds"] for r in good])
     conv = sum(r["converged"] for r in good)
     print(f"fit wall time per campaign: median {np.median(t):.1f} s, max {t.max():.1f} s; "

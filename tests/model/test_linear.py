@@ -195,11 +195,21 @@ def test_field_width_guess_inverts_the_law():
         assert np.allclose(_law_guess(log_rms, m), truth[0, :m])
     # fewer degrees than hyperparameters: a ratio of 1/2, no curvature
     assert np.allclose(_law_guess(np.log([3e-3]), 3), [np.log(3e-3), np.log(0.5), 0.0])
+    # on a model: sigma_2 is the rms of the degree-2 coefficients of the broad fit, and the
+    # law through degrees 3..5 is the fit to their rms
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.05)
     m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
     lo, hi = m.bounds()
-    guess = m.initial_guess()
-    assert np.all((guess > lo) & (guess < hi))
+    phi = np.clip(m.initial_guess(), lo + 1e-6, hi - 1e-6)
+    guess = m._field_width_guess(phi)
+    broad = phi.copy()
+    broad[m.i_field] = [np.log(20.0 * pts.pixel_scale)] * 2 + [0.0, 0.0]
+    c = m.conditional(broad).mean[m.field_cols]
+    k = m.field_col_degree
+    log_rms = np.log([np.sqrt(np.mean(c[k == j] ** 2)) for j in (2, 3, 4, 5)])
+    assert np.all(np.isfinite(guess)) and guess.size == 4
+    assert guess[0] == pytest.approx(log_rms[0], abs=1e-6)
+    assert np.allclose(guess[1:], _law_guess(log_rms[1:], 3), atol=1e-6)
 
 
 @pytest.mark.parametrize("hole_errors", [True, False])

@@ -87,6 +87,7 @@ def test_numbers_residuals_outliers_and_files(report, fitted_result):
     assert rep["outliers"]["n"] == info["outliers"]["n"] == ds["n_outliers"] > 0
     assert {p["point_id"] for p in rep["outliers"]["points"]} == set(info["outliers"]["point_ids"])
     assert [e["degree"] for e in rep["evidence"]] == [3] and rep["evidence"][0]["delta_log_evidence"] == 0
+    assert rep["evidence"][0]["probability"] == 1.0 and rep["degree_rule"] == "degree asked for"
     assert rep["convergence"]["tau"] == info["diagnostics"]["tau"]
     assert len(rep["campaign_sha256"]) == 64 and rep["inputs"][0].endswith("campaign.toml")
     figures = {f["name"]: f for f in rep["figures"]}

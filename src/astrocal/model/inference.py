@@ -18,6 +18,7 @@ The steps of :func:`fit_lab`:
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import warnings
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 import emcee
+import h5py
 import numpy as np
 from scipy import optimize
 
@@ -524,12 +526,20 @@ def run_emcee(model, phi_map, settings, hessian=None):
     if settings.backend_path is not None:
         path = Path(settings.backend_path)
         backend = emcee.backends.HDFBackend(str(path), name="hyperparameters")
+        names = json.dumps(list(model.hyper_names))
         if settings.resume and path.exists() and backend.iteration > 0:
             if backend.shape != (nwalkers, ndim):
                 raise ValueError(f"{path}: the chain to resume has walkers/dimensions "
                                  f"{backend.shape}, this fit needs {(nwalkers, ndim)}")
+            with h5py.File(path, "r") as f:
+                stored = f["hyperparameters"].attrs.get("hyper_names")
+            if stored != names:
+                raise ValueError(f"{path}: the chain to resume has the hyperparameters "
+                                 f"{stored or '(not recorded)'}, this fit {names}")
         else:
             backend.reset(nwalkers, ndim)
+            with h5py.File(path, "a") as f:
+                f["hyperparameters"].attrs["hyper_names"] = names
     # differential-evolution moves only: emcee 3.1.6's DESnookerMove does not leave the
     # target invariant (sds a few per cent too small; fixed upstream in dfm/emcee#531)
     moves = [(emcee.moves.DEMove(), 1.0)]
@@ -626,37 +636,50 @@ def diagnostics(chain, sampler, settings):
     return Diagnostics(tau, acc, steps, burn, n_eff, converged, notes)
 
 
+def degree_probabilities(evidence):
+    """Posterior probability of each degree of the evidence table (rows with ``degree`` and
+    ``log_evidence``), equal prior odds over the degrees tried; written into every row as
+    ``probability`` (NaN for a degree without a finite evidence) and returned."""
+    logz = np.array([e["log_evidence"] for e in evidence], float)
+    ok = np.isfinite(logz)
+    prob = np.full(logz.size, np.nan)
+    if ok.any():
+        w = np.exp(logz[ok] - logz[ok].max())
+        prob[ok] = w / w.sum()
+    for e, p in zip(evidence, prob):
+        e["probability"] = float(p)
+    return prob
+
+
 def choose_degree(evidence, rule="median"):
     """The degree to fit from the evidence table (rows with ``degree``, ``log_evidence``).
 
-    Adds to every row ``probability``, the posterior probability of its degree with equal
-    prior probabilities over the range (NaN evidences get 0). ``rule``: ``"median"`` (the
-    default) is the posterior median degree, the smallest whose cumulative probability
+    Adds every row's ``probability`` (:func:`degree_probabilities`). ``rule``: ``"median"``
+    (the default) is the posterior median degree, the smallest whose cumulative probability
     reaches 1/2; ``"best"`` the largest evidence. With the learnt field widths a degree
     nests every lower one (widths that shrink to zero), so a degree above the field's costs
     little but one below leaves terms out of the map's intervals; the evidence of the
     degrees above a field's true one is nearly flat (each adds a little Occam cost), and
     when its true high-order terms are small against the noise the largest single evidence
     is often a degree too low while the degrees above it together hold more probability.
-    The median follows that mass (``docs/model.md``, "Degree").
+    The median follows that mass (``docs/model.md``, "Inference").
     """
-    if rule not in ("median", "best"):
-        raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
+    _check_rule(rule)
     deg = np.array([e["degree"] for e in evidence])
-    logz = np.array([e["log_evidence"] for e in evidence], float)
-    ok = np.isfinite(logz)
+    prob = degree_probabilities(evidence)
+    ok = np.isfinite(prob)
     if not ok.any():
         raise ValueError("no degree has a finite evidence")
-    prob = np.zeros(logz.size)
-    prob[ok] = np.exp(logz[ok] - logz[ok].max())
-    prob /= prob.sum()
-    for e, p in zip(evidence, prob):
-        e["probability"] = float(p)
     if rule == "best":
-        return int(deg[ok][np.argmax(logz[ok])])
-    order = np.argsort(deg)
-    cum = np.cumsum(prob[order])
-    return int(deg[order][np.searchsorted(cum, 0.5 - 1e-12)])
+        return int(deg[ok][np.argmax(prob[ok])])
+    order = np.argsort(deg[ok])
+    cum = np.cumsum(prob[ok][order])
+    return int(deg[ok][order][np.searchsorted(cum, 0.5 - 1e-12)])
+
+
+def _check_rule(rule):
+    if rule not in ("median", "best"):
+        raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
 
 
 def fit_lab(points, settings=None):
@@ -674,6 +697,7 @@ def fit_lab(points, settings=None):
 
 def _fit_lab(points, settings):
     rng = np.random.default_rng(settings.seed)
+    _check_rule(settings.degree_choice)
     if settings.degree == "auto":
         degrees = list(range(settings.degree_range[0], settings.degree_range[1] + 1))
     else:
@@ -697,16 +721,24 @@ def _fit_lab(points, settings):
         logz, hess = laplace_evidence(model, phi, lp)
         evidence.append({"degree": n, "log_evidence": logz, "log_posterior_map": lp,
                          "phi_map": phi.tolist()})
-        model.__dict__.pop("_expansion", None)  # large; only the kept degree's is formed again
-        model.__dict__.pop("_buffers", None)
-        fitted[n] = (model, phi, hess)
+        # kept: the MAP, the Hessian and the field for the final Jacobian (not the model,
+        # whose components are large)
+        try:
+            jac_n = model.field_from(model.conditional(phi).mean)
+        except np.linalg.LinAlgError:  # keep the preliminary field's Jacobian
+            jac_n = jac_field
+        fitted[n] = (phi, hess, jac_n)
+        del model
     if not fitted:
         raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
-    degree = choose_degree(evidence, settings.degree_choice)
-    model, phi_map, hess = fitted[degree]
+    if settings.degree == "auto":
+        degree = choose_degree(evidence, settings.degree_choice)
+    else:
+        degree = degrees[0]
+        degree_probabilities(evidence)
+    phi_map, hess, jac_field = fitted[degree]
     del fitted
-    # final Jacobian from the chosen degree's fit, then the model again
-    jac_field = model.field_from(model.conditional(phi_map).mean)
+    # the model again with the final Jacobian (from the chosen degree's fit)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=settings.priors, excluded=excluded, flexure=settings.flexure)
     phi_map, lp = _map(model, phi_map)

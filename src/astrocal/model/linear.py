@@ -144,6 +144,8 @@ def _law_guess(log_rms, m):
     curvature)."""
     d = np.arange(log_rms.size)
     k = min(m, log_rms.size)
+    if m and not k:
+        raise ValueError("no degree to fit the width law to")
     out = np.r_[np.zeros(k), [np.log(0.5), 0.0][k - 1:m - 1]] if k else np.zeros(0)
     if k == 3:
         c2, c1, c0 = np.polyfit(d, log_rms, 2)
@@ -544,7 +546,8 @@ class LabModel:
         """Normalised log prior density of the hyperparameters (rows of ``phi``).
 
         Normalised over the bounds, so that evidences of models with different sets of
-        hyperparameters (the field's curvature from degree 4, the per-degree widths)
+        hyperparameters (the curved field widths' ratio from degree 4 and curvature from
+        degree 5, the per-degree widths)
         compare: ``log kappa`` normal (truncated at 5 sigma, the truncation ignored); a
         scale uniform in itself, ``p(log s) = s / (s_hi - s_lo)`` (or log-uniform,
         ``scale_prior``); the decay ratio log-uniform; the curvature uniform.

@@ -20,7 +20,8 @@ returns a plain dict (written as ``report.json``; the HTML page shows the same n
   (``measured: false`` with the reason for a sky-only result);
 - ``residuals``: per dataset, the rms of the posterior-mean residuals of the points used
   (mas, pixels), the mean chi-square and the sd of the normalised residuals;
-- ``outliers``, ``evidence`` (degree and evidence table), ``convergence``;
+- ``outliers``, ``evidence`` (degree and evidence table, each degree's posterior
+  probability), ``degree_rule`` (how the degree was chosen), ``convergence``;
 - ``stability`` (with an earlier result): relative change of the pixel scale, largest
   change of the distortion over the field (each result's offsets relative to its own
   linear grid) over the detector's half-diagonal, and the position change that the scale
@@ -505,6 +506,10 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                                    "non-linear part")
         nonlinear_metrics.update(m for m in NONLINEAR_WITHOUT_GAUGE if m.startswith("map_"))
     report["evidence"] = evidence_table(info)
+    fs = info.get("settings", {})
+    report["degree_rule"] = (("posterior median degree" if fs.get("degree_choice", "median") == "median"
+                              else "degree of largest evidence") if fs.get("degree") == "auto"
+                             else "degree asked for")
     report["convergence"] = convergence(info, result.chain)
     metrics = {
         "map_sigma_max_mas": report["map_accuracy"]["max_mas"],

@@ -205,8 +205,10 @@ def render(report, figures):
     parts.append(_table(["degree", "log evidence", "difference to the best", "probability", "note"],
                         [[_td(e["degree"], "d"), _td(e["log_evidence"], ".6g"), _td(e["delta_log_evidence"], ".3f"),
                           _td(e.get("probability"), ".3f"), f"<td>{_e(e['note'])}</td>"] for e in r["evidence"]]))
-    parts.append(f"<p>Degree used: <b>{r['degree']}</b> (with <code>degree = \"auto\"</code>, the "
-                 "posterior median over the degrees' probabilities, equal prior odds).</p>")
+    rule = r.get("degree_rule")
+    parts.append(f"<p>Degree used: <b>{r['degree']}</b>" + (f" ({_e(rule)}; probabilities with equal "
+                                                            "prior odds over the degrees tried)" if rule else "")
+                 + ".</p>")
     c = r["convergence"]
     parts.append("<h2>Convergence</h2>")
     names = c.get("hyper_names", [])
