@@ -244,22 +244,15 @@ def test_flexure_errors(sky_dir, line, key, message):
         load_campaign(sky_dir / "bad.toml")
 
 
-# ---------------------------------------------------------------------- [fit] field_prior
-def test_field_prior_key(sky_dir):
-    assert load_campaign(sky_dir / "c.toml").fit.field_prior == "curved"
-    (sky_dir / "p.toml").write_text(SKY + 'field_prior = "per_degree"\n')
-    assert load_campaign(sky_dir / "p.toml").fit.field_prior == "per_degree"
-    (sky_dir / "bad.toml").write_text(SKY + 'field_prior = "wide"\n')
-    with pytest.raises(CampaignError, match=r"bad.toml, line 26: key 'fit.field_prior': must be one of "
-                                            r"'curved', 'decay', 'per_degree', 'fixed', got 'wide'"):
-        load_campaign(sky_dir / "bad.toml")
-
-
-def test_degree_choice_key(sky_dir):
-    assert load_campaign(sky_dir / "c.toml").fit.degree_choice == "median"
-    (sky_dir / "b.toml").write_text(SKY + 'degree_choice = "best"\n')
-    assert load_campaign(sky_dir / "b.toml").fit.degree_choice == "best"
-    (sky_dir / "bad.toml").write_text(SKY + 'degree_choice = "mode"\n')
-    with pytest.raises(CampaignError, match=r"bad.toml, line 26: key 'fit.degree_choice': must be one of "
-                                            r"'median', 'best', got 'mode'"):
+# ------------------------------------------------------- [fit] field_prior, degree_choice
+@pytest.mark.parametrize("key,default,other,allowed", [
+    ("field_prior", "curved", "per_degree", "'curved', 'decay', 'per_degree', 'fixed'"),
+    ("degree_choice", "median", "best", "'median', 'best'")])
+def test_fit_choice_keys(sky_dir, key, default, other, allowed):
+    assert getattr(load_campaign(sky_dir / "c.toml").fit, key) == default
+    (sky_dir / "p.toml").write_text(SKY + f'{key} = "{other}"\n')
+    assert getattr(load_campaign(sky_dir / "p.toml").fit, key) == other
+    (sky_dir / "bad.toml").write_text(SKY + f'{key} = "wide"\n')
+    with pytest.raises(CampaignError, match=rf"bad.toml, line 26: key 'fit.{key}': must be one of "
+                                            rf"{allowed}, got 'wide'"):
         load_campaign(sky_dir / "bad.toml")
