@@ -281,6 +281,12 @@ def _string(ctx, value, key):
     return value
 
 
+def _one_of(ctx, value, key, allowed):
+    if value not in allowed:
+        raise ctx.error(key, f"must be one of {', '.join(repr(v) for v in allowed)}, got {value!r}")
+    return value
+
+
 def _int(ctx, value, key, minimum=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ctx.error(key, f"expected an integer, got {value!r}")
@@ -616,14 +622,8 @@ def _fit(ctx, base, table, instrument):
     hole_errors = table.get("hole_errors", True)
     if not isinstance(hole_errors, bool):
         raise ctx.error("fit.hole_errors", f"expected true or false, got {hole_errors!r}")
-    field_prior = table.get("field_prior", "curved")
-    if field_prior not in FIELD_PRIORS:
-        raise ctx.error("fit.field_prior", f"must be one of {', '.join(repr(v) for v in FIELD_PRIORS)}, "
-                        f"got {field_prior!r}")
-    choice = table.get("degree_choice", "median")
-    if choice not in DEGREE_CHOICES:
-        raise ctx.error("fit.degree_choice", f"must be one of {', '.join(repr(v) for v in DEGREE_CHOICES)}, "
-                        f"got {choice!r}")
+    field_prior = _one_of(ctx, table.get("field_prior", "curved"), "fit.field_prior", FIELD_PRIORS)
+    choice = _one_of(ctx, table.get("degree_choice", "median"), "fit.degree_choice", DEGREE_CHOICES)
     fdeg, ffun, frad = _flexure(ctx, table, instrument)
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
                        flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad,

@@ -241,12 +241,7 @@ def log_likelihood(model, ex, phi):
     for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
         const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
     prec, logdet_prior, prior_quad = model._global_prior(phi)
-    # the bordered global block [[P + prior, h + prior], [., y^T W y]]
-    S = (c @ ex.P).reshape(K, Ga, Ga)
-    ii = np.arange(G)
-    S[:, ii, ii] += prec
-    S[:, :G, G] += model._g0c * prec
-    S[:, G, :G] += model._g0c * prec
+    S = _global_block(model, ex, c, prec)
     const += logdet_prior + prior_quad
     if model.has_blocks:
         D = (c @ ex.D).reshape(K, H, 2, 2)
@@ -304,11 +299,9 @@ def system(model, ex, phi, weak=None):
     prec = model._global_prior(phi)[0]
     if weak is not None:
         prec[:, np.asarray(weak, bool)] = 0.0
-    Sa = (c @ ex.P).reshape(K, Ga, Ga)
+    Sa = _global_block(model, ex, c, prec)
     P = np.ascontiguousarray(Sa[:, :G, :G])
-    ii = np.arange(G)
-    P[:, ii, ii] += prec
-    h = Sa[:, G, :G] + model._g0c * prec
+    h = np.ascontiguousarray(Sa[:, G, :G])
     if not model.has_blocks:
         return {"S": P, "r": h}
     D = (c @ ex.D).reshape(K, H, 2, 2)
@@ -320,6 +313,19 @@ def system(model, ex, phi, weak=None):
     del sys["quad"], sys["logdet_D"]
     sys.update(Pgd=Pgd, hd=hd)
     return sys
+
+
+def _global_block(model, ex, c, prec):
+    """The bordered global block ``[[P + prior, h + prior], [., y^T W y]]`` (K, Ga, Ga) from
+    the components' coefficients ``c`` (K, J) and the global prior precisions ``prec``
+    (K, G); the gauge columns as the components give them."""
+    G = model.G
+    S = (c @ ex.P).reshape(c.shape[0], ex.Ga, ex.Ga)
+    ii = np.arange(G)
+    S[:, ii, ii] += prec
+    S[:, :G, G] += model._g0c * prec
+    S[:, G, :G] += model._g0c * prec
+    return S
 
 
 def _coefficients(ex, jit, kappa):
