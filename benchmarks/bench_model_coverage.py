@@ -13,6 +13,11 @@ of the exact posterior draws) are checked against the truth expressed in the fit
 (b) the pixel scale (areal scale of the field's best affine part, ``pixel_scale_samples``);
 (c) every hole's manufacturing error, both components.
 
+The map's coverage is also split by whether a test pixel lies inside the data footprint
+(the convex hull of the measured positions, ``LabFit.inside_footprint``: the map
+interpolates) or beyond it (the detector's edges past the outermost holes: the map is
+extrapolated), overall and by true degree.
+
 The fractions are printed with two standard errors: the plain binomial one (intervals
 treated as independent) and a campaign-level one (spread of the per-campaign fractions /
 sqrt(campaigns)), which is the honest one when the intervals of one campaign are
@@ -207,6 +212,7 @@ def run_campaign(task):
         chosen_degree=int(fit.degree),
         evidence={int(e["degree"]): float(e["log_evidence"]) for e in fit.evidence},
         map_in68=in68.tolist(), map_in95=in95.tolist(), map_z=z.tolist(),
+        map_inside=np.tile(fit.inside_footprint(x, y), 2).tolist(),
         scale_in68=bool(p68[0]), scale_in95=bool(p95[0]),
         scale_z=float((ps.mean() - ps_true) / ps.std(ddof=1)),
         holes_in68=int(h68.sum()), holes_in95=int(h95.sum()), holes_n=int(h68.size),
@@ -272,14 +278,28 @@ def summarise(records, label):
         a = np.mean([np.mean(r["map_in68"]) for r in sel])
         b = np.mean([np.mean(r["map_in95"]) for r in sel])
         print(f"   degree {deg}: {len(sel):3d} campaigns  {100 * a:5.1f} %  {100 * b:5.1f} %")
-    pix68 = np.mean([r["map_in68"] for r in good], axis=0)
-    corner = np.zeros(50, bool)
-    for k in (0, 4, 20, 24):
-        corner[k] = corner[25 + k] = True
-    print(f"map coverage at the 4 corner pixels {100 * pix68[corner].mean():.1f} % (68) / "
-          f"{100 * np.mean([r['map_in95'] for r in good], axis=0)[corner].mean():.1f} % (95); "
-          f"other pixels {100 * pix68[~corner].mean():.1f} % / "
-          f"{100 * np.mean([r['map_in95'] for r in good], axis=0)[~corner].mean():.1f} %")
+    if all("map_inside" in r for r in good):
+        # inside the data footprint (the convex hull of the measured positions: the map
+        # interpolates) and beyond it (the detector's edges past the outermost holes: the
+        # map extrapolates on the prior widths of the highest degrees)
+        print("map 68 / 95 % coverage inside / beyond the data footprint (test pixels):")
+        for deg in [None] + sorted({r["degree"] for r in good}):
+            sel = [r for r in good if deg is None or r["degree"] == deg]
+            row = {}
+            for side, want in (("inside", True), ("beyond", False)):
+                m = [np.asarray(r["map_inside"]) == want for r in sel]
+                a68 = np.concatenate([np.asarray(r["map_in68"])[k] for r, k in zip(sel, m)])
+                a95 = np.concatenate([np.asarray(r["map_in95"])[k] for r, k in zip(sel, m)])
+                zz = np.concatenate([np.asarray(r["map_z"])[k] for r, k in zip(sel, m)])
+                row[side] = [int(a68.size), float(a68.mean()) if a68.size else np.nan,
+                             float(a95.mean()) if a95.size else np.nan,
+                             float(np.sqrt(np.mean(zz**2))) if zz.size else np.nan]
+            label = "all degrees" if deg is None else f"degree {deg}"
+            print(f"   {label:12s} inside {row['inside'][0]:5d}: {100 * row['inside'][1]:5.1f} % "
+                  f"{100 * row['inside'][2]:5.1f} % (z rms {row['inside'][3]:.2f});  beyond "
+                  f"{row['beyond'][0]:5d}: {100 * row['beyond'][1]:5.1f} % {100 * row['beyond'][2]:5.1f} % "
+                  f"(z rms {row['beyond'][3]:.2f})")
+            out[f"map_footprint_{'all' if deg is None else deg}"] = row
     if any(r["fit_degree"] == "auto" for r in good):
         pairs = [(r["degree"], r["chosen_degree"]) for r in good]
         right = sum(a == b for a, b in pairs)

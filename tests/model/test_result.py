@@ -82,6 +82,15 @@ def test_residuals_state_provenance_and_enter_fit_json(small_fit):
     post = load_posterior(res_dir)
     assert post.info["campaign_sha256"] == t.meta["campaign_sha256"]
     assert post.pixel_scale_samples().mean() * 1e3 == pytest.approx(info["pixel_scale_mas"]["mean"])
+    # the data footprint: the hull of the points used (outliers left out) on the detector
+    fp = info["footprint"]
+    ok = ~np.asarray(t["outlier"])
+    x, y = np.asarray(t["x"]), np.asarray(t["y"])
+    assert post.inside_footprint(x[ok], y[ok]).all()
+    assert 0.1 < fp["detector_fraction"] < 1.0
+    vx, vy = post.footprint.T
+    assert vx.min() == pytest.approx(x[ok].min(), abs=1e-3) and vy.max() == pytest.approx(y[ok].max(), abs=1e-3)
+    assert not post.inside_footprint(np.array([-0.4, 2047.4]), np.array([-0.4, 2047.4])).any()
 
 
 def test_residual_rms_definition():

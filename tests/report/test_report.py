@@ -36,6 +36,16 @@ def test_map_accuracy_is_the_spread_of_the_draws(fitted_result, report):
     assert ma["rms_px"] == pytest.approx(np.sqrt(np.mean(sig**2)), rel=1e-9)
     assert ma["max_mas"] == pytest.approx(sig.max() * sol.plate_scale * 1e3, rel=1e-9)
     assert rep["metrics"]["map_sigma_max_mas"] == ma["max_mas"]
+    # inside the data footprint (the hull of the positions used): the same, over fewer positions
+    inside = post.inside_footprint(x, y)
+    ins = ma["inside_footprint"]
+    assert 0 < ins["n_positions"] == inside.sum() < x.size
+    assert ins["max_px"] == pytest.approx(sig[inside].max(), rel=1e-9)
+    assert ins["rms_px"] == pytest.approx(np.sqrt(np.mean(sig[inside] ** 2)), rel=1e-9)
+    assert ins["max_px"] <= ma["max_px"]
+    vx, vy = post.footprint.T  # shoelace area of the recorded hull
+    area = 0.5 * abs(np.dot(vx, np.roll(vy, -1)) - np.dot(vy, np.roll(vx, -1)))
+    assert ma["extrapolated_fraction"] == pytest.approx(1 - area / 2048**2, rel=1e-9)
     ps = post.pixel_scale_samples() * 1e3
     assert rep["pixel_scale"]["mean_mas"] == pytest.approx(ps.mean())
     assert rep["pixel_scale"]["mean_mas"] == pytest.approx(5.47, rel=2e-3)
@@ -174,6 +184,10 @@ def test_page_in_headless_chromium(report, browser):
     statuses = [r.find_element("css selector", "td.status").text for r in rows]
     assert statuses == [r["status"] for r in rep["requirements"]]
     assert "fail" in statuses and "pass" in statuses
+    # the footprint: how much of the detector the data cover, the map's 1-sigma inside it
+    fp = browser.find_element("id", "footprint").text
+    assert f"{100 * (1 - rep['map_accuracy']['extrapolated_fraction']):.1f} % of the detector" in fp
+    assert f"{rep['map_accuracy']['inside_footprint']['max_mas']:.4g} mas at most" in fp
     # the page names the skipped figure and why
     skipped = browser.find_element("css selector", '[data-figure="lab_vs_sky"]')
     assert "only lab" in skipped.text

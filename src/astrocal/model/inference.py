@@ -32,6 +32,7 @@ from scipy import optimize
 
 from . import draws
 from .data import LabPoints
+from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,18 @@ class LabFit:
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""
         return draws.pixel_scale_samples(self.g_samples, self.degree, self.points.domain)
+
+    @property
+    def footprint(self):
+        """Vertices (K, 2), pixels, of the convex hull of the points used (outliers left
+        out): where the map is measured rather than extrapolated
+        (:mod:`astrocal.model.footprint`)."""
+        used = ~np.asarray(self.outliers, bool)
+        return convex_footprint(self.points.x[used], self.points.y[used])
+
+    def inside_footprint(self, x, y):
+        """True where pixel ``(x, y)`` is inside the :attr:`footprint`; shape of ``x``."""
+        return inside_footprint(self.footprint, x, y)
 
 
 # --------------------------------------------------------------------------- helpers

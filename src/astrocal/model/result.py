@@ -7,7 +7,8 @@ A result directory holds
   the linear parameters, one per kept hyperparameter sample: ``g`` (n, G) and, with hole
   errors, ``holes`` (n, H, 2), in arcsec; the kept hyperparameter samples ``phi``; names);
 - ``summary.ecsv``: every parameter's mean, sd and 2.5/16/50/84/97.5 % quantiles;
-- ``fit.json``: degree, evidence table, diagnostics, outliers, unconstrained directions,
+- ``fit.json``: degree, evidence table, diagnostics, outliers, the data footprint (convex
+  hull of the positions used, :mod:`astrocal.model.footprint`), unconstrained directions,
   datasets and their kinds, settings, software version, the campaign file's hash and the
   input files;
 - ``residuals.ecsv``: one row per measured point of every exposure (outliers included and
@@ -32,6 +33,7 @@ from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField
 from . import draws
+from .footprint import footprint_summary, inside_footprint
 from ..field.basis import flat_to_square, n_terms, terms
 
 QUANTILES = (2.5, 16, 50, 84, 97.5)
@@ -279,6 +281,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
                         "warnings": d.warnings},
         "outliers": {"n": int(fit.outliers.sum()), "fraction_estimate": fit.outlier_fraction,
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
+        "footprint": footprint_summary(fit.footprint, detector_shape(fit.points.domain)),
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
         "datasets": datasets,
@@ -368,8 +371,27 @@ class Posterior:
     @property
     def detector_shape(self):
         """``(ny, nx)`` of the detector domain."""
-        xmin, xmax, ymin, ymax = self.domain
-        return int(round(ymax - ymin)), int(round(xmax - xmin))
+        return detector_shape(self.domain)
+
+    @property
+    def footprint(self):
+        """Vertices (K, 2), pixels, of the fit's data footprint (``fit.json``; None for a
+        result written before footprints were recorded)."""
+        fp = self.info.get("footprint")
+        return None if not fp else np.asarray(fp["vertices_px"], float)
+
+    def inside_footprint(self, x, y):
+        """True where pixel ``(x, y)`` is inside the data footprint (shape of ``x``)."""
+        if self.footprint is None:
+            raise ValueError("this result records no data footprint (written by an earlier "
+                             "astrocal; fit again to record one)")
+        return inside_footprint(self.footprint, x, y)
+
+
+def detector_shape(domain):
+    """``(ny, nx)`` of a detector domain ``(xmin, xmax, ymin, ymax)`` (pixel edges)."""
+    xmin, xmax, ymin, ymax = domain
+    return int(round(ymax - ymin)), int(round(xmax - xmin))
 
 
 def load_posterior(out):

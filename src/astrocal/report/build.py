@@ -11,7 +11,9 @@ returns a plain dict (written as ``report.json``; the HTML page shows the same n
 - ``map_accuracy``: the 1-sigma of the map, ``sigma(p) = sqrt(sigma_x**2 + sigma_y**2)``
   of the linear-grid position ``M (G(p) - G(b))`` (the AstroMet ``RAWX_OFF_ERR``,
   ``RAWY_OFF_ERR``), on a regular grid of ``n x n`` positions from corner to corner of the
-  detector: its rms and maximum in mas and pixels. Measured relative to the boresight,
+  detector: its rms and maximum in mas and pixels, and the same inside the fit's data
+  footprint (``inside_footprint``; beyond it, ``extrapolated_fraction`` of the detector,
+  the map is extrapolated). Measured relative to the boresight,
   since the absolute position of the field is a gauge (the mask's position), not a
   property of the instrument. For a sky-only result it is the 1-sigma of the field's
   **non-linear part** (:func:`nonlinear_draws`), and ``map_accuracy_full_field`` keeps
@@ -46,6 +48,7 @@ from .. import __version__
 from ..field import DistortionField, design_matrix, nonlinear_part
 from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.draws import affine_matrices
+from ..model.footprint import footprint_area, inside_footprint
 from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
 from ..products import metis_band, posterior_solution
 from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
@@ -306,21 +309,39 @@ NONLINEAR_DEFINITION = ("sqrt(sigma_x^2 + sigma_y^2) of the non-linear part of t
                         "from corner to corner (0-based pixels); mas = pixels x the mean plate scale")
 
 
-def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION):
+def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=None):
     """rms and maximum over an ``n`` x ``n`` grid of the map's 1-sigma (mas and pixels)
     of ``solution`` (``solution.sigma``; for the non-linear part, pass
-    :func:`nonlinear_solution` and :data:`NONLINEAR_DEFINITION`)."""
+    :func:`nonlinear_solution` and :data:`NONLINEAR_DEFINITION`).
+
+    With the fit's data ``footprint`` (vertices, pixels; :mod:`astrocal.model.footprint`),
+    ``inside_footprint`` gives the same figures over the grid positions inside it, where the
+    map interpolates, and ``extrapolated_fraction`` the fraction of the detector's area
+    beyond it, where the map is a polynomial extrapolation on the prior widths of its
+    highest degrees (``docs/model.md``: its intervals are less well calibrated there).
+    """
     ny, nx = solution.detector_shape
     xs, ys = np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     sx, sy = solution.sigma(xx.ravel(), yy.ravel())
     sig = np.hypot(sx, sy)
     mas = solution.plate_scale * 1e3
+    out = dict(_sigma_stats(sig, xx.ravel(), yy.ravel(), mas), grid=n, definition=definition)
+    if footprint is not None:
+        inside = inside_footprint(footprint, xx.ravel(), yy.ravel())
+        out["inside_footprint"] = (dict(_sigma_stats(sig[inside], xx.ravel()[inside], yy.ravel()[inside], mas),
+                                        n_positions=int(inside.sum()))
+                                   if inside.any() else None)
+        out["extrapolated_fraction"] = float(1.0 - footprint_area(footprint) / (nx * ny))
+    return out
+
+
+def _sigma_stats(sig, x, y, mas):
+    """rms and maximum of the 1-sigma values ``sig`` (pixels) at ``x, y``, in pixels and mas."""
     k = int(np.argmax(sig))
-    return {"rms_px": float(np.sqrt(np.mean(sig**2))), "max_px": float(sig.max()),
-            "rms_mas": float(np.sqrt(np.mean(sig**2)) * mas), "max_mas": float(sig.max() * mas),
-            "max_at_px": [float(xx.ravel()[k]), float(yy.ravel()[k])], "grid": n,
-            "definition": definition}
+    rms = float(np.sqrt(np.mean(sig**2)))
+    return {"rms_px": rms, "max_px": float(sig[k]), "rms_mas": rms * mas, "max_mas": float(sig[k] * mas),
+            "max_at_px": [float(x[k]), float(y[k])]}
 
 
 def residual_summary(table):
@@ -484,12 +505,13 @@ def build_report(result, against=None, requirements=None, grid=GRID):
     }
     not_measured, nonlinear_metrics = {}, set()
     if affine:
-        report["map_accuracy"] = dict(map_accuracy(result.solution, grid), part="full field")
+        report["map_accuracy"] = dict(map_accuracy(result.solution, grid, footprint=post.footprint),
+                                      part="full field")
         report["pixel_scale"] = {"measured": True, "mean_mas": float(ps.mean()), "sd_mas": float(ps.std(ddof=1)),
                                  "sd_rel": float(ps.std(ddof=1) / ps.mean())}
     else:
-        report["map_accuracy"] = dict(map_accuracy(result.nonlinear, grid, NONLINEAR_DEFINITION),
-                                      part="non-linear")
+        report["map_accuracy"] = dict(map_accuracy(result.nonlinear, grid, NONLINEAR_DEFINITION,
+                                                   footprint=post.footprint), part="non-linear")
         report["map_accuracy_full_field"] = dict(
             map_accuracy(result.solution, grid), part="full field",
             note="includes the affine part, which only the priors constrain (sky poses' pointing, "

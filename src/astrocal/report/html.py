@@ -146,6 +146,15 @@ def render(report, figures):
     ], table_id="map-accuracy"))
     parts.append(f"<p class=\"small\">{_e(ma['definition'])}; grid {ma['grid']} x {ma['grid']}; "
                  f"maximum at pixel ({ma['max_at_px'][0]:.0f}, {ma['max_at_px'][1]:.0f}).</p>")
+    if "extrapolated_fraction" in ma:
+        ins = ma.get("inside_footprint")
+        inside = (f"Inside it the 1-sigma is {ins['rms_mas']:.4g} mas rms, {ins['max_mas']:.4g} mas at most "
+                  f"({ins['n_positions']} of the {ma['grid']**2} grid positions)." if ins else
+                  "No grid position falls inside it.")
+        parts.append(f"<p class=\"small\" id=\"footprint\">Data footprint (convex hull of the positions "
+                     f"used): {100 * (1 - ma['extrapolated_fraction']):.1f} % of the detector; beyond it "
+                     f"the map is an extrapolation, whose intervals rest on the prior widths of the "
+                     f"highest degrees. {inside}</p>")
     full = r.get("map_accuracy_full_field")
     if full:
         parts.append(f"<p class=\"small warn\">With the affine part included, the 1-sigma would be "
