@@ -69,7 +69,10 @@ def run(args):
         scale = (f"{ps['mean_mas']:.6f} +/- {ps['sd_mas']:.2g} mas/px" if ps.get("measured", True)
                  else "not measured")
         print(f"filter {report['filter']} ({report['case']['case']}): map 1-sigma{part} max "
-              f"{ma['max_mas']:.4g} mas ({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas; pixel "
+              f"{ma['max_mas']:.4g} mas ({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas"
+              + (f" (inside the data footprint, {100 * (1 - ma['extrapolated_fraction']):.0f} % of the "
+                 f"detector: max {ma['inside_footprint']['max_mas']:.4g} mas)" if ma.get("inside_footprint") else "")
+              + "; pixel "
               f"scale {scale}; requirements: {len(passed)} pass, {len(failed)} fail"
               + (f" ({', '.join(failed)})" if failed else "")
               + (f", {len(unmeasured)} not measured" if unmeasured else ""))
