@@ -31,3 +31,10 @@ def detector_domain(shape):
     if nx <= 0 or ny <= 0:
         raise ValueError(f"detector shape must be positive, got {shape!r}")
     return (-0.5, nx - 0.5, -0.5, ny - 0.5)
+
+
+def detector_shape(domain):
+    """``(ny, nx)`` of the detector whose domain is ``(xmin, xmax, ymin, ymax)`` (pixel
+    edges, as :func:`detector_domain` gives it)."""
+    xmin, xmax, ymin, ymax = domain
+    return int(round(ymax - ymin)), int(round(xmax - xmin))

@@ -29,6 +29,7 @@ import numpy as np
 
 from .field import DistortionField, affine_part
 from .field.inverse import solve
+from .pixels import detector_shape
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,10 +78,9 @@ class Solution:
             raise ValueError(
                 f"a Solution's field maps pixels to arcsec, got {f.input_unit} -> {f.unit}"
             )
-        xmin, xmax, ymin, ymax = f.domain
         shape = self.detector_shape
         if shape is None:
-            shape = (int(round(ymax - ymin)), int(round(xmax - xmin)))
+            shape = detector_shape(f.domain)
         object.__setattr__(self, "detector_shape", tuple(int(v) for v in shape))
         if self.boresight is None:
             object.__setattr__(self, "boresight", f.centre)

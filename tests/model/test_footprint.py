@@ -43,6 +43,51 @@ def test_summary_fraction_of_the_detector():
     assert len(s["vertices_px"]) == 4 and "extrapolated" in s["definition"]
 
 
+def test_edges_within_a_tolerance_in_pixels():
+    # a thin but real footprint: every position used counts as inside, a point 1e-3 px
+    # beyond an edge does not
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 2000, 300)
+    y = 1000 + 0.01 * rng.standard_normal(300)
+    v = convex_footprint(x, y)
+    assert inside_footprint(v, x, y).all()
+    assert not inside_footprint(v, np.array([1000.0]), np.array([y.max() + 1e-3 + 0.1])).any()
+    square = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
+    assert inside_footprint(square, np.array([10.0 + 5e-7]), np.array([5.0])).all()
+    assert not inside_footprint(square, np.array([10.0 + 1e-3]), np.array([5.0])).any()
+    assert not inside_footprint(square, np.array([10.0 + 1e-3]), np.array([5.0]), tol_px=0.0).any()
+
+
+def test_labfit_footprint_leaves_the_outliers_out():
+    from types import SimpleNamespace
+
+    from astrocal.model.inference import LabFit
+
+    x = np.array([0.0, 100.0, 0.0, 100.0, 5000.0])
+    y = np.array([0.0, 0.0, 100.0, 100.0, 50.0])
+    fit = SimpleNamespace(points=SimpleNamespace(x=x, y=y), outliers=np.array([0, 0, 0, 0, 1], bool))
+    fit.footprint = LabFit.footprint.fget(fit)
+    assert fit.footprint[:, 0].max() == 100.0
+    assert not LabFit.inside_footprint(fit, np.array([200.0]), np.array([50.0]))[0]
+    fit.outliers[:] = False
+    assert LabFit.footprint.fget(fit)[:, 0].max() == 5000.0
+
+
+def test_a_fit_without_area_saves_no_footprint(caplog):
+    from types import SimpleNamespace
+
+    from astrocal.model.result import _footprint
+
+    class Flat(SimpleNamespace):
+        @property
+        def footprint(self):
+            return convex_footprint([0.0, 1.0, 2.0], [5.0, 5.0, 5.0])
+
+    with caplog.at_level("WARNING"):
+        assert _footprint(Flat(points=SimpleNamespace(domain=(-0.5, 99.5, -0.5, 99.5)))) is None
+    assert "no data footprint" in caplog.text and "one line" in caplog.text
+
+
 def test_bad_positions():
     with pytest.raises(ValueError, match="at least 3"):
         convex_footprint([1.0, 2.0, np.nan], [1.0, 5.0, 3.0])
@@ -51,3 +96,5 @@ def test_bad_positions():
     # NaN positions are left out, not propagated
     v = convex_footprint([0.0, 10.0, 0.0, np.nan], [0.0, 0.0, 10.0, 4.0])
     assert len(v) == 3
+    with pytest.raises(ValueError, match="vertices"):
+        inside_footprint(v[:2], [0.0], [0.0])

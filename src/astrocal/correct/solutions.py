@@ -593,9 +593,7 @@ def _open_posterior(path, filter_id, method):
     if len(post.g) < 3:
         raise SolutionError(f"{rdir}: the posterior holds {len(post.g)} draws; too few for an "
                             "uncertainty")
-    xmin, xmax, ymin, ymax = post.domain
-    shape = (int(round(ymax - ymin)), int(round(xmax - xmin)))
-    sol = posterior_solution(post, name, detector_shape=shape)
+    sol = posterior_solution(post, name, detector_shape=post.detector_shape)
     lam = linear_grid_draws(post, sol)
     nt = post.nt
     deg = post.degree
@@ -637,7 +635,7 @@ def _open_posterior(path, filter_id, method):
             "campaign_sha256": info.get("campaign_sha256", ""),
             "fit_json": json.dumps({"degree": info.get("degree"),
                                     "converged": (info.get("diagnostics") or {}).get("converged")})}
-    return Evaluator(str(rdir), "posterior", "posterior", name, shape, sol.boresight,
+    return Evaluator(str(rdir), "posterior", "posterior", name, post.detector_shape, sol.boresight,
                      sol.plate_scale, sol.rotation, sol.parity, sol.reference_position,
                      evaluate, distort, map_factor, True, meta)
 

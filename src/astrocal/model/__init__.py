@@ -8,6 +8,8 @@
   fast path);
 - :mod:`.inference`: preliminary fit, outliers, degree by evidence, emcee over the
   hyperparameters, exact draws of the linear parameters;
+- :mod:`.footprint`: the data footprint, where the map is measured rather than
+  extrapolated;
 - :mod:`.result`: saving and loading a fit;
 - :mod:`.cli`: ``astrocal fit``.
 

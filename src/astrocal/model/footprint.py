@@ -2,8 +2,8 @@
 
 The footprint is the convex hull of the measured positions a fit used (outliers left out),
 in 0-based detector pixels. Inside it the map interpolates between the holes (or stars);
-beyond it, for example at the detector's edges beyond the mask's outermost holes, the map
-is a polynomial extrapolation whose uncertainty rests on the prior widths of the field's
+beyond it, for example at the detector's edges past the mask's outermost holes, the map
+is a polynomial extrapolation whose uncertainty rests on the learnt widths of the field's
 highest degrees. There the credible intervals are less well calibrated (measured in
 ``docs/model.md``, "Inference": the map of degree-7 fields beyond the footprint), so a
 result records its footprint (``fit.json``) and the report states the map's accuracy
@@ -12,13 +12,13 @@ inside it as well as over the whole detector.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import ConvexHull, Delaunay, QhullError
+from scipy.spatial import ConvexHull, QhullError
 
 
 def convex_footprint(x, y):
     """Vertices (K, 2) of the convex hull of the points ``x, y`` (0-based detector pixels),
-    counter-clockwise. Raises ``ValueError`` for fewer than 3 points or points on one line
-    (no two-dimensional footprint)."""
+    counter-clockwise; non-finite positions are left out. Raises ``ValueError`` for fewer
+    than 3 positions or positions on one line (no two-dimensional footprint)."""
     p = np.column_stack([np.ravel(x), np.ravel(y)]).astype(float)
     p = p[np.all(np.isfinite(p), axis=1)]
     if len(p) < 3:
@@ -31,26 +31,40 @@ def convex_footprint(x, y):
     return p[hull.vertices]
 
 
-def inside_footprint(vertices, x, y, tol=1e-9):
-    """True where ``(x, y)`` (pixels) lies inside or on the footprint with ``vertices``
-    (:func:`convex_footprint`); shape of ``x``."""
+def _vertices(vertices):
     v = np.asarray(vertices, float)
-    q = np.column_stack([np.ravel(x), np.ravel(y)]).astype(float)
-    inside = Delaunay(v).find_simplex(q, tol=tol) >= 0
-    return inside.reshape(np.shape(x))
+    if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3:
+        raise ValueError(f"footprint vertices must be (K >= 3, 2) pixels, got shape {v.shape}")
+    return v
+
+
+def inside_footprint(vertices, x, y, tol_px=1e-6):
+    """True where ``(x, y)`` (pixels) lies inside the footprint with counter-clockwise
+    ``vertices`` (:func:`convex_footprint`) or within ``tol_px`` pixels beyond one of its
+    edges; shape of ``x``."""
+    v = _vertices(vertices)
+    e = np.roll(v, -1, axis=0) - v  # edges, counter-clockwise: inside is on their left
+    length = np.hypot(e[:, 0], e[:, 1])
+    qx = np.ravel(np.asarray(x, float))[:, None] - v[None, :, 0]
+    qy = np.ravel(np.asarray(y, float))[:, None] - v[None, :, 1]
+    left = (e[None, :, 0] * qy - e[None, :, 1] * qx) / length  # signed distance, pixels
+    return np.all(left >= -tol_px, axis=1).reshape(np.shape(x))
 
 
 def footprint_area(vertices):
-    """Area (pixels**2) of the footprint with ``vertices``."""
-    return float(ConvexHull(np.asarray(vertices, float)).volume)  # a 2-D hull's volume is its area
+    """Area (pixels**2) of the footprint with counter-clockwise ``vertices`` (shoelace)."""
+    v = _vertices(vertices)
+    x, y = v[:, 0], v[:, 1]
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def footprint_summary(vertices, detector_shape):
     """Plain summary for ``fit.json``: the vertices (pixels) and the fraction of the
-    detector ``(ny, nx)`` inside the footprint."""
+    detector ``(ny, nx)`` (its area over the pixel edges, ``nx * ny``) inside the
+    footprint."""
     ny, nx = detector_shape
     return {"vertices_px": np.asarray(vertices, float).tolist(),
-            "detector_fraction": footprint_area(vertices) / float(nx * ny),
+            "detector_fraction": min(footprint_area(vertices) / float(nx * ny), 1.0),
             "definition": "convex hull of the measured positions used by the fit (0-based "
                           "detector pixels); beyond it the map is extrapolated"}
 

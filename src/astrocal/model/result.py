@@ -21,6 +21,7 @@ Every file states the astrocal version, the campaign file's sha256 and the input
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 from astropy.table import Table
 
 from .. import __version__
+from ..pixels import detector_shape
 from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField
@@ -37,6 +39,8 @@ from .footprint import footprint_summary, inside_footprint
 from ..field.basis import flat_to_square, n_terms, terms
 
 QUANTILES = (2.5, 16, 50, 84, 97.5)
+
+log = logging.getLogger(__name__)
 
 
 def summary_table(names, samples, units=None):
@@ -187,6 +191,16 @@ def _provenance_meta(campaign_sha256, inputs):
             "inputs": [str(p) for p in inputs]}
 
 
+def _footprint(fit):
+    """The fit's data footprint for ``fit.json`` (:func:`footprint_summary`), or None with a
+    warning when the positions used span no area (fewer than 3, or on one line)."""
+    try:
+        return footprint_summary(fit.footprint, detector_shape(fit.points.domain))
+    except ValueError as exc:
+        log.warning("no data footprint recorded: %s", exc)
+        return None
+
+
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
     and the residual table.
@@ -202,6 +216,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
     model = fit.model
     provenance = _provenance_meta(campaign_sha256, inputs)
     residuals = residual_table(fit)
+    footprint = _footprint(fit)  # before anything is written
     h5 = out / "posterior.h5"
     with h5py.File(h5, "a") as f:
         if "hyperparameters" not in f:
@@ -281,7 +296,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
                         "warnings": d.warnings},
         "outliers": {"n": int(fit.outliers.sum()), "fraction_estimate": fit.outlier_fraction,
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
-        "footprint": footprint_summary(fit.footprint, detector_shape(fit.points.domain)),
+        "footprint": footprint,
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
         "datasets": datasets,
@@ -386,12 +401,6 @@ class Posterior:
             raise ValueError("this result records no data footprint (written by an earlier "
                              "astrocal; fit again to record one)")
         return inside_footprint(self.footprint, x, y)
-
-
-def detector_shape(domain):
-    """``(ny, nx)`` of a detector domain ``(xmin, xmax, ymin, ymax)`` (pixel edges)."""
-    xmin, xmax, ymin, ymax = domain
-    return int(round(ymax - ymin)), int(round(xmax - xmin))
 
 
 def load_posterior(out):

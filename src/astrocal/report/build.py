@@ -317,7 +317,7 @@ def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=N
     With the fit's data ``footprint`` (vertices, pixels; :mod:`astrocal.model.footprint`),
     ``inside_footprint`` gives the same figures over the grid positions inside it, where the
     map interpolates, and ``extrapolated_fraction`` the fraction of the detector's area
-    beyond it, where the map is a polynomial extrapolation on the prior widths of its
+    beyond it, where the map is a polynomial extrapolation on the learnt widths of its
     highest degrees (``docs/model.md``: its intervals are less well calibrated there).
     """
     ny, nx = solution.detector_shape
@@ -332,7 +332,7 @@ def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=N
         out["inside_footprint"] = (dict(_sigma_stats(sig[inside], xx.ravel()[inside], yy.ravel()[inside], mas),
                                         n_positions=int(inside.sum()))
                                    if inside.any() else None)
-        out["extrapolated_fraction"] = float(1.0 - footprint_area(footprint) / (nx * ny))
+        out["extrapolated_fraction"] = float(max(1.0 - footprint_area(footprint) / (nx * ny), 0.0))
     return out
 
 

@@ -37,6 +37,15 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
+def _footprint_text(ma):
+    """The printed line's part on the data footprint (empty for a result without one)."""
+    if "extrapolated_fraction" not in ma:
+        return ""
+    ins = ma.get("inside_footprint")
+    inside = f": max {ins['max_mas']:.4g} mas" if ins else ": no grid position inside"
+    return f" (inside the data footprint, {100 * (1 - ma['extrapolated_fraction']):.0f} % of the detector{inside})"
+
+
 def run(args):
     from . import write_report
     from .build import find_results, is_result_dir
@@ -70,8 +79,7 @@ def run(args):
                  else "not measured")
         print(f"filter {report['filter']} ({report['case']['case']}): map 1-sigma{part} max "
               f"{ma['max_mas']:.4g} mas ({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas"
-              + (f" (inside the data footprint, {100 * (1 - ma['extrapolated_fraction']):.0f} % of the "
-                 f"detector: max {ma['inside_footprint']['max_mas']:.4g} mas)" if ma.get("inside_footprint") else "")
+              + _footprint_text(ma)
               + "; pixel "
               f"scale {scale}; requirements: {len(passed)} pass, {len(failed)} fail"
               + (f" ({', '.join(failed)})" if failed else "")

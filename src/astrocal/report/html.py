@@ -153,7 +153,7 @@ def render(report, figures):
                   "No grid position falls inside it.")
         parts.append(f"<p class=\"small\" id=\"footprint\">Data footprint (convex hull of the positions "
                      f"used): {100 * (1 - ma['extrapolated_fraction']):.1f} % of the detector; beyond it "
-                     f"the map is an extrapolation, whose intervals rest on the prior widths of the "
+                     f"the map is an extrapolation, whose intervals rest on the learnt widths of the "
                      f"highest degrees. {inside}</p>")
     full = r.get("map_accuracy_full_field")
     if full:

@@ -76,7 +76,7 @@ from ..lab.centroid import NoiseModel, cramer_rao_bound
 from ..lab.headers import make_raw_header
 from ..lab.psf import AOStarPSF, diffraction_psf, render_spots
 from ..model.flexure import FlexureBasis
-from ..pixels import detector_domain
+from ..pixels import detector_domain, detector_shape
 from ..plain import to_plain
 from ..sky.sites import get_site
 from .lab import (ELT_DIAMETER_M, PUPIL_TRANSMISSION, _MAS_TO_RAD, _band_radiance, plan_exposure,
@@ -422,11 +422,6 @@ def _rms_mas(arrays):
     return float(np.sqrt(np.mean(v**2)) * 1e3) if v.size else 0.0
 
 
-def _shape_of(field):
-    xmin, xmax, ymin, ymax = field.domain
-    return int(round(ymax - ymin)), int(round(xmax - xmin))
-
-
 # =========================================================================== paths, result
 def sky_campaign_paths(out, names, points_only=False):
     """Every file :func:`simulate_sky` writes (dict of Paths; ``frames`` a list)."""
@@ -502,7 +497,7 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
         field_source = "default smooth field of the lab simulator (astrocal.sim.field.instrument_field)"
         if s.detector_shape and tuple(s.detector_shape) != tuple(inst.detector_shape):
             field_source += f", central {s.detector_shape[1]}x{s.detector_shape[0]} window"
-    shape = _shape_of(field)
+    shape = detector_shape(field.domain)
 
     seed = int(np.random.SeedSequence().entropy) if s.seed is None else int(s.seed)
     ss = np.random.SeedSequence(seed)
