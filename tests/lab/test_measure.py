@@ -19,7 +19,7 @@ from astrocal.lab import centroid as C
 from astrocal.lab import detector as D
 from astrocal.lab.headers import make_raw_header
 from astrocal.lab.mask import get_mask, mask_from_arrays
-from astrocal.lab.measure import (FLAG_UNIDENTIFIED, FLAGS_REJECT, OUTPUT_COLUMNS,
+from astrocal.lab.measure import (FLAGS_REJECT, OUTPUT_COLUMNS,
                                   SourceTableError, measure_campaign, model_psf,
                                   read_source_table, validate_source_table)
 from astrocal.lab.psf import render_spots

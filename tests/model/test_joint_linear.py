@@ -10,7 +10,7 @@ from astrocal.field.inverse import solve
 from astrocal.model.data import LabPoints, join_points
 from astrocal.model.flexure import FlexureBasis
 from astrocal.model.inference import inseparable_directions
-from astrocal.model.linear import LabModel, Priors, gauge_patterns
+from astrocal.model.linear import LabModel, Priors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_linear import assert_likelihood_exact, small_problem  # noqa: E402

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from astrocal.cli import main
