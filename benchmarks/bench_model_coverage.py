@@ -281,7 +281,7 @@ def summarise(records, label):
     if all("map_inside" in r for r in good):
         # inside the data footprint (the convex hull of the measured positions: the map
         # interpolates) and beyond it (the detector's edges past the outermost holes: the
-        # map extrapolates on the prior widths of the highest degrees)
+        # map extrapolates on the learnt widths of the highest degrees)
         print("map 68 / 95 % coverage inside / beyond the data footprint (test pixels):")
         for deg in [None] + sorted({r["degree"] for r in good}):
             sel = [r for r in good if deg is None or r["degree"] == deg]

@@ -397,10 +397,11 @@ class Posterior:
 
     def inside_footprint(self, x, y):
         """True where pixel ``(x, y)`` is inside the data footprint (shape of ``x``)."""
-        if self.footprint is None:
+        vertices = self.footprint
+        if vertices is None:
             raise ValueError("this result records no data footprint (written by an earlier "
-                             "astrocal; fit again to record one)")
-        return inside_footprint(self.footprint, x, y)
+                             "astrocal, or its positions span no area)")
+        return inside_footprint(vertices, x, y)
 
 
 def load_posterior(out):

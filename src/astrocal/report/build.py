@@ -323,13 +323,14 @@ def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=N
     ny, nx = solution.detector_shape
     xs, ys = np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    sx, sy = solution.sigma(xx.ravel(), yy.ravel())
+    x, y = xx.ravel(), yy.ravel()
+    sx, sy = solution.sigma(x, y)
     sig = np.hypot(sx, sy)
     mas = solution.plate_scale * 1e3
-    out = dict(_sigma_stats(sig, xx.ravel(), yy.ravel(), mas), grid=n, definition=definition)
+    out = dict(_sigma_stats(sig, x, y, mas), grid=n, definition=definition)
     if footprint is not None:
-        inside = inside_footprint(footprint, xx.ravel(), yy.ravel())
-        out["inside_footprint"] = (dict(_sigma_stats(sig[inside], xx.ravel()[inside], yy.ravel()[inside], mas),
+        inside = inside_footprint(footprint, x, y)
+        out["inside_footprint"] = (dict(_sigma_stats(sig[inside], x[inside], y[inside], mas),
                                         n_positions=int(inside.sum()))
                                    if inside.any() else None)
         out["extrapolated_fraction"] = float(max(1.0 - footprint_area(footprint) / (nx * ny), 0.0))
