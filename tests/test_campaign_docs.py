@@ -51,6 +51,7 @@ def referenced_files(data):
     for ds in data.get("sky", []):
         files += [ds[k] for k in ("catalog", "background", "flat") if k in ds]
         files += [e["file"] for e in ds.get("exposures", []) if isinstance(e, dict) and "file" in e]
+    files += [data.get("earth", {})[k] for k in ("iers_file", "leap_second_file") if k in data.get("earth", {})]
     return files
 
 
@@ -131,7 +132,7 @@ def test_page_documents_every_key():
     page = PAGE.read_text()
     keys = set()
     for name in ("INSTRUMENT_KEYS", "LAB_KEYS", "LAB_EXPOSURE_KEYS", "SKY_KEYS",
-                 "SKY_EXPOSURE_KEYS", "MEASURE_KEYS", "FIT_KEYS", "TOP_KEYS"):
+                 "SKY_EXPOSURE_KEYS", "MEASURE_KEYS", "FIT_KEYS", "EARTH_KEYS", "TOP_KEYS"):
         keys |= set(getattr(campaign_module, name))
     undocumented = sorted(k for k in keys if f"`{k}`" not in page and f"`[{k}]`" not in page
                           and f"`[[{k}]]`" not in page)

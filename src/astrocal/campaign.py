@@ -160,13 +160,41 @@ class FitSettings:
 
 
 @dataclass(frozen=True)
+class EarthSettings:
+    """``[earth]``: the Earth-orientation and leap-second tables (:mod:`astrocal.earth`).
+
+    ``iers_file``: a local IERS-A (``finals2000A.*``) or IERS-B (EOP C04) file;
+    ``leap_second_file``: a local ``Leap_Second.dat`` or ``leap-seconds.list``; both
+    absolute or relative to the campaign file, None for astropy's bundled tables.
+    ``allow_download``: let astropy download the current tables once (default: never).
+    """
+
+    iers_file: Optional[Path] = None
+    leap_second_file: Optional[Path] = None
+    allow_download: bool = False
+
+    def apply(self, campaign_path=None):
+        """Make these the process's tables (:func:`astrocal.earth.configure`); errors name
+        the file and the key (``earth.iers_file``...) and, when given, the campaign file.
+        A campaign without ``[earth]`` settings leaves the process's policy as it is (the
+        default one, or what :func:`astrocal.earth.configure` set). Returns the policy."""
+        from . import earth
+
+        if self == EarthSettings():
+            return earth.policy()
+        key = f"{campaign_path}: earth" if campaign_path else "earth"
+        return earth.configure(self.iers_file, self.leap_second_file, self.allow_download, key=key)
+
+
+@dataclass(frozen=True)
 class Campaign:
     """A loaded, validated campaign (:func:`load_campaign`).
 
     ``path``: the campaign file (absolute); ``instrument``: :class:`InstrumentSpec`;
     ``lab``, ``sky``: tuples of :class:`LabDataset` and :class:`SkyDataset` (paths resolved
     against the file's directory); ``measure``: :class:`MeasureSettings`; ``fit``:
-    :class:`FitSettings`; ``sha256``: hash of the file's bytes (recorded in every product).
+    :class:`FitSettings`; ``sha256``: hash of the file's bytes (recorded in every product);
+    ``earth``: :class:`EarthSettings`.
     """
 
     path: Path
@@ -176,6 +204,7 @@ class Campaign:
     measure: MeasureSettings
     fit: FitSettings
     sha256: str
+    earth: EarthSettings = EarthSettings()
 
     @property
     def directory(self):
@@ -316,7 +345,8 @@ FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hol
             "field_prior", "degree_choice", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
 FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
 DEGREE_CHOICES = ("median", "best")
-TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit"}
+EARTH_KEYS = {"iers_file", "leap_second_file", "allow_download"}
+TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth"}
 
 _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
             "metis-n": "metis-n"}
@@ -630,6 +660,21 @@ def _fit(ctx, base, table, instrument):
                        field_prior=field_prior, degree_choice=choice)
 
 
+def _earth(ctx, base, table):
+    if not isinstance(table, dict):
+        raise ctx.error("earth", f"expected a table [earth], got {table!r}")
+    _check_keys(ctx, table, EARTH_KEYS, "earth.")
+    files = {k: _existing(ctx, base, table[k], f"earth.{k}") if table.get(k) is not None else None
+             for k in ("iers_file", "leap_second_file")}
+    for k, path in files.items():
+        if path is not None and not path.is_file():
+            raise ctx.error(f"earth.{k}", f"not a file: {path}")
+    allow = table.get("allow_download", False)
+    if not isinstance(allow, bool):
+        raise ctx.error("earth.allow_download", f"expected true or false, got {allow!r}")
+    return EarthSettings(files["iers_file"], files["leap_second_file"], allow)
+
+
 def load_campaign(path, missing_exposures="error"):
     """Read and validate a campaign TOML file; returns a :class:`Campaign`.
 
@@ -660,4 +705,5 @@ def load_campaign(path, missing_exposures="error"):
         raise CampaignError(f"{path}: dataset names must be distinct, got {names}")
     measure = _measure(ctx, base, data.get("measure", {}))
     fit = _fit(ctx, base, data.get("fit", {}), instrument)
-    return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest())
+    earth = _earth(ctx, base, data.get("earth", {}))
+    return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest(), earth)

@@ -351,6 +351,23 @@ def _merged_inputs(inputs, posterior):
     return merged
 
 
+def earth_orientation_keys(record) -> dict:
+    """Provenance entries of a product for the Earth-orientation record of ``fit.json``
+    (none for a fit without sky data): the IERS table's file and dates, the leap-second
+    table's expiry, and the largest cost over the sky exposures (mas)."""
+    if not record:
+        return {}
+    table, leap = record.get("iers_table") or {}, record.get("leap_seconds") or {}
+    out = {"iers_table": Path(str(table.get("path", ""))).name, "iers_source": table.get("source", ""),
+           "iers_measured_to": table.get("last_observed", ""), "iers_predicted_to": table.get("end", ""),
+           "leap_seconds_expire": leap.get("expires", "")}
+    worst = record.get("worst")
+    if worst:
+        out["eop_centre_mas"] = float(worst["centre_mas"])
+        out["eop_differential_mas"] = float(worst["differential_mas"])
+    return out
+
+
 def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256="",
                        inputs=(), overwrite=False, band=None, residuals=None):
     """Write the products of a fit into ``out``: the AstroMet file, the TAN-SIP header and,
@@ -367,6 +384,7 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
                   "degree": posterior.degree, "n_draws": len(posterior.g)}
     for k, path in enumerate(inputs):
         provenance[f"input{k}"] = str(path)
+    provenance.update(earth_orientation_keys(posterior.info.get("earth_orientation")))
     meta = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256}
     meta.update({f"input{k}": str(p) for k, p in enumerate(inputs)})
     sol = posterior_solution(posterior, filter_id, meta=meta)

@@ -1013,6 +1013,8 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     missing = []
     if not isinstance(campaign, Campaign):
         campaign, missing = _load_campaign_tolerant(campaign)
+    if campaign.sky:
+        campaign.earth.apply(campaign.path)  # the campaign's Earth-orientation tables (astrocal.earth)
     processes = int(processes)
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")

@@ -162,9 +162,13 @@ def sky_exposure_settings(table, exposure, path):
     return kw
 
 
-def sky_points_for(campaign, datasets):
+def sky_points_for(campaign, datasets, orientation=None):
     """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
-    their measured tables and the catalogue's apparent positions in every exposure."""
+    their measured tables and the catalogue's apparent positions in every exposure.
+
+    ``orientation``, a list, receives one record per exposure of what the Earth-orientation
+    table's uncertainty costs it (``FocalPlanePositions.meta["earth_orientation"]``, with
+    the exposure's name)."""
     from ..sky.astrometry import EpochGapWarning, apparent_positions
     from ..sky.catalog import load_catalog
 
@@ -193,6 +197,8 @@ def sky_points_for(campaign, datasets):
             ds_index.append(k)
             names.append(f"{d.name}:{Path(exp.file).stem}")
             inputs.append(path)
+            if orientation is not None:
+                orientation.append({"exposure": names[-1], **positions[-1].meta.get("earth_orientation", {})})
         inputs.append(Path(d.catalog))
     ny, nx = inst.detector_shape
     points = sky_points_from_tables(
@@ -200,6 +206,21 @@ def sky_points_for(campaign, datasets):
         SKY_POINTING_SIGMA_ARCSEC, exposure_dataset=ds_index, dataset_names=[d.name for d in datasets],
         exposure_names=names)
     return points, inputs
+
+
+def earth_orientation_record(costs):
+    """What ``fit.json`` records of the Earth orientation of a fit's sky exposures: the
+    tables and policy (:func:`astrocal.earth.provenance`), each exposure's cost
+    (:func:`astrocal.sky.astrometry.orientation_cost`) and the largest (``worst``)."""
+    from .. import earth
+
+    record = earth.provenance()
+    record["exposures"] = list(costs)
+    if costs:
+        record["worst"] = {"centre_mas": max(float(c.get("centre_mas", 0.0)) for c in costs),
+                           "differential_mas": max(float(c.get("differential_mas", 0.0)) for c in costs),
+                           "stale_exposures": int(sum(bool(c.get("stale")) for c in costs))}
+    return record
 
 
 def fit_groups(campaign):
@@ -270,6 +291,8 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
     if degree != "auto":
         degree = int(degree)
     groups = fit_groups(campaign)
+    if campaign.sky:
+        campaign.earth.apply(campaign.path)  # the campaign's Earth-orientation tables (astrocal.earth)
     outs = {}
     for filt in groups:  # refuse early, before any work
         out = Path(fs.output) / filt
@@ -316,10 +339,13 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         lab, lab_inputs = lab_points_for(campaign, lab_sets)
         parts.append(lab)
         inputs += lab_inputs
+    orientation = None
     if sky_sets:
-        sky, sky_inputs = sky_points_for(campaign, sky_sets)
+        costs = []
+        sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs)
         parts.append(sky)
         inputs += sky_inputs
+        orientation = earth_orientation_record(costs)
     points = join_points(*parts)
     seed = opts["seed"]
     settings = FitSettings(
@@ -336,7 +362,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
              points.n_sky_exposures)
     fit = fit_lab(points, settings)
     save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume,
-             instrument=campaign.instrument.name)
+             instrument=campaign.instrument.name, earth_orientation=orientation)
     products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                   campaign_sha256=campaign.sha256, inputs=[campaign.path],
                                   overwrite=overwrite or resume)

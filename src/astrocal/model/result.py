@@ -201,13 +201,17 @@ def _footprint(fit):
         return None
 
 
-def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None):
+def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
+             earth_orientation=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
     and the residual table.
 
     The chain itself is already in ``posterior.h5`` when the fit ran with
     ``backend_path = out/posterior.h5``; otherwise it is written here too. ``instrument``
-    (the campaign's instrument name), when given, is recorded in ``fit.json``.
+    (the campaign's instrument name), when given, is recorded in ``fit.json``; so is
+    ``earth_orientation`` (the Earth-orientation tables and what their uncertainty costs
+    the sky exposures, :func:`astrocal.model.cli.earth_orientation_record`) when there are
+    sky data.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,6 +301,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "outliers": {"n": int(fit.outliers.sum()), "fraction_estimate": fit.outlier_fraction,
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
         "footprint": footprint,
+        "earth_orientation": earth_orientation,
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
         "datasets": datasets,

@@ -41,7 +41,6 @@ Units: arcsec (focal plane, telescope frame), mas and mas/yr (catalogue errors),
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -55,9 +54,8 @@ import numpy as np
 from astropy.coordinates import TETE, AltAz, SkyCoord, get_sun
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
-from astropy.utils import iers
 
-from .. import __version__
+from .. import __version__, earth
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField, solve
 from ..formats.astromet import write_astromet
@@ -90,7 +88,6 @@ __all__ = [
     "write_sky_truth",
     "write_sky_points_campaign",
     "load_sky_truth",
-    "no_iers_download",
     "default_sky_field",
     "make_true_catalog",
     "focal_plane",
@@ -118,16 +115,6 @@ FIELDS = {
     "47tuc": {"name": "47 Tuc (NGC 104)", "catalog": "synthetic 47 Tuc cluster", "night": "2027-09-30",
               "zenith_range": (48.0, 58.0)},
 }
-
-
-@contextlib.contextmanager
-def no_iers_download():
-    """Astropy may not download Earth-orientation tables inside this block (simulations
-    never touch the network; beyond the shipped table astropy uses its predictions)."""
-    with iers.conf.set_temp("auto_download", False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*dubious year.*")
-        warnings.filterwarnings("ignore", message=".*polar motion.*")
-        yield
 
 
 # =========================================================================== the plan
@@ -301,7 +288,7 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     # angles and zenith distances with the field's coordinates of date (precession matters:
     # 0.15 deg in declination for 47 Tuc between J2000 and 2027)
     midnight = evening + TimeDelta((12.0 - site_obj.longitude_deg / 15.0) * 3600.0, format="sec")
-    with no_iers_download():
+    with earth.orientation():
         lst = midnight.sidereal_time("apparent", longitude=site_obj.longitude_deg * u.deg).deg
         c_date = c0.transform_to(TETE(obstime=midnight))  # true equator and equinox of date
     ra_date, dec_date = float(c_date.ra.deg), float(c_date.dec.deg)
@@ -337,7 +324,7 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     pressure = w0["pressure_hpa"] + pressure_rms_hpa * np.cumsum(rng.normal(0, 1, n)) / np.sqrt(n)
     temperature = w0["temperature_c"] - temperature_drop_c * frac
     humidity = rng.uniform(*humidity_range, n)
-    with no_iers_download():
+    with earth.orientation():
         sun = get_sun(times).transform_to(AltAz(obstime=times, location=site_obj.location))
     sun_alt = sun.alt.deg
     if np.any(sun_alt > -12.0):
@@ -625,7 +612,7 @@ def catalog_errors(catalog_true, catalog_seen, epoch) -> Table:
 
     true = load_catalog(catalog_true)
     seen = load_catalog(catalog_seen)
-    with no_iers_download(), warnings.catch_warnings():
+    with earth.orientation(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = propagate(true, epoch, missing_pm="ignore")
         b = propagate(seen, epoch, missing_pm="ignore")
@@ -806,7 +793,7 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
     fbox = _footprint(field, pad)
     xmin, xmax, ymin, ymax = field.domain
     exposures = []
-    with no_iers_download():
+    with earth.orientation():
         for k, exp in enumerate(plan):
             fp = apparent_positions(sub, **exp.astrometry_kwargs(plan.site, plan.parity), missing_pm="ignore")
             X, delta = focal_plane(fp, flexure, coeffs, scales[k], rots[k], shifts[k])
@@ -1065,6 +1052,9 @@ def write_sky_truth(out, truth, *, catalog_seen=None, extra=None, instrument="ME
         "plan": {"center_ra_deg": truth.plan.center_ra_deg, "center_dec_deg": truth.plan.center_dec_deg,
                  "site": truth.plan.site, "parity": truth.plan.parity, "target": truth.plan.target},
         "margin_px": truth.margin_px,
+        "earth_orientation": {**earth.provenance(),
+                              "note": "the truth's apparent positions were computed with these tables; a fit "
+                                      "with the same tables sees no Earth-orientation error"},
         "magnitudes": truth.magnitude_note,
         "settings": truth.settings,
         "files": {k: p.name for k, p in paths.items()},

@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -61,6 +62,7 @@ from astropy.coordinates import AltAz, SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
+from astrocal import earth
 from astrocal.sky.catalog import CatalogError, parse_epoch, _as_center
 from astrocal.sky.sites import Site, Weather, WeatherError, get_site
 
@@ -73,6 +75,7 @@ __all__ = [
     "apparent_positions",
     "apparent_positions_many",
     "parse_time",
+    "orientation_cost",
     "resolve_weather",
     "gnomonic",
     "inverse_gnomonic",
@@ -136,8 +139,15 @@ def parse_time(value, what: str = "time") -> Time:
     """An astropy Time from a Time, datetime, ISO/FITS string, ``"J2030.5"`` or a decimal year.
 
     Bare numbers are Julian years (1800..2300); anything else (including MJDs as bare
-    numbers -- pass ``Time(x, format="mjd")``) raises :class:`AstrometryError`.
+    numbers -- pass ``Time(x, format="mjd")``) raises :class:`AstrometryError`. Leap
+    seconds follow astrocal's policy (:mod:`astrocal.earth`); a UTC date after the
+    leap-second table's expiry is accepted (its cost is stated with the positions').
     """
+    with earth.leap_seconds_applied():
+        return _parse_time(value, what)
+
+
+def _parse_time(value, what):
     if isinstance(value, Time):
         if value.ndim != 0:
             raise AstrometryError(f"{what}: one time expected, got an array of shape {value.shape}")
@@ -282,6 +292,11 @@ def propagate(catalog, epoch, *, missing_pm: str = "inflate", pm_dispersion: Opt
     or ``"ignore"`` for stars without proper motion; ``pm_dispersion`` (mas/yr per axis)
     overrides the catalogue's ``pm_dispersion_mas_yr``.
     """
+    with earth.orientation():
+        return _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years)
+
+
+def _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years):
     from astrocal.sky.catalog import load_catalog
 
     if missing_pm not in ("inflate", "refuse", "ignore"):
@@ -350,13 +365,13 @@ def propagate(catalog, epoch, *, missing_pm: str = "inflate", pm_dispersion: Opt
                     f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion moved over up to {gap.max():.1f} yr "
                     f"({who}{more}): not moved (offsets catalogues: moved with the reference only), errors inflated "
                     f"by dt x {sigma:g} mas/yr "
-                    f"(up to {gap.max() * sigma:.1f} mas per axis)", EpochGapWarning, stacklevel=2)
+                    f"(up to {gap.max() * sigma:.1f} mas per axis)", EpochGapWarning, stacklevel=3)
         else:  # ignore
             if gap.max() > warn_gap_years:
                 warnings.warn(
                     f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion kept FIXED over up to "
                     f"{gap.max():.1f} yr ({who}{more}) with no error inflation (missing_pm='ignore')",
-                    EpochGapWarning, stacklevel=2)
+                    EpochGapWarning, stacklevel=3)
     return CatalogAtEpoch(names=names, ra=ra, dec=dec, cov=cov, dt=dt, has_pm=has_pm, inflated=inflated,
                           epoch=t, catalog_name=cat.name, meta=meta)
 
@@ -472,6 +487,12 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
     ``site``: name or :class:`~astrocal.sky.sites.Site`; ``weather``: see
     :func:`resolve_weather` (missing values -> site defaults, logged). ``parity``: +1 (sky
     orientation, +x west at PA 0) or -1 (mirrored).
+
+    Earth orientation and leap seconds follow astrocal's policy (:mod:`astrocal.earth`:
+    offline, any date). What the table's uncertainty at ``time`` costs
+    (:func:`orientation_cost`) is in ``meta["earth_orientation"]``, and stated once per run
+    as an :class:`~astrocal.earth.EarthOrientationWarning` when the table gives
+    predictions or nothing at that time.
     """
     if parity not in (1, -1):
         raise AstrometryError(f"parity must be +1 or -1, got {parity!r}")
@@ -489,41 +510,83 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
     except CatalogError as exc:
         raise AstrometryError(str(exc).replace("centre", "pointing")) from None
 
-    if isinstance(catalog, CatalogAtEpoch):
-        if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
-            raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure at "
-                                  f"{t.tt.jyear:.4f}: propagate it to the exposure time")
-        stars = catalog
-    else:
-        stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+    with earth.orientation():
+        if isinstance(catalog, CatalogAtEpoch):
+            if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
+                raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure "
+                                      f"at {t.tt.jyear:.4f}: propagate it to the exposure time")
+            stars = catalog
+        else:
+            stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+        geo = _project(stars.ra, stars.dec, c0, t, site.location, w, wl, theta, rot, parity)
+        n = len(stars)
+        if not geo.alt0 > 0:
+            raise AstrometryError(f"the field centre {c0.to_string('hmsdms')} is below the horizon at "
+                                  f"{t.utc.isot} from {site.name} (altitude {np.degrees(geo.alt0):.2f} deg)")
+        zd = 90.0 - np.degrees(geo.alt0)
+        if zd > REFRACTION_WARN_ZD_DEG:
+            warnings.warn(f"field centre at zenith distance {zd:.1f} deg: the refraction model (ERFA, A tan z + "
+                          "B tan^3 z) is not accurate beyond ~75 deg", UserWarning, stacklevel=2)
+        if not np.all(np.isfinite(geo.u[:n])):
+            bad = stars.names[~np.isfinite(geo.u[:n])]
+            raise AstrometryError(f"stars {bad[:10].tolist()} are 90 deg or more from the field centre: "
+                                  "select the stars around the field first (Catalog.within)")
+        radius = float(np.max(np.hypot(geo.u, geo.v))) if n else 0.0
+        cost = orientation_cost(t, c0, site, w, wl, position_angle=theta, rotator_angle=rot, parity=parity,
+                                field_radius_arcsec=radius)
+    earth.state_cost(cost)
 
+    cov = np.einsum("ij,njk,lk->nil", geo.jacobian, stars.cov, geo.jacobian) * 1e-6  # mas**2 -> arcsec**2
+    return FocalPlanePositions(
+        names=stars.names, x=geo.x, y=geo.y, cov=cov, u=geo.u, v=geo.v, dt=stars.dt, has_pm=stars.has_pm,
+        inflated=stars.inflated, zenith_distance_deg=float(zd), parallactic_angle_deg=geo.q,
+        rotator_angle_deg=geo.rot, position_angle_deg=_wrap180(geo.theta), altitude_deg=float(np.degrees(geo.alt0)),
+        azimuth_deg=float(np.degrees(geo.az0) % 360.0), time=t, wavelength_um=wl, weather=w, site=site,
+        parity=parity, jacobian=geo.jacobian, pointing=c0,
+        meta={"catalog": stars.catalog_name, "refraction": "astropy AltAz (ERFA refco/atioq)" if
+              w.pressure_hpa > 0 else "off (pressure 0)", **stars.meta, "earth_orientation": cost},
+    )
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """One exposure's geometry (see :func:`_project`): per point ``x``, ``y`` (instrument
+    frame, arcsec) and ``u``, ``v`` (telescope frame, arcsec); the refracted field centre
+    ``az0``, ``alt0`` (rad); the angles ``q``, ``rot``, ``theta`` (deg); ``jacobian`` the
+    2x2 d(x, y)/d(xi, eta) at the centre."""
+
+    x: np.ndarray
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    az0: float
+    alt0: float
+    q: float
+    rot: float
+    theta: float
+    jacobian: np.ndarray
+
+
+def _project(ra_deg, dec_deg, c0, t, location, w, wl, theta, rot, parity) -> _Geometry:
+    """ICRS positions (deg, at the exposure epoch) -> observed (refracted) alt/az with astropy
+    -> gnomonic about the refracted centre -> instrument frame (see the module notes).
+    Exactly one of ``theta`` (position angle) and ``rot`` (rotator angle) is not None."""
     # points: N stars, the field centre, and 4 points for the Jacobian at the centre
+    ra_deg, dec_deg = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
+    n = ra_deg.size
     ra0, dec0 = np.radians(c0.ra.deg), np.radians(c0.dec.deg)
     h = JACOBIAN_STEP_RAD
     jl, jb = inverse_gnomonic(np.array([h, -h, 0, 0]), np.array([0, 0, h, -h]), ra0, dec0)
-    ra_all = np.concatenate([stars.ra, [c0.ra.deg], np.degrees(jl)])
-    dec_all = np.concatenate([stars.dec, [c0.dec.deg], np.degrees(jb)])
-    frame = AltAz(obstime=t, location=site.location, pressure=w.pressure_hpa * u.hPa,
+    ra_all = np.concatenate([ra_deg, [c0.ra.deg], np.degrees(jl)])
+    dec_all = np.concatenate([dec_deg, [c0.dec.deg], np.degrees(jb)])
+    frame = AltAz(obstime=t, location=location, pressure=w.pressure_hpa * u.hPa,
                   temperature=w.temperature_c * u.deg_C, relative_humidity=w.relative_humidity,
                   obswl=wl * u.um)
     observed = SkyCoord(ra=ra_all * u.deg, dec=dec_all * u.deg, frame="icrs").transform_to(frame)
     az = observed.az.rad
     alt = observed.alt.rad
-    n = len(stars)
     az0, alt0 = az[n], alt[n]
-    if not alt0 > 0:
-        raise AstrometryError(f"the field centre {c0.to_string('hmsdms')} is below the horizon at {t.utc.isot} "
-                              f"from {site.name} (altitude {np.degrees(alt0):.2f} deg)")
-    zd = 90.0 - np.degrees(alt0)
-    if zd > REFRACTION_WARN_ZD_DEG:
-        warnings.warn(f"field centre at zenith distance {zd:.1f} deg: the refraction model (ERFA, A tan z + "
-                      "B tan^3 z) is not accurate beyond ~75 deg", UserWarning, stacklevel=2)
-
     uu, vv = gnomonic(az, alt, az0, alt0)
-    if not np.all(np.isfinite(uu[:n])):
-        bad = stars.names[~np.isfinite(uu[:n])]
-        raise AstrometryError(f"stars {bad[:10].tolist()} are 90 deg or more from the field centre: "
-                              "select the stars around the field first (Catalog.within)")
     # Jacobian d(u, v)/d(xi, eta) at the centre (central differences, exact to O(h^2))
     J_uv = np.column_stack([[(uu[n + 1] - uu[n + 2]) / (2 * h), (vv[n + 1] - vv[n + 2]) / (2 * h)],
                             [(uu[n + 3] - uu[n + 4]) / (2 * h), (vv[n + 3] - vv[n + 4]) / (2 * h)]])
@@ -535,24 +598,93 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
     if theta is None:
         theta = _wrap180(rot + q)
     rot = _wrap180(theta - q)
-
     M = _instrument_matrix(rot, parity)
     u_as = uu[:n] * ARCSEC_PER_RAD
     v_as = vv[:n] * ARCSEC_PER_RAD
     x = M[0, 0] * u_as + M[0, 1] * v_as
     y = M[1, 0] * u_as + M[1, 1] * v_as
-    J = M @ J_uv
-    cov = np.einsum("ij,njk,lk->nil", J, stars.cov, J) * 1e-6  # mas**2 -> arcsec**2
+    return _Geometry(x=x, y=y, u=u_as, v=v_as, az0=float(az0), alt0=float(alt0), q=q, rot=rot,
+                     theta=float(theta), jacobian=M @ J_uv)
 
-    return FocalPlanePositions(
-        names=stars.names, x=x, y=y, cov=cov, u=u_as, v=v_as, dt=stars.dt, has_pm=stars.has_pm,
-        inflated=stars.inflated, zenith_distance_deg=float(zd), parallactic_angle_deg=q,
-        rotator_angle_deg=rot, position_angle_deg=_wrap180(theta), altitude_deg=float(np.degrees(alt0)),
-        azimuth_deg=float(np.degrees(az0) % 360.0), time=t, wavelength_um=wl, weather=w, site=site,
-        parity=parity, jacobian=J, pointing=c0,
-        meta={"catalog": stars.catalog_name, "refraction": "astropy AltAz (ERFA refco/atioq)" if
-              w.pressure_hpa > 0 else "off (pressure 0)", **stars.meta},
-    )
+
+#: points on the rim of the field used by :func:`orientation_cost`
+COST_RIM_POINTS = 8
+#: smallest field radius (arcsec) the cost is computed for
+COST_MIN_RADIUS_ARCSEC = 1.0
+
+
+def orientation_cost(time, pointing, site, weather, wavelength_um, *, position_angle=None, rotator_angle=None,
+                     parity: int = 1, field_radius_arcsec: float = 10.0) -> dict:
+    """What the Earth-orientation table's uncertainty at ``time`` costs one exposure, in mas.
+
+    The 1-sigma of UT1-UTC and of the polar motion (:func:`astrocal.earth.uncertainty`) are
+    pushed through the whole chain of :func:`apparent_positions` (same site, weather,
+    wavelength, angle and parity): UT1-UTC as a shift of the time (the Earth's rotation
+    angle; precession and aberration move by far less in a second), each polar-motion
+    component as a shift of the site's latitude and longitude (the local vertical moves
+    with the pole). For the field centre and ``COST_RIM_POINTS`` points on a circle of
+    ``field_radius_arcsec`` around it, the result is, each term's effect added in quadrature:
+
+    * ``centre_mas``: the shift of the field centre's apparent (refracted) position, which
+      each exposure's pointing absorbs;
+    * ``differential_mas``: the largest change of a rim point's instrument-frame position
+      relative to the centre (differential refraction and, with a rotator angle, the field's
+      rotation), which no pose absorbs.
+
+    When the time lies after the leap-second table's expiry, ``leap_second`` gives the same
+    two numbers for 1 s of UT1 (a leap second announced later); ``terms`` gives them for
+    each of the three terms (``ut1``, ``polar_motion_lat``, ``polar_motion_lon``). Also in
+    the dictionary:
+    ``time`` (ISO UTC), ``status``, ``lead_days``, ``sigma_ut1_s``, ``sigma_pm_mas``,
+    ``field_radius_arcsec``, ``stale`` (the table gives no measured value at ``time``, or
+    it lies after the leap-second expiry), and ``table`` (the file's name).
+    """
+    from astropy.coordinates import EarthLocation
+    from astropy.time import TimeDelta
+
+    t = parse_time(time, "exposure time")
+    with earth.orientation():
+        eop = earth.uncertainty(t)
+        radius = max(float(field_radius_arcsec), COST_MIN_RADIUS_ARCSEC)
+        ang = np.linspace(0.0, 2 * np.pi, COST_RIM_POINTS, endpoint=False)
+        c0 = pointing
+        ra, dec = inverse_gnomonic(np.radians(radius / 3600.0) * np.sin(ang),
+                                   np.radians(radius / 3600.0) * np.cos(ang), np.radians(c0.ra.deg),
+                                   np.radians(c0.dec.deg))
+        ra, dec = np.degrees(ra), np.degrees(dec)
+        geo = site.location.to_geodetic()
+        lon, lat, height = float(geo.lon.deg), float(geo.lat.deg), geo.height
+
+        def run(dt_s=0.0, dlat_as=0.0, dlon_as=0.0):
+            loc = site.location if not (dlat_as or dlon_as) else EarthLocation.from_geodetic(
+                lon=(lon + dlon_as / 3600.0) * u.deg, lat=(lat + dlat_as / 3600.0) * u.deg, height=height)
+            tt = t if not dt_s else t + TimeDelta(dt_s, format="sec")
+            return _project(ra, dec, c0, tt, loc, weather, wavelength_um, position_angle, rotator_angle, parity)
+
+        nominal = run()
+
+        def effect(g):
+            dalt = g.alt0 - nominal.alt0
+            daz = ((g.az0 - nominal.az0 + np.pi) % (2 * np.pi) - np.pi) * np.cos(nominal.alt0)
+            centre = float(np.hypot(dalt, daz)) * MAS_PER_RAD
+            diff = float(np.max(np.hypot(g.x - nominal.x, g.y - nominal.y))) * 1e3
+            return centre, diff
+
+        s_pm = eop.sigma_pm_arcsec
+        parts = {"ut1": effect(run(dt_s=eop.sigma_ut1_s)), "polar_motion_lat": effect(run(dlat_as=s_pm)),
+                 "polar_motion_lon": effect(run(dlon_as=s_pm / max(np.cos(np.radians(lat)), 1e-6)))}
+        centre = float(np.sqrt(sum(p[0] ** 2 for p in parts.values())))
+        diff = float(np.sqrt(sum(p[1] ** 2 for p in parts.values())))
+        leap = None
+        if eop.after_leap_second_expiry:
+            lc, ld = effect(run(dt_s=1.0))
+            leap = {"expires": earth.leap_second_info().expires, "centre_mas": lc, "differential_mas": ld}
+        iso = t.utc.isot
+    return {"time": iso, "status": eop.status, "lead_days": float(eop.lead_days),
+            "sigma_ut1_s": float(eop.sigma_ut1_s), "sigma_pm_mas": float(eop.sigma_pm_arcsec * 1e3),
+            "centre_mas": centre, "differential_mas": diff, "field_radius_arcsec": radius,
+            "leap_second": leap, "stale": bool(eop.stale), "table": Path(earth.table_info().path).name,
+            "terms": {k: {"centre_mas": c, "differential_mas": d} for k, (c, d) in parts.items()}}
 
 
 def apparent_positions_many(catalog, exposures: Sequence[Mapping], **common) -> list[FocalPlanePositions]:

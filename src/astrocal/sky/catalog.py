@@ -70,6 +70,8 @@ from astropy.coordinates import SkyCoord, Angle
 from astropy.table import Table, MaskedColumn
 from astropy.time import Time
 
+from astrocal import earth
+
 __all__ = [
     "Catalog",
     "CatalogError",
@@ -185,7 +187,7 @@ class Reference:
         epochs = np.atleast_1d(np.asarray(epochs, dtype=float))
         if self.pmra == 0 and self.pmdec == 0:
             return np.full(epochs.shape, self.ra_deg), np.full(epochs.shape, self.dec_deg)
-        with warnings.catch_warnings():
+        with earth.leap_seconds_applied(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*distance overridden.*")
             moved = self.coord().apply_space_motion(new_obstime=Time(epochs, format="jyear", scale="tt"))
         return moved.ra.to_value(u.deg), moved.dec.to_value(u.deg)
@@ -253,8 +255,14 @@ def parse_epoch(value, what: str = "epoch") -> float:
     """Julian epoch (decimal year) from a number, ``"J2016.0"``, an ISO date or a Time.
 
     Numbers are Julian years and must lie in 1800..2300; anything else raises a
-    :class:`CatalogError` that names ``what`` and the value.
+    :class:`CatalogError` that names ``what`` and the value. UTC dates use astrocal's leap
+    seconds (:mod:`astrocal.earth`).
     """
+    with earth.leap_seconds_applied():
+        return _parse_epoch(value, what)
+
+
+def _parse_epoch(value, what):
     if isinstance(value, Time):
         try:
             out = float(np.asarray(value.tt.jyear))

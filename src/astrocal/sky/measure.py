@@ -91,6 +91,7 @@ from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
 from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
 from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
+from .. import earth
 from .astrometry import AstrometryError, apparent_positions, parse_time
 from .catalog import CatalogError, load_catalog
 from .match import MatchError, match_stars
@@ -934,6 +935,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         "sources": final.sources,
         "campaign_values": given,
         "derived": derived,
+        "earth_orientation": {**earth.provenance(), "exposure": fp.meta.get("earth_orientation")},
         "match_similarity": sim.as_dict(),
         "match_reference_frame": {
             ("rotator_angle_deg" if setup.rotator_angle_deg is not None else "position_angle_deg"):
