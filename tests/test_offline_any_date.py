@@ -8,7 +8,7 @@ refuses it. So astropy sees a bundled IERS table and leap-second file that are y
 and any download astrocal or astropy would try is caught and recorded. The chain: simulate
 a Galactic Center night (images), measure it, fit it (sky only), report the result; a joint
 lab + sky fit; and a night years after the table's end (exposures that the table and the
-leap-second file do not cover at all). Every command must succeed, none may touch the
+leap-second file do not cover at all); a lab campaign's images. Every command must succeed, none may touch the
 network, and the results must say what the tables' age costs.
 """
 from __future__ import annotations
@@ -145,6 +145,19 @@ def test_sky_chain_runs_years_ahead_offline(traveller, sky_night):
 
     t = Table.read(root / "measured" / "gc_00.ecsv", format="ascii.ecsv")
     assert t.meta["earth_orientation"]["exposure"]["status"] == "predicted"
+
+
+def test_lab_images_years_ahead_offline(traveller):
+    """The lab side does time arithmetic too (exposure times of the sequence): simulated and
+    measured in 2034 without a network attempt (astropy's leap-second update would try one
+    at the first UTC conversion of a process, were astrocal not to install it first)."""
+    traveller.astrocal("-q", "simulate", "lab", "--out", "lab", "--seed", "2", "--exposures", "3")
+    traveller.astrocal("-q", "measure", "lab/campaign.toml")
+    assert traveller.network_attempts() == []
+    from astropy.table import Table
+
+    summary = Table.read(traveller.root / "lab" / "measured" / "summary.ecsv", format="ascii.ecsv")
+    assert list(summary["status"]) == ["ok"] * 3
 
 
 def test_joint_fit_runs_years_ahead_offline(traveller):

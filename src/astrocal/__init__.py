@@ -13,3 +13,12 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
+
+# Leap seconds offline from the start: astropy installs its leap-second table at the first
+# UTC conversion of a process and, once its bundled file has expired (by the wall clock),
+# tries to download a new one first. astrocal does that installation here, under its own
+# policy (astrocal.earth: no download unless allowed, an expired table used as it is), so
+# no later time arithmetic anywhere in astrocal depends on the date or the network.
+from . import earth as _earth  # noqa: E402
+
+_earth.ensure_leap_seconds()
