@@ -37,6 +37,7 @@ from astropy.io import fits
 from . import __version__
 from .atomic import atomic_path
 from .field import design_matrix
+from .model.quality import fit_quality, quality_cards
 from .field.basis import flat_to_square, legendre_1d, legendre_to_monomial, square_to_flat, terms
 from .formats.astromet import write_astromet
 from .formats.sip import write_sip_header
@@ -212,6 +213,8 @@ def provenance_cards(header, campaign_sha256="", inputs=(), settings=None):
 
 
 def _metis_primary(band, filter_id, pro_catg, qc_rms, nsource, provenance):
+    provenance = dict(provenance)
+    cards = provenance.pop("cards", None) or []
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
@@ -222,6 +225,8 @@ def _metis_primary(band, filter_id, pro_catg, qc_rms, nsource, provenance):
     _short(h, eso(f"QC.{band}.DISTORT.RMS"), float(f"{qc_rms:.3f}"),
            "[pixel] rms of fit residuals")
     _short(h, eso(f"QC.{band}.DISTORT.NSOURCE"), int(nsource), "positions used in the fit")
+    for key, value, comment in cards:
+        _short(h, key, value, comment)
     h["COMMENT"] = (f"product {pro_catg} of METIS recipe {RECIPE[band]} (METIS DRLD), "
                     "written by astrocal")
     h["COMMENT"] = (f"QC {band} DISTORT RMS: sqrt(mean(dx**2 + dy**2)) of the posterior-mean "
@@ -245,11 +250,13 @@ def qc_from_residuals(residuals):
 
 # =========================================================================== writers
 def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sha256="",
-                         inputs=(), overwrite=False, err_step=64):
+                         inputs=(), overwrite=False, err_step=64, cards=None):
     """Write ``<B>_DISTORTION_TABLE_<filter>.fits`` and ``<B>_DISTORTION_MAP_<filter>.fits``.
 
     ``band`` is ``"LM"`` or ``"N"``; ``residuals`` the fit's residual table (for the QC
-    parameters). Returns ``{"distortion_table": path, "distortion_map": path}``.
+    parameters); ``cards`` (default: the fit's quality flags,
+    :func:`astrocal.model.quality.quality_cards`) go into both primary headers. Returns
+    ``{"distortion_table": path, "distortion_map": path}``.
 
     Distortion table: primary header (``PRO.CATG``, ``DRS.FILTER``, ``DPR.*``, QC,
     provenance) and a binary table ``TABLE`` with one row per polynomial term ``X**i
@@ -272,6 +279,7 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     provenance = {"campaign_sha256": campaign_sha256, "inputs": inputs,
                   "settings": {"degree": posterior.degree, "n_draws": len(posterior.g)}}
     qc_rms, nsource = qc_from_residuals(residuals)
+    provenance["cards"] = quality_cards(fit_quality(posterior.info)) if cards is None else cards
     sol = posterior_solution(posterior, filter_id)
     paths = {}
 
@@ -385,13 +393,16 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
     for k, path in enumerate(inputs):
         provenance[f"input{k}"] = str(path)
     provenance.update(earth_orientation_keys(posterior.info.get("earth_orientation")))
+    quality = fit_quality(posterior.info)
+    cards = quality_cards(quality)
+    provenance.update({key.replace("HIERARCH ASTROCAL ", "").lower(): value for key, value, _ in cards})
     meta = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256}
     meta.update({f"input{k}": str(p) for k, p in enumerate(inputs)})
     sol = posterior_solution(posterior, filter_id, meta=meta)
     paths = {
         "astromet": write_astromet(out / f"astromet_{filter_id}.fits", sol, instrument=instrument,
                                    overwrite=overwrite, provenance=provenance),
-        "sip": write_sip_header(out / f"wcs_sip_{filter_id}.hdr", sol, overwrite=overwrite),
+        "sip": write_sip_header(out / f"wcs_sip_{filter_id}.hdr", sol, overwrite=overwrite, cards=cards),
     }
     band = band or metis_band(instrument)
     if band:
@@ -401,5 +412,5 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
             residuals = load_residuals(out)
         paths.update(write_metis_products(posterior, out, filter_id, band, residuals,
                                           campaign_sha256=campaign_sha256, inputs=inputs,
-                                          overwrite=overwrite))
+                                          overwrite=overwrite, cards=cards))
     return paths

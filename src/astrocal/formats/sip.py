@@ -118,10 +118,13 @@ def _reverse_sip(a, b, boresight, domain, tol):
     return apx, apy, rev.degree, inv.max_roundtrip_error
 
 
-def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False):
+def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False, cards=()):
     """Write the TAN-SIP header of ``solution``: a FITS file (``.fits``: a primary HDU
-    with no data) or, for any other name (``.hdr``, ``.txt``), the header as text."""
+    with no data) or, for any other name (``.hdr``, ``.txt``), the header as text.
+    ``cards``: extra ``(keyword, value, comment)`` cards (a fit's quality flags)."""
     header = sip_header(solution, crval=crval, tol=tol)
+    for key, value, comment in cards or ():
+        header[key] = (value, comment)
     path = Path(path)
     with atomic_path(path, overwrite) as tmp:
         if path.suffix.lower() in (".fits", ".fit", ".fts"):

@@ -10,6 +10,8 @@
   hyperparameters, exact draws of the linear parameters;
 - :mod:`.footprint`: the data footprint, where the map is measured rather than
   extrapolated;
+- :mod:`.quality`: the fit's quality flags (convergence, degree at the top of its range)
+  that every product and the report state first;
 - :mod:`.result`: saving and loading a fit;
 - :mod:`.cli`: ``astrocal fit``.
 

@@ -377,10 +377,17 @@ def describe(filt, fit, out, products):
     xx, yy = np.meshgrid(x, x)
     su, sv = fit.map_uncertainty(xx, yy)
     sig = np.hypot(su, sv) * 1e3
-    lines = [f"filter {filt}: degree {fit.degree}, pixel scale {ps.mean():.6f} +/- "
+    from .quality import fit_quality
+
+    info = {"diagnostics": {"converged": fit.diagnostics.converged, "warnings": fit.diagnostics.warnings},
+            "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range)},
+            "degree": fit.degree}
+    lines = [f"filter {filt}: {problem}" for problem in fit_quality(info)["problems"]]
+    lines += [f"filter {filt}: degree {fit.degree}, pixel scale {ps.mean():.6f} +/- "
              f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
              f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
-    lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
+    if fit.diagnostics.converged:  # else the notes are in the first line
+        lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
     lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]
     lines += [f"warning: not separated by the data: {desc}" for desc in getattr(fit, "inseparable", [])]
     names = ", ".join(Path(p).name for p in products.values())

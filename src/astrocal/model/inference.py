@@ -38,6 +38,10 @@ from .linear import LabModel, Priors
 log = logging.getLogger(__name__)
 
 
+class DegreeRangeWarning(UserWarning):
+    """With ``degree = "auto"``, the degree chosen is the highest one tried."""
+
+
 class ConvergenceWarning(UserWarning):
     """The chain is shorter than 50 autocorrelation times, or tau could not be estimated."""
 
@@ -746,6 +750,13 @@ def _fit_lab(points, settings):
         raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto":
         degree = choose_degree(evidence, settings.degree_choice)
+        if len(degrees) > 1 and degree == max(degrees):
+            note = (f"DegreeRangeWarning: degree {degree} is the highest of degree_range "
+                    f"{list(settings.degree_range)}: the field may need a higher degree, or hold structure no "
+                    "polynomial of this degree represents (the map's 1-sigma does not cover it); widen "
+                    "[fit] degree_range")
+            log.warning("%s", note)
+            warnings.warn(note, DegreeRangeWarning, stacklevel=2)
     else:
         degree = degrees[0]
         degree_probabilities(evidence)

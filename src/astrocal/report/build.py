@@ -48,6 +48,7 @@ from .. import __version__
 from ..field import DistortionField, design_matrix, nonlinear_part
 from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.draws import affine_matrices
+from ..model.quality import fit_quality
 from ..model.footprint import footprint_area, inside_footprint
 from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
 from ..products import metis_band, posterior_solution
@@ -534,6 +535,7 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                               else "degree of largest evidence") if fs.get("degree") == "auto"
                              else "degree asked for")
     report["convergence"] = convergence(info, result.chain)
+    report["quality"] = fit_quality(info)
     metrics = {
         "map_sigma_max_mas": report["map_accuracy"]["max_mas"],
         "map_sigma_rms_mas": report["map_accuracy"]["rms_mas"],

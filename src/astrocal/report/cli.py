@@ -77,6 +77,8 @@ def run(args):
         part = " (non-linear part)" if ma.get("part") == "non-linear" else ""
         scale = (f"{ps['mean_mas']:.6f} +/- {ps['sd_mas']:.2g} mas/px" if ps.get("measured", True)
                  else "not measured")
+        for problem in report.get("quality", {}).get("problems", []):
+            print(f"filter {report['filter']}: {problem}")
         print(f"filter {report['filter']} ({report['case']['case']}): map 1-sigma{part} max "
               f"{ma['max_mas']:.4g} mas ({ma['max_px']:.3g} px), rms {ma['rms_mas']:.4g} mas"
               + _footprint_text(ma)

@@ -30,6 +30,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #444; }
 .small { font-size: 0.85em; color: #555; } .warn { color: #a40; }
+p.qc-fail { color: #b00000; font-weight: bold; padding: 0.4em 0.8em; border: 2px solid #b00000; background: #fdecec; }
 """
 
 
@@ -90,6 +91,16 @@ def _requirements(rows):
                   body, table_id="requirements", row_classes=classes)
 
 
+def _quality(quality):
+    """The page's first line: the fit's quality flags in red (or a quiet line when none)."""
+    if not quality:
+        return ""
+    if quality.get("ok"):
+        return ('<p class="small qc-ok" id="quality">quality: the chain meets its convergence rule; '
+                "the degree is inside the range tried</p>")
+    return "".join(f'<p class="qc-fail" id="quality">{_e(p)}</p>' for p in quality.get("problems", []))
+
+
 def _case(case):
     """The statement of which case applies (lab gauge or sky-only), for the top of the page."""
     if not case:
@@ -120,6 +131,7 @@ def render(report, figures):
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>astrocal accuracy budget: {_e(r['instrument'])} {_e(r['filter'])}</title>"
              f"<style>{STYLE}</style></head><body>",
+             _quality(r.get("quality")),
              f"<h1>Accuracy budget: {_e(r['instrument']) or 'instrument not recorded'}, filter {_e(r['filter'])}</h1>",
              _case(r.get("case")),
              "<p class=\"small\">" + "<br>".join([

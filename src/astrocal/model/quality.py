@@ -1,0 +1,58 @@
+"""A fit's quality flags: what every product, the report and the command say first.
+
+:func:`fit_quality` reads them from a fit's ``fit.json`` contents (so a result written by
+any astrocal version can be judged the same way):
+
+* ``converged``: the hyperparameter chain meets its rule (at least 50 autocorrelation
+  times long; :func:`astrocal.model.inference.diagnostics`). A chain that does not is a
+  posterior that may be too narrow or off-centre: its products are written, and marked.
+* ``degree_at_top_of_range``: with ``degree = "auto"``, the degree chosen is the highest one
+  tried. The evidence may want a higher degree, or structure that no polynomial of a modest
+  degree holds; the map's 1-sigma then does not cover that misfit.
+
+``problems`` holds one sentence per flag raised; ``ok`` is true when there is none. The
+products carry the flags as QC keywords (``HIERARCH ASTROCAL QC CONVERGED``,
+``HIERARCH ASTROCAL QC DEGREE AT TOP``), ``fit.json`` as ``quality``, the report's first
+line and the ``astrocal fit`` summary's first line as text.
+"""
+from __future__ import annotations
+
+__all__ = ["fit_quality", "quality_cards", "QC_CONVERGED", "QC_DEGREE_AT_TOP"]
+
+#: FITS keywords of the flags (written as HIERARCH cards)
+QC_CONVERGED = "HIERARCH ASTROCAL QC CONVERGED"
+QC_DEGREE_AT_TOP = "HIERARCH ASTROCAL QC DEGREE AT TOP"
+
+
+def fit_quality(info: dict) -> dict:
+    """``{"converged", "degree_at_top_of_range", "problems", "ok"}`` from a ``fit.json``
+    dictionary (see the module notes). ``converged`` is None for a result that recorded no
+    diagnostics."""
+    diag = info.get("diagnostics") or {}
+    converged = diag.get("converged")
+    converged = None if converged is None else bool(converged)
+    settings = info.get("settings") or {}
+    rng = settings.get("degree_range")
+    degree = info.get("degree")
+    at_top = bool(settings.get("degree") == "auto" and rng and len(rng) == 2 and rng[0] < rng[1]
+                  and degree is not None and int(degree) == int(rng[1]))
+    problems = []
+    if converged is False:
+        notes = [str(w).replace("ConvergenceWarning: ", "") for w in diag.get("warnings") or []]
+        problems.append("NOT CONVERGED: the emcee chain does not meet its rule"
+                        + (f" ({'; '.join(notes)})" if notes else "")
+                        + "; the posterior may be too narrow: run longer (--steps, --resume)")
+    if at_top:
+        problems.append(f"DEGREE AT THE TOP OF THE RANGE: degree {int(degree)} is the highest of "
+                        f"degree_range {list(rng)}; the field may need a higher degree or hold structure no "
+                        "polynomial of this degree represents, which the map's 1-sigma does not cover: widen "
+                        "[fit] degree_range")
+    return {"converged": converged, "degree_at_top_of_range": at_top, "problems": problems,
+            "ok": not problems}
+
+
+def quality_cards(quality: dict) -> list:
+    """``[(keyword, value, comment)]`` of the QC cards of a product for :func:`fit_quality`."""
+    conv = quality.get("converged")
+    return [(QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule"),
+            (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range")]

@@ -1,0 +1,94 @@
+"""A fit's quality flags (astrocal.model.quality): read from fit.json, and the fit command's
+summary (the products and the report: tests/report/test_quality_marks.py)."""
+import pytest
+
+from astrocal.model.quality import QC_CONVERGED, fit_quality, quality_cards
+
+
+def info(converged=True, degree=5, setting="auto", rng=(3, 8), warnings=()):
+    return {"diagnostics": {"converged": converged, "warnings": list(warnings)}, "degree": degree,
+            "settings": {"degree": setting, "degree_range": list(rng)}}
+
+
+def test_a_good_fit_has_no_problem():
+    q = fit_quality(info())
+    assert q == {"converged": True, "degree_at_top_of_range": False, "problems": [], "ok": True}
+
+
+def test_not_converged_says_why():
+    q = fit_quality(info(converged=False, warnings=["ConvergenceWarning: chain of 300 steps is shorter "
+                                                    "than 50 autocorrelation times (max tau 40.1)"]))
+    assert not q["ok"] and q["converged"] is False
+    assert q["problems"][0].startswith("NOT CONVERGED") and "max tau 40.1" in q["problems"][0]
+
+
+@pytest.mark.parametrize("degree,setting,rng,flag", [
+    (8, "auto", (3, 8), True),
+    (7, "auto", (3, 8), False),
+    (8, 8, (3, 8), False),        # asked for: no search, no edge
+    (4, "auto", (4, 4), False),   # a range of one degree
+])
+def test_degree_at_the_top_of_the_range(degree, setting, rng, flag):
+    q = fit_quality(info(degree=degree, setting=setting, rng=rng))
+    assert q["degree_at_top_of_range"] is flag and q["ok"] is (not flag)
+    if flag:
+        assert "degree_range [3, 8]" in q["problems"][0]
+
+
+def test_old_results_without_diagnostics():
+    q = fit_quality({"degree": 3})
+    assert q["converged"] is None and q["ok"]
+    assert quality_cards(q)[0] == (QC_CONVERGED, "unknown", "emcee chain meets its rule")
+
+
+def test_fit_summary_leads_with_the_problems():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from astrocal.model.cli import describe
+
+    class Fit:
+        degree = 8
+        settings = SimpleNamespace(degree="auto", degree_range=(3, 8))
+        diagnostics = SimpleNamespace(converged=False, warnings=["ConvergenceWarning: chain too short"])
+        points = SimpleNamespace(domain=(-0.5, 99.5, -0.5, 99.5))
+        outliers = np.zeros(3, bool)
+        unconstrained = []
+
+        def pixel_scale_samples(self):
+            return np.array([5.47e-3, 5.48e-3])
+
+        def map_uncertainty(self, x, y):
+            return np.full(x.shape, 1e-5), np.full(x.shape, 1e-5)
+
+    lines = describe("Lp", Fit(), "out/Lp", {})
+    assert lines[0].startswith("filter Lp: NOT CONVERGED") and "chain too short" in lines[0]
+    assert lines[1].startswith("filter Lp: DEGREE AT THE TOP OF THE RANGE")
+    assert not any(line.startswith("warning: ConvergenceWarning") for line in lines)
+
+
+def test_a_degree_search_stopped_at_its_top_is_said(tmp_path, capsys):
+    """A degree-5 field searched over degrees 2..3: the fit warns, fit.json and the AstroMet
+    file flag it, and the command's summary says it first."""
+    import json
+    import re
+
+    from astropy.io import fits
+
+    from astrocal.cli import main
+    from astrocal.model.inference import DegreeRangeWarning
+    from astrocal.model.quality import QC_DEGREE_AT_TOP
+    from astrocal.sim.points_campaign import write_points_campaign
+
+    path, _, _ = write_points_campaign(tmp_path, seed=3, n_exposures=4, degree=5, corner_px=3.0)
+    text = path.read_text()
+    text = re.sub(r"(?m)^degree = .*$", 'degree = "auto"\ndegree_range = [2, 3]', text)
+    path.write_text(text)
+    with pytest.warns(DegreeRangeWarning, match=r"degree 3 is the highest of degree_range \[2, 3\]"):
+        assert main(["fit", str(path), "--steps", "150", "--walkers", "8"]) == 0
+    head = capsys.readouterr().out.splitlines()[:2]  # the problems come first
+    assert any(line.startswith("filter Lp: DEGREE AT THE TOP OF THE RANGE") for line in head), head
+    info = json.loads((tmp_path / "out" / "Lp" / "fit.json").read_text())
+    assert info["degree"] == 3 and info["quality"]["degree_at_top_of_range"] is True
+    assert fits.getheader(tmp_path / "out" / "Lp" / "astromet_Lp.fits")[QC_DEGREE_AT_TOP] is True
