@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 import astropy.units as u
+import numpy as np
 
 from .instruments import get_instrument
 
@@ -149,6 +150,7 @@ class FitSettings:
     flexure_radius_arcsec: float = 5.0
     field_prior: str = "curved"
     degree_choice: str = "median"
+    mask_affine_sigma_ppm: Optional[float] = None
 
     @property
     def flexure(self):
@@ -341,7 +343,7 @@ SKY_EXPOSURE_REFUSED = {
                      "east)",
 }
 MEASURE_KEYS = {"output", "psf"}
-FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors",
+FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors", "mask_affine_sigma_ppm",
             "field_prior", "degree_choice", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
 FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
 DEGREE_CHOICES = ("median", "best")
@@ -655,9 +657,14 @@ def _fit(ctx, base, table, instrument):
     field_prior = _one_of(ctx, table.get("field_prior", "curved"), "fit.field_prior", FIELD_PRIORS)
     choice = _one_of(ctx, table.get("degree_choice", "median"), "fit.degree_choice", DEGREE_CHOICES)
     fdeg, ffun, frad = _flexure(ctx, table, instrument)
+    mask_ppm = table.get("mask_affine_sigma_ppm")
+    if mask_ppm is not None:
+        mask_ppm = _quantity(ctx, mask_ppm, u.dimensionless_unscaled, "fit.mask_affine_sigma_ppm")
+        if not np.isfinite(mask_ppm) or mask_ppm < 0:
+            raise ctx.error("fit.mask_affine_sigma_ppm", f"must be a number >= 0 (ppm), got {mask_ppm!r}")
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
                        flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad,
-                       field_prior=field_prior, degree_choice=choice)
+                       field_prior=field_prior, degree_choice=choice, mask_affine_sigma_ppm=mask_ppm)
 
 
 def _earth(ctx, base, table):

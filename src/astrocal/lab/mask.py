@@ -71,6 +71,8 @@ REQUIRED_COLUMNS = {
 
 #: key in the table meta holding the plate scale at the mask (mm per arcsec)
 MASK_SCALE_KEY = "mask_scale_mm_per_arcsec"
+#: metadata key of the metrology of the mask's net scale and shears (1-sigma, ppm)
+AFFINE_SIGMA_KEY = "affine_sigma_ppm"
 
 #: two holes closer than this (mm) are considered duplicates (1 um)
 DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
@@ -105,6 +107,14 @@ class Mask:
     mask_scale: u.Quantity | None = None
     source: str = "<arrays>"
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def affine_sigma_ppm(self):
+        """The metrology of the mask's net scale and shears (1-sigma, ppm;
+        ``meta['affine_sigma_ppm']``), or ``None`` when the table does not give it (the fit
+        then derives it from the hole errors, :class:`astrocal.model.linear.Priors`)."""
+        value = self.meta.get(AFFINE_SIGMA_KEY)
+        return None if value is None else float(value)
 
     # ---- plain-array views (mm) -------------------------------------------------
     def __len__(self) -> int:
@@ -328,6 +338,10 @@ def _mask_from_table(t: Table, source: str) -> Mask:
                 f"{source}: meta 'orientation_marker' is at the position of hole_id "
                 f"{int(table['hole_id'][np.argmin(d)])}; the marker must be a missing hole"
             )
+    if meta.get(AFFINE_SIGMA_KEY) is not None:
+        value = meta[AFFINE_SIGMA_KEY]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise MaskError(f"{source}: meta '{AFFINE_SIGMA_KEY}' must be a number >= 0 (ppm), got {value!r}")
     name = str(meta.get("name") or Path(source).stem)
     return Mask(table=table, name=name, mask_scale=mask_scale, source=source, meta=meta)
 

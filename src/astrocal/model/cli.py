@@ -208,6 +208,17 @@ def sky_points_for(campaign, datasets, orientation=None):
     return points, inputs
 
 
+def mask_affine_sigma(fit_settings, lab_sets):
+    """The metrology of the mask's net scale and shears for a fit (ppm, or None: derived
+    from the hole errors): ``[fit] mask_affine_sigma_ppm``, else the mask table's
+    ``affine_sigma_ppm``."""
+    if fit_settings.mask_affine_sigma_ppm is not None:
+        return float(fit_settings.mask_affine_sigma_ppm)
+    if not lab_sets:
+        return None
+    return load_mask(lab_sets[0].mask).affine_sigma_ppm
+
+
 def earth_orientation_record(costs):
     """What ``fit.json`` records of the Earth orientation of a fit's sky exposures: the
     tables and policy (:func:`astrocal.earth.provenance`), each exposure's cost
@@ -354,7 +365,8 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         walkers=opts["walkers"] or max(fs.walkers, 8),
         steps=opts["steps"] or fs.steps,
         seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
-        priors=Priors(field_prior=fs.field_prior), backend_path=h5, resume=resume, progress=opts["progress"],
+        priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=mask_affine_sigma(fs, lab_sets)),
+        backend_path=h5, resume=resume, progress=opts["progress"],
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
     log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,

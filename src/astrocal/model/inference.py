@@ -359,6 +359,9 @@ def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None,
     # are not reported: nothing is claimed about them
     used = np.ones(model.G, bool)
     used[2 * model.nt:model.p0] = np.any(model.E != 0, axis=(0, 1))
+    # the mask's net scale and shears are known from their prior alone, by design (the
+    # field's affine part absorbs them): stated, not reported
+    used[model.mask_cols] = False
     pn = [model.param_names[k] for k in np.flatnonzero(used)]
     g_samples = g_samples[:, used]
     prior_sd = prior_sd[used]

@@ -104,6 +104,20 @@ class Priors:
     posterior piles up against the lower bound, the scale is pulled low and the
     coefficients it governs get intervals that are too narrow. ``"log-uniform"`` is the
     scale-invariant alternative.
+
+    The mask's net scale and shear (``mask_affine_sigma_ppm``): the hole errors' patterns
+    that mimic an affine map are not measurable (the field's affine part absorbs them), so
+    the hole-error blocks carry none; the translation and rotation of the mask are gauges,
+    but its net scale and two shears are real properties of the mask that set the focal
+    plane's scale. They are three global parameters (``mask_scale``,
+    ``mask_shear_plus``, ``mask_shear_cross``: ``delta_h += s (m_h - m) + p (x, -y)_h + c (y,
+    x)_h``, relative, ``m`` the holes' centroid) with a zero-mean prior: ``None`` (the
+    default) derives its width from the hole errors' own scale ``sigma_delta`` (a
+    hyperparameter) and the mask's size, ``sigma_delta / |P_k|`` with ``|P_k|`` the norm of
+    the pattern over the observed holes (what independent hole errors of that scale give a
+    least-squares scale and shear); a number is the mask's metrology (1-sigma, ppm, the same
+    for the scale and both shears); ``0`` fixes them at the nominal table. Without hole
+    errors (``hole_errors=False``) and without metrology they are fixed.
     """
 
     linear_sigma: float = 1.0e3
@@ -123,6 +137,21 @@ class Priors:
     field_sigma_px: tuple = (1.0e-5, 20.0)
     field_decay: tuple = (0.02, 3.0)
     field_curvature: tuple = (-0.5, 0.5)
+    mask_affine_sigma_ppm: object = None
+
+
+#: names of the mask's net affine parameters (see ``Priors.mask_affine_sigma_ppm``)
+MASK_AFFINE_NAMES = ("mask_scale", "mask_shear_plus", "mask_shear_cross")
+
+
+def mask_affine_patterns(m):
+    """The mask's net scale and shear patterns at nominal positions ``m`` (N, 2) arcsec,
+    centred (the holes' centroid removed by the caller): (N, 2, 3)."""
+    out = np.empty(m.shape[:1] + (2, 3))
+    out[:, 0, 0], out[:, 1, 0] = m[:, 0], m[:, 1]    # scale
+    out[:, 0, 1], out[:, 1, 1] = m[:, 0], -m[:, 1]   # shear +
+    out[:, 0, 2], out[:, 1, 2] = m[:, 1], m[:, 0]    # shear x
+    return out
 
 
 def _law(phi_law, d):
@@ -262,6 +291,20 @@ class LabModel:
                             "hole errors free, the hole errors and the distortion are not separable "
                             "(only the priors tell them apart)")
                 self.same_position = True
+        # the mask's net scale and shear (Priors.mask_affine_sigma_ppm)
+        mask_ppm = self.priors.mask_affine_sigma_ppm
+        if mask_ppm is not None and (not np.isfinite(float(mask_ppm)) or float(mask_ppm) < 0):
+            raise ValueError(f"Priors.mask_affine_sigma_ppm must be None or a number >= 0, got {mask_ppm!r}")
+        lab_pt = pts.source_kind[pts.hole] == 0
+        wanted = holes_present and lab_pt.any() and (
+            (mask_ppm is None and self.hole_errors) or (mask_ppm is not None and float(mask_ppm) > 0))
+        self.n_mask = 3 if wanted else 0
+        self.mask_learnt = bool(wanted and mask_ppm is None)
+        if wanted:
+            seen = np.unique(pts.hole[lab_pt])
+            self.mask_centre = pts.hole_xy[seen].mean(axis=0)
+            pat = mask_affine_patterns(pts.hole_xy[seen] - self.mask_centre)
+            self.mask_pattern_norm = np.sqrt(np.sum(pat**2, axis=(0, 1)))  # (3,) arcsec
         self.B = design_matrix(pts.x, pts.y, self.degree, pts.domain)
         self.MB = None
         self.tri = np.triu_indices(nt)
@@ -288,7 +331,8 @@ class LabModel:
         self.exposure_points = [np.flatnonzero(pts.exposure == e) for e in non_ref]
         self.n_pose = 4 * len(non_ref)
         self.p0 = 2 * nt + self.ne  # first pose parameter
-        self.f0 = 2 * nt + 2  # first flexure parameter
+        self.mask_cols = np.arange(2 * nt + 2, 2 * nt + 2 + self.n_mask)
+        self.f0 = 2 * nt + 2 + self.n_mask  # first flexure parameter
         self.G = self.p0 + self.n_pose
 
         # prior on the global parameters (the flexure's widths are hyperparameters)
@@ -298,7 +342,8 @@ class LabModel:
             if i + j <= 1:
                 sd_c[k] = p.linear_sigma
         g0 = np.zeros(self.G)
-        sd = np.concatenate([sd_c, sd_c, np.full(2, p.offset_frame_sigma), np.ones(self.n_flex),
+        mask_sd = np.ones(self.n_mask) if self.mask_learnt else np.full(self.n_mask, float(mask_ppm or 0) * 1e-6)
+        sd = np.concatenate([sd_c, sd_c, np.full(2, p.offset_frame_sigma), mask_sd, np.ones(self.n_flex),
                              np.zeros(self.n_pose)])
         for e in non_ref:
             s = self.p0 + 4 * self.pose_slot[e]
@@ -339,6 +384,8 @@ class LabModel:
         self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
         static = np.ones(self.G, bool)
         static[self.flex_cols] = False
+        if self.mask_learnt:
+            static[self.mask_cols] = False
         static[self.field_cols] = False
         self.static_cols = np.flatnonzero(static)
         self.g0, self.g_sd = g0, sd
@@ -419,7 +466,7 @@ class LabModel:
                                  if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature")], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
-                            + ["offset_frame_scale", "offset_frame_rot"])
+                            + ["offset_frame_scale", "offset_frame_rot"] + list(MASK_AFFINE_NAMES[:self.n_mask]))
         if self.has_sky:
             self.param_names += self.flexure.names
         for e in non_ref:
@@ -491,7 +538,8 @@ class LabModel:
         """Per-point arrays of the observation equation ``y = A g + Lp delta + noise``.
 
         Returns ``y`` (N, 2) arcsec (nominal position plus commanded offset), the extra
-        global columns ``E`` (N, 2, 2 + n_flex) (chopper frame, flexure), the pose design
+        global columns ``E`` (N, 2, 2 + n_mask + n_flex) (chopper frame, the mask's net
+        scale and shear, flexure), the pose design
         ``Q`` (N, 2, 4) and the source-error design ``Lp`` (N, 2, 2) (minus the source
         Jacobian: the model predicts ``G(p) = nominal + J delta + ...``).
         """
@@ -499,13 +547,17 @@ class LabModel:
         m = pts.ref_xy
         o = pts.offsets[pts.exposure]
         y = m + o
-        ext = np.zeros((n, 2, 2 + self.n_flex))  # d(-t_e)/d(zeta_s, zeta_r), -flexure
+        f0 = 2 + self.n_mask
+        ext = np.zeros((n, 2, f0 + self.n_flex))  # d(-t_e)/d(zeta_s, zeta_r), -mask affine, -flexure
         ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
         ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
+        if self.n_mask:
+            lab = pts.source_kind[pts.hole] == 0
+            ext[lab, :, 2:f0] = -mask_affine_patterns(pts.hole_xy[pts.hole[lab]] - self.mask_centre)
         sky = pts.is_sky
         if self.n_flex and sky.any():
             e = pts.exposure[sky]
-            ext[sky, :, 2:] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
+            ext[sky, :, f0:] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
                                                    pts.exposure_rotator_deg[e], pts.exposure_parity[e])
         q = np.zeros((n, 2, 4))
         q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
@@ -633,11 +685,25 @@ class LabModel:
             return np.exp(own)
         return np.exp(np.where(k == 2, own, _law(phi[:, self.i_field[1:]], k - 3)))
 
+    def mask_affine_sigma(self, phi):
+        """Prior widths (relative) of the mask's net scale and shears, (K, n_mask): the hole
+        errors' scale over each pattern's norm, or the metrology's fixed width."""
+        phi = np.atleast_2d(phi)
+        if not self.n_mask:
+            return np.zeros((phi.shape[0], 0))
+        if not self.mask_learnt:
+            return np.broadcast_to(self.g_sd[self.mask_cols], (phi.shape[0], self.n_mask))
+        return np.exp(phi[:, self.i_hole])[:, None] / self.mask_pattern_norm[None]
+
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths
-        at ``phi``: (columns, (K, columns) arcsec): the flexure's, then (``field``) the
+        at ``phi``: (columns, (K, columns) arcsec or relative): the flexure's, the mask's
+        net scale and shears (when derived from the hole errors), then (``field``) the
         field's non-linear coefficients."""
         cols, tau = [self.flex_cols], [self.flexure_sigma(phi)]
+        if self.mask_learnt:
+            cols.append(self.mask_cols)
+            tau.append(self.mask_affine_sigma(phi))
         if field:
             cols.append(self.field_cols)
             tau.append(self.field_sigma(phi))

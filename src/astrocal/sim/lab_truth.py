@@ -163,11 +163,16 @@ def observe_points(truth, rng, sigma_px=(0.005, 0.03), pixel_scale=None, dataset
 
 @dataclass(frozen=True, eq=False)
 class GaugeTruth:
-    """The truth in the fit's gauge, for the holes a fit saw."""
+    """The truth in the fit's gauge, for the holes a fit saw.
+
+    ``mask_affine``: the true net scale and shears of the mask over those holes
+    (``mask_scale``, ``mask_shear_plus``, ``mask_shear_cross``, relative; zeros when they
+    were folded into the field)."""
 
     field: DistortionField   # G' = M^-1 T_0^-1 G
     hole_errors: np.ndarray  # (H', 2) arcsec, affine pattern removed
     hole_ids: np.ndarray
+    mask_affine: np.ndarray = None
 
 
 def _affine_field(field, a, b):
@@ -181,12 +186,17 @@ def _affine_field(field, a, b):
     return field.replace(cx=cx, cy=cy, meta={})
 
 
-def gauge_truth(truth, hole_ids=None):
+def gauge_truth(truth, hole_ids=None, mask_affine=True):
     """Express the truth in the fit's gauge for the holes ``hole_ids`` (default: all).
 
     The reference exposure's pose becomes the identity plus its commanded offset, and the
-    hole errors lose their least-squares affine pattern over those holes (it is folded
-    into the field), exactly as :class:`~astrocal.model.linear.LabModel` fixes its gauge.
+    hole errors lose their least-squares affine pattern over those holes, exactly as
+    :class:`~astrocal.model.linear.LabModel` fixes its gauge: the pattern's translation and
+    rotation are folded into the field (gauges); its scale and shears are the mask's net
+    scale and shears, real, which the field keeps (``mask_affine``, the default fit's
+    ``Priors.mask_affine_sigma_ppm``) or, with ``mask_affine=False`` (a fit with the mask
+    fixed at its nominal table: ``mask_affine_sigma_ppm = 0`` or no hole errors), which
+    are folded into the field too.
     """
     if hole_ids is None:
         sel = np.arange(len(truth.hole_ids))
@@ -208,11 +218,22 @@ def gauge_truth(truth, hole_ids=None):
     coef, *_ = np.linalg.lstsq(design, d, rcond=None)  # d ~ a + m @ A^T
     a = coef[0]
     amat = coef[1:].T
-    # m + delta = M(m) + delta_perp with M(m) = (I + A) m + a; G' = M^-1 o (T_0^-1 G)
+    net = np.zeros(3)
+    if mask_affine:
+        # keep the symmetric part (scale, shears) about the holes' centroid: the gauge is
+        # the translation and the rotation only
+        w = 0.5 * (amat[1, 0] - amat[0, 1])
+        rot = np.array([[0.0, -w], [w, 0.0]])
+        sym = amat - rot
+        net = np.array([0.5 * (sym[0, 0] + sym[1, 1]), 0.5 * (sym[0, 0] - sym[1, 1]), 0.5 * (sym[0, 1] + sym[1, 0])])
+        a = a + sym @ m.mean(axis=0)
+        amat = rot
+    # m + delta = M(m) + delta_perp (+ the net scale and shears) with M(m) = (I + A) m + a;
+    # G' = M^-1 o (T_0^-1 G)
     mlin = np.eye(2) + amat
     minv = np.linalg.inv(mlin)
     # shift by o_ref before and after so the reference offset is kept: M acts on mask coords
     o = truth.commanded[r]
     g2 = _affine_field(g1, minv, -minv @ (a + o) + o)
     d_perp = d - design @ coef
-    return GaugeTruth(g2, d_perp @ minv.T, truth.hole_ids[sel])
+    return GaugeTruth(g2, d_perp @ minv.T, truth.hole_ids[sel], net)
