@@ -387,6 +387,7 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
     Returns ``{name: path}``.
     """
     out = Path(out)
+    posterior.require_polynomial("the AstroMet, SIP and METIS products")
     inputs = _merged_inputs(inputs, posterior)
     provenance = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256,
                   "degree": posterior.degree, "n_draws": len(posterior.g)}

@@ -590,6 +590,7 @@ def _open_posterior(path, filter_id, method):
                             f"method {method!r} applies to AstroMet files only")
     rdir, name = _find_result_dir(path, filter_id)
     post = load_posterior(rdir)
+    post.require_polynomial("astrocal correct")
     if len(post.g) < 3:
         raise SolutionError(f"{rdir}: the posterior holds {len(post.g)} draws; too few for an "
                             "uncertainty")

@@ -5,6 +5,11 @@ model's: the ``n_terms(degree)`` Legendre coefficients of the field's u componen
 those of v, then the rest. Positions ``x, y`` are 0-based detector pixels on ``domain``
 ``(xmin, xmax, ymin, ymax)``. Shared by :class:`astrocal.model.inference.LabFit` and the
 posterior read back from disk (:class:`astrocal.model.result.Posterior`).
+
+A fit with a residual field (:mod:`astrocal.field.residual`) passes ``residual = (basis,
+first column)``: its coefficients are the ``basis.size`` columns of u from that column on,
+then those of v; the field's samples and 1-sigma include it. The best affine part and the
+pixel scale are the polynomial's alone (the residual is orthogonal to the polynomials).
 """
 from __future__ import annotations
 
@@ -14,17 +19,25 @@ from ..field import design_matrix
 from ..field.basis import n_terms, terms
 
 
-def field_samples(g, degree, domain, x, y):
-    """Samples of the field at the points: ``(u, v)`` each of shape (n_draws, N), arcsec."""
+def field_samples(g, degree, domain, x, y, residual=None):
+    """Samples of the field at the points: ``(u, v)`` each of shape (n_draws, N), arcsec
+    (the polynomial plus, with ``residual``, the residual field)."""
     B = design_matrix(x, y, degree, domain)
     nt = n_terms(degree)
-    return g[:, :nt] @ B.T, g[:, nt:2 * nt] @ B.T
+    u, v = g[:, :nt] @ B.T, g[:, nt:2 * nt] @ B.T
+    if residual is not None:
+        basis, r0 = residual
+        phi = basis.design(x, y)
+        m = basis.size
+        u += g[:, r0:r0 + m] @ phi.T
+        v += g[:, r0 + m:r0 + 2 * m] @ phi.T
+    return u, v
 
 
-def map_uncertainty(g, degree, domain, x, y):
+def map_uncertainty(g, degree, domain, x, y, residual=None):
     """1-sigma (sample sd, ``ddof=1``) of the field at the points, ``(sigma_u, sigma_v)``
     arcsec, in the shape of ``x``."""
-    u, v = field_samples(g, degree, domain, np.ravel(x), np.ravel(y))
+    u, v = field_samples(g, degree, domain, np.ravel(x), np.ravel(y), residual)
     shape = np.shape(x)
     return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
 

@@ -148,9 +148,16 @@ class LabFit:
     def param_names(self):
         return self.model.param_names
 
+    @property
+    def residual(self):
+        """``(ResidualBasis, first column)`` of the residual field, or None without one."""
+        m = self.model
+        return (m.residual, int(m.res_cols[0])) if getattr(m, "n_res", 0) else None
+
     def field_samples(self, x, y):
-        """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec."""
-        return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y)
+        """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec
+        (the polynomial plus the residual field when the fit has one)."""
+        return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y, self.residual)
 
     def mean_field(self):
         """The posterior-mean field (arcsec)."""
@@ -158,7 +165,7 @@ class LabFit:
 
     def map_uncertainty(self, x, y):
         """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec."""
-        return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y)
+        return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y, self.residual)
 
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""
@@ -260,8 +267,8 @@ def robust_start(points, degree, settings, max_iter=15, nsigma=10.0, floor_px=0.
     """
     excluded = np.zeros(points.n_points, bool)
     for _ in range(max_iter):
-        model = LabModel(points, degree, hole_errors=False, priors=settings.priors, excluded=excluded,
-                         flexure=settings.flexure)
+        model = LabModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
+                         excluded=excluded, flexure=settings.flexure)
         cond = model.conditional(model.initial_guess())
         _, r = _residual_chi2(model, cond, points)
         rn = np.hypot(r[:, 0], r[:, 1]) / points.pixel_scale
@@ -291,7 +298,7 @@ def find_outliers(points, degree, settings, jacobian_field):
     phi = None
     for _ in range(settings.outlier_iterations):
         model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jacobian_field,
-                         priors=settings.priors, excluded=excluded, flexure=settings.flexure)
+                         priors=_with_residual(settings.priors, False), excluded=excluded, flexure=settings.flexure)
         phi, _ = _map(model, model.initial_guess() if phi is None else phi)
         cond = model.conditional(phi)
         chi2, r = _residual_chi2(model, cond, points)
@@ -322,7 +329,8 @@ def _noise_cov(model, phi, points):
 
 def preliminary_field(points, degree, settings):
     """A first field (hyperparameters at their initial guess, no hole errors)."""
-    model = LabModel(points, degree, hole_errors=False, priors=settings.priors, flexure=settings.flexure)
+    model = LabModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
+                     flexure=settings.flexure)
     cond = model.conditional(model.initial_guess())
     return model.field_from(cond.mean)
 
@@ -362,6 +370,7 @@ def unconstrained_directions(model, g_samples, threshold=0.5, hole_samples=None,
     # the mask's net scale and shears are known from their prior alone, by design (the
     # field's affine part absorbs them): stated, not reported
     used[model.mask_cols] = False
+    used[model.res_cols] = False  # a Gaussian process: away from the data its prior, by design
     pn = [model.param_names[k] for k in np.flatnonzero(used)]
     g_samples = g_samples[:, used]
     prior_sd = prior_sd[used]
@@ -671,6 +680,30 @@ def degree_probabilities(evidence):
     return prob
 
 
+def choose_model(evidence, rule="median"):
+    """``(degree, residual)`` to fit from an evidence table whose rows may also differ by
+    ``residual`` (polynomial alone, or with the residual field: ``Priors.residual =
+    "auto"``). Every row gets its ``probability`` (equal prior odds over the rows). The
+    degree is chosen by ``rule`` from the probabilities summed over the variants of each
+    degree (:func:`choose_degree`'s rules); the variant is the more probable one at that
+    degree (``"best"``: the single most probable row)."""
+    _check_rule(rule)
+    prob = degree_probabilities(evidence)
+    ok = np.isfinite(prob)
+    if not ok.any():
+        raise ValueError("no degree has a finite evidence")
+    deg = np.array([e["degree"] for e in evidence])
+    res = np.array([bool(e.get("residual", False)) for e in evidence])
+    if rule == "best":
+        k = np.flatnonzero(ok)[np.argmax(prob[ok])]
+        return int(deg[k]), bool(res[k])
+    degrees = np.unique(deg[ok])
+    per_degree = np.array([prob[ok & (deg == d)].sum() for d in degrees])
+    d = int(degrees[np.searchsorted(np.cumsum(per_degree), 0.5 - 1e-12)])
+    rows = np.flatnonzero(ok & (deg == d))
+    return d, bool(res[rows[np.argmax(prob[rows])]])
+
+
 def choose_degree(evidence, rule="median"):
     """The degree to fit from the evidence table (rows with ``degree``, ``log_evidence``).
 
@@ -695,6 +728,22 @@ def choose_degree(evidence, rule="median"):
     order = np.argsort(deg[ok])
     cum = np.cumsum(prob[ok][order])
     return int(deg[ok][order][np.searchsorted(cum, 0.5 - 1e-12)])
+
+
+def _residual_variants(priors):
+    """The residual-field variants a fit compares (``Priors.residual``): ``[False]``
+    (polynomial alone), ``[True]`` (with the residual field) or both (``"auto"``)."""
+    mode = priors.residual
+    if mode not in ("none", "matern52", "auto"):
+        raise ValueError(f"Priors.residual must be 'none', 'matern52' or 'auto', got {mode!r}")
+    return {"none": [False], "matern52": [True], "auto": [False, True]}[mode]
+
+
+def _with_residual(priors, residual):
+    """``priors`` for one variant: the residual field on (Matérn-5/2) or off."""
+    from dataclasses import replace
+
+    return replace(priors, residual="matern52" if residual else "none")
 
 
 def _check_rule(rule):
@@ -728,31 +777,42 @@ def _fit_lab(points, settings):
     if excluded.any():
         log.info("flagged %d of %d points as outliers (mixture fraction %.3f)",
                  int(excluded.sum()), points.n_points, frac)
+    variants = _residual_variants(settings.priors)
     evidence = []
     fitted = {}
     for n in degrees:
-        try:
-            model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                             priors=settings.priors, excluded=excluded, flexure=settings.flexure)
-        except ValueError as exc:
-            evidence.append({"degree": n, "log_evidence": np.nan, "note": str(exc)})
-            continue
-        phi, lp = _map(model, model.initial_guess())
-        logz, hess = laplace_evidence(model, phi, lp)
-        evidence.append({"degree": n, "log_evidence": logz, "log_posterior_map": lp,
-                         "phi_map": phi.tolist()})
-        # kept: the MAP, the Hessian and the field for the final Jacobian (not the model,
-        # whose components are large)
-        try:
-            jac_n = model.field_from(model.conditional(phi).mean)
-        except np.linalg.LinAlgError:  # keep the preliminary field's Jacobian
-            jac_n = jac_field
-        fitted[n] = (phi, hess, jac_n)
-        del model
+        for res in variants:
+            priors = _with_residual(settings.priors, res)
+            row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
+            try:
+                model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+                                 priors=priors, excluded=excluded, flexure=settings.flexure)
+            except ValueError as exc:
+                evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
+                continue
+            phi, lp = _map(model, model.initial_guess())
+            logz, hess = laplace_evidence(model, phi, lp)
+            evidence.append({**row, "log_evidence": logz, "log_posterior_map": lp, "phi_map": phi.tolist()})
+            # kept: the MAP, the Hessian and the field for the final Jacobian (not the
+            # model, whose components are large)
+            try:
+                jac_n = model.field_from(model.conditional(phi).mean)
+            except np.linalg.LinAlgError:  # keep the preliminary field's Jacobian
+                jac_n = jac_field
+            fitted[(n, res)] = (phi, hess, jac_n)
+            del model
     if not fitted:
         raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
+    if settings.degree == "auto" or len(variants) > 1:
+        degree, residual = choose_model(evidence, settings.degree_choice)
+        if settings.degree != "auto":
+            degree = degrees[0]
+            residual = choose_model([e for e in evidence if e["degree"] == degree], "best")[1]
+            degree_probabilities(evidence)
+    else:
+        degree, residual = degrees[0], variants[0]
+        degree_probabilities(evidence)
     if settings.degree == "auto":
-        degree = choose_degree(evidence, settings.degree_choice)
         if len(degrees) > 1 and degree == max(degrees):
             note = (f"DegreeRangeWarning: degree {degree} is the highest of degree_range "
                     f"{list(settings.degree_range)}: the field may need a higher degree, or hold structure no "
@@ -760,14 +820,12 @@ def _fit_lab(points, settings):
                     "[fit] degree_range")
             log.warning("%s", note)
             warnings.warn(note, DegreeRangeWarning, stacklevel=2)
-    else:
-        degree = degrees[0]
-        degree_probabilities(evidence)
-    phi_map, hess, jac_field = fitted[degree]
+    phi_map, hess, jac_field = fitted[(degree, residual)]
     del fitted
     # the model again with the final Jacobian (from the chosen degree's fit)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                     priors=settings.priors, excluded=excluded, flexure=settings.flexure)
+                     priors=_with_residual(settings.priors, residual), excluded=excluded,
+                     flexure=settings.flexure)
     phi_map, lp = _map(model, phi_map)
     chain, sampler = run_emcee(model, phi_map, settings, hess)
     diag = diagnostics(chain, sampler, settings)

@@ -118,6 +118,17 @@ class Priors:
     least-squares scale and shear); a number is the mask's metrology (1-sigma, ppm, the same
     for the scale and both shears); ``0`` fixes them at the nominal table. Without hole
     errors (``hole_errors=False``) and without metrology they are fixed.
+
+    The residual field beyond the polynomial (``residual``, :mod:`astrocal.field.residual`):
+    ``"none"`` (the default), ``"matern52"`` or ``"auto"`` (the fit compares both by their
+    evidence, :func:`astrocal.model.inference.choose_model`; a :class:`LabModel` itself takes
+    ``"none"`` or ``"matern52"``): with the residual, each component of the field gains a
+    Matérn-5/2 Gaussian process, orthogonal to the polynomials of the field's degree, in a
+    reduced-rank basis of ``residual_basis**2`` functions (boundary factor
+    ``residual_boundary``); its amplitude (hyperparameter ``log_residual_sigma``, uniform in
+    the scale over ``residual_sigma_px`` pixels times the nominal scale) and correlation
+    length (``log_residual_length``, log-uniform over ``residual_length`` times the
+    detector's width) are sampled with the others; its coefficients are integrated exactly.
     """
 
     linear_sigma: float = 1.0e3
@@ -138,6 +149,11 @@ class Priors:
     field_decay: tuple = (0.02, 3.0)
     field_curvature: tuple = (-0.5, 0.5)
     mask_affine_sigma_ppm: object = None
+    residual: str = "none"
+    residual_basis: int = 8
+    residual_boundary: float = 1.5
+    residual_sigma_px: tuple = (1.0e-4, 1.0)
+    residual_length: tuple = (0.1, 2.0)
 
 
 #: names of the mask's net affine parameters (see ``Priors.mask_affine_sigma_ppm``)
@@ -260,6 +276,17 @@ class LabModel:
         else:
             self.flexure = None
             self.n_flex = 0
+        if self.priors.residual not in ("none", "matern52"):
+            raise ValueError(f"Priors.residual must be 'none' or 'matern52', got {self.priors.residual!r}")
+        if self.priors.residual == "matern52":
+            from ..field.residual import ResidualBasis
+
+            self.residual = ResidualBasis(pts.domain, self.degree, m=self.priors.residual_basis,
+                                          boundary=self.priors.residual_boundary)
+            self.n_res = 2 * self.residual.size
+        else:
+            self.residual = None
+            self.n_res = 0
         # reference exposure
         lab_exp = np.flatnonzero(pts.exposure_kind == 0)
         if reference is None:
@@ -333,6 +360,7 @@ class LabModel:
         self.p0 = 2 * nt + self.ne  # first pose parameter
         self.mask_cols = np.arange(2 * nt + 2, 2 * nt + 2 + self.n_mask)
         self.f0 = 2 * nt + 2 + self.n_mask  # first flexure parameter
+        self.res_cols = np.arange(self.f0 + self.n_flex, self.f0 + self.n_flex + self.n_res)
         self.G = self.p0 + self.n_pose
 
         # prior on the global parameters (the flexure's widths are hyperparameters)
@@ -344,7 +372,7 @@ class LabModel:
         g0 = np.zeros(self.G)
         mask_sd = np.ones(self.n_mask) if self.mask_learnt else np.full(self.n_mask, float(mask_ppm or 0) * 1e-6)
         sd = np.concatenate([sd_c, sd_c, np.full(2, p.offset_frame_sigma), mask_sd, np.ones(self.n_flex),
-                             np.zeros(self.n_pose)])
+                             np.ones(self.n_res), np.zeros(self.n_pose)])
         for e in non_ref:
             s = self.p0 + 4 * self.pose_slot[e]
             if pts.exposure_kind[e] == 1:
@@ -384,6 +412,7 @@ class LabModel:
         self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
         static = np.ones(self.G, bool)
         static[self.flex_cols] = False
+        static[self.res_cols] = False
         if self.mask_learnt:
             static[self.mask_cols] = False
         static[self.field_cols] = False
@@ -458,17 +487,24 @@ class LabModel:
         self.hyper_names += flex_groups
         self.i_field = np.arange(len(self.hyper_names), len(self.hyper_names) + len(field_groups))
         self.hyper_names += field_groups
+        res_groups = ["log_residual_sigma", "log_residual_length"] if self.n_res else []
+        self.i_res = np.arange(len(self.hyper_names), len(self.hyper_names) + len(res_groups))
+        self.hyper_names += res_groups
         if self.priors.scale_prior not in ("uniform", "log-uniform"):
             raise ValueError(f"Priors.scale_prior must be 'uniform' or 'log-uniform', got {self.priors.scale_prior!r}")
         # the scale hyperparameters (jitters, hole-error scale, flexure and field widths):
         # every one but kappa and the field widths' decay ratio
         self.i_scale = np.array([k for k, name in enumerate(self.hyper_names)
-                                 if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature")], int)
+                                 if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature",
+                                                                         "log_residual_length")], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"] + list(MASK_AFFINE_NAMES[:self.n_mask]))
         if self.has_sky:
             self.param_names += self.flexure.names
+        if self.n_res:
+            jk = [(j, k) for j in range(1, self.residual.m + 1) for k in range(1, self.residual.m + 1)]
+            self.param_names += [f"res_u[{j},{k}]" for j, k in jk] + [f"res_v[{j},{k}]" for j, k in jk]
         for e in non_ref:
             name = pts.exposure_names[e]
             self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
@@ -538,8 +574,8 @@ class LabModel:
         """Per-point arrays of the observation equation ``y = A g + Lp delta + noise``.
 
         Returns ``y`` (N, 2) arcsec (nominal position plus commanded offset), the extra
-        global columns ``E`` (N, 2, 2 + n_mask + n_flex) (chopper frame, the mask's net
-        scale and shear, flexure), the pose design
+        global columns ``E`` (N, 2, 2 + n_mask + n_flex + n_res) (chopper frame, the mask's
+        net scale and shear, flexure, residual field), the pose design
         ``Q`` (N, 2, 4) and the source-error design ``Lp`` (N, 2, 2) (minus the source
         Jacobian: the model predicts ``G(p) = nominal + J delta + ...``).
         """
@@ -548,7 +584,7 @@ class LabModel:
         o = pts.offsets[pts.exposure]
         y = m + o
         f0 = 2 + self.n_mask
-        ext = np.zeros((n, 2, f0 + self.n_flex))  # d(-t_e)/d(zeta_s, zeta_r), -mask affine, -flexure
+        ext = np.zeros((n, 2, f0 + self.n_flex + self.n_res))  # zeta, -mask affine, -flexure, residual
         ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
         ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
         if self.n_mask:
@@ -557,8 +593,13 @@ class LabModel:
         sky = pts.is_sky
         if self.n_flex and sky.any():
             e = pts.exposure[sky]
-            ext[sky, :, f0:] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
+            ext[sky, :, f0:f0 + self.n_flex] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
                                                    pts.exposure_rotator_deg[e], pts.exposure_parity[e])
+        if self.n_res:  # the residual field is part of G: + Phi(p) in each component
+            r0, mr = f0 + self.n_flex, self.residual.size
+            phi = self.residual.design(pts.x, pts.y)
+            ext[:, 0, r0:r0 + mr] = phi
+            ext[:, 1, r0 + mr:r0 + 2 * mr] = phi
         q = np.zeros((n, 2, 4))
         q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
         q[:, 1, 0], q[:, 1, 1], q[:, 1, 3] = -m[:, 1], -m[:, 0], -1.0
@@ -592,6 +633,10 @@ class LabModel:
             else:
                 lo.append(np.log(p.field_sigma_px[0] * self.points.pixel_scale))
                 hi.append(np.log(p.field_sigma_px[1] * self.points.pixel_scale))
+        if self.n_res:
+            width = self.points.domain[1] - self.points.domain[0]
+            lo += [np.log(p.residual_sigma_px[0] * self.points.pixel_scale), np.log(p.residual_length[0] * width)]
+            hi += [np.log(p.residual_sigma_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi):
@@ -627,6 +672,9 @@ class LabModel:
         if self.i_hole is not None:
             phi[self.i_hole] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
         phi[self.i_flex] = np.log(1e-3)  # 1 mas
+        if self.n_res:  # 0.01 px, a quarter of the detector
+            phi[self.i_res] = [np.log(0.01 * self.points.pixel_scale),
+                               np.log(0.25 * (self.points.domain[1] - self.points.domain[0]))]
         if self.i_field.size:
             phi[self.i_field] = self._field_width_guess(np.clip(phi, lo + 1e-6, hi - 1e-6))
         return np.clip(phi, lo + 1e-6, hi - 1e-6)
@@ -695,6 +743,15 @@ class LabModel:
             return np.broadcast_to(self.g_sd[self.mask_cols], (phi.shape[0], self.n_mask))
         return np.exp(phi[:, self.i_hole])[:, None] / self.mask_pattern_norm[None]
 
+    def residual_sigma(self, phi):
+        """Prior widths (arcsec) of the residual field's coefficients, (K, n_res): the
+        Matérn spectral density at each basis function's frequency, both components."""
+        phi = np.atleast_2d(phi)
+        if not self.n_res:
+            return np.zeros((phi.shape[0], 0))
+        sd = self.residual.prior_sd(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
+        return np.hstack([sd, sd])
+
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths
         at ``phi``: (columns, (K, columns) arcsec or relative): the flexure's, the mask's
@@ -704,6 +761,9 @@ class LabModel:
         if self.mask_learnt:
             cols.append(self.mask_cols)
             tau.append(self.mask_affine_sigma(phi))
+        if self.n_res:
+            cols.append(self.res_cols)
+            tau.append(self.residual_sigma(phi))
         if field:
             cols.append(self.field_cols)
             tau.append(self.field_sigma(phi))

@@ -202,6 +202,23 @@ def _footprint(fit):
         return None
 
 
+def _residual_spec(fit):
+    """The residual field of a fit as plain data (``{}`` without one): its basis (``m``
+    functions per dimension, ``boundary``, the polynomial ``degree`` it is orthogonal to),
+    its first column in the draws, and the posterior medians of its amplitude (arcsec) and
+    correlation length (pixels)."""
+    res = getattr(fit, "residual", None)
+    if not res:
+        return {}
+    basis, r0 = res
+    names = list(fit.model.hyper_names)
+    phi = np.median(np.asarray(fit.phi_samples), axis=0)
+    return {"kind": "matern52", "m": basis.m, "boundary": basis.boundary, "degree": basis.degree,
+            "first_column": r0, "n_functions": basis.size,
+            "sigma_arcsec_median": float(np.exp(phi[names.index("log_residual_sigma")])),
+            "length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
+
+
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
              earth_orientation=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
@@ -242,6 +259,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         lin.attrs["hyper_names"] = json.dumps(model.hyper_names)
         lin.attrs["hole_ids"] = json.dumps(to_plain(_hole_ids(fit).tolist()))
         lin.attrs["degree"] = fit.degree
+        lin.attrs["residual"] = json.dumps(_residual_spec(fit))
         lin.attrs["domain"] = json.dumps(list(model.points.domain))
         lin.attrs["units"] = "arcsec (field coefficients, translations, hole errors); radians; dimensionless"
         lin.attrs["astrocal_version"] = __version__
@@ -302,6 +320,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "outliers": {"n": int(fit.outliers.sum()), "fraction_estimate": fit.outlier_fraction,
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
         "footprint": footprint,
+        "residual_field": _residual_spec(fit),
         "earth_orientation": earth_orientation,
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
@@ -359,14 +378,35 @@ class Posterior:
     hyper_names: list
     hole_ids: list
     info: dict
+    residual_spec: dict = None
 
     @property
     def nt(self):
         return n_terms(self.degree)
 
+    @property
+    def residual(self):
+        """``(ResidualBasis, first column)`` of the fit's residual field, or None."""
+        spec = self.residual_spec
+        if not spec:
+            return None
+        from ..field.residual import ResidualBasis
+
+        basis = ResidualBasis(self.domain, int(spec["degree"]), m=int(spec["m"]), boundary=float(spec["boundary"]))
+        return basis, int(spec["first_column"])
+
+    def require_polynomial(self, what):
+        """Refuse ``what`` (a product, a report, a correction) for a posterior with a residual
+        field, which it does not carry yet: raises ``ValueError`` naming the result."""
+        if self.residual_spec:
+            raise ValueError(f"{self.info.get('result_dir', 'this result')}: the fit has a residual field beyond "
+                             f"the polynomial; {what} does not carry it yet, so it is not written (the field's "
+                             "samples and 1-sigma from the posterior include it)")
+
     def field_samples(self, x, y):
-        """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec."""
-        return draws.field_samples(self.g, self.degree, self.domain, x, y)
+        """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec (polynomial
+        plus the residual field when the fit has one)."""
+        return draws.field_samples(self.g, self.degree, self.domain, x, y, self.residual)
 
     def mean_field(self):
         g = self.g.mean(axis=0)
@@ -375,7 +415,7 @@ class Posterior:
                                self.domain, unit="arcsec", input_unit="pixel")
 
     def map_uncertainty(self, x, y):
-        return draws.map_uncertainty(self.g, self.degree, self.domain, x, y)
+        return draws.map_uncertainty(self.g, self.degree, self.domain, x, y, self.residual)
 
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)
@@ -426,14 +466,16 @@ def load_posterior(out):
         holes = lin["holes"][...] if "holes" in lin else None
         attrs = dict(lin.attrs)
     info = json.loads((out / "fit.json").read_text()) if (out / "fit.json").exists() else {}
+    info.setdefault("result_dir", str(out))
     for key in ("astrocal_version", "campaign_sha256"):
         if key in attrs and key not in info:
             info[key] = str(attrs[key])
     if "inputs" in attrs and "inputs" not in info:
         info["inputs"] = json.loads(attrs["inputs"])
+    spec = json.loads(attrs["residual"]) if "residual" in attrs else None
     return Posterior(int(attrs["degree"]), tuple(json.loads(attrs["domain"])), g, phi, holes,
                      json.loads(attrs["param_names"]), json.loads(attrs["hyper_names"]),
-                     json.loads(attrs["hole_ids"]), info)
+                     json.loads(attrs["hole_ids"]), info, spec or None)
 
 
 __all__ = ["Posterior", "RESIDUAL_COLUMNS", "dataset_kinds", "load_chain", "load_posterior",

@@ -122,6 +122,7 @@ def load_result(path, band=None):
     """Load a result directory; ``band`` overrides the METIS band of its instrument."""
     path = Path(path)
     post = load_posterior(path)
+    post.require_polynomial("the accuracy-budget report")
     info = post.info
     try:
         residuals = load_residuals(path)

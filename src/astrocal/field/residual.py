@@ -1,0 +1,185 @@
+"""A smooth residual field beyond the polynomial: a reduced-rank Gaussian process.
+
+Real distortion fields hold structure that no polynomial of modest degree represents
+(optical-design residuals, manufacturing). astrocal models the instrument field as
+
+    G(p) = polynomial of total degree n (Legendre, :mod:`astrocal.field.basis`) + r(p),
+
+with each component of ``r`` an independent zero-mean Gaussian process of Matérn-5/2
+covariance
+
+    k(d) = sigma**2 (1 + sqrt(5) d / l + 5 d**2 / (3 l**2)) exp(-sqrt(5) d / l),
+
+``d`` the distance between two detector pixels, ``sigma`` the amplitude (arcsec, the same
+unit as the field) and ``l`` the correlation length (pixels), both hyperparameters.
+
+**Representation** (Solin & Särkkä 2020, Statistics and Computing 30, 419; Riutort-Mayol et
+al. 2023, Statistics and Computing 33, 17): on the box ``[-L_x, L_x] x [-L_y, L_y]`` around
+the detector (``L`` = the boundary factor ``c`` times the half-size), the Laplacian's
+Dirichlet eigenfunctions
+
+    phi_jk(x, y) = sin(pi j (x' + L_x) / (2 L_x)) sin(pi k (y' + L_y) / (2 L_y)) / sqrt(L_x L_y),
+    j, k = 1..m,
+
+(``x', y'`` in pixels from the detector centre) give ``k(p, q) ~ sum S(omega_jk) phi_jk(p)
+phi_jk(q)``, with ``S`` the covariance's spectral density in 2-D,
+
+    S(omega) = sigma**2 10 pi 5**(5/2) l**-5 (5 / l**2 + omega**2)**(-7/2),
+
+and ``omega_jk**2 = (pi j / 2 L_x)**2 + (pi k / 2 L_y)**2``. So ``r = Phi w`` with
+independent coefficients ``w_jk ~ N(0, S(omega_jk))``: a fixed design and a diagonal prior
+whose widths are functions of the two hyperparameters, which the collapsed model
+integrates exactly like the polynomial's coefficients. The approximation is accurate for
+correlation lengths down to about ``3.42 c h / m`` (``h`` the half-size; the
+Riutort-Mayol et al. rule for Matérn-5/2), :attr:`ResidualBasis.min_length`.
+
+**Beyond the polynomial, not beside it**: each basis function has its projection on the
+polynomials of total degree ``<= n`` over the detector removed (the Legendre coefficients
+of the L2 projection, by Gauss-Legendre quadrature; exact to rounding). So the residual
+holds only what the degree-``n`` polynomial cannot: it never absorbs the field's affine
+part (the gauges, the poses, the pixel scale) nor any polynomial term, and the polynomial
+stays the best degree-``n`` approximation of the whole field. The prior is that of the
+Matérn field's part orthogonal to those polynomials.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from math import gamma, pi
+
+import numpy as np
+
+from .basis import legendre_1d, terms
+from .core import _as_domain, _centre_halfwidth
+
+__all__ = ["ResidualBasis", "matern52", "matern52_spectral_density", "RULE_FACTOR"]
+
+#: Riutort-Mayol et al. (2023), Matérn-5/2: m >= 3.42 c / (l / h) basis functions per
+#: dimension represent correlation lengths down to l
+RULE_FACTOR = 3.42
+#: Gauss-Legendre nodes per dimension of the projections on the polynomials
+QUADRATURE_NODES = 256
+
+
+def matern52(d, sigma, length):
+    """The Matérn-5/2 covariance at distances ``d`` (same unit as ``length``)."""
+    a = np.sqrt(5.0) * np.asarray(d, float) / length
+    return sigma**2 * (1.0 + a + a**2 / 3.0) * np.exp(-a)
+
+
+def matern52_spectral_density(omega, sigma, length):
+    """Spectral density of the 2-D Matérn-5/2 covariance at angular frequency ``omega``
+    (radians per unit of ``length``), normalised so that ``int S d^2omega / (2 pi)^2 =
+    sigma**2``: ``S = sigma**2 4 pi nu (2 nu)**nu / l**(2 nu) (2 nu / l**2 + omega**2)**-(nu + 1)``
+    with ``nu = 5/2``. Broadcasts ``sigma`` and ``length`` against ``omega``."""
+    nu = 2.5
+    const = 4.0 * pi * gamma(nu + 1.0) / gamma(nu) * (2.0 * nu) ** nu
+    length = np.asarray(length, float)
+    return (np.asarray(sigma, float) ** 2 * const / length ** (2 * nu)
+            * (2.0 * nu / length**2 + np.asarray(omega, float) ** 2) ** (-(nu + 1.0)))
+
+
+@dataclass(frozen=True)
+class ResidualBasis:
+    """The residual field's basis over a detector ``domain`` (0-based pixel edges
+    ``(xmin, xmax, ymin, ymax)``), orthogonal to the polynomials of total degree
+    ``degree``; ``m`` eigenfunctions per dimension (``m * m`` in all), boundary factor
+    ``boundary`` (the box extends ``boundary`` times the half-size around the centre)."""
+
+    domain: tuple
+    degree: int
+    m: int = 8
+    boundary: float = 1.5
+    _projection: np.ndarray = dc_field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "domain", tuple(float(v) for v in _as_domain(self.domain)))
+        if int(self.m) < 1:
+            raise ValueError(f"the residual basis needs m >= 1 functions per dimension, got {self.m}")
+        if not float(self.boundary) > 1.0:
+            raise ValueError(f"the boundary factor must be > 1, got {self.boundary}")
+        object.__setattr__(self, "m", int(self.m))
+        object.__setattr__(self, "_projection", self._polynomial_projection())
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def size(self) -> int:
+        """Number of basis functions (per component of the field)."""
+        return self.m * self.m
+
+    @property
+    def half_size(self):
+        """Half-sizes ``(hx, hy)`` of the detector, pixels."""
+        return _centre_halfwidth(self.domain)[2:]
+
+    @property
+    def box(self):
+        """Half-sizes ``(L_x, L_y)`` of the box of the eigenfunctions, pixels."""
+        hx, hy = self.half_size
+        return self.boundary * hx, self.boundary * hy
+
+    @property
+    def min_length(self) -> float:
+        """Shortest correlation length (pixels) the basis represents well."""
+        return RULE_FACTOR * self.boundary * max(self.half_size) / self.m
+
+    def frequencies(self):
+        """Angular frequencies ``omega_jk`` (radians per pixel), shape ``(m * m,)``, in the
+        order of :meth:`design` (``j`` along x slowest)."""
+        lx, ly = self.box
+        j = np.arange(1, self.m + 1)
+        wx, wy = np.pi * j / (2 * lx), np.pi * j / (2 * ly)
+        return np.sqrt(wx[:, None] ** 2 + wy[None, :] ** 2).ravel()
+
+    def _sines(self, x, y):
+        xc, yc, _, _ = _centre_halfwidth(self.domain)
+        lx, ly = self.box
+        j = np.arange(1, self.m + 1)
+        sx = np.sin(np.pi * np.outer(np.ravel(x) - xc + lx, j) / (2 * lx)) / np.sqrt(lx)
+        sy = np.sin(np.pi * np.outer(np.ravel(y) - yc + ly, j) / (2 * ly)) / np.sqrt(ly)
+        return sx, sy
+
+    def raw_design(self, x, y):
+        """The eigenfunctions at the points, before the polynomials are projected out:
+        ``(N, m * m)``."""
+        sx, sy = self._sines(x, y)
+        return (sx[:, :, None] * sy[:, None, :]).reshape(sx.shape[0], -1)
+
+    def _polynomial_projection(self):
+        """Legendre coefficients (n_terms, m * m) of each eigenfunction's L2 projection on
+        the polynomials of total degree ``<= degree`` over the detector."""
+        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        t, wt = np.polynomial.legendre.leggauss(QUADRATURE_NODES)
+        sx, sy = self._sines(xc + hx * t, yc + hy * t)  # (Q, m) each
+        px = legendre_1d(t, self.degree)  # (n + 1, Q)
+        norms = 2.0 / (2 * np.arange(self.degree + 1) + 1)  # int P_i^2 dt over [-1, 1]
+        ax = (px * wt) @ sx / norms[:, None]  # (n + 1, m): 1-D projections
+        ay = (px * wt) @ sy / norms[:, None]
+        ii, jj = np.array(terms(self.degree)).T
+        return (ax[ii][:, :, None] * ay[jj][:, None, :]).reshape(len(ii), -1)
+
+    def design(self, x, y):
+        """The basis functions at the points (pixels, 0-based), with the polynomials of
+        degree ``<= degree`` projected out: ``(N, m * m)``."""
+        from .core import design_matrix
+
+        return self.raw_design(x, y) - design_matrix(x, y, self.degree, self.domain) @ self._projection
+
+    # ------------------------------------------------------------------ prior
+    def prior_sd(self, sigma, length):
+        """Prior standard deviations of the coefficients: ``sqrt(S(omega_jk))`` for the
+        amplitude ``sigma`` (field units) and correlation length ``length`` (pixels).
+        Arrays of ``sigma`` and ``length`` (K,) give (K, m * m)."""
+        sigma = np.asarray(sigma, float)
+        length = np.asarray(length, float)
+        w = self.frequencies()
+        s = matern52_spectral_density(w[None, :], sigma.reshape(-1, 1), length.reshape(-1, 1))
+        s = np.sqrt(s)
+        return s[0] if sigma.ndim == 0 and length.ndim == 0 else s
+
+    def covariance(self, x1, y1, x2, y2, sigma, length, project=True):
+        """The prior covariance of the residual between two sets of points (one component):
+        ``Phi1 diag(S) Phi2^T``; ``project=False`` without the polynomial projection (the
+        approximation of the plain Matérn covariance)."""
+        f = self.design if project else self.raw_design
+        s2 = self.prior_sd(sigma, length) ** 2
+        return (f(x1, y1) * s2) @ f(x2, y2).T
