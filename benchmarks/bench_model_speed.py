@@ -21,8 +21,14 @@
 are also taken under ``threadpool_limits(1)``.  The machine (2 cores) is shared with other
 developers: the load average is printed next to the timings.
 
+``--residual M`` adds the residual field beyond the polynomial (``Priors.residual =
+"matern52"``, ``M x M`` basis functions per component) to every model: the cost of a
+field that no polynomial holds (``docs/model.md``, "Beyond the polynomial").
+
 Run:    python benchmarks/bench_model_speed.py --out benchmarks/results/speed.json
 Quick:  python benchmarks/bench_model_speed.py --skip-dense --holes 100 400 --repeat 3
+With the residual field:
+        python benchmarks/bench_model_speed.py --residual 8 --out benchmarks/results/speed_residual.json
 """
 from __future__ import annotations
 
@@ -59,12 +65,18 @@ def grid_mask(n, half_arcsec):
     return m.hole_id, m.xy_mm, float(m.mask_scale.value)
 
 
-def timed_fit(pts, degree, seed):
+def priors(residual):
+    from astrocal.model.linear import Priors
+
+    return Priors(residual="matern52", residual_basis=residual) if residual else Priors()
+
+
+def timed_fit(pts, degree, seed, residual=0):
     from astrocal.model.inference import FitSettings, fit_lab
 
     l0 = load()
     t0, c0 = time.perf_counter(), time.process_time()
-    fit = fit_lab(pts, FitSettings(degree=degree, seed=seed, progress=False))
+    fit = fit_lab(pts, FitSettings(degree=degree, seed=seed, progress=False, priors=priors(residual)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     d = fit.diagnostics
     return fit, {"wall_seconds": wall, "cpu_seconds": cpu, "load_before": l0, "load_after": load(),
@@ -84,7 +96,7 @@ def report_fit(name, r, target):
           flush=True)
 
 
-def likelihood_cost(n_holes, degree, repeat, K=12):
+def likelihood_cost(n_holes, degree, repeat, K=12, residual=0):
     from astrocal.model.linear import LabModel
     from astrocal.sim.lab_truth import chopper_series
 
@@ -94,7 +106,7 @@ def likelihood_cost(n_holes, degree, repeat, K=12):
                               offsets=chopper_series(10, max_arcsec=0.3))
     with threadpool_limits(1, "blas"):
         t0 = time.perf_counter()
-        model = LabModel(pts, degree, hole_errors=True)
+        model = LabModel(pts, degree, hole_errors=True, priors=priors(residual))
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         ex = model.expansion()
@@ -127,6 +139,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--skip-nominal", action="store_true")
     ap.add_argument("--skip-dense", action="store_true")
+    ap.add_argument("--residual", type=int, default=0, metavar="M",
+                    help="add the residual field with M x M basis functions per component (0: none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     quiet_logs()
@@ -136,22 +150,24 @@ def main():
           f"{load():.1f}", flush=True)
     if not args.skip_nominal:
         _, pts, _ = make_campaign(args.seed, args.degree, corner_px=3.0, hole_error_um=0.5)
-        _, r = timed_fit(pts, args.degree, args.seed)
+        _, r = timed_fit(pts, args.degree, args.seed, args.residual)
         res["nominal"] = r
         report_fit(f"nominal METIS IMG_LM campaign (FP mask #5, 10 exposures, degree {args.degree})", r, 30)
     if not args.skip_dense:
         mask = grid_mask(41, 5.45)
         _, pts, _ = make_campaign(args.seed + 1, args.degree, corner_px=3.0, hole_error_um=0.5, mask=mask)
-        _, r = timed_fit(pts, args.degree, args.seed)
+        _, r = timed_fit(pts, args.degree, args.seed, args.residual)
         res["dense"] = r
         report_fit(f"dense 41x41 mask (1681 holes, 10 exposures, degree {args.degree})", r, 300)
     rows = []
-    print(f"\none likelihood evaluation, degree {args.degree}, hole errors on, K = 12 walkers per call, "
-          f"BLAS 1 thread (best of {args.repeat}):")
+    res["residual_basis"] = args.residual
+    print(f"\none likelihood evaluation, degree {args.degree}, hole errors on"
+          + (f", residual field {args.residual}x{args.residual}" if args.residual else "")
+          + f", K = 12 walkers per call, BLAS 1 thread (best of {args.repeat}):")
     print(f"{'holes':>6s} {'points':>7s} {'model s':>8s} {'m':>4s} {'comp. s':>8s} {'ms/call':>9s} "
           f"{'ms/walker':>10s} {'median ms/call':>14s} {'direct ms/walker':>17s} {'ratio':>6s} {'load':>5s}")
     for h in args.holes:
-        r = likelihood_cost(h, args.degree, args.repeat)
+        r = likelihood_cost(h, args.degree, args.repeat, residual=args.residual)
         rows.append(r)
         print(f"{r['holes']:6d} {r['points']:7d} {r['build_seconds']:8.2f} {r['components'] or 0:4d} "
               f"{r['components_seconds']:8.2f} {r['call_ms']:9.2f} {r['per_walker_ms']:10.3f} "
