@@ -324,22 +324,27 @@ def summarise(records, label):
     return out
 
 
-def run(tasks, processes, jsonl):
+def run(tasks, processes, jsonl, job=None, progress=None, maxtasksperchild=10):
+    """Run ``job`` (default :func:`run_campaign`) on every task, in ``processes`` forked
+    workers; each record is appended to ``jsonl`` and reported by ``progress`` (default
+    :func:`_progress`) as it finishes. Also used by the other ``bench_*coverage`` scripts."""
+    job = job or run_campaign
+    progress = progress or _progress
     records = []
     fh = open(jsonl, "a") if jsonl else None
     t0 = time.perf_counter()
     if processes > 1:
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(processes, maxtasksperchild=10) as pool:
-            for k, rec in enumerate(pool.imap_unordered(run_campaign, tasks), 1):
+        with mp.get_context("fork").Pool(processes, maxtasksperchild=maxtasksperchild) as pool:
+            for k, rec in enumerate(pool.imap_unordered(job, tasks), 1):
                 records.append(rec)
-                _progress(k, len(tasks), rec, t0, fh)
+                progress(k, len(tasks), rec, t0, fh)
     else:
         for k, task in enumerate(tasks, 1):
-            rec = run_campaign(task)
+            rec = job(task)
             records.append(rec)
-            _progress(k, len(tasks), rec, t0, fh)
+            progress(k, len(tasks), rec, t0, fh)
     if fh:
         fh.close()
     return records
