@@ -328,7 +328,9 @@ def run_campaign(task):
             settings = FitSettings(degree="auto", degree_range=tuple(fs.degree_range),
                                    degree_choice=fs.degree_choice, seed=int(fs.seed), progress=False,
                                    priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=ppm,
-                                                 **({"residual": task["residual"]} if task.get("residual") else {})))
+                                                 **({"residual": task["residual"]} if task.get("residual") else {}),
+                                                 **({"residual_basis": int(task["residual_basis"])}
+                                                    if task.get("residual_basis") else {})))
         except Exception as exc:
             rec["error"] = f"loading: {type(exc).__name__}: {exc}"
             return rec
@@ -680,6 +682,8 @@ def main():
     ap.add_argument("--inner-inset", type=float, default=205.0, help="inset (px) of the inner 9x9 grid")
     ap.add_argument("--residual", default=None, choices=("none", "matern52", "auto"),
                     help="Priors.residual of the fits (default: the model's default, as astrocal fit runs it)")
+    ap.add_argument("--residual-basis", type=int, default=None, metavar="M",
+                    help="Priors.residual_basis: M x M functions per component (default: the model's)")
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="copy each campaign (without frames) here")
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -704,7 +708,8 @@ def main():
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
-                  "keep": str(args.keep) if args.keep else None, "residual": args.residual}
+                  "keep": str(args.keep) if args.keep else None, "residual": args.residual,
+                  "residual_basis": args.residual_basis}
                  for f in families for s in range(args.first_seed, args.first_seed + args.campaigns)]
         state = source_state()
         for t in tasks:
