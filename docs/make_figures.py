@@ -126,9 +126,11 @@ def key_numbers(work):
     for job, result in (("lab", "lab/out/Lp"), ("sky", "sky/out/Lp"), ("joint", "out/Lp")):
         r = json.loads((work / result / "report" / "report.json").read_text())
         acc, scale, conv = r["map_accuracy"], r["pixel_scale"], r["convergence"]
+        ps = (f"{scale['mean_mas']:.6f} +/- {scale['sd_mas']:.2g} mas/px" if scale.get("mean_mas") is not None
+              else "not measured")  # a sky-only result
         print(f"--- {job} ({work / result}): degree {r['degree']}; map 1-sigma rms "
               f"{acc['rms_mas']:.4f} mas, max {acc['max_mas']:.4f} mas at {acc['max_at_px']}; "
-              f"pixel scale {scale['mean_mas']:.6f} +/- {scale['sd_mas']:.2g} mas/px; "
+              f"pixel scale {ps}; "
               f"converged {conv['converged']}, steps {conv['steps']}, unconstrained "
               f"{conv.get('unconstrained')}")
         for d in r["residuals"]:
