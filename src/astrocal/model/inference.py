@@ -831,7 +831,7 @@ def _fit_lab(points, settings):
     diag = diagnostics(chain, sampler, settings)
     for note in diag.warnings:
         log.warning("%s", note)
-        warnings.warn(note, ConvergenceWarning, stacklevel=2)
+        warnings.warn(note.removeprefix("ConvergenceWarning: "), ConvergenceWarning, stacklevel=2)
     flat = chain[diag.n_burn:].reshape(-1, model.ndim)
     take = min(settings.n_draws, flat.shape[0])
     idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
