@@ -11,14 +11,18 @@ from astrocal.model.linear import LabModel, Priors, gauge_patterns
 PRIORS = Priors(linear_sigma=2.0, distortion_px=5.0)
 
 
-def small_problem(seed=0, n_holes=12, n_exp=3, degree=2, hole_errors=True, noise_px=0.02):
+def small_problem(seed=0, n_holes=12, n_exp=3, degree=2, hole_errors=True, noise_px=0.02, hole_xy=None):
+    """A small lab problem; ``hole_xy`` (arcsec) replaces the default jittered grid of holes."""
     rng = np.random.default_rng(seed)
     shape = (256, 256)
     field = smooth_field(shape=shape, pixel_scale_mas=5.47, corner_px=1.0, degree=max(degree, 2), rng=seed)
     # holes on a jittered grid inside the field, a few dithered exposures
     g = np.linspace(-0.45, 0.45, 4) * 256 * 0.00547
     hx, hy = np.meshgrid(g, g[:3])
-    hole_xy = np.column_stack([hx.ravel(), hy.ravel()])[:n_holes] + rng.normal(0, 0.01, (n_holes, 2))
+    jittered = np.column_stack([hx.ravel(), hy.ravel()])[:n_holes] + rng.normal(0, 0.01, (n_holes, 2))
+    if hole_xy is None:
+        hole_xy = jittered
+    n_holes = len(hole_xy)
     offsets = np.vstack([[0, 0], rng.normal(0, 0.05, (n_exp - 1, 2))])
     from astrocal.field.inverse import solve
 
@@ -45,8 +49,10 @@ def small_problem(seed=0, n_holes=12, n_exp=3, degree=2, hole_errors=True, noise
     return pts, field
 
 
-def brute_force(model, phi):
-    """Dense Gaussian marginal likelihood and posterior of the same model."""
+def brute_force(model, phi, gauges=None):
+    """Dense Gaussian marginal likelihood and posterior of the same model. ``gauges``
+    (2H, k): the hole-error patterns held at zero (default: the six affine patterns,
+    :func:`gauge_patterns`)."""
     pts = model.points
     nt, G, H = model.nt, model.G, model.H
     n = pts.n_points
@@ -75,9 +81,9 @@ def brute_force(model, phi):
     # the gauge-fixed hole errors as delta = Vperp beta, beta ~ N(0, sigma^2 I): an
     # independent parametrisation of the constrained prior (the model conditions instead)
     if model.hole_errors:
-        v = gauge_patterns(pts.hole_xy)
+        v = gauge_patterns(pts.hole_xy) if gauges is None else gauges
         q, _ = np.linalg.qr(np.hstack([v, np.eye(2 * H)]))
-        vperp = q[:, 6:]
+        vperp = q[:, v.shape[1]:]
         A = np.hstack([A[:, :G], A[:, G:] @ vperp])
         prior_sd = np.concatenate([model.prior_sd(phi), np.full(vperp.shape[1], hsig[0])])
     else:
