@@ -715,19 +715,10 @@ def choose_degree(evidence, rule="median"):
     degrees above a field's true one is nearly flat (each adds a little Occam cost), and
     when its true high-order terms are small against the noise the largest single evidence
     is often a degree too low while the degrees above it together hold more probability.
-    The median follows that mass (``docs/model.md``, "Inference").
+    The median follows that mass (``docs/model.md``, "Inference"). The degree of
+    :func:`choose_model` (one row per degree: its degree alone).
     """
-    _check_rule(rule)
-    deg = np.array([e["degree"] for e in evidence])
-    prob = degree_probabilities(evidence)
-    ok = np.isfinite(prob)
-    if not ok.any():
-        raise ValueError("no degree has a finite evidence")
-    if rule == "best":
-        return int(deg[ok][np.argmax(prob[ok])])
-    order = np.argsort(deg[ok])
-    cum = np.cumsum(prob[ok][order])
-    return int(deg[ok][order][np.searchsorted(cum, 0.5 - 1e-12)])
+    return choose_model(evidence, rule)[0]
 
 
 def _residual_variants(priors):
@@ -804,11 +795,8 @@ def _fit_lab(points, settings):
     if not fitted:
         raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto" or len(variants) > 1:
+        # a degree asked for has one degree in the table: the rule then picks its variant
         degree, residual = choose_model(evidence, settings.degree_choice)
-        if settings.degree != "auto":
-            degree = degrees[0]
-            residual = choose_model([e for e in evidence if e["degree"] == degree], "best")[1]
-            degree_probabilities(evidence)
     else:
         degree, residual = degrees[0], variants[0]
         degree_probabilities(evidence)
