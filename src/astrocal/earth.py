@@ -297,21 +297,27 @@ def _bundled_version() -> str:
         return f"astropy {astropy.__version__}"
 
 
-def _read_iers_file(path, pol):
-    """An IERS table from a local file: IERS-A (finals2000A) first, then IERS-B (EOP C04)."""
+def _local_file(path, pol, name):
+    """``(Path, the setting's name)`` of a policy's local file; it must exist and be a file."""
     p = Path(path)
-    key = _key(pol, "iers_file")
+    key = _key(pol, name)
     if not p.exists():
         raise EarthOrientationError(f"{p}: no such file ({key})")
     if not p.is_file():
         raise EarthOrientationError(f"{p}: not a file ({key})")
+    return p, key
+
+
+def _read_iers_file(path, pol):
+    """An IERS table from a local file: IERS-A (finals2000A) first, then IERS-B (EOP C04)."""
+    p, key = _local_file(path, pol, "iers_file")
     reasons = []
     for cls, kind in ((iers.IERS_A, "IERS-A (finals2000A)"), (iers.IERS_B, "IERS-B (EOP C04)")):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = cls.read(str(p))
-            mjd = np.asarray(t["MJD"].to_value("d") if hasattr(t["MJD"], "to_value") else t["MJD"], float)
+            mjd = np.asarray(t["MJD"].to_value("d"), float)
             if len(t) < 2 or not np.all(np.isfinite(mjd)) or np.any(np.diff(mjd) <= 0):
                 raise ValueError("no increasing MJD column")
             ut1 = np.asarray(t["UT1_UTC"].to_value("s"), float)
@@ -380,12 +386,7 @@ def _download_iers_a():
 
 # =========================================================================== leap seconds
 def _read_leap_file(pol):
-    p = Path(pol.leap_second_file)
-    key = _key(pol, "leap_second_file")
-    if not p.exists():
-        raise EarthOrientationError(f"{p}: no such file ({key})")
-    if not p.is_file():
-        raise EarthOrientationError(f"{p}: not a file ({key})")
+    p, key = _local_file(pol.leap_second_file, pol, "leap_second_file")
     try:
         t = iers.LeapSeconds.open(str(p))
         if len(t) < 1:
@@ -454,14 +455,10 @@ def orientation():
     not cover (their cost is computed and stated instead), ERFA's "dubious year" (a date
     after the leap-second table's expiry) likewise. Yields the table. Re-entrant.
     """
-    import erfa
-
-    ensure_leap_seconds()
     tab = table()
-    with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None), \
-            iers.conf.set_temp("iers_degraded_accuracy", "ignore"), iers.earth_orientation_table.set(tab), \
-            warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*dubious year.*", category=erfa.ErfaWarning)
+    with leap_seconds_applied(), iers.conf.set_temp("auto_download", False), \
+            iers.conf.set_temp("auto_max_age", None), iers.conf.set_temp("iers_degraded_accuracy", "ignore"), \
+            iers.earth_orientation_table.set(tab), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Tried to get polar motions for times", category=AstropyWarning)
         warnings.filterwarnings("ignore", message=r".*Assuming UT1-UTC=0.*", category=AstropyWarning)
         yield tab
