@@ -212,9 +212,7 @@ def provenance_cards(header, campaign_sha256="", inputs=(), settings=None):
         header.add_history(f"{key} = {value}")
 
 
-def _metis_primary(band, filter_id, pro_catg, qc_rms, nsource, provenance):
-    provenance = dict(provenance)
-    cards = provenance.pop("cards", None) or []
+def _metis_primary(band, filter_id, pro_catg, qc_rms, nsource, provenance, cards=()):
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
@@ -279,7 +277,7 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     provenance = {"campaign_sha256": campaign_sha256, "inputs": inputs,
                   "settings": {"degree": posterior.degree, "n_draws": len(posterior.g)}}
     qc_rms, nsource = qc_from_residuals(residuals)
-    provenance["cards"] = quality_cards(fit_quality(posterior.info)) if cards is None else cards
+    cards = quality_cards(fit_quality(posterior.info)) if cards is None else cards
     sol = posterior_solution(posterior, filter_id)
     paths = {}
 
@@ -311,7 +309,7 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     th["COMMENT"] = ("linear grid: b + M (G(p) - G(b)), M = R(-LINROT) diag(1, PARITY) / PLTSCALE")
     th["COMMENT"] = "U, V: the field G, detector pixel -> focal plane (arcsec)"
     th["COMMENT"] = "*_ERR: posterior standard deviation over the exact draws of the fit"
-    primary = fits.PrimaryHDU(header=_metis_primary(band, filter_id, cat, qc_rms, nsource, provenance))
+    primary = fits.PrimaryHDU(header=_metis_primary(band, filter_id, cat, qc_rms, nsource, provenance, cards))
     path = out / f"{cat}_{filter_id}.fits"
     with atomic_path(path, overwrite) as tmp:
         fits.HDUList([primary, table]).writeto(tmp)
@@ -321,7 +319,7 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     cat = f"{band}_DISTORTION_MAP"
     field = posterior.mean_field()
     scale = (local_scale_grid(field, np.arange(nx), np.arange(ny)) * 1e3).astype(np.float32)
-    ph = _metis_primary(band, filter_id, cat, qc_rms, nsource, provenance)
+    ph = _metis_primary(band, filter_id, cat, qc_rms, nsource, provenance, cards)
     ph["BUNIT"] = ("mas/pixel", "areal local pixel scale sqrt|det J|")
     ph["COMMENT"] = ("image: local pixel scale of the posterior-mean field at each detector "
                      "pixel centre; FITS pixel (i, j) = 0-based detector pixel (i-1, j-1)")
@@ -394,15 +392,13 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
     for k, path in enumerate(inputs):
         provenance[f"input{k}"] = str(path)
     provenance.update(earth_orientation_keys(posterior.info.get("earth_orientation")))
-    quality = fit_quality(posterior.info)
-    cards = quality_cards(quality)
-    provenance.update({key.replace("HIERARCH ASTROCAL ", "").lower(): value for key, value, _ in cards})
+    cards = quality_cards(fit_quality(posterior.info))
     meta = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256}
     meta.update({f"input{k}": str(p) for k, p in enumerate(inputs)})
     sol = posterior_solution(posterior, filter_id, meta=meta)
     paths = {
         "astromet": write_astromet(out / f"astromet_{filter_id}.fits", sol, instrument=instrument,
-                                   overwrite=overwrite, provenance=provenance),
+                                   overwrite=overwrite, provenance=provenance, cards=cards),
         "sip": write_sip_header(out / f"wcs_sip_{filter_id}.hdr", sol, overwrite=overwrite, cards=cards),
     }
     band = band or metis_band(instrument)

@@ -183,7 +183,7 @@ def _poly_hdu(name, products, which, fmt):
 
 
 def write_astromet(path, solutions, instrument="", step=25, overwrite=False, provenance=None,
-                   precision="single"):
+                   precision="single", cards=()):
     """Write one or more :class:`~astrocal.solution.Solution` to an AstroMet FITS file.
 
     Parameters
@@ -201,6 +201,8 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
         and as HISTORY: software version, campaign hash, input files, fit settings.
     precision : "single" or "double"
         ``"single"`` writes E/36E columns as the CCF does; ``"double"`` writes D/36D.
+    cards : sequence of (keyword, value, comment)
+        Extra primary-header cards as they are (a fit's quality flags).
 
     Returns
     -------
@@ -236,6 +238,8 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
     h["OFFSDEF"] = OFFSET_DEFINITION
     for key, value in (provenance or {}).items():
         _put_provenance(h, key, value)
+    for key, value, comment in cards or ():
+        h[key] = (value, comment)
     hdus = [primary] + [p.table_hdu for p in products]
     hdus.append(_poly_hdu("POLYNOM_MAP", products, "poly", fmt))
     hdus.append(_poly_hdu("POLYNOM_MAP2", products, "poly2", fmt))
