@@ -58,9 +58,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import astropy.units as u
-from astropy.coordinates import AltAz, SkyCoord
+from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.table import Table
-from astropy.time import Time
+from astropy.time import Time, TimeDelta
 
 from astrocal import earth
 from astrocal.sky.catalog import CatalogError, parse_epoch, _as_center
@@ -639,9 +639,6 @@ def orientation_cost(time, pointing, site, weather, wavelength_um, *, position_a
     ``field_radius_arcsec``, ``stale`` (the table gives no measured value at ``time``, or
     it lies after the leap-second expiry), and ``table`` (the file's name).
     """
-    from astropy.coordinates import EarthLocation
-    from astropy.time import TimeDelta
-
     t = parse_time(time, "exposure time")
     with earth.orientation():
         eop = earth.uncertainty(t)
