@@ -26,7 +26,9 @@ correlated.  Targets: 68 +/- 3 % and 95 +/- 2 %.
 A second pass fits the first ``--auto`` campaigns with ``degree="auto"`` (evidence over
 degrees 3-8) and reports the same fractions and the chosen versus the true degree;
 ``--only-auto`` skips the fits at the true degree (the default fit alone).
-``--field-prior`` sets ``Priors.field_prior`` (default: the model's).
+``--field-prior`` sets ``Priors.field_prior`` (default: the model's); ``--residual``
+``Priors.residual`` (the residual field beyond the polynomial: ``none``, ``matern52`` or
+``auto``, the evidence's choice; default: the model's).
 
 Run (the default fit over 200 campaigns, ~50 min on 2 idle cores):
     python benchmarks/bench_model_coverage.py --campaigns 200 --auto 200 --only-auto \
@@ -172,7 +174,7 @@ def run_campaign(task):
 
     seed, fit_degree = task["seed"], task["fit_degree"]
     p = campaign_params(seed)
-    rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"))
+    rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"), residual=task.get("residual"))
     try:
         truth, pts, _ = make_campaign(**p)
     except Exception as exc:  # a simulation failure is recorded, not fatal
@@ -182,7 +184,8 @@ def run_campaign(task):
     c0 = time.process_time()
     rec.update(n_points=int(pts.n_points), n_holes=int(pts.n_holes))
     try:
-        priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior)
+        priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior,
+                        residual=task.get("residual") or Priors().residual)
         fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors))
     except Exception as exc:  # record and go on: a failed fit is a finding
         rec.update(error=f"{type(exc).__name__}: {exc}")
@@ -366,6 +369,8 @@ def main():
     ap.add_argument("--auto", type=int, default=40, help="campaigns also fitted with degree 'auto'")
     ap.add_argument("--only-auto", action="store_true", help="fit only with degree 'auto' (the default fit)")
     ap.add_argument("--field-prior", default=None, help="Priors.field_prior of the fits (default: the model's)")
+    ap.add_argument("--residual", default=None, choices=("none", "matern52", "auto"),
+                    help="Priors.residual of the fits (default: the model's)")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -385,6 +390,7 @@ def main():
         tasks += [{"seed": s, "fit_degree": "auto"} for s in list(seeds)[:args.auto]]
         for t in tasks:
             t["field_prior"] = args.field_prior or Priors().field_prior
+            t["residual"] = args.residual or Priors().residual
         print(f"{len(tasks)} fits on {args.processes} processes (machine shared with other "
               "developers: wall times are indicative)", flush=True)
         records = run(tasks, args.processes, jsonl)

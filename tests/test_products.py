@@ -38,6 +38,7 @@ def synthetic_posterior(n=200, degree=4, seed=0, sd_arcsec=2e-4, inputs=("c.toml
     names = ([f"cu[{i},{j}]" for i, j in terms(degree)] + [f"cv[{i},{j}]" for i, j in terms(degree)]
              + ["pose_scale[e1]", "pose_rot[e1]", "pose_tx[e1]", "pose_ty[e1]"])
     phi = rng.normal(size=(n, 2))
+    phi[:, 0] = -30.0  # no jitter: no unresolved field (tested with residual_posterior)
     info = {"inputs": list(inputs), "campaign_sha256": HASH, "astrocal_version": __version__}
     return Posterior(degree, DOMAIN, g, phi, None, names, ["log_jitter[lab]", "log_kappa"], [], info)
 
@@ -236,3 +237,116 @@ def test_posterior_sigma_is_the_spread_of_the_draws():
     assert np.allclose(sx, np.std(lx, axis=0, ddof=1), rtol=1e-9)
     assert np.allclose(sy, np.std(ly, axis=0, ddof=1), rtol=1e-9)
     assert sx[2] < 1e-9 and sy[2] < 1e-9  # at the boresight the offset is 0 by definition
+
+
+# ---------------------------------------------------------------- a fit with a residual field
+def residual_posterior(n=300, seed=3, amp_px=0.03, jitter_px=0.004):
+    """The synthetic posterior plus a Matérn residual field beyond the polynomial (6 x 6
+    eigenfunctions per component, coefficients drawn so that the mean residual is ~amp_px)
+    and a jitter per draw (the unresolved field)."""
+    from astrocal.field.residual import ResidualBasis
+
+    post = synthetic_posterior(n=n, seed=seed)
+    basis = ResidualBasis(DOMAIN, post.degree, m=6)
+    rng = np.random.default_rng(seed + 1)
+    w = rng.normal(0, 1, 2 * basis.size)
+    scale = amp_px * 5.47e-3 / np.std(basis.design(np.linspace(0, 2047, 400), np.linspace(2047, 0, 400))
+                                      @ w[:basis.size])
+    wd = (w * scale)[None] + rng.normal(0, 2e-5, (n, 2 * basis.size))
+    g = np.hstack([post.g, wd])
+    names = post.param_names + [f"res_u[{k}]" for k in range(basis.size)] + [f"res_v[{k}]" for k in range(basis.size)]
+    phi = np.column_stack([np.log(jitter_px * 5.47e-3 * np.exp(rng.normal(0, 0.1, n))), rng.normal(size=n)])
+    spec = {"kind": "matern52", "m": basis.m, "boundary": basis.boundary, "degree": basis.degree,
+            "first_column": post.g.shape[1], "n_functions": basis.size}
+    return Posterior(post.degree, DOMAIN, g, phi, None, names, post.hyper_names, [], post.info, spec), basis
+
+
+def test_products_carry_the_residual_field(tmp_path):
+    """With a residual field: the AstroMet table samples polynomial + residual (exactly, at
+    its nodes), with the full posterior sigma; its polynomials state their difference; the
+    FITS WCS look-up file read by astropy.wcs reproduces the full field within 1e-3 px both
+    ways; the METIS map is the full field's local scale."""
+    from astropy.wcs import WCS
+
+    from astrocal.model import draws
+
+    post, basis = residual_posterior()
+    res = residuals()
+    paths = write_fit_products(post, tmp_path, "Lp", instrument="METIS IMG_LM", residuals=res)
+    assert set(paths) == {"astromet", "sip", "wcs_lookup", "distortion_table", "distortion_map"}
+    sol = posterior_solution(post, "Lp")
+    mean = post.g.mean(axis=0)
+    r0 = post.residual_spec["first_column"]
+
+    def full(x, y):  # the posterior-mean full field, independently
+        x, y = np.ravel(x), np.ravel(y)
+        f = _field_of(mean, post.degree)
+        u, v = f(x, y)
+        phi = basis.design(x, y)
+        return u + phi @ mean[r0:r0 + basis.size], v + phi @ mean[r0 + basis.size:]
+
+    # AstroMet: distorted = linear + offset, through the full field
+    am = read_astromet(paths["astromet"])["Lp"]
+    t = am.table
+    assert am.header["RESIDUAL"] is True
+    lx, ly = np.asarray(t["RAWX"], float) - 1, np.asarray(t["RAWY"], float) - 1
+    px, py = lx + np.asarray(t["RAWX_OFF"], float), ly + np.asarray(t["RAWY_OFF"], float)
+    u, v = full(px, py)
+    m, b = sol.linear_matrix, sol.boresight
+    u0, v0 = _field_of(mean, post.degree)(*b)
+    gx = b[0] + m[0, 0] * (u - u0) + m[0, 1] * (v - v0)
+    gy = b[1] + m[1, 0] * (u - u0) + m[1, 1] * (v - v0)
+    assert np.max(np.hypot(gx - lx, gy - ly)) < 1e-6
+    # the polynomial alone would be off by the residual's size; POLYERR says so
+    poly_only = np.asarray(sol.linear_field()(px, py))
+    miss = np.max(np.hypot(poly_only[0] - lx, poly_only[1] - ly))
+    assert miss > 0.02
+    assert am.header["POLY2ERR"] >= 0.5 * miss
+    # its sigma: the draws' spread of the full linear-grid position, plus the unresolved field
+    k = np.linspace(0, len(t) - 1, 25).astype(int)
+    uu, vv = draws.field_samples(post.g, post.degree, DOMAIN, px[k], py[k], post.residual)
+    ub, vb = draws.field_samples(post.g[:, :2 * post.nt], post.degree, DOMAIN, [b[0]], [b[1]])
+    lxs = m[0, 0] * (uu - ub) + m[0, 1] * (vv - vb)
+    extra = np.mean(post.unresolved**2) * np.sum(m[0] ** 2)
+    assert np.allclose(np.asarray(t["RAWX_OFF_ERR"], float)[k], np.sqrt(lxs.var(0, ddof=1) + extra), rtol=1e-4)
+    assert post.unresolved is not None and extra > 0
+    # FITS WCS with look-up tables: astropy reproduces the full field both ways
+    with fits.open(paths["wcs_lookup"]) as f:
+        assert f[0].header["CPDIS1"] == "Lookup"
+        w = WCS(f[0].header, f)
+        rng = np.random.default_rng(5)
+        x, y = rng.uniform(-0.5, 2047.5, 5000), rng.uniform(-0.5, 2047.5, 5000)
+        world = w.all_pix2world(np.column_stack([x, y]), 0)
+        # the expected world position: the full field through the header's plain TAN
+        plain = f[0].header.copy()
+        for key in list(plain):
+            if key.split("_")[0] in ("A", "B", "AP", "BP") or key.startswith(("CPDIS", "DP", "CPERR")):
+                del plain[key]
+        plain["CTYPE1"], plain["CTYPE2"] = "RA---TAN", "DEC--TAN"
+        u, v = full(x, y)
+        us, vs = sol.reference_position
+        cd = np.array([[plain["CD1_1"], plain["CD1_2"]], [plain["CD2_1"], plain["CD2_2"]]])
+        q = np.linalg.solve(cd, (np.column_stack([u - us, v - vs]) / 3600.0).T).T + [plain["CRPIX1"] - 1,
+                                                                                         plain["CRPIX2"] - 1]
+        expected = WCS(plain).wcs_pix2world(q, 0)
+        off = np.hypot((world[:, 0] - expected[:, 0]) * np.cos(np.radians(expected[:, 1])),
+                       world[:, 1] - expected[:, 1]) * 3600.0 / sol.plate_scale
+        assert off.max() < 1e-3
+        back = w.all_world2pix(expected, 0, tolerance=1e-7, maxiter=50)
+        assert np.max(np.hypot(back[:, 0] - x, back[:, 1] - y)) < 1e-3
+        # without the tables the header misses by the residual's size
+        sip = WCS(load_header(paths["sip"])).all_pix2world(np.column_stack([x, y]), 0)
+        assert np.max(np.hypot((sip[:, 0] - expected[:, 0]) * np.cos(np.radians(expected[:, 1])),
+                               sip[:, 1] - expected[:, 1])) * 3600.0 / sol.plate_scale > 0.02
+    # METIS map: the full field's local pixel scale (finite differences of the full field)
+    with fits.open(paths["distortion_map"]) as f:
+        img = f[0].data
+        assert fits.getheader(paths["distortion_table"], 1)["RESIDUAL"] is True
+    for x, y in ((100, 200), (1500, 1800), (1023, 40)):
+        h = 0.5
+        ux1, vx1 = full([x + h], [y])
+        ux0, vx0 = full([x - h], [y])
+        uy1, vy1 = full([x], [y + h])
+        uy0, vy0 = full([x], [y - h])
+        det = ((ux1 - ux0) * (vy1 - vy0) - (uy1 - uy0) * (vx1 - vx0))[0] / (2 * h) ** 2
+        assert img[y, x] == pytest.approx(np.sqrt(abs(det)) * 1e3, rel=2e-6)

@@ -151,6 +151,7 @@ class FitSettings:
     field_prior: str = "curved"
     degree_choice: str = "median"
     mask_affine_sigma_ppm: Optional[float] = None
+    residual: str = "none"
 
     @property
     def flexure(self):
@@ -344,9 +345,10 @@ SKY_EXPOSURE_REFUSED = {
 }
 MEASURE_KEYS = {"output", "psf"}
 FIT_KEYS = {"degree", "degree_range", "output", "walkers", "steps", "seed", "hole_errors", "mask_affine_sigma_ppm",
-            "field_prior", "degree_choice", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
+            "field_prior", "degree_choice", "residual", "flexure_degree", "flexure_functions", "flexure_radius_arcsec"}
 FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
 DEGREE_CHOICES = ("median", "best")
+RESIDUAL_CHOICES = ("none", "matern52", "auto")
 EARTH_KEYS = {"iers_file", "leap_second_file", "allow_download"}
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth"}
 
@@ -662,9 +664,11 @@ def _fit(ctx, base, table, instrument):
         mask_ppm = _quantity(ctx, mask_ppm, u.dimensionless_unscaled, "fit.mask_affine_sigma_ppm")
         if not np.isfinite(mask_ppm) or mask_ppm < 0:
             raise ctx.error("fit.mask_affine_sigma_ppm", f"must be a number >= 0 (ppm), got {mask_ppm!r}")
+    residual = _one_of(ctx, table.get("residual", FitSettings.residual), "fit.residual", RESIDUAL_CHOICES)
     return FitSettings(output, degree, tuple(rng), walkers, steps, seed, hole_errors,
                        flexure_degree=fdeg, flexure_functions=ffun, flexure_radius_arcsec=frad,
-                       field_prior=field_prior, degree_choice=choice, mask_affine_sigma_ppm=mask_ppm)
+                       field_prior=field_prior, degree_choice=choice, mask_affine_sigma_ppm=mask_ppm,
+                       residual=residual)
 
 
 def _earth(ctx, base, table):

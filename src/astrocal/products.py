@@ -4,7 +4,12 @@ From a saved posterior (:func:`astrocal.model.result.load_posterior`), per filte
 
 - ``astromet_<filter>.fits``: AstroMet FITS (XMM-OM CCF layout) of the posterior-mean field
   with ``RAWX_OFF_ERR``/``RAWY_OFF_ERR`` from the posterior draws;
-- ``wcs_sip_<filter>.hdr``: a FITS WCS header with TAN-SIP of the posterior-mean field;
+- ``wcs_sip_<filter>.hdr``: a FITS WCS header with TAN-SIP of the posterior-mean field
+  (its polynomial);
+- with a residual field beyond the polynomial (:mod:`astrocal.field.residual`),
+  ``wcs_lookup_<filter>.fits``: the same TAN-SIP header completed by distortion look-up
+  tables of the residual (``CPDIS``/``DP``, ``WCSDVARR`` extensions;
+  :mod:`astrocal.formats.lookup`), so that astropy.wcs and drizzlepac apply the full field;
 - for METIS imagers, ``<B>_DISTORTION_TABLE_<filter>.fits`` and
   ``<B>_DISTORTION_MAP_<filter>.fits`` with ``<B>`` = ``LM`` or ``N``: the products of the
   METIS pipeline recipe ``metis_<b>_img_distortion`` (:func:`write_metis_products`).
@@ -37,10 +42,12 @@ from astropy.io import fits
 from . import __version__
 from .atomic import atomic_path
 from .field import design_matrix
+from .model import draws
 from .model.quality import fit_quality, quality_cards
 from .field.basis import flat_to_square, legendre_1d, legendre_to_monomial, square_to_flat, terms
 from .formats.astromet import write_astromet
-from .formats.sip import write_sip_header
+from .formats.lookup import write_wcs_lookup
+from .formats.sip import sip_header, write_sip_header
 from .pixels import to_fits
 from .solution import Solution
 
@@ -77,17 +84,29 @@ def metis_band(instrument):
 def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
     """A :class:`Solution` of the posterior-mean field with the posterior's uncertainty.
 
-    Its ``sigma(x, y)`` is the posterior standard deviation of the linear-grid position
-    ``M (G(p) - G(b))`` (pixels) along x and y: exactly the sample standard deviation over
-    the draws (``ddof=1``), computed from their covariance (linear in the coefficients).
+    With a residual field (:mod:`astrocal.field.residual`) the solution's field is the
+    posterior-mean polynomial and its ``residual`` the posterior-mean residual. Its
+    ``sigma(x, y)`` is the posterior standard deviation of the linear-grid position
+    ``M (G(p) + r(p) - G(b))`` (pixels) along x and y: exactly the sample standard deviation
+    over the draws (``ddof=1``), computed from their covariance (linear in the
+    coefficients), with the unresolved field's mean variance (:mod:`astrocal.model.draws`)
+    added in quadrature.
     """
     field = posterior.mean_field()
-    sol = Solution(field, filter=filter_id, detector_shape=detector_shape, meta=meta or {})
+    residual = posterior.mean_residual()
+    sol = Solution(field, filter=filter_id, detector_shape=detector_shape, meta=meta or {}, residual=residual)
     b = sol.boresight
     m = sol.linear_matrix
     nt = posterior.nt
-    cov = np.atleast_2d(np.cov(posterior.g[:, :2 * nt], rowvar=False))  # (2nt, 2nt) arcsec**2
+    res = posterior.residual
+    cols = np.arange(2 * nt)
+    if res is not None:
+        basis, r0 = res
+        cols = np.r_[cols, r0:r0 + 2 * basis.size]
+    cov = np.atleast_2d(np.cov(posterior.g[:, cols], rowvar=False))  # arcsec**2
     bb = design_matrix([b[0]], [b[1]], posterior.degree, posterior.domain)[0]
+    # unresolved field: isotropic variance per component (arcsec**2), through M to pixels
+    extra = draws.unresolved_variance(posterior.unresolved) * np.sum(m**2, axis=1)
 
     def sigma(x, y):
         x = np.ravel(np.asarray(x, float))
@@ -95,26 +114,31 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
         out_x = np.empty(x.size)
         out_y = np.empty(x.size)
         for lo in range(0, x.size, 4096):
-            B = design_matrix(x[lo:lo + 4096], y[lo:lo + 4096], posterior.degree, posterior.domain) - bb
+            xs, ys = x[lo:lo + 4096], y[lo:lo + 4096]
+            B = design_matrix(xs, ys, posterior.degree, posterior.domain) - bb
+            zero = np.zeros_like(B)
+            du, dv = [np.hstack([B, zero])], [np.hstack([zero, B])]  # d(u)/d(g), d(v)/d(g)
+            if res is not None:
+                phi = res[0].design(xs, ys)
+                zr = np.zeros_like(phi)
+                du.append(np.hstack([phi, zr]))
+                dv.append(np.hstack([zr, phi]))
+            du, dv = np.hstack(du), np.hstack(dv)
             for row, out in ((0, out_x), (1, out_y)):
-                a = np.hstack([m[row, 0] * B, m[row, 1] * B])  # d(linear-grid position)/d(g)
-                out[lo:lo + 4096] = np.sqrt(np.maximum(np.einsum("na,ab,nb->n", a, cov, a), 0.0))
+                a = m[row, 0] * du + m[row, 1] * dv  # d(linear-grid position)/d(g)
+                out[lo:lo + 4096] = np.sqrt(np.maximum(np.einsum("na,ab,nb->n", a, cov, a), 0.0) + extra[row])
         return out_x, out_y
 
     return Solution(field, filter=filter_id, detector_shape=detector_shape, sigma=sigma,
                     meta=meta or {}, boresight=b, plate_scale=sol.plate_scale,
-                    rotation=sol.rotation, parity=sol.parity)
+                    rotation=sol.rotation, parity=sol.parity, residual=residual)
 
 
 # =========================================================================== maps on grids
-def local_scale_grid(field, xs, ys):
-    """Areal local pixel scale ``sqrt(|det J|)`` of ``field`` on the grid ``xs`` x ``ys``.
-
-    ``xs``, ``ys``: 1-D 0-based pixel coordinates; returns an array ``(len(ys), len(xs))``
-    in the field's output unit per pixel (arcsec/pixel for an instrument field). The
-    Legendre basis is separable, so the Jacobian on a grid is four small matrix products
-    (exact, the same values as :func:`astrocal.field.local_geometry` point by point).
-    """
+def _jacobian_grid(field, xs, ys):
+    """``(du/dx, du/dy, dv/dx, dv/dy)`` of the polynomial ``field`` on the grid ``xs`` x
+    ``ys``, each ``(len(ys), len(xs))``. The Legendre basis is separable, so the Jacobian
+    on a grid is four small matrix products (exact)."""
     t, _ = field.normalise(np.asarray(xs, float), np.zeros(len(xs)))
     _, s = field.normalise(np.zeros(len(ys)), np.asarray(ys, float))
     n = field.degree
@@ -123,15 +147,48 @@ def local_scale_grid(field, xs, ys):
     px, dpx = legendre_1d(t, n, derivative=True)
     py, dpy = legendre_1d(s, n, derivative=True)
     # u[y, x] = sum_ij c[i, j] P_j(s_y) P_i(t_x)
-    a = py.T @ field.cx.T @ dpx / hx  # du/dx
-    b = dpy.T @ field.cx.T @ px / hy  # du/dy
-    c = py.T @ field.cy.T @ dpx / hx  # dv/dx
-    d = dpy.T @ field.cy.T @ px / hy  # dv/dy
+    return (py.T @ field.cx.T @ dpx / hx, dpy.T @ field.cx.T @ px / hy,
+            py.T @ field.cy.T @ dpx / hx, dpy.T @ field.cy.T @ px / hy)
+
+
+def local_scale_grid(field, xs, ys, residual=None):
+    """Areal local pixel scale ``sqrt(|det J|)`` of ``field`` on the grid ``xs`` x ``ys``.
+
+    ``xs``, ``ys``: 1-D 0-based pixel coordinates; returns an array ``(len(ys), len(xs))``
+    in the field's output unit per pixel (arcsec/pixel for an instrument field), exact (the
+    same values as :func:`astrocal.field.local_geometry` point by point). ``residual``:
+    ``(ResidualBasis, wu, wv)``, a residual field's basis and its coefficients (u, v), added
+    to the field (its raw eigenfunctions separable on the grid, its polynomial part
+    subtracted from the field's coefficients).
+    """
+    if residual is not None:
+        basis, wu, wv = residual
+        poly = _minus_residual_polynomial(field, basis, wu, wv)
+        a, b, c, d = _jacobian_grid(poly, xs, ys)
+        _, rux, ruy = basis.raw_grid(wu, xs, ys)
+        _, rvx, rvy = basis.raw_grid(wv, xs, ys)
+        a, b, c, d = a + rux, b + ruy, c + rvx, d + rvy
+    else:
+        a, b, c, d = _jacobian_grid(field, xs, ys)
     return np.sqrt(np.abs(a * d - b * c))
 
 
+def _minus_residual_polynomial(field, basis, wu, wv):
+    """``field`` minus the polynomial part of the residual ``(wu, wv)`` on ``basis``
+    (:meth:`ResidualBasis.polynomial_part`), stored at the higher of the two degrees."""
+    degree = max(field.degree, basis.degree)
+    f = field.with_degree(degree)
+    pu = np.zeros((degree + 1, degree + 1))
+    pv = np.zeros_like(pu)
+    k = basis.degree + 1
+    pu[:k, :k] = flat_to_square(basis.polynomial_part(wu), basis.degree)
+    pv[:k, :k] = flat_to_square(basis.polynomial_part(wv), basis.degree)
+    return f.replace(cx=f.cx - pu, cy=f.cy - pv)
+
+
 def local_scale_samples(posterior, x, y, max_draws=1000, chunk=256):
-    """Posterior draws of the areal local pixel scale at points (arcsec/pixel).
+    """Posterior draws of the areal local pixel scale at points (arcsec/pixel), of the
+    polynomial plus the residual field when the fit has one.
 
     Returns ``(n_draws, N)``; at most ``max_draws`` draws, thinned evenly.
     """
@@ -142,12 +199,19 @@ def local_scale_samples(posterior, x, y, max_draws=1000, chunk=256):
         g = g[np.linspace(0, len(g) - 1, max_draws).astype(int)]
     nt = posterior.nt
     gu, gv = g[:, :nt], g[:, nt:2 * nt]
+    res = posterior.residual
     out = np.empty((len(g), x.size))
     for lo in range(0, x.size, chunk):
-        _, bx, by = design_matrix(x[lo:lo + chunk], y[lo:lo + chunk], posterior.degree,
-                                  posterior.domain, derivatives=True)
+        xs, ys = x[lo:lo + chunk], y[lo:lo + chunk]
+        _, bx, by = design_matrix(xs, ys, posterior.degree, posterior.domain, derivatives=True)
         a, b = gu @ bx.T, gu @ by.T
         c, d = gv @ bx.T, gv @ by.T
+        if res is not None:
+            basis, r0 = res
+            m = basis.size
+            px, py = basis.design_derivatives(xs, ys)
+            ru, rv = g[:, r0:r0 + m], g[:, r0 + m:r0 + 2 * m]
+            a, b, c, d = a + ru @ px.T, b + ru @ py.T, c + rv @ px.T, d + rv @ py.T
         out[:, lo:lo + chunk] = np.sqrt(np.abs(a * d - b * c))
     return out
 
@@ -300,6 +364,7 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     th["FPREFU"] = (u0, "[arcsec] focal-plane u of boresight")
     th["FPREFV"] = (v0, "[arcsec] focal-plane v of boresight")
     th["POLYDEG"] = (posterior.degree, "total degree of the polynomials")
+    th["RESIDUAL"] = (posterior.residual is not None, "field holds a residual beyond these terms")
     ny, nx = posterior.detector_shape
     th["DETNAXI1"] = (nx, "[pixel] detector size along x")
     th["DETNAXI2"] = (ny, "[pixel] detector size along y")
@@ -318,11 +383,20 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     # ---- map
     cat = f"{band}_DISTORTION_MAP"
     field = posterior.mean_field()
-    scale = (local_scale_grid(field, np.arange(nx), np.arange(ny)) * 1e3).astype(np.float32)
+    res = posterior.residual
+    full = None
+    if res is not None:
+        basis, r0 = res
+        w = posterior.g[:, r0:r0 + 2 * basis.size].mean(axis=0)
+        full = (basis, w[:basis.size], w[basis.size:])
+    scale = (local_scale_grid(field, np.arange(nx), np.arange(ny), residual=full) * 1e3).astype(np.float32)
     ph = _metis_primary(band, filter_id, cat, qc_rms, nsource, provenance, cards)
     ph["BUNIT"] = ("mas/pixel", "areal local pixel scale sqrt|det J|")
     ph["COMMENT"] = ("image: local pixel scale of the posterior-mean field at each detector "
                      "pixel centre; FITS pixel (i, j) = 0-based detector pixel (i-1, j-1)")
+    if res is not None:
+        ph["COMMENT"] = ("the field is the polynomial plus the residual field beyond it (the table "
+                         "holds the polynomial part)")
     primary = fits.PrimaryHDU(data=scale, header=ph)
     ex = np.arange(0, nx, err_step, dtype=float)
     ey = np.arange(0, ny, err_step, dtype=float)
@@ -385,7 +459,6 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
     Returns ``{name: path}``.
     """
     out = Path(out)
-    posterior.require_polynomial("the AstroMet, SIP and METIS products")
     inputs = _merged_inputs(inputs, posterior)
     provenance = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256,
                   "degree": posterior.degree, "n_draws": len(posterior.g)}
@@ -401,6 +474,13 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
                                    overwrite=overwrite, provenance=provenance, cards=cards),
         "sip": write_sip_header(out / f"wcs_sip_{filter_id}.hdr", sol, overwrite=overwrite, cards=cards),
     }
+    if sol.residual is not None:
+        header = sip_header(sol)
+        for key, value, comment in cards:
+            header[key] = (value, comment)
+        paths["wcs_lookup"], _ = write_wcs_lookup(out / f"wcs_lookup_{filter_id}.fits", header, sol.residual,
+                                                  sol.detector_shape, jacobian=sol.field.jacobian,
+                                                  overwrite=overwrite)
     band = band or metis_band(instrument)
     if band:
         if residuals is None:

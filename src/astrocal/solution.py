@@ -19,6 +19,12 @@ minus the linear-grid position (XMM-OM AstroMet sign):
 
 ``D2`` is exactly a polynomial of the field's degree; ``D`` is fitted (see
 :func:`astrocal.field.invert`) or, where exact values are needed, solved point by point.
+
+A solution may carry a *residual field* ``r`` beyond the polynomial (a fit with the
+residual of :mod:`astrocal.field.residual`): the full field is ``G(p) + r(p)``, the linear
+grid keeps the polynomial's reference ``G(b)`` (so ``L(p) = b + M (G(p) + r(p) - G(b))``),
+and the offsets, reverse and forward, are those of the full field. The polynomial alone is
+:meth:`Solution.linear_field` (``r`` left out; what the polynomial products approximate).
 """
 from __future__ import annotations
 
@@ -58,6 +64,10 @@ class Solution:
     sigma : callable or None
         ``sigma(x, y) -> (sigma_x, sigma_y)``: 1-sigma uncertainty of the offsets (pixels)
         at 0-based detector positions, when the solution has uncertainties.
+    residual : callable or None
+        ``residual(x, y) -> (ru, rv)``: the field beyond the polynomial ``field`` (arcsec,
+        at 0-based detector pixels), or None for a polynomial solution. It must hold no
+        affine part (the plate scale, rotation and boresight are the polynomial's).
     meta : dict
         Provenance (software version, campaign hash, input files, fit settings).
     """
@@ -70,6 +80,7 @@ class Solution:
     rotation: Optional[float] = None
     parity: Optional[int] = None
     sigma: Optional[Callable] = None
+    residual: Optional[Callable] = None
     meta: dict = dc_field(default_factory=dict)
 
     def __post_init__(self):
@@ -118,8 +129,27 @@ class Solution:
         u, v = self.field(*self.boresight)
         return float(u), float(v)
 
+    def full_field(self, x, y):
+        """The full field ``G(p) + r(p)`` at 0-based detector pixels (arcsec)."""
+        u, v = self.field(x, y)
+        if self.residual is not None:
+            ru, rv = self.residual(x, y)
+            u, v = u + ru, v + rv
+        return u, v
+
+    def linear_positions(self, x, y):
+        """``L(p)``: the linear-grid positions (pixels, 0-based) of 0-based detector
+        positions, through the full field (with the residual when there is one)."""
+        lx, ly = self.linear_field()(x, y)
+        if self.residual is None:
+            return lx, ly
+        ru, rv = self.residual(x, y)
+        m = self.linear_matrix
+        return lx + m[0, 0] * ru + m[0, 1] * rv, ly + m[1, 0] * ru + m[1, 1] * rv
+
     def linear_field(self):
-        """The polynomial field ``L``: detector pixel -> linear-grid pixel (0-based)."""
+        """The polynomial field ``L``: detector pixel -> linear-grid pixel (0-based), of the
+        polynomial part alone (:meth:`linear_positions` adds the residual)."""
         m = self.linear_matrix
         u0, v0 = self.reference_position
         f = self.field
@@ -132,21 +162,39 @@ class Solution:
         return DistortionField(cx, cy, f.domain, unit="pixel", input_unit="pixel")
 
     def reverse_offsets(self, x, y):
-        """``D2(p) = p - L(p)`` at 0-based detector positions (pixels)."""
-        lx, ly = self.linear_field()(x, y)
+        """``D2(p) = p - L(p)`` at 0-based detector positions (pixels), of the full field."""
+        lx, ly = self.linear_positions(x, y)
         return np.asarray(x, dtype=float) - lx, np.asarray(y, dtype=float) - ly
 
     def reverse_offset_field(self):
-        """``D2`` as a :class:`DistortionField` (pixels -> pixels), exact."""
+        """``D2`` of the polynomial part as a :class:`DistortionField` (pixels -> pixels),
+        exact (without the residual field)."""
         lin = self.linear_field()
         ident = DistortionField.identity(lin.domain, degree=lin.degree)
         return ident - lin
 
-    def forward_offsets(self, lx, ly):
-        """``D(l) = L^-1(l) - l`` at 0-based linear-grid positions (pixels), solved exactly."""
+    def forward_offsets(self, lx, ly, tol=1e-10, maxiter=50):
+        """``D(l) = L^-1(l) - l`` at 0-based linear-grid positions (pixels), solved exactly
+        (to ``tol`` pixels) for the full field."""
         lx = np.asarray(lx, dtype=float)
         ly = np.asarray(ly, dtype=float)
-        px, py = solve(self.linear_field(), lx, ly, guess=(lx, ly))
+        lin = self.linear_field()
+        px, py = solve(lin, lx, ly, guess=(lx, ly))
+        if self.residual is not None:
+            # Newton with the polynomial's Jacobian (the residual's own is a small
+            # perturbation of it): each step contracts the error by about |dr/dp|
+            for _ in range(maxiter):
+                fx, fy = self.linear_positions(px, py)
+                ex, ey = fx - lx, fy - ly
+                if not np.all(np.isfinite(ex)) or np.max(np.hypot(ex, ey), initial=0.0) < tol:
+                    break
+                _, _, jac = lin.jacobian(px, py)
+                det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
+                px = px - (jac[..., 1, 1] * ex - jac[..., 0, 1] * ey) / det
+                py = py - (-jac[..., 1, 0] * ex + jac[..., 0, 0] * ey) / det
+            else:
+                raise ValueError(f"forward offsets of the full field did not converge to {tol} px "
+                                 f"in {maxiter} steps")
         return px - lx, py - ly
 
     @classmethod

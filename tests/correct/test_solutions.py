@@ -152,6 +152,10 @@ def test_posterior_covariance_is_the_draws_covariance(fit_result):
     basis = design_matrix(x, y, post.degree, post.domain)
     draws = np.stack([lam[:, :nt] @ basis.T, lam[:, nt:] @ basis.T], axis=-1)  # (S, N, 2)
     direct = np.cov(draws.reshape(len(lam), -1), rowvar=False)
+    # plus the unresolved field (the smallest jitter): white, per position, through M
+    m = sol.linear_matrix
+    jitter = np.exp(post.phi[:, [k for k, n in enumerate(post.hyper_names) if n.startswith("log_jitter[")]].min(1))
+    direct += np.kron(np.eye(x.size), np.mean(jitter**2) * (m @ m.T))
     full = ev.map_covariance_matrix(x, y)
     assert np.allclose(full, direct, rtol=1e-8, atol=1e-14)
     per = ev.map_covariance(x, y)

@@ -196,7 +196,11 @@ def test_posterior_lists_carry_the_correlations(fit_result, tmp_path, caplog):
         f = np.asarray(t["map_factor"])  # (N, 2, r)
         full = ev.map_covariance_matrix(pm[:, 0], pm[:, 1])
         flat = f.reshape(-1, f.shape[-1])
-        assert np.allclose(flat @ flat.T, full, rtol=1e-6, atol=1e-16)
+        white = ev.white_cov  # the fit's jitter: the unresolved field, per star
+        assert white[0, 0] > 0
+        if name.endswith(".ecsv"):
+            assert np.allclose(t.meta["astrocal_correct"]["map_white_cov"], white)
+        assert np.allclose(flat @ flat.T + np.kron(np.eye(len(t)), white), full, rtol=1e-6, atol=1e-16)
         assert np.allclose(t["sigma_x_map"] ** 2, np.diag(full)[0::2], rtol=1e-6)
     correct_star_list(tmp_path / "in.ecsv", ev, tmp_path / "out.csv")
     assert "cannot hold the posterior's map factor" in caplog.text

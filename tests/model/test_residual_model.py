@@ -96,8 +96,7 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     """A degree-4 field plus a mid-frequency ripple (0.03 px, ~300 px): with the residual
     field on "auto" the evidence takes it, the map is closer to the truth than the
     polynomial alone and its 1-sigma covers the truth; the result round-trips through
-    save_fit/load_posterior with the residual in its samples; the products refuse it
-    (they do not carry it yet)."""
+    save_fit/load_posterior with the residual in its samples; the products carry it."""
     import json
     import logging
     import warnings
@@ -146,5 +145,24 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     assert np.allclose(u, fit.field_samples(x, y)[0])
     info = json.loads((tmp_path / "fit.json").read_text())
     assert info["residual_field"]["kind"] == "matern52" and info["residual_field"]["n_functions"] == 64
-    with pytest.raises(ValueError, match="residual field beyond the polynomial; the AstroMet"):
-        write_fit_products(post, tmp_path, "Lp")
+    # the products carry it (tests/test_products.py checks their values)
+    paths = write_fit_products(post, tmp_path, "Lp")
+    assert "wcs_lookup" in paths
+    # astrocal correct: the full field, its inverse, and the draws' spread with the residual
+    from astrocal.correct.solutions import open_solution
+    from astrocal.products import posterior_solution
+
+    ev = open_solution(tmp_path)
+    sol = posterior_solution(post, "Lp")
+    xs, ys = np.random.default_rng(2).uniform(0, 2047, (2, 200))
+    lx, ly = ev.undistort(xs, ys)
+    ex, ey = sol.linear_positions(xs, ys)
+    assert np.max(np.hypot(lx - ex, ly - ey)) < 2e-3  # the draws' own linear grids: a tiny spread
+    px, py = ev.distort(lx, ly)
+    assert np.max(np.hypot(px - xs, py - ys)) < 1e-8
+    poly = sol.linear_field()(xs, ys)
+    assert np.max(np.hypot(lx - poly[0], ly - poly[1])) > 0.01  # the residual is in it
+    sx, sy = sol.sigma(xs, ys)
+    cov = ev.map_covariance(xs, ys)
+    # the same spread up to the draws' own linear grids (correct removes each draw's scale and rotation)
+    assert np.allclose(np.sqrt(cov[:, 0, 0]), sx, rtol=0.25)

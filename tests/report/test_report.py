@@ -31,6 +31,9 @@ def test_map_accuracy_is_the_spread_of_the_draws(fitted_result, report):
         du, dv = post.g[:, :nt] @ B.T, post.g[:, nt:2 * nt] @ B.T
         lx, ly = m[0, 0] * du + m[0, 1] * dv, m[1, 0] * du + m[1, 1] * dv
         sig[lo:lo + 500] = np.hypot(lx.std(axis=0, ddof=1), ly.std(axis=0, ddof=1))
+    # plus the unresolved field (the smallest jitter per draw), white, through M
+    jit = np.exp(post.phi[:, [k for k, n in enumerate(post.hyper_names) if n.startswith("log_jitter[")]].min(1))
+    sig = np.sqrt(sig**2 + np.mean(jit**2) * np.sum(m**2))
     ma = rep["map_accuracy"]
     assert ma["max_px"] == pytest.approx(sig.max(), rel=1e-9)
     assert ma["rms_px"] == pytest.approx(np.sqrt(np.mean(sig**2)), rel=1e-9)

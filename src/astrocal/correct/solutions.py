@@ -46,7 +46,10 @@ uncertainty*), as a covariance in pixels**2 at each position:
   covariance between any two positions is ``B(p_i) C B(p_j)^T`` with ``C`` the sample
   covariance of ``lambda``; :meth:`Evaluator.map_factor` returns ``F(p) = B(p) W`` with
   ``C = W W^T`` so that ``cov(l_i, l_j) = F_i F_j^T``, correlations between positions
-  included.
+  included. A fit with a residual field beyond the polynomial (:mod:`astrocal.field.residual`)
+  adds ``M_s r_s(p)`` to each draw, linear in the residual's coefficients, which join
+  ``lambda``; the unresolved field (:mod:`astrocal.model.draws`) adds its white covariance
+  ``v M M^T`` at each position (no correlation between positions).
 """
 from __future__ import annotations
 
@@ -133,6 +136,7 @@ class Evaluator:
     _factor: Optional[Callable] = dc_field(default=None, repr=False)
     has_uncertainty: bool = False
     meta: dict = dc_field(default_factory=dict)
+    white_cov: Optional[np.ndarray] = dc_field(default=None, repr=False)
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -187,9 +191,11 @@ class Evaluator:
         return ev.map_cov
 
     def map_factor(self, x, y):
-        """``F`` of shape (N, 2, r) with ``cov(l_i, l_j) = F_i @ F_j.T`` (pixels**2):
-        the full map covariance between positions.  Only a posterior (result directory)
-        knows the correlations between positions."""
+        """``F`` of shape (N, 2, r) with ``cov(l_i, l_j) = F_i @ F_j.T`` (pixels**2) for
+        ``i != j``: the map covariance between positions; at one position the unresolved
+        field's white covariance (``white_cov``) adds to it (:meth:`map_covariance` holds
+        both). Only a posterior (result directory) knows the correlations between
+        positions."""
         if self._factor is None:
             raise SolutionError(
                 f"{self.source}: a {self.kind} solution states no correlation between "
@@ -203,7 +209,10 @@ class Evaluator:
         (pixels**2), correlations between positions included."""
         f = self.map_factor(x, y)
         flat = f.reshape(-1, f.shape[-1])
-        return flat @ flat.T
+        cov = flat @ flat.T
+        if self.white_cov is not None:  # the unresolved field: per position, no correlation
+            cov += np.kron(np.eye(f.shape[0]), self.white_cov)
+        return cov
 
     def describe(self):
         """One line for logs and table metadata."""
@@ -546,12 +555,15 @@ def _find_result_dir(path, filter_id):
 
 
 def linear_grid_draws(posterior, solution):
-    """Legendre coefficients of each draw's linear-grid field ``L_s``, shape (S, 2 nt).
+    """Legendre coefficients of each draw's linear-grid field ``L_s``, shape (S, 2 nt)
+    (S, 2 nt + 2 m with a residual field of m functions per component).
 
     Draw ``s`` has field ``G_s`` and its own linear grid ``M_s`` (closest rotation and
     scale to its affine part, parity and boresight of ``solution``):
     ``L_s(p) = b + M_s (G_s(p) - G_s(b))``, a polynomial of the field's degree whose
-    coefficients are returned in :func:`astrocal.field.terms` order, x then y.
+    coefficients are returned in :func:`astrocal.field.terms` order, x then y. With a
+    residual field ``r_s`` (:mod:`astrocal.field.residual`) ``L_s`` gains ``M_s r_s(p)``,
+    whose coefficients on the residual's basis follow, x then y.
     """
     nt = posterior.nt
     gu = posterior.g[:, :nt]
@@ -577,11 +589,39 @@ def linear_grid_draws(posterior, solution):
     shift = b[None, :] - np.einsum("sij,sj->si", m, gb)
     lu[:, 0] += shift[:, 0]
     lv[:, 0] += shift[:, 1]
-    return np.hstack([lu, lv])
+    if posterior.residual is None:
+        return np.hstack([lu, lv])
+    basis, r0 = posterior.residual
+    ru, rv = posterior.g[:, r0:r0 + basis.size], posterior.g[:, r0 + basis.size:r0 + 2 * basis.size]
+    return np.hstack([lu, lv, m[:, 0, 0, None] * ru + m[:, 0, 1, None] * rv,
+                      m[:, 1, 0, None] * ru + m[:, 1, 1, None] * rv])
+
+
+def _distort_full(distort_poly, evaluate):
+    """``distort`` for a linear-grid map with a residual field: Newton steps with the full
+    map's Jacobian from the polynomial's exact inverse (the residual is a small
+    perturbation, a few steps reach 1e-10 px)."""
+
+    def distort(lx, ly):
+        x, y = distort_poly(lx, ly)
+        for _ in range(30):
+            ev = evaluate(x, y, False)
+            ex, ey = ev.lx - lx, ev.ly - ly
+            ok = np.isfinite(ex) & np.isfinite(ey)
+            if not ok.any() or np.max(np.hypot(ex[ok], ey[ok])) < 1e-10:
+                break
+            j = ev.jac
+            det = j[:, 0, 0] * j[:, 1, 1] - j[:, 0, 1] * j[:, 1, 0]
+            x = x - (j[:, 1, 1] * ex - j[:, 0, 1] * ey) / det
+            y = y - (-j[:, 1, 0] * ex + j[:, 0, 0] * ey) / det
+        return x, y
+
+    return distort
 
 
 def _open_posterior(path, filter_id, method):
     from ..field.basis import flat_to_square
+    from ..model.draws import unresolved_variance
     from ..model.result import load_posterior
     from ..products import posterior_solution
 
@@ -590,7 +630,6 @@ def _open_posterior(path, filter_id, method):
                             f"method {method!r} applies to AstroMet files only")
     rdir, name = _find_result_dir(path, filter_id)
     post = load_posterior(rdir)
-    post.require_polynomial("astrocal correct")
     if len(post.g) < 3:
         raise SolutionError(f"{rdir}: the posterior holds {len(post.g)} draws; too few for an "
                             "uncertainty")
@@ -598,47 +637,72 @@ def _open_posterior(path, filter_id, method):
     lam = linear_grid_draws(post, sol)
     nt = post.nt
     deg = post.degree
+    res = post.residual
+    mres = res[0].size if res is not None else 0
     mean = lam.mean(axis=0)
-    lin = DistortionField(flat_to_square(mean[:nt], deg), flat_to_square(mean[nt:], deg),
+    lin = DistortionField(flat_to_square(mean[:nt], deg), flat_to_square(mean[nt:2 * nt], deg),
                           post.domain, unit="pixel", input_unit="pixel")
+    rmx, rmy = mean[2 * nt:2 * nt + mres], mean[2 * nt + mres:]
     cov = np.cov(lam, rowvar=False)
     w, v = np.linalg.eigh(cov)
     keep = w > max(w.max(), 0.0) * 1e-12
-    factor = v[:, keep] * np.sqrt(w[keep])  # (2 nt, r): cov = factor @ factor.T
-    fx, fy = factor[:nt], factor[nt:]
+    factor = v[:, keep] * np.sqrt(w[keep])  # (2 nt [+ 2 m], r): cov = factor @ factor.T
+    fx = np.vstack([factor[:nt], factor[2 * nt:2 * nt + mres]])
+    fy = np.vstack([factor[nt:2 * nt], factor[2 * nt + mres:]])
+    # the unresolved field (white, per position): its covariance in linear-grid pixels
+    m = sol.linear_matrix
+    white = unresolved_variance(post.unresolved) * (m @ m.T)
+
+    def basis_at(x, y):
+        b = design_matrix(x, y, deg, post.domain)
+        return b if res is None else np.hstack([b, res[0].design(x, y)])
 
     def map_factor(x, y):
         out = np.empty((x.size, 2, factor.shape[1]))
         for lo in range(0, x.size, CHUNK):
             hi = min(lo + CHUNK, x.size)
-            basis = design_matrix(x[lo:hi], y[lo:hi], deg, post.domain)
+            basis = basis_at(x[lo:hi], y[lo:hi])
             out[lo:hi, 0] = basis @ fx
             out[lo:hi, 1] = basis @ fy
         return out
 
     def evaluate(x, y, errors):
         lx, ly, jac = lin.jacobian(x, y)
+        jac = np.array(jac, float).reshape(-1, 2, 2)
+        if res is not None:
+            phi = res[0].design(x, y)
+            dpx, dpy = res[0].design_derivatives(x, y)
+            lx, ly = lx + phi @ rmx, ly + phi @ rmy
+            jac[:, 0, 0] += dpx @ rmx
+            jac[:, 0, 1] += dpy @ rmx
+            jac[:, 1, 0] += dpx @ rmy
+            jac[:, 1, 1] += dpy @ rmy
         covs = None
         if errors:
             covs = np.empty((x.size, 2, 2))
             for lo in range(0, x.size, CHUNK):
                 hi = min(lo + CHUNK, x.size)
-                basis = design_matrix(x[lo:hi], y[lo:hi], deg, post.domain)
+                basis = basis_at(x[lo:hi], y[lo:hi])
                 ax, ay = basis @ fx, basis @ fy  # the factor's rows for x and y
                 covs[lo:hi, 0, 0] = np.einsum("ij,ij->i", ax, ax)
                 covs[lo:hi, 1, 1] = np.einsum("ij,ij->i", ay, ay)
                 covs[lo:hi, 0, 1] = covs[lo:hi, 1, 0] = np.einsum("ij,ij->i", ax, ay)
-        return Evaluation(lx, ly, jac.reshape(-1, 2, 2), covs)
+            covs += white
+        return Evaluation(lx, ly, jac, covs)
 
     distort = _distort_by_newton(lin)
+    if res is not None:
+        distort = _distort_full(distort, evaluate)
     info = post.info or {}
     meta = {"n_draws": int(len(post.g)), "degree": int(deg), "rank": int(keep.sum()),
+            "residual_field": bool(res is not None),
+            "unresolved_px": float(np.sqrt(unresolved_variance(post.unresolved))) / sol.plate_scale,
             "campaign_sha256": info.get("campaign_sha256", ""),
             "fit_json": json.dumps({"degree": info.get("degree"),
                                     "converged": (info.get("diagnostics") or {}).get("converged")})}
     return Evaluator(str(rdir), "posterior", "posterior", name, post.detector_shape, sol.boresight,
                      sol.plate_scale, sol.rotation, sol.parity, sol.reference_position,
-                     evaluate, distort, map_factor, True, meta)
+                     evaluate, distort, map_factor, True, meta, white)
 
 
 __all__ = ["ASTROMET_METHODS", "METHODS", "Evaluation", "Evaluator", "SolutionError",

@@ -24,7 +24,9 @@ column               unit    meaning
                              within the margin (corrected by extrapolation); 2: beyond the
                              margin (not corrected, NaN, unless ``extrapolate``)
 ``map_factor``       pix     posterior only (ECSV, FITS): shape (2, r), ``F_i``; the map
-                             covariance between stars ``i`` and ``j`` is ``F_i F_j^T``
+                             covariance between stars ``i != j`` is ``F_i F_j^T``; at one
+                             star the unresolved field's white covariance (metadata
+                             ``map_white_cov``, pix**2) adds to ``F_i F_i^T``
 ===================  ======  =================================================================
 
 The uncertainty of ``(x_lin, y_lin)`` is ``J C_in J^T + C_map`` with ``J = dl/dp`` the
@@ -335,8 +337,10 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
     if res.factor is not None:
         t["map_factor"] = res.factor * u.pix
         t["map_factor"].description = ("posterior map factor F_i (2, r): cov(lin_i, lin_j) "
-                                        "= F_i F_j^T")
+                                        "= F_i F_j^T (+ map_white_cov if i = j)")
         meta["map_factor_rank"] = int(res.factor.shape[-1])
+        white = getattr(evaluator, "white_cov", None)
+        meta["map_white_cov"] = (np.zeros((2, 2)) if white is None else np.asarray(white, float)).tolist()
     t.meta["astrocal_correct"] = meta
     if out is not None:
         _write(t, out, fmt_out, overwrite)

@@ -130,13 +130,18 @@ class ResidualBasis:
         wx, wy = np.pi * j / (2 * lx), np.pi * j / (2 * ly)
         return np.sqrt(wx[:, None] ** 2 + wy[None, :] ** 2).ravel()
 
-    def _sines(self, x, y):
+    def _sines(self, x, y, derivative=False):
         xc, yc, _, _ = _centre_halfwidth(self.domain)
         lx, ly = self.box
         j = np.arange(1, self.m + 1)
-        sx = np.sin(np.pi * np.outer(np.ravel(x) - xc + lx, j) / (2 * lx)) / np.sqrt(lx)
-        sy = np.sin(np.pi * np.outer(np.ravel(y) - yc + ly, j) / (2 * ly)) / np.sqrt(ly)
-        return sx, sy
+        ax = np.pi * np.outer(np.ravel(x) - xc + lx, j) / (2 * lx)
+        ay = np.pi * np.outer(np.ravel(y) - yc + ly, j) / (2 * ly)
+        sx, sy = np.sin(ax) / np.sqrt(lx), np.sin(ay) / np.sqrt(ly)
+        if not derivative:
+            return sx, sy
+        dsx = np.cos(ax) * (np.pi * j / (2 * lx)) / np.sqrt(lx)
+        dsy = np.cos(ay) * (np.pi * j / (2 * ly)) / np.sqrt(ly)
+        return sx, sy, dsx, dsy
 
     def raw_design(self, x, y):
         """The eigenfunctions at the points, before the polynomials are projected out:
@@ -163,6 +168,33 @@ class ResidualBasis:
         from .core import design_matrix
 
         return self.raw_design(x, y) - design_matrix(x, y, self.degree, self.domain) @ self._projection
+
+    def design_derivatives(self, x, y):
+        """Derivatives of :meth:`design` with respect to ``x`` and ``y`` (per pixel):
+        ``(dPhi/dx, dPhi/dy)``, each ``(N, m * m)``."""
+        from .core import design_matrix
+
+        sx, sy, dsx, dsy = self._sines(x, y, derivative=True)
+        n = sx.shape[0]
+        ddx = (dsx[:, :, None] * sy[:, None, :]).reshape(n, -1)
+        ddy = (sx[:, :, None] * dsy[:, None, :]).reshape(n, -1)
+        _, bx, by = design_matrix(x, y, self.degree, self.domain, derivatives=True)
+        return ddx - bx @ self._projection, ddy - by @ self._projection
+
+    def polynomial_part(self, w):
+        """Legendre coefficients (``terms(degree)`` order, length ``n_terms``) of the
+        polynomial that :meth:`design` removes from the raw eigenfunctions with coefficients
+        ``w`` (``m * m``): ``design(x, y) @ w = raw_design(x, y) @ w - polynomial(x, y)``."""
+        return self._projection @ np.asarray(w, float)
+
+    def raw_grid(self, w, xs, ys):
+        """The raw eigenfunctions with coefficients ``w`` (``m * m``) on the grid ``xs`` x
+        ``ys`` (0-based pixels) and their derivatives: ``(r, dr/dx, dr/dy)``, each
+        ``(len(ys), len(xs))``; separable, so a whole detector costs two small products."""
+        sx, _, dsx, _ = self._sines(xs, np.zeros(1), derivative=True)
+        _, sy, _, dsy = self._sines(np.zeros(1), ys, derivative=True)
+        wm = np.asarray(w, float).reshape(self.m, self.m)  # [j (x), k (y)]
+        return sy @ wm.T @ sx.T, sy @ wm.T @ dsx.T, dsy @ wm.T @ sx.T
 
     # ------------------------------------------------------------------ prior
     def prior_sd(self, sigma, length):

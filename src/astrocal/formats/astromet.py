@@ -99,7 +99,7 @@ def _filter_product(sol, step, dtype):
     d2_7 = d2.with_degree(min(d2.degree, ASTROMET_DEGREE))
     mono2 = d2_7.to_monomials(origin=b)
     poly2 = np.vstack([to_astromet(mono2[0]), to_astromet(mono2[1])])
-    err2 = _polynomial_error(mono2, d2, gx, gy, b, dtype)
+    err2 = _polynomial_error(mono2, sol.reverse_offsets, gx, gy, b, dtype)  # against the full field
 
     # forward offsets D(l) = L^-1(l) - l as a degree-7 fit over the linear-grid image of
     # the detector; its error is measured against the exact inverse on a dense grid
@@ -109,7 +109,7 @@ def _filter_product(sol, step, dtype):
     d_fwd = fwd - DistortionField.identity(ldom, degree=fwd.degree)
     mono = d_fwd.to_monomials(origin=b)
     poly = np.vstack([to_astromet(mono[0]), to_astromet(mono[1])])
-    lx, ly = lin(gx, gy)  # exact linear-grid images of dense detector points
+    lx, ly = sol.linear_positions(gx, gy)  # exact linear-grid images (full field) of dense detector points
     ex = evaluate_monomial(np.asarray(mono[0], dtype=dtype).astype(float), lx - b[0], ly - b[1])
     ey = evaluate_monomial(np.asarray(mono[1], dtype=dtype).astype(float), lx - b[0], ly - b[1])
     err = float(np.max(np.hypot(lx + ex - gx, ly + ey - gy)))
@@ -149,9 +149,13 @@ def _filter_product(sol, step, dtype):
     h["POLYERR"] = (err, "[pixel] max |POLYNOM_MAP - field|")
     h["POLY2ERR"] = (err2, "[pixel] max |POLYNOM_MAP2 - field|")
     h["HASERR"] = (sol.sigma is not None, "error columns present")
+    h["RESIDUAL"] = (sol.residual is not None, "field holds a residual beyond the polynomial")
     h["COMMENT"] = "RAWX, RAWY: linear-grid positions, " + PIXEL_CONVENTION
     h["COMMENT"] = OFFSET_DEFINITION
     h["COMMENT"] = "distorted position = linear-grid position + offset"
+    if sol.residual is not None:
+        h["COMMENT"] = ("the table samples the full field (polynomial + residual field); the "
+                        "polynomials hold the polynomial part, POLYERR/POLY2ERR their difference")
     if sol.field.degree > ASTROMET_DEGREE:
         h["COMMENT"] = (f"field of degree {sol.field.degree} > 7: the table keeps its full "
                         "detail, the polynomials are degree-7 approximations")

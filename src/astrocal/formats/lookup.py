@@ -96,20 +96,32 @@ def add_lookup_tables(header, tables, step, errors=(None, None)):
     return hdus
 
 
-def write_wcs_lookup(path, header, residual_arcsec, detector_shape, step=DEFAULT_STEP, overwrite=False):
+def write_wcs_lookup(path, header, residual_arcsec, detector_shape, step=DEFAULT_STEP, overwrite=False,
+                     jacobian=None):
     """Write a FITS file whose primary header is the TAN-SIP ``header``
     (:func:`astrocal.formats.sip.sip_header`) completed by look-up tables of the residual
     field ``residual_arcsec(x, y) -> (ru, rv)`` (arcsec, at 0-based detector pixels), and the
     two ``WCSDVARR`` extensions. Returns ``(path, (error_1, error_2))``: the tables' largest
-    interpolation errors (pixels), also in ``CPERR1``/``CPERR2``."""
+    interpolation errors (pixels), also in ``CPERR1``/``CPERR2``.
+
+    The tables hold ``Delta(p) = J(p)^-1 r(p)`` with ``J`` the Jacobian (arcsec per pixel)
+    of the polynomial that the SIP header holds: ``jacobian(x, y) -> (u, v, J)`` (a
+    :class:`~astrocal.field.DistortionField`'s ``jacobian``), so that the SIP polynomial
+    evaluated at ``p + Delta`` gives the polynomial plus ``r`` to first order in ``r``;
+    without it, the constant ``CD`` matrix (exact for a header without SIP terms)."""
     h = header.copy()
     cd = np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]], float) * 3600.0  # arcsec per pixel
     cdinv = np.linalg.inv(cd)
 
     def correction(x, y):
         ru, rv = residual_arcsec(x, y)
-        ru, rv = np.asarray(ru, float), np.asarray(rv, float)
-        return cdinv[0, 0] * ru + cdinv[0, 1] * rv, cdinv[1, 0] * ru + cdinv[1, 1] * rv
+        ru, rv = np.ravel(np.asarray(ru, float)), np.ravel(np.asarray(rv, float))
+        if jacobian is None:
+            return cdinv[0, 0] * ru + cdinv[0, 1] * rv, cdinv[1, 0] * ru + cdinv[1, 1] * rv
+        _, _, jac = jacobian(np.ravel(x), np.ravel(y))
+        jac = np.asarray(jac, float).reshape(-1, 2, 2)
+        det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
+        return ((jac[:, 1, 1] * ru - jac[:, 0, 1] * rv) / det, (-jac[:, 1, 0] * ru + jac[:, 0, 0] * rv) / det)
 
     tables = lookup_tables(correction, detector_shape, step)
     errors = interpolation_error(correction, tables, step, detector_shape)

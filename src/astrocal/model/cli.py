@@ -365,7 +365,8 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         walkers=opts["walkers"] or max(fs.walkers, 8),
         steps=opts["steps"] or fs.steps,
         seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
-        priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=mask_affine_sigma(fs, lab_sets)),
+        priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=mask_affine_sigma(fs, lab_sets),
+                      residual=fs.residual),
         backend_path=h5, resume=resume, progress=opts["progress"],
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
@@ -395,7 +396,8 @@ def describe(filt, fit, out, products):
             "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range)},
             "degree": fit.degree}
     lines = [f"filter {filt}: {problem}" for problem in fit_quality(info)["problems"]]
-    lines += [f"filter {filt}: degree {fit.degree}, pixel scale {ps.mean():.6f} +/- "
+    field = f"degree {fit.degree}" + (" + residual field" if fit.residual is not None else "")
+    lines += [f"filter {filt}: {field}, pixel scale {ps.mean():.6f} +/- "
              f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
              f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
     if fit.diagnostics.converged:  # else the notes are in the first line

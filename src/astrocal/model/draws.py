@@ -10,6 +10,17 @@ A fit with a residual field (:mod:`astrocal.field.residual`) passes ``residual =
 first column)``: its coefficients are the ``basis.size`` columns of u from that column on,
 then those of v; the field's samples and 1-sigma include it. The best affine part and the
 pixel scale are the polynomial's alone (the residual is orthogonal to the polynomials).
+
+**The unresolved field.** What neither the polynomial nor the residual basis holds (structure
+on scales below the basis's shortest wavelength, a table's interpolation kinks) leaves the
+points scattered about the model by more than their centroid errors: the per-dataset jitter
+takes it. The data cannot tell such scatter from centroid error, and a field structure is
+common to every dataset of the filter, so the smallest jitter over the datasets is what the
+field may hold at any one position: ``unresolved`` (one sd per draw, arcsec) is added to the
+field's samples as independent Gaussian noise per position and component, and to its 1-sigma
+in quadrature (:func:`map_uncertainty`: the exact variance of the mixture). It is spatially
+uncorrelated, so it widens the map's intervals but not those of quantities that average over
+the field (the pixel scale, the affine part, the coefficients).
 """
 from __future__ import annotations
 
@@ -19,9 +30,24 @@ from ..field import design_matrix
 from ..field.basis import n_terms, terms
 
 
-def field_samples(g, degree, domain, x, y, residual=None):
+#: the seed of the unresolved field's noise in the field's samples (fixed: the same points
+#: give the same samples)
+UNRESOLVED_SEED = 20261206
+
+
+def unresolved_sd(phi, hyper_names):
+    """The unresolved field's sd per draw (arcsec): the smallest jitter over the datasets,
+    ``exp(min_d log_jitter[d])`` from each row of ``phi`` (None without jitters)."""
+    cols = [k for k, n in enumerate(hyper_names) if str(n).startswith("log_jitter[")]
+    if not cols or phi is None or len(phi) == 0:
+        return None
+    return np.exp(np.min(np.asarray(phi, float)[:, cols], axis=1))
+
+
+def field_samples(g, degree, domain, x, y, residual=None, unresolved=None):
     """Samples of the field at the points: ``(u, v)`` each of shape (n_draws, N), arcsec
-    (the polynomial plus, with ``residual``, the residual field)."""
+    (the polynomial plus, with ``residual``, the residual field, plus, with ``unresolved``
+    (n_draws,) sd in arcsec, the unresolved field's independent noise)."""
     B = design_matrix(x, y, degree, domain)
     nt = n_terms(degree)
     u, v = g[:, :nt] @ B.T, g[:, nt:2 * nt] @ B.T
@@ -31,15 +57,28 @@ def field_samples(g, degree, domain, x, y, residual=None):
         m = basis.size
         u += g[:, r0:r0 + m] @ phi.T
         v += g[:, r0 + m:r0 + 2 * m] @ phi.T
+    if unresolved is not None:
+        rng = np.random.default_rng(UNRESOLVED_SEED)
+        sd = np.asarray(unresolved, float)[:, None]
+        u += sd * rng.standard_normal(u.shape)
+        v += sd * rng.standard_normal(v.shape)
     return u, v
 
 
-def map_uncertainty(g, degree, domain, x, y, residual=None):
-    """1-sigma (sample sd, ``ddof=1``) of the field at the points, ``(sigma_u, sigma_v)``
-    arcsec, in the shape of ``x``."""
+def unresolved_variance(unresolved):
+    """The unresolved field's variance (arcsec**2) averaged over the draws (0 without)."""
+    return 0.0 if unresolved is None else float(np.mean(np.asarray(unresolved, float) ** 2))
+
+
+def map_uncertainty(g, degree, domain, x, y, residual=None, unresolved=None):
+    """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec, in the shape of
+    ``x``: the sample sd (``ddof=1``) of the modelled field's draws and, with ``unresolved``,
+    its mean variance in quadrature."""
     u, v = field_samples(g, degree, domain, np.ravel(x), np.ravel(y), residual)
     shape = np.shape(x)
-    return u.std(axis=0, ddof=1).reshape(shape), v.std(axis=0, ddof=1).reshape(shape)
+    extra = unresolved_variance(unresolved)
+    return (np.sqrt(u.var(axis=0, ddof=1) + extra).reshape(shape),
+            np.sqrt(v.var(axis=0, ddof=1) + extra).reshape(shape))
 
 
 def affine_matrices(g, degree, domain):

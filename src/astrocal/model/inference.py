@@ -154,10 +154,17 @@ class LabFit:
         m = self.model
         return (m.residual, int(m.res_cols[0])) if getattr(m, "n_res", 0) else None
 
+    @property
+    def unresolved(self):
+        """The unresolved field's sd per draw (arcsec; :func:`astrocal.model.draws.unresolved_sd`)."""
+        return draws.unresolved_sd(self.phi_samples, self.hyper_names)
+
     def field_samples(self, x, y):
         """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec
-        (the polynomial plus the residual field when the fit has one)."""
-        return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y, self.residual)
+        (the polynomial, the residual field when the fit has one, and the unresolved field,
+        :mod:`astrocal.model.draws`)."""
+        return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y, self.residual,
+                                   self.unresolved)
 
     def mean_field(self):
         """The posterior-mean field (arcsec)."""
@@ -165,7 +172,8 @@ class LabFit:
 
     def map_uncertainty(self, x, y):
         """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec."""
-        return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y, self.residual)
+        return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y, self.residual,
+                                     self.unresolved)
 
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""

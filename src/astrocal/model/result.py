@@ -219,6 +219,18 @@ def _residual_spec(fit):
             "length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
 
 
+def _unresolved_spec(fit):
+    """The unresolved field (:mod:`astrocal.model.draws`) as plain data: its sd per
+    component, the root mean square over the draws (arcsec and pixels at the nominal scale),
+    which the map's 1-sigma includes in quadrature."""
+    sd = fit.unresolved
+    if sd is None:
+        return {}
+    rms = float(np.sqrt(np.mean(np.asarray(sd, float) ** 2)))
+    return {"sd_arcsec_rms": rms, "sd_px_rms": rms / float(fit.points.pixel_scale),
+            "definition": "smallest per-dataset jitter; added to the map's 1-sigma in quadrature"}
+
+
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
              earth_orientation=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
@@ -321,6 +333,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
                      "point_ids": [int(i) for i in fit.points.point_ids[fit.outliers]]},
         "footprint": footprint,
         "residual_field": _residual_spec(fit),
+        "unresolved_field": _unresolved_spec(fit),
         "earth_orientation": earth_orientation,
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
@@ -395,18 +408,32 @@ class Posterior:
         basis = ResidualBasis(self.domain, int(spec["degree"]), m=int(spec["m"]), boundary=float(spec["boundary"]))
         return basis, int(spec["first_column"])
 
-    def require_polynomial(self, what):
-        """Refuse ``what`` (a product, a report, a correction) for a posterior with a residual
-        field, which it does not carry yet: raises ``ValueError`` naming the result."""
-        if self.residual_spec:
-            raise ValueError(f"{self.info.get('result_dir', 'this result')}: the fit has a residual field beyond "
-                             f"the polynomial; {what} does not carry it yet, so it is not written (the field's "
-                             "samples and 1-sigma from the posterior include it)")
+    @property
+    def unresolved(self):
+        """The unresolved field's sd per draw (arcsec; :func:`astrocal.model.draws.unresolved_sd`)."""
+        return draws.unresolved_sd(self.phi, self.hyper_names)
 
     def field_samples(self, x, y):
-        """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec (polynomial
-        plus the residual field when the fit has one)."""
-        return draws.field_samples(self.g, self.degree, self.domain, x, y, self.residual)
+        """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec (polynomial, the
+        residual field when the fit has one, the unresolved field)."""
+        return draws.field_samples(self.g, self.degree, self.domain, x, y, self.residual, self.unresolved)
+
+    def mean_residual(self):
+        """The posterior-mean residual field as a callable ``r(x, y) -> (ru, rv)`` (arcsec, at
+        0-based detector pixels), or None for a polynomial fit."""
+        res = self.residual
+        if res is None:
+            return None
+        basis, r0 = res
+        w = self.g[:, r0:r0 + 2 * basis.size].mean(axis=0)
+        wu, wv = w[:basis.size], w[basis.size:]
+
+        def residual(x, y):
+            x = np.asarray(x, float)
+            phi = basis.design(np.ravel(x), np.ravel(np.asarray(y, float)))
+            return (phi @ wu).reshape(x.shape), (phi @ wv).reshape(x.shape)
+
+        return residual
 
     def mean_field(self):
         g = self.g.mean(axis=0)
@@ -415,7 +442,7 @@ class Posterior:
                                self.domain, unit="arcsec", input_unit="pixel")
 
     def map_uncertainty(self, x, y):
-        return draws.map_uncertainty(self.g, self.degree, self.domain, x, y, self.residual)
+        return draws.map_uncertainty(self.g, self.degree, self.domain, x, y, self.residual, self.unresolved)
 
     def pixel_scale_samples(self):
         """Samples of the areal pixel scale of the field's best affine part (arcsec/px)

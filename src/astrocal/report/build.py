@@ -122,7 +122,6 @@ def load_result(path, band=None):
     """Load a result directory; ``band`` overrides the METIS band of its instrument."""
     path = Path(path)
     post = load_posterior(path)
-    post.require_polynomial("the accuracy-budget report")
     info = post.info
     try:
         residuals = load_residuals(path)
@@ -388,10 +387,26 @@ def evidence_table(info):
     for e in ev:
         z = e.get("log_evidence")
         ok = z is not None and np.isfinite(z)
-        rows.append({"degree": e.get("degree"), "log_evidence": z if ok else None,
+        rows.append({"degree": e.get("degree"), "residual": bool(e.get("residual", False)),
+                     "log_evidence": z if ok else None,
                      "delta_log_evidence": (z - best) if ok and best is not None else None,
                      "probability": e.get("probability"), "note": e.get("note", "")})
     return rows
+
+
+def field_model(info):
+    """What the fit's field holds: the polynomial's degree, whether the evidence kept a
+    residual field beyond it (with its amplitude and correlation length, posterior medians)
+    and the unresolved field's sd that the map's 1-sigma includes."""
+    res = info.get("residual_field") or {}
+    unres = info.get("unresolved_field") or {}
+    tried = {bool(e.get("residual", False)) for e in info.get("evidence", []) if e}
+    return {"degree": info.get("degree"), "residual": bool(res), "residual_tried": True in tried,
+            "residual_sigma_mas": res.get("sigma_arcsec_median", 0.0) * 1e3 if res else None,
+            "residual_length_px": res.get("length_px_median") if res else None,
+            "residual_functions": res.get("n_functions") if res else None,
+            "unresolved_px": unres.get("sd_px_rms"),
+            "degree_at_top": bool((info.get("quality") or {}).get("degree_at_top_of_range", False))}
 
 
 def convergence(info, chain):
@@ -531,6 +546,7 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                                    "non-linear part")
         nonlinear_metrics.update(m for m in NONLINEAR_WITHOUT_GAUGE if m.startswith("map_"))
     report["evidence"] = evidence_table(info)
+    report["field_model"] = field_model(info)
     fs = info.get("settings", {})
     report["degree_rule"] = (("posterior median degree" if fs.get("degree_choice", "median") == "median"
                               else "degree of largest evidence") if fs.get("degree") == "auto"

@@ -223,9 +223,25 @@ def render(report, figures):
                               f"<td>{_e(p['source'])}</td>", _td(p["x"], ".1f"), _td(p["y"], ".1f"),
                               _td(p["dx_px"], ".3g"), _td(p["dy_px"], ".3g")] for p in o["points"]]))
     parts.append("<h2>Degree and evidence</h2>")
-    parts.append(_table(["degree", "log evidence", "difference to the best", "probability", "note"],
-                        [[_td(e["degree"], "d"), _td(e["log_evidence"], ".6g"), _td(e["delta_log_evidence"], ".3f"),
+    parts.append(_table(["degree", "residual field", "log evidence", "difference to the best", "probability", "note"],
+                        [[_td(e["degree"], "d"), f"<td>{'yes' if e.get('residual') else 'no'}</td>",
+                          _td(e["log_evidence"], ".6g"), _td(e["delta_log_evidence"], ".3f"),
                           _td(e.get("probability"), ".3f"), f"<td>{_e(e['note'])}</td>"] for e in r["evidence"]]))
+    fm = r.get("field_model") or {}
+    if fm:
+        text = f"Field: polynomial of degree {_num(fm.get('degree'), 'd')}"
+        if fm.get("residual"):
+            text += (f" plus a residual field beyond it (Matérn-5/2, {_num(fm.get('residual_functions'), 'd')} "
+                     f"functions per component; amplitude {_num(fm.get('residual_sigma_mas'), '.3g')} mas, "
+                     f"correlation length {_num(fm.get('residual_length_px'), '.4g')} px)")
+        elif fm.get("residual_tried"):
+            text += " (the evidence preferred it to the polynomial plus a residual field)"
+        if fm.get("unresolved_px") is not None:
+            text += (f"; unresolved scatter {_num(fm.get('unresolved_px'), '.3g')} px, included in the map's "
+                     "1-sigma")
+        if fm.get("degree_at_top"):
+            text += "; the degree is the top of the range tried"
+        parts.append(f"<p id=\"field-model\">{text}.</p>")
     rule = r.get("degree_rule")
     parts.append(f"<p>Degree used: <b>{r['degree']}</b>" + (f" ({_e(rule)}; probabilities with equal "
                                                             "prior odds over the degrees tried)" if rule else "")
