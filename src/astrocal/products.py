@@ -246,9 +246,9 @@ def distortion_coefficients(posterior, solution):
     dx[:, k10] += 1.0
     dy[:, k01] += 1.0
     out = {"i": np.array([i for i, _ in ij]), "j": np.array([j for _, j in ij])}
-    for name, draws in (("dx", dx), ("dy", dy), ("u", mu), ("v", mv)):
-        out[name] = draws.mean(axis=0)
-        out[f"{name}_err"] = draws.std(axis=0, ddof=1)
+    for name, values in (("dx", dx), ("dy", dy), ("u", mu), ("v", mv)):
+        out[name] = values.mean(axis=0)
+        out[f"{name}_err"] = values.std(axis=0, ddof=1)
     return out
 
 

@@ -342,7 +342,7 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
                 try:
                     em = read_exposure_meta(header)
                 except HeaderError as exc:
-                    raise ReductionError(f"{src}: {what} header: {exc}") from None
+                    raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
                 params = detector_params(em, instrument, source=str(src))
             meta[what] = str(Path(src))
             return data, params

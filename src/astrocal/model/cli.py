@@ -396,7 +396,7 @@ def describe(filt, fit, out, products):
             "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range)},
             "degree": fit.degree}
     lines = [f"filter {filt}: {problem}" for problem in fit_quality(info)["problems"]]
-    field = f"degree {fit.degree}" + (" + residual field" if fit.residual is not None else "")
+    field = f"degree {fit.degree}" + (" + residual field" if getattr(fit, "residual", None) is not None else "")
     lines += [f"filter {filt}: {field}, pixel scale {ps.mean():.6f} +/- "
              f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
              f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]

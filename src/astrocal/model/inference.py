@@ -544,6 +544,14 @@ class PooledPosterior:
         self.pool.join()
 
 
+def default_moves():
+    """The emcee moves of the hyperparameter chain: ``[(move, weight), ...]``.
+
+    Differential-evolution moves only: emcee 3.1.6's DESnookerMove does not leave the
+    target invariant (sds a few per cent too small; fixed upstream in dfm/emcee#531)."""
+    return [(emcee.moves.DEMove(), 1.0)]
+
+
 def run_emcee(model, phi_map, settings, hessian=None):
     """Sample the hyperparameters with emcee; returns (chain, sampler)."""
     lo, hi = model.bounds()
@@ -577,9 +585,7 @@ def run_emcee(model, phi_map, settings, hessian=None):
             backend.reset(nwalkers, ndim)
             with h5py.File(path, "a") as f:
                 f["hyperparameters"].attrs["hyper_names"] = names
-    # differential-evolution moves only: emcee 3.1.6's DESnookerMove does not leave the
-    # target invariant (sds a few per cent too small; fixed upstream in dfm/emcee#531)
-    moves = [(emcee.moves.DEMove(), 1.0)]
+    moves = default_moves()
     pooled = PooledPosterior(model, settings.processes) if int(settings.processes) > 1 else None
     sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
                                     backend=backend, moves=moves)

@@ -87,7 +87,7 @@ from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..lab import centroid as C
 from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
                            FLAGS_REJECT as _LAB_FLAGS_REJECT, MeasureError, _exposure_stem,
-                           _fit, _frame_meta)
+                           _fit, _frame_meta, calibration_frame_params)
 from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
 from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
@@ -1094,12 +1094,8 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
             error = f"dataset '{ds.name}': {exc}"
         if error is None and (ds.background is not None or ds.flat is not None):
             try:
-                params = {}
-                for what, f in (("background", ds.background), ("flat", ds.flat)):
-                    if f is not None:  # METIS or generic (EXPTIME, DIT, NDIT, GAIN) keywords
-                        _, hdr = read_frame(f, what)
-                        em, _ = _frame_meta(hdr, f, inst.preset)
-                        params[f"{what}_params"] = detector_params(em, inst.preset, source=str(f))
+                # METIS or generic (EXPTIME, DIT, NDIT, GAIN) keywords, as the raw frames'
+                params = calibration_frame_params(ds.background, ds.flat, inst.preset)
                 cal = load_calibration(ds.background, ds.flat, instrument=inst.preset, **params)
             except Exception as exc:  # noqa: BLE001 - the dataset fails, the others go on
                 error = f"dataset '{ds.name}': calibration frames: {exc}"
