@@ -142,7 +142,7 @@ class FitSettings:
     degree: object = "auto"  # "auto" or an int
     degree_range: tuple = (3, 8)
     walkers: int = 32
-    steps: int = 5000
+    steps: int = 15000
     seed: Optional[int] = None
     hole_errors: bool = True
     flexure_degree: int = 2
@@ -649,7 +649,7 @@ def _fit(ctx, base, table, instrument):
         raise ctx.error("fit.degree_range", f"expected [low, high] with 1 <= low <= high <= 12, got {rng!r}")
     output = base / _string(ctx, table.get("output", "out/"), "fit.output")
     walkers = _int(ctx, table.get("walkers", 32), "fit.walkers", minimum=4)
-    steps = _int(ctx, table.get("steps", 5000), "fit.steps", minimum=1)
+    steps = _int(ctx, table.get("steps", 15000), "fit.steps", minimum=1)
     seed = table.get("seed")
     if seed is not None:
         seed = _int(ctx, seed, "fit.seed", minimum=0)

@@ -21,7 +21,7 @@ def test_marginal_likelihood_is_exact_with_the_residual(hole_errors):
     pts, field = small_problem(3, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
     model = LabModel(pts, 3, hole_errors=hole_errors, jacobian_field=field, priors=RES)
     assert model.n_res == 2 * 16 and [model.hyper_names[i] for i in model.i_res] == [
-        "log_residual_sigma", "log_residual_length"]
+        "log_residual_rms", "log_residual_length"]
     assert model.param_names[model.res_cols[0]] == "res_u[1,1]"
     assert model.param_names[model.res_cols[-1]] == "res_v[4,4]"
     assert_likelihood_exact(model, brute_force, 11, 3)
@@ -53,8 +53,9 @@ def test_function_space_form():
         ci = kappa[0] ** 2 * model.U @ (model.lam[:, :, None] * np.swapaxes(model.U, 1, 2))
         for i in range(n):
             cov[2 * i:2 * i + 2, 2 * i:2 * i + 2] = ci[i] + np.eye(2) * jit[0, pt.dataset[i]] ** 2
-        kres = model.residual.covariance(pt.x, pt.y, pt.x, pt.y, np.exp(phi[model.i_res[0]]),
-                                         np.exp(phi[model.i_res[1]]))
+        length = np.exp(phi[model.i_res[1]])  # the hyperparameter is the residual's rms
+        kres = model.residual.covariance(pt.x, pt.y, pt.x, pt.y,
+                                         np.exp(phi[model.i_res[0]]) / model.residual.rms_per_sigma(length), length)
         cov[0::2, 0::2] += kres
         cov[1::2, 1::2] += kres
         sd = model.prior_sd(phi)[keep]
@@ -73,8 +74,15 @@ def test_residual_widths_follow_the_hyperparameters():
     phi = m.initial_guess()
     phi[m.i_res] = [np.log(2e-4), np.log(300.0)]
     sd = m.prior_sd(phi)[m.res_cols]
-    expect = m.residual.prior_sd(2e-4, 300.0)
+    expect = m.residual.prior_sd(2e-4 / m.residual.rms_per_sigma(300.0), 300.0)
     assert np.allclose(sd, np.r_[expect, expect])
+    # the hyperparameter is the residual's rms over the detector: the prior field's mean
+    # square over a dense grid (its own covariance's diagonal) is rms**2
+    g = np.linspace(m.points.domain[0], m.points.domain[1], 121)[1:-1:2]
+    xx, yy = np.meshgrid(g, g)
+    var = m.residual.covariance(xx.ravel(), yy.ravel(), xx.ravel(), yy.ravel(),
+                                2e-4 / m.residual.rms_per_sigma(300.0), 300.0).diagonal()
+    assert np.sqrt(var.mean()) == pytest.approx(2e-4, rel=0.02)
     assert m.i_res[0] in m.i_scale and m.i_res[1] not in m.i_scale  # the length: log-uniform
     with pytest.raises(ValueError, match="Priors.residual"):
         LabModel(pts, 3, priors=Priors(residual="spline"))

@@ -208,6 +208,33 @@ class ResidualBasis:
         s = np.sqrt(s)
         return s[0] if sigma.ndim == 0 and length.ndim == 0 else s
 
+    def mean_squares(self):
+        """Mean over the detector of each projected basis function's square (per pixel**2
+        of the box normalisation), ``(m * m,)``, by Gauss-Legendre quadrature (64 nodes per
+        dimension: the functions hold at most ``m`` half-waves over the box)."""
+        if getattr(self, "_mean_squares", None) is None:
+            xc, yc, hx, hy = _centre_halfwidth(self.domain)
+            t, wt = np.polynomial.legendre.leggauss(64)
+            xx, yy = np.meshgrid(xc + hx * t, yc + hy * t, indexing="ij")
+            w = np.outer(wt, wt).ravel() / 4.0  # the mean over [-1, 1]^2
+            object.__setattr__(self, "_mean_squares", w @ self.design(xx.ravel(), yy.ravel()) ** 2)
+        return self._mean_squares
+
+    def rms_per_sigma(self, length):
+        """The residual field's rms over the detector (per component) for a unit amplitude
+        ``sigma`` at correlation length(s) ``length`` (pixels): ``sqrt(sum_k S_k q_k)`` with
+        ``q_k`` :meth:`mean_squares`. The polynomial projection removes the long
+        wavelengths, so at long lengths most of ``sigma`` is not in the residual."""
+        length = np.asarray(length, float)
+        s = matern52_spectral_density(self.frequencies()[None, :], 1.0, length.reshape(-1, 1))
+        out = np.sqrt(s @ self.mean_squares())
+        return out[0] if length.ndim == 0 else out
+
+    def prior_sd_for_rms(self, rms, length):
+        """:meth:`prior_sd` for the residual field's rms over the detector ``rms`` (field
+        units) instead of the Matérn amplitude: ``sigma = rms / rms_per_sigma(length)``."""
+        return self.prior_sd(np.asarray(rms, float) / self.rms_per_sigma(length), length)
+
     def covariance(self, x1, y1, x2, y2, sigma, length, project=True):
         """The prior covariance of the residual between two sets of points (one component):
         ``Phi1 diag(S) Phi2^T``; ``project=False`` without the polynomial projection (the

@@ -59,7 +59,7 @@ class FitSettings:
     degree_choice: str = "median"  # of the posterior over degrees, or "best" (see choose_degree)
     hole_errors: bool = True
     walkers: int = 24
-    steps: int = 5000  # the most; the chain stops earlier once converged
+    steps: int = 15000  # the most; the chain stops earlier once converged
     min_steps: int = 300
     target_neff: int = 1000  # effective samples of every hyperparameter to stop at
     check_every: int = 100

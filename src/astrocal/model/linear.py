@@ -125,8 +125,10 @@ class Priors:
     ``"none"`` or ``"matern52"``): with the residual, each component of the field gains a
     Matérn-5/2 Gaussian process, orthogonal to the polynomials of the field's degree, in a
     reduced-rank basis of ``residual_basis**2`` functions (boundary factor
-    ``residual_boundary``); its amplitude (hyperparameter ``log_residual_sigma``, uniform in
-    the scale over ``residual_sigma_px`` pixels times the nominal scale) and correlation
+    ``residual_boundary``); its amplitude, as the residual's rms over the detector per
+    component (hyperparameter ``log_residual_rms``, uniform in the scale over
+    ``residual_rms_px`` pixels times the nominal scale; the Matérn amplitude follows from it
+    and the length, :meth:`~astrocal.field.residual.ResidualBasis.prior_sd_for_rms`), and correlation
     length (``log_residual_length``, log-uniform over ``residual_length`` times the
     detector's width) are sampled with the others; its coefficients are integrated exactly.
     """
@@ -152,7 +154,7 @@ class Priors:
     residual: str = "none"
     residual_basis: int = 8
     residual_boundary: float = 1.5
-    residual_sigma_px: tuple = (1.0e-4, 1.0)
+    residual_rms_px: tuple = (1.0e-4, 1.0)
     residual_length: tuple = (0.1, 2.0)
 
 
@@ -487,7 +489,7 @@ class LabModel:
         self.hyper_names += flex_groups
         self.i_field = np.arange(len(self.hyper_names), len(self.hyper_names) + len(field_groups))
         self.hyper_names += field_groups
-        res_groups = ["log_residual_sigma", "log_residual_length"] if self.n_res else []
+        res_groups = ["log_residual_rms", "log_residual_length"] if self.n_res else []
         self.i_res = np.arange(len(self.hyper_names), len(self.hyper_names) + len(res_groups))
         self.hyper_names += res_groups
         if self.priors.scale_prior not in ("uniform", "log-uniform"):
@@ -635,8 +637,8 @@ class LabModel:
                 hi.append(np.log(p.field_sigma_px[1] * self.points.pixel_scale))
         if self.n_res:
             width = self.points.domain[1] - self.points.domain[0]
-            lo += [np.log(p.residual_sigma_px[0] * self.points.pixel_scale), np.log(p.residual_length[0] * width)]
-            hi += [np.log(p.residual_sigma_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
+            lo += [np.log(p.residual_rms_px[0] * self.points.pixel_scale), np.log(p.residual_length[0] * width)]
+            hi += [np.log(p.residual_rms_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi):
@@ -749,7 +751,7 @@ class LabModel:
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros((phi.shape[0], 0))
-        sd = self.residual.prior_sd(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
+        sd = self.residual.prior_sd_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
         return np.hstack([sd, sd])
 
     def _learnt_widths(self, phi, field=True):

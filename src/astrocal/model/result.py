@@ -205,8 +205,8 @@ def _footprint(fit):
 def _residual_spec(fit):
     """The residual field of a fit as plain data (``{}`` without one): its basis (``m``
     functions per dimension, ``boundary``, the polynomial ``degree`` it is orthogonal to),
-    its first column in the draws, and the posterior medians of its amplitude (arcsec) and
-    correlation length (pixels)."""
+    its first column in the draws, and the posterior medians of its rms over the detector
+    (arcsec, per component) and correlation length (pixels)."""
     res = getattr(fit, "residual", None)
     if not res:
         return {}
@@ -215,7 +215,7 @@ def _residual_spec(fit):
     phi = np.median(np.asarray(fit.phi_samples), axis=0)
     return {"kind": "matern52", "m": basis.m, "boundary": basis.boundary, "degree": basis.degree,
             "first_column": r0, "n_functions": basis.size,
-            "sigma_arcsec_median": float(np.exp(phi[names.index("log_residual_sigma")])),
+            "rms_arcsec_median": float(np.exp(phi[names.index("log_residual_rms")])),
             "length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
 
 

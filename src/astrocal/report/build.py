@@ -402,7 +402,7 @@ def field_model(info):
     unres = info.get("unresolved_field") or {}
     tried = {bool(e.get("residual", False)) for e in info.get("evidence", []) if e}
     return {"degree": info.get("degree"), "residual": bool(res), "residual_tried": True in tried,
-            "residual_sigma_mas": res.get("sigma_arcsec_median", 0.0) * 1e3 if res else None,
+            "residual_rms_mas": res.get("rms_arcsec_median", 0.0) * 1e3 if res else None,
             "residual_length_px": res.get("length_px_median") if res else None,
             "residual_functions": res.get("n_functions") if res else None,
             "unresolved_px": unres.get("sd_px_rms"),

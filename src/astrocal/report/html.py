@@ -232,7 +232,7 @@ def render(report, figures):
         text = f"Field: polynomial of degree {_num(fm.get('degree'), 'd')}"
         if fm.get("residual"):
             text += (f" plus a residual field beyond it (Matérn-5/2, {_num(fm.get('residual_functions'), 'd')} "
-                     f"functions per component; amplitude {_num(fm.get('residual_sigma_mas'), '.3g')} mas, "
+                     f"functions per component; rms {_num(fm.get('residual_rms_mas'), '.3g')} mas, "
                      f"correlation length {_num(fm.get('residual_length_px'), '.4g')} px)")
         elif fm.get("residual_tried"):
             text += " (the evidence preferred it to the polynomial plus a residual field)"
