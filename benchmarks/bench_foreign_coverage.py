@@ -67,7 +67,7 @@ the intervals are expected to hold the truth only as far as the polynomial (or r
 field) represents it; this benchmark measures how far that is.
 
 ``--residual none|matern52|auto`` sets ``Priors.residual`` (the residual field beyond the
-polynomial; default: the model's default, i.e. the fit ``astrocal fit`` runs).
+polynomial; default: the campaign's ``[fit] residual``, i.e. the fit ``astrocal fit`` runs).
 
 Run (smoke):
     python benchmarks/bench_foreign_coverage.py --family poly+grf --campaigns 3 --processes 1
@@ -328,7 +328,7 @@ def run_campaign(task):
             settings = FitSettings(degree="auto", degree_range=tuple(fs.degree_range),
                                    degree_choice=fs.degree_choice, seed=int(fs.seed), progress=False,
                                    priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=ppm,
-                                                 **({"residual": task["residual"]} if task.get("residual") else {}),
+                                                 residual=task.get("residual") or fs.residual,
                                                  **({"residual_basis": int(task["residual_basis"])}
                                                     if task.get("residual_basis") else {})))
         except Exception as exc:

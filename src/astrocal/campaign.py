@@ -151,7 +151,7 @@ class FitSettings:
     field_prior: str = "curved"
     degree_choice: str = "median"
     mask_affine_sigma_ppm: Optional[float] = None
-    residual: str = "none"
+    residual: str = "auto"
 
     @property
     def flexure(self):

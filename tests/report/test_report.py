@@ -98,8 +98,14 @@ def test_numbers_residuals_outliers_and_files(report, fitted_result):
     info = json.loads((fitted_result / "fit.json").read_text())
     assert rep["outliers"]["n"] == info["outliers"]["n"] == ds["n_outliers"] > 0
     assert {p["point_id"] for p in rep["outliers"]["points"]} == set(info["outliers"]["point_ids"])
-    assert [e["degree"] for e in rep["evidence"]] == [3] and rep["evidence"][0]["delta_log_evidence"] == 0
-    assert rep["evidence"][0]["probability"] == 1.0 and rep["degree_rule"] == "degree asked for"
+    # the degree asked for, with and without the residual field ([fit] residual = "auto")
+    assert [(e["degree"], e["residual"]) for e in rep["evidence"]] == [(3, False), (3, True)]
+    assert max(e["delta_log_evidence"] for e in rep["evidence"]) == 0
+    assert sum(e["probability"] for e in rep["evidence"]) == pytest.approx(1.0)
+    assert rep["degree_rule"] == "degree asked for"
+    kept = max(rep["evidence"], key=lambda e: e["log_evidence"])["residual"]
+    assert rep["field_model"]["residual"] == kept and rep["field_model"]["residual_tried"]
+    assert rep["field_model"]["unresolved_px"] > 0
     assert rep["convergence"]["tau"] == info["diagnostics"]["tau"]
     assert len(rep["campaign_sha256"]) == 64 and rep["inputs"][0].endswith("campaign.toml")
     figures = {f["name"]: f for f in rep["figures"]}
