@@ -268,7 +268,9 @@ def register(subparsers):
         "quantiles) and fit.json (degree and evidence table, diagnostics, outliers, "
         "unconstrained and inseparable directions), residuals.ecsv (per point residuals with "
         "outlier flags), astromet_<filter>.fits (AstroMet file of the posterior-mean "
-        "field with its 1-sigma), wcs_sip_<filter>.hdr (TAN-SIP header) and, for METIS "
+        "field with its 1-sigma), wcs_sip_<filter>.hdr (TAN-SIP header), with a residual "
+        "field beyond the polynomial ([fit] residual, chosen by the evidence by default) "
+        "wcs_lookup_<filter>.fits (TAN-SIP plus distortion look-up tables) and, for METIS "
         "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords.",
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
