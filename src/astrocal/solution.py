@@ -186,7 +186,8 @@ class Solution:
             for _ in range(maxiter):
                 fx, fy = self.linear_positions(px, py)
                 ex, ey = fx - lx, fy - ly
-                if not np.all(np.isfinite(ex)) or np.max(np.hypot(ex, ey), initial=0.0) < tol:
+                err = np.hypot(ex, ey)
+                if np.max(err[np.isfinite(err)], initial=0.0) < tol:  # points the polynomial could not invert stay NaN
                     break
                 _, _, jac = lin.jacobian(px, py)
                 det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
