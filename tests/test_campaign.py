@@ -58,6 +58,11 @@ def test_good_campaign(campaign_dir):
      r"instrument.mask_scale_mm_per_arcsec': wrong unit", 3),
     ('name = "METIS IMG_LM"', 'name = "Other imager"',
      r"instrument.detector_shape': missing", None),
+    # names that become path components: nothing may be written outside the output directory
+    ('filter = "L"', 'filter = "../../../../x"', r"lab\[0\].filter': '../../../../x' names files and directories", 7),
+    ('filter = "L"', 'filter = "L"\nname = "../x"', r"lab\[0\].name': '../x' names files", 8),
+    ('filter = "L"', 'filter = "a/b"', r"lab\[0\].filter': 'a/b' names files", 7),
+    ('filter = "L"', 'filter = ".hidden"', r"lab\[0\].filter': '.hidden' names files", 7),
 ])
 def test_errors_name_file_key_and_line(campaign_dir, old, new, message, line):
     bad = campaign_dir / "bad.toml"
@@ -179,6 +184,8 @@ def test_sky_campaign_values(sky_dir):
     ('site = "armazones"', 'site = "mars"', r"sky\[0\].site", "unknown site 'mars'"),
     ('background = "raw/bg.fits"', 'background = "raw/nobg.fits"', r"sky\[0\].background", "file not found"),
     ("band = ", "bands = ", r"sky\[0\].bands", r"unknown key \(did you mean 'band'"),
+    ('name = "gc"', 'name = "../../gc"', r"sky\[0\].name", r"'../../gc' names files and directories"),
+    ('filter = "Lp"', 'filter = "Lp/../../x"', r"sky\[0\].filter", r"names files and directories"),
 ])
 def test_sky_errors_name_file_key_and_line(sky_dir, old, new, key, message):
     assert old in SKY

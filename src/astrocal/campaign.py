@@ -313,6 +313,22 @@ def _string(ctx, value, key):
     return value
 
 
+#: names that become a file or directory name (dataset names, filters): no path separator,
+#: no leading dot (so neither ".." nor a hidden file)
+PATH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def _path_name(ctx, value, key):
+    """A string that becomes a path component of the outputs (a dataset's name, a filter):
+    refused unless it is a plain name, so that nothing is written outside the output
+    directory."""
+    value = _string(ctx, value, key)
+    if not PATH_NAME.match(value) or len(value) > 64:
+        raise ctx.error(key, f"{value!r} names files and directories of the results: use 1-64 letters, "
+                             "digits, '.', '_', '+' or '-', starting with a letter or digit (no '/', no '..')")
+    return value
+
+
 def _one_of(ctx, value, key, allowed):
     if value not in allowed:
         raise ctx.error(key, f"must be one of {', '.join(repr(v) for v in allowed)}, got {value!r}")
@@ -433,12 +449,12 @@ def _lab(ctx, base, items, keep_missing=False):
         prefix = f"lab[{i}]."
         _check_keys(ctx, table, LAB_KEYS, prefix)
         mask = _existing(ctx, base, _require(ctx, table, "mask", prefix), f"{prefix}mask")
-        filt = _string(ctx, _require(ctx, table, "filter", prefix), f"{prefix}filter")
+        filt = _path_name(ctx, _require(ctx, table, "filter", prefix), f"{prefix}filter")
         exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
                                LAB_EXPOSURE_KEYS, keep_missing)
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
         flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
-        name = _string(ctx, table.get("name", f"lab{i}"), f"{prefix}name")
+        name = _path_name(ctx, table.get("name", f"lab{i}"), f"{prefix}name")
         out.append(LabDataset(name, mask, filt, exposures, background, flat))
     return tuple(out)
 
@@ -577,8 +593,8 @@ def _sky(ctx, base, items, keep_missing=False):
             get_site(site)
         except KeyError as exc:
             raise ctx.error(f"{prefix}site", str(exc).strip("\"'")) from None
-        filt = _string(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
-        name = _string(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
+        filt = _path_name(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
+        name = _path_name(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
         flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
         cols = {c: _column_choice(ctx, table, c, prefix)
