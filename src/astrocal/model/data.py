@@ -233,16 +233,11 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
         unknown = [int(h) for h in hid[keep] if int(h) not in index]
         if unknown:
             raise DataError(f"{name}: hole_id(s) {unknown[:5]} are not in the mask")
-        sx = np.asarray(t["sigma_x"], float)[keep]
-        sy = np.asarray(t["sigma_y"], float)[keep]
-        cxy = np.asarray(t["cov_xy"], float)[keep] if "cov_xy" in columns else np.zeros_like(sx)
-        cov = np.empty((sx.size, 2, 2))
-        cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
-        cov[:, 0, 1] = cov[:, 1, 0] = cxy
-        xs.append(np.asarray(t["x"], float)[keep])
-        ys.append(np.asarray(t["y"], float)[keep])
+        x, y, cov = _table_cov(t, keep, name, domain)
+        xs.append(x)
+        ys.append(y)
         covs.append(cov)
-        exps.append(np.full(sx.size, e))
+        exps.append(np.full(x.size, e))
         holes.append(np.array([index[int(h)] for h in hid[keep]], dtype=int))
         pids.append(np.flatnonzero(keep) + 1_000_000 * e)
     if not tables:
@@ -269,18 +264,46 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
     )
 
 
-def _table_cov(t, keep, name):
+#: how far beyond the detector's edge (pixels) a measured position may lie
+EDGE_MARGIN_PX = 10.0
+
+
+def _table_cov(t, keep, name, domain=None):
+    """Positions and covariances of the kept rows of a source table, validated as the measure
+    stage writes them: finite positions on the detector (``domain`` grown by
+    :data:`EDGE_MARGIN_PX`), finite positive sigmas, a positive-definite covariance. Errors
+    name the table and its first bad row (0-based)."""
     columns = set(t.colnames if hasattr(t, "colnames") else t)
     for col in ("x", "y", "sigma_x", "sigma_y"):
         if col not in columns:
             raise DataError(f"{name}: source table has no column {col}")
+    rows = np.flatnonzero(keep)
+    x, y = np.asarray(t["x"], float)[keep], np.asarray(t["y"], float)[keep]
     sx = np.asarray(t["sigma_x"], float)[keep]
     sy = np.asarray(t["sigma_y"], float)[keep]
     cxy = np.asarray(t["cov_xy"], float)[keep] if "cov_xy" in columns else np.zeros_like(sx)
+    for label, value, bad in (("sigma_x", sx, ~(np.isfinite(sx) & (sx > 0))),
+                              ("sigma_y", sy, ~(np.isfinite(sy) & (sy > 0))),
+                              ("cov_xy", cxy, ~np.isfinite(cxy) | (cxy**2 >= sx**2 * sy**2))):
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{name}: row {rows[k]}: {label} = {value[k]:.6g} ({int(bad.sum())} such row(s)); "
+                            "sigmas must be finite and positive and the covariance positive definite")
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if domain is not None:
+        xmin, xmax, ymin, ymax = domain
+        m = EDGE_MARGIN_PX
+        bad |= (x < xmin - m) | (x > xmax + m) | (y < ymin - m) | (y > ymax + m)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{name}: row {rows[k]}: position ({x[k]:.6g}, {y[k]:.6g}) px is not on the detector "
+                        f"{tuple(float(v) for v in domain) if domain is not None else ''} ({int(bad.sum())} such "
+                        f"row(s); {EDGE_MARGIN_PX:g} px of margin): a table of another detector, or 1-based "
+                        "pixels?")
     cov = np.empty((sx.size, 2, 2))
     cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
     cov[:, 0, 1] = cov[:, 1, 0] = cxy
-    return np.asarray(t["x"], float)[keep], np.asarray(t["y"], float)[keep], cov
+    return x, y, cov
 
 
 def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigma_arcsec=2.0,
@@ -321,7 +344,7 @@ def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigm
         unknown = [s for s in stars[keep] if s not in where]
         if unknown:
             raise DataError(f"{name}: star(s) {unknown[:5]} are not in the catalogue positions")
-        x, y, cov = _table_cov(t, keep, name)
+        x, y, cov = _table_cov(t, keep, name, domain)
         rows = np.array([where[s] for s in stars[keep]], dtype=int)
         if np.unique(rows).size != rows.size:
             raise DataError(f"{name}: a star is matched to more than one source")
