@@ -48,3 +48,20 @@ def test_a_calibration_frame_without_exposure_time_is_named(generic_campaign, tm
         f.writeto(tmp_path / "flat.fits")
     with pytest.raises(MeasureError, match=r"flat\.fits: missing keyword .* \(and no generic EXPTIME keyword\)"):
         calibration_frame_params(out / "raw" / "background.fits", tmp_path / "flat.fits", "metis-lm")
+
+
+def test_frames_of_another_size_than_the_campaign_says_are_refused(generic_campaign, tmp_path, capsys):
+    """Issue 19: a campaign whose detector_shape differs from its frames' is not measured
+    with a warning (the fit would place the positions on the wrong detector): every exposure
+    fails, naming its file and the key to set."""
+    out, info = generic_campaign
+    text = (out / "campaign.toml").read_text()
+    assert 'preset = "metis-lm"' in text
+    bad = out / "wrong_shape.toml"
+    bad.write_text(text.replace('preset = "metis-lm"', 'preset = "metis-lm"\ndetector_shape = [1024, 1024]')
+                   .replace('output = "measured/"', 'output = "measured_wrong/"'))
+    status = main(["measure", str(bad)])
+    printed = capsys.readouterr().out
+    assert status != 0
+    assert "grid_00.fits: frame shape (2048, 2048) (ny, nx) differs from the campaign's detector_shape (1024, 1024)" in printed
+    assert "set [instrument] detector_shape" in printed

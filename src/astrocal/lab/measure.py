@@ -761,8 +761,10 @@ def _measure_image(job, ctx):
     warnings = [note] if note else []
     params = detector_params(em, ctx.preset, source=str(job.file))
     if ctx.detector_shape is not None and tuple(ctx.detector_shape) != raw.shape:
-        warnings.append(f"frame shape {raw.shape} differs from the campaign's detector_shape "
-                        f"{tuple(ctx.detector_shape)}")
+        # the fit would place the positions on the campaign's detector: refused, not warned
+        raise MeasureError(f"{job.file}: frame shape {raw.shape} (ny, nx) differs from the campaign's "
+                           f"detector_shape {tuple(ctx.detector_shape)}; set [instrument] detector_shape "
+                           "to the frames' size")
     filt_h = getattr(em, "filter", None)
     if filt_h is not None and ctx.filter is not None and str(filt_h) != str(ctx.filter):
         warnings.append(f"header filter '{filt_h}' differs from the campaign's '{ctx.filter}'")

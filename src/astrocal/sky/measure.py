@@ -780,8 +780,10 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
             calibration=calibration, psf_mode=psf, detect_threshold=detect_threshold, source=source)
         shape = reduced.data.shape
         if tuple(instrument.detector_shape) != tuple(shape):
-            warns.append(f"image shape {shape} differs from the campaign's detector_shape "
-                         f"{tuple(instrument.detector_shape)}")
+            # the fit would place the positions on the campaign's detector: refused, not warned
+            raise MeasureError(f"{path}: image shape {tuple(shape)} (ny, nx) differs from the campaign's "
+                               f"detector_shape {tuple(instrument.detector_shape)}; set [instrument] "
+                               "detector_shape to the frames' size")
         warns += img_meta.pop("frame_warnings")
         n = len(res)
         x, y = np.asarray(res.x, float), np.asarray(res.y, float)
