@@ -99,11 +99,12 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
     m = sol.linear_matrix
     nt = posterior.nt
     res = posterior.residual
-    cols = np.arange(2 * nt)
+    # columns of each component's coefficients: its polynomial's, then its residual's
+    cu, cv = np.arange(nt), np.arange(nt, 2 * nt)
     if res is not None:
         basis, r0 = res
-        cols = np.r_[cols, r0:r0 + 2 * basis.size]
-    cov = np.atleast_2d(np.cov(posterior.g[:, cols], rowvar=False))  # arcsec**2
+        cu, cv = np.r_[cu, r0:r0 + basis.size], np.r_[cv, r0 + basis.size:r0 + 2 * basis.size]
+    cov = np.atleast_2d(np.cov(posterior.g[:, np.r_[cu, cv]], rowvar=False))  # arcsec**2
     bb = design_matrix([b[0]], [b[1]], posterior.degree, posterior.domain)[0]
     # unresolved field: isotropic variance per component (arcsec**2), through M to pixels
     extra = draws.unresolved_variance(posterior.unresolved) * np.sum(m**2, axis=1)
@@ -115,17 +116,11 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
         out_y = np.empty(x.size)
         for lo in range(0, x.size, 4096):
             xs, ys = x[lo:lo + 4096], y[lo:lo + 4096]
-            B = design_matrix(xs, ys, posterior.degree, posterior.domain) - bb
-            zero = np.zeros_like(B)
-            du, dv = [np.hstack([B, zero])], [np.hstack([zero, B])]  # d(u)/d(g), d(v)/d(g)
+            B = design_matrix(xs, ys, posterior.degree, posterior.domain) - bb  # d(component)/d(its coefficients)
             if res is not None:
-                phi = res[0].design(xs, ys)
-                zr = np.zeros_like(phi)
-                du.append(np.hstack([phi, zr]))
-                dv.append(np.hstack([zr, phi]))
-            du, dv = np.hstack(du), np.hstack(dv)
+                B = np.hstack([B, res[0].design(xs, ys)])
             for row, out in ((0, out_x), (1, out_y)):
-                a = m[row, 0] * du + m[row, 1] * dv  # d(linear-grid position)/d(g)
+                a = np.hstack([m[row, 0] * B, m[row, 1] * B])  # d(linear-grid position)/d(g)
                 out[lo:lo + 4096] = np.sqrt(np.maximum(np.einsum("na,ab,nb->n", a, cov, a), 0.0) + extra[row])
         return out_x, out_y
 
@@ -383,18 +378,13 @@ def write_metis_products(posterior, out, filter_id, band, residuals, campaign_sh
     # ---- map
     cat = f"{band}_DISTORTION_MAP"
     field = posterior.mean_field()
-    res = posterior.residual
-    full = None
-    if res is not None:
-        basis, r0 = res
-        w = posterior.g[:, r0:r0 + 2 * basis.size].mean(axis=0)
-        full = (basis, w[:basis.size], w[basis.size:])
+    full = posterior.mean_residual_coefficients()
     scale = (local_scale_grid(field, np.arange(nx), np.arange(ny), residual=full) * 1e3).astype(np.float32)
     ph = _metis_primary(band, filter_id, cat, qc_rms, nsource, provenance, cards)
     ph["BUNIT"] = ("mas/pixel", "areal local pixel scale sqrt|det J|")
     ph["COMMENT"] = ("image: local pixel scale of the posterior-mean field at each detector "
                      "pixel centre; FITS pixel (i, j) = 0-based detector pixel (i-1, j-1)")
-    if res is not None:
+    if full is not None:
         ph["COMMENT"] = ("the field is the polynomial plus the residual field beyond it (the table "
                          "holds the polynomial part)")
     primary = fits.PrimaryHDU(data=scale, header=ph)

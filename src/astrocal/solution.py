@@ -29,6 +29,7 @@ and the offsets, reverse and forward, are those of the full field. The polynomia
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -129,14 +130,6 @@ class Solution:
         u, v = self.field(*self.boresight)
         return float(u), float(v)
 
-    def full_field(self, x, y):
-        """The full field ``G(p) + r(p)`` at 0-based detector pixels (arcsec)."""
-        u, v = self.field(x, y)
-        if self.residual is not None:
-            ru, rv = self.residual(x, y)
-            u, v = u + ru, v + rv
-        return u, v
-
     def linear_positions(self, x, y):
         """``L(p)``: the linear-grid positions (pixels, 0-based) of 0-based detector
         positions, through the full field (with the residual when there is one)."""
@@ -173,29 +166,24 @@ class Solution:
         ident = DistortionField.identity(lin.domain, degree=lin.degree)
         return ident - lin
 
-    def forward_offsets(self, lx, ly, tol=1e-10, maxiter=50):
+    def forward_offsets(self, lx, ly):
         """``D(l) = L^-1(l) - l`` at 0-based linear-grid positions (pixels), solved exactly
-        (to ``tol`` pixels) for the full field."""
+        for the full field."""
         lx = np.asarray(lx, dtype=float)
         ly = np.asarray(ly, dtype=float)
         lin = self.linear_field()
         px, py = solve(lin, lx, ly, guess=(lx, ly))
         if self.residual is not None:
-            # Newton with the polynomial's Jacobian (the residual's own is a small
-            # perturbation of it): each step contracts the error by about |dr/dp|
-            for _ in range(maxiter):
-                fx, fy = self.linear_positions(px, py)
-                ex, ey = fx - lx, fy - ly
-                err = np.hypot(ex, ey)
-                if np.max(err[np.isfinite(err)], initial=0.0) < tol:  # points the polynomial could not invert stay NaN
-                    break
-                _, _, jac = lin.jacobian(px, py)
-                det = jac[..., 0, 0] * jac[..., 1, 1] - jac[..., 0, 1] * jac[..., 1, 0]
-                px = px - (jac[..., 1, 1] * ex - jac[..., 0, 1] * ey) / det
-                py = py - (-jac[..., 1, 0] * ex + jac[..., 0, 0] * ey) / det
-            else:
-                raise ValueError(f"forward offsets of the full field did not converge to {tol} px "
-                                 f"in {maxiter} steps")
+            # the full map's values with the polynomial's Jacobian (the residual's own is a
+            # small perturbation of it): Newton steps contract by about |dr/dp| each
+            m = self.linear_matrix
+
+            def jacobian(x, y):
+                u, v, jac = lin.jacobian(x, y)
+                ru, rv = self.residual(x, y)
+                return u + m[0, 0] * ru + m[0, 1] * rv, v + m[1, 0] * ru + m[1, 1] * rv, jac
+
+            px, py = solve(SimpleNamespace(jacobian=jacobian), lx, ly, guess=(px, py))
         return px - lx, py - ly
 
     @classmethod

@@ -40,14 +40,14 @@ def test_generic_calibration_frames_are_used(generic_campaign, capsys):
 
 
 def test_a_calibration_frame_without_exposure_time_is_named(generic_campaign, tmp_path):
-    from astrocal.lab.measure import MeasureError, calibration_frame_params
+    from astrocal.lab.measure import MeasureError, dataset_calibration
 
     out, _ = generic_campaign
     with fits.open(out / "raw" / "flat.fits") as f:
         del f[0].header["EXPTIME"]
         f.writeto(tmp_path / "flat.fits")
     with pytest.raises(MeasureError, match=r"flat\.fits: missing keyword .* \(and no generic EXPTIME keyword\)"):
-        calibration_frame_params(out / "raw" / "background.fits", tmp_path / "flat.fits", "metis-lm")
+        dataset_calibration(out / "raw" / "background.fits", tmp_path / "flat.fits", "metis-lm")
 
 
 def test_frames_of_another_size_than_the_campaign_says_are_refused(generic_campaign, tmp_path, capsys):

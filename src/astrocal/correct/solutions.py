@@ -57,6 +57,7 @@ import json
 import logging
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import numpy as np
@@ -598,23 +599,17 @@ def linear_grid_draws(posterior, solution):
 
 
 def _distort_full(distort_poly, evaluate):
-    """``distort`` for a linear-grid map with a residual field: Newton steps with the full
-    map's Jacobian from the polynomial's exact inverse (the residual is a small
-    perturbation, a few steps reach 1e-10 px)."""
+    """``distort`` for a linear-grid map with a residual field: Newton iteration (exact) with
+    the full map's Jacobian, from the polynomial's exact inverse (the residual is a small
+    perturbation of it); points that do not converge are NaN, as for a polynomial."""
+    def jacobian(x, y):
+        ev = evaluate(x, y, False)
+        return ev.lx, ev.ly, ev.jac
+
+    full = SimpleNamespace(jacobian=jacobian)
 
     def distort(lx, ly):
-        x, y = distort_poly(lx, ly)
-        for _ in range(30):
-            ev = evaluate(x, y, False)
-            ex, ey = ev.lx - lx, ev.ly - ly
-            ok = np.isfinite(ex) & np.isfinite(ey)
-            if not ok.any() or np.max(np.hypot(ex[ok], ey[ok])) < 1e-10:
-                break
-            j = ev.jac
-            det = j[:, 0, 0] * j[:, 1, 1] - j[:, 0, 1] * j[:, 1, 0]
-            x = x - (j[:, 1, 1] * ex - j[:, 0, 1] * ey) / det
-            y = y - (-j[:, 1, 0] * ex + j[:, 0, 0] * ey) / det
-        return x, y
+        return solve(full, lx, ly, guess=distort_poly(lx, ly), tol=1e-10, on_failure="nan")
 
     return distort
 

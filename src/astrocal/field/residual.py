@@ -90,6 +90,7 @@ class ResidualBasis:
     m: int = 8
     boundary: float = 1.5
     _projection: np.ndarray = dc_field(default=None, repr=False, compare=False)
+    _mean_squares: np.ndarray = dc_field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "domain", tuple(float(v) for v in _as_domain(self.domain)))
@@ -212,7 +213,7 @@ class ResidualBasis:
         """Mean over the detector of each projected basis function's square (per pixel**2
         of the box normalisation), ``(m * m,)``, by Gauss-Legendre quadrature (64 nodes per
         dimension: the functions hold at most ``m`` half-waves over the box)."""
-        if getattr(self, "_mean_squares", None) is None:
+        if self._mean_squares is None:
             xc, yc, hx, hy = _centre_halfwidth(self.domain)
             t, wt = np.polynomial.legendre.leggauss(64)
             xx, yy = np.meshgrid(xc + hx * t, yc + hy * t, indexing="ij")

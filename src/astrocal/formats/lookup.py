@@ -119,9 +119,8 @@ def write_wcs_lookup(path, header, residual_arcsec, detector_shape, step=DEFAULT
         if jacobian is None:
             return cdinv[0, 0] * ru + cdinv[0, 1] * rv, cdinv[1, 0] * ru + cdinv[1, 1] * rv
         _, _, jac = jacobian(np.ravel(x), np.ravel(y))
-        jac = np.asarray(jac, float).reshape(-1, 2, 2)
-        det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
-        return ((jac[:, 1, 1] * ru - jac[:, 0, 1] * rv) / det, (-jac[:, 1, 0] * ru + jac[:, 0, 0] * rv) / det)
+        delta = np.linalg.solve(np.asarray(jac, float).reshape(-1, 2, 2), np.stack([ru, rv], axis=-1)[..., None])
+        return delta[:, 0, 0], delta[:, 1, 0]
 
     tables = lookup_tables(correction, detector_shape, step)
     errors = interpolation_error(correction, tables, step, detector_shape)

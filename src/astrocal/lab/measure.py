@@ -655,19 +655,13 @@ def _frame_meta(header, path, preset):
     return meta, f"METIS keywords not found ({first}); generic keywords used"
 
 
-def calibration_frame_params(background, flat, preset):
-    """The readout parameters of a dataset's calibration frames, read from their headers
-    as the raw frames' are (:func:`_frame_meta`: the METIS/ESO keywords, else the generic
-    EXPTIME, NDIT, GAIN, RDNOISE): ``{"background_params": ..., "flat_params": ...}`` for
-    :func:`astrocal.lab.reduce.load_calibration` (only for the frames given). Errors name
-    the file."""
-    params = {}
-    for what, path in (("background", background), ("flat", flat)):
-        if path is not None:
-            _, header = read_frame(path, what)
-            em, _ = _frame_meta(header, path, preset)
-            params[f"{what}_params"] = detector_params(em, preset, source=str(path))
-    return params
+def dataset_calibration(background, flat, preset):
+    """The :class:`~astrocal.lab.reduce.Calibration` of a dataset's background and flat
+    frames (either may be None), their readout read from their headers as the raw frames'
+    is (:func:`_frame_meta`: the METIS/ESO keywords, else the generic EXPTIME, NDIT, GAIN,
+    RDNOISE). Errors name the file."""
+    return load_calibration(background, flat, instrument=preset,
+                            frame_meta=lambda header, path: _frame_meta(header, path, preset)[0])
 
 
 def _center_guess(shape, offset_arcsec, pixel_scale_mas):
@@ -1101,9 +1095,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                                             mask_scale=inst.mask_scale_mm_per_arcsec)
                     try:
                         if ds.background is not None or ds.flat is not None:
-                            ctx.calibration = load_calibration(
-                                ds.background, ds.flat, instrument=inst.preset,
-                                **calibration_frame_params(ds.background, ds.flat, inst.preset))
+                            ctx.calibration = dataset_calibration(ds.background, ds.flat, inst.preset)
                     finally:
                         ctx.psf = future.result()
             except Exception as exc:  # noqa: BLE001 - the dataset fails, others go on

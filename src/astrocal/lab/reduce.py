@@ -320,13 +320,16 @@ class Calibration:
 
 def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
                      background_params=None, flat_params=None, nsig=6.0, dead_below=0.5,
-                     hot_above=1.5, block=64):
+                     hot_above=1.5, block=64, frame_meta=None):
     """Build the :class:`Calibration` of a dataset from its background and flat frames.
 
     ``background`` and ``flat`` are FITS paths (their headers give the readout, see
     :func:`detector_params`) or arrays (then ``background_params`` / ``flat_params`` give
     it); either may be None.  ``shape`` is needed when both are None.  ``instrument``
-    (registry key) supplies readout defaults missing from the headers.
+    (registry key) supplies readout defaults missing from the headers.  ``frame_meta(header,
+    path)`` reads a frame's exposure metadata from its header (default: the METIS/ESO
+    keywords, :func:`astrocal.lab.headers.read_exposure_meta`; the measure stage passes its
+    rule for raw frames, which falls back on generic keywords).
     """
     from .headers import HeaderError, read_exposure_meta
 
@@ -338,7 +341,9 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
             return None, None
         if isinstance(src, (str, Path)):
             data, header = read_frame(src, what)
-            if params is None:
+            if params is None and frame_meta is not None:
+                params = detector_params(frame_meta(header, src), instrument, source=str(src))
+            elif params is None:
                 try:
                     em = read_exposure_meta(header)
                 except HeaderError as exc:

@@ -222,9 +222,8 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
     for e, t in enumerate(tables):
         name = exposure_names[e] if exposure_names else f"exposure {e}"
         columns = set(t.colnames if hasattr(t, "colnames") else t)
-        for col in ("hole_id", "x", "y", "sigma_x", "sigma_y"):
-            if col not in columns:
-                raise DataError(f"{name}: source table has no column {col}")
+        if "hole_id" not in columns:  # the others: _table_cov
+            raise DataError(f"{name}: source table has no column hole_id")
         hid = np.asarray(t["hole_id"], dtype=int)
         keep = hid >= 0
         if "flags" in columns:
@@ -268,7 +267,7 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
 EDGE_MARGIN_PX = 10.0
 
 
-def _table_cov(t, keep, name, domain=None):
+def _table_cov(t, keep, name, domain):
     """Positions and covariances of the kept rows of a source table, validated as the measure
     stage writes them: finite positions on the detector (``domain`` grown by
     :data:`EDGE_MARGIN_PX`), finite positive sigmas, a positive-definite covariance. Errors
@@ -289,15 +288,13 @@ def _table_cov(t, keep, name, domain=None):
             k = int(np.flatnonzero(bad)[0])
             raise DataError(f"{name}: row {rows[k]}: {label} = {value[k]:.6g} ({int(bad.sum())} such row(s)); "
                             "sigmas must be finite and positive and the covariance positive definite")
-    bad = ~(np.isfinite(x) & np.isfinite(y))
-    if domain is not None:
-        xmin, xmax, ymin, ymax = domain
-        m = EDGE_MARGIN_PX
-        bad |= (x < xmin - m) | (x > xmax + m) | (y < ymin - m) | (y > ymax + m)
+    xmin, xmax, ymin, ymax = domain
+    m = EDGE_MARGIN_PX
+    bad = ~(np.isfinite(x) & np.isfinite(y)) | (x < xmin - m) | (x > xmax + m) | (y < ymin - m) | (y > ymax + m)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise DataError(f"{name}: row {rows[k]}: position ({x[k]:.6g}, {y[k]:.6g}) px is not on the detector "
-                        f"{tuple(float(v) for v in domain) if domain is not None else ''} ({int(bad.sum())} such "
+                        f"{tuple(float(v) for v in domain)} ({int(bad.sum())} such "
                         f"row(s); {EDGE_MARGIN_PX:g} px of margin): a table of another detector, or 1-based "
                         "pixels?")
     cov = np.empty((sx.size, 2, 2))

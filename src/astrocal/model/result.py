@@ -226,7 +226,7 @@ def _unresolved_spec(fit):
     sd = fit.unresolved
     if sd is None:
         return {}
-    rms = float(np.sqrt(np.mean(np.asarray(sd, float) ** 2)))
+    rms = float(np.sqrt(draws.unresolved_variance(sd)))
     return {"sd_arcsec_rms": rms, "sd_px_rms": rms / float(fit.points.pixel_scale),
             "definition": "smallest per-dataset jitter; added to the map's 1-sigma in quadrature"}
 
@@ -418,15 +418,23 @@ class Posterior:
         residual field when the fit has one, the unresolved field)."""
         return draws.field_samples(self.g, self.degree, self.domain, x, y, self.residual, self.unresolved)
 
-    def mean_residual(self):
-        """The posterior-mean residual field as a callable ``r(x, y) -> (ru, rv)`` (arcsec, at
-        0-based detector pixels), or None for a polynomial fit."""
+    def mean_residual_coefficients(self):
+        """``(ResidualBasis, wu, wv)``: the residual field's basis and the posterior means of
+        its coefficients (u, v; arcsec), or None for a polynomial fit."""
         res = self.residual
         if res is None:
             return None
         basis, r0 = res
         w = self.g[:, r0:r0 + 2 * basis.size].mean(axis=0)
-        wu, wv = w[:basis.size], w[basis.size:]
+        return basis, w[:basis.size], w[basis.size:]
+
+    def mean_residual(self):
+        """The posterior-mean residual field as a callable ``r(x, y) -> (ru, rv)`` (arcsec, at
+        0-based detector pixels), or None for a polynomial fit."""
+        coefficients = self.mean_residual_coefficients()
+        if coefficients is None:
+            return None
+        basis, wu, wv = coefficients
 
         def residual(x, y):
             x = np.asarray(x, float)

@@ -87,7 +87,7 @@ from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..lab import centroid as C
 from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
                            FLAGS_REJECT as _LAB_FLAGS_REJECT, MeasureError, _exposure_stem,
-                           _fit, _frame_meta, calibration_frame_params)
+                           _fit, _frame_meta, dataset_calibration)
 from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
 from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
@@ -1079,8 +1079,6 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
     result dict per exposure (status ``ok`` / ``failed``, message naming the file), in
     the layout of the lab measure stage's summary rows.
     """
-    from ..lab.reduce import load_calibration
-
     output = Path(output if output is not None else campaign.measure.output)
     mode = psf or campaign.measure.psf
     inst = campaign.instrument
@@ -1097,8 +1095,7 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
         if error is None and (ds.background is not None or ds.flat is not None):
             try:
                 # METIS or generic (EXPTIME, DIT, NDIT, GAIN) keywords, as the raw frames'
-                params = calibration_frame_params(ds.background, ds.flat, inst.preset)
-                cal = load_calibration(ds.background, ds.flat, instrument=inst.preset, **params)
+                cal = dataset_calibration(ds.background, ds.flat, inst.preset)
             except Exception as exc:  # noqa: BLE001 - the dataset fails, the others go on
                 error = f"dataset '{ds.name}': calibration frames: {exc}"
         for k, e in enumerate(ds.exposures):
