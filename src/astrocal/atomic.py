@@ -8,9 +8,23 @@ old file or nothing.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+#: environment variable naming a file after whose write the process kills itself (SIGKILL):
+#: the fault-injection point of the reliability tests (docs/reliability.md)
+FAULT_KILL_AFTER = "ASTROCAL_FAULT_KILL_AFTER"
+
+
+def fault_point(path):
+    """Kill this process (SIGKILL, as the kernel or a user would) when ``path``'s name is the
+    one :data:`FAULT_KILL_AFTER` names; a no-op otherwise."""
+    name = os.environ.get(FAULT_KILL_AFTER)
+    if name and Path(path).name == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ProductExistsError(FileExistsError):
@@ -44,6 +58,7 @@ def atomic_path(path, overwrite=False):
         if path.exists() and not overwrite:  # appeared while we were writing
             raise ProductExistsError(f"{path}: file appeared during the write; not overwritten")
         os.replace(tmp, path)
+        fault_point(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

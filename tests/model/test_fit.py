@@ -95,7 +95,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     while time.time() < deadline:
         time.sleep(0.5)
         try:
-            with h5py.File(h5, "r") as f:
+            with h5py.File(h5, "r", locking=False) as f:
                 if f["hyperparameters"].attrs["iteration"] >= 150:
                     break
         except Exception:

@@ -3,6 +3,7 @@ marginal likelihood against dense algebra, in the model's own coefficients and i
 function-space form (the residual marginalised as a covariance between the points)."""
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +157,10 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     # the products carry it (tests/test_products.py checks their values)
     paths = write_fit_products(post, tmp_path, "Lp")
     assert "wcs_lookup" in paths
+    from astrocal.resultset import write_manifest  # the set is complete (as astrocal fit ends)
+
+    write_manifest(tmp_path, ["posterior.h5", "fit.json", "summary.ecsv", "residuals.ecsv",
+                              *(Path(p).name for p in paths.values())])
     # astrocal correct: the full field, its inverse, and the draws' spread with the residual
     from astrocal.correct.solutions import open_solution
     from astrocal.products import posterior_solution

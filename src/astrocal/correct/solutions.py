@@ -69,6 +69,7 @@ from ..field.orderings import trim_monomials
 from ..formats.astromet import AstroMetFormatError, read_astromet
 from ..formats.convert import detect_format, read_solutions
 from ..pixels import detector_domain, from_fits
+from ..resultset import require_complete, require_complete_file
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ def open_solution(path, filter_id=None, method=None):
         raise SolutionError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     if path.is_dir():
         return _open_posterior(path, filter_id, method)
+    require_complete_file(path)  # a product of an interrupted fit is not a solution
     try:
         fmt = detect_format(path)
     except ValueError as exc:
@@ -624,6 +626,7 @@ def _open_posterior(path, filter_id, method):
         raise SolutionError(f"{path}: a result directory is evaluated from its posterior draws; "
                             f"method {method!r} applies to AstroMet files only")
     rdir, name = _find_result_dir(path, filter_id)
+    require_complete(rdir)
     post = load_posterior(rdir)
     if len(post.g) < 3:
         raise SolutionError(f"{rdir}: the posterior holds {len(post.g)} draws; too few for an "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from ..resultset import require_complete_file
 from .astromet import read_astromet, write_astromet
 from .siaf import read_siaf, write_siaf
 from .sip import read_sip_header, write_sip_header
@@ -106,6 +107,7 @@ def _pick(solutions, filter_id, path):
 
 def convert(src, dst, to=None, filter_id=None, overwrite=False):
     """Convert a solution file ``src`` into ``dst``; returns the output format."""
+    require_complete_file(src)  # a product of an interrupted fit is not a solution
     fmt_in = detect_format(src)
     fmt_out = output_format(dst, to)
     solutions = read_solutions(src, fmt_in)

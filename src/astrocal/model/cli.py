@@ -11,6 +11,8 @@ from astropy.table import Table
 
 from ..atomic import ProductExistsError
 from ..campaign import load_campaign
+from ..resultset import (LOCK, MANIFEST, confined, mark_incomplete, read_manifest, remove_partial_files,
+                         write_manifest, writer_lock)
 from ..lab.mask import load_mask
 from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
@@ -308,14 +310,8 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
         campaign.earth.apply(campaign.path)  # the campaign's Earth-orientation tables (astrocal.earth)
     outs = {}
     for filt in groups:  # refuse early, before any work
-        out = Path(fs.output) / filt
-        h5 = out / "posterior.h5"
-        if (out / "fit.json").exists() and not overwrite:
-            raise ProductExistsError(f"{out / 'fit.json'}: a result exists; not overwritten "
-                                     "(use --overwrite)")
-        if h5.exists() and not (resume or overwrite):
-            raise ProductExistsError(f"{h5}: a chain exists; use --resume to continue it or "
-                                     "--overwrite to start again")
+        out = confined(Path(fs.output) / filt, fs.output)
+        _check_result_dir(out, resume, overwrite)
         outs[filt] = out
     processes = max(int(processes or 1), 1)
     parallel = processes > 1 and len(groups) > 1
@@ -335,18 +331,68 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
         return {filt: f.result() for filt, f in futures.items()}
 
 
+def _check_result_dir(out, resume, overwrite, locked=False):
+    """Refuse to fit into ``out`` what would replace or continue something not asked for:
+    a complete result (unless ``overwrite``), an interrupted one (unless ``resume`` or
+    ``overwrite``), a directory another process is writing (unless ``locked``: this
+    process holds the lock)."""
+    if not locked and (out / LOCK).exists():
+        with writer_lock(out):  # raises while its writer runs; a stale lock is taken over and freed
+            pass
+    if read_manifest(out) is not None:
+        if not overwrite:
+            raise ProductExistsError(f"{out / MANIFEST}: a result exists; not overwritten (use --overwrite)")
+        return
+    started = [n for n in ("posterior.h5", "fit.json") if (out / n).exists()]
+    if started and not (resume or overwrite):
+        raise ProductExistsError(
+            f"{out}: an interrupted fit left {' and '.join(started)} but no {MANIFEST}; use --resume to "
+            "finish it or --overwrite to start again")
+
+
+def chain_record(campaign, settings, inputs):
+    """What a chain depends on besides its walkers and hyperparameters (recorded with it,
+    compared on resume): the campaign file's and the input tables' SHA-256, the seed and
+    the model's settings. The number of steps is not part of it (``--resume --steps N``
+    continues a chain further)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in inputs:
+        path = Path(path)
+        h.update(str(path.name).encode())
+        if path.is_file():
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    pr = settings.priors
+    return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
+            "walkers": int(settings.walkers), "degree": settings.degree,
+            "degree_range": [int(d) for d in settings.degree_range], "degree_choice": settings.degree_choice,
+            "hole_errors": bool(settings.hole_errors), "field_prior": str(pr.field_prior),
+            "residual": str(pr.residual), "mask_affine_sigma_ppm": pr.mask_affine_sigma_ppm}
+
+
 def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
-    """Fit one filter's lab and sky datasets jointly and write its products."""
+    """Fit one filter's lab and sky datasets jointly and write its result set
+    (:mod:`astrocal.resultset`: under a lock, its manifest written last)."""
+    out = confined(Path(campaign.fit.output) / filt, campaign.fit.output)
+    with writer_lock(out):
+        return _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out)
+
+
+def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
     from ..products import write_fit_products
     from .result import load_posterior
 
     fs = campaign.fit
-    out = Path(fs.output) / filt
     h5 = out / "posterior.h5"
     overwrite, resume = opts["overwrite"], opts["resume"]
+    _check_result_dir(out, resume, overwrite, locked=True)  # again, now under the lock
+    mark_incomplete(out)  # from here on the directory is not a complete result
+    remove_partial_files(out)
     if h5.exists() and overwrite and not resume:
         h5.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     parts, inputs = [], []
     if lab_sets:
         lab, lab_inputs = lab_points_for(campaign, lab_sets)
@@ -372,15 +418,20 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         backend_path=h5, resume=resume, progress=opts["progress"],
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
+    settings.chain_record = chain_record(campaign, settings, inputs)
     log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
              points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
              points.n_sky_exposures)
     fit = fit_lab(points, settings)
-    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume,
+    rewrite = overwrite or resume
+    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
              instrument=campaign.instrument.name, earth_orientation=orientation)
     products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                   campaign_sha256=campaign.sha256, inputs=[campaign.path],
-                                  overwrite=overwrite or resume)
+                                  overwrite=rewrite)
+    names = ["posterior.h5", "fit.json", "summary.ecsv", "residuals.ecsv",
+             *(Path(p).name for p in products.values())]
+    write_manifest(out, names, {"campaign_sha256": campaign.sha256, "seed": int(settings.seed)})
     return fit, out, products
 
 

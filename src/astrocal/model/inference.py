@@ -73,6 +73,9 @@ class FitSettings:
     progress: object = "auto"  # True, False or "auto" (a terminal)
     backend_path: object = None  # HDF5 file of the chain
     resume: bool = False
+    #: what the chain depends on beyond the data's shape (campaign hash, seed, model
+    #: settings; plain JSON values), stored with the chain and compared on resume
+    chain_record: dict = None
     flexure: object = None  # FlexureBasis of sky exposures (None: the model's default)
     processes: int = 1  # worker processes that share the walkers of each emcee step
 
@@ -581,10 +584,13 @@ def run_emcee(model, phi_map, settings, hessian=None):
             if stored != names:
                 raise ValueError(f"{path}: the chain to resume has the hyperparameters "
                                  f"{stored or '(not recorded)'}, this fit {names}")
+            _check_chain_record(path, settings.chain_record)
         else:
             backend.reset(nwalkers, ndim)
             with h5py.File(path, "a") as f:
                 f["hyperparameters"].attrs["hyper_names"] = names
+                if settings.chain_record is not None:
+                    f["hyperparameters"].attrs["chain_record"] = json.dumps(settings.chain_record, sort_keys=True)
     moves = default_moves()
     pooled = PooledPosterior(model, settings.processes) if int(settings.processes) > 1 else None
     sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
@@ -594,6 +600,30 @@ def run_emcee(model, phi_map, settings, hessian=None):
     finally:
         if pooled is not None:
             pooled.close()
+
+
+class ChainMismatchError(ValueError):
+    """The chain to resume was started with another campaign, seed or model settings."""
+
+
+def _check_chain_record(path, record):
+    """Refuse to resume the chain in ``path`` when what it was started with (its
+    ``chain_record``) differs from this fit's ``record``, naming every difference."""
+    if record is None:
+        return
+    with h5py.File(path, "r") as f:
+        stored = f["hyperparameters"].attrs.get("chain_record")
+    if stored is None:
+        raise ChainMismatchError(f"{path}: the chain records nothing of the campaign and settings it was "
+                                 "started with (an older astrocal wrote it); it cannot be resumed safely: "
+                                 "start again with --overwrite")
+    stored = json.loads(stored)
+    record = json.loads(json.dumps(record, sort_keys=True))
+    changed = [f"{k}: {stored.get(k)!r} -> {record.get(k)!r}" for k in sorted(set(stored) | set(record))
+               if stored.get(k) != record.get(k)]
+    if changed:
+        raise ChainMismatchError(f"{path}: the chain was started with other inputs than this fit's; not "
+                                 f"resumed ({'; '.join(changed)}); restore them, or start again with --overwrite")
 
 
 def _run_blocks(sampler, backend, p0, settings):

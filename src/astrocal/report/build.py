@@ -52,6 +52,7 @@ from ..model.quality import fit_quality
 from ..model.footprint import footprint_area, inside_footprint
 from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
 from ..products import metis_band, posterior_solution
+from ..resultset import require_complete
 from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
 
 #: positions per axis of the grid on which maps are evaluated for the numbers
@@ -121,6 +122,7 @@ def _filter_and_instrument(path, info):
 def load_result(path, band=None):
     """Load a result directory; ``band`` overrides the METIS band of its instrument."""
     path = Path(path)
+    require_complete(path)
     post = load_posterior(path)
     info = post.info
     try:

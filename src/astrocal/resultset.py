@@ -1,0 +1,227 @@
+"""A fit's result set: complete or not, one writer at a time, nothing outside its directory.
+
+A result directory (``<fit.output>/<filter>/``) fills in stages: the emcee chain grows in
+``posterior.h5`` while the fit runs; then the linear draws, ``fit.json``, ``summary.ecsv``,
+``residuals.ecsv`` and the products are written, each file atomically
+(:mod:`astrocal.atomic`). The set as a whole becomes complete only when its manifest,
+``manifest.json``, is written, last and atomically: it lists every file of the set with
+its size and SHA-256. Every reader (``astrocal report``, ``correct``, ``convert``, a later
+``fit``) checks the manifest (:func:`require_complete`), so a directory left by a run killed
+halfway is recognised as such and never used as a result; ``astrocal fit --resume``
+finishes it (the chain continues or, when it had finished, is only read again; the draws
+and products are written anew and the manifest last).
+
+A lock file, ``.astrocal.lock`` (holding the writer's process id), keeps a second
+``astrocal fit`` from writing into the same directory at the same time; a lock left by a
+process that no longer runs is taken over with a warning.
+
+:func:`confined` checks that a path to be written lies under the directory it belongs to.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import __version__
+from .atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MANIFEST", "LOCK", "IncompleteResultError", "ResultLockedError", "OutsideOutputError",
+           "write_manifest", "read_manifest", "is_complete", "require_complete",
+           "require_complete_file", "mark_incomplete", "remove_partial_files", "writer_lock",
+           "confined"]
+
+#: name of the manifest, the result set's completion marker
+MANIFEST = "manifest.json"
+#: name of the lock file of a result directory being written
+LOCK = ".astrocal.lock"
+#: files that mark a directory as a fit's result directory (complete or not)
+RESULT_MARKERS = ("posterior.h5", "fit.json", MANIFEST)
+
+
+class IncompleteResultError(ValueError):
+    """A result directory whose set of files is not complete (no manifest, a file missing
+    or of another size than the manifest records)."""
+
+
+class ResultLockedError(RuntimeError):
+    """Another running process is writing the same result directory."""
+
+
+class OutsideOutputError(ValueError):
+    """A path to be written does not lie under the directory it belongs to."""
+
+
+def _sha256(path, block=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(out, names, record=None):
+    """Write ``out/manifest.json`` (atomically, last): the files ``names`` of the set
+    (relative to ``out``) with their sizes (bytes) and SHA-256, the astrocal version and
+    ``record`` (e.g. the campaign's hash and the seed). Returns the manifest as a dict."""
+    out = Path(out)
+    files = {}
+    for name in names:
+        path = confined(out / name, out)
+        files[str(name)] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = {"complete": True, "astrocal_version": __version__, **dict(record or {}), "files": files}
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n", overwrite=True)
+    return manifest
+
+
+def read_manifest(out):
+    """The manifest of ``out`` as a dict, or None when there is none."""
+    path = Path(out) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IncompleteResultError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise IncompleteResultError(f"{path}: not an astrocal manifest (no 'files')")
+    return manifest
+
+
+def is_complete(out):
+    """True when ``out`` holds a complete result set (:func:`require_complete` passes)."""
+    try:
+        require_complete(out)
+    except (IncompleteResultError, FileNotFoundError):
+        return False
+    return True
+
+
+def require_complete(out, verify_hashes=False):
+    """Raise :class:`IncompleteResultError` unless ``out`` holds a complete result set: its
+    manifest exists and every file it lists exists with the recorded size (and SHA-256 with
+    ``verify_hashes``). Returns the manifest."""
+    out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: no such result directory")
+    manifest = read_manifest(out)
+    if manifest is None:
+        present = [n for n in RESULT_MARKERS if (out / n).exists()]
+        what = (f"it holds {', '.join(present)} but no {MANIFEST}" if present else f"no {MANIFEST}")
+        raise IncompleteResultError(
+            f"{out}: not a complete fit result ({what}): the fit that wrote it was interrupted "
+            f"or is still running, or an astrocal older than this one wrote it; finish it with "
+            f"'astrocal fit CAMPAIGN.toml --resume' (or start again with --overwrite)")
+    for name, entry in manifest["files"].items():
+        path = out / name
+        if not path.exists():
+            raise IncompleteResultError(f"{path}: listed in {out / MANIFEST} but missing: "
+                                        "the result set is incomplete")
+        size = path.stat().st_size
+        if size != int(entry.get("bytes", -1)):
+            raise IncompleteResultError(f"{path}: {size} bytes, the manifest records {entry.get('bytes')}: "
+                                        "the file changed or was truncated after the fit wrote it")
+        if verify_hashes and _sha256(path) != entry.get("sha256"):
+            raise IncompleteResultError(f"{path}: its SHA-256 differs from the manifest's: the file "
+                                        "changed after the fit wrote it")
+    return manifest
+
+
+def require_complete_file(path):
+    """Raise :class:`IncompleteResultError` if ``path`` (a product file) lies in a fit's
+    result directory whose set is not complete; a file elsewhere passes (a solution file
+    can be used on its own)."""
+    folder = Path(path).resolve().parent
+    if any((folder / n).exists() for n in RESULT_MARKERS):
+        require_complete(folder)
+
+
+def mark_incomplete(out):
+    """Remove ``out``'s manifest (the first step of replacing or finishing a result)."""
+    path = Path(out) / MANIFEST
+    if path.exists():
+        path.unlink()
+
+
+def remove_partial_files(out):
+    """Delete the ``.part`` files that interrupted atomic writes left in ``out``; returns
+    their names."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    removed = []
+    for p in sorted(out.glob(".*.part")):
+        if p.is_file():
+            p.unlink()
+            removed.append(p.name)
+    if removed:
+        log.info("%s: removed %d file(s) left by an interrupted write: %s", out, len(removed), ", ".join(removed))
+    return removed
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextmanager
+def writer_lock(out):
+    """Hold ``out/.astrocal.lock`` while writing ``out``.
+
+    Raises :class:`ResultLockedError` when a running process holds it; a lock whose
+    process no longer runs (a killed run) is taken over with a warning.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise ResultLockedError(
+                    f"{out}: another astrocal process (pid {pid}) is writing this result; wait for it "
+                    f"to finish (or, if it is not running, delete {path})") from None
+            log.warning("%s: taking over the lock of a run that no longer runs (pid %s)", out, pid or "?")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    else:  # pragma: no cover - a race lost twice
+        raise ResultLockedError(f"{out}: could not take the lock {path}")
+    try:
+        yield path
+    finally:
+        try:
+            if path.read_text().strip() == str(os.getpid()):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def confined(path, root):
+    """``path`` resolved, after checking that it lies under ``root`` (both resolved, so
+    ``..`` and symbolic links cannot lead out); raises :class:`OutsideOutputError`."""
+    root_r = Path(root).resolve()
+    path_r = Path(path).resolve()
+    if path_r != root_r and root_r not in path_r.parents:
+        raise OutsideOutputError(f"{path}: would be written outside the output directory {root}; refused")
+    return path_r
