@@ -42,13 +42,25 @@ class CampaignError(ValueError):
 # --------------------------------------------------------------------------- schema
 @dataclass(frozen=True)
 class InstrumentSpec:
-    """``[instrument]``: the imager and its nominal scales (priors only)."""
+    """``[instrument]``: the imager and its nominal scales (priors only).
+
+    How its frames' headers are read (raw, background and flat frames alike;
+    :class:`astrocal.lab.headers.HeaderRules`): ``header_keywords`` (``{entry: [FITS
+    keyword, ...]}``, the campaign's ``[instrument.header_keywords]``: entries of
+    :data:`astrocal.instruments.HEADER_FIELDS` replacing the preset's or the generic
+    keywords), and the values a header does not give: ``gain_e_per_adu`` (e-/ADU),
+    ``read_noise_e`` (e- per DIT), ``exptime_s`` (s, total) or None.
+    """
 
     name: str
     detector_shape: tuple
     pixel_scale_mas: float
     mask_scale_mm_per_arcsec: float
     preset: Optional[str] = None
+    header_keywords: dict = dc_field(default_factory=dict)
+    gain_e_per_adu: Optional[float] = None
+    read_noise_e: Optional[float] = None
+    exptime_s: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,12 @@ class Exposure:
 
 @dataclass(frozen=True)
 class LabDataset:
-    """``[[lab]]``: exposures of a pinhole mask."""
+    """``[[lab]]``: exposures of a pinhole mask.
+
+    ``flat_normalised``: the flat is a relative gain map normalised to ~1 (True) or a frame
+    in counts (False); None: detected from its median
+    (:func:`astrocal.lab.reduce.flat_normalisation`).
+    """
 
     name: str
     mask: Path
@@ -82,6 +99,7 @@ class LabDataset:
     exposures: tuple
     background: Optional[Path] = None
     flat: Optional[Path] = None
+    flat_normalised: Optional[bool] = None  # None: detected from the flat's median
 
 
 @dataclass(frozen=True)
@@ -344,8 +362,9 @@ def _int(ctx, value, key, minimum=None):
 
 
 # --------------------------------------------------------------------------- sections
-INSTRUMENT_KEYS = {"name", "preset", "detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"}
-LAB_KEYS = {"name", "mask", "filter", "background", "flat", "exposures"}
+INSTRUMENT_KEYS = {"name", "preset", "detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec",
+                   "header_keywords", "gain_e_per_adu", "read_noise_e", "exptime_s"}
+LAB_KEYS = {"name", "mask", "filter", "background", "flat", "flat_normalised", "exposures"}
 LAB_EXPOSURE_KEYS = {"file", "offset_arcsec", "offset_sigma_mas"}
 SKY_KEYS = {"name", "catalog", "site", "filter", "exposures", "background", "flat", "x_col",
             "y_col", "flux_col", "sigma_x_col", "sigma_y_col", "one_based", "band", "strehl"}
@@ -399,6 +418,7 @@ def _instrument(ctx, table):
     if "mask_scale_mm_per_arcsec" in table:
         values["mask_scale_mm_per_arcsec"] = _quantity(
             ctx, table["mask_scale_mm_per_arcsec"], u.mm / u.arcsec, "instrument.mask_scale_mm_per_arcsec")
+    values.update(_header_settings(ctx, table, preset))
     merged = {**defaults, **values}
     for key in ("detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"):
         if key not in merged:
@@ -407,6 +427,36 @@ def _instrument(ctx, table):
         if not merged[key] > 0:
             raise ctx.error(f"instrument.{key}", f"must be positive, got {merged[key]}")
     return InstrumentSpec(name=name, preset=preset, **merged)
+
+
+def _header_settings(ctx, table, preset):
+    """``[instrument.header_keywords]`` (validated against the keyword map's entries) and
+    the defaults ``gain_e_per_adu``, ``read_noise_e``, ``exptime_s``."""
+    from .instruments import HEADER_FIELDS, header_keywords
+
+    out = {}
+    mapping = table.get("header_keywords", {})
+    if not isinstance(mapping, dict):
+        raise ctx.error("instrument.header_keywords", "must be a table [instrument.header_keywords] "
+                                                      'of entry = "KEYWORD" (or a list of keywords)')
+    _check_keys(ctx, mapping, set(HEADER_FIELDS), "instrument.header_keywords.")
+    for entry, value in mapping.items():
+        names = [value] if isinstance(value, str) else value
+        if (not isinstance(names, list) or not names
+                or not all(isinstance(n, str) and n.strip() for n in names)):
+            raise ctx.error(f"instrument.header_keywords.{entry}",
+                            f"expected a FITS keyword name or a list of names, got {value!r}")
+    header_keywords(preset, mapping)  # the preset's map takes the entries
+    out["header_keywords"] = dict(mapping)
+    for key, unit, low in (("gain_e_per_adu", u.electron / u.adu, "positive"),
+                           ("read_noise_e", u.electron, "non-negative"),
+                           ("exptime_s", u.s, "positive")):
+        if key in table:
+            v = _quantity(ctx, table[key], unit, f"instrument.{key}")
+            if not np.isfinite(v) or (v < 0 if low == "non-negative" else v <= 0):
+                raise ctx.error(f"instrument.{key}", f"must be {low}, got {table[key]!r}")
+            out[key] = v
+    return out
 
 
 def _exposures(ctx, base, items, prefix, allowed, keep_missing=False, refused=None):
@@ -455,7 +505,12 @@ def _lab(ctx, base, items, keep_missing=False):
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
         flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
         name = _path_name(ctx, table.get("name", f"lab{i}"), f"{prefix}name")
-        out.append(LabDataset(name, mask, filt, exposures, background, flat))
+        normalised = table.get("flat_normalised")
+        if normalised is not None and not isinstance(normalised, bool):
+            raise ctx.error(f"{prefix}flat_normalised", f"expected true or false, got {normalised!r}")
+        if normalised is not None and flat is None:
+            raise ctx.error(f"{prefix}flat_normalised", "the dataset has no flat")
+        out.append(LabDataset(name, mask, filt, exposures, background, flat, normalised))
     return tuple(out)
 
 

@@ -64,10 +64,14 @@ __all__ = [
     "Detector",
     "Filter",
     "FitsKeywords",
+    "HEADER_FIELDS",
+    "HeaderKeywords",
+    "GENERIC_HEADER_KEYWORDS",
     "Instrument",
     "INSTRUMENTS",
     "MASK_SCALE_MM_PER_ARCSEC",
     "get_instrument",
+    "header_keywords",
     "list_instruments",
 ]
 
@@ -175,9 +179,119 @@ class FitsKeywords:
     notes: str = ""
 
 
+#: the entries astrocal reads from the header of a raw, background or flat frame, and
+#: what each means (the fields of :class:`HeaderKeywords`, the keys of a campaign's
+#: ``[instrument.header_keywords]``)
+HEADER_FIELDS: Mapping[str, str] = MappingProxyType({
+    "date_obs": "start of the exposure (UTC, ISO 8601)",
+    "exptime": "total exposure time, s (DIT x NDIT)",
+    "dit": "integration time of one DIT, s (the frame is the average of NDIT DITs)",
+    "ndit": "number of DITs averaged into the frame (default 1)",
+    "gain": "detector gain, e-/ADU",
+    "read_noise": "read noise of one DIT, e-",
+    "filter": "filter name (compared with the dataset's filter)",
+    "detector_mode": "readout mode (selects the preset's gain, read noise and full well)",
+    "mask": "mask-wheel position name",
+    "mask_name": "mask table name (compared with the dataset's mask)",
+    "chopper_x": "commanded offset of the mask image along x, arcsec",
+    "chopper_y": "commanded offset of the mask image along y, arcsec",
+})
+
+
+def _names(value, field_name):
+    """A keyword entry as a tuple of FITS keyword names (a string or a sequence of them)."""
+    if isinstance(value, str):
+        value = (value,)
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise TypeError(f"header keyword '{field_name}': expected a keyword name or a list of "
+                        f"names, got {value!r}") from None
+    if not all(isinstance(v, str) and v.strip() for v in out):
+        raise TypeError(f"header keyword '{field_name}': expected non-empty keyword names, got {value!r}")
+    return tuple(v.strip() for v in out)
+
+
+@dataclass(frozen=True)
+class HeaderKeywords:
+    """Where a frame's header keeps each entry of :data:`HEADER_FIELDS`: per entry the
+    FITS keyword names tried in order (the first one present is used; an empty tuple:
+    the header never gives it).
+
+    The defaults are the generic FITS set (:data:`GENERIC_HEADER_KEYWORDS`); an
+    instrument preset has its own map (:attr:`Instrument.header_keywords`) and falls back
+    on the generic one (:meth:`then`); a campaign's ``[instrument.header_keywords]``
+    replaces entries (:meth:`replace_entries`).  Keyword names are as astropy reads them
+    (``"HIERARCH ESO DET DIT"`` or ``"ESO DET DIT"``; case-insensitive).
+    """
+
+    date_obs: tuple = ("DATE-OBS",)
+    exptime: tuple = ("EXPTIME", "EXPOSURE")
+    dit: tuple = ("DIT",)
+    ndit: tuple = ("NDIT",)
+    gain: tuple = ("GAIN",)
+    read_noise: tuple = ("RDNOISE", "RON", "READNOIS")
+    filter: tuple = ("FILTER",)
+    detector_mode: tuple = ()
+    mask: tuple = ()
+    mask_name: tuple = ()
+    chopper_x: tuple = ()
+    chopper_y: tuple = ()
+
+    def __post_init__(self):
+        for name in HEADER_FIELDS:
+            object.__setattr__(self, name, _names(getattr(self, name), name))
+
+    def to_dict(self) -> dict:
+        """``{entry: [keyword, ...]}`` (plain, for products' metadata)."""
+        return {name: list(getattr(self, name)) for name in HEADER_FIELDS}
+
+    def then(self, fallback: "HeaderKeywords") -> "HeaderKeywords":
+        """This map with ``fallback``'s keywords tried after its own (duplicates dropped)."""
+        return HeaderKeywords(**{
+            name: tuple(dict.fromkeys(getattr(self, name) + getattr(fallback, name)))
+            for name in HEADER_FIELDS})
+
+    def replace_entries(self, mapping: Mapping | None) -> "HeaderKeywords":
+        """A copy whose entries named in ``mapping`` (``{entry: keyword or [keywords]}``)
+        are replaced.  An unknown entry raises ``KeyError`` listing the valid ones; a
+        value that is not a keyword name (or a list of them) raises ``TypeError``."""
+        mapping = dict(mapping or {})
+        unknown = sorted(set(mapping) - set(HEADER_FIELDS))
+        if unknown:
+            raise KeyError(f"unknown header entry {unknown[0]!r}; valid entries: "
+                           f"{', '.join(HEADER_FIELDS)}")
+        return replace(self, **{k: _names(v, k) for k, v in mapping.items()})
+
+
+#: the generic FITS keyword map (every instrument falls back on it)
+GENERIC_HEADER_KEYWORDS = HeaderKeywords()
+
+
+def _eso(dotted: str) -> str:
+    return "HIERARCH ESO " + dotted.replace(".", " ")
+
+
+def _eso_header_keywords(kw: FitsKeywords) -> HeaderKeywords:
+    """The keyword map of a METIS imager from its ESO keyword names."""
+    det = kw.det_prefix
+    return HeaderKeywords(
+        date_obs=("DATE-OBS",), exptime=("EXPTIME",),
+        dit=(_eso(kw.dit), _eso(f"{det}.DIT")), ndit=(_eso(kw.ndit), _eso(f"{det}.NDIT")),
+        gain=(_eso(f"{det}.CHIP.GAIN"),), read_noise=(_eso(f"{det}.CHIP.RON"),),
+        filter=(_eso(kw.drs_filter), _eso(kw.filter), "FILTER"),
+        detector_mode=(_eso(f"{det}.MODE"),),
+        mask=(_eso(kw.mask_wheel),), mask_name=(_eso(kw.mask_wheel.rsplit(".", 1)[0] + ".NAME"),),
+        chopper_x=(_eso(kw.chop_x),), chopper_y=(_eso(kw.chop_y),))
+
+
 @dataclass(frozen=True)
 class Instrument:
-    """Facts for one imager (or spectrograph detector plane)."""
+    """Facts for one imager (or spectrograph detector plane).
+
+    ``header_keywords``: where its frames' headers keep the exposure time, gain, ...
+    (:class:`HeaderKeywords`; default: derived from ``keywords``, the ESO names).
+    """
 
     key: str
     name: str
@@ -190,6 +304,11 @@ class Instrument:
     mask_scale_mm_per_arcsec: float = MASK_SCALE_MM_PER_ARCSEC
     n_detectors: int = 1
     notes: str = ""
+    header_keywords: HeaderKeywords | None = None
+
+    def __post_init__(self):
+        if self.header_keywords is None:
+            object.__setattr__(self, "header_keywords", _eso_header_keywords(self.keywords))
 
     @property
     def pixel_scale(self) -> u.Quantity:
@@ -408,3 +527,14 @@ def get_instrument(name: str) -> Instrument:
     except KeyError:
         raise KeyError(f"unknown instrument {name!r}; known: {list_instruments()} "
                        f"(or {sorted(i.name for i in INSTRUMENTS.values())})") from None
+
+
+def header_keywords(preset: str | None = None, mapping: Mapping | None = None) -> HeaderKeywords:
+    """The keyword map frames are read with: the preset's own map followed by the generic
+    one (:data:`GENERIC_HEADER_KEYWORDS` alone without a preset), with the entries of
+    ``mapping`` (a campaign's ``[instrument.header_keywords]``) replacing the
+    corresponding ones.  Raises ``KeyError`` for an unknown preset or entry."""
+    base = GENERIC_HEADER_KEYWORDS
+    if preset is not None:
+        base = get_instrument(preset).header_keywords.then(GENERIC_HEADER_KEYWORDS)
+    return base.replace_entries(mapping)

@@ -40,13 +40,15 @@ def test_generic_calibration_frames_are_used(generic_campaign, capsys):
 
 
 def test_a_calibration_frame_without_exposure_time_is_named(generic_campaign, tmp_path):
-    from astrocal.lab.measure import MeasureError, dataset_calibration
+    from astrocal.lab.headers import HeaderError
+    from astrocal.lab.measure import dataset_calibration
 
     out, _ = generic_campaign
     with fits.open(out / "raw" / "flat.fits") as f:
         del f[0].header["EXPTIME"]
         f.writeto(tmp_path / "flat.fits")
-    with pytest.raises(MeasureError, match=r"flat\.fits: missing keyword .* \(and no generic EXPTIME keyword\)"):
+    with pytest.raises(HeaderError, match=r"flat\.fits: no exposure time: none of the keywords 'EXPTIME', "
+                                          r"'EXPOSURE' \(exptime\) .* or set \[instrument\] exptime_s"):
         dataset_calibration(out / "raw" / "background.fits", tmp_path / "flat.fits", "metis-lm")
 
 

@@ -30,20 +30,31 @@ keyword                                  content
 :func:`read_exposure_meta` reads a header (or a FITS file) back into an
 :class:`ExposureMeta`; a missing required keyword raises :class:`HeaderError` naming the
 file and the keyword.
+
+:class:`HeaderRules` reads the frames of *any* imager (raw, background and flat frames
+alike; the measure stage's rule): an instrument's keyword map
+(:class:`astrocal.instruments.HeaderKeywords`: the preset's, then the generic FITS set,
+with the campaign's ``[instrument.header_keywords]`` replacing entries) and the values a
+header does not give (the campaign's ``[instrument] gain_e_per_adu``, ``read_noise_e``,
+``exptime_s``, then the preset's readout mode).  What neither gives is refused with a
+:class:`HeaderError` naming the file, the keywords looked for and the campaign key that
+would supply it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
 from astropy.time import Time
 
-from ..instruments import INSTRUMENTS, Instrument, get_instrument
+from ..instruments import INSTRUMENTS, HeaderKeywords, Instrument, get_instrument, header_keywords
 
-__all__ = ["ExposureMeta", "HeaderError", "eso_key", "make_raw_header", "read_exposure_meta"]
+__all__ = ["ExposureMeta", "HeaderError", "HeaderRules", "eso_key", "make_raw_header",
+           "read_exposure_meta"]
 
 
 class HeaderError(ValueError):
@@ -75,7 +86,8 @@ class ExposureMeta:
     ``mask_name`` (mask table name or ``None``), ``chopper_offset`` (Quantity arcsec,
     shape (2,), or ``None``), ``detector_mode``, ``gain_e_per_adu``, ``read_noise_e``
     (``None`` if absent), ``dpr_catg``, ``dpr_type``, ``lamp``, ``bb_temp`` (Quantity K
-    or ``None``), ``source`` (file name or ``"<header>"``).
+    or ``None``), ``source`` (file name or ``"<header>"``), ``provenance`` (where each
+    value read by :class:`HeaderRules` came from: ``{"gain": "header 'EGAIN'", ...}``).
     """
 
     instrument: str
@@ -95,6 +107,7 @@ class ExposureMeta:
     lamp: str | None
     bb_temp: u.Quantity | None
     source: str = "<header>"
+    provenance: dict = field(default_factory=dict, compare=False)
 
 
 def _mask_names(mask):
@@ -297,3 +310,180 @@ def read_exposure_meta(source, hdu=0) -> ExposureMeta:
         bb_temp=None if bb is None else float(bb) * u.K,
         source=name,
     )
+
+
+# =========================================================================== any imager
+#: the campaign's ``[instrument]`` key that supplies each value a header may lack
+DEFAULT_KEYS = {"gain": "gain_e_per_adu", "read_noise": "read_noise_e", "exptime": "exptime_s"}
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    """How the frames of one imager are read: raw, background and flat frames alike.
+
+    ``keywords``: the keyword map (:func:`astrocal.instruments.header_keywords`: the
+    preset's, then the generic FITS set, with the campaign's entries replacing theirs);
+    ``instrument``: the preset (registry key) whose readout mode supplies a gain and read
+    noise the header and the campaign lack, or None; ``gain_e_per_adu``,
+    ``read_noise_e``, ``exptime_s``: the campaign's values for what a header does not
+    give (None: not given); ``mapped``: the entries the campaign's
+    ``[instrument.header_keywords]`` named (for the messages).
+
+    Order for each value: the header's keywords, then the campaign's value, then (gain and
+    read noise) the preset's readout mode; else :class:`HeaderError` naming the file,
+    the keywords looked for and the campaign keys that would supply it.
+    """
+
+    keywords: HeaderKeywords = field(default_factory=HeaderKeywords)
+    instrument: str | None = None
+    gain_e_per_adu: float | None = None
+    read_noise_e: float | None = None
+    exptime_s: float | None = None
+    mapped: tuple = ()
+
+    @classmethod
+    def for_instrument(cls, preset=None, mapping: Mapping | None = None, *, gain_e_per_adu=None,
+                       read_noise_e=None, exptime_s=None) -> "HeaderRules":
+        """Rules for a preset (or None: a generic imager) and a user keyword mapping
+        (``{entry: keyword or [keywords]}``; an unknown entry raises ``KeyError`` listing
+        the valid ones)."""
+        return cls(header_keywords(preset, mapping), preset, gain_e_per_adu, read_noise_e,
+                   exptime_s, tuple(mapping or ()))
+
+    @classmethod
+    def from_campaign(cls, spec) -> "HeaderRules":
+        """Rules of a campaign's :class:`~astrocal.campaign.InstrumentSpec`."""
+        return cls.for_instrument(spec.preset, getattr(spec, "header_keywords", None),
+                                  gain_e_per_adu=getattr(spec, "gain_e_per_adu", None),
+                                  read_noise_e=getattr(spec, "read_noise_e", None),
+                                  exptime_s=getattr(spec, "exptime_s", None))
+
+    # ------------------------------------------------------------------ messages
+    def _looked_for(self, entry):
+        names = getattr(self.keywords, entry)
+        where = " (campaign instrument.header_keywords." + entry + ")" if entry in self.mapped else ""
+        if not names:
+            return f"no header keyword for '{entry}'"
+        return f"none of the keywords {', '.join(repr(n) for n in names)} ({entry}{where})"
+
+    def _supply(self, entry, alt=None):
+        keys = f'[instrument.header_keywords] {entry} = "<keyword>"'
+        if alt:
+            keys += f' (or {alt} = "<keyword>")'
+        default = DEFAULT_KEYS.get(entry)
+        return f"name the header keyword with {keys}" + (f", or set [instrument] {default}" if default else "")
+
+    # ------------------------------------------------------------------ reading
+    def read(self, header, source="<header>") -> ExposureMeta:
+        """The :class:`ExposureMeta` of a frame's header (``source`` names the file in
+        messages and in :attr:`ExposureMeta.source`).  ``instrument`` is the preset;
+        ``dpr_*``, ``lamp``, ``bb_temp`` are None (METIS-only: :func:`read_exposure_meta`)."""
+        src = str(source)
+        kw = self.keywords
+        prov = {}
+
+        def find(entry):
+            for name in getattr(kw, entry):
+                if name in header:
+                    return name, header[name]
+            return None, None
+
+        def number(entry, kind=float):
+            name, value = find(entry)
+            if name is None:
+                return None
+            try:
+                out = kind(value)
+                if kind is int and out != float(value):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not "
+                                  f"{'an integer' if kind is int else 'a number'}") from None
+            if not np.isfinite(out):
+                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not finite")
+            prov[entry] = f"header '{name}'"
+            return out
+
+        ndit = number("ndit", int)
+        if ndit is None:
+            ndit, prov["ndit"] = 1, "default 1"
+        if ndit < 1:
+            raise HeaderError(f"{src}: keyword '{find('ndit')[0]}' (ndit) = {ndit} must be >= 1")
+        dit = number("dit")
+        exptime = number("exptime")
+        if dit is None and exptime is None and self.exptime_s is not None:
+            exptime, prov["exptime"] = float(self.exptime_s), "campaign instrument.exptime_s"
+        if dit is None and exptime is None:
+            raise HeaderError(f"{src}: no exposure time: {self._looked_for('exptime')} and "
+                              f"{self._looked_for('dit')} in the header; "
+                              f"{self._supply('exptime', alt='dit')}")
+        if dit is None:
+            dit = exptime / ndit
+            prov["dit"] = f"exptime / ndit ({prov['exptime']})"
+        if exptime is None:
+            exptime = dit * ndit
+            prov["exptime"] = f"dit x ndit ({prov['dit']})"
+        if not dit > 0:
+            raise HeaderError(f"{src}: exposure time {dit!r} s per DIT ({prov['dit']}) must be positive")
+
+        mode_key, mode = find("detector_mode")
+        if mode_key is not None:
+            prov["detector_mode"] = f"header '{mode_key}'"
+        readout = None
+        if self.instrument is not None:
+            det = get_instrument(self.instrument).detector
+            try:
+                readout = det.mode(None if mode is None else str(mode))
+            except KeyError:
+                readout = det.mode(None)
+        values = {}
+        for entry, default, attr in (("gain", self.gain_e_per_adu, "gain_e_per_adu"),
+                                     ("read_noise", self.read_noise_e, "read_noise_e")):
+            v = number(entry)
+            if v is None and default is not None:
+                v, prov[entry] = float(default), f"campaign instrument.{DEFAULT_KEYS[entry]}"
+            if v is None and readout is not None:
+                v = float(getattr(readout, attr))
+                prov[entry] = f"readout mode '{readout.name}' of {self.instrument}"
+            if v is None:
+                what = "detector gain" if entry == "gain" else "read noise"
+                raise HeaderError(f"{src}: no {what}: {self._looked_for(entry)} in the header"
+                                  f"{'' if self.instrument else ' and no instrument preset'}; "
+                                  f"{self._supply(entry)}")
+            if (entry == "gain" and not v > 0) or (entry == "read_noise" and not v >= 0):
+                raise HeaderError(f"{src}: {entry} = {v!r} ({prov[entry]}) must be "
+                                  f"{'positive' if entry == 'gain' else '>= 0'}")
+            values[entry] = v
+
+        date_key, date_raw = find("date_obs")
+        date_obs = None
+        if date_key is not None:
+            try:
+                date_obs = Time(date_raw, scale="utc")
+            except ValueError:
+                raise HeaderError(f"{src}: keyword '{date_key}' (date_obs) = {date_raw!r} is not "
+                                  "a date") from None
+            prov["date_obs"] = f"header '{date_key}'"
+        cx, cy = number("chopper_x"), number("chopper_y")
+        if (cx is None) != (cy is None):
+            gone = "chopper_y" if cy is None else "chopper_x"
+            raise HeaderError(f"{src}: {self._looked_for(gone)} in the header, while the other "
+                              f"chopper offset is there; {self._supply(gone)}")
+        filt = find("filter")[1]
+        mask = find("mask")[1]
+        mask_name = find("mask_name")[1]
+        return ExposureMeta(
+            instrument=self.instrument, date_obs=date_obs, dit=dit * u.s, ndit=int(ndit),
+            exptime=exptime * u.s, filter=None if filt is None else str(filt),
+            mask=None if mask is None else str(mask),
+            mask_name=None if mask_name is None else str(mask_name),
+            chopper_offset=None if cx is None else u.Quantity([cx, cy], u.arcsec),
+            detector_mode=None if mode is None else str(mode),
+            gain_e_per_adu=values["gain"], read_noise_e=values["read_noise"],
+            dpr_catg=None, dpr_type=None, lamp=None, bb_temp=None, source=src, provenance=prov)
+
+    def to_dict(self) -> dict:
+        """Plain description (for products' metadata)."""
+        return {"keywords": self.keywords.to_dict(), "instrument": self.instrument,
+                "gain_e_per_adu": self.gain_e_per_adu, "read_noise_e": self.read_noise_e,
+                "exptime_s": self.exptime_s, "mapped_by_campaign": list(self.mapped)}

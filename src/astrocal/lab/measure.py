@@ -21,6 +21,13 @@ For every exposure of every ``[[lab]]`` dataset of a campaign:
    with the exposure metadata (file, DATE-OBS, EXPTIME, filter, offset, identification
    quality, noise model, reduction) in its ``meta``.
 
+Headers (raw, background and flat frames alike) are read with the campaign's rules
+(:class:`astrocal.lab.headers.HeaderRules`: the instrument's keyword map, the generic FITS
+set, ``[instrument.header_keywords]`` and the campaign's defaults).  The noise model is
+checked on the spots of each frame (:func:`noise_model_check`) and against the scatter of
+the positions between the exposures of a dataset (:func:`scatter_check`); an implausible
+one is a warning naming the frame and the likely cause.
+
 Exposures that are already source tables (ECSV, or a FITS binary table) are validated
 (:func:`validate_source_table`) and passed on to the output directory.
 
@@ -78,6 +85,9 @@ __all__ = [
     "MeasureReport",
     "measure_campaign",
     "measure_frame",
+    "header_rules",
+    "noise_model_check",
+    "scatter_check",
     "model_psf",
     "validate_source_table",
     "read_source_table",
@@ -429,6 +439,74 @@ def _stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
     return flat // nx, flat % nx
 
 
+#: the noise model is implausible when, on the pixels the spots dominate, the residuals'
+#: variance is less than this fraction of the stated one (the sigmas are then > 2.2 x too large)
+CORE_CHI2_LOW = 0.2
+#: ... or when the stated sigmas exceed the scatter of the spots' positions between
+#: exposures (an affine transformation removed) by more than this factor
+SCATTER_RATIO_HIGH = 2.0
+
+
+def noise_model_check(reduced, res, psf, min_spots=3):
+    """How well the noise model describes the spots: the residual chi^2 per pixel on the
+    pixels each spot dominates (its model signal above 5 x the stamp's median background
+    noise), medians over the good spots.
+
+    The stamp's other pixels are background and are checked by the frame's pixel-to-pixel
+    test (:func:`~astrocal.lab.reduce.excess_variance`); a variance that is too large
+    *at the spots* (a normalised flat read as counts, a gain too small, frames not in ADU)
+    shows only here, as ``core_chi2`` well below 1 (a PSF model that differs from the
+    spots raises it above 1).  Returns ``{"core_chi2", "n_spots", "median_snr"}``
+    (``core_chi2`` NaN with fewer than ``min_spots`` usable spots).
+    """
+    size = int(res.meta["stamp_size"])
+    h = size // 2
+    ok = (np.isfinite(res.x) & np.isfinite(res.y) & np.isfinite(res.flux) & (res.flux > 0)
+          & ((res.flags & (C.FLAGS_SEVERE | C.FLAG_SATURATED | C.FLAG_EDGE)) == 0))
+    out = {"core_chi2": float("nan"), "n_spots": int(ok.sum()),
+           "median_snr": float(np.median(res.snr[ok])) if ok.any() else float("nan")}
+    if ok.sum() < min_spots:
+        return out
+    x, y = res.x[ok], res.y[ok]
+    x0 = np.rint(x).astype(np.int64) - h
+    y0 = np.rint(y).astype(np.int64) - h
+    ny, nx = reduced.data.shape
+    ar = np.arange(size)
+    rr = np.clip(y0[:, None] + ar[None, :], 0, ny - 1)[:, :, None]
+    cc = np.clip(x0[:, None] + ar[None, :], 0, nx - 1)[:, None, :]
+    src = res.flux[ok][:, None, None] * psf.stamps(x, y, x0, y0, size)
+    m = src + res.background[ok][:, None, None]
+    bkgvar = reduced.bkgvar[rr, cc].astype(float)
+    var = bkgvar + np.maximum(m, 0) / reduced.params.gain_eff
+    floor = np.sqrt(np.median(bkgvar.reshape(len(x), -1), axis=1))[:, None, None]
+    core = (src > 5.0 * floor) & (reduced.dq[rr, cc] == 0) & (var > 0)
+    chi = np.where(core, (reduced.data[rr, cc] - m) ** 2 / np.where(var > 0, var, 1.0), 0.0)
+    n = core.sum(axis=(1, 2))
+    use = n >= 4
+    if use.sum() < min_spots:
+        return out
+    out["core_chi2"] = float(np.median(chi.sum(axis=(1, 2))[use] / n[use]))
+    out["n_spots"] = int(use.sum())
+    return out
+
+
+def implausible_noise_warning(check, params, source, provenance=None):
+    """The warning for a :func:`noise_model_check` whose ``core_chi2`` is below
+    :data:`CORE_CHI2_LOW` (None otherwise): names the frame, the factor and the likely
+    causes."""
+    c = check.get("core_chi2", float("nan"))
+    if not (np.isfinite(c) and c < CORE_CHI2_LOW):
+        return None
+    gain_src = (provenance or {}).get("gain", "")
+    return (f"{source}: implausible noise model: on the spots' pixels the residuals' variance "
+            f"is {c:.2g} x the stated one ({check['n_spots']} spots, median SNR "
+            f"{check['median_snr']:.3g}): the stated sigmas are ~{1 / math.sqrt(c):.1f} x too "
+            f"large. Likely cause: a normalised flat read as counts (set the dataset's "
+            f"flat_normalised = true), a wrong gain ({params.gain:g} e-/ADU"
+            f"{', ' + gain_src if gain_src else ''}; [instrument] gain_e_per_adu or "
+            "[instrument.header_keywords] gain) or frames not in ADU")
+
+
 def _fit(reduced, x, y, psf, stamp_size=None, cosmic_rays=True, max_rounds=2):
     """Fit the spots; cosmic-ray hits found in the residuals are masked (DQ_COSMIC, in
     ``reduced.dq``) and the spots refitted."""
@@ -528,14 +606,18 @@ def _source_table(res, ids, meta):
 
 
 def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, center_guess=None,
-                  center_sigma=None, detect_threshold=5.0, source="<frame>"):
+                  center_sigma=None, detect_threshold=5.0, source="<frame>", provenance=None):
     """Detect, centroid and identify the spots of one reduced frame.
 
     ``reduced`` a :class:`~astrocal.lab.reduce.ReducedFrame`; ``psf`` the PSF to fit (and
     to detect with); ``mask`` the :class:`~astrocal.lab.mask.Mask`; ``pixel_scale_mas``
     the nominal pixel scale; ``mask_scale`` the plate scale at the mask (mm/arcsec,
     default the mask's); ``center_guess`` the expected pixel position of the mask origin
-    (from the chopper offset), used when the pattern alone is ambiguous.
+    (from the chopper offset), used when the pattern alone is ambiguous; ``provenance``
+    where the frame's gain and read noise came from (named in the warnings).
+
+    The noise model is checked on the spots (:func:`noise_model_check`); an implausible one
+    is a warning (``meta['frame_warnings']``) naming the frame and the likely cause.
 
     Returns ``(table, result)``: the source table (without exposure metadata) and the
     :class:`~astrocal.lab.centroid.CentroidResult` in detection order.  Raises
@@ -570,12 +652,17 @@ def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, cente
             f"{source}: no mask in the frame? {len(det)} spot(s) above {detect_threshold:g} sigma "
             f"({100 * good:.0f}% of the pixels valid, filtered noise {det.meta['noise']:.3g} ADU)")
     res = _fit(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
+    check = noise_model_check(reduced, res, psf)
+    note = implausible_noise_warning(check, reduced.params, source, provenance)
+    if note:
+        log.warning("%s", note)
+        warnings.append(note)
     ids, ident = _identify(res, mask, pixel_scale_mas, mask_scale, data.shape, center_guess,
                            center_sigma)
     meta = {"detection": {k: det.meta[k] for k in ("noise", "threshold", "n_maxima", "n_merged",
                                                      "n_sidelobes", "good_fraction")},
             "identification": ident, "psf_stamp_size": int(res.meta["stamp_size"]),
-            "frame_warnings": warnings}
+            "spot_noise_check": check, "frame_warnings": warnings}
     return _source_table(res, ids, meta), res
 
 
@@ -615,6 +702,7 @@ class _Context:
     psf: object = None
     calibration: object = None
     error: str | None = None
+    rules: object = None  # HeaderRules of the campaign's instrument
 
 
 _CONTEXTS: dict = {}
@@ -625,43 +713,52 @@ def _init_worker(contexts):
     _CONTEXTS = contexts
 
 
-def _frame_meta(header, path, preset):
-    """Exposure metadata from a raw header: the METIS/ESO keywords
-    (:func:`read_exposure_meta`), else generic ones (EXPTIME, NDIT, GAIN, RDNOISE,
-    FILTER) with the instrument's default readout for what is missing."""
-    from .headers import HeaderError, read_exposure_meta
+def header_rules(rules):
+    """:class:`~astrocal.lab.headers.HeaderRules` from rules, a preset key (str) or None
+    (the generic FITS keywords), or a campaign's
+    :class:`~astrocal.campaign.InstrumentSpec`."""
+    from .headers import HeaderRules
 
-    try:
-        return read_exposure_meta(header), None
-    except HeaderError as exc:
-        first = str(exc).replace("<header>", str(path))
-    ndit = int(header.get("NDIT", header.get("HIERARCH ESO DET NDIT", 1)) or 1)
-    if "EXPTIME" not in header and "DIT" not in header:
-        raise MeasureError(f"{first} (and no generic EXPTIME keyword)")
-    dit = float(header.get("DIT", float(header.get("EXPTIME", 0.0)) / ndit))
-    date = header.get("DATE-OBS")
-    try:
-        date_obs = Time(date, scale="utc") if date else None
-    except ValueError:
-        date_obs = None
-    gain = header.get("GAIN")
-    ron = header.get("RDNOISE", header.get("RON"))
-    meta = SimpleNamespace(
-        instrument=preset, date_obs=date_obs, dit=dit * u.s, ndit=ndit,
-        exptime=float(header.get("EXPTIME", dit * ndit)) * u.s, filter=header.get("FILTER"),
-        mask=None, mask_name=None, chopper_offset=None, detector_mode=None,
-        gain_e_per_adu=None if gain is None else float(gain),
-        read_noise_e=None if ron is None else float(ron), source=str(path))
-    return meta, f"METIS keywords not found ({first}); generic keywords used"
+    if isinstance(rules, HeaderRules):
+        return rules
+    if rules is None or isinstance(rules, str):
+        return HeaderRules.for_instrument(rules)
+    return HeaderRules.from_campaign(rules)
 
 
-def dataset_calibration(background, flat, preset):
+#: provenance labels that are the header's own values (no note)
+_NOTE_ENTRIES = {"gain": ("gain", "e-/ADU"), "read_noise": ("read noise", "e-"),
+                 "exptime": ("exposure time", "s")}
+
+
+def _frame_meta(header, path, rules):
+    """Exposure metadata of a frame's header read with the campaign's header rules
+    (:func:`header_rules`: the instrument's keyword map, the generic FITS set, the
+    campaign's mapping and defaults).  Returns ``(meta, note)``: the note names the values
+    that did not come from the header (None if all did).  Raises
+    :class:`~astrocal.lab.headers.HeaderError` naming the file and the campaign key that
+    would supply a missing value."""
+    meta = header_rules(rules).read(header, str(path))
+    notes = []
+    for entry, (label, unit) in _NOTE_ENTRIES.items():
+        where = meta.provenance.get(entry, "")
+        if where and not where.startswith("header") and not where.startswith("dit x ndit (header"):
+            value = {"gain": meta.gain_e_per_adu, "read_noise": meta.read_noise_e,
+                     "exptime": float(meta.exptime.to_value(u.s))}[entry]
+            notes.append(f"{label} {value:g} {unit} from {where}")
+    return meta, ("not in the header: " + "; ".join(notes)) if notes else None
+
+
+def dataset_calibration(background, flat, rules, flat_normalised=None):
     """The :class:`~astrocal.lab.reduce.Calibration` of a dataset's background and flat
-    frames (either may be None), their readout read from their headers as the raw frames'
-    is (:func:`_frame_meta`: the METIS/ESO keywords, else the generic EXPTIME, NDIT, GAIN,
-    RDNOISE). Errors name the file."""
-    return load_calibration(background, flat, instrument=preset,
-                            frame_meta=lambda header, path: _frame_meta(header, path, preset)[0])
+    frames (either may be None), their headers read with the raw frames' rules
+    (:func:`_frame_meta`; ``rules`` as :func:`header_rules` takes).  ``flat_normalised``:
+    True/False as the campaign states, None to detect from the flat's median
+    (:func:`~astrocal.lab.reduce.load_calibration`).  Errors name the file."""
+    rules = header_rules(rules)
+    return load_calibration(background, flat, instrument=rules.instrument,
+                            frame_meta=lambda header, path: _frame_meta(header, path, rules)[0],
+                            flat_normalised=flat_normalised)
 
 
 def _center_guess(shape, offset_arcsec, pixel_scale_mas):
@@ -710,6 +807,7 @@ def _exposure_meta(job, ctx, em, params, reduced, warnings):
                         "frame": "average of NDIT DITs"},
         "reduction": {k: v for k, v in reduced.meta.items() if k != "detector"},
         "detector": params.to_dict(),
+        "header_values": dict(getattr(em, "provenance", None) or {}),
         "reduced_image": None if job.reduced_path is None else str(job.reduced_path),
         "psf": {"mode": job.psf_mode, **{k: v for k, v in ctx.psf.meta.items()}},
         "campaign": job.campaign,
@@ -751,7 +849,7 @@ def _counts(table):
 
 def _measure_image(job, ctx):
     raw, header = read_frame(job.file, "exposure")
-    em, note = _frame_meta(header, job.file, ctx.preset)
+    em, note = _frame_meta(header, job.file, ctx.rules if ctx.rules is not None else ctx.preset)
     warnings = [note] if note else []
     params = detector_params(em, ctx.preset, source=str(job.file))
     if ctx.detector_shape is not None and tuple(ctx.detector_shape) != raw.shape:
@@ -778,7 +876,8 @@ def _measure_image(job, ctx):
     try:
         table, res = measure_frame(reduced, ctx.psf, ctx.mask, pixel_scale_mas=ctx.pixel_scale_mas,
                                    mask_scale=ctx.mask_scale, center_guess=guess,
-                                   center_sigma=gsig, source=str(job.file))
+                                   center_sigma=gsig, source=str(job.file),
+                                   provenance=getattr(em, "provenance", None))
     except Exception:
         try:  # the reduced image is written also when the frame fails (to look at)
             write_reduced(job.reduced_path, reduced, header, overwrite=job.overwrite,
@@ -948,6 +1047,85 @@ def _epsf_pass(results, ctx, jobs_by_key):
             r.update(status="failed", pending=None, message=f"{job.file}: ePSF refit failed: {exc}")
 
 
+# =========================================================================== scatter check
+def scatter_check(tables, min_common=10):
+    """Stated sigmas against the scatter of the spots' positions between exposures.
+
+    ``tables``: ``{exposure name: source table}`` of one dataset.  Each exposure's good
+    identified spots are compared with those of the first exposure (the reference): an
+    affine transformation (the offset of the mask, a rotation, the local change of scale)
+    is fitted to the common holes and ``chi2 = sum r^2 / (sigma_ref^2 + sigma^2)`` over x and
+    y of the residuals with ``2 n - 6`` degrees of freedom.  Distortion differences
+    between the exposures only add scatter, so a ``stated_over_scatter = 1 / sqrt(chi2 /
+    dof)`` well above 1 means sigmas that are too large (a wrong noise model).
+
+    Returns ``{exposure: {"n_common", "stated_over_scatter"}}`` for the exposures
+    compared (none with fewer than two tables or ``min_common`` common holes).
+    """
+    def good(t):
+        hid = np.asarray(t["hole_id"], np.int64)
+        ok = (hid >= 0) & ((np.asarray(t["flags"], np.int64) & FLAGS_REJECT) == 0)
+        return {int(h): (float(x), float(y), float(sx), float(sy)) for h, x, y, sx, sy in zip(
+            hid[ok], np.asarray(t["x"], float)[ok], np.asarray(t["y"], float)[ok],
+            np.asarray(t["sigma_x"], float)[ok], np.asarray(t["sigma_y"], float)[ok])}
+
+    names = list(tables)
+    out = {}
+    if len(names) < 2:
+        return out
+    ref = good(tables[names[0]])
+    for name in names[1:]:
+        cur = good(tables[name])
+        common = sorted(set(ref) & set(cur))
+        if len(common) < min_common:
+            continue
+        a = np.array([ref[h] for h in common])
+        b = np.array([cur[h] for h in common])
+        design = np.column_stack([np.ones(len(common)), a[:, 0], a[:, 1]])
+        resid = []
+        for k in (0, 1):  # x and y of this exposure as affine functions of the reference's
+            coef, *_ = np.linalg.lstsq(design, b[:, k], rcond=None)
+            resid.append((b[:, k] - design @ coef) / np.hypot(a[:, 2 + k], b[:, 2 + k]))
+        chi2 = float(np.sum(np.square(resid)))
+        dof = 2 * len(common) - 6
+        out[name] = {"reference": names[0], "n_common": len(common),
+                     "stated_over_scatter": float(1.0 / math.sqrt(chi2 / dof)) if chi2 > 0 else float("inf")}
+    return out
+
+
+def _scatter_warnings(results, campaign):
+    """Run :func:`scatter_check` per lab dataset on the measured tables; a warning is
+    appended to the message of each exposure whose sigmas exceed the scatter by more than
+    :data:`SCATTER_RATIO_HIGH`.  Returns ``{dataset: scatter_check result}``."""
+    report = {}
+    for ds in campaign.lab:
+        tables = {}
+        for r in results:
+            if r["dataset"] != ds.name or r["status"] != "ok" or r["kind"] != "image":
+                continue
+            t = r.get("pending")
+            if t is None and r.get("table"):
+                t = Table.read(r["table"], format="ascii.ecsv")
+            if t is not None:
+                tables[r["exposure"]] = t
+        check = scatter_check(tables)
+        if not check:
+            continue
+        report[ds.name] = check
+        for r in results:
+            c = check.get(r["exposure"]) if r["dataset"] == ds.name else None
+            if c is None or not c["stated_over_scatter"] > SCATTER_RATIO_HIGH:
+                continue
+            note = (f"{r['file']}: implausible noise model: the stated sigmas are "
+                    f"{c['stated_over_scatter']:.3g} x the scatter of the {c['n_common']} spots' "
+                    f"positions against exposure {c['reference']} (an affine transformation "
+                    "removed). Likely cause: a normalised flat read as counts (the dataset's "
+                    "flat_normalised), a wrong gain or read noise, or frames not in ADU")
+            log.warning("%s", note)
+            r["message"] = f"{r['message']}; {note}" if r["message"] else note
+    return report
+
+
 # =========================================================================== campaign
 @dataclass
 class MeasureReport:
@@ -1048,6 +1226,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     check_writable(summary_path, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     inst = campaign.instrument
+    rules = header_rules(inst)  # the keyword map and defaults of raw, background and flat frames
 
     # ---- jobs
     spec = []  # (dataset, index, file, Exposure or None, offset of a missing one)
@@ -1080,7 +1259,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     contexts = {}
     with ThreadPoolExecutor(max_workers=1) as threads:
         for ds in campaign.lab:
-            ctx = _Context(name=ds.name, filter=ds.filter, preset=inst.preset,
+            ctx = _Context(name=ds.name, filter=ds.filter, preset=inst.preset, rules=rules,
                            pixel_scale_mas=inst.pixel_scale_mas,
                            mask_scale=inst.mask_scale_mm_per_arcsec,
                            detector_shape=tuple(inst.detector_shape), mask_path=str(ds.mask))
@@ -1095,7 +1274,8 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                                             mask_scale=inst.mask_scale_mm_per_arcsec)
                     try:
                         if ds.background is not None or ds.flat is not None:
-                            ctx.calibration = dataset_calibration(ds.background, ds.flat, inst.preset)
+                            ctx.calibration = dataset_calibration(
+                                ds.background, ds.flat, rules, getattr(ds, "flat_normalised", None))
                     finally:
                         ctx.psf = future.result()
             except Exception as exc:  # noqa: BLE001 - the dataset fails, others go on
@@ -1122,6 +1302,9 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
         for ds in campaign.lab:
             _epsf_pass([r for r in results if r["dataset"] == ds.name], contexts[ds.name], by_key)
 
+    # stated sigmas against the scatter of the positions between the exposures of a dataset
+    scatter = _scatter_warnings(results, campaign)
+
     # stale products of frames that failed now are removed when overwriting
     if overwrite:
         for r, j in zip(results, jobs):
@@ -1147,6 +1330,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
 
     summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
                              processes)
+    summary.meta["scatter_check"] = _plain(scatter)
     atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
     n_failed = sum(r["status"] == "failed" for r in results)
     return MeasureReport(summary=summary, results=results, output=output,

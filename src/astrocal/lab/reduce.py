@@ -7,7 +7,10 @@ A raw frame ``R`` (ADU, the average of NDIT DITs, the ESO convention) becomes
 with ``B`` the campaign's background frame (black-body shutter closed: thermal background
 plus dark current, at the same readout), ``k`` its scaling to the frame's DIT (both are
 averages of DITs, so the level scales with the DIT, not with DIT x NDIT; a bias is not
-modelled) and ``F`` the flat normalised to median 1.  Each piece is optional.
+modelled) and ``F`` the flat normalised to median 1.  Each piece is optional.  The flat is
+either in counts (a lamp frame, median >= 50 ADU; its own noise enters ``relvar(F)``) or
+already normalised (a relative gain map, median ~1; its noise unknown, not modelled):
+stated by the campaign (``flat_normalised``) or detected (:func:`flat_normalisation`).
 
 Every reduced frame carries a data-quality map (bits ``DQ_*``) and the variance of its
 noise *without the Poisson noise of the sources* (``bkgvar``, ADU^2), which the PSF fit
@@ -91,6 +94,7 @@ __all__ = [
     "detector_params",
     "read_frame",
     "load_calibration",
+    "flat_normalisation",
     "reduce_frame",
     "detect_cosmic_rays",
     "psf_sharpness",
@@ -318,9 +322,33 @@ class Calibration:
         return int(np.count_nonzero(self.dq))
 
 
+#: a flat whose median (of its illuminated pixels) lies in this range is a relative gain
+#: map normalised to ~1; one whose median is at least FLAT_COUNTS_MIN_ADU is in counts
+FLAT_NORMALISED_RANGE = (0.1, 10.0)
+#: the least median (ADU) of a flat in counts (a lamp flat: hundreds to tens of thousands)
+FLAT_COUNTS_MIN_ADU = 50.0
+
+
+def flat_normalisation(median, source="<flat>"):
+    """Whether a flat of this median (illuminated pixels) is normalised: True for a median
+    in :data:`FLAT_NORMALISED_RANGE` (a relative gain map, median ~0.5-2), False for one of
+    at least :data:`FLAT_COUNTS_MIN_ADU` (counts: a lamp flat has hundreds to tens of
+    thousands of ADU).  In between the flat is ambiguous: :class:`ReductionError` naming
+    the file and the campaign key that states it (``flat_normalised``)."""
+    lo, hi = FLAT_NORMALISED_RANGE
+    if lo <= median <= hi:
+        return True
+    if median >= FLAT_COUNTS_MIN_ADU:
+        return False
+    raise ReductionError(
+        f"{source}: flat median {median:.4g}: neither a normalised flat (median {lo:g}-{hi:g}) "
+        f"nor one in counts (median >= {FLAT_COUNTS_MIN_ADU:g} ADU); state it with the "
+        "dataset's flat_normalised = true or false")
+
+
 def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
                      background_params=None, flat_params=None, nsig=6.0, dead_below=0.5,
-                     hot_above=1.5, block=64, frame_meta=None):
+                     hot_above=1.5, block=64, frame_meta=None, flat_normalised=None):
     """Build the :class:`Calibration` of a dataset from its background and flat frames.
 
     ``background`` and ``flat`` are FITS paths (their headers give the readout, see
@@ -329,34 +357,44 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
     (registry key) supplies readout defaults missing from the headers.  ``frame_meta(header,
     path)`` reads a frame's exposure metadata from its header (default: the METIS/ESO
     keywords, :func:`astrocal.lab.headers.read_exposure_meta`; the measure stage passes its
-    rule for raw frames, which falls back on generic keywords).
+    rule for raw frames, :class:`~astrocal.lab.headers.HeaderRules`).
+
+    ``flat_normalised``: whether the flat is a relative gain map normalised to ~1 (True)
+    or a frame in counts (False); None: detected from its median
+    (:func:`flat_normalisation`).  Either way it is divided by its median; only a flat in
+    counts has a noise that is known (its Poisson and read noise, ``flat_relvar``, from its
+    header's readout), and only its header is read.  A normalised flat's own noise is
+    unknown and not modelled (``meta['flat_noise']``).
     """
     from .headers import HeaderError, read_exposure_meta
 
     meta = {"background": None, "flat": None, "nsig": nsig, "dead_below": dead_below,
             "hot_above": hot_above}
 
-    def load(src, params, what):
+    def read(src, what):
         if src is None:
             return None, None
         if isinstance(src, (str, Path)):
             data, header = read_frame(src, what)
-            if params is None and frame_meta is not None:
-                params = detector_params(frame_meta(header, src), instrument, source=str(src))
-            elif params is None:
-                try:
-                    em = read_exposure_meta(header)
-                except HeaderError as exc:
-                    raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
-                params = detector_params(em, instrument, source=str(src))
             meta[what] = str(Path(src))
-            return data, params
-        data = np.asarray(src, dtype=np.float32)
+            return data, header
         meta[what] = "<array>"
-        return data, params
+        return np.asarray(src, dtype=np.float32), None
 
-    bg, bgp = load(background, background_params, "background")
-    fl, flp = load(flat, flat_params, "flat")
+    def readout(src, header, what):
+        if frame_meta is not None:
+            return detector_params(frame_meta(header, src), instrument, source=str(src))
+        try:
+            em = read_exposure_meta(header)
+        except HeaderError as exc:
+            raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
+        return detector_params(em, instrument, source=str(src))
+
+    bg, bg_header = read(background, "background")
+    bgp = background_params
+    if bg is not None and bgp is None and bg_header is not None:
+        bgp = readout(background, bg_header, "background")
+    fl, fl_header = read(flat, "flat")
     shapes = {a.shape for a in (bg, fl) if a is not None}
     if len(shapes) > 1:
         raise ReductionError(f"background {meta['background']} and flat {meta['flat']} differ in "
@@ -382,6 +420,19 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
         # near zero, left out)
         norm = float(np.median(sample))
         norm = float(np.median(sample[sample > dead_below * norm]))
+        if flat_normalised is None:
+            normalised = flat_normalisation(norm, meta["flat"])
+            meta["flat_normalisation"] = f"detected from its median {norm:.4g}"
+        else:
+            normalised = bool(flat_normalised)
+            meta["flat_normalisation"] = f"stated (flat_normalised = {str(normalised).lower()}); median {norm:.4g}"
+        meta["flat_normalised"] = normalised
+        flp = None
+        if not normalised:
+            # a flat in counts: its own Poisson and read noise are known from its readout
+            flp = flat_params
+            if flp is None and fl_header is not None:
+                flp = readout(flat, fl_header, "flat")
         flat_n = fl / np.float32(norm)
         dead = ~(flat_n >= dead_below) & ~bad
         weird = (flat_n > hot_above) & ~bad
@@ -391,10 +442,14 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
             with np.errstate(divide="ignore", invalid="ignore"):
                 relvar = ((np.maximum(fl, 0) / np.float32(flp.gain_eff)
                            + np.float32(flp.read_var_adu)) / (fl * fl)).astype(np.float32)
+            meta["flat_noise"] = "Poisson and read noise of the flat in counts (its header's readout)"
+        else:
+            meta["flat_noise"] = ("unknown (a normalised flat: a relative gain map), not modelled"
+                                  if normalised else "unknown (no readout given), not modelled")
         flat_n[dq != 0] = 1.0
         if relvar is not None:
             relvar[dq != 0] = 0.0
-        meta["flat_median_adu"] = norm
+        meta["flat_median_adu" if not normalised else "flat_median"] = norm
         meta["n_dead_flat"] = int(np.count_nonzero(dead | weird))
 
     if bg is not None:

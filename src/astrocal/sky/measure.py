@@ -480,11 +480,11 @@ def is_image(path) -> bool:
 
 
 def _image_stars(path, setup, *, pixel_scale_mas, preset, strehl, calibration, psf_mode,
-                 detect_threshold, source):
+                 detect_threshold, source, rules=None):
     """Reduce, detect and fit the stars of an image; returns (CentroidResult, reduced,
     header, meta, psf)."""
     raw, header = read_frame(path, "sky exposure")
-    em, note = _frame_meta(header, path, preset)
+    em, note = _frame_meta(header, path, rules if rules is not None else preset)  # header rules
     warns = [note] if note else []
     params = detector_params(em, preset, source=str(path))
     given = strehl is not None
@@ -776,7 +776,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     n_out_det = 0
     if image:
         res, reduced, header, img_meta, used_psf = _image_stars(
-            path, setup, pixel_scale_mas=pix, preset=instrument.preset, strehl=dataset.strehl,
+            path, setup, pixel_scale_mas=pix, preset=instrument.preset, rules=instrument, strehl=dataset.strehl,
             calibration=calibration, psf_mode=psf, detect_threshold=detect_threshold, source=source)
         shape = reduced.data.shape
         if tuple(instrument.detector_shape) != tuple(shape):
@@ -1095,7 +1095,7 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
         if error is None and (ds.background is not None or ds.flat is not None):
             try:
                 # METIS or generic (EXPTIME, DIT, NDIT, GAIN) keywords, as the raw frames'
-                cal = dataset_calibration(ds.background, ds.flat, inst.preset)
+                cal = dataset_calibration(ds.background, ds.flat, inst)
             except Exception as exc:  # noqa: BLE001 - the dataset fails, the others go on
                 error = f"dataset '{ds.name}': calibration frames: {exc}"
         for k, e in enumerate(ds.exposures):
