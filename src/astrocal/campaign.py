@@ -42,12 +42,16 @@ class CampaignError(ValueError):
 # --------------------------------------------------------------------------- schema
 @dataclass(frozen=True)
 class InstrumentSpec:
-    """``[instrument]``: the imager and its nominal scales (priors only)."""
+    """``[instrument]``: the imager and its nominal scales (priors only).
+
+    ``mask_scale_mm_per_arcsec`` (the plate scale at the pinhole mask) is needed by lab
+    datasets only: ``None`` in a campaign without ``[[lab]]`` that does not give it.
+    """
 
     name: str
     detector_shape: tuple
     pixel_scale_mas: float
-    mask_scale_mm_per_arcsec: float
+    mask_scale_mm_per_arcsec: Optional[float]
     preset: Optional[str] = None
 
 
@@ -372,7 +376,9 @@ _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "m
             "metis-n": "metis-n"}
 
 
-def _instrument(ctx, table):
+def _instrument(ctx, table, needs_mask=True):
+    """``[instrument]``; ``needs_mask``: the campaign has lab datasets, which need the mask
+    plate scale (a sky-only campaign does not)."""
     if not isinstance(table, dict):
         raise ctx.error("instrument", "must be a table [instrument]")
     _check_keys(ctx, table, INSTRUMENT_KEYS, "instrument.")
@@ -402,9 +408,13 @@ def _instrument(ctx, table):
     merged = {**defaults, **values}
     for key in ("detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"):
         if key not in merged:
-            raise ctx.error(f"instrument.{key}", "missing (no preset instrument supplies it)")
+            if key == "mask_scale_mm_per_arcsec" and not needs_mask:
+                merged[key] = None  # no [[lab]] dataset: no mask, no mask scale
+                continue
+            why = " and the campaign's [[lab]] datasets need it" if key == "mask_scale_mm_per_arcsec" else ""
+            raise ctx.error(f"instrument.{key}", f"missing (no preset instrument supplies it{why})")
     for key in ("pixel_scale_mas", "mask_scale_mm_per_arcsec"):
-        if not merged[key] > 0:
+        if merged[key] is not None and not merged[key] > 0:
             raise ctx.error(f"instrument.{key}", f"must be positive, got {merged[key]}")
     return InstrumentSpec(name=name, preset=preset, **merged)
 
@@ -722,7 +732,7 @@ def load_campaign(path, missing_exposures="error"):
     ctx = _Context(path, text)
     base = path.parent
     _check_keys(ctx, data, TOP_KEYS, "")
-    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""))
+    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""), needs_mask=bool(data.get("lab")))
     lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
     sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
     if not lab and not sky:
