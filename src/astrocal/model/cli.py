@@ -167,7 +167,9 @@ def _read_table(path):
 
 def sky_exposure_settings(table, exposure, path):
     """Keyword arguments of :func:`astrocal.sky.astrometry.apparent_positions` for one sky
-    exposure: the campaign's exposure keys first, then the measured table's metadata."""
+    exposure: the campaign's exposure keys first, then the measured table's metadata. An
+    epoch without a clock time (``clock_time`` false) gets the ``horizon`` the measure stage
+    placed the field at; ``refraction = false`` is pressure 0."""
     meta, extra = dict(table.meta), dict(exposure.extra or {})
 
     def pick(*keys):
@@ -202,7 +204,24 @@ def sky_exposure_settings(table, exposure, path):
                       ("humidity", "relative_humidity")):
         if extra.get(key) is not None:
             weather[name] = float(extra[key])
+    if extra.get("refraction") is False:
+        weather["pressure_hpa"] = 0.0
     kw["weather"] = weather or None
+    if extra.get("clock_time") is False or meta.get("clock_time") is False:
+        # an epoch without a clock time: the field placed at the zenith distance and parallactic
+        # angle the measure stage used (astrocal.sky.measure: given, or at the zenith with
+        # refraction off), else the campaign's
+        h = meta.get("horizon") or {}
+        z = h.get("zenith_distance_deg", extra.get("zenith_distance_deg"))
+        q = h.get("parallactic_angle_deg", extra.get("parallactic_angle_deg"))
+        if z is None:
+            if (weather.get("pressure_hpa") or 0.0) > 0:
+                raise DataError(f"{path}: an epoch without a clock time and no zenith_distance_deg and "
+                                "parallactic_angle_deg: give them, or refraction = false")
+            from ..sky.measure import UNKNOWN_HORIZON
+
+            z, q = UNKNOWN_HORIZON
+        kw["horizon"] = (float(z), float(q or 0.0))
     return kw
 
 
