@@ -65,8 +65,8 @@ class Exposure:
     1-sigma accuracy; ``None`` where not given (read from the header when measuring).
 
     ``extra``: the other keys of the exposure. For ``[[sky]]`` exposures they are
-    validated and converted: ``time`` (str, ISO UTC; mid-exposure), ``clock_time`` (bool:
-    false when the time is an epoch only, a decimal year, ``"J1995.439"`` or a date),
+    validated and converted: ``time`` (str, ISO UTC; mid-exposure), ``clock_time`` (False,
+    present only when the time is an epoch: a decimal year, ``"J1995.439"`` or a date),
     ``ra``, ``dec`` (float, deg, ICRS pointing), ``position_angle_deg`` or
     ``rotator_angle_deg`` (float, deg), ``parity`` (int, +1 or -1),
     ``zenith_distance_deg``, ``parallactic_angle_deg`` (float, deg: checks with a clock
@@ -535,7 +535,8 @@ def _sky_exposure_values(ctx, item, key):
         except (AstrometryError, ValueError) as exc:
             raise ctx.error(f"{key}.time", f"cannot parse {value!r} as a time: {exc}") from None
         out["time"] = t.utc.isot
-        out["clock_time"] = clock
+        if not clock:
+            out["clock_time"] = False
     for name, hours, lo, hi in (("ra", True, 0.0, 360.0), ("dec", False, -90.0, 90.0)):
         if name in item:
             v = _angle(ctx, item[name], f"{key}.{name}", hours=hours)
