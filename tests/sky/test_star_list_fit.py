@@ -285,3 +285,27 @@ def test_refraction_off_is_stated_with_its_size(star_lists, caplog):
     t = measure_sky_exposure(camp.sky[2].exposures[0], camp.sky[2], camp.instrument)
     assert t.meta["refraction"]["uncorrected_differential_mas"] is None
     assert "size is unknown" in t.meta["refraction"]["note"] and t.meta["horizon"]["given"] is False
+
+
+@pytest.mark.parametrize("clock", ["2026-05-01T04:00:00", "2026-05-01T08:30:00"])
+def test_horizon_reproduces_the_clock_time_refraction(clock):
+    """Positions from the epoch and the field's zenith distance and parallactic angle agree
+    with those from the clock time and site to a few microarcseconds relative to the field
+    centre, where switching refraction off moves them by about a milliarcsecond."""
+    cat = _catalog(np.random.default_rng(5), n=30)
+    kw = dict(pointing=(RA0, DEC0), wavelength=WAVELENGTH, position_angle=PA_NOMINAL, weather=WEATHER)
+    fp = apparent_positions(cat, time=clock, **kw)
+    h = (fp.zenith_distance_deg, fp.parallactic_angle_deg)
+    epoch = float(Time(clock[:10]).tt.jyear)
+    on = apparent_positions(cat, time=epoch, horizon=h, **kw)
+    off = apparent_positions(cat, time=epoch, horizon=h, refraction=False, **kw)
+
+    def spread(a):  # largest difference relative to the mean (the centre's shift drops out)
+        d = (a.x - fp.x) + 1j * (a.y - fp.y)
+        return float(np.max(np.abs(d - d.mean())) * 1e3)
+
+    assert on.zenith_distance_deg == pytest.approx(h[0], abs=1e-4)
+    assert on.parallactic_angle_deg == pytest.approx(h[1], abs=1e-3)
+    assert on.rotator_angle_deg == pytest.approx(fp.rotator_angle_deg, abs=1e-3)
+    assert spread(on) < 0.02 and spread(off) > 0.3
+    assert on.meta["horizon"]["zenith_distance_deg"] == h[0]

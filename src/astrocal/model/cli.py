@@ -469,7 +469,8 @@ def describe(filt, fit, out, products):
 
     points = fit.points
     ps = fit.pixel_scale_samples() * 1e3
-    info_json = json.loads((Path(out) / "fit.json").read_text())
+    written = Path(out) / "fit.json"
+    info_json = json.loads(written.read_text()) if written.exists() else {}
     measured = (info_json.get("pixel_scale_mas") or {}).get("measured", True)
     from .quality import fit_quality
 
