@@ -159,9 +159,16 @@ def test_sky_campaign_values(sky_dir):
     ('time = "2026-05-01T04:00:00"', 'time = "last night"', r"sky\[0\].exposures\[0\].time",
      "cannot parse 'last night' as a time"),
     ('time = "2026-05-01T04:00:00"', "time = 2026.33", r"sky\[0\].exposures\[0\].time",
-     "expected an ISO time string"),
+     "an epoch without a clock time: refraction needs the field's zenith_distance_deg and "
+     "parallactic_angle_deg"),
     ('time = "2026-05-01T04:00:00"', "time = 2026-05-01", r"sky\[0\].exposures\[0\].time",
-     "a date without a time of day"),
+     "an epoch without a clock time"),
+    ('time = "2026-05-01T04:00:00"', 'time = "J2026.33", refraction = "no"', r"sky\[0\].exposures\[0\].refraction",
+     "expected true or false"),
+    ('time = "2026-05-01T04:00:00"', "time = 2026.33, refraction = false, pressure_hpa = 700",
+     r"sky\[0\].exposures\[0\].refraction", "contradicts pressure_hpa = 700"),
+    ("position_angle_deg = 35.0, parity", "position_angle_deg = 35.0, parallactic_angle_deg = 10.0, parity",
+     r"sky\[0\].exposures\[0\].parallactic_angle_deg", "needs the zenith distance"),
     ("ra = 266.4168", "ra = 400.0", r"sky\[0\].exposures\[0\].ra", r"must be in 0..360 deg"),
     ('dec = "-29d00m28.08s"', 'dec = "south"', r"sky\[0\].exposures\[1\].dec", "cannot read 'south' as an angle"),
     ("ra = 266.4168, dec = -29.0078, ", "ra = 266.4168, ", r"sky\[0\].exposures\[0\].dec",
@@ -263,3 +270,36 @@ def test_fit_choice_keys(sky_dir, key, default, other, allowed):
     with pytest.raises(CampaignError, match=rf"bad.toml, line 26: key 'fit.{key}': must be one of "
                                             rf"{allowed}, got 'wide'"):
         load_campaign(sky_dir / "bad.toml")
+
+
+def test_sky_only_campaign_needs_no_mask_keys(sky_dir):
+    """Any imager: a sky-only campaign without a preset gives no mask scale; a lab dataset
+    without it is an error that says the lab needs it."""
+    text = SKY.replace('name = "METIS IMG_LM"', 'name = "My camera"\ndetector_shape = [512, 512]\n'
+                                                'pixel_scale_mas = 12.0')
+    (sky_dir / "own.toml").write_text(text)
+    c = load_campaign(sky_dir / "own.toml")
+    assert c.instrument.mask_scale_mm_per_arcsec is None and c.instrument.pixel_scale_mas == 12.0
+    assert c.instrument.detector_shape == (512, 512) and not c.lab
+    (sky_dir / "mask.ecsv").write_text("x")
+    lab = text + '\n[[lab]]\nmask = "mask.ecsv"\nfilter = "K"\nexposures = [ { file = "raw/s2.fits" } ]\n'
+    (sky_dir / "lab.toml").write_text(lab)
+    with pytest.raises(CampaignError, match=r"instrument.mask_scale_mm_per_arcsec': missing \(no preset "
+                                            r"instrument supplies it and the campaign's \[\[lab\]\] datasets"):
+        load_campaign(sky_dir / "lab.toml")
+
+
+@pytest.mark.parametrize("time, keys", [
+    ("1995.439", ", zenith_distance_deg = 35.0, parallactic_angle_deg = -60.0"),
+    ('"J1995.439"', ", refraction = false"),
+    ("1995-06-10", ", pressure_hpa = 0"),
+    ('"1995-06-10"', ", zenith_distance_deg = 35.0, parallactic_angle_deg = 120.0"),
+])
+def test_an_epoch_without_clock_time(sky_dir, time, keys):
+    """An epoch (decimal year or date) is a time without a clock time: it loads with a
+    zenith distance and parallactic angle, or with refraction off."""
+    text = SKY.replace('time = "2026-05-01T04:00:00"', f"time = {time}{keys}")
+    (sky_dir / "epoch.toml").write_text(text)
+    e = load_campaign(sky_dir / "epoch.toml").sky[0].exposures[0].extra
+    assert e["clock_time"] is False and e["time"].startswith("1995-06-")
+    assert ("refraction" in keys) == (e.get("refraction") is False)

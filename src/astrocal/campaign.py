@@ -11,9 +11,11 @@ Values with units may be written as numbers in the unit the key names
 (``offset_arcsec = ["350 mas", "-0.12 arcsec"]``), converted with astropy.
 
 ``[[sky]]`` exposures are validated here too (the time parses, the angles and the weather
-are in range, at most one of ``position_angle_deg`` / ``rotator_angle_deg``); their values
-are kept, converted to plain numbers in the units of the key names, in
-:attr:`Exposure.extra` (``time`` as an ISO UTC string). ``[fit]`` holds the flexure model
+are in range, at most one of ``position_angle_deg`` / ``rotator_angle_deg``; an epoch
+without a clock time has ``zenith_distance_deg`` and ``parallactic_angle_deg`` or
+``refraction = false``); their values are kept, converted to plain numbers in the units of
+the key names, in :attr:`Exposure.extra` (``time`` as an ISO UTC string, ``clock_time``
+false for an epoch: a decimal year, ``"J1995.439"`` or a date). ``[fit]`` holds the flexure model
 of the sky data (``flexure_degree``, ``flexure_functions``, ``flexure_radius_arcsec``).
 
 The schema is documented in ``docs/campaign.md`` (every section and key, with an example
@@ -50,12 +52,15 @@ class InstrumentSpec:
     :data:`astrocal.instruments.HEADER_FIELDS` replacing the preset's or the generic
     keywords), and the values a header does not give: ``gain_e_per_adu`` (e-/ADU),
     ``read_noise_e`` (e- per DIT), ``exptime_s`` (s, total) or None.
+
+    ``mask_scale_mm_per_arcsec`` (the plate scale at the pinhole mask) is needed by lab
+    datasets only: ``None`` in a campaign without ``[[lab]]`` that does not give it.
     """
 
     name: str
     detector_shape: tuple
     pixel_scale_mas: float
-    mask_scale_mm_per_arcsec: float
+    mask_scale_mm_per_arcsec: Optional[float]
     preset: Optional[str] = None
     header_keywords: dict = dc_field(default_factory=dict)
     gain_e_per_adu: Optional[float] = None
@@ -71,9 +76,12 @@ class Exposure:
     1-sigma accuracy; ``None`` where not given (read from the header when measuring).
 
     ``extra``: the other keys of the exposure. For ``[[sky]]`` exposures they are
-    validated and converted: ``time`` (str, ISO UTC; mid-exposure), ``ra``, ``dec``
-    (float, deg, ICRS pointing), ``position_angle_deg`` or ``rotator_angle_deg`` (float,
-    deg), ``parity`` (int, +1 or -1), ``zenith_distance_deg`` (float, deg, a check),
+    validated and converted: ``time`` (str, ISO UTC; mid-exposure), ``clock_time`` (False,
+    present only when the time is an epoch: a decimal year, ``"J1995.439"`` or a date),
+    ``ra``, ``dec`` (float, deg, ICRS pointing), ``position_angle_deg`` or
+    ``rotator_angle_deg`` (float, deg), ``parity`` (int, +1 or -1),
+    ``zenith_distance_deg``, ``parallactic_angle_deg`` (float, deg: checks with a clock
+    time, the refraction's geometry without one), ``refraction`` (bool, false: off),
     ``pressure_hpa``, ``temperature_c`` (float), ``humidity`` (float, relative humidity as
     a fraction 0..1), ``wavelength_um`` (float).
     """
@@ -369,8 +377,11 @@ LAB_EXPOSURE_KEYS = {"file", "offset_arcsec", "offset_sigma_mas"}
 SKY_KEYS = {"name", "catalog", "site", "filter", "exposures", "background", "flat", "x_col",
             "y_col", "flux_col", "sigma_x_col", "sigma_y_col", "one_based", "band", "strehl"}
 SKY_EXPOSURE_KEYS = {"file", "time", "ra", "dec", "position_angle_deg", "rotator_angle_deg",
-                     "parity", "zenith_distance_deg", "pressure_hpa", "temperature_c", "humidity",
-                     "wavelength_um"}
+                     "parity", "zenith_distance_deg", "parallactic_angle_deg", "refraction",
+                     "pressure_hpa", "temperature_c", "humidity", "wavelength_um"}
+#: a ``time`` that is a date without a time of day, or an epoch (decimal year, "J1995.439")
+DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+EPOCH_TEXT = re.compile(r"^[JB]?\d{4}(\.\d*)?$")
 #: keys that are refused with an explanation (not an unknown-key error)
 SKY_EXPOSURE_REFUSED = {
     "derotator_deg": "ambiguous: a derotator's mechanical angle is not the rotation of the "
@@ -391,7 +402,9 @@ _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "m
             "metis-n": "metis-n"}
 
 
-def _instrument(ctx, table):
+def _instrument(ctx, table, needs_mask=True):
+    """``[instrument]``; ``needs_mask``: the campaign has lab datasets, which need the mask
+    plate scale (a sky-only campaign does not)."""
     if not isinstance(table, dict):
         raise ctx.error("instrument", "must be a table [instrument]")
     _check_keys(ctx, table, INSTRUMENT_KEYS, "instrument.")
@@ -422,9 +435,13 @@ def _instrument(ctx, table):
     merged = {**defaults, **values}
     for key in ("detector_shape", "pixel_scale_mas", "mask_scale_mm_per_arcsec"):
         if key not in merged:
-            raise ctx.error(f"instrument.{key}", "missing (no preset instrument supplies it)")
+            if key == "mask_scale_mm_per_arcsec" and not needs_mask:
+                merged[key] = None  # no [[lab]] dataset: no mask, no mask scale
+                continue
+            why = " and the campaign's [[lab]] datasets need it" if key == "mask_scale_mm_per_arcsec" else ""
+            raise ctx.error(f"instrument.{key}", f"missing (no preset instrument supplies it{why})")
     for key in ("pixel_scale_mas", "mask_scale_mm_per_arcsec"):
-        if not merged[key] > 0:
+        if merged[key] is not None and not merged[key] > 0:
             raise ctx.error(f"instrument.{key}", f"must be positive, got {merged[key]}")
     return InstrumentSpec(name=name, preset=preset, **merged)
 
@@ -556,16 +573,24 @@ def _sky_exposure_values(ctx, item, key):
     out = {}
     if "time" in item:
         value = item["time"]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise ctx.error(f"{key}.time", f"expected an ISO time string such as "
-                                           f"'2026-05-01T04:00:00' (UTC), got the number {value!r}")
+        clock = True
         try:
+            if isinstance(value, bool):
+                raise AstrometryError("a boolean is not a time")
             if hasattr(value, "isoformat") and not hasattr(value, "hour"):  # a TOML date
-                raise AstrometryError("a date without a time of day")
+                value, clock = value.isoformat(), False
+            if isinstance(value, (int, float)):  # a decimal (Julian) year: an epoch
+                clock = False
+            elif isinstance(value, str) and (DATE_ONLY.match(value.strip()) or EPOCH_TEXT.match(value.strip())):
+                clock = False
+                if EPOCH_TEXT.match(value.strip()) and value.strip()[0] not in "JB":
+                    value = float(value)
             t = parse_time(value, "time")
-        except AstrometryError as exc:
+        except (AstrometryError, ValueError) as exc:
             raise ctx.error(f"{key}.time", f"cannot parse {value!r} as a time: {exc}") from None
         out["time"] = t.utc.isot
+        if not clock:
+            out["clock_time"] = False
     for name, hours, lo, hi in (("ra", True, 0.0, 360.0), ("dec", False, -90.0, 90.0)):
         if name in item:
             v = _angle(ctx, item[name], f"{key}.{name}", hours=hours)
@@ -592,6 +617,16 @@ def _sky_exposure_values(ctx, item, key):
         if not 0.0 <= z < 90.0:
             raise ctx.error(f"{key}.zenith_distance_deg", f"must be in 0..90 deg, got {z:g}")
         out["zenith_distance_deg"] = z
+    if "parallactic_angle_deg" in item:
+        if "zenith_distance_deg" not in item:
+            raise ctx.error(f"{key}.parallactic_angle_deg", "a parallactic angle needs the zenith distance "
+                                                            "(zenith_distance_deg) too")
+        out["parallactic_angle_deg"] = _quantity(ctx, item["parallactic_angle_deg"], u.deg,
+                                                 f"{key}.parallactic_angle_deg")
+    if "refraction" in item:
+        if not isinstance(item["refraction"], bool):
+            raise ctx.error(f"{key}.refraction", f"expected true or false, got {item['refraction']!r}")
+        out["refraction"] = item["refraction"]
     if "pressure_hpa" in item:
         pr = _quantity(ctx, item["pressure_hpa"], u.hPa, f"{key}.pressure_hpa")
         if not 0.0 <= pr <= 1200.0:
@@ -621,6 +656,16 @@ def _sky_exposure_values(ctx, item, key):
         if not wl > 0:
             raise ctx.error(f"{key}.wavelength_um", f"must be positive, got {wl:g}")
         out["wavelength_um"] = wl
+    if out.get("refraction") is False and out.get("pressure_hpa", 0.0) > 0:
+        raise ctx.error(f"{key}.refraction", f"refraction = false contradicts pressure_hpa = "
+                                             f"{out['pressure_hpa']:g} (refraction off is pressure 0)")
+    if out.get("clock_time") is False:
+        off = out.get("refraction") is False or out.get("pressure_hpa") == 0.0
+        if not off and not ("zenith_distance_deg" in out and "parallactic_angle_deg" in out):
+            raise ctx.error(f"{key}.time", "an epoch without a clock time: refraction needs the field's "
+                                           "zenith_distance_deg and parallactic_angle_deg (give both), or "
+                                           "switch it off with refraction = false (its differential part "
+                                           "across the field is then not corrected)")
     return out
 
 
@@ -777,7 +822,7 @@ def load_campaign(path, missing_exposures="error"):
     ctx = _Context(path, text)
     base = path.parent
     _check_keys(ctx, data, TOP_KEYS, "")
-    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""))
+    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""), needs_mask=bool(data.get("lab")))
     lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
     sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
     if not lab and not sky:

@@ -18,6 +18,11 @@ The 1-sigma of the offsets at a detector position is the posterior spread of the
 linear-grid position there, ``M (G(p) - G(b))`` (see :mod:`astrocal.solution`), from the
 exact draws of the field.
 
+Every product says whether its plate scale is measured (``HIERARCH ASTROCAL SCALE
+MEASURED``: false for a sky-only fit, whose field scale the priors set) and, with sky data,
+each sky dataset's on-sky pixel scale and position angle (``HIERARCH ASTROCAL SKY<k>
+SCALE``, ``PA`` and their ``ERR``; :func:`astrocal.model.onsky.product_cards`).
+
 Every product states the astrocal version, the sha256 of the campaign file and the input
 files (the campaign and the measured source tables, as recorded by the fit).
 
@@ -43,6 +48,7 @@ from . import __version__
 from .atomic import atomic_path
 from .field import design_matrix
 from .model import draws
+from .model.onsky import product_cards
 from .model.quality import fit_quality, quality_cards
 from .field.basis import flat_to_square, legendre_1d, legendre_to_monomial, square_to_flat, terms
 from .formats.astromet import write_astromet
@@ -455,7 +461,9 @@ def write_fit_products(posterior, out, filter_id, instrument="", campaign_sha256
     for k, path in enumerate(inputs):
         provenance[f"input{k}"] = str(path)
     provenance.update(earth_orientation_keys(posterior.info.get("earth_orientation")))
-    cards = quality_cards(fit_quality(posterior.info))
+    # the quality flags; whether the plate scale is measured and each sky dataset's on-sky
+    # scale and position angle (astrocal.model.onsky)
+    cards = quality_cards(fit_quality(posterior.info)) + product_cards(posterior.info)
     meta = {"creator": f"astrocal {__version__}", "campaign_sha256": campaign_sha256}
     meta.update({f"input{k}": str(p) for k, p in enumerate(inputs)})
     sol = posterior_solution(posterior, filter_id, meta=meta)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 from astropy.table import Table
 
-from astrocal.model.cli import source_table_path
+from astrocal.model.cli import measured_table_kind, source_table_path
 
 
 def campaign_in(tmp_path):
@@ -36,6 +36,39 @@ def test_renamed_tables_are_found_through_the_summary(tmp_path):
 
 
 def test_tables_listed_directly_are_used_as_they_are(tmp_path):
+    """A measured table is recognised by its columns and metadata, whatever its name."""
     camp, _ = campaign_in(tmp_path)
-    t = tmp_path / "list.ecsv"
-    assert source_table_path(camp, t) == t
+    lab = tmp_path / "lab_table.ecsv"
+    Table({"hole_id": [1, 2], "x": [1.0, 2.0], "y": [3.0, 4.0], "sigma_x": [0.1, 0.1],
+           "sigma_y": [0.1, 0.1]}).write(lab)
+    sky = tmp_path / "sky_table.ecsv"
+    t = Table({"star": ["a", ""], "x": [1.0, 2.0], "y": [3.0, 4.0], "sigma_x": [0.1, 0.1],
+               "sigma_y": [0.1, 0.1]})
+    t.meta["kind"] = "sky"
+    t.write(sky)
+    assert measured_table_kind(lab) == "lab" and source_table_path(camp, lab) == lab
+    assert measured_table_kind(sky) == "sky" and source_table_path(camp, sky) == sky
+
+
+def test_star_lists_are_raw_input_whatever_their_extension(tmp_path):
+    """An ECSV star list (no matched star names, no 'kind: sky') is raw input like an image:
+    its measured table is the measure stage's, and without one the error says to measure."""
+    camp, out = campaign_in(tmp_path)
+    raw = tmp_path / "night" / "list.ecsv"
+    raw.parent.mkdir()
+    Table({"x": [1.0, 2.0], "y": [3.0, 4.0], "flux": [10.0, 20.0]}).write(raw)
+    other = tmp_path / "stars.ecsv"  # a 'star' column of ids, but not a measured sky table
+    Table({"star": ["s1", "s2"], "x": [1.0, 2.0], "y": [3.0, 4.0], "sigma_x": [0.1, 0.1],
+           "sigma_y": [0.1, 0.1]}).write(other)
+    for path in (raw, other):
+        assert measured_table_kind(path) is None
+        with pytest.raises(FileNotFoundError, match=f"no measured source table for {path.name}.*astrocal measure"):
+            source_table_path(camp, path)
+    # once measured, the summary names its table
+    Table({"dataset": ["gc"], "file": [str(raw)], "table": ["list.ecsv"]}).write(out / "summary.ecsv")
+    (out / "list.ecsv").write_text("")
+    assert source_table_path(camp, raw, "gc") == out / "list.ecsv"
+    # text, missing and non-table files are not measured tables
+    (tmp_path / "list.txt").write_text("1 2 3\n")
+    assert measured_table_kind(tmp_path / "list.txt") is None
+    assert measured_table_kind(tmp_path / "absent.ecsv") is None

@@ -29,16 +29,20 @@ SKY_POINTING_SIGMA_ARCSEC = 2.0
 
 
 def source_table_path(campaign, exposure_file, dataset=None):
-    """The measured source table of an exposure: the file itself if it is a table, else the
+    """The measured source table of an exposure: the file itself if it is one, else the
     measure stage's output for it.
 
-    The measure stage's ``summary.ecsv`` (in ``[measure] output``) names the table of every
-    exposure it measured (``<stem>.ecsv``, or ``<dataset>_<stem>.ecsv`` when two exposures
-    share a file name); it is looked up by the exposure's file (and ``dataset``, a name).
-    Without a summary the table is ``<stem>.ecsv``.
+    A measured table is recognised by its content (:func:`measured_table_kind`: an ECSV
+    table with the columns and metadata the measure stage writes), not by its extension:
+    a star list given as a sky exposure (ECSV, CSV, text, DAOPHOT, StarFinder) is raw input
+    like an image, and its measured table is looked up. The measure stage's
+    ``summary.ecsv`` (in ``[measure] output``) names the table of every exposure it
+    measured (``<stem>.ecsv``, or ``<dataset>_<stem>.ecsv`` when two exposures share a file
+    name); it is looked up by the exposure's file (and ``dataset``, a name). Without a
+    summary the table is ``<stem>.ecsv``.
     """
     path = Path(exposure_file)
-    if path.suffix.lower() == ".ecsv":
+    if measured_table_kind(path) is not None:
         return path
     out = Path(campaign.measure.output)
     named = _measured_tables(out / "summary.ecsv")
@@ -46,11 +50,51 @@ def source_table_path(campaign, exposure_file, dataset=None):
     table = next((t for (f, d), t in named.items() if f == want and (dataset is None or d in (None, dataset))),
                  f"{path.stem}.ecsv")
     candidate = out / table
-    if not candidate.exists():
+    if candidate.resolve() == want or not candidate.exists():
         raise FileNotFoundError(
-            f"{candidate}: no measured source table for {path.name}; run "
-            f"'astrocal measure {campaign.path}' first (or list source tables as exposures)")
+            f"{candidate}: no measured source table for {path.name} (it is an image or a star list, "
+            f"not a measured table); run 'astrocal measure {campaign.path}' first (or list measured "
+            "source tables as exposures)")
     return candidate
+
+
+#: the columns that make an ECSV file a measured source table, per kind
+MEASURED_COLUMNS = {"lab": ("hole_id", "x", "y", "sigma_x", "sigma_y"),
+                    "sky": ("star", "x", "y", "sigma_x", "sigma_y")}
+
+
+def measured_table_kind(path):
+    """``"lab"``, ``"sky"`` or None: what kind of measured source table ``path`` is.
+
+    A lab table is an ECSV table with the columns ``hole_id, x, y, sigma_x, sigma_y`` (the
+    measure stage's, or a user's table in that layout); a sky table one with ``star, x, y,
+    sigma_x, sigma_y`` and ``kind: sky`` in its metadata, as the sky measure stage writes it
+    (:func:`astrocal.sky.measure.measure_sky_exposure`). Anything else (an image, a star
+    list in any format, a missing file) is None.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head.lstrip().startswith(b"# %ECSV"):
+        return None
+    try:
+        t = _cached_table(path.resolve(), path.stat().st_mtime_ns)
+    except DataError:
+        return None
+    cols = set(t.colnames)
+    if set(MEASURED_COLUMNS["lab"]) <= cols:
+        return "lab"
+    if set(MEASURED_COLUMNS["sky"]) <= cols and t.meta.get("kind") == "sky":
+        return "sky"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(path, _mtime_ns):
+    return _read_table(path)
 
 
 def _measured_tables(summary):
@@ -125,7 +169,9 @@ def _read_table(path):
 
 def sky_exposure_settings(table, exposure, path):
     """Keyword arguments of :func:`astrocal.sky.astrometry.apparent_positions` for one sky
-    exposure: the campaign's exposure keys first, then the measured table's metadata."""
+    exposure: the campaign's exposure keys first, then the measured table's metadata. An
+    epoch without a clock time (``clock_time`` false) gets the ``horizon`` the measure stage
+    placed the field at; ``refraction = false`` is pressure 0."""
     meta, extra = dict(table.meta), dict(exposure.extra or {})
 
     def pick(*keys):
@@ -160,17 +206,36 @@ def sky_exposure_settings(table, exposure, path):
                       ("humidity", "relative_humidity")):
         if extra.get(key) is not None:
             weather[name] = float(extra[key])
+    if extra.get("refraction") is False:
+        weather["pressure_hpa"] = 0.0
     kw["weather"] = weather or None
+    if extra.get("clock_time") is False or meta.get("clock_time") is False:
+        # an epoch without a clock time: the field placed at the zenith distance and parallactic
+        # angle the measure stage used (astrocal.sky.measure: given, or at the zenith with
+        # refraction off), else the campaign's
+        h = meta.get("horizon") or {}
+        z = h.get("zenith_distance_deg", extra.get("zenith_distance_deg"))
+        q = h.get("parallactic_angle_deg", extra.get("parallactic_angle_deg"))
+        if z is None:
+            if (weather.get("pressure_hpa") or 0.0) > 0:
+                raise DataError(f"{path}: an epoch without a clock time and no zenith_distance_deg and "
+                                "parallactic_angle_deg: give them, or refraction = false")
+            from ..sky.measure import UNKNOWN_HORIZON
+
+            z, q = UNKNOWN_HORIZON
+        kw["horizon"] = (float(z), float(q or 0.0))
     return kw
 
 
-def sky_points_for(campaign, datasets, orientation=None):
+def sky_points_for(campaign, datasets, orientation=None, frames=None):
     """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
     their measured tables and the catalogue's apparent positions in every exposure.
 
     ``orientation``, a list, receives one record per exposure of what the Earth-orientation
     table's uncertainty costs it (``FocalPlanePositions.meta["earth_orientation"]``, with
-    the exposure's name)."""
+    the exposure's name). ``frames``, a list, receives one record per exposure of its
+    nominal frame (``exposure``, ``dataset``, ``position_angle_deg``, ``parity``: what
+    :func:`astrocal.model.onsky.on_sky_record` needs)."""
     from ..sky.astrometry import EpochGapWarning, apparent_positions
     from ..sky.catalog import load_catalog
 
@@ -201,6 +266,10 @@ def sky_points_for(campaign, datasets, orientation=None):
             inputs.append(path)
             if orientation is not None:
                 orientation.append({"exposure": names[-1], **positions[-1].meta.get("earth_orientation", {})})
+            if frames is not None:
+                frames.append({"exposure": names[-1], "dataset": d.name,
+                               "position_angle_deg": float(positions[-1].position_angle_deg),
+                               "parity": int(positions[-1].parity)})
         inputs.append(Path(d.catalog))
     ny, nx = inst.detector_shape
     points = sky_points_from_tables(
@@ -263,8 +332,11 @@ def register(subparsers):
         "instrument field; sky exposures add their pointing, position-angle and scale terms "
         "and the telescope flexure ([fit] flexure_degree, flexure_functions). Reads "
         "CAMPAIGN.toml, the source tables of its exposures (the measure stage's "
-        "<measure.output>/<exposure>.ecsv, or tables listed directly as exposures) and the "
-        "sky datasets' catalogues. "
+        "<measure.output>/<exposure>.ecsv for images and star lists, or measured tables listed "
+        "directly as exposures, recognised by their columns and metadata) and the "
+        "sky datasets' catalogues. With sky data it reports each sky dataset's on-sky pixel "
+        "scale and position angle (fit.json on_sky); without lab data the instrument's own "
+        "pixel scale and the map 1-sigma in mas are not measured, and said so. "
         "Writes, per filter, into <fit.output>/<filter>/: posterior.h5 (emcee chain and exact "
         "draws of the linear parameters), summary.ecsv (every parameter's mean, sd, "
         "quantiles) and fit.json (degree and evidence table, diagnostics, outliers, "
@@ -399,9 +471,10 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
         parts.append(lab)
         inputs += lab_inputs
     orientation = None
+    frames = []
     if sky_sets:
         costs = []
-        sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs)
+        sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs, frames=frames)
         parts.append(sky)
         inputs += sky_inputs
         orientation = earth_orientation_record(costs)
@@ -425,7 +498,7 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
     fit = fit_lab(points, settings)
     rewrite = overwrite or resume
     save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
-             instrument=campaign.instrument.name, earth_orientation=orientation)
+             instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames)
     products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                   campaign_sha256=campaign.sha256, inputs=[campaign.path],
                                   overwrite=rewrite)
@@ -436,13 +509,20 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
 
 
 def describe(filt, fit, out, products):
-    """Lines summarising a filter's fit for the terminal."""
+    """Lines summarising a filter's fit for the terminal.
+
+    The field's pixel scale and its map 1-sigma are absolute figures only with a lab gauge;
+    a sky-only fit states them as not measured and gives what the sky measures instead: each
+    sky dataset's on-sky pixel scale and position angle (``fit.json`` ``on_sky``, written by
+    :func:`~astrocal.model.result.save_fit`), and the map 1-sigma of the field's non-linear
+    part in pixels."""
+    import json
+
     points = fit.points
     ps = fit.pixel_scale_samples() * 1e3
-    x = np.linspace(points.domain[0], points.domain[1], 33)
-    xx, yy = np.meshgrid(x, x)
-    su, sv = fit.map_uncertainty(xx, yy)
-    sig = np.hypot(su, sv) * 1e3
+    written = Path(out) / "fit.json"
+    info_json = json.loads(written.read_text()) if written.exists() else {}
+    measured = (info_json.get("pixel_scale_mas") or {}).get("measured", True)
     from .quality import fit_quality
 
     info = {"diagnostics": {"converged": fit.diagnostics.converged, "warnings": fit.diagnostics.warnings},
@@ -450,9 +530,32 @@ def describe(filt, fit, out, products):
             "degree": fit.degree}
     lines = [f"filter {filt}: {problem}" for problem in fit_quality(info)["problems"]]
     field = f"degree {fit.degree}" + (" + residual field" if getattr(fit, "residual", None) is not None else "")
-    lines += [f"filter {filt}: {field}, pixel scale {ps.mean():.6f} +/- "
-             f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
-             f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
+    if measured:
+        x = np.linspace(points.domain[0], points.domain[1], 33)
+        xx, yy = np.meshgrid(x, x)
+        su, sv = fit.map_uncertainty(xx, yy)
+        sig = np.hypot(su, sv) * 1e3
+        lines += [f"filter {filt}: {field}, pixel scale {ps.mean():.6f} +/- "
+                  f"{ps.std(ddof=1):.6f} mas/px, map 1-sigma rms {np.sqrt(np.mean(sig**2)):.4f} mas "
+                  f"(max {sig.max():.4f}), {int(fit.outliers.sum())} outliers flagged"]
+    else:
+        lines += [f"filter {filt}: {field}, sky only: instrument pixel scale not measured and map "
+                  f"1-sigma in mas not measured (no lab gauge: the sky exposures' free scales take "
+                  f"the field's); {_nonlinear_sigma_text(fit)}, {int(fit.outliers.sum())} outliers flagged"]
+    on_sky = info_json.get("on_sky") or {}
+    for d in on_sky.get("datasets", []):
+        text = (f"sky {d['name']}: on-sky pixel scale {d['pixel_scale_mas']['mean']:.5f} +/- "
+                f"{d['pixel_scale_mas']['sd']:.5f} mas/px")
+        if d.get("position_angle_deg"):
+            text += (f", position angle of detector +y {d['position_angle_deg']['mean']:.4f} +/- "
+                     f"{d['position_angle_deg']['sd']:.4f} deg")
+        else:
+            text += (f", rotation from the nominal position angles {d['rotation_from_nominal_deg']['mean']:.4f}"
+                     f" +/- {d['rotation_from_nominal_deg']['sd']:.4f} deg (per exposure in fit.json)")
+        if d.get("sky_over_lab"):
+            text += (f"; sky/lab scale ratio {d['sky_over_lab']['mean']:.6f} +/- "
+                     f"{d['sky_over_lab']['sd']:.6f} (the telescope's)")
+        lines.append(text)
     if fit.diagnostics.converged:  # else the notes are in the first line
         lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
     lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]
@@ -460,6 +563,29 @@ def describe(filt, fit, out, products):
     names = ", ".join(Path(p).name for p in products.values())
     lines.append(f"wrote {out} (posterior.h5, summary.ecsv, fit.json, residuals.ecsv, {names})")
     return lines
+
+
+def _nonlinear_sigma_text(fit):
+    """The map 1-sigma of the field's non-linear part (each draw minus its own best affine
+    map, in that draw's pixels; :func:`astrocal.report.build.nonlinear_draws`) as text."""
+    from ..field import design_matrix
+    from ..field.basis import n_terms, terms
+    from .draws import affine_matrices
+
+    g, deg, dom = fit.g_samples, fit.degree, fit.points.domain
+    nt = n_terms(deg)
+    keep = np.array([i + j >= 2 for i, j in terms(deg)])
+    if not keep.any():
+        return f"no non-linear part at degree {deg}"
+    a = affine_matrices(g, deg, dom)
+    n = np.stack([g[:, :nt] * keep, g[:, nt:2 * nt] * keep], axis=1)
+    d = -np.linalg.solve(a, n)  # (draws, 2, nt): pixels
+    x = np.linspace(dom[0], dom[1], 33)
+    xx, yy = np.meshgrid(x, np.linspace(dom[2], dom[3], 33))
+    B = design_matrix(xx.ravel(), yy.ravel(), deg, dom)
+    sx, sy = (d[:, 0] @ B.T).std(axis=0, ddof=1), (d[:, 1] @ B.T).std(axis=0, ddof=1)
+    sig = np.hypot(sx, sy)
+    return f"map 1-sigma of the non-linear part rms {np.sqrt(np.mean(sig**2)):.4f} px (max {sig.max():.4f})"
 
 
 def run(args):

@@ -10,7 +10,9 @@ A result directory holds
 - ``fit.json``: degree, evidence table, diagnostics, outliers, the data footprint (convex
   hull of the positions used, :mod:`astrocal.model.footprint`), unconstrained directions,
   datasets and their kinds, settings, software version, the campaign file's hash and the
-  input files;
+  input files; the field's pixel scale (``measured: false`` without lab data) and, with sky
+  data, ``on_sky``: each sky dataset's on-sky pixel scale and position angle
+  (:mod:`astrocal.model.onsky`);
 - ``residuals.ecsv``: one row per measured point of every exposure (outliers included and
   flagged) with its posterior-mean residual in mas and pixels and its normalised residual
   (:func:`residual_table`).
@@ -34,7 +36,7 @@ from ..pixels import detector_shape
 from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField
-from . import draws
+from . import draws, onsky
 from .quality import fit_quality
 from .footprint import footprint_summary, inside_footprint
 from ..field.basis import flat_to_square, n_terms, terms
@@ -232,7 +234,7 @@ def _unresolved_spec(fit):
 
 
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
-             earth_orientation=None):
+             earth_orientation=None, sky_frames=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
     and the residual table.
 
@@ -292,7 +294,21 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         mas = np.asarray(stars, float) * 1e3
         rows.append(summary_table(names, np.concatenate([mas[:, :, 0], mas[:, :, 1]], axis=1)))
     ps = fit.pixel_scale_samples() * 1e3
-    rows.append(summary_table(["pixel_scale_mas"], ps[:, None]))
+    kinds = dataset_kinds(fit.points)
+    used = ~np.asarray(fit.outliers, bool)
+    lab_gauge = any(kinds[k] == "lab" and np.any(used & (fit.points.dataset == k))
+                    for k in range(fit.points.n_datasets))
+    if lab_gauge:
+        rows.append(summary_table(["pixel_scale_mas"], ps[:, None]))
+        scale_info = {"measured": True, "mean": float(ps.mean()), "sd": float(ps.std(ddof=1))}
+    else:
+        scale_info = {"measured": False, "mean": None, "sd": None, "reason": onsky.NOT_MEASURED_SCALE,
+                      "prior_mean": float(ps.mean()), "prior_sd": float(ps.std(ddof=1))}
+    on_sky = None
+    if sky_frames:
+        args = (fit.g_samples, model.param_names, fit.degree, fit.points.domain, list(sky_frames))
+        on_sky = onsky.on_sky_record(*args, lab_gauge=lab_gauge)
+        rows.append(summary_table(*onsky.summary_rows(*args)))
     from astropy.table import vstack
 
     table = vstack(rows)
@@ -307,8 +323,6 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
     atomic_write_table(residuals, out / "residuals.ecsv", overwrite=overwrite)
     atomic_write_table(table, out / "summary.ecsv", overwrite=overwrite)
     d = fit.diagnostics
-    kinds = dataset_kinds(fit.points)
-    used = ~np.asarray(fit.outliers, bool)
     datasets = []
     for k, name in enumerate(fit.points.dataset_names):
         sel = fit.points.dataset == k
@@ -325,7 +339,8 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "evidence": fit.evidence,
         "phi_map": fit.phi_map,
         "hyper_names": model.hyper_names,
-        "pixel_scale_mas": {"mean": float(ps.mean()), "sd": float(ps.std(ddof=1))},
+        "pixel_scale_mas": scale_info,
+        "on_sky": on_sky,
         "diagnostics": {"tau": d.tau, "acceptance": d.acceptance, "steps": d.n_steps,
                         "burn": d.n_burn, "n_effective": d.n_effective, "converged": d.converged,
                         "warnings": d.warnings},

@@ -20,6 +20,9 @@ returns a plain dict (written as ``report.json``; the HTML page shows the same n
   the full-field number (set by the priors, not a measurement);
 - ``pixel_scale``: mean and sd of the areal pixel scale of the field's affine part
   (``measured: false`` with the reason for a sky-only result);
+- ``on_sky``: with sky data, each sky dataset's on-sky pixel scale and position angle with
+  their sd (``fit.json`` ``on_sky``, :mod:`astrocal.model.onsky`): measured with or without
+  a lab gauge; with one, the ratio to the lab's scale (the telescope's);
 - ``residuals``: per dataset, the rms of the posterior-mean residuals of the points used
   (mas, pixels), the mean chi-square and the sd of the normalised residuals;
 - ``outliers``, ``evidence`` (degree and evidence table, each degree's posterior
@@ -547,6 +550,7 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                 not_measured[m] = (f"{gauge['reason']}; and the field (degree {post.degree}) has no "
                                    "non-linear part")
         nonlinear_metrics.update(m for m in NONLINEAR_WITHOUT_GAUGE if m.startswith("map_"))
+    report["on_sky"] = info.get("on_sky")  # what the sky measures (astrocal.model.onsky), or None
     report["evidence"] = evidence_table(info)
     report["field_model"] = field_model(info)
     fs = info.get("settings", {})

@@ -112,6 +112,29 @@ def _case(case):
             f"{_e(case.get('statement', ''))}</p>")
 
 
+def _on_sky(on_sky):
+    """The table of what the sky measures: each sky dataset's on-sky pixel scale and
+    position angle (``report["on_sky"]``), empty without sky data."""
+    if not on_sky or not on_sky.get("datasets"):
+        return ""
+    rows = []
+    for d in on_sky["datasets"]:
+        sc, pa = d["pixel_scale_mas"], d.get("position_angle_deg")
+        rot = d.get("rotation_from_nominal_deg")
+        angle = (f"{pa['mean']:.4f} &plusmn; {pa['sd']:.2g}" if pa else
+                 f"{rot['mean']:+.4f} &plusmn; {rot['sd']:.2g} from the nominal angles")
+        ratio = d.get("sky_over_lab")
+        rows.append([f"<td>{_e(d['name'])}</td>", f"<td class=\"num\">{d['n_exposures']}</td>",
+                     f"<td class=\"num\">{sc['mean']:.5f} &plusmn; {sc['sd']:.2g}</td>",
+                     f"<td class=\"num\">{angle}</td>",
+                     f"<td class=\"num\">{ratio['mean']:.6f} &plusmn; {ratio['sd']:.2g}</td>" if ratio
+                     else "<td>no lab scale (not measured)</td>"])
+    return ("<h2>What the sky measures</h2>"
+            + _table(["sky dataset", "exposures", "on-sky pixel scale (mas/pixel)",
+                      "position angle of detector +y (deg)", "sky / lab scale"], rows, "on-sky")
+            + f"<p class=\"small\">{_e(on_sky.get('definition', ''))}; {_e(on_sky.get('angle_definition', ''))}.</p>")
+
+
 def _figure(entry):
     if "skipped" in entry:
         return (f'<p class="small skipped" data-figure="{_e(entry["name"])}"><b>{_e(entry["title"])}</b>: '
@@ -179,6 +202,7 @@ def render(report, figures):
         parts.append(f"<p id=\"pixel-scale\">Pixel scale: <b>not measured</b> &ndash; {_e(ps['reason'])}. "
                      f"<span class=\"small\">(Its posterior, {ps['prior_mean_mas']:.6f} &plusmn; "
                      f"{ps['prior_sd_mas']:.2g} mas/pixel, is {_e(ps['note'])}.)</span></p>")
+    parts.append(_on_sky(r.get("on_sky")))
     if st:
         parts.append("<h2>Stability against the earlier result"
                      + (" (non-linear part)" if st.get("part") == "non-linear" else "") + "</h2>")

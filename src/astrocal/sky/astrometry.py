@@ -76,6 +76,7 @@ __all__ = [
     "apparent_positions_many",
     "parse_time",
     "orientation_cost",
+    "horizon_site",
     "resolve_weather",
     "gnomonic",
     "inverse_gnomonic",
@@ -475,7 +476,8 @@ def _instrument_matrix(r_deg: float, parity: int) -> np.ndarray:
 
 def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=None, rotator_angle=None,
                        site="armazones", weather=None, refraction: bool = True, parity: int = 1,
-                       missing_pm: str = "inflate", pm_dispersion: Optional[float] = None) -> FocalPlanePositions:
+                       missing_pm: str = "inflate", pm_dispersion: Optional[float] = None,
+                       horizon=None) -> FocalPlanePositions:
     """Positions of the catalogue stars in the instrument frame for one exposure.
 
     ``catalog``: Catalog (propagated here to ``time``) or a :class:`CatalogAtEpoch` already
@@ -487,6 +489,14 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
     ``site``: name or :class:`~astrocal.sky.sites.Site`; ``weather``: see
     :func:`resolve_weather` (missing values -> site defaults, logged). ``parity``: +1 (sky
     orientation, +x west at PA 0) or -1 (mirrored).
+
+    ``horizon``: ``(zenith_distance_deg, parallactic_angle_deg)`` of the field centre, for an
+    exposure known only by its epoch (a date or a decimal year, no clock time): the
+    observer is then placed so that the field centre lies at that zenith distance and
+    parallactic angle at ``time`` (:func:`horizon_site`), and the refraction, its
+    differential part across the field and the rotator angle follow from them as they would
+    from the site and clock time; the site keeps only its height and typical weather. Stated
+    in ``meta["horizon"]``.
 
     Earth orientation and leap seconds follow astrocal's policy (:mod:`astrocal.earth`:
     offline, any date). What the table's uncertainty at ``time`` costs
@@ -518,6 +528,13 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
             stars = catalog
         else:
             stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+        horizon_meta = None
+        if horizon is not None:
+            z_h, q_h = (_angle_deg(v, name) for v, name in zip(horizon, ("zenith distance", "parallactic angle")))
+            site = horizon_site(site, c0, t, z_h, q_h, w, wl)
+            horizon_meta = {"zenith_distance_deg": z_h, "parallactic_angle_deg": q_h,
+                            "note": "no clock time: the observer is placed so that the field centre lies at "
+                                    "the given zenith distance and parallactic angle"}
         geo = _project(stars.ra, stars.dec, c0, t, site.location, w, wl, theta, rot, parity)
         n = len(stars)
         if not geo.alt0 > 0:
@@ -544,8 +561,70 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
         azimuth_deg=float(np.degrees(geo.az0) % 360.0), time=t, wavelength_um=wl, weather=w, site=site,
         parity=parity, jacobian=geo.jacobian, pointing=c0,
         meta={"catalog": stars.catalog_name, "refraction": "astropy AltAz (ERFA refco/atioq)" if
-              w.pressure_hpa > 0 else "off (pressure 0)", **stars.meta, "earth_orientation": cost},
+              w.pressure_hpa > 0 else "off (pressure 0)", **stars.meta, "earth_orientation": cost,
+              **({"horizon": horizon_meta} if horizon_meta else {})},
     )
+
+
+#: the observer of :func:`horizon_site` places the field centre within this of the
+#: zenith distance and parallactic angle asked for (deg)
+HORIZON_TOLERANCE_DEG = 1e-5
+#: smallest zenith distance :func:`horizon_site` places a field at (deg): at the zenith
+#: itself the parallactic angle is undefined
+HORIZON_MIN_ZD_DEG = 0.1
+
+
+def horizon_site(site, pointing, time, zenith_distance_deg, parallactic_angle_deg, weather, wavelength_um):
+    """A :class:`~astrocal.sky.sites.Site` from which the field centre ``pointing`` is seen at
+    ``time`` at the given (observed, refracted) zenith distance and parallactic angle (deg).
+
+    For an exposure known by its epoch only: refraction needs the field's zenith distance
+    and the direction of the zenith on the sky (the parallactic angle), not the clock time.
+    The latitude and the hour angle follow from the apparent declination ``dec`` (astropy's
+    ``TETE`` at ``time``) by the spherical triangle pole-zenith-star (``sin lat = sin dec
+    cos z + cos dec sin z cos q``), the longitude from the hour angle and the Greenwich
+    apparent sidereal time; two or three corrections make the positions computed with
+    astropy's ``AltAz`` (aberration, refraction) land within :data:`HORIZON_TOLERANCE_DEG`
+    (the parallactic angle's error times sin z). A zenith distance below
+    :data:`HORIZON_MIN_ZD_DEG` is placed there.
+    The site keeps its height and typical weather. Annual aberration and precession are
+    those of ``time``; the diurnal aberration's differential part over a field is below a
+    microarcsecond, so the hour of the day does not matter.
+    """
+    import dataclasses
+    from astropy.coordinates import TETE
+
+    site = get_site(site)
+    z_want = max(float(zenith_distance_deg), HORIZON_MIN_ZD_DEG)
+    q_want = float(parallactic_angle_deg)
+    if not z_want < 90.0:
+        raise AstrometryError(f"zenith distance {zenith_distance_deg} deg: the field must be above the horizon")
+    c0 = _as_center(pointing)
+    t = parse_time(time, "exposure time")
+    app = c0.transform_to(TETE(obstime=t))
+    dec, ra = float(app.dec.rad), float(app.ra.rad)
+    gast = float(t.sidereal_time("apparent", "greenwich").rad)
+    z_aim, q_aim = z_want, q_want
+    for _ in range(8):
+        z, q = np.radians(z_aim), np.radians(q_aim)
+        slat = np.sin(dec) * np.cos(z) + np.cos(dec) * np.sin(z) * np.cos(q)
+        lat = float(np.arcsin(np.clip(slat, -1.0, 1.0)))
+        ha = float(np.arctan2(np.sin(z) * np.sin(q) * np.cos(dec),
+                              np.cos(z) - np.sin(lat) * np.sin(dec)))
+        lon = (ra + ha - gast + np.pi) % (2 * np.pi) - np.pi
+        out = dataclasses.replace(site, name=f"{site.name} (placed by zenith distance and parallactic angle)",
+                                  latitude_deg=float(np.degrees(lat)), longitude_deg=float(np.degrees(lon)))
+        geo = _project([c0.ra.deg], [c0.dec.deg], c0, t, out.location, weather, wavelength_um, 0.0, None, 1)
+        dz = z_want - (90.0 - float(np.degrees(geo.alt0)))
+        dq = _wrap180(q_want - geo.q)
+        # the parallactic angle matters in proportion to sin z (refraction's direction)
+        if abs(dz) < HORIZON_TOLERANCE_DEG and abs(dq) * np.sin(np.radians(z_want)) < HORIZON_TOLERANCE_DEG:
+            break
+        z_aim, q_aim = z_aim + dz, q_aim + dq
+    else:
+        raise AstrometryError(f"cannot place the field at zenith distance {z_want:g} deg and parallactic angle "
+                              f"{q_want:g} deg (left {dz:.2g}, {dq:.2g} deg)")
+    return out
 
 
 @dataclass(frozen=True)

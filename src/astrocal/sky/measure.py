@@ -157,6 +157,12 @@ MAX_NEIGHBOUR_PAIRS = 20000
 #: times, with 100-130 stars 1.0-1.1 times (the model PSF: 1.0)
 MIN_EPSF_STARS = 100
 
+#: where an epoch-only exposure without a zenith distance (refraction off) is placed:
+#: (zenith distance, parallactic angle) deg, near the zenith (where the parallactic angle
+#: is defined); the positions do not depend on it without refraction, the flexure's
+#: zenith functions see z = 1 deg
+UNKNOWN_HORIZON = (1.0, 0.0)
+
 #: FITS header keywords read when the campaign does not give a value
 HEADER_KEYS = {
     "time": ("DATE-OBS", "MJD-OBS"),  # start of the exposure; + EXPTIME/2 -> mid-exposure
@@ -186,9 +192,12 @@ class ExposureSetup:
     ``position_angle_deg`` / ``rotator_angle_deg`` (both None: unknown, measured by the
     match); ``parity`` (+1, -1 or None: measured by the match); ``weather`` complete
     (``pressure_hpa``, ``temperature_c``, ``relative_humidity`` fraction);
-    ``wavelength_um``; ``site`` (name); ``zenith_distance_deg`` a given value to check
-    (or None); ``sources``: for every item where it came from; ``notes``: the defaults
-    used (also logged).
+    ``wavelength_um``; ``site`` (name); ``zenith_distance_deg``,
+    ``parallactic_angle_deg`` given values (or None): checks with a clock time, the
+    refraction's geometry without one; ``clock_time``: false when the time is an epoch
+    only (a decimal year or a date); ``refraction``: false when switched off (weather
+    pressure 0); ``sources``: for every item where it came from; ``notes``: the defaults
+    used and the consequences stated (also logged).
     """
 
     time: Time
@@ -203,6 +212,21 @@ class ExposureSetup:
     zenith_distance_deg: float | None = None
     sources: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    clock_time: bool = True
+    parallactic_angle_deg: float | None = None
+    refraction: bool = True
+
+    @property
+    def horizon(self):
+        """``(zenith distance, parallactic angle)`` (deg) that place the field for
+        :func:`~astrocal.sky.astrometry.apparent_positions` when the time is an epoch
+        without a clock time (None with a clock time). Without a zenith distance
+        (refraction off) the field is placed near the zenith (:data:`UNKNOWN_HORIZON`)."""
+        if self.clock_time:
+            return None
+        if self.zenith_distance_deg is None:
+            return UNKNOWN_HORIZON
+        return (float(self.zenith_distance_deg), float(self.parallactic_angle_deg or 0.0))
 
 
 def _header_value(header, keys):
@@ -305,12 +329,13 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
     site_obj = get_site(site)
 
     # ---- time (mid-exposure)
+    clock = bool(values.get("clock_time", True))
     if "time" in values:
         try:
             t = parse_time(values["time"], "time")
         except AstrometryError as exc:
             raise SkyMeasureError(f"{source}: campaign key 'time': {exc}") from None
-        sources["time"] = "campaign"
+        sources["time"] = "campaign" if clock else "campaign (an epoch without a clock time)"
     else:
         got = _header_time(header, source)
         if got is None:
@@ -399,7 +424,21 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
         Weather(weather["pressure_hpa"], weather["temperature_c"], weather["relative_humidity"])
     except WeatherError as exc:
         raise SkyMeasureError(f"{source}: {exc} (from {wsrc})") from None
+    refraction = values.get("refraction", True) is not False and weather["pressure_hpa"] > 0
+    if not refraction and values.get("refraction") is False:
+        weather["pressure_hpa"] = 0.0
+        wsrc["pressure_hpa"] = "campaign: refraction = false"
     sources["weather"] = wsrc
+    zd_given, q_given = values.get("zenith_distance_deg"), values.get("parallactic_angle_deg")
+    if not clock:
+        if refraction and (zd_given is None or q_given is None):
+            raise SkyMeasureError(f"{source}: the time is an epoch without a clock time: give "
+                                  "zenith_distance_deg and parallactic_angle_deg (refraction is computed "
+                                  "at them) or refraction = false")
+        sources["horizon"] = ("campaign zenith_distance_deg and parallactic_angle_deg (no clock time)"
+                              if zd_given is not None else
+                              "unknown (no clock time, refraction off): the field placed near the zenith "
+                              f"(UNKNOWN_HORIZON, z = {UNKNOWN_HORIZON[0]:g} deg)")
 
     # ---- wavelength: campaign, dataset filter, header filter, instrument default filter
     wl = values.get("wavelength_um")
@@ -430,13 +469,14 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
             log.warning("%s: %s", source, msg)
             sources["wavelength_um"] = f"default: {preset} default filter {f0.name}"
 
-    zd = values.get("zenith_distance_deg")
     return ExposureSetup(time=t, ra_deg=pointing["ra"], dec_deg=pointing["dec"],
                          position_angle_deg=None if pa is None else float(pa),
                          rotator_angle_deg=None if rot is None else float(rot), parity=parity,
                          weather=weather, wavelength_um=float(wl), site=site_obj.name,
-                         zenith_distance_deg=None if zd is None else float(zd), sources=sources,
-                         notes=notes)
+                         zenith_distance_deg=None if zd_given is None else float(zd_given), sources=sources,
+                         notes=notes, clock_time=clock,
+                         parallactic_angle_deg=None if q_given is None else float(q_given),
+                         refraction=refraction)
 
 
 # =========================================================================== PSF
@@ -632,7 +672,7 @@ def _predict(catalog, setup, *, position_angle, rotator_angle, parity, search_ra
             fp = apparent_positions(near, time=setup.time, pointing=center,
                                     wavelength=setup.wavelength_um, position_angle=position_angle,
                                     rotator_angle=rotator_angle, site=setup.site,
-                                    weather=setup.weather, parity=parity)
+                                    weather=setup.weather, parity=parity, horizon=setup.horizon)
         for w in rec:  # epoch gaps (EpochGapWarning), refraction near the horizon...
             if issubclass(w.category, UserWarning):
                 caught.append(str(w.message))
@@ -717,6 +757,57 @@ def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius
 
 def _wrap180(deg):
     return float((deg + 180.0) % 360.0 - 180.0)
+
+
+def _refraction_statement(catalog, setup, fp, half_box, source):
+    """What the positions of an exposure do about refraction (``meta["refraction"]``).
+
+    Corrected: how (the clock time and site, or the given zenith distance and parallactic
+    angle). Switched off (pressure 0): the differential refraction across the field is not
+    corrected; with a known zenith distance (the clock time's, or a given one) its size is
+    estimated for the catalogue stars on the detector (``half_box``: half width and height,
+    arcsec) with the site's typical weather (the given temperature and humidity): the
+    largest displacement relative to the field centre's (``uncorrected_differential_mas``)
+    and what is left of it after the best similarity transform, which the exposure's free
+    scale and rotation absorb (``uncorrected_beyond_similarity_mas``). Logged as a warning.
+    """
+    if setup.refraction:
+        how = ("astropy AltAz at the exposure's time, site and weather" if setup.clock_time else
+               f"astropy AltAz with the field centre at the given zenith distance "
+               f"{setup.zenith_distance_deg:g} deg and parallactic angle {setup.parallactic_angle_deg:g} deg "
+               "(no clock time)")
+        return {"corrected": True, "how": how}
+    known = setup.clock_time or setup.zenith_distance_deg is not None
+    out = {"corrected": False, "zenith_distance_deg": fp.zenith_distance_deg if known else None,
+           "uncorrected_differential_mas": None, "uncorrected_beyond_similarity_mas": None}
+    size = "its size is unknown (no zenith distance)"
+    if known:
+        weather = dict(setup.weather, pressure_hpa=float(get_site(setup.site).pressure_hpa))
+        inside = fp.inside(*half_box)
+        if np.count_nonzero(inside) >= 3:
+            kw = dict(time=fp.time, pointing=(setup.ra_deg, setup.dec_deg), wavelength=setup.wavelength_um,
+                      position_angle=fp.position_angle_deg, site=setup.site, parity=fp.parity,
+                      horizon=setup.horizon)
+            near = catalog.select(np.isin(catalog.names, fp.names[inside]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                on = apparent_positions(near, weather=weather, **kw)
+                off = apparent_positions(near, weather=dict(weather, pressure_hpa=0.0), **kw)
+            d = (on.x - off.x) + 1j * (on.y - off.y)
+            z0 = off.x + 1j * off.y
+            d = d - d.mean()
+            rel = z0 - z0.mean()
+            fit = np.vdot(rel, d) / np.vdot(rel, rel)  # the best similarity (scale and rotation)
+            out["uncorrected_differential_mas"] = float(np.max(np.abs(d)) * 1e3)
+            out["uncorrected_beyond_similarity_mas"] = float(np.max(np.abs(d - fit * rel)) * 1e3)
+            out["estimate_pressure_hpa"] = weather["pressure_hpa"]
+            size = (f"at zenith distance {fp.zenith_distance_deg:.2f} deg it reaches "
+                    f"{out['uncorrected_differential_mas']:.3g} mas over the field relative to its centre, "
+                    f"{out['uncorrected_beyond_similarity_mas']:.3g} mas beyond what the exposure's free scale "
+                    "and rotation absorb (site's typical pressure)")
+    out["note"] = f"refraction off: differential refraction across the field is not corrected; {size}"
+    log.warning("%s: %s", source, out["note"])
+    return out
 
 
 # =========================================================================== one exposure
@@ -833,6 +924,12 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
             f"{source}: campaign key 'zenith_distance_deg' = {setup.zenith_distance_deg:g} but the time "
             f"{setup.time.utc.isot} UTC ({setup.sources['time']}), the pointing and site {setup.site} "
             f"give {fp.zenith_distance_deg:.2f} deg: check the time (UTC, mid-exposure) and the pointing")
+    if setup.clock_time and setup.parallactic_angle_deg is not None and \
+            abs(_wrap180(setup.parallactic_angle_deg - fp.parallactic_angle_deg)) > ZENITH_TOLERANCE_DEG:
+        raise SkyMeasureError(
+            f"{source}: campaign key 'parallactic_angle_deg' = {setup.parallactic_angle_deg:g} but the time "
+            f"{setup.time.utc.isot} UTC, the pointing and site {setup.site} give "
+            f"{fp.parallactic_angle_deg:.2f} deg: check the time (UTC, mid-exposure) and the pointing")
     mags = None
     if dataset.band is not None:
         mags = catalog.mag(dataset.band)[_name_index(catalog.names, fp.names)]
@@ -898,6 +995,9 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     t["flags"].description = "bit mask, see meta flag_bits; reject sources with meta reject_flags"
     t = t[order]
 
+    refraction = _refraction_statement(catalog, final, fp, (hw, hh), source)
+    if not refraction["corrected"]:
+        warns.append(refraction["note"])
     unmatched_ref = [str(v) for v in names[mres.unmatched_reference]]
     n_outside = int(len(catalog) - len(ref_rows) + len(mres.reference_outside))
     log.info("%s: %d sources, %d matched to catalogue stars (rms %.3g px); %d catalogue stars in the "
@@ -922,6 +1022,11 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         "file": str(path),
         "input": "image" if image else "star list",
         "time": fp.time.utc.isot,
+        "clock_time": bool(final.clock_time),
+        "horizon": (None if final.horizon is None else
+                    {"zenith_distance_deg": final.horizon[0], "parallactic_angle_deg": final.horizon[1],
+                     "given": final.zenith_distance_deg is not None}),
+        "refraction": refraction,
         "ra_deg": final.ra_deg,
         "dec_deg": final.dec_deg,
         angle_key: angle_val,
