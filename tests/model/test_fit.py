@@ -67,16 +67,29 @@ def test_result_is_not_overwritten(outlier_campaign, capsys):
 
 
 def test_same_position_exposures_are_reported(tmp_path):
+    """Exposures all taken at one chopper position (offsets zero, and the frames agree: each
+    is the first one's positions with fresh noise): the hole errors are not separable."""
     path, truth, points = write_points_campaign(tmp_path, seed=3, degree=3, fit_degree=3,
                                                 n_exposures=3)
     text = path.read_text()
     import re
 
+    from astropy.table import Table
+
     text = re.sub(r"offset_arcsec = \[[^\]]*\]", "offset_arcsec = [0.0, 0.0]", text)
     path.write_text(text)
+    first = Table.read(tmp_path / "tables" / "grid_00.ecsv")
+    rng = np.random.default_rng(4)
+    for e in (1, 2):
+        t = first.copy()
+        t["x"] = t["true_x"] + rng.normal(0, t["sigma_x"])
+        t["y"] = t["true_y"] + rng.normal(0, t["sigma_y"])
+        t.meta["offset_arcsec"] = [0.0, 0.0]
+        t.write(tmp_path / "tables" / f"grid_{e:02d}.ecsv", overwrite=True)
     assert main(["fit", str(path), "--steps", "400", "--walkers", "12"]) == 0
     info = json.loads((tmp_path / "out" / "Lp" / "fit.json").read_text())
     assert any(name.startswith("hole_errors") for name in info["unconstrained"])
+    assert info["quality"]["consistent"] is True
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -345,7 +347,11 @@ def register(subparsers):
         "field with its 1-sigma), wcs_sip_<filter>.hdr (TAN-SIP header), with a residual "
         "field beyond the polynomial ([fit] residual, chosen by the evidence by default) "
         "wcs_lookup_<filter>.fits (TAN-SIP plus distortion look-up tables) and, for METIS "
-        "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords.",
+        "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords; manifest.json, written last, "
+        "marks the set complete. Exit status: 0 done; 1 an error of the input (nothing "
+        "complete written); 3 done, but the data contradict the fit's assumptions (pixel scale "
+        "far from nominal, residuals far above the centroid errors, poses far outside their "
+        "priors): products written and marked QC CONSISTENT = F.",
     )
     p.add_argument("campaign", metavar="CAMPAIGN.toml")
     p.add_argument("--degree", help="total degree of the field, or 'auto' (evidence); "
@@ -499,9 +505,17 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
     rewrite = overwrite or resume
     save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
              instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames)
-    products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
-                                  campaign_sha256=campaign.sha256, inputs=[campaign.path],
-                                  overwrite=rewrite)
+    try:
+        products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
+                                      campaign_sha256=campaign.sha256, inputs=[campaign.path],
+                                      overwrite=rewrite)
+    except ValueError as exc:
+        if _contradicted(out):  # the products fail because the data contradict the model: say that
+            problems = json.loads((out / "fit.json").read_text())["consistency"]["problems"]
+            raise DataError(f"filter {filt}: the data contradict the fit's assumptions: {'; '.join(problems)}; "
+                            f"no products could be made from this fit ({exc}); {out} holds fit.json and "
+                            "residuals.ecsv to look at, and no manifest (not a result)") from exc
+        raise
     names = ["posterior.h5", "fit.json", "summary.ecsv", "residuals.ecsv",
              *(Path(p).name for p in products.values())]
     write_manifest(out, names, {"campaign_sha256": campaign.sha256, "seed": int(settings.seed)})
@@ -516,7 +530,6 @@ def describe(filt, fit, out, products):
     sky dataset's on-sky pixel scale and position angle (``fit.json`` ``on_sky``, written by
     :func:`~astrocal.model.result.save_fit`), and the map 1-sigma of the field's non-linear
     part in pixels."""
-    import json
 
     points = fit.points
     ps = fit.pixel_scale_samples() * 1e3
@@ -528,7 +541,8 @@ def describe(filt, fit, out, products):
     info = {"diagnostics": {"converged": fit.diagnostics.converged, "warnings": fit.diagnostics.warnings},
             "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range)},
             "degree": fit.degree}
-    lines = [f"filter {filt}: {problem}" for problem in fit_quality(info)["problems"]]
+    quality = info_json.get("quality") or fit_quality(info)
+    lines = [f"filter {filt}: {problem}" for problem in quality["problems"]]
     field = f"degree {fit.degree}" + (" + residual field" if getattr(fit, "residual", None) is not None else "")
     if measured:
         x = np.linspace(points.domain[0], points.domain[1], 33)
@@ -593,6 +607,26 @@ def run(args):
     results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
                            seed=args.seed, hole_errors=not args.no_hole_errors,
                            resume=args.resume, overwrite=args.overwrite, processes=args.processes)
+    contradicted = []
     for filt, (fit, out, products) in results.items():
         print("\n".join(describe(filt, fit, out, products)))
+        if _contradicted(out):
+            contradicted.append(filt)
+    if contradicted:
+        print(f"astrocal: error: the data of filter(s) {', '.join(contradicted)} contradict the fit's "
+              "assumptions (see the first lines above); products written and marked "
+              "(QC CONSISTENT = F)", file=sys.stderr)
+        return EXIT_CONTRADICTED
     return 0
+
+
+#: exit status of ``astrocal fit`` when the data contradict the fit's assumptions
+EXIT_CONTRADICTED = 3
+
+
+def _contradicted(out):
+    """True when the result in ``out`` records data that contradict the fit's assumptions."""
+    path = Path(out) / "fit.json"
+    if not path.exists():
+        return False
+    return (json.loads(path.read_text()).get("quality") or {}).get("consistent") is False

@@ -10,24 +10,31 @@ any astrocal version can be judged the same way):
   tried. The evidence may want a higher degree, or structure that no polynomial of a modest
   degree holds; the map's 1-sigma then does not cover that misfit.
 
+* ``consistent``: the data do not contradict the fit's assumptions (the pixel scale near its
+  nominal value, lab residuals near the centroid errors, poses within their priors;
+  :mod:`astrocal.model.consistency`). Contradicted data give a posterior with small error
+  bars about a wrong answer: ``astrocal fit`` writes the products, marked, and ends with
+  status 3.
+
 ``problems`` holds one sentence per flag raised; ``ok`` is true when there is none. The
 products carry the flags as QC keywords (``HIERARCH ASTROCAL QC CONVERGED``,
-``HIERARCH ASTROCAL QC DEGREE AT TOP``), ``fit.json`` as ``quality``, the report's first
+``HIERARCH ASTROCAL QC DEGREE AT TOP``, ``HIERARCH ASTROCAL QC CONSISTENT``), ``fit.json`` as ``quality``, the report's first
 line and the ``astrocal fit`` summary's first line as text.
 """
 from __future__ import annotations
 
-__all__ = ["fit_quality", "quality_cards", "QC_CONVERGED", "QC_DEGREE_AT_TOP"]
+__all__ = ["fit_quality", "quality_cards", "QC_CONVERGED", "QC_DEGREE_AT_TOP", "QC_CONSISTENT"]
 
 #: FITS keywords of the flags (written as HIERARCH cards)
 QC_CONVERGED = "HIERARCH ASTROCAL QC CONVERGED"
 QC_DEGREE_AT_TOP = "HIERARCH ASTROCAL QC DEGREE AT TOP"
+QC_CONSISTENT = "HIERARCH ASTROCAL QC CONSISTENT"
 
 
 def fit_quality(info: dict) -> dict:
-    """``{"converged", "degree_at_top_of_range", "problems", "ok"}`` from a ``fit.json``
-    dictionary (see the module notes). ``converged`` is None for a result that recorded no
-    diagnostics."""
+    """``{"converged", "degree_at_top_of_range", "consistent", "problems", "ok"}`` from a
+    ``fit.json`` dictionary (see the module notes). ``converged`` and ``consistent`` are
+    None for a result that recorded no diagnostics or no consistency checks."""
     diag = info.get("diagnostics") or {}
     converged = diag.get("converged")
     converged = None if converged is None else bool(converged)
@@ -36,7 +43,12 @@ def fit_quality(info: dict) -> dict:
     degree = info.get("degree")
     at_top = bool(settings.get("degree") == "auto" and rng and len(rng) == 2 and rng[0] < rng[1]
                   and degree is not None and int(degree) == int(rng[1]))
+    checks = info.get("consistency")
+    consistent = None if not checks else bool(checks.get("consistent", not checks.get("problems")))
     problems = []
+    if consistent is False:
+        problems.append("DATA CONTRADICT THE FIT'S ASSUMPTIONS: " + "; ".join(checks.get("problems") or [])
+                        + "; the products are marked and the error bars do not cover this")
     if converged is False:
         notes = [str(w).replace("ConvergenceWarning: ", "") for w in diag.get("warnings") or []]
         problems.append("NOT CONVERGED: the emcee chain does not meet its rule"
@@ -47,12 +59,14 @@ def fit_quality(info: dict) -> dict:
                         f"degree_range {list(rng)}; the field may need a higher degree or hold structure no "
                         "polynomial of this degree represents, which the map's 1-sigma does not cover: widen "
                         "[fit] degree_range")
-    return {"converged": converged, "degree_at_top_of_range": at_top, "problems": problems,
-            "ok": not problems}
+    return {"converged": converged, "degree_at_top_of_range": at_top, "consistent": consistent,
+            "problems": problems, "ok": not problems}
 
 
 def quality_cards(quality: dict) -> list:
     """``[(keyword, value, comment)]`` of the QC cards of a product for :func:`fit_quality`."""
     conv = quality.get("converged")
     return [(QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule"),
-            (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range")]
+            (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range"),
+            (QC_CONSISTENT, bool(cons) if (cons := quality.get("consistent")) is not None else "unknown",
+             "data agree with the fit's assumptions")]

@@ -37,6 +37,7 @@ from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField
 from . import draws, onsky
+from .consistency import check_consistency
 from .quality import fit_quality
 from .footprint import footprint_summary, inside_footprint
 from ..field.basis import flat_to_square, n_terms, terms
@@ -360,6 +361,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "settings": {k: v for k, v in asdict(fit.settings).items() if k != "priors"},
         "priors": asdict(fit.settings.priors),
     }
+    info["consistency"] = check_consistency(fit, residuals)
     info["quality"] = fit_quality(info)
     atomic_write_text(out / "fit.json", json.dumps(to_plain(info, nan_as_none=True), indent=2) + "\n", overwrite=overwrite)
     return out
