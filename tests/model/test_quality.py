@@ -2,7 +2,7 @@
 summary (the products and the report: tests/report/test_quality_marks.py)."""
 import pytest
 
-from astrocal.model.quality import QC_CONVERGED, fit_quality, quality_cards
+from astrocal.model.quality import QC_CONSISTENT, QC_CONVERGED, fit_quality, quality_cards
 
 
 def info(converged=True, degree=5, setting="auto", rng=(3, 8), warnings=()):
@@ -12,7 +12,8 @@ def info(converged=True, degree=5, setting="auto", rng=(3, 8), warnings=()):
 
 def test_a_good_fit_has_no_problem():
     q = fit_quality(info())
-    assert q == {"converged": True, "degree_at_top_of_range": False, "problems": [], "ok": True}
+    assert q == {"converged": True, "degree_at_top_of_range": False, "consistent": None, "problems": [],
+                 "ok": True}
 
 
 def test_not_converged_says_why():
@@ -92,3 +93,13 @@ def test_a_degree_search_stopped_at_its_top_is_said(tmp_path, capsys):
     info = json.loads((tmp_path / "out" / "Lp" / "fit.json").read_text())
     assert info["degree"] == 3 and info["quality"]["degree_at_top_of_range"] is True
     assert fits.getheader(tmp_path / "out" / "Lp" / "astromet_Lp.fits")[QC_DEGREE_AT_TOP] is True
+
+
+def test_contradicted_data_are_a_problem_named_first():
+    checks = {"consistent": False, "problems": ["the fitted pixel scale 0.547 mas/px is 0.1 times the nominal"]}
+    q = fit_quality({"diagnostics": {"converged": False, "warnings": []}, "consistency": checks})
+    assert q["consistent"] is False and not q["ok"]
+    assert q["problems"][0].startswith("DATA CONTRADICT THE FIT'S ASSUMPTIONS: the fitted pixel scale 0.547")
+    assert q["problems"][1].startswith("NOT CONVERGED")
+    cards = dict((k, v) for k, v, _ in quality_cards(q))
+    assert cards[QC_CONSISTENT] is False

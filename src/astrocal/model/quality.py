@@ -69,4 +69,4 @@ def quality_cards(quality: dict) -> list:
     return [(QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule"),
             (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range"),
             (QC_CONSISTENT, bool(cons) if (cons := quality.get("consistent")) is not None else "unknown",
-             "data agree with the fit's assumptions")]
+             "data agree with fit assumptions")]
