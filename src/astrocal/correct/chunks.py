@@ -224,6 +224,9 @@ def _header_end(raw, start):
 class ChunkWriter:
     """Write a table block by block; :meth:`close` makes the destination appear at once.
 
+    Every block passed to :meth:`write` must have the same columns and types (see
+    :class:`Schema`); the metadata is given once, to :meth:`close`.
+
     Parameters
     ----------
     out : path-like
@@ -233,9 +236,6 @@ class ChunkWriter:
         or ``'fits'``.
     overwrite : bool
         Replace an existing destination.
-
-    Every block passed to :meth:`write` must have the same columns and types (see
-    :class:`Schema`); the metadata is given once, to :meth:`close`.
     """
 
     def __init__(self, out, fmt, overwrite=False):
