@@ -5,6 +5,7 @@ import logging
 
 from .image import RESAMPLERS
 from .solutions import ASTROMET_METHODS
+from .chunks import DEFAULT_CHUNK_ROWS
 from .starlist import DEFAULT_MARGIN
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,14 @@ def register(subparsers):
                    "and left NaN")
     s.add_argument("--extrapolate", action="store_true",
                    help="also correct positions beyond the margin (still flagged 2)")
+    s.add_argument("--invalid-cov", choices=("error", "nan"), default="error",
+                   help="rows whose given covariance is not positive semi-definite (|cov_xy| > "
+                   "sigma_x sigma_y): refuse the list naming the rows (error, the default) or "
+                   "correct them with a NaN uncertainty (nan)")
+    s.add_argument("--chunk-rows", type=int, default=None, metavar="N",
+                   help="ECSV, CSV and FITS lists are read and written N rows at a time, so "
+                   "memory stays bounded for any length (default %d; fewer with a posterior)"
+                   % DEFAULT_CHUNK_ROWS)
     s.add_argument("--plate-scale", type=float,
                    help="arcsec per linear-grid pixel for the arcsec offsets (default: the "
                    "solution's)")
@@ -96,7 +105,7 @@ def run(args):
 
     from .image import correct_image, is_fits_image
     from .solutions import open_solution
-    from .starlist import correct_star_list
+    from .starlist import correct_star_list_file
 
     src = Path(args.input)
     if not src.exists():
@@ -111,14 +120,14 @@ def run(args):
         print(f"wrote {args.out} (image resampled onto the linear grid with {args.resampler}; "
               f"{evaluator.describe()})")
         return 0
-    t = correct_star_list(
+    n = correct_star_list_file(
         src, evaluator, args.out, x_col=_column(args.x_col), y_col=_column(args.y_col),
         sigma_x_col=_column(args.sigma_x_col), sigma_y_col=_column(args.sigma_y_col),
         cov_xy_col=_column(args.cov_xy_col), one_based=args.one_based, format=args.list_format,
         margin=args.margin, extrapolate=args.extrapolate, plate_scale=args.plate_scale,
-        reference=args.reference, overwrite=args.overwrite)
-    flags = t["domain_flag"]
-    print(f"wrote {args.out} ({len(t)} stars: {int((flags == 0).sum())} inside the domain, "
-          f"{int((flags == 1).sum())} within the margin, {int((flags == 2).sum())} beyond it; "
+        reference=args.reference, overwrite=args.overwrite, invalid_cov=args.invalid_cov,
+        chunk_rows=args.chunk_rows)
+    print(f"wrote {args.out} ({n['n']} stars: {n['n_inside']} inside the domain, "
+          f"{n['n_margin']} within the margin, {n['n_outside']} beyond it; "
           f"{evaluator.describe()})")
     return 0

@@ -96,7 +96,8 @@ def domain_flags(evaluator, x, y, margin=DEFAULT_MARGIN):
 
 
 def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
-                      margin=DEFAULT_MARGIN, extrapolate=False, factor=False, source="positions"):
+                      margin=DEFAULT_MARGIN, extrapolate=False, factor=False, source="positions",
+                      invalid_cov="error", columns=("sigma_x", "sigma_y", "cov_xy")):
     """Linear-grid positions of measured positions and their uncertainty.
 
     Parameters
@@ -107,7 +108,9 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
         Measured positions, 0-based detector pixels.
     sigma_x, sigma_y, cov_xy : array or float, optional
         The positions' own errors (pixels, pixels**2); default 0 (not given); a NaN error
-        gives a NaN uncertainty.
+        gives a NaN uncertainty.  Each position's covariance
+        ``[[sigma_x**2, cov_xy], [cov_xy, sigma_y**2]]`` must be positive semi-definite,
+        ``|cov_xy| <= sigma_x sigma_y``: see ``invalid_cov``.
     margin : float
         Positions up to ``margin`` pixels outside the domain are corrected (flag 1);
         beyond it they are flagged 2 and returned as NaN unless ``extrapolate``.
@@ -115,29 +118,89 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
         Also return the posterior's map factor (posterior solutions only).
     source : str
         Name used in messages (the file).
+    invalid_cov : {'error', 'nan'}
+        What to do with positions whose given covariance is not positive semi-definite
+        (``|cov_xy| > sigma_x sigma_y``, beyond rounding: a relative 1e-9): ``'error'``
+        (default) raises :class:`InvalidCovarianceError` naming the first rows and the
+        columns; ``'nan'`` corrects their positions but gives them a NaN uncertainty (and
+        logs how many).
+    columns : (str, str, str)
+        Names of the sigma_x, sigma_y and cov_xy inputs, for messages.
 
     Returns
     -------
     Corrected
-        Linear-grid positions, their covariance, the map's part, the domain flags (and the
-        map factor with ``factor``).
+        Linear-grid positions, their covariance (always positive semi-definite, or NaN),
+        the map's part, the domain flags (and the map factor with ``factor``).
 
     Raises
     ------
     ValueError
         If no position lies within the domain plus margin.
+    InvalidCovarianceError
+        See ``invalid_cov``.
     """
     x = np.ravel(np.asarray(x, dtype=float))
     y = np.ravel(np.asarray(y, dtype=float))
-    n = x.size
     if margin < 0 or not np.isfinite(margin):
         raise ValueError(f"the margin must be a finite number of pixels >= 0, got {margin!r}")
-    flag = domain_flags(evaluator, x, y, margin)
-    use = np.ones(n, bool) if extrapolate else flag < FLAG_OUTSIDE
-    use &= np.isfinite(x) & np.isfinite(y)
-    nout = int(np.count_nonzero(flag == FLAG_OUTSIDE))
+    res, nbad = _correct_block(evaluator, x, y, sigma_x, sigma_y, cov_xy, margin, extrapolate,
+                               factor, source, invalid_cov, columns)
+    _report_block(evaluator, source, x.size, int(np.count_nonzero(res.flag == FLAG_OUTSIDE)),
+                  nbad, margin, extrapolate, columns,
+                  usable=int(np.count_nonzero(_usable(res.flag, x, y, extrapolate))))
+    return res
+
+
+class InvalidCovarianceError(ValueError):
+    """Input position covariances that are not positive semi-definite (the message names
+    the source, the columns and the first rows)."""
+
+
+#: relative rounding allowed in ``|cov_xy| <= sigma_x sigma_y`` (such values are clipped)
+COV_RTOL = 1e-9
+INVALID_COV = ("error", "nan")
+
+
+def check_input_cov(sigma_x, sigma_y, cov_xy, source, columns, row0=0, invalid_cov="error"):
+    """Rows whose covariance ``[[sx**2, c], [c, sy**2]]`` is not positive semi-definite.
+
+    Returns the boolean mask of those rows (all False without ``cov_xy``) and ``cov_xy``
+    clipped to ``+-sigma_x sigma_y`` (rounding only); with ``invalid_cov='error'`` raises
+    :class:`InvalidCovarianceError` naming ``source``, the ``columns`` (sigma_x, sigma_y,
+    cov_xy) and the first rows (0-based data rows, counted from ``row0``).
+    """
+    if invalid_cov not in INVALID_COV:
+        raise ValueError(f"invalid_cov must be one of {', '.join(INVALID_COV)}, got {invalid_cov!r}")
+    if cov_xy is None or sigma_x is None or sigma_y is None:
+        return None, cov_xy
+    sx, sy, c = np.broadcast_arrays(np.asarray(sigma_x, float), np.asarray(sigma_y, float),
+                                    np.asarray(cov_xy, float))
+    bound = np.abs(sx * sy)
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(c) > bound * (1.0 + COV_RTOL)
+    if bad.any() and invalid_cov == "error":
+        rows = (np.flatnonzero(bad)[:5] + row0).tolist()
+        k = int(bad.sum())
+        raise InvalidCovarianceError(
+            f"{source}: {k} row(s) of data rows {row0} to {row0 + bad.size - 1} have a position "
+            f"covariance that is not positive semi-definite (|{columns[2]}| > {columns[0]} * {columns[1]}), e.g. rows {rows} "
+            "(0-based data rows); check the columns (is it a correlation coefficient rather than "
+            "a covariance in pixels**2? are the sigmas 1-sigma?), or correct them with a NaN "
+            "uncertainty (invalid_cov='nan', --invalid-cov nan)")
+    return bad, np.clip(c, -bound, bound)
+
+
+def _usable(flag, x, y, extrapolate):
+    use = np.ones(flag.shape, bool) if extrapolate else flag < FLAG_OUTSIDE
+    return use & np.isfinite(x) & np.isfinite(y)
+
+
+def _report_block(evaluator, source, n, nout, nbad, margin, extrapolate, columns,
+                  usable):
+    """The checks and warnings of a whole list (its blocks' totals)."""
     xmin, xmax, ymin, ymax = evaluator.domain
-    if n and not use.any():
+    if n and not usable:
         raise ValueError(
             f"{source}: none of the {n} positions lies within the domain of the solution "
             f"{evaluator.source} ({xmin} <= x <= {xmax}, {ymin} <= y <= {ymax}, 0-based "
@@ -147,6 +210,23 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
         log.warning("%s: %d of %d positions lie more than %g px outside the domain of %s "
                     "(flag 2): %s", source, nout, n, margin, evaluator.source,
                     "extrapolated as asked" if extrapolate else "not corrected (NaN)")
+    if nbad:
+        log.warning("%s: %d of %d positions have a covariance (%s, %s, %s) that is not positive "
+                    "semi-definite: corrected with a NaN uncertainty, as asked", source, nbad, n,
+                    *columns)
+
+
+def _correct_block(evaluator, x, y, sigma_x, sigma_y, cov_xy, margin, extrapolate, factor,
+                   source, invalid_cov, columns, row0=0):
+    """:func:`correct_positions` without the whole-list checks; returns the result and the
+    number of positions with an invalid input covariance."""
+    n = x.size
+    if cov_xy is not None and sigma_x is not None and sigma_y is not None:
+        sigma_x, sigma_y, cov_xy = (np.broadcast_to(np.asarray(v, dtype=float), (n,))
+                                    for v in (sigma_x, sigma_y, cov_xy))
+    bad_cov, cov_xy = check_input_cov(sigma_x, sigma_y, cov_xy, source, columns, row0, invalid_cov)
+    flag = domain_flags(evaluator, x, y, margin)
+    use = _usable(flag, x, y, extrapolate)
     idx = np.flatnonzero(use)
     every = idx.size == n
     ev = evaluator.evaluate(x if every else x[idx], y if every else y[idx], errors=True)
@@ -159,12 +239,23 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
     total[:, 0, 0] = a * a * sxx + 2 * a * b * sxy + b * b * syy
     total[:, 1, 1] = c * c * sxx + 2 * c * d * sxy + d * d * syy
     total[:, 0, 1] = a * c * sxx + (a * d + b * c) * sxy + b * d * syy
-    total[:, 1, 0] = total[:, 0, 1]
     mc = ev.map_cov if ev.map_cov is not None else np.zeros_like(total)
-    total += mc
+    total[:, 0, 0] += mc[:, 0, 0]
+    total[:, 1, 1] += mc[:, 1, 1]
+    total[:, 0, 1] += mc[:, 0, 1]
+    # J C J^T + C_map is positive semi-definite; keep it so through rounding
+    # (shrunk by a few ulp so that cov_xy**2 <= var_x var_y holds in floating point too)
+    lim = np.sqrt(np.clip(total[:, 0, 0], 0, None) * np.clip(total[:, 1, 1], 0, None))
+    lim *= 1.0 - 4.0 * np.finfo(float).eps
+    total[:, 0, 1] = np.clip(total[:, 0, 1], -lim, lim)
+    total[:, 1, 0] = total[:, 0, 1]
+    nbad = 0
+    if bad_cov is not None and bad_cov.any():
+        nbad = int(bad_cov.sum())
+        total[bad_cov[idx]] = np.nan
     fac = evaluator.map_factor(x[idx], y[idx]) if factor else None
     if every:
-        return Corrected(ev.lx, ev.ly, total, mc, flag, fac)
+        return Corrected(ev.lx, ev.ly, total, mc, flag, fac), nbad
     lx = np.full(n, np.nan)
     ly = np.full(n, np.nan)
     cov = np.full((n, 2, 2), np.nan)
@@ -176,7 +267,7 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
         full = np.full((n,) + fac.shape[1:], np.nan)
         full[idx] = fac
         fac = full
-    return Corrected(lx, ly, cov, map_cov, flag, fac)
+    return Corrected(lx, ly, cov, map_cov, flag, fac), nbad
 
 
 def _input_term(value, n, idx, every, square):
@@ -219,67 +310,19 @@ def _raw_cov(raw, cov_col, path):
     return None, None
 
 
-def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigma_x_col=None,
-                      sigma_y_col=None, cov_xy_col=None, one_based=None, format=None,
-                      margin=DEFAULT_MARGIN, extrapolate=False, plate_scale=None,
-                      reference=None, overwrite=False):
-    """Correct the positions of a star list; write it to ``out`` (if given) and return it.
+def _check_out(path, out, overwrite):
+    """The output's astropy format; refuses the input itself and an existing output."""
+    if _same_file(path, out):
+        raise ValueError(f"{out}: is the input star list; the input is never modified in "
+                         "place: choose another output name")
+    fmt = _output_format(out)
+    check_writable(out, overwrite)
+    return fmt
 
-    Parameters
-    ----------
-    path : path-like
-        The star list (ECSV, FITS table, CSV, plain text, DAOPHOT II, IRAF DAOPHOT).
-    evaluator : Evaluator
-        The opened solution.
-    out : path-like, optional
-        Output list; format from the name (``.ecsv``, ``.fits``, ``.csv``, ``.txt``).
-        Refused if it exists (unless ``overwrite``) or if it is the input.
-    x_col, y_col, sigma_x_col, sigma_y_col, one_based, format :
-        As :func:`astrocal.sky.starlist.read_star_list` (names or 0-based indices).
-    cov_xy_col : str or int, optional
-        Column of the x-y position covariance (pixels**2); default: a column named
-        ``cov_xy`` if there is one, else none.
-    margin, extrapolate :
-        See :func:`correct_positions`.
-    plate_scale : float, optional
-        arcsec per linear-grid pixel for the arcsec offsets; default the solution's.
-    reference : (x, y), optional
-        Linear-grid position the arcsec offsets are measured from, in the list's pixel
-        convention; default the boresight.
 
-    Returns
-    -------
-    astropy.table.Table
-        A copy of the input table with the columns of this module's docstring added.
-    """
-    path = Path(path)
-    if out is not None:
-        if _same_file(path, out):
-            raise ValueError(f"{out}: is the input star list; the input is never modified in "
-                             "place: choose another output name")
-        fmt_out = _output_format(out)
-        check_writable(out, overwrite)
-    stars = read_star_list(path, x_col=x_col, y_col=y_col, sigma_x_col=sigma_x_col,
-                           sigma_y_col=sigma_y_col, one_based=one_based, format=format)
-    raw = _read_table(path, stars.meta["format"])
-    if len(raw) != len(stars):
-        raise StarListError(f"{path}: read {len(stars)} stars but the table has {len(raw)} rows")
-    clash = [c for c in NEW_COLUMNS if c in raw.colnames]
-    if clash:
-        raise StarListError(f"{path}: already has column(s) {', '.join(clash)} (corrected "
-                            "before?); start from the uncorrected list or rename them")
-    x = np.asarray(stars["x"], dtype=float)
-    y = np.asarray(stars["y"], dtype=float)
-    sx = np.asarray(stars["sigma_x"], dtype=float) if "sigma_x" in stars.colnames else None
-    sy = np.asarray(stars["sigma_y"], dtype=float) if "sigma_y" in stars.colnames else None
-    cxy, cov_name = _raw_cov(raw, cov_xy_col, path) if sx is not None else (None, None)
-    if sx is None:
-        log.warning("%s: the list gives no position errors; the stated uncertainty is the "
-                    "solution's only", path)
-    want_factor = evaluator.kind == "posterior"
-    res = correct_positions(evaluator, x, y, sx, sy, cxy, margin=margin,
-                            extrapolate=extrapolate, factor=want_factor, source=str(path))
-    shift = FITS_ORIGIN if stars.meta["one_based_input"] else 0.0
+def _frame(evaluator, plate_scale, reference, one_based):
+    """Pixel shift of the list's convention, plate scale and 0-based reference pixel."""
+    shift = FITS_ORIGIN if one_based else 0.0
     scale = float(evaluator.plate_scale if plate_scale is None else plate_scale)
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"plate scale must be a positive number of arcsec/pixel, got {plate_scale!r}")
@@ -289,8 +332,19 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
         ref = np.asarray(reference, dtype=float) - shift
         if ref.shape != (2,) or not np.isfinite(ref).all():
             raise ValueError(f"the reference must be two finite pixel coordinates, got {reference!r}")
+    return shift, scale, ref
+
+
+def _check_clash(colnames, path):
+    clash = [c for c in NEW_COLUMNS if c in colnames]
+    if clash:
+        raise StarListError(f"{path}: already has column(s) {', '.join(clash)} (corrected "
+                            "before?); start from the uncorrected list or rename them")
+
+
+def _add_columns(t, res, shift, scale, ref):
+    """Add the corrected columns of ``res`` to the input table ``t`` (in place)."""
     sig_x, sig_y = res.sigma
-    t = raw.copy(copy_data=True)
     conv = "1-based (FITS)" if shift else "0-based"
     t["x_lin"] = (res.lx + shift) * u.pix
     t["y_lin"] = (res.ly + shift) * u.pix
@@ -312,6 +366,16 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
     t["domain_flag"] = res.flag
     t["domain_flag"].description = ("0 inside the solution's domain, 1 within the margin "
                                     "(extrapolated), 2 beyond it")
+    if res.factor is not None:
+        t["map_factor"] = res.factor * u.pix
+        t["map_factor"].description = ("posterior map factor F_i (2, r): cov(lin_i, lin_j) "
+                                        "= F_i F_j^T (+ map_white_cov if i = j)")
+    return t
+
+
+def _meta(evaluator, shift, scale, ref, margin, extrapolate, input_columns, cov_name, has_errors,
+          n_outside, invalid_cov, n_invalid_cov, factor_rank):
+    conv = "1-based (FITS)" if shift else "0-based"
     meta = {
         "solution": evaluator.source,
         "solution_kind": evaluator.kind,
@@ -326,27 +390,316 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
         "margin_pixel": float(margin),
         "extrapolate": bool(extrapolate),
         "pixel_convention": conv,
-        "input_columns": {k: v for k, v in stars.meta["columns"].items() if v is not None},
+        "input_columns": {k: v for k, v in input_columns.items() if v is not None},
         "input_cov_xy_column": cov_name,
-        "input_has_errors": sx is not None,
+        "input_has_errors": has_errors,
         "solution_has_uncertainty": bool(evaluator.has_uncertainty),
         "offset_definition": "offset = measured position - linear-grid position (pixels)",
-        "n_outside_margin": int(np.count_nonzero(res.flag == FLAG_OUTSIDE)),
+        "n_outside_margin": int(n_outside),
+        "invalid_input_cov": invalid_cov,
+        "n_invalid_input_cov": int(n_invalid_cov),
         "creator": f"astrocal {__version__}",
     }
-    if res.factor is not None:
-        t["map_factor"] = res.factor * u.pix
-        t["map_factor"].description = ("posterior map factor F_i (2, r): cov(lin_i, lin_j) "
-                                        "= F_i F_j^T (+ map_white_cov if i = j)")
-        meta["map_factor_rank"] = int(res.factor.shape[-1])
+    if factor_rank is not None:
+        meta["map_factor_rank"] = int(factor_rank)
         white = getattr(evaluator, "white_cov", None)
         meta["map_white_cov"] = (np.zeros((2, 2)) if white is None else np.asarray(white, float)).tolist()
-    t.meta["astrocal_correct"] = meta
+    return meta
+
+
+def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigma_x_col=None,
+                      sigma_y_col=None, cov_xy_col=None, one_based=None, format=None,
+                      margin=DEFAULT_MARGIN, extrapolate=False, plate_scale=None,
+                      reference=None, overwrite=False, invalid_cov="error"):
+    """Correct the positions of a star list; write it to ``out`` (if given) and return it.
+
+    The whole list is held in memory; :func:`correct_star_list_file` writes the same file
+    from a list of any length in bounded memory.
+
+    Parameters
+    ----------
+    path : path-like
+        The star list (ECSV, FITS table, CSV, plain text, DAOPHOT II, IRAF DAOPHOT).
+    evaluator : Evaluator
+        The opened solution.
+    out : path-like, optional
+        Output list; format from the name (``.ecsv``, ``.fits``, ``.csv``, ``.txt``).
+        Refused if it exists (unless ``overwrite``) or if it is the input.
+    x_col, y_col, sigma_x_col, sigma_y_col, one_based, format :
+        As :func:`astrocal.sky.starlist.read_star_list` (names or 0-based indices).
+    cov_xy_col : str or int, optional
+        Column of the x-y position covariance (pixels**2); default: a column named
+        ``cov_xy`` if there is one, else none.
+    margin, extrapolate, invalid_cov :
+        See :func:`correct_positions`.
+    plate_scale : float, optional
+        arcsec per linear-grid pixel for the arcsec offsets; default the solution's.
+    reference : (x, y), optional
+        Linear-grid position the arcsec offsets are measured from, in the list's pixel
+        convention; default the boresight.
+
+    Returns
+    -------
+    astropy.table.Table
+        A copy of the input table with the columns of this module's docstring added.
+    """
+    path = Path(path)
+    fmt_out = _check_out(path, out, overwrite) if out is not None else None
+    stars = read_star_list(path, x_col=x_col, y_col=y_col, sigma_x_col=sigma_x_col,
+                           sigma_y_col=sigma_y_col, one_based=one_based, format=format)
+    raw = _read_table(path, stars.meta["format"])
+    if len(raw) != len(stars):
+        raise StarListError(f"{path}: read {len(stars)} stars but the table has {len(raw)} rows")
+    _check_clash(raw.colnames, path)
+    x = np.asarray(stars["x"], dtype=float)
+    y = np.asarray(stars["y"], dtype=float)
+    sx = np.asarray(stars["sigma_x"], dtype=float) if "sigma_x" in stars.colnames else None
+    sy = np.asarray(stars["sigma_y"], dtype=float) if "sigma_y" in stars.colnames else None
+    cxy, cov_name = _raw_cov(raw, cov_xy_col, path) if sx is not None else (None, None)
+    if sx is None:
+        log.warning("%s: the list gives no position errors; the stated uncertainty is the "
+                    "solution's only", path)
+    cols = stars.meta["columns"]
+    res = correct_positions(evaluator, x, y, sx, sy, cxy, margin=margin,
+                            extrapolate=extrapolate, factor=evaluator.kind == "posterior",
+                            source=str(path), invalid_cov=invalid_cov,
+                            columns=(cols.get("sigma_x"), cols.get("sigma_y"), cov_name))
+    shift, scale, ref = _frame(evaluator, plate_scale, reference, stars.meta["one_based_input"])
+    t = _add_columns(raw.copy(copy_data=True), res, shift, scale, ref)
+    nbad = int(np.count_nonzero(np.isnan(res.cov[:, 0, 0]) & np.isfinite(res.lx))) \
+        if invalid_cov == "nan" and cxy is not None else 0
+    t.meta["astrocal_correct"] = _meta(
+        evaluator, shift, scale, ref, margin, extrapolate, cols, cov_name, sx is not None,
+        np.count_nonzero(res.flag == FLAG_OUTSIDE), invalid_cov, nbad,
+        None if res.factor is None else res.factor.shape[-1])
     if out is not None:
         _write(t, out, fmt_out, overwrite)
         log.info("%s -> %s: %d stars corrected with %s", path, out, int(np.isfinite(res.lx).sum()),
                  evaluator.describe())
     return t
+
+
+# ------------------------------------------------------------------ lists of any length
+def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based):
+    """Columns of a header-only table (ECSV, CSV, FITS), chosen as
+    :func:`astrocal.sky.starlist.read_star_list` chooses them."""
+    from ..sky import starlist as sl
+
+    xn = sl._find(t0, x_col, sl._X_NAMES, "star x position", path, "x_col")
+    yn = sl._find(t0, y_col, sl._Y_NAMES, "star y position", path, "y_col")
+    fn = sl._find(t0, None, sl._FLUX_NAMES, "flux", path, False)
+    fen = sl._find(t0, None, sl._FLUX_ERR_NAMES, "flux error", path, False) if fn else None
+    mn = sl._find(t0, None, sl._MAG_NAMES, "magnitude", path, False)
+    men = sl._find(t0, None, sl._MERR_NAMES, "magnitude error", path, False) if mn else None
+    sxn = sl._find(t0, sigma_x_col, sl._SX_NAMES, "x error", path, False)
+    syn = sl._find(t0, sigma_y_col, sl._SY_NAMES, "y error", path, False)
+    if (sxn is None) != (syn is None):
+        raise StarListError(f"{path}: position errors need both an x and a y column (found only "
+                            f"'{sxn or syn}')")
+    if len({xn, yn}) < 2:
+        raise StarListError(f"{path}: x and y are the same column '{xn}'")
+    for name in (xn, yn, sxn, syn):
+        if name is not None and not sl._pixel_unit(getattr(t0[name], "unit", None)):
+            raise StarListError(f"{path}: column '{name}' has unit '{t0[name].unit}'; expected pixels")
+    columns = {"x": xn, "y": yn}
+    if fn is not None:
+        columns["flux"] = fn
+        if fen is not None:
+            columns["flux_err"] = fen
+    elif mn is not None:
+        columns["flux"] = f"10**(-0.4 ({mn} - {sl.DAOPHOT_ZERO_POINT:g}))"
+        if men is not None:
+            columns["flux_err"] = f"from {men}"
+    else:
+        columns["flux"] = None
+    if mn is not None:
+        columns["mag"] = mn
+    if sxn is not None:
+        columns["sigma_x"], columns["sigma_y"] = sxn, syn
+    if one_based is None:
+        one_based = xn.lower() in sl._ONE_BASED_X
+    return columns, bool(one_based)
+
+
+def _block_positions(t, columns, one_based, path, row0):
+    """x, y (0-based) and sigma_x, sigma_y (or None) of a block, checked as
+    :func:`astrocal.sky.starlist.read_star_list` checks them (rows counted from ``row0``)."""
+    from ..sky import starlist as sl
+
+    xn, yn = columns["x"], columns["y"]
+    x, _ = sl._values(t, xn, "star x position", path)
+    y, _ = sl._values(t, yn, "star y position", path)
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    if np.any(bad):
+        rows = (np.nonzero(bad)[0][:10] + row0).tolist()
+        raise StarListError(f"{path}: columns '{xn}', '{yn}': missing or non-finite positions in "
+                            f"rows {rows} (0-based data rows)")
+    if one_based:
+        x, y = x - FITS_ORIGIN, y - FITS_ORIGIN
+    sig = []
+    for name in ("sigma_x", "sigma_y"):
+        col = columns.get(name)
+        if col is None:
+            return x, y, None, None
+        v, _ = sl._values(t, col, name, path)
+        if np.any(v[np.isfinite(v)] < 0):
+            rows = (np.nonzero(np.isfinite(v) & (v < 0))[0][:10] + row0).tolist()
+            raise StarListError(f"{path}: column '{col}' ({name}) is negative in rows {rows}")
+        sig.append(v)
+    return x, y, sig[0], sig[1]
+
+
+def correct_star_list_file(path, evaluator, out, *, x_col=None, y_col=None, sigma_x_col=None,
+                           sigma_y_col=None, cov_xy_col=None, one_based=None, format=None,
+                           margin=DEFAULT_MARGIN, extrapolate=False, plate_scale=None,
+                           reference=None, overwrite=False, invalid_cov="error",
+                           chunk_rows=None):
+    """Correct a star list of any length into ``out``, in blocks of rows (bounded memory).
+
+    ECSV, CSV and FITS lists are read and written ``chunk_rows`` rows at a time
+    (:mod:`astrocal.correct.chunks`): memory stays bounded whatever the length, time is
+    linear in it, and the output is byte for byte the file :func:`correct_star_list`
+    writes.  Other formats (plain text, DAOPHOT, IRAF) are read whole.
+
+    Parameters
+    ----------
+    path, evaluator, out, x_col, y_col, sigma_x_col, sigma_y_col, cov_xy_col, one_based, \
+format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
+        As :func:`correct_star_list` (``out`` is required).
+    chunk_rows : int, optional
+        Rows per block; default :data:`astrocal.correct.chunks.DEFAULT_CHUNK_ROWS`, fewer
+        for a posterior solution (whose map factor adds ``2 r`` values per row).
+
+    Returns
+    -------
+    dict
+        ``n`` rows, ``n_inside``, ``n_margin``, ``n_outside`` (domain flags 0, 1, 2),
+        ``n_corrected`` (finite ``x_lin``), ``chunks`` (blocks read, all passes).
+    """
+    from ..sky.starlist import _guess_format
+    from .chunks import (CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema,
+                         SchemaChanged, iter_chunks)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"star list not found: {path}")
+    fmt = _guess_format(path) if format is None else str(format).lower()
+    if fmt not in CHUNKED_FORMATS:
+        t = correct_star_list(path, evaluator, out, x_col=x_col, y_col=y_col,
+                              sigma_x_col=sigma_x_col, sigma_y_col=sigma_y_col,
+                              cov_xy_col=cov_xy_col, one_based=one_based, format=fmt,
+                              margin=margin, extrapolate=extrapolate, plate_scale=plate_scale,
+                              reference=reference, overwrite=overwrite, invalid_cov=invalid_cov)
+        flags = np.asarray(t["domain_flag"])
+        return {"n": len(t), "n_inside": int((flags == FLAG_INSIDE).sum()),
+                "n_margin": int((flags == FLAG_MARGIN).sum()),
+                "n_outside": int((flags == FLAG_OUTSIDE).sum()),
+                "n_corrected": int(np.isfinite(np.asarray(t["x_lin"], float)).sum()), "chunks": 1}
+    fmt_out = _check_out(path, out, overwrite)
+    want_factor = evaluator.kind == "posterior"
+    if chunk_rows is None:
+        chunk_rows = DEFAULT_CHUNK_ROWS
+        if want_factor:  # ~ 2e7 values of the map factor per block
+            rank = evaluator.map_factor([evaluator.boresight[0]], [evaluator.boresight[1]]).shape[-1]
+            chunk_rows = max(1000, min(chunk_rows, int(1e7 // (2 * rank + 1))))
+    chunk_rows = int(chunk_rows)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if fmt_out != "fits" and want_factor and fmt_out != "ascii.ecsv":
+        log.warning("%s: a %s file cannot hold the posterior's map factor column; write .ecsv "
+                    "or .fits to keep the correlations between stars", out, fmt_out)
+
+    schema = Schema()
+    nchunks = 0
+    done = False
+    for _attempt in range(2):
+        writer = ChunkWriter(out, fmt_out, overwrite)
+        tot = dict(n=0, n_inside=0, n_margin=0, n_outside=0, n_corrected=0, nbad=0, usable=0)
+        state = {}
+        try:
+            for row0, raw in iter_chunks(path, fmt, chunk_rows):
+                nchunks += 1
+                widened = schema.widen(raw, str(path), row0)
+                if widened is not schema:
+                    if row0 > 0:
+                        raise SchemaChanged(widened)
+                    schema = widened
+                schema.conform(raw)
+                if not state:
+                    _check_clash(raw.colnames, path)
+                    columns, one_b = _resolve_columns(raw, path, x_col, y_col, sigma_x_col,
+                                                      sigma_y_col, one_based)
+                    state.update(columns=columns, one_based=one_b,
+                                 frame=_frame(evaluator, plate_scale, reference, one_b))
+                    if "sigma_x" not in columns:
+                        log.warning("%s: the list gives no position errors; the stated "
+                                    "uncertainty is the solution's only", path)
+                columns = state["columns"]
+                if row0 == 0 and len(raw) == 0:
+                    raise StarListError(f"{path}: the star list has no rows")
+                if len(raw) == 0:
+                    continue
+                x, y, sx, sy = _block_positions(raw, columns, state["one_based"], path, row0)
+                cxy, cov_name = _raw_cov(raw, cov_xy_col, path) if sx is not None else (None, None)
+                state["cov_name"] = cov_name
+                res, nbad = _correct_block(
+                    evaluator, x, y, sx, sy, cxy, margin, extrapolate, want_factor, str(path),
+                    invalid_cov, (columns.get("sigma_x"), columns.get("sigma_y"), cov_name), row0)
+                shift, scale, ref = state["frame"]
+                t = _add_columns(raw, res, shift, scale, ref)
+                if "map_factor" in t.colnames and fmt_out not in ("fits", "ascii.ecsv"):
+                    t.remove_column("map_factor")
+                state["rank"] = None if res.factor is None else res.factor.shape[-1]
+                writer.write(t)
+                flag = res.flag
+                tot["n"] += len(t)
+                tot["n_inside"] += int(np.count_nonzero(flag == FLAG_INSIDE))
+                tot["n_margin"] += int(np.count_nonzero(flag == FLAG_MARGIN))
+                tot["n_outside"] += int(np.count_nonzero(flag == FLAG_OUTSIDE))
+                tot["n_corrected"] += int(np.count_nonzero(np.isfinite(res.lx)))
+                tot["usable"] += int(np.count_nonzero(_usable(flag, x, y, extrapolate)))
+                tot["nbad"] += nbad
+            _report_block(evaluator, str(path), tot["n"], tot["n_outside"], tot["nbad"], margin,
+                          extrapolate, (columns.get("sigma_x"), columns.get("sigma_y"),
+                                        state.get("cov_name")), tot["usable"])
+            shift, scale, ref = state["frame"]
+            meta = _meta(evaluator, shift, scale, ref, margin, extrapolate, columns,
+                         state.get("cov_name"), "sigma_x" in columns, tot["n_outside"],
+                         invalid_cov, tot["nbad"], state.get("rank"))
+            writer.close(_output_meta(writer.template_meta(), meta, fmt_out))
+        except SchemaChanged as exc:
+            writer.abort()
+            log.info("%s: column types change down the file; reading it again with %s",
+                     path, ", ".join(f"{k}: {v[0]}" for k, v in exc.schema.columns.items()))
+            schema = exc.schema
+            for row0, raw in iter_chunks(path, fmt, chunk_rows):  # the final schema, once
+                nchunks += 1
+                schema = schema.widen(raw, str(path), row0)
+            continue
+        except BaseException:
+            writer.abort()
+            raise
+        done = True
+        break
+    if not done:
+        raise RuntimeError(f"{path}: column types kept changing between two readings; nothing "
+                           f"written to {out}")
+    log.info("%s -> %s: %d stars corrected with %s (%d blocks of <= %d rows)", path, out,
+             tot["n_corrected"], evaluator.describe(), nchunks, chunk_rows)
+    return {k: tot[k] for k in ("n", "n_inside", "n_margin", "n_outside", "n_corrected")} | \
+        {"chunks": nchunks}
+
+
+def _output_meta(raw_meta, meta, fmt):
+    """The output's metadata as :func:`_write` makes it: the input's, with the correction's
+    under ``astrocal_correct`` (ECSV), as keywords and HISTORY (FITS) or comments."""
+    if fmt == "ascii.ecsv":
+        out = dict(raw_meta)
+        out["astrocal_correct"] = meta
+        return out
+    if fmt == "fits":
+        return _fits_meta(raw_meta, meta)
+    return {"comments": [f"astrocal correct: {k} = {v}" for k, v in meta.items()]}
 
 
 def _write(t, out, fmt, overwrite):
@@ -398,4 +751,5 @@ def _fits_meta(raw_meta, meta):
 
 
 __all__ = ["DEFAULT_MARGIN", "FLAG_INSIDE", "FLAG_MARGIN", "FLAG_OUTSIDE", "Corrected",
-           "correct_positions", "correct_star_list", "domain_flags"]
+           "InvalidCovarianceError", "check_input_cov", "correct_positions",
+           "correct_star_list", "correct_star_list_file", "domain_flags"]

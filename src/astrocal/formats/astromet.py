@@ -48,6 +48,13 @@ REQUIRED_TABLE_COLUMNS = ("RAWX", "RAWY", "RAWX_OFF", "RAWY_OFF")
 REQUIRED_POLY_COLUMNS = ("FILTER_ID", "PLTSCALE", "XPOLYCOEF", "YPOLYCOEF")
 
 
+#: a FILTER-<ID> table may differ from POLYNOM_MAP by up to TABLE_POLY_FACTOR * POLYERR
+#: + TABLE_POLY_TOL * (largest offset) before it is called inconsistent (single precision,
+#: and the table's grid reaches up to one step beyond the detector where POLYERR is measured)
+TABLE_POLY_FACTOR = 10.0
+TABLE_POLY_TOL = 1e-3
+
+
 class AstroMetFormatError(ValueError):
     """An AstroMet file lacks an extension, a column or a keyword, or holds bad values."""
 
@@ -187,7 +194,7 @@ def _poly_hdu(name, products, which, fmt):
 
 
 def write_astromet(path, solutions, instrument="", step=25, overwrite=False, provenance=None,
-                   precision="single", cards=()):
+                   precision="single", cards=(), history=()):
     """Write one or more :class:`~astrocal.solution.Solution` to an AstroMet FITS file.
 
     Parameters
@@ -207,6 +214,8 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
         ``"single"`` writes E/36E columns as the CCF does; ``"double"`` writes D/36D.
     cards : sequence of (keyword, value, comment)
         Extra primary-header cards as they are (a fit's quality flags).
+    history : sequence of str
+        Primary-header HISTORY lines (a conversion's provenance and what it did not carry).
 
     Returns
     -------
@@ -244,6 +253,8 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
         _put_provenance(h, key, value)
     for key, value, comment in cards or ():
         h[key] = (value, comment)
+    for line in history or ():
+        h.add_history(str(line))
     hdus = [primary] + [p.table_hdu for p in products]
     hdus.append(_poly_hdu("POLYNOM_MAP", products, "poly", fmt))
     hdus.append(_poly_hdu("POLYNOM_MAP2", products, "poly2", fmt))
@@ -288,6 +299,99 @@ class AstroMetFilter:
     def has_errors(self):
         return "RAWX_OFF_ERR" in self.table.colnames and "RAWY_OFF_ERR" in self.table.colnames
 
+    def table_grid(self):
+        """The ``FILTER-<ID>`` table checked and as planes on its grid.
+
+        Returns ``xs, ys`` (the sorted 1-based RAWX, RAWY values) and a dict column ->
+        (ny, nx) array.  Raises :class:`AstroMetFormatError` naming the extension and the
+        column when the table is not a complete regular grid (missing or repeated RAWX,
+        RAWY pairs, fewer than 4 x 4 points, a wrong number of rows), holds NaN, has
+        negative errors, or disagrees with POLYNOM_MAP far beyond the header's POLYERR
+        (:data:`TABLE_POLY_TOL`): a corrupted or inconsistent table.
+        """
+        ext = f"FILTER-{self.filter_id}"
+        where = f"{self.source}: extension {ext}"
+        t = self.table
+        rx = np.asarray(t["RAWX"], dtype=float)
+        ry = np.asarray(t["RAWY"], dtype=float)
+        for name, v in (("RAWX", rx), ("RAWY", ry)):
+            if not np.isfinite(v).all():
+                raise AstroMetFormatError(f"{where} column {name} holds NaN or infinite values")
+        xs, ys = np.unique(rx), np.unique(ry)
+        if xs.size * ys.size != len(t) or xs.size < 4 or ys.size < 4:
+            raise AstroMetFormatError(
+                f"{where} is not a complete regular grid of RAWX, RAWY ({len(t)} rows, {xs.size} "
+                f"x and {ys.size} y values; at least 4 x 4 needed)")
+        order = np.lexsort((rx, ry))
+        ix = np.searchsorted(xs, rx[order])
+        iy = np.searchsorted(ys, ry[order])
+        if not (np.array_equal(ix, np.tile(np.arange(xs.size), ys.size))
+                and np.array_equal(iy, np.repeat(np.arange(ys.size), xs.size))):
+            raise AstroMetFormatError(f"{where} repeats RAWX, RAWY pairs: not a regular grid")
+        planes = {}
+        names = [n for n in ("RAWX_OFF", "RAWY_OFF", "RAWX_OFF_ERR", "RAWY_OFF_ERR")
+                 if n in t.colnames]
+        for name in names:
+            col = np.asarray(t[name], dtype=float)
+            if col.ndim != 1:
+                raise AstroMetFormatError(f"{where} column {name} has shape {col.shape[1:]} per "
+                                          "row; one value per row expected")
+            if not np.isfinite(col).all():
+                bad = int(np.count_nonzero(~np.isfinite(col)))
+                raise AstroMetFormatError(f"{where} column {name} holds {bad} NaN or infinite "
+                                          "value(s)")
+            if name.endswith("_ERR") and np.any(col < 0):
+                raise AstroMetFormatError(f"{where} column {name} holds negative errors")
+            planes[name] = col[order].reshape(ys.size, xs.size)
+        # the table against POLYNOM_MAP: the header's POLYERR bounds their difference
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        b = self.boresight
+        mx, my = self.forward_monomials()
+        dx = xx - (b[0] + 1.0)
+        dy = yy - (b[1] + 1.0)
+        px = evaluate_monomial(mx, dx, dy)
+        py = evaluate_monomial(my, dx, dy)
+        diff = np.hypot(px - planes["RAWX_OFF"], py - planes["RAWY_OFF"])
+        polyerr = float(self.header.get("POLYERR", 0.0) or 0.0)
+        scale = max(1.0, float(np.max(np.abs(planes["RAWX_OFF"]))),
+                    float(np.max(np.abs(planes["RAWY_OFF"]))))
+        limit = TABLE_POLY_FACTOR * polyerr + TABLE_POLY_TOL * scale
+        worst = float(diff.max())
+        if worst > limit:
+            k = int(np.argmax(diff))
+            raise AstroMetFormatError(
+                f"{where} columns RAWX_OFF, RAWY_OFF disagree with POLYNOM_MAP by up to "
+                f"{worst:.4g} px (at RAWX = {xx.flat[k]:g}, RAWY = {yy.flat[k]:g}), far beyond "
+                f"POLYERR = {polyerr:.3g} px: the table or the polynomials are corrupted")
+        return xs, ys, planes
+
+    def sigma_function(self):
+        """``sigma(x, y) -> (sigma_x, sigma_y)`` at measured positions (0-based pixels),
+        from the RAWX_OFF_ERR/RAWY_OFF_ERR columns (tabulated at linear-grid positions,
+        interpolated by a bicubic spline at ``l = p - POLYNOM_MAP2(p)``); None without
+        error columns."""
+        if not self.has_errors:
+            return None
+        from scipy.interpolate import RectBivariateSpline
+
+        xs, ys, planes = self.table_grid()
+        xs0, ys0 = from_fits(xs), from_fits(ys)
+        splines = [RectBivariateSpline(ys0, xs0, planes[n], kx=3, ky=3, s=0)
+                   for n in ("RAWX_OFF_ERR", "RAWY_OFF_ERR")]
+        mx2, my2 = self.reverse_monomials()
+        b = self.boresight
+
+        def sigma(x, y):
+            x = np.asarray(x, dtype=float)
+            y = np.asarray(y, dtype=float)
+            lx = x - evaluate_monomial(mx2, x - b[0], y - b[1])
+            ly = y - evaluate_monomial(my2, x - b[0], y - b[1])
+            out = [np.clip(s.ev(ly.ravel(), lx.ravel()), 0.0, None).reshape(np.shape(lx))
+                   for s in splines]
+            return out[0], out[1]
+
+        return sigma
+
     def reverse_monomials(self):
         """POLYNOM_MAP2 as square monomial arrays in (measured - boresight)."""
         return from_astromet(self.poly2[0]), from_astromet(self.poly2[1])
@@ -296,10 +400,12 @@ class AstroMetFilter:
         """POLYNOM_MAP as square monomial arrays in (linear-grid - boresight)."""
         return from_astromet(self.poly[0]), from_astromet(self.poly[1])
 
-    def solution(self):
+    def solution(self, with_errors=True):
         """The :class:`Solution` rebuilt from POLYNOM_MAP2 (exact to the stored precision
-        for fields of degree <= 7; otherwise within ``POLY2ERR`` pixels)."""
+        for fields of degree <= 7; otherwise within ``POLY2ERR`` pixels), with the table's
+        errors as its ``sigma`` (``with_errors``; see :meth:`sigma_function`)."""
         domain = detector_domain(self.detector_shape)
+        sigma = self.sigma_function() if with_errors else None
         mx, my = trim_monomials(*self.reverse_monomials())
         d2 = DistortionField.from_monomials(mx, my, domain, origin=self.boresight,
                                             unit="pixel", input_unit="pixel")
@@ -307,7 +413,7 @@ class AstroMetFilter:
         return Solution.from_reverse_offsets(
             d2, self.boresight, self.plate_scale, self.rotation, self.parity,
             reference_position=self.reference_position, filter=self.filter_id,
-            detector_shape=self.detector_shape, meta=meta)
+            detector_shape=self.detector_shape, meta=meta, sigma=sigma)
 
 
 @dataclass

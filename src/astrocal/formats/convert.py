@@ -80,17 +80,21 @@ def read_solutions(path, fmt=None):
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def write_solutions(path, solutions, fmt, filter_id=None, overwrite=False, instrument=""):
+def write_solutions(path, solutions, fmt, filter_id=None, overwrite=False, instrument="",
+                    history=(), crval=(0.0, 0.0), step=25):
     """Write ``solutions`` (dict filter -> Solution) in ``fmt``; single-filter formats need
-    ``filter_id`` when there are several."""
+    ``filter_id`` when there are several.  ``history``: HISTORY lines of the output
+    (metadata key ``history`` of a SIAF table); ``crval``: a SIP header's sky position of
+    the boresight (degrees); ``step``: an AstroMet table's grid step (pixels)."""
     if fmt == "astromet":
         chosen = list(solutions.values()) if filter_id is None else [_pick(solutions, filter_id, path)]
-        return write_astromet(path, chosen, instrument=instrument, overwrite=overwrite)
+        return write_astromet(path, chosen, instrument=instrument, overwrite=overwrite,
+                              history=history, step=step)
     sol = _pick(solutions, filter_id, path)
     if fmt == "sip":
-        return write_sip_header(path, sol, overwrite=overwrite)
+        return write_sip_header(path, sol, overwrite=overwrite, history=history, crval=crval)
     if fmt == "siaf":
-        return write_siaf(path, sol, overwrite=overwrite)
+        return write_siaf(path, sol, overwrite=overwrite, history=history)
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
@@ -105,13 +109,92 @@ def _pick(solutions, filter_id, path):
     return solutions[filter_id]
 
 
+#: an AstroMet table holds detail beyond POLYNOM_MAP2 when POLY2ERR exceeds this (pixels)
+DETAIL_PX = 1e-3
+#: keywords of a SIP header that the solution (or the SIP writer) accounts for
+_SIP_KNOWN = ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "WCSAXES", "CTYPE1",
+              "CTYPE2", "CUNIT1", "CUNIT2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1",
+              "CD1_2", "CD2_1", "CD2_2", "IMAGEW", "IMAGEH", "FILTER", "PLTSCALE", "FPREFU",
+              "FPREFV", "CREATOR", "A_ORDER", "B_ORDER", "AP_ORDER", "BP_ORDER", "SIPRTERR",
+              "COMMENT", "HISTORY", "")
+_NAMES = {"astromet": "AstroMet", "sip": "SIP header", "siaf": "SIAF table"}
+
+
+def _source_content(src, fmt, chosen):
+    """What the input holds beyond its solutions' polynomial field: ``(history, extra)``,
+    with ``extra`` a list of ``(what, formats that hold it)``; ``chosen``: the filters
+    converted."""
+    history, extra = [], []
+    if fmt == "astromet":
+        am = read_astromet(src)
+        history += [str(v) for v in am.header.get("HISTORY", [])]
+        for fid in chosen:
+            h = am.filters[fid].header
+            if am.filters[fid].has_errors:
+                extra.append((f"the map uncertainty of filter {fid} (columns RAWX_OFF_ERR, "
+                              "RAWY_OFF_ERR)", ("astromet",)))
+            p2 = float(h.get("POLY2ERR", 0.0) or 0.0)
+            if p2 > DETAIL_PX or h.get("RESIDUAL") or int(h.get("DEGREE", 0) or 0) > 7:
+                extra.append((f"the detail of table FILTER-{fid} beyond the degree-7 polynomial "
+                              f"POLYNOM_MAP2 (POLY2ERR = {p2:.3g} px, DEGREE = {h.get('DEGREE')}, "
+                              f"RESIDUAL = {h.get('RESIDUAL')}): the output is rebuilt from "
+                              "POLYNOM_MAP2", ()))
+        steps = {int(am.filters[f].header.get("STEP", 25)) for f in chosen}
+        if len(steps) > 1:
+            extra.append((f"the tables' own grid steps {sorted(steps)} (one step, the "
+                          f"smallest, is written)", ()))
+        return history, extra, {"instrument": str(am.header.get("INSTRUME", "")),
+                                "step": min(steps) if steps else 25}
+    if fmt == "sip":
+        from .sip import load_header
+
+        h = load_header(src)
+        history += [str(v) for v in h.get("HISTORY", [])]
+        crval = (float(h.get("CRVAL1", 0.0)), float(h.get("CRVAL2", 0.0)))
+        if any(crval):
+            extra.append((f"the sky position CRVAL1, CRVAL2 = {crval[0]:.8g}, {crval[1]:.8g} deg",
+                          ("sip",)))
+        other = [k for k in h.keys() if k not in _SIP_KNOWN
+                 and not any(k.startswith(p) for p in ("A_", "B_", "AP_", "BP_"))]
+        if other:
+            extra.append((f"header keyword(s) {', '.join(other[:8])}"
+                          f"{' ...' if len(other) > 8 else ''}", ()))
+        return history, extra, {"crval": crval}
+    if fmt == "siaf":
+        from astropy.table import Table
+
+        meta = Table.read(src, format="ascii.ecsv").meta
+        history += [str(v) for v in meta.get("history", [])]
+        history += [f"{k} = {v}" for k, v in (meta.get("provenance") or {}).items()]
+    return history, extra, {}
+
+
 def convert(src, dst, to=None, filter_id=None, overwrite=False):
-    """Convert a solution file ``src`` into ``dst``; returns the output format."""
+    """Convert a solution file ``src`` into ``dst``; returns the output format.
+
+    What the output format holds is carried (the map uncertainty AstroMet to AstroMet, a
+    SIP header's CRVAL to SIP, the input's HISTORY); what it cannot hold is logged as a
+    warning and listed in the output's HISTORY (SIAF: metadata ``history``), never dropped
+    silently.
+    """
     require_complete_file(src)  # a product of an interrupted fit is not a solution
     fmt_in = detect_format(src)
     fmt_out = output_format(dst, to)
     solutions = read_solutions(src, fmt_in)
-    write_solutions(dst, solutions, fmt_out, filter_id=filter_id, overwrite=overwrite)
+    chosen = list(solutions) if filter_id is None or fmt_in != "astromet" else [filter_id]
+    if fmt_out != "astromet" and filter_id is None:
+        chosen = list(solutions)[:1] if len(solutions) == 1 else chosen
+    history, extra, carry = _source_content(src, fmt_in, [c for c in chosen if c in solutions])
+    lost = [what for what, holders in extra if fmt_out not in holders]
+    for what in lost:
+        log.warning("%s -> %s: the %s format cannot hold %s; not carried", src, dst,
+                    _NAMES[fmt_out], what)
+    history = history + [f"astrocal convert {Path(src).name} ({fmt_in}) -> {fmt_out}"]
+    history += [f"not carried ({_NAMES[fmt_out]} cannot hold it): {what}" for what in lost]
+    write_solutions(dst, solutions, fmt_out, filter_id=filter_id, overwrite=overwrite,
+                    instrument=carry.get("instrument", ""), history=history,
+                    crval=carry.get("crval", (0.0, 0.0)) if fmt_out == "sip" else (0.0, 0.0),
+                    step=carry.get("step", 25))
     log.info("converted %s (%s) -> %s (%s)", src, fmt_in, dst, fmt_out)
     return fmt_out
 

@@ -77,10 +77,13 @@ def siaf_table(solution, tol=1e-4):
     return table
 
 
-def write_siaf(path, solution, tol=1e-4, overwrite=False):
-    """Write the SIAF-style ECSV table of ``solution`` atomically."""
-    return atomic_write_table(siaf_table(solution, tol), path, overwrite=overwrite,
-                              format="ascii.ecsv")
+def write_siaf(path, solution, tol=1e-4, overwrite=False, history=()):
+    """Write the SIAF-style ECSV table of ``solution`` atomically; ``history``: lines kept
+    in the metadata key ``history`` (a conversion's provenance and what it did not carry)."""
+    table = siaf_table(solution, tol)
+    if history:
+        table.meta["history"] = [str(line) for line in history]
+    return atomic_write_table(table, path, overwrite=overwrite, format="ascii.ecsv")
 
 
 def read_siaf(path_or_table, source=None):

@@ -14,6 +14,7 @@ frame (``CRVAL`` given by the caller); an on-sky solution rotates it beforehand.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +119,17 @@ def _reverse_sip(a, b, boresight, domain, tol):
     return apx, apy, rev.degree, inv.max_roundtrip_error
 
 
-def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False, cards=()):
+def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False, cards=(),
+                     history=()):
     """Write the TAN-SIP header of ``solution``: a FITS file (``.fits``: a primary HDU
     with no data) or, for any other name (``.hdr``, ``.txt``), the header as text.
-    ``cards``: extra ``(keyword, value, comment)`` cards (a fit's quality flags)."""
+    ``cards``: extra ``(keyword, value, comment)`` cards (a fit's quality flags);
+    ``history``: HISTORY lines (a conversion's provenance and what it did not carry)."""
     header = sip_header(solution, crval=crval, tol=tol)
     for key, value, comment in cards or ():
         header[key] = (value, comment)
+    for line in history or ():
+        header.add_history(str(line))
     path = Path(path)
     with atomic_path(path, overwrite) as tmp:
         if path.suffix.lower() in (".fits", ".fit", ".fts"):
@@ -145,6 +150,35 @@ def load_header(path):
         return fits.Header.fromtextfile(str(path))
     except (OSError, ValueError) as exc:
         raise SipFormatError(f"{path}: not a FITS header text file ({exc})") from None
+
+
+_SIP_TERM = re.compile(r"^(A|B|AP|BP)_(\d+)_(\d+)$")
+
+
+def _check_sip_orders(header, source):
+    """Refuse SIP terms that ``<X>_ORDER`` does not reach (they would be ignored): a
+    :class:`SipFormatError` naming the keyword and the order it needs."""
+    need = {}
+    for key in header.keys():
+        m = _SIP_TERM.match(str(key).upper())
+        if m and header[key] != 0:
+            p, q = int(m.group(2)), int(m.group(3))
+            prefix = m.group(1)
+            if p + q > need.get(prefix, (-1, ""))[0]:
+                need[prefix] = (p + q, key)
+    for prefix, (deg, key) in need.items():
+        okey = f"{prefix}_ORDER"
+        if okey not in header:
+            raise SipFormatError(f"{source}: keyword {key} is a SIP term but {okey} is missing "
+                                 f"({okey} >= {deg} needed)")
+        try:
+            order = int(header[okey])
+        except (TypeError, ValueError):
+            raise SipFormatError(f"{source}: keyword {okey} = {header[okey]!r} is not an "
+                                 "integer") from None
+        if deg > order:
+            raise SipFormatError(f"{source}: keyword {key} (order {deg}) lies beyond {okey} = "
+                                 f"{order}; it would be ignored: {okey} >= {deg} needed")
 
 
 def read_sip_header(header, source="header"):
@@ -169,6 +203,7 @@ def read_sip_header(header, source="header"):
     if not nx or not ny:
         raise SipFormatError(f"{source}: missing keyword IMAGEW/IMAGEH (or NAXIS1/NAXIS2): "
                              "the detector size is needed for the field's domain")
+    _check_sip_orders(header, source)
     order = int(header.get("A_ORDER", 1))
     if order >= 2:
         if "B_ORDER" not in header:
