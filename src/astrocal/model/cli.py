@@ -353,7 +353,11 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         parts.append(lab)
         inputs += lab_inputs
     orientation = None
+    sites = None
     if sky_sets:
+        from ..sky.sites import get_site
+
+        sites = {d.name: get_site(d.site).as_dict() for d in sky_sets}
         costs = []
         sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs)
         parts.append(sky)
@@ -377,7 +381,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
              points.n_sky_exposures)
     fit = fit_lab(points, settings)
     save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=overwrite or resume,
-             instrument=campaign.instrument.name, earth_orientation=orientation)
+             instrument=campaign.instrument.name, earth_orientation=orientation, sites=sites)
     products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                   campaign_sha256=campaign.sha256, inputs=[campaign.path],
                                   overwrite=overwrite or resume)
