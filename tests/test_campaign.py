@@ -213,6 +213,96 @@ def test_sky_error_lines(sky_dir):
         load_campaign(sky_dir / "bad.toml")
 
 
+# ---------------------------------------------------------------------- [[sky]] site
+@pytest.mark.parametrize("site, name", [('"keck"', "keck"), ('"W. M. Keck Observatory"', "keck"),
+                                        ('"Mauna Kea"', "keck"), ('"VLT"', "paranal"), ('"LBT"', "mount graham"),
+                                        ('"Cerro Pachón"', "cerro pachon"), ('"gtc"', "roque de los muchachos")])
+def test_sky_site_by_name_or_alias(sky_dir, site, name):
+    from astrocal.sky.sites import SITES
+
+    (sky_dir / "s.toml").write_text(SKY.replace('site = "armazones"', f"site = {site}"))
+    c = load_campaign(sky_dir / "s.toml")
+    assert c.sky[0].site is SITES[name]
+
+
+def test_keck_campaign_loads(sky_dir):
+    (sky_dir / "keck.toml").write_text(SKY.replace('site = "armazones"', 'site = "keck"'))
+    (sky,) = load_campaign(sky_dir / "keck.toml").sky
+    s = sky.site
+    assert (s.name, s.latitude_deg, s.longitude_deg, s.height_m) == ("keck", pytest.approx(19.828333),
+                                                                      pytest.approx(-155.478333), 4160.0)
+    assert 600 < s.pressure_hpa < 610 and "astropy-data" in s.provenance["position"]
+    # the default is Armazones
+    (sky_dir / "default.toml").write_text(SKY.replace('site = "armazones"\n', ""))
+    assert load_campaign(sky_dir / "default.toml").sky[0].site.name == "armazones"
+
+
+def test_sky_site_given_as_a_position(sky_dir):
+    """A custom site: an inline table or a [sky.site] sub-table, with or without weather; it
+    reaches the dataset as a Site (what the measure stage and the fit use)."""
+    inline = ('site = { name = "mk-summit", latitude_deg = 19.8, longitude_deg = "-155d30m", '
+              'height_m = "4.145 km" }')
+    (sky_dir / "p.toml").write_text(SKY.replace('site = "armazones"', inline))
+    s = load_campaign(sky_dir / "p.toml").sky[0].site
+    assert (s.name, s.latitude_deg, s.longitude_deg) == ("mk-summit", 19.8, -155.5)
+    assert s.height_m == pytest.approx(4145.0, abs=0.1)
+    assert s.pressure_hpa == pytest.approx(604.8) and s.temperature_c == pytest.approx(-11.9)
+    assert s.provenance["position"] == "campaign p.toml" and s.provenance["pressure"].startswith("default: ISA")
+    sub = SKY.replace('site = "armazones"\n', "").replace(
+        "[fit]", '[sky.site]\nlatitude_deg = 19.8\nlongitude_deg = 204.5\nheight_m = 4145\npressure_hpa = "615 hPa"\n'
+                 'temperature_c = "273.15 K"\nhumidity = "20 %"\n\n[fit]')
+    (sky_dir / "q.toml").write_text(sub)
+    s = load_campaign(sky_dir / "q.toml").sky[0].site
+    assert (s.name, s.longitude_deg, s.pressure_hpa, s.relative_humidity) == ("custom", -155.5, 615.0, 0.2)
+    assert s.temperature_c == pytest.approx(0.0) and s.provenance["pressure"] == "campaign q.toml"
+    # a known site with its typical weather replaced
+    (sky_dir / "r.toml").write_text(SKY.replace('site = "armazones"', 'site = { name = "keck", pressure_hpa = 615 }'))
+    s = load_campaign(sky_dir / "r.toml").sky[0].site
+    assert (s.name, s.height_m, s.pressure_hpa, s.temperature_c) == ("keck", 4160.0, 615.0, 0.0)
+
+
+@pytest.mark.parametrize("new, key, message", [
+    ("site = { latitude_deg = 95.0, longitude_deg = -155.5, height_m = 4145 }", r"sky\[0\].site.latitude_deg",
+     r"must be in -90..90 deg, got 95"),
+    ("site = { latitude_deg = 19.8, longitude_deg = 400, height_m = 4145 }", r"sky\[0\].site.longitude_deg",
+     r"must be in -180..360 deg \(east\), got 400"),
+    ("site = { latitude_deg = 19.8, longitude_deg = -155.5, height_m = 8000 }", r"sky\[0\].site.height_m",
+     r"must be in -500..6000 m, got 8000"),
+    ('site = { latitude_deg = 19.8, longitude_deg = -155.5, height_m = "4 kg" }', r"sky\[0\].site.height_m",
+     r"wrong unit"),
+    ("site = { latitude_deg = 19.8, longitude_deg = -155.5 }", r"sky\[0\].site.height_m",
+     r"missing: a site's position needs latitude_deg, longitude_deg and height_m"),
+    ("site = { latitude = 19.8, longitude_deg = -155.5, height_m = 4145 }", r"sky\[0\].site.latitude",
+     r"unknown key \(did you mean 'latitude_deg'\?\)"),
+    ("site = { latitude_deg = 19.8, longitude_deg = -155.5, height_m = 4145, humidity = 20 }",
+     r"sky\[0\].site.humidity", r"fraction 0..1, got 20 \(per cent\?"),
+    ("site = { latitude_deg = 19.8, longitude_deg = -155.5, height_m = 4145, pressure_hpa = 2000 }",
+     r"sky\[0\].site.pressure_hpa", r"pressure_hpa must be in 0..1200 hPa"),
+    ('site = { name = "mauna kee", pressure_hpa = 615 }', r"sky\[0\].site.name",
+     r"unknown site 'mauna kee' \(did you mean 'mauna kea' \(keck\)\?\); known sites: armazones, calar alto"),
+    ("site = { pressure_hpa = 615 }", r"sky\[0\].site.latitude_deg", r"gives a position"),
+    ('site = "mauna kee"', r"sky\[0\].site", r"unknown site 'mauna kee' \(did you mean 'mauna kea' \(keck\)\?\); "
+     r"known sites: armazones, .*; or give the position: latitude_deg, longitude_deg, height_m"),
+    ("site = 42", r"sky\[0\].site", r"expected a site name"),
+])
+def test_sky_site_errors_name_the_key(sky_dir, new, key, message):
+    (sky_dir / "bad.toml").write_text(SKY.replace('site = "armazones"', new))
+    with pytest.raises(CampaignError, match=rf"bad.toml, line 7: key '{key}': .*{message}"):
+        load_campaign(sky_dir / "bad.toml")
+
+
+def test_sky_site_subtable_error_lines(sky_dir):
+    text = SKY.replace('site = "armazones"\n', "").replace(
+        "[fit]", '[sky.site]\nname = "mk"\nlatitude_deg = 95\nlongitude_deg = -155.5\nheight_m = 4145\n\n[fit]')
+    (sky_dir / "bad.toml").write_text(text)
+    line = text.splitlines().index("latitude_deg = 95") + 1
+    with pytest.raises(CampaignError, match=rf"line {line}: key 'sky\[0\].site.latitude_deg': must be in -90..90"):
+        load_campaign(sky_dir / "bad.toml")
+    (sky_dir / "bad.toml").write_text(text.replace('name = "mk"', "name = 3").replace("= 95", "= 19.8"))
+    with pytest.raises(CampaignError, match=rf"line {line - 1}: key 'sky\[0\].site.name': expected a string"):
+        load_campaign(sky_dir / "bad.toml")
+
+
 def test_missing_sky_exposure_kept_on_request(sky_dir):
     (sky_dir / "raw" / "s2.fits").unlink()
     with pytest.raises(CampaignError, match=r"sky\[0\].exposures\[2\].file': file not found"):

@@ -10,7 +10,9 @@ Values with units may be written as numbers in the unit the key names
 (``offset_arcsec = [0.35, -0.12]``) or as strings with a unit
 (``offset_arcsec = ["350 mas", "-0.12 arcsec"]``), converted with astropy.
 
-``[[sky]]`` exposures are validated here too (the time parses, the angles and the weather
+A ``[[sky]]`` dataset's ``site`` (a name of astrocal's site table, or a position) is
+resolved here to an :class:`astrocal.sky.sites.Site`, which the measure stage and the fit
+use and record. ``[[sky]]`` exposures are validated here too (the time parses, the angles and the weather
 are in range, at most one of ``position_angle_deg`` / ``rotator_angle_deg``; an epoch
 without a clock time has ``zenith_distance_deg`` and ``parallactic_angle_deg`` or
 ``refraction = false``); their values are kept, converted to plain numbers in the units of
@@ -122,12 +124,14 @@ class SkyDataset:
     (reduced as lab frames). ``band``: the catalogue magnitude column (``mag_<band>``)
     used by the matching's flux checks (None: positions only). ``strehl``: the Strehl
     ratio of the model PSF of the images (None: the measure stage's stated default).
+    ``site``: the :class:`astrocal.sky.sites.Site` (:func:`load_campaign` resolves the
+    campaign's name or position; a name is accepted where a dataset is built by hand).
     """
 
     name: str
     catalog: Path
     exposures: tuple
-    site: str = "armazones"
+    site: object = "armazones"
     filter: Optional[str] = None
     catalog_given: Optional[str] = None
     background: Optional[Path] = None
@@ -272,6 +276,17 @@ class _Context:
                 start = headers[k]
                 end = headers[k + 1] if k + 1 < len(headers) else len(self.lines) + 1
                 inside = [h for h in hits if start <= h < end]
+                if inside and len(parts) > 2:
+                    # a key of a table inside the dataset (``sky[0].site.name``): on the line of
+                    # ``site = { ... }`` or after a ``[sky.site]`` header, not the dataset's own ``name``
+                    parent = re.escape(parts[-2])
+                    inline = re.compile(rf"(^|[\s{{,]){parent}\s*=\s*\{{")
+                    header = re.compile(rf"^\s*\[\s*{re.escape(top)}\s*\.\s*{parent}\s*\]")
+                    preferred = [h for h in inside if inline.search(self.lines[h - 1])]
+                    subs = [i + 1 for i in range(start - 1, end - 1) if header.match(self.lines[i])]
+                    if not preferred and subs:
+                        preferred = [h for h in inside if h > subs[0]]
+                    inside = preferred or inside
                 if inside:
                     sub = re.findall(r"\[(\d+)\]", dotted)
                     if len(sub) > 1 and len(inside) > int(sub[1]):
@@ -280,8 +295,10 @@ class _Context:
                 return start
         return hits[0]
 
-    def error(self, key, message):
-        line = self.line_of(key)
+    def error(self, key, message, at=None):
+        """A CampaignError naming the file, ``key`` and the line of ``at`` (default ``key``;
+        a missing key is reported at the line of its table)."""
+        line = self.line_of(at or key)
         where = f"{self.path}" + (f", line {line}" if line else "")
         return CampaignError(f"{where}: key '{key}': {message}")
 
@@ -633,24 +650,9 @@ def _sky_exposure_values(ctx, item, key):
             raise ctx.error(f"{key}.pressure_hpa", f"must be in 0..1200 hPa, got {pr:g}")
         out["pressure_hpa"] = pr
     if "temperature_c" in item:
-        value = item["temperature_c"]
-        if isinstance(value, str):
-            try:
-                tc = float(u.Quantity(value).to_value(u.deg_C, equivalencies=u.temperature()))
-            except (TypeError, ValueError, u.UnitsError):
-                raise ctx.error(f"{key}.temperature_c", f"cannot read {value!r} as a temperature "
-                                                        "(a number in deg C, or e.g. '281 K')") from None
-        else:
-            tc = _quantity(ctx, value, u.deg_C, f"{key}.temperature_c")
-        if not -90.0 <= tc <= 60.0:
-            raise ctx.error(f"{key}.temperature_c", f"must be in -90..60 C, got {tc:g}")
-        out["temperature_c"] = tc
+        out["temperature_c"] = _temperature(ctx, item["temperature_c"], f"{key}.temperature_c")
     if "humidity" in item:
-        h = _quantity(ctx, item["humidity"], u.dimensionless_unscaled, f"{key}.humidity")
-        if not 0.0 <= h <= 1.0:
-            hint = " (per cent? write e.g. \"15 %\" or 0.15)" if 1.0 < h <= 100.0 else ""
-            raise ctx.error(f"{key}.humidity", f"relative humidity is a fraction 0..1, got {h:g}{hint}")
-        out["humidity"] = h
+        out["humidity"] = _humidity(ctx, item["humidity"], f"{key}.humidity")
     if "wavelength_um" in item:
         wl = _quantity(ctx, item["wavelength_um"], u.um, f"{key}.wavelength_um")
         if not wl > 0:
@@ -667,6 +669,90 @@ def _sky_exposure_values(ctx, item, key):
                                            "switch it off with refraction = false (its differential part "
                                            "across the field is then not corrected)")
     return out
+
+
+SITE_KEYS = {"name", "latitude_deg", "longitude_deg", "height_m", "pressure_hpa", "temperature_c", "humidity"}
+
+
+def _site(ctx, value, key):
+    """A [[sky]] dataset's ``site``: a name or alias of astrocal's site table, or a table
+    with ``latitude_deg``, ``longitude_deg``, ``height_m`` (optional ``name`` and typical
+    weather ``pressure_hpa``, ``temperature_c``, ``humidity``), or a table with a known
+    ``name`` and weather keys only (that site's typical weather replaced). Returns the
+    :class:`astrocal.sky.sites.Site`."""
+    from .sky.sites import HEIGHT_RANGE, LATITUDE_RANGE, LONGITUDE_RANGE, SiteError, custom_site, get_site
+
+    if isinstance(value, str):
+        try:
+            return get_site(value)
+        except KeyError as exc:
+            raise ctx.error(key, str(exc)) from None
+    if not isinstance(value, dict):
+        raise ctx.error(key, f"expected a site name (e.g. \"armazones\", \"keck\") or a table "
+                             f"{{ latitude_deg = ..., longitude_deg = ..., height_m = ... }}, got {value!r}")
+    _check_keys(ctx, value, SITE_KEYS, f"{key}.")
+    name = _string(ctx, value["name"], f"{key}.name").strip() if "name" in value else None
+    if name == "":
+        raise ctx.error(f"{key}.name", "must not be empty")
+    weather = {}
+    if "pressure_hpa" in value:
+        weather["pressure_hpa"] = _quantity(ctx, value["pressure_hpa"], u.hPa, f"{key}.pressure_hpa")
+    if "temperature_c" in value:
+        weather["temperature_c"] = _temperature(ctx, value["temperature_c"], f"{key}.temperature_c")
+    if "humidity" in value:
+        weather["relative_humidity"] = _humidity(ctx, value["humidity"], f"{key}.humidity")
+    try:
+        if not any(k in value for k in ("latitude_deg", "longitude_deg", "height_m")):
+            if name is None:
+                raise ctx.error(f"{key}.latitude_deg", "missing: a site table gives a position (latitude_deg, "
+                                                       "longitude_deg, height_m) or the name of a known site",
+                                at=key)
+            try:
+                site = get_site(name)
+            except KeyError as exc:
+                raise ctx.error(f"{key}.name", str(exc)) from None
+            return site.with_weather(**weather, source=f"campaign {ctx.path.name}")
+        for k in ("latitude_deg", "longitude_deg", "height_m"):
+            if k not in value:
+                raise ctx.error(f"{key}.{k}", "missing: a site's position needs latitude_deg, longitude_deg "
+                                              "and height_m", at=key)
+        lat = _angle(ctx, value["latitude_deg"], f"{key}.latitude_deg")
+        lon = _angle(ctx, value["longitude_deg"], f"{key}.longitude_deg")
+        height = _quantity(ctx, value["height_m"], u.m, f"{key}.height_m")
+        for k, v, (lo, hi), unit in (("latitude_deg", lat, LATITUDE_RANGE, "deg"),
+                                     ("longitude_deg", lon, LONGITUDE_RANGE, "deg (east)"),
+                                     ("height_m", height, HEIGHT_RANGE, "m")):
+            if not lo <= v <= hi:
+                raise ctx.error(f"{key}.{k}", f"must be in {lo:g}..{hi:g} {unit}, got {v:g}")
+        return custom_site(lat, lon, height, name=name or "custom", source=f"campaign {ctx.path.name}",
+                           **weather)
+    except SiteError as exc:
+        field_key = {"relative_humidity": "humidity"}.get(exc.key, exc.key or "name")
+        raise ctx.error(f"{key}.{field_key}", str(exc)) from None
+
+
+def _temperature(ctx, value, key):
+    """A temperature in deg C from a number (C) or a string with a unit ("281 K")."""
+    if isinstance(value, str):
+        try:
+            tc = float(u.Quantity(value).to_value(u.deg_C, equivalencies=u.temperature()))
+        except (TypeError, ValueError, u.UnitsError):
+            raise ctx.error(key, f"cannot read {value!r} as a temperature (a number in deg C, or e.g. "
+                                 "'281 K')") from None
+    else:
+        tc = _quantity(ctx, value, u.deg_C, key)
+    if not -90.0 <= tc <= 60.0:
+        raise ctx.error(key, f"must be in -90..60 C, got {tc:g}")
+    return tc
+
+
+def _humidity(ctx, value, key):
+    """A relative humidity as a fraction 0..1 (a number, or a string such as "15 %")."""
+    h = _quantity(ctx, value, u.dimensionless_unscaled, key)
+    if not 0.0 <= h <= 1.0:
+        hint = " (per cent? write e.g. \"15 %\" or 0.15)" if 1.0 < h <= 100.0 else ""
+        raise ctx.error(key, f"relative humidity is a fraction 0..1, got {h:g}{hint}")
+    return h
 
 
 def _sky(ctx, base, items, keep_missing=False):
@@ -686,13 +772,7 @@ def _sky(ctx, base, items, keep_missing=False):
         for k, (e, item) in enumerate(zip(exposures, table["exposures"])):
             values = _sky_exposure_values(ctx, item, f"{prefix}exposures[{k}]")
             converted.append(dataclasses.replace(e, extra=values))
-        site = _string(ctx, table.get("site", "armazones"), f"{prefix}site")
-        try:
-            from .sky.sites import get_site
-
-            get_site(site)
-        except KeyError as exc:
-            raise ctx.error(f"{prefix}site", str(exc).strip("\"'")) from None
+        site = _site(ctx, table.get("site", "armazones"), f"{prefix}site")
         filt = _path_name(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
         name = _path_name(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None

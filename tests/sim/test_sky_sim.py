@@ -263,7 +263,7 @@ def test_measured_tables_follow_the_interface(gc_points):
     c = load_campaign(camp)
     (sky,) = c.sky
     assert c.instrument.preset == "metis-lm" and sky.catalog == (out / "catalog.ecsv").resolve()
-    assert sky.site == "armazones" and len(sky.exposures) == 5
+    assert sky.site.name == "armazones" and len(sky.exposures) == 5
     z = []
     for exp, e, pe in zip(sky.exposures, truth.exposures, truth.plan):
         t = Table.read(exp.file)

@@ -246,6 +246,9 @@ def test_image_stars_recovered_and_matched(scene):
     assert m["position_angle_deg"] == 35.0 and "rotator_angle_deg" not in m and m["parity"] == -1
     assert m["weather"] == pytest.approx(WEATHER)  # from the ESO TEL AMBI keywords
     assert m["wavelength_um"] == pytest.approx(WAVELENGTH) and m["site"] == "armazones"
+    assert m["site_info"]["name"] == "armazones" and m["site_info"]["height_m"] == 3046.0
+    assert (m["site_info"]["latitude_deg"], m["site_info"]["longitude_deg"]) == (-24.589, -70.192)
+    assert m["site_info"]["typical_weather"]["pressure_hpa"] == 712.0 and "eso.org" in m["site_info"]["provenance"]["height"]
     assert m["catalog"] == "catalog.ecsv"
     assert m["sources"]["time"].startswith("header DATE-OBS") and m["sources"]["position_angle_deg"] == "campaign"
     assert m["match_quality"]["n_matched"] == len(info["shown"]) and m["match_quality"]["rms_px"] < 0.2

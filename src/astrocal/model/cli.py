@@ -478,7 +478,11 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
         inputs += lab_inputs
     orientation = None
     frames = []
+    sites = None
     if sky_sets:
+        from ..sky.sites import get_site
+
+        sites = {d.name: get_site(d.site).as_dict() for d in sky_sets}
         costs = []
         sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs, frames=frames)
         parts.append(sky)
@@ -504,7 +508,8 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
     fit = fit_lab(points, settings)
     rewrite = overwrite or resume
     save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
-             instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames)
+             instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames,
+             sites=sites)
     try:
         products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                       campaign_sha256=campaign.sha256, inputs=[campaign.path],

@@ -235,7 +235,7 @@ def _unresolved_spec(fit):
 
 
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
-             earth_orientation=None, sky_frames=None):
+             earth_orientation=None, sky_frames=None, sites=None):
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
     and the residual table.
 
@@ -244,7 +244,9 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
     (the campaign's instrument name), when given, is recorded in ``fit.json``; so is
     ``earth_orientation`` (the Earth-orientation tables and what their uncertainty costs
     the sky exposures, :func:`astrocal.model.cli.earth_orientation_record`) when there are
-    sky data.
+    sky data; ``sites`` (``{dataset name: Site.as_dict()}``, the observatory of each sky
+    dataset: name, position, typical weather and provenance) goes into the datasets'
+    entries.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,6 +332,8 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         datasets.append({"name": str(name), "kind": kinds[k], "n_points": int(sel.sum()),
                          "n_used": int((sel & used).sum()),
                          "n_exposures": int(np.sum(fit.points.exposure_dataset == k))})
+        if sites and str(name) in sites:
+            datasets[-1]["site"] = sites[str(name)]
     info = {
         "astrocal_version": __version__,
         "campaign_sha256": campaign_sha256,

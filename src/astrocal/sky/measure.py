@@ -51,7 +51,8 @@ column      unit   meaning
 plus, for images, ``snr``, ``flux_err``, ``background``, ``chi2_ndof``, ``npix``. The
 ``meta`` holds (plain types) ``kind = "sky"``, ``dataset``, ``exposure``, ``time`` (ISO
 UTC, mid-exposure), ``ra_deg``, ``dec_deg``, exactly one of ``position_angle_deg`` /
-``rotator_angle_deg``, ``parity``, ``site``, ``weather`` (``pressure_hpa``,
+``rotator_angle_deg``, ``parity``, ``site`` (name), ``site_info`` (its position, typical
+weather and their provenance), ``weather`` (``pressure_hpa``,
 ``temperature_c``, ``relative_humidity``), ``wavelength_um``, ``catalog`` (as written in
 the campaign), ``match_quality``, ``unmatched_catalog_stars`` (names predicted on the
 detector without a source), and the provenance (``sources``, ``derived``, counts of
@@ -95,7 +96,7 @@ from .. import earth
 from .astrometry import AstrometryError, apparent_positions, parse_time
 from .catalog import CatalogError, load_catalog
 from .match import MatchError, match_stars
-from .sites import Weather, WeatherError, get_site
+from .sites import Site, Weather, WeatherError, get_site
 from .starlist import StarListError, read_star_list
 
 __all__ = [
@@ -192,7 +193,7 @@ class ExposureSetup:
     ``position_angle_deg`` / ``rotator_angle_deg`` (both None: unknown, measured by the
     match); ``parity`` (+1, -1 or None: measured by the match); ``weather`` complete
     (``pressure_hpa``, ``temperature_c``, ``relative_humidity`` fraction);
-    ``wavelength_um``; ``site`` (name); ``zenith_distance_deg``,
+    ``wavelength_um``; ``site`` (:class:`~astrocal.sky.sites.Site`); ``zenith_distance_deg``,
     ``parallactic_angle_deg`` given values (or None): checks with a clock time, the
     refraction's geometry without one; ``clock_time``: false when the time is an epoch
     only (a decimal year or a date); ``refraction``: false when switched off (weather
@@ -208,7 +209,7 @@ class ExposureSetup:
     parity: int | None
     weather: dict
     wavelength_um: float
-    site: str
+    site: Site
     zenith_distance_deg: float | None = None
     sources: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
@@ -472,7 +473,7 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
     return ExposureSetup(time=t, ra_deg=pointing["ra"], dec_deg=pointing["dec"],
                          position_angle_deg=None if pa is None else float(pa),
                          rotator_angle_deg=None if rot is None else float(rot), parity=parity,
-                         weather=weather, wavelength_um=float(wl), site=site_obj.name,
+                         weather=weather, wavelength_um=float(wl), site=site_obj,
                          zenith_distance_deg=None if zd_given is None else float(zd_given), sources=sources,
                          notes=notes, clock_time=clock,
                          parallactic_angle_deg=None if q_given is None else float(q_given),
@@ -922,7 +923,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
             > ZENITH_TOLERANCE_DEG:
         raise SkyMeasureError(
             f"{source}: campaign key 'zenith_distance_deg' = {setup.zenith_distance_deg:g} but the time "
-            f"{setup.time.utc.isot} UTC ({setup.sources['time']}), the pointing and site {setup.site} "
+            f"{setup.time.utc.isot} UTC ({setup.sources['time']}), the pointing and site {setup.site.name} "
             f"give {fp.zenith_distance_deg:.2f} deg: check the time (UTC, mid-exposure) and the pointing")
     if setup.clock_time and setup.parallactic_angle_deg is not None and \
             abs(_wrap180(setup.parallactic_angle_deg - fp.parallactic_angle_deg)) > ZENITH_TOLERANCE_DEG:
@@ -1031,7 +1032,8 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         "dec_deg": final.dec_deg,
         angle_key: angle_val,
         "parity": int(final.parity),
-        "site": final.site,
+        "site": final.site.name,
+        "site_info": final.site.as_dict(),
         "weather": {k: float(final.weather[k]) for k in ("pressure_hpa", "temperature_c", "relative_humidity")},
         "wavelength_um": final.wavelength_um,
         "catalog": dataset.catalog_given if dataset.catalog_given is not None else str(dataset.catalog),
