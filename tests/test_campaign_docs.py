@@ -137,3 +137,33 @@ def test_page_documents_every_key():
     undocumented = sorted(k for k in keys if f"`{k}`" not in page and f"`[{k}]`" not in page
                           and f"`[[{k}]]`" not in page)
     assert not undocumented, f"docs/campaign.md does not document {undocumented}"
+
+
+JOB_PAGES = sorted((PAGE.parent / "jobs").glob("*.md"))
+
+
+def job_examples():
+    """``[(page, title, text)]``: the ``# example:`` TOML blocks of the job pages."""
+    out = []
+    for page in JOB_PAGES:
+        for m in FENCE.finditer(page.read_text()):
+            first = m.group(2).splitlines()[0] if m.group(2) else ""
+            title = re.match(r"#\s*example:\s*(.+)", first)
+            if m.group(1) == "toml" and title:
+                out.append((page.name, title.group(1).strip(), m.group(2)))
+    return out
+
+
+def test_job_pages_show_another_imager_at_another_site():
+    titles = [t for _, t, _ in job_examples()]
+    assert "Keck NIRC2 star lists at Mauna Kea" in titles
+
+
+@pytest.mark.parametrize("page,title,text", job_examples(), ids=[t for _, t, _ in job_examples()])
+def test_job_page_example_loads(tmp_path, page, title, text):
+    c = load_campaign(write_campaign(tmp_path, text))
+    if title == "Keck NIRC2 star lists at Mauna Kea":
+        assert c.instrument.preset is None and c.instrument.mask_scale_mm_per_arcsec is None
+        site = c.sky[0].site
+        assert site.name == "keck" and abs(site.latitude_deg - 19.83) < 0.01 and site.height_m > 4000
+        assert c.sky[0].exposures[0].extra["pressure_hpa"] == pytest.approx(617.0)

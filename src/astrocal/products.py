@@ -87,7 +87,7 @@ def metis_band(instrument):
 
 
 # =========================================================================== solution
-def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
+def posterior_solution(posterior, filter_id, detector_shape=None, meta=None, sigma_part="auto"):
     """A :class:`Solution` of the posterior-mean field with the posterior's uncertainty.
 
     With a residual field (:mod:`astrocal.field.residual`) the solution's field is the
@@ -97,6 +97,13 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
     over the draws (``ddof=1``), computed from their covariance (linear in the
     coefficients), with the unresolved field's mean variance (:mod:`astrocal.model.draws`)
     added in quadrature.
+
+    A fit whose pixel scale is not measured (sky-only: ``fit.json`` ``pixel_scale_mas``
+    ``measured`` false) has its scale, rotation and position set by priors: its
+    ``sigma`` is then that of the field's non-linear part alone (the degree <= 1 Legendre
+    coefficients, the field's affine part, left out: each draw's own affine map taken as
+    given), what the data measure; ``solution.meta["sigma_part"]`` says ``"non-linear"``.
+    ``sigma_part``: ``"auto"`` (that rule), ``"full"`` or ``"non-linear"``.
     """
     field = posterior.mean_field()
     residual = posterior.mean_residual()
@@ -111,6 +118,17 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
         basis, r0 = res
         cu, cv = np.r_[cu, r0:r0 + basis.size], np.r_[cv, r0 + basis.size:r0 + 2 * basis.size]
     cov = np.atleast_2d(np.cov(posterior.g[:, np.r_[cu, cv]], rowvar=False))  # arcsec**2
+    meta = dict(meta or {})
+    if sigma_part not in ("auto", "full", "non-linear"):
+        raise ValueError(f"sigma_part must be 'auto', 'full' or 'non-linear', got {sigma_part!r}")
+    unmeasured = (posterior.info.get("pixel_scale_mas") or {}).get("measured", True) is False
+    if sigma_part == "non-linear" or (sigma_part == "auto" and unmeasured):
+        affine = np.array([i + j <= 1 for i, j in terms(posterior.degree)])
+        drop = np.r_[affine, np.zeros(len(cu) - nt, bool)]
+        drop = np.r_[drop, drop]
+        cov[drop, :] = 0.0
+        cov[:, drop] = 0.0
+        meta["sigma_part"] = "non-linear"
     bb = design_matrix([b[0]], [b[1]], posterior.degree, posterior.domain)[0]
     # unresolved field: isotropic variance per component (arcsec**2), through M to pixels
     extra = draws.unresolved_variance(posterior.unresolved) * np.sum(m**2, axis=1)
@@ -131,7 +149,7 @@ def posterior_solution(posterior, filter_id, detector_shape=None, meta=None):
         return out_x, out_y
 
     return Solution(field, filter=filter_id, detector_shape=detector_shape, sigma=sigma,
-                    meta=meta or {}, boresight=b, plate_scale=sol.plate_scale,
+                    meta=meta, boresight=b, plate_scale=sol.plate_scale,
                     rotation=sol.rotation, parity=sol.parity, residual=residual)
 
 

@@ -151,7 +151,7 @@ def test_nonlinear_sigma_against_the_truth(sky_campaign, sky_result, sky_report)
     # the truth's non-linear part is much larger than the error: the fit measures it
     assert np.sqrt(np.mean(tx**2 + ty**2)) > 3 * np.sqrt(np.mean(err**2))
     # the old number: the full field's 1-sigma, which the priors set
-    old = map_accuracy(posterior_solution(post, "Lp"))
+    old = map_accuracy(posterior_solution(post, "Lp", sigma_part="full"))
     assert rep["map_accuracy_full_field"]["max_px"] == pytest.approx(old["max_px"], rel=1e-9)
     assert ma["max_mas"] < 0.25 * old["max_mas"] and ma["rms_mas"] < 0.1 * old["rms_mas"]
 
@@ -277,3 +277,27 @@ def test_sky_only_page_in_headless_chromium(sky_report, browser):
         "Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))"
         ".then(() => done(Array.from(document.images).map(i => [i.complete, i.naturalWidth])));")
     assert widths and all(complete and width > 0 for complete, width in widths), widths
+
+
+def test_products_state_the_errors_of_what_is_measured(sky_result, sky_report):
+    """A sky-only fit's products: their map errors are the non-linear part's (the report's
+    1-sigma of it, not the prior-set full field's), and a card says so."""
+    from astropy.io import fits
+
+    from astrocal.model.onsky import ERR_PART
+
+    _, rep = sky_report
+    post = load_posterior(sky_result)
+    sol = posterior_solution(post, "Lp")
+    assert sol.meta["sigma_part"] == "non-linear"
+    x, y = _grid(post.detector_shape)
+    sig = np.hypot(*sol.sigma(x, y))
+    full = np.hypot(*posterior_solution(post, "Lp", sigma_part="full").sigma(x, y))
+    ma = rep["map_accuracy"]
+    assert sig.max() < 0.25 * full.max()
+    assert 0.3 < np.sqrt(np.mean(sig**2)) / ma["rms_px"] < 3
+    with fits.open(sky_result / "astromet_Lp.fits") as h:
+        assert h[0].header[ERR_PART] == "NONLINEAR"
+        t = h["FILTER-LP"].data if "FILTER-LP" in h else h[1].data
+        err = np.hypot(t["RAWX_OFF_ERR"], t["RAWY_OFF_ERR"])
+        assert err.max() < 0.25 * full.max()

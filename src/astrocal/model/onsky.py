@@ -170,6 +170,10 @@ QC_SCALE_MEASURED = "HIERARCH ASTROCAL SCALE MEASURED"
 SKY_CARD = "HIERARCH ASTROCAL SKY{k} {what}"
 
 
+#: card saying which part of the field the products' map errors cover
+ERR_PART = "HIERARCH ASTROCAL ERR PART"
+
+
 def product_cards(info):
     """``[(keyword, value, comment)]`` for the products of a fit from its ``fit.json``
     contents: whether the instrument's pixel scale (the products' plate scale: ``PLTSCALE``,
@@ -184,6 +188,8 @@ def product_cards(info):
         measured = bool(scale.get("measured", True))
         cards.append((QC_SCALE_MEASURED, measured,
                       "plate scale measured (lab)" if measured else "plate scale: prior only, see SKYk"))
+        if not measured:  # products.posterior_solution: the errors of what is measured
+            cards.append((ERR_PART, "NONLINEAR", "map errors: non-linear part only"))
     for k, d in enumerate(on_sky.get("datasets", []), start=1):
         cards.append((SKY_CARD.format(k=k, what="NAME"), str(d["name"])[:40], "sky dataset"))
         cards.append((SKY_CARD.format(k=k, what="SCALE"), float(d["pixel_scale_mas"]["mean"]),

@@ -139,7 +139,7 @@ def load_result(path, band=None):
     filt, instrument = _filter_and_instrument(path, info)
     band = band or metis_band(instrument)
     return Result(path, post, residuals, chain, info, filt, instrument, band,
-                  posterior_solution(post, filt))
+                  posterior_solution(post, filt, sigma_part="full"))
 
 
 # =========================================================================== gauge
