@@ -9,6 +9,7 @@ exact.
 """
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -16,26 +17,30 @@ import sys
 import time
 from pathlib import Path
 
+import emcee
 import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
 
 from astrocal.atomic import FAULT_KILL_AFTER
-from astrocal.model.result import load_posterior
+from astrocal.model.chainstore import GROUP, BlockBackend
+from astrocal.model.result import load_chain, load_posterior
 from astrocal.resultset import LOCK, MANIFEST, require_complete
 from astrocal.sim.points_campaign import write_points_campaign
 
 FIT_ARGS = ["--steps", "300", "--walkers", "12"]
 
 
-def astrocal(*args, env=None, cwd=None, wait=True):
+def astrocal(*args, env=None, cwd=None, wait=True, preexec_fn=None):
     """Run ``python -m astrocal.cli ARGS``; returns the CompletedProcess (or the Popen)."""
     full = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **(env or {}))
     cmd = [sys.executable, "-m", "astrocal.cli", *map(str, args)]
     if not wait:
-        return subprocess.Popen(cmd, env=full, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, env=full, cwd=cwd, capture_output=True, text=True, timeout=600)
+        return subprocess.Popen(cmd, env=full, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=preexec_fn)
+    return subprocess.run(cmd, env=full, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          preexec_fn=preexec_fn)
 
 
 def snapshot(root):
@@ -144,6 +149,54 @@ def test_killed_during_emcee_resumes_to_the_same_result(reference, tmp_path):
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, f"the fit ended before it could be killed: {err}"
     assert not (out / MANIFEST).exists()
+    done = astrocal("-q", "fit", path, *FIT_ARGS, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert_same_result(reference, out)
+
+
+def chain_file_size(path, steps, walkers, ndim):
+    """Size of the chain's file after ``steps`` steps (the HDF5 file grows by chunks)."""
+    backend = BlockBackend(path, attrs={"hyper_names": "x" * 200, "chain_record": "y" * 600})
+    backend.reset(walkers, ndim)
+    if steps:
+        backend.grow(steps, None)
+        backend.chain[:] = 1.0
+        backend.log_prob[:] = 1.0
+        backend.iteration = steps
+        backend.random_state = np.random.RandomState(1).get_state()
+    backend.write()
+    return path.stat().st_size
+
+
+def test_disk_full_during_emcee_keeps_the_last_block_and_resumes(reference, tmp_path):
+    """The chain's file cannot grow past a limit (as on a full disk: a file-size limit,
+    ``ulimit -f``, makes writes beyond it fail): the fit ends with an error naming
+    posterior.h5 and the failed write; the file keeps the last complete block (emcee's
+    HDFBackend reads it, nothing half-written is left); --resume continues from there to
+    the uninterrupted run's result."""
+    path, out = fresh_campaign(tmp_path)
+    h5 = out / "posterior.h5"
+    whole = load_chain(reference)
+    _, walkers, ndim = whole.shape
+    sizes = [chain_file_size(tmp_path / f"size{k}.h5", 100 * k, walkers, ndim) for k in range(4)]
+    k = max(k for k in (1, 2, 3) if sizes[k] > sizes[k - 1])  # the last block that grows the file
+    limit = (sizes[k - 1] + sizes[k]) // 2
+    kept = 100 * (k - 1)
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    run = astrocal("-q", "fit", path, *FIT_ARGS, env={"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=limited)
+    assert run.returncode == 1, run.stderr
+    assert f"astrocal: error: {h5}: the chain's block up to step {100 * k} could not be written" in run.stderr
+    assert "file too large" in run.stderr.lower() and f"({kept} steps)" in run.stderr
+    assert "--resume" in run.stderr
+    assert not (out / MANIFEST).exists() and not list(out.glob(".*.part"))
+    reader = emcee.backends.HDFBackend(str(h5), name=GROUP, read_only=True)
+    assert reader.iteration == kept
+    if kept:
+        assert np.array_equal(reader.get_chain(), whole[:kept])
     done = astrocal("-q", "fit", path, *FIT_ARGS, "--resume")
     assert done.returncode == 0, done.stderr
     assert_same_result(reference, out)

@@ -11,8 +11,8 @@ The steps of :func:`fit_lab`:
 3. for every degree in the range, the hyperparameters' maximum a posteriori and a Laplace
    approximation over them give the evidence ``p(y | n)``; the posterior median degree
    is kept (:func:`choose_degree`; or the degree asked for);
-4. emcee samples the hyperparameters (walkers evaluated together), recording the chain
-   in an HDF5 backend so a killed run resumes;
+4. emcee samples the hyperparameters (walkers evaluated together), writing the chain to
+   HDF5 once per block of steps (:mod:`astrocal.model.chainstore`) so a killed run resumes;
 5. for every kept hyperparameter sample, the linear parameters are drawn exactly from
    their Gaussian conditional.
 """
@@ -31,6 +31,7 @@ import numpy as np
 from scipy import optimize
 
 from . import draws
+from .chainstore import BlockBackend, stored_iteration
 from .data import LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
@@ -573,24 +574,24 @@ def run_emcee(model, phi_map, settings, hessian=None):
     backend = None
     if settings.backend_path is not None:
         path = Path(settings.backend_path)
-        backend = emcee.backends.HDFBackend(str(path), name="hyperparameters")
         names = json.dumps(list(model.hyper_names))
-        if settings.resume and path.exists() and backend.iteration > 0:
+        if settings.resume and path.exists() and stored_iteration(path) > 0:
+            backend = BlockBackend.load(path)
             if backend.shape != (nwalkers, ndim):
                 raise ValueError(f"{path}: the chain to resume has walkers/dimensions "
                                  f"{backend.shape}, this fit needs {(nwalkers, ndim)}")
-            with h5py.File(path, "r") as f:
-                stored = f["hyperparameters"].attrs.get("hyper_names")
+            stored = backend.attrs.get("hyper_names")
             if stored != names:
                 raise ValueError(f"{path}: the chain to resume has the hyperparameters "
                                  f"{stored or '(not recorded)'}, this fit {names}")
             _check_chain_record(path, settings.chain_record)
         else:
+            attrs = {"hyper_names": names}
+            if settings.chain_record is not None:
+                attrs["chain_record"] = json.dumps(settings.chain_record, sort_keys=True)
+            backend = BlockBackend(path, attrs=attrs)
             backend.reset(nwalkers, ndim)
-            with h5py.File(path, "a") as f:
-                f["hyperparameters"].attrs["hyper_names"] = names
-                if settings.chain_record is not None:
-                    f["hyperparameters"].attrs["chain_record"] = json.dumps(settings.chain_record, sort_keys=True)
+            backend.write()  # the empty chain with what it was started with
     moves = default_moves()
     pooled = PooledPosterior(model, settings.processes) if int(settings.processes) > 1 else None
     sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
@@ -648,6 +649,8 @@ def _run_blocks(sampler, backend, p0, settings):
         n = min(every - done % every, int(settings.steps) - done)
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         done += n
+        if isinstance(backend, BlockBackend):
+            backend.write()  # once per block: a kill or a failed write loses one block at most
         if bar is not None:
             bar.update(n)
     if bar is not None:
