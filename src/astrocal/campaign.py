@@ -322,17 +322,21 @@ def _quantity(ctx, value, unit, key):
     if isinstance(value, bool):
         raise ctx.error(key, f"expected a number in {unit}, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        out = float(value)
+    elif isinstance(value, str):
         try:
             q = u.Quantity(value)
         except (TypeError, ValueError):
             raise ctx.error(key, f"cannot read {value!r} as a quantity in {unit}") from None
         try:
-            return float(q.to_value(unit))
+            out = float(q.to_value(unit))
         except u.UnitConversionError:
             raise ctx.error(key, f"wrong unit: {value!r} cannot be converted to {unit}") from None
-    raise ctx.error(key, f"expected a number in {unit} (or a string with a unit), got {value!r}")
+    else:
+        raise ctx.error(key, f"expected a number in {unit} (or a string with a unit), got {value!r}")
+    if not np.isfinite(out):  # TOML has nan and inf; no key of a campaign takes them
+        raise ctx.error(key, f"expected a finite number in {unit}, got {value!r}")
+    return out
 
 
 def _pair(ctx, value, unit, key):
@@ -523,6 +527,23 @@ def _exposures(ctx, base, items, prefix, allowed, keep_missing=False, refused=No
         extra = {k2: v for k2, v in item.items() if k2 not in ("file", "offset_arcsec", "offset_sigma_mas")}
         out.append(Exposure(path, offset, sigma, extra))
     return tuple(out)
+
+
+def _refuse_repeated_files(ctx, datasets):
+    """The same exposure file listed twice (in one dataset or two) would enter the fit twice
+    as if independent (and, with other offsets, contradict itself): refused, naming both
+    exposures and their lines."""
+    seen = {}
+    for kind, items in datasets:
+        for i, ds in enumerate(items):
+            for k, e in enumerate(ds.exposures):
+                key = f"{kind}[{i}].exposures[{k}].file"
+                first = seen.setdefault(Path(e.file).resolve(), key)
+                if first != key:
+                    line = ctx.line_of(first)
+                    raise ctx.error(key, f"{e.file} is listed twice: also as '{first}'"
+                                         + (f" (line {line})" if line else "")
+                                         + "; list each frame once")
 
 
 def _lab(ctx, base, items, keep_missing=False):
@@ -907,6 +928,7 @@ def load_campaign(path, missing_exposures="error"):
     sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
     if not lab and not sky:
         raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset")
+    _refuse_repeated_files(ctx, (("lab", lab), ("sky", sky)))
     names = [d.name for d in lab + sky]
     if len(set(names)) != len(names):
         raise CampaignError(f"{path}: dataset names must be distinct, got {names}")

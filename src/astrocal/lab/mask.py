@@ -40,6 +40,7 @@ loads one by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,6 +60,7 @@ __all__ = [
     "mask_path",
     "mask_from_arrays",
     "read_irdb_mask",
+    "check_mask_scale",
 ]
 
 #: required columns and the physical type of their unit (``None``: dimensionless int)
@@ -107,6 +109,7 @@ class Mask:
     mask_scale: u.Quantity | None = None
     source: str = "<arrays>"
     meta: Mapping[str, Any] = field(default_factory=dict)
+    position_unit: str = "mm"  # the unit the file declared for x_mm, y_mm (converted to mm)
 
     @property
     def affine_sigma_ppm(self):
@@ -311,9 +314,15 @@ def _check_table(t: Table, source: str) -> Table:
         pairs = cKDTree(xy).query_pairs(DUPLICATE_POSITION_TOLERANCE_MM, output_type="ndarray")
         if len(pairs):
             ids = [(int(out["hole_id"][i]), int(out["hole_id"][j])) for i, j in pairs[:10]]
+            declared = u.Unit(t["x_mm"].unit)
+            hint = ""
+            if declared != u.mm and len(pairs) > 0.1 * len(xy):  # many: the unit, not two holes
+                hint = (f"; the columns are declared in {declared} (so divided by "
+                        f"{1 / declared.to(u.mm):g} to give mm): are the numbers in mm? Then declare "
+                        "unit mm")
             raise MaskError(
                 f"{source}: columns 'x_mm','y_mm': holes at the same position "
-                f"(within {DUPLICATE_POSITION_TOLERANCE_MM * 1e3:g} um), hole_id pairs {ids}"
+                f"(within {DUPLICATE_POSITION_TOLERANCE_MM * 1e3:g} um), hole_id pairs {ids}{hint}"
             )
     return out
 
@@ -343,12 +352,62 @@ def _mask_from_table(t: Table, source: str) -> Mask:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
             raise MaskError(f"{source}: meta '{AFFINE_SIGMA_KEY}' must be a number >= 0 (ppm), got {value!r}")
     name = str(meta.get("name") or Path(source).stem)
-    return Mask(table=table, name=name, mask_scale=mask_scale, source=source, meta=meta)
+    unit = str(t["x_mm"].unit) if getattr(t["x_mm"], "unit", None) is not None else "mm"
+    return Mask(table=table, name=name, mask_scale=mask_scale, source=source, meta=meta,
+                position_unit=unit)
 
 
 # --------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------
+#: the measured hole spacings may differ from the mask's (at the nominal scales) by this
+#: factor before the mask's positions are refused as in another unit (the distortion and
+#: the nominal pixel scale's error are a few per cent)
+MASK_SCALE_TOLERANCE = 1.5
+_LENGTH_UNITS = (("nm", u.nm), ("um", u.um), ("mm", u.mm), ("cm", u.cm), ("m", u.m))
+
+
+def check_mask_scale(mask, mask_scale, pixel_scale_mas, tables, source=None):
+    """Refuse a mask whose positions are in another unit than declared (cm or um written as
+    mm, mm declared as um...), from the identified spots of measured source tables.
+
+    For every table (``hole_id``, ``x``, ``y`` in pixels), the distances between pairs of
+    identified holes in pixels are compared with the mask's distances (mm) at
+    ``mask_scale`` (mm/arcsec) and ``pixel_scale_mas``; their median ratio should be ~1
+    (the distortion and the nominal scales' errors: :data:`MASK_SCALE_TOLERANCE`).  A ratio
+    near a power of ten is a :class:`MaskError` naming the file, the factor and the likely
+    unit of the numbers.  Returns the median ratio (NaN with fewer than 3 holes)."""
+    px_per_mm = 1e3 / (float(pixel_scale_mas) * float(mask_scale))
+    index = {int(h): k for k, h in enumerate(mask.hole_id)}
+    ratios = []
+    for t in tables:
+        hid = np.asarray(t["hole_id"], np.int64)
+        x, y = np.asarray(t["x"], float), np.asarray(t["y"], float)
+        ok = (hid >= 0) & np.isfinite(x) & np.isfinite(y) & np.isin(hid, mask.hole_id)
+        if ok.sum() < 3:
+            continue
+        k = np.array([index[int(h)] for h in hid[ok]])[:200]
+        p = np.column_stack([x[ok], y[ok]])[:200]
+        m = mask.xy_mm[k] * px_per_mm
+        i, j = np.triu_indices(len(k), 1)
+        dm = np.hypot(*(m[i] - m[j]).T)
+        use = dm > 0
+        ratios.append(np.median(np.hypot(*(p[i] - p[j]).T)[use] / dm[use]))
+    if not ratios:
+        return float("nan")
+    ratio = float(np.median(ratios))
+    if 1 / MASK_SCALE_TOLERANCE <= ratio <= MASK_SCALE_TOLERANCE:
+        return ratio
+    declared = u.Unit(mask.position_unit)
+    likely = [name for name, unit in _LENGTH_UNITS
+              if abs(math.log10(unit.to(u.mm) / (declared.to(u.mm) * ratio))) < math.log10(MASK_SCALE_TOLERANCE)]
+    guess = (f": the numbers look like {likely[0]}, not {declared} (declare the columns' unit "
+             f"{likely[0]}, or convert them)") if likely else ""
+    raise MaskError(
+        f"{source or mask.source}: the holes' spacings on the detector are {ratio:.3g} x those of the mask "
+        f"table's x_mm, y_mm (declared in {declared}) at mask_scale_mm_per_arcsec = {mask_scale:g} and "
+        f"pixel_scale_mas = {pixel_scale_mas:g}{guess}")
+
 def load_mask(path) -> Mask:
     """Read and check a mask table (ECSV).
 

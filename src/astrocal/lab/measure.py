@@ -68,6 +68,7 @@ from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from . import centroid as C
 from .detect import detect_spots
+from .checks import offset_check, same_content, saturation_note
 from .identify import IdentificationError, identify_spots
 from .psf import render_spots
 from .reduce import (DQ_COSMIC, DQ_SATURATED, detector_params, load_calibration, read_frame,
@@ -120,6 +121,11 @@ _IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", "
 #: 1-sigma of the prior on the mask origin from the chopper offset (arcsec): the mask
 #: insertion offset (~0.3 arcsec) and the distortion; only used to break ties
 CENTER_SIGMA_ARCSEC = 0.5
+
+
+#: statuses of an exposure whose table was written (``saturated``: flagged, see
+#: :func:`astrocal.lab.checks.saturation_note`); the other status is ``failed``
+MEASURED = ("ok", "saturated")
 
 
 class MeasureError(ValueError):
@@ -831,7 +837,7 @@ def _result(job, status, message="", **kw):
     out = dict(dataset=job.dataset, index=job.index, exposure=job.stem, file=str(job.file),
                kind=job.kind, status=status, message=message, n_detected=0, n_identified=0,
                n_good=0, median_snr=np.nan, median_sigma_px=np.nan, ident_rms_px=np.nan,
-               table=None, reduced=None, seconds=np.nan, pending=None)
+               table=None, reduced=None, seconds=np.nan, pending=None, flags=[])
     out.update(kw)
     return out
 
@@ -878,12 +884,19 @@ def _measure_image(job, ctx):
                                    mask_scale=ctx.mask_scale, center_guess=guess,
                                    center_sigma=gsig, source=str(job.file),
                                    provenance=getattr(em, "provenance", None))
-    except Exception:
+    except Exception as failure:
         try:  # the reduced image is written also when the frame fails (to look at)
             write_reduced(job.reduced_path, reduced, header, overwrite=job.overwrite,
                           provenance=provenance)
         except Exception as exc:  # noqa: BLE001 - the measurement's error is the one to report
             log.debug("%s: reduced image not written: %s", job.file, exc)
+        n_sat = int(reduced.meta.get("n_saturated_pixels") or 0)
+        if n_sat:  # the likely cause of a failure: said with it
+            level = reduced.meta.get("saturation_level_adu")
+            raise MeasureError(
+                f"{failure}; the frame is saturated: {n_sat} pixels ({100 * n_sat / reduced.data.size:.2g}% "
+                f"of the frame) at or above the saturation level {level:.6g} ADU "
+                f"({reduced.meta.get('saturation_source')}); shorten the DIT or dim the source") from failure
         raise
     # written after the fit: its DQ has the cosmic rays found in the fit residuals too
     write_reduced(job.reduced_path, reduced, header, overwrite=job.overwrite, provenance=provenance)
@@ -950,8 +963,14 @@ def _measure_job(job):
         table, warnings = _measure_image(job, ctx)
         counts = _counts(table)
         ident = table.meta["identification"]
-        out = _result(job, "ok", "; ".join(warnings), reduced=str(job.reduced_path),
-                      ident_rms_px=float(ident.get("rms_px", np.nan)), **counts)
+        saturated, note = saturation_note(table, table.meta.get("reduction") or {})
+        if note:
+            (log.warning if saturated else log.info)("%s: %s", job.file, note)
+            warnings = [note] + list(warnings)
+            table.meta["saturation"] = note
+        out = _result(job, "saturated" if saturated else "ok", "; ".join(warnings),
+                      reduced=str(job.reduced_path), ident_rms_px=float(ident.get("rms_px", np.nan)),
+                      flags=["saturated"] if saturated else [], **counts)
         if job.psf_mode == "epsf":
             out["pending"] = table  # written after the ePSF pass
         else:
@@ -1002,7 +1021,7 @@ def _epsf_pass(results, ctx, jobs_by_key):
     """Build the ePSF of a dataset from its measured frames and refit every spot."""
     from .epsf import build_epsf
 
-    ok = [r for r in results if r["status"] == "ok" and r.get("pending") is not None]
+    ok = [r for r in results if r["status"] in MEASURED and r.get("pending") is not None]
     if not ok:
         return
     frames, positions, noises, masks, tables = [], [], [], [], []
@@ -1101,7 +1120,7 @@ def _scatter_warnings(results, campaign):
     for ds in campaign.lab:
         tables = {}
         for r in results:
-            if r["dataset"] != ds.name or r["status"] != "ok" or r["kind"] != "image":
+            if r["dataset"] != ds.name or r["status"] not in MEASURED or r["kind"] != "image":
                 continue
             t = r.get("pending")
             if t is None and r.get("table"):
@@ -1126,6 +1145,65 @@ def _scatter_warnings(results, campaign):
     return report
 
 
+# =========================================================================== campaign checks
+def _refuse_same_content(campaign):
+    """The same frame under two names (equal SHA-256) would enter the fit twice as if
+    independent: refused before anything is written, naming both exposures."""
+    from ..campaign import CampaignError
+
+    where = {}
+    for kind, datasets in (("lab", campaign.lab), ("sky", campaign.sky)):
+        for i, ds in enumerate(datasets):
+            for k, e in enumerate(ds.exposures):
+                where.setdefault(Path(e.file), f"{kind}[{i}].exposures[{k}] (dataset '{ds.name}')")
+    pairs = same_content(list(where))
+    if pairs:
+        a, b, digest = pairs[0]
+        raise CampaignError(f"{campaign.path}: {where[b]} {b} has the same content as {where[a]} {a} "
+                            f"(SHA-256 {digest[:16]}...): the same frame under two names; list it once")
+
+
+def _offset_warnings(results, jobs, campaign):
+    """Run :func:`astrocal.lab.checks.offset_check` per lab dataset; an exposure whose
+    measured shift disagrees with its commanded offset gets the flag ``offsets`` and a
+    warning naming both exposures and both shifts.  Returns ``{dataset: check}``."""
+    report = {}
+    by_key = {(j.dataset, j.index): j for j in jobs}
+    for ds in campaign.lab:
+        tables, offs, sigmas, rows = {}, {}, {}, {}
+        for r in results:
+            if r["dataset"] != ds.name or r["status"] not in MEASURED:
+                continue
+            t = r.get("pending")
+            if t is None and r.get("table"):
+                t = Table.read(r["table"], format="ascii.ecsv")
+            job = by_key.get((r["dataset"], r["index"]))
+            if t is None or job is None:
+                continue
+            off = job.offset_arcsec if job.offset_arcsec is not None else t.meta.get("offset_arcsec")
+            tables[r["exposure"]], rows[r["exposure"]] = t, r
+            offs[r["exposure"]] = None if off is None else tuple(float(v) for v in off)
+            sigmas[r["exposure"]] = job.offset_sigma_mas
+        check = offset_check(tables, offs, sigmas, campaign.instrument.pixel_scale_mas)
+        if not check:
+            continue
+        report[ds.name] = check
+        for name, c in check.items():
+            if not c["mismatch"]:
+                continue
+            r = rows[name]
+            note = (f"commanded offset disagrees with the measured shift: {name} moved by "
+                    f"({c['measured_px'][0]:.2f}, {c['measured_px'][1]:.2f}) px relative to "
+                    f"{c['reference']} ({c['n_common']} common holes), the commanded offsets "
+                    f"{offs[name]} and {offs[c['reference']]} arcsec give ({c['commanded_px'][0]:.2f}, "
+                    f"{c['commanded_px'][1]:.2f}) px: {c['difference_px']:.2f} px apart (tolerance "
+                    f"{c['tolerance_px']:.2f} px); are the offset_arcsec of dataset '{ds.name}' right?")
+            log.warning("%s: %s", r["file"], note)
+            r["message"] = f"{r['message']}; {note}" if r["message"] else note
+            r["flags"] = list(r.get("flags") or []) + ["offsets"]
+    return report
+
+
 # =========================================================================== campaign
 @dataclass
 class MeasureReport:
@@ -1139,10 +1217,16 @@ class MeasureReport:
     n_failed: int
     seconds: float
     errors: list = field(default_factory=list)
+    n_flagged: int = 0
 
     @property
     def ok(self):
         return self.n_failed == 0 and not self.errors
+
+    @property
+    def n_saturated(self):
+        """Exposures measured but flagged ``saturated`` (status)."""
+        return sum(r["status"] == "saturated" for r in self.results)
 
 
 def _load_campaign_tolerant(path):
@@ -1221,6 +1305,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     mode = psf or campaign.measure.psf
     if mode not in ("model", "epsf"):
         raise ValueError(f"psf must be 'model' or 'epsf', got {mode!r}")
+    _refuse_same_content(campaign)
     output = Path(campaign.measure.output)
     summary_path = output / "summary.ecsv"
     check_writable(summary_path, overwrite)
@@ -1304,6 +1389,8 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
 
     # stated sigmas against the scatter of the positions between the exposures of a dataset
     scatter = _scatter_warnings(results, campaign)
+    # commanded offsets against the measured shifts of the holes
+    offsets = _offset_warnings(results, jobs, campaign)
 
     # stale products of frames that failed now are removed when overwriting
     if overwrite:
@@ -1331,11 +1418,13 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
                              processes)
     summary.meta["scatter_check"] = _plain(scatter)
+    summary.meta["offset_check"] = _plain(offsets)
     atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
     n_failed = sum(r["status"] == "failed" for r in results)
+    n_flagged = sum(bool(r.get("flags")) for r in results)
     return MeasureReport(summary=summary, results=results, output=output,
                          summary_path=summary_path, n_failed=n_failed,
-                         seconds=time.perf_counter() - t0)
+                         seconds=time.perf_counter() - t0, n_flagged=n_flagged)
 
 
 def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
@@ -1365,9 +1454,11 @@ def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
     t["table"] = [rel(r["table"]) for r in results]
     t["reduced"] = [rel(r["reduced"]) for r in results]
     t["seconds"] = np.array([r["seconds"] for r in results], float)
+    t["flags"] = [",".join(r.get("flags") or []) for r in results]
     t["message"] = [r["message"] or "" for r in results]
     t.meta = _plain({
-        "description": "astrocal measure: one row per exposure (status ok/failed, message)",
+        "description": "astrocal measure: one row per exposure (status ok/saturated/failed, flags "
+                       "of the checks: saturated, offsets; message)",
         "campaign": str(campaign.path),
         "campaign_sha256": campaign.sha256,
         "psf": mode,
@@ -1416,6 +1507,9 @@ def run(args):
     for r in report.results:
         if r["status"] == "failed":
             print(f"FAILED {r['message']}")
+        elif r["status"] == "saturated":
+            print(f"SATURATED {r['exposure']}: {r['n_good']} good of {r['n_identified']} identified "
+                  f"spots [{r['message']}]")
         else:
             extra = f"  [{r['message']}]" if r["message"] else ""
             print(f"ok     {r['exposure']}: {r['n_identified']}/{r['n_detected']} spots identified, "
@@ -1423,4 +1517,7 @@ def run(args):
                   f"{r['median_sigma_px']:.2g} px{extra}")
     print(f"{n - report.n_failed}/{n} exposures measured in {report.seconds:.1f} s; wrote "
           f"{report.summary_path}")
-    return 1 if report.n_failed else 0
+    flagged = [f"{r['exposure']} ({', '.join(r['flags'])})" for r in report.results if r.get("flags")]
+    if flagged:
+        print(f"flagged (see the summary's flags and message): {'; '.join(flagged)}")
+    return 1 if report.n_failed or report.n_saturated else 0

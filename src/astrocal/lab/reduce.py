@@ -38,7 +38,9 @@ Bad pixels (:func:`load_calibration`, once per dataset):
 
 Per frame (:func:`reduce_frame`):
 
-* ``DQ_SATURATED``: raw pixels at the saturation level (full well / gain, from the header);
+* ``DQ_SATURATED``: raw pixels at the saturation level (full well / gain, from the header
+  and the readout mode; without a full well, a plateau of pixels at the frame's maximum,
+  :func:`plateau_level`);
 * ``DQ_COSMIC``: cosmic-ray hits (:func:`detect_cosmic_rays`): a pixel is a hit when its
   discrete Laplacian ``L = 4 c - (sum of the 4 neighbours)`` is significant *and* sharper
   than anything the diffraction-limited PSF can make: ``L - R c`` above ``nsig`` sigma,
@@ -218,13 +220,21 @@ def read_frame(path, what="frame"):
             if "SCI" in hdul:
                 hdu = hdul["SCI"]
             else:
-                for h in hdul:
-                    if h.is_image and h.data is not None and h.data.ndim == 2:
+                for h in hdul:  # from the header: a truncated file's data cannot be read
+                    if h.is_image and h.header.get("NAXIS", 0) == 2:
                         hdu = h
                         break
-            if hdu is None or hdu.data is None or hdu.data.ndim != 2:
+            if hdu is None:
                 raise ReductionError(f"{path}: no 2-D image in the file ({what})")
-            data = np.asarray(hdu.data, dtype=np.float32)  # native byte order, a copy
+            _check_complete(path, hdul, hdu, what)
+            try:
+                raw = hdu.data
+            except (ValueError, EOFError, OSError) as exc:  # e.g. "cannot reshape array of size ..."
+                raise ReductionError(f"{path}: the image data cannot be read ({what}): {exc}; "
+                                     "a truncated or damaged file?") from exc
+            if raw is None or raw.ndim != 2:
+                raise ReductionError(f"{path}: no 2-D image in the file ({what})")
+            data = np.asarray(raw, dtype=np.float32)  # native byte order, a copy
             header = hdul[0].header.copy()
             if hdu is not hdul[0]:
                 header.update({k: v for k, v in hdu.header.items()
@@ -234,6 +244,26 @@ def read_frame(path, what="frame"):
     except OSError as exc:
         raise ReductionError(f"{path}: cannot read as FITS ({what}): {exc}") from exc
     return data, header
+
+
+def _check_complete(path, hdul, hdu, what):
+    """Refuse a FITS file that ends before the image data its header announces (a copy or
+    transfer cut short), naming the file and the expected and actual sizes in bytes.
+    Compressed files (gzip, tile compression) are checked when their data are read."""
+    if hdu.header.get("NAXIS", 0) != 2 or isinstance(hdu, fits.CompImageHDU):
+        return
+    info = hdul.fileinfo(hdul.index(hdu))
+    fileobj = info.get("file") if info else None
+    if fileobj is None or getattr(fileobj, "compression", None):
+        return
+    nbytes = abs(int(hdu.header["BITPIX"])) // 8 * int(hdu.header["NAXIS1"]) * int(hdu.header["NAXIS2"])
+    need = int(info["datLoc"]) + nbytes
+    actual = Path(path).stat().st_size
+    if actual < need:
+        raise ReductionError(
+            f"{path}: truncated FITS file ({what}): {actual} bytes, but its header announces a "
+            f"{hdu.header['NAXIS2']} x {hdu.header['NAXIS1']} image (BITPIX {hdu.header['BITPIX']}) "
+            f"ending at byte {need} ({need - actual} bytes missing); copy the file again")
 
 
 # =========================================================================== helpers
@@ -653,6 +683,40 @@ class ReducedFrame:
         return self.bkgvar + np.maximum(self.data, 0) / np.float32(self.params.gain_eff)
 
 
+#: pixels within the read noise of a frame's maximum that make a plateau (clipping)
+PLATEAU_MIN_PIXELS = 5
+
+
+def plateau_level(data, params, nsig=5.0, min_pixels=PLATEAU_MIN_PIXELS):
+    """The saturation level (ADU) of a raw frame clipped at an unknown level, or None.
+
+    A frame clipped by the detector or its converter has patches of adjacent pixels at its
+    maximum (within ``nsig`` x the read noise of the average of NDIT DITs, at most 1e-4 of
+    the value: a tolerance that a wrong noise model cannot widen); an unclipped frame's
+    maximum is one spot's peak, with its neighbours well below.  Returns the maximum
+    minus that tolerance when at least ``min_pixels`` such pixels touch another (a
+    4-neighbour), else None."""
+    finite = np.isfinite(data)
+    if not finite.any():
+        return None
+    top = float(data[finite].max())
+    if not top > 0:
+        return None
+    tol = min(nsig * math.sqrt(params.read_var_adu), 1e-4 * abs(top))
+    with np.errstate(invalid="ignore"):
+        at = finite & (data >= top - tol)
+    if np.count_nonzero(at) < min_pixels:
+        return None
+    touch = np.zeros_like(at)
+    touch[1:, :] |= at[:-1, :]
+    touch[:-1, :] |= at[1:, :]
+    touch[:, 1:] |= at[:, :-1]
+    touch[:, :-1] |= at[:, 1:]
+    if np.count_nonzero(at & touch) < min_pixels:
+        return None
+    return top - tol
+
+
 def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsig=5.0,
                  excess_limit=1.2, source="<frame>"):
     """Reduce one raw frame (see the module docstring); returns a :class:`ReducedFrame`.
@@ -677,9 +741,13 @@ def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsi
     nonfinite = ~np.isfinite(data)
     dq[nonfinite] |= DQ_NONFINITE
     n_sat = 0
-    if params.saturation_adu is not None:
+    sat_level, sat_source = params.saturation_adu, "the readout mode's full well"
+    if sat_level is None:  # no full well known: a clipped frame shows a plateau at its maximum
+        sat_level = plateau_level(data, params)
+        sat_source = "a plateau at the frame's maximum" if sat_level is not None else None
+    if sat_level is not None:
         with np.errstate(invalid="ignore"):
-            sat = data >= np.float32(params.saturation_adu)
+            sat = data >= np.float32(sat_level)
         n_sat = int(np.count_nonzero(sat))
         dq[sat] |= DQ_SATURATED
         del sat
@@ -746,6 +814,8 @@ def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsi
         "source": str(source),
         "background_scale": scale,
         "n_saturated_pixels": n_sat,
+        "saturation_level_adu": None if sat_level is None else float(sat_level),
+        "saturation_source": sat_source,
         "n_dead_in_frame": n_cold,
         "noise_check": {"measured_over_model": ratio, "added_variance_adu2": added},
         "n_cosmic_ray_pixels": n_cr,

@@ -7,6 +7,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from astropy.table import Table
@@ -15,7 +16,7 @@ from ..atomic import ProductExistsError
 from ..campaign import load_campaign
 from ..resultset import (LOCK, MANIFEST, confined, mark_incomplete, read_manifest, remove_partial_files,
                          write_manifest, writer_lock)
-from ..lab.mask import load_mask
+from ..lab.mask import check_mask_scale, load_mask
 from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
 from .linear import Priors
@@ -51,6 +52,10 @@ def source_table_path(campaign, exposure_file, dataset=None):
     want = path.resolve()
     table = next((t for (f, d), t in named.items() if f == want and (dataset is None or d in (None, dataset))),
                  f"{path.stem}.ecsv")
+    if isinstance(table, MeasureFailure):  # no table: say why instead of looking for one
+        raise DataError(f"{path}: exposure '{table.exposure}' of dataset '{table.dataset}' failed in "
+                        f"'astrocal measure' ({out / 'summary.ecsv'}): {table.message}; fix it and run "
+                        f"measure again, or remove the exposure from {campaign.path}")
     candidate = out / table
     if candidate.resolve() == want or not candidate.exists():
         raise FileNotFoundError(
@@ -116,12 +121,33 @@ def _read_summary(summary, _mtime_ns):
         raise DataError(f"{summary}: cannot read the measure stage's summary ({exc})") from exc
     if not {"file", "table"} <= set(t.colnames):
         return {}
+
+    def cell(row, name):  # an empty string is read back masked ("--"): no value
+        if name not in t.colnames or np.ma.is_masked(row[name]):
+            return ""
+        return str(row[name]).strip()
+
     named = {}
     for row in t:
-        if str(row["table"]).strip():
-            ds = str(row["dataset"]) if "dataset" in t.colnames else None
-            named.setdefault((Path(str(row["file"])).resolve(), ds), str(row["table"]))
+        ds = cell(row, "dataset") or None
+        key = (Path(cell(row, "file")).resolve(), ds)
+        if cell(row, "status") == "failed":
+            named.setdefault(key, MeasureFailure(cell(row, "exposure"), ds, cell(row, "message")))
+        elif cell(row, "table"):
+            named.setdefault(key, cell(row, "table"))
+            if cell(row, "status") not in ("", "ok") or cell(row, "flags"):  # measured, but flagged
+                log.warning("%s: exposure '%s' was flagged by 'astrocal measure' (%s): %s", summary,
+                            cell(row, "exposure"), cell(row, "flags") or cell(row, "status"),
+                            cell(row, "message"))
     return named
+
+
+class MeasureFailure(NamedTuple):
+    """A summary row of an exposure that failed in the measure stage (no table)."""
+
+    exposure: str
+    dataset: str | None
+    message: str
 
 
 def lab_points_for(campaign, datasets):
@@ -143,6 +169,9 @@ def lab_points_for(campaign, datasets):
             if offset is None:
                 raise DataError(f"{path}: no commanded offset (give offset_arcsec in the campaign "
                                 "or in the table's metadata)")
+            if not _finite_pair(offset):
+                raise DataError(f"{path}: meta 'offset_arcsec' must be a pair of finite numbers "
+                                f"(arcsec), got {offset!r}")
             sigma = exp.offset_sigma_mas
             if sigma is None:
                 log.warning("%s: no offset accuracy given; the offset is taken as barely known "
@@ -154,12 +183,20 @@ def lab_points_for(campaign, datasets):
             ds_index.append(k)
             names.append(f"{d.name}:{Path(exp.file).stem}")
             inputs.append(path)
+    check_mask_scale(mask, inst.mask_scale_mm_per_arcsec, inst.pixel_scale_mas, tables)  # a mask in cm, um...
     ny, nx = inst.detector_shape
     points = lab_points_from_tables(
         tables, mask.xy_mm, mask.hole_id, inst.mask_scale_mm_per_arcsec,
         (-0.5, nx - 0.5, -0.5, ny - 0.5), inst.pixel_scale_mas / 1e3, offsets, sigmas,
         exposure_dataset=ds_index, dataset_names=[d.name for d in datasets], exposure_names=names)
     return points, inputs
+
+
+def _finite_pair(value):
+    try:
+        return len(value) == 2 and all(np.isfinite(float(v)) and not isinstance(v, bool) for v in value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _read_table(path):

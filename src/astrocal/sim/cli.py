@@ -1,6 +1,9 @@
 """``astrocal simulate``: make data with known truth."""
 from __future__ import annotations
 
+import math
+import re
+
 from .field import simulate_field
 
 INSTRUMENTS = ("metis-lm", "metis-n")
@@ -133,8 +136,42 @@ def _register_lab(sub):
     p.set_defaults(func=run_lab)
 
 
+#: ``simulate lab`` options of the settings' fields (named in the errors instead of the fields)
+LAB_OPTIONS = {"n_exposures": "--exposures", "max_offset_arcsec": "--max-offset",
+               "offset_sigma_mas": "--offset-sigma-mas", "hole_error_um": "--hole-error-um",
+               "insertion_rot_deg": "--insertion-rot-deg",
+               "insertion_offset_arcsec": "--insertion-offset-arcsec",
+               "distortion_corner_px": "--corner-px", "detector_shape": "--detector-shape",
+               "dit_s": "--dit", "ndit": "--ndit", "exptime_s": "--exptime", "snr_max": "--snr",
+               "bb_temp_k": "--bb-temp", "bb_aperture": "--bb-aperture", "wcu_temp_k": "--wcu-temp",
+               "nd_transmission": "--nd"}
+
+
+def _settings(make, args, options, command):
+    """Settings from ``make()``; a non-finite number or a value the settings refuse is a
+    ``ValueError`` naming the command-line option (not the settings' field)."""
+    for option in options.values():
+        value = getattr(args, option[2:].replace("-", "_"), None)
+        if value is None and option == "--nd":
+            value = args.nd
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{command} {option}: expected a finite number, got {value}")
+    try:
+        return make()
+    except (ValueError, TypeError) as exc:
+        text = str(exc)
+        for name, option in sorted(options.items(), key=lambda kv: -len(kv[0])):
+            text = re.sub(rf"\b{name}\b", option, text)
+        raise ValueError(f"{command}: {text}") from None
+
+
 def lab_settings(args):
-    """:class:`~astrocal.sim.lab.LabSimSettings` from parsed ``simulate lab`` arguments."""
+    """:class:`~astrocal.sim.lab.LabSimSettings` from parsed ``simulate lab`` arguments;
+    an invalid option is a ``ValueError`` naming it."""
+    return _settings(lambda: _lab_settings(args), args, LAB_OPTIONS, "simulate lab")
+
+
+def _lab_settings(args):
     from .lab import LabSimSettings
 
     s = LabSimSettings(

@@ -264,6 +264,9 @@ class LabSimSettings:
             if len(shape) != 2 or min(shape) < 64:
                 raise ValueError(f"detector_shape must be (ny, nx) >= 64 px, got {self.detector_shape}")
             object.__setattr__(self, "detector_shape", shape)
+        if self.offsets is None and not (np.isfinite(self.max_offset_arcsec) and self.max_offset_arcsec > 0):
+            raise ValueError(f"max_offset_arcsec (the largest chopper offset) must be > 0, got "
+                             f"{self.max_offset_arcsec} (the exposures must be dithered)")
         if not self.offset_sigma_mas > 0:
             raise ValueError("offset_sigma_mas (stated accuracy of the chopper offsets) must be > 0; "
                              "use offset_errors=False for exact offsets")
