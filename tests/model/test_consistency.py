@@ -40,16 +40,32 @@ def test_consistent_data_pass(campaign, tmp_path, capsys):
     assert fits.getheader(c / "out" / "Lp" / "astromet_Lp.fits")[QC_CONSISTENT] is True
 
 
-def test_a_mask_table_in_cm_ends_with_status_3_and_marked_products(campaign, tmp_path, capsys):
+def test_a_mask_in_cm_is_refused_by_its_unit(campaign, tmp_path, capsys):
+    """A mask table in cm: the hole distances are a tenth of the measured ones at the
+    campaign's scales; refused before the fit, naming the likely unit."""
     c = copy_of(campaign, tmp_path)
     mask = Table.read(c / "mask.ecsv")
     mask["x_mm"] /= 10  # cm written where mm are expected
     mask["y_mm"] /= 10
     mask.write(c / "mask.ecsv", overwrite=True)
+    assert main(["-q", "fit", str(c / "campaign.toml"), *ARGS]) == 1
+    assert "cm" in capsys.readouterr().err
+    assert not (c / "out" / "Lp" / "fit.json").exists()
+
+
+def test_a_scale_far_from_nominal_ends_with_status_3_and_marked_products(campaign, tmp_path, capsys):
+    """A mask 1.5 times larger than the campaign's scales say (not a unit: the unit check
+    lets it pass): the fitted pixel scale is 1.5 times the nominal one; the fit writes its
+    products, marked, and ends with status 3."""
+    c = copy_of(campaign, tmp_path)
+    mask = Table.read(c / "mask.ecsv")
+    mask["x_mm"] *= 1.5
+    mask["y_mm"] *= 1.5
+    mask.write(c / "mask.ecsv", overwrite=True)
     assert main(["-q", "fit", str(c / "campaign.toml"), *ARGS]) == 3
     captured = capsys.readouterr()
     assert "contradict the fit's assumptions" in captured.err
-    assert "0.1 times the nominal 5.47 mas/px" in captured.out
+    assert "8.205 mas/px is 1.5 times the nominal 5.47 mas/px" in captured.out
     out = c / "out" / "Lp"
     require_complete(out)  # the set is complete, and marked
     info = json.loads((out / "fit.json").read_text())
