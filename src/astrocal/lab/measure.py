@@ -66,6 +66,7 @@ from scipy.spatial import cKDTree
 from .. import __version__
 from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
+from ..resultset import confined
 from . import centroid as C
 from .detect import detect_spots
 from .checks import offset_check, same_content, saturation_note
@@ -1336,6 +1337,10 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                          output / f"{stem}_reduced.fits" if kind == "image" else None,
                          e.offset_arcsec, e.offset_sigma_mas, overwrite, mode,
                          str(campaign.path), campaign.sha256))
+    for job in jobs:  # every product path under the output directory (names are checked at load too)
+        for path in (job.table_path, job.reduced_path):
+            if path is not None:
+                confined(path, output)
 
     # ---- per-dataset context (mask, PSF, calibration), built once; the PSF table is
     # computed in a thread while the calibration frames are read (both release the GIL)

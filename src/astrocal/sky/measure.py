@@ -85,6 +85,7 @@ from astropy.time import Time, TimeDelta
 
 from .. import __version__
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
+from ..resultset import confined
 from ..lab import centroid as C
 from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
                            FLAGS_REJECT as _LAB_FLAGS_REJECT, MeasureError, _exposure_stem,
@@ -1145,6 +1146,9 @@ def _measure_job(job):
     kind = "sky_image" if image else "sky_list"
     table_path = output / f"{stem}.ecsv"
     reduced_path = output / f"{stem}_reduced.fits" if image else None
+    for path in (table_path, reduced_path):  # under the output directory (names are checked at load too)
+        if path is not None:
+            confined(path, output)
     try:
         if error is not None:
             raise SkyMeasureError(error)
