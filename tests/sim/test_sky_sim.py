@@ -6,7 +6,6 @@ astropy/astrocal's astrometry and the field's forward evaluation, never read bac
 simulator's own intermediate arrays. No network: IERS downloads are off and sockets blocked.
 """
 import json
-import socket
 import warnings
 
 import numpy as np
@@ -29,15 +28,7 @@ from astrocal.sim.sky_truth import (
 ARCSEC_TOL = 1e-9  # arcsec: "exact" (double precision of a few-arcsec quantity)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def blocked(*args, **kwargs):
-        raise OSError("network access blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    with iers.conf.set_temp("auto_download", False):
-        yield
+pytestmark = pytest.mark.usefixtures("offline")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

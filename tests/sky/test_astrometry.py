@@ -8,7 +8,6 @@ exposure times lie within the IERS table shipped with astropy.
 from __future__ import annotations
 
 import logging
-import socket
 import time as _time
 import warnings
 
@@ -17,7 +16,6 @@ import pytest
 import astropy.units as u
 from astropy.coordinates import AltAz, SkyCoord
 from astropy.time import Time
-from astropy.utils import iers
 
 from astrocal.sky.astrometry import (
     AstrometryError, EpochGapWarning, apparent_positions, apparent_positions_many, gnomonic,
@@ -32,15 +30,7 @@ WEATHER = {"pressure_hpa": 712.0, "temperature_c": 8.0, "relative_humidity": 0.1
 L_BAND = 3.8 * u.um
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def blocked(*args, **kwargs):
-        raise OSError("network access blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    with iers.conf.set_temp("auto_download", False):
-        yield
+pytestmark = pytest.mark.usefixtures("offline")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

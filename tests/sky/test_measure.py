@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
-from astropy.utils import iers
 
 from astrocal.atomic import ProductExistsError
 from astrocal.campaign import load_campaign
@@ -49,15 +47,7 @@ SKY_E = 3000.0  # thermal sky, electrons per pixel per DIT
 N_MISSING, SPURIOUS = 3, ((40.3, 250.6, 4e5), (260.2, 30.7, 3e5))
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def blocked(*args, **kwargs):
-        raise OSError("network access blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    with iers.conf.set_temp("auto_download", False):
-        yield
+pytestmark = pytest.mark.usefixtures("offline")  # tests/conftest.py
 
 
 def _catalog_arrays(rng, n=110, half=1.7, min_sep=0.07):

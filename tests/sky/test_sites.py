@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import socket
 import tomllib
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import astropy.units as u
 from astropy.coordinates import AltAz, EarthLocation, SkyCoord
 from astropy.table import Table
 from astropy.time import Time
-from astropy.utils import iers
 
 from astrocal.sky.astrometry import apparent_positions
 from astrocal.sky.catalog import catalog_from_arrays
@@ -31,15 +29,7 @@ ASTROPY_DATA = "astropy-data coordinates/sites.json"
 ASTROPY_DATA_COMMIT = "0114fac2f3544396b77e3af7a8bdca22ebd07770"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def blocked(*args, **kwargs):
-        raise OSError("network access blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    with iers.conf.set_temp("auto_download", False):
-        yield
+pytestmark = pytest.mark.usefixtures("offline")  # tests/conftest.py
 
 
 # --------------------------------------------------------------------------- the table

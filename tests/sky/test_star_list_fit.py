@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import warnings
 
 import numpy as np
@@ -23,7 +22,6 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
-from astropy.utils import iers
 
 from astrocal.campaign import CampaignError, load_campaign
 from astrocal.cli import main
@@ -44,15 +42,7 @@ KEYS = (f'ra = {RA0}, dec = {DEC0}, position_angle_deg = {PA_NOMINAL}, parity = 
         f'temperature_c = 6, humidity = 0.2, wavelength_um = {WAVELENGTH}')
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def blocked(*args, **kwargs):
-        raise OSError("network access blocked in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-    with iers.conf.set_temp("auto_download", False):
-        yield
+pytestmark = pytest.mark.usefixtures("offline")  # tests/conftest.py
 
 
 def _catalog(rng, n=45, half=2.6, min_sep=0.12):
