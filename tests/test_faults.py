@@ -234,3 +234,49 @@ def test_an_edited_or_truncated_product_makes_the_set_incomplete(reference, tmp_
     (out / "astromet_Lp.fits").write_bytes(data[: len(data) // 2])
     rep = astrocal("report", out)
     assert rep.returncode == 1 and "astromet_Lp.fits" in rep.stderr and "truncated" in rep.stderr
+
+
+def _bad_filter(c):
+    text = (c / "campaign.toml").read_text().replace('filter = "Lp"', 'filter = "../../../../x"')
+    (c / "campaign.toml").write_text(text)
+    return "filter", "lab[0].filter"
+
+
+def _bad_name(c):
+    text = (c / "campaign.toml").read_text().replace('[[lab]]\n', '[[lab]]\nname = "../../../../x"\n')
+    (c / "campaign.toml").write_text(text)
+    return "name", "lab[0].name"
+
+
+def _point_off_the_detector(c):
+    from astropy.table import Table
+
+    t = Table.read(c / "tables" / "grid_02.ecsv")
+    t["x"][7], t["y"][7] = 5000.0, -300.0
+    t.write(c / "tables" / "grid_02.ecsv", overwrite=True)
+    return "grid_02", "row 7"
+
+
+def _negative_sigma(c):
+    from astropy.table import Table
+
+    t = Table.read(c / "tables" / "grid_01.ecsv")
+    t["sigma_x"][3] = -0.01
+    t.write(c / "tables" / "grid_01.ecsv", overwrite=True)
+    return "grid_01", "sigma_x"
+
+
+@pytest.mark.parametrize("spoil", [_bad_filter, _bad_name, _point_off_the_detector, _negative_sigma],
+                         ids=["filter ../", "dataset name ../", "point off the detector", "negative sigma"])
+def test_bad_fit_inputs_are_refused_before_anything_is_written(tmp_path, spoil):
+    """Inputs the fit must not use: refused with status 1 and a message naming the key or
+    the table and row, before any file is written (in the output directory or outside)."""
+    path, out = fresh_campaign(tmp_path / "c")
+    first, second = spoil(tmp_path / "c")
+    before = snapshot(tmp_path)
+    run = astrocal("fit", path, *FIT_ARGS)
+    assert run.returncode == 1, run.stderr
+    assert first in run.stderr and second in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert snapshot(tmp_path) == before  # nothing written anywhere
+    assert not out.exists()  # not even the result directory

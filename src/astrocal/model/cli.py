@@ -490,24 +490,16 @@ def chain_record(campaign, settings, inputs):
 
 def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
     """Fit one filter's lab and sky datasets jointly and write its result set
-    (:mod:`astrocal.resultset`: under a lock, its manifest written last)."""
-    out = confined(Path(campaign.fit.output) / filt, campaign.fit.output)
-    with writer_lock(out):
-        return _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out)
-
-
-def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
+    (:mod:`astrocal.resultset`). The inputs are read and checked first, so a refused input
+    writes nothing; then, under the directory's lock, the chain, the draws, the products
+    and, last, the manifest."""
     from ..products import write_fit_products
     from .result import load_posterior
 
     fs = campaign.fit
+    out = confined(Path(fs.output) / filt, fs.output)
     h5 = out / "posterior.h5"
     overwrite, resume = opts["overwrite"], opts["resume"]
-    _check_result_dir(out, resume, overwrite, locked=True)  # again, now under the lock
-    mark_incomplete(out)  # from here on the directory is not a complete result
-    remove_partial_files(out)
-    if h5.exists() and overwrite and not resume:
-        h5.unlink()
     parts, inputs = [], []
     if lab_sets:
         lab, lab_inputs = lab_points_for(campaign, lab_sets)
@@ -539,28 +531,35 @@ def _fit_group_locked(campaign, filt, lab_sets, sky_sets, opts, out):
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
     settings.chain_record = chain_record(campaign, settings, inputs)
-    log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
-             points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
-             points.n_sky_exposures)
-    fit = fit_lab(points, settings)
-    rewrite = overwrite or resume
-    save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
-             instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames,
-             sites=sites)
-    try:
-        products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
-                                      campaign_sha256=campaign.sha256, inputs=[campaign.path],
-                                      overwrite=rewrite)
-    except ValueError as exc:
-        if _contradicted(out):  # the products fail because the data contradict the model: say that
-            problems = json.loads((out / "fit.json").read_text())["consistency"]["problems"]
-            raise DataError(f"filter {filt}: the data contradict the fit's assumptions: {'; '.join(problems)}; "
-                            f"no products could be made from this fit ({exc}); {out} holds fit.json and "
-                            "residuals.ecsv to look at, and no manifest (not a result)") from exc
-        raise
-    names = ["posterior.h5", "fit.json", "summary.ecsv", "residuals.ecsv",
-             *(Path(p).name for p in products.values())]
-    write_manifest(out, names, {"campaign_sha256": campaign.sha256, "seed": int(settings.seed)})
+    with writer_lock(out):
+        _check_result_dir(out, resume, overwrite, locked=True)  # again, now under the lock
+        mark_incomplete(out)  # from here on the directory is not a complete result
+        remove_partial_files(out)
+        if h5.exists() and overwrite and not resume:
+            h5.unlink()
+        log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
+                 points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
+                 points.n_sky_exposures)
+        fit = fit_lab(points, settings)
+        rewrite = overwrite or resume
+        save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
+                 instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames,
+                 sites=sites)
+        try:
+            products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
+                                          campaign_sha256=campaign.sha256, inputs=[campaign.path],
+                                          overwrite=rewrite)
+        except ValueError as exc:
+            if _contradicted(out):  # the products fail because the data contradict the model: say that
+                problems = json.loads((out / "fit.json").read_text())["consistency"]["problems"]
+                raise DataError(f"filter {filt}: the data contradict the fit's assumptions: "
+                                f"{'; '.join(problems)}; no products could be made from this fit ({exc}); "
+                                f"{out} holds fit.json and residuals.ecsv to look at, and no manifest "
+                                "(not a result)") from exc
+            raise
+        names = ["posterior.h5", "fit.json", "summary.ecsv", "residuals.ecsv",
+                 *(Path(p).name for p in products.values())]
+        write_manifest(out, names, {"campaign_sha256": campaign.sha256, "seed": int(settings.seed)})
     return fit, out, products
 
 
