@@ -112,3 +112,24 @@ def test_cli_refuses_bad_covariance_names_file_and_column(small_files, tmp_path)
     out = Table.read(tmp_path / "o" / "out.fits", mask_invalid=False)
     assert np.isnan(out["sigma_x_lin"][[5, 9]]).all() and np.isfinite(out["sigma_x_lin"][:5]).all()
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["in.fits", "o", "out.fits"]
+
+
+@pytest.mark.parametrize("layout", ["ascii.commented_header", "ascii.basic", "ascii.no_header"])
+def test_plain_text_lists_are_read_in_blocks_too(small_files, tmp_path, layout):
+    """A plain text list (as StarFinder or HST users write them: names in a comment line, in
+    a plain line, or none) is read in blocks like ECSV: the output equals the one-shot one."""
+    ev = open_solution(small_files["astromet"], filter_id="L")
+    src = tmp_path / "in.txt"
+    t = _list(5500)
+    t.meta = {}
+    cols = {}
+    if layout == "ascii.no_header":  # StarFinder's order: x y flux sigma_x sigma_y, then cov_xy
+        t = t["x", "y", "flux", "sigma_x", "sigma_y", "cov_xy"]
+        cols = dict(cov_xy_col="col6")
+    t.write(src, format=layout)
+    for fout in ("ecsv", "fits"):
+        once, blocks = tmp_path / f"once.{fout}", tmp_path / f"blocks.{fout}"
+        correct_star_list(src, ev, once, **cols)
+        n = correct_star_list_file(src, ev, blocks, chunk_rows=1000, **cols)
+        assert blocks.read_bytes() == once.read_bytes(), (layout, fout)
+        assert n["n"] == 5500 and n["chunks"] >= 6

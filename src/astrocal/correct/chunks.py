@@ -41,8 +41,8 @@ from ..atomic import check_writable
 
 #: rows per block by default: ~ 0.2 GB of working memory for a list with a dozen columns
 DEFAULT_CHUNK_ROWS = 200_000
-#: the formats read in blocks (others are read whole)
-CHUNKED_FORMATS = ("ecsv", "csv", "fits")
+#: the formats read in blocks (others, DAOPHOT and IRAF lists, are read whole)
+CHUNKED_FORMATS = ("ecsv", "csv", "fits", "text")
 _ASTROPY_READ = {"ecsv": "ascii.ecsv", "csv": "ascii.csv"}
 
 
@@ -84,6 +84,40 @@ def _text_chunks(path, fmt, chunk_rows):
             row0 += len(t)
             if not lines:
                 return
+
+
+def _plain_chunks(path, chunk_rows):
+    """Plain text (whitespace columns, ``#`` comments, optionally a line of column names,
+    commented or not): the first block is read as :func:`astrocal.sky.starlist` reads a whole
+    list (astropy's format guess), and every later block as headerless rows with the
+    column names that guess found (``#`` lines skipped), so each block holds the same
+    columns as those rows of the whole list."""
+    from astropy.io import ascii
+
+    from ..sky.starlist import StarListError
+
+    def read(text, row0, **kw):
+        try:
+            return ascii.read(text, comment="#", **kw)
+        except Exception as exc:  # astropy raises many kinds for malformed files
+            raise StarListError(f"{path}: cannot read data rows from {row0} on as a text star list: "
+                                f"{exc}") from exc
+
+    with open(path, "r", newline="") as fh:
+        first = list(itertools.islice(fh, chunk_rows))
+        t = read("".join(first), 0)
+        names = t.colnames
+        yield 0, t
+        row0 = len(t)
+        while True:
+            lines = list(itertools.islice(fh, chunk_rows))
+            data = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            if not lines:
+                return
+            if data:
+                t = read("".join(data), row0, format="no_header", names=names, guess=False)
+                yield row0, t
+                row0 += len(t)
 
 
 def _fits_table_index(hdul, path):
@@ -129,7 +163,7 @@ def iter_chunks(path, fmt, chunk_rows=DEFAULT_CHUNK_ROWS):
     path : path-like
         The list.
     fmt : str
-        ``'ecsv'``, ``'csv'`` or ``'fits'`` (:data:`CHUNKED_FORMATS`).
+        ``'ecsv'``, ``'csv'``, ``'fits'`` or ``'text'`` (:data:`CHUNKED_FORMATS`).
     chunk_rows : int
         Rows per block (>= 1).
 
@@ -145,6 +179,8 @@ def iter_chunks(path, fmt, chunk_rows=DEFAULT_CHUNK_ROWS):
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if fmt == "fits":
         return _fits_chunks(Path(path), chunk_rows)
+    if fmt == "text":
+        return _plain_chunks(Path(path), chunk_rows)
     if fmt in _ASTROPY_READ:
         return _text_chunks(Path(path), fmt, chunk_rows)
     raise ValueError(f"{path}: format {fmt!r} is not read in blocks (only "

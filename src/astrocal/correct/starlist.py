@@ -480,14 +480,20 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
 
 
 # ------------------------------------------------------------------ lists of any length
-def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based):
-    """Columns of a header-only table (ECSV, CSV, FITS), chosen as
-    :func:`astrocal.sky.starlist.read_star_list` chooses them."""
+def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based, text_like=False):
+    """Columns of the first block of a list (ECSV, CSV, FITS, plain text), chosen as
+    :func:`astrocal.sky.starlist.read_star_list` chooses them (a plain text list without a
+    names line: x, y and flux are its first three columns unless named)."""
     from ..sky import starlist as sl
 
+    flux_col = None
+    if text_like and all(n.startswith("col") for n in t0.colnames):
+        x_col = 0 if x_col is None else x_col
+        y_col = 1 if y_col is None else y_col
+        flux_col = 2 if len(t0.colnames) > 2 else None
     xn = sl._find(t0, x_col, sl._X_NAMES, "star x position", path, "x_col")
     yn = sl._find(t0, y_col, sl._Y_NAMES, "star y position", path, "y_col")
-    fn = sl._find(t0, None, sl._FLUX_NAMES, "flux", path, False)
+    fn = sl._find(t0, flux_col, sl._FLUX_NAMES, "flux", path, False)
     fen = sl._find(t0, None, sl._FLUX_ERR_NAMES, "flux error", path, False) if fn else None
     mn = sl._find(t0, None, sl._MAG_NAMES, "magnitude", path, False)
     men = sl._find(t0, None, sl._MERR_NAMES, "magnitude error", path, False) if mn else None
@@ -628,7 +634,7 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
                 if not state:
                     _check_clash(raw.colnames, path)
                     columns, one_b = _resolve_columns(raw, path, x_col, y_col, sigma_x_col,
-                                                      sigma_y_col, one_based)
+                                                      sigma_y_col, one_based, text_like=fmt == "text")
                     state.update(columns=columns, one_based=one_b,
                                  frame=_frame(evaluator, plate_scale, reference, one_b))
                     if "sigma_x" not in columns:
