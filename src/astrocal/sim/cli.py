@@ -58,6 +58,7 @@ def register(subparsers):
     f.set_defaults(func=run_field)
     _register_lab(sub)
     _register_sky(sub)
+    _register_lms(sub)
 
 
 def _register_lab(sub):
@@ -386,4 +387,120 @@ def run_field(args):
           f"SIP {fig['sip_file_vs_truth_max_px']:.1e}, SIAF {fig['siaf_file_vs_truth_max_px']:.1e}")
     for path in (files.astromet, files.sip, files.siaf, files.summary):
         print(f"wrote {path}")
+    return 0
+
+
+#: ``--no-<name>`` switches of ``simulate lms``: settings field -> help text
+LMS_SWITCH_HELP = {
+    "deviations": "the optical model: no as-built deviations (all parameters zero)",
+    "offset_errors": "chopper offsets applied exactly as commanded",
+    "neighbours": "no PSF light cut into the neighbouring slices",
+    "laser1": "3.39-um laser off",
+    "qcl": "QCL (4.68-4.78 um) off",
+    "laser3": "5.26-um laser off",
+    "continuum": "no black-body frames (pinhole traces, lit slices)",
+    "background": "no background frame",
+    "thermal": "no thermal emission of the WCU",
+    "dark": "no dark current",
+    "noise": "no photon or read noise (frames are the expected signal)",
+    "reference_pixels": "light also on the reference-pixel borders",
+    "saturation": "no clipping at the full well",
+}
+
+#: ``simulate lms`` options of the settings' fields (named in the errors instead of the fields)
+LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along_arcsec": "--max-along",
+               "max_across_slices": "--max-across", "offset_sigma_mas": "--offset-sigma-mas",
+               "qcl_lines_um": "--qcl-lines", "dit_s": "--dit", "ndit": "--ndit", "degree": "--degree",
+               "efficiency": "--efficiency", "bb_temp_k": "--bb-temp", "truth": "--truth",
+               "resolving_power": "--resolving-power", "date_obs": "--date"}
+
+
+def _register_lms(sub):
+    from .lms import LMS_SWITCHES, LmsSimSettings
+
+    d = LmsSimSettings()
+    p = sub.add_parser(
+        "lms",
+        help="raw LMS (LM integral-field spectrograph) frames for the distortion and wavelength templates",
+        description="Simulate the METIS LMS calibration frames: the WCU grid mask's holes in the LMS field lit "
+        "by the lasers (3.39 um, QCL 4.68-4.78 um, 5.26 um) at chopper offsets along and across the slices, "
+        "the grid lit by the black body (continuum traces), the slices lit with the mask open (slice edges) "
+        "and a background frame, per echelle setting, on the 4-chip mosaic (OUT/raw/*.fits: 4 image "
+        "extensions DET1.DATA..DET4.DATA, ESO DET3 keywords), through an as-built geometry drawn from the "
+        "prior (truth in OUT/truth/), with OUT/campaign.toml ([lms] section). See docs/simulator.md, 'LMS'.",
+    )
+    p.add_argument("--out", required=True, help="output directory (the campaign)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random, in truth/truth.json)")
+    p.add_argument("--settings", type=float, nargs="+", default=list(d.settings_um), metavar="LAM_C",
+                   help="central wavelengths of the echelle settings, um (default 3.40 4.73; 5.27 holds 5.26 um)")
+    p.add_argument("--offsets", type=int, default=d.n_offsets, help=f"chopper offsets per setting (default {d.n_offsets})")
+    p.add_argument("--max-along", type=float, default=d.max_along_arcsec,
+                   help=f"largest offset along the slices, arcsec (default {d.max_along_arcsec:g})")
+    p.add_argument("--max-across", type=int, default=d.max_across_slices,
+                   help=f"largest offset across the slices, in slice widths (default {d.max_across_slices})")
+    p.add_argument("--offset-sigma-mas", type=float, default=d.offset_sigma_mas,
+                   help=f"accuracy of the chopper offsets, mas (default {d.offset_sigma_mas:g})")
+    p.add_argument("--grid-all-offsets", action="store_true",
+                   help="black-body grid frames at every offset (default: the first only)")
+    p.add_argument("--qcl-lines", type=float, nargs="+", default=None, metavar="LAM",
+                   help="QCL lines, um (default 4.68 .. 4.78 in 0.01 steps)")
+    p.add_argument("--dit", type=float, default=d.dit_s, help=f"DIT, s (default {d.dit_s:g})")
+    p.add_argument("--ndit", type=int, default=d.ndit, help=f"NDIT (default {d.ndit})")
+    p.add_argument("--bb-temp", type=float, default=d.bb_temp_k, help=f"black body, K (default {d.bb_temp_k:g})")
+    p.add_argument("--efficiency", type=float, default=d.efficiency,
+                   help=f"optics x QE, assumed (default {d.efficiency:g})")
+    p.add_argument("--resolving-power", type=float, default=d.resolving_power,
+                   help=f"of a slit-filling source (default {d.resolving_power:g})")
+    p.add_argument("--degree", type=int, default=d.degree,
+                   help=f"degree of the per-slice deviation polynomials (default {d.degree})")
+    p.add_argument("--truth", choices=("forward", "inverse"), default=d.truth,
+                   help="which optical-model polynomials are exact (default forward)")
+    p.add_argument("--date", default=d.date_obs, help=f"start of the sequence, UTC (default {d.date_obs})")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    g = p.add_argument_group("physics switches (every effect is on by default)")
+    for name in LMS_SWITCHES:
+        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false",
+                       help=LMS_SWITCH_HELP[name])
+    p.set_defaults(func=run_lms)
+
+
+def lms_settings(args):
+    """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments;
+    an invalid option is a ``ValueError`` naming it."""
+    from ..lms import LmsGeometryError, echelle_setting
+    from .lms import LMS_SWITCHES, LmsSimSettings
+
+    for lam in args.settings:
+        try:
+            echelle_setting(lam)
+        except (LmsGeometryError, ValueError) as exc:
+            raise ValueError(f"simulate lms --settings: {exc}") from None
+    kw = dict(seed=args.seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
+              max_along_arcsec=args.max_along, max_across_slices=args.max_across,
+              offset_sigma_mas=args.offset_sigma_mas, grid_all_offsets=args.grid_all_offsets,
+              dit_s=args.dit, ndit=args.ndit, bb_temp_k=args.bb_temp, efficiency=args.efficiency,
+              resolving_power=args.resolving_power, degree=args.degree, truth=args.truth, date_obs=args.date,
+              **{name: getattr(args, f"switch_{name}") for name in LMS_SWITCHES})
+    if args.qcl_lines is not None:
+        kw["qcl_lines_um"] = tuple(args.qcl_lines)
+    return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")
+
+
+def run_lms(args):
+    from .lms import simulate_lms
+
+    s = lms_settings(args)
+    try:
+        res = simulate_lms(args.out, s, overwrite=args.overwrite)
+    except ValueError as exc:
+        if str(exc).startswith("simulate lms"):
+            raise
+        raise ValueError(f"simulate lms: {exc}") from None
+    sm = res.summary
+    kinds = ", ".join(f"{n} {k}" for k, n in sm["frames"].items() if n)
+    print(f"LMS settings {', '.join(f'{v:g}' for v in sm['settings_um'])} um: {sm['n_frames']} frames ({kinds})")
+    for lam_c, per in sm["spots_per_laser_frame_by_detector"].items():
+        print(f"  {lam_c} um: spots per laser frame " + ", ".join(f"{d} {n:g}" for d, n in per.items()))
+    print(f"brightest pixel {sm['max_e_per_dit']:.3g} e per DIT; wrote {res.campaign} (truth in "
+          f"{res.truth_files['truth_json'].parent}) in {sm['seconds']:.1f} s")
     return 0
