@@ -299,3 +299,62 @@ def test_horizon_reproduces_the_clock_time_refraction(clock):
     assert on.rotator_angle_deg == pytest.approx(fp.rotator_angle_deg, abs=1e-3)
     assert spread(on) < 0.02 and spread(off) > 0.3
     assert on.meta["horizon"]["zenith_distance_deg"] == h[0]
+
+
+def test_a_keck_star_list_at_mauna_kea(tmp_path):
+    """Another imager at another site, end to end: a StarFinder list written here from the
+    catalogue's apparent positions at Mauna Kea (the site table's "keck": its position and
+    typical weather, which the campaign does not give) through measure and fit; the on-sky
+    scale and position angle come back within their sigma, and fit.json records the site."""
+    from astrocal.sky.sites import get_site
+
+    keck = get_site("keck")
+    time = "2026-05-01T14:00:00"  # the Galactic Center near transit at Mauna Kea
+    rng = np.random.default_rng(23)
+    cat = _catalog(rng)
+    cat.write(tmp_path / "catalog.ecsv")
+    fp = apparent_positions(cat, site=keck, time=time, pointing=(RA0, DEC0), wavelength=WAVELENGTH,
+                            position_angle=PA_NOMINAL, parity=1)
+    assert 40 < fp.zenith_distance_deg < 60
+    p = _pixels(fp, rng)
+    (tmp_path / "n2.txt").write_text("".join("%.4f %.4f %.1f %.3f %.3f\n" % (x, y, 1e4, NOISE_PX, NOISE_PX)
+                                             for x, y in p))
+    (tmp_path / "campaign.toml").write_text(f"""
+[instrument]
+name = "Keck NIRC2 narrow"
+detector_shape = [{SHAPE[0]}, {SHAPE[1]}]
+pixel_scale_mas = {NOMINAL_MAS}
+
+[[sky]]
+name = "n2"
+catalog = "catalog.ecsv"
+site = "Keck"
+x_col = 0
+y_col = 1
+flux_col = 2
+sigma_x_col = 3
+sigma_y_col = 4
+exposures = [ {{ file = "n2.txt", time = "{time}", ra = {RA0}, dec = {DEC0}, position_angle_deg = {PA_NOMINAL}, parity = 1, wavelength_um = {WAVELENGTH} }} ]
+
+[measure]
+output = "measured/"
+
+[fit]
+output = "out/"
+degree = 2
+walkers = 8
+steps = 300
+seed = 3
+residual = "none"
+""")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["-q", "measure", str(tmp_path / "campaign.toml")]) == 0
+        assert main(["-q", "fit", str(tmp_path / "campaign.toml")]) == 0
+    info = json.loads((tmp_path / "out" / "sky" / "fit.json").read_text())
+    ds = info["on_sky"]["datasets"][0]
+    sc, pa = ds["pixel_scale_mas"], ds["position_angle_deg"]
+    assert abs(sc["mean"] - TRUE_SCALE_MAS) < 4 * sc["sd"] and sc["sd"] < 2e-3 * TRUE_SCALE_MAS
+    assert abs(pa["mean"] - (PA_NOMINAL - ROT_DEG)) < 4 * pa["sd"]
+    site = next(d["site"] for d in info["datasets"] if d["name"] == "n2")
+    assert site["name"] == "keck" and site["height_m"] > 4000
