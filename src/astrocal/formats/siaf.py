@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_write_table
+from ..errors import AstrocalError
 from ..field import DistortionField, invert
 from ..field.orderings import from_siaf, siaf_terms, to_siaf
 from ..pixels import detector_domain, from_fits, to_fits
@@ -26,7 +27,7 @@ from ..solution import Solution
 COLUMNS = ("siaf_index", "exponent_x", "exponent_y", "Sci2IdlX", "Sci2IdlY", "Idl2SciX", "Idl2SciY")
 
 
-class SiafFormatError(ValueError):
+class SiafFormatError(AstrocalError, ValueError):
     """A SIAF-style table lacks a column or a metadata key, or holds bad values."""
 
 

@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..errors import AstrocalError
 from ..field import DistortionField, invert
 from ..field.orderings import from_sip, to_sip
 from ..pixels import detector_domain, from_fits, to_fits
@@ -30,7 +31,7 @@ from ..solution import Solution
 DEG = 3600.0  # arcsec per degree
 
 
-class SipFormatError(ValueError):
+class SipFormatError(AstrocalError, ValueError):
     """A header lacks the keywords of a TAN-SIP solution or holds bad values."""
 
 
