@@ -202,3 +202,70 @@ def test_expected_errors_in_process(monkeypatch, capsys):
     assert main(["demo"]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "astrocal: internal error: TypeError: unsupported operand" in err
+
+
+# ------------------------------------------- inputs that used to escape as builtin errors
+
+
+def test_text_in_a_source_table_is_a_data_error(tmp_path):
+    from astropy.table import Table
+
+    from astrocal.model.cli import _source_table
+    from astrocal.model.data import DataError
+
+    path = tmp_path / "grid_00.ecsv"
+    Table({"hole_id": [1, 2], "x": ["abc", "2.0"], "y": [1.0, 2.0], "sigma_x": [0.1, 0.1],
+           "sigma_y": [0.1, 0.1]}).write(path)
+    with pytest.raises(DataError, match=r"grid_00.ecsv: column 'x' holds .* not numbers"):
+        _source_table(path)
+
+
+def test_text_in_a_mask_column_is_a_mask_error(tmp_path):
+    from astropy.table import Table
+
+    from astrocal.lab.mask import MaskError, load_mask
+
+    path = tmp_path / "mask.ecsv"
+    t = Table({"hole_id": [1, 2, 3], "x_mm": ["0.0", "abc", "2.0"], "y_mm": [0.0, 1.0, 0.5],
+               "diameter_um": [25.0, 25.0, 25.0]})
+    t["x_mm"].unit, t["y_mm"].unit, t["diameter_um"].unit = "mm", "mm", "um"
+    t.write(path)
+    with pytest.raises(MaskError, match=r"mask.ecsv: column 'x_mm' must hold numbers"):
+        load_mask(path)
+
+
+def test_bad_values_of_a_solution_file_name_the_file(tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from astrocal.formats.siaf import SiafFormatError, read_siaf, write_siaf
+    from astrocal.formats.sip import SipFormatError, read_sip_header, write_sip_header
+    from astrocal.sim.field import instrument_field
+    from astrocal.solution import Solution
+
+    _, field = instrument_field("metis-lm", seed=1)
+    sol = Solution(field, filter="Lp", detector_shape=(2048, 2048))
+    write_siaf(tmp_path / "good.ecsv", sol)
+    t = Table.read(tmp_path / "good.ecsv")
+    t.meta["XDetSize"] = "wide"
+    t.write(tmp_path / "size.ecsv")
+    with pytest.raises(SiafFormatError, match=r"size.ecsv: metadata .*XDetSize"):
+        read_siaf(tmp_path / "size.ecsv")
+    t = Table.read(tmp_path / "good.ecsv")
+    t.meta["plate_scale_arcsec_per_pixel"] = -1.0
+    t.write(tmp_path / "scale.ecsv")
+    with pytest.raises(SiafFormatError, match=r"scale.ecsv: plate scale must be positive"):
+        read_siaf(tmp_path / "scale.ecsv")
+    write_sip_header(tmp_path / "good.hdr", sol)
+    h = fits.Header.fromtextfile(tmp_path / "good.hdr")
+    h["PLTSCALE"] = "fine"
+    h.totextfile(tmp_path / "bad.hdr")
+    with pytest.raises(SipFormatError, match=r"bad.hdr: keyword PLTSCALE = 'fine' is not a number"):
+        read_sip_header(tmp_path / "bad.hdr")
+
+
+def test_bad_flexure_option_of_the_sky_simulator():
+    from astrocal.sim.sky import SkySimSettings
+
+    with pytest.raises(SimulationOptionError, match="flexure degree must be an integer 1..5, got 9"):
+        SkySimSettings(flexure_degree=9)

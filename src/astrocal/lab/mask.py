@@ -296,6 +296,8 @@ def _check_table(t: Table, source: str) -> Table:
             factor = u.Unit(col.unit).to(unit)
         except u.UnitConversionError as exc:
             raise MaskError(f"{source}: column '{name}' has unit {col.unit}, expected a length ({unit})") from exc
+        if col.dtype.kind not in "iuf":
+            raise MaskError(f"{source}: column '{name}' must hold numbers, got dtype {col.dtype}")
         values = np.asarray(col, dtype=float) * factor
         bad = ~np.isfinite(values)
         if np.any(bad):

@@ -231,7 +231,10 @@ class SkySimSettings:
             raise SimulationOptionError(f"seeing_range_arcsec must be positive, got {self.seeing_range_arcsec}")
         object.__setattr__(self, "position_angles", tuple(float(v) for v in np.atleast_1d(self.position_angles)))
         object.__setattr__(self, "flexure_functions", tuple(self.flexure_functions))
-        FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
+        try:
+            FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
+        except ValueError as exc:
+            raise SimulationOptionError(str(exc)) from None
         if self.detector_shape is not None:
             shape = tuple(int(v) for v in self.detector_shape)
             if len(shape) != 2 or min(shape) < 64:
