@@ -13,6 +13,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import AstrocalError
+
 
 #: environment variable naming a file after whose write the process kills itself (SIGKILL):
 #: the fault-injection point of the reliability tests (docs/reliability.md)
@@ -27,7 +29,7 @@ def fault_point(path):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class ProductExistsError(FileExistsError):
+class ProductExistsError(AstrocalError, FileExistsError):
     """A product already exists and overwriting was not asked for."""
 
 

@@ -36,10 +36,11 @@ from typing import Optional
 import astropy.units as u
 import numpy as np
 
+from .errors import AstrocalError
 from .instruments import get_instrument
 
 
-class CampaignError(ValueError):
+class CampaignError(AstrocalError, ValueError):
     """A campaign file is invalid; the message names the file, the key and the line."""
 
 

@@ -7,8 +7,15 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from . import __version__
+from .errors import AstrocalError
+
+#: exit status of an expected error of the input or the environment
+EXIT_ERROR = 1
+#: exit status of a bug in astrocal (``EX_SOFTWARE`` of sysexits.h)
+EXIT_BUG = 70
 
 #: modules that provide subcommands, in the order ``--help`` lists them
 SUBCOMMAND_MODULES = [
@@ -42,8 +49,12 @@ def build_parser():
 def main(argv=None):
     """Run ``astrocal`` with ``argv`` (default: the command line); returns the exit status.
 
-    Errors of the input (``OSError``, ``ValueError``, ``KeyError``: a missing file, a bad
-    campaign, an existing product) are printed as ``astrocal: error: ...`` and give status 1.
+    An expected error (an :class:`astrocal.errors.AstrocalError`: a bad campaign, option,
+    star list or solution file, an existing product...) or an error of the environment (an
+    ``OSError``: a missing file, a permission, a full disk) is printed as
+    ``astrocal: error: <message>`` and gives status 1. Any other exception is a bug in
+    astrocal: its traceback is printed, then ``astrocal: internal error: ...``, and the
+    status is 70 (``EX_SOFTWARE``). Errors of the command line itself give status 2.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,10 +65,15 @@ def main(argv=None):
         return 2
     try:
         return int(args.func(args) or 0)
-    except (OSError, ValueError, KeyError) as exc:
+    except (AstrocalError, OSError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"astrocal: error: {message}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: show where it happened
+        traceback.print_exc()
+        print(f"astrocal: internal error: {type(exc).__name__}: {exc} — this is a bug in "
+              "astrocal; please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,7 +34,7 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     ``sky=False`` runs the lab chain only (no sky campaign, no flexure).
     """
     from .campaign import load_campaign
-    from .lab.measure import measure_campaign
+    from .lab.measure import MeasureError, measure_campaign
     from .model.cli import describe, fit_campaign
     from .sim.joint import joint_campaign_toml
     from .sim.lab import load_lab_truth, simulate_lab
@@ -63,7 +63,7 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     _step(3, n, "measuring every frame (reduction, detection, centroiding, identification, matching)", t0)
     report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
     if report.n_failed:
-        raise RuntimeError(f"{report.n_failed} frame(s) failed to measure; see "
+        raise MeasureError(f"{report.n_failed} frame(s) failed to measure; see "
                            f"{Path(load_campaign(campaign_path).measure.output) / 'summary.ecsv'}")
     _step(4, n, "fitting the joint model (degree by evidence, emcee, exact draws)", t0)
     campaign = load_campaign(campaign_path)

@@ -49,6 +49,8 @@ from astropy.time import Time
 from astropy.utils import iers
 from astropy.utils.exceptions import AstropyWarning
 
+from .errors import AstrocalError
+
 __all__ = [
     "EarthOrientationError",
     "EarthOrientationWarning",
@@ -90,7 +92,7 @@ POLE_WANDER_DAYS = 3652.5
 DRIFT_DAYS = 60
 
 
-class EarthOrientationError(ValueError):
+class EarthOrientationError(AstrocalError, ValueError):
     """A local IERS or leap-second file that is missing or cannot be read (names the file
     and the setting)."""
 

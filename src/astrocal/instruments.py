@@ -59,6 +59,8 @@ from typing import Mapping
 
 import astropy.units as u
 
+from .errors import AstrocalError
+
 __all__ = [
     "ReadoutMode",
     "Detector",
@@ -68,6 +70,7 @@ __all__ = [
     "HeaderKeywords",
     "GENERIC_HEADER_KEYWORDS",
     "Instrument",
+    "InstrumentError",
     "INSTRUMENTS",
     "MASK_SCALE_MM_PER_ARCSEC",
     "get_instrument",
@@ -80,6 +83,14 @@ __all__ = [
 MASK_SCALE_MM_PER_ARCSEC = 3.319
 
 IRDB_COMMIT = "f0a5f306900970b0faa68fc497cc1dfe5f4d4d44"
+
+
+class InstrumentError(AstrocalError, KeyError):
+    """An instrument, filter or readout mode that the registry does not know (also a
+    ``KeyError``); the message names the known ones."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +138,7 @@ class Detector:
         try:
             return self.modes[key]
         except KeyError:
-            raise KeyError(f"detector {self.name!r} has no readout mode {key!r}; "
+            raise InstrumentError(f"detector {self.name!r} has no readout mode {key!r}; "
                            f"modes: {sorted(self.modes)}") from None
 
     @property
@@ -340,7 +351,7 @@ class Instrument:
         try:
             return self.filters[key]
         except KeyError:
-            raise KeyError(f"instrument {self.key!r} has no filter {key!r}; "
+            raise InstrumentError(f"instrument {self.key!r} has no filter {key!r}; "
                            f"filters: {sorted(self.filters)}") from None
 
     def with_mode(self, mode: str) -> "Instrument":
@@ -525,7 +536,7 @@ def get_instrument(name: str) -> Instrument:
     try:
         return INSTRUMENTS[key]
     except KeyError:
-        raise KeyError(f"unknown instrument {name!r}; known: {list_instruments()} "
+        raise InstrumentError(f"unknown instrument {name!r}; known: {list_instruments()} "
                        f"(or {sorted(i.name for i in INSTRUMENTS.values())})") from None
 
 

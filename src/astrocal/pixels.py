@@ -7,6 +7,8 @@ the first pixel is 1.0.
 """
 import numpy as np
 
+from .errors import FieldError
+
 #: offset added to a 0-based position to obtain the FITS 1-based position
 FITS_ORIGIN = 1.0
 
@@ -29,7 +31,7 @@ def detector_domain(shape):
     """
     ny, nx = (int(s) for s in shape)
     if nx <= 0 or ny <= 0:
-        raise ValueError(f"detector shape must be positive, got {shape!r}")
+        raise FieldError(f"detector shape must be positive, got {shape!r}")
     return (-0.5, nx - 0.5, -0.5, ny - 0.5)
 
 

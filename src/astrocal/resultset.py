@@ -28,6 +28,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
+from .errors import AstrocalError
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,16 @@ LOCK = ".astrocal.lock"
 RESULT_MARKERS = ("posterior.h5", "fit.json", MANIFEST)
 
 
-class IncompleteResultError(ValueError):
+class IncompleteResultError(AstrocalError, ValueError):
     """A result directory whose set of files is not complete (no manifest, a file missing
     or of another size than the manifest records)."""
 
 
-class ResultLockedError(RuntimeError):
+class ResultLockedError(AstrocalError, RuntimeError):
     """Another running process is writing the same result directory."""
 
 
-class OutsideOutputError(ValueError):
+class OutsideOutputError(AstrocalError, ValueError):
     """A path to be written does not lie under the directory it belongs to."""
 
 

@@ -34,9 +34,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .errors import AstrocalError
 from .field import DistortionField, affine_part
 from .field.inverse import solve
 from .pixels import detector_shape
+
+
+class InvalidSolutionError(AstrocalError, ValueError):
+    """Values that cannot make a :class:`Solution` (a field that does not map pixels to
+    arcsec, a parity other than +1/-1, a plate scale that is not positive): from a solution
+    file, the message names the value."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +94,7 @@ class Solution:
     def __post_init__(self):
         f = self.field
         if f.input_unit != "pixel" or f.unit != "arcsec":
-            raise ValueError(
+            raise InvalidSolutionError(
                 f"a Solution's field maps pixels to arcsec, got {f.input_unit} -> {f.unit}"
             )
         shape = self.detector_shape
@@ -102,11 +109,11 @@ class Solution:
         if self.parity is None:
             object.__setattr__(self, "parity", int(np.sign(det)) or 1)
         if self.parity not in (1, -1):
-            raise ValueError(f"parity must be +1 or -1, got {self.parity!r}")
+            raise InvalidSolutionError(f"parity must be +1 or -1, got {self.parity!r}")
         if self.plate_scale is None:
             object.__setattr__(self, "plate_scale", float(np.sqrt(abs(det))))
         if not (np.isfinite(self.plate_scale) and self.plate_scale > 0):
-            raise ValueError(f"plate scale must be positive, got {self.plate_scale!r}")
+            raise InvalidSolutionError(f"plate scale must be positive, got {self.plate_scale!r}")
         if self.rotation is None:
             # rotation of the closest similarity (with the parity flip) to the affine part
             a = aff @ np.diag([1.0, float(self.parity)])

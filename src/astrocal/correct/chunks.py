@@ -38,6 +38,7 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 
 from ..atomic import check_writable
+from ..errors import CorrectionInputError
 
 #: rows per block by default: ~ 0.2 GB of working memory for a list with a dozen columns
 DEFAULT_CHUNK_ROWS = 200_000
@@ -183,7 +184,7 @@ def iter_chunks(path, fmt, chunk_rows=DEFAULT_CHUNK_ROWS):
         return _plain_chunks(Path(path), chunk_rows)
     if fmt in _ASTROPY_READ:
         return _text_chunks(Path(path), fmt, chunk_rows)
-    raise ValueError(f"{path}: format {fmt!r} is not read in blocks (only "
+    raise CorrectionInputError(f"{path}: format {fmt!r} is not read in blocks (only "
                      f"{', '.join(CHUNKED_FORMATS)})")
 
 
@@ -209,7 +210,7 @@ class Schema:
         if not self.columns:
             return Schema({n: self._of(table[n]) for n in table.colnames})
         if list(table.colnames) != list(self.columns):
-            raise ValueError(f"{source}: the columns change at data row {row0}: "
+            raise CorrectionInputError(f"{source}: the columns change at data row {row0}: "
                              f"{', '.join(table.colnames)} instead of {', '.join(self.columns)}")
         out = dict(self.columns)
         for name in table.colnames:
@@ -221,7 +222,7 @@ class Schema:
                 elif dt.kind == new.kind and dt.kind in "SU" and dt.shape == new.shape:
                     dt = dt if dt.itemsize >= new.itemsize else new
                 else:
-                    raise ValueError(
+                    raise CorrectionInputError(
                         f"{source}: column '{name}' holds {dt} before data row {row0} and {new} "
                         "from there on; a list this long is read in blocks, which needs one "
                         "type per column: write it as ECSV or FITS (types declared)")
@@ -295,7 +296,7 @@ class ChunkWriter:
         table.write(full, format=self.fmt)
         head, text = empty.getvalue(), full.getvalue()
         if not text.startswith(head):  # the header depends on the values: cannot append
-            raise RuntimeError(f"{self.out}: astropy's {self.fmt} header of a block differs "
+            raise CorrectionInputError(f"{self.out}: astropy's {self.fmt} header of a block differs "
                                "from the empty table's; this table cannot be written in blocks")
         return text[len(head):].encode()
 
@@ -315,7 +316,7 @@ class ChunkWriter:
         raw, start, end = self._fits_bytes(table)
         hdr = fits.Header.fromstring(raw[start:end].decode("ascii"))
         if hdr.get("PCOUNT", 0):
-            raise RuntimeError(f"{self.out}: variable-length columns cannot be written in blocks")
+            raise CorrectionInputError(f"{self.out}: variable-length columns cannot be written in blocks")
         return raw[end:end + hdr["NAXIS1"] * hdr["NAXIS2"]]
 
     def write(self, table):

@@ -50,6 +50,7 @@ from scipy.interpolate import RectBivariateSpline
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable
+from ..errors import CorrectionInputError
 from ..pixels import to_fits
 
 log = logging.getLogger(__name__)
@@ -105,25 +106,25 @@ def read_image(path, hdu=None):
     try:
         hdul = fits.open(path, mode="readonly", memmap=False)
     except OSError as exc:
-        raise ValueError(f"{path}: not a readable FITS file ({exc})") from None
+        raise CorrectionInputError(f"{path}: not a readable FITS file ({exc})") from None
     with hdul:
         if hdu is None:
             chosen = next((k for k, h in enumerate(hdul) if _is_2d_image(h)), None)
             if chosen is None:
                 dims = ", ".join(f"{k}: NAXIS={h.header.get('NAXIS', 0)}" for k, h in enumerate(hdul))
-                raise ValueError(f"{path}: no 2-D image HDU ({dims}); astrocal correct resamples "
+                raise CorrectionInputError(f"{path}: no 2-D image HDU ({dims}); astrocal correct resamples "
                                  "2-D images (a table is read as a star list)")
         else:
             key = int(hdu) if str(hdu).lstrip("-").isdigit() else str(hdu)
             try:
                 hdul[key]
             except (KeyError, IndexError):
-                raise ValueError(f"{path}: no HDU {hdu!r} (HDUs: "
+                raise CorrectionInputError(f"{path}: no HDU {hdu!r} (HDUs: "
                                  f"{', '.join(h.name or str(k) for k, h in enumerate(hdul))})") from None
             chosen = key
         h = hdul[chosen]
         if not _is_2d_image(h):
-            raise ValueError(f"{path}: HDU {chosen!r} is not a 2-D image (NAXIS="
+            raise CorrectionInputError(f"{path}: HDU {chosen!r} is not a 2-D image (NAXIS="
                              f"{h.header.get('NAXIS', 0)})")
         data = np.array(h.data, dtype=float)
         header = h.header.copy()
@@ -178,7 +179,7 @@ def resample(data, evaluator, pad=0, resampler="interp"):
                          f"{evaluator.detector_shape[0]}, {evaluator.source})")
     pad = int(pad)
     if pad < 0:
-        raise ValueError(f"pad must be a number of pixels >= 0, got {pad}")
+        raise CorrectionInputError(f"pad must be a number of pixels >= 0, got {pad}")
     if resampler == "interp":
         return _resample_interp(data, evaluator, pad)
     if resampler == "drizzle":
@@ -356,15 +357,15 @@ def correct_image(path, evaluator, out, *, hdu=None, pad=0, crval=None, resample
     path = Path(path)
     out = Path(out)
     if out.exists() and path.exists() and out.resolve() == path.resolve():
-        raise ValueError(f"{out}: is the input image; the input is never modified in place: "
+        raise CorrectionInputError(f"{out}: is the input image; the input is never modified in place: "
                          "choose another output name")
     if not str(out).lower().endswith(_FITS_SUFFIXES):
-        raise ValueError(f"{out}: the corrected image is written as FITS; name it .fits")
+        raise CorrectionInputError(f"{out}: the corrected image is written as FITS; name it .fits")
     check_writable(out, overwrite)
     data, header, label = read_image(path, hdu)
     if data.shape != tuple(evaluator.detector_shape):
         ny, nx = evaluator.detector_shape
-        raise ValueError(f"{path}: image HDU {label} is {data.shape[1]} x {data.shape[0]} pixels "
+        raise CorrectionInputError(f"{path}: image HDU {label} is {data.shape[1]} x {data.shape[0]} pixels "
                          f"(NAXIS1 x NAXIS2) but the solution's detector is {nx} x {ny} "
                          f"({evaluator.source}); give the full detector frame")
     image, coverage = resample(data, evaluator, pad, resampler)

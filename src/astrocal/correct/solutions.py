@@ -63,6 +63,7 @@ from typing import Callable, Optional
 import numpy as np
 from scipy.interpolate import NdBSpline, RectBivariateSpline
 
+from ..errors import AstrocalError
 from ..field import DistortionField, design_matrix, invert
 from ..field.inverse import solve
 from ..field.orderings import trim_monomials
@@ -93,7 +94,7 @@ POLY2_HOLDS = 1e-3
 CHUNK = 1 << 16
 
 
-class SolutionError(ValueError):
+class SolutionError(AstrocalError, ValueError):
     """A solution cannot be opened or does not hold what was asked (message names the file)."""
 
 

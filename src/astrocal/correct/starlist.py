@@ -47,6 +47,7 @@ import astropy.units as u
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable
+from ..errors import AstrocalError, CorrectionInputError
 from ..pixels import FITS_ORIGIN
 from ..sky.starlist import StarListError, _read_table, read_star_list
 
@@ -143,7 +144,7 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
     x = np.ravel(np.asarray(x, dtype=float))
     y = np.ravel(np.asarray(y, dtype=float))
     if margin < 0 or not np.isfinite(margin):
-        raise ValueError(f"the margin must be a finite number of pixels >= 0, got {margin!r}")
+        raise CorrectionInputError(f"the margin must be a finite number of pixels >= 0, got {margin!r}")
     res, nbad = _correct_block(evaluator, x, y, sigma_x, sigma_y, cov_xy, margin, extrapolate,
                                factor, source, invalid_cov, columns)
     _report_block(evaluator, source, x.size, int(np.count_nonzero(res.flag == FLAG_OUTSIDE)),
@@ -152,7 +153,7 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
     return res
 
 
-class InvalidCovarianceError(ValueError):
+class InvalidCovarianceError(AstrocalError, ValueError):
     """Input position covariances that are not positive semi-definite (the message names
     the source, the columns and the first rows)."""
 
@@ -201,7 +202,7 @@ def _report_block(evaluator, source, n, nout, nbad, margin, extrapolate, columns
     """The checks and warnings of a whole list (its blocks' totals)."""
     xmin, xmax, ymin, ymax = evaluator.domain
     if n and not usable:
-        raise ValueError(
+        raise CorrectionInputError(
             f"{source}: none of the {n} positions lies within the domain of the solution "
             f"{evaluator.source} ({xmin} <= x <= {xmax}, {ymin} <= y <= {ymax}, 0-based "
             f"pixels) plus the margin of {margin:g} px (wrong solution, pixel convention or "
@@ -284,7 +285,7 @@ def _input_term(value, n, idx, every, square):
 def _output_format(path):
     suffix = Path(path).suffix.lower()
     if suffix not in _OUTPUT_FORMATS:
-        raise ValueError(f"{path}: cannot tell the star-list format from the name; use one of "
+        raise CorrectionInputError(f"{path}: cannot tell the star-list format from the name; use one of "
                          f"{', '.join(_OUTPUT_FORMATS)}")
     return _OUTPUT_FORMATS[suffix]
 
@@ -313,7 +314,7 @@ def _raw_cov(raw, cov_col, path):
 def _check_out(path, out, overwrite):
     """The output's astropy format; refuses the input itself and an existing output."""
     if _same_file(path, out):
-        raise ValueError(f"{out}: is the input star list; the input is never modified in "
+        raise CorrectionInputError(f"{out}: is the input star list; the input is never modified in "
                          "place: choose another output name")
     fmt = _output_format(out)
     check_writable(out, overwrite)
@@ -325,13 +326,13 @@ def _frame(evaluator, plate_scale, reference, one_based):
     shift = FITS_ORIGIN if one_based else 0.0
     scale = float(evaluator.plate_scale if plate_scale is None else plate_scale)
     if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"plate scale must be a positive number of arcsec/pixel, got {plate_scale!r}")
+        raise CorrectionInputError(f"plate scale must be a positive number of arcsec/pixel, got {plate_scale!r}")
     if reference is None:
         ref = np.asarray(evaluator.boresight, dtype=float)
     else:
         ref = np.asarray(reference, dtype=float) - shift
         if ref.shape != (2,) or not np.isfinite(ref).all():
-            raise ValueError(f"the reference must be two finite pixel coordinates, got {reference!r}")
+            raise CorrectionInputError(f"the reference must be two finite pixel coordinates, got {reference!r}")
     return shift, scale, ref
 
 
@@ -610,7 +611,7 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
             chunk_rows = max(1000, min(chunk_rows, int(1e7 // (2 * rank + 1))))
     chunk_rows = int(chunk_rows)
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise CorrectionInputError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if fmt_out != "fits" and want_factor and fmt_out != "ascii.ecsv":
         log.warning("%s: a %s file cannot hold the posterior's map factor column; write .ecsv "
                     "or .fits to keep the correlations between stars", out, fmt_out)
@@ -688,7 +689,7 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
         done = True
         break
     if not done:
-        raise RuntimeError(f"{path}: column types kept changing between two readings; nothing "
+        raise CorrectionInputError(f"{path}: column types kept changing between two readings; nothing "
                            f"written to {out}")
     log.info("%s -> %s: %d stars corrected with %s (%d blocks of <= %d rows)", path, out,
              tot["n_corrected"], evaluator.describe(), nchunks, chunk_rows)

@@ -16,16 +16,18 @@ from math import comb
 
 import numpy as np
 
+from ..errors import FieldError
+
 MAX_DEGREE = 12
 
 
 def check_degree(degree):
     """Return ``degree`` as an int after checking ``1 <= degree <= MAX_DEGREE``."""
     if isinstance(degree, bool) or int(degree) != degree:
-        raise ValueError(f"polynomial degree must be an integer, got {degree!r}")
+        raise FieldError(f"polynomial degree must be an integer, got {degree!r}")
     degree = int(degree)
     if not 1 <= degree <= MAX_DEGREE:
-        raise ValueError(f"polynomial degree must be between 1 and {MAX_DEGREE}, got {degree}")
+        raise FieldError(f"polynomial degree must be between 1 and {MAX_DEGREE}, got {degree}")
     return degree
 
 
@@ -57,7 +59,7 @@ def flat_to_square(flat, degree):
     """
     flat = np.asarray(flat, dtype=float)
     if flat.shape[-1] != n_terms(degree):
-        raise ValueError(
+        raise FieldError(
             f"a degree-{degree} polynomial has {n_terms(degree)} coefficients, "
             f"got {flat.shape[-1]}"
         )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..errors import FieldError
 from . import basis
 
 #: points per chunk in evaluation; ~10 MB of work arrays per chunk at degree 12
@@ -29,9 +30,9 @@ def _as_domain(domain):
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in domain)
     except (TypeError, ValueError):
-        raise ValueError(f"domain must be (xmin, xmax, ymin, ymax), got {domain!r}") from None
+        raise FieldError(f"domain must be (xmin, xmax, ymin, ymax), got {domain!r}") from None
     if not (np.isfinite([xmin, xmax, ymin, ymax]).all() and xmax > xmin and ymax > ymin):
-        raise ValueError(f"domain must be finite with xmax > xmin and ymax > ymin, got {domain!r}")
+        raise FieldError(f"domain must be finite with xmax > xmin and ymax > ymin, got {domain!r}")
     return (xmin, xmax, ymin, ymax)
 
 
@@ -69,16 +70,16 @@ class DistortionField:
         cx = np.array(self.cx, dtype=float)
         cy = np.array(self.cy, dtype=float)
         if cx.ndim != 2 or cx.shape[0] != cx.shape[1] or cx.shape != cy.shape:
-            raise ValueError(
+            raise FieldError(
                 "Legendre coefficients must be two square arrays of equal shape (n+1, n+1), "
                 f"got {np.shape(self.cx)} and {np.shape(self.cy)}"
             )
         degree = basis.check_degree(cx.shape[0] - 1)
         if not (np.isfinite(cx).all() and np.isfinite(cy).all()):
-            raise ValueError("distortion coefficients contain NaN or infinite values")
+            raise FieldError("distortion coefficients contain NaN or infinite values")
         outside = ~basis.triangle_mask(degree)
         if np.any(cx[outside]) or np.any(cy[outside]):
-            raise ValueError(f"coefficients with i + j > {degree} must be zero")
+            raise FieldError(f"coefficients with i + j > {degree} must be zero")
         cx.flags.writeable = False
         cy.flags.writeable = False
         object.__setattr__(self, "cx", cx)
@@ -114,15 +115,15 @@ class DistortionField:
         mx = np.asarray(mx, dtype=float)
         my = np.asarray(my, dtype=float)
         if mx.ndim != 2 or mx.shape[0] != mx.shape[1] or mx.shape != my.shape:
-            raise ValueError(
+            raise FieldError(
                 f"monomial coefficients must be square arrays of equal shape, got {mx.shape} "
                 f"and {my.shape}"
             )
         if not (np.isfinite(mx).all() and np.isfinite(my).all()):
-            raise ValueError("monomial coefficients contain NaN or infinite values")
+            raise FieldError("monomial coefficients contain NaN or infinite values")
         outside = ~basis.triangle_mask(mx.shape[0] - 1)
         if np.any(mx[outside]) or np.any(my[outside]):
-            raise ValueError(f"monomial coefficients with p + q > {mx.shape[0] - 1} must be zero")
+            raise FieldError(f"monomial coefficients with p + q > {mx.shape[0] - 1} must be zero")
         domain = _as_domain(domain)
         xc, yc, hx, hy = _centre_halfwidth(domain)
         cx = basis.monomial_to_legendre(mx, (xc, yc), (hx, hy), origin)
@@ -143,7 +144,7 @@ class DistortionField:
         if not (x.size == y.size == u.size == v.size):
             raise ValueError("x, y, u, v must have the same number of samples")
         if x.size < basis.n_terms(degree):
-            raise ValueError(
+            raise FieldError(
                 f"a degree-{degree} fit needs at least {basis.n_terms(degree)} samples, "
                 f"got {x.size}"
             )

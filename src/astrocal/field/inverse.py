@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import AstrocalError, FieldError
 from .core import DistortionField
 
 log = logging.getLogger(__name__)
 
 
-class NotOneToOneError(ValueError):
+class NotOneToOneError(AstrocalError, ValueError):
     """The field folds over (is not one-to-one) somewhere on its domain."""
 
 
@@ -169,7 +170,7 @@ def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_po
                    f"tolerance {tol:g} {field.input_unit}; best {best.max_roundtrip_error:.3g} "
                    f"at degree {best.field.degree}")
         if strict:
-            raise ValueError(message)
+            raise FieldError(message)
         log.warning("%s", message)
     return best
 
@@ -217,5 +218,5 @@ def solve(field, u, v, guess=None, tol=1e-12, maxiter=50, on_failure="raise"):
             x[active] = np.nan
             y[active] = np.nan
         else:
-            raise ValueError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
+            raise FieldError(f"Newton inversion did not converge for {int(active.sum())} point(s)")
     return x.reshape(shape), y.reshape(shape)

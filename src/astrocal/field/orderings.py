@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from ..errors import FieldError
 from .basis import MAX_DEGREE
 
 ORDERINGS = ("astromet", "sip", "siaf", "idctab")
@@ -35,14 +36,14 @@ def check_ordering(name):
     """Return the canonical name of an ordering or raise naming the known ones."""
     key = str(name).strip().lower()
     if key not in ORDERINGS:
-        raise ValueError(f"unknown coefficient ordering {name!r}; known: {', '.join(ORDERINGS)}")
+        raise FieldError(f"unknown coefficient ordering {name!r}; known: {', '.join(ORDERINGS)}")
     return key
 
 
 def _square(m):
     m = np.asarray(m, dtype=float)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"monomial coefficients must be a square (n+1, n+1) array, got {m.shape}")
+        raise FieldError(f"monomial coefficients must be a square (n+1, n+1) array, got {m.shape}")
     return m
 
 
@@ -51,7 +52,7 @@ def _degree_from_count(count, name):
     for n in range(0, MAX_DEGREE + 1):
         if (n + 1) * (n + 2) // 2 == count:
             return n
-    raise ValueError(
+    raise FieldError(
         f"{name}: {count} coefficients is not the length of a complete 2-D polynomial "
         "(1, 3, 6, 10, 15, 21, 28, 36, ... terms)"
     )
@@ -59,14 +60,14 @@ def _degree_from_count(count, name):
 
 def _check_finite(values, name):
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name}: coefficients contain NaN or infinite values")
+        raise FieldError(f"{name}: coefficients contain NaN or infinite values")
 
 
 def _check_no_higher_terms(m, degree, name):
     n = m.shape[0] - 1
     p, q = np.indices(m.shape)
     if np.any(m[(p + q > degree)]):
-        raise ValueError(
+        raise FieldError(
             f"{name}: the polynomial has non-zero terms above degree {degree} "
             f"(it is of degree {n}); it cannot be written in this ordering"
         )
@@ -106,7 +107,7 @@ def from_astromet(coeffs):
     """36 AstroMet coefficients -> square monomial array of degree 7."""
     coeffs = np.asarray(coeffs, dtype=float).ravel()
     if coeffs.size != ASTROMET_NTERMS:
-        raise ValueError(f"astromet ordering needs exactly {ASTROMET_NTERMS} coefficients, got {coeffs.size}")
+        raise FieldError(f"astromet ordering needs exactly {ASTROMET_NTERMS} coefficients, got {coeffs.size}")
     _check_finite(coeffs, "astromet")
     m = np.zeros((ASTROMET_DEGREE + 1, ASTROMET_DEGREE + 1))
     for c, (p, q) in zip(coeffs, astromet_terms()):
@@ -149,10 +150,10 @@ def to_idctab(m, prefix="CX", constant=False):
     _check_finite(m, "idctab")
     n = m.shape[0] - 1
     if n > IDCTAB_MAX_DEGREE:
-        raise ValueError(f"idctab: column names CX{{i}}{{j}} have one digit per index, so degree "
+        raise FieldError(f"idctab: column names CX{{i}}{{j}} have one digit per index, so degree "
                          f"{n} > {IDCTAB_MAX_DEGREE} cannot be written")
     if not constant and m[0, 0] != 0.0:
-        raise ValueError(f"idctab: {prefix}00 is not part of this table layout but the constant term is {m[0, 0]!r}")
+        raise FieldError(f"idctab: {prefix}00 is not part of this table layout but the constant term is {m[0, 0]!r}")
     out = {}
     for i in range(0 if constant else 1, n + 1):
         for j in range(i + 1):
@@ -170,22 +171,22 @@ def from_idctab(coeffs, prefix="CX", degree=None):
     terms = {}
     for key, value in coeffs.items():
         if _IDC_LONG.match(str(key).upper()):
-            raise ValueError(f"idctab: column {key} is ambiguous (CX{{i}}{{j}} names have one digit "
+            raise FieldError(f"idctab: column {key} is ambiguous (CX{{i}}{{j}} names have one digit "
                              f"per index, degree <= {IDCTAB_MAX_DEGREE})")
         match = _IDC_KEY.match(str(key).upper())
         if not match or match.group(1) != prefix:
             continue
         i, j = int(match.group(2)), int(match.group(3))
         if j > i:
-            raise ValueError(f"idctab: column {key} has j > i, which no term x**j y**(i-j) allows")
+            raise FieldError(f"idctab: column {key} has j > i, which no term x**j y**(i-j) allows")
         terms[(i, j)] = float(value)
     if not terms:
-        raise ValueError(f"idctab: no {prefix}ij coefficients found")
+        raise FieldError(f"idctab: no {prefix}ij coefficients found")
     n = max(i for i, _ in terms) if degree is None else int(degree)
     m = np.zeros((n + 1, n + 1))
     for (i, j), value in terms.items():
         if i > n:
-            raise ValueError(f"idctab: {prefix}{i}{j} is above the requested degree {n}")
+            raise FieldError(f"idctab: {prefix}{i}{j} is above the requested degree {n}")
         m[j, i - j] = value
     _check_finite(m, "idctab")
     return m
@@ -208,7 +209,7 @@ def to_sip(m, prefix="A", min_order=2):
         for q in range(n + 1 - p):
             if p + q < min_order:
                 if m[p, q] != 0.0:
-                    raise ValueError(
+                    raise FieldError(
                         f"sip: term {prefix}_{p}_{q} is below order {min_order} but non-zero; "
                         "fold it into CRPIX/CD first"
                     )
@@ -228,7 +229,7 @@ def from_sip(coeffs, prefix="A", order=None):
     m = np.zeros((n + 1, n + 1))
     for (p, q), value in found.items():
         if p + q > n:
-            raise ValueError(f"sip: {prefix}_{p}_{q} exceeds {prefix}_ORDER = {n}")
+            raise FieldError(f"sip: {prefix}_{p}_{q} exceeds {prefix}_ORDER = {n}")
         m[p, q] = value
     _check_finite(m, "sip")
     return m

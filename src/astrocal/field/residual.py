@@ -48,6 +48,7 @@ from math import gamma, pi
 
 import numpy as np
 
+from ..errors import FieldError
 from .basis import legendre_1d, terms
 from .core import _as_domain, _centre_halfwidth
 
@@ -95,9 +96,9 @@ class ResidualBasis:
     def __post_init__(self):
         object.__setattr__(self, "domain", tuple(float(v) for v in _as_domain(self.domain)))
         if int(self.m) < 1:
-            raise ValueError(f"the residual basis needs m >= 1 functions per dimension, got {self.m}")
+            raise FieldError(f"the residual basis needs m >= 1 functions per dimension, got {self.m}")
         if not float(self.boundary) > 1.0:
-            raise ValueError(f"the boundary factor must be > 1, got {self.boundary}")
+            raise FieldError(f"the boundary factor must be > 1, got {self.boundary}")
         object.__setattr__(self, "m", int(self.m))
         object.__setattr__(self, "_projection", self._polynomial_projection())
 

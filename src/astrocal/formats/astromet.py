@@ -33,6 +33,7 @@ from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..errors import AstrocalError
 from ..field import DistortionField, invert
 from ..field.basis import evaluate_monomial
 from ..field.inverse import dense_grid, output_domain
@@ -55,15 +56,19 @@ TABLE_POLY_FACTOR = 10.0
 TABLE_POLY_TOL = 1e-3
 
 
-class AstroMetFormatError(ValueError):
+class AstroMetFormatError(AstrocalError, ValueError):
     """An AstroMet file lacks an extension, a column or a keyword, or holds bad values."""
+
+
+class AstroMetFilterError(AstroMetFormatError, KeyError):
+    """A filter that an AstroMet file does not hold (also a ``KeyError``)."""
 
 
 # =========================================================================== writing
 def _check_filter_id(fid):
     fid = str(fid).strip()
     if not fid or len(fid) > 9 or not fid.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(
+        raise AstroMetFormatError(
             f"filter id {fid!r} must be 1 to 9 letters, digits, '-' or '_' (FILTER_ID is 9A)"
         )
     return fid
@@ -228,14 +233,14 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
     if not solutions:
         raise ValueError("write_astromet needs at least one solution")
     if int(step) < 1:
-        raise ValueError(f"grid step must be a positive number of pixels, got {step!r}")
+        raise AstroMetFormatError(f"grid step must be a positive number of pixels, got {step!r}")
     if precision not in ("single", "double"):
         raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
     dtype = np.float32 if precision == "single" else np.float64
     fmt = "E" if precision == "single" else "D"
     ids = [_check_filter_id(s.filter) for s in solutions]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"filter ids must be distinct, got {ids}")
+        raise AstroMetFormatError(f"filter ids must be distinct, got {ids}")
     products = [_filter_product(s, int(step), dtype) for s in solutions]
 
     primary = fits.PrimaryHDU()
@@ -428,7 +433,7 @@ class AstroMetFile:
         try:
             return self.filters[filter_id]
         except KeyError:
-            raise KeyError(
+            raise AstroMetFilterError(
                 f"{self.path}: filter {filter_id!r} not in the file; it holds "
                 f"{', '.join(self.filters)}"
             ) from None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from ..errors import AstrocalError
 from ..resultset import require_complete_file
 from .astromet import read_astromet, write_astromet
 from .siaf import read_siaf, write_siaf
@@ -20,6 +21,12 @@ from .sip import read_sip_header, write_sip_header
 log = logging.getLogger(__name__)
 
 FORMATS = ("astromet", "sip", "siaf")
+
+
+class ConversionError(AstrocalError, ValueError):
+    """An input ``astrocal convert`` cannot read as a solution (not a readable FITS file,
+    a format it cannot tell) or an output or ``--filter`` that does not fit it; the
+    message names the file."""
 
 
 def detect_format(path):
@@ -39,12 +46,12 @@ def detect_format(path):
                 if "CD1_1" in hdul[0].header or "A_ORDER" in hdul[0].header:
                     return "sip"
         except OSError as exc:
-            raise ValueError(f"{path}: not a readable FITS file ({exc})") from None
-        raise ValueError(f"{path}: neither an AstroMet file (no POLYNOM_MAP extension) nor a "
+            raise ConversionError(f"{path}: not a readable FITS file ({exc})") from None
+        raise ConversionError(f"{path}: neither an AstroMet file (no POLYNOM_MAP extension) nor a "
                          "SIP header (no CD1_1 / A_ORDER keyword in the primary header)")
     if suffix in (".hdr", ".txt", ".head", ".wcs"):
         return "sip"
-    raise ValueError(f"{path}: cannot tell the format from the name; use one of .fits "
+    raise ConversionError(f"{path}: cannot tell the format from the name; use one of .fits "
                      "(AstroMet or SIP), .hdr (SIP text header), .ecsv (SIAF table)")
 
 
@@ -53,7 +60,7 @@ def output_format(path, to=None):
     if to:
         to = to.lower()
         if to not in FORMATS:
-            raise ValueError(f"unknown output format {to!r}; known: {', '.join(FORMATS)}")
+            raise ConversionError(f"unknown output format {to!r}; known: {', '.join(FORMATS)}")
         return to
     suffix = Path(path).suffix.lower()
     if suffix in (".fits", ".fit", ".fts"):
@@ -62,7 +69,7 @@ def output_format(path, to=None):
         return "siaf"
     if suffix in (".hdr", ".txt", ".head", ".wcs"):
         return "sip"
-    raise ValueError(f"{path}: cannot tell the output format from the name; use --to")
+    raise ConversionError(f"{path}: cannot tell the output format from the name; use --to")
 
 
 def read_solutions(path, fmt=None):
@@ -101,11 +108,11 @@ def write_solutions(path, solutions, fmt, filter_id=None, overwrite=False, instr
 def _pick(solutions, filter_id, path):
     if filter_id is None:
         if len(solutions) != 1:
-            raise ValueError(f"{path}: the input holds filters {', '.join(solutions)}; "
+            raise ConversionError(f"{path}: the input holds filters {', '.join(solutions)}; "
                              "choose one with --filter")
         return next(iter(solutions.values()))
     if filter_id not in solutions:
-        raise ValueError(f"filter {filter_id!r} not in the input; it holds {', '.join(solutions)}")
+        raise ConversionError(f"filter {filter_id!r} not in the input; it holds {', '.join(solutions)}")
     return solutions[filter_id]
 
 

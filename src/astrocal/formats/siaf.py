@@ -18,6 +18,7 @@ from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_write_table
+from ..errors import AstrocalError
 from ..field import DistortionField, invert
 from ..field.orderings import from_siaf, siaf_terms, to_siaf
 from ..pixels import detector_domain, from_fits, to_fits
@@ -26,7 +27,7 @@ from ..solution import Solution
 COLUMNS = ("siaf_index", "exponent_x", "exponent_y", "Sci2IdlX", "Sci2IdlY", "Idl2SciX", "Idl2SciY")
 
 
-class SiafFormatError(ValueError):
+class SiafFormatError(AstrocalError, ValueError):
     """A SIAF-style table lacks a column or a metadata key, or holds bad values."""
 
 
@@ -126,14 +127,22 @@ def read_siaf(path_or_table, source=None):
     u0, v0 = table.meta.get("reference_position_arcsec", [0.0, 0.0])
     mx[0, 0] += u0
     my[0, 0] += v0
-    ref = (float(from_fits(table.meta["XSciRef"])), float(from_fits(table.meta["YSciRef"])))
-    shape = (int(table.meta["YDetSize"]), int(table.meta["XDetSize"]))
-    field = DistortionField.from_monomials(mx, my, detector_domain(shape), origin=ref)
+    try:
+        ref = (float(from_fits(table.meta["XSciRef"])), float(from_fits(table.meta["YSciRef"])))
+        shape = (int(table.meta["YDetSize"]), int(table.meta["XDetSize"]))
+    except (TypeError, ValueError):
+        values = {k: table.meta[k] for k in ("XSciRef", "YSciRef", "XDetSize", "YDetSize")}
+        raise SiafFormatError(f"{source}: metadata XSciRef, YSciRef must be numbers and XDetSize, "
+                              f"YDetSize integers, got {values}") from None
     kwargs = {}
-    if "plate_scale_arcsec_per_pixel" in table.meta:
-        kwargs["plate_scale"] = float(table.meta["plate_scale_arcsec_per_pixel"])
-    return Solution(field, filter=str(table.meta.get("filter", "NONE")), detector_shape=shape,
-                    boresight=ref, meta={"source": source}, **kwargs)
+    try:
+        field = DistortionField.from_monomials(mx, my, detector_domain(shape), origin=ref)
+        if "plate_scale_arcsec_per_pixel" in table.meta:
+            kwargs["plate_scale"] = float(table.meta["plate_scale_arcsec_per_pixel"])
+        return Solution(field, filter=str(table.meta.get("filter", "NONE")), detector_shape=shape,
+                        boresight=ref, meta={"source": source}, **kwargs)
+    except (AstrocalError, TypeError, ValueError) as exc:
+        raise SiafFormatError(f"{source}: {exc}") from None
 
 
 __all__ = ["COLUMNS", "SiafFormatError", "read_siaf", "siaf_table", "write_siaf", "from_siaf"]

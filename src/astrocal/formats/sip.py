@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..errors import AstrocalError
 from ..field import DistortionField, invert
 from ..field.orderings import from_sip, to_sip
 from ..pixels import detector_domain, from_fits, to_fits
@@ -30,7 +31,7 @@ from ..solution import Solution
 DEG = 3600.0  # arcsec per degree
 
 
-class SipFormatError(ValueError):
+class SipFormatError(AstrocalError, ValueError):
     """A header lacks the keywords of a TAN-SIP solution or holds bad values."""
 
 
@@ -204,31 +205,36 @@ def read_sip_header(header, source="header"):
         raise SipFormatError(f"{source}: missing keyword IMAGEW/IMAGEH (or NAXIS1/NAXIS2): "
                              "the detector size is needed for the field's domain")
     _check_sip_orders(header, source)
-    order = int(header.get("A_ORDER", 1))
-    if order >= 2:
-        if "B_ORDER" not in header:
-            raise SipFormatError(f"{source}: missing keyword B_ORDER")
-        a = from_sip(header, "A", order=order)
-        b = from_sip(header, "B", order=int(header["B_ORDER"]))
-        n = max(a.shape[0], b.shape[0])
-        a = np.pad(a, (0, n - a.shape[0]))
-        b = np.pad(b, (0, n - b.shape[0]))
-    else:
-        a = np.zeros((2, 2))
-        b = np.zeros((2, 2))
-    a[1, 0] += 1.0
-    b[0, 1] += 1.0
-    mx = DEG * (cd[0, 0] * a + cd[0, 1] * b)
-    my = DEG * (cd[1, 0] * a + cd[1, 1] * b)
-    u0 = float(header.get("FPREFU", 0.0))
-    v0 = float(header.get("FPREFV", 0.0))
-    mx[0, 0] += u0
-    my[0, 0] += v0
-    domain = detector_domain((int(ny), int(nx)))
-    field = DistortionField.from_monomials(mx, my, domain, origin=crpix)
-    kwargs = {}
-    if "PLTSCALE" in header:
-        kwargs["plate_scale"] = float(header["PLTSCALE"])
-    return Solution(field, filter=str(header.get("FILTER", "")) or "NONE",
-                    detector_shape=(int(ny), int(nx)), boresight=crpix,
-                    meta={"source": source}, **kwargs)
+    try:
+        order = int(header.get("A_ORDER", 1))
+        if order >= 2:
+            if "B_ORDER" not in header:
+                raise SipFormatError(f"{source}: missing keyword B_ORDER")
+            a = from_sip(header, "A", order=order)
+            b = from_sip(header, "B", order=int(header["B_ORDER"]))
+            n = max(a.shape[0], b.shape[0])
+            a = np.pad(a, (0, n - a.shape[0]))
+            b = np.pad(b, (0, n - b.shape[0]))
+        else:
+            a = np.zeros((2, 2))
+            b = np.zeros((2, 2))
+        a[1, 0] += 1.0
+        b[0, 1] += 1.0
+        mx = DEG * (cd[0, 0] * a + cd[0, 1] * b)
+        my = DEG * (cd[1, 0] * a + cd[1, 1] * b)
+        u0 = need("FPREFU") if "FPREFU" in header else 0.0
+        v0 = need("FPREFV") if "FPREFV" in header else 0.0
+        mx[0, 0] += u0
+        my[0, 0] += v0
+        domain = detector_domain((int(ny), int(nx)))
+        field = DistortionField.from_monomials(mx, my, domain, origin=crpix)
+        kwargs = {}
+        if "PLTSCALE" in header:
+            kwargs["plate_scale"] = need("PLTSCALE")
+        return Solution(field, filter=str(header.get("FILTER", "")) or "NONE",
+                        detector_shape=(int(ny), int(nx)), boresight=crpix,
+                        meta={"source": source}, **kwargs)
+    except SipFormatError:
+        raise
+    except (AstrocalError, TypeError, ValueError) as exc:  # a value the keywords cannot hold
+        raise SipFormatError(f"{source}: {exc}") from None

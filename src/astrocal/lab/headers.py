@@ -51,13 +51,14 @@ import astropy.units as u
 from astropy.io import fits
 from astropy.time import Time
 
+from ..errors import AstrocalError
 from ..instruments import INSTRUMENTS, HeaderKeywords, Instrument, get_instrument, header_keywords
 
 __all__ = ["ExposureMeta", "HeaderError", "HeaderRules", "eso_key", "make_raw_header",
            "read_exposure_meta"]
 
 
-class HeaderError(ValueError):
+class HeaderError(AstrocalError, ValueError):
     """A raw-frame header lacks a keyword or has a bad value (message names both)."""
 
 

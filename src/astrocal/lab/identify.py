@@ -63,12 +63,13 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from ..errors import AstrocalError
 from .mask import Mask, _as_mm_per_arcsec
 
 __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]
 
 
-class IdentificationError(ValueError):
+class IdentificationError(AstrocalError, ValueError):
     """The spots could not be identified with the mask holes (message says what was tried)."""
 
 

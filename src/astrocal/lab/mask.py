@@ -50,9 +50,12 @@ import numpy as np
 import astropy.units as u
 from astropy.table import Table
 
+from ..errors import AstrocalError
+
 __all__ = [
     "Mask",
     "MaskError",
+    "UnknownMaskError",
     "REQUIRED_COLUMNS",
     "load_mask",
     "get_mask",
@@ -82,8 +85,12 @@ DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
 _PACKAGE_MASK_DIR = ("astrocal", "data", "masks")
 
 
-class MaskError(ValueError):
+class MaskError(AstrocalError, ValueError):
     """A mask table is malformed; the message names the file and the column or key."""
+
+
+class UnknownMaskError(MaskError, KeyError):
+    """A mask name that is not one of the shipped masks (also a ``KeyError``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -289,6 +296,8 @@ def _check_table(t: Table, source: str) -> Table:
             factor = u.Unit(col.unit).to(unit)
         except u.UnitConversionError as exc:
             raise MaskError(f"{source}: column '{name}' has unit {col.unit}, expected a length ({unit})") from exc
+        if col.dtype.kind not in "iuf":
+            raise MaskError(f"{source}: column '{name}' must hold numbers, got dtype {col.dtype}")
         values = np.asarray(col, dtype=float) * factor
         bad = ~np.isfinite(values)
         if np.any(bad):
@@ -522,7 +531,7 @@ def mask_path(name: str) -> Path:
     names = list_masks()
     key = name[:-5] if name.endswith(".ecsv") else name
     if key not in names:
-        raise KeyError(f"unknown mask {name!r}; shipped masks: {names}")
+        raise UnknownMaskError(f"unknown mask {name!r}; shipped masks: {names}")
     return Path(str(_mask_dir().joinpath(key + ".ecsv")))
 
 

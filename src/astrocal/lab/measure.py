@@ -63,6 +63,7 @@ from astropy.table import Table
 from astropy.time import Time
 from scipy.spatial import cKDTree
 
+from ..errors import AstrocalError
 from .. import __version__
 from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
@@ -129,7 +130,7 @@ CENTER_SIGMA_ARCSEC = 0.5
 MEASURED = ("ok", "saturated")
 
 
-class MeasureError(ValueError):
+class MeasureError(AstrocalError, ValueError):
     """A frame cannot be measured (the message names the file)."""
 
 
@@ -1302,7 +1303,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
         campaign.earth.apply(campaign.path)  # the campaign's Earth-orientation tables (astrocal.earth)
     processes = int(processes)
     if processes < 1:
-        raise ValueError(f"processes must be >= 1, got {processes}")
+        raise MeasureError(f"processes must be >= 1, got {processes}")
     mode = psf or campaign.measure.psf
     if mode not in ("model", "epsf"):
         raise ValueError(f"psf must be 'model' or 'epsf', got {mode!r}")

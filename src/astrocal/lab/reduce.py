@@ -80,6 +80,7 @@ from astropy.io import fits
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..errors import AstrocalError
 from .centroid import NoiseModel
 
 __all__ = [
@@ -123,7 +124,7 @@ DQ_NAMES = {DQ_DEAD: "dead", DQ_HOT: "hot", DQ_NONFINITE: "nonfinite", DQ_COSMIC
             DQ_SATURATED: "saturated"}
 
 
-class ReductionError(ValueError):
+class ReductionError(AstrocalError, ValueError):
     """A frame or calibration cannot be reduced (the message names the file)."""
 
 

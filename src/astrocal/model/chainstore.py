@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from ..atomic import atomic_path
+from ..errors import AstrocalError
 
 #: group of ``posterior.h5`` that holds the chain
 GROUP = "hyperparameters"
@@ -44,7 +45,7 @@ _REASONS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
             errno.EFBIG: "file too large for the file-size limit"}
 
 
-class ChainWriteError(OSError):
+class ChainWriteError(AstrocalError, OSError):
     """A block of the chain could not be written; the file keeps the last complete block."""
 
 

@@ -162,7 +162,7 @@ def lab_points_for(campaign, datasets):
     for k, d in enumerate(datasets):
         for e, exp in enumerate(d.exposures):
             path = source_table_path(campaign, exp.file, d.name)
-            t = _read_table(path)
+            t = _source_table(path)
             offset = exp.offset_arcsec
             if offset is None:
                 offset = t.meta.get("offset_arcsec")
@@ -204,6 +204,21 @@ def _read_table(path):
         return Table.read(path, format="ascii.ecsv")
     except Exception as exc:  # astropy raises several types for unreadable ECSV
         raise DataError(f"{path}: not a readable source table ({exc})") from None
+
+
+#: columns of a measured source table that must hold numbers (when present)
+NUMERIC_COLUMNS = ("hole_id", "x", "y", "sigma_x", "sigma_y", "cov_xy")
+
+
+def _source_table(path):
+    """A measured source table (:func:`_read_table`) whose position columns hold numbers;
+    a column of text (a value the reader could not take as a number) is a
+    :class:`DataError` naming the file and the column."""
+    t = _read_table(path)
+    for name in NUMERIC_COLUMNS:
+        if name in t.colnames and t[name].dtype.kind not in "iuf":
+            raise DataError(f"{path}: column '{name}' holds {t[name].dtype} values, not numbers")
+    return t
 
 
 def sky_exposure_settings(table, exposure, path):
@@ -285,7 +300,7 @@ def sky_points_for(campaign, datasets, orientation=None, frames=None):
         said = set()
         for exp in d.exposures:
             path = source_table_path(campaign, exp.file, d.name)
-            t = _read_table(path)
+            t = _source_table(path)
             kw = sky_exposure_settings(t, exp, path)
             site = d.site or t.meta.get("site") or "armazones"
             with warnings.catch_warnings(record=True) as caught:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field as dc_field
 
 import numpy as np
 
+from ..errors import AstrocalError
+
 
 #: flag bits that make a measured position unusable (astrocal.lab.measure.FLAGS_REJECT:
 #: not converged 4, diverged 16, bad fit 32, saturated 1, unidentified 128, low coverage 256)
@@ -31,7 +33,7 @@ DEFAULT_REJECT_FLAGS = 4 | 16 | 32 | 1 | 128 | 256
 SKY_BLEND_FLAG = 512
 
 
-class DataError(ValueError):
+class DataError(AstrocalError, ValueError):
     """The points cannot enter the model (NaN, non-positive errors, empty datasets...)."""
 
 

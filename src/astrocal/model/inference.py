@@ -30,9 +30,10 @@ import h5py
 import numpy as np
 from scipy import optimize
 
+from ..errors import AstrocalError
 from . import draws
 from .chainstore import BlockBackend, stored_iteration
-from .data import LabPoints
+from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
 
@@ -578,11 +579,11 @@ def run_emcee(model, phi_map, settings, hessian=None):
         if settings.resume and path.exists() and stored_iteration(path) > 0:
             backend = BlockBackend.load(path)
             if backend.shape != (nwalkers, ndim):
-                raise ValueError(f"{path}: the chain to resume has walkers/dimensions "
+                raise ChainMismatchError(f"{path}: the chain to resume has walkers/dimensions "
                                  f"{backend.shape}, this fit needs {(nwalkers, ndim)}")
             stored = backend.attrs.get("hyper_names")
             if stored != names:
-                raise ValueError(f"{path}: the chain to resume has the hyperparameters "
+                raise ChainMismatchError(f"{path}: the chain to resume has the hyperparameters "
                                  f"{stored or '(not recorded)'}, this fit {names}")
             _check_chain_record(path, settings.chain_record)
         else:
@@ -603,7 +604,7 @@ def run_emcee(model, phi_map, settings, hessian=None):
             pooled.close()
 
 
-class ChainMismatchError(ValueError):
+class ChainMismatchError(AstrocalError, ValueError):
     """The chain to resume was started with another campaign, seed or model settings."""
 
 
@@ -738,7 +739,7 @@ def choose_model(evidence, rule="median"):
     prob = degree_probabilities(evidence)
     ok = np.isfinite(prob)
     if not ok.any():
-        raise ValueError("no degree has a finite evidence")
+        raise DataError("no degree has a finite evidence")
     deg = np.array([e["degree"] for e in evidence])
     res = np.array([bool(e.get("residual", False)) for e in evidence])
     if rule == "best":
@@ -840,7 +841,7 @@ def _fit_lab(points, settings):
             fitted[(n, res)] = (phi, hess, jac_n)
             del model
     if not fitted:
-        raise ValueError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
+        raise DataError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto" or len(variants) > 1:
         # a degree asked for has one degree in the table: the rule then picks its variant
         degree, residual = choose_model(evidence, settings.degree_choice)

@@ -32,6 +32,7 @@ import numpy as np
 from astropy.table import Table
 
 from .. import __version__
+from ..errors import AstrocalError
 from ..pixels import detector_shape
 from ..plain import to_plain
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
@@ -45,6 +46,11 @@ from ..field.basis import flat_to_square, n_terms, terms
 QUANTILES = (2.5, 16, 50, 84, 97.5)
 
 log = logging.getLogger(__name__)
+
+
+class ResultFileError(AstrocalError, ValueError):
+    """A result file (``residuals.ecsv``, ``posterior.h5``) that lacks what is asked of it
+    (a column, a group, the data footprint); the message names the file."""
 
 
 def summary_table(names, samples, units=None):
@@ -380,7 +386,7 @@ def load_residuals(out):
     t = Table.read(path, format="ascii.ecsv")
     missing = [c for c in RESIDUAL_COLUMNS if c not in t.colnames]
     if missing:
-        raise ValueError(f"{path}: residual table lacks column(s) {', '.join(missing)}")
+        raise ResultFileError(f"{path}: residual table lacks column(s) {', '.join(missing)}")
     return t
 
 
@@ -392,7 +398,7 @@ def load_chain(out):
         raise FileNotFoundError(f"{h5}: no posterior (run astrocal fit first)")
     with h5py.File(h5, "r") as f:
         if "hyperparameters" not in f:
-            raise ValueError(f"{h5}: has no 'hyperparameters' group (no chain)")
+            raise ResultFileError(f"{h5}: has no 'hyperparameters' group (no chain)")
         g = f["hyperparameters"]
         chain = g["chain"][...]
         it = int(g.attrs.get("iteration", chain.shape[0]))
@@ -502,7 +508,7 @@ class Posterior:
         """True where pixel ``(x, y)`` is inside the data footprint (shape of ``x``)."""
         vertices = self.footprint
         if vertices is None:
-            raise ValueError("this result records no data footprint (written by an earlier "
+            raise ResultFileError("this result records no data footprint (written by an earlier "
                              "astrocal, or its positions span no area)")
         return inside_footprint(vertices, x, y)
 
@@ -515,7 +521,7 @@ def load_posterior(out):
         raise FileNotFoundError(f"{h5}: no posterior (run astrocal fit first)")
     with h5py.File(h5, "r") as f:
         if "linear" not in f:
-            raise ValueError(f"{h5}: has no 'linear' group (the fit did not finish)")
+            raise ResultFileError(f"{h5}: has no 'linear' group (the fit did not finish)")
         lin = f["linear"]
         g = lin["g"][...]
         phi = lin["phi"][...]

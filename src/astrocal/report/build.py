@@ -48,6 +48,7 @@ import numpy as np
 from astropy.io import fits
 
 from .. import __version__
+from ..errors import AstrocalError
 from ..field import DistortionField, design_matrix, nonlinear_part
 from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.draws import affine_matrices
@@ -60,6 +61,11 @@ from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evalua
 
 #: positions per axis of the grid on which maps are evaluated for the numbers
 GRID = 65
+
+
+class ComparisonError(AstrocalError, ValueError):
+    """Two results that cannot be compared (``astrocal report --against``: different
+    detectors); the message names both."""
 
 
 @dataclass
@@ -437,7 +443,7 @@ def stability(new, old, n=GRID):
     metrics are ``None`` with the reason in ``not_measured``.
     """
     if tuple(new.detector_shape) != tuple(old.detector_shape):
-        raise ValueError(f"{new.path} and {old.path} cover different detectors "
+        raise ComparisonError(f"{new.path} and {old.path} cover different detectors "
                          f"({new.detector_shape} and {old.detector_shape}); cannot compare")
     missing = [r for r in (new, old) if not r.gauge["affine_measured"]]
     nonlinear = bool(missing)

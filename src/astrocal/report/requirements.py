@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..errors import AstrocalError
+
 #: metrics a requirement may name: unit, meaning, and whether an earlier result is needed
 METRICS = {
     "map_sigma_max_mas": ("mas", "maximum over the field of the map's 1-sigma", False),
@@ -59,7 +61,7 @@ KEYS = {"id", "title", "metric", "max", "goal", "unit", "bands", "source"}
 BANDS = ("LM", "N")
 
 
-class RequirementsError(ValueError):
+class RequirementsError(AstrocalError, ValueError):
     """A requirements file is invalid; the message names the file, the entry and the key."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import re
 
+from ..errors import SimulationOptionError
 from .field import simulate_field
 
 INSTRUMENTS = ("metis-lm", "metis-n")
@@ -150,25 +151,26 @@ LAB_OPTIONS = {"n_exposures": "--exposures", "max_offset_arcsec": "--max-offset"
 
 def _settings(make, args, options, command):
     """Settings from ``make()``; a non-finite number or a value the settings refuse is a
-    ``ValueError`` naming the command-line option (not the settings' field)."""
+    :class:`~astrocal.errors.SimulationOptionError` (a ``ValueError``) naming the
+    command-line option (not the settings' field)."""
     for option in options.values():
         value = getattr(args, option[2:].replace("-", "_"), None)
         if value is None and option == "--nd":
             value = args.nd
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{command} {option}: expected a finite number, got {value}")
+            raise SimulationOptionError(f"{command} {option}: expected a finite number, got {value}")
     try:
         return make()
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         text = str(exc)
         for name, option in sorted(options.items(), key=lambda kv: -len(kv[0])):
             text = re.sub(rf"\b{name}\b", option, text)
-        raise ValueError(f"{command}: {text}") from None
+        raise SimulationOptionError(f"{command}: {text}") from None
 
 
 def lab_settings(args):
     """:class:`~astrocal.sim.lab.LabSimSettings` from parsed ``simulate lab`` arguments;
-    an invalid option is a ``ValueError`` naming it."""
+    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
     return _settings(lambda: _lab_settings(args), args, LAB_OPTIONS, "simulate lab")
 
 

@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 from ..atomic import atomic_write_text, check_writable
+from ..errors import SimulationOptionError
 
 
 def _sections(text, header):
@@ -68,9 +69,9 @@ def joint_campaign_toml(lab_campaign, sky_campaign, out, fit_lines=None, overwri
     lab_text, sky_text = lab_campaign.read_text(), sky_campaign.read_text()
     lab_t, sky_t = tomllib.loads(lab_text), tomllib.loads(sky_text)
     if not sky_t.get("sky"):
-        raise ValueError(f"{sky_campaign}: no [[sky]] dataset to join")
+        raise SimulationOptionError(f"{sky_campaign}: no [[sky]] dataset to join")
     if not lab_t.get("lab"):
-        raise ValueError(f"{lab_campaign}: no [[lab]] dataset to join")
+        raise SimulationOptionError(f"{lab_campaign}: no [[lab]] dataset to join")
     inst = lab_t["instrument"]
     lines = ["# joint campaign: lab datasets of", f"#   {lab_campaign}", "# and sky datasets of",
              f"#   {sky_campaign}", "", "[instrument]"]

@@ -61,6 +61,7 @@ from astropy.time import Time, TimeDelta
 
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
+from ..errors import SimulationOptionError
 from ..field import DistortionField, affine_part
 from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
@@ -68,7 +69,7 @@ from ..instruments import get_instrument
 from ..lab import detector as _det
 from ..lab.centroid import NoiseModel, cramer_rao_bound, flux_for_snr
 from ..lab.headers import make_raw_header
-from ..lab.mask import MaskError, load_mask, mask_path
+from ..lab.mask import MaskError, UnknownMaskError, load_mask, mask_path
 from ..lab.psf import diffraction_psf, pinhole_diameter_mas, render_spots
 from ..pixels import detector_domain
 from ..solution import Solution
@@ -253,45 +254,45 @@ class LabSimSettings:
         if self.offsets is not None:
             off = np.asarray(self.offsets, float)
             if off.ndim != 2 or off.shape[1] != 2 or len(off) < 1:
-                raise ValueError(f"offsets must be (E, 2) arcsec, got shape {off.shape}")
+                raise SimulationOptionError(f"offsets must be (E, 2) arcsec, got shape {off.shape}")
             object.__setattr__(self, "offsets", tuple(map(tuple, off.tolist())))
             object.__setattr__(self, "n_exposures", len(off))
         if int(self.n_exposures) < 1:
-            raise ValueError(f"a campaign needs at least one exposure, got {self.n_exposures}")
+            raise SimulationOptionError(f"a campaign needs at least one exposure, got {self.n_exposures}")
         object.__setattr__(self, "n_exposures", int(self.n_exposures))
         if self.detector_shape is not None:
             shape = tuple(int(v) for v in self.detector_shape)
             if len(shape) != 2 or min(shape) < 64:
-                raise ValueError(f"detector_shape must be (ny, nx) >= 64 px, got {self.detector_shape}")
+                raise SimulationOptionError(f"detector_shape must be (ny, nx) >= 64 px, got {self.detector_shape}")
             object.__setattr__(self, "detector_shape", shape)
         if self.offsets is None and not (np.isfinite(self.max_offset_arcsec) and self.max_offset_arcsec > 0):
-            raise ValueError(f"max_offset_arcsec (the largest chopper offset) must be > 0, got "
+            raise SimulationOptionError(f"max_offset_arcsec (the largest chopper offset) must be > 0, got "
                              f"{self.max_offset_arcsec} (the exposures must be dithered)")
         if not self.offset_sigma_mas > 0:
-            raise ValueError("offset_sigma_mas (stated accuracy of the chopper offsets) must be > 0; "
+            raise SimulationOptionError("offset_sigma_mas (stated accuracy of the chopper offsets) must be > 0; "
                              "use offset_errors=False for exact offsets")
         for name in ("hole_error_um", "insertion_rot_deg", "insertion_offset_arcsec", "pose_jitter",
                      "chopper_scale", "chopper_rot_deg", "hole_transmission_rms", "lamp_stability",
                      "illumination_falloff", "overhead_s"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise SimulationOptionError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("exptime_s", "snr_max", "bb_temp_k", "efficiency", "vignetting_scale_px"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise SimulationOptionError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.nd_transmission <= 1:
-            raise ValueError(f"nd_transmission must be in (0, 1], got {self.nd_transmission}")
+            raise SimulationOptionError(f"nd_transmission must be in (0, 1], got {self.nd_transmission}")
         if not 0 < self.fill_fraction < 1:
-            raise ValueError(f"fill_fraction must be in (0, 1), got {self.fill_fraction}")
+            raise SimulationOptionError(f"fill_fraction must be in (0, 1), got {self.fill_fraction}")
         if not 0 < self.vignetting_edge <= 1:
-            raise ValueError(f"vignetting_edge must be in (0, 1], got {self.vignetting_edge}")
+            raise SimulationOptionError(f"vignetting_edge must be in (0, 1], got {self.vignetting_edge}")
         if self.bb_aperture is not None and not 0 < self.bb_aperture <= 1:
-            raise ValueError(f"bb_aperture must be in (0, 1], got {self.bb_aperture}")
+            raise SimulationOptionError(f"bb_aperture must be in (0, 1], got {self.bb_aperture}")
         if self.dit_s is not None and not self.dit_s > 0:
-            raise ValueError(f"dit_s must be > 0, got {self.dit_s}")
+            raise SimulationOptionError(f"dit_s must be > 0, got {self.dit_s}")
         if self.ndit is not None and int(self.ndit) < 1:
-            raise ValueError(f"ndit must be >= 1, got {self.ndit}")
+            raise SimulationOptionError(f"ndit must be >= 1, got {self.ndit}")
         if self.wcu_temp_k < 0 or not 0 <= self.wcu_emissivity <= 1:
-            raise ValueError("wcu_temp_k must be >= 0 K and wcu_emissivity in [0, 1]")
+            raise SimulationOptionError("wcu_temp_k must be >= 0 K and wcu_emissivity in [0, 1]")
         Time(self.date_obs, scale="utc")  # raises on a bad date
 
     def replace(self, **changes) -> "LabSimSettings":
@@ -479,7 +480,7 @@ def plan_exposure(instrument, background_e_per_s, peak_e_per_s=0.0, *, mode=None
                       f"DIT allows at {fill_fraction:.0%}: '{chosen}' at its minimum DIT")
     m = det.mode(chosen)
     if dit < m.min_dit_s:
-        raise ValueError(f"DIT {dit:g} s is below the minimum DIT {m.min_dit_s:g} s of mode '{chosen}'")
+        raise SimulationOptionError(f"DIT {dit:g} s is below the minimum DIT {m.min_dit_s:g} s of mode '{chosen}'")
     fill = rate(chosen) * dit / m.full_well_e
     if fill > 0.9:
         log.warning("readout mode '%s', DIT %g s: background + spot peak reach %.0f%% of the full "
@@ -545,7 +546,7 @@ def _load_mask(spec):
         if p.suffix.lower() == ".ecsv":
             raise FileNotFoundError(f"mask table not found: {p} (and no shipped mask of that "
                                     f"name)") from None
-        raise KeyError(f"{exc.args[0]} (or give the path of an ECSV mask table)") from None
+        raise UnknownMaskError(f"{exc.args[0]} (or give the path of an ECSV mask table)") from None
     return load_mask(src), src
 
 
@@ -559,11 +560,11 @@ def _field_from_file(path, filter_name, shape):
         sols = read_solutions(path)
     except (OSError, ValueError) as exc:
         msg = str(exc)
-        raise ValueError(msg if str(path) in msg else f"{path}: {msg}") from None
+        raise SimulationOptionError(msg if str(path) in msg else f"{path}: {msg}") from None
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read a distortion solution ({type(exc).__name__}: {exc})") from None
+        raise SimulationOptionError(f"{path}: cannot read a distortion solution ({type(exc).__name__}: {exc})") from None
     if not sols:
-        raise ValueError(f"{path}: no distortion solution in the file")
+        raise SimulationOptionError(f"{path}: no distortion solution in the file")
     if filter_name in sols:
         sol = sols[filter_name]
     elif len(sols) == 1:
@@ -571,11 +572,11 @@ def _field_from_file(path, filter_name, shape):
         if sol.filter != filter_name:
             log.info("%s: using its only solution (filter %s) for filter %s", path, sol.filter, filter_name)
     else:
-        raise ValueError(f"{path}: no solution for filter {filter_name!r}; the file has {sorted(sols)}")
+        raise SimulationOptionError(f"{path}: no solution for filter {filter_name!r}; the file has {sorted(sols)}")
     field = sol.field
     want = detector_domain(shape)
     if not np.allclose(field.domain, want, atol=1e-6):
-        raise ValueError(f"{path}: the field's domain {tuple(field.domain)} is not the detector's "
+        raise SimulationOptionError(f"{path}: the field's domain {tuple(field.domain)} is not the detector's "
                          f"{want} (detector shape {shape}); use a field made for this detector")
     return field
 
@@ -586,7 +587,7 @@ def _central_window(field, full_shape, shape):
     degree, fitted through more samples than terms)."""
     (ny, nx), (my, mx) = full_shape, shape
     if my > ny or mx > nx:
-        raise ValueError(f"detector_shape {shape} is larger than the instrument's {full_shape}")
+        raise SimulationOptionError(f"detector_shape {shape} is larger than the instrument's {full_shape}")
     cx, cy = (nx - mx) / 2.0, (ny - my) / 2.0
     dom = detector_domain(shape)
     n = 3 * (field.degree + 2)
@@ -847,7 +848,7 @@ def simulate_lab(out, settings=None, *, overwrite=False, threads=2, **changes):
         else np.asarray(s.offsets, float)
     reach = _holes_in_reach(field, mask.xy_arcsec(mask_scale), offsets, s, radius)
     if not np.any(reach):
-        raise ValueError(f"{mask_src}: no hole of the mask can reach the detector")
+        raise SimulationOptionError(f"{mask_src}: no hole of the mask can reach the detector")
     excluded = mask.hole_id[~reach]
     mask = mask.select(reach)
     diam = mask.diameter_um
@@ -1173,13 +1174,13 @@ def load_lab_truth(directory) -> LabTruth:
     try:
         info = json.loads(files["json"].read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{files['json']}: not valid JSON ({exc})") from None
+        raise SimulationOptionError(f"{files['json']}: not valid JSON ({exc})") from None
     tables = {}
     for key in ("holes", "exposures", "spots"):
         try:
             tables[key] = Table.read(files[key], format="ascii.ecsv")
         except Exception as exc:
-            raise ValueError(f"{files[key]}: cannot read the truth table ({exc})") from None
+            raise SimulationOptionError(f"{files[key]}: cannot read the truth table ({exc})") from None
     if "field" in info:
         f = info["field"]
         field = DistortionField(np.array(f["cx"]), np.array(f["cy"]), tuple(f["domain"]),

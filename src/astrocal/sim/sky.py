@@ -68,6 +68,7 @@ from astropy.io import fits
 from astropy.time import Time, TimeDelta
 from scipy.signal import oaconvolve
 
+from ..errors import SimulationOptionError
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
 from ..instruments import get_instrument
@@ -212,46 +213,49 @@ class SkySimSettings:
     def __post_init__(self):
         object.__setattr__(self, "target", _target_key(self.target))
         if self.instrument != "metis-lm":
-            raise ValueError(f"the sky simulator knows METIS IMG_LM only (instrument 'metis-lm'), got "
+            raise SimulationOptionError(f"the sky simulator knows METIS IMG_LM only (instrument 'metis-lm'), got "
                              f"{self.instrument!r}")
         if int(self.n_exposures) < 1:
-            raise ValueError(f"a sky campaign needs at least one exposure, got {self.n_exposures}")
+            raise SimulationOptionError(f"a sky campaign needs at least one exposure, got {self.n_exposures}")
         object.__setattr__(self, "n_exposures", int(self.n_exposures))
         for name in ("zenith_range", "strehl_range", "seeing_range_arcsec", "sigma_px", "cluster_mag_range"):
             v = getattr(self, name)
             if v is not None:
                 v = tuple(float(x) for x in v)
                 if len(v) != 2 or not v[0] <= v[1]:
-                    raise ValueError(f"{name} must be (low, high) with low <= high, got {getattr(self, name)}")
+                    raise SimulationOptionError(f"{name} must be (low, high) with low <= high, got {getattr(self, name)}")
                 object.__setattr__(self, name, v)
         if not 0 < self.strehl_range[0] <= self.strehl_range[1] <= 1:
-            raise ValueError(f"strehl_range must lie in (0, 1], got {self.strehl_range}")
+            raise SimulationOptionError(f"strehl_range must lie in (0, 1], got {self.strehl_range}")
         if not self.seeing_range_arcsec[0] > 0:
-            raise ValueError(f"seeing_range_arcsec must be positive, got {self.seeing_range_arcsec}")
+            raise SimulationOptionError(f"seeing_range_arcsec must be positive, got {self.seeing_range_arcsec}")
         object.__setattr__(self, "position_angles", tuple(float(v) for v in np.atleast_1d(self.position_angles)))
         object.__setattr__(self, "flexure_functions", tuple(self.flexure_functions))
-        FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
+        try:
+            FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
+        except ValueError as exc:
+            raise SimulationOptionError(str(exc)) from None
         if self.detector_shape is not None:
             shape = tuple(int(v) for v in self.detector_shape)
             if len(shape) != 2 or min(shape) < 64:
-                raise ValueError(f"detector_shape must be (ny, nx) >= 64 px, got {self.detector_shape}")
+                raise SimulationOptionError(f"detector_shape must be (ny, nx) >= 64 px, got {self.detector_shape}")
             object.__setattr__(self, "detector_shape", shape)
         for name in ("flexure_sigma_mas", "pointing_sigma_arcsec", "rotation_sigma_deg", "scale_sigma",
                      "frame_rotation_deg", "frame_scale", "catalog_error_scale", "dither_arcsec",
                      "extinction_mag_per_airmass", "saturate_brightest"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise SimulationOptionError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("exptime_s", "efficiency", "telescope_throughput", "cluster_radius_arcsec"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise SimulationOptionError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.background_emissivity <= 1:
-            raise ValueError(f"background_emissivity must be in [0, 1], got {self.background_emissivity}")
+            raise SimulationOptionError(f"background_emissivity must be in [0, 1], got {self.background_emissivity}")
         if int(self.cluster_stars) < 1:
-            raise ValueError(f"cluster_stars must be >= 1, got {self.cluster_stars}")
+            raise SimulationOptionError(f"cluster_stars must be >= 1, got {self.cluster_stars}")
         if self.dit_s is not None and not self.dit_s > 0:
-            raise ValueError(f"dit_s must be > 0, got {self.dit_s}")
+            raise SimulationOptionError(f"dit_s must be > 0, got {self.dit_s}")
         if self.ndit is not None and int(self.ndit) < 1:
-            raise ValueError(f"ndit must be >= 1, got {self.ndit}")
+            raise SimulationOptionError(f"ndit must be >= 1, got {self.ndit}")
         for name in SKY_DETECTOR_EFFECTS + ("thermal", "spiders", "points_only", "background_drift"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"switch {name} must be True or False, got {getattr(self, name)!r}")
@@ -395,7 +399,7 @@ def load_distortion(spec, filter_name="Lp", shape=None):
 
         tdir = path if (path / "truth.json").exists() else path / "truth"
         if not (tdir / "truth.json").is_file():
-            raise ValueError(f"{path}: a directory given as distortion must be a lab campaign (with "
+            raise SimulationOptionError(f"{path}: a directory given as distortion must be a lab campaign (with "
                              "truth/truth.json) written by `astrocal simulate lab`")
         field = load_lab_truth(path).field
         source = f"lab campaign truth {tdir.resolve()}"
@@ -404,15 +408,15 @@ def load_distortion(spec, filter_name="Lp", shape=None):
 
         sols = read_solutions(path)
         if not sols:
-            raise ValueError(f"{path}: no distortion solution in the file")
+            raise SimulationOptionError(f"{path}: no distortion solution in the file")
         field = sols[filter_name].field if filter_name in sols else next(iter(sols.values())).field
         if filter_name not in sols and len(sols) > 1:
-            raise ValueError(f"{path}: no solution for filter {filter_name!r}; the file has {sorted(sols)}")
+            raise SimulationOptionError(f"{path}: no solution for filter {filter_name!r}; the file has {sorted(sols)}")
         source = str(path.resolve())
     if shape is not None:
         want = detector_domain(shape)
         if not np.allclose(field.domain, want, atol=1e-6):
-            raise ValueError(f"{path}: the field's domain {tuple(field.domain)} is not the detector's {want} "
+            raise SimulationOptionError(f"{path}: the field's domain {tuple(field.domain)} is not the detector's {want} "
                              f"(detector shape {tuple(shape)}); use a field made for this detector")
     return field, source
 

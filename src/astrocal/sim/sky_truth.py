@@ -55,6 +55,7 @@ from astropy.coordinates import TETE, AltAz, SkyCoord, get_sun
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
+from ..errors import SimulationOptionError
 from .. import __version__, earth
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField, solve
@@ -198,10 +199,10 @@ class SkyPlan:
                 "pressure_hpa", "temperature_c", "relative_humidity"]
         missing = [c for c in need if c not in t.colnames]
         if missing:
-            raise ValueError(f"{source}: plan table lacks columns {missing}")
+            raise SimulationOptionError(f"{source}: plan table lacks columns {missing}")
         for key in ("center_ra_deg", "center_dec_deg"):
             if key not in t.meta:
-                raise ValueError(f"{source}: plan table lacks meta key {key!r}")
+                raise SimulationOptionError(f"{source}: plan table lacks meta key {key!r}")
         exps = []
         for row in t:
             opt = {k: float(row[k]) for k in ("hour_angle_deg", "zenith_distance_deg", "sun_altitude_deg")
@@ -231,7 +232,7 @@ def _target_key(target):
     key = {"galacticcenter": "gc", "galacticcentre": "gc", "sgra": "gc", "ngc104": "47tuc",
            "tuc47": "47tuc"}.get(key, key)
     if key not in FIELDS:
-        raise ValueError(f"unknown sky field {target!r}; choose from {sorted(FIELDS)}")
+        raise SimulationOptionError(f"unknown sky field {target!r}; choose from {sorted(FIELDS)}")
     return key
 
 
@@ -265,16 +266,16 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     ``humidity_range``. ``rng`` draws the dithers and weather (seeded Generator or int).
     """
     if int(n_exposures) < 1:
-        raise ValueError(f"a sky campaign needs at least one exposure, got {n_exposures}")
+        raise SimulationOptionError(f"a sky campaign needs at least one exposure, got {n_exposures}")
     n = int(n_exposures)
     zmin, zmax = (float(v) for v in zenith_range)
     if not 0.0 <= zmin <= zmax < 85.0:
-        raise ValueError(f"zenith_range must satisfy 0 <= min <= max < 85 deg, got {zenith_range}")
+        raise SimulationOptionError(f"zenith_range must satisfy 0 <= min <= max < 85 deg, got {zenith_range}")
     if parity not in (1, -1):
-        raise ValueError(f"parity must be +1 or -1, got {parity!r}")
+        raise SimulationOptionError(f"parity must be +1 or -1, got {parity!r}")
     pas = [float(p) for p in np.atleast_1d(position_angles)]
     if not pas:
-        raise ValueError("position_angles is empty")
+        raise SimulationOptionError("position_angles is empty")
     rng = np.random.default_rng(rng)
     site_obj = get_site(site)
     c0 = SkyCoord(*center, unit="deg") if not isinstance(center, SkyCoord) else center.icrs
@@ -283,7 +284,7 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     try:
         evening = Time(f"{night}T12:00:00", scale="utc")
     except ValueError:
-        raise ValueError(f"night must be a date YYYY-MM-DD, got {night!r}") from None
+        raise SimulationOptionError(f"night must be a date YYYY-MM-DD, got {night!r}") from None
     # local midnight after that evening, then the transit of the field closest to it; hour
     # angles and zenith distances with the field's coordinates of date (precession matters:
     # 0.15 deg in declination for 47 Tuc between J2000 and 2027)
@@ -294,7 +295,7 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     ra_date, dec_date = float(c_date.ra.deg), float(c_date.dec.deg)
     z_transit = abs(lat - dec_date)
     if zmax < z_transit:
-        raise ValueError(f"the field (dec {dec0:.2f} deg) never reaches zenith distance {zmax:g} deg from "
+        raise SimulationOptionError(f"the field (dec {dec0:.2f} deg) never reaches zenith distance {zmax:g} deg from "
                          f"{site_obj.name}: it transits at {z_transit:.1f} deg")
     if zmin < z_transit:
         log.info("sky plan: the field transits at zenith distance %.1f deg (> %.1f asked)", z_transit, zmin)
@@ -763,7 +764,7 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
     else:
         mags_all, note = np.asarray(magnitudes, float), "given"
         if mags_all.shape != (len(cat),):
-            raise ValueError(f"magnitudes: expected {len(cat)} values, got shape {mags_all.shape}")
+            raise SimulationOptionError(f"magnitudes: expected {len(cat)} values, got shape {mags_all.shape}")
     f_rot = math.radians(rng.normal(0.0, frame_rotation_deg))
     f_scale = float(rng.normal(0.0, frame_scale))
     if flexure_coeffs is None:
@@ -771,7 +772,7 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
     else:
         coeffs = np.asarray(flexure_coeffs, float)
         if coeffs.shape != (flexure.n_params,):
-            raise ValueError(f"flexure_coeffs: expected {flexure.n_params} values ({flexure.names[0]}, ...), "
+            raise SimulationOptionError(f"flexure_coeffs: expected {flexure.n_params} values ({flexure.names[0]}, ...), "
                              f"got shape {coeffs.shape}")
     n_e = len(plan)
     shifts = rng.normal(0.0, pointing_sigma_arcsec, (n_e, 2))
@@ -785,7 +786,7 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
     near = cat.separation_from((plan.center_ra_deg, plan.center_dec_deg)) <= (
         half * math.sqrt(2) + dither + 5 * pointing_sigma_arcsec + 2.0)
     if not near.any():
-        raise ValueError(f"{cat.source}: no catalogue star near the field centre "
+        raise SimulationOptionError(f"{cat.source}: no catalogue star near the field centre "
                          f"({plan.center_ra_deg:.6f}, {plan.center_dec_deg:.6f}) deg")
     sub = cat.select(near)
     mags_sub = mags_all[near]
@@ -861,7 +862,7 @@ def observe_sky_points(truth, rng, *, sigma_px=(0.01, 0.05), dataset="sky", cata
     rng = np.random.default_rng(rng)
     lo, hi = (float(v) for v in sigma_px)
     if not 0 < lo <= hi:
-        raise ValueError(f"sigma_px must be (low, high) with 0 < low <= high, got {sigma_px}")
+        raise SimulationOptionError(f"sigma_px must be (low, high) with 0 < low <= high, got {sigma_px}")
     all_mags = np.concatenate([e.mag for e in truth.exposures] or [np.zeros(0)])
     bright = float(np.nanmin(all_mags)) if all_mags.size and np.isfinite(all_mags).any() else 0.0
     xmin, xmax, ymin, ymax = truth.field.domain
@@ -1080,10 +1081,10 @@ def load_sky_truth(directory) -> SkyTruth:
     try:
         info = json.loads(paths["truth_json"].read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{paths['truth_json']}: not valid JSON ({exc})") from None
+        raise SimulationOptionError(f"{paths['truth_json']}: not valid JSON ({exc})") from None
     for key in ("field", "flexure", "frame", "plan"):
         if key not in info:
-            raise ValueError(f"{paths['truth_json']}: key {key!r} missing")
+            raise SimulationOptionError(f"{paths['truth_json']}: key {key!r} missing")
     f = info["field"]
     field = DistortionField(np.array(f["cx"]), np.array(f["cy"]), tuple(f["domain"]), unit=f.get("unit", "arcsec"),
                             input_unit=f.get("input_unit", "pixel"))

@@ -66,6 +66,8 @@ from astrocal import earth
 from astrocal.sky.catalog import CatalogError, parse_epoch, _as_center
 from astrocal.sky.sites import Site, Weather, WeatherError, get_site
 
+from ..errors import AstrocalError
+
 __all__ = [
     "AstrometryError",
     "EpochGapWarning",
@@ -98,7 +100,7 @@ GAP_TOLERANCE_YEARS = 1e-3
 REFRACTION_WARN_ZD_DEG = 75.0
 
 
-class AstrometryError(ValueError):
+class AstrometryError(AstrocalError, ValueError):
     """The positions cannot be computed as asked (bad time, field below the horizon...)."""
 
 

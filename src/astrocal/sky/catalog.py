@@ -72,6 +72,8 @@ from astropy.time import Time
 
 from astrocal import earth
 
+from ..errors import AstrocalError
+
 __all__ = [
     "Catalog",
     "CatalogError",
@@ -100,11 +102,16 @@ CACHE_ENV = "ASTROCAL_CATALOG_CACHE"
 OFFLINE_ENV = "ASTROCAL_OFFLINE"
 
 
-class CatalogError(ValueError):
+class CatalogError(AstrocalError, ValueError):
     """A catalogue file or table that cannot be used; the message names file and column."""
 
 
-class CatalogQueryError(RuntimeError):
+class CatalogKeyError(CatalogError, KeyError):
+    """A catalogue name that is not shipped, or a band a catalogue does not have (also a
+    ``KeyError``)."""
+
+
+class CatalogQueryError(AstrocalError, RuntimeError):
     """A catalogue look-up (Gaia, VizieR) failed and no cached result could replace it."""
 
 
@@ -559,7 +566,7 @@ class Catalog:
         """Magnitudes in ``band`` (column ``mag_<band>``), NaN where not measured."""
         col = f"mag_{band}"
         if col not in self.table.colnames:
-            raise KeyError(f"{self.source}: no band {band!r}; bands are {self.bands}")
+            raise CatalogKeyError(f"{self.source}: no band {band!r}; bands are {self.bands}")
         return np.asarray(self.table[col], dtype=float)
 
     def position_cov(self) -> np.ndarray:
@@ -745,7 +752,7 @@ def catalog_path(name: str) -> Path:
     """Path of a shipped catalogue file (package data)."""
     key = _NAME_ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in _SHIPPED:
-        raise KeyError(f"unknown catalogue {name!r}; shipped catalogues: {list_catalogs()}")
+        raise CatalogKeyError(f"unknown catalogue {name!r}; shipped catalogues: {list_catalogs()}")
     return Path(str(resources.files("astrocal").joinpath("data", "catalogs", _SHIPPED[key])))
 
 

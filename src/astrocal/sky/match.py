@@ -86,6 +86,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse import coo_matrix
 from scipy.spatial import cKDTree
 
+from ..errors import AstrocalError
 from ..lab.identify import pixel_scale_mas as _pixel_scale_mas
 
 __all__ = [
@@ -100,7 +101,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class MatchError(ValueError):
+class MatchError(AstrocalError, ValueError):
     """The stars could not be matched to the reference (the message says what was tried)."""
 
 

@@ -58,6 +58,8 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import EarthLocation
 
+from ..errors import AstrocalError
+
 __all__ = ["Site", "Weather", "SITES", "get_site", "custom_site", "site_names", "load_sites",
            "standard_pressure_hpa", "standard_temperature_c", "WeatherError", "SiteError",
            "UnknownSiteError", "LATITUDE_RANGE", "LONGITUDE_RANGE", "HEIGHT_RANGE", "STANDARD_ATMOSPHERE"]
@@ -73,11 +75,11 @@ STANDARD_ATMOSPHERE = ("ISA: p = 1013.25 hPa (1 - 2.25577e-5 h/m)^5.25588 at the
                        "lapse 6.5 K/km)")
 
 
-class WeatherError(ValueError):
+class WeatherError(AstrocalError, ValueError):
     """Weather values that cannot be used (negative pressure, humidity outside 0..1...)."""
 
 
-class SiteError(ValueError):
+class SiteError(AstrocalError, ValueError):
     """A site that cannot be used (latitude out of range, missing height...); ``key`` names
     the offending value (``"latitude_deg"``...)."""
 
@@ -86,7 +88,7 @@ class SiteError(ValueError):
         self.key = key
 
 
-class UnknownSiteError(KeyError):
+class UnknownSiteError(AstrocalError, KeyError):
     """A site name that is neither a name nor an alias of the table (a ``KeyError``)."""
 
     def __str__(self):
@@ -302,7 +304,7 @@ def load_sites(path=None) -> dict:
         label = str(path)
     missing = [c for c in _COLUMNS if c not in table.colnames]
     if missing:
-        raise ValueError(f"{label}: site table without column(s) {', '.join(missing)}")
+        raise SiteError(f"{label}: site table without column(s) {', '.join(missing)}")
     def text(row, column):  # an empty string is read back masked
         value = row[column]
         return "" if np.ma.is_masked(value) else str(value).strip()
@@ -314,19 +316,19 @@ def load_sites(path=None) -> dict:
         for what, column in _PROVENANCE:
             prov[what] = text(row, column)
             if not prov[what]:
-                raise ValueError(f"{label}: site '{name}' has no {column}")
+                raise SiteError(f"{label}: site '{name}' has no {column}")
         if text(row, "notes"):
             prov["notes"] = text(row, "notes")
         prov["table"] = label
         aliases = tuple(a.strip() for a in text(row, "aliases").split(";") if a.strip())
         if name in sites:
-            raise ValueError(f"{label}: site '{name}' appears twice")
+            raise SiteError(f"{label}: site '{name}' appears twice")
         try:
             sites[name] = Site(name, row["latitude_deg"], row["longitude_deg"], row["height_m"],
                                row["pressure_hpa"], row["temperature_c"], row["relative_humidity"],
                                prov, aliases)
         except SiteError as exc:
-            raise ValueError(f"{label}: {exc}") from None
+            raise SiteError(f"{label}: {exc}") from None
     return sites
 
 
@@ -338,7 +340,7 @@ def _index(sites) -> dict:
         for text in (name,) + site.aliases:
             key = _key(text)
             if key in index and index[key][0] != name:
-                raise ValueError(f"site name {text!r} is both '{index[key][0]}' and '{name}'")
+                raise SiteError(f"site name {text!r} is both '{index[key][0]}' and '{name}'")
             index.setdefault(key, (name, text))
     return index
 

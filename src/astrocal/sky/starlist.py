@@ -62,6 +62,7 @@ import numpy as np
 import astropy.units as u
 from astropy.table import MaskedColumn, Table
 
+from ..errors import AstrocalError
 from ..pixels import from_fits
 
 __all__ = ["StarListError", "read_star_list", "DAOPHOT_ZERO_POINT"]
@@ -96,7 +97,7 @@ _DAO_COLUMNS = {
 }
 
 
-class StarListError(ValueError):
+class StarListError(AstrocalError, ValueError):
     """A star list cannot be read (the message names the file and the column)."""
 
 
