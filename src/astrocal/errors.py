@@ -45,6 +45,12 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.model.inference.ChainMismatchError`,
     :class:`astrocal.model.result.ResultFileError` [ValueError],
     :class:`astrocal.model.chainstore.ChainWriteError` [OSError]
+  * the LMS geometry: :class:`astrocal.lms.errors.LmsGeometryError` [ValueError] and its
+    :class:`astrocal.lms.errors.SliceNumberError`,
+    :class:`astrocal.lms.errors.WavelengthRangeError`,
+    :class:`astrocal.lms.errors.EchelleSettingError`,
+    :class:`astrocal.lms.errors.OffDetectorError`, :class:`astrocal.lms.errors.OffSliceError`,
+    :class:`astrocal.lms.errors.InversionError`
   * the simulator (``astrocal simulate``, ``astrocal demo``):
     :class:`astrocal.errors.SimulationOptionError` [ValueError]
   * exchange formats (``astrocal convert``): :class:`astrocal.formats.convert.ConversionError`,

@@ -1,15 +1,18 @@
 """Errors of the LMS geometry (:mod:`astrocal.lms`).
 
-All derive from :class:`LmsGeometryError` (a :class:`ValueError`), so callers can catch one
-class; the subclasses name what was wrong with the input.
+All derive from :class:`LmsGeometryError` (an :class:`astrocal.errors.AstrocalError` and a
+:class:`ValueError`), so callers can catch one class; the subclasses name what was wrong with
+the input.
 """
 from __future__ import annotations
+
+from ..errors import AstrocalError
 
 __all__ = ["LmsGeometryError", "SliceNumberError", "WavelengthRangeError", "EchelleSettingError",
            "OffDetectorError", "OffSliceError", "InversionError"]
 
 
-class LmsGeometryError(ValueError):
+class LmsGeometryError(AstrocalError, ValueError):
     """Bad input to, or failure of, the LMS geometry model."""
 
 

@@ -468,7 +468,7 @@ def _register_lms(sub):
 
 def lms_settings(args):
     """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments;
-    an invalid option is a ``ValueError`` naming it."""
+    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
     from ..lms import LmsGeometryError, echelle_setting
     from .lms import LMS_SWITCHES, LmsSimSettings
 
@@ -476,7 +476,7 @@ def lms_settings(args):
         try:
             echelle_setting(lam)
         except (LmsGeometryError, ValueError) as exc:
-            raise ValueError(f"simulate lms --settings: {exc}") from None
+            raise SimulationOptionError(f"simulate lms --settings: {exc}") from None
     kw = dict(seed=args.seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
               max_along_arcsec=args.max_along, max_across_slices=args.max_across,
               offset_sigma_mas=args.offset_sigma_mas, grid_all_offsets=args.grid_all_offsets,
@@ -492,12 +492,7 @@ def run_lms(args):
     from .lms import simulate_lms
 
     s = lms_settings(args)
-    try:
-        res = simulate_lms(args.out, s, overwrite=args.overwrite)
-    except ValueError as exc:
-        if str(exc).startswith("simulate lms"):
-            raise
-        raise ValueError(f"simulate lms: {exc}") from None
+    res = simulate_lms(args.out, s, overwrite=args.overwrite)
     sm = res.summary
     kinds = ", ".join(f"{n} {k}" for k, n in sm["frames"].items() if n)
     print(f"LMS settings {', '.join(f'{v:g}' for v in sm['settings_um'])} um: {sm['n_frames']} frames ({kinds})")

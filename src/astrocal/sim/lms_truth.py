@@ -24,7 +24,9 @@ import numpy as np
 from astropy.table import Table
 
 from ..atomic import atomic_write_table, atomic_write_text
-from ..lms import DeviationLayout, FieldOrientation, Hyperparameters, LmsGeometry, echelle_setting, field_to_slice
+from ..errors import SimulationOptionError
+from ..lms import (DeviationLayout, FieldOrientation, Hyperparameters, LmsGeometry, LmsGeometryError,
+                   echelle_setting, field_to_slice)
 from ..lms.traces import SLICE_WIDTH_ARCSEC
 
 __all__ = ["LASERS", "QCL_LINES_UM", "laser_lines", "chopper_offsets", "draw_lms_geometry",
@@ -43,7 +45,7 @@ def laser_lines(enabled=("laser1", "qcl", "laser3"), qcl_lines_um=QCL_LINES_UM):
     out = []
     for name in enabled:
         if name not in LASERS:
-            raise ValueError(f"unknown laser {name!r}; lasers are {sorted(LASERS)}")
+            raise SimulationOptionError(f"unknown laser {name!r}; lasers are {sorted(LASERS)}")
         lines = qcl_lines_um if name == "qcl" else LASERS[name]
         out += [(name, float(lam)) for lam in lines]
     return sorted(out, key=lambda t: t[1])
@@ -59,7 +61,7 @@ def chopper_offsets(n: int, max_along_arcsec: float = 0.08, max_across_slices: i
     """
     n = int(n)
     if n < 1:
-        raise ValueError(f"need at least one chopper offset, got {n}")
+        raise SimulationOptionError(f"need at least one chopper offset, got {n}")
     k = np.arange(n)
     along = max_along_arcsec * np.sin(2.4 * k)
     m = max(int(max_across_slices), 0)
@@ -166,5 +168,5 @@ def load_lms_truth(directory) -> LmsGeometry:
     layout = DeviationLayout(tuple(echelle_setting(s["lam_c_um"]) for s in lay_info["settings"]),
                              degree=lay_info["degree"], reference_detector=lay_info["reference_detector"])
     if list(layout.names) != list(info["params"]):
-        raise ValueError(f"{d / 'truth.json'}: parameter names do not match the layout they name")
+        raise LmsGeometryError(f"{d / 'truth.json'}: parameter names do not match the layout they name")
     return LmsGeometry(layout, np.array(list(info["params"].values()), float), info["truth_direction"])
