@@ -50,7 +50,12 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.lms.errors.WavelengthRangeError`,
     :class:`astrocal.lms.errors.EchelleSettingError`,
     :class:`astrocal.lms.errors.OffDetectorError`, :class:`astrocal.lms.errors.OffSliceError`,
-    :class:`astrocal.lms.errors.InversionError`
+    :class:`astrocal.lms.errors.InversionError`; the LMS frames' measurement:
+    :class:`astrocal.lms.errors.LmsMeasureError` [ValueError] and its
+    :class:`astrocal.lms.errors.LmsFrameError`, :class:`astrocal.lms.errors.MissingDetectorError`,
+    :class:`astrocal.lms.errors.FrameMismatchError`,
+    :class:`astrocal.lms.errors.LineOutsideSettingError`,
+    :class:`astrocal.lms.errors.LineNotFoundError`
   * the simulator (``astrocal simulate``, ``astrocal demo``):
     :class:`astrocal.errors.SimulationOptionError` [ValueError]
   * exchange formats (``astrocal convert``): :class:`astrocal.formats.convert.ConversionError`,

@@ -1,15 +1,18 @@
-"""Errors of the LMS geometry (:mod:`astrocal.lms`).
+r"""Errors of the LMS geometry and of the LMS frame measurement (:mod:`astrocal.lms`).
 
-All derive from :class:`LmsGeometryError` (an :class:`astrocal.errors.AstrocalError` and a
-:class:`ValueError`), so callers can catch one class; the subclasses name what was wrong with
-the input.
+The geometry's errors derive from :class:`LmsGeometryError`, the measurement's
+(:mod:`~astrocal.lms.frames`, :mod:`~astrocal.lms.spots`, :mod:`~astrocal.lms.continuum`) from
+:class:`LmsMeasureError`; both are :class:`astrocal.errors.AstrocalError`\ s and
+:class:`ValueError`\ s, so callers can catch one class; the subclasses name what was wrong
+with the input.
 """
 from __future__ import annotations
 
 from ..errors import AstrocalError
 
 __all__ = ["LmsGeometryError", "SliceNumberError", "WavelengthRangeError", "EchelleSettingError",
-           "OffDetectorError", "OffSliceError", "InversionError"]
+           "OffDetectorError", "OffSliceError", "InversionError", "LmsMeasureError", "LmsFrameError",
+           "MissingDetectorError", "FrameMismatchError", "LineOutsideSettingError", "LineNotFoundError"]
 
 
 class LmsGeometryError(AstrocalError, ValueError):
@@ -38,3 +41,27 @@ class OffSliceError(LmsGeometryError):
 
 class InversionError(LmsGeometryError):
     """The iterative inverse of a polynomial map did not converge to its tolerance."""
+
+
+class LmsMeasureError(AstrocalError, ValueError):
+    """Bad input to, or failure of, the measurement of LMS frames."""
+
+
+class LmsFrameError(LmsMeasureError):
+    """An LMS frame that cannot be read: not FITS, wrong shape, a header keyword missing."""
+
+
+class MissingDetectorError(LmsFrameError):
+    """An LMS frame without one of its four image extensions ``DET1.DATA`` .. ``DET4.DATA``."""
+
+
+class FrameMismatchError(LmsMeasureError):
+    """Frames that do not belong together (a background of another setting or shape)."""
+
+
+class LineOutsideSettingError(LmsMeasureError):
+    """A laser line outside the wavelength range of the frame's echelle setting."""
+
+
+class LineNotFoundError(LmsMeasureError):
+    """A laser line whose spots are not where the setting puts them (none or too few found)."""
