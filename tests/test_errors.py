@@ -269,3 +269,31 @@ def test_bad_flexure_option_of_the_sky_simulator():
 
     with pytest.raises(SimulationOptionError, match="flexure degree must be an integer 1..5, got 9"):
         SkySimSettings(flexure_degree=9)
+
+
+def test_a_bug_while_measuring_a_frame_is_said_as_one(tmp_path):
+    """An exception that is not bad input, raised while one frame is measured: the other
+    frames are measured, the frame's message says INTERNAL ERROR, its traceback is logged,
+    and measure ends with status 70 (not 1, which says the input is bad)."""
+    import textwrap
+
+    from astrocal.sim.points_campaign import write_points_campaign
+
+    path, _, _ = write_points_campaign(tmp_path, seed=2, degree=3, fit_degree=3, n_exposures=3)
+    runner = tmp_path / "runner.py"
+    runner.write_text(textwrap.dedent(f"""
+        import sys
+        import astrocal.lab.measure as m
+
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError("injected bug")
+
+        m.read_source_table = broken  # the source tables' reader of the measure stage
+        from astrocal.cli import main
+        sys.exit(main(["measure", {str(path)!r}]))
+    """))
+    run = subprocess.run([sys.executable, str(runner)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert run.returncode == 70, run.stdout + run.stderr
+    assert "INTERNAL ERROR" in run.stdout and "injected bug" in run.stdout
+    assert "Traceback" in run.stderr and "ZeroDivisionError" in run.stderr

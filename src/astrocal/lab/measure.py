@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -128,6 +129,18 @@ CENTER_SIGMA_ARCSEC = 0.5
 #: statuses of an exposure whose table was written (``saturated``: flagged, see
 #: :func:`astrocal.lab.checks.saturation_note`); the other status is ``failed``
 MEASURED = ("ok", "saturated")
+
+
+#: start of the message of an exposure whose measurement raised an error that is not bad input
+INTERNAL_ERROR = "INTERNAL ERROR"
+
+
+def internal_error(msg, exc):
+    """The failure message of an exposure whose measurement raised ``exc``, which is not an
+    :class:`~astrocal.errors.AstrocalError` (bad input) but a bug: logged with its traceback,
+    and the command ends with status 70 once the other exposures are measured."""
+    log.error("%s: internal error (a bug in astrocal):\n%s", msg, traceback.format_exc())
+    return f"{INTERNAL_ERROR} (a bug in astrocal; traceback in the log): {msg} ({type(exc).__name__})"
 
 
 class MeasureError(AstrocalError, ValueError):
@@ -984,9 +997,8 @@ def _measure_job(job):
         msg = str(exc) if str(exc) else type(exc).__name__
         if str(job.file) not in msg and Path(job.file).name not in msg:
             msg = f"{job.file}: {msg}"
-        if not isinstance(exc, (OSError, ValueError, KeyError)):
-            log.debug("%s", traceback.format_exc())
-            msg = f"{msg} ({type(exc).__name__})"
+        if not isinstance(exc, (AstrocalError, OSError)):  # not bad input: a bug, said as one
+            msg = internal_error(msg, exc)
         reduced = str(job.reduced_path) if job.reduced_path is not None and not isinstance(
             exc, ProductExistsError) and job.reduced_path.exists() else None
         return _result(job, "failed", msg, reduced=reduced, seconds=time.perf_counter() - t0)
@@ -1526,4 +1538,11 @@ def run(args):
     flagged = [f"{r['exposure']} ({', '.join(r['flags'])})" for r in report.results if r.get("flags")]
     if flagged:
         print(f"flagged (see the summary's flags and message): {'; '.join(flagged)}")
+    from ..cli import EXIT_BUG
+
+    bugs = [r["exposure"] for r in report.results if str(r.get("message", "")).startswith(INTERNAL_ERROR)]
+    if bugs:
+        print(f"astrocal: internal error while measuring {', '.join(bugs)} -- a bug in astrocal; please "
+              "report it with the traceback(s) above", file=sys.stderr)
+        return EXIT_BUG
     return 1 if report.n_failed or report.n_saturated else 0

@@ -85,11 +85,12 @@ from astropy.time import Time, TimeDelta
 
 from .. import __version__
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
+from ..errors import AstrocalError
 from ..resultset import confined
 from ..lab import centroid as C
 from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
                            FLAGS_REJECT as _LAB_FLAGS_REJECT, MeasureError, _exposure_stem,
-                           _fit, _frame_meta, dataset_calibration)
+                           _fit, _frame_meta, dataset_calibration, internal_error)
 from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
 from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
@@ -1168,9 +1169,10 @@ def _measure_job(job):
         msg = str(exc) or type(exc).__name__
         if str(e.file) not in msg and Path(e.file).name not in msg:
             msg = f"{e.file}: {msg}"
-        if not isinstance(exc, (OSError, ValueError, KeyError)):
-            msg = f"{msg} ({type(exc).__name__})"
-        log.error("%s", msg)
+        if not isinstance(exc, (AstrocalError, OSError)):  # not bad input: a bug, said as one
+            msg = internal_error(msg, exc)
+        else:
+            log.error("%s", msg)
         if overwrite and not isinstance(exc, ProductExistsError):
             for p in (table_path, reduced_path):  # stale products of an earlier run
                 if p is not None and p.exists():
