@@ -12,16 +12,17 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import emcee
 import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cli_helpers import astrocal, new_files_outside, snapshot  # noqa: E402
 
 from astrocal.atomic import FAULT_KILL_AFTER
 from astrocal.model.chainstore import GROUP, BlockBackend
@@ -30,29 +31,6 @@ from astrocal.resultset import LOCK, MANIFEST, require_complete
 from astrocal.sim.points_campaign import write_points_campaign
 
 FIT_ARGS = ["--steps", "300", "--walkers", "12"]
-
-
-def astrocal(*args, env=None, cwd=None, wait=True, preexec_fn=None):
-    """Run ``python -m astrocal.cli ARGS``; returns the CompletedProcess (or the Popen)."""
-    full = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **(env or {}))
-    cmd = [sys.executable, "-m", "astrocal.cli", *map(str, args)]
-    if not wait:
-        return subprocess.Popen(cmd, env=full, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=preexec_fn)
-    return subprocess.run(cmd, env=full, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          preexec_fn=preexec_fn)
-
-
-def snapshot(root):
-    """Every file under ``root`` (relative paths)."""
-    return {p.relative_to(root) for p in Path(root).rglob("*") if p.is_file()}
-
-
-def new_files_outside(root, before, allowed):
-    """Files written under ``root`` since ``before`` that do not lie under ``allowed``."""
-    allowed = Path(allowed).resolve()
-    return sorted(str(p) for p in snapshot(root) - before
-                  if allowed not in (Path(root) / p).resolve().parents)
 
 
 @pytest.fixture(scope="module")

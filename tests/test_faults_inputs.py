@@ -9,38 +9,19 @@ simulated once per module and copied for each test.
 import os
 import re
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.table import Table
+
+sys.path.insert(0, os.path.dirname(__file__))
+from cli_helpers import astrocal, new_files_outside, snapshot  # noqa: E402
 
 from astrocal.lab.reduce import DetectorParams, reduce_frame
 from astrocal.sim.points_campaign import write_points_campaign
 
 SIM = ["--seed", "3", "--exposures", "3", "--detector-shape", "384", "384", "--max-offset", "0.1"]
-
-
-def astrocal(*args, cwd=None):
-    """Run ``python -m astrocal.cli ARGS``; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([sys.executable, "-m", "astrocal.cli", *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-
-
-def snapshot(root):
-    """Every file under ``root`` (relative paths)."""
-    return {p.relative_to(root) for p in Path(root).rglob("*") if p.is_file()}
-
-
-def new_files_outside(root, before, allowed):
-    """Files written under ``root`` since ``before`` that do not lie under ``allowed``."""
-    allowed = Path(allowed).resolve()
-    return sorted(str(p) for p in snapshot(root) - before
-                  if allowed not in (Path(root) / p).resolve().parents)
 
 
 @pytest.fixture(scope="module")
