@@ -36,7 +36,6 @@ tables, ``fit.json`` and the products.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 import warnings
@@ -49,6 +48,7 @@ from astropy.time import Time
 from astropy.utils import iers
 from astropy.utils.exceptions import AstropyWarning
 
+from .checksum import file_sha256
 from .errors import AstrocalError
 
 __all__ = [
@@ -254,14 +254,6 @@ def _key(pol, name):
     return f"{pol.key}.{name}" if pol.key else name
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _iso_date(mjd) -> str:
     """The calendar date of an MJD (no time scale involved, so no leap seconds needed)."""
     import datetime as _dt
@@ -362,7 +354,7 @@ def _load_table(pol):
             source = f"bundled with {_bundled_version()}"
             kind = "IERS-A (finals2000A) with IERS-B"
     first, last_obs, end = _coverage(t)
-    info = TableInfo(path=path, kind=kind, source=source, sha256=_sha256(path), first_mjd=first,
+    info = TableInfo(path=path, kind=kind, source=source, sha256=file_sha256(path), first_mjd=first,
                      last_observed_mjd=last_obs, end_mjd=end)
     log.debug("Earth orientation: %s, %s, measured to %s, predictions to %s", path, source,
               _iso_date(last_obs), _iso_date(end))

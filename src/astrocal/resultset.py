@@ -19,7 +19,6 @@ process that no longer runs is taken over with a warning.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
+from .checksum import file_sha256
 from .errors import AstrocalError
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ class OutsideOutputError(AstrocalError, ValueError):
     """A path to be written does not lie under the directory it belongs to."""
 
 
-def _sha256(path, block=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(out, names, record=None):
     """Write ``out/manifest.json`` (atomically, last): the files ``names`` of the set
     (relative to ``out``) with their sizes (bytes) and SHA-256, the astrocal version and
@@ -74,7 +66,7 @@ def write_manifest(out, names, record=None):
     files = {}
     for name in names:
         path = confined(out / name, out)
-        files[str(name)] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(name)] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
     manifest = {"complete": True, "astrocal_version": __version__, **dict(record or {}), "files": files}
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n", overwrite=True)
     return manifest
@@ -127,7 +119,7 @@ def require_complete(out, verify_hashes=False):
         if size != int(entry.get("bytes", -1)):
             raise IncompleteResultError(f"{path}: {size} bytes, the manifest records {entry.get('bytes')}: "
                                         "the file changed or was truncated after the fit wrote it")
-        if verify_hashes and _sha256(path) != entry.get("sha256"):
+        if verify_hashes and file_sha256(path) != entry.get("sha256"):
             raise IncompleteResultError(f"{path}: its SHA-256 differs from the manifest's: the file "
                                         "changed after the fit wrote it")
     return manifest

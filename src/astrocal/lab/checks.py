@@ -6,12 +6,12 @@ them and reports what they find in the summary (status, ``flags`` and message co
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 import numpy as np
 
+from ..checksum import file_sha256
 from . import centroid as C
 
 __all__ = ["same_content", "saturation_note", "offset_check", "SATURATED_SPOTS_FRACTION",
@@ -29,14 +29,6 @@ OFFSET_MIN_PX = 1.0
 OFFSET_RELATIVE = 0.02
 
 
-def _sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def same_content(files):
     """Groups of files with the same bytes (SHA-256) among ``files`` (paths; missing ones
     are skipped).  Returns a list of ``(first, other, sha256)`` in the given order."""
@@ -51,7 +43,7 @@ def same_content(files):
         p = Path(f)
         if p not in candidates:
             continue
-        digest = _sha256(p)
+        digest = file_sha256(p)
         if digest in seen and seen[digest] != p:
             out.append((seen[digest], p, digest))
         seen.setdefault(digest, p)

@@ -14,9 +14,10 @@ from astropy.table import Table
 
 from ..atomic import ProductExistsError
 from ..campaign import load_campaign
+from ..checksum import file_sha256
+from ..lab.mask import check_mask_scale, load_mask
 from ..resultset import (LOCK, MANIFEST, confined, mark_incomplete, read_manifest, remove_partial_files,
                          write_manifest, writer_lock)
-from ..lab.mask import check_mask_scale, load_mask
 from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
 from .linear import Priors
@@ -211,10 +212,12 @@ NUMERIC_COLUMNS = ("hole_id", "x", "y", "sigma_x", "sigma_y", "cov_xy")
 
 
 def _source_table(path):
-    """A measured source table (:func:`_read_table`) whose position columns hold numbers;
-    a column of text (a value the reader could not take as a number) is a
+    """A measured source table (:func:`_read_table`, read once with
+    :func:`measured_table_kind`: a copy of the same read) whose position columns hold
+    numbers; a column of text (a value the reader could not take as a number) is a
     :class:`DataError` naming the file and the column."""
-    t = _read_table(path)
+    path = Path(path)
+    t = _cached_table(path.resolve(), path.stat().st_mtime_ns).copy()
     for name in NUMERIC_COLUMNS:
         if name in t.colnames and t[name].dtype.kind not in "iuf":
             raise DataError(f"{path}: column '{name}' holds {t[name].dtype} values, not numbers")
@@ -487,14 +490,11 @@ def chain_record(campaign, settings, inputs):
     continues a chain further)."""
     import hashlib
 
-    h = hashlib.sha256()
-    for path in inputs:
-        path = Path(path)
-        h.update(str(path.name).encode())
+    h = hashlib.sha256()  # of the inputs' names and their own SHA-256, in order
+    for path in map(Path, inputs):
+        h.update(path.name.encode())
         if path.is_file():
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            h.update(file_sha256(path).encode())
     pr = settings.priors
     return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "degree": settings.degree,

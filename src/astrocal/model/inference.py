@@ -26,7 +26,6 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
 import emcee
-import h5py
 import numpy as np
 from scipy import optimize
 
@@ -585,7 +584,7 @@ def run_emcee(model, phi_map, settings, hessian=None):
             if stored != names:
                 raise ChainMismatchError(f"{path}: the chain to resume has the hyperparameters "
                                  f"{stored or '(not recorded)'}, this fit {names}")
-            _check_chain_record(path, settings.chain_record)
+            _check_chain_record(path, backend.attrs.get("chain_record"), settings.chain_record)
         else:
             attrs = {"hyper_names": names}
             if settings.chain_record is not None:
@@ -608,13 +607,12 @@ class ChainMismatchError(AstrocalError, ValueError):
     """The chain to resume was started with another campaign, seed or model settings."""
 
 
-def _check_chain_record(path, record):
-    """Refuse to resume the chain in ``path`` when what it was started with (its
-    ``chain_record``) differs from this fit's ``record``, naming every difference."""
+def _check_chain_record(path, stored, record):
+    """Refuse to resume the chain in ``path`` when what it was started with (``stored``,
+    the JSON text of its ``chain_record`` attr, or None) differs from this fit's
+    ``record``, naming every difference."""
     if record is None:
         return
-    with h5py.File(path, "r") as f:
-        stored = f["hyperparameters"].attrs.get("chain_record")
     if stored is None:
         raise ChainMismatchError(f"{path}: the chain records nothing of the campaign and settings it was "
                                  "started with (an older astrocal wrote it); it cannot be resumed safely: "
@@ -650,7 +648,7 @@ def _run_blocks(sampler, backend, p0, settings):
         n = min(every - done % every, int(settings.steps) - done)
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         done += n
-        if isinstance(backend, BlockBackend):
+        if backend is not None:
             backend.write()  # once per block: a kill or a failed write loses one block at most
         if bar is not None:
             bar.update(n)

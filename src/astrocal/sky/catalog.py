@@ -72,6 +72,7 @@ from astropy.time import Time
 
 from astrocal import earth
 
+from ..checksum import file_sha256
 from ..errors import AstrocalError
 
 __all__ = [
@@ -1006,10 +1007,6 @@ def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("*
 
 
 # --------------------------------------------------------------------------- builders of the shipped files
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 #: columns of KAI ``photo_calib.dat`` after the 7 astrometric ones: (column name, band
 #: key in the source header, description)
 KAI_BANDS = (
@@ -1115,7 +1112,7 @@ def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas
             "repository": "Keck AO Imaging (KAI) data-reduction pipeline, "
                           "https://github.com/Keck-DataReductionPipelines/KAI (file read by kai/reduce/calibrate.py)",
             "commit": "not recorded with the copy used (sha256 of that copy below)",
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "licence": "BSD-3-Clause, Copyright 2021 J.R. Lu, A. Gautam, T. Do (full text in meta licence_text)",
             "built_by": "astrocal.sky.catalog.read_kai_photo_calib",
             "conversion": ("x -> x_east, y -> y_north (arcsec); vx, vy -> pmra, pmdec (mas/yr, relative to Sgr A*); "
@@ -1201,7 +1198,7 @@ def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float
             "repository": "xVilas/globular-cluster-age-47tuc (https://github.com/xVilas/globular-cluster-age-47tuc)",
             "commit": "4d3c6a1a6467b4e8178eb4d0a81e4035ded2c588",
             "file": "data/raw/original_stellar_data.csv",
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
             "source_query": ("SELECT ra, dec, parallax, pmra, pmdec, pmra_error, pmdec_error, radial_velocity, "
                              "phot_*_mean_mag, ... FROM gaiadr3.gaia_source WHERE parallax BETWEEN 0.202 AND 0.262 "
                              "AND ra BETWEEN 5 AND 7 AND dec BETWEEN -74 AND -70 (14,530 rows)"),
