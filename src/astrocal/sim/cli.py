@@ -62,6 +62,20 @@ def register(subparsers):
     _register_lms(sub)
 
 
+def _switch_group(parser, helps):
+    """The ``--no-<effect>`` options of a simulator (``helps``: settings field -> help
+    text), each storing False in ``switch_<field>``; returns their argument group."""
+    g = parser.add_argument_group("physics switches (every effect is on by default)")
+    for name, text in helps.items():
+        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false", help=text)
+    return g
+
+
+def _switches(args, names):
+    """``{settings field: on}`` of the switches ``names`` from parsed arguments."""
+    return {name: getattr(args, f"switch_{name}") for name in names}
+
+
 def _register_lab(sub):
     from .lab import LabSimSettings
 
@@ -127,10 +141,7 @@ def _register_lab(sub):
     p.add_argument("--threads", type=int, default=2,
                    help="frames made at once (default 2; the files do not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
-    g = p.add_argument_group("physics switches (every effect is on by default)")
-    for name, text in LAB_SWITCHES.items():
-        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false",
-                       help=text)
+    g = _switch_group(p, LAB_SWITCHES)
     g.add_argument("--noiseless", action="store_true",
                    help="no photon noise, read noise or cosmic rays")
     g.add_argument("--ideal", action="store_true",
@@ -187,7 +198,7 @@ def _lab_settings(args):
         readout_mode=args.mode, dit_s=args.dit, ndit=args.ndit, exptime_s=args.exptime,
         snr_max=args.snr, bb_temp_k=args.bb_temp, bb_aperture=args.bb_aperture,
         wcu_temp_k=args.wcu_temp, nd_transmission=args.nd, date_obs=args.date,
-        **{name: getattr(args, f"switch_{name}") for name in LAB_SWITCHES},
+        **_switches(args, LAB_SWITCHES),
     )
     if args.noiseless:
         s = s.noiseless()
@@ -314,9 +325,7 @@ def _register_sky(sub):
     g.add_argument("--sigma-px", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.sigma_px),
                    help="--points-only: centroid sigma of the brightest / faintest stars, px (default 0.01 0.05)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
-    g = p.add_argument_group("physics switches (every effect is on by default)")
-    for name, text in SKY_SWITCHES.items():
-        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false", help=text)
+    g = _switch_group(p, SKY_SWITCHES)
     g.add_argument("--noiseless", action="store_true", help="no photon noise, read noise or cosmic rays")
     g.add_argument("--ideal", action="store_true",
                    help="bare render: no detector effect at all and no thermal background")
@@ -339,7 +348,7 @@ def sky_settings(args):
         cluster_stars=args.cluster_stars, strehl_range=tuple(args.strehl), seeing_range_arcsec=tuple(args.seeing),
         exptime_s=args.exptime, readout_mode=args.mode, dit_s=args.dit, ndit=args.ndit,
         background_drift=args.background_drift, points_only=args.points_only, sigma_px=tuple(args.sigma_px),
-        **{name: getattr(args, f"switch_{name}") for name in SKY_SWITCHES},
+        **_switches(args, SKY_SWITCHES),
     )
     if args.noiseless:
         s = s.noiseless()
@@ -459,10 +468,7 @@ def _register_lms(sub):
                    help="which optical-model polynomials are exact (default forward)")
     p.add_argument("--date", default=d.date_obs, help=f"start of the sequence, UTC (default {d.date_obs})")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
-    g = p.add_argument_group("physics switches (every effect is on by default)")
-    for name in LMS_SWITCHES:
-        g.add_argument(f"--no-{name.replace('_', '-')}", dest=f"switch_{name}", action="store_false",
-                       help=LMS_SWITCH_HELP[name])
+    _switch_group(p, {name: LMS_SWITCH_HELP[name] for name in LMS_SWITCHES})
     p.set_defaults(func=run_lms)
 
 
@@ -482,7 +488,7 @@ def lms_settings(args):
               offset_sigma_mas=args.offset_sigma_mas, grid_all_offsets=args.grid_all_offsets,
               dit_s=args.dit, ndit=args.ndit, bb_temp_k=args.bb_temp, efficiency=args.efficiency,
               resolving_power=args.resolving_power, degree=args.degree, truth=args.truth, date_obs=args.date,
-              **{name: getattr(args, f"switch_{name}") for name in LMS_SWITCHES})
+              **_switches(args, LMS_SWITCHES))
     if args.qcl_lines is not None:
         kw["qcl_lines_um"] = tuple(args.qcl_lines)
     return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")
