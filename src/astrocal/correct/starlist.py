@@ -488,10 +488,8 @@ def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based
     from ..sky import starlist as sl
 
     flux_col = None
-    if text_like and all(n.startswith("col") for n in t0.colnames):
-        x_col = 0 if x_col is None else x_col
-        y_col = 1 if y_col is None else y_col
-        flux_col = 2 if len(t0.colnames) > 2 else None
+    if text_like:
+        x_col, y_col, flux_col = sl.positional_columns(t0.colnames, x_col, y_col)
     xn = sl._find(t0, x_col, sl._X_NAMES, "star x position", path, "x_col")
     yn = sl._find(t0, y_col, sl._Y_NAMES, "star y position", path, "y_col")
     fn = sl._find(t0, flux_col, sl._FLUX_NAMES, "flux", path, False)

@@ -65,7 +65,7 @@ from astropy.table import MaskedColumn, Table
 from ..errors import AstrocalError
 from ..pixels import from_fits
 
-__all__ = ["StarListError", "read_star_list", "DAOPHOT_ZERO_POINT"]
+__all__ = ["StarListError", "read_star_list", "positional_columns", "DAOPHOT_ZERO_POINT"]
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,19 @@ def _values(t, name, what, path):
     return np.asarray(arr, dtype=float), unit
 
 
+def positional_columns(colnames, x_col=None, y_col=None, flux_col=None, mag_col=None):
+    """``(x_col, y_col, flux_col)`` of a plain text list: without a line of names (astropy's
+    ``col1, col2...``) x, y and flux are its first three columns (0-based indices) unless
+    named, flux only when there is a third column and no magnitude column is named; with
+    names the given choices are returned as they are."""
+    if all(n.startswith("col") for n in colnames):
+        x_col = 0 if x_col is None else x_col
+        y_col = 1 if y_col is None else y_col
+        if flux_col is None and len(colnames) > 2 and mag_col is None:
+            flux_col = 2
+    return x_col, y_col, flux_col
+
+
 def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=None,
                    sigma_y_col=None, mag_col=None, one_based=None, format=None) -> Table:
     """Read a star list into a Table with 0-based ``x, y``, ``flux`` and errors.
@@ -289,14 +302,8 @@ def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=N
             x_default, y_default = ("xcenter",), ("ycenter",)
     else:
         x_default, y_default = _X_NAMES, _Y_NAMES
-    if text_like and all(n.startswith("col") for n in t.colnames):
-        # no header line: columns by position
-        if x_col is None:
-            x_col = 0
-        if y_col is None:
-            y_col = 1
-        if flux_col is None and len(t.colnames) > 2 and mag_col is None:
-            flux_col = 2
+    if text_like:
+        x_col, y_col, flux_col = positional_columns(t.colnames, x_col, y_col, flux_col, mag_col)
     xn = _find(t, x_col, tuple(n.lower() for n in x_default), "star x position", path, "x_col")
     yn = _find(t, y_col, tuple(n.lower() for n in y_default), "star y position", path, "y_col")
     fn = _find(t, flux_col, _FLUX_NAMES, "flux", path, False)
