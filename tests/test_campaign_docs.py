@@ -50,7 +50,8 @@ def referenced_files(data):
         files += [e["file"] for e in ds.get("exposures", []) if isinstance(e, dict) and "file" in e]
     for ds in data.get("sky", []):
         files += [ds[k] for k in ("catalog", "background", "flat") if k in ds]
-        files += [e["file"] for e in ds.get("exposures", []) if isinstance(e, dict) and "file" in e]
+        files += [e[k] for e in ds.get("exposures", []) if isinstance(e, dict) for k in ("file", "header")
+                  if k in e]
     files += [data.get("earth", {})[k] for k in ("iers_file", "leap_second_file") if k in data.get("earth", {})]
     return files
 
@@ -167,3 +168,32 @@ def test_job_page_example_loads(tmp_path, page, title, text):
         site = c.sky[0].site
         assert site.name == "keck" and abs(site.latitude_deg - 19.83) < 0.01 and site.height_m > 4000
         assert c.sky[0].exposures[0].extra["pressure_hpa"] == pytest.approx(617.0)
+
+
+def test_space_examples_describe_observatories_in_space(tmp_path):
+    """The HST and JWST examples load as observatories in space: no atmosphere keys, the
+    velocity aberration and the header files as given."""
+    hst = load_campaign(write_campaign(tmp_path / "hst", dict(EXAMPLES)["HST star lists against Gaia"]))
+    jwst = load_campaign(write_campaign(tmp_path / "jwst", dict(EXAMPLES)["JWST source catalogues against Gaia"]))
+    for c, name in ((hst, "hst"), (jwst, "jwst")):
+        site = c.sky[0].site
+        assert site.is_space and site.name == name and site.as_dict()["space"] is True
+    e = hst.sky[0].exposures
+    assert e[0].extra["header"] == str((hst.directory / "raw/iabc01x1q_flt.fits").resolve())
+    assert e[2].extra["velocity_aberration_scale"] == pytest.approx(1.0000213)
+    assert jwst.sky[0].exposures[1].extra["observer_velocity_km_s"] == pytest.approx([-21.93, 24.17, 10.48])
+
+
+@pytest.mark.parametrize("key,value", [("pressure_hpa", "0"), ("zenith_distance_deg", "30"),
+                                       ("rotator_angle_deg", "10"), ("refraction", "false")])
+def test_space_refuses_atmosphere_and_horizon_keys(tmp_path, key, value):
+    text = dict(EXAMPLES)["HST star lists against Gaia"].replace("velocity_aberration_scale = 1.0000213",
+                                                                  f"{key} = {value}")
+    with pytest.raises(CampaignError, match=rf"sky\[0\]\.exposures\[2\]\.{key}': the dataset's site is in space"):
+        load_campaign(write_campaign(tmp_path, text))
+
+
+def test_ground_refuses_the_space_aberration_keys(tmp_path):
+    text = dict(EXAMPLES)["HST star lists against Gaia"].replace('site = "hst"', 'site = "paranal"')
+    with pytest.raises(CampaignError, match=r"velocity_aberration_scale': for an observatory in space only"):
+        load_campaign(write_campaign(tmp_path, text))

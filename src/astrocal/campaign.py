@@ -86,7 +86,9 @@ class Exposure:
     ``zenith_distance_deg``, ``parallactic_angle_deg`` (float, deg: checks with a clock
     time, the refraction's geometry without one), ``refraction`` (bool, false: off),
     ``pressure_hpa``, ``temperature_c`` (float), ``humidity`` (float, relative humidity as
-    a fraction 0..1), ``wavelength_um`` (float).
+    a fraction 0..1), ``wavelength_um`` (float), ``header`` (str: a FITS file whose headers
+    give what the campaign does not, for a star list), and for an observatory in space
+    ``velocity_aberration_scale`` (float) or ``observer_velocity_km_s`` (3 floats).
     """
 
     file: Path
@@ -120,13 +122,17 @@ class SkyDataset:
     ``catalog`` the resolved path, ``catalog_given`` the path as written in the campaign.
     Exposures are images (FITS) or star lists (anything else; read with
     :func:`astrocal.sky.starlist.read_star_list` using ``x_col``, ``y_col``, ``flux_col``,
+    ``mag_col`` (a magnitude column: brightness ranks, never taken as a flux),
     ``sigma_x_col``, ``sigma_y_col`` (names, or 0-based column indices) and
     ``one_based``). ``background``, ``flat``: optional calibration frames for the images
     (reduced as lab frames). ``band``: the catalogue magnitude column (``mag_<band>``)
     used by the matching's flux checks (None: positions only). ``strehl``: the Strehl
     ratio of the model PSF of the images (None: the measure stage's stated default).
     ``site``: the :class:`astrocal.sky.sites.Site` (:func:`load_campaign` resolves the
-    campaign's name or position; a name is accepted where a dataset is built by hand).
+    campaign's name or position; a name is accepted where a dataset is built by hand), or a
+    :class:`astrocal.sky.sites.SpaceSite` for an observatory in space (``site = "space"``,
+    ``"hst"``, ``"jwst"``, ``"none"``): its exposures take no atmosphere or horizon keys but
+    ``velocity_aberration_scale`` or ``observer_velocity_km_s``.
     """
 
     name: str
@@ -140,6 +146,7 @@ class SkyDataset:
     x_col: object = None
     y_col: object = None
     flux_col: object = None
+    mag_col: object = None
     sigma_x_col: object = None
     sigma_y_col: object = None
     one_based: Optional[bool] = None
@@ -397,10 +404,16 @@ INSTRUMENT_KEYS = {"name", "preset", "detector_shape", "pixel_scale_mas", "mask_
 LAB_KEYS = {"name", "mask", "filter", "background", "flat", "flat_normalised", "exposures"}
 LAB_EXPOSURE_KEYS = {"file", "offset_arcsec", "offset_sigma_mas"}
 SKY_KEYS = {"name", "catalog", "site", "filter", "exposures", "background", "flat", "x_col",
-            "y_col", "flux_col", "sigma_x_col", "sigma_y_col", "one_based", "band", "strehl"}
+            "y_col", "flux_col", "mag_col", "sigma_x_col", "sigma_y_col", "one_based", "band", "strehl"}
 SKY_EXPOSURE_KEYS = {"file", "time", "ra", "dec", "position_angle_deg", "rotator_angle_deg",
                      "parity", "zenith_distance_deg", "parallactic_angle_deg", "refraction",
-                     "pressure_hpa", "temperature_c", "humidity", "wavelength_um"}
+                     "pressure_hpa", "temperature_c", "humidity", "wavelength_um", "header",
+                     "velocity_aberration_scale", "observer_velocity_km_s"}
+#: exposure keys that describe the atmosphere or the horizon: refused for a space observatory
+GROUND_ONLY_KEYS = ("rotator_angle_deg", "zenith_distance_deg", "parallactic_angle_deg", "refraction",
+                    "pressure_hpa", "temperature_c", "humidity")
+#: exposure keys of an observatory in space only (a ground site's aberration is astropy's)
+SPACE_ONLY_KEYS = ("velocity_aberration_scale", "observer_velocity_km_s")
 #: a ``time`` that is a date without a time of day, or an epoch (decimal year, "J1995.439")
 DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 EPOCH_TEXT = re.compile(r"^[JB]?\d{4}(\.\d*)?$")
@@ -605,9 +618,19 @@ def _angle(ctx, value, key, *, hours=False):
     raise ctx.error(key, f"expected an angle (deg or a string), got {value!r}")
 
 
-def _sky_exposure_values(ctx, item, key):
-    """Validate and convert the values of one [[sky]] exposure (see Exposure.extra)."""
-    from .sky.astrometry import AstrometryError, parse_time
+def _sky_exposure_values(ctx, item, key, space=False):
+    """Validate and convert the values of one [[sky]] exposure (see Exposure.extra); ``space``:
+    the dataset's site is in space (no atmosphere, no horizon; its velocity aberration keys)."""
+    from .sky.astrometry import (ABERRATION_SCALE_RANGE, MAX_OBSERVER_SPEED_KM_S, AstrometryError,
+                                 parse_time)
+
+    for name in (GROUND_ONLY_KEYS if space else SPACE_ONLY_KEYS):
+        if name in item:
+            why = ("the dataset's site is in space: no atmosphere (refraction, weather) and no horizon "
+                   "(zenith distance, parallactic and rotator angle); give position_angle_deg" if space else
+                   "for an observatory in space only (site = \"space\", \"hst\", \"jwst\"); at a ground site "
+                   "the Earth's motion is part of the apparent positions")
+            raise ctx.error(f"{key}.{name}", why)
 
     out = {}
     if "time" in item:
@@ -683,6 +706,28 @@ def _sky_exposure_values(ctx, item, key):
     if out.get("refraction") is False and out.get("pressure_hpa", 0.0) > 0:
         raise ctx.error(f"{key}.refraction", f"refraction = false contradicts pressure_hpa = "
                                              f"{out['pressure_hpa']:g} (refraction off is pressure 0)")
+    if "velocity_aberration_scale" in item:
+        f = _quantity(ctx, item["velocity_aberration_scale"], u.dimensionless_unscaled,
+                      f"{key}.velocity_aberration_scale")
+        if not abs(f - 1.0) <= ABERRATION_SCALE_RANGE:
+            raise ctx.error(f"{key}.velocity_aberration_scale", f"a velocity aberration scale factor (HST "
+                            f"VAFACTOR, JWST VA_SCALE) is 1 within {ABERRATION_SCALE_RANGE:g}, got {f!r}")
+        out["velocity_aberration_scale"] = f
+    if "observer_velocity_km_s" in item:
+        v = item["observer_velocity_km_s"]
+        if not isinstance(v, list) or len(v) != 3:
+            raise ctx.error(f"{key}.observer_velocity_km_s", f"expected [vx, vy, vz] (barycentric, ICRS axes, "
+                                                              f"km/s), got {v!r}")
+        vel = [_quantity(ctx, c, u.km / u.s, f"{key}.observer_velocity_km_s") for c in v]
+        if float(np.linalg.norm(vel)) > MAX_OBSERVER_SPEED_KM_S:
+            raise ctx.error(f"{key}.observer_velocity_km_s", f"a barycentric speed of {np.linalg.norm(vel):.1f} "
+                                                              f"km/s (more than {MAX_OBSERVER_SPEED_KM_S:g}): not km/s?")
+        if "velocity_aberration_scale" in out:
+            raise ctx.error(f"{key}.observer_velocity_km_s", "give one of observer_velocity_km_s and "
+                                                              "velocity_aberration_scale")
+        out["observer_velocity_km_s"] = vel
+    if space:
+        return out
     if out.get("clock_time") is False:
         off = out.get("refraction") is False or out.get("pressure_hpa") == 0.0
         if not off and not ("zenith_distance_deg" in out and "parallactic_angle_deg" in out):
@@ -702,13 +747,17 @@ def _site(ctx, value, key):
     weather ``pressure_hpa``, ``temperature_c``, ``humidity``), or a table with a known
     ``name`` and weather keys only (that site's typical weather replaced). Returns the
     :class:`astrocal.sky.sites.Site`."""
-    from .sky.sites import HEIGHT_RANGE, LATITUDE_RANGE, LONGITUDE_RANGE, SiteError, custom_site, get_site
+    from .sky.sites import (HEIGHT_RANGE, LATITUDE_RANGE, LONGITUDE_RANGE, SiteError, custom_site, get_site,
+                            is_space)
 
     if isinstance(value, str):
         try:
             return get_site(value)
         except KeyError as exc:
             raise ctx.error(key, str(exc)) from None
+    if isinstance(value, dict) and is_space(str(value.get("name", ""))):
+        raise ctx.error(key, f"{value['name']!r} is an observatory in space: it has no position and no weather; "
+                             f"write site = \"{value['name']}\"")
     if not isinstance(value, dict):
         raise ctx.error(key, f"expected a site name (e.g. \"armazones\", \"keck\") or a table "
                              f"{{ latitude_deg = ..., longitude_deg = ..., height_m = ... }}, got {value!r}")
@@ -790,17 +839,19 @@ def _sky(ctx, base, items, keep_missing=False):
         catalog = _existing(ctx, base, given, f"{prefix}catalog")
         exposures = _exposures(ctx, base, _require(ctx, table, "exposures", prefix), prefix,
                                SKY_EXPOSURE_KEYS, keep_missing, refused=SKY_EXPOSURE_REFUSED)
+        site = _site(ctx, table.get("site", "armazones"), f"{prefix}site")
         converted = []
         for k, (e, item) in enumerate(zip(exposures, table["exposures"])):
-            values = _sky_exposure_values(ctx, item, f"{prefix}exposures[{k}]")
+            values = _sky_exposure_values(ctx, item, f"{prefix}exposures[{k}]", space=site.is_space)
+            if "header" in item:
+                values["header"] = str(_existing(ctx, base, item["header"], f"{prefix}exposures[{k}].header"))
             converted.append(dataclasses.replace(e, extra=values))
-        site = _site(ctx, table.get("site", "armazones"), f"{prefix}site")
         filt = _path_name(ctx, table["filter"], f"{prefix}filter") if "filter" in table else None
         name = _path_name(ctx, table.get("name", f"sky{i}"), f"{prefix}name")
         background = _existing(ctx, base, table["background"], f"{prefix}background") if "background" in table else None
         flat = _existing(ctx, base, table["flat"], f"{prefix}flat") if "flat" in table else None
         cols = {c: _column_choice(ctx, table, c, prefix)
-                for c in ("x_col", "y_col", "flux_col", "sigma_x_col", "sigma_y_col")}
+                for c in ("x_col", "y_col", "flux_col", "mag_col", "sigma_x_col", "sigma_y_col")}
         if (cols["sigma_x_col"] is None) != (cols["sigma_y_col"] is None):
             given, missing = (("sigma_x_col", "sigma_y_col") if cols["sigma_y_col"] is None
                               else ("sigma_y_col", "sigma_x_col"))

@@ -224,12 +224,16 @@ def _source_table(path):
     return t
 
 
-def sky_exposure_settings(table, exposure, path):
+def sky_exposure_settings(table, exposure, path, space=False):
     """Keyword arguments of :func:`astrocal.sky.astrometry.apparent_positions` for one sky
     exposure: the campaign's exposure keys first, then the measured table's metadata. An
     epoch without a clock time (``clock_time`` false) gets the ``horizon`` the measure stage
-    placed the field at; ``refraction = false`` is pressure 0."""
+    placed the field at; ``refraction = false`` is pressure 0. ``space``: the observatory is
+    in space: no weather, horizon or wavelength, and the velocity aberration the measure
+    stage used (``meta["velocity_aberration"]``) unless the campaign gives one."""
     meta, extra = dict(table.meta), dict(exposure.extra or {})
+    if space:
+        return _space_settings(meta, extra, path)
 
     def pick(*keys):
         for source in (extra, meta):
@@ -284,6 +288,38 @@ def sky_exposure_settings(table, exposure, path):
     return kw
 
 
+def _space_settings(meta, extra, path):
+    """:func:`sky_exposure_settings` of an exposure from space."""
+    def pick(*keys):
+        for source in (extra, meta):
+            for k in keys:
+                if source.get(k) is not None:
+                    return source[k]
+        return None
+
+    time, ra, dec, pa = pick("time"), pick("ra", "ra_deg"), pick("dec", "dec_deg"), pick("position_angle_deg")
+    missing = [k for k, v in (("time", time), ("ra", ra), ("dec", dec), ("position_angle_deg", pa)) if v is None]
+    if missing:
+        raise DataError(f"{path}: sky exposure from space without {', '.join(missing)} (give them in the campaign "
+                        "or in the table's metadata)")
+    kw = {"time": time, "pointing": (float(ra), float(dec)), "position_angle": float(pa),
+          "parity": int(pick("parity") or 1)}
+    wl = pick("wavelength_um")
+    if wl is not None and np.isfinite(float(wl)):
+        kw["wavelength"] = float(wl)
+    if extra.get("observer_velocity_km_s") is not None:
+        kw["aberration"] = {"velocity_km_s": list(extra["observer_velocity_km_s"]), "source": "campaign"}
+    elif extra.get("velocity_aberration_scale") is not None:
+        kw["aberration"] = {"scale": float(extra["velocity_aberration_scale"]), "source": "campaign"}
+    else:
+        used = meta.get("velocity_aberration") or {}
+        if used.get("velocity_km_s") is not None:
+            kw["aberration"] = {"velocity_km_s": list(used["velocity_km_s"]), "source": str(used.get("source"))}
+        elif used.get("scale") is not None:
+            kw["aberration"] = {"scale": float(used["scale"]), "source": str(used.get("source"))}
+    return kw
+
+
 def sky_points_for(campaign, datasets, orientation=None, frames=None):
     """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
     their measured tables and the catalogue's apparent positions in every exposure.
@@ -295,6 +331,7 @@ def sky_points_for(campaign, datasets, orientation=None, frames=None):
     :func:`astrocal.model.onsky.on_sky_record` needs)."""
     from ..sky.astrometry import EpochGapWarning, apparent_positions
     from ..sky.catalog import load_catalog
+    from ..sky.sites import is_space
 
     inst = campaign.instrument
     tables, positions, ds_index, names, inputs = [], [], [], [], []
@@ -304,8 +341,8 @@ def sky_points_for(campaign, datasets, orientation=None, frames=None):
         for exp in d.exposures:
             path = source_table_path(campaign, exp.file, d.name)
             t = _source_table(path)
-            kw = sky_exposure_settings(t, exp, path)
             site = d.site or t.meta.get("site") or "armazones"
+            kw = sky_exposure_settings(t, exp, path, space=is_space(site))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 positions.append(apparent_positions(catalog, site=site, **kw))
@@ -324,9 +361,11 @@ def sky_points_for(campaign, datasets, orientation=None, frames=None):
             if orientation is not None:
                 orientation.append({"exposure": names[-1], **positions[-1].meta.get("earth_orientation", {})})
             if frames is not None:
+                ab = positions[-1].meta.get("velocity_aberration") or {}  # in space
                 frames.append({"exposure": names[-1], "dataset": d.name,
                                "position_angle_deg": float(positions[-1].position_angle_deg),
-                               "parity": int(positions[-1].parity)})
+                               "parity": int(positions[-1].parity),
+                               "aberration_scale": float(ab.get("scale") or 1.0)})
         inputs.append(Path(d.catalog))
     ny, nx = inst.detector_shape
     points = sky_points_from_tables(

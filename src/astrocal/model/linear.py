@@ -271,7 +271,11 @@ class LabModel:
         n = pts.n_points
         is_sky = pts.is_sky
         self.has_sky = bool(is_sky.any())
-        if self.has_sky:
+        # the telescope flexure acts on the sky exposures of a ground telescope (a finite zenith
+        # distance); a space observatory's exposures (zenith distance NaN) have none
+        self.flexure_points = is_sky & np.isfinite(pts.exposure_zenith_deg[pts.exposure])
+        self.has_flexure = bool(self.flexure_points.any())
+        if self.has_flexure:
             self.flexure = flexure or FlexureBasis(
                 radius_arcsec=0.25 * pts.pixel_scale * ((pts.domain[1] - pts.domain[0]) + (pts.domain[3] - pts.domain[2])))
             self.n_flex = self.flexure.n_params
@@ -385,7 +389,7 @@ class LabModel:
         if self.priors.flexure_scales not in ("shared", "per_function"):
             raise ValueError(f"Priors.flexure_scales must be 'shared' or 'per_function', got {self.priors.flexure_scales!r}")
         per_function = self.priors.flexure_scales == "per_function"
-        if not self.has_sky:
+        if not self.has_flexure:
             self.flex_function = np.zeros(0, int)
             flex_groups = []
         elif per_function:
@@ -502,7 +506,7 @@ class LabModel:
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"] + list(MASK_AFFINE_NAMES[:self.n_mask]))
-        if self.has_sky:
+        if self.has_flexure:
             self.param_names += self.flexure.names
         if self.n_res:
             jk = [(j, k) for j in range(1, self.residual.m + 1) for k in range(1, self.residual.m + 1)]
@@ -592,7 +596,7 @@ class LabModel:
         if self.n_mask:
             lab = pts.source_kind[pts.hole] == 0
             ext[lab, :, 2:f0] = -mask_affine_patterns(pts.hole_xy[pts.hole[lab]] - self.mask_centre)
-        sky = pts.is_sky
+        sky = pts.is_sky & np.isfinite(pts.exposure_zenith_deg[pts.exposure])  # ground telescopes
         if self.n_flex and sky.any():
             e = pts.exposure[sky]
             ext[sky, :, f0:f0 + self.n_flex] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],

@@ -11,9 +11,22 @@ not the lab fixes ``G``'s own scale. Without a lab gauge only the product is mea
 field's scale and the exposures' ``s_e`` are told apart by their priors alone, so the
 instrument's scale is *not measured* while the on-sky one is.
 
+Where the stars are: ``A`` is the field's best affine part *over the exposure's own stars*
+(the least-squares affine map of each draw's field, residual field included, at the
+pixels of the exposure's points: :func:`with_footprints`), which the stars measure. The
+field's affine part over the whole detector (its degree-1 Legendre terms) is not: where the
+stars cover part of the detector it is the extrapolation of the higher terms, set by their
+priors, and would report an on-sky scale the data do not determine (a list of one chip of
+a detector described as two: 39.761 +- 0.002 mas/px for a truth of 39.770). Frames without
+positions fall back to the whole detector.
+
 Per posterior draw and exposure (:func:`on_sky_samples`):
 
-* ``scale``: the areal on-sky pixel scale ``sqrt(|det A_sky|)`` (mas/pixel);
+* ``scale``: the areal on-sky pixel scale ``sqrt(|det A_sky|)`` (mas/pixel); for an
+  observatory in space times the exposure's velocity aberration factor ``f`` (frame key
+  ``aberration_scale``): the catalogue's (astrometric) mas per pixel, as HST's
+  ``VAFACTOR`` scales the WCS, while ``A_sky`` maps to the apparent directions (the
+  catalogue's divided by ``f``);
 * ``position_angle``: the position angle (deg, from north through east) of the detector's
   +y axis on the sky, from the conformal (rotation) part of ``A_sky``: with ``P =
   diag(-parity, 1)`` (instrument x to east) and ``D = P A_sky P``, ``theta_0 - atan2(D10 -
@@ -31,18 +44,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draws import affine_matrices, pixel_scale_samples
+from .draws import affine_matrices, field_samples, pixel_scale_samples
 
-__all__ = ["on_sky_samples", "on_sky_record", "summary_rows", "NOT_MEASURED_SCALE",
-           "SCALE_DEFINITION", "ANGLE_DEFINITION"]
+__all__ = ["on_sky_samples", "on_sky_record", "summary_rows", "with_footprints", "local_affine_matrices",
+           "NOT_MEASURED_SCALE", "SCALE_DEFINITION", "ANGLE_DEFINITION"]
 
 #: why a sky-only fit's instrument scale (and absolute map 1-sigma) is not measured
 NOT_MEASURED_SCALE = ("not measured: a sky-only fit has no lab gauge; every sky exposure has a "
                       "free plate scale, which takes the field's scale, so only the on-sky scale "
                       "(field x exposure) is measured")
 SCALE_DEFINITION = ("areal on-sky pixel scale sqrt|det(M_e^-1 A)| of each sky exposure (mas/px): A "
-                    "the field's best affine part, M_e the exposure's free scale and rotation; a "
-                    "dataset's is the mean over its exposures, per posterior draw")
+                    "the field's best affine part over the exposure's stars, M_e the exposure's free "
+                    "scale and rotation; a dataset's is the mean over its exposures, per posterior draw")
 ANGLE_DEFINITION = ("position angle of the detector +y axis on the sky (deg, from north through "
                     "east): the nominal angle of the exposure plus the rotation (conformal part) of "
                     "M_e^-1 A")
@@ -55,7 +68,38 @@ def _wrap180(deg):
     return (np.asarray(deg, float) + 180.0) % 360.0 - 180.0
 
 
-def on_sky_samples(g, param_names, degree, domain, frames):
+def with_footprints(frames, points, used=None):
+    """``frames`` with each exposure's star pixels added (``x``, ``y``: the points of the
+    exposure named ``frame["exposure"]`` in ``points``, :class:`~astrocal.model.data.LabPoints`,
+    those of ``used`` only when given), so that :func:`on_sky_samples` measures the affine
+    part where the stars are."""
+    names = np.asarray(points.exposure_names, dtype=object)[points.exposure]
+    keep = np.ones(points.n_points, bool) if used is None else np.asarray(used, bool)
+    out = []
+    for fr in frames:
+        sel = keep & (names == str(fr["exposure"]))
+        out.append({**fr, "x": np.asarray(points.x)[sel], "y": np.asarray(points.y)[sel]})
+    return out
+
+
+def local_affine_matrices(g, degree, domain, x, y, residual=None):
+    """Each draw's best affine map over the pixels ``x, y`` (least squares, unweighted):
+    (n_draws, 2, 2) arcsec per pixel, rows u and v, columns x and y. With fewer than three
+    points (or all on a line) the whole detector's (:func:`~astrocal.model.draws.affine_matrices`)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    d = np.column_stack([np.ones_like(x), x - x.mean() if x.size else x, y - y.mean() if y.size else y])
+    if x.size < 3 or np.linalg.matrix_rank(d) < 3:
+        return affine_matrices(g, degree, domain)
+    u, v = field_samples(np.asarray(g, float), degree, domain, x, y, residual)
+    pinv = np.linalg.pinv(d)  # (3, N)
+    cu, cv = u @ pinv.T, v @ pinv.T  # (n_draws, 3)
+    a = np.empty((len(g), 2, 2))
+    a[:, 0, 0], a[:, 0, 1] = cu[:, 1], cu[:, 2]
+    a[:, 1, 0], a[:, 1, 1] = cv[:, 1], cv[:, 2]
+    return a
+
+
+def on_sky_samples(g, param_names, degree, domain, frames, residual=None):
     """Draws of each sky exposure's on-sky pixel scale and position angle.
 
     Parameters
@@ -68,7 +112,12 @@ def on_sky_samples(g, param_names, degree, domain, frames):
         The field's degree and detector domain.
     frames : sequence of dict
         One per sky exposure: ``exposure`` (its name in the fit), ``position_angle_deg``
-        (the nominal angle its catalogue positions were computed with), ``parity``.
+        (the nominal angle its catalogue positions were computed with), ``parity``, and
+        ``x``, ``y`` the pixels of its stars (:func:`with_footprints`; without them the
+        field's affine part over the whole detector is used); ``aberration_scale`` (in
+        space: the velocity aberration factor of its positions; default 1).
+    residual : (basis, first column), optional
+        The fit's residual field (:mod:`astrocal.field.residual`), part of the field.
 
     Returns
     -------
@@ -77,10 +126,11 @@ def on_sky_samples(g, param_names, degree, domain, frames):
     """
     g = np.asarray(g, float)
     index = {str(n): k for k, n in enumerate(param_names)}
-    a = affine_matrices(g, degree, domain)
+    whole = affine_matrices(g, degree, domain)
     out = {}
     for fr in frames:
         name = str(fr["exposure"])
+        a = whole if fr.get("x") is None else local_affine_matrices(g, degree, domain, fr["x"], fr["y"], residual)
         ks, kr = index.get(f"pose_scale[{name}]"), index.get(f"pose_rot[{name}]")
         s = g[:, ks] if ks is not None else np.zeros(len(g))  # a reference pose is fixed
         th = g[:, kr] if kr is not None else np.zeros(len(g))
@@ -88,7 +138,9 @@ def on_sky_samples(g, param_names, degree, domain, frames):
         m[:, 0, 0] = m[:, 1, 1] = 1.0 + s
         m[:, 0, 1], m[:, 1, 0] = -th, th
         sky = np.linalg.solve(m, a)
-        scale = np.sqrt(np.abs(np.linalg.det(sky))) * 1e3
+        # in space, the catalogue's (astrometric) scale: the apparent one times the velocity
+        # aberration factor (1 on the ground, where the apparent frame is the one observed)
+        scale = np.sqrt(np.abs(np.linalg.det(sky))) * 1e3 * float(fr.get("aberration_scale", 1.0))
         p = np.diag([-float(fr.get("parity", 1)), 1.0])
         d = p @ sky @ p
         rot = np.degrees(np.arctan2(d[:, 1, 0] - d[:, 0, 1], d[:, 0, 0] + d[:, 1, 1]))
@@ -104,7 +156,7 @@ def _stat(x):
     return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0}
 
 
-def on_sky_record(g, param_names, degree, domain, frames, lab_gauge):
+def on_sky_record(g, param_names, degree, domain, frames, lab_gauge, residual=None):
     """The ``on_sky`` entry of ``fit.json`` (plain types).
 
     ``frames`` as for :func:`on_sky_samples`, each also with ``dataset`` (its name);
@@ -116,7 +168,7 @@ def on_sky_record(g, param_names, degree, domain, frames, lab_gauge):
     different nominal angles, ``rotation_from_nominal_deg``) as ``{"mean", "sd"}``, and
     its ``exposures`` with their own figures.
     """
-    samples = on_sky_samples(g, param_names, degree, domain, frames)
+    samples = on_sky_samples(g, param_names, degree, domain, frames, residual)
     lab = pixel_scale_samples(np.asarray(g, float), degree, domain) * 1e3
     if lab_gauge:
         instrument = {"measured": True, **_stat(lab), "note": "the field's scale, set by the lab mask"}
@@ -147,11 +199,11 @@ def on_sky_record(g, param_names, degree, domain, frames, lab_gauge):
             "instrument_pixel_scale": instrument, "datasets": out}
 
 
-def summary_rows(g, param_names, degree, domain, frames):
+def summary_rows(g, param_names, degree, domain, frames, residual=None):
     """``(names, samples (n_draws, k))`` for ``summary.ecsv``: per sky dataset
     ``sky_pixel_scale_mas[<dataset>]`` and per exposure
     ``sky_position_angle_deg[<exposure>]``."""
-    samples = on_sky_samples(g, param_names, degree, domain, frames)
+    samples = on_sky_samples(g, param_names, degree, domain, frames, residual)
     names, cols, by_ds = [], [], {}
     for fr in frames:
         by_ds.setdefault(str(fr["dataset"]), []).append(samples[str(fr["exposure"])][0])

@@ -314,10 +314,12 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         scale_info = {"measured": False, "mean": None, "sd": None, "reason": onsky.NOT_MEASURED_SCALE,
                       "prior_mean": float(ps.mean()), "prior_sd": float(ps.std(ddof=1))}
     on_sky = None
-    if sky_frames:
-        args = (fit.g_samples, model.param_names, fit.degree, fit.points.domain, list(sky_frames))
-        on_sky = onsky.on_sky_record(*args, lab_gauge=lab_gauge)
-        rows.append(summary_table(*onsky.summary_rows(*args)))
+    if sky_frames:  # the affine part where each exposure's stars are (astrocal.model.onsky)
+        frames = onsky.with_footprints(sky_frames, fit.points, used)
+        args = (fit.g_samples, model.param_names, fit.degree, fit.points.domain, frames)
+        res = getattr(fit, "residual", None) or None
+        on_sky = onsky.on_sky_record(*args, lab_gauge=lab_gauge, residual=res)
+        rows.append(summary_table(*onsky.summary_rows(*args, residual=res)))
     from astropy.table import vstack
 
     table = vstack(rows)

@@ -80,6 +80,9 @@ __all__ = [
     "orientation_cost",
     "horizon_site",
     "resolve_weather",
+    "resolve_aberration",
+    "space_geometry",
+    "SPEED_OF_LIGHT_KM_S",
     "gnomonic",
     "inverse_gnomonic",
 ]
@@ -476,11 +479,17 @@ def _instrument_matrix(r_deg: float, parity: int) -> np.ndarray:
     return np.array([[parity * c, parity * s], [-s, c]])
 
 
-def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=None, rotator_angle=None,
+def apparent_positions(catalog, *, time, pointing, wavelength=None, position_angle=None, rotator_angle=None,
                        site="armazones", weather=None, refraction: bool = True, parity: int = 1,
                        missing_pm: str = "inflate", pm_dispersion: Optional[float] = None,
-                       horizon=None) -> FocalPlanePositions:
+                       horizon=None, aberration=None) -> FocalPlanePositions:
     """Positions of the catalogue stars in the instrument frame for one exposure.
+
+    An observatory in space (``site`` a :class:`~astrocal.sky.sites.SpaceSite`: ``"space"``,
+    ``"hst"``, ``"jwst"``...) has no atmosphere and no horizon: see :func:`space_geometry`
+    (``weather``, ``refraction`` and ``horizon`` are not used, ``rotator_angle`` is refused,
+    ``wavelength`` is optional); ``aberration`` gives the observatory's velocity
+    (:func:`resolve_aberration`).
 
     ``catalog``: Catalog (propagated here to ``time``) or a :class:`CatalogAtEpoch` already
     at that epoch. ``time``: mid-exposure time (Time, ISO string...). ``pointing``: ICRS
@@ -510,6 +519,12 @@ def apparent_positions(catalog, *, time, pointing, wavelength, position_angle=No
         raise AstrometryError(f"parity must be +1 or -1, got {parity!r}")
     t = parse_time(time, "exposure time")
     site = get_site(site)
+    if site.is_space:
+        return _space_positions(catalog, t, pointing, site, position_angle, rotator_angle, parity, wavelength,
+                                aberration, missing_pm, pm_dispersion)
+    if aberration is not None:
+        raise AstrometryError(f"aberration is for an observatory in space; at the ground site {site.name} the "
+                              "Earth's motion is part of the apparent positions (astropy AltAz)")
     w = resolve_weather(weather, site, refraction=refraction)
     wl = _wavelength_um(wavelength)
     theta = _angle_deg(position_angle, "position_angle")
@@ -782,3 +797,189 @@ def apparent_positions_many(catalog, exposures: Sequence[Mapping], **common) -> 
         except (AstrometryError, WeatherError) as exc:
             raise type(exc)(f"exposure {k}: {exc}") from None
     return out
+
+
+# --------------------------------------------------------------------------- space
+#: speed of light (km/s), astropy's
+SPEED_OF_LIGHT_KM_S = float(__import__("astropy.constants", fromlist=["c"]).c.to_value(u.km / u.s))
+
+#: a velocity aberration scale factor outside 1 +- this is refused (the Earth's orbital speed
+#: gives 1e-4; anything beyond 1e-3 is not an aberration factor)
+ABERRATION_SCALE_RANGE = 1e-3
+
+#: an observatory's barycentric speed beyond this (km/s) is refused
+MAX_OBSERVER_SPEED_KM_S = 100.0
+
+
+def resolve_aberration(aberration, time, pointing=None) -> dict:
+    """The stellar aberration of an observatory in space, as a plain dict.
+
+    ``aberration``:
+
+    * a mapping or number from the exposure: ``{"velocity_km_s": (vx, vy, vz)}`` the
+      observatory's barycentric velocity (km/s, ICRS axes: x to the equinox, z to the
+      pole), or ``{"scale": f}`` (a bare number is a scale) the velocity aberration scale
+      factor as the HST (``VAFACTOR``) and JWST (``VA_SCALE``) pipelines define it:
+      the sky scale of a pixel is the nominal one times ``f``, so separations on the
+      detector are the catalogue's divided by ``f`` (``f = (1 + beta.n) / sqrt(1 -
+      beta^2)`` for the velocity ``beta c`` and the direction ``n``);
+    * None: the Earth's barycentric velocity at ``time`` (astropy's built-in ephemeris),
+      with the note that the observatory's own velocity about the Earth is left out
+      (a low orbit's 7.6 km/s: up to 2.5e-5 in scale; at L2 about 1 km/s).
+
+    Returns ``{"velocity_km_s": [3 floats] or None, "scale": f or None, "source": text}``
+    (with a velocity the scale at ``pointing`` is given as well).
+    """
+    from astropy.coordinates import get_body_barycentric_posvel
+
+    source = "given"
+    if isinstance(aberration, Mapping):
+        unknown = set(aberration) - {"velocity_km_s", "scale", "source"}
+        if unknown or ("velocity_km_s" in aberration) == ("scale" in aberration):
+            raise AstrometryError(f"aberration: give one of velocity_km_s (barycentric, km/s) and scale (the "
+                                  f"velocity aberration scale factor), got {dict(aberration)!r}")
+        source = str(aberration.get("source", source))
+        velocity, scale = aberration.get("velocity_km_s"), aberration.get("scale")
+    elif aberration is None:
+        with earth.orientation():
+            _, vel = get_body_barycentric_posvel("earth", time)
+        velocity = vel.xyz.to_value(u.km / u.s)
+        scale = None
+        source = ("default: the Earth's barycentric velocity (astropy's built-in ephemeris); the observatory's "
+                  "own velocity about the Earth is not included (a low orbit's 7.6 km/s is up to 2.5e-5 in scale, "
+                  "L2 about 1 km/s): give the header's VAFACTOR / VA_SCALE or the velocity")
+    else:
+        velocity, scale = None, aberration
+    if velocity is not None:
+        v = np.asarray(velocity, float).reshape(-1)
+        if v.shape != (3,) or not np.all(np.isfinite(v)):
+            raise AstrometryError(f"aberration: velocity_km_s must be three finite numbers (km/s), got {velocity!r}")
+        if np.linalg.norm(v) > MAX_OBSERVER_SPEED_KM_S:
+            raise AstrometryError(f"aberration: an observatory's barycentric speed of {np.linalg.norm(v):.1f} km/s "
+                                  f"(more than {MAX_OBSERVER_SPEED_KM_S:g}): not km/s?")
+        out = {"velocity_km_s": [float(c) for c in v], "scale": None, "source": source}
+        if pointing is not None:
+            c0 = _as_center(pointing)
+            n0 = c0.cartesian.xyz.value
+            beta = v / SPEED_OF_LIGHT_KM_S
+            out["scale"] = float((1.0 + n0 @ beta) / np.sqrt(1.0 - beta @ beta))
+        return out
+    try:
+        f = float(scale)
+    except (TypeError, ValueError):
+        raise AstrometryError(f"aberration: the scale factor must be a number, got {scale!r}") from None
+    if not (np.isfinite(f) and abs(f - 1.0) <= ABERRATION_SCALE_RANGE):
+        raise AstrometryError(f"aberration: a velocity aberration scale factor is 1 within {ABERRATION_SCALE_RANGE:g} "
+                              f"(HST VAFACTOR, JWST VA_SCALE), got {scale!r}")
+    return {"velocity_km_s": None, "scale": f, "source": source}
+
+
+def _aberrate(n, beta):
+    """Unit vectors ``n`` (..., 3) seen by an observer moving with ``beta = v / c`` (3,):
+    ``n' = (n / gamma + beta (1 + gamma (n.beta) / (1 + gamma))) / (1 + n.beta)``
+    (special relativity; the directions crowd toward the apex)."""
+    b2 = float(beta @ beta)
+    if b2 == 0.0:
+        return n
+    gamma = 1.0 / np.sqrt(1.0 - b2)
+    nb = n @ beta
+    out = (n / gamma + beta * (1.0 + gamma * nb / (1.0 + gamma))[..., None]) / (1.0 + nb)[..., None]
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def space_geometry(ra_deg, dec_deg, pointing, position_angle, parity, aberration) -> _Geometry:
+    """Instrument-frame positions seen from space (see :func:`apparent_positions`).
+
+    ICRS positions at the exposure epoch (deg) -> the directions seen by the moving
+    observatory (``aberration`` from :func:`resolve_aberration`: with a velocity, every
+    star and the pointing are aberrated exactly; with a scale factor ``f`` only, the
+    tangent-plane offsets are divided by ``f``, its first-order effect) -> gnomonic
+    projection about the (aberrated) pointing, standard coordinates ``(xi, eta)`` (east,
+    north) -> instrument frame at position angle ``theta`` of +y::
+
+        x = parity (-xi cos theta + eta sin theta),   y = xi sin theta + eta cos theta
+
+    (the ground formula with the zenith direction replaced by north: the "telescope frame"
+    ``(u, v) = (-xi, eta)`` points west and north, the rotator angle is ``theta``). Returns
+    a :class:`_Geometry` whose horizon angles are NaN and whose Jacobian is d(x, y)/d(xi,
+    eta) of the catalogue's standard coordinates at the pointing (central differences).
+    """
+    ra_deg, dec_deg = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
+    n = ra_deg.size
+    c0 = _as_center(pointing)
+    ra0, dec0 = np.radians(c0.ra.deg), np.radians(c0.dec.deg)
+    h = JACOBIAN_STEP_RAD
+    jl, jb = inverse_gnomonic(np.array([h, -h, 0, 0]), np.array([0, 0, h, -h]), ra0, dec0)
+    lon = np.concatenate([np.radians(ra_deg), [ra0], jl])
+    lat = np.concatenate([np.radians(dec_deg), [dec0], jb])
+    velocity = aberration.get("velocity_km_s")
+    if velocity is not None:
+        vec = np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+        vec = _aberrate(vec, np.asarray(velocity, float) / SPEED_OF_LIGHT_KM_S)
+        lon, lat = np.arctan2(vec[:, 1], vec[:, 0]), np.arcsin(np.clip(vec[:, 2], -1.0, 1.0))
+        xi, eta = gnomonic(lon, lat, lon[n], lat[n])
+    else:
+        xi, eta = gnomonic(lon, lat, ra0, dec0)
+        xi, eta = xi / aberration["scale"], eta / aberration["scale"]
+    uu, vv = -xi, eta  # west, north
+
+    def jacobian():
+        return np.column_stack([[(uu[n + 1] - uu[n + 2]) / (2 * h), (vv[n + 1] - vv[n + 2]) / (2 * h)],
+                                [(uu[n + 3] - uu[n + 4]) / (2 * h), (vv[n + 3] - vv[n + 4]) / (2 * h)]])
+
+    # the position angle counts from the catalogue's north (as on the ground): the aberration
+    # turns the local meridian by up to ~1e-4 rad, which is taken out here
+    w = jacobian()[:, 1]
+    phi = np.arctan2(w[0], w[1])
+    uu, vv = uu * np.cos(phi) - vv * np.sin(phi), uu * np.sin(phi) + vv * np.cos(phi)
+    J_uv = jacobian()
+    theta = float(position_angle)
+    M = _instrument_matrix(theta, parity)
+    u_as, v_as = uu[:n] * ARCSEC_PER_RAD, vv[:n] * ARCSEC_PER_RAD
+    return _Geometry(x=M[0, 0] * u_as + M[0, 1] * v_as, y=M[1, 0] * u_as + M[1, 1] * v_as, u=u_as, v=v_as,
+                     az0=float("nan"), alt0=float("nan"), q=float("nan"), rot=float("nan"), theta=theta,
+                     jacobian=M @ J_uv)
+
+
+def _space_positions(catalog, t, pointing, site, position_angle, rotator_angle, parity, wavelength, aberration,
+                     missing_pm, pm_dispersion) -> FocalPlanePositions:
+    """:func:`apparent_positions` for an observatory in space (:func:`space_geometry`)."""
+    if rotator_angle is not None:
+        raise AstrometryError(f"site {site.name} is in space: there is no zenith, so no rotator angle; give the "
+                              "position_angle (PA of the instrument +y axis, from north through east)")
+    theta = _angle_deg(position_angle, "position_angle")
+    if theta is None:
+        raise AstrometryError("give the position_angle (PA of the instrument +y axis, from north through east)")
+    unknown = wavelength is None or (isinstance(wavelength, (float, np.floating)) and np.isnan(wavelength))
+    wl = float("nan") if unknown else _wavelength_um(wavelength)  # not used: no refraction
+    try:
+        c0 = _as_center(pointing)
+    except CatalogError as exc:
+        raise AstrometryError(str(exc).replace("centre", "pointing")) from None
+    if isinstance(catalog, CatalogAtEpoch):
+        if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
+            raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure "
+                                  f"at {t.tt.jyear:.4f}: propagate it to the exposure time")
+        stars = catalog
+    else:
+        stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+    ab = resolve_aberration(aberration, t, c0)
+    geo = space_geometry(stars.ra, stars.dec, c0, theta, parity, ab)
+    n = len(stars)
+    if not np.all(np.isfinite(geo.u[:n])):
+        bad = stars.names[~np.isfinite(geo.u[:n])]
+        raise AstrometryError(f"stars {bad[:10].tolist()} are 90 deg or more from the field centre: "
+                              "select the stars around the field first (Catalog.within)")
+    cov = np.einsum("ij,njk,lk->nil", geo.jacobian, stars.cov, geo.jacobian) * 1e-6  # mas**2 -> arcsec**2
+    nan = float("nan")
+    cost = {"time": t.utc.isot, "centre_mas": 0.0, "differential_mas": 0.0, "stale": False,
+            "note": "an observatory in space: the Earth's orientation does not enter its positions"}
+    return FocalPlanePositions(
+        names=stars.names, x=geo.x, y=geo.y, cov=cov, u=geo.u, v=geo.v, dt=stars.dt, has_pm=stars.has_pm,
+        inflated=stars.inflated, zenith_distance_deg=nan, parallactic_angle_deg=nan, rotator_angle_deg=nan,
+        position_angle_deg=_wrap180(theta), altitude_deg=nan, azimuth_deg=nan, time=t, wavelength_um=wl,
+        weather=Weather(0.0, 0.0, 0.0, source="none: an observatory in space"), site=site, parity=parity,
+        jacobian=geo.jacobian, pointing=c0,
+        meta={"catalog": stars.catalog_name, "refraction": "none (an observatory in space)", **stars.meta,
+              "velocity_aberration": ab, "earth_orientation": cost, "space": True},
+    )

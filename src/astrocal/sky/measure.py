@@ -113,6 +113,8 @@ __all__ = [
     "resolve_exposure",
     "star_psf",
     "is_image",
+    "exposure_header",
+    "SPACE_BLEND_RADIUS_PX",
     "measure_sky_exposure",
     "measure_sky_datasets",
     "read_sky_table",
@@ -170,14 +172,24 @@ UNKNOWN_HORIZON = (1.0, 0.0)
 HEADER_KEYS = {
     "time": ("DATE-OBS", "MJD-OBS"),  # start of the exposure; + EXPTIME/2 -> mid-exposure
     "exptime": ("EXPTIME",),
-    "ra": ("RA",),  # deg (or sexagesimal hours)
-    "dec": ("DEC",),  # deg
+    "ra": ("RA", "RA_TARG", "RA_REF"),  # deg (or sexagesimal hours); HST target, JWST reference point
+    "dec": ("DEC", "DEC_TARG", "DEC_REF"),  # deg
     "pressure_hpa": ("HIERARCH ESO TEL AMBI PRES START", "HIERARCH ESO TEL AMBI PRES END"),
     "temperature_c": ("HIERARCH ESO TEL AMBI TEMP",),
     "humidity": ("HIERARCH ESO TEL AMBI RHUM",),  # per cent
     "filter": ("FILTER", "HIERARCH ESO DRS FILTER"),
     "parity": ("HIERARCH ASTROCAL PARITY",),  # astrocal's own (astrocal simulate sky)
+    # space observatories (HST, JWST)
+    "mid_time": ("MJD-AVG", "EXPMID"),  # MJD (UTC) of mid-exposure (JWST)
+    "start_end": (("EXPSTART", "EXPEND"),),  # MJD (UTC) of start and end (HST, JWST): their mean
+    "position_angle_deg": ("ORIENTAT", "PA_APER"),  # PA of the image +y axis (HST) / the aperture's (JWST)
+    "velocity_aberration_scale": ("VAFACTOR", "VA_SCALE"),  # HST, JWST
+    "observer_velocity_km_s": (("JWST_DX", "JWST_DY", "JWST_DZ"),),  # barycentric velocity (JWST)
 }
+
+#: the blend radius (px) of a star list from space: about the FWHM of a diffraction-limited
+#: space imager sampled near Nyquist (WFC3/UVIS 1.8 px in the visible, NIRCam 1.4-2.2 px)
+SPACE_BLEND_RADIUS_PX = 2.0
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 
@@ -200,7 +212,10 @@ class ExposureSetup:
     refraction's geometry without one; ``clock_time``: false when the time is an epoch
     only (a decimal year or a date); ``refraction``: false when switched off (weather
     pressure 0); ``sources``: for every item where it came from; ``notes``: the defaults
-    used and the consequences stated (also logged).
+    used and the consequences stated (also logged). In space (:attr:`space`): no weather
+    (empty), no refraction, the wavelength NaN unless given, and ``aberration`` the
+    observatory's velocity or scale factor for
+    :func:`~astrocal.sky.astrometry.resolve_aberration` (None: the Earth's velocity).
     """
 
     time: Time
@@ -218,14 +233,20 @@ class ExposureSetup:
     clock_time: bool = True
     parallactic_angle_deg: float | None = None
     refraction: bool = True
+    aberration: dict | None = None
+
+    @property
+    def space(self) -> bool:
+        """The observatory is in space (:class:`~astrocal.sky.sites.SpaceSite`)."""
+        return bool(getattr(self.site, "is_space", False))
 
     @property
     def horizon(self):
         """``(zenith distance, parallactic angle)`` (deg) that place the field for
         :func:`~astrocal.sky.astrometry.apparent_positions` when the time is an epoch
-        without a clock time (None with a clock time). Without a zenith distance
+        without a clock time (None with a clock time, and in space). Without a zenith distance
         (refraction off) the field is placed near the zenith (:data:`UNKNOWN_HORIZON`)."""
-        if self.clock_time:
+        if self.clock_time or self.space:
             return None
         if self.zenith_distance_deg is None:
             return UNKNOWN_HORIZON
@@ -247,7 +268,20 @@ def _header_value(header, keys):
 
 
 def _header_time(header, source):
-    """Mid-exposure time from DATE-OBS (or MJD-OBS) plus EXPTIME/2; (Time, source) or None."""
+    """Mid-exposure time from the header; (Time, source) or None: ``MJD-AVG`` / ``EXPMID``
+    (JWST, MJD of mid-exposure), the mean of ``EXPSTART`` and ``EXPEND`` (HST, JWST: MJD),
+    else DATE-OBS (or MJD-OBS) plus EXPTIME/2."""
+    key, value = _header_value(header, HEADER_KEYS["mid_time"])
+    if key is None:
+        pair = [_header_value(header, (k,)) for k in HEADER_KEYS["start_end"][0]]
+        if all(k is not None for k, _ in pair):
+            key, value = "EXPSTART/EXPEND", [v for _, v in pair]
+    if key is not None:
+        try:
+            mjd = float(np.mean([float(v) for v in np.atleast_1d(value)]))
+            return Time(mjd, format="mjd", scale="utc"), f"header {key} (MJD, mid-exposure)"
+        except (TypeError, ValueError):
+            raise SkyMeasureError(f"{source}: header keyword {key}: not an MJD ({value!r})") from None
     key, value = _header_value(header, HEADER_KEYS["time"])
     if key is None:
         return None
@@ -363,12 +397,24 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
             sources[name] = how
 
     # ---- angles and parity (campaign only; else measured by the match)
+    space = bool(site_obj.is_space)
     pa = values.get("position_angle_deg")
     rot = values.get("rotator_angle_deg")
     if pa is not None and rot is not None:
         raise SkyMeasureError(f"{source}: give at most one of position_angle_deg and rotator_angle_deg")
+    if space and rot is not None:
+        raise SkyMeasureError(f"{source}: site {site_obj.name} is in space: no rotator angle (no zenith); give "
+                              "position_angle_deg")
+    hkey = None
+    if space and pa is None and rot is None:
+        hkey, hpa = _header_value(header, HEADER_KEYS["position_angle_deg"])
+        if hkey is not None:
+            try:
+                pa = float(hpa)
+            except (TypeError, ValueError):
+                raise SkyMeasureError(f"{source}: header keyword {hkey}: not an angle ({hpa!r})") from None
     if pa is not None:
-        sources["position_angle_deg"] = "campaign"
+        sources["position_angle_deg"] = "campaign" if hkey is None else f"header {hkey}"
     elif rot is not None:
         sources["rotator_angle_deg"] = "campaign"
     else:
@@ -392,10 +438,15 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
         sources["parity"] = "match"
         notes.append("no parity: measured by the match (both parities searched)")
 
-    # ---- weather: campaign, header, site defaults
+    # ---- weather: campaign, header, site defaults (none in space)
     weather, wsrc = {}, {}
-    for name, target in (("pressure_hpa", "pressure_hpa"), ("temperature_c", "temperature_c"),
-                         ("humidity", "relative_humidity")):
+    aberration = None
+    if space:
+        aberration, sources["velocity_aberration"] = _space_aberration(values, header, source)
+        sources["weather"] = "none: an observatory in space"
+        sources["refraction"] = "none: an observatory in space"
+    for name, target in (() if space else (("pressure_hpa", "pressure_hpa"), ("temperature_c", "temperature_c"),
+                                           ("humidity", "relative_humidity"))):
         if name in values:
             weather[target] = float(values[name])
             wsrc[target] = "campaign"
@@ -418,6 +469,9 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
         weather[target] = float(getattr(site_obj, target))
         wsrc[target] = f"default: typical value of site {site_obj.name}"
     missing = [k for k, v in wsrc.items() if v.startswith("default")]
+    if space:
+        return _space_setup(values, filter, preset, t, pointing, pa, parity, site_obj, sources, notes, clock,
+                            aberration)
     if missing:
         msg = (f"weather {', '.join(missing)} not given (campaign or header): the typical values of "
                f"site {site_obj.name} are used: " + ", ".join(f"{k} = {weather[k]:g}" for k in missing))
@@ -482,6 +536,52 @@ def resolve_exposure(values, header=None, *, site="armazones", filter=None, pres
                          refraction=refraction)
 
 
+def _space_aberration(values, header, source):
+    """(aberration, source) of a space exposure: the campaign's ``observer_velocity_km_s`` or
+    ``velocity_aberration_scale``, else the header's velocity (JWST_DX/DY/DZ) or scale factor
+    (VAFACTOR, VA_SCALE), else None (the Earth's velocity,
+    :func:`~astrocal.sky.astrometry.resolve_aberration`)."""
+    if values.get("observer_velocity_km_s") is not None:
+        return {"velocity_km_s": list(values["observer_velocity_km_s"]), "source": "campaign"}, "campaign"
+    if values.get("velocity_aberration_scale") is not None:
+        return {"scale": float(values["velocity_aberration_scale"]), "source": "campaign"}, "campaign"
+    found = [_header_value(header, (k,)) for k in HEADER_KEYS["observer_velocity_km_s"][0]]
+    try:
+        if all(k is not None for k, _ in found):
+            how = "header " + "/".join(k for k, _ in found)
+            return {"velocity_km_s": [float(v) for _, v in found], "source": how}, how
+        key, value = _header_value(header, HEADER_KEYS["velocity_aberration_scale"])
+        if key is not None:
+            return {"scale": float(value), "source": f"header {key}"}, f"header {key}"
+    except (TypeError, ValueError):
+        raise SkyMeasureError(f"{source}: header velocity aberration keywords are not numbers") from None
+    return None, ("default: the Earth's barycentric velocity (the observatory's own velocity about the Earth "
+                  "is not included: up to 2.5e-5 in scale in a low orbit)")
+
+
+def _space_setup(values, filter, preset, t, pointing, pa, parity, site, sources, notes, clock, aberration):
+    """The :class:`ExposureSetup` of an exposure from space: no weather, no refraction, the
+    wavelength only when given (it enters nothing)."""
+    wl = values.get("wavelength_um")
+    if wl is not None:
+        sources["wavelength_um"] = "campaign"
+    else:
+        wl = _filter_wavelength(filter, preset) if filter is not None else None
+        sources["wavelength_um"] = ("not needed (no atmosphere)" if wl is None
+                                    else f"centre of the dataset's filter {filter}")
+    if not clock:
+        sources["horizon"] = "none: an observatory in space"
+    if aberration is None:
+        notes.append("no velocity aberration given (campaign velocity_aberration_scale or observer_velocity_km_s, "
+                     "header VAFACTOR / VA_SCALE / JWST_DX..): the Earth's barycentric velocity is used; the "
+                     "observatory's own velocity about the Earth is left out (up to 2.5e-5 in scale)")
+    return ExposureSetup(time=t, ra_deg=pointing["ra"], dec_deg=pointing["dec"],
+                         position_angle_deg=None if pa is None else float(pa), rotator_angle_deg=None,
+                         parity=parity, weather={}, wavelength_um=float("nan") if wl is None else float(wl),
+                         site=site, sources=sources, notes=notes, clock_time=clock, refraction=False,
+                         aberration=aberration)
+
+
 # =========================================================================== PSF
 @functools.lru_cache(maxsize=8)
 def _core(wavelength_um, pixel_scale_mas):
@@ -510,6 +610,23 @@ def _fwhm_px(wavelength_um, pixel_scale_mas):
 
 
 # =========================================================================== stars
+def exposure_header(path, source="<exposure>") -> fits.Header:
+    """The headers of a FITS file as one: the primary header's cards, then those of the
+    extensions that the primary lacks (HST and JWST keep the time and pointing in the
+    primary, VAFACTOR / VA_SCALE and the WCS in the science extension). The ``header`` of a
+    star list's exposure: the image it was measured on."""
+    try:
+        with fits.open(path) as hdul:
+            merged = hdul[0].header.copy()
+            for hdu in hdul[1:]:
+                for card in hdu.header.cards:
+                    if card.keyword and card.keyword not in merged and card.keyword not in ("COMMENT", "HISTORY"):
+                        merged.append(card)
+    except (OSError, ValueError) as exc:
+        raise SkyMeasureError(f"{source}: header file {path}: cannot read as FITS ({exc})") from None
+    return merged
+
+
 def is_image(path) -> bool:
     """True if ``path`` is a FITS file with a 2-D image (else it is read as a star list)."""
     p = Path(path)
@@ -634,8 +751,8 @@ def _list_stars(path, dataset, shape, source):
     """Read a star list with the dataset's column choices; drop rows off the detector."""
     try:
         t = read_star_list(path, x_col=dataset.x_col, y_col=dataset.y_col, flux_col=dataset.flux_col,
-                           sigma_x_col=dataset.sigma_x_col, sigma_y_col=dataset.sigma_y_col,
-                           one_based=dataset.one_based)
+                           mag_col=getattr(dataset, "mag_col", None), sigma_x_col=dataset.sigma_x_col,
+                           sigma_y_col=dataset.sigma_y_col, one_based=dataset.one_based)
     except StarListError as exc:
         raise SkyMeasureError(f"{source}: {exc}") from None
     ny, nx = shape
@@ -675,7 +792,8 @@ def _predict(catalog, setup, *, position_angle, rotator_angle, parity, search_ra
             fp = apparent_positions(near, time=setup.time, pointing=center,
                                     wavelength=setup.wavelength_um, position_angle=position_angle,
                                     rotator_angle=rotator_angle, site=setup.site,
-                                    weather=setup.weather, parity=parity, horizon=setup.horizon)
+                                    weather=setup.weather, parity=parity, horizon=setup.horizon,
+                                    aberration=setup.aberration)
         for w in rec:  # epoch gaps (EpochGapWarning), refraction near the horizon...
             if issubclass(w.category, UserWarning):
                 caught.append(str(w.message))
@@ -686,9 +804,32 @@ def _predict(catalog, setup, *, position_angle, rotator_angle, parity, search_ra
 
 
 # =========================================================================== matching
-def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius_px, mags, source):
+def _rank_band(catalog, names, band):
+    """The catalogue magnitudes that rank the stars ``names`` by brightness for the match:
+    ``(band, magnitudes, same_band)``. The dataset's ``band`` (the list's own band: also the
+    flux checks), else the catalogue's band with the most magnitudes among these stars (any
+    band ranks the brightest stars of a field; the flux checks are then off), else
+    ``(None, None, False)``."""
+    if band is not None:
+        return band, catalog.mag(band)[_name_index(catalog.names, names)], True
+    best, count = None, 0
+    rows = _name_index(catalog.names, names)
+    for b in catalog.bands:
+        n = int(np.count_nonzero(np.isfinite(catalog.mag(b)[rows])))
+        if n > count:
+            best, count = b, n
+    if best is None or count < 3:
+        return None, None, False
+    return best, catalog.mag(best)[rows], False
+
+
+def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius_px, mags, source,
+           same_band=True, rank_band=None):
     """match_stars of the measured stars to the predicted positions (see the module notes);
-    returns (MatchResult, reference rows used (into fp))."""
+    returns (MatchResult, reference rows used (into fp)). ``mags``: the catalogue magnitudes
+    (per row of ``fp``) of ``rank_band``; ``same_band``: they are of the list's band (pair
+    votes and flux checks use the magnitude differences), else they only rank the stars by
+    brightness (brightest first)."""
     hw, hh = box_arcsec
     ref_rows = np.flatnonzero(fp.inside(hw, hh))
     if ref_rows.size < 3:
@@ -701,6 +842,8 @@ def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius
                   blend_radius_px=blend_radius_px, max_offset=None,
                   ref_mag_col="mag" if mags is not None else None,
                   flux_col="flux" if (mags is not None and "flux" in stars.colnames) else None)
+    if mags is not None and not same_band:  # another band: brightness ranks only
+        common.update(mag_tolerance=None, flux_check="off")
     if mags is None and "flux" in stars.colnames:
         stars = stars.copy(copy_data=False)
         stars.remove_column("flux")  # no magnitudes: match on positions only
@@ -725,11 +868,24 @@ def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius
                 failures.append(f"[search tolerance {tol:g} px] {exc}")
         raise MatchError(" ".join(failures))
 
+    def advice():
+        """What to try, when the two lists could not be ranked by brightness."""
+        n_list, n_cat = len(stars), int(np.count_nonzero(fp.inside(*_field_half(shape, pixel_scale_mas))))
+        if mags is not None and "flux" in stars.colnames:
+            return ""
+        ratio = max(n_list, 1) / max(n_cat, 1)
+        side = ("the star list has no fluxes or magnitudes (name them: flux_col, mag_col)" if "flux" not in
+                stars.colnames else "the catalogue has no magnitudes in any band (columns mag_<band>)")
+        dense = (f" The lists differ in depth: {n_list} sources against about {n_cat} catalogue stars on the "
+                 "detector." if ratio > 3 or ratio < 1 / 3 else "")
+        return (f" The match used positions only: {side}.{dense} With brightness on both sides (any bands) the "
+                "brightest stars of each are matched first; else cut the deeper list to the other's depth.")
+
     try:
         return ladder(**constrained), ref_rows
     except MatchError as first:
         if not (angle_known or parity_known):
-            raise SkyMeasureError(f"{source}: no match to the catalogue ({what}): {first}") from None
+            raise SkyMeasureError(f"{source}: no match to the catalogue ({what}): {first}{advice()}") from None
         try:
             free = ladder(rotation=None, parity=None)
         except MatchError as second:
@@ -737,7 +893,7 @@ def _match(stars, fp, *, box_arcsec, setup, pixel_scale_mas, shape, blend_radius
                 f"{source}: no match to the catalogue ({what}); with the campaign's "
                 f"{'angle' if angle_known else ''}{' and ' if angle_known and parity_known else ''}"
                 f"{'parity' if parity_known else ''}: {first}; with any rotation and both parities: "
-                f"{second}") from None
+                f"{second}{advice()}") from None
         sim = free.similarity
         p_match = (setup.parity or 1) * sim.parity
         turn = -p_match * sim.rotation_deg  # instrument frame of the stars minus the campaign's
@@ -762,6 +918,12 @@ def _wrap180(deg):
     return float((deg + 180.0) % 360.0 - 180.0)
 
 
+def _field_half(shape, pixel_scale_mas):
+    """Half the detector's width and height on the sky (arcsec, nominal scale)."""
+    ny, nx = shape
+    return nx * pixel_scale_mas / 2e3, ny * pixel_scale_mas / 2e3
+
+
 def _refraction_statement(catalog, setup, fp, half_box, source):
     """What the positions of an exposure do about refraction (``meta["refraction"]``).
 
@@ -774,6 +936,8 @@ def _refraction_statement(catalog, setup, fp, half_box, source):
     and what is left of it after the best similarity transform, which the exposure's free
     scale and rotation absorb (``uncorrected_beyond_similarity_mas``). Logged as a warning.
     """
+    if setup.space:
+        return {"corrected": None, "space": True, "how": "no atmosphere: an observatory in space"}
     if setup.refraction:
         how = ("astropy AltAz at the exposure's time, site and weather" if setup.clock_time else
                f"astropy AltAz with the field centre at the given zenith distance "
@@ -850,6 +1014,8 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     header = None
     if image:
         _, header = read_frame(path, "sky exposure")
+    elif exposure.extra.get("header"):
+        header = exposure_header(exposure.extra["header"], source)
     setup = resolve_exposure(exposure.extra, header, site=dataset.site, filter=dataset.filter,
                              preset=instrument.preset, source=source)
     if catalog is None:
@@ -903,7 +1069,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         flux = np.asarray(stars["flux"], float) if "flux" in stars.colnames else np.full(n, np.nan)
         flags = np.zeros(n, np.int64)
         usable = np.isfinite(x) & np.isfinite(y)
-        blend_r = _fwhm_px(setup.wavelength_um, pix)
+        blend_r = SPACE_BLEND_RADIUS_PX if setup.space else _fwhm_px(setup.wavelength_um, pix)
         flux_unit = None
         sigma_source = "the star list" if has_sig else None
         img_meta = {"star_list": {k: stars.meta.get(k) for k in ("source", "format", "one_based_input",
@@ -933,9 +1099,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
             f"{source}: campaign key 'parallactic_angle_deg' = {setup.parallactic_angle_deg:g} but the time "
             f"{setup.time.utc.isot} UTC, the pointing and site {setup.site} give "
             f"{fp.parallactic_angle_deg:.2f} deg: check the time (UTC, mid-exposure) and the pointing")
-    mags = None
-    if dataset.band is not None:
-        mags = catalog.mag(dataset.band)[_name_index(catalog.names, fp.names)]
+    rank_band, mags, same_band = _rank_band(catalog, fp.names, dataset.band)
     mstars = Table({"x": x[usable], "y": y[usable]})
     if np.any(np.isfinite(sx[usable])):
         mstars["sigma_x"] = np.nan_to_num(sx[usable], nan=0.0)
@@ -943,7 +1107,10 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     if np.any(np.isfinite(flux[usable]) & (flux[usable] > 0)):
         mstars["flux"] = flux[usable]
     mres, ref_rows = _match(mstars, fp, box_arcsec=box, setup=setup, pixel_scale_mas=pix, shape=shape,
-                            blend_radius_px=blend_r, mags=mags, source=source)
+                            blend_radius_px=blend_r, mags=mags, source=source, same_band=same_band,
+                            rank_band=rank_band)
+    mres.quality["rank_band"] = rank_band
+    mres.quality["flux_checks"] = bool(mags is not None and same_band)
 
     # ---- angle and parity measured by the match: recompute the positions with them
     sim = mres.similarity
@@ -999,7 +1166,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     t = t[order]
 
     refraction = _refraction_statement(catalog, final, fp, (hw, hh), source)
-    if not refraction["corrected"]:
+    if refraction["corrected"] is False:
         warns.append(refraction["note"])
     unmatched_ref = [str(v) for v in names[mres.unmatched_reference]]
     n_outside = int(len(catalog) - len(ref_rows) + len(mres.reference_outside))
@@ -1036,7 +1203,10 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         "parity": int(final.parity),
         "site": final.site.name,
         "site_info": final.site.as_dict(),
-        "weather": {k: float(final.weather[k]) for k in ("pressure_hpa", "temperature_c", "relative_humidity")},
+        "weather": {k: float(final.weather[k]) for k in ("pressure_hpa", "temperature_c", "relative_humidity")
+                    if k in final.weather},
+        "space": final.space,
+        "velocity_aberration": fp.meta.get("velocity_aberration"),
         "wavelength_um": final.wavelength_um,
         "catalog": dataset.catalog_given if dataset.catalog_given is not None else str(dataset.catalog),
         "catalog_path": str(dataset.catalog),

@@ -52,7 +52,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import astropy.units as u
 import numpy as np
@@ -60,7 +60,7 @@ from astropy.coordinates import EarthLocation
 
 from ..errors import AstrocalError
 
-__all__ = ["Site", "Weather", "SITES", "get_site", "custom_site", "site_names", "load_sites",
+__all__ = ["Site", "SpaceSite", "SPACE_OBSERVATORIES", "is_space", "Weather", "SITES", "get_site", "custom_site", "site_names", "load_sites",
            "standard_pressure_hpa", "standard_temperature_c", "WeatherError", "SiteError",
            "UnknownSiteError", "LATITUDE_RANGE", "LONGITUDE_RANGE", "HEIGHT_RANGE", "STANDARD_ATMOSPHERE"]
 
@@ -177,6 +177,8 @@ class Site:
     relative_humidity: float
     provenance: dict = field(default_factory=dict, compare=False)
     aliases: tuple = field(default=(), compare=False)
+    #: a ground site (see :class:`SpaceSite`)
+    is_space: ClassVar[bool] = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
@@ -231,6 +233,57 @@ class Site:
                 "typical_weather": {"pressure_hpa": self.pressure_hpa, "temperature_c": self.temperature_c,
                                     "relative_humidity": self.relative_humidity},
                 "provenance": dict(self.provenance)}
+
+
+#: observatories in space, ``{name: aliases}`` (:class:`SpaceSite`); the name says which
+#: header keywords usually carry what (both are tried for every space exposure)
+SPACE_OBSERVATORIES = {
+    "space": ("none", "no site", "orbit", "in space", "space telescope", "spacecraft", "satellite"),
+    "hst": ("hubble", "hubble space telescope"),
+    "jwst": ("webb", "james webb space telescope", "james webb"),
+}
+
+#: what a space site means, recorded with it
+SPACE_NOTE = ("an observatory in space: no atmosphere (no refraction, no weather), no horizon (no zenith "
+              "distance, no rotator angle), no flexure by pointing; the stars' apparent positions are "
+              "their astrometric positions at the exposure epoch seen by an observer moving with the "
+              "observatory's barycentric velocity (stellar aberration; the velocity aberration scale "
+              "factor: HST VAFACTOR, JWST VA_SCALE)")
+
+
+@dataclass(frozen=True)
+class SpaceSite:
+    """An observatory in space (``site = "space"``, ``"hst"``, ``"jwst"``, ``"none"``...).
+
+    No position on the Earth and no atmosphere: :func:`astrocal.sky.astrometry.apparent_positions`
+    projects the astrometric positions (with the stellar aberration of the observatory's
+    velocity) on the plane tangent at the pointing and turns them by the position angle; the
+    fit gives its exposures no telescope flexure. ``name`` is the canonical name of
+    :data:`SPACE_OBSERVATORIES`.
+    """
+
+    name: str = "space"
+    aliases: tuple = field(default=(), compare=False)
+    is_space: ClassVar[bool] = True
+
+    @property
+    def provenance(self) -> dict:
+        return {"notes": SPACE_NOTE}
+
+    def as_dict(self) -> dict:
+        """Plain values for metadata."""
+        return {"name": self.name, "space": True, "note": SPACE_NOTE}
+
+
+_SPACE_INDEX = {_k: _name for _name, _aliases in SPACE_OBSERVATORIES.items()
+                for _k in (_name,) + _aliases}
+
+
+def is_space(site) -> bool:
+    """True when ``site`` (a name, a :class:`Site` or :class:`SpaceSite`) is in space."""
+    if isinstance(site, str):
+        return _key(site) in _SPACE_INDEX
+    return bool(getattr(site, "is_space", False))
 
 
 def custom_site(latitude_deg, longitude_deg, height_m, *, name="custom", pressure_hpa=None,
@@ -368,6 +421,7 @@ def _unknown(site) -> UnknownSiteError:
     return UnknownSiteError(
         f"unknown site {site!r}{hint}; known sites: {', '.join(sorted(SITES))} (and aliases such as "
         "'keck', 'subaru', 'vlt', 'lbt', 'gtc', 'salt'; astrocal.sky.sites.site_names() lists them); "
+        "an observatory in space: 'space' (also 'hst', 'jwst', 'none'); "
         "or give the position: latitude_deg, longitude_deg, height_m")
 
 
@@ -392,13 +446,15 @@ def _from_mapping(mapping) -> Site:
 
 def get_site(site="armazones") -> Site:
     """A :class:`Site`: by name or alias (``"armazones"``, ``"elt"``, ``"Keck"``, ``"VLT"``...),
+    or a :class:`SpaceSite` for an observatory in space (``"space"``, ``"hst"``, ``"jwst"``,
+    ``"none"``: :data:`SPACE_OBSERVATORIES`);
     from a mapping (``latitude_deg``, ``longitude_deg``, ``height_m``, optional ``name``
     and weather; or a known ``name`` with weather), an
     :class:`~astropy.coordinates.EarthLocation` (standard-atmosphere weather), or passed
     through. An unknown name raises :class:`UnknownSiteError` (a ``KeyError``), a bad
     position :class:`SiteError`.
     """
-    if isinstance(site, Site):
+    if isinstance(site, (Site, SpaceSite)):
         return site
     if isinstance(site, EarthLocation):
         lon, lat, height = site.to_geodetic()
@@ -408,6 +464,9 @@ def get_site(site="armazones") -> Site:
         return _from_mapping(site)
     if not isinstance(site, str):
         raise TypeError(f"site must be a name, a mapping, a Site or an EarthLocation, got {site!r}")
+    space = _SPACE_INDEX.get(_key(site))
+    if space is not None:
+        return SpaceSite(space, SPACE_OBSERVATORIES[space])
     found = _INDEX.get(_key(site))
     if found is None:
         raise _unknown(site)

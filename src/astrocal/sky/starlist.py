@@ -1,4 +1,5 @@
-"""Read star lists that users bring (StarFinder, DAOPHOT, photutils, SExtractor, plain text).
+"""Read star lists that users bring (StarFinder, DAOPHOT, photutils, SExtractor, hst1pass,
+the JWST pipeline's source catalogues, plain text).
 
 :func:`read_star_list` returns an astropy Table in astrocal's convention, ready for
 :func:`astrocal.sky.match.match_stars`:
@@ -37,14 +38,26 @@ Formats (``format=None`` guesses from the name and the first lines)
 -------------------------------------------------------------------
 * ``"ecsv"``, ``"fits"`` (the first table HDU), ``"csv"``: columns by name.  Default
   names, case-insensitive, in this order: x ``x, x_0, x_fit, xcentroid, x_centroid,
-  xcenter, x_image, xwin_image, xpsf_image``; flux ``flux, flux_fit, flux_psf, f``;
-  errors ``sigma_x, x_err, xerr, e_x, x_0_err, x_fit_err`` (same for y); magnitude
-  ``mag`` (used for the flux only when no flux column exists).
+  xcenter, x_image, xwin_image, xpsf_image, x_init`` (photutils' finders, PSF photometry
+  and ``SourceCatalog``, the JWST pipeline's source catalogue ``*_cat.ecsv``: 0-based);
+  flux ``flux, flux_fit, flux_psf, f, aper_total_flux, segment_flux, kron_flux,
+  isophotal_flux, aperture_sum, flux_init``; errors ``sigma_x, x_err, xerr, xe, ex, e_x,
+  dx, x_error, sig_x, x_0_err, x_fit_err, xcentroid_err`` (same for y); magnitude ``mag,
+  m, magnitude, mag_inst, instrumental_mag, mag_psf, mag_auto, aper_total_vegamag,
+  aper_total_abmag, isophotal_vegamag, isophotal_abmag`` (or ``mag_col``: kept as
+  ``mag``, the brightness ranks of the matching; the flux from it only when no flux
+  column exists). A magnitude column is never read as a flux: ``flux_col = "m"`` is an
+  error that says to give it as ``mag_col``.
 * ``"text"``: whitespace-separated columns, ``#`` comments, with or without a header
-  line.  Columns are chosen by name (if there is a header) or by **0-based column
-  index**: by default ``x_col=0, y_col=1`` and ``flux_col=2`` if a third column exists.
-  StarFinder lists saved as text usually hold ``x y flux sigma_x sigma_y sigma_flux
-  correlation``: pass ``sigma_x_col=3, sigma_y_col=4``.
+  line.  Columns are chosen by name (a header line, or a comment line just before the
+  data with one name per column, ``# x y m xe ye``) or by **0-based column
+  index**: by default ``x_col=0, y_col=1`` and ``flux_col=2`` if a third column exists
+  (unless ``mag_col`` is given). StarFinder lists saved as text usually hold ``x y flux
+  sigma_x sigma_y sigma_flux correlation``: pass ``sigma_x_col=3, sigma_y_col=4``.
+* ``"xym"`` (``.xym``, ``.xymu``...): hst1pass / img2xym lists (J. Anderson), ``x y m
+  ...`` with the third column an instrumental magnitude and **1-based** pixels (the
+  FITS convention of those FORTRAN codes) unless ``one_based=False``; names on a comment
+  line are used as for text.
 * ``"daophot"``: DAOPHOT II files (``.coo``, ``.lst``, ``.als``, ``.nst``): the
   three-line header (``NL NX NY ...``, its values, a blank line) then ``ID X Y MAG ...``
   (``.als``/``.nst``: ``ID X Y MAG MERR SKY NITER CHI SHARP``).
@@ -73,16 +86,27 @@ log = logging.getLogger(__name__)
 DAOPHOT_ZERO_POINT = 25.0
 
 _X_NAMES = ("x", "x_0", "x_fit", "xcentroid", "x_centroid", "xcenter", "x_image", "xwin_image",
-            "xpsf_image")
+            "xpsf_image", "x_init")
 _Y_NAMES = ("y", "y_0", "y_fit", "ycentroid", "y_centroid", "ycenter", "y_image", "ywin_image",
-            "ypsf_image")
-_FLUX_NAMES = ("flux", "flux_fit", "flux_psf", "f")
-_FLUX_ERR_NAMES = ("flux_err", "flux_fit_err", "fluxerr", "e_flux", "flux_psf_err")
-_SX_NAMES = ("sigma_x", "x_err", "xerr", "e_x", "x_0_err", "x_fit_err")
-_SY_NAMES = ("sigma_y", "y_err", "yerr", "e_y", "y_0_err", "y_fit_err")
-_MAG_NAMES = ("mag",)
-_MERR_NAMES = ("merr", "mag_err", "e_mag")
-_ID_NAMES = ("id", "star_id", "name")
+            "ypsf_image", "y_init")
+#: fluxes: StarFinder, photutils (PSF photometry, DAOStarFinder, SourceCatalog, aperture
+#: photometry), the JWST pipeline's source catalogue (aperture-corrected total, isophotal)
+_FLUX_NAMES = ("flux", "flux_fit", "flux_psf", "f", "aper_total_flux", "segment_flux", "kron_flux",
+               "isophotal_flux", "aperture_sum", "flux_init")
+_FLUX_ERR_NAMES = ("flux_err", "flux_fit_err", "fluxerr", "e_flux", "flux_psf_err", "aper_total_flux_err",
+                   "segment_fluxerr", "kron_fluxerr", "isophotal_flux_err", "aperture_sum_err")
+_SX_NAMES = ("sigma_x", "x_err", "xerr", "xe", "ex", "e_x", "dx", "x_error", "sig_x", "x_0_err",
+             "x_fit_err", "xcentroid_err")
+_SY_NAMES = ("sigma_y", "y_err", "yerr", "ye", "ey", "e_y", "dy", "y_error", "sig_y", "y_0_err",
+             "y_fit_err", "ycentroid_err")
+#: magnitudes (any zero point; only differences are used): hst1pass/xym ``m``, DAOPHOT and
+#: photutils ``mag``, SExtractor, the JWST source catalogue's total Vega / AB magnitudes
+_MAG_NAMES = ("mag", "m", "magnitude", "mag_inst", "instrumental_mag", "mag_psf", "mag_auto",
+              "aper_total_vegamag", "aper_total_abmag", "isophotal_vegamag", "isophotal_abmag")
+_MERR_NAMES = ("merr", "mag_err", "e_mag", "me", "m_err", "sigma_m", "magerr", "mag_error",
+               "magerr_auto", "aper_total_vegamag_err", "aper_total_abmag_err", "isophotal_vegamag_err",
+               "isophotal_abmag_err")
+_ID_NAMES = ("id", "star_id", "name", "label")
 #: column names of tools that count pixels from 1 (SExtractor)
 _ONE_BASED_X = {"x_image", "xwin_image", "xpsf_image", "xpeak_image", "xmodel_image"}
 
@@ -110,10 +134,16 @@ def _first_lines(path, n=6):
         raise StarListError(f"{path}: cannot read: {exc}") from exc
 
 
+#: hst1pass / img2xym (J. Anderson) star lists: x y m ..., 1-based pixels, instrumental magnitudes
+_XYM_SUFFIXES = (".xym", ".xymu", ".xymq", ".xymuvw")
+
+
 def _guess_format(path: Path) -> str:
     low = path.name.lower()
     if low.endswith(".ecsv"):
         return "ecsv"
+    if any(low.endswith(s) for s in _XYM_SUFFIXES):
+        return "xym"
     if low.endswith(".csv"):
         return "csv"
     if any(low.endswith(s) for s in _FITS_SUFFIXES):
@@ -172,8 +202,8 @@ def _read_table(path: Path, fmt: str) -> Table:
             return Table.read(path, format="fits")
         if fmt == "iraf":
             return Table.read(path, format="ascii.daophot")
-        if fmt == "text":
-            return Table.read(path, format="ascii", comment="#")
+        if fmt in ("text", "xym"):
+            return _named_from_comment(path, Table.read(path, format="ascii", comment="#"))
     except StarListError:
         raise
     except Exception as exc:  # astropy raises many kinds for malformed files
@@ -181,7 +211,34 @@ def _read_table(path: Path, fmt: str) -> Table:
     if fmt == "daophot":
         return _read_daophot(path)
     raise StarListError(f"{path}: unknown star-list format {fmt!r} (use 'ecsv', 'fits', 'csv', "
-                        "'text', 'daophot' or 'iraf')")
+                        "'text', 'xym', 'daophot' or 'iraf')")
+
+
+_NAME = __import__("re").compile(r"^[A-Za-z_][A-Za-z0-9_.()-]*$")
+
+
+def _named_from_comment(path, t: Table) -> Table:
+    """A text list whose names sit on a comment line (``# x y m xe ye ...``, as hst1pass and
+    many scripts write them): the last comment line before the data with one name per
+    column names the columns. A table that has names already is returned as it is."""
+    if not all(n.startswith("col") for n in t.colnames):
+        return t
+    names = None
+    with open(path, "r", errors="replace") as fh:
+        for line in fh:
+            text = line.strip()
+            if not text:
+                continue
+            if not text.startswith("#"):
+                break
+            words = text.lstrip("#").split()
+            if len(words) == len(t.colnames) and all(_NAME.match(w) for w in words) \
+                    and len({w.lower() for w in words}) == len(words):
+                names = words
+    if names is not None:
+        t.rename_columns(t.colnames, names)
+        t.meta["names_from_comment"] = True
+    return t
 
 
 # ============================================================================ columns
@@ -267,7 +324,7 @@ def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=N
         convention): 1 is subtracted from x and y.  Default: True for DAOPHOT/IRAF files
         and SExtractor column names, False otherwise (StarFinder, photutils).
     format : str, optional
-        ``'ecsv'``, ``'fits'``, ``'csv'``, ``'text'``, ``'daophot'`` or ``'iraf'``;
+        ``'ecsv'``, ``'fits'``, ``'csv'``, ``'text'``, ``'xym'``, ``'daophot'`` or ``'iraf'``;
         default guessed from the file name and first lines.
 
     Returns
@@ -293,8 +350,14 @@ def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=N
     t = _read_table(path, fmt)
     if len(t) == 0:
         raise StarListError(f"{path}: the star list has no rows")
-    text_like = fmt == "text"
+    text_like = fmt in ("text", "xym")
     is_dao = fmt in ("daophot", "iraf")
+    if fmt == "xym":  # x y m ...: the third column is a magnitude, the pixels 1-based
+        if all(n.startswith("col") for n in t.colnames) and mag_col is None and flux_col is None \
+                and len(t.colnames) > 2:
+            mag_col = 2
+        if one_based is None:
+            one_based = True
 
     if is_dao:
         x_default, y_default = ("X",), ("Y",)
@@ -306,6 +369,9 @@ def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=N
         x_col, y_col, flux_col = positional_columns(t.colnames, x_col, y_col, flux_col, mag_col)
     xn = _find(t, x_col, tuple(n.lower() for n in x_default), "star x position", path, "x_col")
     yn = _find(t, y_col, tuple(n.lower() for n in y_default), "star y position", path, "y_col")
+    if isinstance(flux_col, str) and flux_col.lower() in _MAG_NAMES:
+        raise StarListError(f"{path}: flux_col = '{flux_col}' names a magnitude column; give it as mag_col "
+                            "(magnitudes are brightness ranks, not fluxes)")
     fn = _find(t, flux_col, _FLUX_NAMES, "flux", path, False)
     fen = _find(t, None, _FLUX_ERR_NAMES, "flux error", path, False) if fn is not None else None
     mn = _find(t, mag_col, _MAG_NAMES, "magnitude", path, False)
