@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpaceField", "space_field"]
+__all__ = ["SpaceField", "space_field", "write_space_campaign", "CAMPAIGN"]
 
 
 @dataclass
@@ -113,3 +113,133 @@ def space_field(rng, *, n_sources=10000, n_catalog=2000, shape=(4096, 4096), pix
     order = rng.permutation(len(xy))
     return SpaceField(xy=xy[order], mag=mag[order], ref=ref, ref_mag=ref_mag, truth=truth[order], scale=s,
                       rotation_deg=th, parity=par, offset_px=t, shape=(ny, nx), pixel_scale_mas=pixel_scale_mas)
+
+
+# ============================================================================ a campaign
+#: the HST-like campaign of :func:`write_space_campaign`
+CAMPAIGN = dict(ra=201.69683, dec=-47.47958, shape=(1024, 2048), nominal_mas=39.6, true_mas=39.77,
+                position_angle=118.2, vafactor=1.0000213, epoch=2019.45, catalog_epoch=2016.0)
+
+
+def _inverse_gnomonic(xi, eta, ra0, dec0):
+    s0, c0 = np.sin(dec0), np.cos(dec0)
+    d = c0 - eta * s0
+    return ra0 + np.arctan2(xi, d), np.arctan2(s0 + eta * c0, np.hypot(xi, d))
+
+
+def _gnomonic(ra, dec, ra0, dec0):
+    cosc = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(ra - ra0)
+    return (np.cos(dec) * np.sin(ra - ra0) / cosc,
+            (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc)
+
+
+def write_space_campaign(directory, rng, *, n_sky=3000, n_catalog=250, n_list=1500, degree=2, steps=600,
+                         walkers=8, no_pm_fraction=0.33, pm_sd_mas_yr=4.0, distortion_px=1.0, header=True):
+    """An HST-like sky-only campaign in ``directory`` (numpy and astropy's table and FITS
+    writers only): a Gaia-like catalogue (``gaia.ecsv``: ra, dec at 2016.0, proper motions
+    for two thirds, ``mag_G``), an hst1pass-style list (``list.xym``: ``# x y m xe ye``,
+    1-based pixels, instrumental magnitudes) of the stars at 2019.45 seen from space (the
+    tangent-plane offsets divided by VAFACTOR, turned by ORIENTAT, over a true pixel scale
+    0.4 % off the nominal one, a smooth distortion, noise growing with the magnitude), the
+    ``_flt.fits``-like header file (DATE-OBS, TIME-OBS, EXPTIME, RA_TARG, DEC_TARG,
+    ORIENTAT, VAFACTOR) and ``campaign.toml`` (``site = "hst"``). Returns the truth:
+    ``on_sky_mas`` the catalogue (astrometric) mas per pixel of the least-squares affine
+    pixel -> sky map over the catalogue stars of the list, ``n_catalog_on_list``."""
+    from pathlib import Path
+
+    from astropy.io import fits
+    from astropy.table import Table
+    from astropy.time import Time
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    c = CAMPAIGN
+    ny, nx = c["shape"]
+    ra0, dec0 = np.radians(c["ra"]), np.radians(c["dec"])
+    half = 0.7 * np.array([nx, ny]) * c["true_mas"] / 1e3
+    off = rng.uniform(-half, half, (n_sky, 2))  # true offsets (arcsec, east, north) at the epoch
+    k = 0.3 * np.log(10.0)
+    m = 16 + np.log1p(rng.uniform(0, 1, n_sky) * np.expm1(k * 10)) / k
+    g = m + rng.normal(0.5, 0.4, n_sky)
+    pm = rng.normal(0, pm_sd_mas_yr, (n_sky, 2))
+    cat = np.argsort(g, kind="stable")[:n_catalog]
+    has_pm = rng.uniform(0, 1, cat.size) >= no_pm_fraction
+    dt = c["epoch"] - c["catalog_epoch"]
+    pos = off[cat] - pm[cat] * dt / 1e3 + rng.normal(0, 0.3e-3, (cat.size, 2))
+    ra, dec = _inverse_gnomonic(np.radians(pos[:, 0] / 3600), np.radians(pos[:, 1] / 3600), ra0, dec0)
+    t = Table({"name": [f"G{j}" for j in range(cat.size)], "ra": np.degrees(ra), "dec": np.degrees(dec),
+               "ra_err": np.full(cat.size, 0.3), "dec_err": np.full(cat.size, 0.3),
+               "pmra": np.where(has_pm, pm[cat, 0] + rng.normal(0, 0.05, cat.size), np.nan),
+               "pmdec": np.where(has_pm, pm[cat, 1] + rng.normal(0, 0.05, cat.size), np.nan),
+               "pmra_err": np.where(has_pm, 0.05, np.nan), "pmdec_err": np.where(has_pm, 0.05, np.nan),
+               "mag_G": g[cat]})
+    for col, unit in (("ra", "deg"), ("dec", "deg"), ("ra_err", "mas"), ("dec_err", "mas"), ("pmra", "mas/yr"),
+                      ("pmdec", "mas/yr"), ("pmra_err", "mas/yr"), ("pmdec_err", "mas/yr")):
+        t[col].unit = unit
+    t.meta = {"epoch": c["catalog_epoch"], "frame": "icrs", "pm_dispersion_mas_yr": pm_sd_mas_yr}
+    t.write(d / "gaia.ecsv", overwrite=True)
+    # the detector: the true directions projected about the pointing, divided by VAFACTOR
+    rt, dt_ = _inverse_gnomonic(np.radians(off[:, 0] / 3600), np.radians(off[:, 1] / 3600), ra0, dec0)
+    xi, eta = _gnomonic(rt, dt_, ra0, dec0)
+    xi, eta = np.degrees(xi) * 3600, np.degrees(eta) * 3600  # astrometric arcsec
+    th = np.radians(c["position_angle"])
+    xa = (-xi * np.cos(th) + eta * np.sin(th)) / c["vafactor"]
+    ya = (xi * np.sin(th) + eta * np.cos(th)) / c["vafactor"]
+    shift = rng.uniform(-40, 40, 2)
+    px = (nx - 1) / 2 + shift[0] + xa * 1e3 / c["true_mas"]
+    py = (ny - 1) / 2 + shift[1] + ya * 1e3 / c["true_mas"]
+    zx, zy = (px - nx / 2) / (nx / 2), (py - ny / 2) / (nx / 2)
+    px = px + distortion_px * (zx ** 2 - 0.3 * zx * zy)
+    py = py + 0.8 * distortion_px * (zy ** 2 + 0.4 * zx * zy)
+    on = (px > 1) & (px < nx - 2) & (py > 1) & (py < ny - 2)
+    rows = np.flatnonzero(on)
+    rows = rows[np.argsort(m[rows], kind="stable")[:n_list]]
+    sig = 0.01 + 0.02 * 10 ** (0.1 * (m[rows] - m[rows].min()))
+    x = px[rows] + rng.normal(0, 1, rows.size) * sig
+    y = py[rows] + rng.normal(0, 1, rows.size) * sig
+    lines = ["# x y m xe ye\n"] + [f"{a + 1:.4f} {b + 1:.4f} {mm - 25:.3f} {s:.4f} {s:.4f}\n"  # 1-based
+                                   for a, b, mm, s in zip(x, y, m[rows] + rng.normal(0, 0.01, rows.size), sig)]
+    (d / "list.xym").write_text("".join(lines))
+    exptime = 400.0
+    from astropy.time import TimeDelta
+
+    start = Time(c["epoch"], format="jyear", scale="tt").utc - TimeDelta(exptime / 2, format="sec")
+    iso = start.isot
+    if header:
+        h0 = fits.Header({"DATE-OBS": iso[:10], "TIME-OBS": iso[11:19], "EXPTIME": exptime,
+                          "RA_TARG": c["ra"], "DEC_TARG": c["dec"], "INSTRUME": "WFC3"})
+        h1 = fits.Header({"ORIENTAT": c["position_angle"], "VAFACTOR": c["vafactor"]})
+        fits.HDUList([fits.PrimaryHDU(header=h0), fits.ImageHDU(np.zeros((2, 2), np.float32), header=h1,
+                                                                name="SCI")]).writeto(d / "list_flt.fits",
+                                                                                      overwrite=True)
+    keys = 'header = "list_flt.fits"' if header else (
+        f'time = "{Time(c["epoch"], format="jyear", scale="tt").utc.isot}", ra = {c["ra"]}, dec = {c["dec"]}, '
+        f'position_angle_deg = {c["position_angle"]}, velocity_aberration_scale = {c["vafactor"]}')
+    (d / "campaign.toml").write_text(f"""[instrument]
+name = "WFC3-like"
+detector_shape = [{ny}, {nx}]
+pixel_scale_mas = {c['nominal_mas']}
+
+[[sky]]
+name = "hst"
+catalog = "gaia.ecsv"
+site = "hst"
+exposures = [ {{ file = "list.xym", {keys}, parity = 1 }} ]
+
+[measure]
+output = "measured/"
+
+[fit]
+degree = {degree}
+output = "out/"
+walkers = {walkers}
+steps = {steps}
+seed = 1
+residual = "none"
+""")
+    sel = rows[np.isin(rows, cat)]
+    P = np.column_stack([np.ones(sel.size), px[sel], py[sel]])
+    cu = np.linalg.lstsq(P, xi[sel], rcond=None)[0]
+    cv = np.linalg.lstsq(P, eta[sel], rcond=None)[0]
+    on_sky = 1e3 * np.sqrt(abs(cu[1] * cv[2] - cu[2] * cv[1]))
+    return {"on_sky_mas": float(on_sky), "n_catalog_on_list": int(sel.size), "position_angle": c["position_angle"]}

@@ -665,6 +665,10 @@ def describe(filt, fit, out, products):
             text += (f"; sky/lab scale ratio {d['sky_over_lab']['mean']:.6f} +/- "
                      f"{d['sky_over_lab']['sd']:.6f} (the telescope's)")
         lines.append(text)
+    for r in info_json.get("sky_residuals") or []:
+        a, c = r["after_star_errors_mas"], r["against_catalog_mas"]
+        lines.append(f"sky {r['dataset']}: residual rms x/y {a[0]:.3g} / {a[1]:.3g} mas after the stars' fitted "
+                     f"catalogue errors, {c[0]:.3g} / {c[1]:.3g} mas against the catalogue ({r['n_points']} points)")
     if fit.diagnostics.converged:  # else the notes are in the first line
         lines += [f"warning: {note}" for note in fit.diagnostics.warnings]
     lines += [f"warning: not constrained by the data: {name}" for name in fit.unconstrained]

@@ -95,6 +95,9 @@ RESIDUAL_COLUMNS = {
     "zy": ("", "normalised residual dy_mas / sigma_y_mas"),
     "chi2": ("", "r^T C^-1 r with the full 2x2 noise covariance (2 degrees of freedom)"),
     "outlier": ("", "flagged as a gross outlier by the mixture model and left out of the fit"),
+    "dx_cat_mas": ("mas", "sky points: the residual against the catalogue position (the star's fitted "
+                          "catalogue error not applied), x; NaN for lab points"),
+    "dy_cat_mas": ("mas", "sky points: the residual against the catalogue position, y"),
 }
 
 
@@ -168,12 +171,46 @@ def residual_table(fit):
     t["zx"], t["zy"] = r[:, 0] / sx, r[:, 1] / sy
     t["chi2"] = chi2
     t["outlier"] = np.asarray(fit.outliers, bool)
+    r_cat = np.full_like(r, np.nan)
+    sky = np.asarray(points.source_kind)[points.hole] == 1
+    if sky.any():
+        hole_mean = cond.hole_mean
+        if hole_mean is not None and hasattr(fit.model, "star_blocks"):
+            hole_mean = np.array(hole_mean, copy=True)
+            hole_mean[fit.model.star_blocks] = 0.0  # the catalogue's positions as given
+        r_cat[sky] = fit.model.residuals(g, hole_mean, points)[sky]
+    t["dx_cat_mas"], t["dy_cat_mas"] = r_cat[:, 0] * 1e3, r_cat[:, 1] * 1e3
     for name, (unit, description) in RESIDUAL_COLUMNS.items():
         if unit:
             t[name].unit = unit
         t[name].description = description
     t.meta["hyperparameters_median"] = {n: float(v) for n, v in zip(fit.hyper_names, phi)}
     return t
+
+
+def sky_residual_record(table):
+    """Per sky dataset of a residual table, the rms (mas, per axis, outliers left out) of
+    the residuals after the stars' fitted catalogue errors (``after_star_errors_mas``: the
+    stars' own catalogue terms take part of the scatter) and against the catalogue as given
+    (``against_catalog_mas``: what a comparison with the catalogue shows), with the number
+    of points; ``[]`` without sky data."""
+    if "dx_cat_mas" not in table.colnames:
+        return []
+    out = []
+    kind = np.asarray(table["kind"]).astype(str)
+    names = np.asarray(table["dataset"]).astype(str)
+    keep = ~np.asarray(table["outlier"], bool) & (kind == "sky")
+    for name in dict.fromkeys(names[keep]):
+        k = keep & (names == name)
+
+        def rms(a, b):
+            return [float(np.sqrt(np.mean(np.asarray(table[a], float)[k] ** 2))),
+                    float(np.sqrt(np.mean(np.asarray(table[b], float)[k] ** 2)))]
+
+        out.append({"dataset": str(name), "n_points": int(k.sum()),
+                    "after_star_errors_mas": rms("dx_mas", "dy_mas"),
+                    "against_catalog_mas": rms("dx_cat_mas", "dy_cat_mas")})
+    return out
 
 
 def residual_rms(table, unit="px", datasets=None, include_outliers=False):
@@ -370,6 +407,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "n_holes": int(model.points.n_holes),
         "n_exposures": int(fit.points.n_exposures),
         "residual_rms_px": residual_rms(residuals, "px"),
+        "sky_residuals": sky_residual_record(residuals),
         "settings": {k: v for k, v in asdict(fit.settings).items() if k != "priors"},
         "priors": asdict(fit.settings.priors),
     }
@@ -543,4 +581,5 @@ def load_posterior(out):
 
 
 __all__ = ["Posterior", "RESIDUAL_COLUMNS", "dataset_kinds", "load_chain", "load_posterior",
-           "load_residuals", "residual_rms", "residual_table", "save_fit", "summary_table", "terms"]
+           "load_residuals", "residual_rms", "residual_table", "save_fit", "sky_residual_record",
+           "summary_table", "terms"]

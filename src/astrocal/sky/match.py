@@ -53,9 +53,14 @@ Algorithm
    reference listing the field twice), :class:`MatchError` reports the ambiguity.
 
 Brightest-first: when fluxes and magnitudes are both given and the lists are large, the
-votes first use only the brightest stars of both lists (at a common surface density);
-if that fails the search is repeated with all stars.  The refinement always uses all
-stars.
+votes first use only the brightest stars of both lists (at a common surface density, at
+most ``n_bright`` stars), then three and nine times as many (:data:`BRIGHT_STEPS`: the
+magnitudes may be of different bands, or the two lists of different depths, so that the
+brightest of one are not all among the brightest of the other); if that fails the search
+is repeated with all stars.  The refinement always uses all stars.  A dense list (10,000
+sources against 2,000 catalogue stars) is matched this way in about a second; with
+positions only, the same takes a minute or more and can fail (every star has dozens of
+chance neighbours).
 
 Blends: reference stars closer to each other than ``blend_radius_px`` are one blended
 source to the matcher (predicted at their flux-weighted centre, with their combined
@@ -99,6 +104,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+#: the brightest-first passes use n_bright times these many stars (then all stars)
+BRIGHT_STEPS = (1, 3, 9)
 
 
 class MatchError(AstrocalError, ValueError):
@@ -1234,12 +1243,16 @@ def match_stars(stars, reference, *, pixel_scale_mas, scale_tolerance=0.05,
         # the brightest stars of both lists at a common surface density: that of the
         # sparser list, at most n_bright stars in the field (the reference a bit deeper,
         # for stars missing from the list and colour differences)
-        n_x = int(min(n_stars, n_bright, max(math.ceil(rho_cat * area), 10)))
-        n_c = int(min(len(src_c), max(n_x, math.ceil(1.3 * n_x / area * a_cat))))
-        if n_x < 0.67 * n_stars or n_c < 0.67 * len(src_c):
-            bright_x = np.argsort(np.where(np.isfinite(mu), mu, np.inf), kind="stable")[:n_x]
-            bright_c = np.argsort(np.where(np.isfinite(src_mag), src_mag, np.inf), kind="stable")[:n_c]
-            passes.append(("brightest", bright_x, bright_c))
+        # then three and nine times as many (the brightest of two bands, or of a list and a
+        # catalogue of different depths, overlap the more the deeper one goes), before all
+        rank_x = np.argsort(np.where(np.isfinite(mu), mu, np.inf), kind="stable")
+        rank_c = np.argsort(np.where(np.isfinite(src_mag), src_mag, np.inf), kind="stable")
+        for grow in BRIGHT_STEPS:
+            n_x = int(min(n_stars, grow * n_bright, max(math.ceil(grow * rho_cat * area), 10)))
+            n_c = int(min(len(src_c), max(n_x, math.ceil(1.3 * n_x / area * a_cat))))
+            if not (n_x < 0.67 * n_stars or n_c < 0.67 * len(src_c)):
+                break
+            passes.append((f"brightest{'' if grow == 1 else f' x{grow}'}", rank_x[:n_x], rank_c[:n_c]))
     passes.append(("all", np.arange(n_stars), np.arange(len(src_c))))
 
     vcfg = _VoteConfig(s_lo, s_hi, rot, None if mag_tolerance is None else float(mag_tolerance))
