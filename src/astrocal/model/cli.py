@@ -234,14 +234,7 @@ def sky_exposure_settings(table, exposure, path, space=False):
     meta, extra = dict(table.meta), dict(exposure.extra or {})
     if space:
         return _space_settings(meta, extra, path)
-
-    def pick(*keys):
-        for source in (extra, meta):
-            for k in keys:
-                if source.get(k) is not None:
-                    return source[k]
-        return None
-
+    pick = _picker(extra, meta)
     time = pick("time")
     ra, dec = pick("ra", "ra_deg"), pick("dec", "dec_deg")
     if time is None or ra is None or dec is None:
@@ -288,15 +281,21 @@ def sky_exposure_settings(table, exposure, path, space=False):
     return kw
 
 
-def _space_settings(meta, extra, path):
-    """:func:`sky_exposure_settings` of an exposure from space."""
+def _picker(*sources):
+    """``pick(*keys)``: the first of ``keys`` with a value in the first of ``sources`` that
+    has one (the campaign's exposure keys, then the measured table's metadata), or None."""
     def pick(*keys):
-        for source in (extra, meta):
+        for source in sources:
             for k in keys:
                 if source.get(k) is not None:
                     return source[k]
         return None
+    return pick
 
+
+def _space_settings(meta, extra, path):
+    """:func:`sky_exposure_settings` of an exposure from space."""
+    pick = _picker(extra, meta)
     time, ra, dec, pa = pick("time"), pick("ra", "ra_deg"), pick("dec", "dec_deg"), pick("position_angle_deg")
     missing = [k for k, v in (("time", time), ("ra", ra), ("dec", dec), ("position_angle_deg", pa)) if v is None]
     if missing:
@@ -426,12 +425,14 @@ def register(subparsers):
         description="Fit the joint distortion model to the identified pinhole positions and "
         "matched stars of a campaign: lab and sky datasets of the same filter share one "
         "instrument field; sky exposures add their pointing, position-angle and scale terms "
-        "and the telescope flexure ([fit] flexure_degree, flexure_functions). Reads "
+        "and, at a ground site, the telescope flexure ([fit] flexure_degree, flexure_functions; an "
+        "observatory in space has none). Reads "
         "CAMPAIGN.toml, the source tables of its exposures (the measure stage's "
         "<measure.output>/<exposure>.ecsv for images and star lists, or measured tables listed "
         "directly as exposures, recognised by their columns and metadata) and the "
         "sky datasets' catalogues. With sky data it reports each sky dataset's on-sky pixel "
-        "scale and position angle (fit.json on_sky); without lab data the instrument's own "
+        "scale and position angle over its stars (fit.json on_sky) and its residuals after the stars' "
+        "fitted catalogue errors and against the catalogue (fit.json sky_residuals); without lab data the instrument's own "
         "pixel scale and the map 1-sigma in mas are not measured, and said so. "
         "Writes, per filter, into <fit.output>/<filter>/: posterior.h5 (emcee chain and exact "
         "draws of the linear parameters), summary.ecsv (every parameter's mean, sd, "

@@ -473,6 +473,16 @@ class FocalPlanePositions:
         return t
 
 
+def _at_epoch(catalog, t, missing_pm, pm_dispersion) -> CatalogAtEpoch:
+    """The catalogue at the exposure's time ``t``: propagated, or checked to be there already."""
+    if isinstance(catalog, CatalogAtEpoch):
+        if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
+            raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure "
+                                  f"at {t.tt.jyear:.4f}: propagate it to the exposure time")
+        return catalog
+    return propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+
+
 def _instrument_matrix(r_deg: float, parity: int) -> np.ndarray:
     r = np.radians(r_deg)
     c, s = np.cos(r), np.sin(r)
@@ -538,13 +548,7 @@ def apparent_positions(catalog, *, time, pointing, wavelength=None, position_ang
         raise AstrometryError(str(exc).replace("centre", "pointing")) from None
 
     with earth.orientation():
-        if isinstance(catalog, CatalogAtEpoch):
-            if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
-                raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure "
-                                      f"at {t.tt.jyear:.4f}: propagate it to the exposure time")
-            stars = catalog
-        else:
-            stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+        stars = _at_epoch(catalog, t, missing_pm, pm_dispersion)
         horizon_meta = None
         if horizon is not None:
             z_h, q_h = (_angle_deg(v, name) for v, name in zip(horizon, ("zenith distance", "parallactic angle")))
@@ -956,13 +960,7 @@ def _space_positions(catalog, t, pointing, site, position_angle, rotator_angle, 
         c0 = _as_center(pointing)
     except CatalogError as exc:
         raise AstrometryError(str(exc).replace("centre", "pointing")) from None
-    if isinstance(catalog, CatalogAtEpoch):
-        if abs(float(catalog.epoch.tt.jyear) - float(t.tt.jyear)) > 1.0 / 365.25:
-            raise AstrometryError(f"the propagated catalogue is at {catalog.epoch.tt.jyear:.4f}, the exposure "
-                                  f"at {t.tt.jyear:.4f}: propagate it to the exposure time")
-        stars = catalog
-    else:
-        stars = propagate(catalog, t, missing_pm=missing_pm, pm_dispersion=pm_dispersion)
+    stars = _at_epoch(catalog, t, missing_pm, pm_dispersion)
     ab = resolve_aberration(aberration, t, c0)
     geo = space_geometry(stars.ra, stars.dec, c0, theta, parity, ab)
     n = len(stars)
