@@ -15,13 +15,14 @@ memory) on a small thread pool (numpy releases the GIL).
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field as dc_field
-from functools import cached_property
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..errors import FieldError
 from . import basis
@@ -32,6 +33,11 @@ CHUNK = 1 << 15
 #: Jacobian, 46 rows of BLOCK doubles, 3 MB) stay in the CPU's L2/L3 cache, and numpy's
 #: per-call overhead is spread over many points
 BLOCK = 1 << 13
+#: the block's matrix product always has a multiple of this many columns (short inputs
+#: are padded): BLAS computes the columns of a partial tile, or of a very narrow product,
+#: by other kernels whose rounding differs; with whole tiles, and BLAS on one thread, a
+#: point's result does not depend on which or how many points are evaluated with it
+WIDTH_STEP = 16
 
 
 def _as_domain(domain):
@@ -46,6 +52,16 @@ def _as_domain(domain):
 
 def _threads():
     return max(1, min(2, os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """Context limiting BLAS to one thread (the controller is built once: ~0.1 ms a use)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True, eq=False)
@@ -208,7 +224,7 @@ class DistortionField:
         and ``jac[..., 1, :] = (dv/dx, dv/dy)``, in output unit per input unit."""
         return self._evaluate(x, y, jacobian=True)
 
-    @cached_property
+    @functools.cached_property
     def _power_series(self):
         """Power-series coefficients in the normalised ``(t, s)``: ``(u, v, du/dt, dv/dt)``,
         each ``(n+1, n+1)`` indexed ``[p, q]`` for ``t**p s**q`` (read-only)."""
@@ -241,7 +257,7 @@ class DistortionField:
         out = np.empty((6 if jacobian else 2, npts))
 
         def work(lo, hi):
-            m = min(BLOCK, hi - lo)
+            m = -(-min(BLOCK, hi - lo) // WIDTH_STEP) * WIDTH_STEP
             tt, ss = np.zeros(m), np.empty(m)
             powers = np.empty((n + 1, m))
             powers[0] = 1.0
@@ -271,21 +287,25 @@ class DistortionField:
                         dacc += acc[:2]
                     acc *= s
                     acc += q3[:, j]
+                if jacobian:
+                    acc[2:] /= hx
+                    dacc /= hy
 
         bounds = [(lo, min(lo + CHUNK, npts)) for lo in range(0, npts, CHUNK)] or [(0, 0)]
-        if len(bounds) > 2 and _threads() > 1:
-            # our threads split the points; BLAS threads inside them would only contend
-            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
-                list(pool.map(lambda b: work(*b), bounds))
-        else:
-            for b in bounds:
-                work(*b)
+        # BLAS on one thread: our threads split the points (BLAS threads inside them would
+        # only contend), and a product split among BLAS threads rounds its columns
+        # differently; tiny products run on one thread anyway
+        with _one_blas_thread() if npts > WIDTH_STEP else nullcontext():
+            if len(bounds) > 2 and _threads() > 1:
+                with ThreadPoolExecutor(_threads()) as pool:
+                    list(pool.map(lambda b: work(*b), bounds))
+            else:
+                for b in bounds:
+                    work(*b)
         u = out[0].reshape(shape)
         v = out[1].reshape(shape)
         if not jacobian:
             return u, v
-        out[2:4] /= hx
-        out[4:6] /= hy
         # out[2:6] = du/dx, dv/dx, du/dy, dv/dy -> jac[..., row(u, v), col(x, y)]
         jac = np.moveaxis(out[2:].reshape((2, 2) + shape), (0, 1), (-1, -2))
         return u, v, jac
