@@ -38,12 +38,16 @@ ratio rms_photutils / rms_astrocal (> 1: astrocal more accurate) with its 68 % i
 from a paired bootstrap over spots (the two fits see the same noise, so their errors
 are strongly correlated and the ratio is much better determined than either rms).
 
-With ``--epsf`` the ePSF route (the PSF unknown, built from the frames themselves):
-astrocal ``build_epsf`` (least-squares ePSF, spots fitted with it) against photutils
-``EPSFBuilder`` (``astrocal.lab.epsf.build_epsf_photutils``: ``extract_stars`` on the
-median-subtracted frames, oversampling 4, 10 iterations) followed by ``PSFPhotometry``
-with its ePSF as above (fit_shape = astrocal's ePSF stamp); time = build + fit for both
-(best of ``--epsf-repeat``), rms against the truth, mean offset (the ePSF's centre is a
+With ``--epsf`` the ePSF route (the PSF unknown, built from the frames themselves), at
+each of ``--epsf-snr``: astrocal ``build_epsf`` (least-squares ePSF, spots fitted with it)
+against photutils ``EPSFBuilder`` (``astrocal.lab.epsf.build_epsf_photutils``:
+``extract_stars`` on the median-subtracted frames, cut-outs of 5 FWHM, 10 iterations) with
+``oversampling=3, smoothing_kernel="quadratic"`` (``--epsf-oversampling``,
+``--epsf-kernel``): the best of a scan of its settings on these frames (photutils'
+defaults, oversampling 4 with the quartic kernel, scatter ~100 x the Cramer-Rao bound
+here; see docs/measurement.md), followed by ``PSFPhotometry`` with its ePSF as above
+(fit_shape = astrocal's ePSF stamp); time = build + fit for both (best of
+``--epsf-repeat``), rms against the truth, mean offset (the ePSF's centre is a
 convention) and rms about it, against the Cramer-Rao bound.  Also printed: photutils'
 ePSF fitted by astrocal's fitter (the builder's share of the error).
 
@@ -208,6 +212,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--epsf", action="store_true", help="also compare the ePSF routes")
     ap.add_argument("--epsf-frames", type=int, default=3)
+    ap.add_argument("--epsf-snr", type=float, nargs="+", default=[300.0, 3000.0])
+    ap.add_argument("--epsf-oversampling", type=int, default=3, help="photutils EPSFBuilder")
+    ap.add_argument("--epsf-kernel", default="quadratic",
+                    help="photutils EPSFBuilder smoothing_kernel ('quartic' is its default; "
+                         "'none' for no smoothing)")
     ap.add_argument("--epsf-repeat", type=int, default=1, help="ePSF timing: best of N, both")
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)
@@ -299,7 +308,7 @@ def main(argv=None):
               f"({1e3 * res['astrocal']['t']:.1f} ms/frame)")
 
     if args.epsf:
-        record["epsf"] = bench_epsf(psf, noise, args, rng)
+        record["epsf"] = [bench_epsf(psf, noise, args, rng, snr) for snr in args.epsf_snr]
     record["load_end"] = load()
     print(f"\nload average at the end {' '.join(map(str, record['load_end']))} (2 shared cores)")
     if args.out:
@@ -308,23 +317,25 @@ def main(argv=None):
     return 0
 
 
-def bench_epsf(psf, noise, args, rng):
-    snr = args.snr[-1]
+def bench_epsf(psf, noise, args, rng, snr):
     stamp = psf.default_stamp_size()
     flux = C.flux_for_snr(psf, snr, SKY, noise=noise, stamp_size=stamp)
     frames = make_frames(psf, flux, args.epsf_frames, args.spots, (args.size, args.size), rng)
     images = [f[0] for f in frames]
     guesses = [(f[3], f[4]) for f in frames]
+    kernel = None if args.epsf_kernel.lower() == "none" else args.epsf_kernel
     print(f"\nePSF route (the PSF unknown, built from {len(frames)} frames x {args.spots} spots), "
           f"SNR {snr:.0f}; time = build + fit of every spot, best of {args.epsf_repeat} for both; "
-          f"load average {' '.join(map(str, load()))}")
+          f"photutils EPSFBuilder(oversampling={args.epsf_oversampling}, smoothing_kernel="
+          f"{kernel!r}); load average {' '.join(map(str, load()))}")
 
     def ours():
         fit = E.build_epsf(images, guesses, noise=noise)
         return fit, [(r.x, r.y) for r in fit.results]
 
     def theirs(size):
-        pu = E.build_epsf_photutils(images, guesses)  # frame medians subtracted
+        pu = E.build_epsf_photutils(images, guesses, oversampling=args.epsf_oversampling,
+                                    smoothing_kernel=kernel)  # frame medians subtracted
         peer = PhotutilsPeer(image_psf(pu.table, pu.oversampling), size, psf.fwhm())
         return pu, [peer(im, gx, gy)[:2] for im, (gx, gy) in zip(images, guesses)]
 
@@ -335,7 +346,8 @@ def bench_epsf(psf, noise, args, rng):
     pos_x = [(r.x, r.y) for r in (C.fit_centroids(im, gx, gy, pu, noise=noise, stamp_size=size)
                                   for im, (gx, gy) in zip(images, guesses))]
     crb = crb_rms(psf, frames, flux, noise, size)
-    out = {"snr": snr, "crb_px": crb, "stamp_size": size, "methods": {}}
+    out = {"snr": snr, "crb_px": crb, "stamp_size": size, "methods": {},
+           "photutils_builder": {"oversampling": args.epsf_oversampling, "smoothing_kernel": kernel}}
     errs = {}
     for name, t, pos in (("astrocal build_epsf + fit", t_o, pos_o),
                          ("photutils EPSFBuilder + PSFPhotometry", t_p, pos_p),
