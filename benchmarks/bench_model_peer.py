@@ -36,8 +36,16 @@ the grid's pixels inside the data footprint. Target (issue 17): ours <= 1.0 of t
 peer's on the polynomial family (here) and <= 0.7 on fields outside it
 (``bench_foreign_coverage.py``, ``ratio_to_peer_q``).
 
+Cost (issue 21): both fits are timed the same way (wall and CPU time of the call, best of
+``--timing-repeats``, BLAS on ``--blas-threads`` for both) and the summary prints astrocal's
+cost as a multiple of the WLS peer's, and of the WLS peer choosing its degree by BIC among
+3-8 (``wls_bic``); ``--ours-degree auto`` lets astrocal choose its degree from the evidence
+as ``astrocal fit`` does by default.  Use ``--processes 1`` for the timings.
+
 Run:    python benchmarks/bench_model_peer.py --degrees 3 5 7 --seeds 5 --processes 2 \
             --out benchmarks/results/peer.json
+Cost:   python benchmarks/bench_model_peer.py --degrees 3 5 7 --seeds 3 --processes 1 \
+            --out benchmarks/results/peer_cost.json
 Quick:  python benchmarks/bench_model_peer.py --degrees 3 --seeds 1
 """
 from __future__ import annotations
