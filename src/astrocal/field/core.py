@@ -30,7 +30,7 @@ from . import basis
 #: points per chunk in evaluation (the unit of work of the thread pool)
 CHUNK = 1 << 15
 #: points per block within a chunk: the work arrays of a block (at degree 7 and with the
-#: Jacobian, 46 rows of BLOCK doubles, 3 MB) stay in the CPU's L2/L3 cache, and numpy's
+#: Jacobian, 42 rows of BLOCK doubles, 2.8 MB) stay in the CPU's L2/L3 cache, and numpy's
 #: per-call overhead is spread over many points
 BLOCK = 1 << 13
 #: the block's matrix product always has a multiple of this many columns (short inputs
