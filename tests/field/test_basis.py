@@ -279,3 +279,26 @@ def test_every_single_legendre_term_converts_exactly(degree):
         back = basis.monomial_to_legendre(m, (xc, yc), (hx, hy), origin)
         assert rel_err(basis.evaluate_monomial(m, x - origin[0], y - origin[1]), ref, ref) <= REL
         assert rel_err(legendre_eval(back, domain, x, y), ref, ref) <= REL
+
+
+@pytest.mark.parametrize("degree", [1, 2, 7, 12])
+def test_legendre_to_power_and_its_derivatives_match_numpy(degree):
+    """The power series of the field's evaluation (astrocal.field.core) against numpy's own
+    Legendre evaluation and differentiation: same polynomial to 1e-13 of its size on
+    [-1, 1], derivatives likewise; every conversion coefficient of P_i is a dyadic rational
+    (exact in floating point) up to degree 12."""
+    rng = np.random.default_rng(degree)
+    c = rng.normal(size=(degree + 1, degree + 1)) * basis.triangle_mask(degree)
+    a = basis.legendre_to_power(c)
+    t, s = rng.uniform(-1, 1, (2, 500))
+    ref = npleg.legval2d(t, s, c)
+    scale = np.abs(c).sum()
+    assert np.abs(np.polynomial.polynomial.polyval2d(t, s, a) - ref).max() <= 1e-13 * scale
+    for axis in (0, 1):
+        d = basis.power_derivative(a, axis)
+        dref = npleg.legval2d(t, s, npleg.legder(c, axis=axis))
+        assert np.abs(np.polynomial.polynomial.polyval2d(t, s, d) - dref).max() <= 1e-12 * scale * degree**2
+        np.testing.assert_array_equal(d, np.pad(np.polynomial.polynomial.polyder(a, axis=axis),
+                                                [(0, 1 - axis), (0, axis)]))
+    m = basis.legendre_to_power_matrix(degree)
+    assert np.all(m * 2.0**degree == np.round(m * 2.0**degree))

@@ -241,3 +241,23 @@ def test_bad_tables_rejected():
         P.PixelPSF(np.ones((4, 4)), 2)
     with pytest.raises(ValueError):
         P.PixelPSF(np.full((5, 5), np.nan), 2)
+
+
+def test_photutils_image_psf_of_the_table_is_the_same_psf(lab_psf):
+    """The table convention the centroid benchmark relies on (its photutils peer fits an
+    ``ImagePSF`` of ``PixelPSF.table``): photutils' own interpolation of the table, placed
+    at a source position, gives the same pixel values as ``PixelPSF.stamps``.  Both are the
+    cubic interpolating spline of the table (they differ only in their boundary
+    conditions, whose influence has died out far inside the table): equal to rounding,
+    whereas moving the source by 0.01 px changes the values by ~4e-3 of the peak."""
+    from photutils.psf import ImagePSF
+
+    rng = np.random.default_rng(12)
+    image_psf = ImagePSF(lab_psf.table, oversampling=lab_psf.oversampling)
+    peak = lab_psf.table.max()
+    yy, xx = np.mgrid[14:29, 13:28]
+    for x, y in rng.uniform(20.0, 21.0, (5, 2)):
+        ours = lab_psf.stamps(np.array([x]), np.array([y]), np.array([13]), np.array([14]), 15)[0]
+        theirs = image_psf.evaluate(xx, yy, 1.0, x, y)
+        assert np.abs(theirs - ours).max() <= 1e-12 * peak
+        assert np.abs(image_psf.evaluate(xx, yy, 1.0, x + 0.01, y) - ours).max() > 1e-3 * peak

@@ -159,6 +159,33 @@ def legendre_to_power_matrix(degree):
     return np.array(_legendre_to_power_exact(degree), dtype=float)
 
 
+def legendre_to_power(c):
+    """2-D Legendre coefficients -> power-series coefficients in the same variables.
+
+    ``c[i, j]`` multiplies ``P_i(t) P_j(s)``; the result ``a[p, q]`` multiplies
+    ``t**p s**q``.  The conversion matrix is exact (the power coefficients of ``P_i`` are
+    dyadic rationals, exactly representable up to :data:`MAX_DEGREE`), so only the
+    products' sums are rounded.
+    """
+    c = np.asarray(c, dtype=float)
+    a = legendre_to_power_matrix(c.shape[-1] - 1)
+    return a @ c @ a.T
+
+
+def power_derivative(a, axis):
+    """Power-series coefficients of the derivative of a 2-D series along ``axis`` (0: t,
+    1: s); same square shape, the highest row or column becomes zero.  Exact (integer
+    factors) up to one rounding per coefficient."""
+    a = np.asarray(a, dtype=float)
+    k = np.arange(1, a.shape[axis])
+    out = np.zeros_like(a)
+    if axis == 0:
+        out[:-1] = a[1:] * k[:, None]
+    else:
+        out[:, :-1] = a[:, 1:] * k[None, :]
+    return out
+
+
 def power_to_legendre_matrix(degree):
     """``B = A**-1``: ``t**a = sum_i B[i, a] P_i(t)``."""
     return np.array(_power_to_legendre_exact(degree), dtype=float)

@@ -30,13 +30,15 @@ least-squares ePSF of the data and is unbiased whatever the sub-pixel phases.
 Why not photutils' EPSFBuilder
 ------------------------------
 :func:`build_epsf_photutils` wraps ``photutils.psf.EPSFBuilder`` (photutils 3.0) for
-comparison.  On simulated ELT/METIS L-band pinhole frames (3 x 100 spots, SNR 1000 to
-3000) it took 10-35 s and the positions fitted with its ePSF scattered 7 to 100 times
-the Cramér-Rao bound (0.01-0.05 px, not a global offset): it drops every residual sample
-onto the *nearest* node of the oversampled grid (a +-1/(2 oversampling) px quantisation)
-and then smooths, which leaves sub-pixel-phase-dependent errors.  The least-squares
-builder here takes 1-2 s and reaches the bound within ~10 %.  See
-``docs/measurement.md``.
+comparison (``benchmarks/bench_centroid.py --epsf``).  On simulated ELT/METIS L-band
+pinhole frames (3 x 100 spots, SNR 3000) the positions fitted with its ePSF scatter ~100
+times the Cramér-Rao bound with its default settings (oversampling 4, quartic smoothing
+kernel; 65-240 x with other oversamplings and kernels: it drops every residual sample on
+the *nearest* node of the oversampled grid and smooths, which leaves sub-pixel-phase
+errors), but reach the bound (1.03-1.04 x at SNR 300 and 3000) with ``oversampling=3,
+smoothing_kernel="quadratic"``.  Built that way and fitted with ``PSFPhotometry`` it took
+14-20 s against 1.5-3 s for the least-squares builder here (also at the bound), which
+needs no such tuning.  See ``docs/measurement.md``.
 """
 from __future__ import annotations
 
@@ -366,9 +368,11 @@ def build_epsf_photutils(images, positions, *, background=None, oversampling=4,
                          size=None, maxiters=10, **builder_kwargs):
     """ePSF from ``photutils.psf.EPSFBuilder`` (photutils >= 3.0), as a :class:`PixelPSF`.
 
-    Kept for comparison (see the module docstring: slow and sub-pixel-phase biased on
-    our data).  ``background``: per-frame level (ADU/px) subtracted before extraction
-    (default: the median of each frame).  ``size``: cut-out size (odd, px).
+    Kept for comparison (see the module docstring: slower, and far from the bound on our
+    data with its default settings).  ``background``: per-frame level (ADU/px) subtracted
+    before extraction (default: the median of each frame).  ``size``: cut-out size (odd,
+    px); default 5 FWHM.  ``builder_kwargs`` go to ``EPSFBuilder`` (e.g.
+    ``smoothing_kernel``).
     """
     from astropy.nddata import NDData
     from astropy.table import Table
