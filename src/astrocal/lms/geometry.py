@@ -87,15 +87,24 @@ class LmsGeometry:
             NominalMap(s, self.truth)          # validates truth
 
     def with_params(self, params) -> "LmsGeometry":
-        """The same model with other deviation values."""
-        return LmsGeometry(self.layout, params, self.truth)
+        """The same model with other deviation values (sharing the cached optical model)."""
+        out = LmsGeometry(self.layout, params, self.truth)
+        object.__setattr__(out, "_nominal_maps", self._nominal_maps)
+        return out
 
     @cached_property
     def mosaic(self):
         return load_mosaic()
 
+    @cached_property
+    def _nominal_maps(self) -> tuple:
+        """One :class:`NominalMap` per setting, built once (its wavelength range and centre
+        lines are cached on it)."""
+        return tuple(NominalMap(s, self.truth) for s in self.layout.settings)
+
     def nominal(self, setting) -> NominalMap:
-        return NominalMap(self.layout.settings[self.layout.setting_index(setting)], self.truth)
+        """The optical model of a setting (the same object on every call)."""
+        return self._nominal_maps[self.layout.setting_index(setting)]
 
     def wavelength_range(self, setting) -> tuple[float, float]:
         """The setting's wavelength range [um] (:attr:`NominalMap.wavelength_range`)."""
