@@ -1145,7 +1145,7 @@ def load_campaign(path, missing_exposures="error"):
     lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
     sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
     if not lab and not sky and lms is None:
-        raise CampaignError(f"{path}: the campaign has no [[lab]], no [[sky]] and no [lms] dataset")
+        raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset (and no [lms])")
     _refuse_repeated_files(ctx, (("lab", lab), ("sky", sky)))
     names = [d.name for d in lab + sky] + ([lms.name] if lms else [])
     if len(set(names)) != len(names):
