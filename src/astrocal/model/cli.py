@@ -660,6 +660,14 @@ def _nonlinear_sigma_text(fit):
 
 def run(args):
     campaign = load_campaign(args.campaign)
+    if campaign.lms is not None:  # the LMS data set: its own model (astrocal.lms.fit)
+        from ..lms.fit_campaign import describe_lms_fit, fit_lms_campaign
+
+        lms_fit, lms_out = fit_lms_campaign(campaign, steps=args.steps, walkers=args.walkers, seed=args.seed,
+                                            resume=args.resume, overwrite=args.overwrite)
+        print("\n".join(describe_lms_fit(lms_fit, lms_out)))
+        if not campaign.lab and not campaign.sky:
+            return 0
     results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
                            seed=args.seed, hole_errors=not args.no_hole_errors,
                            resume=args.resume, overwrite=args.overwrite, processes=args.processes)
