@@ -251,26 +251,33 @@ class CollapsedLms:
             out[ok] = self._log_evidence(phi[ok])
         return out
 
-    def _log_evidence(self, phi):
-        tau2 = np.exp(2 * phi[:, 0])                       # (W,)
-        w = np.exp(-2 * phi[:, 1:])                        # (W, G) = 1 / s_g^2
-        B = np.einsum("wg,gskl->wskl", w, self.FB)
-        K = B.shape[-1]
-        B = B + (np.eye(K)[None, None] / tau2[:, None, None, None])
+    def _blocks(self, phi):
+        """The posterior precision of the linear parameters in block-arrow form, for rows of phi:
+        ``B`` (W, S, K, K) the slice blocks, ``C`` (W, S, K, Q) slice x shared, ``E`` (W, Q, Q)
+        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2, tau^2 (W,)."""
+        tau2 = np.exp(2 * phi[:, 0])
+        w = np.exp(-2 * phi[:, 1:])
+        K = self.FB.shape[-1]
+        B = np.einsum("wg,gskl->wskl", w, self.FB) + np.eye(K)[None, None] / tau2[:, None, None, None]
         C = np.einsum("wg,gskq->wskq", w, self.FC)
         E = np.einsum("wg,gpq->wpq", w, self.FE) + np.diag(1.0 / self.sigma_global**2)[None]
-        bB = np.einsum("wg,gsk->wsk", w, self.bB)
-        bE = np.einsum("wg,gq->wq", w, self.bE)
-        try:
-            LB = np.linalg.cholesky(B)
-        except np.linalg.LinAlgError:
-            return np.full(len(phi), -np.inf)
+        return B, C, E, np.einsum("wg,gsk->wsk", w, self.bB), np.einsum("wg,gq->wq", w, self.bE), w, tau2
+
+    @staticmethod
+    def _schur(B, C, E, bB, bE):
+        """Cholesky factors of B and of the Schur complement S = E - C^T B^-1 C, with
+        ``B^-1 C``, ``B^-1 bB`` and ``bS = bE - C^T B^-1 bB``; raises LinAlgError."""
+        LB = np.linalg.cholesky(B)
         X = np.linalg.solve(B, C)                          # (W, S, K, Q)
         xb = np.linalg.solve(B, bB[..., None])[..., 0]     # (W, S, K)
         S = E - np.einsum("wskp,wskq->wpq", C, X)
         bS = bE - np.einsum("wskq,wsk->wq", C, xb)
+        return LB, X, xb, np.linalg.cholesky(S), bS
+
+    def _log_evidence(self, phi):
+        B, C, E, bB, bE, w, tau2 = self._blocks(phi)
         try:
-            LS = np.linalg.cholesky(S)
+            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
         except np.linalg.LinAlgError:
             return np.full(len(phi), -np.inf)
         z = np.linalg.solve(LS, bS[..., None])[..., 0]
@@ -294,17 +301,32 @@ class CollapsedLms:
         M, b = self.precision(phi)
         return np.linalg.solve(M, b)
 
-    def draw(self, phi_samples, rng, per_phi=1):
-        """Exact draws of the linear parameters: ``per_phi`` for each row of ``phi_samples``."""
-        out = []
-        for phi in np.atleast_2d(phi_samples):
-            M, b = self.precision(phi)
-            L = np.linalg.cholesky(M)
-            mean = np.linalg.solve(M, b)
-            z = rng.standard_normal((self.n_theta, per_phi))
-            from scipy.linalg import solve_triangular
-            out.append(mean[:, None] + solve_triangular(L.T, z, lower=False))
-        return np.concatenate(out, axis=1).T
+    def draw(self, phi_samples, rng, per_phi=1, batch=16):
+        """Exact draws of the linear parameters: ``per_phi`` for each row of ``phi_samples``
+        (consecutive), shape (n x per_phi, T). The shared block is drawn from its marginal
+        (precision: the Schur complement), then each slice block given it."""
+        phi_samples = np.atleast_2d(phi_samples)
+        out = np.empty((len(phi_samples) * per_phi, self.n_theta))
+        sl, gl = self.slice_index, self.global_index
+        for a in range(0, len(phi_samples), batch):
+            B, C, E, bB, bE, _, _ = self._blocks(phi_samples[a:a + batch])
+            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
+            W = len(B)
+            B, C, LB, LS = (np.repeat(v, per_phi, axis=0) for v in (B, C, LB, LS))
+            bB, bS = np.repeat(bB, per_phi, axis=0), np.repeat(bS, per_phi, axis=0)
+            S = LS @ np.swapaxes(LS, -1, -2)
+            mu_g = np.linalg.solve(S, bS[..., None])[..., 0]
+            zg = rng.standard_normal(mu_g.shape)
+            g = mu_g + np.linalg.solve(np.swapaxes(LS, -1, -2), zg[..., None])[..., 0]      # L^-T z
+            mean_b = np.linalg.solve(B, (bB - np.einsum("wskq,wq->wsk", C, g))[..., None])[..., 0]
+            zb = rng.standard_normal(mean_b.shape)
+            b = mean_b + np.linalg.solve(np.swapaxes(LB, -1, -2), zb[..., None])[..., 0]
+            rows = slice(a * per_phi, (a + W) * per_phi)
+            blk = out[rows]
+            blk[:, gl] = g
+            blk[:, sl.ravel()] = b.reshape(len(b), -1)
+            out[rows] = blk
+        return out
 
 
 @dataclass
