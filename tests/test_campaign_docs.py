@@ -52,6 +52,10 @@ def referenced_files(data):
         files += [ds[k] for k in ("catalog", "background", "flat") if k in ds]
         files += [e["file"] for e in ds.get("exposures", []) if isinstance(e, dict) and "file" in e]
     files += [data.get("earth", {})[k] for k in ("iers_file", "leap_second_file") if k in data.get("earth", {})]
+    lms = data.get("lms", {})
+    files += [lms["mask"]] if "mask" in lms else []
+    for f in lms.get("frames", []):
+        files += [f[k] for k in ("file", "background") if k in f]
     return files
 
 

@@ -1516,7 +1516,9 @@ def register(subparsers):
         "each image are detected and fitted with an AO-star PSF (or read from a star list), "
         "matched to the catalogue's apparent positions for the exposure (time, pointing, "
         "weather from the campaign, else the FITS header, else the site's defaults) and written "
-        "as one sky table per exposure. The exit status is 1 if a frame failed (the others are "
+        "as one sky table per exposure. For an [lms] data set: every LMS frame is background-"
+        "subtracted and its laser spots (with their covariance), pinhole traces or slice edges "
+        "measured into one table per frame (docs/lms.md). The exit status is 1 if a frame failed (the others are "
         "measured and written).",
     )
     p.add_argument("campaign", help="campaign file (TOML)")
