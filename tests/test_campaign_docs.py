@@ -53,6 +53,10 @@ def referenced_files(data):
         files += [e[k] for e in ds.get("exposures", []) if isinstance(e, dict) for k in ("file", "header")
                   if k in e]
     files += [data.get("earth", {})[k] for k in ("iers_file", "leap_second_file") if k in data.get("earth", {})]
+    lms = data.get("lms", {})
+    files += [lms["mask"]] if "mask" in lms else []
+    for f in lms.get("frames", []):
+        files += [f[k] for k in ("file", "background") if k in f]
     return files
 
 

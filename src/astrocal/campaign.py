@@ -154,6 +154,64 @@ class SkyDataset:
     strehl: Optional[float] = None
 
 
+LMS_FRAME_KINDS = ("laser", "grid", "slices", "background")
+"""Kinds of LMS frames: WCU grid lit by the lasers, by the black body, mask open (lit slices), background."""
+
+
+@dataclass(frozen=True)
+class LmsFrameSpec:
+    """One ``[[lms.frames]]`` entry: a raw LMS frame (FITS, ``DET1.DATA`` .. ``DET4.DATA``).
+
+    ``kind``: one of :data:`LMS_FRAME_KINDS`; ``lam_c_um``: the central wavelength of its
+    echelle setting [um] (one of ``[[lms.settings]]``); ``offset_arcsec``: the commanded
+    chopper offset (field frame: along, across the slices) [arcsec], given for ``laser`` and
+    ``grid`` frames; ``lines_um``: the laser lines lit [um] (``laser`` frames);
+    ``background``: the background frame subtracted (same setting and DIT) or None.
+    """
+
+    file: Path
+    kind: str
+    lam_c_um: float
+    offset_arcsec: Optional[tuple] = None
+    lines_um: tuple = ()
+    background: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class LmsDataset:
+    """``[lms]``: a calibration data set of the LM integral-field spectrograph.
+
+    ``mask``: the WCU mask table; ``mask_scale_mm_per_arcsec``: its plate scale;
+    ``orientation``: the mask relative to the slicer (:class:`astrocal.lms.FieldOrientation`);
+    ``truth_direction``: the optical model's exact direction (``"forward"``/``"inverse"``);
+    ``degree``: of the per-slice corrections; ``reference_detector``: the chip without
+    placement parameters (1..4, or None); ``offset_sigma_mas``: the chopper offsets' accuracy
+    per axis [mas]; ``across_px_per_mas``: how far along the dispersion a laser spot moves
+    per mas of hole offset across the slice [px/mas] (the fit's prior on that shift per
+    exposure); ``gain_e_per_adu``, ``read_noise_e``: used where a frame's header lacks them;
+    ``settings``: the :class:`~astrocal.lms.EchelleSetting` s in parameter order; ``frames``:
+    :class:`LmsFrameSpec` s.
+    """
+
+    name: str
+    mask: Path
+    mask_scale_mm_per_arcsec: float
+    orientation: object
+    truth_direction: str
+    degree: int
+    reference_detector: Optional[int]
+    offset_sigma_mas: float
+    across_px_per_mas: float
+    settings: tuple
+    frames: tuple
+    gain_e_per_adu: Optional[float] = None
+    read_noise_e: Optional[float] = None
+
+    def frames_of(self, kind):
+        """The frames of one kind, in campaign order."""
+        return tuple(f for f in self.frames if f.kind == kind)
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """``[measure]``: where measured tables and reduced images go, and how."""
@@ -235,7 +293,7 @@ class Campaign:
     ``lab``, ``sky``: tuples of :class:`LabDataset` and :class:`SkyDataset` (paths resolved
     against the file's directory); ``measure``: :class:`MeasureSettings`; ``fit``:
     :class:`FitSettings`; ``sha256``: hash of the file's bytes (recorded in every product);
-    ``earth``: :class:`EarthSettings`.
+    ``earth``: :class:`EarthSettings`; ``lms``: :class:`LmsDataset` (``[lms]``) or None.
     """
 
     path: Path
@@ -246,6 +304,7 @@ class Campaign:
     fit: FitSettings
     sha256: str
     earth: EarthSettings = EarthSettings()
+    lms: Optional[LmsDataset] = None
 
     @property
     def directory(self):
@@ -275,8 +334,10 @@ class _Context:
         if not hits:
             return None
         if index and len(parts) > 1:
-            # for ``lab[1].mask``, find the mask key after the 2nd [[lab]] header
-            top = parts[0]
+            # for ``lab[1].mask``, find the mask key after the 2nd [[lab]] header (and for
+            # ``lms.frames[1].file`` after the 2nd [[lms.frames]] header)
+            top = dotted.split("[")[0]
+            inner = [p for p in re.split(r"[.\[\]]", dotted[len(top):]) if p and not p.isdigit()]
             headers = [i + 1 for i, line in enumerate(self.lines)
                        if re.match(rf"^\s*\[\[\s*{re.escape(top)}\s*\]\]", line)]
             k = int(index.group(1))
@@ -284,7 +345,7 @@ class _Context:
                 start = headers[k]
                 end = headers[k + 1] if k + 1 < len(headers) else len(self.lines) + 1
                 inside = [h for h in hits if start <= h < end]
-                if inside and len(parts) > 2:
+                if inside and len(inner) > 1:
                     # a key of a table inside the dataset (``sky[0].site.name``): on the line of
                     # ``site = { ... }`` or after a ``[sky.site]`` header, not the dataset's own ``name``
                     parent = re.escape(parts[-2])
@@ -431,7 +492,15 @@ FIELD_PRIORS = ("curved", "decay", "per_degree", "fixed")
 DEGREE_CHOICES = ("median", "best")
 RESIDUAL_CHOICES = ("none", "matern52", "auto")
 EARTH_KEYS = {"iers_file", "leap_second_file", "allow_download"}
-TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth"}
+TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth", "lms"}
+LMS_KEYS = {"name", "mask", "mask_scale_mm_per_arcsec", "orientation", "truth_direction", "degree",
+            "reference_detector", "offset_sigma_mas", "across_px_per_mas", "gain_e_per_adu", "read_noise_e",
+            "settings", "frames"}
+LMS_ORIENTATION_KEYS = {"angle_deg", "flip", "offset_arcsec"}
+LMS_SETTING_KEYS = {"lam_c_um", "order", "echelle_deg"}
+LMS_FRAME_KEYS = {"file", "kind", "lam_c_um", "offset_arcsec", "lines_um", "background"}
+#: the instrument of a campaign with [lms] and no [instrument] (the LMS's 8.2-mas pixels, 4 chips of 2048)
+LMS_INSTRUMENT = dict(name="METIS LMS", detector_shape=(2048, 2048), pixel_scale_mas=8.2)
 
 _PRESETS = {"metis img_lm": "metis-lm", "metis img_n": "metis-n", "metis-lm": "metis-lm",
             "metis-n": "metis-n"}
@@ -955,6 +1024,147 @@ def _earth(ctx, base, table):
     return EarthSettings(files["iers_file"], files["leap_second_file"], allow)
 
 
+def _lms_float(ctx, table, key, unit, prefix, default=None, positive=False):
+    if key not in table:
+        return default
+    v = _quantity(ctx, table[key], unit, f"{prefix}{key}")
+    if v < 0 or (positive and v == 0):
+        raise ctx.error(f"{prefix}{key}", f"must be {'> 0' if positive else '>= 0'}, got {v:g}")
+    return v
+
+
+def _lms_settings(ctx, items):
+    """``[[lms.settings]]``: central wavelengths, each checked against the order and echelle
+    angle given (the setting astrocal's optical model chooses for that wavelength)."""
+    from .lms import echelle_setting
+    from .lms.errors import EchelleSettingError
+
+    if not isinstance(items, list) or not items:
+        raise ctx.error("lms.settings", "expected one or more [[lms.settings]] tables (lam_c_um = ...)")
+    out = []
+    for k, item in enumerate(items):
+        prefix = f"lms.settings[{k}]."
+        if not isinstance(item, dict):
+            raise ctx.error(f"lms.settings[{k}]", f"expected a table, got {item!r}")
+        _check_keys(ctx, item, LMS_SETTING_KEYS, prefix)
+        lam = _quantity(ctx, _require(ctx, item, "lam_c_um", prefix), u.um, f"{prefix}lam_c_um")
+        try:
+            st = echelle_setting(lam)
+        except EchelleSettingError as exc:
+            raise ctx.error(f"{prefix}lam_c_um", str(exc)) from None
+        if "order" in item and _int(ctx, item["order"], f"{prefix}order") != st.order:
+            raise ctx.error(f"{prefix}order", f"central wavelength {lam} um is echelle order {st.order} in the "
+                                              f"optical model, not {item['order']}")
+        if "echelle_deg" in item:
+            ang = _quantity(ctx, item["echelle_deg"], u.deg, f"{prefix}echelle_deg")
+            if abs(ang - st.echelle_deg) > 1e-6:
+                raise ctx.error(f"{prefix}echelle_deg", f"central wavelength {lam} um has the echelle angle "
+                                                        f"{st.echelle_deg:.6f} deg in the optical model, not {ang}")
+        if any(o.lam_c_um == st.lam_c_um for o in out):
+            raise ctx.error(f"{prefix}lam_c_um", f"setting {lam} um listed twice")
+        out.append(st)
+    return tuple(out)
+
+
+def _lms_frames(ctx, base, items, settings, truth, keep_missing):
+    """``[[lms.frames]]``: files, kinds, settings, offsets, laser lines (inside the setting's
+    wavelength range), backgrounds."""
+    from .lms import NominalMap
+
+    if not isinstance(items, list) or not items:
+        raise ctx.error("lms.frames", "expected one or more [[lms.frames]] tables (file = ..., kind = ...)")
+    lams = [st.lam_c_um for st in settings]
+    out = []
+    for k, item in enumerate(items):
+        prefix = f"lms.frames[{k}]."
+        if not isinstance(item, dict):
+            raise ctx.error(f"lms.frames[{k}]", f"expected a table, got {item!r}")
+        _check_keys(ctx, item, LMS_FRAME_KEYS, prefix)
+        given = _require(ctx, item, "file", prefix)
+        if keep_missing:
+            if not isinstance(given, str) or not given:
+                raise ctx.error(f"{prefix}file", f"expected a path string, got {given!r}")
+            file = (base / given).resolve() if not Path(given).is_absolute() else Path(given)
+        else:
+            file = _existing(ctx, base, given, f"{prefix}file")
+        kind = _one_of(ctx, _require(ctx, item, "kind", prefix), f"{prefix}kind", LMS_FRAME_KINDS)
+        lam = _quantity(ctx, _require(ctx, item, "lam_c_um", prefix), u.um, f"{prefix}lam_c_um")
+        if lam not in lams:
+            raise ctx.error(f"{prefix}lam_c_um", f"{lam} um is not one of the [[lms.settings]] ({lams})")
+        offset = None
+        if kind in ("laser", "grid"):
+            offset = _pair(ctx, _require(ctx, item, "offset_arcsec", prefix), u.arcsec, f"{prefix}offset_arcsec")
+        elif "offset_arcsec" in item:
+            raise ctx.error(f"{prefix}offset_arcsec", f"a {kind} frame has no mask in the beam: no offset")
+        lines = ()
+        if kind == "laser":
+            raw = _require(ctx, item, "lines_um", prefix)
+            if not isinstance(raw, list) or not raw:
+                raise ctx.error(f"{prefix}lines_um", f"expected a list of laser lines [um], got {raw!r}")
+            lines = tuple(_quantity(ctx, v, u.um, f"{prefix}lines_um") for v in raw)
+            lo, hi = NominalMap(settings[lams.index(lam)], truth).wavelength_range
+            bad = [v for v in lines if not lo <= v <= hi]
+            if bad:
+                raise ctx.error(f"{prefix}lines_um", f"laser line(s) {bad} um outside the wavelength range "
+                                                     f"{lo:.4f}..{hi:.4f} um of the setting {lam} um")
+        elif "lines_um" in item:
+            raise ctx.error(f"{prefix}lines_um", f"only laser frames have laser lines, this is a {kind} frame")
+        background = None
+        if "background" in item:
+            if kind == "background":
+                raise ctx.error(f"{prefix}background", "a background frame has no background")
+            background = _existing(ctx, base, item["background"], f"{prefix}background")
+        out.append(LmsFrameSpec(file, kind, lam, offset, lines, background))
+    seen = {}
+    for k, f in enumerate(out):
+        first = seen.setdefault(Path(f.file).resolve(), k)
+        if first != k:
+            raise ctx.error(f"lms.frames[{k}].file", f"{f.file} is listed twice (also lms.frames[{first}]); "
+                                                     "list each frame once")
+    return tuple(out)
+
+
+def _lms(ctx, base, table, keep_missing=False):
+    """``[lms]``: the LMS data set (see :class:`LmsDataset`, docs/campaign.md)."""
+    from .lms import FieldOrientation
+
+    if not isinstance(table, dict):
+        raise ctx.error("lms", "must be a table [lms]")
+    _check_keys(ctx, table, LMS_KEYS, "lms.")
+    name = _path_name(ctx, table.get("name", "lms"), "lms.name")
+    mask = _existing(ctx, base, _require(ctx, table, "mask", "lms."), "lms.mask")
+    scale = _lms_float(ctx, table, "mask_scale_mm_per_arcsec", u.mm / u.arcsec, "lms.", 3.319, positive=True)
+    o = table.get("orientation", {})
+    if not isinstance(o, dict):
+        raise ctx.error("lms.orientation", "expected a table { angle_deg = ..., flip = ..., offset_arcsec = [..] }")
+    _check_keys(ctx, o, LMS_ORIENTATION_KEYS, "lms.orientation.")
+    flip = o.get("flip", False)
+    if not isinstance(flip, bool):
+        raise ctx.error("lms.orientation.flip", f"expected true or false, got {flip!r}")
+    angle = _quantity(ctx, o["angle_deg"], u.deg, "lms.orientation.angle_deg") if "angle_deg" in o else 0.0
+    off = _pair(ctx, o["offset_arcsec"], u.arcsec, "lms.orientation.offset_arcsec") if "offset_arcsec" in o \
+        else (0.0, 0.0)
+    truth = _one_of(ctx, table.get("truth_direction", "forward"), "lms.truth_direction", ("forward", "inverse"))
+    degree = _int(ctx, table.get("degree", 2), "lms.degree", minimum=0)
+    if degree > 5:
+        raise ctx.error("lms.degree", f"must be 0..5, got {degree}")
+    ref = table.get("reference_detector", 1)
+    if ref == "none":
+        ref = None
+    elif isinstance(ref, bool) or ref not in (1, 2, 3, 4):
+        raise ctx.error("lms.reference_detector", f"must be 1..4 or \"none\", got {ref!r}")
+    sigma = _lms_float(ctx, table, "offset_sigma_mas", u.mas, "lms.", 1.0)
+    across = _lms_float(ctx, table, "across_px_per_mas", u.pix / u.mas, "lms.", 0.05)
+    gain = _lms_float(ctx, table, "gain_e_per_adu", u.electron / u.adu, "lms.", positive=True)
+    ron = _lms_float(ctx, table, "read_noise_e", u.electron, "lms.")
+    settings = _lms_settings(ctx, _require(ctx, table, "settings", "lms."))
+    frames = _lms_frames(ctx, base, _require(ctx, table, "frames", "lms."), settings, truth, keep_missing)
+    if not any(f.kind == "laser" for f in frames):
+        raise ctx.error("lms.frames", "no laser frame: the LMS fit needs laser spots (kind = \"laser\")")
+    return LmsDataset(name, mask, scale, FieldOrientation(angle, flip, off), truth, degree, ref, sigma, across,
+                      settings, frames, gain, ron)
+
+
 def load_campaign(path, missing_exposures="error"):
     """Read and validate a campaign TOML file; returns a :class:`Campaign`.
 
@@ -975,16 +1185,23 @@ def load_campaign(path, missing_exposures="error"):
     ctx = _Context(path, text)
     base = path.parent
     _check_keys(ctx, data, TOP_KEYS, "")
-    instrument = _instrument(ctx, _require(ctx, data, "instrument", ""), needs_mask=bool(data.get("lab")))
+    lms = _lms(ctx, base, data["lms"], keep_missing=missing_exposures == "keep") if "lms" in data else None
+    if "instrument" in data or lms is None:
+        instrument = _instrument(ctx, _require(ctx, data, "instrument", ""), needs_mask=bool(data.get("lab")))
+    else:  # an LMS campaign: the imager's [instrument] is needed only with [[lab]] or [[sky]] datasets
+        if data.get("lab") or data.get("sky"):
+            raise ctx.error("instrument", "missing required key: the [[lab]] and [[sky]] datasets need the "
+                                          "imager's [instrument]")
+        instrument = InstrumentSpec(**LMS_INSTRUMENT, mask_scale_mm_per_arcsec=lms.mask_scale_mm_per_arcsec)
     lab = _lab(ctx, base, data.get("lab", []), keep_missing=missing_exposures == "keep")
     sky = _sky(ctx, base, data.get("sky", []), keep_missing=missing_exposures == "keep")
-    if not lab and not sky:
-        raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset")
+    if not lab and not sky and lms is None:
+        raise CampaignError(f"{path}: the campaign has no [[lab]] and no [[sky]] dataset (and no [lms])")
     _refuse_repeated_files(ctx, (("lab", lab), ("sky", sky)))
-    names = [d.name for d in lab + sky]
+    names = [d.name for d in lab + sky] + ([lms.name] if lms else [])
     if len(set(names)) != len(names):
         raise CampaignError(f"{path}: dataset names must be distinct, got {names}")
     measure = _measure(ctx, base, data.get("measure", {}))
     fit = _fit(ctx, base, data.get("fit", {}), instrument)
     earth = _earth(ctx, base, data.get("earth", {}))
-    return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest(), earth)
+    return Campaign(path, instrument, lab, sky, measure, fit, hashlib.sha256(raw).hexdigest(), earth, lms)

@@ -55,7 +55,8 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.lms.errors.LmsFrameError`, :class:`astrocal.lms.errors.MissingDetectorError`,
     :class:`astrocal.lms.errors.FrameMismatchError`,
     :class:`astrocal.lms.errors.LineOutsideSettingError`,
-    :class:`astrocal.lms.errors.LineNotFoundError`
+    :class:`astrocal.lms.errors.LineNotFoundError`; the LMS fit's input:
+    :class:`astrocal.lms.fit_campaign.LmsFitInputError` [ValueError]
   * the simulator (``astrocal simulate``, ``astrocal demo``):
     :class:`astrocal.errors.SimulationOptionError` [ValueError]
   * exchange formats (``astrocal convert``): :class:`astrocal.formats.convert.ConversionError`,

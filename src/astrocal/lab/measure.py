@@ -1433,6 +1433,13 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
         results += measure_sky_datasets(campaign, output=output, overwrite=overwrite, psf=mode,
                                         used_stems=stems, processes=processes)
 
+    # ---- [lms]: laser spots, pinhole traces and slice edges per frame (astrocal.lms.measure)
+    if campaign.lms is not None:
+        from ..lms.measure import measure_lms
+
+        results += measure_lms(campaign, output, overwrite=overwrite,
+                               used_stems=stems + [r["exposure"] for r in results])
+
     summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
                              processes)
     summary.meta["scatter_check"] = _plain(scatter)
@@ -1509,7 +1516,9 @@ def register(subparsers):
         "each image are detected and fitted with an AO-star PSF (or read from a star list), "
         "matched to the catalogue's apparent positions for the exposure (time, pointing, "
         "weather from the campaign, else the FITS header, else the site's defaults) and written "
-        "as one sky table per exposure. The exit status is 1 if a frame failed (the others are "
+        "as one sky table per exposure. For an [lms] data set: every LMS frame is background-"
+        "subtracted and its laser spots (with their covariance), pinhole traces or slice edges "
+        "measured into one table per frame (docs/lms.md). The exit status is 1 if a frame failed (the others are "
         "measured and written).",
     )
     p.add_argument("campaign", help="campaign file (TOML)")
@@ -1528,6 +1537,12 @@ def run(args):
         elif r["status"] == "saturated":
             print(f"SATURATED {r['exposure']}: {r['n_good']} good of {r['n_identified']} identified "
                   f"spots [{r['message']}]")
+        elif str(r["kind"]).startswith("lms_"):
+            what = {"lms_laser": "laser spots found", "lms_grid": "trace points found",
+                    "lms_slices": "edge points found"}.get(r["kind"])
+            print(f"ok     {r['exposure']}: " + (f"{r['n_identified']}/{r['n_detected']} {what}, {r['n_good']} "
+                                                 f"good, median sigma {r['median_sigma_px']:.2g} px"
+                                                 if what else r["message"]))
         else:
             extra = f"  [{r['message']}]" if r["message"] else ""
             print(f"ok     {r['exposure']}: {r['n_identified']}/{r['n_detected']} spots identified, "

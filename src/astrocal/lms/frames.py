@@ -99,8 +99,12 @@ class LmsFrame:
         return out
 
 
-def read_lms_frame(path) -> LmsFrame:
+def read_lms_frame(path, gain_e_per_adu=None, read_noise_e=None) -> LmsFrame:
     """Read a raw LMS frame.
+
+    ``gain_e_per_adu`` [e/ADU] and ``read_noise_e`` [e] are used for chips whose header lacks
+    ``ESO DET3 CHIP GAIN`` / ``RON`` (e.g. the campaign's ``[lms]`` values); without them such a
+    header is an error.
 
     Raises
     ------
@@ -134,8 +138,8 @@ def read_lms_frame(path) -> LmsFrame:
                 raise LmsFrameError(f"{src}: DET{d}.DATA has shape {hdu.data.shape}, expected {CHIP_SHAPE}")
             data[d - 1] = hdu.data
             h = hdu.header
-            gain[d - 1] = float(_key(h, "DET3 CHIP GAIN", f"{src}[DET{d}.DATA]"))
-            ron[d - 1] = float(_key(h, "DET3 CHIP RON", f"{src}[DET{d}.DATA]"))
+            gain[d - 1] = float(_key(h, "DET3 CHIP GAIN", f"{src}[DET{d}.DATA]", gain_e_per_adu))
+            ron[d - 1] = float(_key(h, "DET3 CHIP RON", f"{src}[DET{d}.DATA]", read_noise_e))
             well[d - 1] = float(_key(h, "DET3 CHIP FULLWELL", f"{src}[DET{d}.DATA]", np.inf, required=False))
             ref = _key(h, "DET3 CHIP REFPIX", f"{src}[DET{d}.DATA]", required=False)
             borders[d - 1] = [int(v) for v in str(ref).split()] if ref else REFERENCE_BORDERS[d]

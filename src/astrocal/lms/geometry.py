@@ -87,15 +87,24 @@ class LmsGeometry:
             NominalMap(s, self.truth)          # validates truth
 
     def with_params(self, params) -> "LmsGeometry":
-        """The same model with other deviation values."""
-        return LmsGeometry(self.layout, params, self.truth)
+        """The same model with other deviation values (sharing the cached optical model)."""
+        out = LmsGeometry(self.layout, params, self.truth)
+        object.__setattr__(out, "_nominal_maps", self._nominal_maps)
+        return out
 
     @cached_property
     def mosaic(self):
         return load_mosaic()
 
+    @cached_property
+    def _nominal_maps(self) -> tuple:
+        """One :class:`NominalMap` per setting, built once (its wavelength range and centre
+        lines are cached on it)."""
+        return tuple(NominalMap(s, self.truth) for s in self.layout.settings)
+
     def nominal(self, setting) -> NominalMap:
-        return NominalMap(self.layout.settings[self.layout.setting_index(setting)], self.truth)
+        """The optical model of a setting (the same object on every call)."""
+        return self._nominal_maps[self.layout.setting_index(setting)]
 
     def wavelength_range(self, setting) -> tuple[float, float]:
         """The setting's wavelength range [um] (:attr:`NominalMap.wavelength_range`)."""
@@ -180,6 +189,20 @@ class LmsGeometry:
             raise OffDetectorError(f"{int(np.sum(det == 0))} point(s) fall on no detector (gap or off the mosaic), "
                                    f"first index {k}: slice {s[k]}, xi {xi[k]}, lam {lam[k]}")
         return DetectorPoints(det, col, row)
+
+    def chip_position(self, slice_number, xi, lam, setting, det):
+        """(col, row) on given chips, with no bounds check, and d(col, row)/d(xi, lam).
+
+        For points whose chip is known (a measured trace, a spot), also just off the chip or
+        the slice end; ``det`` (N,) chips 1..4. Returns ``col, row`` (N,) [px] and ``jac``
+        (N, 2, 2) [px/arcsec, px/um]. The placement's rotation is applied to the derivatives
+        only through the positions (its effect on them is below 1e-3 relative)."""
+        s, xi, lam = _flat(slice_number, xi, lam, dtypes=(np.asarray(slice_number).dtype, float, float))
+        s = check_slice_numbers(s)
+        e = self.layout.setting_index(setting)
+        fp_px, corr, jac, _, _ = self._parts(s, xi, lam, e)
+        col, row, _, _ = self._chip(fp_px, corr, np.broadcast_to(np.asarray(det, int), s.shape))
+        return col, row, jac
 
     def design_matrix(self, slice_number, xi, lam, setting=0, det=None) -> np.ndarray:
         """d(col, row) / d(params) at the given points, shape (N, 2, P).

@@ -443,7 +443,9 @@ def register(subparsers):
         "field beyond the polynomial ([fit] residual, chosen by the evidence by default) "
         "wcs_lookup_<filter>.fits (TAN-SIP plus distortion look-up tables) and, for METIS "
         "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords; manifest.json, written last, "
-        "marks the set complete. Exit status: 0 done; 1 an error of the input (nothing "
+        "marks the set complete. A campaign's [lms] data set (the LM integral-field spectrograph) is "
+        "fitted with its own model (docs/lms.md): <fit.output>/<lms name>/ gets posterior.h5, "
+        "lms_params.ecsv, lms_draws.fits, lms_residuals.ecsv, lms_fit.json and manifest.json. Exit status: 0 done; 1 an error of the input (nothing "
         "complete written); 3 done, but the data contradict the fit's assumptions (pixel scale "
         "far from nominal, residuals far above the centroid errors, poses far outside their "
         "priors): products written and marked QC CONSISTENT = F.",
@@ -704,6 +706,14 @@ def _nonlinear_sigma_text(fit):
 
 def run(args):
     campaign = load_campaign(args.campaign)
+    if campaign.lms is not None:  # the LMS data set: its own model (astrocal.lms.fit)
+        from ..lms.fit_campaign import describe_lms_fit, fit_lms_campaign
+
+        lms_fit, lms_out = fit_lms_campaign(campaign, steps=args.steps, walkers=args.walkers, seed=args.seed,
+                                            resume=args.resume, overwrite=args.overwrite)
+        print("\n".join(describe_lms_fit(lms_fit, lms_out)))
+        if not campaign.lab and not campaign.sky:
+            return 0
     results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
                            seed=args.seed, hole_errors=not args.no_hole_errors,
                            resume=args.resume, overwrite=args.overwrite, processes=args.processes)

@@ -3,7 +3,7 @@
 :func:`simulate_lms` writes the raw frames of the METIS LM integral-field spectrograph (LMS)
 that the distortion and wavelength templates take, with their known truth::
 
-    DIR/campaign.toml                     the campaign, proposed ``[lms]`` layout (docs/simulator.md)
+    DIR/campaign.toml                     the campaign, ``[lms]`` layout (docs/campaign.md)
     DIR/mask.ecsv                         copy of the WCU mask table
     DIR/raw/lms_laser_S_NN.fits           setting S, chopper offset NN: grid mask lit by the lasers
     DIR/raw/lms_grid_S_NN.fits            grid mask lit by the black body (continuum traces)
@@ -372,7 +372,7 @@ def _toml(v):
 def _campaign_toml(s, geometry, rows, seed):
     o = s.orientation
     lines = [f"# LMS campaign written by `astrocal simulate lms` (astrocal {__version__}, seed {seed}); truth in truth/",
-             "# [lms] is the proposed layout of LMS campaigns (docs/simulator.md, 'LMS'); campaign.py does not read it yet.",
+             "# [lms]: the LMS campaign layout (docs/campaign.md); astrocal measure and astrocal fit read it.",
              "", "[lms]",
              'mask = "mask.ecsv"',
              f"mask_scale_mm_per_arcsec = {3.319!r}",

@@ -1,0 +1,147 @@
+"""Benchmark: the LMS fit's recovered geometry and the coverage of its intervals, over N campaigns.
+
+For each of ``--campaigns`` campaigns (seeds from ``--first-seed``):
+
+* ``--level points`` (default, fast): the measured tables are drawn straight from a truth
+  geometry (:func:`astrocal.sim.lms_points.simulate_lms_points`: spots 0.015 px, traces
+  0.02 px, edges 0.004 px, 1-mas chopper errors, 0.035 px of spot shift along the dispersion
+  per mas across the slice) and fitted with :func:`astrocal.lms.fit.fit_lms`;
+* ``--level frames``: ``astrocal simulate lms`` writes the frames (noise, PSF, neighbours,
+  chopper errors), ``astrocal measure`` measures them and ``astrocal fit``'s LMS fit
+  (:func:`astrocal.lms.fit_campaign.fit_lms_campaign`) fits them, in a temporary directory.
+
+``--extra AMP`` adds to the points-level truth a smooth term that the model's polynomials do not
+hold: per slice ``(dcol, drow) = AMP * (a_s sin(3 pi w / 2 + phi_s), b_s sin(5 xi_n))`` with
+``a_s, b_s ~ N(0, 1)`` (``w`` the wavelength normalised over the setting, ``xi_n = xi / 0.4485``).
+
+The fitted geometry is compared with the truth at 60 random (xi, lam) per slice and setting
+(:func:`astrocal.sim.lms_points.compare_with_truth`): the rms error of (col, row) [px], over all
+slices and over the slices with laser spots, and the fraction of points whose truth lies in
+the central 68 / 95 % interval of the posterior draws. One JSON line per campaign goes to
+``--out`` (JSONL) as it finishes; the end prints the aggregates, each figure against its target
+(0.02 px rms; coverage 68 +- 3 / 95 +- 2 %) with the ratio.
+
+    python benchmarks/bench_lms_coverage.py --campaigns 20 --offsets 12 --across 6 --out results/lms_cov.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _extra(amp, seed, truth):
+    if not amp:
+        return None
+    rng = np.random.default_rng(10_000 + seed)
+    a, b, ph = rng.normal(size=29), rng.normal(size=29), rng.uniform(0, 2 * np.pi, 29)
+    lo, hi = truth.wavelength_range(0)
+
+    def f(s, xi, lam):
+        s = np.asarray(s)
+        w = (2 * np.asarray(lam) - (lo + hi)) / (hi - lo)
+        return amp * a[s] * np.sin(1.5 * np.pi * w + ph[s]), amp * b[s] * np.sin(5 * np.asarray(xi) / 0.4485)
+
+    return f
+
+
+def run_points(seed, args):
+    from astrocal.lms.fit import LmsFitSettings, fit_lms
+    from astrocal.sim.lms_points import compare_with_truth, simulate_lms_points
+    from astrocal.sim.lms_truth import draw_lms_geometry
+
+    truth = draw_lms_geometry(tuple(args.settings), np.random.default_rng(seed))
+    extra = _extra(args.extra, seed, truth)
+    c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
+                            max_across_slices=args.across, grid_all_offsets=True, extra_row_px=extra,
+                            lines_um=tuple(args.lines))
+    fit = fit_lms(c.data, truth.layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers,
+                                                                seed=seed, n_draws=args.draws,
+                                                                across_px_per_mas=args.fit_across))
+    lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
+    return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed, extra=extra), lit
+
+
+def run_frames(seed, args):
+    from astrocal.campaign import load_campaign
+    from astrocal.lab.measure import measure_campaign
+    from astrocal.lms.fit_campaign import fit_lms_campaign
+    from astrocal.sim.lms import LmsSimSettings, simulate_lms
+    from astrocal.sim.lms_points import compare_with_truth
+
+    with tempfile.TemporaryDirectory(prefix="bench_lms_") as tmp:
+        out = Path(tmp) / "camp"
+        sim = simulate_lms(out, LmsSimSettings(seed=seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
+                                               max_across_slices=args.across, grid_all_offsets=True,
+                                               qcl_lines_um=tuple(args.lines)))
+        report = measure_campaign(out / "campaign.toml")
+        if report.n_failed:
+            raise RuntimeError(f"seed {seed}: {report.n_failed} frame(s) failed to measure")
+        fit, _ = fit_lms_campaign(load_campaign(out / "campaign.toml"), steps=args.steps, walkers=args.walkers,
+                                  seed=seed, progress=False)
+        spots = fit.data["spots"]
+        lit = {e: np.unique(spots["slice"][(spots["setting"] == e) & (spots["flags"] == 0)])
+               for e in range(len(args.settings))}
+        return fit, compare_with_truth(fit, sim.geometry, n_per_slice=60, seed=seed), lit
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--campaigns", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--level", choices=("points", "frames"), default="points")
+    ap.add_argument("--settings", type=float, nargs="+", default=[4.73])
+    ap.add_argument("--lines", type=float, nargs="+", default=[4.70, 4.72, 4.74, 4.76])
+    ap.add_argument("--offsets", type=int, default=12, help="chopper offsets per setting (default 12)")
+    ap.add_argument("--across", type=int, default=6, help="largest offset across, in slices (default 6: all 28 slices)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--walkers", type=int, default=16)
+    ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--extra", type=float, default=0.0, help="amplitude [px] of a non-polynomial truth term (points)")
+    ap.add_argument("--fit-across", type=float, default=0.05,
+                    help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
+    ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
+    args = ap.parse_args(argv)
+    rows = []
+    for seed in range(args.first_seed, args.first_seed + args.campaigns):
+        t0 = time.perf_counter()
+        fit, r, lit = (run_points if args.level == "points" else run_frames)(seed, args)
+        m = np.zeros(len(r["slice"]), bool)
+        for e, sl in lit.items():
+            m |= (r["setting"] == e) & np.isin(r["slice"], sl)
+        row = {"seed": seed, "level": args.level, "extra": args.extra, "fit_across": args.fit_across, "seconds": time.perf_counter() - t0,
+               "rms": r["rms"].tolist(), "rms_lit": np.sqrt(np.mean(r["err"][m] ** 2, axis=0)).tolist(),
+               "sd_rms": np.sqrt(np.mean(r["sd"] ** 2, axis=0)).tolist(), "n_lit_slices": int(sum(map(len, lit.values()))),
+               "coverage68": r["coverage68"].tolist(), "coverage95": r["coverage95"].tolist(),
+               "z_rms": np.sqrt(np.mean((r["err"] / r["sd"]) ** 2, axis=0)).tolist(),
+               "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))),
+               "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+    n = len(rows)
+    arr = {k: np.array([r[k] for r in rows]) for k in ("rms", "rms_lit", "coverage68", "coverage95", "z_rms")}
+    print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
+          f"extra {args.extra} px, fit across_px_per_mas {args.fit_across})")
+    for ax, name in enumerate(("col", "row")):
+        rms = float(np.sqrt(np.mean(arr["rms"][:, ax] ** 2)))
+        lit = float(np.sqrt(np.mean(arr["rms_lit"][:, ax] ** 2)))
+        c68, c95 = arr["coverage68"][:, ax], arr["coverage95"][:, ax]
+        se68, se95 = c68.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan, c95.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+        print(f"{name}: rms error {rms:.4f} px (slices with laser spots {lit:.4f}) vs target 0.02 px: ratio "
+              f"{rms / 0.02:.2f} ({lit / 0.02:.2f}); coverage 68 %: {100 * c68.mean():.1f} +- {100 * se68:.1f} % "
+              f"(ratio to 68: {c68.mean() / 0.68:.3f}); 95 %: {100 * c95.mean():.1f} +- {100 * se95:.1f} % "
+              f"(ratio to 95: {c95.mean() / 0.95:.3f}); z rms {np.sqrt(np.mean(arr['z_rms'][:, ax] ** 2)):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""The LMS geometry fit: linear deviations integrated exactly, emcee over a few hyperparameters.
+
+The data (:mod:`astrocal.lms.measure`'s tables) are
+
+- **laser spots**: (col, row) with their 2 x 2 covariance, of a known (slice, xi, lam);
+- **pinhole traces**: the row of the centre line of a hole's trace (slice, xi) at a column;
+- **slice edges**: the row of a slice end (xi = +-0.4485") at a column.
+
+The model (:class:`~astrocal.lms.LmsGeometry`) is exactly linear in the deviation parameters
+``p``: ``(col, row) = nominal(s, xi, lam) + D(s, xi, lam) p``. Besides ``p`` every exposure with
+the mask in the beam has its chopper error along the slice, ``dxi`` [mas] (prior
+``offset_sigma_mas``), moving its spots and traces by ``d(col, row)/dxi``, and every laser
+exposure a shift of its spots along the dispersion, ``dcol`` [px] (prior
+``across_px_per_mas * offset_sigma_mas``: a hole off the slice centre moves its line; 1 mas
+~ 0.03-0.04 px). A trace or edge point is linear in ``p`` at the wavelength where the curve
+reaches its column; that wavelength is found with a reference geometry and the fit is
+re-linearised about its posterior mean (twice), leaving errors far below 1e-3 px.
+
+All these linear parameters ``theta`` have zero-mean Gaussian priors
+(:meth:`~astrocal.lms.DeviationLayout.prior_sigma`): the per-slice parts have width ``tau``, a
+hyperparameter. The measured covariances are multiplied by an error scale ``s_g**2`` per kind
+of data (spots, traces, edges), also hyperparameters. Given the hyperparameters ``phi = (log tau,
+log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | phi)`` exact
+(:class:`CollapsedLms`); emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
+``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
+one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
+Cholesky factorisations and one of the shared block.
+
+Units: px (0-based pixel centres on each chip), arcsec for xi (mas for the chopper errors), um.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from astropy.table import Table, vstack
+from scipy import optimize
+
+from .deviations import DeviationLayout, Hyperparameters
+from .geometry import LmsGeometry
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
+
+__all__ = ["GROUPS", "ExposureTerms", "Observations", "linearise", "CollapsedLms", "LmsFitSettings",
+           "LmsFit", "fit_lms", "usable"]
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("spots", "traces", "edges")
+"""The kinds of data, each with its own error scale."""
+TAU_BOUNDS_PX = (1e-3, 5.0)
+SCALE_BOUNDS = (0.1, 10.0)
+_XI_END = SLICE_HALF_LENGTH_ARCSEC
+
+
+def usable(table) -> np.ndarray:
+    """Rows of a spots/traces/edges table that enter the fit: no flag, finite position."""
+    ok = (np.asarray(table["flags"]) == 0) & np.isfinite(np.asarray(table["row"], float))
+    if "col" in table.colnames:
+        ok &= np.isfinite(np.asarray(table["col"], float))
+    return ok
+
+
+@dataclass(frozen=True)
+class ExposureTerms:
+    """The per-exposure linear parameters: ``names`` and, per exposure (by its stem), the
+    index of its ``dxi`` [mas] and ``dcol`` [px] parameter among them (-1: none)."""
+
+    stems: tuple
+    dxi: tuple
+    dcol: tuple
+    names: tuple
+
+    @classmethod
+    def build(cls, exposures):
+        """``exposures``: sequence of (stem, kind) with kind ``laser`` or ``grid``."""
+        names, dxi, dcol = [], [], []
+        for stem, kind in exposures:
+            dxi.append(len(names))
+            names.append(f"{stem}.dxi_mas")
+            if kind == "laser":
+                dcol.append(len(names))
+                names.append(f"{stem}.dcol_px")
+            else:
+                dcol.append(-1)
+        return cls(tuple(s for s, _ in exposures), tuple(dxi), tuple(dcol), tuple(names))
+
+    def prior_sigma(self, offset_sigma_mas, across_px_per_mas):
+        sig = np.empty(len(self.names))
+        sig[list(self.dxi)] = offset_sigma_mas
+        k = [i for i in self.dcol if i >= 0]
+        sig[k] = across_px_per_mas * offset_sigma_mas
+        return sig
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Whitened linearised data: per group ``A`` (n, T) and ``y`` (n,) with ``y = A theta + e``,
+    ``e ~ N(0, s_g^2 I)``; ``logdet`` the log-determinant of the stated covariance of the group;
+    ``rows`` per group the table row of each whitened row (spots: 2 per spot)."""
+
+    A: dict
+    y: dict
+    logdet: dict
+    rows: dict
+    n_theta: int
+
+
+def _whiten_spots(A, y, cov):
+    L = np.linalg.cholesky(cov)
+    Aw = np.linalg.solve(L, A)                          # (n, 2, T)
+    yw = np.linalg.solve(L, y[..., None])[..., 0]       # (n, 2)
+    return Aw.reshape(-1, A.shape[-1]), yw.ravel(), float(2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+
+
+def _lam_at_col(geometry, s, xi, setting, det, col, lam0, iterations=6):
+    """Wavelength at which the curve (s, xi) reaches column ``col`` on chip ``det`` (Newton)."""
+    lam = np.asarray(lam0, float).copy()
+    for _ in range(iterations):
+        c, r, jac = geometry.chip_position(s, xi, lam, setting, det)
+        lam = lam - (c - col) / jac[:, 0, 1]
+    c, r, jac = geometry.chip_position(s, xi, lam, setting, det)
+    return lam, r, jac
+
+
+def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms) -> Observations:
+    """The data linearised about ``geometry`` (its ``params`` = p0).
+
+    ``data``: ``{"spots": Table, "traces": Table, "edges": Table}`` (any may be missing), each
+    with a ``setting`` column (index into the layout) and, for spots and traces, ``exposure``
+    (index into ``terms``); only :func:`usable` rows are used.
+    """
+    lay = geometry.layout
+    P = lay.n_params
+    T = P + len(terms.names)
+    p0 = np.asarray(geometry.params)
+    nominal = geometry.with_params(lay.zeros())
+    A, Y, LD, ROWS = {}, {}, {}, {}
+    t = data.get("spots")
+    if t is not None and len(t):
+        idx = np.flatnonzero(usable(t))
+        a = np.zeros((len(idx), 2, T))
+        y = np.zeros((len(idx), 2))
+        for e in np.unique(np.asarray(t["setting"])[idx]):
+            m = idx[np.asarray(t["setting"])[idx] == e]
+            k = np.searchsorted(idx, m)
+            s, xi, lam, det = (np.asarray(t[c])[m] for c in ("slice", "xi_arcsec", "line_um", "det"))
+            c0, r0, _ = nominal.chip_position(s, xi, lam, e, det)
+            _, _, jac = geometry.chip_position(s, xi, lam, e, det)
+            a[k, :, :P] = geometry.design_matrix(s, xi, lam, e, det=det)
+            ex = np.asarray(t["exposure"])[m]
+            kx = np.array(terms.dxi)[ex] + P
+            kc = np.array(terms.dcol)[ex] + P
+            a[k, :, kx] = jac[:, :, 0] / 1e3
+            along = np.stack([np.ones(len(m)), jac[:, 1, 1] / jac[:, 0, 1]], axis=1)
+            a[k[kc >= P], :, kc[kc >= P]] = along[kc >= P]
+            y[k] = np.stack([np.asarray(t["col"])[m] - c0, np.asarray(t["row"])[m] - r0], axis=1)
+        cov = np.asarray(t["cov"], float)[idx]
+        A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a, y, cov)
+        ROWS["spots"] = np.repeat(idx, 2)
+    for g in ("traces", "edges"):
+        t = data.get(g)
+        if t is None or not len(t):
+            continue
+        idx = np.flatnonzero(usable(t))
+        a = np.zeros((len(idx), T))
+        y = np.zeros(len(idx))
+        for e in np.unique(np.asarray(t["setting"])[idx]):
+            m = idx[np.asarray(t["setting"])[idx] == e]
+            k = np.searchsorted(idx, m)
+            s, det, col = (np.asarray(t[c])[m] for c in ("slice", "det", "col"))
+            xi = np.clip(np.asarray(t["xi_arcsec"], float)[m], -_XI_END, _XI_END)
+            lam, r0, jac = _lam_at_col(geometry, s, xi, e, det, col, np.asarray(t["lam_nominal_um"], float)[m])
+            slope = jac[:, 1, 1] / jac[:, 0, 1]
+            D = geometry.design_matrix(s, xi, lam, e, det=det)
+            deff = D[:, 1, :] - slope[:, None] * D[:, 0, :]
+            a[k, :P] = deff
+            y[k] = np.asarray(t["row"], float)[m] - r0 + deff @ p0
+            if g == "traces":
+                kx = np.array(terms.dxi)[np.asarray(t["exposure"])[m]] + P
+                a[k, kx] = (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3
+        sig = np.asarray(t["sigma_row"], float)[idx]
+        A[g], Y[g], LD[g] = a / sig[:, None], y / sig, float(2 * np.sum(np.log(sig)))
+        ROWS[g] = idx
+    return Observations(A, Y, LD, ROWS, T)
+
+
+class CollapsedLms:
+    """``log p(phi | y)`` with the linear parameters integrated out, vectorised over rows of phi.
+
+    The interface :func:`astrocal.model.inference.run_emcee` uses: ``ndim``, ``hyper_names``,
+    ``bounds()``, ``log_posterior(phi)`` ((n, ndim) -> (n,)), ``initial_guess()``.
+
+    Parameters
+    ----------
+    obs : Observations
+    prior_sigma_fixed : ndarray (T,)
+        Prior widths of every linear parameter; the per-slice ones (``slice_index``) are
+        replaced by ``tau``.
+    slice_index : ndarray of int (28, K)
+        The columns of each slice's coefficients (K = 2 x terms).
+    """
+
+    def __init__(self, obs: Observations, prior_sigma_fixed, slice_index):
+        self.groups = tuple(g for g in GROUPS if g in obs.A)
+        self.hyper_names = ("log_tau_px",) + tuple(f"log_scale_{g}" for g in self.groups)
+        self.ndim = len(self.hyper_names)
+        T = obs.n_theta
+        sl = np.asarray(slice_index)
+        glob = np.setdiff1d(np.arange(T), sl.ravel())
+        self.slice_index, self.global_index = sl, glob
+        self.n_slice_params = sl.size
+        self.sigma_global = np.asarray(prior_sigma_fixed, float)[glob]
+        self.prior_sigma_fixed = np.asarray(prior_sigma_fixed, float)
+        F, b, c, n, ld = [], [], [], [], []
+        for g in self.groups:
+            a, y = obs.A[g], obs.y[g]
+            F.append(a.T @ a)
+            b.append(a.T @ y)
+            c.append(float(y @ y))
+            n.append(len(y))
+            ld.append(obs.logdet[g])
+        self.F, self.b = np.array(F), np.array(b)
+        self.c, self.n, self.logdet_c0 = np.array(c), np.array(n, float), float(np.sum(ld))
+        self.FB = self.F[:, sl[:, :, None], sl[:, None, :]]          # (G, S, K, K)
+        self.FC = self.F[:, sl[:, :, None], glob[None, None, :]]     # (G, S, K, Q)
+        self.FE = self.F[:, glob[:, None], glob[None, :]]            # (G, Q, Q)
+        self.bB, self.bE = self.b[:, sl], self.b[:, glob]
+        self.n_theta = T
+
+    def bounds(self):
+        lo = np.array([np.log(TAU_BOUNDS_PX[0])] + [np.log(SCALE_BOUNDS[0])] * len(self.groups))
+        hi = np.array([np.log(TAU_BOUNDS_PX[1])] + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
+        return lo, hi
+
+    def initial_guess(self):
+        return np.array([np.log(0.3)] + [0.0] * len(self.groups))
+
+    def prior_sigma(self, phi) -> np.ndarray:
+        """Prior widths of all linear parameters at one phi, shape (T,)."""
+        sig = self.prior_sigma_fixed.copy()
+        sig[self.slice_index.ravel()] = np.exp(phi[0])
+        return sig
+
+    def log_posterior(self, phi):
+        phi = np.atleast_2d(np.asarray(phi, float))
+        lo, hi = self.bounds()
+        out = np.full(len(phi), -np.inf)
+        ok = np.all((phi >= lo) & (phi <= hi) & np.isfinite(phi), axis=1)
+        if ok.any():
+            out[ok] = self._log_evidence(phi[ok])
+        return out
+
+    def _blocks(self, phi):
+        """The posterior precision of the linear parameters in block-arrow form, for rows of phi:
+        ``B`` (W, S, K, K) the slice blocks, ``C`` (W, S, K, Q) slice x shared, ``E`` (W, Q, Q)
+        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2, tau^2 (W,)."""
+        tau2 = np.exp(2 * phi[:, 0])
+        w = np.exp(-2 * phi[:, 1:])
+        K = self.FB.shape[-1]
+        B = np.einsum("wg,gskl->wskl", w, self.FB) + np.eye(K)[None, None] / tau2[:, None, None, None]
+        C = np.einsum("wg,gskq->wskq", w, self.FC)
+        E = np.einsum("wg,gpq->wpq", w, self.FE) + np.diag(1.0 / self.sigma_global**2)[None]
+        return B, C, E, np.einsum("wg,gsk->wsk", w, self.bB), np.einsum("wg,gq->wq", w, self.bE), w, tau2
+
+    @staticmethod
+    def _schur(B, C, E, bB, bE):
+        """Cholesky factors of B and of the Schur complement S = E - C^T B^-1 C, with
+        ``B^-1 C``, ``B^-1 bB`` and ``bS = bE - C^T B^-1 bB``; raises LinAlgError."""
+        LB = np.linalg.cholesky(B)
+        X = np.linalg.solve(B, C)                          # (W, S, K, Q)
+        xb = np.linalg.solve(B, bB[..., None])[..., 0]     # (W, S, K)
+        S = E - np.einsum("wskp,wskq->wpq", C, X)
+        bS = bE - np.einsum("wskq,wsk->wq", C, xb)
+        return LB, X, xb, np.linalg.cholesky(S), bS
+
+    def _log_evidence(self, phi):
+        B, C, E, bB, bE, w, tau2 = self._blocks(phi)
+        try:
+            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
+        except np.linalg.LinAlgError:
+            return np.full(len(phi), -np.inf)
+        z = np.linalg.solve(LS, bS[..., None])[..., 0]
+        quad = np.einsum("wsk,wsk->w", bB, xb) + np.einsum("wq,wq->w", z, z)
+        logdet_B = 2 * np.sum(np.log(np.diagonal(LB, axis1=-2, axis2=-1)), axis=(1, 2))
+        logdet_S = 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)
+        logdet_prior = self.n_slice_params * np.log(tau2) + 2 * np.sum(np.log(self.sigma_global))
+        chi2 = w @ self.c
+        logdet_noise = self.logdet_c0 - (np.log(w) @ self.n)
+        ntot = float(np.sum(self.n))
+        return -0.5 * (chi2 - quad + logdet_noise + logdet_prior + logdet_B + logdet_S + ntot * np.log(2 * np.pi))
+
+    def precision(self, phi):
+        """The posterior precision ``M`` (T, T) and ``b`` (T,) of the linear parameters at one phi:
+        mean ``M^-1 b``, covariance ``M^-1``."""
+        w = np.exp(-2 * np.asarray(phi)[1:])
+        M = np.einsum("g,gij->ij", w, self.F) + np.diag(1.0 / self.prior_sigma(phi) ** 2)
+        return M, w @ self.b
+
+    def conditional_mean(self, phi):
+        M, b = self.precision(phi)
+        return np.linalg.solve(M, b)
+
+    def draw(self, phi_samples, rng, per_phi=1, batch=16):
+        """Exact draws of the linear parameters: ``per_phi`` for each row of ``phi_samples``
+        (consecutive), shape (n x per_phi, T). The shared block is drawn from its marginal
+        (precision: the Schur complement), then each slice block given it."""
+        phi_samples = np.atleast_2d(phi_samples)
+        out = np.empty((len(phi_samples) * per_phi, self.n_theta))
+        sl, gl = self.slice_index, self.global_index
+        for a in range(0, len(phi_samples), batch):
+            B, C, E, bB, bE, _, _ = self._blocks(phi_samples[a:a + batch])
+            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
+            W = len(B)
+            B, C, LB, LS = (np.repeat(v, per_phi, axis=0) for v in (B, C, LB, LS))
+            bB, bS = np.repeat(bB, per_phi, axis=0), np.repeat(bS, per_phi, axis=0)
+            S = LS @ np.swapaxes(LS, -1, -2)
+            mu_g = np.linalg.solve(S, bS[..., None])[..., 0]
+            zg = rng.standard_normal(mu_g.shape)
+            g = mu_g + np.linalg.solve(np.swapaxes(LS, -1, -2), zg[..., None])[..., 0]      # L^-T z
+            mean_b = np.linalg.solve(B, (bB - np.einsum("wskq,wq->wsk", C, g))[..., None])[..., 0]
+            zb = rng.standard_normal(mean_b.shape)
+            b = mean_b + np.linalg.solve(np.swapaxes(LB, -1, -2), zb[..., None])[..., 0]
+            rows = slice(a * per_phi, (a + W) * per_phi)
+            blk = out[rows]
+            blk[:, gl] = g
+            blk[:, sl.ravel()] = b.reshape(len(b), -1)
+            out[rows] = blk
+        return out
+
+
+@dataclass
+class LmsFitSettings:
+    """Settings of :func:`fit_lms`. ``hyper``: the fixed prior widths (its ``tau_px`` is the
+    starting value; tau is sampled); ``offset_sigma_mas``, ``across_px_per_mas``: the
+    per-exposure priors; ``relinearise``: passes about the posterior mean; the emcee settings
+    (``walkers``, ``steps``, ``seed``, ``n_draws``, ...) as :class:`astrocal.model.inference.FitSettings`."""
+
+    hyper: Hyperparameters = Hyperparameters()
+    offset_sigma_mas: float = 1.0
+    across_px_per_mas: float = 0.05
+    relinearise: int = 2
+    walkers: int = 16
+    steps: int = 3000
+    min_steps: int = 300
+    target_neff: int = 400
+    check_every: int = 100
+    seed: int = 1
+    n_draws: int = 400
+    progress: object = False
+    backend_path: object = None
+    resume: bool = False
+    chain_record: dict = None
+
+
+@dataclass
+class LmsFit:
+    """Result of :func:`fit_lms`.
+
+    ``layout``; ``truth`` (optical-model direction); ``terms`` the exposure parameters;
+    ``theta_samples`` (K, T) exact draws of all linear parameters (``[:layout.n_params]`` the
+    deviations); ``phi_chain`` (steps, walkers, ndim), ``phi_samples`` (K, ndim),
+    ``phi_map``; ``hyper_names``; ``diagnostics`` (:class:`astrocal.model.inference.Diagnostics`);
+    ``data`` the tables fitted; ``observations`` the final linearisation; ``reference`` the
+    geometry it was linearised about.
+    """
+
+    layout: DeviationLayout
+    truth: str
+    terms: ExposureTerms
+    theta_samples: np.ndarray
+    phi_chain: np.ndarray
+    phi_samples: np.ndarray
+    phi_map: np.ndarray
+    hyper_names: tuple
+    diagnostics: object
+    data: dict
+    observations: Observations
+    reference: LmsGeometry
+    settings: LmsFitSettings = field(default_factory=LmsFitSettings)
+
+    @property
+    def param_samples(self) -> np.ndarray:
+        """Draws of the deviation parameters, (K, P)."""
+        return self.theta_samples[:, :self.layout.n_params]
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self.layout.names) + tuple(self.terms.names)
+
+    def geometry(self) -> LmsGeometry:
+        """The geometry at the posterior mean of the deviations."""
+        return LmsGeometry(self.layout, self.param_samples.mean(axis=0), self.truth)
+
+    def position_samples(self, slice_number, xi, lam, setting, det=None):
+        """Draws of (col, row) [px] of given (slice, xi, lam): (K, N, 2); and the chips (N,)."""
+        g = self.geometry()
+        if det is None:
+            det = g.forward(slice_number, xi, lam, setting).det
+        nominal = g.with_params(self.layout.zeros())
+        c0, r0, _ = nominal.chip_position(slice_number, xi, lam, setting, det)
+        D = g.design_matrix(slice_number, xi, lam, setting, det=det)
+        return np.stack([c0, r0], axis=1)[None] + np.einsum("nkp,sp->snk", D, self.param_samples), det
+
+    def pixel_geometry(self, det, col, row, setting, chunk=20000):
+        """(slice, xi [arcsec], lam [um]) at detector pixels with their posterior sd.
+
+        The posterior-mean geometry's inverse gives slice, xi and lam; their sd is the exact
+        linear propagation of the deviation draws: ``d(xi, lam) = -J^-1 D dp`` (``J`` =
+        d(col, row)/d(xi, lam)). Pixels on no slice get slice 0 and NaN. Returns a dict of
+        arrays ``slice``, ``xi``, ``lam``, ``sigma_xi``, ``sigma_lam``, ``cov_xi_lam``.
+        """
+        g = self.geometry()
+        det, col, row = (np.ravel(np.asarray(a)) for a in np.broadcast_arrays(det, col, row))
+        out = {k: np.full(det.size, np.nan) for k in ("xi", "lam", "sigma_xi", "sigma_lam", "cov_xi_lam")}
+        out["slice"] = np.zeros(det.size, int)
+        dp = self.param_samples - self.param_samples.mean(axis=0)
+        for a in range(0, det.size, chunk):
+            sl = slice(a, a + chunk)
+            sp = g.inverse(det[sl], col[sl], row[sl], setting, on_miss="mask")
+            on = np.flatnonzero(sp.slice > 0)
+            if not on.size:
+                continue
+            s, xi, lam, d = sp.slice[on], sp.xi[on], sp.lam[on], det[sl][on]
+            _, _, jac = g.chip_position(s, xi, lam, setting, d)
+            D = g.design_matrix(s, np.clip(xi, -_XI_END, _XI_END), lam, setting, det=d)
+            G = -np.linalg.solve(jac, D)                               # (n, 2, P)
+            dv = np.einsum("nkp,sp->snk", G, dp)                       # (K, n, 2)
+            cov = np.einsum("snk,snl->nkl", dv, dv) / (len(dp) - 1)
+            idx = np.arange(det.size)[sl][on]
+            out["slice"][idx] = s
+            out["xi"][idx], out["lam"][idx] = xi, lam
+            out["sigma_xi"][idx], out["sigma_lam"][idx] = np.sqrt(cov[:, 0, 0]), np.sqrt(cov[:, 1, 1])
+            out["cov_xi_lam"][idx] = cov[:, 0, 1]
+        return out
+
+    def detector_maps(self, setting, det, step=8):
+        """Images of slice, xi, lam and their sd on chip ``det`` at every ``step``-th pixel
+        (``step=1``: every pixel; costs ~1 s per 1e5 pixels). Returns (dict of 2-D arrays, cols, rows)."""
+        cols = np.arange(0, 2048, step, dtype=float)
+        rows = np.arange(0, 2048, step, dtype=float)
+        cc, rr = np.meshgrid(cols, rows)
+        pg = self.pixel_geometry(np.full(cc.size, det), cc.ravel(), rr.ravel(), setting)
+        return {k: v.reshape(cc.shape) for k, v in pg.items()}, cols, rows
+
+    def residuals(self) -> dict:
+        """Per group the residuals ``y - A theta_mean`` of the whitened data (in sigma) and the
+        unwhitened ones [px] by table row (spots: (n, 2) col, row; traces/edges: (n,) row)."""
+        theta = self.theta_samples.mean(axis=0)
+        out = {}
+        for g, a in self.observations.A.items():
+            out[g] = self.observations.y[g] - a @ theta
+        return out
+
+
+def _slice_index(layout: DeviationLayout):
+    t = layout.n_terms
+    return layout.blocks["slices"].start + np.arange(N_SLICES)[:, None] * 2 * t + np.arange(2 * t)[None, :]
+
+
+def _map(model, phi0):
+    lo, hi = model.bounds()
+    x0 = np.clip(phi0, lo + 1e-6, hi - 1e-6)
+    res = optimize.minimize(lambda x: -model.log_posterior(x)[0], x0, method="L-BFGS-B", bounds=list(zip(lo, hi)))
+    return res.x, -res.fun
+
+
+def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings: LmsFitSettings | None = None,
+            truth: str = "forward") -> LmsFit:
+    """Fit the LMS geometry to measured spots, traces and edges (see the module docstring).
+
+    ``data``: ``{"spots", "traces", "edges"}`` tables with ``setting`` (index into
+    ``layout.settings``) and, for spots and traces, ``exposure`` (index into ``terms``).
+    """
+    from ..model import inference
+
+    settings = settings or LmsFitSettings()
+    prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
+                                  terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])
+    geometry = LmsGeometry(layout, truth=truth)
+    sl = _slice_index(layout)
+    phi = None
+    for it in range(settings.relinearise + 1):
+        obs = linearise(geometry, data, terms)
+        model = CollapsedLms(obs, prior_fixed, sl)
+        phi, lp = _map(model, model.initial_guess() if phi is None else phi)
+        theta = model.conditional_mean(phi)
+        log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,
+                 dict(zip(model.hyper_names, np.round(np.exp(phi), 4))), lp)
+        if it < settings.relinearise:
+            geometry = geometry.with_params(theta[:layout.n_params])
+    es = inference.FitSettings(walkers=settings.walkers, steps=settings.steps, min_steps=settings.min_steps,
+                               target_neff=settings.target_neff, check_every=settings.check_every,
+                               seed=settings.seed, progress=settings.progress, backend_path=settings.backend_path,
+                               resume=settings.resume, chain_record=settings.chain_record)
+    _, hess = inference.laplace_evidence(model, phi, lp)
+    chain, sampler = inference.run_emcee(model, phi, es, hessian=hess)
+    diag = inference.diagnostics(chain, sampler, es)
+    flat = chain[diag.n_burn:].reshape(-1, model.ndim)
+    rng = np.random.default_rng(settings.seed)
+    pick = flat[np.linspace(0, len(flat) - 1, min(settings.n_draws, len(flat))).astype(int)]
+    theta_samples = model.draw(pick, rng)
+    return LmsFit(layout, truth, terms, theta_samples, chain, pick, phi, model.hyper_names, diag, data, obs,
+                  geometry, settings)
+
+
+def stack_tables(tables, kind):
+    """Join the per-frame tables of one kind, keeping the columns the fit needs."""
+    cols = {"spots": ["hole", "slice", "line_um", "xi_arcsec", "det", "col", "row", "cov", "flags"],
+            "traces": ["hole", "slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"],
+            "edges": ["slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"]}[kind]
+    parts = []
+    for t, setting, exposure in tables:
+        u = Table({c: t[c] for c in cols})
+        u["setting"] = np.full(len(t), setting, int)
+        u["exposure"] = np.full(len(t), exposure, int)
+        parts.append(u)
+    return vstack(parts, metadata_conflicts="silent") if parts else None
+
+
+def replace_settings(settings: LmsFitSettings, **kw) -> LmsFitSettings:
+    return replace(settings, **kw)

@@ -1,0 +1,258 @@
+"""``astrocal fit`` for a campaign's ``[lms]`` data set: read the measured tables, fit, write the result.
+
+Reads the tables ``astrocal measure`` wrote for the LMS frames (found through
+``<measure.output>/summary.ecsv``), fits them (:func:`astrocal.lms.fit.fit_lms`) and writes,
+into ``<fit.output>/<lms.name>/``:
+
+- ``posterior.h5``: the emcee chain of the hyperparameters (resumable);
+- ``lms_params.ecsv``: every linear parameter (deviations and per-exposure chopper terms) with
+  its posterior mean, sd, 2.5/16/50/84/97.5 % quantiles and prior sigma;
+- ``lms_draws.fits``: the exact posterior draws of all linear parameters (image, draws x
+  parameters; a ``NAMES`` table) and of the hyperparameters (``PHI``);
+- ``lms_residuals.ecsv``: per fitted point, its residual [px] and normalised residual;
+- ``lms_fit.json``: layout, hyperparameters (MAP, mean, sd), diagnostics, counts, settings;
+- ``manifest.json`` last (the set is complete).
+
+:func:`load_lms_fit` reads such a directory back into an :class:`~astrocal.lms.fit.LmsFit`
+(without the data) whose :meth:`~astrocal.lms.fit.LmsFit.pixel_geometry` gives (slice, xi,
+lam) with their sd at any detector pixel.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .. import __version__
+from ..atomic import atomic_path, atomic_write_table, atomic_write_text
+from ..errors import AstrocalError
+from ..plain import to_plain
+from ..resultset import confined, mark_incomplete, remove_partial_files, write_manifest, writer_lock
+from .deviations import DeviationLayout, Hyperparameters
+from .fit import ExposureTerms, LmsFit, LmsFitSettings, fit_lms, stack_tables, usable
+from .measure import TABLE_OF_KIND, nominal_geometry
+from .traces import echelle_setting
+
+__all__ = ["LmsFitInputError", "measured_lms_tables", "fit_lms_campaign", "save_lms_fit", "load_lms_fit",
+           "describe_lms_fit"]
+
+log = logging.getLogger(__name__)
+RESULT_FILES = ("posterior.h5", "lms_params.ecsv", "lms_draws.fits", "lms_residuals.ecsv", "lms_fit.json")
+
+
+class LmsFitInputError(AstrocalError, ValueError):
+    """The measured LMS tables are missing, failed or do not belong to the campaign."""
+
+
+def measured_lms_tables(campaign):
+    """The measured table of every LMS frame (not background): ``[(frame, stem, Table), ...]``.
+
+    Raises
+    ------
+    LmsFitInputError
+        No summary, a frame not measured (or failed), a table written for another campaign.
+    """
+    lms = campaign.lms
+    out = Path(campaign.measure.output)
+    summary_path = out / "summary.ecsv"
+    if not summary_path.exists():
+        raise LmsFitInputError(f"{summary_path}: not found; run 'astrocal measure {campaign.path}' first")
+    summary = Table.read(summary_path, format="ascii.ecsv")
+    rows = {(str(r["dataset"]), str(r["file"])): r for r in summary}
+    found = []
+    for f in lms.frames:
+        if f.kind == "background":
+            continue
+        r = rows.get((lms.name, str(f.file)))
+        if r is None:
+            raise LmsFitInputError(f"{summary_path}: no row for the LMS frame {f.file}; run 'astrocal measure "
+                                   f"{campaign.path}' again")
+        if str(r["status"]) == "failed":
+            raise LmsFitInputError(f"{f.file}: its measurement failed ({r['message']}); fix it or remove the frame "
+                                   f"from {campaign.path}")
+        path = confined(out / str(r["table"]), out) if not Path(str(r["table"])).is_absolute() else Path(str(r["table"]))
+        if not path.exists():
+            raise LmsFitInputError(f"{path}: the measured table of {f.file} is missing; measure again")
+        t = Table.read(path, format="ascii.ecsv")
+        kind = t.meta.get("lms_table")
+        if kind != TABLE_OF_KIND[f.kind]:
+            raise LmsFitInputError(f"{path}: a '{kind}' table where the {f.kind} frame {f.file} needs "
+                                   f"'{TABLE_OF_KIND[f.kind]}'")
+        if abs(float(t.meta.get("lam_c_um", np.nan)) - f.lam_c_um) > 1e-6:
+            raise LmsFitInputError(f"{path}: measured at setting {t.meta.get('lam_c_um')} um, the campaign says "
+                                   f"{f.lam_c_um} um for {f.file}; measure again")
+        found.append((f, Path(path), t))
+    return found
+
+
+def _data_and_terms(campaign, tables):
+    lms = campaign.lms
+    lams = [s.lam_c_um for s in lms.settings]
+    exposures = [(p.stem, f.kind) for f, p, _ in tables if f.kind in ("laser", "grid")]
+    terms = ExposureTerms.build(exposures)
+    groups = {"spots": [], "traces": [], "edges": []}
+    for f, p, t in tables:
+        stem = p.stem
+        ex = [s for s, _ in exposures].index(stem) if f.kind in ("laser", "grid") else -1
+        groups[TABLE_OF_KIND[f.kind]].append((t, lams.index(f.lam_c_um), ex))
+    data = {k: stack_tables(v, k) for k, v in groups.items() if v}
+    if "spots" not in data or not usable(data["spots"]).any():
+        raise LmsFitInputError(f"{campaign.path}: no usable laser spot in the measured tables: the LMS fit needs "
+                               "laser spots")
+    return data, terms
+
+
+def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,
+                     progress="auto"):
+    """Fit a campaign's LMS data set and write its result set; returns (LmsFit, output directory)."""
+    from ..model.cli import _check_result_dir
+
+    lms = campaign.lms
+    fs = campaign.fit
+    out = confined(Path(fs.output) / lms.name, fs.output)
+    _check_result_dir(out, resume, overwrite)
+    tables = measured_lms_tables(campaign)
+    data, terms = _data_and_terms(campaign, tables)
+    layout = nominal_geometry(lms).layout
+    settings = LmsFitSettings(offset_sigma_mas=lms.offset_sigma_mas, across_px_per_mas=lms.across_px_per_mas,
+                              walkers=walkers or max(fs.walkers // 2, 16), steps=steps or min(fs.steps, 5000),
+                              seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
+                              progress=progress, backend_path=out / "posterior.h5", resume=resume)
+    settings.chain_record = _chain_record(campaign, settings, [p for _, p, _ in tables])
+    out.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out):
+        _check_result_dir(out, resume, overwrite, locked=True)
+        mark_incomplete(out)
+        remove_partial_files(out)
+        h5 = out / "posterior.h5"
+        if h5.exists() and overwrite and not resume:
+            h5.unlink()
+        fit = fit_lms(data, layout, terms, settings, truth=lms.truth_direction)
+        save_lms_fit(fit, out, campaign, overwrite=overwrite or resume)
+        write_manifest(out, list(RESULT_FILES), {"campaign_sha256": campaign.sha256, "seed": int(settings.seed),
+                                                 "kind": "lms"})
+    return fit, out
+
+
+def _chain_record(campaign, settings, inputs):
+    """What the chain depends on (compared on resume): the campaign's and the measured tables'
+    SHA-256, the seed, the walkers and the model."""
+    import hashlib
+
+    from ..checksum import file_sha256
+
+    h = hashlib.sha256()
+    for path in inputs:
+        h.update(Path(path).name.encode())
+        h.update(file_sha256(path).encode())
+    lms = campaign.lms
+    return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
+            "walkers": int(settings.walkers), "kind": "lms", "degree": int(lms.degree),
+            "offset_sigma_mas": float(lms.offset_sigma_mas), "across_px_per_mas": float(lms.across_px_per_mas)}
+
+
+def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
+    """Write the parameter table, the draws, the residuals and ``lms_fit.json`` into ``out``."""
+    out = Path(out)
+    names = list(fit.names)
+    th = fit.theta_samples
+    prior = np.concatenate([fit.layout.prior_sigma(fit.settings.hyper),
+                            fit.terms.prior_sigma(fit.settings.offset_sigma_mas, fit.settings.across_px_per_mas)])
+    prior[fit.layout.blocks["slices"]] = np.nan          # tau: a hyperparameter
+    q = np.quantile(th, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
+    t = Table({"name": names, "mean": th.mean(axis=0), "sd": th.std(axis=0, ddof=1), "q025": q[0], "q16": q[1],
+               "q50": q[2], "q84": q[3], "q975": q[4], "prior_sigma": prior})
+    t["prior_sigma"].description = "prior sd (NaN: the per-slice parts, width tau sampled)"
+    t.meta["units"] = "px; DETn.rot rad; settingN.dtheta deg; *.dxi_mas mas; *.dcol_px px"
+    atomic_write_table(t, out / "lms_params.ecsv", overwrite, format="ascii.ecsv")
+    hdus = fits.HDUList([fits.PrimaryHDU(th.astype(np.float64)),
+                         fits.BinTableHDU(Table({"name": names}), name="NAMES"),
+                         fits.ImageHDU(fit.phi_samples, name="PHI"),
+                         fits.BinTableHDU(Table({"name": list(fit.hyper_names)}), name="PHI_NAMES")])
+    hdus[0].header["EXTNAME"] = "THETA"
+    hdus[0].header["TRUTHDIR"] = (fit.truth, "optical-model direction taken as exact")
+    with atomic_path(out / "lms_draws.fits", overwrite) as tmp:
+        hdus.writeto(tmp)
+    res = fit.residuals()
+    rows = []
+    for g, r in res.items():
+        idx = fit.observations.rows[g]
+        tab = fit.data[g]
+        kind = np.full(len(r), g)
+        axis = np.tile(["col", "row"], len(r) // 2) if g == "spots" else np.full(len(r), "row")
+        rows.append(Table({"kind": kind, "row_index": idx, "axis": axis, "slice": np.asarray(tab["slice"])[idx],
+                           "det": np.asarray(tab["det"])[idx], "setting": np.asarray(tab["setting"])[idx],
+                           "normalised": r}))
+    from astropy.table import vstack
+    rt = vstack(rows)
+    rt["normalised"].description = "residual / (stated sigma x the group's error scale at phi = 1), whitened"
+    atomic_write_table(rt, out / "lms_residuals.ecsv", overwrite, format="ascii.ecsv")
+    d = fit.diagnostics
+    info = {
+        "kind": "lms", "creator": f"astrocal {__version__} fit",
+        "campaign": str(campaign.path) if campaign is not None else None,
+        "campaign_sha256": campaign.sha256 if campaign is not None else None,
+        "truth_direction": fit.truth,
+        "layout": {"settings": [{"lam_c_um": s.lam_c_um, "order": s.order, "echelle_deg": s.echelle_deg}
+                                for s in fit.layout.settings], "degree": fit.layout.degree,
+                   "reference_detector": fit.layout.reference_detector, "n_params": fit.layout.n_params},
+        "exposure_terms": {"stems": list(fit.terms.stems), "names": list(fit.terms.names)},
+        "hyperparameters": {n: {"map": float(np.exp(m)), "mean": float(np.exp(s).mean()),
+                                "sd": float(np.exp(s).std(ddof=1))}
+                            for n, m, s in zip(fit.hyper_names, fit.phi_map, fit.phi_samples.T)},
+        "hyper_prior": {"tau_px": "log-uniform", "error scales": "log-uniform"},
+        "fixed_prior_widths": to_plain(fit.settings.hyper.__dict__),
+        "offset_sigma_mas": fit.settings.offset_sigma_mas, "across_px_per_mas": fit.settings.across_px_per_mas,
+        "n_points": {g: int(len(fit.observations.y[g])) for g in fit.observations.y},
+        "residual_rms_normalised": {g: float(np.sqrt(np.mean(r**2))) for g, r in res.items()},
+        "diagnostics": {"tau": to_plain(d.tau), "acceptance": d.acceptance, "n_steps": d.n_steps,
+                        "n_burn": d.n_burn, "n_effective": to_plain(d.n_effective), "converged": d.converged,
+                        "warnings": list(d.warnings)},
+        "n_draws": int(len(th)),
+    }
+    atomic_write_text(out / "lms_fit.json", json.dumps(to_plain(info), indent=1) + "\n", overwrite)
+
+
+def load_lms_fit(out) -> LmsFit:
+    """An :class:`LmsFit` from a result directory (draws and layout; no data or chain)."""
+    out = Path(out)
+    info = json.loads((out / "lms_fit.json").read_text())
+    lay = info["layout"]
+    layout = DeviationLayout(tuple(echelle_setting(s["lam_c_um"]) for s in lay["settings"]), degree=lay["degree"],
+                             reference_detector=lay["reference_detector"])
+    with fits.open(out / "lms_draws.fits") as hdul:
+        theta = np.array(hdul["THETA"].data, float)
+        names = [str(n) for n in hdul["NAMES"].data["name"]]
+        phi = np.array(hdul["PHI"].data, float)
+        phi_names = tuple(str(n) for n in hdul["PHI_NAMES"].data["name"])
+    ex = info["exposure_terms"]
+    terms = ExposureTerms.build([(s, "laser" if f"{s}.dcol_px" in ex["names"] else "grid") for s in ex["stems"]])
+    if list(layout.names) + list(terms.names) != names:
+        raise LmsFitInputError(f"{out / 'lms_draws.fits'}: parameter names do not match the layout in lms_fit.json")
+    hyper = Hyperparameters(**info["fixed_prior_widths"])
+    settings = LmsFitSettings(hyper=hyper, offset_sigma_mas=info["offset_sigma_mas"],
+                              across_px_per_mas=info["across_px_per_mas"])
+    phi_map = np.log([info["hyperparameters"][n]["map"] for n in phi_names])
+    return LmsFit(layout, info["truth_direction"], terms, theta, None, phi, phi_map, phi_names, None, None, None,
+                  None, settings)
+
+
+def describe_lms_fit(fit: LmsFit, out) -> list:
+    """Lines for the terminal: hyperparameters, residuals, convergence, where it was written."""
+    lines = []
+    hp = ", ".join(f"{n.replace('log_', '')} {np.exp(s).mean():.3g} +/- {np.exp(s).std(ddof=1):.2g}"
+                   for n, s in zip(fit.hyper_names, fit.phi_samples.T))
+    lines.append(f"lms: {len(fit.layout.settings)} setting(s), {fit.layout.n_params} deviation parameters + "
+                 f"{len(fit.terms.names)} exposure terms; {hp}")
+    res = fit.residuals()
+    lines.append("lms: normalised residual rms " + ", ".join(f"{g} {np.sqrt(np.mean(r**2)):.2f} ({len(r)})"
+                                                             for g, r in res.items()))
+    d = fit.diagnostics
+    if d is not None and not d.converged:
+        lines += [f"warning: {w}" for w in d.warnings]
+    lines.append(f"wrote {out} ({', '.join(RESULT_FILES)})")
+    return lines

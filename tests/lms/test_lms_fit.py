@@ -1,0 +1,131 @@
+"""The LMS fit (astrocal.lms.fit): exact collapsed evidence, exact draws, recovery against a truth.
+
+The data here are drawn straight from a truth geometry (astrocal.sim.lms_points: no images), or
+written by the test itself; the end-to-end run on simulated frames is in test_lms_fit_cli.py."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from astrocal.lms import DeviationLayout, LmsGeometry, echelle_setting
+from astrocal.lms.fit import (CollapsedLms, ExposureTerms, LmsFitSettings, Observations, _slice_index, fit_lms,
+                              linearise)
+from astrocal.sim.lms_points import compare_with_truth, simulate_lms_points
+
+
+@pytest.fixture(scope="module")
+def points():
+    return simulate_lms_points(seed=11, n_offsets=3, lines_um=(4.70, 4.72, 4.74, 4.76))
+
+
+@pytest.fixture(scope="module")
+def fitted(points):
+    return fit_lms(points.data, points.truth.layout, points.terms,
+                   LmsFitSettings(steps=300, min_steps=200, walkers=12, n_draws=200, across_px_per_mas=0.05))
+
+
+def _small_observations(points, n=150, seed=0):
+    """A few rows of each group (the dense check below is O(n^3))."""
+    obs = linearise(points.truth.with_params(points.truth.layout.zeros()), points.data, points.terms)
+    rng = np.random.default_rng(seed)
+    A, y, ld = {}, {}, {}
+    for g in obs.A:
+        k = np.sort(rng.choice(len(obs.y[g]), min(n, len(obs.y[g])), replace=False))
+        A[g], y[g] = obs.A[g][k], obs.y[g][k]
+        ld[g] = 0.0
+    return Observations(A, y, ld, obs.rows, obs.n_theta)
+
+
+def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points):
+    lay = points.truth.layout
+    obs = _small_observations(points)
+    prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
+    model = CollapsedLms(obs, prior, _slice_index(lay))
+    phis = np.array([[np.log(0.3), 0.0, 0.1, -0.2], [np.log(0.05), 0.5, -0.3, 0.2]])
+    got = model.log_posterior(phis)
+    A = np.vstack([obs.A[g] for g in model.groups])
+    y = np.concatenate([obs.y[g] for g in model.groups])
+    for phi, value in zip(phis, got):
+        lam = model.prior_sigma(phi) ** 2
+        noise = np.concatenate([np.full(len(obs.y[g]), np.exp(2 * s)) for g, s in zip(model.groups, phi[1:])])
+        cov = (A * lam) @ A.T + np.diag(noise)
+        assert value == pytest.approx(stats.multivariate_normal(np.zeros(len(y)), cov).logpdf(y), abs=1e-6)
+    assert np.all(np.isinf(model.log_posterior(np.array([[np.log(50.0), 0, 0, 0]]))))   # outside the bounds
+
+
+def test_exact_draws_have_the_conditional_mean_and_covariance(points):
+    lay = points.truth.layout
+    obs = _small_observations(points, n=300)
+    prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
+    model = CollapsedLms(obs, prior, _slice_index(lay))
+    phi = model.initial_guess()
+    M, b = model.precision(phi)
+    cov = np.linalg.inv(M)
+    d = model.draw(phi[None], np.random.default_rng(1), per_phi=4000)
+    k = lay.blocks["settings"]                      # well-measured and prior-dominated columns alike
+    for j in list(range(k.start, k.stop)) + [lay.slice_columns([3])[0, 1, 0], obs.n_theta - 1]:
+        assert d[:, j].mean() == pytest.approx(np.linalg.solve(M, b)[j], abs=4 * np.sqrt(cov[j, j] / 4000))
+        assert d[:, j].std() == pytest.approx(np.sqrt(cov[j, j]), rel=0.06)
+
+
+def test_geometry_recovered_where_the_lasers_fall(points, fitted):
+    r = compare_with_truth(fitted, points.truth, n_per_slice=40, seed=3)
+    lit = np.isin(r["slice"], np.unique(points.data["spots"]["slice"]))
+    z = r["err"] / r["sd"]
+    assert np.sqrt(np.mean(r["err"][lit, 1] ** 2)) < 0.01          # rows: traces + edges + spots
+    assert np.sqrt(np.mean(r["err"][lit, 0] ** 2)) < 0.1           # cols: per-exposure chopper terms
+    assert np.sqrt(np.mean(z[lit] ** 2)) < 2.0 and np.sqrt(np.mean(z[~lit] ** 2)) < 2.0
+    assert r["coverage95"].min() > 0.8
+    tau = np.exp(fitted.phi_samples[:, 0])
+    assert 0.15 < np.median(tau) < 0.5                              # the truth was drawn with tau = 0.3
+    for g, res in fitted.residuals().items():
+        assert 0.7 < np.sqrt(np.mean(res**2)) < 1.3, g
+
+
+def test_chopper_errors_along_the_slice_are_recovered(points, fitted):
+    dxi = fitted.theta_samples[:, fitted.layout.n_params + np.array(points.terms.dxi)]
+    z = (dxi.mean(axis=0) - points.dxi_mas) / dxi.std(axis=0, ddof=1)
+    assert np.all(np.abs(z) < 4) and np.all(dxi.std(axis=0) < 0.5)   # prior 1 mas, measured to < 0.5 mas
+
+
+def test_pixel_geometry_inverts_the_fitted_forward_with_its_sigma(points, fitted):
+    g = fitted.geometry()
+    s, xi, lam = np.array([6, 14, 22, 3]), np.array([0.0, 0.1, -0.2, 0.3]), np.array([4.70, 4.72, 4.74, 4.75])
+    p = g.forward(s, xi, lam, 0)
+    pg = fitted.pixel_geometry(p.det, p.col, p.row, 0)
+    assert np.array_equal(pg["slice"], s)
+    assert np.allclose(pg["xi"], xi, atol=1e-7) and np.allclose(pg["lam"], lam, atol=1e-9)
+    # sigma of xi at a pixel = sd of the draws' xi there (by Newton per draw, independently)
+    k = 1
+    draws = [LmsGeometry(fitted.layout, q, fitted.truth).inverse(p.det[k], p.col[k], p.row[k], 0, slice_number=s[k])
+             for q in fitted.param_samples[:60]]
+    assert pg["sigma_xi"][k] == pytest.approx(np.std([d.xi[0] for d in draws], ddof=1), rel=0.35)
+    assert pg["sigma_lam"][k] == pytest.approx(np.std([d.lam[0] for d in draws], ddof=1), rel=0.35)
+    maps, cols, rows = fitted.detector_maps(0, 1, step=256)
+    assert maps["xi"].shape == (8, 8) and np.all(np.isin(maps["slice"], np.arange(0, 29)))
+    assert np.nanmax(maps["sigma_lam"]) < 1e-4                       # um: < ~0.02 nm
+
+
+def test_handmade_spots_of_a_shifted_instrument_are_fitted():
+    """Data written by the test: spots of the optical model shifted by 0.4 px in col and -0.3 px
+    in row on every chip (a setting shift); the fit finds the shift."""
+    layout = DeviationLayout((echelle_setting(4.73),))
+    geo = LmsGeometry(layout)
+    from astropy.table import Table
+    s = np.repeat(np.arange(3, 27, 2), 6)
+    xi = np.tile([-0.3, -0.15, 0.0, 0.1, 0.2, 0.3], 12)
+    lam = np.tile([4.705, 4.715, 4.725, 4.74, 4.75, 4.755], 12)
+    p = geo.forward(s, xi, lam, 0, on_gap="mask")
+    ok = p.det > 0
+    rng = np.random.default_rng(4)
+    n = int(ok.sum())
+    t = Table({"hole": np.arange(n), "slice": s[ok], "line_um": lam[ok], "xi_arcsec": xi[ok], "det": p.det[ok],
+               "col": p.col[ok] + 0.4 + rng.normal(0, 0.01, n), "row": p.row[ok] - 0.3 + rng.normal(0, 0.01, n),
+               "cov": np.tile(np.eye(2) * 1e-4, (n, 1, 1)), "flags": np.zeros(n, int), "setting": np.zeros(n, int),
+               "exposure": np.zeros(n, int)})
+    terms = ExposureTerms.build([("hand", "laser")])
+    fit = fit_lms({"spots": t}, layout, terms, LmsFitSettings(steps=200, min_steps=100, walkers=10, n_draws=100,
+                                                              offset_sigma_mas=0.01))
+    ps, _ = fit.position_samples([14], [0.0], [4.72], 0)
+    truth = geo.forward([14], [0.0], [4.72], 0)
+    assert ps.mean(axis=0)[0, 0] - truth.col[0] == pytest.approx(0.4, abs=0.03)
+    assert ps.mean(axis=0)[0, 1] - truth.row[0] == pytest.approx(-0.3, abs=0.03)

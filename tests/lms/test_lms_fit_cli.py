@@ -1,0 +1,78 @@
+"""astrocal measure + fit on a simulated LMS campaign (frames from astrocal simulate lms), and their errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from astrocal.campaign import load_campaign
+from astrocal.cli import main
+from astrocal.lms.fit_campaign import LmsFitInputError, fit_lms_campaign, load_lms_fit
+from astrocal.sim.lms import LmsSimSettings, simulate_lms
+from astrocal.sim.lms_points import compare_with_truth
+from astrocal.sim.lms_truth import load_lms_truth
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """4.73 um, one chopper offset, three QCL lines: laser + grid + slices + background; measured."""
+    out = tmp_path_factory.mktemp("lmsfit") / "camp"
+    simulate_lms(out, LmsSimSettings(seed=8, settings_um=(4.73,), n_offsets=1, qcl_lines_um=(4.70, 4.74, 4.76)))
+    assert main(["measure", str(out / "campaign.toml")]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_measure_writes_spot_trace_and_edge_tables(measured):
+    summary = Table.read(measured / "measured" / "summary.ecsv")
+    assert list(summary["kind"]) == ["lms_laser", "lms_grid", "lms_slices", "lms_background"]
+    assert list(summary["status"]) == ["ok"] * 4
+    spots = Table.read(measured / "measured" / "lms_laser_4p730_00.ecsv")
+    for c in ("hole", "slice", "line_um", "det", "col", "row", "cov"):
+        assert c in spots.colnames
+    assert spots.meta["lms_table"] == "spots" and spots["cov"].shape[1:] == (2, 2)
+    truth = Table.read(measured / "truth" / "spots.ecsv")
+    t = truth[truth["main"]]
+    good = spots[spots["flags"] == 0]
+    assert len(good) > 20
+    key = {(h, s, round(l, 6)): (c, r) for h, s, l, c, r in zip(t["hole_id"], t["slice"], t["lam_um"], t["col"], t["row"])}
+    d = np.array([np.subtract((c, r), key[(h, s, round(l, 6))]) for h, s, l, c, r in
+                  zip(good["hole"], good["slice"], good["line_um"], good["col"], good["row"])])
+    assert np.sqrt(np.mean(d**2)) < 0.05
+    assert Table.read(measured / "measured" / "lms_grid_4p730_00.ecsv").meta["lms_table"] == "traces"
+    assert Table.read(measured / "measured" / "lms_slices_4p730.ecsv").meta["lms_table"] == "edges"
+
+
+@pytest.mark.slow
+def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
+    assert main(["fit", str(measured / "campaign.toml"), "--steps", "300", "--walkers", "12"]) == 0
+    out = measured / "out" / "lms"
+    for name in ("posterior.h5", "lms_params.ecsv", "lms_draws.fits", "lms_residuals.ecsv", "lms_fit.json",
+                 "manifest.json"):
+        assert (out / name).exists()
+    assert "normalised residual rms" in capsys.readouterr().out
+    info = json.loads((out / "lms_fit.json").read_text())
+    assert set(info["n_points"]) == {"spots", "traces", "edges"}
+    fit = load_lms_fit(out)
+    truth = load_lms_truth(measured)
+    r = compare_with_truth(fit, truth, n_per_slice=30)
+    lit = np.isin(r["slice"], [6, 14, 22])                # the fine grid's slices at offset 0
+    assert np.sqrt(np.mean(r["err"][lit, 1] ** 2)) < 0.02
+    assert np.sqrt(np.mean(r["err"][lit, 0] ** 2)) < 0.15
+    assert np.sqrt(np.mean((r["err"] / r["sd"]) ** 2)) < 2.5
+    with pytest.raises(Exception, match="not overwritten"):        # a complete result is kept
+        fit_lms_campaign(load_campaign(measured / "campaign.toml"), steps=100)
+
+
+def test_fit_before_measure_is_a_named_error(tmp_path):
+    shutil.copy(__import__("astrocal.lab.mask", fromlist=["mask_path"]).mask_path("metis_wcu_fp_mask5"),
+                tmp_path / "mask.ecsv")
+    (tmp_path / "laser.fits").write_bytes(b"")
+    (tmp_path / "c.toml").write_text('[lms]\nmask = "mask.ecsv"\n[[lms.settings]]\nlam_c_um = 4.73\n'
+                                     '[[lms.frames]]\nfile = "laser.fits"\nkind = "laser"\nlam_c_um = 4.73\n'
+                                     'offset_arcsec = [0, 0]\nlines_um = [4.70]\n')
+    with pytest.raises(LmsFitInputError, match="run 'astrocal measure"):
+        fit_lms_campaign(load_campaign(tmp_path / "c.toml"))
+    assert main(["fit", str(tmp_path / "c.toml")]) == 1
+    assert not (tmp_path / "out").exists()
