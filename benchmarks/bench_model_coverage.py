@@ -174,7 +174,8 @@ def run_campaign(task):
 
     seed, fit_degree = task["seed"], task["fit_degree"]
     p = campaign_params(seed)
-    rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"), residual=task.get("residual"))
+    rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"), residual=task.get("residual"),
+               sampler=task.get("sampler", "emcee"))
     try:
         truth, pts, _ = make_campaign(**p)
     except Exception as exc:  # a simulation failure is recorded, not fatal
@@ -186,7 +187,8 @@ def run_campaign(task):
     try:
         priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior,
                         residual=task.get("residual") or Priors().residual)
-        fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors))
+        fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors,
+                                       sampler=task.get("sampler", "emcee")))
     except Exception as exc:  # record and go on: a failed fit is a finding
         rec.update(error=f"{type(exc).__name__}: {exc}")
         return rec
@@ -371,6 +373,8 @@ def main():
     ap.add_argument("--field-prior", default=None, help="Priors.field_prior of the fits (default: the model's)")
     ap.add_argument("--residual", default=None, choices=("none", "matern52", "auto"),
                     help="Priors.residual of the fits (default: the model's)")
+    ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
+                    help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -391,6 +395,7 @@ def main():
         for t in tasks:
             t["field_prior"] = args.field_prior or Priors().field_prior
             t["residual"] = args.residual or Priors().residual
+            t["sampler"] = args.sampler
         print(f"{len(tasks)} fits on {args.processes} processes (machine shared with other "
               "developers: wall times are indicative)", flush=True)
         records = run(tasks, args.processes, jsonl)

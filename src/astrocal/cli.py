@@ -17,20 +17,33 @@ EXIT_ERROR = 1
 #: exit status of a bug in astrocal (``EX_SOFTWARE`` of sysexits.h)
 EXIT_BUG = 70
 
+#: the module of each subcommand (it registers the subcommand of that name), in the order
+#: ``--help`` lists them
+SUBCOMMANDS = {
+    "demo": "astrocal.demo",
+    "simulate": "astrocal.sim.cli",
+    "fit": "astrocal.model.cli",
+    "convert": "astrocal.formats.convert",
+    "measure": "astrocal.lab.measure",
+    "report": "astrocal.report.cli",
+    "correct": "astrocal.correct.cli",
+}
 #: modules that provide subcommands, in the order ``--help`` lists them
-SUBCOMMAND_MODULES = [
-    "astrocal.demo",
-    "astrocal.sim.cli",
-    "astrocal.model.cli",
-    "astrocal.formats.convert",
-    "astrocal.lab.measure",
-    "astrocal.report.cli",
-    "astrocal.correct.cli",
-]
+SUBCOMMAND_MODULES = list(SUBCOMMANDS.values())
 
 
-def build_parser():
-    """The ``astrocal`` argument parser with every subcommand of :data:`SUBCOMMAND_MODULES`."""
+def _command_of(argv):
+    """The subcommand ``argv`` runs (its first word that is not an option), or None."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(command=None):
+    """The ``astrocal`` argument parser with every subcommand of :data:`SUBCOMMANDS`, or,
+    with ``command``, with that one alone (a command imports only its own module: the
+    others pull in the simulators, the report's plotting and the measure stage)."""
     parser = argparse.ArgumentParser(
         prog="astrocal",
         description="Geometric-distortion calibration of astronomical imagers "
@@ -41,8 +54,9 @@ def build_parser():
     verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug output")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for name, module in SUBCOMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(module).register(subparsers)
     return parser
 
 
@@ -56,7 +70,8 @@ def main(argv=None):
     astrocal: its traceback is printed, then ``astrocal: internal error: ...``, and the
     status is 70 (``EX_SOFTWARE``). Errors of the command line itself give status 2.
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="astrocal: %(levelname)s: %(message)s")

@@ -2,7 +2,7 @@
 summary (the products and the report: tests/report/test_quality_marks.py)."""
 import pytest
 
-from astrocal.model.quality import QC_CONSISTENT, QC_CONVERGED, fit_quality, quality_cards
+from astrocal.model.quality import QC_CONSISTENT, QC_CONVERGED, QC_QUICK, fit_quality, quality_cards
 
 
 def info(converged=True, degree=5, setting="auto", rng=(3, 8), warnings=()):
@@ -12,8 +12,8 @@ def info(converged=True, degree=5, setting="auto", rng=(3, 8), warnings=()):
 
 def test_a_good_fit_has_no_problem():
     q = fit_quality(info())
-    assert q == {"converged": True, "degree_at_top_of_range": False, "consistent": None, "problems": [],
-                 "ok": True}
+    assert q == {"converged": True, "degree_at_top_of_range": False, "consistent": None, "quick": False,
+                 "problems": [], "ok": True}
 
 
 def test_not_converged_says_why():
@@ -103,3 +103,40 @@ def test_contradicted_data_are_a_problem_named_first():
     assert q["problems"][1].startswith("NOT CONVERGED")
     cards = dict((k, v) for k, v, _ in quality_cards(q))
     assert cards[QC_CONSISTENT] is False
+
+
+def test_a_quick_look_is_a_problem_named_first():
+    q = fit_quality({"diagnostics": {"converged": None, "warnings": []}, "degree": 5,
+                     "settings": {"degree": 5, "degree_range": [3, 8], "sampler": "laplace"}})
+    assert q["quick"] is True and not q["ok"] and q["problems"][0].startswith("QUICK LOOK")
+    assert (QC_QUICK, True, "quick look: Laplace, not emcee") in quality_cards(q)
+
+
+def test_quick_fit_is_written_apart_and_marked(tmp_path, capsys):
+    """``astrocal fit --quick``: no chain, products in <fit.output>/quick/<filter>, every
+    product and fit.json marked, the summary's first line says it; the reference fit's
+    directory is untouched; --quick --resume is refused."""
+    import json
+
+    import h5py
+    from astropy.io import fits
+
+    from astrocal.cli import main
+    from astrocal.sim.points_campaign import write_points_campaign
+
+    path, _, _ = write_points_campaign(tmp_path, seed=5, n_exposures=4, degree=3, fit_degree=3)
+    assert main(["fit", str(path), "--quick"]) == 0
+    head = capsys.readouterr().out.splitlines()
+    assert head[0].startswith("filter Lp: QUICK LOOK"), head
+    out = tmp_path / "out" / "quick" / "Lp"
+    assert not (tmp_path / "out" / "Lp").exists()
+    info = json.loads((out / "fit.json").read_text())
+    assert info["settings"]["sampler"] == "laplace" and info["quality"]["quick"] is True
+    assert info["diagnostics"]["steps"] == 0
+    for product in out.glob("*.fits"):
+        assert fits.getheader(product)[QC_QUICK] is True, product
+    with h5py.File(out / "posterior.h5", "r") as f:
+        assert f["linear/g"].shape[0] == f["linear/phi"].shape[0] > 100
+    assert (out / "manifest.json").exists()
+    assert main(["fit", str(path), "--quick", "--resume"]) == 1
+    assert "nothing to --resume" in capsys.readouterr().err

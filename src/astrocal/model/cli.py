@@ -14,6 +14,7 @@ from astropy.table import Table
 
 from ..atomic import ProductExistsError
 from ..campaign import load_campaign
+from ..errors import AstrocalError
 from ..checksum import file_sha256
 from ..lab.mask import check_mask_scale, load_mask
 from ..resultset import (LOCK, MANIFEST, confined, mark_incomplete, read_manifest, remove_partial_files,
@@ -461,6 +462,11 @@ def register(subparsers):
                    help="do not fit the holes' manufacturing errors")
     p.add_argument("--resume", action="store_true", help="continue an interrupted chain")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument("--quick", action="store_true",
+                   help="a quick look: the hyperparameters' MAP and the Laplace approximation over them "
+                   "with exact draws of the linear parameters, no emcee chain; written into "
+                   "<fit.output>/quick/<filter>/ and marked QC QUICK (fit.json quality, the report's and "
+                   "the summary's first line); emcee stays the reference")
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="worker processes: several filters are fitted in parallel; a single "
                    "filter's emcee walkers are split over them (default 1)")
@@ -468,15 +474,19 @@ def register(subparsers):
 
 
 def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
-                 resume=False, overwrite=False, progress="auto", processes=1):
+                 resume=False, overwrite=False, progress="auto", processes=1, quick=False):
     """Fit every filter of a loaded campaign; returns ``{filter: (LabFit, output dir, products)}``.
 
     Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
     ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
     ``processes``: with several filters, that many fits run in parallel; with one, the
-    walkers of each emcee step are split over that many processes.
+    walkers of each emcee step are split over that many processes. ``quick``: the quick look
+    (no emcee chain: :func:`~astrocal.model.inference.laplace_draws`), written into
+    ``<fit.output>/quick/<filter>``.
     """
     fs = campaign.fit
+    if quick and resume:
+        raise FitOptionError("--quick runs no chain: there is nothing to --resume")
     degree = degree if degree is not None else fs.degree
     if degree != "auto":
         degree = int(degree)
@@ -485,13 +495,13 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
         campaign.earth.apply(campaign.path)  # the campaign's Earth-orientation tables (astrocal.earth)
     outs = {}
     for filt in groups:  # refuse early, before any work
-        out = confined(Path(fs.output) / filt, fs.output)
+        out = _output_dir(fs, filt, quick)
         _check_result_dir(out, resume, overwrite)
         outs[filt] = out
     processes = max(int(processes or 1), 1)
     parallel = processes > 1 and len(groups) > 1
     opts = dict(degree=degree, steps=steps, walkers=walkers, seed=seed, hole_errors=hole_errors,
-                resume=resume, overwrite=overwrite, progress=False if parallel else progress,
+                resume=resume, quick=quick, overwrite=overwrite, progress=False if parallel else progress,
                 processes=1 if parallel else processes)
     jobs = [(campaign, filt, lab_sets, sky_sets, opts) for filt, (lab_sets, sky_sets) in groups.items()]
     if not parallel:
@@ -504,6 +514,16 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
     with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=ctx) as pool:
         futures = {job[1]: pool.submit(_fit_group, *job) for job in jobs}
         return {filt: f.result() for filt, f in futures.items()}
+
+
+class FitOptionError(AstrocalError, ValueError):
+    """Options of ``astrocal fit`` that cannot go together."""
+
+
+def _output_dir(fs, filt, quick=False):
+    """Where a filter's result goes: ``<fit.output>/<filter>``, or for a quick look
+    ``<fit.output>/quick/<filter>`` (never over the reference fit)."""
+    return confined(Path(fs.output) / "quick" / filt if quick else Path(fs.output) / filt, fs.output)
 
 
 def _check_result_dir(out, resume, overwrite, locked=False):
@@ -554,7 +574,8 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
     from .result import load_posterior
 
     fs = campaign.fit
-    out = confined(Path(fs.output) / filt, fs.output)
+    quick = opts.get("quick", False)
+    out = _output_dir(fs, filt, quick)
     h5 = out / "posterior.h5"
     overwrite, resume = opts["overwrite"], opts["resume"]
     parts, inputs = [], []
@@ -584,7 +605,8 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
         seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
         priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=mask_affine_sigma(fs, lab_sets),
                       residual=fs.residual),
-        backend_path=h5, resume=resume, progress=opts["progress"],
+        backend_path=None if quick else h5, resume=resume, progress=opts["progress"],
+        sampler="laplace" if quick else "emcee",
         flexure=getattr(fs, "flexure", None), processes=opts["processes"],
     )
     settings.chain_record = chain_record(campaign, settings, inputs)
@@ -637,7 +659,8 @@ def describe(filt, fit, out, products):
     from .quality import fit_quality
 
     info = {"diagnostics": {"converged": fit.diagnostics.converged, "warnings": fit.diagnostics.warnings},
-            "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range)},
+            "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range),
+                         "sampler": getattr(fit.settings, "sampler", "emcee")},
             "degree": fit.degree}
     quality = info_json.get("quality") or fit_quality(info)
     lines = [f"filter {filt}: {problem}" for problem in quality["problems"]]
@@ -716,7 +739,8 @@ def run(args):
             return 0
     results = fit_campaign(campaign, degree=args.degree, steps=args.steps, walkers=args.walkers,
                            seed=args.seed, hole_errors=not args.no_hole_errors,
-                           resume=args.resume, overwrite=args.overwrite, processes=args.processes)
+                           resume=args.resume, overwrite=args.overwrite, processes=args.processes,
+                           quick=args.quick)
     contradicted = []
     for filt, (fit, out, products) in results.items():
         print("\n".join(describe(filt, fit, out, products)))

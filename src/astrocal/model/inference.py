@@ -35,6 +35,7 @@ from .chainstore import BlockBackend, stored_iteration
 from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
+from .proposal import ADAPT_STEPS, AdaptiveIndependenceMove, fit_proposal, laplace_proposal
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class FitSettings:
     chain_record: dict = None
     flexure: object = None  # FlexureBasis of sky exposures (None: the model's default)
     processes: int = 1  # worker processes that share the walkers of each emcee step
+    #: "emcee" (the reference) or "laplace": the quick look, hyperparameters drawn from the
+    #: Laplace approximation at their MAP (:func:`laplace_draws`) instead of sampled
+    sampler: str = "emcee"
 
 
 @dataclass
@@ -551,9 +555,12 @@ class PooledPosterior:
 def default_moves():
     """The emcee moves of the hyperparameter chain: ``[(move, weight), ...]``.
 
-    Differential-evolution moves only: emcee 3.1.6's DESnookerMove does not leave the
-    target invariant (sds a few per cent too small; fixed upstream in dfm/emcee#531)."""
-    return [(emcee.moves.DEMove(), 1.0)]
+    One :class:`~astrocal.model.proposal.AdaptiveIndependenceMove`: differential evolution
+    until its proposal is set (from the Laplace approximation at the start, refitted from
+    the chain at :data:`~astrocal.model.proposal.ADAPT_STEPS`), then mostly independence
+    proposals. No DESnookerMove: emcee 3.1.6's does not leave the target invariant (sds a
+    few per cent too small; fixed upstream in dfm/emcee#531)."""
+    return [(AdaptiveIndependenceMove(), 1.0)]
 
 
 def run_emcee(model, phi_map, settings, hessian=None):
@@ -571,6 +578,7 @@ def run_emcee(model, phi_map, settings, hessian=None):
             pass
     p0 = phi_map + scale * rng.standard_normal((nwalkers, ndim))
     p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
+    start = laplace_proposal(phi_map, hessian, lo, hi) if hessian is not None else None
     backend = None
     if settings.backend_path is not None:
         path = Path(settings.backend_path)
@@ -597,7 +605,8 @@ def run_emcee(model, phi_map, settings, hessian=None):
     sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
                                     backend=backend, moves=moves)
     try:
-        return _run_blocks(sampler, backend, p0, settings)
+        move = next((m for m, _ in moves if isinstance(m, AdaptiveIndependenceMove)), None)
+        return _run_blocks(sampler, backend, p0, settings, move, (lo, hi), start)
     finally:
         if pooled is not None:
             pooled.close()
@@ -626,16 +635,36 @@ def _check_chain_record(path, stored, record):
                                  f"resumed ({'; '.join(changed)}); restore them, or start again with --overwrite")
 
 
-def _run_blocks(sampler, backend, p0, settings):
+def _adapt(move, chain, step, bounds, start):
+    """Set ``move``'s proposal for the chain from ``step`` on: the Laplace one (``start``)
+    before the first of :data:`ADAPT_STEPS`, then one fitted to the second half of the
+    steps since the previous refit (all walkers). It depends on the stored chain only, so
+    a resumed chain gets the same proposal."""
+    fits = [s for s in ADAPT_STEPS if s <= step]
+    if not fits:
+        move.proposal = start
+        return
+    s = fits[-1]
+    prev = ([0] + [t for t in ADAPT_STEPS if t < s])[-1]
+    window = chain[(prev + s) // 2:s]
+    try:
+        move.proposal = fit_proposal(window.reshape(-1, chain.shape[2]), *bounds)
+    except ValueError:  # too few distinct samples: keep the one in use
+        log.debug("proposal not refitted at step %d", s)
+
+
+def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=None):
     done = backend.iteration if backend is not None else 0
     if done > 0:
         state = backend.get_last_sample()
         log.info("resuming the chain at step %d", done)
     else:
         state = emcee.State(p0, random_state=np.random.RandomState(settings.seed).get_state())
-    # run in blocks, stopping once the chain is >= 50 tau long and every hyperparameter
-    # has target_neff effective samples after burn-in (a deterministic rule, so a resumed
-    # run stops where an uninterrupted one would)
+    if move is not None:
+        _adapt(move, sampler.get_chain() if done else None, done, bounds, start)
+    # run in blocks, stopping once the chain after adaptation is >= 50 tau long and every
+    # hyperparameter has target_neff effective samples after burn-in (a deterministic
+    # rule, so a resumed run stops where an uninterrupted one would)
     every = int(settings.check_every)
     bar = None
     if _progress(settings.progress):
@@ -643,11 +672,15 @@ def _run_blocks(sampler, backend, p0, settings):
 
         bar = tqdm(total=int(settings.steps), initial=done, desc="emcee", unit="step")
     while done < settings.steps:
-        if done >= settings.min_steps and _converged(sampler, settings):
+        if done >= settings.min_steps and _converged(sampler.get_chain(), settings):
             break
-        n = min(every - done % every, int(settings.steps) - done)
+        refits = [s for s in ADAPT_STEPS if s > done] if move is not None else []
+        stop = min(done - done % every + every, int(settings.steps), *refits)
+        n = stop - done
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         done += n
+        if move is not None and done in ADAPT_STEPS:
+            _adapt(move, sampler.get_chain(), done, bounds, start)
         if backend is not None:
             backend.write()  # once per block: a kill or a failed write loses one block at most
         if bar is not None:
@@ -657,56 +690,62 @@ def _run_blocks(sampler, backend, p0, settings):
     return sampler.get_chain(), sampler
 
 
-def _converged(sampler, settings):
-    chain = sampler.get_chain()
-    steps, nwalkers, _ = chain.shape
+def chain_summary(chain, burn="auto"):
+    """``(tau, burn, n_effective, converged)`` of a chain (steps, walkers, ndim).
+
+    The steps before the end of adaptation (the last of :data:`ADAPT_STEPS`, when the chain
+    is at least twice that long) are burn-in; ``tau`` (steps, per hyperparameter) is
+    estimated on the chain after them; ``burn`` ``"auto"`` adds 5 ``tau`` (at least a tenth
+    and at most half of the steps after adaptation), an int fixes it; ``converged``: the
+    chain after adaptation is at least 50 ``tau`` long.
+    """
+    steps, nwalkers, ndim = chain.shape
+    adapted = ADAPT_STEPS[-1] if steps >= 2 * ADAPT_STEPS[-1] else 0
+    after = chain[adapted:]
     quiet = logging.getLogger("emcee.autocorr")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # a short chain is expected here: that is what we test
     try:
-        tau = emcee.autocorr.integrated_time(chain, quiet=True, has_walkers=True)
+        tau = emcee.autocorr.integrated_time(after, quiet=True)
+    except Exception:  # pragma: no cover - emcee raises several types
+        tau = np.full(ndim, np.nan)
     finally:
         quiet.setLevel(level)
-    if not np.all(np.isfinite(tau)):
-        return False
-    tmax = float(np.max(tau))
-    burn = int(min(max(5 * tmax, 0.1 * steps), steps // 2))
-    neff = (steps - burn) * nwalkers / tau
-    return steps >= 50 * tmax and bool(np.all(neff >= settings.target_neff))
+    length = steps - adapted
+    tau_max = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(length)
+    if burn == "auto":
+        burn = adapted + int(min(max(5 * tau_max, 0.1 * length), length // 2))
+    else:
+        burn = int(burn)
+    kept = steps - burn
+    n_eff = kept * nwalkers / np.where(np.isfinite(tau), tau, max(kept, 1))
+    converged = bool(np.all(np.isfinite(tau)) and length >= 50 * tau_max)
+    return tau, burn, n_eff, converged
+
+
+def _converged(chain, settings):
+    tau, _, n_eff, converged = chain_summary(chain, settings.burn)
+    return converged and bool(np.all(n_eff >= settings.target_neff))
 
 
 def diagnostics(chain, sampler, settings):
     """Autocorrelation times, burn-in, effective samples and warnings of a chain.
 
     ``chain`` has shape (steps, walkers, ndim); ``sampler`` the emcee sampler (for its
-    acceptance fractions); ``settings.burn`` is ``"auto"`` (5 ``tau``, at least a tenth and
-    at most half of the chain) or a number of steps. Returns a :class:`Diagnostics`.
+    acceptance fractions); ``settings.burn`` is ``"auto"`` or a number of steps
+    (:func:`chain_summary`). Returns a :class:`Diagnostics`.
     """
-    steps, nwalkers, ndim = chain.shape
+    steps = chain.shape[0]
     notes = []
-    quiet = logging.getLogger("emcee.autocorr")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # our own ConvergenceWarning below says it better
-    try:
-        tau = emcee.autocorr.integrated_time(chain, quiet=True)
-    except Exception as exc:  # pragma: no cover - emcee raises several types
-        tau = np.full(ndim, np.nan)
-        notes.append(f"autocorrelation time not estimated: {exc}")
-    finally:
-        quiet.setLevel(level)
+    tau, burn, n_eff, converged = chain_summary(chain, settings.burn)
     tau_max = float(np.nanmax(tau)) if np.isfinite(tau).any() else float(steps)
-    if settings.burn == "auto":
-        burn = int(min(max(5 * tau_max, 0.1 * steps), steps // 2))
-    else:
-        burn = int(settings.burn)
-    kept = steps - burn
-    n_eff = kept * nwalkers / np.where(np.isfinite(tau), tau, kept)
-    converged = bool(np.all(np.isfinite(tau)) and steps >= 50 * tau_max)
+    if not np.all(np.isfinite(tau)):
+        notes.append("autocorrelation time not estimated")
     if not converged:
         notes.append(f"ConvergenceWarning: chain of {steps} steps is shorter than 50 "
-                     f"autocorrelation times (max tau {tau_max:.1f}); run more steps")
+                     f"autocorrelation times (max tau {tau_max:.1f}) after adaptation; run more steps")
     acc = float(np.mean(sampler.acceptance_fraction))
-    if not 0.15 <= acc <= 0.8:
+    if not 0.15 <= acc <= 0.95:
         notes.append(f"ConvergenceWarning: mean acceptance fraction {acc:.2f} is unusual")
     return Diagnostics(tau, acc, steps, burn, n_eff, converged, notes)
 
@@ -783,6 +822,22 @@ def _with_residual(priors, residual):
     return replace(priors, residual="matern52" if residual else "none")
 
 
+def laplace_draws(model, phi_map, hessian, n, rng):
+    """``n`` hyperparameter draws (n, ndim) from the Laplace approximation at ``phi_map``
+    (``hessian`` of ``-log p``): a Gaussian in the logit of each hyperparameter's padded
+    prior interval (:func:`astrocal.model.proposal.laplace_proposal`), so every draw lies
+    inside the prior; the quick look's stand-in for the emcee chain. A Hessian that is not
+    positive definite is regularised by its eigenvalues' magnitudes."""
+    lo, hi = model.bounds()
+    prop = laplace_proposal(phi_map, hessian, lo, hi)
+    if prop is None:
+        w, v = np.linalg.eigh(0.5 * (hessian + hessian.T))
+        w = np.maximum(np.abs(w), 1e-12 * max(np.abs(w).max(), 1e-300))
+        prop = laplace_proposal(phi_map, (v * w) @ v.T, lo, hi)
+    z = prop.mean + rng.standard_normal((int(n), model.ndim)) @ prop.chol.T
+    return np.clip(prop.to_phi(z), lo, hi)
+
+
 def _check_rule(rule):
     if rule not in ("median", "best"):
         raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
@@ -817,6 +872,7 @@ def _fit_lab(points, settings):
     variants = _residual_variants(settings.priors)
     evidence = []
     fitted = {}
+    below = {}  # per variant, the MAP of the degree below by name: where the next search starts
     for n in degrees:
         for res in variants:
             priors = _with_residual(settings.priors, res)
@@ -827,7 +883,8 @@ def _fit_lab(points, settings):
             except ValueError as exc:
                 evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
                 continue
-            phi, lp = _map(model, model.initial_guess())
+            phi, lp = _map(model, model.initial_guess(below.get(res)))
+            below[res] = dict(zip(model.hyper_names, phi))
             logz, hess = laplace_evidence(model, phi, lp)
             evidence.append({**row, "log_evidence": logz, "log_posterior_map": lp, "phi_map": phi.tolist()})
             # kept: the MAP, the Hessian and the field for the final Jacobian (not the
@@ -861,15 +918,24 @@ def _fit_lab(points, settings):
                      priors=_with_residual(settings.priors, residual), excluded=excluded,
                      flexure=settings.flexure)
     phi_map, lp = _map(model, phi_map)
-    chain, sampler = run_emcee(model, phi_map, settings, hess)
-    diag = diagnostics(chain, sampler, settings)
-    for note in diag.warnings:
-        log.warning("%s", note)
-        warnings.warn(note.removeprefix("ConvergenceWarning: "), ConvergenceWarning, stacklevel=2)
-    flat = chain[diag.n_burn:].reshape(-1, model.ndim)
-    take = min(settings.n_draws, flat.shape[0])
-    idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
-    phi_samples = flat[idx]
+    if settings.sampler == "laplace":
+        hess = -_hessian(model.log_posterior, phi_map, *model.bounds())
+        phi_samples = laplace_draws(model, phi_map, hess, settings.n_draws, rng)
+        chain = phi_samples[:, None, :]
+        diag = Diagnostics(np.full(model.ndim, np.nan), float("nan"), 0, 0,
+                           np.full(model.ndim, float(len(phi_samples))), None,
+                           ["quick look: hyperparameters from the Laplace approximation at their MAP, "
+                            "not sampled by emcee"])
+    else:
+        chain, sampler = run_emcee(model, phi_map, settings, hess)
+        diag = diagnostics(chain, sampler, settings)
+        for note in diag.warnings:
+            log.warning("%s", note)
+            warnings.warn(note.removeprefix("ConvergenceWarning: "), ConvergenceWarning, stacklevel=2)
+        flat = chain[diag.n_burn:].reshape(-1, model.ndim)
+        take = min(settings.n_draws, flat.shape[0])
+        idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
+        phi_samples = flat[idx]
     g, d = draw_linear(model, phi_samples, rng, per_phi=settings.draws_per_phi)
     phi_samples = np.repeat(phi_samples, settings.draws_per_phi, axis=0)  # one row per draw
     holes = stars = None

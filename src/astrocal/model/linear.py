@@ -669,7 +669,11 @@ class LabModel:
             lp = lp - np.sum(np.log(hi[self.i_scale] - lo[self.i_scale]))
         return np.where(inside, lp, -np.inf)
 
-    def initial_guess(self):
+    def initial_guess(self, known=None):
+        """Where the MAP search over the hyperparameters starts: ``known`` (``{name: value}``,
+        e.g. the MAP of the degree below) where it names a hyperparameter, else the defaults
+        below; the field widths come from the data (:meth:`_field_width_guess`) unless all of
+        them are known. Clipped just inside the prior box."""
         lo, hi = self.bounds()
         nd = self.points.n_datasets
         phi = np.empty(self.ndim)
@@ -681,7 +685,10 @@ class LabModel:
         if self.n_res:  # 0.01 px, a quarter of the detector
             phi[self.i_res] = [np.log(0.01 * self.points.pixel_scale),
                                np.log(0.25 * (self.points.domain[1] - self.points.domain[0]))]
-        if self.i_field.size:
+        names = list(self.hyper_names)
+        have = np.array([name in (known or {}) for name in names])
+        phi[have] = [known[name] for name in np.array(names)[have]]
+        if self.i_field.size and not have[self.i_field].all():
             phi[self.i_field] = self._field_width_guess(np.clip(phi, lo + 1e-6, hi - 1e-6))
         return np.clip(phi, lo + 1e-6, hi - 1e-6)
 

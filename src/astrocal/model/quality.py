@@ -16,23 +16,29 @@ any astrocal version can be judged the same way):
   bars about a wrong answer: ``astrocal fit`` writes the products, marked, and ends with
   status 3.
 
+* ``quick``: a quick look (``astrocal fit --quick``): the hyperparameters come from the
+  Laplace approximation at their maximum a posteriori, not from an emcee chain; a first
+  look after an intervention, not the reference calibration.
+
 ``problems`` holds one sentence per flag raised; ``ok`` is true when there is none. The
 products carry the flags as QC keywords (``HIERARCH ASTROCAL QC CONVERGED``,
-``HIERARCH ASTROCAL QC DEGREE AT TOP``, ``HIERARCH ASTROCAL QC CONSISTENT``), ``fit.json`` as ``quality``, the report's first
+``HIERARCH ASTROCAL QC DEGREE AT TOP``, ``HIERARCH ASTROCAL QC CONSISTENT``,
+``HIERARCH ASTROCAL QC QUICK``), ``fit.json`` as ``quality``, the report's first
 line and the ``astrocal fit`` summary's first line as text.
 """
 from __future__ import annotations
 
-__all__ = ["fit_quality", "quality_cards", "QC_CONVERGED", "QC_DEGREE_AT_TOP", "QC_CONSISTENT"]
+__all__ = ["fit_quality", "quality_cards", "QC_CONVERGED", "QC_DEGREE_AT_TOP", "QC_CONSISTENT", "QC_QUICK"]
 
 #: FITS keywords of the flags (written as HIERARCH cards)
 QC_CONVERGED = "HIERARCH ASTROCAL QC CONVERGED"
 QC_DEGREE_AT_TOP = "HIERARCH ASTROCAL QC DEGREE AT TOP"
 QC_CONSISTENT = "HIERARCH ASTROCAL QC CONSISTENT"
+QC_QUICK = "HIERARCH ASTROCAL QC QUICK"
 
 
 def fit_quality(info: dict) -> dict:
-    """``{"converged", "degree_at_top_of_range", "consistent", "problems", "ok"}`` from a
+    """``{"converged", "degree_at_top_of_range", "consistent", "quick", "problems", "ok"}`` from a
     ``fit.json`` dictionary (see the module notes). ``converged`` and ``consistent`` are
     None for a result that recorded no diagnostics or no consistency checks."""
     diag = info.get("diagnostics") or {}
@@ -45,7 +51,12 @@ def fit_quality(info: dict) -> dict:
                   and degree is not None and int(degree) == int(rng[1]))
     checks = info.get("consistency")
     consistent = None if not checks else bool(checks.get("consistent", not checks.get("problems")))
+    quick = settings.get("sampler") == "laplace"
     problems = []
+    if quick:
+        problems.append("QUICK LOOK: hyperparameters from the Laplace approximation at their maximum a "
+                        "posteriori, not sampled by emcee (astrocal fit --quick); a first look, not the "
+                        "reference calibration: run astrocal fit without --quick for that")
     if consistent is False:
         problems.append("DATA CONTRADICT THE FIT'S ASSUMPTIONS: " + "; ".join(checks.get("problems") or [])
                         + "; the products are marked and the error bars do not cover this")
@@ -60,7 +71,7 @@ def fit_quality(info: dict) -> dict:
                         "polynomial of this degree represents, which the map's 1-sigma does not cover: widen "
                         "[fit] degree_range")
     return {"converged": converged, "degree_at_top_of_range": at_top, "consistent": consistent,
-            "problems": problems, "ok": not problems}
+            "quick": quick, "problems": problems, "ok": not problems}
 
 
 def quality_cards(quality: dict) -> list:
@@ -69,4 +80,5 @@ def quality_cards(quality: dict) -> list:
     return [(QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule"),
             (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range"),
             (QC_CONSISTENT, bool(cons) if (cons := quality.get("consistent")) is not None else "unknown",
-             "data agree with fit assumptions")]
+             "data agree with fit assumptions"),
+            (QC_QUICK, bool(quality.get("quick")), "quick look: Laplace, not emcee")]
