@@ -59,11 +59,27 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def make_campaign(root, seed, n_exposures, degree):
+def dense_mask(n, path, half_arcsec=5.45, mask_scale=3.319):
+    """Write an n x n grid mask spanning +/- ``half_arcsec`` (the 41 x 41 of issue 21 fills the
+    METIS LM detector) at ``mask_scale`` mm/arcsec into ``path`` (ECSV)."""
+    import numpy as np
+    from astrocal.lab.mask import mask_from_arrays
+
+    g = np.linspace(-half_arcsec, half_arcsec, n) * mask_scale
+    xx, yy = np.meshgrid(g, g)
+    mask_from_arrays(xx.ravel(), yy.ravel(), 25.0, name=f"grid{n}x{n}", mask_scale=mask_scale).write(path)
+    return path
+
+
+def make_campaign(root, seed, n_exposures, degree, dense=0):
     sys.path.insert(0, str(SRC))
     from astrocal.sim.points_campaign import write_points_campaign
 
-    path, _, points = write_points_campaign(root, seed=seed, n_exposures=n_exposures, degree=degree)
+    kw = {}
+    if dense:
+        root.mkdir(parents=True, exist_ok=True)
+        kw["mask"] = str(dense_mask(dense, root.parent / f"grid{dense}.ecsv"))
+    path, _, points = write_points_campaign(root, seed=seed, n_exposures=n_exposures, degree=degree, **kw)
     return path, points.n_points
 
 
@@ -111,6 +127,8 @@ def main(argv=None):
     ap.add_argument("--baseline-src", type=Path, help="another astrocal source tree to compare with")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="time `astrocal fit --quick` instead")
+    ap.add_argument("--dense", type=int, default=0, metavar="N",
+                    help="an N x N grid mask filling the detector instead of WCU FP mask #5 (41: issue 21)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
     args = ap.parse_args(argv)
     versions = {"this": SRC}
@@ -118,7 +136,7 @@ def main(argv=None):
         versions = {"baseline": args.baseline_src.resolve(), "this": SRC}
     with tempfile.TemporaryDirectory(prefix="bench_fit_cli_") as tmp:
         tmp = Path(tmp)
-        _, n_points = make_campaign(tmp / "campaign", args.seed, args.n_exposures, args.degree)
+        _, n_points = make_campaign(tmp / "campaign", args.seed, args.n_exposures, args.degree, args.dense)
         print(f"campaign: seed {args.seed}, {args.n_exposures} exposures, field degree {args.degree}, "
               f"{n_points} points; `astrocal fit{' --quick' if args.quick else ''}` with its defaults",
               flush=True)
@@ -143,7 +161,7 @@ def main(argv=None):
     print(f"load average now {os.getloadavg()} on {os.cpu_count()} cores (shared with other work)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"seed": args.seed, "n_exposures": args.n_exposures,
+        args.out.write_text(json.dumps({"seed": args.seed, "n_exposures": args.n_exposures, "quick": args.quick, "dense": args.dense,
                                         "degree": args.degree, "n_points": n_points, "runs": runs,
                                         "median": summary}, indent=1))
     return 0

@@ -17,7 +17,7 @@ from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field.synthetic import smooth_field
 from ..formats.siaf import write_siaf
 from ..instruments import get_instrument
-from ..lab.mask import get_mask, mask_path
+from ..lab.mask import load_mask, mask_path
 from ..solution import Solution
 from .lab_truth import draw_lab_truth, observe_points
 
@@ -26,13 +26,17 @@ def write_points_campaign(out, instrument="metis-lm", seed=0, n_exposures=10, de
                           corner_px=3.0, hole_error_um=0.5, sigma_px=(0.005, 0.03),
                           offset_sigma_mas=2.0, outlier_fraction=0.0, mask="metis_wcu_fp_mask5",
                           fit_degree="auto", overwrite=False):
-    """Write a point-level lab campaign into ``out``; returns ``(campaign path, truth, points)``."""
+    """Write a point-level lab campaign into ``out``; returns ``(campaign path, truth, points)``.
+
+    ``mask``: the name of a shipped mask table, or the path of a mask table (ECSV, e.g. one
+    written by :meth:`astrocal.lab.mask.Mask.write`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / "campaign.toml", overwrite)
     rng = np.random.default_rng(seed)
     inst = get_instrument(instrument)
-    m = get_mask(mask)
+    source = Path(mask) if Path(str(mask)).suffix == ".ecsv" and Path(str(mask)).is_file() else mask_path(mask)
+    m = load_mask(source)
     ms = inst.mask_scale_mm_per_arcsec
     field = smooth_field(shape=inst.detector_shape, pixel_scale_mas=inst.pixel_scale_mas,
                          corner_px=corner_px, degree=degree, rng=rng.integers(1 << 31),
@@ -49,7 +53,7 @@ def write_points_campaign(out, instrument="metis-lm", seed=0, n_exposures=10, de
         x[k] += shift * np.cos(ang)
         y[k] += shift * np.sin(ang)
         bad[k] = True
-    shutil.copyfile(mask_path(mask), out / "mask.ecsv") if not (out / "mask.ecsv").exists() or overwrite else None
+    shutil.copyfile(source, out / "mask.ecsv") if not (out / "mask.ecsv").exists() or overwrite else None
     (out / "tables").mkdir(exist_ok=True)
     lines = ["[instrument]", f'name = "{inst.name}"', f'preset = "{instrument}"', "",
              "[[lab]]", 'mask = "mask.ecsv"', f'filter = "{inst.default_filter}"', "exposures = ["]
