@@ -31,7 +31,8 @@ from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text
 from ..errors import AstrocalError
 from ..plain import to_plain
-from ..resultset import confined, mark_incomplete, remove_partial_files, write_manifest, writer_lock
+from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, remove_partial_files,
+                         write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
 from .fit import ExposureTerms, LmsFit, LmsFitSettings, fit_lms, stack_tables, usable
 from .measure import TABLE_OF_KIND, nominal_geometry
@@ -109,12 +110,10 @@ def _data_and_terms(campaign, tables):
 def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,
                      progress="auto"):
     """Fit a campaign's LMS data set and write its result set; returns (LmsFit, output directory)."""
-    from ..model.cli import _check_result_dir
-
     lms = campaign.lms
     fs = campaign.fit
     out = confined(Path(fs.output) / lms.name, fs.output)
-    _check_result_dir(out, resume, overwrite)
+    check_result_dir(out, resume, overwrite)
     tables = measured_lms_tables(campaign)
     data, terms = _data_and_terms(campaign, tables)
     layout = nominal_geometry(lms).layout
@@ -125,7 +124,7 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
     settings.chain_record = _chain_record(campaign, settings, [p for _, p, _ in tables])
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out):
-        _check_result_dir(out, resume, overwrite, locked=True)
+        check_result_dir(out, resume, overwrite, locked=True)
         mark_incomplete(out)
         remove_partial_files(out)
         h5 = out / "posterior.h5"
@@ -140,17 +139,10 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
 
 def _chain_record(campaign, settings, inputs):
     """What the chain depends on (compared on resume): the campaign's and the measured tables'
-    SHA-256, the seed, the walkers and the model."""
-    import hashlib
-
-    from ..checksum import file_sha256
-
-    h = hashlib.sha256()
-    for path in inputs:
-        h.update(Path(path).name.encode())
-        h.update(file_sha256(path).encode())
+    SHA-256 (:func:`astrocal.resultset.inputs_sha256`, as the imager's
+    :func:`astrocal.model.cli.chain_record`), the seed, the walkers and the LMS model's settings."""
     lms = campaign.lms
-    return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
+    return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "kind": "lms", "degree": int(lms.degree),
             "offset_sigma_mas": float(lms.offset_sigma_mas), "across_px_per_mas": float(lms.across_px_per_mas)}
 
