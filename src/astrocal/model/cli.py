@@ -444,7 +444,9 @@ def register(subparsers):
         "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords; manifest.json, written last, "
         "marks the set complete. A campaign's [lms] data set (the LM integral-field spectrograph) is "
         "fitted with its own model (docs/lms.md): <fit.output>/<lms name>/ gets posterior.h5, "
-        "lms_params.ecsv, lms_draws.fits, lms_residuals.ecsv, lms_fit.json and manifest.json. Exit status: 0 done; 1 an error of the input (nothing "
+        "lms_params.ecsv, lms_draws.fits, lms_residuals.ecsv, lms_fit.json, per setting "
+        "IFU_DISTORTION_TABLE_<tag>.fits and LMS_GEOMETRY_<tag>.fits with QC keywords, report/ and "
+        "manifest.json. Exit status: 0 done; 1 an error of the input (nothing "
         "complete written); 3 done, but the data contradict the fit's assumptions (pixel scale "
         "far from nominal, residuals far above the centroid errors, poses far outside their "
         "priors): products written and marked QC CONSISTENT = F.",
