@@ -70,6 +70,15 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
         assert [len(hdul[f"DET{d}"].data) for d in (1, 2, 3, 4)] == [14] * 4
     rep = json.loads((out / "report" / "report.json").read_text())
     assert {r["id"] for r in rep["requirements"]} == {"DRLD-IFU-DISTORT-COL", "DRLD-IFU-DISTORT-ROW"}
+    html = (out / "report" / "report.html").read_bytes()
+    assert main(["report", str(out)]) == 1                          # the page exists: kept
+    assert (out / "report" / "report.html").read_bytes() == html
+    assert main(["report", str(out), "--out", str(measured / "again")]) == 0
+    again = json.loads((measured / "again" / "report.json").read_text())
+    assert [r["value"] for r in again["requirements"]] == pytest.approx([r["value"] for r in rep["requirements"]])
+    for k in ("rms_px", "fwhm_px"):                                # the products' header: 3 decimals
+        assert again["qc"][k] == pytest.approx(rep["qc"][k], abs=6e-4)
+    assert again["qc"]["nspots"] == rep["qc"]["nspots"] and again["qc"]["converged"] == rep["qc"]["converged"]
     info = json.loads((out / "lms_fit.json").read_text())
     assert set(info["n_points"]) == {"spots", "traces", "edges"}
     fit = load_lms_fit(out)

@@ -82,9 +82,28 @@ def eso(dotted):
 
 def _bidegree_basis(a, b, degree):
     """Monomials ``a^i b^j`` (0 <= i, j <= degree), column ``k = i (degree + 1) + j``: (N, (degree+1)^2)."""
-    pa = np.asarray(a, float)[:, None] ** np.arange(degree + 1)
-    pb = np.asarray(b, float)[:, None] ** np.arange(degree + 1)
-    return (pa[:, :, None] * pb[:, None, :]).reshape(len(pa), -1)
+    a, b = np.ravel(np.asarray(a, float)), np.ravel(np.asarray(b, float))
+    pa = np.ones((a.size, degree + 1))
+    pb = np.ones((b.size, degree + 1))
+    for k in range(1, degree + 1):
+        pa[:, k] = pa[:, k - 1] * a
+        pb[:, k] = pb[:, k - 1] * b
+    return (pa[:, :, None] * pb[:, None, :]).reshape(a.size, -1)
+
+
+def _left_inverse(B):
+    """``(B^T B)^-1 B^T``: the least-squares solution operator of a full-rank basis (normal
+    equations: the bases here are normalised to about -1..1, so ``B^T B`` is well conditioned)."""
+    return np.linalg.solve(B.T @ B, B.T)
+
+
+def _inverse_2x2(jac):
+    """Inverses of (N, 2, 2) matrices."""
+    det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
+    inv = np.empty_like(jac)
+    inv[:, 0, 0], inv[:, 1, 1] = jac[:, 1, 1] / det, jac[:, 0, 0] / det
+    inv[:, 0, 1], inv[:, 1, 0] = -jac[:, 0, 1] / det, -jac[:, 1, 0] / det
+    return inv
 
 
 def evaluate_forward_poly(row, xi, lam, lam_range):
@@ -160,7 +179,7 @@ def slice_polynomials(fit, setting) -> SlicePolynomials:
             c, r, _ = geo.chip_position(sl, xi, lam, e, det)
             D = geo.design_matrix(sl, xi, lam, e, det=np.full(U.size, det))
             B = _bidegree_basis(U, W, fdeg)
-            pinv = np.linalg.pinv(B)
+            pinv = _left_inverse(B)
             fc, fr = pinv @ c, pinv @ r
             ferr = max(np.abs(B @ fc - c).max(), np.abs(B @ fr - r).max())
             M = np.concatenate([pinv @ D[:, 0, :], pinv @ D[:, 1, :]])
@@ -176,10 +195,10 @@ def slice_polynomials(fit, setting) -> SlicePolynomials:
             c, r, jac = geo.chip_position(sl, xi, lam, e, det)
             row0 = float(np.mean(r))
             B = _bidegree_basis((c - _COL_CENTRE) / _COL_SCALE, (r - row0) / _ROW_SCALE, ideg)
-            pinv = np.linalg.pinv(B)
+            pinv = _left_inverse(B)
             ix, il = pinv @ xi, pinv @ lam
             D = geo.design_matrix(sl, xi, lam, e, det=np.full(xi.size, det))
-            G = -np.linalg.solve(jac, D)                                   # d(xi, lam)/dp at fixed pixel
+            G = -np.einsum("nij,njp->nip", _inverse_2x2(jac), D)          # d(xi, lam)/dp at fixed pixel
             M = np.concatenate([pinv @ G[:, 0, :], pinv @ G[:, 1, :]])
             icov = M @ cov_p @ M.T
             rows.append({"SLICE": s, "DET": det, "LAM_MIN": part[0], "LAM_MAX": part[1],
@@ -199,7 +218,7 @@ def slice_polynomials(fit, setting) -> SlicePolynomials:
     return SlicePolynomials(t, (lo, hi), fdeg, ideg)
 
 
-def trace_table_rows(fit, setting, det, degree=IFU_TRACE_DEGREE, n_lam=801):
+def trace_table_rows(fit, setting, det, degree=IFU_TRACE_DEGREE, n_lam=4001):
     """The 14 trace rows of chip ``det`` for the pipeline's table: per slice on the chip (in
     increasing row) the centre line's polynomial ``row(col)`` (highest power first), its column
     range ``[start, end)`` (the illuminated columns the centre line reaches) and the largest

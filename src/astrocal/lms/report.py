@@ -31,7 +31,8 @@ from ..report.html import STYLE, _figure
 from .products import DRLD_GOAL_PX, setting_tag
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
-__all__ = ["position_sigma", "residual_summary", "build_lms_report", "write_lms_report"]
+__all__ = ["position_sigma", "residual_summary", "build_lms_report", "write_lms_report", "is_lms_result",
+           "write_lms_report_from_dir"]
 
 
 def position_sigma(fit, setting, n_xi=5, n_lam=9):
@@ -251,10 +252,10 @@ def _render(r, figures):
     return "\n".join(parts) + "\n"
 
 
-def write_lms_report(fit, out, residuals, qc, products, overwrite=False):
-    """Write ``out/report/report.html``, ``report.json`` and ``plots/``; returns ``{name: path}``
-    of every file written."""
-    rdir = Path(out) / "report"
+def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_dir=None):
+    """Write ``out/report/report.html``, ``report.json`` and ``plots/`` (or into ``report_dir``);
+    returns ``{name: path}`` of every file written. Nothing is overwritten unless ``overwrite``."""
+    rdir = Path(report_dir) if report_dir is not None else Path(out) / "report"
     for name in ("report.html", "report.json"):
         check_writable(rdir / name, overwrite)
     (rdir / "plots").mkdir(parents=True, exist_ok=True)
@@ -283,3 +284,50 @@ def write_lms_report(fit, out, residuals, qc, products, overwrite=False):
     written["report.json"] = atomic_write_text(rdir / "report.json", report_json(report), overwrite=overwrite)
     written["report.html"] = atomic_write_text(rdir / "report.html", _render(report, figures), overwrite=overwrite)
     return written
+
+
+def is_lms_result(path) -> bool:
+    """True for a directory that ``astrocal fit`` wrote for an ``[lms]`` data set."""
+    return (Path(path) / "lms_fit.json").exists()
+
+
+def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
+    """The report page of a complete LMS result directory (``astrocal report <fit.output>/lms``):
+    the fit from its draws (:func:`~astrocal.lms.fit_campaign.load_lms_fit`), the convergence
+    from ``lms_fit.json``, the residuals from ``lms_residuals.ecsv`` and the QC from the
+    ``IFU_DISTORTION_TABLE`` product's header. Returns (``{name: path}``, report dict)."""
+    import json
+
+    from astropy.table import Table
+
+    from ..model.inference import Diagnostics
+    from ..model.quality import QC_CONVERGED
+    from ..resultset import require_complete
+    from .fit_campaign import load_lms_fit
+    from .products import eso
+
+    out = Path(out)
+    manifest = require_complete(out)
+    fit = load_lms_fit(out)
+    d = json.loads((out / "lms_fit.json").read_text()).get("diagnostics") or {}
+    if d:
+        fit.diagnostics = Diagnostics(np.asarray(d.get("tau") or [], float), d.get("acceptance"), d.get("n_steps"),
+                                      d.get("n_burn"), np.asarray(d.get("n_effective") or [], float),
+                                      d.get("converged"), list(d.get("warnings") or []))
+    residuals = Table.read(out / "lms_residuals.ecsv", format="ascii.ecsv")
+    products = {}
+    for name in manifest["files"]:
+        for prefix in ("IFU_DISTORTION_TABLE_", "LMS_GEOMETRY_"):
+            if name.startswith(prefix) and name.endswith(".fits"):
+                products[prefix.lower() + name[len(prefix):-5]] = out / name
+    tables = sorted(k for k in products if k.startswith("ifu_distortion_table_"))
+    if not tables:
+        raise FileNotFoundError(f"{out}: no IFU_DISTORTION_TABLE_<tag>.fits in the result: fit again with "
+                                "this astrocal to write the products")
+    h = fits.getheader(products[tables[0]])
+    conv = h.get(QC_CONVERGED)
+    qc = {"rms_px": float(h[eso("QC.IFU.DISTORT.RMS")]), "nspots": int(h[eso("QC.IFU.DISTORT.NSPOTS")]),
+          "fwhm_px": float(h[eso("QC.IFU.DISTORT.FWHM")]) if eso("QC.IFU.DISTORT.FWHM") in h else None,
+          "converged": conv if isinstance(conv, bool) else None}
+    written = write_lms_report(fit, out, residuals, qc, products, overwrite=overwrite, report_dir=report_dir)
+    return written, json.loads(written["report.json"].read_text())
