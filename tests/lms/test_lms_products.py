@@ -245,3 +245,46 @@ def test_optical_model_table_matches_the_pipelines_own_placeholder(tmp_path):
                 diffs.append(np.polyval(t["orders"][k], c) - np.polyval(orders, c))
     d = np.concatenate(diffs)
     assert abs(d.mean()) < 0.5 and np.abs(d).max() < 1.0        # measured: +0.27 +- 0.14 px, max 0.75 px
+
+
+def test_astrocal_report_on_a_hand_written_lms_result(written, tmp_path, capsys):
+    """A complete LMS result directory written by hand (draws, lms_fit.json, residuals, the
+    products, manifest): ``astrocal report`` gives it the LMS page, QC from the product header."""
+    import shutil
+
+    from astrocal.cli import main
+    from astrocal.resultset import write_manifest
+
+    fit, out, paths, qc = written
+    d = tmp_path / "lms"
+    d.mkdir()
+    names = list(fit.layout.names)
+    fits.HDUList([fits.PrimaryHDU(fit.theta_samples), fits.BinTableHDU(Table({"name": names}), name="NAMES"),
+                  fits.ImageHDU(fit.phi_samples, name="PHI"),
+                  fits.BinTableHDU(Table({"name": list(fit.hyper_names)}), name="PHI_NAMES")]).writeto(d / "lms_draws.fits")
+    with fits.open(d / "lms_draws.fits", mode="update") as h:
+        h[0].header["EXTNAME"] = "THETA"
+    info = {"kind": "lms", "truth_direction": "forward",
+            "layout": {"settings": [{"lam_c_um": 4.73}], "degree": 2, "reference_detector": 1},
+            "exposure_terms": {"stems": [], "names": []},
+            "hyperparameters": {n: {"map": 1.0} for n in fit.hyper_names},
+            "fixed_prior_widths": {}, "offset_sigma_mas": 1.0, "across_px_per_mas": 0.05,
+            "diagnostics": {"tau": [20.0, 15.0], "acceptance": 0.4, "n_steps": 2000, "n_burn": 200,
+                            "n_effective": [800.0, 900.0], "converged": True, "warnings": []}}
+    (d / "lms_fit.json").write_text(json.dumps(info))
+    RESIDUALS.write(d / "lms_residuals.ecsv", format="ascii.ecsv")
+    (d / "posterior.h5").write_bytes(b"chain")                # a fit's marker; the page does not read it
+    for p in paths.values():
+        shutil.copy(p, d / p.name)
+    files = ["posterior.h5", "lms_draws.fits", "lms_fit.json", "lms_residuals.ecsv"] + [p.name for p in paths.values()]
+    assert main(["report", str(d)]) == 1                      # not complete: no manifest
+    assert "not a complete fit result" in capsys.readouterr().err
+    write_manifest(d, files, {"kind": "lms"})
+    assert main(["report", str(d)]) == 0
+    printed = capsys.readouterr().out
+    assert "DRLD-IFU-DISTORT-COL pass" in printed and "QC IFU DISTORT RMS" in printed
+    rep = json.loads((d / "report" / "report.json").read_text())
+    assert rep["qc"]["nspots"] == 3 and rep["qc"]["fwhm_px"] == pytest.approx(2.5)
+    assert rep["convergence"]["converged"] is True
+    assert main(["report", str(d)]) == 1                      # the page exists: not overwritten
+    assert main(["report", str(d), "--overwrite"]) == 0

@@ -334,7 +334,8 @@ def _primary(pro_catg, setting, qc, provenance):
     _short(h, eso("INS.WLEN.CEN"), float(setting.lam_c_um), "[um] central wavelength of the setting")
     _short(h, "HIERARCH ASTROCAL LMS ORDER", int(setting.order), "echelle order")
     _short(h, "HIERARCH ASTROCAL LMS ECHELLE", float(setting.echelle_deg), "[deg] echelle angle (model)")
-    _short(h, eso("QC.IFU.DISTORT.RMS"), float(f"{qc['rms_px']:.3f}"), "[pixel] rms of spot residuals")
+    if np.isfinite(qc["rms_px"]):
+        _short(h, eso("QC.IFU.DISTORT.RMS"), float(f"{qc['rms_px']:.3f}"), "[pixel] rms of spot residuals")
     if qc.get("fwhm_px") is not None:
         _short(h, eso("QC.IFU.DISTORT.FWHM"), float(f"{qc['fwhm_px']:.3f}"), "[pixel] median FWHM of spots")
     _short(h, eso("QC.IFU.DISTORT.NSPOTS"), int(qc["nspots"]), "number of identified spots used")

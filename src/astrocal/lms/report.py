@@ -27,7 +27,7 @@ from .. import __version__
 from ..atomic import atomic_write_text, check_writable
 from ..plots import save_figure
 from ..report.build import report_json
-from ..report.html import STYLE, _figure
+from ..report.html import STYLE, figure_html
 from .products import DRLD_GOAL_PX, setting_tag
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
@@ -247,7 +247,7 @@ def _render(r, figures):
                      f"<td class=\"num\">{_f(e['rms_row_px'], '.4f')}</td>"
                      f"<td class=\"num\">{_f(e['rms_normalised'], '.3f')}</td></tr>")
     parts.append("</tbody></table><h2>Figures</h2>")
-    parts.extend(_figure(f) for f in figures)
+    parts.extend(figure_html(f) for f in figures)
     parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -326,7 +326,7 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
                                 "this astrocal to write the products")
     h = fits.getheader(products[tables[0]])
     conv = h.get(QC_CONVERGED)
-    qc = {"rms_px": float(h[eso("QC.IFU.DISTORT.RMS")]), "nspots": int(h[eso("QC.IFU.DISTORT.NSPOTS")]),
+    qc = {"rms_px": float(h.get(eso("QC.IFU.DISTORT.RMS"), np.nan)), "nspots": int(h[eso("QC.IFU.DISTORT.NSPOTS")]),
           "fwhm_px": float(h[eso("QC.IFU.DISTORT.FWHM")]) if eso("QC.IFU.DISTORT.FWHM") in h else None,
           "converged": conv if isinstance(conv, bool) else None}
     written = write_lms_report(fit, out, residuals, qc, products, overwrite=overwrite, report_dir=report_dir)
