@@ -83,7 +83,7 @@ def run_frames(seed, args):
         if report.n_failed:
             raise RuntimeError(f"seed {seed}: {report.n_failed} frame(s) failed to measure")
         fit, _ = fit_lms_campaign(load_campaign(out / "campaign.toml"), steps=args.steps, walkers=args.walkers,
-                                  seed=seed, progress=False)
+                                  seed=seed, progress=False, map_step=16)   # products' images coarse: not used here
         spots = fit.data["spots"]
         lit = {e: np.unique(spots["slice"][(spots["setting"] == e) & (spots["flags"] == 0)])
                for e in range(len(args.settings))}

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import ProductExistsError, atomic_write_text
 from .checksum import file_sha256
 from .errors import AstrocalError
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MANIFEST", "LOCK", "IncompleteResultError", "ResultLockedError", "OutsideOutputError",
            "write_manifest", "read_manifest", "is_complete", "require_complete",
            "require_complete_file", "mark_incomplete", "remove_partial_files", "writer_lock",
-           "confined"]
+           "confined", "check_result_dir", "inputs_sha256"]
 
 #: name of the manifest, the result set's completion marker
 MANIFEST = "manifest.json"
@@ -218,3 +218,37 @@ def confined(path, root):
     if path_r != root_r and root_r not in path_r.parents:
         raise OutsideOutputError(f"{path}: would be written outside the output directory {root}; refused")
     return path_r
+
+
+def check_result_dir(out, resume, overwrite, locked=False):
+    """Refuse to fit into ``out`` what would replace or continue something not asked for:
+    a complete result (unless ``overwrite``), an interrupted one (unless ``resume`` or
+    ``overwrite``), a directory another process is writing (unless ``locked``: this
+    process holds the lock). Raises :class:`~astrocal.atomic.ProductExistsError` or
+    :class:`ResultLockedError`."""
+    out = Path(out)
+    if not locked and (out / LOCK).exists():
+        with writer_lock(out):  # raises while its writer runs; a stale lock is taken over and freed
+            pass
+    if read_manifest(out) is not None:
+        if not overwrite:
+            raise ProductExistsError(f"{out / MANIFEST}: a result exists; not overwritten (use --overwrite)")
+        return
+    started = [n for n in ("posterior.h5", "fit.json") if (out / n).exists()]
+    if started and not (resume or overwrite):
+        raise ProductExistsError(
+            f"{out}: an interrupted fit left {' and '.join(started)} but no {MANIFEST}; use --resume to "
+            "finish it or --overwrite to start again")
+
+
+def inputs_sha256(inputs):
+    """SHA-256 (hex) of the input files' names and their own SHA-256, in order (a path that is
+    not a file contributes its name only): what a chain's record keeps of its inputs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in map(Path, inputs):
+        h.update(path.name.encode())
+        if path.is_file():
+            h.update(file_sha256(path).encode())
+    return h.hexdigest()

@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 
 from astrocal.campaign import load_campaign
@@ -51,7 +52,33 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
     for name in ("posterior.h5", "lms_params.ecsv", "lms_draws.fits", "lms_residuals.ecsv", "lms_fit.json",
                  "manifest.json"):
         assert (out / name).exists()
-    assert "normalised residual rms" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "normalised residual rms" in printed and "IFU_DISTORTION_TABLE_4p730.fits" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in ("IFU_DISTORTION_TABLE_4p730.fits", "LMS_GEOMETRY_4p730.fits", "report/report.html",
+                 "report/report.json"):
+        assert name in manifest["files"] and (out / name).exists()
+    with fits.open(out / "IFU_DISTORTION_TABLE_4p730.fits") as hdul:
+        h = hdul[0].header
+        spots = Table.read(out / "lms_residuals.ecsv")
+        spots = spots[spots["kind"] == "spots"]
+        assert h["HIERARCH ESO QC IFU DISTORT NSPOTS"] == len(spots) // 2 > 20
+        rms = np.sqrt(np.sum(np.asarray(spots["residual_px"]) ** 2) / (len(spots) // 2))
+        assert h["HIERARCH ESO QC IFU DISTORT RMS"] == pytest.approx(rms, abs=6e-4) and rms < 0.05
+        assert 1.0 < h["HIERARCH ESO QC IFU DISTORT FWHM"] < 6.0
+        assert isinstance(h["HIERARCH ASTROCAL QC CONVERGED"], bool)
+        assert [len(hdul[f"DET{d}"].data) for d in (1, 2, 3, 4)] == [14] * 4
+    rep = json.loads((out / "report" / "report.json").read_text())
+    assert {r["id"] for r in rep["requirements"]} == {"DRLD-IFU-DISTORT-COL", "DRLD-IFU-DISTORT-ROW"}
+    html = (out / "report" / "report.html").read_bytes()
+    assert main(["report", str(out)]) == 1                          # the page exists: kept
+    assert (out / "report" / "report.html").read_bytes() == html
+    assert main(["report", str(out), "--out", str(measured / "again")]) == 0
+    again = json.loads((measured / "again" / "report.json").read_text())
+    assert [r["value"] for r in again["requirements"]] == pytest.approx([r["value"] for r in rep["requirements"]])
+    for k in ("rms_px", "fwhm_px"):                                # the products' header: 3 decimals
+        assert again["qc"][k] == pytest.approx(rep["qc"][k], abs=6e-4)
+    assert again["qc"]["nspots"] == rep["qc"]["nspots"] and again["qc"]["converged"] == rep["qc"]["converged"]
     info = json.loads((out / "lms_fit.json").read_text())
     assert set(info["n_points"]) == {"spots", "traces", "edges"}
     fit = load_lms_fit(out)

@@ -509,6 +509,8 @@ def stack_tables(tables, kind):
     cols = {"spots": ["hole", "slice", "line_um", "xi_arcsec", "det", "col", "row", "cov", "flags"],
             "traces": ["hole", "slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"],
             "edges": ["slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"]}[kind]
+    if kind == "spots" and all({"fwhm_col_px", "fwhm_row_px"} <= set(t.colnames) for t, _, _ in tables):
+        cols = cols + ["fwhm_col_px", "fwhm_row_px"]             # for the products' QC only
     parts = []
     for t, setting, exposure in tables:
         u = Table({c: t[c] for c in cols})

@@ -31,7 +31,8 @@ from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text
 from ..errors import AstrocalError
 from ..plain import to_plain
-from ..resultset import confined, mark_incomplete, remove_partial_files, write_manifest, writer_lock
+from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, remove_partial_files,
+                         write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
 from .fit import ExposureTerms, LmsFit, LmsFitSettings, fit_lms, stack_tables, usable
 from .measure import TABLE_OF_KIND, nominal_geometry
@@ -107,14 +108,15 @@ def _data_and_terms(campaign, tables):
 
 
 def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,
-                     progress="auto"):
-    """Fit a campaign's LMS data set and write its result set; returns (LmsFit, output directory)."""
-    from ..model.cli import _check_result_dir
-
+                     progress="auto", map_step=1):
+    """Fit a campaign's LMS data set and write its result set, its products
+    (:func:`astrocal.lms.products.write_lms_products`; ``map_step``: the pixel maps' sampling)
+    and its report page (:func:`astrocal.lms.report.write_lms_report`); returns (LmsFit,
+    output directory)."""
     lms = campaign.lms
     fs = campaign.fit
     out = confined(Path(fs.output) / lms.name, fs.output)
-    _check_result_dir(out, resume, overwrite)
+    check_result_dir(out, resume, overwrite)
     tables = measured_lms_tables(campaign)
     data, terms = _data_and_terms(campaign, tables)
     layout = nominal_geometry(lms).layout
@@ -125,32 +127,43 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
     settings.chain_record = _chain_record(campaign, settings, [p for _, p, _ in tables])
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out):
-        _check_result_dir(out, resume, overwrite, locked=True)
+        check_result_dir(out, resume, overwrite, locked=True)
         mark_incomplete(out)
         remove_partial_files(out)
         h5 = out / "posterior.h5"
         if h5.exists() and overwrite and not resume:
             h5.unlink()
         fit = fit_lms(data, layout, terms, settings, truth=lms.truth_direction)
-        save_lms_fit(fit, out, campaign, overwrite=overwrite or resume)
-        write_manifest(out, list(RESULT_FILES), {"campaign_sha256": campaign.sha256, "seed": int(settings.seed),
-                                                 "kind": "lms"})
+        rewrite = overwrite or resume
+        save_lms_fit(fit, out, campaign, overwrite=rewrite)
+        written = write_lms_outputs(fit, out, [campaign.path, *(p for _, p, _ in tables)], campaign.sha256,
+                                    overwrite=rewrite, map_step=map_step)
+        write_manifest(out, list(RESULT_FILES) + written, {"campaign_sha256": campaign.sha256,
+                                                           "seed": int(settings.seed), "kind": "lms"})
     return fit, out
+
+
+def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite=False, map_step=1):
+    """The products and the report page of a fit written by :func:`save_lms_fit` into ``out``
+    (the QC from its ``lms_residuals.ecsv``); returns their names relative to ``out``."""
+    from .products import write_lms_products
+    from .report import write_lms_report
+
+    out = Path(out)
+    residuals = Table.read(out / "lms_residuals.ecsv", format="ascii.ecsv")
+    provenance = {"campaign_sha256": campaign_sha256, "inputs": [str(p) for p in inputs]}
+    spots = fit.data.get("spots") if fit.data else None
+    paths, qc = write_lms_products(fit, out, residuals, spots, provenance, overwrite=overwrite, step=map_step)
+    report = write_lms_report(fit, out, residuals, qc, paths, overwrite=overwrite)
+    return [str(Path(p).relative_to(out)) for p in list(paths.values()) + list(report.values())]
 
 
 def _chain_record(campaign, settings, inputs):
     """What the chain depends on (compared on resume): the campaign's and the measured tables'
-    SHA-256, the seed, the walkers and the model."""
-    import hashlib
-
-    from ..checksum import file_sha256
-
-    h = hashlib.sha256()
-    for path in inputs:
-        h.update(Path(path).name.encode())
-        h.update(file_sha256(path).encode())
+    SHA-256 (:func:`astrocal.resultset.inputs_sha256`, as the imager's
+    :func:`astrocal.model.cli.chain_record`), the seed, the walkers and the LMS model's settings."""
     lms = campaign.lms
-    return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
+    return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "kind": "lms", "degree": int(lms.degree),
             "offset_sigma_mas": float(lms.offset_sigma_mas), "across_px_per_mas": float(lms.across_px_per_mas)}
 
@@ -186,10 +199,15 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
         axis = np.tile(["col", "row"], len(r) // 2) if g == "spots" else np.full(len(r), "row")
         rows.append(Table({"kind": kind, "row_index": idx, "axis": axis, "slice": np.asarray(tab["slice"])[idx],
                            "det": np.asarray(tab["det"])[idx], "setting": np.asarray(tab["setting"])[idx],
-                           "normalised": r}))
+                           "line_um": (np.asarray(tab["line_um"], float)[idx] if g == "spots"
+                                       else np.full(len(r), np.nan)),
+                           "normalised": r, "residual_px": pixel_residuals(fit, g, r)}))
     from astropy.table import vstack
     rt = vstack(rows)
     rt["normalised"].description = "residual / (stated sigma x the group's error scale at phi = 1), whitened"
+    rt["residual_px"].unit = "pix"
+    rt["residual_px"].description = "measured - predicted by the posterior mean (all linear parameters) [px]"
+    rt["line_um"].description = "laser line of a spot [um] (NaN for traces and edges)"
     atomic_write_table(rt, out / "lms_residuals.ecsv", overwrite, format="ascii.ecsv")
     d = fit.diagnostics
     info = {
@@ -215,6 +233,19 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
         "n_draws": int(len(th)),
     }
     atomic_write_text(out / "lms_fit.json", json.dumps(to_plain(info), indent=1) + "\n", overwrite)
+
+
+def pixel_residuals(fit: LmsFit, group, normalised):
+    """The residuals of one group in pixels from its whitened ones (:meth:`LmsFit.residuals`):
+    spots ``L r`` per spot (``L L^T`` its stated covariance; (col, row) pairs), traces and
+    edges ``r sigma_row``."""
+    idx = fit.observations.rows[group]
+    tab = fit.data[group]
+    r = np.asarray(normalised, float)
+    if group == "spots":
+        L = np.linalg.cholesky(np.asarray(tab["cov"], float)[idx[::2]])
+        return np.einsum("nij,nj->ni", L, r.reshape(-1, 2)).ravel()
+    return r * np.asarray(tab["sigma_row"], float)[idx]
 
 
 def load_lms_fit(out) -> LmsFit:
@@ -254,5 +285,9 @@ def describe_lms_fit(fit: LmsFit, out) -> list:
     d = fit.diagnostics
     if d is not None and not d.converged:
         lines += [f"warning: {w}" for w in d.warnings]
-    lines.append(f"wrote {out} ({', '.join(RESULT_FILES)})")
+    from ..resultset import read_manifest
+
+    manifest = read_manifest(out)
+    names = list(manifest["files"]) if manifest else list(RESULT_FILES)
+    lines.append(f"wrote {out} ({', '.join(names)})")
     return lines

@@ -15,10 +15,9 @@ from astropy.table import Table
 from ..atomic import ProductExistsError
 from ..campaign import load_campaign
 from ..errors import AstrocalError
-from ..checksum import file_sha256
 from ..lab.mask import check_mask_scale, load_mask
-from ..resultset import (LOCK, MANIFEST, confined, mark_incomplete, read_manifest, remove_partial_files,
-                         write_manifest, writer_lock)
+from ..resultset import check_result_dir as _check_result_dir
+from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
 from .linear import Priors
@@ -446,7 +445,9 @@ def register(subparsers):
         "imagers, LM_/N_DISTORTION_TABLE and _MAP with QC keywords; manifest.json, written last, "
         "marks the set complete. A campaign's [lms] data set (the LM integral-field spectrograph) is "
         "fitted with its own model (docs/lms.md): <fit.output>/<lms name>/ gets posterior.h5, "
-        "lms_params.ecsv, lms_draws.fits, lms_residuals.ecsv, lms_fit.json and manifest.json. Exit status: 0 done; 1 an error of the input (nothing "
+        "lms_params.ecsv, lms_draws.fits, lms_residuals.ecsv, lms_fit.json, per setting "
+        "IFU_DISTORTION_TABLE_<tag>.fits and LMS_GEOMETRY_<tag>.fits with QC keywords, report/ and "
+        "manifest.json. Exit status: 0 done; 1 an error of the input (nothing "
         "complete written); 3 done, but the data contradict the fit's assumptions (pixel scale "
         "far from nominal, residuals far above the centroid errors, poses far outside their "
         "priors): products written and marked QC CONSISTENT = F.",
@@ -526,39 +527,13 @@ def _output_dir(fs, filt, quick=False):
     return confined(Path(fs.output) / "quick" / filt if quick else Path(fs.output) / filt, fs.output)
 
 
-def _check_result_dir(out, resume, overwrite, locked=False):
-    """Refuse to fit into ``out`` what would replace or continue something not asked for:
-    a complete result (unless ``overwrite``), an interrupted one (unless ``resume`` or
-    ``overwrite``), a directory another process is writing (unless ``locked``: this
-    process holds the lock)."""
-    if not locked and (out / LOCK).exists():
-        with writer_lock(out):  # raises while its writer runs; a stale lock is taken over and freed
-            pass
-    if read_manifest(out) is not None:
-        if not overwrite:
-            raise ProductExistsError(f"{out / MANIFEST}: a result exists; not overwritten (use --overwrite)")
-        return
-    started = [n for n in ("posterior.h5", "fit.json") if (out / n).exists()]
-    if started and not (resume or overwrite):
-        raise ProductExistsError(
-            f"{out}: an interrupted fit left {' and '.join(started)} but no {MANIFEST}; use --resume to "
-            "finish it or --overwrite to start again")
-
-
 def chain_record(campaign, settings, inputs):
     """What a chain depends on besides its walkers and hyperparameters (recorded with it,
     compared on resume): the campaign file's and the input tables' SHA-256, the seed and
     the model's settings. The number of steps is not part of it (``--resume --steps N``
     continues a chain further)."""
-    import hashlib
-
-    h = hashlib.sha256()  # of the inputs' names and their own SHA-256, in order
-    for path in map(Path, inputs):
-        h.update(path.name.encode())
-        if path.is_file():
-            h.update(file_sha256(path).encode())
     pr = settings.priors
-    return {"campaign_sha256": campaign.sha256, "inputs_sha256": h.hexdigest(), "seed": int(settings.seed),
+    return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "degree": settings.degree,
             "degree_range": [int(d) for d in settings.degree_range], "degree_choice": settings.degree_choice,
             "hole_errors": bool(settings.hole_errors), "field_prior": str(pr.field_prior),

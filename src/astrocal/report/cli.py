@@ -19,7 +19,10 @@ def register(subparsers):
         "pixel scale and scale requirements marked 'not measured'. "
         "RESULT_DIR is a filter's result directory of 'astrocal fit' (<fit.output>/<filter>/) "
         "or the fit output holding several (one report per filter). Writes "
-        "<RESULT_DIR>/report/report.html, report.json and plots/*.png|pdf.",
+        "<RESULT_DIR>/report/report.html, report.json and plots/*.png|pdf. An [lms] data set's "
+        "result (<fit.output>/<lms name>/, which astrocal fit already gives its page) gets the LMS "
+        "page again (docs/lms.md): the DRLD's 1/10-pixel requirement, QC, maps per detector, "
+        "residuals per slice and line.",
     )
     p.add_argument("result", metavar="RESULT_DIR")
     p.add_argument("--against", metavar="OLDER_RESULT",
@@ -47,12 +50,21 @@ def _footprint_text(ma):
 
 
 def run(args):
+    from ..lms.report import is_lms_result, write_lms_report_from_dir
     from . import write_report
     from .build import find_results, is_result_dir
 
     results = find_results(args.result)
     single = len(results) == 1 and Path(results[0]) == Path(args.result)
     for path in results:
+        if is_lms_result(path):  # an [lms] data set's fit: its own page (docs/lms.md, "Products")
+            out = (Path(args.out) if single else Path(args.out) / path.name) if args.out else None
+            paths, report = write_lms_report_from_dir(path, out, overwrite=args.overwrite)
+            print(f"lms {path.name}: requirements: " + ", ".join(f"{r['id']} {r['status']} ({r['value']:.3g} px)"
+                                                               for r in report["requirements"])
+                  + f"; QC IFU DISTORT RMS {report['qc']['rms_px']:.3f} px")
+            print(f"wrote {paths['report.html']} and {paths['report.json']}")
+            continue
         against = None
         if args.against:
             base = Path(args.against)

@@ -135,7 +135,9 @@ def _on_sky(on_sky):
             + f"<p class=\"small\">{_e(on_sky.get('definition', ''))}; {_e(on_sky.get('angle_definition', ''))}.</p>")
 
 
-def _figure(entry):
+def figure_html(entry):
+    """The ``<figure>`` of one entry of :func:`astrocal.report.figures.make_figures` (PNG embedded),
+    or a line saying why it was not drawn."""
     if "skipped" in entry:
         return (f'<p class="small skipped" data-figure="{_e(entry["name"])}"><b>{_e(entry["title"])}</b>: '
                 f"not drawn &ndash; {_e(entry['skipped'])}</p>")
@@ -287,6 +289,6 @@ def render(report, figures):
     for desc in c.get("inseparable", []) or []:
         parts.append(f"<p class=\"warn\">not separated by the data: <code>{_e(desc)}</code></p>")
     parts.append("<h2>Figures</h2>")
-    parts.extend(_figure(f) for f in figures)
+    parts.extend(figure_html(f) for f in figures)
     parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
     return "\n".join(parts) + "\n"
