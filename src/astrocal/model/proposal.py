@@ -180,7 +180,7 @@ class AdaptiveIndependenceMove(emcee.moves.MHMove):
     comes from emcee's ``model.random``, which the chain's backend stores: a resumed chain
     continues bit for bit."""
 
-    def __init__(self, de_weight=0.1):
+    def __init__(self, de_weight=0.3):
         super().__init__(self._propose_independent)
         self.de = emcee.moves.DEMove()
         self.de_weight = float(de_weight)
