@@ -262,3 +262,33 @@ def test_a_failed_match_says_what_to_try(tmp_path):
     with pytest.raises(SkyMeasureError, match="The match used positions only: the star list has no fluxes or "
                                               "magnitudes .*brightest stars of each are matched first"):
         measure_sky_exposure(exp, ds, inst)
+
+
+def test_an_image_from_space_is_refused_with_what_to_do(tmp_path):
+    """An HST-like image (a FITS image with ORIENTAT and VAFACTOR, written here) at a space
+    site: the star model is the ELT's AO PSF at a ground wavelength, so the image is not
+    measured; the error names the file and says to bring a star list with the image as its
+    header (before: an internal error, a PSF table of NaN for want of a wavelength)."""
+    from astropy.io import fits
+
+    from astrocal.campaign import Exposure, InstrumentSpec, SkyDataset
+    from astrocal.sky.measure import SkyMeasureError, measure_sky_exposure
+
+    cat = _catalog(n=40)
+    cat.write(tmp_path / "cat.ecsv")
+    rng = np.random.default_rng(3)
+    img = rng.normal(20.0, 3.0, (200, 200)).astype(np.float32)
+    yy, xx = np.mgrid[0:200, 0:200]
+    for x0, y0 in rng.uniform(20, 180, (15, 2)):
+        img += 500.0 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 0.76 ** 2))
+    h0 = fits.Header({"DATE-OBS": "2020-10-01", "TIME-OBS": "06:00:00", "EXPTIME": 100.0, "RA_TARG": RA0,
+                      "DEC_TARG": DEC0})
+    h1 = fits.Header({"ORIENTAT": 30.0, "VAFACTOR": 1.00002})
+    fits.HDUList([fits.PrimaryHDU(header=h0), fits.ImageHDU(img, header=h1, name="SCI")]).writeto(
+        tmp_path / "ib_flt.fits")
+    ds = SkyDataset("s", tmp_path / "cat.ecsv", (), site=get_site("hst"))
+    inst = InstrumentSpec("cam", (200, 200), 40.0, None)
+    with pytest.raises(SkyMeasureError, match=r"ib_flt.fits .*an image from an observatory in space \(site 'hst'\) "
+                                              r"is not measured.*give the star list as the exposure's file, with "
+                                              r'header = "ib_flt.fits"'):
+        measure_sky_exposure(Exposure(tmp_path / "ib_flt.fits", extra={}), ds, inst)
