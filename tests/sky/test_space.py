@@ -210,7 +210,7 @@ def test_local_affine_part_is_where_the_stars_are():
 def hst_campaign(tmp_path_factory):
     d = tmp_path_factory.mktemp("hst")
     truth = space_fields.write_space_campaign(d, np.random.default_rng(11), n_sky=2000, n_catalog=150,
-                                              n_list=800, steps=400)
+                                              n_list=800, steps=400, walkers=8)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
         warnings.simplefilter("ignore")
