@@ -206,6 +206,22 @@ def test_local_affine_part_is_where_the_stars_are():
     assert abs(affine_matrices(g, deg, dom)[0, 0, 0] - slope) > 1e-3 * slope
 
 
+def test_space_campaign_truth_without_distortion(tmp_path):
+    """The benchmark's truth (``space_fields.write_space_campaign``): without distortion the
+    affine map over the catalogue stars is the campaign's own, so its conformal angle is
+    ORIENTAT and its scale the true pixel scale times VAFACTOR (catalogue mas per pixel);
+    the campaign asks for astrocal's default chain unless walkers/steps are given."""
+    c = space_fields.CAMPAIGN
+    truth = space_fields.write_space_campaign(tmp_path / "a", np.random.default_rng(3), distortion_px=0.0)
+    assert truth["position_angle_deg"] == pytest.approx(c["position_angle"], abs=1e-9)
+    assert truth["on_sky_mas"] == pytest.approx(c["true_mas"] * c["vafactor"], rel=1e-9)
+    text = (tmp_path / "a" / "campaign.toml").read_text()
+    assert "walkers" not in text and "steps" not in text
+    space_fields.write_space_campaign(tmp_path / "b", np.random.default_rng(3), walkers=8, steps=400)
+    text = (tmp_path / "b" / "campaign.toml").read_text()
+    assert "walkers = 8\n" in text and "steps = 400\n" in text
+
+
 @pytest.fixture(scope="module")
 def hst_campaign(tmp_path_factory):
     d = tmp_path_factory.mktemp("hst")
