@@ -206,17 +206,30 @@ def test_local_affine_part_is_where_the_stars_are():
     assert abs(affine_matrices(g, deg, dom)[0, 0, 0] - slope) > 1e-3 * slope
 
 
-def test_space_campaign_truth_without_distortion(tmp_path):
-    """The benchmark's truth (``space_fields.write_space_campaign``): without distortion the
-    affine map over the catalogue stars is the campaign's own, so its conformal angle is
-    ORIENTAT and its scale the true pixel scale times VAFACTOR (catalogue mas per pixel);
-    the campaign asks for astrocal's default chain unless walkers/steps are given."""
+def test_space_campaign_truth(tmp_path):
+    """The benchmark's truth (``space_fields.write_space_campaign``, ``truth_over``): without
+    distortion the affine map over any of the catalogue stars is the campaign's own, so its
+    conformal angle is ORIENTAT and its scale the true pixel scale times VAFACTOR (catalogue
+    mas per pixel); with distortion it depends on the stars it is taken over (so the
+    benchmark takes it over the stars the fit used). The campaign asks for astrocal's
+    default chain unless walkers/steps are given."""
     c = space_fields.CAMPAIGN
     truth = space_fields.write_space_campaign(tmp_path / "a", np.random.default_rng(3), distortion_px=0.0)
     assert truth["position_angle_deg"] == pytest.approx(c["position_angle"], abs=1e-9)
     assert truth["on_sky_mas"] == pytest.approx(c["true_mas"] * c["vafactor"], rel=1e-9)
+    # over any subset of the stars the same, without distortion
+    names = sorted(truth["stars"])[::3]
+    sub = space_fields.truth_over(truth, names + ["not a star"])
+    assert sub["n_stars"] == len(names) and sub["position_angle_deg"] == pytest.approx(c["position_angle"], abs=1e-9)
     text = (tmp_path / "a" / "campaign.toml").read_text()
     assert "walkers" not in text and "steps" not in text
+    # with distortion: the angle moves off ORIENTAT, and depends on the stars it is taken over
+    t = space_fields.write_space_campaign(tmp_path / "c", np.random.default_rng(3), distortion_px=3.0)
+    assert space_fields.truth_over(t, list(t["stars"]))["position_angle_deg"] == pytest.approx(
+        t["position_angle_deg"], abs=1e-12)
+    assert abs(t["position_angle_deg"] - c["position_angle"]) > 1e-4
+    half = space_fields.truth_over(t, [n for n, v in t["stars"].items() if v[0] < 1024])
+    assert abs(half["position_angle_deg"] - t["position_angle_deg"]) > 1e-4
     space_fields.write_space_campaign(tmp_path / "b", np.random.default_rng(3), walkers=8, steps=400)
     text = (tmp_path / "b" / "campaign.toml").read_text()
     assert "walkers = 8\n" in text and "steps = 400\n" in text
