@@ -13,12 +13,19 @@ ranks were used without a declared band).
 
 Part 2 (``--coverage N``): N HST-like sky-only campaigns (``write_space_campaign``: a
 Gaia-like catalogue, a third without proper motions, an hst1pass list, a header file with
-the time, ORIENTAT and VAFACTOR) through ``astrocal measure`` and ``astrocal fit``: the
-fraction of fields whose on-sky pixel scale lies within 1 and 2 sd of the truth (the
-catalogue mas per pixel of the affine map over the catalogue stars), target 68 +- 3 / 95 +- 2 %
-(with N = 100 the binomial sd alone is 4.7 / 2.2 %).
+the time, ORIENTAT and VAFACTOR) through ``astrocal measure`` and ``astrocal fit``, with
+astrocal's default chain settings unless ``--steps``/``--walkers`` are given: the fraction
+of fields whose on-sky pixel scale, and whose position angle of the detector +y axis, lie
+within 1 and 2 sd of the truth (of the affine map from the true pixels to the catalogue's
+tangent plane over the stars the fit used, as the fit takes it over them: its catalogue
+mas per pixel and the angle of its conformal part; ``space_fields.truth_over``; also over
+all catalogue stars on the list, for reference), target 68 +- 3 / 95 +- 2 % (with
+N = 100 the binomial sd alone is 4.7 / 2.2 %); the chains' convergence, the fit's wall
+time and the load average per field. Written to ``results/space_coverage.json`` (summary)
+and ``.jsonl`` (a line per field, as each ends; ``--resume`` continues a cut run).
 
-Run with ``nice``: ``nice -n 5 python benchmarks/bench_space_match.py --fields 10 --coverage 100``.
+Run with ``nice``: ``nice -n 5 python benchmarks/bench_space_match.py --fields 10`` and
+``nice -n 5 python benchmarks/bench_space_match.py --fields 0 --coverage 100``.
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ import numpy as np
 from astropy.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from space_fields import space_field, write_space_campaign  # noqa: E402
+from space_fields import space_field, truth_over, write_space_campaign  # noqa: E402
 
 TARGET_S = 10.0
 
@@ -95,32 +102,124 @@ def part_match(args):
     return rows
 
 
+#: the pulls summarised: (key in the summary, column of the rows, what it is)
+PULLS = (("scale", "scale_pull", "on-sky scale"), ("pa", "pa_pull", "position angle"),
+         ("scale_all_listed", "scale_pull_all_listed", "on-sky scale, truth over all listed catalogue stars"),
+         ("pa_all_listed", "pa_pull_all_listed", "position angle, truth over all listed catalogue stars"))
+
+
+def _coverage_summary(rows):
+    """Coverage, pull rms, times, loads and convergence of the per-field rows."""
+    out = {"n": len(rows)}
+    for key, col, _ in PULLS:
+        z = np.array([r[col] for r in rows if col in r], float)
+        a = np.abs(z)
+        out[key] = ({"n": int(z.size), "within_1sd": float(np.mean(a < 1)), "within_2sd": float(np.mean(a < 2)),
+                     "pull_mean": float(np.mean(z)), "pull_rms": float(np.sqrt(np.mean(z ** 2))),
+                     "max_abs_pull": float(a.max())} if z.size else None)
+    if rows:
+        fit_s = np.array([r["fit_seconds"] for r in rows])
+        load = np.array([r["load_1min"] for r in rows])
+        steps = np.array([r["steps"] for r in rows])
+        out.update(converged=int(sum(bool(r["converged"]) for r in rows)),
+                   steps_min=int(steps.min()), steps_max=int(steps.max()), walkers=sorted({r["walkers"] for r in rows}),
+                   fit_seconds_median=float(np.median(fit_s)), fit_seconds_max=float(fit_s.max()),
+                   load_1min_min=float(load.min()), load_1min_max=float(load.max()),
+                   load_1min_mean=float(load.mean()))
+    return out
+
+
+def _print_coverage(s):
+    if not s["n"]:
+        print("no coverage field done")
+        return
+    for key, _, name in PULLS:
+        c = s[key]
+        if c is None:
+            continue
+        print(f"{name} coverage over {c['n']} fields: {100 * c['within_1sd']:.1f} % within 1 sd (target 68 +- 3), "
+              f"{100 * c['within_2sd']:.1f} % within 2 sd (target 95 +- 2); ratios {c['within_1sd'] / 0.6827:.3f} / "
+              f"{c['within_2sd'] / 0.9545:.3f}; pull mean {c['pull_mean']:+.3f}, rms {c['pull_rms']:.3f}, "
+              f"largest |pull| {c['max_abs_pull']:.2f}")
+    print(f"chains: {s['converged']}/{s['n']} converged, {s['steps_min']}-{s['steps_max']} steps x walkers "
+          f"{s['walkers']}; fit {s['fit_seconds_median']:.1f} s median, {s['fit_seconds_max']:.1f} s max (wall), "
+          f"load average (1 min) {s['load_1min_min']:.2f}-{s['load_1min_max']:.2f}, mean {s['load_1min_mean']:.2f}")
+
+
 def part_coverage(args):
+    """``--coverage N`` HST-like campaigns (seeds 5000 + k), one JSON line per field in
+    ``results/<--out>.jsonl`` as it ends (``--resume`` skips the fields there), the summary
+    rewritten to ``results/<--out>.json`` after every field."""
     from astrocal.cli import main
 
-    z = []
+    res = Path(__file__).resolve().parent / "results"
+    lines, summary = res / f"{args.out}.jsonl", res / f"{args.out}.json"
+    rows = []
+    if args.resume and lines.exists():
+        rows = [json.loads(x) for x in lines.read_text().splitlines() if x.strip()]
+    if not args.resume:
+        lines.write_text("")
+    done = {r["field"] for r in rows}
+    chain = {"walkers": args.walkers, "steps": args.steps}
+    print(f"coverage: {args.coverage} fields, chain {chain} (None: astrocal's default)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.coverage):
+            if k in done:
+                continue
             d = Path(tmp) / f"f{k}"
-            truth = write_space_campaign(d, np.random.default_rng(5000 + k), steps=args.steps)
-            buf = io.StringIO()
-            with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()), \
+            truth = write_space_campaign(d, np.random.default_rng(5000 + k), steps=args.steps, walkers=args.walkers)
+            load = os.getloadavg()[0]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                     warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
                 if main(["-q", "measure", str(d / "campaign.toml")]) != 0:
                     print(f"  field {k}: measure failed", flush=True)
                     continue
-                main(["-q", "fit", str(d / "campaign.toml")])
+                t1 = time.perf_counter()
+                rc = main(["-q", "fit", str(d / "campaign.toml")])
+                t2 = time.perf_counter()
+            if rc != 0:
+                print(f"  field {k}: fit failed (exit {rc})", flush=True)
+                continue
             info = json.loads((d / "out" / "sky" / "fit.json").read_text())
-            sc = info["on_sky"]["datasets"][0]["pixel_scale_mas"]
-            z.append((sc["mean"] - truth["on_sky_mas"]) / sc["sd"])
-            print(f"  field {k}: on-sky {sc['mean']:.5f} +- {sc['sd']:.5f} mas/px, truth {truth['on_sky_mas']:.5f}, "
-                  f"pull {z[-1]:+.2f}", flush=True)
-    z = np.abs(np.array(z))
-    c1, c2 = float(np.mean(z < 1)), float(np.mean(z < 2))
-    print(f"on-sky scale coverage over {len(z)} fields: {100 * c1:.1f} % within 1 sd (target 68 +- 3), "
-          f"{100 * c2:.1f} % within 2 sd (target 95 +- 2); ratios {c1 / 0.6827:.3f} / {c2 / 0.9545:.3f}")
-    return {"n": len(z), "within_1sd": c1, "within_2sd": c2, "abs_pulls": z.tolist()}
+            ds = info["on_sky"]["datasets"][0]
+            sc, pa = ds["pixel_scale_mas"], ds["position_angle_deg"]
+            # the fit takes the affine part over the stars it used: so does the truth
+            res = Table.read(d / "out" / "sky" / "residuals.ecsv")
+            used = truth_over(truth, [str(n) for n, o in zip(res["source"], res["outlier"]) if not o])
+
+            def pulls(t):
+                dpa = (pa["mean"] - t["position_angle_deg"] + 180.0) % 360.0 - 180.0
+                return (sc["mean"] - t["on_sky_mas"]) / sc["sd"], dpa / pa["sd"]
+
+            diag = info["diagnostics"]
+            (z_s, z_pa), (z_s_all, z_pa_all) = pulls(used), pulls(truth)
+            row = {"field": k, "seed": 5000 + k, "scale_mean": sc["mean"], "scale_sd": sc["sd"],
+                   "scale_truth": used["on_sky_mas"], "scale_pull": z_s,
+                   "pa_mean": pa["mean"], "pa_sd": pa["sd"], "pa_truth": used["position_angle_deg"],
+                   "pa_pull": z_pa, "n_stars_used": used["n_stars"],
+                   "scale_truth_all_listed": truth["on_sky_mas"], "scale_pull_all_listed": z_s_all,
+                   "pa_truth_all_listed": truth["position_angle_deg"], "pa_pull_all_listed": z_pa_all,
+                   "n_catalog_on_list": truth["n_catalog_on_list"],
+                   "converged": bool(diag["converged"]), "steps": int(diag["steps"]),
+                   "walkers": int(info.get("settings", {}).get("walkers") or args.walkers or 0),
+                   "tau_max": float(max(diag["tau"])), "measure_seconds": t1 - t0, "fit_seconds": t2 - t1,
+                   "load_1min": load}
+            rows.append(row)
+            with lines.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            s = _coverage_summary(rows)
+            summary.write_text(json.dumps({"chain": chain, "fields_asked": args.coverage, "summary": s}, indent=1))
+            print(f"  field {k}: on-sky {sc['mean']:.5f} +- {sc['sd']:.5f} mas/px, truth {used['on_sky_mas']:.5f}, "
+                  f"pull {z_s:+.2f}; PA {pa['mean']:.5f} +- {pa['sd']:.5f} deg, truth "
+                  f"{used['position_angle_deg']:.5f}, pull {z_pa:+.2f} (over the {used['n_stars']} stars used; over "
+                  f"all {truth['n_catalog_on_list']} listed {z_s_all:+.2f} / {z_pa_all:+.2f}); {row['steps']} steps "
+                  f"({'converged' if row['converged'] else 'NOT converged'}), fit {row['fit_seconds']:.1f} s, "
+                  f"load {load:.2f}", flush=True)
+    s = _coverage_summary(rows)
+    _print_coverage(s)
+    return s
 
 
 def main_():
@@ -130,14 +229,18 @@ def main_():
     p.add_argument("--catalog", type=int, default=2000)
     p.add_argument("--positions-only", action="store_true", help="also the same fields without brightness")
     p.add_argument("--coverage", type=int, default=0, help="campaigns for the on-sky scale's coverage")
-    p.add_argument("--steps", type=int, default=600, help="emcee steps of each coverage fit")
+    p.add_argument("--steps", type=int, default=None,
+                   help="emcee steps of each coverage fit (default: the campaign default, which stops once converged)")
+    p.add_argument("--walkers", type=int, default=None, help="emcee walkers of each coverage fit (default: astrocal's)")
+    p.add_argument("--out", default="space_coverage", help="results/<OUT>.json(l) of the coverage")
+    p.add_argument("--resume", action="store_true", help="keep the fields already in results/<OUT>.jsonl")
     args = p.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}")
-    out = {"match": part_match(args)} if args.fields else {}
+    if args.fields:
+        res = Path(__file__).resolve().parent / "results" / "space_match.json"
+        res.write_text(json.dumps({"match": part_match(args)}, indent=1))
     if args.coverage:
-        out["coverage"] = part_coverage(args)
-    res = Path(__file__).resolve().parent / "results" / "space_match.json"
-    res.write_text(json.dumps(out, indent=1))
+        part_coverage(args)
 
 
 if __name__ == "__main__":

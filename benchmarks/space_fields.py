@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpaceField", "space_field", "write_space_campaign", "CAMPAIGN"]
+__all__ = ["SpaceField", "space_field", "write_space_campaign", "affine_truth", "truth_over", "CAMPAIGN"]
 
 
 @dataclass
@@ -133,8 +133,8 @@ def _gnomonic(ra, dec, ra0, dec0):
             (np.cos(dec0) * np.sin(dec) - np.sin(dec0) * np.cos(dec) * np.cos(ra - ra0)) / cosc)
 
 
-def write_space_campaign(directory, rng, *, n_sky=3000, n_catalog=250, n_list=1500, degree=2, steps=600,
-                         walkers=8, no_pm_fraction=0.33, pm_sd_mas_yr=4.0, distortion_px=1.0, header=True):
+def write_space_campaign(directory, rng, *, n_sky=3000, n_catalog=250, n_list=1500, degree=2, steps=None,
+                         walkers=None, no_pm_fraction=0.33, pm_sd_mas_yr=4.0, distortion_px=1.0, header=True):
     """An HST-like sky-only campaign in ``directory`` (numpy and astropy's table and FITS
     writers only): a Gaia-like catalogue (``gaia.ecsv``: ra, dec at 2016.0, proper motions
     for two thirds, ``mag_G``), an hst1pass-style list (``list.xym``: ``# x y m xe ye``,
@@ -142,9 +142,15 @@ def write_space_campaign(directory, rng, *, n_sky=3000, n_catalog=250, n_list=15
     tangent-plane offsets divided by VAFACTOR, turned by ORIENTAT, over a true pixel scale
     0.4 % off the nominal one, a smooth distortion, noise growing with the magnitude), the
     ``_flt.fits``-like header file (DATE-OBS, TIME-OBS, EXPTIME, RA_TARG, DEC_TARG,
-    ORIENTAT, VAFACTOR) and ``campaign.toml`` (``site = "hst"``). Returns the truth:
-    ``on_sky_mas`` the catalogue (astrometric) mas per pixel of the least-squares affine
-    pixel -> sky map over the catalogue stars of the list, ``n_catalog_on_list``."""
+    ORIENTAT, VAFACTOR) and ``campaign.toml`` (``site = "hst"``; ``[fit]`` ``walkers`` and
+    ``steps`` only when given, else astrocal's defaults). Returns the truth, from the
+    least-squares affine pixel -> sky map ``J`` (tangent-plane arcsec, east and north) over the
+    catalogue stars of the list (:func:`affine_truth`): ``on_sky_mas`` its catalogue
+    (astrometric) mas per pixel, ``position_angle_deg`` the position angle (north through
+    east) of its conformal part for the detector +y axis (the mean turn of both axes, which
+    the distortion's local rotation moves off ORIENTAT); ``n_catalog_on_list``; and
+    ``stars``: per catalogue star on the list (name ``G<k>``), its true pixel (0-based) and
+    standard coordinates (arcsec), for :func:`truth_over` the stars a fit used."""
     from pathlib import Path
 
     from astropy.io import fits
@@ -215,6 +221,7 @@ def write_space_campaign(directory, rng, *, n_sky=3000, n_catalog=250, n_list=15
     keys = 'header = "list_flt.fits"' if header else (
         f'time = "{Time(c["epoch"], format="jyear", scale="tt").utc.isot}", ra = {c["ra"]}, dec = {c["dec"]}, '
         f'position_angle_deg = {c["position_angle"]}, velocity_aberration_scale = {c["vafactor"]}')
+    chain = "".join(f"{k} = {int(v)}\n" for k, v in (("walkers", walkers), ("steps", steps)) if v is not None)
     (d / "campaign.toml").write_text(f"""[instrument]
 name = "WFC3-like"
 detector_shape = [{ny}, {nx}]
@@ -232,14 +239,38 @@ output = "measured/"
 [fit]
 degree = {degree}
 output = "out/"
-walkers = {walkers}
-steps = {steps}
-seed = 1
+{chain}seed = 1
 residual = "none"
 """)
     sel = rows[np.isin(rows, cat)]
-    P = np.column_stack([np.ones(sel.size), px[sel], py[sel]])
-    cu = np.linalg.lstsq(P, xi[sel], rcond=None)[0]
-    cv = np.linalg.lstsq(P, eta[sel], rcond=None)[0]
+    # the true pixel (0-based) and standard coordinates (arcsec) of each catalogue star on the list
+    listed = set(sel.tolist())
+    on_list = {f"G{j}": (float(px[i]), float(py[i]), float(xi[i]), float(eta[i]))
+               for j, i in enumerate(cat) if i in listed}
+    truth = affine_truth(np.array([v[0] for v in on_list.values()]), np.array([v[1] for v in on_list.values()]),
+                         np.array([v[2] for v in on_list.values()]), np.array([v[3] for v in on_list.values()]))
+    return {**truth, "n_catalog_on_list": int(sel.size), "nominal_position_angle_deg": c["position_angle"],
+            "stars": on_list}
+
+
+def affine_truth(px, py, xi, eta, parity=1):
+    """The on-sky scale and position angle of the least-squares affine map ``J`` from the
+    pixels ``px, py`` to the standard coordinates ``xi, eta`` (arcsec, east, north) of a set
+    of stars: ``on_sky_mas`` = ``1000 sqrt|det J|``, ``position_angle_deg`` the position angle
+    (north through east) of the conformal part of ``J`` for the detector +y axis: the angle of
+    the +y axis's image plus the +x axis's image turned by 90 deg (``atan2(J01 + p J10,
+    J11 - p J00)``, ``p`` the parity; the campaign's is +1: detector +x to the west at angle 0)."""
+    P = np.column_stack([np.ones(len(px)), px, py])
+    cu = np.linalg.lstsq(P, xi, rcond=None)[0]
+    cv = np.linalg.lstsq(P, eta, rcond=None)[0]
     on_sky = 1e3 * np.sqrt(abs(cu[1] * cv[2] - cu[2] * cv[1]))
-    return {"on_sky_mas": float(on_sky), "n_catalog_on_list": int(sel.size), "position_angle": c["position_angle"]}
+    pa = np.degrees(np.arctan2(cu[2] + parity * cv[1], cv[2] - parity * cu[1])) % 360.0
+    return {"on_sky_mas": float(on_sky), "position_angle_deg": float(pa)}
+
+
+def truth_over(truth, names):
+    """:func:`affine_truth` over the catalogue stars ``names`` (those of ``truth["stars"]``, as
+    :func:`write_space_campaign` returns it; other names are left out): the truth of a fit
+    whose on-sky scale and angle are taken over the stars it used. Adds ``n_stars``."""
+    v = np.array([truth["stars"][n] for n in dict.fromkeys(names) if n in truth["stars"]], float).reshape(-1, 4)
+    return {**affine_truth(v[:, 0], v[:, 1], v[:, 2], v[:, 3]), "n_stars": int(len(v))}

@@ -107,6 +107,32 @@ def test_residual_plots():
         plots.lab_sky_comparison(_table(("lab",)), (2048, 2048))
 
 
+def test_catalog_residual_plot_draws_the_residuals_against_the_catalogue():
+    """The vectors are the against-catalogue residuals (mas) of the stars used, the
+    histograms' legends give both rms; a lab dataset or a table without the columns is
+    refused with the reason."""
+    t = _table(("lab", "sky"))
+    rng = np.random.default_rng(5)
+    sky = np.asarray(t["kind"]) == "sky"
+    t["dx_cat_mas"] = np.where(sky, t["dx_mas"] + rng.normal(0, 0.3, len(t)), np.nan)
+    t["dy_cat_mas"] = np.where(sky, t["dy_mas"] + rng.normal(0, 0.3, len(t)), np.nan)
+    fig = plots.catalog_residual_plot(t, "sky1", (2048, 2048))
+    q = _quiver(fig)
+    sel = sky & ~np.asarray(t["outlier"])
+    assert np.allclose(q.U, t["dx_cat_mas"][sel]) and np.allclose(q.V, t["dy_cat_mas"][sel])
+    key = next(a for ax in fig.axes for a in ax.artists if isinstance(a, QuiverKey))
+    assert key.text.get_text().endswith(" mas")
+    labels = [x.get_text() for x in fig.axes[1].get_legend().get_texts()]
+    rms = np.sqrt(np.mean(np.asarray(t["dy_cat_mas"])[sel] ** 2))
+    assert f"dy against the catalogue (rms {rms:.3g})" in labels
+    assert any(x.startswith("dx after the stars' catalogue errors") for x in labels)
+    assert f"{int(sel.sum())} star points used" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="not a sky dataset"):
+        plots.catalog_residual_plot(t, "lab0", (2048, 2048))
+    with pytest.raises(ValueError, match="no dx_cat_mas column"):
+        plots.catalog_residual_plot(_table(("sky",)), "sky0", (2048, 2048))
+
+
 def test_corner_and_chain_plots():
     rng = np.random.default_rng(2)
     samples = np.column_stack([rng.normal(size=500), rng.normal(size=500), np.zeros(500)])

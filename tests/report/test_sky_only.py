@@ -279,6 +279,68 @@ def test_sky_only_page_in_headless_chromium(sky_report, browser):
     assert widths and all(complete and width > 0 for complete, width in widths), widths
 
 
+def _catalog_rms(table, dataset):
+    """rms x, y (mas) of the stars used of ``dataset``: against the catalogue, after the
+    stars' fitted catalogue errors (straight from the residual table)."""
+    sel = ((np.asarray(table["dataset"], str) == dataset) & (np.asarray(table["kind"], str) == "sky")
+           & ~np.asarray(table["outlier"], bool))
+    rms = [float(np.sqrt(np.mean(np.asarray(table[c], float)[sel] ** 2)))
+           for c in ("dx_cat_mas", "dy_cat_mas", "dx_mas", "dy_mas")]
+    return int(sel.sum()), rms[:2], rms[2:]
+
+
+def test_residuals_against_the_catalogue_are_reported(sky_result, sky_report):
+    """report.json gives each sky dataset's rms against the catalogue as given and after
+    the stars' fitted catalogue errors, as the residual table has them; the figure is drawn."""
+    out, rep = sky_report
+    t = Table.read(sky_result / "residuals.ecsv")
+    n, cat, after = _catalog_rms(t, "gc")
+    (row,) = rep["sky_residuals"]
+    assert row["dataset"] == "gc" and row["n_points"] == n > 0 and row["source"] == "residuals.ecsv"
+    np.testing.assert_allclose(row["against_catalog_mas"], cat, rtol=1e-12)
+    np.testing.assert_allclose(row["after_star_errors_mas"], after, rtol=1e-12)
+    assert row["against_catalog_rms_mas"] == pytest.approx(np.sqrt(np.mean(np.square(cat))), rel=1e-12)
+    # the stars' own catalogue terms take part of the scatter: the catalogue shows more
+    assert row["against_catalog_rms_mas"] > row["after_star_errors_rms_mas"]
+    # the fit's own record says the same
+    info = json.loads((sky_result / "fit.json").read_text())
+    np.testing.assert_allclose(info["sky_residuals"][0]["against_catalog_mas"], cat, rtol=1e-9)
+    assert "against the catalogue as given" in rep["sky_residuals_definition"]
+    assert (out / "plots" / "catalog_residuals_gc.png").exists()
+
+
+def test_a_lab_result_has_no_catalogue_residuals(report):
+    out, rep = report
+    assert rep["sky_residuals"] == []
+    page = (out / "report.html").read_text()
+    assert 'id="sky-residuals"' not in page and "catalog_residuals_" not in page
+
+
+def test_catalogue_residuals_in_headless_chromium(sky_result, sky_report, browser):
+    """The page shows the residuals against the catalogue: the table's numbers are the
+    residual table's, and its figure is an image the browser decodes."""
+    out, rep = sky_report
+    browser.get((out / "report.html").resolve().as_uri())
+    assert browser.find_element("id", "catalog-residuals").text == "Residuals against the catalogue"
+    table = browser.find_element("id", "sky-residuals")
+    (cells,) = [[td.text for td in tr.find_elements("css selector", "td")]
+                for tr in table.find_elements("css selector", "tbody tr")]
+    n, cat, after = _catalog_rms(Table.read(sky_result / "residuals.ecsv"), "gc")
+    assert cells[0] == "gc" and int(cells[1]) == n
+    shown = [float(c) for c in cells[2:]]
+    expect = [cat[0], cat[1], np.sqrt(np.mean(np.square(cat))), after[0], after[1],
+              np.sqrt(np.mean(np.square(after)))]
+    np.testing.assert_allclose(shown, expect, rtol=5e-3)  # shown to 3 significant digits
+    fig = browser.find_element("css selector", 'figure[data-figure="catalog_residuals_gc"]')
+    assert "Residuals against the catalogue: gc" in fig.text
+    browser.set_script_timeout(30)
+    width = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const img = document.querySelector('figure[data-figure=\"catalog_residuals_gc\"] img');"
+        "img.decode().then(() => done(img.naturalWidth)).catch(() => done(0));")
+    assert width > 0
+
+
 def test_products_state_the_errors_of_what_is_measured(sky_result, sky_report):
     """A sky-only fit's products: their map errors are the non-linear part's (the report's
     1-sigma of it, not the prior-set full field's), and a card says so."""

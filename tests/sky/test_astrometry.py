@@ -166,6 +166,28 @@ def test_missing_proper_motion_policies(gc):
         propagate(gc, 2030.0, missing_pm="guess")
 
 
+def test_missing_proper_motion_warning_names_the_catalogue_kind(gc):
+    """The warning says where a star without proper motion stays in the catalogue's own
+    kind: an absolute (Gaia-like ra/dec) catalogue's at its catalogue position, with no word
+    of offsets; an offsets catalogue's (the GC list) at its offset from the named reference."""
+    gaia = catalog_from_arrays(name=["a", "b", "c"], ra=[10.0, 10.001, 10.002], dec=[-30.0, -30.0, -30.001],
+                               epoch=2016.0, pmra=[1.0, np.nan, np.nan], pmdec=[-2.0, np.nan, np.nan],
+                               ra_err=0.3, dec_err=0.3, pmra_err=0.05, pmdec_err=0.05,
+                               meta={"pm_dispersion_mas_yr": 4.0})
+    with pytest.warns(EpochGapWarning) as rec:
+        propagate(gaia, 2019.5)
+    text = " ".join(str(w.message) for w in rec)
+    assert "2 star(s) without proper motion across an epoch gap of up to 3.5 yr" in text
+    assert "kept at their catalogue positions" in text and "errors inflated by dt x 4 mas/yr" in text
+    assert "offset" not in text and "reference" not in text
+    with pytest.warns(EpochGapWarning) as rec:
+        propagate(gc, 2030.0)
+    text = " ".join(str(w.message) for w in rec)
+    assert f"kept at their offsets from the reference {gc.reference.name}, which moves with its own proper " \
+           "motion" in text
+    assert "catalogue positions" not in text
+
+
 # --------------------------------------------------------------------------- projection
 @pytest.mark.parametrize("parity", [1, -1])
 @pytest.mark.parametrize("position_angle", [0.0, 37.5, -120.0])

@@ -206,11 +206,40 @@ def test_local_affine_part_is_where_the_stars_are():
     assert abs(affine_matrices(g, deg, dom)[0, 0, 0] - slope) > 1e-3 * slope
 
 
+def test_space_campaign_truth(tmp_path):
+    """The benchmark's truth (``space_fields.write_space_campaign``, ``truth_over``): without
+    distortion the affine map over any of the catalogue stars is the campaign's own, so its
+    conformal angle is ORIENTAT and its scale the true pixel scale times VAFACTOR (catalogue
+    mas per pixel); with distortion it depends on the stars it is taken over (so the
+    benchmark takes it over the stars the fit used). The campaign asks for astrocal's
+    default chain unless walkers/steps are given."""
+    c = space_fields.CAMPAIGN
+    truth = space_fields.write_space_campaign(tmp_path / "a", np.random.default_rng(3), distortion_px=0.0)
+    assert truth["position_angle_deg"] == pytest.approx(c["position_angle"], abs=1e-9)
+    assert truth["on_sky_mas"] == pytest.approx(c["true_mas"] * c["vafactor"], rel=1e-9)
+    # over any subset of the stars the same, without distortion
+    names = sorted(truth["stars"])[::3]
+    sub = space_fields.truth_over(truth, names + ["not a star"])
+    assert sub["n_stars"] == len(names) and sub["position_angle_deg"] == pytest.approx(c["position_angle"], abs=1e-9)
+    text = (tmp_path / "a" / "campaign.toml").read_text()
+    assert "walkers" not in text and "steps" not in text
+    # with distortion: the angle moves off ORIENTAT, and depends on the stars it is taken over
+    t = space_fields.write_space_campaign(tmp_path / "c", np.random.default_rng(3), distortion_px=3.0)
+    assert space_fields.truth_over(t, list(t["stars"]))["position_angle_deg"] == pytest.approx(
+        t["position_angle_deg"], abs=1e-12)
+    assert abs(t["position_angle_deg"] - c["position_angle"]) > 1e-4
+    half = space_fields.truth_over(t, [n for n, v in t["stars"].items() if v[0] < 1024])
+    assert abs(half["position_angle_deg"] - t["position_angle_deg"]) > 1e-4
+    space_fields.write_space_campaign(tmp_path / "b", np.random.default_rng(3), walkers=8, steps=400)
+    text = (tmp_path / "b" / "campaign.toml").read_text()
+    assert "walkers = 8\n" in text and "steps = 400\n" in text
+
+
 @pytest.fixture(scope="module")
 def hst_campaign(tmp_path_factory):
     d = tmp_path_factory.mktemp("hst")
     truth = space_fields.write_space_campaign(d, np.random.default_rng(11), n_sky=2000, n_catalog=150,
-                                              n_list=800, steps=400)
+                                              n_list=800, steps=400, walkers=8)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -262,3 +291,33 @@ def test_a_failed_match_says_what_to_try(tmp_path):
     with pytest.raises(SkyMeasureError, match="The match used positions only: the star list has no fluxes or "
                                               "magnitudes .*brightest stars of each are matched first"):
         measure_sky_exposure(exp, ds, inst)
+
+
+def test_an_image_from_space_is_refused_with_what_to_do(tmp_path):
+    """An HST-like image (a FITS image with ORIENTAT and VAFACTOR, written here) at a space
+    site: the star model is the ELT's AO PSF at a ground wavelength, so the image is not
+    measured; the error names the file and says to bring a star list with the image as its
+    header (before: an internal error, a PSF table of NaN for want of a wavelength)."""
+    from astropy.io import fits
+
+    from astrocal.campaign import Exposure, InstrumentSpec, SkyDataset
+    from astrocal.sky.measure import SkyMeasureError, measure_sky_exposure
+
+    cat = _catalog(n=40)
+    cat.write(tmp_path / "cat.ecsv")
+    rng = np.random.default_rng(3)
+    img = rng.normal(20.0, 3.0, (200, 200)).astype(np.float32)
+    yy, xx = np.mgrid[0:200, 0:200]
+    for x0, y0 in rng.uniform(20, 180, (15, 2)):
+        img += 500.0 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 0.76 ** 2))
+    h0 = fits.Header({"DATE-OBS": "2020-10-01", "TIME-OBS": "06:00:00", "EXPTIME": 100.0, "RA_TARG": RA0,
+                      "DEC_TARG": DEC0})
+    h1 = fits.Header({"ORIENTAT": 30.0, "VAFACTOR": 1.00002})
+    fits.HDUList([fits.PrimaryHDU(header=h0), fits.ImageHDU(img, header=h1, name="SCI")]).writeto(
+        tmp_path / "ib_flt.fits")
+    ds = SkyDataset("s", tmp_path / "cat.ecsv", (), site=get_site("hst"))
+    inst = InstrumentSpec("cam", (200, 200), 40.0, None)
+    with pytest.raises(SkyMeasureError, match=r"ib_flt.fits .*an image from an observatory in space \(site 'hst'\) "
+                                              r"is not measured.*give the star list as the exposure's file, with "
+                                              r'header = "ib_flt.fits"'):
+        measure_sky_exposure(Exposure(tmp_path / "ib_flt.fits", extra={}), ds, inst)

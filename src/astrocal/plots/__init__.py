@@ -4,8 +4,8 @@ One module per kind of figure:
 
 - :mod:`astrocal.plots.maps`: distortion vector map, non-linear part, 1-sigma uncertainty
   map, pixel-scale map, year-to-year difference map;
-- :mod:`astrocal.plots.residuals`: residual vectors and histograms per dataset, lab versus
-  sky comparison;
+- :mod:`astrocal.plots.residuals`: residual vectors and histograms per dataset, a sky
+  dataset's residuals against the catalogue, lab versus sky comparison;
 - :mod:`astrocal.plots.chains`: corner plot of hyperparameters and poses, chains and
   autocorrelation.
 
@@ -41,10 +41,10 @@ from .chains import autocorrelation_curve, chain_plot, corner_plot  # noqa: E402
 from .maps import (  # noqa: E402
     difference_map, distortion_vector_map, nonlinear_map, pixel_scale_map, uncertainty_map,
 )
-from .residuals import lab_sky_comparison, residual_plot  # noqa: E402
+from .residuals import catalog_residual_plot, lab_sky_comparison, residual_plot  # noqa: E402
 
 __all__ = [
-    "autocorrelation_curve", "chain_plot", "corner_plot", "difference_map",
+    "autocorrelation_curve", "catalog_residual_plot", "chain_plot", "corner_plot", "difference_map",
     "distortion_vector_map", "lab_sky_comparison", "nonlinear_map", "pixel_scale_map",
     "residual_plot", "save_figure", "uncertainty_map",
 ]

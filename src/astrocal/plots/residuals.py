@@ -128,3 +128,73 @@ def lab_sky_comparison(table, shape):
     az.set_title("normalised residuals per kind", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def catalog_residual_plot(table, dataset, shape, title=None):
+    """The residuals of one sky dataset against the catalogue as given.
+
+    A sky point's residual is reported two ways (:func:`astrocal.model.result.residual_table`):
+    after the star's fitted catalogue error (``dx_mas``, ``dy_mas``: each star's catalogue
+    position has its own error term, which takes part of the scatter) and against the
+    catalogue position as given (``dx_cat_mas``, ``dy_cat_mas``: what a comparison with the
+    catalogue shows). Panels: the against-catalogue vectors (mas, in the focal plane,
+    exaggerated, with a key) of the points used (a star in every exposure) over the
+    detector, outliers marked;
+    histograms of both kinds per axis with their rms (mas). ``shape`` is the detector
+    ``(ny, nx)``. Raises ``ValueError`` when the dataset has no catalogue residuals (a lab
+    dataset, or a table written before they were).
+    """
+    names = np.asarray(table["dataset"], str)
+    sel = names == str(dataset)
+    if not sel.any():
+        raise ValueError(f"residual table has no dataset {dataset!r} (it has {sorted(set(names))})")
+    if "dx_cat_mas" not in table.colnames:
+        raise ValueError("the residual table has no residuals against the catalogue (no dx_cat_mas column)")
+    out = np.asarray(table["outlier"], bool)
+    good = sel & ~out & np.isfinite(np.asarray(table["dx_cat_mas"], float))
+    if not good.any():
+        raise ValueError(f"dataset {dataset!r} has no point with a residual against the catalogue "
+                         "(not a sky dataset)")
+    bad = sel & out
+    x, y = _col(table, "x", good), _col(table, "y", good)
+    uc, vc = _col(table, "dx_cat_mas", good), _col(table, "dy_cat_mas", good)
+    ua, va = _col(table, "dx_mas", good), _col(table, "dy_mas", good)
+    ny, nx = shape
+    fig = Figure(figsize=(13.0, 5.0))
+    ax, ah = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
+    length = np.hypot(uc, vc)
+    vmax = float(length.max())
+    scale = vmax / (0.06 * max(nx, ny)) if vmax > 0 else 1.0
+    q = ax.quiver(x, y, uc, vc, angles="xy", scale_units="xy", scale=scale, width=0.003)
+    key = nice(0.6 * vmax) if vmax > 0 else 1.0
+    ax.quiverkey(q, 0.0, 1.03, key, f"{key:.3g} mas", labelpos="E", coordinates="axes")
+    if bad.any():
+        ax.plot(_col(table, "x", bad), _col(table, "y", bad), "rx", ms=7, label=f"{int(bad.sum())} outliers")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (pixel, 0-based)")
+    ax.set_ylabel("y (pixel, 0-based)")
+    ax.set_title("against the catalogue (focal plane, mas)", fontsize=9, loc="right")
+
+    def rms(a):
+        return float(np.sqrt(np.mean(a**2)))
+
+    lim = float(np.percentile(np.abs(np.concatenate([uc, vc])), 99.5))
+    lim = lim if lim > 0 else 1.0
+    bins = np.linspace(-lim, lim, 41)
+    for a, label, style in ((uc, "dx against the catalogue", "-"), (vc, "dy against the catalogue", "-"),
+                            (ua, "dx after the stars' catalogue errors", ":"),
+                            (va, "dy after the stars' catalogue errors", ":")):
+        ah.hist(np.clip(a, -lim, lim), bins=bins, histtype="step", linestyle=style,
+                label=f"{label} (rms {rms(a):.3g})")
+    ah.set_xlabel("focal-plane residual (mas, clipped at the 99.5 % level)")
+    ah.set_ylabel("points")
+    ah.legend(fontsize=8)
+    ah.set_title("both ways", fontsize=9)
+    fig.suptitle(title or f"dataset {dataset}: residuals of the {int(good.sum())} star points used against the "
+                 f"catalogue, rms x/y {rms(uc):.3g} / {rms(vc):.3g} mas\n(after the stars' fitted catalogue "
+                 f"errors {rms(ua):.3g} / {rms(va):.3g} mas)", fontsize=10)
+    fig.tight_layout()
+    return fig

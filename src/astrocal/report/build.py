@@ -25,6 +25,9 @@ returns a plain dict (written as ``report.json``; the HTML page shows the same n
   a lab gauge; with one, the ratio to the lab's scale (the telescope's);
 - ``residuals``: per dataset, the rms of the posterior-mean residuals of the points used
   (mas, pixels), the mean chi-square and the sd of the normalised residuals;
+- ``sky_residuals``: per sky dataset, the rms (mas, x / y and both axes) of its stars'
+  residuals against the catalogue as given and after the stars' fitted catalogue errors
+  (:func:`catalog_residuals`); empty without sky data;
 - ``outliers``, ``evidence`` (degree and evidence table, each degree's posterior
   probability), ``degree_rule`` (how the degree was chosen), ``convergence``;
 - ``stability`` (with an earlier result): relative change of the pixel scale, largest
@@ -54,7 +57,7 @@ from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.draws import affine_matrices
 from ..model.quality import fit_quality
 from ..model.footprint import footprint_area, inside_footprint
-from ..model.result import load_chain, load_posterior, load_residuals, residual_rms
+from ..model.result import load_chain, load_posterior, load_residuals, residual_rms, sky_residual_record
 from ..products import metis_band, posterior_solution
 from ..resultset import require_complete
 from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
@@ -380,6 +383,37 @@ def residual_summary(table):
     return rows
 
 
+#: what the two kinds of sky residuals are (the report's ``sky_residuals_definition``)
+SKY_RESIDUALS_DEFINITION = (
+    "posterior-mean residuals of the star points used (a star in an exposure; outliers left out), "
+    "in the focal plane: against the catalogue as given (residuals.ecsv dx_cat_mas, dy_cat_mas: "
+    "what a comparison with the catalogue shows) and after the stars' fitted catalogue errors "
+    "(dx_mas, dy_mas: each star's catalogue position has its own error term, with the "
+    "catalogue's covariance as prior, which takes part of the scatter)")
+
+
+def catalog_residuals(result):
+    """Per sky dataset of ``result``: ``dataset``, ``n_points`` (points used: a star in an exposure),
+    ``against_catalog_mas`` and ``after_star_errors_mas`` (rms x, y in mas) and the same over
+    both axes (``against_catalog_rms_mas``, ``after_star_errors_rms_mas``: sqrt of the mean
+    of x**2 + y**2 over 2, i.e. per axis), and ``source``: computed from ``residuals.ecsv``
+    (:func:`astrocal.model.result.sky_residual_record`), else copied from ``fit.json``
+    ``sky_residuals``; ``[]`` when the result has neither (no sky data, or a fit written
+    before the catalogue residuals were)."""
+    rows, source = [], None
+    if result.residuals is not None and "dx_cat_mas" in result.residuals.colnames:
+        rows, source = sky_residual_record(result.residuals), "residuals.ecsv"
+    elif result.info.get("sky_residuals"):
+        rows, source = [dict(r) for r in result.info["sky_residuals"]], "fit.json sky_residuals"
+    out = []
+    for r in rows:
+        a, c = r["after_star_errors_mas"], r["against_catalog_mas"]
+        out.append(dict(r, source=source,
+                        after_star_errors_rms_mas=float(np.sqrt(0.5 * (a[0] ** 2 + a[1] ** 2))),
+                        against_catalog_rms_mas=float(np.sqrt(0.5 * (c[0] ** 2 + c[1] ** 2)))))
+    return out
+
+
 def outlier_list(table, limit=100):
     out = np.asarray(table["outlier"], bool)
     rows = []
@@ -557,6 +591,8 @@ def build_report(result, against=None, requirements=None, grid=GRID):
                                    "non-linear part")
         nonlinear_metrics.update(m for m in NONLINEAR_WITHOUT_GAUGE if m.startswith("map_"))
     report["on_sky"] = info.get("on_sky")  # what the sky measures (astrocal.model.onsky), or None
+    report["sky_residuals"] = catalog_residuals(result)
+    report["sky_residuals_definition"] = SKY_RESIDUALS_DEFINITION
     report["evidence"] = evidence_table(info)
     report["field_model"] = field_model(info)
     fs = info.get("settings", {})

@@ -99,6 +99,17 @@ def make_figures(result, against, outdir, overwrite=False):
                 "Posterior-mean residuals (measured minus predicted) of the points used, with "
                 "outliers marked; normalised residuals against N(0, 1); residuals in mas.",
                 lambda ds=ds: plots.residual_plot(result.residuals, ds, shape))
+        sky = [ds for ds in names if "dx_cat_mas" in result.residuals.colnames
+               and np.any(np.isfinite(np.asarray(result.residuals["dx_cat_mas"], float)
+                                      [np.asarray(result.residuals["dataset"], str) == ds]))]
+        for ds in sky:
+            add(f"catalog_residuals_{_safe(ds)}", f"Residuals against the catalogue: {ds}",
+                "Posterior-mean residuals of the star points used against their catalogue positions as "
+                "given (what a comparison with the catalogue shows: residuals.ecsv dx_cat_mas, "
+                "dy_cat_mas), in the focal plane (mas), over the detector; histograms of these and "
+                "of the residuals after the stars' fitted catalogue errors (dx_mas, dy_mas), which "
+                "take part of the scatter.",
+                lambda ds=ds: plots.catalog_residual_plot(result.residuals, ds, shape))
         add("lab_vs_sky", "Lab versus sky",
             "Residuals of the lab and the sky datasets: lengths, rms against field radius, "
             "normalised residuals.",

@@ -135,6 +135,24 @@ def _on_sky(on_sky):
             + f"<p class=\"small\">{_e(on_sky.get('definition', ''))}; {_e(on_sky.get('angle_definition', ''))}.</p>")
 
 
+def _sky_residuals(rows, definition):
+    """The table of each sky dataset's residuals against the catalogue and after the stars'
+    fitted catalogue errors (``report["sky_residuals"]``), empty without sky data."""
+    if not rows:
+        return ""
+    body = [[f"<td>{_e(r['dataset'])}</td>", _td(r["n_points"]),
+             _td(r["against_catalog_mas"][0], ".3g"), _td(r["against_catalog_mas"][1], ".3g"),
+             _td(r["against_catalog_rms_mas"], ".3g"),
+             _td(r["after_star_errors_mas"][0], ".3g"), _td(r["after_star_errors_mas"][1], ".3g"),
+             _td(r["after_star_errors_rms_mas"], ".3g")] for r in rows]
+    return ("<h2 id=\"catalog-residuals\">Residuals against the catalogue</h2>"
+            + _table(["sky dataset", "points used", "against the catalogue: rms x (mas)", "rms y (mas)",
+                      "rms per axis (mas)", "after the stars' catalogue errors: rms x (mas)", "rms y (mas)",
+                      "rms per axis (mas)"], body, "sky-residuals")
+            + f"<p class=\"small\">{_e(definition)}. The figure <i>Residuals against the catalogue</i> "
+              "shows them over the detector.</p>")
+
+
 def figure_html(entry):
     """The ``<figure>`` of one entry of :func:`astrocal.report.figures.make_figures` (PNG embedded),
     or a line saying why it was not drawn."""
@@ -239,6 +257,7 @@ def render(report, figures):
               _td(d["chi2_mean"], ".3g"), _td(d["z_sd"], ".3g")] for d in r["residuals"]]))
     else:
         parts.append("<p class=\"warn\">no residual table in the result</p>")
+    parts.append(_sky_residuals(r.get("sky_residuals"), r.get("sky_residuals_definition", "")))
     o = r["outliers"]
     parts.append(f"<h2>Outliers</h2><p>{_num(o.get('n'))} point(s) flagged and left out"
                  + (f" of {o['n_points']} (fraction {o['fraction']:.3g}; mixture estimate "

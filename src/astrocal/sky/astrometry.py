@@ -368,9 +368,8 @@ def _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years):
             meta["pm_dispersion_mas_yr"] = sigma
             if gap.max() > warn_gap_years:
                 warnings.warn(
-                    f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion moved over up to {gap.max():.1f} yr "
-                    f"({who}{more}): not moved (offsets catalogues: moved with the reference only), errors inflated "
-                    f"by dt x {sigma:g} mas/yr "
+                    f"{cat.name}: {int(no_pm.sum())} star(s) without proper motion across an epoch gap of up to "
+                    f"{gap.max():.1f} yr ({who}{more}): {_kept_where(cat)}, errors inflated by dt x {sigma:g} mas/yr "
                     f"(up to {gap.max() * sigma:.1f} mas per axis)", EpochGapWarning, stacklevel=3)
         else:  # ignore
             if gap.max() > warn_gap_years:
@@ -380,6 +379,17 @@ def _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years):
                     EpochGapWarning, stacklevel=3)
     return CatalogAtEpoch(names=names, ra=ra, dec=dec, cov=cov, dt=dt, has_pm=has_pm, inflated=inflated,
                           epoch=t, catalog_name=cat.name, meta=meta)
+
+
+def _kept_where(cat) -> str:
+    """Where a star without proper motion stays, in the words of ``cat``'s kind: an
+    absolute (ra/dec) catalogue's star at its catalogue position, an offsets catalogue's
+    at its offset from the reference, which moves with its own proper motion."""
+    if cat.kind == "offsets":
+        ref = cat.reference
+        name = f" {ref.name}" if ref is not None and ref.name else ""
+        return f"kept at their offsets from the reference{name}, which moves with its own proper motion"
+    return "kept at their catalogue positions (not moved)"
 
 
 # --------------------------------------------------------------------------- projection

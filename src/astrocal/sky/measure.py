@@ -1018,6 +1018,13 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         header = exposure_header(exposure.extra["header"], source)
     setup = resolve_exposure(exposure.extra, header, site=dataset.site, filter=dataset.filter,
                              preset=instrument.preset, source=source)
+    if image and setup.space:
+        raise SkyMeasureError(
+            f"{source}: an image from an observatory in space (site '{setup.site.name}') is not measured: "
+            "astrocal's star model is the ELT's AO PSF at a ground-based wavelength, not a space telescope's "
+            "PSF. Measure the stars with that mission's tools (hst1pass, the JWST pipeline's source "
+            "catalogue, photutils) and give the star list as the exposure's file, with "
+            f'header = "{path.name}" for the time, pointing, position angle and velocity aberration')
     if catalog is None:
         try:
             catalog = load_catalog(dataset.catalog)
