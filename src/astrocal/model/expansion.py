@@ -43,6 +43,7 @@ precision ``D_b``: ``Z_b = L_b^-1 Pgd_b``, so the Schur complement is
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,25 @@ def _f(u, t):
     return np.exp(0.5 * u)[None] / (np.exp(u)[None] + t[:, None])
 
 
+#: the last few :func:`interpolation_nodes` results by their inputs' digest (the degree scan
+#: builds a model per degree and variant with the same row variances)
+_NODES_CACHE = {}
+_NODES_CACHE_SIZE = 4
+
+
 def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=2000):
+    """:func:`_interpolation_nodes`, remembered for the last few distinct inputs (the same
+    arrays are returned again: callers must not modify them)."""
+    lam = np.ascontiguousarray(lam, float)
+    key = (hashlib.sha1(lam.tobytes()).hexdigest(), lam.shape, tol, max_nodes, n_check)
+    if key not in _NODES_CACHE:
+        if len(_NODES_CACHE) >= _NODES_CACHE_SIZE:
+            _NODES_CACHE.pop(next(iter(_NODES_CACHE)))
+        _NODES_CACHE[key] = _interpolation_nodes(lam, tol, max_nodes, n_check)
+    return _NODES_CACHE[key]
+
+
+def _interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=2000):
     """Interpolation points for the weights of rows with variances ``lam`` (> 0).
 
     Returns ``(log_nodes, basis, error)``: the nodes in ``log lam``, the basis at every row
