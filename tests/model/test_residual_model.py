@@ -228,3 +228,11 @@ def test_the_basis_is_refined_while_the_evidence_rises():
     assert strict.row["log_evidence"] == strict.row["residual_refinements"][0][2]
     poly = fit_variant(pts, 3, Priors(linear_sigma=2.0, distortion_px=5.0), settings, field, excluded)
     assert "residual_refinements" not in poly.row and np.isfinite(poly.row["log_evidence"])
+    # where the residual does not beat the polynomial alone, no refinement is tried
+    from astrocal.model.refinement import baseline_evidence
+
+    table = [{"degree": 3, "residual": False, **poly.row}]
+    assert baseline_evidence(table, 3) == poly.row["log_evidence"] and baseline_evidence(table, 4) is None
+    zero = pr.__class__(**{**pr.__dict__, "residual_refine_nats": 0.0})
+    gated = fit_variant(pts, 3, zero, settings, field, excluded, baseline=vf.row["residual_refinements"][0][2] + 10)
+    assert [r[:2] for r in gated.row["residual_refinements"]] == [[3, 1.5]] and gated.priors.residual_basis == 3

@@ -35,7 +35,7 @@ from .chainstore import BlockBackend, stored_iteration
 from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
-from .refinement import fit_variant
+from .refinement import baseline_evidence, fit_variant
 
 log = logging.getLogger(__name__)
 
@@ -824,7 +824,7 @@ def _fit_lab(points, settings):
             priors = _with_residual(settings.priors, res)
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
             try:  # MAP and evidence; the residual's basis refined while the evidence rises
-                vf = fit_variant(points, n, priors, settings, jac_field, excluded)
+                vf = fit_variant(points, n, priors, settings, jac_field, excluded, baseline_evidence(evidence, n))
             except ValueError as exc:
                 evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
                 continue

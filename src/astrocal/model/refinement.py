@@ -11,6 +11,10 @@ with the residual on, the scan fits the model with the basis of :class:`~astroca
 refinement of ``Priors.residual_refine`` in turn (``(m, boundary)``: more functions on a
 tighter box), and keeps a refinement while its Laplace evidence exceeds the kept one's by
 more than ``Priors.residual_refine_nats``; the first that does not stops the ladder. The
+ladder starts only where the residual already earns its place: when the scan has fitted
+the polynomial alone at the same degree (``baseline``), the residual variant's evidence
+must exceed it by ``residual_refine_nats`` too (a field the polynomial holds costs no
+refinement: the scan of a polynomial field stays as fast as before). The
 evidences compare models of the same data with the same hyperparameters and priors, only
 the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
 time grows as the cube of the linear parameters' count).
@@ -23,7 +27,7 @@ import numpy as np
 
 from .linear import LabModel
 
-__all__ = ["VariantFit", "fit_variant"]
+__all__ = ["VariantFit", "baseline_evidence", "fit_variant"]
 
 
 @dataclass
@@ -56,24 +60,39 @@ def _fit_one(points, degree, priors, settings, jac_field, excluded):
                       phi, hess, jac_n, priors)
 
 
-def fit_variant(points, degree, priors, settings, jac_field, excluded):
+def baseline_evidence(evidence, degree):
+    """The log evidence of the polynomial alone at ``degree`` in the scan's table so far
+    (rows with ``degree``, ``residual`` and ``log_evidence``), or None."""
+    for row in evidence:
+        if row.get("degree") == degree and not row.get("residual", False) and np.isfinite(row.get("log_evidence", np.nan)):
+            return float(row["log_evidence"])
+    return None
+
+
+def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None):
     """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
     ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
     ``priors.residual_refine`` while the evidence rises by more than
-    ``priors.residual_refine_nats`` (module docstring). Raises ``ValueError`` when the
-    model cannot be built (its message is the evidence row's note)."""
+    ``priors.residual_refine_nats``, starting only when the residual's evidence exceeds
+    ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
+    no such condition) by as much (module docstring). Raises ``ValueError`` when the model
+    cannot be built (its message is the evidence row's note)."""
     best = _fit_one(points, degree, priors, settings, jac_field, excluded)
     if priors.residual != "matern52":
         return best
+    nats = float(priors.residual_refine_nats)
     tried = [[int(priors.residual_basis), float(priors.residual_boundary), float(best.row["log_evidence"])]]
-    for m, boundary in priors.residual_refine or ():
+    ladder = priors.residual_refine or ()
+    if baseline is not None and not best.row["log_evidence"] > baseline + nats:
+        ladder = ()
+    for m, boundary in ladder:
         finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
         try:
             cand = _fit_one(points, degree, finer, settings, jac_field, excluded)
         except (ValueError, np.linalg.LinAlgError):
             break
         tried.append([int(m), float(boundary), float(cand.row["log_evidence"])])
-        if not cand.row["log_evidence"] > best.row["log_evidence"] + float(priors.residual_refine_nats):
+        if not cand.row["log_evidence"] > best.row["log_evidence"] + nats:
             break
         best = cand
     best.row.update(residual_basis=int(best.priors.residual_basis),
