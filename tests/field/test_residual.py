@@ -73,3 +73,26 @@ def test_prior_sd_broadcasts_and_bad_settings():
         ResidualBasis(DOMAIN, 3, m=0)
     with pytest.raises(ValueError, match="boundary"):
         ResidualBasis(DOMAIN, 3, boundary=1.0)
+
+
+@pytest.mark.parametrize("m,boundary", [(8, 1.5), (16, 1.2)])
+@pytest.mark.parametrize("length", [60.0, 300.0, 1500.0])
+def test_spectral_tail_is_the_matern_variance_beyond_the_band(m, boundary, length):
+    """The tail's closed form is the integral of the spectral density beyond the band
+    radius; it is a small part of sigma**2 for lengths well above the basis's resolution
+    and most of it well below."""
+    b = ResidualBasis(DOMAIN, 3, m=m, boundary=boundary)
+    r = b.band_radius()
+    lx, ly = b.box
+    assert r**2 == pytest.approx(4 / np.pi * (np.pi * (m + 0.5)) ** 2 / (4 * lx * ly))
+    v, _ = quad(lambda w: matern52_spectral_density(w, 1.3, length) * w / (2 * np.pi), r, np.inf, limit=500)
+    assert b.tail_variance(1.3, length) == pytest.approx(v, rel=1e-8)
+    frac = b.tail_variance(1.0, length)
+    if length > 2 * b.min_length:
+        assert frac < 0.01
+    if length < 0.3 * b.min_length:
+        assert frac > 0.3
+    # per the resolved rms: the Matérn amplitude that gives that rms over the detector
+    assert b.tail_variance_for_rms(2.0, length) == pytest.approx(
+        b.tail_variance(2.0 / b.rms_per_sigma(length), length))
+    assert b.tail_variance_for_rms(np.array([1.0, 2.0]), np.array([length, length])).shape == (2,)

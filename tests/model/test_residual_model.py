@@ -153,7 +153,8 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     u, v = post.field_samples(x, y)
     assert np.allclose(u, fit.field_samples(x, y)[0])
     info = json.loads((tmp_path / "fit.json").read_text())
-    assert info["residual_field"]["kind"] == "matern52" and info["residual_field"]["n_functions"] == 64
+    spec = info["residual_field"]
+    assert spec["kind"] == "matern52" and spec["n_functions"] == spec["m"] ** 2 == fit.residual[0].size
     # the products carry it (tests/test_products.py checks their values)
     paths = write_fit_products(post, tmp_path, "Lp")
     assert "wcs_lookup" in paths
@@ -179,3 +180,59 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     cov = ev.map_covariance(xs, ys)
     # the same spread up to the draws' own linear grids (correct removes each draw's scale and rotation)
     assert np.allclose(np.sqrt(cov[:, 0, 0]), sx, rtol=0.25)
+
+
+def test_the_spectral_tail_is_white_noise_beside_the_jitter():
+    """With the residual field, each point's white noise is its dataset's jitter and the
+    residual's spectral tail in quadrature; the map's unresolved field holds the tail too."""
+    from astrocal.model import draws
+
+    pts, field = small_problem(6, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+    m = LabModel(pts, 3, jacobian_field=field, priors=RES)
+    plain = LabModel(pts, 3, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
+    phi = np.repeat(m.initial_guess()[None], 3, axis=0)
+    phi[:, m.i_res[0]] = np.log(3e-3)
+    phi[:, m.i_res[1]] = np.log([5.0, 40.0, 400.0])  # pixels; the detector is 256 px wide
+    tail = m.residual_tail_variance(phi)
+    assert tail[0] > tail[1] > tail[2] >= 0 and tail[0] > 1e-6
+    assert np.allclose(tail, m.residual.tail_variance_for_rms(3e-3, np.exp(phi[:, m.i_res[1]])))
+    jit, _, _ = m._unpack(phi)
+    own = np.exp(phi[:, 0])
+    assert np.allclose(jit[:, 0] ** 2, own**2 + tail)
+    assert np.allclose(plain._unpack(phi[:, :plain.ndim])[0][:, 0], own)
+    sd = draws.unresolved_sd(phi, m.hyper_names, m.residual)
+    assert np.allclose(sd**2, own**2 + tail)
+    assert np.allclose(draws.unresolved_sd(phi, m.hyper_names), own)  # without the basis: the jitter
+
+
+def test_the_basis_is_refined_while_the_evidence_rises():
+    """fit_variant tries the refinements of Priors.residual_refine and keeps one only when
+    its evidence exceeds the kept one's by more than residual_refine_nats; the polynomial
+    alone is fitted once."""
+    from astrocal.model.inference import FitSettings
+    from astrocal.model.refinement import fit_variant
+
+    pts, field = small_problem(7, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+    settings = FitSettings(degree=3, progress=False)
+    excluded = np.zeros(pts.n_points, bool)
+    pr = Priors(linear_sigma=2.0, distortion_px=5.0, residual="matern52", residual_basis=3,
+                residual_refine=((4, 1.2), (5, 1.2)), residual_refine_nats=-1e9)
+    vf = fit_variant(pts, 3, pr, settings, field, excluded)  # any rise is enough: the whole ladder
+    assert [r[:2] for r in vf.row["residual_refinements"]] == [[3, 1.5], [4, 1.2], [5, 1.2]]
+    assert vf.priors.residual_basis == 5 and vf.row["residual_basis"] == 5
+    assert vf.row["log_evidence"] == vf.row["residual_refinements"][-1][2]
+    strict = fit_variant(pts, 3, pr.__class__(**{**pr.__dict__, "residual_refine_nats": 1e9}),
+                         settings, field, excluded)  # no rise is enough: the first refinement stops it
+    assert [r[:2] for r in strict.row["residual_refinements"]] == [[3, 1.5], [4, 1.2]]
+    assert strict.priors.residual_basis == 3 and strict.row["residual_boundary"] == 1.5
+    assert strict.row["log_evidence"] == strict.row["residual_refinements"][0][2]
+    poly = fit_variant(pts, 3, Priors(linear_sigma=2.0, distortion_px=5.0), settings, field, excluded)
+    assert "residual_refinements" not in poly.row and np.isfinite(poly.row["log_evidence"])
+    # where the residual does not beat the polynomial alone, no refinement is tried
+    from astrocal.model.refinement import baseline_evidence
+
+    table = [{"degree": 3, "residual": False, **poly.row}]
+    assert baseline_evidence(table, 3) == poly.row["log_evidence"] and baseline_evidence(table, 4) is None
+    zero = pr.__class__(**{**pr.__dict__, "residual_refine_nats": 0.0})
+    gated = fit_variant(pts, 3, zero, settings, field, excluded, baseline=vf.row["residual_refinements"][0][2] + 10)
+    assert [r[:2] for r in gated.row["residual_refinements"]] == [[3, 1.5]] and gated.priors.residual_basis == 3

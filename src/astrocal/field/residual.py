@@ -40,6 +40,16 @@ holds only what the degree-``n`` polynomial cannot: it never absorbs the field's
 part (the gauges, the poses, the pixel scale) nor any polynomial term, and the polynomial
 stays the best degree-``n`` approximation of the whole field. The prior is that of the
 Matérn field's part orthogonal to those polynomials.
+
+**The spectral tail** (:meth:`ResidualBasis.tail_variance`): the basis holds the frequencies
+up to about ``Omega_x = pi (m + 1/2) / (2 L_x)`` (and ``Omega_y``); the Matérn field's
+variance beyond them, ``sigma**2 (1 + R**2 l**2 / 5)**(-5/2)`` with ``R`` the radius of the
+disc of the same area as the resolved quarter-rectangle, ``R**2 = 4 Omega_x Omega_y / pi``
+(the closed form of ``int_{|omega| > R} S d^2omega / (2 pi)**2``), is structure on scales
+the basis cannot represent. The model takes it as white per position (``tail``): it adds to
+the points' noise and to the map's 1-sigma (:mod:`astrocal.model.draws`). It vanishes for
+lengths well above :attr:`ResidualBasis.min_length` and grows as the length approaches the
+basis's resolution.
 """
 from __future__ import annotations
 
@@ -209,6 +219,27 @@ class ResidualBasis:
         s = matern52_spectral_density(w[None, :], sigma.reshape(-1, 1), length.reshape(-1, 1))
         s = np.sqrt(s)
         return s[0] if sigma.ndim == 0 and length.ndim == 0 else s
+
+    def band_radius(self) -> float:
+        """``R`` (radians per pixel): the radius of the disc of the same area as the
+        quarter-rectangle of frequencies the basis resolves, ``R**2 = 4 Omega_x Omega_y / pi``
+        with ``Omega = pi (m + 1/2) / (2 L)`` (half a frequency step beyond the highest)."""
+        lx, ly = self.box
+        ox, oy = np.pi * (self.m + 0.5) / (2 * lx), np.pi * (self.m + 0.5) / (2 * ly)
+        return float(np.sqrt(4.0 * ox * oy / np.pi))
+
+    def tail_variance(self, sigma, length):
+        """The Matérn field's variance (per component, field units squared) at frequencies
+        beyond the basis's band, ``sigma**2 (1 + R**2 l**2 / 5)**(-5/2)`` (:meth:`band_radius`;
+        exact for the disc of radius ``R``). Broadcasts ``sigma`` and ``length`` (pixels)."""
+        r2l2 = self.band_radius() ** 2 * np.asarray(length, float) ** 2
+        return np.asarray(sigma, float) ** 2 * (1.0 + r2l2 / 5.0) ** (-2.5)
+
+    def tail_variance_for_rms(self, rms, length):
+        """:meth:`tail_variance` for the resolved residual's rms over the detector ``rms``
+        (the model's amplitude hyperparameter, :meth:`prior_sd_for_rms`) instead of the
+        Matérn amplitude."""
+        return self.tail_variance(np.asarray(rms, float) / self.rms_per_sigma(length), length)
 
     def mean_squares(self):
         """Mean over the detector of each projected basis function's square (per pixel**2

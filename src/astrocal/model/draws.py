@@ -16,7 +16,10 @@ on scales below the basis's shortest wavelength, a table's interpolation kinks) 
 points scattered about the model by more than their centroid errors: the per-dataset jitter
 takes it. The data cannot tell such scatter from centroid error, and a field structure is
 common to every dataset of the filter, so the smallest jitter over the datasets is what the
-field may hold at any one position: ``unresolved`` (one sd per draw, arcsec) is added to the
+field may hold at any one position; with a residual field, its spectral tail beyond the
+basis (:meth:`astrocal.field.residual.ResidualBasis.tail_variance`, white noise the model
+adds to every point beside the jitter) joins it in quadrature. ``unresolved`` (one sd per
+draw, arcsec) is added to the
 field's samples as independent Gaussian noise per position and component, and to its 1-sigma
 in quadrature (:func:`map_uncertainty`: the exact variance of the mixture). It is spatially
 uncorrelated, so it widens the map's intervals but not those of quantities that average over
@@ -35,13 +38,29 @@ from ..field.basis import n_terms, terms
 UNRESOLVED_SEED = 20261206
 
 
-def unresolved_sd(phi, hyper_names):
+def residual_tail_variance(phi, hyper_names, basis):
+    """The residual field's spectral tail beyond ``basis`` (a
+    :class:`~astrocal.field.residual.ResidualBasis`, or None) per row of ``phi``
+    (arcsec**2 per component; zeros without a residual field)."""
+    phi = np.atleast_2d(np.asarray(phi, float))
+    names = list(hyper_names)
+    if basis is None or "log_residual_rms" not in names:
+        return np.zeros(phi.shape[0])
+    return basis.tail_variance_for_rms(np.exp(phi[:, names.index("log_residual_rms")]),
+                                       np.exp(phi[:, names.index("log_residual_length")]))
+
+
+def unresolved_sd(phi, hyper_names, basis=None):
     """The unresolved field's sd per draw (arcsec): the smallest jitter over the datasets,
-    ``exp(min_d log_jitter[d])`` from each row of ``phi`` (None without jitters)."""
+    ``exp(min_d log_jitter[d])`` from each row of ``phi``, and, with a residual field's
+    ``basis``, its spectral tail in quadrature (:func:`residual_tail_variance`: the white
+    noise the model adds to every dataset's points beside their jitter). None without
+    jitters."""
     cols = [k for k, n in enumerate(hyper_names) if str(n).startswith("log_jitter[")]
     if not cols or phi is None or len(phi) == 0:
         return None
-    return np.exp(np.min(np.asarray(phi, float)[:, cols], axis=1))
+    jit2 = np.exp(2.0 * np.min(np.asarray(phi, float)[:, cols], axis=1))
+    return np.sqrt(jit2 + residual_tail_variance(phi, hyper_names, basis))
 
 
 def field_samples(g, degree, domain, x, y, residual=None, unresolved=None):

@@ -36,6 +36,7 @@ from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
 from .proposal import ADAPT_STEPS, AdaptiveIndependenceMove, fit_proposal, laplace_proposal
+from .refinement import baseline_evidence, fit_variant
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ class LabFit:
     @property
     def unresolved(self):
         """The unresolved field's sd per draw (arcsec; :func:`astrocal.model.draws.unresolved_sd`)."""
-        return draws.unresolved_sd(self.phi_samples, self.hyper_names)
+        res = self.residual
+        return draws.unresolved_sd(self.phi_samples, self.hyper_names, res[0] if res else None)
 
     def field_samples(self, x, y):
         """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec
@@ -877,24 +879,17 @@ def _fit_lab(points, settings):
         for res in variants:
             priors = _with_residual(settings.priors, res)
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
-            try:
-                model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                                 priors=priors, excluded=excluded, flexure=settings.flexure)
+            try:  # MAP and evidence; the residual's basis refined while the evidence rises
+                vf = fit_variant(points, n, priors, settings, jac_field, excluded, baseline_evidence(evidence, n),
+                                 start=below.get(res))
             except ValueError as exc:
                 evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
                 continue
-            phi, lp = _map(model, model.initial_guess(below.get(res)))
-            below[res] = dict(zip(model.hyper_names, phi))
-            logz, hess = laplace_evidence(model, phi, lp)
-            evidence.append({**row, "log_evidence": logz, "log_posterior_map": lp, "phi_map": phi.tolist()})
-            # kept: the MAP, the Hessian and the field for the final Jacobian (not the
-            # model, whose components are large)
-            try:
-                jac_n = model.field_from(model.conditional(phi).mean)
-            except np.linalg.LinAlgError:  # keep the preliminary field's Jacobian
-                jac_n = jac_field
-            fitted[(n, res)] = (phi, hess, jac_n)
-            del model
+            below[res] = dict(zip(vf.hyper_names, vf.phi))
+            evidence.append({**row, **vf.row})
+            # kept: the MAP, the Hessian, the field for the final Jacobian and the priors
+            # with the basis kept (not the model, whose components are large)
+            fitted[(n, res)] = (vf.phi, vf.hess, vf.jac_field, vf.priors)
     if not fitted:
         raise DataError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto" or len(variants) > 1:
@@ -911,12 +906,11 @@ def _fit_lab(points, settings):
                     "[fit] degree_range")
             log.warning("%s", note)
             warnings.warn(note, DegreeRangeWarning, stacklevel=2)
-    phi_map, hess, jac_field = fitted[(degree, residual)]
+    phi_map, hess, jac_field, priors = fitted[(degree, residual)]
     del fitted
     # the model again with the final Jacobian (from the chosen degree's fit)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
-                     priors=_with_residual(settings.priors, residual), excluded=excluded,
-                     flexure=settings.flexure)
+                     priors=priors, excluded=excluded, flexure=settings.flexure)
     phi_map, lp = _map(model, phi_map)
     if settings.sampler == "laplace":
         hess = -_hessian(model.log_posterior, phi_map, *model.bounds())

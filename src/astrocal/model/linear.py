@@ -21,7 +21,9 @@ covariance), ``J_e`` the Jacobian of standard coordinates into the instrument fr
 ``Delta_e`` the telescope flexure (:mod:`astrocal.model.flexure`, coefficients linear, prior
 widths hyperparameters) and ``(s_e, theta_e, t_e)`` the exposure's pointing, position-angle
 and plate-scale terms. Noise of covariance ``kappa**2 J C J^T + sigma_d**2 I`` (``C`` the
-centroid covariance, ``J`` the Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``).
+centroid covariance, ``J`` the Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``;
+with the residual field, ``sigma_d**2 + t**2``, ``t**2`` the residual's spectral tail beyond
+its basis, :meth:`LabModel.residual_tail_variance`).
 
 Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta,
 log sigma_flex...)`` enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and
@@ -131,6 +133,11 @@ class Priors:
     and the length, :meth:`~astrocal.field.residual.ResidualBasis.prior_sd_for_rms`), and correlation
     length (``log_residual_length``, log-uniform over ``residual_length`` times the
     detector's width) are sampled with the others; its coefficients are integrated exactly.
+    The field's variance beyond the basis's band (the Matérn spectral tail,
+    :meth:`LabModel.residual_tail_variance`) adds to every point's white noise. The fit's
+    scan refines the basis to each ``(m, boundary)`` of ``residual_refine`` in turn while
+    the Laplace evidence rises by more than ``residual_refine_nats``
+    (:mod:`astrocal.model.refinement`).
     """
 
     linear_sigma: float = 1.0e3
@@ -155,7 +162,9 @@ class Priors:
     residual_basis: int = 8
     residual_boundary: float = 1.5
     residual_rms_px: tuple = (1.0e-4, 1.0)
-    residual_length: tuple = (0.1, 2.0)
+    residual_length: tuple = (0.03, 2.0)
+    residual_refine: tuple = ((12, 1.2), (16, 1.2))
+    residual_refine_nats: float = 3.0
 
 
 #: names of the mask's net affine parameters (see ``Priors.mask_affine_sigma_ppm``)
@@ -718,8 +727,14 @@ class LabModel:
         return _law_guess(np.log(rms), 2)
 
     def _unpack(self, phi):
+        """``(jitter, kappa, hole sigma)`` at the rows of ``phi``; the jitter (K, datasets)
+        is the points' white noise beyond the centroid errors, arcsec: the dataset's own
+        jitter and, with the residual field, its spectral tail in quadrature
+        (:meth:`residual_tail_variance`)."""
         nd = self.points.n_datasets
         jit = np.exp(phi[:, :nd])
+        if self.n_res:
+            jit = np.sqrt(jit**2 + self.residual_tail_variance(phi)[:, None])
         kappa = np.exp(phi[:, nd])
         hsig = np.exp(phi[:, self.i_hole]) if self.i_hole is not None else None
         return jit, kappa, hsig
@@ -764,6 +779,16 @@ class LabModel:
             return np.zeros((phi.shape[0], 0))
         sd = self.residual.prior_sd_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
         return np.hstack([sd, sd])
+
+    def residual_tail_variance(self, phi):
+        """The residual field's variance beyond its basis's band at the rows of ``phi``
+        (arcsec**2 per component, (K,); zeros without the residual field): white per
+        position, it adds to every point's noise like a jitter common to the datasets
+        (:meth:`~astrocal.field.residual.ResidualBasis.tail_variance_for_rms`)."""
+        phi = np.atleast_2d(phi)
+        if not self.n_res:
+            return np.zeros(phi.shape[0])
+        return self.residual.tail_variance_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
 
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths

@@ -274,7 +274,8 @@ def _unresolved_spec(fit):
         return {}
     rms = float(np.sqrt(draws.unresolved_variance(sd)))
     return {"sd_arcsec_rms": rms, "sd_px_rms": rms / float(fit.points.pixel_scale),
-            "definition": "smallest per-dataset jitter; added to the map's 1-sigma in quadrature"}
+            "definition": "smallest per-dataset jitter and the residual field's spectral tail beyond its "
+                          "basis, in quadrature; added to the map's 1-sigma in quadrature"}
 
 
 def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrument=None,
@@ -478,7 +479,8 @@ class Posterior:
     @property
     def unresolved(self):
         """The unresolved field's sd per draw (arcsec; :func:`astrocal.model.draws.unresolved_sd`)."""
-        return draws.unresolved_sd(self.phi, self.hyper_names)
+        res = self.residual
+        return draws.unresolved_sd(self.phi, self.hyper_names, res[0] if res else None)
 
     def field_samples(self, x, y):
         """Field samples at points: ``(u, v)`` of shape (n_samples, N) arcsec (polynomial, the

@@ -1,0 +1,104 @@
+"""One row of the evidence scan: a model's MAP and Laplace evidence, with the residual
+field's basis refined while the evidence asks for it.
+
+The residual field (:mod:`astrocal.field.residual`) resolves structure down to about
+:attr:`~astrocal.field.residual.ResidualBasis.min_length`; beyond its band it holds the
+Matérn field's spectral tail as white noise only. A field with shorter structure (an
+optical design's mid-frequency ripple, a ray-trace table) then leaves that structure to the
+white tail and the jitter, and the map's intervals are too narrow between the points. So,
+with the residual on, the scan fits the model with the basis of :class:`~astrocal.model.linear.Priors`
+(``residual_basis`` functions per dimension, boundary ``residual_boundary``), then each
+refinement of ``Priors.residual_refine`` in turn (``(m, boundary)``: more functions on a
+tighter box), and keeps a refinement while its Laplace evidence exceeds the kept one's by
+more than ``Priors.residual_refine_nats``; the first that does not stops the ladder. The
+ladder starts only where the residual already earns its place: when the scan has fitted
+the polynomial alone at the same degree (``baseline``), the residual variant's evidence
+must exceed it by ``residual_refine_nats`` too (a field the polynomial holds costs no
+refinement: the scan of a polynomial field stays as fast as before). The
+evidences compare models of the same data with the same hyperparameters and priors, only
+the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
+time grows as the cube of the linear parameters' count).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .linear import LabModel
+
+__all__ = ["VariantFit", "baseline_evidence", "fit_variant"]
+
+
+@dataclass
+class VariantFit:
+    """A model of the scan at its MAP: ``row`` (the evidence table's entries: ``log_evidence``,
+    ``log_posterior_map``, ``phi_map`` and, with the residual, ``residual_basis``,
+    ``residual_boundary`` and the ``residual_refinements`` tried), the MAP ``phi`` (of the
+    hyperparameters ``hyper_names``), the Hessian ``hess`` of the log posterior there, the
+    field ``jac_field`` for the final Jacobian and the ``priors`` (with the basis kept)."""
+
+    row: dict
+    phi: np.ndarray
+    hess: np.ndarray
+    jac_field: object
+    priors: object
+    hyper_names: list = None
+
+
+def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None):
+    from .inference import _map, laplace_evidence
+
+    model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+                     priors=priors, excluded=excluded, flexure=settings.flexure)
+    phi, lp = _map(model, model.initial_guess(start))
+    logz, hess = laplace_evidence(model, phi, lp)
+    try:
+        jac_n = model.field_from(model.conditional(phi).mean)
+    except np.linalg.LinAlgError:  # keep the preliminary field's Jacobian
+        jac_n = jac_field
+    return VariantFit({"log_evidence": logz, "log_posterior_map": lp, "phi_map": phi.tolist()},
+                      phi, hess, jac_n, priors, list(model.hyper_names))
+
+
+def baseline_evidence(evidence, degree):
+    """The log evidence of the polynomial alone at ``degree`` in the scan's table so far
+    (rows with ``degree``, ``residual`` and ``log_evidence``), or None."""
+    for row in evidence:
+        if row.get("degree") == degree and not row.get("residual", False) and np.isfinite(row.get("log_evidence", np.nan)):
+            return float(row["log_evidence"])
+    return None
+
+
+def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None):
+    """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
+    ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
+    ``priors.residual_refine`` while the evidence rises by more than
+    ``priors.residual_refine_nats``, starting only when the residual's evidence exceeds
+    ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
+    no such condition) by as much (module docstring). ``start``: where the MAP search starts
+    (``{hyperparameter name: value}``, e.g. the MAP of the degree below; a refinement starts
+    from the kept basis's MAP). Raises ``ValueError`` when the model cannot be built (its
+    message is the evidence row's note)."""
+    best = _fit_one(points, degree, priors, settings, jac_field, excluded, start)
+    if priors.residual != "matern52":
+        return best
+    nats = float(priors.residual_refine_nats)
+    tried = [[int(priors.residual_basis), float(priors.residual_boundary), float(best.row["log_evidence"])]]
+    ladder = priors.residual_refine or ()
+    if baseline is not None and not best.row["log_evidence"] > baseline + nats:
+        ladder = ()
+    for m, boundary in ladder:
+        finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
+        try:
+            cand = _fit_one(points, degree, finer, settings, jac_field, excluded,
+                            dict(zip(best.hyper_names, best.phi)))
+        except (ValueError, np.linalg.LinAlgError):
+            break
+        tried.append([int(m), float(boundary), float(cand.row["log_evidence"])])
+        if not cand.row["log_evidence"] > best.row["log_evidence"] + nats:
+            break
+        best = cand
+    best.row.update(residual_basis=int(best.priors.residual_basis),
+                    residual_boundary=float(best.priors.residual_boundary), residual_refinements=tried)
+    return best
