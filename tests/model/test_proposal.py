@@ -99,3 +99,22 @@ def test_resume_across_the_refits_is_bit_identical(tmp_path, killed_at):
     assert backend.iteration == killed_at
     resumed, _ = sample(300, backend)
     assert np.array_equal(resumed, whole)
+
+
+def test_a_proposal_that_is_refused_too_often_is_switched_off():
+    """At the end of adaptation, an acceptance below MIN_ADAPTED_ACCEPTANCE over the steps
+    since the previous refit leaves differential evolution alone; above it, the proposal stays."""
+    from astrocal.model.inference import MIN_ADAPTED_ACCEPTANCE, _adapt
+
+    rng = np.random.default_rng(2)
+    s0, s1 = ADAPT_STEPS[-2], ADAPT_STEPS[-1]
+    for rate, kept in ((MIN_ADAPTED_ACCEPTANCE - 0.1, False), (MIN_ADAPTED_ACCEPTANCE + 0.1, True)):
+        chain = np.empty((s1, 16, 3))
+        chain[0] = rng.uniform(LO, HI, (16, 3)) * 0.5
+        for t in range(1, s1):  # each walker moves with probability ``rate``
+            move_now = rng.random(16) < rate
+            chain[t] = np.where(move_now[:, None], np.clip(chain[t - 1] + 0.1 * rng.standard_normal((16, 3)), LO, HI),
+                                chain[t - 1])
+        move = AdaptiveIndependenceMove()
+        _adapt(move, chain, s1, (LO, HI), None)
+        assert (move.proposal is not None) is kept, rate
