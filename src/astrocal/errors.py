@@ -43,7 +43,8 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.sky.catalog.CatalogQueryError` [RuntimeError]
   * the fit (``astrocal fit``): :class:`astrocal.model.data.DataError`,
     :class:`astrocal.model.inference.ChainMismatchError`,
-    :class:`astrocal.model.result.ResultFileError` [ValueError],
+    :class:`astrocal.model.result.ResultFileError`,
+    :class:`astrocal.model.cli.FitOptionError` (options that cannot go together) [ValueError],
     :class:`astrocal.model.chainstore.ChainWriteError` [OSError]
   * the LMS geometry: :class:`astrocal.lms.errors.LmsGeometryError` [ValueError] and its
     :class:`astrocal.lms.errors.SliceNumberError`,
