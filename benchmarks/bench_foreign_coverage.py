@@ -327,6 +327,7 @@ def run_campaign(task):
             ppm = mask_affine_sigma(fs, campaign.lab)
             settings = FitSettings(degree="auto", degree_range=tuple(fs.degree_range),
                                    degree_choice=fs.degree_choice, seed=int(fs.seed), progress=False,
+                                   sampler=task.get("sampler") or "emcee",
                                    priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=ppm,
                                                  residual=task.get("residual") or fs.residual,
                                                  **({"residual_basis": int(task["residual_basis"])}
@@ -336,6 +337,7 @@ def run_campaign(task):
             return rec
         rec["mask_affine_sigma_ppm_prior"] = ppm
         rec["residual_setting"] = settings.priors.residual if hasattr(settings.priors, "residual") else None
+        rec["sampler"] = settings.sampler
         rec.update(n_points=int(points.n_points), n_holes=int(points.n_holes))
         t0, c0 = time.perf_counter(), time.process_time()
         try:
@@ -684,6 +686,8 @@ def main():
                     help="Priors.residual of the fits (default: the model's default, as astrocal fit runs it)")
     ap.add_argument("--residual-basis", type=int, default=None, metavar="M",
                     help="Priors.residual_basis: M x M functions per component (default: the model's)")
+    ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
+                    help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="copy each campaign (without frames) here")
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -709,7 +713,7 @@ def main():
             args.keep.mkdir(parents=True, exist_ok=True)
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
                   "keep": str(args.keep) if args.keep else None, "residual": args.residual,
-                  "residual_basis": args.residual_basis}
+                  "residual_basis": args.residual_basis, "sampler": args.sampler}
                  for f in families for s in range(args.first_seed, args.first_seed + args.campaigns)]
         state = source_state()
         for t in tasks:
