@@ -17,6 +17,20 @@ def _col(table, name, sel):
     return np.asarray(table[name], float)[sel]
 
 
+def _detector_axes(ax, table, bad, shape):
+    """Frame ``ax`` as the detector of ``shape`` (ny, nx), 0-based pixels, with the outliers
+    (rows ``bad`` of ``table``) marked."""
+    ny, nx = shape
+    if bad.any():
+        ax.plot(_col(table, "x", bad), _col(table, "y", bad), "rx", ms=7, label=f"{int(bad.sum())} outliers")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(-0.5, nx - 0.5)
+    ax.set_ylim(-0.5, ny - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (pixel, 0-based)")
+    ax.set_ylabel("y (pixel, 0-based)")
+
+
 def residual_plot(table, dataset, shape, title=None):
     """Residual vectors over the detector and histograms for one dataset.
 
@@ -47,14 +61,7 @@ def residual_plot(table, dataset, shape, title=None):
         ratio = np.sqrt(np.mean(um**2 + vm**2) / np.mean(u**2 + v**2)) if np.any(length > 0) else 0.0
         ax.quiverkey(q, 0.0, 1.03, key, f"{key:.3g} px ~ {key * ratio:.3g} mas", labelpos="E",
                      coordinates="axes")
-    if bad.any():
-        ax.plot(_col(table, "x", bad), _col(table, "y", bad), "rx", ms=7, label=f"{int(bad.sum())} outliers")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(-0.5, nx - 0.5)
-    ax.set_ylim(-0.5, ny - 0.5)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (pixel, 0-based)")
-    ax.set_ylabel("y (pixel, 0-based)")
+    _detector_axes(ax, table, bad, shape)
     rms_px = float(np.sqrt(np.mean(u**2 + v**2))) if length.size else float("nan")
     rms_mas = float(np.sqrt(np.mean(um**2 + vm**2))) if length.size else float("nan")
     fig.suptitle(title or f"dataset {dataset}: residuals (measured - predicted) of the "
@@ -168,14 +175,7 @@ def catalog_residual_plot(table, dataset, shape, title=None):
     q = ax.quiver(x, y, uc, vc, angles="xy", scale_units="xy", scale=scale, width=0.003)
     key = nice(0.6 * vmax) if vmax > 0 else 1.0
     ax.quiverkey(q, 0.0, 1.03, key, f"{key:.3g} mas", labelpos="E", coordinates="axes")
-    if bad.any():
-        ax.plot(_col(table, "x", bad), _col(table, "y", bad), "rx", ms=7, label=f"{int(bad.sum())} outliers")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(-0.5, nx - 0.5)
-    ax.set_ylim(-0.5, ny - 0.5)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (pixel, 0-based)")
-    ax.set_ylabel("y (pixel, 0-based)")
+    _detector_axes(ax, table, bad, shape)
     ax.set_title("against the catalogue (focal plane, mas)", fontsize=9, loc="right")
 
     def rms(a):
