@@ -59,15 +59,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def dense_mask(n, path, half_arcsec=5.45, mask_scale=3.319):
+def dense_mask(n, path, half_arcsec=5.45):
     """Write an n x n grid mask spanning +/- ``half_arcsec`` (the 41 x 41 of issue 21 fills the
-    METIS LM detector) at ``mask_scale`` mm/arcsec into ``path`` (ECSV)."""
-    import numpy as np
-    from astrocal.lab.mask import mask_from_arrays
+    METIS LM detector; ``bench_model_speed.grid_mask_table``) into ``path`` (ECSV)."""
+    sys.path.insert(0, str(SRC))
+    from bench_model_speed import grid_mask_table
 
-    g = np.linspace(-half_arcsec, half_arcsec, n) * mask_scale
-    xx, yy = np.meshgrid(g, g)
-    mask_from_arrays(xx.ravel(), yy.ravel(), 25.0, name=f"grid{n}x{n}", mask_scale=mask_scale).write(path)
+    grid_mask_table(n, half_arcsec).write(path)
     return path
 
 

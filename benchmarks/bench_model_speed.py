@@ -55,13 +55,19 @@ def load():
         return float("nan")
 
 
-def grid_mask(n, half_arcsec):
-    """(hole_id, xy_mm, mask_scale) of an n x n grid spanning +/- half_arcsec."""
+def grid_mask_table(n, half_arcsec):
+    """The :class:`~astrocal.lab.mask.Mask` of an n x n grid of 25-um holes spanning
+    +/- half_arcsec at the METIS WCU's mask scale."""
     from astrocal.lab.mask import mask_from_arrays
 
     g = np.linspace(-half_arcsec, half_arcsec, n) * MASK_SCALE
     xx, yy = np.meshgrid(g, g)
-    m = mask_from_arrays(xx.ravel(), yy.ravel(), 25.0, name=f"grid{n}x{n}", mask_scale=MASK_SCALE)
+    return mask_from_arrays(xx.ravel(), yy.ravel(), 25.0, name=f"grid{n}x{n}", mask_scale=MASK_SCALE)
+
+
+def grid_mask(n, half_arcsec):
+    """(hole_id, xy_mm, mask_scale) of an n x n grid spanning +/- half_arcsec."""
+    m = grid_mask_table(n, half_arcsec)
     return m.hole_id, m.xy_mm, float(m.mask_scale.value)
 
 
