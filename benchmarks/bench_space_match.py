@@ -21,8 +21,15 @@ tangent plane over the stars the fit used, as the fit takes it over them: its ca
 mas per pixel and the angle of its conformal part; ``space_fields.truth_over``; also over
 all catalogue stars on the list, for reference), target 68 +- 3 / 95 +- 2 % (with
 N = 100 the binomial sd alone is 4.7 / 2.2 %); the chains' convergence, the fit's wall
-time and the load average per field. Written to ``results/space_coverage.json`` (summary)
-and ``.jsonl`` (a line per field, as each ends; ``--resume`` continues a cut run).
+time and the load average per field. Beside astrocal, on the same stars of the same
+fields: a reference that knows the generator's exact error model (weighted least squares
+of the same polynomial, ``space_fields.reference_fit``, numpy only), its coverage and the
+ratio of astrocal's sd to its sd: what coverage the fields themselves allow, and how much
+wider astrocal's posterior is for not knowing that the list's errors are exact (its
+per-dataset jitter and centroid-error scale are free). ``--first K`` starts at field K
+(seed 5000 + K); ``--quick`` times and covers ``astrocal fit --quick`` instead. Written to
+``results/<--out>.json`` (summary) and ``.jsonl`` (a line per field, as each ends;
+``--resume`` continues a cut run).
 
 Run with ``nice``: ``nice -n 5 python benchmarks/bench_space_match.py --fields 10`` and
 ``nice -n 5 python benchmarks/bench_space_match.py --fields 0 --coverage 100``.
@@ -44,7 +51,7 @@ import numpy as np
 from astropy.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from space_fields import space_field, truth_over, write_space_campaign  # noqa: E402
+from space_fields import reference_fit, space_field, truth_over, write_space_campaign  # noqa: E402
 
 TARGET_S = 10.0
 
@@ -105,7 +112,10 @@ def part_match(args):
 #: the pulls summarised: (key in the summary, column of the rows, what it is)
 PULLS = (("scale", "scale_pull", "on-sky scale"), ("pa", "pa_pull", "position angle"),
          ("scale_all_listed", "scale_pull_all_listed", "on-sky scale, truth over all listed catalogue stars"),
-         ("pa_all_listed", "pa_pull_all_listed", "position angle, truth over all listed catalogue stars"))
+         ("pa_all_listed", "pa_pull_all_listed", "position angle, truth over all listed catalogue stars"),
+         ("scale_reference", "scale_pull_reference",
+          "on-sky scale of the reference (weighted least squares, the generator's exact errors, same stars)"),
+         ("pa_reference", "pa_pull_reference", "position angle of the reference (same stars)"))
 
 
 def _coverage_summary(rows):
@@ -117,6 +127,10 @@ def _coverage_summary(rows):
         out[key] = ({"n": int(z.size), "within_1sd": float(np.mean(a < 1)), "within_2sd": float(np.mean(a < 2)),
                      "pull_mean": float(np.mean(z)), "pull_rms": float(np.sqrt(np.mean(z ** 2))),
                      "max_abs_pull": float(a.max())} if z.size else None)
+    ratio = [(r["scale_sd"] / r["scale_sd_reference"], r["pa_sd"] / r["pa_sd_reference"])
+             for r in rows if "scale_sd_reference" in r]
+    if ratio:
+        out["sd_over_reference_median"] = [float(v) for v in np.median(np.array(ratio), axis=0)]
     if rows:
         fit_s = np.array([r["fit_seconds"] for r in rows])
         load = np.array([r["load_1min"] for r in rows])
@@ -141,6 +155,9 @@ def _print_coverage(s):
               f"{100 * c['within_2sd']:.1f} % within 2 sd (target 95 +- 2); ratios {c['within_1sd'] / 0.6827:.3f} / "
               f"{c['within_2sd'] / 0.9545:.3f}; pull mean {c['pull_mean']:+.3f}, rms {c['pull_rms']:.3f}, "
               f"largest |pull| {c['max_abs_pull']:.2f}")
+    if s.get("sd_over_reference_median"):
+        print("astrocal's sd over the reference's (median over fields): on-sky scale "
+              f"{s['sd_over_reference_median'][0]:.3f}, position angle {s['sd_over_reference_median'][1]:.3f}")
     print(f"chains: {s['converged']}/{s['n']} converged, {s['steps_min']}-{s['steps_max']} steps x walkers "
           f"{s['walkers']}; fit {s['fit_seconds_median']:.1f} s median, {s['fit_seconds_max']:.1f} s max (wall), "
           f"load average (1 min) {s['load_1min_min']:.2f}-{s['load_1min_max']:.2f}, mean {s['load_1min_mean']:.2f}")
@@ -160,10 +177,12 @@ def part_coverage(args):
     if not args.resume:
         lines.write_text("")
     done = {r["field"] for r in rows}
-    chain = {"walkers": args.walkers, "steps": args.steps}
-    print(f"coverage: {args.coverage} fields, chain {chain} (None: astrocal's default)", flush=True)
+    chain = {"walkers": args.walkers, "steps": args.steps, "quick": args.quick}
+    print(f"coverage: {args.coverage} fields from field {args.first} (seed {5000 + args.first}), chain {chain} "
+          "(None: astrocal's default)", flush=True)
+    fit_dir = ("out", "quick", "sky") if args.quick else ("out", "sky")
     with tempfile.TemporaryDirectory() as tmp:
-        for k in range(args.coverage):
+        for k in range(args.first, args.first + args.coverage):
             if k in done:
                 continue
             d = Path(tmp) / f"f{k}"
@@ -177,17 +196,19 @@ def part_coverage(args):
                     print(f"  field {k}: measure failed", flush=True)
                     continue
                 t1 = time.perf_counter()
-                rc = main(["-q", "fit", str(d / "campaign.toml")])
+                rc = main(["-q", "fit", str(d / "campaign.toml")] + (["--quick"] if args.quick else []))
                 t2 = time.perf_counter()
             if rc != 0:
                 print(f"  field {k}: fit failed (exit {rc})", flush=True)
                 continue
-            info = json.loads((d / "out" / "sky" / "fit.json").read_text())
+            info = json.loads(d.joinpath(*fit_dir, "fit.json").read_text())
             ds = info["on_sky"]["datasets"][0]
             sc, pa = ds["pixel_scale_mas"], ds["position_angle_deg"]
             # the fit takes the affine part over the stars it used: so does the truth
-            res = Table.read(d / "out" / "sky" / "residuals.ecsv")
-            used = truth_over(truth, [str(n) for n, o in zip(res["source"], res["outlier"]) if not o])
+            res = Table.read(d.joinpath(*fit_dir, "residuals.ecsv"))
+            used_names = [str(n) for n, o in zip(res["source"], res["outlier"]) if not o]
+            used = truth_over(truth, used_names)
+            ref = reference_fit(d, truth, used_names)  # the exact error model's least squares, same stars
 
             def pulls(t):
                 dpa = (pa["mean"] - t["position_angle_deg"] + 180.0) % 360.0 - 180.0
@@ -202,9 +223,12 @@ def part_coverage(args):
                    "scale_truth_all_listed": truth["on_sky_mas"], "scale_pull_all_listed": z_s_all,
                    "pa_truth_all_listed": truth["position_angle_deg"], "pa_pull_all_listed": z_pa_all,
                    "n_catalog_on_list": truth["n_catalog_on_list"],
-                   "converged": bool(diag["converged"]), "steps": int(diag["steps"]),
+                   "scale_reference": ref["on_sky_mas"], "scale_sd_reference": ref["on_sky_sd"],
+                   "scale_pull_reference": ref["scale_pull"], "pa_sd_reference": ref["position_angle_sd"],
+                   "pa_pull_reference": ref["pa_pull"],
+                   "converged": bool(diag["converged"]) if diag["converged"] is not None else None, "steps": int(diag["steps"]),
                    "walkers": int(info.get("settings", {}).get("walkers") or args.walkers or 0),
-                   "tau_max": float(max(diag["tau"])), "measure_seconds": t1 - t0, "fit_seconds": t2 - t1,
+                   "tau_max": max((float(t) for t in diag["tau"] if t is not None), default=None), "measure_seconds": t1 - t0, "fit_seconds": t2 - t1,
                    "load_1min": load}
             rows.append(row)
             with lines.open("a") as fh:
@@ -232,6 +256,8 @@ def main_():
     p.add_argument("--steps", type=int, default=None,
                    help="emcee steps of each coverage fit (default: the campaign default, which stops once converged)")
     p.add_argument("--walkers", type=int, default=None, help="emcee walkers of each coverage fit (default: astrocal's)")
+    p.add_argument("--first", type=int, default=0, help="first coverage field (its seed is 5000 + FIRST)")
+    p.add_argument("--quick", action="store_true", help="coverage of `astrocal fit --quick` (MAP + Laplace)")
     p.add_argument("--out", default="space_coverage", help="results/<OUT>.json(l) of the coverage")
     p.add_argument("--resume", action="store_true", help="keep the fields already in results/<OUT>.jsonl")
     args = p.parse_args()

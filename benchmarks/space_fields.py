@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SpaceField", "space_field", "write_space_campaign", "affine_truth", "truth_over", "CAMPAIGN"]
+__all__ = ["SpaceField", "space_field", "write_space_campaign", "affine_truth", "truth_over", "reference_fit",
+           "CAMPAIGN"]
 
 
 @dataclass
@@ -247,10 +248,12 @@ residual = "none"
     listed = set(sel.tolist())
     on_list = {f"G{j}": (float(px[i]), float(py[i]), float(xi[i]), float(eta[i]))
                for j, i in enumerate(cat) if i in listed}
+    line = {int(i): k for k, i in enumerate(rows)}
     truth = affine_truth(np.array([v[0] for v in on_list.values()]), np.array([v[1] for v in on_list.values()]),
                          np.array([v[2] for v in on_list.values()]), np.array([v[3] for v in on_list.values()]))
     return {**truth, "n_catalog_on_list": int(sel.size), "nominal_position_angle_deg": c["position_angle"],
-            "stars": on_list}
+            "stars": on_list, "list_line": {f"G{j}": line[int(i)] for j, i in enumerate(cat) if i in listed},
+            "error_model": {"catalog_sigma_mas": 0.3, "pm_sd_mas_yr": pm_sd_mas_yr, "degree": degree}}
 
 
 def affine_truth(px, py, xi, eta, parity=1):
@@ -274,3 +277,69 @@ def truth_over(truth, names):
     whose on-sky scale and angle are taken over the stars it used. Adds ``n_stars``."""
     v = np.array([truth["stars"][n] for n in dict.fromkeys(names) if n in truth["stars"]], float).reshape(-1, 4)
     return {**affine_truth(v[:, 0], v[:, 1], v[:, 2], v[:, 3]), "n_stars": int(len(v))}
+
+
+def reference_fit(directory, truth, names=None):
+    """The on-sky scale and position angle as a weighted least-squares fit with the
+    generator's own error model would measure them (numpy only; the reference astrocal's
+    coverage is compared with): the catalogue (``gaia.ecsv``) carried to the epoch with its
+    proper motions in the tangent plane about the pointing, the list (``list.xym``) rows of
+    the catalogue stars ``names`` (default: all on the list), a polynomial of the campaign's
+    degree from pixels to standard coordinates weighted by the true per-star variance
+    (catalogue 0.3 mas, proper-motion error or, without one, the proper-motion dispersion
+    times the epoch gap; the list's ``xe`` times the true pixel scale), and the scale and
+    angle of its best affine part over those stars' pixels (:func:`affine_truth`, as the
+    truth is taken), with their sd from the coefficients' covariance (linear propagation).
+    Returns ``on_sky_mas``, ``on_sky_sd``, ``position_angle_deg``, ``position_angle_sd``,
+    their pulls against :func:`truth_over` the same stars (``scale_pull``, ``pa_pull``) and
+    ``n_stars``."""
+    from pathlib import Path
+
+    from astropy.table import Table
+
+    d = Path(directory)
+    c, em = CAMPAIGN, truth["error_model"]
+    names = [n for n in dict.fromkeys(names if names is not None else truth["stars"]) if n in truth["list_line"]]
+    cat = Table.read(d / "gaia.ecsv")
+    rows = {str(n): k for k, n in enumerate(cat["name"])}
+    cat = cat[[rows[n] for n in names]]
+    lines = np.loadtxt(d / "list.xym", ndmin=2)[[truth["list_line"][n] for n in names]]
+    x, y, xe = lines[:, 0] - 1.0, lines[:, 1] - 1.0, lines[:, 3]  # 0-based pixels
+    ra0, dec0 = np.radians(c["ra"]), np.radians(c["dec"])
+    a, b = _gnomonic(np.radians(np.asarray(cat["ra"], float)), np.radians(np.asarray(cat["dec"], float)), ra0, dec0)
+    dt = c["epoch"] - c["catalog_epoch"]
+    pmra, pmdec = np.asarray(cat["pmra"], float), np.asarray(cat["pmdec"], float)
+    has = np.isfinite(pmra)
+    a = np.degrees(a) * 3600 + np.where(has, pmra, 0.0) * dt / 1e3  # arcsec at the epoch
+    b = np.degrees(b) * 3600 + np.where(has, pmdec, 0.0) * dt / 1e3
+    pm_sd = np.where(has, np.asarray(cat["pmra_err"], float), em["pm_sd_mas_yr"])
+    var = ((em["catalog_sigma_mas"] ** 2 + (np.where(has, pm_sd, em["pm_sd_mas_yr"]) * dt) ** 2) / 1e6
+           + (xe * c["true_mas"] / 1e3) ** 2)  # arcsec^2 per axis
+    ny, nx = c["shape"]
+    u, v = (x - nx / 2) / (nx / 2), (y - ny / 2) / (nx / 2)
+    deg = int(em["degree"])
+    design = np.column_stack([u ** i * v ** j for i in range(deg + 1) for j in range(deg + 1 - i)])
+    w = 1.0 / var
+    cov = np.linalg.inv(design.T @ (design * w[:, None]))
+    coef = np.concatenate([cov @ (design.T @ (w * a)), cov @ (design.T @ (w * b))])
+    k = design.shape[1]
+
+    def measure(cf):
+        r = affine_truth(x, y, design @ cf[:k], design @ cf[k:])
+        return np.array([r["on_sky_mas"], r["position_angle_deg"]])
+
+    est = measure(coef)
+    jac = np.empty((2, 2 * k))
+    for i in range(2 * k):
+        h = 1e-7 * max(abs(coef[i]), 1e-3)
+        step = np.zeros(2 * k)
+        step[i] = h
+        jac[:, i] = (measure(coef + step) - measure(coef - step)) / (2 * h)
+    full = np.zeros((2 * k, 2 * k))
+    full[:k, :k] = full[k:, k:] = cov
+    sd = np.sqrt(np.diag(jac @ full @ jac.T))
+    t = truth_over(truth, names)
+    dpa = (est[1] - t["position_angle_deg"] + 180.0) % 360.0 - 180.0
+    return {"on_sky_mas": float(est[0]), "on_sky_sd": float(sd[0]), "position_angle_deg": float(est[1]),
+            "position_angle_sd": float(sd[1]), "scale_pull": float((est[0] - t["on_sky_mas"]) / sd[0]),
+            "pa_pull": float(dpa / sd[1]), "n_stars": int(len(names))}
