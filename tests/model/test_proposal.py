@@ -7,7 +7,7 @@ import json
 import emcee
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from astrocal.model.chainstore import BlockBackend
 from astrocal.model.inference import FitSettings, _run_blocks, chain_summary, default_moves
@@ -46,6 +46,56 @@ def test_density_is_normalised_and_matches_its_draws():
     assert np.all((draws > a) & (draws < b))
     assert draws.mean() == pytest.approx(mean, abs=4 * draws.std() / np.sqrt(draws.size))
     assert np.all(prop.log_density(np.array([[a[0] - 1e-3], [b[0] + 1e-3]])) == -np.inf)
+
+
+def test_fitted_marginal_maps_take_skewed_samples_to_normal_and_stay_normalised():
+    """A log-jitter-like posterior (flat in its log down to the floor, then cut by the
+    prior; a long one-sided tail in z): the fitted sinh-arcsinh map makes its y nearly
+    normal where a plain z is not, and the proposal's density still integrates to one and
+    matches its own draws (1-D by quadrature; 2-D through the draws' mean of a bounded
+    function)."""
+    from astrocal.model.proposal import Z_MAX, fit_marginal
+
+    rng = np.random.default_rng(3)
+    lo, hi = np.array([-18.0]), np.array([-2.0])
+    # log jitter: the data cut it above about -7; below, it runs flat to the floor
+    x = np.concatenate([rng.uniform(-18.0, -8.0, 1500), rng.normal(-7.5, 0.4, 2500)])[:, None]
+    plain = fit_proposal(x, lo, hi, marginals=False)
+    shaped = fit_proposal(x, lo, hi)
+    z = plain.to_z(x)
+    y = shaped.to_y(z)[0]
+    assert abs(stats.skew(z[:, 0])) > 1.0
+    assert abs(stats.skew(y[:, 0])) < 0.5 * abs(stats.skew(z[:, 0]))
+    m, sd, e, d = fit_marginal(z[:, 0])
+    assert e != 0.0 and sd > 0
+    a, b = shaped.edges
+
+    def density_z(t):  # the density in z: in phi times dphi/dz
+        u = special.expit(t)
+        return np.exp(shaped.log_density(shaped.to_phi(np.array([[t]])))[0]) * (b - a)[0] * u * (1 - u)
+
+    draws = shaped.sample(400000, np.random.RandomState(5))
+    assert np.all((draws >= a) & (draws <= b))
+    zd = shaped.to_z(draws)[:, 0]  # infinite: put on the padded edge (zero posterior, always refused)
+    assert np.mean(~np.isfinite(zd)) < 0.01
+    for z0, z1 in ((-Z_MAX, -10), (-10, -3), (-3, 0), (0, 3), (3, 10), (10, Z_MAX)):
+        mass, _ = integrate.quad(density_z, z0, z1, limit=400)
+        assert mass == pytest.approx(np.mean((zd >= z0) & (zd < z1)), abs=5 * np.sqrt(mass / zd.size) + 1e-5)
+    total, _ = integrate.quad(density_z, -Z_MAX, Z_MAX, limit=1000, points=[-5.0, 0.0, 5.0])
+    assert total == pytest.approx(np.mean(np.isfinite(zd)), abs=1e-3)
+    # 2-D, correlated: E_q[f] from draws equals E_q[f] by importance against a uniform box
+    lo2, hi2 = np.array([-18.0, -1.0]), np.array([-2.0, 1.0])
+    x2 = np.column_stack([x[:, 0], np.tanh(0.3 * (x[:, 0] + 8) + rng.normal(0, 0.3, x.shape[0]))])
+    q2 = fit_proposal(x2, lo2, hi2)
+    a2, b2 = q2.edges
+    box = rng.uniform(a2, b2, (400000, 2))
+    vol = np.prod(b2 - a2)
+    dens = np.exp(q2.log_density(box))
+    d2 = q2.sample(200000, np.random.RandomState(6))
+    inside = np.all(np.isfinite(q2.to_z(d2)), axis=1)
+    assert np.mean(dens) * vol == pytest.approx(np.mean(inside), abs=0.02)
+    f = lambda p: np.sin(p[:, 0]) * p[:, 1]  # noqa: E731
+    assert np.mean(f(d2) * inside) == pytest.approx(np.mean(f(box) * dens) * vol, abs=0.01)
 
 
 def test_laplace_proposal_refuses_an_indefinite_hessian():
@@ -101,20 +151,55 @@ def test_resume_across_the_refits_is_bit_identical(tmp_path, killed_at):
     assert np.array_equal(resumed, whole)
 
 
-def test_a_proposal_that_is_refused_too_often_is_switched_off():
-    """At the end of adaptation, an acceptance below MIN_ADAPTED_ACCEPTANCE over the steps
-    since the previous refit leaves differential evolution alone; above it, the proposal stays."""
-    from astrocal.model.inference import MIN_ADAPTED_ACCEPTANCE, _adapt
+def _chain_moving_at(rate, steps, seed=2):
+    """A chain (steps, 16, 3) whose walkers each move with probability ``rate`` per step."""
+    rng = np.random.default_rng(seed)
+    chain = np.empty((steps, 16, 3))
+    chain[0] = rng.uniform(LO, HI, (16, 3)) * 0.5
+    for t in range(1, steps):
+        move_now = rng.random(16) < rate
+        chain[t] = np.where(move_now[:, None], np.clip(chain[t - 1] + 0.1 * rng.standard_normal((16, 3)), LO, HI),
+                            chain[t - 1])
+    return chain
 
-    rng = np.random.default_rng(2)
-    s0, s1 = ADAPT_STEPS[-2], ADAPT_STEPS[-1]
-    for rate, kept in ((MIN_ADAPTED_ACCEPTANCE - 0.1, False), (MIN_ADAPTED_ACCEPTANCE + 0.1, True)):
-        chain = np.empty((s1, 16, 3))
-        chain[0] = rng.uniform(LO, HI, (16, 3)) * 0.5
-        for t in range(1, s1):  # each walker moves with probability ``rate``
-            move_now = rng.random(16) < rate
-            chain[t] = np.where(move_now[:, None], np.clip(chain[t - 1] + 0.1 * rng.standard_normal((16, 3)), LO, HI),
-                                chain[t - 1])
+
+def test_adaptation_goes_on_while_the_acceptance_is_low():
+    """Refits at 50 and 100; while the acceptance since the previous refit is below
+    MIN_ADAPTED_ACCEPTANCE, more at twice the step, up to ADAPT_MAX; the end of
+    adaptation is the last refit."""
+    from astrocal.model.proposal import ADAPT_MAX, MIN_ADAPTED_ACCEPTANCE, adaptation_end, adaptation_schedule
+
+    assert adaptation_schedule(None) == ([50, 100], False, True)
+    good = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE + 0.15, 300)
+    assert adaptation_schedule(good[:99]) == ([50, 100], False, True)
+    assert adaptation_schedule(good) == ([50, 100], True, True)
+    assert adaptation_end(good) == 100
+    poor = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE - 0.15, ADAPT_MAX + 10)
+    assert adaptation_schedule(poor[:150]) == ([50, 100, 200], False, True)
+    assert adaptation_schedule(poor) == ([50, 100, 200, ADAPT_MAX], True, False)
+    # poor until 100, good from there: adaptation ends at 200 with the proposal kept;
+    # poor until 200, good from there: it ends at ADAPT_MAX, kept
+    for cut, end in ((100, 200), (200, ADAPT_MAX)):
+        later = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE + 0.15, ADAPT_MAX + 10 - cut, seed=3)
+        mixed = np.concatenate([poor[:cut], later - later[0] + poor[cut - 1]])
+        assert adaptation_schedule(mixed) == ([50, 100, 200, ADAPT_MAX][:[50, 100, 200, ADAPT_MAX].index(end) + 1],
+                                              True, True)
+        assert adaptation_end(mixed) == end
+
+
+def test_a_proposal_that_is_refused_too_often_is_switched_off():
+    """At the last refit (ADAPT_MAX) an acceptance still below MIN_ADAPTED_ACCEPTANCE leaves
+    differential evolution alone; before it, the proposal is refitted and kept; a good
+    acceptance at step 100 ends adaptation there with the proposal on."""
+    from astrocal.model.inference import _adapt
+    from astrocal.model.proposal import ADAPT_MAX, MIN_ADAPTED_ACCEPTANCE
+
+    poor = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE - 0.1, ADAPT_MAX)
+    for step, kept in ((100, True), (200, True), (ADAPT_MAX, False)):
         move = AdaptiveIndependenceMove()
-        _adapt(move, chain, s1, (LO, HI), None)
-        assert (move.proposal is not None) is kept, rate
+        _adapt(move, poor, step, (LO, HI), None)
+        assert (move.proposal is not None) is kept, step
+    good = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE + 0.1, 100)
+    move = AdaptiveIndependenceMove()
+    _adapt(move, good, 100, (LO, HI), None)
+    assert move.proposal is not None

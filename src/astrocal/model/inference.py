@@ -35,7 +35,8 @@ from .chainstore import BlockBackend, stored_iteration
 from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
-from .proposal import ADAPT_STEPS, AdaptiveIndependenceMove, fit_proposal, laplace_proposal
+from .proposal import (MIN_ADAPTED_ACCEPTANCE, AdaptiveIndependenceMove, acceptance, adaptation_end,
+                       adaptation_schedule, fit_proposal, laplace_proposal)
 from .refinement import baseline_evidence, fit_variant
 
 log = logging.getLogger(__name__)
@@ -559,7 +560,7 @@ def default_moves():
 
     One :class:`~astrocal.model.proposal.AdaptiveIndependenceMove`: differential evolution
     until its proposal is set (from the Laplace approximation at the start, refitted from
-    the chain at :data:`~astrocal.model.proposal.ADAPT_STEPS`), then mostly independence
+    the chain at the steps of :func:`~astrocal.model.proposal.adaptation_schedule`), then mostly independence
     proposals. No DESnookerMove: emcee 3.1.6's does not leave the target invariant (sds a
     few per cent too small; fixed upstream in dfm/emcee#531)."""
     return [(AdaptiveIndependenceMove(), 1.0)]
@@ -637,39 +638,36 @@ def _check_chain_record(path, stored, record):
                                  f"resumed ({'; '.join(changed)}); restore them, or start again with --overwrite")
 
 
-#: below this acceptance over the steps between the last two refits (the proposal's own
-#: and differential evolution's together), the independence proposal is switched off at the
-#: end of adaptation and the chain goes on with differential evolution alone: a posterior
-#: far from the proposal's shape (the joint lab and sky fit of the demo: 0.25, where its
-#: chain took 2700 steps against 2100 with differential evolution alone; the nominal lab
-#: campaign: 0.42)
-MIN_ADAPTED_ACCEPTANCE = 0.3
 
 
 def _adapt(move, chain, step, bounds, start):
     """Set ``move``'s proposal for the chain from ``step`` on: the Laplace one (``start``)
-    before the first of :data:`ADAPT_STEPS`, then one fitted to the second half of the
-    steps since the previous refit (all walkers); at the last refit, none (differential
-    evolution alone) when the chain's acceptance since the refit before is below
-    :data:`MIN_ADAPTED_ACCEPTANCE`. It depends on the stored chain only, so a resumed chain
-    gets the same proposal."""
-    fits = [s for s in ADAPT_STEPS if s <= step]
+    before the first refit, then one fitted to the second half of the steps since the
+    previous refit (all walkers) at each refit of :func:`~astrocal.model.proposal.adaptation_schedule`;
+    at the last refit, none (differential evolution alone) when the acceptance since the
+    refit before is still below :data:`~astrocal.model.proposal.MIN_ADAPTED_ACCEPTANCE`.
+    It depends on the stored chain only, so a resumed chain gets the same proposal."""
+    past = None if chain is None else chain[:step]
+    refits, ended, keep = adaptation_schedule(past)
+    fits = [s for s in refits if s <= step]
     if not fits:
         move.proposal = start
         return
     s = fits[-1]
-    prev = ([0] + [t for t in ADAPT_STEPS if t < s])[-1]
+    prev = ([0] + [t for t in refits if t < s])[-1]
     window = chain[(prev + s) // 2:s]
     try:
         move.proposal = fit_proposal(window.reshape(-1, chain.shape[2]), *bounds)
     except ValueError:  # too few distinct samples: keep the one in use
         log.debug("proposal not refitted at step %d", s)
-    if s == ADAPT_STEPS[-1]:
-        accepted = float(np.mean(np.any(chain[prev + 1:s] != chain[prev:s - 1], axis=2)))
-        if accepted < MIN_ADAPTED_ACCEPTANCE:
-            move.proposal = None
-            log.info("independence proposal off from step %d: acceptance %.2f over steps %d-%d is below "
-                     "%.2f; differential evolution alone", s, accepted, prev, s, MIN_ADAPTED_ACCEPTANCE)
+    accepted = acceptance(chain, prev, s)
+    if ended and not keep:
+        move.proposal = None
+        log.info("independence proposal off from step %d: acceptance %.2f over steps %d-%d is below "
+                 "%.2f; differential evolution alone", s, accepted, prev, s, MIN_ADAPTED_ACCEPTANCE)
+    elif not ended:
+        log.info("independence proposal refitted at step %d (acceptance %.2f over steps %d-%d); adapting "
+                 "until step %d", s, accepted, prev, s, refits[-1])
 
 
 def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=None):
@@ -693,12 +691,15 @@ def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=No
     while done < settings.steps:
         if done >= settings.min_steps and _converged(sampler.get_chain(), settings):
             break
-        refits = [s for s in ADAPT_STEPS if s > done] if move is not None else []
+        refits, planned = [], []
+        if move is not None:
+            planned, _, _ = adaptation_schedule(sampler.get_chain() if done else None)
+            refits = [s for s in planned if s > done]
         stop = min(done - done % every + every, int(settings.steps), *refits)
         n = stop - done
         state = sampler.run_mcmc(state, n, skip_initial_state_check=True)
         done += n
-        if move is not None and done in ADAPT_STEPS:
+        if move is not None and done in planned:
             _adapt(move, sampler.get_chain(), done, bounds, start)
         if backend is not None:
             backend.write()  # once per block: a kill or a failed write loses one block at most
@@ -712,14 +713,16 @@ def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=No
 def chain_summary(chain, burn="auto"):
     """``(tau, burn, n_effective, converged)`` of a chain (steps, walkers, ndim).
 
-    The steps before the end of adaptation (the last of :data:`ADAPT_STEPS`, when the chain
-    is at least twice that long) are burn-in; ``tau`` (steps, per hyperparameter) is
+    The steps before the end of adaptation (the last refit,
+    :func:`~astrocal.model.proposal.adaptation_end`, when the chain is at least twice that
+    long) are burn-in; ``tau`` (steps, per hyperparameter) is
     estimated on the chain after them; ``burn`` ``"auto"`` adds 5 ``tau`` (at least a tenth
     and at most half of the steps after adaptation), an int fixes it; ``converged``: the
     chain after adaptation is at least 50 ``tau`` long.
     """
     steps, nwalkers, ndim = chain.shape
-    adapted = ADAPT_STEPS[-1] if steps >= 2 * ADAPT_STEPS[-1] else 0
+    end = adaptation_end(chain)
+    adapted = end if steps >= 2 * end else 0
     after = chain[adapted:]
     quiet = logging.getLogger("emcee.autocorr")
     level = quiet.level
@@ -743,6 +746,8 @@ def chain_summary(chain, burn="auto"):
 
 
 def _converged(chain, settings):
+    if chain.shape[0] < 2 * adaptation_end(chain):  # not before twice the adaptation's length
+        return False
     tau, _, n_eff, converged = chain_summary(chain, settings.burn)
     return converged and bool(np.all(n_eff >= settings.target_neff))
 

@@ -18,19 +18,30 @@ Vocabulary:
   ``b = hi + pad (hi - lo)``. The padding keeps a walker on the prior's edge at a finite
   ``z``; a proposal between the prior's edge and the padded one has zero posterior and is
   refused.
-* the proposal density in ``z``: a two-component mixture of multivariate Student-t
+* ``y``: each ``z`` through its own sinh-arcsinh map (Jones & Pewsey 2009, "Sinh-arcsinh
+  distributions", Biometrika 96, 761), ``y = sinh(d asinh((z - m) / s) - e)``, fitted by
+  maximum likelihood so that ``y`` is close to a standard normal along each axis: ``e``
+  takes a marginal's skewness and ``d`` its tail weight (a jitter whose posterior runs
+  flat down to its floor has a long one-sided tail in ``z``, which a Gaussian in ``z``
+  misses: the chain then sticks there and its autocorrelation time doubles). The identity
+  map (``m, s, e, d = 0, 1, 0, 1``) is the plain Gaussian-in-``z`` proposal, which the
+  Laplace start uses.
+* the proposal density in ``y``: a two-component mixture of multivariate Student-t
   distributions (``df`` degrees of freedom) with the fitted mean and the fitted covariance
   scaled by ``core_scale**2`` (weight ``1 - wide_weight``) and ``wide_scale**2``
   (weight ``wide_weight``): heavier tails than the posterior, which an independence
-  sampler needs to be uniformly ergodic. Its density in ``phi`` carries the Jacobian
+  sampler needs to be uniformly ergodic (a Gaussian copula with fitted marginals, made
+  heavy-tailed). Its density in ``phi`` carries the Jacobians ``dy/dz`` and
   ``dz/dphi = 1 / ((b - a) u (1 - u))``.
 
 :class:`AdaptiveIndependenceMove` is the emcee move: differential evolution until a
 proposal is set, then the independence proposal for a fraction ``1 - de_weight`` of the
-steps. :func:`fit_proposal` fits one from chain samples or from a Laplace approximation
-(MAP and Hessian). The chain runner (:mod:`astrocal.model.inference`) refits at fixed
-steps (``ADAPT_STEPS``) from the stored chain only, so a resumed run rebuilds the same
-proposals and continues bit for bit; the steps before the last refit are burn-in.
+steps. :func:`fit_proposal` fits one from chain samples (:func:`fit_marginal` for each
+axis's map), :func:`laplace_proposal` from a Laplace approximation (MAP and Hessian).
+:func:`adaptation_schedule` says when the chain runner (:mod:`astrocal.model.inference`)
+refits: at ``ADAPT_STEPS`` and, while the chain accepts too little, at twice the step
+before, up to ``ADAPT_MAX``. It reads the stored chain only, so a resumed run rebuilds the
+same proposals and continues bit for bit; the steps before the last refit are burn-in.
 """
 from __future__ import annotations
 
@@ -38,12 +49,28 @@ from dataclasses import dataclass
 
 import emcee
 import numpy as np
-from scipy import special
+from scipy import optimize, special
 
-#: steps at which the proposal is refitted from the chain (the last one ends adaptation)
+#: steps at which the proposal is refitted from the chain; more refits follow (each at
+#: twice the step of the one before, up to :data:`ADAPT_MAX`) while the chain's acceptance
+#: since the previous refit stays below :data:`MIN_ADAPTED_ACCEPTANCE`
+#: (:func:`adaptation_schedule`); the last refit ends adaptation
 ADAPT_STEPS = (50, 100)
+#: the latest refit
+ADAPT_MAX = 400
+#: below this acceptance over the steps between two refits (the proposal's own and
+#: differential evolution's together) adaptation goes on; at :data:`ADAPT_MAX` the
+#: proposal is switched off and the chain goes on with differential evolution alone
+MIN_ADAPTED_ACCEPTANCE = 0.3
 #: extra width of the logit interval on each side, as a fraction of the prior interval
 PAD = 0.05
+#: range of the fitted sinh-arcsinh maps: skewness ``e`` and tail weight ``d`` (``d < 1``:
+#: heavier tails than a normal; the upper limit keeps the proposal's tails from falling
+#: far below a normal's)
+SHASH_SKEW_MAX = 2.0
+SHASH_TAIL_RANGE = (0.5, 1.5)
+#: ``|z|`` beyond which a draw is put on the padded edge (refused there: zero posterior)
+Z_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,7 @@ class IndependenceProposal:
     wide_scale: float = 3.0
     wide_weight: float = 0.1
     pad: float = PAD
+    marginal: np.ndarray = None  # (ndim, 4): m, s, e, d of each sinh-arcsinh map; None: identity
 
     @property
     def edges(self):
@@ -83,6 +111,26 @@ class IndependenceProposal:
         a, b = self.edges
         return a + (b - a) * special.expit(z)
 
+    def to_y(self, z):
+        """``(y, log |dy/dz|)`` of ``z`` (n, ndim): the marginal maps and their Jacobian,
+        summed over the axes."""
+        if self.marginal is None:
+            return z, np.zeros(z.shape[0])
+        m, s, e, d = self.marginal.T
+        x = (z - m) / s
+        t = d * np.arcsinh(x) - e
+        logjac = np.log(d) + _log_cosh(t) - 0.5 * np.log1p(x * x) - np.log(s)
+        return np.sinh(t), np.sum(logjac, axis=1)
+
+    def z_of_y(self, y):
+        """The inverse of :meth:`to_y`'s map (``z`` of ``y``), put on +-:data:`Z_MAX`."""
+        if self.marginal is None:
+            return y
+        m, s, e, d = self.marginal.T
+        with np.errstate(over="ignore"):
+            z = m + s * np.sinh((np.arcsinh(y) + e) / d)
+        return np.clip(z, -Z_MAX, Z_MAX)
+
     def sample(self, n, random):
         """``n`` draws (n, ndim) with ``random`` (a numpy ``RandomState``: emcee's)."""
         ndim = self.mean.size
@@ -90,8 +138,8 @@ class IndependenceProposal:
         scale = np.where(wide, self.wide_scale, self.core_scale)
         w = random.chisquare(self.df, n) / self.df
         e = random.standard_normal((n, ndim)) @ self.chol.T
-        z = self.mean + e * (scale / np.sqrt(w))[:, None]
-        return self.to_phi(z)
+        y = self.mean + e * (scale / np.sqrt(w))[:, None]
+        return self.to_phi(self.z_of_y(y))
 
     def log_density(self, phi):
         """Log proposal density of ``phi`` (n, ndim) in ``phi`` (Jacobian included);
@@ -105,8 +153,9 @@ class IndependenceProposal:
             return out
         u = u[inside]
         z = special.logit(u)
+        y, log_dy = self.to_y(z)
         ndim = self.mean.size
-        r = np.linalg.solve(self.chol, (z - self.mean).T).T  # whitened
+        r = np.linalg.solve(self.chol, (y - self.mean).T).T  # whitened
         m = np.sum(r * r, axis=1)
         logdet = np.sum(np.log(np.diag(self.chol)))
         nu = self.df
@@ -118,8 +167,84 @@ class IndependenceProposal:
                          - 0.5 * (nu + ndim) * np.log1p(m / (nu * s * s)))
         log_z = np.logaddexp(*comps)
         jac = -np.sum(np.log(b - a) + np.log(u) + np.log1p(-u), axis=1)  # log |dz/dphi|
-        out[inside] = log_z + jac
+        # a point beyond +-Z_MAX is one the draws never reach (they are put on the edge)
+        out[inside] = np.where(np.all(np.abs(z) <= Z_MAX, axis=1), log_z + log_dy + jac, -np.inf)
         return out
+
+
+def _log_cosh(t):
+    """``log cosh t`` without overflow."""
+    a = np.abs(t)
+    return a + np.log1p(np.exp(-2 * a)) - np.log(2.0)
+
+
+def fit_marginal(z):
+    """The sinh-arcsinh map ``(m, s, e, d)`` that takes samples ``z`` (n,) closest to a
+    standard normal (maximum likelihood, Nelder-Mead from the median and the scaled MAD;
+    ``e`` within +-:data:`SHASH_SKEW_MAX`, ``d`` within :data:`SHASH_TAIL_RANGE`); a
+    plain location and scale (``e = 0``, ``d = 1``) when the fit fails or the samples
+    hardly spread."""
+    z = np.asarray(z, float)
+    m0 = float(np.median(z))
+    s0 = float(1.4826 * np.median(np.abs(z - m0)))
+    plain = (float(z.mean()), max(float(z.std()), 1e-3), 0.0, 1.0)
+    if not np.isfinite(s0) or s0 < 1e-6:
+        return plain
+    lo_d, hi_d = np.log(SHASH_TAIL_RANGE[0]), np.log(SHASH_TAIL_RANGE[1])
+
+    def unpack(p):
+        return p[0], np.exp(p[1]), SHASH_SKEW_MAX * np.tanh(p[2] / SHASH_SKEW_MAX), \
+            np.exp(lo_d + (hi_d - lo_d) * special.expit(p[3]))
+
+    def nll(p):
+        m, s, e, d = unpack(p)
+        x = (z - m) / s
+        t = d * np.arcsinh(x) - e
+        y = np.sinh(t)
+        logjac = np.log(d) + _log_cosh(t) - 0.5 * np.log1p(x * x) - np.log(s)
+        value = -np.sum(-0.5 * y * y + logjac)
+        return value if np.isfinite(value) else 1e300
+
+    start = np.array([m0, np.log(s0), 0.0, special.logit((0.0 - lo_d) / (hi_d - lo_d))])
+    with np.errstate(all="ignore"):
+        res = optimize.minimize(nll, start, method="Nelder-Mead",
+                                options={"maxiter": 2000, "xatol": 1e-4, "fatol": 1e-6})
+    par = np.array(unpack(res.x), float)
+    if not np.all(np.isfinite(par)) or not res.fun < nll(start) + 1e-9:
+        return plain
+    return tuple(par)
+
+
+def acceptance(chain, start, stop):
+    """Fraction of walker steps from ``start`` to ``stop`` that moved (chain: steps,
+    walkers, ndim): the chain's acceptance there, from the stored chain alone."""
+    if stop - start < 2:
+        return 0.0
+    return float(np.mean(np.any(chain[start + 1:stop] != chain[start:stop - 1], axis=2)))
+
+
+def adaptation_schedule(chain):
+    """``(refits, ended, keep)`` of a chain (steps, walkers, ndim; ``None``: no steps yet):
+    the refit steps so far and the next one (:data:`ADAPT_STEPS`, then doubling while the
+    acceptance since the previous refit is below :data:`MIN_ADAPTED_ACCEPTANCE`, up to
+    :data:`ADAPT_MAX`), whether the chain has reached the end of adaptation (its last
+    refit) and whether the proposal is kept from there (acceptance high enough at the last
+    refit). Decided from the stored chain only, so a resumed chain follows the same
+    schedule."""
+    steps = 0 if chain is None else chain.shape[0]
+    refits = list(ADAPT_STEPS)
+    while refits[-1] <= steps:
+        good = acceptance(chain, refits[-2], refits[-1]) >= MIN_ADAPTED_ACCEPTANCE
+        if good or refits[-1] >= ADAPT_MAX:
+            return refits, True, good
+        refits.append(min(2 * refits[-1], ADAPT_MAX))
+    return refits, False, True
+
+
+def adaptation_end(chain):
+    """The step at which adaptation ends for ``chain``: its last refit if reached, else
+    the next refit (a lower bound)."""
+    return adaptation_schedule(chain)[0][-1]
 
 
 def _chol_or_diag(cov):
@@ -134,9 +259,10 @@ def _chol_or_diag(cov):
     return np.diag(np.sqrt(np.maximum(np.diag(cov), 1e-8)))
 
 
-def fit_proposal(samples, lo, hi):
-    """Fit a proposal to hyperparameter samples (n, ndim) inside ``[lo, hi]``: the mean
-    and covariance of their ``z`` (each direction's variance floored at 1e-6)."""
+def fit_proposal(samples, lo, hi, marginals=True):
+    """Fit a proposal to hyperparameter samples (n, ndim) inside ``[lo, hi]``: each
+    ``z``'s sinh-arcsinh map (:func:`fit_marginal`; ``marginals=False``: none), then the
+    mean and covariance of the samples' ``y`` (each direction's variance floored at 1e-6)."""
     lo = np.asarray(lo, float)
     hi = np.asarray(hi, float)
     probe = IndependenceProposal(lo, hi, np.zeros(lo.size), np.eye(lo.size))
@@ -144,8 +270,13 @@ def fit_proposal(samples, lo, hi):
     z = z[np.all(np.isfinite(z), axis=1)]
     if z.shape[0] < 2 * lo.size + 2:
         raise ValueError(f"{z.shape[0]} finite samples cannot fit a proposal in {lo.size} dimensions")
-    cov = np.cov(z, rowvar=False) + 1e-6 * np.eye(lo.size)
-    return IndependenceProposal(lo, hi, z.mean(axis=0), _chol_or_diag(cov))
+    marginal = None
+    if marginals:
+        marginal = np.array([fit_marginal(z[:, k]) for k in range(lo.size)], float)
+    probe = IndependenceProposal(lo, hi, np.zeros(lo.size), np.eye(lo.size), marginal=marginal)
+    y = probe.to_y(z)[0]
+    cov = np.cov(y, rowvar=False) + 1e-6 * np.eye(lo.size)
+    return IndependenceProposal(lo, hi, y.mean(axis=0), _chol_or_diag(cov), marginal=marginal)
 
 
 def laplace_proposal(phi_map, hessian, lo, hi):
