@@ -45,13 +45,22 @@ class VariantFit:
     priors: object
     hyper_names: list = None
 
+    @property
+    def curvature(self):
+        """``{hyperparameter name: sqrt(H_ii)}`` of :attr:`hess` (where positive): the scale
+        a neighbouring model's MAP search runs in."""
+        from .inference import _sqrt_curvature
 
-def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None):
-    from .inference import _map, laplace_evidence
+        return _sqrt_curvature(self.hyper_names, self.hess)
+
+
+def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, curvature=None):
+    from .inference import _map, curvature_scale, laplace_evidence
 
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
-    phi, lp = _map(model, model.initial_guess(start))
+    scale = curvature_scale(model, curvature) if curvature else None
+    phi, lp = _map(model, model.initial_guess(start), scale)
     logz, hess = laplace_evidence(model, phi, lp)
     try:
         jac_n = model.field_from(model.conditional(phi).mean)
@@ -70,7 +79,8 @@ def baseline_evidence(evidence, degree):
     return None
 
 
-def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None):
+def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None,
+                curvature=None):
     """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
     ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
     ``priors.residual_refine`` while the evidence rises by more than
@@ -78,9 +88,11 @@ def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=
     ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
     no such condition) by as much (module docstring). ``start``: where the MAP search starts
     (``{hyperparameter name: value}``, e.g. the MAP of the degree below; a refinement starts
-    from the kept basis's MAP). Raises ``ValueError`` when the model cannot be built (its
+    from the kept basis's MAP); ``curvature``: ``{hyperparameter name: sqrt(H_ii)}`` of a
+    neighbouring model (the degree below), the scale the search runs in
+    (:func:`~astrocal.model.inference._map`). Raises ``ValueError`` when the model cannot be built (its
     message is the evidence row's note)."""
-    best = _fit_one(points, degree, priors, settings, jac_field, excluded, start)
+    best = _fit_one(points, degree, priors, settings, jac_field, excluded, start, curvature)
     if priors.residual != "matern52":
         return best
     nats = float(priors.residual_refine_nats)
@@ -92,7 +104,7 @@ def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=
         finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
         try:
             cand = _fit_one(points, degree, finer, settings, jac_field, excluded,
-                            dict(zip(best.hyper_names, best.phi)))
+                            dict(zip(best.hyper_names, best.phi)), best.curvature)
         except (ValueError, np.linalg.LinAlgError):
             break
         tried.append([int(m), float(boundary), float(cand.row["log_evidence"])])
