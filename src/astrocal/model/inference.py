@@ -923,6 +923,39 @@ def fit_lab(points, settings=None):
         return _fit_lab(points, settings or FitSettings())
 
 
+#: the scan refines the residual basis of a row (:func:`~astrocal.model.refinement.refine_variant`)
+#: unless its evidence is more than this many nats, plus the largest rise any refinement
+#: gave so far, below the best row's (probability below e**-10 of the best's either way)
+REFINE_MARGIN_NATS = 10.0
+
+
+def _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitted, rows):
+    """Refine the residual basis of the scan's rows with the residual (``fitted``: their
+    :class:`~astrocal.model.refinement.VariantFit` by ``(degree, residual)``, ``rows``: their
+    positions in ``evidence``), the most probable first, in place. A row whose evidence
+    is more than :data:`REFINE_MARGIN_NATS` plus the largest rise any refinement gave below
+    the best row's is left at its first basis (its refinement could not make it matter:
+    the degree and variant chosen are those of a scan that refines every row); its row
+    says so (``residual_refinement``)."""
+    from .refinement import refine_variant
+
+    keys = sorted((k for k in fitted if k[1]), key=lambda k: -np.nan_to_num(evidence[rows[k]]["log_evidence"], nan=-np.inf))
+    gain = 0.0
+    for key in keys:
+        row = evidence[rows[key]]
+        base = float(row["log_evidence"])
+        best = max(float(e["log_evidence"]) for e in evidence if np.isfinite(e["log_evidence"]))
+        if base + gain + REFINE_MARGIN_NATS < best:
+            row["residual_refinement"] = (f"not tried: {best - base:.1f} nats below the best model, more than "
+                                          f"{REFINE_MARGIN_NATS:g} + {gain:.1f} (the largest rise a refinement gave)")
+            continue
+        vf = refine_variant(fitted[key], points, key[0], settings, jac_field, excluded,
+                            baseline_evidence(evidence, key[0]))
+        gain = max(gain, float(vf.row["log_evidence"]) - base)
+        fitted[key] = vf
+        row.update(vf.row)
+
+
 def _fit_lab(points, settings):
     rng = np.random.default_rng(settings.seed)
     _check_rule(settings.degree_choice)
@@ -941,22 +974,26 @@ def _fit_lab(points, settings):
     fitted = {}
     below = {}  # per variant, the MAP of the degree below by name: where the next search starts
     curvature = {}  # per variant, sqrt(diag) of the degree below's Hessian by name: its scale
+    rows = {}  # (degree, residual) -> its row's position in the evidence table
     for n in degrees:
         for res in variants:
             priors = _with_residual(settings.priors, res)
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
-            try:  # MAP and evidence; the residual's basis refined while the evidence rises
-                vf = fit_variant(points, n, priors, settings, jac_field, excluded, baseline_evidence(evidence, n),
-                                 start=below.get(res), curvature=curvature.get(res))
+            try:  # MAP and evidence (the residual's basis is refined below, once all are known)
+                vf = fit_variant(points, n, priors, settings, jac_field, excluded, start=below.get(res),
+                                 curvature=curvature.get(res), refine=False)
             except ValueError as exc:
                 evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
                 continue
             below[res] = dict(zip(vf.hyper_names, vf.phi))
             curvature[res] = vf.curvature
+            rows[(n, res)] = len(evidence)
             evidence.append({**row, **vf.row})
-            # kept: the MAP, the Hessian, the field for the final Jacobian and the priors
-            # with the basis kept (not the model, whose components are large)
-            fitted[(n, res)] = (vf.phi, vf.hess, vf.jac_field, vf.priors)
+            fitted[(n, res)] = vf
+    _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitted, rows)
+    # kept: the MAP, the Hessian, the field for the final Jacobian and the priors with the
+    # basis kept (not the model, whose components are large)
+    fitted = {k: (vf.phi, vf.hess, vf.jac_field, vf.priors) for k, vf in fitted.items()}
     if not fitted:
         raise DataError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto" or len(variants) > 1:

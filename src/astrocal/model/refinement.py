@@ -27,7 +27,7 @@ import numpy as np
 
 from .linear import LabModel
 
-__all__ = ["VariantFit", "baseline_evidence", "fit_variant"]
+__all__ = ["VariantFit", "baseline_evidence", "fit_variant", "refine_variant"]
 
 
 @dataclass
@@ -80,26 +80,44 @@ def baseline_evidence(evidence, degree):
 
 
 def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None,
-                curvature=None):
+                curvature=None, refine=True):
     """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
     ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
     ``priors.residual_refine`` while the evidence rises by more than
     ``priors.residual_refine_nats``, starting only when the residual's evidence exceeds
     ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
-    no such condition) by as much (module docstring). ``start``: where the MAP search starts
-    (``{hyperparameter name: value}``, e.g. the MAP of the degree below; a refinement starts
-    from the kept basis's MAP); ``curvature``: ``{hyperparameter name: sqrt(H_ii)}`` of a
-    neighbouring model (the degree below), the scale the search runs in
-    (:func:`~astrocal.model.inference._map`). Raises ``ValueError`` when the model cannot be built (its
-    message is the evidence row's note)."""
+    no such condition) by as much (module docstring; :func:`refine_variant`). ``start``:
+    where the MAP search starts (``{hyperparameter name: value}``, e.g. the MAP of the
+    degree below; a refinement starts from the kept basis's MAP); ``curvature``:
+    ``{hyperparameter name: sqrt(H_ii)}`` of a neighbouring model (the degree below), the
+    scale the search runs in (:func:`~astrocal.model.inference._map`). ``refine=False``:
+    the basis of ``priors`` alone (the scan refines later, :func:`refine_variant`). Raises
+    ``ValueError`` when the model cannot be built (its message is the evidence row's
+    note)."""
     best = _fit_one(points, degree, priors, settings, jac_field, excluded, start, curvature)
     if priors.residual != "matern52":
         return best
+    best.row.update(residual_basis=int(priors.residual_basis), residual_boundary=float(priors.residual_boundary),
+                    residual_refinements=[[int(priors.residual_basis), float(priors.residual_boundary),
+                                           float(best.row["log_evidence"])]])
+    if not refine:
+        return best
+    return refine_variant(best, points, degree, settings, jac_field, excluded, baseline)
+
+
+def refine_variant(base, points, degree, settings, jac_field, excluded, baseline=None):
+    """The residual basis of ``base`` (a :class:`VariantFit` of :func:`fit_variant` with the
+    residual, at degree ``degree``) refined by its priors' ``residual_refine`` while the
+    evidence rises by more than ``residual_refine_nats``, when its evidence exceeds
+    ``baseline`` by as much (module docstring); returns the fit kept, its row recording
+    every refinement tried."""
+    priors = base.priors
     nats = float(priors.residual_refine_nats)
-    tried = [[int(priors.residual_basis), float(priors.residual_boundary), float(best.row["log_evidence"])]]
+    tried = [list(r) for r in base.row["residual_refinements"]]
     ladder = priors.residual_refine or ()
-    if baseline is not None and not best.row["log_evidence"] > baseline + nats:
+    if baseline is not None and not base.row["log_evidence"] > baseline + nats:
         ladder = ()
+    best = base
     for m, boundary in ladder:
         finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
         try:
