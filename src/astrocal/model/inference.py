@@ -231,7 +231,25 @@ def _map(model, phi0, scale=None):
         return -v[0], -grad / s
 
     best = optimize.minimize(nlp_and_grad, x0 * s, jac=True, method="L-BFGS-B", bounds=list(zip(lo * s, hi * s)))
+    if scale is not None:
+        # L-BFGS-B stops when a step gains (relatively) nothing, which a failed first line
+        # search can cause far from the optimum; in the scaled coordinates half the squared
+        # projected gradient estimates what is left to gain: more than MAP_RESTART_NATS,
+        # and the search starts again from there in the plain coordinates
+        g = np.asarray(best.jac, float)
+        y = np.asarray(best.x, float)
+        g = np.where(((y <= lo * s) & (g > 0)) | ((y >= hi * s) & (g < 0)), 0.0, g)
+        left = 0.5 * float(g @ g)
+        if left > MAP_RESTART_NATS:
+            log.debug("MAP search stopped %.3g nats short (estimated); restarted unscaled", left)
+            again = _map(model, np.clip(y / s, lo, hi))
+            return again if again[1] >= -best.fun else (np.clip(y / s, lo, hi), -best.fun)
     return np.clip(best.x / s, lo, hi), -best.fun
+
+
+#: a scaled MAP search (:func:`_map`) that stops with more than this left to gain
+#: (estimated from its gradient) is started again in the plain coordinates
+MAP_RESTART_NATS = 0.5
 
 
 def curvature_scale(model, known):
