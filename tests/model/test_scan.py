@@ -145,3 +145,27 @@ def test_the_quick_look_does_not_import_emcee():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
     assert not hasattr(inference, "emcee")
+
+
+def test_a_scaled_search_that_stops_short_starts_again(monkeypatch):
+    # L-BFGS-B can stop after a failed first line search far from the optimum (relative
+    # reduction of f below its tolerance); the estimate of what is left, from the scaled
+    # gradient, sends the search round again unscaled
+    from scipy import optimize
+
+    real = optimize.minimize
+    calls = []
+
+    def stops_at_once(fun, x0, **kw):
+        calls.append(kw.get("bounds"))
+        if len(calls) == 1:
+            f, g = fun(np.asarray(x0, float))
+            return optimize.OptimizeResult(x=np.asarray(x0, float), fun=f, jac=g, nit=1)
+        return real(fun, x0, **kw)
+
+    monkeypatch.setattr(inference.optimize, "minimize", stops_at_once)
+    model = Quadratic()
+    phi, lp = _map(model, np.array([1.0, 0.0, 1.0]), np.array([100.0, 1.0, 5.0]))
+    assert len(calls) == 2
+    np.testing.assert_allclose(phi, [0.01, 2.0, -0.2], atol=1e-4)
+    assert lp == pytest.approx(-0.5 * 25.0 * 0.1**2, abs=1e-6)
