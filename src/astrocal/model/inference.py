@@ -8,9 +8,11 @@ The steps of :func:`fit_lab`:
    (inliers with the model's noise, outliers with a broad ``outlier_px`` Gaussian); points
    whose outlier probability exceeds 1/2 are flagged and left out, with the rest refitted
    until the flagged set is stable;
-3. for every degree in the range, the hyperparameters' maximum a posteriori and a Laplace
-   approximation over them give the evidence ``p(y | n)``; the posterior median degree
-   is kept (:func:`choose_degree`; or the degree asked for);
+3. for every degree in the range, the hyperparameters' maximum a posteriori (each search
+   started from, and scaled by the curvature of, the degree below's) and a Laplace
+   approximation over them give the evidence ``p(y | n)``; the residual field's basis is
+   refined for the rows that can matter (:func:`_refine_residual_rows`); the posterior
+   median degree is kept (:func:`choose_degree`; or the degree asked for);
 4. emcee samples the hyperparameters (walkers evaluated together), writing the chain to
    HDF5 once per block of steps (:mod:`astrocal.model.chainstore`) so a killed run resumes;
 5. for every kept hyperparameter sample, the linear parameters are drawn exactly from
@@ -952,9 +954,10 @@ def _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitte
     :class:`~astrocal.model.refinement.VariantFit` by ``(degree, residual)``, ``rows``: their
     positions in ``evidence``), the most probable first, in place. A row whose evidence
     is more than :data:`REFINE_MARGIN_NATS` plus the largest rise any refinement gave below
-    the best row's is left at its first basis (its refinement could not make it matter:
-    the degree and variant chosen are those of a scan that refines every row); its row
-    says so (``residual_refinement``)."""
+    the best row's is left at its first basis: to matter, its refinement would have to
+    raise it by more than the margin beyond any rise seen (on the benchmarks' campaigns the
+    degree and variant chosen are those of the scan that refined every row); its row says
+    so (``residual_refinement``)."""
     from .refinement import refine_variant
 
     keys = sorted((k for k in fitted if k[1]), key=lambda k: -np.nan_to_num(evidence[rows[k]]["log_evidence"], nan=-np.inf))
