@@ -17,7 +17,10 @@ must exceed it by ``residual_refine_nats`` too (a field the polynomial holds cos
 refinement: the scan of a polynomial field stays as fast as before). The
 evidences compare models of the same data with the same hyperparameters and priors, only
 the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
-time grows as the cube of the linear parameters' count).
+time grows as the cube of the linear parameters' count). The scan
+(:func:`astrocal.model.inference._fit_lab`) fits every row with the first basis
+(``fit_variant(..., refine=False)``) and then refines (:func:`refine_variant`) the rows
+that can matter, the most probable first.
 """
 from __future__ import annotations
 
