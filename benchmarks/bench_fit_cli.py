@@ -2,7 +2,7 @@
 
 The nominal simulated METIS IMG_LM lab campaign (``write_points_campaign``: 10 dithered
 exposures of WCU FP mask #5, a degree-5 field, hole errors 0.5 um), fitted by ``astrocal
-fit`` with the campaign's defaults (degree by evidence, 32 walkers, emcee until converged,
+fit`` with the campaign's defaults (degree by evidence, 24 walkers, emcee until converged,
 the chain in ``posterior.h5``). Each run is a fresh process on a fresh copy of the
 campaign; printed: wall time, CPU time (user + system of the process), the number of
 HDF5 files opened by h5py (those under the output directory, ``posterior.h5`` and its
@@ -14,7 +14,9 @@ chain was written in blocks: ``git archive <commit> src | tar -x -C /tmp/base``,
 ``--baseline-src /tmp/base/src``), alternating the two (``--repeat`` times each) so both
 see the same load, and prints both figures and their ratio. The machine (2 cores) is
 shared with other developers: the load average is printed next to every run, and the CPU
-time is the steadier figure.
+time is the steadier figure. Where ``PYTHONDONTWRITEBYTECODE`` is set (this machine),
+every run compiles astrocal's sources (~0.2 s); ``--bytecode`` keeps every module's
+bytecode between runs, as an installed astrocal has it.
 
 Run:    python benchmarks/bench_fit_cli.py --baseline-src /tmp/base/src --repeat 2 \\
             --out benchmarks/results/fit_cli.json
@@ -81,14 +83,20 @@ def make_campaign(root, seed, n_exposures, degree, dense=0):
     return path, points.n_points
 
 
-def run_fit(src, template, work, extra=()):
+def run_fit(src, template, work, extra=(), pycache=None):
     """One ``astrocal fit`` of a fresh copy of the campaign ``template`` with the code in
-    ``src`` (and the options ``extra``, e.g. ``--quick``); returns its figures."""
+    ``src`` (and the options ``extra``, e.g. ``--quick``); returns its figures.
+    ``pycache``: a directory for the bytecode of every module (``PYTHONPYCACHEPREFIX``,
+    written even where ``PYTHONDONTWRITEBYTECODE`` is set), as an installed astrocal has
+    it; None: the environment's setting."""
     if work.exists():
         shutil.rmtree(work)
     shutil.copytree(template, work)
     opens = work / "opens.txt"
     env = dict(os.environ, PYTHONPATH=str(src), ASTROCAL_BENCH_OPENS=str(opens))
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     cmd = [sys.executable, "-c", BOOT, str(work / "out"), "-q", "fit", str(work / "campaign.toml"), *extra]
     load = os.getloadavg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,6 +135,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="time `astrocal fit --quick` instead")
     ap.add_argument("--dense", type=int, default=0, metavar="N",
                     help="an N x N grid mask filling the detector instead of WCU FP mask #5 (41: issue 21)")
+    ap.add_argument("--bytecode", action="store_true",
+                    help="keep every module's bytecode between runs (in a temporary PYTHONPYCACHEPREFIX, after "
+                    "one untimed run per source tree), as an installed astrocal has it; by default the "
+                    "environment decides (PYTHONDONTWRITEBYTECODE=1: astrocal's sources compiled at every run)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
     args = ap.parse_args(argv)
     versions = {"this": SRC}
@@ -139,9 +151,14 @@ def main(argv=None):
               f"{n_points} points; `astrocal fit{' --quick' if args.quick else ''}` with its defaults",
               flush=True)
         runs = {name: [] for name in versions}
+        extra = ["--quick"] if args.quick else []
+        pycache = {name: tmp / f"pycache_{name}" for name in versions} if args.bytecode else {}
+        if args.bytecode:  # one untimed run per source tree writes the bytecode
+            for name, src in versions.items():
+                run_fit(src, tmp / "campaign", tmp / f"run_{name}", extra, pycache[name])
         for k in range(args.repeat):
             for name, src in versions.items():
-                r = run_fit(src, tmp / "campaign", tmp / f"run_{name}", ["--quick"] if args.quick else [])
+                r = run_fit(src, tmp / "campaign", tmp / f"run_{name}", extra, pycache.get(name))
                 runs[name].append(r)
                 print(f"{name:>8} run {k + 1}: wall {r['wall_s']:6.1f} s, cpu {r['cpu_s']:6.1f} s, "
                       f"{r['h5_opens']:6d} HDF5 opens, {r['steps']} steps x {r['walkers']} walkers "
@@ -160,6 +177,7 @@ def main(argv=None):
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"seed": args.seed, "n_exposures": args.n_exposures, "quick": args.quick, "dense": args.dense,
+                                        "bytecode": args.bytecode,
                                         "degree": args.degree, "n_points": n_points, "runs": runs,
                                         "median": summary}, indent=1))
     return 0

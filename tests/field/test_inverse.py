@@ -175,3 +175,36 @@ def test_solve_reports_non_convergence():
     u, v = f(np.array([10.0, 2000.0]), np.array([5.0, 2040.0]))
     with pytest.raises(ValueError, match="did not converge"):
         solve(f, u, v, maxiter=1, tol=1e-15)
+
+
+def test_segment_crossing_sweep_agrees_with_every_pair():
+    # the sweep over bounding boxes finds what the test of every pair of edges finds
+    from astrocal.field.inverse import _segments_cross
+
+    def every_pair(x, y):
+        x1, y1 = np.roll(x, -1), np.roll(y, -1)
+        n = x.size
+        i, j = np.triu_indices(n, k=2)
+        keep = ~((i == 0) & (j == n - 1))
+        i, j = i[keep], j[keep]
+
+        def orient(ax, ay, bx, by, cx, cy):
+            return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
+
+        d1, d2 = orient(x[i], y[i], x1[i], y1[i], x[j], y[j]), orient(x[i], y[i], x1[i], y1[i], x1[j], y1[j])
+        d3, d4 = orient(x[j], y[j], x1[j], y1[j], x[i], y[i]), orient(x[j], y[j], x1[j], y1[j], x1[i], y1[i])
+        return bool(np.any((d1 * d2 < 0) & (d3 * d4 < 0)))
+
+    rng = np.random.default_rng(3)
+    found = []
+    for k in range(150):
+        n = int(rng.integers(4, 50))
+        if k % 3 == 0:  # random polygons: mostly self-crossing
+            x, y = rng.random(n), rng.random(n)
+        else:  # star-shaped ones: simple, unless the radius jumps make them cross (never: sorted angles)
+            t = np.sort(rng.random(n)) * 2 * np.pi
+            r = 1 + rng.random(n) * (0.05 if k % 3 == 1 else 0.5)
+            x, y = r * np.cos(t), r * np.sin(t)
+        found.append(_segments_cross(x, y))
+        assert found[-1] == every_pair(x, y)
+    assert 0 < sum(found) < len(found)

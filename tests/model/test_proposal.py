@@ -11,7 +11,8 @@ from scipy import integrate, special, stats
 
 from astrocal.model.chainstore import BlockBackend
 from astrocal.model.inference import FitSettings, _run_blocks, chain_summary, default_moves
-from astrocal.model.proposal import ADAPT_STEPS, AdaptiveIndependenceMove, fit_proposal, laplace_proposal
+from astrocal.model.moves import AdaptiveIndependenceMove
+from astrocal.model.proposal import ADAPT_STEPS, fit_proposal, laplace_proposal
 
 LO = np.array([-3.0, 0.0, -1.0])
 HI = np.array([3.0, 5.0, 1.0])

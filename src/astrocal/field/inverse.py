@@ -60,12 +60,26 @@ def boundary(domain, n_per_side=256):
 
 
 def _segments_cross(x, y):
-    """True if any two non-adjacent edges of the closed polygon (x, y) intersect."""
+    """True if any two non-adjacent edges of the closed polygon (x, y) intersect.
+
+    Two edges can cross only where their bounding boxes overlap: the pairs are found by a
+    sweep over the edges sorted by their smallest x (each edge against those that start
+    before it ends), those whose y ranges do not meet are dropped, and the orientation
+    test runs on the rest (for a domain boundary's image, a few per cent of all pairs)."""
     x0, y0 = x, y
     x1, y1 = np.roll(x, -1), np.roll(y, -1)
     n = x.size
-    i, j = np.triu_indices(n, k=2)
-    keep = ~((i == 0) & (j == n - 1))  # first and last edges share a vertex
+    lo_x, hi_x = np.minimum(x0, x1), np.maximum(x0, x1)
+    lo_y, hi_y = np.minimum(y0, y1), np.maximum(y0, y1)
+    order = np.argsort(lo_x, kind="stable")
+    end = np.searchsorted(lo_x[order], hi_x[order], side="right")  # sorted edges starting before each ends
+    counts = np.maximum(end - np.arange(n) - 1, 0)
+    a = np.repeat(np.arange(n), counts)
+    b = a + 1 + np.arange(a.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    i, j = order[a], order[b]
+    meet = (lo_y[i] <= hi_y[j]) & (lo_y[j] <= hi_y[i])
+    i, j = np.minimum(i[meet], j[meet]), np.maximum(i[meet], j[meet])
+    keep = (j - i >= 2) & ~((i == 0) & (j == n - 1))  # adjacent edges share a vertex
     i, j = i[keep], j[keep]
 
     def orient(ax, ay, bx, by, cx, cy):

@@ -457,7 +457,7 @@ def register(subparsers):
                    "default: the campaign's [fit] degree")
     p.add_argument("--steps", type=int, help="most emcee steps (the chain stops once converged)")
     p.add_argument("--walkers", type=int, help="emcee walkers (default: the campaign's [fit] "
-                   "walkers, 32; at least 8)")
+                   "walkers, 24; at least 8, and at least 2 per hyperparameter + 2)")
     p.add_argument("--seed", type=int, help="random seed (default: the campaign's, else 1)")
     p.add_argument("--no-hole-errors", action="store_true",
                    help="do not fit the holes' manufacturing errors")
@@ -544,7 +544,19 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
     """Fit one filter's lab and sky datasets jointly and write its result set
     (:mod:`astrocal.resultset`). The inputs are read and checked first, so a refused input
     writes nothing; then, under the directory's lock, the chain, the draws, the products
-    and, last, the manifest."""
+    and, last, the manifest.
+
+    Linear algebra runs on one thread throughout, the products' least-squares fits as well
+    as the fit (:func:`~astrocal.model.inference.fit_lab`): their matrices (10^4 rows, tens
+    of columns) gain nothing from threaded BLAS and lose several times over on a shared
+    machine (the reverse SIP's fits: 0.3 s each threaded under load, 15 ms on one thread)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_and_write(campaign, filt, lab_sets, sky_sets, opts)
+
+
+def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
     from ..products import write_fit_products
     from .result import load_posterior
 

@@ -8,9 +8,11 @@ The steps of :func:`fit_lab`:
    (inliers with the model's noise, outliers with a broad ``outlier_px`` Gaussian); points
    whose outlier probability exceeds 1/2 are flagged and left out, with the rest refitted
    until the flagged set is stable;
-3. for every degree in the range, the hyperparameters' maximum a posteriori and a Laplace
-   approximation over them give the evidence ``p(y | n)``; the posterior median degree
-   is kept (:func:`choose_degree`; or the degree asked for);
+3. for every degree in the range, the hyperparameters' maximum a posteriori (each search
+   started from, and scaled by the curvature of, the degree below's) and a Laplace
+   approximation over them give the evidence ``p(y | n)``; the residual field's basis is
+   refined for the rows that can matter (:func:`_refine_residual_rows`); the posterior
+   median degree is kept (:func:`choose_degree`; or the degree asked for);
 4. emcee samples the hyperparameters (walkers evaluated together), writing the chain to
    HDF5 once per block of steps (:mod:`astrocal.model.chainstore`) so a killed run resumes;
 5. for every kept hyperparameter sample, the linear parameters are drawn exactly from
@@ -25,19 +27,20 @@ import warnings
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
-import emcee
 import numpy as np
 from scipy import optimize
 
 from ..errors import AstrocalError
 from . import draws
-from .chainstore import BlockBackend, stored_iteration
 from .data import DataError, LabPoints
 from .footprint import convex_footprint, inside_footprint
 from .linear import LabModel, Priors
-from .proposal import (MIN_ADAPTED_ACCEPTANCE, AdaptiveIndependenceMove, acceptance, adaptation_end,
-                       adaptation_schedule, fit_proposal, laplace_proposal)
+from .proposal import (MIN_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
+                       laplace_proposal)
 from .refinement import baseline_evidence, fit_variant
+
+# emcee (which imports scipy.stats: about a second) and the chain's HDF5 backend are
+# imported where the chain is run, so the quick look (no chain) does not pay for them
 
 log = logging.getLogger(__name__)
 
@@ -204,49 +207,103 @@ class LabFit:
 
 
 # --------------------------------------------------------------------------- helpers
-def _map(model, phi0):
-    """Maximum a posteriori of the hyperparameters (bounded quasi-Newton from phi0)."""
+def _map(model, phi0, scale=None):
+    """Maximum a posteriori of the hyperparameters (bounded quasi-Newton from phi0).
+
+    ``scale`` (ndim,), optional: the expected curvature's square root per hyperparameter
+    (e.g. ``sqrt(diag(H))`` of a neighbouring model's Hessian of ``-log p``); the search
+    runs in ``phi * scale``, where a unit step is about one posterior sd (the quasi-Newton
+    method's first step and its line searches are then of the right size). The optimum is
+    the same; only the path to it differs."""
     lo, hi = model.bounds()
     x0 = np.clip(phi0, lo + 1e-9, hi - 1e-9)
+    s = np.ones_like(x0) if scale is None else np.asarray(scale, float)
 
     eps = 1e-6
 
-    def nlp_and_grad(x):
+    def nlp_and_grad(y):
         # the value and a forward-difference gradient in one batched call (the model
         # evaluates rows of phi together, so ndim + 1 rows cost little more than one);
         # a step that would leave the box is taken backwards
+        x = y / s
         step = np.where(x + eps <= hi, eps, -eps)
         v = model.log_posterior(np.vstack([x, x + np.diag(step)]))
         if not np.isfinite(v[0]):
             return 1e300, np.zeros_like(x)
         grad = np.where(np.isfinite(v[1:]), (v[1:] - v[0]) / step, 0.0)
-        return -v[0], -grad
+        return -v[0], -grad / s
 
-    best = optimize.minimize(nlp_and_grad, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)))
-    return best.x, -best.fun
+    best = optimize.minimize(nlp_and_grad, x0 * s, jac=True, method="L-BFGS-B", bounds=list(zip(lo * s, hi * s)))
+    if scale is not None:
+        # L-BFGS-B stops when a step gains (relatively) nothing, which a failed first line
+        # search can cause far from the optimum; in the scaled coordinates half the squared
+        # projected gradient estimates what is left to gain: more than MAP_RESTART_NATS,
+        # and the search starts again from there in the plain coordinates
+        g = np.asarray(best.jac, float)
+        y = np.asarray(best.x, float)
+        g = np.where(((y <= lo * s) & (g > 0)) | ((y >= hi * s) & (g < 0)), 0.0, g)
+        left = 0.5 * float(g @ g)
+        if left > MAP_RESTART_NATS:
+            log.debug("MAP search stopped %.3g nats short (estimated); restarted unscaled", left)
+            again = _map(model, np.clip(y / s, lo, hi))
+            return again if again[1] >= -best.fun else (np.clip(y / s, lo, hi), -best.fun)
+    return np.clip(best.x / s, lo, hi), -best.fun
+
+
+#: a scaled MAP search (:func:`_map`) that stops with more than this left to gain
+#: (estimated from its gradient) is started again in the plain coordinates
+MAP_RESTART_NATS = 0.5
+
+
+def curvature_scale(model, known):
+    """``scale`` for :func:`_map` from ``known`` (``{hyperparameter name: sqrt of the
+    curvature}``, e.g. of the degree below); 1 where it names none or the value is not a
+    positive number."""
+    out = np.ones(model.ndim)
+    for k, name in enumerate(model.hyper_names):
+        v = (known or {}).get(name)
+        if v is not None and np.isfinite(v) and v > 0:
+            out[k] = v
+    return out
+
+
+def _sqrt_curvature(names, hess):
+    """``{name: sqrt(H_ii)}`` of a Hessian of ``-log p`` (positive diagonal entries only)."""
+    d = np.diag(np.asarray(hess, float))
+    return {n: float(np.sqrt(v)) for n, v in zip(names, d) if np.isfinite(v) and v > 0}
 
 
 def _hessian(f, x, lo, hi, step=1e-3):
-    """Numerical Hessian of ``f`` (vectorised over rows) at ``x`` by central differences."""
+    """Numerical Hessian of ``f`` (vectorised over rows) at ``x`` by central differences.
+
+    Second order in ``step`` (h) with ``n**2 + n + 1`` evaluations (one batched call) for
+    ``n`` dimensions away from the bounds, about half the ``2 n (n + 1) + 1`` of the
+    four-point formula for every pair: the diagonal from ``f(x +- 2h e_i)`` (the
+    four-point formula's own diagonal, ``4 h**2 H_ii``), each mixed term from
+    ``f(x + h (e_i + e_j)) + f(x - h (e_i + e_j)) - 2 f(x) = h**2 (H_ii + 2 H_ij + H_jj) +
+    O(h**4)``. A hyperparameter within h of its bound ``lo``, ``hi`` (points beyond are
+    clipped onto it, so its entries are one-sided values rather than curvatures) gets its
+    mixed terms from the four-point formula ``f(x +- h e_i +- h e_j)``, as before.
+    """
     n = x.size
-    pts, idx = [x.copy()], {}
-    for i in range(n):
-        for j in range(i, n):
-            for si in (1, -1):
-                for sj in (1, -1):
-                    p = x.copy()
-                    p[i] += si * step
-                    p[j] += sj * step
-                    idx[(i, j, si, sj)] = len(pts)
-                    pts.append(p)
-    pts = np.clip(np.array(pts), lo, hi)
-    vals = f(pts)
+    eye = np.eye(n) * step
+    iu, ju = np.triu_indices(n, 1)
+    pair = eye[iu] + eye[ju]
+    edge = (x + step > hi) | (x - step < lo)
+    four = edge[iu] | edge[ju]  # pairs that take the four-point formula
+    cross = eye[iu[four]] - eye[ju[four]]
+    pts = np.vstack([x[None], x + 2 * eye, x - 2 * eye, x + pair, x - pair, x + cross, x - cross])
+    vals = f(np.clip(pts, lo, hi))
+    m = iu.size
+    f0, fp, fm = vals[0], vals[1:n + 1], vals[n + 1:2 * n + 1]
+    pp, mm = vals[2 * n + 1:2 * n + 1 + m], vals[2 * n + 1 + m:2 * n + 1 + 2 * m]
+    pm, mp = vals[2 * n + 1 + 2 * m:2 * n + 1 + 2 * m + four.sum()], vals[2 * n + 1 + 2 * m + four.sum():]
+    d = (fp - 2 * f0 + fm) / 4  # h**2 H_ii
+    off = (pp + mm - 2 * f0 - d[iu] - d[ju]) / (2 * step**2)
+    off[four] = (pp[four] - pm - mp + mm[four]) / (4 * step**2)
     h = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            v = (vals[idx[(i, j, 1, 1)]] - vals[idx[(i, j, 1, -1)]]
-                 - vals[idx[(i, j, -1, 1)]] + vals[idx[(i, j, -1, -1)]]) / (4 * step**2)
-            h[i, j] = h[j, i] = v
+    h[np.diag_indices(n)] = d / step**2
+    h[iu, ju] = h[ju, iu] = off
     return h
 
 
@@ -558,16 +615,23 @@ class PooledPosterior:
 def default_moves():
     """The emcee moves of the hyperparameter chain: ``[(move, weight), ...]``.
 
-    One :class:`~astrocal.model.proposal.AdaptiveIndependenceMove`: differential evolution
+    One :class:`~astrocal.model.moves.AdaptiveIndependenceMove`: differential evolution
     until its proposal is set (from the Laplace approximation at the start, refitted from
     the chain at the steps of :func:`~astrocal.model.proposal.adaptation_schedule`), then mostly independence
     proposals. No DESnookerMove: emcee 3.1.6's does not leave the target invariant (sds a
     few per cent too small; fixed upstream in dfm/emcee#531)."""
+    from .moves import AdaptiveIndependenceMove
+
     return [(AdaptiveIndependenceMove(), 1.0)]
 
 
 def run_emcee(model, phi_map, settings, hessian=None):
     """Sample the hyperparameters with emcee; returns (chain, sampler)."""
+    import emcee
+
+    from .chainstore import BlockBackend, stored_iteration
+    from .moves import AdaptiveIndependenceMove
+
     lo, hi = model.bounds()
     rng = np.random.default_rng(settings.seed)
     ndim = model.ndim
@@ -671,6 +735,8 @@ def _adapt(move, chain, step, bounds, start):
 
 
 def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=None):
+    import emcee
+
     done = backend.iteration if backend is not None else 0
     if done > 0:
         state = backend.get_last_sample()
@@ -720,6 +786,8 @@ def chain_summary(chain, burn="auto"):
     and at most half of the steps after adaptation), an int fixes it; ``converged``: the
     chain after adaptation is at least 50 ``tau`` long.
     """
+    import emcee
+
     steps, nwalkers, ndim = chain.shape
     end = adaptation_end(chain)
     adapted = end if steps >= 2 * end else 0
@@ -880,6 +948,40 @@ def fit_lab(points, settings=None):
         return _fit_lab(points, settings or FitSettings())
 
 
+#: the scan refines the residual basis of a row (:func:`~astrocal.model.refinement.refine_variant`)
+#: unless its evidence is more than this many nats, plus the largest rise any refinement
+#: gave so far, below the best row's (probability below e**-10 of the best's either way)
+REFINE_MARGIN_NATS = 10.0
+
+
+def _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitted, rows):
+    """Refine the residual basis of the scan's rows with the residual (``fitted``: their
+    :class:`~astrocal.model.refinement.VariantFit` by ``(degree, residual)``, ``rows``: their
+    positions in ``evidence``), the most probable first, in place. A row whose evidence
+    is more than :data:`REFINE_MARGIN_NATS` plus the largest rise any refinement gave below
+    the best row's is left at its first basis: to matter, its refinement would have to
+    raise it by more than the margin beyond any rise seen (on the benchmarks' campaigns the
+    degree and variant chosen are those of the scan that refined every row); its row says
+    so (``residual_refinement``)."""
+    from .refinement import refine_variant
+
+    keys = sorted((k for k in fitted if k[1]), key=lambda k: -np.nan_to_num(evidence[rows[k]]["log_evidence"], nan=-np.inf))
+    gain = 0.0
+    for key in keys:
+        row = evidence[rows[key]]
+        base = float(row["log_evidence"])
+        best = max(float(e["log_evidence"]) for e in evidence if np.isfinite(e["log_evidence"]))
+        if base + gain + REFINE_MARGIN_NATS < best:
+            row["residual_refinement"] = (f"not tried: {best - base:.1f} nats below the best model, more than "
+                                          f"{REFINE_MARGIN_NATS:g} + {gain:.1f} (the largest rise a refinement gave)")
+            continue
+        vf = refine_variant(fitted[key], points, key[0], settings, jac_field, excluded,
+                            baseline_evidence(evidence, key[0]))
+        gain = max(gain, float(vf.row["log_evidence"]) - base)
+        fitted[key] = vf
+        row.update(vf.row)
+
+
 def _fit_lab(points, settings):
     rng = np.random.default_rng(settings.seed)
     _check_rule(settings.degree_choice)
@@ -897,21 +999,27 @@ def _fit_lab(points, settings):
     evidence = []
     fitted = {}
     below = {}  # per variant, the MAP of the degree below by name: where the next search starts
+    curvature = {}  # per variant, sqrt(diag) of the degree below's Hessian by name: its scale
+    rows = {}  # (degree, residual) -> its row's position in the evidence table
     for n in degrees:
         for res in variants:
             priors = _with_residual(settings.priors, res)
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
-            try:  # MAP and evidence; the residual's basis refined while the evidence rises
-                vf = fit_variant(points, n, priors, settings, jac_field, excluded, baseline_evidence(evidence, n),
-                                 start=below.get(res))
+            try:  # MAP and evidence (the residual's basis is refined below, once all are known)
+                vf = fit_variant(points, n, priors, settings, jac_field, excluded, start=below.get(res),
+                                 curvature=curvature.get(res), refine=False)
             except ValueError as exc:
                 evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
                 continue
             below[res] = dict(zip(vf.hyper_names, vf.phi))
+            curvature[res] = vf.curvature
+            rows[(n, res)] = len(evidence)
             evidence.append({**row, **vf.row})
-            # kept: the MAP, the Hessian, the field for the final Jacobian and the priors
-            # with the basis kept (not the model, whose components are large)
-            fitted[(n, res)] = (vf.phi, vf.hess, vf.jac_field, vf.priors)
+            fitted[(n, res)] = vf
+    _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitted, rows)
+    # kept: the MAP, the Hessian, the field for the final Jacobian and the priors with the
+    # basis kept (not the model, whose components are large)
+    fitted = {k: (vf.phi, vf.hess, vf.jac_field, vf.priors) for k, vf in fitted.items()}
     if not fitted:
         raise DataError("no degree could be fitted: " + "; ".join(e.get("note", "") for e in evidence))
     if settings.degree == "auto" or len(variants) > 1:

@@ -34,10 +34,12 @@ Vocabulary:
   heavy-tailed). Its density in ``phi`` carries the Jacobians ``dy/dz`` and
   ``dz/dphi = 1 / ((b - a) u (1 - u))``.
 
-:class:`AdaptiveIndependenceMove` is the emcee move: differential evolution until a
-proposal is set, then the independence proposal for a fraction ``1 - de_weight`` of the
-steps. :func:`fit_proposal` fits one from chain samples (:func:`fit_marginal` for each
-axis's map), :func:`laplace_proposal` from a Laplace approximation (MAP and Hessian).
+:class:`astrocal.model.moves.AdaptiveIndependenceMove` is the emcee move (in its own
+module, so that this one does not import emcee: the quick look draws from
+:func:`laplace_proposal` without a chain): differential evolution until a proposal is set,
+then the independence proposal for a fraction ``1 - de_weight`` of the steps.
+:func:`fit_proposal` fits one from chain samples (:func:`fit_marginal` for each axis's
+map), :func:`laplace_proposal` from a Laplace approximation (MAP and Hessian).
 :func:`adaptation_schedule` says when the chain runner (:mod:`astrocal.model.inference`)
 refits: at ``ADAPT_STEPS`` and, while the chain accepts too little, at twice the step
 before, up to ``ADAPT_MAX``. It reads the stored chain only, so a resumed run rebuilds the
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import emcee
 import numpy as np
 from scipy import optimize, special
 
@@ -301,29 +302,3 @@ def laplace_proposal(phi_map, hessian, lo, hi):
     shrink = np.minimum(1.0, np.sqrt(np.diag(cap)) / np.maximum(sd, 1e-300))
     cov = cov * np.outer(shrink, shrink)
     return IndependenceProposal(lo, hi, probe.to_z(np.clip(phi_map, lo, hi)), _chol_or_diag(cov))
-
-
-class AdaptiveIndependenceMove(emcee.moves.MHMove):
-    """emcee move: differential evolution until :attr:`proposal` is set, then a
-    Metropolis-Hastings independence proposal from it for each walker, with a
-    differential-evolution step instead a fraction ``de_weight`` of the time (which keeps
-    the chain moving should the proposal miss part of the posterior). Every random number
-    comes from emcee's ``model.random``, which the chain's backend stores: a resumed chain
-    continues bit for bit."""
-
-    def __init__(self, de_weight=0.3):
-        super().__init__(self._propose_independent)
-        self.de = emcee.moves.DEMove()
-        self.de_weight = float(de_weight)
-        self.proposal = None
-
-    def _propose_independent(self, coords, random):
-        q = self.proposal.sample(coords.shape[0], random)
-        factors = self.proposal.log_density(coords) - self.proposal.log_density(q)
-        return q, factors
-
-    def propose(self, model, state):
-        """One step of every walker (emcee's ``Move`` interface): ``(new state, accepted)``."""
-        if self.proposal is None or model.random.rand() < self.de_weight:
-            return self.de.propose(model, state)
-        return super().propose(model, state)

@@ -17,7 +17,10 @@ must exceed it by ``residual_refine_nats`` too (a field the polynomial holds cos
 refinement: the scan of a polynomial field stays as fast as before). The
 evidences compare models of the same data with the same hyperparameters and priors, only
 the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
-time grows as the cube of the linear parameters' count).
+time grows as the cube of the linear parameters' count). The scan
+(:func:`astrocal.model.inference._fit_lab`) fits every row with the first basis
+(``fit_variant(..., refine=False)``) and then refines (:func:`refine_variant`) the rows
+that can matter, the most probable first.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from .linear import LabModel
 
-__all__ = ["VariantFit", "baseline_evidence", "fit_variant"]
+__all__ = ["VariantFit", "baseline_evidence", "fit_variant", "refine_variant"]
 
 
 @dataclass
@@ -45,13 +48,22 @@ class VariantFit:
     priors: object
     hyper_names: list = None
 
+    @property
+    def curvature(self):
+        """``{hyperparameter name: sqrt(H_ii)}`` of :attr:`hess` (where positive): the scale
+        a neighbouring model's MAP search runs in."""
+        from .inference import _sqrt_curvature
 
-def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None):
-    from .inference import _map, laplace_evidence
+        return _sqrt_curvature(self.hyper_names, self.hess)
+
+
+def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, curvature=None):
+    from .inference import _map, curvature_scale, laplace_evidence
 
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
-    phi, lp = _map(model, model.initial_guess(start))
+    scale = curvature_scale(model, curvature) if curvature else None
+    phi, lp = _map(model, model.initial_guess(start), scale)
     logz, hess = laplace_evidence(model, phi, lp)
     try:
         jac_n = model.field_from(model.conditional(phi).mean)
@@ -70,29 +82,50 @@ def baseline_evidence(evidence, degree):
     return None
 
 
-def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None):
+def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None,
+                curvature=None, refine=True):
     """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
     ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
     ``priors.residual_refine`` while the evidence rises by more than
     ``priors.residual_refine_nats``, starting only when the residual's evidence exceeds
     ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
-    no such condition) by as much (module docstring). ``start``: where the MAP search starts
-    (``{hyperparameter name: value}``, e.g. the MAP of the degree below; a refinement starts
-    from the kept basis's MAP). Raises ``ValueError`` when the model cannot be built (its
-    message is the evidence row's note)."""
-    best = _fit_one(points, degree, priors, settings, jac_field, excluded, start)
+    no such condition) by as much (module docstring; :func:`refine_variant`). ``start``:
+    where the MAP search starts (``{hyperparameter name: value}``, e.g. the MAP of the
+    degree below; a refinement starts from the kept basis's MAP); ``curvature``:
+    ``{hyperparameter name: sqrt(H_ii)}`` of a neighbouring model (the degree below), the
+    scale the search runs in (:func:`~astrocal.model.inference._map`). ``refine=False``:
+    the basis of ``priors`` alone (the scan refines later, :func:`refine_variant`). Raises
+    ``ValueError`` when the model cannot be built (its message is the evidence row's
+    note)."""
+    best = _fit_one(points, degree, priors, settings, jac_field, excluded, start, curvature)
     if priors.residual != "matern52":
         return best
+    best.row.update(residual_basis=int(priors.residual_basis), residual_boundary=float(priors.residual_boundary),
+                    residual_refinements=[[int(priors.residual_basis), float(priors.residual_boundary),
+                                           float(best.row["log_evidence"])]])
+    if not refine:
+        return best
+    return refine_variant(best, points, degree, settings, jac_field, excluded, baseline)
+
+
+def refine_variant(base, points, degree, settings, jac_field, excluded, baseline=None):
+    """The residual basis of ``base`` (a :class:`VariantFit` of :func:`fit_variant` with the
+    residual, at degree ``degree``) refined by its priors' ``residual_refine`` while the
+    evidence rises by more than ``residual_refine_nats``, when its evidence exceeds
+    ``baseline`` by as much (module docstring); returns the fit kept, its row recording
+    every refinement tried."""
+    priors = base.priors
     nats = float(priors.residual_refine_nats)
-    tried = [[int(priors.residual_basis), float(priors.residual_boundary), float(best.row["log_evidence"])]]
+    tried = [list(r) for r in base.row["residual_refinements"]]
     ladder = priors.residual_refine or ()
-    if baseline is not None and not best.row["log_evidence"] > baseline + nats:
+    if baseline is not None and not base.row["log_evidence"] > baseline + nats:
         ladder = ()
+    best = base
     for m, boundary in ladder:
         finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
         try:
             cand = _fit_one(points, degree, finer, settings, jac_field, excluded,
-                            dict(zip(best.hyper_names, best.phi)))
+                            dict(zip(best.hyper_names, best.phi)), best.curvature)
         except (ValueError, np.linalg.LinAlgError):
             break
         tried.append([int(m), float(boundary), float(cand.row["log_evidence"])])

@@ -1,0 +1,38 @@
+"""The emcee move of the hyperparameter chain: an adaptive independence proposal.
+
+The proposal densities themselves (:class:`~astrocal.model.proposal.IndependenceProposal`,
+fitted by :func:`~astrocal.model.proposal.fit_proposal` or
+:func:`~astrocal.model.proposal.laplace_proposal`) live in :mod:`astrocal.model.proposal`,
+which does not import emcee; this module is imported only where a chain is run.
+"""
+from __future__ import annotations
+
+import emcee
+
+__all__ = ["AdaptiveIndependenceMove"]
+
+
+class AdaptiveIndependenceMove(emcee.moves.MHMove):
+    """emcee move: differential evolution until :attr:`proposal` is set, then a
+    Metropolis-Hastings independence proposal from it for each walker, with a
+    differential-evolution step instead a fraction ``de_weight`` of the time (which keeps
+    the chain moving should the proposal miss part of the posterior). Every random number
+    comes from emcee's ``model.random``, which the chain's backend stores: a resumed chain
+    continues bit for bit."""
+
+    def __init__(self, de_weight=0.3):
+        super().__init__(self._propose_independent)
+        self.de = emcee.moves.DEMove()
+        self.de_weight = float(de_weight)
+        self.proposal = None
+
+    def _propose_independent(self, coords, random):
+        q = self.proposal.sample(coords.shape[0], random)
+        factors = self.proposal.log_density(coords) - self.proposal.log_density(q)
+        return q, factors
+
+    def propose(self, model, state):
+        """One step of every walker (emcee's ``Move`` interface): ``(new state, accepted)``."""
+        if self.proposal is None or model.random.rand() < self.de_weight:
+            return self.de.propose(model, state)
+        return super().propose(model, state)
