@@ -237,7 +237,7 @@ class FitSettings:
     output: Path
     degree: object = "auto"  # "auto" or an int
     degree_range: tuple = (3, 8)
-    walkers: int = 24
+    walkers: int = 32
     steps: int = 15000
     seed: Optional[int] = None
     hole_errors: bool = True
@@ -986,7 +986,7 @@ def _fit(ctx, base, table, instrument):
             or not 1 <= rng[0] <= rng[1] <= 12):
         raise ctx.error("fit.degree_range", f"expected [low, high] with 1 <= low <= high <= 12, got {rng!r}")
     output = base / _string(ctx, table.get("output", "out/"), "fit.output")
-    walkers = _int(ctx, table.get("walkers", 24), "fit.walkers", minimum=4)
+    walkers = _int(ctx, table.get("walkers", 32), "fit.walkers", minimum=4)
     steps = _int(ctx, table.get("steps", 15000), "fit.steps", minimum=1)
     seed = table.get("seed")
     if seed is not None:

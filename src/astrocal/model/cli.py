@@ -457,7 +457,7 @@ def register(subparsers):
                    "default: the campaign's [fit] degree")
     p.add_argument("--steps", type=int, help="most emcee steps (the chain stops once converged)")
     p.add_argument("--walkers", type=int, help="emcee walkers (default: the campaign's [fit] "
-                   "walkers, 24; at least 8, and at least 2 per hyperparameter + 2)")
+                   "walkers, 32; at least 8)")
     p.add_argument("--seed", type=int, help="random seed (default: the campaign's, else 1)")
     p.add_argument("--no-hole-errors", action="store_true",
                    help="do not fit the holes' manufacturing errors")
