@@ -47,6 +47,7 @@ Units: wavelengths um, ``u`` in slice widths (20.7 mas), fluxes electrons per DI
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,7 +291,8 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
     Table
         Per setting, line and scanned position (not the reference): ``SETTING``, ``LINE``
         [um], ``U`` (commanded position, slice widths), ``ETA`` [mas], ``T_REL``
-        (``T(u)/T(0)``), ``SIGMA_T`` (1-sigma, scaled by ``sqrt(chi2/dof)`` where that exceeds 1),
+        (``T(u)/T(0)``), ``SIGMA_T`` (1-sigma of the photometry, scaled by ``sqrt(chi2/dof)`` where
+        that exceeds 1 by more than 3 sigma of its distribution: a scatter the photometry does not hold),
         ``SIGMA_U`` [slice widths], ``NSPOT``, ``NEXP``, ``CHI2DOF``. Empty (with
         ``meta["reason"]``) when the spots hold no position off the centre linked to a centred one.
     """
@@ -346,7 +348,8 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
             res = yw - Xw @ beta
             dof = len(mm) - X.shape[1]
             chi2dof = float(res @ res / dof) if dof > 0 else float("nan")
-            scale = max(1.0, chi2dof) if dof >= 3 else 1.0
+            # the photometric errors are kept unless the scatter is significantly larger (3 sigma of chi2)
+            scale = chi2dof if dof >= 3 and chi2dof > 1.0 + 3.0 * math.sqrt(2.0 / dof) else 1.0
             tau = beta[ng:]
             st = np.sqrt(np.diag(cov)[ng:] * scale)
             for j, uj in enumerate(pos_u):
@@ -362,7 +365,7 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
     out["LINE"].unit, out["ETA"].unit = "um", "mas"
     out["U"].description = "commanded position of the hole across the slice from its centre [slice widths]"
     out["T_REL"].description = "point-source throughput of the slice at U over that at the centre"
-    out["SIGMA_T"].description = "1-sigma of T_REL (spot photometry, scaled by sqrt(CHI2DOF) if > 1)"
+    out["SIGMA_T"].description = "1-sigma of T_REL (spot photometry; scaled by sqrt(CHI2DOF) if significantly > 1)"
     out["SIGMA_U"].description = "1-sigma of U: the chopper's accuracy [slice widths]"
     out.meta.update({"offset_sigma_mas": float(offset_sigma_mas), "reference_tolerance": float(reference_tolerance),
                      "slice_width_mas": SLICE_WIDTH_ARCSEC * 1e3, "not_given": [NOT_GIVEN[0], NOT_GIVEN[2], NOT_GIVEN[4]]})

@@ -38,7 +38,7 @@ from astropy.table import Table
 from ..lms.traces import ORDERS, N_SLICES, SLICE_WIDTH_ARCSEC, load_wcal
 
 __all__ = ["SlitProfile", "LmsResponseTruth", "blaze_centre_um", "order_position", "draw_response",
-           "point_source_throughput"]
+           "point_source_throughput", "rsrf_truth", "slit_truth"]
 
 
 def blaze_centre_um(order) -> np.ndarray:
@@ -144,3 +144,46 @@ def point_source_throughput(u, lam_um, profile: SlitProfile | None = None, *, n_
         out[i] = float((w * tr[None, :]).sum())
     return out
 
+
+
+def rsrf_truth(table: Table, response: LmsResponseTruth, order: int) -> dict:
+    """The truth of an RSRF table (:func:`astrocal.lms.response.estimate_rsrf`) from the simulated
+    response: ``rsrf`` (the response at each row's ``LAM``, normalised to mean 1 over the rows, as
+    the estimate is) and ``rel_slice`` (each slice over the mean of the slices at the same bin,
+    NaN where the table's ``REL_SLICE`` is)."""
+    sl = np.asarray(table["SLICE"], int)
+    r = response.factor(sl, np.asarray(table["LAM"], float), order)
+    rsrf = r / r.mean()
+    rel = np.full(len(table), np.nan)
+    lo = np.asarray(table["LAM_LO"], float)
+    for b in np.unique(lo):
+        m = lo == b
+        rel[m] = r[m] / r[m].mean()
+    rel[~np.isfinite(np.asarray(table["REL_SLICE"], float))] = np.nan
+    return {"rsrf": rsrf, "rel_slice": rel}
+
+
+def slit_truth(table: Table, spots: Table, exposures: Table, *, reference_tolerance=0.05,
+               edge_margin_arcsec=0.1) -> np.ndarray:
+    """The truth of a slit-throughput table (:func:`astrocal.lms.response.estimate_slit_throughput`)
+    from a simulated campaign's ``truth/spots.ecsv`` and ``truth/exposures.ecsv``: per row the
+    mean true throughput (``throughput``: main image flux over the pinhole's, the response divided
+    out) of the spots of that line at the commanded position ``U`` over that of the centred ones,
+    at the true chopper offsets. Spots within ``edge_margin_arcsec`` of a slice end are left out
+    (the estimate leaves them out too)."""
+    sp = spots[np.asarray(spots["main"], bool)
+               & (np.abs(np.asarray(spots["xi_arcsec"], float)) <= 0.4485 - edge_margin_arcsec)]
+    ex = {str(f): (a, b) for f, a, b in zip(exposures["file"], exposures["offset_cmd_b"], exposures["offset_true_b"])}
+    shift = np.array([(ex[str(f)][1] - ex[str(f)][0]) / SLICE_WIDTH_ARCSEC for f in sp["file"]])
+    u_cmd = np.asarray(sp["u_true"], float) - shift
+    lam = np.asarray(sp["lam_um"], float)
+    setting = np.asarray(sp["setting"], int)
+    thr = np.asarray(sp["throughput"], float)
+    out = np.full(len(table), np.nan)
+    for i, row in enumerate(table):
+        m = (setting == int(row["SETTING"])) & np.isclose(lam, float(row["LINE"]), rtol=0, atol=1e-9)
+        at = m & np.isclose(u_cmd, float(row["U"]), rtol=0, atol=1e-3)
+        ref = m & (np.abs(u_cmd) <= reference_tolerance)
+        if at.any() and ref.any():
+            out[i] = thr[at].mean() / thr[ref].mean()
+    return out
