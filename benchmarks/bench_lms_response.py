@@ -180,9 +180,9 @@ def main(argv=None):
             rows.append(r)
             with out.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")
+            zs = (np.array(r["slit_t"]) - np.array(r["slit_truth"])) / np.array(r["slit_sigma"])
             print(f"seed {seed}: {r['seconds']:.1f} s, rsrf rms z {np.sqrt(np.mean(np.square(r['rsrf_z']))):.2f}, "
-                  f"slit z {np.round((np.array(r['slit_t']) - np.array(r['slit_truth'])) / np.array(r['slit_sigma']), 2)}",
-                  flush=True)
+                  f"slit z {np.round(zs, 2)}", flush=True)
     s = summarise(rows)
     s["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "figures", "workdir")}
     out.with_suffix(".summary.json").write_text(json.dumps(s, indent=1) + "\n")

@@ -270,7 +270,8 @@ def test_rsrf_and_slit_loss_recovered_from_simulated_frames(scan_campaign):
     for i, row in enumerate(res.exposures):
         if row["kind"] == "laser":
             t = measure_laser_spots(reduce_lms_frame(d / row["file"], bg), nominal, np.asarray(mask.xy_arcsec()),
-                                    json.loads(row["lines_um"]), offset_arcsec=(row["offset_cmd_a"], row["offset_cmd_b"]),
+                                    json.loads(row["lines_um"]),
+                                    offset_arcsec=(row["offset_cmd_a"], row["offset_cmd_b"]),
                                     hole_id=np.asarray(mask.hole_id))
             if row["slit_scan"]:                         # off-centre spots stay out of the geometry fit
                 assert np.all(t["flags"] & SPOT_FLAGS["off_centre"])
@@ -313,3 +314,46 @@ def test_bad_slit_scan_option_is_named(tmp_path, capsys):
     assert main(["simulate", "lms", "--out", str(tmp_path / "x"), "--slit-scan", "0.7"]) != 0
     assert "--slit-scan" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_settings_without_the_frames_get_notes_not_products(tmp_path):
+    from types import SimpleNamespace
+
+    from astrocal.lms.response import lms_response_from_campaign
+
+    geo = LmsGeometry(DeviationLayout((echelle_setting(4.73),)))
+    lms = SimpleNamespace(frames=[], gain_e_per_adu=2.0, read_noise_e=70.0, offset_sigma_mas=1.0)
+    spots = _scan_spot_table(np.random.default_rng(0), lambda u: 1.0, [])          # centred holes only
+    res = lms_response_from_campaign(SimpleNamespace(lms=lms), geo, [(0, 0, spots)], tmp_path)
+    assert res.paths == {} and list(tmp_path.iterdir()) == []
+    assert any("no slices" in n and "no RSRF" in n for n in res.notes)
+    assert any("no slit loss" in n and "no slit-loss scan" in n for n in res.notes)
+
+
+@pytest.mark.slow
+def test_fit_command_writes_the_response_products_and_the_report_shows_them(scan_campaign):
+    d = scan_campaign.directory
+    camp = str(d / "campaign.toml")
+    assert main(["measure", camp]) == 0
+    assert main(["fit", camp, "--steps", "200", "--walkers", "12"]) == 0
+    out = d / "out" / "lms"
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in ("LMS_RSRF_4p730.fits", "LMS_SLIT_THROUGHPUT_4p730.fits", "report/plots/lms_rsrf_4p730.png",
+                 "report/plots/lms_slit_4p730.png"):
+        assert name in manifest["files"] and (out / name).exists()
+    with fits.open(out / "LMS_RSRF_4p730.fits") as hdul:
+        assert hdul[0].header["HIERARCH ESO PRO CATG"] == "LMS_RSRF"
+        assert str(d / "raw" / "lms_slices_4p730.fits") in hdul[0].header["INPUT1"]
+        assert len(hdul["RSRF"].data) > 25 * 28
+    slit = Table.read(out / "LMS_SLIT_THROUGHPUT_4p730.fits", hdu="THROUGHPUT")
+    truth = slit_truth(slit, scan_campaign.spots, scan_campaign.exposures)
+    assert len(slit) == 4 and np.all(np.abs(slit["T_REL"] - truth) < 4 * slit["SIGMA_T"])
+    rep = json.loads((out / "report" / "report.json").read_text())
+    assert set(rep["response"]["rsrf"]) == {"4p730"} and len(rep["response"]["slit"]["4p730"]) == 4
+    assert len(rep["response"]["not_given"]) == 5 and rep["response"]["notes"] == []
+    html = (out / "report" / "report.html").read_text()
+    assert 'id="rsrf"' in html and 'id="slit"' in html and 'id="not-given"' in html
+    assert main(["report", str(out), "--out", str(d / "again")]) == 0           # again from the directory
+    again = json.loads((d / "again" / "report.json").read_text())
+    assert again["response"]["slit"] == rep["response"]["slit"]
+    assert again["response"]["rsrf"]["4p730"]["rows"] == rep["response"]["rsrf"]["4p730"]["rows"]

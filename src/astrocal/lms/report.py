@@ -33,7 +33,8 @@ from ..report.html import STYLE, figure_html
 from .products import DRLD_GOAL_PX, setting_tag
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
-__all__ = ["position_sigma", "residual_summary", "response_summary", "build_lms_report", "write_lms_report", "is_lms_result",
+__all__ = ["position_sigma", "residual_summary", "response_summary", "build_lms_report", "write_lms_report",
+           "is_lms_result",
            "write_lms_report_from_dir"]
 
 
@@ -333,7 +334,8 @@ def _render_response(rs):
         for tag, v in rs["rsrf"].items():
             parts.append(f"<tr><td>{_e(tag)}</td><td>{v['slices']}</td><td>{v['rows']}</td>"
                          f"<td class=\"num\">{v['rsrf_min']:.4f} .. {v['rsrf_max']:.4f}</td>"
-                         f"<td class=\"num\">{v['rel_slice_rms']:.4f}</td><td class=\"num\">{v['median_sigma']:.2e}</td>"
+                         f"<td class=\"num\">{v['rel_slice_rms']:.4f}</td>"
+                         f"<td class=\"num\">{v['median_sigma']:.2e}</td>"
                          f"<td class=\"num\">{v['median_sigma_bb']:.2e}</td><td>{_f(v['bb_temp_k'], '.1f')}</td></tr>")
         parts.append("</tbody></table>")
     if rs.get("slit"):
@@ -387,7 +389,8 @@ def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_
             add(f"lms_rsrf_{tag}", f"Relative spectral response per slice, {tag.replace('p', '.')} um",
                 "RSRF of every slice (top; mean 1 over the setting, relative to a black body at the header's "
                 "temperature) and each slice over the mean of the slices in the bin (bottom; free of the black "
-                f"body), with 1-sigma bars, from LMS_RSRF_{tag}.", lambda t=t, tag=tag: _rsrf_figure(t, f"LMS_RSRF_{tag}"))
+                f"body), with 1-sigma bars, from LMS_RSRF_{tag}.",
+                lambda t=t, tag=tag: _rsrf_figure(t, f"LMS_RSRF_{tag}"))
         for tag, t in response.slit.items():
             add(f"lms_slit_{tag}", f"Slit loss, {tag.replace('p', '.')} um",
                 "Throughput of a point source (a WCU pinhole) into its slice against its commanded position across "

@@ -368,7 +368,8 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
     out["SIGMA_T"].description = "1-sigma of T_REL (spot photometry; scaled by sqrt(CHI2DOF) if significantly > 1)"
     out["SIGMA_U"].description = "1-sigma of U: the chopper's accuracy [slice widths]"
     out.meta.update({"offset_sigma_mas": float(offset_sigma_mas), "reference_tolerance": float(reference_tolerance),
-                     "slice_width_mas": SLICE_WIDTH_ARCSEC * 1e3, "not_given": [NOT_GIVEN[0], NOT_GIVEN[2], NOT_GIVEN[4]]})
+                     "slice_width_mas": SLICE_WIDTH_ARCSEC * 1e3,
+                     "not_given": [NOT_GIVEN[0], NOT_GIVEN[2], NOT_GIVEN[4]]})
     if not rows:
         out.meta["reason"] = ("the laser frames hold no hole off its slice centre (no slit-loss scan): "
                               + ("; ".join(reasons) if reasons else "no usable spot"))

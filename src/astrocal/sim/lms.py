@@ -194,7 +194,8 @@ class LmsSimSettings:
         object.__setattr__(self, "qcl_lines_um", tuple(float(v) for v in self.qcl_lines_um))
         scan = tuple(float(v) for v in np.atleast_1d(np.asarray(self.slit_scan, float)))
         if any(not (np.isfinite(v) and abs(v) < 0.5) for v in scan) or len(set(scan)) != len(scan):
-            raise ValueError(f"slit_scan: distinct fractions of a slice width in (-0.5, 0.5) needed, got {self.slit_scan}")
+            raise ValueError(f"slit_scan: distinct fractions of a slice width in (-0.5, 0.5) needed, "
+                             f"got {self.slit_scan}")
         object.__setattr__(self, "slit_scan", scan)
         SlitProfile(self.slit_edge_loss, self.slit_edge_power)
         for name in ("rsrf_sigma_gain", "rsrf_sigma_slope", "rsrf_sigma_curv", "blaze_kappa"):
