@@ -269,7 +269,9 @@ def lms_radiometry(s: LmsSimSettings) -> dict:
 
 @dataclass(frozen=True)
 class LmsCampaign:
-    """What :func:`simulate_lms` wrote: paths, the truth geometry and a summary."""
+    """What :func:`simulate_lms` wrote: paths, the truth geometry and a summary; ``response``
+    (:class:`~astrocal.sim.lms_response.LmsResponseTruth`, None with ``rsrf`` off) and
+    ``slit_profile`` (:class:`~astrocal.sim.lms_response.SlitProfile`, None with ``slit_loss`` off)."""
 
     directory: Path
     campaign: Path
