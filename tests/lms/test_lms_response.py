@@ -135,6 +135,7 @@ def test_slit_throughput_from_a_spot_table_written_by_test_code():
     z = np.concatenate(z)
     assert len(t) == 8 and set(np.round(t["U"], 3)) == set(u_pos) and set(t["LINE"]) == {4.70, 4.74}
     assert np.all(t["NSPOT"] == 14) and np.allclose(t["SIGMA_U"], 1.0 / 20.7)
+    assert np.all(np.isnan(t["DCOL"]))                                  # no col/sigma_col in the table
     assert np.mean(np.abs(z) < 1) == pytest.approx(0.683, abs=0.04)
     assert np.mean(np.abs(z) < 2) == pytest.approx(0.954, abs=0.02)
     # flagged spots (other than off_centre) are left out; no scan: an empty table that says why
@@ -287,6 +288,17 @@ def test_rsrf_and_slit_loss_recovered_from_simulated_frames(scan_campaign):
     z = (slit["T_REL"] - truth) / slit["SIGMA_T"]
     assert np.all(np.abs(z) < 3.5)
     assert np.max(np.abs(slit["T_REL"] - truth)) < 0.02
+    # the spots' shift along the dispersion: where the light sat across the slice (true offsets)
+    sp = res.spots[res.spots["main"]]
+    for row in slit:
+        f = [r["file"] for r in res.exposures if r["kind"] == "laser"
+             and abs(r["offset_cmd_b"] / SLICE_WIDTH_ARCSEC - row["U"]) < 1e-3][0]
+        a = sp[(sp["file"] == f) & np.isclose(sp["lam_um"], row["LINE"])]
+        b = sp[(sp["file"] == res.exposures["file"][0]) & np.isclose(sp["lam_um"], row["LINE"])]
+        kb = {(h, s): c for h, s, c in zip(b["hole_id"], b["slice"], b["col"])}
+        d = [c - kb[(h, s)] for h, s, c in zip(a["hole_id"], a["slice"], a["col"]) if (h, s) in kb]
+        assert np.sign(row["DCOL"]) == np.sign(row["U"]) and abs(row["DCOL"] - np.nanmean(d)) < 0.03
+        assert 0 < row["SIGMA_DCOL"] < 0.02
 
 
 @pytest.mark.slow

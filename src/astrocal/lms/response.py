@@ -270,6 +270,20 @@ def estimate_rsrf(spectra: Table, bb_temp_k: float, *, bb_temp_sigma_k: float = 
 
 
 # ================================================================================= slit loss
+def _offsets_fit(X, y, sigma, ng):
+    """Weighted least squares of ``y = a_g + d_p`` (design ``X``: ``ng`` group columns, then one per
+    position); returns the position terms ``d``, their 1-sigma (scaled by ``chi2/dof`` only where
+    that exceeds 1 by more than 3 sigma of its distribution) and ``chi2/dof``."""
+    Xw, yw = X / sigma[:, None], y / sigma
+    cov = np.linalg.inv(Xw.T @ Xw)
+    beta = cov @ (Xw.T @ yw)
+    res = yw - Xw @ beta
+    dof = len(y) - X.shape[1]
+    chi2dof = float(res @ res / dof) if dof > 0 else float("nan")
+    scale = chi2dof if dof >= 3 and chi2dof > 1.0 + 3.0 * math.sqrt(2.0 / dof) else 1.0
+    return beta[ng:], np.sqrt(np.diag(cov)[ng:] * scale), chi2dof
+
+
 def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_tolerance: float = 0.05,
                              position_decimals: int = 3, min_snr: float = 10.0) -> Table:
     """Throughput of a point source against its position across the slice, relative to the centre.
@@ -293,7 +307,10 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
         [um], ``U`` (commanded position, slice widths), ``ETA`` [mas], ``T_REL``
         (``T(u)/T(0)``), ``SIGMA_T`` (1-sigma of the photometry, scaled by ``sqrt(chi2/dof)`` where
         that exceeds 1 by more than 3 sigma of its distribution: a scatter the photometry does not hold),
-        ``SIGMA_U`` [slice widths], ``NSPOT``, ``NEXP``, ``CHI2DOF``. Empty (with
+        ``SIGMA_U`` [slice widths], ``DCOL``, ``SIGMA_DCOL`` (the spots' shift along the
+        dispersion from the centred position [px], from ``col``/``sigma_col`` when the table has
+        them: a measure of where the light sat across the slice, independent of the chopper),
+        ``NSPOT``, ``NEXP``, ``CHI2DOF`` (of the photometry). Empty (with
         ``meta["reason"]``) when the spots hold no position off the centre linked to a centred one.
     """
     t = spots
@@ -305,6 +322,8 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
     setting = np.asarray(t["setting"], int) if "setting" in t.colnames else np.zeros(len(t), int)
     expo = np.asarray(t["exposure"], int) if "exposure" in t.colnames else np.zeros(len(t), int)
     line = np.asarray(t["line_um"], float)
+    col = np.asarray(t["col"], float) if "col" in t.colnames and "sigma_col" in t.colnames else None
+    scol = np.asarray(t["sigma_col"], float) if col is not None else None
     rows, reasons = [], []
     sigma_u = offset_sigma_mas / (SLICE_WIDTH_ARCSEC * 1e3)
     for e in np.unique(setting[ok]):
@@ -339,30 +358,25 @@ def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_
             used = X[:, ng:].any(axis=0)
             X = np.concatenate([X[:, :ng], X[:, ng:][:, used]], axis=1)
             pos_u = pos[used]
-            y = np.log(flux[mm])
-            s = 1.0 / snr[mm]
-            Xw, yw = X / s[:, None], y / s
-            A = Xw.T @ Xw
-            cov = np.linalg.inv(A)
-            beta = cov @ (Xw.T @ yw)
-            res = yw - Xw @ beta
-            dof = len(mm) - X.shape[1]
-            chi2dof = float(res @ res / dof) if dof > 0 else float("nan")
-            # the photometric errors are kept unless the scatter is significantly larger (3 sigma of chi2)
-            scale = chi2dof if dof >= 3 and chi2dof > 1.0 + 3.0 * math.sqrt(2.0 / dof) else 1.0
-            tau = beta[ng:]
-            st = np.sqrt(np.diag(cov)[ng:] * scale)
+            tau, st, chi2dof = _offsets_fit(X, np.log(flux[mm]), 1.0 / snr[mm], ng)
+            dcol, sdcol = np.full(len(pos_u), np.nan), np.full(len(pos_u), np.nan)
+            if col is not None and np.all(np.isfinite(col[mm]) & (scol[mm] > 0)):
+                dcol, sdcol, _ = _offsets_fit(X, col[mm], scol[mm], ng)
             for j, uj in enumerate(pos_u):
                 at = X[:, ng + j] > 0
                 rows.append({"SETTING": int(e), "LINE": float(lam), "U": float(uj),
                              "ETA": float(uj * SLICE_WIDTH_ARCSEC * 1e3), "T_REL": float(np.exp(tau[j])),
                              "SIGMA_T": float(np.exp(tau[j]) * st[j]), "SIGMA_U": float(sigma_u),
+                             "DCOL": float(dcol[j]), "SIGMA_DCOL": float(sdcol[j]),
                              "NSPOT": int(at.sum()), "NEXP": int(len(np.unique(expo[mm][at]))),
                              "CHI2DOF": chi2dof})
-    names = ["SETTING", "LINE", "U", "ETA", "T_REL", "SIGMA_T", "SIGMA_U", "NSPOT", "NEXP", "CHI2DOF"]
-    out = Table(rows=rows, names=names) if rows else Table(names=names, dtype=[int, float, float, float, float, float,
-                                                                               float, int, int, float])
-    out["LINE"].unit, out["ETA"].unit = "um", "mas"
+    names = ["SETTING", "LINE", "U", "ETA", "T_REL", "SIGMA_T", "SIGMA_U", "DCOL", "SIGMA_DCOL", "NSPOT", "NEXP",
+             "CHI2DOF"]
+    out = Table(rows=rows, names=names) if rows else Table(names=names, dtype=[int] + [float] * 8 + [int, int, float])
+    out["LINE"].unit, out["ETA"].unit, out["DCOL"].unit, out["SIGMA_DCOL"].unit = "um", "mas", "pix", "pix"
+    out["DCOL"].description = ("shift of the spots' light centroid along the dispersion from the centred position "
+                               "[px]: where the light sat across the slice, measured (not converted to U: that "
+                               "needs the PSF)")
     out["U"].description = "commanded position of the hole across the slice from its centre [slice widths]"
     out["T_REL"].description = "point-source throughput of the slice at U over that at the centre"
     out["SIGMA_T"].description = "1-sigma of T_REL (spot photometry; scaled by sqrt(CHI2DOF) if significantly > 1)"
@@ -511,8 +525,10 @@ def lms_response_from_campaign(campaign, geometry, spot_tables, out, *, provenan
 
         stacked = vstack([Table({"hole": t["hole"], "slice": t["slice"], "line_um": t["line_um"],
                                  "eta_offset_arcsec": t["eta_offset_arcsec"], "flux_e": t["flux_e"], "snr": t["snr"],
-                                 "flags": t["flags"], "setting": np.full(len(t), e),
-                                 "exposure": np.full(len(t), ex)}) for se, ex, t in spot_tables if se == e])
+                                 "flags": t["flags"], "setting": np.full(len(t), e), "exposure": np.full(len(t), ex),
+                                 **({"col": t["col"], "sigma_col": t["sigma_col"]}
+                                    if {"col", "sigma_col"} <= set(t.colnames) else {})})
+                          for se, ex, t in spot_tables if se == e])
         slit = estimate_slit_throughput(stacked, offset_sigma_mas=lms.offset_sigma_mas)
         if len(slit) == 0:
             res.notes.append(f"{st.lam_c_um} um: no slit loss: {slit.meta['reason']}")
