@@ -11,6 +11,9 @@ into ``<fit.output>/<lms.name>/``:
   parameters; a ``NAMES`` table) and of the hyperparameters (``PHI``);
 - ``lms_residuals.ecsv``: per fitted point, its residual [px] and normalised residual;
 - ``lms_fit.json``: layout, hyperparameters (MAP, mean, sd), diagnostics, counts, settings;
+- the products (:mod:`astrocal.lms.products`), the relative spectral response and slit-loss
+  products (:mod:`astrocal.lms.response`: ``LMS_RSRF_<tag>.fits`` from the ``slices`` frames,
+  ``LMS_SLIT_THROUGHPUT_<tag>.fits`` from laser frames of a slit-loss scan) and the report page;
 - ``manifest.json`` last (the set is complete).
 
 :func:`load_lms_fit` reads such a directory back into an :class:`~astrocal.lms.fit.LmsFit`
@@ -136,16 +139,37 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
         fit = fit_lms(data, layout, terms, settings, truth=lms.truth_direction)
         rewrite = overwrite or resume
         save_lms_fit(fit, out, campaign, overwrite=rewrite)
+        response = lms_response(campaign, fit, tables, out, overwrite=rewrite)
         written = write_lms_outputs(fit, out, [campaign.path, *(p for _, p, _ in tables)], campaign.sha256,
-                                    overwrite=rewrite, map_step=map_step)
+                                    overwrite=rewrite, map_step=map_step, response=response)
         write_manifest(out, list(RESULT_FILES) + written, {"campaign_sha256": campaign.sha256,
                                                            "seed": int(settings.seed), "kind": "lms"})
     return fit, out
 
 
-def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite=False, map_step=1):
+def lms_response(campaign, fit: LmsFit, tables, out, overwrite=False):
+    """The response products (:func:`astrocal.lms.response.lms_response_from_campaign`) of a
+    fitted campaign, with the posterior-mean geometry and the measured spot tables; a frame that
+    cannot give them (e.g. a header without the black-body temperature) leaves a note instead of
+    failing the fit. Returns the :class:`~astrocal.lms.response.ResponseProducts`."""
+    from .errors import LmsMeasureError
+    from .response import ResponseProducts, lms_response_from_campaign
+
+    lams = [s.lam_c_um for s in campaign.lms.settings]
+    spots = [(lams.index(f.lam_c_um), i, t) for i, (f, _, t) in enumerate(tables) if f.kind == "laser"]
+    try:
+        return lms_response_from_campaign(campaign, fit.geometry(), spots, out,
+                                          provenance={"campaign_sha256": campaign.sha256}, overwrite=overwrite)
+    except (KeyError, ValueError, OSError, LmsMeasureError) as exc:
+        log.warning("LMS response products not written: %s", exc)
+        return ResponseProducts(notes=[f"response products not written: {exc}"])
+
+
+def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite=False, map_step=1, response=None):
     """The products and the report page of a fit written by :func:`save_lms_fit` into ``out``
-    (the QC from its ``lms_residuals.ecsv``); returns their names relative to ``out``."""
+    (the QC from its ``lms_residuals.ecsv``; ``response`` the
+    :class:`~astrocal.lms.response.ResponseProducts` already written, shown on the page); returns
+    the names of all of them relative to ``out``."""
     from .products import write_lms_products
     from .report import write_lms_report
 
@@ -154,7 +178,9 @@ def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite
     provenance = {"campaign_sha256": campaign_sha256, "inputs": [str(p) for p in inputs]}
     spots = fit.data.get("spots") if fit.data else None
     paths, qc = write_lms_products(fit, out, residuals, spots, provenance, overwrite=overwrite, step=map_step)
-    report = write_lms_report(fit, out, residuals, qc, paths, overwrite=overwrite)
+    if response is not None:
+        paths.update(response.paths)
+    report = write_lms_report(fit, out, residuals, qc, paths, overwrite=overwrite, response=response)
     return [str(Path(p).relative_to(out)) for p in list(paths.values()) + list(report.values())]
 
 

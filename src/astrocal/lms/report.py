@@ -11,7 +11,9 @@ PNG), ``report.json`` (the same numbers) and ``plots/`` (PNG and PDF):
 - the QC parameters and the chain's convergence;
 - per detector maps of the wavelength and of the 1-sigma of (xi, lam) in pixels, read from
   the ``LMS_GEOMETRY`` product;
-- residuals per slice and per laser line (spots: col and row; traces and edges: row).
+- residuals per slice and per laser line (spots: col and row; traces and edges: row);
+- the relative spectral response per slice and the slit loss (:mod:`astrocal.lms.response`)
+  where the frames gave them, and what they cannot give.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ from ..report.html import STYLE, figure_html
 from .products import DRLD_GOAL_PX, setting_tag
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
-__all__ = ["position_sigma", "residual_summary", "build_lms_report", "write_lms_report", "is_lms_result",
+__all__ = ["position_sigma", "residual_summary", "response_summary", "build_lms_report", "write_lms_report",
+           "is_lms_result",
            "write_lms_report_from_dir"]
 
 
@@ -76,7 +79,31 @@ def residual_summary(residuals):
     return rows
 
 
-def build_lms_report(fit, residuals, qc, products):
+def response_summary(response):
+    """The response part of the report: per setting the RSRF's size and spread and the slit-loss
+    rows, the notes (what was not made and why) and what the frames cannot give."""
+    from .response import NOT_GIVEN
+
+    out = {"rsrf": {}, "slit": {}, "notes": [], "not_given": list(NOT_GIVEN)}
+    if response is None:
+        return out
+    for tag, t in response.rsrf.items():
+        rel = np.asarray(t["REL_SLICE"], float)
+        out["rsrf"][tag] = {"rows": int(len(t)), "slices": int(len(np.unique(np.asarray(t["SLICE"])))),
+                            "rsrf_min": float(np.min(t["RSRF"])), "rsrf_max": float(np.max(t["RSRF"])),
+                            "rel_slice_rms": float(np.sqrt(np.nanmean((rel - 1) ** 2))),
+                            "median_sigma": float(np.median(t["SIGMA"])),
+                            "median_sigma_bb": float(np.median(t["SIGMA_BB"])),
+                            "bb_temp_k": float(t.meta.get("bb_temp_k", t.meta.get("BBTEMP", np.nan)))}
+    for tag, t in response.slit.items():
+        out["slit"][tag] = [{"line_um": float(r["LINE"]), "u": float(r["U"]), "t_rel": float(r["T_REL"]),
+                             "sigma_t": float(r["SIGMA_T"]), "sigma_u": float(r["SIGMA_U"]), "nspot": int(r["NSPOT"])}
+                            for r in t]
+    out["notes"] = list(response.notes)
+    return out
+
+
+def build_lms_report(fit, residuals, qc, products, response=None):
     """The report's numbers as a plain dict."""
     d = fit.diagnostics
     settings = []
@@ -116,6 +143,7 @@ def build_lms_report(fit, residuals, qc, products):
         "residuals": residual_summary(residuals),
         "products": {k: Path(p).name for k, p in products.items()},
         "n_draws": int(len(fit.theta_samples)),
+        "response": response_summary(response),
     }
 
 
@@ -179,6 +207,45 @@ def _residual_figure(residuals):
         ax.legend(fontsize=7, ncol=4, loc="upper right")
     axes[1].set_xlabel("slice")
     axes[1].set_xticks(range(1, N_SLICES + 1))
+    return fig
+
+
+def _rsrf_figure(table, title):
+    """RSRF per slice against wavelength (top) and each slice over the mean of the slices (bottom)."""
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    sl = np.asarray(table["SLICE"], int)
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    for k in np.unique(sl):
+        m = sl == k
+        lam = np.asarray(table["LAM"], float)[m]
+        for ax, col, sig in ((axes[0], "RSRF", "SIGMA"), (axes[1], "REL_SLICE", "SIGMA_REL")):
+            ax.errorbar(lam, np.asarray(table[col], float)[m], np.asarray(table[sig], float)[m], fmt=".-", ms=2, lw=0.6,
+                        color=cmap((k - 1) / (N_SLICES - 1)), label=f"{k}" if k in (1, 7, 14, 15, 21, 28) else None)
+    axes[0].set_ylabel("RSRF (mean 1)")
+    axes[1].set_ylabel("slice / mean of slices")
+    axes[1].set_xlabel("wavelength [um]")
+    axes[0].set_title(title, fontsize=10)
+    axes[0].legend(title="slice", fontsize=7, ncol=6)
+    return fig
+
+
+def _slit_figure(table, title):
+    """Relative point-source throughput against the position across the slice, per laser line."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for lam in np.unique(np.asarray(table["LINE"], float)):
+        m = np.isclose(np.asarray(table["LINE"], float), lam)
+        u = np.concatenate([[0.0], np.asarray(table["U"], float)[m]])
+        tr = np.concatenate([[1.0], np.asarray(table["T_REL"], float)[m]])
+        st = np.concatenate([[0.0], np.asarray(table["SIGMA_T"], float)[m]])
+        su = np.concatenate([[0.0], np.asarray(table["SIGMA_U"], float)[m]])
+        o = np.argsort(u)
+        ax.errorbar(u[o], tr[o], st[o], su[o], fmt="o-", ms=3, lw=0.8, capsize=2, label=f"{lam:.4f} um")
+    ax.set_xlabel("position across the slice u [slice widths] (0: centre, reference)")
+    ax.set_ylabel("throughput T(u) / T(0)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
     return fig
 
 
@@ -246,20 +313,58 @@ def _render(r, figures):
                      f"<td class=\"num\">{e['n']}</td><td class=\"num\">{_f(e['rms_col_px'], '.4f')}</td>"
                      f"<td class=\"num\">{_f(e['rms_row_px'], '.4f')}</td>"
                      f"<td class=\"num\">{_f(e['rms_normalised'], '.3f')}</td></tr>")
-    parts.append("</tbody></table><h2>Figures</h2>")
+    parts.append("</tbody></table>")
+    parts.append(_render_response(r.get("response") or {}))
+    parts.append("<h2>Figures</h2>")
     parts.extend(figure_html(f) for f in figures)
     parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_dir=None):
+def _render_response(rs):
+    parts = ["<h2>Relative spectral response and slit loss</h2>",
+             "<p class=\"small\">From the same frames (astrocal.lms.response): the RSRF per slice from the "
+             "black-body slices frames (LMS_RSRF_&lt;tag&gt;.fits), the throughput of a point source against its "
+             "position across the slice from laser frames of a slit-loss scan (LMS_SLIT_THROUGHPUT_&lt;tag&gt;.fits)."
+             "</p>"]
+    if rs.get("rsrf"):
+        parts.append("<table id=\"rsrf\"><thead><tr><th>setting</th><th>slices</th><th>rows</th><th>RSRF min..max</th>"
+                     "<th>rms(slice/mean - 1)</th><th>median sigma</th><th>median sigma_BB</th><th>T_BB (K)</th>"
+                     "</tr></thead><tbody>")
+        for tag, v in rs["rsrf"].items():
+            parts.append(f"<tr><td>{_e(tag)}</td><td>{v['slices']}</td><td>{v['rows']}</td>"
+                         f"<td class=\"num\">{v['rsrf_min']:.4f} .. {v['rsrf_max']:.4f}</td>"
+                         f"<td class=\"num\">{v['rel_slice_rms']:.4f}</td>"
+                         f"<td class=\"num\">{v['median_sigma']:.2e}</td>"
+                         f"<td class=\"num\">{v['median_sigma_bb']:.2e}</td><td>{_f(v['bb_temp_k'], '.1f')}</td></tr>")
+        parts.append("</tbody></table>")
+    if rs.get("slit"):
+        parts.append("<table id=\"slit\"><thead><tr><th>setting</th><th>line (um)</th><th>u (slice widths)</th>"
+                     "<th>T(u)/T(0)</th><th>sigma</th><th>sigma_u</th><th>spots</th></tr></thead><tbody>")
+        for tag, rows in rs["slit"].items():
+            for v in rows:
+                parts.append(f"<tr><td>{_e(tag)}</td><td>{v['line_um']:.4f}</td><td class=\"num\">{v['u']:+.3f}</td>"
+                             f"<td class=\"num\">{v['t_rel']:.4f}</td><td class=\"num\">{v['sigma_t']:.4f}</td>"
+                             f"<td class=\"num\">{v['sigma_u']:.3f}</td><td class=\"num\">{v['nspot']}</td></tr>")
+        parts.append("</tbody></table>")
+    if rs.get("notes"):
+        parts.append("<p>Not made from these frames:</p><ul id=\"response-notes\">"
+                     + "".join(f"<li>{_e(n)}</li>" for n in rs["notes"]) + "</ul>")
+    if rs.get("not_given"):
+        parts.append("<p>What these frames cannot give:</p><ul id=\"not-given\">"
+                     + "".join(f"<li>{_e(n)}</li>" for n in rs["not_given"]) + "</ul>")
+    return "\n".join(parts)
+
+
+def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_dir=None, response=None):
     """Write ``out/report/report.html``, ``report.json`` and ``plots/`` (or into ``report_dir``);
-    returns ``{name: path}`` of every file written. Nothing is overwritten unless ``overwrite``."""
+    returns ``{name: path}`` of every file written. Nothing is overwritten unless ``overwrite``.
+    ``response``: the :class:`~astrocal.lms.response.ResponseProducts` to show (None: none)."""
     rdir = Path(report_dir) if report_dir is not None else Path(out) / "report"
     for name in ("report.html", "report.json"):
         check_writable(rdir / name, overwrite)
     (rdir / "plots").mkdir(parents=True, exist_ok=True)
-    report = build_lms_report(fit, residuals, qc, products)
+    report = build_lms_report(fit, residuals, qc, products, response)
     figures, written = [], {}
 
     def add(name, title, caption, make):
@@ -279,6 +384,19 @@ def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_
         "Posterior-mean residuals (measured - predicted) of the laser spots per slice, coloured by line (top: "
         "columns, bottom: rows, with the traces and edges); dashed: the DRLD's 1/10 pixel.",
         lambda: _residual_figure(residuals))
+    if response is not None:
+        for tag, t in response.rsrf.items():
+            add(f"lms_rsrf_{tag}", f"Relative spectral response per slice, {tag.replace('p', '.')} um",
+                "RSRF of every slice (top; mean 1 over the setting, relative to a black body at the header's "
+                "temperature) and each slice over the mean of the slices in the bin (bottom; free of the black "
+                f"body), with 1-sigma bars, from LMS_RSRF_{tag}.",
+                lambda t=t, tag=tag: _rsrf_figure(t, f"LMS_RSRF_{tag}"))
+        for tag, t in response.slit.items():
+            add(f"lms_slit_{tag}", f"Slit loss, {tag.replace('p', '.')} um",
+                "Throughput of a point source (a WCU pinhole) into its slice against its commanded position across "
+                "the slice, relative to the centre, per laser line; vertical bars 1-sigma of the photometry, "
+                f"horizontal bars the chopper's accuracy; from LMS_SLIT_THROUGHPUT_{tag}.",
+                lambda t=t, tag=tag: _slit_figure(t, f"LMS_SLIT_THROUGHPUT_{tag}"))
     report["figures"] = [{"name": f["name"], "title": f["title"], "png": str(Path(f["png"]).relative_to(rdir)),
                           "pdf": str(Path(f["pdf"]).relative_to(rdir))} for f in figures]
     written["report.json"] = atomic_write_text(rdir / "report.json", report_json(report), overwrite=overwrite)
@@ -320,6 +438,10 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
         for prefix in ("IFU_DISTORTION_TABLE_", "LMS_GEOMETRY_"):
             if name.startswith(prefix) and name.endswith(".fits"):
                 products[prefix.lower() + name[len(prefix):-5]] = out / name
+    from .response import read_response_products
+
+    response = read_response_products(out, manifest["files"])
+    products.update(response.paths)
     tables = sorted(k for k in products if k.startswith("ifu_distortion_table_"))
     if not tables:
         raise FileNotFoundError(f"{out}: no IFU_DISTORTION_TABLE_<tag>.fits in the result: fit again with "
@@ -329,5 +451,6 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
     qc = {"rms_px": float(h.get(eso("QC.IFU.DISTORT.RMS"), np.nan)), "nspots": int(h[eso("QC.IFU.DISTORT.NSPOTS")]),
           "fwhm_px": float(h[eso("QC.IFU.DISTORT.FWHM")]) if eso("QC.IFU.DISTORT.FWHM") in h else None,
           "converged": conv if isinstance(conv, bool) else None}
-    written = write_lms_report(fit, out, residuals, qc, products, overwrite=overwrite, report_dir=report_dir)
+    written = write_lms_report(fit, out, residuals, qc, products, overwrite=overwrite, report_dir=report_dir,
+                               response=response)
     return written, json.loads(written["report.json"].read_text())

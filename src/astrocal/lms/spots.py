@@ -41,15 +41,20 @@ from .errors import LineNotFoundError, LineOutsideSettingError
 from .frames import ReducedLmsFrame
 from .geometry import LmsGeometry
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation, field_to_slice
-from .traces import SLICE_HALF_LENGTH_ARCSEC
+from .traces import SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
 
 __all__ = ["SPOT_FLAGS", "SPOT_FLAGS_SEVERE", "PIXEL_SCALE_ARCSEC", "prior_position_sigma", "holes_in_slicer",
            "predict_laser_spots", "find_peaks", "match_predictions", "windowed_centroids", "spot_widths",
            "measure_laser_spots", "decode_spot_flags"]
 
 SPOT_FLAGS = {"slice_end": 1, "blend": 2, "chip_edge": 4, "saturated": 8, "low_snr": 16, "not_found": 32,
-              "ambiguous": 64}
-"""Flag bits of a measured spot."""
+              "ambiguous": 64, "off_centre": 128}
+"""Flag bits of a measured spot. ``off_centre``: the hole is commanded more than
+:data:`OFF_CENTRE_TOLERANCE` slice widths from its slice's centre (a slit-loss scan exposure): its light
+centroid along the dispersion depends on the slit loss, so the geometry fit leaves it out; the
+slit-loss estimate (:mod:`astrocal.lms.response`) uses it."""
+OFF_CENTRE_TOLERANCE = 0.1
+"""Largest commanded offset of a hole from its slice centre [slice widths] for a spot the geometry uses."""
 SPOT_FLAGS_SEVERE = sum(SPOT_FLAGS.values())
 """Flags that make a spot unusable for the fit (all of them)."""
 PIXEL_SCALE_ARCSEC = 0.0082
@@ -570,6 +575,9 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
                                                      np.asarray(t["xi_arcsec"]), np.asarray(t["line_um"]))
     else:
         t["dcol_dxi"], t["drow_dxi"] = np.zeros(0), np.zeros(0)
+    if n:
+        off = np.abs(np.asarray(t["eta_offset_arcsec"], float)) > OFF_CENTRE_TOLERANCE * SLICE_WIDTH_ARCSEC
+        flags[off] |= SPOT_FLAGS["off_centre"]
     t["flags"] = flags
     _describe(t)
     _check_found(t, lines_um, min_found_fraction)

@@ -416,6 +416,8 @@ LMS_SWITCH_HELP = {
     "noise": "no photon or read noise (frames are the expected signal)",
     "reference_pixels": "light also on the reference-pixel borders",
     "saturation": "no clipping at the full well",
+    "rsrf": "no relative spectral response: every slice and wavelength alike, no echelle blaze",
+    "slit_loss": "no transmission profile across the slices (the PSF's cut by the slice stays)",
 }
 
 #: ``simulate lms`` options of the settings' fields (named in the errors instead of the fields)
@@ -423,7 +425,8 @@ LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along
                "max_across_slices": "--max-across", "offset_sigma_mas": "--offset-sigma-mas",
                "qcl_lines_um": "--qcl-lines", "dit_s": "--dit", "ndit": "--ndit", "degree": "--degree",
                "efficiency": "--efficiency", "bb_temp_k": "--bb-temp", "truth": "--truth",
-               "resolving_power": "--resolving-power", "date_obs": "--date"}
+               "resolving_power": "--resolving-power", "date_obs": "--date", "slit_scan": "--slit-scan",
+               "slit_edge_loss": "--slit-edge-loss"}
 
 
 def _register_lms(sub):
@@ -451,6 +454,11 @@ def _register_lms(sub):
                    help=f"largest offset across the slices, in slice widths (default {d.max_across_slices})")
     p.add_argument("--offset-sigma-mas", type=float, default=d.offset_sigma_mas,
                    help=f"accuracy of the chopper offsets, mas (default {d.offset_sigma_mas:g})")
+    p.add_argument("--slit-scan", type=float, nargs="+", default=list(d.slit_scan), metavar="FRACTION",
+                   help="extra laser exposures with the mask moved across the slices by these fractions of a "
+                   "slice width, in (-0.5, 0.5) (the slit-loss scan; default none)")
+    p.add_argument("--slit-edge-loss", type=float, default=d.slit_edge_loss,
+                   help=f"loss of the slit profile at the slice edges (default {d.slit_edge_loss:g})")
     p.add_argument("--grid-all-offsets", action="store_true",
                    help="black-body grid frames at every offset (default: the first only)")
     p.add_argument("--qcl-lines", type=float, nargs="+", default=None, metavar="LAM",
@@ -488,7 +496,7 @@ def lms_settings(args):
               offset_sigma_mas=args.offset_sigma_mas, grid_all_offsets=args.grid_all_offsets,
               dit_s=args.dit, ndit=args.ndit, bb_temp_k=args.bb_temp, efficiency=args.efficiency,
               resolving_power=args.resolving_power, degree=args.degree, truth=args.truth, date_obs=args.date,
-              **_switches(args, LMS_SWITCHES))
+              slit_scan=tuple(args.slit_scan), slit_edge_loss=args.slit_edge_loss, **_switches(args, LMS_SWITCHES))
     if args.qcl_lines is not None:
         kw["qcl_lines_um"] = tuple(args.qcl_lines)
     return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")

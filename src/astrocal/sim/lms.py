@@ -12,6 +12,7 @@ that the distortion and wavelength templates take, with their known truth::
     DIR/truth/truth.json, deviations.ecsv the as-built geometry (:func:`~astrocal.sim.lms_truth.load_lms_truth`)
     DIR/truth/spots.ecsv                  every laser-spot image: hole, line, slice, position, flux
     DIR/truth/exposures.ecsv              every frame: kind, setting, commanded and true offset, lasers
+    DIR/truth/response.ecsv               the per-slice relative spectral response (switch ``rsrf``)
 
 A frame is a FITS file with a primary header (ESO DPR/INS/SEQ/DET3 keywords) and four image
 extensions ``DET1.DATA`` .. ``DET4.DATA`` (2048 x 2048 float32 ADU, the average of NDIT DITs,
@@ -44,8 +45,10 @@ from ..lab.mask import load_mask, mask_path
 from ..lab.psf import pinhole_diameter_mas
 from ..lms import FieldOrientation, Hyperparameters
 from ..lms.mosaic import REFERENCE_BORDERS, load_mosaic
+from ..lms.traces import SLICE_WIDTH_ARCSEC
 from . import lms_render as R
 from .lab import PUPIL_TRANSMISSION, WCU, ELT_DIAMETER_M, _sphere_gain, photon_radiance
+from .lms_response import SlitProfile, draw_response
 from .lms_truth import (LASERS, QCL_LINES_UM, chopper_offsets, draw_lms_geometry, holes_in_field, laser_lines,
                         write_lms_truth)
 
@@ -56,7 +59,7 @@ LMS_DETECTOR = {"gain_e_per_adu": 2.0, "read_noise_e": 70.0, "dark_e_per_s": 0.1
 """The LMS H2RG chips (irdb ``METIS_DET_IFU.yaml`` @ f0a5f306; same for all four)."""
 
 LMS_SWITCHES = ("deviations", "offset_errors", "neighbours", "laser1", "qcl", "laser3", "continuum",
-                "background", "thermal", "dark", "noise", "reference_pixels", "saturation")
+                "background", "thermal", "dark", "noise", "reference_pixels", "saturation", "rsrf", "slit_loss")
 """Effects of :class:`LmsSimSettings`, each on by default."""
 
 _MAS2_TO_SR = (math.pi / 180 / 3600e3) ** 2
@@ -98,12 +101,26 @@ class LmsSimSettings:
         :class:`~astrocal.lms.Hyperparameters`, ``"forward"``/``"inverse"``).
     orientation : FieldOrientation
         Mask relative to the slicer.
+    slit_scan : tuple of float
+        Extra laser exposures (at no offset along the slices) with the mask moved across the slices
+        by these fractions of a slice width (each in (-0.5, 0.5), e.g. ``(-0.4, -0.2, 0.2, 0.4)``): the
+        holes then sit off their slice centres, which measures the slit loss
+        (:mod:`astrocal.lms.response`). Default none.
+    slit_edge_loss, slit_edge_power :
+        The slit profile ``t(u) = 1 - edge_loss |2u|^power`` across a slice (switch ``slit_loss``;
+        :class:`~astrocal.sim.lms_response.SlitProfile`).
+    rsrf_sigma_gain, rsrf_sigma_slope, rsrf_sigma_curv, blaze_kappa :
+        The per-slice relative spectral response drawn per campaign (switch ``rsrf``;
+        :func:`~astrocal.sim.lms_response.draw_response`).
     Switches :
         :data:`LMS_SWITCHES`: ``deviations`` (off: the optical model), ``offset_errors``,
         ``neighbours`` (PSF light cut into the adjacent slices), ``laser1``/``qcl``/``laser3``,
         ``continuum`` (black-body grid and lit-slice frames), ``background`` (the background
         frame), ``thermal`` (the WCU's thermal emission in every frame), ``dark``, ``noise``
-        (photon and read noise), ``reference_pixels`` (unlit borders), ``saturation`` (full well).
+        (photon and read noise), ``reference_pixels`` (unlit borders), ``saturation`` (full well),
+        ``rsrf`` (the per-slice relative spectral response and the echelle blaze, in every frame),
+        ``slit_loss`` (the transmission profile across each slice; the PSF's cut by the slice is
+        always there).
     """
 
     seed: Optional[int] = None
@@ -129,6 +146,13 @@ class LmsSimSettings:
     hyper: Hyperparameters = Hyperparameters()
     truth: str = "forward"
     orientation: FieldOrientation = FieldOrientation()
+    slit_scan: tuple = ()
+    slit_edge_loss: float = 0.2
+    slit_edge_power: float = 4.0
+    rsrf_sigma_gain: float = 0.05
+    rsrf_sigma_slope: float = 0.05
+    rsrf_sigma_curv: float = 0.03
+    blaze_kappa: float = 0.8
     date_obs: str = "2025-03-18T13:00:00"
     overhead_s: float = 20.0
     deviations: bool = True
@@ -144,6 +168,8 @@ class LmsSimSettings:
     noise: bool = True
     reference_pixels: bool = True
     saturation: bool = True
+    rsrf: bool = True
+    slit_loss: bool = True
 
     def __post_init__(self):
         for name in LMS_SWITCHES + ("grid_all_offsets",):
@@ -166,6 +192,16 @@ class LmsSimSettings:
         if int(self.n_offsets) != self.n_offsets or self.n_offsets < 1:
             raise ValueError(f"n_offsets must be an integer >= 1, got {self.n_offsets}")
         object.__setattr__(self, "qcl_lines_um", tuple(float(v) for v in self.qcl_lines_um))
+        scan = tuple(float(v) for v in np.atleast_1d(np.asarray(self.slit_scan, float)))
+        if any(not (np.isfinite(v) and abs(v) < 0.5) for v in scan) or len(set(scan)) != len(scan):
+            raise ValueError(f"slit_scan: distinct fractions of a slice width in (-0.5, 0.5) needed, "
+                             f"got {self.slit_scan}")
+        object.__setattr__(self, "slit_scan", scan)
+        SlitProfile(self.slit_edge_loss, self.slit_edge_power)
+        for name in ("rsrf_sigma_gain", "rsrf_sigma_slope", "rsrf_sigma_curv", "blaze_kappa"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v}")
         for name in ("max_along_arcsec", "offset_sigma_mas", "edge_sigma_px", "overhead_s", "wcu_temp_k"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
@@ -191,6 +227,15 @@ class LmsSimSettings:
         if self.offsets is not None:
             return np.asarray(self.offsets, float)
         return chopper_offsets(self.n_offsets, self.max_along_arcsec, self.max_across_slices)
+
+    def scan_offsets(self) -> np.ndarray:
+        """(n, 2) [arcsec]: the slit-scan offsets (0 along, ``f W`` across for ``f`` in ``slit_scan``)."""
+        f = np.asarray(self.slit_scan, float)
+        return np.stack([np.zeros(f.size), f * SLICE_WIDTH_ARCSEC], axis=1)
+
+    def slit_profile(self):
+        """The :class:`~astrocal.sim.lms_response.SlitProfile` (None with ``slit_loss`` off)."""
+        return SlitProfile(self.slit_edge_loss, self.slit_edge_power) if self.slit_loss else None
 
     def lasers_on(self) -> tuple:
         return tuple(n for n in ("laser1", "qcl", "laser3") if getattr(self, n))
@@ -224,7 +269,9 @@ def lms_radiometry(s: LmsSimSettings) -> dict:
 
 @dataclass(frozen=True)
 class LmsCampaign:
-    """What :func:`simulate_lms` wrote: paths, the truth geometry and a summary."""
+    """What :func:`simulate_lms` wrote: paths, the truth geometry and a summary; ``response``
+    (:class:`~astrocal.sim.lms_response.LmsResponseTruth`, None with ``rsrf`` off) and
+    ``slit_profile`` (:class:`~astrocal.sim.lms_response.SlitProfile`, None with ``slit_loss`` off)."""
 
     directory: Path
     campaign: Path
@@ -234,6 +281,8 @@ class LmsCampaign:
     spots: Table
     exposures: Table
     summary: dict
+    response: object = None
+    slit_profile: object = None
 
 
 def _plan(s: LmsSimSettings, geometry):
@@ -243,7 +292,7 @@ def _plan(s: LmsSimSettings, geometry):
     for e, lam_c in enumerate(s.settings_um):
         lo, hi = geometry.wavelength_range(e)
         here = [(n, l) for n, l in lines if lo <= l <= hi]
-        for k in range(s.n_offsets):
+        for k in range(s.n_offsets + len(s.slit_scan)):
             if here:
                 plan.append(dict(kind="laser", setting=e, offset=k, lines=here))
         if s.continuum:
@@ -413,14 +462,24 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     out = Path(out)
     seed = s.seed if s.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     ss = np.random.SeedSequence(seed)
-    rng_geo, rng_off, rng_noise = (np.random.default_rng(c) for c in ss.spawn(3))
+    rng_geo, rng_off, rng_noise, rng_resp = (np.random.default_rng(c) for c in ss.spawn(4))
     geometry = draw_lms_geometry(s.settings_um, rng_geo, deviations=s.deviations, degree=s.degree,
                                  reference_detector=s.reference_detector, hyper=s.hyper, truth=s.truth)
     mask_file = Path(s.mask) if s.mask.endswith(".ecsv") and Path(s.mask).is_file() else mask_path(s.mask)
     mask = load_mask(mask_file)
     hole_ab = np.asarray(mask.xy_arcsec(), float)
-    cmd = s.commanded_offsets()
+    cmd = np.concatenate([s.commanded_offsets(), s.scan_offsets()])
     err = rng_off.normal(0.0, s.offset_sigma_mas / 1e3, cmd.shape)
+    response = (draw_response(rng_resp, s.rsrf_sigma_gain, s.rsrf_sigma_slope, s.rsrf_sigma_curv, s.blaze_kappa)
+                if s.rsrf else None)
+    profile = s.slit_profile()
+    orders = [st.order for st in geometry.layout.settings]
+
+    def resp(e):
+        if response is None:
+            return None
+        return lambda k, lam, m=orders[e]: response.factor(k, lam, m)
+
     true_off = cmd + (err if s.offset_errors else 0.0)
     plan = _plan(s, geometry)
     paths = [out / "raw" / _name(p, s) for p in plan]
@@ -437,7 +496,7 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
         if s.thermal:
             if e not in thermal:
                 thermal[e] = R.render_slices(np.zeros_like(rate, dtype=np.float32), geometry, e, rad["thermal"],
-                                             edge_sigma_px=s.edge_sigma_px)
+                                             edge_sigma_px=s.edge_sigma_px, response=resp(e), slit_profile=profile)
             rate += thermal[e]
         k = p["offset"]
         off_c = cmd[k] if k is not None else np.zeros(2)
@@ -452,8 +511,11 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
                        lam=np.tile(lam, n_h), flux=np.tile(flux, n_h), hole=np.repeat(hidx, n_l),
                        laser=np.tile([n for n, _ in p["lines"]], n_h))
             tr = R.render_laser_spots(rate, geometry, e, src["s"], src["xi"], src["deta"], src["lam"], src["flux"],
-                                      resolving_power=s.resolving_power, neighbours=s.neighbours)
+                                      resolving_power=s.resolving_power, neighbours=s.neighbours,
+                                      response=resp(e), slit_profile=profile)
             j = tr["source"]
+            r_line = (np.ones(len(j)) if response is None
+                      else response.factor(tr["slice"], src["lam"][j], orders[e]))
             model = geometry.forward(tr["slice"], src["xi"][j], src["lam"][j], e, on_gap="mask")
             for q in range(len(j)):
                 spot_rows.append(dict(
@@ -463,11 +525,15 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
                     main=bool(tr["main"][q]), xi_arcsec=float(src["xi"][j[q]]), eta_offset_arcsec=float(src["deta"][j[q]]),
                     det_model=int(model.det[q]), col_model=float(model.col[q]), row_model=float(model.row[q]),
                     det=int(tr["det"][q]), col=float(tr["col"][q]), row=float(tr["row"][q]),
-                    flux_e=float(tr["flux"][q] * s.dit_s)))
+                    flux_e=float(tr["flux"][q] * s.dit_s), source_e=float(src["flux"][j[q]] * s.dit_s),
+                    response=float(r_line[q]), throughput=float(tr["flux"][q] / src["flux"][j[q]] / r_line[q]),
+                    u_true=float(src["deta"][j[q]] / SLICE_WIDTH_ARCSEC)))
         elif p["kind"] == "grid":
-            R.render_pinhole_traces(rate, geometry, e, sl, xi, deta, rad["bb_pinhole"], neighbours=s.neighbours)
+            R.render_pinhole_traces(rate, geometry, e, sl, xi, deta, rad["bb_pinhole"], neighbours=s.neighbours,
+                                    response=resp(e), slit_profile=profile)
         elif p["kind"] == "slices":
-            R.render_slices(rate, geometry, e, rad["bb_open"], edge_sigma_px=s.edge_sigma_px)
+            R.render_slices(rate, geometry, e, rad["bb_open"], edge_sigma_px=s.edge_sigma_px, response=resp(e),
+                            slit_profile=profile)
         t_start = t_obs + TimeDelta(i * (s.dit_s * s.ndit + s.overhead_s), format="sec")
         frame = _detector(rate, s, rng_noise)
         hdus = [fits.PrimaryHDU(header=_primary_header(s, geometry, p, t_start, off_c))]
@@ -475,7 +541,7 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
         with atomic_path(path, overwrite) as tmp:
             fits.HDUList(hdus).writeto(tmp)
         exp_rows.append(dict(file=f"raw/{path.name}", kind=p["kind"], setting=e, lam_c_um=s.settings_um[e],
-                             offset=-1 if k is None else k, offset_cmd_a=float(off_c[0]), offset_cmd_b=float(off_c[1]),
+                             offset=-1 if k is None else k, slit_scan=k is not None and k >= s.n_offsets, offset_cmd_a=float(off_c[0]), offset_cmd_b=float(off_c[1]),
                              offset_true_a=float(off_t[0]), offset_true_b=float(off_t[1]),
                              lasers=",".join(sorted({n for n, _ in p["lines"]})),
                              lines_um=json.dumps([l for _, l in p["lines"]]),
@@ -485,8 +551,15 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     exposures = Table(rows=exp_rows)
     truth_dir = out / "truth"
     summary = _summary(s, plan, spots, exposures, seed, time.perf_counter() - t0)
+    resp_info = {"rsrf": response is not None,
+                 "slit_profile": None if profile is None else {"edge_loss": profile.edge_loss, "power": profile.power},
+                 "orders": [int(m) for m in orders]}
     truth_files = write_lms_truth(truth_dir, geometry, hyper=s.hyper, seed=seed, orientation=s.orientation,
-                                  extra={"settings": s.to_dict(), "summary": summary}, overwrite=overwrite)
+                                  extra={"settings": s.to_dict(), "summary": summary, "response": resp_info},
+                                  overwrite=overwrite)
+    if response is not None:
+        truth_files["response"] = truth_dir / "response.ecsv"
+        atomic_write_table(response.table(), truth_files["response"], overwrite, format="ascii.ecsv")
     truth_files["spots"] = truth_dir / "spots.ecsv"
     truth_files["exposures"] = truth_dir / "exposures.ecsv"
     atomic_write_table(spots, truth_files["spots"], overwrite, format="ascii.ecsv")
@@ -495,7 +568,8 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     campaign = out / "campaign.toml"
     atomic_write_text(campaign, _campaign_toml(s, geometry, exp_rows, seed), overwrite)
     summary["seconds"] = time.perf_counter() - t0
-    return LmsCampaign(out, campaign, tuple(paths), truth_files, geometry, spots, exposures, summary)
+    return LmsCampaign(out, campaign, tuple(paths), truth_files, geometry, spots, exposures, summary, response,
+                       profile)
 
 
 def _summary(s, plan, spots, exposures, seed, seconds):

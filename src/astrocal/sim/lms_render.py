@@ -107,7 +107,7 @@ def _images(slice_number, eta_offset, neighbours):
 
 
 def render_laser_spots(image, geometry, setting, slice_number, xi, eta_offset, lam_um, flux, *,
-                       resolving_power=1e5, neighbours=True):
+                       resolving_power=1e5, neighbours=True, response=None, slit_profile=None):
     """Add laser spots (pinhole x line) to ``image`` and return their truth.
 
     Parameters
@@ -121,6 +121,12 @@ def render_laser_spots(image, geometry, setting, slice_number, xi, eta_offset, l
         its centre [arcsec].
     lam_um, flux : ndarray (N,)
         Laser line [um] and the pinhole's total flux at that line (before the slicer cut).
+    response : callable, optional
+        ``response(slice, lam) -> factor``: the relative spectral response of the slices
+        (:class:`~astrocal.sim.lms_response.LmsResponseTruth` at this setting's order); None: 1.
+    slit_profile : callable, optional
+        ``slit_profile(u) -> t``: transmission across a slice at ``u`` slice widths from its centre
+        (:class:`~astrocal.sim.lms_response.SlitProfile`); None: 1.
 
     Returns
     -------
@@ -144,8 +150,12 @@ def render_laser_spots(image, geometry, setting, slice_number, xi, eta_offset, l
     lam3 = lam_um[idx][:, None, None]
     cell = (_XI_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
     w = psf_weights(dxi3, deta3, lam3, cell) * flux[idx][:, None, None]
+    if slit_profile is not None:
+        w = w * slit_profile(ec / SLICE_WIDTH_ARCSEC)[None, None, :]
     xi_s = np.asarray(xi, float)[idx][:, None, None] + dxi3
     lam_s = lam3 + ec[None, None, :] * lam3 / (resolving_power * SLICE_WIDTH_ARCSEC)
+    if response is not None:
+        w = w * response(np.broadcast_to(k[:, None, None], lam_s.shape), lam_s)
     shape = np.broadcast_shapes(w.shape, xi_s.shape, lam_s.shape)
     w, xi_s, lam_s = (np.broadcast_to(a, shape).ravel() for a in (w, xi_s, lam_s))
     k_s = np.broadcast_to(k[:, None, None], shape).ravel()
@@ -197,13 +207,14 @@ def _per_column(det, col, row, lam, d):
 
 
 def render_pinhole_traces(image, geometry, setting, slice_number, xi, eta_offset, radiance, *,
-                          neighbours=True, n_lam=120):
+                          neighbours=True, n_lam=120, response=None, slit_profile=None):
     """Add the continuum traces of pinholes to ``image``.
 
     ``radiance(lam_um)`` is the pinhole's photon rate per unit wavelength before the slicer
     [e s^-1 um^-1]. Per detector column the rate ``radiance * |dlam/dcol|`` is spread along the
     rows by the PSF's profile along the slice (the part inside the slice's eta window), each
-    profile sample at the row ``forward`` gives for its ``xi``.
+    profile sample at the row ``forward`` gives for its ``xi``. ``response`` and ``slit_profile``
+    as in :func:`render_laser_spots`.
     """
     idx, k, c = _images(slice_number, eta_offset, neighbours)
     lam = _lam_grid(geometry, setting, n_lam)
@@ -212,7 +223,9 @@ def render_pinhole_traces(image, geometry, setting, slice_number, xi, eta_offset
     cell = (_TRACE_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
     dxi = _xi_offsets(lam_mid, _TRACE_STEP_PX)
     xi_s = np.asarray(xi, float)[idx][:, None] + dxi[None, :]                           # (images, n_xi)
-    prof = psf_weights(dxi[None, :, None], (c[:, None] + ec[None, :])[:, None, :], lam_mid, cell).sum(axis=2)
+    tr = np.ones(len(ec)) if slit_profile is None else slit_profile(ec / SLICE_WIDTH_ARCSEC)
+    prof = (psf_weights(dxi[None, :, None], (c[:, None] + ec[None, :])[:, None, :], lam_mid, cell)
+            * tr[None, None, :]).sum(axis=2)
     prof = np.where(np.abs(xi_s) <= _XI_END, prof, 0.0)                                   # the slice ends cut
     xi_c = np.clip(xi_s, -_XI_END, _XI_END)
     shape = xi_s.shape + (len(lam),)
@@ -226,7 +239,10 @@ def render_pinhole_traces(image, geometry, setting, slice_number, xi, eta_offset
             if res is None:
                 continue
             cols, rows, lams, dl = res
-            wgt = prof[j][:, None] * (radiance(lams) * dl)[None, :]
+            spec = radiance(lams) * dl
+            if response is not None:
+                spec = spec * response(np.full(lams.shape, k[j]), lams)
+            wgt = prof[j][:, None] * spec[None, :]
             deposit(image, np.full(rows.shape, d), np.broadcast_to(cols, rows.shape).astype(float), rows, wgt)
     return image
 
@@ -246,13 +262,14 @@ def _pixel_step(edge_minus_r, sigma):
 
 
 def render_slices(image, geometry, setting, radiance_per_arcsec2, *, edge_sigma_px=0.5, n_lam=120,
-                  slices=None):
+                  slices=None, response=None, slit_profile=None):
     """Add every slice fully lit by an extended uniform source (mask open) to ``image``.
 
     ``radiance_per_arcsec2(lam_um)``: rate per unit wavelength and solid angle before the slicer
     [e s^-1 um^-1 arcsec^-2]. A pixel of column c gets ``radiance * W * |dxi/drow| * |dlam/dcol|``
     times its overlap with the rows between the images of the slice ends (edges blurred by a
-    Gaussian of ``edge_sigma_px``, pixel-integrated).
+    Gaussian of ``edge_sigma_px``, pixel-integrated). ``response(slice, lam)`` multiplies the rate;
+    ``slit_profile`` enters through its mean over the slice width (``slit_profile.mean()``).
     """
     lam = _lam_grid(geometry, setting, n_lam)
     sigma = max(float(edge_sigma_px), 1e-3)
@@ -272,6 +289,10 @@ def render_slices(image, geometry, setting, radiance_per_arcsec2, *, edge_sigma_
             lo_e, hi_e = rows.min(axis=0), rows.max(axis=0)
             dxi_drow = 2 * _XI_END / (hi_e - lo_e)
             rate = radiance_per_arcsec2(lams) * SLICE_WIDTH_ARCSEC * dxi_drow * dl
+            if response is not None:
+                rate = rate * response(np.full(lams.shape, ks[i]), lams)
+            if slit_profile is not None:
+                rate = rate * slit_profile.mean()
             r0 = int(np.floor(lo_e.min() - 5 * sigma - 2))
             r1 = int(np.ceil(hi_e.max() + 5 * sigma + 2))
             rr = np.arange(max(r0, 0), min(r1, CHIP_SHAPE[0] - 1) + 1)
