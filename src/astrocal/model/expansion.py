@@ -244,7 +244,7 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
         A[:, G] = yr[2 * lo:2 * hi]
         lw = Lw[2 * lo:2 * hi]
         for j in range(J):
-            P[j, :G + 1, :G + 1] += (A * lw[:, j, None]).T @ A
+            _add_weighted_gram(P[j], A, lw[:, j])
     error = max(fit[2] for _, fit in fits)
     bands = _bands(Ga)
     ex = Expansion([np.exp(fit[0]) for _, fit in fits], slices,
@@ -266,6 +266,19 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     else:
         ex.Lw = ex.yr = None
     return ex
+
+
+def _add_weighted_gram(out, A, w):
+    """``out[:m, :m] += A^T diag(w) A`` in its lower triangle (``A`` (rows, m), signed
+    weights ``w``): two symmetric rank updates (BLAS ``dsyrk``), the rows of positive and of
+    negative weight, half the operations of the general product."""
+    m = A.shape[1]
+    acc = np.zeros((m, m))  # C-ordered; the F-ordered view's upper triangle is its lower
+    for sign, sel in ((1.0, w > 0), (-1.0, w < 0)):
+        if sel.any():
+            a = A[sel] * np.sqrt(np.abs(w[sel]))[:, None]
+            acc = dsyrk(sign, a.T, beta=1.0, c=acc.T, lower=0, overwrite_c=1).T
+    out[:m, :m] += np.tril(acc)
 
 
 def _block_ranges(model, ex):
