@@ -67,7 +67,7 @@ TOL = 1e-11  # largest relative error of any weight
 MAX_NODES = 64  # interpolation points per dataset
 LIMIT_BYTES = 400e6  # largest size of the precomputed components
 CHUNK = 4096  # points per chunk while the components are formed
-CHUNK_BYTES = 32e6  # largest work array of one chunk of blocks in a call
+CHUNK_BYTES = 8e6  # largest work array of one chunk of blocks in a call
 BAND = 64  # rows per band of the global block's lower triangle
 
 
@@ -421,14 +421,19 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
     (BLAS ``dsyrk``) per walker and chunk."""
     K, G, Ga = c.shape[0], model.G, ex.Ga
     work = model._buffer("Z", (K * ex.chunk * 2 * Ga,))
+    tmp = model._buffer("Ztmp", (K * ex.chunk * Ga,))
+    r11, r22 = 1.0 / l11, 1.0 / l22
+    a21 = l21 * r22
     for h0, h1, comps in _cross_chunks(model, ex):
         hc = h1 - h0
         Z = np.matmul(c, comps, out=work[:K * hc * 2 * Ga].reshape(K, hc * 2 * Ga)).reshape(K, hc, 2, Ga)
         if model.V is not None:
             Z[..., G + 1:] = model.V[h0:h1]
-        Z[:, :, 0] /= l11[:, h0:h1, None]
-        Z[:, :, 1] -= l21[:, h0:h1, None] * Z[:, :, 0]
-        Z[:, :, 1] /= l22[:, h0:h1, None]
+        # Z_b = L_b^-1 [Pgd_b, hd_b, V_b]: row 0 / l11, then (row 1 - l21 row 0) / l22
+        z0, z1, t = Z[:, :, 0], Z[:, :, 1], tmp[:K * hc * Ga].reshape(K, hc, Ga)
+        z0 *= r11[:, h0:h1, None]
+        z1 *= r22[:, h0:h1, None]
+        z1 -= np.multiply(z0, a21[:, h0:h1, None], out=t)
         Z = Z.reshape(K, 2 * hc, Ga)
         for k in range(K):
             # on the F-ordered view, S[k].T -= Z^T Z in its upper triangle (S[k]'s lower)
