@@ -223,6 +223,13 @@ def test_blocks_formed_per_call_agree_with_the_kept_components(monkeypatch):
     sa, sb = expansion.system(model, kept, phi[:2]), expansion.system(model, streamed, phi[:2])
     for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
         np.testing.assert_allclose(sb[key], sa[key], rtol=1e-12, atol=1e-12 * np.max(np.abs(sa[key])), err_msg=key)
+    # chunks of 3 blocks, formed 6 blocks at a time
+    monkeypatch.setattr(expansion, "CHUNK_BYTES", 8.0 * 2 * Ga * max(J, 12) * 3.5)
+    monkeypatch.setattr(expansion, "STREAM_BYTES", 8.0 * 2 * Ga * J * 6.5)
+    streamed = build_expansion(model, limit_bytes=fixed + 1.0)
+    spans = [(h0, h1) for h0, h1, _ in expansion._cross_chunks(model, streamed)]
+    assert streamed.chunk == 3 and spans == [(h, min(H, h + 3)) for h in range(0, H, 3)] and H > 6
+    np.testing.assert_allclose(expansion.log_likelihood(model, streamed, phi), a, rtol=1e-13)
 
 
 def test_the_likelihood_with_the_residual_field_matches_the_direct_path():

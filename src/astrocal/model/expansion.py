@@ -68,6 +68,7 @@ MAX_NODES = 64  # interpolation points per dataset
 LIMIT_BYTES = 400e6  # largest size of the precomputed components
 CHUNK = 4096  # points per chunk while the components are formed
 CHUNK_BYTES = 8e6  # largest work array of one chunk of blocks in a call
+STREAM_BYTES = 64e6  # components formed at a time when they are not kept
 BAND = 64  # rows per band of the global block's lower triangle
 
 
@@ -329,12 +330,19 @@ def _block_components(model, ex, h0, h1, cross=True):
 
 def _cross_chunks(model, ex):
     """The blocks' cross-term components chunk by chunk: ``(h0, h1, (J, (h1 - h0) 2 Ga))``,
-    views of the kept components or formed from the rows."""
-    for h0, h1 in _block_ranges(model, ex):
-        if ex.Pgd is not None:
+    views of the kept components or formed from the rows (``STREAM_BYTES`` at a time, to
+    spread the cost of forming them)."""
+    if ex.Pgd is not None:
+        for h0, h1 in _block_ranges(model, ex):
             yield h0, h1, ex.Pgd[:, h0 * 2 * ex.Ga:h1 * 2 * ex.Ga]
-        else:
-            yield h0, h1, _block_components(model, ex, h0, h1)[0].reshape(ex.J, -1)
+        return
+    step = max(ex.chunk, int(STREAM_BYTES // (8.0 * 2 * ex.Ga * max(ex.J, 1))) // ex.chunk * ex.chunk)
+    for s0 in range(0, model.H, step):
+        s1 = min(model.H, s0 + step)
+        comps = _block_components(model, ex, s0, s1)[0]  # (J, s1 - s0, 2, Ga)
+        for h0 in range(s0, s1, ex.chunk):
+            h1 = min(s1, h0 + ex.chunk)
+            yield h0, h1, comps[:, h0 - s0:h1 - s0].reshape(ex.J, -1)
 
 
 def _row_design(model, u, lo, hi):
