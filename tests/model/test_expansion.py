@@ -224,10 +224,13 @@ def test_blocks_formed_per_call_agree_with_the_kept_components(monkeypatch):
     for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
         np.testing.assert_allclose(sb[key], sa[key], rtol=1e-12, atol=1e-12 * np.max(np.abs(sa[key])), err_msg=key)
     # chunks of 3 blocks, formed 6 blocks at a time
+    K, G, R = phi.shape[0], model.G, 2 * model.M
     monkeypatch.setattr(expansion, "CHUNK_BYTES", 8.0 * 2 * Ga * max(J, 12) * 3.5)
-    monkeypatch.setattr(expansion, "STREAM_BYTES", 8.0 * 2 * Ga * J * 6.5)
+    monkeypatch.setattr(expansion, "STREAM_BYTES", 8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga) * 6.5)
     streamed = build_expansion(model, limit_bytes=fixed + 1.0)
-    spans = [(h0, h1) for h0, h1, _ in expansion._cross_chunks(model, streamed)]
+    jit, kappa, _ = model._unpack(phi)
+    c = expansion._coefficients(streamed, jit, kappa)
+    spans = [(h0, h1) for h0, h1, _ in expansion._weighted_cross(model, streamed, c)]
     assert streamed.chunk == 3 and spans == [(h, min(H, h + 3)) for h in range(0, H, 3)] and H > 6
     np.testing.assert_allclose(expansion.log_likelihood(model, streamed, phi), a, rtol=1e-13)
 

@@ -328,21 +328,47 @@ def _block_components(model, ex, h0, h1, cross=True):
     return pc, dc
 
 
-def _cross_chunks(model, ex):
-    """The blocks' cross-term components chunk by chunk: ``(h0, h1, (J, (h1 - h0) 2 Ga))``,
-    views of the kept components or formed from the rows (``STREAM_BYTES`` at a time, to
-    spread the cost of forming them)."""
+def _weighted_cross(model, ex, c, work=None):
+    """The blocks' cross terms ``[Pgd_b, hd_b, 0]`` at the coefficients ``c`` (K, J), chunk
+    by chunk of ``ex.chunk`` blocks: ``(h0, h1, (K, h1 - h0, 2, Ga))`` (the gauge columns
+    zero). From the kept components (``c @ Pgd``, into ``work`` if given), or formed from
+    the rows (``STREAM_BYTES`` at a time): each row's weight at ``c`` (``Lw c``, the same
+    interpolated weights) times its design, summed per block by one batched product over
+    the blocks' rows laid out ``2 M`` per block."""
+    K, J, G, Ga = c.shape[0], ex.J, model.G, ex.Ga
     if ex.Pgd is not None:
         for h0, h1 in _block_ranges(model, ex):
-            yield h0, h1, ex.Pgd[:, h0 * 2 * ex.Ga:h1 * 2 * ex.Ga]
+            n = K * (h1 - h0) * 2 * Ga
+            out = None if work is None else work[:n].reshape(K, n // K)
+            yield h0, h1, np.matmul(c, ex.Pgd[:, h0 * 2 * Ga:h1 * 2 * Ga], out=out).reshape(K, h1 - h0, 2, Ga)
         return
-    step = max(ex.chunk, int(STREAM_BYTES // (8.0 * 2 * ex.Ga * max(ex.J, 1))) // ex.chunk * ex.chunk)
+    R = 2 * model.M  # rows per block, padded
+    step = int(STREAM_BYTES // (8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga)))
+    step = max(ex.chunk, step // ex.chunk * ex.chunk)
+    start = _block_points(model)
+    rows_design = np.swapaxes(model.U, 1, 2)
     for s0 in range(0, model.H, step):
         s1 = min(model.H, s0 + step)
-        comps = _block_components(model, ex, s0, s1)[0]  # (J, s1 - s0, 2, Ga)
+        hs = s1 - s0
+        p0, p1 = int(start[s0]), int(start[s1])
+        out = np.zeros((K, hs, 2, Ga))
+        if p1 > p0:
+            b = model.block_of_point[p0 - model.nb0:p1 - model.nb0]
+            rb = np.repeat(b - s0, 2)
+            rs = (2 * (np.arange(p0, p1) - start[b])[:, None] + np.arange(2)).ravel()
+            A = np.zeros((hs, R, G + 1))
+            A[rb, rs, :G] = _row_design(model, rows_design, p0, p1)
+            A[rb, rs, G] = ex.yr[2 * p0:2 * p1]
+            u = np.swapaxes(model.U[p0:p1], 1, 2)
+            br = np.einsum("pia,pab->pib", u, model.Lp[p0:p1]).reshape(-1, 2)
+            w = ex.Lw[2 * p0:2 * p1] @ c.T  # (rows, K)
+            wb = np.zeros((hs, R, K, 2))
+            wb[rb, rs] = w[:, :, None] * br[:, None, :]
+            prod = np.swapaxes(wb.reshape(hs, R, 2 * K), 1, 2) @ A  # (hs, [K, c], G + 1)
+            out[..., :G + 1] = np.swapaxes(prod.reshape(hs, K, 2, G + 1), 0, 1)
         for h0 in range(s0, s1, ex.chunk):
             h1 = min(s1, h0 + ex.chunk)
-            yield h0, h1, comps[:, h0 - s0:h1 - s0].reshape(ex.J, -1)
+            yield h0, h1, out[:, h0 - s0:h1 - s0]
 
 
 def _row_design(model, u, lo, hi):
@@ -432,9 +458,8 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
     tmp = model._buffer("Ztmp", (K * ex.chunk * Ga,))
     r11, r22 = 1.0 / l11, 1.0 / l22
     a21 = l21 * r22
-    for h0, h1, comps in _cross_chunks(model, ex):
+    for h0, h1, Z in _weighted_cross(model, ex, c, work):
         hc = h1 - h0
-        Z = np.matmul(c, comps, out=work[:K * hc * 2 * Ga].reshape(K, hc * 2 * Ga)).reshape(K, hc, 2, Ga)
         if model.V is not None:
             Z[..., G + 1:] = model.V[h0:h1]
         # Z_b = L_b^-1 [Pgd_b, hd_b, V_b]: row 0 / l11, then (row 1 - l21 row 0) / l22
@@ -475,8 +500,7 @@ def system(model, ex, phi, weak=None):
     model._block_precision(D, hsig)
     Pgd = np.empty((K, 2, H, G))
     hd = np.empty((K, H, 2))
-    for h0, h1, comps in _cross_chunks(model, ex):
-        Pa = (c @ comps).reshape(K, h1 - h0, 2, Ga)
+    for h0, h1, Pa in _weighted_cross(model, ex, c):
         Pgd[:, :, h0:h1] = np.swapaxes(Pa[..., :G], 1, 2)
         hd[:, h0:h1] = Pa[..., G]
     sys = model._schur(P, h, Pgd, D, hd)
