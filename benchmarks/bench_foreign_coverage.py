@@ -76,6 +76,10 @@ All families, more campaigns (each fit ~10-30 s on one core):
         --first-seed 1000 --out benchmarks/results/foreign_coverage.json
 Re-print a summary:
     python benchmarks/bench_foreign_coverage.py --summarise --out benchmarks/results/foreign_coverage.json
+A long run in instalments (``--resume`` keeps ``<out>.jsonl``'s records and fits only the
+campaigns it lacks):
+    python benchmarks/bench_foreign_coverage.py --family grid --campaigns 100 --resume \
+        --out benchmarks/results/foreign_coverage_grid100.json
 """
 from __future__ import annotations
 
@@ -692,6 +696,9 @@ def main():
     ap.add_argument("--keep", type=Path, default=None, help="copy each campaign (without frames) here")
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
     ap.add_argument("--summarise", action="store_true", help="only summarise <out>.jsonl")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the records already in <out>.jsonl and fit only the campaigns it lacks "
+                         "(same family, seed and mask)")
     args = ap.parse_args()
     families = list(ff.FAMILIES) if args.family == "all" else args.family.split(",")
     for f in families:
@@ -707,8 +714,12 @@ def main():
         records = [json.loads(line) for line in open(jsonl)]
         families = sorted({r["family"] for r in records}, key=lambda f: ff.FAMILIES.index(f))
     else:
+        done = []
         if jsonl and jsonl.exists():
-            jsonl.unlink()
+            if args.resume:
+                done = [json.loads(line) for line in open(jsonl) if line.strip()]
+            else:
+                jsonl.unlink()
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
@@ -721,7 +732,11 @@ def main():
         print(f"{len(tasks)} campaigns on {args.processes} process(es); astrocal {state.get('commit')}"
               f"{' with uncommitted changes in src/' if state.get('src_modified') else ''}; load average "
               f"{os.getloadavg()[0]:.1f} (shared machine: times are indicative)", flush=True)
-        records = run(tasks, args.processes, jsonl)
+        have = {(r["family"], int(r["seed"]), r["mask"]) for r in done}
+        tasks = [t for t in tasks if (t["family"], int(t["seed"]), t["mask"]) not in have]
+        if done:
+            print(f"resuming: {len(done)} campaigns already in {jsonl}, {len(tasks)} to fit", flush=True)
+        records = done + run(tasks, args.processes, jsonl)
     summary = {}
     for f in families:
         for mask in sorted({r["mask"] for r in records if r["family"] == f}):

@@ -102,7 +102,9 @@ def report_fit(name, r, target):
           flush=True)
 
 
-def likelihood_cost(n_holes, degree, repeat, K=12, residual=0):
+def likelihood_cost(n_holes, degree, repeat, K=12, residual=0, direct=True):
+    """One likelihood evaluation's cost (ms per call of ``K`` walkers and per walker, best and
+    median of ``repeat`` calls); ``direct``: also the per-point ("direct") evaluation's."""
     from astrocal.model.linear import LabModel
     from astrocal.sim.lab_truth import chopper_series
 
@@ -130,9 +132,11 @@ def likelihood_cost(n_holes, degree, repeat, K=12, residual=0):
             return 1e3 * min(times), 1e3 * float(np.median(times))
 
         call, median = best(False, repeat)
-        direct, _ = best(True, max(2, repeat // 3))
+        direct = best(True, max(2, repeat // 3))[0] if direct else float("nan")
+        components = None if ex is None else int(ex.J)
+        streamed = None if ex is None else bool(ex.streamed)
     return {"holes": int(pts.n_holes), "points": int(pts.n_points), "build_seconds": build,
-            "components": None if ex is None else int(ex.J), "components_seconds": build_ex,
+            "components": components, "components_streamed": streamed, "components_seconds": build_ex,
             "call_ms": call, "per_walker_ms": call / K, "call_ms_median": median,
             "direct_per_walker_ms": direct / K, "load": load()}
 

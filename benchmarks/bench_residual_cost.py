@@ -35,6 +35,8 @@ def main():
     ap.add_argument("--basis", type=int, nargs="+", default=[0, 8, 12, 16],
                     help="residual basis sizes M (0: the polynomial alone)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--direct", action="store_true",
+                    help="also time the per-point (direct) evaluation (slow with a large basis)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     quiet_logs()
@@ -47,7 +49,7 @@ def main():
     for m in args.basis:
         rows = []
         for h in args.holes:
-            r = likelihood_cost(h, args.degree, args.repeat, residual=m)
+            r = likelihood_cost(h, args.degree, args.repeat, residual=m, direct=args.direct)
             r["basis"] = m
             rows.append(r)
             print(f"{(str(m) + 'x' + str(m)) if m else 'none':>6s} {r['holes']:6d} {r['points']:7d} "

@@ -192,3 +192,60 @@ def test_the_conditional_system_agrees_with_the_direct_one(lab):
         for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
             scale = np.max(np.abs(direct[key]))
             np.testing.assert_allclose(fast[key], direct[key], rtol=0, atol=1e-9 * scale, err_msg=key)
+
+
+def residual_problem(seed):
+    """A realistic problem with hole errors and the residual field (6 x 6 basis)."""
+    pts, field = realistic_problem(seed)
+    pri = Priors(residual="matern52", residual_basis=6)
+    return pts, field, pri
+
+
+def test_blocks_formed_per_call_agree_with_the_kept_components(monkeypatch):
+    # beyond the memory limit the blocks' cross terms are formed chunk by chunk in each
+    # call instead of falling back to the (far slower) direct path: same sums
+    pts, field, pri = residual_problem(21)
+    model = LabModel(pts, 3, jacobian_field=field, priors=pri)
+    kept = model.expansion()
+    assert kept is not None and not kept.streamed and kept.Pgd is not None
+    n, H, Ga, J = pts.n_points, model.H, kept.Ga, kept.J
+    fixed = 8.0 * J * (Ga * (Ga + expansion.BAND) / 2 + 4 * H + 2 * n) + 16.0 * n
+    monkeypatch.setattr(expansion, "CHUNK_BYTES", 8.0 * 2 * Ga * max(J, 12) * 7.5)  # 7 blocks a chunk
+    streamed = build_expansion(model, limit_bytes=fixed + 1.0)
+    assert streamed is not None and streamed.streamed and streamed.Pgd is None
+    assert streamed.chunk == 7 and H % 7 != 0  # several chunks, the last one partial
+    np.testing.assert_array_equal(streamed.D, kept.D)
+    phi = near_mode(model, 22, K=4)
+    a = expansion.log_likelihood(model, kept, phi)
+    b = expansion.log_likelihood(model, streamed, phi)
+    np.testing.assert_allclose(b, a, rtol=1e-13)
+    np.testing.assert_allclose(a, model.log_likelihood(phi, direct=True), rtol=1e-11)
+    sa, sb = expansion.system(model, kept, phi[:2]), expansion.system(model, streamed, phi[:2])
+    for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
+        np.testing.assert_allclose(sb[key], sa[key], rtol=1e-12, atol=1e-12 * np.max(np.abs(sa[key])), err_msg=key)
+    # chunks of 3 blocks, formed 6 blocks at a time
+    K, G, R = phi.shape[0], model.G, 2 * model.M
+    monkeypatch.setattr(expansion, "CHUNK_BYTES", 8.0 * 2 * Ga * max(J, 12) * 3.5)
+    monkeypatch.setattr(expansion, "STREAM_BYTES", 8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga) * 6.5)
+    streamed = build_expansion(model, limit_bytes=fixed + 1.0)
+    jit, kappa, _ = model._unpack(phi)
+    c = expansion._coefficients(streamed, jit, kappa)
+    spans = [(h0, h1) for h0, h1, _ in expansion._weighted_cross(model, streamed, c)]
+    assert streamed.chunk == 3 and spans == [(h, min(H, h + 3)) for h in range(0, H, 3)] and H > 6
+    np.testing.assert_allclose(expansion.log_likelihood(model, streamed, phi), a, rtol=1e-13)
+
+
+def test_the_likelihood_with_the_residual_field_matches_the_direct_path():
+    # the walkers' batch through the components (lower triangles, in-place Cholesky,
+    # chunked symmetric updates) against the per-point evaluation, residual field on
+    pts, field, pri = residual_problem(23)
+    for hole_errors in (True, False):
+        model = LabModel(pts, 4, hole_errors=hole_errors, jacobian_field=field, priors=pri)
+        assert model.expansion() is not None
+        phi = near_mode(model, 24, K=5)
+        fast = model.log_likelihood(phi)
+        np.testing.assert_allclose(fast, model.log_likelihood(phi, direct=True), rtol=1e-11)
+        np.testing.assert_allclose([model.log_likelihood(p)[0] for p in phi], fast, rtol=1e-13)
+        if not hole_errors:  # the conditional's global block, from the lower triangle, is symmetric
+            s = model._system(phi[:2])["S"]
+            np.testing.assert_array_equal(s, np.swapaxes(s, 1, 2))

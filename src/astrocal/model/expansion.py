@@ -40,6 +40,15 @@ and the model uses its direct path.
 The source blocks are eliminated with the Cholesky factor ``L_b`` of each 2x2 block
 precision ``D_b``: ``Z_b = L_b^-1 Pgd_b``, so the Schur complement is
 ``S = P - sum_b Z_b^T Z_b`` and the gauge conditioning needs only ``Z^T L_b^-1 V_b``.
+
+Cost per walker: ``J Ga**2`` for the global block, ``2 H Ga**2 / 2`` for the blocks' update
+(one symmetric rank-``2 H_c`` update, BLAS ``dsyrk``, per chunk of ``H_c`` blocks, so the work
+arrays stay small at any number of blocks) and ``G**3 / 3`` for the Cholesky factor (one
+triangular solve gives the quadratic forms). The blocks' cross-term components
+(``J 2 H Ga`` numbers) are kept when they fit in ``LIMIT_BYTES`` with the rest; otherwise
+each call forms them again chunk by chunk from the rows (``J 2 N Ga`` operations per call,
+shared by the walkers, a few per cent of the update): there is no cliff in cost or memory
+at the limit, and both ways give the same sums.
 """
 from __future__ import annotations
 
@@ -49,12 +58,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .linear import LOG2PI, _cho_solve
+from scipy.linalg.blas import dsyrk, dtrsm
+from scipy.linalg.lapack import dpotrf
+
+from .linear import LOG2PI
 
 TOL = 1e-11  # largest relative error of any weight
 MAX_NODES = 64  # interpolation points per dataset
 LIMIT_BYTES = 400e6  # largest size of the precomputed components
 CHUNK = 4096  # points per chunk while the components are formed
+CHUNK_BYTES = 8e6  # largest work array of one chunk of blocks in a call
+STREAM_BYTES = 64e6  # components formed at a time when they are not kept
+BAND = 64  # rows per band of the global block's lower triangle
 
 
 def chebyshev_basis(u, lo, hi, m):
@@ -137,12 +152,16 @@ class Expansion:
     ``J`` components, dataset ``d`` owning ``slices[d]`` with the variances of its nodes
     ``variances[d]`` (arcsec**2). The arrays are *bordered*: ``Ga = G + 1`` columns (``G + 7`` with the
     hole-error gauge), the global parameters, then the data, then the six gauge patterns.
-    ``P`` (J, Ga*Ga): the global block ``[[P, h], [h^T, y^T W y]]`` (zero gauge rows);
-    ``Pgd`` (J, 2*H*Ga), layout (c, H, Ga): each source block's cross terms with the
+    ``P``: the global block ``[[P, h], [h^T, y^T W y]]`` (zero gauge rows), its lower
+    triangle as row bands: for each ``(i0, i1)`` of ``bands`` an array (J, (i1 - i0) i1),
+    rows ``i0:i1`` and columns ``0:i1`` (about ``Ga**2 / 2`` numbers in all);
+    ``Pgd`` (J, H*2*Ga), layout (H, c, Ga): each source block's cross terms with the
     global parameters, then its right-hand side (the gauge columns are zero, filled per
-    call); ``D`` (J, H*4): the blocks' precisions (``None`` without blocks). ``lam`` holds
-    each dataset's row variances for the exact log-determinant; ``error`` the largest
-    relative weight error measured.
+    call), or ``None`` when they are formed per call (``Lw``, ``yr``: the rows' fixed
+    weights (2N, J) and data (2N,) they are formed from); ``D`` (J, H*4): the blocks'
+    precisions (``None`` without blocks). ``lam`` holds each dataset's row variances for
+    the exact log-determinant; ``error`` the largest relative weight error measured;
+    ``chunk``: blocks per chunk of a call's work arrays.
     """
 
     variances: list
@@ -153,17 +172,40 @@ class Expansion:
     lam: list
     error: float
     Ga: int
+    chunk: int = 1
+    Lw: object = None
+    yr: object = None
+    bands: tuple = ()
 
     @property
     def J(self):
-        return self.P.shape[0]
+        return self.slices[-1].stop
+
+    @property
+    def streamed(self):
+        """True when the blocks' cross-term components are formed per call."""
+        return self.Pgd is None and self.D is not None
+
+
+def _bands(Ga, band=BAND):
+    """Row bands ``(i0, i1)`` of ``band`` rows covering ``0:Ga``."""
+    return tuple((i0, min(Ga, i0 + band)) for i0 in range(0, Ga, band))
+
+
+def _chunk_blocks(J, Ga, K=12, limit=None):
+    """Blocks per chunk so that a chunk's components (J) and work array (K walkers) of
+    ``2 Ga`` numbers per block stay below ``limit`` bytes (default ``CHUNK_BYTES``)."""
+    limit = CHUNK_BYTES if limit is None else limit
+    return max(1, int(limit // (8.0 * 2 * Ga * max(J, K, 1))))
 
 
 def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     """The :class:`Expansion` of a :class:`~astrocal.model.linear.LabModel`, or ``None``
     when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
     fewer components than a third of the rows, or more than ``limit_bytes``, default
-    ``LIMIT_BYTES``, for the components and their work arrays)."""
+    ``LIMIT_BYTES``, for the global block's components and the rows' weights). The
+    blocks' cross-term components are kept when everything fits in ``limit_bytes``,
+    else formed per call (:attr:`Expansion.streamed`)."""
     limit_bytes = LIMIT_BYTES if limit_bytes is None else limit_bytes
     pts = model.points
     n, G, H = pts.n_points, model.G, model.H
@@ -183,10 +225,12 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     J = j0
     Ga = G + (7 if model.V is not None else 1)
     blocks = model.has_blocks
-    # the components and the row weights
-    size = 8.0 * J * (Ga * Ga + (H * (2 * Ga + 4) if blocks else 0) + 2 * n)
-    if 3 * J >= 2 * n or size > limit_bytes:
+    # the global block's and the blocks' precisions' components, the row weights and data
+    fixed = 8.0 * J * (Ga * (Ga + BAND) / 2 + (4 * H if blocks else 0) + 2 * n) + 16.0 * n
+    cross = 8.0 * J * 2 * H * Ga if blocks else 0.0
+    if 3 * J >= 2 * n or fixed > limit_bytes:
         return None
+    store = fixed + cross <= limit_bytes
     # fixed row weights: lam_r**-1/2 l_k(u_r) in the columns of the row's dataset
     Lw = np.zeros((2 * n, J))
     for (sel, (_, basis, _)), sl in zip(fits, slices):
@@ -194,9 +238,6 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     u = np.swapaxes(model.U, 1, 2)  # u[p, i] is the eigenvector of row (p, i)
     yr = np.einsum("pia,pa->pi", u, model._yc).reshape(2 * n)
     P = np.zeros((J, Ga, Ga))
-    if blocks:  # formed in their final layouts (J, c, H, Ga) and (J, H, c, 2)
-        Pgd = np.zeros((J, 2, H, Ga))
-        D = np.zeros((J, H, 2, 2))
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
         A = np.zeros((2 * (hi - lo), G + 1))
@@ -204,28 +245,130 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
         A[:, G] = yr[2 * lo:2 * hi]
         lw = Lw[2 * lo:2 * hi]
         for j in range(J):
-            P[j, :G + 1, :G + 1] += (A * lw[:, j, None]).T @ A
-        if blocks and hi > model.nb0:
-            p0 = max(lo, model.nb0)
-            br = np.einsum("pia,pab->pib", u[p0:hi], model.Lp[p0:hi]).reshape(-1, 2)
-            blk = np.repeat(model.block_of_point[p0 - model.nb0:hi - model.nb0], 2)
-            sub = slice(2 * (p0 - lo), 2 * (hi - lo))
-            cols = np.repeat(np.arange(blk.size), J)
-            rows = (np.arange(J)[None] * H + blk[:, None]).ravel()
-            for c in range(2):
-                # (component, block) x rows: the per-block sums of every component at once
-                M = sparse.csr_matrix(((lw[sub] * br[:, c, None]).ravel(), (rows, cols)),
-                                      shape=(J * H, blk.size))
-                Pgd[:, c, :, :G + 1] += (M @ A[sub]).reshape(J, H, G + 1)
-                D[:, :, c] += (M @ br).reshape(J, H, 2)
-    if blocks:
-        Pgd = Pgd.reshape(J, 2 * H * Ga)
-        D = D.reshape(J, 4 * H)
-    else:
-        Pgd = D = None
+            _add_weighted_gram(P[j], A, lw[:, j])
     error = max(fit[2] for _, fit in fits)
-    return Expansion([np.exp(fit[0]) for _, fit in fits], slices, P.reshape(J, Ga * Ga), Pgd, D,
-                     lams, error, Ga)
+    bands = _bands(Ga)
+    ex = Expansion([np.exp(fit[0]) for _, fit in fits], slices,
+                   [P[:, i0:i1, :i1].reshape(J, -1).copy() for i0, i1 in bands], None, None,
+                   lams, error, Ga, chunk=_chunk_blocks(J, Ga), Lw=Lw, yr=yr, bands=bands)
+    del P
+    if blocks:
+        D = np.zeros((J, H, 2, 2))
+        Pgd = np.zeros((J, H, 2, Ga)) if store else None
+        for h0, h1 in _block_ranges(model, ex):
+            pc, dc = _block_components(model, ex, h0, h1, cross=store)
+            D[:, h0:h1] = dc
+            if store:
+                Pgd[:, h0:h1] = pc
+        ex.D = D.reshape(J, 4 * H)
+        if store:
+            ex.Pgd = Pgd.reshape(J, H * 2 * Ga)
+            ex.Lw = ex.yr = None
+    else:
+        ex.Lw = ex.yr = None
+    return ex
+
+
+def _add_weighted_gram(out, A, w):
+    """``out[:m, :m] += A^T diag(w) A`` in its lower triangle (``A`` (rows, m), signed
+    weights ``w``): two symmetric rank updates (BLAS ``dsyrk``), the rows of positive and of
+    negative weight, half the operations of the general product."""
+    m = A.shape[1]
+    acc = np.zeros((m, m))  # C-ordered; the F-ordered view's upper triangle is its lower
+    for sign, sel in ((1.0, w > 0), (-1.0, w < 0)):
+        if sel.any():
+            a = A[sel] * np.sqrt(np.abs(w[sel]))[:, None]
+            acc = dsyrk(sign, a.T, beta=1.0, c=acc.T, lower=0, overwrite_c=1).T
+    out[:m, :m] += np.tril(acc)
+
+
+def _block_ranges(model, ex):
+    """``(h0, h1)`` of each chunk of blocks (:attr:`Expansion.chunk` blocks each)."""
+    return [(h0, min(model.H, h0 + ex.chunk)) for h0 in range(0, model.H, ex.chunk)]
+
+
+def _block_points(model):
+    """Index of each block's first point (absolute), (H + 1,): block ``b`` holds the points
+    ``start[b]:start[b + 1]`` (the model sorts the block points by block)."""
+    start = model.__dict__.get("_block_point_start")
+    if start is None:
+        cnt = np.bincount(model.block_of_point, minlength=model.H)
+        start = model.nb0 + np.r_[0, np.cumsum(cnt)]
+        model._block_point_start = start
+    return start
+
+
+def _block_components(model, ex, h0, h1, cross=True):
+    """Components of the blocks ``h0:h1``: their cross terms ``(J, h1 - h0, 2, Ga)`` (the
+    gauge columns zero; ``None`` unless ``cross``) and precisions ``(J, h1 - h0, 2, 2)``,
+    from the rows' fixed weights ``ex.Lw`` and data ``ex.yr``."""
+    J, G, Ga, Hc = ex.J, model.G, ex.Ga, h1 - h0
+    start = _block_points(model)
+    p0, p1 = int(start[h0]), int(start[h1])
+    pc = np.zeros((J, Hc, 2, Ga)) if cross else None
+    dc = np.zeros((J, Hc, 2, 2))
+    if p1 == p0:
+        return pc, dc
+    u = np.swapaxes(model.U[p0:p1], 1, 2)
+    br = np.einsum("pia,pab->pib", u, model.Lp[p0:p1]).reshape(-1, 2)
+    blk = np.repeat(model.block_of_point[p0 - model.nb0:p1 - model.nb0] - h0, 2)
+    lw = ex.Lw[2 * p0:2 * p1]
+    cols = np.repeat(np.arange(blk.size), J)
+    rows = (np.arange(J)[None] * Hc + blk[:, None]).ravel()
+    if cross:
+        A = np.empty((blk.size, G + 1))
+        A[:, :G] = _row_design(model, np.swapaxes(model.U, 1, 2), p0, p1)
+        A[:, G] = ex.yr[2 * p0:2 * p1]
+    for c in range(2):
+        # (component, block) x rows: the per-block sums of every component at once
+        M = sparse.csr_matrix(((lw * br[:, c, None]).ravel(), (rows, cols)), shape=(J * Hc, blk.size))
+        if cross:
+            pc[:, :, c, :G + 1] = (M @ A).reshape(J, Hc, G + 1)
+        dc[:, :, c] = (M @ br).reshape(J, Hc, 2)
+    return pc, dc
+
+
+def _weighted_cross(model, ex, c, work=None):
+    """The blocks' cross terms ``[Pgd_b, hd_b, 0]`` at the coefficients ``c`` (K, J), chunk
+    by chunk of ``ex.chunk`` blocks: ``(h0, h1, (K, h1 - h0, 2, Ga))`` (the gauge columns
+    zero). From the kept components (``c @ Pgd``, into ``work`` if given), or formed from
+    the rows (``STREAM_BYTES`` at a time): each row's weight at ``c`` (``Lw c``, the same
+    interpolated weights) times its design, summed per block by one batched product over
+    the blocks' rows laid out ``2 M`` per block."""
+    K, J, G, Ga = c.shape[0], ex.J, model.G, ex.Ga
+    if ex.Pgd is not None:
+        for h0, h1 in _block_ranges(model, ex):
+            n = K * (h1 - h0) * 2 * Ga
+            out = None if work is None else work[:n].reshape(K, n // K)
+            yield h0, h1, np.matmul(c, ex.Pgd[:, h0 * 2 * Ga:h1 * 2 * Ga], out=out).reshape(K, h1 - h0, 2, Ga)
+        return
+    R = 2 * model.M  # rows per block, padded
+    step = int(STREAM_BYTES // (8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga)))
+    step = max(ex.chunk, step // ex.chunk * ex.chunk)
+    start = _block_points(model)
+    rows_design = np.swapaxes(model.U, 1, 2)
+    for s0 in range(0, model.H, step):
+        s1 = min(model.H, s0 + step)
+        hs = s1 - s0
+        p0, p1 = int(start[s0]), int(start[s1])
+        out = np.zeros((K, hs, 2, Ga))
+        if p1 > p0:
+            b = model.block_of_point[p0 - model.nb0:p1 - model.nb0]
+            rb = np.repeat(b - s0, 2)
+            rs = (2 * (np.arange(p0, p1) - start[b])[:, None] + np.arange(2)).ravel()
+            A = np.zeros((hs, R, G + 1))
+            A[rb, rs, :G] = _row_design(model, rows_design, p0, p1)
+            A[rb, rs, G] = ex.yr[2 * p0:2 * p1]
+            u = np.swapaxes(model.U[p0:p1], 1, 2)
+            br = np.einsum("pia,pab->pib", u, model.Lp[p0:p1]).reshape(-1, 2)
+            w = ex.Lw[2 * p0:2 * p1] @ c.T  # (rows, K)
+            wb = np.zeros((hs, R, K, 2))
+            wb[rb, rs] = w[:, :, None] * br[:, None, :]
+            prod = np.swapaxes(wb.reshape(hs, R, 2 * K), 1, 2) @ A  # (hs, [K, c], G + 1)
+            out[..., :G + 1] = np.swapaxes(prod.reshape(hs, K, 2, G + 1), 0, 1)
+        for h0 in range(s0, s1, ex.chunk):
+            h1 = min(s1, h0 + ex.chunk)
+            yield h0, h1, out[:, h0 - s0:h1 - s0]
 
 
 def _row_design(model, u, lo, hi):
@@ -260,7 +403,7 @@ def log_likelihood(model, ex, phi):
     for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
         const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
     prec, logdet_prior, prior_quad = model._global_prior(phi)
-    S = _global_block(model, ex, c, prec)
+    S, B = _global_block(model, ex, c, prec)
     const += logdet_prior + prior_quad
     if model.has_blocks:
         D = (c @ ex.D).reshape(K, H, 2, 2)
@@ -274,35 +417,64 @@ def log_likelihood(model, ex, phi):
         if not (np.all(l11 > 0) and np.all(l22 > 0)):  # also catches NaN
             raise np.linalg.LinAlgError("a source block's precision is not positive definite")
         const += 2 * np.sum(np.log(l11) + np.log(l22), axis=1)
-        Z = np.matmul(c, ex.Pgd, out=model._buffer("Z", (K, 2 * H * Ga))).reshape(K, 2, H, Ga)
-        if model.V is not None:
-            Z[..., G + 1:] = np.swapaxes(model.V, 0, 1)
-        Z[:, 0] /= l11[..., None]
-        Z[:, 1] -= l21[..., None] * Z[:, 0]
-        Z[:, 1] /= l22[..., None]
-        Z = Z.reshape(K, 2 * H, Ga)
-        S -= np.swapaxes(Z, 1, 2) @ Z  # the Schur complement of the blocks
-    # S[:G, :G]: the global block's posterior precision; S[:G, G]: its right-hand side r;
-    # S[G, G] = y^T W y - |L_b^-1 hd|^2; S[:G, G + 1:] = -Z^T Vt (Vt = L_b^-1 V)
-    L = np.linalg.cholesky(S[:, :G, :G])
-    diag = np.diagonal(L, axis1=1, axis2=2)
-    if not np.all(diag > 0):  # numpy returns NaN rather than raising for some inputs
-        raise np.linalg.LinAlgError("the Schur complement is not positive definite")
-    logdet = 2 * np.sum(np.log(diag), axis=1)
-    R = np.ascontiguousarray(S[:, :G, G:])
-    Q = np.swapaxes(R, 1, 2) @ _cho_solve(L, R)  # R^T S^-1 R
-    ll = -0.5 * (const + S[:, G, G] + logdet - Q[:, 0, 0])
+        _update_blocks(model, ex, c, S, B, l11, l21, l22)
+    # lower triangles: S the global block's posterior precision (K, G, G); B the border
+    # (K, Ga - G, Ga): B[:, 0, :G] its right-hand side r, B[:, 0, G] = y^T W y - |L_b^-1 hd|^2,
+    # B[:, 1:, :G] = -Vt^T Z (Vt = L_b^-1 V)
+    logdet = np.empty(K)
+    Q = np.empty((K, Ga - G, Ga - G))
+    for k in range(K):
+        # in place on the F-ordered view (upper triangle = S[k]'s lower): S = U^T U
+        u, info = dpotrf(S[k].T, lower=0, overwrite_a=1, clean=0)
+        d = np.diagonal(u)
+        if info != 0 or not np.all(d > 0):  # also catches NaN
+            raise np.linalg.LinAlgError("the Schur complement is not positive definite")
+        logdet[k] = 2 * np.sum(np.log(d))
+        x = dtrsm(1.0, u, B[k, :, :G].T, lower=0, trans_a=1)  # U^-T R: R^T S^-1 R = x^T x
+        Q[k] = x.T @ x
+    ll = -0.5 * (const + B[:, 0, G] + logdet - Q[:, 0, 0])
     if model.V is not None:
         # conditioning on the gauge patterns' amplitudes a = V^T delta being zero:
         # Cov(a) = Vt^T Vt + ZV^T S^-1 ZV and E(a) = Vt^T hz - ZV^T mu, with ZV = Z^T Vt
-        saa = Q[:, 1:, 1:] - S[:, G + 1:, G + 1:]
-        mu_a = Q[:, 1:, 0] - S[:, G + 1:, G]
+        low = np.tril(B[:, 1:, G + 1:])
+        saa = Q[:, 1:, 1:] - (low + np.swapaxes(np.tril(low, -1), 1, 2))
+        mu_a = Q[:, 1:, 0] - B[:, 1:, G]
         sign, ldet = np.linalg.slogdet(saa)
         if not np.all(sign > 0):
             raise np.linalg.LinAlgError("the gauge patterns' covariance is not positive definite")
         quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
         ll += -0.5 * (ldet + quad) + 6 * np.log(hsig)
     return ll
+
+
+def _update_blocks(model, ex, c, S, B, l11, l21, l22):
+    """Subtract ``sum_b Z_b^T Z_b`` in place from the lower triangles of the global block
+    ``S`` (K, G, G) and its border ``B`` (K, Ga - G, Ga) (:func:`_global_block`), with
+    ``Z_b = L_b^-1 [Pgd_b, hd_b, V_b]`` and the blocks' Cholesky factors
+    ``[[l11, 0], [l21, l22]]`` (K, H): chunk by chunk of blocks, one symmetric rank update
+    (BLAS ``dsyrk``) per walker and chunk."""
+    K, G, Ga = c.shape[0], model.G, ex.Ga
+    work = model._buffer("Z", (K * ex.chunk * 2 * Ga,))
+    tmp = model._buffer("Ztmp", (K * ex.chunk * Ga,))
+    r11, r22 = 1.0 / l11, 1.0 / l22
+    a21 = l21 * r22
+    for h0, h1, Z in _weighted_cross(model, ex, c, work):
+        hc = h1 - h0
+        if model.V is not None:
+            Z[..., G + 1:] = model.V[h0:h1]
+        # Z_b = L_b^-1 [Pgd_b, hd_b, V_b]: row 0 / l11, then (row 1 - l21 row 0) / l22
+        z0, z1, t = Z[:, :, 0], Z[:, :, 1], tmp[:K * hc * Ga].reshape(K, hc, Ga)
+        z0 *= r11[:, h0:h1, None]
+        z1 *= r22[:, h0:h1, None]
+        z1 -= np.multiply(z0, a21[:, h0:h1, None], out=t)
+        Z = Z.reshape(K, 2 * hc, Ga)
+        for k in range(K):
+            # on the F-ordered view, S[k].T -= Z^T Z in its upper triangle (S[k]'s lower)
+            zg = Z[k, :, :G]
+            out = dsyrk(-1.0, zg.T, beta=1.0, c=S[k].T, lower=0, overwrite_c=1)
+            if not np.shares_memory(out, S[k]):  # pragma: no cover - f2py made a copy
+                S[k] = out.T
+        B -= np.swapaxes(Z[:, :, G:], 1, 2) @ Z
 
 
 def system(model, ex, phi, weak=None):
@@ -318,16 +490,19 @@ def system(model, ex, phi, weak=None):
     prec = model._global_prior(phi)[0]
     if weak is not None:
         prec[:, np.asarray(weak, bool)] = 0.0
-    Sa = _global_block(model, ex, c, prec)
-    P = np.ascontiguousarray(Sa[:, :G, :G])
-    h = np.ascontiguousarray(Sa[:, G, :G])
+    P, Bd = _global_block(model, ex, c, prec)
+    P = np.tril(P)
+    P += np.swapaxes(np.tril(P, -1), 1, 2)  # symmetric
+    h = np.ascontiguousarray(Bd[:, 0, :G])
     if not model.has_blocks:
         return {"S": P, "r": h}
     D = (c @ ex.D).reshape(K, H, 2, 2)
     model._block_precision(D, hsig)
-    Pa = (c @ ex.Pgd).reshape(K, 2, H, Ga)
-    Pgd = np.ascontiguousarray(Pa[..., :G])
-    hd = np.ascontiguousarray(np.swapaxes(Pa[..., G], 1, 2))  # (K, H, 2)
+    Pgd = np.empty((K, 2, H, G))
+    hd = np.empty((K, H, 2))
+    for h0, h1, Pa in _weighted_cross(model, ex, c):
+        Pgd[:, :, h0:h1] = np.swapaxes(Pa[..., :G], 1, 2)
+        hd[:, h0:h1] = Pa[..., G]
     sys = model._schur(P, h, Pgd, D, hd)
     del sys["quad"], sys["logdet_D"]
     sys.update(Pgd=Pgd, hd=hd)
@@ -335,16 +510,27 @@ def system(model, ex, phi, weak=None):
 
 
 def _global_block(model, ex, c, prec):
-    """The bordered global block ``[[P + prior, h + prior], [., y^T W y]]`` (K, Ga, Ga) from
-    the components' coefficients ``c`` (K, J) and the global prior precisions ``prec``
-    (K, G); the gauge columns as the components give them."""
-    G = model.G
-    S = (c @ ex.P).reshape(c.shape[0], ex.Ga, ex.Ga)
+    """The bordered global block ``[[P + prior, h + prior], [., y^T W y]]`` from the
+    components' coefficients ``c`` (K, J) and the global prior precisions ``prec`` (K, G),
+    its lower triangle in two arrays: ``S`` (K, G, G), the global parameters' block (above
+    the diagonal: anything), and ``B`` (K, Ga - G, Ga), the rows of the data and the gauge
+    patterns (as the components give them)."""
+    G, Ga, K = model.G, ex.Ga, c.shape[0]
+    S = np.zeros((K, G, G))
+    B = np.zeros((K, Ga - G, Ga))
+    for (i0, i1), comp in zip(ex.bands, ex.P):
+        band = (c @ comp).reshape(K, i1 - i0, i1)
+        if i1 <= G:
+            S[:, i0:i1, :i1] = band
+        else:  # the band crosses the border (B's rows hold only what is below the diagonal)
+            g1 = max(i0, G)
+            if i0 < G:
+                S[:, i0:G, :G] = band[:, :G - i0, :G]
+            B[:, g1 - G:i1 - G, :i1] = band[:, g1 - i0:]
     ii = np.arange(G)
     S[:, ii, ii] += prec
-    S[:, :G, G] += model._g0c * prec
-    S[:, G, :G] += model._g0c * prec
-    return S
+    B[:, 0, :G] += model._g0c * prec
+    return S, B
 
 
 def _coefficients(ex, jit, kappa):
