@@ -312,8 +312,8 @@ def reference_fit(directory, truth, names=None):
     has = np.isfinite(pmra)
     a = np.degrees(a) * 3600 + np.where(has, pmra, 0.0) * dt / 1e3  # arcsec at the epoch
     b = np.degrees(b) * 3600 + np.where(has, pmdec, 0.0) * dt / 1e3
-    pm_sd = np.where(has, np.asarray(cat["pmra_err"], float), em["pm_sd_mas_yr"])
-    var = ((em["catalog_sigma_mas"] ** 2 + (np.where(has, pm_sd, em["pm_sd_mas_yr"]) * dt) ** 2) / 1e6
+    pm_sd = np.where(has, np.asarray(cat["pmra_err"], float), em["pm_sd_mas_yr"])  # mas/yr per axis
+    var = ((em["catalog_sigma_mas"] ** 2 + (pm_sd * dt) ** 2) / 1e6
            + (xe * c["true_mas"] / 1e3) ** 2)  # arcsec^2 per axis
     ny, nx = c["shape"]
     u, v = (x - nx / 2) / (nx / 2), (y - ny / 2) / (nx / 2)
