@@ -53,3 +53,20 @@ def test_metis_n_field(tmp_path):
 
 def test_parser_builds():
     assert build_parser().prog == "astrocal"
+
+
+def test_python_dash_m_runs_the_command_line():
+    """``python -m astrocal`` is the same command line as the ``astrocal`` script."""
+    import subprocess
+    import sys
+
+    import astrocal
+
+    done = subprocess.run([sys.executable, "-m", "astrocal", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert astrocal.__version__ in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "astrocal", "no-such-command"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "usage: astrocal" in bad.stderr
