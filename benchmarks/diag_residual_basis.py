@@ -8,10 +8,12 @@ fraction of 68 % intervals holding the truth, the z rms and the 1-sigma rms (px)
 the refinements tried ``[m, boundary, log Z]`` and the spectral tail's sd (px).
 
 Run:  python benchmarks/diag_residual_basis.py SEED[,SEED...] '[{"degree": 3}, {"degree": 3, "residual_basis": 16,
-      "residual_boundary": 1.2, "residual_refine": []}]' [FAMILY]
-      [FAMILY [OUT]]
+      "residual_boundary": 1.2, "residual_refine": []}]' [FAMILY [OUT [CAMPAIGN_OPTIONS]]]
 (each configuration: ``degree``, optional ``residual`` (default true) and any ``Priors`` keys;
-``OUT``: records appended to ``OUT.jsonl``; the pooled coverage per configuration printed).
+``OUT``: records appended to ``OUT.jsonl``; ``CAMPAIGN_OPTIONS``: a JSON object of
+:func:`foreign_fields.draw_params` overrides, e.g. ``'{"offset_range_arcsec": 3.0}'``
+for wider chopper offsets, ``'{"ripple_amp_px": 0}'`` for a grid without its ripple; the
+pooled coverage per configuration printed).
 """
 import json
 import os
@@ -34,9 +36,9 @@ from astrocal.model import draws
 from astrocal.model.footprint import convex_footprint, inside_footprint
 from threadpoolctl import threadpool_limits
 
-def setup(seed, fam="grid"):
+def setup(seed, fam="grid", options=None):
     tmp = Path(tempfile.mkdtemp(prefix=f"diag_{seed}_"))
-    info = ff.write_foreign_campaign(tmp, fam, seed, mask="metis")
+    info = ff.write_foreign_campaign(tmp, fam, seed, **{"mask": "metis", **(options or {})})
     campaign = load_campaign(info["campaign"])
     points, _ = lab_points_for(campaign, campaign.lab)
     fs = campaign.fit
@@ -47,8 +49,8 @@ def setup(seed, fam="grid"):
     shutil.rmtree(tmp, ignore_errors=True)
     return info, points, settings
 
-def run(seed, configs, fam="grid"):
-    info, points, settings = setup(seed, fam)
+def run(seed, configs, fam="grid", options=None):
+    info, points, settings = setup(seed, fam, options)
     truth = info["truth"]
     x, y, grid = bfc.evaluation_pixels(205.0)
     fp = convex_footprint(points.x, points.y)
@@ -87,7 +89,7 @@ def run(seed, configs, fam="grid"):
         err = np.sqrt(np.mean(((m - t)[ins] / points.pixel_scale) ** 2))
         names = model.hyper_names
         hp = {nm: round(float(np.exp(phi[k]) / (points.pixel_scale if 'jitter' in nm or 'rms' in nm else 1)), 4) for k, nm in enumerate(names) if 'jitter' in nm or 'residual' in nm}
-        rec = {"seed": seed, "family": fam, "degree": n, "residual": res, "config": {k: v for k, v in cfg.items()},
+        rec = {"seed": seed, "family": fam, "campaign_options": options or {}, "degree": n, "residual": res, "config": {k: v for k, v in cfg.items()},
                "log_evidence": float(logz), "err_rms_inside_px": float(err),
                "in68": float(np.mean(np.abs(z_u[ins]) < 1)), "in95": float(np.mean(np.abs(z_u[ins]) < 1.959964)),
                "n_inside": int(ins.sum()), "z_rms": float(out["U"][1]), "in68_without_unresolved": float(out["noU"][0]),
@@ -115,11 +117,12 @@ if __name__ == "__main__":
     configs = json.loads(sys.argv[2])
     fam = sys.argv[3] if len(sys.argv) > 3 else "grid"
     seeds = [int(s) for s in sys.argv[1].split(",")]
-    out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+    out = Path(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] != "-" else None
+    options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else None
     allrec = []
     with threadpool_limits(limits=1, user_api="blas"):
         for seed in seeds:
-            recs = run(seed, [dict(c) for c in configs], fam)
+            recs = run(seed, [dict(c) for c in configs], fam, options)
             allrec += recs
             if out:
                 with open(out.with_suffix(".jsonl"), "a") as f:

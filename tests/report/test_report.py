@@ -113,6 +113,14 @@ def test_numbers_residuals_outliers_and_files(report, fitted_result):
     kept = max(rep["evidence"], key=lambda e: e["log_evidence"])["residual"]
     assert rep["field_model"]["residual"] == kept and rep["field_model"]["residual_tried"]
     assert rep["field_model"]["unresolved_px"] > 0
+    # how far the mask offsets separate field structure from the hole errors
+    sep = info["dither_separation"]
+    assert rep["field_model"]["dither_half_period_px"] == sep["half_period_px"]
+    assert 0.5 * sep["offset_span_px"] < sep["half_period_px"] < 20 * sep["offset_span_px"]
+    beyond = np.array(sep["periods_px"]) > sep["half_period_px"]
+    assert beyond.any() and np.all(np.array(sep["separable_fraction"])[beyond] < 0.5)
+    html = (out / "report.html").read_text()
+    assert 'id="dither-separation"' in html and f"{sep['half_period_px']:.0f} px" in html
     assert rep["convergence"]["tau"] == info["diagnostics"]["tau"]
     assert len(rep["campaign_sha256"]) == 64 and rep["inputs"][0].endswith("campaign.toml")
     figures = {f["name"]: f for f in rep["figures"]}

@@ -39,6 +39,7 @@ from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..field import DistortionField
 from . import draws, onsky
 from .consistency import check_consistency
+from .dithers import dither_separation
 from .quality import fit_quality
 from .footprint import footprint_summary, inside_footprint
 from ..field.basis import flat_to_square, n_terms, terms
@@ -403,6 +404,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
         "earth_orientation": earth_orientation,
         "unconstrained": fit.unconstrained,
         "inseparable": list(getattr(fit, "inseparable", []) or []),
+        "dither_separation": dither_separation(fit.points),
         "datasets": datasets,
         "n_points": int(fit.points.n_points),
         "n_holes": int(model.points.n_holes),

@@ -451,6 +451,8 @@ def field_model(info):
             "residual_length_px": res.get("length_px_median") if res else None,
             "residual_functions": res.get("n_functions") if res else None,
             "unresolved_px": unres.get("sd_px_rms"),
+            "dither_half_period_px": (info.get("dither_separation") or {}).get("half_period_px"),
+            "dither_span_px": (info.get("dither_separation") or {}).get("offset_span_px"),
             "degree_at_top": bool((info.get("quality") or {}).get("degree_at_top_of_range", False))}
 
 

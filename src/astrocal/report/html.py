@@ -287,6 +287,14 @@ def render(report, figures):
         if fm.get("degree_at_top"):
             text += "; the degree is the top of the range tried"
         parts.append(f"<p id=\"field-model\">{text}.</p>")
+        if fm.get("dither_half_period_px") is not None:
+            parts.append(
+                f"<p id=\"dither-separation\">The mask offsets (rms spread {_num(fm.get('dither_span_px'), '.0f')} px) "
+                f"tell field structure from the mask's hole errors only up to periods of about "
+                f"<b>{_num(fm.get('dither_half_period_px'), '.0f')} px</b> (separable fraction below one half beyond; "
+                "<code>dither_separation</code> in fit.json). Small structure on longer scales is shared between "
+                "the field and the hole errors by the priors alone: the map's 1-sigma there assumes the residual "
+                "field's stationary Matérn prior. Wider or more varied offsets move this period up.</p>")
     rule = r.get("degree_rule")
     parts.append(f"<p>Degree used: <b>{r['degree']}</b>" + (f" ({_e(rule)}; probabilities with equal "
                                                             "prior odds over the degrees tried)" if rule else "")
