@@ -298,16 +298,20 @@ def run_campaign(task):
     quiet_logs()
     from astrocal.campaign import load_campaign
     from astrocal.model.cli import lab_points_for, mask_affine_sigma
+    from astrocal.model.dithers import dither_separation
     from astrocal.model.inference import FitSettings, fit_lab
     from astrocal.model.linear import Priors
 
     fam, seed = task["family"], int(task["seed"])
     rec = {"family": fam, "seed": seed, "mask": task.get("mask", "metis"), "source": task.get("source")}
+    if task.get("campaign_options"):
+        rec["campaign_options"] = task["campaign_options"]
     tmp = Path(tempfile.mkdtemp(prefix=f"foreign_{fam.replace('+', '_')}_{seed}_"))
     try:
         t0 = time.perf_counter()
         try:
-            info = ff.write_foreign_campaign(tmp, fam, seed, mask=task.get("mask", "metis"))
+            info = ff.write_foreign_campaign(tmp, fam, seed, **{"mask": task.get("mask", "metis"),
+                                                                **(task.get("campaign_options") or {})})
         except Exception as exc:
             rec["error"] = f"generator: {type(exc).__name__}: {exc}"
             return rec
@@ -327,6 +331,7 @@ def run_campaign(task):
         try:
             campaign = load_campaign(info["campaign"])
             points, _ = lab_points_for(campaign, campaign.lab)
+            rec["dither_half_period_px"] = (dither_separation(points) or {}).get("half_period_px")
             fs = campaign.fit
             ppm = mask_affine_sigma(fs, campaign.lab)
             settings = FitSettings(degree="auto", degree_range=tuple(fs.degree_range),
@@ -692,6 +697,9 @@ def main():
                     help="Priors.residual_basis: M x M functions per component (default: the model's)")
     ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
                     help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
+    ap.add_argument("--campaign-options", type=json.loads, default=None, metavar="JSON",
+                    help="foreign_fields.draw_params overrides for every campaign, e.g. "
+                         "'{\"offset_range_arcsec\": 3.0}' (wider chopper offsets)")
     ap.add_argument("--processes", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="copy each campaign (without frames) here")
     ap.add_argument("--out", type=Path, default=None, help="summary JSON (records in <out>.jsonl)")
@@ -724,7 +732,8 @@ def main():
             args.keep.mkdir(parents=True, exist_ok=True)
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
                   "keep": str(args.keep) if args.keep else None, "residual": args.residual,
-                  "residual_basis": args.residual_basis, "sampler": args.sampler}
+                  "residual_basis": args.residual_basis, "sampler": args.sampler,
+                  "campaign_options": args.campaign_options}
                  for f in families for s in range(args.first_seed, args.first_seed + args.campaigns)]
         state = source_state()
         for t in tasks:
