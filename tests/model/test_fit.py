@@ -121,3 +121,33 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     b = load_posterior(tmp_path / "b" / "out" / "Lp")
     assert np.array_equal(a.phi, b.phi)
     assert np.array_equal(a.g, b.g)
+
+
+def test_processes_split_the_walkers_without_changing_the_chain(tmp_path):
+    """``--processes 2`` splits each step's walkers over a pool: the same chain and draws,
+    bit for bit, as one process (so ``auto`` may depend on the machine's CPUs)."""
+    args = ["--steps", "200", "--walkers", "12", "--degree", "3"]
+    for name, n in (("one", "1"), ("two", "2")):
+        path, _, _ = write_points_campaign(tmp_path / name, seed=5, degree=3, fit_degree=3)
+        assert main(["-q", "fit", str(path), *args, "--processes", n]) == 0
+    a = load_posterior(tmp_path / "one" / "out" / "Lp")
+    b = load_posterior(tmp_path / "two" / "out" / "Lp")
+    assert np.array_equal(a.phi, b.phi) and np.array_equal(a.g, b.g)
+
+
+def test_auto_processes_only_for_large_fits(monkeypatch):
+    from astrocal.model import inference
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
+    assert inference.pool_size("auto", inference.AUTO_POOL_POINTS - 1) == 1
+    assert inference.pool_size("auto", inference.AUTO_POOL_POINTS) == inference.AUTO_POOL_MAX
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert inference.pool_size("auto", 10**6) == 1
+    assert inference.pool_size(3, 10) == 3 and inference.pool_size(0, 10**6) == 1
+
+
+def test_processes_option_is_checked(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "campaign.toml", "--processes", "none"])
+    assert exc.value.code == 2
+    assert "--processes" in capsys.readouterr().err

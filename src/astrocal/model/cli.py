@@ -1,6 +1,7 @@
 """``astrocal fit CAMPAIGN.toml``: the joint Bayesian fit of a campaign's identified points."""
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -468,10 +469,25 @@ def register(subparsers):
                    "with exact draws of the linear parameters, no emcee chain; written into "
                    "<fit.output>/quick/<filter>/ and marked QC QUICK (fit.json quality, the report's and "
                    "the summary's first line); emcee stays the reference")
-    p.add_argument("--processes", type=int, default=1, metavar="N",
+    p.add_argument("--processes", type=_processes, default="auto", metavar="N",
                    help="worker processes: several filters are fitted in parallel; a single "
-                   "filter's emcee walkers are split over them (default 1)")
+                   "filter's emcee walkers are split over them. Default 'auto': one process, "
+                   "except that a filter with at least 4000 points (a dense mask) splits its walkers "
+                   "over the CPUs available (at most 4). The chain is the same either way")
     p.set_defaults(func=run)
+
+
+def _processes(text):
+    """``--processes``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return n
 
 
 def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
@@ -481,7 +497,10 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
     Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
     ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
     ``processes``: with several filters, that many fits run in parallel; with one, the
-    walkers of each emcee step are split over that many processes. ``quick``: the quick look
+    walkers of each emcee step are split over that many processes; ``"auto"``: the filters
+    one after the other, each splitting its walkers as
+    :func:`~astrocal.model.inference.pool_size` decides (only fits of many points).
+    ``quick``: the quick look
     (no emcee chain: :func:`~astrocal.model.inference.laplace_draws`), written into
     ``<fit.output>/quick/<filter>``.
     """
@@ -499,8 +518,8 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
         out = _output_dir(fs, filt, quick)
         _check_result_dir(out, resume, overwrite)
         outs[filt] = out
-    processes = max(int(processes or 1), 1)
-    parallel = processes > 1 and len(groups) > 1
+    processes = "auto" if processes == "auto" else max(int(processes or 1), 1)
+    parallel = processes != "auto" and processes > 1 and len(groups) > 1
     opts = dict(degree=degree, steps=steps, walkers=walkers, seed=seed, hole_errors=hole_errors,
                 resume=resume, quick=quick, overwrite=overwrite, progress=False if parallel else progress,
                 processes=1 if parallel else processes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field as dc_field
@@ -84,7 +85,9 @@ class FitSettings:
     #: settings; plain JSON values), stored with the chain and compared on resume
     chain_record: dict = None
     flexure: object = None  # FlexureBasis of sky exposures (None: the model's default)
-    processes: int = 1  # worker processes that share the walkers of each emcee step
+    #: worker processes that share the walkers of each emcee step, or "auto"
+    #: (:func:`pool_size`: a pool only for large fits); the chain is the same either way
+    processes: object = 1
     #: "emcee" (the reference) or "laplace": the quick look, hyperparameters drawn from the
     #: Laplace approximation at their MAP (:func:`laplace_draws`) instead of sampled
     sampler: str = "emcee"
@@ -588,6 +591,32 @@ def _worker_log_posterior(phi):
     return _WORKER_MODEL.log_posterior(phi)
 
 
+#: ``processes = "auto"``: walkers are split over a pool only for fits of at least this many
+#: points (a dense mask: each walker's likelihood costs milliseconds); below it one process
+#: is as fast, and tests and small fits start no pool
+AUTO_POOL_POINTS = 4000
+#: ``processes = "auto"``: at most this many worker processes
+AUTO_POOL_MAX = 4
+
+
+def pool_size(processes, n_points):
+    """The worker processes of a fit of ``n_points`` points for the setting ``processes``
+    (an integer, or ``"auto"``: the CPUs this process may use, at most
+    :data:`AUTO_POOL_MAX`, when ``n_points >= AUTO_POOL_POINTS``, else 1).
+
+    The chain does not depend on it: each walker's log-posterior is computed alone, so a
+    split batch gives the same numbers bit for bit (``tests/model/test_fit.py``)."""
+    if processes == "auto":
+        if n_points < AUTO_POOL_POINTS:
+            return 1
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, AUTO_POOL_MAX))
+    return max(int(processes), 1)
+
+
 class PooledPosterior:
     """``log_posterior`` of a batch of walkers split over a process pool.
 
@@ -668,7 +697,10 @@ def run_emcee(model, phi_map, settings, hessian=None):
             backend.reset(nwalkers, ndim)
             backend.write()  # the empty chain with what it was started with
     moves = default_moves()
-    pooled = PooledPosterior(model, settings.processes) if int(settings.processes) > 1 else None
+    n_pool = pool_size(settings.processes, model.points.n_points)
+    pooled = PooledPosterior(model, n_pool) if n_pool > 1 else None
+    if pooled is not None:
+        log.info("emcee's walkers split over %d processes", n_pool)
     sampler = emcee.EnsembleSampler(nwalkers, ndim, pooled or model.log_posterior, vectorize=True,
                                     backend=backend, moves=moves)
     try:
