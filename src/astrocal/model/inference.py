@@ -697,7 +697,8 @@ def run_emcee(model, phi_map, settings, hessian=None):
             backend.reset(nwalkers, ndim)
             backend.write()  # the empty chain with what it was started with
     moves = default_moves()
-    n_pool = pool_size(settings.processes, model.points.n_points)
+    points = getattr(model, "points", None)  # the LMS model has none: one process unless told
+    n_pool = pool_size(settings.processes, points.n_points if points is not None else 0)
     pooled = PooledPosterior(model, n_pool) if n_pool > 1 else None
     if pooled is not None:
         log.info("emcee's walkers split over %d processes", n_pool)
