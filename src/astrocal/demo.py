@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import AstrocalError
+
 #: sky exposures of the demo (a night of the Galactic Center from 60 deg zenith distance
 #: through transit and back)
 DEMO_SKY_EXPOSURES = 8
@@ -138,9 +140,14 @@ def register(subparsers):
         "tables), write the accuracy-budget report (OUT/out/<filter>/report/report.html) "
         "and compare the fit with the truth.",
     )
-    p.add_argument("--out", default="astrocal-demo", help="output directory (default astrocal-demo)")
+    p.add_argument("--out", default=None, help="output directory (default astrocal-demo, or astrocal-demo-lms "
+                   "with --lms)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the simulation")
     p.add_argument("--lab-only", action="store_true", help="no sky campaign: the lab chain only")
+    p.add_argument("--lms", action="store_true",
+                   help="the LMS chain instead (astrocal.lms.demo): simulate a METIS LMS calibration "
+                   "campaign, measure it, fit the spectrograph's geometry, write its products and report "
+                   "and compare with the truth (default output astrocal-demo-lms)")
     p.add_argument("--processes", type=int, default=2, metavar="N",
                    help="worker processes for measuring and fitting (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace the products of an earlier run")
@@ -148,6 +155,18 @@ def register(subparsers):
 
 
 def run(args):
-    run_demo(args.out, seed=args.seed, overwrite=args.overwrite, sky=not args.lab_only,
+    if args.lms:
+        if args.lab_only:
+            raise DemoOptionError("--lms and --lab-only cannot go together: the LMS demo has no sky part")
+        from .lms.demo import run_lms_demo
+
+        run_lms_demo(args.out or "astrocal-demo-lms", seed=args.seed, overwrite=args.overwrite,
+                     processes=args.processes)
+        return 0
+    run_demo(args.out or "astrocal-demo", seed=args.seed, overwrite=args.overwrite, sky=not args.lab_only,
              processes=args.processes)
     return 0
+
+
+class DemoOptionError(AstrocalError, ValueError):
+    """Options of ``astrocal demo`` that cannot go together."""
