@@ -45,7 +45,9 @@ def test_every_module_is_on_an_api_page():
     documented = set()
     for page in (DOCS / "api").glob("*.rst"):
         documented |= set(re.findall(r"^\.\. automodule:: (\S+)", page.read_text(), re.M))
-    modules = {"astrocal"} | {m.name for m in pkgutil.walk_packages(astrocal.__path__, "astrocal.")}
+    # (``python -m astrocal``'s entry point runs the command line when imported: not an API)
+    modules = {"astrocal"} | {m.name for m in pkgutil.walk_packages(astrocal.__path__, "astrocal.")
+                              if not m.name.endswith(".__main__")}
     assert not sorted(modules - documented), f"modules on no docs/api page: {sorted(modules - documented)}"
     assert not sorted(documented - modules), f"docs/api pages name unknown modules: {sorted(documented - modules)}"
 
