@@ -3,10 +3,10 @@
 A hole seen in exposures ``j`` (mask offsets ``o_j``, detector pixels) samples the field
 at ``p + o_j``. Its own position error is one unknown per hole, so of any field structure
 the data see only how it *differs* between the hole's exposures: for a plane wave
-``exp(i k . p)`` of period ``P = 2 pi / |k|`` the fraction of its power left in those
-differences is
+``exp(i k . p)`` of period ``P = 2 pi / abs(k)`` the fraction of its power left in those
+differences is::
 
-    s(k) = 1 - |mean_j exp(i k . o_j)|**2,
+    s(k) = 1 - |mean_j exp(i k . o_j)|**2
 
 the **separable fraction** (1: the offsets tell that structure from the holes; 0: it looks
 exactly like a pattern of hole errors). Structure whose period is long against the offsets'
