@@ -258,10 +258,14 @@ def run_measure(campaign_path):
 
 def measured_pulls(out_dir, truth):
     """Measured positions against the true ones (rendered campaigns): bias, rms of the
-    error and of error / sigma, counts."""
+    error and of error / sigma, counts, over the spots the fit uses (flags outside
+    ``astrocal.model.data.DEFAULT_REJECT_FLAGS``, as ``lab_points_for`` reads them); the
+    spots it leaves out (``n_rejected``: partial spots at the detector's edges...) apart,
+    with the rms of their error (``rejected_rms_px``)."""
     from astropy.table import Table
+    from astrocal.model.data import DEFAULT_REJECT_FLAGS
     idx = {int(h): k for k, h in enumerate(truth.hole_ids)}
-    dx, dy, sx, sy, n_id, n_vis = [], [], [], [], 0, 0
+    dx, dy, sx, sy, n_id, n_vis, rej = [], [], [], [], 0, 0, []
     for e in range(len(truth.commanded)):
         path = Path(out_dir) / "measured" / f"grid_{e:02d}.ecsv"
         n_vis += int(np.isfinite(truth.positions[e, :, 0]).sum())
@@ -272,7 +276,10 @@ def measured_pulls(out_dir, truth):
         n_id += len(t)
         k = np.array([idx[int(h)] for h in t["hole_id"]], int)
         tp = truth.positions[e, k]
-        ok = np.isfinite(tp[:, 0])
+        used = (np.asarray(t["flags"], int) & DEFAULT_REJECT_FLAGS) == 0
+        bad = np.isfinite(tp[:, 0]) & ~used
+        rej.append(np.hypot(np.asarray(t["x"], float)[bad] - tp[bad, 0], np.asarray(t["y"], float)[bad] - tp[bad, 1]))
+        ok = np.isfinite(tp[:, 0]) & used
         dx.append(np.asarray(t["x"], float)[ok] - tp[ok, 0])
         dy.append(np.asarray(t["y"], float)[ok] - tp[ok, 1])
         sx.append(np.asarray(t["sigma_x"], float)[ok])
@@ -284,7 +291,9 @@ def measured_pulls(out_dir, truth):
             "bias_px": [float(dx.mean()), float(dy.mean())],
             "rms_px": float(np.sqrt(0.5 * np.mean(dx**2 + dy**2))),
             "pull_rms": float(np.sqrt(0.5 * np.mean((dx / sx) ** 2 + (dy / sy) ** 2))),
-            "median_sigma_px": float(np.median(np.concatenate([sx, sy])))}
+            "median_sigma_px": float(np.median(np.concatenate([sx, sy]))),
+            "n_rejected": int(sum(len(r) for r in rej)),
+            "rejected_rms_px": float(np.sqrt(0.5 * np.mean(np.concatenate(rej) ** 2))) if sum(len(r) for r in rej) else None}
 
 
 # --------------------------------------------------------------------------- one campaign
@@ -648,8 +657,9 @@ def summarise(records, label):
     meas = [r["measured"] for r in good if r.get("measured", {}).get("n_identified")]
     if meas:
         print(f"measured (rendered frames): identified {sum(m['n_identified'] for m in meas)} of "
-              f"{sum(m['n_visible'] for m in meas)} visible spots; error/sigma rms median "
-              f"{np.median([m['pull_rms'] for m in meas]):.2f}; median sigma "
+              f"{sum(m['n_visible'] for m in meas)} visible spots, "
+              f"{sum(m.get('n_rejected', 0) for m in meas)} of them flagged and left out by the fit; over the "
+              f"spots used, error/sigma rms median {np.median([m['pull_rms'] for m in meas]):.2f}; median sigma "
               f"{np.median([m['median_sigma_px'] for m in meas]):.4f} px; measure time median "
               f"{np.median([r['measure_seconds'] for r in good if 'measure_seconds' in r]):.1f} s")
     out.update(degrees=counts, degree_at_top=top, residual_field=resid, converged=conv,
