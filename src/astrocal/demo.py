@@ -36,7 +36,6 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     ``sky=False`` runs the lab chain only (no sky campaign, no flexure).
     """
     from .campaign import load_campaign
-    from .lab.measure import MeasureError, measure_campaign
     from .model.cli import describe, fit_campaign
     from .sim.joint import joint_campaign_toml
     from .sim.lab import load_lab_truth, simulate_lab
@@ -63,10 +62,7 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     else:
         campaign_path = sim.campaign
     _step(3, n, "measuring every frame (reduction, detection, centroiding, identification, matching)", t0)
-    report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
-    if report.n_failed:
-        raise MeasureError(f"{report.n_failed} frame(s) failed to measure; see "
-                           f"{Path(load_campaign(campaign_path).measure.output) / 'summary.ecsv'}")
+    measure_all(campaign_path, overwrite=overwrite, processes=processes)
     _step(4, n, "fitting the joint model (degree by evidence, emcee, exact draws)", t0)
     campaign = load_campaign(campaign_path)
     results = fit_campaign(campaign, overwrite=overwrite, progress=progress, processes=processes)
@@ -102,6 +98,19 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     for filt, path in reports.items():
         print(f"report ({filt}): {Path(path).resolve()}")
     return figures
+
+
+def measure_all(campaign_path, overwrite=False, processes=2):
+    """``astrocal measure`` of a demo's campaign; raises :class:`~astrocal.lab.measure.MeasureError`
+    naming the summary table if any frame failed (a demo goes on only with every frame)."""
+    from .campaign import load_campaign
+    from .lab.measure import MeasureError, measure_campaign
+
+    report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
+    if report.n_failed:
+        raise MeasureError(f"{report.n_failed} frame(s) failed to measure; see "
+                           f"{Path(load_campaign(campaign_path).measure.output) / 'summary.ecsv'}")
+    return report
 
 
 def compare_with_truth(fit, gauge_field_truth, sky_truth=None, n=17):

@@ -37,7 +37,7 @@ def run_lms_demo(out="astrocal-demo-lms", seed=1, overwrite=False, progress="aut
     ``coverage68`` and ``coverage95`` (column, row), ``n_points`` compared, ``seconds``.
     """
     from ..campaign import load_campaign
-    from ..lab.measure import MeasureError, measure_campaign
+    from ..demo import measure_all
     from ..sim.lms import LmsSimSettings, simulate_lms
     from ..sim.lms_points import compare_with_truth
     from .fit_campaign import describe_lms_fit, fit_lms_campaign
@@ -49,10 +49,7 @@ def run_lms_demo(out="astrocal-demo-lms", seed=1, overwrite=False, progress="aut
     sim = simulate_lms(out, sim or LmsSimSettings(seed=seed), overwrite=overwrite)
     campaign_path = out / "campaign.toml"
     _step(2, n, "measuring every frame (laser spots, slice edges, traces)", t0)
-    report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
-    if report.n_failed:
-        raise MeasureError(f"{report.n_failed} frame(s) failed to measure; see "
-                           f"{Path(load_campaign(campaign_path).measure.output) / 'summary.ecsv'}")
+    measure_all(campaign_path, overwrite=overwrite, processes=processes)
     _step(3, n, "fitting the LMS geometry (emcee over the hyperparameters, exact draws), products, report", t0)
     fit, fit_dir = fit_lms_campaign(load_campaign(campaign_path), overwrite=overwrite, progress=progress)
     for line in describe_lms_fit(fit, fit_dir):
