@@ -29,6 +29,8 @@ def test_lms_demo_runs_the_chain_and_meets_its_truth(tmp_path, capsys):
     # campaign: the hierarchical prior carries them): errors of tenths of a pixel, honest intervals
     assert figures["n_points"] > 500
     assert max(figures["rms_px"]) < 0.5
+    assert 0 < figures["n_lit"] < figures["n_points"] and "slices with laser spots" in printed
+    assert max(figures["rms_lit_px"]) < max(figures["rms_px"])
     assert 0.5 < min(figures["coverage68"]) and max(figures["coverage68"]) < 0.9
     assert min(figures["coverage95"]) > 0.85
     # a second run refuses to overwrite without --overwrite
