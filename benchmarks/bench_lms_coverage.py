@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from astrocal.sim.lms_truth import QCL_LINES_UM
+
 
 def _extra(amp, seed, truth):
     if not amp:
@@ -55,14 +57,17 @@ def run_points(seed, args):
     from astrocal.sim.lms_points import compare_with_truth, simulate_lms_points
     from astrocal.sim.lms_truth import draw_lms_geometry
 
+    from astrocal.lms import DeviationLayout
+
     truth = draw_lms_geometry(tuple(args.settings), np.random.default_rng(seed))
+    layout = DeviationLayout(truth.layout.settings, degree=truth.layout.degree, residual_m=args.residual_m)
     extra = _extra(args.extra, seed, truth)
     c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
                             max_across_slices=args.across, grid_all_offsets=True, extra_row_px=extra,
                             lines_um=tuple(args.lines))
-    fit = fit_lms(c.data, truth.layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers,
-                                                                seed=seed, n_draws=args.draws,
-                                                                across_px_per_mas=args.fit_across))
+    fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
+                                                          n_draws=args.draws, across_px_per_mas=args.fit_across,
+                                                          min_steps=min(args.steps, 300)))
     lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
     return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed, extra=extra), lit
 
@@ -96,7 +101,8 @@ def main(argv=None):
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--level", choices=("points", "frames"), default="points")
     ap.add_argument("--settings", type=float, nargs="+", default=[4.73])
-    ap.add_argument("--lines", type=float, nargs="+", default=[4.70, 4.72, 4.74, 4.76])
+    ap.add_argument("--lines", type=float, nargs="+", default=list(QCL_LINES_UM),
+                    help="laser lines lit [um] (default: the simulator's, the QCL's 4.68-4.78 in 0.01 steps)")
     ap.add_argument("--offsets", type=int, default=12, help="chopper offsets per setting (default 12)")
     ap.add_argument("--across", type=int, default=6, help="largest offset across, in slices (default 6: all 28 slices)")
     ap.add_argument("--steps", type=int, default=600)
@@ -105,6 +111,8 @@ def main(argv=None):
     ap.add_argument("--extra", type=float, default=0.0, help="amplitude [px] of a non-polynomial truth term (points)")
     ap.add_argument("--fit-across", type=float, default=0.05,
                     help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
+    ap.add_argument("--residual-m", type=int, default=0,
+                    help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
     args = ap.parse_args(argv)
     rows = []
@@ -119,7 +127,10 @@ def main(argv=None):
                "sd_rms": np.sqrt(np.mean(r["sd"] ** 2, axis=0)).tolist(), "n_lit_slices": int(sum(map(len, lit.values()))),
                "coverage68": r["coverage68"].tolist(), "coverage95": r["coverage95"].tolist(),
                "z_rms": np.sqrt(np.mean((r["err"] / r["sd"]) ** 2, axis=0)).tolist(),
-               "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))),
+               "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))), "residual_m": args.residual_m,
+               "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
+                                for k, n in enumerate(fit.hyper_names)},
+               "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
                "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from astrocal.lms import DeviationLayout, LmsGeometry, echelle_setting
-from astrocal.lms.fit import (CollapsedLms, ExposureTerms, LmsFitSettings, Observations, _slice_index, fit_lms,
-                              linearise)
+from astrocal.lms.fit import (CollapsedLms, ExposureTerms, LmsFitSettings, Observations, _residual_spec,
+                              _slice_index, fit_lms, linearise)
 from astrocal.sim.lms_points import compare_with_truth, simulate_lms_points
 
 
@@ -23,9 +23,9 @@ def fitted(points):
                    LmsFitSettings(steps=300, min_steps=200, walkers=12, n_draws=200, across_px_per_mas=0.05))
 
 
-def _small_observations(points, n=150, seed=0):
+def _small_observations(points, n=150, seed=0, layout=None):
     """A few rows of each group (the dense check below is O(n^3))."""
-    obs = linearise(points.truth.with_params(points.truth.layout.zeros()), points.data, points.terms)
+    obs = linearise(LmsGeometry(layout or points.truth.layout), points.data, points.terms)
     rng = np.random.default_rng(seed)
     A, y, ld = {}, {}, {}
     for g in obs.A:
@@ -35,34 +35,49 @@ def _small_observations(points, n=150, seed=0):
     return Observations(A, y, ld, obs.rows, obs.n_theta)
 
 
-def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points):
-    lay = points.truth.layout
-    obs = _small_observations(points)
+def _layout(points, residual_m):
+    return DeviationLayout(points.truth.layout.settings, residual_m=residual_m)
+
+
+@pytest.mark.parametrize("residual_m", [0, 3])
+def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_m):
+    lay = _layout(points, residual_m)
+    obs = _small_observations(points, layout=lay)
     prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
-    model = CollapsedLms(obs, prior, _slice_index(lay))
-    phis = np.array([[np.log(0.3), 0.0, 0.1, -0.2], [np.log(0.05), 0.5, -0.3, 0.2]])
+    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay))
+    res = [[np.log(0.02), np.log(1.5)], [np.log(0.005), np.log(3.0)]] if residual_m else [[], []]
+    assert model.ndim == 4 + len(res[0])
+    phis = np.array([[np.log(0.3)] + res[0] + [0.0, 0.1, -0.2], [np.log(0.05)] + res[1] + [0.5, -0.3, 0.2]])
     got = model.log_posterior(phis)
     A = np.vstack([obs.A[g] for g in model.groups])
     y = np.concatenate([obs.y[g] for g in model.groups])
     for phi, value in zip(phis, got):
         lam = model.prior_sigma(phi) ** 2
-        noise = np.concatenate([np.full(len(obs.y[g]), np.exp(2 * s)) for g, s in zip(model.groups, phi[1:])])
+        if residual_m:      # the residual's widths are those of its stated rms and length
+            cols = lay.slice_columns(np.arange(1, 29))[:, :, lay.n_terms:]
+            assert np.allclose(np.sqrt(lam[cols]), lay.residual_prior_sd(np.exp(phi[1]), np.exp(phi[2]))[None, None])
+        noise = np.concatenate([np.full(len(obs.y[g]), np.exp(2 * s))
+                                for g, s in zip(model.groups, phi[-len(model.groups):])])
         cov = (A * lam) @ A.T + np.diag(noise)
         assert value == pytest.approx(stats.multivariate_normal(np.zeros(len(y)), cov).logpdf(y), abs=1e-6)
-    assert np.all(np.isinf(model.log_posterior(np.array([[np.log(50.0), 0, 0, 0]]))))   # outside the bounds
+    bad = phis[:1].copy()
+    bad[0, 0] = np.log(50.0)
+    assert np.all(np.isinf(model.log_posterior(bad)))   # outside the bounds
 
 
-def test_exact_draws_have_the_conditional_mean_and_covariance(points):
-    lay = points.truth.layout
-    obs = _small_observations(points, n=300)
+@pytest.mark.parametrize("residual_m", [0, 3])
+def test_exact_draws_have_the_conditional_mean_and_covariance(points, residual_m):
+    lay = _layout(points, residual_m)
+    obs = _small_observations(points, n=300, layout=lay)
     prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
-    model = CollapsedLms(obs, prior, _slice_index(lay))
+    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay))
     phi = model.initial_guess()
     M, b = model.precision(phi)
     cov = np.linalg.inv(M)
     d = model.draw(phi[None], np.random.default_rng(1), per_phi=4000)
     k = lay.blocks["settings"]                      # well-measured and prior-dominated columns alike
-    for j in list(range(k.start, k.stop)) + [lay.slice_columns([3])[0, 1, 0], obs.n_theta - 1]:
+    for j in list(range(k.start, k.stop)) + [lay.slice_columns([3])[0, 1, 0], lay.slice_columns([3])[0, 1, -1],
+                                             obs.n_theta - 1]:
         assert d[:, j].mean() == pytest.approx(np.linalg.solve(M, b)[j], abs=4 * np.sqrt(cov[j, j] / 4000))
         assert d[:, j].std() == pytest.approx(np.sqrt(cov[j, j]), rel=0.06)
 

@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .deviations import DeviationLayout, legendre_basis
+from .deviations import DeviationLayout
 from .errors import OffDetectorError, OffSliceError, WavelengthRangeError
 from .mosaic import load_mosaic, placement_design
 from .nominal import NominalMap, newton_solve
@@ -122,7 +122,7 @@ class LmsGeometry:
         f = nom.forward(s - 1, xi, lam)
         fp_px = f.value / pix                                       # (N, 2)
         w, dw_dlam = self._w(e, lam)
-        basis, dbx, dbw = legendre_basis(xi / SLICE_HALF_LENGTH_ARCSEC, w, self.layout.terms)
+        basis, dbx, dbw = self.layout.slice_basis(xi / SLICE_HALF_LENGTH_ARCSEC, w)
         coef = self.layout.slice_coefficients(self.params)[s - 1]   # (N, 2, T)
         shift_cols = self.layout.setting_columns(self.layout.setting_index(e))
         dx, dy, dth = self.params[shift_cols]
@@ -222,7 +222,7 @@ class LmsGeometry:
         mc = lay.mean_columns()
         sc = lay.slice_columns(s)
         for k in range(2):
-            out[rows[:, None], k, mc[k][None, :]] = basis[:, 1:]
+            out[rows[:, None], k, mc[k][None, :]] = basis[:, 1:lay.n_terms]
             out[rows[:, None], k, sc[:, k, :]] = basis
         pc = lay.placement_columns(det)
         pd = placement_design(col0, row0, self.mosaic.centre_px)
