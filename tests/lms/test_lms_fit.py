@@ -144,3 +144,34 @@ def test_handmade_spots_of_a_shifted_instrument_are_fitted():
     truth = geo.forward([14], [0.0], [4.72], 0)
     assert ps.mean(axis=0)[0, 0] - truth.col[0] == pytest.approx(0.4, abs=0.03)
     assert ps.mean(axis=0)[0, 1] - truth.row[0] == pytest.approx(-0.3, abs=0.03)
+
+
+def test_residual_keeps_the_intervals_honest_on_a_non_polynomial_instrument():
+    """An as-built instrument with a smooth per-slice wave no polynomial holds (SliceWaves, not a
+    draw from the fit's prior): the polynomial-only fit misses it in row by many sigma; with the
+    per-slice residual (sampled rms and length) the truth is inside the intervals at about their
+    rate and the error shrinks."""
+    from astrocal.lms import SliceWaves
+    from astrocal.sim.lms_truth import QCL_LINES_UM, draw_lms_geometry
+
+    truth = draw_lms_geometry((4.73,), np.random.default_rng(21))
+    truth = LmsGeometry(truth.layout, truth.params, truth.truth, SliceWaves.draw(np.random.default_rng(121), 0.05))
+    c = simulate_lms_points((4.73,), seed=21, truth=truth, n_offsets=6, max_across_slices=6, grid_all_offsets=True,
+                            lines_um=QCL_LINES_UM)
+    out = {}
+    for m in (0, 6):
+        lay = DeviationLayout(truth.layout.settings, residual_m=m)
+        fit = fit_lms(c.data, lay, c.terms, LmsFitSettings(steps=300, min_steps=200, walkers=14, n_draws=200, seed=3))
+        out[m] = (fit, compare_with_truth(fit, truth, n_per_slice=30, seed=4))
+    poly, res = out[0][1], out[6][1]
+    z_poly = np.sqrt(np.mean((poly["err"][:, 1] / poly["sd"][:, 1]) ** 2))
+    z_res = np.sqrt(np.mean((res["err"][:, 1] / res["sd"][:, 1]) ** 2))
+    assert z_poly > 3 and poly["coverage95"][1] < 0.6                 # the polynomial alone is overconfident
+    assert z_res < 1.5 and res["coverage95"][1] > 0.88 and res["coverage68"][1] > 0.5    # one campaign: correlated
+    assert res["coverage95"][0] > 0.88
+    lit = np.isin(res["slice"], np.unique(c.data["spots"]["slice"]))      # same points in both comparisons
+    assert np.sqrt(np.mean(res["err"][lit, 1] ** 2)) < 0.6 * np.sqrt(np.mean(poly["err"][lit, 1] ** 2))
+    fit = out[6][0]
+    assert fit.hyper_names[1:3] == ("log_residual_rms_px", "log_residual_length")
+    rms = np.exp(np.median(fit.phi_samples[:, 1]))
+    assert 0.005 < rms < 0.1                                          # the waves' rms over a slice ~0.03 px

@@ -48,7 +48,7 @@ from ..field.residual import ResidualBasis
 from .mosaic import PLACEMENT_TERMS, load_mosaic
 from .traces import N_SLICES, EchelleSetting
 
-__all__ = ["DeviationLayout", "Hyperparameters", "legendre_basis"]
+__all__ = ["DeviationLayout", "Hyperparameters", "SliceWaves", "legendre_basis"]
 
 SETTING_TERMS = ("dx", "dy", "dtheta")
 AXES = ("col", "row")
@@ -307,3 +307,54 @@ class DeviationLayout:
     def zeros(self) -> np.ndarray:
         """The nominal instrument: all deviations zero."""
         return np.zeros(self.n_params)
+
+
+@dataclass(frozen=True)
+class SliceWaves:
+    """A smooth per-slice deviation that no polynomial holds, for simulated as-built instruments.
+
+    Slice ``s`` is moved by
+
+        dcol = amp_px * a[s] * sin(freq_w * w + phase[s]),    drow = amp_px * b[s] * sin(freq_xi * xi_n)
+
+    [px] (``w`` the wavelength normalised to -1..+1 over the setting's range, ``xi_n = xi /
+    0.4485``): a wave along the dispersion and one along the slice, with per-slice amplitudes
+    ``a, b ~ N(0, 1)`` and phases uniform (arrays of 29, index = slice number; 0 unused). It is
+    not a draw from the fit's prior (no finite set of its parameters holds it); an
+    :class:`~astrocal.lms.LmsGeometry` with ``waves`` adds it to every position. Defaults
+    (0.75 and 0.8 waves over the range and the slice) as in ``benchmarks/bench_lms_coverage.py``.
+    """
+
+    amp_px: float
+    a: tuple
+    b: tuple
+    phase: tuple
+    freq_w: float = 1.5 * np.pi
+    freq_xi: float = 5.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, amp_px: float, **kw) -> "SliceWaves":
+        """Per-slice amplitudes and phases from ``rng`` (normal a, normal b, uniform phase, 29 each)."""
+        a, b, ph = rng.normal(size=N_SLICES + 1), rng.normal(size=N_SLICES + 1), rng.uniform(0, 2 * np.pi, N_SLICES + 1)
+        return cls(float(amp_px), tuple(map(float, a)), tuple(map(float, b)), tuple(map(float, ph)), **kw)
+
+    def to_dict(self) -> dict:
+        return {"amp_px": self.amp_px, "a": list(self.a), "b": list(self.b), "phase": list(self.phase),
+                "freq_w": self.freq_w, "freq_xi": self.freq_xi}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SliceWaves":
+        return cls(float(d["amp_px"]), tuple(d["a"]), tuple(d["b"]), tuple(d["phase"]), float(d["freq_w"]),
+                   float(d["freq_xi"]))
+
+    def __call__(self, slice_number, xi_n, w):
+        """``(value, d/dxi_n, d/dw)``, each (N, 2) [px] (col, row)."""
+        s = np.asarray(slice_number, int)
+        xi_n, w = np.asarray(xi_n, float), np.asarray(w, float)
+        a, b, ph = (np.asarray(v)[s] for v in (self.a, self.b, self.phase))
+        zero = np.zeros(s.shape)
+        aw = self.freq_w * w + ph
+        value = self.amp_px * np.stack([a * np.sin(aw), b * np.sin(self.freq_xi * xi_n)], axis=-1)
+        dxi = self.amp_px * np.stack([zero, b * self.freq_xi * np.cos(self.freq_xi * xi_n)], axis=-1)
+        dw = self.amp_px * np.stack([a * self.freq_w * np.cos(aw), zero], axis=-1)
+        return value, dxi, dw

@@ -53,7 +53,10 @@ SCALE_BOUNDS = (0.1, 10.0)
 RESIDUAL_RMS_BOUNDS_PX = (1e-4, 1.0)
 RESIDUAL_LENGTH_MAX = 8.0
 """Bounds of the per-slice residual's rms [px] and largest correlation length (normalised
-slice units; the shortest is the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`)."""
+slice units; the shortest is half the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`:
+below that length the basis's prior is no longer close to the Matérn's, but it is still a valid
+prior with its variance at the basis's highest frequencies, and on a simulated wave along the
+slice the wider range gave intervals closer to their rate)."""
 _XI_END = SLICE_HALF_LENGTH_ARCSEC
 
 
@@ -500,7 +503,7 @@ def _residual_spec(layout: DeviationLayout):
     if not layout.residual_m:
         return None
     rb = layout.residual_basis
-    return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length, RESIDUAL_LENGTH_MAX)
+    return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length / 2, RESIDUAL_LENGTH_MAX)
 
 
 def _map(model, phi0):
