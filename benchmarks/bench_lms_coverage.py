@@ -111,8 +111,13 @@ def main(argv=None):
     ap.add_argument("--residual-m", type=int, default=0,
                     help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
+    ap.add_argument("--summarise", action="store_true",
+                    help="print the aggregates of the campaigns already in --out, run none")
     args = ap.parse_args(argv)
     rows = []
+    if args.summarise:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        args.campaigns = 0
     for seed in range(args.first_seed, args.first_seed + args.campaigns):
         t0 = time.perf_counter()
         fit, r, lit = (run_points if args.level == "points" else run_frames)(seed, args)
@@ -125,6 +130,7 @@ def main(argv=None):
                "coverage68": r["coverage68"].tolist(), "coverage95": r["coverage95"].tolist(),
                "z_rms": np.sqrt(np.mean((r["err"] / r["sd"]) ** 2, axis=0)).tolist(),
                "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))), "residual_m": args.residual_m,
+               "offsets": args.offsets,
                "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
                                 for k, n in enumerate(fit.hyper_names)},
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
@@ -137,8 +143,17 @@ def main(argv=None):
                 fh.write(json.dumps(row) + "\n")
     n = len(rows)
     arr = {k: np.array([r[k] for r in rows]) for k in ("rms", "rms_lit", "coverage68", "coverage95", "z_rms")}
-    print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
-          f"extra {args.extra} px, fit across_px_per_mas {args.fit_across})")
+    conv = [r.get("converged") for r in rows]
+    print(f"\n{args.out}: chains converged (>= 50 tau, >= target effective samples) in {sum(bool(c) for c in conv)} "
+          f"of {n}; median {np.median([r['seconds'] for r in rows]):.1f} s per campaign")
+    if args.summarise:
+        r0 = rows[0]
+        print(f"{n} campaigns (as run; seeds {min(r['seed'] for r in rows)}-{max(r['seed'] for r in rows)}, "
+              f"{r0.get('offsets', '?')} offsets, extra {r0['extra']} px, fit across_px_per_mas {r0['fit_across']}, "
+              f"residual_m {r0.get('residual_m', 0)})")
+    else:
+        print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
+              f"extra {args.extra} px, fit across_px_per_mas {args.fit_across}, residual_m {args.residual_m})")
     for ax, name in enumerate(("col", "row")):
         rms = float(np.sqrt(np.mean(arr["rms"][:, ax] ** 2)))
         lit = float(np.sqrt(np.mean(arr["rms_lit"][:, ax] ** 2)))
