@@ -175,3 +175,23 @@ def test_residual_keeps_the_intervals_honest_on_a_non_polynomial_instrument():
     assert fit.hyper_names[1:3] == ("log_residual_rms_px", "log_residual_length")
     rms = np.exp(np.median(fit.phi_samples[:, 1]))
     assert 0.005 < rms < 0.1                                          # the waves' rms over a slice ~0.03 px
+
+
+def test_a_fit_with_the_residual_is_saved_and_read_back(points, tmp_path):
+    import json
+
+    from astrocal.lms.fit_campaign import load_lms_fit, save_lms_fit
+
+    lay = _layout(points, 2)
+    fit = fit_lms(points.data, lay, points.terms, LmsFitSettings(steps=100, min_steps=100, walkers=12, n_draws=50))
+    save_lms_fit(fit, tmp_path)
+    info = json.loads((tmp_path / "lms_fit.json").read_text())
+    assert info["layout"]["residual_m"] == 2 and info["hyper_prior"]["residual_length"] == "log-uniform"
+    assert {"log_residual_rms_px", "log_residual_length"} <= set(info["hyperparameters"])
+    back = load_lms_fit(tmp_path)
+    assert back.layout.residual_m == 2 and back.layout.names == lay.names
+    assert np.array_equal(back.theta_samples, fit.theta_samples) and back.hyper_names == fit.hyper_names
+    s, xi, lam = [5, 20], [0.1, -0.2], [4.71, 4.75]
+    a, _ = fit.position_samples(s, xi, lam, 0)
+    b, _ = back.position_samples(s, xi, lam, 0)
+    assert np.allclose(a, b, atol=1e-9)
