@@ -21,10 +21,14 @@ All these linear parameters ``theta`` have zero-mean Gaussian priors
 hyperparameter. The measured covariances are multiplied by an error scale ``s_g**2`` per kind
 of data (spots, traces, edges), also hyperparameters. Given the hyperparameters ``phi = (log tau,
 log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | phi)`` exact
-(:class:`CollapsedLms`); emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
+(:class:`CollapsedLms`). With a per-slice residual beyond the polynomial (the layout's
+``residual_m``, :mod:`astrocal.lms.deviations`) its coefficients are linear parameters too, with
+prior widths set by two more hyperparameters (its rms [px] and correlation length), so they are
+integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
-Cholesky factorisations and one of the shared block.
+(with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
+shared block. The fit runs in one BLAS thread (the blocks are small).
 
 Units: px (0-based pixel centres on each chip), arcsec for xi (mas for the chopper errors), um.
 """
