@@ -10,9 +10,13 @@ For each of ``--campaigns`` campaigns (seeds from ``--first-seed``):
   chopper errors), ``astrocal measure`` measures them and ``astrocal fit``'s LMS fit
   (:func:`astrocal.lms.fit_campaign.fit_lms_campaign`) fits them, in a temporary directory.
 
-``--extra AMP`` adds to the points-level truth a smooth term that the model's polynomials do not
-hold: per slice ``(dcol, drow) = AMP * (a_s sin(3 pi w / 2 + phi_s), b_s sin(5 xi_n))`` with
-``a_s, b_s ~ N(0, 1)`` (``w`` the wavelength normalised over the setting, ``xi_n = xi / 0.4485``).
+``--extra AMP`` adds to the truth a smooth term that the model's polynomials do not hold
+(:class:`astrocal.lms.SliceWaves`, in the truth geometry; at the frames level ``simulate lms
+--slice-waves AMP``): per slice ``(dcol, drow) = AMP * (a_s sin(3 pi w / 2 + phi_s), b_s sin(5
+xi_n))`` with ``a_s, b_s ~ N(0, 1)`` (``w`` the wavelength normalised over the setting, ``xi_n =
+xi / 0.4485``). ``--residual-m M`` gives the fit the per-slice residual beyond the polynomial
+(:class:`astrocal.lms.DeviationLayout` ``residual_m``: a reduced-rank Matérn-5/2 field, M x M
+functions per slice and axis, rms and length sampled).
 
 The fitted geometry is compared with the truth at 60 random (xi, lam) per slice and setting
 (:func:`astrocal.sim.lms_points.compare_with_truth`): the rms error of (col, row) [px], over all
@@ -34,20 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
+from astrocal.sim.lms_truth import QCL_LINES_UM
 
-def _extra(amp, seed, truth):
-    if not amp:
-        return None
-    rng = np.random.default_rng(10_000 + seed)
-    a, b, ph = rng.normal(size=29), rng.normal(size=29), rng.uniform(0, 2 * np.pi, 29)
-    lo, hi = truth.wavelength_range(0)
 
-    def f(s, xi, lam):
-        s = np.asarray(s)
-        w = (2 * np.asarray(lam) - (lo + hi)) / (hi - lo)
-        return amp * a[s] * np.sin(1.5 * np.pi * w + ph[s]), amp * b[s] * np.sin(5 * np.asarray(xi) / 0.4485)
+def _waves(amp, seed):
+    """The non-polynomial truth term of campaign ``seed`` (:class:`astrocal.lms.SliceWaves`, its
+    amplitudes and phases from seed 10000 + seed), or None."""
+    from astrocal.lms import SliceWaves
 
-    return f
+    return SliceWaves.draw(np.random.default_rng(10_000 + seed), amp) if amp else None
 
 
 def run_points(seed, args):
@@ -55,16 +54,19 @@ def run_points(seed, args):
     from astrocal.sim.lms_points import compare_with_truth, simulate_lms_points
     from astrocal.sim.lms_truth import draw_lms_geometry
 
+    from astrocal.lms import DeviationLayout, LmsGeometry
+
     truth = draw_lms_geometry(tuple(args.settings), np.random.default_rng(seed))
-    extra = _extra(args.extra, seed, truth)
+    truth = LmsGeometry(truth.layout, truth.params, truth.truth, _waves(args.extra, seed))
+    layout = DeviationLayout(truth.layout.settings, degree=truth.layout.degree, residual_m=args.residual_m)
     c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
-                            max_across_slices=args.across, grid_all_offsets=True, extra_row_px=extra,
+                            max_across_slices=args.across, grid_all_offsets=True,
                             lines_um=tuple(args.lines))
-    fit = fit_lms(c.data, truth.layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers,
-                                                                seed=seed, n_draws=args.draws,
-                                                                across_px_per_mas=args.fit_across))
+    fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
+                                                          n_draws=args.draws, across_px_per_mas=args.fit_across,
+                                                          min_steps=min(args.steps, 300)))
     lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
-    return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed, extra=extra), lit
+    return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed), lit
 
 
 def run_frames(seed, args):
@@ -78,7 +80,7 @@ def run_frames(seed, args):
         out = Path(tmp) / "camp"
         sim = simulate_lms(out, LmsSimSettings(seed=seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
                                                max_across_slices=args.across, grid_all_offsets=True,
-                                               qcl_lines_um=tuple(args.lines)))
+                                               qcl_lines_um=tuple(args.lines), slice_waves_px=args.extra))
         report = measure_campaign(out / "campaign.toml")
         if report.n_failed:
             raise RuntimeError(f"seed {seed}: {report.n_failed} frame(s) failed to measure")
@@ -96,18 +98,26 @@ def main(argv=None):
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--level", choices=("points", "frames"), default="points")
     ap.add_argument("--settings", type=float, nargs="+", default=[4.73])
-    ap.add_argument("--lines", type=float, nargs="+", default=[4.70, 4.72, 4.74, 4.76])
+    ap.add_argument("--lines", type=float, nargs="+", default=list(QCL_LINES_UM),
+                    help="laser lines lit [um] (default: the simulator's, the QCL's 4.68-4.78 in 0.01 steps)")
     ap.add_argument("--offsets", type=int, default=12, help="chopper offsets per setting (default 12)")
     ap.add_argument("--across", type=int, default=6, help="largest offset across, in slices (default 6: all 28 slices)")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--walkers", type=int, default=16)
     ap.add_argument("--draws", type=int, default=300)
-    ap.add_argument("--extra", type=float, default=0.0, help="amplitude [px] of a non-polynomial truth term (points)")
+    ap.add_argument("--extra", type=float, default=0.0, help="amplitude [px] of a non-polynomial truth term (SliceWaves; default 0: none)")
     ap.add_argument("--fit-across", type=float, default=0.05,
                     help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
+    ap.add_argument("--residual-m", type=int, default=0,
+                    help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
+    ap.add_argument("--summarise", action="store_true",
+                    help="print the aggregates of the campaigns already in --out, run none")
     args = ap.parse_args(argv)
     rows = []
+    if args.summarise:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        args.campaigns = 0
     for seed in range(args.first_seed, args.first_seed + args.campaigns):
         t0 = time.perf_counter()
         fit, r, lit = (run_points if args.level == "points" else run_frames)(seed, args)
@@ -119,7 +129,11 @@ def main(argv=None):
                "sd_rms": np.sqrt(np.mean(r["sd"] ** 2, axis=0)).tolist(), "n_lit_slices": int(sum(map(len, lit.values()))),
                "coverage68": r["coverage68"].tolist(), "coverage95": r["coverage95"].tolist(),
                "z_rms": np.sqrt(np.mean((r["err"] / r["sd"]) ** 2, axis=0)).tolist(),
-               "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))),
+               "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))), "residual_m": args.residual_m,
+               "offsets": args.offsets,
+               "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
+                                for k, n in enumerate(fit.hyper_names)},
+               "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
                "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -129,8 +143,17 @@ def main(argv=None):
                 fh.write(json.dumps(row) + "\n")
     n = len(rows)
     arr = {k: np.array([r[k] for r in rows]) for k in ("rms", "rms_lit", "coverage68", "coverage95", "z_rms")}
-    print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
-          f"extra {args.extra} px, fit across_px_per_mas {args.fit_across})")
+    conv = [r.get("converged") for r in rows]
+    print(f"\n{args.out}: chains converged (>= 50 tau, >= target effective samples) in {sum(bool(c) for c in conv)} "
+          f"of {n}; median {np.median([r['seconds'] for r in rows]):.1f} s per campaign")
+    if args.summarise:
+        r0 = rows[0]
+        print(f"{n} campaigns (as run; seeds {min(r['seed'] for r in rows)}-{max(r['seed'] for r in rows)}, "
+              f"{r0.get('offsets', '?')} offsets, extra {r0['extra']} px, fit across_px_per_mas {r0['fit_across']}, "
+              f"residual_m {r0.get('residual_m', 0)})")
+    else:
+        print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
+              f"extra {args.extra} px, fit across_px_per_mas {args.fit_across}, residual_m {args.residual_m})")
     for ax, name in enumerate(("col", "row")):
         rms = float(np.sqrt(np.mean(arr["rms"][:, ax] ** 2)))
         lit = float(np.sqrt(np.mean(arr["rms_lit"][:, ax] ** 2)))

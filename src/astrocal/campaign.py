@@ -190,7 +190,8 @@ class LmsDataset:
     per mas of hole offset across the slice [px/mas] (the fit's prior on that shift per
     exposure); ``gain_e_per_adu``, ``read_noise_e``: used where a frame's header lacks them;
     ``settings``: the :class:`~astrocal.lms.EchelleSetting` s in parameter order; ``frames``:
-    :class:`LmsFrameSpec` s.
+    :class:`LmsFrameSpec` s; ``residual_m``: the per-slice residual beyond the polynomial
+    (functions per dimension, 0 = none; :class:`astrocal.lms.DeviationLayout`).
     """
 
     name: str
@@ -206,6 +207,7 @@ class LmsDataset:
     frames: tuple
     gain_e_per_adu: Optional[float] = None
     read_noise_e: Optional[float] = None
+    residual_m: int = 0
 
     def frames_of(self, kind):
         """The frames of one kind, in campaign order."""
@@ -493,7 +495,7 @@ DEGREE_CHOICES = ("median", "best")
 RESIDUAL_CHOICES = ("none", "matern52", "auto")
 EARTH_KEYS = {"iers_file", "leap_second_file", "allow_download"}
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth", "lms"}
-LMS_KEYS = {"name", "mask", "mask_scale_mm_per_arcsec", "orientation", "truth_direction", "degree",
+LMS_KEYS = {"name", "mask", "mask_scale_mm_per_arcsec", "orientation", "truth_direction", "degree", "residual_m",
             "reference_detector", "offset_sigma_mas", "across_px_per_mas", "gain_e_per_adu", "read_noise_e",
             "settings", "frames"}
 LMS_ORIENTATION_KEYS = {"angle_deg", "flip", "offset_arcsec"}
@@ -1148,6 +1150,9 @@ def _lms(ctx, base, table, keep_missing=False):
     degree = _int(ctx, table.get("degree", 2), "lms.degree", minimum=0)
     if degree > 5:
         raise ctx.error("lms.degree", f"must be 0..5, got {degree}")
+    residual_m = _int(ctx, table.get("residual_m", 0), "lms.residual_m", minimum=0)
+    if residual_m > 10:
+        raise ctx.error("lms.residual_m", f"must be 0 (none) .. 10 functions per dimension, got {residual_m}")
     ref = table.get("reference_detector", 1)
     if ref == "none":
         ref = None
@@ -1162,7 +1167,7 @@ def _lms(ctx, base, table, keep_missing=False):
     if not any(f.kind == "laser" for f in frames):
         raise ctx.error("lms.frames", "no laser frame: the LMS fit needs laser spots (kind = \"laser\")")
     return LmsDataset(name, mask, scale, FieldOrientation(angle, flip, off), truth, degree, ref, sigma, across,
-                      settings, frames, gain, ron)
+                      settings, frames, gain, ron, residual_m)
 
 
 def load_campaign(path, missing_exposures="error"):

@@ -77,9 +77,12 @@ def test_inverse_with_known_slice_matches():
         geo.inverse(d.det[on][:5], d.col[on][:5], d.row[on][:5], slice_number=np.clip(s[on][:5] + 2, 1, 28))
 
 
-def test_design_matrix_by_finite_differences():
-    lay = _layout(SETTINGS[1:4])
+@pytest.mark.parametrize("residual_m", [0, 3])
+def test_design_matrix_by_finite_differences(residual_m):
+    lay = _layout(SETTINGS[1:4], residual_m=residual_m)
     p0 = _random_params(lay, seed=3)
+    if residual_m:                                   # residual coefficients large enough to matter
+        p0[lay.slice_columns(np.arange(1, 29))[:, :, lay.n_terms:]] *= 20
     geo = LmsGeometry(lay, p0)
     rng = np.random.default_rng(4)
     e = 2
@@ -232,3 +235,48 @@ def test_point_between_slices():
     mid_row = 0.5 * (a.row[0] + a.row[1])
     with pytest.raises(OffSliceError, match="no slice"):
         geo.inverse(a.det[0], 0.5 * (a.col[0] + a.col[1]), mid_row)
+
+
+def test_residual_beyond_the_polynomial():
+    """The per-slice residual: its columns are named and placed in each slice's block, it holds no
+    degree-<= n polynomial (orthogonal over the slice's square), its prior widths give the
+    stated rms, and the Jacobian d(col, row)/d(xi, lam) includes it (finite differences)."""
+    lay = _layout(SETTINGS[5:6], residual_m=4)
+    assert lay.n_residual == 16 and lay.slice_width == lay.n_terms + 16
+    assert lay.n_params == _layout(SETTINGS[5:6]).n_params + 28 * 2 * 16
+    cols = lay.slice_columns([7])[0]
+    assert [lay.names[c] for c in cols[:, lay.n_terms]] == ["slice07.col.R1_1", "slice07.row.R1_1"]
+    assert len(set(cols.ravel())) == cols.size
+    # orthogonal to the polynomials: Gauss-Legendre mean of (residual function x Legendre term) = 0
+    t, wt = np.polynomial.legendre.leggauss(40)
+    xx, ww = np.meshgrid(t, t, indexing="ij")
+    v, _, _ = lay.slice_basis(xx.ravel(), ww.ravel())
+    gram = (v[:, :lay.n_terms] * np.outer(wt, wt).ravel()[:, None]).T @ v[:, lay.n_terms:]
+    assert np.abs(gram).max() < 1e-12
+    # rms over the square of a draw from the prior, averaged over draws = residual_rms_px
+    hyper = Hyperparameters(residual_rms_px=0.03, residual_length=1.2)
+    sd = lay.residual_prior_sd(0.03, 1.2)
+    ms = (np.outer(wt, wt).ravel() / 4) @ v[:, lay.n_terms:] ** 2
+    assert np.sqrt(np.sum(sd**2 * ms)) == pytest.approx(0.03, rel=1e-9)
+    assert np.allclose(lay.prior_sigma(hyper)[cols[:, lay.n_terms:]], sd[None, :])
+    # the Jacobian with a large residual, by finite differences in xi and lam
+    p = np.zeros(lay.n_params)
+    p[cols[:, lay.n_terms:]] = np.random.default_rng(2).normal(size=(2, 16)) * sd * 30
+    geo = LmsGeometry(lay, p)
+    lo, hi = geo.wavelength_range(0)
+    s, xi, lam = np.full(6, 7), np.linspace(-0.4, 0.4, 6), np.r_[lo + np.array([0.005, 0.01, 0.02]),
+                                                                 hi - np.array([0.02, 0.01, 0.005])]
+    det = geo.forward(s, xi, lam, 0).det
+    c0, r0, jac = geo.chip_position(s, xi, lam, 0, det)
+    h = (1e-6, 1e-8)
+    for k, (dx, dl) in enumerate(((h[0], 0.0), (0.0, h[1]))):
+        c1, r1, _ = geo.chip_position(s, xi + dx, lam + dl, 0, det)
+        fd = np.stack([c1 - c0, r1 - r0], axis=1) / (dx + dl)
+        assert np.allclose(fd, jac[:, :, k], rtol=1e-5, atol=1e-3)
+    # and the model with the residual zero is the model without one
+    g0 = LmsGeometry(_layout(SETTINGS[5:6]))
+    a = g0.forward(s, xi, lam, 0)
+    b = LmsGeometry(lay).forward(s, xi, lam, 0)
+    assert np.array_equal(a.col, b.col) and np.array_equal(a.row, b.row)
+    with pytest.raises(ValueError, match="residual_m"):
+        _layout(SETTINGS[5:6], residual_m=-1)

@@ -73,11 +73,20 @@ def test_lms_section_is_read(tmp_path):
     assert f.lines_um == (4.70, 4.74) and f.offset_arcsec == (0.0, 0.0207) and f.background == tmp_path / "bg.fits"
     assert lms.frames[3].background is None and lms.frames_of("laser") == lms.frames[:2]
     assert lms.across_px_per_mas == 0.05 and lms.mask_scale_mm_per_arcsec == 3.319
+    assert lms.residual_m == 0
+    p = _write(tmp_path)
+    p.write_text(p.read_text().replace("degree = 1", "degree = 1\nresidual_m = 4", 1))
+    lms = load_campaign(p).lms
+    assert lms.residual_m == 4
+    from astrocal.lms.measure import nominal_geometry
+    assert nominal_geometry(lms).layout.residual_m == 4
 
 
 @pytest.mark.parametrize("old, new, key, text", [
     ("degree = 1", "degree = 1\ncolour = 1", "lms.colour", "unknown key"),
     ("degree = 1", "degree = 9", "lms.degree", "0..5"),
+    ("degree = 1", "degree = 1\nresidual_m = 11", "lms.residual_m", "0 \\(none\\) .. 10"),
+    ("degree = 1", "degree = 1\nresidual_m = -1", "lms.residual_m", ""),
     ("reference_detector = \"none\"", "reference_detector = 5", "lms.reference_detector", "1..4"),
     ("offset_sigma_mas = \"2 mas\"", "offset_sigma_mas = \"2 s\"", "lms.offset_sigma_mas", "wrong unit"),
     ("degree = 1", "degree = 1\ntruth_direction = \"both\"", "lms.truth_direction", "must be one of"),

@@ -190,3 +190,53 @@ def test_bad_options_are_named(tmp_path, capsys, argv, text):
     assert rc != 0
     assert text in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_slice_waves_a_non_polynomial_as_built_term(tmp_path):
+    """--slice-waves: the as-built instrument gains a per-slice wave no polynomial holds; the
+    parameters of the seed are unchanged, the truth files carry it, and the frames show it."""
+    from astrocal.lms import SliceWaves
+
+    plain = draw_lms_geometry([4.73], np.random.default_rng(3))
+    wavy = draw_lms_geometry([4.73], np.random.default_rng(3), waves_px=0.4)
+    assert np.array_equal(plain.params, wavy.params) and isinstance(wavy.waves, SliceWaves)
+    lo, hi = wavy.wavelength_range(0)
+    s, xi, lam = np.array([3, 10, 17, 25]), np.array([-0.3, 0.0, 0.2, 0.35]), np.array([4.70, 4.72, 4.74, 4.70])
+    a, b = plain.forward(s, xi, lam, 0), wavy.forward(s, xi, lam, 0)
+    w = (2 * lam - (lo + hi)) / (hi - lo)
+    wv = wavy.waves
+    expect_c = 0.4 * np.array(wv.a)[s] * np.sin(1.5 * np.pi * w + np.array(wv.phase)[s])
+    expect_r = 0.4 * np.array(wv.b)[s] * np.sin(5.0 * xi / 0.4485)
+    assert np.allclose(b.col - a.col, expect_c, atol=1e-12) and np.allclose(b.row - a.row, expect_r, atol=1e-12)
+    back = wavy.inverse(b.det, b.col, b.row, 0)                   # the inverse includes it
+    assert np.allclose(back.xi, xi, atol=1e-8) and np.allclose(back.lam, lam, atol=1e-10)
+    # frames: spots land where the wavy truth puts them
+    res = simulate_lms(tmp_path / "camp", LmsSimSettings(seed=5, settings_um=(4.73,), n_offsets=1,
+                                                         qcl_lines_um=(4.70, 4.74), noise=False, offset_errors=False,
+                                                         slice_waves_px=0.4, continuum=False, background=False))
+    truth = load_lms_truth(res.directory)
+    assert truth.waves == res.geometry.waves and truth.waves is not None
+    info = json.loads((res.directory / "truth" / "truth.json").read_text())
+    assert info["slice_waves"]["amp_px"] == 0.4
+    spots = _isolated_main_spots(Table.read(res.truth_files["spots"]))
+    assert len(spots) >= 5
+    flat = truth.with_params(truth.params)
+    nowave = LmsGeometry(truth.layout, truth.params, truth.truth)
+    moved = []
+    for r in spots:
+        fw = flat.forward(r["slice"], r["xi_arcsec"], r["lam_um"], 0)
+        nw = nowave.forward(r["slice"], r["xi_arcsec"], r["lam_um"], 0)
+        data = fits.getdata(res.directory / r["file"], f"DET{r['det']}.DATA").astype(float)
+        c0, r0 = int(round(fw.col[0])), int(round(fw.row[0]))
+        win = data[r0 - 9:r0 + 10, c0 - 7:c0 + 8]
+        ring = np.concatenate([data[r0 - 9:r0 + 10, c0 - 12:c0 - 9].ravel(), data[r0 - 9:r0 + 10, c0 + 10:c0 + 13].ravel()])
+        win = win - np.median(ring)
+        rr, cc = np.mgrid[r0 - 9:r0 + 10, c0 - 7:c0 + 8]
+        col, row = (win * cc).sum() / win.sum(), (win * rr).sum() / win.sum()
+        assert abs(col - fw.col[0]) < 0.05 and abs(row - fw.row[0]) < 0.05
+        moved.append(np.hypot(fw.col[0] - nw.col[0], fw.row[0] - nw.row[0]))
+    assert max(moved) > 0.2                                       # the waves moved them
+    with pytest.raises(ValueError, match="slice_waves_px"):
+        LmsSimSettings(slice_waves_px=-1.0)
+    rc = main(["simulate", "lms", "--out", str(tmp_path / "x"), "--slice-waves", "nan"])
+    assert rc != 0

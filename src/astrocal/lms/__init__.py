@@ -8,7 +8,7 @@ the detector mosaic (:mod:`~astrocal.lms.mosaic`), the slicer and field orientat
 explicit parameters (:mod:`~astrocal.lms.deviations`), assembled in
 :class:`~astrocal.lms.geometry.LmsGeometry`. See ``docs/lms.md``.
 """
-from .deviations import DeviationLayout, Hyperparameters
+from .deviations import DeviationLayout, Hyperparameters, SliceWaves
 from .errors import (EchelleSettingError, InversionError, LmsGeometryError, OffDetectorError, OffSliceError,
                      SliceNumberError, WavelengthRangeError)
 from .geometry import DetectorPoints, LmsGeometry, SlicePoints
@@ -17,7 +17,7 @@ from .nominal import NominalMap
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation, field_to_slice, slice_to_field
 from .traces import EchelleSetting, echelle_setting
 
-__all__ = ["DeviationLayout", "Hyperparameters", "EchelleSettingError", "InversionError", "LmsGeometryError",
+__all__ = ["DeviationLayout", "Hyperparameters", "SliceWaves", "EchelleSettingError", "InversionError", "LmsGeometryError",
            "OffDetectorError", "OffSliceError", "SliceNumberError", "WavelengthRangeError", "DetectorPoints",
            "LmsGeometry", "SlicePoints", "load_mosaic", "NominalMap", "DEFAULT_ORIENTATION", "FieldOrientation",
            "field_to_slice", "slice_to_field", "EchelleSetting", "echelle_setting"]

@@ -20,7 +20,19 @@ as seen on the detector [px, 18 um]:
    slices and an echelle-angle offset ``dtheta`` [deg] acting through the optical model's angle
    dependence (first order).
 
-Parameter order: mean (col terms, then row terms), slices 1..28 (each col terms then row terms),
+4. **Residual beyond the polynomial** (optional, ``residual_m > 0``): per slice and axis a smooth
+   field ``r_s(xi_n, w)`` that no polynomial of the per-slice degree holds, a reduced-rank
+   Gaussian process of Matérn-5/2 covariance on the slice's normalised (xi_n, w) square
+   (:class:`astrocal.field.residual.ResidualBasis` over ``(-1, 1, -1, 1)``: ``m x m`` Laplacian
+   eigenfunctions with their projection on the degree-``degree`` Legendre polynomials removed, so
+   the residual never absorbs the polynomial). Its coefficients are linear parameters whose prior
+   widths follow from the residual's rms ``residual_rms_px`` [px] and correlation length
+   ``residual_length`` (in the normalised units, the slice's length and the setting's range being
+   2), hyperparameters the fit samples; the slices' residuals are independent draws (no shared
+   mean). The same idea as the imager's residual field (:mod:`astrocal.field.residual`).
+
+Parameter order: mean (col terms, then row terms), slices 1..28 (each col terms, row terms, then
+with a residual the col residual coefficients and the row residual coefficients),
 placement (chips in id order except the reference, each dcol, drow, rot), settings (each dx, dy,
 dtheta). :attr:`DeviationLayout.names` names every parameter.
 """
@@ -32,10 +44,11 @@ from functools import cached_property
 import numpy as np
 from numpy.polynomial import legendre
 
+from ..field.residual import ResidualBasis
 from .mosaic import PLACEMENT_TERMS, load_mosaic
 from .traces import N_SLICES, EchelleSetting
 
-__all__ = ["DeviationLayout", "Hyperparameters", "legendre_basis"]
+__all__ = ["DeviationLayout", "Hyperparameters", "SliceWaves", "legendre_basis"]
 
 SETTING_TERMS = ("dx", "dy", "dtheta")
 AXES = ("col", "row")
@@ -80,6 +93,12 @@ class Hyperparameters:
         Setting shifts ``dx, dy`` [px].
     sigma_echelle_deg : float
         Echelle-angle offsets [deg] (1e-3 deg moves lines by ~1-2 px).
+    residual_rms_px : float
+        Rms over a slice of the per-slice residual beyond the polynomial [px] (layouts with
+        ``residual_m > 0``; the fit samples it).
+    residual_length : float
+        Its Matérn correlation length in the slice's normalised (xi_n, w) units (the slice is
+        2 long, the setting's range 2 wide; the fit samples it).
     """
 
     tau_px: float = 0.3
@@ -88,6 +107,8 @@ class Hyperparameters:
     sigma_rotation_rad: float = 1e-3
     sigma_shift_px: float = 5.0
     sigma_echelle_deg: float = 2e-3
+    residual_rms_px: float = 0.01
+    residual_length: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,11 +124,19 @@ class DeviationLayout:
     reference_detector : int or None
         Chip without placement parameters (default 1); None gives every chip parameters
         (then the mosaic's overall position is set by the prior only).
+    residual_m : int
+        Eigenfunctions per dimension of the per-slice residual beyond the polynomial (0: none,
+        the default; ``m * m`` coefficients per slice and axis).
+    residual_boundary : float
+        Boundary factor of the residual's eigenfunction box (> 1; the box extends this many
+        half-sizes around the slice's square).
     """
 
     settings: tuple[EchelleSetting, ...]
     degree: int = 2
     reference_detector: int | None = 1
+    residual_m: int = 0
+    residual_boundary: float = 1.3
 
     def __post_init__(self):
         object.__setattr__(self, "settings", tuple(self.settings))
@@ -117,6 +146,11 @@ class DeviationLayout:
             raise ValueError("DeviationLayout: the same setting twice")
         if int(self.degree) != self.degree or self.degree < 0:
             raise ValueError(f"degree must be an integer >= 0, got {self.degree}")
+        if int(self.residual_m) != self.residual_m or self.residual_m < 0:
+            raise ValueError(f"residual_m must be an integer >= 0, got {self.residual_m}")
+        if not float(self.residual_boundary) > 1.0:
+            raise ValueError(f"residual_boundary must be > 1, got {self.residual_boundary}")
+        object.__setattr__(self, "residual_m", int(self.residual_m))
         if self.reference_detector is not None and self.reference_detector not in load_mosaic().det_ids:
             raise ValueError(f"reference_detector must be one of 1..4 or None, got {self.reference_detector}")
 
@@ -130,6 +164,45 @@ class DeviationLayout:
         return len(self.terms)
 
     @cached_property
+    def residual_basis(self) -> ResidualBasis | None:
+        """The per-slice residual's basis on the normalised square (None without a residual)."""
+        if not self.residual_m:
+            return None
+        return ResidualBasis((-1.0, 1.0, -1.0, 1.0), self.degree, self.residual_m, self.residual_boundary)
+
+    @property
+    def n_residual(self) -> int:
+        """Residual coefficients per slice and axis (``residual_m**2``, 0 without a residual)."""
+        return self.residual_m ** 2
+
+    @property
+    def slice_width(self) -> int:
+        """Coefficients per slice and axis: the polynomial's terms plus the residual's."""
+        return self.n_terms + self.n_residual
+
+    def slice_basis(self, xi_n, w):
+        """Per-slice basis (polynomial terms, then the residual's functions) and its derivatives
+        in ``xi_n`` and ``w``: three arrays (N, slice_width)."""
+        v, dx, dw = legendre_basis(xi_n, w, self.terms)
+        if not self.residual_m:
+            return v, dx, dw
+        xi_n, w = np.atleast_1d(xi_n).astype(float), np.atleast_1d(w).astype(float)
+        rb = self.residual_basis
+        rv = rb.design(xi_n, w)
+        rdx, rdw = rb.design_derivatives(xi_n, w)
+        return np.hstack([v, rv]), np.hstack([dx, rdx]), np.hstack([dw, rdw])
+
+    def slice_block_is_residual(self) -> np.ndarray:
+        """Within one slice's block of ``2 * slice_width`` consecutive parameters (col terms, row
+        terms, col residual, row residual), which are residual coefficients (bool)."""
+        return np.r_[np.zeros(2 * self.n_terms, bool), np.ones(2 * self.n_residual, bool)]
+
+    def residual_prior_sd(self, rms_px, length) -> np.ndarray:
+        """Prior sd of the residual coefficients (per axis, ``m * m``) for the residual's rms over
+        the slice [px] and correlation length (normalised units); arrays (W,) give (W, m*m)."""
+        return self.residual_basis.prior_sd_for_rms(rms_px, length)
+
+    @cached_property
     def placement_detectors(self) -> tuple[int, ...]:
         return tuple(int(d) for d in load_mosaic().det_ids if d != self.reference_detector)
 
@@ -137,7 +210,7 @@ class DeviationLayout:
     def blocks(self) -> dict[str, slice]:
         """Parameter index ranges: 'mean', 'slices', 'placement', 'settings'."""
         t = self.n_terms
-        sizes = {"mean": 2 * (t - 1), "slices": N_SLICES * 2 * t,
+        sizes = {"mean": 2 * (t - 1), "slices": N_SLICES * 2 * self.slice_width,
                  "placement": 3 * len(self.placement_detectors), "settings": 3 * len(self.settings)}
         out, start = {}, 0
         for k, n in sizes.items():
@@ -155,7 +228,11 @@ class DeviationLayout:
         def term(i, j):
             return f"P{i}(xi)P{j}(w)"
         out = [f"mean.{a}.{term(*tr)}" for a in AXES for tr in self.terms[1:]]
-        out += [f"slice{s:02d}.{a}.{term(*tr)}" for s in range(1, N_SLICES + 1) for a in AXES for tr in self.terms]
+        m = self.residual_m
+        res = [f"R{j}_{k}" for j in range(1, m + 1) for k in range(1, m + 1)]
+        out += [f"slice{s:02d}.{a}.{name}" for s in range(1, N_SLICES + 1)
+                for a, names in ((AXES[0], [term(*tr) for tr in self.terms]), (AXES[1], [term(*tr) for tr in self.terms]),
+                                 (AXES[0], res), (AXES[1], res)) for name in names]
         out += [f"DET{d}.{p}" for d in self.placement_detectors for p in PLACEMENT_TERMS]
         out += [f"setting{e}.{p}" for e in range(len(self.settings)) for p in SETTING_TERMS]
         return tuple(out)
@@ -177,11 +254,14 @@ class DeviationLayout:
                                   f"{[s.lam_c_um for s in self.settings]}")
 
     def slice_columns(self, slice_number) -> np.ndarray:
-        """Columns of the per-slice coefficients of slice numbers (N,) -> (N, 2, T) parameter indices."""
-        t = self.n_terms
+        """Columns of the per-slice coefficients of slice numbers (N,) -> (N, 2, W) parameter indices
+        (``W`` = :attr:`slice_width`: the polynomial's terms, then the residual's, per axis)."""
+        t, r = self.n_terms, self.n_residual
         s = np.asarray(slice_number) - 1
-        base = self.blocks["slices"].start + s * 2 * t
-        return base[:, None, None] + np.arange(2)[None, :, None] * t + np.arange(t)[None, None, :]
+        base = self.blocks["slices"].start + s * 2 * (t + r)
+        k = np.arange(2)[None, :, None]
+        j = np.arange(t + r)[None, None, :]
+        return base[:, None, None] + np.where(j < t, k * t + j, 2 * t + k * r + (j - t))
 
     def mean_columns(self) -> np.ndarray:
         """Columns of the shared mean, shape (2, T-1) (terms 1..T-1)."""
@@ -200,12 +280,13 @@ class DeviationLayout:
         return self.blocks["settings"].start + 3 * index + np.arange(3)
 
     def slice_coefficients(self, params) -> np.ndarray:
-        """Effective per-slice coefficients ``mean + delta_s``, shape (28, 2, T) [px]."""
+        """Effective per-slice coefficients ``mean + delta_s``, shape (28, 2, W) [px] (the residual's
+        coefficients, if any, after the polynomial's, in :meth:`slice_basis` order)."""
         p = np.asarray(params, float)
         t = self.n_terms
-        delta = p[self.blocks["slices"]].reshape(N_SLICES, 2, t)
-        mean = np.zeros((2, t))
-        mean[:, 1:] = p[self.blocks["mean"]].reshape(2, t - 1)
+        delta = p[self.slice_columns(np.arange(1, N_SLICES + 1))]
+        mean = np.zeros((2, self.slice_width))
+        mean[:, 1:t] = p[self.blocks["mean"]].reshape(2, t - 1)
         return delta + mean[None]
 
     def prior_sigma(self, hyper: Hyperparameters = Hyperparameters()) -> np.ndarray:
@@ -213,6 +294,10 @@ class DeviationLayout:
         sig = np.empty(self.n_params)
         sig[self.blocks["mean"]] = hyper.sigma_mean_px
         sig[self.blocks["slices"]] = hyper.tau_px
+        if self.residual_m:
+            rsd = self.residual_prior_sd(hyper.residual_rms_px, hyper.residual_length)
+            cols = self.slice_columns(np.arange(1, N_SLICES + 1))[:, :, self.n_terms:]
+            sig[cols] = rsd[None, None, :]
         sig[self.blocks["placement"]] = np.tile([hyper.sigma_offset_px, hyper.sigma_offset_px,
                                                  hyper.sigma_rotation_rad], len(self.placement_detectors))
         sig[self.blocks["settings"]] = np.tile([hyper.sigma_shift_px, hyper.sigma_shift_px,
@@ -222,3 +307,54 @@ class DeviationLayout:
     def zeros(self) -> np.ndarray:
         """The nominal instrument: all deviations zero."""
         return np.zeros(self.n_params)
+
+
+@dataclass(frozen=True)
+class SliceWaves:
+    """A smooth per-slice deviation that no polynomial holds, for simulated as-built instruments.
+
+    Slice ``s`` is moved by
+
+        dcol = amp_px * a[s] * sin(freq_w * w + phase[s]),    drow = amp_px * b[s] * sin(freq_xi * xi_n)
+
+    [px] (``w`` the wavelength normalised to -1..+1 over the setting's range, ``xi_n = xi /
+    0.4485``): a wave along the dispersion and one along the slice, with per-slice amplitudes
+    ``a, b ~ N(0, 1)`` and phases uniform (arrays of 29, index = slice number; 0 unused). It is
+    not a draw from the fit's prior (no finite set of its parameters holds it); an
+    :class:`~astrocal.lms.LmsGeometry` with ``waves`` adds it to every position. Defaults
+    (0.75 and 0.8 waves over the range and the slice) as in ``benchmarks/bench_lms_coverage.py``.
+    """
+
+    amp_px: float
+    a: tuple
+    b: tuple
+    phase: tuple
+    freq_w: float = 1.5 * np.pi
+    freq_xi: float = 5.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, amp_px: float, **kw) -> "SliceWaves":
+        """Per-slice amplitudes and phases from ``rng`` (normal a, normal b, uniform phase, 29 each)."""
+        a, b, ph = rng.normal(size=N_SLICES + 1), rng.normal(size=N_SLICES + 1), rng.uniform(0, 2 * np.pi, N_SLICES + 1)
+        return cls(float(amp_px), tuple(map(float, a)), tuple(map(float, b)), tuple(map(float, ph)), **kw)
+
+    def to_dict(self) -> dict:
+        return {"amp_px": self.amp_px, "a": list(self.a), "b": list(self.b), "phase": list(self.phase),
+                "freq_w": self.freq_w, "freq_xi": self.freq_xi}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SliceWaves":
+        return cls(float(d["amp_px"]), tuple(d["a"]), tuple(d["b"]), tuple(d["phase"]), float(d["freq_w"]),
+                   float(d["freq_xi"]))
+
+    def __call__(self, slice_number, xi_n, w):
+        """``(value, d/dxi_n, d/dw)``, each (N, 2) [px] (col, row)."""
+        s = np.asarray(slice_number, int)
+        xi_n, w = np.asarray(xi_n, float), np.asarray(w, float)
+        a, b, ph = (np.asarray(v)[s] for v in (self.a, self.b, self.phase))
+        zero = np.zeros(s.shape)
+        aw = self.freq_w * w + ph
+        value = self.amp_px * np.stack([a * np.sin(aw), b * np.sin(self.freq_xi * xi_n)], axis=-1)
+        dxi = self.amp_px * np.stack([zero, b * self.freq_xi * np.cos(self.freq_xi * xi_n)], axis=-1)
+        dw = self.amp_px * np.stack([a * self.freq_w * np.cos(aw), zero], axis=-1)
+        return value, dxi, dw

@@ -21,10 +21,14 @@ All these linear parameters ``theta`` have zero-mean Gaussian priors
 hyperparameter. The measured covariances are multiplied by an error scale ``s_g**2`` per kind
 of data (spots, traces, edges), also hyperparameters. Given the hyperparameters ``phi = (log tau,
 log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | phi)`` exact
-(:class:`CollapsedLms`); emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
+(:class:`CollapsedLms`). With a per-slice residual beyond the polynomial (the layout's
+``residual_m``, :mod:`astrocal.lms.deviations`) its coefficients are linear parameters too, with
+prior widths set by two more hyperparameters (its rms [px] and correlation length), so they are
+integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
-Cholesky factorisations and one of the shared block.
+(with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
+shared block. The fit runs in one BLAS thread (the blocks are small).
 
 Units: px (0-based pixel centres on each chip), arcsec for xi (mas for the chopper errors), um.
 """
@@ -50,6 +54,13 @@ GROUPS = ("spots", "traces", "edges")
 """The kinds of data, each with its own error scale."""
 TAU_BOUNDS_PX = (1e-3, 5.0)
 SCALE_BOUNDS = (0.1, 10.0)
+RESIDUAL_RMS_BOUNDS_PX = (1e-4, 1.0)
+RESIDUAL_LENGTH_MAX = 8.0
+"""Bounds of the per-slice residual's rms [px] and largest correlation length (normalised
+slice units; the shortest is half the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`:
+below that length the basis's prior is no longer close to the Matérn's, but it is still a valid
+prior with its variance at the basis's highest frequencies, and on a simulated wave along the
+slice the wider range gave intervals closer to their rate)."""
 _XI_END = SLICE_HALF_LENGTH_ARCSEC
 
 
@@ -198,12 +209,20 @@ class CollapsedLms:
         Prior widths of every linear parameter; the per-slice ones (``slice_index``) are
         replaced by ``tau``.
     slice_index : ndarray of int (28, K)
-        The columns of each slice's coefficients (K = 2 x terms).
+        The columns of each slice's coefficients (K = 2 x terms, plus the residual's).
+    residual : (is_residual (K,) bool, prior_sd(rms, length) -> (W, R), (length_lo, length_hi)), optional
+        With a per-slice residual beyond the polynomial: which of a slice's columns are its
+        coefficients (col then row, R each), their prior sd as a function of the residual's rms
+        [px] and correlation length (arrays (W,)), and the length's bounds. Adds the
+        hyperparameters ``log_residual_rms_px`` and ``log_residual_length`` after ``log_tau_px``.
     """
 
-    def __init__(self, obs: Observations, prior_sigma_fixed, slice_index):
+    def __init__(self, obs: Observations, prior_sigma_fixed, slice_index, residual=None):
         self.groups = tuple(g for g in GROUPS if g in obs.A)
-        self.hyper_names = ("log_tau_px",) + tuple(f"log_scale_{g}" for g in self.groups)
+        self.residual = residual
+        self.n_res_hyper = 2 if residual is not None else 0
+        self.hyper_names = (("log_tau_px",) + (("log_residual_rms_px", "log_residual_length") if residual else ())
+                            + tuple(f"log_scale_{g}" for g in self.groups))
         self.ndim = len(self.hyper_names)
         T = obs.n_theta
         sl = np.asarray(slice_index)
@@ -229,17 +248,37 @@ class CollapsedLms:
         self.n_theta = T
 
     def bounds(self):
-        lo = np.array([np.log(TAU_BOUNDS_PX[0])] + [np.log(SCALE_BOUNDS[0])] * len(self.groups))
-        hi = np.array([np.log(TAU_BOUNDS_PX[1])] + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
+        lo, hi = [np.log(TAU_BOUNDS_PX[0])], [np.log(TAU_BOUNDS_PX[1])]
+        if self.residual is not None:
+            lo += [np.log(RESIDUAL_RMS_BOUNDS_PX[0]), np.log(self.residual[2][0])]
+            hi += [np.log(RESIDUAL_RMS_BOUNDS_PX[1]), np.log(self.residual[2][1])]
+        lo = np.array(lo + [np.log(SCALE_BOUNDS[0])] * len(self.groups))
+        hi = np.array(hi + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
         return lo, hi
 
     def initial_guess(self):
-        return np.array([np.log(0.3)] + [0.0] * len(self.groups))
+        res = [np.log(0.01), np.log(max(1.0, 1.2 * self.residual[2][0]))] if self.residual is not None else []
+        return np.array([np.log(0.3)] + res + [0.0] * len(self.groups))
+
+    def _slice_prior_var(self, phi):
+        """Prior variances of a slice block's columns, (W, K), for rows of phi."""
+        K = self.slice_index.shape[1]
+        d2 = np.repeat(np.exp(2 * phi[:, :1]), K, axis=1)
+        if self.residual is not None:
+            is_res, sd, _ = self.residual
+            r = sd(np.exp(phi[:, 1]), np.exp(phi[:, 2])).reshape(len(phi), -1)     # (W, R)
+            d2[:, is_res] = np.concatenate([r, r], axis=1) ** 2
+        return d2
+
+    def _weights(self, phi):
+        """1 / s_g^2 per group, (W, G)."""
+        return np.exp(-2 * phi[:, 1 + self.n_res_hyper:])
 
     def prior_sigma(self, phi) -> np.ndarray:
         """Prior widths of all linear parameters at one phi, shape (T,)."""
         sig = self.prior_sigma_fixed.copy()
-        sig[self.slice_index.ravel()] = np.exp(phi[0])
+        d = np.sqrt(self._slice_prior_var(np.atleast_2d(np.asarray(phi, float)))[0])
+        sig[self.slice_index] = d[None, :]
         return sig
 
     def log_posterior(self, phi):
@@ -254,14 +293,17 @@ class CollapsedLms:
     def _blocks(self, phi):
         """The posterior precision of the linear parameters in block-arrow form, for rows of phi:
         ``B`` (W, S, K, K) the slice blocks, ``C`` (W, S, K, Q) slice x shared, ``E`` (W, Q, Q)
-        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2, tau^2 (W,)."""
-        tau2 = np.exp(2 * phi[:, 0])
-        w = np.exp(-2 * phi[:, 1:])
+        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2 and the
+        slice blocks' prior variances (W, K)."""
+        d2 = self._slice_prior_var(phi)
+        w = self._weights(phi)
         K = self.FB.shape[-1]
-        B = np.einsum("wg,gskl->wskl", w, self.FB) + np.eye(K)[None, None] / tau2[:, None, None, None]
-        C = np.einsum("wg,gskq->wskq", w, self.FC)
-        E = np.einsum("wg,gpq->wpq", w, self.FE) + np.diag(1.0 / self.sigma_global**2)[None]
-        return B, C, E, np.einsum("wg,gsk->wsk", w, self.bB), np.einsum("wg,gq->wq", w, self.bE), w, tau2
+        W, (G, S, _, Q) = len(w), self.FC.shape
+        B = (w @ self.FB.reshape(G, -1)).reshape(W, S, K, K)
+        B[..., np.arange(K), np.arange(K)] += 1.0 / d2[:, None, :]
+        C = (w @ self.FC.reshape(G, -1)).reshape(W, S, K, Q)
+        E = (w @ self.FE.reshape(G, -1)).reshape(W, Q, Q) + np.diag(1.0 / self.sigma_global**2)[None]
+        return B, C, E, (w @ self.bB.reshape(G, -1)).reshape(W, S, K), w @ self.bE, w, d2
 
     @staticmethod
     def _schur(B, C, E, bB, bE):
@@ -270,12 +312,14 @@ class CollapsedLms:
         LB = np.linalg.cholesky(B)
         X = np.linalg.solve(B, C)                          # (W, S, K, Q)
         xb = np.linalg.solve(B, bB[..., None])[..., 0]     # (W, S, K)
-        S = E - np.einsum("wskp,wskq->wpq", C, X)
-        bS = bE - np.einsum("wskq,wsk->wq", C, xb)
+        W, _, _, Q = C.shape
+        Cr = C.reshape(W, -1, Q)
+        S = E - np.swapaxes(Cr, 1, 2) @ X.reshape(W, -1, Q)
+        bS = bE - (np.swapaxes(Cr, 1, 2) @ xb.reshape(W, -1, 1))[..., 0]
         return LB, X, xb, np.linalg.cholesky(S), bS
 
     def _log_evidence(self, phi):
-        B, C, E, bB, bE, w, tau2 = self._blocks(phi)
+        B, C, E, bB, bE, w, d2 = self._blocks(phi)
         try:
             LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
         except np.linalg.LinAlgError:
@@ -284,7 +328,7 @@ class CollapsedLms:
         quad = np.einsum("wsk,wsk->w", bB, xb) + np.einsum("wq,wq->w", z, z)
         logdet_B = 2 * np.sum(np.log(np.diagonal(LB, axis1=-2, axis2=-1)), axis=(1, 2))
         logdet_S = 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)
-        logdet_prior = self.n_slice_params * np.log(tau2) + 2 * np.sum(np.log(self.sigma_global))
+        logdet_prior = N_SLICES * np.sum(np.log(d2), axis=1) + 2 * np.sum(np.log(self.sigma_global))
         chi2 = w @ self.c
         logdet_noise = self.logdet_c0 - (np.log(w) @ self.n)
         ntot = float(np.sum(self.n))
@@ -293,7 +337,7 @@ class CollapsedLms:
     def precision(self, phi):
         """The posterior precision ``M`` (T, T) and ``b`` (T,) of the linear parameters at one phi:
         mean ``M^-1 b``, covariance ``M^-1``."""
-        w = np.exp(-2 * np.asarray(phi)[1:])
+        w = self._weights(np.atleast_2d(np.asarray(phi, float)))[0]
         M = np.einsum("g,gij->ij", w, self.F) + np.diag(1.0 / self.prior_sigma(phi) ** 2)
         return M, w @ self.b
 
@@ -454,8 +498,16 @@ class LmsFit:
 
 
 def _slice_index(layout: DeviationLayout):
-    t = layout.n_terms
-    return layout.blocks["slices"].start + np.arange(N_SLICES)[:, None] * 2 * t + np.arange(2 * t)[None, :]
+    k = 2 * layout.slice_width
+    return layout.blocks["slices"].start + np.arange(N_SLICES)[:, None] * k + np.arange(k)[None, :]
+
+
+def _residual_spec(layout: DeviationLayout):
+    """The :class:`CollapsedLms` ``residual`` argument of a layout (None without a residual)."""
+    if not layout.residual_m:
+        return None
+    rb = layout.residual_basis
+    return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length / 2, RESIDUAL_LENGTH_MAX)
 
 
 def _map(model, phi0):
@@ -472,9 +524,16 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
     ``data``: ``{"spots", "traces", "edges"}`` tables with ``setting`` (index into
     ``layout.settings``) and, for spots and traces, ``exposure`` (index into ``terms``).
     """
+    from threadpoolctl import threadpool_limits
+
+    # the blocks are small (tens of rows): more BLAS threads only contend on a shared machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_lms(data, layout, terms, settings or LmsFitSettings(), truth)
+
+
+def _fit_lms(data, layout, terms, settings, truth):
     from ..model import inference
 
-    settings = settings or LmsFitSettings()
     prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
                                   terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])
     geometry = LmsGeometry(layout, truth=truth)
@@ -482,7 +541,7 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
     phi = None
     for it in range(settings.relinearise + 1):
         obs = linearise(geometry, data, terms)
-        model = CollapsedLms(obs, prior_fixed, sl)
+        model = CollapsedLms(obs, prior_fixed, sl, _residual_spec(layout))
         phi, lp = _map(model, model.initial_guess() if phi is None else phi)
         theta = model.conditional_mean(phi)
         log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,

@@ -201,7 +201,7 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
     th = fit.theta_samples
     prior = np.concatenate([fit.layout.prior_sigma(fit.settings.hyper),
                             fit.terms.prior_sigma(fit.settings.offset_sigma_mas, fit.settings.across_px_per_mas)])
-    prior[fit.layout.blocks["slices"]] = np.nan          # tau: a hyperparameter
+    prior[fit.layout.blocks["slices"]] = np.nan          # tau (and the residual's rms, length): hyperparameters
     q = np.quantile(th, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
     t = Table({"name": names, "mean": th.mean(axis=0), "sd": th.std(axis=0, ddof=1), "q025": q[0], "q16": q[1],
                "q50": q[2], "q84": q[3], "q975": q[4], "prior_sigma": prior})
@@ -243,12 +243,15 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
         "truth_direction": fit.truth,
         "layout": {"settings": [{"lam_c_um": s.lam_c_um, "order": s.order, "echelle_deg": s.echelle_deg}
                                 for s in fit.layout.settings], "degree": fit.layout.degree,
+                   "residual_m": fit.layout.residual_m, "residual_boundary": fit.layout.residual_boundary,
                    "reference_detector": fit.layout.reference_detector, "n_params": fit.layout.n_params},
         "exposure_terms": {"stems": list(fit.terms.stems), "names": list(fit.terms.names)},
         "hyperparameters": {n: {"map": float(np.exp(m)), "mean": float(np.exp(s).mean()),
                                 "sd": float(np.exp(s).std(ddof=1))}
                             for n, m, s in zip(fit.hyper_names, fit.phi_map, fit.phi_samples.T)},
-        "hyper_prior": {"tau_px": "log-uniform", "error scales": "log-uniform"},
+        "hyper_prior": {"tau_px": "log-uniform", "error scales": "log-uniform",
+                        **({"residual_rms_px": "log-uniform", "residual_length": "log-uniform"}
+                           if fit.layout.residual_m else {})},
         "fixed_prior_widths": to_plain(fit.settings.hyper.__dict__),
         "offset_sigma_mas": fit.settings.offset_sigma_mas, "across_px_per_mas": fit.settings.across_px_per_mas,
         "n_points": {g: int(len(fit.observations.y[g])) for g in fit.observations.y},
@@ -280,7 +283,8 @@ def load_lms_fit(out) -> LmsFit:
     info = json.loads((out / "lms_fit.json").read_text())
     lay = info["layout"]
     layout = DeviationLayout(tuple(echelle_setting(s["lam_c_um"]) for s in lay["settings"]), degree=lay["degree"],
-                             reference_detector=lay["reference_detector"])
+                             reference_detector=lay["reference_detector"], residual_m=lay.get("residual_m", 0),
+                             residual_boundary=lay.get("residual_boundary", 1.3))
     with fits.open(out / "lms_draws.fits") as hdul:
         theta = np.array(hdul["THETA"].data, float)
         names = [str(n) for n in hdul["NAMES"].data["name"]]

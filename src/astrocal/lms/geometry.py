@@ -6,6 +6,8 @@ truth), the mosaic (:mod:`astrocal.lms.mosaic`) and the as-built deviations
 
     (col, row) = nominal(s, xi, lam) + D(s, xi, lam) @ params       (exactly linear in params)
 
+(plus, for a simulated instrument only, a per-slice term no parameter holds, :class:`SliceWaves`)
+
 and :meth:`LmsGeometry.inverse` solves it by Newton iteration to 1e-6 px. Conventions: slice
 numbers 1..28 (slice 1 at the most negative focal-plane y), xi along the slice [arcsec], lam [um],
 detectors 1..4 and 0-based pixel-centre (col, row) on each chip (ScopeSim's "D" WCS).
@@ -17,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .deviations import DeviationLayout, legendre_basis
+from .deviations import DeviationLayout, SliceWaves
 from .errors import OffDetectorError, OffSliceError, WavelengthRangeError
 from .mosaic import load_mosaic, placement_design
 from .nominal import NominalMap, newton_solve
@@ -66,6 +68,9 @@ class LmsGeometry:
         Deviation values (default: all zero = the optical model).
     truth : {"forward", "inverse"}
         Which optical-model polynomials are exact (see :mod:`astrocal.lms.nominal`).
+    waves : SliceWaves, optional
+        A per-slice deviation beyond the model's parameters (simulated instruments only: the
+        fit's geometries have none), added to every position; :meth:`design_matrix` is unchanged.
 
     Notes
     -----
@@ -76,6 +81,7 @@ class LmsGeometry:
     layout: DeviationLayout
     params: np.ndarray | None = None
     truth: str = "forward"
+    waves: SliceWaves | None = None
 
     def __post_init__(self):
         p = self.layout.zeros() if self.params is None else np.array(self.params, float)
@@ -88,7 +94,7 @@ class LmsGeometry:
 
     def with_params(self, params) -> "LmsGeometry":
         """The same model with other deviation values (sharing the cached optical model)."""
-        out = LmsGeometry(self.layout, params, self.truth)
+        out = LmsGeometry(self.layout, params, self.truth, self.waves)
         object.__setattr__(out, "_nominal_maps", self._nominal_maps)
         return out
 
@@ -122,14 +128,18 @@ class LmsGeometry:
         f = nom.forward(s - 1, xi, lam)
         fp_px = f.value / pix                                       # (N, 2)
         w, dw_dlam = self._w(e, lam)
-        basis, dbx, dbw = legendre_basis(xi / SLICE_HALF_LENGTH_ARCSEC, w, self.layout.terms)
+        basis, dbx, dbw = self.layout.slice_basis(xi / SLICE_HALF_LENGTH_ARCSEC, w)
         coef = self.layout.slice_coefficients(self.params)[s - 1]   # (N, 2, T)
         shift_cols = self.layout.setting_columns(self.layout.setting_index(e))
         dx, dy, dth = self.params[shift_cols]
         corr = np.einsum("nkt,nt->nk", coef, basis) + np.array([dx, dy]) + dth * f.dtheta / pix
         jac = f.jacobian / pix
-        jac = jac + np.stack([np.einsum("nkt,nt->nk", coef, dbx) / SLICE_HALF_LENGTH_ARCSEC,
-                              np.einsum("nkt,nt->nk", coef, dbw) * dw_dlam], axis=-1)
+        dxi_n = np.einsum("nkt,nt->nk", coef, dbx)
+        dw = np.einsum("nkt,nt->nk", coef, dbw)
+        if self.waves is not None:
+            wv, wx, ww = self.waves(s, xi / SLICE_HALF_LENGTH_ARCSEC, w)
+            corr, dxi_n, dw = corr + wv, dxi_n + wx, dw + ww
+        jac = jac + np.stack([dxi_n / SLICE_HALF_LENGTH_ARCSEC, dw * dw_dlam], axis=-1)
         return fp_px, corr, jac, basis, f.dtheta / pix
 
     def _chip(self, fp_px, corr, det):
@@ -222,7 +232,7 @@ class LmsGeometry:
         mc = lay.mean_columns()
         sc = lay.slice_columns(s)
         for k in range(2):
-            out[rows[:, None], k, mc[k][None, :]] = basis[:, 1:]
+            out[rows[:, None], k, mc[k][None, :]] = basis[:, 1:lay.n_terms]
             out[rows[:, None], k, sc[:, k, :]] = basis
         pc = lay.placement_columns(det)
         pd = placement_design(col0, row0, self.mosaic.centre_px)

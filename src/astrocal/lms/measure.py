@@ -47,7 +47,8 @@ TABLE_OF_KIND = {"laser": "spots", "grid": "traces", "slices": "edges"}
 
 def nominal_geometry(lms) -> LmsGeometry:
     """The optical model (all deviations zero) of a campaign's :class:`~astrocal.campaign.LmsDataset`."""
-    layout = DeviationLayout(tuple(lms.settings), degree=lms.degree, reference_detector=lms.reference_detector)
+    layout = DeviationLayout(tuple(lms.settings), degree=lms.degree, reference_detector=lms.reference_detector,
+                             residual_m=getattr(lms, "residual_m", 0))
     return LmsGeometry(layout, truth=lms.truth_direction)
 
 

@@ -426,7 +426,7 @@ LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along
                "qcl_lines_um": "--qcl-lines", "dit_s": "--dit", "ndit": "--ndit", "degree": "--degree",
                "efficiency": "--efficiency", "bb_temp_k": "--bb-temp", "truth": "--truth",
                "resolving_power": "--resolving-power", "date_obs": "--date", "slit_scan": "--slit-scan",
-               "slit_edge_loss": "--slit-edge-loss"}
+               "slit_edge_loss": "--slit-edge-loss", "slice_waves_px": "--slice-waves"}
 
 
 def _register_lms(sub):
@@ -472,6 +472,9 @@ def _register_lms(sub):
                    help=f"of a slit-filling source (default {d.resolving_power:g})")
     p.add_argument("--degree", type=int, default=d.degree,
                    help=f"degree of the per-slice deviation polynomials (default {d.degree})")
+    p.add_argument("--slice-waves", type=float, default=d.slice_waves_px, metavar="PX",
+                   help="amplitude of a smooth per-slice as-built term no per-slice polynomial holds, px "
+                   "(astrocal.lms.SliceWaves; default 0: none)")
     p.add_argument("--truth", choices=("forward", "inverse"), default=d.truth,
                    help="which optical-model polynomials are exact (default forward)")
     p.add_argument("--date", default=d.date_obs, help=f"start of the sequence, UTC (default {d.date_obs})")
@@ -496,7 +499,8 @@ def lms_settings(args):
               offset_sigma_mas=args.offset_sigma_mas, grid_all_offsets=args.grid_all_offsets,
               dit_s=args.dit, ndit=args.ndit, bb_temp_k=args.bb_temp, efficiency=args.efficiency,
               resolving_power=args.resolving_power, degree=args.degree, truth=args.truth, date_obs=args.date,
-              slit_scan=tuple(args.slit_scan), slit_edge_loss=args.slit_edge_loss, **_switches(args, LMS_SWITCHES))
+              slit_scan=tuple(args.slit_scan), slit_edge_loss=args.slit_edge_loss, slice_waves_px=args.slice_waves,
+              **_switches(args, LMS_SWITCHES))
     if args.qcl_lines is not None:
         kw["qcl_lines_um"] = tuple(args.qcl_lines)
     return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")

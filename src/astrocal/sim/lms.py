@@ -96,6 +96,11 @@ class LmsSimSettings:
         Of a slit-filling source; sets how the slice width maps onto the dispersion direction.
     edge_sigma_px : float
         Blur of the slice edges in the lit-slice frames.
+    slice_waves_px : float
+        Amplitude [px] of a smooth per-slice term of the as-built instrument that the model's
+        per-slice polynomials do not hold (:class:`~astrocal.lms.SliceWaves`: a wave along the
+        dispersion in col, one along the slice in row); 0 (default) = none. Not a draw from the
+        fit's prior; written into ``truth/truth.json`` (``slice_waves``).
     degree, reference_detector, hyper, truth :
         The deviation model (:class:`~astrocal.lms.DeviationLayout`, prior widths
         :class:`~astrocal.lms.Hyperparameters`, ``"forward"``/``"inverse"``).
@@ -141,6 +146,7 @@ class LmsSimSettings:
     efficiency: float = 0.1
     resolving_power: float = 1e5
     edge_sigma_px: float = 0.5
+    slice_waves_px: float = 0.0
     degree: int = 2
     reference_detector: Optional[int] = 1
     hyper: Hyperparameters = Hyperparameters()
@@ -191,6 +197,8 @@ class LmsSimSettings:
             object.__setattr__(self, "n_offsets", len(off))
         if int(self.n_offsets) != self.n_offsets or self.n_offsets < 1:
             raise ValueError(f"n_offsets must be an integer >= 1, got {self.n_offsets}")
+        if not (np.isfinite(self.slice_waves_px) and self.slice_waves_px >= 0):
+            raise ValueError(f"slice_waves_px must be a finite amplitude >= 0 px, got {self.slice_waves_px}")
         object.__setattr__(self, "qcl_lines_um", tuple(float(v) for v in self.qcl_lines_um))
         scan = tuple(float(v) for v in np.atleast_1d(np.asarray(self.slit_scan, float)))
         if any(not (np.isfinite(v) and abs(v) < 0.5) for v in scan) or len(set(scan)) != len(scan):
@@ -464,7 +472,8 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     ss = np.random.SeedSequence(seed)
     rng_geo, rng_off, rng_noise, rng_resp = (np.random.default_rng(c) for c in ss.spawn(4))
     geometry = draw_lms_geometry(s.settings_um, rng_geo, deviations=s.deviations, degree=s.degree,
-                                 reference_detector=s.reference_detector, hyper=s.hyper, truth=s.truth)
+                                 reference_detector=s.reference_detector, hyper=s.hyper, truth=s.truth,
+                                 waves_px=s.slice_waves_px if s.deviations else 0.0)
     mask_file = Path(s.mask) if s.mask.endswith(".ecsv") and Path(s.mask).is_file() else mask_path(s.mask)
     mask = load_mask(mask_file)
     hole_ab = np.asarray(mask.xy_arcsec(), float)

@@ -3,7 +3,7 @@
 * :func:`draw_lms_geometry`: the as-built LMS (:class:`astrocal.lms.LmsGeometry`) with its
   deviation parameters drawn from their prior (``p ~ N(0, prior_sigma)``), or the optical model;
 * :func:`write_lms_truth` / :func:`load_lms_truth`: the geometry as ``truth.json`` (layout, seed,
-  hyperparameters, orientation, every parameter by name) and ``deviations.ecsv`` (name, value,
+  hyperparameters, orientation, every parameter by name, the non-polynomial ``slice_waves`` if any) and ``deviations.ecsv`` (name, value,
   prior sigma), read back into an equal :class:`~astrocal.lms.LmsGeometry`;
 * :data:`LASERS` and :func:`laser_lines`: the WCU laser lines;
 * :func:`chopper_offsets`: the default chopper offsets along and across the slices;
@@ -26,7 +26,7 @@ from astropy.table import Table
 from ..atomic import atomic_write_table, atomic_write_text
 from ..errors import SimulationOptionError
 from ..lms import (DeviationLayout, FieldOrientation, Hyperparameters, LmsGeometry, LmsGeometryError,
-                   echelle_setting, field_to_slice)
+                   SliceWaves, echelle_setting, field_to_slice)
 from ..lms.traces import SLICE_WIDTH_ARCSEC
 
 __all__ = ["LASERS", "QCL_LINES_UM", "laser_lines", "chopper_offsets", "draw_lms_geometry",
@@ -75,13 +75,16 @@ def chopper_offsets(n: int, max_along_arcsec: float = 0.08, max_across_slices: i
 
 def draw_lms_geometry(lam_c_um, rng: np.random.Generator | None = None, *, deviations: bool = True,
                       degree: int = 2, reference_detector: int | None = 1,
-                      hyper: Hyperparameters = Hyperparameters(), truth: str = "forward") -> LmsGeometry:
+                      hyper: Hyperparameters = Hyperparameters(), truth: str = "forward",
+                      waves_px: float = 0.0) -> LmsGeometry:
     """The as-built LMS for the echelle settings ``lam_c_um`` (central wavelengths [um]).
 
     With ``deviations`` every parameter is drawn from its prior ``N(0, layout.prior_sigma(hyper))``
     (one ``rng.normal`` call of length P, so a seed fixes it); otherwise all are zero (the optical
-    model). Raises :class:`~astrocal.lms.EchelleSettingError` for a central wavelength outside
-    2.70-5.30 um.
+    model). ``waves_px > 0`` adds a per-slice term no parameter holds, of that amplitude
+    (:class:`~astrocal.lms.SliceWaves`, drawn from ``rng`` after the parameters, so the
+    parameters of a seed are the same with and without it). Raises
+    :class:`~astrocal.lms.EchelleSettingError` for a central wavelength outside 2.70-5.30 um.
     """
     layout = DeviationLayout(tuple(echelle_setting(float(l)) for l in lam_c_um), degree=degree,
                              reference_detector=reference_detector)
@@ -91,7 +94,13 @@ def draw_lms_geometry(lam_c_um, rng: np.random.Generator | None = None, *, devia
         params = rng.normal(0.0, 1.0, layout.n_params) * sigma
     else:
         params = layout.zeros()
-    return LmsGeometry(layout, params, truth)
+    waves = None
+    if waves_px:
+        if not (float(waves_px) > 0 and np.isfinite(waves_px)):
+            raise SimulationOptionError(f"waves_px must be a finite amplitude >= 0 px, got {waves_px}")
+        rng = np.random.default_rng() if rng is None else rng
+        waves = SliceWaves.draw(rng, waves_px)
+    return LmsGeometry(layout, params, truth, waves)
 
 
 def holes_in_field(hole_ab_arcsec, offset_arcsec, orientation: FieldOrientation = FieldOrientation()):
@@ -142,6 +151,7 @@ def write_lms_truth(directory, geometry: LmsGeometry, *, hyper: Hyperparameters,
         "orientation": {"angle_deg": orientation.angle_deg, "flip": bool(orientation.flip),
                         "offset_arcsec": list(map(float, orientation.offset_arcsec))},
         "params": {n: float(v) for n, v in zip(lay.names, geometry.params)},
+        "slice_waves": None if geometry.waves is None else geometry.waves.to_dict(),
     }
     info.update(extra or {})
     paths = {"truth_json": d / "truth.json", "deviations": d / "deviations.ecsv"}
@@ -169,4 +179,6 @@ def load_lms_truth(directory) -> LmsGeometry:
                              degree=lay_info["degree"], reference_detector=lay_info["reference_detector"])
     if list(layout.names) != list(info["params"]):
         raise LmsGeometryError(f"{d / 'truth.json'}: parameter names do not match the layout they name")
-    return LmsGeometry(layout, np.array(list(info["params"].values()), float), info["truth_direction"])
+    waves = info.get("slice_waves")
+    return LmsGeometry(layout, np.array(list(info["params"].values()), float), info["truth_direction"],
+                       None if waves is None else SliceWaves.from_dict(waves))
