@@ -293,8 +293,10 @@ def render(report, figures):
                 f"tell field structure from the mask's hole errors only up to periods of about "
                 f"<b>{_num(fm.get('dither_half_period_px'), '.0f')} px</b> (separable fraction below one half beyond; "
                 "<code>dither_separation</code> in fit.json). Small structure on longer scales is shared between "
-                "the field and the hole errors by the priors alone: the map's 1-sigma there assumes the residual "
-                "field's stationary Matérn prior. Wider or more varied offsets move this period up.</p>")
+                "the field and the hole errors by the priors alone (the field's widths, the residual field's "
+                "stationary Matérn prior when it is kept, the hole errors' common scale): the map's 1-sigma "
+                "there is as good as those priors are for it. Wider or more varied offsets move this period up."
+                "</p>")
     rule = r.get("degree_rule")
     parts.append(f"<p>Degree used: <b>{r['degree']}</b>" + (f" ({_e(rule)}; probabilities with equal "
                                                             "prior odds over the degrees tried)" if rule else "")
