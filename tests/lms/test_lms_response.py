@@ -343,10 +343,14 @@ def test_settings_without_the_frames_get_notes_not_products(tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_command_writes_the_response_products_and_the_report_shows_them(scan_campaign):
+def test_fit_command_writes_the_response_products_and_the_report_shows_them(scan_campaign, caplog):
     d = scan_campaign.directory
     camp = str(d / "campaign.toml")
-    assert main(["measure", camp]) == 0
+    with caplog.at_level("INFO", logger="astrocal"):
+        assert main(["measure", camp]) == 0
+    # a scan exposure's spots are all off their slice's centre: said so, not just "0 good"
+    scan = [r.getMessage() for r in caplog.records if "off their slice's centre" in r.getMessage()]
+    assert len(scan) == 2 and all(", 0 good," in m for m in scan)
     assert main(["fit", camp, "--steps", "200", "--walkers", "12"]) == 0
     out = d / "out" / "lms"
     manifest = json.loads((out / "manifest.json").read_text())

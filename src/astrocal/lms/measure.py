@@ -76,6 +76,18 @@ def lms_stems(lms, used=()):
     return out
 
 
+def _off_centre_note(kind, table):
+    """For a laser table, the spots flagged only as off their slice's centre (a slit-loss scan
+    exposure: left out of the geometry, used for the slit loss), as text for the log."""
+    if kind != "laser":
+        return ""
+    from .spots import SPOT_FLAGS
+
+    flags = np.asarray(table["flags"], np.int64)
+    n = int(np.sum(flags == SPOT_FLAGS["off_centre"]))
+    return f", {n} off their slice's centre (slit-loss scan: for the slit loss, not the geometry)" if n else ""
+
+
 def _counts(kind, table):
     """Summary figures of one table (the lab summary's columns)."""
     flags = np.asarray(table["flags"], np.int64)
@@ -170,8 +182,8 @@ def measure_lms(campaign, output, *, overwrite=False, used_stems=()) -> list:
             counts = _counts(frame.kind, table)
             results.append(_result(lms, frame, stem, "ok", table=str(path), seconds=time.perf_counter() - t0,
                                    **counts))
-            log.info("%s: %s, %d of %d found, %d good", Path(frame.file).name, TABLE_OF_KIND[frame.kind],
-                     counts["n_identified"], counts["n_detected"], counts["n_good"])
+            log.info("%s: %s, %d of %d found, %d good%s", Path(frame.file).name, TABLE_OF_KIND[frame.kind],
+                     counts["n_identified"], counts["n_detected"], counts["n_good"], _off_centre_note(frame.kind, table))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a per-frame report
             from ..lab.measure import internal_error
 
