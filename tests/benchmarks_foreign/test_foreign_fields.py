@@ -118,3 +118,32 @@ def test_generator_uses_no_astrocal_simulator(tmp_path):
             "or m.startswith('astrocal.model')]; print(bad); assert not bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_measured_pulls_count_only_the_spots_the_fit_uses(tmp_path):
+    """``bench_foreign_coverage.measured_pulls``: flagged spots (``DEFAULT_REJECT_FLAGS``,
+    e.g. partial spots at an edge) are apart from the pulls, counted and their error given."""
+    from types import SimpleNamespace
+
+    from astropy.table import Table
+
+    import bench_foreign_coverage as bfc
+    from astrocal.model.data import DEFAULT_REJECT_FLAGS
+
+    rng = np.random.default_rng(2)
+    truth = SimpleNamespace(hole_ids=np.arange(1, 41), commanded=np.zeros((2, 2)),
+                            positions=rng.uniform(100, 1900, (2, 40, 2)))
+    (tmp_path / "measured").mkdir()
+    for e in range(2):
+        sig = np.full(40, 0.01)
+        xy = truth.positions[e] + rng.normal(0, 0.01, (40, 2))
+        flags = np.zeros(40, int)
+        flags[:3] = 256  # partial spots, 2 px off
+        assert DEFAULT_REJECT_FLAGS & 256
+        xy[:3] += 2.0
+        Table({"hole_id": truth.hole_ids, "x": xy[:, 0], "y": xy[:, 1], "sigma_x": sig, "sigma_y": sig,
+               "flags": flags}).write(tmp_path / "measured" / f"grid_{e:02d}.ecsv", format="ascii.ecsv")
+    m = bfc.measured_pulls(tmp_path, truth)
+    assert m["n_identified"] == m["n_visible"] == 80
+    assert m["n_rejected"] == 6 and m["rejected_rms_px"] == pytest.approx(2.0, abs=0.05)
+    assert 0.8 < m["pull_rms"] < 1.2 and m["rms_px"] < 0.02
