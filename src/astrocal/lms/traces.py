@@ -66,7 +66,7 @@ def load_coefficients() -> np.ndarray:
     The last axis holds the cubic's coefficients in the echelle angle [deg], highest power
     first (P3, P2, P1, P0). Matrix axis: 0 = A, 1 = B, 2 = AI, 3 = BI. Read-only array.
     """
-    with gzip.open(_data("lms_dist_poly.txt.gz").open("rb"), "rt") as fh:
+    with _data("lms_dist_poly.txt.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:  # both closed
         table = np.loadtxt(fh, delimiter=",", skiprows=1)
     if table.shape != (21 * 28 * 4 * 16, 9):
         raise ValueError(f"lms_dist_poly.txt.gz: unexpected shape {table.shape}")
@@ -85,7 +85,7 @@ def load_wcal() -> np.ndarray:
 
     ``theta = c0 * lam + c1`` [deg, lam in um] and ``lam = ic0 * theta + ic1``.
     """
-    with gzip.open(_data("lms_dist_wcal.txt.gz").open("rb"), "rt") as fh:
+    with _data("lms_dist_wcal.txt.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:  # both closed
         lines = [ln for ln in fh if ln.strip() and not ln.startswith("#")]
     rows = np.array([[float(v) for v in ln.split(",")] for ln in lines[1:]])   # lines[0]: column names
     rows = rows[np.argsort(rows[:, 0])]
