@@ -343,6 +343,7 @@ def test_settings_without_the_frames_get_notes_not_products(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("error:Mean of empty slice:RuntimeWarning")  # a group with no point used
 def test_fit_command_writes_the_response_products_and_the_report_shows_them(scan_campaign, caplog):
     d = scan_campaign.directory
     camp = str(d / "campaign.toml")

@@ -255,7 +255,8 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
         "fixed_prior_widths": to_plain(fit.settings.hyper.__dict__),
         "offset_sigma_mas": fit.settings.offset_sigma_mas, "across_px_per_mas": fit.settings.across_px_per_mas,
         "n_points": {g: int(len(fit.observations.y[g])) for g in fit.observations.y},
-        "residual_rms_normalised": {g: float(np.sqrt(np.mean(r**2))) for g, r in res.items()},
+        "residual_rms_normalised": {g: float(np.sqrt(np.mean(r**2))) if len(r) else None  # None: no point
+                                    for g, r in res.items()},
         "diagnostics": {"tau": to_plain(d.tau), "acceptance": d.acceptance, "n_steps": d.n_steps,
                         "n_burn": d.n_burn, "n_effective": to_plain(d.n_effective), "converged": d.converged,
                         "warnings": list(d.warnings)},
@@ -310,8 +311,8 @@ def describe_lms_fit(fit: LmsFit, out) -> list:
     lines.append(f"lms: {len(fit.layout.settings)} setting(s), {fit.layout.n_params} deviation parameters + "
                  f"{len(fit.terms.names)} exposure terms; {hp}")
     res = fit.residuals()
-    lines.append("lms: normalised residual rms " + ", ".join(f"{g} {np.sqrt(np.mean(r**2)):.2f} ({len(r)})"
-                                                             for g, r in res.items()))
+    lines.append("lms: normalised residual rms " + ", ".join(
+        f"{g} {np.sqrt(np.mean(r**2)):.2f} ({len(r)})" if len(r) else f"{g}: no point used" for g, r in res.items()))
     d = fit.diagnostics
     if d is not None and not d.converged:
         lines += [f"warning: {w}" for w in d.warnings]
