@@ -472,8 +472,9 @@ def register(subparsers):
     p.add_argument("--processes", type=_processes, default="auto", metavar="N",
                    help="worker processes: several filters are fitted in parallel; a single "
                    "filter's emcee walkers are split over them. Default 'auto': one process, "
-                   "except that a filter with at least 4000 points (a dense mask) splits its walkers "
-                   "over the CPUs available (at most 4). The chain is the same either way")
+                   "except that a filter with at least 4000 points (a dense mask) splits its evidence scan's "
+                   "variants and its walkers over the CPUs available (at most 4). The result is the same "
+                   "either way")
     p.set_defaults(func=run)
 
 

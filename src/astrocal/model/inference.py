@@ -85,8 +85,9 @@ class FitSettings:
     #: settings; plain JSON values), stored with the chain and compared on resume
     chain_record: dict = None
     flexure: object = None  # FlexureBasis of sky exposures (None: the model's default)
-    #: worker processes that share the walkers of each emcee step, or "auto"
-    #: (:func:`pool_size`: a pool only for large fits); the chain is the same either way
+    #: worker processes that share the walkers of each emcee step and the evidence scan's
+    #: variants, or "auto" (:func:`pool_size`: a pool only for large fits); the result is the
+    #: same either way
     processes: object = 1
     #: "emcee" (the reference) or "laplace": the quick look, hyperparameters drawn from the
     #: Laplace approximation at their MAP (:func:`laplace_draws`) instead of sampled
@@ -931,6 +932,48 @@ def choose_degree(evidence, rule="median"):
     return choose_model(evidence, rule)[0]
 
 
+def _scan_variant(points, settings, jac_field, excluded, degrees, residual):
+    """The scan's models of one residual variant, degree after degree: ``[(VariantFit, None)
+    or (None, note)]``. Each MAP search starts from the degree below's MAP, in the scale of
+    its curvature; the residual's basis is refined later, once every row is known
+    (:func:`_refine_residual_rows`). A variant's models depend on nothing of the other's."""
+    priors = _with_residual(settings.priors, residual)
+    out, start, curvature = [], None, None
+    for n in degrees:
+        try:
+            vf = fit_variant(points, n, priors, settings, jac_field, excluded, start=start,
+                             curvature=curvature, refine=False)
+        except ValueError as exc:
+            out.append((None, str(exc)))
+            continue
+        start, curvature = dict(zip(vf.hyper_names, vf.phi)), vf.curvature
+        out.append((vf, None))
+    return out
+
+
+def _scan_variant_worker(args):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _scan_variant(*args)
+
+
+def _scan_variants(points, settings, jac_field, excluded, degrees, variants):
+    """``{residual: _scan_variant(...)}`` for every variant: one after the other, or each in
+    its own process when the fit splits its work (:func:`pool_size` of ``settings.processes``
+    above one and more than one variant). The models are the same either way, bit for bit."""
+    args = [(points, settings, jac_field, excluded, degrees, res) for res in variants]
+    n_pool = min(pool_size(settings.processes, points.n_points), len(variants))
+    if n_pool <= 1:
+        return {res: _scan_variant(*a) for res, a in zip(variants, args)}
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    log.info("the evidence scan's %d variants in %d processes", len(variants), n_pool)
+    with ctx.Pool(n_pool) as pool:
+        return dict(zip(variants, pool.map(_scan_variant_worker, args)))
+
+
 def _residual_variants(priors):
     """The residual-field variants a fit compares (``Priors.residual``): ``[False]``
     (polynomial alone), ``[True]`` (with the residual field) or both (``"auto"``)."""
@@ -1031,21 +1074,15 @@ def _fit_lab(points, settings):
     variants = _residual_variants(settings.priors)
     evidence = []
     fitted = {}
-    below = {}  # per variant, the MAP of the degree below by name: where the next search starts
-    curvature = {}  # per variant, sqrt(diag) of the degree below's Hessian by name: its scale
     rows = {}  # (degree, residual) -> its row's position in the evidence table
-    for n in degrees:
+    scans = _scan_variants(points, settings, jac_field, excluded, degrees, variants)
+    for k, n in enumerate(degrees):
         for res in variants:
-            priors = _with_residual(settings.priors, res)
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}
-            try:  # MAP and evidence (the residual's basis is refined below, once all are known)
-                vf = fit_variant(points, n, priors, settings, jac_field, excluded, start=below.get(res),
-                                 curvature=curvature.get(res), refine=False)
-            except ValueError as exc:
-                evidence.append({**row, "log_evidence": np.nan, "note": str(exc)})
+            vf, note = scans[res][k]
+            if vf is None:
+                evidence.append({**row, "log_evidence": np.nan, "note": note})
                 continue
-            below[res] = dict(zip(vf.hyper_names, vf.phi))
-            curvature[res] = vf.curvature
             rows[(n, res)] = len(evidence)
             evidence.append({**row, **vf.row})
             fitted[(n, res)] = vf
