@@ -286,14 +286,14 @@ def measured_pulls(out_dir, truth):
         sy.append(np.asarray(t["sigma_y"], float)[ok])
     if not dx:
         return {"n_identified": 0, "n_visible": n_vis}
-    dx, dy, sx, sy = map(np.concatenate, (dx, dy, sx, sy))
+    dx, dy, sx, sy, rej = map(np.concatenate, (dx, dy, sx, sy, rej))
     return {"n_identified": n_id, "n_visible": n_vis,
             "bias_px": [float(dx.mean()), float(dy.mean())],
             "rms_px": float(np.sqrt(0.5 * np.mean(dx**2 + dy**2))),
             "pull_rms": float(np.sqrt(0.5 * np.mean((dx / sx) ** 2 + (dy / sy) ** 2))),
             "median_sigma_px": float(np.median(np.concatenate([sx, sy]))),
-            "n_rejected": int(sum(len(r) for r in rej)),
-            "rejected_rms_px": float(np.sqrt(0.5 * np.mean(np.concatenate(rej) ** 2))) if sum(len(r) for r in rej) else None}
+            "n_rejected": int(len(rej)),
+            "rejected_rms_px": float(np.sqrt(0.5 * np.mean(rej**2))) if len(rej) else None}
 
 
 # --------------------------------------------------------------------------- one campaign

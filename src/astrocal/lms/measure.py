@@ -81,8 +81,6 @@ def _off_centre_note(kind, table):
     exposure: left out of the geometry, used for the slit loss), as text for the log."""
     if kind != "laser":
         return ""
-    from .spots import SPOT_FLAGS
-
     flags = np.asarray(table["flags"], np.int64)
     n = int(np.sum(flags == SPOT_FLAGS["off_centre"]))
     return f", {n} off their slice's centre (slit-loss scan: for the slit loss, not the geometry)" if n else ""

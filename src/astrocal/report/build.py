@@ -445,14 +445,15 @@ def field_model(info):
     and the unresolved field's sd that the map's 1-sigma includes."""
     res = info.get("residual_field") or {}
     unres = info.get("unresolved_field") or {}
+    dithers = info.get("dither_separation") or {}
     tried = {bool(e.get("residual", False)) for e in info.get("evidence", []) if e}
     return {"degree": info.get("degree"), "residual": bool(res), "residual_tried": True in tried,
             "residual_rms_mas": res.get("rms_arcsec_median", 0.0) * 1e3 if res else None,
             "residual_length_px": res.get("length_px_median") if res else None,
             "residual_functions": res.get("n_functions") if res else None,
             "unresolved_px": unres.get("sd_px_rms"),
-            "dither_half_period_px": (info.get("dither_separation") or {}).get("half_period_px"),
-            "dither_span_px": (info.get("dither_separation") or {}).get("offset_span_px"),
+            "dither_half_period_px": dithers.get("half_period_px"),
+            "dither_span_px": dithers.get("offset_span_px"),
             "degree_at_top": bool((info.get("quality") or {}).get("degree_at_top_of_range", False))}
 
 
