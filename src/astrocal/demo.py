@@ -101,10 +101,11 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
 
 
 def measure_all(campaign_path, overwrite=False, processes=2):
-    """``astrocal measure`` of a demo's campaign; raises :class:`~astrocal.lab.measure.MeasureError`
+    """``astrocal measure`` of a demo's campaign; raises :class:`~astrocal.errors.MeasureError`
     naming the summary table if any frame failed (a demo goes on only with every frame)."""
     from .campaign import load_campaign
-    from .lab.measure import MeasureError, measure_campaign
+    from .errors import MeasureError
+    from .lab.measure import measure_campaign
 
     report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
     if report.n_failed:

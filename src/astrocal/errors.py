@@ -31,9 +31,9 @@ The tree, by stage (the builtin base in brackets):
     and its :class:`astrocal.lab.mask.UnknownMaskError` [KeyError],
     :class:`astrocal.lab.headers.HeaderError`, :class:`astrocal.lab.reduce.ReductionError`,
     :class:`astrocal.lab.identify.IdentificationError`,
-    :class:`astrocal.lab.measure.MeasureError` and its
-    :class:`astrocal.lab.measure.SourceTableError` and
-    :class:`astrocal.sky.measure.SkyMeasureError` [ValueError]
+    :class:`astrocal.errors.MeasureError` (a frame or table of the measure stage) and its
+    :class:`astrocal.sources.SourceTableError` (a source table that breaks the contract of
+    :mod:`astrocal.sources`) and :class:`astrocal.sky.measure.SkyMeasureError` [ValueError]
   * sky fields: :class:`astrocal.sky.sites.SiteError`,
     :class:`astrocal.sky.sites.WeatherError` [ValueError],
     :class:`astrocal.sky.sites.UnknownSiteError` [KeyError],
@@ -79,7 +79,7 @@ command makes): a bug, reported as one.
 """
 from __future__ import annotations
 
-__all__ = ["AstrocalError", "CorrectionInputError", "FieldError", "SimulationOptionError"]
+__all__ = ["AstrocalError", "CorrectionInputError", "FieldError", "MeasureError", "SimulationOptionError"]
 
 
 class AstrocalError(Exception):
@@ -90,6 +90,11 @@ class AstrocalError(Exception):
 class FieldError(AstrocalError, ValueError):
     """A distortion field, basis or coefficient ordering that cannot be built or evaluated
     as asked (an unknown basis, a wrong number of coefficients, a degree out of range...)."""
+
+
+class MeasureError(AstrocalError, ValueError):
+    """A frame or source table of the measure stage (``astrocal measure``: lab frames,
+    sky exposures, source tables) cannot be measured or read; the message names the file."""
 
 
 class SimulationOptionError(AstrocalError, ValueError):

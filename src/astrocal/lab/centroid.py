@@ -46,6 +46,10 @@ import numpy as np
 from scipy import optimize
 from scipy.spatial import cKDTree
 
+# the flag bits, their names and the severe set: the source-table contract
+from ..sources import (CENTROID_FLAG_NAMES as FLAG_NAMES, FLAG_BAD_FIT, FLAG_CROWDED, FLAG_DIVERGED,
+                       FLAG_EDGE, FLAG_MASKED, FLAG_NOT_CONVERGED, FLAG_SATURATED, FLAGS_SEVERE)
+
 __all__ = [
     "NoiseModel",
     "CentroidResult",
@@ -65,42 +69,12 @@ __all__ = [
     "decode_flags",
 ]
 
-#: a stamp pixel reached the saturation level (such pixels are excluded from the fit)
-FLAG_SATURATED = 1
-#: some stamp pixels were masked (NaN/inf in the image or variance, or bad-pixel mask)
-FLAG_MASKED = 2
-#: the fit did not converge within ``max_iter`` iterations
-FLAG_NOT_CONVERGED = 4
-#: the stamp crosses the image edge (pixels outside are excluded)
-FLAG_EDGE = 8
-#: the fitted position moved more than ``max_shift`` from the first guess
-FLAG_DIVERGED = 16
-#: no usable fit: too few valid pixels, singular Fisher matrix or non-positive flux;
-#: position and errors are NaN
-FLAG_BAD_FIT = 32
-#: another spot lies within half a stamp plus 2 FWHM: its core light reaches the stamp
-#: (it is subtracted when ``deblend`` > 0, see :func:`fit_centroids`)
-FLAG_CROWDED = 64
-
-FLAG_NAMES = {
-    FLAG_SATURATED: "saturated",
-    FLAG_MASKED: "masked_pixels",
-    FLAG_NOT_CONVERGED: "not_converged",
-    FLAG_EDGE: "near_edge",
-    FLAG_DIVERGED: "diverged",
-    FLAG_BAD_FIT: "bad_fit",
-    FLAG_CROWDED: "crowded",
-}
-#: flags that make a position unusable by default
-FLAGS_SEVERE = FLAG_NOT_CONVERGED | FLAG_DIVERGED | FLAG_BAD_FIT
-
-
 #: variance floor (ADU^2), see NoiseModel.variance
 MIN_VARIANCE = 1e-8
 
 
 def decode_flags(flag):
-    """Names of the bits set in one flag value."""
+    """Names of the centroid fit's bits (:data:`FLAG_NAMES`) set in one flag value."""
     return [name for bit, name in FLAG_NAMES.items() if int(flag) & bit]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checksum import file_sha256
+from ..sources import FLAGS_REJECT
 from . import centroid as C
 
 __all__ = ["same_content", "saturation_note", "offset_check", "SATURATED_SPOTS_FRACTION",
@@ -88,8 +89,6 @@ def offset_check(tables, offsets, sigmas_mas, pixel_scale_mas):
     "n_common", "measured_px", "commanded_px", "difference_px", "tolerance_px",
     "mismatch"}}`` for the exposures compared.
     """
-    from .measure import FLAGS_REJECT
-
     names = [n for n in tables if offsets.get(n) is not None]
     if len(names) < 2:
         return {}

@@ -43,7 +43,8 @@ of ``astrocal measure`` is then 1.  Nothing that exists is overwritten unless
 
 Conventions: positions are 0-based pixels (the centre of the first pixel is 0.0, ``x``
 along numpy axis 1); fluxes in ADU per DIT (flat-fielded); ``flags`` are the bits of
-:mod:`astrocal.lab.centroid` plus :data:`FLAG_UNIDENTIFIED`.
+:mod:`astrocal.sources` (the source-table contract: columns, flags, validation), which this
+module re-exports under their old names.
 """
 from __future__ import annotations
 
@@ -64,11 +65,14 @@ from astropy.table import Table
 from astropy.time import Time
 from scipy.spatial import cKDTree
 
-from ..errors import AstrocalError
+from ..errors import AstrocalError, MeasureError
 from .. import __version__
 from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..resultset import confined
+from ..sources import (FLAG_LOW_COVERAGE, FLAG_UNIDENTIFIED, FLAGS_REJECT, LAB_FLAG_NAMES as FLAG_NAMES,
+                       OPTIONAL_COLUMNS, OUTPUT_COLUMNS, REQUIRED_COLUMNS, SourceTableError,
+                       read_source_table, validate_source_table)
 from . import centroid as C
 from .detect import detect_spots
 from .checks import offset_check, same_content, saturation_note
@@ -101,24 +105,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the spot was not identified with a mask hole (``hole_id`` = -1)
-FLAG_UNIDENTIFIED = 128
-#: less than half of the PSF's light in the fitting stamp falls on valid pixels, or less than
-#: EDGE_MIN_COVERAGE of it when the stamp is cut by the detector's edge (the spot
-#: lies mostly in a masked area, e.g. the reference-pixel border): position unreliable
-FLAG_LOW_COVERAGE = 256
-#: names of all flag bits of the source tables
-FLAG_NAMES = {**C.FLAG_NAMES, FLAG_UNIDENTIFIED: "unidentified", FLAG_LOW_COVERAGE: "low_coverage"}
-#: flags of spots that should not be used (the default rejection of the fit stage)
-FLAGS_REJECT = C.FLAGS_SEVERE | C.FLAG_SATURATED | FLAG_UNIDENTIFIED | FLAG_LOW_COVERAGE
-
-#: columns a source table must have
-REQUIRED_COLUMNS = ("hole_id", "x", "y", "sigma_x", "sigma_y")
-#: optional columns and the value they take when a user table lacks them
-OPTIONAL_COLUMNS = {"cov_xy": 0.0, "flux": np.nan, "snr": np.nan, "flags": 0}
-#: the columns of every source table written by the stage, in this order
-OUTPUT_COLUMNS = REQUIRED_COLUMNS + tuple(OPTIONAL_COLUMNS)
-
 _PIX = u.pix
 _IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 #: 1-sigma of the prior on the mask origin from the chopper offset (arcsec): the mask
@@ -141,14 +127,6 @@ def internal_error(msg, exc):
     and the command ends with status 70 once the other exposures are measured."""
     log.error("%s: internal error (a bug in astrocal):\n%s", msg, traceback.format_exc())
     return f"{INTERNAL_ERROR} (a bug in astrocal; traceback in the log): {msg} ({type(exc).__name__})"
-
-
-class MeasureError(AstrocalError, ValueError):
-    """A frame cannot be measured (the message names the file)."""
-
-
-class SourceTableError(MeasureError):
-    """A source table given as an exposure is invalid (names the file and the column)."""
 
 
 # =========================================================================== utilities
@@ -186,138 +164,6 @@ def _exposure_kind(path):
         except OSError:
             return "image"  # let the reader report the problem
     return "image"
-
-
-# =========================================================================== source tables
-def _column_unit_ok(col, allowed):
-    unit = getattr(col, "unit", None)
-    if unit is None:
-        return True
-    try:
-        return any(u.Unit(unit) == a for a in allowed)
-    except ValueError:
-        return False
-
-
-def validate_source_table(table, source="<table>", mask=None):
-    """Check a measured source table and return it in the standard layout.
-
-    Required columns: ``hole_id`` (integer, -1 for unidentified), ``x``, ``y`` (0-based
-    pixels), ``sigma_x``, ``sigma_y`` (pixels, > 0); optional ``cov_xy`` (px^2; default
-    0), ``flux``, ``snr`` (default NaN) and ``flags`` (default 0).  Units, if given, must
-    be pixels (``pix``; ``pix2`` for ``cov_xy``).  Rows with ``hole_id >= 0`` must have
-    finite positions and errors and a positive-definite covariance; hole ids must be
-    unique and, if ``mask`` is given, holes of that mask.  Raises
-    :class:`SourceTableError` naming ``source`` and the column.
-    """
-    t = table
-    cols = list(t.colnames)
-    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
-    if missing:
-        raise SourceTableError(
-            f"{source}: missing column '{missing[0]}' (a source table needs "
-            f"{', '.join(REQUIRED_COLUMNS)}; optional {', '.join(OPTIONAL_COLUMNS)}; found "
-            f"{', '.join(cols) or 'no columns'})")
-    n = len(t)
-
-    def values(name, kind=float):
-        col = t[name]
-        if getattr(col, "mask", None) is not None and np.any(col.mask):
-            rows = np.nonzero(np.asarray(col.mask))[0][:10].tolist()
-            raise SourceTableError(f"{source}: column '{name}' has missing values in rows {rows}")
-        try:
-            arr = np.asarray(col, dtype=float)
-        except (TypeError, ValueError):
-            raise SourceTableError(f"{source}: column '{name}' is not numeric "
-                                   f"(dtype {col.dtype})") from None
-        if col.dtype.kind not in "iufb":
-            raise SourceTableError(f"{source}: column '{name}' is not numeric (dtype {col.dtype})")
-        return arr
-
-    for name in ("x", "y", "sigma_x", "sigma_y"):
-        if not _column_unit_ok(t[name], (_PIX, u.dimensionless_unscaled)):
-            raise SourceTableError(f"{source}: column '{name}' has unit '{t[name].unit}'; "
-                                   "expected pixels (0-based detector positions)")
-    if "cov_xy" in cols and not _column_unit_ok(t["cov_xy"], (_PIX**2, u.dimensionless_unscaled)):
-        raise SourceTableError(f"{source}: column 'cov_xy' has unit '{t['cov_xy'].unit}'; "
-                               "expected pix2")
-    hid_raw = values("hole_id")
-    if t["hole_id"].dtype.kind not in "iu" and not np.all(hid_raw == np.round(hid_raw)):
-        raise SourceTableError(f"{source}: column 'hole_id' must hold integers")
-    hid = hid_raw.astype(np.int64)
-    if np.any(hid < -1):
-        rows = np.nonzero(hid < -1)[0][:10].tolist()
-        raise SourceTableError(f"{source}: column 'hole_id' has values < -1 in rows {rows} "
-                               "(-1 marks an unidentified spot)")
-    ident = hid >= 0
-    uniq, counts = np.unique(hid[ident], return_counts=True)
-    if np.any(counts > 1):
-        raise SourceTableError(f"{source}: column 'hole_id': duplicate hole ids "
-                               f"{uniq[counts > 1][:10].tolist()}")
-    if mask is not None:
-        unknown = np.setdiff1d(uniq, mask.hole_id)
-        if unknown.size:
-            raise SourceTableError(f"{source}: column 'hole_id': ids {unknown[:10].tolist()} are not "
-                                   f"holes of mask '{mask.name}' ({mask.source})")
-    x, y = values("x"), values("y")
-    sx, sy = values("sigma_x"), values("sigma_y")
-    cxy = values("cov_xy") if "cov_xy" in cols else np.zeros(n)
-    for name, arr in (("x", x), ("y", y)):
-        bad = ident & ~np.isfinite(arr)
-        if np.any(bad):
-            raise SourceTableError(f"{source}: column '{name}' is not finite in rows "
-                                   f"{np.nonzero(bad)[0][:10].tolist()} (identified spots)")
-    for name, arr in (("sigma_x", sx), ("sigma_y", sy)):
-        bad = ident & ~(np.isfinite(arr) & (arr > 0))
-        if np.any(bad):
-            raise SourceTableError(f"{source}: column '{name}' must be finite and > 0; rows "
-                                   f"{np.nonzero(bad)[0][:10].tolist()}")
-    with np.errstate(invalid="ignore"):
-        bad = ident & ~(np.isfinite(cxy) & (cxy * cxy < sx * sx * sy * sy))
-    if np.any(bad):
-        raise SourceTableError(f"{source}: column 'cov_xy' makes the covariance not positive "
-                               f"definite (|cov_xy| >= sigma_x sigma_y) in rows "
-                               f"{np.nonzero(bad)[0][:10].tolist()}")
-    flags = np.zeros(n, np.int64)
-    if "flags" in cols:
-        fl = values("flags")
-        if np.any(fl < 0) or not np.all(fl == np.round(fl)):
-            raise SourceTableError(f"{source}: column 'flags' must hold non-negative integers")
-        flags = fl.astype(np.int64)
-    out = Table(meta=dict(t.meta))
-    out["hole_id"] = hid
-    out["x"] = x * _PIX
-    out["y"] = y * _PIX
-    out["sigma_x"] = sx * _PIX
-    out["sigma_y"] = sy * _PIX
-    out["cov_xy"] = cxy * _PIX**2
-    out["flux"] = values("flux") if "flux" in cols else np.full(n, np.nan)
-    out["snr"] = values("snr") if "snr" in cols else np.full(n, np.nan)
-    out["flags"] = flags
-    for name in cols:  # any further columns are carried along
-        if name not in out.colnames:
-            out[name] = t[name]
-    filled = [c for c in OPTIONAL_COLUMNS if c not in cols]
-    if filled:
-        out.meta["filled_columns"] = filled
-    return out
-
-
-def read_source_table(path, mask=None):
-    """Read and validate a source table (ECSV, or the first table of a FITS file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"source table not found: {path}")
-    try:
-        if path.name.lower().endswith(".ecsv"):
-            t = Table.read(path, format="ascii.ecsv")
-        elif path.name.lower().endswith(".csv"):
-            t = Table.read(path, format="ascii.csv")
-        else:
-            t = Table.read(path)
-    except Exception as exc:  # astropy raises many kinds for malformed files
-        raise SourceTableError(f"{path}: cannot read as a table: {exc}") from exc
-    return validate_source_table(t, str(path), mask)
 
 
 # =========================================================================== PSF

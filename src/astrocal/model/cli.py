@@ -18,6 +18,7 @@ from ..campaign import load_campaign
 from ..errors import AstrocalError
 from ..lab.mask import check_mask_scale, load_mask
 from ..resultset import check_result_dir as _check_result_dir
+from ..sources import MEASURED_COLUMNS
 from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from .data import DataError, join_points, lab_points_from_tables, sky_points_from_tables
 from .inference import FitSettings, fit_lab
@@ -67,9 +68,6 @@ def source_table_path(campaign, exposure_file, dataset=None):
     return candidate
 
 
-#: the columns that make an ECSV file a measured source table, per kind
-MEASURED_COLUMNS = {"lab": ("hole_id", "x", "y", "sigma_x", "sigma_y"),
-                    "sky": ("star", "x", "y", "sigma_x", "sigma_y")}
 
 
 def measured_table_kind(path):

@@ -22,15 +22,17 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 
 from ..errors import AstrocalError
+from ..sources import FLAG_BLEND, FLAGS_REJECT
 
 
-#: flag bits that make a measured position unusable (astrocal.lab.measure.FLAGS_REJECT:
-#: not converged 4, diverged 16, bad fit 32, saturated 1, unidentified 128, low coverage 256)
-DEFAULT_REJECT_FLAGS = 4 | 16 | 32 | 1 | 128 | 256
+#: flag bits that make a measured position unusable when a table does not state its own
+#: (``meta["reject_flags"]``): :data:`astrocal.sources.FLAGS_REJECT` (not converged,
+#: diverged, bad fit, saturated, unidentified, low coverage)
+DEFAULT_REJECT_FLAGS = FLAGS_REJECT
 
-#: sky tables also reject blends (astrocal.sky.measure.FLAG_BLEND) unless their metadata
-#: states the rejecting bits (``reject_flags``)
-SKY_BLEND_FLAG = 512
+#: sky tables also reject blends (:data:`astrocal.sources.FLAG_BLEND`) unless their
+#: metadata states the rejecting bits (``reject_flags``)
+SKY_BLEND_FLAG = FLAG_BLEND
 
 
 class DataError(AstrocalError, ValueError):

@@ -63,6 +63,7 @@ from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
 from ..model.flexure import FlexureBasis
 from ..plain import to_plain
+from ..sources import FLAG_UNIDENTIFIED  # a source that matches no catalogue star
 from ..sky.astrometry import FocalPlanePositions, apparent_positions, inverse_gnomonic
 from ..sky.catalog import (CLUSTER_47TUC_CENTER, Catalog, CatalogError, catalog_from_arrays,
                            get_catalog, load_catalog)
@@ -105,8 +106,6 @@ log = logging.getLogger(__name__)
 #: sidereal days per solar day (hour angle advances this much faster than UTC)
 SIDEREAL_RATE = 1.00273790935
 
-#: flag of a measured source that matches no catalogue star (as lab spots: "unidentified")
-FLAG_UNIDENTIFIED = 128
 
 #: the simulated sky fields: default night (local evening date), planned zenith range
 #: (deg) and the catalogue that is the truth

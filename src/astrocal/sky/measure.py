@@ -88,12 +88,13 @@ from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..errors import AstrocalError
 from ..resultset import confined
 from ..lab import centroid as C
-from ..lab.measure import (FLAG_NAMES as _LAB_FLAG_NAMES, FLAG_UNIDENTIFIED,
-                           FLAGS_REJECT as _LAB_FLAGS_REJECT, MeasureError, _exposure_stem,
-                           _fit, _frame_meta, dataset_calibration, internal_error)
+from ..errors import MeasureError
+from ..lab.measure import _exposure_stem, _fit, _frame_meta, dataset_calibration, internal_error
 from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
 from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
+from ..sources import (FLAG_BLEND, FLAG_NAMES, FLAG_UNIDENTIFIED, FLAGS_REJECT_SKY as FLAGS_REJECT,
+                       SKY_COLUMNS as TABLE_COLUMNS, read_sky_table)
 from .. import earth
 from .astrometry import AstrometryError, apparent_positions, parse_time
 from .catalog import CatalogError, load_catalog
@@ -121,16 +122,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: the source is matched to a blend of catalogue stars, or another measured source lies
-#: within the blend radius (about the PSF FWHM): its position mixes two stars
-FLAG_BLEND = 512
-#: names of all flag bits of the sky tables (the lab bits plus :data:`FLAG_BLEND`)
-FLAG_NAMES = {**_LAB_FLAG_NAMES, FLAG_BLEND: "blend"}
-#: flags of sources the fit should not use (``meta["reject_flags"]`` of every sky table)
-FLAGS_REJECT = _LAB_FLAGS_REJECT | FLAG_BLEND
-#: the columns every sky table has, in this order
-TABLE_COLUMNS = ("star", "x", "y", "sigma_x", "sigma_y", "cov_xy", "flux", "flags")
 
 #: Strehl ratio of the model PSF when the dataset gives none: an assumption (a bright
 #: natural guide star with single-conjugate AO in L band), not a METIS figure. It sets
@@ -1259,32 +1250,6 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
         if provenance and provenance.get("campaign"):
             prov["CAMPAIGN"] = (Path(provenance["campaign"]).name, "campaign file")
         write_reduced(reduced_path, reduced, header, overwrite=overwrite, provenance=prov)
-    return t
-
-
-def read_sky_table(path) -> Table:
-    """Read a measured sky table (ECSV) back, with ``star`` as plain strings.
-
-    astropy's ECSV reader turns empty strings into *masked* entries whose data is ``"0"``;
-    here unmatched rows get their ``""`` back. Raises :class:`SkyMeasureError` naming the
-    file and the column if the table is not a sky table.
-    """
-    path = Path(path)
-    try:
-        t = Table.read(path, format="ascii.ecsv")
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - astropy raises many kinds for malformed files
-        raise SkyMeasureError(f"{path}: cannot read as an ECSV table: {exc}") from None
-    missing = [c for c in TABLE_COLUMNS if c not in t.colnames]
-    if missing:
-        raise SkyMeasureError(f"{path}: not a sky table: missing column(s) {', '.join(missing)} "
-                              f"(a sky table has {', '.join(TABLE_COLUMNS)})")
-    if t.meta.get("kind") != "sky":
-        raise SkyMeasureError(f"{path}: not a sky table: meta 'kind' is {t.meta.get('kind')!r}, not 'sky'")
-    col = t["star"]
-    values = col.filled("") if hasattr(col, "filled") and getattr(col, "mask", None) is not None else col
-    t["star"] = np.array([str(v) for v in np.asarray(values)], dtype=str)
     return t
 
 
