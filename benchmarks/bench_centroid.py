@@ -40,7 +40,7 @@ are strongly correlated and the ratio is much better determined than either rms)
 
 With ``--epsf`` the ePSF route (the PSF unknown, built from the frames themselves), at
 each of ``--epsf-snr``: astrocal ``build_epsf`` (least-squares ePSF, spots fitted with it)
-against photutils ``EPSFBuilder`` (``astrocal.lab.epsf.build_epsf_photutils``:
+against photutils ``EPSFBuilder`` (``astrocal.image.epsf.build_epsf_photutils``:
 ``extract_stars`` on the median-subtracted frames, cut-outs of 5 FWHM, 10 iterations) with
 ``oversampling=3, smoothing_kernel="quadratic"`` (``--epsf-oversampling``,
 ``--epsf-kernel``): the best of a scan of its settings on these frames (photutils'
@@ -76,9 +76,9 @@ from astropy.modeling.models import Const2D  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from photutils.psf import ImagePSF, PSFPhotometry  # noqa: E402
 
-from astrocal.lab import centroid as C  # noqa: E402
-from astrocal.lab import epsf as E  # noqa: E402
-from astrocal.lab import psf as P  # noqa: E402
+from astrocal.image import centroid as C  # noqa: E402
+from astrocal.image import epsf as E  # noqa: E402
+from astrocal.image import psf as P  # noqa: E402
 
 SKY = 200.0  # e-/px
 READ_NOISE = 10.0  # e-

@@ -6,6 +6,7 @@ and stay small (<= 150 kB each, <= 1.5 MB in all).
 from __future__ import annotations
 
 import importlib.util
+import importlib
 import pkgutil
 import re
 import subprocess
@@ -46,8 +47,11 @@ def test_every_module_is_on_an_api_page():
     for page in (DOCS / "api").glob("*.rst"):
         documented |= set(re.findall(r"^\.\. automodule:: (\S+)", page.read_text(), re.M))
     # (``python -m astrocal``'s entry point runs the command line when imported: not an API)
+    # (private modules and the old paths of moved modules, which forward to the new ones,
+    # are not API pages of their own)
     modules = {"astrocal"} | {m.name for m in pkgutil.walk_packages(astrocal.__path__, "astrocal.")
-                              if not m.name.endswith(".__main__")}
+                              if not m.name.endswith(".__main__") and not m.name.split(".")[-1].startswith("_")
+                              and not hasattr(vars(importlib.import_module(m.name)).get("__getattr__"), "moved_to")}
     assert not sorted(modules - documented), f"modules on no docs/api page: {sorted(modules - documented)}"
     assert not sorted(documented - modules), f"docs/api pages name unknown modules: {sorted(documented - modules)}"
 

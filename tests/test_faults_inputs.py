@@ -18,7 +18,7 @@ from astropy.table import Table
 sys.path.insert(0, os.path.dirname(__file__))
 from cli_helpers import astrocal, new_files_outside, snapshot  # noqa: E402
 
-from astrocal.lab.reduce import DetectorParams, reduce_frame
+from astrocal.image.reduce import DetectorParams, reduce_frame
 from astrocal.sim.points_campaign import write_points_campaign
 
 SIM = ["--seed", "3", "--exposures", "3", "--detector-shape", "384", "384", "--max-offset", "0.1"]

@@ -32,7 +32,8 @@ def test_flag_bits_are_distinct_powers_of_two_and_all_named():
 
 
 def test_stages_take_the_contract_from_one_place():
-    from astrocal.lab import centroid, measure as lab_measure
+    from astrocal.image import centroid
+    from astrocal.lab import measure as lab_measure
     from astrocal.model import data
     from astrocal.sky import measure as sky_measure
 

@@ -50,7 +50,7 @@ class InstrumentSpec:
     """``[instrument]``: the imager and its nominal scales (priors only).
 
     How its frames' headers are read (raw, background and flat frames alike;
-    :class:`astrocal.lab.headers.HeaderRules`): ``header_keywords`` (``{entry: [FITS
+    :class:`astrocal.image.headers.HeaderRules`): ``header_keywords`` (``{entry: [FITS
     keyword, ...]}``, the campaign's ``[instrument.header_keywords]``: entries of
     :data:`astrocal.instruments.HEADER_FIELDS` replacing the preset's or the generic
     keywords), and the values a header does not give: ``gain_e_per_adu`` (e-/ADU),
@@ -103,7 +103,7 @@ class LabDataset:
 
     ``flat_normalised``: the flat is a relative gain map normalised to ~1 (True) or a frame
     in counts (False); None: detected from its median
-    (:func:`astrocal.lab.reduce.flat_normalisation`).
+    (:func:`astrocal.image.reduce.flat_normalisation`).
     """
 
     name: str

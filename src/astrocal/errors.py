@@ -29,7 +29,7 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.solution.InvalidSolutionError` [ValueError]
   * lab frames (``astrocal measure``): :class:`astrocal.lab.mask.MaskError` [ValueError]
     and its :class:`astrocal.lab.mask.UnknownMaskError` [KeyError],
-    :class:`astrocal.lab.headers.HeaderError`, :class:`astrocal.lab.reduce.ReductionError`,
+    :class:`astrocal.image.headers.HeaderError`, :class:`astrocal.image.reduce.ReductionError`,
     :class:`astrocal.lab.identify.IdentificationError`,
     :class:`astrocal.errors.MeasureError` (a frame or table of the measure stage) and its
     :class:`astrocal.sources.SourceTableError` (a source table that breaks the contract of

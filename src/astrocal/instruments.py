@@ -170,7 +170,7 @@ class Filter:
 class FitsKeywords:
     """ESO keyword names (dot notation, e.g. ``"INS.OPTI20.POSNAME"``) for raw frames.
 
-    Write them as ``HIERARCH ESO INS OPTI20 POSNAME`` (see :mod:`astrocal.lab.headers`).
+    Write them as ``HIERARCH ESO INS OPTI20 POSNAME`` (see :mod:`astrocal.image.headers`).
     Keywords marked *astrocal* in :attr:`notes` are this project's convention where
     the METIS sources define none.
     """

@@ -97,20 +97,20 @@ FLAG_DIVERGED = 16
 #: position and errors are NaN
 FLAG_BAD_FIT = 32
 #: another spot lies within half a stamp plus 2 FWHM: its core light reaches the stamp
-#: (subtracted when the centroid fit deblends, :func:`astrocal.lab.centroid.fit_centroids`)
+#: (subtracted when the centroid fit deblends, :func:`astrocal.image.centroid.fit_centroids`)
 FLAG_CROWDED = 64
 #: the spot was not identified with a mask hole (``hole_id`` = -1), or the star matches
 #: no catalogue star (``star`` = "")
 FLAG_UNIDENTIFIED = 128
 #: less than half of the PSF's light in the fitting stamp falls on valid pixels, or less
-#: than :data:`astrocal.lab.measure.EDGE_MIN_COVERAGE` of it when the stamp is cut by the
+#: than :data:`astrocal.image.frame.EDGE_MIN_COVERAGE` of it when the stamp is cut by the
 #: detector's edge (the spot lies mostly in a masked area): position unreliable
 FLAG_LOW_COVERAGE = 256
 #: (sky tables) the source is matched to a blend of catalogue stars, or another measured
 #: source lies within the blend radius (about the PSF FWHM): its position mixes two stars
 FLAG_BLEND = 512
 
-#: the names of the bits a centroid fit sets (:func:`astrocal.lab.centroid.fit_centroids`)
+#: the names of the bits a centroid fit sets (:func:`astrocal.image.centroid.fit_centroids`)
 CENTROID_FLAG_NAMES = {
     FLAG_SATURATED: "saturated",
     FLAG_MASKED: "masked_pixels",

@@ -1,4 +1,4 @@
-"""Tests of the detector model (astrocal.lab.detector) and raw headers (astrocal.lab.headers)."""
+"""Tests of the detector model (astrocal.lab.detector) and raw headers (astrocal.image.headers)."""
 import time
 
 import numpy as np
@@ -11,7 +11,7 @@ from astrocal.lab.detector import (
     DetectorModel, background_frame, bad_pixel_maps, bad_pixel_mask, cosmic_ray_image, flat_field,
     flat_frame, simulate_frame,
 )
-from astrocal.lab.headers import HeaderError, eso_key, make_raw_header, read_exposure_meta
+from astrocal.image.headers import HeaderError, eso_key, make_raw_header, read_exposure_meta
 from astrocal.lab.mask import get_mask
 
 QUIET = dict(flat=False, bad_pixels=False, cosmic_rays=False, dark=False, reference_pixels=False)

@@ -15,14 +15,14 @@ from astropy.table import Table
 from astrocal.campaign import CampaignError
 from astrocal.cli import main
 from astrocal.instruments import get_instrument
-from astrocal.lab import centroid as C
+from astrocal.image import centroid as C
 from astrocal.lab import detector as D
-from astrocal.lab.headers import make_raw_header
+from astrocal.image.headers import make_raw_header
 from astrocal.lab.mask import get_mask, mask_from_arrays
 from astrocal.lab.measure import (FLAGS_REJECT, OUTPUT_COLUMNS,
                                   SourceTableError, measure_campaign, model_psf,
                                   read_source_table, validate_source_table)
-from astrocal.lab.psf import render_spots
+from astrocal.image.psf import render_spots
 
 SHAPE = (320, 320)
 INST = "metis-lm"

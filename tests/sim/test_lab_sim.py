@@ -12,8 +12,8 @@ from astrocal.cli import main
 from astrocal.field.synthetic import smooth_field
 from astrocal.formats.convert import read_solutions
 from astrocal.formats.siaf import write_siaf
-from astrocal.lab.centroid import NoiseModel, fit_centroids
-from astrocal.lab.headers import read_exposure_meta
+from astrocal.image.centroid import NoiseModel, fit_centroids
+from astrocal.image.headers import read_exposure_meta
 from astrocal.lab.mask import mask_path
 from astrocal.sim.lab import (LabSimSettings, campaign_paths, lab_psf, load_lab_truth,
                               plan_exposure, simulate_lab, wcu_radiometry)

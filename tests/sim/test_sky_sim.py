@@ -350,8 +350,8 @@ from astropy.io import fits  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
 
 from astrocal.cli import main  # noqa: E402
-from astrocal.lab.centroid import fit_centroids  # noqa: E402
-from astrocal.lab.psf import diffraction_psf  # noqa: E402
+from astrocal.image.centroid import fit_centroids  # noqa: E402
+from astrocal.image.psf import diffraction_psf  # noqa: E402
 from astrocal.sim.sky import SkySimSettings, render_sky, simulate_sky, sky_psf, sky_radiometry  # noqa: E402
 
 SMALL = dict(detector_shape=(384, 384), n_exposures=2)

@@ -28,7 +28,7 @@ from astrocal.campaign import load_campaign
 from astrocal.cli import main
 from astrocal.lab import detector as D
 from astrocal.lab.measure import FLAG_UNIDENTIFIED, measure_campaign
-from astrocal.lab.psf import AOStarPSF, render_spots
+from astrocal.image.psf import AOStarPSF, render_spots
 from astrocal.sky.astrometry import EpochGapWarning, apparent_positions, inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays
 from astrocal.sky.measure import (FLAG_BLEND, FLAGS_REJECT, TABLE_COLUMNS, SkyMeasureError,

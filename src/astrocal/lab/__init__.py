@@ -1,14 +1,14 @@
 """The lab data path: raw pinhole-mask frames to identified source tables.
 
 - :mod:`.mask`: pinhole-mask tables (hole ids, positions in mm, diameters);
-- :mod:`.headers`: FITS headers of raw lab frames;
-- :mod:`.reduce`: background, flat field, bad pixels, cosmic rays;
-- :mod:`.detect`: detection of the spots (first guesses);
-- :mod:`.psf`, :mod:`.centroid`, :mod:`.epsf`: PSF models, PSF-fitting centroids with
-  their Cramér-Rao-limited covariance, the effective PSF built from the frames;
 - :mod:`.identify`: spots identified with the holes of the mask;
 - :mod:`.measure`: the measure stage (``astrocal measure``);
+- :mod:`.checks`: the checks across a dataset's frames (same content, saturation,
+  commanded offsets against the measured shifts);
 - :mod:`.detector`: the detector model of the lab simulator.
 
-Pixel positions are 0-based (the centre of the first pixel is 0.0).
+The frames' headers, reduction, detection, PSF models, centroids and effective PSF are
+shared with the sky data path: :mod:`astrocal.image` (their old paths here,
+``astrocal.lab.reduce`` and so on, still work for one release, with a
+``DeprecationWarning``). Pixel positions are 0-based (the centre of the first pixel is 0.0).
 """

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..checksum import file_sha256
 from ..sources import FLAGS_REJECT
-from . import centroid as C
+from ..image import centroid as C
 
 __all__ = ["same_content", "saturation_note", "offset_check", "SATURATED_SPOTS_FRACTION",
            "OFFSET_NSIGMA", "OFFSET_MIN_PX", "OFFSET_RELATIVE"]

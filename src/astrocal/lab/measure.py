@@ -2,12 +2,12 @@
 
 For every exposure of every ``[[lab]]`` dataset of a campaign:
 
-1. **reduce** the raw frame (:mod:`astrocal.lab.reduce`): background frame subtracted
+1. **reduce** the raw frame (:mod:`astrocal.image.reduce`): background frame subtracted
    (scaled to the frame's DIT), flat field, bad pixels, saturated pixels and cosmic rays
    masked; the reduced image is written (``<exposure>_reduced.fits``: SCI, DQ, BKGVAR);
-2. **detect** the spots (:mod:`astrocal.lab.detect`): matched filter, local maxima, PSF
+2. **detect** the spots (:mod:`astrocal.image.detect`): matched filter, local maxima, PSF
    side lobes rejected;
-3. **centroid** them (:func:`astrocal.lab.centroid.fit_centroids`): batched PSF fit with
+3. **centroid** them (:func:`astrocal.image.centroid.fit_centroids`): batched PSF fit with
    the detector noise model (effective gain, read noise, background and flat noise), per
    spot a 2x2 covariance.  PSF: ``[measure] psf = "model"`` — the instrument's
    diffraction PSF at the filter's wavelength convolved with the pinhole — or ``"epsf"``
@@ -22,7 +22,7 @@ For every exposure of every ``[[lab]]`` dataset of a campaign:
    quality, noise model, reduction) in its ``meta``.
 
 Headers (raw, background and flat frames alike) are read with the campaign's rules
-(:class:`astrocal.lab.headers.HeaderRules`: the instrument's keyword map, the generic FITS
+(:class:`astrocal.image.headers.HeaderRules`: the instrument's keyword map, the generic FITS
 set, ``[instrument.header_keywords]`` and the campaign's defaults).  The noise model is
 checked on the spots of each frame (:func:`noise_model_check`) and against the scatter of
 the positions between the exposures of a dataset (:func:`scatter_check`); an implausible
@@ -52,34 +52,35 @@ import logging
 import math
 import sys
 import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import astropy.units as u
 from astropy.io import fits
 from astropy.table import Table
 from astropy.time import Time
-from scipy.spatial import cKDTree
 
 from ..errors import AstrocalError, MeasureError
 from .. import __version__
 from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..resultset import confined
-from ..sources import (FLAG_LOW_COVERAGE, FLAG_UNIDENTIFIED, FLAGS_REJECT, LAB_FLAG_NAMES as FLAG_NAMES,
+# the source-table contract (re-exported here under the names this module always had)
+from ..sources import (FLAG_LOW_COVERAGE, FLAG_UNIDENTIFIED, FLAGS_REJECT, LAB_FLAG_NAMES as FLAG_NAMES,  # noqa: F401
                        OPTIONAL_COLUMNS, OUTPUT_COLUMNS, REQUIRED_COLUMNS, SourceTableError,
                        read_source_table, validate_source_table)
-from . import centroid as C
-from .detect import detect_spots
+from ..image import centroid as C
+# one frame's measurement, shared with the sky stage
+from ..image.frame import (INTERNAL_ERROR, dataset_calibration, exposure_stem, fit_frame_spots, frame_meta,
+                           header_rules, internal_error)
+from ..image.detect import detect_spots
 from .checks import offset_check, same_content, saturation_note
 from .identify import IdentificationError, identify_spots
-from .psf import render_spots
-from .reduce import (DQ_COSMIC, DQ_SATURATED, detector_params, load_calibration, read_frame,
-                     read_reduced, reduce_frame, write_reduced)
+from ..image.psf import render_spots
+from ..image.reduce import (DQ_SATURATED, detector_params, read_frame, read_reduced, reduce_frame,
+                            write_reduced)
 
 __all__ = [
     "FLAG_UNIDENTIFIED",
@@ -117,33 +118,10 @@ CENTER_SIGMA_ARCSEC = 0.5
 MEASURED = ("ok", "saturated")
 
 
-#: start of the message of an exposure whose measurement raised an error that is not bad input
-INTERNAL_ERROR = "INTERNAL ERROR"
-
-
-def internal_error(msg, exc):
-    """The failure message of an exposure whose measurement raised ``exc``, which is not an
-    :class:`~astrocal.errors.AstrocalError` (bad input) but a bug: logged with its traceback,
-    and the command ends with status 70 once the other exposures are measured."""
-    log.error("%s: internal error (a bug in astrocal):\n%s", msg, traceback.format_exc())
-    return f"{INTERNAL_ERROR} (a bug in astrocal; traceback in the log): {msg} ({type(exc).__name__})"
-
-
 # =========================================================================== utilities
 def _plain(obj):
     """Meta values as plain Python (YAML-safe) objects."""
     return to_plain(obj)
-
-
-def _exposure_stem(path):
-    name = Path(path).name
-    for suf in (".gz", ".fz", ".bz2"):
-        if name.lower().endswith(suf):
-            name = name[: -len(suf)]
-    for suf in (".fits", ".fit", ".fts", ".ecsv", ".csv"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return Path(name).stem
 
 
 def _exposure_kind(path):
@@ -171,12 +149,12 @@ def model_psf(instrument, filter_name, mask, *, pixel_scale_mas=None, mask_scale
     """The diffraction PSF of the lab data path for a dataset.
 
     ``instrument`` a registry key (e.g. ``"metis-lm"``) or None (then ``filter_name``
-    must be one of ``L``, ``M``, ``N`` of :data:`~astrocal.lab.psf.FILTER_WAVELENGTH_UM`);
+    must be one of ``L``, ``M``, ``N`` of :data:`~astrocal.image.psf.FILTER_WAVELENGTH_UM`);
     the wavelength is the filter's centre; the source is a uniform disk of the mask's
     (median) hole diameter at ``mask_scale`` (mm/arcsec).
     """
     from ..instruments import get_instrument
-    from .psf import FILTER_WAVELENGTH_UM, diffraction_psf, pinhole_diameter_mas
+    from ..image.psf import FILTER_WAVELENGTH_UM, diffraction_psf, pinhole_diameter_mas
 
     wavelength = None
     inst = None
@@ -206,106 +184,6 @@ def model_psf(instrument, filter_name, mask, *, pixel_scale_mas=None, mask_scale
 
 
 # =========================================================================== one frame
-#: the least fraction of a spot's light in its stamp that must fall on the detector when the
-#: stamp is cut by the detector's edge: a truncated spot's position rests on the PSF
-#: model's shape, and where that differs from the real PSF the fit slides towards the edge
-#: (measured: 3 px at 0.77-0.83 of the light, an obscured-Airy spot fitted with the ELT
-#: model, stated sigma 0.004 px; ``benchmarks/foreign_fields.py`` family ``rendered``, seed 106)
-EDGE_MIN_COVERAGE = 0.9
-
-
-def _stamp_flags(dq, psf, x, y, size, min_coverage=0.5, edge_min_coverage=EDGE_MIN_COVERAGE):
-    """Flags from the DQ map on each spot's final stamp: FLAG_SATURATED where a saturated
-    pixel lies in it, FLAG_LOW_COVERAGE where less than ``min_coverage`` of the PSF's light
-    in the stamp falls on valid pixels (a spot mostly in a masked area: its position rests
-    on its wings), or less than ``edge_min_coverage`` for a stamp cut by the detector's
-    edge (:data:`EDGE_MIN_COVERAGE`).  Returns ``(flags, coverage)``."""
-    ny, nx = dq.shape
-    h = size // 2
-    ok = np.isfinite(x) & np.isfinite(y)
-    flags = np.zeros(x.size, np.int64)
-    coverage = np.full(x.size, np.nan)
-    if not np.any(ok):
-        return flags, coverage
-    xs, ys = x[ok], y[ok]
-    x0 = np.rint(xs).astype(np.int64) - h
-    y0 = np.rint(ys).astype(np.int64) - h
-    ar = np.arange(size)
-    rows = y0[:, None] + ar[None, :]
-    cols = x0[:, None] + ar[None, :]
-    inside = (((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
-    st = dq[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
-    sat = np.any(((st & DQ_SATURATED) != 0) & inside, axis=(1, 2))
-    model = psf.stamps(xs, ys, x0, y0, size)
-    valid = inside & (st == 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cov = (model * valid).sum(axis=(1, 2)) / model.sum(axis=(1, 2))
-    idx = np.flatnonzero(ok)
-    flags[idx[sat]] |= C.FLAG_SATURATED
-    cut = ~np.all(inside, axis=(1, 2))  # the stamp crosses the detector's edge
-    flags[idx[~(cov >= np.where(cut, max(min_coverage, edge_min_coverage), min_coverage))]] |= FLAG_LOW_COVERAGE
-    coverage[idx] = cov
-    return flags, coverage
-
-
-def _stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
-    """Cosmic-ray hits on the stamps of fitted spots, from the fit's residuals.
-
-    A pixel is a hit when its residual ``r = d - m`` (data minus the fitted spot) is above
-    ``nsig`` sigma and the residual's discrete Laplacian ``4 r - (4 neighbours)`` is above
-    ``nsig`` times its noise plus ``model_error`` times the model's own Laplacian (an
-    allowance for PSF-model errors at the core).  This catches hits on bright cores that
-    the frame-level test (which must allow for the sharpest PSF structure anywhere) lets
-    pass.  Returns ``(iy, ix)`` of the hits (unique).
-    """
-    size = int(res.meta["stamp_size"])
-    h = size // 2
-    ok = np.isfinite(res.x) & np.isfinite(res.y) & ((res.flags & C.FLAG_BAD_FIT) == 0)
-    if not np.any(ok):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    x, y = res.x[ok], res.y[ok]
-    x0 = np.rint(x).astype(np.int64) - h
-    y0 = np.rint(y).astype(np.int64) - h
-    ny, nx = reduced.data.shape
-    ar = np.arange(size)
-    rows = y0[:, None] + ar[None, :]
-    cols = x0[:, None] + ar[None, :]
-    inside = (((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
-    rr = np.clip(rows, 0, ny - 1)[:, :, None]
-    cc = np.clip(cols, 0, nx - 1)[:, None, :]
-    d = reduced.data[rr, cc].astype(float)
-    valid = inside & (reduced.dq[rr, cc] == 0)
-    m = res.flux[ok][:, None, None] * psf.stamps(x, y, x0, y0, size) + res.background[ok][:, None, None]
-    var = reduced.bkgvar[rr, cc] + np.maximum(m, 0) / reduced.params.gain_eff
-    r = np.where(valid, d - m, np.nan)
-
-    def lap(a):
-        return (4 * a[:, 1:-1, 1:-1] - a[:, :-2, 1:-1] - a[:, 2:, 1:-1] - a[:, 1:-1, :-2]
-                - a[:, 1:-1, 2:])
-
-    sd = np.sqrt(var[:, 1:-1, 1:-1])
-    with np.errstate(invalid="ignore"):
-        hit = ((r[:, 1:-1, 1:-1] > nsig * sd)
-               & (lap(r) > nsig * math.sqrt(20.0) * sd + model_error * np.abs(lap(m))))
-    k, j, i = np.nonzero(hit)
-    if k.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    iy = y0[k] + j + 1
-    ix = x0[k] + i + 1
-    # the core of another spot inside the stamp is not in the model: no hit within 2 FWHM
-    # of another spot
-    if x.size > 1:
-        fwhm = psf.fwhm() if hasattr(psf, "fwhm") else 3.0
-        dist, near = cKDTree(np.column_stack([x, y])).query(np.column_stack([ix, iy]), k=2)
-        other = np.where(near[:, 0] == k, dist[:, 1], dist[:, 0])
-        keep = other > 2.0 * fwhm
-        iy, ix = iy[keep], ix[keep]
-        if iy.size == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    flat = np.unique(iy * nx + ix)
-    return flat // nx, flat % nx
-
-
 #: the noise model is implausible when, on the pixels the spots dominate, the residuals'
 #: variance is less than this fraction of the stated one (the sigmas are then > 2.2 x too large)
 CORE_CHI2_LOW = 0.2
@@ -320,7 +198,7 @@ def noise_model_check(reduced, res, psf, min_spots=3):
     noise), medians over the good spots.
 
     The stamp's other pixels are background and are checked by the frame's pixel-to-pixel
-    test (:func:`~astrocal.lab.reduce.excess_variance`); a variance that is too large
+    test (:func:`~astrocal.image.reduce.excess_variance`); a variance that is too large
     *at the spots* (a normalised flat read as counts, a gain too small, frames not in ADU)
     shows only here, as ``core_chi2`` well below 1 (a PSF model that differs from the
     spots raises it above 1).  Returns ``{"core_chi2", "n_spots", "median_snr"}``
@@ -372,33 +250,6 @@ def implausible_noise_warning(check, params, source, provenance=None):
             f"flat_normalised = true), a wrong gain ({params.gain:g} e-/ADU"
             f"{', ' + gain_src if gain_src else ''}; [instrument] gain_e_per_adu or "
             "[instrument.header_keywords] gain) or frames not in ADU")
-
-
-def _fit(reduced, x, y, psf, stamp_size=None, cosmic_rays=True, max_rounds=2):
-    """Fit the spots; cosmic-ray hits found in the residuals are masked (DQ_COSMIC, in
-    ``reduced.dq``) and the spots refitted."""
-    image = np.asarray(reduced.data, dtype=float)
-    noise = reduced.noise_model(dtype=float)
-    n_hits = 0
-    for _ in range(max_rounds + 1):
-        res = C.fit_centroids(image, x, y, psf, noise=noise, mask=reduced.mask,
-                              stamp_size=stamp_size)
-        if not cosmic_rays:
-            break
-        iy, ix = _stamp_cosmic_rays(reduced, res, psf)
-        if iy.size == 0:
-            break
-        reduced.dq[iy, ix] |= DQ_COSMIC
-        n_hits += iy.size
-    size = res.meta["stamp_size"]
-    flags, coverage = _stamp_flags(reduced.dq, psf, res.x, res.y, size)
-    res.flags = res.flags | flags
-    res.meta["coverage"] = coverage
-    res.meta["n_cosmic_ray_pixels_on_spots"] = n_hits
-    if n_hits:
-        reduced.meta["n_cosmic_ray_pixels"] = int(reduced.meta.get("n_cosmic_ray_pixels") or 0) + n_hits
-        reduced.meta["n_masked_pixels"] = int(np.count_nonzero(reduced.dq))
-    return res
 
 
 def _identify(res, mask, pixel_scale_mas, mask_scale, shape, center_guess, center_sigma):
@@ -476,7 +327,7 @@ def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, cente
                   center_sigma=None, detect_threshold=5.0, source="<frame>", provenance=None):
     """Detect, centroid and identify the spots of one reduced frame.
 
-    ``reduced`` a :class:`~astrocal.lab.reduce.ReducedFrame`; ``psf`` the PSF to fit (and
+    ``reduced`` a :class:`~astrocal.image.reduce.ReducedFrame`; ``psf`` the PSF to fit (and
     to detect with); ``mask`` the :class:`~astrocal.lab.mask.Mask`; ``pixel_scale_mas``
     the nominal pixel scale; ``mask_scale`` the plate scale at the mask (mm/arcsec,
     default the mask's); ``center_guess`` the expected pixel position of the mask origin
@@ -487,7 +338,7 @@ def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, cente
     is a warning (``meta['frame_warnings']``) naming the frame and the likely cause.
 
     Returns ``(table, result)``: the source table (without exposure metadata) and the
-    :class:`~astrocal.lab.centroid.CentroidResult` in detection order.  Raises
+    :class:`~astrocal.image.centroid.CentroidResult` in detection order.  Raises
     :class:`MeasureError` when there is nothing to measure and
     :class:`~astrocal.lab.identify.IdentificationError` when the spots are not the mask.
     """
@@ -518,7 +369,7 @@ def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, cente
         raise MeasureError(
             f"{source}: no mask in the frame? {len(det)} spot(s) above {detect_threshold:g} sigma "
             f"({100 * good:.0f}% of the pixels valid, filtered noise {det.meta['noise']:.3g} ADU)")
-    res = _fit(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
+    res = fit_frame_spots(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
     check = noise_model_check(reduced, res, psf)
     note = implausible_noise_warning(check, reduced.params, source, provenance)
     if note:
@@ -578,54 +429,6 @@ _CONTEXTS: dict = {}
 def _init_worker(contexts):
     global _CONTEXTS
     _CONTEXTS = contexts
-
-
-def header_rules(rules):
-    """:class:`~astrocal.lab.headers.HeaderRules` from rules, a preset key (str) or None
-    (the generic FITS keywords), or a campaign's
-    :class:`~astrocal.campaign.InstrumentSpec`."""
-    from .headers import HeaderRules
-
-    if isinstance(rules, HeaderRules):
-        return rules
-    if rules is None or isinstance(rules, str):
-        return HeaderRules.for_instrument(rules)
-    return HeaderRules.from_campaign(rules)
-
-
-#: provenance labels that are the header's own values (no note)
-_NOTE_ENTRIES = {"gain": ("gain", "e-/ADU"), "read_noise": ("read noise", "e-"),
-                 "exptime": ("exposure time", "s")}
-
-
-def _frame_meta(header, path, rules):
-    """Exposure metadata of a frame's header read with the campaign's header rules
-    (:func:`header_rules`: the instrument's keyword map, the generic FITS set, the
-    campaign's mapping and defaults).  Returns ``(meta, note)``: the note names the values
-    that did not come from the header (None if all did).  Raises
-    :class:`~astrocal.lab.headers.HeaderError` naming the file and the campaign key that
-    would supply a missing value."""
-    meta = header_rules(rules).read(header, str(path))
-    notes = []
-    for entry, (label, unit) in _NOTE_ENTRIES.items():
-        where = meta.provenance.get(entry, "")
-        if where and not where.startswith("header") and not where.startswith("dit x ndit (header"):
-            value = {"gain": meta.gain_e_per_adu, "read_noise": meta.read_noise_e,
-                     "exptime": float(meta.exptime.to_value(u.s))}[entry]
-            notes.append(f"{label} {value:g} {unit} from {where}")
-    return meta, ("not in the header: " + "; ".join(notes)) if notes else None
-
-
-def dataset_calibration(background, flat, rules, flat_normalised=None):
-    """The :class:`~astrocal.lab.reduce.Calibration` of a dataset's background and flat
-    frames (either may be None), their headers read with the raw frames' rules
-    (:func:`_frame_meta`; ``rules`` as :func:`header_rules` takes).  ``flat_normalised``:
-    True/False as the campaign states, None to detect from the flat's median
-    (:func:`~astrocal.lab.reduce.load_calibration`).  Errors name the file."""
-    rules = header_rules(rules)
-    return load_calibration(background, flat, instrument=rules.instrument,
-                            frame_meta=lambda header, path: _frame_meta(header, path, rules)[0],
-                            flat_normalised=flat_normalised)
 
 
 def _center_guess(shape, offset_arcsec, pixel_scale_mas):
@@ -716,7 +519,7 @@ def _counts(table):
 
 def _measure_image(job, ctx):
     raw, header = read_frame(job.file, "exposure")
-    em, note = _frame_meta(header, job.file, ctx.rules if ctx.rules is not None else ctx.preset)
+    em, note = frame_meta(header, job.file, ctx.rules if ctx.rules is not None else ctx.preset)
     warnings = [note] if note else []
     params = detector_params(em, ctx.preset, source=str(job.file))
     if ctx.detector_shape is not None and tuple(ctx.detector_shape) != raw.shape:
@@ -879,7 +682,7 @@ def _wings(shape, table, psf, size):
 
 def _epsf_pass(results, ctx, jobs_by_key):
     """Build the ePSF of a dataset from its measured frames and refit every spot."""
-    from .epsf import build_epsf
+    from ..image.epsf import build_epsf
 
     ok = [r for r in results if r["status"] in MEASURED and r.get("pending") is not None]
     if not ok:
@@ -911,7 +714,7 @@ def _epsf_pass(results, ctx, jobs_by_key):
     for r, red, t in zip(ok, frames, tables):
         job = jobs_by_key[(r["dataset"], r["index"])]
         try:
-            res = _fit(red, np.asarray(t["x_guess"], float), np.asarray(t["y_guess"], float), epsf,
+            res = fit_frame_spots(red, np.asarray(t["x_guess"], float), np.asarray(t["y_guess"], float), epsf,
                        stamp_size=epsf.meta.get("stamp_size"))
             ids = np.asarray(t["hole_id"], np.int64)
             # keep the identification of the first pass; spots the ePSF fit lost stay listed
@@ -1119,7 +922,7 @@ def _load_campaign_tolerant(path):
 
 def _product_paths(jobs_spec, output):
     """Product stems: the exposure's name, prefixed by the dataset if names collide."""
-    stems = [_exposure_stem(f) for _, _, f in jobs_spec]
+    stems = [exposure_stem(f) for _, _, f in jobs_spec]
     dup = {s for s in stems if stems.count(s) > 1}
     out = []
     seen = set()

@@ -62,11 +62,11 @@ def mask_holes(lms):
 
 def lms_stems(lms, used=()):
     """Product stems of the LMS frames: the file's name, made unique against ``used`` (other stems)."""
-    from ..lab.measure import _exposure_stem
+    from ..image.frame import exposure_stem
 
     seen, out = set(used), []
     for f in lms.frames:
-        base = stem = _exposure_stem(f.file)
+        base = stem = exposure_stem(f.file)
         n = 1
         while stem in seen:
             n += 1
@@ -183,7 +183,7 @@ def measure_lms(campaign, output, *, overwrite=False, used_stems=()) -> list:
             log.info("%s: %s, %d of %d found, %d good%s", Path(frame.file).name, TABLE_OF_KIND[frame.kind],
                      counts["n_identified"], counts["n_detected"], counts["n_good"], _off_centre_note(frame.kind, table))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a per-frame report
-            from ..lab.measure import internal_error
+            from ..image.frame import internal_error
 
             msg = str(exc) or type(exc).__name__
             if str(frame.file) not in msg and Path(frame.file).name not in msg:

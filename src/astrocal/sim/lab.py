@@ -26,7 +26,7 @@ the files.  The physics (each effect switchable, see :class:`LabSimSettings`):
   offset, per-hole manufacturing errors;
 * **PSF**: monochromatic diffraction by the ELT pupil (central obscuration, spiders) at the
   filter's centre wavelength, convolved with the pinhole disk, pixel-integrated
-  (:func:`astrocal.lab.psf.diffraction_psf`), rendered on stamps (``render_spots``);
+  (:func:`astrocal.image.psf.diffraction_psf`), rendered on stamps (``render_spots``);
 * **radiometry** (:func:`wcu_radiometry`): a black body (1000 K) through the WCU
   integrating sphere and the pinholes, and the thermal background of the warm WCU
   (288 K, emissivity 1) through the same instrument;
@@ -67,10 +67,10 @@ from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
 from ..instruments import get_instrument
 from ..lab import detector as _det
-from ..lab.centroid import NoiseModel, cramer_rao_bound, flux_for_snr
-from ..lab.headers import make_raw_header
+from ..image.centroid import NoiseModel, cramer_rao_bound, flux_for_snr
+from ..image.headers import make_raw_header
 from ..lab.mask import MaskError, UnknownMaskError, load_mask, mask_path
-from ..lab.psf import diffraction_psf, pinhole_diameter_mas, render_spots
+from ..image.psf import diffraction_psf, pinhole_diameter_mas, render_spots
 from ..pixels import detector_domain
 from ..solution import Solution
 from .field import instrument_field

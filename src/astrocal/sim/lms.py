@@ -40,9 +40,9 @@ from astropy.time import Time, TimeDelta
 
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
-from ..lab.headers import _set, eso_key
+from ..image.headers import _set, eso_key
 from ..lab.mask import load_mask, mask_path
-from ..lab.psf import pinhole_diameter_mas
+from ..image.psf import pinhole_diameter_mas
 from ..lms import FieldOrientation, Hyperparameters
 from ..lms.mosaic import REFERENCE_BORDERS, load_mosaic
 from ..lms.traces import SLICE_WIDTH_ARCSEC

@@ -31,7 +31,7 @@ import math
 import numpy as np
 from scipy import special
 
-from ..lab.psf import ELT_CENTRAL_OBSCURATION_M, ELT_OUTER_DIAMETER_M, RAD_TO_MAS, airy_profile
+from ..image.psf import ELT_CENTRAL_OBSCURATION_M, ELT_OUTER_DIAMETER_M, RAD_TO_MAS, airy_profile
 from ..lms.traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
 
 __all__ = ["N_DET", "CHIP_SHAPE", "lambda_over_d_arcsec", "psf_weights", "render_laser_spots",

@@ -24,7 +24,7 @@ with its known truth::
 The geometry is :mod:`astrocal.sim.sky_truth` (the truth model shared with the fit):
 ``X = x + Delta + s x + theta R90 x + t``, ``p = G^-1(X)``. The images add:
 
-* **PSF** (:class:`astrocal.lab.psf.AOStarPSF`): per exposure a Strehl ratio in
+* **PSF** (:class:`astrocal.image.psf.AOStarPSF`): per exposure a Strehl ratio in
   ``strehl_range`` (0.6-0.9 in L) falling with the seeing (drawn in ``seeing_range_arcsec``
   at 0.5 um at zenith, times airmass^0.6), i.e. a monochromatic diffraction core of the
   ELT pupil (central obscuration, spiders) at the filter's centre wavelength plus a Moffat
@@ -73,9 +73,9 @@ from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
 from ..instruments import get_instrument
 from ..lab import detector as _det
-from ..lab.centroid import NoiseModel, cramer_rao_bound
-from ..lab.headers import make_raw_header
-from ..lab.psf import AOStarPSF, diffraction_psf, render_spots
+from ..image.centroid import NoiseModel, cramer_rao_bound
+from ..image.headers import make_raw_header
+from ..image.psf import AOStarPSF, diffraction_psf, render_spots
 from ..model.flexure import FlexureBasis
 from ..pixels import detector_domain, detector_shape
 from ..plain import to_plain
@@ -340,7 +340,7 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
 # =========================================================================== PSF and rendering
 def sky_psf(core, strehl, seeing_arcsec, beta=2.5) -> AOStarPSF:
     """The AO star PSF of one exposure: ``strehl`` x ``core`` (a diffraction
-    :class:`~astrocal.lab.psf.PixelPSF`) + a Moffat halo of FWHM ``seeing_arcsec`` (at
+    :class:`~astrocal.image.psf.PixelPSF`) + a Moffat halo of FWHM ``seeing_arcsec`` (at
     0.5 um) x (lambda / 0.5 um)^-0.2."""
     return AOStarPSF.from_seeing(core, strehl, seeing_arcsec=seeing_arcsec, beta=beta)
 
@@ -356,7 +356,7 @@ def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
     """Expected electrons of stars at ``(x, y)`` (px, 0-based) with total ``flux`` each.
 
     The diffraction core (``psf.strehl`` of the flux) is rendered on stamps of the core's
-    half width (:func:`~astrocal.lab.psf.render_spots`); the halo (the rest) by FFT
+    half width (:func:`~astrocal.image.psf.render_spots`); the halo (the rest) by FFT
     convolution of the fluxes, deposited on the four nearest pixels with bilinear weights
     (exact first moment), with the pixel-integrated halo out to ``halo_half_width`` px
     (default 3 halo FWHM, at most 256). Stars up to ``pad`` px outside the image

@@ -4,17 +4,17 @@ For every exposure of every ``[[sky]]`` dataset of a campaign (``astrocal measur
 calls :func:`measure_sky_datasets` after the lab datasets):
 
 1. **stars** -- an *image* (FITS with a 2-D image) is reduced with the lab reduction
-   (:func:`astrocal.lab.reduce.reduce_frame`: the dataset's optional ``background`` and
+   (:func:`astrocal.image.reduce.reduce_frame`: the dataset's optional ``background`` and
    ``flat`` frames, bad, saturated and cold pixels, cosmic rays; without a background
    frame the sky level is removed by the detection's smooth background and the fits'
-   local backgrounds), the stars are detected (:func:`astrocal.lab.detect.detect_spots`,
+   local backgrounds), the stars are detected (:func:`astrocal.image.detect.detect_spots`,
    matched filter of the diffraction core, side lobes of bright stars rejected) and
-   fitted with a PSF (:func:`astrocal.lab.centroid.fit_centroids`: model-weighted,
+   fitted with a PSF (:func:`astrocal.image.centroid.fit_centroids`: model-weighted,
    neighbours' light subtracted in a joint Gauss-Seidel fit, per-star covariance);
    the PSF is ``[measure] psf = "model"``: the AO-corrected star PSF
-   :class:`~astrocal.lab.psf.AOStarPSF` (the ELT diffraction core at the exposure's
+   :class:`~astrocal.image.psf.AOStarPSF` (the ELT diffraction core at the exposure's
    wavelength, Strehl ``strehl``, a seeing halo), or ``"epsf"``: an effective PSF built
-   from the image's own isolated stars (:func:`astrocal.lab.epsf.build_epsf`) after a
+   from the image's own isolated stars (:func:`astrocal.image.epsf.build_epsf`) after a
    first pass with the model. A *star list* (anything else: ECSV, FITS table, text,
    DAOPHOT, IRAF) is read with :func:`astrocal.sky.starlist.read_star_list` and the
    dataset's column choices; rows outside the detector are dropped (counted).
@@ -87,11 +87,12 @@ from .. import __version__
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..errors import AstrocalError
 from ..resultset import confined
-from ..lab import centroid as C
+from ..image import centroid as C
 from ..errors import MeasureError
-from ..lab.measure import _exposure_stem, _fit, _frame_meta, dataset_calibration, internal_error
-from ..lab.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
-from ..lab.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
+from ..image.frame import (dataset_calibration, exposure_stem, fit_frame_spots,
+                           frame_meta, internal_error)
+from ..image.psf import ELT_OUTER_DIAMETER_M, RAD_TO_MAS, AOStarPSF, diffraction_psf
+from ..image.reduce import DQ_SATURATED, detector_params, read_frame, reduce_frame, write_reduced
 from ..plain import to_plain
 from ..sources import (FLAG_BLEND, FLAG_NAMES, FLAG_UNIDENTIFIED, FLAGS_REJECT_SKY as FLAGS_REJECT,
                        SKY_COLUMNS as TABLE_COLUMNS, read_sky_table)
@@ -330,7 +331,7 @@ def _header_angle(header, name, source):
 def _filter_wavelength(name, preset):
     """Centre wavelength (um) of a filter of the instrument, or of L/M/N; None if unknown."""
     from ..instruments import get_instrument
-    from ..lab.psf import FILTER_WAVELENGTH_UM
+    from ..image.psf import FILTER_WAVELENGTH_UM
 
     if name is None:
         return None
@@ -581,7 +582,7 @@ def _core(wavelength_um, pixel_scale_mas):
 
 def star_psf(wavelength_um, pixel_scale_mas, strehl=DEFAULT_STREHL,
              seeing_arcsec=DEFAULT_SEEING_ARCSEC) -> AOStarPSF:
-    """The model PSF of an AO-corrected star: :class:`~astrocal.lab.psf.AOStarPSF`, the ELT
+    """The model PSF of an AO-corrected star: :class:`~astrocal.image.psf.AOStarPSF`, the ELT
     diffraction core (point source, pixel-integrated, cached per wavelength and scale)
     with Strehl ``strehl`` and a Moffat halo of the seeing (arcsec at 0.5 um, scaled by
     lambda^-1/5).
@@ -635,7 +636,7 @@ def _image_stars(path, setup, *, pixel_scale_mas, preset, strehl, calibration, p
     """Reduce, detect and fit the stars of an image; returns (CentroidResult, reduced,
     header, meta, psf)."""
     raw, header = read_frame(path, "sky exposure")
-    em, note = _frame_meta(header, path, rules if rules is not None else preset)  # header rules
+    em, note = frame_meta(header, path, rules if rules is not None else preset)  # header rules
     warns = [note] if note else []
     params = detector_params(em, preset, source=str(path))
     given = strehl is not None
@@ -644,7 +645,7 @@ def _image_stars(path, setup, *, pixel_scale_mas, preset, strehl, calibration, p
     reduced = reduce_frame(raw, calibration, params, psf=psf.core, source=str(path))
     del raw
     det_mask = (reduced.dq & ~np.uint8(DQ_SATURATED)) != 0
-    from ..lab.detect import detect_spots
+    from ..image.detect import detect_spots
 
     # the smooth background is always removed before detecting (also after a background
     # frame): the seeing halos of bright stars are broad pedestals on which every noise
@@ -660,7 +661,7 @@ def _image_stars(path, setup, *, pixel_scale_mas, preset, strehl, calibration, p
         raise SkyMeasureError(f"{source}: {len(det)} source(s) above {detect_threshold:g} sigma "
                               f"(filtered noise {det.meta['noise']:.3g} ADU): no star field to match")
     det = _limit_neighbour_pairs(det, psf, warns, source)
-    res = _fit(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
+    res = fit_frame_spots(reduced, np.asarray(det["x"], float), np.asarray(det["y"], float), psf)
     psf_meta = {"kind": "ao_star_model", "strehl": float(strehl),
                 "strehl_source": "dataset" if given else "default (assumed)",
                 "halo_fwhm_px": float(psf.halo_fwhm_px), "wavelength_um": setup.wavelength_um,
@@ -713,7 +714,7 @@ def _epsf_refit(reduced, res, model, model_meta, warns):
     """ePSF from the image's isolated clean stars, all stars refitted with it; the model
     PSF is kept (with a warning) when there are fewer than MIN_EPSF_STARS such stars or
     the build does not converge. Returns (result, psf, psf meta)."""
-    from ..lab.epsf import build_epsf
+    from ..image.epsf import build_epsf
 
     iso = ((res.flags & (FLAGS_REJECT | C.FLAG_EDGE | C.FLAG_MASKED | C.FLAG_CROWDED)) == 0
            & np.isfinite(res.x) & (res.snr > 20))
@@ -731,7 +732,7 @@ def _epsf_refit(reduced, res, model, model_meta, warns):
     epsf = fit.psf
     x0 = np.where(np.isfinite(res.x), res.x, res.x_guess)
     y0 = np.where(np.isfinite(res.y), res.y, res.y_guess)
-    new = _fit(reduced, x0, y0, epsf, stamp_size=epsf.meta.get("stamp_size"))
+    new = fit_frame_spots(reduced, x0, y0, epsf, stamp_size=epsf.meta.get("stamp_size"))
     new.x_guess, new.y_guess = res.x_guess, res.y_guess
     meta = {"kind": "epsf", "n_stars": n_iso, "model_first_pass": model_meta,
             **{k: v for k, v in epsf.meta.items() if k != "kind"}, "build_history": fit.history}
@@ -985,7 +986,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     ``instrument`` the campaign's :class:`astrocal.campaign.InstrumentSpec` (nominal pixel
     scale, detector shape, preset); ``psf`` ``"model"`` or ``"epsf"``; ``catalog`` the
     loaded :class:`~astrocal.sky.catalog.Catalog` (default: ``dataset.catalog``);
-    ``calibration`` a :class:`~astrocal.lab.reduce.Calibration` for the images;
+    ``calibration`` a :class:`~astrocal.image.reduce.Calibration` for the images;
     ``reduced_path`` where to write the reduced image (None: not written); ``stem`` the
     exposure's name (default the file stem); ``provenance`` extra meta (campaign, ...).
 
@@ -994,7 +995,7 @@ def measure_sky_exposure(exposure, dataset, instrument, *, psf="model", catalog=
     """
     t0 = _time.perf_counter()
     path = Path(exposure.file)
-    stem = stem or _exposure_stem(path)
+    stem = stem or exposure_stem(path)
     source = f"{path} (sky exposure '{stem}' of dataset '{dataset.name}')"
     if psf not in ("model", "epsf"):
         raise ValueError(f"psf must be 'model' or 'epsf', got {psf!r}")
@@ -1354,7 +1355,7 @@ def measure_sky_datasets(campaign, *, output=None, overwrite=False, psf=None, us
             except Exception as exc:  # noqa: BLE001 - the dataset fails, the others go on
                 error = f"dataset '{ds.name}': calibration frames: {exc}"
         for k, e in enumerate(ds.exposures):
-            stem = _exposure_stem(e.file)
+            stem = exposure_stem(e.file)
             if stem in taken:
                 stem = f"{ds.name}_{stem}"
             base, m = stem, 1

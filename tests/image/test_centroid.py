@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import special
 
-from astrocal.lab import centroid as C
-from astrocal.lab import psf as P
+from astrocal.image import centroid as C
+from astrocal.image import psf as P
 
 READ_NOISE = 10.0  # e-
 SKY = 200.0  # e-/px present in the image

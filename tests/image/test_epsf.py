@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from astrocal.lab import centroid as C
-from astrocal.lab import epsf as E
-from astrocal.lab import psf as P
+from astrocal.image import centroid as C
+from astrocal.image import epsf as E
+from astrocal.image import psf as P
 
 READ_NOISE = 10.0
 SKY = 200.0

@@ -40,8 +40,8 @@ def test_generic_calibration_frames_are_used(generic_campaign, capsys):
 
 
 def test_a_calibration_frame_without_exposure_time_is_named(generic_campaign, tmp_path):
-    from astrocal.lab.headers import HeaderError
-    from astrocal.lab.measure import dataset_calibration
+    from astrocal.image.headers import HeaderError
+    from astrocal.image.frame import dataset_calibration
 
     out, _ = generic_campaign
     with fits.open(out / "raw" / "flat.fits") as f:

@@ -18,8 +18,8 @@ from scipy.special import j1
 
 from astrocal.campaign import CampaignError, load_campaign
 from astrocal.cli import main
-from astrocal.lab.headers import HeaderError, HeaderRules
-from astrocal.lab.measure import dataset_calibration
+from astrocal.image.headers import HeaderError, HeaderRules
+from astrocal.image.frame import dataset_calibration
 
 SHAPE = (200, 200)
 PIX_MAS = 5.0           # pixel scale, mas/px
@@ -318,7 +318,7 @@ def test_instrument_maps_and_overrides():
     """One keyword map per preset (the METIS ESO names), the generic set as fallback, the
     campaign's mapping replacing entries; an unknown entry lists the valid ones."""
     from astrocal.instruments import GENERIC_HEADER_KEYWORDS, get_instrument, header_keywords
-    from astrocal.lab.headers import make_raw_header
+    from astrocal.image.headers import make_raw_header
 
     lm = get_instrument("metis-lm").header_keywords
     assert lm.gain == ("HIERARCH ESO DET1 CHIP GAIN",) and lm.dit[0] == "HIERARCH ESO DET DIT"

@@ -1,10 +1,10 @@
-"""Tests of astrocal.lab.detect: matched-filter detection of pinhole spots."""
+"""Tests of astrocal.image.detect: matched-filter detection of pinhole spots."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from astrocal.lab.detect import detect_spots, filtered_psf, gaussian_smooth
-from astrocal.lab.psf import diffraction_psf, pinhole_diameter_mas, render_spots
+from astrocal.image.detect import detect_spots, filtered_psf, gaussian_smooth
+from astrocal.image.psf import diffraction_psf, pinhole_diameter_mas, render_spots
 
 SHAPE = (256, 256)
 SIGMA = 4.0  # noise per pixel

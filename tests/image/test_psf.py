@@ -1,11 +1,11 @@
-"""Tests of the diffraction / pixel-integrated PSF model (astrocal.lab.psf)."""
+"""Tests of the diffraction / pixel-integrated PSF model (astrocal.image.psf)."""
 import time
 
 import numpy as np
 import pytest
 from scipy import optimize
 
-from astrocal.lab import psf as P
+from astrocal.image import psf as P
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of astrocal.lab.reduce: calibration, reduction, variance, cosmic rays, products."""
+"""Tests of astrocal.image.reduce: calibration, reduction, variance, cosmic rays, products."""
 import math
 
 import numpy as np
@@ -7,9 +7,9 @@ from astropy.io import fits
 
 from astrocal.atomic import ProductExistsError
 from astrocal.lab import detector as D
-from astrocal.lab.headers import make_raw_header, read_exposure_meta
-from astrocal.lab.psf import diffraction_psf, pinhole_diameter_mas, render_spots
-from astrocal.lab.reduce import (DQ_COSMIC, DQ_DEAD, DQ_HOT, DQ_NONFINITE, DQ_SATURATED,
+from astrocal.image.headers import make_raw_header, read_exposure_meta
+from astrocal.image.psf import diffraction_psf, pinhole_diameter_mas, render_spots
+from astrocal.image.reduce import (DQ_COSMIC, DQ_DEAD, DQ_HOT, DQ_NONFINITE, DQ_SATURATED,
                                  DetectorParams, ReductionError, block_level, detect_cosmic_rays,
                                  detector_params, load_calibration, psf_sharpness, read_frame,
                                  read_reduced, reduce_frame, write_reduced)
