@@ -54,6 +54,7 @@ from .field.basis import flat_to_square, legendre_1d, legendre_to_monomial, squa
 from .formats.astromet import write_astromet
 from .formats.lookup import write_wcs_lookup
 from .formats.sip import sip_header, write_sip_header
+from .image.headers import set_card
 from .pixels import to_fits
 from .solution import Solution
 
@@ -272,21 +273,14 @@ def distortion_coefficients(posterior, solution):
 
 
 # =========================================================================== headers
-def _short(header, key, value, comment=""):
-    """Set a card, dropping or shortening the comment so that it fits in 80 characters."""
-    card = fits.Card(key, value)
-    room = 80 - len(card.image.rstrip()) - 3
-    header[key] = (value, comment[:room]) if comment and room > 0 else value
-
-
 def provenance_cards(header, campaign_sha256="", inputs=(), settings=None):
     """Write astrocal's provenance into ``header``: software version, the campaign file's
     sha256 (``CAMPHASH``), the input files (``INPUT<k>``, long strings continued) and the
     fit settings (``HISTORY``)."""
-    _short(header, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
-    _short(header, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+    set_card(header, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
+    set_card(header, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
            "UTC creation date")
-    _short(header, "CAMPHASH", str(campaign_sha256), "sha256 of the campaign file")
+    set_card(header, "CAMPHASH", str(campaign_sha256), "sha256 of the campaign file")
     inputs = [str(p) for p in inputs]
     header["NINPUTS"] = (len(inputs), "number of input files (INPUT<k>)")
     for k, path in enumerate(inputs, start=1):
@@ -299,15 +293,15 @@ def _metis_primary(band, filter_id, pro_catg, qc_rms, nsource, provenance, cards
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
-    _short(h, eso("PRO.CATG"), pro_catg, "product category")
-    _short(h, eso("DRS.FILTER"), str(filter_id), "filter")
+    set_card(h, eso("PRO.CATG"), pro_catg, "product category")
+    set_card(h, eso("DRS.FILTER"), str(filter_id), "filter")
     for key, value in DPR[band].items():
-        _short(h, eso(f"DPR.{key}"), value, "of the input frames")
-    _short(h, eso(f"QC.{band}.DISTORT.RMS"), float(f"{qc_rms:.3f}"),
+        set_card(h, eso(f"DPR.{key}"), value, "of the input frames")
+    set_card(h, eso(f"QC.{band}.DISTORT.RMS"), float(f"{qc_rms:.3f}"),
            "[pixel] rms of fit residuals")
-    _short(h, eso(f"QC.{band}.DISTORT.NSOURCE"), int(nsource), "positions used in the fit")
+    set_card(h, eso(f"QC.{band}.DISTORT.NSOURCE"), int(nsource), "positions used in the fit")
     for key, value, comment in cards:
-        _short(h, key, value, comment)
+        set_card(h, key, value, comment)
     h["COMMENT"] = (f"product {pro_catg} of METIS recipe {RECIPE[band]} (METIS DRLD), "
                     "written by astrocal")
     h["COMMENT"] = (f"QC {band} DISTORT RMS: sqrt(mean(dx**2 + dy**2)) of the posterior-mean "

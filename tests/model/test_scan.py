@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from astrocal.model import inference
-from astrocal.model.inference import _hessian, _map, _refine_residual_rows, curvature_scale
+from astrocal.model.inference import _hessian, map_hyperparameters, _refine_residual_rows, curvature_scale
 
 A = np.array([[3.0, 1.0, 0.5, 0.0], [1.0, 2.0, 0.2, 0.1], [0.5, 0.2, 1.0, 0.3], [0.0, 0.1, 0.3, 40.0]])
 
@@ -93,10 +93,10 @@ class Quadratic:
 def test_scaled_map_search_finds_the_same_optimum_in_fewer_steps():
     plain, scaled = Quadratic(), Quadratic()
     x0 = np.array([1.0, 0.0, 1.0])
-    phi1, lp1 = _map(plain, x0)
+    phi1, lp1 = map_hyperparameters(plain, x0)
     scale = curvature_scale(scaled, {"a": 100.0, "b": 1.0, "c": 5.0, "unknown": 3.0})
     assert scale.tolist() == [100.0, 1.0, 5.0]
-    phi2, lp2 = _map(scaled, x0, scale)
+    phi2, lp2 = map_hyperparameters(scaled, x0, scale)
     np.testing.assert_allclose(phi2, [0.01, 2.0, -0.2], atol=1e-4)
     np.testing.assert_allclose(phi1, phi2, atol=1e-4)
     assert lp2 == pytest.approx(lp1, abs=1e-6)
@@ -165,7 +165,7 @@ def test_a_scaled_search_that_stops_short_starts_again(monkeypatch):
 
     monkeypatch.setattr(inference.optimize, "minimize", stops_at_once)
     model = Quadratic()
-    phi, lp = _map(model, np.array([1.0, 0.0, 1.0]), np.array([100.0, 1.0, 5.0]))
+    phi, lp = map_hyperparameters(model, np.array([1.0, 0.0, 1.0]), np.array([100.0, 1.0, 5.0]))
     assert len(calls) == 2
     np.testing.assert_allclose(phi, [0.01, 2.0, -0.2], atol=1e-4)
     assert lp == pytest.approx(-0.5 * 25.0 * 0.1**2, abs=1e-6)

@@ -49,7 +49,7 @@ from .. import __version__
 from ..atomic import atomic_path, check_writable
 from ..errors import AstrocalError, CorrectionInputError
 from ..pixels import FITS_ORIGIN
-from ..sky.starlist import StarListError, _read_table, read_star_list
+from ..sky.starlist import StarListError, read_list_table, read_star_list
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigm
     fmt_out = _check_out(path, out, overwrite) if out is not None else None
     stars = read_star_list(path, x_col=x_col, y_col=y_col, sigma_x_col=sigma_x_col,
                            sigma_y_col=sigma_y_col, one_based=one_based, format=format)
-    raw = _read_table(path, stars.meta["format"])
+    raw = read_list_table(path, stars.meta["format"])
     if len(raw) != len(stars):
         raise StarListError(f"{path}: read {len(stars)} stars but the table has {len(raw)} rows")
     _check_clash(raw.colnames, path)
@@ -581,14 +581,14 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
         ``n`` rows, ``n_inside``, ``n_margin``, ``n_outside`` (domain flags 0, 1, 2),
         ``n_corrected`` (finite ``x_lin``), ``chunks`` (blocks read, all passes).
     """
-    from ..sky.starlist import _guess_format
+    from ..sky.starlist import guess_format
     from .chunks import (CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema,
                          SchemaChanged, iter_chunks)
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"star list not found: {path}")
-    fmt = _guess_format(path) if format is None else str(format).lower()
+    fmt = guess_format(path) if format is None else str(format).lower()
     if fmt not in CHUNKED_FORMATS:
         t = correct_star_list(path, evaluator, out, x_col=x_col, y_col=y_col,
                               sigma_x_col=sigma_x_col, sigma_y_col=sigma_y_col,

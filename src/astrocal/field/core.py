@@ -40,7 +40,7 @@ BLOCK = 1 << 13
 WIDTH_STEP = 16
 
 
-def _as_domain(domain):
+def as_domain(domain):
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in domain)
     except (TypeError, ValueError):
@@ -108,7 +108,7 @@ class DistortionField:
         cy.flags.writeable = False
         object.__setattr__(self, "cx", cx)
         object.__setattr__(self, "cy", cy)
-        object.__setattr__(self, "domain", _as_domain(self.domain))
+        object.__setattr__(self, "domain", as_domain(self.domain))
         object.__setattr__(self, "meta", dict(self.meta))
 
     # ------------------------------------------------------------------ construction
@@ -121,8 +121,8 @@ class DistortionField:
     @classmethod
     def identity(cls, domain, degree=1, scale=1.0, unit="pixel", input_unit="pixel"):
         """The field ``(u, v) = scale * (x, y)`` on ``domain``, stored at ``degree``."""
-        domain = _as_domain(domain)
-        xc, yc, hx, hy = _centre_halfwidth(domain)
+        domain = as_domain(domain)
+        xc, yc, hx, hy = centre_halfwidth(domain)
         cx = np.zeros((degree + 1, degree + 1))
         cy = np.zeros_like(cx)
         cx[0, 0], cx[1, 0] = scale * xc, scale * hx
@@ -148,8 +148,8 @@ class DistortionField:
         outside = ~basis.triangle_mask(mx.shape[0] - 1)
         if np.any(mx[outside]) or np.any(my[outside]):
             raise FieldError(f"monomial coefficients with p + q > {mx.shape[0] - 1} must be zero")
-        domain = _as_domain(domain)
-        xc, yc, hx, hy = _centre_halfwidth(domain)
+        domain = as_domain(domain)
+        xc, yc, hx, hy = centre_halfwidth(domain)
         cx = basis.monomial_to_legendre(mx, (xc, yc), (hx, hy), origin)
         cy = basis.monomial_to_legendre(my, (xc, yc), (hx, hy), origin)
         mask = basis.triangle_mask(mx.shape[0] - 1)
@@ -163,7 +163,7 @@ class DistortionField:
         least squares on the Legendre design matrix (well conditioned on the domain).
         """
         degree = basis.check_degree(degree)
-        domain = _as_domain(domain)
+        domain = as_domain(domain)
         x, y, u, v = (np.ravel(np.asarray(a, dtype=float)) for a in (x, y, u, v))
         if not (x.size == y.size == u.size == v.size):
             raise ValueError("x, y, u, v must have the same number of samples")
@@ -197,12 +197,12 @@ class DistortionField:
 
     @property
     def centre(self):
-        xc, yc, _, _ = _centre_halfwidth(self.domain)
+        xc, yc, _, _ = centre_halfwidth(self.domain)
         return (xc, yc)
 
     def normalise(self, x, y):
         """Input coordinates -> normalised ``(t, s)`` in ``[-1, 1]`` over the domain."""
-        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        xc, yc, hx, hy = centre_halfwidth(self.domain)
         return (np.asarray(x, dtype=float) - xc) / hx, (np.asarray(y, dtype=float) - yc) / hy
 
     def in_domain(self, x, y, margin=0.0):
@@ -240,7 +240,7 @@ class DistortionField:
         y = y.ravel()
         npts = x.size
         n = self.degree
-        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        xc, yc, hx, hy = centre_halfwidth(self.domain)
         # Every output is a polynomial in the normalised (t, s) in [-1, 1], written once as
         # a power series (exact conversion matrices, see basis.legendre_to_power; on
         # [-1, 1] the rounding differs from evaluating the Legendre series only in the last
@@ -317,7 +317,7 @@ class DistortionField:
     # ------------------------------------------------------------------ conversions
     def to_monomials(self, origin=(0.0, 0.0)):
         """Monomial coefficients ``(mx, my)``, ``m[p, q]`` of ``(x-x0)**p (y-y0)**q``."""
-        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        xc, yc, hx, hy = centre_halfwidth(self.domain)
         mask = basis.triangle_mask(self.degree)
         mx = basis.legendre_to_monomial(self.cx, (xc, yc), (hx, hy), origin)
         my = basis.legendre_to_monomial(self.cy, (xc, yc), (hx, hy), origin)
@@ -371,7 +371,7 @@ class DistortionField:
                 f"{self.input_unit} -> {self.unit})")
 
 
-def _centre_halfwidth(domain):
+def centre_halfwidth(domain):
     xmin, xmax, ymin, ymax = domain
     return 0.5 * (xmin + xmax), 0.5 * (ymin + ymax), 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
 
@@ -382,8 +382,8 @@ def design_matrix(x, y, degree, domain, derivatives=False):
     Returns an ``(N, n_terms)`` array; with ``derivatives=True`` also the derivatives of
     each basis function with respect to ``x`` and ``y`` (input units), same shape.
     """
-    domain = _as_domain(domain)
-    xc, yc, hx, hy = _centre_halfwidth(domain)
+    domain = as_domain(domain)
+    xc, yc, hx, hy = centre_halfwidth(domain)
     t = (np.ravel(np.asarray(x, dtype=float)) - xc) / hx
     s = (np.ravel(np.asarray(y, dtype=float)) - yc) / hy
     ii, jj = np.array(basis.terms(degree)).T

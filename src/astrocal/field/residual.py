@@ -60,7 +60,7 @@ import numpy as np
 
 from ..errors import FieldError
 from .basis import legendre_1d, terms
-from .core import _as_domain, _centre_halfwidth
+from .core import as_domain, centre_halfwidth
 
 __all__ = ["ResidualBasis", "matern52", "matern52_spectral_density", "RULE_FACTOR"]
 
@@ -104,7 +104,7 @@ class ResidualBasis:
     _mean_squares: np.ndarray = dc_field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "domain", tuple(float(v) for v in _as_domain(self.domain)))
+        object.__setattr__(self, "domain", tuple(float(v) for v in as_domain(self.domain)))
         if int(self.m) < 1:
             raise FieldError(f"the residual basis needs m >= 1 functions per dimension, got {self.m}")
         if not float(self.boundary) > 1.0:
@@ -121,7 +121,7 @@ class ResidualBasis:
     @property
     def half_size(self):
         """Half-sizes ``(hx, hy)`` of the detector, pixels."""
-        return _centre_halfwidth(self.domain)[2:]
+        return centre_halfwidth(self.domain)[2:]
 
     @property
     def box(self):
@@ -143,7 +143,7 @@ class ResidualBasis:
         return np.sqrt(wx[:, None] ** 2 + wy[None, :] ** 2).ravel()
 
     def _sines(self, x, y, derivative=False):
-        xc, yc, _, _ = _centre_halfwidth(self.domain)
+        xc, yc, _, _ = centre_halfwidth(self.domain)
         lx, ly = self.box
         j = np.arange(1, self.m + 1)
         ax = np.pi * np.outer(np.ravel(x) - xc + lx, j) / (2 * lx)
@@ -164,7 +164,7 @@ class ResidualBasis:
     def _polynomial_projection(self):
         """Legendre coefficients (n_terms, m * m) of each eigenfunction's L2 projection on
         the polynomials of total degree ``<= degree`` over the detector."""
-        xc, yc, hx, hy = _centre_halfwidth(self.domain)
+        xc, yc, hx, hy = centre_halfwidth(self.domain)
         t, wt = np.polynomial.legendre.leggauss(QUADRATURE_NODES)
         sx, sy = self._sines(xc + hx * t, yc + hy * t)  # (Q, m) each
         px = legendre_1d(t, self.degree)  # (n + 1, Q)
@@ -246,7 +246,7 @@ class ResidualBasis:
         of the box normalisation), ``(m * m,)``, by Gauss-Legendre quadrature (64 nodes per
         dimension: the functions hold at most ``m`` half-waves over the box)."""
         if self._mean_squares is None:
-            xc, yc, hx, hy = _centre_halfwidth(self.domain)
+            xc, yc, hx, hy = centre_halfwidth(self.domain)
             t, wt = np.polynomial.legendre.leggauss(64)
             xx, yy = np.meshgrid(xc + hx * t, yc + hy * t, indexing="ij")
             w = np.outer(wt, wt).ravel() / 4.0  # the mean over [-1, 1]^2

@@ -199,7 +199,7 @@ def _stamp_size(psf, stamp_size):
     return stamp_size
 
 
-def _cut(image, x0, y0, size, fill=np.nan):
+def cut_stamps(image, x0, y0, size, fill=np.nan):
     """Stamps ``image[y0+j, x0+i]`` (N, size, size); pixels outside the image -> ``fill``.
 
     Returns ``(stamps, inside)``.
@@ -515,16 +515,16 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     def cut(idx, xc, yc):
         x0 = np.rint(xc).astype(np.int64) - h
         y0 = np.rint(yc).astype(np.int64) - h
-        d, inside = _cut(image, x0, y0, size)
+        d, inside = cut_stamps(image, x0, y0, size)
         valid = inside & np.isfinite(d)
         fl = np.where(~np.all(inside, axis=(1, 2)), FLAG_EDGE, 0)
         masked = inside & ~np.isfinite(d)
         if mask is not None:
-            mk, _ = _cut(np.asarray(mask, bool), x0, y0, size, fill=False)
+            mk, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=False)
             masked |= mk & inside
             valid &= ~mk
         if extra_is_map:
-            ev, _ = _cut(np.asarray(extra_map, float), x0, y0, size)
+            ev, _ = cut_stamps(np.asarray(extra_map, float), x0, y0, size)
             masked |= inside & ~np.isfinite(ev)
             valid &= np.isfinite(ev)
             ev = np.where(valid, ev, 0.0)

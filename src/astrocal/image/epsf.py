@@ -49,8 +49,8 @@ import numpy as np
 from scipy import optimize, sparse
 from scipy.sparse import linalg as splinalg
 
-from .centroid import FLAGS_SEVERE, NoiseModel, _cut, fit_centroids
-from .psf import PixelPSF, _bspline_weights, gaussian_psf
+from .centroid import FLAGS_SEVERE, NoiseModel, cut_stamps, fit_centroids
+from .psf import PixelPSF, bspline_weights, gaussian_psf
 
 __all__ = [
     "EPSFFit",
@@ -113,7 +113,7 @@ def estimate_fwhm(image, x, y, *, box=15):
     h = int(box) // 2
     x0 = np.rint(np.asarray(x, float)).astype(np.int64) - h
     y0 = np.rint(np.asarray(y, float)).astype(np.int64) - h
-    st, inside = _cut(np.asarray(image, float), x0, y0, 2 * h + 1)
+    st, inside = cut_stamps(np.asarray(image, float), x0, y0, 2 * h + 1)
     bg = np.nanmedian(np.where(inside, st, np.nan), axis=(1, 2))
     st = st - bg[:, None, None]
     peak = np.nanmax(st, axis=(1, 2))
@@ -128,9 +128,9 @@ def annulus_background(image, x, y, r_in, r_out, *, mask=None):
     size = 2 * r_out + 1
     x0 = np.rint(np.asarray(x, float)).astype(np.int64) - r_out
     y0 = np.rint(np.asarray(y, float)).astype(np.int64) - r_out
-    st, inside = _cut(np.asarray(image, float), x0, y0, size)
+    st, inside = cut_stamps(np.asarray(image, float), x0, y0, size)
     if mask is not None:
-        bad, _ = _cut(np.asarray(mask, bool), x0, y0, size, fill=True)
+        bad, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=True)
         st = np.where(bad, np.nan, st)
     ar = np.abs(np.arange(size) - r_out)
     ring = np.maximum(ar[:, None], ar[None, :]) > int(r_in)
@@ -191,8 +191,8 @@ def _solve_table(stamps, oversampling, half_width, regularization):
         uy = c + os_ * (st["y0"][:, None] + ar[None, :] - st["y"][:, None])
         kx = np.floor(ux)
         ky = np.floor(uy)
-        wx, _ = _bspline_weights(ux - kx)  # (K, S, 4)
-        wy, _ = _bspline_weights(uy - ky)
+        wx, _ = bspline_weights(ux - kx)  # (K, S, 4)
+        wy, _ = bspline_weights(uy - ky)
         kx = kx.astype(np.int64)
         ky = ky.astype(np.int64)
         ix = kx[:, :, None] + np.arange(4)  # coefficient index = k0 - 1 + a + 1
@@ -307,16 +307,16 @@ def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
             x, y = res.x[good], res.y[good]
             x0 = np.rint(x).astype(np.int64) - h
             y0 = np.rint(y).astype(np.int64) - h
-            d, inside = _cut(im, x0, y0, stamp_size)
+            d, inside = cut_stamps(im, x0, y0, stamp_size)
             valid = inside & np.isfinite(d)
             if mk is not None:
-                bad, _ = _cut(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
+                bad, _ = cut_stamps(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
                 valid &= ~bad
             if saturation is not None:
                 valid &= ~(d >= saturation)
             extra = nz.extra_variance
             if extra is not None and np.ndim(extra) == 2:
-                extra, _ = _cut(np.asarray(extra, float), x0, y0, stamp_size)
+                extra, _ = cut_stamps(np.asarray(extra, float), x0, y0, stamp_size)
                 valid &= np.isfinite(extra)
                 extra = np.where(valid, extra, 0.0)
             elif extra is None:

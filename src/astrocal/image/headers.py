@@ -67,7 +67,7 @@ def eso_key(dotted: str) -> str:
     return "HIERARCH ESO " + dotted.replace(".", " ")
 
 
-def _set(header: fits.Header, key: str, value, comment: str = "") -> None:
+def set_card(header: fits.Header, key: str, value, comment: str = "") -> None:
     """Set a card, shortening the comment so that the card fits in 80 characters."""
     card = fits.Card(key, value)
     room = 80 - len(card.image.rstrip()) - 3
@@ -172,54 +172,54 @@ def make_raw_header(instrument, *, date_obs, dit, ndit: int = 1, filter_name: st
         raise ValueError(f"need dit > 0 and ndit >= 1, got dit={dit!r}, ndit={ndit!r}")
 
     h = fits.Header()
-    _set(h, "DATE-OBS", t.isot, "start of exposure (UTC)")
-    _set(h, "MJD-OBS", float(t.mjd), "start of exposure (MJD, UTC)")
-    _set(h, "EXPTIME", dit_s * ndit, "[s] total integration time DIT x NDIT")
-    _set(h, "INSTRUME", "METIS", "instrument")
-    _set(h, "TELESCOP", "ELT", "telescope")
-    _set(h, "FILTER", filt, "filter name")
-    _set(h, eso_key("DPR.CATG"), dpr_catg, "data category")
-    _set(h, eso_key("DPR.TYPE"), dpr_type, "data type")
-    _set(h, eso_key("DPR.TECH"), kw.dpr_tech, "observation technique")
-    _set(h, eso_key("INS.MODE"), kw.ins_mode, "instrument mode")
-    _set(h, eso_key(kw.dit), dit_s, "[s] detector integration time")
-    _set(h, eso_key(kw.ndit), ndit, "number of DITs")
+    set_card(h, "DATE-OBS", t.isot, "start of exposure (UTC)")
+    set_card(h, "MJD-OBS", float(t.mjd), "start of exposure (MJD, UTC)")
+    set_card(h, "EXPTIME", dit_s * ndit, "[s] total integration time DIT x NDIT")
+    set_card(h, "INSTRUME", "METIS", "instrument")
+    set_card(h, "TELESCOP", "ELT", "telescope")
+    set_card(h, "FILTER", filt, "filter name")
+    set_card(h, eso_key("DPR.CATG"), dpr_catg, "data category")
+    set_card(h, eso_key("DPR.TYPE"), dpr_type, "data type")
+    set_card(h, eso_key("DPR.TECH"), kw.dpr_tech, "observation technique")
+    set_card(h, eso_key("INS.MODE"), kw.ins_mode, "instrument mode")
+    set_card(h, eso_key(kw.dit), dit_s, "[s] detector integration time")
+    set_card(h, eso_key(kw.ndit), ndit, "number of DITs")
     det = kw.det_prefix
-    _set(h, eso_key(f"{det}.DIT"), dit_s, "[s] detector integration time")
-    _set(h, eso_key(f"{det}.NDIT"), ndit, "number of DITs")
-    _set(h, eso_key(f"{det}.MODE"), mode.name, "readout mode")
-    _set(h, eso_key(f"{det}.CHIP.ID"), inst.detector.name, "detector")
-    _set(h, eso_key(f"{det}.CHIP.MINDIT"), mode.min_dit_s, "[s] minimum DIT")
-    _set(h, eso_key(f"{det}.CHIP.FULLWELL"), mode.full_well_e, "[e] full well")
-    _set(h, eso_key(f"{det}.CHIP.RON"), mode.read_noise_e, "[e] read noise")
-    _set(h, eso_key(f"{det}.CHIP.DARK"), mode.dark_current_e_per_s, "[e/s] dark current")
-    _set(h, eso_key(f"{det}.CHIP.GAIN"), mode.gain_e_per_adu, "[e/ADU] gain")
-    _set(h, eso_key(kw.drs_filter), filt, "filter")
-    _set(h, eso_key(kw.filter), filt, "science filter wheel")
+    set_card(h, eso_key(f"{det}.DIT"), dit_s, "[s] detector integration time")
+    set_card(h, eso_key(f"{det}.NDIT"), ndit, "number of DITs")
+    set_card(h, eso_key(f"{det}.MODE"), mode.name, "readout mode")
+    set_card(h, eso_key(f"{det}.CHIP.ID"), inst.detector.name, "detector")
+    set_card(h, eso_key(f"{det}.CHIP.MINDIT"), mode.min_dit_s, "[s] minimum DIT")
+    set_card(h, eso_key(f"{det}.CHIP.FULLWELL"), mode.full_well_e, "[e] full well")
+    set_card(h, eso_key(f"{det}.CHIP.RON"), mode.read_noise_e, "[e] read noise")
+    set_card(h, eso_key(f"{det}.CHIP.DARK"), mode.dark_current_e_per_s, "[e/s] dark current")
+    set_card(h, eso_key(f"{det}.CHIP.GAIN"), mode.gain_e_per_adu, "[e/ADU] gain")
+    set_card(h, eso_key(kw.drs_filter), filt, "filter")
+    set_card(h, eso_key(kw.filter), filt, "science filter wheel")
     pos, name = _mask_names(mask)
     if pos is not None:
-        _set(h, eso_key(kw.mask_wheel_id), "wcu-fp2-1", "WCU FP2.1 mask wheel")
-        _set(h, eso_key(kw.mask_wheel), pos, "WCU focal-plane mask")
+        set_card(h, eso_key(kw.mask_wheel_id), "wcu-fp2-1", "WCU FP2.1 mask wheel")
+        set_card(h, eso_key(kw.mask_wheel), pos, "WCU focal-plane mask")
         if name:
-            _set(h, eso_key(kw.mask_wheel.rsplit(".", 1)[0] + ".NAME"), name, "mask table")
+            set_card(h, eso_key(kw.mask_wheel.rsplit(".", 1)[0] + ".NAME"), name, "mask table")
     if chopper_offset is not None:
         off = u.Quantity(chopper_offset, u.arcsec) if not isinstance(chopper_offset, u.Quantity) \
             else chopper_offset.to(u.arcsec)
         off = np.broadcast_to(off.value, (2,))
-        _set(h, eso_key(kw.chop_x), float(off[0]), "[arcsec] chopper offset x")
-        _set(h, eso_key(kw.chop_y), float(off[1]), "[arcsec] chopper offset y")
-    _set(h, eso_key("SEQ.WCU.LAMP.NAME"), str(lamp), "WCU lamp")
+        set_card(h, eso_key(kw.chop_x), float(off[0]), "[arcsec] chopper offset x")
+        set_card(h, eso_key(kw.chop_y), float(off[1]), "[arcsec] chopper offset y")
+    set_card(h, eso_key("SEQ.WCU.LAMP.NAME"), str(lamp), "WCU lamp")
     if bb_temp is not None:
         tk = float(u.Quantity(bb_temp, u.K).value) if not isinstance(bb_temp, u.Quantity) \
             else float(bb_temp.to_value(u.K, equivalencies=u.temperature()))
-        _set(h, eso_key("SEQ.WCU_BB_TEMP"), tk, "[K] WCU black-body temperature")
-        _set(h, eso_key("INS.WCU_BB.SOURCETEMP"), round(tk - 273.15, 3), "[C] black-body temperature")
+        set_card(h, eso_key("SEQ.WCU_BB_TEMP"), tk, "[K] WCU black-body temperature")
+        set_card(h, eso_key("INS.WCU_BB.SOURCETEMP"), round(tk - 273.15, 3), "[C] black-body temperature")
     for key, value in (extra or {}).items():
         k = eso_key(key) if "." in key and not key.startswith("HIERARCH") else key
         if isinstance(value, tuple):
-            _set(h, k, value[0], value[1])
+            set_card(h, k, value[0], value[1])
         else:
-            _set(h, k, value)
+            set_card(h, k, value)
     return h
 
 

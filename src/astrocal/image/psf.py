@@ -169,7 +169,7 @@ def airy_encircled_energy(r_lambda_over_d):
 # --------------------------------------------------------------------------------------
 # cubic B-spline helpers (shared with the ePSF table)
 # --------------------------------------------------------------------------------------
-def _bspline_weights(t):
+def bspline_weights(t):
     """Cubic B-spline weights (and their derivatives) for fractional offsets ``t``.
 
     For a sample position ``k + t`` (``0 <= t < 1``) the interpolated value is
@@ -296,7 +296,7 @@ class PixelPSF:
         os_ = self.oversampling
         u0 = self._c + os_ * (origin - pos)
         k0 = np.floor(u0)
-        w, dw = _bspline_weights(u0 - k0)
+        w, dw = bspline_weights(u0 - k0)
         return k0.astype(np.int64) - 1, w, dw * (-os_)  # dt/dpos = -os
 
     def stamps(self, x, y, x0, y0, size, derivatives=False):

@@ -64,7 +64,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import AstrocalError
-from .mask import Mask, _as_mm_per_arcsec
+from .mask import Mask, as_mm_per_arcsec
 
 __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]
 
@@ -519,7 +519,7 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
     if scale is None:
         raise IdentificationError(f"{mask.source}: no plate scale at the mask (meta "
                                   "'mask_scale_mm_per_arcsec' missing and mask_scale not given)")
-    scale_mm = _as_mm_per_arcsec(scale, what=f"{mask.source}: mask_scale")
+    scale_mm = as_mm_per_arcsec(scale, what=f"{mask.source}: mask_scale")
     if n_spots < 3:
         raise IdentificationError(f"only {n_spots} spot(s) given; need at least 3 to identify "
                                   f"mask '{mask.name}'")

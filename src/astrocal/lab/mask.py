@@ -168,7 +168,7 @@ class Mask:
                 f"{self.source}: no plate scale at the mask: the table meta has no "
                 f"'{MASK_SCALE_KEY}' and none was passed (mask_scale=... mm/arcsec)"
             )
-        return _as_mm_per_arcsec(scale, what=f"{self.source}: mask_scale")
+        return as_mm_per_arcsec(scale, what=f"{self.source}: mask_scale")
 
     def xy_arcsec(self, mask_scale=None) -> np.ndarray:
         """Hole centres projected on the sky, shape (N, 2), plain floats in arcsec.
@@ -247,7 +247,7 @@ class Mask:
 # --------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------
-def _as_mm_per_arcsec(scale, what="mask_scale") -> float:
+def as_mm_per_arcsec(scale, what="mask_scale") -> float:
     """Plate scale as a plain float in mm/arcsec (Quantity in length/angle, or float)."""
     if isinstance(scale, u.Quantity):
         try:
@@ -343,7 +343,7 @@ def _mask_from_table(t: Table, source: str) -> Mask:
     scale = meta.get(MASK_SCALE_KEY)
     mask_scale = None
     if scale is not None:
-        mask_scale = _as_mm_per_arcsec(scale, what=f"{source}: meta '{MASK_SCALE_KEY}'") * u.mm / u.arcsec
+        mask_scale = as_mm_per_arcsec(scale, what=f"{source}: meta '{MASK_SCALE_KEY}'") * u.mm / u.arcsec
     marker = meta.get("orientation_marker")
     if marker:
         for key in ("x_mm", "y_mm"):
@@ -456,7 +456,7 @@ def mask_from_arrays(x_mm, y_mm, diameter_um=25.0, *, hole_id=None, name="mask",
     t.meta = dict(meta or {})
     t.meta.setdefault("name", name)
     if mask_scale is not None:
-        t.meta[MASK_SCALE_KEY] = _as_mm_per_arcsec(mask_scale, what=f"{name}: mask_scale")
+        t.meta[MASK_SCALE_KEY] = as_mm_per_arcsec(mask_scale, what=f"{name}: mask_scale")
     return _mask_from_table(t, f"<{name}>")
 
 
@@ -474,7 +474,7 @@ def read_irdb_mask(path, mask_scale=3.319, *, start_id: int = 1, name=None) -> M
     only ECSV mask tables at run time.
     """
     path = Path(path)
-    scale = _as_mm_per_arcsec(mask_scale, what=f"{path}: mask_scale")
+    scale = as_mm_per_arcsec(mask_scale, what=f"{path}: mask_scale")
     header: dict[str, str] = {}
     rows = []
     colnames = None

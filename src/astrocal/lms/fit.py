@@ -510,7 +510,7 @@ def _residual_spec(layout: DeviationLayout):
     return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length / 2, RESIDUAL_LENGTH_MAX)
 
 
-def _map(model, phi0):
+def map_hyperparameters(model, phi0):
     lo, hi = model.bounds()
     x0 = np.clip(phi0, lo + 1e-6, hi - 1e-6)
     res = optimize.minimize(lambda x: -model.log_posterior(x)[0], x0, method="L-BFGS-B", bounds=list(zip(lo, hi)))
@@ -542,7 +542,7 @@ def _fit_lms(data, layout, terms, settings, truth):
     for it in range(settings.relinearise + 1):
         obs = linearise(geometry, data, terms)
         model = CollapsedLms(obs, prior_fixed, sl, _residual_spec(layout))
-        phi, lp = _map(model, model.initial_guess() if phi is None else phi)
+        phi, lp = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         theta = model.conditional_mean(phi)
         log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,
                  dict(zip(model.hyper_names, np.round(np.exp(phi), 4))), lp)

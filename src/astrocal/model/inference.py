@@ -211,7 +211,7 @@ class LabFit:
 
 
 # --------------------------------------------------------------------------- helpers
-def _map(model, phi0, scale=None):
+def map_hyperparameters(model, phi0, scale=None):
     """Maximum a posteriori of the hyperparameters (bounded quasi-Newton from phi0).
 
     ``scale`` (ndim,), optional: the expected curvature's square root per hyperparameter
@@ -249,18 +249,18 @@ def _map(model, phi0, scale=None):
         left = 0.5 * float(g @ g)
         if left > MAP_RESTART_NATS:
             log.debug("MAP search stopped %.3g nats short (estimated); restarted unscaled", left)
-            again = _map(model, np.clip(y / s, lo, hi))
+            again = map_hyperparameters(model, np.clip(y / s, lo, hi))
             return again if again[1] >= -best.fun else (np.clip(y / s, lo, hi), -best.fun)
     return np.clip(best.x / s, lo, hi), -best.fun
 
 
-#: a scaled MAP search (:func:`_map`) that stops with more than this left to gain
+#: a scaled MAP search (:func:`map_hyperparameters`) that stops with more than this left to gain
 #: (estimated from its gradient) is started again in the plain coordinates
 MAP_RESTART_NATS = 0.5
 
 
 def curvature_scale(model, known):
-    """``scale`` for :func:`_map` from ``known`` (``{hyperparameter name: sqrt of the
+    """``scale`` for :func:`map_hyperparameters` from ``known`` (``{hyperparameter name: sqrt of the
     curvature}``, e.g. of the degree below); 1 where it names none or the value is not a
     positive number."""
     out = np.ones(model.ndim)
@@ -271,7 +271,7 @@ def curvature_scale(model, known):
     return out
 
 
-def _sqrt_curvature(names, hess):
+def sqrt_curvature(names, hess):
     """``{name: sqrt(H_ii)}`` of a Hessian of ``-log p`` (positive diagonal entries only)."""
     d = np.diag(np.asarray(hess, float))
     return {n: float(np.sqrt(v)) for n, v in zip(names, d) if np.isfinite(v) and v > 0}
@@ -330,10 +330,10 @@ def laplace_evidence(model, phi_map, logpost_map):
     return float(logpost_map + np.sum(np.log(widths))), h
 
 
-def _residual_chi2(model, cond, points):
+def residual_chi2(model, cond, points):
     """Chi-square (2 dof) of every point in ``points`` against the model's posterior mean."""
     r = model.residuals(cond.mean, cond.hole_mean, points)
-    cov = _noise_cov(model, cond.phi, points)
+    cov = noise_covariance(model, cond.phi, points)
     return np.einsum("na,nab,nb->n", r, np.linalg.inv(cov), r), r
 
 
@@ -350,7 +350,7 @@ def robust_start(points, degree, settings, max_iter=15, nsigma=10.0, floor_px=0.
         model = LabModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
                          excluded=excluded, flexure=settings.flexure)
         cond = model.conditional(model.initial_guess())
-        _, r = _residual_chi2(model, cond, points)
+        _, r = residual_chi2(model, cond, points)
         rn = np.hypot(r[:, 0], r[:, 1]) / points.pixel_scale
         good = rn[~excluded]
         med = np.median(good)
@@ -379,11 +379,11 @@ def find_outliers(points, degree, settings, jacobian_field):
     for _ in range(settings.outlier_iterations):
         model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jacobian_field,
                          priors=_with_residual(settings.priors, False), excluded=excluded, flexure=settings.flexure)
-        phi, _ = _map(model, model.initial_guess() if phi is None else phi)
+        phi, _ = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         cond = model.conditional(phi)
-        chi2, r = _residual_chi2(model, cond, points)
+        chi2, r = residual_chi2(model, cond, points)
         # densities of the 2-D residual under each component (common factors cancel)
-        log_in = -0.5 * chi2 - 0.5 * np.linalg.slogdet(_noise_cov(model, cond.phi, points))[1]
+        log_in = -0.5 * chi2 - 0.5 * np.linalg.slogdet(noise_covariance(model, cond.phi, points))[1]
         log_out = -0.5 * np.sum(r**2, axis=1) / s_out**2 - 2 * np.log(s_out)
         a = np.log(frac) + log_out
         b = np.log1p(-frac) + log_in
@@ -396,7 +396,7 @@ def find_outliers(points, degree, settings, jacobian_field):
     return excluded, frac, model, phi
 
 
-def _noise_cov(model, phi, points):
+def noise_covariance(model, phi, points):
     """Focal-plane noise covariance (N, 2, 2) of ``points`` under ``model`` at ``phi``."""
     if model.jacobian_field is not None:
         _, _, jac = model.jacobian_field.jacobian(points.x, points.y)
@@ -1111,7 +1111,7 @@ def _fit_lab(points, settings):
     # the model again with the final Jacobian (from the chosen degree's fit)
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
-    phi_map, lp = _map(model, phi_map)
+    phi_map, lp = map_hyperparameters(model, phi_map)
     if settings.sampler == "laplace":
         hess = -_hessian(model.log_posterior, phi_map, *model.bounds())
         phi_samples = laplace_draws(model, phi_map, hess, settings.n_draws, rng)

@@ -52,18 +52,18 @@ class VariantFit:
     def curvature(self):
         """``{hyperparameter name: sqrt(H_ii)}`` of :attr:`hess` (where positive): the scale
         a neighbouring model's MAP search runs in."""
-        from .inference import _sqrt_curvature
+        from .inference import sqrt_curvature
 
-        return _sqrt_curvature(self.hyper_names, self.hess)
+        return sqrt_curvature(self.hyper_names, self.hess)
 
 
 def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, curvature=None):
-    from .inference import _map, curvature_scale, laplace_evidence
+    from .inference import map_hyperparameters, curvature_scale, laplace_evidence
 
     model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
     scale = curvature_scale(model, curvature) if curvature else None
-    phi, lp = _map(model, model.initial_guess(start), scale)
+    phi, lp = map_hyperparameters(model, model.initial_guess(start), scale)
     logz, hess = laplace_evidence(model, phi, lp)
     try:
         jac_n = model.field_from(model.conditional(phi).mean)

@@ -146,14 +146,14 @@ def residual_table(fit):
     """
     from types import SimpleNamespace
 
-    from .inference import _noise_cov, _residual_chi2
+    from .inference import noise_covariance, residual_chi2
 
     points = fit.points
     g = np.asarray(fit.g_samples, float).mean(axis=0)
     phi = np.median(np.asarray(fit.phi_samples, float), axis=0)
     cond = SimpleNamespace(mean=g, hole_mean=_source_error_mean(fit), phi=phi)
-    chi2, r = _residual_chi2(fit.model, cond, points)
-    cov = _noise_cov(fit.model, phi, points)
+    chi2, r = residual_chi2(fit.model, cond, points)
+    cov = noise_covariance(fit.model, phi, points)
     _, _, jac = fit.mean_field().jacobian(points.x, points.y)
     r_px = np.linalg.solve(jac, r[:, :, None])[:, :, 0]
     kinds = dataset_kinds(points)

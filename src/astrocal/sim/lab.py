@@ -117,7 +117,7 @@ TRUTH_MARGIN_PX = 8.0
 _H = 6.62607015e-34
 _C = 2.99792458e8
 _K = 1.380649e-23
-_MAS_TO_RAD = math.pi / 180.0 / 3600.0e3
+MAS_TO_RAD = math.pi / 180.0 / 3600.0e3
 
 #: METIS WCU facts, irdb METIS/metis_wcu_config.yaml and METIS_WCU.yaml (commit f0a5f306)
 WCU = {
@@ -325,13 +325,13 @@ def photon_radiance(wavelength_um, temp_k):
         return 2.0 * _C / lam**4 / np.expm1(_H * _C / (lam * _K * float(temp_k))) * 1e-6
 
 
-def _band_radiance(lo_um, hi_um, temp_k, n=257):
+def band_radiance(lo_um, hi_um, temp_k, n=257):
     """Photon radiance integrated over a top-hat band, photons s^-1 m^-2 sr^-1."""
     w = np.linspace(lo_um, hi_um, n)
     return float(np.trapezoid(photon_radiance(w, temp_k), w))
 
 
-def _sphere_gain():
+def sphere_gain_factor():
     """Radiance of the integrating sphere's wall over that of a Lambertian source filling
     its entrance port: (A_in / A_sphere) * rho / (1 - rho (1 - f)), f = port fraction."""
     a_s = math.pi * WCU["diam_is_mm"] ** 2
@@ -374,7 +374,7 @@ def wcu_radiometry(instrument="metis-lm", filter_name=None, *, bb_temp_k=WCU["bb
     """Spot and thermal-background rates of a WCU pinhole frame.
 
     The black body (emissivity 0.98) fills the integrating sphere's entrance port; the
-    sphere wall (and so each pinhole) has ``_sphere_gain()`` (2.7 %) of the black body's
+    sphere wall (and so each pinhole) has ``sphere_gain_factor()`` (2.7 %) of the black body's
     radiance; a pinhole of angular diameter ``d`` (``hole_diameter_um`` at the mask scale)
     sends ``L * (pi/4) d^2 * A`` photons per second into the instrument, with ``A`` the
     full ELT aperture times the cold pupil mask's transmission. The thermal background is
@@ -392,12 +392,12 @@ def wcu_radiometry(instrument="metis-lm", filter_name=None, *, bb_temp_k=WCU["bb
     pupil = PUPIL_TRANSMISSION.get(inst.key, 0.75) if pupil_transmission is None else float(pupil_transmission)
     area = math.pi / 4 * ELT_DIAMETER_M**2 * pupil
     scale = inst.mask_scale_mm_per_arcsec if mask_scale_mm_per_arcsec is None else float(mask_scale_mm_per_arcsec)
-    d_rad = pinhole_diameter_mas(hole_diameter_um, scale) * _MAS_TO_RAD
+    d_rad = pinhole_diameter_mas(hole_diameter_um, scale) * MAS_TO_RAD
     omega_pin = math.pi / 4 * d_rad**2
-    omega_pix = (inst.pixel_scale_mas * _MAS_TO_RAD) ** 2
-    gain = _sphere_gain()
-    spot = _band_radiance(lo, hi, bb_temp_k) * WCU["emiss_bb"] * gain * omega_pin * area * efficiency
-    bg = _band_radiance(lo, hi, wcu_temp_k) * wcu_emissivity * omega_pix * area * efficiency
+    omega_pix = (inst.pixel_scale_mas * MAS_TO_RAD) ** 2
+    gain = sphere_gain_factor()
+    spot = band_radiance(lo, hi, bb_temp_k) * WCU["emiss_bb"] * gain * omega_pin * area * efficiency
+    bg = band_radiance(lo, hi, wcu_temp_k) * wcu_emissivity * omega_pix * area * efficiency
     notes = ("top-hat band" + (" (width assumed 10 % of the centre)" if not filt.width_um else "")
              + "; efficiency (optics x filter x QE) assumed")
     return Radiometry(float(spot), float(bg), (lo, hi), filt.center_um, float(hole_diameter_um),
@@ -581,7 +581,7 @@ def _field_from_file(path, filter_name, shape):
     return field
 
 
-def _central_window(field, full_shape, shape):
+def central_window(field, full_shape, shape):
     """The field seen by a smaller detector at the centre of the full one (same optics):
     ``G_w(p) = G(p + c)``, ``c`` the offset of the window; exact (a polynomial of the same
     degree, fitted through more samples than terms)."""
@@ -606,7 +606,7 @@ def _truth_field(s, inst, shape, filter_name):
                                     s.distortion_rotation_deg, s.distortion_seed)
         source = "default smooth field (astrocal.sim.field.instrument_field)"
         if tuple(shape) != tuple(inst.detector_shape):
-            field = _central_window(field, inst.detector_shape, shape)
+            field = central_window(field, inst.detector_shape, shape)
             source += f", central {shape[1]}x{shape[0]} window"
     if not s.distortion:
         field = affine_part(field)

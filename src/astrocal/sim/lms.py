@@ -40,14 +40,14 @@ from astropy.time import Time, TimeDelta
 
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
-from ..image.headers import _set, eso_key
+from ..image.headers import set_card, eso_key
 from ..lab.mask import load_mask, mask_path
 from ..image.psf import pinhole_diameter_mas
 from ..lms import FieldOrientation, Hyperparameters
 from ..lms.mosaic import REFERENCE_BORDERS, load_mosaic
 from ..lms.traces import SLICE_WIDTH_ARCSEC
 from . import lms_render as R
-from .lab import PUPIL_TRANSMISSION, WCU, ELT_DIAMETER_M, _sphere_gain, photon_radiance
+from .lab import PUPIL_TRANSMISSION, WCU, ELT_DIAMETER_M, sphere_gain_factor, photon_radiance
 from .lms_response import SlitProfile, draw_response
 from .lms_truth import (LASERS, QCL_LINES_UM, chopper_offsets, draw_lms_geometry, holes_in_field, laser_lines,
                         write_lms_truth)
@@ -265,7 +265,7 @@ def lms_radiometry(s: LmsSimSettings) -> dict:
     """
     area = math.pi / 4 * ELT_DIAMETER_M**2 * PUPIL_TRANSMISSION["metis-lms"] * s.efficiency
     arcsec2 = 1e6 * _MAS2_TO_SR
-    gain = _sphere_gain() * WCU["emiss_bb"]
+    gain = sphere_gain_factor() * WCU["emiss_bb"]
     pin_mas = pinhole_diameter_mas(25.0, 3.319)
     omega_pin = math.pi / 4 * pin_mas**2 * _MAS2_TO_SR
     return {
@@ -327,59 +327,59 @@ def _primary_header(s, geometry, p, t_start, offset_cmd):
     lo, hi = geometry.wavelength_range(p["setting"])
     h = fits.Header()
     exptime = s.dit_s * s.ndit
-    _set(h, "DATE-OBS", t_start.isot, "start of exposure (UTC)")
-    _set(h, "MJD-OBS", float(t_start.mjd), "start of exposure (MJD, UTC)")
-    _set(h, "EXPTIME", exptime, "[s] total integration time DIT x NDIT")
-    _set(h, "INSTRUME", "METIS", "instrument")
-    _set(h, "TELESCOP", "ELT", "telescope")
+    set_card(h, "DATE-OBS", t_start.isot, "start of exposure (UTC)")
+    set_card(h, "MJD-OBS", float(t_start.mjd), "start of exposure (MJD, UTC)")
+    set_card(h, "EXPTIME", exptime, "[s] total integration time DIT x NDIT")
+    set_card(h, "INSTRUME", "METIS", "instrument")
+    set_card(h, "TELESCOP", "ELT", "telescope")
     dpr = {"laser": "WAVE", "grid": "DISTORTION", "slices": "RSRF", "background": "WCU_OFF"}[p["kind"]]
-    _set(h, eso_key("DPR.CATG"), "CALIB", "data category")
-    _set(h, eso_key("DPR.TYPE"), dpr, "data type")
-    _set(h, eso_key("DPR.TECH"), "IFU", "observation technique")
-    _set(h, eso_key("INS.MODE"), "LMS", "instrument mode")
-    _set(h, eso_key("INS.LMS.MODE"), "Nominal", "LMS mode")
-    _set(h, eso_key("DET3.DIT"), s.dit_s, "[s] detector integration time")
-    _set(h, eso_key("DET3.NDIT"), int(s.ndit), "number of DITs")
-    _set(h, eso_key("DET3.CUBE.MODE"), False, "")
-    _set(h, eso_key("INS.WLEN.CEN"), st.lam_c_um, "Central wavelength [um]")
-    _set(h, eso_key("INS.WLEN.START"), round(lo, 6), "Start wavelength [um]")
-    _set(h, eso_key("INS.WLEN.END"), round(hi, 6), "End wavelength [um]")
-    _set(h, eso_key("INS.OPTI7.POS"), st.predisperser_deg, "LMS-PRA position [deg]")
-    _set(h, eso_key("INS.OPTI8.POS"), st.echelle_deg, "LMS-MSA position [deg]")
-    _set(h, eso_key("INS.OPTI8.ORDER"), int(st.order), "Spectral order (non-ESO keyword)")
+    set_card(h, eso_key("DPR.CATG"), "CALIB", "data category")
+    set_card(h, eso_key("DPR.TYPE"), dpr, "data type")
+    set_card(h, eso_key("DPR.TECH"), "IFU", "observation technique")
+    set_card(h, eso_key("INS.MODE"), "LMS", "instrument mode")
+    set_card(h, eso_key("INS.LMS.MODE"), "Nominal", "LMS mode")
+    set_card(h, eso_key("DET3.DIT"), s.dit_s, "[s] detector integration time")
+    set_card(h, eso_key("DET3.NDIT"), int(s.ndit), "number of DITs")
+    set_card(h, eso_key("DET3.CUBE.MODE"), False, "")
+    set_card(h, eso_key("INS.WLEN.CEN"), st.lam_c_um, "Central wavelength [um]")
+    set_card(h, eso_key("INS.WLEN.START"), round(lo, 6), "Start wavelength [um]")
+    set_card(h, eso_key("INS.WLEN.END"), round(hi, 6), "End wavelength [um]")
+    set_card(h, eso_key("INS.OPTI7.POS"), st.predisperser_deg, "LMS-PRA position [deg]")
+    set_card(h, eso_key("INS.OPTI8.POS"), st.echelle_deg, "LMS-MSA position [deg]")
+    set_card(h, eso_key("INS.OPTI8.ORDER"), int(st.order), "Spectral order (non-ESO keyword)")
     mask = "open" if p["kind"] in ("slices", "background") else "grid_lm"
-    _set(h, eso_key("INS.OPTI20.ID"), "wcu-fp2-1", "WCU FP2.1 mask wheel")
-    _set(h, eso_key("INS.OPTI20.POSNAME"), mask, "WCU focal-plane mask")
+    set_card(h, eso_key("INS.OPTI20.ID"), "wcu-fp2-1", "WCU FP2.1 mask wheel")
+    set_card(h, eso_key("INS.OPTI20.POSNAME"), mask, "WCU focal-plane mask")
     if mask != "open":
-        _set(h, eso_key("INS.OPTI20.NAME"), s.mask, "mask table")
-        _set(h, eso_key("SEQ.CHOPNOD.OFFSCHOP.X"), float(offset_cmd[0]), "[arcsec] chopper offset x")
-        _set(h, eso_key("SEQ.CHOPNOD.OFFSCHOP.Y"), float(offset_cmd[1]), "[arcsec] chopper offset y")
+        set_card(h, eso_key("INS.OPTI20.NAME"), s.mask, "mask table")
+        set_card(h, eso_key("SEQ.CHOPNOD.OFFSCHOP.X"), float(offset_cmd[0]), "[arcsec] chopper offset x")
+        set_card(h, eso_key("SEQ.CHOPNOD.OFFSCHOP.Y"), float(offset_cmd[1]), "[arcsec] chopper offset y")
     lasers = {n for n, _ in p["lines"]}
     for i, n in enumerate(("laser1", "qcl", "laser3"), 1):
-        _set(h, eso_key(f"SEQ.WCU.LASER{i}"), "ON" if n in lasers else "OFF", f"WCU laser {i}")
+        set_card(h, eso_key(f"SEQ.WCU.LASER{i}"), "ON" if n in lasers else "OFF", f"WCU laser {i}")
     qcl = [l for n, l in p["lines"] if n == "qcl"]
     if qcl:
-        _set(h, eso_key("SEQ.WCU.LASER2.WAVE"), qcl[0], "[um] QCL line (first)")
-        _set(h, eso_key("SEQ.WCU.LASER2.NLINES"), len(qcl), "QCL lines in this exposure (astrocal)")
+        set_card(h, eso_key("SEQ.WCU.LASER2.WAVE"), qcl[0], "[um] QCL line (first)")
+        set_card(h, eso_key("SEQ.WCU.LASER2.NLINES"), len(qcl), "QCL lines in this exposure (astrocal)")
     lamp = {"laser": "laser", "grid": "bb", "slices": "bb", "background": "off"}[p["kind"]]
-    _set(h, eso_key("SEQ.WCU.LAMP.NAME"), lamp, "WCU lamp")
-    _set(h, eso_key("SEQ.WCU_BB_TEMP"), s.bb_temp_k, "[K] WCU black-body temperature")
-    _set(h, "ORIGIN", f"astrocal {__version__} simulate lms", "")
+    set_card(h, eso_key("SEQ.WCU.LAMP.NAME"), lamp, "WCU lamp")
+    set_card(h, eso_key("SEQ.WCU_BB_TEMP"), s.bb_temp_k, "[K] WCU black-body temperature")
+    set_card(h, "ORIGIN", f"astrocal {__version__} simulate lms", "")
     return h
 
 
 def _chip_header(d):
     h = fits.Header()
     h["EXTNAME"] = f"DET{d}.DATA"
-    _set(h, "BUNIT", "ADU", "")
-    _set(h, eso_key("DET3.CHIP.NUM"), d, "chip number")
-    _set(h, eso_key("DET3.CHIP.ID"), LMS_DETECTOR["chip_id"], "")
-    _set(h, eso_key("DET3.CHIP.MINDIT"), LMS_DETECTOR["min_dit_s"], "[s]")
-    _set(h, eso_key("DET3.CHIP.FULLWELL"), LMS_DETECTOR["full_well_e"], "[e]")
-    _set(h, eso_key("DET3.CHIP.RON"), LMS_DETECTOR["read_noise_e"], "[e] per CDS readout")
-    _set(h, eso_key("DET3.CHIP.DARK"), LMS_DETECTOR["dark_e_per_s"], "[e/s]")
-    _set(h, eso_key("DET3.CHIP.GAIN"), LMS_DETECTOR["gain_e_per_adu"], "[e/ADU]")
-    _set(h, eso_key("DET3.CHIP.REFPIX"), " ".join(map(str, REFERENCE_BORDERS[d])), "b l t r")
+    set_card(h, "BUNIT", "ADU", "")
+    set_card(h, eso_key("DET3.CHIP.NUM"), d, "chip number")
+    set_card(h, eso_key("DET3.CHIP.ID"), LMS_DETECTOR["chip_id"], "")
+    set_card(h, eso_key("DET3.CHIP.MINDIT"), LMS_DETECTOR["min_dit_s"], "[s]")
+    set_card(h, eso_key("DET3.CHIP.FULLWELL"), LMS_DETECTOR["full_well_e"], "[e]")
+    set_card(h, eso_key("DET3.CHIP.RON"), LMS_DETECTOR["read_noise_e"], "[e] per CDS readout")
+    set_card(h, eso_key("DET3.CHIP.DARK"), LMS_DETECTOR["dark_e_per_s"], "[e/s]")
+    set_card(h, eso_key("DET3.CHIP.GAIN"), LMS_DETECTOR["gain_e_per_adu"], "[e/ADU]")
+    set_card(h, eso_key("DET3.CHIP.REFPIX"), " ".join(map(str, REFERENCE_BORDERS[d])), "b l t r")
     return h
 
 

@@ -80,9 +80,9 @@ from ..model.flexure import FlexureBasis
 from ..pixels import detector_domain, detector_shape
 from ..plain import to_plain
 from ..sky.sites import get_site
-from .lab import (ELT_DIAMETER_M, PUPIL_TRANSMISSION, _MAS_TO_RAD, _band_radiance, plan_exposure,
+from .lab import (ELT_DIAMETER_M, PUPIL_TRANSMISSION, MAS_TO_RAD, band_radiance, plan_exposure,
                   run_frame_tasks)
-from .sky_truth import (FIELDS, SkyTruth, _target_key, default_sky_field, draw_sky_truth, field_center,
+from .sky_truth import (FIELDS, SkyTruth, target_key, default_sky_field, draw_sky_truth, field_center,
                         make_true_catalog, noisy_catalog, observe_sky_points, plan_night, restrict_to_detector,
                         sky_campaign_toml, truth_paths, with_band_magnitudes, write_sky_truth)
 
@@ -211,7 +211,7 @@ class SkySimSettings:
     read_noise: bool = True
 
     def __post_init__(self):
-        object.__setattr__(self, "target", _target_key(self.target))
+        object.__setattr__(self, "target", target_key(self.target))
         if self.instrument != "metis-lm":
             raise SimulationOptionError(f"the sky simulator knows METIS IMG_LM only (instrument 'metis-lm'), got "
                              f"{self.instrument!r}")
@@ -329,8 +329,8 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
     fnu = VEGA_LP_JY * 1e-26 * (w / VEGA_LP_UM) ** 2  # Rayleigh-Jeans: F_nu ~ nu^2
     photons = float(np.trapezoid(fnu / _H / w, w))
     zp = photons * area * telescope_throughput * efficiency
-    omega = (inst.pixel_scale_mas * _MAS_TO_RAD) ** 2
-    bg = _band_radiance(lo, hi, temperature_c + 273.15) * emissivity * omega * area * efficiency
+    omega = (inst.pixel_scale_mas * MAS_TO_RAD) ** 2
+    bg = band_radiance(lo, hi, temperature_c + 273.15) * emissivity * omega * area * efficiency
     notes = ("Vega 248 Jy at 3.754 um (MKO L', Tokunaga & Vacca 2005) scaled as lambda^-2, top-hat band; "
              "telescope throughput, instrument efficiency and background emissivity assumed")
     return SkyRadiometry(float(zp), float(bg), (lo, hi), filt.center_um, float(temperature_c), float(emissivity),

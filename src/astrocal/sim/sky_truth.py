@@ -219,14 +219,14 @@ class SkyPlan:
 def field_center(target) -> tuple[float, float]:
     """ICRS centre (deg) of a simulated field: ``"gc"`` (Sgr A*, at its 2015.0 position)
     or ``"47tuc"`` (the cluster centre of Harris 1996/2010)."""
-    key = _target_key(target)
+    key = target_key(target)
     if key == "gc":
         ref = get_catalog("galactic_center").reference
         return float(ref.ra_deg), float(ref.dec_deg)
     return float(CLUSTER_47TUC_CENTER[0]), float(CLUSTER_47TUC_CENTER[1])
 
 
-def _target_key(target):
+def target_key(target):
     key = str(target).strip().lower().replace(" ", "").replace("_", "")
     key = {"galacticcenter": "gc", "galacticcentre": "gc", "sgra": "gc", "ngc104": "47tuc",
            "tuc47": "47tuc"}.get(key, key)
@@ -1192,13 +1192,13 @@ def default_sky_field(instrument="metis-lm", detector_shape=None):
     field (:func:`astrocal.sim.field.instrument_field`, fixed), cropped to the central
     ``detector_shape`` window when smaller than the detector."""
     from .field import instrument_field
-    from .lab import LabSimSettings, _central_window
+    from .lab import LabSimSettings, central_window
 
     d = LabSimSettings()
     inst, field = instrument_field(instrument, d.distortion_degree, d.distortion_corner_px,
                                    d.distortion_rotation_deg, d.distortion_seed)
     if detector_shape is not None and tuple(detector_shape) != tuple(inst.detector_shape):
-        field = _central_window(field, inst.detector_shape, tuple(int(v) for v in detector_shape))
+        field = central_window(field, inst.detector_shape, tuple(int(v) for v in detector_shape))
     return field
 
 
@@ -1206,7 +1206,7 @@ def make_true_catalog(target, rng, **cluster):
     """The true catalogue of a target field: ``"gc"`` (the shipped Galactic Center list,
     unlisted proper motions drawn, see :func:`true_catalog`) or ``"47tuc"``
     (:func:`synthetic_cluster` with ``cluster`` keyword arguments)."""
-    key = _target_key(target)
+    key = target_key(target)
     if key == "gc":
         return true_catalog(get_catalog("galactic_center"), rng)
     return synthetic_cluster(rng, **cluster)
@@ -1233,7 +1233,7 @@ def write_sky_points_campaign(out, target="gc", *, seed=0, instrument="metis-lm"
     from ..instruments import get_instrument
 
     out = Path(out)
-    key = _target_key(target)
+    key = target_key(target)
     spec = FIELDS[key]
     inst = get_instrument(instrument)
     field = distortion if distortion is not None else default_sky_field(instrument, detector_shape)

@@ -63,7 +63,7 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from astrocal import earth
-from astrocal.sky.catalog import CatalogError, parse_epoch, _as_center
+from astrocal.sky.catalog import CatalogError, parse_epoch, as_center
 from astrocal.sky.sites import Site, Weather, WeatherError, get_site
 
 from ..errors import AstrocalError
@@ -553,7 +553,7 @@ def apparent_positions(catalog, *, time, pointing, wavelength=None, position_ang
         raise AstrometryError("give exactly one of position_angle (PA of the instrument +y axis, from north "
                               "through east) and rotator_angle (angle of +y from the zenith direction)")
     try:
-        c0 = _as_center(pointing)
+        c0 = as_center(pointing)
     except CatalogError as exc:
         raise AstrometryError(str(exc).replace("centre", "pointing")) from None
 
@@ -630,7 +630,7 @@ def horizon_site(site, pointing, time, zenith_distance_deg, parallactic_angle_de
     q_want = float(parallactic_angle_deg)
     if not z_want < 90.0:
         raise AstrometryError(f"zenith distance {zenith_distance_deg} deg: the field must be above the horizon")
-    c0 = _as_center(pointing)
+    c0 = as_center(pointing)
     t = parse_time(time, "exposure time")
     app = c0.transform_to(TETE(obstime=t))
     dec, ra = float(app.dec.rad), float(app.ra.rad)
@@ -873,7 +873,7 @@ def resolve_aberration(aberration, time, pointing=None) -> dict:
                                   f"(more than {MAX_OBSERVER_SPEED_KM_S:g}): not km/s?")
         out = {"velocity_km_s": [float(c) for c in v], "scale": None, "source": source}
         if pointing is not None:
-            c0 = _as_center(pointing)
+            c0 = as_center(pointing)
             n0 = c0.cartesian.xyz.value
             beta = v / SPEED_OF_LIGHT_KM_S
             out["scale"] = float((1.0 + n0 @ beta) / np.sqrt(1.0 - beta @ beta))
@@ -920,7 +920,7 @@ def space_geometry(ra_deg, dec_deg, pointing, position_angle, parity, aberration
     """
     ra_deg, dec_deg = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
     n = ra_deg.size
-    c0 = _as_center(pointing)
+    c0 = as_center(pointing)
     ra0, dec0 = np.radians(c0.ra.deg), np.radians(c0.dec.deg)
     h = JACOBIAN_STEP_RAD
     jl, jb = inverse_gnomonic(np.array([h, -h, 0, 0]), np.array([0, 0, h, -h]), ra0, dec0)
@@ -967,7 +967,7 @@ def _space_positions(catalog, t, pointing, site, position_angle, rotator_angle, 
     unknown = wavelength is None or (isinstance(wavelength, (float, np.floating)) and np.isnan(wavelength))
     wl = float("nan") if unknown else _wavelength_um(wavelength)  # not used: no refraction
     try:
-        c0 = _as_center(pointing)
+        c0 = as_center(pointing)
     except CatalogError as exc:
         raise AstrometryError(str(exc).replace("centre", "pointing")) from None
     stars = _at_epoch(catalog, t, missing_pm, pm_dispersion)

@@ -650,7 +650,7 @@ class Catalog:
 
     def separation_from(self, center) -> np.ndarray:
         """Angular distance (arcsec) of each star (at its own epoch) from ``center``."""
-        c0 = _as_center(center)
+        c0 = as_center(center)
         ra, dec = self.radec()
         return SkyCoord(ra * u.deg, dec * u.deg).separation(c0).to_value(u.arcsec)
 
@@ -659,7 +659,7 @@ class Catalog:
         r = _as_angle(radius).to_value(u.arcsec)
         keep = self.separation_from(center) <= r
         if not keep.any():
-            raise CatalogError(f"{self.source}: no star within {r:g} arcsec of {_as_center(center).to_string('hmsdms')}")
+            raise CatalogError(f"{self.source}: no star within {r:g} arcsec of {as_center(center).to_string('hmsdms')}")
         return self.select(keep)
 
     def write(self, path, overwrite: bool = False) -> Path:
@@ -689,7 +689,7 @@ def _as_angle(value) -> u.Quantity:
     return float(value) * u.arcsec
 
 
-def _as_center(center) -> SkyCoord:
+def as_center(center) -> SkyCoord:
     if isinstance(center, SkyCoord):
         return center.icrs if center.frame.name != "icrs" else center
     if isinstance(center, str):
@@ -877,7 +877,7 @@ def query_gaia(center, radius, *, cache_dir=None, table: str = "gaiadr3.gaia_sou
     metadata, and later identical calls read it without network (``refresh=True`` asks
     again). Positions are at Gaia's ``ref_epoch`` (J2016.0 for DR3).
     """
-    c0 = _as_center(center)
+    c0 = as_center(center)
     r_deg = _as_angle(radius).to_value(u.deg)
     if not r_deg > 0:
         raise CatalogError(f"query_gaia: radius must be positive, got {radius!r}")
@@ -957,7 +957,7 @@ def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("*
     """
     if not isinstance(catalog_id, str) or not catalog_id.strip():
         raise CatalogError(f"query_vizier: catalog_id must be a VizieR table id such as 'J/ApJ/.../table', got {catalog_id!r}")
-    c0 = _as_center(center)
+    c0 = as_center(center)
     r = _as_angle(radius)
     if not r.value > 0:
         raise CatalogError(f"query_vizier: radius must be positive, got {radius!r}")
@@ -1145,7 +1145,7 @@ def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float
     missing = [c for c in need if c not in raw.colnames]
     if missing:
         raise CatalogError(f"{path}: Gaia extract lacks columns {missing}")
-    c0 = _as_center(center)
+    c0 = as_center(center)
     sep = SkyCoord(_as_float(raw["ra"]) * u.deg, _as_float(raw["dec"]) * u.deg).separation(c0).to_value(u.arcmin)
     keep = np.flatnonzero(sep <= radius_arcmin)
     r = raw[keep]

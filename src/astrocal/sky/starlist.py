@@ -138,7 +138,7 @@ def _first_lines(path, n=6):
 _XYM_SUFFIXES = (".xym", ".xymu", ".xymq", ".xymuvw")
 
 
-def _guess_format(path: Path) -> str:
+def guess_format(path: Path) -> str:
     low = path.name.lower()
     if low.endswith(".ecsv"):
         return "ecsv"
@@ -192,7 +192,7 @@ def _read_daophot(path: Path) -> Table:
     return t
 
 
-def _read_table(path: Path, fmt: str) -> Table:
+def read_list_table(path: Path, fmt: str) -> Table:
     try:
         if fmt == "ecsv":
             return Table.read(path, format="ascii.ecsv")
@@ -346,8 +346,8 @@ def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"star list not found: {path}")
-    fmt = _guess_format(path) if format is None else str(format).lower()
-    t = _read_table(path, fmt)
+    fmt = guess_format(path) if format is None else str(format).lower()
+    t = read_list_table(path, fmt)
     if len(t) == 0:
         raise StarListError(f"{path}: the star list has no rows")
     text_like = fmt in ("text", "xym")
