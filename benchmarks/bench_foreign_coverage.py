@@ -7,7 +7,7 @@ For each of ``--campaigns`` campaigns (seeds from ``--first-seed``) of ``--famil
 :func:`foreign_fields.write_foreign_campaign` (``--mask dense`` for the 21 x 21 grid),
 measured with ``astrocal measure`` first when it is made of frames (``rendered``), loaded
 with ``astrocal.campaign.load_campaign``, its points assembled with
-``astrocal.model.cli.lab_points_for`` and fitted with ``fit_lab`` as ``astrocal fit`` runs
+``astrocal.stages.fit_inputs.lab_points_for`` and fitted with ``fit_lab`` as ``astrocal fit`` runs
 it (``degree = "auto"``, the campaign's ``[fit]`` settings, the mask's metrology from
 ``mask_affine_sigma``). Recorded per campaign (one JSON line in ``<out>.jsonl`` as each
 finishes):
@@ -306,7 +306,7 @@ def run_campaign(task):
     """Write, (measure,) fit and evaluate one campaign; returns a JSON-able record."""
     quiet_logs()
     from astrocal.campaign import load_campaign
-    from astrocal.model.cli import lab_points_for, mask_affine_sigma
+    from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
     from astrocal.model.dithers import dither_separation
     from astrocal.model.inference import FitSettings, fit_lab
     from astrocal.model.linear import Priors

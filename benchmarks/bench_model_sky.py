@@ -52,7 +52,7 @@ from bench_model_coverage import (binomial, campaign_params, detector_grid, inte
 def sky_points(field, seed, flexure_mas, tmp):
     """Point-level GC campaign through ``field``: (sky points, SkyTruth)."""
     from astrocal.campaign import load_campaign
-    from astrocal.model.cli import sky_points_for
+    from astrocal.stages.fit_inputs import sky_points_for
     from astrocal.sim.sky_truth import write_sky_points_campaign
 
     path, truth, _ = write_sky_points_campaign(Path(tmp) / f"sky{seed}", "gc", seed=int(seed),

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import foreign_fields as ff
 import bench_foreign_coverage as bfc
 from astrocal.campaign import load_campaign
-from astrocal.model.cli import lab_points_for, mask_affine_sigma
+from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
 from astrocal.model.inference import FitSettings, preliminary_field, find_outliers, draw_linear
 from astrocal.model.refinement import fit_variant
 from astrocal.model.linear import LabModel, Priors

@@ -916,7 +916,7 @@ def selftest(families=("poly+grf", "grid", "mask-affine"), seeds=(1, 2), masks=(
     (:func:`check_campaign`); also check that astrocal loads them as a fit would."""
     import tempfile
     from astrocal.campaign import load_campaign
-    from astrocal.model.cli import lab_points_for, mask_affine_sigma
+    from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
 
     reports = []
     for fam in families:

@@ -210,7 +210,7 @@ def test_expected_errors_in_process(monkeypatch, capsys):
 def test_text_in_a_source_table_is_a_data_error(tmp_path):
     from astropy.table import Table
 
-    from astrocal.model.cli import _source_table
+    from astrocal.stages.fit_inputs import _source_table
     from astrocal.model.data import DataError
 
     path = tmp_path / "grid_00.ecsv"

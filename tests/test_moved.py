@@ -6,6 +6,8 @@ import pytest
 
 #: old path -> new path
 MOVED = {f"astrocal.lab.{m}": f"astrocal.image.{m}" for m in ("reduce", "detect", "psf", "centroid", "epsf", "headers")}
+#: old path -> the new modules its names went to
+SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inputs", "astrocal.cli.fit")}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))
@@ -25,3 +27,18 @@ def test_from_import_of_an_old_path_gives_the_same_object():
         from astrocal.lab.centroid import fit_centroids as old
     from astrocal.image.centroid import fit_centroids as new
     assert old is new
+
+
+@pytest.mark.parametrize("old,new", sorted(SPLIT.items()))
+def test_a_split_module_forwards_each_name_to_where_it_went(old, new):
+    mod = importlib.import_module(old)
+    seen = 0
+    for target in map(importlib.import_module, new):
+        for name in [n for n in vars(target) if not n.startswith("_") and callable(getattr(target, n))
+                     and getattr(getattr(target, n), "__module__", None) == target.__name__]:
+            with pytest.warns(DeprecationWarning, match=rf"{old} moved to astrocal\.(stages|cli)\.\w+; import {name} "):
+                assert getattr(mod, name) is getattr(target, name)
+            seen += 1
+    assert seen >= 10
+    with pytest.raises(AttributeError, match=r"moved to astrocal.stages.fit"):
+        getattr(mod, "no_such_name_anywhere")

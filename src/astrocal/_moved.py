@@ -1,22 +1,27 @@
 """Old import paths of modules that moved (issue 20's reorganisation): each old module
-forwards every name to the new one with a ``DeprecationWarning``, for one release."""
+forwards every name to the new one(s) with a ``DeprecationWarning``, for one release."""
 from __future__ import annotations
 
 import importlib
 import warnings
 
 
-def moved_module(old: str, new: str):
-    """A module ``__getattr__`` for ``old`` that returns ``new``'s attribute of the same
-    name (PEP 562), warning once per name that ``old`` is deprecated."""
+def moved_module(old: str, new):
+    """A module ``__getattr__`` for ``old`` that returns the attribute of the same name of
+    ``new`` (a module name, or several: the first that has the name), warning that
+    ``old`` is deprecated (PEP 562)."""
+    targets = [new] if isinstance(new, str) else list(new)
+
     def __getattr__(name):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        target = importlib.import_module(new)
-        value = getattr(target, name)  # AttributeError as the new module gives it
-        warnings.warn(f"{old} moved to {new}; import {name} from {new} (the old path will be "
-                      "removed in the next release)", DeprecationWarning, stacklevel=2)
-        return value
+        for target in targets:
+            module = importlib.import_module(target)
+            if hasattr(module, name):
+                warnings.warn(f"{old} moved to {target}; import {name} from {target} (the old path will "
+                              "be removed in the next release)", DeprecationWarning, stacklevel=2)
+                return getattr(module, name)
+        raise AttributeError(f"module {old!r} (moved to {', '.join(targets)}) has no attribute {name!r}")
 
-    __getattr__.moved_to = new
+    __getattr__.moved_to = targets
     return __getattr__

@@ -36,7 +36,7 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     ``sky=False`` runs the lab chain only (no sky campaign, no flexure).
     """
     from .campaign import load_campaign
-    from .model.cli import describe, fit_campaign
+    from .stages.fit import describe, fit_campaign
     from .sim.joint import joint_campaign_toml
     from .sim.lab import load_lab_truth, simulate_lab
     from .sim.lab_truth import gauge_truth

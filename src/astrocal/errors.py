@@ -44,7 +44,7 @@ The tree, by stage (the builtin base in brackets):
   * the fit (``astrocal fit``): :class:`astrocal.model.data.DataError`,
     :class:`astrocal.model.inference.ChainMismatchError`,
     :class:`astrocal.model.result.ResultFileError`,
-    :class:`astrocal.model.cli.FitOptionError` (options that cannot go together) [ValueError],
+    :class:`astrocal.stages.fit.FitOptionError` (options that cannot go together) [ValueError],
     :class:`astrocal.model.chainstore.ChainWriteError` [OSError]
   * the demo (``astrocal demo``): :class:`astrocal.demo.DemoOptionError` (options that cannot go
     together) [ValueError]

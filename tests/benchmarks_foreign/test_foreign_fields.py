@@ -20,7 +20,7 @@ def test_noise_free_campaign_is_exact(tmp_path, family, mask):
     the identity pose, the hole errors carry no translation/rotation, the mask-affine
     family's net scale and shears are the drawn ones; astrocal reads the campaign."""
     from astrocal.campaign import load_campaign
-    from astrocal.model.cli import lab_points_for, mask_affine_sigma
+    from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
 
     info = ff.write_foreign_campaign(tmp_path, family, 3, mask=mask, noise=False)
     rep = ff.check_campaign(tmp_path)
@@ -80,7 +80,7 @@ def test_peer_is_exact_on_its_own_model(tmp_path):
     carry none of those patterns."""
     import bench_foreign_coverage as bf
     from astrocal.campaign import load_campaign
-    from astrocal.model.cli import lab_points_for
+    from astrocal.stages.fit_inputs import lab_points_for
 
     info = ff.write_foreign_campaign(tmp_path, "mask-affine", 5, noise=False, affine_sigma_ppm=0.0, poly_degree=4)
     c = load_campaign(tmp_path / "campaign.toml")

@@ -107,7 +107,7 @@ def test_campaign_and_mask_table_give_the_metrology(tmp_path):
 
     from astrocal.campaign import CampaignError, load_campaign
     from astrocal.lab.mask import MaskError, load_mask, mask_path
-    from astrocal.model.cli import mask_affine_sigma
+    from astrocal.stages.fit_inputs import mask_affine_sigma
 
     text = Path(mask_path("metis_wcu_fp_mask5")).read_text()
     assert "affine_sigma_ppm" not in text

@@ -47,7 +47,7 @@ def test_fit_summary_leads_with_the_problems():
 
     import numpy as np
 
-    from astrocal.model.cli import describe
+    from astrocal.stages.fit import describe
 
     class Fit:
         degree = 8

@@ -140,7 +140,7 @@ def test_residual_rows_are_refined_most_probable_first_and_far_ones_skipped(monk
 
 def test_the_quick_look_does_not_import_emcee():
     # emcee imports scipy.stats (about a second); only a chain needs it
-    code = ("import sys, astrocal.model.cli, astrocal.model.result, astrocal.products, astrocal.model.inference;"
+    code = ("import sys, astrocal.cli.fit, astrocal.stages.fit, astrocal.model.result, astrocal.products, astrocal.model.inference;"
             "print('emcee' in sys.modules, 'scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

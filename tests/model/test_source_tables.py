@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 from astropy.table import Table
 
-from astrocal.model.cli import measured_table_kind, source_table_path
+from astrocal.stages.fit_inputs import measured_table_kind, source_table_path
 
 
 def campaign_in(tmp_path):

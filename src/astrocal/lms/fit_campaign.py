@@ -187,7 +187,7 @@ def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite
 def _chain_record(campaign, settings, inputs):
     """What the chain depends on (compared on resume): the campaign's and the measured tables'
     SHA-256 (:func:`astrocal.resultset.inputs_sha256`, as the imager's
-    :func:`astrocal.model.cli.chain_record`), the seed, the walkers and the LMS model's settings."""
+    :func:`astrocal.stages.fit.chain_record`), the seed, the walkers and the LMS model's settings."""
     lms = campaign.lms
     return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "kind": "lms", "degree": int(lms.degree),

@@ -12,8 +12,10 @@
   extrapolated;
 - :mod:`.quality`: the fit's quality flags (convergence, degree at the top of its range)
   that every product and the report state first;
-- :mod:`.result`: saving and loading a fit;
-- :mod:`.cli`: ``astrocal fit``.
+- :mod:`.result`: saving and loading a fit.
+
+``astrocal fit`` itself (a campaign's tables to points, the fit per filter, its result
+set) is the stage :mod:`astrocal.stages.fit`.
 
 The equations, gauges and assumptions are in ``docs/model.md``.
 """

@@ -288,7 +288,7 @@ def save_fit(fit, out, campaign_sha256="", inputs=(), overwrite=False, instrumen
     ``backend_path = out/posterior.h5``; otherwise it is written here too. ``instrument``
     (the campaign's instrument name), when given, is recorded in ``fit.json``; so is
     ``earth_orientation`` (the Earth-orientation tables and what their uncertainty costs
-    the sky exposures, :func:`astrocal.model.cli.earth_orientation_record`) when there are
+    the sky exposures, :func:`astrocal.stages.fit.earth_orientation_record`) when there are
     sky data; ``sites`` (``{dataset name: Site.as_dict()}``, the observatory of each sky
     dataset: name, position, typical weather and provenance) goes into the datasets'
     entries.

@@ -1,7 +1,8 @@
 """The ``astrocal`` command line.
 
-Each subcommand lives in its own module with two functions, ``register(subparsers)``
-and the ``run(args)`` it installs as the default ``func``; this file only gathers them.
+Each subcommand has a module with two functions, ``register(subparsers)`` (its
+arguments) and the ``run(args)`` it installs as the default ``func`` (the arguments
+wired to the stage's functions, :mod:`astrocal.stages`); this package only gathers them.
 """
 import argparse
 import importlib
@@ -9,8 +10,8 @@ import logging
 import sys
 import traceback
 
-from . import __version__
-from .errors import AstrocalError
+from .. import __version__
+from ..errors import AstrocalError
 
 #: exit status of an expected error of the input or the environment
 EXIT_ERROR = 1
@@ -22,7 +23,7 @@ EXIT_BUG = 70
 SUBCOMMANDS = {
     "demo": "astrocal.demo",
     "simulate": "astrocal.sim.cli",
-    "fit": "astrocal.model.cli",
+    "fit": "astrocal.cli.fit",
     "convert": "astrocal.formats.convert",
     "measure": "astrocal.lab.measure",
     "report": "astrocal.report.cli",
@@ -91,5 +92,3 @@ def main(argv=None):
         return EXIT_BUG
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
