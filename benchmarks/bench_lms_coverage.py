@@ -71,7 +71,7 @@ def run_points(seed, args):
 
 def run_frames(seed, args):
     from astrocal.campaign import load_campaign
-    from astrocal.lab.measure import measure_campaign
+    from astrocal.stages.measure import measure_campaign
     from astrocal.lms.fit_campaign import fit_lms_campaign
     from astrocal.sim.lms import LmsSimSettings, simulate_lms
     from astrocal.sim.lms_points import compare_with_truth

@@ -41,7 +41,7 @@ except ImportError:  # run from a source checkout without installation
 
 from astropy.table import Table  # noqa: E402
 
-from astrocal.lab.measure import measure_campaign  # noqa: E402
+from astrocal.stages.measure import measure_campaign  # noqa: E402
 
 
 def _rss_kb(pid):

@@ -283,7 +283,7 @@ def test_a_bug_while_measuring_a_frame_is_said_as_one(tmp_path):
     runner = tmp_path / "runner.py"
     runner.write_text(textwrap.dedent(f"""
         import sys
-        import astrocal.lab.measure as m
+        import astrocal.stages.measure as m
 
         def broken(*args, **kwargs):
             raise ZeroDivisionError("injected bug")

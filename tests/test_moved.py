@@ -8,6 +8,10 @@ import pytest
 MOVED = {f"astrocal.lab.{m}": f"astrocal.image.{m}" for m in ("reduce", "detect", "psf", "centroid", "epsf", "headers")}
 #: old path -> the new modules its names went to
 SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inputs", "astrocal.cli.fit")}
+#: names that left a module which keeps the rest -> where they went
+LEFT = {"astrocal.lab.measure": {"measure_campaign": "astrocal.stages.measure", "MeasureReport": "astrocal.stages.measure",
+                                 "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
+                                 "run": "astrocal.cli.measure"}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))
@@ -42,3 +46,11 @@ def test_a_split_module_forwards_each_name_to_where_it_went(old, new):
     assert seen >= 10
     with pytest.raises(AttributeError, match=r"moved to astrocal.stages.fit"):
         getattr(mod, "no_such_name_anywhere")
+
+
+@pytest.mark.parametrize("old", sorted(LEFT))
+def test_names_that_left_a_module_forward(old):
+    mod = importlib.import_module(old)
+    for name, new in LEFT[old].items():
+        with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}; import {name} from {new}"):
+            assert getattr(mod, name) is getattr(importlib.import_module(new), name)

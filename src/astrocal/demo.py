@@ -105,7 +105,7 @@ def measure_all(campaign_path, overwrite=False, processes=2):
     naming the summary table if any frame failed (a demo goes on only with every frame)."""
     from .campaign import load_campaign
     from .errors import MeasureError
-    from .lab.measure import measure_campaign
+    from .stages.measure import measure_campaign
 
     report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
     if report.n_failed:

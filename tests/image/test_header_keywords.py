@@ -367,7 +367,7 @@ def test_campaign_header_keys_are_validated(lab):
 def test_scatter_check_compares_sigmas_with_the_scatter_between_exposures():
     """Positions that scatter by 0.01 px between exposures (an offset and a rotation
     removed): honest sigmas give a ratio ~1, sigmas 10 x too large a ratio ~10."""
-    from astrocal.lab.measure import scatter_check
+    from astrocal.stages.measure import scatter_check
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(10, 190, (40, 2))

@@ -19,8 +19,9 @@ from astrocal.image import centroid as C
 from astrocal.lab import detector as D
 from astrocal.image.headers import make_raw_header
 from astrocal.lab.mask import get_mask, mask_from_arrays
+from astrocal.stages.measure import measure_campaign
 from astrocal.lab.measure import (FLAGS_REJECT, OUTPUT_COLUMNS,
-                                  SourceTableError, measure_campaign, model_psf,
+                                  SourceTableError, model_psf,
                                   read_source_table, validate_source_table)
 from astrocal.image.psf import render_spots
 

@@ -27,7 +27,8 @@ from astrocal.atomic import ProductExistsError
 from astrocal.campaign import load_campaign
 from astrocal.cli import main
 from astrocal.lab import detector as D
-from astrocal.lab.measure import FLAG_UNIDENTIFIED, measure_campaign
+from astrocal.sources import FLAG_UNIDENTIFIED
+from astrocal.stages.measure import measure_campaign
 from astrocal.image.psf import AOStarPSF, render_spots
 from astrocal.sky.astrometry import EpochGapWarning, apparent_positions, inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays

@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "simulate": "astrocal.sim.cli",
     "fit": "astrocal.cli.fit",
     "convert": "astrocal.formats.convert",
-    "measure": "astrocal.lab.measure",
+    "measure": "astrocal.cli.measure",
     "report": "astrocal.report.cli",
     "correct": "astrocal.correct.cli",
 }

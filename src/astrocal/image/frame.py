@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 import astropy.units as u
 from scipy.spatial import cKDTree
 
@@ -34,6 +35,8 @@ __all__ = [
     "EDGE_MIN_COVERAGE",
     "INTERNAL_ERROR",
     "dataset_calibration",
+    "IMAGE_SUFFIXES",
+    "exposure_kind",
     "exposure_stem",
     "fit_frame_spots",
     "frame_meta",
@@ -57,6 +60,30 @@ def internal_error(msg, exc):
     log.error("%s: internal error (a bug in astrocal):\n%s", msg, traceback.format_exc())
     return f"{INTERNAL_ERROR} (a bug in astrocal; traceback in the log): {msg} ({type(exc).__name__})"
 
+
+
+#: the file names of FITS images (after which a ``.gz``/``.fz`` compression suffix may follow)
+IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+
+
+def exposure_kind(path):
+    """"image" or "table" (a source table: ECSV, or FITS without a 2-D image)."""
+    p = Path(path)
+    low = p.name.lower()
+    if low.endswith(".ecsv") or low.endswith(".csv"):
+        return "table"
+    if any(low.endswith(s) for s in IMAGE_SUFFIXES) and p.is_file():
+        try:
+            with fits.open(p, memmap=True) as hdul:
+                for h in hdul:
+                    if h.is_image and h.header.get("NAXIS", 0) == 2:
+                        return "image"
+                for h in hdul:
+                    if isinstance(h, (fits.BinTableHDU, fits.TableHDU)):
+                        return "table"
+        except OSError:
+            return "image"  # let the reader report the problem
+    return "image"
 
 
 def exposure_stem(path):
