@@ -135,7 +135,7 @@ def test_result_without_a_footprint(fitted_result, tmp_path):
     # a result written before footprints were recorded: the report leaves the parts out
     import shutil
 
-    from astrocal.report.cli import _footprint_text
+    from astrocal.cli.report import _footprint_text
     from astrocal.report.html import render
 
     old = tmp_path / "Lp"

@@ -22,12 +22,12 @@ EXIT_BUG = 70
 #: ``--help`` lists them
 SUBCOMMANDS = {
     "demo": "astrocal.demo",
-    "simulate": "astrocal.sim.cli",
+    "simulate": "astrocal.cli.simulate",
     "fit": "astrocal.cli.fit",
-    "convert": "astrocal.formats.convert",
+    "convert": "astrocal.cli.convert",
     "measure": "astrocal.cli.measure",
-    "report": "astrocal.report.cli",
-    "correct": "astrocal.correct.cli",
+    "report": "astrocal.cli.report",
+    "correct": "astrocal.cli.correct",
 }
 #: modules that provide subcommands, in the order ``--help`` lists them
 SUBCOMMAND_MODULES = list(SUBCOMMANDS.values())

@@ -7,7 +7,7 @@
 - :mod:`.chunks`: star lists of any length read and written in blocks of rows;
 - :mod:`.image`: resample images onto the linear grid (drizzle, flux-conserving) with the
   correction folded into their WCS;
-- :mod:`.cli`: ``astrocal correct``.
+- the command, ``astrocal correct``: :mod:`astrocal.cli.correct`.
 """
 from .solutions import ASTROMET_METHODS, Evaluation, Evaluator, SolutionError, open_solution
 from .starlist import Corrected, correct_positions, correct_star_list, correct_star_list_file

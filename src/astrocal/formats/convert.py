@@ -206,26 +206,8 @@ def convert(src, dst, to=None, filter_id=None, overwrite=False):
     return fmt_out
 
 
-def register(subparsers):
-    p = subparsers.add_parser(
-        "convert",
-        help="convert a distortion solution between formats",
-        description="Convert a distortion solution between AstroMet FITS (XMM-OM CCF "
-        "layout), a FITS WCS TAN-SIP header and a SIAF-style coefficient table (ECSV). "
-        "Reads IN (format recognised from its content); writes OUT (format from its name: "
-        ".fits = AstroMet, .hdr = SIP text header, .ecsv = SIAF; or --to).",
-    )
-    p.add_argument("input", metavar="IN", help="solution file to read")
-    p.add_argument("output", metavar="OUT", help="file to write (not overwritten unless --overwrite)")
-    p.add_argument("--to", choices=FORMATS, help="output format (default: from OUT's name; "
-                   "--to sip with a .fits name writes the header in a primary HDU)")
-    p.add_argument("--filter", dest="filter_id", help="filter to take from a multi-filter input")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.set_defaults(func=run)
+# the command's arguments moved to astrocal.cli.convert (issue 20); their old names here
+# forward, with a DeprecationWarning
+from .._moved import moved_module  # noqa: E402
 
-
-def run(args):
-    fmt = convert(args.input, args.output, to=args.to, filter_id=args.filter_id,
-                  overwrite=args.overwrite)
-    print(f"wrote {args.output} ({fmt})")
-    return 0
+__getattr__ = moved_module(__name__, "astrocal.cli.convert")

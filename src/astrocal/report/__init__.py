@@ -5,7 +5,7 @@
 - :mod:`astrocal.report.requirements`: the requirements file and the pass/fail rule;
 - :mod:`astrocal.report.figures`: the figures (:mod:`astrocal.plots`) saved as PNG and PDF;
 - :mod:`astrocal.report.html`: the self-contained HTML page;
-- :mod:`astrocal.report.cli`: the command.
+- the command, ``astrocal report``: :mod:`astrocal.cli.report`.
 
 :func:`write_report` does it all for one result directory.
 """
