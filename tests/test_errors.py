@@ -140,7 +140,7 @@ def test_argparse_errors_keep_status_2(tmp_path):
 
 RUNNER = """\
 import sys
-import astrocal.demo
+import astrocal.cli.demo
 import astrocal.cli
 
 def run(args):
@@ -149,7 +149,7 @@ def run(args):
 def register(subparsers):
     subparsers.add_parser("demo").set_defaults(func=run)
 
-astrocal.demo.register = register
+astrocal.cli.demo.register = register
 sys.exit(astrocal.cli.main(["demo"]))
 """
 
@@ -177,7 +177,7 @@ def test_a_bug_is_status_70_with_its_traceback(tmp_path, body, kind, message):
 def test_expected_errors_in_process(monkeypatch, capsys):
     """``main`` itself: an AstrocalError that is also a KeyError prints its message
     unquoted; an OSError is status 1; a bug is status 70."""
-    import astrocal.demo as demo
+    import astrocal.cli.demo as demo
     from astrocal.sky.sites import UnknownSiteError
 
     raised = []

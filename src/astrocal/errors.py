@@ -46,7 +46,7 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.model.result.ResultFileError`,
     :class:`astrocal.stages.fit.FitOptionError` (options that cannot go together) [ValueError],
     :class:`astrocal.model.chainstore.ChainWriteError` [OSError]
-  * the demo (``astrocal demo``): :class:`astrocal.demo.DemoOptionError` (options that cannot go
+  * the demo (``astrocal demo``): :class:`astrocal.stages.demo.DemoOptionError` (options that cannot go
     together) [ValueError]
   * the LMS geometry: :class:`astrocal.lms.errors.LmsGeometryError` [ValueError] and its
     :class:`astrocal.lms.errors.SliceNumberError`,

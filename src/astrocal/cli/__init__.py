@@ -21,7 +21,7 @@ EXIT_BUG = 70
 #: the module of each subcommand (it registers the subcommand of that name), in the order
 #: ``--help`` lists them
 SUBCOMMANDS = {
-    "demo": "astrocal.demo",
+    "demo": "astrocal.cli.demo",
     "simulate": "astrocal.cli.simulate",
     "fit": "astrocal.cli.fit",
     "convert": "astrocal.cli.convert",

@@ -38,7 +38,7 @@ def run_lms_demo(out="astrocal-demo-lms", seed=1, overwrite=False, progress="aut
     ``coverage68`` and ``coverage95`` (column, row), ``n_points`` compared, ``seconds``.
     """
     from ..campaign import load_campaign
-    from ..demo import measure_all
+    from ..stages.demo import measure_all
     from ..sim.lms import LmsSimSettings, simulate_lms
     from ..sim.lms_points import compare_with_truth
     from .fit_campaign import describe_lms_fit, fit_lms_campaign
