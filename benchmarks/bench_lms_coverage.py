@@ -18,6 +18,16 @@ xi / 0.4485``). ``--residual-m M`` gives the fit the per-slice residual beyond t
 (:class:`astrocal.lms.DeviationLayout` ``residual_m``: a reduced-rank Matérn-5/2 field, M x M
 functions per slice and axis, rms and length sampled).
 
+``--hole-error-um U`` (points level) gives the mask's holes manufacturing errors ``N(0, U**2)``
+[um] per hole and axis (the truth), and ``--hole-prior`` says what the fit knows of them:
+``none`` (the table's positions exact: the fit before the joint), ``tolerance`` (independent
+``N(0, U**2)``: the campaign default) or ``imager`` (an imager-like posterior of every hole the
+LMS sees: the truth plus ``N(0, S**2)`` as its mean and ``S**2 I`` as its covariance,
+``--imager-sd-um S``, drawn from seed 20000 + seed; or, with ``--imager-result DIR``, a real
+imager fit's posterior read by :func:`astrocal.lms.hole_prior.read_imager_hole_posterior`, the
+truth then the table ``--hole-errors-from`` of its simulation). The JSON line adds the rms error
+and the z rms of the fitted hole errors along x (the mask axis along the slices).
+
 The fitted geometry is compared with the truth at 60 random (xi, lam) per slice and setting
 (:func:`astrocal.sim.lms_points.compare_with_truth`): the rms error of (col, row) [px], over all
 slices and over the slices with laser spots, and the fraction of points whose truth lies in
@@ -60,13 +70,68 @@ def run_points(seed, args):
     truth = LmsGeometry(truth.layout, truth.params, truth.truth, _waves(args.extra, seed))
     layout = DeviationLayout(truth.layout.settings, degree=truth.layout.degree, residual_m=args.residual_m)
     c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
-                            max_across_slices=args.across, grid_all_offsets=True,
-                            lines_um=tuple(args.lines))
+                            max_across_slices=args.across, grid_all_offsets=not args.grid_first_only,
+                            lines_um=tuple(args.lines), hole_error_um=args.hole_error_um,
+                            hole_errors_um=_hole_table(args))
+    holes = _hole_prior(c, seed, args)
     fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
                                                           n_draws=args.draws, across_px_per_mas=args.fit_across,
-                                                          min_steps=min(args.steps, 300)))
+                                                          min_steps=min(args.steps, 300), holes=holes))
+    fit.hole_truth = c
     lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
     return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed), lit
+
+
+def _hole_table(args):
+    """The true hole errors (N, 2) [um] of the mask from ``--hole-errors-from`` (None: drawn)."""
+    if args.hole_errors_from is None:
+        return None
+    from astropy.table import Table
+
+    from astrocal.lab.mask import load_mask, mask_path
+
+    t = Table.read(args.hole_errors_from, format="ascii.ecsv")
+    row = {int(h): k for k, h in enumerate(t["hole_id"])}
+    k = [row[int(h)] for h in load_mask(mask_path("metis_wcu_fp_mask5")).hole_id]
+    return np.stack([np.asarray(t["dx_um"], float)[k], np.asarray(t["dy_um"], float)[k]], axis=1)
+
+
+def _hole_prior(c, seed, args):
+    """The fit's hole-error prior of ``--hole-prior`` for the holes the campaign's data see."""
+    from astrocal.lms.fit import data_holes
+    from astrocal.lms.hole_prior import HolePrior, lms_hole_prior, read_imager_hole_posterior
+
+    if args.hole_prior == "none":
+        return None
+    ids = data_holes(c.data)
+    sigma = args.hole_error_um or 0.5
+    if args.hole_prior == "tolerance":
+        return lms_hole_prior(ids, sigma)
+    if args.imager_result is not None:
+        from astrocal.lab.mask import load_mask, mask_path
+
+        return lms_hole_prior(ids, sigma, read_imager_hole_posterior(args.imager_result,
+                                                                     load_mask(mask_path("metis_wcu_fp_mask5"))))
+    where = {int(h): k for k, h in enumerate(c.hole_ids)}
+    true = c.hole_errors_um[[where[int(h)] for h in ids]]
+    rng = np.random.default_rng(20_000 + seed)
+    sd = args.imager_sd_um
+    return HolePrior(ids, true + rng.normal(0.0, sd, true.shape), sd**2 * np.eye(2 * len(ids)),
+                     {"kind": "imager", "synthetic_sd_um": sd})
+
+
+def _hole_scores(fit):
+    """rms error [um] and z rms of the fitted hole errors along x and y, or None."""
+    c = getattr(fit, "hole_truth", None)
+    if fit.holes is None or c is None:
+        return None
+    where = {int(h): k for k, h in enumerate(c.hole_ids)}
+    true = c.hole_errors_um[[where[int(h)] for h in fit.holes.prior.hole_ids]]
+    hs = fit.hole_samples
+    err = hs.mean(axis=0) - true
+    z = err / hs.std(axis=0, ddof=1)
+    return {"rms_um": np.sqrt(np.mean(err**2, axis=0)).tolist(), "z_rms": np.sqrt(np.mean(z**2, axis=0)).tolist(),
+            "n_holes": int(len(true))}
 
 
 def run_frames(seed, args):
@@ -110,6 +175,18 @@ def main(argv=None):
                     help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
     ap.add_argument("--residual-m", type=int, default=0,
                     help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
+    ap.add_argument("--grid-first-only", action="store_true",
+                    help="black-body grid frames at the first offset only (points level; default: at every offset)")
+    ap.add_argument("--hole-error-um", type=float, default=0.0,
+                    help="truth: rms of the mask holes' manufacturing errors per axis, um (points level; default 0)")
+    ap.add_argument("--hole-errors-from", default=None,
+                    help="truth: the hole errors from this table (truth/holes.ecsv of 'simulate lab'; points level)")
+    ap.add_argument("--hole-prior", choices=("none", "tolerance", "imager"), default="none",
+                    help="the fit's prior of the hole errors (points level; default none: the table exact)")
+    ap.add_argument("--imager-sd-um", type=float, default=0.1,
+                    help="sd of the synthetic imager posterior of each hole, um (--hole-prior imager; default 0.1)")
+    ap.add_argument("--imager-result", default=None,
+                    help="a real imager fit's output directory for --hole-prior imager (instead of the synthetic one)")
     ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
     ap.add_argument("--summarise", action="store_true",
                     help="print the aggregates of the campaigns already in --out, run none")
@@ -133,6 +210,9 @@ def main(argv=None):
                "offsets": args.offsets,
                "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
                                 for k, n in enumerate(fit.hyper_names)},
+               "hole_error_um": args.hole_error_um, "hole_prior": args.hole_prior,
+               "imager_sd_um": args.imager_sd_um if args.hole_prior == "imager" else None,
+               "holes": _hole_scores(fit),
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
                "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
         rows.append(row)
@@ -153,7 +233,8 @@ def main(argv=None):
               f"residual_m {r0.get('residual_m', 0)})")
     else:
         print(f"\n{n} campaigns ({args.level}, settings {args.settings}, {args.offsets} offsets, across +-{args.across}, "
-              f"extra {args.extra} px, fit across_px_per_mas {args.fit_across}, residual_m {args.residual_m})")
+              f"extra {args.extra} px, fit across_px_per_mas {args.fit_across}, residual_m {args.residual_m}, "
+              f"hole errors {args.hole_error_um} um, hole prior {args.hole_prior})")
     for ax, name in enumerate(("col", "row")):
         rms = float(np.sqrt(np.mean(arr["rms"][:, ax] ** 2)))
         lit = float(np.sqrt(np.mean(arr["rms_lit"][:, ax] ** 2)))
@@ -163,6 +244,12 @@ def main(argv=None):
               f"{rms / 0.02:.2f} ({lit / 0.02:.2f}); coverage 68 %: {100 * c68.mean():.1f} +- {100 * se68:.1f} % "
               f"(ratio to 68: {c68.mean() / 0.68:.3f}); 95 %: {100 * c95.mean():.1f} +- {100 * se95:.1f} % "
               f"(ratio to 95: {c95.mean() / 0.95:.3f}); z rms {np.sqrt(np.mean(arr['z_rms'][:, ax] ** 2)):.2f}")
+    hs = [r["holes"] for r in rows if r.get("holes")]
+    if hs:
+        e = np.array([h["rms_um"] for h in hs])
+        z = np.array([h["z_rms"] for h in hs])
+        print(f"hole errors: rms error x {np.sqrt(np.mean(e[:, 0] ** 2)):.3f} um, y {np.sqrt(np.mean(e[:, 1] ** 2)):.3f} "
+              f"um; z rms x {np.sqrt(np.mean(z[:, 0] ** 2)):.2f}, y {np.sqrt(np.mean(z[:, 1] ** 2)):.2f}")
     return 0
 
 
