@@ -25,8 +25,13 @@ functions per slice and axis, rms and length sampled).
 LMS sees: the truth plus ``N(0, S**2)`` as its mean and ``S**2 I`` as its covariance,
 ``--imager-sd-um S``, drawn from seed 20000 + seed; or, with ``--imager-result DIR``, a real
 imager fit's posterior read by :func:`astrocal.lms.hole_prior.read_imager_hole_posterior`, the
-truth then the table ``--hole-errors-from`` of its simulation). The JSON line adds the rms error
-and the z rms of the fitted hole errors along x (the mask axis along the slices).
+truth then the table ``--hole-errors-from`` of its simulation). ``--imager-lab DIR`` does the
+joint end to end: per campaign a lab campaign of the imager through the same mask
+(:func:`astrocal.sim.points_campaign.write_points_campaign`, seed 30000 + seed, METIS LM, 10
+exposures, hole errors ``--hole-error-um``), fitted by ``astrocal fit`` (degree 5) into
+``DIR/lab_<seed>`` (kept: the three ``--hole-prior`` runs share it); its true hole errors are the
+LMS truth's and its posterior is the ``imager`` prior. The JSON line adds the rms error and the
+z rms of the fitted hole errors along x and y (mask axes: x along the slices).
 
 The fitted geometry is compared with the truth at 60 random (xi, lam) per slice and setting
 (:func:`astrocal.sim.lms_points.compare_with_truth`): the rms error of (col, row) [px], over all
@@ -72,7 +77,7 @@ def run_points(seed, args):
     c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
                             max_across_slices=args.across, grid_all_offsets=not args.grid_first_only,
                             lines_um=tuple(args.lines), hole_error_um=args.hole_error_um,
-                            hole_errors_um=_hole_table(args))
+                            hole_errors_um=_hole_table(args, seed))
     holes = _hole_prior(c, seed, args)
     fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
                                                           n_draws=args.draws, across_px_per_mas=args.fit_across,
@@ -82,15 +87,37 @@ def run_points(seed, args):
     return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed), lit
 
 
-def _hole_table(args):
-    """The true hole errors (N, 2) [um] of the mask from ``--hole-errors-from`` (None: drawn)."""
-    if args.hole_errors_from is None:
+def _imager_lab(seed, args):
+    """(true hole table, imager fit directory) of campaign ``seed``'s imager lab campaign under
+    ``--imager-lab``, written and fitted unless already there."""
+    import subprocess
+
+    from astrocal.sim.points_campaign import write_points_campaign
+
+    d = Path(args.imager_lab) / f"lab_{seed}"
+    done = list(d.glob("out/*/manifest.json"))
+    if not done:
+        camp, _, _ = write_points_campaign(d, seed=30_000 + seed, hole_error_um=args.hole_error_um or 0.5,
+                                           fit_degree=5, overwrite=True)
+        subprocess.run([sys.executable, "-m", "astrocal", "fit", str(camp), "--overwrite"], check=True,
+                       stdout=subprocess.DEVNULL)
+        done = list(d.glob("out/*/manifest.json"))
+    return d / "truth" / "holes.ecsv", done[0].parent
+
+
+def _hole_table(args, seed=None):
+    """The true hole errors (N, 2) [um] of the mask from ``--hole-errors-from`` or the imager
+    lab campaign (None: drawn)."""
+    path = args.hole_errors_from
+    if args.imager_lab is not None:
+        path = _imager_lab(seed, args)[0]
+    if path is None:
         return None
     from astropy.table import Table
 
     from astrocal.lab.mask import load_mask, mask_path
 
-    t = Table.read(args.hole_errors_from, format="ascii.ecsv")
+    t = Table.read(path, format="ascii.ecsv")
     row = {int(h): k for k, h in enumerate(t["hole_id"])}
     k = [row[int(h)] for h in load_mask(mask_path("metis_wcu_fp_mask5")).hole_id]
     return np.stack([np.asarray(t["dx_um"], float)[k], np.asarray(t["dy_um"], float)[k]], axis=1)
@@ -107,11 +134,11 @@ def _hole_prior(c, seed, args):
     sigma = args.hole_error_um or 0.5
     if args.hole_prior == "tolerance":
         return lms_hole_prior(ids, sigma)
-    if args.imager_result is not None:
+    result = _imager_lab(seed, args)[1] if args.imager_lab is not None else args.imager_result
+    if result is not None:
         from astrocal.lab.mask import load_mask, mask_path
 
-        return lms_hole_prior(ids, sigma, read_imager_hole_posterior(args.imager_result,
-                                                                     load_mask(mask_path("metis_wcu_fp_mask5"))))
+        return lms_hole_prior(ids, sigma, read_imager_hole_posterior(result, load_mask(mask_path("metis_wcu_fp_mask5"))))
     where = {int(h): k for k, h in enumerate(c.hole_ids)}
     true = c.hole_errors_um[[where[int(h)] for h in ids]]
     rng = np.random.default_rng(20_000 + seed)
@@ -187,6 +214,9 @@ def main(argv=None):
                     help="sd of the synthetic imager posterior of each hole, um (--hole-prior imager; default 0.1)")
     ap.add_argument("--imager-result", default=None,
                     help="a real imager fit's output directory for --hole-prior imager (instead of the synthetic one)")
+    ap.add_argument("--imager-lab", default=None, metavar="DIR",
+                    help="the joint end to end: per campaign an imager lab campaign (points) through the same mask, "
+                    "fitted by astrocal fit into DIR/lab_<seed> (kept), its hole errors the truth, its posterior the prior")
     ap.add_argument("--out", type=Path, default=None, help="JSONL file, one line per campaign")
     ap.add_argument("--summarise", action="store_true",
                     help="print the aggregates of the campaigns already in --out, run none")
@@ -211,7 +241,9 @@ def main(argv=None):
                "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
                                 for k, n in enumerate(fit.hyper_names)},
                "hole_error_um": args.hole_error_um, "hole_prior": args.hole_prior,
-               "imager_sd_um": args.imager_sd_um if args.hole_prior == "imager" else None,
+               "imager_sd_um": (args.imager_sd_um if args.hole_prior == "imager" and not (args.imager_lab or args.imager_result)
+                                else None),
+               "imager_lab": args.imager_lab is not None,
                "holes": _hole_scores(fit),
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
                "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
