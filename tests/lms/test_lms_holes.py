@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -45,34 +44,6 @@ def _scores(fit, c):
     return r["rms"][1], z[1], r["coverage68"][1]                 # rows: along the slice, where holes act
 
 
-# ------------------------------------------------------------------------- the imager-like file, by hand
-def write_imager_result(out, ids, mean_um, sd_um=0.05, n_draws=400, mask_file=None, seed=0, scale=SCALE,
-                        holes=True, campaign=True):
-    """An ``astrocal fit`` output directory as the imager writes it, made by hand: ``posterior.h5``
-    (group ``linear``: ``holes`` draws in arcsec, ``hole_ids``, ``phi`` with ``log_hole_sigma``) and
-    ``fit.json`` naming its campaign, whose ``[[lab]] mask`` is the mask table."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    draws_um = np.asarray(mean_um)[None] + rng.normal(0.0, sd_um, (n_draws, len(ids), 2))
-    with h5py.File(out / "posterior.h5", "w") as f:
-        lin = f.create_group("linear")
-        lin.create_dataset("g", data=np.zeros((n_draws, 3)))
-        lin.create_dataset("phi", data=np.tile([np.log(0.5 / (scale * 1e3)), 0.0], (n_draws, 1)))
-        if holes:
-            lin.create_dataset("holes", data=draws_um / (scale * 1e3))
-        lin.attrs["hole_ids"] = json.dumps([int(h) for h in ids])
-        lin.attrs["hyper_names"] = json.dumps(["log_hole_sigma", "log_kappa"])
-        lin.attrs["campaign_sha256"] = "feed" * 16
-        lin.attrs["astrocal_version"] = "hand"
-    camp = out / "imager_campaign.toml"
-    if campaign:
-        camp.write_text(f'[instrument]\nname = "METIS IMG_LM"\nmask_scale_mm_per_arcsec = {scale}\n\n'
-                        f'[[lab]]\nname = "grid"\nfilter = "Lp"\nmask = "{mask_file or mask_path("metis_wcu_fp_mask5")}"\n')
-    (out / "fit.json").write_text(json.dumps({"inputs": [str(camp)], "degree": 5}))
-    return out, draws_um
-
-
 def test_tolerance_prior_and_affine_basis():
     p = tolerance_prior([7, 3, 5], 0.5)
     assert p.names()[:2] == ("hole7.dx_um", "hole7.dy_um") and np.allclose(p.cov_um2, 0.25 * np.eye(6))
@@ -84,7 +55,7 @@ def test_tolerance_prior_and_affine_basis():
         tolerance_prior([1], 0.0)
 
 
-def test_hand_written_imager_posterior_is_read_matched_and_used(tmp_path, campaign):
+def test_hand_written_imager_posterior_is_read_matched_and_used(tmp_path, campaign, write_imager_result):
     c = campaign
     seen = data_holes(c.data)
     shared = seen[::2]                                            # the imager sees half of them ...
@@ -155,7 +126,7 @@ def test_ignoring_hole_errors_biases_rows_the_tolerance_covers_the_imager_sharpe
 
 
 # ------------------------------------------------------------------------- bad input
-def test_bad_imager_results_are_named(tmp_path, campaign):
+def test_bad_imager_results_are_named(tmp_path, campaign, write_imager_result):
     seen = data_holes(campaign.data)
     with pytest.raises(HolePriorFileError, match="missing"):
         read_imager_hole_posterior(tmp_path / "nowhere", MASK)
@@ -183,7 +154,7 @@ def test_bad_imager_results_are_named(tmp_path, campaign):
     assert issubclass(MaskMismatchError, HolePriorError) and issubclass(HolePriorError, ValueError)
 
 
-def test_campaign_keys_choose_the_prior(tmp_path, campaign):
+def test_campaign_keys_choose_the_prior(tmp_path, campaign, write_imager_result):
     seen = data_holes(campaign.data)
     lms = SimpleNamespace(hole_error_um=0.0, hole_errors_from=None, mask=mask_path("metis_wcu_fp_mask5"))
     assert hole_prior_of(lms, campaign.data) is None
