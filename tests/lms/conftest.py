@@ -33,8 +33,9 @@ def _write_imager_result(out, ids, mean_um, sd_um=0.05, n_draws=400, mask_file=N
         lin.attrs["astrocal_version"] = "hand"
     camp = out / "imager_campaign.toml"
     if campaign:
+        mask = mask_file or mask_path("metis_wcu_fp_mask5")
         camp.write_text(f'[instrument]\nname = "METIS IMG_LM"\nmask_scale_mm_per_arcsec = {scale}\n\n'
-                        f'[[lab]]\nname = "grid"\nfilter = "Lp"\nmask = "{mask_file or mask_path("metis_wcu_fp_mask5")}"\n')
+                        f'[[lab]]\nname = "grid"\nfilter = "Lp"\nmask = "{mask}"\n')
     (out / "fit.json").write_text(json.dumps({"inputs": [str(camp)], "degree": 5}))
     return out, draws_um
 

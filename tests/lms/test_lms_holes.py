@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -83,7 +82,8 @@ def test_hand_written_imager_posterior_is_read_matched_and_used(tmp_path, campai
     assert fit.names[-2:] == prior.names()[-2:]
     assert np.all(np.abs(hs[:, k].mean(axis=0) - prior.mean_um[k]) < 3 * sd[k])
     assert np.all(hs[:, k, 0].std(axis=0) < 0.15)
-    assert "joint with the imager" in hole_prior_summary(fit) and f"{len(shared)} from the imager" in hole_prior_summary(fit)
+    line = hole_prior_summary(fit)
+    assert "joint with the imager" in line and f"{len(shared)} from the imager" in line
     # written and read back: lms_fit.json records the source, the parameters are named
     save_lms_fit(fit, tmp_path / "res")
     info = json.loads((tmp_path / "res" / "lms_fit.json").read_text())
@@ -118,7 +118,7 @@ def test_ignoring_hole_errors_biases_rows_the_tolerance_covers_the_imager_sharpe
         res[name] = _scores(fit, c)
         if prior is not None:
             res[name + "_holes"] = np.sqrt(np.mean((fit.hole_samples.mean(axis=0) - truth)[:, 0] ** 2))
-    (ea, za, ca), (eb, zb, cb), (ec, zc, cc) = res["a"], res["b"], res["c"]
+    (ea, za, ca), (eb, zb, cb), (ec, zc, _) = res["a"], res["b"], res["c"]
     assert ea > 3 * eb and za > 3 and ca < 0.4                   # ignored: rows biased, intervals fail
     assert 0.55 < cb < 0.85 and 0.6 < zb < 1.4                   # the tolerance: honest intervals
     assert ec < eb and abs(zc - 1) < 0.4                         # the imager's posterior: better, still honest

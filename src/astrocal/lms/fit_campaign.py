@@ -131,6 +131,8 @@ def hole_prior_of(lms, data) -> HolePrior | None:
     if not lms.hole_error_um:
         return None
     ids = data_holes(data)
+    if not ids.size and lms.hole_errors_from is None:
+        return None                                   # no hole seen: nothing to fit
     imager = None
     if lms.hole_errors_from is not None:
         imager = read_imager_hole_posterior(lms.hole_errors_from, load_mask(lms.mask))
@@ -147,7 +149,8 @@ def hole_prior_summary(fit: LmsFit) -> str:
         return (f"joint with the imager's lab fit through the shared mask: hole errors of {n} holes, "
                 f"{src['n_shared']} from the imager's posterior ({src['file']}, sha256 {src['sha256'][:12]}, "
                 f"{src['modified_utc']}), {src['n_tolerance']} with the tolerance {src['sigma_um']:g} um")
-    return f"hole errors of {n} holes with the mask tolerance prior {src.get('sigma_um', float('nan')):g} um (not joint)"
+    sigma = src.get("sigma_um", float("nan"))
+    return f"hole errors of {n} holes with the mask tolerance prior {sigma:g} um (not joint)"
 
 
 def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,

@@ -227,7 +227,8 @@ def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
     if missing:
         raise MaskMismatchError(f"{h5}: hole ids {missing[:10]} of the imager's posterior are not in its mask "
                                 f"{mask_file}")
-    other = [int(h) for h in ids if int(h) not in pos_l or np.max(np.abs(pos_l[int(h)] - pos_i[int(h)])) > SAME_POSITION_MM]
+    other = [int(h) for h in ids
+             if int(h) not in pos_l or np.max(np.abs(pos_l[int(h)] - pos_i[int(h)])) > SAME_POSITION_MM]
     if other:
         raise MaskMismatchError(f"{h5}: the imager fit used the mask {mask_file} ({imask.short_name}), whose holes "
                                 f"{other[:10]}{' ...' if len(other) > 10 else ''} are not at the LMS mask's "
