@@ -21,7 +21,7 @@ posterior is their prior by design; docs/model.md, "Gauges"); its draws are that
 (conditioned on zero affine part). With independent hole errors of scale ``sigma`` the affine
 part ``alpha = Q^T delta`` (``Q`` an orthonormal basis of the patterns over the imager's holes)
 is independent of the orthogonal part a priori and untouched by the imager's data, so the
-exact posterior of the holes given the imager's data is
+exact posterior of the holes given the imager's data is::
 
     delta | imager ~ N(mean_draws, cov_draws + sigma**2 Q Q^T),
 
