@@ -25,7 +25,11 @@ functions per slice and axis, rms and length sampled).
 LMS sees: the truth plus ``N(0, S**2)`` as its mean and ``S**2 I`` as its covariance,
 ``--imager-sd-um S``, drawn from seed 20000 + seed; or, with ``--imager-result DIR``, a real
 imager fit's posterior read by :func:`astrocal.lms.hole_prior.read_imager_hole_posterior`, the
-truth then the table ``--hole-errors-from`` of its simulation). ``--imager-lab DIR`` does the
+truth then the table ``--hole-errors-from`` of its simulation). At the frames level the hole errors
+are simulated by ``astrocal simulate lms`` (``--hole-error-um``; with ``--imager-lab`` the lab
+campaign's table, ``--hole-errors-from``) and the fit's prior set through the campaign's ``[lms]
+hole_error_um`` / ``hole_errors_from``; ``--frames-dir DIR`` keeps the measured campaigns for the
+other priors. ``--imager-lab DIR`` does the
 joint end to end: per campaign a lab campaign of the imager through the same mask
 (:func:`astrocal.sim.points_campaign.write_points_campaign`, seed 30000 + seed, METIS LM, 10
 exposures, hole errors ``--hole-error-um``), fitted by ``astrocal fit`` (degree 5) into
@@ -50,8 +54,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+from astropy.table import Table
 
 from astrocal.sim.lms_truth import QCL_LINES_UM
 
@@ -167,21 +173,41 @@ def run_frames(seed, args):
     from astrocal.lms.fit_campaign import fit_lms_campaign
     from astrocal.sim.lms import LmsSimSettings, simulate_lms
     from astrocal.sim.lms_points import compare_with_truth
+    from astrocal.sim.lms_truth import load_lms_truth
 
     with tempfile.TemporaryDirectory(prefix="bench_lms_") as tmp:
-        out = Path(tmp) / "camp"
-        sim = simulate_lms(out, LmsSimSettings(seed=seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
-                                               max_across_slices=args.across, grid_all_offsets=True,
-                                               qcl_lines_um=tuple(args.lines), slice_waves_px=args.extra))
-        report = measure_campaign(out / "campaign.toml")
-        if report.n_failed:
-            raise RuntimeError(f"seed {seed}: {report.n_failed} frame(s) failed to measure")
-        fit, _ = fit_lms_campaign(load_campaign(out / "campaign.toml"), steps=args.steps, walkers=args.walkers,
-                                  seed=seed, progress=False, map_step=16)   # products' images coarse: not used here
+        out = Path(args.frames_dir) / f"lms_{seed}" if args.frames_dir else Path(tmp) / "camp"
+        if not (out / "measured" / "summary.ecsv").exists():
+            holes = dict(hole_errors=bool(args.hole_error_um or args.imager_lab), hole_error_um=args.hole_error_um or 0.5)
+            if args.imager_lab is not None:
+                holes["hole_errors_from"] = str(_imager_lab(seed, args)[0])
+            simulate_lms(out, LmsSimSettings(seed=seed, settings_um=tuple(args.settings), n_offsets=args.offsets,
+                                             max_across_slices=args.across, grid_all_offsets=not args.grid_first_only,
+                                             qcl_lines_um=tuple(args.lines), slice_waves_px=args.extra, **holes),
+                         overwrite=True)
+            report = measure_campaign(out / "campaign.toml")
+            if report.n_failed:
+                raise RuntimeError(f"seed {seed}: {report.n_failed} frame(s) failed to measure")
+        # the fit's hole prior through the campaign's keys, one result directory per prior
+        text = (out / "campaign.toml").read_text().replace('output = "out/"', f'output = "out_{args.hole_prior}/"')
+        key = {"none": "hole_error_um = 0.0\n", "tolerance": ""}.get(args.hole_prior)
+        if key is None:
+            result = _imager_lab(seed, args)[1] if args.imager_lab is not None else args.imager_result
+            key = f'hole_errors_from = "{Path(result).resolve()}"\n'
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("hole_error_um")) + "\n"
+        text = text.replace("[lms]\n", "[lms]\n" + key + ("" if key.startswith("hole_error_um") else
+                                                          f"hole_error_um = {args.hole_error_um or 0.5}\n"), 1)
+        camp = out / f"campaign_{args.hole_prior}.toml"
+        camp.write_text(text)
+        fit, _ = fit_lms_campaign(load_campaign(camp), steps=args.steps, walkers=args.walkers, seed=seed,
+                                  progress=False, map_step=16, overwrite=True)   # products' images coarse: not used here
+        truth_holes = Table.read(out / "truth" / "holes.ecsv", format="ascii.ecsv")
+        fit.hole_truth = SimpleNamespace(hole_ids=np.asarray(truth_holes["hole_id"]),
+                                         hole_errors_um=np.stack([truth_holes["dx_um"], truth_holes["dy_um"]], axis=1))
         spots = fit.data["spots"]
         lit = {e: np.unique(spots["slice"][(spots["setting"] == e) & (spots["flags"] == 0)])
                for e in range(len(args.settings))}
-        return fit, compare_with_truth(fit, sim.geometry, n_per_slice=60, seed=seed), lit
+        return fit, compare_with_truth(fit, load_lms_truth(out), n_per_slice=60, seed=seed), lit
 
 
 def main(argv=None):
@@ -214,6 +240,9 @@ def main(argv=None):
                     help="sd of the synthetic imager posterior of each hole, um (--hole-prior imager; default 0.1)")
     ap.add_argument("--imager-result", default=None,
                     help="a real imager fit's output directory for --hole-prior imager (instead of the synthetic one)")
+    ap.add_argument("--frames-dir", default=None, metavar="DIR",
+                    help="frames level: keep the simulated and measured campaigns in DIR/lms_<seed> and reuse them "
+                    "(one result directory out_<hole prior> per --hole-prior; default: a temporary directory)")
     ap.add_argument("--imager-lab", default=None, metavar="DIR",
                     help="the joint end to end: per campaign an imager lab campaign (points) through the same mask, "
                     "fitted by astrocal fit into DIR/lab_<seed> (kept), its hole errors the truth, its posterior the prior")
