@@ -191,7 +191,12 @@ class LmsDataset:
     exposure); ``gain_e_per_adu``, ``read_noise_e``: used where a frame's header lacks them;
     ``settings``: the :class:`~astrocal.lms.EchelleSetting` s in parameter order; ``frames``:
     :class:`LmsFrameSpec` s; ``residual_m``: the per-slice residual beyond the polynomial
-    (functions per dimension, 0 = none; :class:`astrocal.lms.DeviationLayout`).
+    (functions per dimension, 0 = none; :class:`astrocal.lms.DeviationLayout`);
+    ``hole_error_um``: the mask's manufacturing tolerance, rms per hole and axis [um] (the prior
+    of the hole errors the fit integrates; 0 = the table's positions are exact);
+    ``hole_errors_from``: an imager fit's result (its output directory of one filter, or its
+    ``posterior.h5``) whose posterior of the shared holes is the prior instead
+    (:mod:`astrocal.lms.hole_prior`); checked when the fit reads it.
     """
 
     name: str
@@ -208,6 +213,8 @@ class LmsDataset:
     gain_e_per_adu: Optional[float] = None
     read_noise_e: Optional[float] = None
     residual_m: int = 0
+    hole_error_um: float = 0.5
+    hole_errors_from: Optional[Path] = None
 
     def frames_of(self, kind):
         """The frames of one kind, in campaign order."""
@@ -497,7 +504,7 @@ EARTH_KEYS = {"iers_file", "leap_second_file", "allow_download"}
 TOP_KEYS = {"instrument", "lab", "sky", "measure", "fit", "earth", "lms"}
 LMS_KEYS = {"name", "mask", "mask_scale_mm_per_arcsec", "orientation", "truth_direction", "degree", "residual_m",
             "reference_detector", "offset_sigma_mas", "across_px_per_mas", "gain_e_per_adu", "read_noise_e",
-            "settings", "frames"}
+            "settings", "frames", "hole_error_um", "hole_errors_from"}
 LMS_ORIENTATION_KEYS = {"angle_deg", "flip", "offset_arcsec"}
 LMS_SETTING_KEYS = {"lam_c_um", "order", "echelle_deg"}
 LMS_FRAME_KEYS = {"file", "kind", "lam_c_um", "offset_arcsec", "lines_um", "background"}
@@ -1160,6 +1167,15 @@ def _lms(ctx, base, table, keep_missing=False):
         raise ctx.error("lms.reference_detector", f"must be 1..4 or \"none\", got {ref!r}")
     sigma = _lms_float(ctx, table, "offset_sigma_mas", u.mas, "lms.", 1.0)
     across = _lms_float(ctx, table, "across_px_per_mas", u.pix / u.mas, "lms.", 0.05)
+    hole_um = _lms_float(ctx, table, "hole_error_um", u.um, "lms.", 0.5)
+    src = table.get("hole_errors_from")
+    if src is not None:
+        if not isinstance(src, str) or not src:
+            raise ctx.error("lms.hole_errors_from", f"expected a path string (an imager fit's output directory or "
+                                                    f"its posterior.h5), got {src!r}")
+        src = (base / src).resolve() if not Path(src).is_absolute() else Path(src)
+        if hole_um == 0:
+            raise ctx.error("lms.hole_errors_from", "given with hole_error_um = 0 (hole errors off): drop one")
     gain = _lms_float(ctx, table, "gain_e_per_adu", u.electron / u.adu, "lms.", positive=True)
     ron = _lms_float(ctx, table, "read_noise_e", u.electron, "lms.")
     settings = _lms_settings(ctx, _require(ctx, table, "settings", "lms."))
@@ -1167,7 +1183,7 @@ def _lms(ctx, base, table, keep_missing=False):
     if not any(f.kind == "laser" for f in frames):
         raise ctx.error("lms.frames", "no laser frame: the LMS fit needs laser spots (kind = \"laser\")")
     return LmsDataset(name, mask, scale, FieldOrientation(angle, flip, off), truth, degree, ref, sigma, across,
-                      settings, frames, gain, ron, residual_m)
+                      settings, frames, gain, ron, residual_m, hole_um, src)
 
 
 def load_campaign(path, missing_exposures="error"):

@@ -59,7 +59,11 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.lms.errors.FrameMismatchError`,
     :class:`astrocal.lms.errors.LineOutsideSettingError`,
     :class:`astrocal.lms.errors.LineNotFoundError`; the LMS fit's input:
-    :class:`astrocal.lms.fit_campaign.LmsFitInputError` [ValueError]
+    :class:`astrocal.lms.fit_campaign.LmsFitInputError` [ValueError]; the prior of the mask's hole
+    errors (the imager's posterior, ``[lms] hole_errors_from``):
+    :class:`astrocal.lms.errors.HolePriorError` [ValueError] and its
+    :class:`astrocal.lms.errors.HolePriorFileError`, :class:`astrocal.lms.errors.MaskMismatchError`,
+    :class:`astrocal.lms.errors.NoSharedHolesError`
   * the simulator (``astrocal simulate``, ``astrocal demo``):
     :class:`astrocal.errors.SimulationOptionError` [ValueError]
   * exchange formats (``astrocal convert``): :class:`astrocal.formats.convert.ConversionError`,

@@ -54,6 +54,7 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
         assert (out / name).exists()
     printed = capsys.readouterr().out
     assert "normalised residual rms" in printed and "IFU_DISTORTION_TABLE_4p730.fits" in printed
+    assert "with the mask tolerance prior 0.5 um (not joint)" in printed          # the campaign default
     manifest = json.loads((out / "manifest.json").read_text())
     for name in ("IFU_DISTORTION_TABLE_4p730.fits", "LMS_GEOMETRY_4p730.fits", "report/report.html",
                  "report/report.json"):
@@ -68,6 +69,7 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
         assert 1.0 < h["HIERARCH ESO QC IFU DISTORT FWHM"] < 6.0
         assert isinstance(h["HIERARCH ASTROCAL QC CONVERGED"], bool)
         assert [len(hdul[f"DET{d}"].data) for d in (1, 2, 3, 4)] == [14] * 4
+        assert h["HIERARCH ASTROCAL LMS HOLEPRIOR"] == "tolerance" and h["HIERARCH ASTROCAL LMS HOLESHARED"] == 0
     rep = json.loads((out / "report" / "report.json").read_text())
     assert {r["id"] for r in rep["requirements"]} == {"DRLD-IFU-DISTORT-COL", "DRLD-IFU-DISTORT-ROW"}
     html = (out / "report" / "report.html").read_bytes()
@@ -81,6 +83,7 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
     assert again["qc"]["nspots"] == rep["qc"]["nspots"] and again["qc"]["converged"] == rep["qc"]["converged"]
     info = json.loads((out / "lms_fit.json").read_text())
     assert set(info["n_points"]) == {"spots", "traces", "edges"}
+    assert info["hole_errors"]["source"]["kind"] == "tolerance" and rep["hole_errors"]["kind"] == "tolerance"
     fit = load_lms_fit(out)
     truth = load_lms_truth(measured)
     r = compare_with_truth(fit, truth, n_per_slice=30)
@@ -90,6 +93,36 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
     assert np.sqrt(np.mean((r["err"] / r["sd"]) ** 2)) < 2.5
     with pytest.raises(Exception, match="not overwritten"):        # a complete result is kept
         fit_lms_campaign(load_campaign(measured / "campaign.toml"), steps=100)
+
+
+@pytest.mark.slow
+def test_fit_joint_with_an_imager_posterior_says_so(measured, write_imager_result, capsys, tmp_path):
+    """``[lms] hole_errors_from``: an imager result (hand-written) whose holes include those seen."""
+    ids = load_campaign(measured / "campaign.toml").lms.mask
+    ids = __import__("astrocal.lab.mask", fromlist=["load_mask"]).load_mask(ids).hole_id     # the imager sees all
+    img, _ = write_imager_result(tmp_path / "imager" / "Lp", ids, np.zeros((len(ids), 2)), sd_um=0.05)
+    text = (measured / "campaign.toml").read_text().replace('output = "out/"', 'output = "out_joint/"')
+    joint = measured / "campaign_joint.toml"
+    joint.write_text(text.replace("[lms]\n", f'[lms]\nhole_errors_from = "{img}"\n', 1))
+    bad = measured / "campaign_bad.toml"
+    bad.write_text(text.replace("[lms]\n", f'[lms]\nhole_errors_from = "{tmp_path / "absent"}"\n', 1))
+    assert main(["fit", str(bad)]) == 1
+    assert "absent" in capsys.readouterr().err
+    assert main(["fit", str(joint), "--steps", "200", "--walkers", "12"]) == 0
+    printed = capsys.readouterr().out
+    assert "joint with the imager's lab fit through the shared mask: hole errors of" in printed
+    out = measured / "out_joint" / "lms"
+    he = json.loads((out / "lms_fit.json").read_text())["hole_errors"]
+    seen = he["hole_ids"]
+    assert he["source"]["kind"] == "imager" and he["source"]["n_shared"] == len(seen) >= 10
+    assert he["source"]["n_imager_holes"] == len(ids)
+    assert he["source"]["file"] == str((img / "posterior.h5").resolve())
+    h = fits.getheader(out / "LMS_GEOMETRY_4p730.fits")
+    assert h["HIERARCH ASTROCAL LMS HOLEPRIOR"] == "imager" and h["HIERARCH ASTROCAL LMS HOLESHARED"] == len(seen)
+    assert h["HIERARCH ASTROCAL LMS HOLESHA"] == he["source"]["sha256"][:40]
+    assert "joint with the imager" in (out / "report" / "report.html").read_text()
+    post = np.array([he["posterior"][str(k)]["sd_um"] for k in seen])
+    assert np.all(post < 0.2)                                      # the imager's 0.05 um (+ its affine part)
 
 
 def test_fit_before_measure_is_a_named_error(tmp_path):

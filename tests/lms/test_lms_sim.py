@@ -184,6 +184,8 @@ def test_same_seed_same_truth():
     (["--offsets", "0"], "--offsets"),
     (["--max-along", "nan"], "--max-along"),
     (["--efficiency", "2"], "--efficiency"),
+    (["--hole-error-um", "-0.5"], "--hole-error-um"),
+    (["--hole-errors-from", "absent.ecsv", "--settings", "4.73", "--offsets", "1"], "absent.ecsv"),
 ])
 def test_bad_options_are_named(tmp_path, capsys, argv, text):
     rc = main(["simulate", "lms", "--out", str(tmp_path / "x")] + argv)

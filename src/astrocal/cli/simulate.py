@@ -418,6 +418,7 @@ LMS_SWITCH_HELP = {
     "saturation": "no clipping at the full well",
     "rsrf": "no relative spectral response: every slice and wavelength alike, no echelle blaze",
     "slit_loss": "no transmission profile across the slices (the PSF's cut by the slice stays)",
+    "hole_errors": "no manufacturing errors of the mask's hole positions",
 }
 
 #: ``simulate lms`` options of the settings' fields (named in the errors instead of the fields)
@@ -426,7 +427,8 @@ LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along
                "qcl_lines_um": "--qcl-lines", "dit_s": "--dit", "ndit": "--ndit", "degree": "--degree",
                "efficiency": "--efficiency", "bb_temp_k": "--bb-temp", "truth": "--truth",
                "resolving_power": "--resolving-power", "date_obs": "--date", "slit_scan": "--slit-scan",
-               "slit_edge_loss": "--slit-edge-loss", "slice_waves_px": "--slice-waves"}
+               "slit_edge_loss": "--slit-edge-loss", "slice_waves_px": "--slice-waves",
+               "hole_error_um": "--hole-error-um", "hole_errors_from": "--hole-errors-from"}
 
 
 def _register_lms(sub):
@@ -477,6 +479,12 @@ def _register_lms(sub):
                    "(astrocal.lms.SliceWaves; default 0: none)")
     p.add_argument("--truth", choices=("forward", "inverse"), default=d.truth,
                    help="which optical-model polynomials are exact (default forward)")
+    p.add_argument("--hole-error-um", type=float, default=d.hole_error_um,
+                   help=f"rms of the mask holes' position errors per axis, um (default {d.hole_error_um:g}, as "
+                   "simulate lab)")
+    p.add_argument("--hole-errors-from", default=None, metavar="HOLES_ECSV",
+                   help="take the hole errors from this table (hole_id, dx_um, dy_um, x_mm, y_mm), e.g. "
+                   "truth/holes.ecsv of 'astrocal simulate lab' of the same mask: one realisation for both")
     p.add_argument("--date", default=d.date_obs, help=f"start of the sequence, UTC (default {d.date_obs})")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     _switch_group(p, {name: LMS_SWITCH_HELP[name] for name in LMS_SWITCHES})
@@ -500,6 +508,7 @@ def lms_settings(args):
               dit_s=args.dit, ndit=args.ndit, bb_temp_k=args.bb_temp, efficiency=args.efficiency,
               resolving_power=args.resolving_power, degree=args.degree, truth=args.truth, date_obs=args.date,
               slit_scan=tuple(args.slit_scan), slit_edge_loss=args.slit_edge_loss, slice_waves_px=args.slice_waves,
+              hole_error_um=args.hole_error_um, hole_errors_from=args.hole_errors_from,
               **_switches(args, LMS_SWITCHES))
     if args.qcl_lines is not None:
         kw["qcl_lines_um"] = tuple(args.qcl_lines)

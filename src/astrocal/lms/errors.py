@@ -2,7 +2,8 @@ r"""Errors of the LMS geometry and of the LMS frame measurement (:mod:`astrocal.
 
 The geometry's errors derive from :class:`LmsGeometryError`, the measurement's
 (:mod:`~astrocal.lms.frames`, :mod:`~astrocal.lms.spots`, :mod:`~astrocal.lms.continuum`) from
-:class:`LmsMeasureError`; both are :class:`astrocal.errors.AstrocalError`\ s and
+:class:`LmsMeasureError`, the hole-error prior's (:mod:`~astrocal.lms.hole_prior`: the imager's
+posterior of the shared mask's holes) from :class:`HolePriorError`; all are :class:`astrocal.errors.AstrocalError`\ s and
 :class:`ValueError`\ s, so callers can catch one class; the subclasses name what was wrong
 with the input.
 """
@@ -12,7 +13,8 @@ from ..errors import AstrocalError
 
 __all__ = ["LmsGeometryError", "SliceNumberError", "WavelengthRangeError", "EchelleSettingError",
            "OffDetectorError", "OffSliceError", "InversionError", "LmsMeasureError", "LmsFrameError",
-           "MissingDetectorError", "FrameMismatchError", "LineOutsideSettingError", "LineNotFoundError"]
+           "MissingDetectorError", "FrameMismatchError", "LineOutsideSettingError", "LineNotFoundError",
+           "HolePriorError", "HolePriorFileError", "NoSharedHolesError", "MaskMismatchError"]
 
 
 class LmsGeometryError(AstrocalError, ValueError):
@@ -65,3 +67,21 @@ class LineOutsideSettingError(LmsMeasureError):
 
 class LineNotFoundError(LmsMeasureError):
     """A laser line whose spots are not where the setting puts them (none or too few found)."""
+
+
+class HolePriorError(AstrocalError, ValueError):
+    """The prior of the mask's hole errors cannot be built (:mod:`astrocal.lms.hole_prior`)."""
+
+
+class HolePriorFileError(HolePriorError):
+    """The imager's fit result named as the hole-error prior is missing, unreadable or holds no
+    hole errors (fitted without them)."""
+
+
+class NoSharedHolesError(HolePriorError):
+    """The imager's fit and the LMS data share no mask hole: there is nothing to join."""
+
+
+class MaskMismatchError(HolePriorError):
+    """The imager's fit used another mask than the LMS campaign (another table, or the same hole
+    ids at other positions)."""

@@ -16,6 +16,15 @@ exposure a shift of its spots along the dispersion, ``dcol`` [px] (prior
 reaches its column; that wavelength is found with a reference geometry and the fit is
 re-linearised about its posterior mean (twice), leaving errors far below 1e-3 px.
 
+With a prior of the WCU mask's hole manufacturing errors (:class:`HoleTerms`,
+:mod:`astrocal.lms.hole_prior`: the mask's tolerance, or the imager fit's posterior of the holes
+both instruments see) every hole the data see has its error ``(dx, dy)`` [um, mask frame] as
+two more linear parameters: it moves the hole along the slice (its spots and traces by
+``d(col, row)/dxi``) and across (its spots along the dispersion by ``across_px_per_mas``) in
+every exposure. Their prior is a full Gaussian ``N(mu, C)``; the fit integrates them through
+the whitened parameters ``z = L^-1 (delta - mu)`` (``C = L L^T``), which have unit priors like
+the others, and reports ``delta``.
+
 All these linear parameters ``theta`` have zero-mean Gaussian priors
 (:meth:`~astrocal.lms.DeviationLayout.prior_sigma`): the per-slice parts have width ``tau``, a
 hyperparameter. The measured covariances are multiplied by an error scale ``s_g**2`` per kind
@@ -43,9 +52,11 @@ from scipy import optimize
 
 from .deviations import DeviationLayout, Hyperparameters
 from .geometry import LmsGeometry
+from .hole_prior import HolePrior
+from .slicer import DEFAULT_ORIENTATION
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
-__all__ = ["GROUPS", "ExposureTerms", "Observations", "linearise", "CollapsedLms", "LmsFitSettings",
+__all__ = ["GROUPS", "ExposureTerms", "HoleTerms", "Observations", "linearise", "CollapsedLms", "LmsFitSettings",
            "LmsFit", "fit_lms", "usable"]
 
 log = logging.getLogger(__name__)
@@ -105,6 +116,58 @@ class ExposureTerms:
 
 
 @dataclass(frozen=True)
+class HoleTerms:
+    """The mask's hole errors as linear parameters of the fit.
+
+    Parameters
+    ----------
+    prior : HolePrior
+        Their Gaussian prior in the mask frame [um] (:mod:`astrocal.lms.hole_prior`).
+    to_slicer : ndarray (2, 2)
+        ``(dxi [arcsec], deta [mas])`` of a hole per ``(dx, dy)`` [um] of its error: the mask's
+        plate scale and the mask's orientation relative to the slicer (linear part).
+    across_px_per_mas : float
+        How far a laser spot moves along the dispersion per mas across the slice [px/mas] (as
+        the per-exposure ``dcol`` term's prior scale, :class:`LmsFitSettings`).
+    """
+
+    prior: HolePrior
+    to_slicer: np.ndarray
+    across_px_per_mas: float
+
+    @classmethod
+    def build(cls, prior: HolePrior, mask_scale_mm_per_arcsec=3.319, orientation=DEFAULT_ORIENTATION,
+              across_px_per_mas=0.05):
+        """From the mask's plate scale [mm/arcsec] and a :class:`~astrocal.lms.FieldOrientation`."""
+        o = np.array(orientation.to_slicer(0.0, 0.0), float)
+        J = np.stack([np.array(orientation.to_slicer(1.0, 0.0), float) - o,
+                      np.array(orientation.to_slicer(0.0, 1.0), float) - o], axis=1)   # d(xi, eta)/d(a, b)
+        m = J / (float(mask_scale_mm_per_arcsec) * 1e3)                                # arcsec per um
+        m[1] *= 1e3                                                                    # eta in mas
+        return cls(prior, m, float(across_px_per_mas))
+
+    @property
+    def names(self) -> tuple:
+        return self.prior.names()
+
+    def index(self, hole) -> np.ndarray:
+        """Position of each hole id in the prior (-1: not there)."""
+        where = {int(h): k for k, h in enumerate(np.asarray(self.prior.hole_ids, int))}
+        return np.array([where.get(int(h), -1) for h in np.ravel(hole)], int)
+
+
+def data_holes(data) -> np.ndarray:
+    """Ids of the mask holes in the usable spots and traces of ``data`` (sorted)."""
+    out = []
+    for g in ("spots", "traces"):
+        t = data.get(g)
+        if t is not None and len(t) and "hole" in t.colnames:
+            h = np.asarray(t["hole"], int)[usable(t)]
+            out.append(h[h >= 0])
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, int)
+
+
+@dataclass(frozen=True)
 class Observations:
     """Whitened linearised data: per group ``A`` (n, T) and ``y`` (n,) with ``y = A theta + e``,
     ``e ~ N(0, s_g^2 I)``; ``logdet`` the log-determinant of the stated covariance of the group;
@@ -134,16 +197,19 @@ def _lam_at_col(geometry, s, xi, setting, det, col, lam0, iterations=6):
     return lam, r, jac
 
 
-def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms) -> Observations:
+def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: HoleTerms | None = None) -> Observations:
     """The data linearised about ``geometry`` (its ``params`` = p0).
 
     ``data``: ``{"spots": Table, "traces": Table, "edges": Table}`` (any may be missing), each
     with a ``setting`` column (index into the layout) and, for spots and traces, ``exposure``
-    (index into ``terms``); only :func:`usable` rows are used.
+    (index into ``terms``) and ``hole`` (with ``holes``); only :func:`usable` rows are used.
+    The parameters are the deviations, the exposure terms and (with ``holes``) the hole errors
+    [um] in that order.
     """
     lay = geometry.layout
     P = lay.n_params
-    T = P + len(terms.names)
+    PH = P + len(terms.names)
+    T = PH + (2 * holes.prior.n_holes if holes is not None else 0)
     p0 = np.asarray(geometry.params)
     nominal = geometry.with_params(lay.zeros())
     A, Y, LD, ROWS = {}, {}, {}, {}
@@ -165,6 +231,13 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms) -> Observ
             a[k, :, kx] = jac[:, :, 0] / 1e3
             along = np.stack([np.ones(len(m)), jac[:, 1, 1] / jac[:, 0, 1]], axis=1)
             a[k[kc >= P], :, kc[kc >= P]] = along[kc >= P]
+            if holes is not None:
+                j = holes.index(np.asarray(t["hole"])[m])
+                on = j >= 0
+                m2 = holes.to_slicer
+                for ax in (0, 1):                       # the hole's dx, dy [um]
+                    col = jac[:, :, 0] * m2[0, ax] + along * holes.across_px_per_mas * m2[1, ax]
+                    a[k[on], :, PH + 2 * j[on] + ax] = col[on]
             y[k] = np.stack([np.asarray(t["col"])[m] - c0, np.asarray(t["row"])[m] - r0], axis=1)
         cov = np.asarray(t["cov"], float)[idx]
         A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a, y, cov)
@@ -190,10 +263,28 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms) -> Observ
             if g == "traces":
                 kx = np.array(terms.dxi)[np.asarray(t["exposure"])[m]] + P
                 a[k, kx] = (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3
+                if holes is not None:
+                    j = holes.index(np.asarray(t["hole"])[m])
+                    on = j >= 0
+                    for ax in (0, 1):
+                        a[k[on], PH + 2 * j[on] + ax] = ((jac[:, 1, 0] - slope * jac[:, 0, 0])
+                                                         * holes.to_slicer[0, ax])[on]
         sig = np.asarray(t["sigma_row"], float)[idx]
         A[g], Y[g], LD[g] = a / sig[:, None], y / sig, float(2 * np.sum(np.log(sig)))
         ROWS[g] = idx
     return Observations(A, Y, LD, ROWS, T)
+
+
+def whiten_holes(obs: Observations, n_first: int, mean, chol) -> Observations:
+    """The observations in the whitened hole parameters ``z`` (``delta = mean + chol z``):
+    columns ``n_first:`` (the hole errors) times ``chol``, and ``y - A_h mean``. Exact: the
+    model is linear, so a fit of ``z`` with unit priors is the fit of ``delta ~ N(mean, chol chol^T)``."""
+    A, Y = {}, {}
+    for g, a in obs.A.items():
+        ah = a[:, n_first:]
+        A[g] = np.concatenate([a[:, :n_first], ah @ chol], axis=1)
+        Y[g] = obs.y[g] - ah @ mean
+    return Observations(A, Y, obs.logdet, obs.rows, obs.n_theta)
 
 
 class CollapsedLms:
@@ -378,7 +469,10 @@ class LmsFitSettings:
     """Settings of :func:`fit_lms`. ``hyper``: the fixed prior widths (its ``tau_px`` is the
     starting value; tau is sampled); ``offset_sigma_mas``, ``across_px_per_mas``: the
     per-exposure priors; ``relinearise``: passes about the posterior mean; the emcee settings
-    (``walkers``, ``steps``, ``seed``, ``n_draws``, ...) as :class:`astrocal.model.inference.FitSettings`."""
+    (``walkers``, ``steps``, ``seed``, ``n_draws``, ...) as :class:`astrocal.model.inference.FitSettings`;
+    ``holes``: the prior of the mask's hole errors (:class:`~astrocal.lms.hole_prior.HolePrior`;
+    None: the mask table's positions are exact) with the mask's plate scale [mm/arcsec] and
+    orientation relative to the slicer, which map a hole's error onto the slicer."""
 
     hyper: Hyperparameters = Hyperparameters()
     offset_sigma_mas: float = 1.0
@@ -395,6 +489,9 @@ class LmsFitSettings:
     backend_path: object = None
     resume: bool = False
     chain_record: dict = None
+    holes: HolePrior | None = None
+    mask_scale_mm_per_arcsec: float = 3.319
+    orientation: object = DEFAULT_ORIENTATION
 
 
 @dataclass
@@ -406,7 +503,8 @@ class LmsFit:
     deviations); ``phi_chain`` (steps, walkers, ndim), ``phi_samples`` (K, ndim),
     ``phi_map``; ``hyper_names``; ``diagnostics`` (:class:`astrocal.model.inference.Diagnostics`);
     ``data`` the tables fitted; ``observations`` the final linearisation; ``reference`` the
-    geometry it was linearised about.
+    geometry it was linearised about; ``holes`` the hole-error terms (None: not fitted), their
+    draws [um] the last columns of ``theta_samples`` (:attr:`hole_samples`).
     """
 
     layout: DeviationLayout
@@ -422,6 +520,7 @@ class LmsFit:
     observations: Observations
     reference: LmsGeometry
     settings: LmsFitSettings = field(default_factory=LmsFitSettings)
+    holes: HoleTerms | None = None
 
     @property
     def param_samples(self) -> np.ndarray:
@@ -430,7 +529,16 @@ class LmsFit:
 
     @property
     def names(self) -> tuple:
-        return tuple(self.layout.names) + tuple(self.terms.names)
+        return tuple(self.layout.names) + tuple(self.terms.names) + (self.holes.names if self.holes else ())
+
+    @property
+    def hole_samples(self):
+        """Draws of the hole errors [um, mask frame], (K, H, 2) in ``holes.prior.hole_ids``
+        order; None without hole terms."""
+        if self.holes is None:
+            return None
+        n0 = self.layout.n_params + len(self.terms.names)
+        return self.theta_samples[:, n0:].reshape(len(self.theta_samples), -1, 2)
 
     def geometry(self) -> LmsGeometry:
         """The geometry at the posterior mean of the deviations."""
@@ -536,12 +644,20 @@ def _fit_lms(data, layout, terms, settings, truth):
 
     prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
                                   terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])
+    holes = None
+    if settings.holes is not None:
+        holes = HoleTerms.build(settings.holes, settings.mask_scale_mm_per_arcsec, settings.orientation,
+                                settings.across_px_per_mas)
+        h_mean, h_chol = np.asarray(settings.holes.mean_um, float).ravel(), settings.holes.cholesky()
+        prior_fixed = np.concatenate([prior_fixed, np.ones(h_mean.size)])      # z ~ N(0, 1)
+    n_first = len(prior_fixed) - (2 * holes.prior.n_holes if holes else 0)
     geometry = LmsGeometry(layout, truth=truth)
     sl = _slice_index(layout)
     phi = None
     for it in range(settings.relinearise + 1):
-        obs = linearise(geometry, data, terms)
-        model = CollapsedLms(obs, prior_fixed, sl, _residual_spec(layout))
+        obs = linearise(geometry, data, terms, holes)
+        fitted = whiten_holes(obs, n_first, h_mean, h_chol) if holes else obs
+        model = CollapsedLms(fitted, prior_fixed, sl, _residual_spec(layout))
         phi, lp = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         theta = model.conditional_mean(phi)
         log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,
@@ -559,8 +675,10 @@ def _fit_lms(data, layout, terms, settings, truth):
     rng = np.random.default_rng(settings.seed)
     pick = flat[np.linspace(0, len(flat) - 1, min(settings.n_draws, len(flat))).astype(int)]
     theta_samples = model.draw(pick, rng)
+    if holes:
+        theta_samples[:, n_first:] = h_mean[None, :] + theta_samples[:, n_first:] @ h_chol.T     # z -> um
     return LmsFit(layout, truth, terms, theta_samples, chain, pick, phi, model.hyper_names, diag, data, obs,
-                  geometry, settings)
+                  geometry, settings, holes)
 
 
 def stack_tables(tables, kind):

@@ -10,7 +10,10 @@ into ``<fit.output>/<lms.name>/``:
 - ``lms_draws.fits``: the exact posterior draws of all linear parameters (image, draws x
   parameters; a ``NAMES`` table) and of the hyperparameters (``PHI``);
 - ``lms_residuals.ecsv``: per fitted point, its residual [px] and normalised residual;
-- ``lms_fit.json``: layout, hyperparameters (MAP, mean, sd), diagnostics, counts, settings;
+- ``lms_fit.json``: layout, hyperparameters (MAP, mean, sd), diagnostics, counts, settings, and
+  ``hole_errors``: the prior of the mask's hole errors (``source``: the tolerance, or the imager
+  fit's posterior it was taken from: file, SHA-256, time, holes shared) with its mean and
+  covariance, and the posterior of each hole;
 - the products (:mod:`astrocal.lms.products`), the relative spectral response and slit-loss
   products (:mod:`astrocal.lms.response`: ``LMS_RSRF_<tag>.fits`` from the ``slices`` frames,
   ``LMS_SLIT_THROUGHPUT_<tag>.fits`` from laser frames of a slit-loss scan) and the report page;
@@ -37,12 +40,13 @@ from ..plain import to_plain
 from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, remove_partial_files,
                          write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
-from .fit import ExposureTerms, LmsFit, LmsFitSettings, fit_lms, stack_tables, usable
+from .fit import ExposureTerms, HoleTerms, LmsFit, LmsFitSettings, data_holes, fit_lms, stack_tables, usable
+from .hole_prior import HolePrior, lms_hole_prior, read_imager_hole_posterior
 from .measure import TABLE_OF_KIND, nominal_geometry
 from .traces import echelle_setting
 
-__all__ = ["LmsFitInputError", "measured_lms_tables", "fit_lms_campaign", "save_lms_fit", "load_lms_fit",
-           "describe_lms_fit"]
+__all__ = ["LmsFitInputError", "measured_lms_tables", "hole_prior_of", "fit_lms_campaign", "save_lms_fit",
+           "load_lms_fit", "describe_lms_fit", "hole_prior_summary"]
 
 log = logging.getLogger(__name__)
 RESULT_FILES = ("posterior.h5", "lms_params.ecsv", "lms_draws.fits", "lms_residuals.ecsv", "lms_fit.json")
@@ -110,6 +114,45 @@ def _data_and_terms(campaign, tables):
     return data, terms
 
 
+def hole_prior_of(lms, data) -> HolePrior | None:
+    """The prior of the hole errors of the holes in ``data`` (:func:`astrocal.lms.fit.data_holes`)
+    for a campaign's ``[lms]``: None with ``hole_error_um = 0``; the imager fit's posterior of the
+    shared holes with ``hole_errors_from`` (the others: the tolerance); else the tolerance
+    ``hole_error_um``.
+
+    Raises
+    ------
+    HolePriorFileError, MaskMismatchError, NoSharedHolesError
+        (:mod:`astrocal.lms.errors`) a missing or unreadable imager result, another mask, no
+        hole in common.
+    """
+    from ..lab.mask import load_mask
+
+    if not lms.hole_error_um:
+        return None
+    ids = data_holes(data)
+    if not ids.size and lms.hole_errors_from is None:
+        return None                                   # no hole seen: nothing to fit
+    imager = None
+    if lms.hole_errors_from is not None:
+        imager = read_imager_hole_posterior(lms.hole_errors_from, load_mask(lms.mask))
+    return lms_hole_prior(ids, lms.hole_error_um, imager)
+
+
+def hole_prior_summary(fit: LmsFit) -> str:
+    """One line saying where the fit's hole-error prior came from (terminal, report, headers)."""
+    if fit.holes is None:
+        return "hole errors not fitted: the mask table's positions taken as exact"
+    src = fit.holes.prior.source
+    n = fit.holes.prior.n_holes
+    if src.get("kind") == "imager":
+        return (f"joint with the imager's lab fit through the shared mask: hole errors of {n} holes, "
+                f"{src['n_shared']} from the imager's posterior ({src['file']}, sha256 {src['sha256'][:12]}, "
+                f"{src['modified_utc']}), {src['n_tolerance']} with the tolerance {src['sigma_um']:g} um")
+    sigma = src.get("sigma_um", float("nan"))
+    return f"hole errors of {n} holes with the mask tolerance prior {sigma:g} um (not joint)"
+
+
 def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,
                      progress="auto", map_step=1):
     """Fit a campaign's LMS data set and write its result set, its products
@@ -122,11 +165,14 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
     check_result_dir(out, resume, overwrite)
     tables = measured_lms_tables(campaign)
     data, terms = _data_and_terms(campaign, tables)
+    holes = hole_prior_of(lms, data)
     layout = nominal_geometry(lms).layout
     settings = LmsFitSettings(offset_sigma_mas=lms.offset_sigma_mas, across_px_per_mas=lms.across_px_per_mas,
                               walkers=walkers or max(fs.walkers // 2, 16), steps=steps or min(fs.steps, 5000),
                               seed=seed if seed is not None else (fs.seed if fs.seed is not None else 1),
-                              progress=progress, backend_path=out / "posterior.h5", resume=resume)
+                              progress=progress, backend_path=out / "posterior.h5", resume=resume,
+                              holes=holes, mask_scale_mm_per_arcsec=lms.mask_scale_mm_per_arcsec,
+                              orientation=lms.orientation)
     settings.chain_record = _chain_record(campaign, settings, [p for _, p, _ in tables])
     out.mkdir(parents=True, exist_ok=True)
     with writer_lock(out):
@@ -175,13 +221,25 @@ def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite
 
     out = Path(out)
     residuals = Table.read(out / "lms_residuals.ecsv", format="ascii.ecsv")
-    provenance = {"campaign_sha256": campaign_sha256, "inputs": [str(p) for p in inputs]}
+    provenance = {"campaign_sha256": campaign_sha256, "inputs": [str(p) for p in inputs],
+                  "hole_prior": _hole_prior_header(fit)}
     spots = fit.data.get("spots") if fit.data else None
     paths, qc = write_lms_products(fit, out, residuals, spots, provenance, overwrite=overwrite, step=map_step)
     if response is not None:
         paths.update(response.paths)
     report = write_lms_report(fit, out, residuals, qc, paths, overwrite=overwrite, response=response)
     return [str(Path(p).relative_to(out)) for p in list(paths.values()) + list(report.values())]
+
+
+def _hole_prior_header(fit: LmsFit) -> dict:
+    """What the products' headers say of the hole-error prior: ``kind`` (none, tolerance,
+    imager), ``n_holes``, ``n_shared``, ``sha256`` and ``file`` of the imager's posterior, the line."""
+    if fit.holes is None:
+        return {"kind": "none", "n_holes": 0, "n_shared": 0, "line": hole_prior_summary(fit)}
+    src = fit.holes.prior.source
+    return {"kind": src.get("kind", "tolerance"), "n_holes": fit.holes.prior.n_holes,
+            "n_shared": int(src.get("n_shared", 0)), "sha256": src.get("sha256", ""), "file": src.get("file", ""),
+            "line": hole_prior_summary(fit)}
 
 
 def _chain_record(campaign, settings, inputs):
@@ -191,7 +249,11 @@ def _chain_record(campaign, settings, inputs):
     lms = campaign.lms
     return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "kind": "lms", "degree": int(lms.degree),
-            "offset_sigma_mas": float(lms.offset_sigma_mas), "across_px_per_mas": float(lms.across_px_per_mas)}
+            "offset_sigma_mas": float(lms.offset_sigma_mas), "across_px_per_mas": float(lms.across_px_per_mas),
+            **({"hole_prior": {"kind": settings.holes.source.get("kind"), "sigma_um": float(lms.hole_error_um),
+                               "sha256": settings.holes.source.get("sha256", ""),
+                               "holes": [int(h) for h in settings.holes.hole_ids]}}
+               if settings.holes is not None else {})}
 
 
 def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
@@ -200,13 +262,15 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
     names = list(fit.names)
     th = fit.theta_samples
     prior = np.concatenate([fit.layout.prior_sigma(fit.settings.hyper),
-                            fit.terms.prior_sigma(fit.settings.offset_sigma_mas, fit.settings.across_px_per_mas)])
+                            fit.terms.prior_sigma(fit.settings.offset_sigma_mas, fit.settings.across_px_per_mas)]
+                           + ([np.sqrt(np.diag(fit.holes.prior.cov_um2))] if fit.holes is not None else []))
     prior[fit.layout.blocks["slices"]] = np.nan          # tau (and the residual's rms, length): hyperparameters
     q = np.quantile(th, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
     t = Table({"name": names, "mean": th.mean(axis=0), "sd": th.std(axis=0, ddof=1), "q025": q[0], "q16": q[1],
                "q50": q[2], "q84": q[3], "q975": q[4], "prior_sigma": prior})
     t["prior_sigma"].description = "prior sd (NaN: the per-slice parts, width tau sampled)"
-    t.meta["units"] = "px; DETn.rot rad; settingN.dtheta deg; *.dxi_mas mas; *.dcol_px px"
+    t.meta["units"] = ("px; DETn.rot rad; settingN.dtheta deg; *.dxi_mas mas; *.dcol_px px; "
+                       "holeN.dx_um, holeN.dy_um um at the mask (mask frame; prior mean in lms_fit.json hole_errors)")
     atomic_write_table(t, out / "lms_params.ecsv", overwrite, format="ascii.ecsv")
     hdus = fits.HDUList([fits.PrimaryHDU(th.astype(np.float64)),
                          fits.BinTableHDU(Table({"name": names}), name="NAMES"),
@@ -261,8 +325,26 @@ def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
                         "n_burn": d.n_burn, "n_effective": to_plain(d.n_effective), "converged": d.converged,
                         "warnings": list(d.warnings)},
         "n_draws": int(len(th)),
+        "hole_errors": _hole_record(fit),
     }
     atomic_write_text(out / "lms_fit.json", json.dumps(to_plain(info), indent=1) + "\n", overwrite)
+
+
+def _hole_record(fit: LmsFit):
+    """``lms_fit.json`` ``hole_errors``: None without; else the prior's source and summary, its
+    mean and covariance [um, mask frame], the map onto the slicer, and the posterior per hole."""
+    if fit.holes is None:
+        return {"fitted": False, "summary": hole_prior_summary(fit)}
+    pr = fit.holes.prior
+    hs = fit.hole_samples
+    return {"fitted": True, "summary": hole_prior_summary(fit), "source": pr.source,
+            "units": "um at the mask, mask frame (the mask table's x_mm, y_mm axes)",
+            "hole_ids": [int(h) for h in pr.hole_ids], "prior_mean_um": np.asarray(pr.mean_um).tolist(),
+            "prior_cov_um2": np.asarray(pr.cov_um2).tolist(), "to_slicer": np.asarray(fit.holes.to_slicer).tolist(),
+            "across_px_per_mas": fit.holes.across_px_per_mas,
+            "posterior": {str(int(h)): {"mean_um": hs[:, k].mean(axis=0).tolist(),
+                                        "sd_um": hs[:, k].std(axis=0, ddof=1).tolist()}
+                          for k, h in enumerate(pr.hole_ids)}}
 
 
 def pixel_residuals(fit: LmsFit, group, normalised):
@@ -293,14 +375,20 @@ def load_lms_fit(out) -> LmsFit:
         phi_names = tuple(str(n) for n in hdul["PHI_NAMES"].data["name"])
     ex = info["exposure_terms"]
     terms = ExposureTerms.build([(s, "laser" if f"{s}.dcol_px" in ex["names"] else "grid") for s in ex["stems"]])
-    if list(layout.names) + list(terms.names) != names:
+    hr = info.get("hole_errors") or {}
+    holes = None
+    if hr.get("fitted"):
+        prior = HolePrior(np.asarray(hr["hole_ids"], int), np.asarray(hr["prior_mean_um"], float).reshape(-1, 2),
+                          np.asarray(hr["prior_cov_um2"], float), hr.get("source", {}))
+        holes = HoleTerms(prior, np.asarray(hr["to_slicer"], float), float(hr["across_px_per_mas"]))
+    if list(layout.names) + list(terms.names) + list(holes.names if holes else ()) != names:
         raise LmsFitInputError(f"{out / 'lms_draws.fits'}: parameter names do not match the layout in lms_fit.json")
     hyper = Hyperparameters(**info["fixed_prior_widths"])
     settings = LmsFitSettings(hyper=hyper, offset_sigma_mas=info["offset_sigma_mas"],
                               across_px_per_mas=info["across_px_per_mas"])
     phi_map = np.log([info["hyperparameters"][n]["map"] for n in phi_names])
     return LmsFit(layout, info["truth_direction"], terms, theta, None, phi, phi_map, phi_names, None, None, None,
-                  None, settings)
+                  None, settings, holes)
 
 
 def describe_lms_fit(fit: LmsFit, out) -> list:
@@ -310,6 +398,7 @@ def describe_lms_fit(fit: LmsFit, out) -> list:
                    for n, s in zip(fit.hyper_names, fit.phi_samples.T))
     lines.append(f"lms: {len(fit.layout.settings)} setting(s), {fit.layout.n_params} deviation parameters + "
                  f"{len(fit.terms.names)} exposure terms; {hp}")
+    lines.append("lms: " + hole_prior_summary(fit))
     res = fit.residuals()
     lines.append("lms: normalised residual rms " + ", ".join(
         f"{g} {np.sqrt(np.mean(r**2)):.2f} ({len(r)})" if len(r) else f"{g}: no point used" for g, r in res.items()))

@@ -358,7 +358,25 @@ def _primary(pro_catg, setting, qc, provenance):
     for k, path in enumerate(inputs, start=1):
         h[f"INPUT{k}"] = path
     h["TRUTHDIR"] = (str(provenance.get("truth", "")), "optical-model direction taken as exact")
+    _hole_prior_cards(h, provenance.get("hole_prior"))
     return h
+
+
+def _hole_prior_cards(h, hp):
+    """The hole-error prior of the fit (``provenance['hole_prior']``,
+    :func:`astrocal.lms.fit_campaign._hole_prior_header`): ``HIERARCH ASTROCAL LMS HOLEPRIOR``
+    (none, tolerance, imager), the holes fitted and shared, the imager's posterior's SHA-256, and
+    a HISTORY line saying it."""
+    if not hp:
+        return
+    _short(h, "HIERARCH ASTROCAL LMS HOLEPRIOR", str(hp.get("kind", "none")),
+           "mask hole errors: none, tolerance or imager (joint)")
+    _short(h, "HIERARCH ASTROCAL LMS HOLES", int(hp.get("n_holes", 0)), "mask holes whose errors were fitted")
+    _short(h, "HIERARCH ASTROCAL LMS HOLESHARED", int(hp.get("n_shared", 0)), "of them, prior from the imager fit")
+    if hp.get("sha256"):
+        _short(h, "HIERARCH ASTROCAL LMS HOLESHA", str(hp["sha256"])[:40], "sha256 of the imager posterior.h5")
+    if hp.get("line"):
+        h["HISTORY"] = str(hp["line"])
 
 
 # ================================================================================== writers

@@ -144,7 +144,29 @@ def build_lms_report(fit, residuals, qc, products, response=None):
         "products": {k: Path(p).name for k, p in products.items()},
         "n_draws": int(len(fit.theta_samples)),
         "response": response_summary(response),
+        "hole_errors": hole_error_summary(fit),
     }
+
+
+def hole_error_summary(fit):
+    """The mask's hole errors for the page: where their prior came from (the joint with the
+    imager's lab fit, or the tolerance) and per hole its prior and posterior [um]."""
+    from .fit_campaign import hole_prior_summary
+
+    out = {"summary": hole_prior_summary(fit), "kind": "none", "holes": []}
+    if fit.holes is None:
+        return out
+    pr = fit.holes.prior
+    out["kind"] = pr.source.get("kind", "tolerance")
+    out["source"] = {k: v for k, v in pr.source.items() if k in ("file", "sha256", "modified_utc", "n_shared",
+                                                                   "n_tolerance", "sigma_um", "mask_name")}
+    hs = fit.hole_samples
+    psd = np.sqrt(np.diag(pr.cov_um2)).reshape(-1, 2)
+    for k, h in enumerate(pr.hole_ids):
+        out["holes"].append({"hole": int(h), "prior_mean_um": np.asarray(pr.mean_um[k]).tolist(),
+                             "prior_sd_um": psd[k].tolist(), "mean_um": hs[:, k].mean(axis=0).tolist(),
+                             "sd_um": hs[:, k].std(axis=0, ddof=1).tolist()})
+    return out
 
 
 def _detector_maps_figure(path, step=16):
@@ -298,6 +320,18 @@ def _render(r, figures):
                      f"<td class=\"num\">{s['sigma_col_px']['rms']:.4f} / {s['sigma_col_px']['max']:.4f}</td>"
                      f"<td class=\"num\">{s['sigma_row_px']['rms']:.4f} / {s['sigma_row_px']['max']:.4f}</td></tr>")
     parts.append("</tbody></table>")
+    he = r.get("hole_errors")
+    if he:
+        parts.append("<h2>Mask hole errors</h2><p id=\"hole-prior\">" + _e(he["summary"]) + "</p>")
+        if he["holes"]:
+            parts.append("<table id=\"holes\"><thead><tr><th>hole</th><th>prior dx, dy (um)</th>"
+                         "<th>posterior dx, dy (um)</th></tr></thead><tbody>")
+            for h in he["holes"]:
+                parts.append(f"<tr><td>{h['hole']}</td><td class=\"num\">{h['prior_mean_um'][0]:+.3f} &plusmn; "
+                             f"{h['prior_sd_um'][0]:.3f}, {h['prior_mean_um'][1]:+.3f} &plusmn; {h['prior_sd_um'][1]:.3f}"
+                             f"</td><td class=\"num\">{h['mean_um'][0]:+.3f} &plusmn; {h['sd_um'][0]:.3f}, "
+                             f"{h['mean_um'][1]:+.3f} &plusmn; {h['sd_um'][1]:.3f}</td></tr>")
+            parts.append("</tbody></table>")
     parts.append("<h2>Hyperparameters and convergence</h2><p>"
                  + "; ".join(f"{_e(n)} {v['mean']:.4g} &plusmn; {v['sd']:.2g}" for n, v in r["hyperparameters"].items())
                  + "</p>")

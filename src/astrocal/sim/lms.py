@@ -13,6 +13,7 @@ that the distortion and wavelength templates take, with their known truth::
     DIR/truth/spots.ecsv                  every laser-spot image: hole, line, slice, position, flux
     DIR/truth/exposures.ecsv              every frame: kind, setting, commanded and true offset, lasers
     DIR/truth/response.ecsv               the per-slice relative spectral response (switch ``rsrf``)
+    DIR/truth/holes.ecsv                  per mask hole: nominal position, manufacturing error (switch ``hole_errors``)
 
 A frame is a FITS file with a primary header (ESO DPR/INS/SEQ/DET3 keywords) and four image
 extensions ``DET1.DATA`` .. ``DET4.DATA`` (2048 x 2048 float32 ADU, the average of NDIT DITs,
@@ -59,7 +60,8 @@ LMS_DETECTOR = {"gain_e_per_adu": 2.0, "read_noise_e": 70.0, "dark_e_per_s": 0.1
 """The LMS H2RG chips (irdb ``METIS_DET_IFU.yaml`` @ f0a5f306; same for all four)."""
 
 LMS_SWITCHES = ("deviations", "offset_errors", "neighbours", "laser1", "qcl", "laser3", "continuum",
-                "background", "thermal", "dark", "noise", "reference_pixels", "saturation", "rsrf", "slit_loss")
+                "background", "thermal", "dark", "noise", "reference_pixels", "saturation", "rsrf", "slit_loss",
+                "hole_errors")
 """Effects of :class:`LmsSimSettings`, each on by default."""
 
 _MAS2_TO_SR = (math.pi / 180 / 3600e3) ** 2
@@ -111,6 +113,14 @@ class LmsSimSettings:
         by these fractions of a slice width (each in (-0.5, 0.5), e.g. ``(-0.4, -0.2, 0.2, 0.4)``): the
         holes then sit off their slice centres, which measures the slit loss
         (:mod:`astrocal.lms.response`). Default none.
+    hole_error_um : float
+        rms per axis of the mask holes' manufacturing errors [um] (switch ``hole_errors``; default
+        0.5, the imager simulator's), drawn per hole of the mask table from the campaign's seed
+        (a stream of its own), unless ``hole_errors_from`` is given.
+    hole_errors_from : str, optional
+        A table of the errors to use instead (ECSV with ``hole_id``, ``dx_um``, ``dy_um`` and,
+        to check it is the same mask, ``x_mm``, ``y_mm``): ``truth/holes.ecsv`` of ``astrocal
+        simulate lab`` of the same mask, so that both simulations share one realisation.
     slit_edge_loss, slit_edge_power :
         The slit profile ``t(u) = 1 - edge_loss |2u|^power`` across a slice (switch ``slit_loss``;
         :class:`~astrocal.sim.lms_response.SlitProfile`).
@@ -125,7 +135,8 @@ class LmsSimSettings:
         (photon and read noise), ``reference_pixels`` (unlit borders), ``saturation`` (full well),
         ``rsrf`` (the per-slice relative spectral response and the echelle blaze, in every frame),
         ``slit_loss`` (the transmission profile across each slice; the PSF's cut by the slice is
-        always there).
+        always there), ``hole_errors`` (the mask holes' manufacturing errors; off: the table's
+        positions are exact).
     """
 
     seed: Optional[int] = None
@@ -176,6 +187,9 @@ class LmsSimSettings:
     saturation: bool = True
     rsrf: bool = True
     slit_loss: bool = True
+    hole_error_um: float = 0.5
+    hole_errors_from: Optional[str] = None
+    hole_errors: bool = True
 
     def __post_init__(self):
         for name in LMS_SWITCHES + ("grid_all_offsets",):
@@ -210,7 +224,10 @@ class LmsSimSettings:
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
-        for name in ("max_along_arcsec", "offset_sigma_mas", "edge_sigma_px", "overhead_s", "wcu_temp_k"):
+        if self.hole_errors_from is not None:
+            object.__setattr__(self, "hole_errors_from", str(self.hole_errors_from))
+        for name in ("max_along_arcsec", "offset_sigma_mas", "edge_sigma_px", "overhead_s", "wcu_temp_k",
+                     "hole_error_um"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v}")
@@ -291,6 +308,47 @@ class LmsCampaign:
     summary: dict
     response: object = None
     slit_profile: object = None
+
+
+def hole_errors_for(s: LmsSimSettings, mask, rng) -> np.ndarray:
+    """The true manufacturing errors (N, 2) [um, mask frame] of the mask's holes (table order):
+    zeros with ``hole_errors`` off; read from ``hole_errors_from`` (matched by ``hole_id``, the
+    positions checked against the mask to 1 nm); else ``N(0, hole_error_um**2)`` from ``rng``.
+
+    Raises
+    ------
+    SimulationOptionError
+        The table is missing or unreadable, lacks a column or a hole of the mask, or is of
+        another mask.
+    """
+    from ..errors import SimulationOptionError
+
+    n = len(mask.hole_id)
+    if not s.hole_errors:
+        return np.zeros((n, 2))
+    if s.hole_errors_from is None:
+        return rng.normal(0.0, s.hole_error_um, (n, 2))
+    path = Path(s.hole_errors_from)
+    try:
+        t = Table.read(path, format="ascii.ecsv")
+    except (OSError, ValueError) as exc:
+        raise SimulationOptionError(f"hole_errors_from {path}: cannot be read: {exc}") from None
+    missing = [c for c in ("hole_id", "dx_um", "dy_um") if c not in t.colnames]
+    if missing:
+        raise SimulationOptionError(f"hole_errors_from {path}: lacks column(s) {', '.join(missing)}")
+    row = {int(h): k for k, h in enumerate(t["hole_id"])}
+    absent = [int(h) for h in mask.hole_id if int(h) not in row]
+    if absent:
+        raise SimulationOptionError(f"hole_errors_from {path}: no row for hole(s) {absent[:10]} of the mask "
+                                    f"{mask.short_name}")
+    k = np.array([row[int(h)] for h in mask.hole_id])
+    if {"x_mm", "y_mm"} <= set(t.colnames):
+        xy = np.stack([np.asarray(t["x_mm"], float)[k], np.asarray(t["y_mm"], float)[k]], axis=1)
+        bad = np.flatnonzero(np.max(np.abs(xy - mask.xy_mm), axis=1) > 1e-6)
+        if bad.size:
+            raise SimulationOptionError(f"hole_errors_from {path}: holes {mask.hole_id[bad][:10].tolist()} are not at "
+                                        f"the positions of the mask {mask.short_name}: another mask")
+    return np.stack([np.asarray(t["dx_um"], float)[k], np.asarray(t["dy_um"], float)[k]], axis=1)
 
 
 def _plan(s: LmsSimSettings, geometry):
@@ -439,6 +497,8 @@ def _campaign_toml(s, geometry, rows, seed):
              f"degree = {int(s.degree)}",
              f"reference_detector = {_toml(s.reference_detector if s.reference_detector else 'none')}",
              f"offset_sigma_mas = {float(s.offset_sigma_mas)!r}",
+             f"hole_error_um = {float(s.hole_error_um) if s.hole_error_um else 0.5!r}   # the mask's tolerance: "
+             "the prior of the hole errors the fit integrates",
              f"gain_e_per_adu = {LMS_DETECTOR['gain_e_per_adu']!r}",
              f"read_noise_e = {LMS_DETECTOR['read_noise_e']!r}",
              ""]
@@ -470,13 +530,15 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     out = Path(out)
     seed = s.seed if s.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
     ss = np.random.SeedSequence(seed)
-    rng_geo, rng_off, rng_noise, rng_resp = (np.random.default_rng(c) for c in ss.spawn(4))
+    rng_geo, rng_off, rng_noise, rng_resp, rng_holes = (np.random.default_rng(c) for c in ss.spawn(5))
     geometry = draw_lms_geometry(s.settings_um, rng_geo, deviations=s.deviations, degree=s.degree,
                                  reference_detector=s.reference_detector, hyper=s.hyper, truth=s.truth,
                                  waves_px=s.slice_waves_px if s.deviations else 0.0)
     mask_file = Path(s.mask) if s.mask.endswith(".ecsv") and Path(s.mask).is_file() else mask_path(s.mask)
     mask = load_mask(mask_file)
     hole_ab = np.asarray(mask.xy_arcsec(), float)
+    hole_err_um = hole_errors_for(s, mask, rng_holes)
+    hole_ab_true = hole_ab + hole_err_um / (mask._scale_mm_per_arcsec() * 1e3)        # where the holes are
     cmd = np.concatenate([s.commanded_offsets(), s.scan_offsets()])
     err = rng_off.normal(0.0, s.offset_sigma_mas / 1e3, cmd.shape)
     response = (draw_response(rng_resp, s.rsrf_sigma_gain, s.rsrf_sigma_slope, s.rsrf_sigma_curv, s.blaze_kappa)
@@ -511,7 +573,7 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
         off_c = cmd[k] if k is not None else np.zeros(2)
         off_t = true_off[k] if k is not None else np.zeros(2)
         if p["kind"] in ("laser", "grid"):
-            hidx, sl, xi, deta = holes_in_field(hole_ab, off_t, s.orientation)
+            hidx, sl, xi, deta = holes_in_field(hole_ab_true, off_t, s.orientation)
         if p["kind"] == "laser":
             lam = np.array([l for _, l in p["lines"]])
             flux = np.array([rates[n] for n, _ in p["lines"]])
@@ -563,9 +625,16 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     resp_info = {"rsrf": response is not None,
                  "slit_profile": None if profile is None else {"edge_loss": profile.edge_loss, "power": profile.power},
                  "orders": [int(m) for m in orders]}
+    hole_info = {"on": bool(s.hole_errors), "rms_um": float(s.hole_error_um) if s.hole_errors else 0.0,
+                 "from": s.hole_errors_from if s.hole_errors else None, "file": "holes.ecsv",
+                 "units": "um at the mask, mask frame (x_mm, y_mm axes)"}
     truth_files = write_lms_truth(truth_dir, geometry, hyper=s.hyper, seed=seed, orientation=s.orientation,
-                                  extra={"settings": s.to_dict(), "summary": summary, "response": resp_info},
+                                  extra={"settings": s.to_dict(), "summary": summary, "response": resp_info,
+                                         "hole_errors": hole_info},
                                   overwrite=overwrite)
+    truth_files["holes"] = truth_dir / "holes.ecsv"
+    atomic_write_table(_holes_table(mask, hole_err_um, hole_ab_true, hole_info), truth_files["holes"], overwrite,
+                       format="ascii.ecsv")
     if response is not None:
         truth_files["response"] = truth_dir / "response.ecsv"
         atomic_write_table(response.table(), truth_files["response"], overwrite, format="ascii.ecsv")
@@ -579,6 +648,24 @@ def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False
     summary["seconds"] = time.perf_counter() - t0
     return LmsCampaign(out, campaign, tuple(paths), truth_files, geometry, spots, exposures, summary, response,
                        profile)
+
+
+def _holes_table(mask, err_um, ab_true, info):
+    """``truth/holes.ecsv``: per mask hole its nominal position [mm], manufacturing error [um]
+    and true position in the field [arcsec] (the columns ``astrocal simulate lab`` writes)."""
+    t = Table()
+    t["hole_id"] = mask.hole_id
+    t["x_mm"], t["y_mm"] = mask.xy_mm[:, 0], mask.xy_mm[:, 1]
+    t["dx_um"], t["dy_um"] = err_um[:, 0], err_um[:, 1]
+    t["x_arcsec"], t["y_arcsec"] = ab_true[:, 0], ab_true[:, 1]
+    for c, unit in (("x_mm", "mm"), ("y_mm", "mm"), ("dx_um", "um"), ("dy_um", "um"), ("x_arcsec", "arcsec"),
+                    ("y_arcsec", "arcsec")):
+        t[c].unit = unit
+    t["dx_um"].description = "manufacturing error of the hole along the mask's x (true - table)"
+    t["dy_um"].description = "manufacturing error along y"
+    t["x_arcsec"].description = "true position in the field frame (table position + error, at the table's plate scale)"
+    t.meta = {"mask": mask.short_name, **info}
+    return t
 
 
 def _summary(s, plan, spots, exposures, seed, seconds):

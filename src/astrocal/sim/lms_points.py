@@ -32,7 +32,9 @@ __all__ = ["LmsPointsCampaign", "simulate_lms_points", "compare_with_truth"]
 @dataclass
 class LmsPointsCampaign:
     """``data`` (the fit's tables), ``terms``, ``truth`` geometry, the true per-exposure chopper
-    errors ``dxi_mas``/``deta_mas`` (by exposure index), ``across_px_per_mas``."""
+    errors ``dxi_mas``/``deta_mas`` (by exposure index), ``across_px_per_mas``; ``hole_ids``
+    (N,) the mask's holes and ``hole_errors_um`` (N, 2) their true manufacturing errors [um,
+    mask frame] (zeros without)."""
 
     data: dict
     terms: ExposureTerms
@@ -40,6 +42,8 @@ class LmsPointsCampaign:
     dxi_mas: np.ndarray
     deta_mas: np.ndarray
     across_px_per_mas: float
+    hole_ids: np.ndarray = None
+    hole_errors_um: np.ndarray = None
 
 
 def _curve_points(truth, nominal, e, s, xi, cols, det_ids=(1, 2, 3, 4)):
@@ -73,7 +77,8 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
                         lines_um=(4.70, 4.74, 4.76), offset_sigma_mas=1.0, across_px_per_mas=0.035,
                         spot_sigma_px=0.015, trace_sigma_px=0.02, edge_sigma_px=0.004, grid_all_offsets=False,
                         step_cols=64, degree=2, hyper=Hyperparameters(), truth=None, extra_row_px=None,
-                        orientation=FieldOrientation(), mask="metis_wcu_fp_mask5", edge_margin_arcsec=0.1):
+                        orientation=FieldOrientation(), mask="metis_wcu_fp_mask5", edge_margin_arcsec=0.1,
+                        hole_error_um=0.0, hole_errors_um=None):
     """Draw an LMS campaign's measured tables from a truth geometry.
 
     Parameters
@@ -87,6 +92,12 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
         deviation the model's polynomials do not hold (None: none).
     across_px_per_mas : how far a spot moves along the dispersion per mas of chopper error across
         the slice (the truth; the fit has its own prior).
+    hole_error_um, hole_errors_um :
+        The mask's hole manufacturing errors [um, mask frame]: ``hole_errors_um`` (N, 2) per
+        hole of the mask table, in its order, or drawn ``N(0, hole_error_um**2)`` per hole and
+        axis from ``seed`` (a stream of its own: the other draws do not change); default none.
+        They move the holes' true positions (plate scale: the mask table's), as the commanded
+        ones (the tables' ``xi_arcsec``) stay nominal.
 
     Returns
     -------
@@ -98,6 +109,19 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
     nominal = truth.with_params(truth.layout.zeros())
     m = load_mask(mask_path(mask))
     ab, ids = np.asarray(m.xy_arcsec(), float), np.asarray(m.hole_id)
+    if hole_errors_um is not None:
+        herr = np.asarray(hole_errors_um, float)
+        if herr.shape != ab.shape:
+            raise ValueError(f"hole_errors_um: shape {herr.shape}, the mask has {len(ab)} holes: ({len(ab)}, 2) needed")
+    elif hole_error_um:
+        herr = np.random.default_rng([int(seed), 7]).normal(0.0, float(hole_error_um), ab.shape)
+    else:
+        herr = np.zeros(ab.shape)
+    ab_true = ab + herr / (m._scale_mm_per_arcsec() * 1e3) if herr.any() else ab      # um -> arcsec
+    o0 = np.array(orientation.to_slicer(0.0, 0.0))
+    across_of_b = float(np.array(orientation.to_slicer(0.0, 1.0))[1] - o0[1])        # d eta / d b
+    across_of_a = float(np.array(orientation.to_slicer(1.0, 0.0))[1] - o0[1])        # d eta / d a
+    herr_eta_mas = (ab_true - ab) @ np.array([across_of_a, across_of_b]) * 1e3      # per hole [mas]
     cmd = chopper_offsets(n_offsets, max_along_arcsec, max_across_slices)
     exposures, spots, traces, edges = [], [], [], []
     err = []
@@ -121,7 +145,7 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
                 d = rng.normal(0.0, offset_sigma_mas, 2)
                 err.append(d)
                 true_off = cmd[k] + d / 1e3
-                hidx, sl_t, xi_t, _ = holes_in_field(ab, true_off, orientation)
+                hidx, sl_t, xi_t, _ = holes_in_field(ab_true, true_off, orientation)
                 hidx_c, sl_c, xi_c, _ = holes_in_field(ab, cmd[k], orientation)
                 common = np.intersect1d(hidx, hidx_c)
                 it, ic = np.searchsorted(hidx, common), np.searchsorted(hidx_c, common)
@@ -137,7 +161,8 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
                     c, r, jac = truth.chip_position(s, x_t, lam, e, det)
                     along = np.stack([np.ones(len(s)), jac[:, 1, 1] / jac[:, 0, 1]], axis=1)
                     dc, dr = shift(s, x_t, lam)
-                    pos = np.stack([c + dc, r + dr], axis=1) + across_px_per_mas * d[1] * along
+                    h_eta = np.repeat(herr_eta_mas[common], lines.size)[on]       # a hole's own offset across
+                    pos = np.stack([c + dc, r + dr], axis=1) + across_px_per_mas * (d[1] + h_eta)[:, None] * along
                     keep = (pos[:, 0] > 8) & (pos[:, 0] < 2040) & (pos[:, 1] > 40) & (pos[:, 1] < 2007)
                     n = int(keep.sum())
                     cov = np.tile(np.eye(2) * spot_sigma_px**2, (n, 1, 1))
@@ -172,7 +197,8 @@ def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_a
     if edges:
         data["edges"] = vstack(edges)
     err = np.array(err)
-    return LmsPointsCampaign(data, ExposureTerms.build(exposures), truth, err[:, 0], err[:, 1], across_px_per_mas)
+    return LmsPointsCampaign(data, ExposureTerms.build(exposures), truth, err[:, 0], err[:, 1], across_px_per_mas,
+                             ids, herr)
 
 
 def _curve_table(hole, s, xi, det, col, row, sigma, lam, e, ex):

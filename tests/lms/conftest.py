@@ -1,0 +1,47 @@
+"""Fixtures of the LMS tests."""
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from astrocal.lab.mask import mask_path
+
+SCALE = 3.319                                   # mm/arcsec
+
+
+def _write_imager_result(out, ids, mean_um, sd_um=0.05, n_draws=400, mask_file=None, seed=0, scale=SCALE,
+                         holes=True, campaign=True):
+    """An ``astrocal fit`` output directory as the imager writes it, made by hand: ``posterior.h5``
+    (group ``linear``: ``holes`` draws in arcsec, ``hole_ids``, ``phi`` with ``log_hole_sigma``) and
+    ``fit.json`` naming its campaign, whose ``[[lab]] mask`` is the mask table. Returns the
+    directory and the draws [um]."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    draws_um = np.asarray(mean_um)[None] + rng.normal(0.0, sd_um, (n_draws, len(ids), 2))
+    with h5py.File(out / "posterior.h5", "w") as f:
+        lin = f.create_group("linear")
+        lin.create_dataset("g", data=np.zeros((n_draws, 3)))
+        lin.create_dataset("phi", data=np.tile([np.log(0.5 / (scale * 1e3)), 0.0], (n_draws, 1)))
+        if holes:
+            lin.create_dataset("holes", data=draws_um / (scale * 1e3))
+        lin.attrs["hole_ids"] = json.dumps([int(h) for h in ids])
+        lin.attrs["hyper_names"] = json.dumps(["log_hole_sigma", "log_kappa"])
+        lin.attrs["campaign_sha256"] = "feed" * 16
+        lin.attrs["astrocal_version"] = "hand"
+    camp = out / "imager_campaign.toml"
+    if campaign:
+        mask = mask_file or mask_path("metis_wcu_fp_mask5")
+        camp.write_text(f'[instrument]\nname = "METIS IMG_LM"\nmask_scale_mm_per_arcsec = {scale}\n\n'
+                        f'[[lab]]\nname = "grid"\nfilter = "Lp"\nmask = "{mask}"\n')
+    (out / "fit.json").write_text(json.dumps({"inputs": [str(camp)], "degree": 5}))
+    return out, draws_um
+
+
+@pytest.fixture
+def write_imager_result():
+    """:func:`_write_imager_result`: an imager fit's result with hole errors, written by hand (not
+    by astrocal's simulators or fit)."""
+    return _write_imager_result
