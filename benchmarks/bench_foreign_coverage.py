@@ -7,7 +7,7 @@ For each of ``--campaigns`` campaigns (seeds from ``--first-seed``) of ``--famil
 :func:`foreign_fields.write_foreign_campaign` (``--mask dense`` for the 21 x 21 grid),
 measured with ``astrocal measure`` first when it is made of frames (``rendered``), loaded
 with ``astrocal.campaign.load_campaign``, its points assembled with
-``astrocal.stages.fit_inputs.lab_points_for`` and fitted with ``fit_lab`` as ``astrocal fit`` runs
+``astrocal.stages.fit_inputs.lab_points_for`` and fitted with ``fit_joint`` as ``astrocal fit`` runs
 it (``degree = "auto"``, the campaign's ``[fit]`` settings, the mask's metrology from
 ``mask_affine_sigma``). Recorded per campaign (one JSON line in ``<out>.jsonl`` as each
 finishes):
@@ -308,7 +308,7 @@ def run_campaign(task):
     from astrocal.campaign import load_campaign
     from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
     from astrocal.model.dithers import dither_separation
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
     from astrocal.model.linear import Priors
 
     fam, seed = task["family"], int(task["seed"])
@@ -359,7 +359,7 @@ def run_campaign(task):
         rec.update(n_points=int(points.n_points), n_holes=int(points.n_holes))
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            fit = fit_lab(points, settings)
+            fit = fit_joint(points, settings)
         except Exception as exc:  # a failed fit is a finding
             rec["error"] = f"fit: {type(exc).__name__}: {exc}"
             return rec

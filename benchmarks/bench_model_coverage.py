@@ -3,7 +3,7 @@
 For each of ``--campaigns`` simulated lab campaigns (METIS IMG_LM, FP mask #5, 10 dithered
 exposures; every campaign draws its own seed, distortion field (``smooth_field`` with a
 random seed, degree 3-7, corner displacement 1-5 px, small rotation), centroid noise level
-and hole-error rms 0.1-1 um), the campaign is fitted with ``fit_lab`` at its TRUE degree
+and hole-error rms 0.1-1 um), the campaign is fitted with ``fit_joint`` at its TRUE degree
 (default settings otherwise), and the 68 % and 95 % central credible intervals (quantiles
 of the exact posterior draws) are checked against the truth expressed in the fit's gauge
 (``gauge_truth``) for
@@ -14,7 +14,7 @@ of the exact posterior draws) are checked against the truth expressed in the fit
 (c) every hole's manufacturing error, both components.
 
 The map's coverage is also split by whether a test pixel lies inside the data footprint
-(the convex hull of the measured positions, ``LabFit.inside_footprint``: the map
+(the convex hull of the measured positions, ``Fit.inside_footprint``: the map
 interpolates) or beyond it (the detector's edges past the outermost holes: the map is
 extrapolated), overall and by true degree.
 
@@ -132,7 +132,7 @@ def detector_grid(n, shape=(2048, 2048), inset=0.0):
 
 def affine_scale(cx, cy, domain):
     """Areal pixel scale of the best affine part of Legendre coefficients (same formula as
-    ``LabFit.pixel_scale_samples``)."""
+    ``Fit.pixel_scale_samples``)."""
     xmin, xmax, ymin, ymax = domain
     hx, hy = 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
     a, b = cx[1, 0] / hx, cx[0, 1] / hy
@@ -170,7 +170,7 @@ def binomial(k, n):
 def run_campaign(task):
     """Simulate and fit one campaign; returns a JSON-able record."""
     quiet_logs()
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
 
     seed, fit_degree = task["seed"], task["fit_degree"]
     p = campaign_params(seed)
@@ -187,7 +187,7 @@ def run_campaign(task):
     try:
         priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior,
                         residual=task.get("residual") or Priors().residual)
-        fit = fit_lab(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors,
+        fit = fit_joint(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors,
                                        sampler=task.get("sampler", "emcee")))
     except Exception as exc:  # record and go on: a failed fit is a finding
         rec.update(error=f"{type(exc).__name__}: {exc}")

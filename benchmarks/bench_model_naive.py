@@ -1,4 +1,4 @@
-"""Benchmark: our collapsed sampler (fit_lab) versus naive emcee over the full parameter vector.
+"""Benchmark: our collapsed sampler (fit_joint) versus naive emcee over the full parameter vector.
 
 Problems small enough for the naive sampler: a simulated lab campaign of FP mask #5 with 3
 exposures (the default chopper offsets), no hole errors (truth and model), centroid noise
@@ -7,7 +7,7 @@ fitted at its true degree (``FitSettings.degree`` fixed: no evidence scan over d
 
 The two samplers
 ----------------
-* ours: ``fit_lab(points, FitSettings(degree=n, hole_errors=False, ...))``: preliminary fit,
+* ours: ``fit_joint(points, FitSettings(degree=n, hole_errors=False, ...))``: preliminary fit,
   robust start + outlier EM, MAP and Laplace evidence at the fixed degree, emcee over the
   2 hyperparameters (log jitter, log kappa) until >= 50 tau and ``target_neff`` effective
   samples (at least ``min_steps``, checked every ``check_every`` steps), ``n_draws``
@@ -17,13 +17,13 @@ The two samplers
   set in the campaign's ``[fit]`` table).
 * naive: emcee over EVERYTHING: the 2 x n_terms field coefficients, the offset frame's
   scale and rotation, 4 pose parameters per non-reference exposure AND the
-  hyperparameters, with the same priors and likelihood as ``LabModel`` (a ``LabModel`` is
+  hyperparameters, with the same priors and likelihood as ``JointModel`` (a ``JointModel`` is
   built for its arrays: design matrix, focal-plane noise eigen-decomposition with the
   Jacobian of our fit's field, prior widths).  The dense Gaussian likelihood is written
   here, vectorised over walkers: design and data are rotated once into each point's noise
   eigenbasis (fixed: the jitter is isotropic), then the whitened residuals of all walkers
   come from one matrix product ``g A^T - y``.  It is checked against
-  ``LabModel.log_likelihood`` through the Gaussian identity ``log p(y|phi) = log p(y, g*|phi)
+  ``JointModel.log_likelihood`` through the Gaussian identity ``log p(y|phi) = log p(y, g*|phi)
   + 1/2 log det(2 pi Sigma)`` at the conditional mean ``g*`` (printed; the run stops if they
   differ).  Moves: ``DEMove`` only (emcee 3.1.6's ``DESnookerMove`` does not leave the
   target invariant: its direction is delta / sqrt(|delta|) and its Jacobian exponent
@@ -41,11 +41,11 @@ load hits both alike.  BLAS single-threaded for both (threadpoolctl).
 
 What is timed (means over the runs)
 -----------------------------------
-* ours, whole: the ``fit_lab`` call, from the identified points to the posterior draws
+* ours, whole: the ``fit_joint`` call, from the identified points to the posterior draws
   (preliminary fit, outlier EM, MAPs, Laplace evidence, emcee with its convergence checks,
   exact draws, gauge checks).  Sampling phase only: ``inference.run_emcee`` +
   ``inference.draw_linear`` (timed by wrapping them at run time; src untouched).
-* naive, whole: building its arrays from the identified points (``LabModel`` + the
+* naive, whole: building its arrays from the identified points (``JointModel`` + the
   rotation into the noise eigenbases) + the emcee run with its tau checks.  Sampling phase
   only: the emcee run with its tau checks.  Not charged to it: its start points (taken from
   our posterior) and the Jacobian field of its noise model (taken from our fit).
@@ -128,7 +128,7 @@ TUNED = {"walkers": 12, "target_neff": 500, "min_steps": 300, "check_every": 50,
 
 # --------------------------------------------------------------------------- naive posterior
 class NaivePosterior:
-    """Dense log posterior over (g, phi) of a hole-free ``LabModel``, vectorised over walkers."""
+    """Dense log posterior over (g, phi) of a hole-free ``JointModel``, vectorised over walkers."""
 
     def __init__(self, model):
         if model.hole_errors:
@@ -189,17 +189,17 @@ class NaivePosterior:
 
 def naive_setup(points, fit):
     """The naive posterior built from the identified points (timed): ``(naive, seconds)``."""
-    from astrocal.model.linear import LabModel
+    from astrocal.model.linear import JointModel
 
     t0 = time.perf_counter()
-    model = LabModel(points, fit.degree, hole_errors=False, jacobian_field=fit.model.jacobian_field,
+    model = JointModel(points, fit.degree, hole_errors=False, jacobian_field=fit.model.jacobian_field,
                      priors=fit.settings.priors, excluded=fit.outliers)
     naive = NaivePosterior(model)
     return naive, time.perf_counter() - t0
 
 
 def check_against_model(naive, model, phi):
-    """log p(y|phi) from ``LabModel`` and from the dense joint + the Gaussian identity."""
+    """log p(y|phi) from ``JointModel`` and from the dense joint + the Gaussian identity."""
     cond = model.conditional(phi)
     joint = naive.log_joint_given_phi(cond.mean[None], phi[None])[0]
     sign, logdet = np.linalg.slogdet(2 * np.pi * cond.cov)
@@ -259,7 +259,7 @@ PHASES = {"find_outliers": 0.0, "run_emcee": 0.0, "draw_linear": 0.0}
 
 
 def time_phases():
-    """Wrap (at run time, src untouched) phases of fit_lab to time them into ``PHASES``."""
+    """Wrap (at run time, src untouched) phases of fit_joint to time them into ``PHASES``."""
     import astrocal.model.inference as inf
 
     for name in PHASES:
@@ -280,7 +280,7 @@ def time_phases():
 def ours_draw_sequences(fit):
     """Our exact draws laid out per walker of the hyperparameter chain.
 
-    fit_lab keeps ``n_draws`` samples evenly spaced over the flattened post-burn chain
+    fit_joint keeps ``n_draws`` samples evenly spaced over the flattened post-burn chain
     (step-major) and draws ``draws_per_phi`` linear-parameter vectors for each, consecutive
     in ``g_samples``.  Each walker's kept samples are put in step order, each followed by its
     draws; the sequences are cut to the shortest walker's length.  The reconstruction of
@@ -296,7 +296,7 @@ def ours_draw_sequences(fit):
     take = min(int(s.n_draws), F)
     idx = np.linspace(0, F - 1, take).astype(int)
     if not np.array_equal(chain[burn:].reshape(-1, ndim)[idx], fit.phi_samples[::M]):
-        raise RuntimeError("fit_lab no longer thins the hyperparameter chain as this benchmark "
+        raise RuntimeError("fit_joint no longer thins the hyperparameter chain as this benchmark "
                            "assumes (evenly over the flattened post-burn chain); update "
                            "ours_draw_sequences")
     walker = idx % nw
@@ -330,13 +330,13 @@ def ours_autocorr_ess(fit):
 
 
 def run_ours(points, settings):
-    """One fit_lab call, timed (wall and CPU); moments of the draws / chain, autocorrelation ESS."""
-    from astrocal.model.inference import fit_lab
+    """One fit_joint call, timed (wall and CPU); moments of the draws / chain, autocorrelation ESS."""
+    from astrocal.model.inference import fit_joint
 
     for k in PHASES:
         PHASES[k] = 0.0
     t0, c0 = time.perf_counter(), time.process_time()
-    fit = fit_lab(points, settings)
+    fit = fit_joint(points, settings)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     model = fit.model
     g = fit.g_samples
@@ -487,10 +487,10 @@ def run_degree(degree, args):
             with threadpool_limits(1, "blas"):
                 naive, setup_s = naive_setup(pts, fit)
                 a, b = check_against_model(naive, fit.model, fit.phi_map)
-            print(f"check: log p(y|phi_MAP) LabModel {a:.6f}, dense joint + Gaussian identity {b:.6f} "
+            print(f"check: log p(y|phi_MAP) JointModel {a:.6f}, dense joint + Gaussian identity {b:.6f} "
                   f"(difference {a - b:.2e})", flush=True)
             if not abs(a - b) <= 1e-3 + 1e-7 * abs(a):
-                raise RuntimeError("the naive posterior does not reproduce LabModel's likelihood: "
+                raise RuntimeError("the naive posterior does not reproduce JointModel's likelihood: "
                                    "update NaivePosterior to the model")
         while len(nruns) < args.repeats and len(nruns) * args.ours_repeats <= r * args.repeats:
             with threadpool_limits(1, "blas"):
@@ -600,7 +600,7 @@ def main():
     ap.add_argument("--seed", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=10, help="naive runs per degree (different seeds)")
     ap.add_argument("--ours-repeats", type=int, default=None,
-                    help="fit_lab runs per degree and settings (default: twice --repeats)")
+                    help="fit_joint runs per degree and settings (default: twice --repeats)")
     ap.add_argument("--max-steps", type=int, default=1_000_000, help="most naive steps per run")
     ap.add_argument("--thin", type=int, default=10, help="store every THIN-th naive step")
     ap.add_argument("--check-every", type=int, default=500, help="stored naive steps between tau checks")

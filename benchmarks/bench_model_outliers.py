@@ -9,7 +9,7 @@ Simulated METIS IMG_LM lab campaigns (FP mask #5, 10 dithered exposures, hole er
   nearest other hole, ~1.4 arcsec = 250 px away for mask #5);
 * shifted spots (the rest): moved by a uniform 0.5-20 px in a random direction.
 
-Three fits with ``fit_lab`` at the true degree (same seed):
+Three fits with ``fit_joint`` at the true degree (same seed):
   (1) the data with the outliers;
   (2) the same data without them (the outlier points removed): the reference;
   (3) the clean data (the outlier points at their true measured positions) -- secondary.
@@ -71,7 +71,7 @@ def with_xy(pts, x, y):
 
 def run_one(task):
     quiet_logs()
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
 
     seed, a = task["seed"], task["args"]
     rng = np.random.default_rng([seed, 99])
@@ -85,10 +85,10 @@ def run_one(task):
     if a.get("outlier_px"):
         settings["outlier_px"] = a["outlier_px"]
     t0 = time.perf_counter()
-    f_dirty = fit_lab(dirty, FitSettings(**settings))
+    f_dirty = fit_joint(dirty, FitSettings(**settings))
     secs = time.perf_counter() - t0
-    f_ref = fit_lab(dirty.subset(~bad), FitSettings(**settings))
-    f_clean = fit_lab(pts, FitSettings(**settings))
+    f_ref = fit_joint(dirty.subset(~bad), FitSettings(**settings))
+    f_clean = fit_joint(pts, FitSettings(**settings))
     gx, gy = detector_grid(9)
 
     def moments(fit):
@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--fraction", type=float, default=0.05)
     ap.add_argument("--misid", type=float, default=0.5, help="share of misidentifications")
     ap.add_argument("--outlier-px", type=float, default=None,
-                    help="FitSettings.outlier_px (width of the outlier component; default: fit_lab's)")
+                    help="FitSettings.outlier_px (width of the outlier component; default: fit_joint's)")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

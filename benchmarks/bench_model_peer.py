@@ -4,7 +4,7 @@ The same identified positions (a simulated METIS IMG_LM lab campaign: FP mask #5
 dithered exposures, hole errors ``--hole-um`` rms, centroid noise 0.005-0.03 px; a
 polynomial field of the degree fitted) are fitted
 
-* by ``fit_lab`` at the true degree (posterior mean of the field), as ``astrocal fit`` runs it;
+* by ``fit_joint`` at the true degree (posterior mean of the field), as ``astrocal fit`` runs it;
 * **the headline peer** (``wls``): a weighted linear least-squares self-calibration of the
   same Legendre polynomial, what a competent team calibrating a mask without astrocal would
   run (``bench_foreign_coverage.peer_fit`` with ``conformal_quadratic=True``, its ``peer_q``):
@@ -128,7 +128,7 @@ def run_one(task):
     quiet_logs()
     from threadpoolctl import threadpool_limits
 
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
 
     seed, degree, a = task["seed"], task["degree"], task["args"]
     truth, pts, _ = make_campaign(seed, degree, corner_px=3.0, hole_error_um=a["hole_um"],
@@ -139,7 +139,7 @@ def run_one(task):
     # `blas_threads` threads for both
     with threadpool_limits(a["blas_threads"], "blas"):
         ours_s, ours_cpu, fit = timed(
-            lambda: fit_lab(pts, FitSettings(degree=ours_degree, seed=seed + 1, progress=False)), reps)
+            lambda: fit_joint(pts, FitSettings(degree=ours_degree, seed=seed + 1, progress=False)), reps)
         peer_s, peer_cpu, peer = timed(
             lambda: peer_fit(pts.x, pts.y, pts.cov, pts.exposure, pts.hole, pts.hole_xy, pts.offsets,
                              degree, conformal_quadratic=True), reps)

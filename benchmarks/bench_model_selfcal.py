@@ -3,7 +3,7 @@
 Lab campaigns with hole manufacturing errors of ``--hole-um`` (default 1 um rms per
 coordinate) and 10 dithered exposures (the default chopper spiral up to 3 arcsec) of METIS
 FP mask #5, degree-``--degree`` fields (corner 3 px), centroid noise 0.005-0.03 px.
-Each campaign is fitted twice with ``fit_lab`` at the true degree: with the hole errors
+Each campaign is fitted twice with ``fit_joint`` at the true degree: with the hole errors
 fitted (``hole_errors=True``, the default) and with them ignored (``hole_errors=False``).
 
 Printed per seed and fit: the map error = rms over the detector (33x33 grid of pixel
@@ -34,13 +34,13 @@ import numpy as np  # noqa: E402
 
 def run_one(task):
     quiet_logs()
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
 
     seed, holes, a = task["seed"], task["hole_errors"], task["args"]
     truth, pts, _ = make_campaign(seed, a["degree"], corner_px=3.0, hole_error_um=a["hole_um"],
                                   sigma_px=(0.005, 0.03), n_exposures=a["exposures"])
     t0 = time.perf_counter()
-    fit = fit_lab(pts, FitSettings(degree=a["degree"], hole_errors=holes, seed=seed + 1,
+    fit = fit_joint(pts, FitSettings(degree=a["degree"], hole_errors=holes, seed=seed + 1,
                                    progress=False))
     secs = time.perf_counter() - t0
     gt = gauge_truth(truth, pts.hole_ids)

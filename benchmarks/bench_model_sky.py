@@ -19,7 +19,7 @@ are fitted three ways at the field's true degree:
    a 9x9 grid of test pixels of posterior mean minus truth, in the lab gauge);
 2. **lab only**: the same map error (target: joint <= lab-only);
 3. **sky only** (the first ``--sky-only`` campaigns): the combinations it reports as not
-   separable from the instrument (``LabFit.inseparable``), printed by name, and whether
+   separable from the instrument (``Fit.inseparable``), printed by name, and whether
    the joint fit of the same data separates them.
 
 Run (full; hours on 2 shared cores):
@@ -71,7 +71,7 @@ def map_error(fit, gt, x, y):
 def run_campaign(task, tmp):
     quiet_logs()
     from astrocal.model.data import join_points
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
     from astrocal.sim.lab_truth import gauge_truth
 
     seed = task["seed"]
@@ -88,7 +88,7 @@ def run_campaign(task, tmp):
     settings = dict(degree=p["degree"], seed=int(seed) + 1, progress=False, flexure=st.flexure,
                     walkers=task.get("walkers", 24), target_neff=task.get("target_neff", 1000))
     t0 = time.perf_counter()
-    joint = fit_lab(join_points(lab, sky), FitSettings(**settings))
+    joint = fit_joint(join_points(lab, sky), FitSettings(**settings))
     rec["joint_seconds"] = time.perf_counter() - t0
     m = joint.model
     fs = joint.g_samples[:, m.flex_cols]
@@ -101,7 +101,7 @@ def run_campaign(task, tmp):
                joint_inseparable=joint.inseparable, joint_unconstrained=joint.unconstrained,
                joint_converged=bool(joint.diagnostics.converged))
     t0 = time.perf_counter()
-    lab_fit = fit_lab(lab, FitSettings(**settings))
+    lab_fit = fit_joint(lab, FitSettings(**settings))
     rec["lab_seconds"] = time.perf_counter() - t0
     rec["lab_map_err_mas"] = map_error(lab_fit, gt, x, y)
     su, sv = joint.map_uncertainty(x, y)
@@ -110,7 +110,7 @@ def run_campaign(task, tmp):
     rec["lab_map_sigma_mas"] = rms2(lu, lv) * 1e3
     if task.get("sky_only"):
         t0 = time.perf_counter()
-        sky_fit = fit_lab(sky, FitSettings(**settings))
+        sky_fit = fit_joint(sky, FitSettings(**settings))
         rec["sky_seconds"] = time.perf_counter() - t0
         rec["sky_inseparable"] = sky_fit.inseparable
         rec["sky_unconstrained"] = sky_fit.unconstrained

@@ -2,14 +2,14 @@
 
 1. The nominal METIS IMG_LM lab campaign: 10 dithered exposures (default chopper spiral,
    up to 3 arcsec) of WCU FP mask #5, a degree-7 field (corner 3 px), hole errors 0.5 um,
-   centroid noise 0.005-0.03 px; ``fit_lab`` at degree 7 with the default settings (stops
+   centroid noise 0.005-0.03 px; ``fit_joint`` at degree 7 with the default settings (stops
    once the chain is >= 50 tau and every hyperparameter has >= 1000 effective samples).
    Wall and CPU time of the whole call (preliminary fit, outlier EM, MAP, Laplace
    evidence, emcee, exact draws).  Target <= 30 s on 2 cores.
 2. A dense 41x41 mask (1681 holes, pitch chosen so the grid fills the detector, built with
-   ``astrocal.lab.mask.mask_from_arrays``), same 10 exposures and field: ``fit_lab`` time.
+   ``astrocal.lab.mask.mask_from_arrays``), same 10 exposures and field: ``fit_joint`` time.
    Target <= 300 s.
-3. The cost of one evaluation of ``LabModel.log_likelihood`` (degree 7, hole errors on) for
+3. The cost of one evaluation of ``JointModel.log_likelihood`` (degree 7, hole errors on) for
    a square grid of 100, 400, 1600 and 6400 holes observed in all of 10 exposures (small
    dithers, so every hole stays on the detector): the walkers of a step evaluated together
    (K = 12 rows of phi per call); printed per call and per walker (best of ``--repeat``
@@ -17,7 +17,7 @@
    them, :mod:`astrocal.model.expansion`), the per-point ("direct") evaluation's cost for
    comparison, and the slope of log(cost) versus log(holes) (1 = linear).
 
-``fit_lab`` itself runs BLAS single-threaded (threadpoolctl); the likelihood timings here
+``fit_joint`` itself runs BLAS single-threaded (threadpoolctl); the likelihood timings here
 are also taken under ``threadpool_limits(1)``.  The machine (2 cores) is shared with other
 developers: the load average is printed next to the timings.
 
@@ -78,11 +78,11 @@ def priors(residual):
 
 
 def timed_fit(pts, degree, seed, residual=0):
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
 
     l0 = load()
     t0, c0 = time.perf_counter(), time.process_time()
-    fit = fit_lab(pts, FitSettings(degree=degree, seed=seed, progress=False, priors=priors(residual)))
+    fit = fit_joint(pts, FitSettings(degree=degree, seed=seed, progress=False, priors=priors(residual)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     d = fit.diagnostics
     return fit, {"wall_seconds": wall, "cpu_seconds": cpu, "load_before": l0, "load_after": load(),
@@ -105,7 +105,7 @@ def report_fit(name, r, target):
 def likelihood_cost(n_holes, degree, repeat, K=12, residual=0, direct=True):
     """One likelihood evaluation's cost (ms per call of ``K`` walkers and per walker, best and
     median of ``repeat`` calls); ``direct``: also the per-point ("direct") evaluation's."""
-    from astrocal.model.linear import LabModel
+    from astrocal.model.linear import JointModel
     from astrocal.sim.lab_truth import chopper_series
 
     n = int(round(np.sqrt(n_holes)))
@@ -114,7 +114,7 @@ def likelihood_cost(n_holes, degree, repeat, K=12, residual=0, direct=True):
                               offsets=chopper_series(10, max_arcsec=0.3))
     with threadpool_limits(1, "blas"):
         t0 = time.perf_counter()
-        model = LabModel(pts, degree, hole_errors=True, priors=priors(residual))
+        model = JointModel(pts, degree, hole_errors=True, priors=priors(residual))
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         ex = model.expansion()

@@ -1,6 +1,6 @@
 """Benchmark: the cost of one likelihood evaluation with the residual field.
 
-``LabModel.log_likelihood`` (degree 7, hole errors on) for a square grid of 100, 400, 1600
+``JointModel.log_likelihood`` (degree 7, hole errors on) for a square grid of 100, 400, 1600
 and 6400 holes observed in each of 10 exposures (the campaigns of
 ``bench_model_speed.likelihood_cost``), without the residual field and with it at each basis
 of the fit's ladder: ``M x M`` functions per component for ``M`` = 8 (the default basis),

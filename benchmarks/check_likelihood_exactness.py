@@ -3,7 +3,7 @@
 For square grids of holes (10 exposures, degree 7, hole errors on, the campaigns of
 ``bench_model_speed.likelihood_cost``) with and without the residual field (``--basis``),
 K = 12 rows of phi near the starting point are evaluated by this tree's
-``LabModel.log_likelihood`` and by the reference tree's evaluation of the *same model
+``JointModel.log_likelihood`` and by the reference tree's evaluation of the *same model
 object*: its ``expansion`` module (``<reference>/astrocal/model/expansion.py``, loaded
 beside this one) where its components exist, else this tree's per-point ("direct")
 evaluation (``log_likelihood(direct=True)``, the code the reference used there). Printed
@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     quiet_logs()
-    from astrocal.model.linear import LabModel
+    from astrocal.model.linear import JointModel
     from astrocal.sim.lab_truth import chopper_series
 
     ref = reference_expansion(args.reference)
@@ -73,7 +73,7 @@ def main():
             _, pts, _ = make_campaign(900 + n, args.degree, corner_px=3.0, hole_error_um=0.5, mask=grid_mask(n, 4.7),
                                       offsets=chopper_series(10, max_arcsec=0.3))
             for m in args.basis:
-                model = LabModel(pts, args.degree, hole_errors=True, priors=priors(m))
+                model = JointModel(pts, args.degree, hole_errors=True, priors=priors(m))
                 rng = np.random.default_rng(0)
                 lo, hi = model.bounds()
                 phi = np.clip(model.initial_guess() + 0.1 * rng.standard_normal((K, model.ndim)), lo, hi)

@@ -31,7 +31,7 @@ from astrocal.campaign import load_campaign
 from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
 from astrocal.model.inference import FitSettings, preliminary_field, find_outliers, draw_linear
 from astrocal.model.refinement import fit_variant
-from astrocal.model.linear import LabModel, Priors
+from astrocal.model.linear import JointModel, Priors
 from astrocal.model import draws
 from astrocal.model.footprint import convex_footprint, inside_footprint
 from threadpoolctl import threadpool_limits
@@ -72,7 +72,7 @@ def run(seed, configs, fam="grid", options=None):
         t0 = time.perf_counter()
         vf = fit_variant(points, n, pr, settings, jac, excluded)
         phi, logz, pr = vf.phi, vf.row["log_evidence"], vf.priors
-        model = LabModel(points, n, hole_errors=settings.hole_errors, jacobian_field=vf.jac_field, priors=pr,
+        model = JointModel(points, n, hole_errors=settings.hole_errors, jacobian_field=vf.jac_field, priors=pr,
                          excluded=excluded, flexure=settings.flexure)
         g, d = draw_linear(model, np.repeat(phi[None], 400, 0), rng)
         resid = (model.residual, int(model.res_cols[0])) if model.n_res else None

@@ -319,7 +319,7 @@ def true_pixel_scale(field, max_step=64.0):
     """Areal pixel scale ``sqrt|det A|`` of the L2 projection of ``field`` on the degree-1
     Legendre terms over the detector domain ``(-0.5, 2047.5)^2`` (:func:`gauss_legendre_affine`;
     for a polynomial these are its degree-1 Legendre coefficients, the definition of
-    ``LabFit.pixel_scale_samples``)."""
+    ``Fit.pixel_scale_samples``)."""
     return float(np.sqrt(abs(np.linalg.det(gauss_legendre_affine(field, max_step)))))
 
 

@@ -60,3 +60,15 @@ def test_names_that_left_a_module_forward(old):
     for name, new in LEFT[old].items():
         with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}; import {name} from {new}"):
             assert getattr(mod, name) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize("module,old,new", [("astrocal.model.linear", "LabModel", "JointModel"),
+                                            ("astrocal.model.data", "LabPoints", "Points"),
+                                            ("astrocal.model.inference", "LabFit", "Fit"),
+                                            ("astrocal.model.inference", "fit_lab", "fit_joint")])
+def test_renamed_model_names_keep_working(module, old, new):
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"{module}.{old} is now {module}.{new}"):
+        assert getattr(mod, old) is getattr(mod, new)
+    with pytest.raises(AttributeError):
+        getattr(mod, "LabSomethingElse")

@@ -25,3 +25,19 @@ def moved_module(old: str, new):
 
     __getattr__.moved_to = targets
     return __getattr__
+
+
+def renamed(module: str, names: dict):
+    """A module ``__getattr__`` for ``module`` whose names ``{old: new}`` were renamed in
+    it: the old name returns the new one's object, warning that it is deprecated."""
+    def __getattr__(name):
+        if name in names:
+            import sys
+
+            warnings.warn(f"{module}.{name} is now {module}.{names[name]} (the old name will be removed in "
+                          "the next release)", DeprecationWarning, stacklevel=2)
+            return getattr(sys.modules[module], names[name])
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    __getattr__.renamed = dict(names)
+    return __getattr__

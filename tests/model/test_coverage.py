@@ -19,7 +19,7 @@ import pytest
 from astrocal.field.synthetic import smooth_field
 from astrocal.instruments import get_instrument
 from astrocal.lab.mask import get_mask
-from astrocal.model.inference import FitSettings, fit_lab
+from astrocal.model.inference import FitSettings, fit_joint
 from astrocal.sim.lab_truth import draw_lab_truth, gauge_truth, observe_points
 
 SEEDS = (11, 12, 13, 14, 15, 16)
@@ -91,8 +91,8 @@ def fits():
             truth, pts, degree = campaign(seed)
             settings = dict(degree=degree, seed=seed, progress=False, walkers=16, steps=600,
                             target_neff=400, n_draws=500, draws_per_phi=4)
-            fit = fit_lab(pts, FitSettings(**settings))
-            blind = fit_lab(pts, FitSettings(hole_errors=False, **settings))
+            fit = fit_joint(pts, FitSettings(**settings))
+            blind = fit_joint(pts, FitSettings(hole_errors=False, **settings))
             res.append((truth, fit, blind))
     return res
 

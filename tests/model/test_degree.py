@@ -69,10 +69,10 @@ def test_resume_refuses_a_chain_of_other_hyperparameters(tmp_path):
     import h5py
 
     from astrocal.model.inference import FitSettings, run_emcee
-    from astrocal.model.linear import LabModel
+    from astrocal.model.linear import JointModel
 
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.05)
-    model = LabModel(pts, 3, jacobian_field=field)
+    model = JointModel(pts, 3, jacobian_field=field)
     h5 = tmp_path / "posterior.h5"
     settings = FitSettings(walkers=12, steps=20, min_steps=20, check_every=10, progress=False,
                            backend_path=h5)

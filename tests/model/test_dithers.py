@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.special import j0
 
-from astrocal.model.data import LabPoints
+from astrocal.model.data import Points
 from astrocal.model.dithers import dither_separation
 
 SCALE = 0.00547  # arcsec/px
@@ -20,7 +20,7 @@ def points(offsets_px, holes=3, seen=None, kinds=None):
     hole_xy = np.c_[np.arange(holes) * 1.0, np.zeros(holes)]
     x = 1000 + hole_xy[hole, 0] / SCALE + offsets_px[exposure, 0]
     y = 1000 + offsets_px[exposure, 1]
-    return LabPoints(x, y, np.broadcast_to(np.eye(2) * 1e-4, (n, 2, 2)).copy(), exposure, hole,
+    return Points(x, y, np.broadcast_to(np.eye(2) * 1e-4, (n, 2, 2)).copy(), exposure, hole,
                      offsets_px * SCALE, np.full(e, 0.002), np.zeros(e, int),
                      np.array([f"H{k}" for k in range(holes)], dtype=object), hole_xy,
                      (-0.5, 2047.5, -0.5, 2047.5), SCALE, 0.1, ("lab",), tuple(f"e{k}" for k in range(e)),

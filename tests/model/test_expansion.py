@@ -9,7 +9,7 @@ import pytest
 
 from astrocal.model import expansion
 from astrocal.model.expansion import build_expansion, chebyshev_basis, interpolation_nodes
-from astrocal.model.linear import LabModel, Priors
+from astrocal.model.linear import JointModel, Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_joint_linear import FLEX, joint_problem  # noqa: E402
@@ -82,7 +82,7 @@ def near_mode(model, seed, K=6):
 @pytest.mark.parametrize("hole_errors", [True, False])
 def test_fast_and_direct_likelihoods_agree_on_lab_data(hole_errors):
     pts, field = realistic_problem(3)
-    model = LabModel(pts, 3, hole_errors=hole_errors, jacobian_field=field)
+    model = JointModel(pts, 3, hole_errors=hole_errors, jacobian_field=field)
     ex = model.expansion()
     assert ex is not None and ex.error < 1e-11 and ex.J < pts.n_points
     phi = near_mode(model, 4)
@@ -97,7 +97,7 @@ def test_fast_and_direct_likelihoods_agree_on_lab_data(hole_errors):
 def test_fast_and_direct_likelihoods_agree_on_sky_data(lab):
     pts, field, _ = joint_problem(0, lab=lab, noise_px=0.02)
     pts.cov[:] = pts.cov * np.random.default_rng(2).uniform(0.3, 3.0, pts.n_points)[:, None, None]
-    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
+    model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
     ex = model.expansion()
     assert ex is not None and len(ex.slices) == pts.n_datasets == (2 if lab else 1)
     phi = near_mode(model, 5)
@@ -109,7 +109,7 @@ def test_fast_and_direct_likelihoods_agree_on_sky_data(lab):
 
 def test_fast_likelihood_matches_the_dense_brute_force():
     pts, field = small_problem(4, noise_px=0.5)
-    model = LabModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
+    model = JointModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
     assert model.expansion() is not None
     for phi in near_mode(model, 6, K=3):
         assert model.log_likelihood(phi)[0] == pytest.approx(brute_force(model, phi)[0], abs=1e-6)
@@ -117,10 +117,10 @@ def test_fast_likelihood_matches_the_dense_brute_force():
 
 def test_the_direct_path_serves_when_the_components_do_not_pay(monkeypatch):
     pts, field = realistic_problem(7)
-    model = LabModel(pts, 3, jacobian_field=field)
+    model = JointModel(pts, 3, jacobian_field=field)
     assert build_expansion(model, limit_bytes=1.0) is None
     monkeypatch.setattr(expansion, "LIMIT_BYTES", 1.0)
-    fresh = LabModel(pts, 3, jacobian_field=field)
+    fresh = JointModel(pts, 3, jacobian_field=field)
     phi = near_mode(fresh, 8, K=3)
     assert fresh.expansion() is None
     np.testing.assert_allclose(fresh.log_likelihood(phi), model.log_likelihood(phi), rtol=1e-11, atol=1e-7)
@@ -128,7 +128,7 @@ def test_the_direct_path_serves_when_the_components_do_not_pay(monkeypatch):
 
 def test_a_pickled_model_forms_its_components_again():
     pts, field = realistic_problem(9)
-    model = LabModel(pts, 3, jacobian_field=field)
+    model = JointModel(pts, 3, jacobian_field=field)
     phi = near_mode(model, 10, K=2)
     before = model.log_likelihood(phi)
     assert "_expansion" in model.__dict__
@@ -139,7 +139,7 @@ def test_a_pickled_model_forms_its_components_again():
 
 def test_a_failing_row_gives_minus_infinity_only_for_itself(monkeypatch):
     pts, field = realistic_problem(11)
-    model = LabModel(pts, 3, jacobian_field=field)
+    model = JointModel(pts, 3, jacobian_field=field)
     phi = near_mode(model, 12, K=3)
     good = model.log_likelihood(phi)
     real = expansion.log_likelihood
@@ -158,7 +158,7 @@ def test_a_failing_row_gives_minus_infinity_only_for_itself(monkeypatch):
 def test_a_hole_without_points_keeps_its_prior_in_both_paths():
     pts, field = realistic_problem(13)
     excluded = pts.hole == pts.hole[0]  # every point of one hole flagged
-    model = LabModel(pts, 3, jacobian_field=field, excluded=excluded)
+    model = JointModel(pts, 3, jacobian_field=field, excluded=excluded)
     assert model.H == pts.n_holes and model.hole_of_segment.size == model.H - 1
     assert model.expansion() is not None
     phi = near_mode(model, 14, K=3)
@@ -168,7 +168,7 @@ def test_a_hole_without_points_keeps_its_prior_in_both_paths():
 
 def test_a_block_that_is_not_positive_definite_raises_instead_of_returning_nan():
     pts, field = realistic_problem(15)
-    model = LabModel(pts, 3, jacobian_field=field)
+    model = JointModel(pts, 3, jacobian_field=field)
     ex = model.expansion()
     phi = near_mode(model, 16, K=2)
     model.block_prior_precision[0] = -1e12 * np.eye(2)
@@ -182,7 +182,7 @@ def test_the_conditional_system_agrees_with_the_direct_one(lab):
     # the exact draws and the conditional posterior come from the same components
     pts, field, _ = joint_problem(3, lab=lab, noise_px=0.02)
     pts.cov[:] = pts.cov * np.random.default_rng(4).uniform(0.3, 3.0, pts.n_points)[:, None, None]
-    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
+    model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, flexure=FLEX)
     assert model.expansion() is not None
     phi = near_mode(model, 17, K=3)
     weak = np.zeros(model.G, bool)
@@ -205,7 +205,7 @@ def test_blocks_formed_per_call_agree_with_the_kept_components(monkeypatch):
     # beyond the memory limit the blocks' cross terms are formed chunk by chunk in each
     # call instead of falling back to the (far slower) direct path: same sums
     pts, field, pri = residual_problem(21)
-    model = LabModel(pts, 3, jacobian_field=field, priors=pri)
+    model = JointModel(pts, 3, jacobian_field=field, priors=pri)
     kept = model.expansion()
     assert kept is not None and not kept.streamed and kept.Pgd is not None
     n, H, Ga, J = pts.n_points, model.H, kept.Ga, kept.J
@@ -240,7 +240,7 @@ def test_the_likelihood_with_the_residual_field_matches_the_direct_path():
     # chunked symmetric updates) against the per-point evaluation, residual field on
     pts, field, pri = residual_problem(23)
     for hole_errors in (True, False):
-        model = LabModel(pts, 4, hole_errors=hole_errors, jacobian_field=field, priors=pri)
+        model = JointModel(pts, 4, hole_errors=hole_errors, jacobian_field=field, priors=pri)
         assert model.expansion() is not None
         phi = near_mode(model, 24, K=5)
         fast = model.log_likelihood(phi)

@@ -61,16 +61,16 @@ def test_edges_within_a_tolerance_in_pixels():
 def test_labfit_footprint_leaves_the_outliers_out():
     from types import SimpleNamespace
 
-    from astrocal.model.inference import LabFit
+    from astrocal.model.inference import Fit
 
     x = np.array([0.0, 100.0, 0.0, 100.0, 5000.0])
     y = np.array([0.0, 0.0, 100.0, 100.0, 50.0])
     fit = SimpleNamespace(points=SimpleNamespace(x=x, y=y), outliers=np.array([0, 0, 0, 0, 1], bool))
-    fit.footprint = LabFit.footprint.fget(fit)
+    fit.footprint = Fit.footprint.fget(fit)
     assert fit.footprint[:, 0].max() == 100.0
-    assert not LabFit.inside_footprint(fit, np.array([200.0]), np.array([50.0]))[0]
+    assert not Fit.inside_footprint(fit, np.array([200.0]), np.array([50.0]))[0]
     fit.outliers[:] = False
-    assert LabFit.footprint.fget(fit)[:, 0].max() == 5000.0
+    assert Fit.footprint.fget(fit)[:, 0].max() == 5000.0
 
 
 def test_a_fit_without_area_saves_no_footprint(monkeypatch):

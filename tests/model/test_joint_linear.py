@@ -7,10 +7,10 @@ import pytest
 
 from astrocal.field import design_matrix
 from astrocal.field.inverse import solve
-from astrocal.model.data import LabPoints, join_points
+from astrocal.model.data import Points, join_points
 from astrocal.model.flexure import FlexureBasis
 from astrocal.model.inference import inseparable_directions
-from astrocal.model.linear import LabModel, Priors
+from astrocal.model.linear import JointModel, Priors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_linear import assert_likelihood_exact, small_problem  # noqa: E402
@@ -63,7 +63,7 @@ def sky_part(field, seed=0, n_stars=14, zeniths=(15.0, 40.0, 60.0), rotators=(10
     cov = np.zeros((n, 2, 2))
     cov[:, 0, 0] = cov[:, 1, 1] = noise_px**2
     ne = len(zeniths)
-    return LabPoints(
+    return Points(
         np.concatenate(xs), np.concatenate(ys), cov, np.concatenate(es), np.concatenate(ss),
         np.zeros((ne, 2)), np.full(ne, 0.05), np.zeros(ne, int),
         np.array([f"S{k}" for k in range(n_stars)], dtype=object), np.zeros((n_stars, 2)),
@@ -158,7 +158,7 @@ def brute_force(model, phi):
 @pytest.mark.parametrize("hole_errors", [True, False])
 def test_joint_marginal_likelihood_is_exact(lab, hole_errors):
     pts, field, _ = joint_problem(0, lab=lab, noise_px=0.3, lab_noise_px=0.3)
-    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS, flexure=FLEX)
+    model = JointModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS, flexure=FLEX)
     assert model.has_sky and model.n_flex == FLEX.n_params
     assert (model.reference is None) == (not lab)
     assert_likelihood_exact(model, brute_force, 1, 3)
@@ -167,7 +167,7 @@ def test_joint_marginal_likelihood_is_exact(lab, hole_errors):
 @pytest.mark.parametrize("hole_errors", [True, False])
 def test_joint_conditional_is_exact(hole_errors):
     pts, field, _ = joint_problem(2)
-    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS, flexure=FLEX)
+    model = JointModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS, flexure=FLEX)
     phi = model.initial_guess()
     cond = model.conditional(phi)
     _, mean, cov = brute_force(model, phi)
@@ -194,7 +194,7 @@ def test_residuals_vanish_at_the_truth_without_noise():
     pts, field = small_problem(0, noise_px=1e-9)
     sky, coeffs = sky_part(field, 0, flex=FLEX, noise_px=1e-9, cat_mas=1e-6)
     joint = join_points(pts, sky)
-    model = LabModel(joint, 2, hole_errors=False, jacobian_field=field, priors=PRIORS, flexure=FLEX)
+    model = JointModel(joint, 2, hole_errors=False, jacobian_field=field, priors=PRIORS, flexure=FLEX)
     phi = model.initial_guess()
     phi[: joint.n_datasets] = np.log(1e-9)
     cond = model.conditional(phi)
@@ -212,7 +212,7 @@ def test_sky_only_reports_what_it_cannot_separate_and_joint_does_not():
     pts, field = small_problem(4)
     sky = sky_part(field, 4, flex=flex3, n_stars=30, zeniths=(15.0, 35.0, 50.0, 65.0),
                    rotators=(10.0, 60.0, 120.0, 170.0))[0]
-    m_sky = LabModel(sky, 3, hole_errors=False, jacobian_field=field, priors=PRIORS, flexure=flex3)
+    m_sky = JointModel(sky, 3, hole_errors=False, jacobian_field=field, priors=PRIORS, flexure=flex3)
     found = inseparable_directions(m_sky, m_sky.initial_guess())
     null = {name for d, names in found if "no information" in d for name in names}
     assert any(name.startswith("pose_tx") for name in null)
@@ -231,7 +231,7 @@ def test_sky_only_reports_what_it_cannot_separate_and_joint_does_not():
     for names in flex_dirs:
         assert any(n.startswith("flex[1]") for n in names)
         assert any(n.startswith("cu[") or n.startswith("cv[") for n in names)
-    m_joint = LabModel(join_points(pts, sky), 3, hole_errors=True, jacobian_field=field, priors=PRIORS,
+    m_joint = JointModel(join_points(pts, sky), 3, hole_errors=True, jacobian_field=field, priors=PRIORS,
                        flexure=flex3)
     found = inseparable_directions(m_joint, m_joint.initial_guess())
     assert not [desc for desc, _ in found if "no information" in desc]
@@ -262,7 +262,7 @@ def test_pooled_posterior_matches_the_serial_one():
     from astrocal.model.inference import PooledPosterior
 
     pts, field, _ = joint_problem(5)
-    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS, flexure=FLEX)
+    model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS, flexure=FLEX)
     lo, hi = model.bounds()
     phis = lo + (hi - lo) * np.random.default_rng(0).uniform(0.2, 0.8, (7, model.ndim))
     pooled = PooledPosterior(model, 2)

@@ -4,8 +4,8 @@ import pytest
 
 from astrocal.field import design_matrix
 from astrocal.field.synthetic import smooth_field
-from astrocal.model.data import DataError, LabPoints
-from astrocal.model.linear import LabModel, Priors, gauge_patterns
+from astrocal.model.data import DataError, Points
+from astrocal.model.linear import JointModel, Priors, gauge_patterns
 
 # a modest prior on the linear terms keeps the dense brute force well conditioned
 PRIORS = Priors(linear_sigma=2.0, distortion_px=5.0)
@@ -43,7 +43,7 @@ def small_problem(seed=0, n_holes=12, n_exp=3, degree=2, hole_errors=True, noise
     cov[:, 0, 1] = cov[:, 1, 0] = 0.2 * s**2
     x = x + rng.normal(0, noise_px, n)
     y = y + rng.normal(0, noise_px, n)
-    pts = LabPoints(x, y, cov, np.concatenate(es), np.concatenate(hs), offsets,
+    pts = Points(x, y, cov, np.concatenate(es), np.concatenate(hs), offsets,
                     np.full(n_exp, 0.002), np.zeros(n_exp, int), np.arange(n_holes) + 100,
                     hole_xy, field.domain, 0.00547, 3.319)
     return pts, field
@@ -127,7 +127,7 @@ def assert_likelihood_exact(model, brute, seed, n_phi):
 def test_marginal_likelihood_is_exact(hole_errors, seed):
     # large noise keeps the dense brute force's sums of order 1e6, so rounding stays small
     pts, field = small_problem(seed, noise_px=0.5)
-    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
+    model = JointModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
     assert_likelihood_exact(model, brute_force, seed, 4)
 
 
@@ -138,7 +138,7 @@ def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior, degree):
     # degree 5: the first with every hyperparameter of the curved law
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=degree, noise_px=0.5)
     priors = Priors(linear_sigma=2.0, distortion_px=5.0, field_prior=field_prior)
-    model = LabModel(pts, degree, hole_errors=True, jacobian_field=field, priors=priors)
+    model = JointModel(pts, degree, hole_errors=True, jacobian_field=field, priors=priors)
     n_field = {"fixed": 0, "decay": 2, "per_degree": 2, "curved": 4}[field_prior]
     assert model.i_field.size == n_field
     assert_likelihood_exact(model, brute_force, 7, 3)
@@ -146,7 +146,7 @@ def test_marginal_likelihood_is_exact_for_each_field_prior(field_prior, degree):
 
 def test_field_widths_follow_the_hyperparameters():
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
-    m = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="per_degree"))
+    m = JointModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="per_degree"))
     assert [m.hyper_names[i] for i in m.i_field] == ["log_field_sigma[2]", "log_field_sigma[3]"]
     phi = m.initial_guess()
     phi[m.i_field] = np.log([1e-3, 1e-4])
@@ -155,7 +155,7 @@ def test_field_widths_follow_the_hyperparameters():
     assert np.allclose(sd[m.field_cols], np.where(deg == 2, 1e-3, 1e-4))
     # the broad yardstick for "measured or not" is the fixed width
     assert np.allclose(m.prior_sd(phi, broad_field=True)[m.field_cols], 20.0 * pts.pixel_scale)
-    d = LabModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="decay"))
+    d = JointModel(pts, 3, jacobian_field=field, priors=Priors(field_prior="decay"))
     assert [d.hyper_names[i] for i in d.i_field] == ["log_field_sigma", "log_field_decay"]
     phi = d.initial_guess()
     phi[d.i_field] = [np.log(2e-3), np.log(0.5)]
@@ -163,7 +163,7 @@ def test_field_widths_follow_the_hyperparameters():
     # the decay ratio is not a scale: no uniform-in-scale Jacobian on it
     assert d.i_field[1] not in d.i_scale and d.i_field[0] in d.i_scale
     with pytest.raises(ValueError, match="field_prior"):
-        LabModel(pts, 3, priors=Priors(field_prior="wide"))
+        JointModel(pts, 3, priors=Priors(field_prior="wide"))
 
 
 def test_curved_field_widths_nest_the_geometric_law():
@@ -171,7 +171,7 @@ def test_curved_field_widths_nest_the_geometric_law():
     names = ["log_field_sigma[2]", "log_field_sigma[3]", "log_field_decay", "field_curvature"]
     # degree 2 its own width; the law from degree 3 gains its ratio at 4, its curvature at 5
     for n in (2, 3, 4, 5, 6):
-        m = LabModel(pts, n, jacobian_field=field, priors=Priors(field_prior="curved"))
+        m = JointModel(pts, n, jacobian_field=field, priors=Priors(field_prior="curved"))
         assert [m.hyper_names[i] for i in m.i_field] == names[:n - 1]
     assert m.i_field[2] not in m.i_scale and m.i_field[3] not in m.i_scale  # not scales
     assert m.i_field[0] in m.i_scale and m.i_field[1] in m.i_scale
@@ -204,7 +204,7 @@ def test_field_width_guess_inverts_the_law():
     # on a model: sigma_2 is the rms of the degree-2 coefficients of the broad fit, and the
     # law through degrees 3..5 is the fit to their rms
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.05)
-    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
+    m = JointModel(pts, 5, jacobian_field=field, priors=Priors(field_prior="curved"))
     lo, hi = m.bounds()
     phi = np.clip(m.initial_guess(), lo + 1e-6, hi - 1e-6)
     guess = m._field_width_guess(phi)
@@ -221,7 +221,7 @@ def test_field_width_guess_inverts_the_law():
 @pytest.mark.parametrize("hole_errors", [True, False])
 def test_conditional_posterior_is_exact(hole_errors):
     pts, field = small_problem(3)
-    model = LabModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
+    model = JointModel(pts, 2, hole_errors=hole_errors, jacobian_field=field, priors=PRIORS)
     phi = model.initial_guess()
     cond = model.conditional(phi)
     _, mean, cov = brute_force(model, phi)
@@ -237,7 +237,7 @@ def test_conditional_posterior_is_exact(hole_errors):
 
 def test_exact_draws_have_the_conditional_moments():
     pts, field = small_problem(4)
-    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
+    model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
     phi = model.initial_guess()
     _, mean, cov = brute_force(model, phi)
     rng = np.random.default_rng(0)
@@ -257,21 +257,21 @@ def test_exact_draws_have_the_conditional_moments():
 def test_bad_input():
     pts, field = small_problem(5)
     with pytest.raises(DataError, match="cannot constrain a degree-9 field"):
-        LabModel(pts, 9)
+        JointModel(pts, 9)
     bad = pts.cov.copy()
     bad[3, 0, 0] = 0.0
     with pytest.raises(DataError, match="zero, negative or NaN uncertainties"):
-        LabPoints(pts.x, pts.y, bad, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
+        Points(pts.x, pts.y, bad, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
                   pts.exposure_dataset, pts.hole_ids, pts.hole_xy, pts.domain, 0.00547, 3.319)
     x = pts.x.copy()
     x[0] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        LabPoints(x, pts.y, pts.cov, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
+        Points(x, pts.y, pts.cov, pts.exposure, pts.hole, pts.offsets, pts.offset_sigma,
                   pts.exposure_dataset, pts.hole_ids, pts.hole_xy, pts.domain, 0.00547, 3.319)
     # an exposure whose points are all gone
     keep = pts.exposure != 2
     with pytest.raises(DataError, match="exp2 have no identified points"):
-        LabModel(pts.subset(keep), 2)
+        JointModel(pts.subset(keep), 2)
 
 
 def test_reject_flags_match_the_measure_stage():
@@ -283,7 +283,7 @@ def test_reject_flags_match_the_measure_stage():
 
 def test_several_draws_per_phi_have_the_conditional_moments():
     pts, field = small_problem(6)
-    model = LabModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
+    model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS)
     phi = model.initial_guess()
     _, mean, cov = brute_force(model, phi)
     rng = np.random.default_rng(1)
@@ -301,7 +301,7 @@ def test_several_draws_per_phi_have_the_conditional_moments():
 def test_a_failing_row_does_not_reject_the_batch(monkeypatch):
     """A row whose Cholesky fails gets -inf; the other rows of the batch keep their value."""
     pts, field = small_problem(3)
-    model = LabModel(pts, 2, jacobian_field=field, priors=PRIORS)
+    model = JointModel(pts, 2, jacobian_field=field, priors=PRIORS)
     phi = np.vstack([model.initial_guess()] * 3)
     phi[1, 0] += 0.5
     good = model.log_likelihood(phi)
@@ -337,7 +337,7 @@ def test_hyperparameter_prior_is_normalised(field_prior, scale_prior):
     # of the prior integrates to one over its bounds: the prior is a product, so
     # prod_i (integral along axis i through phi0) / p(phi0)**(d - 1) = prod_i integral_i
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
-    m = LabModel(pts, 5, jacobian_field=field, priors=Priors(field_prior=field_prior, scale_prior=scale_prior))
+    m = JointModel(pts, 5, jacobian_field=field, priors=Priors(field_prior=field_prior, scale_prior=scale_prior))
     lo, hi = m.bounds()
     phi0 = 0.5 * (lo + hi)
     lp0 = m.log_prior(phi0)[0]
@@ -356,7 +356,7 @@ def test_likelihood_is_exact_at_tiny_learnt_field_widths():
     # about a reference solution, whose field terms with learnt widths must then sit at the
     # prior mean (a prior mean of -g_ref at such a width put ~1e20 terms into the sums)
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=5, noise_px=0.5)
-    m = LabModel(pts, 6, jacobian_field=field, priors=Priors(linear_sigma=2.0, field_prior="curved"))
+    m = JointModel(pts, 6, jacobian_field=field, priors=Priors(linear_sigma=2.0, field_prior="curved"))
     lo, hi = m.bounds()
     phi = m.initial_guess()
     phi[m.i_field] = lo[m.i_field]  # sigma_2 = sigma_3 = 1e-5 px, r = 0.02, q = -0.5

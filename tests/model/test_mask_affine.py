@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrocal.model.linear import MASK_AFFINE_NAMES, LabModel, Priors
+from astrocal.model.linear import MASK_AFFINE_NAMES, JointModel, Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_linear import brute_force, small_problem  # noqa: E402
@@ -42,8 +42,8 @@ def test_default_is_independent_hole_errors_with_only_the_true_gauges(seed):
     in every pattern but the mask's translation and rotation: the same likelihood and the
     same posterior of the field (independent parametrisation, dense algebra)."""
     pts, field = symmetric_problem(seed)
-    model = LabModel(pts, 2, jacobian_field=field, priors=PRIORS)
-    fixed = LabModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0,
+    model = JointModel(pts, 2, jacobian_field=field, priors=PRIORS)
+    fixed = JointModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0,
                                                                   mask_affine_sigma_ppm=0))
     assert model.n_mask == 3 and model.mask_learnt and fixed.n_mask == 0
     assert [model.param_names[k] for k in model.mask_cols] == list(MASK_AFFINE_NAMES)
@@ -65,19 +65,19 @@ def test_default_is_independent_hole_errors_with_only_the_true_gauges(seed):
 
 def test_metrology_width_and_fixed_mask():
     pts, field = symmetric_problem(3)
-    m = LabModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=5.0))
+    m = JointModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=5.0))
     assert m.n_mask == 3 and not m.mask_learnt
     assert np.allclose(m.prior_sd(m.initial_guess())[m.mask_cols], 5e-6)
-    m0 = LabModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=0))
+    m0 = JointModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=0))
     assert m0.n_mask == 0 and "mask_scale" not in m0.param_names
     # no hole errors: fixed, unless metrology is given
-    assert LabModel(pts, 2, hole_errors=False, jacobian_field=field).n_mask == 0
-    assert LabModel(pts, 2, hole_errors=False, jacobian_field=field,
+    assert JointModel(pts, 2, hole_errors=False, jacobian_field=field).n_mask == 0
+    assert JointModel(pts, 2, hole_errors=False, jacobian_field=field,
                     priors=Priors(mask_affine_sigma_ppm=2.0)).n_mask == 3
     with pytest.raises(ValueError, match="mask_affine_sigma_ppm"):
-        LabModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=-1.0))
+        JointModel(pts, 2, jacobian_field=field, priors=Priors(mask_affine_sigma_ppm=-1.0))
     # the learnt width: the hole errors' scale over the pattern's norm
-    d = LabModel(pts, 2, jacobian_field=field)
+    d = JointModel(pts, 2, jacobian_field=field)
     phi = d.initial_guess()
     norm = np.sqrt(np.sum((pts.hole_xy - pts.hole_xy.mean(0)) ** 2))
     assert np.allclose(d.mask_affine_sigma(phi), np.exp(phi[d.i_hole]) / norm)
@@ -91,7 +91,7 @@ def test_pixel_scale_uncertainty_includes_the_mask_scale():
     phi = None
     sds = {}
     for ppm in (0, 3000.0):
-        m = LabModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0,
+        m = JointModel(pts, 2, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0,
                                                                     mask_affine_sigma_ppm=ppm))
         phi = m.initial_guess()
         cond = m.conditional(phi[None])

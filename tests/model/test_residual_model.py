@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from astrocal.field import design_matrix
-from astrocal.model.linear import LabModel, Priors
+from astrocal.model.linear import JointModel, Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_linear import assert_likelihood_exact, brute_force, small_problem  # noqa: E402
@@ -20,7 +20,7 @@ RES = Priors(linear_sigma=2.0, distortion_px=5.0, residual="matern52", residual_
 @pytest.mark.parametrize("hole_errors", [True, False])
 def test_marginal_likelihood_is_exact_with_the_residual(hole_errors):
     pts, field = small_problem(3, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
-    model = LabModel(pts, 3, hole_errors=hole_errors, jacobian_field=field, priors=RES)
+    model = JointModel(pts, 3, hole_errors=hole_errors, jacobian_field=field, priors=RES)
     assert model.n_res == 2 * 16 and [model.hyper_names[i] for i in model.i_res] == [
         "log_residual_rms", "log_residual_length"]
     assert model.param_names[model.res_cols[0]] == "res_u[1,1]"
@@ -33,7 +33,7 @@ def test_function_space_form():
     ``Phi diag(S) Phi^T`` added to each component's noise covariance (a dense Gaussian
     over the points, the polynomial and the poses kept as parameters)."""
     pts, field = small_problem(4, n_holes=12, n_exp=3, degree=2, noise_px=0.5)
-    model = LabModel(pts, 2, hole_errors=False, jacobian_field=field, priors=RES)
+    model = JointModel(pts, 2, hole_errors=False, jacobian_field=field, priors=RES)
     rng = np.random.default_rng(4)
     lo, hi = model.bounds()
     for phi in lo + (hi - lo) * rng.uniform(0.2, 0.8, (3, model.ndim)):
@@ -71,7 +71,7 @@ def test_function_space_form():
 
 def test_residual_widths_follow_the_hyperparameters():
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
-    m = LabModel(pts, 3, jacobian_field=field, priors=RES)
+    m = JointModel(pts, 3, jacobian_field=field, priors=RES)
     phi = m.initial_guess()
     phi[m.i_res] = [np.log(2e-4), np.log(300.0)]
     sd = m.prior_sd(phi)[m.res_cols]
@@ -86,7 +86,7 @@ def test_residual_widths_follow_the_hyperparameters():
     assert np.sqrt(var.mean()) == pytest.approx(2e-4, rel=0.02)
     assert m.i_res[0] in m.i_scale and m.i_res[1] not in m.i_scale  # the length: log-uniform
     with pytest.raises(ValueError, match="Priors.residual"):
-        LabModel(pts, 3, priors=Priors(residual="spline"))
+        JointModel(pts, 3, priors=Priors(residual="spline"))
 
 
 def _ripple(x, y, amp_px, length_px, seed):
@@ -114,7 +114,7 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     sys.path.insert(0, os.path.abspath(benchmarks))
     from bench_model_coverage import campaign_params, detector_grid, make_campaign
 
-    from astrocal.model.inference import FitSettings, fit_lab
+    from astrocal.model.inference import FitSettings, fit_joint
     from astrocal.model.result import load_posterior, save_fit
     from astrocal.products import write_fit_products
     from astrocal.sim.lab_truth import gauge_truth
@@ -135,7 +135,7 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for mode in ("none", "auto"):
-            fit = fit_lab(pts, FitSettings(degree="auto", degree_range=(3, 5), seed=4, steps=600, walkers=16,
+            fit = fit_joint(pts, FitSettings(degree="auto", degree_range=(3, 5), seed=4, steps=600, walkers=16,
                                            progress=False, priors=Priors(residual=mode)))
             u, v = fit.field_samples(x, y)
             inside = fit.inside_footprint(x, y)
@@ -188,8 +188,8 @@ def test_the_spectral_tail_is_white_noise_beside_the_jitter():
     from astrocal.model import draws
 
     pts, field = small_problem(6, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
-    m = LabModel(pts, 3, jacobian_field=field, priors=RES)
-    plain = LabModel(pts, 3, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
+    m = JointModel(pts, 3, jacobian_field=field, priors=RES)
+    plain = JointModel(pts, 3, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
     phi = np.repeat(m.initial_guess()[None], 3, axis=0)
     phi[:, m.i_res[0]] = np.log(3e-3)
     phi[:, m.i_res[1]] = np.log([5.0, 40.0, 400.0])  # pixels; the detector is 256 px wide

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from astrocal.model.data import DataError, LabPoints, join_points, sky_points_from_tables
+from astrocal.model.data import DataError, Points, join_points, sky_points_from_tables
 
 DOMAIN = (-0.5, 255.5, -0.5, 255.5)
 
@@ -81,7 +81,7 @@ def test_sky_points_bad_input():
 def lab_points(n_holes=5, n_exp=2, domain=DOMAIN, scale=0.00547):
     n = n_holes * n_exp
     cov = np.broadcast_to(np.eye(2) * 1e-4, (n, 2, 2)).copy()
-    return LabPoints(np.linspace(10, 200, n), np.linspace(20, 220, n), cov,
+    return Points(np.linspace(10, 200, n), np.linspace(20, 220, n), cov,
                      np.repeat(np.arange(n_exp), n_holes), np.tile(np.arange(n_holes), n_exp),
                      np.zeros((n_exp, 2)), np.full(n_exp, 0.002), np.zeros(n_exp, int),
                      np.arange(n_holes) + 10, np.random.default_rng(0).uniform(-0.5, 0.5, (n_holes, 2)),

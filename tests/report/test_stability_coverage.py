@@ -8,7 +8,7 @@ from scipy import stats
 
 from astrocal.field.synthetic import smooth_field
 from astrocal.lab.mask import get_mask
-from astrocal.model.inference import FitSettings, fit_lab
+from astrocal.model.inference import FitSettings, fit_joint
 from astrocal.model.result import Posterior
 from astrocal.products import posterior_solution
 from astrocal.report.build import Result, stability
@@ -34,7 +34,7 @@ def test_scale_change_is_calibrated():
         results = []
         for k in range(2):  # two independent observations of the same truth
             points, _ = observe_points(truth, rng)
-            fit = fit_lab(points, FitSettings(degree=3, steps=600, walkers=12, seed=seed + 10 * k,
+            fit = fit_joint(points, FitSettings(degree=3, steps=600, walkers=12, seed=seed + 10 * k,
                                               progress=False, n_draws=500, draws_per_phi=2))
             results.append(_result(fit, f"fit{k}"))
         st = stability(results[0], results[1])

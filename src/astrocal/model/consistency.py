@@ -94,7 +94,7 @@ def _poses(fit):
 
 
 def check_consistency(fit, residuals):
-    """The checks of the module notes for a :class:`~astrocal.model.inference.LabFit`
+    """The checks of the module notes for a :class:`~astrocal.model.inference.Fit`
     and its residual table (:func:`astrocal.model.result.residual_table`):
     ``{"scale", "residuals", "poses", "problems", "consistent"}``."""
     scale = _scale(fit)

@@ -1,6 +1,6 @@
 """The identified points that enter the joint model, as plain arrays.
 
-:class:`LabPoints` holds every identified point of every exposure: its measured pixel
+:class:`Points` holds every identified point of every exposure: its measured pixel
 position (0-based) and 2x2 centroid covariance (pixel**2), the exposure and the *source*
 it belongs to -- a pinhole of a lab mask or a star of a reference catalogue -- and per
 exposure the commanded mask offset (arcsec) with its 1-sigma accuracy (sky exposures:
@@ -40,7 +40,7 @@ class DataError(AstrocalError, ValueError):
 
 
 @dataclass(frozen=True, eq=False)
-class LabPoints:
+class Points:
     """Identified points (pinhole spots and stars) of one or more datasets.
 
     Arrays of length ``N`` (points): ``x``, ``y`` (pixels, 0-based), ``cov`` (N, 2, 2)
@@ -195,7 +195,7 @@ class LabPoints:
     def take(self, index):
         """The points at integer positions ``index`` (in that order)."""
         index = np.asarray(index, int)
-        return LabPoints(self.x[index], self.y[index], self.cov[index], self.exposure[index],
+        return Points(self.x[index], self.y[index], self.cov[index], self.exposure[index],
                          self.hole[index], self.offsets, self.offset_sigma, self.exposure_dataset,
                          self.hole_ids, self.hole_xy, self.domain, self.pixel_scale,
                          self.mask_scale, self.dataset_names, self.exposure_names,
@@ -212,7 +212,7 @@ class LabPoints:
 def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain, pixel_scale,
                            offsets_arcsec, offset_sigma_arcsec, exposure_dataset=None,
                            dataset_names=("lab",), exposure_names=None):
-    """Assemble :class:`LabPoints` from one source table per exposure.
+    """Assemble :class:`Points` from one source table per exposure.
 
     ``tables`` are astropy Tables (or dicts of arrays) with columns ``hole_id``, ``x``,
     ``y``, ``sigma_x``, ``sigma_y`` and optionally ``cov_xy`` and ``flags``; rows with
@@ -253,7 +253,7 @@ def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain
     n_exp = len(tables)
     if exposure_dataset is None:
         exposure_dataset = np.zeros(n_exp, int)
-    return LabPoints(
+    return Points(
         x=np.concatenate(xs), y=np.concatenate(ys), cov=np.concatenate(covs),
         exposure=np.concatenate(exps), hole=remap[hole],
         offsets=np.asarray(offsets_arcsec, float).reshape(n_exp, 2),
@@ -371,7 +371,7 @@ def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigm
     if exposure_dataset is None:
         exposure_dataset = np.zeros(n_exp, int)
     names = np.array(list(star_index), dtype=object)
-    return LabPoints(
+    return Points(
         x=np.concatenate(xs), y=np.concatenate(ys), cov=np.concatenate(covs),
         exposure=np.concatenate(exps), hole=np.concatenate(srcs),
         offsets=np.zeros((n_exp, 2)), offset_sigma=np.full(n_exp, float(pointing_sigma_arcsec)),
@@ -388,7 +388,7 @@ def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigm
 
 
 def join_points(*parts):
-    """Join points of several sets (e.g. lab and sky) into one :class:`LabPoints`.
+    """Join points of several sets (e.g. lab and sky) into one :class:`Points`.
 
     Exposures, datasets and sources are concatenated in the order given (source indices
     and point ids shifted); the detector domains must agree and the nominal pixel scales
@@ -415,7 +415,7 @@ def join_points(*parts):
     cat = np.concatenate
     ids = np.empty(sum(p.n_holes for p in parts), dtype=object)
     ids[:] = [v for p in parts for v in np.asarray(p.hole_ids).tolist()]
-    return LabPoints(
+    return Points(
         x=cat([p.x for p in parts]), y=cat([p.y for p in parts]), cov=cat([p.cov for p in parts]),
         exposure=cat([p.exposure + o for p, o in zip(parts, e_off)]),
         hole=cat([p.hole + o for p, o in zip(parts, h_off)]),
@@ -435,3 +435,10 @@ def join_points(*parts):
         exposure_parity=cat([p.exposure_parity for p in parts]),
         dataset_kinds=tuple(k for p in parts for k in p.dataset_kinds),
     )
+
+
+# the names this module's model classes and functions had before issue 20 (they also hold
+# sky data): kept for one release, with a DeprecationWarning
+from .._moved import renamed  # noqa: E402
+
+__getattr__ = renamed(__name__, {'LabPoints': 'Points'})

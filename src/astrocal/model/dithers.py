@@ -45,7 +45,7 @@ def dither_separation(points, periods_px=PERIODS_PX, n_directions=N_DIRECTIONS):
 
     Parameters
     ----------
-    points : astrocal.model.data.LabPoints
+    points : astrocal.model.data.Points
         The fit's points; only lab holes (``source_kind == 0``) seen in at least two
         exposures count (stars have catalogue positions, not free errors).
     periods_px : sequence of float

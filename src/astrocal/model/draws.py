@@ -3,7 +3,7 @@
 ``g`` holds draws of the global parameter vector (one per row, arcsec), laid out as the
 model's: the ``n_terms(degree)`` Legendre coefficients of the field's u component, then
 those of v, then the rest. Positions ``x, y`` are 0-based detector pixels on ``domain``
-``(xmin, xmax, ymin, ymax)``. Shared by :class:`astrocal.model.inference.LabFit` and the
+``(xmin, xmax, ymin, ymax)``. Shared by :class:`astrocal.model.inference.Fit` and the
 posterior read back from disk (:class:`astrocal.model.result.Posterior`).
 
 A fit with a residual field (:mod:`astrocal.field.residual`) passes ``residual = (basis,

@@ -1,7 +1,7 @@
 """The noise weights as a short sum of fixed components: the fast path of the likelihood.
 
 Point ``p`` has the focal-plane noise covariance ``kappa**2 C_p + sigma_d**2 I``, with
-``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.linear.LabModel`
+``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.linear.JointModel`
 diagonalises it once). Along its eigen-direction ``i`` the point is one *row*
 ``r = (p, i)`` of the observation equations: design ``a_r = U_pi^T A_p`` over the global
 parameters, ``b_r = U_pi^T Lp_p`` over its source block, datum ``y_r = U_pi^T y_p``, and
@@ -200,7 +200,7 @@ def _chunk_blocks(J, Ga, K=12, limit=None):
 
 
 def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
-    """The :class:`Expansion` of a :class:`~astrocal.model.linear.LabModel`, or ``None``
+    """The :class:`Expansion` of a :class:`~astrocal.model.linear.JointModel`, or ``None``
     when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
     fewer components than a third of the rows, or more than ``limit_bytes``, default
     ``LIMIT_BYTES``, for the global block's components and the rows' weights). The
@@ -479,7 +479,7 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
 
 def system(model, ex, phi, weak=None):
     """The normal equations after eliminating the source blocks, from the components ``ex``:
-    the same dictionary as ``LabModel._system`` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
+    the same dictionary as ``JointModel._system`` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
     ``hd``, ``Dinv_hd``) for the conditional posterior and its exact draws (without the
     likelihood's constant). ``weak``: boolean over the global parameters whose prior is
     left out."""

@@ -1,6 +1,6 @@
 """Inference for the lab model: preliminary fit, outliers, degree by evidence, emcee, exact draws.
 
-The steps of :func:`fit_lab`:
+The steps of :func:`fit_joint`:
 
 1. a preliminary fit (hyperparameters at their initial guess) gives the field whose
    Jacobian pushes centroid covariances into the focal plane;
@@ -33,9 +33,9 @@ from scipy import optimize
 
 from ..errors import AstrocalError
 from . import draws
-from .data import DataError, LabPoints
+from .data import DataError, Points
 from .footprint import convex_footprint, inside_footprint
-from .linear import LabModel, Priors
+from .linear import JointModel, Priors
 from .proposal import (MIN_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
                        laplace_proposal)
 from .refinement import baseline_evidence, fit_variant
@@ -60,7 +60,7 @@ class GaugeWarning(UserWarning):
 
 @dataclass
 class FitSettings:
-    """Settings of :func:`fit_lab` (see the campaign's ``[fit]`` table)."""
+    """Settings of :func:`fit_joint` (see the campaign's ``[fit]`` table)."""
 
     degree: object = "auto"
     degree_range: tuple = (3, 8)
@@ -115,8 +115,8 @@ class Diagnostics:
 
 
 @dataclass
-class LabFit:
-    """Result of :func:`fit_lab`.
+class Fit:
+    """Result of :func:`fit_joint`.
 
     ``phi_chain`` (steps, walkers, ndim) and ``phi_samples`` (one row per draw, ndim) are the
     hyperparameter chain and the thinned posterior draws; ``g_samples`` (kept, G) and
@@ -124,12 +124,12 @@ class LabFit:
     hyperparameter sample (arcsec, gauge-fixed; ``star_samples`` (kept, S, 2) the stars'
     catalogue errors, true minus catalogue, standard coordinates, arcsec);
     ``inseparable`` the combinations the data do not separate
-    (:func:`inseparable_directions`, at the MAP); ``model`` the :class:`LabModel` at the
+    (:func:`inseparable_directions`, at the MAP); ``model`` the :class:`JointModel` at the
     chosen degree; ``outliers`` a boolean mask over ``points`` (flagged, left out).
     """
 
-    model: LabModel
-    points: LabPoints
+    model: JointModel
+    points: Points
     degree: int
     evidence: list
     phi_map: np.ndarray
@@ -347,7 +347,7 @@ def robust_start(points, degree, settings, max_iter=15, nsigma=10.0, floor_px=0.
     """
     excluded = np.zeros(points.n_points, bool)
     for _ in range(max_iter):
-        model = LabModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
+        model = JointModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
                          excluded=excluded, flexure=settings.flexure)
         cond = model.conditional(model.initial_guess())
         _, r = residual_chi2(model, cond, points)
@@ -377,7 +377,7 @@ def find_outliers(points, degree, settings, jacobian_field):
     model = None
     phi = None
     for _ in range(settings.outlier_iterations):
-        model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jacobian_field,
+        model = JointModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jacobian_field,
                          priors=_with_residual(settings.priors, False), excluded=excluded, flexure=settings.flexure)
         phi, _ = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         cond = model.conditional(phi)
@@ -409,7 +409,7 @@ def noise_covariance(model, phi, points):
 
 def preliminary_field(points, degree, settings):
     """A first field (hyperparameters at their initial guess, no hole errors)."""
-    model = LabModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
+    model = JointModel(points, degree, hole_errors=False, priors=_with_residual(settings.priors, False),
                      flexure=settings.flexure)
     cond = model.conditional(model.initial_guess())
     return model.field_from(cond.mean)
@@ -1011,8 +1011,8 @@ def _check_rule(rule):
         raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
 
 
-def fit_lab(points, settings=None):
-    """Fit the lab model to identified points; returns a :class:`LabFit`.
+def fit_joint(points, settings=None):
+    """Fit the lab model to identified points; returns a :class:`Fit`.
 
     Linear algebra runs single-threaded (the batched small products gain nothing from
     threaded BLAS and suffer from it on a shared machine); parallelism comes from
@@ -1021,7 +1021,7 @@ def fit_lab(points, settings=None):
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_lab(points, settings or FitSettings())
+        return _fit_joint(points, settings or FitSettings())
 
 
 #: the scan refines the residual basis of a row (:func:`~astrocal.model.refinement.refine_variant`)
@@ -1058,7 +1058,7 @@ def _refine_residual_rows(points, settings, jac_field, excluded, evidence, fitte
         row.update(vf.row)
 
 
-def _fit_lab(points, settings):
+def _fit_joint(points, settings):
     rng = np.random.default_rng(settings.seed)
     _check_rule(settings.degree_choice)
     if settings.degree == "auto":
@@ -1109,7 +1109,7 @@ def _fit_lab(points, settings):
     phi_map, hess, jac_field, priors = fitted[(degree, residual)]
     del fitted
     # the model again with the final Jacobian (from the chosen degree's fit)
-    model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+    model = JointModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
     phi_map, lp = map_hyperparameters(model, phi_map)
     if settings.sampler == "laplace":
@@ -1144,7 +1144,14 @@ def _fit_lab(points, settings):
     for desc in inseparable:
         log.warning("GaugeWarning: the data do not separate %s; only the priors tell these "
                     "terms apart", desc)
-    return LabFit(model=model, points=points, degree=degree, evidence=evidence, phi_map=phi_map,
+    return Fit(model=model, points=points, degree=degree, evidence=evidence, phi_map=phi_map,
                   phi_chain=chain, phi_samples=phi_samples, g_samples=g, hole_samples=holes,
                   outliers=excluded, outlier_fraction=frac, diagnostics=diag,
                   unconstrained=loose, settings=settings, star_samples=stars, inseparable=inseparable)
+
+
+# the names this module's model classes and functions had before issue 20 (they also hold
+# sky data): kept for one release, with a DeprecationWarning
+from .._moved import renamed  # noqa: E402
+
+__getattr__ = renamed(__name__, {'LabFit': 'Fit', 'fit_lab': 'fit_joint'})

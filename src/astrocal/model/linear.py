@@ -23,7 +23,7 @@ widths hyperparameters) and ``(s_e, theta_e, t_e)`` the exposure's pointing, pos
 and plate-scale terms. Noise of covariance ``kappa**2 J C J^T + sigma_d**2 I`` (``C`` the
 centroid covariance, ``J`` the Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``;
 with the residual field, ``sigma_d**2 + t**2``, ``t**2`` the residual's spectral tail beyond
-its basis, :meth:`LabModel.residual_tail_variance`).
+its basis, :meth:`JointModel.residual_tail_variance`).
 
 Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta,
 log sigma_flex...)`` enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and
@@ -44,7 +44,7 @@ from scipy.linalg.lapack import dpotrs
 
 from ..field import DistortionField, design_matrix
 from ..field.basis import n_terms, terms
-from .data import DataError, LabPoints
+from .data import DataError, Points
 from .flexure import FlexureBasis
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class Priors:
 
     The residual field beyond the polynomial (``residual``, :mod:`astrocal.field.residual`):
     ``"none"`` (the default), ``"matern52"`` or ``"auto"`` (the fit compares both by their
-    evidence, :func:`astrocal.model.inference.choose_model`; a :class:`LabModel` itself takes
+    evidence, :func:`astrocal.model.inference.choose_model`; a :class:`JointModel` itself takes
     ``"none"`` or ``"matern52"``): with the residual, each component of the field gains a
     Matérn-5/2 Gaussian process, orthogonal to the polynomials of the field's degree, in a
     reduced-rank basis of ``residual_basis**2`` functions (boundary factor
@@ -134,7 +134,7 @@ class Priors:
     length (``log_residual_length``, log-uniform over ``residual_length`` times the
     detector's width) are sampled with the others; its coefficients are integrated exactly.
     The field's variance beyond the basis's band (the Matérn spectral tail,
-    :meth:`LabModel.residual_tail_variance`) adds to every point's white noise. The fit's
+    :meth:`JointModel.residual_tail_variance`) adds to every point's white noise. The fit's
     scan refines the basis to each ``(m, boundary)`` of ``residual_refine`` in turn while
     the Laplace evidence rises by more than ``residual_refine_nats``
     (:mod:`astrocal.model.refinement`).
@@ -232,12 +232,12 @@ def gauge_patterns(hole_xy):
     return q
 
 
-class LabModel:
+class JointModel:
     """Exact collapsed likelihood of lab and sky points for a field of total ``degree``.
 
     Parameters
     ----------
-    points : LabPoints
+    points : Points
         Lab points, sky points or both (:func:`astrocal.model.data.join_points`).
     degree : int
     hole_errors : bool
@@ -258,7 +258,7 @@ class LabModel:
         normalised to half the detector's field of view).
     """
 
-    def __init__(self, points: LabPoints, degree, hole_errors=True, jacobian_field=None,
+    def __init__(self, points: Points, degree, hole_errors=True, jacobian_field=None,
                  reference=None, priors=None, excluded=None, flexure=None):
         self.priors = priors or Priors()
         self.jacobian_field = jacobian_field
@@ -1281,3 +1281,10 @@ class Conditional:
         g = g - coef @ xg.T
         delta = delta - np.einsum("haj,nj->nha", xd, coef)
         return g + m.g_ref, delta
+
+
+# the names this module's model classes and functions had before issue 20 (they also hold
+# sky data): kept for one release, with a DeprecationWarning
+from .._moved import renamed  # noqa: E402
+
+__getattr__ = renamed(__name__, {'LabModel': 'JointModel'})

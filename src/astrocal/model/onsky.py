@@ -70,7 +70,7 @@ def _wrap180(deg):
 
 def with_footprints(frames, points, used=None):
     """``frames`` with each exposure's star pixels added (``x``, ``y``: the points of the
-    exposure named ``frame["exposure"]`` in ``points``, :class:`~astrocal.model.data.LabPoints`,
+    exposure named ``frame["exposure"]`` in ``points``, :class:`~astrocal.model.data.Points`,
     those of ``used`` only when given), so that :func:`on_sky_samples` measures the affine
     part where the stars are."""
     names = np.asarray(points.exposure_names, dtype=object)[points.exposure]

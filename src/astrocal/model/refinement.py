@@ -18,7 +18,7 @@ refinement: the scan of a polynomial field stays as fast as before). The
 evidences compare models of the same data with the same hyperparameters and priors, only
 the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
 time grows as the cube of the linear parameters' count). The scan
-(:func:`astrocal.model.inference._fit_lab`) fits every row with the first basis
+(:func:`astrocal.model.inference._fit_joint`) fits every row with the first basis
 (``fit_variant(..., refine=False)``) and then refines (:func:`refine_variant`) the rows
 that can matter, the most probable first.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .linear import LabModel
+from .linear import JointModel
 
 __all__ = ["VariantFit", "baseline_evidence", "fit_variant", "refine_variant"]
 
@@ -60,7 +60,7 @@ class VariantFit:
 def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, curvature=None):
     from .inference import map_hyperparameters, curvature_scale, laplace_evidence
 
-    model = LabModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
+    model = JointModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
     scale = curvature_scale(model, curvature) if curvature else None
     phi, lp = map_hyperparameters(model, model.initial_guess(start), scale)

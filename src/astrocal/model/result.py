@@ -132,7 +132,7 @@ def _hole_ids(fit):
 def residual_table(fit):
     """Posterior-mean residuals of every point of a fit, outliers included and flagged.
 
-    ``fit`` is a :class:`astrocal.model.inference.LabFit`. For every measured point ``p``
+    ``fit`` is a :class:`astrocal.model.inference.Fit`. For every measured point ``p``
     (0-based pixels) the residual is ``G(p) - E(p)``: the posterior-mean field at the
     point minus the model's position of its source in that exposure (pose, offsets, hole
     error or catalogue position at their posterior means), in the focal plane (mas), and

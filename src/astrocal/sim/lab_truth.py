@@ -25,7 +25,7 @@ import numpy as np
 
 from ..field import DistortionField
 from ..field.inverse import solve
-from ..model.data import LabPoints
+from ..model.data import Points
 
 
 def chopper_series(n, max_arcsec=3.0):
@@ -128,7 +128,7 @@ def observe_points(truth, rng, sigma_px=(0.005, 0.03), pixel_scale=None, dataset
 
     Each spot gets its own sigma (uniform in ``sigma_px``, slightly anisotropic and
     correlated), and its measured position is drawn from that covariance. Returns
-    :class:`~astrocal.model.data.LabPoints` (and the noise-free positions, in the same
+    :class:`~astrocal.model.data.Points` (and the noise-free positions, in the same
     order).
     """
     rng = np.random.default_rng(rng)
@@ -151,7 +151,7 @@ def observe_points(truth, rng, sigma_px=(0.005, 0.03), pixel_scale=None, dataset
         xc, yc = truth.field.centre
         _, _, jac = truth.field.jacobian(xc, yc)
         pixel_scale = float(np.sqrt(abs(np.linalg.det(jac))))
-    pts = LabPoints(
+    pts = Points(
         x=meas[:, 0], y=meas[:, 1], cov=cov, exposure=e_idx, hole=remap[h_idx],
         offsets=truth.commanded, offset_sigma=np.full(len(truth.commanded), truth.offset_sigma),
         exposure_dataset=np.zeros(len(truth.commanded), int), hole_ids=truth.hole_ids[used],
@@ -191,7 +191,7 @@ def gauge_truth(truth, hole_ids=None, mask_affine=True):
 
     The reference exposure's pose becomes the identity plus its commanded offset, and the
     hole errors lose their least-squares affine pattern over those holes, exactly as
-    :class:`~astrocal.model.linear.LabModel` fixes its gauge: the pattern's translation and
+    :class:`~astrocal.model.linear.JointModel` fixes its gauge: the pattern's translation and
     rotation are folded into the field (gauges); its scale and shears are the mask's net
     scale and shears, real, which the field keeps (``mask_affine``, the default fit's
     ``Priors.mask_affine_sigma_ppm``) or, with ``mask_affine=False`` (a fit with the mask

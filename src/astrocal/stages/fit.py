@@ -3,7 +3,7 @@ result set.
 
 For each filter of the campaign (:func:`astrocal.stages.fit_inputs.fit_groups`) the
 points are assembled (:mod:`astrocal.stages.fit_inputs`), fitted
-(:func:`astrocal.model.inference.fit_lab`: the evidence scan, emcee over the
+(:func:`astrocal.model.inference.fit_joint`: the evidence scan, emcee over the
 hyperparameters or the quick look's Laplace approximation, exact draws of the linear
 parameters) and written with the calibration products into ``<fit.output>/<filter>/``
 (:func:`fit_campaign`); :func:`describe` is the command's summary of one result.
@@ -20,7 +20,7 @@ from ..errors import AstrocalError
 from ..resultset import check_result_dir as _check_result_dir
 from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from ..model.data import DataError, join_points
-from ..model.inference import FitSettings, fit_lab
+from ..model.inference import FitSettings, fit_joint
 from ..model.linear import Priors
 from ..model.result import save_fit
 from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, sky_points_for
@@ -44,7 +44,7 @@ def earth_orientation_record(costs):
 
 def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
                  resume=False, overwrite=False, progress="auto", processes=1, quick=False):
-    """Fit every filter of a loaded campaign; returns ``{filter: (LabFit, output dir, products)}``.
+    """Fit every filter of a loaded campaign; returns ``{filter: (Fit, output dir, products)}``.
 
     Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
     ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
@@ -118,7 +118,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
     and, last, the manifest.
 
     Linear algebra runs on one thread throughout, the products' least-squares fits as well
-    as the fit (:func:`~astrocal.model.inference.fit_lab`): their matrices (10^4 rows, tens
+    as the fit (:func:`~astrocal.model.inference.fit_joint`): their matrices (10^4 rows, tens
     of columns) gain nothing from threaded BLAS and lose several times over on a shared
     machine (the reverse SIP's fits: 0.3 s each threaded under load, 15 ms on one thread)."""
     from threadpoolctl import threadpool_limits
@@ -177,7 +177,7 @@ def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
         log.info("fitting filter %s: %d points, %d holes and stars, %d exposures (%d lab, %d sky)", filt,
                  points.n_points, points.n_holes, points.n_exposures, points.n_lab_exposures,
                  points.n_sky_exposures)
-        fit = fit_lab(points, settings)
+        fit = fit_joint(points, settings)
         rewrite = overwrite or resume
         save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
                  instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames,

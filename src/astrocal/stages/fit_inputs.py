@@ -173,7 +173,7 @@ class MeasureFailure(NamedTuple):
 
 
 def lab_points_for(campaign, datasets):
-    """:class:`LabPoints` of lab datasets that share a filter (one field)."""
+    """:class:`Points` of lab datasets that share a filter (one field)."""
     mask_path = {str(d.mask) for d in datasets}
     if len(mask_path) != 1:
         raise DataError(f"datasets {[d.name for d in datasets]} use different masks; fit them "
