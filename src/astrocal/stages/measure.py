@@ -346,11 +346,15 @@ def _wings(shape, table, psf, size):
     h = size // 2
     ny, nx = shape
     ar = np.arange(size)
-    rows = np.clip(np.rint(y).astype(np.int64)[:, None] - h + ar[None, :], 0, ny - 1)
-    cols = np.clip(np.rint(x).astype(np.int64)[:, None] - h + ar[None, :], 0, nx - 1)
-    own = psf.stamps(x, y, cols[:, 0], rows[:, 0], size) * f[:, None, None]
-    inside = ((np.rint(y).astype(np.int64)[:, None] - h + ar[None, :] == rows)[:, :, None]
-              & (np.rint(x).astype(np.int64)[:, None] - h + ar[None, :] == cols)[:, None, :])
+    # each spot's own stamp, as the fit cuts it (first pixel x0, y0: outside the detector
+    # where the edge cuts the stamp); its pixels on the detector keep the spot's own light
+    x0 = np.rint(x).astype(np.int64) - h
+    y0 = np.rint(y).astype(np.int64) - h
+    rows = np.clip(y0[:, None] + ar[None, :], 0, ny - 1)
+    cols = np.clip(x0[:, None] + ar[None, :], 0, nx - 1)
+    own = psf.stamps(x, y, x0, y0, size) * f[:, None, None]
+    inside = ((y0[:, None] + ar[None, :] == rows)[:, :, None]
+              & (x0[:, None] + ar[None, :] == cols)[:, None, :])
     np.subtract.at(out, (np.broadcast_to(rows[:, :, None], own.shape)[inside],
                          np.broadcast_to(cols[:, None, :], own.shape)[inside]), own[inside])
     return out.astype(np.float32)
@@ -391,7 +395,7 @@ def _epsf_pass(results, ctx, jobs_by_key):
         job = jobs_by_key[(r["dataset"], r["index"])]
         try:
             res = fit_frame_spots(red, np.asarray(t["x_guess"], float), np.asarray(t["y_guess"], float), epsf,
-                       stamp_size=epsf.meta.get("stamp_size"))
+                                  stamp_size=epsf.meta.get("stamp_size"))
             ids = np.asarray(t["hole_id"], np.int64)
             # keep the identification of the first pass; spots the ePSF fit lost stay listed
             new = source_table(res, ids, dict(t.meta))
