@@ -4,7 +4,7 @@ import json
 import pytest
 
 from astrocal.cli import main
-from astrocal.lms.demo import run_lms_demo
+from astrocal.stages.demo_lms import run_lms_demo
 from astrocal.sim.lms import LmsSimSettings
 
 

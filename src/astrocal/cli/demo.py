@@ -1,5 +1,5 @@
 """``astrocal demo``: the command's arguments, wired to :func:`astrocal.stages.demo.run_demo`
-(and, with ``--lms``, to :func:`astrocal.lms.demo.run_lms_demo`)."""
+(and, with ``--lms``, to :func:`astrocal.stages.demo_lms.run_lms_demo`)."""
 from __future__ import annotations
 
 from ..stages.demo import DemoOptionError, run_demo
@@ -22,7 +22,7 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=1, help="random seed of the simulation")
     p.add_argument("--lab-only", action="store_true", help="no sky campaign: the lab chain only")
     p.add_argument("--lms", action="store_true",
-                   help="the LMS chain instead (astrocal.lms.demo): simulate a METIS LMS calibration "
+                   help="the LMS chain instead (astrocal.stages.demo_lms): simulate a METIS LMS calibration "
                    "campaign, measure it, fit the spectrograph's geometry, write its products and report "
                    "and compare with the truth (default output astrocal-demo-lms)")
     p.add_argument("--processes", type=int, default=2, metavar="N",
@@ -36,7 +36,7 @@ def run(args):
         if args.lab_only:
             raise DemoOptionError("--lms and --lab-only cannot go together: the LMS demo has no sky part")
         # imported only for --lms (the LMS simulator, model and report)
-        from ..lms.demo import run_lms_demo
+        from ..stages.demo_lms import run_lms_demo
 
         run_lms_demo(args.out or "astrocal-demo-lms", seed=args.seed, overwrite=args.overwrite,
                      processes=args.processes)

@@ -50,6 +50,7 @@ from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..image.headers import set_card
 from ..model.quality import QC_CONVERGED
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
@@ -317,30 +318,24 @@ def lms_qc(residuals, spots=None, converged=None):
     return {"rms_px": rms, "nspots": int(nspots), "fwhm_px": fwhm, "converged": converged}
 
 
-def _short(header, key, value, comment=""):
-    card = fits.Card(key, value)
-    room = 80 - len(card.image.rstrip()) - 3
-    header[key] = (value, comment[:room]) if comment and room > 0 else value
-
-
 def _primary(pro_catg, setting, qc, provenance):
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
-    _short(h, eso("PRO.CATG"), pro_catg, "product category")
-    _short(h, eso("DRS.IFU"), "Nominal", "IFU mode (INS.OPTI6.NAME)")
+    set_card(h, eso("PRO.CATG"), pro_catg, "product category")
+    set_card(h, eso("DRS.IFU"), "Nominal", "IFU mode (INS.OPTI6.NAME)")
     for key, value in (("CATG", "CALIB"), ("TECH", "IFU"), ("TYPE", "DISTORTION")):
-        _short(h, eso(f"DPR.{key}"), value, "of the input frames")
-    _short(h, eso("INS.WLEN.CEN"), float(setting.lam_c_um), "[um] central wavelength of the setting")
-    _short(h, "HIERARCH ASTROCAL LMS ORDER", int(setting.order), "echelle order")
-    _short(h, "HIERARCH ASTROCAL LMS ECHELLE", float(setting.echelle_deg), "[deg] echelle angle (model)")
+        set_card(h, eso(f"DPR.{key}"), value, "of the input frames")
+    set_card(h, eso("INS.WLEN.CEN"), float(setting.lam_c_um), "[um] central wavelength of the setting")
+    set_card(h, "HIERARCH ASTROCAL LMS ORDER", int(setting.order), "echelle order")
+    set_card(h, "HIERARCH ASTROCAL LMS ECHELLE", float(setting.echelle_deg), "[deg] echelle angle (model)")
     if np.isfinite(qc["rms_px"]):
-        _short(h, eso("QC.IFU.DISTORT.RMS"), float(f"{qc['rms_px']:.3f}"), "[pixel] rms of spot residuals")
+        set_card(h, eso("QC.IFU.DISTORT.RMS"), float(f"{qc['rms_px']:.3f}"), "[pixel] rms of spot residuals")
     if qc.get("fwhm_px") is not None:
-        _short(h, eso("QC.IFU.DISTORT.FWHM"), float(f"{qc['fwhm_px']:.3f}"), "[pixel] median FWHM of spots")
-    _short(h, eso("QC.IFU.DISTORT.NSPOTS"), int(qc["nspots"]), "number of identified spots used")
+        set_card(h, eso("QC.IFU.DISTORT.FWHM"), float(f"{qc['fwhm_px']:.3f}"), "[pixel] median FWHM of spots")
+    set_card(h, eso("QC.IFU.DISTORT.NSPOTS"), int(qc["nspots"]), "number of identified spots used")
     conv = qc.get("converged")
-    _short(h, QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule")
+    set_card(h, QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule")
     h["COMMENT"] = (f"product {pro_catg} of METIS recipe metis_ifu_distortion (METIS DRLD), written by "
                     "astrocal from its Bayesian fit of the LMS geometry (docs/lms.md)")
     h["COMMENT"] = ("QC IFU DISTORT RMS: sqrt(mean(dcol**2 + drow**2)) of the posterior-mean residuals "
@@ -350,9 +345,9 @@ def _primary(pro_catg, setting, qc, provenance):
         h["COMMENT"] = "QC IFU DISTORT FWHM: median over those spots of the mean of the col and row FWHM"
     else:
         h["COMMENT"] = "QC IFU DISTORT FWHM: not written, the spot tables hold no widths"
-    _short(h, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
-    _short(h, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation date")
-    _short(h, "CAMPHASH", str(provenance.get("campaign_sha256") or ""), "sha256 of the campaign file")
+    set_card(h, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
+    set_card(h, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation date")
+    set_card(h, "CAMPHASH", str(provenance.get("campaign_sha256") or ""), "sha256 of the campaign file")
     inputs = [str(p) for p in provenance.get("inputs", ())]
     h["NINPUTS"] = (len(inputs), "number of input files (INPUT<k>)")
     for k, path in enumerate(inputs, start=1):
@@ -369,12 +364,12 @@ def _hole_prior_cards(h, hp):
     a HISTORY line saying it."""
     if not hp:
         return
-    _short(h, "HIERARCH ASTROCAL LMS HOLEPRIOR", str(hp.get("kind", "none")),
+    set_card(h, "HIERARCH ASTROCAL LMS HOLEPRIOR", str(hp.get("kind", "none")),
            "mask hole errors: none, tolerance or imager (joint)")
-    _short(h, "HIERARCH ASTROCAL LMS HOLES", int(hp.get("n_holes", 0)), "mask holes whose errors were fitted")
-    _short(h, "HIERARCH ASTROCAL LMS HOLESHARED", int(hp.get("n_shared", 0)), "of them, prior from the imager fit")
+    set_card(h, "HIERARCH ASTROCAL LMS HOLES", int(hp.get("n_holes", 0)), "mask holes whose errors were fitted")
+    set_card(h, "HIERARCH ASTROCAL LMS HOLESHARED", int(hp.get("n_shared", 0)), "of them, prior from the imager fit")
     if hp.get("sha256"):
-        _short(h, "HIERARCH ASTROCAL LMS HOLESHA", str(hp["sha256"])[:40], "sha256 of the imager posterior.h5")
+        set_card(h, "HIERARCH ASTROCAL LMS HOLESHA", str(hp["sha256"])[:40], "sha256 of the imager posterior.h5")
     if hp.get("line"):
         h["HISTORY"] = str(hp["line"])
 

@@ -57,6 +57,7 @@ from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_path
+from ..image.headers import set_card
 from .spots import SPOT_FLAGS
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
 
@@ -413,23 +414,23 @@ class ResponseProducts:
 
 
 def _primary(pro_catg, setting, dpr_type, provenance, qc):
-    from .products import _short, eso
+    from .products import eso
 
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
-    _short(h, eso("PRO.CATG"), pro_catg, "product category (astrocal)")
-    _short(h, eso("DRS.IFU"), "Nominal", "IFU mode (INS.OPTI6.NAME)")
+    set_card(h, eso("PRO.CATG"), pro_catg, "product category (astrocal)")
+    set_card(h, eso("DRS.IFU"), "Nominal", "IFU mode (INS.OPTI6.NAME)")
     for key, value in (("CATG", "CALIB"), ("TECH", "IFU"), ("TYPE", dpr_type)):
-        _short(h, eso(f"DPR.{key}"), value, "of the input frames")
-    _short(h, eso("INS.WLEN.CEN"), float(setting.lam_c_um), "[um] central wavelength of the setting")
-    _short(h, "HIERARCH ASTROCAL LMS ORDER", int(setting.order), "echelle order")
-    _short(h, "HIERARCH ASTROCAL LMS ECHELLE", float(setting.echelle_deg), "[deg] echelle angle (model)")
+        set_card(h, eso(f"DPR.{key}"), value, "of the input frames")
+    set_card(h, eso("INS.WLEN.CEN"), float(setting.lam_c_um), "[um] central wavelength of the setting")
+    set_card(h, "HIERARCH ASTROCAL LMS ORDER", int(setting.order), "echelle order")
+    set_card(h, "HIERARCH ASTROCAL LMS ECHELLE", float(setting.echelle_deg), "[deg] echelle angle (model)")
     for key, (value, comment) in qc.items():
-        _short(h, f"HIERARCH ASTROCAL QC {key}", value, comment)
-    _short(h, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
-    _short(h, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation date")
-    _short(h, "CAMPHASH", str((provenance or {}).get("campaign_sha256") or ""), "sha256 of the campaign file")
+        set_card(h, f"HIERARCH ASTROCAL QC {key}", value, comment)
+    set_card(h, "CREATOR", f"astrocal {__version__}", "software that wrote the file")
+    set_card(h, "DATE", _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation date")
+    set_card(h, "CAMPHASH", str((provenance or {}).get("campaign_sha256") or ""), "sha256 of the campaign file")
     inputs = [str(p) for p in (provenance or {}).get("inputs", ())]
     h["NINPUTS"] = (len(inputs), "number of input files (INPUT<k>)")
     for k, path in enumerate(inputs, start=1):
