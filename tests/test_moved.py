@@ -7,7 +7,7 @@ import pytest
 #: old path -> new path
 MOVED = {f"astrocal.lab.{m}": f"astrocal.image.{m}" for m in ("reduce", "detect", "psf", "centroid", "epsf", "headers")}
 #: old path -> the new modules its names went to
-MOVED.update({"astrocal.lms.demo": "astrocal.stages.demo_lms", "astrocal.report.cli": "astrocal.cli.report", "astrocal.correct.cli": "astrocal.cli.correct",
+MOVED.update({"astrocal.lab.detector": "astrocal.sim.detector", "astrocal.lms.demo": "astrocal.stages.demo_lms", "astrocal.report.cli": "astrocal.cli.report", "astrocal.correct.cli": "astrocal.cli.correct",
               "astrocal.sim.cli": "astrocal.cli.simulate"})
 SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inputs", "astrocal.cli.fit"),
          "astrocal.demo": ("astrocal.stages.demo", "astrocal.cli.demo")}

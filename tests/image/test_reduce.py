@@ -6,7 +6,7 @@ import pytest
 from astropy.io import fits
 
 from astrocal.atomic import ProductExistsError
-from astrocal.lab import detector as D
+from astrocal.sim import detector as D
 from astrocal.image.headers import make_raw_header, read_exposure_meta
 from astrocal.image.psf import diffraction_psf, pinhole_diameter_mas, render_spots
 from astrocal.image.reduce import (DQ_COSMIC, DQ_DEAD, DQ_HOT, DQ_NONFINITE, DQ_SATURATED,

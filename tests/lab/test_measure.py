@@ -1,7 +1,7 @@
 """Tests of the measure stage (astrocal.lab.measure, ``astrocal measure``).
 
 Most tests run on small synthetic campaigns built here (320 x 320 px frames of the METIS
-WCU mask's fine grid through the detector model of astrocal.lab.detector, with a known
+WCU mask's fine grid through the detector model of astrocal.sim.detector, with a known
 truth); one end-to-end test runs on a campaign of ``astrocal simulate lab``.
 """
 import math
@@ -16,7 +16,7 @@ from astrocal.campaign import CampaignError
 from astrocal.cli import main
 from astrocal.instruments import get_instrument
 from astrocal.image import centroid as C
-from astrocal.lab import detector as D
+from astrocal.sim import detector as D
 from astrocal.image.headers import make_raw_header
 from astrocal.lab.mask import get_mask, mask_from_arrays
 from astrocal.stages.measure import measure_campaign

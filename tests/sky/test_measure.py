@@ -26,7 +26,7 @@ from astropy.time import Time, TimeDelta
 from astrocal.atomic import ProductExistsError
 from astrocal.campaign import load_campaign
 from astrocal.cli import main
-from astrocal.lab import detector as D
+from astrocal.sim import detector as D
 from astrocal.sources import FLAG_UNIDENTIFIED
 from astrocal.stages.measure import measure_campaign
 from astrocal.image.psf import AOStarPSF, render_spots

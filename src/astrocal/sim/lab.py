@@ -32,7 +32,7 @@ the files.  The physics (each effect switchable, see :class:`LabSimSettings`):
   (288 K, emissivity 1) through the same instrument;
 * **illumination**: vignetting towards the edges of the illuminated field, a smooth WCU
   illumination pattern over the mask, hole-to-hole transmission scatter, lamp drift;
-* **detector** (:mod:`astrocal.lab.detector`): flat field, dark current, dead/hot pixels,
+* **detector** (:mod:`astrocal.sim.detector`): flat field, dark current, dead/hot pixels,
   photon noise, cosmic rays, saturation, read noise, reference-pixel border, ADU;
 * **exposure** (:func:`plan_exposure`): readout mode, DIT and NDIT chosen from the
   background so that the frames do not saturate; the black-body aperture is then set so
@@ -66,7 +66,7 @@ from ..field import DistortionField, affine_part
 from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
 from ..instruments import get_instrument
-from ..lab import detector as _det
+from . import detector as _det
 from ..image.centroid import NoiseModel, cramer_rao_bound, flux_for_snr
 from ..image.headers import make_raw_header
 from ..lab.mask import MaskError, UnknownMaskError, load_mask, mask_path
@@ -100,7 +100,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: detector effects, switched by the :class:`LabSimSettings` fields of the same name
-#: (passed to :func:`astrocal.lab.detector.simulate_frame`)
+#: (passed to :func:`astrocal.sim.detector.simulate_frame`)
 DETECTOR_EFFECTS = ("reference_pixels", "flat", "dark", "bad_pixels", "photon_noise",
                     "cosmic_rays", "saturation", "read_noise")
 #: scene effects, switched by the :class:`LabSimSettings` fields of the same name

@@ -43,7 +43,7 @@ The geometry is :mod:`astrocal.sim.sky_truth` (the truth model shared with the f
   the background and the peak of the ``saturate_brightest + 1``-th brightest star fill
   half the full well (the brightest few may saturate, as in real Galactic Center frames),
   NDIT = ``exptime_s`` / DIT;
-* **detector** (:mod:`astrocal.lab.detector`): flat field, dark, bad pixels, photon and
+* **detector** (:mod:`astrocal.sim.detector`): flat field, dark, bad pixels, photon and
   read noise, cosmic rays, saturation, reference pixels, ADU (each switchable).
 
 Not modelled: anisoplanatism and field-dependent PSFs, chromatic (differential) effects
@@ -72,7 +72,7 @@ from ..errors import SimulationOptionError
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
 from ..instruments import get_instrument
-from ..lab import detector as _det
+from . import detector as _det
 from ..image.centroid import NoiseModel, cramer_rao_bound
 from ..image.headers import make_raw_header
 from ..image.psf import AOStarPSF, diffraction_psf, render_spots

@@ -1,4 +1,4 @@
-"""Tests of the detector model (astrocal.lab.detector) and raw headers (astrocal.image.headers)."""
+"""Tests of the detector model (astrocal.sim.detector) and raw headers (astrocal.image.headers)."""
 import time
 
 import numpy as np
@@ -7,7 +7,7 @@ import astropy.units as u
 from astropy.io import fits
 from scipy import ndimage
 
-from astrocal.lab.detector import (
+from astrocal.sim.detector import (
     DetectorModel, background_frame, bad_pixel_maps, bad_pixel_mask, cosmic_ray_image, flat_field,
     flat_frame, simulate_frame,
 )
