@@ -3,6 +3,7 @@ forwards every name to the new one(s) with a ``DeprecationWarning``, for one rel
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 
 
@@ -32,8 +33,6 @@ def renamed(module: str, names: dict):
     it: the old name returns the new one's object, warning that it is deprecated."""
     def __getattr__(name):
         if name in names:
-            import sys
-
             warnings.warn(f"{module}.{name} is now {module}.{names[name]} (the old name will be removed in "
                           "the next release)", DeprecationWarning, stacklevel=2)
             return getattr(sys.modules[module], names[name])

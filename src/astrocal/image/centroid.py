@@ -48,7 +48,7 @@ from scipy.spatial import cKDTree
 
 # the flag bits, their names and the severe set: the source-table contract
 from ..sources import (CENTROID_FLAG_NAMES as FLAG_NAMES, FLAG_BAD_FIT, FLAG_CROWDED, FLAG_DIVERGED,
-                       FLAG_EDGE, FLAG_MASKED, FLAG_NOT_CONVERGED, FLAG_SATURATED, FLAGS_SEVERE)
+                       FLAG_EDGE, FLAG_MASKED, FLAG_NOT_CONVERGED, FLAG_SATURATED, FLAGS_SEVERE, decode_flags)
 
 __all__ = [
     "NoiseModel",
@@ -71,11 +71,6 @@ __all__ = [
 
 #: variance floor (ADU^2), see NoiseModel.variance
 MIN_VARIANCE = 1e-8
-
-
-def decode_flags(flag):
-    """Names of the centroid fit's bits (:data:`FLAG_NAMES`) set in one flag value."""
-    return [name for bit, name in FLAG_NAMES.items() if int(flag) & bit]
 
 
 @dataclass(frozen=True, eq=False)

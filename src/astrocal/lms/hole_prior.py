@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checksum import file_sha256
+from ..model.linear import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
 
 __all__ = ["DEFAULT_HOLE_ERROR_UM", "HolePrior", "ImagerHolePosterior", "tolerance_prior",
@@ -121,15 +122,11 @@ def tolerance_prior(hole_ids, sigma_um=DEFAULT_HOLE_ERROR_UM) -> HolePrior:
 
 def affine_basis(xy_mm) -> np.ndarray:
     """Orthonormal basis (2H, 6) of the affine patterns (translation x, y, rotation, scale, two
-    shears) of hole errors over holes at ``xy_mm`` (H, 2), hole-major order."""
-    xy = np.asarray(xy_mm, float)
-    x, y = (xy - xy.mean(axis=0)).T
-    one, zero = np.ones_like(x), np.zeros_like(x)
-    pats = [(one, zero), (zero, one), (-y, x), (x, y), (x, -y), (y, x)]
-    V = np.stack([np.stack(p, axis=1).ravel() for p in pats], axis=1)
-    q, r = np.linalg.qr(V)
-    keep = np.abs(np.diag(r)) > 1e-9 * np.abs(np.diag(r)).max()      # fewer than 3 holes: rank < 6
-    return q[:, keep]
+    shears) of hole errors over holes at ``xy_mm`` (H, 2), hole-major order: the imager's own
+    gauge basis (:func:`astrocal.model.linear.gauge_patterns`; its span does not depend on the
+    positions' unit or origin), so the part transferred is exactly the part the imager's fit
+    removes. With fewer than 3 holes the patterns span every error (2H columns)."""
+    return gauge_patterns(np.asarray(xy_mm, float))
 
 
 def _result_files(path):
