@@ -15,18 +15,22 @@ SRC = Path(astrocal.__file__).parent
 # Modules not yet brought to the style; each group is emptied as it is converted.
 # (the list only shrinks: a module removed from it must pass.)
 NOT_YET = {
-    # group: lab, pose kit, star matching
-    "lab/", "sky/match.py",
-    # group: model, products, result sets
-    "model/", "products.py", "resultset.py", "solution.py", "atomic.py", "checksum.py",
-    # group: simulators, formats
+    # group pm: lab, pose kit, star matching, field, plots
+    "lab/", "sky/match.py", "field/", "plots/",
+    # group prod: products, result files
+    "products.py", "resultset.py", "solution.py", "atomic.py", "checksum.py",
+    # group mdl: the joint model and its inference
+    "model/",
+    # group sim: simulators, formats
     "sim/", "cli/simulate.py", "formats/",
-    # group: sky (but matching), earth, instruments, field, plots
-    "sky/", "earth.py", "instruments.py", "field/", "plots/",
-    # group: campaign, stages, command line, report, correct
+    # group sky: sky (but matching), earth, instruments
+    "sky/", "earth.py", "instruments.py",
+    # group stg: campaign, stages, command line, report, correct
     "campaign.py", "stages/", "cli/", "report/", "correct/",
-    # group: image, lms, sources, errors, small helpers
-    "image/", "lms/", "sources.py", "pixels.py", "plain.py", "_moved.py",
+    # group img: image, sources, small helpers
+    "image/", "sources.py", "pixels.py", "plain.py", "_moved.py",
+    # group lms: the LM integral-field spectrograph
+    "lms/",
 }
 
 
