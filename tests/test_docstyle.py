@@ -18,7 +18,6 @@ NOT_YET = {
     # group pm: lab, pose kit, star matching, field, plots
     "lab/", "sky/match.py", "field/", "plots/",
     # group prod: products, result files
-    "products.py", "resultset.py", "solution.py", "atomic.py", "checksum.py",
     # group mdl: the joint model and its inference
     "model/",
     # group sim: simulators, formats

@@ -26,7 +26,7 @@ from cli_helpers import astrocal, new_files_outside, snapshot  # noqa: E402
 
 from astrocal.atomic import FAULT_KILL_AFTER
 from astrocal.model.chainstore import GROUP, BlockBackend
-from astrocal.model.result import load_chain, load_posterior
+from astrocal.products.result_files import load_chain, load_posterior
 from astrocal.resultset import LOCK, MANIFEST, require_complete
 from astrocal.sim.points_campaign import write_points_campaign
 

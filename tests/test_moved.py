@@ -15,7 +15,9 @@ SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inpu
 LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": "astrocal.cli.convert"},
         "astrocal.lab.measure": {"measure_campaign": "astrocal.stages.measure", "MeasureReport": "astrocal.stages.measure",
                                  "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
-                                 "run": "astrocal.cli.measure"}}
+                                 "run": "astrocal.cli.measure"},
+        "astrocal.model.result": {n: "astrocal.products.result_files" for n in (
+            "save_fit", "load_posterior", "load_chain", "load_residuals", "summary_table", "QUANTILES")}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))

@@ -7,13 +7,29 @@ twice).
 from __future__ import annotations
 
 import hashlib
+import os
 
 __all__ = ["file_sha256"]
 
 
-def file_sha256(path, block=1 << 20) -> str:
-    """Hex SHA-256 of the bytes of the file ``path``, read ``block`` bytes at a time (so a
-    file of any size is hashed in bounded memory)."""
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of the bytes of a file.
+
+    The file is read ``block`` bytes at a time, so a file of any size is hashed in bounded
+    memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    block : int, optional
+        Bytes read at a time (default 1 MiB).
+
+    Returns
+    -------
+    str
+        The SHA-256 of the file's bytes, 64 lower-case hexadecimal digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(block), b""):

@@ -19,11 +19,14 @@ process that no longer runs is taken over with a warning.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .atomic import ProductExistsError, atomic_write_text
@@ -58,10 +61,31 @@ class OutsideOutputError(AstrocalError, ValueError):
     """A path to be written does not lie under the directory it belongs to."""
 
 
-def write_manifest(out, names, record=None):
-    """Write ``out/manifest.json`` (atomically, last): the files ``names`` of the set
-    (relative to ``out``) with their sizes (bytes) and SHA-256, the astrocal version and
-    ``record`` (e.g. the campaign's hash and the seed). Returns the manifest as a dict."""
+def write_manifest(out: str | os.PathLike, names: Iterable[str | os.PathLike],
+                   record: Mapping[str, Any] | None = None) -> dict:
+    """Write ``out/manifest.json`` (atomically, last): the set's files with their sizes and
+    SHA-256, the astrocal version and ``record``.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    names : iterable of str or os.PathLike
+        The files of the set, relative to ``out`` (each must lie under ``out``).
+    record : mapping, optional
+        Further entries of the manifest (e.g. the campaign's hash and the seed).
+
+    Returns
+    -------
+    dict
+        The manifest: ``complete``, ``astrocal_version``, the entries of ``record`` and
+        ``files`` (``{name: {"bytes": size, "sha256": hex}}``).
+
+    Raises
+    ------
+    OutsideOutputError
+        A name leads outside ``out``.
+    """
     out = Path(out)
     files = {}
     for name in names:
@@ -72,8 +96,24 @@ def write_manifest(out, names, record=None):
     return manifest
 
 
-def read_manifest(out):
-    """The manifest of ``out`` as a dict, or None when there is none."""
+def read_manifest(out: str | os.PathLike) -> dict | None:
+    """The manifest of ``out`` as a dict, or None when there is none.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+
+    Returns
+    -------
+    dict or None
+        The contents of ``out/manifest.json``; None without that file.
+
+    Raises
+    ------
+    IncompleteResultError
+        The manifest is unreadable or not an astrocal manifest (no ``files``).
+    """
     path = Path(out) / MANIFEST
     if not path.exists():
         return None
@@ -86,8 +126,19 @@ def read_manifest(out):
     return manifest
 
 
-def is_complete(out):
-    """True when ``out`` holds a complete result set (:func:`require_complete` passes)."""
+def is_complete(out: str | os.PathLike) -> bool:
+    """True when ``out`` holds a complete result set (:func:`require_complete` passes).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+
+    Returns
+    -------
+    bool
+        Whether the set is complete (False also for a missing directory).
+    """
     try:
         require_complete(out)
     except (IncompleteResultError, FileNotFoundError):
@@ -95,10 +146,31 @@ def is_complete(out):
     return True
 
 
-def require_complete(out, verify_hashes=False):
+def require_complete(out: str | os.PathLike, verify_hashes: bool = False) -> dict:
     """Raise :class:`IncompleteResultError` unless ``out`` holds a complete result set: its
     manifest exists and every file it lists exists with the recorded size (and SHA-256 with
-    ``verify_hashes``). Returns the manifest."""
+    ``verify_hashes``).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    verify_hashes : bool, optional
+        Also compare every file's SHA-256 with the manifest's (reads every file).
+
+    Returns
+    -------
+    dict
+        The manifest (:func:`read_manifest`).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``out`` is not a directory.
+    IncompleteResultError
+        No manifest, a listed file missing, of another size or (``verify_hashes``) of
+        another SHA-256.
+    """
     out = Path(out)
     if not out.is_dir():
         raise FileNotFoundError(f"{out}: no such result directory")
@@ -125,25 +197,48 @@ def require_complete(out, verify_hashes=False):
     return manifest
 
 
-def require_complete_file(path):
+def require_complete_file(path: str | os.PathLike) -> None:
     """Raise :class:`IncompleteResultError` if ``path`` (a product file) lies in a fit's
     result directory whose set is not complete; a file elsewhere passes (a solution file
-    can be used on its own)."""
+    can be used on its own).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The product file; its directory is a result directory when it holds
+        ``posterior.h5``, ``fit.json`` or ``manifest.json``.
+    """
     folder = Path(path).resolve().parent
     if any((folder / n).exists() for n in RESULT_MARKERS):
         require_complete(folder)
 
 
-def mark_incomplete(out):
-    """Remove ``out``'s manifest (the first step of replacing or finishing a result)."""
+def mark_incomplete(out: str | os.PathLike) -> None:
+    """Remove ``out``'s manifest (the first step of replacing or finishing a result).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    """
     path = Path(out) / MANIFEST
     if path.exists():
         path.unlink()
 
 
-def remove_partial_files(out):
-    """Delete the ``.part`` files that interrupted atomic writes left in ``out``; returns
-    their names."""
+def remove_partial_files(out: str | os.PathLike) -> list[str]:
+    """Delete the ``.part`` files that interrupted atomic writes left in ``out``.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory (nothing is done when it does not exist).
+
+    Returns
+    -------
+    list of str
+        The names of the files removed.
+    """
     out = Path(out)
     if not out.is_dir():
         return []
@@ -168,11 +263,26 @@ def _pid_alive(pid):
 
 
 @contextmanager
-def writer_lock(out):
-    """Hold ``out/.astrocal.lock`` while writing ``out``.
+def writer_lock(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out/.astrocal.lock`` while writing ``out`` (a context manager).
 
-    Raises :class:`ResultLockedError` when a running process holds it; a lock whose
-    process no longer runs (a killed run) is taken over with a warning.
+    The lock file holds the writer's process id; it is removed on leaving the block. A
+    lock whose process no longer runs (a killed run) is taken over with a warning.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory (created if missing).
+
+    Yields
+    ------
+    pathlib.Path
+        The lock file.
+
+    Raises
+    ------
+    ResultLockedError
+        A running process holds the lock.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,9 +320,27 @@ def writer_lock(out):
             pass
 
 
-def confined(path, root):
+def confined(path: str | os.PathLike, root: str | os.PathLike) -> Path:
     """``path`` resolved, after checking that it lies under ``root`` (both resolved, so
-    ``..`` and symbolic links cannot lead out); raises :class:`OutsideOutputError`."""
+    ``..`` and symbolic links cannot lead out).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The path to be written.
+    root : str or os.PathLike
+        The directory it belongs to.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``, resolved.
+
+    Raises
+    ------
+    OutsideOutputError
+        ``path`` does not lie under ``root``.
+    """
     root_r = Path(root).resolve()
     path_r = Path(path).resolve()
     if path_r != root_r and root_r not in path_r.parents:
@@ -220,12 +348,30 @@ def confined(path, root):
     return path_r
 
 
-def check_result_dir(out, resume, overwrite, locked=False):
+def check_result_dir(out: str | os.PathLike, resume: bool, overwrite: bool, locked: bool = False) -> None:
     """Refuse to fit into ``out`` what would replace or continue something not asked for:
     a complete result (unless ``overwrite``), an interrupted one (unless ``resume`` or
     ``overwrite``), a directory another process is writing (unless ``locked``: this
-    process holds the lock). Raises :class:`~astrocal.atomic.ProductExistsError` or
-    :class:`ResultLockedError`."""
+    process holds the lock).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    resume : bool
+        An interrupted result may be continued.
+    overwrite : bool
+        An existing result, complete or not, may be replaced.
+    locked : bool, optional
+        This process holds the directory's lock.
+
+    Raises
+    ------
+    astrocal.atomic.ProductExistsError
+        A result exists, or an interrupted one, and neither is allowed.
+    ResultLockedError
+        Another running process holds the lock.
+    """
     out = Path(out)
     if not locked and (out / LOCK).exists():
         with writer_lock(out):  # raises while its writer runs; a stale lock is taken over and freed
@@ -241,11 +387,21 @@ def check_result_dir(out, resume, overwrite, locked=False):
             "finish it or --overwrite to start again")
 
 
-def inputs_sha256(inputs):
+def inputs_sha256(inputs: Iterable[str | os.PathLike]) -> str:
     """SHA-256 (hex) of the input files' names and their own SHA-256, in order (a path that is
-    not a file contributes its name only): what a chain's record keeps of its inputs."""
-    import hashlib
+    not a file contributes its name only): what a chain's record keeps of its inputs.
 
+    Parameters
+    ----------
+    inputs : iterable of str or os.PathLike
+        The input files, in order.
+
+    Returns
+    -------
+    str
+        The hex SHA-256 over, for each input, its name (without the directory) and, when it
+        is a file, its content's SHA-256.
+    """
     h = hashlib.sha256()
     for path in map(Path, inputs):
         h.update(path.name.encode())

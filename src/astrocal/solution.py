@@ -30,9 +30,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import AstrocalError
 from .field import DistortionField, affine_part
@@ -125,21 +126,33 @@ class Solution:
 
     # ------------------------------------------------------------------ linear grid
     @property
-    def linear_matrix(self):
-        """``M``: focal-plane arcsec (relative to G(b)) -> linear-grid pixels."""
+    def linear_matrix(self) -> np.ndarray:
+        """``M``: focal-plane arcsec (relative to G(b)) -> linear-grid pixels, a (2, 2) array
+        ``R(-rotation) diag(1, parity) / plate_scale``."""
         th = np.radians(self.rotation)
         rot_minus = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])
         return np.diag([1.0, float(self.parity)]) @ rot_minus / self.plate_scale
 
     @property
-    def reference_position(self):
-        """``G(b)``: focal-plane position (arcsec) of the boresight pixel."""
+    def reference_position(self) -> tuple[float, float]:
+        """``G(b)``: focal-plane position (arcsec) of the boresight pixel, ``(u, v)``."""
         u, v = self.field(*self.boresight)
         return float(u), float(v)
 
-    def linear_positions(self, x, y):
-        """``L(p)``: the linear-grid positions (pixels, 0-based) of 0-based detector
-        positions, through the full field (with the residual when there is one)."""
+    def linear_positions(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``L(p)``: the linear-grid positions of detector positions, through the full field
+        (with the residual when there is one).
+
+        Parameters
+        ----------
+        x, y : array_like
+            0-based detector pixel positions.
+
+        Returns
+        -------
+        lx, ly : np.ndarray
+            0-based linear-grid positions (pixels), of the shape of ``x``.
+        """
         lx, ly = self.linear_field()(x, y)
         if self.residual is None:
             return lx, ly
@@ -147,9 +160,15 @@ class Solution:
         m = self.linear_matrix
         return lx + m[0, 0] * ru + m[0, 1] * rv, ly + m[1, 0] * ru + m[1, 1] * rv
 
-    def linear_field(self):
+    def linear_field(self) -> DistortionField:
         """The polynomial field ``L``: detector pixel -> linear-grid pixel (0-based), of the
-        polynomial part alone (:meth:`linear_positions` adds the residual)."""
+        polynomial part alone (:meth:`linear_positions` adds the residual).
+
+        Returns
+        -------
+        DistortionField
+            ``L`` on the field's domain, pixels -> pixels.
+        """
         m = self.linear_matrix
         u0, v0 = self.reference_position
         f = self.field
@@ -161,21 +180,47 @@ class Solution:
         cy[0, 0] += self.boresight[1] - (m[1, 0] * u0 + m[1, 1] * v0)
         return DistortionField(cx, cy, f.domain, unit="pixel", input_unit="pixel")
 
-    def reverse_offsets(self, x, y):
-        """``D2(p) = p - L(p)`` at 0-based detector positions (pixels), of the full field."""
+    def reverse_offsets(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``D2(p) = p - L(p)`` at detector positions, of the full field.
+
+        Parameters
+        ----------
+        x, y : array_like
+            0-based detector pixel positions.
+
+        Returns
+        -------
+        dx, dy : np.ndarray
+            The reverse offsets (pixels).
+        """
         lx, ly = self.linear_positions(x, y)
         return np.asarray(x, dtype=float) - lx, np.asarray(y, dtype=float) - ly
 
-    def reverse_offset_field(self):
-        """``D2`` of the polynomial part as a :class:`DistortionField` (pixels -> pixels),
-        exact (without the residual field)."""
+    def reverse_offset_field(self) -> DistortionField:
+        """``D2`` of the polynomial part as a field, exact (without the residual field).
+
+        Returns
+        -------
+        DistortionField
+            ``D2 = identity - L``, pixels -> pixels.
+        """
         lin = self.linear_field()
         ident = DistortionField.identity(lin.domain, degree=lin.degree)
         return ident - lin
 
-    def forward_offsets(self, lx, ly):
-        """``D(l) = L^-1(l) - l`` at 0-based linear-grid positions (pixels), solved exactly
-        for the full field."""
+    def forward_offsets(self, lx: ArrayLike, ly: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``D(l) = L^-1(l) - l`` at linear-grid positions, solved exactly for the full field.
+
+        Parameters
+        ----------
+        lx, ly : array_like
+            0-based linear-grid positions (pixels).
+
+        Returns
+        -------
+        dx, dy : np.ndarray
+            The forward offsets (pixels): the distorted position is ``l + D(l)``.
+        """
         lx = np.asarray(lx, dtype=float)
         ly = np.asarray(ly, dtype=float)
         lin = self.linear_field()
@@ -194,12 +239,36 @@ class Solution:
         return px - lx, py - ly
 
     @classmethod
-    def from_reverse_offsets(cls, d2, boresight, plate_scale, rotation, parity=1,
-                             reference_position=(0.0, 0.0), **kwargs):
+    def from_reverse_offsets(cls, d2: DistortionField, boresight: tuple[float, float], plate_scale: float,
+                             rotation: float, parity: int = 1,
+                             reference_position: tuple[float, float] = (0.0, 0.0), **kwargs: Any) -> Solution:
         """Rebuild a solution from its reverse-offset field ``D2`` (pixels -> pixels).
 
         ``G(p) = G(b) + M^-1 (p - D2(p) - b)``: the exact inverse of
         :meth:`reverse_offset_field` given the linear-grid parameters.
+
+        Parameters
+        ----------
+        d2 : DistortionField
+            The reverse offsets ``D2``, 0-based detector pixels -> pixels.
+        boresight : (x, y)
+            0-based pixel ``b`` of the linear grid's origin.
+        plate_scale : float
+            Linear-grid plate scale (arcsec/pixel).
+        rotation : float
+            Angle of the detector x axis in the focal plane (degrees).
+        parity : int, optional
+            +1, or -1 if the detector is imaged flipped.
+        reference_position : (u, v), optional
+            ``G(b)``, focal-plane arcsec.
+        **kwargs
+            Further :class:`Solution` fields (``filter``, ``detector_shape``, ``sigma``,
+            ``meta``...).
+
+        Returns
+        -------
+        Solution
+            The solution whose field ``G`` has these reverse offsets.
         """
         th = np.radians(rotation)
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])

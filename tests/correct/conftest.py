@@ -9,7 +9,7 @@ from astrocal.field.synthetic import smooth_field
 from astrocal.formats.astromet import write_astromet
 from astrocal.formats.siaf import write_siaf
 from astrocal.formats.sip import write_sip_header
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.sim.lab_truth import gauge_truth
 from astrocal.sim.points_campaign import write_points_campaign
 from astrocal.solution import Solution

@@ -87,7 +87,7 @@ def test_map_coverage_over_many_fits(tmp_path):
     the round trip with the AstroMet product."""
     from astrocal.correct.solutions import linear_grid_draws
     from astrocal.field import design_matrix
-    from astrocal.model.result import load_posterior
+    from astrocal.products.result_files import load_posterior
     from astrocal.products import posterior_solution
     from astrocal.sim.points_campaign import write_points_campaign
 

@@ -9,7 +9,7 @@ from astrocal.field import DistortionField
 from astrocal.field.basis import flat_to_square
 from astrocal.field.synthetic import smooth_field
 from astrocal.formats.astromet import write_astromet
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.products import posterior_solution
 from astrocal.solution import Solution
 

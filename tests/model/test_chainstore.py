@@ -12,7 +12,7 @@ import pytest
 
 from astrocal.model.chainstore import GROUP, BlockBackend, ChainWriteError, _reason, stored_iteration
 from astrocal.model.inference import FitSettings, _run_blocks, default_moves
-from astrocal.model.result import load_chain
+from astrocal.products.result_files import load_chain
 
 NWALKERS, NDIM = 10, 3
 ATTRS = {"hyper_names": json.dumps(["a", "b", "c"]), "chain_record": json.dumps({"seed": 4})}

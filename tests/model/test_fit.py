@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from astrocal.cli import main
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.sim.lab_truth import gauge_truth
 from astrocal.sim.points_campaign import write_points_campaign
 

@@ -76,8 +76,8 @@ def test_labfit_footprint_leaves_the_outliers_out():
 def test_a_fit_without_area_saves_no_footprint(monkeypatch):
     from types import SimpleNamespace
 
-    from astrocal.model import result
-    from astrocal.model.result import _footprint
+    from astrocal.products import result_files as result
+    from astrocal.products.result_files import _footprint
 
     said = []  # the module's logger, whatever other tests did to the handlers
     monkeypatch.setattr(result.log, "warning", lambda msg, *args: said.append(msg % args))

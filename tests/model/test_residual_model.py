@@ -115,7 +115,7 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     from bench_model_coverage import campaign_params, detector_grid, make_campaign
 
     from astrocal.model.inference import FitSettings, fit_joint
-    from astrocal.model.result import load_posterior, save_fit
+    from astrocal.products.result_files import load_posterior, save_fit
     from astrocal.products import write_fit_products
     from astrocal.sim.lab_truth import gauge_truth
 

@@ -10,9 +10,8 @@ from astropy.table import Table, vstack
 
 from astrocal import __version__
 from astrocal.cli import main
-from astrocal.model.result import (
-    RESIDUAL_COLUMNS, load_chain, load_posterior, load_residuals, residual_rms,
-)
+from astrocal.model.result import RESIDUAL_COLUMNS, residual_rms
+from astrocal.products.result_files import load_chain, load_posterior, load_residuals
 from astrocal.sim.points_campaign import write_points_campaign
 
 

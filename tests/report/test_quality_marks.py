@@ -8,7 +8,7 @@ from astropy.io import fits
 from astrocal.cli import main
 from astrocal.formats.sip import load_header
 from astrocal.model.quality import QC_CONVERGED, QC_DEGREE_AT_TOP, fit_quality
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.products import write_fit_products
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from astrocal.cli import main
 from astrocal.field import design_matrix
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.products import posterior_solution
 from astrocal.report.build import build_report, load_result
 from astrocal.report.requirements import (

@@ -10,7 +10,7 @@ from astropy.table import Table
 from astrocal.field import DistortionField, design_matrix, nonlinear_part, terms
 from astrocal.field.basis import square_to_flat
 from astrocal.field.maps import affine_matrix
-from astrocal.model.result import load_posterior
+from astrocal.products.result_files import load_posterior
 from astrocal.products import posterior_solution
 from astrocal.report.build import (
     affine_gauge, build_report, load_result, map_accuracy, nonlinear_keep, stability,

@@ -620,7 +620,7 @@ def _distort_full(distort_poly, evaluate):
 def _open_posterior(path, filter_id, method):
     from ..field.basis import flat_to_square
     from ..model.draws import unresolved_variance
-    from ..model.result import load_posterior
+    from ..products.result_files import load_posterior
     from ..products import posterior_solution
 
     if method not in (None, "posterior"):

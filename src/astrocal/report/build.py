@@ -57,8 +57,9 @@ from ..field.basis import flat_to_square, square_to_flat, triangle_mask
 from ..model.draws import affine_matrices
 from ..model.quality import fit_quality
 from ..model.footprint import footprint_area, inside_footprint
-from ..model.result import load_chain, load_posterior, load_residuals, residual_rms, sky_residual_record
+from ..model.result import residual_rms, sky_residual_record
 from ..products import metis_band, posterior_solution
+from ..products.result_files import load_chain, load_posterior, load_residuals
 from ..resultset import require_complete
 from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
 

@@ -22,7 +22,7 @@ from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial
 from ..model.data import DataError, join_points
 from ..model.inference import FitSettings, fit_joint
 from ..model.linear import Priors
-from ..model.result import save_fit
+from ..products.result_files import save_fit
 from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, sky_points_for
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
 
 def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
     from ..products import write_fit_products
-    from ..model.result import load_posterior
+    from ..products.result_files import load_posterior
 
     fs = campaign.fit
     quick = opts.get("quick", False)
