@@ -350,3 +350,21 @@ def test_products_carry_the_residual_field(tmp_path):
         uy0, vy0 = full([x], [y - h])
         det = ((ux1 - ux0) * (vy1 - vy0) - (uy1 - uy0) * (vx1 - vx0))[0] / (2 * h) ** 2
         assert img[y, x] == pytest.approx(np.sqrt(abs(det)) * 1e3, rel=2e-6)
+
+
+def test_the_package_keeps_the_public_names_of_the_former_module():
+    # astrocal.products was one module; its public names (and the result files' readers and
+    # writer) stay importable from the package, the same objects as in the modules holding them
+    import importlib
+
+    import astrocal.products as products
+
+    former = ("DPR", "RECIPE", "eso", "metis_band", "posterior_solution", "local_scale_grid",
+              "local_scale_samples", "distortion_coefficients", "provenance_cards", "qc_from_residuals",
+              "write_metis_products", "earth_orientation_keys", "write_fit_products")
+    for name in former + ("save_fit", "load_posterior", "load_chain", "load_residuals", "summary_table"):
+        assert name in products.__all__, name
+        obj = getattr(products, name)
+        home = getattr(obj, "__module__", None)
+        if home is not None and home != "builtins":
+            assert home.startswith("astrocal.products.") and getattr(importlib.import_module(home), name) is obj
