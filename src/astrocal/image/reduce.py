@@ -81,7 +81,9 @@ from astropy.io import fits
 from .. import __version__
 from ..atomic import atomic_path
 from ..errors import AstrocalError
+from ..instruments import get_instrument
 from .centroid import NoiseModel
+from .headers import HeaderError, read_exposure_meta
 
 __all__ = [
     "DQ_DEAD",
@@ -171,8 +173,6 @@ def detector_params(meta, instrument=None, source="<frame>"):
     readout mode of the instrument (the header's ``DET MODE`` or the default mode); the
     full well from the instrument's mode.  Saturation = full well / gain (no bias).
     """
-    from ..instruments import get_instrument
-
     inst = None
     key = getattr(meta, "instrument", None) or instrument
     if key is not None:
@@ -397,35 +397,17 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
     header's readout), and only its header is read.  A normalised flat's own noise is
     unknown and not modelled (``meta['flat_noise']``).
     """
-    from .headers import HeaderError, read_exposure_meta
-
     meta = {"background": None, "flat": None, "nsig": nsig, "dead_below": dead_below,
             "hot_above": hot_above}
 
-    def read(src, what):
-        if src is None:
-            return None, None
-        if isinstance(src, (str, Path)):
-            data, header = read_frame(src, what)
-            meta[what] = str(Path(src))
-            return data, header
-        meta[what] = "<array>"
-        return np.asarray(src, dtype=np.float32), None
-
     def readout(src, header, what):
-        if frame_meta is not None:
-            return detector_params(frame_meta(header, src), instrument, source=str(src))
-        try:
-            em = read_exposure_meta(header)
-        except HeaderError as exc:
-            raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
-        return detector_params(em, instrument, source=str(src))
+        return _frame_readout(src, header, what, frame_meta, instrument)
 
-    bg, bg_header = read(background, "background")
+    bg, bg_header = _read_calibration_frame(background, "background", meta)
     bgp = background_params
     if bg is not None and bgp is None and bg_header is not None:
         bgp = readout(background, bg_header, "background")
-    fl, fl_header = read(flat, "flat")
+    fl, fl_header = _read_calibration_frame(flat, "flat", meta)
     shapes = {a.shape for a in (bg, fl) if a is not None}
     if len(shapes) > 1:
         raise ReductionError(f"background {meta['background']} and flat {meta['flat']} differ in "
@@ -441,90 +423,133 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
 
     flat_n = relvar = None
     if fl is not None:
-        bad = ~np.isfinite(fl)
-        dq[bad] |= DQ_NONFINITE
-        sample = fl[::3, ::3]
-        sample = sample[np.isfinite(sample) & (sample > 0)]
-        if sample.size == 0:
-            raise ReductionError(f"{meta['flat']}: the flat has no positive pixel")
-        # median of the illuminated pixels (the reference-pixel border and dead pixels,
-        # near zero, left out)
-        norm = float(np.median(sample))
-        norm = float(np.median(sample[sample > dead_below * norm]))
-        if flat_normalised is None:
-            normalised = flat_normalisation(norm, meta["flat"])
-            meta["flat_normalisation"] = f"detected from its median {norm:.4g}"
-        else:
-            normalised = bool(flat_normalised)
-            meta["flat_normalisation"] = f"stated (flat_normalised = {str(normalised).lower()}); median {norm:.4g}"
-        meta["flat_normalised"] = normalised
-        flp = None
-        if not normalised:
-            # a flat in counts: its own Poisson and read noise are known from its readout
-            flp = flat_params
-            if flp is None and fl_header is not None:
-                flp = readout(flat, fl_header, "flat")
-        flat_n = fl / np.float32(norm)
-        dead = ~(flat_n >= dead_below) & ~bad
-        weird = (flat_n > hot_above) & ~bad
-        dq[dead | weird] |= DQ_DEAD
-        if flp is not None:
-            # variance of the raw flat (ADU^2) relative to its square
-            with np.errstate(divide="ignore", invalid="ignore"):
-                relvar = ((np.maximum(fl, 0) / np.float32(flp.gain_eff)
-                           + np.float32(flp.read_var_adu)) / (fl * fl)).astype(np.float32)
-            meta["flat_noise"] = "Poisson and read noise of the flat in counts (its header's readout)"
-        else:
-            meta["flat_noise"] = ("unknown (a normalised flat: a relative gain map), not modelled"
-                                  if normalised else "unknown (no readout given), not modelled")
-        flat_n[dq != 0] = 1.0
-        if relvar is not None:
-            relvar[dq != 0] = 0.0
-        meta["flat_median_adu" if not normalised else "flat_median"] = norm
-        meta["n_dead_flat"] = int(np.count_nonzero(dead | weird))
-
+        flat_n, relvar = _calibrate_flat(
+            fl, dq, meta, dead_below=dead_below, hot_above=hot_above,
+            flat_normalised=flat_normalised,
+            flat_readout=lambda: (flat_params if flat_params is not None or fl_header is None
+                                  else readout(flat, fl_header, "flat")))
     if bg is not None:
-        if bgp is None:
-            raise ReductionError(f"{meta['background']}: readout of the background frame unknown "
-                                 "(give background_params)")
-        bad = ~np.isfinite(bg)
-        dq[bad] |= DQ_NONFINITE
-        ratio = bg if flat_n is None else bg / flat_n
-        level = block_level(ratio, bad | (dq != 0), block=block)
-        expect = level if flat_n is None else level * flat_n
-        var = np.maximum(expect, 0) / np.float32(bgp.gain_eff) + np.float32(bgp.read_var_adu)
-        resid = bg - expect
-        # scatter the noise model lacks (without a flat: the flat's pixel-to-pixel
-        # pattern in the thermal background) widens the thresholds
-        sample = resid[::3, ::3][(dq[::3, ::3] == 0) & np.isfinite(resid[::3, ::3])]
-        if sample.size > 100:
-            mad = float(np.median(np.abs(sample - np.median(sample))))
-            extra = (1.4826 * mad) ** 2 - float(np.median(var[::3, ::3]))
-            if extra > 0.2 * float(np.median(var[::3, ::3])):
-                var = var + np.float32(extra)
-                meta["background_excess_variance_adu2"] = extra
-                level_med = float(np.median(expect[::3, ::3][dq[::3, ::3] == 0]))
-                if flat_n is None and level_med > 0:
-                    # no flat: the excess is the pixel-to-pixel gain pattern in the thermal
-                    # background; the same relative scatter multiplies the spots
-                    relvar = np.float32(extra / level_med**2)
-                    meta["flat_relvar_from_background"] = float(relvar)
-        sig = np.sqrt(var)
-        del var
-        hot = (resid > nsig * sig) & ~bad
-        cold = (resid < -nsig * sig) & (expect > nsig * sig) & ~bad
-        dq[hot] |= DQ_HOT
-        dq[cold] |= DQ_DEAD
-        meta["n_hot_background"] = int(np.count_nonzero(hot))
-        meta["n_dead_background"] = int(np.count_nonzero(cold))
-        meta["background_median_adu"] = float(np.median(level))
-        meta["background_dit_s"] = bgp.dit
-        bg = np.where(bad, np.float32(0), bg).astype(np.float32, copy=False)
-        del ratio, level, expect, sig, resid
+        bg, relvar = _calibrate_background(bg, bgp, flat_n, relvar, dq, meta, nsig=nsig,
+                                           block=block)
     meta["n_bad"] = int(np.count_nonzero(dq))
     meta["bad_fraction"] = meta["n_bad"] / float(dq.size) if dq.size else 0.0
     return Calibration(shape=shape, dq=dq, background=bg, background_params=bgp, flat=flat_n,
                        flat_relvar=relvar, meta=meta)
+
+
+def _read_calibration_frame(src, what, meta):
+    """A calibration frame's data (float32) and header (None for an array or None);
+    records its origin in ``meta[what]``."""
+    if src is None:
+        return None, None
+    if isinstance(src, (str, Path)):
+        data, header = read_frame(src, what)
+        meta[what] = str(Path(src))
+        return data, header
+    meta[what] = "<array>"
+    return np.asarray(src, dtype=np.float32), None
+
+
+def _frame_readout(src, header, what, frame_meta, instrument):
+    """The :class:`DetectorParams` of a calibration frame from its header: through
+    ``frame_meta(header, path)`` if given, else the METIS/ESO keywords."""
+    if frame_meta is not None:
+        return detector_params(frame_meta(header, src), instrument, source=str(src))
+    try:
+        em = read_exposure_meta(header)
+    except HeaderError as exc:
+        raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
+    return detector_params(em, instrument, source=str(src))
+
+
+def _calibrate_flat(fl, dq, meta, *, dead_below, hot_above, flat_normalised, flat_readout):
+    """The flat divided by its median and its relative variance (None when its noise is
+    unknown); marks its non-finite and dead pixels in ``dq`` and records in ``meta``.
+    ``flat_readout()`` gives the flat's readout (called only for a flat in counts)."""
+    relvar = None
+    bad = ~np.isfinite(fl)
+    dq[bad] |= DQ_NONFINITE
+    sample = fl[::3, ::3]
+    sample = sample[np.isfinite(sample) & (sample > 0)]
+    if sample.size == 0:
+        raise ReductionError(f"{meta['flat']}: the flat has no positive pixel")
+    # median of the illuminated pixels (the reference-pixel border and dead pixels,
+    # near zero, left out)
+    norm = float(np.median(sample))
+    norm = float(np.median(sample[sample > dead_below * norm]))
+    if flat_normalised is None:
+        normalised = flat_normalisation(norm, meta["flat"])
+        meta["flat_normalisation"] = f"detected from its median {norm:.4g}"
+    else:
+        normalised = bool(flat_normalised)
+        meta["flat_normalisation"] = f"stated (flat_normalised = {str(normalised).lower()}); median {norm:.4g}"
+    meta["flat_normalised"] = normalised
+    flp = None
+    if not normalised:
+        # a flat in counts: its own Poisson and read noise are known from its readout
+        flp = flat_readout()
+    flat_n = fl / np.float32(norm)
+    dead = ~(flat_n >= dead_below) & ~bad
+    weird = (flat_n > hot_above) & ~bad
+    dq[dead | weird] |= DQ_DEAD
+    if flp is not None:
+        # variance of the raw flat (ADU^2) relative to its square
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relvar = ((np.maximum(fl, 0) / np.float32(flp.gain_eff)
+                       + np.float32(flp.read_var_adu)) / (fl * fl)).astype(np.float32)
+        meta["flat_noise"] = "Poisson and read noise of the flat in counts (its header's readout)"
+    else:
+        meta["flat_noise"] = ("unknown (a normalised flat: a relative gain map), not modelled"
+                              if normalised else "unknown (no readout given), not modelled")
+    flat_n[dq != 0] = 1.0
+    if relvar is not None:
+        relvar[dq != 0] = 0.0
+    meta["flat_median_adu" if not normalised else "flat_median"] = norm
+    meta["n_dead_flat"] = int(np.count_nonzero(dead | weird))
+    return flat_n, relvar
+
+
+def _calibrate_background(bg, bgp, flat_n, relvar, dq, meta, *, nsig, block):
+    """The background frame with its non-finite pixels set to 0, and the flat's relative
+    variance (from the background's excess scatter when there is no flat); marks its
+    non-finite, hot and cold pixels in ``dq`` and records in ``meta``."""
+    if bgp is None:
+        raise ReductionError(f"{meta['background']}: readout of the background frame unknown "
+                             "(give background_params)")
+    bad = ~np.isfinite(bg)
+    dq[bad] |= DQ_NONFINITE
+    ratio = bg if flat_n is None else bg / flat_n
+    level = block_level(ratio, bad | (dq != 0), block=block)
+    expect = level if flat_n is None else level * flat_n
+    var = np.maximum(expect, 0) / np.float32(bgp.gain_eff) + np.float32(bgp.read_var_adu)
+    resid = bg - expect
+    # scatter the noise model lacks (without a flat: the flat's pixel-to-pixel
+    # pattern in the thermal background) widens the thresholds
+    sample = resid[::3, ::3][(dq[::3, ::3] == 0) & np.isfinite(resid[::3, ::3])]
+    if sample.size > 100:
+        mad = float(np.median(np.abs(sample - np.median(sample))))
+        extra = (1.4826 * mad) ** 2 - float(np.median(var[::3, ::3]))
+        if extra > 0.2 * float(np.median(var[::3, ::3])):
+            var = var + np.float32(extra)
+            meta["background_excess_variance_adu2"] = extra
+            level_med = float(np.median(expect[::3, ::3][dq[::3, ::3] == 0]))
+            if flat_n is None and level_med > 0:
+                # no flat: the excess is the pixel-to-pixel gain pattern in the thermal
+                # background; the same relative scatter multiplies the spots
+                relvar = np.float32(extra / level_med**2)
+                meta["flat_relvar_from_background"] = float(relvar)
+    sig = np.sqrt(var)
+    del var
+    hot = (resid > nsig * sig) & ~bad
+    cold = (resid < -nsig * sig) & (expect > nsig * sig) & ~bad
+    dq[hot] |= DQ_HOT
+    dq[cold] |= DQ_DEAD
+    meta["n_hot_background"] = int(np.count_nonzero(hot))
+    meta["n_dead_background"] = int(np.count_nonzero(cold))
+    meta["background_median_adu"] = float(np.median(level))
+    meta["background_dit_s"] = bgp.dit
+    bg = np.where(bad, np.float32(0), bg).astype(np.float32, copy=False)
+    return bg, relvar
 
 
 # =========================================================================== cosmic rays
