@@ -498,8 +498,6 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     h = size // 2
     n = xg.size
     fit_background = background is None
-    extra_map = noise.extra_variance
-    extra_is_map = extra_map is not None and np.ndim(extra_map) == 2
 
     flags = flags0.copy()
     finite_guess = np.isfinite(xs) & np.isfinite(ys)
@@ -508,36 +506,8 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     y = np.where(finite_guess, ys, 0.0)
 
     def cut(idx, xc, yc):
-        x0 = np.rint(xc).astype(np.int64) - h
-        y0 = np.rint(yc).astype(np.int64) - h
-        d, inside = cut_stamps(image, x0, y0, size)
-        valid = inside & np.isfinite(d)
-        fl = np.where(~np.all(inside, axis=(1, 2)), FLAG_EDGE, 0)
-        masked = inside & ~np.isfinite(d)
-        if mask is not None:
-            mk, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=False)
-            masked |= mk & inside
-            valid &= ~mk
-        if extra_is_map:
-            ev, _ = cut_stamps(np.asarray(extra_map, float), x0, y0, size)
-            masked |= inside & ~np.isfinite(ev)
-            valid &= np.isfinite(ev)
-            ev = np.where(valid, ev, 0.0)
-        else:
-            ev = 0.0 if extra_map is None else float(extra_map)
-        fl = fl | np.where(np.any(masked, axis=(1, 2)), FLAG_MASKED, 0)
-        if saturation is not None:
-            sat = valid & (d >= saturation)
-            valid &= ~sat
-            fl = fl | np.where(np.any(sat, axis=(1, 2)), FLAG_SATURATED, 0)
-        if neighbours is not None:
-            light = _neighbour_light(psf, neighbours, idx, x0, y0, size)
-            d = d - light
-            if noise.poisson:
-                ev = ev + np.maximum(light, 0.0) / float(noise.gain)
-        ev = np.broadcast_to(ev, d.shape).copy() if np.ndim(ev) or neighbours is not None else ev
-        d = np.where(valid, d, 0.0)
-        return x0, y0, d, valid, ev, fl
+        return _cut_fit_stamps(image, psf, idx, xc, yc, size=size, noise=noise, mask=mask,
+                               saturation=saturation, neighbours=neighbours)
 
     x0, y0, data, valid, extra, cflags = cut(np.arange(n), x, y)
     flags |= cflags
@@ -546,27 +516,7 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
 
     # initial flux and background: unweighted linear least squares at the start
     p0, p0x, p0y = psf.stamps(x, y, x0, y0, size, derivatives=True)
-    vf = valid.reshape(n, -1).astype(float)
-    pf = p0.reshape(n, -1) * vf
-    df = data.reshape(n, -1)
-    s_pp = (pf * pf).sum(1)
-    s_p = pf.sum(1)
-    s_1 = vf.sum(1)
-    s_pd = (pf * df).sum(1)
-    s_d = df.sum(1)
-    if fit_background:
-        det = s_pp * s_1 - s_p**2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f_init = (s_1 * s_pd - s_p * s_d) / det
-            b_init = (s_pp * s_d - s_p * s_pd) / det
-    else:
-        b_init = np.broadcast_to(np.asarray(background, float), (n,)).copy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f_init = (s_pd - b_init * s_p) / s_pp
-    f_fallback = np.maximum(s_d - np.where(np.isfinite(b_init), b_init, 0) * s_1, 1e-3)
-    f_init = np.where(np.isfinite(f_init) & (f_init > 0), f_init, f_fallback)
-    b_init = np.where(np.isfinite(b_init), b_init, 0.0)
-    params = np.column_stack([x, y, f_init, b_init])
+    params = _initial_params(p0, x, y, data, valid, background)
 
     converged = np.zeros(n, bool)
     niter = np.zeros(n, int)
@@ -600,6 +550,84 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
         npix[todo] = nv.sum(axis=(1, 2))
         start = None
 
+    return _centroid_result(psf, p0, p0x, p0y, params, data, valid, extra, npix, niter,
+                            converged, usable, flags, xg, yg, noise=noise, size=size,
+                            max_shift=max_shift, fit_background=fit_background)
+
+
+def _cut_fit_stamps(image, psf, idx, xc, yc, *, size, noise, mask, saturation, neighbours):
+    """Stamps of ``size`` px around (xc, yc) for the spots ``idx``: their origins
+    ``x0, y0``, data (less the light of ``neighbours``, 0 where invalid), valid-pixel
+    masks, extra variance (scalar or per pixel) and flags (edge, masked, saturated)."""
+    h = size // 2
+    extra_map = noise.extra_variance
+    extra_is_map = extra_map is not None and np.ndim(extra_map) == 2
+    x0 = np.rint(xc).astype(np.int64) - h
+    y0 = np.rint(yc).astype(np.int64) - h
+    d, inside = cut_stamps(image, x0, y0, size)
+    valid = inside & np.isfinite(d)
+    fl = np.where(~np.all(inside, axis=(1, 2)), FLAG_EDGE, 0)
+    masked = inside & ~np.isfinite(d)
+    if mask is not None:
+        mk, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=False)
+        masked |= mk & inside
+        valid &= ~mk
+    if extra_is_map:
+        ev, _ = cut_stamps(np.asarray(extra_map, float), x0, y0, size)
+        masked |= inside & ~np.isfinite(ev)
+        valid &= np.isfinite(ev)
+        ev = np.where(valid, ev, 0.0)
+    else:
+        ev = 0.0 if extra_map is None else float(extra_map)
+    fl = fl | np.where(np.any(masked, axis=(1, 2)), FLAG_MASKED, 0)
+    if saturation is not None:
+        sat = valid & (d >= saturation)
+        valid &= ~sat
+        fl = fl | np.where(np.any(sat, axis=(1, 2)), FLAG_SATURATED, 0)
+    if neighbours is not None:
+        light = _neighbour_light(psf, neighbours, idx, x0, y0, size)
+        d = d - light
+        if noise.poisson:
+            ev = ev + np.maximum(light, 0.0) / float(noise.gain)
+    ev = np.broadcast_to(ev, d.shape).copy() if np.ndim(ev) or neighbours is not None else ev
+    d = np.where(valid, d, 0.0)
+    return x0, y0, d, valid, ev, fl
+
+
+def _initial_params(p0, x, y, data, valid, background):
+    """Starting parameters ``(x, y, flux, background)`` per spot: flux and background by
+    unweighted linear least squares on the stamps (the PSF stamps ``p0`` at the start);
+    the background is fixed when ``background`` is given."""
+    n = x.size
+    vf = valid.reshape(n, -1).astype(float)
+    pf = p0.reshape(n, -1) * vf
+    df = data.reshape(n, -1)
+    s_pp = (pf * pf).sum(1)
+    s_p = pf.sum(1)
+    s_1 = vf.sum(1)
+    s_pd = (pf * df).sum(1)
+    s_d = df.sum(1)
+    if background is None:
+        det = s_pp * s_1 - s_p**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_init = (s_1 * s_pd - s_p * s_d) / det
+            b_init = (s_pp * s_d - s_p * s_pd) / det
+    else:
+        b_init = np.broadcast_to(np.asarray(background, float), (n,)).copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_init = (s_pd - b_init * s_p) / s_pp
+    f_fallback = np.maximum(s_d - np.where(np.isfinite(b_init), b_init, 0) * s_1, 1e-3)
+    f_init = np.where(np.isfinite(f_init) & (f_init > 0), f_init, f_fallback)
+    b_init = np.where(np.isfinite(b_init), b_init, 0.0)
+    return np.column_stack([x, y, f_init, b_init])
+
+
+def _centroid_result(psf, p0, p0x, p0y, params, data, valid, extra, npix, niter, converged,
+                     usable, flags, xg, yg, *, noise, size, max_shift, fit_background):
+    """The :class:`CentroidResult` of the fitted ``params``: the covariance from the Fisher
+    matrix at the solution, chi2 per degree of freedom, the flags of the fit's outcome;
+    NaN values for the spots whose fit is bad."""
+    n = xg.size
     # covariance from the Fisher matrix at the solution (model-based weights)
     _, chi2, a, _ = _normal_equations(
         p0, p0x, p0y, params, data.reshape(n, -1), valid.reshape(n, -1),
@@ -637,6 +665,8 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
         meta=dict(stamp_size=size, gain=float(noise.gain), read_noise=float(noise.read_noise),
                   fit_background=fit_background, psf=dict(getattr(psf, "meta", {}))),
     )
+
+
 
 
 # --------------------------------------------------------------------------------------

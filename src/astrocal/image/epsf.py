@@ -229,6 +229,36 @@ def _solve_table(stamps, oversampling, half_width, regularization):
     return tab
 
 
+def _epsf_stamps(im, res, nz, mk, bkg, psf, stamp_size, saturation):
+    """The stamps of one frame's well-fitted spots for the ePSF table: data and valid
+    pixels, weights (the inverse variance of the current model), positions, stamp origins,
+    fluxes and the annulus backgrounds ``bkg``."""
+    good = res.good(FLAGS_SEVERE) & np.isfinite(res.x) & np.isfinite(bkg)
+    h = stamp_size // 2
+    x, y = res.x[good], res.y[good]
+    x0 = np.rint(x).astype(np.int64) - h
+    y0 = np.rint(y).astype(np.int64) - h
+    d, inside = cut_stamps(im, x0, y0, stamp_size)
+    valid = inside & np.isfinite(d)
+    if mk is not None:
+        bad, _ = cut_stamps(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
+        valid &= ~bad
+    if saturation is not None:
+        valid &= ~(d >= saturation)
+    extra = nz.extra_variance
+    if extra is not None and np.ndim(extra) == 2:
+        extra, _ = cut_stamps(np.asarray(extra, float), x0, y0, stamp_size)
+        valid &= np.isfinite(extra)
+        extra = np.where(valid, extra, 0.0)
+    elif extra is None:
+        extra = 0.0
+    model = (res.flux[good][:, None, None] * psf.stamps(x, y, x0, y0, stamp_size)
+             + res.background[good][:, None, None])
+    weight = np.where(valid, 1.0 / nz.variance(model, extra), 0.0)
+    return dict(data=np.where(valid, d, 0.0), valid=valid, weight=weight, x=x, y=y, x0=x0,
+                y0=y0, flux=res.flux[good], background=bkg[good])
+
+
 def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
                stamp_size=None, max_iter=10, tol=0.05, regularization=0.1,
                initial_psf=None, center="symmetric", saturation=None):
@@ -300,33 +330,8 @@ def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
     converged = False
     it = 0
     for it in range(1, int(max_iter) + 1):
-        stamps = []
-        for im, res, nz, mk, bkg in zip(images, results, noises, masks, annulus_bg):
-            good = res.good(FLAGS_SEVERE) & np.isfinite(res.x) & np.isfinite(bkg)
-            h = stamp_size // 2
-            x, y = res.x[good], res.y[good]
-            x0 = np.rint(x).astype(np.int64) - h
-            y0 = np.rint(y).astype(np.int64) - h
-            d, inside = cut_stamps(im, x0, y0, stamp_size)
-            valid = inside & np.isfinite(d)
-            if mk is not None:
-                bad, _ = cut_stamps(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
-                valid &= ~bad
-            if saturation is not None:
-                valid &= ~(d >= saturation)
-            extra = nz.extra_variance
-            if extra is not None and np.ndim(extra) == 2:
-                extra, _ = cut_stamps(np.asarray(extra, float), x0, y0, stamp_size)
-                valid &= np.isfinite(extra)
-                extra = np.where(valid, extra, 0.0)
-            elif extra is None:
-                extra = 0.0
-            model = (res.flux[good][:, None, None] * psf.stamps(x, y, x0, y0, stamp_size)
-                     + res.background[good][:, None, None])
-            weight = np.where(valid, 1.0 / nz.variance(model, extra), 0.0)
-            stamps.append(dict(data=np.where(valid, d, 0.0), valid=valid, weight=weight,
-                               x=x, y=y, x0=x0, y0=y0, flux=res.flux[good],
-                               background=bkg[good]))
+        stamps = [_epsf_stamps(im, res, nz, mk, bkg, psf, stamp_size, saturation)
+                  for im, res, nz, mk, bkg in zip(images, results, noises, masks, annulus_bg)]
         table = _solve_table(stamps, oversampling, half_width, regularization)
         table /= table.sum() / oversampling**2
         new_psf = PixelPSF(table, oversampling, dict(kind="epsf", method="least-squares",
