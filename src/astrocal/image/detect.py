@@ -32,9 +32,11 @@ import math
 
 import numpy as np
 from astropy.table import Table
+from numpy.typing import ArrayLike
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
+from .psf import PixelPSF, StampPSF
 from .reduce import block_level
 
 __all__ = ["detect_spots", "filtered_psf", "gaussian_smooth"]
@@ -42,9 +44,25 @@ __all__ = ["detect_spots", "filtered_psf", "gaussian_smooth"]
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
-def filtered_psf(psf, sigma_px):
-    """The PSF table smoothed by the detection filter, relative to its peak:
-    ``(table, oversampling)``, cached on the PSF object per ``sigma_px``."""
+def filtered_psf(psf: PixelPSF, sigma_px: float) -> tuple[np.ndarray, int]:
+    """The PSF table smoothed by the detection filter, relative to its peak.
+
+    Cached on the PSF object per ``sigma_px``.
+
+    Parameters
+    ----------
+    psf : PixelPSF
+        A tabulated PSF (``table``, ``oversampling``).
+    sigma_px : float
+        Standard deviation of the Gaussian detection filter (px).
+
+    Returns
+    -------
+    table : numpy.ndarray
+        The filtered table divided by its maximum.
+    oversampling : int
+        Its grid points per pixel.
+    """
     cache = psf.__dict__.setdefault("_astrocal_filtered", {})
     key = round(float(sigma_px), 6)
     if key not in cache:
@@ -73,11 +91,27 @@ def _band_matrix(n, sigma, truncate):
     return sparse.diags(diags, offs, shape=(n, n), format="csr", dtype=np.float32), k.astype(np.float32)
 
 
-def gaussian_smooth(image, sigma, truncate=3.0):
-    """Gaussian filter (zero outside the image), float32: along rows with
-    ``ndimage.correlate1d`` and along columns as a banded sparse matrix product, which
-    is ~5 x faster than ``ndimage.gaussian_filter`` for a 2048 x 2048 float32 frame (whose
-    column pass strides through memory)."""
+def gaussian_smooth(image: ArrayLike, sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """Gaussian filter (zero outside the image), float32.
+
+    Along rows with ``ndimage.correlate1d`` and along columns as a banded sparse matrix
+    product, which is ~5 x faster than ``ndimage.gaussian_filter`` for a 2048 x 2048
+    float32 frame (whose column pass strides through memory).
+
+    Parameters
+    ----------
+    image : array_like
+        2-D frame.
+    sigma : float
+        Standard deviation of the Gaussian (px).
+    truncate : float
+        The kernel reaches ``int(truncate * sigma + 0.5)`` px (as ``scipy.ndimage``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The smoothed frame (float32, same shape).
+    """
     a = np.asarray(image, dtype=np.float32)
     band, k = _band_matrix(a.shape[0], float(sigma), float(truncate))
     _, k1 = _band_matrix(a.shape[1], float(sigma), float(truncate))
@@ -129,17 +163,21 @@ def _saturated_peaks(num, good, sat, psf, sigma, x, y, peak, box=30):
     return out
 
 
-def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, threshold=5.0,
-                 subtract_background=True, min_separation=None, sidelobes=0.5,
-                 min_coverage=0.5, max_spots=None, block=64, saturated=None):
+def detect_spots(image: ArrayLike, psf: StampPSF | None = None, *, fwhm: float | None = None,
+                 mask: ArrayLike | None = None, variance: ArrayLike | None = None,
+                 threshold: float = 5.0, subtract_background: bool = True,
+                 min_separation: float | None = None, sidelobes: float | None = 0.5,
+                 min_coverage: float = 0.5, max_spots: int | None = None, block: int = 64,
+                 saturated: ArrayLike | None = None) -> Table:
     """Find spot candidates in a (reduced) frame.
 
     Parameters
     ----------
     image : 2-D array
         The frame (ADU); NaN/inf pixels are treated as masked.
-    psf : PixelPSF or None
-        The PSF model: its FWHM sets the filter and its envelope the side-lobe test.
+    psf : PixelPSF or AOStarPSF or None
+        The PSF model: its FWHM sets the filter and, for a tabulated PSF (``PixelPSF``),
+        its envelope the side-lobe test and the peaks of saturated spots.
     fwhm : float or None
         Filter FWHM (px) if no ``psf`` (then there is no side-lobe test).
     mask : bool array or None
@@ -164,6 +202,8 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
         Minimum fraction of good-pixel weight under the filter at a maximum.
     max_spots : int or None
         Keep at most this many (the brightest).
+    block : int
+        Block size (px) of the smooth background level.
     saturated : bool array or None
         Saturated pixels (not in ``mask``: their clipped values help to place the spot);
         the peaks of saturated spots are then estimated from their surroundings, so

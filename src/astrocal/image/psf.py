@@ -56,6 +56,7 @@ __all__ = [
     "RAD_TO_MAS",
     "PixelPSF",
     "AOStarPSF",
+    "StampPSF",
     "elt_pupil",
     "diffraction_psf",
     "diffraction_psf_direct",
@@ -663,6 +664,11 @@ class AOStarPSF:
         v = self.stamps(np.array([dx]), np.array([dy]), np.array([-h]), np.array([-h]),
                         int(size))
         return float(v.sum())
+
+
+#: a PSF model with the stamp protocol (``fwhm``, ``evaluate``, ``stamps``,
+#: ``fraction_in_stamp``, ``default_stamp_size``), as the centroider and detection take it
+StampPSF = PixelPSF | AOStarPSF
 
 
 # --------------------------------------------------------------------------------------
