@@ -43,12 +43,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+from astropy.table import Table
+from numpy.typing import ArrayLike
 from scipy import optimize
 from scipy.spatial import cKDTree
 
 # the flag bits, their names and the severe set: the source-table contract
 from ..sources import (CENTROID_FLAG_NAMES as FLAG_NAMES, FLAG_BAD_FIT, FLAG_CROWDED, FLAG_DIVERGED,
                        FLAG_EDGE, FLAG_MASKED, FLAG_NOT_CONVERGED, FLAG_SATURATED, FLAGS_SEVERE, decode_flags)
+from .psf import StampPSF
 
 __all__ = [
     "NoiseModel",
@@ -103,16 +106,28 @@ class NoiseModel:
     poisson: bool = True
 
     @property
-    def static_variance(self):
+    def static_variance(self) -> float:
         """Model-independent part of the variance, ADU^2 (scalar)."""
         g = float(self.gain)
         return (self.dark + self.sky + self.read_noise**2) / g**2
 
-    def variance(self, model, extra=0.0):
+    def variance(self, model: ArrayLike, extra: float | ArrayLike = 0.0) -> np.ndarray:
         """Variance (ADU^2) of pixels whose expected value is ``model`` (ADU).
 
         Floored at ``MIN_VARIANCE`` (1e-8 ADU^2) so that noiseless pixels (pure Poisson
         noise of a zero model) do not get infinite weight.
+
+        Parameters
+        ----------
+        model : array_like
+            Expected pixel values (ADU).
+        extra : float or array_like
+            Additional variance (ADU^2), added to the static part.
+
+        Returns
+        -------
+        numpy.ndarray
+            The variance (ADU^2), of the broadcast shape of ``model`` and ``extra``.
         """
         v = self.static_variance + extra
         if self.poisson:
@@ -152,7 +167,7 @@ class CentroidResult:
         return int(self.x.size)
 
     @property
-    def cov(self):
+    def cov(self) -> np.ndarray:
         """Position covariance matrices, shape (N, 2, 2), px^2."""
         c = np.empty((len(self), 2, 2))
         c[:, 0, 0] = self.sigma_x**2
@@ -160,13 +175,30 @@ class CentroidResult:
         c[:, 0, 1] = c[:, 1, 0] = self.cov_xy
         return c
 
-    def good(self, reject=FLAGS_SEVERE):
-        """Boolean mask of spots with none of the ``reject`` flag bits set."""
+    def good(self, reject: int = FLAGS_SEVERE) -> np.ndarray:
+        """Which spots have none of the ``reject`` flag bits set.
+
+        Parameters
+        ----------
+        reject : int
+            The flag bits that make a spot bad (default the severe ones).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            One per spot.
+        """
         return (self.flags & int(reject)) == 0
 
-    def to_table(self):
-        """The result as an astropy Table (units in the column metadata)."""
-        from astropy.table import Table
+    def to_table(self) -> Table:
+        """The result as an astropy Table.
+
+        Returns
+        -------
+        astropy.table.Table
+            One column per field (units in the column metadata), ``meta``: the result's
+            meta and ``flag_bits`` ({name: bit}).
+        """
         import astropy.units as u
 
         units = dict(x=u.pix, y=u.pix, sigma_x=u.pix, sigma_y=u.pix, cov_xy=u.pix**2,
@@ -194,10 +226,27 @@ def _stamp_size(psf, stamp_size):
     return stamp_size
 
 
-def cut_stamps(image, x0, y0, size, fill=np.nan):
-    """Stamps ``image[y0+j, x0+i]`` (N, size, size); pixels outside the image -> ``fill``.
+def cut_stamps(image: np.ndarray, x0: np.ndarray, y0: np.ndarray, size: int,
+               fill: float | bool = np.nan) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps ``image[y0+j, x0+i]`` of N spots.
 
-    Returns ``(stamps, inside)``.
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image.
+    x0, y0 : numpy.ndarray of int
+        Column and row of each stamp's first pixel (N,).
+    size : int
+        Stamp side (px).
+    fill : float or bool
+        Value of the pixels outside the image.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        (N, size, size).
+    inside : numpy.ndarray of bool
+        (N, size, size): which stamp pixels lie in the image.
     """
     ny, nx = image.shape
     ar = np.arange(size)
@@ -357,9 +406,12 @@ def _lm(psf, data, valid, extra, x0, y0, size, params, noise, fit_background,
     return params, converged, niter, (p_all, px_all, py_all)
 
 
-def fit_centroids(image, x, y, psf, *, noise=None, mask=None, stamp_size=None,
-                  saturation=None, background=None, max_iter=50, tol=1e-2,
-                  max_shift=None, recenter=2, deblend=3):
+def fit_centroids(image: ArrayLike, x: ArrayLike, y: ArrayLike, psf: StampPSF, *,
+                  noise: NoiseModel | None = None, mask: ArrayLike | None = None,
+                  stamp_size: int | None = None, saturation: float | None = None,
+                  background: float | ArrayLike | None = None, max_iter: int = 50,
+                  tol: float = 1e-2, max_shift: float | None = None, recenter: int = 2,
+                  deblend: int = 3) -> CentroidResult:
     """Fit the position, flux and local background of N spots with a PSF model.
 
     Parameters
@@ -405,6 +457,7 @@ def fit_centroids(image, x, y, psf, *, noise=None, mask=None, stamp_size=None,
     Returns
     -------
     CentroidResult
+        One entry per first guess, in input order.
     """
     image = np.asarray(image, dtype=float)
     if image.ndim != 2:
@@ -672,8 +725,9 @@ def _centroid_result(psf, p0, p0x, p0y, params, data, valid, extra, npix, niter,
 # --------------------------------------------------------------------------------------
 # Cramér-Rao bound
 # --------------------------------------------------------------------------------------
-def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None,
-                     fit_background=True):
+def cramer_rao_bound(psf: StampPSF, x: ArrayLike, y: ArrayLike, flux: ArrayLike,
+                     background: ArrayLike, *, noise: NoiseModel | None = None,
+                     stamp_size: int | None = None, fit_background: bool = True) -> np.ndarray:
     """Cramér-Rao bound on (x, y, flux, background) of spots fitted on stamps.
 
     The Fisher information of a stamp whose pixels are independent with mean
@@ -687,12 +741,16 @@ def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None
     Parameters
     ----------
     psf : stamp-protocol PSF
+        :class:`~astrocal.image.psf.PixelPSF` or :class:`~astrocal.image.psf.AOStarPSF`.
     x, y : float or arrays (N,)
         True positions (px).  Only their sub-pixel phase matters.
     flux, background : float or arrays (N,)
         Total flux (ADU) and background (ADU/px) present in the image.
     noise : NoiseModel or None
+        The noise model (default: Poisson only, gain 1); a map of extra variance enters
+        as its mean.
     stamp_size : odd int or None
+        Fitting box (px); default ``psf.default_stamp_size()``.
     fit_background : bool
         If False, the background is known: the bound is for (x, y, flux) only (the
         background row/column of the result is then zero except a 1 on the diagonal).
@@ -723,11 +781,30 @@ def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None
     return cov[0] if scalar else cov
 
 
-def flux_for_snr(psf, snr, background, *, noise=None, stamp_size=None, x=0.0, y=0.0):
+def flux_for_snr(psf: StampPSF, snr: float, background: float, *,
+                 noise: NoiseModel | None = None, stamp_size: int | None = None,
+                 x: float = 0.0, y: float = 0.0) -> float:
     """Total flux (ADU) at which the Cramér-Rao SNR ``flux / sigma_flux`` equals ``snr``.
 
-    ``background`` (ADU/px) is the level present in the image; the background is taken
-    as fitted.  The sub-pixel phase ``(x, y)`` matters little.
+    Parameters
+    ----------
+    psf : stamp-protocol PSF
+        :class:`~astrocal.image.psf.PixelPSF` or :class:`~astrocal.image.psf.AOStarPSF`.
+    snr : float
+        The wanted SNR.
+    background : float
+        The level present in the image (ADU/px); the background is taken as fitted.
+    noise : NoiseModel or None
+        The noise model (default: Poisson only, gain 1).
+    stamp_size : odd int or None
+        Fitting box (px); default ``psf.default_stamp_size()``.
+    x, y : float
+        Position (px); only its sub-pixel phase matters, and little.
+
+    Returns
+    -------
+    float
+        The flux (ADU), by root finding between 1e-3 and 1e14 ADU.
     """
     def f(logflux):
         fl = np.exp(logflux)
