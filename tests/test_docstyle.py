@@ -28,7 +28,6 @@ NOT_YET = {
     # group stg: campaign, stages, command line, report, correct
     "campaign.py", "stages/", "cli/", "report/", "correct/",
     # group img: image, sources, small helpers
-    "image/",
     # group lms: the LM integral-field spectrograph
     "lms/",
 }
