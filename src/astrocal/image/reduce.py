@@ -970,6 +970,61 @@ def reduce_frame(raw: ArrayLike, calibration: Calibration | None, params: Detect
     dq = np.zeros(raw.shape, np.uint8) if cal is None else cal.dq.copy()
     nonfinite = ~np.isfinite(data)
     dq[nonfinite] |= DQ_NONFINITE
+    n_sat, sat_level, sat_source = _mark_saturated(data, dq, params)
+    data[nonfinite] = 0.0
+    del nonfinite
+    bkgvar = np.full(raw.shape, np.float32(params.read_var_adu), dtype=np.float32)
+    scale = _apply_calibration(data, bkgvar, cal, params)
+    n_cold = 0
+    if cal is None or (cal.background is None and cal.flat is None):
+        # no calibration frame to find dead pixels (and the reference-pixel border) with:
+        # pixels far below the local level of the frame itself are dead
+        cold = _cold_pixels(data, dq != 0, params)
+        n_cold = int(np.count_nonzero(cold))
+        dq[cold] |= DQ_DEAD
+        del cold
+    bad_static = dq != 0
+    # noise the model lacks (no flat: its pixel-to-pixel pattern; a wrong gain or read
+    # noise in the header) is measured on the frame and added, before any test uses it
+    frame0 = ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params)
+    ratio, excess = excess_variance(frame0)
+    added = 0.0
+    if excess > 0 and ratio > excess_limit:
+        bkgvar += np.float32(excess)
+        added = excess
+    del frame0
+    n_cr = 0
+    sharp = None
+    if cosmic_rays:
+        sharp = psf_sharpness(psf) if psf is not None else 2.0
+        n_cr = _mark_cosmic_rays(data, dq, bkgvar, bad_static, params,
+                                 background_subtracted=scale is not None, sharpness=sharp,
+                                 nsig=cr_nsig)
+    meta = {
+        "source": str(source),
+        "background_scale": scale,
+        "n_saturated_pixels": n_sat,
+        "saturation_level_adu": None if sat_level is None else float(sat_level),
+        "saturation_source": sat_source,
+        "n_dead_in_frame": n_cold,
+        "noise_check": {"measured_over_model": ratio, "added_variance_adu2": added},
+        "n_cosmic_ray_pixels": n_cr,
+        "n_masked_pixels": int(np.count_nonzero(dq)),
+        "psf_sharpness": sharp,
+        "cr_nsig": cr_nsig if cosmic_rays else None,
+        "detector": params.to_dict(),
+    }
+    if cal is not None:
+        meta["background"] = cal.meta.get("background")
+        meta["flat"] = cal.meta.get("flat")
+    return ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params, meta=meta)
+
+
+
+def _mark_saturated(data, dq, params):
+    """Mark the saturated pixels of a raw frame in ``dq``: at the readout mode's full well,
+    or (none known) at a plateau at the frame's maximum (:func:`plateau_level`).  Returns
+    ``(count, level or None, where the level came from or None)``."""
     n_sat = 0
     sat_level, sat_source = params.saturation_adu, "the readout mode's full well"
     if sat_level is None:  # no full well known: a clipped frame shows a plateau at its maximum
@@ -980,11 +1035,13 @@ def reduce_frame(raw: ArrayLike, calibration: Calibration | None, params: Detect
             sat = data >= np.float32(sat_level)
         n_sat = int(np.count_nonzero(sat))
         dq[sat] |= DQ_SATURATED
-        del sat
-    data[nonfinite] = 0.0
-    del nonfinite
-    gf = np.float32(params.gain_eff)
-    bkgvar = np.full(raw.shape, np.float32(params.read_var_adu), dtype=np.float32)
+    return n_sat, sat_level, sat_source
+
+
+def _apply_calibration(data, bkgvar, cal, params):
+    """Subtract the scaled background and divide by the flat, in place, adding their noise
+    to ``bkgvar`` (see the module docstring).  Returns the background's scale (the DIT
+    ratio), None without a background."""
     scale = None
     if cal is not None and cal.background is not None:
         bp = cal.background_params
@@ -1008,57 +1065,21 @@ def reduce_frame(raw: ArrayLike, calibration: Calibration | None, params: Detect
         pos *= pos
         pos *= cal.flat_relvar
         bkgvar += pos
-        del pos
-    n_cold = 0
-    if cal is None or (cal.background is None and cal.flat is None):
-        # no calibration frame to find dead pixels (and the reference-pixel border) with:
-        # pixels far below the local level of the frame itself are dead
-        cold = _cold_pixels(data, dq != 0, params)
-        n_cold = int(np.count_nonzero(cold))
-        dq[cold] |= DQ_DEAD
-        del cold
-    bad_static = dq != 0
-    # noise the model lacks (no flat: its pixel-to-pixel pattern; a wrong gain or read
-    # noise in the header) is measured on the frame and added, before any test uses it
-    frame0 = ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params)
-    ratio, excess = excess_variance(frame0)
-    added = 0.0
-    if excess > 0 and ratio > excess_limit:
-        bkgvar += np.float32(excess)
-        added = excess
-    del frame0
-    n_cr = 0
-    sharp = None
-    if cosmic_rays:
-        sharp = psf_sharpness(psf) if psf is not None else 2.0
-        total = bkgvar + np.maximum(data, 0) / gf
-        # the sharpness test compares with the signal above the background
-        test = data if scale is not None else data - block_level(data, bad_static)
-        hits = detect_cosmic_rays(test, total, bad_static, sharpness=sharp, nsig=cr_nsig)
-        del test
-        del total
-        n_cr = int(np.count_nonzero(hits))
-        dq[hits] |= DQ_COSMIC
-        del hits
-    meta = {
-        "source": str(source),
-        "background_scale": scale,
-        "n_saturated_pixels": n_sat,
-        "saturation_level_adu": None if sat_level is None else float(sat_level),
-        "saturation_source": sat_source,
-        "n_dead_in_frame": n_cold,
-        "noise_check": {"measured_over_model": ratio, "added_variance_adu2": added},
-        "n_cosmic_ray_pixels": n_cr,
-        "n_masked_pixels": int(np.count_nonzero(dq)),
-        "psf_sharpness": sharp,
-        "cr_nsig": cr_nsig if cosmic_rays else None,
-        "detector": params.to_dict(),
-    }
-    if cal is not None:
-        meta["background"] = cal.meta.get("background")
-        meta["flat"] = cal.meta.get("flat")
-    return ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params, meta=meta)
+    return scale
 
+
+def _mark_cosmic_rays(data, dq, bkgvar, bad_static, params, *, background_subtracted,
+                      sharpness, nsig):
+    """Mark the cosmic-ray hits of a reduced frame in ``dq`` (:func:`detect_cosmic_rays`
+    on the signal above the background, with the total variance); returns their count."""
+    total = bkgvar + np.maximum(data, 0) / np.float32(params.gain_eff)
+    # the sharpness test compares with the signal above the background
+    test = data if background_subtracted else data - block_level(data, bad_static)
+    hits = detect_cosmic_rays(test, total, bad_static, sharpness=sharpness, nsig=nsig)
+    del test
+    del total
+    dq[hits] |= DQ_COSMIC
+    return int(np.count_nonzero(hits))
 
 def excess_variance(frame: ReducedFrame, step: int = 3) -> tuple[float, float]:
     """Compare the pixel-to-pixel scatter of a reduced frame with its noise model.
