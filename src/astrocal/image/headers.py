@@ -372,6 +372,36 @@ def read_exposure_meta(source: str | os.PathLike | fits.HDUList | fits.Header,
 DEFAULT_KEYS = {"gain": "gain_e_per_adu", "read_noise": "read_noise_e", "exptime": "exptime_s"}
 
 
+def _header_lookup(header, keywords, src, prov):
+    """``(find, number)`` for a header: ``find(entry)`` gives the first of the entry's
+    keywords in the header and its value (or ``(None, None)``); ``number(entry, kind)``
+    its value as a finite ``kind`` (None if absent; :class:`HeaderError` naming the
+    keyword otherwise), recording in ``prov`` where it came from."""
+    def find(entry):
+        for name in getattr(keywords, entry):
+            if name in header:
+                return name, header[name]
+        return None, None
+
+    def number(entry, kind=float):
+        name, value = find(entry)
+        if name is None:
+            return None
+        try:
+            out = kind(value)
+            if kind is int and out != float(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not "
+                              f"{'an integer' if kind is int else 'a number'}") from None
+        if not np.isfinite(out):
+            raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not finite")
+        prov[entry] = f"header '{name}'"
+        return out
+
+    return find, number
+
+
 @dataclass(frozen=True)
 class HeaderRules:
     """How the frames of one imager are read: raw, background and flat frames alike.
@@ -479,81 +509,14 @@ class HeaderRules:
             supply a missing value.
         """
         src = str(source)
-        kw = self.keywords
         prov = {}
-
-        def find(entry):
-            for name in getattr(kw, entry):
-                if name in header:
-                    return name, header[name]
-            return None, None
-
-        def number(entry, kind=float):
-            name, value = find(entry)
-            if name is None:
-                return None
-            try:
-                out = kind(value)
-                if kind is int and out != float(value):
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not "
-                                  f"{'an integer' if kind is int else 'a number'}") from None
-            if not np.isfinite(out):
-                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not finite")
-            prov[entry] = f"header '{name}'"
-            return out
-
-        ndit = number("ndit", int)
-        if ndit is None:
-            ndit, prov["ndit"] = 1, "default 1"
-        if ndit < 1:
-            raise HeaderError(f"{src}: keyword '{find('ndit')[0]}' (ndit) = {ndit} must be >= 1")
-        dit = number("dit")
-        exptime = number("exptime")
-        if dit is None and exptime is None and self.exptime_s is not None:
-            exptime, prov["exptime"] = float(self.exptime_s), "campaign instrument.exptime_s"
-        if dit is None and exptime is None:
-            raise HeaderError(f"{src}: no exposure time: {self._looked_for('exptime')} and "
-                              f"{self._looked_for('dit')} in the header; "
-                              f"{self._supply('exptime', alt='dit')}")
-        if dit is None:
-            dit = exptime / ndit
-            prov["dit"] = f"exptime / ndit ({prov['exptime']})"
-        if exptime is None:
-            exptime = dit * ndit
-            prov["exptime"] = f"dit x ndit ({prov['dit']})"
-        if not dit > 0:
-            raise HeaderError(f"{src}: exposure time {dit!r} s per DIT ({prov['dit']}) must be positive")
+        find, number = _header_lookup(header, self.keywords, src, prov)
+        ndit, dit, exptime = self._exposure_times(find, number, src, prov)
 
         mode_key, mode = find("detector_mode")
         if mode_key is not None:
             prov["detector_mode"] = f"header '{mode_key}'"
-        readout = None
-        if self.instrument is not None:
-            det = get_instrument(self.instrument).detector
-            try:
-                readout = det.mode(None if mode is None else str(mode))
-            except KeyError:
-                readout = det.mode(None)
-        values = {}
-        for entry, default, attr in (("gain", self.gain_e_per_adu, "gain_e_per_adu"),
-                                     ("read_noise", self.read_noise_e, "read_noise_e")):
-            v = number(entry)
-            if v is None and default is not None:
-                v, prov[entry] = float(default), f"campaign instrument.{DEFAULT_KEYS[entry]}"
-            if v is None and readout is not None:
-                v = float(getattr(readout, attr))
-                prov[entry] = f"readout mode '{readout.name}' of {self.instrument}"
-            if v is None:
-                what = "detector gain" if entry == "gain" else "read noise"
-                raise HeaderError(f"{src}: no {what}: {self._looked_for(entry)} in the header"
-                                  f"{'' if self.instrument else ' and no instrument preset'}; "
-                                  f"{self._supply(entry)}")
-            if (entry == "gain" and not v > 0) or (entry == "read_noise" and not v >= 0):
-                raise HeaderError(f"{src}: {entry} = {v!r} ({prov[entry]}) must be "
-                                  f"{'positive' if entry == 'gain' else '>= 0'}")
-            values[entry] = v
+        values = self._readout(number, mode, src, prov)
 
         date_key, date_raw = find("date_obs")
         date_obs = None
@@ -581,6 +544,62 @@ class HeaderRules:
             detector_mode=None if mode is None else str(mode),
             gain_e_per_adu=values["gain"], read_noise_e=values["read_noise"],
             dpr_catg=None, dpr_type=None, lamp=None, bb_temp=None, source=src, provenance=prov)
+
+    def _exposure_times(self, find, number, src, prov):
+        """``(ndit, dit, exptime)`` (s) from the header (either time gives the other) or
+        the campaign's ``exptime_s``."""
+        ndit = number("ndit", int)
+        if ndit is None:
+            ndit, prov["ndit"] = 1, "default 1"
+        if ndit < 1:
+            raise HeaderError(f"{src}: keyword '{find('ndit')[0]}' (ndit) = {ndit} must be >= 1")
+        dit = number("dit")
+        exptime = number("exptime")
+        if dit is None and exptime is None and self.exptime_s is not None:
+            exptime, prov["exptime"] = float(self.exptime_s), "campaign instrument.exptime_s"
+        if dit is None and exptime is None:
+            raise HeaderError(f"{src}: no exposure time: {self._looked_for('exptime')} and "
+                              f"{self._looked_for('dit')} in the header; "
+                              f"{self._supply('exptime', alt='dit')}")
+        if dit is None:
+            dit = exptime / ndit
+            prov["dit"] = f"exptime / ndit ({prov['exptime']})"
+        if exptime is None:
+            exptime = dit * ndit
+            prov["exptime"] = f"dit x ndit ({prov['dit']})"
+        if not dit > 0:
+            raise HeaderError(f"{src}: exposure time {dit!r} s per DIT ({prov['dit']}) must be positive")
+        return ndit, dit, exptime
+
+    def _readout(self, number, mode, src, prov):
+        """``{"gain": e-/ADU, "read_noise": e-}`` from the header, else the campaign's
+        values, else the preset's readout mode ``mode`` (or its default mode)."""
+        readout = None
+        if self.instrument is not None:
+            det = get_instrument(self.instrument).detector
+            try:
+                readout = det.mode(None if mode is None else str(mode))
+            except KeyError:
+                readout = det.mode(None)
+        values = {}
+        for entry, default, attr in (("gain", self.gain_e_per_adu, "gain_e_per_adu"),
+                                     ("read_noise", self.read_noise_e, "read_noise_e")):
+            v = number(entry)
+            if v is None and default is not None:
+                v, prov[entry] = float(default), f"campaign instrument.{DEFAULT_KEYS[entry]}"
+            if v is None and readout is not None:
+                v = float(getattr(readout, attr))
+                prov[entry] = f"readout mode '{readout.name}' of {self.instrument}"
+            if v is None:
+                what = "detector gain" if entry == "gain" else "read noise"
+                raise HeaderError(f"{src}: no {what}: {self._looked_for(entry)} in the header"
+                                  f"{'' if self.instrument else ' and no instrument preset'}; "
+                                  f"{self._supply(entry)}")
+            if (entry == "gain" and not v > 0) or (entry == "read_noise" and not v >= 0):
+                raise HeaderError(f"{src}: {entry} = {v!r} ({prov[entry]}) must be "
+                                  f"{'positive' if entry == 'gain' else '>= 0'}")
+            values[entry] = v
+        return values
 
     def to_dict(self) -> dict:
         """Plain description (for products' metadata).
