@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import astropy.units as u
 import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike
@@ -199,8 +200,6 @@ class CentroidResult:
             One column per field (units in the column metadata), ``meta``: the result's
             meta and ``flag_bits`` ({name: bit}).
         """
-        import astropy.units as u
-
         units = dict(x=u.pix, y=u.pix, sigma_x=u.pix, sigma_y=u.pix, cov_xy=u.pix**2,
                      x_guess=u.pix, y_guess=u.pix)
         t = Table(meta=dict(self.meta))
