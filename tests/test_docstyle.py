@@ -27,7 +27,6 @@ NOT_YET = {
     # group stg: campaign, stages, command line, report, correct
     "campaign.py", "stages/", "cli/", "report/", "correct/",
     # group img: image, sources, small helpers
-    "image/", "sources.py", "pixels.py", "plain.py", "_moved.py",
     # group lms: the LM integral-field spectrograph
     "lms/",
 }

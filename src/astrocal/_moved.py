@@ -5,12 +5,28 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from typing import Any, Callable, Iterable
 
 
-def moved_module(old: str, new):
-    """A module ``__getattr__`` for ``old`` that returns the attribute of the same name of
-    ``new`` (a module name, or several: the first that has the name), warning that
-    ``old`` is deprecated (PEP 562)."""
+def moved_module(old: str, new: str | Iterable[str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for a module whose names moved (PEP 562).
+
+    Parameters
+    ----------
+    old : str
+        The old module's dotted name (named in the warning).
+    new : str or iterable of str
+        The new module's dotted name, or several: a name is taken from the first that
+        has it.
+
+    Returns
+    -------
+    callable
+        ``__getattr__(name)``: the attribute ``name`` of the new module, with a
+        ``DeprecationWarning`` that ``old`` is deprecated; ``AttributeError`` for a name
+        that no new module has (and for dunder names).  Its ``moved_to`` attribute lists
+        the new modules.
+    """
     targets = [new] if isinstance(new, str) else list(new)
 
     def __getattr__(name):
@@ -28,9 +44,23 @@ def moved_module(old: str, new):
     return __getattr__
 
 
-def renamed(module: str, names: dict):
-    """A module ``__getattr__`` for ``module`` whose names ``{old: new}`` were renamed in
-    it: the old name returns the new one's object, warning that it is deprecated."""
+def renamed(module: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for a module some of whose names were renamed (PEP 562).
+
+    Parameters
+    ----------
+    module : str
+        The module's dotted name.
+    names : dict of str to str
+        ``{old name: new name}`` within ``module``.
+
+    Returns
+    -------
+    callable
+        ``__getattr__(name)``: for an old name, the new name's object, with a
+        ``DeprecationWarning``; ``AttributeError`` otherwise.  Its ``renamed`` attribute
+        holds a copy of ``names``.
+    """
     def __getattr__(name):
         if name in names:
             warnings.warn(f"{module}.{name} is now {module}.{names[name]} (the old name will be removed in "

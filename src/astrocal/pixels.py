@@ -5,7 +5,10 @@ the detector of ``nx`` columns covers ``-0.5 <= x <= nx - 0.5``.  FITS (and the 
 that follow it: AstroMet tables, WCS headers) use 1-based positions, where the centre of
 the first pixel is 1.0.
 """
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import FieldError
 
@@ -13,21 +16,58 @@ from .errors import FieldError
 FITS_ORIGIN = 1.0
 
 
-def to_fits(pos):
-    """0-based pixel position(s) -> FITS 1-based position(s)."""
+def to_fits(pos: ArrayLike) -> np.ndarray:
+    """0-based pixel position(s) -> FITS 1-based position(s).
+
+    Parameters
+    ----------
+    pos : array_like
+        0-based pixel position(s).
+
+    Returns
+    -------
+    numpy.ndarray
+        The FITS 1-based position(s) (float).
+    """
     return np.asarray(pos, dtype=float) + FITS_ORIGIN
 
 
-def from_fits(pos):
-    """FITS 1-based pixel position(s) -> 0-based position(s)."""
+def from_fits(pos: ArrayLike) -> np.ndarray:
+    """FITS 1-based pixel position(s) -> 0-based position(s).
+
+    Parameters
+    ----------
+    pos : array_like
+        FITS 1-based pixel position(s).
+
+    Returns
+    -------
+    numpy.ndarray
+        The 0-based position(s) (float).
+    """
     return np.asarray(pos, dtype=float) - FITS_ORIGIN
 
 
-def detector_domain(shape):
+def detector_domain(shape: tuple[int, int]) -> tuple[float, float, float, float]:
     """Domain ``(xmin, xmax, ymin, ymax)`` (0-based pixels) covered by a detector.
 
-    ``shape`` is ``(ny, nx)`` as numpy gives it.  The domain runs over the pixel edges,
-    from -0.5 to n - 0.5 on each axis, so that every pixel centre lies inside it.
+    The domain runs over the pixel edges, from -0.5 to n - 0.5 on each axis, so that
+    every pixel centre lies inside it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)`` as numpy gives it.
+
+    Returns
+    -------
+    tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+
+    Raises
+    ------
+    FieldError
+        If a dimension is not positive.
     """
     ny, nx = (int(s) for s in shape)
     if nx <= 0 or ny <= 0:
@@ -35,8 +75,18 @@ def detector_domain(shape):
     return (-0.5, nx - 0.5, -0.5, ny - 0.5)
 
 
-def detector_shape(domain):
-    """``(ny, nx)`` of the detector whose domain is ``(xmin, xmax, ymin, ymax)`` (pixel
-    edges, as :func:`detector_domain` gives it)."""
+def detector_shape(domain: tuple[float, float, float, float]) -> tuple[int, int]:
+    """``(ny, nx)`` of the detector whose domain is given.
+
+    Parameters
+    ----------
+    domain : tuple of float
+        ``(xmin, xmax, ymin, ymax)`` (pixel edges, as :func:`detector_domain` gives it).
+
+    Returns
+    -------
+    tuple of int
+        ``(ny, nx)``.
+    """
     xmin, xmax, ymin, ymax = domain
     return int(round(ymax - ymin)), int(round(xmax - xmin))

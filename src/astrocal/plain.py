@@ -2,17 +2,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import astropy.units as u
 import numpy as np
 from astropy.time import Time
 
 
-def to_plain(obj, nan_as_none=False):
+def to_plain(obj: Any, nan_as_none: bool = False) -> Any:
     """``obj`` with numpy scalars/arrays, paths, quantities and times made plain Python.
 
     Containers are converted recursively; anything unknown becomes its ``str``.
-    ``nan_as_none`` turns non-finite floats into ``None`` (strict JSON has no NaN).
+
+    Parameters
+    ----------
+    obj : object
+        The value: dicts (keys become ``str``), lists and tuples (become lists), numpy
+        arrays and scalars, paths, quantities (their values), times (ISO strings), None,
+        strings, or anything else (its ``str``).
+    nan_as_none : bool
+        Turn non-finite floats into ``None`` (strict JSON has no NaN).
+
+    Returns
+    -------
+    object
+        Plain Python: dict, list, bool, int, float, str or None.
     """
     if isinstance(obj, dict):
         return {str(k): to_plain(v, nan_as_none) for k, v in obj.items()}

@@ -45,7 +45,9 @@ own flags (``SPOT_FLAGS``): they never enter the imager's fit.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import astropy.units as u
@@ -132,8 +134,19 @@ FLAGS_REJECT = FLAGS_SEVERE | FLAG_SATURATED | FLAG_UNIDENTIFIED | FLAG_LOW_COVE
 FLAGS_REJECT_SKY = FLAGS_REJECT | FLAG_BLEND
 
 
-def decode_flags(flag):
-    """Names of the bits set in one flag value (:data:`FLAG_NAMES`), lowest bit first."""
+def decode_flags(flag: int) -> list[str]:
+    """Names of the bits set in one flag value, lowest bit first.
+
+    Parameters
+    ----------
+    flag : int
+        A ``flags`` value of a source table.
+
+    Returns
+    -------
+    list of str
+        The names (:data:`FLAG_NAMES`) of its bits that are set.
+    """
     return [name for bit, name in FLAG_NAMES.items() if int(flag) & bit]
 
 
@@ -168,7 +181,7 @@ def _column_unit_ok(col, allowed):
         return False
 
 
-def validate_source_table(table, source="<table>", mask=None):
+def validate_source_table(table: Table, source: str = "<table>", mask: Any = None) -> Table:
     """Check a measured lab source table and return it in the standard layout.
 
     Parameters
@@ -181,7 +194,8 @@ def validate_source_table(table, source="<table>", mask=None):
     source : str
         What to call the table in messages (its file).
     mask : astrocal.lab.mask.Mask, optional
-        When given, every hole id must be a hole of this mask.
+        When given, every hole id must be a hole of this mask (typed ``Any``: the
+        source-table contract does not import the lab package, which imports it).
 
     Returns
     -------
@@ -289,11 +303,29 @@ def validate_source_table(table, source="<table>", mask=None):
     return out
 
 
-def read_source_table(path, mask=None):
-    """Read and validate a lab source table (ECSV, CSV, or the first table of a FITS file):
-    :func:`validate_source_table` of its content. A missing file is a
-    ``FileNotFoundError``; one that cannot be read as a table a :class:`SourceTableError`
-    naming it."""
+def read_source_table(path: str | os.PathLike, mask: Any = None) -> Table:
+    """Read and validate a lab source table (ECSV, CSV, or the first table of a FITS file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The table's file (``.ecsv``, ``.csv``, else any format astropy recognises).
+    mask : astrocal.lab.mask.Mask, optional
+        When given, every hole id must be a hole of this mask (typed ``Any``: the
+        source-table contract does not import the lab package, which imports it).
+
+    Returns
+    -------
+    astropy.table.Table
+        :func:`validate_source_table` of its content.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing.
+    SourceTableError
+        Naming the file, if it cannot be read as a table or is not a valid source table.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"source table not found: {path}")
@@ -309,13 +341,29 @@ def read_source_table(path, mask=None):
     return validate_source_table(t, str(path), mask)
 
 
-def read_sky_table(path) -> Table:
+def read_sky_table(path: str | os.PathLike) -> Table:
     """Read a measured sky table (ECSV) back, with ``star`` as plain strings.
 
     astropy's ECSV reader turns empty strings into *masked* entries whose data is ``"0"``;
-    here unmatched rows get their ``""`` back. Raises :class:`SourceTableError` naming the
-    file and the column if the table is not a sky table (:data:`SKY_COLUMNS`,
-    ``meta["kind"] = "sky"``); a missing file is a ``FileNotFoundError``.
+    here unmatched rows get their ``""`` back.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The sky table's ECSV file.
+
+    Returns
+    -------
+    astropy.table.Table
+        The table, its ``star`` column as plain strings (``""`` for unmatched rows).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing.
+    SourceTableError
+        Naming the file and the column, if the table is not a sky table
+        (:data:`SKY_COLUMNS`, ``meta["kind"] = "sky"``).
     """
     path = Path(path)
     try:

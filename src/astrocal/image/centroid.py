@@ -42,13 +42,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import astropy.units as u
 import numpy as np
+from astropy.table import Table
+from numpy.typing import ArrayLike
 from scipy import optimize
 from scipy.spatial import cKDTree
 
 # the flag bits, their names and the severe set: the source-table contract
 from ..sources import (CENTROID_FLAG_NAMES as FLAG_NAMES, FLAG_BAD_FIT, FLAG_CROWDED, FLAG_DIVERGED,
                        FLAG_EDGE, FLAG_MASKED, FLAG_NOT_CONVERGED, FLAG_SATURATED, FLAGS_SEVERE, decode_flags)
+from .psf import StampPSF
 
 __all__ = [
     "NoiseModel",
@@ -103,16 +107,28 @@ class NoiseModel:
     poisson: bool = True
 
     @property
-    def static_variance(self):
+    def static_variance(self) -> float:
         """Model-independent part of the variance, ADU^2 (scalar)."""
         g = float(self.gain)
         return (self.dark + self.sky + self.read_noise**2) / g**2
 
-    def variance(self, model, extra=0.0):
+    def variance(self, model: ArrayLike, extra: float | ArrayLike = 0.0) -> np.ndarray:
         """Variance (ADU^2) of pixels whose expected value is ``model`` (ADU).
 
         Floored at ``MIN_VARIANCE`` (1e-8 ADU^2) so that noiseless pixels (pure Poisson
         noise of a zero model) do not get infinite weight.
+
+        Parameters
+        ----------
+        model : array_like
+            Expected pixel values (ADU).
+        extra : float or array_like
+            Additional variance (ADU^2), added to the static part.
+
+        Returns
+        -------
+        numpy.ndarray
+            The variance (ADU^2), of the broadcast shape of ``model`` and ``extra``.
         """
         v = self.static_variance + extra
         if self.poisson:
@@ -152,7 +168,7 @@ class CentroidResult:
         return int(self.x.size)
 
     @property
-    def cov(self):
+    def cov(self) -> np.ndarray:
         """Position covariance matrices, shape (N, 2, 2), px^2."""
         c = np.empty((len(self), 2, 2))
         c[:, 0, 0] = self.sigma_x**2
@@ -160,15 +176,30 @@ class CentroidResult:
         c[:, 0, 1] = c[:, 1, 0] = self.cov_xy
         return c
 
-    def good(self, reject=FLAGS_SEVERE):
-        """Boolean mask of spots with none of the ``reject`` flag bits set."""
+    def good(self, reject: int = FLAGS_SEVERE) -> np.ndarray:
+        """Which spots have none of the ``reject`` flag bits set.
+
+        Parameters
+        ----------
+        reject : int
+            The flag bits that make a spot bad (default the severe ones).
+
+        Returns
+        -------
+        numpy.ndarray of bool
+            One per spot.
+        """
         return (self.flags & int(reject)) == 0
 
-    def to_table(self):
-        """The result as an astropy Table (units in the column metadata)."""
-        from astropy.table import Table
-        import astropy.units as u
+    def to_table(self) -> Table:
+        """The result as an astropy Table.
 
+        Returns
+        -------
+        astropy.table.Table
+            One column per field (units in the column metadata), ``meta``: the result's
+            meta and ``flag_bits`` ({name: bit}).
+        """
         units = dict(x=u.pix, y=u.pix, sigma_x=u.pix, sigma_y=u.pix, cov_xy=u.pix**2,
                      x_guess=u.pix, y_guess=u.pix)
         t = Table(meta=dict(self.meta))
@@ -194,10 +225,27 @@ def _stamp_size(psf, stamp_size):
     return stamp_size
 
 
-def cut_stamps(image, x0, y0, size, fill=np.nan):
-    """Stamps ``image[y0+j, x0+i]`` (N, size, size); pixels outside the image -> ``fill``.
+def cut_stamps(image: np.ndarray, x0: np.ndarray, y0: np.ndarray, size: int,
+               fill: float | bool = np.nan) -> tuple[np.ndarray, np.ndarray]:
+    """Stamps ``image[y0+j, x0+i]`` of N spots.
 
-    Returns ``(stamps, inside)``.
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image.
+    x0, y0 : numpy.ndarray of int
+        Column and row of each stamp's first pixel (N,).
+    size : int
+        Stamp side (px).
+    fill : float or bool
+        Value of the pixels outside the image.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        (N, size, size).
+    inside : numpy.ndarray of bool
+        (N, size, size): which stamp pixels lie in the image.
     """
     ny, nx = image.shape
     ar = np.arange(size)
@@ -357,9 +405,12 @@ def _lm(psf, data, valid, extra, x0, y0, size, params, noise, fit_background,
     return params, converged, niter, (p_all, px_all, py_all)
 
 
-def fit_centroids(image, x, y, psf, *, noise=None, mask=None, stamp_size=None,
-                  saturation=None, background=None, max_iter=50, tol=1e-2,
-                  max_shift=None, recenter=2, deblend=3):
+def fit_centroids(image: ArrayLike, x: ArrayLike, y: ArrayLike, psf: StampPSF, *,
+                  noise: NoiseModel | None = None, mask: ArrayLike | None = None,
+                  stamp_size: int | None = None, saturation: float | None = None,
+                  background: float | ArrayLike | None = None, max_iter: int = 50,
+                  tol: float = 1e-2, max_shift: float | None = None, recenter: int = 2,
+                  deblend: int = 3) -> CentroidResult:
     """Fit the position, flux and local background of N spots with a PSF model.
 
     Parameters
@@ -405,6 +456,7 @@ def fit_centroids(image, x, y, psf, *, noise=None, mask=None, stamp_size=None,
     Returns
     -------
     CentroidResult
+        One entry per first guess, in input order.
     """
     image = np.asarray(image, dtype=float)
     if image.ndim != 2:
@@ -498,8 +550,6 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     h = size // 2
     n = xg.size
     fit_background = background is None
-    extra_map = noise.extra_variance
-    extra_is_map = extra_map is not None and np.ndim(extra_map) == 2
 
     flags = flags0.copy()
     finite_guess = np.isfinite(xs) & np.isfinite(ys)
@@ -508,36 +558,8 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     y = np.where(finite_guess, ys, 0.0)
 
     def cut(idx, xc, yc):
-        x0 = np.rint(xc).astype(np.int64) - h
-        y0 = np.rint(yc).astype(np.int64) - h
-        d, inside = cut_stamps(image, x0, y0, size)
-        valid = inside & np.isfinite(d)
-        fl = np.where(~np.all(inside, axis=(1, 2)), FLAG_EDGE, 0)
-        masked = inside & ~np.isfinite(d)
-        if mask is not None:
-            mk, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=False)
-            masked |= mk & inside
-            valid &= ~mk
-        if extra_is_map:
-            ev, _ = cut_stamps(np.asarray(extra_map, float), x0, y0, size)
-            masked |= inside & ~np.isfinite(ev)
-            valid &= np.isfinite(ev)
-            ev = np.where(valid, ev, 0.0)
-        else:
-            ev = 0.0 if extra_map is None else float(extra_map)
-        fl = fl | np.where(np.any(masked, axis=(1, 2)), FLAG_MASKED, 0)
-        if saturation is not None:
-            sat = valid & (d >= saturation)
-            valid &= ~sat
-            fl = fl | np.where(np.any(sat, axis=(1, 2)), FLAG_SATURATED, 0)
-        if neighbours is not None:
-            light = _neighbour_light(psf, neighbours, idx, x0, y0, size)
-            d = d - light
-            if noise.poisson:
-                ev = ev + np.maximum(light, 0.0) / float(noise.gain)
-        ev = np.broadcast_to(ev, d.shape).copy() if np.ndim(ev) or neighbours is not None else ev
-        d = np.where(valid, d, 0.0)
-        return x0, y0, d, valid, ev, fl
+        return _cut_fit_stamps(image, psf, idx, xc, yc, size=size, noise=noise, mask=mask,
+                               saturation=saturation, neighbours=neighbours)
 
     x0, y0, data, valid, extra, cflags = cut(np.arange(n), x, y)
     flags |= cflags
@@ -546,27 +568,7 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
 
     # initial flux and background: unweighted linear least squares at the start
     p0, p0x, p0y = psf.stamps(x, y, x0, y0, size, derivatives=True)
-    vf = valid.reshape(n, -1).astype(float)
-    pf = p0.reshape(n, -1) * vf
-    df = data.reshape(n, -1)
-    s_pp = (pf * pf).sum(1)
-    s_p = pf.sum(1)
-    s_1 = vf.sum(1)
-    s_pd = (pf * df).sum(1)
-    s_d = df.sum(1)
-    if fit_background:
-        det = s_pp * s_1 - s_p**2
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f_init = (s_1 * s_pd - s_p * s_d) / det
-            b_init = (s_pp * s_d - s_p * s_pd) / det
-    else:
-        b_init = np.broadcast_to(np.asarray(background, float), (n,)).copy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f_init = (s_pd - b_init * s_p) / s_pp
-    f_fallback = np.maximum(s_d - np.where(np.isfinite(b_init), b_init, 0) * s_1, 1e-3)
-    f_init = np.where(np.isfinite(f_init) & (f_init > 0), f_init, f_fallback)
-    b_init = np.where(np.isfinite(b_init), b_init, 0.0)
-    params = np.column_stack([x, y, f_init, b_init])
+    params = _initial_params(p0, x, y, data, valid, background)
 
     converged = np.zeros(n, bool)
     niter = np.zeros(n, int)
@@ -600,6 +602,84 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
         npix[todo] = nv.sum(axis=(1, 2))
         start = None
 
+    return _centroid_result(psf, p0, p0x, p0y, params, data, valid, extra, npix, niter,
+                            converged, usable, flags, xg, yg, noise=noise, size=size,
+                            max_shift=max_shift, fit_background=fit_background)
+
+
+def _cut_fit_stamps(image, psf, idx, xc, yc, *, size, noise, mask, saturation, neighbours):
+    """Stamps of ``size`` px around (xc, yc) for the spots ``idx``: their origins
+    ``x0, y0``, data (less the light of ``neighbours``, 0 where invalid), valid-pixel
+    masks, extra variance (scalar or per pixel) and flags (edge, masked, saturated)."""
+    h = size // 2
+    extra_map = noise.extra_variance
+    extra_is_map = extra_map is not None and np.ndim(extra_map) == 2
+    x0 = np.rint(xc).astype(np.int64) - h
+    y0 = np.rint(yc).astype(np.int64) - h
+    d, inside = cut_stamps(image, x0, y0, size)
+    valid = inside & np.isfinite(d)
+    fl = np.where(~np.all(inside, axis=(1, 2)), FLAG_EDGE, 0)
+    masked = inside & ~np.isfinite(d)
+    if mask is not None:
+        mk, _ = cut_stamps(np.asarray(mask, bool), x0, y0, size, fill=False)
+        masked |= mk & inside
+        valid &= ~mk
+    if extra_is_map:
+        ev, _ = cut_stamps(np.asarray(extra_map, float), x0, y0, size)
+        masked |= inside & ~np.isfinite(ev)
+        valid &= np.isfinite(ev)
+        ev = np.where(valid, ev, 0.0)
+    else:
+        ev = 0.0 if extra_map is None else float(extra_map)
+    fl = fl | np.where(np.any(masked, axis=(1, 2)), FLAG_MASKED, 0)
+    if saturation is not None:
+        sat = valid & (d >= saturation)
+        valid &= ~sat
+        fl = fl | np.where(np.any(sat, axis=(1, 2)), FLAG_SATURATED, 0)
+    if neighbours is not None:
+        light = _neighbour_light(psf, neighbours, idx, x0, y0, size)
+        d = d - light
+        if noise.poisson:
+            ev = ev + np.maximum(light, 0.0) / float(noise.gain)
+    ev = np.broadcast_to(ev, d.shape).copy() if np.ndim(ev) or neighbours is not None else ev
+    d = np.where(valid, d, 0.0)
+    return x0, y0, d, valid, ev, fl
+
+
+def _initial_params(p0, x, y, data, valid, background):
+    """Starting parameters ``(x, y, flux, background)`` per spot: flux and background by
+    unweighted linear least squares on the stamps (the PSF stamps ``p0`` at the start);
+    the background is fixed when ``background`` is given."""
+    n = x.size
+    vf = valid.reshape(n, -1).astype(float)
+    pf = p0.reshape(n, -1) * vf
+    df = data.reshape(n, -1)
+    s_pp = (pf * pf).sum(1)
+    s_p = pf.sum(1)
+    s_1 = vf.sum(1)
+    s_pd = (pf * df).sum(1)
+    s_d = df.sum(1)
+    if background is None:
+        det = s_pp * s_1 - s_p**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_init = (s_1 * s_pd - s_p * s_d) / det
+            b_init = (s_pp * s_d - s_p * s_pd) / det
+    else:
+        b_init = np.broadcast_to(np.asarray(background, float), (n,)).copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f_init = (s_pd - b_init * s_p) / s_pp
+    f_fallback = np.maximum(s_d - np.where(np.isfinite(b_init), b_init, 0) * s_1, 1e-3)
+    f_init = np.where(np.isfinite(f_init) & (f_init > 0), f_init, f_fallback)
+    b_init = np.where(np.isfinite(b_init), b_init, 0.0)
+    return np.column_stack([x, y, f_init, b_init])
+
+
+def _centroid_result(psf, p0, p0x, p0y, params, data, valid, extra, npix, niter, converged,
+                     usable, flags, xg, yg, *, noise, size, max_shift, fit_background):
+    """The :class:`CentroidResult` of the fitted ``params``: the covariance from the Fisher
+    matrix at the solution, chi2 per degree of freedom, the flags of the fit's outcome;
+    NaN values for the spots whose fit is bad."""
+    n = xg.size
     # covariance from the Fisher matrix at the solution (model-based weights)
     _, chi2, a, _ = _normal_equations(
         p0, p0x, p0y, params, data.reshape(n, -1), valid.reshape(n, -1),
@@ -639,11 +719,14 @@ def _fit_centroids(image, xg, yg, xs, ys, psf, *, noise, mask, size, saturation,
     )
 
 
+
+
 # --------------------------------------------------------------------------------------
 # Cramér-Rao bound
 # --------------------------------------------------------------------------------------
-def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None,
-                     fit_background=True):
+def cramer_rao_bound(psf: StampPSF, x: ArrayLike, y: ArrayLike, flux: ArrayLike,
+                     background: ArrayLike, *, noise: NoiseModel | None = None,
+                     stamp_size: int | None = None, fit_background: bool = True) -> np.ndarray:
     """Cramér-Rao bound on (x, y, flux, background) of spots fitted on stamps.
 
     The Fisher information of a stamp whose pixels are independent with mean
@@ -657,12 +740,16 @@ def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None
     Parameters
     ----------
     psf : stamp-protocol PSF
+        :class:`~astrocal.image.psf.PixelPSF` or :class:`~astrocal.image.psf.AOStarPSF`.
     x, y : float or arrays (N,)
         True positions (px).  Only their sub-pixel phase matters.
     flux, background : float or arrays (N,)
         Total flux (ADU) and background (ADU/px) present in the image.
     noise : NoiseModel or None
+        The noise model (default: Poisson only, gain 1); a map of extra variance enters
+        as its mean.
     stamp_size : odd int or None
+        Fitting box (px); default ``psf.default_stamp_size()``.
     fit_background : bool
         If False, the background is known: the bound is for (x, y, flux) only (the
         background row/column of the result is then zero except a 1 on the diagonal).
@@ -693,11 +780,30 @@ def cramer_rao_bound(psf, x, y, flux, background, *, noise=None, stamp_size=None
     return cov[0] if scalar else cov
 
 
-def flux_for_snr(psf, snr, background, *, noise=None, stamp_size=None, x=0.0, y=0.0):
+def flux_for_snr(psf: StampPSF, snr: float, background: float, *,
+                 noise: NoiseModel | None = None, stamp_size: int | None = None,
+                 x: float = 0.0, y: float = 0.0) -> float:
     """Total flux (ADU) at which the Cramér-Rao SNR ``flux / sigma_flux`` equals ``snr``.
 
-    ``background`` (ADU/px) is the level present in the image; the background is taken
-    as fitted.  The sub-pixel phase ``(x, y)`` matters little.
+    Parameters
+    ----------
+    psf : stamp-protocol PSF
+        :class:`~astrocal.image.psf.PixelPSF` or :class:`~astrocal.image.psf.AOStarPSF`.
+    snr : float
+        The wanted SNR.
+    background : float
+        The level present in the image (ADU/px); the background is taken as fitted.
+    noise : NoiseModel or None
+        The noise model (default: Poisson only, gain 1).
+    stamp_size : odd int or None
+        Fitting box (px); default ``psf.default_stamp_size()``.
+    x, y : float
+        Position (px); only its sub-pixel phase matters, and little.
+
+    Returns
+    -------
+    float
+        The flux (ADU), by root finding between 1e-3 and 1e14 ADU.
     """
     def f(logflux):
         fl = np.exp(logflux)

@@ -32,9 +32,11 @@ import math
 
 import numpy as np
 from astropy.table import Table
+from numpy.typing import ArrayLike
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
+from .psf import PixelPSF, StampPSF
 from .reduce import block_level
 
 __all__ = ["detect_spots", "filtered_psf", "gaussian_smooth"]
@@ -42,9 +44,25 @@ __all__ = ["detect_spots", "filtered_psf", "gaussian_smooth"]
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
-def filtered_psf(psf, sigma_px):
-    """The PSF table smoothed by the detection filter, relative to its peak:
-    ``(table, oversampling)``, cached on the PSF object per ``sigma_px``."""
+def filtered_psf(psf: PixelPSF, sigma_px: float) -> tuple[np.ndarray, int]:
+    """The PSF table smoothed by the detection filter, relative to its peak.
+
+    Cached on the PSF object per ``sigma_px``.
+
+    Parameters
+    ----------
+    psf : PixelPSF
+        A tabulated PSF (``table``, ``oversampling``).
+    sigma_px : float
+        Standard deviation of the Gaussian detection filter (px).
+
+    Returns
+    -------
+    table : numpy.ndarray
+        The filtered table divided by its maximum.
+    oversampling : int
+        Its grid points per pixel.
+    """
     cache = psf.__dict__.setdefault("_astrocal_filtered", {})
     key = round(float(sigma_px), 6)
     if key not in cache:
@@ -73,11 +91,27 @@ def _band_matrix(n, sigma, truncate):
     return sparse.diags(diags, offs, shape=(n, n), format="csr", dtype=np.float32), k.astype(np.float32)
 
 
-def gaussian_smooth(image, sigma, truncate=3.0):
-    """Gaussian filter (zero outside the image), float32: along rows with
-    ``ndimage.correlate1d`` and along columns as a banded sparse matrix product, which
-    is ~5 x faster than ``ndimage.gaussian_filter`` for a 2048 x 2048 float32 frame (whose
-    column pass strides through memory)."""
+def gaussian_smooth(image: ArrayLike, sigma: float, truncate: float = 3.0) -> np.ndarray:
+    """Gaussian filter (zero outside the image), float32.
+
+    Along rows with ``ndimage.correlate1d`` and along columns as a banded sparse matrix
+    product, which is ~5 x faster than ``ndimage.gaussian_filter`` for a 2048 x 2048
+    float32 frame (whose column pass strides through memory).
+
+    Parameters
+    ----------
+    image : array_like
+        2-D frame.
+    sigma : float
+        Standard deviation of the Gaussian (px).
+    truncate : float
+        The kernel reaches ``int(truncate * sigma + 0.5)`` px (as ``scipy.ndimage``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The smoothed frame (float32, same shape).
+    """
     a = np.asarray(image, dtype=np.float32)
     band, k = _band_matrix(a.shape[0], float(sigma), float(truncate))
     _, k1 = _band_matrix(a.shape[1], float(sigma), float(truncate))
@@ -129,17 +163,21 @@ def _saturated_peaks(num, good, sat, psf, sigma, x, y, peak, box=30):
     return out
 
 
-def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, threshold=5.0,
-                 subtract_background=True, min_separation=None, sidelobes=0.5,
-                 min_coverage=0.5, max_spots=None, block=64, saturated=None):
+def detect_spots(image: ArrayLike, psf: StampPSF | None = None, *, fwhm: float | None = None,
+                 mask: ArrayLike | None = None, variance: ArrayLike | None = None,
+                 threshold: float = 5.0, subtract_background: bool = True,
+                 min_separation: float | None = None, sidelobes: float | None = 0.5,
+                 min_coverage: float = 0.5, max_spots: int | None = None, block: int = 64,
+                 saturated: ArrayLike | None = None) -> Table:
     """Find spot candidates in a (reduced) frame.
 
     Parameters
     ----------
     image : 2-D array
         The frame (ADU); NaN/inf pixels are treated as masked.
-    psf : PixelPSF or None
-        The PSF model: its FWHM sets the filter and its envelope the side-lobe test.
+    psf : PixelPSF or AOStarPSF or None
+        The PSF model: its FWHM sets the filter and, for a tabulated PSF (``PixelPSF``),
+        its envelope the side-lobe test and the peaks of saturated spots.
     fwhm : float or None
         Filter FWHM (px) if no ``psf`` (then there is no side-lobe test).
     mask : bool array or None
@@ -164,6 +202,8 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
         Minimum fraction of good-pixel weight under the filter at a maximum.
     max_spots : int or None
         Keep at most this many (the brightest).
+    block : int
+        Block size (px) of the smooth background level.
     saturated : bool array or None
         Saturated pixels (not in ``mask``: their clipped values help to place the spot);
         the peaks of saturated spots are then estimated from their surroundings, so
@@ -194,27 +234,70 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
     good_fraction = float(np.count_nonzero(good)) / max(good.size, 1)
     meta = dict(fwhm=fwhm, threshold=float(threshold), good_fraction=good_fraction,
                 noise=float("nan"), n_maxima=0, n_merged=0, n_sidelobes=0)
-
-    def empty():
-        return Table({"x": np.zeros(0), "y": np.zeros(0), "peak": np.zeros(0),
-                      "snr": np.zeros(0), "coverage": np.zeros(0)}, meta=meta)
-
     if good_fraction == 0.0:
-        return empty()
+        return _empty_table(meta)
+    # steps 1 and 2: background and matched filter
+    num = _filtered_frame(img, good, sigma, subtract_background, block)
+    levels = _filtered_noise(num, good, sigma, subtract_background, variance)
+    if levels is None:
+        return _empty_table(meta)
+    med, noise = levels
+    meta["noise"] = noise
+    if not noise > 0:
+        return _empty_table(meta)
+    cut = med + threshold * noise
+    # step 3: local maxima, refined to sub-pixel
+    iy, ix, den = _local_maxima(num, good, sigma, fwhm, cut, min_coverage)
+    meta["n_maxima"] = int(iy.size)
+    if iy.size == 0:
+        return _empty_table(meta)
+    x, y, peak, cov = _refine_maxima(num, iy, ix, den, med)
+    if saturated is not None and psf is not None and hasattr(psf, "table"):
+        peak = _saturated_peaks(num, good, np.asarray(saturated, bool), psf, sigma, x, y, peak)
+    order = np.argsort(-peak, kind="stable")
+    x, y, peak, cov = x[order], y[order], peak[order], cov[order]
+    # step 4: clean-up (merge close maxima, drop side lobes of brighter spots)
+    pts = np.column_stack([x, y])
+    keep = _merge_close(pts, 2.0 * fwhm if min_separation is None else float(min_separation))
+    meta["n_merged"] = int(np.count_nonzero(~keep))
+    n_side = 0
+    if sidelobes is not None and psf is not None and hasattr(psf, "table") and x.size > 1:
+        n_side = _drop_sidelobes(keep, pts, peak, psf, sigma, threshold * noise, sidelobes)
+    meta["n_sidelobes"] = n_side
+    x, y, peak, cov = x[keep], y[keep], peak[keep], cov[keep]
+    if max_spots is not None:
+        x, y, peak, cov = x[:max_spots], y[:max_spots], peak[:max_spots], cov[:max_spots]
+    t = Table({"x": x, "y": y, "peak": peak, "snr": peak / noise, "coverage": cov}, meta=meta)
+    t["x"].unit = t["y"].unit = "pix"
+    return t
+
+
+def _empty_table(meta):
+    """The detection table without rows (with ``meta``)."""
+    return Table({"x": np.zeros(0), "y": np.zeros(0), "peak": np.zeros(0),
+                  "snr": np.zeros(0), "coverage": np.zeros(0)}, meta=meta)
+
+
+def _filtered_frame(img, good, sigma, subtract_background, block):
+    """Steps 1 and 2: the frame with masked pixels set to 0, less its smooth background
+    level (if ``subtract_background``), smoothed by the Gaussian filter (float32)."""
     work = np.where(good, img, np.float32(0)).astype(np.float32, copy=False)
     if subtract_background:
         level = block_level(work, ~good, block=block)
         work -= level
         work[~good] = 0.0
         del level
-    num = gaussian_smooth(work, sigma)
-    del work
-    # noise of the filtered frame: from the variance map, or the robust scatter
-    # (subsampled good pixels; spots are a small part of a frame)
+    return gaussian_smooth(work, sigma)
+
+
+def _filtered_noise(num, good, sigma, subtract_background, variance):
+    """The median level and the noise of the filtered frame ``num``: from the variance
+    map, or the robust scatter (subsampled good pixels; spots are a small part of a
+    frame); None when fewer than 10 good pixels are sampled."""
     step = max(1, int(round(sigma)))
     samp = num[::step, ::step][good[::step, ::step]]
     if samp.size < 10:
-        return empty()
+        return None
     med = float(np.median(samp)) if subtract_background else 0.0
     if variance is not None:
         r = int(3.0 * sigma + 0.5)
@@ -224,10 +307,13 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
         noise = float(np.sqrt(np.sum(g1**2) ** 2 * np.median(v[np.isfinite(v)])))
     else:
         noise = float(1.4826 * np.median(np.abs(samp - np.median(samp))))
-    meta["noise"] = noise
-    if not noise > 0:
-        return empty()
-    cut = med + threshold * noise
+    return med, noise
+
+
+def _local_maxima(num, good, sigma, fwhm, cut, min_coverage):
+    """Step 3: pixel indices ``(iy, ix)`` of the local maxima of the filtered frame whose
+    normalised value exceeds ``cut`` with at least ``min_coverage`` good-pixel weight
+    under the filter, and that weight ``den``."""
     # candidates: the normalised filter G*(I w)/G*w exceeds the cut only where G*(I w)
     # exceeds min_coverage times it
     above = num > np.float32(min(cut, cut * min_coverage))
@@ -245,6 +331,7 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
         xx = np.clip(ix[:, None, None] + off[None, None, :], 0, nx - 1)
         is_max = num[iy, ix] >= num[yy, xx].reshape(iy.size, -1).max(axis=1)
         iy, ix = iy[is_max], ix[is_max]
+    den = None
     if iy.size:
         # normalisation (good-pixel weight under the filter) at the maxima only
         r = int(3.0 * sigma + 0.5)
@@ -260,28 +347,28 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
             val = num[iy, ix] / np.maximum(den, 1e-6)
         sel = (den >= min_coverage) & (val > cut)
         iy, ix, den = iy[sel], ix[sel], den[sel]
-    meta["n_maxima"] = int(iy.size)
-    if iy.size == 0:
-        return empty()
+    return iy, ix, den
+
+
+def _refine_maxima(num, iy, ix, den, med):
+    """Step 3, sub-pixel: ``(x, y, peak, coverage)`` of the maxima, each placed by a
+    parabola through the three samples along each axis; ``peak`` is the normalised
+    filtered value less the median level ``med``."""
+    ny, nx = num.shape
     iy_m, iy_p = np.maximum(iy - 1, 0), np.minimum(iy + 1, ny - 1)
     ix_m, ix_p = np.maximum(ix - 1, 0), np.minimum(ix + 1, nx - 1)
     f0 = num[iy, ix].astype(float)
     dx = _parabola(num[iy, ix_m].astype(float), f0, num[iy, ix_p].astype(float))
     dy = _parabola(num[iy_m, ix].astype(float), f0, num[iy_p, ix].astype(float))
     peak = f0 / den - med
-    cov = den
-    x = ix + dx
-    y = iy + dy
-    if saturated is not None and psf is not None and hasattr(psf, "table"):
-        peak = _saturated_peaks(num, good, np.asarray(saturated, bool), psf, sigma, x, y, peak)
-    order = np.argsort(-peak, kind="stable")
-    x, y, peak, cov = x[order], y[order], peak[order], cov[order]
+    return ix + dx, iy + dy, peak, den
 
-    # merge maxima closer than min_separation to a brighter one
-    sep = 2.0 * fwhm if min_separation is None else float(min_separation)
-    keep = np.ones(x.size, bool)
-    pts = np.column_stack([x, y])
-    if x.size > 1 and sep > 0:
+
+def _merge_close(pts, sep):
+    """Step 4, merging: a mask of the maxima (brightest first, positions ``pts``) to keep,
+    False for those closer than ``sep`` px to a brighter kept one."""
+    keep = np.ones(len(pts), bool)
+    if len(pts) > 1 and sep > 0:
         tree = cKDTree(pts)
         pairs = tree.query_pairs(sep, output_type="ndarray")
         if pairs.size:
@@ -289,29 +376,26 @@ def detect_spots(image, psf=None, *, fwhm=None, mask=None, variance=None, thresh
             for i, j in pairs[np.argsort(pairs[:, 1], kind="stable")]:
                 if keep[i]:
                     keep[j] = False
-    meta["n_merged"] = int(np.count_nonzero(~keep))
-    # side lobes of brighter spots: what the PSF of every brighter spot puts at the
-    # position of each maximum is subtracted; a maximum stays if what is left is above
-    # the threshold and above ``sidelobes`` times that light (a margin for PSF errors)
-    n_side = 0
-    if sidelobes is not None and psf is not None and hasattr(psf, "table") and x.size > 1:
-        reach = float(psf.half_width)  # the table is a square of this half-width
-        tree = cKDTree(pts)
-        pairs = tree.query_pairs(reach, p=np.inf, output_type="ndarray")
-        if pairs.size:
-            i, j = pairs[:, 0], pairs[:, 1]  # i brighter (lower index)
-            use = keep[i]
-            i, j = i[use], j[use]
-            lobe = peak[i] * _lobe_level(psf, sigma, pts[j, 0] - pts[i, 0], pts[j, 1] - pts[i, 1])
-            light = np.bincount(j, weights=lobe, minlength=x.size)
-            resid = peak - light
-            drop = keep & ((resid < threshold * noise) | (resid < sidelobes * light))
-            n_side = int(np.count_nonzero(drop))
-            keep &= ~drop
-    meta["n_sidelobes"] = n_side
-    x, y, peak, cov = x[keep], y[keep], peak[keep], cov[keep]
-    if max_spots is not None:
-        x, y, peak, cov = x[:max_spots], y[:max_spots], peak[:max_spots], cov[:max_spots]
-    t = Table({"x": x, "y": y, "peak": peak, "snr": peak / noise, "coverage": cov}, meta=meta)
-    t["x"].unit = t["y"].unit = "pix"
-    return t
+    return keep
+
+
+def _drop_sidelobes(keep, pts, peak, psf, sigma, floor, sidelobes):
+    """Step 4, side lobes of brighter spots: what the PSF of every brighter kept spot puts
+    at the position of each maximum is subtracted; a maximum stays if what is left is
+    above ``floor`` (the threshold) and above ``sidelobes`` times that light (a margin for
+    PSF errors).  Clears the dropped maxima in ``keep`` (in place) and returns their
+    number."""
+    reach = float(psf.half_width)  # the table is a square of this half-width
+    tree = cKDTree(pts)
+    pairs = tree.query_pairs(reach, p=np.inf, output_type="ndarray")
+    if not pairs.size:
+        return 0
+    i, j = pairs[:, 0], pairs[:, 1]  # i brighter (lower index)
+    use = keep[i]
+    i, j = i[use], j[use]
+    lobe = peak[i] * _lobe_level(psf, sigma, pts[j, 0] - pts[i, 0], pts[j, 1] - pts[i, 1])
+    light = np.bincount(j, weights=lobe, minlength=len(pts))
+    resid = peak - light
+    drop = keep & ((resid < floor) | (resid < sidelobes * light))
+    keep &= ~drop
+    return int(np.count_nonzero(drop))

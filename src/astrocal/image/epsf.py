@@ -44,13 +44,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, sparse
 from scipy.sparse import linalg as splinalg
 
 from .centroid import FLAGS_SEVERE, NoiseModel, cut_stamps, fit_centroids
-from .psf import PixelPSF, bspline_weights, gaussian_psf
+from .psf import PixelPSF, StampPSF, bspline_weights, gaussian_psf
 
 __all__ = [
     "EPSFFit",
@@ -107,9 +109,26 @@ def _as_lists(images, positions, noise, masks):
     return images, positions, list(noise), list(masks)
 
 
-def estimate_fwhm(image, x, y, *, box=15):
-    """Rough FWHM (px) of spots: median over spots of ``2 sqrt(A / pi)``, with ``A`` the
-    number of pixels above half the peak above the local background (stamp median)."""
+def estimate_fwhm(image: ArrayLike, x: ArrayLike, y: ArrayLike, *, box: int = 15) -> float:
+    """Rough FWHM (px) of spots.
+
+    The median over spots of ``2 sqrt(A / pi)``, with ``A`` the number of pixels above
+    half the peak above the local background (stamp median).
+
+    Parameters
+    ----------
+    image : array_like
+        2-D frame (ADU).
+    x, y : array_like
+        Spot positions (px, 0-based).
+    box : int
+        Stamp size (px) around each spot (made odd: ``2 (box // 2) + 1``).
+
+    Returns
+    -------
+    float
+        The FWHM (px).
+    """
     h = int(box) // 2
     x0 = np.rint(np.asarray(x, float)).astype(np.int64) - h
     y0 = np.rint(np.asarray(y, float)).astype(np.int64) - h
@@ -121,9 +140,27 @@ def estimate_fwhm(image, x, y, *, box=15):
     return float(np.median(2.0 * np.sqrt(area / np.pi)))
 
 
-def annulus_background(image, x, y, r_in, r_out, *, mask=None):
-    """Median (ADU/px) of the pixels in the square annulus ``r_in < |dx|,|dy| <= r_out``
-    (Chebyshev distance, px) around each ``(x, y)``; NaN where no pixel is usable."""
+def annulus_background(image: ArrayLike, x: ArrayLike, y: ArrayLike, r_in: int, r_out: int, *,
+                       mask: ArrayLike | None = None) -> np.ndarray:
+    """Median level in a square annulus around each spot.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D frame (ADU).
+    x, y : array_like
+        Spot positions (px, 0-based).
+    r_in, r_out : int
+        The annulus: ``r_in < max(|dx|, |dy|) <= r_out`` (Chebyshev distance, px, from
+        the pixel nearest to the spot).
+    mask : array_like of bool or None
+        True for pixels to leave out.
+
+    Returns
+    -------
+    numpy.ndarray
+        Median (ADU/px) per spot; NaN where no pixel is usable.
+    """
     r_out = int(r_out)
     size = 2 * r_out + 1
     x0 = np.rint(np.asarray(x, float)).astype(np.int64) - r_out
@@ -140,12 +177,23 @@ def annulus_background(image, x, y, r_in, r_out, *, mask=None):
         return np.nanmedian(vals, axis=1)
 
 
-def symmetric_center(psf, radius=None):
+def symmetric_center(psf: PixelPSF, radius: float | None = None) -> tuple[float, float]:
     """Centre of point symmetry ``(sx, sy)`` (px) of a tabulated PSF's core.
 
     Minimises ``sum_u [psf(s + u) - psf(s - u)]^2`` over offsets ``u`` within ``radius``
-    (default 1.5 FWHM) on a 0.25 px grid.  ``psf.shifted(sx, sy)`` is then symmetric
-    about the origin.
+    on a 0.25 px grid.  ``psf.shifted(sx, sy)`` is then symmetric about the origin.
+
+    Parameters
+    ----------
+    psf : PixelPSF
+        The tabulated PSF.
+    radius : float or None
+        Radius (px) of the offsets compared; default 1.5 FWHM.
+
+    Returns
+    -------
+    tuple of float
+        ``(sx, sy)`` (px).
     """
     if radius is None:
         radius = 1.5 * psf.fwhm()
@@ -229,9 +277,43 @@ def _solve_table(stamps, oversampling, half_width, regularization):
     return tab
 
 
-def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
-               stamp_size=None, max_iter=10, tol=0.05, regularization=0.1,
-               initial_psf=None, center="symmetric", saturation=None):
+def _epsf_stamps(im, res, nz, mk, bkg, psf, stamp_size, saturation):
+    """The stamps of one frame's well-fitted spots for the ePSF table: data and valid
+    pixels, weights (the inverse variance of the current model), positions, stamp origins,
+    fluxes and the annulus backgrounds ``bkg``."""
+    good = res.good(FLAGS_SEVERE) & np.isfinite(res.x) & np.isfinite(bkg)
+    h = stamp_size // 2
+    x, y = res.x[good], res.y[good]
+    x0 = np.rint(x).astype(np.int64) - h
+    y0 = np.rint(y).astype(np.int64) - h
+    d, inside = cut_stamps(im, x0, y0, stamp_size)
+    valid = inside & np.isfinite(d)
+    if mk is not None:
+        bad, _ = cut_stamps(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
+        valid &= ~bad
+    if saturation is not None:
+        valid &= ~(d >= saturation)
+    extra = nz.extra_variance
+    if extra is not None and np.ndim(extra) == 2:
+        extra, _ = cut_stamps(np.asarray(extra, float), x0, y0, stamp_size)
+        valid &= np.isfinite(extra)
+        extra = np.where(valid, extra, 0.0)
+    elif extra is None:
+        extra = 0.0
+    model = (res.flux[good][:, None, None] * psf.stamps(x, y, x0, y0, stamp_size)
+             + res.background[good][:, None, None])
+    weight = np.where(valid, 1.0 / nz.variance(model, extra), 0.0)
+    return dict(data=np.where(valid, d, 0.0), valid=valid, weight=weight, x=x, y=y, x0=x0,
+                y0=y0, flux=res.flux[good], background=bkg[good])
+
+
+def build_epsf(images: ArrayLike | Sequence[ArrayLike],
+               positions: tuple[ArrayLike, ArrayLike] | Sequence[tuple[ArrayLike, ArrayLike]], *,
+               noise: NoiseModel | Sequence[NoiseModel] | None = None,
+               masks: Sequence[ArrayLike | None] | None = None, oversampling: int | None = None,
+               stamp_size: int | None = None, max_iter: int = 10, tol: float = 0.05,
+               regularization: float = 0.1, initial_psf: StampPSF | None = None,
+               center: str | None = "symmetric", saturation: float | None = None) -> EPSFFit:
     """Build an effective PSF from the spots of one or more frames and fit every spot.
 
     Parameters
@@ -240,8 +322,9 @@ def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
         Frames (ADU) holding isolated, unsaturated spots of the same PSF.
     positions : (x, y) or list of (x, y)
         First guesses of the spot positions in each frame (px, 0-based), ~0.5 px good.
-    noise : NoiseModel or list of NoiseModel
-        Noise model per frame (used for the weights of both steps).
+    noise : NoiseModel or list of NoiseModel or None
+        Noise model per frame (used for the weights of both steps); default
+        ``NoiseModel()``.
     masks : None or list of bool arrays
         Bad-pixel masks per frame.
     oversampling : int or None
@@ -300,33 +383,8 @@ def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
     converged = False
     it = 0
     for it in range(1, int(max_iter) + 1):
-        stamps = []
-        for im, res, nz, mk, bkg in zip(images, results, noises, masks, annulus_bg):
-            good = res.good(FLAGS_SEVERE) & np.isfinite(res.x) & np.isfinite(bkg)
-            h = stamp_size // 2
-            x, y = res.x[good], res.y[good]
-            x0 = np.rint(x).astype(np.int64) - h
-            y0 = np.rint(y).astype(np.int64) - h
-            d, inside = cut_stamps(im, x0, y0, stamp_size)
-            valid = inside & np.isfinite(d)
-            if mk is not None:
-                bad, _ = cut_stamps(np.asarray(mk, bool), x0, y0, stamp_size, fill=True)
-                valid &= ~bad
-            if saturation is not None:
-                valid &= ~(d >= saturation)
-            extra = nz.extra_variance
-            if extra is not None and np.ndim(extra) == 2:
-                extra, _ = cut_stamps(np.asarray(extra, float), x0, y0, stamp_size)
-                valid &= np.isfinite(extra)
-                extra = np.where(valid, extra, 0.0)
-            elif extra is None:
-                extra = 0.0
-            model = (res.flux[good][:, None, None] * psf.stamps(x, y, x0, y0, stamp_size)
-                     + res.background[good][:, None, None])
-            weight = np.where(valid, 1.0 / nz.variance(model, extra), 0.0)
-            stamps.append(dict(data=np.where(valid, d, 0.0), valid=valid, weight=weight,
-                               x=x, y=y, x0=x0, y0=y0, flux=res.flux[good],
-                               background=bkg[good]))
+        stamps = [_epsf_stamps(im, res, nz, mk, bkg, psf, stamp_size, saturation)
+                  for im, res, nz, mk, bkg in zip(images, results, noises, masks, annulus_bg)]
         table = _solve_table(stamps, oversampling, half_width, regularization)
         table /= table.sum() / oversampling**2
         new_psf = PixelPSF(table, oversampling, dict(kind="epsf", method="least-squares",
@@ -364,15 +422,39 @@ def build_epsf(images, positions, *, noise=None, masks=None, oversampling=None,
                    history=history)
 
 
-def build_epsf_photutils(images, positions, *, background=None, oversampling=4,
-                         size=None, maxiters=10, **builder_kwargs):
+def build_epsf_photutils(images: ArrayLike | Sequence[ArrayLike],
+                         positions: tuple[ArrayLike, ArrayLike] | Sequence[tuple[ArrayLike, ArrayLike]],
+                         *, background: float | Sequence[float] | None = None,
+                         oversampling: int = 4, size: int | None = None, maxiters: int = 10,
+                         **builder_kwargs: Any) -> PixelPSF:
     """ePSF from ``photutils.psf.EPSFBuilder`` (photutils >= 3.0), as a :class:`PixelPSF`.
 
     Kept for comparison (see the module docstring: slower, and far from the bound on our
-    data with its default settings).  ``background``: per-frame level (ADU/px) subtracted
-    before extraction (default: the median of each frame).  ``size``: cut-out size (odd,
-    px); default 5 FWHM.  ``builder_kwargs`` go to ``EPSFBuilder`` (e.g.
-    ``smoothing_kernel``).
+    data with its default settings).
+
+    Parameters
+    ----------
+    images : 2-D array or list of 2-D arrays
+        Frames (ADU).
+    positions : (x, y) or list of (x, y)
+        Spot positions in each frame (px, 0-based).
+    background : float or list of float or None
+        Per-frame level (ADU/px) subtracted before extraction (default: the median of each
+        frame).
+    oversampling : int
+        ePSF grid points per pixel.
+    size : odd int or None
+        Cut-out size (px); default 5 FWHM.
+    maxiters : int
+        Maximum iterations of ``EPSFBuilder``.
+    **builder_kwargs
+        Passed to ``EPSFBuilder`` (e.g. ``smoothing_kernel``).
+
+    Returns
+    -------
+    PixelPSF
+        The ePSF table (padded to a square of odd size), ``meta``: ``kind="epsf"``,
+        ``method="photutils"``, ``iterations``, ``converged``.
     """
     from astropy.nddata import NDData
     from astropy.table import Table

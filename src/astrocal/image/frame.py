@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -27,9 +29,10 @@ import astropy.units as u
 from scipy.spatial import cKDTree
 
 from ..sources import FLAG_BAD_FIT, FLAG_LOW_COVERAGE, FLAG_SATURATED
-from .centroid import fit_centroids
-from .headers import HeaderRules
-from .reduce import DQ_COSMIC, DQ_SATURATED, load_calibration
+from .centroid import CentroidResult, fit_centroids
+from .headers import ExposureMeta, HeaderRules
+from .psf import StampPSF
+from .reduce import DQ_COSMIC, DQ_SATURATED, Calibration, ReducedFrame, load_calibration
 
 __all__ = [
     "EDGE_MIN_COVERAGE",
@@ -53,10 +56,25 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "INTERNAL ERROR"
 
 
-def internal_error(msg, exc):
-    """The failure message of an exposure whose measurement raised ``exc``, which is not an
-    :class:`~astrocal.errors.AstrocalError` (bad input) but a bug: logged with its traceback,
-    and the command ends with status 70 once the other exposures are measured."""
+def internal_error(msg: str, exc: BaseException) -> str:
+    """The failure message of an exposure whose measurement raised a bug.
+
+    ``exc`` is not an :class:`~astrocal.errors.AstrocalError` (bad input) but a bug: it is
+    logged with its traceback (call this in the ``except`` block), and the command ends
+    with status 70 once the other exposures are measured.
+
+    Parameters
+    ----------
+    msg : str
+        What failed (the exposure).
+    exc : BaseException
+        The exception raised.
+
+    Returns
+    -------
+    str
+        The message, starting with :data:`INTERNAL_ERROR`.
+    """
     log.error("%s: internal error (a bug in astrocal):\n%s", msg, traceback.format_exc())
     return f"{INTERNAL_ERROR} (a bug in astrocal; traceback in the log): {msg} ({type(exc).__name__})"
 
@@ -66,8 +84,21 @@ def internal_error(msg, exc):
 IMAGE_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
 
-def exposure_kind(path):
-    """"image" or "table" (a source table: ECSV, or FITS without a 2-D image)."""
+def exposure_kind(path: str | os.PathLike) -> str:
+    """Whether an exposure's file is an image or a source table.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The exposure's file.
+
+    Returns
+    -------
+    str
+        ``"table"`` for a source table (ECSV, CSV, or FITS with a table but without a
+        2-D image), else ``"image"`` (also for a FITS file that cannot be opened: its
+        reader reports the problem).
+    """
     p = Path(path)
     low = p.name.lower()
     if low.endswith(".ecsv") or low.endswith(".csv"):
@@ -86,10 +117,20 @@ def exposure_kind(path):
     return "image"
 
 
-def exposure_stem(path):
-    """The name of an exposure without its directory and its file suffixes (``.fits``,
-    ``.fit``, ``.fts``, ``.ecsv``, ``.csv``, after ``.gz``/``.fz``/``.bz2``): the stem of
-    its products (``<stem>.ecsv``, ``<stem>_reduced.fits``)."""
+def exposure_stem(path: str | os.PathLike) -> str:
+    """The stem of an exposure's products (``<stem>.ecsv``, ``<stem>_reduced.fits``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The exposure's file.
+
+    Returns
+    -------
+    str
+        Its name without its directory and its file suffixes (``.fits``, ``.fit``,
+        ``.fts``, ``.ecsv``, ``.csv``, after ``.gz``/``.fz``/``.bz2``).
+    """
     name = Path(path).name
     for suf in (".gz", ".fz", ".bz2"):
         if name.lower().endswith(suf):
@@ -109,12 +150,39 @@ def exposure_stem(path):
 EDGE_MIN_COVERAGE = 0.9
 
 
-def stamp_flags(dq, psf, x, y, size, min_coverage=0.5, edge_min_coverage=EDGE_MIN_COVERAGE):
-    """Flags from the DQ map on each spot's final stamp: FLAG_SATURATED where a saturated
-    pixel lies in it, FLAG_LOW_COVERAGE where less than ``min_coverage`` of the PSF's light
-    in the stamp falls on valid pixels (a spot mostly in a masked area: its position rests
-    on its wings), or less than ``edge_min_coverage`` for a stamp cut by the detector's
-    edge (:data:`EDGE_MIN_COVERAGE`).  Returns ``(flags, coverage)``."""
+def stamp_flags(dq: np.ndarray, psf: StampPSF, x: np.ndarray, y: np.ndarray, size: int,
+                min_coverage: float = 0.5,
+                edge_min_coverage: float = EDGE_MIN_COVERAGE) -> tuple[np.ndarray, np.ndarray]:
+    """Flags from the DQ map on each spot's final stamp.
+
+    FLAG_SATURATED where a saturated pixel lies in it, FLAG_LOW_COVERAGE where less than
+    ``min_coverage`` of the PSF's light in the stamp falls on valid pixels (a spot mostly
+    in a masked area: its position rests on its wings), or less than
+    ``edge_min_coverage`` for a stamp cut by the detector's edge
+    (:data:`EDGE_MIN_COVERAGE`).
+
+    Parameters
+    ----------
+    dq : numpy.ndarray
+        The frame's DQ map (0 for valid pixels).
+    psf : stamp-protocol PSF
+        The PSF model the spots were fitted with.
+    x, y : numpy.ndarray
+        Fitted positions (px, 0-based; NaN for failed fits).
+    size : int
+        Stamp side (px).
+    min_coverage : float
+        Least fraction of the stamp's PSF light on valid pixels.
+    edge_min_coverage : float
+        The same for a stamp cut by the detector's edge (the larger of the two applies).
+
+    Returns
+    -------
+    flags : numpy.ndarray of int64
+        The flag bits per spot.
+    coverage : numpy.ndarray
+        The fraction of the stamp's PSF light on valid pixels (NaN for failed fits).
+    """
     ny, nx = dq.shape
     h = size // 2
     ok = np.isfinite(x) & np.isfinite(y)
@@ -143,7 +211,8 @@ def stamp_flags(dq, psf, x, y, size, min_coverage=0.5, edge_min_coverage=EDGE_MI
     return flags, coverage
 
 
-def stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
+def stamp_cosmic_rays(reduced: ReducedFrame, res: CentroidResult, psf: StampPSF,
+                      nsig: float = 5.0, model_error: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Cosmic-ray hits on the stamps of fitted spots, from the fit's residuals.
 
     A pixel is a hit when its residual ``r = d - m`` (data minus the fitted spot) is above
@@ -151,7 +220,25 @@ def stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
     ``nsig`` times its noise plus ``model_error`` times the model's own Laplacian (an
     allowance for PSF-model errors at the core).  This catches hits on bright cores that
     the frame-level test (which must allow for the sharpest PSF structure anywhere) lets
-    pass.  Returns ``(iy, ix)`` of the hits (unique).
+    pass.  No hit is taken within 2 FWHM of another spot (whose core the model lacks).
+
+    Parameters
+    ----------
+    reduced : ReducedFrame
+        The reduced frame (data, DQ, background variance, gain).
+    res : CentroidResult
+        The fit of its spots.
+    psf : stamp-protocol PSF
+        The PSF model of the fit.
+    nsig : float
+        Threshold (sigma) of the residual and of its Laplacian.
+    model_error : float
+        Fraction of the model's Laplacian allowed for PSF-model errors.
+
+    Returns
+    -------
+    iy, ix : numpy.ndarray of int64
+        Rows and columns of the hits (unique).
     """
     size = int(res.meta["stamp_size"])
     h = size // 2
@@ -201,9 +288,36 @@ def stamp_cosmic_rays(reduced, res, psf, nsig=5.0, model_error=0.05):
     return flat // nx, flat % nx
 
 
-def fit_frame_spots(reduced, x, y, psf, stamp_size=None, cosmic_rays=True, max_rounds=2):
-    """Fit the spots; cosmic-ray hits found in the residuals are masked (DQ_COSMIC, in
-    ``reduced.dq``) and the spots refitted."""
+def fit_frame_spots(reduced: ReducedFrame, x: np.ndarray, y: np.ndarray, psf: StampPSF,
+                    stamp_size: int | None = None, cosmic_rays: bool = True,
+                    max_rounds: int = 2) -> CentroidResult:
+    """Fit the spots of a reduced frame.
+
+    Cosmic-ray hits found in the residuals (:func:`stamp_cosmic_rays`) are masked
+    (DQ_COSMIC, in ``reduced.dq``, whose ``meta`` counts them) and the spots refitted;
+    each final stamp is then checked against the DQ map (:func:`stamp_flags`).
+
+    Parameters
+    ----------
+    reduced : ReducedFrame
+        The reduced frame (its DQ map and meta are updated).
+    x, y : numpy.ndarray
+        First guesses (px, 0-based).
+    psf : stamp-protocol PSF
+        The PSF model.
+    stamp_size : odd int or None
+        Fitting box (px); default ``psf.default_stamp_size()``.
+    cosmic_rays : bool
+        Look for cosmic-ray hits in the residuals.
+    max_rounds : int
+        At most this many refits after hits were found.
+
+    Returns
+    -------
+    CentroidResult
+        The final fit, its flags including those of :func:`stamp_flags`; ``meta``:
+        ``coverage`` and ``n_cosmic_ray_pixels_on_spots``.
+    """
     image = np.asarray(reduced.data, dtype=float)
     noise = reduced.noise_model(dtype=float)
     n_hits = 0
@@ -228,10 +342,20 @@ def fit_frame_spots(reduced, x, y, psf, stamp_size=None, cosmic_rays=True, max_r
     return res
 
 
-def header_rules(rules):
-    """:class:`~astrocal.image.headers.HeaderRules` from rules, a preset key (str) or None
-    (the generic FITS keywords), or a campaign's
-    :class:`~astrocal.campaign.InstrumentSpec`."""
+def header_rules(rules: HeaderRules | str | None | Any) -> HeaderRules:
+    """The header rules a campaign or a caller gives.
+
+    Parameters
+    ----------
+    rules : HeaderRules or str or None or astrocal.campaign.InstrumentSpec
+        Rules (returned as they are), a preset key (str) or None (the generic FITS
+        keywords), or a campaign's :class:`~astrocal.campaign.InstrumentSpec` (typed
+        ``Any``: the image package does not import the campaign, which imports it).
+
+    Returns
+    -------
+    HeaderRules
+    """
     if isinstance(rules, HeaderRules):
         return rules
     if rules is None or isinstance(rules, str):
@@ -244,13 +368,33 @@ _NOTE_ENTRIES = {"gain": ("gain", "e-/ADU"), "read_noise": ("read noise", "e-"),
                  "exptime": ("exposure time", "s")}
 
 
-def frame_meta(header, path, rules):
-    """Exposure metadata of a frame's header read with the campaign's header rules
-    (:func:`header_rules`: the instrument's keyword map, the generic FITS set, the
-    campaign's mapping and defaults).  Returns ``(meta, note)``: the note names the values
-    that did not come from the header (None if all did).  Raises
-    :class:`~astrocal.image.headers.HeaderError` naming the file and the campaign key that
-    would supply a missing value."""
+def frame_meta(header: fits.Header, path: str | os.PathLike,
+               rules: HeaderRules | str | None | Any) -> tuple[ExposureMeta, str | None]:
+    """Exposure metadata of a frame's header read with the campaign's header rules.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The frame's header.
+    path : str or os.PathLike
+        The frame's file (named in errors).
+    rules : HeaderRules or str or None or astrocal.campaign.InstrumentSpec
+        As :func:`header_rules` takes them: the instrument's keyword map, the generic FITS
+        set, the campaign's mapping and defaults.
+
+    Returns
+    -------
+    meta : ExposureMeta
+        The metadata.
+    note : str or None
+        Names the values (gain, read noise, exposure time) that did not come from the
+        header; None if all did.
+
+    Raises
+    ------
+    HeaderError
+        Naming the file and the campaign key that would supply a missing value.
+    """
     meta = header_rules(rules).read(header, str(path))
     notes = []
     for entry, (label, unit) in _NOTE_ENTRIES.items():
@@ -262,12 +406,29 @@ def frame_meta(header, path, rules):
     return meta, ("not in the header: " + "; ".join(notes)) if notes else None
 
 
-def dataset_calibration(background, flat, rules, flat_normalised=None):
-    """The :class:`~astrocal.image.reduce.Calibration` of a dataset's background and flat
-    frames (either may be None), their headers read with the raw frames' rules
-    (:func:`frame_meta`; ``rules`` as :func:`header_rules` takes).  ``flat_normalised``:
-    True/False as the campaign states, None to detect from the flat's median
-    (:func:`~astrocal.image.reduce.load_calibration`).  Errors name the file."""
+def dataset_calibration(background: str | os.PathLike | None, flat: str | os.PathLike | None,
+                        rules: HeaderRules | str | None | Any,
+                        flat_normalised: bool | None = None) -> Calibration:
+    """The calibration of a dataset's background and flat frames.
+
+    Their headers are read with the raw frames' rules (:func:`frame_meta`).  Errors name
+    the file.
+
+    Parameters
+    ----------
+    background, flat : str or os.PathLike or None
+        The FITS files (either may be None).
+    rules : HeaderRules or str or None or astrocal.campaign.InstrumentSpec
+        As :func:`header_rules` takes them.
+    flat_normalised : bool or None
+        True/False as the campaign states, None to detect from the flat's median
+        (:func:`~astrocal.image.reduce.load_calibration`).
+
+    Returns
+    -------
+    Calibration
+        :func:`~astrocal.image.reduce.load_calibration` of the frames.
+    """
     rules = header_rules(rules)
     return load_calibration(background, flat, instrument=rules.instrument,
                             frame_meta=lambda header, path: frame_meta(header, path, rules)[0],

@@ -42,9 +42,11 @@ would supply it.
 """
 from __future__ import annotations
 
+import datetime
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import astropy.units as u
@@ -63,12 +65,35 @@ class HeaderError(AstrocalError, ValueError):
 
 
 def eso_key(dotted: str) -> str:
-    """``"INS.OPTI20.POSNAME"`` -> ``"HIERARCH ESO INS OPTI20 POSNAME"``."""
+    """The FITS keyword of a dotted ESO name.
+
+    Parameters
+    ----------
+    dotted : str
+        E.g. ``"INS.OPTI20.POSNAME"``.
+
+    Returns
+    -------
+    str
+        E.g. ``"HIERARCH ESO INS OPTI20 POSNAME"``.
+    """
     return "HIERARCH ESO " + dotted.replace(".", " ")
 
 
-def set_card(header: fits.Header, key: str, value, comment: str = "") -> None:
-    """Set a card, shortening the comment so that the card fits in 80 characters."""
+def set_card(header: fits.Header, key: str, value: Any, comment: str = "") -> None:
+    """Set a card, shortening the comment so that the card fits in 80 characters.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The header (changed in place).
+    key : str
+        The keyword.
+    value : object
+        A value FITS can hold.
+    comment : str
+        The card's comment (cut to the room left; left out if there is none).
+    """
     card = fits.Card(key, value)
     room = 80 - len(card.image.rstrip()) - 3
     if comment and room > 0:
@@ -122,10 +147,13 @@ def _mask_names(mask):
         getattr(mask, "short_name", getattr(mask, "name", "")))
 
 
-def make_raw_header(instrument, *, date_obs, dit, ndit: int = 1, filter_name: str | None = None,
-                    mask=None, chopper_offset=None, detector_mode: str | None = None,
-                    dpr_catg: str = "CALIB", dpr_type: str = "DISTORTION", lamp: str = "bb",
-                    bb_temp=1000 * u.K, extra: dict | None = None) -> fits.Header:
+def make_raw_header(instrument: str | Instrument, *, date_obs: str | datetime.datetime | Time,
+                    dit: float | u.Quantity, ndit: int = 1, filter_name: str | None = None,
+                    mask: Any = None, chopper_offset: u.Quantity | tuple[float, float] | None = None,
+                    detector_mode: str | None = None, dpr_catg: str = "CALIB",
+                    dpr_type: str = "DISTORTION", lamp: str = "bb",
+                    bb_temp: u.Quantity | float | None = 1000 * u.K,
+                    extra: dict | None = None) -> fits.Header:
     """Header of a raw lab frame.
 
     Parameters
@@ -136,12 +164,15 @@ def make_raw_header(instrument, *, date_obs, dit, ndit: int = 1, filter_name: st
         Start of the exposure (UTC).
     dit : float or Quantity
         Detector integration time (s); ``EXPTIME`` = ``dit * ndit``.
+    ndit : int
+        Number of integrations (>= 1).
     filter_name : str, optional
         Default: the instrument's default filter.
     mask : Mask or str, optional
         The WCU focal-plane mask in the beam: a :class:`~astrocal.lab.mask.Mask` (its
         ``wcu_fpmask_name`` becomes the wheel position, its short name ``OPTI20 NAME``)
-        or a wheel position name (``"grid_lm"``); ``None`` for no mask keywords.
+        or a wheel position name (``"grid_lm"``); ``None`` for no mask keywords (typed
+        ``Any``: the image package does not import the lab package, which imports it).
     chopper_offset : Quantity (2,), optional
         Offset of the mask image commanded with the chopper, (x, y) angle; plain floats
         are arcsec.
@@ -158,6 +189,11 @@ def make_raw_header(instrument, *, date_obs, dit, ndit: int = 1, filter_name: st
     extra : dict, optional
         More cards, ``{key: value}`` or ``{key: (value, comment)}``; dotted ESO names
         (``"SEQ.FOO"``) are expanded with :func:`eso_key`.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The raw frame's primary header.
     """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     if not isinstance(inst, Instrument):
@@ -230,16 +266,34 @@ def _instrument_from_mode(mode: str) -> str | None:
     return None
 
 
-def read_exposure_meta(source, hdu=0) -> ExposureMeta:
+def read_exposure_meta(source: str | os.PathLike | fits.HDUList | fits.Header,
+                       hdu: int | str = 0) -> ExposureMeta:
     """Read the exposure metadata of a raw frame.
 
-    ``source`` is a FITS file path, an ``HDUList`` or a ``Header`` (``hdu`` selects the
-    extension of a file or HDUList).  Required keywords: ``DATE-OBS``,
-    ``HIERARCH ESO INS MODE``, ``HIERARCH ESO DET NDIT``, ``HIERARCH ESO DET DIT`` (or
-    ``EXPTIME``) and a filter (``HIERARCH ESO DRS FILTER`` or ``FILTER``).  Optional:
-    mask, chopper offset (both or neither of x, y), detector mode, gain and read noise,
-    DPR, lamp, black-body temperature.  Raises :class:`HeaderError` naming the file and
-    the keyword.
+    Required keywords: ``DATE-OBS``, ``HIERARCH ESO INS MODE``,
+    ``HIERARCH ESO DET NDIT``, ``HIERARCH ESO DET DIT`` (or ``EXPTIME``) and a filter
+    (``HIERARCH ESO DRS FILTER`` or ``FILTER``).  Optional: mask, chopper offset (both or
+    neither of x, y), detector mode, gain and read noise, DPR, lamp, black-body
+    temperature.
+
+    Parameters
+    ----------
+    source : str or os.PathLike or astropy.io.fits.HDUList or astropy.io.fits.Header
+        A FITS file path, an ``HDUList`` or a ``Header``.
+    hdu : int or str
+        The extension of a file or HDUList.
+
+    Returns
+    -------
+    ExposureMeta
+        The metadata; ``source`` the file name (``"<header>"`` for a header).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing.
+    HeaderError
+        Naming the file and the keyword.
     """
     if isinstance(source, fits.Header):
         header, name = source, "<header>"
@@ -318,6 +372,36 @@ def read_exposure_meta(source, hdu=0) -> ExposureMeta:
 DEFAULT_KEYS = {"gain": "gain_e_per_adu", "read_noise": "read_noise_e", "exptime": "exptime_s"}
 
 
+def _header_lookup(header, keywords, src, prov):
+    """``(find, number)`` for a header: ``find(entry)`` gives the first of the entry's
+    keywords in the header and its value (or ``(None, None)``); ``number(entry, kind)``
+    its value as a finite ``kind`` (None if absent; :class:`HeaderError` naming the
+    keyword otherwise), recording in ``prov`` where it came from."""
+    def find(entry):
+        for name in getattr(keywords, entry):
+            if name in header:
+                return name, header[name]
+        return None, None
+
+    def number(entry, kind=float):
+        name, value = find(entry)
+        if name is None:
+            return None
+        try:
+            out = kind(value)
+            if kind is int and out != float(value):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not "
+                              f"{'an integer' if kind is int else 'a number'}") from None
+        if not np.isfinite(out):
+            raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not finite")
+        prov[entry] = f"header '{name}'"
+        return out
+
+    return find, number
+
+
 @dataclass(frozen=True)
 class HeaderRules:
     """How the frames of one imager are read: raw, background and flat frames alike.
@@ -343,17 +427,43 @@ class HeaderRules:
     mapped: tuple = ()
 
     @classmethod
-    def for_instrument(cls, preset=None, mapping: Mapping | None = None, *, gain_e_per_adu=None,
-                       read_noise_e=None, exptime_s=None) -> "HeaderRules":
-        """Rules for a preset (or None: a generic imager) and a user keyword mapping
-        (``{entry: keyword or [keywords]}``; an unknown entry raises ``KeyError`` listing
-        the valid ones)."""
+    def for_instrument(cls, preset: str | None = None, mapping: Mapping | None = None, *,
+                       gain_e_per_adu: float | None = None, read_noise_e: float | None = None,
+                       exptime_s: float | None = None) -> HeaderRules:
+        """Rules for a preset and a user keyword mapping.
+
+        Parameters
+        ----------
+        preset : str or None
+            Instrument registry key, or None: a generic imager.
+        mapping : Mapping or None
+            ``{entry: keyword or [keywords]}``; an unknown entry raises ``KeyError``
+            listing the valid ones.
+        gain_e_per_adu, read_noise_e, exptime_s : float or None
+            The campaign's values for what a header does not give (None: not given).
+
+        Returns
+        -------
+        HeaderRules
+        """
         return cls(header_keywords(preset, mapping), preset, gain_e_per_adu, read_noise_e,
                    exptime_s, tuple(mapping or ()))
 
     @classmethod
-    def from_campaign(cls, spec) -> "HeaderRules":
-        """Rules of a campaign's :class:`~astrocal.campaign.InstrumentSpec`."""
+    def from_campaign(cls, spec: Any) -> HeaderRules:
+        """Rules of a campaign's instrument section.
+
+        Parameters
+        ----------
+        spec : astrocal.campaign.InstrumentSpec
+            Its ``preset`` and, if present, ``header_keywords``, ``gain_e_per_adu``,
+            ``read_noise_e`` and ``exptime_s`` are used (typed ``Any``: the image package
+            does not import the campaign, which imports it).
+
+        Returns
+        -------
+        HeaderRules
+        """
         return cls.for_instrument(spec.preset, getattr(spec, "header_keywords", None),
                                   gain_e_per_adu=getattr(spec, "gain_e_per_adu", None),
                                   read_noise_e=getattr(spec, "read_noise_e", None),
@@ -375,86 +485,38 @@ class HeaderRules:
         return f"name the header keyword with {keys}" + (f", or set [instrument] {default}" if default else "")
 
     # ------------------------------------------------------------------ reading
-    def read(self, header, source="<header>") -> ExposureMeta:
-        """The :class:`ExposureMeta` of a frame's header (``source`` names the file in
-        messages and in :attr:`ExposureMeta.source`).  ``instrument`` is the preset;
-        ``dpr_*``, ``lamp``, ``bb_temp`` are None (METIS-only: :func:`read_exposure_meta`)."""
+    def read(self, header: fits.Header, source: str | os.PathLike = "<header>") -> ExposureMeta:
+        """The exposure metadata of a frame's header.
+
+        Parameters
+        ----------
+        header : astropy.io.fits.Header
+            The frame's header.
+        source : str or os.PathLike
+            Names the file in messages and in :attr:`ExposureMeta.source`.
+
+        Returns
+        -------
+        ExposureMeta
+            ``instrument`` is the preset; ``dpr_*``, ``lamp``, ``bb_temp`` are None
+            (METIS-only: :func:`read_exposure_meta`); ``provenance`` says where each value
+            came from.
+
+        Raises
+        ------
+        HeaderError
+            Naming the file, the keywords looked for and the campaign keys that would
+            supply a missing value.
+        """
         src = str(source)
-        kw = self.keywords
         prov = {}
-
-        def find(entry):
-            for name in getattr(kw, entry):
-                if name in header:
-                    return name, header[name]
-            return None, None
-
-        def number(entry, kind=float):
-            name, value = find(entry)
-            if name is None:
-                return None
-            try:
-                out = kind(value)
-                if kind is int and out != float(value):
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not "
-                                  f"{'an integer' if kind is int else 'a number'}") from None
-            if not np.isfinite(out):
-                raise HeaderError(f"{src}: keyword '{name}' ({entry}) = {value!r} is not finite")
-            prov[entry] = f"header '{name}'"
-            return out
-
-        ndit = number("ndit", int)
-        if ndit is None:
-            ndit, prov["ndit"] = 1, "default 1"
-        if ndit < 1:
-            raise HeaderError(f"{src}: keyword '{find('ndit')[0]}' (ndit) = {ndit} must be >= 1")
-        dit = number("dit")
-        exptime = number("exptime")
-        if dit is None and exptime is None and self.exptime_s is not None:
-            exptime, prov["exptime"] = float(self.exptime_s), "campaign instrument.exptime_s"
-        if dit is None and exptime is None:
-            raise HeaderError(f"{src}: no exposure time: {self._looked_for('exptime')} and "
-                              f"{self._looked_for('dit')} in the header; "
-                              f"{self._supply('exptime', alt='dit')}")
-        if dit is None:
-            dit = exptime / ndit
-            prov["dit"] = f"exptime / ndit ({prov['exptime']})"
-        if exptime is None:
-            exptime = dit * ndit
-            prov["exptime"] = f"dit x ndit ({prov['dit']})"
-        if not dit > 0:
-            raise HeaderError(f"{src}: exposure time {dit!r} s per DIT ({prov['dit']}) must be positive")
+        find, number = _header_lookup(header, self.keywords, src, prov)
+        ndit, dit, exptime = self._exposure_times(find, number, src, prov)
 
         mode_key, mode = find("detector_mode")
         if mode_key is not None:
             prov["detector_mode"] = f"header '{mode_key}'"
-        readout = None
-        if self.instrument is not None:
-            det = get_instrument(self.instrument).detector
-            try:
-                readout = det.mode(None if mode is None else str(mode))
-            except KeyError:
-                readout = det.mode(None)
-        values = {}
-        for entry, default, attr in (("gain", self.gain_e_per_adu, "gain_e_per_adu"),
-                                     ("read_noise", self.read_noise_e, "read_noise_e")):
-            v = number(entry)
-            if v is None and default is not None:
-                v, prov[entry] = float(default), f"campaign instrument.{DEFAULT_KEYS[entry]}"
-            if v is None and readout is not None:
-                v = float(getattr(readout, attr))
-                prov[entry] = f"readout mode '{readout.name}' of {self.instrument}"
-            if v is None:
-                what = "detector gain" if entry == "gain" else "read noise"
-                raise HeaderError(f"{src}: no {what}: {self._looked_for(entry)} in the header"
-                                  f"{'' if self.instrument else ' and no instrument preset'}; "
-                                  f"{self._supply(entry)}")
-            if (entry == "gain" and not v > 0) or (entry == "read_noise" and not v >= 0):
-                raise HeaderError(f"{src}: {entry} = {v!r} ({prov[entry]}) must be "
-                                  f"{'positive' if entry == 'gain' else '>= 0'}")
-            values[entry] = v
+        values = self._readout(number, mode, src, prov)
 
         date_key, date_raw = find("date_obs")
         date_obs = None
@@ -483,8 +545,71 @@ class HeaderRules:
             gain_e_per_adu=values["gain"], read_noise_e=values["read_noise"],
             dpr_catg=None, dpr_type=None, lamp=None, bb_temp=None, source=src, provenance=prov)
 
+    def _exposure_times(self, find, number, src, prov):
+        """``(ndit, dit, exptime)`` (s) from the header (either time gives the other) or
+        the campaign's ``exptime_s``."""
+        ndit = number("ndit", int)
+        if ndit is None:
+            ndit, prov["ndit"] = 1, "default 1"
+        if ndit < 1:
+            raise HeaderError(f"{src}: keyword '{find('ndit')[0]}' (ndit) = {ndit} must be >= 1")
+        dit = number("dit")
+        exptime = number("exptime")
+        if dit is None and exptime is None and self.exptime_s is not None:
+            exptime, prov["exptime"] = float(self.exptime_s), "campaign instrument.exptime_s"
+        if dit is None and exptime is None:
+            raise HeaderError(f"{src}: no exposure time: {self._looked_for('exptime')} and "
+                              f"{self._looked_for('dit')} in the header; "
+                              f"{self._supply('exptime', alt='dit')}")
+        if dit is None:
+            dit = exptime / ndit
+            prov["dit"] = f"exptime / ndit ({prov['exptime']})"
+        if exptime is None:
+            exptime = dit * ndit
+            prov["exptime"] = f"dit x ndit ({prov['dit']})"
+        if not dit > 0:
+            raise HeaderError(f"{src}: exposure time {dit!r} s per DIT ({prov['dit']}) must be positive")
+        return ndit, dit, exptime
+
+    def _readout(self, number, mode, src, prov):
+        """``{"gain": e-/ADU, "read_noise": e-}`` from the header, else the campaign's
+        values, else the preset's readout mode ``mode`` (or its default mode)."""
+        readout = None
+        if self.instrument is not None:
+            det = get_instrument(self.instrument).detector
+            try:
+                readout = det.mode(None if mode is None else str(mode))
+            except KeyError:
+                readout = det.mode(None)
+        values = {}
+        for entry, default, attr in (("gain", self.gain_e_per_adu, "gain_e_per_adu"),
+                                     ("read_noise", self.read_noise_e, "read_noise_e")):
+            v = number(entry)
+            if v is None and default is not None:
+                v, prov[entry] = float(default), f"campaign instrument.{DEFAULT_KEYS[entry]}"
+            if v is None and readout is not None:
+                v = float(getattr(readout, attr))
+                prov[entry] = f"readout mode '{readout.name}' of {self.instrument}"
+            if v is None:
+                what = "detector gain" if entry == "gain" else "read noise"
+                raise HeaderError(f"{src}: no {what}: {self._looked_for(entry)} in the header"
+                                  f"{'' if self.instrument else ' and no instrument preset'}; "
+                                  f"{self._supply(entry)}")
+            if (entry == "gain" and not v > 0) or (entry == "read_noise" and not v >= 0):
+                raise HeaderError(f"{src}: {entry} = {v!r} ({prov[entry]}) must be "
+                                  f"{'positive' if entry == 'gain' else '>= 0'}")
+            values[entry] = v
+        return values
+
     def to_dict(self) -> dict:
-        """Plain description (for products' metadata)."""
+        """Plain description (for products' metadata).
+
+        Returns
+        -------
+        dict
+            ``keywords``, ``instrument``, ``gain_e_per_adu``, ``read_noise_e``,
+            ``exptime_s``, ``mapped_by_campaign``.
+        """
         return {"keywords": self.keywords.to_dict(), "instrument": self.instrument,
                 "gain_e_per_adu": self.gain_e_per_adu, "read_noise_e": self.read_noise_e,
                 "exptime_s": self.exptime_s, "mapped_by_campaign": list(self.mapped)}

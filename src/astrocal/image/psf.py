@@ -45,6 +45,8 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+from astropy.units import Quantity
+from numpy.typing import ArrayLike
 from scipy import ndimage, special
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "RAD_TO_MAS",
     "PixelPSF",
     "AOStarPSF",
+    "StampPSF",
     "elt_pupil",
     "diffraction_psf",
     "diffraction_psf_direct",
@@ -98,10 +101,23 @@ def _value(q, unit):
     return q
 
 
-def pinhole_diameter_mas(diameter_um=25.0, mask_scale_mm_per_arcsec=3.319):
-    """Angular diameter (mas) of a pinhole of ``diameter_um`` at the mask plate scale.
+def pinhole_diameter_mas(diameter_um: float | Quantity = 25.0,
+                         mask_scale_mm_per_arcsec: float | Quantity = 3.319) -> float:
+    """Angular diameter (mas) of a pinhole at the mask plate scale.
 
     25 um at 3.319 mm/arcsec (the METIS WCU) is 7.53 mas.
+
+    Parameters
+    ----------
+    diameter_um : float or Quantity
+        The pinhole's diameter (um).
+    mask_scale_mm_per_arcsec : float or Quantity
+        The plate scale at the mask (mm/arcsec).
+
+    Returns
+    -------
+    float
+        The angular diameter (mas).
     """
     d_um = _value(diameter_um, "um")
     scale = _value(mask_scale_mm_per_arcsec, "mm/arcsec")
@@ -111,9 +127,10 @@ def pinhole_diameter_mas(diameter_um=25.0, mask_scale_mm_per_arcsec=3.319):
 # --------------------------------------------------------------------------------------
 # pupil and analytic references
 # --------------------------------------------------------------------------------------
-def elt_pupil(n=256, *, diameter_m=ELT_OUTER_DIAMETER_M,
-              obscuration_m=ELT_CENTRAL_OBSCURATION_M, spiders=True,
-              spider_width_m=ELT_SPIDER_WIDTH_M, spider_angle_deg=0.0, supersample=4):
+def elt_pupil(n: int = 256, *, diameter_m: float = ELT_OUTER_DIAMETER_M,
+              obscuration_m: float = ELT_CENTRAL_OBSCURATION_M, spiders: bool = True,
+              spider_width_m: float = ELT_SPIDER_WIDTH_M, spider_angle_deg: float = 0.0,
+              supersample: int = 4) -> tuple[np.ndarray, float]:
     """Transmission of the ELT pupil on an ``n`` x ``n`` grid spanning the outer diameter.
 
     The pupil is approximated by a circle of ``diameter_m`` (the segmented hexagonal
@@ -122,8 +139,26 @@ def elt_pupil(n=256, *, diameter_m=ELT_OUTER_DIAMETER_M,
     width ``spider_width_m`` at 60 deg intervals starting at ``spider_angle_deg`` from the
     +x axis.  Edges are anti-aliased by averaging ``supersample**2`` sub-samples per cell.
 
-    Returns ``(pupil, dx_m)``: the transmission (floats in [0, 1], shape (n, n), centred
-    on the point ``((n-1)/2, (n-1)/2)``) and the grid step in metres.
+    Parameters
+    ----------
+    n : int
+        Grid samples across the outer diameter.
+    diameter_m, obscuration_m : float
+        Outer diameter and central obscuration diameter (m).
+    spiders : bool
+        Include the six spider arms.
+    spider_width_m, spider_angle_deg : float
+        Their width (m) and the angle of the first from the +x axis (deg).
+    supersample : int
+        Sub-samples per cell along each axis.
+
+    Returns
+    -------
+    pupil : numpy.ndarray
+        The transmission (floats in [0, 1], shape (n, n), centred on the point
+        ``((n-1)/2, (n-1)/2)``).
+    dx_m : float
+        The grid step in metres.
     """
     n = int(n)
     dx = diameter_m / n
@@ -143,12 +178,23 @@ def elt_pupil(n=256, *, diameter_m=ELT_OUTER_DIAMETER_M,
     return pupil, dx
 
 
-def airy_profile(r_lambda_over_d, obscuration_ratio=0.0):
+def airy_profile(r_lambda_over_d: ArrayLike, obscuration_ratio: float = 0.0) -> np.ndarray:
     """Peak-normalised intensity of an (obscured) Airy pattern.
 
-    ``r_lambda_over_d`` is the radius in units of lambda/D; ``obscuration_ratio`` is the
-    ratio of the central obscuration's diameter to D.  The unobscured pattern has its
-    FWHM at 1.029 lambda/D and its first dark ring at 1.2197 lambda/D.
+    The unobscured pattern has its FWHM at 1.029 lambda/D and its first dark ring at
+    1.2197 lambda/D.
+
+    Parameters
+    ----------
+    r_lambda_over_d : array_like
+        The radius in units of lambda/D.
+    obscuration_ratio : float
+        The ratio of the central obscuration's diameter to D.
+
+    Returns
+    -------
+    numpy.ndarray
+        The intensity (1 at the centre).
     """
     v = np.pi * np.asarray(r_lambda_over_d, dtype=float)
     eps = float(obscuration_ratio)
@@ -160,8 +206,19 @@ def airy_profile(r_lambda_over_d, obscuration_ratio=0.0):
     return amp**2
 
 
-def airy_encircled_energy(r_lambda_over_d):
-    """Encircled energy of the unobscured Airy pattern, ``1 - J0(v)^2 - J1(v)^2``."""
+def airy_encircled_energy(r_lambda_over_d: ArrayLike) -> np.ndarray:
+    """Encircled energy of the unobscured Airy pattern, ``1 - J0(v)^2 - J1(v)^2``.
+
+    Parameters
+    ----------
+    r_lambda_over_d : array_like
+        The radius in units of lambda/D (``v = pi r``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The fraction of the flux within the radius.
+    """
     v = np.pi * np.asarray(r_lambda_over_d, dtype=float)
     return 1.0 - special.j0(v) ** 2 - special.j1(v) ** 2
 
@@ -169,11 +226,23 @@ def airy_encircled_energy(r_lambda_over_d):
 # --------------------------------------------------------------------------------------
 # cubic B-spline helpers (shared with the ePSF table)
 # --------------------------------------------------------------------------------------
-def bspline_weights(t):
+def bspline_weights(t: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Cubic B-spline weights (and their derivatives) for fractional offsets ``t``.
 
     For a sample position ``k + t`` (``0 <= t < 1``) the interpolated value is
     ``sum_a w[..., a] * c[k - 1 + a]``, ``a = 0..3``.
+
+    Parameters
+    ----------
+    t : array_like
+        Fractional offsets.
+
+    Returns
+    -------
+    w : numpy.ndarray
+        The weights, shape ``t.shape + (4,)``.
+    dw : numpy.ndarray
+        Their derivatives with respect to ``t``, same shape.
     """
     t = np.asarray(t, dtype=float)
     t2 = t * t
@@ -228,12 +297,12 @@ class PixelPSF:
 
     # ---- geometry -------------------------------------------------------------------
     @property
-    def half_width(self):
+    def half_width(self) -> float:
         """Half-width of the table in detector pixels."""
         return (self.table.shape[0] - 1) / 2.0 / self.oversampling
 
     @property
-    def table_sum(self):
+    def table_sum(self) -> float:
         """Flux fraction represented by the table: the integral of the tabulated PSF.
 
         For the diffraction model this is the flux inside the table's square; the
@@ -241,14 +310,27 @@ class PixelPSF:
         """
         return float(self.table.sum()) / self.oversampling**2
 
-    def default_stamp_size(self):
-        """Odd stamp size (px) of about four FWHM, at least 7 px: used by the fitter."""
+    def default_stamp_size(self) -> int:
+        """Odd stamp size (px) of about four FWHM, at least 7 px: used by the fitter.
+
+        Returns
+        -------
+        int
+            The size, at most what the table's half-width less 2 px allows.
+        """
         s = int(np.ceil(4.0 * self.fwhm()))
         s = max(7, s + (s + 1) % 2)
         return min(s, 2 * int(self.half_width - 2) + 1)
 
-    def fwhm(self):
-        """Full width at half maximum (px) along x through the peak of the table."""
+    def fwhm(self) -> float:
+        """Full width at half maximum along x through the peak of the table.
+
+        Returns
+        -------
+        float
+            The FWHM (px), interpolated linearly between samples; NaN if the profile does
+            not fall below half the peak within the table.
+        """
         c = (self.table.shape[0] - 1) // 2
         prof = self.table[c]
         peak = prof[c]
@@ -261,8 +343,19 @@ class PixelPSF:
         return 2.0 * (k - 1 + f) / self.oversampling
 
     # ---- evaluation -----------------------------------------------------------------
-    def evaluate(self, dx, dy):
-        """Pixel-integrated PSF at arbitrary offsets ``(dx, dy)`` (pixels), any shape."""
+    def evaluate(self, dx: ArrayLike, dy: ArrayLike) -> np.ndarray:
+        """Pixel-integrated PSF at arbitrary offsets.
+
+        Parameters
+        ----------
+        dx, dy : array_like
+            Offsets of the pixel from the source (px), any shape (broadcast).
+
+        Returns
+        -------
+        numpy.ndarray
+            The PSF values (0 beyond the table).
+        """
         dx, dy = np.broadcast_arrays(np.asarray(dx, dtype=float), np.asarray(dy, dtype=float))
         u = self._c + dx * self.oversampling
         v = self._c + dy * self.oversampling
@@ -299,7 +392,8 @@ class PixelPSF:
         w, dw = bspline_weights(u0 - k0)
         return k0.astype(np.int64) - 1, w, dw * (-os_)  # dt/dpos = -os
 
-    def stamps(self, x, y, x0, y0, size, derivatives=False):
+    def stamps(self, x: ArrayLike, y: ArrayLike, x0: ArrayLike, y0: ArrayLike, size: int,
+               derivatives: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """PSF (and derivatives wrt the source position) on N pixel stamps.
 
         Parameters
@@ -315,9 +409,11 @@ class PixelPSF:
 
         Returns
         -------
-        values : (N, size, size) array, ``values[n, j, i]`` for pixel ``(x0+i, y0+j)``;
-        and if ``derivatives``: ``d_dx``, ``d_dy`` of the same shape (per pixel of source
-        displacement).  Pixels beyond the table get 0.
+        values : numpy.ndarray
+            (N, size, size), ``values[n, j, i]`` for pixel ``(x0+i, y0+j)``; pixels beyond
+            the table get 0.  Alone unless ``derivatives``.
+        d_dx, d_dy : numpy.ndarray
+            If ``derivatives``: of the same shape (per pixel of source displacement).
         """
         x = np.atleast_1d(np.asarray(x, dtype=float))
         y = np.atleast_1d(np.asarray(y, dtype=float))
@@ -354,19 +450,39 @@ class PixelPSF:
         out = np.einsum("npk,nkc->cnp", sub, w, optimize=True).reshape(3, n, size, size)
         return out[0], out[1], out[2]
 
-    def fraction_in_stamp(self, size, dx=0.0, dy=0.0):
-        """Flux fraction inside a ``size`` x ``size`` stamp centred on the pixel nearest
-        to a source at sub-pixel offset ``(dx, dy)`` from that pixel's centre."""
+    def fraction_in_stamp(self, size: int, dx: float = 0.0, dy: float = 0.0) -> float:
+        """Flux fraction inside a stamp centred on the pixel nearest to a source.
+
+        Parameters
+        ----------
+        size : int
+            Stamp side (px).
+        dx, dy : float
+            The source's sub-pixel offset from that pixel's centre (px).
+
+        Returns
+        -------
+        float
+            The fraction.
+        """
         h = int(size) // 2
         v = self.stamps(np.array([dx]), np.array([dy]), np.array([-h]), np.array([-h]),
                         int(size))
         return float(v.sum())
 
-    def shifted(self, dx, dy):
+    def shifted(self, dx: float, dy: float) -> PixelPSF:
         """A copy of this PSF whose reference point is moved by ``(dx, dy)`` px.
 
-        The new table satisfies ``new(u, v) = old(u + dx, v + dy)``: a source fitted with
-        the new PSF is reported ``(dx, dy)`` further along than with the old one.
+        Parameters
+        ----------
+        dx, dy : float
+            The shift (px).
+
+        Returns
+        -------
+        PixelPSF
+            Its table satisfies ``new(u, v) = old(u + dx, v + dy)``: a source fitted with
+            the new PSF is reported ``(dx, dy)`` further along than with the old one.
         """
         n = self.table.shape[0]
         c = (n - 1) / 2
@@ -460,18 +576,32 @@ def _diffraction_args(wavelength_um, pixel_scale_mas, pinhole_mas, diameter_m,
             bool(pixel_integrated), int(n_pupil))
 
 
-def diffraction_psf_direct(xs, ys, wavelength_um=FILTER_WAVELENGTH_UM["L"],
-                           pixel_scale_mas=PIXEL_SCALE_MAS["IMG_LM"], *, pinhole_mas=None,
-                           diameter_m=ELT_OUTER_DIAMETER_M,
-                           obscuration_m=ELT_CENTRAL_OBSCURATION_M, spiders=True,
-                           spider_width_m=ELT_SPIDER_WIDTH_M, spider_angle_deg=0.0,
-                           jitter_mas=0.0, pixel_integrated=True, n_pupil=256):
+def diffraction_psf_direct(xs: ArrayLike, ys: ArrayLike,
+                           wavelength_um: float | Quantity = FILTER_WAVELENGTH_UM["L"],
+                           pixel_scale_mas: float | Quantity = PIXEL_SCALE_MAS["IMG_LM"], *,
+                           pinhole_mas: float | Quantity | None = None,
+                           diameter_m: float = ELT_OUTER_DIAMETER_M,
+                           obscuration_m: float = ELT_CENTRAL_OBSCURATION_M,
+                           spiders: bool = True, spider_width_m: float = ELT_SPIDER_WIDTH_M,
+                           spider_angle_deg: float = 0.0, jitter_mas: float | Quantity = 0.0,
+                           pixel_integrated: bool = True, n_pupil: int = 256) -> np.ndarray:
     """Reference evaluation of the diffraction PSF by direct Fourier summation.
 
-    Returns the PSF (same definition and parameters as :func:`diffraction_psf`) on the
-    grid of offsets ``ys`` x ``xs`` (pixels, 1-D arrays; result indexed ``[y, x]``)
-    without any table or interpolation.  Slow for large grids; used to validate the
+    Without any table or interpolation.  Slow for large grids; used to validate the
     tabulated model.
+
+    Parameters
+    ----------
+    xs, ys : array_like
+        1-D offsets (px) of the grid.
+    wavelength_um, pixel_scale_mas, pinhole_mas, diameter_m, obscuration_m, spiders, spider_width_m, spider_angle_deg, jitter_mas, pixel_integrated, n_pupil
+        As :func:`diffraction_psf` takes them.
+
+    Returns
+    -------
+    numpy.ndarray
+        The PSF (same definition as :func:`diffraction_psf`) on the grid ``ys`` x ``xs``,
+        indexed ``[y, x]``.
     """
     args = _diffraction_args(wavelength_um, pixel_scale_mas, pinhole_mas, diameter_m,
                              obscuration_m, spiders, spider_width_m, spider_angle_deg,
@@ -480,12 +610,14 @@ def diffraction_psf_direct(xs, ys, wavelength_um=FILTER_WAVELENGTH_UM["L"],
     return _mft(weights, freq, xs, ys)
 
 
-def diffraction_psf(wavelength_um=FILTER_WAVELENGTH_UM["L"],
-                    pixel_scale_mas=PIXEL_SCALE_MAS["IMG_LM"], *,
-                    pinhole_mas=None, oversampling=8, half_width=None,
-                    diameter_m=ELT_OUTER_DIAMETER_M, obscuration_m=ELT_CENTRAL_OBSCURATION_M,
-                    spiders=True, spider_width_m=ELT_SPIDER_WIDTH_M, spider_angle_deg=0.0,
-                    jitter_mas=0.0, pixel_integrated=True, n_pupil=256):
+def diffraction_psf(wavelength_um: float | Quantity = FILTER_WAVELENGTH_UM["L"],
+                    pixel_scale_mas: float | Quantity = PIXEL_SCALE_MAS["IMG_LM"], *,
+                    pinhole_mas: float | Quantity | None = None, oversampling: int = 8,
+                    half_width: float | None = None, diameter_m: float = ELT_OUTER_DIAMETER_M,
+                    obscuration_m: float = ELT_CENTRAL_OBSCURATION_M, spiders: bool = True,
+                    spider_width_m: float = ELT_SPIDER_WIDTH_M, spider_angle_deg: float = 0.0,
+                    jitter_mas: float | Quantity = 0.0, pixel_integrated: bool = True,
+                    n_pupil: int = 256) -> PixelPSF:
     """Diffraction-limited, pixel-integrated PSF of the ELT (optionally of a pinhole).
 
     Parameters
@@ -507,9 +639,10 @@ def diffraction_psf(wavelength_um=FILTER_WAVELENGTH_UM["L"],
         Outer pupil diameter and central obscuration diameter (m); 39.146 and 11.0 by
         default (see the module constants).  ``obscuration_m=0`` and ``spiders=False``
         give the Airy pattern of a filled circular pupil.
-    spiders, spider_width_m, spider_angle_deg :
-        The six M2 support arms (switchable), their width (m) and orientation.
-    jitter_mas : float
+    spiders, spider_width_m, spider_angle_deg : bool, float, float
+        The six M2 support arms (switchable), their width (m) and orientation (deg from
+        the +x axis).
+    jitter_mas : float or Quantity
         RMS per axis of a Gaussian image motion (mas) convolved with the PSF.
     pixel_integrated : bool
         Integrate over the (square, 100 % fill factor) pixel.  ``False`` tabulates the
@@ -540,11 +673,26 @@ def diffraction_psf(wavelength_um=FILTER_WAVELENGTH_UM["L"],
     return PixelPSF(np.array(table), int(oversampling), meta)
 
 
-def gaussian_psf(fwhm_px, *, oversampling=4, half_width=None):
-    """Pixel-integrated circular Gaussian PSF of full width ``fwhm_px`` (pixels).
+def gaussian_psf(fwhm_px: float, *, oversampling: int = 4,
+                 half_width: float | None = None) -> PixelPSF:
+    """Pixel-integrated circular Gaussian PSF.
 
     A smooth stand-in (e.g. the starting point of the ePSF iteration); exact pixel
     integration with error functions, unit total flux in the infinite plane.
+
+    Parameters
+    ----------
+    fwhm_px : float
+        Full width at half maximum (px).
+    oversampling : int
+        Table samples per pixel.
+    half_width : float or None
+        Half-width of the table (px); default ``max(8, ceil(5 sigma) + 2)``.
+
+    Returns
+    -------
+    PixelPSF
+        ``meta``: ``kind="gaussian"``, ``fwhm_px``.
     """
     sigma = float(fwhm_px) / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     if half_width is None:
@@ -560,8 +708,21 @@ def gaussian_psf(fwhm_px, *, oversampling=4, half_width=None):
 # --------------------------------------------------------------------------------------
 # AO-corrected star PSF
 # --------------------------------------------------------------------------------------
-def moffat_fwhm_to_alpha(fwhm, beta):
-    """Moffat core width ``alpha`` for a given FWHM and power ``beta``."""
+def moffat_fwhm_to_alpha(fwhm: float, beta: float) -> float:
+    """Moffat core width ``alpha`` for a given FWHM and power ``beta``.
+
+    Parameters
+    ----------
+    fwhm : float
+        Full width at half maximum.
+    beta : float
+        The Moffat power.
+
+    Returns
+    -------
+    float
+        ``alpha``, in the unit of ``fwhm``.
+    """
     return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
@@ -592,9 +753,28 @@ class AOStarPSF:
     beta: float = 2.5
 
     @classmethod
-    def from_seeing(cls, core, strehl, seeing_arcsec=0.7, seeing_wavelength_um=0.5,
-                    beta=2.5):
-        """Halo FWHM from the seeing at ``seeing_wavelength_um`` scaled by lambda^-1/5."""
+    def from_seeing(cls, core: PixelPSF, strehl: float, seeing_arcsec: float | Quantity = 0.7,
+                    seeing_wavelength_um: float | Quantity = 0.5, beta: float = 2.5) -> AOStarPSF:
+        """An AO star PSF whose halo FWHM is the seeing scaled by lambda^-1/5.
+
+        Parameters
+        ----------
+        core : PixelPSF
+            The diffraction core; its ``meta`` gives ``wavelength_um`` and
+            ``pixel_scale_mas``.
+        strehl : float
+            Fraction of the flux in the core.
+        seeing_arcsec : float or Quantity
+            The seeing FWHM (arcsec) at ``seeing_wavelength_um``.
+        seeing_wavelength_um : float or Quantity
+            Its wavelength (um).
+        beta : float
+            The halo's Moffat power.
+
+        Returns
+        -------
+        AOStarPSF
+        """
         lam = core.meta["wavelength_um"]
         pix = core.meta["pixel_scale_mas"]
         fwhm_mas = (float(_value(seeing_arcsec, "arcsec")) * 1e3
@@ -608,10 +788,22 @@ class AOStarPSF:
                          halo_fwhm_px=self.halo_fwhm_px, beta=self.beta)
         self.half_width = self.core.half_width
 
-    def fwhm(self):
+    def fwhm(self) -> float:
+        """The core's FWHM (px, :meth:`PixelPSF.fwhm`).
+
+        Returns
+        -------
+        float
+        """
         return self.core.fwhm()
 
-    def default_stamp_size(self):
+    def default_stamp_size(self) -> int:
+        """The core's stamp size (px, :meth:`PixelPSF.default_stamp_size`).
+
+        Returns
+        -------
+        int
+        """
         return self.core.default_stamp_size()
 
     def _halo(self, dx, dy, derivatives):
@@ -636,14 +828,38 @@ class AOStarPSF:
                     ddy = ddy + g * v
         return val, ddx, ddy
 
-    def evaluate(self, dx, dy):
+    def evaluate(self, dx: ArrayLike, dy: ArrayLike) -> np.ndarray:
+        """Pixel-integrated PSF at arbitrary offsets.
+
+        Parameters
+        ----------
+        dx, dy : array_like
+            Offsets of the pixel from the source (px).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``strehl * core + (1 - strehl) * halo``.
+        """
         dx = np.asarray(dx, dtype=float)
         dy = np.asarray(dy, dtype=float)
         h, _, _ = self._halo(dx, dy, False)
         return self.strehl * self.core.evaluate(dx, dy) + (1.0 - self.strehl) * h
 
-    def stamps(self, x, y, x0, y0, size, derivatives=False):
-        """See :meth:`PixelPSF.stamps`."""
+    def stamps(self, x: ArrayLike, y: ArrayLike, x0: ArrayLike, y0: ArrayLike, size: int,
+               derivatives: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """PSF (and derivatives wrt the source position) on N pixel stamps.
+
+        Parameters
+        ----------
+        x, y, x0, y0, size, derivatives
+            As :meth:`PixelPSF.stamps` takes them.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            As :meth:`PixelPSF.stamps` returns them.
+        """
         x = np.atleast_1d(np.asarray(x, dtype=float))
         y = np.atleast_1d(np.asarray(y, dtype=float))
         x0 = np.atleast_1d(np.asarray(x0)).astype(np.int64)
@@ -658,17 +874,38 @@ class AOStarPSF:
         c, cx, cy = self.core.stamps(x, y, x0, y0, size, derivatives=True)
         return s * c + (1 - s) * h, s * cx + (1 - s) * hx, s * cy + (1 - s) * hy
 
-    def fraction_in_stamp(self, size, dx=0.0, dy=0.0):
+    def fraction_in_stamp(self, size: int, dx: float = 0.0, dy: float = 0.0) -> float:
+        """Flux fraction inside a stamp centred on the pixel nearest to a source.
+
+        Parameters
+        ----------
+        size : int
+            Stamp side (px).
+        dx, dy : float
+            The source's sub-pixel offset from that pixel's centre (px).
+
+        Returns
+        -------
+        float
+            The fraction.
+        """
         h = int(size) // 2
         v = self.stamps(np.array([dx]), np.array([dy]), np.array([-h]), np.array([-h]),
                         int(size))
         return float(v.sum())
 
 
+#: a PSF model with the stamp protocol (``fwhm``, ``evaluate``, ``stamps``,
+#: ``fraction_in_stamp``, ``default_stamp_size``), as the centroider and detection take it
+StampPSF = PixelPSF | AOStarPSF
+
+
 # --------------------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------------------
-def render_spots(shape, x, y, flux, psf, *, radius=None, image=None, chunk=256):
+def render_spots(shape: tuple[int, int], x: ArrayLike, y: ArrayLike, flux: ArrayLike,
+                 psf: StampPSF, *, radius: int | None = None, image: np.ndarray | None = None,
+                 chunk: int = 256) -> np.ndarray:
     """Add N sources to an image: ``image += sum_n flux[n] * psf(pixel - (x[n], y[n]))``.
 
     Parameters
@@ -679,6 +916,7 @@ def render_spots(shape, x, y, flux, psf, *, radius=None, image=None, chunk=256):
         Source positions (px, 0-based pixel-centre convention) and total fluxes (the
         image's unit, e.g. electrons).
     psf : object with the stamp protocol (:class:`PixelPSF`, :class:`AOStarPSF`)
+        The PSF model.
     radius : int or None
         Each source is drawn on a ``2 radius + 1`` square stamp around its nearest pixel;
         flux beyond is dropped (see ``psf.fraction_in_stamp``).  Default: the PSF table's
@@ -691,6 +929,7 @@ def render_spots(shape, x, y, flux, psf, *, radius=None, image=None, chunk=256):
     Returns
     -------
     image : (ny, nx) float array
+        The image (``image`` itself when given).
     """
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))

@@ -71,17 +71,23 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from astropy.io import fits
+from numpy.typing import ArrayLike, DTypeLike
 
 from .. import __version__
 from ..atomic import atomic_path
 from ..errors import AstrocalError
+from ..instruments import Instrument, get_instrument
 from .centroid import NoiseModel
+from .headers import ExposureMeta, HeaderError, read_exposure_meta
+from .psf import StampPSF
 
 __all__ = [
     "DQ_DEAD",
@@ -145,34 +151,53 @@ class DetectorParams:
     saturation_adu: float | None = None
 
     @property
-    def gain_eff(self):
+    def gain_eff(self) -> float:
         """e- per ADU of the averaged frame summed over the DITs: ``gain * ndit``."""
         return self.gain * self.ndit
 
     @property
-    def read_noise_eff(self):
+    def read_noise_eff(self) -> float:
         """Read noise of the sum of the DITs, e-: ``read_noise * sqrt(ndit)``."""
         return self.read_noise * math.sqrt(self.ndit)
 
     @property
-    def read_var_adu(self):
+    def read_var_adu(self) -> float:
         """Read-noise variance of the averaged frame, ADU^2."""
         return (self.read_noise_eff / self.gain_eff) ** 2
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
+        """Plain description (for products' metadata).
+
+        Returns
+        -------
+        dict
+            ``gain_e_per_adu``, ``read_noise_e``, ``dit_s``, ``ndit``, ``saturation_adu``.
+        """
         return dict(gain_e_per_adu=self.gain, read_noise_e=self.read_noise, dit_s=self.dit,
                     ndit=self.ndit, saturation_adu=self.saturation_adu)
 
 
-def detector_params(meta, instrument=None, source="<frame>"):
-    """:class:`DetectorParams` from an :class:`~astrocal.image.headers.ExposureMeta`.
+def detector_params(meta: ExposureMeta, instrument: str | Instrument | None = None,
+                    source: str = "<frame>") -> DetectorParams:
+    """The readout of a frame from its exposure metadata.
 
     Gain and read noise come from the header (``DET CHIP GAIN``/``RON``) or else from the
     readout mode of the instrument (the header's ``DET MODE`` or the default mode); the
     full well from the instrument's mode.  Saturation = full well / gain (no bias).
-    """
-    from ..instruments import get_instrument
 
+    Parameters
+    ----------
+    meta : ExposureMeta
+        The frame's metadata; its ``instrument`` takes precedence.
+    instrument : str or Instrument or None
+        Registry key or instrument, when ``meta`` names none.
+    source : str
+        The frame's name in messages.
+
+    Returns
+    -------
+    DetectorParams
+    """
     inst = None
     key = getattr(meta, "instrument", None) or instrument
     if key is not None:
@@ -206,11 +231,32 @@ def detector_params(meta, instrument=None, source="<frame>"):
                           saturation_adu=sat)
 
 
-def read_frame(path, what="frame"):
+def read_frame(path: str | os.PathLike, what: str = "frame") -> tuple[np.ndarray, fits.Header]:
     """The 2-D image (native float32) and header of a FITS file.
 
     The image is the primary HDU's, or that of the first image extension (``SCI`` if
-    present).  Raises :class:`ReductionError` naming the file if there is none.
+    present).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file.
+    what : str
+        What the file is, in messages (``"frame"``, ``"background"``, ``"flat"``).
+
+    Returns
+    -------
+    data : numpy.ndarray
+        The image (float32, native byte order, a copy).
+    header : astropy.io.fits.Header
+        The primary header, with the image extension's keywords it lacks.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing.
+    ReductionError
+        Naming the file, if it holds no 2-D image, is truncated or cannot be read.
     """
     path = Path(path)
     if not path.is_file():
@@ -268,12 +314,27 @@ def _check_complete(path, hdul, hdu, what):
 
 
 # =========================================================================== helpers
-def block_level(image, bad=None, block=64, step=4):
-    """Smooth level of an image: medians over ``block`` x ``block`` px blocks (each
-    sampled every ``step`` px, ``bad`` pixels left out), bilinearly interpolated.
+def block_level(image: np.ndarray, bad: np.ndarray | None = None, block: int = 64,
+                step: int = 4) -> np.ndarray:
+    """Smooth level of an image: block medians, bilinearly interpolated.
 
     Blocks without any good pixel take the value of the nearest block with some.
-    float32, same shape.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D image.
+    bad : numpy.ndarray of bool or None
+        Pixels left out.
+    block : int
+        Block side (px).
+    step : int
+        Each block is sampled every ``step`` px.
+
+    Returns
+    -------
+    numpy.ndarray
+        The level (float32, same shape).
     """
     ny, nx = image.shape
     by, bx = -(-ny // block), -(-nx // block)
@@ -349,7 +410,8 @@ class Calibration:
     meta: dict = field(default_factory=dict)
 
     @property
-    def n_bad(self):
+    def n_bad(self) -> int:
+        """Number of pixels with a bit in the static DQ map."""
         return int(np.count_nonzero(self.dq))
 
 
@@ -360,12 +422,29 @@ FLAT_NORMALISED_RANGE = (0.1, 10.0)
 FLAT_COUNTS_MIN_ADU = 50.0
 
 
-def flat_normalisation(median, source="<flat>"):
-    """Whether a flat of this median (illuminated pixels) is normalised: True for a median
-    in :data:`FLAT_NORMALISED_RANGE` (a relative gain map, median ~0.5-2), False for one of
-    at least :data:`FLAT_COUNTS_MIN_ADU` (counts: a lamp flat has hundreds to tens of
-    thousands of ADU).  In between the flat is ambiguous: :class:`ReductionError` naming
-    the file and the campaign key that states it (``flat_normalised``)."""
+def flat_normalisation(median: float, source: str = "<flat>") -> bool:
+    """Whether a flat of this median (illuminated pixels) is normalised.
+
+    Parameters
+    ----------
+    median : float
+        The flat's median over its illuminated pixels.
+    source : str
+        The flat's file, in messages.
+
+    Returns
+    -------
+    bool
+        True for a median in :data:`FLAT_NORMALISED_RANGE` (a relative gain map, median
+        ~0.5-2), False for one of at least :data:`FLAT_COUNTS_MIN_ADU` (counts: a lamp flat
+        has hundreds to tens of thousands of ADU).
+
+    Raises
+    ------
+    ReductionError
+        In between (the flat is ambiguous), naming the file and the campaign key that
+        states it (``flat_normalised``).
+    """
     lo, hi = FLAT_NORMALISED_RANGE
     if lo <= median <= hi:
         return True
@@ -377,55 +456,70 @@ def flat_normalisation(median, source="<flat>"):
         "dataset's flat_normalised = true or false")
 
 
-def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
-                     background_params=None, flat_params=None, nsig=6.0, dead_below=0.5,
-                     hot_above=1.5, block=64, frame_meta=None, flat_normalised=None):
+def load_calibration(background: str | os.PathLike | ArrayLike | None = None,
+                     flat: str | os.PathLike | ArrayLike | None = None, *,
+                     shape: tuple[int, int] | None = None,
+                     instrument: str | Instrument | None = None,
+                     background_params: DetectorParams | None = None,
+                     flat_params: DetectorParams | None = None, nsig: float = 6.0,
+                     dead_below: float = 0.5, hot_above: float = 1.5, block: int = 64,
+                     frame_meta: Callable[[fits.Header, Any], ExposureMeta] | None = None,
+                     flat_normalised: bool | None = None) -> Calibration:
     """Build the :class:`Calibration` of a dataset from its background and flat frames.
 
-    ``background`` and ``flat`` are FITS paths (their headers give the readout, see
-    :func:`detector_params`) or arrays (then ``background_params`` / ``flat_params`` give
-    it); either may be None.  ``shape`` is needed when both are None.  ``instrument``
-    (registry key) supplies readout defaults missing from the headers.  ``frame_meta(header,
-    path)`` reads a frame's exposure metadata from its header (default: the METIS/ESO
-    keywords, :func:`astrocal.image.headers.read_exposure_meta`; the measure stage passes its
-    rule for raw frames, :class:`~astrocal.image.headers.HeaderRules`).
+    The flat is divided by its median either way; only a flat in counts has a noise that
+    is known (its Poisson and read noise, ``flat_relvar``, from its header's readout), and
+    only its header is read.  A normalised flat's own noise is unknown and not modelled
+    (``meta['flat_noise']``).
 
-    ``flat_normalised``: whether the flat is a relative gain map normalised to ~1 (True)
-    or a frame in counts (False); None: detected from its median
-    (:func:`flat_normalisation`).  Either way it is divided by its median; only a flat in
-    counts has a noise that is known (its Poisson and read noise, ``flat_relvar``, from its
-    header's readout), and only its header is read.  A normalised flat's own noise is
-    unknown and not modelled (``meta['flat_noise']``).
+    Parameters
+    ----------
+    background, flat : str or os.PathLike or array_like or None
+        FITS paths (their headers give the readout, see :func:`detector_params`) or arrays
+        (then ``background_params`` / ``flat_params`` give it); either may be None.
+    shape : tuple of int or None
+        The detector shape; needed when both frames are None.
+    instrument : str or Instrument or None
+        Registry key: supplies readout defaults missing from the headers.
+    background_params, flat_params : DetectorParams or None
+        The readout of a frame given as an array.
+    nsig : float
+        Threshold (sigma) of the background's hot and cold pixels.
+    dead_below, hot_above : float
+        Flat pixels below / above these fractions of its median are dead.
+    block : int
+        Block size (px) of the background's smooth level.
+    frame_meta : callable or None
+        ``frame_meta(header, path)`` reads a frame's exposure metadata from its header
+        (default: the METIS/ESO keywords, :func:`astrocal.image.headers.read_exposure_meta`;
+        the measure stage passes its rule for raw frames,
+        :class:`~astrocal.image.headers.HeaderRules`).
+    flat_normalised : bool or None
+        Whether the flat is a relative gain map normalised to ~1 (True) or a frame in
+        counts (False); None: detected from its median (:func:`flat_normalisation`).
+
+    Returns
+    -------
+    Calibration
+        ``meta``: the files, thresholds and counts of bad pixels.
+
+    Raises
+    ------
+    ReductionError
+        Naming the file: frames of different shapes or not 2-D, a flat without a positive
+        pixel, a background whose readout is unknown, an unreadable header.
     """
-    from .headers import HeaderError, read_exposure_meta
-
     meta = {"background": None, "flat": None, "nsig": nsig, "dead_below": dead_below,
             "hot_above": hot_above}
 
-    def read(src, what):
-        if src is None:
-            return None, None
-        if isinstance(src, (str, Path)):
-            data, header = read_frame(src, what)
-            meta[what] = str(Path(src))
-            return data, header
-        meta[what] = "<array>"
-        return np.asarray(src, dtype=np.float32), None
-
     def readout(src, header, what):
-        if frame_meta is not None:
-            return detector_params(frame_meta(header, src), instrument, source=str(src))
-        try:
-            em = read_exposure_meta(header)
-        except HeaderError as exc:
-            raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
-        return detector_params(em, instrument, source=str(src))
+        return _frame_readout(src, header, what, frame_meta, instrument)
 
-    bg, bg_header = read(background, "background")
+    bg, bg_header = _read_calibration_frame(background, "background", meta)
     bgp = background_params
     if bg is not None and bgp is None and bg_header is not None:
         bgp = readout(background, bg_header, "background")
-    fl, fl_header = read(flat, "flat")
+    fl, fl_header = _read_calibration_frame(flat, "flat", meta)
     shapes = {a.shape for a in (bg, fl) if a is not None}
     if len(shapes) > 1:
         raise ReductionError(f"background {meta['background']} and flat {meta['flat']} differ in "
@@ -441,90 +535,133 @@ def load_calibration(background=None, flat=None, *, shape=None, instrument=None,
 
     flat_n = relvar = None
     if fl is not None:
-        bad = ~np.isfinite(fl)
-        dq[bad] |= DQ_NONFINITE
-        sample = fl[::3, ::3]
-        sample = sample[np.isfinite(sample) & (sample > 0)]
-        if sample.size == 0:
-            raise ReductionError(f"{meta['flat']}: the flat has no positive pixel")
-        # median of the illuminated pixels (the reference-pixel border and dead pixels,
-        # near zero, left out)
-        norm = float(np.median(sample))
-        norm = float(np.median(sample[sample > dead_below * norm]))
-        if flat_normalised is None:
-            normalised = flat_normalisation(norm, meta["flat"])
-            meta["flat_normalisation"] = f"detected from its median {norm:.4g}"
-        else:
-            normalised = bool(flat_normalised)
-            meta["flat_normalisation"] = f"stated (flat_normalised = {str(normalised).lower()}); median {norm:.4g}"
-        meta["flat_normalised"] = normalised
-        flp = None
-        if not normalised:
-            # a flat in counts: its own Poisson and read noise are known from its readout
-            flp = flat_params
-            if flp is None and fl_header is not None:
-                flp = readout(flat, fl_header, "flat")
-        flat_n = fl / np.float32(norm)
-        dead = ~(flat_n >= dead_below) & ~bad
-        weird = (flat_n > hot_above) & ~bad
-        dq[dead | weird] |= DQ_DEAD
-        if flp is not None:
-            # variance of the raw flat (ADU^2) relative to its square
-            with np.errstate(divide="ignore", invalid="ignore"):
-                relvar = ((np.maximum(fl, 0) / np.float32(flp.gain_eff)
-                           + np.float32(flp.read_var_adu)) / (fl * fl)).astype(np.float32)
-            meta["flat_noise"] = "Poisson and read noise of the flat in counts (its header's readout)"
-        else:
-            meta["flat_noise"] = ("unknown (a normalised flat: a relative gain map), not modelled"
-                                  if normalised else "unknown (no readout given), not modelled")
-        flat_n[dq != 0] = 1.0
-        if relvar is not None:
-            relvar[dq != 0] = 0.0
-        meta["flat_median_adu" if not normalised else "flat_median"] = norm
-        meta["n_dead_flat"] = int(np.count_nonzero(dead | weird))
-
+        flat_n, relvar = _calibrate_flat(
+            fl, dq, meta, dead_below=dead_below, hot_above=hot_above,
+            flat_normalised=flat_normalised,
+            flat_readout=lambda: (flat_params if flat_params is not None or fl_header is None
+                                  else readout(flat, fl_header, "flat")))
     if bg is not None:
-        if bgp is None:
-            raise ReductionError(f"{meta['background']}: readout of the background frame unknown "
-                                 "(give background_params)")
-        bad = ~np.isfinite(bg)
-        dq[bad] |= DQ_NONFINITE
-        ratio = bg if flat_n is None else bg / flat_n
-        level = block_level(ratio, bad | (dq != 0), block=block)
-        expect = level if flat_n is None else level * flat_n
-        var = np.maximum(expect, 0) / np.float32(bgp.gain_eff) + np.float32(bgp.read_var_adu)
-        resid = bg - expect
-        # scatter the noise model lacks (without a flat: the flat's pixel-to-pixel
-        # pattern in the thermal background) widens the thresholds
-        sample = resid[::3, ::3][(dq[::3, ::3] == 0) & np.isfinite(resid[::3, ::3])]
-        if sample.size > 100:
-            mad = float(np.median(np.abs(sample - np.median(sample))))
-            extra = (1.4826 * mad) ** 2 - float(np.median(var[::3, ::3]))
-            if extra > 0.2 * float(np.median(var[::3, ::3])):
-                var = var + np.float32(extra)
-                meta["background_excess_variance_adu2"] = extra
-                level_med = float(np.median(expect[::3, ::3][dq[::3, ::3] == 0]))
-                if flat_n is None and level_med > 0:
-                    # no flat: the excess is the pixel-to-pixel gain pattern in the thermal
-                    # background; the same relative scatter multiplies the spots
-                    relvar = np.float32(extra / level_med**2)
-                    meta["flat_relvar_from_background"] = float(relvar)
-        sig = np.sqrt(var)
-        del var
-        hot = (resid > nsig * sig) & ~bad
-        cold = (resid < -nsig * sig) & (expect > nsig * sig) & ~bad
-        dq[hot] |= DQ_HOT
-        dq[cold] |= DQ_DEAD
-        meta["n_hot_background"] = int(np.count_nonzero(hot))
-        meta["n_dead_background"] = int(np.count_nonzero(cold))
-        meta["background_median_adu"] = float(np.median(level))
-        meta["background_dit_s"] = bgp.dit
-        bg = np.where(bad, np.float32(0), bg).astype(np.float32, copy=False)
-        del ratio, level, expect, sig, resid
+        bg, relvar = _calibrate_background(bg, bgp, flat_n, relvar, dq, meta, nsig=nsig,
+                                           block=block)
     meta["n_bad"] = int(np.count_nonzero(dq))
     meta["bad_fraction"] = meta["n_bad"] / float(dq.size) if dq.size else 0.0
     return Calibration(shape=shape, dq=dq, background=bg, background_params=bgp, flat=flat_n,
                        flat_relvar=relvar, meta=meta)
+
+
+def _read_calibration_frame(src, what, meta):
+    """A calibration frame's data (float32) and header (None for an array or None);
+    records its origin in ``meta[what]``."""
+    if src is None:
+        return None, None
+    if isinstance(src, (str, Path)):
+        data, header = read_frame(src, what)
+        meta[what] = str(Path(src))
+        return data, header
+    meta[what] = "<array>"
+    return np.asarray(src, dtype=np.float32), None
+
+
+def _frame_readout(src, header, what, frame_meta, instrument):
+    """The :class:`DetectorParams` of a calibration frame from its header: through
+    ``frame_meta(header, path)`` if given, else the METIS/ESO keywords."""
+    if frame_meta is not None:
+        return detector_params(frame_meta(header, src), instrument, source=str(src))
+    try:
+        em = read_exposure_meta(header)
+    except HeaderError as exc:
+        raise ReductionError(f"{src}: {what} header: {str(exc).replace('<header>', str(src))}") from None
+    return detector_params(em, instrument, source=str(src))
+
+
+def _calibrate_flat(fl, dq, meta, *, dead_below, hot_above, flat_normalised, flat_readout):
+    """The flat divided by its median and its relative variance (None when its noise is
+    unknown); marks its non-finite and dead pixels in ``dq`` and records in ``meta``.
+    ``flat_readout()`` gives the flat's readout (called only for a flat in counts)."""
+    relvar = None
+    bad = ~np.isfinite(fl)
+    dq[bad] |= DQ_NONFINITE
+    sample = fl[::3, ::3]
+    sample = sample[np.isfinite(sample) & (sample > 0)]
+    if sample.size == 0:
+        raise ReductionError(f"{meta['flat']}: the flat has no positive pixel")
+    # median of the illuminated pixels (the reference-pixel border and dead pixels,
+    # near zero, left out)
+    norm = float(np.median(sample))
+    norm = float(np.median(sample[sample > dead_below * norm]))
+    if flat_normalised is None:
+        normalised = flat_normalisation(norm, meta["flat"])
+        meta["flat_normalisation"] = f"detected from its median {norm:.4g}"
+    else:
+        normalised = bool(flat_normalised)
+        meta["flat_normalisation"] = f"stated (flat_normalised = {str(normalised).lower()}); median {norm:.4g}"
+    meta["flat_normalised"] = normalised
+    flp = None
+    if not normalised:
+        # a flat in counts: its own Poisson and read noise are known from its readout
+        flp = flat_readout()
+    flat_n = fl / np.float32(norm)
+    dead = ~(flat_n >= dead_below) & ~bad
+    weird = (flat_n > hot_above) & ~bad
+    dq[dead | weird] |= DQ_DEAD
+    if flp is not None:
+        # variance of the raw flat (ADU^2) relative to its square
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relvar = ((np.maximum(fl, 0) / np.float32(flp.gain_eff)
+                       + np.float32(flp.read_var_adu)) / (fl * fl)).astype(np.float32)
+        meta["flat_noise"] = "Poisson and read noise of the flat in counts (its header's readout)"
+    else:
+        meta["flat_noise"] = ("unknown (a normalised flat: a relative gain map), not modelled"
+                              if normalised else "unknown (no readout given), not modelled")
+    flat_n[dq != 0] = 1.0
+    if relvar is not None:
+        relvar[dq != 0] = 0.0
+    meta["flat_median_adu" if not normalised else "flat_median"] = norm
+    meta["n_dead_flat"] = int(np.count_nonzero(dead | weird))
+    return flat_n, relvar
+
+
+def _calibrate_background(bg, bgp, flat_n, relvar, dq, meta, *, nsig, block):
+    """The background frame with its non-finite pixels set to 0, and the flat's relative
+    variance (from the background's excess scatter when there is no flat); marks its
+    non-finite, hot and cold pixels in ``dq`` and records in ``meta``."""
+    if bgp is None:
+        raise ReductionError(f"{meta['background']}: readout of the background frame unknown "
+                             "(give background_params)")
+    bad = ~np.isfinite(bg)
+    dq[bad] |= DQ_NONFINITE
+    ratio = bg if flat_n is None else bg / flat_n
+    level = block_level(ratio, bad | (dq != 0), block=block)
+    expect = level if flat_n is None else level * flat_n
+    var = np.maximum(expect, 0) / np.float32(bgp.gain_eff) + np.float32(bgp.read_var_adu)
+    resid = bg - expect
+    # scatter the noise model lacks (without a flat: the flat's pixel-to-pixel
+    # pattern in the thermal background) widens the thresholds
+    sample = resid[::3, ::3][(dq[::3, ::3] == 0) & np.isfinite(resid[::3, ::3])]
+    if sample.size > 100:
+        mad = float(np.median(np.abs(sample - np.median(sample))))
+        extra = (1.4826 * mad) ** 2 - float(np.median(var[::3, ::3]))
+        if extra > 0.2 * float(np.median(var[::3, ::3])):
+            var = var + np.float32(extra)
+            meta["background_excess_variance_adu2"] = extra
+            level_med = float(np.median(expect[::3, ::3][dq[::3, ::3] == 0]))
+            if flat_n is None and level_med > 0:
+                # no flat: the excess is the pixel-to-pixel gain pattern in the thermal
+                # background; the same relative scatter multiplies the spots
+                relvar = np.float32(extra / level_med**2)
+                meta["flat_relvar_from_background"] = float(relvar)
+    sig = np.sqrt(var)
+    del var
+    hot = (resid > nsig * sig) & ~bad
+    cold = (resid < -nsig * sig) & (expect > nsig * sig) & ~bad
+    dq[hot] |= DQ_HOT
+    dq[cold] |= DQ_DEAD
+    meta["n_hot_background"] = int(np.count_nonzero(hot))
+    meta["n_dead_background"] = int(np.count_nonzero(cold))
+    meta["background_median_adu"] = float(np.median(level))
+    meta["background_dit_s"] = bgp.dit
+    bg = np.where(bad, np.float32(0), bg).astype(np.float32, copy=False)
+    return bg, relvar
 
 
 # =========================================================================== cosmic rays
@@ -543,11 +680,24 @@ def _sharpness(psf):
     return float(np.max(lap[ok] / c[ok]))
 
 
-def psf_sharpness(psf):
-    """Largest ratio ``L / c`` of the discrete Laplacian ``L = 4 c - sum(neighbours)`` to
-    the pixel value ``c`` of a pixel-integrated PSF, over sub-pixel phases and over the
-    pixels holding more than 1e-4 of the peak (cached on the PSF object).  A cosmic ray
-    (one pixel) has ratio 4; the L-band pinhole PSF of IMG_LM 1.5, N band 0.6."""
+def psf_sharpness(psf: StampPSF) -> float:
+    """The sharpness of a pixel-integrated PSF, as the cosmic-ray test takes it.
+
+    The largest ratio ``L / c`` of the discrete Laplacian ``L = 4 c - sum(neighbours)`` to
+    the pixel value ``c``, over sub-pixel phases and over the pixels holding more than
+    1e-4 of the peak (cached on the PSF object).  A cosmic ray (one pixel) has ratio 4;
+    the L-band pinhole PSF of IMG_LM 1.5, N band 0.6.
+
+    Parameters
+    ----------
+    psf : stamp-protocol PSF
+        The PSF model.
+
+    Returns
+    -------
+    float
+        The ratio.
+    """
     cache = getattr(psf, "__dict__", None)
     if cache is None:
         return _sharpness(psf)
@@ -584,13 +734,11 @@ def _neighbourhood_median(w, flagged, iy, ix, radius=2):
         return np.nanmedian(vals, axis=1)
 
 
-def detect_cosmic_rays(image, variance, bad=None, *, sharpness=2.0, margin=1.2, nsig=5.0,
-                       max_iter=3):
-    """Cosmic-ray hits in a (background-subtracted) image: boolean map.
+def detect_cosmic_rays(image: ArrayLike, variance: ArrayLike, bad: np.ndarray | None = None, *,
+                       sharpness: float = 2.0, margin: float = 1.2, nsig: float = 5.0,
+                       max_iter: int = 3) -> np.ndarray:
+    """Cosmic-ray hits in a (background-subtracted) image.
 
-    ``variance`` is the total variance of each pixel (ADU^2, sources included);
-    ``bad`` pixels are ignored (neither tested nor used as neighbours); ``sharpness`` is
-    the PSF's largest Laplacian ratio (:func:`psf_sharpness`), multiplied by ``margin``.
     A pixel is a hit when both
 
         L > nsig * sqrt(20 V)             (significant), and
@@ -599,6 +747,28 @@ def detect_cosmic_rays(image, variance, bad=None, *, sharpness=2.0, margin=1.2, 
     with ``L = 4 c - (4 neighbours)``, ``V`` its variance and ``R = sharpness * margin``.
     Hits are replaced by the median of their clean 5 x 5 neighbourhood and the test is
     repeated (``max_iter`` times at most) so that the other pixels of a track are found.
+
+    Parameters
+    ----------
+    image : array_like
+        2-D image (ADU).
+    variance : array_like
+        The total variance of each pixel (ADU^2, sources included).
+    bad : numpy.ndarray of bool or None
+        Pixels ignored (neither tested nor used as neighbours).
+    sharpness : float
+        The PSF's largest Laplacian ratio (:func:`psf_sharpness`).
+    margin : float
+        Factor on ``sharpness`` (the product is capped at 3.5).
+    nsig : float
+        Threshold (sigma).
+    max_iter : int
+        Most rounds of the test.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        The hits (shape of ``image``; the border pixels are never hits).
     """
     img = np.asarray(image, dtype=np.float32)
     ny, nx = img.shape
@@ -665,22 +835,40 @@ class ReducedFrame:
     meta: dict = field(default_factory=dict)
 
     @property
-    def mask(self):
+    def mask(self) -> np.ndarray:
         """True for pixels excluded from fits (any DQ bit)."""
         return self.dq != 0
 
     @property
-    def gain_eff(self):
+    def gain_eff(self) -> float:
+        """The frame's effective gain (e-/ADU, :attr:`DetectorParams.gain_eff`)."""
         return self.params.gain_eff
 
-    def noise_model(self, dtype=float):
-        """The :class:`NoiseModel` for the PSF fit: effective gain and the ``bkgvar``
-        map as extra variance (the read noise and background are in it)."""
+    def noise_model(self, dtype: DTypeLike = float) -> NoiseModel:
+        """The noise model for the PSF fit.
+
+        Parameters
+        ----------
+        dtype : data-type
+            The type of the extra-variance map.
+
+        Returns
+        -------
+        NoiseModel
+            Effective gain and the ``bkgvar`` map as extra variance (the read noise and
+            background are in it).
+        """
         return NoiseModel(gain=self.params.gain_eff, read_noise=0.0,
                           extra_variance=np.asarray(self.bkgvar, dtype=dtype))
 
-    def total_variance(self):
-        """``bkgvar`` plus the data's own Poisson term (float32), for detection tests."""
+    def total_variance(self) -> np.ndarray:
+        """The variance of each pixel with the sources, for detection tests.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``bkgvar`` plus the data's own Poisson term (float32, ADU^2).
+        """
         return self.bkgvar + np.maximum(self.data, 0) / np.float32(self.params.gain_eff)
 
 
@@ -688,15 +876,32 @@ class ReducedFrame:
 PLATEAU_MIN_PIXELS = 5
 
 
-def plateau_level(data, params, nsig=5.0, min_pixels=PLATEAU_MIN_PIXELS):
+def plateau_level(data: np.ndarray, params: DetectorParams, nsig: float = 5.0,
+                  min_pixels: int = PLATEAU_MIN_PIXELS) -> float | None:
     """The saturation level (ADU) of a raw frame clipped at an unknown level, or None.
 
     A frame clipped by the detector or its converter has patches of adjacent pixels at its
     maximum (within ``nsig`` x the read noise of the average of NDIT DITs, at most 1e-4 of
     the value: a tolerance that a wrong noise model cannot widen); an unclipped frame's
-    maximum is one spot's peak, with its neighbours well below.  Returns the maximum
-    minus that tolerance when at least ``min_pixels`` such pixels touch another (a
-    4-neighbour), else None."""
+    maximum is one spot's peak, with its neighbours well below.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The raw frame (ADU).
+    params : DetectorParams
+        Its readout (the read noise).
+    nsig : float
+        Tolerance in units of the read noise.
+    min_pixels : int
+        Least number of pixels at the maximum that touch another.
+
+    Returns
+    -------
+    float or None
+        The maximum minus that tolerance when at least ``min_pixels`` such pixels touch
+        another (a 4-neighbour), else None.
+    """
     finite = np.isfinite(data)
     if not finite.any():
         return None
@@ -718,16 +923,40 @@ def plateau_level(data, params, nsig=5.0, min_pixels=PLATEAU_MIN_PIXELS):
     return top - tol
 
 
-def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsig=5.0,
-                 excess_limit=1.2, source="<frame>"):
-    """Reduce one raw frame (see the module docstring); returns a :class:`ReducedFrame`.
+def reduce_frame(raw: ArrayLike, calibration: Calibration | None, params: DetectorParams, *,
+                 psf: StampPSF | None = None, cosmic_rays: bool = True, cr_nsig: float = 5.0,
+                 excess_limit: float = 1.2, source: str = "<frame>") -> ReducedFrame:
+    """Reduce one raw frame (see the module docstring).
 
-    ``raw`` float array (ADU, average of NDIT DITs); ``calibration`` a
-    :class:`Calibration` (or None: no background, flat or static bad pixels);
-    ``params`` the frame's :class:`DetectorParams`; ``psf`` the PSF model whose sharpness
-    sets the cosmic-ray test (None: ratio 2).  If the frame's pixel-to-pixel variance
-    exceeds the noise model by more than ``excess_limit`` (:func:`excess_variance`), the
-    excess is added to ``bkgvar`` (``meta['noise_check']``).
+    Parameters
+    ----------
+    raw : array_like
+        The frame (ADU, average of NDIT DITs).
+    calibration : Calibration or None
+        The dataset's calibration (None: no background, flat or static bad pixels).
+    params : DetectorParams
+        The frame's readout.
+    psf : stamp-protocol PSF or None
+        The PSF model whose sharpness sets the cosmic-ray test (None: ratio 2).
+    cosmic_rays : bool
+        Look for cosmic-ray hits.
+    cr_nsig : float
+        Threshold (sigma) of the cosmic-ray test.
+    excess_limit : float
+        If the frame's pixel-to-pixel variance exceeds the noise model by more than this
+        factor (:func:`excess_variance`), the excess is added to ``bkgvar``
+        (``meta['noise_check']``).
+    source : str
+        The frame's name in messages.
+
+    Returns
+    -------
+    ReducedFrame
+
+    Raises
+    ------
+    ReductionError
+        Naming the frame, if it is not 2-D or its shape differs from the calibration's.
     """
     raw = np.asarray(raw)
     if raw.ndim != 2:
@@ -741,6 +970,61 @@ def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsi
     dq = np.zeros(raw.shape, np.uint8) if cal is None else cal.dq.copy()
     nonfinite = ~np.isfinite(data)
     dq[nonfinite] |= DQ_NONFINITE
+    n_sat, sat_level, sat_source = _mark_saturated(data, dq, params)
+    data[nonfinite] = 0.0
+    del nonfinite
+    bkgvar = np.full(raw.shape, np.float32(params.read_var_adu), dtype=np.float32)
+    scale = _apply_calibration(data, bkgvar, cal, params)
+    n_cold = 0
+    if cal is None or (cal.background is None and cal.flat is None):
+        # no calibration frame to find dead pixels (and the reference-pixel border) with:
+        # pixels far below the local level of the frame itself are dead
+        cold = _cold_pixels(data, dq != 0, params)
+        n_cold = int(np.count_nonzero(cold))
+        dq[cold] |= DQ_DEAD
+        del cold
+    bad_static = dq != 0
+    # noise the model lacks (no flat: its pixel-to-pixel pattern; a wrong gain or read
+    # noise in the header) is measured on the frame and added, before any test uses it
+    frame0 = ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params)
+    ratio, excess = excess_variance(frame0)
+    added = 0.0
+    if excess > 0 and ratio > excess_limit:
+        bkgvar += np.float32(excess)
+        added = excess
+    del frame0
+    n_cr = 0
+    sharp = None
+    if cosmic_rays:
+        sharp = psf_sharpness(psf) if psf is not None else 2.0
+        n_cr = _mark_cosmic_rays(data, dq, bkgvar, bad_static, params,
+                                 background_subtracted=scale is not None, sharpness=sharp,
+                                 nsig=cr_nsig)
+    meta = {
+        "source": str(source),
+        "background_scale": scale,
+        "n_saturated_pixels": n_sat,
+        "saturation_level_adu": None if sat_level is None else float(sat_level),
+        "saturation_source": sat_source,
+        "n_dead_in_frame": n_cold,
+        "noise_check": {"measured_over_model": ratio, "added_variance_adu2": added},
+        "n_cosmic_ray_pixels": n_cr,
+        "n_masked_pixels": int(np.count_nonzero(dq)),
+        "psf_sharpness": sharp,
+        "cr_nsig": cr_nsig if cosmic_rays else None,
+        "detector": params.to_dict(),
+    }
+    if cal is not None:
+        meta["background"] = cal.meta.get("background")
+        meta["flat"] = cal.meta.get("flat")
+    return ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params, meta=meta)
+
+
+
+def _mark_saturated(data, dq, params):
+    """Mark the saturated pixels of a raw frame in ``dq``: at the readout mode's full well,
+    or (none known) at a plateau at the frame's maximum (:func:`plateau_level`).  Returns
+    ``(count, level or None, where the level came from or None)``."""
     n_sat = 0
     sat_level, sat_source = params.saturation_adu, "the readout mode's full well"
     if sat_level is None:  # no full well known: a clipped frame shows a plateau at its maximum
@@ -751,11 +1035,13 @@ def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsi
             sat = data >= np.float32(sat_level)
         n_sat = int(np.count_nonzero(sat))
         dq[sat] |= DQ_SATURATED
-        del sat
-    data[nonfinite] = 0.0
-    del nonfinite
-    gf = np.float32(params.gain_eff)
-    bkgvar = np.full(raw.shape, np.float32(params.read_var_adu), dtype=np.float32)
+    return n_sat, sat_level, sat_source
+
+
+def _apply_calibration(data, bkgvar, cal, params):
+    """Subtract the scaled background and divide by the flat, in place, adding their noise
+    to ``bkgvar`` (see the module docstring).  Returns the background's scale (the DIT
+    ratio), None without a background."""
     scale = None
     if cal is not None and cal.background is not None:
         bp = cal.background_params
@@ -779,67 +1065,44 @@ def reduce_frame(raw, calibration, params, *, psf=None, cosmic_rays=True, cr_nsi
         pos *= pos
         pos *= cal.flat_relvar
         bkgvar += pos
-        del pos
-    n_cold = 0
-    if cal is None or (cal.background is None and cal.flat is None):
-        # no calibration frame to find dead pixels (and the reference-pixel border) with:
-        # pixels far below the local level of the frame itself are dead
-        cold = _cold_pixels(data, dq != 0, params)
-        n_cold = int(np.count_nonzero(cold))
-        dq[cold] |= DQ_DEAD
-        del cold
-    bad_static = dq != 0
-    # noise the model lacks (no flat: its pixel-to-pixel pattern; a wrong gain or read
-    # noise in the header) is measured on the frame and added, before any test uses it
-    frame0 = ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params)
-    ratio, excess = excess_variance(frame0)
-    added = 0.0
-    if excess > 0 and ratio > excess_limit:
-        bkgvar += np.float32(excess)
-        added = excess
-    del frame0
-    n_cr = 0
-    sharp = None
-    if cosmic_rays:
-        sharp = psf_sharpness(psf) if psf is not None else 2.0
-        total = bkgvar + np.maximum(data, 0) / gf
-        # the sharpness test compares with the signal above the background
-        test = data if scale is not None else data - block_level(data, bad_static)
-        hits = detect_cosmic_rays(test, total, bad_static, sharpness=sharp, nsig=cr_nsig)
-        del test
-        del total
-        n_cr = int(np.count_nonzero(hits))
-        dq[hits] |= DQ_COSMIC
-        del hits
-    meta = {
-        "source": str(source),
-        "background_scale": scale,
-        "n_saturated_pixels": n_sat,
-        "saturation_level_adu": None if sat_level is None else float(sat_level),
-        "saturation_source": sat_source,
-        "n_dead_in_frame": n_cold,
-        "noise_check": {"measured_over_model": ratio, "added_variance_adu2": added},
-        "n_cosmic_ray_pixels": n_cr,
-        "n_masked_pixels": int(np.count_nonzero(dq)),
-        "psf_sharpness": sharp,
-        "cr_nsig": cr_nsig if cosmic_rays else None,
-        "detector": params.to_dict(),
-    }
-    if cal is not None:
-        meta["background"] = cal.meta.get("background")
-        meta["flat"] = cal.meta.get("flat")
-    return ReducedFrame(data=data, dq=dq, bkgvar=bkgvar, params=params, meta=meta)
+    return scale
 
 
-def excess_variance(frame, step=3):
+def _mark_cosmic_rays(data, dq, bkgvar, bad_static, params, *, background_subtracted,
+                      sharpness, nsig):
+    """Mark the cosmic-ray hits of a reduced frame in ``dq`` (:func:`detect_cosmic_rays`
+    on the signal above the background, with the total variance); returns their count."""
+    total = bkgvar + np.maximum(data, 0) / np.float32(params.gain_eff)
+    # the sharpness test compares with the signal above the background
+    test = data if background_subtracted else data - block_level(data, bad_static)
+    hits = detect_cosmic_rays(test, total, bad_static, sharpness=sharpness, nsig=nsig)
+    del test
+    del total
+    dq[hits] |= DQ_COSMIC
+    return int(np.count_nonzero(hits))
+
+def excess_variance(frame: ReducedFrame, step: int = 3) -> tuple[float, float]:
     """Compare the pixel-to-pixel scatter of a reduced frame with its noise model.
 
     The scatter is measured robustly on differences of horizontally adjacent good pixels
     (``var = (1.4826 MAD)^2 / 2``: smooth structure and the few spot pixels do not count);
-    the model is the median of :meth:`ReducedFrame.total_variance`.  Returns
-    ``(ratio, excess)``: measured / model variance and the excess (ADU^2, >= 0).  An
-    excess means noise the model lacks: e.g. the fixed pattern of an uncorrected flat
-    field (no flat frame) or a wrong gain or read noise in the header.
+    the model is the median of :meth:`ReducedFrame.total_variance`.  An excess means
+    noise the model lacks: e.g. the fixed pattern of an uncorrected flat field (no flat
+    frame) or a wrong gain or read noise in the header.
+
+    Parameters
+    ----------
+    frame : ReducedFrame
+        The reduced frame.
+    step : int
+        Every ``step``-th row is used.
+
+    Returns
+    -------
+    ratio : float
+        Measured / model variance (NaN with fewer than 100 pixel pairs or no model).
+    excess : float
+        The excess (ADU^2, >= 0).
     """
     d = frame.data[::step]
     ok = (frame.dq[::step] == 0)
@@ -861,14 +1124,31 @@ _SKIP_CARDS = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO
                "BUNIT", "CHECKSUM", "DATASUM"}
 
 
-def write_reduced(path, frame, header=None, *, overwrite=False, provenance=None):
-    """Write a :class:`ReducedFrame` as a FITS product (atomically, never overwriting
-    unless ``overwrite``).
+def write_reduced(path: str | os.PathLike, frame: ReducedFrame, header: fits.Header | None = None,
+                  *, overwrite: bool = False, provenance: dict | None = None) -> Path:
+    """Write a :class:`ReducedFrame` as a FITS product.
 
     Primary HDU: the raw ``header`` (if given) and provenance keywords (``ASTROCAL``
     version, ``RAWFILE``, ``BKGFILE``, ``FLATFILE``, ``BKGSCALE``, noise parameters,
-    counts; ``provenance`` adds ``{KEY: value or (value, comment)}``).  Extensions
-    ``SCI``, ``DQ``, ``BKGVAR``.
+    counts).  Extensions ``SCI``, ``DQ``, ``BKGVAR``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The product's file (written atomically).
+    frame : ReducedFrame
+        The reduced frame.
+    header : astropy.io.fits.Header or None
+        The raw frame's header (its cards but the structural ones are copied).
+    overwrite : bool
+        Replace an existing file (else it is never overwritten).
+    provenance : dict or None
+        More keywords, ``{KEY: value or (value, comment)}``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     prim = fits.PrimaryHDU()
     if header is not None:
@@ -921,8 +1201,26 @@ def write_reduced(path, frame, header=None, *, overwrite=False, provenance=None)
     return Path(path)
 
 
-def read_reduced(path):
-    """Read a product of :func:`write_reduced` back: ``(ReducedFrame, primary header)``."""
+def read_reduced(path: str | os.PathLike) -> tuple[ReducedFrame, fits.Header]:
+    """Read a product of :func:`write_reduced` back.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The product's file.
+
+    Returns
+    -------
+    frame : ReducedFrame
+        Its readout from ``GAINEFF``, ``RONEFF``, ``SATLEVEL`` (``dit`` NaN, ``ndit`` 1).
+    header : astropy.io.fits.Header
+        Its primary header.
+
+    Raises
+    ------
+    ReductionError
+        If an extension (``SCI``, ``DQ``, ``BKGVAR``) is missing.
+    """
     path = Path(path)
     with fits.open(path, memmap=False) as hdul:
         for name in ("SCI", "DQ", "BKGVAR"):
