@@ -15,7 +15,9 @@ SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inpu
 LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": "astrocal.cli.convert"},
         "astrocal.lab.measure": {"measure_campaign": "astrocal.stages.measure", "MeasureReport": "astrocal.stages.measure",
                                  "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
-                                 "run": "astrocal.cli.measure"}}
+                                 "run": "astrocal.cli.measure"},
+        "astrocal.sky.match": {n: "astrocal.sky.match_transforms"
+                               for n in ("SimilarityTransform", "AffineTransform", "PolynomialTransform")}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))
