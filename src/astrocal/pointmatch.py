@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import astropy.units as u
 
 if TYPE_CHECKING:
     from scipy.spatial import cKDTree
@@ -44,12 +45,47 @@ __all__ = [
     "monomial_terms",
     "monomials",
     "n_terms",
+    "pixel_scale_mas",
     "robust_sigma",
     "rotation_matrix",
 ]
 
 #: the median radius of an isotropic 2-d Gaussian in units of its per-axis sigma
 MEDIAN_RADIUS_PER_SIGMA = 1.1774
+
+
+def pixel_scale_mas(pixel_scale: float | u.Quantity) -> float:
+    """Pixel scale as a plain float in mas per pixel.
+
+    Parameters
+    ----------
+    pixel_scale : float or Quantity
+        A Quantity in angle/pixel (``5.47 * u.mas / u.pix``), an angle (taken per
+        pixel) or a plain float (mas).
+
+    Returns
+    -------
+    float
+        The pixel scale, mas/px.
+
+    Raises
+    ------
+    ValueError
+        When it is not an angle (per pixel), or not finite and positive.
+    """
+    if isinstance(pixel_scale, u.Quantity):
+        q = pixel_scale
+        if q.unit.physical_type != "angle":
+            try:
+                q = (q * u.pix).to(u.mas)
+            except u.UnitConversionError as exc:
+                raise ValueError(f"pixel_scale: expected mas/pix or an angle, got {pixel_scale!r}") from exc
+        value = float(q.to_value(u.mas))
+    else:
+        value = float(pixel_scale)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"pixel_scale must be positive, got {pixel_scale!r}")
+    return value
 
 
 def rotation_matrix(theta: float) -> np.ndarray:

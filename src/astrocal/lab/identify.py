@@ -69,8 +69,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import AstrocalError
-from ..pointmatch import (PoseModel, assign, fit_dropping_worst, fit_pose, inside, n_terms, robust_sigma,
-                          rotation_matrix)
+from ..pointmatch import (PoseModel, assign, fit_dropping_worst, fit_pose, inside, n_terms, pixel_scale_mas,
+                          robust_sigma, rotation_matrix)
 from .mask import Mask, as_mm_per_arcsec
 
 __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]
@@ -78,40 +78,6 @@ __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]
 
 class IdentificationError(AstrocalError, ValueError):
     """The spots could not be identified with the mask holes (message says what was tried)."""
-
-
-def pixel_scale_mas(pixel_scale: float | u.Quantity) -> float:
-    """Pixel scale as a plain float in mas per pixel.
-
-    Parameters
-    ----------
-    pixel_scale : float or Quantity
-        A Quantity in angle/pixel (``5.47 * u.mas / u.pix``), an angle (taken per
-        pixel) or a plain float (mas).
-
-    Returns
-    -------
-    float
-        The pixel scale, mas/px.
-
-    Raises
-    ------
-    ValueError
-        When it is not an angle (per pixel), or not finite and positive.
-    """
-    if isinstance(pixel_scale, u.Quantity):
-        q = pixel_scale
-        if q.unit.physical_type != "angle":
-            try:
-                q = (q * u.pix).to(u.mas)
-            except u.UnitConversionError as exc:
-                raise ValueError(f"pixel_scale: expected mas/pix or an angle, got {pixel_scale!r}") from exc
-        value = float(q.to_value(u.mas))
-    else:
-        value = float(pixel_scale)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"pixel_scale must be positive, got {pixel_scale!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------

@@ -99,8 +99,7 @@ from scipy.spatial import cKDTree
 
 from .._moved import moved_module
 from ..errors import AstrocalError
-from ..lab.identify import pixel_scale_mas as pixel_scale_mas_value
-from ..pointmatch import inside
+from ..pointmatch import inside, pixel_scale_mas as pixel_scale_mas_value
 from . import match_transforms
 from .match_blends import make_sources
 from .match_refine import Refiner, near_solution, same_pose
