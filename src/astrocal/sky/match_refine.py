@@ -28,11 +28,11 @@ from ..pointmatch import PoseModel, assign, fit_clipped, inside, min_points, rot
 from .match_blends import Sources
 from .match_significance import significance
 
-__all__ = ["Refiner", "Solution", "flux_cost", "flux_zero_point", "near_solution", "same_pose"]
+__all__ = ["RefinedPose", "Refiner", "flux_cost", "flux_zero_point", "near_solution", "same_pose"]
 
 
 @dataclass
-class Solution:
+class RefinedPose:
     """A refined pose and its pairs.
 
     ``src``, ``star``: matched source and star indices; ``model`` the final fit (affine or
@@ -117,7 +117,7 @@ class Refiner:
     def _cand(self, pred, tol):
         return inside(pred, self.box, 0.5 * tol)
 
-    def refine(self, parity: int, s: float, th: float, t: np.ndarray, log10_trials: float) -> Solution | None:
+    def refine(self, parity: int, s: float, th: float, t: np.ndarray, log10_trials: float) -> RefinedPose | None:
         """Refine one candidate pose.
 
         Parameters
@@ -132,7 +132,7 @@ class Refiner:
 
         Returns
         -------
-        Solution or None
+        RefinedPose or None
             None when fewer than ``min_matched`` stars match along the way; a hopeless
             pose (false-alarm probability far above the limit) is returned early, with its
             significance, for the error message.
@@ -182,7 +182,7 @@ class Refiner:
                                                    log10_trials)
                 if lfap > cfg["log10_max_fap"] + cfg["early_exit_margin"]:
                     # hopeless: keep only for the error message
-                    return Solution(parity, src, star, model, sim, None, sigma, tol, n_sig,
+                    return RefinedPose(parity, src, star, model, sim, None, sigma, tol, n_sig,
                                      n_src_in, lfap, ltail, expct, (s, th, t))
             tol = float(np.clip(cfg["anneal_nsig"] * sigma, max(floor, 2.0), tol_max))
         # polynomial stages (absorb the distortion)
@@ -245,7 +245,7 @@ class Refiner:
             sim = r_sim[0]
         r_aff = fit_clipped("affine", c[src], xy[star], use, nsig=cfg["final_nsigma"], floor=1.0)
         affine = r_aff[0] if r_aff is not None else None
-        return Solution(parity, src, star, model, sim, affine, sigma, float(np.median(tol_star)),
+        return RefinedPose(parity, src, star, model, sim, affine, sigma, float(np.median(tol_star)),
                          n_sig, n_src_in, lfap, ltail, expct, (s, th, t), zp, fsig, fl_out, rejected)
 
 
@@ -304,13 +304,13 @@ def flux_zero_point(mag: np.ndarray, mu: np.ndarray) -> tuple[float | None, floa
     return zp, sig
 
 
-def near_solution(sol: Solution, parity: int, s: float, th: float, t: np.ndarray, sources: Sources,
+def near_solution(sol: RefinedPose, parity: int, s: float, th: float, t: np.ndarray, sources: Sources,
                   tol: float) -> bool:
     """True if the pose (s, th, t) predicts a refined solution's sources where it puts them.
 
     Parameters
     ----------
-    sol : Solution
+    sol : RefinedPose
         A refined solution.
     parity : int
         The pose's parity.
@@ -333,12 +333,12 @@ def near_solution(sol: Solution, parity: int, s: float, th: float, t: np.ndarray
     return float(np.median(np.hypot(*(sol.sim(c) - p).T))) < 2.0 * tol
 
 
-def same_pose(a: Solution, b: Solution, sources: Sources, tol: float) -> bool:
+def same_pose(a: RefinedPose, b: RefinedPose, sources: Sources, tol: float) -> bool:
     """True if b's pose predicts a's matched sources where a puts them (same solution).
 
     Parameters
     ----------
-    a, b : Solution
+    a, b : RefinedPose
         Two refined solutions.
     sources : Sources
         The reference sources.
