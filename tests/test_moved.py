@@ -17,7 +17,10 @@ LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": 
                                  "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
                                  "run": "astrocal.cli.measure"},
         "astrocal.model.result": {n: "astrocal.products.result_files" for n in (
-            "save_fit", "load_posterior", "load_chain", "load_residuals", "summary_table", "QUANTILES")}}
+            "save_fit", "load_posterior", "load_chain", "load_residuals", "summary_table", "QUANTILES")},
+        "astrocal.sky.match": {n: "astrocal.sky.match_transforms"
+                               for n in ("SimilarityTransform", "AffineTransform", "PolynomialTransform")},
+        }
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))

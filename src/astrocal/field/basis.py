@@ -10,19 +10,38 @@ from a stated origin, in the input unit (pixels for a detector field).
 The conversion matrices are computed in exact rational arithmetic and rounded once, so a
 conversion adds only the rounding of the final sums.
 """
+from __future__ import annotations
+
 from fractions import Fraction
 from functools import lru_cache
 from math import comb
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import FieldError
 
 MAX_DEGREE = 12
 
 
-def check_degree(degree):
-    """Return ``degree`` as an int after checking ``1 <= degree <= MAX_DEGREE``."""
+def check_degree(degree: int) -> int:
+    """Return ``degree`` as an int after checking ``1 <= degree <= MAX_DEGREE``.
+
+    Parameters
+    ----------
+    degree : int
+        A polynomial degree (an integral value; not a bool).
+
+    Returns
+    -------
+    int
+        The degree.
+
+    Raises
+    ------
+    FieldError
+        When it is not an integer in ``[1, MAX_DEGREE]``.
+    """
     if isinstance(degree, bool) or int(degree) != degree:
         raise FieldError(f"polynomial degree must be an integer, got {degree!r}")
     degree = int(degree)
@@ -31,31 +50,76 @@ def check_degree(degree):
     return degree
 
 
-def n_terms(degree):
-    """Number of 2-D terms ``x**i y**j`` with ``i + j <= degree``."""
+def n_terms(degree: int) -> int:
+    """Number of 2-D terms ``x**i y**j`` with ``i + j <= degree``.
+
+    Parameters
+    ----------
+    degree : int
+        Total degree.
+
+    Returns
+    -------
+    int
+        ``(degree + 1) (degree + 2) / 2``.
+    """
     return (degree + 1) * (degree + 2) // 2
 
 
-def terms(degree):
+def terms(degree: int) -> list[tuple[int, int]]:
     """The ``(i, j)`` exponent pairs of a total-degree polynomial, in astrocal's order.
 
-    Ordered by total degree, then by decreasing power of ``x``: ``(0,0), (1,0), (0,1),
-    (2,0), (1,1), (0,2), ...``.  This is the order of flat coefficient vectors in
-    :class:`~astrocal.field.core.DistortionField` and in the joint model.
+    Parameters
+    ----------
+    degree : int
+        Total degree.
+
+    Returns
+    -------
+    list of (int, int)
+        Ordered by total degree, then by decreasing power of ``x``: ``(0,0), (1,0),
+        (0,1), (2,0), (1,1), (0,2), ...``.  This is the order of flat coefficient vectors
+        in :class:`~astrocal.field.core.DistortionField` and in the joint model.
     """
     return [(d - j, j) for d in range(degree + 1) for j in range(d + 1)]
 
 
-def triangle_mask(degree):
-    """Boolean ``(n+1, n+1)`` mask of the entries with ``i + j <= n``."""
+def triangle_mask(degree: int) -> np.ndarray:
+    """Boolean ``(n+1, n+1)`` mask of the entries with ``i + j <= n``.
+
+    Parameters
+    ----------
+    degree : int
+        Total degree ``n``.
+
+    Returns
+    -------
+    np.ndarray
+        The mask.
+    """
     i, j = np.indices((degree + 1, degree + 1))
     return i + j <= degree
 
 
-def flat_to_square(flat, degree):
+def flat_to_square(flat: ArrayLike, degree: int) -> np.ndarray:
     """Flat coefficient vector(s) in :func:`terms` order -> square array(s).
 
-    ``flat`` may have leading dimensions: shape ``(..., n_terms)`` -> ``(..., n+1, n+1)``.
+    Parameters
+    ----------
+    flat : array_like
+        Shape ``(..., n_terms)`` (leading dimensions allowed).
+    degree : int
+        Total degree ``n``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(..., n+1, n+1)``, zero where ``i + j > n``.
+
+    Raises
+    ------
+    FieldError
+        When the last dimension is not ``n_terms(degree)``.
     """
     flat = np.asarray(flat, dtype=float)
     if flat.shape[-1] != n_terms(degree):
@@ -69,19 +133,44 @@ def flat_to_square(flat, degree):
     return out
 
 
-def square_to_flat(square):
-    """Square coefficient array(s) -> flat vector(s) in :func:`terms` order."""
+def square_to_flat(square: ArrayLike) -> np.ndarray:
+    """Square coefficient array(s) -> flat vector(s) in :func:`terms` order.
+
+    Parameters
+    ----------
+    square : array_like
+        Shape ``(..., n+1, n+1)``.
+
+    Returns
+    -------
+    np.ndarray
+        Shape ``(..., n_terms)``.
+    """
     square = np.asarray(square, dtype=float)
     degree = square.shape[-1] - 1
     ii, jj = np.array(terms(degree)).T
     return square[..., ii, jj]
 
 
-def legendre_1d(t, degree, derivative=False):
-    """Legendre polynomials ``P_0..P_degree`` at ``t`` (shape ``(degree+1,) + t.shape``).
+def legendre_1d(t: ArrayLike, degree: int, derivative: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Legendre polynomials ``P_0..P_degree`` at ``t``.
 
-    With ``derivative=True`` also returns ``dP_k/dt``.  Bonnet's recurrence, computed in
-    place; stable on ``[-1, 1]`` and a little beyond.
+    Bonnet's recurrence, computed in place; stable on ``[-1, 1]`` and a little beyond.
+
+    Parameters
+    ----------
+    t : array_like
+        Normalised coordinates.
+    degree : int
+        Highest degree.
+    derivative : bool
+        Also return the derivatives ``dP_k/dt``.
+
+    Returns
+    -------
+    np.ndarray or tuple of np.ndarray
+        ``P`` of shape ``(degree+1,) + t.shape``; with ``derivative=True`` the pair
+        ``(P, dP/dt)``.
     """
     t = np.asarray(t, dtype=float)
     p = np.empty((degree + 1,) + t.shape)
@@ -107,10 +196,20 @@ def legendre_1d(t, degree, derivative=False):
     return p, dp
 
 
-def legendre_derivative(c, axis):
+def legendre_derivative(c: ArrayLike, axis: int) -> np.ndarray:
     """Legendre coefficients of the derivative of a 2-D series along ``axis`` (0: t, 1: s).
 
-    The result has the same square shape (the highest row or column becomes zero).
+    Parameters
+    ----------
+    c : array_like
+        Square coefficient array, ``c[i, j]`` multiplies ``P_i(t) P_j(s)``.
+    axis : int
+        0 for ``d/dt``, 1 for ``d/ds``.
+
+    Returns
+    -------
+    np.ndarray
+        The same square shape (the highest row or column becomes zero).
     """
     c = np.asarray(c, dtype=float)
     d = np.polynomial.legendre.legder(c, axis=axis)
@@ -154,28 +253,61 @@ def _power_to_legendre_exact(degree):
     return tuple(tuple(r) for r in inv)
 
 
-def legendre_to_power_matrix(degree):
-    """``A`` (float) with ``P_i(t) = sum_a A[a, i] t**a``."""
+def legendre_to_power_matrix(degree: int) -> np.ndarray:
+    """``A`` (float) with ``P_i(t) = sum_a A[a, i] t**a``.
+
+    Parameters
+    ----------
+    degree : int
+        Highest degree.
+
+    Returns
+    -------
+    np.ndarray
+        ``(degree+1, degree+1)``, from the exact rational matrix rounded once.
+    """
     return np.array(_legendre_to_power_exact(degree), dtype=float)
 
 
-def legendre_to_power(c):
+def legendre_to_power(c: ArrayLike) -> np.ndarray:
     """2-D Legendre coefficients -> power-series coefficients in the same variables.
 
-    ``c[i, j]`` multiplies ``P_i(t) P_j(s)``; the result ``a[p, q]`` multiplies
-    ``t**p s**q``.  The conversion matrix is exact (the power coefficients of ``P_i`` are
-    dyadic rationals, exactly representable up to :data:`MAX_DEGREE`), so only the
-    products' sums are rounded.
+    The conversion matrix is exact (the power coefficients of ``P_i`` are dyadic
+    rationals, exactly representable up to :data:`MAX_DEGREE`), so only the products'
+    sums are rounded.
+
+    Parameters
+    ----------
+    c : array_like
+        Square coefficient array, ``c[i, j]`` multiplies ``P_i(t) P_j(s)``.
+
+    Returns
+    -------
+    np.ndarray
+        ``a[p, q]`` multiplies ``t**p s**q``.
     """
     c = np.asarray(c, dtype=float)
     a = legendre_to_power_matrix(c.shape[-1] - 1)
     return a @ c @ a.T
 
 
-def power_derivative(a, axis):
-    """Power-series coefficients of the derivative of a 2-D series along ``axis`` (0: t,
-    1: s); same square shape, the highest row or column becomes zero.  Exact (integer
-    factors) up to one rounding per coefficient."""
+def power_derivative(a: ArrayLike, axis: int) -> np.ndarray:
+    """Power-series coefficients of the derivative of a 2-D series along ``axis``.
+
+    Exact (integer factors) up to one rounding per coefficient.
+
+    Parameters
+    ----------
+    a : array_like
+        Square power-series coefficients, ``a[p, q]`` multiplies ``t**p s**q``.
+    axis : int
+        0 for ``d/dt``, 1 for ``d/ds``.
+
+    Returns
+    -------
+    np.ndarray
+        The same square shape (the highest row or column becomes zero).
+    """
     a = np.asarray(a, dtype=float)
     k = np.arange(1, a.shape[axis])
     out = np.zeros_like(a)
@@ -186,15 +318,36 @@ def power_derivative(a, axis):
     return out
 
 
-def power_to_legendre_matrix(degree):
-    """``B = A**-1``: ``t**a = sum_i B[i, a] P_i(t)``."""
+def power_to_legendre_matrix(degree: int) -> np.ndarray:
+    """``B = A**-1``: ``t**a = sum_i B[i, a] P_i(t)``.
+
+    Parameters
+    ----------
+    degree : int
+        Highest degree.
+
+    Returns
+    -------
+    np.ndarray
+        ``(degree+1, degree+1)``, from the exact rational inverse rounded once.
+    """
     return np.array(_power_to_legendre_exact(degree), dtype=float)
 
 
-def shift_scale_matrix(degree, scale, shift):
+def shift_scale_matrix(degree: int, scale: float, shift: float) -> np.ndarray:
     """Matrix ``S`` re-expressing a power series in ``t`` as one in ``X``, ``t = X/scale + shift``.
 
-    ``t**a = sum_k S[k, a] X**k`` with ``S[k, a] = C(a, k) shift**(a-k) / scale**k``.
+    Parameters
+    ----------
+    degree : int
+        Highest degree.
+    scale, shift : float
+        The change of variable.
+
+    Returns
+    -------
+    np.ndarray
+        ``S`` with ``t**a = sum_k S[k, a] X**k``, ``S[k, a] = C(a, k) shift**(a-k) / scale**k``.
     """
     s = np.zeros((degree + 1, degree + 1))
     for a in range(degree + 1):
@@ -203,7 +356,8 @@ def shift_scale_matrix(degree, scale, shift):
     return s
 
 
-def legendre_to_monomial(c, center, halfwidth, origin):
+def legendre_to_monomial(c: ArrayLike, center: tuple[float, float], halfwidth: tuple[float, float],
+                         origin: tuple[float, float]) -> np.ndarray:
     """Legendre coefficients on normalised coordinates -> monomials in offsets from ``origin``.
 
     Parameters
@@ -225,8 +379,22 @@ def legendre_to_monomial(c, center, halfwidth, origin):
     return (sx @ a) @ c @ (sy @ a).T
 
 
-def monomial_to_legendre(m, center, halfwidth, origin):
-    """Inverse of :func:`legendre_to_monomial`."""
+def monomial_to_legendre(m: ArrayLike, center: tuple[float, float], halfwidth: tuple[float, float],
+                         origin: tuple[float, float]) -> np.ndarray:
+    """Inverse of :func:`legendre_to_monomial`.
+
+    Parameters
+    ----------
+    m : array_like
+        ``m[p, q]`` multiplies ``(x - origin[0])**p (y - origin[1])**q``.
+    center, halfwidth, origin : pairs of floats
+        In the input unit (e.g. pixels), as for :func:`legendre_to_monomial`.
+
+    Returns
+    -------
+    np.ndarray
+        ``c[i, j]`` multiplies ``P_i(t) P_j(s)``.
+    """
     m = np.asarray(m, dtype=float)
     n = m.shape[-1] - 1
     b = power_to_legendre_matrix(n)
@@ -236,8 +404,21 @@ def monomial_to_legendre(m, center, halfwidth, origin):
     return (b @ tx) @ m @ (b @ ty).T
 
 
-def evaluate_monomial(m, x, y):
-    """Evaluate ``sum m[p, q] x**p y**q`` by nested Horner schemes (vectorised)."""
+def evaluate_monomial(m: ArrayLike, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """Evaluate ``sum m[p, q] x**p y**q`` by nested Horner schemes (vectorised).
+
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array.
+    x, y : array_like
+        The points (broadcast together).
+
+    Returns
+    -------
+    np.ndarray
+        The values, of the broadcast shape.
+    """
     m = np.asarray(m, dtype=float)
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)

@@ -22,6 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
+from numpy.typing import ArrayLike
 from threadpoolctl import ThreadpoolController
 
 from ..errors import FieldError
@@ -40,7 +41,24 @@ BLOCK = 1 << 13
 WIDTH_STEP = 16
 
 
-def as_domain(domain):
+def as_domain(domain: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A checked domain.
+
+    Parameters
+    ----------
+    domain : sequence of 4 floats
+        ``(xmin, xmax, ymin, ymax)``, input units.
+
+    Returns
+    -------
+    tuple of float
+        The domain as floats.
+
+    Raises
+    ------
+    FieldError
+        When it is not four finite numbers with ``xmax > xmin`` and ``ymax > ymin``.
+    """
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in domain)
     except (TypeError, ValueError):
@@ -113,14 +131,50 @@ class DistortionField:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_coefficients(cls, coeffs_x, coeffs_y, degree, domain, **kwargs):
-        """From flat Legendre coefficient vectors in :func:`basis.terms` order."""
+    def from_coefficients(cls, coeffs_x: ArrayLike, coeffs_y: ArrayLike, degree: int,
+                          domain: tuple[float, float, float, float], **kwargs: object) -> DistortionField:
+        """From flat Legendre coefficient vectors in :func:`basis.terms` order.
+
+        Parameters
+        ----------
+        coeffs_x, coeffs_y : array_like
+            Flat Legendre coefficients of ``u`` and ``v``.
+        degree : int
+            Total degree.
+        domain : tuple of float
+            ``(xmin, xmax, ymin, ymax)``.
+        **kwargs
+            Other attributes (``unit``, ``input_unit``, ``meta``).
+
+        Returns
+        -------
+        DistortionField
+            The field.
+        """
         return cls(basis.flat_to_square(coeffs_x, degree), basis.flat_to_square(coeffs_y, degree),
                    domain, **kwargs)
 
     @classmethod
-    def identity(cls, domain, degree=1, scale=1.0, unit="pixel", input_unit="pixel"):
-        """The field ``(u, v) = scale * (x, y)`` on ``domain``, stored at ``degree``."""
+    def identity(cls, domain: tuple[float, float, float, float], degree: int = 1, scale: float = 1.0,
+                 unit: str = "pixel", input_unit: str = "pixel") -> DistortionField:
+        """The field ``(u, v) = scale * (x, y)`` on ``domain``, stored at ``degree``.
+
+        Parameters
+        ----------
+        domain : tuple of float
+            ``(xmin, xmax, ymin, ymax)``.
+        degree : int
+            Degree of the coefficient arrays.
+        scale : float
+            Output units per input unit.
+        unit, input_unit : str
+            Output and input units.
+
+        Returns
+        -------
+        DistortionField
+            The field.
+        """
         domain = as_domain(domain)
         xc, yc, hx, hy = centre_halfwidth(domain)
         cx = np.zeros((degree + 1, degree + 1))
@@ -130,11 +184,32 @@ class DistortionField:
         return cls(cx, cy, domain, unit=unit, input_unit=input_unit)
 
     @classmethod
-    def from_monomials(cls, mx, my, domain, origin=(0.0, 0.0), **kwargs):
+    def from_monomials(cls, mx: ArrayLike, my: ArrayLike, domain: tuple[float, float, float, float],
+                       origin: tuple[float, float] = (0.0, 0.0), **kwargs: object) -> DistortionField:
         """From monomial coefficients ``m[p, q]`` of ``(x - x0)**p (y - y0)**q``.
 
-        ``mx``, ``my`` are square ``(n+1, n+1)`` arrays (entries with ``p + q > n`` must be
-        zero); ``origin = (x0, y0)`` is in the input unit.  Exact up to rounding.
+        Exact up to rounding.
+
+        Parameters
+        ----------
+        mx, my : array_like
+            Square ``(n+1, n+1)`` arrays (entries with ``p + q > n`` must be zero).
+        domain : tuple of float
+            ``(xmin, xmax, ymin, ymax)``.
+        origin : tuple of float
+            ``(x0, y0)``, in the input unit.
+        **kwargs
+            Other attributes (``unit``, ``input_unit``, ``meta``).
+
+        Returns
+        -------
+        DistortionField
+            The field.
+
+        Raises
+        ------
+        FieldError
+            For arrays that are not square, equal and finite with zeros above degree n.
         """
         mx = np.asarray(mx, dtype=float)
         my = np.asarray(my, dtype=float)
@@ -156,11 +231,38 @@ class DistortionField:
         return cls(np.where(mask, cx, 0.0), np.where(mask, cy, 0.0), domain, **kwargs)
 
     @classmethod
-    def fit(cls, x, y, u, v, degree, domain, weights=None, **kwargs):
+    def fit(cls, x: ArrayLike, y: ArrayLike, u: ArrayLike, v: ArrayLike, degree: int,
+            domain: tuple[float, float, float, float], weights: ArrayLike | None = None,
+            **kwargs: object) -> DistortionField:
         """Least-squares field of ``degree`` through samples ``(x, y) -> (u, v)``.
 
-        ``weights`` (optional) multiply the squared residuals.  Solved by a QR-based
-        least squares on the Legendre design matrix (well conditioned on the domain).
+        Solved by a QR-based least squares on the Legendre design matrix (well
+        conditioned on the domain).
+
+        Parameters
+        ----------
+        x, y : array_like
+            Sample positions, input units.
+        u, v : array_like
+            Their images, output units.
+        degree : int
+            Total degree.
+        domain : tuple of float
+            ``(xmin, xmax, ymin, ymax)``.
+        weights : array_like, optional
+            Multiply the squared residuals.
+        **kwargs
+            Other attributes (``unit``, ``input_unit``, ``meta``).
+
+        Returns
+        -------
+        DistortionField
+            The fitted field.
+
+        Raises
+        ------
+        FieldError
+            With fewer samples than terms.
         """
         degree = basis.check_degree(degree)
         domain = as_domain(domain)
@@ -183,30 +285,57 @@ class DistortionField:
 
     # ------------------------------------------------------------------ properties
     @property
-    def degree(self):
+    def degree(self) -> int:
+        """Total degree."""
         return self.cx.shape[0] - 1
 
     @property
-    def n_terms(self):
+    def n_terms(self) -> int:
+        """Number of coefficients per output coordinate."""
         return basis.n_terms(self.degree)
 
     @property
-    def coefficients(self):
+    def coefficients(self) -> np.ndarray:
         """Flat Legendre coefficients, shape ``(2, n_terms)`` in :func:`basis.terms` order."""
         return np.vstack([basis.square_to_flat(self.cx), basis.square_to_flat(self.cy)])
 
     @property
-    def centre(self):
+    def centre(self) -> tuple[float, float]:
+        """Centre ``(xc, yc)`` of the domain, input units."""
         xc, yc, _, _ = centre_halfwidth(self.domain)
         return (xc, yc)
 
-    def normalise(self, x, y):
-        """Input coordinates -> normalised ``(t, s)`` in ``[-1, 1]`` over the domain."""
+    def normalise(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Input coordinates -> normalised ``(t, s)`` in ``[-1, 1]`` over the domain.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Input coordinates (broadcast together).
+
+        Returns
+        -------
+        t, s : np.ndarray
+            Normalised coordinates.
+        """
         xc, yc, hx, hy = centre_halfwidth(self.domain)
         return (np.asarray(x, dtype=float) - xc) / hx, (np.asarray(y, dtype=float) - yc) / hy
 
-    def in_domain(self, x, y, margin=0.0):
-        """Boolean mask of the points inside the domain grown by ``margin`` (input unit)."""
+    def in_domain(self, x: ArrayLike, y: ArrayLike, margin: float = 0.0) -> np.ndarray:
+        """Boolean mask of the points inside the domain grown by ``margin`` (input unit).
+
+        Parameters
+        ----------
+        x, y : array_like
+            Input coordinates (broadcast together).
+        margin : float
+            Growth of the domain on every side, input units.
+
+        Returns
+        -------
+        np.ndarray
+            Boolean, of the broadcast shape.
+        """
         xmin, xmax, ymin, ymax = self.domain
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
@@ -219,9 +348,22 @@ class DistortionField:
 
     evaluate = __call__
 
-    def jacobian(self, x, y):
-        """Field and Jacobian: ``(u, v, jac)`` with ``jac[..., 0, :] = (du/dx, du/dy)``
-        and ``jac[..., 1, :] = (dv/dx, dv/dy)``, in output unit per input unit."""
+    def jacobian(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Field and Jacobian.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Input coordinates (broadcast together).
+
+        Returns
+        -------
+        u, v : np.ndarray
+            The field, of the broadcast shape.
+        jac : np.ndarray
+            Shape ``(..., 2, 2)``: ``jac[..., 0, :] = (du/dx, du/dy)`` and
+            ``jac[..., 1, :] = (dv/dx, dv/dy)``, in output unit per input unit.
+        """
         return self._evaluate(x, y, jacobian=True)
 
     @functools.cached_property
@@ -310,24 +452,56 @@ class DistortionField:
         jac = np.moveaxis(out[2:].reshape((2, 2) + shape), (0, 1), (-1, -2))
         return u, v, jac
 
-    def design_matrix(self, x, y):
-        """Basis functions at the points: shape ``(N, n_terms)``; ``u = B @ coefficients[0]``."""
+    def design_matrix(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Basis functions at the points.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Input coordinates (flattened).
+
+        Returns
+        -------
+        np.ndarray
+            ``B`` of shape ``(N, n_terms)``; ``u = B @ coefficients[0]``.
+        """
         return design_matrix(x, y, self.degree, self.domain)
 
     # ------------------------------------------------------------------ conversions
-    def to_monomials(self, origin=(0.0, 0.0)):
-        """Monomial coefficients ``(mx, my)``, ``m[p, q]`` of ``(x-x0)**p (y-y0)**q``."""
+    def to_monomials(self, origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """Monomial coefficients of the field.
+
+        Parameters
+        ----------
+        origin : tuple of float
+            ``(x0, y0)``, input units.
+
+        Returns
+        -------
+        mx, my : np.ndarray
+            ``m[p, q]`` of ``(x-x0)**p (y-y0)**q``, square ``(n+1, n+1)``.
+        """
         xc, yc, hx, hy = centre_halfwidth(self.domain)
         mask = basis.triangle_mask(self.degree)
         mx = basis.legendre_to_monomial(self.cx, (xc, yc), (hx, hy), origin)
         my = basis.legendre_to_monomial(self.cy, (xc, yc), (hx, hy), origin)
         return np.where(mask, mx, 0.0), np.where(mask, my, 0.0)
 
-    def with_degree(self, degree):
+    def with_degree(self, degree: int) -> DistortionField:
         """The same field stored at a higher degree (exact), or truncated to a lower one.
 
         Truncating in the Legendre basis gives the best approximation of the lower degree
         in the least-squares sense over the domain (orthogonality of the basis).
+
+        Parameters
+        ----------
+        degree : int
+            The new degree.
+
+        Returns
+        -------
+        DistortionField
+            The field at that degree.
         """
         degree = basis.check_degree(degree)
         cx = np.zeros((degree + 1, degree + 1))
@@ -338,8 +512,19 @@ class DistortionField:
         mask = basis.triangle_mask(degree)
         return self.replace(cx=np.where(mask, cx, 0.0), cy=np.where(mask, cy, 0.0))
 
-    def replace(self, **changes):
-        """A copy with some attributes replaced (dataclasses.replace)."""
+    def replace(self, **changes: object) -> DistortionField:
+        """A copy with some attributes replaced (dataclasses.replace).
+
+        Parameters
+        ----------
+        **changes
+            New values of ``cx``, ``cy``, ``domain``, ``unit``, ``input_unit``, ``meta``.
+
+        Returns
+        -------
+        DistortionField
+            The copy (checked like a new field).
+        """
         values = dict(cx=self.cx, cy=self.cy, domain=self.domain, unit=self.unit,
                       input_unit=self.input_unit, meta=self.meta)
         values.update(changes)
@@ -371,16 +556,44 @@ class DistortionField:
                 f"{self.input_unit} -> {self.unit})")
 
 
-def centre_halfwidth(domain):
+def centre_halfwidth(domain: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """Centre and half widths of a domain.
+
+    Parameters
+    ----------
+    domain : tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+
+    Returns
+    -------
+    tuple of float
+        ``(xc, yc, hx, hy)``.
+    """
     xmin, xmax, ymin, ymax = domain
     return 0.5 * (xmin + xmax), 0.5 * (ymin + ymax), 0.5 * (xmax - xmin), 0.5 * (ymax - ymin)
 
 
-def design_matrix(x, y, degree, domain, derivatives=False):
+def design_matrix(x: ArrayLike, y: ArrayLike, degree: int, domain: tuple[float, float, float, float],
+                  derivatives: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Legendre basis functions ``P_i(t) P_j(s)`` at the points, in :func:`basis.terms` order.
 
-    Returns an ``(N, n_terms)`` array; with ``derivatives=True`` also the derivatives of
-    each basis function with respect to ``x`` and ``y`` (input units), same shape.
+    Parameters
+    ----------
+    x, y : array_like
+        Input coordinates (flattened).
+    degree : int
+        Total degree.
+    domain : tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+    derivatives : bool
+        Also return the derivatives of each basis function with respect to ``x`` and
+        ``y`` (input units).
+
+    Returns
+    -------
+    np.ndarray or tuple of np.ndarray
+        An ``(N, n_terms)`` array; with ``derivatives=True`` the triple (values,
+        d/dx, d/dy), each of that shape.
     """
     domain = as_domain(domain)
     xc, yc, hx, hy = centre_halfwidth(domain)

@@ -12,9 +12,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import AstrocalError, FieldError
 from .core import DistortionField
+from .maps import affine_part
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +41,46 @@ class Inverse:
     tolerance: float
 
     @property
-    def meets_tolerance(self):
+    def meets_tolerance(self) -> bool:
+        """True when the largest round-trip error is within the tolerance."""
         return self.max_roundtrip_error <= self.tolerance
 
 
-def dense_grid(domain, n=257):
-    """An ``n x n`` grid of points spanning ``domain`` edge to edge (flattened x, y)."""
+def dense_grid(domain: tuple[float, float, float, float], n: int = 257) -> tuple[np.ndarray, np.ndarray]:
+    """An ``n x n`` grid of points spanning ``domain`` edge to edge.
+
+    Parameters
+    ----------
+    domain : tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+    n : int
+        Points per axis.
+
+    Returns
+    -------
+    x, y : np.ndarray
+        The flattened coordinates (``n * n`` each).
+    """
     xmin, xmax, ymin, ymax = domain
     yy, xx = np.meshgrid(np.linspace(ymin, ymax, n), np.linspace(xmin, xmax, n), indexing="ij")
     return xx.ravel(), yy.ravel()
 
 
-def boundary(domain, n_per_side=256):
-    """Closed polygon along the domain boundary, counter-clockwise, ``4*n_per_side`` vertices."""
+def boundary(domain: tuple[float, float, float, float], n_per_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Closed polygon along the domain boundary, counter-clockwise.
+
+    Parameters
+    ----------
+    domain : tuple of float
+        ``(xmin, xmax, ymin, ymax)``.
+    n_per_side : int
+        Vertices per side.
+
+    Returns
+    -------
+    x, y : np.ndarray
+        The ``4 * n_per_side`` vertices, from ``(xmin, ymin)`` (not repeated at the end).
+    """
     xmin, xmax, ymin, ymax = domain
     s = np.linspace(0.0, 1.0, n_per_side, endpoint=False)
     x = np.concatenate([xmin + s * (xmax - xmin), np.full_like(s, xmax), xmax - s * (xmax - xmin), np.full_like(s, xmin)])
@@ -92,13 +121,29 @@ def _segments_cross(x, y):
     return bool(np.any((d1 * d2 < 0) & (d3 * d4 < 0)))
 
 
-def check_one_to_one(field, n=257):
+def check_one_to_one(field: DistortionField, n: int = 257) -> int:
     """Raise :class:`NotOneToOneError` unless ``field`` is one-to-one on its domain.
 
     Two checks: the Jacobian determinant keeps one sign, bounded away from zero, on an
     ``n x n`` grid (the field is a local diffeomorphism everywhere), and the image of the
     domain boundary does not cross itself (so no two regions map onto each other).
-    Returns the sign of the determinant (the parity: +1 or -1).
+
+    Parameters
+    ----------
+    field : DistortionField
+        The field.
+    n : int
+        Points per axis of the grid of the Jacobian check.
+
+    Returns
+    -------
+    int
+        The sign of the determinant (the parity: +1 or -1).
+
+    Raises
+    ------
+    NotOneToOneError
+        When either check fails.
     """
     x, y = dense_grid(field.domain, n)
     _, _, jac = field.jacobian(x, y)
@@ -124,8 +169,21 @@ def check_one_to_one(field, n=257):
     return int(np.sign(np.median(det)))
 
 
-def output_domain(field, pad=1e-9):
-    """Bounding box ``(umin, umax, vmin, vmax)`` of the field's image of its domain."""
+def output_domain(field: DistortionField, pad: float = 1e-9) -> tuple[float, float, float, float]:
+    """Bounding box of the field's image of its domain.
+
+    Parameters
+    ----------
+    field : DistortionField
+        The field.
+    pad : float
+        Relative margin added on each side.
+
+    Returns
+    -------
+    tuple of float
+        ``(umin, umax, vmin, vmax)``, output units.
+    """
     bx, by = boundary(field.domain, 512)
     gx, gy = dense_grid(field.domain, 65)
     u, v = field(np.concatenate([bx, gx]), np.concatenate([by, gy]))
@@ -134,8 +192,8 @@ def output_domain(field, pad=1e-9):
     return (u.min() - du, u.max() + du, v.min() - dv, v.max() + dv)
 
 
-def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_points=257,
-           strict=False):
+def invert(field: DistortionField, degree: int | None = None, tol: float = 1e-4, max_degree: int = 12,
+           fit_points: int = 101, check_points: int = 257, strict: bool = False) -> Inverse:
     """Fit the reverse field of ``field`` and measure its round-trip accuracy.
 
     Parameters
@@ -150,12 +208,22 @@ def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_po
         Wanted maximum round-trip error, in the forward field's input unit.
     fit_points, check_points : int
         Points per axis of the fitting grid and of the (denser, different) check grid.
+    max_degree : int
+        Highest degree tried when ``degree`` is None.
     strict : bool
-        Raise ``ValueError`` if no degree meets ``tol``.
+        Raise :class:`~astrocal.errors.FieldError` (a ``ValueError``) if no degree meets
+        ``tol``; otherwise log a warning.
 
     Returns
     -------
     Inverse
+        The reverse field (the first meeting ``tol``, or the best) and its round-trip
+        errors.
+
+    Raises
+    ------
+    NotOneToOneError
+        When the field is not one-to-one on its domain.
     """
     check_one_to_one(field)
     udom = output_domain(field)
@@ -189,21 +257,44 @@ def invert(field, degree=None, tol=1e-4, max_degree=12, fit_points=101, check_po
     return best
 
 
-def solve(field, u, v, guess=None, tol=1e-12, maxiter=50, on_failure="raise"):
+def solve(field: DistortionField, u: ArrayLike, v: ArrayLike, guess: tuple[ArrayLike, ArrayLike] | None = None,
+          tol: float = 1e-12, maxiter: int = 50, on_failure: str = "raise") -> tuple[np.ndarray, np.ndarray]:
     """Exact preimages ``(x, y)`` with ``field(x, y) = (u, v)``, by Newton iteration.
 
-    ``guess`` is an optional ``(x, y)`` start (e.g. from a reverse field); by default the
-    affine part of the field is inverted.  Converges to ``tol`` (input unit) for a
-    one-to-one field; points that do not converge (typically far outside the domain, where
-    the polynomial is not invertible) raise ``ValueError`` naming their number, or are
-    returned as NaN with ``on_failure="nan"``.
+    Converges to ``tol`` (input unit) for a one-to-one field.
+
+    Parameters
+    ----------
+    field : DistortionField
+        The field.
+    u, v : array_like
+        Output positions (broadcast together).
+    guess : tuple of array_like, optional
+        An ``(x, y)`` start (e.g. from a reverse field); by default the affine part of
+        the field is inverted.
+    tol : float
+        Step size (input unit) below which a point has converged.
+    maxiter : int
+        Largest number of Newton steps.
+    on_failure : str
+        ``"raise"`` or ``"nan"``: what to do with points that do not converge (typically
+        far outside the domain, where the polynomial is not invertible).
+
+    Returns
+    -------
+    x, y : np.ndarray
+        The preimages, of the broadcast shape of ``u`` and ``v`` (NaN where they did not
+        converge, with ``on_failure="nan"``).
+
+    Raises
+    ------
+    FieldError
+        (a ``ValueError``) naming the number of points that did not converge.
     """
     u, v = np.broadcast_arrays(np.asarray(u, dtype=float), np.asarray(v, dtype=float))
     shape = u.shape
     u, v = u.ravel(), v.ravel()
     if guess is None:
-        from .maps import affine_part
-
         aff = affine_part(field)
         xc, yc = field.centre
         u0, v0, jac = aff.jacobian(xc, yc)

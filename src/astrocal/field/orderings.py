@@ -19,9 +19,13 @@ Orderings
 ``idctab``
     HST IDCTAB columns ``CX{i}{j}`` / ``CY{i}{j}``: the coefficient of ``x**j y**(i-j)``.
 """
+from __future__ import annotations
+
 import re
+from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import FieldError
 from .basis import MAX_DEGREE
@@ -32,8 +36,24 @@ ASTROMET_DEGREE = 7
 ASTROMET_NTERMS = 36
 
 
-def check_ordering(name):
-    """Return the canonical name of an ordering or raise naming the known ones."""
+def check_ordering(name: str) -> str:
+    """Return the canonical name of an ordering or raise naming the known ones.
+
+    Parameters
+    ----------
+    name : str
+        An ordering name (case and surrounding blanks ignored).
+
+    Returns
+    -------
+    str
+        One of :data:`ORDERINGS`.
+
+    Raises
+    ------
+    FieldError
+        For an unknown ordering.
+    """
     key = str(name).strip().lower()
     if key not in ORDERINGS:
         raise FieldError(f"unknown coefficient ordering {name!r}; known: {', '.join(ORDERINGS)}")
@@ -73,10 +93,20 @@ def _check_no_higher_terms(m, degree, name):
         )
 
 
-def trim_monomials(mx, my):
+def trim_monomials(mx: ArrayLike, my: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Drop the highest total degrees whose coefficients are all exactly zero.
 
     A degree-5 solution written in a fixed 36-term (degree 7) layout comes back as degree 5.
+
+    Parameters
+    ----------
+    mx, my : array_like
+        Square monomial arrays of the two output coordinates.
+
+    Returns
+    -------
+    mx, my : np.ndarray
+        The arrays cut to the highest degree with a non-zero term in either (at least 1).
     """
     mx = _square(mx)
     my = _square(my)
@@ -87,13 +117,40 @@ def trim_monomials(mx, my):
 
 
 # --------------------------------------------------------------------------- astromet
-def astromet_terms(degree=ASTROMET_DEGREE):
-    """``(p, q)`` exponent pairs of X and Y in AstroMet order."""
+def astromet_terms(degree: int = ASTROMET_DEGREE) -> list[tuple[int, int]]:
+    """``(p, q)`` exponent pairs of X and Y in AstroMet order.
+
+    Parameters
+    ----------
+    degree : int
+        Total degree.
+
+    Returns
+    -------
+    list of (int, int)
+        The power of X in the outer loop, of Y in the inner.
+    """
     return [(p, q) for p in range(degree + 1) for q in range(degree + 1 - p)]
 
 
-def to_astromet(m):
-    """Square monomial array (degree <= 7) -> the 36 AstroMet coefficients."""
+def to_astromet(m: ArrayLike) -> np.ndarray:
+    """Square monomial array (degree <= 7) -> the 36 AstroMet coefficients.
+
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array, ``m[p, q]`` multiplies ``X**p * Y**q``.
+
+    Returns
+    -------
+    np.ndarray
+        The 36 coefficients in AstroMet order.
+
+    Raises
+    ------
+    FieldError
+        For non-finite values or non-zero terms above degree 7.
+    """
     m = _square(m)
     _check_finite(m, "astromet")
     _check_no_higher_terms(m, ASTROMET_DEGREE, "POLYNOM_MAP (astromet ordering, degree <= 7)")
@@ -103,8 +160,24 @@ def to_astromet(m):
     return np.array([full[p, q] for p, q in astromet_terms()])
 
 
-def from_astromet(coeffs):
-    """36 AstroMet coefficients -> square monomial array of degree 7."""
+def from_astromet(coeffs: ArrayLike) -> np.ndarray:
+    """36 AstroMet coefficients -> square monomial array of degree 7.
+
+    Parameters
+    ----------
+    coeffs : array_like
+        The 36 coefficients.
+
+    Returns
+    -------
+    np.ndarray
+        (8, 8) monomial array.
+
+    Raises
+    ------
+    FieldError
+        For a wrong count or non-finite values.
+    """
     coeffs = np.asarray(coeffs, dtype=float).ravel()
     if coeffs.size != ASTROMET_NTERMS:
         raise FieldError(f"astromet ordering needs exactly {ASTROMET_NTERMS} coefficients, got {coeffs.size}")
@@ -116,20 +189,58 @@ def from_astromet(coeffs):
 
 
 # --------------------------------------------------------------------------- siaf
-def siaf_terms(degree):
-    """``(p, q)`` exponent pairs in SIAF order: index ``k = i(i+1)/2 + j`` is ``x**(i-j) y**j``."""
+def siaf_terms(degree: int) -> list[tuple[int, int]]:
+    """``(p, q)`` exponent pairs in SIAF order: index ``k = i(i+1)/2 + j`` is ``x**(i-j) y**j``.
+
+    Parameters
+    ----------
+    degree : int
+        Total degree.
+
+    Returns
+    -------
+    list of (int, int)
+        The exponents of x and y.
+    """
     return [(i - j, j) for i in range(degree + 1) for j in range(i + 1)]
 
 
-def to_siaf(m):
-    """Square monomial array -> flat SIAF coefficient vector."""
+def to_siaf(m: ArrayLike) -> np.ndarray:
+    """Square monomial array -> flat SIAF coefficient vector.
+
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array, ``m[p, q]`` multiplies ``X**p * Y**q``.
+
+    Returns
+    -------
+    np.ndarray
+        The coefficients in SIAF order.
+    """
     m = _square(m)
     _check_finite(m, "siaf")
     return np.array([m[p, q] for p, q in siaf_terms(m.shape[0] - 1)])
 
 
-def from_siaf(coeffs):
-    """Flat SIAF coefficient vector -> square monomial array."""
+def from_siaf(coeffs: ArrayLike) -> np.ndarray:
+    """Flat SIAF coefficient vector -> square monomial array.
+
+    Parameters
+    ----------
+    coeffs : array_like
+        The coefficients (the length of a complete polynomial).
+
+    Returns
+    -------
+    np.ndarray
+        Square monomial array.
+
+    Raises
+    ------
+    FieldError
+        For a count that is not that of a complete polynomial, or non-finite values.
+    """
     coeffs = np.asarray(coeffs, dtype=float).ravel()
     degree = _degree_from_count(coeffs.size, "siaf")
     _check_finite(coeffs, "siaf")
@@ -140,11 +251,29 @@ def from_siaf(coeffs):
 
 
 # --------------------------------------------------------------------------- idctab
-def to_idctab(m, prefix="CX", constant=False):
+def to_idctab(m: ArrayLike, prefix: str = "CX", constant: bool = False) -> dict[str, float]:
     """Square monomial array -> ``{"CX{i}{j}": value}`` (term ``x**j y**(i-j)``).
 
-    ``constant=False`` (the usual IDCTAB layout) requires the constant term to be zero
-    and omits ``CX00``.
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array, ``m[p, q]`` multiplies ``X**p * Y**q``.
+    prefix : str
+        ``"CX"`` or ``"CY"``.
+    constant : bool
+        ``False`` (the usual IDCTAB layout) requires the constant term to be zero and
+        omits ``CX00``.
+
+    Returns
+    -------
+    dict
+        ``{column name: value}``.
+
+    Raises
+    ------
+    FieldError
+        For a degree above :data:`IDCTAB_MAX_DEGREE`, a non-zero constant term that the
+        layout cannot hold, or non-finite values.
     """
     m = _square(m)
     _check_finite(m, "idctab")
@@ -166,8 +295,29 @@ _IDC_LONG = re.compile(r"^(C[XY])\d{3,}$")
 IDCTAB_MAX_DEGREE = 9
 
 
-def from_idctab(coeffs, prefix="CX", degree=None):
-    """``{"CX{i}{j}": value}`` (any subset; other prefixes ignored) -> square monomial array."""
+def from_idctab(coeffs: Mapping[str, float], prefix: str = "CX", degree: int | None = None) -> np.ndarray:
+    """``{"CX{i}{j}": value}`` (any subset; other prefixes ignored) -> square monomial array.
+
+    Parameters
+    ----------
+    coeffs : Mapping
+        ``{column name: value}``.
+    prefix : str
+        ``"CX"`` or ``"CY"``.
+    degree : int, optional
+        Degree of the array (default the highest ``i`` found).
+
+    Returns
+    -------
+    np.ndarray
+        Square monomial array.
+
+    Raises
+    ------
+    FieldError
+        For ambiguous or impossible column names, no coefficient of ``prefix``, a term
+        above ``degree`` or non-finite values.
+    """
     terms = {}
     for key, value in coeffs.items():
         if _IDC_LONG.match(str(key).upper()):
@@ -196,10 +346,28 @@ def from_idctab(coeffs, prefix="CX", degree=None):
 _SIP_KEY = re.compile(r"^(A|B|AP|BP)_(\d+)_(\d+)$")
 
 
-def to_sip(m, prefix="A", min_order=2):
+def to_sip(m: ArrayLike, prefix: str = "A", min_order: int = 2) -> dict[str, float]:
     """Square monomial array -> ``{"A_p_q": value}`` for ``min_order <= p + q <= order``.
 
-    Raises if a term below ``min_order`` is non-zero (SIP keeps those in CRPIX/CD).
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array, ``m[p, q]`` multiplies ``X**p * Y**q``.
+    prefix : str
+        ``"A"``, ``"B"``, ``"AP"`` or ``"BP"``.
+    min_order : int
+        The lowest total degree written.
+
+    Returns
+    -------
+    dict
+        ``{keyword: value}``.
+
+    Raises
+    ------
+    FieldError
+        If a term below ``min_order`` is non-zero (SIP keeps those in CRPIX/CD), or for
+        non-finite values.
     """
     m = _square(m)
     _check_finite(m, "sip")
@@ -218,8 +386,28 @@ def to_sip(m, prefix="A", min_order=2):
     return out
 
 
-def from_sip(coeffs, prefix="A", order=None):
-    """``{"A_p_q": value}`` (other prefixes ignored) -> square monomial array of ``order``."""
+def from_sip(coeffs: Mapping[str, float], prefix: str = "A", order: int | None = None) -> np.ndarray:
+    """``{"A_p_q": value}`` (other prefixes ignored) -> square monomial array of ``order``.
+
+    Parameters
+    ----------
+    coeffs : Mapping
+        ``{keyword: value}``.
+    prefix : str
+        ``"A"``, ``"B"``, ``"AP"`` or ``"BP"``.
+    order : int, optional
+        The SIP order (default the highest total degree found).
+
+    Returns
+    -------
+    np.ndarray
+        Square monomial array.
+
+    Raises
+    ------
+    FieldError
+        For a term above ``order`` or non-finite values.
+    """
     found = {}
     for key, value in coeffs.items():
         match = _SIP_KEY.match(str(key).upper())
@@ -235,13 +423,43 @@ def from_sip(coeffs, prefix="A", order=None):
     return m
 
 
-def pack(m, ordering, **kwargs):
-    """Dispatch to ``to_<ordering>``."""
+def pack(m: ArrayLike, ordering: str, **kwargs: object) -> np.ndarray | dict[str, float]:
+    """Dispatch to ``to_<ordering>``.
+
+    Parameters
+    ----------
+    m : array_like
+        Square monomial array, ``m[p, q]`` multiplies ``X**p * Y**q``.
+    ordering : str
+        One of :data:`ORDERINGS`.
+    **kwargs
+        Passed to the ordering's function.
+
+    Returns
+    -------
+    np.ndarray or dict
+        The coefficients in that ordering.
+    """
     return {"astromet": to_astromet, "sip": to_sip, "siaf": to_siaf,
             "idctab": to_idctab}[check_ordering(ordering)](m, **kwargs)
 
 
-def unpack(coeffs, ordering, **kwargs):
-    """Dispatch to ``from_<ordering>``."""
+def unpack(coeffs: ArrayLike | Mapping[str, float], ordering: str, **kwargs: object) -> np.ndarray:
+    """Dispatch to ``from_<ordering>``.
+
+    Parameters
+    ----------
+    coeffs : array_like or Mapping
+        The coefficients in that ordering.
+    ordering : str
+        One of :data:`ORDERINGS`.
+    **kwargs
+        Passed to the ordering's function.
+
+    Returns
+    -------
+    np.ndarray
+        Square monomial array.
+    """
     return {"astromet": from_astromet, "sip": from_sip, "siaf": from_siaf,
             "idctab": from_idctab}[check_ordering(ordering)](coeffs, **kwargs)

@@ -57,10 +57,11 @@ from dataclasses import dataclass, field as dc_field
 from math import gamma, pi
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import FieldError
 from .basis import legendre_1d, terms
-from .core import as_domain, centre_halfwidth
+from .core import as_domain, centre_halfwidth, design_matrix
 
 __all__ = ["ResidualBasis", "matern52", "matern52_spectral_density", "RULE_FACTOR"]
 
@@ -71,17 +72,48 @@ RULE_FACTOR = 3.42
 QUADRATURE_NODES = 256
 
 
-def matern52(d, sigma, length):
-    """The Matérn-5/2 covariance at distances ``d`` (same unit as ``length``)."""
+def matern52(d: ArrayLike, sigma: float, length: float) -> np.ndarray:
+    """The Matérn-5/2 covariance at distances ``d`` (same unit as ``length``).
+
+    Parameters
+    ----------
+    d : array_like
+        Distances.
+    sigma : float
+        Amplitude (standard deviation), field units.
+    length : float
+        Correlation length.
+
+    Returns
+    -------
+    np.ndarray
+        ``sigma**2 (1 + a + a**2 / 3) exp(-a)``, ``a = sqrt(5) d / length``.
+    """
     a = np.sqrt(5.0) * np.asarray(d, float) / length
     return sigma**2 * (1.0 + a + a**2 / 3.0) * np.exp(-a)
 
 
-def matern52_spectral_density(omega, sigma, length):
-    """Spectral density of the 2-D Matérn-5/2 covariance at angular frequency ``omega``
-    (radians per unit of ``length``), normalised so that ``int S d^2omega / (2 pi)^2 =
-    sigma**2``: ``S = sigma**2 4 pi nu (2 nu)**nu / l**(2 nu) (2 nu / l**2 + omega**2)**-(nu + 1)``
-    with ``nu = 5/2``. Broadcasts ``sigma`` and ``length`` against ``omega``."""
+def matern52_spectral_density(omega: ArrayLike, sigma: ArrayLike, length: ArrayLike) -> np.ndarray:
+    """Spectral density of the 2-D Matérn-5/2 covariance at angular frequency ``omega``.
+
+    Normalised so that ``int S d^2omega / (2 pi)^2 = sigma**2``:
+    ``S = sigma**2 4 pi nu (2 nu)**nu / l**(2 nu) (2 nu / l**2 + omega**2)**-(nu + 1)``
+    with ``nu = 5/2``.
+
+    Parameters
+    ----------
+    omega : array_like
+        Angular frequencies, radians per unit of ``length``.
+    sigma : array_like
+        Amplitude(s), field units (broadcast against ``omega``).
+    length : array_like
+        Correlation length(s) (broadcast against ``omega``).
+
+    Returns
+    -------
+    np.ndarray
+        The density, of the broadcast shape.
+    """
     nu = 2.5
     const = 4.0 * pi * gamma(nu + 1.0) / gamma(nu) * (2.0 * nu) ** nu
     length = np.asarray(length, float)
@@ -119,12 +151,12 @@ class ResidualBasis:
         return self.m * self.m
 
     @property
-    def half_size(self):
+    def half_size(self) -> tuple[float, float]:
         """Half-sizes ``(hx, hy)`` of the detector, pixels."""
         return centre_halfwidth(self.domain)[2:]
 
     @property
-    def box(self):
+    def box(self) -> tuple[float, float]:
         """Half-sizes ``(L_x, L_y)`` of the box of the eigenfunctions, pixels."""
         hx, hy = self.half_size
         return self.boundary * hx, self.boundary * hy
@@ -134,9 +166,15 @@ class ResidualBasis:
         """Shortest correlation length (pixels) the basis represents well."""
         return RULE_FACTOR * self.boundary * max(self.half_size) / self.m
 
-    def frequencies(self):
-        """Angular frequencies ``omega_jk`` (radians per pixel), shape ``(m * m,)``, in the
-        order of :meth:`design` (``j`` along x slowest)."""
+    def frequencies(self) -> np.ndarray:
+        """Angular frequencies ``omega_jk`` of the basis functions.
+
+        Returns
+        -------
+        np.ndarray
+            Radians per pixel, shape ``(m * m,)``, in the order of :meth:`design` (``j``
+            along x slowest).
+        """
         lx, ly = self.box
         j = np.arange(1, self.m + 1)
         wx, wy = np.pi * j / (2 * lx), np.pi * j / (2 * ly)
@@ -155,9 +193,19 @@ class ResidualBasis:
         dsy = np.cos(ay) * (np.pi * j / (2 * ly)) / np.sqrt(ly)
         return sx, sy, dsx, dsy
 
-    def raw_design(self, x, y):
-        """The eigenfunctions at the points, before the polynomials are projected out:
-        ``(N, m * m)``."""
+    def raw_design(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """The eigenfunctions at the points, before the polynomials are projected out.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Points, 0-based pixels (flattened).
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, m * m)``.
+        """
         sx, sy = self._sines(x, y)
         return (sx[:, :, None] * sy[:, None, :]).reshape(sx.shape[0], -1)
 
@@ -174,18 +222,35 @@ class ResidualBasis:
         ii, jj = np.array(terms(self.degree)).T
         return (ax[ii][:, :, None] * ay[jj][:, None, :]).reshape(len(ii), -1)
 
-    def design(self, x, y):
-        """The basis functions at the points (pixels, 0-based), with the polynomials of
-        degree ``<= degree`` projected out: ``(N, m * m)``."""
-        from .core import design_matrix
+    def design(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """The basis functions at the points, with the polynomials of degree ``<= degree``
+        projected out.
 
+        Parameters
+        ----------
+        x, y : array_like
+            Points, 0-based pixels (flattened).
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, m * m)``.
+        """
         return self.raw_design(x, y) - design_matrix(x, y, self.degree, self.domain) @ self._projection
 
-    def design_derivatives(self, x, y):
-        """Derivatives of :meth:`design` with respect to ``x`` and ``y`` (per pixel):
-        ``(dPhi/dx, dPhi/dy)``, each ``(N, m * m)``."""
-        from .core import design_matrix
+    def design_derivatives(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Derivatives of :meth:`design` with respect to ``x`` and ``y`` (per pixel).
 
+        Parameters
+        ----------
+        x, y : array_like
+            Points, 0-based pixels (flattened).
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``(dPhi/dx, dPhi/dy)``, each ``(N, m * m)``.
+        """
         sx, sy, dsx, dsy = self._sines(x, y, derivative=True)
         n = sx.shape[0]
         ddx = (dsx[:, :, None] * sy[:, None, :]).reshape(n, -1)
@@ -193,26 +258,62 @@ class ResidualBasis:
         _, bx, by = design_matrix(x, y, self.degree, self.domain, derivatives=True)
         return ddx - bx @ self._projection, ddy - by @ self._projection
 
-    def polynomial_part(self, w):
-        """Legendre coefficients (``terms(degree)`` order, length ``n_terms``) of the
-        polynomial that :meth:`design` removes from the raw eigenfunctions with coefficients
-        ``w`` (``m * m``): ``design(x, y) @ w = raw_design(x, y) @ w - polynomial(x, y)``."""
+    def polynomial_part(self, w: ArrayLike) -> np.ndarray:
+        """The polynomial that :meth:`design` removes from the raw eigenfunctions:
+        ``design(x, y) @ w = raw_design(x, y) @ w - polynomial(x, y)``.
+
+        Parameters
+        ----------
+        w : array_like
+            Coefficients of the eigenfunctions (``m * m``).
+
+        Returns
+        -------
+        np.ndarray
+            Legendre coefficients (``terms(degree)`` order, length ``n_terms``).
+        """
         return self._projection @ np.asarray(w, float)
 
-    def raw_grid(self, w, xs, ys):
-        """The raw eigenfunctions with coefficients ``w`` (``m * m``) on the grid ``xs`` x
-        ``ys`` (0-based pixels) and their derivatives: ``(r, dr/dx, dr/dy)``, each
-        ``(len(ys), len(xs))``; separable, so a whole detector costs two small products."""
+    def raw_grid(self, w: ArrayLike, xs: ArrayLike,
+                 ys: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The raw eigenfunctions with coefficients ``w`` on a grid, and their derivatives.
+
+        Separable, so a whole detector costs two small products.
+
+        Parameters
+        ----------
+        w : array_like
+            Coefficients (``m * m``).
+        xs, ys : array_like
+            1-D grid coordinates, 0-based pixels.
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``(r, dr/dx, dr/dy)``, each ``(len(ys), len(xs))``.
+        """
         sx, _, dsx, _ = self._sines(xs, np.zeros(1), derivative=True)
         _, sy, _, dsy = self._sines(np.zeros(1), ys, derivative=True)
         wm = np.asarray(w, float).reshape(self.m, self.m)  # [j (x), k (y)]
         return sy @ wm.T @ sx.T, sy @ wm.T @ dsx.T, dsy @ wm.T @ sx.T
 
     # ------------------------------------------------------------------ prior
-    def prior_sd(self, sigma, length):
-        """Prior standard deviations of the coefficients: ``sqrt(S(omega_jk))`` for the
-        amplitude ``sigma`` (field units) and correlation length ``length`` (pixels).
-        Arrays of ``sigma`` and ``length`` (K,) give (K, m * m)."""
+    def prior_sd(self, sigma: ArrayLike, length: ArrayLike) -> np.ndarray:
+        """Prior standard deviations of the coefficients: ``sqrt(S(omega_jk))``.
+
+        Parameters
+        ----------
+        sigma : array_like
+            Matérn amplitude(s), field units.
+        length : array_like
+            Correlation length(s), pixels.
+
+        Returns
+        -------
+        np.ndarray
+            ``(m * m,)`` for scalars; arrays of ``sigma`` and ``length`` (K,) give
+            ``(K, m * m)``.
+        """
         sigma = np.asarray(sigma, float)
         length = np.asarray(length, float)
         w = self.frequencies()
@@ -221,30 +322,70 @@ class ResidualBasis:
         return s[0] if sigma.ndim == 0 and length.ndim == 0 else s
 
     def band_radius(self) -> float:
-        """``R`` (radians per pixel): the radius of the disc of the same area as the
-        quarter-rectangle of frequencies the basis resolves, ``R**2 = 4 Omega_x Omega_y / pi``
-        with ``Omega = pi (m + 1/2) / (2 L)`` (half a frequency step beyond the highest)."""
+        """The radius of the disc of the same area as the quarter-rectangle of frequencies
+        the basis resolves.
+
+        Returns
+        -------
+        float
+            ``R`` (radians per pixel), ``R**2 = 4 Omega_x Omega_y / pi`` with
+            ``Omega = pi (m + 1/2) / (2 L)`` (half a frequency step beyond the highest).
+        """
         lx, ly = self.box
         ox, oy = np.pi * (self.m + 0.5) / (2 * lx), np.pi * (self.m + 0.5) / (2 * ly)
         return float(np.sqrt(4.0 * ox * oy / np.pi))
 
-    def tail_variance(self, sigma, length):
-        """The Matérn field's variance (per component, field units squared) at frequencies
-        beyond the basis's band, ``sigma**2 (1 + R**2 l**2 / 5)**(-5/2)`` (:meth:`band_radius`;
-        exact for the disc of radius ``R``). Broadcasts ``sigma`` and ``length`` (pixels)."""
+    def tail_variance(self, sigma: ArrayLike, length: ArrayLike) -> np.ndarray:
+        """The Matérn field's variance at frequencies beyond the basis's band.
+
+        ``sigma**2 (1 + R**2 l**2 / 5)**(-5/2)`` (:meth:`band_radius`; exact for the disc of
+        radius ``R``).
+
+        Parameters
+        ----------
+        sigma : array_like
+            Matérn amplitude(s), field units.
+        length : array_like
+            Correlation length(s), pixels.
+
+        Returns
+        -------
+        np.ndarray
+            Variance per component (field units squared), of the broadcast shape.
+        """
         r2l2 = self.band_radius() ** 2 * np.asarray(length, float) ** 2
         return np.asarray(sigma, float) ** 2 * (1.0 + r2l2 / 5.0) ** (-2.5)
 
-    def tail_variance_for_rms(self, rms, length):
+    def tail_variance_for_rms(self, rms: ArrayLike, length: ArrayLike) -> np.ndarray:
         """:meth:`tail_variance` for the resolved residual's rms over the detector ``rms``
         (the model's amplitude hyperparameter, :meth:`prior_sd_for_rms`) instead of the
-        Matérn amplitude."""
+        Matérn amplitude.
+
+        Parameters
+        ----------
+        rms : array_like
+            The residual's rms over the detector, field units.
+        length : array_like
+            Correlation length(s), pixels.
+
+        Returns
+        -------
+        np.ndarray
+            Variance per component, field units squared.
+        """
         return self.tail_variance(np.asarray(rms, float) / self.rms_per_sigma(length), length)
 
-    def mean_squares(self):
-        """Mean over the detector of each projected basis function's square (per pixel**2
-        of the box normalisation), ``(m * m,)``, by Gauss-Legendre quadrature (64 nodes per
-        dimension: the functions hold at most ``m`` half-waves over the box)."""
+    def mean_squares(self) -> np.ndarray:
+        """Mean over the detector of each projected basis function's square.
+
+        By Gauss-Legendre quadrature (64 nodes per dimension: the functions hold at most
+        ``m`` half-waves over the box); computed once.
+
+        Returns
+        -------
+        np.ndarray
+            ``(m * m,)``, per pixel**2 of the box normalisation.
+        """
         if self._mean_squares is None:
             xc, yc, hx, hy = centre_halfwidth(self.domain)
             t, wt = np.polynomial.legendre.leggauss(64)
@@ -253,25 +394,68 @@ class ResidualBasis:
             object.__setattr__(self, "_mean_squares", w @ self.design(xx.ravel(), yy.ravel()) ** 2)
         return self._mean_squares
 
-    def rms_per_sigma(self, length):
-        """The residual field's rms over the detector (per component) for a unit amplitude
-        ``sigma`` at correlation length(s) ``length`` (pixels): ``sqrt(sum_k S_k q_k)`` with
-        ``q_k`` :meth:`mean_squares`. The polynomial projection removes the long
-        wavelengths, so at long lengths most of ``sigma`` is not in the residual."""
+    def rms_per_sigma(self, length: ArrayLike) -> np.ndarray | float:
+        """The residual field's rms over the detector (per component) for a unit amplitude.
+
+        ``sqrt(sum_k S_k q_k)`` with ``q_k`` :meth:`mean_squares`. The polynomial
+        projection removes the long wavelengths, so at long lengths most of ``sigma`` is
+        not in the residual.
+
+        Parameters
+        ----------
+        length : array_like
+            Correlation length(s), pixels.
+
+        Returns
+        -------
+        np.ndarray or float
+            One value per length (a scalar for a scalar length).
+        """
         length = np.asarray(length, float)
         s = matern52_spectral_density(self.frequencies()[None, :], 1.0, length.reshape(-1, 1))
         out = np.sqrt(s @ self.mean_squares())
         return out[0] if length.ndim == 0 else out
 
-    def prior_sd_for_rms(self, rms, length):
-        """:meth:`prior_sd` for the residual field's rms over the detector ``rms`` (field
-        units) instead of the Matérn amplitude: ``sigma = rms / rms_per_sigma(length)``."""
+    def prior_sd_for_rms(self, rms: ArrayLike, length: ArrayLike) -> np.ndarray:
+        """:meth:`prior_sd` for the residual field's rms over the detector ``rms`` instead
+        of the Matérn amplitude: ``sigma = rms / rms_per_sigma(length)``.
+
+        Parameters
+        ----------
+        rms : array_like
+            The residual's rms over the detector, field units.
+        length : array_like
+            Correlation length(s), pixels.
+
+        Returns
+        -------
+        np.ndarray
+            As :meth:`prior_sd`.
+        """
         return self.prior_sd(np.asarray(rms, float) / self.rms_per_sigma(length), length)
 
-    def covariance(self, x1, y1, x2, y2, sigma, length, project=True):
+    def covariance(self, x1: ArrayLike, y1: ArrayLike, x2: ArrayLike, y2: ArrayLike, sigma: float,
+                   length: float, project: bool = True) -> np.ndarray:
         """The prior covariance of the residual between two sets of points (one component):
-        ``Phi1 diag(S) Phi2^T``; ``project=False`` without the polynomial projection (the
-        approximation of the plain Matérn covariance)."""
+        ``Phi1 diag(S) Phi2^T``.
+
+        Parameters
+        ----------
+        x1, y1, x2, y2 : array_like
+            The two sets of points, 0-based pixels.
+        sigma : float
+            Matérn amplitude, field units.
+        length : float
+            Correlation length, pixels.
+        project : bool
+            ``False``: without the polynomial projection (the approximation of the plain
+            Matérn covariance).
+
+        Returns
+        -------
+        np.ndarray
+            ``(N1, N2)``, field units squared.
+        """
         f = self.design if project else self.raw_design
         s2 = self.prior_sd(sigma, length) ** 2
         return (f(x1, y1) * s2) @ f(x2, y2).T

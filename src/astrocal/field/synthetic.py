@@ -4,15 +4,19 @@
 and a small rotation, plus a smooth non-linear part whose displacement reaches a stated
 size (a few pixels) at the detector corners, with power decreasing with degree.
 """
+from __future__ import annotations
+
 import numpy as np
 
 from .basis import check_degree, terms
 from .core import DistortionField
+from .maps import nonlinear_part
 from ..pixels import detector_domain
 
 
-def smooth_field(shape=(2048, 2048), pixel_scale_mas=5.47, corner_px=3.0, degree=5,
-                 rotation_deg=0.0, rng=None, radial_fraction=0.7, reference=(0.0, 0.0)):
+def smooth_field(shape: tuple[int, int] = (2048, 2048), pixel_scale_mas: float = 5.47, corner_px: float = 3.0,
+                 degree: int = 5, rotation_deg: float = 0.0, rng: np.random.Generator | int | None = None,
+                 radial_fraction: float = 0.7, reference: tuple[float, float] = (0.0, 0.0)) -> DistortionField:
     """A smooth instrument field (0-based detector pixels -> focal plane arcsec).
 
     Parameters
@@ -34,6 +38,12 @@ def smooth_field(shape=(2048, 2048), pixel_scale_mas=5.47, corner_px=3.0, degree
         term, the rest being random smooth terms with power falling as degree**-2.
     reference : (u, v)
         Focal-plane position (arcsec) of the detector centre.
+
+    Returns
+    -------
+    DistortionField
+        0-based detector pixels -> focal-plane arcsec on the detector's domain, with
+        ``meta`` giving its kind, ``corner_px``, ``pixel_scale_mas`` and ``degree``.
     """
     degree = check_degree(degree)
     rng = np.random.default_rng(0 if rng is None else rng)
@@ -55,8 +65,6 @@ def smooth_field(shape=(2048, 2048), pixel_scale_mas=5.47, corner_px=3.0, degree
         mx[3, 0] = mx[1, 2] = 1.0
         my[0, 3] = my[2, 1] = 1.0
         radial = DistortionField.from_monomials(mx, my, (-1, 1, -1, 1), unit="pixel")
-        from .maps import nonlinear_part
-
         radial = nonlinear_part(radial)
     else:
         radial = rand * 0.0

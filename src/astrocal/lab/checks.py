@@ -7,9 +7,12 @@ them and reports what they find in the summary (status, ``flags`` and message co
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+from astropy.table import Table
 
 from ..checksum import file_sha256
 from ..sources import FLAGS_REJECT
@@ -30,9 +33,20 @@ OFFSET_MIN_PX = 1.0
 OFFSET_RELATIVE = 0.02
 
 
-def same_content(files):
-    """Groups of files with the same bytes (SHA-256) among ``files`` (paths; missing ones
-    are skipped).  Returns a list of ``(first, other, sha256)`` in the given order."""
+def same_content(files: Iterable[str | os.PathLike]) -> list[tuple[Path, Path, str]]:
+    """Groups of files with the same bytes (SHA-256) among ``files``.
+
+    Parameters
+    ----------
+    files : iterable of str or os.PathLike
+        Paths; missing ones are skipped.  Iterated twice (give a list).
+
+    Returns
+    -------
+    list of (Path, Path, str)
+        ``(first, other, sha256)`` for each file with the same bytes as an earlier one,
+        in the given order.
+    """
     seen, out = {}, []
     by_size = {}
     for f in files:
@@ -51,11 +65,26 @@ def same_content(files):
     return out
 
 
-def saturation_note(table, reduction):
-    """``(flagged, note)`` for a measured frame: ``flagged`` when at least
-    :data:`SATURATED_SPOTS_FRACTION` of its identified spots have a saturated pixel; the
-    note (None if no pixel is saturated) gives the numbers: spots, pixels and the level
-    (ADU) and where it came from (``reduction``: the reduced frame's meta)."""
+def saturation_note(table: Table, reduction: Mapping) -> tuple[bool, str | None]:
+    """Whether a measured frame is saturated, and a note saying how much.
+
+    Parameters
+    ----------
+    table : Table
+        The frame's source table (``hole_id``, ``flags``).
+    reduction : Mapping
+        The reduced frame's meta (``n_saturated_pixels``, ``saturation_level_adu``,
+        ``saturation_source``).
+
+    Returns
+    -------
+    flagged : bool
+        True when at least :data:`SATURATED_SPOTS_FRACTION` of its identified spots have
+        a saturated pixel.
+    note : str or None
+        The numbers (spots, pixels, the level in ADU and where it came from); None if no
+        pixel is saturated.
+    """
     n_pix = int(reduction.get("n_saturated_pixels") or 0)
     if n_pix == 0:
         return False, None
@@ -75,19 +104,32 @@ def saturation_note(table, reduction):
     return flagged, note
 
 
-def offset_check(tables, offsets, sigmas_mas, pixel_scale_mas):
+def offset_check(tables: Mapping[str, Table], offsets: Mapping[str, tuple[float, float] | None],
+                 sigmas_mas: Mapping[str, float | None], pixel_scale_mas: float) -> dict[str, dict]:
     """Commanded offsets against the measured shifts of the identified holes.
-
-    ``tables``: ``{exposure: source table}`` of one dataset (the first is the reference);
-    ``offsets``: ``{exposure: (x, y) arcsec or None}``; ``sigmas_mas``: ``{exposure:
-    stated sigma (mas) or None}``; ``pixel_scale_mas``: the nominal pixel scale.
 
     The measured shift is the median over the holes both exposures identified (good
     spots) of the position difference (px); the commanded one is the offsets' difference
     mapped to pixels with the reference's identified affine map (mask arcsec -> px; the
-    nominal pixel scale when it has none).  Returns ``{exposure: {"reference",
-    "n_common", "measured_px", "commanded_px", "difference_px", "tolerance_px",
-    "mismatch"}}`` for the exposures compared.
+    nominal pixel scale when it has none).
+
+    Parameters
+    ----------
+    tables : Mapping
+        ``{exposure: source table}`` of one dataset (the first is the reference).
+    offsets : Mapping
+        ``{exposure: (x, y) arcsec or None}``.
+    sigmas_mas : Mapping
+        ``{exposure: stated sigma (mas) or None}``.
+    pixel_scale_mas : float
+        The nominal pixel scale, mas/px.
+
+    Returns
+    -------
+    dict
+        ``{exposure: {"reference", "n_common", "measured_px", "commanded_px",
+        "difference_px", "tolerance_px", "mismatch"}}`` for the exposures compared
+        (those with an offset and at least 3 holes in common with the reference).
     """
     names = [n for n in tables if offsets.get(n) is not None]
     if len(names) < 2:

@@ -51,6 +51,10 @@ detector and ``min_spot_fraction`` of the spots, a final rms below ``max_rms`` p
 and no spot on the orientation marker;
 otherwise :class:`IdentificationError` says what was tried (e.g. a wrong mask table or
 a wrong pixel scale).
+
+The pose models, least-squares fits and one-to-one assignment are those of star matching
+(:mod:`astrocal.pointmatch`), here with mask positions normalised about the mask origin
+and fits that drop the worst point one at a time.
 """
 from __future__ import annotations
 
@@ -60,10 +64,13 @@ from dataclasses import dataclass
 import numpy as np
 import astropy.units as u
 from astropy.table import Table
+from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import AstrocalError
+from ..pointmatch import (PoseModel, assign, fit_dropping_worst, fit_pose, inside, n_terms, pixel_scale_mas,
+                          robust_sigma, rotation_matrix)
 from .mask import Mask, as_mm_per_arcsec
 
 __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]
@@ -73,136 +80,34 @@ class IdentificationError(AstrocalError, ValueError):
     """The spots could not be identified with the mask holes (message says what was tried)."""
 
 
-def pixel_scale_mas(pixel_scale) -> float:
-    """Pixel scale as a plain float in mas per pixel.
-
-    Accepts a Quantity in angle/pixel (``5.47 * u.mas / u.pix``), an angle (taken per
-    pixel) or a plain float (mas).
-    """
-    if isinstance(pixel_scale, u.Quantity):
-        q = pixel_scale
-        if q.unit.physical_type != "angle":
-            try:
-                q = (q * u.pix).to(u.mas)
-            except u.UnitConversionError as exc:
-                raise ValueError(f"pixel_scale: expected mas/pix or an angle, got {pixel_scale!r}") from exc
-        value = float(q.to_value(u.mas))
-    else:
-        value = float(pixel_scale)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"pixel_scale must be positive, got {pixel_scale!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------------
-# small linear-algebra helpers (all in pixels)
+# the pose kit (astrocal.pointmatch) with identification's conventions: mask positions
+# in nominal pixels normalised by ``norm`` about the mask origin (a similarity is not
+# normalised); robust fits drop the worst point one at a time
 # ---------------------------------------------------------------------------------
-def _rot(theta):
-    c, s = math.cos(theta), math.sin(theta)
-    return np.array([[c, -s], [s, c]])
-
-
-def _monomials(uv, degree):
-    x, y = uv[:, 0], uv[:, 1]
-    cols = []
-    for n in range(degree + 1):
-        for j in range(n + 1):
-            cols.append(x ** (n - j) * y ** j)
-    return np.column_stack(cols)
-
-
-def _n_terms(degree):
-    return (degree + 1) * (degree + 2) // 2
-
-
-@dataclass
-class _Model:
-    """A mask(nominal px) -> detector(px) map: similarity, affine or polynomial."""
-
-    kind: str
-    coef: np.ndarray            # (nterms, 2) for poly/affine; (4,) for similarity
-    norm: float = 1.0           # coordinate normalisation of the polynomial
-    degree: int = 1
-
-    def __call__(self, uv):
-        if self.kind == "similarity":
-            a, b, tx, ty = self.coef
-            return np.column_stack([a * uv[:, 0] - b * uv[:, 1] + tx, b * uv[:, 0] + a * uv[:, 1] + ty])
-        return _monomials(uv / self.norm, self.degree) @ self.coef
-
-    @property
-    def linear(self):
-        """(A, t): the linear part at u = 0 (exact for similarity/affine)."""
-        if self.kind == "similarity":
-            a, b, tx, ty = self.coef
-            return np.array([[a, -b], [b, a]]), np.array([tx, ty])
-        t = self.coef[0]
-        # coef rows: 1, x, y -> A[:, 0] = d/dx, A[:, 1] = d/dy
-        A = np.array([[self.coef[1, 0], self.coef[2, 0]], [self.coef[1, 1], self.coef[2, 1]]]) / self.norm
-        return A, t
+_ORIGIN = np.zeros(2)
 
 
 def _fit(kind, uv, xy, degree=1, norm=1.0):
-    if kind == "similarity":
-        n = len(uv)
-        G = np.zeros((2 * n, 4))
-        G[0::2, 0] = uv[:, 0]
-        G[0::2, 1] = -uv[:, 1]
-        G[0::2, 2] = 1
-        G[1::2, 0] = uv[:, 1]
-        G[1::2, 1] = uv[:, 0]
-        G[1::2, 3] = 1
-        coef = np.linalg.lstsq(G, xy.reshape(-1), rcond=None)[0]
-        return _Model("similarity", coef)
-    deg = 1 if kind == "affine" else degree
-    G = _monomials(uv / norm, deg)
-    coef = np.linalg.lstsq(G, xy, rcond=None)[0]
-    return _Model("affine" if deg == 1 else "poly", coef, norm, deg)
+    return fit_pose(kind, uv, xy, degree, _ORIGIN, 1.0 if kind == "similarity" else norm)
 
 
 def _robust_fit(kind, uv, xy, degree=1, norm=1.0, floor=0.3, nsig=5.0):
-    """Least squares that drops the worst point while it is an outlier.
+    """:func:`~astrocal.pointmatch.fit_dropping_worst` with identification's normalisation.
 
-    One point at a time (a gross outlier pulls a fit with few points so much that
-    clipping all points above a threshold at once can keep it), down to half the points.
     Returns (model, keep mask).
     """
-    keep = np.ones(len(uv), bool)
-    min_keep = max(3, (len(uv) + 1) // 2)
-    while True:
-        model = _fit(kind, uv[keep], xy[keep], degree, norm)
-        r = np.hypot(*(model(uv) - xy).T)
-        rk = r[keep]
-        sig = np.median(rk) / 1.1774  # median radius of a 2-d Gaussian = 1.1774 sigma
-        worst = int(np.argmax(np.where(keep, r, -np.inf)))
-        if r[worst] <= max(nsig * sig, floor) or keep.sum() <= min_keep:
-            return model, keep
-        keep[worst] = False
+    return fit_dropping_worst(kind, uv, xy, degree, _ORIGIN, 1.0 if kind == "similarity" else norm,
+                              floor=floor, nsig=nsig)
 
 
 def _assign(pred, tree, tol, k=4):
-    """One-to-one greedy assignment of holes (pred) to spots (tree) within tol (per hole)."""
-    kk = min(k, tree.n)
+    """One-to-one greedy assignment of holes (pred) to spots (tree) within tol (per hole;
+    negative: not a candidate), closest pairs first."""
     if len(pred) == 0 or float(np.max(tol)) <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    d, j = tree.query(pred, k=kk, distance_upper_bound=float(np.max(tol)))
-    if kk == 1:
-        d, j = d[:, None], j[:, None]
-    hole = np.repeat(np.arange(len(pred)), kk)
-    d = d.ravel()
-    j = j.ravel()
-    ok = np.isfinite(d) & (d <= np.repeat(tol, kk))
-    hole, j, d = hole[ok], j[ok], d[ok]
-    order = np.argsort(d, kind="stable")
-    used_h = np.zeros(len(pred), bool)
-    used_s = np.zeros(tree.n, bool)
-    mh, ms = [], []
-    for h, s in zip(hole[order], j[order]):
-        if not used_h[h] and not used_s[s]:
-            used_h[h] = used_s[s] = True
-            mh.append(h)
-            ms.append(s)
-    return np.array(mh, dtype=np.int64), np.array(ms, dtype=np.int64)
+    mh, ms, _ = assign(pred, tree, tol, tol_per="pred", rank="distance", k=k)
+    return mh, ms
 
 
 # ---------------------------------------------------------------------------------
@@ -288,7 +193,7 @@ def _hypotheses(uv, xy, s_lo, s_hi, max_rot, bin_px, n_peaks, k_holes=6, k_spots
 class _Solution:
     hole_idx: np.ndarray
     spot_idx: np.ndarray
-    model: _Model
+    model: PoseModel
     score: float
     n_missing: int
     missing: np.ndarray
@@ -300,35 +205,25 @@ class _Solution:
     prior_chi2: float
 
 
-def _inside(p, box, margin):
-    xmin, xmax, ymin, ymax = box
-    return ((p[:, 0] >= xmin + margin) & (p[:, 0] <= xmax - margin)
-            & (p[:, 1] >= ymin + margin) & (p[:, 1] <= ymax - margin))
-
-
 def _robust_sigma(model, uv, xy):
     """Robust per-axis sigma (px) of the residuals of ``model``."""
     r = np.hypot(*(model(uv) - xy).T)
     if len(r) == 0:
         return 0.0
-    # the median of a 2-d isotropic Gaussian radius is 1.1774 sigma
-    return float(np.median(r) / 1.1774)
+    return robust_sigma(r)
 
 
 def _refine(hyp, uv, xy, tree, dnn, box, cfg, marker_uv, mirror):
     s, th, tx, ty = hyp[:4]
-    A = s * _rot(th)
-    model = _Model("similarity", np.array([A[0, 0], A[1, 0], tx, ty]))
+    A = s * rotation_matrix(th)
+    model = PoseModel("similarity", np.array([A[0, 0], A[1, 0], tx, ty]), _ORIGIN, 1.0)
     norm = cfg["norm"]
     loose = np.minimum(cfg["alpha"] * dnn * s, cfg["cap_px"])
-    xmin, xmax, ymin, ymax = box
 
     def candidates(pred, tol):
         # holes predicted outside the detector by more than half their tolerance cannot
         # have a spot: leave them out so that a spurious spot near the edge is not taken
-        ok = ((pred[:, 0] >= xmin - 0.5 * tol) & (pred[:, 0] <= xmax + 0.5 * tol)
-              & (pred[:, 1] >= ymin - 0.5 * tol) & (pred[:, 1] <= ymax + 0.5 * tol))
-        return np.where(ok, tol, -1.0)
+        return np.where(inside(pred, box, 0.5 * tol), tol, -1.0)
 
     mh = ms = np.zeros(0, np.int64)
     keep = None
@@ -356,7 +251,7 @@ def _refine(hyp, uv, xy, tree, dnn, box, cfg, marker_uv, mirror):
         if n < 3:
             return None
         deg = cfg["degree"]
-        while deg > 1 and n < 2 * _n_terms(deg) + 2:
+        while deg > 1 and n < 2 * n_terms(deg) + 2:
             deg -= 1
         kind = "poly" if deg > 1 else ("affine" if n >= 4 else "similarity")
         model, keep = _robust_fit(kind, uv[mh], xy[ms], deg, norm, floor=cfg["clip_floor_loose"] / 2)
@@ -369,13 +264,13 @@ def _refine(hyp, uv, xy, tree, dnn, box, cfg, marker_uv, mirror):
         if len(mh) < 3:
             return None
         kind, deg = model.kind, model.degree
-        if kind == "poly" and len(mh) < 2 * _n_terms(deg) + 2:
+        if kind == "poly" and len(mh) < 2 * n_terms(deg) + 2:
             kind, deg = "affine", 1
         model, keep = _robust_fit(kind, uv[mh], xy[ms], deg, norm, floor=cfg["tight_floor_px"] / 2)
     pred = model(uv)
     resid = np.hypot(*(pred[mh] - xy[ms]).T)
     rms = float(np.sqrt(np.mean(resid ** 2))) if len(resid) else np.inf
-    in_field = _inside(pred, box, cfg["edge_margin_px"])
+    in_field = inside(pred, box, -cfg["edge_margin_px"])
     matched = np.zeros(len(uv), bool)
     matched[mh] = True
     missing = np.nonzero(in_field & ~matched)[0]
@@ -383,7 +278,7 @@ def _refine(hyp, uv, xy, tree, dnn, box, cfg, marker_uv, mirror):
     marker_px = None
     if marker_uv is not None:
         marker_px = model(marker_uv[None, :])[0]
-        if _inside(marker_px[None, :], box, 0.0)[0]:
+        if inside(marker_px[None, :], box)[0]:
             dm, _ = tree.query(marker_px)
             marker_hit = bool(dm <= float(np.max(tight)))
         else:
@@ -405,7 +300,7 @@ def _converged_already(hyp, uv, xy, solutions, mirror, dnn) -> bool:
     if not solutions:
         return False
     s, th, tx, ty = hyp[:4]
-    A = s * _rot(th)
+    A = s * rotation_matrix(th)
     lim = 0.25 * float(np.min(dnn))
     for sol in solutions:
         if sol.mirror != mirror:
@@ -448,12 +343,16 @@ def _spot_xy(spots, x_col, y_col):
     return xy, table
 
 
-def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
-                   detector_shape=None, max_rotation=5 * u.deg, scale_tolerance=0.06,
-                   mirror=False, center_guess=None, center_sigma=None,
-                   fit_degree=3, min_matched=6, min_fraction=0.5, min_spot_fraction=0.25,
-                   max_rms=2.0,
-                   ambiguity_margin=3.0, n_candidates=10, x_col="x", y_col="y") -> Table:
+def identify_spots(spots: Table | ArrayLike, mask: Mask, pixel_scale: float | u.Quantity,
+                   mask_scale: float | u.Quantity | None = None, *,
+                   detector_shape: tuple[int, int] | None = None,
+                   max_rotation: float | u.Quantity = 5 * u.deg, scale_tolerance: float = 0.06,
+                   mirror: bool | None = False, center_guess: ArrayLike | u.Quantity | None = None,
+                   center_sigma: float | u.Quantity | None = None,
+                   fit_degree: int = 3, min_matched: int = 6, min_fraction: float = 0.5,
+                   min_spot_fraction: float = 0.25, max_rms: float = 2.0,
+                   ambiguity_margin: float = 3.0, n_candidates: int = 10, x_col: str = "x",
+                   y_col: str = "y") -> Table:
     """Assign mask holes to detected spots.
 
     Parameters
@@ -492,6 +391,10 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
         scale and rotation must lie within ``scale_tolerance`` and ``max_rotation``.
     ambiguity_margin : float
         The best pose must score this much above any different pose.
+    n_candidates : int
+        Number of candidate poses taken from the vote histogram (per mirror parity).
+    x_col, y_col : str
+        Names of the spot position columns (pixels) in a spot Table.
 
     Returns
     -------
@@ -513,6 +416,46 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
         different poses are equally good (ambiguous); the message says what was tried.
     """
     xy, table = _spot_xy(spots, x_col, y_col)
+    geo = _geometry(xy, mask, pixel_scale, mask_scale, detector_shape=detector_shape,
+                    max_rotation=max_rotation, scale_tolerance=scale_tolerance,
+                    center_guess=center_guess, center_sigma=center_sigma, fit_degree=fit_degree)
+    # steps 1 and 2: candidate poses by pair voting, each refined and scored
+    solutions, n_votes, n_hyp, n_out_of_bounds = _search(xy, geo, mirror, n_candidates)
+    n_spots = len(xy)
+    tried = (f"mask '{mask.name}' ({len(mask)} holes, {mask.source}), {n_spots} spots, nominal "
+             f"pixel scale {geo.pix_mas:g} mas/px, mask scale {geo.scale_mm:g} mm/arcsec, scale within "
+             f"+-{scale_tolerance:.0%}, rotation within +-{math.degrees(geo.max_rot):g} deg, mirror="
+             f"{'both' if mirror is None else bool(mirror)}: {n_votes} pair votes, {n_hyp} candidate poses")
+    if n_out_of_bounds:
+        tried += f" ({n_out_of_bounds} refined to a scale or rotation out of bounds)"
+    # step 3: the best pose, acceptance and uniqueness
+    best, runner = _choose(solutions, n_spots, tried, min_matched=min_matched, min_fraction=min_fraction,
+                           min_spot_fraction=min_spot_fraction, max_rms=max_rms,
+                           ambiguity_margin=ambiguity_margin)
+    return _output(table, xy, mask, geo, best, runner, n_hyp)
+
+
+@dataclass
+class _Geometry:
+    """The mask in nominal pixels, the detector box and the search settings of one
+    identification."""
+
+    pix_mas: float
+    scale_mm: float
+    hole_uv0: np.ndarray        # (n_holes, 2) nominal px, not mirrored
+    marker_uv0: np.ndarray | None
+    dnn: np.ndarray             # each hole's distance to its nearest neighbour, nominal px
+    max_rot: float              # rad
+    s_lo: float
+    s_hi: float
+    box: tuple
+    cfg: dict
+    bin_px: float
+
+
+def _geometry(xy, mask, pixel_scale, mask_scale, *, detector_shape, max_rotation, scale_tolerance,
+              center_guess, center_sigma, fit_degree):
+    """Validate the inputs; the mask in nominal pixels, the detector box, the settings."""
     n_spots = len(xy)
     pix_mas = pixel_scale_mas(pixel_scale)
     scale = mask.mask_scale if mask_scale is None else mask_scale
@@ -551,39 +494,45 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
                norm=max(float(np.max(np.abs(hole_uv0))), 1.0),
                center_guess=cg, center_sigma=csig)
     bin_px = max(0.25 * float(np.min(dnn)) * s_lo, 1.0)
-    tree = cKDTree(xy)
+    return _Geometry(pix_mas, scale_mm, hole_uv0, marker_uv0, dnn, max_rot, s_lo, s_hi, box, cfg, bin_px)
 
+
+def _search(xy, geo, mirror, n_candidates):
+    """Steps 1 and 2 for each parity: candidate poses by pair voting, refined and scored;
+    refined poses outside the scale and rotation bounds are counted, not kept."""
+    tree = cKDTree(xy)
     parities = [False, True] if mirror is None else [bool(mirror)]
     solutions: list[_Solution] = []
     n_votes = 0
     n_hyp = 0
     n_out_of_bounds = 0
     for par in parities:
-        uv = hole_uv0 * ([-1.0, 1.0] if par else [1.0, 1.0])
-        muv = None if marker_uv0 is None else marker_uv0 * ([-1.0, 1.0] if par else [1.0, 1.0])
-        hyps, nv = _hypotheses(uv, xy, s_lo, s_hi, max_rot, bin_px, n_candidates)
+        uv = geo.hole_uv0 * ([-1.0, 1.0] if par else [1.0, 1.0])
+        muv = None if geo.marker_uv0 is None else geo.marker_uv0 * ([-1.0, 1.0] if par else [1.0, 1.0])
+        hyps, nv = _hypotheses(uv, xy, geo.s_lo, geo.s_hi, geo.max_rot, geo.bin_px, n_candidates)
         n_votes += nv
         n_hyp += len(hyps)
         for h in hyps:
-            if _converged_already(h, uv, xy, solutions, par, dnn):
+            if _converged_already(h, uv, xy, solutions, par, geo.dnn):
                 continue
-            sol = _refine(h, uv, xy, tree, dnn, box, cfg, muv, par)
+            sol = _refine(h, uv, xy, tree, geo.dnn, geo.box, geo.cfg, muv, par)
             if sol is None:
                 continue
             # the refined pose must respect the same scale and rotation bounds
             sim = _fit("similarity", uv[sol.hole_idx], xy[sol.spot_idx])
             a, b = sim.coef[:2]
-            if (s_lo <= math.hypot(a, b) <= s_hi) and abs(math.atan2(b, a)) <= max_rot:
+            if (geo.s_lo <= math.hypot(a, b) <= geo.s_hi) and abs(math.atan2(b, a)) <= geo.max_rot:
                 solutions.append(sol)
             else:
                 n_out_of_bounds += 1
+    return solutions, n_votes, n_hyp, n_out_of_bounds
 
-    tried = (f"mask '{mask.name}' ({len(mask)} holes, {mask.source}), {n_spots} spots, nominal "
-             f"pixel scale {pix_mas:g} mas/px, mask scale {scale_mm:g} mm/arcsec, scale within "
-             f"+-{scale_tolerance:.0%}, rotation within +-{math.degrees(max_rot):g} deg, mirror="
-             f"{'both' if mirror is None else bool(mirror)}: {n_votes} pair votes, {n_hyp} candidate poses")
-    if n_out_of_bounds:
-        tried += f" ({n_out_of_bounds} refined to a scale or rotation out of bounds)"
+
+def _choose(solutions, n_spots, tried, *, min_matched, min_fraction, min_spot_fraction, max_rms,
+            ambiguity_margin):
+    """Step 3: the best-scoring pose and the best different one; :class:`IdentificationError`
+    when none is acceptable, when the best puts a spot on the orientation marker, or when
+    the runner-up scores within ``ambiguity_margin``."""
     if not solutions:
         raise IdentificationError(f"no pose of the mask matches the spots; tried {tried}; "
                                   "check the mask table, the pixel scale and the mask plate scale")
@@ -617,9 +566,15 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
             f"(mask origin at pixel ({ta[0]:.1f}, {ta[1]:.1f}) or ({tb[0]:.1f}, {tb[1]:.1f})); "
             f"the orientation marker is {'not in the field' if best.marker_px is None else 'not decisive'}; "
             f"pass center_guess/center_sigma (from the chopper offset) to break the tie; tried {tried}")
+    return best, runner
 
-    # ---- outputs ---------------------------------------------------------------
-    uv = hole_uv0 * ([-1.0, 1.0] if best.mirror else [1.0, 1.0])
+
+def _output(table, xy, mask, geo, best, runner, n_hyp):
+    """The spot table with the hole ids and predicted positions, and the identification's
+    meta (the fitted transforms and quality measures)."""
+    n_spots = len(xy)
+    pix_mas, scale_mm = geo.pix_mas, geo.scale_mm
+    uv = geo.hole_uv0 * ([-1.0, 1.0] if best.mirror else [1.0, 1.0])
     hole_ids = mask.hole_id
     col = np.full(n_spots, -1, dtype=np.int64)
     col[best.spot_idx] = hole_ids[best.hole_idx]
@@ -676,7 +631,7 @@ def identify_spots(spots, mask: Mask, pixel_scale, mask_scale=None, *,
         "mask_scale_mm_per_arcsec": scale_mm,
     }
     if aff is not None:
-        A, t = aff.linear
+        A, t = aff.affine_params()
         rms_aff = float(np.sqrt(np.mean(np.sum((aff(uvm) - xym) ** 2, axis=1))))
         Aas = A * per_arcsec
         if best.mirror:

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,6 +51,7 @@ from typing import Any, Mapping
 import numpy as np
 import astropy.units as u
 from astropy.table import Table
+from numpy.typing import ArrayLike
 
 from ..errors import AstrocalError
 
@@ -119,7 +122,7 @@ class Mask:
     position_unit: str = "mm"  # the unit the file declared for x_mm, y_mm (converted to mm)
 
     @property
-    def affine_sigma_ppm(self):
+    def affine_sigma_ppm(self) -> float | None:
         """The metrology of the mask's net scale and shears (1-sigma, ppm;
         ``meta['affine_sigma_ppm']``), or ``None`` when the table does not give it (the fit
         then derives it from the hole errors, :class:`astrocal.model.linear.Priors`)."""
@@ -149,6 +152,7 @@ class Mask:
 
     @property
     def short_name(self) -> str:
+        """Short name for labels (``meta['short_name']``, else :attr:`name`)."""
         return str(self.meta.get("short_name", self.name))
 
     @property
@@ -170,31 +174,79 @@ class Mask:
             )
         return as_mm_per_arcsec(scale, what=f"{self.source}: mask_scale")
 
-    def xy_arcsec(self, mask_scale=None) -> np.ndarray:
-        """Hole centres projected on the sky, shape (N, 2), plain floats in arcsec.
+    def xy_arcsec(self, mask_scale: u.Quantity | float | None = None) -> np.ndarray:
+        """Hole centres projected on the sky.
 
-        ``arcsec = mm / (mm per arcsec)``; ``mask_scale`` (Quantity in mm/arcsec)
-        overrides the table's own plate scale.
+        ``arcsec = mm / (mm per arcsec)``.
+
+        Parameters
+        ----------
+        mask_scale : Quantity or float, optional
+            Plate scale (mm/arcsec; a float in mm/arcsec); overrides the table's own.
+
+        Returns
+        -------
+        np.ndarray
+            Shape (N, 2), plain floats in arcsec.
+
+        Raises
+        ------
+        MaskError
+            When there is no plate scale, or it is not a positive mm/arcsec.
         """
         return self.xy_mm / self._scale_mm_per_arcsec(mask_scale)
 
-    def positions_arcsec(self, mask_scale=None) -> u.Quantity:
-        """Like :meth:`xy_arcsec` but as a Quantity (arcsec), shape (N, 2)."""
+    def positions_arcsec(self, mask_scale: u.Quantity | float | None = None) -> u.Quantity:
+        """Like :meth:`xy_arcsec` but as a Quantity.
+
+        Parameters
+        ----------
+        mask_scale : Quantity or float, optional
+            Plate scale (mm/arcsec); overrides the table's own.
+
+        Returns
+        -------
+        Quantity
+            Hole centres, arcsec, shape (N, 2).
+        """
         return self.xy_arcsec(mask_scale) * u.arcsec
 
-    def marker_arcsec(self, mask_scale=None) -> np.ndarray | None:
-        """Orientation marker position in arcsec (plain floats), or ``None``."""
+    def marker_arcsec(self, mask_scale: u.Quantity | float | None = None) -> np.ndarray | None:
+        """Orientation marker position on the sky.
+
+        Parameters
+        ----------
+        mask_scale : Quantity or float, optional
+            Plate scale (mm/arcsec); overrides the table's own.
+
+        Returns
+        -------
+        np.ndarray or None
+            (x, y) in arcsec (plain floats), or ``None`` when the mask has no marker.
+        """
         marker = self.orientation_marker_mm
         if marker is None:
             return None
         return marker / self._scale_mm_per_arcsec(mask_scale)
 
     # ---- selections -------------------------------------------------------------
-    def select(self, rows) -> "Mask":
-        """A new Mask with the given rows (boolean mask or indices) of this one."""
+    def select(self, rows: ArrayLike | slice) -> Mask:
+        """A new Mask with the given rows of this one.
+
+        Parameters
+        ----------
+        rows : array_like or slice
+            Boolean mask or indices of the holes (rows of :attr:`table`).
+
+        Returns
+        -------
+        Mask
+            The selected holes, with this mask's name, scale, source and meta.
+        """
         return dataclasses.replace(self, table=self.table[rows])
 
-    def in_field(self, fov, center=None, mask_scale=None) -> "Mask":
+    def in_field(self, fov: u.Quantity, center: u.Quantity | None = None,
+                 mask_scale: u.Quantity | float | None = None) -> Mask:
         """Holes whose centre falls inside a rectangular field of view.
 
         The boundary is inclusive.
@@ -237,8 +289,16 @@ class Mask:
         return self.select(inside)
 
     # ---- output -----------------------------------------------------------------
-    def write(self, path, overwrite: bool = False) -> None:
-        """Write the mask as ECSV (the shipped format)."""
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the mask as ECSV (the shipped format).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Output file.
+        overwrite : bool
+            Replace an existing file.
+        """
         t = self.table.copy(copy_data=True)
         t.meta = dict(self.meta)
         t.write(path, format="ascii.ecsv", overwrite=overwrite)
@@ -247,8 +307,26 @@ class Mask:
 # --------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------
-def as_mm_per_arcsec(scale, what="mask_scale") -> float:
-    """Plate scale as a plain float in mm/arcsec (Quantity in length/angle, or float)."""
+def as_mm_per_arcsec(scale: u.Quantity | float, what: str = "mask_scale") -> float:
+    """Plate scale as a plain float in mm/arcsec.
+
+    Parameters
+    ----------
+    scale : Quantity or float
+        A Quantity in length/angle, or a float in mm/arcsec.
+    what : str
+        What the value is, for the error message.
+
+    Returns
+    -------
+    float
+        The plate scale, mm/arcsec.
+
+    Raises
+    ------
+    MaskError
+        When it is not a length per angle, or a float that is not finite and positive.
+    """
     if isinstance(scale, u.Quantity):
         try:
             return float(scale.to_value(u.mm / u.arcsec))
@@ -376,16 +454,40 @@ MASK_SCALE_TOLERANCE = 1.5
 _LENGTH_UNITS = (("nm", u.nm), ("um", u.um), ("mm", u.mm), ("cm", u.cm), ("m", u.m))
 
 
-def check_mask_scale(mask, mask_scale, pixel_scale_mas, tables, source=None):
+def check_mask_scale(mask: Mask, mask_scale: float, pixel_scale_mas: float, tables: Iterable[Table],
+                     source: str | None = None) -> float:
     """Refuse a mask whose positions are in another unit than declared (cm or um written as
     mm, mm declared as um...), from the identified spots of measured source tables.
 
-    For every table (``hole_id``, ``x``, ``y`` in pixels), the distances between pairs of
-    identified holes in pixels are compared with the mask's distances (mm) at
-    ``mask_scale`` (mm/arcsec) and ``pixel_scale_mas``; their median ratio should be ~1
-    (the distortion and the nominal scales' errors: :data:`MASK_SCALE_TOLERANCE`).  A ratio
-    near a power of ten is a :class:`MaskError` naming the file, the factor and the likely
-    unit of the numbers.  Returns the median ratio (NaN with fewer than 3 holes)."""
+    For every table, the distances between pairs of identified holes in pixels are
+    compared with the mask's distances (mm) at ``mask_scale`` and ``pixel_scale_mas``;
+    their median ratio should be ~1 (the distortion and the nominal scales' errors:
+    :data:`MASK_SCALE_TOLERANCE`).
+
+    Parameters
+    ----------
+    mask : Mask
+        The mask table.
+    mask_scale : float
+        Plate scale at the mask, mm/arcsec.
+    pixel_scale_mas : float
+        Nominal pixel scale, mas/px.
+    tables : iterable of Table
+        Measured source tables (``hole_id``, ``x``, ``y`` in pixels).
+    source : str, optional
+        The name to give in the error (default the mask's source).
+
+    Returns
+    -------
+    float
+        The median ratio (NaN when no table has 3 identified holes).
+
+    Raises
+    ------
+    MaskError
+        When the ratio is outside the tolerance (e.g. near a power of ten): names the
+        file, the factor and the likely unit of the numbers.
+    """
     px_per_mm = 1e3 / (float(pixel_scale_mas) * float(mask_scale))
     index = {int(h): k for k, h in enumerate(mask.hole_id)}
     ratios = []
@@ -417,13 +519,28 @@ def check_mask_scale(mask, mask_scale, pixel_scale_mas, tables, source=None):
         f"table's x_mm, y_mm (declared in {declared}) at mask_scale_mm_per_arcsec = {mask_scale:g} and "
         f"pixel_scale_mas = {pixel_scale_mas:g}{guess}")
 
-def load_mask(path) -> Mask:
+def load_mask(path: str | os.PathLike) -> Mask:
     """Read and check a mask table (ECSV).
 
-    Raises :class:`MaskError` (a ``ValueError``) naming the file and the offending
-    column, key or hole ids when a required column is missing, a unit is missing or
-    not a length, ``hole_id`` is not integer or not unique, two holes share a
-    position, or values are not finite; ``FileNotFoundError`` if the file is absent.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ECSV file.
+
+    Returns
+    -------
+    Mask
+        The checked mask (positions converted to mm).
+
+    Raises
+    ------
+    MaskError
+        (a ``ValueError``) naming the file and the offending column, key or hole ids
+        when a required column is missing, a unit is missing or not a length,
+        ``hole_id`` is not integer or not unique, two holes share a position, or values
+        are not finite.
+    FileNotFoundError
+        If the file is absent.
     """
     path = Path(path)
     if not path.is_file():
@@ -435,12 +552,35 @@ def load_mask(path) -> Mask:
     return _mask_from_table(t, str(path))
 
 
-def mask_from_arrays(x_mm, y_mm, diameter_um=25.0, *, hole_id=None, name="mask",
-                     mask_scale=None, meta=None) -> Mask:
+def mask_from_arrays(x_mm: ArrayLike, y_mm: ArrayLike, diameter_um: ArrayLike = 25.0, *,
+                     hole_id: ArrayLike | None = None, name: str = "mask",
+                     mask_scale: u.Quantity | float | None = None, meta: Mapping | None = None) -> Mask:
     """Build a checked :class:`Mask` from plain arrays (mm, um).
 
-    ``mask_scale`` is a Quantity (mm/arcsec) or float in mm/arcsec; ``meta`` extra
-    metadata (e.g. ``orientation_marker``).
+    Parameters
+    ----------
+    x_mm, y_mm : array_like
+        Hole centres in the mask plane, mm.
+    diameter_um : array_like
+        Hole diameters (um; a scalar for all).
+    hole_id : array_like, optional
+        Hole identifiers (default 1, 2, ...).
+    name : str
+        The mask's name.
+    mask_scale : Quantity or float, optional
+        Plate scale, a Quantity (mm/arcsec) or float in mm/arcsec.
+    meta : Mapping, optional
+        Extra metadata (e.g. ``orientation_marker``).
+
+    Returns
+    -------
+    Mask
+        The checked mask.
+
+    Raises
+    ------
+    MaskError
+        When the arrays do not make a valid mask (shapes, unique ids, finite values).
     """
     x = np.atleast_1d(np.asarray(x_mm, dtype=float))
     y = np.atleast_1d(np.asarray(y_mm, dtype=float))
@@ -460,7 +600,8 @@ def mask_from_arrays(x_mm, y_mm, diameter_um=25.0, *, hole_id=None, name="mask",
     return _mask_from_table(t, f"<{name}>")
 
 
-def read_irdb_mask(path, mask_scale=3.319, *, start_id: int = 1, name=None) -> Mask:
+def read_irdb_mask(path: str | os.PathLike, mask_scale: u.Quantity | float = 3.319, *, start_id: int = 1,
+                   name: str | None = None) -> Mask:
     """Convert a ScopeSim/IRDB focal-plane mask file (``x y diam`` in arcsec) to a Mask.
 
     The IRDB WCU mask files (e.g. ``METIS/wcu/fp_mask_grid_lm.dat``) list the holes
@@ -472,6 +613,28 @@ def read_irdb_mask(path, mask_scale=3.319, *, start_id: int = 1, name=None) -> M
 
     This is a conversion helper for updating the shipped tables; astrocal itself reads
     only ECSV mask tables at run time.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The IRDB mask file.
+    mask_scale : Quantity or float
+        Plate scale at the mask, mm/arcsec.
+    start_id : int
+        Identifier of the first hole.
+    name : str, optional
+        The mask's name (default the header's ``name``, else the file stem).
+
+    Returns
+    -------
+    Mask
+        The mask, positions in mm.
+
+    Raises
+    ------
+    MaskError
+        Naming the file (and line) when a row, the column header or a unit is not as
+        expected.
     """
     path = Path(path)
     scale = as_mm_per_arcsec(mask_scale, what=f"{path}: mask_scale")
@@ -517,7 +680,13 @@ def _mask_dir():
 
 
 def list_masks() -> list[str]:
-    """Names of the mask tables shipped with astrocal (file stems, sorted)."""
+    """Names of the mask tables shipped with astrocal.
+
+    Returns
+    -------
+    list of str
+        File stems, sorted.
+    """
     d = _mask_dir()
     try:
         entries = list(d.iterdir())
@@ -527,7 +696,23 @@ def list_masks() -> list[str]:
 
 
 def mask_path(name: str) -> Path:
-    """Path of a shipped mask table by name (see :func:`list_masks`)."""
+    """Path of a shipped mask table by name.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`list_masks` (with or without ``.ecsv``).
+
+    Returns
+    -------
+    Path
+        The table's path.
+
+    Raises
+    ------
+    UnknownMaskError
+        When no shipped mask has that name (the message lists them).
+    """
     names = list_masks()
     key = name[:-5] if name.endswith(".ecsv") else name
     if key not in names:
@@ -536,5 +721,16 @@ def mask_path(name: str) -> Path:
 
 
 def get_mask(name: str) -> Mask:
-    """Load a shipped mask table by name, e.g. ``get_mask("metis_wcu_fp_mask5")``."""
+    """Load a shipped mask table by name, e.g. ``get_mask("metis_wcu_fp_mask5")``.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`list_masks`.
+
+    Returns
+    -------
+    Mask
+        The checked mask.
+    """
     return load_mask(mask_path(name))

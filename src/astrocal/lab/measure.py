@@ -62,10 +62,14 @@ from ..sources import (FLAG_LOW_COVERAGE, FLAG_UNIDENTIFIED, FLAGS_REJECT, LAB_F
                        OPTIONAL_COLUMNS, OUTPUT_COLUMNS, REQUIRED_COLUMNS, SourceTableError,
                        read_source_table, validate_source_table)
 from ..image import centroid as C
+from ..image.centroid import CentroidResult
 from ..image.frame import fit_frame_spots, header_rules  # noqa: F401 - header_rules re-exported
 from ..image.detect import detect_spots
+from ..image.psf import FILTER_WAVELENGTH_UM, PixelPSF, diffraction_psf, pinhole_diameter_mas
+from ..image.reduce import DQ_SATURATED, DetectorParams, ReducedFrame
+from ..instruments import get_instrument
 from .identify import IdentificationError, identify_spots
-from ..image.reduce import DQ_SATURATED
+from .mask import Mask
 
 __all__ = [
     "FLAG_UNIDENTIFIED",
@@ -96,17 +100,37 @@ _PIX = u.pix
 
 
 # =========================================================================== PSF
-def model_psf(instrument, filter_name, mask, *, pixel_scale_mas=None, mask_scale=None):
+def model_psf(instrument: str | None, filter_name: str, mask: Mask, *, pixel_scale_mas: float | None = None,
+              mask_scale: float | None = None) -> PixelPSF:
     """The diffraction PSF of the lab data path for a dataset.
 
-    ``instrument`` a registry key (e.g. ``"metis-lm"``) or None (then ``filter_name``
-    must be one of ``L``, ``M``, ``N`` of :data:`~astrocal.image.psf.FILTER_WAVELENGTH_UM`);
-    the wavelength is the filter's centre; the source is a uniform disk of the mask's
-    (median) hole diameter at ``mask_scale`` (mm/arcsec).
-    """
-    from ..instruments import get_instrument
-    from ..image.psf import FILTER_WAVELENGTH_UM, diffraction_psf, pinhole_diameter_mas
+    The wavelength is the filter's centre; the source is a uniform disk of the mask's
+    (median) hole diameter at ``mask_scale``.
 
+    Parameters
+    ----------
+    instrument : str or None
+        A registry key (e.g. ``"metis-lm"``) or None (then ``filter_name`` must be one of
+        ``L``, ``M``, ``N`` of :data:`~astrocal.image.psf.FILTER_WAVELENGTH_UM`).
+    filter_name : str
+        The filter (of the instrument, or ``L``, ``M``, ``N``).
+    mask : Mask
+        The pinhole mask (its median hole diameter; its plate scale by default).
+    pixel_scale_mas : float, optional
+        Pixel scale (mas/px); default the instrument's.
+    mask_scale : float, optional
+        Plate scale at the mask (mm/arcsec); default the mask's, else the instrument's.
+
+    Returns
+    -------
+    PixelPSF
+        The PSF, with ``meta['filter']`` and ``meta['hole_diameter_um']``.
+
+    Raises
+    ------
+    MeasureError
+        When the filter's wavelength is unknown.
+    """
     wavelength = None
     inst = None
     if instrument is not None:
@@ -140,17 +164,33 @@ def model_psf(instrument, filter_name, mask, *, pixel_scale_mas=None, mask_scale
 CORE_CHI2_LOW = 0.2
 
 
-def noise_model_check(reduced, res, psf, min_spots=3):
-    """How well the noise model describes the spots: the residual chi^2 per pixel on the
-    pixels each spot dominates (its model signal above 5 x the stamp's median background
-    noise), medians over the good spots.
+def noise_model_check(reduced: ReducedFrame, res: CentroidResult, psf: PixelPSF, min_spots: int = 3) -> dict:
+    """How well the noise model describes the spots.
 
-    The stamp's other pixels are background and are checked by the frame's pixel-to-pixel
+    The residual chi^2 per pixel on the pixels each spot dominates (its model signal
+    above 5 x the stamp's median background noise), medians over the good spots.  The
+    stamp's other pixels are background and are checked by the frame's pixel-to-pixel
     test (:func:`~astrocal.image.reduce.excess_variance`); a variance that is too large
     *at the spots* (a normalised flat read as counts, a gain too small, frames not in ADU)
     shows only here, as ``core_chi2`` well below 1 (a PSF model that differs from the
-    spots raises it above 1).  Returns ``{"core_chi2", "n_spots", "median_snr"}``
-    (``core_chi2`` NaN with fewer than ``min_spots`` usable spots).
+    spots raises it above 1).
+
+    Parameters
+    ----------
+    reduced : ReducedFrame
+        The reduced frame (data, variances, DQ, gain).
+    res : CentroidResult
+        The spots fitted on it.
+    psf : PixelPSF
+        The PSF they were fitted with.
+    min_spots : int
+        Fewest usable spots (with at least 4 core pixels) for a ``core_chi2``.
+
+    Returns
+    -------
+    dict
+        ``{"core_chi2", "n_spots", "median_snr"}`` (``core_chi2`` NaN with fewer than
+        ``min_spots`` usable spots).
     """
     size = int(res.meta["stamp_size"])
     h = size // 2
@@ -183,10 +223,27 @@ def noise_model_check(reduced, res, psf, min_spots=3):
     return out
 
 
-def implausible_noise_warning(check, params, source, provenance=None):
-    """The warning for a :func:`noise_model_check` whose ``core_chi2`` is below
-    :data:`CORE_CHI2_LOW` (None otherwise): names the frame, the factor and the likely
-    causes."""
+def implausible_noise_warning(check: dict, params: DetectorParams, source: str,
+                              provenance: dict | None = None) -> str | None:
+    """The warning for an implausible noise model.
+
+    Parameters
+    ----------
+    check : dict
+        A :func:`noise_model_check` result.
+    params : DetectorParams
+        The frame's detector parameters (its gain is named).
+    source : str
+        The frame's name, for the message.
+    provenance : dict, optional
+        Where the gain and read noise came from (``{"gain": ...}``).
+
+    Returns
+    -------
+    str or None
+        When ``core_chi2`` is below :data:`CORE_CHI2_LOW`, the warning naming the frame,
+        the factor and the likely causes; None otherwise.
+    """
     c = check.get("core_chi2", float("nan"))
     if not (np.isfinite(c) and c < CORE_CHI2_LOW):
         return None
@@ -200,8 +257,45 @@ def implausible_noise_warning(check, params, source, provenance=None):
             "[instrument.header_keywords] gain) or frames not in ADU")
 
 
-def identify_frame_spots(res, mask, pixel_scale_mas, mask_scale, shape, center_guess, center_sigma):
-    """hole ids (N,) and the identification meta; raises IdentificationError."""
+def identify_frame_spots(res: CentroidResult, mask: Mask, pixel_scale_mas: float, mask_scale: float | None,
+                         shape: tuple[int, int], center_guess: tuple[float, float] | None,
+                         center_sigma: float | None) -> tuple[np.ndarray, dict]:
+    """Identify the fitted spots of one frame with the mask holes.
+
+    The spots with finite positions and no failed fit are identified
+    (:func:`~astrocal.lab.identify.identify_spots`) by the pattern alone first, and with
+    ``center_guess`` as the expected mask origin when that fails.
+
+    Parameters
+    ----------
+    res : CentroidResult
+        The fitted spots.
+    mask : Mask
+        The pinhole mask.
+    pixel_scale_mas : float
+        Nominal pixel scale, mas/px.
+    mask_scale : float or None
+        Plate scale at the mask (mm/arcsec); None for the mask's.
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    center_guess : tuple of float or None
+        Expected pixel position of the mask origin (from the chopper offset).
+    center_sigma : float or None
+        Its uncertainty, px.
+
+    Returns
+    -------
+    ids : np.ndarray
+        (N,) hole id of each spot (-1: not identified).
+    meta : dict
+        The identification meta (without ``unmatched_rows``), with ``used_center_guess``
+        and, given a guess, ``center_guess_px`` and ``origin_minus_guess_px``.
+
+    Raises
+    ------
+    IdentificationError
+        When the spots cannot be identified (with and without the guess).
+    """
     usable = np.isfinite(res.x) & np.isfinite(res.y) & ((res.flags & C.FLAG_BAD_FIT) == 0)
     spots = Table({"x": res.x[usable], "y": res.y[usable], "flux": res.flux[usable]})
     kwargs = dict(detector_shape=shape)
@@ -236,8 +330,24 @@ def identify_frame_spots(res, mask, pixel_scale_mas, mask_scale, shape, center_g
     return ids, meta
 
 
-def source_table(res, ids, meta):
-    """The output table from a CentroidResult and hole ids, identified rows first."""
+def source_table(res: CentroidResult, ids: np.ndarray, meta: dict) -> Table:
+    """The output table from a CentroidResult and hole ids, identified rows first.
+
+    Parameters
+    ----------
+    res : CentroidResult
+        The fitted spots.
+    ids : np.ndarray
+        (N,) their hole ids (-1: not identified; flagged ``FLAG_UNIDENTIFIED``).
+    meta : dict
+        The table's meta.
+
+    Returns
+    -------
+    Table
+        The lab source table (positions in pixels, fluxes in ADU), sorted by hole id then
+        by decreasing SNR, unidentified spots last.
+    """
     flags = np.asarray(res.flags, np.int64) | np.where(ids < 0, FLAG_UNIDENTIFIED, 0)
     t = Table(meta=meta)
     t["hole_id"] = ids
@@ -271,24 +381,53 @@ def source_table(res, ids, meta):
     return t[order]
 
 
-def measure_frame(reduced, psf, mask, *, pixel_scale_mas, mask_scale=None, center_guess=None,
-                  center_sigma=None, detect_threshold=5.0, source="<frame>", provenance=None):
+def measure_frame(reduced: ReducedFrame, psf: PixelPSF, mask: Mask, *, pixel_scale_mas: float,
+                  mask_scale: float | None = None, center_guess: tuple[float, float] | None = None,
+                  center_sigma: float | None = None, detect_threshold: float = 5.0, source: str = "<frame>",
+                  provenance: dict | None = None) -> tuple[Table, CentroidResult]:
     """Detect, centroid and identify the spots of one reduced frame.
-
-    ``reduced`` a :class:`~astrocal.image.reduce.ReducedFrame`; ``psf`` the PSF to fit (and
-    to detect with); ``mask`` the :class:`~astrocal.lab.mask.Mask`; ``pixel_scale_mas``
-    the nominal pixel scale; ``mask_scale`` the plate scale at the mask (mm/arcsec,
-    default the mask's); ``center_guess`` the expected pixel position of the mask origin
-    (from the chopper offset), used when the pattern alone is ambiguous; ``provenance``
-    where the frame's gain and read noise came from (named in the warnings).
 
     The noise model is checked on the spots (:func:`noise_model_check`); an implausible one
     is a warning (``meta['frame_warnings']``) naming the frame and the likely cause.
 
-    Returns ``(table, result)``: the source table (without exposure metadata) and the
-    :class:`~astrocal.image.centroid.CentroidResult` in detection order.  Raises
-    :class:`MeasureError` when there is nothing to measure and
-    :class:`~astrocal.lab.identify.IdentificationError` when the spots are not the mask.
+    Parameters
+    ----------
+    reduced : ReducedFrame
+        The reduced frame (:class:`~astrocal.image.reduce.ReducedFrame`).
+    psf : PixelPSF
+        The PSF to fit (and to detect with).
+    mask : Mask
+        The :class:`~astrocal.lab.mask.Mask`.
+    pixel_scale_mas : float
+        The nominal pixel scale, mas/px.
+    mask_scale : float, optional
+        The plate scale at the mask (mm/arcsec); default the mask's.
+    center_guess : tuple of float, optional
+        The expected pixel position of the mask origin (from the chopper offset), used
+        when the pattern alone is ambiguous.
+    center_sigma : float, optional
+        Its uncertainty, px.
+    detect_threshold : float
+        Detection threshold, sigma.
+    source : str
+        The frame's name, for the messages.
+    provenance : dict, optional
+        Where the frame's gain and read noise came from (named in the warnings).
+
+    Returns
+    -------
+    table : Table
+        The source table (without exposure metadata).
+    result : CentroidResult
+        The :class:`~astrocal.image.centroid.CentroidResult` in detection order.
+
+    Raises
+    ------
+    MeasureError
+        When there is nothing to measure.
+    IdentificationError
+        When the spots are not the mask
+        (:class:`~astrocal.lab.identify.IdentificationError`).
     """
     data = reduced.data
     good = float(np.count_nonzero(~reduced.mask)) / max(data.size, 1)

@@ -16,17 +16,43 @@ Every function takes plain data (a :class:`~astrocal.solution.Solution`, a
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: raster resolution of the PNG files (the PDF files are vector)
 PNG_DPI = 110
 
 
-def save_figure(fig, stem, overwrite=False, dpi=PNG_DPI, formats=("png", "pdf")):
+def save_figure(fig: Figure, stem: str | os.PathLike, overwrite: bool = False, dpi: float = PNG_DPI,
+                formats: Iterable[str] = ("png", "pdf")) -> dict[str, Path]:
     """Write ``fig`` to ``<stem>.png`` and ``<stem>.pdf`` (atomically, never over an
-    existing file unless ``overwrite``); returns ``{format: path}``."""
+    existing file unless ``overwrite``).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    stem : str or os.PathLike
+        Output path without the suffix.
+    overwrite : bool
+        Replace existing files.
+    dpi : float
+        Resolution of the raster formats (:data:`PNG_DPI`).
+    formats : iterable of str
+        The formats (file suffixes) to write.
+
+    Returns
+    -------
+    dict
+        ``{format: path}`` of the files written.
+    """
     stem = Path(stem)
     paths = {}
     for fmt in formats:

@@ -2,15 +2,41 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
 
-def corner_plot(samples, names, title=None, max_points=2000):
-    """Corner plot (the ``corner`` package) of posterior draws ``samples`` (n, k) named
-    ``names``. Columns that never change (no information to plot) are left out and named
-    in the title; at most ``max_points`` draws are used (thinned evenly)."""
+def corner_plot(samples: ArrayLike, names: Sequence[str], title: str | None = None,
+                max_points: int = 2000) -> Figure:
+    """Corner plot (the ``corner`` package) of posterior draws.
+
+    Columns that never change (no information to plot) are left out and named in the
+    title; at most ``max_points`` draws are used (thinned evenly).
+
+    Parameters
+    ----------
+    samples : array_like
+        (n, k) posterior draws.
+    names : sequence of str
+        The k parameter names.
+    title : str, optional
+        Figure title.
+    max_points : int
+        Largest number of draws plotted.
+
+    Returns
+    -------
+    Figure
+        The corner plot (16/50/84 % quantiles shown).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not match or no parameter varies.
+    """
     import corner
 
     samples = np.asarray(samples, float)
@@ -42,11 +68,26 @@ def corner_plot(samples, names, title=None, max_points=2000):
     return fig
 
 
-def autocorrelation_curve(chain, n_points=8, min_steps=50):
+def autocorrelation_curve(chain: ArrayLike, n_points: int = 8,
+                          min_steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Integrated autocorrelation time (emcee) of each parameter against chain length.
 
-    ``chain``: (steps, walkers, ndim). Returns ``(lengths, tau)`` with ``tau`` of shape
-    (len(lengths), ndim); NaN where it cannot be estimated.
+    Parameters
+    ----------
+    chain : array_like
+        (steps, walkers, ndim) sampler chain.
+    n_points : int
+        Number of chain lengths (geometrically spaced from ``min_steps`` to all steps).
+    min_steps : int
+        The shortest chain length; a shorter chain gives one NaN row.
+
+    Returns
+    -------
+    lengths : np.ndarray
+        Chain lengths, steps.
+    tau : np.ndarray
+        (len(lengths), ndim) autocorrelation times, steps; NaN where it cannot be
+        estimated.
     """
     import emcee
 
@@ -68,10 +109,32 @@ def autocorrelation_curve(chain, n_points=8, min_steps=50):
     return lengths, tau
 
 
-def chain_plot(chain, names, burn=0, title=None):
+def chain_plot(chain: ArrayLike, names: Sequence[str], burn: int = 0, title: str | None = None) -> Figure:
     """Traces of every walker for each hyperparameter (burn-in shaded), and the
     autocorrelation time against chain length with the ``tau = N / 50`` line that the
-    fit's convergence rule uses."""
+    fit's convergence rule uses.
+
+    Parameters
+    ----------
+    chain : array_like
+        (steps, walkers, ndim) sampler chain.
+    names : sequence of str
+        The ndim parameter names.
+    burn : int
+        Burn-in steps (shaded).
+    title : str, optional
+        Figure title (default: walkers, steps and burn-in).
+
+    Returns
+    -------
+    Figure
+        One trace panel per parameter and the autocorrelation panel.
+
+    Raises
+    ------
+    ValueError
+        When the number of names does not match the chain.
+    """
     chain = np.asarray(chain, float)
     steps, walkers, ndim = chain.shape
     if ndim != len(names):

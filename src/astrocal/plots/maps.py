@@ -8,22 +8,51 @@ pixels times the linear grid's plate scale. Colour bars carry both units.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from ..field.maps import nonlinear_part
 from ..products import local_scale_grid
 
+if TYPE_CHECKING:
+    from ..field.core import DistortionField
+    from ..solution import Solution
 
-def grid(shape, n):
-    """``n`` positions along each axis from the first to the last pixel centre (0-based):
-    ``(xs, ys)`` for a detector ``shape = (ny, nx)``."""
+
+def grid(shape: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` positions along each axis from the first to the last pixel centre (0-based).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    n : int
+        Positions along each axis.
+
+    Returns
+    -------
+    xs, ys : np.ndarray
+        The positions along x and y, 0-based px.
+    """
     ny, nx = shape
     return np.linspace(0.0, nx - 1.0, n), np.linspace(0.0, ny - 1.0, n)
 
 
-def nice(value):
-    """The largest of 1, 2, 5 times a power of ten not above ``value`` (> 0)."""
+def nice(value: float) -> float:
+    """The largest of 1, 2, 5 times a power of ten not above ``value``.
+
+    Parameters
+    ----------
+    value : float
+        A positive value.
+
+    Returns
+    -------
+    float
+        The round value (1.0 for a value that is not finite and positive).
+    """
     if not np.isfinite(value) or value <= 0:
         return 1.0
     exp = np.floor(np.log10(value))
@@ -65,9 +94,27 @@ def _arrows(ax, x, y, u, v, spacing, mas_per_px, color="k"):
     return q
 
 
-def distortion_vector_map(solution, n=17, background=65, title=None):
+def distortion_vector_map(solution: Solution, n: int = 17, background: int = 65,
+                          title: str | None = None) -> Figure:
     """Arrows of the distortion ``D2`` (measured minus linear-grid position) on an ``n`` x
-    ``n`` grid, over a colour map of its length (mas and pixels)."""
+    ``n`` grid, over a colour map of its length (mas and pixels).
+
+    Parameters
+    ----------
+    solution : Solution
+        The result (:class:`~astrocal.solution.Solution`).
+    n : int
+        Arrows along each axis.
+    background : int
+        Colour-map samples along each axis.
+    title : str, optional
+        Figure title (default: filter and maximum).
+
+    Returns
+    -------
+    Figure
+        The map.
+    """
     shape = solution.detector_shape
     mas = solution.plate_scale * 1e3
     fig = Figure(figsize=(7.0, 6.0), layout="constrained")
@@ -88,9 +135,26 @@ def distortion_vector_map(solution, n=17, background=65, title=None):
     return fig
 
 
-def nonlinear_map(solution, n=17, background=65, title=None):
+def nonlinear_map(solution: Solution, n: int = 17, background: int = 65, title: str | None = None) -> Figure:
     """The non-linear part of the distortion (``D2`` minus its best affine approximation
-    over the detector, least squares): arrows and colour of its length."""
+    over the detector, least squares): arrows and colour of its length.
+
+    Parameters
+    ----------
+    solution : Solution
+        The result (:class:`~astrocal.solution.Solution`).
+    n : int
+        Arrows along each axis.
+    background : int
+        Colour-map samples along each axis.
+    title : str, optional
+        Figure title (default: filter and maximum).
+
+    Returns
+    -------
+    Figure
+        The map.
+    """
     shape = solution.detector_shape
     mas = solution.plate_scale * 1e3
     nl = nonlinear_part(solution.reverse_offset_field())
@@ -111,9 +175,29 @@ def nonlinear_map(solution, n=17, background=65, title=None):
     return fig
 
 
-def uncertainty_map(solution, n=65, title=None):
+def uncertainty_map(solution: Solution, n: int = 65, title: str | None = None) -> Figure:
     """The 1-sigma of the map, ``sqrt(sigma_x**2 + sigma_y**2)`` of the linear-grid
-    position, over the detector (mas and pixels), with its maximum marked."""
+    position, over the detector (mas and pixels), with its maximum marked.
+
+    Parameters
+    ----------
+    solution : Solution
+        The result, with its ``sigma``.
+    n : int
+        Samples along each axis.
+    title : str, optional
+        Figure title (default: filter, rms and maximum).
+
+    Returns
+    -------
+    Figure
+        The map.
+
+    Raises
+    ------
+    ValueError
+        When the solution has no uncertainty.
+    """
     if solution.sigma is None:
         raise ValueError("the solution has no uncertainty (sigma)")
     shape = solution.detector_shape
@@ -135,9 +219,27 @@ def uncertainty_map(solution, n=65, title=None):
     return fig
 
 
-def pixel_scale_map(field, shape, n=129, title=None):
+def pixel_scale_map(field: DistortionField, shape: tuple[int, int], n: int = 129,
+                    title: str | None = None) -> Figure:
     """The areal local pixel scale ``sqrt(|det J|)`` of ``field`` (mas/pixel) over the
-    detector, with a second colour-bar axis giving its relative deviation from the mean."""
+    detector, with a second colour-bar axis giving its relative deviation from the mean.
+
+    Parameters
+    ----------
+    field : DistortionField
+        Detector pixels to arcsec (:func:`astrocal.products.local_scale_grid`).
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    n : int
+        Samples along each axis.
+    title : str, optional
+        Figure title (default: mean and range).
+
+    Returns
+    -------
+    Figure
+        The map.
+    """
     xs, ys = grid(shape, n)
     scale = local_scale_grid(field, xs, ys) * 1e3
     mean = float(scale.mean())
@@ -158,11 +260,34 @@ def pixel_scale_map(field, shape, n=129, title=None):
     return fig
 
 
-def difference_map(new, old, n=17, background=65, title=None):
+def difference_map(new: Solution, old: Solution, n: int = 17, background: int = 65,
+                   title: str | None = None) -> Figure:
     """Change of the distortion between two results: ``D2_new - D2_old`` (each relative to
     its own linear grid, so position, rotation and scale changes are left out), arrows
     over the colour of its length (mas and pixels), and, when both carry uncertainties, its
-    significance ``|change| / sigma`` in a second panel."""
+    significance ``|change| / sigma`` in a second panel.
+
+    Parameters
+    ----------
+    new, old : Solution
+        The two results (same detector).
+    n : int
+        Arrows along each axis.
+    background : int
+        Colour-map samples along each axis.
+    title : str, optional
+        Figure title (default: the largest change).
+
+    Returns
+    -------
+    Figure
+        The map (and the significance panel).
+
+    Raises
+    ------
+    ValueError
+        When the results cover different detectors.
+    """
     if tuple(new.detector_shape) != tuple(old.detector_shape):
         raise ValueError(f"the results cover different detectors: {new.detector_shape} and "
                          f"{old.detector_shape}")

@@ -8,6 +8,7 @@ left out of the fit) are drawn as red crosses and left out of the histograms.
 from __future__ import annotations
 
 import numpy as np
+from astropy.table import Table
 from matplotlib.figure import Figure
 
 from .maps import nice
@@ -31,13 +32,33 @@ def _detector_axes(ax, table, bad, shape):
     ax.set_ylabel("y (pixel, 0-based)")
 
 
-def residual_plot(table, dataset, shape, title=None):
+def residual_plot(table: Table, dataset: str, shape: tuple[int, int], title: str | None = None) -> Figure:
     """Residual vectors over the detector and histograms for one dataset.
 
     Panels: the inlier residual vectors (pixels, exaggerated, with a key in pixels and
     mas) with outliers marked; histograms of the normalised residuals ``zx``, ``zy`` with
     the standard normal; histograms of ``dx``, ``dy`` in mas with their rms.
-    ``shape`` is the detector ``(ny, nx)``.
+
+    Parameters
+    ----------
+    table : Table
+        A residual table (:func:`astrocal.model.result.residual_table`).
+    dataset : str
+        The dataset to plot.
+    shape : tuple of int
+        The detector ``(ny, nx)``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        The three panels.
+
+    Raises
+    ------
+    ValueError
+        When the table has no such dataset.
     """
     names = np.asarray(table["dataset"], str)
     sel = names == str(dataset)
@@ -89,12 +110,29 @@ def residual_plot(table, dataset, shape, title=None):
     return fig
 
 
-def lab_sky_comparison(table, shape):
+def lab_sky_comparison(table: Table, shape: tuple[int, int]) -> Figure:
     """Residuals of the lab and the sky datasets side by side.
 
     Panels: histograms of the residual length (mas) per kind; the residual rms (mas) in
     rings of distance from the detector centre per kind; histograms of the normalised
-    residuals per kind. Raises ``ValueError`` when the table holds only one kind.
+    residuals per kind.
+
+    Parameters
+    ----------
+    table : Table
+        A residual table (:func:`astrocal.model.result.residual_table`).
+    shape : tuple of int
+        The detector ``(ny, nx)``.
+
+    Returns
+    -------
+    Figure
+        The three panels.
+
+    Raises
+    ------
+    ValueError
+        When the table holds only one kind.
     """
     kinds = sorted(set(np.asarray(table["kind"], str)))
     if len(kinds) < 2:
@@ -137,7 +175,7 @@ def lab_sky_comparison(table, shape):
     return fig
 
 
-def catalog_residual_plot(table, dataset, shape, title=None):
+def catalog_residual_plot(table: Table, dataset: str, shape: tuple[int, int], title: str | None = None) -> Figure:
     """The residuals of one sky dataset against the catalogue as given.
 
     A sky point's residual is reported two ways (:func:`astrocal.model.result.residual_table`):
@@ -147,9 +185,29 @@ def catalog_residual_plot(table, dataset, shape, title=None):
     catalogue shows). Panels: the against-catalogue vectors (mas, in the focal plane,
     exaggerated, with a key) of the points used (a star in every exposure) over the
     detector, outliers marked;
-    histograms of both kinds per axis with their rms (mas). ``shape`` is the detector
-    ``(ny, nx)``. Raises ``ValueError`` when the dataset has no catalogue residuals (a lab
-    dataset, or a table written before they were).
+    histograms of both kinds per axis with their rms (mas).
+
+    Parameters
+    ----------
+    table : Table
+        A residual table (:func:`astrocal.model.result.residual_table`).
+    dataset : str
+        The sky dataset to plot.
+    shape : tuple of int
+        The detector ``(ny, nx)``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        The vector panel and the histograms.
+
+    Raises
+    ------
+    ValueError
+        When the table has no such dataset, or the dataset has no catalogue residuals (a
+        lab dataset, or a table written before they were).
     """
     names = np.asarray(table["dataset"], str)
     sel = names == str(dataset)
