@@ -15,7 +15,15 @@ SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inpu
 LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": "astrocal.cli.convert"},
         "astrocal.lab.measure": {"measure_campaign": "astrocal.stages.measure", "MeasureReport": "astrocal.stages.measure",
                                  "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
-                                 "run": "astrocal.cli.measure"}}
+                                 "run": "astrocal.cli.measure"},
+        "astrocal.sky.measure": {"ExposureSetup": "astrocal.sky.exposure", "HEADER_KEYS": "astrocal.sky.exposure",
+                                 "UNKNOWN_HORIZON": "astrocal.sky.exposure", "star_psf": "astrocal.sky.stars",
+                                 "MAX_NEIGHBOUR_PAIRS": "astrocal.sky.stars",
+                                 "MATCH_TOLERANCES_PX": "astrocal.sky.exposure_match"},
+        "astrocal.sky.catalog": {"query_gaia": "astrocal.sky.catalog_query", "query_vizier": "astrocal.sky.catalog_query",
+                                 "default_cache_dir": "astrocal.sky.catalog_query",
+                                 "read_kai_photo_calib": "astrocal.sky.catalog_builders",
+                                 "read_gaia_extract": "astrocal.sky.catalog_builders"}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))

@@ -192,13 +192,17 @@ def measure_sky_exposure(exposure: Any, dataset: Any, instrument: Any, *, psf: s
                          provenance: dict | None = None, detect_threshold: float = 5.0) -> Table:
     """Measure one sky exposure and return its sky table (see the module notes).
 
-    The steps: the exposure's metadata (:func:`~astrocal.sky.exposure.resolve_exposure`);
+    The exposure's metadata are resolved
+    (:func:`~astrocal.sky.exposure.resolve_exposure`), then:
+
     1. the stars (:func:`~astrocal.sky.stars.image_stars` or
-    :func:`~astrocal.sky.stars.list_stars`); 2. the predicted positions
-    (:func:`~astrocal.sky.exposure_match.predict_positions`) and 3. the match
-    (:func:`~astrocal.sky.exposure_match.match_exposure`), the positions recomputed with an
-    angle and parity measured by it; then the table and its meta; the reduced image is
-    written (the table is written by :func:`measure_sky_datasets`).
+       :func:`~astrocal.sky.stars.list_stars`);
+    2. the predicted positions (:func:`~astrocal.sky.exposure_match.predict_positions`);
+    3. the match (:func:`~astrocal.sky.exposure_match.match_exposure`), the positions
+       recomputed with an angle and parity measured by it;
+
+    then the table and its meta are made and the reduced image is written (the table is
+    written by :func:`measure_sky_datasets`).
 
     Parameters
     ----------
