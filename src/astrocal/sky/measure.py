@@ -101,7 +101,6 @@ from .exposure_match import match_exposure, predict_positions, rank_band, refrac
 from .stars import DEFAULT_STREHL, SPACE_BLEND_RADIUS_PX, fwhm_px, image_stars, list_stars
 
 if TYPE_CHECKING:
-    from ..campaign import Campaign
     from .exposure import ExposureSetup
 
 __all__ = [
@@ -601,7 +600,7 @@ def _measure_job(job):
         return _result(ds.name, k, stem, e.file, kind, "failed", msg, seconds=_time.perf_counter() - t0)
 
 
-def measure_sky_datasets(campaign: Campaign, *, output: str | Path | None = None, overwrite: bool = False,
+def measure_sky_datasets(campaign: Any, *, output: str | Path | None = None, overwrite: bool = False,
                          psf: str | None = None, used_stems: Any = (), processes: int = 1) -> list[dict]:
     """Measure every exposure of the campaign's ``[[sky]]`` datasets.
 
