@@ -6,9 +6,10 @@
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import astropy.units as u
@@ -34,7 +35,7 @@ KAI_BANDS = (
 )
 
 
-def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas: float = 1.0,
+def read_kai_photo_calib(path: str | os.PathLike, *, reference: Reference = SGR_A_STAR, pos_err_mas: float = 1.0,
                          pm_err_mas_yr: float = 0.1, provenance: Optional[Mapping] = None,
                          licence_text: Optional[str] = None) -> Catalog:
     """Read the Galactic Center reference list ``photo_calib.dat`` of the KAI pipeline.
@@ -46,6 +47,31 @@ def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas
     mean "not measured" (NaN); vx = vy = 0.000 means "no proper motion measured" (NaN).
     The source gives no errors: ``pos_err_mas`` and ``pm_err_mas_yr`` (per axis) are
     ASSUMED values, recorded as such in ``meta["errors"]``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``photo_calib.dat`` file.
+    reference : Reference, optional
+        The position the offsets are about (default Sgr A*).
+    pos_err_mas : float, optional
+        Assumed position error per axis (mas).
+    pm_err_mas_yr : float, optional
+        Assumed proper-motion error per axis (mas/yr).
+    provenance : mapping, optional
+        Added to ``meta["provenance"]``.
+    licence_text : str, optional
+        The source's licence, kept in ``meta["licence_text"]``.
+
+    Returns
+    -------
+    Catalog
+        The offsets catalogue (``x_east``, ``y_north`` about ``reference``).
+
+    Raises
+    ------
+    CatalogError
+        No data rows, or rows with the wrong number of fields.
     """
     path = Path(path)
     lines = path.read_text().splitlines()
@@ -141,7 +167,7 @@ def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas
     return Catalog(t, str(path))
 
 
-def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float = 8.0,
+def read_gaia_extract(path: str | os.PathLike, *, center: Any = CLUSTER_47TUC_CENTER, radius_arcmin: float = 8.0,
                       pos_err_ratio: float = 0.8, provenance: Optional[Mapping] = None) -> Catalog:
     """Cut a Gaia DR3 CSV extract (columns of the 47 Tuc query) to a circle, as a Catalog.
 
@@ -152,6 +178,29 @@ def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float
     typical Gaia (E)DR3 position-at-J2016.0 to proper-motion uncertainties, about 0.7-0.8
     at G = 17-21), recorded as such in ``meta["errors"]``. Names are ``row<k>``: the data
     row of the source file (1-based), since the extract has no source_id.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The CSV extract.
+    center : SkyCoord, (ra_deg, dec_deg) or str, optional
+        Centre of the cut (default the centre of 47 Tuc; :func:`~astrocal.sky.catalog.as_center`).
+    radius_arcmin : float, optional
+        Radius of the cut (arcmin).
+    pos_err_ratio : float, optional
+        Position errors as this fraction of the proper-motion errors.
+    provenance : mapping, optional
+        Added to ``meta["provenance"]``.
+
+    Returns
+    -------
+    Catalog
+        The absolute catalogue (ICRS ``ra``, ``dec`` at J2016.0).
+
+    Raises
+    ------
+    CatalogError
+        A needed column is missing.
     """
     path = Path(path)
     raw = Table.read(path, format="ascii.csv")

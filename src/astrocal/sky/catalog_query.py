@@ -15,7 +15,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import astropy.units as u
@@ -32,12 +32,18 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "ASTROCAL_CATALOG_CACHE"
 OFFLINE_ENV = "ASTROCAL_OFFLINE"
 
+
 def default_cache_dir() -> Path:
     """Folder of the astroquery cache.
 
     ``$ASTROCAL_CATALOG_CACHE`` if set; else ``catalogs/cache/`` of the astrocal source
     checkout when the package runs from one (editable install); else
     ``~/.cache/astrocal/catalogs``.
+
+    Returns
+    -------
+    pathlib.Path
+        The cache folder (not created).
     """
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -108,8 +114,8 @@ def _gaia_service():
     return Gaia
 
 
-def query_gaia(center, radius, *, cache_dir=None, table: str = "gaiadr3.gaia_source",
-               columns=GAIA_COLUMNS, mag_limit: Optional[float] = None, refresh: bool = False,
+def query_gaia(center: Any, radius: u.Quantity | float, *, cache_dir: str | os.PathLike | None = None,
+               table: str = "gaiadr3.gaia_source", columns: Sequence[str] = GAIA_COLUMNS, mag_limit: Optional[float] = None, refresh: bool = False,
                offline: Optional[bool] = None) -> Catalog:
     """Gaia stars within ``radius`` of ``center``, through the on-disk cache.
 
@@ -119,6 +125,37 @@ def query_gaia(center, radius, *, cache_dir=None, table: str = "gaiadr3.gaia_sou
     cached under ``cache_dir`` (default :func:`default_cache_dir`) with the query in its
     metadata, and later identical calls read it without network (``refresh=True`` asks
     again). Positions are at Gaia's ``ref_epoch`` (J2016.0 for DR3).
+
+    Parameters
+    ----------
+    center : SkyCoord, (ra_deg, dec_deg) or str
+        Centre of the cone.
+    radius : Quantity or float
+        Radius of the cone (angle, or arcsec).
+    cache_dir : str or os.PathLike, optional
+        The cache folder (default :func:`default_cache_dir`).
+    table : str, optional
+        The Gaia archive table.
+    columns : sequence of str, optional
+        The columns selected.
+    mag_limit : float, optional
+        Only stars with ``phot_g_mean_mag`` below this.
+    refresh : bool, optional
+        Query again even when the result is cached.
+    offline : bool, optional
+        Never touch the network (default: ``ASTROCAL_OFFLINE``).
+
+    Returns
+    -------
+    Catalog
+        The stars (``source_id`` as ``"Gaia DR3 <id>"``), the query in its meta.
+
+    Raises
+    ------
+    CatalogQueryError
+        The query failed (or offline) and nothing is cached.
+    CatalogError
+        A non-positive radius, or an unreadable cache file.
     """
     c0 = as_center(center)
     r_deg = as_angle(radius).to_value(u.deg)
@@ -186,8 +223,9 @@ def _vizier_class():
     return VizierClass
 
 
-def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("**",),
-                 column_map: Optional[Mapping[str, str]] = None, epoch=None, units: Optional[Mapping] = None,
+def query_vizier(catalog_id: str, center: Any, radius: u.Quantity | float, *,
+                 cache_dir: str | os.PathLike | None = None, columns: Sequence[str] = ("**",),
+                 column_map: Optional[Mapping[str, str]] = None, epoch: Any = None, units: Optional[Mapping] = None,
                  row_limit: int = -1, refresh: bool = False, offline: Optional[bool] = None) -> Catalog:
     """Rows of VizieR table ``catalog_id`` within ``radius`` of ``center``, through the cache.
 
@@ -197,6 +235,43 @@ def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("*
     ``epoch``: the epoch of the positions (Julian year or ``"J2000"``...), required unless
     the table has an epoch column -- VizieR tables use many epochs and guessing one
     silently would be wrong. ``units``: column -> unit for columns VizieR leaves without.
+
+    Parameters
+    ----------
+    catalog_id : str
+        The VizieR table id (``"J/ApJ/.../table"``).
+    center : SkyCoord, (ra_deg, dec_deg) or str
+        Centre of the region.
+    radius : Quantity or float
+        Radius of the region (angle, or arcsec).
+    cache_dir : str or os.PathLike, optional
+        The cache folder (default :func:`default_cache_dir`).
+    columns : sequence of str, optional
+        The VizieR columns (``"**"``: all).
+    column_map : mapping, optional
+        VizieR name -> canonical name.
+    epoch : float, str or Time, optional
+        Epoch of the positions (required without an epoch column).
+    units : mapping, optional
+        Column -> unit for columns without one.
+    row_limit : int, optional
+        Most rows (-1: all).
+    refresh : bool, optional
+        Query again even when the result is cached.
+    offline : bool, optional
+        Never touch the network (default: ``ASTROCAL_OFFLINE``).
+
+    Returns
+    -------
+    Catalog
+        The rows, the query in its meta.
+
+    Raises
+    ------
+    CatalogQueryError
+        The query failed (or offline) and nothing is cached, or it returned no rows.
+    CatalogError
+        A bad ``catalog_id``, radius, ``column_map`` or ``units``, or no epoch.
     """
     if not isinstance(catalog_id, str) or not catalog_id.strip():
         raise CatalogError(f"query_vizier: catalog_id must be a VizieR table id such as 'J/ApJ/.../table', got {catalog_id!r}")

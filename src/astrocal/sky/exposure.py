@@ -10,6 +10,7 @@ image from a star list.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,7 @@ class ExposureSetup:
         return bool(getattr(self.site, "is_space", False))
 
     @property
-    def horizon(self):
+    def horizon(self) -> tuple[float, float] | None:
         """``(zenith distance, parallactic angle)`` (deg) that place the field for
         :func:`~astrocal.sky.astrometry.apparent_positions` when the time is an epoch
         without a clock time (None with a clock time, and in space). Without a zenith distance
@@ -499,13 +500,31 @@ def _space_setup(values, filter, preset, t, pointing, pa, parity, site, sources,
                          aberration=aberration)
 
 
+def exposure_header(path: str | os.PathLike, source: str = "<exposure>") -> fits.Header:
+    """The headers of a FITS file as one.
 
+    The primary header's cards, then those of the extensions that the primary lacks (HST
+    and JWST keep the time and pointing in the primary, VAFACTOR / VA_SCALE and the WCS in
+    the science extension). The ``header`` of a star list's exposure: the image it was
+    measured on.
 
-def exposure_header(path, source="<exposure>") -> fits.Header:
-    """The headers of a FITS file as one: the primary header's cards, then those of the
-    extensions that the primary lacks (HST and JWST keep the time and pointing in the
-    primary, VAFACTOR / VA_SCALE and the WCS in the science extension). The ``header`` of a
-    star list's exposure: the image it was measured on."""
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file.
+    source : str, optional
+        Names the exposure in messages.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The merged header (no COMMENT or HISTORY cards of the extensions).
+
+    Raises
+    ------
+    SkyMeasureError
+        The file cannot be read as FITS.
+    """
     try:
         with fits.open(path) as hdul:
             merged = hdul[0].header.copy()
@@ -518,8 +537,20 @@ def exposure_header(path, source="<exposure>") -> fits.Header:
     return merged
 
 
-def is_image(path) -> bool:
-    """True if ``path`` is a FITS file with a 2-D image (else it is read as a star list)."""
+def is_image(path: str | os.PathLike) -> bool:
+    """Whether an exposure's file is an image (else it is read as a star list).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The exposure's file.
+
+    Returns
+    -------
+    bool
+        True if ``path`` is a FITS file (by its suffix) with a 2-D image, or a FITS file
+        that cannot be opened (the image reader then reports the problem).
+    """
     p = Path(path)
     if not any(p.name.lower().endswith(s) for s in _FITS_SUFFIXES):
         return False
