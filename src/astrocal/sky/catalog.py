@@ -68,10 +68,12 @@ import astropy.units as u
 from astropy.coordinates import SkyCoord, Angle
 from astropy.table import Table, MaskedColumn
 from astropy.time import Time
+from numpy.typing import ArrayLike
 
 from astrocal import earth
 
 from .._moved import moved_module
+from ..atomic import atomic_path
 from ..errors import AstrocalError
 
 __all__ = [
@@ -194,12 +196,30 @@ class Reference:
     source: str = ""
 
     def coord(self) -> SkyCoord:
+        """The reference as a sky position.
+
+        Returns
+        -------
+        astropy.coordinates.SkyCoord
+            ICRS at its epoch (``obstime``), with its proper motion.
+        """
         return SkyCoord(ra=self.ra_deg * u.deg, dec=self.dec_deg * u.deg,
                         pm_ra_cosdec=self.pmra * u.mas / u.yr, pm_dec=self.pmdec * u.mas / u.yr,
                         obstime=Time(self.epoch, format="jyear", scale="tt"), frame="icrs")
 
-    def position_at(self, epochs) -> tuple[np.ndarray, np.ndarray]:
-        """RA, Dec (deg) of the reference at Julian epochs (array), with its proper motion."""
+    def position_at(self, epochs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The reference's position at given epochs, with its proper motion.
+
+        Parameters
+        ----------
+        epochs : array_like
+            Julian epochs (decimal years).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            RA, Dec (deg, ICRS), one per epoch.
+        """
         epochs = np.atleast_1d(np.asarray(epochs, dtype=float))
         if self.pmra == 0 and self.pmdec == 0:
             return np.full(epochs.shape, self.ra_deg), np.full(epochs.shape, self.dec_deg)
@@ -209,11 +229,38 @@ class Reference:
         return moved.ra.to_value(u.deg), moved.dec.to_value(u.deg)
 
     def to_meta(self) -> dict:
+        """The reference as plain data, for ``meta["reference"]``.
+
+        Returns
+        -------
+        dict
+            Its fields.
+        """
         return {k: getattr(self, k) for k in ("name", "ra_deg", "dec_deg", "epoch", "pmra", "pmdec",
                                               "ra_err", "dec_err", "pmra_err", "pmdec_err", "source")}
 
     @classmethod
     def from_meta(cls, meta: Mapping, source: str = "<table>") -> "Reference":
+        """The reference of a catalogue's ``meta["reference"]``, checked.
+
+        Parameters
+        ----------
+        meta : mapping
+            ``ra_deg``, ``dec_deg`` (ICRS) and ``epoch`` required; ``name``, ``source``,
+            ``pmra``, ``pmdec`` and the errors optional.
+        source : str, optional
+            Names the catalogue in errors.
+
+        Returns
+        -------
+        Reference
+            The reference.
+
+        Raises
+        ------
+        CatalogError
+            Not a mapping, a missing or non-numeric key, or an invalid position.
+        """
         if not isinstance(meta, Mapping):
             raise CatalogError(f"{source}: meta 'reference' must be a mapping, got {type(meta).__name__}")
         missing = [k for k in ("ra_deg", "dec_deg", "epoch") if k not in meta]
@@ -267,12 +314,28 @@ CLUSTER_47TUC_CENTER = _hms_deg("00h24m05.67s", "-72d04m52.6s")
 
 
 # --------------------------------------------------------------------------- epochs
-def parse_epoch(value, what: str = "epoch") -> float:
+def parse_epoch(value: float | str | Time, what: str = "epoch") -> float:
     """Julian epoch (decimal year) from a number, ``"J2016.0"``, an ISO date or a Time.
 
-    Numbers are Julian years and must lie in 1800..2300; anything else raises a
-    :class:`CatalogError` that names ``what`` and the value. UTC dates use astrocal's leap
+    Numbers are Julian years and must lie in 1800..2300. UTC dates use astrocal's leap
     seconds (:mod:`astrocal.earth`).
+
+    Parameters
+    ----------
+    value : float, str or astropy.time.Time
+        The epoch.
+    what : str, optional
+        Names the value in errors.
+
+    Returns
+    -------
+    float
+        The Julian epoch (TT).
+
+    Raises
+    ------
+    CatalogError
+        Anything else (naming ``what`` and the value).
     """
     with earth.leap_seconds_applied():
         return _parse_epoch(value, what)
@@ -564,10 +627,12 @@ class Catalog:
     # ----- description
     @property
     def meta(self) -> dict:
+        """The table's metadata."""
         return self.table.meta
 
     @property
     def name(self) -> str:
+        """Short name: ``meta["short_name"]``, else ``meta["name"]``, else the file's stem."""
         return str(self.meta.get("short_name") or self.meta.get("name") or Path(self.source).stem)
 
     @property
@@ -577,6 +642,7 @@ class Catalog:
 
     @property
     def reference(self) -> Optional[Reference]:
+        """The reference position of an offsets catalogue (None for an absolute one)."""
         ref = self.meta.get("reference")
         return None if ref is None else Reference.from_meta(ref, self.source)
 
@@ -595,6 +661,7 @@ class Catalog:
 
     @property
     def names(self) -> np.ndarray:
+        """The star names (str)."""
         return np.asarray(self.table["name"]).astype(str)
 
     @property
@@ -604,10 +671,12 @@ class Catalog:
 
     @property
     def pmra(self) -> np.ndarray:
+        """Proper motion east (mas/yr, includes cos dec); NaN where not measured."""
         return self._col("pmra")
 
     @property
     def pmdec(self) -> np.ndarray:
+        """Proper motion north (mas/yr); NaN where not measured."""
         return self._col("pmdec")
 
     @property
@@ -617,24 +686,52 @@ class Catalog:
 
     @property
     def bands(self) -> list[str]:
+        """The bands with magnitudes (columns ``mag_<band>``)."""
         return [c[4:] for c in self.table.colnames if c.startswith("mag_") and not c.endswith("_err")]
 
     def mag(self, band: str) -> np.ndarray:
-        """Magnitudes in ``band`` (column ``mag_<band>``), NaN where not measured."""
+        """Magnitudes in a band.
+
+        Parameters
+        ----------
+        band : str
+            The band (column ``mag_<band>``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Magnitudes (mag), NaN where not measured.
+
+        Raises
+        ------
+        CatalogKeyError
+            No such band.
+        """
         col = f"mag_{band}"
         if col not in self.table.colnames:
             raise CatalogKeyError(f"{self.source}: no band {band!r}; bands are {self.bands}")
         return np.asarray(self.table[col], dtype=float)
 
     def position_cov(self) -> np.ndarray:
-        """(N, 2, 2) position covariance at each star's epoch, mas**2, (east, north) axes.
+        """Position covariance at each star's epoch.
 
         Missing errors (no column, or NaN) count as zero.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, 2), mas**2, (east, north) axes.
         """
         return _cov2(self._col("ra_err", 0.0), self._col("dec_err", 0.0), self._col("ra_dec_corr", 0.0))
 
     def pm_cov(self) -> np.ndarray:
-        """(N, 2, 2) proper-motion covariance, (mas/yr)**2, (east, north) axes; 0 where missing."""
+        """Proper-motion covariance; 0 where missing.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, 2), (mas/yr)**2, (east, north) axes.
+        """
         return _cov2(self._col("pmra_err", 0.0), self._col("pmdec_err", 0.0), self._col("pmra_pmdec_corr", 0.0))
 
     # ----- positions
@@ -645,9 +742,16 @@ class Catalog:
         *at each star's epoch*; proper motions become the relative ones plus the
         reference's. The reference's own position error is common to all stars (a shift
         of the whole field) and is not added to the stars' errors.
+
+        Returns
+        -------
+        Catalog
+            The absolute catalogue (``meta["frame_pm_mas_yr"]``: the reference's proper
+            motion, which stars without one move with).
         """
         if self.kind == "absolute":
             return self
+        # lazy: astrocal.sky.astrometry imports this module
         from astrocal.sky.astrometry import inverse_gnomonic
 
         ref = self.reference
@@ -676,7 +780,13 @@ class Catalog:
             return Catalog(t, self.source)
 
     def radec(self) -> tuple[np.ndarray, np.ndarray]:
-        """Absolute RA, Dec (deg) at each star's own epoch."""
+        """Absolute positions at each star's own epoch.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            RA, Dec (deg, ICRS).
+        """
         cat = self.absolute()
         return np.asarray(cat.table["ra"], float), np.asarray(cat.table["dec"], float)
 
@@ -685,6 +795,11 @@ class Catalog:
 
         Stars without proper motion get 0 (absolute catalogues) or the reference's motion
         (converted offsets catalogues, ``meta["frame_pm_mas_yr"]``).
+
+        Returns
+        -------
+        astropy.coordinates.SkyCoord
+            One per star.
         """
         cat = self.absolute()
         ra, dec = cat.radec()
@@ -696,32 +811,83 @@ class Catalog:
                         frame="icrs")
 
     # ----- selections and output
-    def select(self, index) -> "Catalog":
-        """A catalogue of the rows ``index`` (boolean mask or integer indices)."""
+    def select(self, index: ArrayLike) -> "Catalog":
+        """A catalogue of some rows.
+
+        Parameters
+        ----------
+        index : array_like
+            Boolean mask or integer indices.
+
+        Returns
+        -------
+        Catalog
+            The rows, with this catalogue's meta.
+        """
         t = self.table[index]
         t.meta = dict(self.table.meta)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CatalogWarning)
             return Catalog(t, self.source)
 
-    def separation_from(self, center) -> np.ndarray:
-        """Angular distance (arcsec) of each star (at its own epoch) from ``center``."""
+    def separation_from(self, center: Any) -> np.ndarray:
+        """Angular distance of each star (at its own epoch) from a centre.
+
+        Parameters
+        ----------
+        center : SkyCoord, (ra_deg, dec_deg) or str
+            The centre (:func:`as_center`).
+
+        Returns
+        -------
+        numpy.ndarray
+            Distances (arcsec).
+        """
         c0 = as_center(center)
         ra, dec = self.radec()
         return SkyCoord(ra * u.deg, dec * u.deg).separation(c0).to_value(u.arcsec)
 
-    def within(self, center, radius) -> "Catalog":
-        """Stars closer than ``radius`` (Quantity angle, or arcsec) to ``center``."""
+    def within(self, center: Any, radius: u.Quantity | float) -> "Catalog":
+        """The stars closer than a radius to a centre.
+
+        Parameters
+        ----------
+        center : SkyCoord, (ra_deg, dec_deg) or str
+            The centre (:func:`as_center`).
+        radius : Quantity or float
+            Angle, or arcsec.
+
+        Returns
+        -------
+        Catalog
+            The stars within.
+
+        Raises
+        ------
+        CatalogError
+            No star within.
+        """
         r = as_angle(radius).to_value(u.arcsec)
         keep = self.separation_from(center) <= r
         if not keep.any():
             raise CatalogError(f"{self.source}: no star within {r:g} arcsec of {as_center(center).to_string('hmsdms')}")
         return self.select(keep)
 
-    def write(self, path, overwrite: bool = False) -> Path:
-        """Write the catalogue as ECSV (atomically; refuses to overwrite unless asked)."""
-        from astrocal.atomic import atomic_path
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the catalogue as ECSV, atomically.
 
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+        overwrite : bool, optional
+            Replace an existing file (else refused).
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
         path = Path(path)
         with atomic_path(path, overwrite=overwrite) as tmp:
             self.table.write(tmp, format="ascii.ecsv")
@@ -757,7 +923,25 @@ def as_angle(value: u.Quantity | float) -> u.Quantity:
     return float(value) * u.arcsec
 
 
-def as_center(center) -> SkyCoord:
+def as_center(center: Any) -> SkyCoord:
+    """A sky position as an ICRS SkyCoord.
+
+    Parameters
+    ----------
+    center : SkyCoord, (ra, dec) or str
+        A SkyCoord (converted to ICRS), ``(ra_deg, dec_deg)`` (numbers or Quantities) or
+        ``"hh:mm:ss +dd:mm:ss"``.
+
+    Returns
+    -------
+    astropy.coordinates.SkyCoord
+        The position (ICRS).
+
+    Raises
+    ------
+    CatalogError
+        Anything else.
+    """
     if isinstance(center, SkyCoord):
         return center.icrs if center.frame.name != "icrs" else center
     if isinstance(center, str):
@@ -771,8 +955,12 @@ def as_center(center) -> SkyCoord:
     return SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
 
 
-def catalog_from_arrays(*, name=None, ra=None, dec=None, x_east=None, y_north=None, epoch, pmra=None,
-                        pmdec=None, ra_err=None, dec_err=None, pmra_err=None, pmdec_err=None, mags=None,
+def catalog_from_arrays(*, name: ArrayLike | None = None, ra: ArrayLike | None = None, dec: ArrayLike | None = None,
+                        x_east: ArrayLike | None = None, y_north: ArrayLike | None = None, epoch: ArrayLike,
+                        pmra: ArrayLike | None = None, pmdec: ArrayLike | None = None,
+                        ra_err: ArrayLike | None = None, dec_err: ArrayLike | None = None,
+                        pmra_err: ArrayLike | None = None, pmdec_err: ArrayLike | None = None,
+                        mags: Mapping[str, ArrayLike] | None = None,
                         reference: Optional[Reference] = None, meta: Optional[Mapping] = None,
                         source: str = "<arrays>") -> Catalog:
     """Build a :class:`Catalog` from plain arrays in the canonical units.
@@ -780,6 +968,36 @@ def catalog_from_arrays(*, name=None, ra=None, dec=None, x_east=None, y_north=No
     Positions: ``ra``/``dec`` (deg) or ``x_east``/``y_north`` (arcsec, with ``reference``);
     ``epoch`` (Julian year, scalar or per star); errors in mas and mas/yr; ``mags`` a
     mapping band -> array.
+
+    Parameters
+    ----------
+    name : array_like of str, optional
+        Star names (default ``row<i>``).
+    ra, dec : array_like, optional
+        Absolute ICRS positions (deg).
+    x_east, y_north : array_like, optional
+        Offsets from ``reference`` (arcsec).
+    epoch : array_like
+        Julian epoch of the positions (scalar or per star).
+    pmra, pmdec : array_like, optional
+        Proper motions east (includes cos dec) and north (mas/yr).
+    ra_err, dec_err : array_like, optional
+        Position errors east and north (mas).
+    pmra_err, pmdec_err : array_like, optional
+        Proper-motion errors (mas/yr).
+    mags : mapping, optional
+        Band -> magnitudes.
+    reference : Reference, optional
+        The reference of offsets.
+    meta : mapping, optional
+        The table's metadata.
+    source : str, optional
+        Names the catalogue in errors.
+
+    Returns
+    -------
+    Catalog
+        The checked catalogue.
     """
     n = len(np.atleast_1d(ra if ra is not None else x_east))
     t = Table()
@@ -813,12 +1031,34 @@ _NAME_ALIASES = {"gc": "galactic_center", "galactic_centre": "galactic_center", 
 
 
 def list_catalogs() -> list[str]:
-    """Names of the shipped catalogues (for :func:`get_catalog`)."""
+    """Names of the shipped catalogues (for :func:`get_catalog`).
+
+    Returns
+    -------
+    list of str
+        Sorted names.
+    """
     return sorted(_SHIPPED)
 
 
 def catalog_path(name: str) -> Path:
-    """Path of a shipped catalogue file (package data)."""
+    """Path of a shipped catalogue file (package data).
+
+    Parameters
+    ----------
+    name : str
+        A shipped catalogue's name or alias (case-insensitive).
+
+    Returns
+    -------
+    pathlib.Path
+        The file.
+
+    Raises
+    ------
+    CatalogKeyError
+        An unknown name.
+    """
     key = _NAME_ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in _SHIPPED:
         raise CatalogKeyError(f"unknown catalogue {name!r}; shipped catalogues: {list_catalogs()}")
@@ -826,14 +1066,38 @@ def catalog_path(name: str) -> Path:
 
 
 def get_catalog(name: str) -> Catalog:
-    """Load a shipped catalogue: ``"galactic_center"`` (alias ``"gc"``) or ``"gaia_47tuc"``."""
+    """Load a shipped catalogue.
+
+    Parameters
+    ----------
+    name : str
+        ``"galactic_center"`` (alias ``"gc"``) or ``"gaia_47tuc"``.
+
+    Returns
+    -------
+    Catalog
+        The catalogue.
+    """
     return load_catalog(catalog_path(name))
 
 
-def load_catalog(path_or_name) -> Catalog:
+def load_catalog(path_or_name: str | os.PathLike | Catalog) -> Catalog:
     """Load and check a catalogue file (ECSV, FITS, VOTable...) or a shipped catalogue by name.
 
-    Raises :class:`CatalogError` naming the file and the offending column.
+    Parameters
+    ----------
+    path_or_name : str, os.PathLike or Catalog
+        A file, a shipped catalogue's name, or a Catalog (returned as is).
+
+    Returns
+    -------
+    Catalog
+        The checked catalogue.
+
+    Raises
+    ------
+    CatalogError
+        No such file, unreadable, or a bad column (naming the file and the column).
     """
     if isinstance(path_or_name, Catalog):
         return path_or_name
