@@ -20,6 +20,14 @@ LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": 
             "save_fit", "load_posterior", "load_chain", "load_residuals", "summary_table", "QUANTILES")},
         "astrocal.sky.match": {n: "astrocal.sky.match_transforms"
                                for n in ("SimilarityTransform", "AffineTransform", "PolynomialTransform")},
+        "astrocal.sky.measure": {"ExposureSetup": "astrocal.sky.exposure", "HEADER_KEYS": "astrocal.sky.exposure",
+                                 "UNKNOWN_HORIZON": "astrocal.sky.exposure", "star_psf": "astrocal.sky.stars",
+                                 "MAX_NEIGHBOUR_PAIRS": "astrocal.sky.stars",
+                                 "MATCH_TOLERANCES_PX": "astrocal.sky.exposure_match"},
+        "astrocal.sky.catalog": {"query_gaia": "astrocal.sky.catalog_query", "query_vizier": "astrocal.sky.catalog_query",
+                                 "default_cache_dir": "astrocal.sky.catalog_query",
+                                 "read_kai_photo_calib": "astrocal.sky.catalog_builders",
+                                 "read_gaia_extract": "astrocal.sky.catalog_builders"},
         }
 
 

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from astropy.time import Time
@@ -130,6 +131,13 @@ class TableInfo:
     end_mjd: float
 
     def as_dict(self) -> dict:
+        """The fields as plain data.
+
+        Returns
+        -------
+        dict
+            The fields, with ``last_observed`` and ``end`` (ISO dates) added.
+        """
         d = asdict(self)
         d["last_observed"] = _iso_date(self.last_observed_mjd)
         d["end"] = _iso_date(self.end_mjd)
@@ -148,6 +156,13 @@ class LeapSecondInfo:
     last_leap_second: str
 
     def as_dict(self) -> dict:
+        """The fields as plain data.
+
+        Returns
+        -------
+        dict
+            The fields.
+        """
         return asdict(self)
 
 
@@ -171,6 +186,7 @@ class EOPUncertainty:
 
     @property
     def stale(self) -> bool:
+        """Not measured values, or after the leap-second table's expiry."""
         return self.status != "observed" or self.after_leap_second_expiry
 
 
@@ -190,16 +206,34 @@ _STATE = _State()
 
 
 # =========================================================================== configuration
-def configure(iers_file=None, leap_second_file=None, allow_download: bool = False, *,
-              key: str = "earth") -> Policy:
+def configure(iers_file: str | os.PathLike | None = None, leap_second_file: str | os.PathLike | None = None,
+              allow_download: bool = False, *, key: str = "earth") -> Policy:
     """Set the process's Earth-orientation policy and load its tables now.
 
-    ``iers_file``: a local IERS-A (``finals2000A.all``/``.daily``/``.data``) or IERS-B (EOP
-    C04) file; ``leap_second_file``: a local IERS ``Leap_Second.dat`` or IETF
-    ``leap-seconds.list``; ``allow_download``: let astropy download the current tables once
-    (the bundled ones are used if that fails). ``key`` names the settings in errors
-    (``"<key>.iers_file"``). Raises :class:`EarthOrientationError` naming the file and the
-    key when a file does not exist or is not such a table.
+    A bad file leaves the old policy in effect.
+
+    Parameters
+    ----------
+    iers_file : str or os.PathLike, optional
+        A local IERS-A (``finals2000A.all``/``.daily``/``.data``) or IERS-B (EOP C04) file
+        (None: the bundled table).
+    leap_second_file : str or os.PathLike, optional
+        A local IERS ``Leap_Second.dat`` or IETF ``leap-seconds.list``.
+    allow_download : bool, optional
+        Let astropy download the current tables once (the bundled ones are used if that
+        fails, with an :class:`EarthOrientationWarning`).
+    key : str, optional
+        Names the settings in errors (``"<key>.iers_file"``).
+
+    Returns
+    -------
+    Policy
+        The policy now in effect.
+
+    Raises
+    ------
+    EarthOrientationError
+        A file does not exist or is not such a table (naming the file and the key).
     """
     pol = Policy(iers_file=None if iers_file is None else str(iers_file),
                  leap_second_file=None if leap_second_file is None else str(leap_second_file),
@@ -219,17 +253,35 @@ def configure(iers_file=None, leap_second_file=None, allow_download: bool = Fals
 
 
 def reset() -> Policy:
-    """Back to the default policy (bundled tables, no download)."""
+    """Back to the default policy (bundled tables, no download).
+
+    Returns
+    -------
+    Policy
+        The default policy, now in effect.
+    """
     return configure()
 
 
 def policy() -> Policy:
-    """The policy in effect."""
+    """The policy in effect.
+
+    Returns
+    -------
+    Policy
+        The process's Earth-orientation policy.
+    """
     return _STATE.policy
 
 
-def table():
-    """The Earth-orientation table in use (an astropy IERS table), loaded on first use."""
+def table() -> iers.IERS:
+    """The Earth-orientation table in use, loaded on first use.
+
+    Returns
+    -------
+    astropy.utils.iers.IERS
+        The astropy IERS table (IERS-A or IERS-B).
+    """
     with _STATE.lock:
         if _STATE.table is None:
             _STATE.table, _STATE.info, _STATE.download_note = _load_table(_STATE.policy)
@@ -239,13 +291,25 @@ def table():
 
 
 def table_info() -> TableInfo:
-    """:class:`TableInfo` of the table in use."""
+    """What the table in use is.
+
+    Returns
+    -------
+    TableInfo
+        Its file, source, checksum and coverage.
+    """
     table()
     return _STATE.info
 
 
 def leap_second_info() -> LeapSecondInfo:
-    """:class:`LeapSecondInfo` of the leap-second table in use."""
+    """What the leap-second table in use is.
+
+    Returns
+    -------
+    LeapSecondInfo
+        Its file, source, expiry and last leap second.
+    """
     ensure_leap_seconds()
     return _STATE.leap
 
@@ -262,10 +326,17 @@ def _iso_date(mjd) -> str:
 
 
 @contextlib.contextmanager
-def leap_seconds_applied():
-    """Run the block with the policy's leap seconds; ERFA's "dubious year" (a UTC date after
-    the leap-second table's expiry) is not an error there: its cost is stated with the
-    positions' (:func:`state_cost`)."""
+def leap_seconds_applied() -> Iterator[None]:
+    """Run the block with the policy's leap seconds.
+
+    ERFA's "dubious year" (a UTC date after the leap-second table's expiry) is not an
+    error there: its cost is stated with the positions' (:func:`state_cost`).
+
+    Yields
+    ------
+    None
+        Inside the block.
+    """
     ensure_leap_seconds()
     with _dubious_year_ignored():
         yield
@@ -443,11 +514,18 @@ def ensure_leap_seconds() -> None:
 
 # =========================================================================== applying it
 @contextlib.contextmanager
-def orientation():
-    """Run the block under astrocal's policy: the policy's IERS table for every Earth-
-    orientation value, no download, no failure or astropy warning for times the table does
-    not cover (their cost is computed and stated instead), ERFA's "dubious year" (a date
-    after the leap-second table's expiry) likewise. Yields the table. Re-entrant.
+def orientation() -> Iterator[iers.IERS]:
+    """Run the block under astrocal's policy.
+
+    The policy's IERS table for every Earth-orientation value, no download, no failure or
+    astropy warning for times the table does not cover (their cost is computed and
+    stated instead), ERFA's "dubious year" (a date after the leap-second table's expiry)
+    likewise. Re-entrant.
+
+    Yields
+    ------
+    astropy.utils.iers.IERS
+        The table in use.
     """
     tab = table()
     with leap_seconds_applied(), iers.conf.set_temp("auto_download", False), \
@@ -498,7 +576,7 @@ def _bulletin_a(coeffs, days):
     return a * max(float(days), 0.0) ** b
 
 
-def uncertainty(time) -> EOPUncertainty:
+def uncertainty(time: Time | Any) -> EOPUncertainty:
     """1-sigma of UT1-UTC and of the polar motion that the table in use gives at ``time``.
 
     * measured values: the table's stated errors (IERS-A ``e_*`` columns; 20 us and 0.1 mas
@@ -512,6 +590,16 @@ def uncertainty(time) -> EOPUncertainty:
       capped at 0.9 s (leap seconds keep UTC that close to UT1); the polar-motion error is
       the pole's rms about that mean over the table's last decade. Before the table, the
       same with the distance to its first day.
+
+    Parameters
+    ----------
+    time : astropy.time.Time or anything Time accepts
+        The time (UTC when not a Time).
+
+    Returns
+    -------
+    EOPUncertainty
+        The status and the 1-sigma errors (s, arcsec).
     """
     with leap_seconds_applied():
         t = time if isinstance(time, Time) else Time(time, scale="utc")
@@ -557,7 +645,13 @@ def uncertainty(time) -> EOPUncertainty:
 
 # =========================================================================== provenance, warning
 def provenance() -> dict:
-    """The policy and the tables in use, as plain data (for ``fit.json`` and table metadata)."""
+    """The policy and the tables in use, as plain data.
+
+    Returns
+    -------
+    dict
+        ``iers_table``, ``leap_seconds`` and ``policy`` (for ``fit.json`` and table metadata).
+    """
     info, leap, pol = table_info(), leap_second_info(), policy()
     return {"iers_table": info.as_dict(), "leap_seconds": leap.as_dict(),
             "policy": {"iers_file": pol.iers_file, "leap_second_file": pol.leap_second_file,
@@ -571,11 +665,22 @@ def _describe_table():
 
 
 def state_cost(cost: dict, *, stacklevel: int = 3) -> bool:
-    """Warn (:class:`EarthOrientationWarning`) with what the table's age costs for one
-    exposure, once per run: the first stale exposure of the process says it, and a later one
-    only when its cost is more than twice the one stated. Returns whether it warned.
+    """Warn (:class:`EarthOrientationWarning`) with what the table's age costs for one exposure.
 
-    ``cost``: the dictionary of :func:`astrocal.sky.astrometry.orientation_cost`.
+    Once per run: the first stale exposure of the process says it, and a later one only
+    when its cost is more than twice the one stated.
+
+    Parameters
+    ----------
+    cost : dict
+        The dictionary of :func:`astrocal.sky.astrometry.orientation_cost`.
+    stacklevel : int, optional
+        Of the warning.
+
+    Returns
+    -------
+    bool
+        Whether it warned.
     """
     if not cost or not cost.get("stale"):
         return False
@@ -590,7 +695,18 @@ def state_cost(cost: dict, *, stacklevel: int = 3) -> bool:
 
 
 def cost_message(cost: dict) -> str:
-    """The sentence that states an exposure's Earth-orientation cost (see :func:`state_cost`)."""
+    """The sentence that states an exposure's Earth-orientation cost (see :func:`state_cost`).
+
+    Parameters
+    ----------
+    cost : dict
+        The dictionary of :func:`astrocal.sky.astrometry.orientation_cost`.
+
+    Returns
+    -------
+    str
+        The message.
+    """
     status = cost["status"]
     when = cost["time"][:10]
     if status == "observed":

@@ -33,7 +33,7 @@ The tree, by stage (the builtin base in brackets):
     :class:`astrocal.lab.identify.IdentificationError`,
     :class:`astrocal.errors.MeasureError` (a frame or table of the measure stage) and its
     :class:`astrocal.sources.SourceTableError` (a source table that breaks the contract of
-    :mod:`astrocal.sources`) and :class:`astrocal.sky.measure.SkyMeasureError` [ValueError]
+    :mod:`astrocal.sources`) and :class:`astrocal.sky.exposure.SkyMeasureError` [ValueError]
   * sky fields: :class:`astrocal.sky.sites.SiteError`,
     :class:`astrocal.sky.sites.WeatherError` [ValueError],
     :class:`astrocal.sky.sites.UnknownSiteError` [KeyError],

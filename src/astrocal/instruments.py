@@ -133,7 +133,23 @@ class Detector:
     notes: str = ""
 
     def mode(self, name: str | None = None) -> ReadoutMode:
-        """The readout mode ``name`` (default: :attr:`default_mode`)."""
+        """The readout mode ``name``.
+
+        Parameters
+        ----------
+        name : str, optional
+            The mode's name (default: :attr:`default_mode`).
+
+        Returns
+        -------
+        ReadoutMode
+            The mode.
+
+        Raises
+        ------
+        InstrumentError
+            The detector has no such mode.
+        """
         key = self.default_mode if name is None else name
         try:
             return self.modes[key]
@@ -143,6 +159,7 @@ class Detector:
 
     @property
     def pixel_size(self) -> u.Quantity:
+        """Pixel pitch (um, a Quantity)."""
         return self.pixel_size_um * u.um
 
     @property
@@ -163,6 +180,7 @@ class Filter:
 
     @property
     def center(self) -> u.Quantity:
+        """Centre wavelength (um, a Quantity)."""
         return self.center_um * u.um
 
 
@@ -254,19 +272,52 @@ class HeaderKeywords:
             object.__setattr__(self, name, _names(getattr(self, name), name))
 
     def to_dict(self) -> dict:
-        """``{entry: [keyword, ...]}`` (plain, for products' metadata)."""
+        """The map as plain types, for products' metadata.
+
+        Returns
+        -------
+        dict
+            ``{entry: [keyword, ...]}``.
+        """
         return {name: list(getattr(self, name)) for name in HEADER_FIELDS}
 
     def then(self, fallback: "HeaderKeywords") -> "HeaderKeywords":
-        """This map with ``fallback``'s keywords tried after its own (duplicates dropped)."""
+        """This map with ``fallback``'s keywords tried after its own (duplicates dropped).
+
+        Parameters
+        ----------
+        fallback : HeaderKeywords
+            The map tried second.
+
+        Returns
+        -------
+        HeaderKeywords
+            The combined map.
+        """
         return HeaderKeywords(**{
             name: tuple(dict.fromkeys(getattr(self, name) + getattr(fallback, name)))
             for name in HEADER_FIELDS})
 
     def replace_entries(self, mapping: Mapping | None) -> "HeaderKeywords":
-        """A copy whose entries named in ``mapping`` (``{entry: keyword or [keywords]}``)
-        are replaced.  An unknown entry raises ``KeyError`` listing the valid ones; a
-        value that is not a keyword name (or a list of them) raises ``TypeError``."""
+        """A copy whose entries named in ``mapping`` are replaced.
+
+        Parameters
+        ----------
+        mapping : mapping or None
+            ``{entry: keyword or [keywords]}``.
+
+        Returns
+        -------
+        HeaderKeywords
+            The copy.
+
+        Raises
+        ------
+        KeyError
+            An unknown entry (the message lists the valid ones).
+        TypeError
+            A value that is not a keyword name (or a list of them).
+        """
         mapping = dict(mapping or {})
         unknown = sorted(set(mapping) - set(HEADER_FIELDS))
         if unknown:
@@ -338,6 +389,7 @@ class Instrument:
 
     @property
     def detector_shape(self) -> tuple[int, int]:
+        """Detector shape ``(ny, nx)`` (pixels)."""
         return self.detector.shape
 
     @property
@@ -347,6 +399,23 @@ class Instrument:
         return [nx * self.pixel_scale_mas / 1e3, ny * self.pixel_scale_mas / 1e3] * u.arcsec
 
     def filter(self, name: str | None = None) -> Filter:
+        """A filter of the instrument.
+
+        Parameters
+        ----------
+        name : str, optional
+            The filter's name (default: :attr:`default_filter`).
+
+        Returns
+        -------
+        Filter
+            The filter.
+
+        Raises
+        ------
+        InstrumentError
+            The instrument has no such filter.
+        """
         key = self.default_filter if name is None else name
         try:
             return self.filters[key]
@@ -355,7 +424,23 @@ class Instrument:
                            f"filters: {sorted(self.filters)}") from None
 
     def with_mode(self, mode: str) -> "Instrument":
-        """A copy whose detector default readout mode is ``mode``."""
+        """A copy whose detector default readout mode is ``mode``.
+
+        Parameters
+        ----------
+        mode : str
+            A readout mode of the detector.
+
+        Returns
+        -------
+        Instrument
+            The copy.
+
+        Raises
+        ------
+        InstrumentError
+            The detector has no such mode.
+        """
         self.detector.mode(mode)
         return replace(self, detector=replace(self.detector, default_mode=mode))
 
@@ -524,13 +609,35 @@ _ALIASES = {
 
 
 def list_instruments() -> list[str]:
-    """Registry keys, e.g. ``['metis-lm', 'metis-lms', 'metis-n']``."""
+    """The registry's keys.
+
+    Returns
+    -------
+    list of str
+        Sorted, e.g. ``['metis-lm', 'metis-lms', 'metis-n']``.
+    """
     return sorted(INSTRUMENTS)
 
 
 def get_instrument(name: str) -> Instrument:
-    """Look up an instrument by key (``"metis-lm"``, ``"metis-n"``, ``"metis-lms"``)
-    or by the campaign-file name (``"METIS IMG_LM"``); case-insensitive."""
+    """Look up an instrument.
+
+    Parameters
+    ----------
+    name : str
+        A key (``"metis-lm"``, ``"metis-n"``, ``"metis-lms"``) or the campaign-file name
+        (``"METIS IMG_LM"``); case-insensitive.
+
+    Returns
+    -------
+    Instrument
+        The registry's instrument.
+
+    Raises
+    ------
+    InstrumentError
+        An unknown name (the message lists the known ones).
+    """
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     try:
@@ -541,10 +648,29 @@ def get_instrument(name: str) -> Instrument:
 
 
 def header_keywords(preset: str | None = None, mapping: Mapping | None = None) -> HeaderKeywords:
-    """The keyword map frames are read with: the preset's own map followed by the generic
-    one (:data:`GENERIC_HEADER_KEYWORDS` alone without a preset), with the entries of
-    ``mapping`` (a campaign's ``[instrument.header_keywords]``) replacing the
-    corresponding ones.  Raises ``KeyError`` for an unknown preset or entry."""
+    """The keyword map frames are read with.
+
+    The preset's own map followed by the generic one (:data:`GENERIC_HEADER_KEYWORDS`
+    alone without a preset), with the entries of ``mapping`` replacing the corresponding
+    ones.
+
+    Parameters
+    ----------
+    preset : str, optional
+        The instrument preset.
+    mapping : mapping, optional
+        A campaign's ``[instrument.header_keywords]``: ``{entry: keyword or [keywords]}``.
+
+    Returns
+    -------
+    HeaderKeywords
+        The map.
+
+    Raises
+    ------
+    KeyError
+        An unknown preset or entry.
+    """
     base = GENERIC_HEADER_KEYWORDS
     if preset is not None:
         base = get_instrument(preset).header_keywords.then(GENERIC_HEADER_KEYWORDS)

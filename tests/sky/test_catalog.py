@@ -18,9 +18,10 @@ from astropy.table import Table
 
 from astrocal.sky.catalog import (
     Catalog, CatalogError, CatalogQueryError, CatalogWarning, SGR_A_STAR, catalog_from_arrays,
-    catalog_path, default_cache_dir, get_catalog, list_catalogs, load_catalog, parse_epoch, query_gaia,
-    query_vizier, read_kai_photo_calib,
+    catalog_path, get_catalog, list_catalogs, load_catalog, parse_epoch,
 )
+from astrocal.sky.catalog_builders import read_kai_photo_calib
+from astrocal.sky.catalog_query import default_cache_dir, query_gaia, query_vizier
 
 PROJECT = Path(__file__).resolve().parents[2]
 SHIPPED = {"galactic_center": "galactic_center.ecsv", "gaia_47tuc": "gaia_dr3_47tuc.ecsv"}

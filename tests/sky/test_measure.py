@@ -32,8 +32,10 @@ from astrocal.stages.measure import measure_campaign
 from astrocal.image.psf import AOStarPSF, render_spots
 from astrocal.sky.astrometry import EpochGapWarning, apparent_positions, inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays
-from astrocal.sky.measure import (FLAG_BLEND, FLAGS_REJECT, TABLE_COLUMNS, SkyMeasureError,
-                                  measure_sky_exposure, read_sky_table, star_psf)
+from astrocal.sky.exposure import SkyMeasureError
+from astrocal.sky.stars import star_psf
+from astrocal.sky.measure import (FLAG_BLEND, FLAGS_REJECT, TABLE_COLUMNS,
+                                  measure_sky_exposure, read_sky_table)
 
 SHAPE = (300, 300)
 PIX = 5.47
@@ -551,7 +553,7 @@ def test_error_coverage(tmp_path, background):
 
 # ------------------------------------------------------------------ metadata resolution
 def test_resolve_exposure_from_header_and_defaults(caplog):
-    from astrocal.sky.measure import resolve_exposure
+    from astrocal.sky.exposure import resolve_exposure
 
     h = fits.Header({"DATE-OBS": "2026-05-01", "TIME-OBS": "03:59:55", "EXPTIME": 10.0,
                      "RA": "17:45:40.03", "DEC": "-29:00:28.08", "FILTER": "Mp"})
@@ -609,7 +611,7 @@ def test_a_bright_star_halo_gives_no_false_detections(tmp_path):
 
 
 def test_crowded_detections_are_limited(monkeypatch, caplog):
-    import astrocal.sky.measure as M
+    import astrocal.sky.stars as M
 
     rng = np.random.default_rng(2)
     det = Table({"x": rng.uniform(0, 200, 400), "y": rng.uniform(0, 200, 400)})

@@ -276,7 +276,7 @@ def test_docs_list_every_site():
 def test_measure_keeps_a_given_site():
     """The measure stage's exposure setup carries the site object (a given position survives)
     and takes its typical weather when none is given."""
-    from astrocal.sky.measure import resolve_exposure
+    from astrocal.sky.exposure import resolve_exposure
 
     mk = custom_site(19.8, -155.5, 4145.0, name="mk", temperature_c=0.0)
     s = resolve_exposure({"time": "2026-05-01T04:00:00", "ra": 10.0, "dec": 20.0, "wavelength_um": 3.8},

@@ -279,7 +279,8 @@ def test_a_failed_match_says_what_to_try(tmp_path):
     """A list that does not match, without magnitudes in the catalogue: the message says the
     match used positions only and what would give it brightness ranks."""
     from astrocal.campaign import Exposure, InstrumentSpec, SkyDataset
-    from astrocal.sky.measure import SkyMeasureError, measure_sky_exposure
+    from astrocal.sky.exposure import SkyMeasureError
+    from astrocal.sky.measure import measure_sky_exposure
 
     cat = _catalog(n=40)
     cat.write(tmp_path / "cat.ecsv")
@@ -301,7 +302,8 @@ def test_an_image_from_space_is_refused_with_what_to_do(tmp_path):
     from astropy.io import fits
 
     from astrocal.campaign import Exposure, InstrumentSpec, SkyDataset
-    from astrocal.sky.measure import SkyMeasureError, measure_sky_exposure
+    from astrocal.sky.exposure import SkyMeasureError
+    from astrocal.sky.measure import measure_sky_exposure
 
     cat = _catalog(n=40)
     cat.write(tmp_path / "cat.ecsv")

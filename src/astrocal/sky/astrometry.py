@@ -50,20 +50,23 @@ finite differences at the field centre), in arcsec**2.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import astropy.units as u
-from astropy.coordinates import AltAz, EarthLocation, SkyCoord
+from astropy.coordinates import TETE, AltAz, EarthLocation, SkyCoord, get_body_barycentric_posvel
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
+from numpy.typing import ArrayLike
 
 from astrocal import earth
-from astrocal.sky.catalog import CatalogError, parse_epoch, as_center
+from astrocal.sky.catalog import Catalog, CatalogError, as_center, load_catalog, parse_epoch
 from astrocal.sky.sites import Site, Weather, WeatherError, get_site
 
 from ..errors import AstrocalError
@@ -112,12 +115,22 @@ class EpochGapWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- helpers
-def gnomonic(lon, lat, lon0, lat0):
+def gnomonic(lon: ArrayLike, lat: ArrayLike, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:
     """Gnomonic (tangent-plane) projection about ``(lon0, lat0)``; all angles in radians.
 
-    Returns ``(xi, eta)`` in radians: ``xi`` toward increasing longitude, ``eta`` toward
-    increasing latitude at the tangent point. Points 90 deg or more from the tangent point
-    give NaN.
+    Parameters
+    ----------
+    lon, lat : array_like
+        The points (rad).
+    lon0, lat0 : float
+        The tangent point (rad).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(xi, eta)`` in radians: ``xi`` toward increasing longitude, ``eta`` toward
+        increasing latitude at the tangent point. Points 90 deg or more from the tangent
+        point give NaN.
     """
     lon, lat = np.asarray(lon, float), np.asarray(lat, float)
     dlon = lon - lon0
@@ -131,8 +144,21 @@ def gnomonic(lon, lat, lon0, lat0):
     return xi, eta
 
 
-def inverse_gnomonic(xi, eta, lon0, lat0):
-    """Inverse of :func:`gnomonic`: standard coordinates (radians) -> (lon, lat) radians."""
+def inverse_gnomonic(xi: ArrayLike, eta: ArrayLike, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`gnomonic`.
+
+    Parameters
+    ----------
+    xi, eta : array_like
+        Standard coordinates (rad).
+    lon0, lat0 : float
+        The tangent point (rad).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(lon, lat)`` (rad).
+    """
     xi, eta = np.asarray(xi, float), np.asarray(eta, float)
     s0, c0 = np.sin(lat0), np.cos(lat0)
     denom = c0 - eta * s0
@@ -141,13 +167,30 @@ def inverse_gnomonic(xi, eta, lon0, lat0):
     return lon, lat
 
 
-def parse_time(value, what: str = "time") -> Time:
+def parse_time(value: Any, what: str = "time") -> Time:
     """An astropy Time from a Time, datetime, ISO/FITS string, ``"J2030.5"`` or a decimal year.
 
-    Bare numbers are Julian years (1800..2300); anything else (including MJDs as bare
-    numbers -- pass ``Time(x, format="mjd")``) raises :class:`AstrometryError`. Leap
-    seconds follow astrocal's policy (:mod:`astrocal.earth`); a UTC date after the
-    leap-second table's expiry is accepted (its cost is stated with the positions').
+    Bare numbers are Julian years (1800..2300). Leap seconds follow astrocal's policy
+    (:mod:`astrocal.earth`); a UTC date after the leap-second table's expiry is accepted
+    (its cost is stated with the positions').
+
+    Parameters
+    ----------
+    value : Time, datetime.datetime, str or float
+        The time (strings and datetimes in UTC, ``"J..."`` epochs in TT).
+    what : str, optional
+        Names the value in errors.
+
+    Returns
+    -------
+    astropy.time.Time
+        One time.
+
+    Raises
+    ------
+    AstrometryError
+        Anything else (including MJDs as bare numbers -- pass ``Time(x, format="mjd")``),
+        or an array of times.
     """
     with earth.leap_seconds_applied():
         return _parse_time(value, what)
@@ -180,13 +223,30 @@ def _parse_time(value, what):
     raise AstrometryError(f"{what}: cannot parse {value!r} ({type(value).__name__}) as a time")
 
 
-def resolve_weather(weather, site: Site, *, refraction: bool = True) -> Weather:
+def resolve_weather(weather: Weather | Mapping | None, site: Site, *, refraction: bool = True) -> Weather:
     """The weather to use: given values, completed with the site's typical ones (logged).
 
-    ``weather``: a :class:`~astrocal.sky.sites.Weather`, a mapping with any of
-    ``pressure_hpa``, ``temperature_c``, ``relative_humidity`` (fraction 0..1), or None.
     Missing values come from the site's defaults and a WARNING in the log says which.
-    ``refraction=False`` returns zero pressure (astropy then applies no refraction).
+
+    Parameters
+    ----------
+    weather : Weather, mapping or None
+        A :class:`~astrocal.sky.sites.Weather`, a mapping with any of ``pressure_hpa``,
+        ``temperature_c``, ``relative_humidity`` (fraction 0..1), or None.
+    site : Site
+        Its typical weather completes the values.
+    refraction : bool, optional
+        False returns zero pressure (astropy then applies no refraction).
+
+    Returns
+    -------
+    Weather
+        The complete weather, its source stated.
+
+    Raises
+    ------
+    WeatherError
+        An unknown key or an unusable value.
     """
     if isinstance(weather, Weather):
         w = weather
@@ -280,6 +340,7 @@ class CatalogAtEpoch:
 
     @property
     def coord(self) -> SkyCoord:
+        """The stars as ICRS SkyCoord at :attr:`epoch` (no proper motion)."""
         return SkyCoord(ra=self.ra * u.deg, dec=self.dec * u.deg, frame="icrs")
 
     @property
@@ -288,23 +349,42 @@ class CatalogAtEpoch:
         return np.sqrt(np.stack([self.cov[:, 0, 0], self.cov[:, 1, 1]], axis=1))
 
 
-def propagate(catalog, epoch, *, missing_pm: str = "inflate", pm_dispersion: Optional[float] = None,
-              warn_gap_years: float = 1.0) -> CatalogAtEpoch:
+def propagate(catalog: Catalog | str | os.PathLike, epoch: Any, *, missing_pm: str = "inflate",
+              pm_dispersion: Optional[float] = None, warn_gap_years: float = 1.0) -> CatalogAtEpoch:
     """Move every star to ``epoch`` and grow its position errors (see the module notes).
 
-    ``catalog``: a :class:`~astrocal.sky.catalog.Catalog` (or anything
-    :func:`~astrocal.sky.catalog.load_catalog` accepts); ``epoch``: Time, ISO string,
-    ``"J2030.5"`` or a decimal year. ``missing_pm``: ``"inflate"`` (default), ``"refuse"``
-    or ``"ignore"`` for stars without proper motion; ``pm_dispersion`` (mas/yr per axis)
-    overrides the catalogue's ``pm_dispersion_mas_yr``.
+    Parameters
+    ----------
+    catalog : Catalog, str or os.PathLike
+        A :class:`~astrocal.sky.catalog.Catalog` (or anything
+        :func:`~astrocal.sky.catalog.load_catalog` accepts).
+    epoch : Time, str or float
+        Time, ISO string, ``"J2030.5"`` or a decimal year (:func:`parse_time`).
+    missing_pm : {"inflate", "refuse", "ignore"}, optional
+        What to do with stars without proper motion.
+    pm_dispersion : float, optional
+        Per-axis proper-motion dispersion (mas/yr); overrides the catalogue's
+        ``pm_dispersion_mas_yr``.
+    warn_gap_years : float, optional
+        An :class:`EpochGapWarning` for stars without proper motion moved by more than
+        this (yr).
+
+    Returns
+    -------
+    CatalogAtEpoch
+        The stars at ``epoch`` with their grown covariances.
+
+    Raises
+    ------
+    AstrometryError
+        A bad ``missing_pm``, an unparseable epoch, or stars without proper motion
+        refused.
     """
     with earth.orientation():
         return _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years)
 
 
 def _propagate(catalog, epoch, missing_pm, pm_dispersion, warn_gap_years):
-    from astrocal.sky.catalog import load_catalog
-
     if missing_pm not in ("inflate", "refuse", "ignore"):
         raise AstrometryError(f"missing_pm must be 'inflate', 'refuse' or 'ignore', got {missing_pm!r}")
     cat = load_catalog(catalog)
@@ -436,22 +516,43 @@ class FocalPlanePositions:
 
     @property
     def xy(self) -> np.ndarray:
+        """(N, 2) instrument-frame positions (arcsec)."""
         return np.column_stack([self.x, self.y])
 
-    def inside(self, half_width, half_height=None, margin: float = 0.0) -> np.ndarray:
+    def inside(self, half_width: float, half_height: float | None = None, margin: float = 0.0) -> np.ndarray:
         """Boolean mask of the stars within a rectangle centred on the pointing.
 
-        ``half_width`` (and ``half_height``, default the same) in arcsec along the
-        instrument x and y axes, enlarged by ``margin`` arcsec.
+        Parameters
+        ----------
+        half_width : float
+            Half width along the instrument x axis (arcsec).
+        half_height : float, optional
+            Half height along y (arcsec; default ``half_width``).
+        margin : float, optional
+            Enlarges both (arcsec).
+
+        Returns
+        -------
+        numpy.ndarray
+            True for the stars inside.
         """
         hw = float(half_width) + margin
         hh = (float(half_width) if half_height is None else float(half_height)) + margin
         return (np.abs(self.x) <= hw) & (np.abs(self.y) <= hh)
 
-    def select(self, index) -> "FocalPlanePositions":
-        """The same exposure with only the stars ``index`` (mask or indices)."""
-        import dataclasses
+    def select(self, index: ArrayLike) -> "FocalPlanePositions":
+        """The same exposure with only some stars.
 
+        Parameters
+        ----------
+        index : array_like
+            Boolean mask or integer indices.
+
+        Returns
+        -------
+        FocalPlanePositions
+            The per-star arrays selected, the per-exposure values kept.
+        """
         per_star = ("names", "x", "y", "cov", "u", "v", "dt", "has_pm", "inflated")
         return dataclasses.replace(self, **{k: getattr(self, k)[index] for k in per_star})
 
@@ -461,6 +562,15 @@ class FocalPlanePositions:
         return float(1.0 / np.cos(np.radians(self.zenith_distance_deg)))
 
     def to_table(self) -> Table:
+        """The positions as a table.
+
+        Returns
+        -------
+        astropy.table.Table
+            ``name``, ``x``, ``y``, ``sigma_x``, ``sigma_y`` (arcsec), ``cov_xy``
+            (arcsec2), ``u``, ``v`` (arcsec), ``dt`` (yr), ``has_pm``, ``inflated``; the
+            per-exposure values in its meta.
+        """
         t = Table()
         t["name"] = self.names
         t["x"] = self.x * u.arcsec
@@ -499,10 +609,13 @@ def _instrument_matrix(r_deg: float, parity: int) -> np.ndarray:
     return np.array([[parity * c, parity * s], [-s, c]])
 
 
-def apparent_positions(catalog, *, time, pointing, wavelength=None, position_angle=None, rotator_angle=None,
-                       site="armazones", weather=None, refraction: bool = True, parity: int = 1,
+def apparent_positions(catalog: Catalog | CatalogAtEpoch | str | os.PathLike, *, time: Any, pointing: Any,
+                       wavelength: u.Quantity | float | None = None, position_angle: u.Quantity | float | None = None,
+                       rotator_angle: u.Quantity | float | None = None, site: Any = "armazones",
+                       weather: Weather | Mapping | None = None, refraction: bool = True, parity: int = 1,
                        missing_pm: str = "inflate", pm_dispersion: Optional[float] = None,
-                       horizon=None, aberration=None) -> FocalPlanePositions:
+                       horizon: tuple[float, float] | None = None,
+                       aberration: Mapping | float | None = None) -> FocalPlanePositions:
     """Positions of the catalogue stars in the instrument frame for one exposure.
 
     An observatory in space (``site`` a :class:`~astrocal.sky.sites.SpaceSite`: ``"space"``,
@@ -534,6 +647,47 @@ def apparent_positions(catalog, *, time, pointing, wavelength=None, position_ang
     (:func:`orientation_cost`) is in ``meta["earth_orientation"]``, and stated once per run
     as an :class:`~astrocal.earth.EarthOrientationWarning` when the table gives
     predictions or nothing at that time.
+
+    Parameters
+    ----------
+    catalog : Catalog, CatalogAtEpoch, str or os.PathLike
+        The catalogue (propagated to ``time``) or one already at that epoch.
+    time : Time, str or float
+        Mid-exposure time (:func:`parse_time`).
+    pointing : SkyCoord, (ra_deg, dec_deg) or str
+        ICRS field centre.
+    wavelength : Quantity or float, optional
+        Effective wavelength (um); required on the ground.
+    position_angle, rotator_angle : Quantity or float, optional
+        Exactly one (deg).
+    site : str, Site, SpaceSite, mapping or EarthLocation, optional
+        The observatory (:func:`~astrocal.sky.sites.get_site`).
+    weather : Weather or mapping, optional
+        :func:`resolve_weather`.
+    refraction : bool, optional
+        False: no refraction (zero pressure).
+    parity : {1, -1}, optional
+        Orientation of the instrument frame.
+    missing_pm : {"inflate", "refuse", "ignore"}, optional
+        Stars without proper motion (:func:`propagate`).
+    pm_dispersion : float, optional
+        Per-axis proper-motion dispersion (mas/yr) (:func:`propagate`).
+    horizon : tuple of float, optional
+        ``(zenith_distance_deg, parallactic_angle_deg)`` of an exposure without a clock time.
+    aberration : mapping or float, optional
+        Of an observatory in space (:func:`resolve_aberration`).
+
+    Returns
+    -------
+    FocalPlanePositions
+        The stars in the instrument frame (arcsec) and the exposure's geometry.
+
+    Raises
+    ------
+    AstrometryError
+        Bad or missing input (naming it).
+    WeatherError
+        Unusable weather.
     """
     if parity not in (1, -1):
         raise AstrometryError(f"parity must be +1 or -1, got {parity!r}")
@@ -605,7 +759,8 @@ HORIZON_TOLERANCE_DEG = 1e-5
 HORIZON_MIN_ZD_DEG = 0.1
 
 
-def horizon_site(site, pointing, time, zenith_distance_deg, parallactic_angle_deg, weather, wavelength_um):
+def horizon_site(site: Any, pointing: Any, time: Any, zenith_distance_deg: float, parallactic_angle_deg: float,
+                 weather: Weather, wavelength_um: float) -> Site:
     """A :class:`~astrocal.sky.sites.Site` from which the field centre ``pointing`` is seen at
     ``time`` at the given (observed, refracted) zenith distance and parallactic angle (deg).
 
@@ -621,9 +776,32 @@ def horizon_site(site, pointing, time, zenith_distance_deg, parallactic_angle_de
     The site keeps its height and typical weather. Annual aberration and precession are
     those of ``time``; the diurnal aberration's differential part over a field is below a
     microarcsecond, so the hour of the day does not matter.
+
+    Parameters
+    ----------
+    site : str or Site
+        The site whose height and typical weather are kept.
+    pointing : SkyCoord, (ra_deg, dec_deg) or str
+        ICRS field centre.
+    time : Time, str or float
+        The exposure's time (:func:`parse_time`).
+    zenith_distance_deg, parallactic_angle_deg : float
+        Where the field centre is to be seen (deg; observed, refracted).
+    weather : Weather
+        For the refraction.
+    wavelength_um : float
+        For the refraction (um).
+
+    Returns
+    -------
+    Site
+        The site placed there (named so).
+
+    Raises
+    ------
+    AstrometryError
+        The field below the horizon, or the placement does not converge.
     """
-    import dataclasses
-    from astropy.coordinates import TETE
 
     site = get_site(site)
     z_want = max(float(zenith_distance_deg), HORIZON_MIN_ZD_DEG)
@@ -723,7 +901,8 @@ COST_RIM_POINTS = 8
 COST_MIN_RADIUS_ARCSEC = 1.0
 
 
-def orientation_cost(time, pointing, site, weather, wavelength_um, *, position_angle=None, rotator_angle=None,
+def orientation_cost(time: Any, pointing: SkyCoord, site: Site, weather: Weather, wavelength_um: float, *,
+                     position_angle: float | None = None, rotator_angle: float | None = None,
                      parity: int = 1, field_radius_arcsec: float = 10.0) -> dict:
     """What the Earth-orientation table's uncertainty at ``time`` costs one exposure, in mas.
 
@@ -748,6 +927,30 @@ def orientation_cost(time, pointing, site, weather, wavelength_um, *, position_a
     ``time`` (ISO UTC), ``status``, ``lead_days``, ``sigma_ut1_s``, ``sigma_pm_mas``,
     ``field_radius_arcsec``, ``stale`` (the table gives no measured value at ``time``, or
     it lies after the leap-second expiry), and ``table`` (the file's name).
+
+    Parameters
+    ----------
+    time : Time, str or float
+        The exposure's time (:func:`parse_time`).
+    pointing : SkyCoord
+        ICRS field centre.
+    site : Site
+        The observatory.
+    weather : Weather
+        For the refraction.
+    wavelength_um : float
+        For the refraction (um).
+    position_angle, rotator_angle : float, optional
+        One of them (deg).
+    parity : {1, -1}, optional
+        Orientation of the instrument frame.
+    field_radius_arcsec : float, optional
+        Radius of the rim points (arcsec; at least :data:`COST_MIN_RADIUS_ARCSEC`).
+
+    Returns
+    -------
+    dict
+        The costs (mas) and the table's status, as above.
     """
     t = parse_time(time, "exposure time")
     with earth.orientation():
@@ -794,15 +997,30 @@ def orientation_cost(time, pointing, site, weather, wavelength_um, *, position_a
             "terms": {k: {"centre_mas": c, "differential_mas": d} for k, (c, d) in parts.items()}}
 
 
-def apparent_positions_many(catalog, exposures: Sequence[Mapping], **common) -> list[FocalPlanePositions]:
-    """:func:`apparent_positions` for several exposures.
+def apparent_positions_many(catalog: Catalog | CatalogAtEpoch | str | os.PathLike, exposures: Sequence[Mapping],
+                            **common: Any) -> list[FocalPlanePositions]:
+    """:func:`apparent_positions` for several exposures; the catalogue is loaded once.
 
-    ``exposures``: one mapping of keyword arguments per exposure (``time``, ``pointing``,
-    ``position_angle`` or ``rotator_angle``, ``weather``...); ``common`` holds the ones
-    shared by all (``wavelength``, ``site``...). The catalogue is loaded once.
+    Parameters
+    ----------
+    catalog : Catalog, CatalogAtEpoch, str or os.PathLike
+        The catalogue.
+    exposures : sequence of mapping
+        One mapping of keyword arguments per exposure (``time``, ``pointing``,
+        ``position_angle`` or ``rotator_angle``, ``weather``...).
+    **common
+        The keyword arguments shared by all (``wavelength``, ``site``...).
+
+    Returns
+    -------
+    list of FocalPlanePositions
+        One per exposure.
+
+    Raises
+    ------
+    AstrometryError, WeatherError
+        Naming the exposure (its index).
     """
-    from astrocal.sky.catalog import load_catalog
-
     cat = catalog if isinstance(catalog, CatalogAtEpoch) else load_catalog(catalog)
     out = []
     for k, exp in enumerate(exposures):
@@ -825,7 +1043,7 @@ ABERRATION_SCALE_RANGE = 1e-3
 MAX_OBSERVER_SPEED_KM_S = 100.0
 
 
-def resolve_aberration(aberration, time, pointing=None) -> dict:
+def resolve_aberration(aberration: Mapping | float | None, time: Time, pointing: Any = None) -> dict:
     """The stellar aberration of an observatory in space, as a plain dict.
 
     ``aberration``:
@@ -841,10 +1059,25 @@ def resolve_aberration(aberration, time, pointing=None) -> dict:
       with the note that the observatory's own velocity about the Earth is left out
       (a low orbit's 7.6 km/s: up to 2.5e-5 in scale; at L2 about 1 km/s).
 
-    Returns ``{"velocity_km_s": [3 floats] or None, "scale": f or None, "source": text}``
-    (with a velocity the scale at ``pointing`` is given as well).
+    Parameters
+    ----------
+    aberration : mapping, float or None
+        As above.
+    time : astropy.time.Time
+        The exposure's time (for the Earth's velocity).
+    pointing : SkyCoord, (ra_deg, dec_deg) or str, optional
+        With a velocity: the scale at this field centre is given as well.
+
+    Returns
+    -------
+    dict
+        ``{"velocity_km_s": [3 floats] or None, "scale": f or None, "source": text}``.
+
+    Raises
+    ------
+    AstrometryError
+        A bad mapping, velocity or scale.
     """
-    from astropy.coordinates import get_body_barycentric_posvel
 
     source = "given"
     if isinstance(aberration, Mapping):
@@ -901,7 +1134,8 @@ def _aberrate(n, beta):
     return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
-def space_geometry(ra_deg, dec_deg, pointing, position_angle, parity, aberration) -> _Geometry:
+def space_geometry(ra_deg: ArrayLike, dec_deg: ArrayLike, pointing: Any, position_angle: float, parity: int,
+                   aberration: Mapping) -> _Geometry:
     """Instrument-frame positions seen from space (see :func:`apparent_positions`).
 
     ICRS positions at the exposure epoch (deg) -> the directions seen by the moving
@@ -917,6 +1151,25 @@ def space_geometry(ra_deg, dec_deg, pointing, position_angle, parity, aberration
     ``(u, v) = (-xi, eta)`` points west and north, the rotator angle is ``theta``). Returns
     a :class:`_Geometry` whose horizon angles are NaN and whose Jacobian is d(x, y)/d(xi,
     eta) of the catalogue's standard coordinates at the pointing (central differences).
+
+    Parameters
+    ----------
+    ra_deg, dec_deg : array_like
+        ICRS positions at the exposure epoch (deg).
+    pointing : SkyCoord, (ra_deg, dec_deg) or str
+        ICRS field centre.
+    position_angle : float
+        Position angle of the instrument +y axis (deg).
+    parity : {1, -1}
+        Orientation of the instrument frame.
+    aberration : mapping
+        From :func:`resolve_aberration`.
+
+    Returns
+    -------
+    _Geometry
+        Instrument-frame (x, y) and telescope-frame (u, v) positions (arcsec), the angles
+        and the Jacobian.
     """
     ra_deg, dec_deg = np.atleast_1d(np.asarray(ra_deg, float)), np.atleast_1d(np.asarray(dec_deg, float))
     n = ra_deg.size

@@ -1,4 +1,4 @@
-"""Reference catalogues: the catalogue type, the shipped extracts and astroquery look-ups.
+"""Reference catalogues: the catalogue type, its checks, and the shipped extracts.
 
 A reference catalogue is an astropy :class:`~astropy.table.Table` (ECSV on disk) with one
 row per star, wrapped by :class:`Catalog`, which checks it and gives plain arrays. Two
@@ -44,17 +44,16 @@ dispersion of the stars, used to inflate the errors of stars without proper moti
 
 Shipped catalogues (package data ``astrocal/data/catalogs/``, identical copies in the
 project's ``catalogs/``): ``galactic_center`` (107 stars, KAI ``photo_calib.dat``) and
-``gaia_47tuc`` (Gaia DR3 around 47 Tuc); :func:`get_catalog` loads them by name.
+``gaia_47tuc`` (Gaia DR3 around 47 Tuc); :func:`get_catalog` loads them by name;
+:mod:`astrocal.sky.catalog_builders` made them from the original files.
 
-Look-ups: :func:`query_gaia` and :func:`query_vizier` fetch with astroquery and keep the
-raw result in an on-disk cache (:func:`default_cache_dir`); a later call with the same
-query reads the cache and needs no network. ``offline=True`` (or the environment variable
-``ASTROCAL_OFFLINE=1``) never touches the network. A failed query raises
+Look-ups: :func:`~astrocal.sky.catalog_query.query_gaia` and
+:func:`~astrocal.sky.catalog_query.query_vizier` (:mod:`astrocal.sky.catalog_query`) fetch
+with astroquery through an on-disk cache; a failed query raises
 :class:`CatalogQueryError`, which says so and names the cache option.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -62,17 +61,19 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import astropy.units as u
 from astropy.coordinates import SkyCoord, Angle
 from astropy.table import Table, MaskedColumn
 from astropy.time import Time
+from numpy.typing import ArrayLike
 
 from astrocal import earth
 
-from ..checksum import file_sha256
+from .._moved import moved_module
+from ..atomic import atomic_path
 from ..errors import AstrocalError
 
 __all__ = [
@@ -89,18 +90,27 @@ __all__ = [
     "list_catalogs",
     "catalog_path",
     "catalog_from_arrays",
-    "query_gaia",
-    "query_vizier",
-    "default_cache_dir",
     "parse_epoch",
-    "read_kai_photo_calib",
-    "read_gaia_extract",
 ]
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "ASTROCAL_CATALOG_CACHE"
-OFFLINE_ENV = "ASTROCAL_OFFLINE"
+#: names that moved (issue 20): the astroquery look-ups to :mod:`astrocal.sky.catalog_query`, the
+#: builders of the shipped files to :mod:`astrocal.sky.catalog_builders`; the old path warns
+_MOVED_TO = {
+    "astrocal.sky.catalog_query": ("CACHE_ENV", "OFFLINE_ENV", "GAIA_COLUMNS", "default_cache_dir", "query_gaia",
+                                   "query_vizier"),
+    "astrocal.sky.catalog_builders": ("KAI_BANDS", "read_kai_photo_calib", "read_gaia_extract"),
+}
+_forward = {name: moved_module(__name__, target) for target, names in _MOVED_TO.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`astrocal.sky.catalog_query` and
+    :mod:`astrocal.sky.catalog_builders` (one release, with a DeprecationWarning)."""
+    if name in _forward:
+        return _forward[name](name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CatalogError(AstrocalError, ValueError):
@@ -186,12 +196,30 @@ class Reference:
     source: str = ""
 
     def coord(self) -> SkyCoord:
+        """The reference as a sky position.
+
+        Returns
+        -------
+        astropy.coordinates.SkyCoord
+            ICRS at its epoch (``obstime``), with its proper motion.
+        """
         return SkyCoord(ra=self.ra_deg * u.deg, dec=self.dec_deg * u.deg,
                         pm_ra_cosdec=self.pmra * u.mas / u.yr, pm_dec=self.pmdec * u.mas / u.yr,
                         obstime=Time(self.epoch, format="jyear", scale="tt"), frame="icrs")
 
-    def position_at(self, epochs) -> tuple[np.ndarray, np.ndarray]:
-        """RA, Dec (deg) of the reference at Julian epochs (array), with its proper motion."""
+    def position_at(self, epochs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The reference's position at given epochs, with its proper motion.
+
+        Parameters
+        ----------
+        epochs : array_like
+            Julian epochs (decimal years).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            RA, Dec (deg, ICRS), one per epoch.
+        """
         epochs = np.atleast_1d(np.asarray(epochs, dtype=float))
         if self.pmra == 0 and self.pmdec == 0:
             return np.full(epochs.shape, self.ra_deg), np.full(epochs.shape, self.dec_deg)
@@ -201,11 +229,38 @@ class Reference:
         return moved.ra.to_value(u.deg), moved.dec.to_value(u.deg)
 
     def to_meta(self) -> dict:
+        """The reference as plain data, for ``meta["reference"]``.
+
+        Returns
+        -------
+        dict
+            Its fields.
+        """
         return {k: getattr(self, k) for k in ("name", "ra_deg", "dec_deg", "epoch", "pmra", "pmdec",
                                               "ra_err", "dec_err", "pmra_err", "pmdec_err", "source")}
 
     @classmethod
     def from_meta(cls, meta: Mapping, source: str = "<table>") -> "Reference":
+        """The reference of a catalogue's ``meta["reference"]``, checked.
+
+        Parameters
+        ----------
+        meta : mapping
+            ``ra_deg``, ``dec_deg`` (ICRS) and ``epoch`` required; ``name``, ``source``,
+            ``pmra``, ``pmdec`` and the errors optional.
+        source : str, optional
+            Names the catalogue in errors.
+
+        Returns
+        -------
+        Reference
+            The reference.
+
+        Raises
+        ------
+        CatalogError
+            Not a mapping, a missing or non-numeric key, or an invalid position.
+        """
         if not isinstance(meta, Mapping):
             raise CatalogError(f"{source}: meta 'reference' must be a mapping, got {type(meta).__name__}")
         missing = [k for k in ("ra_deg", "dec_deg", "epoch") if k not in meta]
@@ -259,12 +314,28 @@ CLUSTER_47TUC_CENTER = _hms_deg("00h24m05.67s", "-72d04m52.6s")
 
 
 # --------------------------------------------------------------------------- epochs
-def parse_epoch(value, what: str = "epoch") -> float:
+def parse_epoch(value: float | str | Time, what: str = "epoch") -> float:
     """Julian epoch (decimal year) from a number, ``"J2016.0"``, an ISO date or a Time.
 
-    Numbers are Julian years and must lie in 1800..2300; anything else raises a
-    :class:`CatalogError` that names ``what`` and the value. UTC dates use astrocal's leap
+    Numbers are Julian years and must lie in 1800..2300. UTC dates use astrocal's leap
     seconds (:mod:`astrocal.earth`).
+
+    Parameters
+    ----------
+    value : float, str or astropy.time.Time
+        The epoch.
+    what : str, optional
+        Names the value in errors.
+
+    Returns
+    -------
+    float
+        The Julian epoch (TT).
+
+    Raises
+    ------
+    CatalogError
+        Anything else (naming ``what`` and the value).
     """
     with earth.leap_seconds_applied():
         return _parse_epoch(value, what)
@@ -301,7 +372,19 @@ def _parse_epoch(value, what):
 
 
 # --------------------------------------------------------------------------- checking
-def _as_float(col) -> np.ndarray:
+def float_values(col: Any) -> np.ndarray:
+    """The values of a column as floats, masked entries NaN.
+
+    Parameters
+    ----------
+    col : astropy.table.Column, MaskedColumn or array_like
+        The column.
+
+    Returns
+    -------
+    numpy.ndarray
+        Its values (float), NaN where masked.
+    """
     if isinstance(col, MaskedColumn) or np.ma.isMaskedArray(col):
         return np.ma.filled(np.ma.asarray(col, dtype=float), np.nan)
     return np.asarray(col, dtype=float)
@@ -326,13 +409,36 @@ def _rename_aliases(t: Table, source: str) -> None:
 
 
 def _check_table(t: Table, source: str) -> Table:
-    """Check and normalise a catalogue table; raise :class:`CatalogError` naming the column."""
+    """Check and normalise a catalogue table; raise :class:`CatalogError` naming the column.
+
+    The steps: 1. canonical column names (:data:`ALIASES`), at least one row; 2. one kind
+    of positions; 3. unique names (generated when absent); 4. numeric columns in their
+    units; 5. their values (finite positions, dec, errors, correlations, proper motions in
+    pairs); 6. magnitudes and the variable flag; 7. the epoch (a float column); 8. the
+    reference of an offsets catalogue; 9. warnings for missing error columns.
+    """
     out = Table(t, copy=True, masked=False)
     out.meta = dict(t.meta)
     _rename_aliases(out, source)
     if len(out) == 0:
         raise CatalogError(f"{source}: the catalogue has no rows")
+    has_abs, has_off, pos = _position_kind(out, source)
+    names = _check_names(out, source)
+    _normalise_units(out, source)
+    _check_values(out, source, names, pos, has_abs)
+    _normalise_magnitudes(out, source)
+    _normalise_epoch(out, source, names)
+    if has_off:
+        if "reference" not in out.meta:
+            raise CatalogError(f"{source}: offsets catalogue (x_east, y_north) without meta 'reference' "
+                               "(name, ra_deg, dec_deg, epoch, pmra, pmdec of the reference position)")
+        Reference.from_meta(out.meta["reference"], source)
+    _warn_missing_errors(out, source)
+    return out
 
+
+def _position_kind(out, source):
+    """Step 2 of :func:`_check_table`: ``(absolute, offsets, position columns)``."""
     has_abs = "ra" in out.colnames or "dec" in out.colnames
     has_off = "x_east" in out.colnames or "y_north" in out.colnames
     if has_abs and has_off:
@@ -345,8 +451,12 @@ def _check_table(t: Table, source: str) -> Table:
     for col in pos:
         if col not in out.colnames:
             raise CatalogError(f"{source}: column '{col}' missing (the other position column is present)")
+    return has_abs, has_off, pos
 
-    # names
+
+def _check_names(out, source):
+    """Step 3 of :func:`_check_table`: the names (stripped strings, unique; ``row<i>`` when
+    the column is absent), put in ``out``."""
     if "name" not in out.colnames:
         out.add_column([f"row{i + 1}" for i in range(len(out))], name="name", index=0)
     names = np.array([str(v).strip() for v in np.ma.filled(np.ma.asarray(out["name"]).astype(str), "")])
@@ -356,8 +466,11 @@ def _check_table(t: Table, source: str) -> Table:
     if np.any(counts > 1):
         raise CatalogError(f"{source}: column 'name' has duplicates {uniq[counts > 1][:10].tolist()}")
     out.replace_column("name", names)
+    return names
 
-    # units and values of float columns
+
+def _normalise_units(out, source):
+    """Step 4 of :func:`_check_table`: the numeric columns as floats in their units."""
     for col in _FLOAT_COLUMNS:
         if col not in out.colnames:
             continue
@@ -366,7 +479,7 @@ def _check_table(t: Table, source: str) -> Table:
         if c.dtype.kind not in "fiub" and not (c.dtype.kind == "O"):
             raise CatalogError(f"{source}: column '{col}' must be numeric, got dtype {c.dtype}")
         try:
-            values = _as_float(c)
+            values = float_values(c)
         except (TypeError, ValueError):
             raise CatalogError(f"{source}: column '{col}' must be numeric") from None
         cu = c.unit
@@ -386,6 +499,11 @@ def _check_table(t: Table, source: str) -> Table:
         out[col].unit = unit
         out[col].description = desc or COLUMNS[col][1]
 
+
+def _check_values(out, source, names, pos, has_abs):
+    """Step 5 of :func:`_check_table`: finite positions, dec within -90..90 (ra wrapped to
+    0..360), non-negative errors, correlations within -1..1 (NaN -> 0), proper motions in
+    pairs."""
     for col in pos:
         bad = ~np.isfinite(out[col])
         if np.any(bad):
@@ -419,11 +537,14 @@ def _check_table(t: Table, source: str) -> Table:
         half = np.isfinite(out["pmra"]) != np.isfinite(out["pmdec"])
         if np.any(half):
             warnings.warn(f"{source}: stars {names[half][:10].tolist()} have only one proper-motion component; "
-                          "treated as having no proper motion", CatalogWarning, stacklevel=3)
+                          "treated as having no proper motion", CatalogWarning, stacklevel=4)
             out["pmra"][half] = np.nan
             out["pmdec"][half] = np.nan
 
-    # magnitudes
+
+def _normalise_magnitudes(out, source):
+    """Step 6 of :func:`_check_table`: ``mag_<band>`` columns as floats (mag), ``variable``
+    as bool."""
     for col in out.colnames:
         if col.startswith("mag_"):
             c = out[col]
@@ -431,7 +552,7 @@ def _check_table(t: Table, source: str) -> Table:
                 raise CatalogError(f"{source}: column '{col}' must be numeric, got dtype {c.dtype}")
             if c.unit not in (None, u.dimensionless_unscaled, u.mag):
                 raise CatalogError(f"{source}: column '{col}' has unit {c.unit}; magnitudes expected")
-            values = _as_float(c)
+            values = float_values(c)
             desc = c.description
             out.replace_column(col, values)
             out[col].unit = u.mag
@@ -441,13 +562,16 @@ def _check_table(t: Table, source: str) -> Table:
         out["variable"] = np.asarray(np.ma.filled(np.ma.asarray(out["variable"]), False), dtype=bool)
         out["variable"].description = desc
 
-    # epoch
+
+def _normalise_epoch(out, source, names):
+    """Step 7 of :func:`_check_table`: the ``epoch`` column as Julian years (from a column of
+    numbers or dates, or ``meta["epoch"]``)."""
     if "epoch" in out.colnames:
         c = out["epoch"]
         if c.dtype.kind in "fiu":
             if c.unit not in (None, u.dimensionless_unscaled, u.yr, u.year):
                 raise CatalogError(f"{source}: column 'epoch' has unit {c.unit}; Julian years (yr) expected")
-            values = _as_float(c)
+            values = float_values(c)
             bad = ~np.isfinite(values) | (values < EPOCH_RANGE[0]) | (values > EPOCH_RANGE[1])
             if np.any(bad):
                 i = int(np.flatnonzero(bad)[0])
@@ -472,24 +596,19 @@ def _check_table(t: Table, source: str) -> Table:
     out["epoch"].unit = u.yr
     out["epoch"].description = out["epoch"].description or COLUMNS["epoch"][1]
 
-    # reference for offset catalogues
-    if has_off:
-        if "reference" not in out.meta:
-            raise CatalogError(f"{source}: offsets catalogue (x_east, y_north) without meta 'reference' "
-                               "(name, ra_deg, dec_deg, epoch, pmra, pmdec of the reference position)")
-        Reference.from_meta(out.meta["reference"], source)
 
-    # missing errors: usable, but say so
+def _warn_missing_errors(out, source):
+    """Step 9 of :func:`_check_table`: a :class:`CatalogWarning` for missing position errors,
+    and for proper motions without errors."""
     missing = [c for c in ("ra_err", "dec_err") if c not in out.colnames]
     if missing:
         warnings.warn(f"{source}: no position-error columns {missing}: the catalogue adds nothing to the "
-                      "point covariances", CatalogWarning, stacklevel=3)
+                      "point covariances", CatalogWarning, stacklevel=4)
     if "pmra" in out.colnames and np.isfinite(out["pmra"]).any():
         pm_missing = [c for c in ("pmra_err", "pmdec_err") if c not in out.colnames]
         if pm_missing:
             warnings.warn(f"{source}: proper motions without error columns {pm_missing}: epoch propagation "
-                          "will not grow the position errors", CatalogWarning, stacklevel=3)
-    return out
+                          "will not grow the position errors", CatalogWarning, stacklevel=4)
 
 
 # --------------------------------------------------------------------------- the type
@@ -508,10 +627,12 @@ class Catalog:
     # ----- description
     @property
     def meta(self) -> dict:
+        """The table's metadata."""
         return self.table.meta
 
     @property
     def name(self) -> str:
+        """Short name: ``meta["short_name"]``, else ``meta["name"]``, else the file's stem."""
         return str(self.meta.get("short_name") or self.meta.get("name") or Path(self.source).stem)
 
     @property
@@ -521,6 +642,7 @@ class Catalog:
 
     @property
     def reference(self) -> Optional[Reference]:
+        """The reference position of an offsets catalogue (None for an absolute one)."""
         ref = self.meta.get("reference")
         return None if ref is None else Reference.from_meta(ref, self.source)
 
@@ -539,6 +661,7 @@ class Catalog:
 
     @property
     def names(self) -> np.ndarray:
+        """The star names (str)."""
         return np.asarray(self.table["name"]).astype(str)
 
     @property
@@ -548,10 +671,12 @@ class Catalog:
 
     @property
     def pmra(self) -> np.ndarray:
+        """Proper motion east (mas/yr, includes cos dec); NaN where not measured."""
         return self._col("pmra")
 
     @property
     def pmdec(self) -> np.ndarray:
+        """Proper motion north (mas/yr); NaN where not measured."""
         return self._col("pmdec")
 
     @property
@@ -561,24 +686,52 @@ class Catalog:
 
     @property
     def bands(self) -> list[str]:
+        """The bands with magnitudes (columns ``mag_<band>``)."""
         return [c[4:] for c in self.table.colnames if c.startswith("mag_") and not c.endswith("_err")]
 
     def mag(self, band: str) -> np.ndarray:
-        """Magnitudes in ``band`` (column ``mag_<band>``), NaN where not measured."""
+        """Magnitudes in a band.
+
+        Parameters
+        ----------
+        band : str
+            The band (column ``mag_<band>``).
+
+        Returns
+        -------
+        numpy.ndarray
+            Magnitudes (mag), NaN where not measured.
+
+        Raises
+        ------
+        CatalogKeyError
+            No such band.
+        """
         col = f"mag_{band}"
         if col not in self.table.colnames:
             raise CatalogKeyError(f"{self.source}: no band {band!r}; bands are {self.bands}")
         return np.asarray(self.table[col], dtype=float)
 
     def position_cov(self) -> np.ndarray:
-        """(N, 2, 2) position covariance at each star's epoch, mas**2, (east, north) axes.
+        """Position covariance at each star's epoch.
 
         Missing errors (no column, or NaN) count as zero.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, 2), mas**2, (east, north) axes.
         """
         return _cov2(self._col("ra_err", 0.0), self._col("dec_err", 0.0), self._col("ra_dec_corr", 0.0))
 
     def pm_cov(self) -> np.ndarray:
-        """(N, 2, 2) proper-motion covariance, (mas/yr)**2, (east, north) axes; 0 where missing."""
+        """Proper-motion covariance; 0 where missing.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, 2), (mas/yr)**2, (east, north) axes.
+        """
         return _cov2(self._col("pmra_err", 0.0), self._col("pmdec_err", 0.0), self._col("pmra_pmdec_corr", 0.0))
 
     # ----- positions
@@ -589,9 +742,16 @@ class Catalog:
         *at each star's epoch*; proper motions become the relative ones plus the
         reference's. The reference's own position error is common to all stars (a shift
         of the whole field) and is not added to the stars' errors.
+
+        Returns
+        -------
+        Catalog
+            The absolute catalogue (``meta["frame_pm_mas_yr"]``: the reference's proper
+            motion, which stars without one move with).
         """
         if self.kind == "absolute":
             return self
+        # lazy: astrocal.sky.astrometry imports this module
         from astrocal.sky.astrometry import inverse_gnomonic
 
         ref = self.reference
@@ -620,7 +780,13 @@ class Catalog:
             return Catalog(t, self.source)
 
     def radec(self) -> tuple[np.ndarray, np.ndarray]:
-        """Absolute RA, Dec (deg) at each star's own epoch."""
+        """Absolute positions at each star's own epoch.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            RA, Dec (deg, ICRS).
+        """
         cat = self.absolute()
         return np.asarray(cat.table["ra"], float), np.asarray(cat.table["dec"], float)
 
@@ -629,6 +795,11 @@ class Catalog:
 
         Stars without proper motion get 0 (absolute catalogues) or the reference's motion
         (converted offsets catalogues, ``meta["frame_pm_mas_yr"]``).
+
+        Returns
+        -------
+        astropy.coordinates.SkyCoord
+            One per star.
         """
         cat = self.absolute()
         ra, dec = cat.radec()
@@ -640,32 +811,83 @@ class Catalog:
                         frame="icrs")
 
     # ----- selections and output
-    def select(self, index) -> "Catalog":
-        """A catalogue of the rows ``index`` (boolean mask or integer indices)."""
+    def select(self, index: ArrayLike) -> "Catalog":
+        """A catalogue of some rows.
+
+        Parameters
+        ----------
+        index : array_like
+            Boolean mask or integer indices.
+
+        Returns
+        -------
+        Catalog
+            The rows, with this catalogue's meta.
+        """
         t = self.table[index]
         t.meta = dict(self.table.meta)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CatalogWarning)
             return Catalog(t, self.source)
 
-    def separation_from(self, center) -> np.ndarray:
-        """Angular distance (arcsec) of each star (at its own epoch) from ``center``."""
+    def separation_from(self, center: Any) -> np.ndarray:
+        """Angular distance of each star (at its own epoch) from a centre.
+
+        Parameters
+        ----------
+        center : SkyCoord, (ra_deg, dec_deg) or str
+            The centre (:func:`as_center`).
+
+        Returns
+        -------
+        numpy.ndarray
+            Distances (arcsec).
+        """
         c0 = as_center(center)
         ra, dec = self.radec()
         return SkyCoord(ra * u.deg, dec * u.deg).separation(c0).to_value(u.arcsec)
 
-    def within(self, center, radius) -> "Catalog":
-        """Stars closer than ``radius`` (Quantity angle, or arcsec) to ``center``."""
-        r = _as_angle(radius).to_value(u.arcsec)
+    def within(self, center: Any, radius: u.Quantity | float) -> "Catalog":
+        """The stars closer than a radius to a centre.
+
+        Parameters
+        ----------
+        center : SkyCoord, (ra_deg, dec_deg) or str
+            The centre (:func:`as_center`).
+        radius : Quantity or float
+            Angle, or arcsec.
+
+        Returns
+        -------
+        Catalog
+            The stars within.
+
+        Raises
+        ------
+        CatalogError
+            No star within.
+        """
+        r = as_angle(radius).to_value(u.arcsec)
         keep = self.separation_from(center) <= r
         if not keep.any():
             raise CatalogError(f"{self.source}: no star within {r:g} arcsec of {as_center(center).to_string('hmsdms')}")
         return self.select(keep)
 
-    def write(self, path, overwrite: bool = False) -> Path:
-        """Write the catalogue as ECSV (atomically; refuses to overwrite unless asked)."""
-        from astrocal.atomic import atomic_path
+    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the catalogue as ECSV, atomically.
 
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+        overwrite : bool, optional
+            Replace an existing file (else refused).
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
         path = Path(path)
         with atomic_path(path, overwrite=overwrite) as tmp:
             self.table.write(tmp, format="ascii.ecsv")
@@ -683,13 +905,43 @@ def _cov2(sx, sy, rho) -> np.ndarray:
     return cov
 
 
-def _as_angle(value) -> u.Quantity:
+def as_angle(value: u.Quantity | float) -> u.Quantity:
+    """An angle as a Quantity in arcsec.
+
+    Parameters
+    ----------
+    value : Quantity or float
+        An angle Quantity, or a number of arcsec.
+
+    Returns
+    -------
+    Quantity
+        The angle (arcsec).
+    """
     if isinstance(value, u.Quantity):
         return value.to(u.arcsec)
     return float(value) * u.arcsec
 
 
-def as_center(center) -> SkyCoord:
+def as_center(center: Any) -> SkyCoord:
+    """A sky position as an ICRS SkyCoord.
+
+    Parameters
+    ----------
+    center : SkyCoord, (ra, dec) or str
+        A SkyCoord (converted to ICRS), ``(ra_deg, dec_deg)`` (numbers or Quantities) or
+        ``"hh:mm:ss +dd:mm:ss"``.
+
+    Returns
+    -------
+    astropy.coordinates.SkyCoord
+        The position (ICRS).
+
+    Raises
+    ------
+    CatalogError
+        Anything else.
+    """
     if isinstance(center, SkyCoord):
         return center.icrs if center.frame.name != "icrs" else center
     if isinstance(center, str):
@@ -703,8 +955,12 @@ def as_center(center) -> SkyCoord:
     return SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
 
 
-def catalog_from_arrays(*, name=None, ra=None, dec=None, x_east=None, y_north=None, epoch, pmra=None,
-                        pmdec=None, ra_err=None, dec_err=None, pmra_err=None, pmdec_err=None, mags=None,
+def catalog_from_arrays(*, name: ArrayLike | None = None, ra: ArrayLike | None = None, dec: ArrayLike | None = None,
+                        x_east: ArrayLike | None = None, y_north: ArrayLike | None = None, epoch: ArrayLike,
+                        pmra: ArrayLike | None = None, pmdec: ArrayLike | None = None,
+                        ra_err: ArrayLike | None = None, dec_err: ArrayLike | None = None,
+                        pmra_err: ArrayLike | None = None, pmdec_err: ArrayLike | None = None,
+                        mags: Mapping[str, ArrayLike] | None = None,
                         reference: Optional[Reference] = None, meta: Optional[Mapping] = None,
                         source: str = "<arrays>") -> Catalog:
     """Build a :class:`Catalog` from plain arrays in the canonical units.
@@ -712,6 +968,36 @@ def catalog_from_arrays(*, name=None, ra=None, dec=None, x_east=None, y_north=No
     Positions: ``ra``/``dec`` (deg) or ``x_east``/``y_north`` (arcsec, with ``reference``);
     ``epoch`` (Julian year, scalar or per star); errors in mas and mas/yr; ``mags`` a
     mapping band -> array.
+
+    Parameters
+    ----------
+    name : array_like of str, optional
+        Star names (default ``row<i>``).
+    ra, dec : array_like, optional
+        Absolute ICRS positions (deg).
+    x_east, y_north : array_like, optional
+        Offsets from ``reference`` (arcsec).
+    epoch : array_like
+        Julian epoch of the positions (scalar or per star).
+    pmra, pmdec : array_like, optional
+        Proper motions east (includes cos dec) and north (mas/yr).
+    ra_err, dec_err : array_like, optional
+        Position errors east and north (mas).
+    pmra_err, pmdec_err : array_like, optional
+        Proper-motion errors (mas/yr).
+    mags : mapping, optional
+        Band -> magnitudes.
+    reference : Reference, optional
+        The reference of offsets.
+    meta : mapping, optional
+        The table's metadata.
+    source : str, optional
+        Names the catalogue in errors.
+
+    Returns
+    -------
+    Catalog
+        The checked catalogue.
     """
     n = len(np.atleast_1d(ra if ra is not None else x_east))
     t = Table()
@@ -745,12 +1031,34 @@ _NAME_ALIASES = {"gc": "galactic_center", "galactic_centre": "galactic_center", 
 
 
 def list_catalogs() -> list[str]:
-    """Names of the shipped catalogues (for :func:`get_catalog`)."""
+    """Names of the shipped catalogues (for :func:`get_catalog`).
+
+    Returns
+    -------
+    list of str
+        Sorted names.
+    """
     return sorted(_SHIPPED)
 
 
 def catalog_path(name: str) -> Path:
-    """Path of a shipped catalogue file (package data)."""
+    """Path of a shipped catalogue file (package data).
+
+    Parameters
+    ----------
+    name : str
+        A shipped catalogue's name or alias (case-insensitive).
+
+    Returns
+    -------
+    pathlib.Path
+        The file.
+
+    Raises
+    ------
+    CatalogKeyError
+        An unknown name.
+    """
     key = _NAME_ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in _SHIPPED:
         raise CatalogKeyError(f"unknown catalogue {name!r}; shipped catalogues: {list_catalogs()}")
@@ -758,14 +1066,38 @@ def catalog_path(name: str) -> Path:
 
 
 def get_catalog(name: str) -> Catalog:
-    """Load a shipped catalogue: ``"galactic_center"`` (alias ``"gc"``) or ``"gaia_47tuc"``."""
+    """Load a shipped catalogue.
+
+    Parameters
+    ----------
+    name : str
+        ``"galactic_center"`` (alias ``"gc"``) or ``"gaia_47tuc"``.
+
+    Returns
+    -------
+    Catalog
+        The catalogue.
+    """
     return load_catalog(catalog_path(name))
 
 
-def load_catalog(path_or_name) -> Catalog:
+def load_catalog(path_or_name: str | os.PathLike | Catalog) -> Catalog:
     """Load and check a catalogue file (ECSV, FITS, VOTable...) or a shipped catalogue by name.
 
-    Raises :class:`CatalogError` naming the file and the offending column.
+    Parameters
+    ----------
+    path_or_name : str, os.PathLike or Catalog
+        A file, a shipped catalogue's name, or a Catalog (returned as is).
+
+    Returns
+    -------
+    Catalog
+        The checked catalogue.
+
+    Raises
+    ------
+    CatalogError
+        No such file, unreadable, or a bad column (naming the file and the column).
     """
     if isinstance(path_or_name, Catalog):
         return path_or_name
@@ -784,433 +1116,3 @@ def load_catalog(path_or_name) -> Catalog:
     except Exception as exc:  # noqa: BLE001 -- astropy raises many kinds
         raise CatalogError(f"{path}: cannot read the catalogue ({type(exc).__name__}: {exc})") from None
     return Catalog(table, str(path))
-
-
-# --------------------------------------------------------------------------- queries
-def default_cache_dir() -> Path:
-    """Folder of the astroquery cache.
-
-    ``$ASTROCAL_CATALOG_CACHE`` if set; else ``catalogs/cache/`` of the astrocal source
-    checkout when the package runs from one (editable install); else
-    ``~/.cache/astrocal/catalogs``.
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    here = Path(__file__).resolve()
-    if len(here.parents) > 3:
-        repo = here.parents[3]
-        if (repo / "catalogs" / "README.md").is_file() and (repo / "pyproject.toml").is_file():
-            return repo / "catalogs" / "cache"
-    return Path.home() / ".cache" / "astrocal" / "catalogs"
-
-
-def _offline(offline) -> bool:
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-
-
-def _cache_file(cache_dir, service: str, label: str, key: str) -> Path:
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"{service}_{_slug(label)}_{digest}.ecsv"
-
-
-def _query_failed(service: str, what: str, exc: Optional[BaseException], cache_file: Path, hint: str) -> CatalogQueryError:
-    reason = "offline mode (offline=True or ASTROCAL_OFFLINE=1)" if exc is None else f"{type(exc).__name__}: {exc}"
-    return CatalogQueryError(
-        f"{service} query for {what} failed ({reason}) and there is no cached result "
-        f"{cache_file.name} in {cache_file.parent}. Run it once with network access to fill the cache, "
-        f"or point cache_dir= (or the {CACHE_ENV} environment variable) to a folder that holds the cached "
-        f"result; without network, use a shipped catalogue ({hint})."
-    )
-
-
-def _write_cache(table: Table, cache_file: Path, meta: dict) -> None:
-    from astrocal.atomic import atomic_path
-
-    out = Table(table, copy=True)
-    for col in out.colnames:  # object columns (e.g. bytes) do not round-trip through ECSV
-        if out[col].dtype.kind == "O":
-            out[col] = np.asarray([str(v) for v in out[col]])
-    out.meta = {**{k: v for k, v in dict(table.meta).items() if isinstance(v, (str, int, float))}, **meta}
-    try:
-        with atomic_path(cache_file, overwrite=True) as tmp:
-            out.write(tmp, format="ascii.ecsv")
-    except OSError as exc:
-        warnings.warn(f"could not write the catalogue cache {cache_file}: {exc}", CatalogWarning, stacklevel=3)
-
-
-def _read_cache(cache_file: Path) -> Table:
-    try:
-        return Table.read(cache_file, format="ascii.ecsv")
-    except Exception as exc:  # noqa: BLE001
-        raise CatalogError(f"{cache_file}: cached catalogue unreadable ({type(exc).__name__}: {exc}); "
-                           "delete it or query again with refresh=True") from None
-
-
-GAIA_COLUMNS = ("source_id", "ra", "dec", "ra_error", "dec_error", "ra_dec_corr", "pmra", "pmdec",
-                "pmra_error", "pmdec_error", "pmra_pmdec_corr", "parallax", "parallax_error", "ref_epoch",
-                "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag", "ruwe")
-
-
-def _gaia_service():
-    """The astroquery Gaia service (imported lazily: importing it contacts the archive)."""
-    from astroquery.gaia import Gaia
-
-    return Gaia
-
-
-def query_gaia(center, radius, *, cache_dir=None, table: str = "gaiadr3.gaia_source",
-               columns=GAIA_COLUMNS, mag_limit: Optional[float] = None, refresh: bool = False,
-               offline: Optional[bool] = None) -> Catalog:
-    """Gaia stars within ``radius`` of ``center``, through the on-disk cache.
-
-    ``center``: SkyCoord, ``(ra_deg, dec_deg)`` or ``"hh:mm:ss +dd:mm:ss"``; ``radius``:
-    angle Quantity or arcsec. The ADQL query (cone, optional ``phot_g_mean_mag <
-    mag_limit``) runs with ``astroquery.gaia.Gaia.launch_job_async``; the raw result is
-    cached under ``cache_dir`` (default :func:`default_cache_dir`) with the query in its
-    metadata, and later identical calls read it without network (``refresh=True`` asks
-    again). Positions are at Gaia's ``ref_epoch`` (J2016.0 for DR3).
-    """
-    c0 = as_center(center)
-    r_deg = _as_angle(radius).to_value(u.deg)
-    if not r_deg > 0:
-        raise CatalogError(f"query_gaia: radius must be positive, got {radius!r}")
-    cols = ", ".join(columns)
-    where = (f"1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {c0.ra.deg:.9f}, {c0.dec.deg:.9f}, "
-             f"{r_deg:.9f}))")
-    if mag_limit is not None:
-        where += f" AND phot_g_mean_mag < {float(mag_limit):g}"
-    adql = f"SELECT {cols} FROM {table} WHERE {where}"
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    label = f"{table}-ra{c0.ra.deg:.4f}-dec{c0.dec.deg:+.4f}-r{r_deg * 3600:.1f}as"
-    cache_file = _cache_file(cache_dir, "gaia", label, adql)
-    if cache_file.is_file() and not refresh:
-        log.info("Gaia: using cached result %s", cache_file)
-        raw = _read_cache(cache_file)
-    else:
-        if _offline(offline):
-            raise _query_failed("Gaia", label, None, cache_file, "get_catalog('gaia_47tuc')")
-        try:
-            job = _gaia_service().launch_job_async(adql)
-            raw = job.get_results()
-        except Exception as exc:  # noqa: BLE001 -- network errors come in many types
-            raise _query_failed("Gaia", label, exc, cache_file, "get_catalog('gaia_47tuc')") from exc
-        raw = Table(raw)
-        raw.rename_columns(raw.colnames, [c.lower() for c in raw.colnames])
-        _write_cache(raw, cache_file, {"service": "Gaia archive (astroquery.gaia)", "query": adql,
-                                        "retrieved_utc": Time.now().utc.isot, "astroquery": _astroquery_version()})
-        log.info("Gaia: %d rows cached in %s", len(raw), cache_file)
-    return _gaia_catalog(raw, str(cache_file), adql)
-
-
-def _astroquery_version() -> str:
-    try:
-        import astroquery
-
-        return str(astroquery.__version__)
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
-def _gaia_catalog(raw: Table, source: str, query: str) -> Catalog:
-    t = Table(raw, copy=True)
-    if "source_id" in t.colnames:
-        t["source_id"] = np.asarray([f"Gaia DR3 {v}" for v in np.asarray(t["source_id"])])
-    for col, unit in (("ra", u.deg), ("dec", u.deg), ("ra_error", u.mas), ("dec_error", u.mas),
-                      ("pmra", u.mas / u.yr), ("pmdec", u.mas / u.yr), ("pmra_error", u.mas / u.yr),
-                      ("pmdec_error", u.mas / u.yr), ("parallax", u.mas), ("parallax_error", u.mas)):
-        if col in t.colnames and t[col].unit is None:
-            t[col].unit = unit  # units of the Gaia archive columns
-    if "ref_epoch" in t.colnames:
-        t["ref_epoch"].unit = None
-    for col in ("phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag"):
-        if col in t.colnames:
-            t[col].unit = None
-    t.meta = {"name": "Gaia query", "short_name": "gaia_query", "query": query,
-              **{k: v for k, v in dict(raw.meta).items() if k in ("service", "retrieved_utc", "astroquery")}}
-    return Catalog(t, source)
-
-
-def _vizier_class():
-    from astroquery.vizier import VizierClass
-
-    return VizierClass
-
-
-def query_vizier(catalog_id: str, center, radius, *, cache_dir=None, columns=("**",),
-                 column_map: Optional[Mapping[str, str]] = None, epoch=None, units: Optional[Mapping] = None,
-                 row_limit: int = -1, refresh: bool = False, offline: Optional[bool] = None) -> Catalog:
-    """Rows of VizieR table ``catalog_id`` within ``radius`` of ``center``, through the cache.
-
-    Uses ``astroquery.vizier.VizierClass(columns=..., row_limit=...).query_region``. Column
-    names are mapped to the canonical ones with ``column_map`` (VizieR name -> canonical
-    name) and then the standard VizieR aliases (``RA_ICRS``, ``pmRA``, ``e_pmRA``...).
-    ``epoch``: the epoch of the positions (Julian year or ``"J2000"``...), required unless
-    the table has an epoch column -- VizieR tables use many epochs and guessing one
-    silently would be wrong. ``units``: column -> unit for columns VizieR leaves without.
-    """
-    if not isinstance(catalog_id, str) or not catalog_id.strip():
-        raise CatalogError(f"query_vizier: catalog_id must be a VizieR table id such as 'J/ApJ/.../table', got {catalog_id!r}")
-    c0 = as_center(center)
-    r = _as_angle(radius)
-    if not r.value > 0:
-        raise CatalogError(f"query_vizier: radius must be positive, got {radius!r}")
-    key = f"{catalog_id}|{c0.ra.deg:.9f}|{c0.dec.deg:.9f}|{r.to_value(u.arcsec):.6f}|{list(columns)}|{row_limit}"
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    label = f"{catalog_id}-ra{c0.ra.deg:.4f}-dec{c0.dec.deg:+.4f}-r{r.to_value(u.arcsec):.1f}as"
-    cache_file = _cache_file(cache_dir, "vizier", label, key)
-    hint = "get_catalog('galactic_center') or get_catalog('gaia_47tuc')"
-    if cache_file.is_file() and not refresh:
-        log.info("VizieR: using cached result %s", cache_file)
-        raw = _read_cache(cache_file)
-    else:
-        if _offline(offline):
-            raise _query_failed("VizieR", label, None, cache_file, hint)
-        try:
-            viz = _vizier_class()(columns=list(columns), row_limit=row_limit)
-            result = viz.query_region(c0, radius=r, catalog=catalog_id)
-        except Exception as exc:  # noqa: BLE001
-            raise _query_failed("VizieR", label, exc, cache_file, hint) from exc
-        if result is None or len(result) == 0 or len(result[0]) == 0:
-            raise CatalogQueryError(f"VizieR query for {label} returned no rows (wrong catalog_id, or no star "
-                                    "in the region); nothing cached")
-        raw = Table(result[0])
-        _write_cache(raw, cache_file, {"service": "VizieR (astroquery.vizier)", "catalog_id": catalog_id,
-                                        "query": key, "retrieved_utc": Time.now().utc.isot,
-                                        "astroquery": _astroquery_version()})
-        log.info("VizieR: %d rows cached in %s", len(raw), cache_file)
-    t = Table(raw, copy=True)
-    for src, dst in (column_map or {}).items():
-        if src not in t.colnames:
-            raise CatalogError(f"{cache_file}: column_map names {src!r}, which the VizieR table lacks "
-                               f"(columns: {t.colnames})")
-        t.rename_column(src, dst)
-    for col, unit in (units or {}).items():
-        if col not in t.colnames:
-            raise CatalogError(f"{cache_file}: units names column {col!r}, which the table lacks")
-        t[col].unit = u.Unit(unit)
-    has_epoch_col = any(c.lower() in ("epoch", "ref_epoch", "ep") for c in t.colnames)
-    t.meta = {"name": f"VizieR {catalog_id}", "short_name": _slug(catalog_id), "catalog_id": catalog_id,
-              "query": key}
-    if epoch is not None:
-        t.meta["epoch"] = parse_epoch(epoch, f"query_vizier({catalog_id!r}): epoch")
-    elif not has_epoch_col:
-        raise CatalogError(f"{cache_file}: the VizieR table {catalog_id} has no epoch column; give epoch= "
-                           "(the epoch of its positions, e.g. 2006.0 or 'J2000') -- it is not guessed")
-    return Catalog(t, str(cache_file))
-
-
-# --------------------------------------------------------------------------- builders of the shipped files
-#: columns of KAI ``photo_calib.dat`` after the 7 astrometric ones: (column name, band
-#: key in the source header, description)
-KAI_BANDS = (
-    ("mag_K_blum96", "K band (Blum et al. 1996)"),
-    ("mag_Kp_keck", "K' band estimated from Keck data"),
-    ("mag_Lp_wright", "L' band (Wright et al. in prep)"),
-    ("mag_H_blum96", "H band (Blum et al. 1996)"),
-    ("mag_Ms_hornstein", "Ms band (Hornstein et al. in prep)"),
-    ("mag_K_rafelski", "K band (Rafelski et al. calibrated from Blum et al. 1996)"),
-    ("mag_Kp_abhimat", "K' band (Abhimat 20170127)"),
-)
-
-
-def read_kai_photo_calib(path, *, reference: Reference = SGR_A_STAR, pos_err_mas: float = 1.0,
-                         pm_err_mas_yr: float = 0.1, provenance: Optional[Mapping] = None,
-                         licence_text: Optional[str] = None) -> Catalog:
-    """Read the Galactic Center reference list ``photo_calib.dat`` of the KAI pipeline.
-
-    Columns of the source: name, x (arcsec, increasing to the EAST), y (arcsec, north),
-    vx, vy (mas/yr), t0 (year), variable flag, then seven magnitude columns (see
-    :data:`KAI_BANDS`). Conversion: offsets are read as standard coordinates about
-    ``reference`` (Sgr A*) at each star's t0; t0 as a Julian epoch; magnitudes of 0.00
-    mean "not measured" (NaN); vx = vy = 0.000 means "no proper motion measured" (NaN).
-    The source gives no errors: ``pos_err_mas`` and ``pm_err_mas_yr`` (per axis) are
-    ASSUMED values, recorded as such in ``meta["errors"]``.
-    """
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    header = [ln for ln in lines if ln.startswith("#")]
-    rows = [ln.split() for ln in lines if ln.strip() and not ln.startswith("#")]
-    if not rows:
-        raise CatalogError(f"{path}: no data rows")
-    bad = [i for i, r in enumerate(rows) if len(r) != 7 + len(KAI_BANDS)]
-    if bad:
-        raise CatalogError(f"{path}: rows {bad[:10]} do not have {7 + len(KAI_BANDS)} fields")
-    names = [r[0] for r in rows]
-    num = np.array([[float(v) for v in r[1:]] for r in rows])
-    x, y, vx, vy, t0, var = (num[:, i] for i in range(6))
-    no_pm = (vx == 0) & (vy == 0)
-    t = Table()
-    t["name"] = names
-    t["x_east"] = np.round(x, 6) * u.arcsec
-    t["y_north"] = np.round(y, 6) * u.arcsec
-    t["epoch"] = t0
-    t["ra_err"] = np.full(len(rows), float(pos_err_mas)) * u.mas
-    t["dec_err"] = np.full(len(rows), float(pos_err_mas)) * u.mas
-    t["pmra"] = np.where(no_pm, np.nan, vx) * u.mas / u.yr
-    t["pmdec"] = np.where(no_pm, np.nan, vy) * u.mas / u.yr
-    t["pmra_err"] = np.where(no_pm, np.nan, float(pm_err_mas_yr)) * u.mas / u.yr
-    t["pmdec_err"] = np.where(no_pm, np.nan, float(pm_err_mas_yr)) * u.mas / u.yr
-    t["variable"] = var.astype(bool)
-    bands_meta = {}
-    defaults = {}
-    for line in header:
-        m = re.match(r"#\s*(\d+)\s*--\s*(.*?)\s*--\s*(.*)$", line)
-        if m and int(m.group(1)) >= 8:
-            defaults[int(m.group(1))] = (m.group(2).strip(), m.group(3).strip())
-    for k, (col, desc) in enumerate(KAI_BANDS):
-        values = num[:, 6 + k]
-        t[col] = np.where(values == 0, np.nan, values) * u.mag
-        src_desc, calibrators = defaults.get(8 + k, (desc, ""))
-        t[col].description = f"{src_desc}; 0.00 in the source -> NaN (not measured)"
-        bands_meta[col[4:]] = {"source_column": 8 + k, "description": src_desc,
-                               "default_calibrators": calibrators}
-    for col, desc in (("x_east", COLUMNS["x_east"][1]), ("y_north", COLUMNS["y_north"][1])):
-        t[col].description = desc + " (about Sgr A*)"
-    t["ra_err"].description = "ASSUMED 1-sigma position error, east (the source gives none; see meta errors)"
-    t["dec_err"].description = "ASSUMED 1-sigma position error, north (the source gives none; see meta errors)"
-    t["pmra"].description = "proper motion relative to Sgr A*, east; NaN: not measured (0,0 in the source)"
-    t["pmdec"].description = "proper motion relative to Sgr A*, north; NaN: not measured (0,0 in the source)"
-    t["pmra_err"].description = "ASSUMED 1-sigma error of pmra (the source gives none; see meta errors)"
-    t["pmdec_err"].description = "ASSUMED 1-sigma error of pmdec (the source gives none; see meta errors)"
-    t["variable"].description = "variable star flag of the source (column 7)"
-    t["epoch"].description = "t0 of the source: epoch of the position (decimal year, read as Julian epoch)"
-    has = ~no_pm
-    disp = float(np.round(np.sqrt(0.5 * (np.var(vx[has]) + np.var(vy[has]))), 1))
-    t.meta = {
-        "name": "Galactic Center reference list (KAI photo_calib.dat)",
-        "short_name": "galactic_center",
-        "description": (f"{len(rows)} stars within {np.hypot(x, y).max():.0f} arcsec of Sgr A*: offsets from Sgr A* "
-                        "(x increasing to the EAST), proper motions relative to Sgr A*, reference epoch per star, "
-                        "K, K', L', H, Ms photometry"),
-        "reference": reference.to_meta(),
-        "offsets": ("x_east, y_north are standard (gnomonic tangent-plane) coordinates about Sgr A* at each star's "
-                    "epoch; the source's X increases to the East ('X position (arcsec, increasing to the East)')"),
-        "pm_dispersion_mas_yr": disp,
-        "pm_dispersion_note": (f"per-axis dispersion of the {int(has.sum())} measured proper motions "
-                               f"(std vx {np.std(vx[has]):.2f}, vy {np.std(vy[has]):.2f} mas/yr); used to inflate "
-                               f"the errors of the {int(no_pm.sum())} stars without proper motion "
-                               f"({', '.join(np.asarray(names)[no_pm])}) when propagated in time"),
-        "errors": {
-            "status": "ASSUMED: photo_calib.dat gives no astrometric errors",
-            "position_mas_per_axis": float(pos_err_mas),
-            "pm_mas_yr_per_axis": float(pm_err_mas_yr),
-            "rationale": ("positions are listed to 1 mas (rounding alone 0.29 mas rms) and are IR astrometry "
-                          "of bright stars in the Sgr A* frame; 1 mas and 0.1 mas/yr per axis are conservative "
-                          "round values, not published errors. Replace them when a catalogue with errors is used."),
-            "reference_position": "Sgr A*'s own position error is a shift of the whole field and is not added",
-        },
-        "bands": bands_meta,
-        "provenance": {
-            "source_file": "photo_calib.dat (Galactic Center photometric/astrometric calibrator list)",
-            "repository": "Keck AO Imaging (KAI) data-reduction pipeline, "
-                          "https://github.com/Keck-DataReductionPipelines/KAI (file read by kai/reduce/calibrate.py)",
-            "commit": "not recorded with the copy used (sha256 of that copy below)",
-            "sha256": file_sha256(path),
-            "licence": "BSD-3-Clause, Copyright 2021 J.R. Lu, A. Gautam, T. Do (full text in meta licence_text)",
-            "built_by": "astrocal.sky.catalog.read_kai_photo_calib",
-            "conversion": ("x -> x_east, y -> y_north (arcsec); vx, vy -> pmra, pmdec (mas/yr, relative to Sgr A*); "
-                           "vx = vy = 0.000 -> NaN (not measured); t0 -> epoch; var? -> variable; "
-                           "magnitude 0.00 -> NaN; errors ASSUMED (meta errors)"),
-            **dict(provenance or {}),
-        },
-        "source_header": header,
-    }
-    if licence_text:
-        t.meta["licence_text"] = licence_text
-    return Catalog(t, str(path))
-
-
-def read_gaia_extract(path, *, center=CLUSTER_47TUC_CENTER, radius_arcmin: float = 8.0,
-                      pos_err_ratio: float = 0.8, provenance: Optional[Mapping] = None) -> Catalog:
-    """Cut a Gaia DR3 CSV extract (columns of the 47 Tuc query) to a circle, as a Catalog.
-
-    Keeps every star within ``radius_arcmin`` of ``center`` (no quality cut), with ra,
-    dec (rounded to 1e-10 deg = 0.36 uas), parallax, pmra, pmdec and their errors, G, BP,
-    RP and ``astrometric_excess_noise``. The extract has no position errors: ``ra_err`` and
-    ``dec_err`` are ESTIMATED as ``pos_err_ratio`` x the proper-motion errors (the ratio of
-    typical Gaia (E)DR3 position-at-J2016.0 to proper-motion uncertainties, about 0.7-0.8
-    at G = 17-21), recorded as such in ``meta["errors"]``. Names are ``row<k>``: the data
-    row of the source file (1-based), since the extract has no source_id.
-    """
-    path = Path(path)
-    raw = Table.read(path, format="ascii.csv")
-    need = ["ra", "dec", "parallax", "pmra", "pmdec", "pmra_error", "pmdec_error", "phot_g_mean_mag"]
-    missing = [c for c in need if c not in raw.colnames]
-    if missing:
-        raise CatalogError(f"{path}: Gaia extract lacks columns {missing}")
-    c0 = as_center(center)
-    sep = SkyCoord(_as_float(raw["ra"]) * u.deg, _as_float(raw["dec"]) * u.deg).separation(c0).to_value(u.arcmin)
-    keep = np.flatnonzero(sep <= radius_arcmin)
-    r = raw[keep]
-    t = Table()
-    t["name"] = [f"row{k + 1}" for k in keep]
-    t["ra"] = np.round(_as_float(r["ra"]), 10) * u.deg
-    t["dec"] = np.round(_as_float(r["dec"]), 10) * u.deg
-    pmra_err = _as_float(r["pmra_error"])
-    pmdec_err = _as_float(r["pmdec_error"])
-    t["ra_err"] = np.round(pos_err_ratio * pmra_err, 4) * u.mas
-    t["dec_err"] = np.round(pos_err_ratio * pmdec_err, 4) * u.mas
-    t["pmra"] = np.round(_as_float(r["pmra"]), 4) * u.mas / u.yr
-    t["pmdec"] = np.round(_as_float(r["pmdec"]), 4) * u.mas / u.yr
-    t["pmra_err"] = np.round(pmra_err, 4) * u.mas / u.yr
-    t["pmdec_err"] = np.round(pmdec_err, 4) * u.mas / u.yr
-    t["parallax"] = np.round(_as_float(r["parallax"]), 4) * u.mas
-    for col, src in (("mag_G", "phot_g_mean_mag"), ("mag_BP", "phot_bp_mean_mag"), ("mag_RP", "phot_rp_mean_mag")):
-        t[col] = np.round(_as_float(r[src]), 4) * u.mag
-        t[col].description = f"Gaia DR3 {src}; NaN: not available"
-    if "astrometric_excess_noise" in r.colnames:
-        t["astrometric_excess_noise"] = np.round(_as_float(r["astrometric_excess_noise"]), 4) * u.mas
-        t["astrometric_excess_noise"].description = "Gaia DR3 astrometric_excess_noise (mas)"
-    for col in ("ra", "dec", "pmra", "pmdec", "pmra_err", "pmdec_err", "parallax"):
-        t[col].description = COLUMNS[col][1]
-    t["ra_err"].description = f"ESTIMATED position error, east = {pos_err_ratio} x pmra_err (see meta errors)"
-    t["dec_err"].description = f"ESTIMATED position error, north = {pos_err_ratio} x pmdec_err (see meta errors)"
-    t.meta = {
-        "name": "Gaia DR3 extract around 47 Tuc (NGC 104)",
-        "short_name": "gaia_dr3_47tuc",
-        "description": (f"{len(t)} Gaia DR3 stars within {radius_arcmin:g} arcmin of the centre of 47 Tuc, ICRS at "
-                        "epoch J2016.0; sparse in the core (crowding and the parallax cut of the source query): "
-                        "for arcminute-scale work, not for a 10-arcsec field"),
-        "epoch": 2016.0,
-        "cut": {"center_ra_deg": round(float(c0.ra.deg), 8), "center_dec_deg": round(float(c0.dec.deg), 8),
-                "center_source": "Harris (1996; 2010 edition) catalogue of Milky Way globular clusters: "
-                                 "00h24m05.67s -72d04m52.6s (J2000)",
-                "radius_arcmin": float(radius_arcmin),
-                "rows_in_source": len(raw), "rows_kept": len(t),
-                "selection": "all rows of the source within the radius, no further quality cut"},
-        "errors": {
-            "status": "positions: ESTIMATED (the extract has no ra_error/dec_error); proper motions: Gaia DR3",
-            "pos_err_ratio": float(pos_err_ratio),
-            "rationale": ("ra_err = ratio x pmra_err, dec_err = ratio x pmdec_err: typical Gaia (E)DR3 position "
-                          "uncertainties at J2016.0 are 0.7-0.8 times the proper-motion ones (e.g. 0.05 mas vs "
-                          "0.07 mas/yr at G=17, 0.4 mas vs 0.5 mas/yr at G=20; Gaia Collaboration, Brown et al. "
-                          "2021, A&A 649, A1). Formal errors are optimistic in the crowded core."),
-        },
-        "provenance": {
-            "data": "ESA Gaia DR3, table gaiadr3.gaia_source",
-            "repository": "xVilas/globular-cluster-age-47tuc (https://github.com/xVilas/globular-cluster-age-47tuc)",
-            "commit": "4d3c6a1a6467b4e8178eb4d0a81e4035ded2c588",
-            "file": "data/raw/original_stellar_data.csv",
-            "sha256": file_sha256(path),
-            "source_query": ("SELECT ra, dec, parallax, pmra, pmdec, pmra_error, pmdec_error, radial_velocity, "
-                             "phot_*_mean_mag, ... FROM gaiadr3.gaia_source WHERE parallax BETWEEN 0.202 AND 0.262 "
-                             "AND ra BETWEEN 5 AND 7 AND dec BETWEEN -74 AND -70 (14,530 rows)"),
-            "licence": ("Gaia data: CC BY-SA 3.0 IGO (ESA Gaia terms of use); the source repository states no "
-                        "licence for its files"),
-            "acknowledgement": ("This work has made use of data from the European Space Agency (ESA) mission Gaia "
-                                "(https://www.cosmos.esa.int/gaia), processed by the Gaia Data Processing and "
-                                "Analysis Consortium (DPAC, https://www.cosmos.esa.int/web/gaia/dpac/consortium)."),
-            "built_by": "astrocal.sky.catalog.read_gaia_extract",
-            "conversion": ("cut to the circle; ra, dec rounded to 1e-10 deg; other values to 1e-4; "
-                           "name = row<k> (data row of the source file, 1-based); position errors estimated"),
-            **dict(provenance or {}),
-        },
-    }
-    return Catalog(t, str(path))

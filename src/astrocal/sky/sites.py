@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -95,16 +96,39 @@ class UnknownSiteError(AstrocalError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def standard_pressure_hpa(height_m) -> float:
-    """Pressure (hPa) of the ISO 2533:1975 / ICAO standard atmosphere at ``height_m``:
+def standard_pressure_hpa(height_m: float) -> float:
+    """Pressure of the ISO 2533:1975 / ICAO standard atmosphere at a height.
+
     ``1013.25 (1 - 2.25577e-5 h)^5.25588`` (troposphere, h < 11 km; sea level 1013.25 hPa
     and 288.15 K, lapse rate 6.5 K/km). Mauna Kea at 4145 m: 604.8 hPa (the observatories
-    quote "usually 600-610 millibars")."""
+    quote "usually 600-610 millibars").
+
+    Parameters
+    ----------
+    height_m : float
+        Height above sea level (m).
+
+    Returns
+    -------
+    float
+        Pressure (hPa).
+    """
     return float(1013.25 * (1.0 - 2.25577e-5 * float(height_m)) ** 5.25588)
 
 
-def standard_temperature_c(height_m) -> float:
-    """Temperature (C) of the standard atmosphere at ``height_m``: 15 C - 6.5 C/km."""
+def standard_temperature_c(height_m: float) -> float:
+    """Temperature of the standard atmosphere at a height: 15 C - 6.5 C/km.
+
+    Parameters
+    ----------
+    height_m : float
+        Height above sea level (m).
+
+    Returns
+    -------
+    float
+        Temperature (C).
+    """
     return float(15.0 - 6.5e-3 * float(height_m))
 
 
@@ -153,6 +177,13 @@ class Weather:
             object.__setattr__(self, name, value)
 
     def as_dict(self) -> dict:
+        """Plain values for metadata.
+
+        Returns
+        -------
+        dict
+            ``pressure_hpa``, ``temperature_c``, ``relative_humidity`` and ``source``.
+        """
         return {"pressure_hpa": self.pressure_hpa, "temperature_c": self.temperature_c,
                 "relative_humidity": self.relative_humidity, "source": self.source}
 
@@ -207,16 +238,41 @@ class Site:
 
     @property
     def location(self) -> EarthLocation:
+        """The site's geodetic position as an astropy EarthLocation."""
         return EarthLocation.from_geodetic(lon=self.longitude_deg * u.deg, lat=self.latitude_deg * u.deg,
                                            height=self.height_m * u.m)
 
     def default_weather(self) -> Weather:
+        """The site's typical weather.
+
+        Returns
+        -------
+        Weather
+            Its pressure, temperature and humidity (source: the site's defaults).
+        """
         return Weather(self.pressure_hpa, self.temperature_c, self.relative_humidity,
                        source=f"site defaults ({self.name})")
 
-    def with_weather(self, pressure_hpa=None, temperature_c=None, relative_humidity=None, *,
-                     source="given") -> "Site":
-        """This site with the given typical weather values replaced (provenance: ``source``)."""
+    def with_weather(self, pressure_hpa: float | None = None, temperature_c: float | None = None,
+                     relative_humidity: float | None = None, *, source: str = "given") -> "Site":
+        """This site with the given typical weather values replaced.
+
+        Parameters
+        ----------
+        pressure_hpa : float, optional
+            Pressure (hPa).
+        temperature_c : float, optional
+            Temperature (C).
+        relative_humidity : float, optional
+            Relative humidity (fraction, 0-1).
+        source : str, optional
+            The provenance recorded for the values replaced.
+
+        Returns
+        -------
+        Site
+            The copy (this site when nothing is given).
+        """
         changes, prov = {}, dict(self.provenance)
         for key, value, what in (("pressure_hpa", pressure_hpa, "pressure"),
                                  ("temperature_c", temperature_c, "temperature"),
@@ -227,7 +283,13 @@ class Site:
         return dataclasses.replace(self, provenance=prov, **changes) if changes else self
 
     def as_dict(self) -> dict:
-        """Plain values for metadata: name, position, typical weather and provenance."""
+        """Plain values for metadata.
+
+        Returns
+        -------
+        dict
+            Name, position, typical weather and provenance.
+        """
         return {"name": self.name, "latitude_deg": self.latitude_deg, "longitude_deg": self.longitude_deg,
                 "height_m": self.height_m,
                 "typical_weather": {"pressure_hpa": self.pressure_hpa, "temperature_c": self.temperature_c,
@@ -268,10 +330,17 @@ class SpaceSite:
 
     @property
     def provenance(self) -> dict:
+        """What a space site means (``{"notes": SPACE_NOTE}``)."""
         return {"notes": SPACE_NOTE}
 
     def as_dict(self) -> dict:
-        """Plain values for metadata."""
+        """Plain values for metadata.
+
+        Returns
+        -------
+        dict
+            ``name``, ``space`` (True) and ``note``.
+        """
         return {"name": self.name, "space": True, "note": SPACE_NOTE}
 
 
@@ -279,21 +348,59 @@ _SPACE_INDEX = {_k: _name for _name, _aliases in SPACE_OBSERVATORIES.items()
                 for _k in (_name,) + _aliases}
 
 
-def is_space(site) -> bool:
-    """True when ``site`` (a name, a :class:`Site` or :class:`SpaceSite`) is in space."""
+def is_space(site: str | Site | SpaceSite) -> bool:
+    """Whether a site is in space.
+
+    Parameters
+    ----------
+    site : str, Site or SpaceSite
+        A name (or alias), or a site.
+
+    Returns
+    -------
+    bool
+        True for an observatory in space (:data:`SPACE_OBSERVATORIES`).
+    """
     if isinstance(site, str):
         return _key(site) in _SPACE_INDEX
     return bool(getattr(site, "is_space", False))
 
 
-def custom_site(latitude_deg, longitude_deg, height_m, *, name="custom", pressure_hpa=None,
-                temperature_c=None, relative_humidity=None, source="given") -> Site:
+def custom_site(latitude_deg: float, longitude_deg: float, height_m: float, *, name: str = "custom",
+                pressure_hpa: float | None = None, temperature_c: float | None = None,
+                relative_humidity: float | None = None, source: str = "given") -> Site:
     """A site at a given position (geodetic latitude and longitude in deg, height in m).
 
     Typical weather not given is the standard atmosphere's at the height (stated in the
     provenance): :func:`standard_pressure_hpa`, :func:`standard_temperature_c` and dry air
-    (relative humidity 0; humidity changes refraction by < 0.1 %). Out-of-range values
-    raise :class:`SiteError` naming the key.
+    (relative humidity 0; humidity changes refraction by < 0.1 %).
+
+    Parameters
+    ----------
+    latitude_deg, longitude_deg : float
+        Geodetic latitude and longitude (deg).
+    height_m : float
+        Height (m).
+    name : str, optional
+        The site's name.
+    pressure_hpa : float, optional
+        Typical pressure (hPa).
+    temperature_c : float, optional
+        Typical temperature (C).
+    relative_humidity : float, optional
+        Typical relative humidity (fraction, 0-1).
+    source : str, optional
+        The provenance of the values given.
+
+    Returns
+    -------
+    Site
+        The site.
+
+    Raises
+    ------
+    SiteError
+        A missing or out-of-range value (naming the key).
     """
     for key, value in (("latitude_deg", latitude_deg), ("longitude_deg", longitude_deg), ("height_m", height_m)):
         if value is None:
@@ -343,9 +450,24 @@ def _key(text) -> str:
     return " ".join(re.findall(r"[a-z0-9+]+", text.lower()))
 
 
-def load_sites(path=None) -> dict:
-    """The sites of an ECSV table (default: the one shipped, ``astrocal/data/sites.ecsv``),
-    as ``{name: Site}``; every row must state the source of each value."""
+def load_sites(path: str | os.PathLike | None = None) -> dict:
+    """The sites of an ECSV table; every row must state the source of each value.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The table (default: the one shipped, ``astrocal/data/sites.ecsv``).
+
+    Returns
+    -------
+    dict
+        ``{name: Site}``.
+
+    Raises
+    ------
+    SiteError
+        A missing column or a bad row (naming the table).
+    """
     from astropy.table import Table
 
     if path is None:
@@ -404,7 +526,13 @@ _INDEX = _index(SITES)
 
 
 def site_names() -> dict:
-    """``{name: aliases}`` of the known sites."""
+    """The known sites and their aliases.
+
+    Returns
+    -------
+    dict
+        ``{name: aliases}``, sorted by name.
+    """
     return {name: SITES[name].aliases for name in sorted(SITES)}
 
 
@@ -444,15 +572,33 @@ def _from_mapping(mapping) -> Site:
                        name=mapping.get("name", "custom"), **weather)
 
 
-def get_site(site="armazones") -> Site:
+def get_site(site: str | Mapping | EarthLocation | Site | SpaceSite = "armazones") -> Site | SpaceSite:
     """A :class:`Site`: by name or alias (``"armazones"``, ``"elt"``, ``"Keck"``, ``"VLT"``...),
     or a :class:`SpaceSite` for an observatory in space (``"space"``, ``"hst"``, ``"jwst"``,
     ``"none"``: :data:`SPACE_OBSERVATORIES`);
     from a mapping (``latitude_deg``, ``longitude_deg``, ``height_m``, optional ``name``
     and weather; or a known ``name`` with weather), an
     :class:`~astropy.coordinates.EarthLocation` (standard-atmosphere weather), or passed
-    through. An unknown name raises :class:`UnknownSiteError` (a ``KeyError``), a bad
-    position :class:`SiteError`.
+    through.
+
+    Parameters
+    ----------
+    site : str, mapping, EarthLocation, Site or SpaceSite, optional
+        The site.
+
+    Returns
+    -------
+    Site or SpaceSite
+        The site.
+
+    Raises
+    ------
+    UnknownSiteError
+        An unknown name (a ``KeyError``; the message suggests close names).
+    SiteError
+        A bad position or mapping key.
+    TypeError
+        Anything else.
     """
     if isinstance(site, (Site, SpaceSite)):
         return site

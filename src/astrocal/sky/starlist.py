@@ -69,7 +69,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import astropy.units as u
@@ -139,6 +141,26 @@ _XYM_SUFFIXES = (".xym", ".xymu", ".xymq", ".xymuvw")
 
 
 def guess_format(path: Path) -> str:
+    """The format of a star list, from its name and first lines.
+
+    ``.ecsv``, hst1pass ``.xym*``, ``.csv`` and FITS suffixes by name; else IRAF
+    (``#K``/``#N`` lines) or DAOPHOT II (an ``NL NX NY`` header) by content; else plain text.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The star list.
+
+    Returns
+    -------
+    str
+        ``'ecsv'``, ``'xym'``, ``'csv'``, ``'fits'``, ``'iraf'``, ``'daophot'`` or ``'text'``.
+
+    Raises
+    ------
+    StarListError
+        A DAOPHOT name without a DAOPHOT or IRAF header.
+    """
     low = path.name.lower()
     if low.endswith(".ecsv"):
         return "ecsv"
@@ -193,6 +215,27 @@ def _read_daophot(path: Path) -> Table:
 
 
 def read_list_table(path: Path, fmt: str) -> Table:
+    """The table of a star list in a given format, its columns as the file names them.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The star list.
+    fmt : str
+        ``'ecsv'``, ``'csv'``, ``'fits'``, ``'iraf'``, ``'text'``, ``'xym'`` or ``'daophot'``
+        (:func:`guess_format`).
+
+    Returns
+    -------
+    astropy.table.Table
+        The file's columns (plain text and xym: named from a comment line of names when
+        there is one; DAOPHOT: 99.999 magnitudes and 9.999 errors masked).
+
+    Raises
+    ------
+    StarListError
+        The file cannot be read in that format, or the format is unknown.
+    """
     try:
         if fmt == "ecsv":
             return Table.read(path, format="ascii.ecsv")
@@ -295,11 +338,28 @@ def _values(t, name, what, path):
     return np.asarray(arr, dtype=float), unit
 
 
-def positional_columns(colnames, x_col=None, y_col=None, flux_col=None, mag_col=None):
-    """``(x_col, y_col, flux_col)`` of a plain text list: without a line of names (astropy's
-    ``col1, col2...``) x, y and flux are its first three columns (0-based indices) unless
-    named, flux only when there is a third column and no magnitude column is named; with
-    names the given choices are returned as they are."""
+def positional_columns(colnames: Sequence[str], x_col: str | int | None = None, y_col: str | int | None = None,
+                       flux_col: str | int | None = None,
+                       mag_col: str | int | None = None) -> tuple[str | int | None, str | int | None, str | int | None]:
+    """The x, y and flux columns of a plain text list.
+
+    Without a line of names (astropy's ``col1, col2...``) x, y and flux are its first
+    three columns (0-based indices) unless named, flux only when there is a third column
+    and no magnitude column is named; with names the given choices are returned as they
+    are.
+
+    Parameters
+    ----------
+    colnames : sequence of str
+        The table's column names.
+    x_col, y_col, flux_col, mag_col : str or int, optional
+        The dataset's choices.
+
+    Returns
+    -------
+    tuple
+        ``(x_col, y_col, flux_col)``.
+    """
     if all(n.startswith("col") for n in colnames):
         x_col = 0 if x_col is None else x_col
         y_col = 1 if y_col is None else y_col
@@ -308,8 +368,10 @@ def positional_columns(colnames, x_col=None, y_col=None, flux_col=None, mag_col=
     return x_col, y_col, flux_col
 
 
-def read_star_list(path, *, x_col=None, y_col=None, flux_col=None, sigma_x_col=None,
-                   sigma_y_col=None, mag_col=None, one_based=None, format=None) -> Table:
+def read_star_list(path: str | os.PathLike, *, x_col: str | int | None = None, y_col: str | int | None = None,
+                   flux_col: str | int | None = None, sigma_x_col: str | int | None = None,
+                   sigma_y_col: str | int | None = None, mag_col: str | int | None = None,
+                   one_based: bool | None = None, format: str | None = None) -> Table:
     """Read a star list into a Table with 0-based ``x, y``, ``flux`` and errors.
 
     Parameters

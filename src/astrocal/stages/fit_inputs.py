@@ -295,7 +295,7 @@ def sky_exposure_settings(table, exposure, path, space=False):
             if (weather.get("pressure_hpa") or 0.0) > 0:
                 raise DataError(f"{path}: an epoch without a clock time and no zenith_distance_deg and "
                                 "parallactic_angle_deg: give them, or refraction = false")
-            from ..sky.measure import UNKNOWN_HORIZON
+            from ..sky.exposure import UNKNOWN_HORIZON
 
             z, q = UNKNOWN_HORIZON
         kw["horizon"] = (float(z), float(q or 0.0))
