@@ -45,6 +45,7 @@ import numpy as np
 from numpy.polynomial import legendre
 
 from ..field.residual import ResidualBasis
+from .errors import EchelleSettingError
 from .mosaic import PLACEMENT_TERMS, load_mosaic
 from .traces import N_SLICES, EchelleSetting
 
@@ -239,7 +240,6 @@ class DeviationLayout:
 
     def setting_index(self, setting) -> int:
         """Index of a setting given as index, :class:`EchelleSetting` or central wavelength [um]."""
-        from .errors import EchelleSettingError
         if isinstance(setting, (int, np.integer)):
             if 0 <= setting < len(self.settings):
                 return int(setting)

@@ -50,6 +50,7 @@ import numpy as np
 from astropy.table import Table, vstack
 from scipy import optimize
 
+from ..model import inference
 from .deviations import DeviationLayout, Hyperparameters
 from .geometry import LmsGeometry
 from .hole_prior import HolePrior
@@ -640,7 +641,6 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
 
 
 def _fit_lms(data, layout, terms, settings, truth):
-    from ..model import inference
 
     prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
                                   terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])

@@ -36,13 +36,17 @@ from astropy.table import Table
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text
 from ..errors import AstrocalError
+from ..lab.mask import load_mask
 from ..plain import to_plain
-from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, remove_partial_files,
-                         write_manifest, writer_lock)
+from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, read_manifest,
+                         remove_partial_files, write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
+from .errors import LmsMeasureError
 from .fit import ExposureTerms, HoleTerms, LmsFit, LmsFitSettings, data_holes, fit_lms, stack_tables, usable
 from .hole_prior import HolePrior, lms_hole_prior, read_imager_hole_posterior
 from .measure import TABLE_OF_KIND, nominal_geometry
+from .products import write_lms_products
+from .response import ResponseProducts, lms_response_from_campaign
 from .traces import echelle_setting
 
 __all__ = ["LmsFitInputError", "measured_lms_tables", "hole_prior_of", "fit_lms_campaign", "save_lms_fit",
@@ -126,8 +130,6 @@ def hole_prior_of(lms, data) -> HolePrior | None:
         (:mod:`astrocal.lms.errors`) a missing or unreadable imager result, another mask, no
         hole in common.
     """
-    from ..lab.mask import load_mask
-
     if not lms.hole_error_um:
         return None
     ids = data_holes(data)
@@ -198,9 +200,6 @@ def lms_response(campaign, fit: LmsFit, tables, out, overwrite=False):
     fitted campaign, with the posterior-mean geometry and the measured spot tables; a frame that
     cannot give them (e.g. a header without the black-body temperature) leaves a note instead of
     failing the fit. Returns the :class:`~astrocal.lms.response.ResponseProducts`."""
-    from .errors import LmsMeasureError
-    from .response import ResponseProducts, lms_response_from_campaign
-
     lams = [s.lam_c_um for s in campaign.lms.settings]
     spots = [(lams.index(f.lam_c_um), i, t) for i, (f, _, t) in enumerate(tables) if f.kind == "laser"]
     try:
@@ -216,7 +215,7 @@ def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite
     (the QC from its ``lms_residuals.ecsv``; ``response`` the
     :class:`~astrocal.lms.response.ResponseProducts` already written, shown on the page); returns
     the names of all of them relative to ``out``."""
-    from .products import write_lms_products
+    # lazy: the report module imports this one (hole_prior_summary, load_lms_fit) and matplotlib
     from .report import write_lms_report
 
     out = Path(out)
@@ -405,8 +404,6 @@ def describe_lms_fit(fit: LmsFit, out) -> list:
     d = fit.diagnostics
     if d is not None and not d.converged:
         lines += [f"warning: {w}" for w in d.warnings]
-    from ..resultset import read_manifest
-
     manifest = read_manifest(out)
     names = list(manifest["files"]) if manifest else list(RESULT_FILES)
     lines.append(f"wrote {out} ({', '.join(names)})")

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checksum import file_sha256
+from ..instruments import MASK_SCALE_MM_PER_ARCSEC
+from ..lab.mask import load_mask
 from ..model.linear import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
 
@@ -142,8 +144,6 @@ def _imager_mask(fit_json, info):
     """(mask table path, plate scale [mm/arcsec]) of the imager's fit, from the campaign its
     ``fit.json`` names (``inputs[0]``: ``[[lab]] mask`` and ``[instrument]
     mask_scale_mm_per_arcsec``)."""
-    from ..instruments import MASK_SCALE_MM_PER_ARCSEC
-
     inputs = info.get("inputs") or []
     camp = Path(inputs[0]) if inputs else None
     if camp is not None and not camp.is_absolute():
@@ -184,8 +184,6 @@ def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
         The imager's mask is another one.
     """
     import h5py
-
-    from ..lab.mask import load_mask
 
     h5, fit_json = _result_files(path)
     if not h5.is_file():

@@ -29,10 +29,13 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_table, check_writable
 from ..errors import AstrocalError
+from ..image.frame import exposure_stem, internal_error
+from ..lab.mask import load_mask
 from ..plain import to_plain
 from ..resultset import confined
 from .continuum import measure_slice_edges, measure_traces
 from .deviations import DeviationLayout
+from .errors import FrameMismatchError
 from .frames import read_lms_frame, reduce_lms_frame
 from .geometry import LmsGeometry
 from .spots import SPOT_FLAGS, measure_laser_spots
@@ -54,16 +57,12 @@ def nominal_geometry(lms) -> LmsGeometry:
 
 def mask_holes(lms):
     """The mask's holes: (ids, positions in the field frame [arcsec], shape (N, 2))."""
-    from ..lab.mask import load_mask
-
     mask = load_mask(lms.mask)
     return np.asarray(mask.hole_id), np.asarray(mask.xy_arcsec(lms.mask_scale_mm_per_arcsec), float)
 
 
 def lms_stems(lms, used=()):
     """Product stems of the LMS frames: the file's name, made unique against ``used`` (other stems)."""
-    from ..image.frame import exposure_stem
-
     seen, out = set(used), []
     for f in lms.frames:
         base = stem = exposure_stem(f.file)
@@ -132,8 +131,6 @@ def _measure_one(frame, lms, geometry, holes, backgrounds):
     ids, ab = holes
     red = _reduce(frame, lms, backgrounds)
     if abs(red.lam_c_um - frame.lam_c_um) > 1e-6:
-        from .errors import FrameMismatchError
-
         raise FrameMismatchError(f"{frame.file}: header setting ESO INS WLEN CEN = {red.lam_c_um} um, the campaign "
                                  f"says {frame.lam_c_um} um")
     common = dict(setting=frame.lam_c_um)
@@ -183,8 +180,6 @@ def measure_lms(campaign, output, *, overwrite=False, used_stems=()) -> list:
             log.info("%s: %s, %d of %d found, %d good%s", Path(frame.file).name, TABLE_OF_KIND[frame.kind],
                      counts["n_identified"], counts["n_detected"], counts["n_good"], _off_centre_note(frame.kind, table))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a per-frame report
-            from ..image.frame import internal_error
-
             msg = str(exc) or type(exc).__name__
             if str(frame.file) not in msg and Path(frame.file).name not in msg:
                 msg = f"{frame.file}: {msg}"

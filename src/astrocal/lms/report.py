@@ -27,10 +27,15 @@ from matplotlib.figure import Figure
 
 from .. import __version__
 from ..atomic import atomic_write_text, check_writable
+from ..model.inference import Diagnostics
+from ..model.quality import QC_CONVERGED
 from ..plots import save_figure
 from ..report.build import report_json
 from ..report.html import STYLE, figure_html
-from .products import DRLD_GOAL_PX, setting_tag
+from ..resultset import require_complete
+from .fit_campaign import hole_prior_summary, load_lms_fit
+from .products import DRLD_GOAL_PX, eso, setting_tag
+from .response import NOT_GIVEN, read_response_products
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
 
 __all__ = ["position_sigma", "residual_summary", "response_summary", "build_lms_report", "write_lms_report",
@@ -82,8 +87,6 @@ def residual_summary(residuals):
 def response_summary(response):
     """The response part of the report: per setting the RSRF's size and spread and the slit-loss
     rows, the notes (what was not made and why) and what the frames cannot give."""
-    from .response import NOT_GIVEN
-
     out = {"rsrf": {}, "slit": {}, "notes": [], "not_given": list(NOT_GIVEN)}
     if response is None:
         return out
@@ -151,8 +154,6 @@ def build_lms_report(fit, residuals, qc, products, response=None):
 def hole_error_summary(fit):
     """The mask's hole errors for the page: where their prior came from (the joint with the
     imager's lab fit, or the tolerance) and per hole its prior and posterior [um]."""
-    from .fit_campaign import hole_prior_summary
-
     out = {"summary": hole_prior_summary(fit), "kind": "none", "holes": []}
     if fit.holes is None:
         return out
@@ -452,12 +453,6 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
 
     from astropy.table import Table
 
-    from ..model.inference import Diagnostics
-    from ..model.quality import QC_CONVERGED
-    from ..resultset import require_complete
-    from .fit_campaign import load_lms_fit
-    from .products import eso
-
     out = Path(out)
     manifest = require_complete(out)
     fit = load_lms_fit(out)
@@ -472,8 +467,6 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
         for prefix in ("IFU_DISTORTION_TABLE_", "LMS_GEOMETRY_"):
             if name.startswith(prefix) and name.endswith(".fits"):
                 products[prefix.lower() + name[len(prefix):-5]] = out / name
-    from .response import read_response_products
-
     response = read_response_products(out, manifest["files"])
     products.update(response.paths)
     tables = sorted(k for k in products if k.startswith("ifu_distortion_table_"))

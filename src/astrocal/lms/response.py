@@ -58,6 +58,8 @@ from astropy.table import Table
 from .. import __version__
 from ..atomic import atomic_path
 from ..image.headers import set_card
+from .frames import read_lms_frame, reduce_lms_frame
+from .products import eso, setting_tag
 from .spots import SPOT_FLAGS
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
 
@@ -414,8 +416,6 @@ class ResponseProducts:
 
 
 def _primary(pro_catg, setting, dpr_type, provenance, qc):
-    from .products import eso
-
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
@@ -504,9 +504,6 @@ def lms_response_from_campaign(campaign, geometry, spot_tables, out, *, provenan
     exposure index, Table), ...]`` the measured spot tables. Settings without such frames get a
     note in ``notes`` instead of a product.
     """
-    from .frames import read_lms_frame, reduce_lms_frame
-    from .products import setting_tag
-
     lms = campaign.lms
     res = ResponseProducts()
     out = Path(out)

@@ -486,90 +486,32 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
         lam_mid = float(np.mean(geometry.wavelength_range(setting)))
         row_window_sigma_px = 0.8 * lam_mid * 1e-6 / _ELT_D_M * 206264.806 / PIXEL_SCALE_ARCSEC
     main = pred[pred["main"]]
-    others = pred
     n = len(main)
     out = {k: np.full(n, np.nan) for k in ("col", "row", "sigma_col", "sigma_row", "flux_e", "snr", "fwhm_col_px",
                                            "fwhm_row_px")}
-    cov = np.full((n, 2, 2), np.nan)
+    out["cov"] = np.full((n, 2, 2), np.nan)
     flags = np.where(main["slice_end"], SPOT_FLAGS["slice_end"], 0).astype(np.int32)
     corr_all = np.zeros((n, 2))
     meta_corr = {}
+    box = (box_half_cols, box_half_rows, row_window_sigma_px)
     for d in range(1, 5):
         on = np.flatnonzero(main["det"] == d)
         if on.size == 0:
             continue
         data, var, valid = reduced.data[d - 1], reduced.variance[d - 1], reduced.valid[d - 1]
-        qc, qr, qsnr = find_peaks(data, var, valid, snr_min)
-        pc, pr = np.asarray(main["col_pred"][on]), np.asarray(main["row_pred"][on])
-        wc = window_nsigma * float(np.nanmax(main["sigma_pred_col"][on]))
-        wr = window_nsigma * float(np.nanmax(main["sigma_pred_row"][on]))
-        j, nwithin, corr = match_predictions(pc, pr, qc, qr, wc, wr, match_radius_px)
+        qc, qr, j, corr = _identify_on_detector(main, on, data, var, valid, flags, snr_min=snr_min,
+                                                window_nsigma=window_nsigma, match_radius_px=match_radius_px)
         corr_all[on] = corr
         meta_corr[f"DET{d}"] = [float(np.mean(corr[:, 0])), float(np.mean(corr[:, 1]))]
         found = j >= 0
-        flags[on[~found]] |= SPOT_FLAGS["not_found"]
-        flags[on[nwithin > 1]] |= SPOT_FLAGS["ambiguous"]
         if not found.any():
             continue
-        k = on[found]
-        c, r, cv, fl, flv, nbad = windowed_centroids(data, var, valid, qc[j[found]], qr[j[found]], box_half_cols,
-                                                     box_half_rows, row_window_sigma_px)
-        out["col"][k], out["row"][k], cov[k] = c, r, cv
-        out["flux_e"][k] = fl
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["snr"][k] = fl / np.sqrt(flv)
-        out["sigma_col"][k], out["sigma_row"][k] = np.sqrt(cv[:, 0, 0]), np.sqrt(cv[:, 1, 1])
-        fw = spot_widths(data, valid, c, r, box_half_cols, box_half_rows, row_window_sigma_px)
-        out["fwhm_col_px"][k], out["fwhm_row_px"][k] = fw[:, 0], fw[:, 1]
-        flags[k[nbad > 0]] |= SPOT_FLAGS["chip_edge"]
-        cc = np.clip(qc[j[found]], 0, data.shape[1] - 1)
-        rr = np.clip(qr[j[found]], 0, data.shape[0] - 1)
-        sat_box = ndimage.maximum_filter(reduced.saturated[d - 1].astype(np.uint8),
-                                         (2 * box_half_rows + 1, 2 * box_half_cols + 1))
-        flags[k[sat_box[rr, cc] > 0]] |= SPOT_FLAGS["saturated"]
-        flags[k[~np.isfinite(c) | (out["snr"][k] < snr_min)]] |= SPOT_FLAGS["low_snr"]
-    # blends: another predicted image (main or neighbour) inside the box (after the correction)
+        _centroid_on_detector(on[found], qc[j[found]], qr[j[found]], data, var, valid, reduced.saturated[d - 1],
+                              box, snr_min, out, flags)
     if n:
-        det_o = np.asarray(others["det"])
-        key = np.stack([np.asarray(others["hole"]), np.asarray(others["slice"]),
-                        np.round(np.asarray(others["line_um"]) * 1e6).astype(np.int64)], axis=1)
-        mkey = np.stack([np.asarray(main["hole"]), np.asarray(main["slice"]),
-                         np.round(np.asarray(main["line_um"]) * 1e6).astype(np.int64)], axis=1)
-        for d in range(1, 5):
-            on = np.flatnonzero(main["det"] == d)
-            oo = np.flatnonzero(det_o == d)
-            if on.size == 0 or oo.size < 2:
-                continue
-            dcol = np.abs(others["col_pred"][oo][None, :] - main["col_pred"][on][:, None])
-            drow = np.abs(others["row_pred"][oo][None, :] - main["row_pred"][on][:, None])
-            same = np.all(key[oo][None, :, :] == mkey[on][:, None, :], axis=2)
-            near = (dcol < 2 * box_half_cols + 2) & (drow < box_half_rows + 3 * row_window_sigma_px) & ~same
-            flags[on[near.any(axis=1)]] |= SPOT_FLAGS["blend"]
-    t = Table()
-    t["hole"] = main["hole"]
-    t["slice"] = main["slice"]
-    t["line_um"] = main["line_um"]
-    t["xi_arcsec"] = main["xi_arcsec"]
-    t["eta_offset_arcsec"] = main["eta_offset_arcsec"]
-    t["det"] = main["det"]
-    for name in ("col", "row", "sigma_col", "sigma_row"):
-        t[name] = out[name]
-    t["cov"] = cov
-    t["flux_e"] = out["flux_e"]
-    t["snr"] = out["snr"]
-    t["fwhm_col_px"], t["fwhm_row_px"] = out["fwhm_col_px"], out["fwhm_row_px"]
-    t["col_pred"], t["row_pred"] = main["col_pred"], main["row_pred"]
-    t["sigma_pred_col"], t["sigma_pred_row"] = main["sigma_pred_col"], main["sigma_pred_row"]
-    t["col_corr"], t["row_corr"] = corr_all[:, 0], corr_all[:, 1]
-    lam_nom = np.full(n, np.nan)
-    got = np.isfinite(t["col"]) & np.isfinite(t["row"])
-    if got.any():
-        inside = got & (t["col"] > -0.5) & (t["col"] < 2047.5) & (t["row"] > -0.5) & (t["row"] < 2047.5)
-        if inside.any():
-            sp = geometry.inverse(t["det"][inside], t["col"][inside], t["row"][inside], setting,
-                                  slice_number=t["slice"][inside], on_miss="mask")
-            lam_nom[inside] = sp.lam
-    t["lam_nominal_um"] = lam_nom
+        _flag_blends(main, pred, box, flags)
+    t = _spot_table(main, out, corr_all)
+    t["lam_nominal_um"] = _nominal_wavelengths(geometry, setting, t)
     if n:
         t["dcol_dxi"], t["drow_dxi"] = _dxi_partials(geometry, setting, np.asarray(t["slice"]),
                                                      np.asarray(t["xi_arcsec"]), np.asarray(t["line_um"]))
@@ -586,6 +528,100 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
                    "lines_um": [float(v) for v in np.atleast_1d(lines_um)], "detector_correction_px": meta_corr,
                    "row_window_sigma_px": float(row_window_sigma_px), "flag_bits": dict(SPOT_FLAGS)})
     return t
+
+
+def _identify_on_detector(main, on, data, var, valid, flags, *, snr_min, window_nsigma, match_radius_px):
+    """Steps 1 and 2 of :func:`measure_laser_spots` on one detector: find the peaks and identify them
+    with the predicted main images ``main[on]``; sets ``not_found`` and ``ambiguous`` in ``flags``.
+
+    Returns the peaks ``qc``, ``qr`` [px], the index ``j`` of the peak each prediction took (-1: none)
+    and the detector's correction (N, 2) [px]."""
+    qc, qr, _ = find_peaks(data, var, valid, snr_min)
+    pc, pr = np.asarray(main["col_pred"][on]), np.asarray(main["row_pred"][on])
+    wc = window_nsigma * float(np.nanmax(main["sigma_pred_col"][on]))
+    wr = window_nsigma * float(np.nanmax(main["sigma_pred_row"][on]))
+    j, nwithin, corr = match_predictions(pc, pr, qc, qr, wc, wr, match_radius_px)
+    flags[on[j < 0]] |= SPOT_FLAGS["not_found"]
+    flags[on[nwithin > 1]] |= SPOT_FLAGS["ambiguous"]
+    return qc, qr, j, corr
+
+
+def _centroid_on_detector(k, qc, qr, data, var, valid, saturated, box, snr_min, out, flags):
+    """Step 3 of :func:`measure_laser_spots` on one detector: centroid the spots ``k`` (rows of the
+    main images) at their peaks ``qc``, ``qr`` [px]; fills ``out`` and sets ``chip_edge``,
+    ``saturated`` and ``low_snr`` in ``flags``. ``box`` is ``(half_cols, half_rows, row_sigma)``."""
+    box_half_cols, box_half_rows, row_window_sigma_px = box
+    c, r, cv, fl, flv, nbad = windowed_centroids(data, var, valid, qc, qr, box_half_cols, box_half_rows,
+                                                 row_window_sigma_px)
+    out["col"][k], out["row"][k], out["cov"][k] = c, r, cv
+    out["flux_e"][k] = fl
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["snr"][k] = fl / np.sqrt(flv)
+    out["sigma_col"][k], out["sigma_row"][k] = np.sqrt(cv[:, 0, 0]), np.sqrt(cv[:, 1, 1])
+    fw = spot_widths(data, valid, c, r, box_half_cols, box_half_rows, row_window_sigma_px)
+    out["fwhm_col_px"][k], out["fwhm_row_px"][k] = fw[:, 0], fw[:, 1]
+    flags[k[nbad > 0]] |= SPOT_FLAGS["chip_edge"]
+    cc = np.clip(qc, 0, data.shape[1] - 1)
+    rr = np.clip(qr, 0, data.shape[0] - 1)
+    sat_box = ndimage.maximum_filter(saturated.astype(np.uint8), (2 * box_half_rows + 1, 2 * box_half_cols + 1))
+    flags[k[sat_box[rr, cc] > 0]] |= SPOT_FLAGS["saturated"]
+    flags[k[~np.isfinite(c) | (out["snr"][k] < snr_min)]] |= SPOT_FLAGS["low_snr"]
+
+
+def _flag_blends(main, others, box, flags):
+    """Set ``blend`` in ``flags`` where another predicted image (main or neighbour, of ``others``)
+    falls inside a main image's centroid box (after the correction)."""
+    box_half_cols, box_half_rows, row_window_sigma_px = box
+    det_o = np.asarray(others["det"])
+    key = np.stack([np.asarray(others["hole"]), np.asarray(others["slice"]),
+                    np.round(np.asarray(others["line_um"]) * 1e6).astype(np.int64)], axis=1)
+    mkey = np.stack([np.asarray(main["hole"]), np.asarray(main["slice"]),
+                     np.round(np.asarray(main["line_um"]) * 1e6).astype(np.int64)], axis=1)
+    for d in range(1, 5):
+        on = np.flatnonzero(main["det"] == d)
+        oo = np.flatnonzero(det_o == d)
+        if on.size == 0 or oo.size < 2:
+            continue
+        dcol = np.abs(others["col_pred"][oo][None, :] - main["col_pred"][on][:, None])
+        drow = np.abs(others["row_pred"][oo][None, :] - main["row_pred"][on][:, None])
+        same = np.all(key[oo][None, :, :] == mkey[on][:, None, :], axis=2)
+        near = (dcol < 2 * box_half_cols + 2) & (drow < box_half_rows + 3 * row_window_sigma_px) & ~same
+        flags[on[near.any(axis=1)]] |= SPOT_FLAGS["blend"]
+
+
+def _spot_table(main, out, corr_all):
+    """The measured spots' table: the predicted main images' identity and predictions, the
+    measurements ``out`` and the detector corrections ``corr_all`` (N, 2) [px]."""
+    t = Table()
+    t["hole"] = main["hole"]
+    t["slice"] = main["slice"]
+    t["line_um"] = main["line_um"]
+    t["xi_arcsec"] = main["xi_arcsec"]
+    t["eta_offset_arcsec"] = main["eta_offset_arcsec"]
+    t["det"] = main["det"]
+    for name in ("col", "row", "sigma_col", "sigma_row"):
+        t[name] = out[name]
+    t["cov"] = out["cov"]
+    t["flux_e"] = out["flux_e"]
+    t["snr"] = out["snr"]
+    t["fwhm_col_px"], t["fwhm_row_px"] = out["fwhm_col_px"], out["fwhm_row_px"]
+    t["col_pred"], t["row_pred"] = main["col_pred"], main["row_pred"]
+    t["sigma_pred_col"], t["sigma_pred_row"] = main["sigma_pred_col"], main["sigma_pred_row"]
+    t["col_corr"], t["row_corr"] = corr_all[:, 0], corr_all[:, 1]
+    return t
+
+
+def _nominal_wavelengths(geometry, setting, t):
+    """The geometry's wavelength [um] at each measured (col, row) on the chip in its slice (NaN elsewhere)."""
+    lam_nom = np.full(len(t), np.nan)
+    got = np.isfinite(t["col"]) & np.isfinite(t["row"])
+    if got.any():
+        inside = got & (t["col"] > -0.5) & (t["col"] < 2047.5) & (t["row"] > -0.5) & (t["row"] < 2047.5)
+        if inside.any():
+            sp = geometry.inverse(t["det"][inside], t["col"][inside], t["row"][inside], setting,
+                                  slice_number=t["slice"][inside], on_miss="mask")
+            lam_nom[inside] = sp.lam
+    return lam_nom
 
 
 def _check_found(t, lines_um, min_found_fraction=0.5):
