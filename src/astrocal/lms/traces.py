@@ -27,6 +27,7 @@ import gzip
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Union
 
 import numpy as np
 
@@ -130,6 +131,11 @@ class EchelleSetting:
         row = load_wcal()[int(order) - ORDERS[0]]
         lam_c = float(row[3] * echelle_deg + row[4])
         return cls(lam_c, int(order), float(echelle_deg), float(predisperser_angle(lam_c)))
+
+
+SettingLike = Union[int, float, EchelleSetting]
+"""An echelle setting as :meth:`~astrocal.lms.deviations.DeviationLayout.setting_index` takes it:
+its index in the layout, its central wavelength [um] or the :class:`EchelleSetting`."""
 
 
 def echelle_setting(lam_c_um: float) -> EchelleSetting:
