@@ -33,6 +33,7 @@ electrons per DIT.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table
 from scipy import ndimage
 
@@ -41,7 +42,7 @@ from .errors import LineNotFoundError, LineOutsideSettingError
 from .frames import ReducedLmsFrame
 from .geometry import LmsGeometry
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation, field_to_slice
-from .traces import SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
+from .traces import SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC, SettingLike
 
 __all__ = ["SPOT_FLAGS", "SPOT_FLAGS_SEVERE", "PIXEL_SCALE_ARCSEC", "prior_position_sigma", "holes_in_slicer",
            "predict_laser_spots", "find_peaks", "match_predictions", "windowed_centroids", "spot_widths",
@@ -62,18 +63,39 @@ PIXEL_SCALE_ARCSEC = 0.0082
 _ELT_D_M = 39.146
 
 
-def decode_spot_flags(flags) -> list:
-    """Names of the bits set in one flag value."""
+def decode_spot_flags(flags: int) -> list[str]:
+    """Names of the bits set in one flag value.
+
+    Parameters
+    ----------
+    flags : int
+        A ``flags`` value of a spot table (:data:`SPOT_FLAGS`).
+
+    Returns
+    -------
+    list of str
+        The names of its bits, in the order of :data:`SPOT_FLAGS`.
+    """
     return [n for n, b in SPOT_FLAGS.items() if int(flags) & b]
 
 
-def prior_position_sigma(geometry: LmsGeometry, slice_number, xi, lam, setting, det, hyper=Hyperparameters()):
+def prior_position_sigma(geometry: LmsGeometry, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike,
+                         setting: SettingLike, det: ArrayLike,
+                         hyper: Hyperparameters = Hyperparameters()) -> tuple[np.ndarray, np.ndarray]:
     """Prior standard deviation of predicted positions [px]: ``sqrt(diag(D Sigma D^T))``.
 
     Parameters
     ----------
+    geometry : LmsGeometry
+        The map whose design matrix ``D`` is used.
+    slice_number, xi, lam : array_like
+        The points: slice 1..28, position along the slice [arcsec], wavelength [um].
+    setting : int, float or EchelleSetting
+        The echelle setting in ``geometry.layout``.
     det : array_like
         Detector of each point (1..4).
+    hyper : Hyperparameters
+        The deviation priors (``Sigma``).
 
     Returns
     -------
@@ -86,7 +108,9 @@ def prior_position_sigma(geometry: LmsGeometry, slice_number, xi, lam, setting, 
     return np.sqrt(var[:, 0]), np.sqrt(var[:, 1])
 
 
-def holes_in_slicer(hole_ab_arcsec, offset_arcsec=(0.0, 0.0), orientation: FieldOrientation = DEFAULT_ORIENTATION):
+def holes_in_slicer(hole_ab_arcsec: ArrayLike, offset_arcsec: ArrayLike = (0.0, 0.0),
+                    orientation: FieldOrientation = DEFAULT_ORIENTATION
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mask holes in the slicer field at a chopper offset.
 
     Parameters
@@ -95,6 +119,8 @@ def holes_in_slicer(hole_ab_arcsec, offset_arcsec=(0.0, 0.0), orientation: Field
         Hole positions in the field (mask) frame [arcsec].
     offset_arcsec : (2,)
         Chopper offset in the field frame [arcsec] (commanded).
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
 
     Returns
     -------
@@ -122,9 +148,10 @@ def _check_lines(geometry, setting, lines_um):
     return lines
 
 
-def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um, *, offset_arcsec=(0.0, 0.0),
-                        orientation: FieldOrientation = DEFAULT_ORIENTATION, hole_id=None,
-                        hyper: Hyperparameters = Hyperparameters(), edge_margin_arcsec=0.1) -> Table:
+def predict_laser_spots(geometry: LmsGeometry, setting: SettingLike, hole_ab_arcsec: ArrayLike, lines_um: ArrayLike,
+                        *, offset_arcsec: ArrayLike = (0.0, 0.0), orientation: FieldOrientation = DEFAULT_ORIENTATION,
+                        hole_id: ArrayLike | None = None, hyper: Hyperparameters = Hyperparameters(),
+                        edge_margin_arcsec: float = 0.1) -> Table:
     """Where the laser spots (main images) and their neighbour-slice images fall.
 
     Parameters
@@ -139,6 +166,12 @@ def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um
         The lit laser lines [um].
     offset_arcsec : (2,)
         Commanded chopper offset [arcsec].
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths.
+    edge_margin_arcsec : float
+        Holes within this of a slice end [arcsec] are ``slice_end``.
 
     Returns
     -------
@@ -189,13 +222,20 @@ def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um
     return t
 
 
-def find_peaks(data, variance, valid, snr_min=10.0, size=5):
+def find_peaks(data: np.ndarray, variance: np.ndarray, valid: np.ndarray, snr_min: float = 10.0,
+               size: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local maxima of the 3 x 3 box-smoothed signal with signal-to-noise above ``snr_min``.
 
     Parameters
     ----------
     data, variance : ndarray (ny, nx)
-        One detector's signal and variance [e, e^2]; ``valid`` its usable pixels.
+        One detector's signal and variance [e, e^2].
+    valid : ndarray (ny, nx) of bool
+        Its usable pixels.
+    snr_min : float
+        Detection threshold on the signal-to-noise of the 3 x 3 sum.
+    size : int
+        A peak is the maximum of the ``size`` x ``size`` box about it.
 
     Returns
     -------
@@ -248,15 +288,23 @@ def _nearest(pc, pr, qc, qr, radius):
     return np.where(best <= radius**2, j, -1), n
 
 
-def match_predictions(pc, pr, qc, qr, window_col, window_row, match_radius=6.0, affine_radius=6.0):
+def match_predictions(pc: ArrayLike, pr: ArrayLike, qc: ArrayLike, qr: ArrayLike, window_col: float,
+                      window_row: float, match_radius: float = 6.0,
+                      affine_radius: float = 6.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identify peaks with predictions on one detector.
 
     Parameters
     ----------
-    pc, pr : ndarray
-        Predicted (col, row) [px]; ``qc``, ``qr`` the peaks [px].
+    pc, pr : array_like
+        Predicted (col, row) [px].
+    qc, qr : array_like
+        The peaks (col, row) [px].
     window_col, window_row : float
         Half-widths [px] of the search for the detector's common shift (from the prior widths).
+    match_radius : float
+        A corrected prediction takes the nearest peak within this radius [px].
+    affine_radius : float
+        Radius [px] of the nearest matches (after the shift) used to fit the affine correction.
 
     Returns
     -------
@@ -291,8 +339,10 @@ def match_predictions(pc, pr, qc, qr, window_col, window_row, match_radius=6.0, 
     return j, n, corr
 
 
-def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows=8, row_sigma=2.0,
-                       n_iter=30):
+def windowed_centroids(data: np.ndarray, variance: np.ndarray, valid: np.ndarray, col0: ArrayLike,
+                       row0: ArrayLike, half_cols: int = 4, half_rows: int = 8, row_sigma: float = 2.0,
+                       n_iter: int = 30
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centroids of stamps: flat weight over columns, a Gaussian window along rows, with covariance.
 
     The estimate ``c`` solves ``sum_i w_i (x_i - c) I_i = 0`` with ``w_i = exp(-(r_i - c_row)^2 /
@@ -307,6 +357,12 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
         One detector [e, e^2, bool].
     col0, row0 : ndarray of int (N,)
         Box centres (peak pixels).
+    half_cols, half_rows : int
+        Half-sizes of the box [px].
+    row_sigma : float
+        Width of the Gaussian window along the rows [px].
+    n_iter : int
+        Fixed-point iterations at most.
 
     Returns
     -------
@@ -315,7 +371,9 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
     cov : ndarray (N, 2, 2)
         [px^2] (col, row).
     flux, flux_var : ndarray (N,)
-        Unweighted box sum [e] and its variance; ``n_bad`` (N,) unusable pixels in the box.
+        Unweighted box sum [e] and its variance.
+    n_bad : ndarray (N,)
+        Unusable pixels in the box.
     """
     col0, row0 = np.asarray(col0, int), np.asarray(row0, int)
     n = len(col0)
@@ -367,7 +425,8 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
     return c_col, c_row, cov, flux, flux_var, n_bad
 
 
-def spot_widths(data, valid, col, row, half_cols=4, half_rows=8, row_sigma=2.0):
+def spot_widths(data: np.ndarray, valid: np.ndarray, col: ArrayLike, row: ArrayLike, half_cols: int = 4,
+                half_rows: int = 8, row_sigma: float = 2.0) -> np.ndarray:
     """FWHM [px] of spots along columns and rows, from second moments in the centroid's box.
 
     Along the rows, the Gaussian-windowed second moment ``m`` of the light about ``row`` is
@@ -383,6 +442,15 @@ def spot_widths(data, valid, col, row, half_cols=4, half_rows=8, row_sigma=2.0):
         One detector [e] and its usable pixels.
     col, row : ndarray (N,)
         Centroids [px] (NaN: none).
+    half_cols, half_rows : int
+        Half-sizes of the box [px].
+    row_sigma : float
+        Width of the Gaussian row window [px] (``w``).
+
+    Returns
+    -------
+    ndarray (N, 2)
+        FWHM along (columns, rows) [px].
     """
     col, row = np.asarray(col, float), np.asarray(row, float)
     out = np.full((len(col), 2), np.nan)
@@ -426,11 +494,13 @@ def _dxi_partials(geometry, setting, slice_number, xi, lam, h=2e-3):
     return dc, dr
 
 
-def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec, lines_um, *,
-                        setting=None, offset_arcsec=None, orientation: FieldOrientation = DEFAULT_ORIENTATION,
-                        hole_id=None, hyper: Hyperparameters = Hyperparameters(), edge_margin_arcsec=0.1,
-                        snr_min=10.0, window_nsigma=4.0, match_radius_px=6.0, box_half_cols=4, box_half_rows=8,
-                        row_window_sigma_px=None, min_found_fraction=0.5) -> Table:
+def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec: ArrayLike,
+                        lines_um: ArrayLike, *, setting: SettingLike | None = None,
+                        offset_arcsec: ArrayLike | None = None, orientation: FieldOrientation = DEFAULT_ORIENTATION,
+                        hole_id: ArrayLike | None = None, hyper: Hyperparameters = Hyperparameters(),
+                        edge_margin_arcsec: float = 0.1, snr_min: float = 10.0, window_nsigma: float = 4.0,
+                        match_radius_px: float = 6.0, box_half_cols: int = 4, box_half_rows: int = 8,
+                        row_window_sigma_px: float | None = None, min_found_fraction: float = 0.5) -> Table:
     """Find, identify and centroid the laser spots of one reduced laser frame.
 
     Parameters
@@ -439,21 +509,27 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
         The background-subtracted frame (:func:`~astrocal.lms.frames.reduce_lms_frame`).
     geometry : LmsGeometry
         The map that predicts the spots (the nominal one: ``LmsGeometry(layout)``).
-    hole_ab_arcsec, hole_id :
-        The mask's holes in the field frame [arcsec] and their ids.
+    hole_ab_arcsec, hole_id : array_like
+        The mask's holes in the field frame [arcsec] (N, 2) and their ids (default 1..N).
     lines_um : array_like
         The lit laser lines [um] (from the campaign; the header names only the first QCL line).
-    setting :
+    setting : int, float or EchelleSetting, optional
         The frame's setting in ``geometry.layout`` (default: its ``ESO INS WLEN CEN``).
     offset_arcsec : (2,)
         Commanded chopper offset [arcsec] (default: from the header).
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths of the predictions.
+    edge_margin_arcsec : float
+        Holes within this of a slice end [arcsec] are ``slice_end``.
     snr_min : float
         Peak detection threshold (3 x 3 sum); spots below it are ``low_snr``.
     window_nsigma : float
         Search window for each detector's shift, in prior widths of the predicted positions.
     match_radius_px : float
         A prediction (after the detector's correction) takes the peak within this radius [px].
-    box_half_cols, box_half_rows, row_window_sigma_px :
+    box_half_cols, box_half_rows, row_window_sigma_px : int, int, float
         Centroid box and the Gaussian row window [px] (default 0.8 lambda/D in px).
     min_found_fraction : float
         Of the usable predicted spots of each line (not ``slice_end``, box on the chip), at least
