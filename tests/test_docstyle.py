@@ -30,7 +30,6 @@ NOT_YET = {
     # group img: image, sources, small helpers
     "image/", "sources.py", "pixels.py", "plain.py", "_moved.py",
     # group lms: the LM integral-field spectrograph
-    "lms/",
 }
 
 
