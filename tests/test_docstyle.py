@@ -26,7 +26,6 @@ NOT_YET = {
     "campaign.py", "stages/", "cli/", "report/", "correct/",
     # group img: image, sources, small helpers
     # group lms: the LM integral-field spectrograph
-    "lms/",
 }
 
 

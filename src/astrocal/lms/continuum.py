@@ -18,7 +18,10 @@ Units: 0-based pixel centres on each detector (``det`` 1..4), arcsec, um, electr
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table
 from scipy import ndimage
 
@@ -27,7 +30,7 @@ from .frames import ReducedLmsFrame
 from .geometry import LmsGeometry
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation
 from .spots import PIXEL_SCALE_ARCSEC, holes_in_slicer, prior_position_sigma
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SettingLike
 
 __all__ = ["CONTINUUM_FLAGS", "curve_rows", "measure_slice_edges", "measure_traces"]
 
@@ -37,15 +40,24 @@ _XI_END = SLICE_HALF_LENGTH_ARCSEC - 1e-9
 _ELT_D_M = 39.146
 
 
-def curve_rows(geometry: LmsGeometry, setting, slice_number, xi, det, cols, n_lam=400):
+def curve_rows(geometry: LmsGeometry, setting: SettingLike, slice_number: int, xi: float, det: int,
+               cols: ArrayLike, n_lam: int = 400) -> tuple[np.ndarray, np.ndarray]:
     """Rows and wavelengths of curves of constant (slice, xi) at given columns of a detector.
 
     Parameters
     ----------
+    geometry : LmsGeometry
+        The map.
+    setting : int, float or EchelleSetting
+        The echelle setting in ``geometry.layout``.
     slice_number, xi : scalars
         The curve: slice 1..28 and position along the slice [arcsec] (``+-0.4485`` for the edges).
     det : int
-        Detector 1..4; ``cols`` the columns [px] at which to evaluate.
+        Detector 1..4.
+    cols : array_like
+        The columns [px] at which to evaluate.
+    n_lam : int
+        Wavelengths sampled over the setting's range.
 
     Returns
     -------
@@ -235,9 +247,10 @@ def _table(smp, row, sig, level, flags, extra):
     return t
 
 
-def measure_slice_edges(reduced: ReducedLmsFrame, geometry: LmsGeometry, *, setting=None, slices=None,
-                        bin_cols=16, step_cols=64, hyper: Hyperparameters = Hyperparameters(), window_nsigma=4.0,
-                        search_px=6, snr_min=20.0) -> Table:
+def measure_slice_edges(reduced: ReducedLmsFrame, geometry: LmsGeometry, *, setting: SettingLike | None = None,
+                        slices: Iterable[int] | None = None, bin_cols: int = 16, step_cols: int = 64,
+                        hyper: Hyperparameters = Hyperparameters(), window_nsigma: float = 4.0,
+                        search_px: int = 6, snr_min: float = 20.0) -> Table:
     """Rows of the slice edges (images of ``xi = +-0.4485"``) on a lit-slice frame.
 
     Parameters
@@ -246,10 +259,16 @@ def measure_slice_edges(reduced: ReducedLmsFrame, geometry: LmsGeometry, *, sett
         A background-subtracted lit-slice frame.
     geometry : LmsGeometry
         Predicts the edges (nominal for a first measurement).
+    setting : int, float or EchelleSetting, optional
+        The frame's setting in ``geometry.layout`` (default: its ``ESO INS WLEN CEN``).
     slices : iterable of int, optional
         Slices to measure (default all 28).
     bin_cols, step_cols : int
         Columns averaged per point and the spacing of the points [px].
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths of the predictions.
+    window_nsigma : float
+        Search window for each detector's shift, in prior widths of the predicted rows.
     search_px : int
         Half-width [px] of the search about the detector-shifted prediction.
     snr_min : float
@@ -314,10 +333,12 @@ def _empty_edges():
                  dtype=[int, int, float, int, float, float, float, float, float, float, float, np.int32])
 
 
-def measure_traces(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec, *, setting=None,
-                   offset_arcsec=None, orientation: FieldOrientation = DEFAULT_ORIENTATION, hole_id=None,
-                   bin_cols=16, step_cols=64, hyper: Hyperparameters = Hyperparameters(), window_nsigma=4.0,
-                   search_px=6, row_window_sigma_px=None, edge_margin_arcsec=0.1, snr_min=10.0) -> Table:
+def measure_traces(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec: ArrayLike, *,
+                   setting: SettingLike | None = None, offset_arcsec: ArrayLike | None = None,
+                   orientation: FieldOrientation = DEFAULT_ORIENTATION, hole_id: ArrayLike | None = None,
+                   bin_cols: int = 16, step_cols: int = 64, hyper: Hyperparameters = Hyperparameters(),
+                   window_nsigma: float = 4.0, search_px: int = 6, row_window_sigma_px: float | None = None,
+                   edge_margin_arcsec: float = 0.1, snr_min: float = 10.0) -> Table:
     """Rows of the pinhole traces' centre lines on a black-body grid frame.
 
     Parameters
@@ -326,12 +347,28 @@ def measure_traces(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcs
         A background-subtracted grid frame.
     geometry : LmsGeometry
         Predicts the traces (nominal for a first measurement).
-    hole_ab_arcsec, hole_id :
-        The mask's holes in the field frame [arcsec] and their ids.
+    hole_ab_arcsec, hole_id : array_like
+        The mask's holes in the field frame [arcsec] (N, 2) and their ids (default 1..N).
+    setting : int, float or EchelleSetting, optional
+        The frame's setting in ``geometry.layout`` (default: its ``ESO INS WLEN CEN``).
     offset_arcsec : (2,)
         Commanded chopper offset [arcsec] (default: from the header).
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
+    bin_cols, step_cols : int
+        Columns averaged per point and the spacing of the points [px].
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths of the predictions.
+    window_nsigma : float
+        Search window for each detector's shift, in prior widths of the predicted rows.
+    search_px : int
+        Half-width [px] of the search about the detector-shifted prediction.
     row_window_sigma_px : float
         Gaussian window along the rows [px] (default 0.8 lambda/D at the setting's centre).
+    edge_margin_arcsec : float
+        Holes within this of a slice end are flagged ``slice_end`` [arcsec].
+    snr_min : float
+        Points below this signal-to-noise are flagged ``low_snr``.
 
     Returns
     -------

@@ -38,13 +38,16 @@ dtheta). :attr:`DeviationLayout.names` names every parameter.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 from numpy.polynomial import legendre
 
 from ..field.residual import ResidualBasis
+from .errors import EchelleSettingError
 from .mosaic import PLACEMENT_TERMS, load_mosaic
 from .traces import N_SLICES, EchelleSetting
 
@@ -54,8 +57,16 @@ SETTING_TERMS = ("dx", "dy", "dtheta")
 AXES = ("col", "row")
 
 
-def legendre_basis(xi_n, w, terms):
+def legendre_basis(xi_n: ArrayLike, w: ArrayLike, terms: Sequence[tuple[int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Basis values and derivatives: ``P_i(xi_n) P_j(w)`` for ``(i, j)`` in ``terms``.
+
+    Parameters
+    ----------
+    xi_n, w : array_like
+        Position along the slice and wavelength, both normalised to -1..1.
+    terms : sequence of (int, int)
+        The Legendre degrees ``(i, j)``.
 
     Returns
     -------
@@ -161,6 +172,7 @@ class DeviationLayout:
 
     @property
     def n_terms(self) -> int:
+        """Number of Legendre terms T."""
         return len(self.terms)
 
     @cached_property
@@ -180,9 +192,19 @@ class DeviationLayout:
         """Coefficients per slice and axis: the polynomial's terms plus the residual's."""
         return self.n_terms + self.n_residual
 
-    def slice_basis(self, xi_n, w):
+    def slice_basis(self, xi_n: ArrayLike, w: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-slice basis (polynomial terms, then the residual's functions) and its derivatives
-        in ``xi_n`` and ``w``: three arrays (N, slice_width)."""
+        in ``xi_n`` and ``w``.
+
+        Parameters
+        ----------
+        xi_n, w : array_like
+            Position along the slice and wavelength, both normalised to -1..1.
+
+        Returns
+        -------
+        value, d_dxi_n, d_dw : ndarray, shape (N, slice_width)
+        """
         v, dx, dw = legendre_basis(xi_n, w, self.terms)
         if not self.residual_m:
             return v, dx, dw
@@ -193,17 +215,36 @@ class DeviationLayout:
         return np.hstack([v, rv]), np.hstack([dx, rdx]), np.hstack([dw, rdw])
 
     def slice_block_is_residual(self) -> np.ndarray:
-        """Within one slice's block of ``2 * slice_width`` consecutive parameters (col terms, row
-        terms, col residual, row residual), which are residual coefficients (bool)."""
+        """Which parameters of one slice's block are residual coefficients.
+
+        Returns
+        -------
+        ndarray of bool, shape (2 * slice_width,)
+            Over the block's consecutive parameters (col terms, row terms, col residual, row
+            residual).
+        """
         return np.r_[np.zeros(2 * self.n_terms, bool), np.ones(2 * self.n_residual, bool)]
 
-    def residual_prior_sd(self, rms_px, length) -> np.ndarray:
-        """Prior sd of the residual coefficients (per axis, ``m * m``) for the residual's rms over
-        the slice [px] and correlation length (normalised units); arrays (W,) give (W, m*m)."""
+    def residual_prior_sd(self, rms_px: ArrayLike, length: ArrayLike) -> np.ndarray:
+        """Prior sd of the residual coefficients (per axis, ``m * m``).
+
+        Parameters
+        ----------
+        rms_px : float or array_like (W,)
+            The residual's rms over the slice [px].
+        length : float or array_like (W,)
+            Its correlation length (normalised units).
+
+        Returns
+        -------
+        ndarray (m*m,) or (W, m*m)
+            [px].
+        """
         return self.residual_basis.prior_sd_for_rms(rms_px, length)
 
     @cached_property
     def placement_detectors(self) -> tuple[int, ...]:
+        """The chips with placement parameters (all but the reference)."""
         return tuple(int(d) for d in load_mosaic().det_ids if d != self.reference_detector)
 
     @cached_property
@@ -220,6 +261,7 @@ class DeviationLayout:
 
     @property
     def n_params(self) -> int:
+        """Number of parameters P."""
         return self.blocks["settings"].stop
 
     @cached_property
@@ -237,9 +279,24 @@ class DeviationLayout:
         out += [f"setting{e}.{p}" for e in range(len(self.settings)) for p in SETTING_TERMS]
         return tuple(out)
 
-    def setting_index(self, setting) -> int:
-        """Index of a setting given as index, :class:`EchelleSetting` or central wavelength [um]."""
-        from .errors import EchelleSettingError
+    def setting_index(self, setting: int | float | EchelleSetting) -> int:
+        """Index of a setting given as index, :class:`EchelleSetting` or central wavelength [um].
+
+        Parameters
+        ----------
+        setting : int, float or EchelleSetting
+            The setting.
+
+        Returns
+        -------
+        int
+            Its index in :attr:`settings`.
+
+        Raises
+        ------
+        EchelleSettingError
+            Not one of the model's settings.
+        """
         if isinstance(setting, (int, np.integer)):
             if 0 <= setting < len(self.settings):
                 return int(setting)
@@ -253,9 +310,20 @@ class DeviationLayout:
         raise EchelleSettingError(f"setting {setting!r} is not one of the model's settings "
                                   f"{[s.lam_c_um for s in self.settings]}")
 
-    def slice_columns(self, slice_number) -> np.ndarray:
-        """Columns of the per-slice coefficients of slice numbers (N,) -> (N, 2, W) parameter indices
-        (``W`` = :attr:`slice_width`: the polynomial's terms, then the residual's, per axis)."""
+    def slice_columns(self, slice_number: ArrayLike) -> np.ndarray:
+        """Columns of the per-slice coefficients of slice numbers.
+
+        Parameters
+        ----------
+        slice_number : array_like of int (N,)
+            Slices 1..28.
+
+        Returns
+        -------
+        ndarray of int (N, 2, W)
+            Parameter indices (``W`` = :attr:`slice_width`: the polynomial's terms, then the
+            residual's, per axis).
+        """
         t, r = self.n_terms, self.n_residual
         s = np.asarray(slice_number) - 1
         base = self.blocks["slices"].start + s * 2 * (t + r)
@@ -264,12 +332,29 @@ class DeviationLayout:
         return base[:, None, None] + np.where(j < t, k * t + j, 2 * t + k * r + (j - t))
 
     def mean_columns(self) -> np.ndarray:
-        """Columns of the shared mean, shape (2, T-1) (terms 1..T-1)."""
+        """Columns of the shared mean.
+
+        Returns
+        -------
+        ndarray of int (2, T-1)
+            Parameter indices of terms 1..T-1 per axis.
+        """
         t = self.n_terms
         return self.blocks["mean"].start + np.arange(2)[:, None] * (t - 1) + np.arange(t - 1)[None, :]
 
-    def placement_columns(self, det) -> np.ndarray:
-        """Columns (N, 3) of chips' placement; -1 for the reference chip."""
+    def placement_columns(self, det: ArrayLike) -> np.ndarray:
+        """Columns of chips' placement.
+
+        Parameters
+        ----------
+        det : array_like of int (N,)
+            Chips 1..4.
+
+        Returns
+        -------
+        ndarray of int (N, 3)
+            Parameter indices of (dcol, drow, rot); -1 for the reference chip.
+        """
         det = np.asarray(det)
         out = np.full(det.shape + (3,), -1)
         for k, d in enumerate(self.placement_detectors):
@@ -277,11 +362,34 @@ class DeviationLayout:
         return out
 
     def setting_columns(self, index: int) -> np.ndarray:
+        """Columns of a setting's (dx, dy, dtheta).
+
+        Parameters
+        ----------
+        index : int
+            The setting's index.
+
+        Returns
+        -------
+        ndarray of int (3,)
+            Parameter indices.
+        """
         return self.blocks["settings"].start + 3 * index + np.arange(3)
 
-    def slice_coefficients(self, params) -> np.ndarray:
-        """Effective per-slice coefficients ``mean + delta_s``, shape (28, 2, W) [px] (the residual's
-        coefficients, if any, after the polynomial's, in :meth:`slice_basis` order)."""
+    def slice_coefficients(self, params: ArrayLike) -> np.ndarray:
+        """Effective per-slice coefficients ``mean + delta_s``.
+
+        Parameters
+        ----------
+        params : array_like (P,)
+            Deviation values.
+
+        Returns
+        -------
+        ndarray (28, 2, W)
+            [px] (the residual's coefficients, if any, after the polynomial's, in
+            :meth:`slice_basis` order).
+        """
         p = np.asarray(params, float)
         t = self.n_terms
         delta = p[self.slice_columns(np.arange(1, N_SLICES + 1))]
@@ -290,7 +398,18 @@ class DeviationLayout:
         return delta + mean[None]
 
     def prior_sigma(self, hyper: Hyperparameters = Hyperparameters()) -> np.ndarray:
-        """Prior standard deviation of every parameter (zero-mean independent Gaussians), shape (P,)."""
+        """Prior standard deviation of every parameter (zero-mean independent Gaussians).
+
+        Parameters
+        ----------
+        hyper : Hyperparameters
+            The prior widths.
+
+        Returns
+        -------
+        ndarray (P,)
+            In each parameter's unit (px, rad, deg).
+        """
         sig = np.empty(self.n_params)
         sig[self.blocks["mean"]] = hyper.sigma_mean_px
         sig[self.blocks["slices"]] = hyper.tau_px
@@ -305,7 +424,12 @@ class DeviationLayout:
         return sig
 
     def zeros(self) -> np.ndarray:
-        """The nominal instrument: all deviations zero."""
+        """The nominal instrument: all deviations zero.
+
+        Returns
+        -------
+        ndarray (P,)
+        """
         return np.zeros(self.n_params)
 
 
@@ -333,17 +457,49 @@ class SliceWaves:
     freq_xi: float = 5.0
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, amp_px: float, **kw) -> "SliceWaves":
-        """Per-slice amplitudes and phases from ``rng`` (normal a, normal b, uniform phase, 29 each)."""
+    def draw(cls, rng: np.random.Generator, amp_px: float, **kw: float) -> SliceWaves:
+        """Per-slice amplitudes and phases from ``rng`` (normal a, normal b, uniform phase, 29 each).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random numbers.
+        amp_px : float
+            Amplitude [px].
+        **kw : float
+            ``freq_w``, ``freq_xi``.
+
+        Returns
+        -------
+        SliceWaves
+        """
         a, b, ph = rng.normal(size=N_SLICES + 1), rng.normal(size=N_SLICES + 1), rng.uniform(0, 2 * np.pi, N_SLICES + 1)
         return cls(float(amp_px), tuple(map(float, a)), tuple(map(float, b)), tuple(map(float, ph)), **kw)
 
     def to_dict(self) -> dict:
+        """The waves as plain data.
+
+        Returns
+        -------
+        dict
+            ``amp_px``, ``a``, ``b``, ``phase``, ``freq_w``, ``freq_xi`` (:meth:`from_dict` reads it back).
+        """
         return {"amp_px": self.amp_px, "a": list(self.a), "b": list(self.b), "phase": list(self.phase),
                 "freq_w": self.freq_w, "freq_xi": self.freq_xi}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SliceWaves":
+    def from_dict(cls, d: dict) -> SliceWaves:
+        """The waves from :meth:`to_dict`'s plain data.
+
+        Parameters
+        ----------
+        d : dict
+            ``amp_px``, ``a``, ``b``, ``phase``, ``freq_w``, ``freq_xi``.
+
+        Returns
+        -------
+        SliceWaves
+        """
         return cls(float(d["amp_px"]), tuple(d["a"]), tuple(d["b"]), tuple(d["phase"]), float(d["freq_w"]),
                    float(d["freq_xi"]))
 

@@ -44,17 +44,20 @@ Units: px (0-based pixel centres on each chip), arcsec for xi (mas for the chopp
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table, vstack
 from scipy import optimize
 
+from ..model import inference
 from .deviations import DeviationLayout, Hyperparameters
 from .geometry import LmsGeometry
 from .hole_prior import HolePrior
-from .slicer import DEFAULT_ORIENTATION
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
+from .slicer import DEFAULT_ORIENTATION, FieldOrientation
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SettingLike
 
 __all__ = ["GROUPS", "ExposureTerms", "HoleTerms", "Observations", "linearise", "CollapsedLms", "LmsFitSettings",
            "LmsFit", "fit_lms", "usable"]
@@ -75,8 +78,18 @@ slice the wider range gave intervals closer to their rate)."""
 _XI_END = SLICE_HALF_LENGTH_ARCSEC
 
 
-def usable(table) -> np.ndarray:
-    """Rows of a spots/traces/edges table that enter the fit: no flag, finite position."""
+def usable(table: Table) -> np.ndarray:
+    """Rows of a spots/traces/edges table that enter the fit: no flag, finite position.
+
+    Parameters
+    ----------
+    table : Table
+        A spots, traces or edges table (``flags``, ``row``, for spots ``col``).
+
+    Returns
+    -------
+    ndarray of bool
+    """
     ok = (np.asarray(table["flags"]) == 0) & np.isfinite(np.asarray(table["row"], float))
     if "col" in table.colnames:
         ok &= np.isfinite(np.asarray(table["col"], float))
@@ -94,8 +107,18 @@ class ExposureTerms:
     names: tuple
 
     @classmethod
-    def build(cls, exposures):
-        """``exposures``: sequence of (stem, kind) with kind ``laser`` or ``grid``."""
+    def build(cls, exposures: Sequence[tuple[str, str]]) -> ExposureTerms:
+        """The terms of a list of exposures: ``dxi`` for every one, ``dcol`` for laser ones.
+
+        Parameters
+        ----------
+        exposures : sequence of (str, str)
+            (stem, kind) with kind ``laser`` or ``grid``.
+
+        Returns
+        -------
+        ExposureTerms
+        """
         names, dxi, dcol = [], [], []
         for stem, kind in exposures:
             dxi.append(len(names))
@@ -107,7 +130,22 @@ class ExposureTerms:
                 dcol.append(-1)
         return cls(tuple(s for s, _ in exposures), tuple(dxi), tuple(dcol), tuple(names))
 
-    def prior_sigma(self, offset_sigma_mas, across_px_per_mas):
+    def prior_sigma(self, offset_sigma_mas: float, across_px_per_mas: float) -> np.ndarray:
+        """Prior widths of the terms.
+
+        Parameters
+        ----------
+        offset_sigma_mas : float
+            The chopper offsets' accuracy [mas] (the ``dxi`` terms).
+        across_px_per_mas : float
+            The spot's shift along the dispersion per mas across the slice [px/mas] (the ``dcol``
+            terms: ``across_px_per_mas * offset_sigma_mas``).
+
+        Returns
+        -------
+        ndarray
+            One per name [mas, px].
+        """
         sig = np.empty(len(self.names))
         sig[list(self.dxi)] = offset_sigma_mas
         k = [i for i in self.dcol if i >= 0]
@@ -136,9 +174,25 @@ class HoleTerms:
     across_px_per_mas: float
 
     @classmethod
-    def build(cls, prior: HolePrior, mask_scale_mm_per_arcsec=3.319, orientation=DEFAULT_ORIENTATION,
-              across_px_per_mas=0.05):
-        """From the mask's plate scale [mm/arcsec] and a :class:`~astrocal.lms.FieldOrientation`."""
+    def build(cls, prior: HolePrior, mask_scale_mm_per_arcsec: float = 3.319,
+              orientation: FieldOrientation = DEFAULT_ORIENTATION, across_px_per_mas: float = 0.05) -> HoleTerms:
+        """From the mask's plate scale [mm/arcsec] and a :class:`~astrocal.lms.FieldOrientation`.
+
+        Parameters
+        ----------
+        prior : HolePrior
+            The hole errors' prior.
+        mask_scale_mm_per_arcsec : float
+            The mask's plate scale [mm/arcsec].
+        orientation : FieldOrientation
+            The mask's orientation in the slicer field (its linear part is used).
+        across_px_per_mas : float
+            [px/mas], as :attr:`across_px_per_mas`.
+
+        Returns
+        -------
+        HoleTerms
+        """
         o = np.array(orientation.to_slicer(0.0, 0.0), float)
         J = np.stack([np.array(orientation.to_slicer(1.0, 0.0), float) - o,
                       np.array(orientation.to_slicer(0.0, 1.0), float) - o], axis=1)   # d(xi, eta)/d(a, b)
@@ -148,16 +202,38 @@ class HoleTerms:
 
     @property
     def names(self) -> tuple:
+        """The parameter names (:meth:`HolePrior.names`)."""
         return self.prior.names()
 
-    def index(self, hole) -> np.ndarray:
-        """Position of each hole id in the prior (-1: not there)."""
+    def index(self, hole: ArrayLike) -> np.ndarray:
+        """Position of each hole id in the prior.
+
+        Parameters
+        ----------
+        hole : array_like of int
+            Hole ids.
+
+        Returns
+        -------
+        ndarray of int
+            Their positions (-1: not there).
+        """
         where = {int(h): k for k, h in enumerate(np.asarray(self.prior.hole_ids, int))}
         return np.array([where.get(int(h), -1) for h in np.ravel(hole)], int)
 
 
-def data_holes(data) -> np.ndarray:
-    """Ids of the mask holes in the usable spots and traces of ``data`` (sorted)."""
+def data_holes(data: dict[str, Table]) -> np.ndarray:
+    """Ids of the mask holes in the usable spots and traces of ``data`` (sorted).
+
+    Parameters
+    ----------
+    data : dict of Table
+        The stacked tables by group.
+
+    Returns
+    -------
+    ndarray of int
+    """
     out = []
     for g in ("spots", "traces"):
         t = data.get(g)
@@ -200,11 +276,26 @@ def _lam_at_col(geometry, s, xi, setting, det, col, lam0, iterations=6):
 def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: HoleTerms | None = None) -> Observations:
     """The data linearised about ``geometry`` (its ``params`` = p0).
 
-    ``data``: ``{"spots": Table, "traces": Table, "edges": Table}`` (any may be missing), each
-    with a ``setting`` column (index into the layout) and, for spots and traces, ``exposure``
-    (index into ``terms``) and ``hole`` (with ``holes``); only :func:`usable` rows are used.
     The parameters are the deviations, the exposure terms and (with ``holes``) the hole errors
     [um] in that order.
+
+    Parameters
+    ----------
+    geometry : LmsGeometry
+        The point of linearisation.
+    data : dict of Table
+        ``{"spots": Table, "traces": Table, "edges": Table}`` (any may be missing), each with a
+        ``setting`` column (index into the layout) and, for spots and traces, ``exposure``
+        (index into ``terms``) and ``hole`` (with ``holes``); only :func:`usable` rows are used.
+    terms : ExposureTerms
+        The per-exposure terms.
+    holes : HoleTerms, optional
+        The hole errors' terms.
+
+    Returns
+    -------
+    Observations
+        Whitened design matrices and data per group.
     """
     lay = geometry.layout
     P = lay.n_params
@@ -275,10 +366,26 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
     return Observations(A, Y, LD, ROWS, T)
 
 
-def whiten_holes(obs: Observations, n_first: int, mean, chol) -> Observations:
+def whiten_holes(obs: Observations, n_first: int, mean: np.ndarray, chol: np.ndarray) -> Observations:
     """The observations in the whitened hole parameters ``z`` (``delta = mean + chol z``):
     columns ``n_first:`` (the hole errors) times ``chol``, and ``y - A_h mean``. Exact: the
-    model is linear, so a fit of ``z`` with unit priors is the fit of ``delta ~ N(mean, chol chol^T)``."""
+    model is linear, so a fit of ``z`` with unit priors is the fit of ``delta ~ N(mean, chol chol^T)``.
+
+    Parameters
+    ----------
+    obs : Observations
+        :func:`linearise`'s observations.
+    n_first : int
+        Columns before the hole errors.
+    mean : ndarray (2H,)
+        The hole errors' prior mean [um].
+    chol : ndarray (2H, 2H)
+        Its covariance's Cholesky factor [um].
+
+    Returns
+    -------
+    Observations
+    """
     A, Y = {}, {}
     for g, a in obs.A.items():
         ah = a[:, n_first:]
@@ -338,7 +445,14 @@ class CollapsedLms:
         self.bB, self.bE = self.b[:, sl], self.b[:, glob]
         self.n_theta = T
 
-    def bounds(self):
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of log phi: ``log tau``, the residual's ``log rms``, ``log length`` (if any), and
+        the groups' ``log s_g``.
+
+        Returns
+        -------
+        lo, hi : ndarray (ndim,)
+        """
         lo, hi = [np.log(TAU_BOUNDS_PX[0])], [np.log(TAU_BOUNDS_PX[1])]
         if self.residual is not None:
             lo += [np.log(RESIDUAL_RMS_BOUNDS_PX[0]), np.log(self.residual[2][0])]
@@ -347,7 +461,13 @@ class CollapsedLms:
         hi = np.array(hi + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
         return lo, hi
 
-    def initial_guess(self):
+    def initial_guess(self) -> np.ndarray:
+        """Starting log phi of the optimiser (tau 0.3 px, residual rms 0.01 px, scales 1).
+
+        Returns
+        -------
+        ndarray (ndim,)
+        """
         res = [np.log(0.01), np.log(max(1.0, 1.2 * self.residual[2][0]))] if self.residual is not None else []
         return np.array([np.log(0.3)] + res + [0.0] * len(self.groups))
 
@@ -365,14 +485,35 @@ class CollapsedLms:
         """1 / s_g^2 per group, (W, G)."""
         return np.exp(-2 * phi[:, 1 + self.n_res_hyper:])
 
-    def prior_sigma(self, phi) -> np.ndarray:
-        """Prior widths of all linear parameters at one phi, shape (T,)."""
+    def prior_sigma(self, phi: ArrayLike) -> np.ndarray:
+        """Prior widths of all linear parameters at one phi.
+
+        Parameters
+        ----------
+        phi : array_like (ndim,)
+            Log hyperparameters.
+
+        Returns
+        -------
+        ndarray (T,)
+        """
         sig = self.prior_sigma_fixed.copy()
         d = np.sqrt(self._slice_prior_var(np.atleast_2d(np.asarray(phi, float)))[0])
         sig[self.slice_index] = d[None, :]
         return sig
 
-    def log_posterior(self, phi):
+    def log_posterior(self, phi: ArrayLike) -> np.ndarray:
+        """``log p(phi | y)`` up to a constant (-inf outside :meth:`bounds`).
+
+        Parameters
+        ----------
+        phi : array_like (n, ndim) or (ndim,)
+            Rows of log hyperparameters.
+
+        Returns
+        -------
+        ndarray (n,)
+        """
         phi = np.atleast_2d(np.asarray(phi, float))
         lo, hi = self.bounds()
         out = np.full(len(phi), -np.inf)
@@ -425,21 +566,60 @@ class CollapsedLms:
         ntot = float(np.sum(self.n))
         return -0.5 * (chi2 - quad + logdet_noise + logdet_prior + logdet_B + logdet_S + ntot * np.log(2 * np.pi))
 
-    def precision(self, phi):
-        """The posterior precision ``M`` (T, T) and ``b`` (T,) of the linear parameters at one phi:
-        mean ``M^-1 b``, covariance ``M^-1``."""
+    def precision(self, phi: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """The posterior precision of the linear parameters at one phi: mean ``M^-1 b``,
+        covariance ``M^-1``.
+
+        Parameters
+        ----------
+        phi : array_like (ndim,)
+            Log hyperparameters.
+
+        Returns
+        -------
+        M : ndarray (T, T)
+        b : ndarray (T,)
+        """
         w = self._weights(np.atleast_2d(np.asarray(phi, float)))[0]
         M = np.einsum("g,gij->ij", w, self.F) + np.diag(1.0 / self.prior_sigma(phi) ** 2)
         return M, w @ self.b
 
-    def conditional_mean(self, phi):
+    def conditional_mean(self, phi: ArrayLike) -> np.ndarray:
+        """The posterior mean of the linear parameters at one phi.
+
+        Parameters
+        ----------
+        phi : array_like (ndim,)
+            Log hyperparameters.
+
+        Returns
+        -------
+        ndarray (T,)
+        """
         M, b = self.precision(phi)
         return np.linalg.solve(M, b)
 
-    def draw(self, phi_samples, rng, per_phi=1, batch=16):
+    def draw(self, phi_samples: ArrayLike, rng: np.random.Generator, per_phi: int = 1,
+             batch: int = 16) -> np.ndarray:
         """Exact draws of the linear parameters: ``per_phi`` for each row of ``phi_samples``
-        (consecutive), shape (n x per_phi, T). The shared block is drawn from its marginal
-        (precision: the Schur complement), then each slice block given it."""
+        (consecutive). The shared block is drawn from its marginal (precision: the Schur
+        complement), then each slice block given it.
+
+        Parameters
+        ----------
+        phi_samples : array_like (n, ndim)
+            Log hyperparameters.
+        rng : numpy.random.Generator
+            The random numbers.
+        per_phi : int
+            Draws per row of ``phi_samples``.
+        batch : int
+            Rows of ``phi_samples`` handled at once.
+
+        Returns
+        -------
+        ndarray (n x per_phi, T)
+        """
         phi_samples = np.atleast_2d(phi_samples)
         out = np.empty((len(phi_samples) * per_phi, self.n_theta))
         sl, gl = self.slice_index, self.global_index
@@ -529,10 +709,11 @@ class LmsFit:
 
     @property
     def names(self) -> tuple:
+        """The linear parameters' names: deviations, exposure terms, hole errors."""
         return tuple(self.layout.names) + tuple(self.terms.names) + (self.holes.names if self.holes else ())
 
     @property
-    def hole_samples(self):
+    def hole_samples(self) -> np.ndarray | None:
         """Draws of the hole errors [um, mask frame], (K, H, 2) in ``holes.prior.hole_ids``
         order; None without hole terms."""
         if self.holes is None:
@@ -541,11 +722,34 @@ class LmsFit:
         return self.theta_samples[:, n0:].reshape(len(self.theta_samples), -1, 2)
 
     def geometry(self) -> LmsGeometry:
-        """The geometry at the posterior mean of the deviations."""
+        """The geometry at the posterior mean of the deviations.
+
+        Returns
+        -------
+        LmsGeometry
+        """
         return LmsGeometry(self.layout, self.param_samples.mean(axis=0), self.truth)
 
-    def position_samples(self, slice_number, xi, lam, setting, det=None):
-        """Draws of (col, row) [px] of given (slice, xi, lam): (K, N, 2); and the chips (N,)."""
+    def position_samples(self, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike, setting: SettingLike,
+                         det: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draws of (col, row) [px] of given (slice, xi, lam).
+
+        Parameters
+        ----------
+        slice_number, xi, lam : array_like
+            Slice 1..28, position along the slice [arcsec], wavelength [um].
+        setting : int, float or EchelleSetting
+            Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+        det : array_like of int, optional
+            The chip of each point (default: where the posterior-mean geometry puts it).
+
+        Returns
+        -------
+        positions : ndarray (K, N, 2)
+            [px].
+        det : ndarray (N,)
+            The chips.
+        """
         g = self.geometry()
         if det is None:
             det = g.forward(slice_number, xi, lam, setting).det
@@ -554,13 +758,27 @@ class LmsFit:
         D = g.design_matrix(slice_number, xi, lam, setting, det=det)
         return np.stack([c0, r0], axis=1)[None] + np.einsum("nkp,sp->snk", D, self.param_samples), det
 
-    def pixel_geometry(self, det, col, row, setting, chunk=20000):
+    def pixel_geometry(self, det: ArrayLike, col: ArrayLike, row: ArrayLike, setting: SettingLike,
+                       chunk: int = 20000) -> dict[str, np.ndarray]:
         """(slice, xi [arcsec], lam [um]) at detector pixels with their posterior sd.
 
         The posterior-mean geometry's inverse gives slice, xi and lam; their sd is the exact
         linear propagation of the deviation draws: ``d(xi, lam) = -J^-1 D dp`` (``J`` =
-        d(col, row)/d(xi, lam)). Pixels on no slice get slice 0 and NaN. Returns a dict of
-        arrays ``slice``, ``xi``, ``lam``, ``sigma_xi``, ``sigma_lam``, ``cov_xi_lam``.
+        d(col, row)/d(xi, lam)). Pixels on no slice get slice 0 and NaN.
+
+        Parameters
+        ----------
+        det, col, row : array_like
+            Chip 1..4 and 0-based pixel-centre coordinates [px].
+        setting : int, float or EchelleSetting
+            Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+        chunk : int
+            Pixels handled at once.
+
+        Returns
+        -------
+        dict of ndarray
+            ``slice``, ``xi``, ``lam``, ``sigma_xi``, ``sigma_lam``, ``cov_xi_lam``.
         """
         g = self.geometry()
         det, col, row = (np.ravel(np.asarray(a)) for a in np.broadcast_arrays(det, col, row))
@@ -586,9 +804,26 @@ class LmsFit:
             out["cov_xi_lam"][idx] = cov[:, 0, 1]
         return out
 
-    def detector_maps(self, setting, det, step=8):
-        """Images of slice, xi, lam and their sd on chip ``det`` at every ``step``-th pixel
-        (``step=1``: every pixel; costs ~1 s per 1e5 pixels). Returns (dict of 2-D arrays, cols, rows)."""
+    def detector_maps(self, setting: SettingLike, det: int, step: int = 8
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Images of slice, xi, lam and their sd on chip ``det`` at every ``step``-th pixel.
+
+        Parameters
+        ----------
+        setting : int, float or EchelleSetting
+            Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+        det : int
+            Chip 1..4.
+        step : int
+            Sampling [px] (``step=1``: every pixel; costs ~1 s per 1e5 pixels).
+
+        Returns
+        -------
+        maps : dict of 2-D ndarray
+            As :meth:`pixel_geometry`.
+        cols, rows : ndarray
+            The sampled columns and rows [px].
+        """
         cols = np.arange(0, 2048, step, dtype=float)
         rows = np.arange(0, 2048, step, dtype=float)
         cc, rr = np.meshgrid(cols, rows)
@@ -596,8 +831,14 @@ class LmsFit:
         return {k: v.reshape(cc.shape) for k, v in pg.items()}, cols, rows
 
     def residuals(self) -> dict:
-        """Per group the residuals ``y - A theta_mean`` of the whitened data (in sigma) and the
-        unwhitened ones [px] by table row (spots: (n, 2) col, row; traces/edges: (n,) row)."""
+        """Per group the residuals ``y - A theta_mean`` of the whitened data (in sigma).
+
+        Returns
+        -------
+        dict of ndarray
+            By group, one per whitened row (spots: 2 per spot; :func:`~astrocal.lms.fit_campaign.pixel_residuals`
+            gives them in pixels).
+        """
         theta = self.theta_samples.mean(axis=0)
         out = {}
         for g, a in self.observations.A.items():
@@ -618,7 +859,23 @@ def _residual_spec(layout: DeviationLayout):
     return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length / 2, RESIDUAL_LENGTH_MAX)
 
 
-def map_hyperparameters(model, phi0):
+def map_hyperparameters(model: CollapsedLms, phi0: ArrayLike) -> tuple[np.ndarray, float]:
+    """The maximum of ``model.log_posterior`` (L-BFGS-B within the bounds).
+
+    Parameters
+    ----------
+    model : CollapsedLms
+        The collapsed posterior.
+    phi0 : array_like (ndim,)
+        Starting log hyperparameters (moved inside the bounds).
+
+    Returns
+    -------
+    phi : ndarray (ndim,)
+        The maximum.
+    log_posterior : float
+        Its value.
+    """
     lo, hi = model.bounds()
     x0 = np.clip(phi0, lo + 1e-6, hi - 1e-6)
     res = optimize.minimize(lambda x: -model.log_posterior(x)[0], x0, method="L-BFGS-B", bounds=list(zip(lo, hi)))
@@ -629,8 +886,23 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
             truth: str = "forward") -> LmsFit:
     """Fit the LMS geometry to measured spots, traces and edges (see the module docstring).
 
-    ``data``: ``{"spots", "traces", "edges"}`` tables with ``setting`` (index into
-    ``layout.settings``) and, for spots and traces, ``exposure`` (index into ``terms``).
+    Parameters
+    ----------
+    data : dict of Table
+        ``{"spots", "traces", "edges"}`` tables with ``setting`` (index into
+        ``layout.settings``) and, for spots and traces, ``exposure`` (index into ``terms``).
+    layout : DeviationLayout
+        The settings and the deviation parameters.
+    terms : ExposureTerms
+        The per-exposure terms.
+    settings : LmsFitSettings, optional
+        The prior widths, the chain and the hole prior (default: :class:`LmsFitSettings`).
+    truth : {"forward", "inverse"}
+        The optical model's exact direction.
+
+    Returns
+    -------
+    LmsFit
     """
     from threadpoolctl import threadpool_limits
 
@@ -640,7 +912,6 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
 
 
 def _fit_lms(data, layout, terms, settings, truth):
-    from ..model import inference
 
     prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
                                   terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])
@@ -681,8 +952,21 @@ def _fit_lms(data, layout, terms, settings, truth):
                   geometry, settings, holes)
 
 
-def stack_tables(tables, kind):
-    """Join the per-frame tables of one kind, keeping the columns the fit needs."""
+def stack_tables(tables: Sequence[tuple[Table, int, int]], kind: str) -> Table | None:
+    """Join the per-frame tables of one kind, keeping the columns the fit needs.
+
+    Parameters
+    ----------
+    tables : sequence of (Table, int, int)
+        (table, setting index, exposure index) per frame.
+    kind : {"spots", "traces", "edges"}
+        Their kind.
+
+    Returns
+    -------
+    Table or None
+        With ``setting`` and ``exposure`` columns; None without tables.
+    """
     cols = {"spots": ["hole", "slice", "line_um", "xi_arcsec", "det", "col", "row", "cov", "flags"],
             "traces": ["hole", "slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"],
             "edges": ["slice", "xi_arcsec", "det", "col", "row", "sigma_row", "lam_nominal_um", "flags"]}[kind]
@@ -697,5 +981,18 @@ def stack_tables(tables, kind):
     return vstack(parts, metadata_conflicts="silent") if parts else None
 
 
-def replace_settings(settings: LmsFitSettings, **kw) -> LmsFitSettings:
+def replace_settings(settings: LmsFitSettings, **kw: object) -> LmsFitSettings:
+    """A copy of ``settings`` with fields replaced (:func:`dataclasses.replace`).
+
+    Parameters
+    ----------
+    settings : LmsFitSettings
+        The settings.
+    **kw : object
+        The fields to replace.
+
+    Returns
+    -------
+    LmsFitSettings
+    """
     return replace(settings, **kw)

@@ -27,23 +27,34 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.io import fits
 from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text
 from ..errors import AstrocalError
+from ..lab.mask import load_mask
 from ..plain import to_plain
-from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, remove_partial_files,
-                         write_manifest, writer_lock)
+from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incomplete, read_manifest,
+                         remove_partial_files, write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
+from .errors import LmsMeasureError
 from .fit import ExposureTerms, HoleTerms, LmsFit, LmsFitSettings, data_holes, fit_lms, stack_tables, usable
 from .hole_prior import HolePrior, lms_hole_prior, read_imager_hole_posterior
 from .measure import TABLE_OF_KIND, nominal_geometry
+from .products import write_lms_products
+from .response import ResponseProducts, lms_response_from_campaign
 from .traces import echelle_setting
+
+if TYPE_CHECKING:  # hints only: astrocal.campaign imports astrocal.lms to resolve [lms]
+    import astrocal.campaign
 
 __all__ = ["LmsFitInputError", "measured_lms_tables", "hole_prior_of", "fit_lms_campaign", "save_lms_fit",
            "load_lms_fit", "describe_lms_fit", "hole_prior_summary"]
@@ -56,8 +67,19 @@ class LmsFitInputError(AstrocalError, ValueError):
     """The measured LMS tables are missing, failed or do not belong to the campaign."""
 
 
-def measured_lms_tables(campaign):
-    """The measured table of every LMS frame (not background): ``[(frame, stem, Table), ...]``.
+def measured_lms_tables(campaign: astrocal.campaign.Campaign
+                        ) -> list[tuple[astrocal.campaign.LmsFrameSpec, Path, Table]]:
+    """The measured table of every LMS frame (not background).
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign (its ``[lms]`` data set, ``[measure]`` and ``[fit]`` settings).
+
+    Returns
+    -------
+    list of (LmsFrameSpec, Path, Table)
+        Per frame its spec, the measured table's path and the table.
 
     Raises
     ------
@@ -114,11 +136,23 @@ def _data_and_terms(campaign, tables):
     return data, terms
 
 
-def hole_prior_of(lms, data) -> HolePrior | None:
+def hole_prior_of(lms: astrocal.campaign.LmsDataset, data: dict[str, Table]) -> HolePrior | None:
     """The prior of the hole errors of the holes in ``data`` (:func:`astrocal.lms.fit.data_holes`)
-    for a campaign's ``[lms]``: None with ``hole_error_um = 0``; the imager fit's posterior of the
-    shared holes with ``hole_errors_from`` (the others: the tolerance); else the tolerance
-    ``hole_error_um``.
+    for a campaign's ``[lms]``.
+
+    Parameters
+    ----------
+    lms : LmsDataset
+        The campaign's ``[lms]`` (``hole_error_um``, ``hole_errors_from``, ``mask``).
+    data : dict of Table
+        The stacked measured tables by group (``spots``, ``traces``, ``edges``).
+
+    Returns
+    -------
+    HolePrior or None
+        None with ``hole_error_um = 0`` (or no hole seen and no ``hole_errors_from``); the imager
+        fit's posterior of the shared holes with ``hole_errors_from`` (the others: the
+        tolerance); else the tolerance ``hole_error_um``.
 
     Raises
     ------
@@ -126,8 +160,6 @@ def hole_prior_of(lms, data) -> HolePrior | None:
         (:mod:`astrocal.lms.errors`) a missing or unreadable imager result, another mask, no
         hole in common.
     """
-    from ..lab.mask import load_mask
-
     if not lms.hole_error_um:
         return None
     ids = data_holes(data)
@@ -140,7 +172,17 @@ def hole_prior_of(lms, data) -> HolePrior | None:
 
 
 def hole_prior_summary(fit: LmsFit) -> str:
-    """One line saying where the fit's hole-error prior came from (terminal, report, headers)."""
+    """One line saying where the fit's hole-error prior came from (terminal, report, headers).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+
+    Returns
+    -------
+    str
+    """
     if fit.holes is None:
         return "hole errors not fitted: the mask table's positions taken as exact"
     src = fit.holes.prior.source
@@ -153,12 +195,36 @@ def hole_prior_summary(fit: LmsFit) -> str:
     return f"hole errors of {n} holes with the mask tolerance prior {sigma:g} um (not joint)"
 
 
-def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=False, overwrite=False,
-                     progress="auto", map_step=1):
+def fit_lms_campaign(campaign: astrocal.campaign.Campaign, *, steps: int | None = None,
+                     walkers: int | None = None, seed: int | None = None, resume: bool = False,
+                     overwrite: bool = False, progress: str | bool = "auto",
+                     map_step: int = 1) -> tuple[LmsFit, Path]:
     """Fit a campaign's LMS data set and write its result set, its products
-    (:func:`astrocal.lms.products.write_lms_products`; ``map_step``: the pixel maps' sampling)
-    and its report page (:func:`astrocal.lms.report.write_lms_report`); returns (LmsFit,
-    output directory)."""
+    (:func:`astrocal.lms.products.write_lms_products`) and its report page
+    (:func:`astrocal.lms.report.write_lms_report`).
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign (its ``[lms]`` data set, ``[measure]`` and ``[fit]`` settings).
+    steps, walkers, seed : int, optional
+        The chain's length, walkers and seed (default: from ``[fit]``; steps at most 5000,
+        walkers half the imager's, at least 16; seed 1 when none).
+    resume : bool
+        Continue the chain in an existing result directory.
+    overwrite : bool
+        Replace an existing result directory.
+    progress : str or bool
+        The chain's progress bar (``"auto"``: on a terminal).
+    map_step : int
+        The pixel maps' sampling [px].
+
+    Returns
+    -------
+    fit : LmsFit
+    out : Path
+        The output directory (``<fit.output>/<lms.name>``).
+    """
     lms = campaign.lms
     fs = campaign.fit
     out = confined(Path(fs.output) / lms.name, fs.output)
@@ -193,14 +259,31 @@ def fit_lms_campaign(campaign, *, steps=None, walkers=None, seed=None, resume=Fa
     return fit, out
 
 
-def lms_response(campaign, fit: LmsFit, tables, out, overwrite=False):
+def lms_response(campaign: astrocal.campaign.Campaign, fit: LmsFit,
+                 tables: Sequence[tuple[astrocal.campaign.LmsFrameSpec, Path, Table]], out: str | os.PathLike,
+                 overwrite: bool = False) -> ResponseProducts:
     """The response products (:func:`astrocal.lms.response.lms_response_from_campaign`) of a
     fitted campaign, with the posterior-mean geometry and the measured spot tables; a frame that
     cannot give them (e.g. a header without the black-body temperature) leaves a note instead of
-    failing the fit. Returns the :class:`~astrocal.lms.response.ResponseProducts`."""
-    from .errors import LmsMeasureError
-    from .response import ResponseProducts, lms_response_from_campaign
+    failing the fit.
 
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign (its ``[lms]`` data set, ``[measure]`` and ``[fit]`` settings).
+    fit : LmsFit
+        The fit.
+    tables : sequence of (LmsFrameSpec, Path, Table)
+        :func:`measured_lms_tables`.
+    out : str or os.PathLike
+        The result directory.
+    overwrite : bool
+        Replace existing products.
+
+    Returns
+    -------
+    ResponseProducts
+    """
     lams = [s.lam_c_um for s in campaign.lms.settings]
     spots = [(lams.index(f.lam_c_um), i, t) for i, (f, _, t) in enumerate(tables) if f.kind == "laser"]
     try:
@@ -211,12 +294,35 @@ def lms_response(campaign, fit: LmsFit, tables, out, overwrite=False):
         return ResponseProducts(notes=[f"response products not written: {exc}"])
 
 
-def write_lms_outputs(fit: LmsFit, out, inputs=(), campaign_sha256="", overwrite=False, map_step=1, response=None):
+def write_lms_outputs(fit: LmsFit, out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
+                      campaign_sha256: str = "", overwrite: bool = False, map_step: int = 1,
+                      response: ResponseProducts | None = None) -> list[str]:
     """The products and the report page of a fit written by :func:`save_lms_fit` into ``out``
-    (the QC from its ``lms_residuals.ecsv``; ``response`` the
-    :class:`~astrocal.lms.response.ResponseProducts` already written, shown on the page); returns
-    the names of all of them relative to ``out``."""
-    from .products import write_lms_products
+    (the QC from its ``lms_residuals.ecsv``).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    out : str or os.PathLike
+        The result directory.
+    inputs : iterable of path
+        The campaign and the measured tables (the products' provenance).
+    campaign_sha256 : str
+        The campaign file's SHA-256.
+    overwrite : bool
+        Replace existing files.
+    map_step : int
+        The pixel maps' sampling [px].
+    response : ResponseProducts, optional
+        The :class:`~astrocal.lms.response.ResponseProducts` already written, shown on the page.
+
+    Returns
+    -------
+    list of str
+        The names of all the files written, relative to ``out``.
+    """
+    # lazy: the report module imports this one (hole_prior_summary, load_lms_fit) and matplotlib
     from .report import write_lms_report
 
     out = Path(out)
@@ -256,8 +362,21 @@ def _chain_record(campaign, settings, inputs):
                if settings.holes is not None else {})}
 
 
-def save_lms_fit(fit: LmsFit, out, campaign=None, overwrite=False):
-    """Write the parameter table, the draws, the residuals and ``lms_fit.json`` into ``out``."""
+def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaign.Campaign | None = None,
+                 overwrite: bool = False) -> None:
+    """Write the parameter table, the draws, the residuals and ``lms_fit.json`` into ``out``.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    out : str or os.PathLike
+        The result directory.
+    campaign : Campaign, optional
+        Its campaign (path and SHA-256 recorded in ``lms_fit.json``).
+    overwrite : bool
+        Replace existing files.
+    """
     out = Path(out)
     names = list(fit.names)
     th = fit.theta_samples
@@ -347,10 +466,24 @@ def _hole_record(fit: LmsFit):
                           for k, h in enumerate(pr.hole_ids)}}
 
 
-def pixel_residuals(fit: LmsFit, group, normalised):
-    """The residuals of one group in pixels from its whitened ones (:meth:`LmsFit.residuals`):
-    spots ``L r`` per spot (``L L^T`` its stated covariance; (col, row) pairs), traces and
-    edges ``r sigma_row``."""
+def pixel_residuals(fit: LmsFit, group: str, normalised: ArrayLike) -> np.ndarray:
+    """The residuals of one group in pixels from its whitened ones (:meth:`LmsFit.residuals`).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (with its data).
+    group : {"spots", "traces", "edges"}
+        The group.
+    normalised : array_like
+        Its whitened residuals.
+
+    Returns
+    -------
+    ndarray
+        [px]: spots ``L r`` per spot (``L L^T`` its stated covariance; (col, row) pairs), traces
+        and edges ``r sigma_row``.
+    """
     idx = fit.observations.rows[group]
     tab = fit.data[group]
     r = np.asarray(normalised, float)
@@ -360,8 +493,23 @@ def pixel_residuals(fit: LmsFit, group, normalised):
     return r * np.asarray(tab["sigma_row"], float)[idx]
 
 
-def load_lms_fit(out) -> LmsFit:
-    """An :class:`LmsFit` from a result directory (draws and layout; no data or chain)."""
+def load_lms_fit(out: str | os.PathLike) -> LmsFit:
+    """An :class:`LmsFit` from a result directory (draws and layout; no data or chain).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory (``lms_fit.json``, ``lms_draws.fits``).
+
+    Returns
+    -------
+    LmsFit
+
+    Raises
+    ------
+    LmsFitInputError
+        The draws' parameter names do not match the layout in ``lms_fit.json``.
+    """
     out = Path(out)
     info = json.loads((out / "lms_fit.json").read_text())
     lay = info["layout"]
@@ -391,8 +539,20 @@ def load_lms_fit(out) -> LmsFit:
                   None, settings, holes)
 
 
-def describe_lms_fit(fit: LmsFit, out) -> list:
-    """Lines for the terminal: hyperparameters, residuals, convergence, where it was written."""
+def describe_lms_fit(fit: LmsFit, out: str | os.PathLike) -> list[str]:
+    """Lines for the terminal: hyperparameters, residuals, convergence, where it was written.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    out : str or os.PathLike
+        Its result directory (the files named from its manifest).
+
+    Returns
+    -------
+    list of str
+    """
     lines = []
     hp = ", ".join(f"{n.replace('log_', '')} {np.exp(s).mean():.3g} +/- {np.exp(s).std(ddof=1):.2g}"
                    for n, s in zip(fit.hyper_names, fit.phi_samples.T))
@@ -405,8 +565,6 @@ def describe_lms_fit(fit: LmsFit, out) -> list:
     d = fit.diagnostics
     if d is not None and not d.converged:
         lines += [f"warning: {w}" for w in d.warnings]
-    from ..resultset import read_manifest
-
     manifest = read_manifest(out)
     names = list(manifest["files"]) if manifest else list(RESULT_FILES)
     lines.append(f"wrote {out} ({', '.join(names)})")

@@ -18,6 +18,7 @@ Noise model per pixel (electrons): ``var = (max(S, 0) + RON^2) / NDIT`` of each 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,13 @@ class LmsFrame:
     offset_arcsec: np.ndarray | None
 
     def illuminated(self) -> np.ndarray:
-        """(4, 2048, 2048) bool: True inside the reference-pixel borders."""
+        """The illuminated pixels of the four detectors.
+
+        Returns
+        -------
+        ndarray (4, 2048, 2048) of bool
+            True inside the reference-pixel borders.
+        """
         out = np.zeros(self.data.shape, bool)
         ny, nx = self.data.shape[1:]
         for i, (b, l, t, r) in enumerate(self.borders):
@@ -99,12 +106,23 @@ class LmsFrame:
         return out
 
 
-def read_lms_frame(path, gain_e_per_adu=None, read_noise_e=None) -> LmsFrame:
+def read_lms_frame(path: str | os.PathLike, gain_e_per_adu: float | None = None,
+                   read_noise_e: float | None = None) -> LmsFrame:
     """Read a raw LMS frame.
 
-    ``gain_e_per_adu`` [e/ADU] and ``read_noise_e`` [e] are used for chips whose header lacks
-    ``ESO DET3 CHIP GAIN`` / ``RON`` (e.g. the campaign's ``[lms]`` values); without them such a
-    header is an error.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file (``DET1.DATA`` .. ``DET4.DATA`` image extensions).
+    gain_e_per_adu, read_noise_e : float, optional
+        Gain [e/ADU] and read noise [e] used for chips whose header lacks
+        ``ESO DET3 CHIP GAIN`` / ``RON`` (e.g. the campaign's ``[lms]`` values); without them such
+        a header is an error.
+
+    Returns
+    -------
+    LmsFrame
+        The frame's four detectors and its header values.
 
     Raises
     ------
@@ -186,10 +204,12 @@ class ReducedLmsFrame:
 
     @property
     def lam_c_um(self) -> float:
+        """Central wavelength of the frame's echelle setting [um]."""
         return self.frame.lam_c_um
 
     @property
     def path(self) -> str:
+        """The raw frame's file."""
         return self.frame.path
 
 
@@ -200,7 +220,8 @@ def _electrons(frame: LmsFrame):
     return e, var
 
 
-def reduce_lms_frame(frame, background=None) -> ReducedLmsFrame:
+def reduce_lms_frame(frame: LmsFrame | str | os.PathLike,
+                     background: LmsFrame | str | os.PathLike | None = None) -> ReducedLmsFrame:
     """Background-subtract a raw LMS frame and attach its noise.
 
     Parameters

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .deviations import DeviationLayout, SliceWaves
 from .errors import OffDetectorError, OffSliceError, WavelengthRangeError
-from .mosaic import load_mosaic, placement_design
+from .mosaic import Mosaic, load_mosaic, placement_design
 from .nominal import NominalMap, newton_solve
 from .slicer import check_slice_numbers
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, evaluate_inverse
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SettingLike, evaluate_inverse
 
 __all__ = ["DetectorPoints", "SlicePoints", "LmsGeometry"]
 
@@ -92,14 +93,25 @@ class LmsGeometry:
         for s in self.layout.settings:
             NominalMap(s, self.truth)          # validates truth
 
-    def with_params(self, params) -> "LmsGeometry":
-        """The same model with other deviation values (sharing the cached optical model)."""
+    def with_params(self, params: ArrayLike) -> LmsGeometry:
+        """The same model with other deviation values (sharing the cached optical model).
+
+        Parameters
+        ----------
+        params : array_like, shape (layout.n_params,)
+            Deviation values.
+
+        Returns
+        -------
+        LmsGeometry
+        """
         out = LmsGeometry(self.layout, params, self.truth, self.waves)
         object.__setattr__(out, "_nominal_maps", self._nominal_maps)
         return out
 
     @cached_property
-    def mosaic(self):
+    def mosaic(self) -> Mosaic:
+        """The nominal chip layout (:func:`~astrocal.lms.mosaic.load_mosaic`)."""
         return load_mosaic()
 
     @cached_property
@@ -108,12 +120,35 @@ class LmsGeometry:
         lines are cached on it)."""
         return tuple(NominalMap(s, self.truth) for s in self.layout.settings)
 
-    def nominal(self, setting) -> NominalMap:
-        """The optical model of a setting (the same object on every call)."""
+    def nominal(self, setting: SettingLike) -> NominalMap:
+        """The optical model of a setting (the same object on every call).
+
+        Parameters
+        ----------
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
+
+        Returns
+        -------
+        NominalMap
+        """
         return self._nominal_maps[self.layout.setting_index(setting)]
 
-    def wavelength_range(self, setting) -> tuple[float, float]:
-        """The setting's wavelength range [um] (:attr:`NominalMap.wavelength_range`)."""
+    def wavelength_range(self, setting: SettingLike) -> tuple[float, float]:
+        """The setting's wavelength range [um] (:attr:`NominalMap.wavelength_range`).
+
+        Parameters
+        ----------
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
+
+        Returns
+        -------
+        lo, hi : float
+            [um].
+        """
         return self.nominal(setting).wavelength_range
 
     def _w(self, setting, lam):
@@ -170,13 +205,24 @@ class LmsGeometry:
                 f"(order {st.order}): {bad.sum()} point(s), first index {int(np.argmax(bad))}: {lam[bad][0]}")
         return s, xi, lam, e
 
-    def forward(self, slice_number, xi, lam, setting=0, on_gap: str = "raise") -> DetectorPoints:
+    def forward(self, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike, setting: SettingLike = 0,
+                on_gap: str = "raise") -> DetectorPoints:
         """(slice 1..28, xi [arcsec], lam [um]) at a setting -> detector points.
 
         Parameters
         ----------
+        slice_number, xi, lam : array_like
+            Slice 1..28, position along the slice [arcsec], wavelength [um].
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
         on_gap : {"raise", "mask"}
             Points that land on no chip raise :class:`OffDetectorError`, or get det 0 and NaN.
+
+        Returns
+        -------
+        DetectorPoints
+            ``det`` 1..4 and 0-based pixel-centre ``col``, ``row`` [px].
 
         Raises
         ------
@@ -200,13 +246,31 @@ class LmsGeometry:
                                    f"first index {k}: slice {s[k]}, xi {xi[k]}, lam {lam[k]}")
         return DetectorPoints(det, col, row)
 
-    def chip_position(self, slice_number, xi, lam, setting, det):
+    def chip_position(self, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike, setting: SettingLike,
+                      det: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(col, row) on given chips, with no bounds check, and d(col, row)/d(xi, lam).
 
         For points whose chip is known (a measured trace, a spot), also just off the chip or
-        the slice end; ``det`` (N,) chips 1..4. Returns ``col, row`` (N,) [px] and ``jac``
-        (N, 2, 2) [px/arcsec, px/um]. The placement's rotation is applied to the derivatives
-        only through the positions (its effect on them is below 1e-3 relative)."""
+        the slice end. The placement's rotation is applied to the derivatives only through the
+        positions (its effect on them is below 1e-3 relative).
+
+        Parameters
+        ----------
+        slice_number, xi, lam : array_like
+            Slice 1..28, position along the slice [arcsec], wavelength [um].
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
+        det : array_like of int
+            (N,) chips 1..4.
+
+        Returns
+        -------
+        col, row : ndarray (N,)
+            [px].
+        jac : ndarray (N, 2, 2)
+            [px/arcsec, px/um].
+        """
         s, xi, lam = _flat(slice_number, xi, lam, dtypes=(np.asarray(slice_number).dtype, float, float))
         s = check_slice_numbers(s)
         e = self.layout.setting_index(setting)
@@ -214,11 +278,27 @@ class LmsGeometry:
         col, row, _, _ = self._chip(fp_px, corr, np.broadcast_to(np.asarray(det, int), s.shape))
         return col, row, jac
 
-    def design_matrix(self, slice_number, xi, lam, setting=0, det=None) -> np.ndarray:
-        """d(col, row) / d(params) at the given points, shape (N, 2, P).
+    def design_matrix(self, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike, setting: SettingLike = 0,
+                      det: ArrayLike | None = None) -> np.ndarray:
+        """d(col, row) / d(params) at the given points.
 
-        Exact: the model is linear in ``params``. ``det`` (N,) names the chip of each point
-        (default: where :meth:`forward` puts it; points on no chip raise OffDetectorError).
+        Exact: the model is linear in ``params``.
+
+        Parameters
+        ----------
+        slice_number, xi, lam : array_like
+            Slice 1..28, position along the slice [arcsec], wavelength [um].
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
+        det : array_like of int, optional
+            (N,) the chip of each point (default: where :meth:`forward` puts it; points on no
+            chip raise OffDetectorError).
+
+        Returns
+        -------
+        ndarray (N, 2, P)
+            [px per parameter unit].
         """
         s, xi, lam, e = self._validate(slice_number, xi, lam, setting)
         if det is None:
@@ -265,17 +345,26 @@ class LmsGeometry:
 
         return newton_solve(func, target, start, _PIX_TOL, what="LMS inverse")
 
-    def inverse(self, det, col, row, setting=0, slice_number=None, on_miss: str = "raise") -> SlicePoints:
+    def inverse(self, det: ArrayLike, col: ArrayLike, row: ArrayLike, setting: SettingLike = 0,
+                slice_number: ArrayLike | None = None, on_miss: str = "raise") -> SlicePoints:
         """Detector points -> (slice 1..28, xi [arcsec], lam [um]) at a setting.
 
         Parameters
         ----------
         det, col, row : array_like
             Chip 1..4 and 0-based pixel-centre coordinates.
+        setting : int, float or EchelleSetting
+            The echelle setting (index into ``layout.settings``, central wavelength [um] or the
+            setting).
         slice_number : array_like, optional
             The slice of each point if known; otherwise the slice whose image holds the point.
         on_miss : {"raise", "mask"}
             Points on no slice image raise :class:`OffSliceError`, or get slice 0 and NaN.
+
+        Returns
+        -------
+        SlicePoints
+            ``slice`` 1..28 (0 with ``on_miss="mask"``: none), ``xi`` [arcsec], ``lam`` [um].
 
         Raises
         ------

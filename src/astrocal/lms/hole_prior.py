@@ -35,14 +35,18 @@ Units: um on the mask for the errors, mm for the mask positions.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..checksum import file_sha256
+from ..instruments import MASK_SCALE_MM_PER_ARCSEC
+from ..lab.mask import Mask, load_mask
 from ..model.linear import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
 
@@ -79,15 +83,28 @@ class HolePrior:
 
     @property
     def n_holes(self) -> int:
+        """Number of holes H."""
         return len(self.hole_ids)
 
-    def names(self) -> tuple:
-        """Parameter names ``hole<id>.dx_um``, ``hole<id>.dy_um`` in hole-major order."""
+    def names(self) -> tuple[str, ...]:
+        """Parameter names of the hole errors.
+
+        Returns
+        -------
+        tuple of str
+            ``hole<id>.dx_um``, ``hole<id>.dy_um`` in hole-major order.
+        """
         return tuple(f"hole{int(h)}.{a}_um" for h in self.hole_ids for a in ("dx", "dy"))
 
     def cholesky(self) -> np.ndarray:
-        """Lower Cholesky factor of ``cov_um2`` (a 1e-10 relative jitter on the diagonal: the
-        sample covariance of the imager's draws may be near-singular)."""
+        """Lower Cholesky factor of ``cov_um2``.
+
+        Returns
+        -------
+        ndarray (2H, 2H)
+            [um], with a 1e-10 relative jitter on the diagonal (the sample covariance of the
+            imager's draws may be near-singular).
+        """
         c = np.asarray(self.cov_um2, float)
         jitter = 1e-10 * max(float(np.max(np.diag(c))), 1e-30)
         return np.linalg.cholesky(c + jitter * np.eye(len(c)))
@@ -111,8 +128,21 @@ class ImagerHolePosterior:
     record: dict
 
 
-def tolerance_prior(hole_ids, sigma_um=DEFAULT_HOLE_ERROR_UM) -> HolePrior:
-    """Independent zero-mean errors of ``sigma_um`` [um] per hole and axis."""
+def tolerance_prior(hole_ids: ArrayLike, sigma_um: float = DEFAULT_HOLE_ERROR_UM) -> HolePrior:
+    """Independent zero-mean errors of ``sigma_um`` [um] per hole and axis.
+
+    Parameters
+    ----------
+    hole_ids : array_like of int
+        The holes.
+    sigma_um : float
+        The manufacturing tolerance [um] (1 sigma per axis).
+
+    Returns
+    -------
+    HolePrior
+        ``source`` kind ``"tolerance"``.
+    """
     ids = np.asarray(hole_ids, int)
     if not (np.isfinite(sigma_um) and sigma_um > 0):
         raise ValueError(f"hole error sigma must be a finite number > 0 um, got {sigma_um!r}")
@@ -120,12 +150,24 @@ def tolerance_prior(hole_ids, sigma_um=DEFAULT_HOLE_ERROR_UM) -> HolePrior:
                      {"kind": "tolerance", "sigma_um": float(sigma_um), "n_holes": int(len(ids))})
 
 
-def affine_basis(xy_mm) -> np.ndarray:
-    """Orthonormal basis (2H, 6) of the affine patterns (translation x, y, rotation, scale, two
-    shears) of hole errors over holes at ``xy_mm`` (H, 2), hole-major order: the imager's own
-    gauge basis (:func:`astrocal.model.linear.gauge_patterns`; its span does not depend on the
-    positions' unit or origin), so the part transferred is exactly the part the imager's fit
-    removes. With fewer than 3 holes the patterns span every error (2H columns)."""
+def affine_basis(xy_mm: ArrayLike) -> np.ndarray:
+    """Orthonormal basis of the affine patterns (translation x, y, rotation, scale, two shears)
+    of hole errors.
+
+    The imager's own gauge basis (:func:`astrocal.model.linear.gauge_patterns`; its span does
+    not depend on the positions' unit or origin), so the part transferred is exactly the part
+    the imager's fit removes.
+
+    Parameters
+    ----------
+    xy_mm : array_like (H, 2)
+        The holes' positions.
+
+    Returns
+    -------
+    ndarray (2H, 6)
+        Hole-major order; with fewer than 3 holes the patterns span every error (2H columns).
+    """
     return gauge_patterns(np.asarray(xy_mm, float))
 
 
@@ -142,8 +184,6 @@ def _imager_mask(fit_json, info):
     """(mask table path, plate scale [mm/arcsec]) of the imager's fit, from the campaign its
     ``fit.json`` names (``inputs[0]``: ``[[lab]] mask`` and ``[instrument]
     mask_scale_mm_per_arcsec``)."""
-    from ..instruments import MASK_SCALE_MM_PER_ARCSEC
-
     inputs = info.get("inputs") or []
     camp = Path(inputs[0]) if inputs else None
     if camp is not None and not camp.is_absolute():
@@ -165,7 +205,7 @@ def _imager_mask(fit_json, info):
     return mask, float(scale), camp
 
 
-def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
+def read_imager_hole_posterior(path: str | os.PathLike, lms_mask: Mask) -> ImagerHolePosterior:
     """The posterior of the hole errors of an imager fit (``astrocal fit``'s output directory of
     one filter, its ``posterior.h5`` or its ``fit.json``), in the mask frame [um].
 
@@ -176,6 +216,18 @@ def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
     (:class:`astrocal.lab.mask.Mask`): every hole id of the imager's posterior in the LMS mask at
     the same position (to 1 nm).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The imager fit's output directory, ``posterior.h5`` or ``fit.json``.
+    lms_mask : Mask
+        The LMS campaign's mask.
+
+    Returns
+    -------
+    ImagerHolePosterior
+        The holes' posterior mean and covariances [um], with its provenance.
+
     Raises
     ------
     HolePriorFileError
@@ -184,8 +236,6 @@ def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
         The imager's mask is another one.
     """
     import h5py
-
-    from ..lab.mask import load_mask
 
     h5, fit_json = _result_files(path)
     if not h5.is_file():
@@ -248,12 +298,27 @@ def read_imager_hole_posterior(path, lms_mask) -> ImagerHolePosterior:
     return ImagerHolePosterior(ids, flat.mean(axis=0).reshape(-1, 2), cov, sigma_um**2 * (Q @ Q.T), sigma_um, record)
 
 
-def lms_hole_prior(hole_ids, sigma_um=DEFAULT_HOLE_ERROR_UM, imager: ImagerHolePosterior | None = None) -> HolePrior:
+def lms_hole_prior(hole_ids: ArrayLike, sigma_um: float = DEFAULT_HOLE_ERROR_UM,
+                   imager: ImagerHolePosterior | None = None) -> HolePrior:
     """The prior of the errors of the holes ``hole_ids`` that the LMS data see.
 
     Without ``imager``: :func:`tolerance_prior`. With it: the holes it shares with the imager's
     posterior get that posterior (its mean; its draws' covariance plus the affine part's, see the
     module docstring), the others the tolerance prior, independent of them.
+
+    Parameters
+    ----------
+    hole_ids : array_like of int
+        The holes the LMS data see.
+    sigma_um : float
+        The tolerance [um] (1 sigma per axis).
+    imager : ImagerHolePosterior, optional
+        The imager fit's posterior of the hole errors.
+
+    Returns
+    -------
+    HolePrior
+        Over the unique ``hole_ids``, sorted.
 
     Raises
     ------

@@ -21,21 +21,30 @@ anything else is a bug (``INTERNAL ERROR``).
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write_table, check_writable
 from ..errors import AstrocalError
+from ..image.frame import exposure_stem, internal_error
+from ..lab.mask import load_mask
 from ..plain import to_plain
 from ..resultset import confined
 from .continuum import measure_slice_edges, measure_traces
 from .deviations import DeviationLayout
+from .errors import FrameMismatchError
 from .frames import read_lms_frame, reduce_lms_frame
 from .geometry import LmsGeometry
 from .spots import SPOT_FLAGS, measure_laser_spots
+
+if TYPE_CHECKING:  # hints only: astrocal.campaign imports astrocal.lms to resolve [lms]
+    import astrocal.campaign
 
 __all__ = ["TABLE_OF_KIND", "nominal_geometry", "mask_holes", "lms_stems", "measure_lms"]
 
@@ -45,25 +54,59 @@ TABLE_OF_KIND = {"laser": "spots", "grid": "traces", "slices": "edges"}
 """The table each kind of LMS frame gives (``lms_table`` in its meta)."""
 
 
-def nominal_geometry(lms) -> LmsGeometry:
-    """The optical model (all deviations zero) of a campaign's :class:`~astrocal.campaign.LmsDataset`."""
+def nominal_geometry(lms: astrocal.campaign.LmsDataset) -> LmsGeometry:
+    """The optical model (all deviations zero) of a campaign's LMS data set.
+
+    Parameters
+    ----------
+    lms : LmsDataset
+        The campaign's ``[lms]`` (:class:`~astrocal.campaign.LmsDataset`): its settings, degree,
+        reference detector, residual functions and truth direction.
+
+    Returns
+    -------
+    LmsGeometry
+    """
     layout = DeviationLayout(tuple(lms.settings), degree=lms.degree, reference_detector=lms.reference_detector,
                              residual_m=getattr(lms, "residual_m", 0))
     return LmsGeometry(layout, truth=lms.truth_direction)
 
 
-def mask_holes(lms):
-    """The mask's holes: (ids, positions in the field frame [arcsec], shape (N, 2))."""
-    from ..lab.mask import load_mask
+def mask_holes(lms: astrocal.campaign.LmsDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's holes.
 
+    Parameters
+    ----------
+    lms : LmsDataset
+        The campaign's ``[lms]``: its mask table and plate scale.
+
+    Returns
+    -------
+    ids : ndarray of int (N,)
+        Hole ids.
+    ab : ndarray (N, 2)
+        Positions in the field frame [arcsec].
+    """
     mask = load_mask(lms.mask)
     return np.asarray(mask.hole_id), np.asarray(mask.xy_arcsec(lms.mask_scale_mm_per_arcsec), float)
 
 
-def lms_stems(lms, used=()):
-    """Product stems of the LMS frames: the file's name, made unique against ``used`` (other stems)."""
-    from ..image.frame import exposure_stem
+def lms_stems(lms: astrocal.campaign.LmsDataset, used: Iterable[str] = ()) -> list[str]:
+    """Product stems of the LMS frames: the file's name, made unique against ``used`` (other stems).
 
+    Parameters
+    ----------
+    lms : LmsDataset
+        The campaign's ``[lms]``; a clash is resolved with its name (``<name>_<stem>``, then
+        ``<name>_<stem>_<n>``).
+    used : iterable of str
+        Stems already taken.
+
+    Returns
+    -------
+    list of str
+        One per frame of ``lms.frames``.
+    """
     seen, out = set(used), []
     for f in lms.frames:
         base = stem = exposure_stem(f.file)
@@ -132,8 +175,6 @@ def _measure_one(frame, lms, geometry, holes, backgrounds):
     ids, ab = holes
     red = _reduce(frame, lms, backgrounds)
     if abs(red.lam_c_um - frame.lam_c_um) > 1e-6:
-        from .errors import FrameMismatchError
-
         raise FrameMismatchError(f"{frame.file}: header setting ESO INS WLEN CEN = {red.lam_c_um} um, the campaign "
                                  f"says {frame.lam_c_um} um")
     common = dict(setting=frame.lam_c_um)
@@ -146,11 +187,30 @@ def _measure_one(frame, lms, geometry, holes, backgrounds):
     return measure_slice_edges(red, geometry, **common)
 
 
-def measure_lms(campaign, output, *, overwrite=False, used_stems=()) -> list:
-    """Measure every frame of ``campaign.lms``; returns one result dict per frame (the lab
-    summary's keys). Writes ``<output>/<stem>.ecsv`` per measured frame (never outside
-    ``output``); an existing table raises :class:`~astrocal.atomic.ProductExistsError` in
-    that frame's result unless ``overwrite``."""
+def measure_lms(campaign: astrocal.campaign.Campaign, output: str | os.PathLike, *, overwrite: bool = False,
+                used_stems: Iterable[str] = ()) -> list[dict]:
+    """Measure every frame of ``campaign.lms``.
+
+    Writes ``<output>/<stem>.ecsv`` per measured frame (never outside ``output``); an existing
+    table raises :class:`~astrocal.atomic.ProductExistsError` in that frame's result unless
+    ``overwrite``.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign; its ``lms`` data set is measured.
+    output : str or os.PathLike
+        The directory of the tables.
+    overwrite : bool
+        Replace existing tables.
+    used_stems : iterable of str
+        Stems the other data sets already took (:func:`lms_stems`).
+
+    Returns
+    -------
+    list of dict
+        One result per frame (the lab summary's keys).
+    """
     lms = campaign.lms
     output = Path(output)
     stems = lms_stems(lms, used_stems)
@@ -183,8 +243,6 @@ def measure_lms(campaign, output, *, overwrite=False, used_stems=()) -> list:
             log.info("%s: %s, %d of %d found, %d good%s", Path(frame.file).name, TABLE_OF_KIND[frame.kind],
                      counts["n_identified"], counts["n_detected"], counts["n_good"], _off_centre_note(frame.kind, table))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a per-frame report
-            from ..image.frame import internal_error
-
             msg = str(exc) or type(exc).__name__
             if str(frame.file) not in msg and Path(frame.file).name not in msg:
                 msg = f"{frame.file}: {msg}"

@@ -22,6 +22,7 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import OffDetectorError
 
@@ -66,37 +67,102 @@ class Mosaic:
         """Outer x edge of the mosaic [mm] (37.979): the mosaic spans -x_edge..+x_edge."""
         return float(np.max(np.abs(self.x_cen_mm)) + self.nx * self.pixel_mm / 2.0)
 
-    def index(self, det) -> np.ndarray:
-        """Row index 0..3 of detector ids; raises :class:`OffDetectorError` for other ids."""
+    def index(self, det: ArrayLike) -> np.ndarray:
+        """Row index 0..3 of detector ids.
+
+        Parameters
+        ----------
+        det : array_like of int
+            Detector ids.
+
+        Returns
+        -------
+        ndarray of int
+            Their rows in :attr:`det_ids`.
+
+        Raises
+        ------
+        OffDetectorError
+            Another id.
+        """
         det = np.asarray(det)
         bad = ~np.isin(det, self.det_ids)
         if bad.any():
             raise OffDetectorError(f"detector id must be one of {self.det_ids.tolist()}, got {np.unique(det[bad])[:5]}")
         return np.searchsorted(self.det_ids, det)
 
-    def fp_to_chip(self, x_mm, y_mm, det):
-        """Focal-plane (x, y) [mm] -> nominal (col, row) [px] on chip ``det`` (no bounds check)."""
+    def fp_to_chip(self, x_mm: ArrayLike, y_mm: ArrayLike, det: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Focal-plane (x, y) [mm] -> nominal (col, row) [px] on chip ``det`` (no bounds check).
+
+        Parameters
+        ----------
+        x_mm, y_mm : array_like
+            Focal-plane position [mm].
+        det : array_like of int
+            Detector ids.
+
+        Returns
+        -------
+        col, row : ndarray
+            0-based pixel position [px].
+        """
         i = self.index(det)
         ccol, crow = self.centre_px
         return ((np.asarray(x_mm) - self.x_cen_mm[i]) / self.pixel_mm + ccol,
                 (np.asarray(y_mm) - self.y_cen_mm[i]) / self.pixel_mm + crow)
 
-    def chip_to_fp(self, det, col, row):
-        """Nominal (col, row) [px] on chip ``det`` -> focal-plane (x, y) [mm]."""
+    def chip_to_fp(self, det: ArrayLike, col: ArrayLike, row: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Nominal (col, row) [px] on chip ``det`` -> focal-plane (x, y) [mm].
+
+        Parameters
+        ----------
+        det : array_like of int
+            Detector ids.
+        col, row : array_like
+            0-based pixel position [px].
+
+        Returns
+        -------
+        x_mm, y_mm : ndarray
+            Focal-plane position [mm].
+        """
         i = self.index(det)
         ccol, crow = self.centre_px
         return ((np.asarray(col) - ccol) * self.pixel_mm + self.x_cen_mm[i],
                 (np.asarray(row) - crow) * self.pixel_mm + self.y_cen_mm[i])
 
-    def on_chip(self, col, row, slack: float = 0.0) -> np.ndarray:
-        """True where (col, row) lies on a chip's pixel area (-0.5..2047.5, edges included),
-        widened by ``slack`` [px] on every side."""
+    def on_chip(self, col: ArrayLike, row: ArrayLike, slack: float = 0.0) -> np.ndarray:
+        """Where (col, row) lies on a chip's pixel area.
+
+        Parameters
+        ----------
+        col, row : array_like
+            0-based pixel position [px].
+        slack : float
+            Widening of the area on every side [px].
+
+        Returns
+        -------
+        ndarray of bool
+            True on -0.5..2047.5 (edges included), widened by ``slack``.
+        """
         col, row = np.asarray(col), np.asarray(row)
         lo = -0.5 - slack
         return (col >= lo) & (col <= self.nx - 1 - lo) & (row >= lo) & (row <= self.ny - 1 - lo)
 
-    def locate(self, x_mm, y_mm):
-        """Nominal detector and pixel of focal-plane points: (det, col, row); det 0 and NaN in gaps."""
+    def locate(self, x_mm: ArrayLike, y_mm: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Nominal detector and pixel of focal-plane points.
+
+        Parameters
+        ----------
+        x_mm, y_mm : array_like
+            Focal-plane position [mm].
+
+        Returns
+        -------
+        det, col, row : ndarray
+            Detector id and 0-based pixel [px]; det 0 and NaN in the gaps.
+        """
         x, y = np.broadcast_arrays(np.asarray(x_mm, float), np.asarray(y_mm, float))
         det = np.zeros(x.shape, int)
         col = np.full(x.shape, np.nan)
@@ -107,8 +173,21 @@ class Mosaic:
             det[hit], col[hit], row[hit] = d, c[hit], r[hit]
         return det, col, row
 
-    def illuminated(self, det, col, row) -> np.ndarray:
-        """True where a pixel position is outside the chip's reference-pixel border (:data:`REFERENCE_BORDERS`)."""
+    def illuminated(self, det: ArrayLike, col: ArrayLike, row: ArrayLike) -> np.ndarray:
+        """Where a pixel position is outside the chip's reference-pixel border (:data:`REFERENCE_BORDERS`).
+
+        Parameters
+        ----------
+        det : array_like of int
+            Detector ids.
+        col, row : array_like
+            0-based pixel position [px].
+
+        Returns
+        -------
+        ndarray of bool
+            True inside the illuminated area.
+        """
         det, col, row = np.broadcast_arrays(np.asarray(det), np.asarray(col, float), np.asarray(row, float))
         out = np.zeros(det.shape, bool)
         for d, (bottom, left, top, right) in REFERENCE_BORDERS.items():
@@ -120,7 +199,13 @@ class Mosaic:
 
 @lru_cache(maxsize=1)
 def load_mosaic() -> Mosaic:
-    """The nominal layout from the package's ``FPA_metis_lms_layout.dat``."""
+    """The nominal layout from the package's ``FPA_metis_lms_layout.dat``.
+
+    Returns
+    -------
+    Mosaic
+        The four chips (cached).
+    """
     text = resources.files("astrocal").joinpath("data/lms/FPA_metis_lms_layout.dat").read_text()
     lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     names, rows = lines[0], np.array(lines[1:], float)
@@ -134,11 +219,24 @@ def load_mosaic() -> Mosaic:
                   int(col["x_size"][0]), int(col["y_size"][0]), float(col["pixel_size"][0]))
 
 
-def placement_design(col0, row0, centre=(1023.5, 1023.5)) -> np.ndarray:
-    """d(col, row) / d(dcol, drow, rot) at nominal chip positions; shape (N, 2, 3).
+def placement_design(col0: ArrayLike, row0: ArrayLike, centre: tuple[float, float] = (1023.5, 1023.5)
+                     ) -> np.ndarray:
+    """d(col, row) / d(dcol, drow, rot) at nominal chip positions.
 
     The placement is exactly linear in its parameters (see the module docstring), so
     ``(col, row) = (col0, row0) + placement_design(col0, row0) @ (dcol, drow, rot)``.
+
+    Parameters
+    ----------
+    col0, row0 : array_like
+        Nominal chip positions [px].
+    centre : (2,)
+        The chip's centre (col, row) [px], the rotation's pivot.
+
+    Returns
+    -------
+    ndarray (N, 2, 3)
+        [px/px, px/px, px/rad].
     """
     col0, row0 = np.atleast_1d(np.asarray(col0, float)), np.atleast_1d(np.asarray(row0, float))
     out = np.zeros(col0.shape + (2, 3))

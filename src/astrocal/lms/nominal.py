@@ -13,14 +13,16 @@ Units: xi [arcsec], lam [um], x, y [mm] in the focal plane; ``sli`` file slice i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import InversionError
 from .mosaic import load_mosaic
-from .traces import (N_SLICES, SLICE_HALF_LENGTH_ARCSEC, EchelleSetting, PolyEvaluation,
+from .traces import (N_SLICES, SLICE_HALF_LENGTH_ARCSEC, EchelleSetting, PolyEvaluation, TraceMatrices,
                      evaluate_forward, evaluate_inverse, trace_matrices)
 
 __all__ = ["TRUTHS", "RANGE_PAD", "NominalMap", "newton_solve"]
@@ -32,7 +34,8 @@ _TOL_MM = 1e-9                 # 5.6e-8 px
 _TOL_XI_LAM = np.array([1e-9, 1e-12])   # arcsec, um (1e-12 um ~ 1e-7 px along the dispersion)
 
 
-def newton_solve(func, target, start, tol, maxiter=40, what="map"):
+def newton_solve(func: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], target: np.ndarray,
+                 start: np.ndarray, tol: float | ArrayLike, maxiter: int = 40, what: str = "map") -> np.ndarray:
     """Solve ``func(args).value == target`` for N independent 2-vectors by Newton's method.
 
     Parameters
@@ -40,13 +43,18 @@ def newton_solve(func, target, start, tol, maxiter=40, what="map"):
     func : callable
         ``func(args, index) -> (value (M, 2), jacobian (M, 2, 2))`` for the points ``index``.
     target, start : ndarray, shape (N, 2)
+        The values sought and the starting arguments.
     tol : float or array of 2
         Convergence: ``|value - target| <= tol`` in both components.
     maxiter : int
+        Newton steps at most.
+    what : str
+        The map's name in the error message.
 
     Returns
     -------
     ndarray, shape (N, 2)
+        The arguments that reach ``target``.
 
     Raises
     ------
@@ -95,11 +103,26 @@ class NominalMap:
             raise ValueError(f"truth must be one of {TRUTHS}, got {self.truth!r}")
 
     @property
-    def matrices(self):
+    def matrices(self) -> TraceMatrices:
+        """The setting's polynomial matrices (:func:`~astrocal.lms.traces.trace_matrices`)."""
         return trace_matrices(self.setting)
 
-    def forward(self, sli, xi, lam) -> PolyEvaluation:
-        """(sli, xi, lam) -> focal-plane (x, y) [mm], with d/d(xi, lam) and d/d(echelle angle)."""
+    def forward(self, sli: ArrayLike, xi: ArrayLike, lam: ArrayLike) -> PolyEvaluation:
+        """(sli, xi, lam) -> focal-plane (x, y) [mm], with d/d(xi, lam) and d/d(echelle angle).
+
+        Parameters
+        ----------
+        sli : array_like of int
+            Slice file indices 0..27.
+        xi, lam : array_like
+            Position along the slice [arcsec] and wavelength [um]; broadcast to one 1-D length.
+
+        Returns
+        -------
+        PolyEvaluation
+            ``value`` (N, 2) the focal-plane (x, y) [mm], ``jacobian`` (N, 2, 2) d(x, y)/d(xi, lam),
+            ``dtheta`` (N, 2) d(x, y)/d(echelle angle).
+        """
         poly = evaluate_forward(self.matrices, sli, xi, lam)
         if self.truth == "forward":
             return poly
@@ -116,8 +139,21 @@ class NominalMap:
         jac = np.linalg.inv(g.jacobian)
         return PolyEvaluation(xy, jac, -np.einsum("nij,nj->ni", jac, g.dtheta))
 
-    def inverse(self, sli, x, y) -> np.ndarray:
-        """Focal-plane (x, y) [mm] of slice ``sli`` -> (xi [arcsec], lam [um]); shape (N, 2)."""
+    def inverse(self, sli: ArrayLike, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Focal-plane (x, y) [mm] of slice ``sli`` -> (xi [arcsec], lam [um]).
+
+        Parameters
+        ----------
+        sli : array_like of int
+            Slice file indices 0..27.
+        x, y : array_like
+            Focal-plane position [mm]; broadcast to one 1-D length.
+
+        Returns
+        -------
+        ndarray (N, 2)
+            (xi [arcsec], lam [um]).
+        """
         poly = evaluate_inverse(self.matrices, sli, x, y)
         if self.truth == "inverse":
             return poly.value
@@ -131,8 +167,25 @@ class NominalMap:
 
         return newton_solve(func, target, poly.value, _TOL_MM, what="inverse map (forward truth)")
 
-    def lam_at_x(self, sli, xi, x_mm, lam_start) -> np.ndarray:
-        """Wavelength [um] at which slice ``sli`` at ``xi`` reaches focal-plane ``x_mm`` (1-D Newton)."""
+    def lam_at_x(self, sli: ArrayLike, xi: ArrayLike, x_mm: ArrayLike, lam_start: ArrayLike) -> np.ndarray:
+        """Wavelength [um] at which slice ``sli`` at ``xi`` reaches focal-plane ``x_mm`` (1-D Newton).
+
+        Parameters
+        ----------
+        sli : array_like of int
+            Slice file indices 0..27.
+        xi : array_like
+            Position along the slice [arcsec].
+        x_mm : array_like
+            Focal-plane x [mm].
+        lam_start : array_like
+            Starting wavelengths [um].
+
+        Returns
+        -------
+        ndarray
+            Wavelengths [um] (1-D, the broadcast length).
+        """
         sli, xi, x_mm, lam = (np.ravel(a) for a in np.broadcast_arrays(sli, xi, x_mm, np.asarray(lam_start, float)))
         lam = lam.astype(float).copy()
         for _ in range(40):

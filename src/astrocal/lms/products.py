@@ -41,18 +41,25 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Row, Table
 
 from .. import __version__
 from ..atomic import atomic_path
 from ..image.headers import set_card
 from ..model.quality import QC_CONVERGED
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SettingLike
+
+if TYPE_CHECKING:  # hints only
+    from .fit import LmsFit
 
 __all__ = ["IFU_TRACE_DEGREE", "INVERSE_DEGREE", "SlicePolynomials", "slice_polynomials", "trace_table_rows",
            "pixel_maps", "lms_qc", "write_ifu_distortion_table", "write_lms_geometry", "write_lms_products",
@@ -71,13 +78,35 @@ _COL_CENTRE, _COL_SCALE = 1023.5, 1024.0
 _LAM_PAD = 0.01          # fraction of the setting's range beyond a slice's part on a chip
 
 
-def setting_tag(lam_c_um) -> str:
-    """``4.73`` -> ``"4p730"``: the tag in the products' names (as in the simulated frames' names)."""
+def setting_tag(lam_c_um: float) -> str:
+    """The tag of a setting in the products' names (as in the simulated frames' names).
+
+    Parameters
+    ----------
+    lam_c_um : float
+        Central wavelength [um].
+
+    Returns
+    -------
+    str
+        ``4.73`` -> ``"4p730"``.
+    """
     return f"{float(lam_c_um):.3f}".replace(".", "p")
 
 
-def eso(dotted):
-    """``"QC.IFU.DISTORT.RMS"`` -> ``"HIERARCH ESO QC IFU DISTORT RMS"``."""
+def eso(dotted: str) -> str:
+    """A FITS header keyword from an ESO dotted name.
+
+    Parameters
+    ----------
+    dotted : str
+        E.g. ``"QC.IFU.DISTORT.RMS"``.
+
+    Returns
+    -------
+    str
+        E.g. ``"HIERARCH ESO QC IFU DISTORT RMS"``.
+    """
     return "HIERARCH ESO " + dotted.replace(".", " ")
 
 
@@ -107,16 +136,45 @@ def _inverse_2x2(jac):
     return inv
 
 
-def evaluate_forward_poly(row, xi, lam, lam_range):
-    """(col, row) [px] from a ``SLICES`` row's forward polynomials at (xi [arcsec], lam [um])."""
+def evaluate_forward_poly(row: Row | Mapping, xi: ArrayLike, lam: ArrayLike,
+                          lam_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(col, row) [px] from a ``SLICES`` row's forward polynomials at (xi [arcsec], lam [um]).
+
+    Parameters
+    ----------
+    row : Row or mapping
+        A row of the ``SLICES`` table (``FWD_COL``, ``FWD_ROW``).
+    xi, lam : array_like
+        Position along the slice [arcsec] and wavelength [um].
+    lam_range : (2,)
+        The table's (LAMLO, LAMHI) [um].
+
+    Returns
+    -------
+    col, row : ndarray
+        0-based pixel position [px] on the row's chip.
+    """
     lo, hi = lam_range
     deg = int(round(np.sqrt(len(row["FWD_COL"])))) - 1
     B = _bidegree_basis(np.ravel(xi) / SLICE_HALF_LENGTH_ARCSEC, (2 * np.ravel(lam) - (lo + hi)) / (hi - lo), deg)
     return B @ np.asarray(row["FWD_COL"]), B @ np.asarray(row["FWD_ROW"])
 
 
-def evaluate_inverse_poly(row, col, rowpix):
-    """(xi [arcsec], lam [um]) from a ``SLICES`` row's inverse polynomials at detector pixels."""
+def evaluate_inverse_poly(row: Row | Mapping, col: ArrayLike, rowpix: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(xi [arcsec], lam [um]) from a ``SLICES`` row's inverse polynomials at detector pixels.
+
+    Parameters
+    ----------
+    row : Row or mapping
+        A row of the ``SLICES`` table (``INV_XI``, ``INV_LAM``, ``INV_ROW0``, ``INV_ROWSCL``).
+    col, rowpix : array_like
+        0-based pixel position [px] on the row's chip.
+
+    Returns
+    -------
+    xi, lam : ndarray
+        [arcsec], [um].
+    """
     deg = int(round(np.sqrt(len(row["INV_XI"])))) - 1
     B = _bidegree_basis((np.ravel(col) - _COL_CENTRE) / _COL_SCALE,
                         (np.ravel(rowpix) - row["INV_ROW0"]) / row["INV_ROWSCL"], deg)
@@ -151,12 +209,21 @@ def _chip_part(geo, s, det, setting, lo, hi, n_lam=801):
     return float(L.ravel()[on].min()), float(L.ravel()[on].max())
 
 
-def slice_polynomials(fit, setting) -> SlicePolynomials:
+def slice_polynomials(fit: LmsFit, setting: SettingLike) -> SlicePolynomials:
     """Forward and inverse polynomials, with their covariance, of every (slice, chip) of a setting.
 
-    ``fit``: an :class:`~astrocal.lms.fit.LmsFit` (its posterior-mean geometry and the draws of
-    its deviations); ``setting``: index, :class:`~astrocal.lms.EchelleSetting` or central
-    wavelength [um].
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (:class:`~astrocal.lms.fit.LmsFit`): its posterior-mean geometry and the draws of
+        its deviations.
+    setting : int, float or EchelleSetting
+        Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+
+    Returns
+    -------
+    SlicePolynomials
+        The ``SLICES`` table and its degrees and wavelength range.
     """
     geo = fit.geometry()
     e = fit.layout.setting_index(setting)
@@ -219,12 +286,43 @@ def slice_polynomials(fit, setting) -> SlicePolynomials:
     return SlicePolynomials(t, (lo, hi), fdeg, ideg)
 
 
-def trace_table_rows(fit, setting, det, degree=IFU_TRACE_DEGREE, n_lam=4001):
+def trace_table_rows(fit: LmsFit, setting: SettingLike, det: int, degree: int = IFU_TRACE_DEGREE,
+                     n_lam: int = 4001) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The 14 trace rows of chip ``det`` for the pipeline's table: per slice on the chip (in
     increasing row) the centre line's polynomial ``row(col)`` (highest power first), its column
     range ``[start, end)`` (the illuminated columns the centre line reaches) and the largest
-    misfit of the polynomial to the model [px]. Returns (slices, orders (14, 5), column_range
-    (14, 2), maxerr (14,))."""
+    misfit of the polynomial to the model [px].
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (:class:`~astrocal.lms.fit.LmsFit`): its posterior-mean geometry and the draws of
+        its deviations.
+    setting : int, float or EchelleSetting
+        Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+    det : int
+        Chip 1..4.
+    degree : int
+        Degree of the polynomials.
+    n_lam : int
+        Wavelengths sampled along each centre line.
+
+    Returns
+    -------
+    slices : ndarray (14,)
+        Slice numbers.
+    orders : ndarray (14, 5)
+        Polynomial coefficients, highest power first.
+    column_range : ndarray (14, 2)
+        ``[start, end)`` [px].
+    maxerr : ndarray (14,)
+        [px].
+
+    Raises
+    ------
+    ValueError
+        A centre line reaches the chip at fewer than ``degree + 1`` points.
+    """
     geo = fit.geometry()
     e = fit.layout.setting_index(setting)
     lo, hi = geo.wavelength_range(e)
@@ -248,13 +346,33 @@ def trace_table_rows(fit, setting, det, degree=IFU_TRACE_DEGREE, n_lam=4001):
     return slices, np.array(orders), np.array(ranges), np.array(errs)
 
 
-def pixel_maps(poly: SlicePolynomials, det, step=1, shape=(2048, 2048), sigma=True):
+def pixel_maps(poly: SlicePolynomials, det: int, step: int = 1, shape: tuple[int, int] = (2048, 2048),
+               sigma: bool = True) -> tuple[dict, np.ndarray, np.ndarray]:
     """Images of one chip from the inverse polynomials: ``slice`` (0: none), ``xi`` [arcsec],
     ``lam`` [um], ``sigma_xi``, ``sigma_lam`` at pixels ``(row, col) = (j*step, i*step)``.
 
     A pixel belongs to a slice where that slice's inverse polynomial gives ``|xi| <= 0.4485``
-    and a wavelength inside the part of the range it was fitted on; ``sigma=False`` leaves the
-    sigma images out. Returns (dict, cols, rows).
+    and a wavelength inside the part of the range it was fitted on.
+
+    Parameters
+    ----------
+    poly : SlicePolynomials
+        The setting's polynomials (:func:`slice_polynomials`).
+    det : int
+        Chip 1..4.
+    step : int
+        Sampling step [px].
+    shape : (2,)
+        The chip's (rows, cols).
+    sigma : bool
+        False leaves the sigma images out.
+
+    Returns
+    -------
+    maps : dict of ndarray
+        The images by name.
+    cols, rows : ndarray
+        The sampled detector columns and rows [px].
     """
     cols = np.arange(0, shape[1], step, dtype=float)
     rows = np.arange(0, shape[0], step, dtype=float)
@@ -292,15 +410,30 @@ def pixel_maps(poly: SlicePolynomials, det, step=1, shape=(2048, 2048), sigma=Tr
 
 
 # ======================================================================================= QC
-def lms_qc(residuals, spots=None, converged=None):
+def lms_qc(residuals: Table, spots: Table | None = None, converged: bool | None = None) -> dict:
     """The QC parameters of the products.
 
-    ``residuals``: the fit's residual table (``lms_residuals.ecsv``: ``kind``, ``row_index``,
-    ``axis``, ``residual_px``); ``spots``: the fitted spot table (for ``fwhm_col_px`` /
-    ``fwhm_row_px`` when measured); ``converged``: the chain's flag. Returns a dict:
-    ``rms_px`` (sqrt(mean(dcol^2 + drow^2)) of the posterior-mean residuals of the laser spots
-    used), ``nspots``, ``fwhm_px`` (median FWHM of the spots used, mean of the two axes; None
-    when the tables have no widths), ``converged``.
+    Parameters
+    ----------
+    residuals : Table
+        The fit's residual table (``lms_residuals.ecsv``: ``kind``, ``row_index``, ``axis``,
+        ``residual_px``).
+    spots : Table, optional
+        The fitted spot table (for ``fwhm_col_px`` / ``fwhm_row_px`` when measured).
+    converged : bool, optional
+        The chain's flag.
+
+    Returns
+    -------
+    dict
+        ``rms_px`` (sqrt(mean(dcol^2 + drow^2)) of the posterior-mean residuals of the laser spots
+        used), ``nspots``, ``fwhm_px`` (median FWHM of the spots used, mean of the two axes; None
+        when the tables have no widths), ``converged``.
+
+    Raises
+    ------
+    ValueError
+        The residual table has no ``residual_px`` column.
     """
     t = residuals[np.asarray(residuals["kind"]) == "spots"]
     if "residual_px" not in t.colnames:
@@ -375,8 +508,31 @@ def _hole_prior_cards(h, hp):
 
 
 # ================================================================================== writers
-def write_ifu_distortion_table(fit, setting, path, qc, provenance=None, overwrite=False):
-    """Write the pipeline's ``IFU_DISTORTION_TABLE`` of one setting (see the module notes)."""
+def write_ifu_distortion_table(fit: LmsFit, setting: SettingLike, path: str | os.PathLike, qc: dict,
+                               provenance: dict | None = None, overwrite: bool = False) -> Path:
+    """Write the pipeline's ``IFU_DISTORTION_TABLE`` of one setting (see the module notes).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (:class:`~astrocal.lms.fit.LmsFit`): its posterior-mean geometry and the draws of
+        its deviations.
+    setting : int, float or EchelleSetting
+        Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+    path : str or os.PathLike
+        The file written.
+    qc : dict
+        :func:`lms_qc`'s parameters.
+    provenance : dict, optional
+        ``campaign_sha256``, ``inputs``, ``hole_prior`` for the primary header.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     provenance = dict(provenance or {}, truth=fit.truth)
     st = fit.layout.settings[fit.layout.setting_index(setting)]
     hdus = [fits.PrimaryHDU(header=_primary("IFU_DISTORTION_TABLE", st, qc, provenance))]
@@ -409,14 +565,41 @@ def _sampled_image(data, name, step, unit, comment):
     return im
 
 
-def write_lms_geometry(fit, setting, path, qc, provenance=None, overwrite=False, step=1, sigma_step=8, poly=None):
+def write_lms_geometry(fit: LmsFit, setting: SettingLike, path: str | os.PathLike, qc: dict,
+                       provenance: dict | None = None, overwrite: bool = False, step: int = 1, sigma_step: int = 8,
+                       poly: SlicePolynomials | None = None) -> Path:
     """Write astrocal's full LMS geometry product of one setting (see the module notes).
 
-    ``step``: the ``XI``, ``DLAM`` and ``SLICE`` images sample every ``step``-th pixel (1:
-    every pixel); ``sigma_step`` the same for ``SIGMA_XI`` and ``SIGMA_LAM`` (smooth). In every
-    image, image pixel ``(i, j)`` (1-based) is the 0-based detector pixel
+    In every image, image pixel ``(i, j)`` (1-based) is the 0-based detector pixel
     ``((i - 1) CDELT1, (j - 1) CDELT2)``. ``DLAM`` is ``lam - LAMREF`` (float32 keeps
     2e-4 px there; ``LAMREF`` = the setting's central wavelength).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (:class:`~astrocal.lms.fit.LmsFit`): its posterior-mean geometry and the draws of
+        its deviations.
+    setting : int, float or EchelleSetting
+        Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+    path : str or os.PathLike
+        The file written.
+    qc : dict
+        :func:`lms_qc`'s parameters.
+    provenance : dict, optional
+        ``campaign_sha256``, ``inputs``, ``hole_prior`` for the primary header.
+    overwrite : bool
+        Replace an existing file.
+    step : int
+        The ``XI``, ``DLAM`` and ``SLICE`` images sample every ``step``-th pixel (1: every pixel).
+    sigma_step : int
+        The same for ``SIGMA_XI`` and ``SIGMA_LAM`` (smooth).
+    poly : SlicePolynomials, optional
+        The setting's polynomials if already computed (default: :func:`slice_polynomials`).
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     provenance = dict(provenance or {}, truth=fit.truth)
     e = fit.layout.setting_index(setting)
@@ -465,9 +648,34 @@ def write_lms_geometry(fit, setting, path, qc, provenance=None, overwrite=False,
     return Path(path)
 
 
-def write_lms_products(fit, out, residuals, spots=None, provenance=None, overwrite=False, step=1, sigma_step=8):
-    """Write both products of every setting into ``out``; returns ``{name: path}`` (names
-    ``ifu_distortion_table_<tag>``, ``lms_geometry_<tag>``) and the QC dict."""
+def write_lms_products(fit: LmsFit, out: str | os.PathLike, residuals: Table, spots: Table | None = None,
+                       provenance: dict | None = None, overwrite: bool = False, step: int = 1,
+                       sigma_step: int = 8) -> tuple[dict[str, Path], dict]:
+    """Write both products of every setting into ``out``.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (:class:`~astrocal.lms.fit.LmsFit`): its posterior-mean geometry and the draws of
+        its deviations.
+    out : str or os.PathLike
+        The result directory.
+    residuals, spots : Table
+        The fit's residual table and fitted spot table (:func:`lms_qc`).
+    provenance : dict, optional
+        ``campaign_sha256``, ``inputs``, ``hole_prior`` for the primary headers.
+    overwrite : bool
+        Replace existing files.
+    step, sigma_step : int
+        Sampling of the geometry product's images (:func:`write_lms_geometry`).
+
+    Returns
+    -------
+    paths : dict
+        ``{name: path}`` (names ``ifu_distortion_table_<tag>``, ``lms_geometry_<tag>``).
+    qc : dict
+        :func:`lms_qc`'s parameters.
+    """
     out = Path(out)
     conv = getattr(fit.diagnostics, "converged", None) if fit.diagnostics is not None else None
     qc = lms_qc(residuals, spots, conv)

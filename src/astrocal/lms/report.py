@@ -19,29 +19,55 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import os
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 from matplotlib.figure import Figure
 
 from .. import __version__
 from ..atomic import atomic_write_text, check_writable
+from ..model.inference import Diagnostics
+from ..model.quality import QC_CONVERGED
 from ..plots import save_figure
 from ..report.build import report_json
 from ..report.html import STYLE, figure_html
-from .products import DRLD_GOAL_PX, setting_tag
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC
+from ..resultset import require_complete
+from .fit_campaign import hole_prior_summary, load_lms_fit
+from .products import DRLD_GOAL_PX, eso, setting_tag
+from .fit import LmsFit
+from .response import NOT_GIVEN, ResponseProducts, read_response_products
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SettingLike
 
 __all__ = ["position_sigma", "residual_summary", "response_summary", "build_lms_report", "write_lms_report",
            "is_lms_result",
            "write_lms_report_from_dir"]
 
 
-def position_sigma(fit, setting, n_xi=5, n_lam=9):
+def position_sigma(fit: LmsFit, setting: SettingLike, n_xi: int = 5,
+                   n_lam: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """Posterior 1-sigma [px] of (col, row) on a grid of every slice: ``n_xi`` positions along
     the slice by ``n_lam`` wavelengths over the part of the setting's range that reaches the
-    mosaic. Returns (slice, sd (N, 2))."""
+    mosaic.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit (its draws).
+    setting : int, float or EchelleSetting
+        Index, :class:`~astrocal.lms.EchelleSetting` or central wavelength [um].
+    n_xi, n_lam : int
+        The grid's size along the slice and in wavelength.
+
+    Returns
+    -------
+    slice : ndarray (N,)
+        Slice of each grid point on a detector.
+    sd : ndarray (N, 2)
+        Posterior 1-sigma of (col, row) [px].
+    """
     g = fit.geometry()
     lo, hi = g.wavelength_range(setting)
     pad = 0.04 * (hi - lo)                               # the range is widened by 2 % each side
@@ -55,8 +81,20 @@ def position_sigma(fit, setting, n_xi=5, n_lam=9):
     return S[on], pos.std(axis=0, ddof=1)
 
 
-def residual_summary(residuals):
-    """Rms residuals [px] per (kind, slice, line, axis) and per kind: a list of dicts."""
+def residual_summary(residuals: Table) -> list[dict]:
+    """Rms residuals [px] per (kind, slice, line, axis) and per kind.
+
+    Parameters
+    ----------
+    residuals : Table
+        The fit's residual table (``kind``, ``slice``, ``axis``, ``residual_px``, ``normalised``,
+        optionally ``line_um``).
+
+    Returns
+    -------
+    list of dict
+        ``kind``, ``slice``, ``line_um``, ``n``, ``rms_col_px``, ``rms_row_px``, ``rms_normalised``.
+    """
     rows = []
     kind = np.asarray(residuals["kind"], str)
     sl = np.asarray(residuals["slice"], int)
@@ -79,11 +117,20 @@ def residual_summary(residuals):
     return rows
 
 
-def response_summary(response):
+def response_summary(response: ResponseProducts | None) -> dict:
     """The response part of the report: per setting the RSRF's size and spread and the slit-loss
-    rows, the notes (what was not made and why) and what the frames cannot give."""
-    from .response import NOT_GIVEN
+    rows, the notes (what was not made and why) and what the frames cannot give.
 
+    Parameters
+    ----------
+    response : ResponseProducts or None
+        The response products (None: none were made).
+
+    Returns
+    -------
+    dict
+        ``rsrf``, ``slit`` (by setting tag), ``notes``, ``not_given``.
+    """
     out = {"rsrf": {}, "slit": {}, "notes": [], "not_given": list(NOT_GIVEN)}
     if response is None:
         return out
@@ -103,8 +150,28 @@ def response_summary(response):
     return out
 
 
-def build_lms_report(fit, residuals, qc, products, response=None):
-    """The report's numbers as a plain dict."""
+def build_lms_report(fit: LmsFit, residuals: Table, qc: dict, products: dict,
+                     response: ResponseProducts | None = None) -> dict:
+    """The report's numbers as a plain dict.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    residuals : Table
+        Its residual table (``lms_residuals.ecsv``).
+    qc : dict
+        The products' QC (:func:`~astrocal.lms.products.lms_qc`).
+    products : dict
+        ``{name: path}`` of the products.
+    response : ResponseProducts, optional
+        The response products.
+
+    Returns
+    -------
+    dict
+        The numbers the page shows (``report.json``).
+    """
     d = fit.diagnostics
     settings = []
     worst = np.zeros(2)
@@ -148,11 +215,20 @@ def build_lms_report(fit, residuals, qc, products, response=None):
     }
 
 
-def hole_error_summary(fit):
+def hole_error_summary(fit: LmsFit) -> dict:
     """The mask's hole errors for the page: where their prior came from (the joint with the
-    imager's lab fit, or the tolerance) and per hole its prior and posterior [um]."""
-    from .fit_campaign import hole_prior_summary
+    imager's lab fit, or the tolerance) and per hole its prior and posterior [um].
 
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+
+    Returns
+    -------
+    dict
+        ``summary`` (text), ``kind``, ``holes`` (per hole).
+    """
     out = {"summary": hole_prior_summary(fit), "kind": "none", "holes": []}
     if fit.holes is None:
         return out
@@ -390,10 +466,37 @@ def _render_response(rs):
     return "\n".join(parts)
 
 
-def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_dir=None, response=None):
-    """Write ``out/report/report.html``, ``report.json`` and ``plots/`` (or into ``report_dir``);
-    returns ``{name: path}`` of every file written. Nothing is overwritten unless ``overwrite``.
-    ``response``: the :class:`~astrocal.lms.response.ResponseProducts` to show (None: none)."""
+def write_lms_report(fit: LmsFit, out: str | os.PathLike, residuals: Table, qc: dict, products: dict,
+                     overwrite: bool = False, report_dir: str | os.PathLike | None = None,
+                     response: ResponseProducts | None = None) -> dict:
+    """Write ``out/report/report.html``, ``report.json`` and ``plots/`` (or into ``report_dir``).
+
+    Nothing is overwritten unless ``overwrite``.
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    out : str or os.PathLike
+        The result directory.
+    residuals : Table
+        The fit's residual table.
+    qc : dict
+        The products' QC.
+    products : dict
+        ``{name: path}`` of the products (the geometry products give the maps).
+    overwrite : bool
+        Replace existing files.
+    report_dir : str or os.PathLike, optional
+        Where to write instead of ``out/report``.
+    response : ResponseProducts, optional
+        The :class:`~astrocal.lms.response.ResponseProducts` to show (None: none).
+
+    Returns
+    -------
+    dict
+        ``{name: path}`` of every file written.
+    """
     rdir = Path(report_dir) if report_dir is not None else Path(out) / "report"
     for name in ("report.html", "report.json"):
         check_writable(rdir / name, overwrite)
@@ -438,25 +541,46 @@ def write_lms_report(fit, out, residuals, qc, products, overwrite=False, report_
     return written
 
 
-def is_lms_result(path) -> bool:
-    """True for a directory that ``astrocal fit`` wrote for an ``[lms]`` data set."""
+def is_lms_result(path: str | os.PathLike) -> bool:
+    """Whether a directory is one that ``astrocal fit`` wrote for an ``[lms]`` data set.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The directory.
+
+    Returns
+    -------
+    bool
+        True when it holds ``lms_fit.json``.
+    """
     return (Path(path) / "lms_fit.json").exists()
 
 
-def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
+def write_lms_report_from_dir(out: str | os.PathLike, report_dir: str | os.PathLike | None = None,
+                              overwrite: bool = False) -> tuple[dict, dict]:
     """The report page of a complete LMS result directory (``astrocal report <fit.output>/lms``):
     the fit from its draws (:func:`~astrocal.lms.fit_campaign.load_lms_fit`), the convergence
     from ``lms_fit.json``, the residuals from ``lms_residuals.ecsv`` and the QC from the
-    ``IFU_DISTORTION_TABLE`` product's header. Returns (``{name: path}``, report dict)."""
+    ``IFU_DISTORTION_TABLE`` product's header.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    report_dir : str or os.PathLike, optional
+        Where to write instead of ``out/report``.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    written : dict
+        ``{name: path}`` of every file written.
+    report : dict
+        The report's numbers.
+    """
     import json
-
-    from astropy.table import Table
-
-    from ..model.inference import Diagnostics
-    from ..model.quality import QC_CONVERGED
-    from ..resultset import require_complete
-    from .fit_campaign import load_lms_fit
-    from .products import eso
 
     out = Path(out)
     manifest = require_complete(out)
@@ -472,8 +596,6 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
         for prefix in ("IFU_DISTORTION_TABLE_", "LMS_GEOMETRY_"):
             if name.startswith(prefix) and name.endswith(".fits"):
                 products[prefix.lower() + name[len(prefix):-5]] = out / name
-    from .response import read_response_products
-
     response = read_response_products(out, manifest["files"])
     products.update(response.paths)
     tables = sorted(k for k in products if k.startswith("ifu_distortion_table_"))

@@ -48,18 +48,28 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.io import fits
 from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_path
 from ..image.headers import set_card
+from .frames import ReducedLmsFrame, read_lms_frame, reduce_lms_frame
+from .geometry import LmsGeometry
+from .products import eso, setting_tag
 from .spots import SPOT_FLAGS
-from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
+from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC, EchelleSetting, SettingLike
+
+if TYPE_CHECKING:  # hints only: astrocal.campaign imports astrocal.lms to resolve [lms]
+    import astrocal.campaign
 
 __all__ = ["NOT_GIVEN", "planck_photon_radiance", "extract_slice_spectra", "estimate_rsrf",
            "estimate_slit_throughput", "ResponseProducts", "write_rsrf_product", "write_slit_product",
@@ -79,15 +89,29 @@ NOT_GIVEN = (
 _H, _C, _K = 6.62607015e-34, 2.99792458e8, 1.380649e-23
 
 
-def planck_photon_radiance(lam_um, temp_k):
-    """Black-body photon spectral radiance [photons s^-1 m^-2 sr^-1 um^-1] at ``lam_um`` [um], ``temp_k`` [K]."""
+def planck_photon_radiance(lam_um: ArrayLike, temp_k: float) -> np.ndarray:
+    """Black-body photon spectral radiance.
+
+    Parameters
+    ----------
+    lam_um : array_like
+        Wavelength [um].
+    temp_k : float
+        Temperature [K].
+
+    Returns
+    -------
+    ndarray
+        [photons s^-1 m^-2 sr^-1 um^-1].
+    """
     lam = np.asarray(lam_um, float) * 1e-6
     with np.errstate(over="ignore"):
         return 2.0 * _C / lam**4 / np.expm1(_H * _C / (lam * _K * float(temp_k))) * 1e-6
 
 
 # ====================================================================================== RSRF
-def extract_slice_spectra(reduced, geometry, setting, *, margin_px=3.0, n_lam=600) -> Table:
+def extract_slice_spectra(reduced: ReducedLmsFrame, geometry: LmsGeometry, setting: SettingLike, *,
+                          margin_px: float = 3.0, n_lam: int = 600) -> Table:
     """Sum every slice over its rows at each detector column of a reduced ``slices`` frame.
 
     Parameters
@@ -97,10 +121,12 @@ def extract_slice_spectra(reduced, geometry, setting, *, margin_px=3.0, n_lam=60
     geometry : LmsGeometry
         Where the slices are (the fit's posterior mean; the nominal model is good to ~1e-3 in
         the dispersion).
-    setting : int or EchelleSetting
+    setting : int, float or EchelleSetting
         The frame's setting in ``geometry.layout``.
     margin_px : float
         Rows summed beyond the images of the slice ends (``xi = +-0.4485"``) [px].
+    n_lam : int
+        Wavelengths sampled over the setting's range to place the slices' windows.
 
     Returns
     -------
@@ -167,7 +193,8 @@ def extract_slice_spectra(reduced, geometry, setting, *, margin_px=3.0, n_lam=60
 
 
 def estimate_rsrf(spectra: Table, bb_temp_k: float, *, bb_temp_sigma_k: float = 5.0, n_bins: int = 32,
-                  lam_range=None, clip: float = 0.05, min_fill: float = 0.5) -> Table:
+                  lam_range: tuple[float, float] | None = None, clip: float = 0.05,
+                  min_fill: float = 0.5) -> Table:
     """The relative spectral response per slice on a wavelength grid, with its uncertainties.
 
     Parameters
@@ -178,7 +205,9 @@ def estimate_rsrf(spectra: Table, bb_temp_k: float, *, bb_temp_sigma_k: float = 
     bb_temp_k, bb_temp_sigma_k : float
         The black body's temperature [K] and its assumed uncertainty (``SIGMA_BB``).
     n_bins : int
-        Equal wavelength bins over ``lam_range`` (default: the columns' range).
+        Equal wavelength bins over ``lam_range``.
+    lam_range : (2,), optional
+        The wavelength range of the bins [um] (default: the columns' range).
     clip : float
         Columns whose ``S / (B |dlam/dcol|)`` departs from the median of their (slice, bin) by more
         than this fraction are left out (dead, vignetted or unlit columns, e.g. at the chip edges).
@@ -295,7 +324,7 @@ def _offsets_fit(X, y, sigma, ng, min_dof_scale=20):
     return beta[ng:], np.sqrt(np.diag(cov)[ng:] * scale), chi2dof
 
 
-def estimate_slit_throughput(spots, *, offset_sigma_mas: float = 1.0, reference_tolerance: float = 0.05,
+def estimate_slit_throughput(spots: Table, *, offset_sigma_mas: float = 1.0, reference_tolerance: float = 0.05,
                              position_decimals: int = 3, min_snr: float = 10.0) -> Table:
     """Throughput of a point source against its position across the slice, relative to the centre.
 
@@ -414,8 +443,6 @@ class ResponseProducts:
 
 
 def _primary(pro_catg, setting, dpr_type, provenance, qc):
-    from .products import eso
-
     h = fits.Header()
     h["INSTRUME"] = ("METIS", "instrument")
     h["TELESCOP"] = ("ESO-ELT", "telescope")
@@ -443,8 +470,28 @@ def _not_given(h, items):
         h["COMMENT"] = "not given by these frames: " + item
 
 
-def write_rsrf_product(table: Table, setting, path, provenance=None, overwrite=False):
-    """``LMS_RSRF_<tag>.fits``: primary header + binary table ``RSRF`` (:func:`estimate_rsrf`)."""
+def write_rsrf_product(table: Table, setting: EchelleSetting, path: str | os.PathLike,
+                       provenance: dict | None = None, overwrite: bool = False) -> Path:
+    """``LMS_RSRF_<tag>.fits``: primary header + binary table ``RSRF`` (:func:`estimate_rsrf`).
+
+    Parameters
+    ----------
+    table : Table
+        :func:`estimate_rsrf`'s table.
+    setting : EchelleSetting
+        Its setting (the header's ``ESO INS WLEN CEN``, order, angle).
+    path : str or os.PathLike
+        The file written.
+    provenance : dict, optional
+        Written into the primary header (the campaign's SHA-256, the input frames).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     rel = np.asarray(table["REL_SLICE"], float)
     qc = {"RSRF SLICE RMS": (float(f"{np.sqrt(np.nanmean((rel - 1) ** 2)):.5f}"), "rms of REL_SLICE - 1"),
           "RSRF MEDSIG": (float(f"{np.median(np.asarray(table['SIGMA'], float)):.3e}"), "median SIGMA of RSRF"),
@@ -468,9 +515,29 @@ def write_rsrf_product(table: Table, setting, path, provenance=None, overwrite=F
     return Path(path)
 
 
-def write_slit_product(table: Table, setting, path, provenance=None, overwrite=False):
+def write_slit_product(table: Table, setting: EchelleSetting, path: str | os.PathLike,
+                       provenance: dict | None = None, overwrite: bool = False) -> Path:
     """``LMS_SLIT_THROUGHPUT_<tag>.fits``: primary header + binary table ``THROUGHPUT``
-    (:func:`estimate_slit_throughput`)."""
+    (:func:`estimate_slit_throughput`).
+
+    Parameters
+    ----------
+    table : Table
+        :func:`estimate_slit_throughput`'s table.
+    setting : EchelleSetting
+        Its setting (the header's ``ESO INS WLEN CEN``, order, angle).
+    path : str or os.PathLike
+        The file written.
+    provenance : dict, optional
+        Written into the primary header (the campaign's SHA-256).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     qc = {"SLIT NPOS": (int(len(np.unique(np.asarray(table["U"])))), "scanned positions off the centre"),
           "SLIT TMIN": (float(f"{np.min(np.asarray(table['T_REL'])):.4f}"), "lowest T_REL")}
     ph = _primary("LMS_SLIT_THROUGHPUT", setting, "WAVE", provenance, qc)
@@ -495,18 +562,39 @@ def _bb_temperature(header, source):
                    "needs it")
 
 
-def lms_response_from_campaign(campaign, geometry, spot_tables, out, *, provenance=None, overwrite=False,
-                               bb_temp_sigma_k=5.0, n_bins=32) -> ResponseProducts:
+def lms_response_from_campaign(campaign: astrocal.campaign.Campaign, geometry: LmsGeometry,
+                               spot_tables: Sequence[tuple[int, int, Table]], out: str | os.PathLike, *,
+                               provenance: dict | None = None, overwrite: bool = False,
+                               bb_temp_sigma_k: float = 5.0, n_bins: int = 32) -> ResponseProducts:
     """The RSRF of every setting with a ``slices`` frame and the slit loss of every setting whose
     laser frames hold a slit-loss scan, written as products into ``out``.
 
-    ``geometry``: the fitted geometry (posterior mean); ``spot_tables``: ``[(setting index,
-    exposure index, Table), ...]`` the measured spot tables. Settings without such frames get a
-    note in ``notes`` instead of a product.
-    """
-    from .frames import read_lms_frame, reduce_lms_frame
-    from .products import setting_tag
+    Settings without such frames get a note in ``notes`` instead of a product.
 
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign; its ``lms`` frames, gain, read noise and chopper accuracy are used.
+    geometry : LmsGeometry
+        The fitted geometry (posterior mean).
+    spot_tables : sequence of (int, int, Table)
+        ``[(setting index, exposure index, Table), ...]`` the measured spot tables.
+    out : str or os.PathLike
+        The directory of the products.
+    provenance : dict, optional
+        Written into the products' primary headers.
+    overwrite : bool
+        Replace existing products.
+    bb_temp_sigma_k : float
+        The black body's temperature uncertainty [K] (:func:`estimate_rsrf`).
+    n_bins : int
+        Wavelength bins of the RSRF.
+
+    Returns
+    -------
+    ResponseProducts
+        The tables, the products' paths and the notes.
+    """
     lms = campaign.lms
     res = ResponseProducts()
     out = Path(out)
@@ -550,8 +638,21 @@ def lms_response_from_campaign(campaign, geometry, spot_tables, out, *, provenan
     return res
 
 
-def read_response_products(out, names) -> ResponseProducts:
-    """The response products among ``names`` (files in ``out``) read back."""
+def read_response_products(out: str | os.PathLike, names: Iterable[str]) -> ResponseProducts:
+    """The response products among ``names`` (files in ``out``) read back.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory.
+    names : iterable of str
+        File names in it (e.g. the manifest's).
+
+    Returns
+    -------
+    ResponseProducts
+        The RSRF and slit-throughput tables by setting tag and their paths (no notes).
+    """
     res = ResponseProducts()
     for name in names:
         for prefix, ext, store in (("LMS_RSRF_", "RSRF", res.rsrf), ("LMS_SLIT_THROUGHPUT_", "THROUGHPUT", res.slit)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import SliceNumberError
 from .traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
@@ -25,8 +26,18 @@ __all__ = ["FieldOrientation", "DEFAULT_ORIENTATION", "slice_eta_range", "field_
            "slice_to_field", "check_slice_numbers"]
 
 
-def check_slice_numbers(slice_number) -> np.ndarray:
-    """Validate public slice numbers (integers 1..28); returns them as an int array.
+def check_slice_numbers(slice_number: ArrayLike) -> np.ndarray:
+    """Validate public slice numbers (integers 1..28).
+
+    Parameters
+    ----------
+    slice_number : array_like
+        Slice numbers (integers, or floats with integral values).
+
+    Returns
+    -------
+    ndarray of int
+        The slice numbers.
 
     Raises
     ------
@@ -43,8 +54,19 @@ def check_slice_numbers(slice_number) -> np.ndarray:
     return s.astype(int)
 
 
-def slice_eta_range(slice_number):
-    """(eta_low, eta_high) [arcsec] of slice numbers 1..28."""
+def slice_eta_range(slice_number: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(eta_low, eta_high) [arcsec] of slice numbers 1..28.
+
+    Parameters
+    ----------
+    slice_number : array_like of int
+        Slice numbers 1..28.
+
+    Returns
+    -------
+    eta_low, eta_high : ndarray
+        The slices' edges across the slicer field [arcsec].
+    """
     k = check_slice_numbers(slice_number)
     low = (k - 15) * SLICE_WIDTH_ARCSEC
     return low, low + SLICE_WIDTH_ARCSEC
@@ -68,15 +90,37 @@ class FieldOrientation:
     flip: bool = False
     offset_arcsec: tuple[float, float] = (0.0, 0.0)
 
-    def to_slicer(self, a, b):
-        """Field (a, b) -> slicer (xi, eta) [arcsec]."""
+    def to_slicer(self, a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Field (a, b) -> slicer (xi, eta) [arcsec].
+
+        Parameters
+        ----------
+        a, b : array_like
+            Field-frame position [arcsec].
+
+        Returns
+        -------
+        xi, eta : ndarray
+            Slicer-frame position [arcsec].
+        """
         a, b = np.asarray(a, float), np.asarray(b, float)
         b = -b if self.flip else b
         c, s = np.cos(np.radians(self.angle_deg)), np.sin(np.radians(self.angle_deg))
         return c * a - s * b + self.offset_arcsec[0], s * a + c * b + self.offset_arcsec[1]
 
-    def to_field(self, xi, eta):
-        """Slicer (xi, eta) -> field (a, b) [arcsec]."""
+    def to_field(self, xi: ArrayLike, eta: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Slicer (xi, eta) -> field (a, b) [arcsec].
+
+        Parameters
+        ----------
+        xi, eta : array_like
+            Slicer-frame position [arcsec].
+
+        Returns
+        -------
+        a, b : ndarray
+            Field-frame position [arcsec].
+        """
         xi = np.asarray(xi, float) - self.offset_arcsec[0]
         eta = np.asarray(eta, float) - self.offset_arcsec[1]
         c, s = np.cos(np.radians(self.angle_deg)), np.sin(np.radians(self.angle_deg))
@@ -88,11 +132,22 @@ DEFAULT_ORIENTATION = FieldOrientation()
 """ScopeSim's orientation: mask x = xi, mask y = eta."""
 
 
-def field_to_slice(a, b, orientation: FieldOrientation = DEFAULT_ORIENTATION):
+def field_to_slice(a: ArrayLike, b: ArrayLike, orientation: FieldOrientation = DEFAULT_ORIENTATION
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Field positions -> (slice number, xi [arcsec], eta offset from the slice centre [arcsec]).
 
-    Slice number 0 where the point is outside the slicer's field (``|xi| > 0.4485"`` or eta outside
-    the 28 slices); its xi and offset are still returned.
+    Parameters
+    ----------
+    a, b : array_like
+        Field-frame position [arcsec].
+    orientation : FieldOrientation
+        The field frame's orientation in the slicer frame.
+
+    Returns
+    -------
+    slice_number, xi, eta_offset : ndarray
+        Slice number 0 where the point is outside the slicer's field (``|xi| > 0.4485"`` or eta
+        outside the 28 slices); its xi and offset are still returned.
     """
     xi, eta = orientation.to_slicer(a, b)
     k = np.floor(eta / SLICE_WIDTH_ARCSEC).astype(int) + 15
@@ -101,8 +156,24 @@ def field_to_slice(a, b, orientation: FieldOrientation = DEFAULT_ORIENTATION):
     return np.where(inside, k, 0), xi, eta - centre
 
 
-def slice_to_field(slice_number, xi, eta_offset=0.0, orientation: FieldOrientation = DEFAULT_ORIENTATION):
-    """(slice number, xi, eta offset from the slice centre) -> field (a, b) [arcsec]."""
+def slice_to_field(slice_number: ArrayLike, xi: ArrayLike, eta_offset: ArrayLike = 0.0,
+                   orientation: FieldOrientation = DEFAULT_ORIENTATION) -> tuple[np.ndarray, np.ndarray]:
+    """(slice number, xi, eta offset from the slice centre) -> field (a, b) [arcsec].
+
+    Parameters
+    ----------
+    slice_number : array_like of int
+        Slice numbers 1..28.
+    xi, eta_offset : array_like
+        Position along the slice and offset across it from its centre [arcsec].
+    orientation : FieldOrientation
+        The field frame's orientation in the slicer frame.
+
+    Returns
+    -------
+    a, b : ndarray
+        Field-frame position [arcsec].
+    """
     k = check_slice_numbers(slice_number)
     eta = (k - 14.5) * SLICE_WIDTH_ARCSEC + np.asarray(eta_offset, float)
     return orientation.to_field(xi, eta)

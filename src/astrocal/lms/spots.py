@@ -33,6 +33,7 @@ electrons per DIT.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table
 from scipy import ndimage
 
@@ -41,7 +42,7 @@ from .errors import LineNotFoundError, LineOutsideSettingError
 from .frames import ReducedLmsFrame
 from .geometry import LmsGeometry
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation, field_to_slice
-from .traces import SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
+from .traces import SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC, SettingLike
 
 __all__ = ["SPOT_FLAGS", "SPOT_FLAGS_SEVERE", "PIXEL_SCALE_ARCSEC", "prior_position_sigma", "holes_in_slicer",
            "predict_laser_spots", "find_peaks", "match_predictions", "windowed_centroids", "spot_widths",
@@ -62,18 +63,39 @@ PIXEL_SCALE_ARCSEC = 0.0082
 _ELT_D_M = 39.146
 
 
-def decode_spot_flags(flags) -> list:
-    """Names of the bits set in one flag value."""
+def decode_spot_flags(flags: int) -> list[str]:
+    """Names of the bits set in one flag value.
+
+    Parameters
+    ----------
+    flags : int
+        A ``flags`` value of a spot table (:data:`SPOT_FLAGS`).
+
+    Returns
+    -------
+    list of str
+        The names of its bits, in the order of :data:`SPOT_FLAGS`.
+    """
     return [n for n, b in SPOT_FLAGS.items() if int(flags) & b]
 
 
-def prior_position_sigma(geometry: LmsGeometry, slice_number, xi, lam, setting, det, hyper=Hyperparameters()):
+def prior_position_sigma(geometry: LmsGeometry, slice_number: ArrayLike, xi: ArrayLike, lam: ArrayLike,
+                         setting: SettingLike, det: ArrayLike,
+                         hyper: Hyperparameters = Hyperparameters()) -> tuple[np.ndarray, np.ndarray]:
     """Prior standard deviation of predicted positions [px]: ``sqrt(diag(D Sigma D^T))``.
 
     Parameters
     ----------
+    geometry : LmsGeometry
+        The map whose design matrix ``D`` is used.
+    slice_number, xi, lam : array_like
+        The points: slice 1..28, position along the slice [arcsec], wavelength [um].
+    setting : int, float or EchelleSetting
+        The echelle setting in ``geometry.layout``.
     det : array_like
         Detector of each point (1..4).
+    hyper : Hyperparameters
+        The deviation priors (``Sigma``).
 
     Returns
     -------
@@ -86,7 +108,9 @@ def prior_position_sigma(geometry: LmsGeometry, slice_number, xi, lam, setting, 
     return np.sqrt(var[:, 0]), np.sqrt(var[:, 1])
 
 
-def holes_in_slicer(hole_ab_arcsec, offset_arcsec=(0.0, 0.0), orientation: FieldOrientation = DEFAULT_ORIENTATION):
+def holes_in_slicer(hole_ab_arcsec: ArrayLike, offset_arcsec: ArrayLike = (0.0, 0.0),
+                    orientation: FieldOrientation = DEFAULT_ORIENTATION
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mask holes in the slicer field at a chopper offset.
 
     Parameters
@@ -95,6 +119,8 @@ def holes_in_slicer(hole_ab_arcsec, offset_arcsec=(0.0, 0.0), orientation: Field
         Hole positions in the field (mask) frame [arcsec].
     offset_arcsec : (2,)
         Chopper offset in the field frame [arcsec] (commanded).
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
 
     Returns
     -------
@@ -122,9 +148,10 @@ def _check_lines(geometry, setting, lines_um):
     return lines
 
 
-def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um, *, offset_arcsec=(0.0, 0.0),
-                        orientation: FieldOrientation = DEFAULT_ORIENTATION, hole_id=None,
-                        hyper: Hyperparameters = Hyperparameters(), edge_margin_arcsec=0.1) -> Table:
+def predict_laser_spots(geometry: LmsGeometry, setting: SettingLike, hole_ab_arcsec: ArrayLike, lines_um: ArrayLike,
+                        *, offset_arcsec: ArrayLike = (0.0, 0.0), orientation: FieldOrientation = DEFAULT_ORIENTATION,
+                        hole_id: ArrayLike | None = None, hyper: Hyperparameters = Hyperparameters(),
+                        edge_margin_arcsec: float = 0.1) -> Table:
     """Where the laser spots (main images) and their neighbour-slice images fall.
 
     Parameters
@@ -139,6 +166,12 @@ def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um
         The lit laser lines [um].
     offset_arcsec : (2,)
         Commanded chopper offset [arcsec].
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths.
+    edge_margin_arcsec : float
+        Holes within this of a slice end [arcsec] are ``slice_end``.
 
     Returns
     -------
@@ -189,13 +222,20 @@ def predict_laser_spots(geometry: LmsGeometry, setting, hole_ab_arcsec, lines_um
     return t
 
 
-def find_peaks(data, variance, valid, snr_min=10.0, size=5):
+def find_peaks(data: np.ndarray, variance: np.ndarray, valid: np.ndarray, snr_min: float = 10.0,
+               size: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local maxima of the 3 x 3 box-smoothed signal with signal-to-noise above ``snr_min``.
 
     Parameters
     ----------
     data, variance : ndarray (ny, nx)
-        One detector's signal and variance [e, e^2]; ``valid`` its usable pixels.
+        One detector's signal and variance [e, e^2].
+    valid : ndarray (ny, nx) of bool
+        Its usable pixels.
+    snr_min : float
+        Detection threshold on the signal-to-noise of the 3 x 3 sum.
+    size : int
+        A peak is the maximum of the ``size`` x ``size`` box about it.
 
     Returns
     -------
@@ -248,15 +288,23 @@ def _nearest(pc, pr, qc, qr, radius):
     return np.where(best <= radius**2, j, -1), n
 
 
-def match_predictions(pc, pr, qc, qr, window_col, window_row, match_radius=6.0, affine_radius=6.0):
+def match_predictions(pc: ArrayLike, pr: ArrayLike, qc: ArrayLike, qr: ArrayLike, window_col: float,
+                      window_row: float, match_radius: float = 6.0,
+                      affine_radius: float = 6.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identify peaks with predictions on one detector.
 
     Parameters
     ----------
-    pc, pr : ndarray
-        Predicted (col, row) [px]; ``qc``, ``qr`` the peaks [px].
+    pc, pr : array_like
+        Predicted (col, row) [px].
+    qc, qr : array_like
+        The peaks (col, row) [px].
     window_col, window_row : float
         Half-widths [px] of the search for the detector's common shift (from the prior widths).
+    match_radius : float
+        A corrected prediction takes the nearest peak within this radius [px].
+    affine_radius : float
+        Radius [px] of the nearest matches (after the shift) used to fit the affine correction.
 
     Returns
     -------
@@ -291,8 +339,10 @@ def match_predictions(pc, pr, qc, qr, window_col, window_row, match_radius=6.0, 
     return j, n, corr
 
 
-def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows=8, row_sigma=2.0,
-                       n_iter=30):
+def windowed_centroids(data: np.ndarray, variance: np.ndarray, valid: np.ndarray, col0: ArrayLike,
+                       row0: ArrayLike, half_cols: int = 4, half_rows: int = 8, row_sigma: float = 2.0,
+                       n_iter: int = 30
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centroids of stamps: flat weight over columns, a Gaussian window along rows, with covariance.
 
     The estimate ``c`` solves ``sum_i w_i (x_i - c) I_i = 0`` with ``w_i = exp(-(r_i - c_row)^2 /
@@ -307,6 +357,12 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
         One detector [e, e^2, bool].
     col0, row0 : ndarray of int (N,)
         Box centres (peak pixels).
+    half_cols, half_rows : int
+        Half-sizes of the box [px].
+    row_sigma : float
+        Width of the Gaussian window along the rows [px].
+    n_iter : int
+        Fixed-point iterations at most.
 
     Returns
     -------
@@ -315,7 +371,9 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
     cov : ndarray (N, 2, 2)
         [px^2] (col, row).
     flux, flux_var : ndarray (N,)
-        Unweighted box sum [e] and its variance; ``n_bad`` (N,) unusable pixels in the box.
+        Unweighted box sum [e] and its variance.
+    n_bad : ndarray (N,)
+        Unusable pixels in the box.
     """
     col0, row0 = np.asarray(col0, int), np.asarray(row0, int)
     n = len(col0)
@@ -367,7 +425,8 @@ def windowed_centroids(data, variance, valid, col0, row0, half_cols=4, half_rows
     return c_col, c_row, cov, flux, flux_var, n_bad
 
 
-def spot_widths(data, valid, col, row, half_cols=4, half_rows=8, row_sigma=2.0):
+def spot_widths(data: np.ndarray, valid: np.ndarray, col: ArrayLike, row: ArrayLike, half_cols: int = 4,
+                half_rows: int = 8, row_sigma: float = 2.0) -> np.ndarray:
     """FWHM [px] of spots along columns and rows, from second moments in the centroid's box.
 
     Along the rows, the Gaussian-windowed second moment ``m`` of the light about ``row`` is
@@ -383,6 +442,15 @@ def spot_widths(data, valid, col, row, half_cols=4, half_rows=8, row_sigma=2.0):
         One detector [e] and its usable pixels.
     col, row : ndarray (N,)
         Centroids [px] (NaN: none).
+    half_cols, half_rows : int
+        Half-sizes of the box [px].
+    row_sigma : float
+        Width of the Gaussian row window [px] (``w``).
+
+    Returns
+    -------
+    ndarray (N, 2)
+        FWHM along (columns, rows) [px].
     """
     col, row = np.asarray(col, float), np.asarray(row, float)
     out = np.full((len(col), 2), np.nan)
@@ -426,11 +494,13 @@ def _dxi_partials(geometry, setting, slice_number, xi, lam, h=2e-3):
     return dc, dr
 
 
-def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec, lines_um, *,
-                        setting=None, offset_arcsec=None, orientation: FieldOrientation = DEFAULT_ORIENTATION,
-                        hole_id=None, hyper: Hyperparameters = Hyperparameters(), edge_margin_arcsec=0.1,
-                        snr_min=10.0, window_nsigma=4.0, match_radius_px=6.0, box_half_cols=4, box_half_rows=8,
-                        row_window_sigma_px=None, min_found_fraction=0.5) -> Table:
+def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab_arcsec: ArrayLike,
+                        lines_um: ArrayLike, *, setting: SettingLike | None = None,
+                        offset_arcsec: ArrayLike | None = None, orientation: FieldOrientation = DEFAULT_ORIENTATION,
+                        hole_id: ArrayLike | None = None, hyper: Hyperparameters = Hyperparameters(),
+                        edge_margin_arcsec: float = 0.1, snr_min: float = 10.0, window_nsigma: float = 4.0,
+                        match_radius_px: float = 6.0, box_half_cols: int = 4, box_half_rows: int = 8,
+                        row_window_sigma_px: float | None = None, min_found_fraction: float = 0.5) -> Table:
     """Find, identify and centroid the laser spots of one reduced laser frame.
 
     Parameters
@@ -439,21 +509,27 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
         The background-subtracted frame (:func:`~astrocal.lms.frames.reduce_lms_frame`).
     geometry : LmsGeometry
         The map that predicts the spots (the nominal one: ``LmsGeometry(layout)``).
-    hole_ab_arcsec, hole_id :
-        The mask's holes in the field frame [arcsec] and their ids.
+    hole_ab_arcsec, hole_id : array_like
+        The mask's holes in the field frame [arcsec] (N, 2) and their ids (default 1..N).
     lines_um : array_like
         The lit laser lines [um] (from the campaign; the header names only the first QCL line).
-    setting :
+    setting : int, float or EchelleSetting, optional
         The frame's setting in ``geometry.layout`` (default: its ``ESO INS WLEN CEN``).
     offset_arcsec : (2,)
         Commanded chopper offset [arcsec] (default: from the header).
+    orientation : FieldOrientation
+        The mask's orientation in the slicer field.
+    hyper : Hyperparameters
+        The deviation priors that give the prior widths of the predictions.
+    edge_margin_arcsec : float
+        Holes within this of a slice end [arcsec] are ``slice_end``.
     snr_min : float
         Peak detection threshold (3 x 3 sum); spots below it are ``low_snr``.
     window_nsigma : float
         Search window for each detector's shift, in prior widths of the predicted positions.
     match_radius_px : float
         A prediction (after the detector's correction) takes the peak within this radius [px].
-    box_half_cols, box_half_rows, row_window_sigma_px :
+    box_half_cols, box_half_rows, row_window_sigma_px : int, int, float
         Centroid box and the Gaussian row window [px] (default 0.8 lambda/D in px).
     min_found_fraction : float
         Of the usable predicted spots of each line (not ``slice_end``, box on the chip), at least
@@ -486,90 +562,32 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
         lam_mid = float(np.mean(geometry.wavelength_range(setting)))
         row_window_sigma_px = 0.8 * lam_mid * 1e-6 / _ELT_D_M * 206264.806 / PIXEL_SCALE_ARCSEC
     main = pred[pred["main"]]
-    others = pred
     n = len(main)
     out = {k: np.full(n, np.nan) for k in ("col", "row", "sigma_col", "sigma_row", "flux_e", "snr", "fwhm_col_px",
                                            "fwhm_row_px")}
-    cov = np.full((n, 2, 2), np.nan)
+    out["cov"] = np.full((n, 2, 2), np.nan)
     flags = np.where(main["slice_end"], SPOT_FLAGS["slice_end"], 0).astype(np.int32)
     corr_all = np.zeros((n, 2))
     meta_corr = {}
+    box = (box_half_cols, box_half_rows, row_window_sigma_px)
     for d in range(1, 5):
         on = np.flatnonzero(main["det"] == d)
         if on.size == 0:
             continue
         data, var, valid = reduced.data[d - 1], reduced.variance[d - 1], reduced.valid[d - 1]
-        qc, qr, qsnr = find_peaks(data, var, valid, snr_min)
-        pc, pr = np.asarray(main["col_pred"][on]), np.asarray(main["row_pred"][on])
-        wc = window_nsigma * float(np.nanmax(main["sigma_pred_col"][on]))
-        wr = window_nsigma * float(np.nanmax(main["sigma_pred_row"][on]))
-        j, nwithin, corr = match_predictions(pc, pr, qc, qr, wc, wr, match_radius_px)
+        qc, qr, j, corr = _identify_on_detector(main, on, data, var, valid, flags, snr_min=snr_min,
+                                                window_nsigma=window_nsigma, match_radius_px=match_radius_px)
         corr_all[on] = corr
         meta_corr[f"DET{d}"] = [float(np.mean(corr[:, 0])), float(np.mean(corr[:, 1]))]
         found = j >= 0
-        flags[on[~found]] |= SPOT_FLAGS["not_found"]
-        flags[on[nwithin > 1]] |= SPOT_FLAGS["ambiguous"]
         if not found.any():
             continue
-        k = on[found]
-        c, r, cv, fl, flv, nbad = windowed_centroids(data, var, valid, qc[j[found]], qr[j[found]], box_half_cols,
-                                                     box_half_rows, row_window_sigma_px)
-        out["col"][k], out["row"][k], cov[k] = c, r, cv
-        out["flux_e"][k] = fl
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["snr"][k] = fl / np.sqrt(flv)
-        out["sigma_col"][k], out["sigma_row"][k] = np.sqrt(cv[:, 0, 0]), np.sqrt(cv[:, 1, 1])
-        fw = spot_widths(data, valid, c, r, box_half_cols, box_half_rows, row_window_sigma_px)
-        out["fwhm_col_px"][k], out["fwhm_row_px"][k] = fw[:, 0], fw[:, 1]
-        flags[k[nbad > 0]] |= SPOT_FLAGS["chip_edge"]
-        cc = np.clip(qc[j[found]], 0, data.shape[1] - 1)
-        rr = np.clip(qr[j[found]], 0, data.shape[0] - 1)
-        sat_box = ndimage.maximum_filter(reduced.saturated[d - 1].astype(np.uint8),
-                                         (2 * box_half_rows + 1, 2 * box_half_cols + 1))
-        flags[k[sat_box[rr, cc] > 0]] |= SPOT_FLAGS["saturated"]
-        flags[k[~np.isfinite(c) | (out["snr"][k] < snr_min)]] |= SPOT_FLAGS["low_snr"]
-    # blends: another predicted image (main or neighbour) inside the box (after the correction)
+        _centroid_on_detector(on[found], qc[j[found]], qr[j[found]], data, var, valid, reduced.saturated[d - 1],
+                              box, snr_min, out, flags)
     if n:
-        det_o = np.asarray(others["det"])
-        key = np.stack([np.asarray(others["hole"]), np.asarray(others["slice"]),
-                        np.round(np.asarray(others["line_um"]) * 1e6).astype(np.int64)], axis=1)
-        mkey = np.stack([np.asarray(main["hole"]), np.asarray(main["slice"]),
-                         np.round(np.asarray(main["line_um"]) * 1e6).astype(np.int64)], axis=1)
-        for d in range(1, 5):
-            on = np.flatnonzero(main["det"] == d)
-            oo = np.flatnonzero(det_o == d)
-            if on.size == 0 or oo.size < 2:
-                continue
-            dcol = np.abs(others["col_pred"][oo][None, :] - main["col_pred"][on][:, None])
-            drow = np.abs(others["row_pred"][oo][None, :] - main["row_pred"][on][:, None])
-            same = np.all(key[oo][None, :, :] == mkey[on][:, None, :], axis=2)
-            near = (dcol < 2 * box_half_cols + 2) & (drow < box_half_rows + 3 * row_window_sigma_px) & ~same
-            flags[on[near.any(axis=1)]] |= SPOT_FLAGS["blend"]
-    t = Table()
-    t["hole"] = main["hole"]
-    t["slice"] = main["slice"]
-    t["line_um"] = main["line_um"]
-    t["xi_arcsec"] = main["xi_arcsec"]
-    t["eta_offset_arcsec"] = main["eta_offset_arcsec"]
-    t["det"] = main["det"]
-    for name in ("col", "row", "sigma_col", "sigma_row"):
-        t[name] = out[name]
-    t["cov"] = cov
-    t["flux_e"] = out["flux_e"]
-    t["snr"] = out["snr"]
-    t["fwhm_col_px"], t["fwhm_row_px"] = out["fwhm_col_px"], out["fwhm_row_px"]
-    t["col_pred"], t["row_pred"] = main["col_pred"], main["row_pred"]
-    t["sigma_pred_col"], t["sigma_pred_row"] = main["sigma_pred_col"], main["sigma_pred_row"]
-    t["col_corr"], t["row_corr"] = corr_all[:, 0], corr_all[:, 1]
-    lam_nom = np.full(n, np.nan)
-    got = np.isfinite(t["col"]) & np.isfinite(t["row"])
-    if got.any():
-        inside = got & (t["col"] > -0.5) & (t["col"] < 2047.5) & (t["row"] > -0.5) & (t["row"] < 2047.5)
-        if inside.any():
-            sp = geometry.inverse(t["det"][inside], t["col"][inside], t["row"][inside], setting,
-                                  slice_number=t["slice"][inside], on_miss="mask")
-            lam_nom[inside] = sp.lam
-    t["lam_nominal_um"] = lam_nom
+        _flag_blends(main, pred, box, flags)
+    t = _spot_table(main, out, corr_all)
+    t["lam_nominal_um"] = _nominal_wavelengths(geometry, setting, t)
     if n:
         t["dcol_dxi"], t["drow_dxi"] = _dxi_partials(geometry, setting, np.asarray(t["slice"]),
                                                      np.asarray(t["xi_arcsec"]), np.asarray(t["line_um"]))
@@ -586,6 +604,100 @@ def measure_laser_spots(reduced: ReducedLmsFrame, geometry: LmsGeometry, hole_ab
                    "lines_um": [float(v) for v in np.atleast_1d(lines_um)], "detector_correction_px": meta_corr,
                    "row_window_sigma_px": float(row_window_sigma_px), "flag_bits": dict(SPOT_FLAGS)})
     return t
+
+
+def _identify_on_detector(main, on, data, var, valid, flags, *, snr_min, window_nsigma, match_radius_px):
+    """Steps 1 and 2 of :func:`measure_laser_spots` on one detector: find the peaks and identify them
+    with the predicted main images ``main[on]``; sets ``not_found`` and ``ambiguous`` in ``flags``.
+
+    Returns the peaks ``qc``, ``qr`` [px], the index ``j`` of the peak each prediction took (-1: none)
+    and the detector's correction (N, 2) [px]."""
+    qc, qr, _ = find_peaks(data, var, valid, snr_min)
+    pc, pr = np.asarray(main["col_pred"][on]), np.asarray(main["row_pred"][on])
+    wc = window_nsigma * float(np.nanmax(main["sigma_pred_col"][on]))
+    wr = window_nsigma * float(np.nanmax(main["sigma_pred_row"][on]))
+    j, nwithin, corr = match_predictions(pc, pr, qc, qr, wc, wr, match_radius_px)
+    flags[on[j < 0]] |= SPOT_FLAGS["not_found"]
+    flags[on[nwithin > 1]] |= SPOT_FLAGS["ambiguous"]
+    return qc, qr, j, corr
+
+
+def _centroid_on_detector(k, qc, qr, data, var, valid, saturated, box, snr_min, out, flags):
+    """Step 3 of :func:`measure_laser_spots` on one detector: centroid the spots ``k`` (rows of the
+    main images) at their peaks ``qc``, ``qr`` [px]; fills ``out`` and sets ``chip_edge``,
+    ``saturated`` and ``low_snr`` in ``flags``. ``box`` is ``(half_cols, half_rows, row_sigma)``."""
+    box_half_cols, box_half_rows, row_window_sigma_px = box
+    c, r, cv, fl, flv, nbad = windowed_centroids(data, var, valid, qc, qr, box_half_cols, box_half_rows,
+                                                 row_window_sigma_px)
+    out["col"][k], out["row"][k], out["cov"][k] = c, r, cv
+    out["flux_e"][k] = fl
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["snr"][k] = fl / np.sqrt(flv)
+    out["sigma_col"][k], out["sigma_row"][k] = np.sqrt(cv[:, 0, 0]), np.sqrt(cv[:, 1, 1])
+    fw = spot_widths(data, valid, c, r, box_half_cols, box_half_rows, row_window_sigma_px)
+    out["fwhm_col_px"][k], out["fwhm_row_px"][k] = fw[:, 0], fw[:, 1]
+    flags[k[nbad > 0]] |= SPOT_FLAGS["chip_edge"]
+    cc = np.clip(qc, 0, data.shape[1] - 1)
+    rr = np.clip(qr, 0, data.shape[0] - 1)
+    sat_box = ndimage.maximum_filter(saturated.astype(np.uint8), (2 * box_half_rows + 1, 2 * box_half_cols + 1))
+    flags[k[sat_box[rr, cc] > 0]] |= SPOT_FLAGS["saturated"]
+    flags[k[~np.isfinite(c) | (out["snr"][k] < snr_min)]] |= SPOT_FLAGS["low_snr"]
+
+
+def _flag_blends(main, others, box, flags):
+    """Set ``blend`` in ``flags`` where another predicted image (main or neighbour, of ``others``)
+    falls inside a main image's centroid box (after the correction)."""
+    box_half_cols, box_half_rows, row_window_sigma_px = box
+    det_o = np.asarray(others["det"])
+    key = np.stack([np.asarray(others["hole"]), np.asarray(others["slice"]),
+                    np.round(np.asarray(others["line_um"]) * 1e6).astype(np.int64)], axis=1)
+    mkey = np.stack([np.asarray(main["hole"]), np.asarray(main["slice"]),
+                     np.round(np.asarray(main["line_um"]) * 1e6).astype(np.int64)], axis=1)
+    for d in range(1, 5):
+        on = np.flatnonzero(main["det"] == d)
+        oo = np.flatnonzero(det_o == d)
+        if on.size == 0 or oo.size < 2:
+            continue
+        dcol = np.abs(others["col_pred"][oo][None, :] - main["col_pred"][on][:, None])
+        drow = np.abs(others["row_pred"][oo][None, :] - main["row_pred"][on][:, None])
+        same = np.all(key[oo][None, :, :] == mkey[on][:, None, :], axis=2)
+        near = (dcol < 2 * box_half_cols + 2) & (drow < box_half_rows + 3 * row_window_sigma_px) & ~same
+        flags[on[near.any(axis=1)]] |= SPOT_FLAGS["blend"]
+
+
+def _spot_table(main, out, corr_all):
+    """The measured spots' table: the predicted main images' identity and predictions, the
+    measurements ``out`` and the detector corrections ``corr_all`` (N, 2) [px]."""
+    t = Table()
+    t["hole"] = main["hole"]
+    t["slice"] = main["slice"]
+    t["line_um"] = main["line_um"]
+    t["xi_arcsec"] = main["xi_arcsec"]
+    t["eta_offset_arcsec"] = main["eta_offset_arcsec"]
+    t["det"] = main["det"]
+    for name in ("col", "row", "sigma_col", "sigma_row"):
+        t[name] = out[name]
+    t["cov"] = out["cov"]
+    t["flux_e"] = out["flux_e"]
+    t["snr"] = out["snr"]
+    t["fwhm_col_px"], t["fwhm_row_px"] = out["fwhm_col_px"], out["fwhm_row_px"]
+    t["col_pred"], t["row_pred"] = main["col_pred"], main["row_pred"]
+    t["sigma_pred_col"], t["sigma_pred_row"] = main["sigma_pred_col"], main["sigma_pred_row"]
+    t["col_corr"], t["row_corr"] = corr_all[:, 0], corr_all[:, 1]
+    return t
+
+
+def _nominal_wavelengths(geometry, setting, t):
+    """The geometry's wavelength [um] at each measured (col, row) on the chip in its slice (NaN elsewhere)."""
+    lam_nom = np.full(len(t), np.nan)
+    got = np.isfinite(t["col"]) & np.isfinite(t["row"])
+    if got.any():
+        inside = got & (t["col"] > -0.5) & (t["col"] < 2047.5) & (t["row"] > -0.5) & (t["row"] < 2047.5)
+        if inside.any():
+            sp = geometry.inverse(t["det"][inside], t["col"][inside], t["row"][inside], setting,
+                                  slice_number=t["slice"][inside], on_miss="mask")
+            lam_nom[inside] = sp.lam
+    return lam_nom
 
 
 def _check_found(t, lines_um, min_found_fraction=0.5):

@@ -27,8 +27,10 @@ import gzip
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import EchelleSettingError, SliceNumberError
 
@@ -64,7 +66,12 @@ def load_coefficients() -> np.ndarray:
     """All polynomial coefficients, shape (21 orders, 28 slices, 4 matrices, 4 rows, 4 cols, 4).
 
     The last axis holds the cubic's coefficients in the echelle angle [deg], highest power
-    first (P3, P2, P1, P0). Matrix axis: 0 = A, 1 = B, 2 = AI, 3 = BI. Read-only array.
+    first (P3, P2, P1, P0). Matrix axis: 0 = A, 1 = B, 2 = AI, 3 = BI.
+
+    Returns
+    -------
+    ndarray (21, 28, 4, 4, 4, 4)
+        Read-only array.
     """
     with _data("lms_dist_poly.txt.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:  # both closed
         table = np.loadtxt(fh, delimiter=",", skiprows=1)
@@ -84,6 +91,11 @@ def load_wcal() -> np.ndarray:
     """Per-order relation angle <-> wavelength, shape (21, 5): columns order, c0, c1, ic0, ic1.
 
     ``theta = c0 * lam + c1`` [deg, lam in um] and ``lam = ic0 * theta + ic1``.
+
+    Returns
+    -------
+    ndarray (21, 5)
+        Read-only array, sorted by order (21..41).
     """
     with _data("lms_dist_wcal.txt.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:  # both closed
         lines = [ln for ln in fh if ln.strip() and not ln.startswith("#")]
@@ -95,8 +107,19 @@ def load_wcal() -> np.ndarray:
     return rows
 
 
-def predisperser_angle(lam_um):
-    """Pre-disperser angle [deg] for a wavelength [um] (E-REP-ATC-MET-1003_3-0 Fig. 3-15, irdb)."""
+def predisperser_angle(lam_um: ArrayLike) -> np.ndarray:
+    """Pre-disperser angle [deg] for a wavelength [um] (E-REP-ATC-MET-1003_3-0 Fig. 3-15, irdb).
+
+    Parameters
+    ----------
+    lam_um : array_like
+        Wavelength [um].
+
+    Returns
+    -------
+    ndarray
+        Angle [deg] (a quartic in the wavelength).
+    """
     lam = np.asarray(lam_um, float)
     return -6.0585 + 9.1657 * lam - 2.7017 * lam**2 + 0.3825 * lam**3 - 0.0205 * lam**4
 
@@ -124,7 +147,24 @@ class EchelleSetting:
 
     @classmethod
     def from_order_angle(cls, order: int, echelle_deg: float) -> "EchelleSetting":
-        """The setting recorded in a header (order and echelle angle); ``lam_c = ic0 theta + ic1``."""
+        """The setting recorded in a header (order and echelle angle); ``lam_c = ic0 theta + ic1``.
+
+        Parameters
+        ----------
+        order : int
+            Echelle order (21..41).
+        echelle_deg : float
+            Echelle angle [deg].
+
+        Returns
+        -------
+        EchelleSetting
+
+        Raises
+        ------
+        EchelleSettingError
+            An order outside the model.
+        """
         if int(order) not in ORDERS:
             raise EchelleSettingError(f"echelle order {order} is not in the model (21..41)")
         row = load_wcal()[int(order) - ORDERS[0]]
@@ -132,10 +172,25 @@ class EchelleSetting:
         return cls(lam_c, int(order), float(echelle_deg), float(predisperser_angle(lam_c)))
 
 
+SettingLike = Union[int, float, EchelleSetting]
+"""An echelle setting as :meth:`~astrocal.lms.deviations.DeviationLayout.setting_index` takes it:
+its index in the layout, its central wavelength [um] or the :class:`EchelleSetting`."""
+
+
 def echelle_setting(lam_c_um: float) -> EchelleSetting:
     """The setting for a central wavelength, chosen as ScopeSim does.
 
     For every order ``theta_o = c0 lam_c + c1``; the order with the smallest ``|theta_o|`` wins.
+
+    Parameters
+    ----------
+    lam_c_um : float
+        Central wavelength [um].
+
+    Returns
+    -------
+    EchelleSetting
+        The order, its echelle angle and the pre-disperser angle.
 
     Raises
     ------
@@ -172,7 +227,19 @@ class TraceMatrices:
 
 @lru_cache(maxsize=64)
 def trace_matrices(setting: EchelleSetting) -> TraceMatrices:
-    """Evaluate the cubics in the echelle angle for one setting (cached per setting)."""
+    """Evaluate the cubics in the echelle angle for one setting (cached per setting).
+
+    Parameters
+    ----------
+    setting : EchelleSetting
+        Its order and echelle angle select the coefficients.
+
+    Returns
+    -------
+    TraceMatrices
+        The matrices A, B, AI, BI of every slice at the setting's angle and their derivatives in
+        the angle.
+    """
     coef = load_coefficients()[setting.order - ORDERS[0]]        # (28, 4, 4, 4, 4)
     t = float(setting.echelle_deg)
     p3, p2, p1, p0 = (coef[..., k] for k in range(4))
@@ -226,10 +293,22 @@ def _poly2(mats, dmats, a, b):
     return val, da, db, dt
 
 
-def evaluate_forward(tm: TraceMatrices, sli, xi, lam) -> PolyEvaluation:
+def evaluate_forward(tm: TraceMatrices, sli: ArrayLike, xi: ArrayLike, lam: ArrayLike) -> PolyEvaluation:
     """Matrices A, B: (slice, xi [arcsec], lam [um]) -> focal plane (x, y) [mm].
 
-    ``sli`` are file indices 0..27; arrays broadcast to one 1-D length.
+    Parameters
+    ----------
+    tm : TraceMatrices
+        The setting's matrices (:func:`trace_matrices`).
+    sli : array_like of int
+        Slice file indices 0..27.
+    xi, lam : array_like
+        Position along the slice [arcsec] and wavelength [um]; arrays broadcast to one 1-D length.
+
+    Returns
+    -------
+    PolyEvaluation
+        (x, y) [mm], d(x, y)/d(xi, lam) and d(x, y)/d(echelle angle).
     """
     xi, lam = np.broadcast_arrays(np.atleast_1d(np.asarray(xi, float)), np.atleast_1d(np.asarray(lam, float)))
     xi, lam = xi.ravel(), lam.ravel()
@@ -242,10 +321,22 @@ def evaluate_forward(tm: TraceMatrices, sli, xi, lam) -> PolyEvaluation:
     return PolyEvaluation(val, jac, dt)
 
 
-def evaluate_inverse(tm: TraceMatrices, sli, x, y) -> PolyEvaluation:
+def evaluate_inverse(tm: TraceMatrices, sli: ArrayLike, x: ArrayLike, y: ArrayLike) -> PolyEvaluation:
     """Matrices AI, BI: focal plane (x, y) [mm] of a slice -> (xi [arcsec], lam [um]).
 
-    ``sli`` are file indices 0..27; arrays broadcast to one 1-D length.
+    Parameters
+    ----------
+    tm : TraceMatrices
+        The setting's matrices (:func:`trace_matrices`).
+    sli : array_like of int
+        Slice file indices 0..27.
+    x, y : array_like
+        Focal-plane position [mm]; arrays broadcast to one 1-D length.
+
+    Returns
+    -------
+    PolyEvaluation
+        (xi [arcsec], lam [um]), d(xi, lam)/d(x, y) and d(xi, lam)/d(echelle angle).
     """
     x, y = np.broadcast_arrays(np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float)))
     x, y = x.ravel(), y.ravel()
