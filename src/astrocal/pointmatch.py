@@ -17,7 +17,7 @@ coordinates ``z = (c - center) / scale``:
 - ``"similarity"``: ``p = (a zx - b zy + tx, b zx + a zy + ty)``, coefficients
   ``(a, b, tx, ty)``;
 - ``"affine"`` (degree 1) and ``"poly"`` (degree > 1): ``p = sum_k coef[k] zx^i_k zy^j_k``
-  with the terms of :func:`monomial_terms` (by total degree, then decreasing power of
+  with the terms of :func:`astrocal.field.basis.terms` (by total degree, then decreasing power of
   ``zx``) and ``coef`` of shape ``(n_terms, 2)``.
 
 Rotations are counter-clockwise from the reference +x axis to the detector +x axis.
@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import astropy.units as u
 
+from .field.basis import n_terms, terms
+
 if TYPE_CHECKING:
     from scipy.spatial import cKDTree
 
@@ -42,9 +44,7 @@ __all__ = [
     "fit_pose",
     "inside",
     "min_points",
-    "monomial_terms",
     "monomials",
-    "n_terms",
     "pixel_scale_mas",
     "robust_sigma",
     "rotation_matrix",
@@ -105,23 +105,6 @@ def rotation_matrix(theta: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def monomial_terms(degree: int) -> list[tuple[int, int]]:
-    """The exponents ``(i, j)`` of ``x^i y^j`` of a 2-D polynomial of total degree ``degree``.
-
-    Parameters
-    ----------
-    degree : int
-        Total degree.
-
-    Returns
-    -------
-    list of (int, int)
-        Listed by total degree, then by decreasing power of ``x``: ``(0, 0), (1, 0),
-        (0, 1), (2, 0), (1, 1), (0, 2), ...``.
-    """
-    return [(n - j, j) for n in range(degree + 1) for j in range(n + 1)]
-
-
 def monomials(z: np.ndarray, degree: int) -> np.ndarray:
     """The design matrix of a 2-D polynomial.
 
@@ -135,26 +118,10 @@ def monomials(z: np.ndarray, degree: int) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        (N, n_terms) values of the monomials of :func:`monomial_terms` at ``z``.
+        (N, n_terms) values of the monomials of :func:`astrocal.field.basis.terms` at ``z``.
     """
     x, y = z[:, 0], z[:, 1]
-    return np.column_stack([x ** p * y ** q for p, q in monomial_terms(degree)])
-
-
-def n_terms(degree: int) -> int:
-    """The number of monomials of a 2-D polynomial of total degree ``degree``.
-
-    Parameters
-    ----------
-    degree : int
-        Total degree.
-
-    Returns
-    -------
-    int
-        ``(degree + 1) (degree + 2) / 2``.
-    """
-    return (degree + 1) * (degree + 2) // 2
+    return np.column_stack([x ** p * y ** q for p, q in terms(degree)])
 
 
 @dataclass

@@ -69,8 +69,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import AstrocalError
-from ..pointmatch import (PoseModel, assign, fit_dropping_worst, fit_pose, inside, n_terms, pixel_scale_mas,
-                          robust_sigma, rotation_matrix)
+from ..field.basis import n_terms
+from ..pointmatch import (PoseModel, assign, fit_dropping_worst, fit_pose, inside, pixel_scale_mas, robust_sigma,
+                          rotation_matrix)
 from .mask import Mask, as_mm_per_arcsec
 
 __all__ = ["IdentificationError", "identify_spots", "pixel_scale_mas"]

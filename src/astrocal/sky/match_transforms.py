@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..pointmatch import monomial_terms, monomials, rotation_matrix
+from ..field.basis import terms
+from ..pointmatch import monomials, rotation_matrix
 
 __all__ = ["AffineTransform", "PolynomialTransform", "SimilarityTransform"]
 
@@ -149,7 +150,7 @@ class PolynomialTransform:
     @property
     def terms(self) -> list[tuple[int, int]]:
         """The exponents ``(a_k, b_k)`` of the terms, in the order of ``coef``."""
-        return monomial_terms(self.degree)
+        return terms(self.degree)
 
     def __call__(self, ref_xy_arcsec: ArrayLike) -> np.ndarray:
         """Detector positions (px, shape (N, 2)) of reference positions (arcsec, (N, 2) or (2,))."""
