@@ -34,10 +34,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Column, MaskedColumn, Table
+from astropy.io import ascii, fits
+from astropy.table import MaskedColumn, Table
 
-from ..atomic import check_writable
+from ..atomic import atomic_path, check_writable
+from ..sky.starlist import StarListError
 from ..errors import CorrectionInputError
 
 #: rows per block by default: ~ 0.2 GB of working memory for a list with a dozen columns
@@ -77,8 +78,6 @@ def _text_chunks(path, fmt, chunk_rows):
             try:
                 t = Table.read(head + "".join(lines), format=_ASTROPY_READ[fmt], guess=False)
             except Exception as exc:  # astropy raises many kinds for malformed files
-                from ..sky.starlist import StarListError
-
                 raise StarListError(f"{path}: cannot read data rows from {row0} on as a {fmt} "
                                     f"star list: {exc}") from exc
             yield row0, t
@@ -93,10 +92,6 @@ def _plain_chunks(path, chunk_rows):
     list (astropy's format guess), and every later block as headerless rows with the
     column names that guess found (``#`` lines skipped), so each block holds the same
     columns as those rows of the whole list."""
-    from astropy.io import ascii
-
-    from ..sky.starlist import StarListError
-
     def read(text, row0, **kw):
         try:
             return ascii.read(text, comment="#", **kw)
@@ -124,8 +119,6 @@ def _plain_chunks(path, chunk_rows):
 def _fits_table_index(hdul, path):
     tables = [k for k, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
     if not tables:
-        from ..sky.starlist import StarListError
-
         raise StarListError(f"{path}: no table HDU in the FITS file")
     return tables[0]
 
@@ -338,8 +331,6 @@ class ChunkWriter:
     def close(self, meta):
         """Write the header (with ``meta``, and for FITS the row count) and the rows to the
         destination, atomically; returns its path."""
-        from ..atomic import atomic_path
-
         self._body.close()
         try:
             head = self._template.copy()

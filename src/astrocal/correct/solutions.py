@@ -65,11 +65,16 @@ from scipy.interpolate import NdBSpline, RectBivariateSpline
 
 from ..errors import AstrocalError
 from ..field import DistortionField, design_matrix, invert
+from ..field.basis import flat_to_square, terms
 from ..field.inverse import solve
 from ..field.orderings import trim_monomials
 from ..formats.astromet import AstroMetFormatError, read_astromet
 from ..formats.convert import detect_format, read_solutions
+from ..formats.sip import load_header
+from ..model.draws import unresolved_variance
+from ..model.result import load_posterior
 from ..pixels import detector_domain, from_fits
+from ..products import posterior_solution
 from ..resultset import require_complete, require_complete_file
 
 log = logging.getLogger(__name__)
@@ -297,8 +302,6 @@ def _identity_minus(jac_d):
 def _effective_degree(field):
     """The field at the highest total degree that has a non-zero coefficient (a SIAF table
     pads the forward terms to the reverse's degree)."""
-    from ..field.basis import terms
-
     nonzero = [i + j for i, j in terms(field.degree) if field.cx[i, j] or field.cy[i, j]]
     return field.with_degree(max([1] + nonzero))
 
@@ -334,8 +337,6 @@ def _distort_by_newton(lin):
 
 def _crval(path):
     """CRVAL1, CRVAL2 of a SIP header (degrees), or None."""
-    from ..formats.sip import load_header
-
     h = load_header(path)
     if "CRVAL1" in h and "CRVAL2" in h:
         return (float(h["CRVAL1"]), float(h["CRVAL2"]))
@@ -618,11 +619,6 @@ def _distort_full(distort_poly, evaluate):
 
 
 def _open_posterior(path, filter_id, method):
-    from ..field.basis import flat_to_square
-    from ..model.draws import unresolved_variance
-    from ..model.result import load_posterior
-    from ..products import posterior_solution
-
     if method not in (None, "posterior"):
         raise SolutionError(f"{path}: a result directory is evaluated from its posterior draws; "
                             f"method {method!r} applies to AstroMet files only")

@@ -49,7 +49,9 @@ from .. import __version__
 from ..atomic import atomic_path, check_writable
 from ..errors import AstrocalError, CorrectionInputError
 from ..pixels import FITS_ORIGIN
-from ..sky.starlist import StarListError, read_list_table, read_star_list
+from ..sky import starlist as sl
+from ..sky.starlist import StarListError, guess_format, read_list_table, read_star_list
+from .chunks import CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema, SchemaChanged, iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -485,8 +487,6 @@ def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based
     """Columns of the first block of a list (ECSV, CSV, FITS, plain text), chosen as
     :func:`astrocal.sky.starlist.read_star_list` chooses them (a plain text list without a
     names line: x, y and flux are its first three columns unless named)."""
-    from ..sky import starlist as sl
-
     flux_col = None
     if text_like:
         x_col, y_col, flux_col = sl.positional_columns(t0.colnames, x_col, y_col)
@@ -529,8 +529,6 @@ def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based
 def _block_positions(t, columns, one_based, path, row0):
     """x, y (0-based) and sigma_x, sigma_y (or None) of a block, checked as
     :func:`astrocal.sky.starlist.read_star_list` checks them (rows counted from ``row0``)."""
-    from ..sky import starlist as sl
-
     xn, yn = columns["x"], columns["y"]
     x, _ = sl._values(t, xn, "star x position", path)
     y, _ = sl._values(t, yn, "star y position", path)
@@ -581,10 +579,6 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
         ``n`` rows, ``n_inside``, ``n_margin``, ``n_outside`` (domain flags 0, 1, 2),
         ``n_corrected`` (finite ``x_lin``), ``chunks`` (blocks read, all passes).
     """
-    from ..sky.starlist import guess_format
-    from .chunks import (CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema,
-                         SchemaChanged, iter_chunks)
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"star list not found: {path}")
