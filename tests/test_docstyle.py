@@ -26,7 +26,6 @@ NOT_YET = {
     # group sky: sky (but matching), earth, instruments
     "sky/", "earth.py", "instruments.py",
     # group stg: campaign, stages, command line, report, correct
-    "correct/",
     # group img: image, sources, small helpers
     "image/", "sources.py", "pixels.py", "plain.py", "_moved.py",
     # group lms: the LM integral-field spectrograph
