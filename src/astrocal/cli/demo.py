@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..stages.demo import DemoOptionError, run_demo
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``demo`` and its arguments to the ``astrocal`` parser.
@@ -53,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     int
         The exit status: 0.
     """
+    # `astrocal --help` registers every subcommand: the demo's stage pulls in the simulators,
+    # lazy: the measure and fit stages and the report's plotting (matplotlib), so only when it runs
+    from ..stages.demo import DemoOptionError, run_demo
+
     if args.lms:
         if args.lab_only:
             raise DemoOptionError("--lms and --lab-only cannot go together: the LMS demo has no sky part")
