@@ -393,3 +393,16 @@ def test_an_epoch_without_clock_time(sky_dir, time, keys):
     e = load_campaign(sky_dir / "epoch.toml").sky[0].exposures[0].extra
     assert e["clock_time"] is False and e["time"].startswith("1995-06-")
     assert ("refraction" in keys) == (e.get("refraction") is False)
+
+
+def test_package_keeps_the_old_module_api():
+    """``astrocal.campaign`` became a package (issue 20): the names users imported from the
+    old module are still its names, and the error keeps its public home."""
+    import astrocal.campaign as campaign
+
+    old = {"Campaign", "CampaignError", "EarthSettings", "Exposure", "FitSettings", "InstrumentSpec",
+           "LabDataset", "LmsDataset", "LmsFrameSpec", "MeasureSettings", "SkyDataset", "load_campaign",
+           "LMS_FRAME_KINDS", "PATH_NAME", "INSTRUMENT_KEYS", "LAB_KEYS", "SKY_KEYS", "TOP_KEYS", "FIT_KEYS"}
+    assert old <= set(campaign.__all__)
+    assert all(hasattr(campaign, name) for name in campaign.__all__)
+    assert campaign.CampaignError.__module__ == "astrocal.campaign"

@@ -4,11 +4,14 @@ Each subcommand has a module with two functions, ``register(subparsers)`` (its
 arguments) and the ``run(args)`` it installs as the default ``func`` (the arguments
 wired to the stage's functions, :mod:`astrocal.stages`); this package only gathers them.
 """
+from __future__ import annotations
+
 import argparse
 import importlib
 import logging
 import sys
 import traceback
+from typing import Sequence
 
 from .. import __version__
 from ..errors import AstrocalError
@@ -41,10 +44,20 @@ def _command_of(argv):
     return None
 
 
-def build_parser(command=None):
-    """The ``astrocal`` argument parser with every subcommand of :data:`SUBCOMMANDS`, or,
-    with ``command``, with that one alone (a command imports only its own module: the
-    others pull in the simulators, the report's plotting and the measure stage)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``astrocal`` argument parser.
+
+    Parameters
+    ----------
+    command : str, optional
+        A subcommand: the parser has that one alone (a command imports only its own module:
+        the others pull in the simulators, the report's plotting and the measure stage).
+        None: every subcommand of :data:`SUBCOMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="astrocal",
         description="Geometric-distortion calibration of astronomical imagers "
@@ -61,8 +74,8 @@ def build_parser(command=None):
     return parser
 
 
-def main(argv=None):
-    """Run ``astrocal`` with ``argv`` (default: the command line); returns the exit status.
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``astrocal`` with ``argv``.
 
     An expected error (an :class:`astrocal.errors.AstrocalError`: a bad campaign, option,
     star list or solution file, an existing product...) or an error of the environment (an
@@ -70,6 +83,16 @@ def main(argv=None):
     ``astrocal: error: <message>`` and gives status 1. Any other exception is a bug in
     astrocal: its traceback is printed, then ``astrocal: internal error: ...``, and the
     status is 70 (``EX_SOFTWARE``). Errors of the command line itself give status 2.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: the command line's).
+
+    Returns
+    -------
+    int
+        The exit status.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_of(argv))

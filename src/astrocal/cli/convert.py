@@ -2,10 +2,19 @@
 :func:`astrocal.formats.convert.convert`."""
 from __future__ import annotations
 
+import argparse
+
 from ..formats.convert import FORMATS, convert
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``convert`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "convert",
         help="convert a distortion solution between formats",
@@ -23,7 +32,19 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """``astrocal convert``: the conversion: prints what it wrote.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status: 0.
+    """
     fmt = convert(args.input, args.output, to=args.to, filter_id=args.filter_id,
                   overwrite=args.overwrite)
     print(f"wrote {args.output} ({fmt})")

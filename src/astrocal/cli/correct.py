@@ -1,12 +1,14 @@
 """``astrocal correct INPUT --solution PRODUCT --out OUTPUT``: apply a solution."""
 from __future__ import annotations
 
+import argparse
 import logging
+from pathlib import Path
 
-from ..correct.image import RESAMPLERS
-from ..correct.solutions import ASTROMET_METHODS
 from ..correct.chunks import DEFAULT_CHUNK_ROWS
-from ..correct.starlist import DEFAULT_MARGIN
+from ..correct.image import RESAMPLERS, correct_image, is_fits_image
+from ..correct.solutions import ASTROMET_METHODS, open_solution
+from ..correct.starlist import DEFAULT_MARGIN, correct_star_list_file
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,14 @@ def _column(value):
     return int(value) if str(value).isdigit() else value
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``correct`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "correct",
         help="apply a distortion solution to star lists or images",
@@ -100,13 +109,19 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
-    from pathlib import Path
+def run(args: argparse.Namespace) -> int:
+    """``astrocal correct``: the correction of an image or a star list: prints what it wrote.
 
-    from ..correct.image import correct_image, is_fits_image
-    from ..correct.solutions import open_solution
-    from ..correct.starlist import correct_star_list_file
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
 
+    Returns
+    -------
+    int
+        The exit status: 0.
+    """
     src = Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such input")

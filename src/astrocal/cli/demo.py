@@ -2,10 +2,17 @@
 (and, with ``--lms``, to :func:`astrocal.stages.demo_lms.run_lms_demo`)."""
 from __future__ import annotations
 
-from ..stages.demo import DemoOptionError, run_demo
+import argparse
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``demo`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "demo",
         help="run the whole chain (lab and sky) on simulated METIS data",
@@ -31,11 +38,27 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """``astrocal demo``: the demo (the LMS one with ``--lms``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status: 0.
+    """
+    # `astrocal --help` registers every subcommand: the demo's stage pulls in the simulators,
+    # lazy: the measure and fit stages and the report's plotting (matplotlib), so only when it runs
+    from ..stages.demo import DemoOptionError, run_demo
+
     if args.lms:
         if args.lab_only:
             raise DemoOptionError("--lms and --lab-only cannot go together: the LMS demo has no sky part")
-        # imported only for --lms (the LMS simulator, model and report)
+        # lazy: only --lms needs the LMS simulator, model and report (astrocal.lms, astrocal.field)
         from ..stages.demo_lms import run_lms_demo
 
         run_lms_demo(args.out or "astrocal-demo-lms", seed=args.seed, overwrite=args.overwrite,

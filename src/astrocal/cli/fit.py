@@ -9,7 +9,14 @@ from ..campaign import load_campaign
 from ..stages.fit import EXIT_CONTRADICTED, contradicted, describe, fit_campaign
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fit`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "fit",
         help="fit the joint Bayesian distortion model to a campaign",
@@ -81,10 +88,23 @@ def _processes(text):
     return n
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """``astrocal fit``: the fit of every filter (and of an ``[lms]`` data set): prints each result's summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status: 0; :data:`~astrocal.stages.fit.EXIT_CONTRADICTED` when the data of a filter contradict
+        the fit's assumptions.
+    """
     campaign = load_campaign(args.campaign)
     if campaign.lms is not None:  # the LMS data set: its own model (astrocal.lms.fit)
-        # imported only for a campaign with an LMS data set (its model, products and report)
+        # lazy: only a campaign with an LMS data set needs its model, products and report (astrocal.lms)
         from ..lms.fit_campaign import describe_lms_fit, fit_lms_campaign
 
         lms_fit, lms_out = fit_lms_campaign(campaign, steps=args.steps, walkers=args.walkers, seed=args.seed,

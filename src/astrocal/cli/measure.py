@@ -2,6 +2,7 @@
 :func:`astrocal.stages.measure.measure_campaign`."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..image.frame import INTERNAL_ERROR
@@ -9,7 +10,14 @@ from . import EXIT_BUG
 from ..stages.measure import measure_campaign
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``measure`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "measure",
         help="reduce lab frames and measure the identified pinhole positions (and the "
@@ -36,7 +44,20 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
+    """``astrocal measure``: the measure stage: prints one line per exposure.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status: 0; 1 if a frame failed or is saturated; :data:`~astrocal.cli.EXIT_BUG` if a frame
+        met an internal error.
+    """
     report = measure_campaign(args.campaign, overwrite=args.overwrite, processes=args.processes)
     n = len(report.results)
     for r in report.results:

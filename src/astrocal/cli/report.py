@@ -1,10 +1,18 @@
 """``astrocal report RESULT_DIR [--against OLDER_RESULT]``: the accuracy-budget report."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``report`` and its arguments to the ``astrocal`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The parser's subcommands (:func:`astrocal.cli.build_parser`).
+    """
     p = subparsers.add_parser(
         "report",
         help="accuracy-budget report of a fit (HTML page and JSON)",
@@ -49,10 +57,26 @@ def _footprint_text(ma):
     return f" (inside the data footprint, {100 * (1 - ma['extrapolated_fraction']):.0f} % of the detector{inside})"
 
 
-def run(args):
-    from ..lms.report import is_lms_result, write_lms_report_from_dir
+def run(args: argparse.Namespace) -> int:
+    """``astrocal report``: the report of every result at ``args.result``: prints each one's figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status: 0.
+    """
+    # `astrocal --help` registers every subcommand: the report's plotting (matplotlib, ~2 s) is
+    # lazy: imported only when the command runs, to keep --help fast
     from ..report import write_report
+    # lazy: as above (astrocal.report imports matplotlib)
     from ..report.build import find_results, is_result_dir
+    # lazy: the LMS report (astrocal.lms and its plots), imported only when the command runs
+    from ..lms.report import is_lms_result, write_lms_report_from_dir
 
     results = find_results(args.result)
     single = len(results) == 1 and Path(results[0]) == Path(args.result)

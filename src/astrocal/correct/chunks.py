@@ -32,12 +32,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Column, MaskedColumn, Table
+from astropy.io import ascii, fits
+from astropy.table import MaskedColumn, Table
 
-from ..atomic import check_writable
+from ..atomic import atomic_path, check_writable
+from ..sky.starlist import StarListError
 from ..errors import CorrectionInputError
 
 #: rows per block by default: ~ 0.2 GB of working memory for a list with a dozen columns
@@ -77,8 +79,6 @@ def _text_chunks(path, fmt, chunk_rows):
             try:
                 t = Table.read(head + "".join(lines), format=_ASTROPY_READ[fmt], guess=False)
             except Exception as exc:  # astropy raises many kinds for malformed files
-                from ..sky.starlist import StarListError
-
                 raise StarListError(f"{path}: cannot read data rows from {row0} on as a {fmt} "
                                     f"star list: {exc}") from exc
             yield row0, t
@@ -93,10 +93,6 @@ def _plain_chunks(path, chunk_rows):
     list (astropy's format guess), and every later block as headerless rows with the
     column names that guess found (``#`` lines skipped), so each block holds the same
     columns as those rows of the whole list."""
-    from astropy.io import ascii
-
-    from ..sky.starlist import StarListError
-
     def read(text, row0, **kw):
         try:
             return ascii.read(text, comment="#", **kw)
@@ -124,8 +120,6 @@ def _plain_chunks(path, chunk_rows):
 def _fits_table_index(hdul, path):
     tables = [k for k, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
     if not tables:
-        from ..sky.starlist import StarListError
-
         raise StarListError(f"{path}: no table HDU in the FITS file")
     return tables[0]
 
@@ -156,7 +150,7 @@ def _fits_chunks(path, chunk_rows):
         yield lo, t
 
 
-def iter_chunks(path, fmt, chunk_rows=DEFAULT_CHUNK_ROWS):
+def iter_chunks(path: str | os.PathLike, fmt: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[int, Table]]:
     """Yield ``(first_row, Table)`` blocks of at most ``chunk_rows`` rows of a star list.
 
     Parameters
@@ -203,10 +197,29 @@ class Schema:
     def _of(col):
         return col.dtype, isinstance(col, MaskedColumn)
 
-    def widen(self, table, source="", row0=0):
-        """The schema widened to hold ``table`` too (a new :class:`Schema`; ``self`` if it
-        already does).  Raises ValueError (naming the column and row) when a column's type
-        changes in a way no cast holds (a number column turning into text)."""
+    def widen(self, table: Table, source: str = "", row0: int = 0) -> Schema:
+        """The schema widened to hold ``table`` too.
+
+        Parameters
+        ----------
+        table : Table
+            A block.
+        source : str
+            The list, named in errors.
+        row0 : int
+            The block's first data row, named in errors.
+
+        Returns
+        -------
+        Schema
+            A new schema, or ``self`` if it already holds ``table``.
+
+        Raises
+        ------
+        CorrectionInputError
+            (a ValueError) naming the column and row when the columns change or a column's type
+            changes in a way no cast holds (a number column turning into text).
+        """
         if not self.columns:
             return Schema({n: self._of(table[n]) for n in table.colnames})
         if list(table.colnames) != list(self.columns):
@@ -229,8 +242,19 @@ class Schema:
             out[name] = (dt, masked or new_masked)
         return self if out == self.columns else Schema(out)
 
-    def conform(self, table):
-        """``table`` with every column cast to the schema (in place; returned)."""
+    def conform(self, table: Table) -> Table:
+        """``table`` with every column cast to the schema (in place).
+
+        Parameters
+        ----------
+        table : Table
+            A block.
+
+        Returns
+        -------
+        Table
+            ``table``.
+        """
         for name, (dt, masked) in self.columns.items():
             col = table[name]
             if col.dtype != dt:
@@ -319,8 +343,14 @@ class ChunkWriter:
             raise CorrectionInputError(f"{self.out}: variable-length columns cannot be written in blocks")
         return raw[end:end + hdr["NAXIS1"] * hdr["NAXIS2"]]
 
-    def write(self, table):
-        """Append the rows of ``table`` (no metadata: see :meth:`close`)."""
+    def write(self, table: Table) -> None:
+        """Append the rows of ``table`` (no metadata: see :meth:`close`).
+
+        Parameters
+        ----------
+        table : Table
+            A block of the output's columns.
+        """
         meta = table.meta
         table = table.copy(copy_data=False)
         table.meta = {}
@@ -331,15 +361,29 @@ class ChunkWriter:
         self._body.write(data)
         self.nrows += len(table)
 
-    def template_meta(self):
-        """The metadata of the first block written (the input's, for a block read from it)."""
+    def template_meta(self) -> dict:
+        """The metadata of the first block written (the input's, for a block read from it).
+
+        Returns
+        -------
+        dict
+        """
         return dict(self._input_meta) if self._template is not None else {}
 
-    def close(self, meta):
+    def close(self, meta: dict) -> Path:
         """Write the header (with ``meta``, and for FITS the row count) and the rows to the
-        destination, atomically; returns its path."""
-        from ..atomic import atomic_path
+        destination, atomically.
 
+        Parameters
+        ----------
+        meta : dict
+            The output's metadata.
+
+        Returns
+        -------
+        Path
+            The destination.
+        """
         self._body.close()
         try:
             head = self._template.copy()
@@ -377,7 +421,7 @@ class ChunkWriter:
             raise RuntimeError(f"{self.out}: the FITS header changed length when setting NAXIS2")
         return raw[:start] + text
 
-    def abort(self):
+    def abort(self) -> None:
         """Remove the temporary body (the destination is left untouched) and, unless the
         output was written, the directories made for it."""
         if not self._body.closed:

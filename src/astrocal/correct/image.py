@@ -39,6 +39,7 @@ the world position the solution's TAN-SIP header gives the detector pixel it cam
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -46,12 +47,14 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.wcsapi import BaseLowLevelWCS, HighLevelWCSWrapper
+from numpy.typing import ArrayLike
 from scipy.interpolate import RectBivariateSpline
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable
 from ..errors import CorrectionInputError
 from ..pixels import to_fits
+from .solutions import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,18 @@ _WCS = re.compile(r"^(WCSAXES|WCSNAME|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CR
                   r"BORESX|BORESY)[A-Z]?$")
 
 
-def is_fits_image(path):
-    """True if ``path`` is a FITS file with a 2-D image HDU and no table HDU."""
+def is_fits_image(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a FITS file with a 2-D image HDU and no table HDU.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file.
+
+    Returns
+    -------
+    bool
+    """
     low = str(path).lower()
     if not low.endswith(_FITS_SUFFIXES):
         return False
@@ -97,9 +110,25 @@ def _is_2d_image(h):
             and h.header.get("NAXIS", 0) == 2)
 
 
-def read_image(path, hdu=None):
-    """``(data, header, hdu label)`` of a 2-D image HDU (the first one, or ``hdu``: index
-    or name); ``data`` is a float64 copy (the file is only read)."""
+def read_image(path: str | os.PathLike, hdu: int | str | None = None) -> tuple[np.ndarray, fits.Header, str]:
+    """A 2-D image HDU of a FITS file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (only read).
+    hdu : int or str, optional
+        The HDU's index or name (default: the first 2-D image HDU).
+
+    Returns
+    -------
+    data : np.ndarray
+        A float64 copy of the image.
+    header : astropy.io.fits.Header
+        A copy of its header.
+    label : str
+        The HDU, for messages.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such image")
@@ -131,9 +160,25 @@ def read_image(path, hdu=None):
         return data, header, f"{chosen}" if isinstance(chosen, str) else f"{chosen} ({h.name})"
 
 
-def pixel_map(evaluator, shape, pad=0):
-    """drizzle's ``pixmap`` (ny, nx, 2): output-grid position of every detector pixel
-    centre, and each pixel's mapped area in output pixels, ``|det dl/dp|`` (ny, nx)."""
+def pixel_map(evaluator: Evaluator, shape: tuple[int, int], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """drizzle's ``pixmap`` and each detector pixel's mapped area.
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        The opened solution.
+    shape : tuple of int
+        ``(ny, nx)`` of the detector image.
+    pad : int
+        Output pixels added on every side.
+
+    Returns
+    -------
+    pixmap : np.ndarray
+        ``(ny, nx, 2)``: the output-grid position of every detector pixel centre.
+    area : np.ndarray
+        ``(ny, nx)``: each pixel's mapped area in output pixels, ``|det dl/dp|``.
+    """
     ny, nx = shape
     pixmap = np.empty((ny, nx, 2))
     area = np.empty((ny, nx))
@@ -149,7 +194,8 @@ def pixel_map(evaluator, shape, pad=0):
     return pixmap, area
 
 
-def resample(data, evaluator, pad=0, resampler="interp"):
+def resample(data: ArrayLike, evaluator: Evaluator, pad: int = 0,
+             resampler: str = "interp") -> tuple[np.ndarray, np.ndarray]:
     """Resample a detector image onto the linear grid, conserving flux.
 
     Parameters
@@ -253,12 +299,27 @@ def _grid_wcs(pad):
     return w
 
 
-def area_factor(evaluator, shape_out, pad=0):
-    """``|det dp/dl|``: area of each output pixel in detector pixels, (ny, nx) of the output.
+def area_factor(evaluator: Evaluator, shape_out: tuple[int, int], pad: int = 0) -> np.ndarray:
+    """``|det dp/dl|``: area of each output pixel in detector pixels.
 
     Computed exactly every :data:`AREA_STEP` output pixels (and at the last row/column),
     then interpolated by a bicubic spline on the output grid (the factor is a smooth
-    function: interpolation error below 1e-8)."""
+    function: interpolation error below 1e-8).
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        The opened solution.
+    shape_out : tuple of int
+        ``(ny, nx)`` of the output.
+    pad : int
+        Output pixels added on every side.
+
+    Returns
+    -------
+    np.ndarray
+        ``(ny, nx)`` of the output.
+    """
     ny, nx = shape_out
     gx = np.unique(np.r_[np.arange(0, nx, AREA_STEP), nx - 1]).astype(float)
     gy = np.unique(np.r_[np.arange(0, ny, AREA_STEP), ny - 1]).astype(float)
@@ -294,8 +355,23 @@ def _resample_interp(data, evaluator, pad):
     return image.astype(np.float32), coverage
 
 
-def linear_grid_header(evaluator, pad=0, crval=None):
-    """WCS keywords of the linear grid (TAN, no SIP: the correction is folded in)."""
+def linear_grid_header(evaluator: Evaluator, pad: int = 0,
+                       crval: tuple[float, float] | None = None) -> fits.Header:
+    """WCS keywords of the linear grid (TAN, no SIP: the correction is folded in).
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        The opened solution.
+    pad : int
+        Output pixels added on every side.
+    crval : tuple of float, optional
+        World position of the boresight (deg; default: the solution's CRVAL, else 0 0).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
     if crval is None:
         crval = evaluator.meta.get("crval") or (0.0, 0.0)
     minv = np.linalg.inv(evaluator.linear_matrix) / DEG  # deg per linear-grid pixel
@@ -345,14 +421,39 @@ def _copy_cards(src, dst):
     return dropped
 
 
-def correct_image(path, evaluator, out, *, hdu=None, pad=0, crval=None, resampler="interp",
-                  overwrite=False):
+def correct_image(path: str | os.PathLike, evaluator: Evaluator, out: str | os.PathLike, *,
+                  hdu: int | str | None = None, pad: int = 0, crval: tuple[float, float] | None = None,
+                  resampler: str = "interp", overwrite: bool = False) -> Path:
     """Resample the image in ``path`` onto the linear grid and write ``out`` (FITS).
 
     ``out`` holds the resampled image in its primary HDU (the input header's cards other
     than structure and WCS, then the linear grid's WCS and the provenance) and the
     ``COVERAGE`` extension.  Refused if ``out`` exists (unless ``overwrite``) or is the
-    input.  Returns the path written.
+    input.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The detector image (FITS).
+    evaluator : Evaluator
+        The opened solution.
+    out : str or os.PathLike
+        The corrected image (``.fits``).
+    hdu : int or str, optional
+        The image HDU (default: the first 2-D image).
+    pad : int
+        Output pixels added on every side.
+    crval : tuple of float, optional
+        World position of the boresight (deg).
+    resampler : {"interp", "drizzle"}
+        See the module docstring.
+    overwrite : bool
+        Replace ``out``.
+
+    Returns
+    -------
+    Path
+        The path written.
     """
     path = Path(path)
     out = Path(out)

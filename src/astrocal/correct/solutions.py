@@ -55,22 +55,33 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.interpolate import NdBSpline, RectBivariateSpline
 
 from ..errors import AstrocalError
 from ..field import DistortionField, design_matrix, invert
+from ..field.basis import flat_to_square, terms
 from ..field.inverse import solve
 from ..field.orderings import trim_monomials
 from ..formats.astromet import AstroMetFormatError, read_astromet
 from ..formats.convert import detect_format, read_solutions
+from ..formats.sip import load_header
+from ..model.draws import unresolved_variance
 from ..pixels import detector_domain, from_fits
+from ..products import posterior_solution
+from ..products.result_files import load_posterior
 from ..resultset import require_complete, require_complete_file
+
+if TYPE_CHECKING:  # types of the hints only (the result files' readers return them)
+    from ..model.result import Posterior
+    from ..solution import Solution
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +154,24 @@ class Evaluator:
 
     # ------------------------------------------------------------------ geometry
     @property
-    def domain(self):
+    def domain(self) -> tuple[float, float, float, float]:
         """``(xmin, xmax, ymin, ymax)``: the detector, 0-based pixel edges."""
         return detector_domain(self.detector_shape)
 
-    def in_domain(self, x, y, margin=0.0):
-        """True where ``(x, y)`` lies inside the domain grown by ``margin`` pixels."""
+    def in_domain(self, x: ArrayLike, y: ArrayLike, margin: float = 0.0) -> np.ndarray:
+        """Where ``(x, y)`` lies inside the domain grown by ``margin`` pixels.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels).
+        margin : float
+            Pixels added around the domain.
+
+        Returns
+        -------
+        np.ndarray of bool
+        """
         xmin, xmax, ymin, ymax = self.domain
         x = np.asarray(x, dtype=float)
         y = np.asarray(y, dtype=float)
@@ -156,49 +179,110 @@ class Evaluator:
                 & (y >= ymin - margin) & (y <= ymax + margin))
 
     @property
-    def linear_matrix(self):
+    def linear_matrix(self) -> np.ndarray:
         """``M``: focal-plane arcsec -> linear-grid pixels (see :mod:`astrocal.solution`)."""
         th = np.radians(self.rotation)
         rot_minus = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])
         return np.diag([1.0, float(self.parity)]) @ rot_minus / self.plate_scale
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, x, y, errors=True):
-        """:class:`Evaluation` at measured positions ``x, y`` (0-based pixels, flat)."""
+    def evaluate(self, x: ArrayLike, y: ArrayLike, errors: bool = True) -> Evaluation:
+        """The linear grid at measured positions.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels; flattened).
+        errors : bool
+            Compute the map covariance too.
+
+        Returns
+        -------
+        Evaluation
+        """
         x = np.ravel(np.asarray(x, dtype=float))
         y = np.ravel(np.asarray(y, dtype=float))
         if x.shape != y.shape:
             raise ValueError(f"x and y differ in length ({x.size} and {y.size})")
         return self._evaluate(x, y, errors)
 
-    def undistort(self, x, y):
-        """Linear-grid positions ``(lx, ly)`` of measured positions (0-based pixels)."""
+    def undistort(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Linear-grid positions of measured positions.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels).
+
+        Returns
+        -------
+        lx, ly : np.ndarray
+            Linear-grid positions (0-based pixels), of the shape of ``x``.
+        """
         shape = np.shape(x)
         ev = self.evaluate(x, y, errors=False)
         return ev.lx.reshape(shape), ev.ly.reshape(shape)
 
-    def distort(self, lx, ly):
-        """Measured (detector) positions of linear-grid positions (0-based pixels)."""
+    def distort(self, lx: ArrayLike, ly: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Measured (detector) positions of linear-grid positions.
+
+        Parameters
+        ----------
+        lx, ly : array_like
+            Linear-grid positions (0-based pixels).
+
+        Returns
+        -------
+        x, y : np.ndarray
+            Detector positions (0-based pixels), of the shape of ``lx``.
+        """
         shape = np.shape(lx)
         lx = np.ravel(np.asarray(lx, dtype=float))
         ly = np.ravel(np.asarray(ly, dtype=float))
         x, y = self._distort(lx, ly)
         return x.reshape(shape), y.reshape(shape)
 
-    def map_covariance(self, x, y):
-        """Covariance (N, 2, 2) of the linear-grid positions from the solution alone
-        (pixels**2); zeros if the solution carries no uncertainty."""
+    def map_covariance(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Covariance of the linear-grid positions from the solution alone.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels).
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, 2, 2)`` (pixels**2); zeros if the solution carries no uncertainty.
+        """
         ev = self.evaluate(x, y, errors=True)
         if ev.map_cov is None:
             return np.zeros((ev.lx.size, 2, 2))
         return ev.map_cov
 
-    def map_factor(self, x, y):
-        """``F`` of shape (N, 2, r) with ``cov(l_i, l_j) = F_i @ F_j.T`` (pixels**2) for
-        ``i != j``: the map covariance between positions; at one position the unresolved
-        field's white covariance (``white_cov``) adds to it (:meth:`map_covariance` holds
-        both). Only a posterior (result directory) knows the correlations between
-        positions."""
+    def map_factor(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """The map covariance between positions, as a factor.
+
+        At one position the unresolved field's white covariance (``white_cov``) adds to it
+        (:meth:`map_covariance` holds both). Only a posterior (result directory) knows the
+        correlations between positions.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels).
+
+        Returns
+        -------
+        np.ndarray
+            ``F`` of shape (N, 2, r) with ``cov(l_i, l_j) = F_i @ F_j.T`` (pixels**2) for
+            ``i != j``.
+
+        Raises
+        ------
+        SolutionError
+            The solution is not a result directory.
+        """
         if self._factor is None:
             raise SolutionError(
                 f"{self.source}: a {self.kind} solution states no correlation between "
@@ -207,9 +291,20 @@ class Evaluator:
         y = np.ravel(np.asarray(y, dtype=float))
         return self._factor(x, y)
 
-    def map_covariance_matrix(self, x, y):
-        """Full (2N, 2N) covariance of ``(lx_0, ly_0, lx_1, ly_1, ...)`` from the posterior
-        (pixels**2), correlations between positions included."""
+    def map_covariance_matrix(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Full covariance of ``(lx_0, ly_0, lx_1, ly_1, ...)`` from the posterior,
+        correlations between positions included.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Measured positions (0-based pixels).
+
+        Returns
+        -------
+        np.ndarray
+            ``(2N, 2N)`` (pixels**2).
+        """
         f = self.map_factor(x, y)
         flat = f.reshape(-1, f.shape[-1])
         cov = flat @ flat.T
@@ -217,15 +312,20 @@ class Evaluator:
             cov += np.kron(np.eye(f.shape[0]), self.white_cov)
         return cov
 
-    def describe(self):
-        """One line for logs and table metadata."""
+    def describe(self) -> str:
+        """One line for logs and table metadata.
+
+        Returns
+        -------
+        str
+        """
         unc = "with map uncertainty" if self.has_uncertainty else "no map uncertainty"
         return (f"{self.kind} solution {self.source} (filter {self.filter}, method "
                 f"{self.method}, {unc})")
 
 
 # =========================================================================== opening
-def open_solution(path, filter_id=None, method=None):
+def open_solution(path: str | os.PathLike, filter_id: str | None = None, method: str | None = None) -> Evaluator:
     """Open a solution for evaluation.
 
     Parameters
@@ -241,6 +341,10 @@ def open_solution(path, filter_id=None, method=None):
         AstroMet only: ``table-bicubic`` (default), ``table-bilinear``, ``polynom_map``
         or ``polynom_map2``.  Other sources have one method each (``polynomial``,
         ``posterior``); asking for another is an error.
+
+    Returns
+    -------
+    Evaluator
 
     Raises
     ------
@@ -297,8 +401,6 @@ def _identity_minus(jac_d):
 def _effective_degree(field):
     """The field at the highest total degree that has a non-zero coefficient (a SIAF table
     pads the forward terms to the reverse's degree)."""
-    from ..field.basis import terms
-
     nonzero = [i + j for i, j in terms(field.degree) if field.cx[i, j] or field.cy[i, j]]
     return field.with_degree(max([1] + nonzero))
 
@@ -334,8 +436,6 @@ def _distort_by_newton(lin):
 
 def _crval(path):
     """CRVAL1, CRVAL2 of a SIP header (degrees), or None."""
-    from ..formats.sip import load_header
-
     h = load_header(path)
     if "CRVAL1" in h and "CRVAL2" in h:
         return (float(h["CRVAL1"]), float(h["CRVAL2"]))
@@ -558,9 +658,8 @@ def _find_result_dir(path, filter_id):
     return path / filter_id, filter_id
 
 
-def linear_grid_draws(posterior, solution):
-    """Legendre coefficients of each draw's linear-grid field ``L_s``, shape (S, 2 nt)
-    (S, 2 nt + 2 m with a residual field of m functions per component).
+def linear_grid_draws(posterior: Posterior, solution: Solution) -> np.ndarray:
+    """Legendre coefficients of each draw's linear-grid field ``L_s``.
 
     Draw ``s`` has field ``G_s`` and its own linear grid ``M_s`` (closest rotation and
     scale to its affine part, parity and boresight of ``solution``):
@@ -568,6 +667,19 @@ def linear_grid_draws(posterior, solution):
     coefficients are returned in :func:`astrocal.field.terms` order, x then y. With a
     residual field ``r_s`` (:mod:`astrocal.field.residual`) ``L_s`` gains ``M_s r_s(p)``,
     whose coefficients on the residual's basis follow, x then y.
+
+    Parameters
+    ----------
+    posterior : astrocal.model.result.Posterior
+        The posterior's draws.
+    solution : astrocal.solution.Solution
+        Its posterior-mean solution (parity, boresight).
+
+    Returns
+    -------
+    np.ndarray
+        Shape (S, 2 nt), or (S, 2 nt + 2 m) with a residual field of m functions per
+        component.
     """
     nt = posterior.nt
     gu = posterior.g[:, :nt]
@@ -618,11 +730,6 @@ def _distort_full(distort_poly, evaluate):
 
 
 def _open_posterior(path, filter_id, method):
-    from ..field.basis import flat_to_square
-    from ..model.draws import unresolved_variance
-    from ..products.result_files import load_posterior
-    from ..products import posterior_solution
-
     if method not in (None, "posterior"):
         raise SolutionError(f"{path}: a result directory is evaluated from its posterior draws; "
                             f"method {method!r} applies to AstroMet files only")

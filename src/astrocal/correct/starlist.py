@@ -44,12 +44,17 @@ from typing import Optional
 
 import numpy as np
 import astropy.units as u
+from astropy.table import Table
+from numpy.typing import ArrayLike
 
 from .. import __version__
 from ..atomic import atomic_path, check_writable
 from ..errors import AstrocalError, CorrectionInputError
 from ..pixels import FITS_ORIGIN
-from ..sky.starlist import StarListError, read_list_table, read_star_list
+from ..sky import starlist as sl
+from ..sky.starlist import StarListError, guess_format, read_list_table, read_star_list
+from .chunks import CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema, SchemaChanged, iter_chunks
+from .solutions import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +88,39 @@ class Corrected:
     factor: Optional[np.ndarray] = None
 
     @property
-    def sigma(self):
+    def sigma(self) -> tuple[np.ndarray, np.ndarray]:
         """``(sigma_x, sigma_y)`` in pixels."""
         return np.sqrt(self.cov[:, 0, 0]), np.sqrt(self.cov[:, 1, 1])
 
 
-def domain_flags(evaluator, x, y, margin=DEFAULT_MARGIN):
-    """Per position: 0 inside the solution's domain, 1 within ``margin`` px of it, 2 beyond."""
+def domain_flags(evaluator: Evaluator, x: ArrayLike, y: ArrayLike, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Per position: 0 inside the solution's domain, 1 within ``margin`` px of it, 2 beyond.
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        The opened solution.
+    x, y : array_like
+        Measured positions (0-based pixels).
+    margin : float
+        Pixels around the domain that are flagged 1.
+
+    Returns
+    -------
+    np.ndarray of int16
+        Of the shape of ``x``.
+    """
     flag = np.full(np.shape(x), FLAG_OUTSIDE, dtype=np.int16)
     flag[evaluator.in_domain(x, y, margin)] = FLAG_MARGIN
     flag[evaluator.in_domain(x, y, 0.0)] = FLAG_INSIDE
     return flag
 
 
-def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
-                      margin=DEFAULT_MARGIN, extrapolate=False, factor=False, source="positions",
-                      invalid_cov="error", columns=("sigma_x", "sigma_y", "cov_xy")):
+def correct_positions(evaluator: Evaluator, x: ArrayLike, y: ArrayLike, sigma_x: ArrayLike | None = None,
+                      sigma_y: ArrayLike | None = None, cov_xy: ArrayLike | None = None,
+                      margin: float = DEFAULT_MARGIN, extrapolate: bool = False, factor: bool = False,
+                      source: str = "positions", invalid_cov: str = "error",
+                      columns: tuple[str, str, str] = ("sigma_x", "sigma_y", "cov_xy")) -> Corrected:
     """Linear-grid positions of measured positions and their uncertainty.
 
     Parameters
@@ -115,6 +137,8 @@ def correct_positions(evaluator, x, y, sigma_x=None, sigma_y=None, cov_xy=None,
     margin : float
         Positions up to ``margin`` pixels outside the domain are corrected (flag 1);
         beyond it they are flagged 2 and returned as NaN unless ``extrapolate``.
+    extrapolate : bool
+        Correct the positions beyond the margin too (flag 2).
     factor : bool
         Also return the posterior's map factor (posterior solutions only).
     source : str
@@ -163,13 +187,31 @@ COV_RTOL = 1e-9
 INVALID_COV = ("error", "nan")
 
 
-def check_input_cov(sigma_x, sigma_y, cov_xy, source, columns, row0=0, invalid_cov="error"):
+def check_input_cov(sigma_x: ArrayLike | None, sigma_y: ArrayLike | None, cov_xy: ArrayLike | None, source: str,
+                    columns: tuple[str, str, str], row0: int = 0,
+                    invalid_cov: str = "error") -> tuple[np.ndarray | None, np.ndarray | None]:
     """Rows whose covariance ``[[sx**2, c], [c, sy**2]]`` is not positive semi-definite.
 
-    Returns the boolean mask of those rows (all False without ``cov_xy``) and ``cov_xy``
-    clipped to ``+-sigma_x sigma_y`` (rounding only); with ``invalid_cov='error'`` raises
-    :class:`InvalidCovarianceError` naming ``source``, the ``columns`` (sigma_x, sigma_y,
-    cov_xy) and the first rows (0-based data rows, counted from ``row0``).
+    Parameters
+    ----------
+    sigma_x, sigma_y, cov_xy : array_like or None
+        The positions' errors (pixels, pixels**2).
+    source : str
+        The list, named in the error.
+    columns : (str, str, str)
+        The names of the sigma_x, sigma_y and cov_xy columns, named in the error.
+    row0 : int
+        The first row's index (0-based data rows), for the error.
+    invalid_cov : {'error', 'nan'}
+        With ``'error'``, raise :class:`InvalidCovarianceError` naming ``source``, the
+        ``columns`` and the first rows.
+
+    Returns
+    -------
+    bad : np.ndarray of bool or None
+        Those rows (None without ``cov_xy`` or a sigma).
+    cov_xy : np.ndarray or None
+        ``cov_xy`` clipped to ``+-sigma_x sigma_y`` (rounding only).
     """
     if invalid_cov not in INVALID_COV:
         raise ValueError(f"invalid_cov must be one of {', '.join(INVALID_COV)}, got {invalid_cov!r}")
@@ -408,10 +450,13 @@ def _meta(evaluator, shift, scale, ref, margin, extrapolate, input_columns, cov_
     return meta
 
 
-def correct_star_list(path, evaluator, out=None, *, x_col=None, y_col=None, sigma_x_col=None,
-                      sigma_y_col=None, cov_xy_col=None, one_based=None, format=None,
-                      margin=DEFAULT_MARGIN, extrapolate=False, plate_scale=None,
-                      reference=None, overwrite=False, invalid_cov="error"):
+def correct_star_list(path: str | os.PathLike, evaluator: Evaluator, out: str | os.PathLike | None = None, *,
+                      x_col: str | int | None = None, y_col: str | int | None = None,
+                      sigma_x_col: str | int | None = None, sigma_y_col: str | int | None = None,
+                      cov_xy_col: str | int | None = None, one_based: bool | None = None, format: str | None = None,
+                      margin: float = DEFAULT_MARGIN, extrapolate: bool = False, plate_scale: float | None = None,
+                      reference: tuple[float, float] | None = None, overwrite: bool = False,
+                      invalid_cov: str = "error") -> Table:
     """Correct the positions of a star list; write it to ``out`` (if given) and return it.
 
     The whole list is held in memory; :func:`correct_star_list_file` writes the same file
@@ -485,8 +530,6 @@ def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based
     """Columns of the first block of a list (ECSV, CSV, FITS, plain text), chosen as
     :func:`astrocal.sky.starlist.read_star_list` chooses them (a plain text list without a
     names line: x, y and flux are its first three columns unless named)."""
-    from ..sky import starlist as sl
-
     flux_col = None
     if text_like:
         x_col, y_col, flux_col = sl.positional_columns(t0.colnames, x_col, y_col)
@@ -529,8 +572,6 @@ def _resolve_columns(t0, path, x_col, y_col, sigma_x_col, sigma_y_col, one_based
 def _block_positions(t, columns, one_based, path, row0):
     """x, y (0-based) and sigma_x, sigma_y (or None) of a block, checked as
     :func:`astrocal.sky.starlist.read_star_list` checks them (rows counted from ``row0``)."""
-    from ..sky import starlist as sl
-
     xn, yn = columns["x"], columns["y"]
     x, _ = sl._values(t, xn, "star x position", path)
     y, _ = sl._values(t, yn, "star y position", path)
@@ -554,11 +595,14 @@ def _block_positions(t, columns, one_based, path, row0):
     return x, y, sig[0], sig[1]
 
 
-def correct_star_list_file(path, evaluator, out, *, x_col=None, y_col=None, sigma_x_col=None,
-                           sigma_y_col=None, cov_xy_col=None, one_based=None, format=None,
-                           margin=DEFAULT_MARGIN, extrapolate=False, plate_scale=None,
-                           reference=None, overwrite=False, invalid_cov="error",
-                           chunk_rows=None):
+def correct_star_list_file(path: str | os.PathLike, evaluator: Evaluator, out: str | os.PathLike, *,
+                           x_col: str | int | None = None, y_col: str | int | None = None,
+                           sigma_x_col: str | int | None = None, sigma_y_col: str | int | None = None,
+                           cov_xy_col: str | int | None = None, one_based: bool | None = None,
+                           format: str | None = None, margin: float = DEFAULT_MARGIN, extrapolate: bool = False,
+                           plate_scale: float | None = None, reference: tuple[float, float] | None = None,
+                           overwrite: bool = False, invalid_cov: str = "error",
+                           chunk_rows: int | None = None) -> dict:
     """Correct a star list of any length into ``out``, in blocks of rows (bounded memory).
 
     ECSV, CSV and FITS lists are read and written ``chunk_rows`` rows at a time
@@ -581,10 +625,6 @@ format, margin, extrapolate, plate_scale, reference, overwrite, invalid_cov :
         ``n`` rows, ``n_inside``, ``n_margin``, ``n_outside`` (domain flags 0, 1, 2),
         ``n_corrected`` (finite ``x_lin``), ``chunks`` (blocks read, all passes).
     """
-    from ..sky.starlist import guess_format
-    from .chunks import (CHUNKED_FORMATS, DEFAULT_CHUNK_ROWS, ChunkWriter, Schema,
-                         SchemaChanged, iter_chunks)
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"star list not found: {path}")

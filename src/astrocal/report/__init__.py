@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..atomic import atomic_write_text, check_writable
@@ -20,14 +21,34 @@ from .html import render
 from .requirements import load_requirements
 
 
-def write_report(result_dir, against=None, requirements=None, out=None, overwrite=False,
-                 band=None):
+def write_report(result_dir: str | os.PathLike, against: str | os.PathLike | None = None,
+                 requirements: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                 overwrite: bool = False, band: str | None = None) -> tuple[dict, dict]:
     """Write ``report.html``, ``report.json`` and ``plots/`` for one result directory.
 
-    ``against``: an earlier result directory of the same filter; ``requirements``: a
-    requirements file (default: the shipped one); ``out``: the output directory (default
-    ``<result_dir>/report``); ``band`` overrides the METIS band. Nothing is overwritten
-    unless ``overwrite``. Returns ``(paths, report)``.
+    Nothing is overwritten unless ``overwrite``.
+
+    Parameters
+    ----------
+    result_dir : str or os.PathLike
+        The result directory (one filter of ``astrocal fit``).
+    against : str or os.PathLike, optional
+        An earlier result directory of the same filter.
+    requirements : str or os.PathLike, optional
+        A requirements file (default: the shipped one).
+    out : str or os.PathLike, optional
+        The output directory (default ``<result_dir>/report``).
+    overwrite : bool
+        Replace existing files.
+    band : str, optional
+        Overrides the METIS band.
+
+    Returns
+    -------
+    paths : dict
+        ``{"json": path, "html": path}``.
+    report : dict
+        The report (:func:`~astrocal.report.build.build_report`) with its ``figures``.
     """
     result_dir = Path(result_dir)
     out = Path(out) if out is not None else result_dir / "report"

@@ -43,12 +43,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
+from numpy.typing import ArrayLike
 
 from .. import __version__
 from ..errors import AstrocalError
@@ -58,10 +62,15 @@ from ..model.draws import affine_matrices
 from ..model.quality import fit_quality
 from ..model.footprint import footprint_area, inside_footprint
 from ..model.result import residual_rms, sky_residual_record
+from ..plain import to_plain
 from ..products import metis_band, posterior_solution
 from ..products.result_files import load_chain, load_posterior, load_residuals
 from ..resultset import require_complete
-from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, evaluate, load_requirements
+from .requirements import METRICS, NEEDS_AFFINE, NONLINEAR_WITHOUT_GAUGE, Requirement, evaluate, load_requirements
+
+if TYPE_CHECKING:  # types of the hints only (the result files' readers return them)
+    from ..model.result import Posterior
+    from ..solution import Solution
 
 #: positions per axis of the grid on which maps are evaluated for the numbers
 GRID = 65
@@ -87,27 +96,54 @@ class Result:
     solution: object  # posterior-mean Solution with sigma
 
     @property
-    def detector_shape(self):
+    def detector_shape(self) -> tuple:
+        """``(ny, nx)`` of the detector (the posterior's)."""
         return self.posterior.detector_shape
 
     @cached_property
-    def gauge(self):
+    def gauge(self) -> dict:
         """:func:`affine_gauge` of this result: is the field's affine part measured?"""
         return affine_gauge(self.info, self.residuals)
 
     @cached_property
-    def nonlinear(self):
+    def nonlinear(self) -> NonlinearPart:
         """:class:`NonlinearPart` of this result (:func:`nonlinear_solution`)."""
         return nonlinear_solution(self.posterior, self.solution)
 
 
-def is_result_dir(path):
+def is_result_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a fit's result (a ``posterior.h5``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A directory.
+
+    Returns
+    -------
+    bool
+    """
     return (Path(path) / "posterior.h5").exists()
 
 
-def find_results(path):
+def find_results(path: str | os.PathLike) -> list[Path]:
     """Result directories at ``path``: itself if it holds ``posterior.h5``, else its
-    sub-directories that do (one per filter, as ``astrocal fit`` writes them)."""
+    sub-directories that do (one per filter, as ``astrocal fit`` writes them).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A result directory, or a fit's output directory.
+
+    Returns
+    -------
+    list of Path
+
+    Raises
+    ------
+    FileNotFoundError
+        No such directory, or no result in it.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such result directory")
@@ -132,8 +168,20 @@ def _filter_and_instrument(path, info):
     return filt or Path(path).name, instrument
 
 
-def load_result(path, band=None):
-    """Load a result directory; ``band`` overrides the METIS band of its instrument."""
+def load_result(path: str | os.PathLike, band: str | None = None) -> Result:
+    """Load a result directory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A complete result directory.
+    band : str, optional
+        Overrides the METIS band of its instrument.
+
+    Returns
+    -------
+    Result
+    """
     path = Path(path)
     require_complete(path)
     post = load_posterior(path)
@@ -159,7 +207,7 @@ NO_GAUGE_REASON = ("sky-only fit: scale, rotation and position are not constrain
                    "and plate scale)")
 
 
-def affine_gauge(info, residuals=None):
+def affine_gauge(info: dict, residuals: Table | None = None) -> dict:
     """Whether a result measures its field's affine part (position, rotation, scale).
 
     The criterion is structural: the affine part is measured when the fit had lab data,
@@ -171,11 +219,21 @@ def affine_gauge(info, residuals=None):
     pointing, position angle and plate scale, so the field's constant and linear terms
     are told only by their priors (``fit.json`` names them in ``inseparable``).
 
-    Returns a plain dict: ``case`` (``"lab"``, ``"joint"``, ``"sky-only"`` or
-    ``"unknown"``), ``affine_measured`` (bool; ``True`` for ``"unknown"``, the behaviour
-    of results that do not record their kinds), ``source`` (where the kinds came from),
-    ``lab_datasets``, ``sky_datasets``, ``statement`` (one sentence for the page) and
-    ``reason`` (why the affine metrics are not measured, or ``None``).
+    Parameters
+    ----------
+    info : dict
+        The result's ``fit.json``.
+    residuals : Table, optional
+        Its ``residuals.ecsv`` (the fallback for the kinds).
+
+    Returns
+    -------
+    dict
+        ``case`` (``"lab"``, ``"joint"``, ``"sky-only"`` or ``"unknown"``), ``affine_measured`` (bool;
+        ``True`` for ``"unknown"``, the behaviour of results that do not record their kinds),
+        ``source`` (where the kinds came from), ``lab_datasets``, ``sky_datasets``, ``statement``
+        (one sentence for the page) and ``reason`` (why the affine metrics are not measured, or
+        ``None``).
     """
     datasets = info.get("datasets")
     lab, sky, source = [], [], None
@@ -226,16 +284,26 @@ def affine_gauge(info, residuals=None):
     return out
 
 
-def nonlinear_keep(degree):
+def nonlinear_keep(degree: int) -> np.ndarray:
     """Flat mask (:func:`astrocal.field.terms` order) of the Legendre terms that make up
     the non-linear part of a field of ``degree`` (those :func:`astrocal.field.nonlinear_part`
-    keeps: total degree >= 2)."""
+    keeps: total degree >= 2).
+
+    Parameters
+    ----------
+    degree : int
+        The field's degree.
+
+    Returns
+    -------
+    np.ndarray of bool
+    """
     ones = np.where(triangle_mask(degree), 1.0, 0.0)
     unit = DistortionField(ones, ones, (-1.0, 1.0, -1.0, 1.0))
     return square_to_flat(nonlinear_part(unit).cx) != 0
 
 
-def nonlinear_draws(posterior):
+def nonlinear_draws(posterior: Posterior) -> np.ndarray:
     """Per posterior draw, the Legendre coefficients (pixels) of the non-linear part of
     the reverse offsets in that draw's own affine frame: ``-A_d^-1 N_d``.
 
@@ -249,7 +317,16 @@ def nonlinear_draws(posterior):
     unchanged by any affine map of the focal plane applied to the draw, so the draw's
     unmeasured pointing, rotation and plate scale (of a sky-only fit) drop out exactly;
     subtracting the affine part alone would leave ``N_d`` scaled by the draw's own scale.
-    Returns ``(n_draws, 2, n_terms)``: x and y coefficients on the posterior's domain.
+
+    Parameters
+    ----------
+    posterior : astrocal.model.result.Posterior
+        The posterior's draws.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_draws, 2, n_terms)``: x and y coefficients on the posterior's domain.
     """
     nt = posterior.nt
     cu, cv = posterior.g[:, :nt], posterior.g[:, nt:2 * nt]
@@ -279,17 +356,45 @@ class NonlinearPart:
     detector_shape: tuple
     filter: str
 
-    def reverse_offsets(self, x, y):
-        """``D2_nl(p)`` at 0-based detector positions (pixels)."""
+    def reverse_offsets(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """``D2_nl(p)`` at 0-based detector positions.
+
+        Parameters
+        ----------
+        x, y : array_like
+            0-based detector positions (pixels).
+
+        Returns
+        -------
+        tuple of np.ndarray
+            The x and y offsets (pixels).
+        """
         return self.field(np.asarray(x, float), np.asarray(y, float))
 
-    def reverse_offset_field(self):
+    def reverse_offset_field(self) -> DistortionField:
+        """The posterior mean of ``D2_nl`` (:attr:`field`).
+
+        Returns
+        -------
+        DistortionField
+        """
         return self.field
 
 
-def nonlinear_solution(posterior, solution):
-    """The :class:`NonlinearPart` of ``posterior``; ``solution`` (its posterior-mean
-    :class:`~astrocal.solution.Solution`) gives the plate scale, detector and filter."""
+def nonlinear_solution(posterior: Posterior, solution: Solution) -> NonlinearPart:
+    """The :class:`NonlinearPart` of ``posterior``.
+
+    Parameters
+    ----------
+    posterior : astrocal.model.result.Posterior
+        The posterior's draws.
+    solution : astrocal.solution.Solution
+        Its posterior-mean solution: gives the plate scale, detector and filter.
+
+    Returns
+    -------
+    NonlinearPart
+    """
     deg = posterior.degree
     d = nonlinear_draws(posterior)
     flat = d.reshape(len(d), -1)
@@ -325,7 +430,8 @@ NONLINEAR_DEFINITION = ("sqrt(sigma_x^2 + sigma_y^2) of the non-linear part of t
                         "from corner to corner (0-based pixels); mas = pixels x the mean plate scale")
 
 
-def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=None):
+def map_accuracy(solution: Solution | NonlinearPart, n: int = GRID, definition: str = FULL_FIELD_DEFINITION,
+                 footprint: np.ndarray | None = None) -> dict:
     """rms and maximum over an ``n`` x ``n`` grid of the map's 1-sigma (mas and pixels)
     of ``solution`` (``solution.sigma``; for the non-linear part, pass
     :func:`nonlinear_solution` and :data:`NONLINEAR_DEFINITION`).
@@ -335,6 +441,23 @@ def map_accuracy(solution, n=GRID, definition=FULL_FIELD_DEFINITION, footprint=N
     map interpolates, and ``extrapolated_fraction`` the fraction of the detector's area
     beyond it, where the map is a polynomial extrapolation on the learnt widths of its
     highest degrees (``docs/model.md``: its intervals are less well calibrated there).
+
+    Parameters
+    ----------
+    solution : Solution or NonlinearPart
+        Its ``sigma`` is evaluated.
+    n : int
+        Grid positions per axis.
+    definition : str
+        What is measured, recorded with the numbers.
+    footprint : np.ndarray, optional
+        The fit's data footprint (vertices, pixels).
+
+    Returns
+    -------
+    dict
+        ``rms_px``, ``max_px``, ``rms_mas``, ``max_mas``, ``max_at_px``, ``grid``, ``definition``;
+        with a footprint ``inside_footprint`` and ``extrapolated_fraction``.
     """
     ny, nx = solution.detector_shape
     xs, ys = np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n)
@@ -361,9 +484,20 @@ def _sigma_stats(sig, x, y, mas):
             "max_at_px": [float(x[k]), float(y[k])]}
 
 
-def residual_summary(table):
+def residual_summary(table: Table) -> list[dict]:
     """Per dataset: points, used, outliers, rms (mas, px, per axis), mean chi-square and the
-    sd of the normalised residuals of the points used."""
+    sd of the normalised residuals of the points used.
+
+    Parameters
+    ----------
+    table : Table
+        The result's ``residuals.ecsv``.
+
+    Returns
+    -------
+    list of dict
+        One per dataset.
+    """
     rows = []
     names = np.asarray(table["dataset"], str)
     kinds = np.asarray(table["kind"], str)
@@ -393,14 +527,25 @@ SKY_RESIDUALS_DEFINITION = (
     "catalogue's covariance as prior, which takes part of the scatter)")
 
 
-def catalog_residuals(result):
+def catalog_residuals(result: Result) -> list[dict]:
     """Per sky dataset of ``result``: ``dataset``, ``n_points`` (points used: a star in an exposure),
     ``against_catalog_mas`` and ``after_star_errors_mas`` (rms x, y in mas) and the same over
     both axes (``against_catalog_rms_mas``, ``after_star_errors_rms_mas``: sqrt of the mean
     of x**2 + y**2 over 2, i.e. per axis), and ``source``: computed from ``residuals.ecsv``
     (:func:`astrocal.model.result.sky_residual_record`), else copied from ``fit.json``
     ``sky_residuals``; ``[]`` when the result has neither (no sky data, or a fit written
-    before the catalogue residuals were)."""
+    before the catalogue residuals were).
+
+    Parameters
+    ----------
+    result : Result
+        A loaded result.
+
+    Returns
+    -------
+    list of dict
+        One per sky dataset.
+    """
     rows, source = [], None
     if result.residuals is not None and "dx_cat_mas" in result.residuals.colnames:
         rows, source = sky_residual_record(result.residuals), "residuals.ecsv"
@@ -415,7 +560,21 @@ def catalog_residuals(result):
     return out
 
 
-def outlier_list(table, limit=100):
+def outlier_list(table: Table, limit: int = 100) -> list[dict]:
+    """The points flagged as outliers, at most ``limit``.
+
+    Parameters
+    ----------
+    table : Table
+        The result's ``residuals.ecsv``.
+    limit : int
+        The most rows listed.
+
+    Returns
+    -------
+    list of dict
+        ``point_id``, ``dataset``, ``exposure``, ``source``, ``x``, ``y``, ``dx_px``, ``dy_px``.
+    """
     out = np.asarray(table["outlier"], bool)
     rows = []
     for k in np.flatnonzero(out)[:limit]:
@@ -424,7 +583,21 @@ def outlier_list(table, limit=100):
     return rows
 
 
-def evidence_table(info):
+def evidence_table(info: dict) -> list[dict]:
+    """The degree and evidence table of ``fit.json``, each row's log evidence relative to
+    the best.
+
+    Parameters
+    ----------
+    info : dict
+        The result's ``fit.json``.
+
+    Returns
+    -------
+    list of dict
+        ``degree``, ``residual``, ``log_evidence``, ``delta_log_evidence``, ``probability``,
+        ``note`` (non-finite evidences as None).
+    """
     ev = [e for e in info.get("evidence", []) if e]
     finite = [e["log_evidence"] for e in ev if e.get("log_evidence") is not None
               and np.isfinite(e["log_evidence"])]
@@ -440,10 +613,20 @@ def evidence_table(info):
     return rows
 
 
-def field_model(info):
+def field_model(info: dict) -> dict:
     """What the fit's field holds: the polynomial's degree, whether the evidence kept a
     residual field beyond it (with its amplitude and correlation length, posterior medians)
-    and the unresolved field's sd that the map's 1-sigma includes."""
+    and the unresolved field's sd that the map's 1-sigma includes.
+
+    Parameters
+    ----------
+    info : dict
+        The result's ``fit.json``.
+
+    Returns
+    -------
+    dict
+    """
     res = info.get("residual_field") or {}
     unres = info.get("unresolved_field") or {}
     dithers = info.get("dither_separation") or {}
@@ -458,7 +641,22 @@ def field_model(info):
             "degree_at_top": bool((info.get("quality") or {}).get("degree_at_top_of_range", False))}
 
 
-def convergence(info, chain):
+def convergence(info: dict, chain: np.ndarray | None) -> dict:
+    """The sampler's diagnostics of ``fit.json``, with the largest autocorrelation time, the
+    steps over it, the hyperparameters' names and what the data do not constrain or
+    separate.
+
+    Parameters
+    ----------
+    info : dict
+        The result's ``fit.json``.
+    chain : np.ndarray or None
+        The chain ``(steps, walkers, ndim)``: gives the number of walkers.
+
+    Returns
+    -------
+    dict
+    """
     d = dict(info.get("diagnostics", {}))
     tau = [t for t in (d.get("tau") or []) if t is not None]
     d["tau_max"] = max(tau) if tau else None
@@ -471,7 +669,7 @@ def convergence(info, chain):
     return d
 
 
-def stability(new, old, n=GRID):
+def stability(new: Result, old: Result, n: int = GRID) -> dict:
     """Changes between ``new`` and an earlier result ``old`` (both :class:`Result`).
 
     When both measure their affine part (:attr:`Result.gauge`), the scale change and the
@@ -479,6 +677,24 @@ def stability(new, old, n=GRID):
     either does not (a sky-only result), the distortion change is that of the non-linear
     parts (:func:`nonlinear_solution` of each, ``part: "non-linear"``) and the scale
     metrics are ``None`` with the reason in ``not_measured``.
+
+    Parameters
+    ----------
+    new : Result
+        The result.
+    old : Result
+        An earlier result of the same detector.
+    n : int
+        Grid positions per axis.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ComparisonError
+        The results cover different detectors.
     """
     if tuple(new.detector_shape) != tuple(old.detector_shape):
         raise ComparisonError(f"{new.path} and {old.path} cover different detectors "
@@ -541,13 +757,30 @@ def stability(new, old, n=GRID):
     return out
 
 
-def build_report(result, against=None, requirements=None, grid=GRID):
+def build_report(result: Result, against: Result | None = None,
+                 requirements: Sequence[Requirement] | None = None, grid: int = GRID) -> dict:
     """The report's numbers (a JSON-ready dict) for a loaded :class:`Result`, optionally
     against an earlier one, with the requirements (default: the shipped file) checked.
 
     A result whose affine part is not measured (:func:`affine_gauge`: sky-only) gets its
     map accuracy from the non-linear part, its pixel scale and scale metrics marked not
     measured, and its requirements on the map flagged as evaluated on the non-linear part.
+
+    Parameters
+    ----------
+    result : Result
+        A loaded result.
+    against : Result, optional
+        An earlier result to compare with.
+    requirements : sequence of Requirement, optional
+        Default: the shipped file.
+    grid : int
+        Grid positions per axis of the map numbers.
+
+    Returns
+    -------
+    dict
+        JSON-ready (:func:`report_json`).
     """
     requirements = load_requirements() if requirements is None else requirements
     info = result.info
@@ -658,8 +891,16 @@ def build_report(result, against=None, requirements=None, grid=GRID):
     return report
 
 
-def report_json(report):
-    """``report`` as strict JSON text (NaN and infinities as null)."""
-    from ..plain import to_plain
+def report_json(report: dict) -> str:
+    """``report`` as strict JSON text (NaN and infinities as null).
 
+    Parameters
+    ----------
+    report : dict
+        A report.
+
+    Returns
+    -------
+    str
+    """
     return json.dumps(to_plain(report, nan_as_none=True), indent=2) + "\n"

@@ -12,19 +12,39 @@ change against an earlier result are drawn for the non-linear part of the field
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from .. import plots
+from .build import Result
 
 #: most pose parameters in the poses' corner plot
 MAX_POSE_DIMS = 8
 
 
-def pose_selection(param_names, max_dims=MAX_POSE_DIMS):
-    """Names of pose parameters (any name containing ``pose``, e.g. ``pose_tx[...]``,
-    ``sky_pose_scale[...]``) grouped by exposure (the bracket), whole exposures in order
-    until ``max_dims``; returns ``(names, exposures shown, exposures with a pose)``."""
+def pose_selection(param_names: Sequence[str], max_dims: int = MAX_POSE_DIMS) -> tuple[list, list, list]:
+    """Names of pose parameters grouped by exposure, whole exposures in order until
+    ``max_dims``.
+
+    Parameters
+    ----------
+    param_names : sequence of str
+        Parameter names; pose parameters are those containing ``pose`` (e.g.
+        ``pose_tx[...]``, ``sky_pose_scale[...]``), their exposure in the bracket.
+    max_dims : int
+        The most parameters chosen.
+
+    Returns
+    -------
+    names : list of str
+        The parameters chosen.
+    shown : list of str
+        The exposures shown.
+    exposures : list of str
+        Every exposure with a pose.
+    """
     groups = {}
     for name in param_names:
         m = re.match(r"^([A-Za-z_]*pose[A-Za-z_]*)\[(.*)\]$", name)
@@ -43,8 +63,26 @@ def _safe(name):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "dataset"
 
 
-def make_figures(result, against, outdir, overwrite=False):
-    """Draw and save every figure of the report for ``result`` (and ``against``)."""
+def make_figures(result: Result, against: Result | None, outdir: Path, overwrite: bool = False) -> list[dict]:
+    """Draw and save every figure of the report for ``result`` (and ``against``).
+
+    Parameters
+    ----------
+    result : astrocal.report.build.Result
+        The result.
+    against : astrocal.report.build.Result or None
+        An earlier result to compare with.
+    outdir : Path
+        Where the PNG and PDF files go (created).
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    list of dict
+        One entry per figure, in the order of the page: ``name``, ``title``, ``caption``,
+        ``png``, ``pdf``, or ``name``, ``title`` and ``skipped`` (the reason).
+    """
     outdir.mkdir(parents=True, exist_ok=True)
     entries = []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
+from typing import Sequence
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -153,9 +154,20 @@ def _sky_residuals(rows, definition):
               "shows them over the detector.</p>")
 
 
-def figure_html(entry):
-    """The ``<figure>`` of one entry of :func:`astrocal.report.figures.make_figures` (PNG embedded),
-    or a line saying why it was not drawn."""
+def figure_html(entry: dict) -> str:
+    """The ``<figure>`` of one figure entry (PNG embedded), or a line saying why it was not
+    drawn.
+
+    Parameters
+    ----------
+    entry : dict
+        An entry of :func:`astrocal.report.figures.make_figures`.
+
+    Returns
+    -------
+    str
+        HTML.
+    """
     if "skipped" in entry:
         return (f'<p class="small skipped" data-figure="{_e(entry["name"])}"><b>{_e(entry["title"])}</b>: '
                 f"not drawn &ndash; {_e(entry['skipped'])}</p>")
@@ -166,11 +178,49 @@ def figure_html(entry):
             f"{_e(entry.get('caption', ''))} (PDF: <code>plots/{_e(pdf)}</code>)</figcaption></figure>")
 
 
-def render(report, figures):
-    """The page (a string) for ``report`` (:func:`astrocal.report.build.build_report`) and
-    the figure entries of :func:`astrocal.report.figures.make_figures`."""
+def render(report: dict, figures: Sequence[dict]) -> str:
+    """The page for a report and its figures.
+
+    Its sections, in order: the title and the result's provenance (:func:`_header`), the
+    requirements, the map accuracy and the pixel scale (:func:`_map_accuracy`), the
+    on-sky numbers, the stability against an earlier result (:func:`_stability`), the
+    residuals per dataset (:func:`_residuals`), the outliers (:func:`_outliers`), the
+    degree and the evidence (:func:`_degree`), the convergence (:func:`_convergence`) and
+    the figures.
+
+    Parameters
+    ----------
+    report : dict
+        The report of :func:`astrocal.report.build.build_report`.
+    figures : sequence of dict
+        The figure entries of :func:`astrocal.report.figures.make_figures`.
+
+    Returns
+    -------
+    str
+        The HTML page.
+    """
     r = report
-    ma, ps = r["map_accuracy"], r["pixel_scale"]
+    parts = _header(r)
+    parts.append("<h2>Requirements</h2>")
+    parts.append(_requirements(r["requirements"]))
+    parts += _map_accuracy(r["map_accuracy"], r.get("map_accuracy_full_field"), r["pixel_scale"])
+    parts.append(_on_sky(r.get("on_sky")))
+    if r.get("stability"):
+        parts += _stability(r["stability"])
+    parts += _residuals(r)
+    parts += _outliers(r["outliers"])
+    parts += _degree(r)
+    parts += _convergence(r["convergence"])
+    parts.append("<h2>Figures</h2>")
+    parts.extend(figure_html(f) for f in figures)
+    parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _header(r):
+    """The page's head, the quality marks, the title, the case and the result's provenance
+    (with the earlier result compared against, if any): a list of HTML parts."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>astrocal accuracy budget: {_e(r['instrument'])} {_e(r['filter'])}</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -190,8 +240,13 @@ def render(report, figures):
     if st:
         parts.append(f"<p class=\"small\">compared with the earlier result <code>{_e(st['against'])}</code> "
                      f"(campaign sha256 <code>{_e(st['against_campaign_sha256'])}</code>)</p>")
-    parts.append("<h2>Requirements</h2>")
-    parts.append(_requirements(r["requirements"]))
+    return parts
+
+
+def _map_accuracy(ma, full, ps):
+    """The map accuracy (``ma``; ``full``: with the affine part, when it was left out), the
+    data footprint and the pixel scale (``ps``): a list of HTML parts."""
+    parts = []
     nonlinear = ma.get("part") == "non-linear"
     parts.append("<h2>Map accuracy" + (" (non-linear part)" if nonlinear else "") + " and pixel scale</h2>")
     what = "1-sigma of the non-linear part of the map" if nonlinear else "1-sigma of the map"
@@ -210,7 +265,6 @@ def render(report, figures):
                      f"used): {100 * (1 - ma['extrapolated_fraction']):.1f} % of the detector; beyond it "
                      f"the map is an extrapolation, whose intervals rest on the learnt widths of the "
                      f"highest degrees. {inside}</p>")
-    full = r.get("map_accuracy_full_field")
     if full:
         parts.append(f"<p class=\"small warn\">With the affine part included, the 1-sigma would be "
                      f"{full['max_mas']:.4g} mas at most ({full['max_px']:.3g} pixels; rms "
@@ -222,31 +276,42 @@ def render(report, figures):
         parts.append(f"<p id=\"pixel-scale\">Pixel scale: <b>not measured</b> &ndash; {_e(ps['reason'])}. "
                      f"<span class=\"small\">(Its posterior, {ps['prior_mean_mas']:.6f} &plusmn; "
                      f"{ps['prior_sd_mas']:.2g} mas/pixel, is {_e(ps['note'])}.)</span></p>")
-    parts.append(_on_sky(r.get("on_sky")))
-    if st:
-        parts.append("<h2>Stability against the earlier result"
-                     + (" (non-linear part)" if st.get("part") == "non-linear" else "") + "</h2>")
-        psm = st.get("pixel_scale_mas")
-        scale_row = (["<td>pixel scale now / earlier (mas/pixel)</td>",
-                      f"<td class=\"num\">{psm['new']:.6f} / {psm['old']:.6f}</td>",
-                      f"<td class=\"num\">{psm['new_sd']:.2g} / {psm['old_sd']:.2g}</td>"] if psm else
-                     ["<td>pixel scale now / earlier (mas/pixel)</td>", "<td>not measured</td>", "<td>&ndash;</td>"])
-        nm = st.get("not_measured") or {}
+    return parts
 
-        def row(label, key, sd_key, fmt=".4g"):
-            if key in nm:
-                return [f"<td>{label}</td>", "<td>not measured</td>", "<td>&ndash;</td>"]
-            return [f"<td>{label}</td>", _td(st[key], fmt), _td(st[sd_key], ".2g")]
 
-        dlabel = "non-linear distortion" if st.get("part") == "non-linear" else "distortion"
-        parts.append(_table(["quantity", "value", "1-sigma"], [
-            scale_row,
-            row("relative scale change", "scale_change_rel", "scale_change_rel_sd"),
-            row(f"largest {dlabel} change (pixel)", "distortion_change_max_px", "distortion_change_sd_px"),
-            row(f"largest {dlabel} change / half-diagonal", "distortion_change_rel", "distortion_change_rel_sd"),
-            row("scale change at the corners (mas)", "plate_scale_change_edge_mas", "plate_scale_change_edge_sd_mas"),
-        ], table_id="stability"))
-        parts.append(f"<p class=\"small\">{_e(st['definition'])}</p>")
+def _stability(st):
+    """The stability against the earlier result (``report["stability"]``): a list of HTML
+    parts."""
+    parts = []
+    parts.append("<h2>Stability against the earlier result"
+                 + (" (non-linear part)" if st.get("part") == "non-linear" else "") + "</h2>")
+    psm = st.get("pixel_scale_mas")
+    scale_row = (["<td>pixel scale now / earlier (mas/pixel)</td>",
+                  f"<td class=\"num\">{psm['new']:.6f} / {psm['old']:.6f}</td>",
+                  f"<td class=\"num\">{psm['new_sd']:.2g} / {psm['old_sd']:.2g}</td>"] if psm else
+                 ["<td>pixel scale now / earlier (mas/pixel)</td>", "<td>not measured</td>", "<td>&ndash;</td>"])
+    nm = st.get("not_measured") or {}
+
+    def row(label, key, sd_key, fmt=".4g"):
+        if key in nm:
+            return [f"<td>{label}</td>", "<td>not measured</td>", "<td>&ndash;</td>"]
+        return [f"<td>{label}</td>", _td(st[key], fmt), _td(st[sd_key], ".2g")]
+
+    dlabel = "non-linear distortion" if st.get("part") == "non-linear" else "distortion"
+    parts.append(_table(["quantity", "value", "1-sigma"], [
+        scale_row,
+        row("relative scale change", "scale_change_rel", "scale_change_rel_sd"),
+        row(f"largest {dlabel} change (pixel)", "distortion_change_max_px", "distortion_change_sd_px"),
+        row(f"largest {dlabel} change / half-diagonal", "distortion_change_rel", "distortion_change_rel_sd"),
+        row("scale change at the corners (mas)", "plate_scale_change_edge_mas", "plate_scale_change_edge_sd_mas"),
+    ], table_id="stability"))
+    parts.append(f"<p class=\"small\">{_e(st['definition'])}</p>")
+    return parts
+
+
+def _residuals(r):
+    """The residuals per dataset and against the catalogue: a list of HTML parts."""
+    parts = []
     parts.append("<h2>Residuals per dataset</h2>")
     if r["residuals"]:
         parts.append(_table(
@@ -258,7 +323,12 @@ def render(report, figures):
     else:
         parts.append("<p class=\"warn\">no residual table in the result</p>")
     parts.append(_sky_residuals(r.get("sky_residuals"), r.get("sky_residuals_definition", "")))
-    o = r["outliers"]
+    return parts
+
+
+def _outliers(o):
+    """The outliers (``report["outliers"]``): a list of HTML parts."""
+    parts = []
     parts.append(f"<h2>Outliers</h2><p>{_num(o.get('n'))} point(s) flagged and left out"
                  + (f" of {o['n_points']} (fraction {o['fraction']:.3g}; mixture estimate "
                     f"{_num(o.get('fraction_estimate'), '.3g')})" if "n_points" in o else "") + ".</p>")
@@ -267,6 +337,12 @@ def render(report, figures):
                             [[_td(p["point_id"], "d"), f"<td>{_e(p['dataset'])}</td>", f"<td>{_e(p['exposure'])}</td>",
                               f"<td>{_e(p['source'])}</td>", _td(p["x"], ".1f"), _td(p["y"], ".1f"),
                               _td(p["dx_px"], ".3g"), _td(p["dy_px"], ".3g")] for p in o["points"]]))
+    return parts
+
+
+def _degree(r):
+    """The degree and the evidence, and the field model: a list of HTML parts."""
+    parts = []
     parts.append("<h2>Degree and evidence</h2>")
     parts.append(_table(["degree", "residual field", "log evidence", "difference to the best", "probability", "note"],
                         [[_td(e["degree"], "d"), f"<td>{'yes' if e.get('residual') else 'no'}</td>",
@@ -301,7 +377,12 @@ def render(report, figures):
     parts.append(f"<p>Degree used: <b>{r['degree']}</b>" + (f" ({_e(rule)}; probabilities with equal "
                                                             "prior odds over the degrees tried)" if rule else "")
                  + ".</p>")
-    c = r["convergence"]
+    return parts
+
+
+def _convergence(c):
+    """The sampler's convergence (``report["convergence"]``): a list of HTML parts."""
+    parts = []
     parts.append("<h2>Convergence</h2>")
     names = c.get("hyper_names", [])
     tau, neff = c.get("tau") or [], c.get("n_effective") or []
@@ -317,7 +398,4 @@ def render(report, figures):
         parts.append(f"<p class=\"warn\">not constrained by the data: <code>{_e(name)}</code></p>")
     for desc in c.get("inseparable", []) or []:
         parts.append(f"<p class=\"warn\">not separated by the data: <code>{_e(desc)}</code></p>")
-    parts.append("<h2>Figures</h2>")
-    parts.extend(figure_html(f) for f in figures)
-    parts.append("<p class=\"small\">The same numbers are in <code>report.json</code>.</p></body></html>")
-    return "\n".join(parts) + "\n"
+    return parts

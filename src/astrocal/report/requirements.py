@@ -24,10 +24,13 @@ sky-only fit: :data:`NONLINEAR_WITHOUT_GAUGE`) says so in its row.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 from ..errors import AstrocalError
 
@@ -77,13 +80,35 @@ class Requirement:
     source: str = ""
 
 
-def default_requirements_path():
-    """The requirements file shipped with astrocal."""
+def default_requirements_path() -> Traversable:
+    """The requirements file shipped with astrocal.
+
+    Returns
+    -------
+    importlib.resources.abc.Traversable
+        ``astrocal/report/requirements.toml`` in the installed package.
+    """
     return resources.files("astrocal.report") / "requirements.toml"
 
 
-def load_requirements(path=None):
-    """The list of :class:`Requirement` in ``path`` (default: the shipped file)."""
+def load_requirements(path: str | os.PathLike | None = None) -> list[Requirement]:
+    """The requirements of a requirements file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The file (default: the shipped one, :func:`default_requirements_path`).
+
+    Returns
+    -------
+    list of Requirement
+        In the file's order.
+
+    Raises
+    ------
+    RequirementsError
+        An invalid file; the message names the file and the requirement.
+    """
     if path is None:
         source = default_requirements_path()
         name = "astrocal/report/requirements.toml"
@@ -138,19 +163,37 @@ def load_requirements(path=None):
     return out
 
 
-def evaluate(requirements, metrics, band=None, sds=None, reasons=None, not_measured=None,
-             nonlinear=None):
-    """Check every requirement; returns one dict per requirement (in order).
+def evaluate(requirements: Sequence[Requirement], metrics: Mapping[str, float | None], band: str | None = None,
+             sds: Mapping[str, float] | None = None, reasons: Mapping[str, str] | None = None,
+             not_measured: Mapping[str, str] | None = None, nonlinear: Iterable[str] | None = None) -> list[dict]:
+    """Check every requirement.
 
-    ``metrics``: ``{name: value or None}``; ``sds``: their 1-sigma where known;
-    ``reasons``: why a metric is ``None``; ``not_measured``: ``{name: reason}`` of the
-    metrics the data cannot measure (they take precedence over ``reasons``);
-    ``nonlinear``: names of the metrics computed from the field's non-linear part. Each
-    row holds ``id``, ``title``, ``metric``, ``value``, ``sd``, ``max``, ``goal``,
-    ``unit``, ``status`` (``"pass"``, ``"fail"``, ``"not measured"``, ``"not evaluated"``,
-    ``"not applicable"``), ``goal_met`` (bool or None), ``margin_sigma``
-    (``(max - |value|) / sd``), ``nonlinear_part`` (bool: the value is of the non-linear
-    part) and ``reason``.
+    Parameters
+    ----------
+    requirements : sequence of Requirement
+        The requirements.
+    metrics : mapping
+        ``{name: value or None}``.
+    band : str, optional
+        The METIS band of the result (a requirement with ``bands`` applies to those only).
+    sds : mapping, optional
+        The metrics' 1-sigma where known.
+    reasons : mapping, optional
+        Why a metric is ``None``.
+    not_measured : mapping, optional
+        ``{name: reason}`` of the metrics the data cannot measure (they take precedence over
+        ``reasons``).
+    nonlinear : iterable of str, optional
+        Names of the metrics computed from the field's non-linear part.
+
+    Returns
+    -------
+    list of dict
+        One per requirement (in order), holding ``id``, ``title``, ``metric``, ``value``,
+        ``sd``, ``max``, ``goal``, ``unit``, ``status`` (``"pass"``, ``"fail"``, ``"not
+        measured"``, ``"not evaluated"``, ``"not applicable"``), ``goal_met`` (bool or
+        None), ``margin_sigma`` (``(max - |value|) / sd``), ``nonlinear_part`` (bool: the
+        value is of the non-linear part) and ``reason``.
     """
     sds = sds or {}
     reasons = reasons or {}

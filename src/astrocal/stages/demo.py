@@ -13,12 +13,23 @@ first.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import AstrocalError
+from ..campaign import load_campaign
+from ..errors import AstrocalError, MeasureError
+from ..model.inference import Fit
+from ..report import write_report
+from ..sim.joint import joint_campaign_toml
+from ..sim.lab import load_lab_truth, simulate_lab
+from ..sim.lab_truth import GaugeTruth, gauge_truth
+from ..sim.sky import SkySimSettings, simulate_sky
+from ..sim.sky_truth import SkyTruth, load_sky_truth
+from .fit import describe, fit_campaign
+from .measure import MeasureReport, measure_campaign
 
 #: sky exposures of the demo (a night of the Galactic Center from 60 deg zenith distance
 #: through transit and back)
@@ -29,18 +40,31 @@ def _step(k, n, text, t0):
     print(f"[{k}/{n}] {text} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=True,
-             processes=2):
-    """Run the demo into ``out``; returns a dict of figures and paths.
+def run_demo(out: str | os.PathLike = "astrocal-demo", seed: int = 1, overwrite: bool = False,
+             progress: str | bool = "auto", sky: bool = True, processes: int = 2) -> dict:
+    """Run the demo into ``out``.
 
-    ``sky=False`` runs the lab chain only (no sky campaign, no flexure).
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The demo's directory.
+    seed : int
+        The simulations' seed (the fit's is ``seed + 1``).
+    overwrite : bool
+        Replace existing files.
+    progress : str or bool
+        The fit's progress bar (``"auto"``: on a terminal).
+    sky : bool
+        ``False`` runs the lab chain only (no sky campaign, no flexure).
+    processes : int
+        Processes of the measure stage and the fit.
+
+    Returns
+    -------
+    dict
+        Per filter, the comparison with the truth (:func:`compare_with_truth`) with the
+        paths of the ``products`` and the ``report``.
     """
-    from ..campaign import load_campaign
-    from .fit import describe, fit_campaign
-    from ..sim.joint import joint_campaign_toml
-    from ..sim.lab import load_lab_truth, simulate_lab
-    from ..sim.lab_truth import gauge_truth
-
     out = Path(out)
     t0 = time.perf_counter()
     n = 6
@@ -49,8 +73,6 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     sim = simulate_lab(lab_dir, seed=seed, overwrite=overwrite)
     print(f"      {len(sim.frames)} frames, background, flat", flush=True)
     if sky:
-        from ..sim.sky import SkySimSettings, simulate_sky
-
         _step(2, n, f"simulating a Galactic Center night through the same field in {sky_dir}", t0)
         sky_sim = simulate_sky(sky_dir, SkySimSettings(target="gc", seed=seed, n_exposures=DEMO_SKY_EXPOSURES,
                                                        distortion_file=str(lab_dir)), overwrite=overwrite)
@@ -67,8 +89,6 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     campaign = load_campaign(campaign_path)
     results = fit_campaign(campaign, overwrite=overwrite, progress=progress, processes=processes)
     _step(5, n, "writing the accuracy-budget report", t0)
-    from ..report import write_report
-
     reports = {}
     for filt, (fit, fit_dir, products) in results.items():
         paths, _ = write_report(fit_dir, overwrite=overwrite)
@@ -77,8 +97,6 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     truth = load_lab_truth(lab_dir)
     sky_truth = None
     if sky:
-        from ..sim.sky_truth import load_sky_truth
-
         sky_truth = load_sky_truth(sky_dir)
     figures = {}
     for filt, (fit, fit_dir, products) in results.items():
@@ -100,13 +118,27 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     return figures
 
 
-def measure_all(campaign_path, overwrite=False, processes=2):
-    """``astrocal measure`` of a demo's campaign; raises :class:`~astrocal.errors.MeasureError`
-    naming the summary table if any frame failed (a demo goes on only with every frame)."""
-    from ..campaign import load_campaign
-    from ..errors import MeasureError
-    from .measure import measure_campaign
+def measure_all(campaign_path: str | os.PathLike, overwrite: bool = False, processes: int = 2) -> MeasureReport:
+    """``astrocal measure`` of a demo's campaign.
 
+    Parameters
+    ----------
+    campaign_path : str or os.PathLike
+        The campaign file.
+    overwrite : bool
+        Replace existing products.
+    processes : int
+        Frames measured in parallel.
+
+    Returns
+    -------
+    MeasureReport
+
+    Raises
+    ------
+    MeasureError
+        Naming the summary table, if any frame failed (a demo goes on only with every frame).
+    """
     report = measure_campaign(campaign_path, overwrite=overwrite, processes=processes)
     if report.n_failed:
         raise MeasureError(f"{report.n_failed} frame(s) failed to measure; see "
@@ -114,9 +146,29 @@ def measure_all(campaign_path, overwrite=False, processes=2):
     return report
 
 
-def compare_with_truth(fit, gauge_field_truth, sky_truth=None, n=17):
-    """Map error of a fit against the truth (in the fit's gauge) on an ``n x n`` grid, and
-    the flexure coefficients against the sky truth; a dict of figures."""
+def compare_with_truth(fit: Fit, gauge_field_truth: GaugeTruth, sky_truth: SkyTruth | None = None,
+                       n: int = 17) -> dict:
+    """Map error of a fit against the truth (in the fit's gauge), and the flexure
+    coefficients against the sky truth.
+
+    Parameters
+    ----------
+    fit : astrocal.model.inference.Fit
+        The fit.
+    gauge_field_truth : astrocal.sim.lab_truth.GaugeTruth
+        The simulated field in the fit's gauge (:func:`astrocal.sim.lab_truth.gauge_truth`).
+    sky_truth : astrocal.sim.sky_truth.SkyTruth, optional
+        The sky simulation's truth (its flexure coefficients).
+    n : int
+        The comparison grid is ``n x n`` positions over the fit's domain.
+
+    Returns
+    -------
+    dict
+        ``map_error_rms_mas``, ``map_error_max_mas`` (mas), ``normalised_error_rms``,
+        ``fraction_within_1sigma``; with sky truth and flexure, ``flexure_z_rms``,
+        ``flexure_n``, ``flexure_within_1sigma``.
+    """
     xmin, xmax, ymin, ymax = fit.points.domain
     xx, yy = np.meshgrid(np.linspace(xmin + 0.5, xmax - 0.5, n), np.linspace(ymin + 0.5, ymax - 0.5, n))
     u, v = fit.field_samples(xx.ravel(), yy.ravel())

@@ -12,10 +12,17 @@ of (column, row) in pixels and how often the truth lies in the 68 % / 95 % inter
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ..campaign import load_campaign
+from ..lms.fit_campaign import describe_lms_fit, fit_lms_campaign
+from ..sim.lms import LmsSimSettings, simulate_lms
+from ..sim.lms_points import compare_with_truth
+from .demo import measure_all
 
 __all__ = ["run_lms_demo"]
 
@@ -27,22 +34,33 @@ def _step(k, n, text, t0):
     print(f"[{k}/{n}] {text} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def run_lms_demo(out="astrocal-demo-lms", seed=1, overwrite=False, progress="auto", processes=2, sim=None):
-    """Run the LMS demo into ``out``; returns a dict of figures and paths.
+def run_lms_demo(out: str | os.PathLike = "astrocal-demo-lms", seed: int = 1, overwrite: bool = False,
+                 progress: str | bool = "auto", processes: int = 2, sim: LmsSimSettings | None = None) -> dict:
+    """Run the LMS demo into ``out``.
 
-    ``sim``: the simulated campaign's :class:`~astrocal.sim.lms.LmsSimSettings` (default: its
-    defaults with ``seed``).
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The demo's directory.
+    seed : int
+        The simulation's seed (and the comparison's).
+    overwrite : bool
+        Replace existing files.
+    progress : str or bool
+        The fit's progress bar (``"auto"``: on a terminal).
+    processes : int
+        Frames measured in parallel.
+    sim : astrocal.sim.lms.LmsSimSettings, optional
+        The simulated campaign's settings (default: its defaults with ``seed``).
 
-    Figures: ``rms_px`` (column, row) rms error of the posterior mean against the truth,
-    ``rms_lit_px`` the same over the slices with laser spots (``n_lit`` points),
-    ``coverage68`` and ``coverage95`` (column, row), ``n_points`` compared, ``seconds``.
+    Returns
+    -------
+    dict
+        Figures and paths: ``rms_px`` (column, row) rms error of the posterior mean against
+        the truth, ``rms_lit_px`` the same over the slices with laser spots (``n_lit``
+        points), ``coverage68`` and ``coverage95`` (column, row), ``n_points`` compared,
+        ``result``, ``report``, ``seconds``.
     """
-    from ..campaign import load_campaign
-    from .demo import measure_all
-    from ..sim.lms import LmsSimSettings, simulate_lms
-    from ..sim.lms_points import compare_with_truth
-    from ..lms.fit_campaign import describe_lms_fit, fit_lms_campaign
-
     out = Path(out)
     t0 = time.perf_counter()
     n = 4

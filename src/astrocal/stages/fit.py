@@ -12,27 +12,49 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from .. import earth
+from ..campaign import Campaign
 from ..errors import AstrocalError
+from ..field import design_matrix
+from ..field.basis import n_terms, terms
+from ..model.draws import affine_matrices
+from ..model.quality import fit_quality
 from ..resultset import check_result_dir as _check_result_dir
 from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from ..model.data import DataError, join_points
-from ..model.inference import FitSettings, fit_joint
+from ..model.inference import Fit, FitSettings, fit_joint
 from ..model.linear import Priors
-from ..products.result_files import save_fit
+from ..products import write_fit_products
+from ..products.result_files import load_posterior, save_fit
+from ..sky.sites import get_site
 from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, sky_points_for
 
 log = logging.getLogger(__name__)
 
-def earth_orientation_record(costs):
-    """What ``fit.json`` records of the Earth orientation of a fit's sky exposures: the
-    tables and policy (:func:`astrocal.earth.provenance`), each exposure's cost
-    (:func:`astrocal.sky.astrometry.orientation_cost`) and the largest (``worst``)."""
-    from .. import earth
 
+def earth_orientation_record(costs: Sequence[dict]) -> dict:
+    """What ``fit.json`` records of the Earth orientation of a fit's sky exposures.
+
+    Parameters
+    ----------
+    costs : sequence of dict
+        Each sky exposure's cost (:func:`astrocal.sky.astrometry.orientation_cost`).
+
+    Returns
+    -------
+    dict
+        The tables and policy (:func:`astrocal.earth.provenance`), the ``exposures``' costs
+        and, with any, the largest (``worst``: ``centre_mas``, ``differential_mas``,
+        ``stale_exposures``).
+    """
     record = earth.provenance()
     record["exposures"] = list(costs)
     if costs:
@@ -42,19 +64,41 @@ def earth_orientation_record(costs):
     return record
 
 
-def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hole_errors=True,
-                 resume=False, overwrite=False, progress="auto", processes=1, quick=False):
-    """Fit every filter of a loaded campaign; returns ``{filter: (Fit, output dir, products)}``.
+def fit_campaign(campaign: Campaign, degree: int | str | None = None, steps: int | None = None,
+                 walkers: int | None = None, seed: int | None = None, hole_errors: bool = True,
+                 resume: bool = False, overwrite: bool = False, progress: str | bool = "auto",
+                 processes: int | str = 1, quick: bool = False) -> dict:
+    """Fit every filter of a loaded campaign.
 
-    Refuses (``ProductExistsError``) to replace an existing result unless ``overwrite``;
-    ``resume`` continues an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
-    ``processes``: with several filters, that many fits run in parallel; with one, the
-    walkers of each emcee step are split over that many processes; ``"auto"``: the filters
-    one after the other, each splitting its walkers as
-    :func:`~astrocal.model.inference.pool_size` decides (only fits of many points).
-    ``quick``: the quick look
-    (no emcee chain: :func:`~astrocal.model.inference.laplace_draws`), written into
-    ``<fit.output>/quick/<filter>``.
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+    degree : int or "auto", optional
+        Overrides ``[fit] degree``.
+    steps, walkers, seed : int, optional
+        Override ``[fit] steps``, ``walkers`` (at least 8), ``seed``.
+    hole_errors : bool
+        ``False`` switches the mask's hole errors off (else ``[fit] hole_errors`` decides).
+    resume : bool
+        Continue an interrupted chain in ``<fit.output>/<filter>/posterior.h5``.
+    overwrite : bool
+        Replace an existing result (else refused: ``ProductExistsError``).
+    progress : str or bool
+        The sampler's progress bar (``"auto"``: on a terminal).
+    processes : int or "auto"
+        With several filters, that many fits run in parallel; with one, the walkers of each
+        emcee step are split over that many processes; ``"auto"``: the filters one after the
+        other, each splitting its walkers as :func:`~astrocal.model.inference.pool_size`
+        decides (only fits of many points).
+    quick : bool
+        The quick look (no emcee chain: :func:`~astrocal.model.inference.laplace_draws`),
+        written into ``<fit.output>/quick/<filter>``.
+
+    Returns
+    -------
+    dict
+        ``{filter: (Fit, output dir, products)}``.
     """
     fs = campaign.fit
     if quick and resume:
@@ -78,9 +122,6 @@ def fit_campaign(campaign, degree=None, steps=None, walkers=None, seed=None, hol
     jobs = [(campaign, filt, lab_sets, sky_sets, opts) for filt, (lab_sets, sky_sets) in groups.items()]
     if not parallel:
         return {job[1]: _fit_group(*job) for job in jobs}
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     log.info("fitting %d filters in %d processes", len(jobs), min(processes, len(jobs)))
     with ProcessPoolExecutor(min(processes, len(jobs)), mp_context=ctx) as pool:
@@ -98,11 +139,26 @@ def _output_dir(fs, filt, quick=False):
     return confined(Path(fs.output) / "quick" / filt if quick else Path(fs.output) / filt, fs.output)
 
 
-def chain_record(campaign, settings, inputs):
+def chain_record(campaign: Campaign, settings: FitSettings, inputs: Sequence[str | os.PathLike]) -> dict:
     """What a chain depends on besides its walkers and hyperparameters (recorded with it,
-    compared on resume): the campaign file's and the input tables' SHA-256, the seed and
-    the model's settings. The number of steps is not part of it (``--resume --steps N``
-    continues a chain further)."""
+    compared on resume).
+
+    The number of steps is not part of it (``--resume --steps N`` continues a chain further).
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The campaign.
+    settings : astrocal.model.inference.FitSettings
+        The fit's settings.
+    inputs : sequence of path
+        The input tables.
+
+    Returns
+    -------
+    dict
+        The campaign file's and the input tables' SHA-256, the seed and the model's settings.
+    """
     pr = settings.priors
     return {"campaign_sha256": campaign.sha256, "inputs_sha256": inputs_sha256(inputs), "seed": int(settings.seed),
             "walkers": int(settings.walkers), "degree": settings.degree,
@@ -128,9 +184,6 @@ def _fit_group(campaign, filt, lab_sets, sky_sets, opts):
 
 
 def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
-    from ..products import write_fit_products
-    from ..products.result_files import load_posterior
-
     fs = campaign.fit
     quick = opts.get("quick", False)
     out = _output_dir(fs, filt, quick)
@@ -145,8 +198,6 @@ def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
     frames = []
     sites = None
     if sky_sets:
-        from ..sky.sites import get_site
-
         sites = {d.name: get_site(d.site).as_dict() for d in sky_sets}
         costs = []
         sky, sky_inputs = sky_points_for(campaign, sky_sets, orientation=costs, frames=frames)
@@ -200,22 +251,36 @@ def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
     return fit, out, products
 
 
-def describe(filt, fit, out, products):
+def describe(filt: str, fit: Fit, out: str | os.PathLike, products: dict) -> list[str]:
     """Lines summarising a filter's fit for the terminal.
 
     The field's pixel scale and its map 1-sigma are absolute figures only with a lab gauge;
     a sky-only fit states them as not measured and gives what the sky measures instead: each
     sky dataset's on-sky pixel scale and position angle (``fit.json`` ``on_sky``, written by
     :func:`~astrocal.model.result.save_fit`), and the map 1-sigma of the field's non-linear
-    part in pixels."""
+    part in pixels.
+
+    Parameters
+    ----------
+    filt : str
+        The filter.
+    fit : astrocal.model.inference.Fit
+        Its fit.
+    out : str or os.PathLike
+        Its result directory (``fit.json`` is read from it).
+    products : dict
+        ``{name: path}`` of the products written.
+
+    Returns
+    -------
+    list of str
+    """
 
     points = fit.points
     ps = fit.pixel_scale_samples() * 1e3
     written = Path(out) / "fit.json"
     info_json = json.loads(written.read_text()) if written.exists() else {}
     measured = (info_json.get("pixel_scale_mas") or {}).get("measured", True)
-    from ..model.quality import fit_quality
-
     info = {"diagnostics": {"converged": fit.diagnostics.converged, "warnings": fit.diagnostics.warnings},
             "settings": {"degree": fit.settings.degree, "degree_range": list(fit.settings.degree_range),
                          "sampler": getattr(fit.settings, "sampler", "emcee")},
@@ -265,10 +330,6 @@ def describe(filt, fit, out, products):
 def _nonlinear_sigma_text(fit):
     """The map 1-sigma of the field's non-linear part (each draw minus its own best affine
     map, in that draw's pixels; :func:`astrocal.report.build.nonlinear_draws`) as text."""
-    from ..field import design_matrix
-    from ..field.basis import n_terms, terms
-    from ..model.draws import affine_matrices
-
     g, deg, dom = fit.g_samples, fit.degree, fit.points.domain
     nt = n_terms(deg)
     keep = np.array([i + j >= 2 for i, j in terms(deg)])
@@ -291,8 +352,19 @@ def _nonlinear_sigma_text(fit):
 EXIT_CONTRADICTED = 3
 
 
-def contradicted(out):
-    """True when the result in ``out`` records data that contradict the fit's assumptions."""
+def contradicted(out: str | os.PathLike) -> bool:
+    """Whether the result in ``out`` records data that contradict the fit's assumptions.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        A result directory.
+
+    Returns
+    -------
+    bool
+        True when its ``fit.json`` says ``quality.consistent = false``.
+    """
     path = Path(out) / "fit.json"
     if not path.exists():
         return False

@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from astropy.table import Table
 
+from ..campaign import Campaign, Exposure, FitSettings, LabDataset, SkyDataset
 from ..lab.mask import check_mask_scale, load_mask
-from ..model.data import DataError, lab_points_from_tables, sky_points_from_tables
+from ..model.data import DataError, Points, lab_points_from_tables, sky_points_from_tables
+from ..sky.astrometry import EpochGapWarning, apparent_positions
+from ..sky.catalog import load_catalog
+from ..sky.exposure import UNKNOWN_HORIZON
+from ..sky.sites import is_space
 from ..sources import MEASURED_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -38,12 +44,22 @@ UNKNOWN_OFFSET_SIGMA_MAS = 1000.0
 SKY_POINTING_SIGMA_ARCSEC = 2.0
 
 
-def fit_groups(campaign):
-    """The fits a campaign asks for: ``{filter: (lab datasets, sky datasets)}``.
+def fit_groups(campaign: Campaign) -> dict[str, tuple[list[LabDataset], list[SkyDataset]]]:
+    """The fits a campaign asks for.
 
     Lab and sky datasets of the same filter are fitted jointly; a sky dataset without a
     filter joins the lab filter when there is exactly one, else it is fitted on its own
     under the name ``sky``.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+
+    Returns
+    -------
+    dict
+        ``{filter: (lab datasets, sky datasets)}``.
     """
     groups = {}
     for d in campaign.lab:
@@ -56,7 +72,7 @@ def fit_groups(campaign):
     return groups
 
 
-def source_table_path(campaign, exposure_file, dataset=None):
+def source_table_path(campaign: Campaign, exposure_file: str | os.PathLike, dataset: str | None = None) -> Path:
     """The measured source table of an exposure: the file itself if it is one, else the
     measure stage's output for it.
 
@@ -68,6 +84,26 @@ def source_table_path(campaign, exposure_file, dataset=None):
     measured (``<stem>.ecsv``, or ``<dataset>_<stem>.ecsv`` when two exposures share a file
     name); it is looked up by the exposure's file (and ``dataset``, a name). Without a
     summary the table is ``<stem>.ecsv``.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+    exposure_file : str or os.PathLike
+        The exposure's file.
+    dataset : str, optional
+        The exposure's dataset name.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    DataError
+        The exposure failed in the measure stage.
+    FileNotFoundError
+        There is no measured table for it.
     """
     path = Path(exposure_file)
     if measured_table_kind(path) is not None:
@@ -92,14 +128,24 @@ def source_table_path(campaign, exposure_file, dataset=None):
 
 
 
-def measured_table_kind(path):
-    """``"lab"``, ``"sky"`` or None: what kind of measured source table ``path`` is.
+def measured_table_kind(path: str | os.PathLike) -> str | None:
+    """What kind of measured source table ``path`` is.
 
     A lab table is an ECSV table with the columns ``hole_id, x, y, sigma_x, sigma_y`` (the
     measure stage's, or a user's table in that layout); a sky table one with ``star, x, y,
     sigma_x, sigma_y`` and ``kind: sky`` in its metadata, as the sky measure stage writes it
-    (:func:`astrocal.sky.measure.measure_sky_exposure`). Anything else (an image, a star
-    list in any format, a missing file) is None.
+    (:func:`astrocal.sky.measure.measure_sky_exposure`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file.
+
+    Returns
+    -------
+    str or None
+        ``"lab"``, ``"sky"``, or None for anything else (an image, a star list in any
+        format, a missing file).
     """
     path = Path(path)
     try:
@@ -172,8 +218,23 @@ class MeasureFailure(NamedTuple):
     message: str
 
 
-def lab_points_for(campaign, datasets):
-    """:class:`Points` of lab datasets that share a filter (one field)."""
+def lab_points_for(campaign: Campaign, datasets: Sequence[LabDataset]) -> tuple[Points, list[Path]]:
+    """The points of lab datasets that share a filter (one field).
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+    datasets : sequence of LabDataset
+        Datasets of one filter, with the same mask.
+
+    Returns
+    -------
+    points : astrocal.model.data.Points
+        Hole positions on the mask, commanded offsets with their accuracy.
+    inputs : list of Path
+        The source tables read.
+    """
     mask_path = {str(d.mask) for d in datasets}
     if len(mask_path) != 1:
         raise DataError(f"datasets {[d.name for d in datasets]} use different masks; fit them "
@@ -245,13 +306,30 @@ def _source_table(path):
     return t
 
 
-def sky_exposure_settings(table, exposure, path, space=False):
+def sky_exposure_settings(table: Table, exposure: Exposure, path: str | os.PathLike, space: bool = False) -> dict:
     """Keyword arguments of :func:`astrocal.sky.astrometry.apparent_positions` for one sky
-    exposure: the campaign's exposure keys first, then the measured table's metadata. An
-    epoch without a clock time (``clock_time`` false) gets the ``horizon`` the measure stage
-    placed the field at; ``refraction = false`` is pressure 0. ``space``: the observatory is
-    in space: no weather, horizon or wavelength, and the velocity aberration the measure
-    stage used (``meta["velocity_aberration"]``) unless the campaign gives one."""
+    exposure: the campaign's exposure keys first, then the measured table's metadata.
+
+    An epoch without a clock time (``clock_time`` false) gets the ``horizon`` the measure
+    stage placed the field at; ``refraction = false`` is pressure 0.
+
+    Parameters
+    ----------
+    table : Table
+        The exposure's measured sky table.
+    exposure : Exposure
+        The campaign's exposure (its ``extra`` keys).
+    path : str or os.PathLike
+        The table's file, named in errors.
+    space : bool
+        The observatory is in space: no weather, horizon or wavelength, and the velocity
+        aberration the measure stage used (``meta["velocity_aberration"]``) unless the
+        campaign gives one.
+
+    Returns
+    -------
+    dict
+    """
     meta, extra = dict(table.meta), dict(exposure.extra or {})
     if space:
         return _space_settings(meta, extra, path)
@@ -295,8 +373,6 @@ def sky_exposure_settings(table, exposure, path, space=False):
             if (weather.get("pressure_hpa") or 0.0) > 0:
                 raise DataError(f"{path}: an epoch without a clock time and no zenith_distance_deg and "
                                 "parallactic_angle_deg: give them, or refraction = false")
-            from ..sky.exposure import UNKNOWN_HORIZON
-
             z, q = UNKNOWN_HORIZON
         kw["horizon"] = (float(z), float(q or 0.0))
     return kw
@@ -340,19 +416,32 @@ def _space_settings(meta, extra, path):
     return kw
 
 
-def sky_points_for(campaign, datasets, orientation=None, frames=None):
+def sky_points_for(campaign: Campaign, datasets: Sequence[SkyDataset], orientation: list | None = None,
+                   frames: list | None = None) -> tuple[Points, list[Path]]:
     """Sky points (:func:`~astrocal.model.data.sky_points_from_tables`) of sky datasets:
     their measured tables and the catalogue's apparent positions in every exposure.
 
-    ``orientation``, a list, receives one record per exposure of what the Earth-orientation
-    table's uncertainty costs it (``FocalPlanePositions.meta["earth_orientation"]``, with
-    the exposure's name). ``frames``, a list, receives one record per exposure of its
-    nominal frame (``exposure``, ``dataset``, ``position_angle_deg``, ``parity``: what
-    :func:`astrocal.model.onsky.on_sky_record` needs)."""
-    from ..sky.astrometry import EpochGapWarning, apparent_positions
-    from ..sky.catalog import load_catalog
-    from ..sky.sites import is_space
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+    datasets : sequence of SkyDataset
+        Datasets of one filter.
+    orientation : list, optional
+        Receives one record per exposure of what the Earth-orientation table's uncertainty
+        costs it (``FocalPlanePositions.meta["earth_orientation"]``, with the exposure's
+        name).
+    frames : list, optional
+        Receives one record per exposure of its nominal frame (``exposure``, ``dataset``,
+        ``position_angle_deg``, ``parity``, ``aberration_scale``: what
+        :func:`astrocal.model.onsky.on_sky_record` needs).
 
+    Returns
+    -------
+    points : astrocal.model.data.Points
+    inputs : list of Path
+        The source tables and catalogues read.
+    """
     inst = campaign.instrument
     tables, positions, ds_index, names, inputs = [], [], [], [], []
     for k, d in enumerate(datasets):
@@ -395,10 +484,22 @@ def sky_points_for(campaign, datasets, orientation=None, frames=None):
     return points, inputs
 
 
-def mask_affine_sigma(fit_settings, lab_sets):
-    """The metrology of the mask's net scale and shears for a fit (ppm, or None: derived
-    from the hole errors): ``[fit] mask_affine_sigma_ppm``, else the mask table's
-    ``affine_sigma_ppm``."""
+def mask_affine_sigma(fit_settings: FitSettings, lab_sets: Sequence[LabDataset]) -> float | None:
+    """The metrology of the mask's net scale and shears for a fit.
+
+    Parameters
+    ----------
+    fit_settings : astrocal.campaign.FitSettings
+        The campaign's ``[fit]``.
+    lab_sets : sequence of LabDataset
+        The fit's lab datasets.
+
+    Returns
+    -------
+    float or None
+        ``[fit] mask_affine_sigma_ppm``, else the mask table's ``affine_sigma_ppm`` (ppm);
+        None: derived from the hole errors.
+    """
     if fit_settings.mask_affine_sigma_ppm is not None:
         return float(fit_settings.mask_affine_sigma_ppm)
     if not lab_sets:

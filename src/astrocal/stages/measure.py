@@ -15,20 +15,25 @@ measured; nothing that exists is overwritten unless ``overwrite``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import multiprocessing as mp
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import astropy.units as u
 from astropy.table import Table
 from astropy.time import Time
 
-from ..errors import AstrocalError, MeasureError
 from .. import __version__
+from ..campaign import Campaign, CampaignError, load_campaign
+from ..errors import AstrocalError, MeasureError
 from ..plain import to_plain
 from ..atomic import ProductExistsError, atomic_write_table, check_writable
 from ..resultset import confined
@@ -36,11 +41,14 @@ from ..sources import FLAGS_REJECT, LAB_FLAG_NAMES as FLAG_NAMES, read_source_ta
 from ..image import centroid as C
 from ..image.frame import (dataset_calibration, exposure_kind, exposure_stem, fit_frame_spots,
                            frame_meta, header_rules, internal_error)
+from ..image.epsf import build_epsf
 from ..image.psf import render_spots
 from ..image.reduce import (detector_params, read_frame, read_reduced, reduce_frame,
                             write_reduced)
 from ..lab.checks import offset_check, same_content, saturation_note
+from ..lab.mask import load_mask
 from ..lab.measure import measure_frame, model_psf, source_table
+from ..sky.measure import measure_sky_datasets
 
 __all__ = ["MeasureReport", "measure_campaign", "scatter_check", "SCATTER_RATIO_HIGH", "MEASURED"]
 
@@ -362,8 +370,6 @@ def _wings(shape, table, psf, size):
 
 def _epsf_pass(results, ctx, jobs_by_key):
     """Build the ePSF of a dataset from its measured frames and refit every spot."""
-    from ..image.epsf import build_epsf
-
     ok = [r for r in results if r["status"] in MEASURED and r.get("pending") is not None]
     if not ok:
         return
@@ -410,19 +416,29 @@ def _epsf_pass(results, ctx, jobs_by_key):
 
 
 # =========================================================================== scatter check
-def scatter_check(tables, min_common=10):
+def scatter_check(tables: Mapping[str, Table], min_common: int = 10) -> dict:
     """Stated sigmas against the scatter of the spots' positions between exposures.
 
-    ``tables``: ``{exposure name: source table}`` of one dataset.  Each exposure's good
-    identified spots are compared with those of the first exposure (the reference): an
-    affine transformation (the offset of the mask, a rotation, the local change of scale)
-    is fitted to the common holes and ``chi2 = sum r^2 / (sigma_ref^2 + sigma^2)`` over x and
-    y of the residuals with ``2 n - 6`` degrees of freedom.  Distortion differences
-    between the exposures only add scatter, so a ``stated_over_scatter = 1 / sqrt(chi2 /
-    dof)`` well above 1 means sigmas that are too large (a wrong noise model).
+    Each exposure's good identified spots are compared with those of the first exposure
+    (the reference): an affine transformation (the offset of the mask, a rotation, the
+    local change of scale) is fitted to the common holes and
+    ``chi2 = sum r^2 / (sigma_ref^2 + sigma^2)`` over x and y of the residuals with
+    ``2 n - 6`` degrees of freedom.  Distortion differences between the exposures only add
+    scatter, so a ``stated_over_scatter = 1 / sqrt(chi2 / dof)`` well above 1 means sigmas
+    that are too large (a wrong noise model).
 
-    Returns ``{exposure: {"n_common", "stated_over_scatter"}}`` for the exposures
-    compared (none with fewer than two tables or ``min_common`` common holes).
+    Parameters
+    ----------
+    tables : mapping of str to Table
+        ``{exposure name: source table}`` of one dataset.
+    min_common : int
+        The fewest common holes for an exposure to be compared.
+
+    Returns
+    -------
+    dict
+        ``{exposure: {"n_common", "stated_over_scatter"}}`` for the exposures compared
+        (none with fewer than two tables or ``min_common`` common holes).
     """
     def good(t):
         hid = np.asarray(t["hole_id"], np.int64)
@@ -492,8 +508,6 @@ def _scatter_warnings(results, campaign):
 def _refuse_same_content(campaign):
     """The same frame under two names (equal SHA-256) would enter the fit twice as if
     independent: refused before anything is written, naming both exposures."""
-    from ..campaign import CampaignError
-
     where = {}
     for kind, datasets in (("lab", campaign.lab), ("sky", campaign.sky)):
         for i, ds in enumerate(datasets):
@@ -563,11 +577,12 @@ class MeasureReport:
     n_flagged: int = 0
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
+        """No exposure failed and no error was reported."""
         return self.n_failed == 0 and not self.errors
 
     @property
-    def n_saturated(self):
+    def n_saturated(self) -> int:
         """Exposures measured but flagged ``saturated`` (status)."""
         return sum(r["status"] == "saturated" for r in self.results)
 
@@ -579,10 +594,6 @@ def _load_campaign_tolerant(path):
     (dataset name, exposure index, path, {"offset_arcsec": ...}).  Every other problem
     raises :class:`CampaignError`.
     """
-    import dataclasses
-
-    from ..campaign import load_campaign
-
     camp = load_campaign(path, missing_exposures="keep")
     missing, labs = [], []
     for ds in camp.lab:
@@ -617,25 +628,47 @@ def _product_paths(jobs_spec, output):
     return out
 
 
-def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
-    """Measure every lab and sky exposure of a campaign; returns a :class:`MeasureReport`.
+def measure_campaign(campaign: str | os.PathLike | Campaign, *, overwrite: bool = False, processes: int = 1,
+                     psf: str | None = None) -> MeasureReport:
+    """Measure every lab and sky exposure of a campaign.
 
-    ``[[sky]]`` datasets are measured after the lab ones by
-    :func:`astrocal.sky.measure.measure_sky_datasets` (one sky table per exposure; rows of
-    kind ``sky_image`` / ``sky_list`` in the summary, ``n_identified`` = stars matched).
+    The steps: (1) the lab jobs, one per exposure (a missing file is a failed job), their
+    products under the output directory (:func:`_lab_jobs`); (2) per dataset, the mask,
+    the model PSF and the calibration frames, built once (:func:`_dataset_contexts`);
+    (3) the frames measured, in parallel processes when asked (:func:`_run_jobs`); (4) with
+    ``psf = "epsf"`` the second pass, the checks across a dataset's frames, stale products
+    removed (:func:`_lab_checks`); (5) the ``[[sky]]`` datasets, measured after the lab ones
+    by :func:`astrocal.sky.measure.measure_sky_datasets` (one sky table per exposure; rows of
+    kind ``sky_image`` / ``sky_list`` in the summary, ``n_identified`` = stars matched), and
+    an ``[lms]`` data set (:func:`astrocal.lms.measure.measure_lms`); (6) the summary written.
 
-    ``campaign`` a path or a loaded :class:`~astrocal.campaign.Campaign`; ``overwrite``
-    replaces existing products; ``processes`` measures frames in parallel; ``psf``
-    ("model" or "epsf") overrides the campaign's ``[measure] psf``.
+    Parameters
+    ----------
+    campaign : str, os.PathLike or Campaign
+        A path or a loaded :class:`~astrocal.campaign.Campaign`.
+    overwrite : bool
+        Replace existing products.
+    processes : int
+        Measure frames in parallel processes (>= 1).
+    psf : {"model", "epsf"}, optional
+        Overrides the campaign's ``[measure] psf``.
 
-    Campaign-level problems (invalid file, misspelt key) raise
-    :class:`~astrocal.campaign.CampaignError`; an existing summary without ``overwrite``
-    raises :class:`~astrocal.atomic.ProductExistsError`.  Problems of one frame or one
-    dataset are reported in the summary (status ``failed``) and the others are measured.
+    Returns
+    -------
+    MeasureReport
+
+    Raises
+    ------
+    CampaignError
+        Campaign-level problems (invalid file, misspelt key).
+    ProductExistsError
+        An existing summary without ``overwrite``.
+
+    Notes
+    -----
+    Problems of one frame or one dataset are reported in the summary (status ``failed``)
+    and the others are measured.
     """
-    from ..campaign import Campaign
-    from ..lab.mask import load_mask
-
     t0 = time.perf_counter()
     missing = []
     if not isinstance(campaign, Campaign):
@@ -653,10 +686,41 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
     summary_path = output / "summary.ecsv"
     check_writable(summary_path, overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    inst = campaign.instrument
-    rules = header_rules(inst)  # the keyword map and defaults of raw, background and flat frames
+    rules = header_rules(campaign.instrument)  # the keyword map and defaults of raw, background and flat frames
 
-    # ---- jobs
+    jobs, stems = _lab_jobs(campaign, missing, output, overwrite, mode)
+    contexts = _dataset_contexts(campaign, jobs, missing, rules)
+    results = _run_jobs(jobs, contexts, processes)
+    scatter, offsets = _lab_checks(results, jobs, contexts, campaign, mode, overwrite)
+
+    # ---- [[sky]] datasets: stars measured and matched to the catalogue (astrocal.sky.measure)
+    if campaign.sky:
+        results += measure_sky_datasets(campaign, output=output, overwrite=overwrite, psf=mode,
+                                        used_stems=stems, processes=processes)
+
+    # ---- [lms]: laser spots, pinhole traces and slice edges per frame (astrocal.lms.measure)
+    if campaign.lms is not None:
+        # lazy: only an [lms] data set needs astrocal.lms (which imports astrocal.field)
+        from ..lms.measure import measure_lms
+
+        results += measure_lms(campaign, output, overwrite=overwrite,
+                               used_stems=stems + [r["exposure"] for r in results])
+
+    summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
+                             processes)
+    summary.meta["scatter_check"] = to_plain(scatter)
+    summary.meta["offset_check"] = to_plain(offsets)
+    atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
+    n_failed = sum(r["status"] == "failed" for r in results)
+    n_flagged = sum(bool(r.get("flags")) for r in results)
+    return MeasureReport(summary=summary, results=results, output=output,
+                         summary_path=summary_path, n_failed=n_failed,
+                         seconds=time.perf_counter() - t0, n_flagged=n_flagged)
+
+
+def _lab_jobs(campaign, missing, output, overwrite, mode):
+    """Step 1: one :class:`_Job` per lab exposure (``missing``: those whose file does not
+    exist, failed jobs) and the product stems; every product path under ``output``."""
     spec = []  # (dataset, index, file, Exposure or None, offset of a missing one)
     for ds in campaign.lab:
         for k, e in enumerate(ds.exposures):
@@ -683,11 +747,14 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
         for path in (job.table_path, job.reduced_path):
             if path is not None:
                 confined(path, output)
+    return jobs, stems
 
-    # ---- per-dataset context (mask, PSF, calibration), built once; the PSF table is
-    # computed in a thread while the calibration frames are read (both release the GIL)
-    from concurrent.futures import ThreadPoolExecutor
 
+def _dataset_contexts(campaign, jobs, missing, rules):
+    """Step 2: per dataset, its :class:`_Context` (mask, PSF, calibration), built once; the
+    PSF table is computed in a thread while the calibration frames are read (both release
+    the GIL). A dataset that cannot be set up carries its error."""
+    inst = campaign.instrument
     contexts = {}
     with ThreadPoolExecutor(max_workers=1) as threads:
         for ds in campaign.lab:
@@ -715,20 +782,26 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                 log.error("%s", ctx.error)
     for name, _, _, _ in missing:
         contexts.setdefault(name, _Context(name=name, error=f"dataset '{name}' has no usable exposure"))
+    return contexts
 
-    # ---- run
+
+def _run_jobs(jobs, contexts, processes):
+    """Step 3: the jobs measured (:func:`_measure_job`), in ``processes`` forked processes
+    when more than one; the results in job order."""
     todo = list(jobs)
     if processes > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
         mpctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with ProcessPoolExecutor(max_workers=min(processes, len(todo)), mp_context=mpctx,
                                  initializer=_init_worker, initargs=(contexts,)) as pool:
-            results = list(pool.map(_measure_job, todo))
-    else:
-        _init_worker(contexts)
-        results = [_measure_job(j) for j in todo]
+            return list(pool.map(_measure_job, todo))
+    _init_worker(contexts)
+    return [_measure_job(j) for j in todo]
 
+
+def _lab_checks(results, jobs, contexts, campaign, mode, overwrite):
+    """Step 4: with ``mode = "epsf"`` the second pass; the checks across a dataset's
+    frames; stale products of frames that failed now removed when overwriting; each
+    frame's outcome logged. Returns ``(scatter check, offset check)`` for the summary."""
     if mode == "epsf":
         by_key = {(j.dataset, j.index): j for j in jobs}
         for ds in campaign.lab:
@@ -754,31 +827,7 @@ def measure_campaign(campaign, *, overwrite=False, processes=1, psf=None):
                      Path(r["file"]).name, r["n_detected"], r["n_identified"], r["n_good"],
                      r["median_snr"], r["median_sigma_px"],
                      f" ({r['message']})" if r["message"] else "")
-
-    # ---- [[sky]] datasets: stars measured and matched to the catalogue (astrocal.sky.measure)
-    if campaign.sky:
-        from ..sky.measure import measure_sky_datasets
-
-        results += measure_sky_datasets(campaign, output=output, overwrite=overwrite, psf=mode,
-                                        used_stems=stems, processes=processes)
-
-    # ---- [lms]: laser spots, pinhole traces and slice edges per frame (astrocal.lms.measure)
-    if campaign.lms is not None:
-        from ..lms.measure import measure_lms
-
-        results += measure_lms(campaign, output, overwrite=overwrite,
-                               used_stems=stems + [r["exposure"] for r in results])
-
-    summary = _summary_table(results, jobs, campaign, mode, output, time.perf_counter() - t0,
-                             processes)
-    summary.meta["scatter_check"] = to_plain(scatter)
-    summary.meta["offset_check"] = to_plain(offsets)
-    atomic_write_table(summary, summary_path, overwrite=overwrite, format="ascii.ecsv")
-    n_failed = sum(r["status"] == "failed" for r in results)
-    n_flagged = sum(bool(r.get("flags")) for r in results)
-    return MeasureReport(summary=summary, results=results, output=output,
-                         summary_path=summary_path, n_failed=n_failed,
-                         seconds=time.perf_counter() - t0, n_flagged=n_flagged)
+    return scatter, offsets
 
 
 def _summary_table(results, jobs, campaign, mode, output, seconds, processes):
