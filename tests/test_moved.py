@@ -15,7 +15,11 @@ SPLIT = {"astrocal.model.cli": ("astrocal.stages.fit", "astrocal.stages.fit_inpu
 LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": "astrocal.cli.convert"},
         "astrocal.lab.measure": {"measure_campaign": "astrocal.stages.measure", "MeasureReport": "astrocal.stages.measure",
                                  "scatter_check": "astrocal.stages.measure", "register": "astrocal.cli.measure",
-                                 "run": "astrocal.cli.measure"}}
+                                 "run": "astrocal.cli.measure"},
+        "astrocal.model.linear": {"JointModel": "astrocal.model.joint", "Priors": "astrocal.model.priors",
+                                  "MASK_AFFINE_NAMES": "astrocal.model.priors",
+                                  "mask_affine_patterns": "astrocal.model.priors",
+                                  "gauge_patterns": "astrocal.model.priors"}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))
@@ -62,7 +66,7 @@ def test_names_that_left_a_module_forward(old):
             assert getattr(mod, name) is getattr(importlib.import_module(new), name)
 
 
-@pytest.mark.parametrize("module,old,new", [("astrocal.model.linear", "LabModel", "JointModel"),
+@pytest.mark.parametrize("module,old,new", [("astrocal.model.joint", "LabModel", "JointModel"),
                                             ("astrocal.model.data", "LabPoints", "Points"),
                                             ("astrocal.model.inference", "LabFit", "Fit"),
                                             ("astrocal.model.inference", "fit_lab", "fit_joint")])

@@ -69,7 +69,7 @@ def test_resume_refuses_a_chain_of_other_hyperparameters(tmp_path):
     import h5py
 
     from astrocal.model.inference import FitSettings, run_emcee
-    from astrocal.model.linear import JointModel
+    from astrocal.model.joint import JointModel
 
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.05)
     model = JointModel(pts, 3, jacobian_field=field)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checksum import file_sha256
-from ..model.linear import gauge_patterns
+from ..model.priors import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
 
 __all__ = ["DEFAULT_HOLE_ERROR_UM", "HolePrior", "ImagerHolePosterior", "tolerance_prior",

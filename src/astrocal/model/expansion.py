@@ -1,7 +1,7 @@
 """The noise weights as a short sum of fixed components: the fast path of the likelihood.
 
 Point ``p`` has the focal-plane noise covariance ``kappa**2 C_p + sigma_d**2 I``, with
-``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.linear.JointModel`
+``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.joint.JointModel`
 diagonalises it once). Along its eigen-direction ``i`` the point is one *row*
 ``r = (p, i)`` of the observation equations: design ``a_r = U_pi^T A_p`` over the global
 parameters, ``b_r = U_pi^T Lp_p`` over its source block, datum ``y_r = U_pi^T y_p``, and
@@ -61,7 +61,7 @@ from scipy import sparse
 from scipy.linalg.blas import dsyrk, dtrsm
 from scipy.linalg.lapack import dpotrf
 
-from .linear import LOG2PI
+from .linear import LOG2PI, schur
 
 TOL = 1e-11  # largest relative error of any weight
 MAX_NODES = 64  # interpolation points per dataset
@@ -200,7 +200,7 @@ def _chunk_blocks(J, Ga, K=12, limit=None):
 
 
 def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
-    """The :class:`Expansion` of a :class:`~astrocal.model.linear.JointModel`, or ``None``
+    """The :class:`Expansion` of a :class:`~astrocal.model.joint.JointModel`, or ``None``
     when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
     fewer components than a third of the rows, or more than ``limit_bytes``, default
     ``LIMIT_BYTES``, for the global block's components and the rows' weights). The
@@ -236,7 +236,7 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     for (sel, (_, basis, _)), sl in zip(fits, slices):
         Lw[sel, sl] = basis / np.sqrt(lam_rows[sel])[:, None]
     u = np.swapaxes(model.U, 1, 2)  # u[p, i] is the eigenvector of row (p, i)
-    yr = np.einsum("pia,pa->pi", u, model._yc).reshape(2 * n)
+    yr = np.einsum("pia,pa->pi", u, model.y_centred).reshape(2 * n)
     P = np.zeros((J, Ga, Ga))
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
@@ -287,23 +287,12 @@ def _block_ranges(model, ex):
     return [(h0, min(model.H, h0 + ex.chunk)) for h0 in range(0, model.H, ex.chunk)]
 
 
-def _block_points(model):
-    """Index of each block's first point (absolute), (H + 1,): block ``b`` holds the points
-    ``start[b]:start[b + 1]`` (the model sorts the block points by block)."""
-    start = model.__dict__.get("_block_point_start")
-    if start is None:
-        cnt = np.bincount(model.block_of_point, minlength=model.H)
-        start = model.nb0 + np.r_[0, np.cumsum(cnt)]
-        model._block_point_start = start
-    return start
-
-
 def _block_components(model, ex, h0, h1, cross=True):
     """Components of the blocks ``h0:h1``: their cross terms ``(J, h1 - h0, 2, Ga)`` (the
     gauge columns zero; ``None`` unless ``cross``) and precisions ``(J, h1 - h0, 2, 2)``,
     from the rows' fixed weights ``ex.Lw`` and data ``ex.yr``."""
     J, G, Ga, Hc = ex.J, model.G, ex.Ga, h1 - h0
-    start = _block_points(model)
+    start = model.block_point_start()
     p0, p1 = int(start[h0]), int(start[h1])
     pc = np.zeros((J, Hc, 2, Ga)) if cross else None
     dc = np.zeros((J, Hc, 2, 2))
@@ -345,7 +334,7 @@ def _weighted_cross(model, ex, c, work=None):
     R = 2 * model.M  # rows per block, padded
     step = int(STREAM_BYTES // (8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga)))
     step = max(ex.chunk, step // ex.chunk * ex.chunk)
-    start = _block_points(model)
+    start = model.block_point_start()
     rows_design = np.swapaxes(model.U, 1, 2)
     for s0 in range(0, model.H, step):
         s1 = min(model.H, s0 + step)
@@ -396,18 +385,18 @@ def log_likelihood(model, ex, phi):
     """
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
-    jit, kappa, hsig = model._unpack(phi)
+    jit, kappa, hsig = model.noise_scales(phi)
     c = _coefficients(ex, jit, kappa)
     k2 = kappa**2
     const = np.zeros(K)
     for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
         const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
-    prec, logdet_prior, prior_quad = model._global_prior(phi)
+    prec, logdet_prior, prior_quad = model.global_prior(phi)
     S, B = _global_block(model, ex, c, prec)
     const += logdet_prior + prior_quad
     if model.has_blocks:
         D = (c @ ex.D).reshape(K, H, 2, 2)
-        const += model._block_precision(D, hsig)
+        const += model.add_block_prior(D, hsig)
         # Cholesky of each block's 2x2 precision, D = L L^T with L = [[l11, 0], [l21, l22]],
         # applied to the block's bordered row [cross terms, right-hand side, gauge patterns]
         with np.errstate(invalid="ignore", divide="ignore"):  # checked just below
@@ -454,8 +443,8 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
     ``[[l11, 0], [l21, l22]]`` (K, H): chunk by chunk of blocks, one symmetric rank update
     (BLAS ``dsyrk``) per walker and chunk."""
     K, G, Ga = c.shape[0], model.G, ex.Ga
-    work = model._buffer("Z", (K * ex.chunk * 2 * Ga,))
-    tmp = model._buffer("Ztmp", (K * ex.chunk * Ga,))
+    work = model.work_buffer("Z", (K * ex.chunk * 2 * Ga,))
+    tmp = model.work_buffer("Ztmp", (K * ex.chunk * Ga,))
     r11, r22 = 1.0 / l11, 1.0 / l22
     a21 = l21 * r22
     for h0, h1, Z in _weighted_cross(model, ex, c, work):
@@ -479,15 +468,15 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
 
 def system(model, ex, phi, weak=None):
     """The normal equations after eliminating the source blocks, from the components ``ex``:
-    the same dictionary as ``JointModel._system`` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
+    the same dictionary as :meth:`JointModel.system <astrocal.model.joint.JointModel.system>` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
     ``hd``, ``Dinv_hd``) for the conditional posterior and its exact draws (without the
     likelihood's constant). ``weak``: boolean over the global parameters whose prior is
     left out."""
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
-    jit, kappa, hsig = model._unpack(phi)
+    jit, kappa, hsig = model.noise_scales(phi)
     c = _coefficients(ex, jit, kappa)
-    prec = model._global_prior(phi)[0]
+    prec = model.global_prior(phi)[0]
     if weak is not None:
         prec[:, np.asarray(weak, bool)] = 0.0
     P, Bd = _global_block(model, ex, c, prec)
@@ -497,13 +486,13 @@ def system(model, ex, phi, weak=None):
     if not model.has_blocks:
         return {"S": P, "r": h}
     D = (c @ ex.D).reshape(K, H, 2, 2)
-    model._block_precision(D, hsig)
+    model.add_block_prior(D, hsig)
     Pgd = np.empty((K, 2, H, G))
     hd = np.empty((K, H, 2))
     for h0, h1, Pa in _weighted_cross(model, ex, c):
         Pgd[:, :, h0:h1] = np.swapaxes(Pa[..., :G], 1, 2)
         hd[:, h0:h1] = Pa[..., G]
-    sys = model._schur(P, h, Pgd, D, hd)
+    sys = schur(model, P, h, Pgd, D, hd)
     del sys["quad"], sys["logdet_D"]
     sys.update(Pgd=Pgd, hd=hd)
     return sys
@@ -529,7 +518,7 @@ def _global_block(model, ex, c, prec):
             B[:, g1 - G:i1 - G, :i1] = band[:, g1 - i0:]
     ii = np.arange(G)
     S[:, ii, ii] += prec
-    B[:, 0, :G] += model._g0c * prec
+    B[:, 0, :G] += model.g0_centred * prec
     return S, B
 
 

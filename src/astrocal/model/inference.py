@@ -35,7 +35,8 @@ from ..errors import AstrocalError
 from . import draws
 from .data import DataError, Points
 from .footprint import convex_footprint, inside_footprint
-from .linear import JointModel, Priors
+from .joint import JointModel
+from .priors import Priors
 from .proposal import (MIN_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
                        laplace_proposal)
 from .refinement import baseline_evidence, fit_variant
@@ -402,7 +403,7 @@ def noise_covariance(model, phi, points):
         _, _, jac = model.jacobian_field.jacobian(points.x, points.y)
     else:
         jac = np.broadcast_to(np.eye(2) * points.pixel_scale, (points.n_points, 2, 2))
-    jit, kappa, _ = model._unpack(np.asarray(phi)[None])
+    jit, kappa, _ = model.noise_scales(np.asarray(phi)[None])
     cov = kappa[0] ** 2 * (jac @ points.cov @ np.swapaxes(jac, 1, 2))
     return cov + np.eye(2) * jit[0, points.dataset][:, None, None] ** 2
 
@@ -514,7 +515,7 @@ def inseparable_directions(model, phi, threshold=0.5, tol=1e-10):
     """
     phi = np.atleast_2d(np.asarray(phi, float))[:1]
     weak = weak_parameters(model)
-    sys = model._system(phi, weak=weak)
+    sys = model.system(phi, weak=weak)
     S = sys["S"][0]
     sd = model.prior_sd(phi, broad_field=True)
     idx = np.flatnonzero(weak)

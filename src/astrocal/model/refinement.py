@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .linear import JointModel
+from .joint import JointModel
 
 __all__ = ["VariantFit", "baseline_evidence", "fit_variant", "refine_variant"]
 

@@ -21,7 +21,7 @@ from ..resultset import check_result_dir as _check_result_dir
 from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from ..model.data import DataError, join_points
 from ..model.inference import FitSettings, fit_joint
-from ..model.linear import Priors
+from ..model.priors import Priors
 from ..model.result import save_fit
 from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, sky_points_for
 
