@@ -9,7 +9,7 @@ from astrocal.field import design_matrix
 from astrocal.field.inverse import solve
 from astrocal.model.data import Points, join_points
 from astrocal.model.flexure import FlexureBasis
-from astrocal.model.inference import inseparable_directions
+from astrocal.model.identifiability import inseparable_directions
 from astrocal.model.joint import JointModel
 from astrocal.model.priors import Priors
 
@@ -260,7 +260,7 @@ def test_flexure_basis_rotates_with_the_rotator():
 
 
 def test_pooled_posterior_matches_the_serial_one():
-    from astrocal.model.inference import PooledPosterior
+    from astrocal.model.sampling import PooledPosterior
 
     pts, field, _ = joint_problem(5)
     model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS, flexure=FLEX)

@@ -640,7 +640,7 @@ def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings:
 
 
 def _fit_lms(data, layout, terms, settings, truth):
-    from ..model import inference
+    from ..model import inference, laplace, sampling
 
     prior_fixed = np.concatenate([layout.prior_sigma(settings.hyper),
                                   terms.prior_sigma(settings.offset_sigma_mas, settings.across_px_per_mas)])
@@ -668,9 +668,9 @@ def _fit_lms(data, layout, terms, settings, truth):
                                target_neff=settings.target_neff, check_every=settings.check_every,
                                seed=settings.seed, progress=settings.progress, backend_path=settings.backend_path,
                                resume=settings.resume, chain_record=settings.chain_record)
-    _, hess = inference.laplace_evidence(model, phi, lp)
-    chain, sampler = inference.run_emcee(model, phi, es, hessian=hess)
-    diag = inference.diagnostics(chain, sampler, es)
+    _, hess = laplace.laplace_evidence(model, phi, lp)
+    chain, sampler = sampling.run_emcee(model, phi, es, hessian=hess)
+    diag = sampling.diagnostics(chain, sampler, es)
     flat = chain[diag.n_burn:].reshape(-1, model.ndim)
     rng = np.random.default_rng(settings.seed)
     pick = flat[np.linspace(0, len(flat) - 1, min(settings.n_draws, len(flat))).astype(int)]

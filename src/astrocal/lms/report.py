@@ -452,7 +452,7 @@ def write_lms_report_from_dir(out, report_dir=None, overwrite=False):
 
     from astropy.table import Table
 
-    from ..model.inference import Diagnostics
+    from ..model.sampling import Diagnostics
     from ..model.quality import QC_CONVERGED
     from ..resultset import require_complete
     from .fit_campaign import load_lms_fit

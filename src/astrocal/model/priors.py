@@ -82,7 +82,7 @@ class Priors:
 
     The residual field beyond the polynomial (``residual``, :mod:`astrocal.field.residual`):
     ``"none"`` (the default), ``"matern52"`` or ``"auto"`` (the fit compares both by their
-    evidence, :func:`astrocal.model.inference.choose_model`; a :class:`JointModel` itself takes
+    evidence, :func:`astrocal.model.selection.choose_model`; a :class:`~astrocal.model.joint.JointModel` itself takes
     ``"none"`` or ``"matern52"``): with the residual, each component of the field gains a
     Matérn-5/2 Gaussian process, orthogonal to the polynomials of the field's degree, in a
     reduced-rank basis of ``residual_basis**2`` functions (boundary factor

@@ -146,7 +146,7 @@ def residual_table(fit):
     """
     from types import SimpleNamespace
 
-    from .inference import noise_covariance, residual_chi2
+    from .outliers import noise_covariance, residual_chi2
 
     points = fit.points
     g = np.asarray(fit.g_samples, float).mean(axis=0)
