@@ -29,8 +29,10 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import draws
 from .data import DataError, Points
@@ -42,6 +44,10 @@ from .outliers import find_outliers, preliminary_field
 from .priors import Priors
 from .sampling import Diagnostics, diagnostics, run_emcee
 from .selection import check_rule, choose_model, degree_probabilities, refine_residual_rows, residual_variants, scan_variants
+
+if TYPE_CHECKING:
+    from ..field import DistortionField
+    from ..field.residual import ResidualBasis
 
 log = logging.getLogger(__name__)
 
@@ -129,74 +135,143 @@ class Fit:
     inseparable: list = dc_field(default_factory=list)
 
     @property
-    def hole_ids(self):
+    def hole_ids(self) -> np.ndarray:
         """Ids of the holes in ``hole_samples`` (in its order)."""
         m = self.model
         return np.asarray(m.points.hole_ids)[m.block_sources[m.hole_blocks]]
 
     @property
-    def star_names(self):
+    def star_names(self) -> np.ndarray:
         """Names of the stars in ``star_samples`` (in its order)."""
         m = self.model
         return np.asarray(m.points.hole_ids)[m.block_sources[m.star_blocks]]
 
     @property
-    def hyper_names(self):
+    def hyper_names(self) -> list[str]:
+        """The hyperparameters' names (the columns of ``phi_samples``)."""
         return self.model.hyper_names
 
     @property
-    def param_names(self):
+    def param_names(self) -> list[str]:
+        """The global parameters' names (the columns of ``g_samples``)."""
         return self.model.param_names
 
     @property
-    def residual(self):
+    def residual(self) -> tuple[ResidualBasis, int] | None:
         """``(ResidualBasis, first column)`` of the residual field, or None without one."""
         m = self.model
         return (m.residual, int(m.res_cols[0])) if getattr(m, "n_res", 0) else None
 
     @property
-    def unresolved(self):
+    def unresolved(self) -> np.ndarray | float:
         """The unresolved field's sd per draw (arcsec; :func:`astrocal.model.draws.unresolved_sd`)."""
         res = self.residual
         return draws.unresolved_sd(self.phi_samples, self.hyper_names, res[0] if res else None)
 
-    def field_samples(self, x, y):
-        """Samples of the field at the points: ``(u, v)`` each of shape (n_samples, N), arcsec
-        (the polynomial, the residual field when the fit has one, and the unresolved field,
-        :mod:`astrocal.model.draws`)."""
+    def field_samples(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Samples of the field at the points.
+
+        The polynomial, the residual field when the fit has one, and the unresolved field
+        (:mod:`astrocal.model.draws`).
+
+        Parameters
+        ----------
+        x, y : array_like
+            Detector pixels (0-based), same shape.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(u, v)``, each (n_samples, N), arcsec.
+        """
         return draws.field_samples(self.g_samples, self.degree, self.points.domain, x, y, self.residual,
                                    self.unresolved)
 
-    def mean_field(self):
-        """The posterior-mean field (arcsec)."""
+    def mean_field(self) -> DistortionField:
+        """The posterior-mean field (arcsec).
+
+        Returns
+        -------
+        DistortionField
+            The field of the mean of ``g_samples``.
+        """
         return self.model.field_from(self.g_samples.mean(axis=0))
 
-    def map_uncertainty(self, x, y):
-        """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec."""
+    def map_uncertainty(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """1-sigma of the field at the points.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Detector pixels (0-based), same shape.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(sigma_u, sigma_v)``, arcsec.
+        """
         return draws.map_uncertainty(self.g_samples, self.degree, self.points.domain, x, y, self.residual,
                                      self.unresolved)
 
-    def pixel_scale_samples(self):
-        """Samples of the areal pixel scale of the field's best affine part (arcsec/px)."""
+    def pixel_scale_samples(self) -> np.ndarray:
+        """Samples of the areal pixel scale of the field's best affine part.
+
+        Returns
+        -------
+        numpy.ndarray
+            One per draw, arcsec/px.
+        """
         return draws.pixel_scale_samples(self.g_samples, self.degree, self.points.domain)
 
     @property
-    def footprint(self):
+    def footprint(self) -> np.ndarray:
         """Vertices (K, 2), pixels, of the convex hull of the points used (outliers left
         out): where the map is measured rather than extrapolated
         (:mod:`astrocal.model.footprint`)."""
         used = ~np.asarray(self.outliers, bool)
         return convex_footprint(self.points.x[used], self.points.y[used])
 
-    def inside_footprint(self, x, y):
-        """True where pixel ``(x, y)`` is inside the :attr:`footprint`; shape of ``x``."""
+    def inside_footprint(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
+        """Where pixels are inside the :attr:`footprint`.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Detector pixels (0-based), same shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            Bool, shape of ``x``.
+        """
         return inside_footprint(self.footprint, x, y)
 
 
 
-def draw_linear(model, phi_samples, rng, batch=32, per_phi=1):
+def draw_linear(model: JointModel, phi_samples: np.ndarray, rng: np.random.Generator, batch: int = 32,
+                per_phi: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Exact draws of the linear parameters, ``per_phi`` for every hyperparameter sample
-    (consecutive in the output)."""
+    (consecutive in the output).
+
+    Parameters
+    ----------
+    model : JointModel
+        The model.
+    phi_samples : numpy.ndarray
+        Hyperparameter samples (n, ndim).
+    rng : numpy.random.Generator
+        The random numbers.
+    batch : int
+        Samples per call of :meth:`JointModel.sample_linear`.
+    per_phi : int
+        Draws per sample.
+
+    Returns
+    -------
+    tuple
+        ``g`` (n * per_phi, G) and the source blocks' errors (n * per_phi, H, 2), arcsec, or
+        None without blocks.
+    """
     gs, ds = [], []
     for k in range(0, len(phi_samples), batch):
         g, d = model.sample_linear(phi_samples[k:k + batch], rng, per_phi=per_phi)
@@ -207,12 +282,29 @@ def draw_linear(model, phi_samples, rng, batch=32, per_phi=1):
 
 
 
-def fit_joint(points, settings=None):
-    """Fit the lab model to identified points; returns a :class:`Fit`.
+def fit_joint(points: Points, settings: FitSettings | None = None) -> Fit:
+    """Fit the joint model to identified points (the steps of the module notes).
 
     Linear algebra runs single-threaded (the batched small products gain nothing from
     threaded BLAS and suffer from it on a shared machine); parallelism comes from
     evaluating the walkers together.
+
+    Parameters
+    ----------
+    points : Points
+        Lab points, sky points or both (:func:`astrocal.model.data.join_points`).
+    settings : FitSettings, optional
+        Default: ``FitSettings()``.
+
+    Returns
+    -------
+    Fit
+        The posterior.
+
+    Raises
+    ------
+    DataError
+        No degree could be fitted.
     """
     from threadpoolctl import threadpool_limits
 

@@ -130,9 +130,21 @@ class Priors:
 MASK_AFFINE_NAMES = ("mask_scale", "mask_shear_plus", "mask_shear_cross")
 
 
-def mask_affine_patterns(m):
-    """The mask's net scale and shear patterns at nominal positions ``m`` (N, 2) arcsec,
-    centred (the holes' centroid removed by the caller): (N, 2, 3)."""
+def mask_affine_patterns(m: np.ndarray) -> np.ndarray:
+    """The mask's net scale and shear patterns at nominal positions.
+
+    Parameters
+    ----------
+    m : numpy.ndarray
+        Nominal hole positions (N, 2), arcsec, centred (the holes' centroid removed by the
+        caller).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 2, 3): per hole and component, the scale, shear + and shear x patterns
+        (:data:`MASK_AFFINE_NAMES`).
+    """
     out = np.empty(m.shape[:1] + (2, 3))
     out[:, 0, 0], out[:, 1, 0] = m[:, 0], m[:, 1]    # scale
     out[:, 0, 1], out[:, 1, 1] = m[:, 0], -m[:, 1]   # shear +
@@ -141,10 +153,22 @@ def mask_affine_patterns(m):
 
 
 
-def width_law(phi_law, d):
-    """Log widths ``log sigma_0 + d log r + q d (d - 1) / 2`` at degree offsets ``d``
-    (columns), from the law's hyperparameters ``(log sigma_0[, log r[, q]])`` (rows of
-    ``phi_law``; absent ones zero); ``d < 0`` gives anything (masked by the caller)."""
+def width_law(phi_law: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Log widths ``log sigma_0 + d log r + q d (d - 1) / 2`` at degree offsets ``d``.
+
+    Parameters
+    ----------
+    phi_law : numpy.ndarray
+        The law's hyperparameters ``(log sigma_0[, log r[, q]])`` (K, 1 to 3): rows, absent
+        ones zero.
+    d : numpy.ndarray
+        Degree offsets (columns); ``d < 0`` gives anything (masked by the caller).
+
+    Returns
+    -------
+    numpy.ndarray
+        (K, len(d)).
+    """
     m = phi_law.shape[1]
     out = phi_law[:, :1] + 0.0 * d[None, :]
     if m > 1:
@@ -154,10 +178,29 @@ def width_law(phi_law, d):
     return out
 
 
-def fit_width_law(log_rms, m):
-    """The ``m`` hyperparameters of :func:`width_law` fitted to ``log_rms`` at ``d = 0, 1, ...``
-    (least squares over as many as the degrees allow; the rest a ratio of 1/2 and no
-    curvature)."""
+def fit_width_law(log_rms: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` hyperparameters of :func:`width_law` fitted to ``log_rms`` at ``d = 0, 1, ...``.
+
+    Least squares over as many as the degrees allow; the rest a ratio of 1/2 and no
+    curvature.
+
+    Parameters
+    ----------
+    log_rms : numpy.ndarray
+        Log of the rms per degree, from ``d = 0``.
+    m : int
+        Hyperparameters of the law (1 to 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        (m,).
+
+    Raises
+    ------
+    ValueError
+        ``m`` > 0 and no degree to fit.
+    """
     d = np.arange(log_rms.size)
     k = min(m, log_rms.size)
     if m and not k:
@@ -174,11 +217,19 @@ def fit_width_law(log_rms, m):
     return out
 
 
-def gauge_patterns(hole_xy):
-    """Orthonormal basis (2H, 6) of hole-error patterns that mimic an affine map.
+def gauge_patterns(hole_xy: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of hole-error patterns that mimic an affine map.
 
-    Columns span ``delta_h = a + A m_h`` (translation and the 2x2 linear map), laid out
-    as the flattened ``(H, 2)`` hole-error array.
+    Parameters
+    ----------
+    hole_xy : numpy.ndarray
+        The holes' nominal positions (H, 2), arcsec.
+
+    Returns
+    -------
+    numpy.ndarray
+        (2H, 6): columns spanning ``delta_h = a + A m_h`` (translation and the 2x2 linear
+        map), laid out as the flattened ``(H, 2)`` hole-error array.
     """
     h = len(hole_xy)
     mx, my = hole_xy[:, 0], hole_xy[:, 1]
@@ -192,6 +243,19 @@ def gauge_patterns(hole_xy):
     return q
 
 
-def with_residual(priors, residual):
-    """``priors`` for one variant: the residual field on (Matérn-5/2) or off."""
+def with_residual(priors: Priors, residual: bool) -> Priors:
+    """``priors`` for one variant: the residual field on (Matérn-5/2) or off.
+
+    Parameters
+    ----------
+    priors : Priors
+        The fit's priors.
+    residual : bool
+        With the residual field.
+
+    Returns
+    -------
+    Priors
+        A copy with ``residual`` ``"matern52"`` or ``"none"``.
+    """
     return replace(priors, residual="matern52" if residual else "none")

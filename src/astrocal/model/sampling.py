@@ -18,12 +18,19 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import AstrocalError
 from .proposal import (MIN_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
                        laplace_proposal)
+
+if TYPE_CHECKING:
+    import emcee
+
+    from .inference import FitSettings
+    from .joint import JointModel
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +87,25 @@ AUTO_POOL_POINTS = 4000
 AUTO_POOL_MAX = 4
 
 
-def pool_size(processes, n_points):
-    """The worker processes of a fit of ``n_points`` points for the setting ``processes``
-    (an integer, or ``"auto"``: the CPUs this process may use, at most
-    :data:`AUTO_POOL_MAX`, when ``n_points >= AUTO_POOL_POINTS``, else 1).
+def pool_size(processes: int | str, n_points: int) -> int:
+    """The worker processes of a fit of ``n_points`` points for the setting ``processes``.
 
     The chain does not depend on it: each walker's log-posterior is computed alone, so a
-    split batch gives the same numbers bit for bit (``tests/model/test_fit.py``)."""
+    split batch gives the same numbers bit for bit (``tests/model/test_fit.py``).
+
+    Parameters
+    ----------
+    processes : int or str
+        An integer, or ``"auto"``: the CPUs this process may use, at most
+        :data:`AUTO_POOL_MAX`, when ``n_points >= AUTO_POOL_POINTS``, else 1.
+    n_points : int
+        The fit's points.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
     if processes == "auto":
         if n_points < AUTO_POOL_POINTS:
             return 1
@@ -117,30 +136,68 @@ class PooledPosterior:
         chunks = [c for c in chunks if len(c)]
         return np.concatenate(self.pool.map(_worker_log_posterior, chunks))
 
-    def close(self):
+    def close(self) -> None:
+        """Close the pool and wait for its workers."""
         self.pool.close()
         self.pool.join()
 
 
-def default_moves():
-    """The emcee moves of the hyperparameter chain: ``[(move, weight), ...]``.
+def default_moves() -> list[tuple[emcee.moves.Move, float]]:
+    """The emcee moves of the hyperparameter chain.
 
     One :class:`~astrocal.model.moves.AdaptiveIndependenceMove`: differential evolution
     until its proposal is set (from the Laplace approximation at the start, refitted from
-    the chain at the steps of :func:`~astrocal.model.proposal.adaptation_schedule`), then mostly independence
-    proposals. No DESnookerMove: emcee 3.1.6's does not leave the target invariant (sds a
-    few per cent too small; fixed upstream in dfm/emcee#531)."""
+    the chain at the steps of :func:`~astrocal.model.proposal.adaptation_schedule`), then
+    mostly independence proposals. No DESnookerMove: emcee 3.1.6's does not leave the target
+    invariant (sds a few per cent too small; fixed upstream in dfm/emcee#531).
+
+    Returns
+    -------
+    list of tuple
+        ``[(move, weight), ...]``.
+    """
+    # lazy: moves imports emcee (and scipy.stats: about a second), which the quick look does not need
     from .moves import AdaptiveIndependenceMove
 
     return [(AdaptiveIndependenceMove(), 1.0)]
 
 
-def run_emcee(model, phi_map, settings, hessian=None):
-    """Sample the hyperparameters with emcee; returns (chain, sampler)."""
+def run_emcee(model: JointModel, phi_map: np.ndarray, settings: FitSettings,
+              hessian: np.ndarray | None = None) -> tuple[np.ndarray, emcee.EnsembleSampler]:
+    """Sample the hyperparameters with emcee.
+
+    The walkers start about ``phi_map`` (spread by the Laplace approximation's sds when
+    ``hessian`` is given); with ``settings.backend_path`` the chain is written there once per
+    block of steps and, with ``settings.resume``, a stored chain is continued after checking
+    that it was started with the same walkers, hyperparameters and ``chain_record``.
+
+    Parameters
+    ----------
+    model : JointModel
+        The model (or any with ``ndim``, ``hyper_names``, ``bounds()`` and a vectorised
+        ``log_posterior``, such as the LMS model).
+    phi_map : numpy.ndarray
+        The hyperparameters' MAP (ndim,).
+    settings : FitSettings
+        Walkers, steps, seed, stopping rule, backend, pool.
+    hessian : numpy.ndarray, optional
+        The Hessian of ``-log p`` at the MAP (the start's spread and the first proposal).
+
+    Returns
+    -------
+    tuple
+        The chain (steps, walkers, ndim) and the emcee sampler.
+
+    Raises
+    ------
+    ChainMismatchError
+        The chain to resume was started with other inputs.
+    """
     import emcee
 
+    # lazy: chainstore imports emcee (and scipy.stats: about a second): not for the quick look
     from .chainstore import BlockBackend, stored_iteration
-    from .moves import AdaptiveIndependenceMove
+    from .moves import AdaptiveIndependenceMove  # lazy: emcee, as above
 
     lo, hi = model.bounds()
     rng = np.random.default_rng(settings.seed)
@@ -290,15 +347,27 @@ def _run_blocks(sampler, backend, p0, settings, move=None, bounds=None, start=No
     return sampler.get_chain(), sampler
 
 
-def chain_summary(chain, burn="auto"):
-    """``(tau, burn, n_effective, converged)`` of a chain (steps, walkers, ndim).
+def chain_summary(chain: np.ndarray, burn: int | str = "auto") -> tuple[np.ndarray, int, np.ndarray, bool]:
+    """Autocorrelation times, burn-in, effective samples and convergence of a chain.
 
     The steps before the end of adaptation (the last refit,
     :func:`~astrocal.model.proposal.adaptation_end`, when the chain is at least twice that
-    long) are burn-in; ``tau`` (steps, per hyperparameter) is
-    estimated on the chain after them; ``burn`` ``"auto"`` adds 5 ``tau`` (at least a tenth
-    and at most half of the steps after adaptation), an int fixes it; ``converged``: the
-    chain after adaptation is at least 50 ``tau`` long.
+    long) are burn-in; ``tau`` (steps, per hyperparameter) is estimated on the chain after
+    them; ``burn`` ``"auto"`` adds 5 ``tau`` (at least a tenth and at most half of the steps
+    after adaptation), an int fixes it; ``converged``: the chain after adaptation is at least
+    50 ``tau`` long.
+
+    Parameters
+    ----------
+    chain : numpy.ndarray
+        (steps, walkers, ndim).
+    burn : int or str
+        ``"auto"`` or the steps to discard.
+
+    Returns
+    -------
+    tuple
+        ``(tau, burn, n_effective, converged)``.
     """
     import emcee
 
@@ -334,12 +403,22 @@ def _converged(chain, settings):
     return converged and bool(np.all(n_eff >= settings.target_neff))
 
 
-def diagnostics(chain, sampler, settings):
+def diagnostics(chain: np.ndarray, sampler: emcee.EnsembleSampler, settings: FitSettings) -> Diagnostics:
     """Autocorrelation times, burn-in, effective samples and warnings of a chain.
 
-    ``chain`` has shape (steps, walkers, ndim); ``sampler`` the emcee sampler (for its
-    acceptance fractions); ``settings.burn`` is ``"auto"`` or a number of steps
-    (:func:`chain_summary`). Returns a :class:`Diagnostics`.
+    Parameters
+    ----------
+    chain : numpy.ndarray
+        (steps, walkers, ndim).
+    sampler : emcee.EnsembleSampler
+        The sampler (for its acceptance fractions).
+    settings : FitSettings
+        ``burn``: ``"auto"`` or a number of steps (:func:`chain_summary`).
+
+    Returns
+    -------
+    Diagnostics
+        The chain's convergence.
     """
     steps = chain.shape[0]
     notes = []

@@ -9,6 +9,8 @@ and :func:`choose_model` / :func:`choose_degree` choose from the table's probabi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,14 +20,32 @@ from .priors import with_residual
 from .refinement import baseline_evidence, fit_variant
 from .sampling import pool_size
 
+if TYPE_CHECKING:
+    from ..field import DistortionField
+    from .data import Points
+    from .inference import FitSettings
+    from .priors import Priors
+
 log = logging.getLogger(__name__)
 
 
 
-def degree_probabilities(evidence):
-    """Posterior probability of each degree of the evidence table (rows with ``degree`` and
-    ``log_evidence``), equal prior odds over the degrees tried; written into every row as
-    ``probability`` (NaN for a degree without a finite evidence) and returned."""
+def degree_probabilities(evidence: list[dict]) -> np.ndarray:
+    """Posterior probability of each row of the evidence table, equal prior odds over the rows.
+
+    Written into every row as ``probability`` (NaN for a row without a finite evidence).
+
+    Parameters
+    ----------
+    evidence : list of dict
+        The evidence table's rows (with ``degree``, ``log_evidence`` and, when the variants
+        differ, ``residual``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The probabilities (rows,).
+    """
     logz = np.array([e["log_evidence"] for e in evidence], float)
     ok = np.isfinite(logz)
     prob = np.full(logz.size, np.nan)
@@ -37,13 +57,33 @@ def degree_probabilities(evidence):
     return prob
 
 
-def choose_model(evidence, rule="median"):
-    """``(degree, residual)`` to fit from an evidence table whose rows may also differ by
-    ``residual`` (polynomial alone, or with the residual field: ``Priors.residual =
-    "auto"``). Every row gets its ``probability`` (equal prior odds over the rows). The
-    degree is chosen by ``rule`` from the probabilities summed over the variants of each
-    degree (:func:`choose_degree`'s rules); the variant is the more probable one at that
-    degree (``"best"``: the single most probable row)."""
+def choose_model(evidence: list[dict], rule: str = "median") -> tuple[int, bool]:
+    """The degree and variant to fit from an evidence table whose rows may also differ by
+    ``residual`` (polynomial alone, or with the residual field: ``Priors.residual = "auto"``).
+
+    Every row gets its ``probability`` (equal prior odds over the rows). The degree is chosen
+    by ``rule`` from the probabilities summed over the variants of each degree
+    (:func:`choose_degree`'s rules); the variant is the more probable one at that degree
+    (``"best"``: the single most probable row).
+
+    Parameters
+    ----------
+    evidence : list of dict
+        The evidence table's rows (with ``degree``, ``log_evidence`` and, when the variants
+        differ, ``residual``).
+    rule : str
+        ``"median"`` or ``"best"``.
+
+    Returns
+    -------
+    tuple
+        ``(degree, residual)``.
+
+    Raises
+    ------
+    DataError
+        No row has a finite evidence.
+    """
     check_rule(rule)
     prob = degree_probabilities(evidence)
     ok = np.isfinite(prob)
@@ -61,8 +101,8 @@ def choose_model(evidence, rule="median"):
     return d, bool(res[rows[np.argmax(prob[rows])]])
 
 
-def choose_degree(evidence, rule="median"):
-    """The degree to fit from the evidence table (rows with ``degree``, ``log_evidence``).
+def choose_degree(evidence: list[dict], rule: str = "median") -> int:
+    """The degree to fit from the evidence table.
 
     Adds every row's ``probability`` (:func:`degree_probabilities`). ``rule``: ``"median"``
     (the default) is the posterior median degree, the smallest whose cumulative probability
@@ -74,6 +114,19 @@ def choose_degree(evidence, rule="median"):
     is often a degree too low while the degrees above it together hold more probability.
     The median follows that mass (``docs/model.md``, "Inference"). The degree of
     :func:`choose_model` (one row per degree: its degree alone).
+
+    Parameters
+    ----------
+    evidence : list of dict
+        The evidence table's rows (with ``degree``, ``log_evidence`` and, when the variants
+        differ, ``residual``).
+    rule : str
+        ``"median"`` or ``"best"``.
+
+    Returns
+    -------
+    int
+        The degree.
     """
     return choose_model(evidence, rule)[0]
 
@@ -104,10 +157,36 @@ def _scan_variant_worker(args):
         return _scan_variant(*args)
 
 
-def scan_variants(points, settings, jac_field, excluded, degrees, variants):
-    """``{residual: _scan_variant(...)}`` for every variant: one after the other, or each in
-    its own process when the fit splits its work (:func:`pool_size` of ``settings.processes``
-    above one and more than one variant). The models are the same either way, bit for bit."""
+def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionField | None, excluded: np.ndarray,
+                  degrees: Sequence[int], variants: Sequence[bool]) -> dict:
+    """The scan's models of every residual variant, degree after degree.
+
+    One variant after the other, or each in its own process when the fit splits its work
+    (:func:`~astrocal.model.sampling.pool_size` of ``settings.processes`` above one and more
+    than one variant). The models are the same either way, bit for bit. Each MAP search starts
+    from the degree below's MAP, in the scale of its curvature; the residual's basis is
+    refined later (:func:`refine_residual_rows`).
+
+    Parameters
+    ----------
+    points : Points
+        The fit's points.
+    settings : FitSettings
+        The fit's settings.
+    jac_field : DistortionField or None
+        The field for the focal-plane covariances.
+    excluded : numpy.ndarray
+        Bool over the points: the outliers left out.
+    degrees : sequence of int
+        The degrees of the scan.
+    variants : sequence of bool
+        The residual variants (:func:`residual_variants`).
+
+    Returns
+    -------
+    dict
+        ``{residual: [(VariantFit, None) or (None, note)] per degree}``.
+    """
     args = [(points, settings, jac_field, excluded, degrees, res) for res in variants]
     n_pool = min(pool_size(settings.processes, points.n_points), len(variants))
     if n_pool <= 1:
@@ -120,9 +199,25 @@ def scan_variants(points, settings, jac_field, excluded, degrees, variants):
         return dict(zip(variants, pool.map(_scan_variant_worker, args)))
 
 
-def residual_variants(priors):
-    """The residual-field variants a fit compares (``Priors.residual``): ``[False]``
-    (polynomial alone), ``[True]`` (with the residual field) or both (``"auto"``)."""
+def residual_variants(priors: Priors) -> list[bool]:
+    """The residual-field variants a fit compares (``Priors.residual``).
+
+    Parameters
+    ----------
+    priors : Priors
+        The fit's priors.
+
+    Returns
+    -------
+    list of bool
+        ``[False]`` (polynomial alone), ``[True]`` (with the residual field) or both
+        (``"auto"``).
+
+    Raises
+    ------
+    ValueError
+        ``Priors.residual`` is not ``"none"``, ``"matern52"`` or ``"auto"``.
+    """
     mode = priors.residual
     if mode not in ("none", "matern52", "auto"):
         raise ValueError(f"Priors.residual must be 'none', 'matern52' or 'auto', got {mode!r}")
@@ -130,7 +225,19 @@ def residual_variants(priors):
 
 
 
-def check_rule(rule):
+def check_rule(rule: str) -> None:
+    """Check the rule of the degree choice (``FitSettings.degree_choice``).
+
+    Parameters
+    ----------
+    rule : str
+        ``"median"`` or ``"best"``.
+
+    Raises
+    ------
+    ValueError
+        Any other rule.
+    """
     if rule not in ("median", "best"):
         raise ValueError(f"FitSettings.degree_choice must be 'median' or 'best', got {rule!r}")
 
@@ -142,15 +249,35 @@ def check_rule(rule):
 REFINE_MARGIN_NATS = 10.0
 
 
-def refine_residual_rows(points, settings, jac_field, excluded, evidence, fitted, rows):
-    """Refine the residual basis of the scan's rows with the residual (``fitted``: their
-    :class:`~astrocal.model.refinement.VariantFit` by ``(degree, residual)``, ``rows``: their
-    positions in ``evidence``), the most probable first, in place. A row whose evidence
-    is more than :data:`REFINE_MARGIN_NATS` plus the largest rise any refinement gave below
-    the best row's is left at its first basis: to matter, its refinement would have to
-    raise it by more than the margin beyond any rise seen (on the benchmarks' campaigns the
-    degree and variant chosen are those of the scan that refined every row); its row says
-    so (``residual_refinement``)."""
+def refine_residual_rows(points: Points, settings: FitSettings, jac_field: DistortionField | None,
+                         excluded: np.ndarray, evidence: list[dict], fitted: dict, rows: dict) -> None:
+    """Refine the residual basis of the scan's rows with the residual, the most probable first,
+    in place.
+
+    A row whose evidence is more than :data:`REFINE_MARGIN_NATS` plus the largest rise any
+    refinement gave below the best row's is left at its first basis: to matter, its
+    refinement would have to raise it by more than the margin beyond any rise seen (on the
+    benchmarks' campaigns the degree and variant chosen are those of the scan that refined
+    every row); its row says so (``residual_refinement``).
+
+    Parameters
+    ----------
+    points : Points
+        The fit's points.
+    settings : FitSettings
+        The fit's settings.
+    jac_field : DistortionField or None
+        The field for the focal-plane covariances.
+    excluded : numpy.ndarray
+        Bool over the points: the outliers left out.
+    evidence : list of dict
+        The evidence table (updated in place).
+    fitted : dict
+        The rows' :class:`~astrocal.model.refinement.VariantFit` by ``(degree, residual)``
+        (updated in place).
+    rows : dict
+        Their positions in ``evidence`` by ``(degree, residual)``.
+    """
     keys = sorted((k for k in fitted if k[1]), key=lambda k: -np.nan_to_num(evidence[rows[k]]["log_evidence"], nan=-np.inf))
     gain = 0.0
     for key in keys:
