@@ -26,22 +26,45 @@ solution (:attr:`~astrocal.model.joint.JointModel.y_centred`,
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dpotrs
+
+if TYPE_CHECKING:
+    from .joint import JointModel
 
 LOG2PI = np.log(2 * np.pi)
 OUTER_CHUNK = 4096  # points per chunk when they are formed on the fly
 
 
-def normal_equations(model, phi, weak=None, reuse=False):
+def normal_equations(model: JointModel, phi: np.ndarray, weak: ArrayLike | None = None,
+                     reuse: bool = False) -> dict:
     """Normal equations of the global block after eliminating the source blocks, from the
     per-point sums (the direct path of :meth:`astrocal.model.joint.JointModel.system`).
 
-    ``weak``: boolean over the global parameters whose prior is left out (the data's
-    own information, for :func:`astrocal.model.identifiability.inseparable_directions`).
-    ``reuse``: the block arrays may live in the model's work buffers (only for a caller
-    that does not keep them). Also returns the likelihood's constant (``const``).
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+    weak : array_like, optional
+        Bool over the global parameters whose prior is left out (the data's own information,
+        for :func:`astrocal.model.identifiability.inseparable_directions`).
+    reuse : bool
+        The block arrays may live in the model's work buffers (only for a caller that does
+        not keep them).
+
+    Returns
+    -------
+    dict
+        The global block ``P``, ``h`` and, after the blocks' elimination, the Schur
+        complement ``S`` and right-hand side ``r`` (with the blocks: ``Pgd``, ``hd``, ``Dinv``,
+        ``Y``, ``Dinv_hd``); the weights ``W``, ``Wy``, ``WE``, ``WQ``; and the likelihood's
+        constant ``const`` (K,).
     """
     K = phi.shape[0]
     nt, G, N = model.nt, model.G, model.points.n_points
@@ -116,12 +139,22 @@ def normal_equations(model, phi, weak=None, reuse=False):
         sys["S"], sys["r"] = P, h
     return sys
 
-def eliminate_blocks(model, phi, sys):
-    """Schur complement of the source blocks (hole errors, star catalogue errors).
+def eliminate_blocks(model: JointModel, phi: np.ndarray, sys: dict) -> None:
+    """Schur complement of the source blocks (hole errors, star catalogue errors), into ``sys``.
 
     A block point ``i`` of source ``b`` enters as ``Lp_i delta_b``; with ``WL = W Lp``
     the cross terms are ``sum A_i^T WL_i``, the block precision
     ``sum Lp_i^T WL_i + prior`` and the block's right-hand side ``sum WL_i^T y_i``.
+
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+    sys : dict
+        The normal equations of :func:`normal_equations` before the elimination; updated in
+        place (``S``, ``r``, ``Dinv``, ``Y``, ``Dinv_hd``, ``Pgd``, ``hd`` and ``const``).
     """
     K = phi.shape[0]
     nt, G, H = model.nt, model.G, model.H
@@ -168,12 +201,35 @@ def eliminate_blocks(model, phi, sys):
     quad, logdet_d = blocks.pop("quad"), blocks.pop("logdet_D")
     sys.update(blocks, Pgd=Pgd, hd=hd, const=sys["const"] + logdet_prior + logdet_d - quad)
 
-def schur(model, P, h, Pgd, D, hd, reuse=False):
-    """Eliminate the source blocks from the global block ``P``, ``h``: the Schur
-    complement ``S = P - Pgd^T D^-1 Pgd``, ``r = h - Pgd^T D^-1 hd``, with ``Dinv``,
-    ``Y = Pgd D^-1`` (layout (K, c, H, G) like ``Pgd``), ``Dinv_hd``, and the
-    likelihood's ``logdet_D`` and ``quad = hd^T D^-1 hd`` (K,). ``reuse``: ``Y`` may
-    live in the work buffers."""
+def schur(model: JointModel, P: np.ndarray, h: np.ndarray, Pgd: np.ndarray, D: np.ndarray, hd: np.ndarray,
+          reuse: bool = False) -> dict:
+    """Eliminate the source blocks from the global block ``P``, ``h``.
+
+    The Schur complement ``S = P - Pgd^T D^-1 Pgd``, ``r = h - Pgd^T D^-1 hd``.
+
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    P : numpy.ndarray
+        The global block (K, G, G).
+    h : numpy.ndarray
+        Its right-hand side (K, G).
+    Pgd : numpy.ndarray
+        The blocks' cross terms (K, c, H, G).
+    D : numpy.ndarray
+        The blocks' precisions, prior included (K, H, 2, 2).
+    hd : numpy.ndarray
+        The blocks' right-hand sides (K, H, 2).
+    reuse : bool
+        ``Y`` may live in the work buffers.
+
+    Returns
+    -------
+    dict
+        ``S``, ``r``, ``Dinv``, ``Y = Pgd D^-1`` (layout (K, c, H, G) like ``Pgd``),
+        ``Dinv_hd``, and the likelihood's ``logdet_D`` and ``quad = hd^T D^-1 hd`` (K,).
+    """
     K, _, H, G = Pgd.shape
     det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
     Dinv = np.empty_like(D)
@@ -194,16 +250,53 @@ def schur(model, P, h, Pgd, D, hd, reuse=False):
     return {"S": S, "r": r, "Dinv": Dinv, "Y": Y, "Dinv_hd": np.stack([dh0, dh1], -1),
             "logdet_D": np.sum(np.log(det), axis=1), "quad": quad}
 
-def solve(sys):
-    """Cholesky of the Schur complement, its log-determinant and the posterior mean."""
+def solve(sys: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cholesky of the Schur complement, its log-determinant and the posterior mean.
+
+    Parameters
+    ----------
+    sys : dict
+        The normal equations (``S``, ``r``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``L`` (K, G, G), ``log det S`` (K,) and the mean (K, G) about the reference solution.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        ``S`` is not positive definite.
+    """
     S = sys["S"]
     L = np.linalg.cholesky(S)
     logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
     mu = _cho_solve(L, sys["r"][..., None])[..., 0]
     return L, logdet, mu
 
-def gauge_conditioning(model, sys, L, mu_g):
-    """Conditioning on the hole-error affine patterns being zero (the scale gauge)."""
+def gauge_conditioning(model: JointModel, sys: dict, L: np.ndarray,
+                       mu_g: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Conditioning on the hole-error affine patterns being zero (the scale gauge).
+
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    sys : dict
+        The normal equations (``Y``, ``Dinv``, ``Dinv_hd``).
+    L : numpy.ndarray
+        The Cholesky factors of the Schur complement (K, G, G).
+    mu_g : numpy.ndarray
+        The global parameters' mean (K, G).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``xg`` (K, G, 6), the covariance of the global parameters with the patterns'
+        amplitudes; ``xd`` (K, H, 2, 6), that of the blocks; ``saa`` (K, 6, 6), the
+        amplitudes' covariance; ``mu_d`` (K, H, 2), the blocks' mean; ``mu_a`` (K, 6), the
+        amplitudes' mean.
+    """
     Y, Dinv = sys["Y"], sys["Dinv"]  # Y: (K, c, H, G)
     K, G = Y.shape[0], Y.shape[3]
     H = model.H
@@ -251,7 +344,13 @@ def _cho_solve(L, b):
 
 
 class Conditional:
-    """Posterior of the linear parameters given ``phi`` (gauge-conditioned)."""
+    """Posterior of the linear parameters given ``phi`` (gauge-conditioned).
+
+    Made by :meth:`astrocal.model.joint.JointModel.conditional`. Attributes: ``model``,
+    ``phi`` (ndim,); ``mean`` (G,) and ``cov`` (G, G), the global parameters' mean and
+    covariance (arcsec, gauge-conditioned); ``hole_mean`` (H, 2), the source blocks' mean
+    (arcsec), or None without blocks.
+    """
 
     def __init__(self, model, phi, sys, chol, mean_unc, cov_unc):
         self.model = model
@@ -264,20 +363,46 @@ class Conditional:
         self._gauge = None
         self.hole_mean = None
 
-    def set_blocks(self, sys):
-        """Posterior means of the source blocks (no gauge conditioning)."""
+    def set_blocks(self, sys: dict) -> None:
+        """Set the posterior means of the source blocks (no gauge conditioning).
+
+        Parameters
+        ----------
+        sys : dict
+            The normal equations of one ``phi`` (``Dinv_hd``, ``Y``).
+        """
         mu_d = sys["Dinv_hd"][0] - np.einsum("ahg,g->ha", sys["Y"][0], self._mu_unc)
         self.hole_mean = mu_d
 
-    def set_gauge(self, xg, xd, saa, mu_d, mu_a):
+    def set_gauge(self, xg: np.ndarray, xd: np.ndarray, saa: np.ndarray, mu_d: np.ndarray, mu_a: np.ndarray) -> None:
+        """Condition the mean, covariance and block means on the gauge.
+
+        Parameters
+        ----------
+        xg, xd, saa, mu_d, mu_a : numpy.ndarray
+            One row of :func:`gauge_conditioning`'s results.
+        """
         self._gauge = (xg, xd, saa)
         sinv = np.linalg.inv(saa)
         self.mean = self._mu_unc - xg @ sinv @ mu_a + self.model.g_ref
         self.cov = self.cov - xg @ sinv @ xg.T
         self.hole_mean = mu_d - np.einsum("haj,j->ha", xd, sinv @ mu_a)
 
-    def sample(self, rng, n=1):
-        """Exact draws ``(g, delta)``: ``g`` (n, G), ``delta`` (n, H, 2) or None."""
+    def sample(self, rng: np.random.Generator, n: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Exact draws of the linear parameters.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random numbers.
+        n : int
+            Draws.
+
+        Returns
+        -------
+        tuple
+            ``g`` (n, G) and ``delta`` (n, H, 2), arcsec, or None without source blocks.
+        """
         m = self.model
         z = rng.standard_normal((m.G, n))
         g = self._mu_unc[:, None] + solve_triangular(self._chol.T, z, lower=False)
