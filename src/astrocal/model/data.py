@@ -511,7 +511,7 @@ def join_points(*parts: Points) -> Points:
     Raises
     ------
     DataError
-        Domains or pixel scales that disagree.
+        No sets, or domains or pixel scales that disagree.
     """
     parts = [p for p in parts if p is not None]
     if not parts:
