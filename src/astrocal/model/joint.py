@@ -41,8 +41,10 @@ design arrays, :meth:`JointModel.weights`, :meth:`JointModel.noise_scales`,
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.linalg import solve_triangular
 
 from ..field import DistortionField, design_matrix
@@ -53,6 +55,9 @@ from .data import DataError, Points
 from .flexure import FlexureBasis
 from .linear import Conditional
 from .priors import MASK_AFFINE_NAMES, Priors, fit_width_law, gauge_patterns, mask_affine_patterns, width_law
+
+if TYPE_CHECKING:
+    from .expansion import Expansion
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,7 @@ class JointModel:
     points : Points
         Lab points, sky points or both (:func:`astrocal.model.data.join_points`).
     degree : int
+        The field's total degree.
     hole_errors : bool
         Include the per-hole manufacturing errors (self-calibration of the mask). Stars'
         catalogue errors are always included (their prior is the catalogue's covariance).
@@ -79,6 +85,7 @@ class JointModel:
         the first lab exposure, or none when there are only sky exposures (every sky pose
         is then free within its prior, and what the data leave unconstrained is reported).
     priors : Priors
+        The prior settings (default ``Priors()``).
     excluded : bool array, optional
         Points left out (flagged outliers).
     flexure : FlexureBasis, optional
@@ -86,8 +93,10 @@ class JointModel:
         normalised to half the detector's field of view).
     """
 
-    def __init__(self, points: Points, degree, hole_errors=True, jacobian_field=None,
-                 reference=None, priors=None, excluded=None, flexure=None):
+    def __init__(self, points: Points, degree: int, hole_errors: bool = True,
+                 jacobian_field: DistortionField | None = None, reference: int | None = None,
+                 priors: Priors | None = None, excluded: ArrayLike | None = None,
+                 flexure: FlexureBasis | None = None) -> None:
         self.priors = priors or Priors()
         self.jacobian_field = jacobian_field
         self.degree = int(degree)
@@ -501,11 +510,18 @@ class JointModel:
 
     # ------------------------------------------------------------------ hyperparameters
     @property
-    def ndim(self):
+    def ndim(self) -> int:
+        """The number of hyperparameters."""
         return len(self.hyper_names)
 
-    def bounds(self):
-        """(low, high) of each hyperparameter (natural log of arcsec or dimensionless)."""
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prior box of the hyperparameters.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (low, high) of each hyperparameter (natural log of arcsec or dimensionless).
+        """
         p = self.priors
         nd = self.points.n_datasets
         lo = [np.log(p.jitter_mas[0] / 1e3)] * nd + [-5 * p.kappa_log_sigma]
@@ -533,15 +549,24 @@ class JointModel:
             hi += [np.log(p.residual_rms_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
         return np.array(lo), np.array(hi)
 
-    def log_prior(self, phi):
-        """Normalised log prior density of the hyperparameters (rows of ``phi``).
+    def log_prior(self, phi: ArrayLike) -> np.ndarray:
+        """Normalised log prior density of the hyperparameters.
 
         Normalised over the bounds, so that evidences of models with different sets of
         hyperparameters (the curved field widths' ratio from degree 4 and curvature from
-        degree 5, the per-degree widths)
-        compare: ``log kappa`` normal (truncated at 5 sigma, the truncation ignored); a
-        scale uniform in itself, ``p(log s) = s / (s_hi - s_lo)`` (or log-uniform,
-        ``scale_prior``); the decay ratio log-uniform; the curvature uniform.
+        degree 5, the per-degree widths) compare: ``log kappa`` normal (truncated at 5 sigma,
+        the truncation ignored); a scale uniform in itself, ``p(log s) = s / (s_hi - s_lo)`` (or
+        log-uniform, ``scale_prior``); the decay ratio log-uniform; the curvature uniform.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K,); ``-inf`` outside the bounds.
         """
         phi = np.atleast_2d(phi)
         lo, hi = self.bounds()
@@ -557,11 +582,25 @@ class JointModel:
             lp = lp - np.sum(np.log(hi[self.i_scale] - lo[self.i_scale]))
         return np.where(inside, lp, -np.inf)
 
-    def initial_guess(self, known=None):
-        """Where the MAP search over the hyperparameters starts: ``known`` (``{name: value}``,
-        e.g. the MAP of the degree below) where it names a hyperparameter, else the defaults
-        below; the field widths come from the data (:meth:`_field_width_guess`) unless all of
-        them are known. Clipped just inside the prior box."""
+    def initial_guess(self, known: dict | None = None) -> np.ndarray:
+        """Where the MAP search over the hyperparameters starts.
+
+        ``known`` where it names a hyperparameter, else defaults (0.01 px of jitter, kappa 1,
+        0.3 um of hole errors, 1 mas of flexure; the residual field's rms 0.01 px and length a
+        quarter of the detector); the field widths come from the data
+        (:meth:`_field_width_guess`) unless all of them are known. Clipped just inside the prior
+        box.
+
+        Parameters
+        ----------
+        known : dict, optional
+            ``{name: value}``, e.g. the MAP of the degree below.
+
+        Returns
+        -------
+        numpy.ndarray
+            (ndim,).
+        """
         lo, hi = self.bounds()
         nd = self.points.n_datasets
         phi = np.empty(self.ndim)
@@ -618,14 +657,35 @@ class JointModel:
         hsig = np.exp(phi[:, self.i_hole]) if self.i_hole is not None else None
         return jit, kappa, hsig
 
-    def flexure_sigma(self, phi):
-        """Prior widths (arcsec) of the flexure coefficients, (K, n_flex)."""
+    def flexure_sigma(self, phi: ArrayLike) -> np.ndarray:
+        """Prior widths of the flexure coefficients.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, n_flex), arcsec.
+        """
         phi = np.atleast_2d(phi)
         return np.exp(phi[:, self.i_flex])[:, self.flex_function]
 
-    def field_sigma(self, phi):
-        """Prior widths (arcsec) of the field's non-linear coefficients ``field_cols``,
-        (K, len(field_cols))."""
+    def field_sigma(self, phi: ArrayLike) -> np.ndarray:
+        """Prior widths of the field's non-linear coefficients ``field_cols``.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, len(field_cols)), arcsec.
+        """
         phi = np.atleast_2d(phi)
         if not self.field_cols.size:  # fixed widths
             return np.zeros((phi.shape[0], 0))
@@ -640,9 +700,20 @@ class JointModel:
             return np.exp(own)
         return np.exp(np.where(k == 2, own, width_law(phi[:, self.i_field[1:]], k - 3)))
 
-    def mask_affine_sigma(self, phi):
-        """Prior widths (relative) of the mask's net scale and shears, (K, n_mask): the hole
-        errors' scale over each pattern's norm, or the metrology's fixed width."""
+    def mask_affine_sigma(self, phi: ArrayLike) -> np.ndarray:
+        """Prior widths of the mask's net scale and shears: the hole errors' scale over each
+        pattern's norm, or the metrology's fixed width.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, n_mask), relative.
+        """
         phi = np.atleast_2d(phi)
         if not self.n_mask:
             return np.zeros((phi.shape[0], 0))
@@ -650,20 +721,42 @@ class JointModel:
             return np.broadcast_to(self.g_sd[self.mask_cols], (phi.shape[0], self.n_mask))
         return np.exp(phi[:, self.i_hole])[:, None] / self.mask_pattern_norm[None]
 
-    def residual_sigma(self, phi):
-        """Prior widths (arcsec) of the residual field's coefficients, (K, n_res): the
-        Matérn spectral density at each basis function's frequency, both components."""
+    def residual_sigma(self, phi: ArrayLike) -> np.ndarray:
+        """Prior widths of the residual field's coefficients: the Matérn spectral density at each
+        basis function's frequency, both components.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, n_res), arcsec.
+        """
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros((phi.shape[0], 0))
         sd = self.residual.prior_sd_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
         return np.hstack([sd, sd])
 
-    def residual_tail_variance(self, phi):
-        """The residual field's variance beyond its basis's band at the rows of ``phi``
-        (arcsec**2 per component, (K,); zeros without the residual field): white per
-        position, it adds to every point's noise like a jitter common to the datasets
-        (:meth:`~astrocal.field.residual.ResidualBasis.tail_variance_for_rms`)."""
+    def residual_tail_variance(self, phi: ArrayLike) -> np.ndarray:
+        """The residual field's variance beyond its basis's band.
+
+        White per position, it adds to every point's noise like a jitter common to the datasets
+        (:meth:`~astrocal.field.residual.ResidualBasis.tail_variance_for_rms`).
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K,), arcsec**2 per component; zeros without the residual field.
+        """
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros(phi.shape[0])
@@ -686,11 +779,24 @@ class JointModel:
             tau.append(self.field_sigma(phi))
         return np.concatenate(cols), np.concatenate(tau, axis=1)
 
-    def prior_sd(self, phi, broad_field=False):
-        """Prior width of every global parameter at ``phi`` (the flexure's and the field's
-        from ``phi``). ``broad_field``: the field's non-linear coefficients get the broad
-        width ``distortion_px`` instead of their learnt one (the yardstick for "did the
-        data measure it": a width learnt from the data is no independent prior)."""
+    def prior_sd(self, phi: ArrayLike, broad_field: bool = False) -> np.ndarray:
+        """Prior width of every global parameter at ``phi`` (the flexure's and the field's from
+        ``phi``).
+
+        Parameters
+        ----------
+        phi : array_like
+            The hyperparameters (ndim,) (or one row).
+        broad_field : bool
+            The field's non-linear coefficients get the broad width ``distortion_px`` instead of
+            their learnt one (the yardstick for "did the data measure it": a width learnt from
+            the data is no independent prior).
+
+        Returns
+        -------
+        numpy.ndarray
+            (G,), arcsec or relative.
+        """
         sd = np.array(self.g_sd, float)
         cols, tau = self._learnt_widths(phi, field=not broad_field)
         sd[cols] = tau[0]
@@ -699,20 +805,32 @@ class JointModel:
     # ------------------------------------------------------------------ linear algebra interface
     # what astrocal.model.linear and astrocal.model.expansion read of the model
     @property
-    def y_centred(self):
+    def y_centred(self) -> np.ndarray:
         """The observations about the reference solution, ``y - A g_ref`` (N, 2) arcsec."""
         return self._yc
 
     @property
-    def g0_centred(self):
+    def g0_centred(self) -> np.ndarray:
         """The global prior mean about the reference solution, ``g0 - g_ref`` (G,)."""
         return self._g0c
 
-    def noise_scales(self, phi):
-        """``(jitter, kappa, hole sigma)`` at the rows of ``phi``; the jitter (K, datasets)
-        is the points' white noise beyond the centroid errors, arcsec: the dataset's own
-        jitter and, with the residual field, its spectral tail in quadrature
-        (:meth:`residual_tail_variance`)."""
+    def noise_scales(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The noise scales at the rows of ``phi``.
+
+        Parameters
+        ----------
+        phi : numpy.ndarray
+            Hyperparameter rows (K, ndim).
+
+        Returns
+        -------
+        tuple
+            ``(jitter, kappa, hole sigma)``: the jitter (K, datasets) is the points' white noise
+            beyond the centroid errors, arcsec: the dataset's own jitter and, with the residual
+            field, its spectral tail in quadrature (:meth:`residual_tail_variance`); kappa (K,)
+            the centroid errors' scale; the hole errors' sd (K,), arcsec, or None without hole
+            errors.
+        """
         nd = self.points.n_datasets
         jit = np.exp(phi[:, :nd])
         if self.n_res:
@@ -722,10 +840,20 @@ class JointModel:
         return jit, kappa, hsig
 
 
-    def weights(self, phi):
-        """The points' noise weights at the rows of ``phi``: ``w`` (K, N, 2), the inverse
-        variances along the centroid covariance's eigenvectors ``U``, and ``W`` (K, N, 2, 2),
-        the weight matrices."""
+    def weights(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The points' noise weights at the rows of ``phi``.
+
+        Parameters
+        ----------
+        phi : numpy.ndarray
+            Hyperparameter rows (K, ndim).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``w`` (K, N, 2), the inverse variances along the centroid covariance's eigenvectors
+            ``U``, and ``W`` (K, N, 2, 2), the weight matrices, arcsec**-2.
+        """
         jit, kappa, _ = self.noise_scales(phi)
         w = 1.0 / (kappa[:, None, None] ** 2 * self.lam[None] + jit[:, self.dataset, None] ** 2)
         u = self.U
@@ -736,36 +864,74 @@ class JointModel:
         W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
         return w, W
 
-    def global_prior(self, phi):
-        """The global parameters' prior at ``phi`` (K rows): precisions (K, G) (zero where
-        the prior is flat), ``log det`` of the covariance and the quadratic form of the
-        prior mean about the reference solution (K,)."""
+    def global_prior(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The global parameters' prior at ``phi``.
+
+        Parameters
+        ----------
+        phi : numpy.ndarray
+            Hyperparameter rows (K, ndim).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            Precisions (K, G) (zero where the prior is flat), ``log det`` of the covariance and
+            the quadratic form of the prior mean about the reference solution (K,).
+        """
         prec = np.broadcast_to(self.prior_precision, (phi.shape[0], self.G)).copy()
         cols, tau = self._learnt_widths(phi)
         prec[:, cols] = 1.0 / tau**2
         logdet_prior = self.logdet_prior + 2 * np.sum(np.log(tau), axis=1)
         return prec, logdet_prior, prec @ self.g0_centred**2
 
-    def system(self, phi, weak=None, reuse=False, direct=False):
+    def system(self, phi: np.ndarray, weak: ArrayLike | None = None, reuse: bool = False,
+               direct: bool = False) -> dict:
         """Normal equations of the global block after eliminating the source blocks.
 
-        ``weak``: boolean over the global parameters whose prior is left out (the data's
-        own information, for :func:`astrocal.model.identifiability.inseparable_directions`).
-        ``reuse``: the block arrays may live in the model's work buffers (only for a caller
-        that does not keep them). From the weights' components (:meth:`expansion`) where
-        they pay, unless ``direct``; only the direct path also returns the likelihood's
-        constant (``const``).
+        From the weights' components (:meth:`expansion`,
+        :func:`astrocal.model.expansion.system`) where they pay, unless ``direct``, else from
+        the per-point sums (:func:`astrocal.model.linear.normal_equations`).
+
+        Parameters
+        ----------
+        phi : numpy.ndarray
+            Hyperparameter rows (K, ndim).
+        weak : array_like, optional
+            Bool over the global parameters whose prior is left out (the data's own
+            information, for :func:`astrocal.model.identifiability.inseparable_directions`).
+        reuse : bool
+            The block arrays may live in the model's work buffers (only for a caller that does
+            not keep them).
+        direct : bool
+            From the per-point sums.
+
+        Returns
+        -------
+        dict
+            ``S``, ``r`` (the Schur complement and right-hand side) and, with source blocks,
+            ``Pgd``, ``hd``, ``Dinv``, ``Y``, ``Dinv_hd``; only the direct path also returns the
+            likelihood's constant (``const``).
         """
         ex = None if direct else self.expansion()
         if ex is not None:
             return expansion.system(self, ex, phi, weak)
         return linear.normal_equations(self, phi, weak, reuse)
 
-    def segment_sum(self, a):
+    def segment_sum(self, a: np.ndarray) -> np.ndarray:
         """Sum an array with a point axis (axis 1, the block points) over each block.
 
-        Blocks without points (all their points flagged) get zeros: their errors keep
-        their prior.
+        Blocks without points (all their points flagged) get zeros: their errors keep their
+        prior.
+
+        Parameters
+        ----------
+        a : numpy.ndarray
+            (K, block points, ...).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K, H, ...).
         """
         sums = np.add.reduceat(a, self.hole_start, axis=1)
         if self.hole_of_segment.size == self.H:
@@ -774,9 +940,15 @@ class JointModel:
         out[:, self.hole_of_segment] = sums
         return out
 
-    def block_point_start(self):
-        """Index of each block's first point (absolute), (H + 1,): block ``b`` holds the
-        points ``start[b]:start[b + 1]`` (the points are sorted by block)."""
+    def block_point_start(self) -> np.ndarray:
+        """Index of each block's first point (absolute).
+
+        Returns
+        -------
+        numpy.ndarray
+            (H + 1,): block ``b`` holds the points ``start[b]:start[b + 1]`` (the points are
+            sorted by block).
+        """
         start = self.__dict__.get("_block_point_start")
         if start is None:
             cnt = np.bincount(self.block_of_point, minlength=self.H)
@@ -784,10 +956,21 @@ class JointModel:
             self._block_point_start = start
         return start
 
-    def add_block_prior(self, D, hsig):
-        """Add the source blocks' prior precisions (stars: the catalogue's; holes:
-        ``1 / hsig**2``) to their data precisions ``D`` (K, H, 2, 2), in place; returns
-        the log-determinant of the blocks' prior covariance (K,)."""
+    def add_block_prior(self, D: np.ndarray, hsig: np.ndarray | None) -> np.ndarray:
+        """Add the source blocks' prior precisions to their data precisions, in place.
+
+        Parameters
+        ----------
+        D : numpy.ndarray
+            The blocks' data precisions (K, H, 2, 2).
+        hsig : numpy.ndarray or None
+            The hole errors' sd (K,), arcsec (stars: the catalogue's covariance).
+
+        Returns
+        -------
+        numpy.ndarray
+            The log-determinant of the blocks' prior covariance (K,).
+        """
         D += self.block_prior_precision
         logdet_prior = np.full(D.shape[0], self.logdet_star_prior)
         if self.hole_errors and self.hole_blocks.size:
@@ -797,9 +980,23 @@ class JointModel:
             logdet_prior = logdet_prior + 4 * hb.size * np.log(hsig)
         return logdet_prior
 
-    def work_buffer(self, name, shape):
-        """A work array kept between likelihood calls (never handed out of them); arrays
-        above ``BUFFER_LIMIT_BYTES`` (e.g. a Hessian's large batch) are not kept."""
+    def work_buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A work array kept between likelihood calls (never handed out of them).
+
+        Arrays above ``BUFFER_LIMIT_BYTES`` (e.g. a Hessian's large batch) are not kept.
+
+        Parameters
+        ----------
+        name : str
+            The buffer's name.
+        shape : tuple of int
+            Its shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            Uninitialised, float.
+        """
         if np.prod(shape) * 8 > BUFFER_LIMIT_BYTES:
             return np.empty(shape)
         buffers = self.__dict__.setdefault("_buffers", {})
@@ -814,18 +1011,38 @@ class JointModel:
         state.pop("_expansion", None)  # large; formed again on first use
         return state
     # ------------------------------------------------------------------ public API
-    def expansion(self):
+    def expansion(self) -> Expansion | None:
         """The fixed components of the likelihood's sums (:mod:`astrocal.model.expansion`),
-        formed on first use; ``None`` where the direct evaluation is used."""
+        formed on first use.
+
+        Returns
+        -------
+        Expansion or None
+            None where the direct evaluation is used.
+        """
         if "_expansion" not in self.__dict__:
             self._expansion = expansion.build_expansion(self)
         return self._expansion
 
-    def log_likelihood(self, phi, direct=False):
-        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``.
+    def log_likelihood(self, phi: ArrayLike, direct: bool = False) -> np.ndarray:
+        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors.
 
-        Evaluated from the weights' fixed components (:meth:`expansion`) where they pay,
-        else (or with ``direct``) from the per-point sums."""
+        Evaluated from the weights' fixed components (:meth:`expansion`) where they pay, else
+        (or with ``direct``) from the per-point sums. A row whose factorisation fails gets
+        ``-inf`` (the other rows are evaluated alone).
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+        direct : bool
+            From the per-point sums.
+
+        Returns
+        -------
+        numpy.ndarray
+            (K,).
+        """
         phi = np.atleast_2d(np.asarray(phi, float))
         ex = None if direct else self.expansion()
         try:
@@ -848,7 +1065,19 @@ class JointModel:
             ll += -0.5 * (ldet + quad) + 0.5 * 6 * np.log(hsig**2)
         return ll
 
-    def log_posterior(self, phi):
+    def log_posterior(self, phi: ArrayLike) -> np.ndarray:
+        """``log p(phi | y)`` up to the evidence: the log prior plus the log likelihood.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+
+        Returns
+        -------
+        numpy.ndarray
+            (K,); ``-inf`` outside the prior box.
+        """
         phi = np.atleast_2d(np.asarray(phi, float))
         lp = self.log_prior(phi)
         out = np.full(phi.shape[0], -np.inf)
@@ -857,11 +1086,19 @@ class JointModel:
             out[ok] = lp[ok] + self.log_likelihood(phi[ok])
         return out
 
-    def conditional(self, phi):
+    def conditional(self, phi: ArrayLike) -> Conditional:
         """The Gaussian posterior of the linear parameters for one ``phi``.
 
-        Returns a :class:`Conditional` with the gauge-fixed mean and covariance of the
-        global parameters and what is needed to draw exact samples of everything.
+        Parameters
+        ----------
+        phi : array_like
+            The hyperparameters (ndim,) (or the first row of a batch).
+
+        Returns
+        -------
+        Conditional
+            The gauge-fixed mean and covariance of the global parameters and what is needed to
+            draw exact samples of everything.
         """
         phi = np.atleast_2d(np.asarray(phi, float))[:1]
         sys = self.system(phi)
@@ -875,13 +1112,28 @@ class JointModel:
             cond.set_blocks(sys)
         return cond
 
-    def sample_linear(self, phi, rng, per_phi=1):
-        """Exact draws of the linear parameters, ``per_phi`` for each row of ``phi`` (K, ndim).
+    def sample_linear(self, phi: ArrayLike, rng: np.random.Generator,
+                      per_phi: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Exact draws of the linear parameters, ``per_phi`` for each row of ``phi``.
 
-        Returns ``g`` (K * per_phi, G) and ``delta`` (K * per_phi, H, 2) (``None`` without
-        hole errors), drawn from the Gaussian conditional given each ``phi`` and conditioned
-        on the gauge; the draws of one ``phi`` are consecutive. One Cholesky factorisation
-        serves all draws of a ``phi``, so extra draws cost little.
+        Drawn from the Gaussian conditional given each ``phi`` and conditioned on the gauge;
+        the draws of one ``phi`` are consecutive. One Cholesky factorisation serves all draws of
+        a ``phi``, so extra draws cost little.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameter rows (K, ndim) (or one row).
+        rng : numpy.random.Generator
+            The random numbers.
+        per_phi : int
+            Draws per row.
+
+        Returns
+        -------
+        tuple
+            ``g`` (K * per_phi, G) and ``delta`` (K * per_phi, H, 2) (``None`` without source
+            blocks), arcsec.
         """
         phi = np.atleast_2d(np.asarray(phi, float))
         K, M = phi.shape[0], int(per_phi)
@@ -914,13 +1166,25 @@ class JointModel:
         delta = delta - np.einsum("khaj,kmj->kmha", xd, coef)
         return g.reshape(K * M, self.G) + self.g_ref, delta.reshape(K * M, self.H, 2)
 
-    def residuals(self, g, block_mean, points):
-        """Model minus observation, ``A g + Lp delta - y`` (N, 2) arcsec, for ``points``.
+    def residuals(self, g: np.ndarray, block_mean: np.ndarray | None, points: Points) -> np.ndarray:
+        """Model minus observation, ``A g + Lp delta - y``, for ``points``.
 
-        ``points`` share the model's exposures and sources (e.g. all points, flagged ones
-        included); ``g`` is a global parameter vector and ``block_mean`` the source errors
-        per block (H, 2) or None. For a lab point this is ``G(p)`` minus where the model
-        expects the hole.
+        For a lab point this is ``G(p)`` minus where the model expects the hole.
+
+        Parameters
+        ----------
+        g : numpy.ndarray
+            A global parameter vector (G,).
+        block_mean : numpy.ndarray or None
+            The source errors per block (H, 2), arcsec.
+        points : Points
+            Points sharing the model's exposures and sources (e.g. all points, flagged ones
+            included).
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2), arcsec.
         """
         y, E, Q, Lp = self._point_design(points)
         B = design_matrix(points.x, points.y, self.degree, points.domain)
@@ -931,8 +1195,19 @@ class JointModel:
             pred[ok] += np.einsum("nab,nb->na", Lp[ok], block_mean[blk[ok]])
         return pred - y
 
-    def field_from(self, g):
-        """The :class:`DistortionField` of a global parameter vector ``g``."""
+    def field_from(self, g: np.ndarray) -> DistortionField:
+        """The :class:`DistortionField` of a global parameter vector.
+
+        Parameters
+        ----------
+        g : numpy.ndarray
+            (G,); its first ``2 nt`` entries are the field's coefficients, arcsec.
+
+        Returns
+        -------
+        DistortionField
+            Pixels to arcsec, on the points' domain.
+        """
         nt = self.nt
         return DistortionField(flat_to_square(g[:nt], self.degree), flat_to_square(g[nt:2 * nt], self.degree),
                                self.points.domain, unit="arcsec", input_unit="pixel")
