@@ -43,7 +43,8 @@ from .laplace import laplace_draws, map_hyperparameters, numerical_hessian
 from .outliers import find_outliers, preliminary_field
 from .priors import Priors
 from .sampling import Diagnostics, diagnostics, run_emcee
-from .selection import check_rule, choose_model, degree_probabilities, refine_residual_rows, residual_variants, scan_variants
+from .selection import (check_rule, choose_model, degree_probabilities, refine_residual_rows, residual_variants,
+                        scan_variants)
 
 if TYPE_CHECKING:
     from ..field import DistortionField

@@ -425,15 +425,9 @@ class Conditional:
 
 
 
-# the model and its priors moved to astrocal.model.joint and astrocal.model.priors (issue 20);
-# JointModel's name before issue 20 was LabModel: kept for one release, with a DeprecationWarning
-from .._moved import moved_module, renamed  # noqa: E402
+# the model and its priors moved to astrocal.model.joint and astrocal.model.priors (issue 20):
+# kept for one release, with a DeprecationWarning (LabModel, JointModel's name before issue 20,
+# through astrocal.model.joint's own forwarding)
+from .._moved import moved_module  # noqa: E402
 
-_moved_names = moved_module(__name__, ("astrocal.model.priors", "astrocal.model.joint"))
-_renamed_names = renamed(__name__, {"LabModel": "JointModel"})
-
-
-def __getattr__(name):
-    if name in _renamed_names.renamed:
-        return _renamed_names(name)
-    return _moved_names(name)
+__getattr__ = moved_module(__name__, ("astrocal.model.priors", "astrocal.model.joint"))
