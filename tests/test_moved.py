@@ -20,16 +20,14 @@ LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": 
                                   "MASK_AFFINE_NAMES": "astrocal.model.priors",
                                   "mask_affine_patterns": "astrocal.model.priors",
                                   "gauge_patterns": "astrocal.model.priors"},
-        "astrocal.model.inference": {"map_hyperparameters": "astrocal.model.laplace",
-                                     "laplace_evidence": "astrocal.model.laplace",
+        "astrocal.model.inference": {"laplace_evidence": "astrocal.model.laplace",
                                      "robust_start": "astrocal.model.outliers",
                                      "noise_covariance": "astrocal.model.outliers",
                                      "weak_parameters": "astrocal.model.identifiability",
                                      "PooledPosterior": "astrocal.model.sampling",
                                      "ChainMismatchError": "astrocal.model.sampling",
                                      "chain_summary": "astrocal.model.sampling",
-                                     "choose_degree": "astrocal.model.selection",
-                                     "degree_probabilities": "astrocal.model.selection"}}
+                                     "choose_degree": "astrocal.model.selection"}}
 
 
 @pytest.mark.parametrize("old,new", sorted(MOVED.items()))

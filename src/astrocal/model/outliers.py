@@ -65,7 +65,7 @@ def robust_start(points: Points, degree: int, settings: FitSettings, max_iter: i
         The fit's points.
     degree : int
         The field's degree.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings (priors, flexure).
     max_iter : int
         Clipping rounds at most.
@@ -110,7 +110,7 @@ def find_outliers(points: Points, degree: int, settings: FitSettings,
         The fit's points.
     degree : int
         The field's degree.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings (``outlier_px``, ``outlier_iterations``, hole errors, priors).
     jacobian_field : DistortionField or None
         The field for the focal-plane covariances (:func:`preliminary_field`).
@@ -180,7 +180,7 @@ def preliminary_field(points: Points, degree: int, settings: FitSettings) -> Dis
         The fit's points.
     degree : int
         The field's degree.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings (priors, flexure).
 
     Returns

@@ -115,7 +115,7 @@ def fit_variant(points: Points, degree: int, priors: Priors, settings: FitSettin
         The field's degree.
     priors : Priors
         With ``residual`` ``"none"`` or ``"matern52"``.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings (hole errors, flexure).
     jac_field : DistortionField or None
         The field whose Jacobian pushes the centroid covariances into the focal plane.
@@ -171,7 +171,7 @@ def refine_variant(base: VariantFit, points: Points, degree: int, settings: FitS
         The fit's points.
     degree : int
         The field's degree.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings.
     jac_field : DistortionField or None
         The field for the focal-plane covariances.

@@ -178,7 +178,7 @@ def run_emcee(model: JointModel, phi_map: np.ndarray, settings: FitSettings,
         ``log_posterior``, such as the LMS model).
     phi_map : numpy.ndarray
         The hyperparameters' MAP (ndim,).
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         Walkers, steps, seed, stopping rule, backend, pool.
     hessian : numpy.ndarray, optional
         The Hessian of ``-log p`` at the MAP (the start's spread and the first proposal).
@@ -412,7 +412,7 @@ def diagnostics(chain: np.ndarray, sampler: emcee.EnsembleSampler, settings: Fit
         (steps, walkers, ndim).
     sampler : emcee.EnsembleSampler
         The sampler (for its acceptance fractions).
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         ``burn``: ``"auto"`` or a number of steps (:func:`chain_summary`).
 
     Returns

@@ -171,7 +171,7 @@ def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionFi
     ----------
     points : Points
         The fit's points.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings.
     jac_field : DistortionField or None
         The field for the focal-plane covariances.
@@ -264,7 +264,7 @@ def refine_residual_rows(points: Points, settings: FitSettings, jac_field: Disto
     ----------
     points : Points
         The fit's points.
-    settings : FitSettings
+    settings : astrocal.model.inference.FitSettings
         The fit's settings.
     jac_field : DistortionField or None
         The field for the focal-plane covariances.
