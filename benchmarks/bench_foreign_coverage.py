@@ -309,7 +309,7 @@ def run_campaign(task):
     from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
     from astrocal.model.dithers import dither_separation
     from astrocal.model.inference import FitSettings, fit_joint
-    from astrocal.model.linear import Priors
+    from astrocal.model.priors import Priors
 
     fam, seed = task["family"], int(task["seed"])
     rec = {"family": fam, "seed": seed, "mask": task.get("mask", "metis"), "source": task.get("source")}

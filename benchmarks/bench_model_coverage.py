@@ -65,7 +65,7 @@ from astrocal.field.synthetic import smooth_field  # noqa: E402
 from astrocal.instruments import get_instrument  # noqa: E402
 from astrocal.lab.mask import get_mask  # noqa: E402
 from astrocal.sim.lab_truth import draw_lab_truth, gauge_truth, observe_points  # noqa: E402
-from astrocal.model.linear import Priors  # noqa: E402
+from astrocal.model.priors import Priors  # noqa: E402
 
 INSTRUMENT = "metis-lm"
 MASK = "metis_wcu_fp_mask5"

@@ -189,7 +189,7 @@ class NaivePosterior:
 
 def naive_setup(points, fit):
     """The naive posterior built from the identified points (timed): ``(naive, seconds)``."""
-    from astrocal.model.linear import JointModel
+    from astrocal.model.joint import JointModel
 
     t0 = time.perf_counter()
     model = JointModel(points, fit.degree, hole_errors=False, jacobian_field=fit.model.jacobian_field,
@@ -439,7 +439,7 @@ def posterior_agreement(runs, nruns, model, label):
 # --------------------------------------------------------------------------- driver
 def ours_settings(degree, args, tuned):
     from astrocal.model.inference import FitSettings
-    from astrocal.model.linear import Priors
+    from astrocal.model.priors import Priors
 
     # the field's non-linear coefficients keep the fixed broad width here: the naive
     # sampler's target (NaivePosterior) is written for static Gaussian priors on the

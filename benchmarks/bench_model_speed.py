@@ -72,7 +72,7 @@ def grid_mask(n, half_arcsec):
 
 
 def priors(residual):
-    from astrocal.model.linear import Priors
+    from astrocal.model.priors import Priors
 
     return Priors(residual="matern52", residual_basis=residual) if residual else Priors()
 
@@ -105,7 +105,7 @@ def report_fit(name, r, target):
 def likelihood_cost(n_holes, degree, repeat, K=12, residual=0, direct=True):
     """One likelihood evaluation's cost (ms per call of ``K`` walkers and per walker, best and
     median of ``repeat`` calls); ``direct``: also the per-point ("direct") evaluation's."""
-    from astrocal.model.linear import JointModel
+    from astrocal.model.joint import JointModel
     from astrocal.sim.lab_truth import chopper_series
 
     n = int(round(np.sqrt(n_holes)))

@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     quiet_logs()
-    from astrocal.model.linear import JointModel
+    from astrocal.model.joint import JointModel
     from astrocal.sim.lab_truth import chopper_series
 
     ref = reference_expansion(args.reference)

@@ -29,9 +29,11 @@ import foreign_fields as ff
 import bench_foreign_coverage as bfc
 from astrocal.campaign import load_campaign
 from astrocal.stages.fit_inputs import lab_points_for, mask_affine_sigma
-from astrocal.model.inference import FitSettings, preliminary_field, find_outliers, draw_linear
+from astrocal.model.inference import FitSettings, draw_linear
+from astrocal.model.outliers import find_outliers, preliminary_field
 from astrocal.model.refinement import fit_variant
-from astrocal.model.linear import JointModel, Priors
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import Priors
 from astrocal.model import draws
 from astrocal.model.footprint import convex_footprint, inside_footprint
 from threadpoolctl import threadpool_limits

@@ -42,7 +42,7 @@ The tree, by stage (the builtin base in brackets):
     [ValueError] and its :class:`astrocal.sky.catalog.CatalogKeyError` [KeyError],
     :class:`astrocal.sky.catalog.CatalogQueryError` [RuntimeError]
   * the fit (``astrocal fit``): :class:`astrocal.model.data.DataError`,
-    :class:`astrocal.model.inference.ChainMismatchError`,
+    :class:`astrocal.model.sampling.ChainMismatchError`,
     :class:`astrocal.model.result.ResultFileError`,
     :class:`astrocal.stages.fit.FitOptionError` (options that cannot go together) [ValueError],
     :class:`astrocal.model.chainstore.ChainWriteError` [OSError]

@@ -19,7 +19,7 @@ from astrocal.lms.products import (evaluate_forward_poly, lms_qc, slice_polynomi
                                    write_lms_products)
 from astrocal.lms.report import write_lms_report
 from astrocal.lms.spots import spot_widths
-from astrocal.model.inference import Diagnostics
+from astrocal.model.sampling import Diagnostics
 
 
 def hand_fit(sd_px=0.01, n_draws=60, seed=3):

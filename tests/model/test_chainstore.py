@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from astrocal.model.chainstore import GROUP, BlockBackend, ChainWriteError, _reason, stored_iteration
-from astrocal.model.inference import FitSettings, _run_blocks, default_moves
+from astrocal.model.inference import FitSettings
+from astrocal.model.sampling import _run_blocks, default_moves
 from astrocal.products.result_files import load_chain
 
 NWALKERS, NDIM = 10, 3

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from astrocal.model.inference import choose_degree
+from astrocal.model.selection import choose_degree
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_linear import small_problem  # noqa: E402
@@ -68,8 +68,9 @@ def test_resume_refuses_a_chain_of_other_hyperparameters(tmp_path):
     # an earlier width law at the same degree has as many hyperparameters)
     import h5py
 
-    from astrocal.model.inference import FitSettings, run_emcee
-    from astrocal.model.linear import JointModel
+    from astrocal.model.inference import FitSettings
+    from astrocal.model.sampling import run_emcee
+    from astrocal.model.joint import JointModel
 
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.05)
     model = JointModel(pts, 3, jacobian_field=field)

@@ -9,7 +9,8 @@ import pytest
 
 from astrocal.model import expansion
 from astrocal.model.expansion import build_expansion, chebyshev_basis, interpolation_nodes
-from astrocal.model.linear import JointModel, Priors
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_joint_linear import FLEX, joint_problem  # noqa: E402
@@ -188,7 +189,7 @@ def test_the_conditional_system_agrees_with_the_direct_one(lab):
     weak = np.zeros(model.G, bool)
     weak[model.p0:model.p0 + 4] = True
     for w in (None, weak):
-        fast, direct = model._system(phi, weak=w), model._system(phi, weak=w, direct=True)
+        fast, direct = model.system(phi, weak=w), model.system(phi, weak=w, direct=True)
         for key in ("S", "r", "Pgd", "Dinv", "Y", "hd", "Dinv_hd"):
             scale = np.max(np.abs(direct[key]))
             np.testing.assert_allclose(fast[key], direct[key], rtol=0, atol=1e-9 * scale, err_msg=key)
@@ -228,7 +229,7 @@ def test_blocks_formed_per_call_agree_with_the_kept_components(monkeypatch):
     monkeypatch.setattr(expansion, "CHUNK_BYTES", 8.0 * 2 * Ga * max(J, 12) * 3.5)
     monkeypatch.setattr(expansion, "STREAM_BYTES", 8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga) * 6.5)
     streamed = build_expansion(model, limit_bytes=fixed + 1.0)
-    jit, kappa, _ = model._unpack(phi)
+    jit, kappa, _ = model.noise_scales(phi)
     c = expansion._coefficients(streamed, jit, kappa)
     spans = [(h0, h1) for h0, h1, _ in expansion._weighted_cross(model, streamed, c)]
     assert streamed.chunk == 3 and spans == [(h, min(H, h + 3)) for h in range(0, H, 3)] and H > 6
@@ -247,5 +248,5 @@ def test_the_likelihood_with_the_residual_field_matches_the_direct_path():
         np.testing.assert_allclose(fast, model.log_likelihood(phi, direct=True), rtol=1e-11)
         np.testing.assert_allclose([model.log_likelihood(p)[0] for p in phi], fast, rtol=1e-13)
         if not hole_errors:  # the conditional's global block, from the lower triangle, is symmetric
-            s = model._system(phi[:2])["S"]
+            s = model.system(phi[:2])["S"]
             np.testing.assert_array_equal(s, np.swapaxes(s, 1, 2))

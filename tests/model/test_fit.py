@@ -136,7 +136,7 @@ def test_processes_split_the_walkers_without_changing_the_chain(tmp_path):
 
 
 def test_auto_processes_only_for_large_fits(monkeypatch):
-    from astrocal.model import inference
+    from astrocal.model import sampling as inference
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7}, raising=False)
     assert inference.pool_size("auto", inference.AUTO_POOL_POINTS - 1) == 1

@@ -9,8 +9,9 @@ from astrocal.field import design_matrix
 from astrocal.field.inverse import solve
 from astrocal.model.data import Points, join_points
 from astrocal.model.flexure import FlexureBasis
-from astrocal.model.inference import inseparable_directions
-from astrocal.model.linear import JointModel, Priors
+from astrocal.model.identifiability import inseparable_directions
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import Priors
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_linear import assert_likelihood_exact, small_problem  # noqa: E402
@@ -85,7 +86,7 @@ def brute_force(model, phi):
     pts = model.points
     nt, G, H = model.nt, model.G, model.H
     n = pts.n_points
-    jit, kappa, hsig = model._unpack(np.atleast_2d(phi))
+    jit, kappa, hsig = model.noise_scales(np.atleast_2d(phi))
     B = design_matrix(pts.x, pts.y, model.degree, pts.domain)
     A = np.zeros((2 * n, G + 2 * H))
     A[0::2, :nt] = B
@@ -259,7 +260,7 @@ def test_flexure_basis_rotates_with_the_rotator():
 
 
 def test_pooled_posterior_matches_the_serial_one():
-    from astrocal.model.inference import PooledPosterior
+    from astrocal.model.sampling import PooledPosterior
 
     pts, field, _ = joint_problem(5)
     model = JointModel(pts, 2, hole_errors=True, jacobian_field=field, priors=PRIORS, flexure=FLEX)

@@ -5,7 +5,8 @@ import pytest
 from astrocal.field import design_matrix
 from astrocal.field.synthetic import smooth_field
 from astrocal.model.data import DataError, Points
-from astrocal.model.linear import JointModel, Priors, gauge_patterns
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import Priors, gauge_patterns
 
 # a modest prior on the linear terms keeps the dense brute force well conditioned
 PRIORS = Priors(linear_sigma=2.0, distortion_px=5.0)
@@ -56,7 +57,7 @@ def brute_force(model, phi, gauges=None):
     pts = model.points
     nt, G, H = model.nt, model.G, model.H
     n = pts.n_points
-    jit, kappa, hsig = model._unpack(np.atleast_2d(phi))
+    jit, kappa, hsig = model.noise_scales(np.atleast_2d(phi))
     B = design_matrix(pts.x, pts.y, model.degree, pts.domain)
     nd = G + (2 * H if model.hole_errors else 0)
     A = np.zeros((2 * n, nd))
@@ -192,7 +193,7 @@ def test_curved_field_widths_nest_the_geometric_law():
 
 def test_field_width_guess_inverts_the_law():
     # the starting widths: the law fitted to the rms per degree of a broad fit
-    from astrocal.model.linear import _law, _law_guess
+    from astrocal.model.priors import fit_width_law as _law_guess, width_law as _law
 
     truth = np.array([[np.log(2e-3), np.log(0.4), 0.2]])
     for m in (1, 2, 3):
@@ -323,7 +324,7 @@ def test_a_failing_row_does_not_reject_the_batch(monkeypatch):
             return a, 1
         return real_potrf(a, **kw)
 
-    bad = model._system(phi[1:2])["S"][0, 0, 0]
+    bad = model.system(phi[1:2])["S"][0, 0, 0]
     monkeypatch.setattr(np.linalg, "cholesky", cholesky)
     monkeypatch.setattr(expansion, "dpotrf", dpotrf)
     got = model.log_likelihood(phi)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrocal.model.linear import MASK_AFFINE_NAMES, JointModel, Priors
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import MASK_AFFINE_NAMES, Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_linear import brute_force, small_problem  # noqa: E402

@@ -10,7 +10,8 @@ import pytest
 from scipy import integrate, special, stats
 
 from astrocal.model.chainstore import BlockBackend
-from astrocal.model.inference import FitSettings, _run_blocks, chain_summary, default_moves
+from astrocal.model.inference import FitSettings
+from astrocal.model.sampling import _run_blocks, chain_summary, default_moves
 from astrocal.model.moves import AdaptiveIndependenceMove
 from astrocal.model.proposal import ADAPT_STEPS, fit_proposal, laplace_proposal
 
@@ -192,7 +193,7 @@ def test_a_proposal_that_is_refused_too_often_is_switched_off():
     """At the last refit (ADAPT_MAX) an acceptance still below MIN_ADAPTED_ACCEPTANCE leaves
     differential evolution alone; before it, the proposal is refitted and kept; a good
     acceptance at step 100 ends adaptation there with the proposal on."""
-    from astrocal.model.inference import _adapt
+    from astrocal.model.sampling import _adapt
     from astrocal.model.proposal import ADAPT_MAX, MIN_ADAPTED_ACCEPTANCE
 
     poor = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE - 0.1, ADAPT_MAX)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from astrocal.field import design_matrix
-from astrocal.model.linear import JointModel, Priors
+from astrocal.model.joint import JointModel
+from astrocal.model.priors import Priors
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_linear import assert_likelihood_exact, brute_force, small_problem  # noqa: E402
@@ -37,7 +38,7 @@ def test_function_space_form():
     rng = np.random.default_rng(4)
     lo, hi = model.bounds()
     for phi in lo + (hi - lo) * rng.uniform(0.2, 0.8, (3, model.ndim)):
-        jit, kappa, _ = model._unpack(phi[None])
+        jit, kappa, _ = model.noise_scales(phi[None])
         pt = model.points
         n, nt = pt.n_points, model.nt
         keep = np.setdiff1d(np.arange(model.G), model.res_cols)
@@ -196,10 +197,10 @@ def test_the_spectral_tail_is_white_noise_beside_the_jitter():
     tail = m.residual_tail_variance(phi)
     assert tail[0] > tail[1] > tail[2] >= 0 and tail[0] > 1e-6
     assert np.allclose(tail, m.residual.tail_variance_for_rms(3e-3, np.exp(phi[:, m.i_res[1]])))
-    jit, _, _ = m._unpack(phi)
+    jit, _, _ = m.noise_scales(phi)
     own = np.exp(phi[:, 0])
     assert np.allclose(jit[:, 0] ** 2, own**2 + tail)
-    assert np.allclose(plain._unpack(phi[:, :plain.ndim])[0][:, 0], own)
+    assert np.allclose(plain.noise_scales(phi[:, :plain.ndim])[0][:, 0], own)
     sd = draws.unresolved_sd(phi, m.hyper_names, m.residual)
     assert np.allclose(sd**2, own**2 + tail)
     assert np.allclose(draws.unresolved_sd(phi, m.hyper_names), own)  # without the basis: the jitter

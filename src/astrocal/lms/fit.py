@@ -52,7 +52,7 @@ from numpy.typing import ArrayLike
 from astropy.table import Table, vstack
 from scipy import optimize
 
-from ..model import inference
+from ..model import inference, laplace, sampling
 from .deviations import DeviationLayout, Hyperparameters
 from .geometry import LmsGeometry
 from .hole_prior import HolePrior
@@ -939,9 +939,9 @@ def _fit_lms(data, layout, terms, settings, truth):
                                target_neff=settings.target_neff, check_every=settings.check_every,
                                seed=settings.seed, progress=settings.progress, backend_path=settings.backend_path,
                                resume=settings.resume, chain_record=settings.chain_record)
-    _, hess = inference.laplace_evidence(model, phi, lp)
-    chain, sampler = inference.run_emcee(model, phi, es, hessian=hess)
-    diag = inference.diagnostics(chain, sampler, es)
+    _, hess = laplace.laplace_evidence(model, phi, lp)
+    chain, sampler = sampling.run_emcee(model, phi, es, hessian=hess)
+    diag = sampling.diagnostics(chain, sampler, es)
     flat = chain[diag.n_burn:].reshape(-1, model.ndim)
     rng = np.random.default_rng(settings.seed)
     pick = flat[np.linspace(0, len(flat) - 1, min(settings.n_draws, len(flat))).astype(int)]

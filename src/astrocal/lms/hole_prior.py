@@ -47,7 +47,7 @@ from numpy.typing import ArrayLike
 from ..checksum import file_sha256
 from ..instruments import MASK_SCALE_MM_PER_ARCSEC
 from ..lab.mask import Mask, load_mask
-from ..model.linear import gauge_patterns
+from ..model.priors import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
 
 __all__ = ["DEFAULT_HOLE_ERROR_UM", "HolePrior", "ImagerHolePosterior", "tolerance_prior",

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from .. import __version__
 from ..atomic import atomic_write_text, check_writable
-from ..model.inference import Diagnostics
+from ..model.sampling import Diagnostics
 from ..model.quality import QC_CONVERGED
 from ..plots import save_figure
 from ..report.build import report_json

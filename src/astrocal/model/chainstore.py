@@ -49,8 +49,21 @@ class ChainWriteError(AstrocalError, OSError):
     """A block of the chain could not be written; the file keeps the last complete block."""
 
 
-def stored_iteration(path, name=GROUP):
-    """Steps of the chain stored in ``path`` (0 without a file or a chain group)."""
+def stored_iteration(path: str | os.PathLike, name: str = GROUP) -> int:
+    """Steps of the chain stored in ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The HDF5 file.
+    name : str
+        Its group that holds the chain.
+
+    Returns
+    -------
+    int
+        The steps stored (0 without a file or a chain group).
+    """
     reader = emcee.backends.HDFBackend(str(path), name=name, read_only=True)
     return int(reader.iteration) if reader.initialized else 0
 
@@ -96,7 +109,7 @@ class BlockBackend(emcee.backends.Backend):
         self._others = []  # other top-level objects of the file, carried over by write()
 
     @classmethod
-    def load(cls, path, name=GROUP):
+    def load(cls, path: str | os.PathLike, name: str = GROUP) -> BlockBackend:
         """The chain stored in ``path`` (as emcee's ``HDFBackend`` reads it), to continue.
 
         Parameters
@@ -133,7 +146,7 @@ class BlockBackend(emcee.backends.Backend):
         self.written = it
         return self
 
-    def write(self):
+    def write(self) -> None:
         """Write the chain so far to the file, atomically (see the module's notes).
 
         Raises

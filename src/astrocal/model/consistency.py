@@ -27,7 +27,14 @@ keyword ``HIERARCH ASTROCAL QC CONSISTENT``), and ``astrocal fit`` ends with sta
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from .inference import Fit
 
 __all__ = ["check_consistency", "SCALE_TOLERANCE", "RESIDUAL_LIMIT", "PULL_LIMIT"]
 
@@ -93,10 +100,21 @@ def _poses(fit):
     return sorted(out, key=lambda p: -p["pull"])
 
 
-def check_consistency(fit, residuals):
-    """The checks of the module notes for a :class:`~astrocal.model.inference.Fit`
-    and its residual table (:func:`astrocal.model.result.residual_table`):
-    ``{"scale", "residuals", "poses", "problems", "consistent"}``."""
+def check_consistency(fit: Fit, residuals: Table) -> dict:
+    """The checks of the module notes for a fit and its residual table.
+
+    Parameters
+    ----------
+    fit : astrocal.model.inference.Fit
+        The fit.
+    residuals : astropy.table.Table
+        Its residual table (:func:`astrocal.model.result.residual_table`).
+
+    Returns
+    -------
+    dict
+        ``{"scale", "residuals", "poses", "problems", "consistent"}``.
+    """
     scale = _scale(fit)
     res = _residuals(fit, residuals)
     poses = _poses(fit)

@@ -17,12 +17,20 @@ and the stars' apparent positions; :func:`join_points` joins the two.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field as dc_field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import AstrocalError
 from ..sources import FLAG_BLEND, FLAGS_REJECT
+
+if TYPE_CHECKING:
+    from astropy.table import Table
+
+    from ..sky.astrometry import FocalPlanePositions
 
 
 #: flag bits that make a measured position unusable when a table does not state its own
@@ -159,41 +167,58 @@ class Points:
             object.__setattr__(self, "exposure_names", tuple(f"exp{k}" for k in range(e)))
 
     @property
-    def n_points(self):
+    def n_points(self) -> int:
+        """The number of points."""
         return len(self.x)
 
     @property
-    def n_exposures(self):
+    def n_exposures(self) -> int:
+        """The number of exposures."""
         return len(self.offsets)
 
     @property
-    def n_holes(self):
+    def n_holes(self) -> int:
+        """The number of sources (holes and stars)."""
         return len(self.hole_ids)
 
     @property
-    def n_datasets(self):
+    def n_datasets(self) -> int:
+        """The number of datasets."""
         return len(self.dataset_names)
 
     @property
-    def dataset(self):
+    def dataset(self) -> np.ndarray:
         """Dataset index of every point."""
         return self.exposure_dataset[self.exposure]
 
     @property
-    def is_sky(self):
+    def is_sky(self) -> np.ndarray:
         """Boolean per point: the point is a star of a sky exposure."""
         return self.exposure_kind[self.exposure] == 1
 
     @property
-    def n_lab_exposures(self):
+    def n_lab_exposures(self) -> int:
+        """The number of lab exposures."""
         return int(np.sum(self.exposure_kind == 0))
 
     @property
-    def n_sky_exposures(self):
+    def n_sky_exposures(self) -> int:
+        """The number of sky exposures."""
         return int(np.sum(self.exposure_kind == 1))
 
-    def take(self, index):
-        """The points at integer positions ``index`` (in that order)."""
+    def take(self, index: ArrayLike) -> Points:
+        """The points at integer positions ``index`` (in that order).
+
+        Parameters
+        ----------
+        index : array_like
+            Integer positions.
+
+        Returns
+        -------
+        Points
+            The same exposures and sources, those points.
+        """
         index = np.asarray(index, int)
         return Points(self.x[index], self.y[index], self.cov[index], self.exposure[index],
                          self.hole[index], self.offsets, self.offset_sigma, self.exposure_dataset,
@@ -204,21 +229,69 @@ class Points:
                          self.exposure_kind, self.exposure_zenith_deg, self.exposure_rotator_deg,
                          self.exposure_parity, self.dataset_kinds)
 
-    def subset(self, keep):
-        """The points selected by the boolean mask ``keep`` (exposures and holes kept)."""
+    def subset(self, keep: ArrayLike) -> Points:
+        """The points selected by a boolean mask (exposures and holes kept).
+
+        Parameters
+        ----------
+        keep : array_like
+            Bool over the points.
+
+        Returns
+        -------
+        Points
+            The points kept.
+        """
         return self.take(np.flatnonzero(np.asarray(keep, bool)))
 
 
-def lab_points_from_tables(tables, mask_xy_mm, mask_hole_ids, mask_scale, domain, pixel_scale,
-                           offsets_arcsec, offset_sigma_arcsec, exposure_dataset=None,
-                           dataset_names=("lab",), exposure_names=None):
+def lab_points_from_tables(tables: Sequence[Table | dict], mask_xy_mm: ArrayLike, mask_hole_ids: ArrayLike,
+                           mask_scale: float, domain: Sequence[float], pixel_scale: float,
+                           offsets_arcsec: ArrayLike, offset_sigma_arcsec: ArrayLike,
+                           exposure_dataset: ArrayLike | None = None, dataset_names: Sequence[str] = ("lab",),
+                           exposure_names: Sequence[str] | None = None) -> Points:
     """Assemble :class:`Points` from one source table per exposure.
 
-    ``tables`` are astropy Tables (or dicts of arrays) with columns ``hole_id``, ``x``,
-    ``y``, ``sigma_x``, ``sigma_y`` and optionally ``cov_xy`` and ``flags``; rows with
-    ``hole_id < 0`` (unidentified) or with a flag bit of the table's ``reject_flags``
-    metadata (default: the measure stage's ``FLAGS_REJECT``: fit failed, saturated,
-    unidentified, low coverage) are left out. Holes never seen in any exposure are dropped.
+    Rows with ``hole_id < 0`` (unidentified) or with a flag bit of the table's
+    ``reject_flags`` metadata (default: the measure stage's ``FLAGS_REJECT``: fit failed,
+    saturated, unidentified, low coverage) are left out. Holes never seen in any exposure
+    are dropped.
+
+    Parameters
+    ----------
+    tables : sequence of Table or dict
+        astropy Tables (or dicts of arrays) with columns ``hole_id``, ``x``, ``y``,
+        ``sigma_x``, ``sigma_y`` and optionally ``cov_xy`` and ``flags`` (pixels, 0-based).
+    mask_xy_mm : array_like
+        The mask's nominal hole positions (H, 2), mm.
+    mask_hole_ids : array_like
+        Their ids (H,).
+    mask_scale : float
+        The mask's scale, mm per arcsec.
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    pixel_scale : float
+        The nominal pixel scale, arcsec per pixel.
+    offsets_arcsec : array_like
+        The commanded offset of each exposure (E, 2), arcsec.
+    offset_sigma_arcsec : array_like
+        Their accuracy (E,), arcsec.
+    exposure_dataset : array_like, optional
+        The dataset index of each exposure (default: all in dataset 0).
+    dataset_names : sequence of str
+        The datasets' names.
+    exposure_names : sequence of str, optional
+        The exposures' names (default: ``exp0``, ``exp1``...).
+
+    Returns
+    -------
+    Points
+        The lab points.
+
+    Raises
+    ------
+    DataError
+        A table without ``hole_id``, ids not in the mask, or no exposures.
     """
     mask_hole_ids = np.asarray(mask_hole_ids)
     index = {int(h): k for k, h in enumerate(mask_hole_ids)}
@@ -307,18 +380,48 @@ def _table_cov(t, keep, name, domain):
     return x, y, cov
 
 
-def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigma_arcsec=2.0,
-                           exposure_dataset=None, dataset_names=("sky",), exposure_names=None):
+def sky_points_from_tables(tables: Sequence[Table | dict], positions: Sequence[FocalPlanePositions],
+                           domain: Sequence[float], pixel_scale: float, pointing_sigma_arcsec: float = 2.0,
+                           exposure_dataset: ArrayLike | None = None, dataset_names: Sequence[str] = ("sky",),
+                           exposure_names: Sequence[str] | None = None) -> Points:
     """Assemble the sky points of one or more sky datasets.
 
-    ``tables``: one measured sky table per exposure (columns ``star``, ``x``, ``y``,
-    ``sigma_x``, ``sigma_y``, optionally ``cov_xy`` and ``flags``; pixels, 0-based); rows
-    with an empty ``star`` or a rejecting flag are left out. ``positions``: the matching
-    :class:`astrocal.sky.astrometry.FocalPlanePositions` of the catalogue for each exposure
-    (apparent instrument-frame and telescope-frame positions, arcsec). A star's catalogue
+    Rows with an empty ``star`` or a rejecting flag are left out. A star's catalogue
     covariance is taken back to standard coordinates (``J^-1 C J^-T``) from its first
-    exposure. Sky exposures get a zero commanded offset with ``pointing_sigma_arcsec`` as
-    its accuracy (the pose translation's prior).
+    exposure. Sky exposures get a zero commanded offset with ``pointing_sigma_arcsec`` as its
+    accuracy (the pose translation's prior).
+
+    Parameters
+    ----------
+    tables : sequence of Table or dict
+        One measured sky table per exposure (columns ``star``, ``x``, ``y``, ``sigma_x``,
+        ``sigma_y``, optionally ``cov_xy`` and ``flags``; pixels, 0-based).
+    positions : sequence of FocalPlanePositions
+        The matching :class:`astrocal.sky.astrometry.FocalPlanePositions` of the catalogue
+        for each exposure (apparent instrument-frame and telescope-frame positions, arcsec).
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    pixel_scale : float
+        The nominal pixel scale, arcsec per pixel.
+    pointing_sigma_arcsec : float
+        The pointing accuracy, arcsec.
+    exposure_dataset : array_like, optional
+        The dataset index of each exposure (default: all in dataset 0).
+    dataset_names : sequence of str
+        The datasets' names.
+    exposure_names : sequence of str, optional
+        The exposures' names.
+
+    Returns
+    -------
+    Points
+        The sky points.
+
+    Raises
+    ------
+    DataError
+        Tables and positions that do not match, a table without ``star``, or stars not in
+        the catalogue positions.
     """
     if len(tables) != len(positions):
         raise DataError(f"{len(tables)} sky tables but {len(positions)} sets of catalogue positions")
@@ -387,13 +490,28 @@ def sky_points_from_tables(tables, positions, domain, pixel_scale, pointing_sigm
     )
 
 
-def join_points(*parts):
+def join_points(*parts: Points) -> Points:
     """Join points of several sets (e.g. lab and sky) into one :class:`Points`.
 
     Exposures, datasets and sources are concatenated in the order given (source indices
     and point ids shifted); the detector domains must agree and the nominal pixel scales
     (a prior only) agree to 1 %; the first set's is kept. The mask scale is the first
     finite one (sky sets have none).
+
+    Parameters
+    ----------
+    *parts : Points
+        The sets, in order.
+
+    Returns
+    -------
+    Points
+        All of them.
+
+    Raises
+    ------
+    DataError
+        No sets, or domains or pixel scales that disagree.
     """
     parts = [p for p in parts if p is not None]
     if not parts:

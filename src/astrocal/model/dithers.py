@@ -28,7 +28,13 @@ changes are negligible here.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .data import Points
 
 __all__ = ["dither_separation", "PERIODS_PX", "SEPARABLE_HALF"]
 
@@ -40,7 +46,8 @@ SEPARABLE_HALF = 0.5
 N_DIRECTIONS = 90
 
 
-def dither_separation(points, periods_px=PERIODS_PX, n_directions=N_DIRECTIONS):
+def dither_separation(points: Points, periods_px: Sequence[float] = PERIODS_PX,
+                      n_directions: int = N_DIRECTIONS) -> dict | None:
     """The separable fraction of field structure against the mask's hole errors, per period.
 
     Parameters

@@ -27,10 +27,17 @@ the field (the pixel scale, the affine part, the coefficients).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..field import design_matrix
 from ..field.basis import n_terms, terms
+
+if TYPE_CHECKING:
+    from ..field.residual import ResidualBasis
 
 
 #: the seed of the unresolved field's noise in the field's samples (fixed: the same points
@@ -38,10 +45,23 @@ from ..field.basis import n_terms, terms
 UNRESOLVED_SEED = 20261206
 
 
-def residual_tail_variance(phi, hyper_names, basis):
-    """The residual field's spectral tail beyond ``basis`` (a
-    :class:`~astrocal.field.residual.ResidualBasis`, or None) per row of ``phi``
-    (arcsec**2 per component; zeros without a residual field)."""
+def residual_tail_variance(phi: np.ndarray, hyper_names: Sequence[str], basis: ResidualBasis | None) -> np.ndarray:
+    """The residual field's spectral tail beyond its basis per row of ``phi``.
+
+    Parameters
+    ----------
+    phi : numpy.ndarray
+        Hyperparameter rows (n, ndim).
+    hyper_names : sequence of str
+        Their names.
+    basis : ResidualBasis or None
+        The residual field's basis (:class:`~astrocal.field.residual.ResidualBasis`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,), arcsec**2 per component; zeros without a residual field.
+    """
     phi = np.atleast_2d(np.asarray(phi, float))
     names = list(hyper_names)
     if basis is None or "log_residual_rms" not in names:
@@ -50,12 +70,29 @@ def residual_tail_variance(phi, hyper_names, basis):
                                        np.exp(phi[:, names.index("log_residual_length")]))
 
 
-def unresolved_sd(phi, hyper_names, basis=None):
-    """The unresolved field's sd per draw (arcsec): the smallest jitter over the datasets,
-    ``exp(min_d log_jitter[d])`` from each row of ``phi``, and, with a residual field's
-    ``basis``, its spectral tail in quadrature (:func:`residual_tail_variance`: the white
-    noise the model adds to every dataset's points beside their jitter). None without
-    jitters."""
+def unresolved_sd(phi: np.ndarray, hyper_names: Sequence[str],
+                  basis: ResidualBasis | None = None) -> np.ndarray | None:
+    """The unresolved field's sd per draw.
+
+    The smallest jitter over the datasets, ``exp(min_d log_jitter[d])`` from each row of
+    ``phi``, and, with a residual field's ``basis``, its spectral tail in quadrature
+    (:func:`residual_tail_variance`: the white noise the model adds to every dataset's points
+    beside their jitter).
+
+    Parameters
+    ----------
+    phi : numpy.ndarray
+        Hyperparameter rows (n, ndim).
+    hyper_names : sequence of str
+        Their names.
+    basis : ResidualBasis, optional
+        The residual field's basis.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (n,), arcsec; None without jitters.
+    """
     cols = [k for k, n in enumerate(hyper_names) if str(n).startswith("log_jitter[")]
     if not cols or phi is None or len(phi) == 0:
         return None
@@ -63,10 +100,34 @@ def unresolved_sd(phi, hyper_names, basis=None):
     return np.sqrt(jit2 + residual_tail_variance(phi, hyper_names, basis))
 
 
-def field_samples(g, degree, domain, x, y, residual=None, unresolved=None):
-    """Samples of the field at the points: ``(u, v)`` each of shape (n_draws, N), arcsec
-    (the polynomial plus, with ``residual``, the residual field, plus, with ``unresolved``
-    (n_draws,) sd in arcsec, the unresolved field's independent noise)."""
+def field_samples(g: np.ndarray, degree: int, domain: Sequence[float], x: ArrayLike, y: ArrayLike,
+                  residual: tuple | None = None,
+                  unresolved: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of the field at the points.
+
+    The polynomial plus, with ``residual``, the residual field, plus, with ``unresolved``, the
+    unresolved field's independent noise.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the global parameters (n_draws, n_params), arcsec.
+    degree : int
+        The field's degree.
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    x, y : array_like
+        Detector pixels (0-based), same shape.
+    residual : tuple, optional
+        ``(ResidualBasis, first column)`` of the residual field.
+    unresolved : numpy.ndarray, optional
+        The unresolved field's sd per draw (n_draws,), arcsec (:func:`unresolved_sd`).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(u, v)``, each (n_draws, N), arcsec.
+    """
     B = design_matrix(x, y, degree, domain)
     nt = n_terms(degree)
     u, v = g[:, :nt] @ B.T, g[:, nt:2 * nt] @ B.T
@@ -84,15 +145,50 @@ def field_samples(g, degree, domain, x, y, residual=None, unresolved=None):
     return u, v
 
 
-def unresolved_variance(unresolved):
-    """The unresolved field's variance (arcsec**2) averaged over the draws (0 without)."""
+def unresolved_variance(unresolved: np.ndarray | None) -> float:
+    """The unresolved field's variance averaged over the draws.
+
+    Parameters
+    ----------
+    unresolved : numpy.ndarray, optional
+        The unresolved field's sd per draw (n_draws,), arcsec (:func:`unresolved_sd`).
+
+    Returns
+    -------
+    float
+        arcsec**2 (0 without).
+    """
     return 0.0 if unresolved is None else float(np.mean(np.asarray(unresolved, float) ** 2))
 
 
-def map_uncertainty(g, degree, domain, x, y, residual=None, unresolved=None):
-    """1-sigma of the field at the points, ``(sigma_u, sigma_v)`` arcsec, in the shape of
-    ``x``: the sample sd (``ddof=1``) of the modelled field's draws and, with ``unresolved``,
-    its mean variance in quadrature."""
+def map_uncertainty(g: np.ndarray, degree: int, domain: Sequence[float], x: ArrayLike, y: ArrayLike,
+                    residual: tuple | None = None,
+                    unresolved: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """1-sigma of the field at the points.
+
+    The sample sd (``ddof=1``) of the modelled field's draws and, with ``unresolved``, its
+    mean variance in quadrature.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the global parameters (n_draws, n_params), arcsec.
+    degree : int
+        The field's degree.
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    x, y : array_like
+        Detector pixels (0-based), same shape.
+    residual : tuple, optional
+        ``(ResidualBasis, first column)`` of the residual field.
+    unresolved : numpy.ndarray, optional
+        The unresolved field's sd per draw (n_draws,), arcsec (:func:`unresolved_sd`).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(sigma_u, sigma_v)``, arcsec, in the shape of ``x``.
+    """
     u, v = field_samples(g, degree, domain, np.ravel(x), np.ravel(y), residual)
     shape = np.shape(x)
     extra = unresolved_variance(unresolved)
@@ -100,9 +196,23 @@ def map_uncertainty(g, degree, domain, x, y, residual=None, unresolved=None):
             np.sqrt(v.var(axis=0, ddof=1) + extra).reshape(shape))
 
 
-def affine_matrices(g, degree, domain):
-    """The 2x2 matrix of each draw's best affine part (its degree-1 Legendre terms) in
-    arcsec per pixel: (n_draws, 2, 2), rows u and v, columns x and y."""
+def affine_matrices(g: np.ndarray, degree: int, domain: Sequence[float]) -> np.ndarray:
+    """The 2x2 matrix of each draw's best affine part (its degree-1 Legendre terms).
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the global parameters (n_draws, n_params), arcsec.
+    degree : int
+        The field's degree.
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_draws, 2, 2) arcsec per pixel, rows u and v, columns x and y.
+    """
     nt = n_terms(degree)
     t = terms(degree)
     i10, i01 = t.index((1, 0)), t.index((0, 1))
@@ -114,7 +224,22 @@ def affine_matrices(g, degree, domain):
     return a
 
 
-def pixel_scale_samples(g, degree, domain):
-    """Samples of the areal pixel scale of the field's best affine part (arcsec/px):
-    ``sqrt(|det A|)`` of :func:`affine_matrices`."""
+def pixel_scale_samples(g: np.ndarray, degree: int, domain: Sequence[float]) -> np.ndarray:
+    """Samples of the areal pixel scale of the field's best affine part: ``sqrt(|det A|)`` of
+    :func:`affine_matrices`.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the global parameters (n_draws, n_params), arcsec.
+    degree : int
+        The field's degree.
+    domain : sequence of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_draws,), arcsec/px.
+    """
     return np.sqrt(np.abs(np.linalg.det(affine_matrices(g, degree, domain))))

@@ -1,7 +1,7 @@
 """The noise weights as a short sum of fixed components: the fast path of the likelihood.
 
 Point ``p`` has the focal-plane noise covariance ``kappa**2 C_p + sigma_d**2 I``, with
-``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.linear.JointModel`
+``C_p = U_p diag(lam_p) U_p^T`` fixed (:class:`astrocal.model.joint.JointModel`
 diagonalises it once). Along its eigen-direction ``i`` the point is one *row*
 ``r = (p, i)`` of the observation equations: design ``a_r = U_pi^T A_p`` over the global
 parameters, ``b_r = U_pi^T Lp_p`` over its source block, datum ``y_r = U_pi^T y_p``, and
@@ -54,14 +54,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import sparse
 
 from scipy.linalg.blas import dsyrk, dtrsm
 from scipy.linalg.lapack import dpotrf
 
-from .linear import LOG2PI
+from .linear import LOG2PI, schur
+
+if TYPE_CHECKING:
+    from .joint import JointModel
 
 TOL = 1e-11  # largest relative error of any weight
 MAX_NODES = 64  # interpolation points per dataset
@@ -72,10 +77,24 @@ STREAM_BYTES = 64e6  # components formed at a time when they are not kept
 BAND = 64  # rows per band of the global block's lower triangle
 
 
-def chebyshev_basis(u, lo, hi, m):
+def chebyshev_basis(u: ArrayLike, lo: float, hi: float, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Lagrange basis at ``u`` of the ``m`` Chebyshev points (second kind) on ``[lo, hi]``.
 
-    Returns ``(nodes (m,), basis (len(u), m))``; barycentric form, exact at the nodes.
+    Barycentric form, exact at the nodes.
+
+    Parameters
+    ----------
+    u : array_like
+        Where the basis is evaluated.
+    lo, hi : float
+        The interval.
+    m : int
+        The number of points.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(nodes (m,), basis (len(u), m))``.
     """
     u = np.asarray(u, float)
     if m == 1:
@@ -105,9 +124,31 @@ _NODES_CACHE = {}
 _NODES_CACHE_SIZE = 4
 
 
-def interpolation_nodes(lam, tol=TOL, max_nodes=MAX_NODES, n_check=2000):
-    """:func:`_interpolation_nodes`, remembered for the last few distinct inputs (the same
-    arrays are returned again: callers must not modify them)."""
+def interpolation_nodes(lam: ArrayLike, tol: float = TOL, max_nodes: int = MAX_NODES,
+                        n_check: int = 2000) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Interpolation points for the weights of rows with variances ``lam`` (> 0).
+
+    :func:`_interpolation_nodes`, remembered for the last few distinct inputs (the same
+    arrays are returned again: callers must not modify them).
+
+    Parameters
+    ----------
+    lam : array_like
+        The rows' variances, arcsec**2.
+    tol : float
+        The largest relative error of any weight.
+    max_nodes : int
+        Nodes at most.
+    n_check : int
+        Values of ``log lam`` the error is checked at (over the range, and of the rows').
+
+    Returns
+    -------
+    tuple or None
+        ``(log_nodes, basis, error)``: the nodes in ``log lam``, the basis at every row
+        (len(lam), m) and the largest relative error measured; None if ``max_nodes`` do not
+        reach ``tol``.
+    """
     lam = np.ascontiguousarray(lam, float)
     key = (hashlib.sha1(lam.tobytes()).hexdigest(), lam.shape, tol, max_nodes, n_check)
     if key not in _NODES_CACHE:
@@ -178,11 +219,12 @@ class Expansion:
     bands: tuple = ()
 
     @property
-    def J(self):
+    def J(self) -> int:
+        """The number of components (all datasets')."""
         return self.slices[-1].stop
 
     @property
-    def streamed(self):
+    def streamed(self) -> bool:
         """True when the blocks' cross-term components are formed per call."""
         return self.Pgd is None and self.D is not None
 
@@ -199,13 +241,31 @@ def _chunk_blocks(J, Ga, K=12, limit=None):
     return max(1, int(limit // (8.0 * 2 * Ga * max(J, K, 1))))
 
 
-def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
-    """The :class:`Expansion` of a :class:`~astrocal.model.linear.JointModel`, or ``None``
-    when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
-    fewer components than a third of the rows, or more than ``limit_bytes``, default
-    ``LIMIT_BYTES``, for the global block's components and the rows' weights). The
-    blocks' cross-term components are kept when everything fits in ``limit_bytes``,
-    else formed per call (:attr:`Expansion.streamed`)."""
+def build_expansion(model: JointModel, tol: float = TOL, max_nodes: int = MAX_NODES,
+                    limit_bytes: float | None = None) -> Expansion | None:
+    """The :class:`Expansion` of a :class:`~astrocal.model.joint.JointModel`.
+
+    The blocks' cross-term components are kept when everything fits in ``limit_bytes``, else
+    formed per call (:attr:`Expansion.streamed`).
+
+    Parameters
+    ----------
+    model : JointModel
+        The model.
+    tol : float
+        The largest relative error of any weight.
+    max_nodes : int
+        Interpolation nodes per dataset at most.
+    limit_bytes : float, optional
+        The largest size of the global block's components and the rows' weights (default
+        ``LIMIT_BYTES``).
+
+    Returns
+    -------
+    Expansion or None
+        None when the direct evaluation is the better one (more than ``max_nodes`` nodes, not
+        fewer components than a third of the rows, or more than ``limit_bytes``).
+    """
     limit_bytes = LIMIT_BYTES if limit_bytes is None else limit_bytes
     pts = model.points
     n, G, H = pts.n_points, model.G, model.H
@@ -236,7 +296,7 @@ def build_expansion(model, tol=TOL, max_nodes=MAX_NODES, limit_bytes=None):
     for (sel, (_, basis, _)), sl in zip(fits, slices):
         Lw[sel, sl] = basis / np.sqrt(lam_rows[sel])[:, None]
     u = np.swapaxes(model.U, 1, 2)  # u[p, i] is the eigenvector of row (p, i)
-    yr = np.einsum("pia,pa->pi", u, model._yc).reshape(2 * n)
+    yr = np.einsum("pia,pa->pi", u, model.y_centred).reshape(2 * n)
     P = np.zeros((J, Ga, Ga))
     for lo in range(0, n, CHUNK):
         hi = min(n, lo + CHUNK)
@@ -287,23 +347,12 @@ def _block_ranges(model, ex):
     return [(h0, min(model.H, h0 + ex.chunk)) for h0 in range(0, model.H, ex.chunk)]
 
 
-def _block_points(model):
-    """Index of each block's first point (absolute), (H + 1,): block ``b`` holds the points
-    ``start[b]:start[b + 1]`` (the model sorts the block points by block)."""
-    start = model.__dict__.get("_block_point_start")
-    if start is None:
-        cnt = np.bincount(model.block_of_point, minlength=model.H)
-        start = model.nb0 + np.r_[0, np.cumsum(cnt)]
-        model._block_point_start = start
-    return start
-
-
 def _block_components(model, ex, h0, h1, cross=True):
     """Components of the blocks ``h0:h1``: their cross terms ``(J, h1 - h0, 2, Ga)`` (the
     gauge columns zero; ``None`` unless ``cross``) and precisions ``(J, h1 - h0, 2, 2)``,
     from the rows' fixed weights ``ex.Lw`` and data ``ex.yr``."""
     J, G, Ga, Hc = ex.J, model.G, ex.Ga, h1 - h0
-    start = _block_points(model)
+    start = model.block_point_start()
     p0, p1 = int(start[h0]), int(start[h1])
     pc = np.zeros((J, Hc, 2, Ga)) if cross else None
     dc = np.zeros((J, Hc, 2, 2))
@@ -335,7 +384,7 @@ def _weighted_cross(model, ex, c, work=None):
     the rows (``STREAM_BYTES`` at a time): each row's weight at ``c`` (``Lw c``, the same
     interpolated weights) times its design, summed per block by one batched product over
     the blocks' rows laid out ``2 M`` per block."""
-    K, J, G, Ga = c.shape[0], ex.J, model.G, ex.Ga
+    K, G, Ga = c.shape[0], model.G, ex.Ga
     if ex.Pgd is not None:
         for h0, h1 in _block_ranges(model, ex):
             n = K * (h1 - h0) * 2 * Ga
@@ -345,7 +394,7 @@ def _weighted_cross(model, ex, c, work=None):
     R = 2 * model.M  # rows per block, padded
     step = int(STREAM_BYTES // (8.0 * (R * (G + 1 + 2 * K) + 4 * K * Ga)))
     step = max(ex.chunk, step // ex.chunk * ex.chunk)
-    start = _block_points(model)
+    start = model.block_point_start()
     rows_design = np.swapaxes(model.U, 1, 2)
     for s0 in range(0, model.H, step):
         s1 = min(model.H, s0 + step)
@@ -388,26 +437,45 @@ def _row_design(model, u, lo, hi):
     return A.reshape(2 * (hi - lo), G)
 
 
-def log_likelihood(model, ex, phi):
-    """``log p(y | phi)`` for a batch ``phi`` (K, ndim) from the components ``ex``.
+def log_likelihood(model: JointModel, ex: Expansion, phi: np.ndarray) -> np.ndarray:
+    """``log p(y | phi)`` for a batch of hyperparameters from the components ``ex``.
 
     The same value as the model's direct evaluation, to the weights' relative error
-    ``ex.error``. Raises ``numpy.linalg.LinAlgError`` if a factorisation fails.
+    ``ex.error``.
+
+    Parameters
+    ----------
+    model : JointModel
+        The model.
+    ex : Expansion
+        Its components (:func:`build_expansion`).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+
+    Returns
+    -------
+    numpy.ndarray
+        (K,).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        A factorisation fails.
     """
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
-    jit, kappa, hsig = model._unpack(phi)
+    jit, kappa, hsig = model.noise_scales(phi)
     c = _coefficients(ex, jit, kappa)
     k2 = kappa**2
     const = np.zeros(K)
     for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
         const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
-    prec, logdet_prior, prior_quad = model._global_prior(phi)
+    prec, logdet_prior, prior_quad = model.global_prior(phi)
     S, B = _global_block(model, ex, c, prec)
     const += logdet_prior + prior_quad
     if model.has_blocks:
         D = (c @ ex.D).reshape(K, H, 2, 2)
-        const += model._block_precision(D, hsig)
+        const += model.add_block_prior(D, hsig)
         # Cholesky of each block's 2x2 precision, D = L L^T with L = [[l11, 0], [l21, l22]],
         # applied to the block's bordered row [cross terms, right-hand side, gauge patterns]
         with np.errstate(invalid="ignore", divide="ignore"):  # checked just below
@@ -454,8 +522,8 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
     ``[[l11, 0], [l21, l22]]`` (K, H): chunk by chunk of blocks, one symmetric rank update
     (BLAS ``dsyrk``) per walker and chunk."""
     K, G, Ga = c.shape[0], model.G, ex.Ga
-    work = model._buffer("Z", (K * ex.chunk * 2 * Ga,))
-    tmp = model._buffer("Ztmp", (K * ex.chunk * Ga,))
+    work = model.work_buffer("Z", (K * ex.chunk * 2 * Ga,))
+    tmp = model.work_buffer("Ztmp", (K * ex.chunk * Ga,))
     r11, r22 = 1.0 / l11, 1.0 / l22
     a21 = l21 * r22
     for h0, h1, Z in _weighted_cross(model, ex, c, work):
@@ -477,17 +545,34 @@ def _update_blocks(model, ex, c, S, B, l11, l21, l22):
         B -= np.swapaxes(Z[:, :, G:], 1, 2) @ Z
 
 
-def system(model, ex, phi, weak=None):
-    """The normal equations after eliminating the source blocks, from the components ``ex``:
-    the same dictionary as ``JointModel._system`` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
-    ``hd``, ``Dinv_hd``) for the conditional posterior and its exact draws (without the
-    likelihood's constant). ``weak``: boolean over the global parameters whose prior is
-    left out."""
+def system(model: JointModel, ex: Expansion, phi: np.ndarray, weak: ArrayLike | None = None) -> dict:
+    """The normal equations after eliminating the source blocks, from the components ``ex``.
+
+    For the conditional posterior and its exact draws (without the likelihood's constant).
+
+    Parameters
+    ----------
+    model : JointModel
+        The model.
+    ex : Expansion
+        Its components (:func:`build_expansion`).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+    weak : array_like, optional
+        Bool over the global parameters whose prior is left out.
+
+    Returns
+    -------
+    dict
+        The same dictionary as :meth:`JointModel.system
+        <astrocal.model.joint.JointModel.system>` (``S``, ``r``, ``Pgd``, ``Dinv``, ``Y``,
+        ``hd``, ``Dinv_hd``).
+    """
     K = phi.shape[0]
-    G, H, Ga = model.G, model.H, ex.Ga
-    jit, kappa, hsig = model._unpack(phi)
+    G, H = model.G, model.H
+    jit, kappa, hsig = model.noise_scales(phi)
     c = _coefficients(ex, jit, kappa)
-    prec = model._global_prior(phi)[0]
+    prec = model.global_prior(phi)[0]
     if weak is not None:
         prec[:, np.asarray(weak, bool)] = 0.0
     P, Bd = _global_block(model, ex, c, prec)
@@ -497,13 +582,13 @@ def system(model, ex, phi, weak=None):
     if not model.has_blocks:
         return {"S": P, "r": h}
     D = (c @ ex.D).reshape(K, H, 2, 2)
-    model._block_precision(D, hsig)
+    model.add_block_prior(D, hsig)
     Pgd = np.empty((K, 2, H, G))
     hd = np.empty((K, H, 2))
     for h0, h1, Pa in _weighted_cross(model, ex, c):
         Pgd[:, :, h0:h1] = np.swapaxes(Pa[..., :G], 1, 2)
         hd[:, h0:h1] = Pa[..., G]
-    sys = model._schur(P, h, Pgd, D, hd)
+    sys = schur(model, P, h, Pgd, D, hd)
     del sys["quad"], sys["logdet_D"]
     sys.update(Pgd=Pgd, hd=hd)
     return sys
@@ -529,7 +614,7 @@ def _global_block(model, ex, c, prec):
             B[:, g1 - G:i1 - G, :i1] = band[:, g1 - i0:]
     ii = np.arange(G)
     S[:, ii, ii] += prec
-    B[:, 0, :G] += model._g0c * prec
+    B[:, 0, :G] += model.g0_centred * prec
     return S, B
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: functions of the zenith distance (radians) that the flexure coefficients are linear in
 ZENITH_FUNCTIONS = {
@@ -79,7 +80,7 @@ class FlexureBasis:
 
     # ------------------------------------------------------------------ terms
     @property
-    def field_terms(self):
+    def field_terms(self) -> list[str]:
         """Names of the vector terms ``b_j`` of one function (length ``n_field``)."""
         names = ["anamorphism", "shear"]
         for i, j in _monomials(self.degree):
@@ -87,25 +88,44 @@ class FlexureBasis:
         return names
 
     @property
-    def n_field(self):
+    def n_field(self) -> int:
+        """The number of vector terms of one zenith function."""
         return len(self.field_terms)
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
+        """The number of flexure coefficients (vector terms times zenith functions)."""
         return self.n_field * len(self.functions)
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         """Parameter names ``flex[<function>][<term>]``, function-major."""
         return [f"flex[{f}][{t}]" for f in self.functions for t in self.field_terms]
 
-    def function_of_param(self):
-        """Index of the zenith function of each parameter (length ``n_params``)."""
+    def function_of_param(self) -> np.ndarray:
+        """Index of the zenith function of each parameter.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n_params,), int.
+        """
         return np.repeat(np.arange(len(self.functions)), self.n_field)
 
     # ------------------------------------------------------------------ evaluation
-    def telescope_terms(self, u, v):
-        """The vector terms at telescope-frame positions: (N, 2, n_field), arcsec per arcsec."""
+    def telescope_terms(self, u: ArrayLike, v: ArrayLike) -> np.ndarray:
+        """The vector terms at telescope-frame positions.
+
+        Parameters
+        ----------
+        u, v : array_like
+            Telescope-frame positions (N,), arcsec.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, n_field), arcsec per arcsec.
+        """
         a = np.asarray(u, float) / self.radius_arcsec
         b = np.asarray(v, float) / self.radius_arcsec
         out = np.zeros(a.shape + (2, self.n_field))
@@ -119,16 +139,39 @@ class FlexureBasis:
             k += 2
         return out
 
-    def zenith_factors(self, zenith_deg):
-        """``f_k(z)`` for zenith distances in degrees: (..., n_functions)."""
+    def zenith_factors(self, zenith_deg: ArrayLike) -> np.ndarray:
+        """``f_k(z)`` for zenith distances.
+
+        Parameters
+        ----------
+        zenith_deg : array_like
+            Zenith distances, degrees.
+
+        Returns
+        -------
+        numpy.ndarray
+            (..., n_functions).
+        """
         z = np.radians(np.asarray(zenith_deg, float))
         return np.stack([ZENITH_FUNCTIONS[f](z) for f in self.functions], -1)
 
-    def design(self, u, v, zenith_deg, rotator_deg, parity=1):
-        """Instrument-frame displacement per unit coefficient: (N, 2, n_params).
+    def design(self, u: ArrayLike, v: ArrayLike, zenith_deg: ArrayLike, rotator_deg: ArrayLike,
+               parity: int | ArrayLike = 1) -> np.ndarray:
+        """Instrument-frame displacement per unit coefficient.
 
-        ``u, v`` (N,) telescope-frame positions (arcsec); ``zenith_deg``, ``rotator_deg``
-        and ``parity`` per point (N,) or scalars.
+        Parameters
+        ----------
+        u, v : array_like
+            Telescope-frame positions (N,), arcsec.
+        zenith_deg, rotator_deg : array_like
+            Zenith distance and rotator angle per point (N,) or scalars, degrees.
+        parity : int or array_like
+            The frame's parity per point (N,) or a scalar (+1 or -1).
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2, n_params), arcsec per arcsec of coefficient.
         """
         u = np.asarray(u, float)
         tt = self.telescope_terms(u, v)  # (N, 2, nf)
@@ -141,14 +184,39 @@ class FlexureBasis:
         f = self.zenith_factors(np.broadcast_to(np.asarray(zenith_deg, float), u.shape))  # (N, nfun)
         return (inst[..., None, :] * f[:, None, :, None]).reshape(u.shape + (2, self.n_params))
 
-    def displacement(self, coeffs, u, v, zenith_deg, rotator_deg, parity=1):
-        """Instrument-frame displacement (N, 2) arcsec for coefficients (n_params,) arcsec."""
+    def displacement(self, coeffs: ArrayLike, u: ArrayLike, v: ArrayLike, zenith_deg: ArrayLike,
+                     rotator_deg: ArrayLike, parity: int | ArrayLike = 1) -> np.ndarray:
+        """Instrument-frame displacement for coefficients.
+
+        Parameters
+        ----------
+        coeffs : array_like
+            The flexure coefficients (n_params,), arcsec.
+        u, v : array_like
+            Telescope-frame positions (N,), arcsec.
+        zenith_deg, rotator_deg : array_like
+            Zenith distance and rotator angle per point (N,) or scalars, degrees.
+        parity : int or array_like
+            The frame's parity per point (N,) or a scalar (+1 or -1).
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2), arcsec.
+        """
         coeffs = np.asarray(coeffs, float)
         if coeffs.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} flexure coefficients ({', '.join(self.names[:3])}, ...), "
                              f"got shape {coeffs.shape}")
         return self.design(u, v, zenith_deg, rotator_deg, parity) @ coeffs
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
+        """The basis as plain types (for ``fit.json``).
+
+        Returns
+        -------
+        dict
+            ``degree``, ``functions`` and ``radius_arcsec``.
+        """
         return {"degree": int(self.degree), "functions": list(self.functions),
                 "radius_arcsec": float(self.radius_arcsec)}

@@ -12,13 +12,28 @@ inside it as well as over the whole detector.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.spatial import ConvexHull, QhullError
 
 
-def convex_footprint(x, y):
-    """Vertices (K, 2) of the convex hull of the points ``x, y`` (0-based detector pixels),
-    counter-clockwise; non-finite positions are left out. Raises ``ValueError`` for fewer
-    than 3 positions or positions on one line (no two-dimensional footprint)."""
+def convex_footprint(x: ArrayLike, y: ArrayLike) -> np.ndarray:
+    """The convex hull of the points used: where the map is measured.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Positions, 0-based detector pixels; non-finite ones are left out.
+
+    Returns
+    -------
+    numpy.ndarray
+        Vertices (K, 2), pixels, counter-clockwise.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 positions, or positions on one line (no two-dimensional footprint).
+    """
     p = np.column_stack([np.ravel(x), np.ravel(y)]).astype(float)
     p = p[np.all(np.isfinite(p), axis=1)]
     if len(p) < 3:
@@ -38,10 +53,23 @@ def _vertices(vertices):
     return v
 
 
-def inside_footprint(vertices, x, y, tol_px=1e-6):
-    """True where ``(x, y)`` (pixels) lies inside the footprint with counter-clockwise
-    ``vertices`` (:func:`convex_footprint`) or within ``tol_px`` pixels beyond one of its
-    edges; shape of ``x``."""
+def inside_footprint(vertices: ArrayLike, x: ArrayLike, y: ArrayLike, tol_px: float = 1e-6) -> np.ndarray:
+    """Where positions lie inside a footprint.
+
+    Parameters
+    ----------
+    vertices : array_like
+        The footprint's vertices (K, 2), pixels, counter-clockwise (:func:`convex_footprint`).
+    x, y : array_like
+        Positions, pixels.
+    tol_px : float
+        Positions within this many pixels beyond an edge count as inside.
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool, shape of ``x``.
+    """
     v = _vertices(vertices)
     e = np.roll(v, -1, axis=0) - v  # edges, counter-clockwise: inside is on their left
     length = np.hypot(e[:, 0], e[:, 1])
@@ -51,17 +79,40 @@ def inside_footprint(vertices, x, y, tol_px=1e-6):
     return np.all(left >= -tol_px, axis=1).reshape(np.shape(x))
 
 
-def footprint_area(vertices):
-    """Area (pixels**2) of the footprint with counter-clockwise ``vertices`` (shoelace)."""
+def footprint_area(vertices: ArrayLike) -> float:
+    """Area of a footprint (shoelace formula).
+
+    Parameters
+    ----------
+    vertices : array_like
+        The footprint's vertices (K, 2), pixels, counter-clockwise.
+
+    Returns
+    -------
+    float
+        Area, pixels**2.
+    """
     v = _vertices(vertices)
     x, y = v[:, 0], v[:, 1]
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
-def footprint_summary(vertices, detector_shape):
-    """Plain summary for ``fit.json``: the vertices (pixels) and the fraction of the
-    detector ``(ny, nx)`` (its area over the pixel edges, ``nx * ny``) inside the
-    footprint."""
+def footprint_summary(vertices: ArrayLike, detector_shape: tuple[int, int]) -> dict:
+    """Plain summary of a footprint for ``fit.json``.
+
+    Parameters
+    ----------
+    vertices : array_like
+        The footprint's vertices (K, 2), pixels, counter-clockwise.
+    detector_shape : tuple of int
+        ``(ny, nx)`` of the detector.
+
+    Returns
+    -------
+    dict
+        The vertices (pixels) and the fraction of the detector (its area over the pixel edges,
+        ``nx * ny``) inside the footprint.
+    """
     ny, nx = detector_shape
     return {"vertices_px": np.asarray(vertices, float).tolist(),
             "detector_fraction": min(footprint_area(vertices) / float(nx * ny), 1.0),

@@ -1,1208 +1,317 @@
-"""The collapsed linear model of the joint fit: exact marginal likelihood over the linear parameters.
+"""The linear algebra of the collapsed likelihood: normal equations, block elimination, gauge
+conditioning and the Gaussian conditional of the linear parameters.
 
-Model (see ``docs/model.md``): for lab exposure ``e`` and hole ``h``,
+The model (:mod:`astrocal.model.joint`) is linear in every parameter but the hyperparameters
+``phi``, with Gaussian priors, so ``p(y | phi)`` is Gaussian and exact. For a batch of ``phi``
+(leading axis ``K``, the walkers of an emcee step) this module forms the normal equations of
+the global parameters from the per-point sums (:func:`normal_equations`; the faster sums of
+fixed components are :mod:`astrocal.model.expansion`), eliminates the per-source blocks
+(hole errors, stars' catalogue errors) by a Schur complement (:func:`eliminate_blocks`,
+:func:`schur`; cost linear in the number of holes and stars), factorises the result
+(:func:`solve`) and conditions on the hole-error patterns that mimic a linear map being zero
+(:func:`gauge_conditioning`: the scale gauge). :class:`Conditional` is the resulting Gaussian
+posterior of the linear parameters for one ``phi``, with exact draws.
 
-    G(p_eh) = m_h + delta_h + s_e m_h + theta_e R90 m_h + t_e + noise,
-    t_e = o_e + (zeta_s + zeta_r R90) o_e + eps_e
-
-with ``G`` the instrument field (Legendre coefficients ``c``), ``m_h`` the nominal hole
-position (arcsec), ``delta_h`` the hole's manufacturing error, ``(s_e, theta_e, t_e)`` the
-mask pose of exposure ``e`` (scale, rotation, translation) relative to the reference
-exposure, whose pose is fixed (the gauge of position and rotation), ``o_e`` the commanded
-chopper offset, ``zeta`` the scale and rotation of the chopper's frame relative to the mask
-frame (global, broad prior) and ``eps_e`` the offset error (prior: the stated offset
-accuracy). For sky exposure ``e`` and star ``s``,
-
-    G(p_es) = x_es + J_e d_s + Delta_e(u_es, v_es) + s_e x_es + theta_e R90 x_es + t_e + noise
-
-with ``x_es`` the star's apparent position in the instrument frame (arcsec), ``d_s`` its
-catalogue error (true minus catalogue, standard coordinates; prior: the catalogue's
-covariance), ``J_e`` the Jacobian of standard coordinates into the instrument frame,
-``Delta_e`` the telescope flexure (:mod:`astrocal.model.flexure`, coefficients linear, prior
-widths hyperparameters) and ``(s_e, theta_e, t_e)`` the exposure's pointing, position-angle
-and plate-scale terms. Noise of covariance ``kappa**2 J C J^T + sigma_d**2 I`` (``C`` the
-centroid covariance, ``J`` the Jacobian of ``G``, ``sigma_d`` the jitter of dataset ``d``;
-with the residual field, ``sigma_d**2 + t**2``, ``t**2`` the residual's spectral tail beyond
-its basis, :meth:`JointModel.residual_tail_variance`).
-
-Everything but the hyperparameters ``phi = (log sigma_d..., log kappa, log sigma_delta,
-log sigma_flex...)`` enters linearly with Gaussian priors, so ``p(y | phi)`` is Gaussian and
-exact. The per-source blocks (``delta_h``, ``d_s``) are eliminated by a Schur complement
-(cost linear in the number of holes and stars), the hole-error patterns that mimic a
-linear map (translation and the four linear terms: the scale gauge) are removed by exact
-Gaussian conditioning, and the walkers of an emcee step are evaluated together (leading
-axis ``K``).
+What the linear algebra needs of the model is its public interface: the design arrays
+(``B``, ``MB``, ``tri``, ``E``, ``Q``, ``Lp``, ``U``, ``lam``, ``dataset``, the block layout
+``nb0``, ``M``, ``pad_index``, ``B_pad``, ``pose_points``, ...), the data about the reference
+solution (:attr:`~astrocal.model.joint.JointModel.y_centred`,
+:attr:`~astrocal.model.joint.JointModel.g0_centred`) and the methods
+:meth:`~astrocal.model.joint.JointModel.weights`,
+:meth:`~astrocal.model.joint.JointModel.noise_scales`,
+:meth:`~astrocal.model.joint.JointModel.global_prior`,
+:meth:`~astrocal.model.joint.JointModel.add_block_prior`,
+:meth:`~astrocal.model.joint.JointModel.segment_sum` and
+:meth:`~astrocal.model.joint.JointModel.work_buffer`.
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.linalg import solve_triangular
 from scipy.linalg.lapack import dpotrs
 
-from ..field import DistortionField, design_matrix
-from ..field.basis import n_terms, terms
-from .data import DataError, Points
-from .flexure import FlexureBasis
-
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .joint import JointModel
 
 LOG2PI = np.log(2 * np.pi)
-MB_LIMIT_BYTES = 300e6  # precompute per-point basis outer products below this size
 OUTER_CHUNK = 4096  # points per chunk when they are formed on the fly
-BUFFER_LIMIT_BYTES = 256e6  # largest work array the likelihood keeps between calls
 
 
-@dataclass(frozen=True)
-class Priors:
-    """Prior settings of the lab model (units in the names).
-
-    The field's constant and linear coefficients get a broad prior (``linear_sigma``
-    arcsec); the non-linear ones ``distortion_px`` pixels times the nominal scale. Pose
-    scale and rotation of each exposure relative to the reference exposure have
-    zero-mean priors of ``pose_scale_sigma`` (dimensionless) and ``pose_rot_sigma``
-    (radians); translations are centred on the commanded offsets with their stated
-    accuracy. Hyperparameters: jitter per dataset over ``jitter_mas``; hole-error scale
-    over ``hole_error_um``; centroid-error scale ``kappa`` log-normal with width
-    ``kappa_log_sigma``. Sky exposures: pose scale and rotation priors
-    ``sky_pose_scale_sigma`` and ``sky_pose_rot_sigma`` (each sky exposure has its own
-    pointing, position angle and plate scale), translations centred on zero with the
-    pointing accuracy; the flexure coefficients' prior width is a hyperparameter over
-    ``flexure_sigma_mas``: one for all coefficients (``flexure_scales = "shared"``, the
-    default) or one per zenith function (``"per_function"``). Separate widths let the
-    posterior move amplitude between nearly collinear functions (1 and cos z over a
-    night) and shrink one of them towards zero; the shared width does not.
-
-    The prior width of the field's non-linear coefficients (``field_prior``):
-    ``"decay"`` gives the coefficients of total degree ``k >= 2`` the width
-    ``sigma_k = sigma_2 r**(k - 2)``, with two hyperparameters: ``sigma_2`` uniform over
-    ``field_sigma_px`` pixels times the nominal scale and the ratio ``r`` log-uniform over
-    ``field_decay``; ``"curved"`` (the default) gives degree 2 its own width ``sigma_2``
-    and lets the log of the ratio between successive degrees from degree 3 on change
-    linearly with the degree, ``log sigma_k = log sigma_3 + (k - 3) log r + q (k - 3)(k - 4)
-    / 2``: ``sigma_2`` and ``sigma_3`` each over ``field_sigma_px``, ``r`` (from degree 4)
-    over ``field_decay``, the curvature ``q`` (from degree 5) uniform over
-    ``field_curvature``. The curvature nests the geometric law (``q = 0``) and also follows
-    a spectrum that flattens at high degree, such as a power law; the separate ``sigma_2``
-    lets a field whose quadratic terms dominate (or are absent) keep a law fitted to the
-    degrees above;
-    ``"per_degree"`` gives each degree its own width (``degree - 1`` hyperparameters,
-    each over ``field_sigma_px``); ``"fixed"`` is the width ``distortion_px`` for every
-    coefficient. A fixed broad width charges each added
-    coefficient an Occam factor of about ``log(width / posterior sd)`` (~10 nats at
-    20 px), more than the small true high-order terms of a smooth field earn, so the
-    evidence chooses too low a degree and the map's intervals miss the terms left out; a
-    width learnt from the data adapts the charge to the field's own spectrum and shrinks
-    the terms the data do not support (measured in ``docs/model.md``).
-
-    The scale hyperparameters (jitter, hole-error scale, flexure and field widths) are
-    sampled as natural logs; ``scale_prior`` sets their prior: ``"uniform"`` (the
-    default) is uniform in the scale itself over the range (density proportional to the
-    scale in its log), the choice recommended for hierarchical scales (Gelman 2006,
-    Bayesian Analysis 1, 515): a log-uniform prior puts as much mass on every decade of
-    tiny scales as on the plausible ones, so when the data cannot exclude zero the
-    posterior piles up against the lower bound, the scale is pulled low and the
-    coefficients it governs get intervals that are too narrow. ``"log-uniform"`` is the
-    scale-invariant alternative.
-
-    The mask's net scale and shear (``mask_affine_sigma_ppm``): the hole errors' patterns
-    that mimic an affine map are not measurable (the field's affine part absorbs them), so
-    the hole-error blocks carry none; the translation and rotation of the mask are gauges,
-    but its net scale and two shears are real properties of the mask that set the focal
-    plane's scale. They are three global parameters (``mask_scale``,
-    ``mask_shear_plus``, ``mask_shear_cross``: ``delta_h += s (m_h - m) + p (x, -y)_h + c (y,
-    x)_h``, relative, ``m`` the holes' centroid) with a zero-mean prior: ``None`` (the
-    default) derives its width from the hole errors' own scale ``sigma_delta`` (a
-    hyperparameter) and the mask's size, ``sigma_delta / |P_k|`` with ``|P_k|`` the norm of
-    the pattern over the observed holes (what independent hole errors of that scale give a
-    least-squares scale and shear); a number is the mask's metrology (1-sigma, ppm, the same
-    for the scale and both shears); ``0`` fixes them at the nominal table. Without hole
-    errors (``hole_errors=False``) and without metrology they are fixed.
-
-    The residual field beyond the polynomial (``residual``, :mod:`astrocal.field.residual`):
-    ``"none"`` (the default), ``"matern52"`` or ``"auto"`` (the fit compares both by their
-    evidence, :func:`astrocal.model.inference.choose_model`; a :class:`JointModel` itself takes
-    ``"none"`` or ``"matern52"``): with the residual, each component of the field gains a
-    Matérn-5/2 Gaussian process, orthogonal to the polynomials of the field's degree, in a
-    reduced-rank basis of ``residual_basis**2`` functions (boundary factor
-    ``residual_boundary``); its amplitude, as the residual's rms over the detector per
-    component (hyperparameter ``log_residual_rms``, uniform in the scale over
-    ``residual_rms_px`` pixels times the nominal scale; the Matérn amplitude follows from it
-    and the length, :meth:`~astrocal.field.residual.ResidualBasis.prior_sd_for_rms`), and correlation
-    length (``log_residual_length``, log-uniform over ``residual_length`` times the
-    detector's width) are sampled with the others; its coefficients are integrated exactly.
-    The field's variance beyond the basis's band (the Matérn spectral tail,
-    :meth:`JointModel.residual_tail_variance`) adds to every point's white noise. The fit's
-    scan refines the basis to each ``(m, boundary)`` of ``residual_refine`` in turn while
-    the Laplace evidence rises by more than ``residual_refine_nats``
-    (:mod:`astrocal.model.refinement`).
-    """
-
-    linear_sigma: float = 1.0e3
-    distortion_px: float = 20.0
-    offset_frame_sigma: float = 0.05
-    pose_scale_sigma: float = 1.0e-3
-    pose_rot_sigma: float = 1.0e-3
-    jitter_mas: tuple = (1.0e-5, 100.0)
-    hole_error_um: tuple = (1.0e-3, 20.0)
-    kappa_log_sigma: float = 0.3
-    sky_pose_scale_sigma: float = 1.0e-2
-    sky_pose_rot_sigma: float = 1.0e-2
-    flexure_sigma_mas: tuple = (1.0e-3, 100.0)
-    flexure_scales: str = "shared"
-    scale_prior: str = "uniform"
-    field_prior: str = "curved"
-    field_sigma_px: tuple = (1.0e-5, 20.0)
-    field_decay: tuple = (0.02, 3.0)
-    field_curvature: tuple = (-0.5, 0.5)
-    mask_affine_sigma_ppm: object = None
-    residual: str = "none"
-    residual_basis: int = 8
-    residual_boundary: float = 1.5
-    residual_rms_px: tuple = (1.0e-4, 1.0)
-    residual_length: tuple = (0.03, 2.0)
-    residual_refine: tuple = ((12, 1.2), (16, 1.2))
-    residual_refine_nats: float = 3.0
-
-
-#: names of the mask's net affine parameters (see ``Priors.mask_affine_sigma_ppm``)
-MASK_AFFINE_NAMES = ("mask_scale", "mask_shear_plus", "mask_shear_cross")
-
-
-def mask_affine_patterns(m):
-    """The mask's net scale and shear patterns at nominal positions ``m`` (N, 2) arcsec,
-    centred (the holes' centroid removed by the caller): (N, 2, 3)."""
-    out = np.empty(m.shape[:1] + (2, 3))
-    out[:, 0, 0], out[:, 1, 0] = m[:, 0], m[:, 1]    # scale
-    out[:, 0, 1], out[:, 1, 1] = m[:, 0], -m[:, 1]   # shear +
-    out[:, 0, 2], out[:, 1, 2] = m[:, 1], m[:, 0]    # shear x
-    return out
-
-
-def _law(phi_law, d):
-    """Log widths ``log sigma_0 + d log r + q d (d - 1) / 2`` at degree offsets ``d``
-    (columns), from the law's hyperparameters ``(log sigma_0[, log r[, q]])`` (rows of
-    ``phi_law``; absent ones zero); ``d < 0`` gives anything (masked by the caller)."""
-    m = phi_law.shape[1]
-    out = phi_law[:, :1] + 0.0 * d[None, :]
-    if m > 1:
-        out = out + d[None, :] * phi_law[:, 1:2]
-    if m > 2:
-        out = out + 0.5 * d * (d - 1) * phi_law[:, 2:3]
-    return out
-
-
-def _law_guess(log_rms, m):
-    """The ``m`` hyperparameters of :func:`_law` fitted to ``log_rms`` at ``d = 0, 1, ...``
-    (least squares over as many as the degrees allow; the rest a ratio of 1/2 and no
-    curvature)."""
-    d = np.arange(log_rms.size)
-    k = min(m, log_rms.size)
-    if m and not k:
-        raise ValueError("no degree to fit the width law to")
-    out = np.r_[np.zeros(k), [np.log(0.5), 0.0][k - 1:m - 1]] if k else np.zeros(0)
-    if k == 3:
-        c2, c1, c0 = np.polyfit(d, log_rms, 2)
-        out[:3] = c0, c1 + c2, 2 * c2
-    elif k == 2:
-        b, a = np.polyfit(d, log_rms, 1)
-        out[:2] = a, b
-    elif k == 1:
-        out[0] = log_rms.mean()
-    return out
-
-
-def gauge_patterns(hole_xy):
-    """Orthonormal basis (2H, 6) of hole-error patterns that mimic an affine map.
-
-    Columns span ``delta_h = a + A m_h`` (translation and the 2x2 linear map), laid out
-    as the flattened ``(H, 2)`` hole-error array.
-    """
-    h = len(hole_xy)
-    mx, my = hole_xy[:, 0], hole_xy[:, 1]
-    cols = []
-    for comp in range(2):
-        for f in (np.ones(h), mx, my):
-            v = np.zeros((h, 2))
-            v[:, comp] = f
-            cols.append(v.ravel())
-    q, _ = np.linalg.qr(np.array(cols).T)
-    return q
-
-
-class JointModel:
-    """Exact collapsed likelihood of lab and sky points for a field of total ``degree``.
+def normal_equations(model: JointModel, phi: np.ndarray, weak: ArrayLike | None = None,
+                     reuse: bool = False) -> dict:
+    """Normal equations of the global block after eliminating the source blocks, from the
+    per-point sums (the direct path of :meth:`astrocal.model.joint.JointModel.system`).
 
     Parameters
     ----------
-    points : Points
-        Lab points, sky points or both (:func:`astrocal.model.data.join_points`).
-    degree : int
-    hole_errors : bool
-        Include the per-hole manufacturing errors (self-calibration of the mask). Stars'
-        catalogue errors are always included (their prior is the catalogue's covariance).
-    jacobian_field : DistortionField, optional
-        Field whose Jacobian pushes the centroid covariances into the focal plane (the
-        result of a preliminary fit); default: the nominal scale times the identity.
-    reference : int or None
-        Index of the reference exposure (its pose fixes position and rotation); default:
-        the first lab exposure, or none when there are only sky exposures (every sky pose
-        is then free within its prior, and what the data leave unconstrained is reported).
-    priors : Priors
-    excluded : bool array, optional
-        Points left out (flagged outliers).
-    flexure : FlexureBasis, optional
-        The telescope flexure field of sky exposures (default: degree 2 in 1, cos z, sin z,
-        normalised to half the detector's field of view).
+    model : JointModel
+        The model (its public interface, module notes).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+    weak : array_like, optional
+        Bool over the global parameters whose prior is left out (the data's own information,
+        for :func:`astrocal.model.identifiability.inseparable_directions`).
+    reuse : bool
+        The block arrays may live in the model's work buffers (only for a caller that does
+        not keep them).
+
+    Returns
+    -------
+    dict
+        The global block ``P``, ``h`` and, after the blocks' elimination, the Schur
+        complement ``S`` and right-hand side ``r`` (with the blocks: ``Pgd``, ``hd``, ``Dinv``,
+        ``Y``, ``Dinv_hd``); the weights ``W``, ``Wy``, ``WE``, ``WQ``; and the likelihood's
+        constant ``const`` (K,).
     """
-
-    def __init__(self, points: Points, degree, hole_errors=True, jacobian_field=None,
-                 reference=None, priors=None, excluded=None, flexure=None):
-        self.priors = priors or Priors()
-        self.jacobian_field = jacobian_field
-        self.degree = int(degree)
-        self.all_points = points
-        self.excluded = np.zeros(points.n_points, bool) if excluded is None else np.asarray(excluded, bool)
-        holes_present = bool(np.any(points.source_kind == 0))
-        self.hole_errors = bool(hole_errors) and holes_present
-        # sources with an error block: holes (if hole errors are fitted) and every star
-        self.source_block_flag = (points.source_kind == 1) | (self.hole_errors & (points.source_kind == 0))
-        # the model's points: the kept ones, those without a block first, then block by block
-        keep = np.flatnonzero(~self.excluded)
-        key = self.source_block_flag[points.hole[keep]].astype(int) * (points.n_holes + 1) + points.hole[keep]
-        keep = keep[np.argsort(key, kind="stable")]
-        pts = points.take(keep)
-        self.points = pts
-        nt = n_terms(self.degree)
-        self.nt = nt
-        n = pts.n_points
-        is_sky = pts.is_sky
-        self.has_sky = bool(is_sky.any())
-        # the telescope flexure acts on the sky exposures of a ground telescope (a finite zenith
-        # distance); a space observatory's exposures (zenith distance NaN) have none
-        self.flexure_points = is_sky & np.isfinite(pts.exposure_zenith_deg[pts.exposure])
-        self.has_flexure = bool(self.flexure_points.any())
-        if self.has_flexure:
-            self.flexure = flexure or FlexureBasis(
-                radius_arcsec=0.25 * pts.pixel_scale * ((pts.domain[1] - pts.domain[0]) + (pts.domain[3] - pts.domain[2])))
-            self.n_flex = self.flexure.n_params
+    K = phi.shape[0]
+    nt, G, N = model.nt, model.G, model.points.n_points
+    B = model.B
+    w, W = model.weights(phi)
+    y = model.y_centred
+    Wy = np.empty((K, N, 2))
+    Wy[..., 0] = W[..., 0, 0] * y[:, 0] + W[..., 0, 1] * y[:, 1]
+    Wy[..., 1] = W[..., 1, 0] * y[:, 0] + W[..., 1, 1] * y[:, 1]
+    P = np.zeros((K, G, G))
+    iu, ju = model.tri
+    for a, b, comp in ((0, 0, W[..., 0, 0]), (0, 1, W[..., 0, 1]), (1, 1, W[..., 1, 1])):
+        if model.MB is not None:
+            blk = np.empty((K, nt, nt))
+            upper = comp @ model.MB
+            blk[:, iu, ju] = upper
+            blk[:, ju, iu] = upper
         else:
-            self.flexure = None
-            self.n_flex = 0
-        if self.priors.residual not in ("none", "matern52"):
-            raise ValueError(f"Priors.residual must be 'none' or 'matern52', got {self.priors.residual!r}")
-        if self.priors.residual == "matern52":
-            from ..field.residual import ResidualBasis
+            # too many points to keep the outer products: form them chunk by chunk
+            upper = np.zeros((K, iu.size))
+            for lo in range(0, N, OUTER_CHUNK):
+                bc = B[lo:lo + OUTER_CHUNK]
+                upper += comp[:, lo:lo + OUTER_CHUNK] @ (bc[:, iu] * bc[:, ju])
+            blk = np.empty((K, nt, nt))
+            blk[:, iu, ju] = upper
+            blk[:, ju, iu] = upper
+        P[:, a * nt:(a + 1) * nt, b * nt:(b + 1) * nt] = blk
+        if a != b:
+            P[:, b * nt:(b + 1) * nt, a * nt:(a + 1) * nt] = np.swapaxes(blk, 1, 2)
+    h = np.zeros((K, G))
+    h[:, :nt] = Wy[..., 0] @ B
+    h[:, nt:2 * nt] = Wy[..., 1] @ B
+    # extra global columns (dense over the points): W E per point, then reductions
+    x0, x1 = 2 * nt, model.p0
+    WE = _mul22(W, model.E)  # (K, N, 2, ne)
+    Bt = B.T
+    for comp in range(2):
+        blk = Bt @ WE[:, :, comp, :]  # (K, nt, ne)
+        P[:, comp * nt:(comp + 1) * nt, x0:x1] = blk
+        P[:, x0:x1, comp * nt:(comp + 1) * nt] = np.swapaxes(blk, 1, 2)
+    e2 = model.E.reshape(2 * N, model.ne)
+    P[:, x0:x1, x0:x1] = e2.T @ WE.reshape(K, 2 * N, model.ne)
+    h[:, x0:x1] = Wy.reshape(K, 2 * N) @ e2
+    WQ = _mul22(W, model.Q)  # (K, N, 2, 4)
+    for slot, idx in enumerate(model.exposure_points):
+        s = model.p0 + 4 * slot
+        Be = Bt[:, idx]
+        cu = Be @ WQ[:, idx, 0, :]
+        cv = Be @ WQ[:, idx, 1, :]
+        P[:, :nt, s:s + 4] = cu
+        P[:, nt:2 * nt, s:s + 4] = cv
+        P[:, s:s + 4, :nt] = np.swapaxes(cu, 1, 2)
+        P[:, s:s + 4, nt:2 * nt] = np.swapaxes(cv, 1, 2)
+        q2 = model.Q[idx].reshape(-1, 4)
+        xe = q2.T @ WE[:, idx].reshape(K, -1, model.ne)
+        P[:, s:s + 4, x0:x1] = xe
+        P[:, x0:x1, s:s + 4] = np.swapaxes(xe, 1, 2)
+        P[:, s:s + 4, s:s + 4] = q2.T @ WQ[:, idx].reshape(K, -1, 4)
+        h[:, s:s + 4] = Wy[:, idx].reshape(K, -1) @ q2
+    idx = np.arange(G)
+    prec, logdet_prior, prior_quad = model.global_prior(phi)
+    if weak is not None:
+        prec[:, np.asarray(weak, bool)] = 0.0
+    P[:, idx, idx] += prec
+    h += model.g0_centred * prec
+    const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
+             + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + prior_quad)
+    sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const, "WE": WE, "WQ": WQ, "reuse": reuse}
+    if model.has_blocks:
+        eliminate_blocks(model, phi, sys)
+    else:
+        sys["S"], sys["r"] = P, h
+    return sys
 
-            self.residual = ResidualBasis(pts.domain, self.degree, m=self.priors.residual_basis,
-                                          boundary=self.priors.residual_boundary)
-            self.n_res = 2 * self.residual.size
+def eliminate_blocks(model: JointModel, phi: np.ndarray, sys: dict) -> None:
+    """Schur complement of the source blocks (hole errors, star catalogue errors), into ``sys``.
+
+    A block point ``i`` of source ``b`` enters as ``Lp_i delta_b``; with ``WL = W Lp``
+    the cross terms are ``sum A_i^T WL_i``, the block precision
+    ``sum Lp_i^T WL_i + prior`` and the block's right-hand side ``sum WL_i^T y_i``.
+
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    phi : numpy.ndarray
+        Hyperparameter rows (K, ndim).
+    sys : dict
+        The normal equations of :func:`normal_equations` before the elimination; updated in
+        place (``S``, ``r``, ``Dinv``, ``Y``, ``Dinv_hd``, ``Pgd``, ``hd`` and ``const``).
+    """
+    K = phi.shape[0]
+    nt, G, H = model.nt, model.G, model.H
+    bsl = slice(model.nb0, model.points.n_points)
+    W, P, h = sys["W"][:, bsl], sys["P"], sys["h"]
+    _, _, hsig = model.noise_scales(phi)
+    Lp = model.Lp[bsl]
+    # holes enter with Lp = -I: then W Lp, Lp^T W Lp and the cross terms with the extra
+    # and pose columns are (minus) products already formed for the global block
+    unit = model.block_lp_is_unit
+    WL = -W if unit else _mul22(W, Lp)  # (K, n, 2, 2)
+    n, M = WL.shape[1], model.M
+    # block-major layout (K, c, H, G): every per-block operation runs along contiguous G.
+    # In the likelihood the two big arrays are reused from call to call (a fresh array
+    # of ~100 MB costs more in page faults than the arithmetic on it)
+    reuse = sys.get("reuse", False)
+    Pgd = model.work_buffer("Pgd", (K, 2, H, G)) if reuse else np.empty((K, 2, H, G))
+    wpad = np.zeros((H * M, K, 4))
+    wpad[model.pad_index] = np.swapaxes(WL.reshape(K, n, 4), 0, 1)
+    wpad = wpad.reshape(H, M, 4 * K)
+    t = np.swapaxes(wpad, 1, 2) @ model.B_pad  # (H, [K, comp, c], nt)
+    t = t.reshape(H, K, 2, 2, nt)
+    Pgd[..., :2 * nt] = np.transpose(t, (1, 3, 0, 2, 4)).reshape(K, 2, H, 2 * nt)
+    if unit:  # extra columns: E^T W Lp = -(W E)^T per point
+        np.negative(np.swapaxes(model.segment_sum(sys["WE"][:, bsl]), 1, 2), out=Pgd[..., 2 * nt:model.p0])
+    else:
+        T = _mul22t(model.E[bsl], WL)  # (K, n, ne, 2)
+        Pgd[..., 2 * nt:model.p0] = np.transpose(model.segment_sum(T), (0, 3, 1, 2))
+    Pgd[..., model.p0:] = 0.0
+    if model.n_pose:
+        i = model.pose_points
+        if unit:  # Q^T W Lp = -(W Q)^T per point, laid out (K, c, n, 4)
+            T = -np.swapaxes(sys["WQ"][:, bsl][:, i], 1, 2)
         else:
-            self.residual = None
-            self.n_res = 0
-        # reference exposure
-        lab_exp = np.flatnonzero(pts.exposure_kind == 0)
-        if reference is None:
-            reference = int(lab_exp[0]) if lab_exp.size else None
-        elif pts.exposure_kind[int(reference)] != 0:
-            raise DataError(f"the reference exposure {pts.exposure_names[int(reference)]} is not a lab exposure")
-        self.reference = None if reference is None else int(reference)
-        non_ref = [e for e in range(pts.n_exposures) if e != self.reference]
-        n_par = 2 * nt + 4 * len(non_ref) + self.n_flex
-        if 2 * n < n_par:
-            raise DataError(
-                f"{n} points cannot constrain a degree-{self.degree} field ({2 * nt} coefficients), "
-                f"{len(non_ref)} exposure poses and {self.n_flex} flexure terms; lower the degree or add data"
-            )
-        counts = np.bincount(pts.exposure, minlength=pts.n_exposures)
-        if np.any(counts == 0):
-            empty = [pts.exposure_names[k] for k in np.flatnonzero(counts == 0)]
-            raise DataError(f"exposure(s) {', '.join(empty)} have no identified points")
-        ds_counts = np.bincount(pts.dataset, minlength=pts.n_datasets)
-        if np.any(ds_counts == 0):
-            empty = [pts.dataset_names[k] for k in np.flatnonzero(ds_counts == 0)]
-            raise DataError(f"dataset(s) {', '.join(empty)} have no identified points")
-        self.same_position = False
-        if self.hole_errors:
-            lab_off = pts.offsets[lab_exp]
-            spread = np.ptp(lab_off, axis=0).max() if lab_exp.size > 1 else 0.0
-            if spread == 0.0:
-                log.warning("GaugeWarning: every exposure is at the same commanded position; with "
-                            "hole errors free, the hole errors and the distortion are not separable "
-                            "(only the priors tell them apart)")
-                self.same_position = True
-        # the mask's net scale and shear (Priors.mask_affine_sigma_ppm)
-        mask_ppm = self.priors.mask_affine_sigma_ppm
-        if mask_ppm is not None and (not np.isfinite(float(mask_ppm)) or float(mask_ppm) < 0):
-            raise ValueError(f"Priors.mask_affine_sigma_ppm must be None or a number >= 0, got {mask_ppm!r}")
-        lab_pt = pts.source_kind[pts.hole] == 0
-        wanted = holes_present and lab_pt.any() and (
-            (mask_ppm is None and self.hole_errors) or (mask_ppm is not None and float(mask_ppm) > 0))
-        self.n_mask = 3 if wanted else 0
-        self.mask_learnt = bool(wanted and mask_ppm is None)
-        if wanted:
-            seen = np.unique(pts.hole[lab_pt])
-            self.mask_centre = pts.hole_xy[seen].mean(axis=0)
-            pat = mask_affine_patterns(pts.hole_xy[seen] - self.mask_centre)
-            self.mask_pattern_norm = np.sqrt(np.sum(pat**2, axis=(0, 1)))  # (3,) arcsec
-        self.B = design_matrix(pts.x, pts.y, self.degree, pts.domain)
-        self.MB = None
-        self.tri = np.triu_indices(nt)
-        if n * len(self.tri[0]) * 8 < MB_LIMIT_BYTES:
-            # upper triangles of the per-point outer products B_i B_i^T
-            self.MB = self.B[:, self.tri[0]] * self.B[:, self.tri[1]]
+            T = np.transpose(_mul22t(model.Q[bsl][i], WL[:, i]), (0, 3, 1, 2))
+        # one point per hole and exposure: each (hole, pose slot) is written once
+        poses = Pgd[..., model.p0:].reshape(K, 2, H, model.n_pose // 4, 4)
+        poses[:, :, model.pose_hole_index, model.pose_slot_index] = T
+    D = model.segment_sum(W if unit else _mul22t(Lp, WL))  # (K, H, 2, 2)
+    logdet_prior = model.add_block_prior(D, hsig)
+    yb = model.y_centred[bsl]
+    hd = model.segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
+    blocks = schur(model, P, h, Pgd, D, hd, reuse)
+    quad, logdet_d = blocks.pop("quad"), blocks.pop("logdet_D")
+    sys.update(blocks, Pgd=Pgd, hd=hd, const=sys["const"] + logdet_prior + logdet_d - quad)
 
-        # focal-plane noise: C = J Cp J^T, diagonalised once
-        if jacobian_field is None:
-            jac = np.broadcast_to(np.eye(2) * pts.pixel_scale, (n, 2, 2))
-        else:
-            _, _, jac = jacobian_field.jacobian(pts.x, pts.y)
-        cfp = jac @ pts.cov @ np.swapaxes(jac, 1, 2)
-        lam, vec = np.linalg.eigh(cfp)
-        self.lam = np.maximum(lam, 1e-30)  # (N, 2) arcsec**2
-        self.U = vec  # columns are eigenvectors
-        self.dataset = pts.dataset
+def schur(model: JointModel, P: np.ndarray, h: np.ndarray, Pgd: np.ndarray, D: np.ndarray, hd: np.ndarray,
+          reuse: bool = False) -> dict:
+    """Eliminate the source blocks from the global block ``P``, ``h``.
 
-        # observations, extra global columns (chopper frame, flexure) and pose design
-        self.y, self.E, self.Q, self.Lp = self._point_design(pts)
-        self.ne = self.E.shape[2]
-        self.pose_slot = -np.ones(pts.n_exposures, int)
-        self.pose_slot[non_ref] = np.arange(len(non_ref))
-        self.exposure_points = [np.flatnonzero(pts.exposure == e) for e in non_ref]
-        self.n_pose = 4 * len(non_ref)
-        self.p0 = 2 * nt + self.ne  # first pose parameter
-        self.mask_cols = np.arange(2 * nt + 2, 2 * nt + 2 + self.n_mask)
-        self.f0 = 2 * nt + 2 + self.n_mask  # first flexure parameter
-        self.res_cols = np.arange(self.f0 + self.n_flex, self.f0 + self.n_flex + self.n_res)
-        self.G = self.p0 + self.n_pose
+    The Schur complement ``S = P - Pgd^T D^-1 Pgd``, ``r = h - Pgd^T D^-1 hd``.
 
-        # prior on the global parameters (the flexure's widths are hyperparameters)
-        p = self.priors
-        sd_c = np.full(nt, p.distortion_px * pts.pixel_scale)
-        for k, (i, j) in enumerate(terms(self.degree)):
-            if i + j <= 1:
-                sd_c[k] = p.linear_sigma
-        g0 = np.zeros(self.G)
-        mask_sd = np.ones(self.n_mask) if self.mask_learnt else np.full(self.n_mask, float(mask_ppm or 0) * 1e-6)
-        sd = np.concatenate([sd_c, sd_c, np.full(2, p.offset_frame_sigma), mask_sd, np.ones(self.n_flex),
-                             np.ones(self.n_res), np.zeros(self.n_pose)])
-        for e in non_ref:
-            s = self.p0 + 4 * self.pose_slot[e]
-            if pts.exposure_kind[e] == 1:
-                sd[s:s + 4] = [p.sky_pose_scale_sigma, p.sky_pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
-            else:
-                sd[s:s + 4] = [p.pose_scale_sigma, p.pose_rot_sigma, pts.offset_sigma[e], pts.offset_sigma[e]]
-        self.flex_cols = np.arange(self.f0, self.f0 + self.n_flex)
-        if self.priors.flexure_scales not in ("shared", "per_function"):
-            raise ValueError(f"Priors.flexure_scales must be 'shared' or 'per_function', got {self.priors.flexure_scales!r}")
-        per_function = self.priors.flexure_scales == "per_function"
-        if not self.has_flexure:
-            self.flex_function = np.zeros(0, int)
-            flex_groups = []
-        elif per_function:
-            self.flex_function = self.flexure.function_of_param()
-            flex_groups = [f"log_flex_sigma[{f}]" for f in self.flexure.functions]
-        else:
-            self.flex_function = np.zeros(self.n_flex, int)
-            flex_groups = ["log_flex_sigma"]
-        if p.field_prior not in ("fixed", "decay", "curved", "per_degree"):
-            raise ValueError("Priors.field_prior must be 'fixed', 'decay', 'curved' or 'per_degree', "
-                             f"got {p.field_prior!r}")
-        deg = np.array([i + j for i, j in terms(self.degree)])
-        nl = np.flatnonzero(deg >= 2)
-        if p.field_prior == "fixed" or nl.size == 0:
-            self.field_cols = np.zeros(0, int)
-            field_groups = []
-        else:
-            self.field_cols = np.r_[nl, nt + nl]
-            if p.field_prior == "per_degree":
-                field_groups = [f"log_field_sigma[{k}]" for k in range(2, self.degree + 1)]
-            elif p.field_prior == "curved":  # degree 2 its own; the law from degree 3
-                field_groups = (["log_field_sigma[2]", "log_field_sigma[3]", "log_field_decay",
-                                 "field_curvature"][:self.degree - 1])
-            else:  # "decay"
-                field_groups = ["log_field_sigma", "log_field_decay"]
-        self.field_col_degree = np.r_[deg[nl], deg[nl]] if self.field_cols.size else np.zeros(0, int)
-        static = np.ones(self.G, bool)
-        static[self.flex_cols] = False
-        static[self.res_cols] = False
-        if self.mask_learnt:
-            static[self.mask_cols] = False
-        static[self.field_cols] = False
-        self.static_cols = np.flatnonzero(static)
-        self.g0, self.g_sd = g0, sd
-        self.prior_precision = np.where(static, 1.0 / sd**2, 0.0)
-        self.logdet_prior = 2 * np.sum(np.log(sd[static]))
-        self.prior_quad = float(np.sum(g0**2 * self.prior_precision))
-        # the likelihood is computed about a reference solution (see _reference_solution)
-        self.g_ref = self._reference_solution()
-        self._yc = self.y - self._global_prediction(self.g_ref)
-        self._g0c = self.g0 - self.g_ref
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    P : numpy.ndarray
+        The global block (K, G, G).
+    h : numpy.ndarray
+        Its right-hand side (K, G).
+    Pgd : numpy.ndarray
+        The blocks' cross terms (K, c, H, G).
+    D : numpy.ndarray
+        The blocks' precisions, prior included (K, H, 2, 2).
+    hd : numpy.ndarray
+        The blocks' right-hand sides (K, H, 2).
+    reuse : bool
+        ``Y`` may live in the work buffers.
 
-        # source blocks (hole errors, star catalogue errors): points sorted by block for
-        # segment sums; the points without a block come first
-        src_block = -np.ones(pts.n_holes, int)
-        blocks = np.flatnonzero(self.source_block_flag)  # sources without points keep their prior
-        src_block[blocks] = np.arange(blocks.size)
-        self.source_block = src_block
-        self.block_sources = blocks
-        self.H = blocks.size
-        self.has_blocks = self.H > 0
-        block_pt = src_block[pts.hole]
-        self.nb0 = int(np.sum(block_pt < 0))  # first point with a block
-        self.block_kind = pts.source_kind[blocks]
-        self.hole_blocks = np.flatnonzero(self.block_kind == 0)
-        self.star_blocks = np.flatnonzero(self.block_kind == 1)
-        bprec = np.zeros((self.H, 2, 2))
-        logdet_star = 0.0
-        if self.star_blocks.size:
-            c = pts.source_cov[blocks[self.star_blocks]]
-            bprec[self.star_blocks] = np.linalg.inv(c)
-            logdet_star = float(np.sum(np.linalg.slogdet(c)[1]))
-        self.block_prior_precision = bprec  # stars; holes get 1/hsig**2 per phi
-        self.logdet_star_prior = logdet_star
-        self.block_lp_is_unit = bool(np.all(self.Lp[self.nb0:] == -np.eye(2)))
-        if self.has_blocks:
-            bsl = slice(self.nb0, n)
-            hs = block_pt[bsl]
-            self.block_of_point = hs
-            self.pose_points = np.flatnonzero(self.pose_slot[pts.exposure[bsl]] >= 0)
-            self.pose_hole_index = hs[self.pose_points]
-            self.pose_slot_index = self.pose_slot[pts.exposure[bsl][self.pose_points]]
-            # padded per-block layout (H, M): slot j of block h holds its j-th point, so
-            # per-block sums of per-point products become one batched matrix product
-            cnt = np.bincount(hs, minlength=self.H)
-            self.M = int(max(cnt.max(), 1))
-            first = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-            self.pad_index = hs * self.M + (np.arange(hs.size) - first[hs])
-            self.B_pad = np.zeros((self.H * self.M, nt))
-            self.B_pad[self.pad_index] = self.B[bsl]
-            self.B_pad = self.B_pad.reshape(self.H, self.M, nt)
-            self.hole_start = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
-            self.hole_of_segment = hs[self.hole_start]
-            pairs = pts.hole[bsl] * pts.n_exposures + pts.exposure[bsl]
-            if np.unique(pairs).size != pairs.size:
-                raise DataError("a hole or star appears more than once in one exposure")
-        if self.hole_errors and self.hole_blocks.size:
-            v = np.zeros((self.H, 2, 6))
-            hb = self.hole_blocks
-            v[hb] = gauge_patterns(pts.hole_xy[blocks[hb]]).reshape(hb.size, 2, 6)
-            self.V = v
-        else:
-            self.V = None
+    Returns
+    -------
+    dict
+        ``S``, ``r``, ``Dinv``, ``Y = Pgd D^-1`` (layout (K, c, H, G) like ``Pgd``),
+        ``Dinv_hd``, and the likelihood's ``logdet_D`` and ``quad = hd^T D^-1 hd`` (K,).
+    """
+    K, _, H, G = Pgd.shape
+    det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
+    Dinv = np.empty_like(D)
+    Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
+    Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
+    Y = model.work_buffer("Y", Pgd.shape) if reuse else np.empty_like(Pgd)
+    tmp = model.work_buffer("tmp", Pgd.shape[:1] + Pgd.shape[2:]) if reuse else np.empty_like(Pgd[:, 0])
+    for c in range(2):
+        np.multiply(Pgd[:, 0], Dinv[..., 0, c, None], out=Y[:, c])
+        np.multiply(Pgd[:, 1], Dinv[..., 1, c, None], out=tmp)
+        Y[:, c] += tmp
+    Y2t = np.swapaxes(Y.reshape(K, 2 * H, G), 1, 2)  # (K, G, [c, H])
+    S = P - Y2t @ Pgd.reshape(K, 2 * H, G)
+    r = h - (Y2t @ np.swapaxes(hd, 1, 2).reshape(K, 2 * H, 1))[..., 0]
+    dh0 = Dinv[..., 0, 0] * hd[..., 0] + Dinv[..., 0, 1] * hd[..., 1]
+    dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
+    quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
+    return {"S": S, "r": r, "Dinv": Dinv, "Y": Y, "Dinv_hd": np.stack([dh0, dh1], -1),
+            "logdet_D": np.sum(np.log(det), axis=1), "quad": quad}
 
-        self.hyper_names = [f"log_jitter[{d}]" for d in pts.dataset_names] + ["log_kappa"]
-        self.i_hole = None
-        if self.V is not None:
-            self.i_hole = len(self.hyper_names)
-            self.hyper_names.append("log_hole_sigma")
-        self.i_flex = np.arange(len(self.hyper_names), len(self.hyper_names) + len(flex_groups))
-        self.hyper_names += flex_groups
-        self.i_field = np.arange(len(self.hyper_names), len(self.hyper_names) + len(field_groups))
-        self.hyper_names += field_groups
-        res_groups = ["log_residual_rms", "log_residual_length"] if self.n_res else []
-        self.i_res = np.arange(len(self.hyper_names), len(self.hyper_names) + len(res_groups))
-        self.hyper_names += res_groups
-        if self.priors.scale_prior not in ("uniform", "log-uniform"):
-            raise ValueError(f"Priors.scale_prior must be 'uniform' or 'log-uniform', got {self.priors.scale_prior!r}")
-        # the scale hyperparameters (jitters, hole-error scale, flexure and field widths):
-        # every one but kappa and the field widths' decay ratio
-        self.i_scale = np.array([k for k, name in enumerate(self.hyper_names)
-                                 if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature",
-                                                                         "log_residual_length")], int)
-        self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
-                            + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
-                            + ["offset_frame_scale", "offset_frame_rot"] + list(MASK_AFFINE_NAMES[:self.n_mask]))
-        if self.has_flexure:
-            self.param_names += self.flexure.names
-        if self.n_res:
-            jk = [(j, k) for j in range(1, self.residual.m + 1) for k in range(1, self.residual.m + 1)]
-            self.param_names += [f"res_u[{j},{k}]" for j, k in jk] + [f"res_v[{j},{k}]" for j, k in jk]
-        for e in non_ref:
-            name = pts.exposure_names[e]
-            self.param_names += [f"pose_scale[{name}]", f"pose_rot[{name}]",
-                                 f"pose_tx[{name}]", f"pose_ty[{name}]"]
+def solve(sys: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cholesky of the Schur complement, its log-determinant and the posterior mean.
 
-    def _global_prediction(self, g, B=None, E=None, Q=None, exposure=None):
-        """``A g`` (N, 2) arcsec: points predicted by the global parameters ``g``, from
-        their design (field basis ``B``, extra columns ``E``, pose design ``Q``, exposure
-        index); default: the model's own points."""
-        if B is None:
-            B, E, Q, exposure = self.B, self.E, self.Q, self.points.exposure
-        nt = self.nt
-        pred = np.column_stack([B @ g[:nt], B @ g[nt:2 * nt]]) + E @ g[2 * nt:self.p0]
-        slot = self.pose_slot[exposure]
-        has = slot >= 0
-        pose = g[self.p0 + 4 * slot[has][:, None] + np.arange(4)]
-        pred[has] += np.einsum("nab,nb->na", Q[has], pose)
-        return pred
+    Parameters
+    ----------
+    sys : dict
+        The normal equations (``S``, ``r``).
 
-    def _reference_solution(self, max_points=20000, whole_field=False):
-        """A least-squares solution (unit weights) of the field and pose parameters.
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``L`` (K, G, G), ``log det S`` (K,) and the mean (K, G) about the reference solution.
 
-        The data are positions of a few arcsec measured to microarcseconds, so ``y^T W y``
-        and the quadratic form of the posterior mean are each ~1e15 and their difference,
-        the likelihood, ~1e3: computed directly it loses a fraction of a unit to rounding
-        (enough to stall a quasi-Newton search and spoil a numerical Hessian). The model is
-        exactly invariant under ``y -> y - A g_ref``, ``g0 -> g0 - g_ref`` (posterior means
-        shifted back by ``g_ref``), so the likelihood is computed about this reference,
-        where the residuals are at the noise level. Any ``g_ref`` is exact; this one only
-        needs to be close: the flexure and chopper-frame columns are left at zero (their
-        prior means stay zero), and at most ``max_points`` evenly spaced points are used.
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        ``S`` is not positive definite.
+    """
+    S = sys["S"]
+    L = np.linalg.cholesky(S)
+    logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
+    mu = _cho_solve(L, sys["r"][..., None])[..., 0]
+    return L, logdet, mu
 
-        The columns whose prior width is a hyperparameter (the field's non-linear
-        coefficients with learnt widths, the flexure) are also left at their prior mean,
-        zero: a walker may give them widths of 1e-15 arcsec, and a prior mean ``-g_ref``
-        at such a width would put terms of 1e25 into the sums, whose difference, the
-        likelihood, would then be lost to rounding. The residuals about this reference are
-        the field's non-linear part (a few pixels, so ``y^T W y`` ~1e9 and the rounding
-        ~1e-7). ``whole_field``: fit every field coefficient (a rough field, e.g. to start
-        the learnt widths from).
-        """
-        n, nt = self.points.n_points, self.nt
-        take = np.unique(np.linspace(0, n - 1, min(n, max_points)).astype(int))
-        fitted = np.ones(2 * nt, bool)
-        if not whole_field:
-            fitted[self.field_cols] = False
-        cols = np.r_[np.flatnonzero(fitted), np.arange(self.p0, self.G)]
-        A = np.zeros((take.size, 2, self.G))
-        A[:, 0, :nt] = self.B[take]
-        A[:, 1, nt:2 * nt] = self.B[take]
-        row = np.full(n, -1)
-        row[take] = np.arange(take.size)
-        for slot, idx in enumerate(self.exposure_points):
-            sel = row[idx]
-            sel = sel[sel >= 0]
-            s = self.p0 + 4 * slot
-            A[sel, :, s:s + 4] = self.Q[take[sel]]
-        A = A.reshape(-1, self.G)[:, cols]
-        norm = np.sqrt(np.sum(A**2, axis=0))
-        norm[norm == 0] = 1.0
-        sol, *_ = np.linalg.lstsq(A / norm, self.y[take].ravel(), rcond=1e-12)
-        g_ref = np.zeros(self.G)
-        g_ref[cols] = sol / norm
-        return g_ref
+def gauge_conditioning(model: JointModel, sys: dict, L: np.ndarray,
+                       mu_g: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Conditioning on the hole-error affine patterns being zero (the scale gauge).
 
-    def _point_design(self, pts):
-        """Per-point arrays of the observation equation ``y = A g + Lp delta + noise``.
+    Parameters
+    ----------
+    model : JointModel
+        The model (its public interface, module notes).
+    sys : dict
+        The normal equations (``Y``, ``Dinv``, ``Dinv_hd``).
+    L : numpy.ndarray
+        The Cholesky factors of the Schur complement (K, G, G).
+    mu_g : numpy.ndarray
+        The global parameters' mean (K, G).
 
-        Returns ``y`` (N, 2) arcsec (nominal position plus commanded offset), the extra
-        global columns ``E`` (N, 2, 2 + n_mask + n_flex + n_res) (chopper frame, the mask's
-        net scale and shear, flexure, residual field), the pose design
-        ``Q`` (N, 2, 4) and the source-error design ``Lp`` (N, 2, 2) (minus the source
-        Jacobian: the model predicts ``G(p) = nominal + J delta + ...``).
-        """
-        n = pts.n_points
-        m = pts.ref_xy
-        o = pts.offsets[pts.exposure]
-        y = m + o
-        f0 = 2 + self.n_mask
-        ext = np.zeros((n, 2, f0 + self.n_flex + self.n_res))  # zeta, -mask affine, -flexure, residual
-        ext[:, 0, 0], ext[:, 0, 1] = -o[:, 0], o[:, 1]
-        ext[:, 1, 0], ext[:, 1, 1] = -o[:, 1], -o[:, 0]
-        if self.n_mask:
-            lab = pts.source_kind[pts.hole] == 0
-            ext[lab, :, 2:f0] = -mask_affine_patterns(pts.hole_xy[pts.hole[lab]] - self.mask_centre)
-        sky = pts.is_sky & np.isfinite(pts.exposure_zenith_deg[pts.exposure])  # ground telescopes
-        if self.n_flex and sky.any():
-            e = pts.exposure[sky]
-            ext[sky, :, f0:f0 + self.n_flex] = -self.flexure.design(pts.uv[sky, 0], pts.uv[sky, 1], pts.exposure_zenith_deg[e],
-                                                   pts.exposure_rotator_deg[e], pts.exposure_parity[e])
-        if self.n_res:  # the residual field is part of G: + Phi(p) in each component
-            r0, mr = f0 + self.n_flex, self.residual.size
-            phi = self.residual.design(pts.x, pts.y)
-            ext[:, 0, r0:r0 + mr] = phi
-            ext[:, 1, r0 + mr:r0 + 2 * mr] = phi
-        q = np.zeros((n, 2, 4))
-        q[:, 0, 0], q[:, 0, 1], q[:, 0, 2] = -m[:, 0], m[:, 1], -1.0
-        q[:, 1, 0], q[:, 1, 1], q[:, 1, 3] = -m[:, 1], -m[:, 0], -1.0
-        return y, ext, q, -pts.source_jacobian
-
-    # ------------------------------------------------------------------ hyperparameters
-    @property
-    def ndim(self):
-        return len(self.hyper_names)
-
-    def bounds(self):
-        """(low, high) of each hyperparameter (natural log of arcsec or dimensionless)."""
-        p = self.priors
-        nd = self.points.n_datasets
-        lo = [np.log(p.jitter_mas[0] / 1e3)] * nd + [-5 * p.kappa_log_sigma]
-        hi = [np.log(p.jitter_mas[1] / 1e3)] * nd + [5 * p.kappa_log_sigma]
-        if self.i_hole is not None:
-            conv = 1e-3 / self.points.mask_scale  # um -> arcsec
-            lo.append(np.log(p.hole_error_um[0] * conv))
-            hi.append(np.log(p.hole_error_um[1] * conv))
-        for _ in self.i_flex:
-            lo.append(np.log(p.flexure_sigma_mas[0] / 1e3))
-            hi.append(np.log(p.flexure_sigma_mas[1] / 1e3))
-        for name in np.array(self.hyper_names)[self.i_field]:
-            if name == "log_field_decay":
-                lo.append(np.log(p.field_decay[0]))
-                hi.append(np.log(p.field_decay[1]))
-            elif name == "field_curvature":
-                lo.append(p.field_curvature[0])
-                hi.append(p.field_curvature[1])
-            else:
-                lo.append(np.log(p.field_sigma_px[0] * self.points.pixel_scale))
-                hi.append(np.log(p.field_sigma_px[1] * self.points.pixel_scale))
-        if self.n_res:
-            width = self.points.domain[1] - self.points.domain[0]
-            lo += [np.log(p.residual_rms_px[0] * self.points.pixel_scale), np.log(p.residual_length[0] * width)]
-            hi += [np.log(p.residual_rms_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
-        return np.array(lo), np.array(hi)
-
-    def log_prior(self, phi):
-        """Normalised log prior density of the hyperparameters (rows of ``phi``).
-
-        Normalised over the bounds, so that evidences of models with different sets of
-        hyperparameters (the curved field widths' ratio from degree 4 and curvature from
-        degree 5, the per-degree widths)
-        compare: ``log kappa`` normal (truncated at 5 sigma, the truncation ignored); a
-        scale uniform in itself, ``p(log s) = s / (s_hi - s_lo)`` (or log-uniform,
-        ``scale_prior``); the decay ratio log-uniform; the curvature uniform.
-        """
-        phi = np.atleast_2d(phi)
-        lo, hi = self.bounds()
-        inside = np.all((phi >= lo) & (phi <= hi), axis=1)
-        nd = self.points.n_datasets
-        ks = self.priors.kappa_log_sigma
-        lp = -0.5 * (phi[:, nd] / ks) ** 2 - 0.5 * np.log(2 * np.pi * ks**2)
-        rest = np.setdiff1d(np.arange(self.ndim), np.r_[nd, self.i_scale])  # uniform in phi
-        lp = lp - np.sum(np.log(hi[rest] - lo[rest]))
-        if self.priors.scale_prior == "uniform":  # p(log s) = s p(s), p(s) constant
-            lp = lp + phi[:, self.i_scale].sum(axis=1) - np.sum(np.log(np.exp(hi[self.i_scale]) - np.exp(lo[self.i_scale])))
-        else:
-            lp = lp - np.sum(np.log(hi[self.i_scale] - lo[self.i_scale]))
-        return np.where(inside, lp, -np.inf)
-
-    def initial_guess(self, known=None):
-        """Where the MAP search over the hyperparameters starts: ``known`` (``{name: value}``,
-        e.g. the MAP of the degree below) where it names a hyperparameter, else the defaults
-        below; the field widths come from the data (:meth:`_field_width_guess`) unless all of
-        them are known. Clipped just inside the prior box."""
-        lo, hi = self.bounds()
-        nd = self.points.n_datasets
-        phi = np.empty(self.ndim)
-        phi[:nd] = np.log(0.01 * self.points.pixel_scale)  # 0.01 px of jitter
-        phi[nd] = 0.0
-        if self.i_hole is not None:
-            phi[self.i_hole] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
-        phi[self.i_flex] = np.log(1e-3)  # 1 mas
-        if self.n_res:  # 0.01 px, a quarter of the detector
-            phi[self.i_res] = [np.log(0.01 * self.points.pixel_scale),
-                               np.log(0.25 * (self.points.domain[1] - self.points.domain[0]))]
-        names = list(self.hyper_names)
-        have = np.array([name in (known or {}) for name in names])
-        phi[have] = [known[name] for name in np.array(names)[have]]
-        if self.i_field.size and not have[self.i_field].all():
-            phi[self.i_field] = self._field_width_guess(np.clip(phi, lo + 1e-6, hi - 1e-6))
-        return np.clip(phi, lo + 1e-6, hi - 1e-6)
-
-    def _field_width_guess(self, phi):
-        """Field-width hyperparameters from the data: the rms, per total degree, of the
-        field's conditional mean with the broad width ``distortion_px`` (other
-        hyperparameters at ``phi``). A starting point for the MAP search; starting from
-        tiny widths instead can leave the search in a local mode where the jitter and the
-        flexure absorb a shrunk field."""
-        broad = phi.copy()
-        lo, hi = self.bounds()
-        width = np.log(self.priors.distortion_px * self.points.pixel_scale)
-        broad[self.i_field] = [0.0 if name in ("log_field_decay", "field_curvature") else width
-                               for name in np.array(self.hyper_names)[self.i_field]]
-        broad = np.clip(broad, lo, hi)
-        try:
-            c = self.conditional(broad).mean[:2 * self.nt]
-        except np.linalg.LinAlgError:
-            c = self._reference_solution(whole_field=True)[:2 * self.nt]
-        deg = np.arange(2, self.degree + 1)
-        rms = np.array([np.sqrt(np.mean(c[self.field_cols][self.field_col_degree == k] ** 2)) for k in deg])
-        rms = np.maximum(rms, 1e-3 * self.points.pixel_scale)
-        if self.priors.field_prior == "per_degree":
-            return np.log(rms)
-        if self.priors.field_prior == "curved":  # degree 2 alone, then the law from degree 3
-            return np.r_[np.log(rms[0]), _law_guess(np.log(rms[1:]), self.i_field.size - 1)]
-        return _law_guess(np.log(rms), 2)
-
-    def _unpack(self, phi):
-        """``(jitter, kappa, hole sigma)`` at the rows of ``phi``; the jitter (K, datasets)
-        is the points' white noise beyond the centroid errors, arcsec: the dataset's own
-        jitter and, with the residual field, its spectral tail in quadrature
-        (:meth:`residual_tail_variance`)."""
-        nd = self.points.n_datasets
-        jit = np.exp(phi[:, :nd])
-        if self.n_res:
-            jit = np.sqrt(jit**2 + self.residual_tail_variance(phi)[:, None])
-        kappa = np.exp(phi[:, nd])
-        hsig = np.exp(phi[:, self.i_hole]) if self.i_hole is not None else None
-        return jit, kappa, hsig
-
-    def flexure_sigma(self, phi):
-        """Prior widths (arcsec) of the flexure coefficients, (K, n_flex)."""
-        phi = np.atleast_2d(phi)
-        return np.exp(phi[:, self.i_flex])[:, self.flex_function]
-
-    def field_sigma(self, phi):
-        """Prior widths (arcsec) of the field's non-linear coefficients ``field_cols``,
-        (K, len(field_cols))."""
-        phi = np.atleast_2d(phi)
-        if not self.field_cols.size:  # fixed widths
-            return np.zeros((phi.shape[0], 0))
-        k = self.field_col_degree
-        if self.priors.field_prior == "per_degree":
-            return np.exp(phi[:, self.i_field])[:, k - 2]
-        if self.priors.field_prior == "decay":
-            return np.exp(_law(phi[:, self.i_field], k - 2))
-        # curved: degree 2 its own width, the law from degree 3
-        own = np.broadcast_to(phi[:, self.i_field[0], None], (phi.shape[0], k.size))
-        if self.i_field.size == 1:  # degree 2
-            return np.exp(own)
-        return np.exp(np.where(k == 2, own, _law(phi[:, self.i_field[1:]], k - 3)))
-
-    def mask_affine_sigma(self, phi):
-        """Prior widths (relative) of the mask's net scale and shears, (K, n_mask): the hole
-        errors' scale over each pattern's norm, or the metrology's fixed width."""
-        phi = np.atleast_2d(phi)
-        if not self.n_mask:
-            return np.zeros((phi.shape[0], 0))
-        if not self.mask_learnt:
-            return np.broadcast_to(self.g_sd[self.mask_cols], (phi.shape[0], self.n_mask))
-        return np.exp(phi[:, self.i_hole])[:, None] / self.mask_pattern_norm[None]
-
-    def residual_sigma(self, phi):
-        """Prior widths (arcsec) of the residual field's coefficients, (K, n_res): the
-        Matérn spectral density at each basis function's frequency, both components."""
-        phi = np.atleast_2d(phi)
-        if not self.n_res:
-            return np.zeros((phi.shape[0], 0))
-        sd = self.residual.prior_sd_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
-        return np.hstack([sd, sd])
-
-    def residual_tail_variance(self, phi):
-        """The residual field's variance beyond its basis's band at the rows of ``phi``
-        (arcsec**2 per component, (K,); zeros without the residual field): white per
-        position, it adds to every point's noise like a jitter common to the datasets
-        (:meth:`~astrocal.field.residual.ResidualBasis.tail_variance_for_rms`)."""
-        phi = np.atleast_2d(phi)
-        if not self.n_res:
-            return np.zeros(phi.shape[0])
-        return self.residual.tail_variance_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
-
-    def _learnt_widths(self, phi, field=True):
-        """The global parameters whose prior width is a hyperparameter and their widths
-        at ``phi``: (columns, (K, columns) arcsec or relative): the flexure's, the mask's
-        net scale and shears (when derived from the hole errors), then (``field``) the
-        field's non-linear coefficients."""
-        cols, tau = [self.flex_cols], [self.flexure_sigma(phi)]
-        if self.mask_learnt:
-            cols.append(self.mask_cols)
-            tau.append(self.mask_affine_sigma(phi))
-        if self.n_res:
-            cols.append(self.res_cols)
-            tau.append(self.residual_sigma(phi))
-        if field:
-            cols.append(self.field_cols)
-            tau.append(self.field_sigma(phi))
-        return np.concatenate(cols), np.concatenate(tau, axis=1)
-
-    def prior_sd(self, phi, broad_field=False):
-        """Prior width of every global parameter at ``phi`` (the flexure's and the field's
-        from ``phi``). ``broad_field``: the field's non-linear coefficients get the broad
-        width ``distortion_px`` instead of their learnt one (the yardstick for "did the
-        data measure it": a width learnt from the data is no independent prior)."""
-        sd = np.array(self.g_sd, float)
-        cols, tau = self._learnt_widths(phi, field=not broad_field)
-        sd[cols] = tau[0]
-        return sd
-
-    # ------------------------------------------------------------------ linear algebra
-    def _weights(self, phi):
-        jit, kappa, _ = self._unpack(phi)
-        w = 1.0 / (kappa[:, None, None] ** 2 * self.lam[None] + jit[:, self.dataset, None] ** 2)
-        u = self.U
-        wxx = u[:, 0, 0] ** 2 * w[..., 0] + u[:, 0, 1] ** 2 * w[..., 1]
-        wxy = u[:, 0, 0] * u[:, 1, 0] * w[..., 0] + u[:, 0, 1] * u[:, 1, 1] * w[..., 1]
-        wyy = u[:, 1, 0] ** 2 * w[..., 0] + u[:, 1, 1] ** 2 * w[..., 1]
-        W = np.empty(w.shape[:2] + (2, 2))
-        W[..., 0, 0], W[..., 0, 1], W[..., 1, 0], W[..., 1, 1] = wxx, wxy, wxy, wyy
-        return w, W
-
-    def _global_prior(self, phi):
-        """The global parameters' prior at ``phi`` (K rows): precisions (K, G) (zero where
-        the prior is flat), ``log det`` of the covariance and the quadratic form of the
-        prior mean about the reference solution (K,)."""
-        prec = np.broadcast_to(self.prior_precision, (phi.shape[0], self.G)).copy()
-        cols, tau = self._learnt_widths(phi)
-        prec[:, cols] = 1.0 / tau**2
-        logdet_prior = self.logdet_prior + 2 * np.sum(np.log(tau), axis=1)
-        return prec, logdet_prior, prec @ self._g0c**2
-
-    def _system(self, phi, weak=None, reuse=False, direct=False):
-        """Normal equations of the global block after eliminating the source blocks.
-
-        ``weak``: boolean over the global parameters whose prior is left out (the data's
-        own information, for :func:`astrocal.model.inference.inseparable_directions`).
-        ``reuse``: the block arrays may live in the model's work buffers (only for a caller
-        that does not keep them). From the weights' components (:meth:`expansion`) where
-        they pay, unless ``direct``; only the direct path also returns the likelihood's
-        constant (``const``).
-        """
-        ex = None if direct else self.expansion()
-        if ex is not None:
-            from . import expansion
-
-            return expansion.system(self, ex, phi, weak)
-        K = phi.shape[0]
-        nt, G, N = self.nt, self.G, self.points.n_points
-        B = self.B
-        w, W = self._weights(phi)
-        y = self._yc
-        Wy = np.empty((K, N, 2))
-        Wy[..., 0] = W[..., 0, 0] * y[:, 0] + W[..., 0, 1] * y[:, 1]
-        Wy[..., 1] = W[..., 1, 0] * y[:, 0] + W[..., 1, 1] * y[:, 1]
-        P = np.zeros((K, G, G))
-        iu, ju = self.tri
-        for a, b, comp in ((0, 0, W[..., 0, 0]), (0, 1, W[..., 0, 1]), (1, 1, W[..., 1, 1])):
-            if self.MB is not None:
-                blk = np.empty((K, nt, nt))
-                upper = comp @ self.MB
-                blk[:, iu, ju] = upper
-                blk[:, ju, iu] = upper
-            else:
-                # too many points to keep the outer products: form them chunk by chunk
-                upper = np.zeros((K, iu.size))
-                for lo in range(0, N, OUTER_CHUNK):
-                    bc = B[lo:lo + OUTER_CHUNK]
-                    upper += comp[:, lo:lo + OUTER_CHUNK] @ (bc[:, iu] * bc[:, ju])
-                blk = np.empty((K, nt, nt))
-                blk[:, iu, ju] = upper
-                blk[:, ju, iu] = upper
-            P[:, a * nt:(a + 1) * nt, b * nt:(b + 1) * nt] = blk
-            if a != b:
-                P[:, b * nt:(b + 1) * nt, a * nt:(a + 1) * nt] = np.swapaxes(blk, 1, 2)
-        h = np.zeros((K, G))
-        h[:, :nt] = Wy[..., 0] @ B
-        h[:, nt:2 * nt] = Wy[..., 1] @ B
-        # extra global columns (dense over the points): W E per point, then reductions
-        x0, x1 = 2 * nt, self.p0
-        WE = _mul22(W, self.E)  # (K, N, 2, ne)
-        Bt = B.T
-        for comp in range(2):
-            blk = Bt @ WE[:, :, comp, :]  # (K, nt, ne)
-            P[:, comp * nt:(comp + 1) * nt, x0:x1] = blk
-            P[:, x0:x1, comp * nt:(comp + 1) * nt] = np.swapaxes(blk, 1, 2)
-        e2 = self.E.reshape(2 * N, self.ne)
-        P[:, x0:x1, x0:x1] = e2.T @ WE.reshape(K, 2 * N, self.ne)
-        h[:, x0:x1] = Wy.reshape(K, 2 * N) @ e2
-        WQ = _mul22(W, self.Q)  # (K, N, 2, 4)
-        for slot, idx in enumerate(self.exposure_points):
-            s = self.p0 + 4 * slot
-            Be = Bt[:, idx]
-            cu = Be @ WQ[:, idx, 0, :]
-            cv = Be @ WQ[:, idx, 1, :]
-            P[:, :nt, s:s + 4] = cu
-            P[:, nt:2 * nt, s:s + 4] = cv
-            P[:, s:s + 4, :nt] = np.swapaxes(cu, 1, 2)
-            P[:, s:s + 4, nt:2 * nt] = np.swapaxes(cv, 1, 2)
-            q2 = self.Q[idx].reshape(-1, 4)
-            xe = q2.T @ WE[:, idx].reshape(K, -1, self.ne)
-            P[:, s:s + 4, x0:x1] = xe
-            P[:, x0:x1, s:s + 4] = np.swapaxes(xe, 1, 2)
-            P[:, s:s + 4, s:s + 4] = q2.T @ WQ[:, idx].reshape(K, -1, 4)
-            h[:, s:s + 4] = Wy[:, idx].reshape(K, -1) @ q2
-        idx = np.arange(G)
-        prec, logdet_prior, prior_quad = self._global_prior(phi)
-        if weak is not None:
-            prec[:, np.asarray(weak, bool)] = 0.0
-        P[:, idx, idx] += prec
-        h += self._g0c * prec
-        const = (2 * N * LOG2PI - np.sum(np.log(w), axis=(1, 2))
-                 + (Wy.reshape(K, 2 * N) @ y.reshape(2 * N)) + logdet_prior + prior_quad)
-        sys = {"P": P, "h": h, "W": W, "Wy": Wy, "const": const, "WE": WE, "WQ": WQ, "reuse": reuse}
-        if self.has_blocks:
-            self._eliminate_blocks(phi, sys)
-        else:
-            sys["S"], sys["r"] = P, h
-        return sys
-
-    def _segment_sum(self, a):
-        """Sum an array with a point axis (axis 1, the block points) over each block.
-
-        Blocks without points (all their points flagged) get zeros: their errors keep
-        their prior.
-        """
-        sums = np.add.reduceat(a, self.hole_start, axis=1)
-        if self.hole_of_segment.size == self.H:
-            return sums
-        out = np.zeros(a.shape[:1] + (self.H,) + a.shape[2:])
-        out[:, self.hole_of_segment] = sums
-        return out
-
-    def _eliminate_blocks(self, phi, sys):
-        """Schur complement of the source blocks (hole errors, star catalogue errors).
-
-        A block point ``i`` of source ``b`` enters as ``Lp_i delta_b``; with ``WL = W Lp``
-        the cross terms are ``sum A_i^T WL_i``, the block precision
-        ``sum Lp_i^T WL_i + prior`` and the block's right-hand side ``sum WL_i^T y_i``.
-        """
-        K = phi.shape[0]
-        nt, G, H = self.nt, self.G, self.H
-        bsl = slice(self.nb0, self.points.n_points)
-        W, P, h = sys["W"][:, bsl], sys["P"], sys["h"]
-        _, _, hsig = self._unpack(phi)
-        Lp = self.Lp[bsl]
-        # holes enter with Lp = -I: then W Lp, Lp^T W Lp and the cross terms with the extra
-        # and pose columns are (minus) products already formed for the global block
-        unit = self.block_lp_is_unit
-        WL = -W if unit else _mul22(W, Lp)  # (K, n, 2, 2)
-        n, M = WL.shape[1], self.M
-        # block-major layout (K, c, H, G): every per-block operation runs along contiguous G.
-        # In the likelihood the two big arrays are reused from call to call (a fresh array
-        # of ~100 MB costs more in page faults than the arithmetic on it)
-        reuse = sys.get("reuse", False)
-        Pgd = self._buffer("Pgd", (K, 2, H, G)) if reuse else np.empty((K, 2, H, G))
-        wpad = np.zeros((H * M, K, 4))
-        wpad[self.pad_index] = np.swapaxes(WL.reshape(K, n, 4), 0, 1)
-        wpad = wpad.reshape(H, M, 4 * K)
-        t = np.swapaxes(wpad, 1, 2) @ self.B_pad  # (H, [K, comp, c], nt)
-        t = t.reshape(H, K, 2, 2, nt)
-        Pgd[..., :2 * nt] = np.transpose(t, (1, 3, 0, 2, 4)).reshape(K, 2, H, 2 * nt)
-        if unit:  # extra columns: E^T W Lp = -(W E)^T per point
-            np.negative(np.swapaxes(self._segment_sum(sys["WE"][:, bsl]), 1, 2), out=Pgd[..., 2 * nt:self.p0])
-        else:
-            T = _mul22t(self.E[bsl], WL)  # (K, n, ne, 2)
-            Pgd[..., 2 * nt:self.p0] = np.transpose(self._segment_sum(T), (0, 3, 1, 2))
-        Pgd[..., self.p0:] = 0.0
-        if self.n_pose:
-            i = self.pose_points
-            if unit:  # Q^T W Lp = -(W Q)^T per point, laid out (K, c, n, 4)
-                T = -np.swapaxes(sys["WQ"][:, bsl][:, i], 1, 2)
-            else:
-                T = np.transpose(_mul22t(self.Q[bsl][i], WL[:, i]), (0, 3, 1, 2))
-            # one point per hole and exposure: each (hole, pose slot) is written once
-            poses = Pgd[..., self.p0:].reshape(K, 2, H, self.n_pose // 4, 4)
-            poses[:, :, self.pose_hole_index, self.pose_slot_index] = T
-        D = self._segment_sum(W if unit else _mul22t(Lp, WL))  # (K, H, 2, 2)
-        logdet_prior = self._block_precision(D, hsig)
-        yb = self._yc[bsl]
-        hd = self._segment_sum(WL[..., 0, :] * yb[None, :, 0, None] + WL[..., 1, :] * yb[None, :, 1, None])
-        blocks = self._schur(P, h, Pgd, D, hd, reuse)
-        quad, logdet_d = blocks.pop("quad"), blocks.pop("logdet_D")
-        sys.update(blocks, Pgd=Pgd, hd=hd, const=sys["const"] + logdet_prior + logdet_d - quad)
-
-    def _block_precision(self, D, hsig):
-        """Add the source blocks' prior precisions (stars: the catalogue's; holes:
-        ``1 / hsig**2``) to their data precisions ``D`` (K, H, 2, 2), in place; returns
-        the log-determinant of the blocks' prior covariance (K,)."""
-        D += self.block_prior_precision
-        logdet_prior = np.full(D.shape[0], self.logdet_star_prior)
-        if self.hole_errors and self.hole_blocks.size:
-            hb = self.hole_blocks
-            D[:, hb, 0, 0] += 1.0 / hsig[:, None] ** 2
-            D[:, hb, 1, 1] += 1.0 / hsig[:, None] ** 2
-            logdet_prior = logdet_prior + 4 * hb.size * np.log(hsig)
-        return logdet_prior
-
-    def _schur(self, P, h, Pgd, D, hd, reuse=False):
-        """Eliminate the source blocks from the global block ``P``, ``h``: the Schur
-        complement ``S = P - Pgd^T D^-1 Pgd``, ``r = h - Pgd^T D^-1 hd``, with ``Dinv``,
-        ``Y = Pgd D^-1`` (layout (K, c, H, G) like ``Pgd``), ``Dinv_hd``, and the
-        likelihood's ``logdet_D`` and ``quad = hd^T D^-1 hd`` (K,). ``reuse``: ``Y`` may
-        live in the work buffers."""
-        K, _, H, G = Pgd.shape
-        det = D[..., 0, 0] * D[..., 1, 1] - D[..., 0, 1] * D[..., 1, 0]
-        Dinv = np.empty_like(D)
-        Dinv[..., 0, 0], Dinv[..., 1, 1] = D[..., 1, 1] / det, D[..., 0, 0] / det
-        Dinv[..., 0, 1], Dinv[..., 1, 0] = -D[..., 0, 1] / det, -D[..., 1, 0] / det
-        Y = self._buffer("Y", Pgd.shape) if reuse else np.empty_like(Pgd)
-        tmp = self._buffer("tmp", Pgd.shape[:1] + Pgd.shape[2:]) if reuse else np.empty_like(Pgd[:, 0])
-        for c in range(2):
-            np.multiply(Pgd[:, 0], Dinv[..., 0, c, None], out=Y[:, c])
-            np.multiply(Pgd[:, 1], Dinv[..., 1, c, None], out=tmp)
-            Y[:, c] += tmp
-        Y2t = np.swapaxes(Y.reshape(K, 2 * H, G), 1, 2)  # (K, G, [c, H])
-        S = P - Y2t @ Pgd.reshape(K, 2 * H, G)
-        r = h - (Y2t @ np.swapaxes(hd, 1, 2).reshape(K, 2 * H, 1))[..., 0]
-        dh0 = Dinv[..., 0, 0] * hd[..., 0] + Dinv[..., 0, 1] * hd[..., 1]
-        dh1 = Dinv[..., 1, 0] * hd[..., 0] + Dinv[..., 1, 1] * hd[..., 1]
-        quad = np.sum(hd[..., 0] * dh0 + hd[..., 1] * dh1, axis=1)
-        return {"S": S, "r": r, "Dinv": Dinv, "Y": Y, "Dinv_hd": np.stack([dh0, dh1], -1),
-                "logdet_D": np.sum(np.log(det), axis=1), "quad": quad}
-
-    def _solve(self, sys):
-        """Cholesky of the Schur complement, its log-determinant and the posterior mean."""
-        S = sys["S"]
-        L = np.linalg.cholesky(S)
-        logdet = 2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)), axis=1)
-        mu = _cho_solve(L, sys["r"][..., None])[..., 0]
-        return L, logdet, mu
-
-    def _gauge(self, sys, L, mu_g):
-        """Conditioning on the hole-error affine patterns being zero (the scale gauge)."""
-        Y, Dinv = sys["Y"], sys["Dinv"]  # Y: (K, c, H, G)
-        K, G = Y.shape[0], Y.shape[3]
-        H = self.H
-        V = self.V
-        V2 = V.reshape(2 * H, 6)  # [H, c] order
-        Y2 = Y.reshape(K, 2 * H, G)  # [c, H] order
-        xg = -_cho_solve(L, np.swapaxes(Y2, 1, 2) @ np.swapaxes(V, 0, 1).reshape(2 * H, 6))  # Cov(g, alpha)
-        dv = np.empty((K, H, 2, 6))
-        dv[:, :, 0] = Dinv[..., 0, 0, None] * V[:, 0] + Dinv[..., 0, 1, None] * V[:, 1]
-        dv[:, :, 1] = Dinv[..., 1, 0, None] * V[:, 0] + Dinv[..., 1, 1, None] * V[:, 1]
-        xd = dv - np.swapaxes((Y2 @ xg).reshape(K, 2, H, 6), 1, 2)  # (K, H, 2, 6)
-        saa = V2.T @ xd.reshape(K, 2 * H, 6)
-        mu_d = sys["Dinv_hd"] - np.swapaxes((Y2 @ mu_g[..., None]).reshape(K, 2, H), 1, 2)
-        mu_a = mu_d.reshape(K, 2 * H) @ V2
-        return xg, xd, saa, mu_d, mu_a
-
-    def _buffer(self, name, shape):
-        """A work array kept between likelihood calls (never handed out of them); arrays
-        above ``BUFFER_LIMIT_BYTES`` (e.g. a Hessian's large batch) are not kept."""
-        if np.prod(shape) * 8 > BUFFER_LIMIT_BYTES:
-            return np.empty(shape)
-        buffers = self.__dict__.setdefault("_buffers", {})
-        b = buffers.get(name)
-        if b is None or b.shape != shape:
-            b = buffers[name] = np.empty(shape)
-        return b
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_buffers", None)
-        state.pop("_expansion", None)  # large; formed again on first use
-        return state
-
-    # ------------------------------------------------------------------ public API
-    def expansion(self):
-        """The fixed components of the likelihood's sums (:mod:`astrocal.model.expansion`),
-        formed on first use; ``None`` where the direct evaluation is used."""
-        if "_expansion" not in self.__dict__:
-            from .expansion import build_expansion
-
-            self._expansion = build_expansion(self)
-        return self._expansion
-
-    def log_likelihood(self, phi, direct=False):
-        """Exact ``log p(y | phi)`` for a batch of hyperparameter vectors ``(K, ndim)``.
-
-        Evaluated from the weights' fixed components (:meth:`expansion`) where they pay,
-        else (or with ``direct``) from the per-point sums."""
-        phi = np.atleast_2d(np.asarray(phi, float))
-        ex = None if direct else self.expansion()
-        try:
-            if ex is not None:
-                from . import expansion
-
-                return expansion.log_likelihood(self, ex, phi)
-            sys = self._system(phi, reuse=True, direct=True)
-            L, logdet, mu = self._solve(sys)
-        except np.linalg.LinAlgError:
-            # one row's failure must not reject the whole batch (a MAP gradient's or the
-            # walkers' other rows): evaluate row by row, -inf only where it fails
-            if phi.shape[0] == 1:
-                return np.full(1, -np.inf)
-            return np.concatenate([self.log_likelihood(row[None], direct) for row in phi])
-        ll = -0.5 * (sys["const"] + logdet - np.einsum("kg,kg->k", sys["r"], mu))
-        if self.V is not None:
-            _, _, saa, _, mu_a = self._gauge(sys, L, mu)
-            hsig = self._unpack(phi)[2]
-            sign, ldet = np.linalg.slogdet(saa)
-            quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
-            ll += -0.5 * (ldet + quad) + 0.5 * 6 * np.log(hsig**2)
-        return ll
-
-    def log_posterior(self, phi):
-        phi = np.atleast_2d(np.asarray(phi, float))
-        lp = self.log_prior(phi)
-        out = np.full(phi.shape[0], -np.inf)
-        ok = np.isfinite(lp)
-        if ok.any():
-            out[ok] = lp[ok] + self.log_likelihood(phi[ok])
-        return out
-
-    def conditional(self, phi):
-        """The Gaussian posterior of the linear parameters for one ``phi``.
-
-        Returns a :class:`Conditional` with the gauge-fixed mean and covariance of the
-        global parameters and what is needed to draw exact samples of everything.
-        """
-        phi = np.atleast_2d(np.asarray(phi, float))[:1]
-        sys = self._system(phi)
-        L, _, mu = self._solve(sys)
-        cov = np.linalg.inv(sys["S"][0])
-        cond = Conditional(self, phi[0], sys, L[0], mu[0], cov)
-        if self.V is not None:
-            xg, xd, saa, mu_d, mu_a = self._gauge(sys, L, mu)
-            cond.set_gauge(xg[0], xd[0], saa[0], mu_d[0], mu_a[0])
-        elif self.has_blocks:
-            cond.set_blocks(sys)
-        return cond
-
-    def sample_linear(self, phi, rng, per_phi=1):
-        """Exact draws of the linear parameters, ``per_phi`` for each row of ``phi`` (K, ndim).
-
-        Returns ``g`` (K * per_phi, G) and ``delta`` (K * per_phi, H, 2) (``None`` without
-        hole errors), drawn from the Gaussian conditional given each ``phi`` and conditioned
-        on the gauge; the draws of one ``phi`` are consecutive. One Cholesky factorisation
-        serves all draws of a ``phi``, so extra draws cost little.
-        """
-        phi = np.atleast_2d(np.asarray(phi, float))
-        K, M = phi.shape[0], int(per_phi)
-        sys = self._system(phi)
-        L, _, mu = self._solve(sys)
-        z = rng.standard_normal((K, self.G, M))
-        g = np.empty((K, M, self.G))
-        for k in range(K):
-            g[k] = (mu[k][:, None] + solve_triangular(L[k], z[k], lower=True, trans="T",
-                                                      check_finite=False)).T
-        if not self.has_blocks:
-            return g.reshape(K * M, self.G) + self.g_ref, None
-        Dinv, Pgd, hd = sys["Dinv"], sys["Pgd"], sys["hd"]
-        pg = np.einsum("kahg,kmg->kmha", Pgd, g)
-        rhs = hd[:, None] - pg
-        mean_d = np.stack([Dinv[:, None, :, 0, 0] * rhs[..., 0] + Dinv[:, None, :, 0, 1] * rhs[..., 1],
-                           Dinv[:, None, :, 1, 0] * rhs[..., 0] + Dinv[:, None, :, 1, 1] * rhs[..., 1]], -1)
-        # Cholesky of each 2x2 Dinv, written out
-        l00 = np.sqrt(Dinv[..., 0, 0])[:, None]
-        l10 = (Dinv[..., 1, 0] / np.sqrt(Dinv[..., 0, 0]))[:, None]
-        l11 = np.sqrt(np.maximum(Dinv[..., 1, 1] - (Dinv[..., 1, 0] ** 2 / Dinv[..., 0, 0]), 0.0))[:, None]
-        e = rng.standard_normal((K, M, self.H, 2))
-        delta = mean_d + np.stack([l00 * e[..., 0], l10 * e[..., 0] + l11 * e[..., 1]], -1)
-        if self.V is None:
-            return g.reshape(K * M, self.G) + self.g_ref, delta.reshape(K * M, self.H, 2)
-        xg, xd, saa, _, _ = self._gauge(sys, L, mu)
-        alpha = np.einsum("haj,kmha->kmj", self.V, delta)
-        coef = np.linalg.solve(saa[:, None], alpha[..., None])[..., 0]  # (K, M, 6)
-        g = g - np.einsum("kgj,kmj->kmg", xg, coef)
-        delta = delta - np.einsum("khaj,kmj->kmha", xd, coef)
-        return g.reshape(K * M, self.G) + self.g_ref, delta.reshape(K * M, self.H, 2)
-
-    def residuals(self, g, block_mean, points):
-        """Model minus observation, ``A g + Lp delta - y`` (N, 2) arcsec, for ``points``.
-
-        ``points`` share the model's exposures and sources (e.g. all points, flagged ones
-        included); ``g`` is a global parameter vector and ``block_mean`` the source errors
-        per block (H, 2) or None. For a lab point this is ``G(p)`` minus where the model
-        expects the hole.
-        """
-        y, E, Q, Lp = self._point_design(points)
-        B = design_matrix(points.x, points.y, self.degree, points.domain)
-        pred = self._global_prediction(g, B, E, Q, points.exposure)
-        if block_mean is not None:
-            blk = self.source_block[points.hole]
-            ok = blk >= 0
-            pred[ok] += np.einsum("nab,nb->na", Lp[ok], block_mean[blk[ok]])
-        return pred - y
-
-    def field_from(self, g):
-        """The :class:`DistortionField` of a global parameter vector ``g``."""
-        nt = self.nt
-        from ..field.basis import flat_to_square
-        return DistortionField(flat_to_square(g[:nt], self.degree), flat_to_square(g[nt:2 * nt], self.degree),
-                               self.points.domain, unit="arcsec", input_unit="pixel")
-
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``xg`` (K, G, 6), the covariance of the global parameters with the patterns'
+        amplitudes; ``xd`` (K, H, 2, 6), that of the blocks; ``saa`` (K, 6, 6), the
+        amplitudes' covariance; ``mu_d`` (K, H, 2), the blocks' mean; ``mu_a`` (K, 6), the
+        amplitudes' mean.
+    """
+    Y, Dinv = sys["Y"], sys["Dinv"]  # Y: (K, c, H, G)
+    K, G = Y.shape[0], Y.shape[3]
+    H = model.H
+    V = model.V
+    V2 = V.reshape(2 * H, 6)  # [H, c] order
+    Y2 = Y.reshape(K, 2 * H, G)  # [c, H] order
+    xg = -_cho_solve(L, np.swapaxes(Y2, 1, 2) @ np.swapaxes(V, 0, 1).reshape(2 * H, 6))  # Cov(g, alpha)
+    dv = np.empty((K, H, 2, 6))
+    dv[:, :, 0] = Dinv[..., 0, 0, None] * V[:, 0] + Dinv[..., 0, 1, None] * V[:, 1]
+    dv[:, :, 1] = Dinv[..., 1, 0, None] * V[:, 0] + Dinv[..., 1, 1, None] * V[:, 1]
+    xd = dv - np.swapaxes((Y2 @ xg).reshape(K, 2, H, 6), 1, 2)  # (K, H, 2, 6)
+    saa = V2.T @ xd.reshape(K, 2 * H, 6)
+    mu_d = sys["Dinv_hd"] - np.swapaxes((Y2 @ mu_g[..., None]).reshape(K, 2, H), 1, 2)
+    mu_a = mu_d.reshape(K, 2 * H) @ V2
+    return xg, xd, saa, mu_d, mu_a
 
 def _mul22(W, A):
     """Per-point ``W @ A`` for W (K, N, 2, 2) and A (N, 2, m): (K, N, 2, m)."""
@@ -1235,7 +344,13 @@ def _cho_solve(L, b):
 
 
 class Conditional:
-    """Posterior of the linear parameters given ``phi`` (gauge-conditioned)."""
+    """Posterior of the linear parameters given ``phi`` (gauge-conditioned).
+
+    Made by :meth:`astrocal.model.joint.JointModel.conditional`. Attributes: ``model``,
+    ``phi`` (ndim,); ``mean`` (G,) and ``cov`` (G, G), the global parameters' mean and
+    covariance (arcsec, gauge-conditioned); ``hole_mean`` (H, 2), the source blocks' mean
+    (arcsec), or None without blocks.
+    """
 
     def __init__(self, model, phi, sys, chol, mean_unc, cov_unc):
         self.model = model
@@ -1248,20 +363,46 @@ class Conditional:
         self._gauge = None
         self.hole_mean = None
 
-    def set_blocks(self, sys):
-        """Posterior means of the source blocks (no gauge conditioning)."""
+    def set_blocks(self, sys: dict) -> None:
+        """Set the posterior means of the source blocks (no gauge conditioning).
+
+        Parameters
+        ----------
+        sys : dict
+            The normal equations of one ``phi`` (``Dinv_hd``, ``Y``).
+        """
         mu_d = sys["Dinv_hd"][0] - np.einsum("ahg,g->ha", sys["Y"][0], self._mu_unc)
         self.hole_mean = mu_d
 
-    def set_gauge(self, xg, xd, saa, mu_d, mu_a):
+    def set_gauge(self, xg: np.ndarray, xd: np.ndarray, saa: np.ndarray, mu_d: np.ndarray, mu_a: np.ndarray) -> None:
+        """Condition the mean, covariance and block means on the gauge.
+
+        Parameters
+        ----------
+        xg, xd, saa, mu_d, mu_a : numpy.ndarray
+            One row of :func:`gauge_conditioning`'s results.
+        """
         self._gauge = (xg, xd, saa)
         sinv = np.linalg.inv(saa)
         self.mean = self._mu_unc - xg @ sinv @ mu_a + self.model.g_ref
         self.cov = self.cov - xg @ sinv @ xg.T
         self.hole_mean = mu_d - np.einsum("haj,j->ha", xd, sinv @ mu_a)
 
-    def sample(self, rng, n=1):
-        """Exact draws ``(g, delta)``: ``g`` (n, G), ``delta`` (n, H, 2) or None."""
+    def sample(self, rng: np.random.Generator, n: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Exact draws of the linear parameters.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random numbers.
+        n : int
+            Draws.
+
+        Returns
+        -------
+        tuple
+            ``g`` (n, G) and ``delta`` (n, H, 2), arcsec, or None without source blocks.
+        """
         m = self.model
         z = rng.standard_normal((m.G, n))
         g = self._mu_unc[:, None] + solve_triangular(self._chol.T, z, lower=False)
@@ -1283,8 +424,10 @@ class Conditional:
         return g + m.g_ref, delta
 
 
-# the names this module's model classes and functions had before issue 20 (they also hold
-# sky data): kept for one release, with a DeprecationWarning
-from .._moved import renamed  # noqa: E402
 
-__getattr__ = renamed(__name__, {'LabModel': 'JointModel'})
+# the model and its priors moved to astrocal.model.joint and astrocal.model.priors (issue 20):
+# kept for one release, with a DeprecationWarning (LabModel, JointModel's name before issue 20,
+# through astrocal.model.joint's own forwarding)
+from .._moved import moved_module  # noqa: E402
+
+__getattr__ = moved_module(__name__, ("astrocal.model.priors", "astrocal.model.joint"))

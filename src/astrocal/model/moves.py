@@ -8,6 +8,7 @@ which does not import emcee; this module is imported only where a chain is run.
 from __future__ import annotations
 
 import emcee
+import numpy as np
 
 __all__ = ["AdaptiveIndependenceMove"]
 
@@ -31,8 +32,21 @@ class AdaptiveIndependenceMove(emcee.moves.MHMove):
         factors = self.proposal.log_density(coords) - self.proposal.log_density(q)
         return q, factors
 
-    def propose(self, model, state):
-        """One step of every walker (emcee's ``Move`` interface): ``(new state, accepted)``."""
+    def propose(self, model: emcee.model.Model, state: emcee.State) -> tuple[emcee.State, np.ndarray]:
+        """One step of every walker (emcee's ``Move`` interface).
+
+        Parameters
+        ----------
+        model : emcee.model.Model
+            emcee's model (its ``random`` is the chain's random state).
+        state : emcee.State
+            The walkers' current state.
+
+        Returns
+        -------
+        tuple of (emcee.State, numpy.ndarray)
+            The new state and which walkers accepted their proposal (bool, walkers).
+        """
         if self.proposal is None or model.random.rand() < self.de_weight:
             return self.de.propose(model, state)
         return super().propose(model, state)

@@ -42,9 +42,16 @@ their nominal angles), with the lab's pixel scale beside it when the fit has a l
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .draws import affine_matrices, field_samples, pixel_scale_samples
+
+if TYPE_CHECKING:
+    from .data import Points
 
 __all__ = ["on_sky_samples", "on_sky_record", "summary_rows", "with_footprints", "local_affine_matrices",
            "NOT_MEASURED_SCALE", "SCALE_DEFINITION", "ANGLE_DEFINITION"]
@@ -68,11 +75,25 @@ def _wrap180(deg):
     return (np.asarray(deg, float) + 180.0) % 360.0 - 180.0
 
 
-def with_footprints(frames, points, used=None):
-    """``frames`` with each exposure's star pixels added (``x``, ``y``: the points of the
-    exposure named ``frame["exposure"]`` in ``points``, :class:`~astrocal.model.data.Points`,
-    those of ``used`` only when given), so that :func:`on_sky_samples` measures the affine
-    part where the stars are."""
+def with_footprints(frames: Sequence[dict], points: Points, used: np.ndarray | None = None) -> list[dict]:
+    """``frames`` with each exposure's star pixels added, so that :func:`on_sky_samples`
+    measures the affine part where the stars are.
+
+    Parameters
+    ----------
+    frames : sequence of dict
+        One per sky exposure (``exposure``: its name).
+    points : Points
+        The fit's points.
+    used : numpy.ndarray, optional
+        Bool over ``points``: only these (e.g. outliers left out).
+
+    Returns
+    -------
+    list of dict
+        Copies of the frames with ``x``, ``y``: the points of the exposure named
+        ``frame["exposure"]``.
+    """
     names = np.asarray(points.exposure_names, dtype=object)[points.exposure]
     keep = np.ones(points.n_points, bool) if used is None else np.asarray(used, bool)
     out = []
@@ -82,10 +103,33 @@ def with_footprints(frames, points, used=None):
     return out
 
 
-def local_affine_matrices(g, degree, domain, x, y, residual=None):
-    """Each draw's best affine map over the pixels ``x, y`` (least squares, unweighted):
-    (n_draws, 2, 2) arcsec per pixel, rows u and v, columns x and y. With fewer than three
-    points (or all on a line) the whole detector's (:func:`~astrocal.model.draws.affine_matrices`)."""
+def local_affine_matrices(g: np.ndarray, degree: int, domain: Sequence[float], x: ArrayLike, y: ArrayLike,
+                          residual: tuple | None = None) -> np.ndarray:
+    """Each draw's best affine map over the pixels ``x, y`` (least squares, unweighted).
+
+    With fewer than three points (or all on a line) the whole detector's
+    (:func:`~astrocal.model.draws.affine_matrices`).
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the fit's global parameters (n_draws, n_params) (:mod:`astrocal.model.draws`
+        layout).
+    degree : int
+        The field's degree.
+    domain : tuple of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    x, y : array_like
+        The pixels.
+    residual : tuple, optional
+        ``(basis, first column)`` of the fit's residual field (:mod:`astrocal.field.residual`),
+        part of the field.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_draws, 2, 2) arcsec per pixel, rows u and v, columns x and y.
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     d = np.column_stack([np.ones_like(x), x - x.mean() if x.size else x, y - y.mean() if y.size else y])
     if x.size < 3 or np.linalg.matrix_rank(d) < 3:
@@ -99,7 +143,8 @@ def local_affine_matrices(g, degree, domain, x, y, residual=None):
     return a
 
 
-def on_sky_samples(g, param_names, degree, domain, frames, residual=None):
+def on_sky_samples(g: np.ndarray, param_names: Sequence[str], degree: int, domain: Sequence[float],
+                   frames: Sequence[dict], residual: tuple | None = None) -> dict:
     """Draws of each sky exposure's on-sky pixel scale and position angle.
 
     Parameters
@@ -156,17 +201,38 @@ def _stat(x):
     return {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else 0.0}
 
 
-def on_sky_record(g, param_names, degree, domain, frames, lab_gauge, residual=None):
+def on_sky_record(g: np.ndarray, param_names: Sequence[str], degree: int, domain: Sequence[float],
+                  frames: Sequence[dict], lab_gauge: bool, residual: tuple | None = None) -> dict:
     """The ``on_sky`` entry of ``fit.json`` (plain types).
 
-    ``frames`` as for :func:`on_sky_samples`, each also with ``dataset`` (its name);
-    ``lab_gauge``: the fit has lab data, so the field's own scale is measured and is given
-    beside the on-sky one (``lab_pixel_scale_mas``, and per dataset ``sky_over_lab``: the
-    ratio of the on-sky to the lab scale, the telescope's). Returns ``{"definition",
-    "angle_definition", "instrument_pixel_scale", "datasets": [...]}``; a dataset holds
-    ``name``, ``pixel_scale_mas`` and ``position_angle_deg`` (or, when its exposures have
-    different nominal angles, ``rotation_from_nominal_deg``) as ``{"mean", "sd"}``, and
-    its ``exposures`` with their own figures.
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the fit's global parameters (n_draws, n_params) (:mod:`astrocal.model.draws`
+        layout).
+    param_names : sequence of str
+        Their names (``pose_scale[<exposure>]``, ``pose_rot[<exposure>]``...).
+    degree : int
+        The field's degree.
+    domain : tuple of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    frames : sequence of dict
+        As for :func:`on_sky_samples`, each also with ``dataset`` (its name).
+    lab_gauge : bool
+        The fit has lab data, so the field's own scale is measured and is given beside the
+        on-sky one (``lab_pixel_scale_mas``, and per dataset ``sky_over_lab``: the ratio of
+        the on-sky to the lab scale, the telescope's).
+    residual : tuple, optional
+        ``(basis, first column)`` of the fit's residual field (:mod:`astrocal.field.residual`),
+        part of the field.
+
+    Returns
+    -------
+    dict
+        ``{"definition", "angle_definition", "instrument_pixel_scale", "datasets": [...]}``;
+        a dataset holds ``name``, ``pixel_scale_mas`` and ``position_angle_deg`` (or, when its
+        exposures have different nominal angles, ``rotation_from_nominal_deg``) as
+        ``{"mean", "sd"}``, and its ``exposures`` with their own figures.
     """
     samples = on_sky_samples(g, param_names, degree, domain, frames, residual)
     lab = pixel_scale_samples(np.asarray(g, float), degree, domain) * 1e3
@@ -199,10 +265,33 @@ def on_sky_record(g, param_names, degree, domain, frames, lab_gauge, residual=No
             "instrument_pixel_scale": instrument, "datasets": out}
 
 
-def summary_rows(g, param_names, degree, domain, frames, residual=None):
-    """``(names, samples (n_draws, k))`` for ``summary.ecsv``: per sky dataset
-    ``sky_pixel_scale_mas[<dataset>]`` and per exposure
-    ``sky_position_angle_deg[<exposure>]``."""
+def summary_rows(g: np.ndarray, param_names: Sequence[str], degree: int, domain: Sequence[float],
+                 frames: Sequence[dict], residual: tuple | None = None) -> tuple[list[str], np.ndarray]:
+    """The on-sky columns of ``summary.ecsv``.
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Draws of the fit's global parameters (n_draws, n_params) (:mod:`astrocal.model.draws`
+        layout).
+    param_names : sequence of str
+        Their names (``pose_scale[<exposure>]``, ``pose_rot[<exposure>]``...).
+    degree : int
+        The field's degree.
+    domain : tuple of float
+        The detector domain ``(xmin, xmax, ymin, ymax)``, pixels.
+    frames : sequence of dict
+        As for :func:`on_sky_record`.
+    residual : tuple, optional
+        ``(basis, first column)`` of the fit's residual field (:mod:`astrocal.field.residual`),
+        part of the field.
+
+    Returns
+    -------
+    tuple
+        ``(names, samples (n_draws, k))``: per sky dataset ``sky_pixel_scale_mas[<dataset>]``
+        and per exposure ``sky_position_angle_deg[<exposure>]``.
+    """
     samples = on_sky_samples(g, param_names, degree, domain, frames, residual)
     names, cols, by_ds = [], [], {}
     for fr in frames:
@@ -226,13 +315,25 @@ SKY_CARD = "HIERARCH ASTROCAL SKY{k} {what}"
 ERR_PART = "HIERARCH ASTROCAL ERR PART"
 
 
-def product_cards(info):
-    """``[(keyword, value, comment)]`` for the products of a fit from its ``fit.json``
-    contents: whether the instrument's pixel scale (the products' plate scale: ``PLTSCALE``,
+def product_cards(info: dict) -> list[tuple]:
+    """FITS cards for the products of a fit from its ``fit.json`` contents.
+
+    Whether the instrument's pixel scale (the products' plate scale: ``PLTSCALE``,
     ``CDELT``/``CD``, the AstroMet plate scale) is measured, and per sky dataset its on-sky
     pixel scale (mas/px) and position angle (deg) with their sd. A sky-only fit's products
     carry the field's posterior-mean scale, which the priors set: the card says so, and the
-    sky dataset's scale is the one to use on the sky."""
+    sky dataset's scale is the one to use on the sky.
+
+    Parameters
+    ----------
+    info : dict
+        The contents of ``fit.json``.
+
+    Returns
+    -------
+    list of tuple
+        ``[(keyword, value, comment)]``.
+    """
     scale = info.get("pixel_scale_mas") or {}
     on_sky = info.get("on_sky") or {}
     cards = []

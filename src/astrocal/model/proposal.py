@@ -50,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, special
 
 #: steps at which the proposal is refitted from the chain; more refits follow (each at
@@ -96,25 +97,57 @@ class IndependenceProposal:
     marginal: np.ndarray = None  # (ndim, 4): m, s, e, d of each sinh-arcsinh map; None: identity
 
     @property
-    def edges(self):
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """``(a, b)``: the padded interval of each hyperparameter."""
         width = self.hi - self.lo
         return self.lo - self.pad * width, self.hi + self.pad * width
 
-    def to_z(self, phi):
-        """``z`` of hyperparameters ``phi`` (..., ndim); infinite outside the padded interval."""
+    def to_z(self, phi: ArrayLike) -> np.ndarray:
+        """``z`` of hyperparameters ``phi``.
+
+        Parameters
+        ----------
+        phi : array_like
+            Hyperparameters (..., ndim).
+
+        Returns
+        -------
+        numpy.ndarray
+            (..., ndim); infinite outside the padded interval.
+        """
         a, b = self.edges
         with np.errstate(divide="ignore", invalid="ignore"):
             return special.logit((np.asarray(phi, float) - a) / (b - a))
 
-    def to_phi(self, z):
-        """Hyperparameters of ``z`` (..., ndim)."""
+    def to_phi(self, z: ArrayLike) -> np.ndarray:
+        """Hyperparameters of ``z``.
+
+        Parameters
+        ----------
+        z : array_like
+            (..., ndim).
+
+        Returns
+        -------
+        numpy.ndarray
+            (..., ndim).
+        """
         a, b = self.edges
         return a + (b - a) * special.expit(z)
 
-    def to_y(self, z):
-        """``(y, log |dy/dz|)`` of ``z`` (n, ndim): the marginal maps and their Jacobian,
-        summed over the axes."""
+    def to_y(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The marginal maps of ``z`` and their Jacobian.
+
+        Parameters
+        ----------
+        z : numpy.ndarray
+            (n, ndim).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(y, log |dy/dz|)``: (n, ndim) and (n,), the Jacobian summed over the axes.
+        """
         if self.marginal is None:
             return z, np.zeros(z.shape[0])
         m, s, e, d = self.marginal.T
@@ -123,8 +156,19 @@ class IndependenceProposal:
         logjac = np.log(d) + _log_cosh(t) - 0.5 * np.log1p(x * x) - np.log(s)
         return np.sinh(t), np.sum(logjac, axis=1)
 
-    def z_of_y(self, y):
-        """The inverse of :meth:`to_y`'s map (``z`` of ``y``), put on +-:data:`Z_MAX`."""
+    def z_of_y(self, y: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_y`'s map (``z`` of ``y``), put on +-:data:`Z_MAX`.
+
+        Parameters
+        ----------
+        y : numpy.ndarray
+            (n, ndim).
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, ndim).
+        """
         if self.marginal is None:
             return y
         m, s, e, d = self.marginal.T
@@ -132,8 +176,21 @@ class IndependenceProposal:
             z = m + s * np.sinh((np.arcsinh(y) + e) / d)
         return np.clip(z, -Z_MAX, Z_MAX)
 
-    def sample(self, n, random):
-        """``n`` draws (n, ndim) with ``random`` (a numpy ``RandomState``: emcee's)."""
+    def sample(self, n: int, random: np.random.RandomState) -> np.ndarray:
+        """Draws from the proposal.
+
+        Parameters
+        ----------
+        n : int
+            Draws.
+        random : numpy.random.RandomState
+            emcee's random state.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, ndim).
+        """
         ndim = self.mean.size
         wide = random.rand(n) < self.wide_weight
         scale = np.where(wide, self.wide_scale, self.core_scale)
@@ -142,9 +199,19 @@ class IndependenceProposal:
         y = self.mean + e * (scale / np.sqrt(w))[:, None]
         return self.to_phi(self.z_of_y(y))
 
-    def log_density(self, phi):
-        """Log proposal density of ``phi`` (n, ndim) in ``phi`` (Jacobian included);
-        ``-inf`` outside the padded interval."""
+    def log_density(self, phi: np.ndarray) -> np.ndarray:
+        """Log proposal density of ``phi`` in ``phi`` (Jacobian included).
+
+        Parameters
+        ----------
+        phi : numpy.ndarray
+            (n, ndim).
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,); ``-inf`` outside the padded interval.
+        """
         phi = np.atleast_2d(phi)
         a, b = self.edges
         u = (phi - a) / (b - a)
@@ -179,12 +246,23 @@ def _log_cosh(t):
     return a + np.log1p(np.exp(-2 * a)) - np.log(2.0)
 
 
-def fit_marginal(z):
-    """The sinh-arcsinh map ``(m, s, e, d)`` that takes samples ``z`` (n,) closest to a
-    standard normal (maximum likelihood, Nelder-Mead from the median and the scaled MAD;
-    ``e`` within +-:data:`SHASH_SKEW_MAX`, ``d`` within :data:`SHASH_TAIL_RANGE`); a
-    plain location and scale (``e = 0``, ``d = 1``) when the fit fails or the samples
-    hardly spread."""
+def fit_marginal(z: np.ndarray) -> tuple[float, float, float, float]:
+    """The sinh-arcsinh map that takes samples ``z`` closest to a standard normal.
+
+    Maximum likelihood, Nelder-Mead from the median and the scaled MAD; ``e`` within
+    +-:data:`SHASH_SKEW_MAX`, ``d`` within :data:`SHASH_TAIL_RANGE`.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        Samples (n,).
+
+    Returns
+    -------
+    tuple of float
+        ``(m, s, e, d)``; a plain location and scale (``e = 0``, ``d = 1``) when the fit
+        fails or the samples hardly spread.
+    """
     z = np.asarray(z, float)
     m0 = float(np.median(z))
     s0 = float(1.4826 * np.median(np.abs(z - m0)))
@@ -216,22 +294,45 @@ def fit_marginal(z):
     return tuple(par)
 
 
-def acceptance(chain, start, stop):
-    """Fraction of walker steps from ``start`` to ``stop`` that moved (chain: steps,
-    walkers, ndim): the chain's acceptance there, from the stored chain alone."""
+def acceptance(chain: np.ndarray, start: int, stop: int) -> float:
+    """The chain's acceptance from ``start`` to ``stop``, from the stored chain alone.
+
+    Parameters
+    ----------
+    chain : numpy.ndarray
+        (steps, walkers, ndim).
+    start, stop : int
+        Steps.
+
+    Returns
+    -------
+    float
+        The fraction of walker steps that moved.
+    """
     if stop - start < 2:
         return 0.0
     return float(np.mean(np.any(chain[start + 1:stop] != chain[start:stop - 1], axis=2)))
 
 
-def adaptation_schedule(chain):
-    """``(refits, ended, keep)`` of a chain (steps, walkers, ndim; ``None``: no steps yet):
-    the refit steps so far and the next one (:data:`ADAPT_STEPS`, then doubling while the
-    acceptance since the previous refit is below :data:`MIN_ADAPTED_ACCEPTANCE`, up to
-    :data:`ADAPT_MAX`), whether the chain has reached the end of adaptation (its last
-    refit) and whether the proposal is kept from there (acceptance high enough at the last
-    refit). Decided from the stored chain only, so a resumed chain follows the same
-    schedule."""
+def adaptation_schedule(chain: np.ndarray | None) -> tuple[list[int], bool, bool]:
+    """The refit steps of a chain's adaptation.
+
+    The refits are at :data:`ADAPT_STEPS`, then doubling while the acceptance since the
+    previous refit is below :data:`MIN_ADAPTED_ACCEPTANCE`, up to :data:`ADAPT_MAX`. Decided
+    from the stored chain only, so a resumed chain follows the same schedule.
+
+    Parameters
+    ----------
+    chain : numpy.ndarray or None
+        (steps, walkers, ndim); None: no steps yet.
+
+    Returns
+    -------
+    tuple
+        ``(refits, ended, keep)``: the refit steps so far and the next one, whether the chain
+        has reached the end of adaptation (its last refit) and whether the proposal is kept
+        from there (acceptance high enough at the last refit).
+    """
     steps = 0 if chain is None else chain.shape[0]
     refits = list(ADAPT_STEPS)
     while refits[-1] <= steps:
@@ -242,9 +343,19 @@ def adaptation_schedule(chain):
     return refits, False, True
 
 
-def adaptation_end(chain):
-    """The step at which adaptation ends for ``chain``: its last refit if reached, else
-    the next refit (a lower bound)."""
+def adaptation_end(chain: np.ndarray | None) -> int:
+    """The step at which adaptation ends for ``chain``.
+
+    Parameters
+    ----------
+    chain : numpy.ndarray or None
+        (steps, walkers, ndim); None: no steps yet.
+
+    Returns
+    -------
+    int
+        Its last refit if reached, else the next refit (a lower bound).
+    """
     return adaptation_schedule(chain)[0][-1]
 
 
@@ -260,10 +371,31 @@ def _chol_or_diag(cov):
     return np.diag(np.sqrt(np.maximum(np.diag(cov), 1e-8)))
 
 
-def fit_proposal(samples, lo, hi, marginals=True):
-    """Fit a proposal to hyperparameter samples (n, ndim) inside ``[lo, hi]``: each
-    ``z``'s sinh-arcsinh map (:func:`fit_marginal`; ``marginals=False``: none), then the
-    mean and covariance of the samples' ``y`` (each direction's variance floored at 1e-6)."""
+def fit_proposal(samples: np.ndarray, lo: np.ndarray, hi: np.ndarray, marginals: bool = True) -> IndependenceProposal:
+    """Fit a proposal to hyperparameter samples inside ``[lo, hi]``.
+
+    Each ``z``'s sinh-arcsinh map (:func:`fit_marginal`), then the mean and covariance of
+    the samples' ``y`` (each direction's variance floored at 1e-6).
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        (n, ndim).
+    lo, hi : numpy.ndarray
+        The prior bounds (ndim,).
+    marginals : bool
+        False: no marginal maps.
+
+    Returns
+    -------
+    IndependenceProposal
+        The proposal.
+
+    Raises
+    ------
+    ValueError
+        Too few finite samples for the dimensions.
+    """
     lo = np.asarray(lo, float)
     hi = np.asarray(hi, float)
     probe = IndependenceProposal(lo, hi, np.zeros(lo.size), np.eye(lo.size))
@@ -280,10 +412,27 @@ def fit_proposal(samples, lo, hi, marginals=True):
     return IndependenceProposal(lo, hi, y.mean(axis=0), _chol_or_diag(cov), marginal=marginal)
 
 
-def laplace_proposal(phi_map, hessian, lo, hi):
-    """A proposal from a Laplace approximation: mean ``phi_map`` and covariance the inverse
-    of ``hessian`` (of ``-log p`` in ``phi``), both carried into ``z`` by the transform's
-    Jacobian; None when the Hessian is not positive definite."""
+def laplace_proposal(phi_map: np.ndarray, hessian: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray) -> IndependenceProposal | None:
+    """A proposal from a Laplace approximation.
+
+    Mean ``phi_map`` and covariance the inverse of ``hessian`` (of ``-log p`` in ``phi``),
+    both carried into ``z`` by the transform's Jacobian.
+
+    Parameters
+    ----------
+    phi_map : numpy.ndarray
+        The MAP (ndim,).
+    hessian : numpy.ndarray
+        The Hessian of ``-log p`` there (ndim, ndim).
+    lo, hi : numpy.ndarray
+        The prior bounds (ndim,).
+
+    Returns
+    -------
+    IndependenceProposal or None
+        None when the Hessian is not positive definite.
+    """
     lo = np.asarray(lo, float)
     hi = np.asarray(hi, float)
     probe = IndependenceProposal(lo, hi, np.zeros(lo.size), np.eye(lo.size))

@@ -4,7 +4,7 @@
 any astrocal version can be judged the same way):
 
 * ``converged``: the hyperparameter chain meets its rule (at least 50 autocorrelation
-  times long; :func:`astrocal.model.inference.diagnostics`). A chain that does not is a
+  times long; :func:`astrocal.model.sampling.diagnostics`). A chain that does not is a
   posterior that may be too narrow or off-centre: its products are written, and marked.
 * ``degree_at_top_of_range``: with ``degree = "auto"``, the degree chosen is the highest one
   tried. The evidence may want a higher degree, or structure that no polynomial of a modest
@@ -38,9 +38,20 @@ QC_QUICK = "HIERARCH ASTROCAL QC QUICK"
 
 
 def fit_quality(info: dict) -> dict:
-    """``{"converged", "degree_at_top_of_range", "consistent", "quick", "problems", "ok"}`` from a
-    ``fit.json`` dictionary (see the module notes). ``converged`` and ``consistent`` are
-    None for a result that recorded no diagnostics or no consistency checks."""
+    """The quality flags of a fit from its ``fit.json`` dictionary (see the module notes).
+
+    Parameters
+    ----------
+    info : dict
+        The contents of ``fit.json``.
+
+    Returns
+    -------
+    dict
+        ``{"converged", "degree_at_top_of_range", "consistent", "quick", "problems", "ok"}``;
+        ``converged`` and ``consistent`` are None for a result that recorded no diagnostics or
+        no consistency checks.
+    """
     diag = info.get("diagnostics") or {}
     converged = diag.get("converged")
     converged = None if converged is None else bool(converged)
@@ -75,7 +86,18 @@ def fit_quality(info: dict) -> dict:
 
 
 def quality_cards(quality: dict) -> list:
-    """``[(keyword, value, comment)]`` of the QC cards of a product for :func:`fit_quality`."""
+    """The QC cards of a product.
+
+    Parameters
+    ----------
+    quality : dict
+        The flags of :func:`fit_quality`.
+
+    Returns
+    -------
+    list of tuple
+        ``[(keyword, value, comment)]``.
+    """
     conv = quality.get("converged")
     return [(QC_CONVERGED, bool(conv) if conv is not None else "unknown", "emcee chain meets its rule"),
             (QC_DEGREE_AT_TOP, bool(quality.get("degree_at_top_of_range")), "auto degree = top of range"),

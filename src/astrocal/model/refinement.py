@@ -6,7 +6,7 @@ The residual field (:mod:`astrocal.field.residual`) resolves structure down to a
 Matérn field's spectral tail as white noise only. A field with shorter structure (an
 optical design's mid-frequency ripple, a ray-trace table) then leaves that structure to the
 white tail and the jitter, and the map's intervals are too narrow between the points. So,
-with the residual on, the scan fits the model with the basis of :class:`~astrocal.model.linear.Priors`
+with the residual on, the scan fits the model with the basis of :class:`~astrocal.model.priors.Priors`
 (``residual_basis`` functions per dimension, boundary ``residual_boundary``), then each
 refinement of ``Priors.residual_refine`` in turn (``(m, boundary)``: more functions on a
 tighter box), and keeps a refinement while its Laplace evidence exceeds the kept one's by
@@ -18,17 +18,25 @@ refinement: the scan of a polynomial field stays as fast as before). The
 evidences compare models of the same data with the same hyperparameters and priors, only
 the basis differs; the threshold is the Occam margin a finer basis must earn (its cost in
 time grows as the cube of the linear parameters' count). The scan
-(:func:`astrocal.model.inference._fit_joint`) fits every row with the first basis
+(:func:`astrocal.model.inference.fit_joint`) fits every row with the first basis
 (``fit_variant(..., refine=False)``) and then refines (:func:`refine_variant`) the rows
 that can matter, the most probable first.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .linear import JointModel
+from .joint import JointModel
+from .laplace import curvature_scale, laplace_evidence, map_hyperparameters, sqrt_curvature
+
+if TYPE_CHECKING:
+    from ..field import DistortionField
+    from .data import Points
+    from .inference import FitSettings
+    from .priors import Priors
 
 __all__ = ["VariantFit", "baseline_evidence", "fit_variant", "refine_variant"]
 
@@ -49,17 +57,13 @@ class VariantFit:
     hyper_names: list = None
 
     @property
-    def curvature(self):
+    def curvature(self) -> dict[str, float]:
         """``{hyperparameter name: sqrt(H_ii)}`` of :attr:`hess` (where positive): the scale
         a neighbouring model's MAP search runs in."""
-        from .inference import sqrt_curvature
-
         return sqrt_curvature(self.hyper_names, self.hess)
 
 
 def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, curvature=None):
-    from .inference import map_hyperparameters, curvature_scale, laplace_evidence
-
     model = JointModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
     scale = curvature_scale(model, curvature) if curvature else None
@@ -73,30 +77,72 @@ def _fit_one(points, degree, priors, settings, jac_field, excluded, start=None, 
                       phi, hess, jac_n, priors, list(model.hyper_names))
 
 
-def baseline_evidence(evidence, degree):
-    """The log evidence of the polynomial alone at ``degree`` in the scan's table so far
-    (rows with ``degree``, ``residual`` and ``log_evidence``), or None."""
+def baseline_evidence(evidence: list[dict], degree: int) -> float | None:
+    """The log evidence of the polynomial alone at ``degree`` in the scan's table so far.
+
+    Parameters
+    ----------
+    evidence : list of dict
+        The table's rows (with ``degree``, ``residual`` and ``log_evidence``).
+    degree : int
+        The degree.
+
+    Returns
+    -------
+    float or None
+        The polynomial's log evidence, or None when the table has none at that degree.
+    """
     for row in evidence:
         if row.get("degree") == degree and not row.get("residual", False) and np.isfinite(row.get("log_evidence", np.nan)):
             return float(row["log_evidence"])
     return None
 
 
-def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=None, start=None,
-                curvature=None, refine=True):
-    """The :class:`VariantFit` of one model of the scan (degree ``degree``, ``priors`` with
-    ``residual`` ``"none"`` or ``"matern52"``); with the residual, the basis refined by
-    ``priors.residual_refine`` while the evidence rises by more than
-    ``priors.residual_refine_nats``, starting only when the residual's evidence exceeds
-    ``baseline`` (the polynomial alone's at that degree, :func:`baseline_evidence`; None:
-    no such condition) by as much (module docstring; :func:`refine_variant`). ``start``:
-    where the MAP search starts (``{hyperparameter name: value}``, e.g. the MAP of the
-    degree below; a refinement starts from the kept basis's MAP); ``curvature``:
-    ``{hyperparameter name: sqrt(H_ii)}`` of a neighbouring model (the degree below), the
-    scale the search runs in (:func:`~astrocal.model.inference._map`). ``refine=False``:
-    the basis of ``priors`` alone (the scan refines later, :func:`refine_variant`). Raises
-    ``ValueError`` when the model cannot be built (its message is the evidence row's
-    note)."""
+def fit_variant(points: Points, degree: int, priors: Priors, settings: FitSettings,
+                jac_field: DistortionField | None, excluded: np.ndarray, baseline: float | None = None,
+                start: dict | None = None, curvature: dict | None = None, refine: bool = True) -> VariantFit:
+    """The :class:`VariantFit` of one model of the scan.
+
+    With the residual, the basis is refined by ``priors.residual_refine`` while the evidence
+    rises by more than ``priors.residual_refine_nats``, starting only when the residual's
+    evidence exceeds ``baseline`` by as much (module docstring; :func:`refine_variant`).
+
+    Parameters
+    ----------
+    points : Points
+        The fit's points.
+    degree : int
+        The field's degree.
+    priors : Priors
+        With ``residual`` ``"none"`` or ``"matern52"``.
+    settings : astrocal.model.inference.FitSettings
+        The fit's settings (hole errors, flexure).
+    jac_field : DistortionField or None
+        The field whose Jacobian pushes the centroid covariances into the focal plane.
+    excluded : numpy.ndarray
+        Bool over the points: the outliers left out.
+    baseline : float, optional
+        The polynomial alone's evidence at that degree (:func:`baseline_evidence`); None: no
+        such condition.
+    start : dict, optional
+        Where the MAP search starts (``{hyperparameter name: value}``, e.g. the MAP of the
+        degree below; a refinement starts from the kept basis's MAP).
+    curvature : dict, optional
+        ``{hyperparameter name: sqrt(H_ii)}`` of a neighbouring model (the degree below), the
+        scale the search runs in (:func:`~astrocal.model.laplace.map_hyperparameters`).
+    refine : bool
+        False: the basis of ``priors`` alone (the scan refines later, :func:`refine_variant`).
+
+    Returns
+    -------
+    VariantFit
+        The model at its MAP.
+
+    Raises
+    ------
+    ValueError
+        The model cannot be built (its message is the evidence row's note).
+    """
     best = _fit_one(points, degree, priors, settings, jac_field, excluded, start, curvature)
     if priors.residual != "matern52":
         return best
@@ -108,12 +154,37 @@ def fit_variant(points, degree, priors, settings, jac_field, excluded, baseline=
     return refine_variant(best, points, degree, settings, jac_field, excluded, baseline)
 
 
-def refine_variant(base, points, degree, settings, jac_field, excluded, baseline=None):
-    """The residual basis of ``base`` (a :class:`VariantFit` of :func:`fit_variant` with the
-    residual, at degree ``degree``) refined by its priors' ``residual_refine`` while the
-    evidence rises by more than ``residual_refine_nats``, when its evidence exceeds
-    ``baseline`` by as much (module docstring); returns the fit kept, its row recording
-    every refinement tried."""
+def refine_variant(base: VariantFit, points: Points, degree: int, settings: FitSettings,
+                   jac_field: DistortionField | None, excluded: np.ndarray,
+                   baseline: float | None = None) -> VariantFit:
+    """The residual basis of a scan's model refined.
+
+    The basis is refined by its priors' ``residual_refine`` while the evidence rises by more
+    than ``residual_refine_nats``, when its evidence exceeds ``baseline`` by as much (module
+    docstring).
+
+    Parameters
+    ----------
+    base : VariantFit
+        A model of :func:`fit_variant` with the residual, at degree ``degree``.
+    points : Points
+        The fit's points.
+    degree : int
+        The field's degree.
+    settings : astrocal.model.inference.FitSettings
+        The fit's settings.
+    jac_field : DistortionField or None
+        The field for the focal-plane covariances.
+    excluded : numpy.ndarray
+        Bool over the points: the outliers left out.
+    baseline : float, optional
+        The polynomial alone's evidence at that degree.
+
+    Returns
+    -------
+    VariantFit
+        The fit kept, its row recording every refinement tried.
+    """
     priors = base.priors
     nats = float(priors.residual_refine_nats)
     tried = [list(r) for r in base.row["residual_refinements"]]

@@ -128,8 +128,8 @@ def residual_table(fit: Fit) -> Table:
         ``meta["hyperparameters_median"]``: the hyperparameters at which the noise model
         was evaluated.
     """
-    # lazy: model.inference pulls scipy.optimize and the joint model, which reading a result does not need
-    from .inference import noise_covariance, residual_chi2
+    # lazy: model.outliers pulls scipy.optimize and the joint model, which reading a result does not need
+    from .outliers import noise_covariance, residual_chi2
 
     points = fit.points
     g = np.asarray(fit.g_samples, float).mean(axis=0)

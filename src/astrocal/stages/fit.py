@@ -31,7 +31,7 @@ from ..resultset import check_result_dir as _check_result_dir
 from ..resultset import confined, inputs_sha256, mark_incomplete, remove_partial_files, write_manifest, writer_lock
 from ..model.data import DataError, join_points
 from ..model.inference import Fit, FitSettings, fit_joint
-from ..model.linear import Priors
+from ..model.priors import Priors
 from ..products import write_fit_products
 from ..products.result_files import load_posterior, save_fit
 from ..sky.sites import get_site
