@@ -5,7 +5,14 @@ import math
 import re
 
 from ..errors import SimulationOptionError
+from ..lms import LmsGeometryError, echelle_setting
+from ..model.flexure import ZENITH_FUNCTIONS
 from ..sim.field import simulate_field
+from ..sim.lab import simulate_lab
+from ..sim.lab_settings import LabSimSettings
+from ..sim.lms import LMS_SWITCHES, LmsSimSettings, simulate_lms
+from ..sim.sky import SkySimSettings, simulate_sky
+from ..sim.sky_plan import FIELDS
 
 INSTRUMENTS = ("metis-lm", "metis-n")
 
@@ -77,8 +84,6 @@ def _switches(args, names):
 
 
 def _register_lab(sub):
-    from ..sim.lab import LabSimSettings
-
     d = LabSimSettings()
     p = sub.add_parser(
         "lab",
@@ -180,14 +185,12 @@ def _settings(make, args, options, command):
 
 
 def lab_settings(args):
-    """:class:`~astrocal.sim.lab.LabSimSettings` from parsed ``simulate lab`` arguments;
+    """:class:`~astrocal.sim.lab_settings.LabSimSettings` from parsed ``simulate lab`` arguments;
     an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
     return _settings(lambda: _lab_settings(args), args, LAB_OPTIONS, "simulate lab")
 
 
 def _lab_settings(args):
-    from ..sim.lab import LabSimSettings
-
     s = LabSimSettings(
         instrument=args.instrument, filter=args.filter, seed=args.seed, n_exposures=args.exposures,
         max_offset_arcsec=args.max_offset, offset_sigma_mas=args.offset_sigma_mas,
@@ -208,8 +211,6 @@ def _lab_settings(args):
 
 
 def run_lab(args):
-    from ..sim.lab import simulate_lab
-
     res = simulate_lab(args.out, lab_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     print(f"{sm['instrument']} filter {sm['filter']}: {sm['n_exposures']} exposures, readout "
@@ -243,10 +244,6 @@ SKY_SWITCHES = {
 
 
 def _register_sky(sub):
-    from ..model.flexure import ZENITH_FUNCTIONS
-    from ..sim.sky import SkySimSettings
-    from ..sim.sky_truth import FIELDS
-
     d = SkySimSettings()
     p = sub.add_parser(
         "sky",
@@ -334,7 +331,6 @@ def _register_sky(sub):
 
 def sky_settings(args):
     """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments."""
-    from ..sim.sky import SkySimSettings
 
     s = SkySimSettings(
         target=args.target, seed=args.seed, n_exposures=args.exposures,
@@ -358,8 +354,6 @@ def sky_settings(args):
 
 
 def run_sky(args):
-    from ..sim.sky import simulate_sky
-
     res = simulate_sky(args.out, sky_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     zd, rot = sm["zenith_distance_deg"], sm["rotator_angle_deg"]
@@ -432,8 +426,6 @@ LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along
 
 
 def _register_lms(sub):
-    from ..sim.lms import LMS_SWITCHES, LmsSimSettings
-
     d = LmsSimSettings()
     p = sub.add_parser(
         "lms",
@@ -494,8 +486,6 @@ def _register_lms(sub):
 def lms_settings(args):
     """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments;
     an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
-    from ..lms import LmsGeometryError, echelle_setting
-    from ..sim.lms import LMS_SWITCHES, LmsSimSettings
 
     for lam in args.settings:
         try:
@@ -516,8 +506,6 @@ def lms_settings(args):
 
 
 def run_lms(args):
-    from ..sim.lms import simulate_lms
-
     s = lms_settings(args)
     res = simulate_lms(args.out, s, overwrite=args.overwrite)
     sm = res.summary

@@ -110,12 +110,12 @@ def write_joint_points_campaign(out, seed=0, lab_exposures=10, sky_exposures=12,
     ``(joint campaign path, lab truth, sky truth)``.
 
     ``out/lab/`` holds the lab campaign (:func:`astrocal.sim.points_campaign.write_points_campaign`),
-    ``out/sky/`` the sky campaign (:func:`astrocal.sim.sky_truth.write_sky_points_campaign`
+    ``out/sky/`` the sky campaign (:func:`astrocal.sim.sky_points.write_sky_points_campaign`
     with the lab truth's field), ``out/campaign.toml`` the joint campaign. ``sky``: extra
     arguments of the sky simulation (``flexure_sigma_mas``, ``zenith_range`` ...).
     """
     from .points_campaign import write_points_campaign
-    from .sky_truth import write_sky_points_campaign
+    from .sky_points import write_sky_points_campaign
 
     out = Path(out)
     lab_path, lab_truth, _ = write_points_campaign(out / "lab", seed=seed, n_exposures=lab_exposures,

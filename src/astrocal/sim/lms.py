@@ -48,7 +48,7 @@ from ..lms import FieldOrientation, Hyperparameters
 from ..lms.mosaic import REFERENCE_BORDERS, load_mosaic
 from ..lms.traces import SLICE_WIDTH_ARCSEC
 from . import lms_render as R
-from .lab import PUPIL_TRANSMISSION, WCU, ELT_DIAMETER_M, sphere_gain_factor, photon_radiance
+from .radiometry import ELT_DIAMETER_M, PUPIL_TRANSMISSION, WCU, photon_radiance, sphere_gain_factor
 from .lms_response import SlitProfile, draw_response
 from .lms_truth import (LASERS, QCL_LINES_UM, chopper_offsets, draw_lms_geometry, holes_in_field, laser_lines,
                         write_lms_truth)
@@ -275,7 +275,7 @@ def lms_radiometry(s: LmsSimSettings) -> dict:
     """Rate functions of the WCU sources [e/s per um, per arcsec^2 where extended].
 
     ``bb_pinhole(lam)``: one 25-um pinhole lit by the black body through the integrating sphere
-    (emissivity 0.98, sphere gain :func:`astrocal.sim.lab._sphere_gain`), [e s^-1 um^-1];
+    (emissivity 0.98, sphere gain :func:`astrocal.sim.radiometry.sphere_gain_factor`), [e s^-1 um^-1];
     ``bb_open(lam)``: the sphere's exit with the mask open [e s^-1 um^-1 arcsec^-2];
     ``thermal(lam)``: the warm mask (emissivity 1) [e s^-1 um^-1 arcsec^-2]. All through the ELT
     aperture times the LMS cold-pupil transmission and ``efficiency``.

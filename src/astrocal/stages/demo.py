@@ -38,7 +38,8 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     from ..campaign import load_campaign
     from .fit import describe, fit_campaign
     from ..sim.joint import joint_campaign_toml
-    from ..sim.lab import load_lab_truth, simulate_lab
+    from ..sim.lab import simulate_lab
+    from ..sim.lab_files import load_lab_truth
     from ..sim.lab_truth import gauge_truth
 
     out = Path(out)
@@ -77,7 +78,7 @@ def run_demo(out="astrocal-demo", seed=1, overwrite=False, progress="auto", sky=
     truth = load_lab_truth(lab_dir)
     sky_truth = None
     if sky:
-        from ..sim.sky_truth import load_sky_truth
+        from ..sim.sky_files import load_sky_truth
 
         sky_truth = load_sky_truth(sky_dir)
     figures = {}
