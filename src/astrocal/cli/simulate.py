@@ -1,6 +1,7 @@
 """``astrocal simulate``: make data with known truth."""
 from __future__ import annotations
 
+import argparse
 import math
 import re
 
@@ -37,7 +38,14 @@ LAB_SWITCHES = {
 }
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astrocal simulate`` and its subcommands (``field``, ``lab``, ``sky``, ``lms``).
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The subcommands of the ``astrocal`` parser.
+    """
     p = subparsers.add_parser(
         "simulate",
         help="simulate data with known truth",
@@ -184,9 +192,24 @@ def _settings(make, args, options, command):
         raise SimulationOptionError(f"{command}: {text}") from None
 
 
-def lab_settings(args):
-    """:class:`~astrocal.sim.lab_settings.LabSimSettings` from parsed ``simulate lab`` arguments;
-    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
+def lab_settings(args: argparse.Namespace) -> LabSimSettings:
+    """:class:`~astrocal.sim.lab_settings.LabSimSettings` from parsed ``simulate lab`` arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    LabSimSettings
+        The settings.
+
+    Raises
+    ------
+    SimulationOptionError
+        An invalid option, naming it.
+    """
     return _settings(lambda: _lab_settings(args), args, LAB_OPTIONS, "simulate lab")
 
 
@@ -210,7 +233,19 @@ def _lab_settings(args):
     return s
 
 
-def run_lab(args):
+def run_lab(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate lab``: simulate the campaign and print its figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     res = simulate_lab(args.out, lab_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     print(f"{sm['instrument']} filter {sm['filter']}: {sm['n_exposures']} exposures, readout "
@@ -329,9 +364,19 @@ def _register_sky(sub):
     p.set_defaults(func=run_sky)
 
 
-def sky_settings(args):
-    """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments."""
+def sky_settings(args: argparse.Namespace) -> SkySimSettings:
+    """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    SkySimSettings
+        The settings.
+    """
     s = SkySimSettings(
         target=args.target, seed=args.seed, n_exposures=args.exposures,
         zenith_range=tuple(args.zenith_range) if args.zenith_range else None, night=args.night,
@@ -353,7 +398,19 @@ def sky_settings(args):
     return s
 
 
-def run_sky(args):
+def run_sky(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate sky``: simulate the campaign and print its figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     res = simulate_sky(args.out, sky_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     zd, rot = sm["zenith_distance_deg"], sm["rotator_angle_deg"]
@@ -375,7 +432,19 @@ def run_sky(args):
     return 0
 
 
-def run_field(args):
+def run_field(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate field``: write the field in every format and print its figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     files = simulate_field(args.out, instrument=args.instrument, degree=args.degree,
                            corner_px=args.corner_px, rotation_deg=args.rotation, seed=args.seed,
                            filter_id=args.filter_id, overwrite=args.overwrite)
@@ -483,10 +552,24 @@ def _register_lms(sub):
     p.set_defaults(func=run_lms)
 
 
-def lms_settings(args):
-    """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments;
-    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
+def lms_settings(args: argparse.Namespace) -> LmsSimSettings:
+    """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    LmsSimSettings
+        The settings.
+
+    Raises
+    ------
+    SimulationOptionError
+        An invalid option (or echelle setting), naming it.
+    """
     for lam in args.settings:
         try:
             echelle_setting(lam)
@@ -505,7 +588,19 @@ def lms_settings(args):
     return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")
 
 
-def run_lms(args):
+def run_lms(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate lms``: simulate the frames and print their figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     s = lms_settings(args)
     res = simulate_lms(args.out, s, overwrite=args.overwrite)
     sm = res.summary
