@@ -24,7 +24,7 @@ from ..formats.astromet import read_astromet, write_astromet
 from ..formats.convert import read_solutions
 from ..formats.siaf import read_siaf, write_siaf
 from ..formats.sip import read_sip_header, write_sip_header
-from ..instruments import get_instrument
+from ..instruments import Instrument, get_instrument
 from ..pixels import detector_domain
 from ..solution import Solution
 
@@ -42,8 +42,31 @@ class FieldFiles:
     figures: dict
 
 
-def instrument_field(instrument="metis-lm", degree=5, corner_px=3.0, rotation_deg=0.2, seed=None):
-    """A smooth field with the instrument's detector and nominal pixel scale."""
+def instrument_field(instrument: str = "metis-lm", degree: int = 5, corner_px: float = 3.0,
+                     rotation_deg: float = 0.2, seed: int | None = None) -> tuple[Instrument, DistortionField]:
+    """A smooth field with the instrument's detector and nominal pixel scale.
+
+    Parameters
+    ----------
+    instrument : str
+        Instrument preset name.
+    degree : int
+        Polynomial degree of the field.
+    corner_px : float
+        Non-linear distortion at the detector's corners, pixels.
+    rotation_deg : float
+        Rotation of the field, degrees.
+    seed : int, optional
+        Seed of the field's shape (None: the fixed default field of
+        :func:`astrocal.field.synthetic.smooth_field`).
+
+    Returns
+    -------
+    inst : Instrument
+        The instrument.
+    field : DistortionField
+        The field (0-based pixels -> focal-plane arcsec).
+    """
     inst = get_instrument(instrument)
     return inst, smooth_field(shape=inst.detector_shape, pixel_scale_mas=inst.pixel_scale_mas,
                               corner_px=corner_px, degree=degree, rotation_deg=rotation_deg,
@@ -56,11 +79,31 @@ def _max_px(sol, other, x, y):
     return float(np.max(np.hypot(u1 - u2, v1 - v2)) / sol.plate_scale)
 
 
-def simulate_field(out, instrument="metis-lm", degree=5, corner_px=3.0, rotation_deg=0.2,
-                   seed=None, filter_id=None, overwrite=False):
-    """Draw a field and write ``distortion_truth.fits`` (AstroMet, double precision),
-    ``distortion_truth.hdr`` (TAN-SIP), ``distortion_truth.ecsv`` (SIAF) and
-    ``distortion_truth.json`` (the figures) into ``out``."""
+def simulate_field(out: str | os.PathLike, instrument: str = "metis-lm", degree: int = 5, corner_px: float = 3.0,
+                   rotation_deg: float = 0.2, seed: int | None = None, filter_id: str | None = None,
+                   overwrite: bool = False) -> FieldFiles:
+    """Draw a field and write it in every solution format.
+
+    ``distortion_truth.fits`` (AstroMet, double precision), ``distortion_truth.hdr``
+    (TAN-SIP), ``distortion_truth.ecsv`` (SIAF) and ``distortion_truth.json`` (the figures)
+    into ``out``.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output directory.
+    instrument, degree, corner_px, rotation_deg, seed
+        The field, as :func:`instrument_field`.
+    filter_id : str, optional
+        Filter id of the solutions (default: the instrument's default filter).
+    overwrite : bool
+        Replace existing files (else an existing file is an error, checked before writing).
+
+    Returns
+    -------
+    FieldFiles
+        The paths written and the figures measured on them.
+    """
     out = Path(out)
     names = {k: out / f"distortion_truth.{ext}" for k, ext in
              (("astromet", "fits"), ("sip", "hdr"), ("siaf", "ecsv"), ("summary", "json"))}

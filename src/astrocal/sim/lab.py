@@ -47,12 +47,15 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
@@ -65,8 +68,8 @@ from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
 from ..image.centroid import NoiseModel, cramer_rao_bound, flux_for_snr
 from ..image.headers import make_raw_header
-from ..image.psf import diffraction_psf, pinhole_diameter_mas, render_spots
-from ..instruments import get_instrument
+from ..image.psf import PixelPSF, diffraction_psf, pinhole_diameter_mas, render_spots
+from ..instruments import Instrument, get_instrument
 from ..lab.mask import MaskError, UnknownMaskError, load_mask, mask_path
 from ..solution import Solution
 from . import detector as _det
@@ -87,9 +90,33 @@ TRUTH_MARGIN_PX = 8.0
 
 
 # =========================================================================== PSF, illumination
-def lab_psf(instrument, filter_name=None, hole_diameter_um=25.0, mask_scale_mm_per_arcsec=None,
-            pinhole=True, spiders=True, pixel_scale_mas=None):
-    """Pixel-integrated diffraction PSF of a pinhole at the filter's centre wavelength."""
+def lab_psf(instrument: str | Instrument, filter_name: str | None = None, hole_diameter_um: float = 25.0,
+            mask_scale_mm_per_arcsec: float | None = None, pinhole: bool = True, spiders: bool = True,
+            pixel_scale_mas: float | None = None) -> PixelPSF:
+    """Pixel-integrated diffraction PSF of a pinhole at the filter's centre wavelength.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        The instrument (or its preset name).
+    filter_name : str, optional
+        The filter (default: the instrument's default).
+    hole_diameter_um : float
+        Pinhole diameter, um.
+    mask_scale_mm_per_arcsec : float, optional
+        Mask scale (default: the instrument's).
+    pinhole : bool
+        Convolve with the pinhole disk (else a point source).
+    spiders : bool
+        Spiders in the ELT pupil.
+    pixel_scale_mas : float, optional
+        Pixel scale (default: the instrument's), mas.
+
+    Returns
+    -------
+    PixelPSF
+        The PSF (:func:`astrocal.image.psf.diffraction_psf`).
+    """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     filt = inst.filter(filter_name)
     scale = inst.mask_scale_mm_per_arcsec if mask_scale_mm_per_arcsec is None else mask_scale_mm_per_arcsec
@@ -105,10 +132,32 @@ def _sensitive_area(shape, border):
     return (left - 0.5, nx - right - 0.5, bottom - 0.5, ny - top - 0.5)
 
 
-def illumination_factor(x, y, shape, border=(0, 0, 0, 0), edge=0.03, scale_px=200.0):
-    """Relative illumination at detector positions: 1 in the field, rolling off towards
-    the edge of the illuminated (light-sensitive) area to ``edge`` with a 1/e width
-    ``scale_px``: ``1 - (1 - edge) exp(-d / scale_px)``, ``d`` the distance to the edge."""
+def illumination_factor(x: ArrayLike, y: ArrayLike, shape: tuple[int, int], border: tuple = (0, 0, 0, 0),
+                        edge: float = 0.03, scale_px: float = 200.0) -> np.ndarray:
+    """Relative illumination at detector positions.
+
+    1 in the field, rolling off towards the edge of the illuminated (light-sensitive) area
+    to ``edge`` with a 1/e width ``scale_px``: ``1 - (1 - edge) exp(-d / scale_px)``, ``d``
+    the distance to the edge.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Detector positions, 0-based pixels.
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    border : tuple of int
+        Reference-pixel border ``(left, right, bottom, top)``, pixels (not light-sensitive).
+    edge : float
+        Relative illumination at the edge.
+    scale_px : float
+        1/e width of the roll-off, pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        The relative illumination.
+    """
     x0, x1, y0, y1 = _sensitive_area(shape, border)
     d = np.minimum(np.minimum(np.asarray(x) - x0, x1 - np.asarray(x)),
                    np.minimum(np.asarray(y) - y0, y1 - np.asarray(y)))
@@ -703,20 +752,36 @@ def _write_truth_and_campaign(s, seed, inp, optics, xp, geo, det, tables, crb, u
     return summary
 
 
-def simulate_lab(out, settings=None, *, overwrite=False, threads=2, **changes):
-    """Simulate a lab campaign into directory ``out``; returns a :class:`LabCampaign`.
+def simulate_lab(out: str | os.PathLike, settings: LabSimSettings | None = None, *, overwrite: bool = False,
+                 threads: int = 2, **changes: Any) -> LabCampaign:
+    """Simulate a lab campaign into directory ``out``.
 
-    ``settings`` is a :class:`LabSimSettings` (default: all defaults); keyword arguments
-    replace its fields (``simulate_lab(out, seed=3, n_exposures=4)``). Nothing that exists
-    is overwritten unless ``overwrite`` (checked for every file before anything is
-    written); every file is written atomically. ``threads`` frames are made at once (the
-    files do not depend on it).
+    Nothing that exists is overwritten unless ``overwrite`` (checked for every file before
+    anything is written); every file is written atomically.
 
     The steps: (1) the inputs (instrument, mask, field, files, checked writable); (2) the
     PSFs and the photon budget; (3) the exposure plan and the brightest spot's flux; (4) the
     geometry: the holes in reach and the truth drawn for them; (5) the illumination of the
     holes and the lamp; (6) the dates; (7) the spots and the frames; (8) the truth tables;
     (9) the truth files and the campaign file.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    settings : LabSimSettings, optional
+        The settings (default: all defaults).
+    overwrite : bool
+        Replace existing files.
+    threads : int
+        Frames made at once (the files do not depend on it).
+    **changes
+        Fields of ``settings`` to replace (``simulate_lab(out, seed=3, n_exposures=4)``).
+
+    Returns
+    -------
+    LabCampaign
+        What was written and the figures of the run.
     """
     t_start = time.perf_counter()
     s = (settings or LabSimSettings()).replace(**changes) if changes else (settings or LabSimSettings())

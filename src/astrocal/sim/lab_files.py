@@ -4,6 +4,7 @@ writes them, the campaign file's text, and the truth read back
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,27 @@ from .. import __version__
 from ..errors import SimulationOptionError
 from ..field import DistortionField
 from ..formats.siaf import read_siaf
+from ..instruments import Instrument
 from .lab_truth import LabTruth
 
 __all__ = ["campaign_paths", "lab_campaign_toml", "load_lab_truth"]
 
 
-def campaign_paths(out, n_exposures):
-    """All files :func:`simulate_lab` writes into ``out`` (a dict of Paths)."""
+def campaign_paths(out: str | os.PathLike, n_exposures: int) -> dict:
+    """All files :func:`~astrocal.sim.lab.simulate_lab` writes into ``out``.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    n_exposures : int
+        Number of grid frames.
+
+    Returns
+    -------
+    dict
+        Name -> Path (``"frames"``: a list of Paths, one per exposure).
+    """
     out = Path(out)
     width = max(2, len(str(n_exposures - 1)))
     raw = out / "raw"
@@ -45,7 +60,36 @@ def _toml_str(s):
     return json.dumps(str(s))  # TOML basic strings accept JSON's escapes
 
 
-def lab_campaign_toml(inst, shape, mask_scale, filter_name, paths, out, commanded, sigma_mas, seed):
+def lab_campaign_toml(inst: Instrument, shape: tuple[int, int], mask_scale: float, filter_name: str, paths: dict,
+                      out: str | os.PathLike, commanded: np.ndarray, sigma_mas: float, seed: int) -> str:
+    """The text of the campaign file of a simulated lab campaign (one ``[[lab]]`` dataset).
+
+    Parameters
+    ----------
+    inst : Instrument
+        The instrument (``[instrument]``: name, preset).
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    mask_scale : float
+        Mask scale, mm per arcsec.
+    filter_name : str
+        The filter.
+    paths : dict
+        The campaign's files (:func:`campaign_paths`).
+    out : str or os.PathLike
+        The campaign directory (the file's paths are relative to it).
+    commanded : numpy.ndarray
+        (E, 2) commanded chopper offsets, arcsec.
+    sigma_mas : float
+        Stated accuracy of the offsets, mas.
+    seed : int
+        The simulation's seed (in the file's first comment).
+
+    Returns
+    -------
+    str
+        The TOML text.
+    """
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
     lines = [
         "# lab campaign written by `astrocal simulate lab` "
@@ -74,13 +118,29 @@ def lab_campaign_toml(inst, shape, mask_scale, filter_name, paths, out, commande
 
 
 
-def load_lab_truth(directory) -> LabTruth:
+def load_lab_truth(directory: str | os.PathLike) -> LabTruth:
     """Rebuild the :class:`~astrocal.sim.lab_truth.LabTruth` of a simulated campaign.
 
-    ``directory`` is the campaign directory (or its ``truth/`` folder). The field comes
-    from the exact Legendre coefficients in ``truth.json`` (or, if absent, from
-    ``distortion_truth.ecsv``), holes from ``holes.ecsv``, poses from ``exposures.ecsv``
-    and positions from the ``on_detector`` rows of ``spots.ecsv``.
+    The field comes from the exact Legendre coefficients in ``truth.json`` (or, if absent,
+    from ``distortion_truth.ecsv``), holes from ``holes.ecsv``, poses from
+    ``exposures.ecsv`` and positions from the ``on_detector`` rows of ``spots.ecsv``.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The campaign directory (or its ``truth/`` folder).
+
+    Returns
+    -------
+    LabTruth
+        The truth.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a truth file is missing.
+    SimulationOptionError
+        If a truth file cannot be read (naming it).
     """
     d = Path(directory)
     tdir = d if (d / "truth.json").exists() else d / "truth"

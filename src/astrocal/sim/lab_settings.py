@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from astropy.time import Time
@@ -187,19 +187,50 @@ class LabSimSettings:
             raise SimulationOptionError("wcu_temp_k must be >= 0 K and wcu_emissivity in [0, 1]")
         Time(self.date_obs, scale="utc")  # raises on a bad date
 
-    def replace(self, **changes) -> "LabSimSettings":
+    def replace(self, **changes: Any) -> LabSimSettings:
+        """The same settings with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field name -> new value.
+
+        Returns
+        -------
+        LabSimSettings
+            The new settings (validated).
+        """
         return dataclasses.replace(self, **changes)
 
-    def noiseless(self) -> "LabSimSettings":
-        """The same campaign without photon noise, read noise and cosmic rays."""
+    def noiseless(self) -> LabSimSettings:
+        """The same campaign without photon noise, read noise and cosmic rays.
+
+        Returns
+        -------
+        LabSimSettings
+            The new settings.
+        """
         return self.replace(**{k: False for k in NOISE_EFFECTS})
 
-    def ideal(self) -> "LabSimSettings":
+    def ideal(self) -> LabSimSettings:
         """Frames that are the bare render: no detector effect and no thermal background
-        (the frame is the expected electrons of the spots divided by the gain)."""
+        (the frame is the expected electrons of the spots divided by the gain).
+
+        Returns
+        -------
+        LabSimSettings
+            The new settings.
+        """
         return self.replace(thermal=False, **{k: False for k in DETECTOR_EFFECTS})
 
     def to_dict(self) -> dict:
+        """The settings as plain data (tuples as lists), as written to ``truth.json``.
+
+        Returns
+        -------
+        dict
+            Field name -> value.
+        """
         d = dataclasses.asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):

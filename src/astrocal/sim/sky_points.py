@@ -6,33 +6,53 @@ Units: pixels 0-based, relative fluxes (1 at the zero point).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 import astropy.units as u
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.table import Table
 
 from .. import __version__
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..errors import SimulationOptionError
+from ..field import DistortionField
 from ..instruments import get_instrument
+from ..model.flexure import FlexureBasis
+from ..sky.catalog import Catalog
 from ..sources import FLAG_UNIDENTIFIED  # a source that matches no catalogue star
 from .sky_catalog import make_true_catalog, noisy_catalog, with_band_magnitudes
 from .sky_files import sky_campaign_toml, truth_paths, write_sky_truth
 from .sky_plan import FIELDS, field_center, plan_night, target_key
-from .sky_truth import default_sky_field, draw_sky_truth
+from .sky_truth import SkyTruth, default_sky_field, draw_sky_truth
 
 __all__ = ["star_flux", "observe_sky_points", "write_sky_points_campaign"]
 
 
-def star_flux(mag, zero_point_mag=20.0):
-    """Relative flux ``10**(-0.4 (mag - zero_point_mag))`` (arbitrary units: 1 at the
-    zero point) used in the point-level tables."""
+def star_flux(mag: ArrayLike, zero_point_mag: float = 20.0) -> np.ndarray:
+    """Relative flux ``10**(-0.4 (mag - zero_point_mag))`` used in the point-level tables.
+
+    Parameters
+    ----------
+    mag : array_like
+        Magnitudes.
+    zero_point_mag : float
+        The magnitude of flux 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        The fluxes (arbitrary units: 1 at the zero point).
+    """
     return 10.0 ** (-0.4 * (np.asarray(mag, float) - zero_point_mag))
 
 
-def observe_sky_points(truth, rng, *, sigma_px=(0.01, 0.05), dataset="sky", catalog="catalog.ecsv",
-                       spurious_per_exposure=0, zero_point_mag=20.0) -> list:
+def observe_sky_points(truth: SkyTruth, rng: np.random.Generator | int | None, *,
+                       sigma_px: tuple[float, float] = (0.01, 0.05), dataset: str = "sky",
+                       catalog: str = "catalog.ecsv", spurious_per_exposure: int = 0,
+                       zero_point_mag: float = 20.0) -> list[Table]:
     """The measured sky tables of a truth, for perfect detection and matching.
 
     One astropy Table per exposure in the layout of the sky data interface (columns
@@ -46,6 +66,28 @@ def observe_sky_points(truth, rng, *, sigma_px=(0.01, 0.05), dataset="sky", cata
     correlated; the measured position is drawn from that covariance. ``flux`` is
     :func:`star_flux` of the star's magnitude. ``spurious_per_exposure`` unmatched
     sources (``star = ""``, flag 128) are added at random places.
+
+    Parameters
+    ----------
+    truth : SkyTruth
+        The truth (:func:`~astrocal.sim.sky_truth.draw_sky_truth`).
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    sigma_px : tuple of float
+        Centroid sigma of the brightest star and the cap, pixels.
+    dataset : str
+        The tables' ``dataset``.
+    catalog : str
+        The tables' ``catalog`` (path relative to the campaign).
+    spurious_per_exposure : int
+        Unmatched sources added per exposure.
+    zero_point_mag : float
+        Magnitude of flux 1 (:func:`star_flux`).
+
+    Returns
+    -------
+    list of astropy.table.Table
+        One table per exposure, in the plan's order.
     """
     rng = np.random.default_rng(rng)
     lo, hi = (float(v) for v in sigma_px)
@@ -106,13 +148,18 @@ def observe_sky_points(truth, rng, *, sigma_px=(0.01, 0.05), dataset="sky", cata
 
 
 
-def write_sky_points_campaign(out, target="gc", *, seed=0, instrument="metis-lm", distortion=None,
-                              detector_shape=None, n_exposures=12, zenith_range=None, night=None,
-                              position_angles=(0.0,), dither_arcsec=0.3, flexure=None, flexure_sigma_mas=0.5,
-                              pointing_sigma_arcsec=0.1, rotation_sigma_deg=0.01, scale_sigma=5e-5,
-                              frame_rotation_deg=0.05, frame_scale=3e-4, catalog_error_scale=1.0,
-                              sigma_px=(0.01, 0.05), spurious_per_exposure=0, fit_degree="auto",
-                              catalog_true=None, overwrite=False):
+def write_sky_points_campaign(out: str | os.PathLike, target: str = "gc", *, seed: int = 0,
+                              instrument: str = "metis-lm", distortion: DistortionField | None = None,
+                              detector_shape: tuple[int, int] | None = None, n_exposures: int = 12,
+                              zenith_range: tuple[float, float] | None = None, night: str | None = None,
+                              position_angles: Sequence[float] = (0.0,), dither_arcsec: float = 0.3,
+                              flexure: FlexureBasis | None = None, flexure_sigma_mas: float = 0.5,
+                              pointing_sigma_arcsec: float = 0.1, rotation_sigma_deg: float = 0.01,
+                              scale_sigma: float = 5e-5, frame_rotation_deg: float = 0.05, frame_scale: float = 3e-4,
+                              catalog_error_scale: float = 1.0, sigma_px: tuple[float, float] = (0.01, 0.05),
+                              spurious_per_exposure: int = 0, fit_degree: int | str = "auto",
+                              catalog_true: Catalog | None = None,
+                              overwrite: bool = False) -> tuple[Path, SkyTruth, list[Table]]:
     """Write a point-level sky campaign (measured tables, no images) into ``out``.
 
     ``out/campaign.toml`` (``[instrument]`` preset, one ``[[sky]]`` dataset whose exposures
@@ -121,8 +168,50 @@ def write_sky_points_campaign(out, target="gc", *, seed=0, instrument="metis-lm"
     ``out/tables/<exposure>.ecsv`` (:func:`observe_sky_points`) and the truth in
     ``out/truth/`` (:func:`~astrocal.sim.sky_files.write_sky_truth`). ``target``: ``"gc"`` or ``"47tuc"``;
     ``distortion``: a DistortionField (default :func:`~astrocal.sim.sky_truth.default_sky_field`); the other
-    arguments as :func:`~astrocal.sim.sky_plan.plan_night`, :func:`~astrocal.sim.sky_truth.draw_sky_truth` and :func:`observe_sky_points`.
-    Returns ``(campaign path, SkyTruth, tables)``.
+    arguments as :func:`~astrocal.sim.sky_plan.plan_night`, :func:`~astrocal.sim.sky_truth.draw_sky_truth` and
+    :func:`observe_sky_points`.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output directory.
+    target : str
+        ``"gc"`` or ``"47tuc"``.
+    seed : int
+        Random seed (catalogue, plan, truth, catalogue errors, observation: one stream each;
+        the fit's seed is ``seed + 1``).
+    instrument : str
+        Instrument preset.
+    distortion : DistortionField, optional
+        The instrument field (default :func:`~astrocal.sim.sky_truth.default_sky_field`).
+    detector_shape : tuple of int, optional
+        The central window of the default field, ``(ny, nx)``.
+    n_exposures, zenith_range, night, position_angles, dither_arcsec
+        The plan (:func:`~astrocal.sim.sky_plan.plan_night`; defaults of the target in
+        :data:`~astrocal.sim.sky_plan.FIELDS`).
+    flexure, flexure_sigma_mas, pointing_sigma_arcsec, rotation_sigma_deg, scale_sigma
+        The truth (:func:`~astrocal.sim.sky_truth.draw_sky_truth`).
+    frame_rotation_deg, frame_scale
+        The truth's common frame (:func:`~astrocal.sim.sky_truth.draw_sky_truth`).
+    catalog_error_scale : float
+        Scale of the catalogue errors (:func:`~astrocal.sim.sky_catalog.noisy_catalog`).
+    sigma_px, spurious_per_exposure
+        The observation (:func:`observe_sky_points`).
+    fit_degree : int or "auto"
+        The ``[fit]`` degree.
+    catalog_true : Catalog, optional
+        The true catalogue (default :func:`~astrocal.sim.sky_catalog.make_true_catalog`).
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The campaign file.
+    truth : SkyTruth
+        The truth.
+    tables : list of astropy.table.Table
+        The measured tables.
     """
     out = Path(out)
     key = target_key(target)

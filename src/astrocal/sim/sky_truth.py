@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field as dc_field
 from typing import TYPE_CHECKING
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import SkyCoord
+from numpy.typing import ArrayLike
 
 from .. import earth
 from .._moved import moved_module
@@ -93,7 +95,8 @@ class SkyExposureTruth:
     edge_names: tuple = ()
 
     @property
-    def names(self):
+    def names(self) -> np.ndarray:
+        """Names of the stars (those of ``apparent``)."""
         return self.apparent.names
 
     def __len__(self):
@@ -127,26 +130,53 @@ class SkyTruth:
         return len(self.exposures)
 
     @property
-    def pose_scale(self):
+    def pose_scale(self) -> np.ndarray:
+        """Scale change ``s_e`` of every exposure's pose."""
         return np.array([e.scale for e in self.exposures])
 
     @property
-    def pose_rotation(self):
+    def pose_rotation(self) -> np.ndarray:
+        """Rotation ``theta_e`` of every exposure's pose, radians."""
         return np.array([e.rotation for e in self.exposures])
 
     @property
-    def pose_shift(self):
+    def pose_shift(self) -> np.ndarray:
+        """Translation ``t_e`` of every exposure's pose, (E, 2) arcsec."""
         return np.array([e.shift for e in self.exposures]).reshape(-1, 2)
 
     @property
-    def star_names(self):
+    def star_names(self) -> np.ndarray:
         """Names of the stars seen in at least one exposure (sorted)."""
         return np.unique(np.concatenate([e.names for e in self.exposures] or [np.array([], str)]))
 
 
-def focal_plane(apparent, flexure, coeffs, scale, rotation, shift):
-    """``X = x + Delta + s x + theta R90 x + t`` (arcsec) for one exposure; returns
-    ``(X, Delta)``, both (N, 2)."""
+def focal_plane(apparent: FocalPlanePositions, flexure: FlexureBasis, coeffs: ArrayLike, scale: float,
+                rotation: float, shift: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``X = x + Delta + s x + theta R90 x + t`` (arcsec) for one exposure.
+
+    Parameters
+    ----------
+    apparent : FocalPlanePositions
+        The stars' apparent positions ``x`` (instrument frame) and ``u, v`` (telescope
+        frame), arcsec.
+    flexure : FlexureBasis
+        The flexure basis.
+    coeffs : array_like
+        Its coefficients, arcsec.
+    scale : float
+        The pose's scale change ``s``.
+    rotation : float
+        The pose's rotation ``theta``, radians.
+    shift : array_like
+        The pose's translation ``t`` (2,), arcsec.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        (N, 2) focal-plane positions, arcsec.
+    Delta : numpy.ndarray
+        (N, 2) flexure displacements, arcsec.
+    """
     x = apparent.xy
     if len(x) == 0:
         return np.zeros((0, 2)), np.zeros((0, 2))
@@ -171,10 +201,12 @@ def _pixel_scale(field):
     return float(np.sqrt(abs(np.linalg.det(jac))))
 
 
-def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigma_mas=0.5,
-                   flexure_coeffs=None, pointing_sigma_arcsec=0.1, rotation_sigma_deg=0.01,
-                   scale_sigma=5e-5, frame_rotation_deg=0.05, frame_scale=3e-4, margin_px=8.0,
-                   magnitudes=None) -> SkyTruth:
+def draw_sky_truth(field: DistortionField, catalog_true: Catalog | str | os.PathLike, plan: SkyPlan,
+                   rng: np.random.Generator | int | None, *, flexure: FlexureBasis | None = None,
+                   flexure_sigma_mas: float = 0.5, flexure_coeffs: ArrayLike | None = None,
+                   pointing_sigma_arcsec: float = 0.1, rotation_sigma_deg: float = 0.01, scale_sigma: float = 5e-5,
+                   frame_rotation_deg: float = 0.05, frame_scale: float = 3e-4, margin_px: float = 8.0,
+                   magnitudes: ArrayLike | None = None) -> SkyTruth:
     """Draw the truth of a sky campaign and the true pixel position of every visible star.
 
     ``field``: the instrument field ``G`` (0-based pixels -> focal-plane arcsec; its domain
@@ -188,8 +220,46 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
     true pixel position is outside the detector are dropped; those within ``margin_px`` of
     its edge are listed in ``edge_names``. A negative ``margin_px`` keeps the stars up to
     that many pixels OUTSIDE the detector (their light reaches it: used to render images;
-    :func:`restrict_to_detector` then gives the truth with the usual margin, the same draws). ``magnitudes``: per catalogue star (default
-    :func:`~astrocal.sim.sky_catalog.band_magnitudes`).
+    :func:`restrict_to_detector` then gives the truth with the usual margin, the same draws).
+
+    Parameters
+    ----------
+    field : DistortionField
+        The instrument field ``G`` (0-based pixels -> focal-plane arcsec; its domain is the
+        detector).
+    catalog_true : Catalog, str or os.PathLike
+        The TRUE catalogue (:func:`~astrocal.sim.sky_catalog.true_catalog`), or a file or
+        name of one.
+    plan : SkyPlan
+        The exposures.
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    flexure : FlexureBasis, optional
+        The flexure basis (default ``FlexureBasis()``).
+    flexure_sigma_mas : float
+        Rms of the drawn flexure coefficients, mas at the basis radius.
+    flexure_coeffs : array_like, optional
+        The flexure coefficients (arcsec, ``flexure.names`` order) instead of drawn ones.
+    pointing_sigma_arcsec, rotation_sigma_deg, scale_sigma : float
+        Rms of the per-exposure pointing error (per axis), PA error and plate-scale change.
+    frame_rotation_deg, frame_scale : float
+        Rms of the common frame rotation and scale.
+    margin_px : float
+        Stars within this of the detector edge are not measured (negative: kept up to that
+        far outside).
+    magnitudes : array_like, optional
+        Magnitude per catalogue star (default :func:`~astrocal.sim.sky_catalog.band_magnitudes`).
+
+    Returns
+    -------
+    SkyTruth
+        The truth.
+
+    Raises
+    ------
+    SimulationOptionError
+        If ``magnitudes`` or ``flexure_coeffs`` have the wrong length, or no catalogue star is
+        near the field centre.
     """
     rng = np.random.default_rng(rng)
     flexure = FlexureBasis() if flexure is None else flexure
@@ -256,9 +326,22 @@ def draw_sky_truth(field, catalog_true, plan, rng, *, flexure=None, flexure_sigm
                     margin_px=float(margin_px), magnitude_note=note, settings=settings)
 
 
-def restrict_to_detector(truth, margin_px=8.0) -> SkyTruth:
-    """The same truth with only the stars more than ``margin_px`` inside the detector
-    (``edge_names``: those on the detector but closer to its edge)."""
+def restrict_to_detector(truth: SkyTruth, margin_px: float = 8.0) -> SkyTruth:
+    """The same truth with only the stars more than ``margin_px`` inside the detector.
+
+    Parameters
+    ----------
+    truth : SkyTruth
+        A truth (drawn with a smaller or negative margin).
+    margin_px : float
+        The margin, pixels.
+
+    Returns
+    -------
+    SkyTruth
+        The restricted truth (``edge_names``: the stars on the detector but closer to its
+        edge).
+    """
     xmin, xmax, ymin, ymax = truth.field.domain
     out = []
     for e in truth.exposures:
@@ -271,19 +354,31 @@ def restrict_to_detector(truth, margin_px=8.0) -> SkyTruth:
     return dataclasses.replace(truth, exposures=tuple(out), margin_px=float(margin_px))
 
 
+def default_sky_field(instrument: str = "metis-lm",
+                      detector_shape: tuple[int, int] | None = None) -> DistortionField:
+    """The instrument field a sky simulation uses by default.
 
-def default_sky_field(instrument="metis-lm", detector_shape=None):
-    """The instrument field a sky simulation uses by default: the lab simulator's default
-    field (:func:`astrocal.sim.field.instrument_field`, fixed), cropped to the central
-    ``detector_shape`` window when smaller than the detector."""
+    The lab simulator's default field (:func:`astrocal.sim.field.instrument_field`, fixed),
+    cropped to the central ``detector_shape`` window when smaller than the detector.
+
+    Parameters
+    ----------
+    instrument : str
+        Instrument preset.
+    detector_shape : tuple of int, optional
+        ``(ny, nx)`` of the window (default: the whole detector).
+
+    Returns
+    -------
+    DistortionField
+        The field (0-based pixels -> focal-plane arcsec).
+    """
     d = LabSimSettings()
     inst, field = instrument_field(instrument, d.distortion_degree, d.distortion_corner_px,
                                    d.distortion_rotation_deg, d.distortion_seed)
     if detector_shape is not None and tuple(detector_shape) != tuple(inst.detector_shape):
         field = central_window(field, inst.detector_shape, tuple(int(v) for v in detector_shape))
     return field
-
-
 
 
 #: the names that moved to the modules of the night plan, the catalogues, the observation
