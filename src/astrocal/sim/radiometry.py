@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import SimulationOptionError
 from ..image.psf import pinhole_diameter_mas
-from ..instruments import get_instrument
+from ..instruments import Instrument, get_instrument
 
 __all__ = ["WCU", "PUPIL_TRANSMISSION", "ELT_DIAMETER_M", "MAS_TO_RAD", "photon_radiance", "band_radiance",
            "sphere_gain_factor", "Radiometry", "wcu_radiometry", "ExposurePlan", "plan_exposure"]
@@ -48,8 +49,21 @@ PUPIL_TRANSMISSION = {"metis-lm": 0.7509, "metis-n": 0.7429, "metis-lms": 0.7342
 ELT_DIAMETER_M = 39.146
 
 
-def photon_radiance(wavelength_um, temp_k):
-    """Black-body photon spectral radiance, photons s^-1 m^-2 sr^-1 um^-1."""
+def photon_radiance(wavelength_um: ArrayLike, temp_k: float) -> np.ndarray:
+    """Black-body photon spectral radiance.
+
+    Parameters
+    ----------
+    wavelength_um : array_like
+        Wavelengths, um.
+    temp_k : float
+        Temperature, K (<= 0: no emission).
+
+    Returns
+    -------
+    numpy.ndarray
+        Photons s^-1 m^-2 sr^-1 um^-1.
+    """
     lam = np.asarray(wavelength_um, float) * 1e-6
     if temp_k <= 0:
         return np.zeros_like(lam)
@@ -57,15 +71,37 @@ def photon_radiance(wavelength_um, temp_k):
         return 2.0 * _C / lam**4 / np.expm1(_H * _C / (lam * _K * float(temp_k))) * 1e-6
 
 
-def band_radiance(lo_um, hi_um, temp_k, n=257):
-    """Photon radiance integrated over a top-hat band, photons s^-1 m^-2 sr^-1."""
+def band_radiance(lo_um: float, hi_um: float, temp_k: float, n: int = 257) -> float:
+    """Black-body photon radiance integrated over a top-hat band.
+
+    Parameters
+    ----------
+    lo_um, hi_um : float
+        The band's edges, um.
+    temp_k : float
+        Temperature, K.
+    n : int
+        Wavelengths of the trapezoidal integration.
+
+    Returns
+    -------
+    float
+        Photons s^-1 m^-2 sr^-1.
+    """
     w = np.linspace(lo_um, hi_um, n)
     return float(np.trapezoid(photon_radiance(w, temp_k), w))
 
 
-def sphere_gain_factor():
+def sphere_gain_factor() -> float:
     """Radiance of the integrating sphere's wall over that of a Lambertian source filling
-    its entrance port: (A_in / A_sphere) * rho / (1 - rho (1 - f)), f = port fraction."""
+    its entrance port.
+
+    Returns
+    -------
+    float
+        ``(A_in / A_sphere) * rho / (1 - rho (1 - f))``, ``f`` the port fraction (the
+        :data:`WCU` facts).
+    """
     a_s = math.pi * WCU["diam_is_mm"] ** 2
     a_in = math.pi / 4 * WCU["diam_is_in_mm"] ** 2
     a_out = math.pi / 4 * WCU["diam_is_out_mm"] ** 2
@@ -99,10 +135,11 @@ class Radiometry:
     notes: str = ""
 
 
-def wcu_radiometry(instrument="metis-lm", filter_name=None, *, bb_temp_k=WCU["bb_temp_k"],
-                   wcu_temp_k=WCU["temperature_k"], wcu_emissivity=WCU["emiss_mask"],
-                   efficiency=0.35, pupil_transmission=None, hole_diameter_um=25.0,
-                   mask_scale_mm_per_arcsec=None):
+def wcu_radiometry(instrument: str | Instrument = "metis-lm", filter_name: str | None = None, *,
+                   bb_temp_k: float = WCU["bb_temp_k"], wcu_temp_k: float = WCU["temperature_k"],
+                   wcu_emissivity: float = WCU["emiss_mask"], efficiency: float = 0.35,
+                   pupil_transmission: float | None = None, hole_diameter_um: float = 25.0,
+                   mask_scale_mm_per_arcsec: float | None = None) -> Radiometry:
     """Spot and thermal-background rates of a WCU pinhole frame.
 
     The black body (emissivity 0.98) fills the integrating sphere's entrance port; the
@@ -116,6 +153,33 @@ def wcu_radiometry(instrument="metis-lm", filter_name=None, *, bb_temp_k=WCU["bb
     ``efficiency`` (optics, filter peak and detector QE; an assumption, not in the METIS
     sources). The pinholes' own thermal emission equals the mask's and is part of the
     background.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        The instrument (or its preset name).
+    filter_name : str, optional
+        The filter (default: the instrument's default).
+    bb_temp_k : float
+        Black-body temperature, K.
+    wcu_temp_k : float
+        Temperature of the WCU and the mask, K.
+    wcu_emissivity : float
+        Their emissivity.
+    efficiency : float
+        Optics x filter x QE (assumed).
+    pupil_transmission : float, optional
+        Cold pupil mask's transmission (default: :data:`PUPIL_TRANSMISSION` of the
+        instrument, else 0.75).
+    hole_diameter_um : float
+        Pinhole diameter, um.
+    mask_scale_mm_per_arcsec : float, optional
+        Mask scale (default: the instrument's).
+
+    Returns
+    -------
+    Radiometry
+        The rates (detected electrons per second) and the assumptions.
     """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     filt = inst.filter(filter_name)
@@ -149,7 +213,8 @@ class ExposurePlan:
     reason: str
 
     @property
-    def exptime_s(self):
+    def exptime_s(self) -> float:
+        """DIT x NDIT, s."""
         return self.dit_s * self.ndit
 
 
@@ -160,8 +225,10 @@ def _round_down(x, digits=2):
     return math.floor(x / 10**e) * 10**e
 
 
-def plan_exposure(instrument, background_e_per_s, peak_e_per_s=0.0, *, mode=None, dit_s=None,
-                  ndit=None, exptime_s=30.0, fill_fraction=0.5, max_fill=0.8, max_dit_s=10.0):
+def plan_exposure(instrument: str | Instrument, background_e_per_s: float, peak_e_per_s: float = 0.0, *,
+                  mode: str | None = None, dit_s: float | None = None, ndit: int | None = None,
+                  exptime_s: float = 30.0, fill_fraction: float = 0.5, max_fill: float = 0.8,
+                  max_dit_s: float = 10.0) -> ExposurePlan:
     """Choose the readout mode, DIT and NDIT of a lab frame.
 
     The DIT is the longest (up to ``max_dit_s`` and ``exptime_s``, two significant digits)
@@ -172,6 +239,39 @@ def plan_exposure(instrument, background_e_per_s, peak_e_per_s=0.0, *, mode=None
     does, the mode with the lowest fill at its minimum DIT (a warning: the frames
     saturate above 90 %). NDIT = ``exptime_s`` / DIT (frames are the average of NDIT
     DITs). ``mode``, ``dit_s``, ``ndit`` override.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        The instrument (or its preset name).
+    background_e_per_s : float
+        Thermal background per pixel, e/s.
+    peak_e_per_s : float
+        The brightest spot's peak pixel, e/s.
+    mode : str, optional
+        Readout mode.
+    dit_s : float, optional
+        DIT, s.
+    ndit : int, optional
+        NDIT.
+    exptime_s : float
+        Wanted DIT x NDIT, s.
+    fill_fraction : float
+        Fraction of the full well to fill.
+    max_fill : float
+        Largest fill accepted at a mode's minimum DIT.
+    max_dit_s : float
+        Longest DIT, s.
+
+    Returns
+    -------
+    ExposurePlan
+        Mode, DIT, NDIT, fill and the reason.
+
+    Raises
+    ------
+    SimulationOptionError
+        If the DIT is below the mode's minimum DIT.
     """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     det = inst.detector

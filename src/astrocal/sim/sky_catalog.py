@@ -11,11 +11,14 @@ Units: degrees (ra, dec), mas and mas/yr (catalogue errors, proper motions), arc
 """
 from __future__ import annotations
 
+import os
 import warnings
+from typing import Any
 
 import astropy.units as u
 import numpy as np
 from astropy.table import Table
+from astropy.time import Time
 
 from .. import earth
 from ..sky.astrometry import gnomonic, inverse_gnomonic, propagate
@@ -26,7 +29,8 @@ __all__ = ["TUC47", "true_catalog", "synthetic_cluster", "band_magnitudes", "noi
            "with_band_magnitudes", "catalog_errors", "make_true_catalog"]
 
 
-def true_catalog(catalog, rng, *, pm_dispersion_mas_yr=None) -> Catalog:
+def true_catalog(catalog: Catalog | str | os.PathLike, rng: np.random.Generator | int | None, *,
+                 pm_dispersion_mas_yr: float | None = None) -> Catalog:
     """The TRUE catalogue of a simulation, from a stated one (a Catalog, a file or a name).
 
     Positions and proper motions are the stated ones, taken as the truth. A star whose
@@ -35,6 +39,26 @@ def true_catalog(catalog, rng, *, pm_dispersion_mas_yr=None) -> Catalog:
     ``pmra_err``/``pmdec_err`` set to that dispersion (the uncertainty the catalogue
     effectively states), and the bool column ``pm_listed`` records which proper motions the
     catalogue lists (:func:`noisy_catalog` hides the others again).
+
+    Parameters
+    ----------
+    catalog : Catalog, str or os.PathLike
+        The stated catalogue (a Catalog, a file or a shipped catalogue's name).
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    pm_dispersion_mas_yr : float, optional
+        Per-axis dispersion of the unlisted proper motions, mas/yr (default: the
+        catalogue's ``meta["pm_dispersion_mas_yr"]``).
+
+    Returns
+    -------
+    Catalog
+        The true catalogue.
+
+    Raises
+    ------
+    CatalogError
+        If proper motions are missing and no dispersion is stated.
     """
     cat = load_catalog(catalog)
     rng = np.random.default_rng(rng)
@@ -87,9 +111,12 @@ TUC47 = {
 }
 
 
-def synthetic_cluster(rng, *, n_stars=400, radius_arcsec=9.0, center=None, epoch=2006.0,
-                      mag_range=(9.0, 19.0), lf_slope=0.3, pos_err_mas=(0.1, 0.3),
-                      pm_err_mas_yr=(0.02, 0.06), pm_dispersion_mas_yr=None) -> Catalog:
+def synthetic_cluster(rng: np.random.Generator | int | None, *, n_stars: int = 400, radius_arcsec: float = 9.0,
+                      center: tuple[float, float] | None = None, epoch: float = 2006.0,
+                      mag_range: tuple[float, float] = (9.0, 19.0), lf_slope: float = 0.3,
+                      pos_err_mas: tuple[float, float] = (0.1, 0.3),
+                      pm_err_mas_yr: tuple[float, float] = (0.02, 0.06),
+                      pm_dispersion_mas_yr: float | None = None) -> Catalog:
     """A synthetic dense cluster like the core of 47 Tuc, as an absolute (ra/dec) Catalog.
 
     ``n_stars`` stars within ``radius_arcsec`` of ``center`` (default the 47 Tuc centre),
@@ -100,6 +127,32 @@ def synthetic_cluster(rng, *, n_stars=400, radius_arcsec=9.0, center=None, epoch
     2021) + an isotropic internal dispersion (default sigma_v / (4.74 d) = 0.56 mas/yr
     per axis), and HST-like errors: ``pos_err_mas`` and ``pm_err_mas_yr`` from the bright
     to the faint end. The positions and motions ARE the truth (``pm_listed`` all True).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    n_stars : int
+        Number of stars.
+    radius_arcsec : float
+        Radius of the field, arcsec.
+    center : tuple of float, optional
+        ``(ra, dec)`` of the centre, degrees (default the 47 Tuc centre).
+    epoch : float
+        Julian epoch of the positions.
+    mag_range : tuple of float
+        L-band magnitude range.
+    lf_slope : float
+        Slope of the luminosity function.
+    pos_err_mas, pm_err_mas_yr : tuple of float
+        Position (mas) and proper-motion (mas/yr) errors from the bright to the faint end.
+    pm_dispersion_mas_yr : float, optional
+        Internal dispersion per axis, mas/yr (default from :data:`TUC47`).
+
+    Returns
+    -------
+    Catalog
+        The cluster (absolute, ra/dec), brightest first.
     """
     rng = np.random.default_rng(rng)
     ra0, dec0 = TUC47["center_deg"] if center is None else center
@@ -148,13 +201,32 @@ def synthetic_cluster(rng, *, n_stars=400, radius_arcsec=9.0, center=None, epoch
     return cat
 
 
-def band_magnitudes(catalog, band="L") -> tuple[np.ndarray, str]:
+def band_magnitudes(catalog: Catalog | str | os.PathLike, band: str = "L") -> tuple[np.ndarray, str]:
     """L-band magnitudes of every star of ``catalog`` and how they were obtained.
 
     ``mag_L`` or ``mag_Lp*`` columns are used as they are; stars without them (most of the
     Galactic Center list) get a K-band magnitude (``mag_Kp*``, then ``mag_K*``, then
     ``mag_H*``) minus the median colour of the stars that have both; stars with no
-    magnitude at all get the faintest magnitude + 0.5. Returns ``(mags, note)``.
+    magnitude at all get the faintest magnitude + 0.5.
+
+    Parameters
+    ----------
+    catalog : Catalog, str or os.PathLike
+        The catalogue.
+    band : str
+        The band.
+
+    Returns
+    -------
+    mags : numpy.ndarray
+        One magnitude per star.
+    note : str
+        How they were obtained.
+
+    Raises
+    ------
+    CatalogError
+        If the catalogue has no band, K or H magnitude at all.
     """
     cat = load_catalog(catalog)
     cols = cat.table.colnames
@@ -192,7 +264,8 @@ def band_magnitudes(catalog, band="L") -> tuple[np.ndarray, str]:
     return mags, "; ".join(notes)
 
 
-def noisy_catalog(catalog_true, rng, *, error_scale=1.0) -> Catalog:
+def noisy_catalog(catalog_true: Catalog | str | os.PathLike, rng: np.random.Generator | int | None, *,
+                  error_scale: float = 1.0) -> Catalog:
     """The catalogue the fit sees: truth + errors drawn from its stated covariance.
 
     Position errors (``ra_err``, ``dec_err``, ``ra_dec_corr``; east/north, mas) are added in
@@ -202,6 +275,20 @@ def noisy_catalog(catalog_true, rng, *, error_scale=1.0) -> Catalog:
     errors. ``error_scale`` multiplies the drawn errors (0: the truth itself, except for
     the unlisted proper motions). :func:`catalog_errors` gives the errors per star at any
     epoch (the catalogue keeps no trace of them). The ``pm_listed`` column is dropped.
+
+    Parameters
+    ----------
+    catalog_true : Catalog, str or os.PathLike
+        The true catalogue (:func:`true_catalog`).
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    error_scale : float
+        Multiplies the drawn errors.
+
+    Returns
+    -------
+    Catalog
+        The catalogue the fit sees.
     """
     cat = load_catalog(catalog_true)
     rng = np.random.default_rng(rng)
@@ -247,11 +334,27 @@ def noisy_catalog(catalog_true, rng, *, error_scale=1.0) -> Catalog:
         return Catalog(t, cat.source.replace(" (simulated truth)", "") + " (simulated, with errors)")
 
 
-def with_band_magnitudes(catalog_seen, catalog_true, band="L") -> Catalog:
-    """``catalog_seen`` with a ``mag_<band>`` column: the magnitudes the simulation gives
-    the stars (:func:`band_magnitudes` of the true catalogue), so that a measure stage can
-    check fluxes against the catalogue (``band = "L"`` in the campaign). Unchanged if the
-    column exists."""
+def with_band_magnitudes(catalog_seen: Catalog, catalog_true: Catalog | str | os.PathLike, band: str = "L") -> Catalog:
+    """``catalog_seen`` with a ``mag_<band>`` column.
+
+    The magnitudes the simulation gives the stars (:func:`band_magnitudes` of the true
+    catalogue), so that a measure stage can check fluxes against the catalogue (``band =
+    "L"`` in the campaign).
+
+    Parameters
+    ----------
+    catalog_seen : Catalog
+        The catalogue the fit sees.
+    catalog_true : Catalog, str or os.PathLike
+        The true catalogue.
+    band : str
+        The band.
+
+    Returns
+    -------
+    Catalog
+        ``catalog_seen`` with the column (unchanged if the column exists).
+    """
     col = f"mag_{band}"
     if col in catalog_seen.table.colnames:
         return catalog_seen
@@ -282,13 +385,26 @@ def _chol(cov):
     return out
 
 
-def catalog_errors(catalog_true, catalog_seen, epoch) -> Table:
-    """Catalogue error ``d_s`` of every star at Julian ``epoch``: seen minus true, in the
-    (east, north) axes, arcsec (columns ``star``, ``d_east``, ``d_north``).
+def catalog_errors(catalog_true: Catalog | str | os.PathLike, catalog_seen: Catalog | str | os.PathLike, epoch: float | str | Time) -> Table:
+    """Catalogue error ``d_s`` of every star at ``epoch``: seen minus true, in the
+    (east, north) axes, arcsec.
 
     Computed from the two catalogues (propagated to ``epoch`` with the same rules), so that
     ``x(seen) - x(true) = J d`` to first order; stars without a listed proper motion carry
     the part of their true motion that the catalogue misses.
+
+    Parameters
+    ----------
+    catalog_true, catalog_seen : Catalog, str or os.PathLike
+        The true catalogue and the one the fit sees.
+    epoch : float, str or astropy.time.Time
+        The epoch: a Time, an ISO string, ``"J2030.5"`` or a decimal year (as
+        :func:`~astrocal.sky.astrometry.propagate` takes it).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``star``, ``d_east``, ``d_north`` (arcsec), ``epoch`` (Julian year).
     """
     true = load_catalog(catalog_true)
     seen = load_catalog(catalog_seen)
@@ -309,11 +425,24 @@ def catalog_errors(catalog_true, catalog_seen, epoch) -> Table:
     return t
 
 
+def make_true_catalog(target: str, rng: np.random.Generator | int | None, **cluster: Any) -> Catalog:
+    """The true catalogue of a target field.
 
-def make_true_catalog(target, rng, **cluster):
-    """The true catalogue of a target field: ``"gc"`` (the shipped Galactic Center list,
-    unlisted proper motions drawn, see :func:`true_catalog`) or ``"47tuc"``
-    (:func:`synthetic_cluster` with ``cluster`` keyword arguments)."""
+    Parameters
+    ----------
+    target : str
+        ``"gc"`` (the shipped Galactic Center list, unlisted proper motions drawn, see
+        :func:`true_catalog`) or ``"47tuc"`` (:func:`synthetic_cluster`).
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    **cluster
+        Keyword arguments of :func:`synthetic_cluster`.
+
+    Returns
+    -------
+    Catalog
+        The true catalogue.
+    """
     key = target_key(target)
     if key == "gc":
         return true_catalog(get_catalog("galactic_center"), rng)

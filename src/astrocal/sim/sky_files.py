@@ -10,8 +10,10 @@ of a campaign file with one ``[[sky]]`` dataset.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import astropy.units as u
 import numpy as np
@@ -25,10 +27,11 @@ from ..errors import SimulationOptionError
 from ..field import DistortionField
 from ..formats.astromet import write_astromet
 from ..formats.siaf import write_siaf
+from ..instruments import Instrument
 from ..model.flexure import FlexureBasis
 from ..plain import to_plain
 from ..sky.astrometry import FocalPlanePositions
-from ..sky.catalog import load_catalog
+from ..sky.catalog import Catalog, load_catalog
 from ..sky.sites import Weather, get_site
 from ..solution import Solution
 from .sky_catalog import catalog_errors
@@ -102,9 +105,19 @@ def _flexure_table(truth) -> Table:
     return t
 
 
-def truth_paths(out):
-    """The truth files of a simulated sky campaign in ``out``: ``{name: path}`` under
-    ``out/truth/``."""
+def truth_paths(out: str | os.PathLike) -> dict[str, Path]:
+    """The truth files of a simulated sky campaign.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+
+    Returns
+    -------
+    dict
+        ``{name: path}`` under ``out/truth/``.
+    """
     d = Path(out) / "truth"
     return {"distortion_ecsv": d / "distortion_truth.ecsv", "distortion_fits": d / "distortion_truth.fits",
             "catalog_true": d / "catalog_true.ecsv", "catalog_errors": d / "catalog_errors.ecsv",
@@ -112,9 +125,11 @@ def truth_paths(out):
             "truth_json": d / "truth.json"}
 
 
-def write_sky_truth(out, truth, *, catalog_seen=None, extra=None, instrument="METIS IMG_LM", filter_id="Lp",
-                    star_columns=None, star_columns_note="", overwrite=False) -> dict:
-    """Write the truth of a sky campaign into ``out/truth/``; returns the paths.
+def write_sky_truth(out: str | os.PathLike, truth: SkyTruth, *, catalog_seen: Catalog | None = None,
+                    extra: dict | None = None, instrument: str = "METIS IMG_LM", filter_id: str = "Lp",
+                    star_columns: dict | None = None, star_columns_note: str = "",
+                    overwrite: bool = False) -> dict[str, Path]:
+    """Write the truth of a sky campaign into ``out/truth/``.
 
     ``distortion_truth.ecsv`` (SIAF) and ``distortion_truth.fits`` (AstroMet, double): the
     field ``G``; ``catalog_true.ecsv``: the true catalogue; ``catalog_errors.ecsv``: per
@@ -122,8 +137,33 @@ def write_sky_truth(out, truth, *, catalog_seen=None, extra=None, instrument="ME
     ``catalog_seen`` is given; ``exposures.ecsv``: plan, observed geometry and pose;
     ``stars.ecsv``: per exposure and star, ``x``, ``u``, ``Delta``, ``X``, ``p``;
     ``flexure.ecsv``: basis and coefficients; ``truth.json``: everything else (exact field
-    coefficients, frame pose, settings, ``extra``). ``star_columns``: more columns of
-    ``stars.ecsv``, name -> one array per exposure (described by ``star_columns_note``).
+    coefficients, frame pose, settings, ``extra``).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    truth : SkyTruth
+        The truth.
+    catalog_seen : Catalog, optional
+        The catalogue the fit sees (for ``catalog_errors.ecsv``; without it, no such file).
+    extra : dict, optional
+        More keys of ``truth.json``.
+    instrument : str
+        ``INSTRUME`` of the AstroMet file.
+    filter_id : str
+        Filter id of the field's solution files.
+    star_columns : dict, optional
+        More columns of ``stars.ecsv``: name -> one array per exposure.
+    star_columns_note : str
+        Their description (appended to the table's ``columns`` meta).
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    dict
+        ``{name: path}`` of the files written.
     """
     paths = truth_paths(out)
     for key, p in paths.items():
@@ -184,11 +224,28 @@ def write_sky_truth(out, truth, *, catalog_seen=None, extra=None, instrument="ME
     return paths
 
 
-def load_sky_truth(directory) -> SkyTruth:
+def load_sky_truth(directory: str | os.PathLike) -> SkyTruth:
     """Rebuild the :class:`~astrocal.sim.sky_truth.SkyTruth` of a simulated sky campaign from its truth files.
 
-    ``directory``: the campaign directory or its ``truth/`` folder. Nothing is recomputed:
-    positions, poses and the observed geometry are read back as written.
+    Nothing is recomputed: positions, poses and the observed geometry are read back as
+    written.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The campaign directory or its ``truth/`` folder.
+
+    Returns
+    -------
+    SkyTruth
+        The truth.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a truth file is missing.
+    SimulationOptionError
+        If ``truth.json`` is not valid JSON or lacks a key (naming it).
     """
     d = Path(directory)
     tdir = d if (d / "truth.json").exists() else d / "truth"
@@ -267,13 +324,49 @@ def _toml_str(s):
     return json.dumps(str(s))
 
 
-def sky_campaign_toml(inst, shape, plan, files, catalog_rel, *, dataset="sky", filter_name="Lp", comment="",
-                      fit_degree="auto", seed=None, measure=False, background=None, flat=None, band=None,
-                      flexure=None) -> str:
-    """The text of a campaign file with one ``[[sky]]`` dataset (``files``: exposure paths
-    relative to the campaign, one per planned exposure; ``background``, ``flat``: frames,
-    relative paths; ``band``: the catalogue magnitude column for flux checks; ``flexure``:
-    the FlexureBasis written as the ``[fit]`` flexure keys)."""
+def sky_campaign_toml(inst: Instrument, shape: tuple[int, int], plan: SkyPlan, files: Sequence[str],
+                      catalog_rel: str, *, dataset: str = "sky", filter_name: str = "Lp", comment: str = "",
+                      fit_degree: int | str = "auto", seed: int | None = None, measure: bool = False,
+                      background: str | None = None, flat: str | None = None, band: str | None = None,
+                      flexure: FlexureBasis | None = None) -> str:
+    """The text of a campaign file with one ``[[sky]]`` dataset.
+
+    Parameters
+    ----------
+    inst : Instrument
+        The instrument (``[instrument]``: name, preset, pixel scale).
+    shape : tuple of int
+        Detector shape ``(ny, nx)``.
+    plan : SkyPlan
+        The exposures (time, pointing, PA, weather, wavelength).
+    files : sequence of str
+        Exposure paths relative to the campaign, one per planned exposure.
+    catalog_rel : str
+        The catalogue's path relative to the campaign.
+    dataset : str
+        The dataset's name.
+    filter_name : str
+        The filter.
+    comment : str
+        The file's first comment line.
+    fit_degree : int or "auto"
+        The ``[fit]`` degree.
+    seed : int, optional
+        The ``[fit]`` seed.
+    measure : bool
+        Write a ``[measure]`` section (output ``measured/``).
+    background, flat : str, optional
+        Frames, relative paths.
+    band : str, optional
+        The catalogue magnitude column for flux checks.
+    flexure : FlexureBasis, optional
+        Written as the ``[fit]`` flexure keys.
+
+    Returns
+    -------
+    str
+        The TOML text.
+    """
     lines = [f"# {comment}" if comment else "# sky campaign written by astrocal", "",
              "[instrument]", f"name = {_toml_str(inst.name)}", f"preset = {_toml_str(inst.key)}",
              f"detector_shape = [{int(shape[0])}, {int(shape[1])}]", f"pixel_scale_mas = {inst.pixel_scale_mas!r}",

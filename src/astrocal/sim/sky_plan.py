@@ -10,6 +10,7 @@ Units: degrees (angles), hPa, Celsius, relative humidity as a fraction, um.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import astropy.units as u
@@ -17,6 +18,7 @@ import numpy as np
 from astropy.coordinates import TETE, AltAz, SkyCoord, get_sun
 from astropy.table import Table
 from astropy.time import Time, TimeDelta
+from numpy.typing import ArrayLike
 
 from .. import earth
 from ..errors import SimulationOptionError
@@ -65,8 +67,22 @@ class PlannedExposure:
     zenith_distance_deg: float = float("nan")
     sun_altitude_deg: float = float("nan")
 
-    def astrometry_kwargs(self, site="armazones", parity=1):
-        """Keyword arguments of :func:`~astrocal.sky.astrometry.apparent_positions`."""
+    def astrometry_kwargs(self, site: str = "armazones", parity: int = 1) -> dict:
+        """Keyword arguments of :func:`~astrocal.sky.astrometry.apparent_positions`.
+
+        Parameters
+        ----------
+        site : str
+            The site's name.
+        parity : int
+            +1 (sky orientation) or -1.
+
+        Returns
+        -------
+        dict
+            ``time``, ``pointing``, ``wavelength``, ``position_angle``, ``site``,
+            ``weather``, ``parity``.
+        """
         return {"time": self.time, "pointing": (self.ra_deg, self.dec_deg),
                 "wavelength": self.wavelength_um, "position_angle": self.position_angle_deg,
                 "site": site, "weather": dict(self.weather), "parity": parity}
@@ -97,11 +113,18 @@ class SkyPlan:
         return self.exposures[k]
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
+        """The exposures' names."""
         return [e.name for e in self.exposures]
 
     def to_table(self) -> Table:
-        """One row per exposure (angles deg, weather in its units); meta holds the rest."""
+        """The plan as a table.
+
+        Returns
+        -------
+        astropy.table.Table
+            One row per exposure (angles deg, weather in its units); meta holds the rest.
+        """
         t = Table()
         t["exposure"] = self.names
         t["time"] = [e.time for e in self.exposures]
@@ -117,7 +140,26 @@ class SkyPlan:
         return t
 
     @classmethod
-    def from_table(cls, t: Table, source="<table>") -> "SkyPlan":
+    def from_table(cls, t: Table, source: str = "<table>") -> SkyPlan:
+        """The plan of a table written by :meth:`to_table`.
+
+        Parameters
+        ----------
+        t : astropy.table.Table
+            The table.
+        source : str
+            Its name in errors.
+
+        Returns
+        -------
+        SkyPlan
+            The plan.
+
+        Raises
+        ------
+        SimulationOptionError
+            If a column or meta key is missing (naming it and the source).
+        """
         need = ["exposure", "time", "ra_deg", "dec_deg", "position_angle_deg", "wavelength_um",
                 "pressure_hpa", "temperature_c", "relative_humidity"]
         missing = [c for c in need if c not in t.colnames]
@@ -140,9 +182,20 @@ class SkyPlan:
                    str(t.meta.get("target", "")))
 
 
-def field_center(target) -> tuple[float, float]:
-    """ICRS centre (deg) of a simulated field: ``"gc"`` (Sgr A*, at its 2015.0 position)
-    or ``"47tuc"`` (the cluster centre of Harris 1996/2010)."""
+def field_center(target: str) -> tuple[float, float]:
+    """ICRS centre of a simulated field.
+
+    Parameters
+    ----------
+    target : str
+        ``"gc"`` (Sgr A*, at its 2015.0 position) or ``"47tuc"`` (the cluster centre of
+        Harris 1996/2010), or another name :func:`target_key` knows.
+
+    Returns
+    -------
+    tuple of float
+        ``(ra, dec)``, degrees.
+    """
     key = target_key(target)
     if key == "gc":
         ref = get_catalog("galactic_center").reference
@@ -150,7 +203,25 @@ def field_center(target) -> tuple[float, float]:
     return float(CLUSTER_47TUC_CENTER[0]), float(CLUSTER_47TUC_CENTER[1])
 
 
-def target_key(target):
+def target_key(target: str) -> str:
+    """The key in :data:`FIELDS` of a field's name.
+
+    Parameters
+    ----------
+    target : str
+        ``"gc"``, ``"47tuc"`` or another name of them (``"Galactic Center"``, ``"Sgr A"``,
+        ``"NGC 104"``, ``"tuc47"``; case, spaces and underscores ignored).
+
+    Returns
+    -------
+    str
+        ``"gc"`` or ``"47tuc"``.
+
+    Raises
+    ------
+    SimulationOptionError
+        For an unknown field.
+    """
     key = str(target).strip().lower().replace(" ", "").replace("_", "")
     key = {"galacticcenter": "gc", "galacticcentre": "gc", "sgra": "gc", "ngc104": "47tuc",
            "tuc47": "47tuc"}.get(key, key)
@@ -167,11 +238,13 @@ def _hour_angle_for_zenith(z_deg, lat_deg, dec_deg):
     return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
-def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-06-12",
-               site="armazones", position_angles=(0.0,), dither_arcsec=0.3,
-               wavelength_um=3.796046, weather=None, temperature_drop_c=2.0,
-               pressure_rms_hpa=0.5, humidity_range=(0.10, 0.20), rng=None, parity=1,
-               prefix="sky", target="") -> SkyPlan:
+def plan_night(center: tuple[float, float] | SkyCoord, n_exposures: int = 12, *,
+               zenith_range: tuple[float, float] = (5.0, 60.0), night: str = "2027-06-12",
+               site: str = "armazones", position_angles: ArrayLike = (0.0,), dither_arcsec: float = 0.3,
+               wavelength_um: float = 3.796046, weather: Mapping | None = None, temperature_drop_c: float = 2.0,
+               pressure_rms_hpa: float = 0.5, humidity_range: tuple[float, float] = (0.10, 0.20),
+               rng: np.random.Generator | int | None = None, parity: int = 1, prefix: str = "sky",
+               target: str = "") -> SkyPlan:
     """A night of exposures of one field from ``site``, through a range of zenith distances.
 
     The field centre ``center`` (``(ra_deg, dec_deg)`` or a SkyCoord) transits near the
@@ -187,6 +260,51 @@ def plan_night(center, n_exposures=12, *, zenith_range=(5.0, 60.0), night="2027-
     start, the temperature falling by ``temperature_drop_c`` over the night, the pressure
     wandering by ``pressure_rms_hpa`` and the relative humidity (a fraction) uniform in
     ``humidity_range``. ``rng`` draws the dithers and weather (seeded Generator or int).
+
+    Parameters
+    ----------
+    center : tuple of float or astropy.coordinates.SkyCoord
+        The field centre, ``(ra_deg, dec_deg)`` ICRS.
+    n_exposures : int
+        Exposures.
+    zenith_range : tuple of float
+        Smallest and largest planned zenith distance, degrees.
+    night : str
+        The evening's date, ``YYYY-MM-DD``.
+    site : str
+        The site (:func:`astrocal.sky.sites.get_site`).
+    position_angles : array_like
+        Position angles cycled through, degrees.
+    dither_arcsec : float
+        Largest dither, arcsec.
+    wavelength_um : float
+        Effective wavelength, um.
+    weather : mapping, optional
+        ``pressure_hpa``, ``temperature_c``, ``relative_humidity`` at the start.
+    temperature_drop_c : float
+        Temperature drop over the night, C.
+    pressure_rms_hpa : float
+        Rms of the pressure's wander, hPa.
+    humidity_range : tuple of float
+        Range of the relative humidity (fractions).
+    rng : numpy.random.Generator, int or None
+        The random stream of the dithers and the weather.
+    parity : int
+        +1 (sky orientation, +x west at PA 0) or -1.
+    prefix : str
+        Exposure names are ``<prefix>_NN``.
+    target : str
+        The plan's target key.
+
+    Returns
+    -------
+    SkyPlan
+        The plan.
+
+    Raises
+    ------
+    SimulationOptionError
+        For an invalid option, or a field that never reaches the zenith range.
     """
     if int(n_exposures) < 1:
         raise SimulationOptionError(f"a sky campaign needs at least one exposure, got {n_exposures}")
