@@ -58,12 +58,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from astropy.time import Time, TimeDelta
 from scipy.signal import oaconvolve
 
@@ -71,11 +73,12 @@ from .. import __version__
 from ..errors import SimulationOptionError
 from ..atomic import atomic_write_table, atomic_write_text, check_writable
 from ..formats.convert import read_solutions
-from ..instruments import get_instrument
+from ..instruments import Instrument, get_instrument
 from . import detector as _det
 from ..image.centroid import NoiseModel, cramer_rao_bound
 from ..image.headers import make_raw_header
-from ..image.psf import AOStarPSF, diffraction_psf, render_spots
+from ..field import DistortionField
+from ..image.psf import AOStarPSF, PixelPSF, diffraction_psf, render_spots
 from ..model.flexure import FlexureBasis
 from ..pixels import detector_domain, detector_shape
 from ..plain import to_plain
@@ -263,22 +266,54 @@ class SkySimSettings:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"switch {name} must be True or False, got {getattr(self, name)!r}")
 
-    def replace(self, **changes) -> "SkySimSettings":
+    def replace(self, **changes: Any) -> SkySimSettings:
+        """The same settings with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field name -> new value.
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings (validated).
+        """
         return dataclasses.replace(self, **changes)
 
-    def noiseless(self) -> "SkySimSettings":
-        """The same campaign without photon noise, read noise and cosmic rays."""
+    def noiseless(self) -> SkySimSettings:
+        """The same campaign without photon noise, read noise and cosmic rays.
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings.
+        """
         return self.replace(**{k: False for k in NOISE_EFFECTS})
 
-    def ideal(self) -> "SkySimSettings":
-        """Frames that are the bare render of the stars (no detector effect, no background)."""
+    def ideal(self) -> SkySimSettings:
+        """Frames that are the bare render of the stars (no detector effect, no background).
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings.
+        """
         return self.replace(thermal=False, **{k: False for k in SKY_DETECTOR_EFFECTS})
 
     @property
     def flexure_basis(self) -> FlexureBasis:
+        """The flexure basis of ``flexure_degree``, ``flexure_functions``, ``flexure_radius_arcsec``."""
         return FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
 
     def to_dict(self) -> dict:
+        """The settings as plain data, as written to ``truth.json``.
+
+        Returns
+        -------
+        dict
+            Field name -> value.
+        """
         return to_plain(dataclasses.asdict(self))
 
 
@@ -304,14 +339,31 @@ class SkyRadiometry:
     pixel_solid_angle_sr: float
     notes: str = ""
 
-    def star_e_per_s(self, mag, airmass=1.0, extinction_mag_per_airmass=0.0):
-        """Detected electrons per second of stars of magnitude ``mag`` at ``airmass``."""
+    def star_e_per_s(self, mag: ArrayLike, airmass: float = 1.0,
+                     extinction_mag_per_airmass: float = 0.0) -> np.ndarray:
+        """Detected electrons per second of stars of magnitude ``mag`` at ``airmass``.
+
+        Parameters
+        ----------
+        mag : array_like
+            Magnitudes above the atmosphere.
+        airmass : float
+            The airmass.
+        extinction_mag_per_airmass : float
+            Extinction, magnitudes per airmass.
+
+        Returns
+        -------
+        numpy.ndarray
+            Detected electrons per second.
+        """
         m = np.asarray(mag, float) + extinction_mag_per_airmass * float(airmass)
         return self.zero_point_e_per_s * 10.0 ** (-0.4 * m)
 
 
-def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0, emissivity=0.2,
-                   efficiency=0.35, telescope_throughput=0.8, pupil_transmission=None) -> SkyRadiometry:
+def sky_radiometry(instrument: str | Instrument = "metis-lm", filter_name: str | None = None, *,
+                   temperature_c: float = 8.0, emissivity: float = 0.2, efficiency: float = 0.35,
+                   telescope_throughput: float = 0.8, pupil_transmission: float | None = None) -> SkyRadiometry:
     """Star zero point and thermal background of a sky frame (see the module notes).
 
     Stars: Vega's F_nu (:data:`VEGA_LP_JY` at :data:`VEGA_LP_UM`, scaled as lambda^-2)
@@ -320,6 +372,28 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
     ``efficiency`` (stars have Vega colours: magnitudes in any LM filter are the L ones).
     Background: ``emissivity`` x black body at ``temperature_c`` over one pixel's solid
     angle, the same area and ``efficiency``.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        The instrument (or its preset name).
+    filter_name : str, optional
+        The filter (default: the instrument's default).
+    temperature_c : float
+        Temperature of the emitting sky and telescope, C.
+    emissivity : float
+        Their emissivity.
+    efficiency : float
+        Instrument efficiency (assumed).
+    telescope_throughput : float
+        Telescope throughput (assumed).
+    pupil_transmission : float, optional
+        Cold pupil mask's transmission (default per instrument, else 0.75).
+
+    Returns
+    -------
+    SkyRadiometry
+        The zero point and the background (detected electrons per second).
     """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     filt = inst.filter(filter_name)
@@ -341,10 +415,28 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
 
 
 # =========================================================================== PSF and rendering
-def sky_psf(core, strehl, seeing_arcsec, beta=2.5) -> AOStarPSF:
-    """The AO star PSF of one exposure: ``strehl`` x ``core`` (a diffraction
-    :class:`~astrocal.image.psf.PixelPSF`) + a Moffat halo of FWHM ``seeing_arcsec`` (at
-    0.5 um) x (lambda / 0.5 um)^-0.2."""
+def sky_psf(core: PixelPSF, strehl: float, seeing_arcsec: float, beta: float = 2.5) -> AOStarPSF:
+    """The AO star PSF of one exposure.
+
+    ``strehl`` x ``core`` + a Moffat halo of FWHM ``seeing_arcsec`` (at 0.5 um) x
+    (lambda / 0.5 um)^-0.2.
+
+    Parameters
+    ----------
+    core : PixelPSF
+        The diffraction core (:class:`~astrocal.image.psf.PixelPSF`).
+    strehl : float
+        Strehl ratio (the core's fraction of the light).
+    seeing_arcsec : float
+        Seeing FWHM at 0.5 um, arcsec.
+    beta : float
+        The Moffat index.
+
+    Returns
+    -------
+    AOStarPSF
+        The PSF.
+    """
     return AOStarPSF.from_seeing(core, strehl, seeing_arcsec=seeing_arcsec, beta=beta)
 
 
@@ -355,7 +447,8 @@ def _halo_kernel(psf, half):
     return halo_only.evaluate(ax[None, :], ax[:, None])
 
 
-def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
+def render_sky(shape: tuple[int, int], x: ArrayLike, y: ArrayLike, flux: ArrayLike, psf: AOStarPSF, *,
+               pad: int = 0, halo_half_width: int | None = None) -> tuple[np.ndarray, float]:
     """Expected electrons of stars at ``(x, y)`` (px, 0-based) with total ``flux`` each.
 
     The diffraction core (``psf.strehl`` of the flux) is rendered on stamps of the core's
@@ -363,7 +456,29 @@ def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
     convolution of the fluxes, deposited on the four nearest pixels with bilinear weights
     (exact first moment), with the pixel-integrated halo out to ``halo_half_width`` px
     (default 3 halo FWHM, at most 256). Stars up to ``pad`` px outside the image
-    contribute their halo. Returns ``(image, halo_fraction_kept)``.
+    contribute their halo.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    x, y : array_like
+        Star positions, 0-based pixels.
+    flux : array_like
+        Total flux of each star, electrons.
+    psf : AOStarPSF
+        The PSF.
+    pad : int
+        Stars up to this far outside the image contribute their halo, pixels.
+    halo_half_width : int, optional
+        Half width of the halo kernel, pixels.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        Expected electrons per pixel.
+    halo_fraction_kept : float
+        The fraction of the halo inside its kernel.
     """
     ny, nx = (int(v) for v in shape)
     x = np.asarray(x, float)
@@ -390,10 +505,34 @@ def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
 
 
 # =========================================================================== the field
-def load_distortion(spec, filter_name="Lp", shape=None):
-    """The instrument field from a solution file (AstroMet, SIP, SIAF) or a lab campaign
-    directory (its ``truth/``: the field the lab simulator used); returns ``(field, source)``.
-    ``shape`` (ny, nx): the detector it must cover (default: the field's own domain)."""
+def load_distortion(spec: str | os.PathLike, filter_name: str = "Lp",
+                    shape: tuple[int, int] | None = None) -> tuple[DistortionField, str]:
+    """The instrument field from a solution file or a lab campaign directory.
+
+    Parameters
+    ----------
+    spec : str or os.PathLike
+        A solution file (AstroMet, SIP, SIAF) or a lab campaign directory (its ``truth/``:
+        the field the lab simulator used).
+    filter_name : str
+        The filter whose solution is used (a file with one solution gives it for any filter).
+    shape : tuple of int, optional
+        ``(ny, nx)`` of the detector the field must cover (default: the field's own domain).
+
+    Returns
+    -------
+    field : DistortionField
+        The field.
+    source : str
+        Where it came from.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``spec`` does not exist.
+    SimulationOptionError
+        If it holds no usable solution or its domain is not the detector's.
+    """
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"distortion file not found: {path}")
@@ -426,8 +565,23 @@ def _rms_mas(arrays):
 
 
 # =========================================================================== paths, result
-def sky_campaign_paths(out, names, points_only=False):
-    """Every file :func:`simulate_sky` writes (dict of Paths; ``frames`` a list)."""
+def sky_campaign_paths(out: str | os.PathLike, names: Sequence[str], points_only: bool = False) -> dict:
+    """Every file :func:`simulate_sky` writes.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    names : sequence of str
+        The exposures' names.
+    points_only : bool
+        Tables instead of frames.
+
+    Returns
+    -------
+    dict
+        Name -> Path (``frames`` or ``tables``: a list).
+    """
     out = Path(out)
     paths = {"campaign": out / "campaign.toml", "catalog": out / "catalog.ecsv"}
     if points_only:
@@ -745,20 +899,36 @@ def _star_truth(s, shape, scene, light, det):
     }
 
 
-def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -> SkyCampaign:
-    """Simulate a sky campaign into directory ``out``; returns a :class:`SkyCampaign`.
+def simulate_sky(out: str | os.PathLike, settings: SkySimSettings | None = None, *, overwrite: bool = False,
+                 threads: int = 2, **changes: Any) -> SkyCampaign:
+    """Simulate a sky campaign into directory ``out``.
 
-    ``settings``: a :class:`SkySimSettings` (default: all defaults); keyword arguments
-    replace its fields (``simulate_sky(out, target="47tuc", seed=3)``). Nothing that exists
-    is overwritten unless ``overwrite`` (every destination is checked before anything is
-    written); every file is written atomically, ``campaign.toml`` last. ``threads`` frames
-    are made at once (the files do not depend on it).
+    Nothing that exists is overwritten unless ``overwrite`` (every destination is checked
+    before anything is written); every file is written atomically, ``campaign.toml`` last.
 
     The steps: (1) the instrument field; (2) the night plan and the files, checked writable;
     (3) the true catalogue and the truth; (4) the catalogue the fit sees; (5) with
     ``points_only``, the measured tables and the campaign, and stop; else (6) the PSF of
     every exposure; (7) the radiometry and the exposure plan; (8) the frames; (9) the truth
     of every star in the images; (10) the truth files, the catalogue and the campaign file.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    settings : SkySimSettings, optional
+        The settings (default: all defaults).
+    overwrite : bool
+        Replace existing files.
+    threads : int
+        Frames made at once (the files do not depend on it).
+    **changes
+        Fields of ``settings`` to replace (``simulate_sky(out, target="47tuc", seed=3)``).
+
+    Returns
+    -------
+    SkyCampaign
+        What was written and the figures of the run.
     """
     t_start = time.perf_counter()
     s = (settings or SkySimSettings()).replace(**changes) if changes else (settings or SkySimSettings())
