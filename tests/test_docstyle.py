@@ -22,7 +22,6 @@ NOT_YET = {
     # group mdl: the joint model and its inference
     "model/",
     # group sim: simulators, formats
-    "sim/",
     # group sky: sky (but matching), earth, instruments
     "sky/", "earth.py", "instruments.py",
     # group stg: campaign, stages, command line, report, correct
