@@ -348,6 +348,7 @@ class _Spots:
 
 
 def _campaign_inputs(out, s, overwrite):
+    """Step 1: instrument, filter, detector, mask, field and files (every file checked writable)."""
     inst = get_instrument(s.instrument)
     filt = inst.filter(s.filter)
     shape = tuple(s.detector_shape or inst.detector_shape)
@@ -365,6 +366,7 @@ def _campaign_inputs(out, s, overwrite):
 
 
 def _optics(s, inp):
+    """Step 2: the PSF of every hole diameter and the photon budget of the median hole."""
     inst, filt, mask_scale = inp.inst, inp.filt, inp.mask_scale
     diam = inp.mask.diameter_um
     d_ref = float(np.median(diam))
@@ -382,6 +384,8 @@ def _optics(s, inp):
 
 
 def _exposure(s, inst, optics):
+    """Step 3: the exposure plan and the black-body aperture, iterated until the brightest peak
+    they give is stable."""
     rad, psf_ref = optics.rad, optics.psf_ref
     peak_frac = float(psf_ref.evaluate(0.0, 0.0))
     spot_rate_max = rad.spot_e_per_s * (s.bb_aperture if s.bb_aperture is not None else 1.0)
@@ -417,6 +421,8 @@ def _exposure(s, inst, optics):
 
 
 def _geometry(s, inp, optics, ss_truth):
+    """Step 4: the holes that can reach the detector and the truth drawn for them (``wide``: up
+    to the render radius outside the detector; ``truth``: with the usual margin)."""
     field = inp.field
     offsets = chopper_series(s.n_exposures, s.max_offset_arcsec) if s.offsets is None \
         else np.asarray(s.offsets, float)
@@ -470,6 +476,7 @@ def _timing(s, plan):
 
 
 def _spots(s, inp, geo, det, hole_factor, lamp, f_max):
+    """Step 7: every rendered spot, its illumination and its flux per DIT."""
     wide = geo.wide
     e_idx, h_idx = np.nonzero(np.isfinite(wide.positions[..., 0]))
     spot_x = wide.positions[e_idx, h_idx, 0]
