@@ -1,8 +1,11 @@
 """The truth of a simulated on-sky campaign: poses, flexure, star positions.
 
-No images here: this module holds the *geometry* of a sky campaign with its known truth,
-and the point-level observations that the measure stage would produce for perfect
-detection and matching (the fast path for tests of the sky part of the joint model).
+No images here: this module holds the *geometry* of a sky campaign with its known truth.
+Its neighbours hold the night plan (:mod:`astrocal.sim.sky_plan`), the catalogues
+(:mod:`astrocal.sim.sky_catalog`), the point-level observations that the measure stage
+would produce for perfect detection and matching (:mod:`astrocal.sim.sky_points`, the fast
+path for tests of the sky part of the joint model) and the files
+(:mod:`astrocal.sim.sky_files`); the images are :mod:`astrocal.sim.sky`.
 
 The chain, for star ``s`` (TRUE catalogue) in exposure ``e`` (see the model equation in
 ``docs/model.md`` and ``/docs`` of :mod:`astrocal.model.flexure`)::
