@@ -40,15 +40,17 @@ if TYPE_CHECKING:  # only in hints: lms_response imports this module
     from ..lms import LmsGeometry
     from .lms_response import SlitProfile
 
-__all__ = ["N_DET", "CHIP_SHAPE", "lambda_over_d_arcsec", "psf_weights", "render_laser_spots",
-           "render_pinhole_traces", "render_slices", "deposit"]
+__all__ = ["N_DET", "CHIP_SHAPE", "XI_STEP_PX", "PX_ARCSEC", "lambda_over_d_arcsec", "psf_weights",
+           "xi_offsets", "eta_cells", "render_laser_spots", "render_pinhole_traces", "render_slices", "deposit"]
 
 N_DET = 4
 CHIP_SHAPE = (2048, 2048)
 _EPS = ELT_CENTRAL_OBSCURATION_M / ELT_OUTER_DIAMETER_M
-_XI_STEP_PX = 0.25          # PSF samples along the slice, in 8.2-mas pixels (spots)
+#: PSF samples along the slice, in 8.2-mas pixels (spots)
+XI_STEP_PX = 0.25
 _TRACE_STEP_PX = 0.5        # the same for continuum traces (deposited bilinearly along rows)
-_PX_ARCSEC = 0.0082
+#: the detector pixel, arcsec
+PX_ARCSEC = 0.0082
 _N_ETA = 8                  # PSF samples across one slice width
 _PSF_RADIUS_LD = 3.5        # PSF sampled out to this radius [lambda/D]
 _XI_END = SLICE_HALF_LENGTH_ARCSEC - 1e-9
@@ -135,14 +137,33 @@ def deposit(image: np.ndarray, det: ArrayLike, col: ArrayLike, row: ArrayLike, w
     return image
 
 
-def _xi_offsets(lam_um, step_px=_XI_STEP_PX):
-    """PSF sample offsets along the slice [arcsec], symmetric, ``step_px`` apart, out to 3.5 lambda/D."""
-    m = int(np.ceil(_PSF_RADIUS_LD * lambda_over_d_arcsec(lam_um) / (step_px * _PX_ARCSEC)))
-    return np.arange(-m, m + 1) * step_px * _PX_ARCSEC
+def xi_offsets(lam_um: float, step_px: float = XI_STEP_PX) -> np.ndarray:
+    """PSF sample offsets along the slice, symmetric, ``step_px`` apart, out to 3.5 lambda/D.
+
+    Parameters
+    ----------
+    lam_um : float
+        Wavelength, um.
+    step_px : float
+        Sample step, detector pixels (:data:`PX_ARCSEC`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The offsets, arcsec.
+    """
+    m = int(np.ceil(_PSF_RADIUS_LD * lambda_over_d_arcsec(lam_um) / (step_px * PX_ARCSEC)))
+    return np.arange(-m, m + 1) * step_px * PX_ARCSEC
 
 
-def _eta_cells():
-    """Offsets of the samples across one slice from its centre [arcsec] (cell midpoints)."""
+def eta_cells() -> np.ndarray:
+    """Offsets of the samples across one slice from its centre (cell midpoints).
+
+    Returns
+    -------
+    numpy.ndarray
+        The offsets, arcsec.
+    """
     return ((np.arange(_N_ETA) + 0.5) / _N_ETA - 0.5) * SLICE_WIDTH_ARCSEC
 
 
@@ -191,17 +212,17 @@ def render_laser_spots(image: np.ndarray, geometry: LmsGeometry, setting: int, s
     flux = np.broadcast_to(np.asarray(flux, float), np.shape(xi))
     idx, k, c = _images(slice_number, eta_offset, neighbours)
     lo, hi = geometry.wavelength_range(setting)
-    dxi_all = [_xi_offsets(lam_um[i]) for i in idx]
+    dxi_all = [xi_offsets(lam_um[i]) for i in idx]
     m = max(len(a) for a in dxi_all)
     dxi = np.full((len(idx), m), np.nan)
     for j, a in enumerate(dxi_all):
         dxi[j, :len(a)] = a
-    ec = _eta_cells()
+    ec = eta_cells()
     # sample grid (images, xi samples, eta samples)
     dxi3 = dxi[:, :, None]
     deta3 = (c[:, None, None] + ec[None, None, :])           # from the PSF centre
     lam3 = lam_um[idx][:, None, None]
-    cell = (_XI_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
+    cell = (XI_STEP_PX * PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
     w = psf_weights(dxi3, deta3, lam3, cell) * flux[idx][:, None, None]
     if slit_profile is not None:
         w = w * slit_profile(ec / SLICE_WIDTH_ARCSEC)[None, None, :]
@@ -299,9 +320,9 @@ def render_pinhole_traces(image: np.ndarray, geometry: LmsGeometry, setting: int
     idx, k, c = _images(slice_number, eta_offset, neighbours)
     lam = _lam_grid(geometry, setting, n_lam)
     lam_mid = float(lam.mean())
-    ec = _eta_cells()
-    cell = (_TRACE_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
-    dxi = _xi_offsets(lam_mid, _TRACE_STEP_PX)
+    ec = eta_cells()
+    cell = (_TRACE_STEP_PX * PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
+    dxi = xi_offsets(lam_mid, _TRACE_STEP_PX)
     xi_s = np.asarray(xi, float)[idx][:, None] + dxi[None, :]                           # (images, n_xi)
     tr = np.ones(len(ec)) if slit_profile is None else slit_profile(ec / SLICE_WIDTH_ARCSEC)
     prof = (psf_weights(dxi[None, :, None], (c[:, None] + ec[None, :])[:, None, :], lam_mid, cell)

@@ -236,9 +236,9 @@ def point_source_throughput(u: ArrayLike, lam_um: float, profile: SlitProfile | 
     """
     u = np.atleast_1d(np.asarray(u, float))
     lam = float(lam_um)
-    ec = R._eta_cells() if n_eta is None else ((np.arange(n_eta) + 0.5) / n_eta - 0.5) * SLICE_WIDTH_ARCSEC
-    dxi = R._xi_offsets(lam)
-    cell = (R._XI_STEP_PX * R._PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / len(ec))
+    ec = R.eta_cells() if n_eta is None else ((np.arange(n_eta) + 0.5) / n_eta - 0.5) * SLICE_WIDTH_ARCSEC
+    dxi = R.xi_offsets(lam)
+    cell = (R.XI_STEP_PX * R.PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / len(ec))
     tr = np.ones(len(ec)) if profile is None else profile(ec / SLICE_WIDTH_ARCSEC)
     out = np.empty(u.size)
     for i, ui in enumerate(u):
