@@ -5,7 +5,7 @@ For each of ``--campaigns`` simulated campaigns:
 * a METIS IMG_LM lab campaign (FP mask #5, 10 dithered exposures, hole errors; the lab
   helpers of ``bench_model_coverage``: distortion field of degree 3-5, corner 1-5 px) and
 * a Galactic Center sky campaign over one night through the SAME instrument field
-  (``astrocal.sim.sky_truth.write_sky_points_campaign``: 12 exposures at zenith distances
+  (``astrocal.sim.sky_points.write_sky_points_campaign``: 12 exposures at zenith distances
   5-60 deg, METIS field-stabilised so the rotator angle follows the parallactic angle,
   refraction for the night's weather, the shipped 107-star catalogue as truth and a
   catalogue with errors drawn from its stated precision, per-exposure pointing/PA/scale
@@ -53,7 +53,7 @@ def sky_points(field, seed, flexure_mas, tmp):
     """Point-level GC campaign through ``field``: (sky points, SkyTruth)."""
     from astrocal.campaign import load_campaign
     from astrocal.stages.fit_inputs import sky_points_for
-    from astrocal.sim.sky_truth import write_sky_points_campaign
+    from astrocal.sim.sky_points import write_sky_points_campaign
 
     path, truth, _ = write_sky_points_campaign(Path(tmp) / f"sky{seed}", "gc", seed=int(seed),
                                                distortion=field, flexure_sigma_mas=flexure_mas)

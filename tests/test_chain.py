@@ -4,7 +4,8 @@ import numpy as np
 from astrocal.campaign import load_campaign
 from astrocal.cli import main
 from astrocal.products.result_files import load_posterior
-from astrocal.sim.lab import load_lab_truth, simulate_lab
+from astrocal.sim.lab import simulate_lab
+from astrocal.sim.lab_files import load_lab_truth
 from astrocal.sim.lab_truth import gauge_truth
 
 

@@ -20,7 +20,6 @@ NOT_YET = {
     # group mdl: the joint model and its inference
     "model/result.py",
     # group sim: simulators, formats
-    "sim/", "cli/simulate.py", "formats/",
     # group sky: sky (but matching), earth, instruments
     # group stg: campaign, stages, command line, report, correct
     # group img: image, sources, small helpers

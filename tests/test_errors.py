@@ -78,7 +78,7 @@ def test_input_errors_are_astrocal_errors():
     from astrocal.correct.starlist import _output_format
     from astrocal.field.basis import check_degree
     from astrocal.instruments import get_instrument
-    from astrocal.sim.lab import LabSimSettings
+    from astrocal.sim.lab_settings import LabSimSettings
 
     with pytest.raises(FieldError, match="between 1 and"):
         check_degree(99)

@@ -40,6 +40,21 @@ LEFT = {"astrocal.formats.convert": {"register": "astrocal.cli.convert", "run": 
                                      "ChainMismatchError": "astrocal.model.sampling",
                                      "chain_summary": "astrocal.model.sampling",
                                      "choose_degree": "astrocal.model.selection"},
+        "astrocal.sim.lab": {"load_lab_truth": "astrocal.sim.lab_files", "WCU": "astrocal.sim.radiometry",
+                             "photon_radiance": "astrocal.sim.radiometry",
+                             "sphere_gain_factor": "astrocal.sim.radiometry",
+                             "NOISE_EFFECTS": "astrocal.sim.lab_settings", "SCENE_EFFECTS": "astrocal.sim.lab_settings"},
+        "astrocal.sim.sky_truth": {
+            "SkyPlan": "astrocal.sim.sky_plan", "plan_night": "astrocal.sim.sky_plan", "FIELDS": "astrocal.sim.sky_plan",
+            "field_center": "astrocal.sim.sky_plan", "SIDEREAL_RATE": "astrocal.sim.sky_plan",
+            "true_catalog": "astrocal.sim.sky_catalog", "synthetic_cluster": "astrocal.sim.sky_catalog",
+            "TUC47": "astrocal.sim.sky_catalog", "noisy_catalog": "astrocal.sim.sky_catalog",
+            "band_magnitudes": "astrocal.sim.sky_catalog", "with_band_magnitudes": "astrocal.sim.sky_catalog",
+            "catalog_errors": "astrocal.sim.sky_catalog", "make_true_catalog": "astrocal.sim.sky_catalog",
+            "truth_paths": "astrocal.sim.sky_files", "write_sky_truth": "astrocal.sim.sky_files",
+            "load_sky_truth": "astrocal.sim.sky_files", "sky_campaign_toml": "astrocal.sim.sky_files",
+            "star_flux": "astrocal.sim.sky_points", "observe_sky_points": "astrocal.sim.sky_points",
+            "write_sky_points_campaign": "astrocal.sim.sky_points", "FLAG_UNIDENTIFIED": "astrocal.sources"},
         }
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from astrocal.cli import main
 from astrocal.sim.points_campaign import write_points_campaign
-from astrocal.sim.sky_truth import default_sky_field, write_sky_points_campaign
+from astrocal.sim.sky_points import write_sky_points_campaign
+from astrocal.sim.sky_truth import default_sky_field
 
 #: injected changes of the earlier result (see ``older_result``)
 SCALE_CHANGE = 4e-4

@@ -16,7 +16,7 @@ from astrocal.report.build import (
     affine_gauge, build_report, load_result, map_accuracy, nonlinear_keep, stability,
 )
 from astrocal.report.requirements import NEEDS_AFFINE, evaluate, load_requirements
-from astrocal.sim.sky_truth import load_sky_truth
+from astrocal.sim.sky_files import load_sky_truth
 
 GRID = 65
 

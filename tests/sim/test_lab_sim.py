@@ -15,8 +15,10 @@ from astrocal.formats.siaf import write_siaf
 from astrocal.image.centroid import NoiseModel, fit_centroids
 from astrocal.image.headers import read_exposure_meta
 from astrocal.lab.mask import mask_path
-from astrocal.sim.lab import (LabSimSettings, campaign_paths, lab_psf, load_lab_truth,
-                              plan_exposure, simulate_lab, wcu_radiometry)
+from astrocal.sim.lab import lab_psf, simulate_lab
+from astrocal.sim.lab_files import campaign_paths, load_lab_truth
+from astrocal.sim.lab_settings import LabSimSettings
+from astrocal.sim.radiometry import plan_exposure, wcu_radiometry
 from astrocal.sim.lab_truth import chopper_series
 from astrocal.solution import Solution
 

@@ -19,11 +19,12 @@ from astrocal.campaign import load_campaign
 from astrocal.model.flexure import FlexureBasis
 from astrocal.sky.astrometry import apparent_positions, propagate
 from astrocal.sky.catalog import get_catalog, load_catalog
-from astrocal.sim.sky_truth import (
-    FIELDS, FLAG_UNIDENTIFIED, TUC47, band_magnitudes, default_sky_field, draw_sky_truth,
-    field_center, load_sky_truth, noisy_catalog, observe_sky_points, plan_night, synthetic_cluster,
-    true_catalog, write_sky_points_campaign,
-)
+from astrocal.sim.sky_catalog import TUC47, band_magnitudes, noisy_catalog, synthetic_cluster, true_catalog
+from astrocal.sim.sky_files import load_sky_truth
+from astrocal.sim.sky_plan import FIELDS, field_center, plan_night
+from astrocal.sim.sky_points import observe_sky_points, write_sky_points_campaign
+from astrocal.sim.sky_truth import default_sky_field, draw_sky_truth
+from astrocal.sources import FLAG_UNIDENTIFIED
 
 ARCSEC_TOL = 1e-9  # arcsec: "exact" (double precision of a few-arcsec quantity)
 

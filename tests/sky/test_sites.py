@@ -291,7 +291,7 @@ def test_a_given_site_reaches_the_fit(tmp_path):
     """A point-level sky campaign whose site is given as numbers (Armazones' position and
     weather, so the simulated tables still fit): the fit uses it and fit.json records it."""
     from astrocal.cli import main
-    from astrocal.sim.sky_truth import write_sky_points_campaign
+    from astrocal.sim.sky_points import write_sky_points_campaign
 
     path, _, _ = write_sky_points_campaign(tmp_path, "gc", seed=3, n_exposures=3, fit_degree=3)
     text = path.read_text()

@@ -1,11 +1,19 @@
 """``astrocal simulate``: make data with known truth."""
 from __future__ import annotations
 
+import argparse
 import math
 import re
 
 from ..errors import SimulationOptionError
+from ..lms import LmsGeometryError, echelle_setting
+from ..model.flexure import ZENITH_FUNCTIONS
 from ..sim.field import simulate_field
+from ..sim.lab import simulate_lab
+from ..sim.lab_settings import LabSimSettings
+from ..sim.lms import LMS_SWITCHES, LmsSimSettings, simulate_lms
+from ..sim.sky import SkySimSettings, simulate_sky
+from ..sim.sky_plan import FIELDS
 
 INSTRUMENTS = ("metis-lm", "metis-n")
 
@@ -30,7 +38,14 @@ LAB_SWITCHES = {
 }
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``astrocal simulate`` and its subcommands (``field``, ``lab``, ``sky``, ``lms``).
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The subcommands of the ``astrocal`` parser.
+    """
     p = subparsers.add_parser(
         "simulate",
         help="simulate data with known truth",
@@ -77,8 +92,6 @@ def _switches(args, names):
 
 
 def _register_lab(sub):
-    from ..sim.lab import LabSimSettings
-
     d = LabSimSettings()
     p = sub.add_parser(
         "lab",
@@ -179,15 +192,28 @@ def _settings(make, args, options, command):
         raise SimulationOptionError(f"{command}: {text}") from None
 
 
-def lab_settings(args):
-    """:class:`~astrocal.sim.lab.LabSimSettings` from parsed ``simulate lab`` arguments;
-    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
+def lab_settings(args: argparse.Namespace) -> LabSimSettings:
+    """:class:`~astrocal.sim.lab_settings.LabSimSettings` from parsed ``simulate lab`` arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    LabSimSettings
+        The settings.
+
+    Raises
+    ------
+    SimulationOptionError
+        An invalid option, naming it.
+    """
     return _settings(lambda: _lab_settings(args), args, LAB_OPTIONS, "simulate lab")
 
 
 def _lab_settings(args):
-    from ..sim.lab import LabSimSettings
-
     s = LabSimSettings(
         instrument=args.instrument, filter=args.filter, seed=args.seed, n_exposures=args.exposures,
         max_offset_arcsec=args.max_offset, offset_sigma_mas=args.offset_sigma_mas,
@@ -207,9 +233,19 @@ def _lab_settings(args):
     return s
 
 
-def run_lab(args):
-    from ..sim.lab import simulate_lab
+def run_lab(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate lab``: simulate the campaign and print its figures.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     res = simulate_lab(args.out, lab_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     print(f"{sm['instrument']} filter {sm['filter']}: {sm['n_exposures']} exposures, readout "
@@ -243,10 +279,6 @@ SKY_SWITCHES = {
 
 
 def _register_sky(sub):
-    from ..model.flexure import ZENITH_FUNCTIONS
-    from ..sim.sky import SkySimSettings
-    from ..sim.sky_truth import FIELDS
-
     d = SkySimSettings()
     p = sub.add_parser(
         "sky",
@@ -332,10 +364,19 @@ def _register_sky(sub):
     p.set_defaults(func=run_sky)
 
 
-def sky_settings(args):
-    """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments."""
-    from ..sim.sky import SkySimSettings
+def sky_settings(args: argparse.Namespace) -> SkySimSettings:
+    """:class:`~astrocal.sim.sky.SkySimSettings` from parsed ``simulate sky`` arguments.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    SkySimSettings
+        The settings.
+    """
     s = SkySimSettings(
         target=args.target, seed=args.seed, n_exposures=args.exposures,
         zenith_range=tuple(args.zenith_range) if args.zenith_range else None, night=args.night,
@@ -357,9 +398,19 @@ def sky_settings(args):
     return s
 
 
-def run_sky(args):
-    from ..sim.sky import simulate_sky
+def run_sky(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate sky``: simulate the campaign and print its figures.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     res = simulate_sky(args.out, sky_settings(args), overwrite=args.overwrite, threads=args.threads)
     sm = res.summary
     zd, rot = sm["zenith_distance_deg"], sm["rotator_angle_deg"]
@@ -381,7 +432,19 @@ def run_sky(args):
     return 0
 
 
-def run_field(args):
+def run_field(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate field``: write the field in every format and print its figures.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     files = simulate_field(args.out, instrument=args.instrument, degree=args.degree,
                            corner_px=args.corner_px, rotation_deg=args.rotation, seed=args.seed,
                            filter_id=args.filter_id, overwrite=args.overwrite)
@@ -432,8 +495,6 @@ LMS_OPTIONS = {"settings_um": "--settings", "n_offsets": "--offsets", "max_along
 
 
 def _register_lms(sub):
-    from ..sim.lms import LMS_SWITCHES, LmsSimSettings
-
     d = LmsSimSettings()
     p = sub.add_parser(
         "lms",
@@ -491,12 +552,24 @@ def _register_lms(sub):
     p.set_defaults(func=run_lms)
 
 
-def lms_settings(args):
-    """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments;
-    an invalid option is a :class:`~astrocal.errors.SimulationOptionError` naming it."""
-    from ..lms import LmsGeometryError, echelle_setting
-    from ..sim.lms import LMS_SWITCHES, LmsSimSettings
+def lms_settings(args: argparse.Namespace) -> LmsSimSettings:
+    """:class:`~astrocal.sim.lms.LmsSimSettings` from parsed ``simulate lms`` arguments.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    LmsSimSettings
+        The settings.
+
+    Raises
+    ------
+    SimulationOptionError
+        An invalid option (or echelle setting), naming it.
+    """
     for lam in args.settings:
         try:
             echelle_setting(lam)
@@ -515,9 +588,19 @@ def lms_settings(args):
     return _settings(lambda: LmsSimSettings(**kw), args, LMS_OPTIONS, "simulate lms")
 
 
-def run_lms(args):
-    from ..sim.lms import simulate_lms
+def run_lms(args: argparse.Namespace) -> int:
+    """Run ``astrocal simulate lms``: simulate the frames and print their figures.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed arguments.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     s = lms_settings(args)
     res = simulate_lms(args.out, s, overwrite=args.overwrite)
     sm = res.summary

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+from typing import Callable, Sequence
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
@@ -198,8 +200,9 @@ def _poly_hdu(name, products, which, fmt):
     return hdu
 
 
-def write_astromet(path, solutions, instrument="", step=25, overwrite=False, provenance=None,
-                   precision="single", cards=(), history=()):
+def write_astromet(path: str | os.PathLike, solutions: Solution | Sequence[Solution], instrument: str = "",
+                   step: int = 25, overwrite: bool = False, provenance: dict | None = None,
+                   precision: str = "single", cards: Sequence[tuple] = (), history: Sequence[str] = ()) -> Path:
     """Write one or more :class:`~astrocal.solution.Solution` to an AstroMet FITS file.
 
     Parameters
@@ -212,6 +215,8 @@ def write_astromet(path, solutions, instrument="", step=25, overwrite=False, pro
         ``INSTRUME`` keyword.
     step : int
         Grid step (pixels) of the sampled ``FILTER-<ID>`` tables (the CCF uses 25).
+    overwrite : bool
+        Replace an existing file.
     provenance : dict, optional
         Keyword/value pairs written to the primary header (strings are shortened to fit)
         and as HISTORY: software version, campaign hash, input files, fit settings.
@@ -301,18 +306,28 @@ class AstroMetFilter:
     source: str = ""
 
     @property
-    def has_errors(self):
+    def has_errors(self) -> bool:
+        """The table has the error columns RAWX_OFF_ERR and RAWY_OFF_ERR."""
         return "RAWX_OFF_ERR" in self.table.colnames and "RAWY_OFF_ERR" in self.table.colnames
 
-    def table_grid(self):
+    def table_grid(self) -> tuple[np.ndarray, np.ndarray, dict]:
         """The ``FILTER-<ID>`` table checked and as planes on its grid.
 
-        Returns ``xs, ys`` (the sorted 1-based RAWX, RAWY values) and a dict column ->
-        (ny, nx) array.  Raises :class:`AstroMetFormatError` naming the extension and the
-        column when the table is not a complete regular grid (missing or repeated RAWX,
-        RAWY pairs, fewer than 4 x 4 points, a wrong number of rows), holds NaN, has
-        negative errors, or disagrees with POLYNOM_MAP far beyond the header's POLYERR
-        (:data:`TABLE_POLY_TOL`): a corrupted or inconsistent table.
+        Returns
+        -------
+        xs, ys : numpy.ndarray
+            The sorted 1-based RAWX, RAWY values of the grid.
+        planes : dict
+            Column name -> (ny, nx) array.
+
+        Raises
+        ------
+        AstroMetFormatError
+            Naming the extension and the column when the table is not a complete regular
+            grid (missing or repeated RAWX, RAWY pairs, fewer than 4 x 4 points, a wrong
+            number of rows), holds NaN, has negative errors, or disagrees with POLYNOM_MAP
+            far beyond the header's POLYERR (:data:`TABLE_POLY_TOL`): a corrupted or
+            inconsistent table.
         """
         ext = f"FILTER-{self.filter_id}"
         where = f"{self.source}: extension {ext}"
@@ -370,11 +385,18 @@ class AstroMetFilter:
                 f"POLYERR = {polyerr:.3g} px: the table or the polynomials are corrupted")
         return xs, ys, planes
 
-    def sigma_function(self):
-        """``sigma(x, y) -> (sigma_x, sigma_y)`` at measured positions (0-based pixels),
-        from the RAWX_OFF_ERR/RAWY_OFF_ERR columns (tabulated at linear-grid positions,
-        interpolated by a bicubic spline at ``l = p - POLYNOM_MAP2(p)``); None without
-        error columns."""
+    def sigma_function(self) -> Callable | None:
+        """The position errors of the table as a function of measured position.
+
+        From the RAWX_OFF_ERR/RAWY_OFF_ERR columns (tabulated at linear-grid positions,
+        interpolated by a bicubic spline at ``l = p - POLYNOM_MAP2(p)``).
+
+        Returns
+        -------
+        callable or None
+            ``sigma(x, y) -> (sigma_x, sigma_y)`` at measured positions (0-based pixels);
+            None without error columns.
+        """
         if not self.has_errors:
             return None
         from scipy.interpolate import RectBivariateSpline
@@ -397,18 +419,42 @@ class AstroMetFilter:
 
         return sigma
 
-    def reverse_monomials(self):
-        """POLYNOM_MAP2 as square monomial arrays in (measured - boresight)."""
+    def reverse_monomials(self) -> tuple[np.ndarray, np.ndarray]:
+        """POLYNOM_MAP2 as square monomial arrays in (measured - boresight).
+
+        Returns
+        -------
+        mx, my : numpy.ndarray
+            The x and y monomial coefficient arrays.
+        """
         return from_astromet(self.poly2[0]), from_astromet(self.poly2[1])
 
-    def forward_monomials(self):
-        """POLYNOM_MAP as square monomial arrays in (linear-grid - boresight)."""
+    def forward_monomials(self) -> tuple[np.ndarray, np.ndarray]:
+        """POLYNOM_MAP as square monomial arrays in (linear-grid - boresight).
+
+        Returns
+        -------
+        mx, my : numpy.ndarray
+            The x and y monomial coefficient arrays.
+        """
         return from_astromet(self.poly[0]), from_astromet(self.poly[1])
 
-    def solution(self, with_errors=True):
-        """The :class:`Solution` rebuilt from POLYNOM_MAP2 (exact to the stored precision
-        for fields of degree <= 7; otherwise within ``POLY2ERR`` pixels), with the table's
-        errors as its ``sigma`` (``with_errors``; see :meth:`sigma_function`)."""
+    def solution(self, with_errors: bool = True) -> Solution:
+        """The :class:`Solution` rebuilt from POLYNOM_MAP2.
+
+        Exact to the stored precision for fields of degree <= 7; otherwise within
+        ``POLY2ERR`` pixels.
+
+        Parameters
+        ----------
+        with_errors : bool
+            Give the solution the table's errors as its ``sigma`` (see :meth:`sigma_function`).
+
+        Returns
+        -------
+        Solution
+            The filter's solution.
+        """
         domain = detector_domain(self.detector_shape)
         sigma = self.sigma_function() if with_errors else None
         mx, my = trim_monomials(*self.reverse_monomials())
@@ -457,11 +503,25 @@ def _keyword(header, key, ext, path, cast=float):
         raise AstroMetFormatError(f"{path}: extension {ext} keyword {key} = {header[key]!r} is not valid") from None
 
 
-def read_astromet(path):
+def read_astromet(path: str | os.PathLike) -> AstroMetFile:
     """Read an AstroMet FITS file written by astrocal (or following the same layout).
 
-    Raises :class:`AstroMetFormatError` naming the file and the missing extension,
-    column or keyword.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The AstroMet FITS file.
+
+    Returns
+    -------
+    AstroMetFile
+        Its primary header and its filters by id.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    AstroMetFormatError
+        Naming the file and the missing extension, column or keyword.
     """
     path = Path(path)
     if not path.exists():

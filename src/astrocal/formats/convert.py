@@ -8,15 +8,19 @@ from its content; that of an output from its name unless ``--to`` says.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Sequence
 
 from astropy.io import fits
+from astropy.table import Table
 
 from ..errors import AstrocalError
 from ..resultset import require_complete_file
 from .astromet import read_astromet, write_astromet
 from .siaf import read_siaf, write_siaf
-from .sip import read_sip_header, write_sip_header
+from ..solution import Solution
+from .sip import load_header, read_sip_header, write_sip_header
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,26 @@ class ConversionError(AstrocalError, ValueError):
     message names the file."""
 
 
-def detect_format(path):
-    """Format of an existing solution file, from its content (and name)."""
+def detect_format(path: str | os.PathLike) -> str:
+    """Format of an existing solution file, from its content (and name).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The solution file.
+
+    Returns
+    -------
+    str
+        ``"astromet"``, ``"sip"`` or ``"siaf"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ConversionError
+        If the file is not a readable FITS file or its format cannot be told (naming it).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -55,8 +77,26 @@ def detect_format(path):
                      "(AstroMet or SIP), .hdr (SIP text header), .ecsv (SIAF table)")
 
 
-def output_format(path, to=None):
-    """Format to write ``path`` in: ``to`` if given, else from the name."""
+def output_format(path: str | os.PathLike, to: str | None = None) -> str:
+    """Format to write ``path`` in: ``to`` if given, else from the name.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file.
+    to : str, optional
+        The format asked for (one of :data:`FORMATS`).
+
+    Returns
+    -------
+    str
+        ``"astromet"``, ``"sip"`` or ``"siaf"``.
+
+    Raises
+    ------
+    ConversionError
+        If ``to`` is unknown or the name does not tell the format.
+    """
     if to:
         to = to.lower()
         if to not in FORMATS:
@@ -72,8 +112,21 @@ def output_format(path, to=None):
     raise ConversionError(f"{path}: cannot tell the output format from the name; use --to")
 
 
-def read_solutions(path, fmt=None):
-    """All solutions in a file, as a dict ``filter id -> Solution``."""
+def read_solutions(path: str | os.PathLike, fmt: str | None = None) -> dict[str, Solution]:
+    """All solutions in a file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The solution file.
+    fmt : str, optional
+        Its format (default: :func:`detect_format`).
+
+    Returns
+    -------
+    dict
+        Filter id -> :class:`~astrocal.solution.Solution`.
+    """
     fmt = fmt or detect_format(path)
     if fmt == "astromet":
         am = read_astromet(path)
@@ -87,12 +140,37 @@ def read_solutions(path, fmt=None):
     raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def write_solutions(path, solutions, fmt, filter_id=None, overwrite=False, instrument="",
-                    history=(), crval=(0.0, 0.0), step=25):
-    """Write ``solutions`` (dict filter -> Solution) in ``fmt``; single-filter formats need
-    ``filter_id`` when there are several.  ``history``: HISTORY lines of the output
-    (metadata key ``history`` of a SIAF table); ``crval``: a SIP header's sky position of
-    the boresight (degrees); ``step``: an AstroMet table's grid step (pixels)."""
+def write_solutions(path: str | os.PathLike, solutions: dict[str, Solution], fmt: str,
+                    filter_id: str | None = None, overwrite: bool = False, instrument: str = "",
+                    history: Sequence[str] = (), crval: tuple[float, float] = (0.0, 0.0), step: int = 25) -> Path:
+    """Write ``solutions`` in ``fmt``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file.
+    solutions : dict
+        Filter id -> :class:`~astrocal.solution.Solution`.
+    fmt : str
+        ``"astromet"``, ``"sip"`` or ``"siaf"``.
+    filter_id : str, optional
+        The filter to write; single-filter formats need it when there are several.
+    overwrite : bool
+        Replace an existing file.
+    instrument : str
+        An AstroMet file's ``INSTRUME``.
+    history : sequence of str
+        HISTORY lines of the output (metadata key ``history`` of a SIAF table).
+    crval : tuple of float
+        A SIP header's sky position of the boresight, degrees.
+    step : int
+        An AstroMet table's grid step, pixels.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     if fmt == "astromet":
         chosen = list(solutions.values()) if filter_id is None else [_pick(solutions, filter_id, path)]
         return write_astromet(path, chosen, instrument=instrument, overwrite=overwrite,
@@ -153,8 +231,6 @@ def _source_content(src, fmt, chosen):
         return history, extra, {"instrument": str(am.header.get("INSTRUME", "")),
                                 "step": min(steps) if steps else 25}
     if fmt == "sip":
-        from .sip import load_header
-
         h = load_header(src)
         history += [str(v) for v in h.get("HISTORY", [])]
         crval = (float(h.get("CRVAL1", 0.0)), float(h.get("CRVAL2", 0.0)))
@@ -168,21 +244,38 @@ def _source_content(src, fmt, chosen):
                           f"{' ...' if len(other) > 8 else ''}", ()))
         return history, extra, {"crval": crval}
     if fmt == "siaf":
-        from astropy.table import Table
-
         meta = Table.read(src, format="ascii.ecsv").meta
         history += [str(v) for v in meta.get("history", [])]
         history += [f"{k} = {v}" for k, v in (meta.get("provenance") or {}).items()]
     return history, extra, {}
 
 
-def convert(src, dst, to=None, filter_id=None, overwrite=False):
-    """Convert a solution file ``src`` into ``dst``; returns the output format.
+def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str | None = None, filter_id: str | None = None,
+            overwrite: bool = False) -> str:
+    """Convert a solution file ``src`` into ``dst``.
 
     What the output format holds is carried (the map uncertainty AstroMet to AstroMet, a
     SIP header's CRVAL to SIP, the input's HISTORY); what it cannot hold is logged as a
     warning and listed in the output's HISTORY (SIAF: metadata ``history``), never dropped
     silently.
+
+    Parameters
+    ----------
+    src : str or os.PathLike
+        The input solution file (any format, told from its content).
+    dst : str or os.PathLike
+        The output file.
+    to : str, optional
+        The output format (default: from ``dst``'s name).
+    filter_id : str, optional
+        The filter to convert (needed when the input holds several and the output holds one).
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    str
+        The output format.
     """
     require_complete_file(src)  # a product of an interrupted fit is not a solution
     fmt_in = detect_format(src)

@@ -21,7 +21,9 @@ part holding the polynomial exactly.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -35,16 +37,43 @@ __all__ = ["table_nodes", "lookup_tables", "add_lookup_tables", "interpolation_e
 DEFAULT_STEP = 16
 
 
-def table_nodes(n, step):
-    """0-based detector positions of the nodes along an axis of ``n`` pixels: every
-    ``step`` pixels from 0, one node at or beyond the last pixel."""
+def table_nodes(n: int, step: int) -> np.ndarray:
+    """0-based detector positions of the nodes along an axis of ``n`` pixels.
+
+    Parameters
+    ----------
+    n : int
+        Pixels along the axis.
+    step : int
+        Detector pixels between nodes.
+
+    Returns
+    -------
+    numpy.ndarray
+        The nodes: every ``step`` pixels from 0, one node at or beyond the last pixel.
+    """
     k = int(np.ceil((n - 1) / step)) + 1
     return np.arange(k, dtype=float) * step
 
 
-def lookup_tables(correction, detector_shape, step=DEFAULT_STEP):
-    """The two tables ``(t1, t2)`` (each ``(ny_nodes, nx_nodes)``, FITS order: rows along y)
-    of ``correction(x, y) -> (dx, dy)`` (pixels, at 0-based detector pixels) at the nodes."""
+def lookup_tables(correction: Callable, detector_shape: tuple[int, int],
+                  step: int = DEFAULT_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """The two look-up tables of a correction at the nodes.
+
+    Parameters
+    ----------
+    correction : callable
+        ``correction(x, y) -> (dx, dy)``: pixels, at 0-based detector pixels.
+    detector_shape : tuple of int
+        ``(ny, nx)``.
+    step : int
+        Detector pixels between nodes.
+
+    Returns
+    -------
+    t1, t2 : numpy.ndarray
+        Each ``(ny_nodes, nx_nodes)`` (FITS order: rows along y), pixels.
+    """
     ny, nx = detector_shape
     xs, ys = table_nodes(nx, step), table_nodes(ny, step)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
@@ -52,9 +81,31 @@ def lookup_tables(correction, detector_shape, step=DEFAULT_STEP):
     return np.asarray(dx, float).reshape(xx.shape), np.asarray(dy, float).reshape(xx.shape)
 
 
-def interpolation_error(correction, tables, step, detector_shape, n=257):
-    """Largest ``|bilinear interpolation of the tables - correction|`` (pixels) per axis on an
-    ``n x n`` grid over the detector (nodes and midpoints between them included)."""
+def interpolation_error(correction: Callable, tables: Sequence[np.ndarray], step: int,
+                        detector_shape: tuple[int, int], n: int = 257) -> tuple[float, ...]:
+    """Largest ``|bilinear interpolation of the tables - correction|`` per axis.
+
+    Measured on an ``n x n`` grid over the detector (nodes and midpoints between them
+    included).
+
+    Parameters
+    ----------
+    correction : callable
+        ``correction(x, y) -> (dx, dy)``: pixels, at 0-based detector pixels.
+    tables : sequence of numpy.ndarray
+        The tables of :func:`lookup_tables`.
+    step : int
+        Detector pixels between nodes.
+    detector_shape : tuple of int
+        ``(ny, nx)``.
+    n : int
+        Grid points per axis.
+
+    Returns
+    -------
+    tuple of float
+        The largest error per axis, pixels.
+    """
     ny, nx = detector_shape
     x = np.linspace(0, nx - 1, n)
     y = np.linspace(0, ny - 1, n)
@@ -72,9 +123,27 @@ def interpolation_error(correction, tables, step, detector_shape, n=257):
     return tuple(out)
 
 
-def add_lookup_tables(header, tables, step, errors=(None, None)):
-    """Add the ``CPDIS``/``DP``/``CPERR`` keywords to ``header`` (in place) and return the two
-    ``WCSDVARR`` image extensions of ``tables`` (float32, as astropy reads them)."""
+def add_lookup_tables(header: fits.Header, tables: Sequence[np.ndarray], step: int,
+                      errors: Sequence[float | None] = (None, None)) -> list[fits.ImageHDU]:
+    """Add the ``CPDIS``/``DP``/``CPERR`` keywords to ``header`` (in place).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The primary header, completed in place.
+    tables : sequence of numpy.ndarray
+        The two tables (pixels).
+    step : int
+        Detector pixels between nodes.
+    errors : sequence of float or None
+        The tables' largest interpolation errors (pixels) for ``CPERR1``/``CPERR2``; None:
+        no keyword.
+
+    Returns
+    -------
+    list of astropy.io.fits.ImageHDU
+        The two ``WCSDVARR`` image extensions of ``tables`` (float32, as astropy reads them).
+    """
     hdus = []
     for axis, (table, err) in enumerate(zip(tables, errors), start=1):
         header[f"CPDIS{axis}"] = ("Lookup", "prior distortion: a look-up table")
@@ -96,19 +165,44 @@ def add_lookup_tables(header, tables, step, errors=(None, None)):
     return hdus
 
 
-def write_wcs_lookup(path, header, residual_arcsec, detector_shape, step=DEFAULT_STEP, overwrite=False,
-                     jacobian=None):
-    """Write a FITS file whose primary header is the TAN-SIP ``header``
-    (:func:`astrocal.formats.sip.sip_header`) completed by look-up tables of the residual
-    field ``residual_arcsec(x, y) -> (ru, rv)`` (arcsec, at 0-based detector pixels), and the
-    two ``WCSDVARR`` extensions. Returns ``(path, (error_1, error_2))``: the tables' largest
-    interpolation errors (pixels), also in ``CPERR1``/``CPERR2``.
+def write_wcs_lookup(path: str | os.PathLike, header: fits.Header, residual_arcsec: Callable,
+                     detector_shape: tuple[int, int], step: int = DEFAULT_STEP, overwrite: bool = False,
+                     jacobian: Callable | None = None) -> tuple[Path, tuple[float, ...]]:
+    """Write a TAN-SIP header completed by look-up tables of the residual field.
 
-    The tables hold ``Delta(p) = J(p)^-1 r(p)`` with ``J`` the Jacobian (arcsec per pixel)
-    of the polynomial that the SIP header holds: ``jacobian(x, y) -> (u, v, J)`` (a
-    :class:`~astrocal.field.DistortionField`'s ``jacobian``), so that the SIP polynomial
-    evaluated at ``p + Delta`` gives the polynomial plus ``r`` to first order in ``r``;
-    without it, the constant ``CD`` matrix (exact for a header without SIP terms)."""
+    A FITS file whose primary header is the TAN-SIP ``header`` with the look-up keywords,
+    and the two ``WCSDVARR`` extensions. The tables hold ``Delta(p) = J(p)^-1 r(p)`` with
+    ``J`` the Jacobian (arcsec per pixel) of the polynomial that the SIP header holds, so
+    that the SIP polynomial evaluated at ``p + Delta`` gives the polynomial plus ``r`` to
+    first order in ``r``; without ``jacobian``, the constant ``CD`` matrix (exact for a
+    header without SIP terms).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file, written atomically.
+    header : astropy.io.fits.Header
+        The TAN-SIP header (:func:`astrocal.formats.sip.sip_header`); copied.
+    residual_arcsec : callable
+        ``residual_arcsec(x, y) -> (ru, rv)``: the residual field, arcsec, at 0-based
+        detector pixels.
+    detector_shape : tuple of int
+        ``(ny, nx)``.
+    step : int
+        Detector pixels between nodes.
+    overwrite : bool
+        Replace an existing file.
+    jacobian : callable, optional
+        ``jacobian(x, y) -> (u, v, J)`` (a :class:`~astrocal.field.DistortionField`'s
+        ``jacobian``) of the polynomial.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The path written.
+    errors : tuple of float
+        The tables' largest interpolation errors (pixels), also in ``CPERR1``/``CPERR2``.
+    """
     h = header.copy()
     cd = np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]], float) * 3600.0  # arcsec per pixel
     cdinv = np.linalg.inv(cd)

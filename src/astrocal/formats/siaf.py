@@ -11,7 +11,9 @@ reference pixel's position (no V2/V3 rotation).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -31,8 +33,22 @@ class SiafFormatError(AstrocalError, ValueError):
     """A SIAF-style table lacks a column or a metadata key, or holds bad values."""
 
 
-def siaf_table(solution, tol=1e-4):
-    """An astropy Table of the solution's forward and reverse coefficients."""
+def siaf_table(solution: Solution, tol: float = 1e-4) -> Table:
+    """An astropy Table of the solution's forward and reverse coefficients.
+
+    Parameters
+    ----------
+    solution : Solution
+        The distortion solution (field in 0-based pixels -> focal-plane arcsec).
+    tol : float
+        Wanted maximum round-trip error of the fitted reverse (``Idl2Sci``), pixels.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per term (see the module's docstring), the reference pixel (FITS 1-based),
+        detector size, degrees and the reverse's round-trip error in its metadata.
+    """
     f = solution.field
     b = solution.boresight
     mx, my = f.to_monomials(origin=b)
@@ -78,19 +94,58 @@ def siaf_table(solution, tol=1e-4):
     return table
 
 
-def write_siaf(path, solution, tol=1e-4, overwrite=False, history=()):
-    """Write the SIAF-style ECSV table of ``solution`` atomically; ``history``: lines kept
-    in the metadata key ``history`` (a conversion's provenance and what it did not carry)."""
+def write_siaf(path: str | os.PathLike, solution: Solution, tol: float = 1e-4, overwrite: bool = False,
+               history: Sequence[str] = ()) -> Path:
+    """Write the SIAF-style ECSV table of ``solution`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ECSV file.
+    solution : Solution
+        The distortion solution.
+    tol : float
+        Wanted maximum round-trip error of the reverse, pixels (:func:`siaf_table`).
+    overwrite : bool
+        Replace an existing file.
+    history : sequence of str
+        Lines kept in the metadata key ``history`` (a conversion's provenance and what it
+        did not carry).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     table = siaf_table(solution, tol)
     if history:
         table.meta["history"] = [str(line) for line in history]
     return atomic_write_table(table, path, overwrite=overwrite, format="ascii.ecsv")
 
 
-def read_siaf(path_or_table, source=None):
+def read_siaf(path_or_table: str | os.PathLike | Table, source: str | None = None) -> Solution:
     """Rebuild a :class:`Solution` from a SIAF-style table (path or Table).
 
     Only ``Sci2IdlX``/``Sci2IdlY`` define the field; ``Idl2Sci`` is informative.
+
+    Parameters
+    ----------
+    path_or_table : str, os.PathLike or astropy.table.Table
+        The ECSV file or the table itself.
+    source : str, optional
+        The name errors give a table (default ``"table"``; a path names itself).
+
+    Returns
+    -------
+    Solution
+        The solution (0-based pixels).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SiafFormatError
+        Naming the source and the missing or bad column or metadata key.
     """
     if isinstance(path_or_table, Table):
         table, source = path_or_table, source or "table"

@@ -14,8 +14,10 @@ frame (``CRVAL`` given by the caller); an on-sky solution rotates it beforehand.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -35,11 +37,23 @@ class SipFormatError(AstrocalError, ValueError):
     """A header lacks the keywords of a TAN-SIP solution or holds bad values."""
 
 
-def sip_header(solution, crval=(0.0, 0.0), tol=1e-4):
+def sip_header(solution: Solution, crval: tuple[float, float] = (0.0, 0.0), tol: float = 1e-4) -> fits.Header:
     """A :class:`astropy.io.fits.Header` with TAN-SIP for ``solution``.
 
-    ``crval`` (degrees) is the sky position of the boresight; ``tol`` the wanted maximum
-    round-trip error of the reverse polynomial (pixels).
+    Parameters
+    ----------
+    solution : Solution
+        The distortion solution.
+    crval : tuple of float
+        The sky position of the boresight, degrees.
+    tol : float
+        The wanted maximum round-trip error of the reverse polynomial, pixels.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The TAN-SIP header (CRPIX at the boresight, FITS 1-based; ``SIPRTERR``: the
+        reverse's measured round-trip error).
     """
     field = solution.field
     b = solution.boresight
@@ -120,12 +134,36 @@ def _reverse_sip(a, b, boresight, domain, tol):
     return apx, apy, rev.degree, inv.max_roundtrip_error
 
 
-def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False, cards=(),
-                     history=()):
-    """Write the TAN-SIP header of ``solution``: a FITS file (``.fits``: a primary HDU
-    with no data) or, for any other name (``.hdr``, ``.txt``), the header as text.
-    ``cards``: extra ``(keyword, value, comment)`` cards (a fit's quality flags);
-    ``history``: HISTORY lines (a conversion's provenance and what it did not carry)."""
+def write_sip_header(path: str | os.PathLike, solution: Solution, crval: tuple[float, float] = (0.0, 0.0),
+                     tol: float = 1e-4, overwrite: bool = False, cards: Sequence[tuple] = (),
+                     history: Sequence[str] = ()) -> Path:
+    """Write the TAN-SIP header of ``solution``, atomically.
+
+    A FITS file (``.fits``: a primary HDU with no data) or, for any other name (``.hdr``,
+    ``.txt``), the header as text.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    solution : Solution
+        The distortion solution.
+    crval : tuple of float
+        The sky position of the boresight, degrees.
+    tol : float
+        The wanted maximum round-trip error of the reverse polynomial, pixels.
+    overwrite : bool
+        Replace an existing file.
+    cards : sequence of (keyword, value, comment)
+        Extra cards (a fit's quality flags).
+    history : sequence of str
+        HISTORY lines (a conversion's provenance and what it did not carry).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
     header = sip_header(solution, crval=crval, tol=tol)
     for key, value, comment in cards or ():
         header[key] = (value, comment)
@@ -140,8 +178,26 @@ def write_sip_header(path, solution, crval=(0.0, 0.0), tol=1e-4, overwrite=False
     return path
 
 
-def load_header(path):
-    """Read a header from a FITS file (primary HDU) or a text header file."""
+def load_header(path: str | os.PathLike) -> fits.Header:
+    """Read a header from a FITS file (primary HDU) or a text header file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A FITS file (``.fits``, ``.fit``, ``.fts``) or a text header file.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        The header.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SipFormatError
+        If a text file is not a FITS header.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such header file")
@@ -182,8 +238,26 @@ def _check_sip_orders(header, source):
                                  f"{order}; it would be ignored: {okey} >= {deg} needed")
 
 
-def read_sip_header(header, source="header"):
-    """Rebuild a :class:`Solution` from a TAN(-SIP) header (``fits.Header`` or path)."""
+def read_sip_header(header: fits.Header | str | os.PathLike, source: str = "header") -> Solution:
+    """Rebuild a :class:`Solution` from a TAN(-SIP) header.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header, str or os.PathLike
+        The header, or a file holding it (see :func:`load_header`).
+    source : str
+        The name errors give a header object (a path names itself).
+
+    Returns
+    -------
+    Solution
+        The solution (0-based pixels).
+
+    Raises
+    ------
+    SipFormatError
+        Naming the source and the missing or bad keyword.
+    """
     if not isinstance(header, fits.Header):
         source = str(header)
         header = load_header(header)

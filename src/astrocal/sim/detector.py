@@ -42,10 +42,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import astropy.units as u
+from numpy.typing import ArrayLike
 from scipy import ndimage
+
+from ..instruments import Instrument, get_instrument
 
 __all__ = [
     "DetectorModel",
@@ -115,16 +119,34 @@ class DetectorModel:
 
     @property
     def area_cm2(self) -> float:
+        """The detector's area, cm^2."""
         ny, nx = self.shape
         return nx * ny * (self.pixel_size_um * 1e-4) ** 2
 
     @classmethod
-    def from_instrument(cls, instrument="metis-lm", mode: str | None = None, **overrides) -> "DetectorModel":
-        """Model for an instrument of :mod:`astrocal.instruments` (key or object) and
-        readout mode (default: the detector's default mode); ``overrides`` replace
-        any field (e.g. ``seed=3``, ``cosmic_ray_rate_per_cm2_s=0``)."""
-        from ..instruments import get_instrument
+    def from_instrument(cls, instrument: str | Instrument = "metis-lm", mode: str | None = None,
+                        **overrides: Any) -> DetectorModel:
+        """Model for an instrument of :mod:`astrocal.instruments` and a readout mode.
 
+        Parameters
+        ----------
+        instrument : str or Instrument
+            The instrument (key or object).
+        mode : str, optional
+            Readout mode (default: the detector's default mode).
+        **overrides
+            Replace any field (e.g. ``seed=3``, ``cosmic_ray_rate_per_cm2_s=0``).
+
+        Returns
+        -------
+        DetectorModel
+            The model.
+
+        Raises
+        ------
+        TypeError
+            For an unknown field in ``overrides``.
+        """
         inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
         det = inst.detector
         m = det.mode(mode)
@@ -147,8 +169,19 @@ class DetectorModel:
         values.update(overrides)
         return cls(**values)
 
-    def with_(self, **changes) -> "DetectorModel":
-        """A copy with some fields changed."""
+    def with_(self, **changes: Any) -> DetectorModel:
+        """A copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field name -> new value.
+
+        Returns
+        -------
+        DetectorModel
+            The copy.
+        """
         return replace(self, **changes)
 
 
@@ -203,7 +236,18 @@ def _flat_cached(det: DetectorModel) -> np.ndarray:
 
 
 def flat_field(det: DetectorModel) -> np.ndarray:
-    """The detector's true flat-field pattern (float32, mean 1, read-only)."""
+    """The detector's true flat-field pattern.
+
+    Parameters
+    ----------
+    det : DetectorModel
+        The detector model.
+
+    Returns
+    -------
+    numpy.ndarray
+        The pattern (ny, nx), float32, mean 1, read-only (cached).
+    """
     return _flat_cached(det)
 
 
@@ -228,12 +272,34 @@ def _badpix_cached(det: DetectorModel) -> BadPixels:
 
 
 def bad_pixel_maps(det: DetectorModel) -> BadPixels:
-    """The detector's dead and hot pixels (truth, reproducible from ``det.seed``)."""
+    """The detector's dead and hot pixels (truth, reproducible from ``det.seed``).
+
+    Parameters
+    ----------
+    det : DetectorModel
+        The detector model.
+
+    Returns
+    -------
+    BadPixels
+        The maps (read-only, cached).
+    """
     return _badpix_cached(det)
 
 
 def bad_pixel_mask(det: DetectorModel) -> np.ndarray:
-    """Boolean map (ny, nx), True for dead or hot pixels (truth)."""
+    """The dead or hot pixels (truth).
+
+    Parameters
+    ----------
+    det : DetectorModel
+        The detector model.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean map (ny, nx), True for dead or hot pixels.
+    """
     return bad_pixel_maps(det).mask
 
 
@@ -258,8 +324,8 @@ def _border_mask(det: DetectorModel) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------
 # cosmic rays
 # ---------------------------------------------------------------------------------
-def cosmic_ray_image(det: DetectorModel, exptime, rng: np.random.Generator,
-                     rate_per_cm2_s: float | None = None, max_length_px: float = 200.0):
+def cosmic_ray_image(det: DetectorModel, exptime: float | u.Quantity, rng: np.random.Generator,
+                     rate_per_cm2_s: float | None = None, max_length_px: float = 200.0) -> tuple[np.ndarray, int]:
     """Electrons deposited by cosmic rays during ``exptime`` seconds.
 
     Events arrive as a Poisson process of ``rate_per_cm2_s`` (default the model's) over
@@ -270,7 +336,25 @@ def cosmic_ray_image(det: DetectorModel, exptime, rng: np.random.Generator,
     micrometre of path (times a log-normal factor of width 0.4 for the Landau-like
     fluctuations), spread evenly along the track.
 
-    Returns ``(image, n_events)``: float32 electrons (ny, nx) and the number of events.
+    Parameters
+    ----------
+    det : DetectorModel
+        The detector model.
+    exptime : float or astropy.units.Quantity
+        Exposure time, s.
+    rng : numpy.random.Generator
+        The random stream.
+    rate_per_cm2_s : float, optional
+        Event rate, per cm^2 and s (default the model's).
+    max_length_px : float
+        Longest projected track, pixels.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        Float32 electrons (ny, nx).
+    n_events : int
+        The number of events.
     """
     t = _seconds(exptime)
     rate = det.cosmic_ray_rate_per_cm2_s if rate_per_cm2_s is None else float(rate_per_cm2_s)
@@ -339,12 +423,13 @@ def _photon_noise(e, ndit, rng, threshold):
     return out
 
 
-def simulate_frame(expected_e, det: DetectorModel, rng: np.random.Generator, *, exptime,
+def simulate_frame(expected_e: ArrayLike, det: DetectorModel, rng: np.random.Generator, *,
+                   exptime: float | u.Quantity,
                    ndit: int = 1, reference_pixels: bool = True, flat: bool = True,
                    dark: bool = True, bad_pixels: bool = True, photon_noise: bool = True,
                    cosmic_rays: bool = True, saturation: bool = True, read_noise: bool = True,
                    adu: bool = True, quantize: bool = False, return_truth: bool = False,
-                   poisson_threshold_e: float = 1000.0):
+                   poisson_threshold_e: float = 1000.0) -> np.ndarray | tuple[np.ndarray, FrameTruth]:
     """Turn an expected-electron image into a raw frame.
 
     Parameters
@@ -353,6 +438,7 @@ def simulate_frame(expected_e, det: DetectorModel, rng: np.random.Generator, *, 
         Mean photo-electrons per pixel per DIT from source + thermal background, for a
         uniform detector.  Negative values are an error.
     det : DetectorModel
+        The detector model.
     rng : numpy.random.Generator
         Source of the per-frame randomness (photon noise, read noise, cosmic rays).
     exptime : float or Quantity
@@ -429,20 +515,60 @@ def simulate_frame(expected_e, det: DetectorModel, rng: np.random.Generator, *, 
     return e
 
 
-def background_frame(thermal_e, det: DetectorModel, rng: np.random.Generator, *, exptime,
-                     ndit: int = 1, **switches):
+def background_frame(thermal_e: ArrayLike, det: DetectorModel, rng: np.random.Generator, *,
+                     exptime: float | u.Quantity, ndit: int = 1,
+                     **switches: bool) -> np.ndarray | tuple[np.ndarray, FrameTruth]:
     """A background frame with the WCU black-body shutter closed.
 
-    ``thermal_e``: expected thermal-background electrons per pixel per DIT (array or
-    scalar); the frame gets dark current, noise, cosmetics and cosmic rays like any
-    other (``switches`` as in :func:`simulate_frame`).
+    The frame gets dark current, noise, cosmetics and cosmic rays like any other.
+
+    Parameters
+    ----------
+    thermal_e : array_like
+        Expected thermal-background electrons per pixel per DIT (array or scalar).
+    det : DetectorModel
+        The detector model.
+    rng : numpy.random.Generator
+        The frame's random stream.
+    exptime : float or astropy.units.Quantity
+        DIT, s.
+    ndit : int
+        Number of DITs averaged.
+    **switches
+        As in :func:`simulate_frame`.
+
+    Returns
+    -------
+    numpy.ndarray or tuple
+        As :func:`simulate_frame`.
     """
     return simulate_frame(thermal_e, det, rng, exptime=exptime, ndit=ndit, **switches)
 
 
-def flat_frame(det: DetectorModel, rng: np.random.Generator, *, level_e=None, exptime=1.0,
-               ndit: int = 1, **switches):
-    """A flat-field exposure: uniform illumination of ``level_e`` electrons per pixel per
-    DIT (default half the full well) through the detector's flat-field pattern."""
+def flat_frame(det: DetectorModel, rng: np.random.Generator, *, level_e: float | None = None,
+               exptime: float | u.Quantity = 1.0, ndit: int = 1,
+               **switches: bool) -> np.ndarray | tuple[np.ndarray, FrameTruth]:
+    """A flat-field exposure: uniform illumination through the detector's flat-field pattern.
+
+    Parameters
+    ----------
+    det : DetectorModel
+        The detector model.
+    rng : numpy.random.Generator
+        The frame's random stream.
+    level_e : float, optional
+        Electrons per pixel per DIT (default half the full well).
+    exptime : float or astropy.units.Quantity
+        DIT, s.
+    ndit : int
+        Number of DITs averaged.
+    **switches
+        As in :func:`simulate_frame`.
+
+    Returns
+    -------
+    numpy.ndarray or tuple
+        As :func:`simulate_frame`.
+    """
     level = 0.5 * det.full_well_e if level_e is None else float(level_e)
     return simulate_frame(np.float32(level), det, rng, exptime=exptime, ndit=ndit, **switches)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,15 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write_text, check_writable
-from ..field import invert, local_geometry, nonlinear_part
+from ..errors import SimulationOptionError
+from ..field import DistortionField, invert, local_geometry, nonlinear_part
 from ..field.synthetic import smooth_field
 from ..formats.astromet import read_astromet, write_astromet
+from ..formats.convert import read_solutions
 from ..formats.siaf import read_siaf, write_siaf
 from ..formats.sip import read_sip_header, write_sip_header
-from ..instruments import get_instrument
+from ..instruments import Instrument, get_instrument
+from ..pixels import detector_domain
 from ..solution import Solution
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,31 @@ class FieldFiles:
     figures: dict
 
 
-def instrument_field(instrument="metis-lm", degree=5, corner_px=3.0, rotation_deg=0.2, seed=None):
-    """A smooth field with the instrument's detector and nominal pixel scale."""
+def instrument_field(instrument: str = "metis-lm", degree: int = 5, corner_px: float = 3.0,
+                     rotation_deg: float = 0.2, seed: int | None = None) -> tuple[Instrument, DistortionField]:
+    """A smooth field with the instrument's detector and nominal pixel scale.
+
+    Parameters
+    ----------
+    instrument : str
+        Instrument preset name.
+    degree : int
+        Polynomial degree of the field.
+    corner_px : float
+        Non-linear distortion at the detector's corners, pixels.
+    rotation_deg : float
+        Rotation of the field, degrees.
+    seed : int, optional
+        Seed of the field's shape (None: the fixed default field of
+        :func:`astrocal.field.synthetic.smooth_field`).
+
+    Returns
+    -------
+    inst : Instrument
+        The instrument.
+    field : DistortionField
+        The field (0-based pixels -> focal-plane arcsec).
+    """
     inst = get_instrument(instrument)
     return inst, smooth_field(shape=inst.detector_shape, pixel_scale_mas=inst.pixel_scale_mas,
                               corner_px=corner_px, degree=degree, rotation_deg=rotation_deg,
@@ -52,11 +79,31 @@ def _max_px(sol, other, x, y):
     return float(np.max(np.hypot(u1 - u2, v1 - v2)) / sol.plate_scale)
 
 
-def simulate_field(out, instrument="metis-lm", degree=5, corner_px=3.0, rotation_deg=0.2,
-                   seed=None, filter_id=None, overwrite=False):
-    """Draw a field and write ``distortion_truth.fits`` (AstroMet, double precision),
-    ``distortion_truth.hdr`` (TAN-SIP), ``distortion_truth.ecsv`` (SIAF) and
-    ``distortion_truth.json`` (the figures) into ``out``."""
+def simulate_field(out: str | os.PathLike, instrument: str = "metis-lm", degree: int = 5, corner_px: float = 3.0,
+                   rotation_deg: float = 0.2, seed: int | None = None, filter_id: str | None = None,
+                   overwrite: bool = False) -> FieldFiles:
+    """Draw a field and write it in every solution format.
+
+    ``distortion_truth.fits`` (AstroMet, double precision), ``distortion_truth.hdr``
+    (TAN-SIP), ``distortion_truth.ecsv`` (SIAF) and ``distortion_truth.json`` (the figures)
+    into ``out``.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output directory.
+    instrument, degree, corner_px, rotation_deg, seed
+        The field, as :func:`instrument_field`.
+    filter_id : str, optional
+        Filter id of the solutions (default: the instrument's default filter).
+    overwrite : bool
+        Replace existing files (else an existing file is an error, checked before writing).
+
+    Returns
+    -------
+    FieldFiles
+        The paths written and the figures measured on them.
+    """
     out = Path(out)
     names = {k: out / f"distortion_truth.{ext}" for k, ext in
              (("astromet", "fits"), ("sip", "hdr"), ("siaf", "ecsv"), ("summary", "json"))}
@@ -100,3 +147,94 @@ def simulate_field(out, instrument="metis-lm", degree=5, corner_px=3.0, rotation
     }
     atomic_write_text(names["summary"], json.dumps(figures, indent=2) + "\n", overwrite=overwrite)
     return FieldFiles(names["astromet"], names["sip"], names["siaf"], names["summary"], figures)
+
+
+def field_from_file(path: str | os.PathLike, filter_name: str, shape: tuple[int, int]) -> DistortionField:
+    """The instrument field of a solution file, for one filter and one detector.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A solution file (AstroMet FITS, SIP header or FITS, SIAF ECSV).
+    filter_name : str
+        The filter whose solution is used; a file with one solution gives it for any filter.
+    shape : tuple of int
+        Detector shape ``(ny, nx)``: the field's domain must be this detector's.
+
+    Returns
+    -------
+    DistortionField
+        The field (0-based pixels -> focal-plane arcsec).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    SimulationOptionError
+        If the file holds no solution for the filter, cannot be read, or its domain is not the
+        detector's (the message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"distortion file not found: {path}")
+    try:
+        sols = read_solutions(path)
+    except (OSError, ValueError) as exc:
+        msg = str(exc)
+        raise SimulationOptionError(msg if str(path) in msg else f"{path}: {msg}") from None
+    except Exception as exc:
+        raise SimulationOptionError(f"{path}: cannot read a distortion solution ({type(exc).__name__}: {exc})") from None
+    if not sols:
+        raise SimulationOptionError(f"{path}: no distortion solution in the file")
+    if filter_name in sols:
+        sol = sols[filter_name]
+    elif len(sols) == 1:
+        sol = next(iter(sols.values()))
+        if sol.filter != filter_name:
+            log.info("%s: using its only solution (filter %s) for filter %s", path, sol.filter, filter_name)
+    else:
+        raise SimulationOptionError(f"{path}: no solution for filter {filter_name!r}; the file has {sorted(sols)}")
+    field = sol.field
+    want = detector_domain(shape)
+    if not np.allclose(field.domain, want, atol=1e-6):
+        raise SimulationOptionError(f"{path}: the field's domain {tuple(field.domain)} is not the detector's "
+                         f"{want} (detector shape {shape}); use a field made for this detector")
+    return field
+
+
+def central_window(field: DistortionField, full_shape: tuple[int, int],
+                   shape: tuple[int, int]) -> DistortionField:
+    """The field seen by a smaller detector at the centre of the full one (same optics).
+
+    ``G_w(p) = G(p + c)``, ``c`` the offset of the window; exact (a polynomial of the same
+    degree, fitted through more samples than terms).
+
+    Parameters
+    ----------
+    field : DistortionField
+        The field of the full detector (0-based pixels -> focal-plane arcsec).
+    full_shape : tuple of int
+        The full detector's shape ``(ny, nx)``.
+    shape : tuple of int
+        The window's shape ``(ny, nx)``, centred on the full detector.
+
+    Returns
+    -------
+    DistortionField
+        The window's field on its own 0-based pixels (``meta["window"]``: the offset ``c``, px).
+
+    Raises
+    ------
+    SimulationOptionError
+        If the window is larger than the detector.
+    """
+    (ny, nx), (my, mx) = full_shape, shape
+    if my > ny or mx > nx:
+        raise SimulationOptionError(f"detector_shape {shape} is larger than the instrument's {full_shape}")
+    cx, cy = (nx - mx) / 2.0, (ny - my) / 2.0
+    dom = detector_domain(shape)
+    n = 3 * (field.degree + 2)
+    x, y = np.meshgrid(np.linspace(dom[0], dom[1], n), np.linspace(dom[2], dom[3], n))
+    u, v = field(x + cx, y + cy)
+    return DistortionField.fit(x, y, u, v, field.degree, dom, unit=field.unit,
+                               input_unit=field.input_unit, meta=dict(field.meta, window=[cx, cy]))

@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Any, Sequence
 
 from ..atomic import atomic_write_text, check_writable
 from ..errors import SimulationOptionError
+from .lab_truth import LabTruth
+from .points_campaign import write_points_campaign
+from .sky_points import write_sky_points_campaign
+from .sky_truth import SkyTruth
 
 
 def _sections(text, header):
@@ -56,13 +61,29 @@ def _rebase(block, old_dir, new_dir, keys):
     return "\n".join(out)
 
 
-def joint_campaign_toml(lab_campaign, sky_campaign, out, fit_lines=None, overwrite=False):
+def joint_campaign_toml(lab_campaign: str | os.PathLike, sky_campaign: str | os.PathLike, out: str | os.PathLike,
+                        fit_lines: Sequence[str] | None = None, overwrite: bool = False) -> Path:
     """Write ``out`` (a campaign TOML) joining the datasets of two campaign files.
 
-    ``[instrument]`` comes from the lab campaign; ``[fit]`` from ``fit_lines`` (a list of
-    ``key = value`` lines) or the lab campaign's, plus the sky campaign's flexure keys
-    (``flexure_*``) unless given. Both campaigns must describe the same
-    instrument (detector shape and pixel scale).
+    ``[instrument]`` comes from the lab campaign; ``[fit]`` from ``fit_lines`` or the lab
+    campaign's, plus the sky campaign's flexure keys (``flexure_*``) unless given. Both
+    campaigns must describe the same instrument (detector shape and pixel scale).
+
+    Parameters
+    ----------
+    lab_campaign, sky_campaign : str or os.PathLike
+        The campaign files (with ``[[lab]]`` and ``[[sky]]`` datasets).
+    out : str or os.PathLike
+        The joint campaign file (paths rewritten relative to it).
+    fit_lines : sequence of str, optional
+        The ``[fit]`` section's ``key = value`` lines.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The campaign file written.
     """
     lab_campaign, sky_campaign, out = Path(lab_campaign), Path(sky_campaign), Path(out)
     check_writable(out, overwrite)
@@ -104,18 +125,44 @@ def _toml_value(value):
     return repr(value)
 
 
-def write_joint_points_campaign(out, seed=0, lab_exposures=10, sky_exposures=12, degree=5,
-                                fit_degree="auto", target="gc", overwrite=False, **sky):
-    """Simulate a lab and a sky campaign (point level) through one field; returns
-    ``(joint campaign path, lab truth, sky truth)``.
+def write_joint_points_campaign(out: str | os.PathLike, seed: int = 0, lab_exposures: int = 10,
+                                sky_exposures: int = 12, degree: int = 5, fit_degree: int | str = "auto",
+                                target: str = "gc", overwrite: bool = False,
+                                **sky: Any) -> tuple[Path, LabTruth, SkyTruth]:
+    """Simulate a lab and a sky campaign (point level) through one field.
 
     ``out/lab/`` holds the lab campaign (:func:`astrocal.sim.points_campaign.write_points_campaign`),
-    ``out/sky/`` the sky campaign (:func:`astrocal.sim.sky_truth.write_sky_points_campaign`
-    with the lab truth's field), ``out/campaign.toml`` the joint campaign. ``sky``: extra
-    arguments of the sky simulation (``flexure_sigma_mas``, ``zenith_range`` ...).
+    ``out/sky/`` the sky campaign (:func:`astrocal.sim.sky_points.write_sky_points_campaign`
+    with the lab truth's field), ``out/campaign.toml`` the joint campaign.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output directory.
+    seed : int
+        Random seed of both campaigns (the fit's seed is ``seed + 1``).
+    lab_exposures, sky_exposures : int
+        Exposures of the lab and the sky campaign.
+    degree : int
+        Degree of the lab truth's field.
+    fit_degree : int or "auto"
+        The ``[fit]`` degree.
+    target : str
+        The sky field (``"gc"`` or ``"47tuc"``).
+    overwrite : bool
+        Replace existing files.
+    **sky
+        Extra arguments of the sky simulation (``flexure_sigma_mas``, ``zenith_range`` ...).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The joint campaign file.
+    lab_truth : LabTruth
+        The lab campaign's truth.
+    sky_truth : SkyTruth
+        The sky campaign's truth.
     """
-    from .points_campaign import write_points_campaign
-    from .sky_truth import write_sky_points_campaign
 
     out = Path(out)
     lab_path, lab_truth, _ = write_points_campaign(out / "lab", seed=seed, n_exposures=lab_exposures,

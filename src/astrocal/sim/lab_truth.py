@@ -23,14 +23,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..field import DistortionField
+from numpy.typing import ArrayLike
+
+from ..field import DistortionField, invert
 from ..field.inverse import solve
 from ..model.data import Points
 
 
-def chopper_series(n, max_arcsec=3.0):
-    """Default commanded offsets (arcsec): the origin, then a spiral whose radius grows
-    from a fraction of the fine pitch to ``max_arcsec``, at golden-angle steps."""
+def chopper_series(n: int, max_arcsec: float = 3.0) -> np.ndarray:
+    """Default commanded offsets: the origin, then a spiral whose radius grows from a
+    fraction of the fine pitch to ``max_arcsec``, at golden-angle steps.
+
+    Parameters
+    ----------
+    n : int
+        Number of exposures (>= 1).
+    max_arcsec : float
+        The largest offset, arcsec.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 2) offsets, arcsec (rounded to 0.1 mas).
+    """
     if n < 1:
         raise ValueError("a campaign needs at least one exposure")
     out = np.zeros((n, 2))
@@ -63,23 +78,70 @@ class LabTruth:
     offset_sigma: float          # arcsec, stated accuracy of the offsets
     reference: int = 0
 
-    def focal_plane(self, e):
-        """``f_eh`` of exposure ``e`` for every hole, arcsec."""
+    def focal_plane(self, e: int) -> np.ndarray:
+        """``f_eh`` of exposure ``e`` for every hole.
+
+        Parameters
+        ----------
+        e : int
+            The exposure.
+
+        Returns
+        -------
+        numpy.ndarray
+            (H, 2) focal-plane positions, arcsec.
+        """
         th = self.insertion_rot + self.pose_rot[e]
         rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
         actual = self.hole_xy + self.hole_errors  # arcsec at the mask plate scale
         return (1 + self.pose_scale[e]) * actual @ rot.T + self.insertion_offset + self.applied[e]
 
 
-def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, offsets=None,
-                   hole_error_um=0.5, offset_sigma_mas=2.0, insertion_rot_deg=0.3,
-                   insertion_offset_arcsec=0.3, chopper_scale=2e-3, chopper_rot_deg=0.2,
-                   pose_jitter=1e-6, margin_px=8.0):
+def draw_lab_truth(field: DistortionField, hole_ids: ArrayLike, hole_xy: ArrayLike, mask_scale: float,
+                   rng: np.random.Generator | int | None, n_exposures: int = 10, offsets: ArrayLike | None = None,
+                   hole_error_um: float = 0.5, offset_sigma_mas: float = 2.0, insertion_rot_deg: float = 0.3,
+                   insertion_offset_arcsec: float = 0.3, chopper_scale: float = 2e-3, chopper_rot_deg: float = 0.2,
+                   pose_jitter: float = 1e-6, margin_px: float = 8.0) -> LabTruth:
     """Draw the truth of a campaign and the detector position of every hole.
 
-    ``hole_error_um`` is the rms of each coordinate of the manufacturing errors (um at the
-    mask); ``offset_sigma_mas`` the accuracy of the chopper offsets; positions closer than
-    ``margin_px`` to the detector edge are NaN (not on the detector).
+    Drawn, in this order from ``rng``: the chopper frame's scale and rotation, the offsets'
+    errors, the hole errors, the per-exposure pose jitter (scale, rotation), the mask
+    insertion rotation and offset.
+
+    Parameters
+    ----------
+    field : DistortionField
+        The instrument field (0-based pixels -> focal-plane arcsec).
+    hole_ids : array_like
+        The holes' ids.
+    hole_xy : array_like
+        (H, 2) nominal hole positions, arcsec.
+    mask_scale : float
+        Mask scale, mm per arcsec.
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    n_exposures : int
+        Exposures, when ``offsets`` is not given (:func:`chopper_series`).
+    offsets : array_like, optional
+        (E, 2) commanded offsets, arcsec.
+    hole_error_um : float
+        Rms of each coordinate of the manufacturing errors, um at the mask.
+    offset_sigma_mas : float
+        Accuracy of the chopper offsets, mas.
+    insertion_rot_deg, insertion_offset_arcsec : float
+        Rms of the mask insertion rotation (deg) and offset (arcsec).
+    chopper_scale, chopper_rot_deg : float
+        Rms of the chopper frame's scale and rotation (deg).
+    pose_jitter : float
+        Rms of the per-exposure scale and rotation.
+    margin_px : float
+        Positions closer than this to the detector edge are NaN (not on the detector);
+        negative: kept up to that far outside.
+
+    Returns
+    -------
+    LabTruth
+        The truth.
     """
     rng = np.random.default_rng(rng)
     hole_xy = np.asarray(hole_xy, float)
@@ -101,8 +163,6 @@ def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, of
         offset_sigma=sig,
     )
     xmin, xmax, ymin, ymax = field.domain
-    from ..field import invert
-
     guess = invert(field, tol=1e-3).field
     for k in range(e):
         f = truth.focal_plane(k)
@@ -123,13 +183,33 @@ def draw_lab_truth(field, hole_ids, hole_xy, mask_scale, rng, n_exposures=10, of
     return truth
 
 
-def observe_points(truth, rng, sigma_px=(0.005, 0.03), pixel_scale=None, dataset_name="lab"):
+def observe_points(truth: LabTruth, rng: np.random.Generator | int | None,
+                   sigma_px: tuple[float, float] = (0.005, 0.03), pixel_scale: float | None = None,
+                   dataset_name: str = "lab") -> tuple[Points, np.ndarray]:
     """Point-level observations of a truth: every visible spot with Gaussian centroid noise.
 
     Each spot gets its own sigma (uniform in ``sigma_px``, slightly anisotropic and
-    correlated), and its measured position is drawn from that covariance. Returns
-    :class:`~astrocal.model.data.Points` (and the noise-free positions, in the same
-    order).
+    correlated), and its measured position is drawn from that covariance.
+
+    Parameters
+    ----------
+    truth : LabTruth
+        The truth.
+    rng : numpy.random.Generator, int or None
+        The random stream (or its seed).
+    sigma_px : tuple of float
+        Range of the centroid sigmas, pixels.
+    pixel_scale : float, optional
+        The points' pixel scale, arcsec (default: the field's at its centre).
+    dataset_name : str
+        The dataset's name.
+
+    Returns
+    -------
+    points : Points
+        The observations (:class:`~astrocal.model.data.Points`).
+    true : numpy.ndarray
+        (N, 2) noise-free positions, in the same order, pixels.
     """
     rng = np.random.default_rng(rng)
     e_idx, h_idx = np.nonzero(np.isfinite(truth.positions[..., 0]))
@@ -186,7 +266,7 @@ def _affine_field(field, a, b):
     return field.replace(cx=cx, cy=cy, meta={})
 
 
-def gauge_truth(truth, hole_ids=None, mask_affine=True):
+def gauge_truth(truth: LabTruth, hole_ids: ArrayLike | None = None, mask_affine: bool = True) -> GaugeTruth:
     """Express the truth in the fit's gauge for the holes ``hole_ids`` (default: all).
 
     The reference exposure's pose becomes the identity plus its commanded offset, and the
@@ -197,6 +277,20 @@ def gauge_truth(truth, hole_ids=None, mask_affine=True):
     ``Priors.mask_affine_sigma_ppm``) or, with ``mask_affine=False`` (a fit with the mask
     fixed at its nominal table: ``mask_affine_sigma_ppm = 0`` or no hole errors), which
     are folded into the field too.
+
+    Parameters
+    ----------
+    truth : LabTruth
+        The truth.
+    hole_ids : array_like, optional
+        The holes the fit saw (default: all).
+    mask_affine : bool
+        Keep the mask's net scale and shears (else fold them into the field).
+
+    Returns
+    -------
+    GaugeTruth
+        The truth in the fit's gauge.
     """
     if hole_ids is None:
         sel = np.arange(len(truth.hole_ids))

@@ -28,11 +28,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from astropy.io import fits
@@ -42,13 +43,14 @@ from astropy.time import Time, TimeDelta
 from .. import __version__
 from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
 from ..image.headers import set_card, eso_key
-from ..lab.mask import load_mask, mask_path
+from ..errors import SimulationOptionError
+from ..lab.mask import Mask, load_mask, mask_path
 from ..image.psf import pinhole_diameter_mas
 from ..lms import FieldOrientation, Hyperparameters
 from ..lms.mosaic import REFERENCE_BORDERS, load_mosaic
 from ..lms.traces import SLICE_WIDTH_ARCSEC
 from . import lms_render as R
-from .lab import PUPIL_TRANSMISSION, WCU, ELT_DIAMETER_M, sphere_gain_factor, photon_radiance
+from .radiometry import ELT_DIAMETER_M, PUPIL_TRANSMISSION, WCU, photon_radiance, sphere_gain_factor
 from .lms_response import SlitProfile, draw_response
 from .lms_truth import (LASERS, QCL_LINES_UM, chopper_offsets, draw_lms_geometry, holes_in_field, laser_lines,
                         write_lms_truth)
@@ -245,27 +247,74 @@ class LmsSimSettings:
             raise ValueError(f"efficiency must be in (0, 1], got {self.efficiency}")
         Time(self.date_obs, scale="utc")
 
-    def replace(self, **changes) -> "LmsSimSettings":
+    def replace(self, **changes: Any) -> LmsSimSettings:
+        """The same settings with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field name -> new value.
+
+        Returns
+        -------
+        LmsSimSettings
+            The new settings (validated).
+        """
         return dataclasses.replace(self, **changes)
 
     def commanded_offsets(self) -> np.ndarray:
+        """The commanded chopper offsets.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, 2) offsets (along, across the slices), arcsec: ``offsets``, or
+            :func:`~astrocal.sim.lms_truth.chopper_offsets` of ``n_offsets``,
+            ``max_along_arcsec``, ``max_across_slices``.
+        """
         if self.offsets is not None:
             return np.asarray(self.offsets, float)
         return chopper_offsets(self.n_offsets, self.max_along_arcsec, self.max_across_slices)
 
     def scan_offsets(self) -> np.ndarray:
-        """(n, 2) [arcsec]: the slit-scan offsets (0 along, ``f W`` across for ``f`` in ``slit_scan``)."""
+        """The slit-scan offsets.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, 2) arcsec: 0 along, ``f W`` across for ``f`` in ``slit_scan``.
+        """
         f = np.asarray(self.slit_scan, float)
         return np.stack([np.zeros(f.size), f * SLICE_WIDTH_ARCSEC], axis=1)
 
-    def slit_profile(self):
-        """The :class:`~astrocal.sim.lms_response.SlitProfile` (None with ``slit_loss`` off)."""
+    def slit_profile(self) -> SlitProfile | None:
+        """The transmission across the slices.
+
+        Returns
+        -------
+        SlitProfile or None
+            The :class:`~astrocal.sim.lms_response.SlitProfile` (None with ``slit_loss`` off).
+        """
         return SlitProfile(self.slit_edge_loss, self.slit_edge_power) if self.slit_loss else None
 
     def lasers_on(self) -> tuple:
+        """The lasers switched on.
+
+        Returns
+        -------
+        tuple of str
+            Among ``"laser1"``, ``"qcl"``, ``"laser3"``.
+        """
         return tuple(n for n in ("laser1", "qcl", "laser3") if getattr(self, n))
 
     def to_dict(self) -> dict:
+        """The settings as plain data, as written to ``truth.json``.
+
+        Returns
+        -------
+        dict
+            Field name -> value (tuples as lists, other objects as strings).
+        """
         d = dataclasses.asdict(self)
         d["laser_rate_e_per_s"] = dict(self.laser_rate_e_per_s)
         return json.loads(json.dumps(d, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
@@ -275,10 +324,20 @@ def lms_radiometry(s: LmsSimSettings) -> dict:
     """Rate functions of the WCU sources [e/s per um, per arcsec^2 where extended].
 
     ``bb_pinhole(lam)``: one 25-um pinhole lit by the black body through the integrating sphere
-    (emissivity 0.98, sphere gain :func:`astrocal.sim.lab._sphere_gain`), [e s^-1 um^-1];
+    (emissivity 0.98, sphere gain :func:`astrocal.sim.radiometry.sphere_gain_factor`), [e s^-1 um^-1];
     ``bb_open(lam)``: the sphere's exit with the mask open [e s^-1 um^-1 arcsec^-2];
     ``thermal(lam)``: the warm mask (emissivity 1) [e s^-1 um^-1 arcsec^-2]. All through the ELT
     aperture times the LMS cold-pupil transmission and ``efficiency``.
+
+    Parameters
+    ----------
+    s : LmsSimSettings
+        The settings (``bb_temp_k``, ``wcu_temp_k``, ``efficiency``).
+
+    Returns
+    -------
+    dict
+        ``bb_pinhole``, ``bb_open``, ``thermal``: functions of the wavelength (um).
     """
     area = math.pi / 4 * ELT_DIAMETER_M**2 * PUPIL_TRANSMISSION["metis-lms"] * s.efficiency
     arcsec2 = 1e6 * _MAS2_TO_SR
@@ -310,10 +369,26 @@ class LmsCampaign:
     slit_profile: object = None
 
 
-def hole_errors_for(s: LmsSimSettings, mask, rng) -> np.ndarray:
-    """The true manufacturing errors (N, 2) [um, mask frame] of the mask's holes (table order):
-    zeros with ``hole_errors`` off; read from ``hole_errors_from`` (matched by ``hole_id``, the
-    positions checked against the mask to 1 nm); else ``N(0, hole_error_um**2)`` from ``rng``.
+def hole_errors_for(s: LmsSimSettings, mask: Mask, rng: np.random.Generator) -> np.ndarray:
+    """The true manufacturing errors of the mask's holes.
+
+    Zeros with ``hole_errors`` off; read from ``hole_errors_from`` (matched by ``hole_id``,
+    the positions checked against the mask to 1 nm); else ``N(0, hole_error_um**2)`` from
+    ``rng``.
+
+    Parameters
+    ----------
+    s : LmsSimSettings
+        The settings (``hole_errors``, ``hole_errors_from``, ``hole_error_um``).
+    mask : Mask
+        The mask table.
+    rng : numpy.random.Generator
+        The random stream.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 2) errors, um in the mask frame, in the table's order.
 
     Raises
     ------
@@ -321,8 +396,6 @@ def hole_errors_for(s: LmsSimSettings, mask, rng) -> np.ndarray:
         The table is missing or unreadable, lacks a column or a hole of the mask, or is of
         another mask.
     """
-    from ..errors import SimulationOptionError
-
     n = len(mask.hole_id)
     if not s.hole_errors:
         return np.zeros((n, 2))
@@ -519,11 +592,25 @@ def _campaign_toml(s, geometry, rows, seed):
     return "\n".join(lines)
 
 
-def simulate_lms(out, settings: LmsSimSettings | None = None, *, overwrite=False, **changes) -> LmsCampaign:
+def simulate_lms(out: str | os.PathLike, settings: LmsSimSettings | None = None, *, overwrite: bool = False,
+                 **changes: Any) -> LmsCampaign:
     """Write a simulated LMS campaign into directory ``out`` (see the module docstring).
 
-    ``changes`` replace fields of ``settings`` (default :class:`LmsSimSettings`). Existing files
-    raise :class:`~astrocal.atomic.ProductExistsError` unless ``overwrite``.
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    settings : LmsSimSettings, optional
+        The settings (default :class:`LmsSimSettings`).
+    overwrite : bool
+        Replace existing files (else they raise :class:`~astrocal.atomic.ProductExistsError`).
+    **changes
+        Fields of ``settings`` to replace.
+
+    Returns
+    -------
+    LmsCampaign
+        What was written.
     """
     t0 = time.perf_counter()
     s = (settings or LmsSimSettings()).replace(**changes) if changes else (settings or LmsSimSettings())

@@ -16,13 +16,14 @@ The tables have the columns :func:`astrocal.lms.fit.fit_lms` reads (``setting``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 from astropy.table import Table
 
 from ..lab.mask import load_mask, mask_path
 from ..lms import FieldOrientation, Hyperparameters, LmsGeometry
-from ..lms.fit import ExposureTerms
+from ..lms.fit import ExposureTerms, LmsFit
 from ..lms.traces import SLICE_HALF_LENGTH_ARCSEC
 from .lms_truth import chopper_offsets, draw_lms_geometry, holes_in_field
 
@@ -73,12 +74,16 @@ def _curve_points(truth, nominal, e, s, xi, cols, det_ids=(1, 2, 3, 4)):
     return out
 
 
-def simulate_lms_points(settings_um=(4.73,), *, seed=0, n_offsets=3, max_along_arcsec=0.08, max_across_slices=3,
-                        lines_um=(4.70, 4.74, 4.76), offset_sigma_mas=1.0, across_px_per_mas=0.035,
-                        spot_sigma_px=0.015, trace_sigma_px=0.02, edge_sigma_px=0.004, grid_all_offsets=False,
-                        step_cols=64, degree=2, hyper=Hyperparameters(), truth=None, extra_row_px=None,
-                        orientation=FieldOrientation(), mask="metis_wcu_fp_mask5", edge_margin_arcsec=0.1,
-                        hole_error_um=0.0, hole_errors_um=None):
+def simulate_lms_points(settings_um: Sequence[float] = (4.73,), *, seed: int = 0, n_offsets: int = 3,
+                        max_along_arcsec: float = 0.08, max_across_slices: int = 3,
+                        lines_um: Sequence[float] = (4.70, 4.74, 4.76), offset_sigma_mas: float = 1.0,
+                        across_px_per_mas: float = 0.035, spot_sigma_px: float = 0.015,
+                        trace_sigma_px: float = 0.02, edge_sigma_px: float = 0.004, grid_all_offsets: bool = False,
+                        step_cols: int = 64, degree: int = 2, hyper: Hyperparameters = Hyperparameters(),
+                        truth: LmsGeometry | None = None, extra_row_px: Callable | None = None,
+                        orientation: FieldOrientation = FieldOrientation(), mask: str = "metis_wcu_fp_mask5",
+                        edge_margin_arcsec: float = 0.1, hole_error_um: float = 0.0,
+                        hole_errors_um: np.ndarray | None = None) -> LmsPointsCampaign:
     """Draw an LMS campaign's measured tables from a truth geometry.
 
     Parameters
@@ -209,15 +214,36 @@ def _curve_table(hole, s, xi, det, col, row, sigma, lam, e, ex):
                   "exposure": np.full(n, ex)})
 
 
-def compare_with_truth(fit, truth: LmsGeometry, *, n_per_slice=100, seed=0, extra=None, xi_max=0.44):
+def compare_with_truth(fit: LmsFit, truth: LmsGeometry, *, n_per_slice: int = 100, seed: int = 0,
+                       extra: Callable | None = None, xi_max: float = 0.44) -> dict:
     """The fitted geometry against the truth at random (slice, xi, lam) on the detectors.
 
     For ``n_per_slice`` points per slice and setting (xi uniform in +-``xi_max``, lam over the
     setting's range, kept where the truth puts them on a chip): the posterior draws of (col, row)
     (:meth:`~astrocal.lms.fit.LmsFit.position_samples`) against the truth's (plus ``extra``, as
-    in :func:`simulate_lms_points`). Returns a dict: ``err`` (N, 2) posterior mean minus truth
-    [px], ``sd`` (N, 2), ``in68``/``in95`` (N, 2) bool (truth inside the central 68/95 %
-    interval of the draws), ``slice``, ``setting``, ``rms`` (2,) and ``coverage68``/``95`` (2,).
+    in :func:`simulate_lms_points`).
+
+    Parameters
+    ----------
+    fit : LmsFit
+        The fit.
+    truth : LmsGeometry
+        The true geometry.
+    n_per_slice : int
+        Points per slice and setting.
+    seed : int
+        Seed of the random points.
+    extra : callable, optional
+        The deviation added to the truth (``extra_row_px`` of :func:`simulate_lms_points`).
+    xi_max : float
+        Largest ``|xi|``, arcsec.
+
+    Returns
+    -------
+    dict
+        ``err`` (N, 2) posterior mean minus truth [px], ``sd`` (N, 2), ``in68``/``in95``
+        (N, 2) bool (truth inside the central 68/95 % interval of the draws), ``slice``,
+        ``setting``, ``rms`` (2,) and ``coverage68``/``95`` (2,).
     """
     rng = np.random.default_rng(seed)
     out = {k: [] for k in ("err", "sd", "in68", "in95", "slice", "setting")}

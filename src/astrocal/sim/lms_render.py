@@ -27,45 +27,98 @@ between the images of the slice ends ``xi = +-0.4485"``; the edges are blurred b
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 from ..image.psf import ELT_CENTRAL_OBSCURATION_M, ELT_OUTER_DIAMETER_M, RAD_TO_MAS, airy_profile
 from ..lms.traces import N_SLICES, SLICE_HALF_LENGTH_ARCSEC, SLICE_WIDTH_ARCSEC
 
-__all__ = ["N_DET", "CHIP_SHAPE", "lambda_over_d_arcsec", "psf_weights", "render_laser_spots",
-           "render_pinhole_traces", "render_slices", "deposit"]
+if TYPE_CHECKING:  # only in hints: lms_response imports this module
+    from ..lms import LmsGeometry
+    from .lms_response import SlitProfile
+
+__all__ = ["N_DET", "CHIP_SHAPE", "XI_STEP_PX", "PX_ARCSEC", "lambda_over_d_arcsec", "psf_weights",
+           "xi_offsets", "eta_cells", "render_laser_spots", "render_pinhole_traces", "render_slices", "deposit"]
 
 N_DET = 4
 CHIP_SHAPE = (2048, 2048)
 _EPS = ELT_CENTRAL_OBSCURATION_M / ELT_OUTER_DIAMETER_M
-_XI_STEP_PX = 0.25          # PSF samples along the slice, in 8.2-mas pixels (spots)
+#: PSF samples along the slice, in 8.2-mas pixels (spots)
+XI_STEP_PX = 0.25
 _TRACE_STEP_PX = 0.5        # the same for continuum traces (deposited bilinearly along rows)
-_PX_ARCSEC = 0.0082
+#: the detector pixel, arcsec
+PX_ARCSEC = 0.0082
 _N_ETA = 8                  # PSF samples across one slice width
 _PSF_RADIUS_LD = 3.5        # PSF sampled out to this radius [lambda/D]
 _XI_END = SLICE_HALF_LENGTH_ARCSEC - 1e-9
 
 
-def lambda_over_d_arcsec(lam_um) -> np.ndarray:
-    """lambda/D of the ELT [arcsec]."""
+def lambda_over_d_arcsec(lam_um: ArrayLike) -> np.ndarray:
+    """lambda/D of the ELT.
+
+    Parameters
+    ----------
+    lam_um : array_like
+        Wavelengths, um.
+
+    Returns
+    -------
+    numpy.ndarray
+        lambda/D, arcsec.
+    """
     return np.asarray(lam_um, float) * 1e-6 / ELT_OUTER_DIAMETER_M * RAD_TO_MAS / 1e3
 
 
-def psf_weights(dxi, deta, lam_um, cell_arcsec2):
-    """Fraction of a pinhole's light in cells of area ``cell_arcsec2`` at offsets (dxi, deta) [arcsec]
-    from the PSF centre: the obscured Airy pattern normalised to 1 over the plane."""
+def psf_weights(dxi: ArrayLike, deta: ArrayLike, lam_um: float, cell_arcsec2: float) -> np.ndarray:
+    """Fraction of a pinhole's light in cells at offsets (dxi, deta) from the PSF centre.
+
+    The obscured Airy pattern normalised to 1 over the plane.
+
+    Parameters
+    ----------
+    dxi, deta : array_like
+        Offsets along and across the slice, arcsec.
+    lam_um : float
+        Wavelength, um.
+    cell_arcsec2 : float
+        The cells' area, arcsec^2.
+
+    Returns
+    -------
+    numpy.ndarray
+        The fractions.
+    """
     ld = lambda_over_d_arcsec(lam_um)
     r = np.hypot(dxi, deta) / ld
     total = (4.0 / math.pi) / (1.0 - _EPS**2)          # integral of the peak-normalised pattern, (lambda/D)^2
     return airy_profile(r, _EPS) * cell_arcsec2 / (total * ld**2)
 
 
-def deposit(image, det, col, row, weight):
-    """Add ``weight`` at points (det 1..4, col, row) bilinearly into ``image`` (4, ny, nx); points
-    with det 0 or NaN are skipped. Preserves the total and the weighted centroid of what lands
-    inside the chips."""
+def deposit(image: np.ndarray, det: ArrayLike, col: ArrayLike, row: ArrayLike, weight: ArrayLike) -> np.ndarray:
+    """Add ``weight`` at points (det 1..4, col, row) bilinearly into ``image``.
+
+    Points with det 0 or NaN are skipped. Preserves the total and the weighted centroid of
+    what lands inside the chips.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (4, ny, nx), added to in place.
+    det : array_like of int
+        Chips (1..4; 0: none).
+    col, row : array_like
+        Positions, pixels.
+    weight : array_like
+        The weights.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``image``.
+    """
     det, col, row, weight = (np.ravel(a) for a in np.broadcast_arrays(det, col, row, weight))
     ok = (det > 0) & np.isfinite(col) & np.isfinite(row) & (weight != 0)
     det, col, row, weight = det[ok] - 1, col[ok], row[ok], weight[ok]
@@ -84,14 +137,33 @@ def deposit(image, det, col, row, weight):
     return image
 
 
-def _xi_offsets(lam_um, step_px=_XI_STEP_PX):
-    """PSF sample offsets along the slice [arcsec], symmetric, ``step_px`` apart, out to 3.5 lambda/D."""
-    m = int(np.ceil(_PSF_RADIUS_LD * lambda_over_d_arcsec(lam_um) / (step_px * _PX_ARCSEC)))
-    return np.arange(-m, m + 1) * step_px * _PX_ARCSEC
+def xi_offsets(lam_um: float, step_px: float = XI_STEP_PX) -> np.ndarray:
+    """PSF sample offsets along the slice, symmetric, ``step_px`` apart, out to 3.5 lambda/D.
+
+    Parameters
+    ----------
+    lam_um : float
+        Wavelength, um.
+    step_px : float
+        Sample step, detector pixels (:data:`PX_ARCSEC`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The offsets, arcsec.
+    """
+    m = int(np.ceil(_PSF_RADIUS_LD * lambda_over_d_arcsec(lam_um) / (step_px * PX_ARCSEC)))
+    return np.arange(-m, m + 1) * step_px * PX_ARCSEC
 
 
-def _eta_cells():
-    """Offsets of the samples across one slice from its centre [arcsec] (cell midpoints)."""
+def eta_cells() -> np.ndarray:
+    """Offsets of the samples across one slice from its centre (cell midpoints).
+
+    Returns
+    -------
+    numpy.ndarray
+        The offsets, arcsec.
+    """
     return ((np.arange(_N_ETA) + 0.5) / _N_ETA - 0.5) * SLICE_WIDTH_ARCSEC
 
 
@@ -106,8 +178,10 @@ def _images(slice_number, eta_offset, neighbours):
     return idx[ok], k[ok], c[ok]
 
 
-def render_laser_spots(image, geometry, setting, slice_number, xi, eta_offset, lam_um, flux, *,
-                       resolving_power=1e5, neighbours=True, response=None, slit_profile=None):
+def render_laser_spots(image: np.ndarray, geometry: LmsGeometry, setting: int, slice_number: ArrayLike,
+                       xi: ArrayLike, eta_offset: ArrayLike, lam_um: ArrayLike, flux: ArrayLike, *,
+                       resolving_power: float = 1e5, neighbours: bool = True, response: Callable | None = None,
+                       slit_profile: Callable | None = None) -> dict:
     """Add laser spots (pinhole x line) to ``image`` and return their truth.
 
     Parameters
@@ -138,17 +212,17 @@ def render_laser_spots(image, geometry, setting, slice_number, xi, eta_offset, l
     flux = np.broadcast_to(np.asarray(flux, float), np.shape(xi))
     idx, k, c = _images(slice_number, eta_offset, neighbours)
     lo, hi = geometry.wavelength_range(setting)
-    dxi_all = [_xi_offsets(lam_um[i]) for i in idx]
+    dxi_all = [xi_offsets(lam_um[i]) for i in idx]
     m = max(len(a) for a in dxi_all)
     dxi = np.full((len(idx), m), np.nan)
     for j, a in enumerate(dxi_all):
         dxi[j, :len(a)] = a
-    ec = _eta_cells()
+    ec = eta_cells()
     # sample grid (images, xi samples, eta samples)
     dxi3 = dxi[:, :, None]
     deta3 = (c[:, None, None] + ec[None, None, :])           # from the PSF centre
     lam3 = lam_um[idx][:, None, None]
-    cell = (_XI_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
+    cell = (XI_STEP_PX * PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
     w = psf_weights(dxi3, deta3, lam3, cell) * flux[idx][:, None, None]
     if slit_profile is not None:
         w = w * slit_profile(ec / SLICE_WIDTH_ARCSEC)[None, None, :]
@@ -206,22 +280,49 @@ def _per_column(det, col, row, lam, d):
     return cols, rows, np.interp(cols, cc, ll), np.interp(cols, cc, dl)
 
 
-def render_pinhole_traces(image, geometry, setting, slice_number, xi, eta_offset, radiance, *,
-                          neighbours=True, n_lam=120, response=None, slit_profile=None):
+def render_pinhole_traces(image: np.ndarray, geometry: LmsGeometry, setting: int, slice_number: ArrayLike,
+                          xi: ArrayLike, eta_offset: ArrayLike, radiance: Callable, *, neighbours: bool = True,
+                          n_lam: int = 120, response: Callable | None = None,
+                          slit_profile: Callable | None = None) -> np.ndarray:
     """Add the continuum traces of pinholes to ``image``.
 
     ``radiance(lam_um)`` is the pinhole's photon rate per unit wavelength before the slicer
     [e s^-1 um^-1]. Per detector column the rate ``radiance * |dlam/dcol|`` is spread along the
     rows by the PSF's profile along the slice (the part inside the slice's eta window), each
-    profile sample at the row ``forward`` gives for its ``xi``. ``response`` and ``slit_profile``
-    as in :func:`render_laser_spots`.
+    profile sample at the row ``forward`` gives for its ``xi``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (4, 2048, 2048) expected signal, added to in place.
+    geometry : LmsGeometry
+        The as-built map.
+    setting : int
+        The setting's index in its layout.
+    slice_number, xi, eta_offset : array_like
+        Hole positions in the slicer: slice 1..28, ``xi`` and the offset across the slice,
+        arcsec.
+    radiance : callable
+        ``radiance(lam_um)``: the pinhole's photon rate per unit wavelength before the slicer,
+        e s^-1 um^-1.
+    neighbours : bool
+        Also the light cut into the neighbouring slices.
+    n_lam : int
+        Wavelengths sampled over the setting.
+    response, slit_profile : callable, optional
+        As in :func:`render_laser_spots`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``image``.
     """
     idx, k, c = _images(slice_number, eta_offset, neighbours)
     lam = _lam_grid(geometry, setting, n_lam)
     lam_mid = float(lam.mean())
-    ec = _eta_cells()
-    cell = (_TRACE_STEP_PX * _PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
-    dxi = _xi_offsets(lam_mid, _TRACE_STEP_PX)
+    ec = eta_cells()
+    cell = (_TRACE_STEP_PX * PX_ARCSEC) * (SLICE_WIDTH_ARCSEC / _N_ETA)
+    dxi = xi_offsets(lam_mid, _TRACE_STEP_PX)
     xi_s = np.asarray(xi, float)[idx][:, None] + dxi[None, :]                           # (images, n_xi)
     tr = np.ones(len(ec)) if slit_profile is None else slit_profile(ec / SLICE_WIDTH_ARCSEC)
     prof = (psf_weights(dxi[None, :, None], (c[:, None] + ec[None, :])[:, None, :], lam_mid, cell)
@@ -261,8 +362,9 @@ def _pixel_step(edge_minus_r, sigma):
     return out
 
 
-def render_slices(image, geometry, setting, radiance_per_arcsec2, *, edge_sigma_px=0.5, n_lam=120,
-                  slices=None, response=None, slit_profile=None):
+def render_slices(image: np.ndarray, geometry: LmsGeometry, setting: int, radiance_per_arcsec2: Callable, *,
+                  edge_sigma_px: float = 0.5, n_lam: int = 120, slices: Sequence[int] | None = None,
+                  response: Callable | None = None, slit_profile: SlitProfile | None = None) -> np.ndarray:
     """Add every slice fully lit by an extended uniform source (mask open) to ``image``.
 
     ``radiance_per_arcsec2(lam_um)``: rate per unit wavelength and solid angle before the slicer
@@ -270,6 +372,32 @@ def render_slices(image, geometry, setting, radiance_per_arcsec2, *, edge_sigma_
     times its overlap with the rows between the images of the slice ends (edges blurred by a
     Gaussian of ``edge_sigma_px``, pixel-integrated). ``response(slice, lam)`` multiplies the rate;
     ``slit_profile`` enters through its mean over the slice width (``slit_profile.mean()``).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (4, 2048, 2048) expected signal, added to in place.
+    geometry : LmsGeometry
+        The as-built map.
+    setting : int
+        The setting's index in its layout.
+    radiance_per_arcsec2 : callable
+        ``radiance_per_arcsec2(lam_um)``, e s^-1 um^-1 arcsec^-2.
+    edge_sigma_px : float
+        Blur of the slice edges, pixels.
+    n_lam : int
+        Wavelengths sampled over the setting.
+    slices : sequence of int, optional
+        The slices lit (default: all).
+    response : callable, optional
+        ``response(slice, lam) -> factor``.
+    slit_profile : SlitProfile, optional
+        The transmission across the slices.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``image``.
     """
     lam = _lam_grid(geometry, setting, n_lam)
     sigma = max(float(edge_sigma_px), 1e-3)

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.table import Table
+from numpy.typing import ArrayLike
 
 from ..atomic import atomic_write_table, atomic_write_text
 from ..errors import SimulationOptionError
@@ -40,8 +43,27 @@ LASERS = {"laser1": (3.39,), "qcl": QCL_LINES_UM, "laser3": (5.26,)}
 3.39 um, the QCL tunable 4.68-4.78 um, a fixed laser at 5.26 um). Header names LASER1/2/3."""
 
 
-def laser_lines(enabled=("laser1", "qcl", "laser3"), qcl_lines_um=QCL_LINES_UM):
-    """The lit laser lines: ``[(laser, lam_um), ...]`` in wavelength order."""
+def laser_lines(enabled: Sequence[str] = ("laser1", "qcl", "laser3"),
+                qcl_lines_um: Sequence[float] = QCL_LINES_UM) -> list[tuple[str, float]]:
+    """The lit laser lines.
+
+    Parameters
+    ----------
+    enabled : sequence of str
+        The lasers on (keys of :data:`LASERS`).
+    qcl_lines_um : sequence of float
+        The QCL's lines, um.
+
+    Returns
+    -------
+    list of (str, float)
+        ``[(laser, lam_um), ...]`` in wavelength order.
+
+    Raises
+    ------
+    SimulationOptionError
+        For an unknown laser.
+    """
     out = []
     for name in enabled:
         if name not in LASERS:
@@ -58,6 +80,20 @@ def chopper_offsets(n: int, max_along_arcsec: float = 0.08, max_across_slices: i
     by a whole number of slice widths across them (``+-1, +-2, ...`` up to ``max_across_slices``,
     cycling), so that the fine-grid holes (at slice centres) stay at slice centres and reach
     other slices.
+
+    Parameters
+    ----------
+    n : int
+        Number of offsets (>= 1).
+    max_along_arcsec : float
+        Largest offset along the slices, arcsec.
+    max_across_slices : int
+        Largest offset across the slices, slice widths.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 2) offsets (along, across), arcsec.
     """
     n = int(n)
     if n < 1:
@@ -73,7 +109,7 @@ def chopper_offsets(n: int, max_along_arcsec: float = 0.08, max_across_slices: i
     return np.stack([along, steps * SLICE_WIDTH_ARCSEC], axis=1)
 
 
-def draw_lms_geometry(lam_c_um, rng: np.random.Generator | None = None, *, deviations: bool = True,
+def draw_lms_geometry(lam_c_um: Sequence[float], rng: np.random.Generator | None = None, *, deviations: bool = True,
                       degree: int = 2, reference_detector: int | None = 1,
                       hyper: Hyperparameters = Hyperparameters(), truth: str = "forward",
                       waves_px: float = 0.0) -> LmsGeometry:
@@ -83,8 +119,37 @@ def draw_lms_geometry(lam_c_um, rng: np.random.Generator | None = None, *, devia
     (one ``rng.normal`` call of length P, so a seed fixes it); otherwise all are zero (the optical
     model). ``waves_px > 0`` adds a per-slice term no parameter holds, of that amplitude
     (:class:`~astrocal.lms.SliceWaves`, drawn from ``rng`` after the parameters, so the
-    parameters of a seed are the same with and without it). Raises
-    :class:`~astrocal.lms.EchelleSettingError` for a central wavelength outside 2.70-5.30 um.
+    parameters of a seed are the same with and without it).
+
+    Parameters
+    ----------
+    lam_c_um : sequence of float
+        Central wavelengths of the echelle settings, um.
+    rng : numpy.random.Generator, optional
+        The random stream (default: a fresh one).
+    deviations : bool
+        Draw the deviations (else the optical model).
+    degree : int
+        Degree of the deviation polynomials.
+    reference_detector : int or None
+        The detector fixed as reference.
+    hyper : Hyperparameters
+        The prior's hyperparameters.
+    truth : str
+        ``"forward"`` or ``"inverse"``: which optical-model polynomials are exact (see
+        :mod:`astrocal.lms.nominal`).
+    waves_px : float
+        Amplitude of the per-slice waves, pixels (0: none).
+
+    Returns
+    -------
+    LmsGeometry
+        The as-built geometry.
+
+    Raises
+    ------
+    EchelleSettingError
+        For a central wavelength outside 2.70-5.30 um (:class:`~astrocal.lms.EchelleSettingError`).
     """
     layout = DeviationLayout(tuple(echelle_setting(float(l)) for l in lam_c_um), degree=degree,
                              reference_detector=reference_detector)
@@ -103,7 +168,9 @@ def draw_lms_geometry(lam_c_um, rng: np.random.Generator | None = None, *, devia
     return LmsGeometry(layout, params, truth, waves)
 
 
-def holes_in_field(hole_ab_arcsec, offset_arcsec, orientation: FieldOrientation = FieldOrientation()):
+def holes_in_field(hole_ab_arcsec: ArrayLike, offset_arcsec: ArrayLike,
+                   orientation: FieldOrientation = FieldOrientation()
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where mask holes fall in the slicer for one chopper offset.
 
     Parameters
@@ -112,6 +179,8 @@ def holes_in_field(hole_ab_arcsec, offset_arcsec, orientation: FieldOrientation 
         Hole positions in the field (mask) frame [arcsec].
     offset_arcsec : (2,)
         True chopper offset (field frame) [arcsec].
+    orientation : FieldOrientation
+        The field's orientation on the slicer.
 
     Returns
     -------
@@ -129,11 +198,32 @@ def _hyper_dict(h: Hyperparameters) -> dict:
     return dataclasses.asdict(h)
 
 
-def write_lms_truth(directory, geometry: LmsGeometry, *, hyper: Hyperparameters, seed, orientation,
-                    extra: dict | None = None, overwrite=False) -> dict:
+def write_lms_truth(directory: str | os.PathLike, geometry: LmsGeometry, *, hyper: Hyperparameters,
+                    seed: int | None, orientation: FieldOrientation, extra: dict | None = None,
+                    overwrite: bool = False) -> dict[str, Path]:
     """Write ``truth.json`` and ``deviations.ecsv`` of an as-built geometry into ``directory``.
 
-    Returns the paths {"truth_json", "deviations"}.
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The truth directory (made if missing).
+    geometry : LmsGeometry
+        The as-built geometry.
+    hyper : Hyperparameters
+        The hyperparameters its deviations were drawn with.
+    seed : int or None
+        The simulation's seed.
+    orientation : FieldOrientation
+        The field's orientation on the slicer.
+    extra : dict, optional
+        More keys of ``truth.json``.
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    dict
+        The paths ``{"truth_json", "deviations"}``.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -165,10 +255,23 @@ def write_lms_truth(directory, geometry: LmsGeometry, *, hyper: Hyperparameters,
     return paths
 
 
-def load_lms_truth(directory) -> LmsGeometry:
+def load_lms_truth(directory: str | os.PathLike) -> LmsGeometry:
     """The as-built :class:`~astrocal.lms.LmsGeometry` written by :func:`write_lms_truth`.
 
-    ``directory`` is the truth directory or the campaign directory holding ``truth/``.
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The truth directory or the campaign directory holding ``truth/``.
+
+    Returns
+    -------
+    LmsGeometry
+        The geometry.
+
+    Raises
+    ------
+    LmsGeometryError
+        If the parameter names do not match the layout they name.
     """
     d = Path(directory)
     if not (d / "truth.json").is_file() and (d / "truth" / "truth.json").is_file():

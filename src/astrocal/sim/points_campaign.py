@@ -7,6 +7,7 @@ exposure plus a campaign TOML that lists the tables as exposures, and the truth.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,18 +19,56 @@ from ..field.synthetic import smooth_field
 from ..formats.siaf import write_siaf
 from ..instruments import get_instrument
 from ..lab.mask import load_mask, mask_path
+from ..model.data import Points
 from ..solution import Solution
-from .lab_truth import draw_lab_truth, observe_points
+from .lab_truth import LabTruth, draw_lab_truth, observe_points
 
 
-def write_points_campaign(out, instrument="metis-lm", seed=0, n_exposures=10, degree=5,
-                          corner_px=3.0, hole_error_um=0.5, sigma_px=(0.005, 0.03),
-                          offset_sigma_mas=2.0, outlier_fraction=0.0, mask="metis_wcu_fp_mask5",
-                          fit_degree="auto", overwrite=False):
-    """Write a point-level lab campaign into ``out``; returns ``(campaign path, truth, points)``.
+def write_points_campaign(out: str | os.PathLike, instrument: str = "metis-lm", seed: int = 0,
+                          n_exposures: int = 10, degree: int = 5, corner_px: float = 3.0,
+                          hole_error_um: float = 0.5, sigma_px: tuple[float, float] = (0.005, 0.03),
+                          offset_sigma_mas: float = 2.0, outlier_fraction: float = 0.0,
+                          mask: str | os.PathLike = "metis_wcu_fp_mask5", fit_degree: int | str = "auto",
+                          overwrite: bool = False) -> tuple[Path, LabTruth, Points]:
+    """Write a point-level lab campaign into ``out``.
 
-    ``mask``: the name of a shipped mask table, or the path of a mask table (ECSV, e.g. one
-    written by :meth:`astrocal.lab.mask.Mask.write`)."""
+    Parameters
+    ----------
+    out : str or os.PathLike
+        Output directory.
+    instrument : str
+        Instrument preset.
+    seed : int
+        Random seed (field, truth, noise, outliers).
+    n_exposures : int
+        Exposures (chopper offsets).
+    degree, corner_px
+        The smooth field's degree and its non-linear distortion at the corners, pixels.
+    hole_error_um : float
+        Rms of the hole manufacturing errors per axis, um.
+    sigma_px : tuple of float
+        Range of the centroid sigmas, pixels (:func:`~astrocal.sim.lab_truth.observe_points`).
+    offset_sigma_mas : float
+        Stated accuracy of the chopper offsets, mas.
+    outlier_fraction : float
+        Fraction of the points made outliers: moved by 0.5-20 px in a random direction.
+    mask : str or os.PathLike
+        The name of a shipped mask table, or the path of a mask table (ECSV, e.g. one
+        written by :meth:`astrocal.lab.mask.Mask.write`).
+    fit_degree : int or "auto"
+        The ``[fit]`` degree.
+    overwrite : bool
+        Replace an existing campaign file.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The campaign file.
+    truth : LabTruth
+        The truth.
+    points : Points
+        The observed points.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / "campaign.toml", overwrite)

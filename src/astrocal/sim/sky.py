@@ -15,8 +15,8 @@ with its known truth::
     DIR/raw/background.fits      a sky-offset frame (thermal background only, mid-night;
                                  [[sky]] background)
     DIR/tables/<field>_NN.ecsv   with points_only=True instead of the images: the measured
-                                 tables of perfect detection (astrocal.sim.sky_truth)
-    DIR/truth/...                the truth (astrocal.sim.sky_truth.write_sky_truth): field G,
+                                 tables of perfect detection (astrocal.sim.sky_points)
+    DIR/truth/...                the truth (astrocal.sim.sky_files.write_sky_truth): field G,
                                  true catalogue, catalogue errors, poses, flexure, per star x,
                                  u, Delta, X and p, plus flux, peak, saturation and the
                                  Cramer-Rao bound of every star in the images; truth.json
@@ -39,7 +39,7 @@ The geometry is :mod:`astrocal.sim.sky_truth` (the truth model shared with the f
   grey body of emissivity 0.2 (sky + telescope, assumed) at the night's mean ambient
   temperature (or each exposure's, ``background_drift``) -- about 1.2e5 e/s/px in L',
   i.e. L' = 3.9 mag/arcsec^2;
-* **exposure** (:func:`astrocal.sim.lab.plan_exposure`): readout mode and DIT such that
+* **exposure** (:func:`astrocal.sim.radiometry.plan_exposure`): readout mode and DIT such that
   the background and the peak of the ``saturate_brightest + 1``-th brightest star fill
   half the full well (the brightest few may saturate, as in real Galactic Center frames),
   NDIT = ``exptime_s`` / DIT;
@@ -58,33 +58,39 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
-from astropy.io import fits
+from numpy.typing import ArrayLike
 from astropy.time import Time, TimeDelta
 from scipy.signal import oaconvolve
 
-from ..errors import SimulationOptionError
 from .. import __version__
-from ..atomic import atomic_path, atomic_write_table, atomic_write_text, check_writable
-from ..instruments import get_instrument
+from ..errors import SimulationOptionError
+from ..atomic import atomic_write_table, atomic_write_text, check_writable
+from ..formats.convert import read_solutions
+from ..instruments import Instrument, get_instrument
 from . import detector as _det
 from ..image.centroid import NoiseModel, cramer_rao_bound
 from ..image.headers import make_raw_header
-from ..image.psf import AOStarPSF, diffraction_psf, render_spots
+from ..field import DistortionField
+from ..image.psf import AOStarPSF, PixelPSF, diffraction_psf, render_spots
 from ..model.flexure import FlexureBasis
 from ..pixels import detector_domain, detector_shape
 from ..plain import to_plain
 from ..sky.sites import get_site
-from .lab import (ELT_DIAMETER_M, PUPIL_TRANSMISSION, MAS_TO_RAD, band_radiance, plan_exposure,
-                  run_frame_tasks)
-from .sky_truth import (FIELDS, SkyTruth, target_key, default_sky_field, draw_sky_truth, field_center,
-                        make_true_catalog, noisy_catalog, observe_sky_points, plan_night, restrict_to_detector,
-                        sky_campaign_toml, truth_paths, with_band_magnitudes, write_sky_truth)
+from .frames import run_frame_tasks, write_fits
+from .lab_files import load_lab_truth
+from .radiometry import ELT_DIAMETER_M, MAS_TO_RAD, PUPIL_TRANSMISSION, band_radiance, plan_exposure
+from .sky_catalog import make_true_catalog, noisy_catalog, with_band_magnitudes
+from .sky_files import sky_campaign_toml, truth_paths, write_sky_truth
+from .sky_plan import FIELDS, field_center, plan_night, target_key
+from .sky_points import observe_sky_points
+from .sky_truth import SkyTruth, default_sky_field, draw_sky_truth, restrict_to_detector
 
 __all__ = [
     "SKY_DETECTOR_EFFECTS",
@@ -260,22 +266,54 @@ class SkySimSettings:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"switch {name} must be True or False, got {getattr(self, name)!r}")
 
-    def replace(self, **changes) -> "SkySimSettings":
+    def replace(self, **changes: Any) -> SkySimSettings:
+        """The same settings with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            Field name -> new value.
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings (validated).
+        """
         return dataclasses.replace(self, **changes)
 
-    def noiseless(self) -> "SkySimSettings":
-        """The same campaign without photon noise, read noise and cosmic rays."""
+    def noiseless(self) -> SkySimSettings:
+        """The same campaign without photon noise, read noise and cosmic rays.
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings.
+        """
         return self.replace(**{k: False for k in NOISE_EFFECTS})
 
-    def ideal(self) -> "SkySimSettings":
-        """Frames that are the bare render of the stars (no detector effect, no background)."""
+    def ideal(self) -> SkySimSettings:
+        """Frames that are the bare render of the stars (no detector effect, no background).
+
+        Returns
+        -------
+        SkySimSettings
+            The new settings.
+        """
         return self.replace(thermal=False, **{k: False for k in SKY_DETECTOR_EFFECTS})
 
     @property
     def flexure_basis(self) -> FlexureBasis:
+        """The flexure basis of ``flexure_degree``, ``flexure_functions``, ``flexure_radius_arcsec``."""
         return FlexureBasis(int(self.flexure_degree), self.flexure_functions, float(self.flexure_radius_arcsec))
 
     def to_dict(self) -> dict:
+        """The settings as plain data, as written to ``truth.json``.
+
+        Returns
+        -------
+        dict
+            Field name -> value.
+        """
         return to_plain(dataclasses.asdict(self))
 
 
@@ -301,14 +339,31 @@ class SkyRadiometry:
     pixel_solid_angle_sr: float
     notes: str = ""
 
-    def star_e_per_s(self, mag, airmass=1.0, extinction_mag_per_airmass=0.0):
-        """Detected electrons per second of stars of magnitude ``mag`` at ``airmass``."""
+    def star_e_per_s(self, mag: ArrayLike, airmass: float = 1.0,
+                     extinction_mag_per_airmass: float = 0.0) -> np.ndarray:
+        """Detected electrons per second of stars of magnitude ``mag`` at ``airmass``.
+
+        Parameters
+        ----------
+        mag : array_like
+            Magnitudes above the atmosphere.
+        airmass : float
+            The airmass.
+        extinction_mag_per_airmass : float
+            Extinction, magnitudes per airmass.
+
+        Returns
+        -------
+        numpy.ndarray
+            Detected electrons per second.
+        """
         m = np.asarray(mag, float) + extinction_mag_per_airmass * float(airmass)
         return self.zero_point_e_per_s * 10.0 ** (-0.4 * m)
 
 
-def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0, emissivity=0.2,
-                   efficiency=0.35, telescope_throughput=0.8, pupil_transmission=None) -> SkyRadiometry:
+def sky_radiometry(instrument: str | Instrument = "metis-lm", filter_name: str | None = None, *,
+                   temperature_c: float = 8.0, emissivity: float = 0.2, efficiency: float = 0.35,
+                   telescope_throughput: float = 0.8, pupil_transmission: float | None = None) -> SkyRadiometry:
     """Star zero point and thermal background of a sky frame (see the module notes).
 
     Stars: Vega's F_nu (:data:`VEGA_LP_JY` at :data:`VEGA_LP_UM`, scaled as lambda^-2)
@@ -317,6 +372,28 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
     ``efficiency`` (stars have Vega colours: magnitudes in any LM filter are the L ones).
     Background: ``emissivity`` x black body at ``temperature_c`` over one pixel's solid
     angle, the same area and ``efficiency``.
+
+    Parameters
+    ----------
+    instrument : str or Instrument
+        The instrument (or its preset name).
+    filter_name : str, optional
+        The filter (default: the instrument's default).
+    temperature_c : float
+        Temperature of the emitting sky and telescope, C.
+    emissivity : float
+        Their emissivity.
+    efficiency : float
+        Instrument efficiency (assumed).
+    telescope_throughput : float
+        Telescope throughput (assumed).
+    pupil_transmission : float, optional
+        Cold pupil mask's transmission (default per instrument, else 0.75).
+
+    Returns
+    -------
+    SkyRadiometry
+        The zero point and the background (detected electrons per second).
     """
     inst = get_instrument(instrument) if isinstance(instrument, str) else instrument
     filt = inst.filter(filter_name)
@@ -338,10 +415,28 @@ def sky_radiometry(instrument="metis-lm", filter_name=None, *, temperature_c=8.0
 
 
 # =========================================================================== PSF and rendering
-def sky_psf(core, strehl, seeing_arcsec, beta=2.5) -> AOStarPSF:
-    """The AO star PSF of one exposure: ``strehl`` x ``core`` (a diffraction
-    :class:`~astrocal.image.psf.PixelPSF`) + a Moffat halo of FWHM ``seeing_arcsec`` (at
-    0.5 um) x (lambda / 0.5 um)^-0.2."""
+def sky_psf(core: PixelPSF, strehl: float, seeing_arcsec: float, beta: float = 2.5) -> AOStarPSF:
+    """The AO star PSF of one exposure.
+
+    ``strehl`` x ``core`` + a Moffat halo of FWHM ``seeing_arcsec`` (at 0.5 um) x
+    (lambda / 0.5 um)^-0.2.
+
+    Parameters
+    ----------
+    core : PixelPSF
+        The diffraction core (:class:`~astrocal.image.psf.PixelPSF`).
+    strehl : float
+        Strehl ratio (the core's fraction of the light).
+    seeing_arcsec : float
+        Seeing FWHM at 0.5 um, arcsec.
+    beta : float
+        The Moffat index.
+
+    Returns
+    -------
+    AOStarPSF
+        The PSF.
+    """
     return AOStarPSF.from_seeing(core, strehl, seeing_arcsec=seeing_arcsec, beta=beta)
 
 
@@ -352,7 +447,8 @@ def _halo_kernel(psf, half):
     return halo_only.evaluate(ax[None, :], ax[:, None])
 
 
-def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
+def render_sky(shape: tuple[int, int], x: ArrayLike, y: ArrayLike, flux: ArrayLike, psf: AOStarPSF, *,
+               pad: int = 0, halo_half_width: int | None = None) -> tuple[np.ndarray, float]:
     """Expected electrons of stars at ``(x, y)`` (px, 0-based) with total ``flux`` each.
 
     The diffraction core (``psf.strehl`` of the flux) is rendered on stamps of the core's
@@ -360,7 +456,29 @@ def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
     convolution of the fluxes, deposited on the four nearest pixels with bilinear weights
     (exact first moment), with the pixel-integrated halo out to ``halo_half_width`` px
     (default 3 halo FWHM, at most 256). Stars up to ``pad`` px outside the image
-    contribute their halo. Returns ``(image, halo_fraction_kept)``.
+    contribute their halo.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image shape ``(ny, nx)``.
+    x, y : array_like
+        Star positions, 0-based pixels.
+    flux : array_like
+        Total flux of each star, electrons.
+    psf : AOStarPSF
+        The PSF.
+    pad : int
+        Stars up to this far outside the image contribute their halo, pixels.
+    halo_half_width : int, optional
+        Half width of the halo kernel, pixels.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        Expected electrons per pixel.
+    halo_fraction_kept : float
+        The fraction of the halo inside its kernel.
     """
     ny, nx = (int(v) for v in shape)
     x = np.asarray(x, float)
@@ -387,16 +505,38 @@ def render_sky(shape, x, y, flux, psf, *, pad=0, halo_half_width=None):
 
 
 # =========================================================================== the field
-def load_distortion(spec, filter_name="Lp", shape=None):
-    """The instrument field from a solution file (AstroMet, SIP, SIAF) or a lab campaign
-    directory (its ``truth/``: the field the lab simulator used); returns ``(field, source)``.
-    ``shape`` (ny, nx): the detector it must cover (default: the field's own domain)."""
+def load_distortion(spec: str | os.PathLike, filter_name: str = "Lp",
+                    shape: tuple[int, int] | None = None) -> tuple[DistortionField, str]:
+    """The instrument field from a solution file or a lab campaign directory.
+
+    Parameters
+    ----------
+    spec : str or os.PathLike
+        A solution file (AstroMet, SIP, SIAF) or a lab campaign directory (its ``truth/``:
+        the field the lab simulator used).
+    filter_name : str
+        The filter whose solution is used (a file with one solution gives it for any filter).
+    shape : tuple of int, optional
+        ``(ny, nx)`` of the detector the field must cover (default: the field's own domain).
+
+    Returns
+    -------
+    field : DistortionField
+        The field.
+    source : str
+        Where it came from.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``spec`` does not exist.
+    SimulationOptionError
+        If it holds no usable solution or its domain is not the detector's.
+    """
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"distortion file not found: {path}")
     if path.is_dir():
-        from .lab import load_lab_truth
-
         tdir = path if (path / "truth.json").exists() else path / "truth"
         if not (tdir / "truth.json").is_file():
             raise SimulationOptionError(f"{path}: a directory given as distortion must be a lab campaign (with "
@@ -404,8 +544,6 @@ def load_distortion(spec, filter_name="Lp", shape=None):
         field = load_lab_truth(path).field
         source = f"lab campaign truth {tdir.resolve()}"
     else:
-        from ..formats.convert import read_solutions
-
         sols = read_solutions(path)
         if not sols:
             raise SimulationOptionError(f"{path}: no distortion solution in the file")
@@ -427,8 +565,23 @@ def _rms_mas(arrays):
 
 
 # =========================================================================== paths, result
-def sky_campaign_paths(out, names, points_only=False):
-    """Every file :func:`simulate_sky` writes (dict of Paths; ``frames`` a list)."""
+def sky_campaign_paths(out: str | os.PathLike, names: Sequence[str], points_only: bool = False) -> dict:
+    """Every file :func:`simulate_sky` writes.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    names : sequence of str
+        The exposures' names.
+    points_only : bool
+        Tables instead of frames.
+
+    Returns
+    -------
+    dict
+        Name -> Path (``frames`` or ``tables``: a list).
+    """
     out = Path(out)
     paths = {"campaign": out / "campaign.toml", "catalog": out / "catalog.ecsv"}
     if points_only:
@@ -456,11 +609,6 @@ class SkyCampaign:
     summary: dict
 
 
-def _write_fits(path, data, header, overwrite):
-    with atomic_path(path, overwrite) as tmp:
-        fits.PrimaryHDU(data=data, header=header).writeto(tmp)
-
-
 def _wcs_cards(shape, pointing, pa_deg, parity, scale_mas):
     """Nominal TAN WCS (nominal scale, no distortion, no pose): CRPIX is 1-based (FITS)."""
     ny, nx = shape
@@ -478,22 +626,36 @@ def _wcs_cards(shape, pointing, pa_deg, parity, scale_mas):
 
 
 # =========================================================================== simulation
-def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -> SkyCampaign:
-    """Simulate a sky campaign into directory ``out``; returns a :class:`SkyCampaign`.
+@dataclass(frozen=True)
+class _SkyScene:
+    """Steps 3-4 of :func:`simulate_sky`: the truth (``wide``: with the stars whose light reaches
+    the detector; ``truth``: those measured), the catalogue seen, the core PSF and its radius."""
 
-    ``settings``: a :class:`SkySimSettings` (default: all defaults); keyword arguments
-    replace its fields (``simulate_sky(out, target="47tuc", seed=3)``). Nothing that exists
-    is overwritten unless ``overwrite`` (every destination is checked before anything is
-    written); every file is written atomically, ``campaign.toml`` last. ``threads`` frames
-    are made at once (the files do not depend on it).
-    """
-    t_start = time.perf_counter()
-    s = (settings or SkySimSettings()).replace(**changes) if changes else (settings or SkySimSettings())
-    out = Path(out)
-    inst = get_instrument(s.instrument)
-    filt = inst.filter(s.filter)
-    spec = FIELDS[s.target]
-    # ---------------------------------------------------------------- instrument field
+    core: object
+    radius: int
+    wide: SkyTruth
+    truth: SkyTruth
+    seen: object
+
+
+@dataclass(frozen=True)
+class _SkyLight:
+    """Steps 6-7 of :func:`simulate_sky`: seeing, Strehl and PSF per exposure, the radiometry,
+    the star rates (e/s, ``wide`` stars) and the exposure plan."""
+
+    airmass: np.ndarray
+    seeing: np.ndarray
+    seeing_eff: np.ndarray
+    strehl: np.ndarray
+    psfs: list
+    rads: list
+    rates: list
+    bg_rate: float
+    xp: object
+
+
+def _sky_field(s, inst, filt):
+    """Step 1: the instrument field and where it comes from."""
     if s.distortion_file:
         field, field_source = load_distortion(s.distortion_file, filt.name, s.detector_shape)
     else:
@@ -501,21 +663,11 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
         field_source = "default smooth field of the lab simulator (astrocal.sim.field.instrument_field)"
         if s.detector_shape and tuple(s.detector_shape) != tuple(inst.detector_shape):
             field_source += f", central {s.detector_shape[1]}x{s.detector_shape[0]} window"
-    shape = detector_shape(field.domain)
+    return field, field_source
 
-    seed = int(np.random.SeedSequence().entropy) if s.seed is None else int(s.seed)
-    ss = np.random.SeedSequence(seed)
-    ss_cat, ss_plan, ss_truth, ss_noise, ss_obs, ss_psf, ss_bg, ss_flat, ss_frames = ss.spawn(9)
-    plan = plan_night(field_center(s.target), s.n_exposures, zenith_range=s.zenith_range or spec["zenith_range"],
-                      night=s.night or spec["night"], position_angles=s.position_angles,
-                      dither_arcsec=s.dither_arcsec, wavelength_um=filt.center_um,
-                      rng=np.random.default_rng(ss_plan), prefix=s.target, target=s.target)
-    paths = sky_campaign_paths(out, plan.names, s.points_only)
-    for key, p in paths.items():
-        for q in (p if isinstance(p, list) else [p]):
-            check_writable(q, overwrite)
 
-    # ---------------------------------------------------------------- truth
+def _sky_scene(s, inst, filt, field, plan, ss_cat, ss_truth, ss_noise):
+    """Steps 3-4: the true catalogue, the truth and the catalogue the fit sees."""
     cat_true = make_true_catalog(s.target, np.random.default_rng(ss_cat), n_stars=s.cluster_stars,
                                  radius_arcsec=s.cluster_radius_arcsec, mag_range=s.cluster_mag_range) \
         if s.target == "47tuc" else make_true_catalog(s.target, np.random.default_rng(ss_cat))
@@ -529,39 +681,37 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
     truth = restrict_to_detector(wide, TRUTH_MARGIN_PX)
     seen = with_band_magnitudes(noisy_catalog(truth.catalog, np.random.default_rng(ss_noise),
                                               error_scale=s.catalog_error_scale), truth.catalog)
-    summary = {"target": s.target, "field": spec["name"], "instrument": inst.name, "filter": filt.name,
-               "detector_shape": list(shape), "n_exposures": s.n_exposures,
-               "stars_per_exposure": [len(e) for e in truth.exposures],
-               "zenith_distance_deg": [e.apparent.zenith_distance_deg for e in truth.exposures],
-               "rotator_angle_deg": [e.apparent.rotator_angle_deg for e in truth.exposures],
-               "flexure_rms_mas": _rms_mas([e.flexure for e in truth.exposures]),
-               "n_catalog_stars": len(seen)}
-    info_extra = {"seed": seed, "settings": s.to_dict(), "target": s.target, "field_source": field_source,
-                  "instrument": inst.key, "filter": filt.name, "detector_shape": list(shape),
-                  "truth_margin_px": TRUTH_MARGIN_PX}
+    return _SkyScene(core, radius, wide, truth, seen)
+
+
+def _write_points_only(s, out, paths, inst, filt, shape, plan, spec, scene, seed, info_extra, summary, ss_obs,
+                       overwrite):
+    """Step 5 (``points_only``): the measured tables of perfect detection, the catalogue, the
+    truth and the campaign file; returns the table paths."""
+    truth, seen = scene.truth, scene.seen
     rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    tables = observe_sky_points(truth, np.random.default_rng(ss_obs), sigma_px=s.sigma_px, dataset=s.target,
+                                catalog="catalog.ecsv")
+    out.mkdir(parents=True, exist_ok=True)
+    seen.write(paths["catalog"], overwrite=overwrite)
+    for t, p in zip(tables, paths["tables"]):
+        atomic_write_table(t, p, overwrite=overwrite)
+    files = paths["tables"]
+    write_sky_truth(out, truth, catalog_seen=seen, instrument=inst.name, filter_id=filt.name, overwrite=overwrite,
+                    extra={**info_extra, "kind": "point-level sky campaign (simulate sky --points-only)",
+                           "summary": summary})
+    toml = sky_campaign_toml(inst, shape, plan, [rel(p) for p in files], "catalog.ecsv", dataset=s.target,
+                             filter_name=filt.name, seed=seed + 1, band="L", flexure=s.flexure_basis,
+                             comment=f"point-level sky campaign ({spec['name']}) written by `astrocal simulate "
+                                     f"sky --points-only` (astrocal {__version__}, seed {seed}); truth in truth/")
+    atomic_write_text(paths["campaign"], toml, overwrite=overwrite)
+    return files
 
-    if s.points_only:
-        tables = observe_sky_points(truth, np.random.default_rng(ss_obs), sigma_px=s.sigma_px, dataset=s.target,
-                                    catalog="catalog.ecsv")
-        out.mkdir(parents=True, exist_ok=True)
-        seen.write(paths["catalog"], overwrite=overwrite)
-        for t, p in zip(tables, paths["tables"]):
-            atomic_write_table(t, p, overwrite=overwrite)
-        files = paths["tables"]
-        write_sky_truth(out, truth, catalog_seen=seen, instrument=inst.name, filter_id=filt.name, overwrite=overwrite,
-                        extra={**info_extra, "kind": "point-level sky campaign (simulate sky --points-only)",
-                               "summary": summary})
-        toml = sky_campaign_toml(inst, shape, plan, [rel(p) for p in files], "catalog.ecsv", dataset=s.target,
-                                 filter_name=filt.name, seed=seed + 1, band="L", flexure=s.flexure_basis,
-                                 comment=f"point-level sky campaign ({spec['name']}) written by `astrocal simulate "
-                                         f"sky --points-only` (astrocal {__version__}, seed {seed}); truth in truth/")
-        atomic_write_text(paths["campaign"], toml, overwrite=overwrite)
-        summary["seconds"] = time.perf_counter() - t_start
-        return SkyCampaign(out, paths["campaign"], paths["catalog"], tuple(files), None, None,
-                           {k: v for k, v in paths.items() if k in truth_paths(out)}, truth, summary)
 
-    # ---------------------------------------------------------------- PSF per exposure
+def _sky_light(s, inst, filt, plan, scene, ss_psf):
+    """Steps 6-7: the PSF of every exposure (seeing drawn from ``ss_psf``), the radiometry and
+    the exposure plan."""
+    truth, wide, core = scene.truth, scene.wide, scene.core
     rng_psf = np.random.default_rng(ss_psf)
     airmass = np.array([e.apparent.airmass for e in truth.exposures])
     seeing = rng_psf.uniform(*s.seeing_range_arcsec, s.n_exposures)
@@ -597,13 +747,18 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
     else:
         xp = plan_exposure(inst, bg_rate, peak_rate, mode=s.readout_mode, dit_s=s.dit_s, ndit=s.ndit,
                            exptime_s=s.exptime_s, fill_fraction=0.5, max_dit_s=s.exptime_s)
-    det = _det.DetectorModel.from_instrument(inst, xp.mode, shape=shape, seed=s.detector_seed)
-    gain = det.gain_e_per_adu
-    switches = {k: getattr(s, k) for k in SKY_DETECTOR_EFFECTS}
-    log.info("%s %s: %s, DIT %g s x NDIT %d; background %.3g e/s/px", inst.name, filt.name, xp.mode, xp.dit_s,
-             xp.ndit, bg_rate)
 
-    # ---------------------------------------------------------------- timing: mid-exposure = plan time
+    return _SkyLight(airmass, seeing, seeing_eff, strehl, psfs, rads, rates, bg_rate, xp)
+
+
+def _write_sky_frames(s, out, paths, inst, filt, shape, plan, scene, light, det, seed, ss_frames, ss_bg, ss_flat,
+                      overwrite, threads):
+    """Step 8: the exposures, the background and the flat, on ``threads`` threads; returns
+    ``(frame_info, t_start_obs)``: per exposure the halo fraction kept and the background,
+    and the exposures' start times."""
+    wide, truth, radius = scene.wide, scene.truth, scene.radius
+    xp, psfs, rads, rates, strehl, seeing = light.xp, light.psfs, light.rads, light.rates, light.strehl, light.seeing
+    switches = {k: getattr(s, k) for k in SKY_DETECTOR_EFFECTS}
     t_mid = [Time(pe.time, scale="utc") for pe in plan]
     t_start_obs = [t - TimeDelta(xp.exptime_s / 2.0, format="sec") for t in t_mid]
     site = get_site(plan.site)
@@ -619,8 +774,6 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
               "HIERARCH ASTROCAL PARITY": (int(plan.parity), "+1: +x west at PA 0 (sky orientation)"),
               "HIERARCH ASTROCAL WAVELEN": (filt.center_um, "[um] effective wavelength (refraction)")}
 
-    per_star = {"flux_e": [], "peak_e": [], "saturated": [], "sensitive": [], "crb_sigma_x": [], "crb_sigma_y": [],
-                "crb_snr": []}
     frame_info = [None] * s.n_exposures
 
     def exposure_frame(k):
@@ -664,7 +817,7 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
                               bb_temp=None, extra=extra)
         hdr.add_comment("WCS: nominal pixel scale and commanded pointing/PA only (no distortion, no flexure, "
                         "no pose): an approximation for display and matching")
-        _write_fits(paths["frames"][k], frame, hdr, overwrite)
+        write_fits(paths["frames"][k], frame, hdr, overwrite)
         frame_info[k] = {"halo_fraction_kept": kept, "background_e_per_dit": bg_e}
 
     def background_frame():
@@ -677,7 +830,7 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
                               dpr_type="SKY", lamp="off", bb_temp=None,
                               extra={**common, "HIERARCH ASTROCAL SIM BACKGRND": (bg_e, "[e] thermal background "
                                                                                         "per DIT")})
-        _write_fits(paths["background"], fr, hdr, overwrite)
+        write_fits(paths["background"], fr, hdr, overwrite)
 
     def flat_frame():
         level = 0.5 * det.full_well_e
@@ -687,7 +840,7 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
                               ndit=xp.ndit, filter_name=filt.name, detector_mode=xp.mode, dpr_catg="CALIB",
                               dpr_type="FLAT,LAMP", lamp="bb", bb_temp=None,
                               extra={**common, "HIERARCH ASTROCAL SIM FLATLEV": (level, "[e] mean level per DIT")})
-        _write_fits(paths["flat"], fl, hdr, overwrite)
+        write_fits(paths["flat"], fl, hdr, overwrite)
 
     out.mkdir(parents=True, exist_ok=True)
     if s.flat:
@@ -696,8 +849,18 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
         _det.bad_pixel_maps(det)
     run_frame_tasks([lambda k=k: exposure_frame(k) for k in range(s.n_exposures)] + [background_frame, flat_frame],
                     threads)
+    return frame_info, t_start_obs
 
-    # ---------------------------------------------------------------- per-star truth of the images
+
+def _star_truth(s, shape, scene, light, det):
+    """Step 9: per exposure and measured star, its flux, peak, saturation, place on the
+    sensitive area and Cramer-Rao bound; returns ``(per_star, figures for the summary)``."""
+    wide, truth = scene.wide, scene.truth
+    xp, psfs, rads, rates, bg_rate = light.xp, light.psfs, light.rads, light.rates, light.bg_rate
+    strehl, seeing = light.strehl, light.seeing
+    gain = det.gain_e_per_adu
+    per_star = {"flux_e": [], "peak_e": [], "saturated": [], "sensitive": [], "crb_sigma_x": [], "crb_sigma_y": [],
+                "crb_snr": []}
     noise = NoiseModel(gain=gain * xp.ndit, read_noise=det.read_noise_e * math.sqrt(xp.ndit))
     left, right, bottom, top = det.border_px
     x0, x1, y0, y1 = left - 0.5, shape[1] - right - 0.5, bottom - 0.5, shape[0] - top - 0.5
@@ -725,7 +888,7 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
     sat = cat("saturated").astype(bool)
     use = cat("sensitive").astype(bool) & ~sat
     snr, crb = cat("crb_snr")[use], np.concatenate([cat("crb_sigma_x")[use], cat("crb_sigma_y")[use]])
-    summary.update({
+    return per_star, {
         "readout_mode": xp.mode, "dit_s": xp.dit_s, "ndit": xp.ndit, "full_well_fill": xp.fill,
         "background_e_per_s_px": bg_rate, "zero_point_e_per_s": rads[0].zero_point_e_per_s,
         "strehl": [float(v) for v in strehl], "seeing_arcsec": [float(v) for v in seeing],
@@ -733,7 +896,92 @@ def simulate_sky(out, settings=None, *, overwrite=False, threads=2, **changes) -
         "snr_range": [float(snr.min()), float(snr.max())] if snr.size else [None, None],
         "snr_median": float(np.median(snr)) if snr.size else None,
         "crb_sigma_px_range": [float(crb.min()), float(crb.max())] if crb.size else [None, None],
-    })
+    }
+
+
+def simulate_sky(out: str | os.PathLike, settings: SkySimSettings | None = None, *, overwrite: bool = False,
+                 threads: int = 2, **changes: Any) -> SkyCampaign:
+    """Simulate a sky campaign into directory ``out``.
+
+    Nothing that exists is overwritten unless ``overwrite`` (every destination is checked
+    before anything is written); every file is written atomically, ``campaign.toml`` last.
+
+    The steps: (1) the instrument field; (2) the night plan and the files, checked writable;
+    (3) the true catalogue and the truth; (4) the catalogue the fit sees; (5) with
+    ``points_only``, the measured tables and the campaign, and stop; else (6) the PSF of
+    every exposure; (7) the radiometry and the exposure plan; (8) the frames; (9) the truth
+    of every star in the images; (10) the truth files, the catalogue and the campaign file.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The campaign directory.
+    settings : SkySimSettings, optional
+        The settings (default: all defaults).
+    overwrite : bool
+        Replace existing files.
+    threads : int
+        Frames made at once (the files do not depend on it).
+    **changes
+        Fields of ``settings`` to replace (``simulate_sky(out, target="47tuc", seed=3)``).
+
+    Returns
+    -------
+    SkyCampaign
+        What was written and the figures of the run.
+    """
+    t_start = time.perf_counter()
+    s = (settings or SkySimSettings()).replace(**changes) if changes else (settings or SkySimSettings())
+    out = Path(out)
+    inst = get_instrument(s.instrument)
+    filt = inst.filter(s.filter)
+    spec = FIELDS[s.target]
+    field, field_source = _sky_field(s, inst, filt)
+    shape = detector_shape(field.domain)
+
+    seed = int(np.random.SeedSequence().entropy) if s.seed is None else int(s.seed)
+    ss = np.random.SeedSequence(seed)
+    ss_cat, ss_plan, ss_truth, ss_noise, ss_obs, ss_psf, ss_bg, ss_flat, ss_frames = ss.spawn(9)
+    plan = plan_night(field_center(s.target), s.n_exposures, zenith_range=s.zenith_range or spec["zenith_range"],
+                      night=s.night or spec["night"], position_angles=s.position_angles,
+                      dither_arcsec=s.dither_arcsec, wavelength_um=filt.center_um,
+                      rng=np.random.default_rng(ss_plan), prefix=s.target, target=s.target)
+    paths = sky_campaign_paths(out, plan.names, s.points_only)
+    for key, p in paths.items():
+        for q in (p if isinstance(p, list) else [p]):
+            check_writable(q, overwrite)
+
+    scene = _sky_scene(s, inst, filt, field, plan, ss_cat, ss_truth, ss_noise)
+    truth, seen = scene.truth, scene.seen
+    summary = {"target": s.target, "field": spec["name"], "instrument": inst.name, "filter": filt.name,
+               "detector_shape": list(shape), "n_exposures": s.n_exposures,
+               "stars_per_exposure": [len(e) for e in truth.exposures],
+               "zenith_distance_deg": [e.apparent.zenith_distance_deg for e in truth.exposures],
+               "rotator_angle_deg": [e.apparent.rotator_angle_deg for e in truth.exposures],
+               "flexure_rms_mas": _rms_mas([e.flexure for e in truth.exposures]),
+               "n_catalog_stars": len(seen)}
+    info_extra = {"seed": seed, "settings": s.to_dict(), "target": s.target, "field_source": field_source,
+                  "instrument": inst.key, "filter": filt.name, "detector_shape": list(shape),
+                  "truth_margin_px": TRUTH_MARGIN_PX}
+    if s.points_only:
+        files = _write_points_only(s, out, paths, inst, filt, shape, plan, spec, scene, seed, info_extra, summary,
+                                   ss_obs, overwrite)
+        summary["seconds"] = time.perf_counter() - t_start
+        return SkyCampaign(out, paths["campaign"], paths["catalog"], tuple(files), None, None,
+                           {k: v for k, v in paths.items() if k in truth_paths(out)}, truth, summary)
+
+    light = _sky_light(s, inst, filt, plan, scene, ss_psf)
+    xp = light.xp
+    det = _det.DetectorModel.from_instrument(inst, xp.mode, shape=shape, seed=s.detector_seed)
+    log.info("%s %s: %s, DIT %g s x NDIT %d; background %.3g e/s/px", inst.name, filt.name, xp.mode, xp.dit_s,
+             xp.ndit, light.bg_rate)
+    frame_info, t_start_obs = _write_sky_frames(s, out, paths, inst, filt, shape, plan, scene, light, det, seed,
+                                                ss_frames, ss_bg, ss_flat, overwrite, threads)
+    per_star, figures = _star_truth(s, shape, scene, light, det)
+    summary.update(figures)
+    core, radius, psfs, rads = scene.core, scene.radius, light.psfs, light.rads
+    strehl, seeing, seeing_eff = light.strehl, light.seeing, light.seeing_eff
+    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
     out_paths = write_sky_truth(
         out, truth, catalog_seen=seen, instrument=inst.name, filter_id=filt.name, overwrite=overwrite,
         star_columns=per_star,

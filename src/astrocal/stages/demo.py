@@ -24,10 +24,12 @@ from ..errors import AstrocalError, MeasureError
 from ..model.inference import Fit
 from ..report import write_report
 from ..sim.joint import joint_campaign_toml
-from ..sim.lab import load_lab_truth, simulate_lab
+from ..sim.lab import simulate_lab
+from ..sim.lab_files import load_lab_truth
 from ..sim.lab_truth import GaugeTruth, gauge_truth
 from ..sim.sky import SkySimSettings, simulate_sky
-from ..sim.sky_truth import SkyTruth, load_sky_truth
+from ..sim.sky_files import load_sky_truth
+from ..sim.sky_truth import SkyTruth
 from .fit import describe, fit_campaign
 from .measure import MeasureReport, measure_campaign
 
