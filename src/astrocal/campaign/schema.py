@@ -223,9 +223,9 @@ class FitSettings:
     """``[fit]``: the joint fit.
 
     ``field_prior``: the prior width of the field's non-linear coefficients
-    (:class:`astrocal.model.linear.Priors`: ``"curved"``, ``"decay"``, ``"per_degree"`` or
+    (:class:`astrocal.model.priors.Priors`: ``"curved"``, ``"decay"``, ``"per_degree"`` or
     ``"fixed"``). ``degree_choice``: with ``degree = "auto"``, the posterior median degree
-    (``"median"``) or the largest evidence (``"best"``; :func:`astrocal.model.inference.choose_degree`).
+    (``"median"``) or the largest evidence (``"best"``; :func:`astrocal.model.selection.choose_degree`).
     Flexure model of the sky data (:class:`astrocal.model.flexure.FlexureBasis`):
     ``flexure_degree`` (1..5), ``flexure_functions`` (names of
     :data:`~astrocal.model.flexure.ZENITH_FUNCTIONS`), ``flexure_radius_arcsec`` (the

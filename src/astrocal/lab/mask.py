@@ -125,7 +125,7 @@ class Mask:
     def affine_sigma_ppm(self) -> float | None:
         """The metrology of the mask's net scale and shears (1-sigma, ppm;
         ``meta['affine_sigma_ppm']``), or ``None`` when the table does not give it (the fit
-        then derives it from the hole errors, :class:`astrocal.model.linear.Priors`)."""
+        then derives it from the hole errors, :class:`astrocal.model.priors.Priors`)."""
         value = self.meta.get(AFFINE_SIGMA_KEY)
         return None if value is None else float(value)
 

@@ -33,7 +33,7 @@ log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | p
 (:class:`CollapsedLms`). With a per-slice residual beyond the polynomial (the layout's
 ``residual_m``, :mod:`astrocal.lms.deviations`) its coefficients are linear parameters too, with
 prior widths set by two more hyperparameters (its rms [px] and correlation length), so they are
-integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
+integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.sampling.run_emcee`) and
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
 (with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
@@ -397,7 +397,7 @@ def whiten_holes(obs: Observations, n_first: int, mean: np.ndarray, chol: np.nda
 class CollapsedLms:
     """``log p(phi | y)`` with the linear parameters integrated out, vectorised over rows of phi.
 
-    The interface :func:`astrocal.model.inference.run_emcee` uses: ``ndim``, ``hyper_names``,
+    The interface :func:`astrocal.model.sampling.run_emcee` uses: ``ndim``, ``hyper_names``,
     ``bounds()``, ``log_posterior(phi)`` ((n, ndim) -> (n,)), ``initial_guess()``.
 
     Parameters
@@ -681,7 +681,7 @@ class LmsFit:
     ``layout``; ``truth`` (optical-model direction); ``terms`` the exposure parameters;
     ``theta_samples`` (K, T) exact draws of all linear parameters (``[:layout.n_params]`` the
     deviations); ``phi_chain`` (steps, walkers, ndim), ``phi_samples`` (K, ndim),
-    ``phi_map``; ``hyper_names``; ``diagnostics`` (:class:`astrocal.model.inference.Diagnostics`);
+    ``phi_map``; ``hyper_names``; ``diagnostics`` (:class:`astrocal.model.sampling.Diagnostics`);
     ``data`` the tables fitted; ``observations`` the final linearisation; ``reference`` the
     geometry it was linearised about; ``holes`` the hole-error terms (None: not fitted), their
     draws [um] the last columns of ``theta_samples`` (:attr:`hole_samples`).

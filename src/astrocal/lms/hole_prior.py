@@ -154,7 +154,7 @@ def affine_basis(xy_mm: ArrayLike) -> np.ndarray:
     """Orthonormal basis of the affine patterns (translation x, y, rotation, scale, two shears)
     of hole errors.
 
-    The imager's own gauge basis (:func:`astrocal.model.linear.gauge_patterns`; its span does
+    The imager's own gauge basis (:func:`astrocal.model.priors.gauge_patterns`; its span does
     not depend on the positions' unit or origin), so the part transferred is exactly the part
     the imager's fit removes.
 

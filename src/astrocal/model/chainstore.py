@@ -8,7 +8,7 @@ file once per block (``FitSettings.check_every`` steps), in the layout of emcee'
 ``HDFBackend`` (group ``hyperparameters``: datasets ``chain``, ``log_prob``, ``accepted``;
 attrs ``nwalkers``, ``ndim``, ``has_blobs``, ``iteration``, ``random_state_*``), so
 ``emcee.backends.HDFBackend(path, name="hyperparameters")`` and
-:func:`astrocal.model.result.load_chain` read it as before.
+:func:`astrocal.products.result_files.load_chain` read it as before.
 
 Each write is atomic: the whole file is built in memory (h5py on a ``BytesIO``), written
 beside the old one with plain file writes, flushed to disk (``fsync``) and renamed over

@@ -271,7 +271,7 @@ def gauge_truth(truth: LabTruth, hole_ids: ArrayLike | None = None, mask_affine:
 
     The reference exposure's pose becomes the identity plus its commanded offset, and the
     hole errors lose their least-squares affine pattern over those holes, exactly as
-    :class:`~astrocal.model.linear.JointModel` fixes its gauge: the pattern's translation and
+    :class:`~astrocal.model.joint.JointModel` fixes its gauge: the pattern's translation and
     rotation are folded into the field (gauges); its scale and shears are the mask's net
     scale and shears, real, which the field keeps (``mask_affine``, the default fit's
     ``Priors.mask_affine_sigma_ppm``) or, with ``mask_affine=False`` (a fit with the mask

@@ -89,10 +89,10 @@ def fit_campaign(campaign: Campaign, degree: int | str | None = None, steps: int
     processes : int or "auto"
         With several filters, that many fits run in parallel; with one, the walkers of each
         emcee step are split over that many processes; ``"auto"``: the filters one after the
-        other, each splitting its walkers as :func:`~astrocal.model.inference.pool_size`
+        other, each splitting its walkers as :func:`~astrocal.model.sampling.pool_size`
         decides (only fits of many points).
     quick : bool
-        The quick look (no emcee chain: :func:`~astrocal.model.inference.laplace_draws`),
+        The quick look (no emcee chain: :func:`~astrocal.model.laplace.laplace_draws`),
         written into ``<fit.output>/quick/<filter>``.
 
     Returns
@@ -257,7 +257,7 @@ def describe(filt: str, fit: Fit, out: str | os.PathLike, products: dict) -> lis
     The field's pixel scale and its map 1-sigma are absolute figures only with a lab gauge;
     a sky-only fit states them as not measured and gives what the sky measures instead: each
     sky dataset's on-sky pixel scale and position angle (``fit.json`` ``on_sky``, written by
-    :func:`~astrocal.model.result.save_fit`), and the map 1-sigma of the field's non-linear
+    :func:`~astrocal.products.result_files.save_fit`), and the map 1-sigma of the field's non-linear
     part in pixels.
 
     Parameters
