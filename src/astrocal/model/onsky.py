@@ -149,8 +149,9 @@ def on_sky_samples(g: np.ndarray, param_names: Sequence[str], degree: int, domai
 
     Parameters
     ----------
-    g : (n_draws, n_params) array
-        Draws of the fit's global parameters (:mod:`astrocal.model.draws` layout).
+    g : numpy.ndarray
+        Draws of the fit's global parameters, shape (n_draws, n_params)
+        (:mod:`astrocal.model.draws` layout).
     param_names : sequence of str
         Their names (``pose_scale[<exposure>]``, ``pose_rot[<exposure>]``...).
     degree, domain
