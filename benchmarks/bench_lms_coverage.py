@@ -286,7 +286,9 @@ def main(argv=None):
                "imager_lab": args.imager_lab is not None,
                "holes": _hole_scores(fit),
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
-               "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
+               "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None,
+               "tau_max": (float(np.nanmax(fit.diagnostics.tau)) if fit.diagnostics is not None
+                           and fit.diagnostics.tau is not None else None)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:
