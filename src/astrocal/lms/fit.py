@@ -32,8 +32,9 @@ of data (spots, traces, edges), also hyperparameters. Given the hyperparameters 
 log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | phi)`` exact
 (:class:`CollapsedLms`). With a per-slice residual beyond the polynomial (the layout's
 ``residual_m``, :mod:`astrocal.lms.deviations`) its coefficients are linear parameters too, with
-prior widths set by two more hyperparameters (its rms [px] and correlation length), so they are
-integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
+prior widths set by more hyperparameters (by default, ``LmsFitSettings.residual_ard``, per axis its
+rms [px] and a correlation length along xi and along lambda: six; else one rms and one isotropic
+length), so they are integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.inference.run_emcee`) and
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
 (with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
