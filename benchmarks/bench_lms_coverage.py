@@ -16,7 +16,9 @@ For each of ``--campaigns`` campaigns (seeds from ``--first-seed``):
 xi_n))`` with ``a_s, b_s ~ N(0, 1)`` (``w`` the wavelength normalised over the setting, ``xi_n =
 xi / 0.4485``). ``--residual-m M`` gives the fit the per-slice residual beyond the polynomial
 (:class:`astrocal.lms.DeviationLayout` ``residual_m``: a reduced-rank Matérn-5/2 field, M x M
-functions per slice and axis, rms and length sampled).
+functions per slice and axis, rms and lengths sampled; ``--residual-prior ard``, the default:
+per axis an rms and a length per dimension, ``isotropic``: one rms and one length;
+``--residual-boundary C`` the eigenfunctions' box, default the layout's).
 
 ``--hole-error-um U`` (points level) gives the mask's holes manufacturing errors ``N(0, U**2)``
 [um] per hole and axis (the truth), and ``--hole-prior`` says what the fit knows of them:
@@ -79,7 +81,8 @@ def run_points(seed, args):
 
     truth = draw_lms_geometry(tuple(args.settings), np.random.default_rng(seed))
     truth = LmsGeometry(truth.layout, truth.params, truth.truth, _waves(args.extra, seed))
-    layout = DeviationLayout(truth.layout.settings, degree=truth.layout.degree, residual_m=args.residual_m)
+    kw = {} if args.residual_boundary is None else {"residual_boundary": args.residual_boundary}
+    layout = DeviationLayout(truth.layout.settings, degree=truth.layout.degree, residual_m=args.residual_m, **kw)
     c = simulate_lms_points(tuple(args.settings), seed=seed, truth=truth, n_offsets=args.offsets,
                             max_across_slices=args.across, grid_all_offsets=not args.grid_first_only,
                             lines_um=tuple(args.lines), hole_error_um=args.hole_error_um,
@@ -87,7 +90,8 @@ def run_points(seed, args):
     holes = _hole_prior(c, seed, args)
     fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
                                                           n_draws=args.draws, across_px_per_mas=args.fit_across,
-                                                          min_steps=min(args.steps, 300), holes=holes))
+                                                          min_steps=min(args.steps, 300), holes=holes,
+                                                          residual_ard=args.residual_prior == "ard"))
     fit.hole_truth = c
     lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
     return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed), lit
@@ -228,6 +232,11 @@ def main(argv=None):
                     help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
     ap.add_argument("--residual-m", type=int, default=0,
                     help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
+    ap.add_argument("--residual-prior", choices=("ard", "isotropic"), default="ard",
+                    help="points level: the residual's prior, per axis an rms and a length per dimension (ard, the "
+                    "default) or one rms and one length (isotropic)")
+    ap.add_argument("--residual-boundary", type=float, default=None,
+                    help="points level: the residual's eigenfunction box factor (default: DeviationLayout's)")
     ap.add_argument("--grid-first-only", action="store_true",
                     help="black-body grid frames at the first offset only (points level; default: at every offset)")
     ap.add_argument("--hole-error-um", type=float, default=0.0,
@@ -266,6 +275,8 @@ def main(argv=None):
                "coverage68": r["coverage68"].tolist(), "coverage95": r["coverage95"].tolist(),
                "z_rms": np.sqrt(np.mean((r["err"] / r["sd"]) ** 2, axis=0)).tolist(),
                "tau_px": float(np.median(np.exp(fit.phi_samples[:, 0]))), "residual_m": args.residual_m,
+               "residual_prior": args.residual_prior if args.residual_m else None,
+               "residual_boundary": fit.layout.residual_boundary if args.residual_m else None,
                "offsets": args.offsets,
                "hyper_median": {n: float(np.median(np.exp(fit.phi_samples[:, k])))
                                 for k, n in enumerate(fit.hyper_names)},
@@ -275,7 +286,9 @@ def main(argv=None):
                "imager_lab": args.imager_lab is not None,
                "holes": _hole_scores(fit),
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
-               "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None}
+               "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None,
+               "tau_max": (float(np.nanmax(fit.diagnostics.tau)) if fit.diagnostics is not None
+                           and fit.diagnostics.tau is not None else None)}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:

@@ -259,6 +259,17 @@ def test_residual_beyond_the_polynomial():
     ms = (np.outer(wt, wt).ravel() / 4) @ v[:, lay.n_terms:] ** 2
     assert np.sqrt(np.sum(sd**2 * ms)) == pytest.approx(0.03, rel=1e-9)
     assert np.allclose(lay.prior_sigma(hyper)[cols[:, lay.n_terms:]], sd[None, :])
+    # with a length per dimension (ARD): the same for equal lengths, the stated rms for any, and the
+    # variance where the length is short (many functions of xi, one of w: here xi)
+    assert np.allclose(lay.residual_prior_sd_ard(0.03, 1.2, 1.2), sd, rtol=1e-12)
+    for lx, lw in ((0.4, 3.0), (3.0, 0.4)):
+        sa = lay.residual_prior_sd_ard(0.03, lx, lw)
+        assert np.sqrt(np.sum(sa**2 * ms)) == pytest.approx(0.03, rel=1e-9)
+        jx, jw = np.divmod(np.arange(lay.n_residual), lay.residual_m)    # basis order: xi slowest
+        hi_xi, hi_w = (jx == 3) & (jw == 0), (jx == 0) & (jw == 3)
+        assert (sa[hi_xi] > 10 * sa[hi_w]).all() if lx < lw else (sa[hi_w] > 10 * sa[hi_xi]).all()
+    batch = lay.residual_prior_sd_ard([0.03, 0.01], [0.4, 1.2], [3.0, 1.2])
+    assert batch.shape == (2, lay.n_residual) and np.allclose(batch[1], lay.residual_prior_sd(0.01, 1.2))
     # the Jacobian with a large residual, by finite differences in xi and lam
     p = np.zeros(lay.n_params)
     p[cols[:, lay.n_terms:]] = np.random.default_rng(2).normal(size=(2, 16)) * sd * 30

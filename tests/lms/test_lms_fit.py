@@ -39,13 +39,16 @@ def _layout(points, residual_m):
     return DeviationLayout(points.truth.layout.settings, residual_m=residual_m)
 
 
-@pytest.mark.parametrize("residual_m", [0, 3])
-def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_m):
+@pytest.mark.parametrize("residual_m, ard", [(0, False), (3, False), (3, True)])
+def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_m, ard):
     lay = _layout(points, residual_m)
     obs = _small_observations(points, layout=lay)
     prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
-    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay))
-    res = [[np.log(0.02), np.log(1.5)], [np.log(0.005), np.log(3.0)]] if residual_m else [[], []]
+    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay, ard))
+    if ard:     # per axis (col, row): rms [px], length along xi, length along w
+        res = [list(np.log([0.02, 0.9, 3.0, 0.01, 2.0, 0.8])), list(np.log([0.004, 4.0, 1.0, 0.03, 0.85, 5.0]))]
+    else:
+        res = [[np.log(0.02), np.log(1.5)], [np.log(0.005), np.log(3.0)]] if residual_m else [[], []]
     assert model.ndim == 4 + len(res[0])
     phis = np.array([[np.log(0.3)] + res[0] + [0.0, 0.1, -0.2], [np.log(0.05)] + res[1] + [0.5, -0.3, 0.2]])
     got = model.log_posterior(phis)
@@ -53,8 +56,13 @@ def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_
     y = np.concatenate([obs.y[g] for g in model.groups])
     for phi, value in zip(phis, got):
         lam = model.prior_sigma(phi) ** 2
-        if residual_m:      # the residual's widths are those of its stated rms and length
-            cols = lay.slice_columns(np.arange(1, 29))[:, :, lay.n_terms:]
+        cols = lay.slice_columns(np.arange(1, 29))[:, :, lay.n_terms:]
+        if residual_m and ard:      # each axis its own rms and lengths
+            e = np.exp(phi[1:7])
+            assert np.allclose(np.sqrt(lam[cols[:, 0]]), lay.residual_prior_sd_ard(*e[:3])[None])
+            assert np.allclose(np.sqrt(lam[cols[:, 1]]), lay.residual_prior_sd_ard(*e[3:])[None])
+            assert not np.allclose(lam[cols[:, 0]], lam[cols[:, 1]])
+        elif residual_m:      # the residual's widths are those of its stated rms and length
             assert np.allclose(np.sqrt(lam[cols]), lay.residual_prior_sd(np.exp(phi[1]), np.exp(phi[2]))[None, None])
         noise = np.concatenate([np.full(len(obs.y[g]), np.exp(2 * s))
                                 for g, s in zip(model.groups, phi[-len(model.groups):])])
@@ -65,12 +73,12 @@ def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_
     assert np.all(np.isinf(model.log_posterior(bad)))   # outside the bounds
 
 
-@pytest.mark.parametrize("residual_m", [0, 3])
-def test_exact_draws_have_the_conditional_mean_and_covariance(points, residual_m):
+@pytest.mark.parametrize("residual_m, ard", [(0, False), (3, False), (3, True)])
+def test_exact_draws_have_the_conditional_mean_and_covariance(points, residual_m, ard):
     lay = _layout(points, residual_m)
     obs = _small_observations(points, n=300, layout=lay)
     prior = np.concatenate([lay.prior_sigma(), points.terms.prior_sigma(1.0, 0.05)])
-    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay))
+    model = CollapsedLms(obs, prior, _slice_index(lay), _residual_spec(lay, ard))
     phi = model.initial_guess()
     M, b = model.precision(phi)
     cov = np.linalg.inv(M)
@@ -149,9 +157,9 @@ def test_handmade_spots_of_a_shifted_instrument_are_fitted():
 def test_residual_brings_the_intervals_back_on_a_non_polynomial_instrument():
     """An as-built instrument with a smooth per-slice wave no polynomial holds (SliceWaves, not a
     draw from the fit's prior): the polynomial-only fit misses it in row by many sigma; with the
-    per-slice residual (sampled rms and length) the truth is inside the intervals at close to their
-    rate on this campaign and the error shrinks (over 20+ campaigns the row coverage is still
-    below its rate: benchmarks/results/lms_coverage_v2.txt)."""
+    per-slice residual (sampled rms and lengths, ARD) the truth is inside the intervals at close to their
+    rate on this campaign and the error shrinks (over 12 campaigns the row coverage is still
+    below its rate: benchmarks/results/lms_coverage_v3.txt)."""
     from astrocal.lms import SliceWaves
     from astrocal.sim.lms_truth import QCL_LINES_UM, draw_lms_geometry
 
@@ -173,23 +181,40 @@ def test_residual_brings_the_intervals_back_on_a_non_polynomial_instrument():
     lit = np.isin(res["slice"], np.unique(c.data["spots"]["slice"]))      # same points in both comparisons
     assert np.sqrt(np.mean(res["err"][lit, 1] ** 2)) < 0.6 * np.sqrt(np.mean(poly["err"][lit, 1] ** 2))
     fit = out[6][0]
-    assert fit.hyper_names[1:3] == ("log_residual_rms_px", "log_residual_length")
-    rms = np.exp(np.median(fit.phi_samples[:, 1]))
-    assert 0.005 < rms < 0.1                                          # the waves' rms over a slice ~0.03 px
+    assert fit.hyper_names[1:7] == tuple(f"log_residual_{a}_{h}" for a in ("col", "row")
+                                         for h in ("rms_px", "length_xi", "length_w"))    # ARD, the default
+    med = dict(zip(fit.hyper_names, np.exp(np.median(fit.phi_samples, axis=0))))
+    for a in ("col", "row"):
+        assert 0.005 < med[f"log_residual_{a}_rms_px"] < 0.1          # the waves' rms over a slice ~0.03 px
+    # the row wave runs along the slice only, the col wave along the dispersion only
+    assert med["log_residual_row_length_xi"] < med["log_residual_row_length_w"]
+    assert med["log_residual_col_length_w"] < med["log_residual_col_length_xi"]
 
 
-def test_a_fit_with_the_residual_is_saved_and_read_back(points, tmp_path):
+@pytest.mark.parametrize("ard", [False, True])
+def test_a_fit_with_the_residual_is_saved_and_read_back(points, tmp_path, ard):
     import json
 
     from astrocal.lms.fit_campaign import load_lms_fit, save_lms_fit
 
     lay = _layout(points, 2)
-    fit = fit_lms(points.data, lay, points.terms, LmsFitSettings(steps=100, min_steps=100, walkers=12, n_draws=50))
+    fit = fit_lms(points.data, lay, points.terms, LmsFitSettings(steps=100, min_steps=100, walkers=14, n_draws=50,
+                                                                 residual_ard=ard))
     save_lms_fit(fit, tmp_path)
     info = json.loads((tmp_path / "lms_fit.json").read_text())
-    assert info["layout"]["residual_m"] == 2 and info["hyper_prior"]["residual_length"] == "log-uniform"
-    assert {"log_residual_rms_px", "log_residual_length"} <= set(info["hyperparameters"])
+    assert info["layout"]["residual_m"] == 2 and info["residual_ard"] is ard
+    if ard:
+        names = {f"log_residual_{a}_{h}" for a in ("col", "row") for h in ("rms_px", "length_xi", "length_w")}
+        assert names <= set(info["hyperparameters"]) and "log_residual_length" not in info["hyperparameters"]
+        assert info["hyper_prior"]["residual_row_length_xi"] == "log-uniform"
+        assert fit.hyper_names[1:7] == tuple(sorted(names, key=fit.hyper_names.index))
+        for n in names:         # the recorded MAP is the fit's, within the bounds
+            assert info["hyperparameters"][n]["map"] == pytest.approx(np.exp(fit.phi_map[fit.hyper_names.index(n)]))
+    else:
+        assert info["hyper_prior"]["residual_length"] == "log-uniform"
+        assert {"log_residual_rms_px", "log_residual_length"} <= set(info["hyperparameters"])
     back = load_lms_fit(tmp_path)
+    assert back.settings.residual_ard is ard
     assert back.layout.residual_m == 2 and back.layout.names == lay.names
     assert np.array_equal(back.theta_samples, fit.theta_samples) and back.hyper_names == fit.hyper_names
     s, xi, lam = [5, 20], [0.1, -0.2], [4.71, 4.75]

@@ -32,8 +32,9 @@ of data (spots, traces, edges), also hyperparameters. Given the hyperparameters 
 log s_g ...)`` the posterior of ``theta`` is Gaussian and the evidence ``p(y | phi)`` exact
 (:class:`CollapsedLms`). With a per-slice residual beyond the polynomial (the layout's
 ``residual_m``, :mod:`astrocal.lms.deviations`) its coefficients are linear parameters too, with
-prior widths set by two more hyperparameters (its rms [px] and correlation length), so they are
-integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.sampling.run_emcee`) and
+prior widths set by more hyperparameters (by default, ``LmsFitSettings.residual_ard``, per axis its
+rms [px] and a correlation length along xi and along lambda: six; else one rms and one isotropic
+length), so they are integrated exactly in the same blocks. emcee samples ``phi`` (:func:`astrocal.model.sampling.run_emcee`) and
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
 (with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
@@ -70,8 +71,9 @@ TAU_BOUNDS_PX = (1e-3, 5.0)
 SCALE_BOUNDS = (0.1, 10.0)
 RESIDUAL_RMS_BOUNDS_PX = (1e-4, 1.0)
 RESIDUAL_LENGTH_MAX = 8.0
+RESIDUAL_LENGTH_MIN_FACTOR = 0.25
 """Bounds of the per-slice residual's rms [px] and largest correlation length (normalised
-slice units; the shortest is half the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`:
+slice units; the shortest is ``RESIDUAL_LENGTH_MIN_FACTOR`` (a quarter) of the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`:
 below that length the basis's prior is no longer close to the Matérn's, but it is still a valid
 prior with its variance at the basis's highest frequencies, and on a simulated wave along the
 slice the wider range gave intervals closer to their rate)."""
@@ -408,19 +410,27 @@ class CollapsedLms:
         replaced by ``tau``.
     slice_index : ndarray of int (28, K)
         The columns of each slice's coefficients (K = 2 x terms, plus the residual's).
-    residual : (is_residual (K,) bool, prior_sd(rms, length) -> (W, R), (length_lo, length_hi)), optional
+    residual : (is_residual (K,) bool, prior_sd, (length_lo, length_hi)[, "ard"]), optional
         With a per-slice residual beyond the polynomial: which of a slice's columns are its
-        coefficients (col then row, R each), their prior sd as a function of the residual's rms
-        [px] and correlation length (arrays (W,)), and the length's bounds. Adds the
-        hyperparameters ``log_residual_rms_px`` and ``log_residual_length`` after ``log_tau_px``.
+        coefficients (col then row, R each), their prior sd as a function of the hyperparameters
+        (arrays (W,) -> (W, R)), and the lengths' bounds. Isotropic (3 items): ``prior_sd(rms,
+        length)``, one rms [px] and one correlation length for both axes, the hyperparameters
+        ``log_residual_rms_px``, ``log_residual_length`` after ``log_tau_px``. ARD (4th item
+        ``"ard"``): ``prior_sd(rms, length_xi, length_w)``, per axis (col, row) its own rms and a
+        length per dimension, the six hyperparameters ``log_residual_<axis>_rms_px``,
+        ``log_residual_<axis>_length_xi``, ``log_residual_<axis>_length_w``.
     """
 
     def __init__(self, obs: Observations, prior_sigma_fixed, slice_index, residual=None):
         self.groups = tuple(g for g in GROUPS if g in obs.A)
         self.residual = residual
-        self.n_res_hyper = 2 if residual is not None else 0
-        self.hyper_names = (("log_tau_px",) + (("log_residual_rms_px", "log_residual_length") if residual else ())
-                            + tuple(f"log_scale_{g}" for g in self.groups))
+        self.ard = residual is not None and len(residual) > 3 and residual[3] == "ard"
+        if self.ard:
+            res_names = tuple(f"log_residual_{a}_{h}" for a in ("col", "row") for h in ("rms_px", "length_xi", "length_w"))
+        else:
+            res_names = ("log_residual_rms_px", "log_residual_length") if residual is not None else ()
+        self.n_res_hyper = len(res_names)
+        self.hyper_names = ("log_tau_px",) + res_names + tuple(f"log_scale_{g}" for g in self.groups)
         self.ndim = len(self.hyper_names)
         T = obs.n_theta
         sl = np.asarray(slice_index)
@@ -446,8 +456,8 @@ class CollapsedLms:
         self.n_theta = T
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Bounds of log phi: ``log tau``, the residual's ``log rms``, ``log length`` (if any), and
-        the groups' ``log s_g``.
+        """Bounds of log phi: ``log tau``, the residual's ``log rms``, ``log length`` (if any; ARD:
+        per axis ``log rms``, ``log length_xi``, ``log length_w``), and the groups' ``log s_g``.
 
         Returns
         -------
@@ -455,8 +465,10 @@ class CollapsedLms:
         """
         lo, hi = [np.log(TAU_BOUNDS_PX[0])], [np.log(TAU_BOUNDS_PX[1])]
         if self.residual is not None:
-            lo += [np.log(RESIDUAL_RMS_BOUNDS_PX[0]), np.log(self.residual[2][0])]
-            hi += [np.log(RESIDUAL_RMS_BOUNDS_PX[1]), np.log(self.residual[2][1])]
+            n_len = 2 if self.ard else 1
+            for _ in range(2 if self.ard else 1):
+                lo += [np.log(RESIDUAL_RMS_BOUNDS_PX[0])] + [np.log(self.residual[2][0])] * n_len
+                hi += [np.log(RESIDUAL_RMS_BOUNDS_PX[1])] + [np.log(self.residual[2][1])] * n_len
         lo = np.array(lo + [np.log(SCALE_BOUNDS[0])] * len(self.groups))
         hi = np.array(hi + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
         return lo, hi
@@ -468,7 +480,10 @@ class CollapsedLms:
         -------
         ndarray (ndim,)
         """
-        res = [np.log(0.01), np.log(max(1.0, 1.2 * self.residual[2][0]))] if self.residual is not None else []
+        res = []
+        if self.residual is not None:
+            one = [np.log(0.01)] + [np.log(max(1.0, 1.2 * self.residual[2][0]))] * (2 if self.ard else 1)
+            res = one * (2 if self.ard else 1)
         return np.array([np.log(0.3)] + res + [0.0] * len(self.groups))
 
     def _slice_prior_var(self, phi):
@@ -476,9 +491,14 @@ class CollapsedLms:
         K = self.slice_index.shape[1]
         d2 = np.repeat(np.exp(2 * phi[:, :1]), K, axis=1)
         if self.residual is not None:
-            is_res, sd, _ = self.residual
-            r = sd(np.exp(phi[:, 1]), np.exp(phi[:, 2])).reshape(len(phi), -1)     # (W, R)
-            d2[:, is_res] = np.concatenate([r, r], axis=1) ** 2
+            is_res, sd = self.residual[:2]
+            e = np.exp(phi[:, 1:1 + self.n_res_hyper])
+            if self.ard:
+                c = sd(e[:, 0], e[:, 1], e[:, 2]).reshape(len(phi), -1)     # (W, R) col, then row
+                r = sd(e[:, 3], e[:, 4], e[:, 5]).reshape(len(phi), -1)
+            else:
+                c = r = sd(e[:, 0], e[:, 1]).reshape(len(phi), -1)
+            d2[:, is_res] = np.concatenate([c, r], axis=1) ** 2
         return d2
 
     def _weights(self, phi):
@@ -652,7 +672,10 @@ class LmsFitSettings:
     (``walkers``, ``steps``, ``seed``, ``n_draws``, ...) as :class:`astrocal.model.inference.FitSettings`;
     ``holes``: the prior of the mask's hole errors (:class:`~astrocal.lms.hole_prior.HolePrior`;
     None: the mask table's positions are exact) with the mask's plate scale [mm/arcsec] and
-    orientation relative to the slicer, which map a hole's error onto the slicer."""
+    orientation relative to the slicer, which map a hole's error onto the slicer;
+    ``residual_ard``: with a per-slice residual (the layout's ``residual_m``), per axis its own
+    rms and a correlation length per dimension (six hyperparameters, :class:`CollapsedLms`)
+    instead of one rms and one isotropic length."""
 
     hyper: Hyperparameters = Hyperparameters()
     offset_sigma_mas: float = 1.0
@@ -672,6 +695,7 @@ class LmsFitSettings:
     holes: HolePrior | None = None
     mask_scale_mm_per_arcsec: float = 3.319
     orientation: object = DEFAULT_ORIENTATION
+    residual_ard: bool = True
 
 
 @dataclass
@@ -851,12 +875,16 @@ def _slice_index(layout: DeviationLayout):
     return layout.blocks["slices"].start + np.arange(N_SLICES)[:, None] * k + np.arange(k)[None, :]
 
 
-def _residual_spec(layout: DeviationLayout):
-    """The :class:`CollapsedLms` ``residual`` argument of a layout (None without a residual)."""
+def _residual_spec(layout: DeviationLayout, ard: bool = False):
+    """The :class:`CollapsedLms` ``residual`` argument of a layout (None without a residual);
+    ``ard``: per-axis rms and a length per dimension (:meth:`DeviationLayout.residual_prior_sd_ard`)."""
     if not layout.residual_m:
         return None
     rb = layout.residual_basis
-    return layout.slice_block_is_residual(), layout.residual_prior_sd, (rb.min_length / 2, RESIDUAL_LENGTH_MAX)
+    bounds = (RESIDUAL_LENGTH_MIN_FACTOR * rb.min_length, RESIDUAL_LENGTH_MAX)
+    if ard:
+        return layout.slice_block_is_residual(), layout.residual_prior_sd_ard, bounds, "ard"
+    return layout.slice_block_is_residual(), layout.residual_prior_sd, bounds
 
 
 def map_hyperparameters(model: CollapsedLms, phi0: ArrayLike) -> tuple[np.ndarray, float]:
@@ -928,7 +956,7 @@ def _fit_lms(data, layout, terms, settings, truth):
     for it in range(settings.relinearise + 1):
         obs = linearise(geometry, data, terms, holes)
         fitted = whiten_holes(obs, n_first, h_mean, h_chol) if holes else obs
-        model = CollapsedLms(fitted, prior_fixed, sl, _residual_spec(layout))
+        model = CollapsedLms(fitted, prior_fixed, sl, _residual_spec(layout, settings.residual_ard))
         phi, lp = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         theta = model.conditional_mean(phi)
         log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,

@@ -433,8 +433,14 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
                                 "sd": float(np.exp(s).std(ddof=1))}
                             for n, m, s in zip(fit.hyper_names, fit.phi_map, fit.phi_samples.T)},
         "hyper_prior": {"tau_px": "log-uniform", "error scales": "log-uniform",
-                        **({"residual_rms_px": "log-uniform", "residual_length": "log-uniform"}
+                        **(({f"residual_{a}_{h}": "log-uniform" for a in ("col", "row")
+                             for h in ("rms_px", "length_xi", "length_w")} if fit.settings.residual_ard else
+                            {"residual_rms_px": "log-uniform", "residual_length": "log-uniform"})
                            if fit.layout.residual_m else {})},
+        "residual_prior": (("ard: per axis an rms and a Matern-5/2 length per dimension (xi, w)"
+                            if fit.settings.residual_ard else "isotropic: one rms and one Matern-5/2 length")
+                           if fit.layout.residual_m else None),
+        "residual_ard": bool(fit.settings.residual_ard),
         "fixed_prior_widths": to_plain(fit.settings.hyper.__dict__),
         "offset_sigma_mas": fit.settings.offset_sigma_mas, "across_px_per_mas": fit.settings.across_px_per_mas,
         "n_points": {g: int(len(fit.observations.y[g])) for g in fit.observations.y},
@@ -533,7 +539,8 @@ def load_lms_fit(out: str | os.PathLike) -> LmsFit:
         raise LmsFitInputError(f"{out / 'lms_draws.fits'}: parameter names do not match the layout in lms_fit.json")
     hyper = Hyperparameters(**info["fixed_prior_widths"])
     settings = LmsFitSettings(hyper=hyper, offset_sigma_mas=info["offset_sigma_mas"],
-                              across_px_per_mas=info["across_px_per_mas"])
+                              across_px_per_mas=info["across_px_per_mas"],
+                              residual_ard=bool(info.get("residual_ard", False)))
     phi_map = np.log([info["hyperparameters"][n]["map"] for n in phi_names])
     return LmsFit(layout, info["truth_direction"], terms, theta, None, phi, phi_map, phi_names, None, None, None,
                   None, settings, holes)
