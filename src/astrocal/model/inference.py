@@ -43,8 +43,8 @@ from .laplace import laplace_draws, map_hyperparameters, numerical_hessian
 from .outliers import find_outliers, preliminary_field
 from .priors import Priors
 from .sampling import Diagnostics, diagnostics, run_emcee
-from .selection import (check_rule, choose_model, degree_probabilities, refine_residual_rows, residual_variants,
-                        scan_variants)
+from .selection import (check_rule, choose_model, degree_probabilities, quick_scan_variants, refine_residual_rows,
+                        residual_variants, scan_variants)
 
 if TYPE_CHECKING:
     from ..field import DistortionField
@@ -331,7 +331,8 @@ def _fit_joint(points, settings):
     evidence = []
     fitted = {}
     rows = {}  # (degree, residual) -> its row's position in the evidence table
-    scans = scan_variants(points, settings, jac_field, excluded, degrees, variants)
+    scan = quick_scan_variants if settings.sampler == "laplace" else scan_variants
+    scans = scan(points, settings, jac_field, excluded, degrees, variants)
     for k, n in enumerate(degrees):
         for res in variants:
             row = {"degree": n, "residual": res} if len(variants) > 1 or res else {"degree": n}

@@ -2,7 +2,8 @@
 from its table.
 
 :func:`scan_variants` fits the scan's models (each degree, with and without the residual
-field), :func:`refine_residual_rows` refines the residual basis of the rows that can matter,
+field; the quick look's :func:`quick_scan_variants` cuts the residual variant short when the
+data do not ask for it), :func:`refine_residual_rows` refines the residual basis of the rows that can matter,
 and :func:`choose_model` / :func:`choose_degree` choose from the table's probabilities
 (:func:`degree_probabilities`).
 """
@@ -197,6 +198,80 @@ def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionFi
     log.info("the evidence scan's %d variants in %d processes", len(variants), n_pool)
     with ctx.Pool(n_pool) as pool:
         return dict(zip(variants, pool.map(_scan_variant_worker, args)))
+
+
+#: The quick look (``FitSettings.sampler == "laplace"``) with ``residual = "auto"`` fits the
+#: residual variant first at the polynomial's most probable degree, and at the other degrees
+#: only when it comes within this many nats of the polynomial alone there
+#: (:func:`quick_scan_variants`).
+QUICK_RESIDUAL_MARGIN_NATS = 5.0
+
+
+def quick_scan_variants(points: Points, settings: FitSettings, jac_field: DistortionField | None,
+                        excluded: np.ndarray, degrees: Sequence[int], variants: Sequence[bool]) -> dict:
+    """The quick look's scan: :func:`scan_variants`, the residual variant cut short when the
+    data do not ask for it.
+
+    With both variants (``residual = "auto"``) and more than one degree, the polynomial alone
+    is fitted at every degree first; then the residual variant at the lowest degree (where a
+    residual field has the most to hold: on fields beyond the polynomial its evidence is
+    highest there and falls with the degree) and at the polynomial's most probable degree
+    ``d`` (where it is highest on polynomial fields), each MAP search started from the
+    polynomial's MAP at that degree. When both are more than
+    :data:`QUICK_RESIDUAL_MARGIN_NATS` below the most probable polynomial, the residual
+    variant's other degrees are not fitted (their rows carry a note saying so, and no
+    evidence); otherwise every degree is fitted, as :func:`scan_variants` does. The full
+    fit (emcee) always runs :func:`scan_variants`. Measured: the same model as the full
+    scan on the benchmarks' own and foreign campaigns (``benchmarks/README.md``).
+
+    Parameters
+    ----------
+    points : Points
+        The fit's points.
+    settings : astrocal.model.inference.FitSettings
+        The fit's settings.
+    jac_field : DistortionField or None
+        The field for the focal-plane covariances.
+    excluded : numpy.ndarray
+        Bool over the points: the outliers left out.
+    degrees : sequence of int
+        The degrees of the scan.
+    variants : sequence of bool
+        The residual variants (:func:`residual_variants`).
+
+    Returns
+    -------
+    dict
+        ``{residual: [(VariantFit, None) or (None, note)] per degree}``, as
+        :func:`scan_variants`.
+    """
+    if list(variants) != [False, True] or len(degrees) < 2:
+        return scan_variants(points, settings, jac_field, excluded, degrees, variants)
+    poly = _scan_variant(points, settings, jac_field, excluded, degrees, False)
+    logz = np.array([vf.row["log_evidence"] if vf is not None else -np.inf for vf, _ in poly], float)
+    logz[~np.isfinite(logz)] = -np.inf
+    if not np.isfinite(logz.max()):
+        return {False: poly, True: _scan_variant(points, settings, jac_field, excluded, degrees, True)}
+    best = int(np.argmax(logz))
+    probes = {}
+    for k in sorted({0, best}):
+        base = poly[k][0]
+        start = dict(zip(base.hyper_names, base.phi)) if base is not None else None
+        try:
+            vf = fit_variant(points, degrees[k], with_residual(settings.priors, True), settings, jac_field,
+                             excluded, start=start, curvature=base.curvature if base is not None else None,
+                             refine=False)
+        except ValueError:
+            vf = None
+        if vf is None or not vf.row["log_evidence"] < logz[best] - QUICK_RESIDUAL_MARGIN_NATS:
+            return {False: poly, True: _scan_variant(points, settings, jac_field, excluded, degrees, True)}
+        probes[k] = vf
+    gaps = ", ".join(f"{logz[best] - vf.row['log_evidence']:.1f} at degree {degrees[k]}" for k, vf in probes.items())
+    note = (f"not fitted by the quick look: with the residual field the evidence was below the most probable "
+            f"polynomial (degree {degrees[best]}) by {gaps} nats, more than {QUICK_RESIDUAL_MARGIN_NATS:g}")
+    log.info("quick look: the residual field below the polynomial alone by %s nats; its other degrees not fitted",
+             gaps)
+    return {False: poly, True: [(probes[j], None) if j in probes else (None, note) for j in range(len(degrees))]}
 
 
 def residual_variants(priors: Priors) -> list[bool]:
