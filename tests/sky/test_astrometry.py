@@ -18,9 +18,10 @@ from astropy.coordinates import AltAz, SkyCoord
 from astropy.time import Time
 
 from astrocal.sky.astrometry import (
-    AstrometryError, EpochGapWarning, apparent_positions, apparent_positions_many, gnomonic,
-    inverse_gnomonic, parse_time, propagate, resolve_weather,
+    AstrometryError, EpochGapWarning, apparent_positions, apparent_positions_many, parse_time, propagate,
+    resolve_weather,
 )
+from astrocal.sky.projection import gnomonic, inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays, get_catalog
 from astrocal.sky.sites import SITES, Weather, WeatherError, get_site
 

@@ -30,7 +30,8 @@ from astrocal.sim import detector as D
 from astrocal.sources import FLAG_UNIDENTIFIED
 from astrocal.stages.measure import measure_campaign
 from astrocal.image.psf import AOStarPSF, render_spots
-from astrocal.sky.astrometry import EpochGapWarning, apparent_positions, inverse_gnomonic
+from astrocal.sky.astrometry import EpochGapWarning, apparent_positions
+from astrocal.sky.projection import inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays
 from astrocal.sky.exposure import SkyMeasureError
 from astrocal.sky.stars import star_psf

@@ -17,7 +17,8 @@ from astropy.table import Table
 from astrocal.cli import main
 from astrocal.model.onsky import local_affine_matrices
 from astrocal.model.draws import affine_matrices
-from astrocal.sky.astrometry import AstrometryError, apparent_positions, inverse_gnomonic
+from astrocal.sky.astrometry import AstrometryError, apparent_positions
+from astrocal.sky.projection import inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays
 from astrocal.sky.match import match_stars
 from astrocal.sky.sites import get_site, is_space

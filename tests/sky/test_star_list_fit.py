@@ -25,7 +25,8 @@ from astropy.time import Time
 
 from astrocal.campaign import CampaignError, load_campaign
 from astrocal.cli import main
-from astrocal.sky.astrometry import apparent_positions, inverse_gnomonic
+from astrocal.sky.astrometry import apparent_positions
+from astrocal.sky.projection import inverse_gnomonic
 from astrocal.sky.catalog import catalog_from_arrays
 from astrocal.sky.measure import measure_sky_exposure
 

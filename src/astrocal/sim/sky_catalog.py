@@ -21,7 +21,8 @@ from astropy.table import Table
 from astropy.time import Time
 
 from .. import earth
-from ..sky.astrometry import gnomonic, inverse_gnomonic, propagate
+from ..sky.astrometry import propagate
+from ..sky.projection import gnomonic, inverse_gnomonic
 from ..sky.catalog import CLUSTER_47TUC_CENTER, Catalog, CatalogError, catalog_from_arrays, get_catalog, load_catalog
 from .sky_plan import target_key
 

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from .. import earth
 from ..errors import SimulationOptionError
-from ..sky.astrometry import inverse_gnomonic
+from ..sky.projection import inverse_gnomonic
 from ..sky.catalog import CLUSTER_47TUC_CENTER, get_catalog
 from ..sky.sites import Weather, get_site
 

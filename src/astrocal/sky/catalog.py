@@ -75,6 +75,7 @@ from astrocal import earth
 from .._moved import moved_module
 from ..atomic import atomic_path
 from ..errors import AstrocalError
+from .projection import inverse_gnomonic
 
 __all__ = [
     "Catalog",
@@ -751,8 +752,6 @@ class Catalog:
         """
         if self.kind == "absolute":
             return self
-        # lazy: astrocal.sky.astrometry imports this module
-        from astrocal.sky.astrometry import inverse_gnomonic
 
         ref = self.reference
         ra0, dec0 = ref.position_at(self.epoch)
