@@ -83,7 +83,9 @@ def score(fit, truth, hole_ids=None, unresolved=True):
 
 @pytest.fixture(scope="module")
 def fits():
-    logging.getLogger("astrocal").setLevel(logging.ERROR)
+    logger = logging.getLogger("astrocal")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # quiet while fitting; restored below for the tests that read the log
     res = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,6 +96,7 @@ def fits():
             fit = fit_joint(pts, FitSettings(**settings))
             blind = fit_joint(pts, FitSettings(hole_errors=False, **settings))
             res.append((truth, fit, blind))
+    logger.setLevel(level)
     return res
 
 

@@ -89,11 +89,11 @@ def _campaign(ripple_px):
 
 
 @pytest.mark.parametrize("ripple_px", [0.0, 0.03])
-def test_the_quick_look_chooses_the_full_scans_model(monkeypatch, ripple_px):
+def test_the_quick_look_chooses_the_full_scans_model(monkeypatch, caplog, ripple_px):
     """On a polynomial field the residual's other degrees are skipped, on a field with a
     ripple they are all fitted; either way the quick look's model and its evidence rows
     are those of the full scan at the same settings."""
-    logging.getLogger("astrocal").setLevel(logging.ERROR)
+    caplog.set_level(logging.ERROR, logger="astrocal")  # quiet; restored after the test
     pts = _campaign(ripple_px)
     settings = FitSettings(degree="auto", degree_range=(3, 6), seed=4, sampler="laplace", n_draws=50,
                            progress=False, priors=Priors(residual="auto"))

@@ -102,7 +102,7 @@ def _ripple(x, y, amp_px, length_px, seed):
     return amp_px * (np.cos(arg) @ a[0]), amp_px * (np.cos(arg) @ a[1])
 
 
-def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
+def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path, caplog):
     """A degree-4 field plus a mid-frequency ripple (0.03 px, ~300 px): with the residual
     field on "auto" the evidence takes it, the map is closer to the truth than the
     polynomial alone and its 1-sigma covers the truth; the result round-trips through
@@ -120,7 +120,7 @@ def test_a_field_beyond_the_polynomial_is_found_and_covered(tmp_path):
     from astrocal.products import write_fit_products
     from astrocal.sim.lab_truth import gauge_truth
 
-    logging.getLogger("astrocal").setLevel(logging.ERROR)
+    caplog.set_level(logging.ERROR, logger="astrocal")  # quiet; restored after the test
     p = campaign_params(3, degree=4)
     p["n_exposures"] = 5
     truth, pts, _ = make_campaign(**p)

@@ -260,7 +260,7 @@ def test_refraction_off_is_stated_with_its_size(star_lists, caplog):
     path.write_text(text)
     camp = load_campaign(path)
     ds = camp.sky[2]
-    with caplog.at_level(logging.WARNING, logger="astrocal.sky.measure"):
+    with caplog.at_level(logging.WARNING, logger="astrocal.sky"):
         t = measure_sky_exposure(ds.exposures[0], ds, camp.instrument)
     r = t.meta["refraction"]
     assert r["corrected"] is False and t.meta["weather"]["pressure_hpa"] == 0.0
