@@ -5,6 +5,7 @@ import logging
 import os
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_the_residual_variant_is_cut_short_only_far_below_the_polynomial(monkeyp
     monkeypatch.setattr(selection, "_scan_variant", scan_variant)
     monkeypatch.setattr(selection, "fit_variant", fit_variant)
     settings = FitSettings(sampler="laplace", priors=Priors(residual="auto"))
-    out = selection.quick_scan_variants(None, settings, None, None, degrees, [False, True])
+    out = selection.quick_scan_variants(SimpleNamespace(n_points=100), settings, None, None, degrees, [False, True])
     assert out[False] is poly
     # the residual at the lowest degree, then at the polynomial's most probable one, each
     # started from the polynomial's MAP there, the basis refined later
@@ -64,13 +65,17 @@ def test_the_residual_variant_is_cut_short_only_far_below_the_polynomial(monkeyp
         assert all(vf is not None for vf, _ in out[True])
 
 
-def test_one_variant_or_one_degree_is_the_full_scan(monkeypatch):
+def test_one_variant_one_degree_or_a_pooled_fit_is_the_full_scan(monkeypatch):
     calls = []
     monkeypatch.setattr(selection, "scan_variants", lambda *a: calls.append(a[-2:]) or {})
     settings = FitSettings(sampler="laplace")
-    selection.quick_scan_variants(None, settings, None, None, [3, 4], [False])
-    selection.quick_scan_variants(None, settings, None, None, [5], [False, True])
-    assert calls == [([3, 4], [False]), ([5], [False, True])]
+    points = SimpleNamespace(n_points=100)
+    selection.quick_scan_variants(points, settings, None, None, [3, 4], [False])
+    selection.quick_scan_variants(points, settings, None, None, [5], [False, True])
+    # its variants side by side in two processes, as the full scan runs them
+    selection.quick_scan_variants(points, FitSettings(sampler="laplace", processes=2), None, None, [3, 4],
+                                  [False, True])
+    assert calls == [([3, 4], [False]), ([5], [False, True]), ([3, 4], [False, True])]
 
 
 def _campaign(ripple_px):

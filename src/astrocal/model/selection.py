@@ -201,9 +201,9 @@ def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionFi
 
 
 #: The quick look (``FitSettings.sampler == "laplace"``) with ``residual = "auto"`` fits the
-#: residual variant first at the polynomial's most probable degree, and at the other degrees
-#: only when it comes within this many nats of the polynomial alone there
-#: (:func:`quick_scan_variants`).
+#: residual variant first at the lowest degree and at the polynomial's most probable one, and
+#: at the other degrees only when one of the two comes within this many nats of the most
+#: probable polynomial (:func:`quick_scan_variants`).
 QUICK_RESIDUAL_MARGIN_NATS = 5.0
 
 
@@ -220,9 +220,11 @@ def quick_scan_variants(points: Points, settings: FitSettings, jac_field: Distor
     polynomial's MAP at that degree. When both are more than
     :data:`QUICK_RESIDUAL_MARGIN_NATS` below the most probable polynomial, the residual
     variant's other degrees are not fitted (their rows carry a note saying so, and no
-    evidence); otherwise every degree is fitted, as :func:`scan_variants` does. The full
-    fit (emcee) always runs :func:`scan_variants`. Measured: the same model as the full
-    scan on the benchmarks' own and foreign campaigns (``benchmarks/README.md``).
+    evidence); otherwise every degree is fitted, as :func:`scan_variants` does. A fit
+    that splits its work over processes (:func:`~astrocal.model.sampling.pool_size` above one)
+    runs :func:`scan_variants` itself, its two variants side by side; so does the full fit
+    (emcee). Measured: the same model as the full scan on the benchmarks' own and foreign
+    campaigns (``docs/model.md``, "The quick look").
 
     Parameters
     ----------
@@ -245,7 +247,8 @@ def quick_scan_variants(points: Points, settings: FitSettings, jac_field: Distor
         ``{residual: [(VariantFit, None) or (None, note)] per degree}``, as
         :func:`scan_variants`.
     """
-    if list(variants) != [False, True] or len(degrees) < 2:
+    if (list(variants) != [False, True] or len(degrees) < 2
+            or pool_size(settings.processes, points.n_points) > 1):
         return scan_variants(points, settings, jac_field, excluded, degrees, variants)
     poly = _scan_variant(points, settings, jac_field, excluded, degrees, False)
     logz = np.array([vf.row["log_evidence"] if vf is not None else -np.inf for vf, _ in poly], float)
