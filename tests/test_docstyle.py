@@ -12,15 +12,6 @@ import astrocal
 
 SRC = Path(astrocal.__file__).parent
 
-# Modules not yet brought to the style (empty since every module was converted; a module
-# that is ever listed here again must fail the style, so the list can only shrink).
-NOT_YET: set = set()
-
-
-def _pending(rel):
-    return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in NOT_YET)
-
-
 def _public_functions(tree):
     """``(qualified name, node, is_method)`` of the public module-level functions and the
     public methods of public classes."""
@@ -113,7 +104,7 @@ def module_problems(path):
 MODULES = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py"))
 
 
-@pytest.mark.parametrize("rel", [m for m in MODULES if not _pending(m)])
+@pytest.mark.parametrize("rel", MODULES)
 def test_public_functions_are_typed_and_documented(rel):
     problems = module_problems(SRC / rel)
     assert not problems, f"{rel}:\n  " + "\n  ".join(problems)
@@ -150,14 +141,3 @@ def g(a: int) -> int:
     assert function_problems(*funcs["g"]) == []
     lazy = lazy_import_problems(tree, source.splitlines())
     assert len(lazy) == 1 and "line 4" in lazy[0]
-
-
-def test_pending_list_only_names_modules_that_exist_and_still_fail():
-    """A module brought to the style leaves NOT_YET (so the list cannot hide a regression)."""
-    stale = []
-    for entry in NOT_YET:
-        members = [m for m in MODULES if m == entry or (entry.endswith("/") and m.startswith(entry))]
-        assert members, f"NOT_YET names {entry!r}, which is not a module or package"
-        if not any(module_problems(SRC / m) for m in members):
-            stale.append(entry)
-    assert not stale, f"these pass now; remove them from NOT_YET: {stale}"
