@@ -67,7 +67,7 @@ from numpy.typing import ArrayLike
 
 from astrocal import earth
 from astrocal.sky.catalog import Catalog, CatalogError, as_center, load_catalog, parse_epoch
-from astrocal.sky.projection import gnomonic, inverse_gnomonic  # noqa: F401 - the names it always had
+from astrocal.sky.projection import gnomonic, inverse_gnomonic
 from astrocal.sky.sites import Site, Weather, WeatherError, get_site
 
 from ..errors import AstrocalError
