@@ -368,3 +368,42 @@ def test_the_package_keeps_the_public_names_of_the_former_module():
         home = getattr(obj, "__module__", None)
         if home is not None and home != "builtins":
             assert home.startswith("astrocal.products.") and getattr(importlib.import_module(home), name) is obj
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_local_scale_grid_in_row_chunks_is_exact(with_residual):
+    """The local-scale map is computed a few rows at a time, in place: every pixel must be
+    the areal scale of the field's (and the residual field's) Jacobian at that pixel,
+    whatever the chunking, including a last chunk shorter than the others."""
+    from astrocal.field.residual import ResidualBasis
+    from astrocal.products import local_scale_grid
+
+    field = smooth_field(degree=5, corner_px=3.0, rng=8)
+    xs, ys = np.arange(0.0, 2048.0, 7.0), np.arange(0.0, 2048.0, 5.0)  # 293 x 410: 410 = 3 x 128 + 26
+    residual = None
+    if with_residual:
+        basis = ResidualBasis(field.domain, degree=3, m=6)
+        rng = np.random.default_rng(9)
+        wu, wv = rng.normal(0, 2e-5, basis.size), rng.normal(0, 2e-5, basis.size)
+        residual = (basis, wu, wv)
+    grid = local_scale_grid(field, xs, ys, residual=residual, rows=128)
+    assert grid.shape == (ys.size, xs.size) and grid.dtype == np.float64
+    one = local_scale_grid(field, xs, ys, residual=residual, rows=ys.size)
+    assert np.allclose(grid, one, rtol=1e-13, atol=0)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    _, _, jac = field.jacobian(xx.ravel(), yy.ravel())
+    if with_residual:
+        dx, dy = basis.design_derivatives(xx.ravel(), yy.ravel())
+        # the basis's functions are the raw ones minus their polynomial part, which
+        # local_scale_grid moves into the field: the same sum
+        jac = jac.copy()
+        jac[:, 0, 0] += dx @ wu
+        jac[:, 0, 1] += dy @ wu
+        jac[:, 1, 0] += dx @ wv
+        jac[:, 1, 1] += dy @ wv
+    det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
+    expect = np.sqrt(np.abs(det)).reshape(yy.shape)
+    assert np.allclose(grid, expect, rtol=1e-9, atol=0)
+    f32 = local_scale_grid(field, xs, ys, residual=residual, factor=1e3, dtype=np.float32, rows=100)
+    assert f32.dtype == np.float32
+    assert np.array_equal(f32, (one * 1e3).astype(np.float32))

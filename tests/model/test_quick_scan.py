@@ -122,3 +122,26 @@ def test_the_quick_look_chooses_the_full_scans_model(monkeypatch, caplog, ripple
     best = max(e["log_evidence"] for e in full.evidence)
     lost = sum(np.exp(by_row[(e["degree"], True)]["log_evidence"] - best) for e in skipped)
     assert lost < 0.05
+
+
+def test_draw_counts_by_sampler():
+    """4000 draws by default either way: the emcee chain's 1000 samples x 4, the quick look's
+    Laplace approximation 250 x 16 (each sample costs a factorisation); a setting given wins."""
+    assert inference.draw_counts(FitSettings()) == (1000, 4)
+    assert inference.draw_counts(FitSettings(sampler="laplace")) == (250, 16)
+    assert inference.draw_counts(FitSettings(sampler="laplace", n_draws=40, draws_per_phi=2)) == (40, 2)
+    assert inference.draw_counts(FitSettings(n_draws=300)) == (300, 4)
+
+
+def test_the_quick_looks_draws_are_16_per_hyperparameter_sample(caplog):
+    caplog.set_level(logging.ERROR, logger="astrocal")
+    pts = _campaign(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_joint(pts, FitSettings(degree=4, seed=4, sampler="laplace", progress=False))
+    assert fit.g_samples.shape[0] == 4000 and fit.phi_samples.shape[0] == 4000
+    phi = fit.phi_samples.reshape(250, 16, -1)
+    assert np.all(phi == phi[:, :1]) and len(np.unique(phi[:, 0], axis=0)) == 250
+    # the 16 draws of one sample differ (exact draws, not copies)
+    g = fit.g_samples.reshape(250, 16, -1)
+    assert np.all(g.std(axis=1).max(axis=1) > 0)

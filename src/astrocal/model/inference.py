@@ -66,6 +66,32 @@ class GaugeWarning(UserWarning):
     """A direction of parameter space is not constrained by the data (only by its prior)."""
 
 
+#: ``{sampler: (hyperparameter samples, exact linear draws per sample)}`` by default: 4000
+#: draws either way. The quick look takes fewer hyperparameter samples (each costs a
+#: factorisation of the normal equations, the extra draws of one sample almost nothing): its
+#: Laplace approximation is a smooth Gaussian that 250 samples represent as well as the
+#: map's 1-sigma needs (docs/model.md, "The quick look")
+DRAW_COUNTS = {"emcee": (1000, 4), "laplace": (250, 16)}
+
+
+def draw_counts(settings: FitSettings) -> tuple[int, int]:
+    """The hyperparameter samples and the exact draws per sample a fit keeps.
+
+    Parameters
+    ----------
+    settings : FitSettings
+        ``n_draws`` and ``draws_per_phi``; where None, :data:`DRAW_COUNTS` of ``sampler``.
+
+    Returns
+    -------
+    tuple of int
+        ``(n_draws, draws_per_phi)``.
+    """
+    n, per = DRAW_COUNTS.get(settings.sampler, DRAW_COUNTS["emcee"])
+    return (int(settings.n_draws) if settings.n_draws is not None else n,
+            int(settings.draws_per_phi) if settings.draws_per_phi is not None else per)
+
+
 @dataclass
 class FitSettings:
     """Settings of :func:`fit_joint` (see the campaign's ``[fit]`` table)."""
@@ -80,8 +106,11 @@ class FitSettings:
     target_neff: int = 1000  # effective samples of every hyperparameter to stop at
     check_every: int = 100
     burn: object = "auto"  # int or "auto" (5 tau, at least 10 % of the steps)
-    n_draws: int = 1000  # hyperparameter samples kept (thinned evenly from the chain)
-    draws_per_phi: int = 4  # exact draws of the linear parameters for each kept sample
+    #: hyperparameter samples kept (thinned evenly from the chain, or drawn from the quick
+    #: look's Laplace approximation); None: :data:`DRAW_COUNTS` of the sampler
+    n_draws: int | None = None
+    #: exact draws of the linear parameters for each kept sample; None: :data:`DRAW_COUNTS`
+    draws_per_phi: int | None = None
     seed: int = 1
     outlier_px: float = 10.0
     outlier_iterations: int = 10
@@ -369,9 +398,10 @@ def _fit_joint(points, settings):
     model = JointModel(points, degree, hole_errors=settings.hole_errors, jacobian_field=jac_field,
                      priors=priors, excluded=excluded, flexure=settings.flexure)
     phi_map, lp = map_hyperparameters(model, phi_map)
+    n_draws, per_phi = draw_counts(settings)
     if settings.sampler == "laplace":
         hess = -numerical_hessian(model.log_posterior, phi_map, *model.bounds())
-        phi_samples = laplace_draws(model, phi_map, hess, settings.n_draws, rng)
+        phi_samples = laplace_draws(model, phi_map, hess, n_draws, rng)
         chain = phi_samples[:, None, :]
         diag = Diagnostics(np.full(model.ndim, np.nan), float("nan"), 0, 0,
                            np.full(model.ndim, float(len(phi_samples))), None,
@@ -384,11 +414,11 @@ def _fit_joint(points, settings):
             log.warning("%s", note)
             warnings.warn(note.removeprefix("ConvergenceWarning: "), ConvergenceWarning, stacklevel=2)
         flat = chain[diag.n_burn:].reshape(-1, model.ndim)
-        take = min(settings.n_draws, flat.shape[0])
+        take = min(n_draws, flat.shape[0])
         idx = np.linspace(0, flat.shape[0] - 1, take).astype(int)
         phi_samples = flat[idx]
-    g, d = draw_linear(model, phi_samples, rng, per_phi=settings.draws_per_phi)
-    phi_samples = np.repeat(phi_samples, settings.draws_per_phi, axis=0)  # one row per draw
+    g, d = draw_linear(model, phi_samples, rng, per_phi=per_phi)
+    phi_samples = np.repeat(phi_samples, per_phi, axis=0)  # one row per draw
     holes = stars = None
     if d is not None:
         holes = d[:, model.hole_blocks] if model.i_hole is not None else None

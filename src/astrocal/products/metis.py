@@ -234,7 +234,7 @@ def write_metis_products(posterior: Posterior, out: str | os.PathLike, filter_id
     cat = f"{band}_DISTORTION_MAP"
     field = posterior.mean_field()
     full = posterior.mean_residual_coefficients()
-    scale = (local_scale_grid(field, np.arange(nx), np.arange(ny), residual=full) * 1e3).astype(np.float32)
+    scale = local_scale_grid(field, np.arange(nx), np.arange(ny), residual=full, factor=1e3, dtype=np.float32)
     ph = _metis_primary(band, filter_id, cat, qc_rms, nsource, provenance, cards)
     ph["BUNIT"] = ("mas/pixel", "areal local pixel scale sqrt|det J|")
     ph["COMMENT"] = ("image: local pixel scale of the posterior-mean field at each detector "

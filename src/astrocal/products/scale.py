@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..field import design_matrix
 from ..field.basis import flat_to_square, legendre_1d
@@ -33,10 +33,13 @@ def _jacobian_grid(field, xs, ys):
 
 
 def local_scale_grid(field: DistortionField, xs: ArrayLike, ys: ArrayLike,
-                     residual: tuple[ResidualBasis, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                     residual: tuple[ResidualBasis, np.ndarray, np.ndarray] | None = None,
+                     factor: float = 1.0, dtype: DTypeLike = np.float64, rows: int = 128) -> np.ndarray:
     """Areal local pixel scale ``sqrt(|det J|)`` of ``field`` on the grid ``xs`` x ``ys``.
 
-    Exact: the same values as :func:`astrocal.field.local_geometry` point by point.
+    Exact: the same values as :func:`astrocal.field.local_geometry` point by point. The
+    grid is computed ``rows`` rows at a time, in place (a whole detector's Jacobian would
+    be four arrays of its size, and their page faults cost more than the arithmetic).
 
     Parameters
     ----------
@@ -48,23 +51,45 @@ def local_scale_grid(field: DistortionField, xs: ArrayLike, ys: ArrayLike,
         A residual field's basis and its coefficients (u, v), added to the field (its raw
         eigenfunctions separable on the grid, its polynomial part subtracted from the
         field's coefficients).
+    factor : float, optional
+        Multiplies the scale (e.g. 1e3 for mas per pixel from an arcsec field).
+    dtype : numpy dtype, optional
+        Of the returned array (each row chunk is computed in float64 and then cast).
+    rows : int, optional
+        Grid rows per chunk.
 
     Returns
     -------
     np.ndarray
         ``(len(ys), len(xs))``, in the field's output unit per pixel (arcsec/pixel for an
-        instrument field).
+        instrument field) times ``factor``.
     """
+    xs = np.asarray(xs, float)
+    ys = np.asarray(ys, float)
+    poly = field
     if residual is not None:
         basis, wu, wv = residual
         poly = _minus_residual_polynomial(field, basis, wu, wv)
-        a, b, c, d = _jacobian_grid(poly, xs, ys)
-        _, rux, ruy = basis.raw_grid(wu, xs, ys)
-        _, rvx, rvy = basis.raw_grid(wv, xs, ys)
-        a, b, c, d = a + rux, b + ruy, c + rvx, d + rvy
-    else:
-        a, b, c, d = _jacobian_grid(field, xs, ys)
-    return np.sqrt(np.abs(a * d - b * c))
+    out = np.empty((ys.size, xs.size), dtype=dtype)
+    for lo in range(0, ys.size, rows):
+        yc = ys[lo:lo + rows]
+        a, b, c, d = _jacobian_grid(poly, xs, yc)
+        if residual is not None:
+            _, rux, ruy = basis.raw_grid(wu, xs, yc)
+            _, rvx, rvy = basis.raw_grid(wv, xs, yc)
+            a += rux
+            b += ruy
+            c += rvx
+            d += rvy
+        a *= d
+        b *= c
+        a -= b
+        np.abs(a, out=a)
+        np.sqrt(a, out=a)
+        if factor != 1.0:
+            a *= factor
+        out[lo:lo + rows] = a
+    return out
 
 
 def _minus_residual_polynomial(field, basis, wu, wv):
