@@ -1,4 +1,5 @@
 """Fixtures of the LMS tests."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,10 +13,11 @@ SCALE = 3.319                                   # mm/arcsec
 
 
 def _write_imager_result(out, ids, mean_um, sd_um=0.05, n_draws=400, mask_file=None, seed=0, scale=SCALE,
-                         holes=True, campaign=True):
+                         holes=True, campaign=True, record=True):
     """An ``astrocal fit`` output directory as the imager writes it, made by hand: ``posterior.h5``
     (group ``linear``: ``holes`` draws in arcsec, ``hole_ids``, ``phi`` with ``log_hole_sigma``) and
-    ``fit.json`` naming its campaign, whose ``[[lab]] mask`` is the mask table. Returns the
+    ``fit.json`` naming its campaign first among its inputs (written when ``campaign``) and
+    recording its mask (``record``: the table's path and SHA-256, the plate scale). Returns the
     directory and the draws [um]."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -31,12 +33,16 @@ def _write_imager_result(out, ids, mean_um, sd_um=0.05, n_draws=400, mask_file=N
         lin.attrs["hyper_names"] = json.dumps(["log_hole_sigma", "log_kappa"])
         lin.attrs["campaign_sha256"] = "feed" * 16
         lin.attrs["astrocal_version"] = "hand"
+    mask = Path(mask_file or mask_path("metis_wcu_fp_mask5"))
     camp = out / "imager_campaign.toml"
     if campaign:
-        mask = mask_file or mask_path("metis_wcu_fp_mask5")
         camp.write_text(f'[instrument]\nname = "METIS IMG_LM"\nmask_scale_mm_per_arcsec = {scale}\n\n'
                         f'[[lab]]\nname = "grid"\nfilter = "Lp"\nmask = "{mask}"\n')
-    (out / "fit.json").write_text(json.dumps({"inputs": [str(camp)], "degree": 5}))
+    info = {"inputs": [str(camp)], "degree": 5}
+    if record:
+        info["mask"] = {"file": str(mask.resolve()), "sha256": hashlib.sha256(mask.read_bytes()).hexdigest(),
+                        "name": mask.stem, "scale_mm_per_arcsec": scale}
+    (out / "fit.json").write_text(json.dumps(info))
     return out, draws_um
 
 

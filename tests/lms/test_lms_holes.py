@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -137,8 +138,18 @@ def test_bad_imager_results_are_named(tmp_path, campaign, write_imager_result):
     out, _ = write_imager_result(tmp_path / "noholes", seen, np.zeros((len(seen), 2)), holes=False)
     with pytest.raises(HolePriorFileError, match="no hole errors"):
         read_imager_hole_posterior(out, MASK)
-    out, _ = write_imager_result(tmp_path / "nocamp", seen, np.zeros((len(seen), 2)), campaign=False)
+    out, _ = write_imager_result(tmp_path / "nocamp", seen, np.zeros((len(seen), 2)), record=False)
     with pytest.raises(HolePriorFileError, match="which mask"):
+        read_imager_hole_posterior(out, MASK)
+    # the mask table the imager fit read has changed since: its hole errors are not this mask's
+    changed = tmp_path / "changed_mask.ecsv"
+    changed.write_bytes(Path(mask_path("metis_wcu_fp_mask5")).read_bytes())
+    out, _ = write_imager_result(tmp_path / "changed", seen, np.zeros((len(seen), 2)), mask_file=changed)
+    changed.write_bytes(changed.read_bytes() + b"# edited\n")
+    with pytest.raises(MaskMismatchError, match="changed since the imager fit"):
+        read_imager_hole_posterior(out, MASK)
+    changed.unlink()
+    with pytest.raises(HolePriorFileError, match="missing"):
         read_imager_hole_posterior(out, MASK)
     others = np.setdiff1d(MASK.hole_id, seen)[:10]
     out, _ = write_imager_result(tmp_path / "disjoint", others, np.zeros((10, 2)))
@@ -152,6 +163,30 @@ def test_bad_imager_results_are_named(tmp_path, campaign, write_imager_result):
     with pytest.raises(MaskMismatchError, match="different mask"):
         read_imager_hole_posterior(out, MASK)
     assert issubclass(MaskMismatchError, HolePriorError) and issubclass(HolePriorError, ValueError)
+
+
+def test_the_mask_and_scale_come_from_the_fits_record(tmp_path, campaign, write_imager_result):
+    """fit.json records the mask and the plate scale the imager fit used: the draws in arcsec
+    become um at that scale (not at a campaign's, which is not read), and a fit.json without
+    the record is refused by name."""
+    seen = data_holes(campaign.data)
+    mean = np.random.default_rng(2).normal(0, 0.3, (len(seen), 2))
+    a, draws = write_imager_result(tmp_path / "record", seen, mean, campaign=False)
+    ra = read_imager_hole_posterior(a, MASK)
+    assert np.allclose(ra.mean_um, draws.mean(axis=0))
+    assert ra.record["mask_scale_mm_per_arcsec"] == SCALE
+    assert ra.record["imager_campaign"].endswith("imager_campaign.toml")  # inputs[0], not read
+    info = json.loads((a / "fit.json").read_text())
+    info["mask"]["scale_mm_per_arcsec"] = 2 * SCALE
+    (a / "fit.json").write_text(json.dumps(info))
+    assert np.allclose(read_imager_hole_posterior(a, MASK).mean_um, 2 * ra.mean_um)
+    del info["mask"]["scale_mm_per_arcsec"]
+    (a / "fit.json").write_text(json.dumps(info))
+    with pytest.raises(HolePriorFileError, match="without a plate scale"):
+        read_imager_hole_posterior(a, MASK)
+    b, _ = write_imager_result(tmp_path / "older", seen, mean, record=False)  # a campaign, no record
+    with pytest.raises(HolePriorFileError, match="records no mask.*fit the imager's campaign again"):
+        read_imager_hole_posterior(b, MASK)
 
 
 def test_campaign_keys_choose_the_prior(tmp_path, campaign, write_imager_result):

@@ -9,7 +9,9 @@ import pytest
 from astropy.table import Table, vstack
 
 from astrocal import __version__
+from astrocal.checksum import file_sha256
 from astrocal.cli import main
+from astrocal.lab.mask import load_mask
 from astrocal.model.result import RESIDUAL_COLUMNS, residual_rms
 from astrocal.products.result_files import load_chain, load_posterior, load_residuals
 from astrocal.sim.points_campaign import write_points_campaign
@@ -71,8 +73,14 @@ def test_residuals_state_provenance_and_enter_fit_json(small_fit):
     t = load_residuals(res_dir)
     assert t.meta["astrocal_version"] == __version__
     assert len(t.meta["campaign_sha256"]) == 64
-    assert t.meta["inputs"][0].endswith("campaign.toml") and len(t.meta["inputs"]) == 6
+    # the campaign, the 5 measured tables and the mask table (the fit depends on its content)
+    assert t.meta["inputs"][0].endswith("campaign.toml") and len(t.meta["inputs"]) == 7
+    assert t.meta["inputs"][-1].endswith("mask.ecsv")
     info = json.loads((res_dir / "fit.json").read_text())
+    # which mask, in which state, at which plate scale (what the LMS's hole prior reads)
+    mask = out / "mask.ecsv"
+    assert info["mask"] == {"file": str(mask.resolve()), "sha256": file_sha256(mask),
+                            "name": load_mask(mask).short_name, "scale_mm_per_arcsec": pytest.approx(3.319, rel=0.01)}
     assert info["datasets"] == [{"name": "lab0", "kind": "lab", "n_points": len(t),
                                  "n_used": int((~t["outlier"]).sum()), "n_exposures": 5}]
     assert info["residual_rms_px"] == pytest.approx(residual_rms(t, "px"))
@@ -116,3 +124,21 @@ def test_chain_and_bad_residual_files(small_fit, tmp_path):
     Table({"x": [1.0]}).write(tmp_path / "residuals.ecsv")
     with pytest.raises(ValueError, match="lacks column"):
         load_residuals(tmp_path)
+
+
+def test_the_lms_reads_this_fits_hole_errors_through_its_mask_record(small_fit):
+    """A real imager result (not hand-written): the LMS's hole prior finds its mask and plate
+    scale in fit.json and turns the draws into um on the mask."""
+    from astrocal.lms.hole_prior import read_imager_hole_posterior
+
+    out, res_dir, _ = small_fit
+    mask = load_mask(out / "mask.ecsv")
+    post = read_imager_hole_posterior(res_dir, mask)
+    info = json.loads((res_dir / "fit.json").read_text())
+    assert post.record["mask"] == info["mask"]["file"]
+    assert post.record["mask_scale_mm_per_arcsec"] == info["mask"]["scale_mm_per_arcsec"]
+    assert post.mean_um.shape == (len(post.hole_ids), 2) and np.all(np.isfinite(post.cov_um2))
+    # the hole errors are the fit's own draws (arcsec at the mask) in um
+    summary = Table.read(res_dir / "summary.ecsv")
+    row = summary[summary["name"] == f"hole_dx[{int(post.hole_ids[0])}]"]
+    assert len(row) == 1 and post.mean_um[0, 0] == pytest.approx(float(row["mean"][0]), abs=1e-3)

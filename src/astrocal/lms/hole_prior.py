@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,7 +44,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..checksum import file_sha256
-from ..instruments import MASK_SCALE_MM_PER_ARCSEC
 from ..lab.mask import Mask, load_mask
 from ..model.priors import gauge_patterns
 from .errors import HolePriorFileError, MaskMismatchError, NoSharedHolesError
@@ -181,28 +179,28 @@ def _result_files(path):
 
 
 def _imager_mask(fit_json, info):
-    """(mask table path, plate scale [mm/arcsec]) of the imager's fit, from the campaign its
-    ``fit.json`` names (``inputs[0]``: ``[[lab]] mask`` and ``[instrument]
-    mask_scale_mm_per_arcsec``)."""
+    """(mask table path, plate scale [mm/arcsec], the imager's campaign or None) of the
+    imager's fit, from ``fit.json``'s ``mask`` record
+    (:func:`astrocal.stages.fit_inputs.mask_record`), whose table must still hold what the fit
+    read (its SHA-256)."""
     inputs = info.get("inputs") or []
-    camp = Path(inputs[0]) if inputs else None
-    if camp is not None and not camp.is_absolute():
-        camp = fit_json.parent / camp
-    if camp is None or not camp.is_file():
-        raise HolePriorFileError(f"{fit_json}: names no readable campaign (inputs[0] = "
-                                 f"{inputs[0] if inputs else None!r}): cannot tell which mask the imager fit used")
+    rec = info.get("mask")
+    if not (isinstance(rec, dict) and rec.get("file")):
+        raise HolePriorFileError(f"{fit_json}: records no mask (no 'mask' entry: written by an older astrocal "
+                                 "or not by a lab fit): cannot tell which mask the imager fit used; "
+                                 "fit the imager's campaign again with this astrocal")
+    mask = Path(rec["file"])
+    if not mask.is_file():
+        raise HolePriorFileError(f"{fit_json}: its mask table {mask} is missing: cannot match the holes")
+    if rec.get("sha256") and file_sha256(mask) != rec["sha256"]:
+        raise MaskMismatchError(f"{mask}: changed since the imager fit {fit_json} read it (sha256 "
+                                f"{str(rec['sha256'])[:12]}... then): its hole errors may not be this mask's")
     try:
-        data = tomllib.loads(camp.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise HolePriorFileError(f"{camp}: the imager's campaign cannot be read: {exc}") from None
-    masks = {str(d.get("mask")) for d in data.get("lab", []) if isinstance(d, dict) and d.get("mask")}
-    if len(masks) != 1:
-        raise HolePriorFileError(f"{camp}: the imager's campaign names {len(masks)} lab masks ({sorted(masks)}); "
-                                 "one is needed to match the holes")
-    mask = Path(masks.pop())
-    mask = mask if mask.is_absolute() else camp.parent / mask
-    scale = data.get("instrument", {}).get("mask_scale_mm_per_arcsec", MASK_SCALE_MM_PER_ARCSEC)
-    return mask, float(scale), camp
+        scale = float(rec["scale_mm_per_arcsec"])
+    except (KeyError, TypeError, ValueError):
+        raise HolePriorFileError(f"{fit_json}: mask record without a plate scale "
+                                 f"(scale_mm_per_arcsec = {rec.get('scale_mm_per_arcsec')!r})") from None
+    return mask, scale, (Path(inputs[0]) if inputs else None)
 
 
 def read_imager_hole_posterior(path: str | os.PathLike, lms_mask: Mask) -> ImagerHolePosterior:
@@ -211,8 +209,8 @@ def read_imager_hole_posterior(path: str | os.PathLike, lms_mask: Mask) -> Image
 
     Reads ``posterior.h5`` group ``linear``: ``holes`` (draws, (n, H, 2) arcsec in the imager's
     focal-plane = mask frame), attributes ``hole_ids``, ``hyper_names`` and dataset ``phi``
-    (``log_hole_sigma``, arcsec); and ``fit.json``'s ``inputs[0]``, the imager's campaign, for
-    the mask table and plate scale (arcsec -> um). The imager's mask must be ``lms_mask``
+    (``log_hole_sigma``, arcsec); and ``fit.json``'s ``mask`` record for the mask table (which
+    must hold what the fit read: its SHA-256) and the plate scale (arcsec -> um). The imager's mask must be ``lms_mask``
     (:class:`astrocal.lab.mask.Mask`): every hole id of the imager's posterior in the LMS mask at
     the same position (to 1 nm).
 
@@ -231,9 +229,10 @@ def read_imager_hole_posterior(path: str | os.PathLike, lms_mask: Mask) -> Image
     Raises
     ------
     HolePriorFileError
-        The file is missing or unreadable, holds no hole errors, or names no readable campaign.
+        The file is missing or unreadable, holds no hole errors, or its ``fit.json`` records no
+        mask.
     MaskMismatchError
-        The imager's mask is another one.
+        The imager's mask is another one, or its table changed since the imager fit.
     """
     import h5py
 
@@ -291,7 +290,7 @@ def read_imager_hole_posterior(path: str | os.PathLike, lms_mask: Mask) -> Image
     Q = affine_basis(np.array([pos_i[int(h)] for h in ids]))
     mtime = datetime.fromtimestamp(h5.stat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
     record = {"file": str(h5.resolve()), "sha256": file_sha256(h5), "modified_utc": mtime,
-              "fit_json": str(fit_json.resolve()), "imager_campaign": str(camp), "imager_campaign_sha256": camp_sha,
+              "fit_json": str(fit_json.resolve()), "imager_campaign": str(camp) if camp else None, "imager_campaign_sha256": camp_sha,
               "imager_astrocal_version": version, "mask": str(mask_file), "mask_name": imask.short_name,
               "mask_scale_mm_per_arcsec": scale, "n_draws": int(len(holes)), "n_imager_holes": int(len(ids)),
               "sigma_um_imager": sigma_um}

@@ -143,7 +143,8 @@ def _unresolved_spec(fit):
 
 def save_fit(fit: Fit, out: str | os.PathLike, campaign_sha256: str = "", inputs: Iterable[str | os.PathLike] = (),
              overwrite: bool = False, instrument: str | None = None, earth_orientation: dict | None = None,
-             sky_frames: Sequence[dict] | None = None, sites: Mapping[str, dict] | None = None) -> Path:
+             sky_frames: Sequence[dict] | None = None, sites: Mapping[str, dict] | None = None,
+             mask: dict | None = None) -> Path:
     """Write the linear draws into ``out/posterior.h5`` (next to the chain), the summaries
     and the residual table.
 
@@ -177,6 +178,9 @@ def save_fit(fit: Fit, out: str | os.PathLike, campaign_sha256: str = "", inputs
     sites : mapping of str to dict, optional
         ``{dataset name: Site.as_dict()}``, the observatory of each sky dataset (name,
         position, typical weather and provenance), in the datasets' entries.
+    mask : dict, optional
+        The lab datasets' mask (:func:`astrocal.stages.fit_inputs.mask_record`: file, sha256,
+        name, plate scale in mm/arcsec), recorded as ``fit.json`` ``mask`` (null without).
 
     Returns
     -------
@@ -299,6 +303,7 @@ def save_fit(fit: Fit, out: str | os.PathLike, campaign_sha256: str = "", inputs
         "inseparable": list(getattr(fit, "inseparable", []) or []),
         "dither_separation": dither_separation(fit.points),
         "datasets": datasets,
+        "mask": mask,
         "n_points": int(fit.points.n_points),
         "n_holes": int(model.points.n_holes),
         "n_exposures": int(fit.points.n_exposures),

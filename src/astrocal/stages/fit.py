@@ -35,7 +35,7 @@ from ..model.priors import Priors
 from ..products import write_fit_products
 from ..products.result_files import load_posterior, save_fit
 from ..sky.sites import get_site
-from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, sky_points_for
+from .fit_inputs import fit_groups, lab_points_for, mask_affine_sigma, mask_record, sky_points_for
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,12 @@ def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
     out = _output_dir(fs, filt, quick)
     h5 = out / "posterior.h5"
     overwrite, resume = opts["overwrite"], opts["resume"]
-    parts, inputs = [], []
+    parts, inputs, mask = [], [], None
     if lab_sets:
         lab, lab_inputs = lab_points_for(campaign, lab_sets)
         parts.append(lab)
         inputs += lab_inputs
+        mask = mask_record(campaign, lab_sets)
     orientation = None
     frames = []
     sites = None
@@ -232,7 +233,7 @@ def _fit_and_write(campaign, filt, lab_sets, sky_sets, opts):
         rewrite = overwrite or resume
         save_fit(fit, out, campaign.sha256, inputs=[campaign.path, *inputs], overwrite=rewrite,
                  instrument=campaign.instrument.name, earth_orientation=orientation, sky_frames=frames,
-                 sites=sites)
+                 sites=sites, mask=mask)
         try:
             products = write_fit_products(load_posterior(out), out, filt, instrument=campaign.instrument.name,
                                           campaign_sha256=campaign.sha256, inputs=[campaign.path],

@@ -10,7 +10,8 @@ into the model's points.
   (hole positions on the mask, commanded offsets with their accuracy) and of its sky
   datasets (stars' apparent positions at each exposure's epoch, site and weather:
   :func:`sky_exposure_settings`), as :mod:`astrocal.model.data` takes them;
-- :func:`mask_affine_sigma`: the metrology of the mask's net scale and shears.
+- :func:`mask_affine_sigma`: the metrology of the mask's net scale and shears;
+- :func:`mask_record`: which mask a lab fit used, as ``fit.json`` records it.
 
 Pixel positions are 0-based; offsets in arcsec, their accuracy in mas.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..campaign import Campaign, Exposure, FitSettings, LabDataset, SkyDataset
+from ..checksum import file_sha256
 from ..lab.mask import check_mask_scale, load_mask
 from ..model.data import DataError, Points, lab_points_from_tables, sky_points_from_tables
 from ..sky.astrometry import EpochGapWarning, apparent_positions
@@ -233,7 +235,8 @@ def lab_points_for(campaign: Campaign, datasets: Sequence[LabDataset]) -> tuple[
     points : astrocal.model.data.Points
         Hole positions on the mask, commanded offsets with their accuracy.
     inputs : list of Path
-        The source tables read.
+        The source tables read, then the mask table (the fit depends on its content: its hash is
+        part of the chain's record, :func:`astrocal.stages.fit.chain_record`).
     """
     mask_path = {str(d.mask) for d in datasets}
     if len(mask_path) != 1:
@@ -272,7 +275,32 @@ def lab_points_for(campaign: Campaign, datasets: Sequence[LabDataset]) -> tuple[
         tables, mask.xy_mm, mask.hole_id, inst.mask_scale_mm_per_arcsec,
         (-0.5, nx - 0.5, -0.5, ny - 0.5), inst.pixel_scale_mas / 1e3, offsets, sigmas,
         exposure_dataset=ds_index, dataset_names=[d.name for d in datasets], exposure_names=names)
-    return points, inputs
+    return points, [*inputs, Path(datasets[0].mask)]
+
+
+def mask_record(campaign: Campaign, datasets: Sequence[LabDataset]) -> dict:
+    """What ``fit.json`` records of the mask a filter's lab datasets share (``"mask"``).
+
+    Read by the LMS fit that takes the imager's hole errors as its prior
+    (:func:`astrocal.lms.hole_prior.read_imager_hole_posterior`): which mask, in which
+    state, and the plate scale that turned its millimetres into the fit's arcseconds.
+
+    Parameters
+    ----------
+    campaign : Campaign
+        The loaded campaign.
+    datasets : sequence of LabDataset
+        Datasets of one filter, with the same mask (:func:`lab_points_for` checks it).
+
+    Returns
+    -------
+    dict
+        ``file`` (absolute path), ``sha256``, ``name`` (the mask's short name) and
+        ``scale_mm_per_arcsec`` (``[instrument] mask_scale_mm_per_arcsec``).
+    """
+    path = Path(datasets[0].mask).resolve()
+    return {"file": str(path), "sha256": file_sha256(path), "name": load_mask(path).short_name,
+            "scale_mm_per_arcsec": float(campaign.instrument.mask_scale_mm_per_arcsec)}
 
 
 def _finite_pair(value):
