@@ -191,6 +191,18 @@ def test_resume_after_the_campaign_changed_is_refused(tmp_path):
     assert run.returncode == 1 and "campaign_sha256" in run.stderr and "not resumed" in run.stderr
 
 
+def test_resume_after_the_mask_table_changed_is_refused(tmp_path):
+    """The mask table is an input of the fit as much as the measured tables: a chain is not
+    continued once its content changed (the campaign, which only names it, is the same)."""
+    path, out = fresh_campaign(tmp_path)
+    run = astrocal("-q", "fit", path, *FIT_ARGS, env={FAULT_KILL_AFTER: "fit.json"})
+    assert run.returncode == -signal.SIGKILL
+    mask = path.parent / "mask.ecsv"
+    mask.write_text(mask.read_text() + "# an edit\n")
+    run = astrocal("fit", path, *FIT_ARGS, "--resume")
+    assert run.returncode == 1 and "inputs_sha256" in run.stderr and "not resumed" in run.stderr
+
+
 def test_a_second_writer_is_refused(reference, tmp_path):
     """A result directory held by a running process (its pid in the lock) is not written by
     a second ``astrocal fit``, not even with --overwrite; the result stays as it was."""
