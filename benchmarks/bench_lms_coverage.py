@@ -91,7 +91,8 @@ def run_points(seed, args):
     fit = fit_lms(c.data, layout, c.terms, LmsFitSettings(steps=args.steps, walkers=args.walkers, seed=seed,
                                                           n_draws=args.draws, across_px_per_mas=args.fit_across,
                                                           min_steps=min(args.steps, 300), holes=holes,
-                                                          residual_ard=args.residual_prior == "ard"))
+                                                          residual_ard=args.residual_prior == "ard",
+                                                          sample_across=not args.fixed_across))
     fit.hole_truth = c
     lit = {e: np.unique(c.data["spots"]["slice"][c.data["spots"]["setting"] == e]) for e in range(len(args.settings))}
     return fit, compare_with_truth(fit, truth, n_per_slice=60, seed=seed), lit
@@ -230,6 +231,9 @@ def main(argv=None):
     ap.add_argument("--extra", type=float, default=0.0, help="amplitude [px] of a non-polynomial truth term (SliceWaves; default 0: none)")
     ap.add_argument("--fit-across", type=float, default=0.05,
                     help="the fit's across_px_per_mas (points level; default 0.05 as a campaign's; the truth is 0.035)")
+    ap.add_argument("--fixed-across", action="store_true",
+                    help="points level: the fit's across_px_per_mas fixed (the fit before 2026-12-07) instead of "
+                    "sampled with --fit-across as its start")
     ap.add_argument("--residual-m", type=int, default=0,
                     help="the fit's per-slice residual beyond the polynomial: eigenfunctions per dimension (0: none)")
     ap.add_argument("--residual-prior", choices=("ard", "isotropic"), default="ard",
@@ -288,7 +292,9 @@ def main(argv=None):
                "n_steps": int(fit.phi_chain.shape[0]) if fit.phi_chain is not None else None,
                "converged": bool(fit.diagnostics.converged) if fit.diagnostics is not None else None,
                "tau_max": (float(np.nanmax(fit.diagnostics.tau)) if fit.diagnostics is not None
-                           and fit.diagnostics.tau is not None else None)}
+                           and fit.diagnostics.tau is not None else None),
+               "acceptance": (float(fit.diagnostics.acceptance) if fit.diagnostics is not None else None),
+               "sample_across": bool(getattr(fit.settings, "sample_across", False))}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.out:

@@ -12,9 +12,11 @@ the mask in the beam has its chopper error along the slice, ``dxi`` [mas] (prior
 ``offset_sigma_mas``), moving its spots and traces by ``d(col, row)/dxi``, and every laser
 exposure a shift of its spots along the dispersion, ``dcol`` [px] (prior
 ``across_px_per_mas * offset_sigma_mas``: a hole off the slice centre moves its line; 1 mas
-~ 0.03-0.04 px). A trace or edge point is linear in ``p`` at the wavelength where the curve
-reaches its column; that wavelength is found with a reference geometry and the fit is
-re-linearised about its posterior mean (twice), leaving errors far below 1e-3 px.
+~ 0.03-0.04 px; by default ``across_px_per_mas`` is a hyperparameter, sampled: the exposures
+that see the same slices measure the differences of their shifts, and so the shifts' scale).
+A trace or edge point is linear in ``p`` at the wavelength where the curve reaches its column;
+that wavelength is found with a reference geometry and the fit is re-linearised about its
+posterior mean (twice), leaving errors far below 1e-3 px.
 
 With a prior of the WCU mask's hole manufacturing errors (:class:`HoleTerms`,
 :mod:`astrocal.lms.hole_prior`: the mask's tolerance, or the imager fit's posterior of the holes
@@ -72,6 +74,11 @@ SCALE_BOUNDS = (0.1, 10.0)
 RESIDUAL_RMS_BOUNDS_PX = (1e-4, 1.0)
 RESIDUAL_LENGTH_MAX = 8.0
 RESIDUAL_LENGTH_MIN_FACTOR = 0.25
+ACROSS_BOUNDS_PX_PER_MAS = (0.01, 0.2)
+"""Bounds of the sampled along-dispersion shift of a laser spot per mas of chopper error across the
+slice [px/mas] (log-uniform): the spot is the PSF cut by the 20.7-mas slice, ~2.7 px long along the
+dispersion, so the light can move by at most ~0.13 px per mas (a PSF far narrower than the slice)
+and by little when the PSF is far wider than the slice."""
 """Bounds of the per-slice residual's rms [px] and largest correlation length (normalised
 slice units; the shortest is ``RESIDUAL_LENGTH_MIN_FACTOR`` (a quarter) of the basis's :attr:`~astrocal.field.residual.ResidualBasis.min_length`:
 below that length the basis's prior is no longer close to the Matérn's, but it is still a valid
@@ -419,23 +426,37 @@ class CollapsedLms:
         ``"ard"``): ``prior_sd(rms, length_xi, length_w)``, per axis (col, row) its own rms and a
         length per dimension, the six hyperparameters ``log_residual_<axis>_rms_px``,
         ``log_residual_<axis>_length_xi``, ``log_residual_<axis>_length_w``.
+    across : (index (D,) int, sigma_mas, start_px_per_mas), optional
+        With a sampled scale of the laser exposures' along-dispersion shifts: their columns
+        (shared parameters), the chopper's accuracy across the slice [mas] and the scale's
+        starting value [px/mas]; their prior sd is ``exp(log_across_px_per_mas) * sigma_mas``,
+        the hyperparameter (log-uniform within :data:`ACROSS_BOUNDS_PX_PER_MAS`) after the
+        residual's. None: their widths are fixed in ``prior_sigma_fixed``.
     """
 
-    def __init__(self, obs: Observations, prior_sigma_fixed, slice_index, residual=None):
+    def __init__(self, obs: Observations, prior_sigma_fixed, slice_index, residual=None, across=None):
         self.groups = tuple(g for g in GROUPS if g in obs.A)
         self.residual = residual
+        self.across = across
         self.ard = residual is not None and len(residual) > 3 and residual[3] == "ard"
         if self.ard:
             res_names = tuple(f"log_residual_{a}_{h}" for a in ("col", "row") for h in ("rms_px", "length_xi", "length_w"))
         else:
             res_names = ("log_residual_rms_px", "log_residual_length") if residual is not None else ()
         self.n_res_hyper = len(res_names)
-        self.hyper_names = ("log_tau_px",) + res_names + tuple(f"log_scale_{g}" for g in self.groups)
+        across_names = ("log_across_px_per_mas",) if across is not None else ()
+        self.n_mid = self.n_res_hyper + len(across_names)
+        self.hyper_names = ("log_tau_px",) + res_names + across_names + tuple(f"log_scale_{g}" for g in self.groups)
         self.ndim = len(self.hyper_names)
         T = obs.n_theta
         sl = np.asarray(slice_index)
         glob = np.setdiff1d(np.arange(T), sl.ravel())
         self.slice_index, self.global_index = sl, glob
+        if across is not None:
+            k = np.asarray(across[0], int)
+            if not np.all(np.isin(k, glob)):
+                raise ValueError("across: the shifted columns must be shared (not per-slice) parameters")
+            self.across_pos = np.searchsorted(glob, k)
         self.n_slice_params = sl.size
         self.sigma_global = np.asarray(prior_sigma_fixed, float)[glob]
         self.prior_sigma_fixed = np.asarray(prior_sigma_fixed, float)
@@ -469,6 +490,9 @@ class CollapsedLms:
             for _ in range(2 if self.ard else 1):
                 lo += [np.log(RESIDUAL_RMS_BOUNDS_PX[0])] + [np.log(self.residual[2][0])] * n_len
                 hi += [np.log(RESIDUAL_RMS_BOUNDS_PX[1])] + [np.log(self.residual[2][1])] * n_len
+        if self.across is not None:
+            lo.append(np.log(ACROSS_BOUNDS_PX_PER_MAS[0]))
+            hi.append(np.log(ACROSS_BOUNDS_PX_PER_MAS[1]))
         lo = np.array(lo + [np.log(SCALE_BOUNDS[0])] * len(self.groups))
         hi = np.array(hi + [np.log(SCALE_BOUNDS[1])] * len(self.groups))
         return lo, hi
@@ -484,6 +508,8 @@ class CollapsedLms:
         if self.residual is not None:
             one = [np.log(0.01)] + [np.log(max(1.0, 1.2 * self.residual[2][0]))] * (2 if self.ard else 1)
             res = one * (2 if self.ard else 1)
+        if self.across is not None:
+            res = res + [float(np.log(np.clip(self.across[2], *ACROSS_BOUNDS_PX_PER_MAS)))]
         return np.array([np.log(0.3)] + res + [0.0] * len(self.groups))
 
     def _slice_prior_var(self, phi):
@@ -503,7 +529,16 @@ class CollapsedLms:
 
     def _weights(self, phi):
         """1 / s_g^2 per group, (W, G)."""
-        return np.exp(-2 * phi[:, 1 + self.n_res_hyper:])
+        return np.exp(-2 * phi[:, 1 + self.n_mid:])
+
+    def _global_prior_var(self, phi):
+        """Prior variances of the shared parameters, (W, Q): fixed, but for the laser exposures'
+        along-dispersion shifts with a sampled ``across`` scale (``(exp(phi_a) sigma_mas)**2``)."""
+        v = np.repeat(self.sigma_global[None] ** 2, len(phi), axis=0)
+        if self.across is not None:
+            a = np.exp(phi[:, 1 + self.n_res_hyper]) * float(self.across[1])
+            v[:, self.across_pos] = (a**2)[:, None]
+        return v
 
     def prior_sigma(self, phi: ArrayLike) -> np.ndarray:
         """Prior widths of all linear parameters at one phi.
@@ -518,8 +553,10 @@ class CollapsedLms:
         ndarray (T,)
         """
         sig = self.prior_sigma_fixed.copy()
-        d = np.sqrt(self._slice_prior_var(np.atleast_2d(np.asarray(phi, float)))[0])
+        phi = np.atleast_2d(np.asarray(phi, float))
+        d = np.sqrt(self._slice_prior_var(phi)[0])
         sig[self.slice_index] = d[None, :]
+        sig[self.global_index] = np.sqrt(self._global_prior_var(phi)[0])
         return sig
 
     def log_posterior(self, phi: ArrayLike) -> np.ndarray:
@@ -545,8 +582,8 @@ class CollapsedLms:
     def _blocks(self, phi):
         """The posterior precision of the linear parameters in block-arrow form, for rows of phi:
         ``B`` (W, S, K, K) the slice blocks, ``C`` (W, S, K, Q) slice x shared, ``E`` (W, Q, Q)
-        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2 and the
-        slice blocks' prior variances (W, K)."""
+        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2, the
+        slice blocks' prior variances (W, K) and the shared ones' (W, Q)."""
         d2 = self._slice_prior_var(phi)
         w = self._weights(phi)
         K = self.FB.shape[-1]
@@ -554,8 +591,10 @@ class CollapsedLms:
         B = (w @ self.FB.reshape(G, -1)).reshape(W, S, K, K)
         B[..., np.arange(K), np.arange(K)] += 1.0 / d2[:, None, :]
         C = (w @ self.FC.reshape(G, -1)).reshape(W, S, K, Q)
-        E = (w @ self.FE.reshape(G, -1)).reshape(W, Q, Q) + np.diag(1.0 / self.sigma_global**2)[None]
-        return B, C, E, (w @ self.bB.reshape(G, -1)).reshape(W, S, K), w @ self.bE, w, d2
+        E = (w @ self.FE.reshape(G, -1)).reshape(W, Q, Q)
+        g2 = self._global_prior_var(phi)
+        E[:, np.arange(Q), np.arange(Q)] += 1.0 / g2
+        return B, C, E, (w @ self.bB.reshape(G, -1)).reshape(W, S, K), w @ self.bE, w, d2, g2
 
     @staticmethod
     def _schur(B, C, E, bB, bE):
@@ -571,7 +610,7 @@ class CollapsedLms:
         return LB, X, xb, np.linalg.cholesky(S), bS
 
     def _log_evidence(self, phi):
-        B, C, E, bB, bE, w, d2 = self._blocks(phi)
+        B, C, E, bB, bE, w, d2, g2 = self._blocks(phi)
         try:
             LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
         except np.linalg.LinAlgError:
@@ -580,7 +619,7 @@ class CollapsedLms:
         quad = np.einsum("wsk,wsk->w", bB, xb) + np.einsum("wq,wq->w", z, z)
         logdet_B = 2 * np.sum(np.log(np.diagonal(LB, axis1=-2, axis2=-1)), axis=(1, 2))
         logdet_S = 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)
-        logdet_prior = N_SLICES * np.sum(np.log(d2), axis=1) + 2 * np.sum(np.log(self.sigma_global))
+        logdet_prior = N_SLICES * np.sum(np.log(d2), axis=1) + np.sum(np.log(g2), axis=1)
         chi2 = w @ self.c
         logdet_noise = self.logdet_c0 - (np.log(w) @ self.n)
         ntot = float(np.sum(self.n))
@@ -644,7 +683,7 @@ class CollapsedLms:
         out = np.empty((len(phi_samples) * per_phi, self.n_theta))
         sl, gl = self.slice_index, self.global_index
         for a in range(0, len(phi_samples), batch):
-            B, C, E, bB, bE, _, _ = self._blocks(phi_samples[a:a + batch])
+            B, C, E, bB, bE, _, _, _ = self._blocks(phi_samples[a:a + batch])
             LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
             W = len(B)
             B, C, LB, LS = (np.repeat(v, per_phi, axis=0) for v in (B, C, LB, LS))
@@ -674,7 +713,11 @@ class LmsFitSettings:
     None: the mask table's positions are exact) with the mask's plate scale [mm/arcsec] and
     orientation relative to the slicer, which map a hole's error onto the slicer;
     ``residual_ard``: with a per-slice residual (the layout's ``residual_m``), per axis its own
-    rms and a correlation length per dimension (six hyperparameters, :class:`CollapsedLms`)
+    rms and a correlation length per dimension (six hyperparameters, :class:`CollapsedLms`);
+    ``sample_across``: the scale of the laser exposures' along-dispersion shifts
+    (``across_px_per_mas`` its starting value) is a hyperparameter, log-uniform within
+    :data:`ACROSS_BOUNDS_PX_PER_MAS` (False: fixed at ``across_px_per_mas``; the hole terms'
+    across effect uses ``across_px_per_mas`` either way)
     instead of one rms and one isotropic length."""
 
     hyper: Hyperparameters = Hyperparameters()
@@ -696,6 +739,7 @@ class LmsFitSettings:
     mask_scale_mm_per_arcsec: float = 3.319
     orientation: object = DEFAULT_ORIENTATION
     residual_ard: bool = True
+    sample_across: bool = True
 
 
 @dataclass
@@ -887,8 +931,21 @@ def _residual_spec(layout: DeviationLayout, ard: bool = False):
     return layout.slice_block_is_residual(), layout.residual_prior_sd, bounds
 
 
+MAP_STEP = 1e-4
+"""The step of :func:`map_hyperparameters`'s central-difference gradient [log units]. The collapsed
+log posterior is a sum of tens of thousands of nats whose round-off is a few 1e-6 nats, so a
+step of 1e-8 (scipy's default forward difference) gives gradients off by hundreds and the
+search stops far from the maximum; at 1e-4 the round-off adds ~0.05 to a gradient and the
+truncation error (h**2 times the third derivative) is smaller still."""
+
+
 def map_hyperparameters(model: CollapsedLms, phi0: ArrayLike) -> tuple[np.ndarray, float]:
     """The maximum of ``model.log_posterior`` (L-BFGS-B within the bounds).
+
+    The gradient is a central difference of step :data:`MAP_STEP` (one-sided at a bound),
+    all ``2 ndim + 1`` points evaluated in one batched call, and the search minimises the log
+    posterior relative to its value at the start (so that L-BFGS-B's relative stopping test
+    acts on what is left to gain, not on the tens of thousands of nats of the constant).
 
     Parameters
     ----------
@@ -905,9 +962,22 @@ def map_hyperparameters(model: CollapsedLms, phi0: ArrayLike) -> tuple[np.ndarra
         Its value.
     """
     lo, hi = model.bounds()
-    x0 = np.clip(phi0, lo + 1e-6, hi - 1e-6)
-    res = optimize.minimize(lambda x: -model.log_posterior(x)[0], x0, method="L-BFGS-B", bounds=list(zip(lo, hi)))
-    return res.x, -res.fun
+    h = MAP_STEP
+    x0 = np.clip(np.asarray(phi0, float), lo + 2 * h, hi - 2 * h)
+    n = x0.size
+    f0 = float(model.log_posterior(x0)[0])
+
+    def value_and_gradient(x):
+        up, dn = np.minimum(x + h, hi), np.maximum(x - h, lo)
+        v = model.log_posterior(np.vstack([x, x + np.diag(up - x), x - np.diag(x - dn)]))
+        if not np.isfinite(v[0]):
+            return 1e300, np.zeros(n)
+        g = (v[1:n + 1] - v[n + 1:]) / (up - dn)
+        return -(v[0] - f0), -np.where(np.isfinite(g), g, 0.0)
+
+    res = optimize.minimize(value_and_gradient, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)))
+    phi = np.clip(res.x, lo, hi)
+    return phi, float(model.log_posterior(phi)[0])
 
 
 def fit_lms(data: dict, layout: DeviationLayout, terms: ExposureTerms, settings: LmsFitSettings | None = None,
@@ -952,11 +1022,14 @@ def _fit_lms(data, layout, terms, settings, truth):
     n_first = len(prior_fixed) - (2 * holes.prior.n_holes if holes else 0)
     geometry = LmsGeometry(layout, truth=truth)
     sl = _slice_index(layout)
+    dcol = [layout.n_params + i for i in terms.dcol if i >= 0]
+    across = (np.array(dcol, int), settings.offset_sigma_mas, settings.across_px_per_mas) \
+        if settings.sample_across and dcol and settings.offset_sigma_mas > 0 else None
     phi = None
     for it in range(settings.relinearise + 1):
         obs = linearise(geometry, data, terms, holes)
         fitted = whiten_holes(obs, n_first, h_mean, h_chol) if holes else obs
-        model = CollapsedLms(fitted, prior_fixed, sl, _residual_spec(layout, settings.residual_ard))
+        model = CollapsedLms(fitted, prior_fixed, sl, _residual_spec(layout, settings.residual_ard), across)
         phi, lp = map_hyperparameters(model, model.initial_guess() if phi is None else phi)
         theta = model.conditional_mean(phi)
         log.info("LMS fit pass %d: hyperparameters %s at MAP, log posterior %.1f", it,

@@ -46,7 +46,8 @@ from ..resultset import (check_result_dir, confined, inputs_sha256, mark_incompl
                          remove_partial_files, write_manifest, writer_lock)
 from .deviations import DeviationLayout, Hyperparameters
 from .errors import LmsMeasureError
-from .fit import ExposureTerms, HoleTerms, LmsFit, LmsFitSettings, data_holes, fit_lms, stack_tables, usable
+from .fit import (ACROSS_BOUNDS_PX_PER_MAS, ExposureTerms, HoleTerms, LmsFit, LmsFitSettings, data_holes, fit_lms,
+                  stack_tables, usable)
 from .hole_prior import HolePrior, lms_hole_prior, read_imager_hole_posterior
 from .measure import TABLE_OF_KIND, nominal_geometry
 from .products import write_lms_products
@@ -384,10 +385,13 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
                             fit.terms.prior_sigma(fit.settings.offset_sigma_mas, fit.settings.across_px_per_mas)]
                            + ([np.sqrt(np.diag(fit.holes.prior.cov_um2))] if fit.holes is not None else []))
     prior[fit.layout.blocks["slices"]] = np.nan          # tau (and the residual's rms, length): hyperparameters
+    if "log_across_px_per_mas" in fit.hyper_names:     # the laser exposures' dcol: their scale is sampled too
+        prior[[fit.layout.n_params + i for i in fit.terms.dcol if i >= 0]] = np.nan
     q = np.quantile(th, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
     t = Table({"name": names, "mean": th.mean(axis=0), "sd": th.std(axis=0, ddof=1), "q025": q[0], "q16": q[1],
                "q50": q[2], "q84": q[3], "q975": q[4], "prior_sigma": prior})
-    t["prior_sigma"].description = "prior sd (NaN: the per-slice parts, width tau sampled)"
+    t["prior_sigma"].description = ("prior sd (NaN: sampled widths: the per-slice parts, tau; the laser exposures' "
+                                    "dcol_px, log_across_px_per_mas)")
     t.meta["units"] = ("px; DETn.rot rad; settingN.dtheta deg; *.dxi_mas mas; *.dcol_px px; "
                        "holeN.dx_um, holeN.dy_um um at the mask (mask frame; prior mean in lms_fit.json hole_errors)")
     atomic_write_table(t, out / "lms_params.ecsv", overwrite, format="ascii.ecsv")
@@ -433,6 +437,8 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
                                 "sd": float(np.exp(s).std(ddof=1))}
                             for n, m, s in zip(fit.hyper_names, fit.phi_map, fit.phi_samples.T)},
         "hyper_prior": {"tau_px": "log-uniform", "error scales": "log-uniform",
+                        **({"across_px_per_mas": "log-uniform on [%g, %g]" % ACROSS_BOUNDS_PX_PER_MAS}
+                           if "log_across_px_per_mas" in fit.hyper_names else {}),
                         **(({f"residual_{a}_{h}": "log-uniform" for a in ("col", "row")
                              for h in ("rms_px", "length_xi", "length_w")} if fit.settings.residual_ard else
                             {"residual_rms_px": "log-uniform", "residual_length": "log-uniform"})
@@ -443,6 +449,7 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
         "residual_ard": bool(fit.settings.residual_ard),
         "fixed_prior_widths": to_plain(fit.settings.hyper.__dict__),
         "offset_sigma_mas": fit.settings.offset_sigma_mas, "across_px_per_mas": fit.settings.across_px_per_mas,
+        "across_sampled": "log_across_px_per_mas" in fit.hyper_names,
         "n_points": {g: int(len(fit.observations.y[g])) for g in fit.observations.y},
         "residual_rms_normalised": {g: float(np.sqrt(np.mean(r**2))) if len(r) else None  # None: no point
                                     for g, r in res.items()},
@@ -540,7 +547,8 @@ def load_lms_fit(out: str | os.PathLike) -> LmsFit:
     hyper = Hyperparameters(**info["fixed_prior_widths"])
     settings = LmsFitSettings(hyper=hyper, offset_sigma_mas=info["offset_sigma_mas"],
                               across_px_per_mas=info["across_px_per_mas"],
-                              residual_ard=bool(info.get("residual_ard", False)))
+                              residual_ard=bool(info.get("residual_ard", False)),
+                              sample_across=bool(info.get("across_sampled", False)))
     phi_map = np.log([info["hyperparameters"][n]["map"] for n in phi_names])
     return LmsFit(layout, info["truth_direction"], terms, theta, None, phi, phi_map, phi_names, None, None, None,
                   None, settings, holes)
