@@ -66,8 +66,10 @@ def residual_tail_variance(phi: np.ndarray, hyper_names: Sequence[str], basis: R
     names = list(hyper_names)
     if basis is None or "log_residual_rms" not in names:
         return np.zeros(phi.shape[0])
+    lengths = ["log_residual_length_x", "log_residual_length_y"] if "log_residual_length_y" in names \
+        else ["log_residual_length"]
     return basis.tail_variance_for_rms(np.exp(phi[:, names.index("log_residual_rms")]),
-                                       np.exp(phi[:, names.index("log_residual_length")]))
+                                       *(np.exp(phi[:, names.index(n)]) for n in lengths))
 
 
 def unresolved_sd(phi: np.ndarray, hyper_names: Sequence[str],

@@ -125,7 +125,17 @@ def _residual_spec(fit):
     return {"kind": "matern52", "m": basis.m, "boundary": basis.boundary, "degree": basis.degree,
             "first_column": r0, "n_functions": basis.size,
             "rms_arcsec_median": float(np.exp(phi[names.index("log_residual_rms")])),
-            "length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
+            **_residual_lengths(phi, names)}
+
+
+def _residual_lengths(phi, names):
+    """The residual's correlation length(s), median over the draws (px): ``length_px_median``
+    (with one length per axis, their geometric mean) and, per axis, ``length_x_px_median`` and
+    ``length_y_px_median``."""
+    if "log_residual_length" in names:
+        return {"length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
+    lx, ly = (float(np.exp(phi[names.index(f"log_residual_length_{a}")])) for a in "xy")
+    return {"length_px_median": float(np.sqrt(lx * ly)), "length_x_px_median": lx, "length_y_px_median": ly}
 
 
 def _unresolved_spec(fit):
