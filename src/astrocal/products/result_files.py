@@ -129,13 +129,15 @@ def _residual_spec(fit):
 
 
 def _residual_lengths(phi, names):
-    """The residual's correlation length(s), median over the draws (px): ``length_px_median``
-    (with one length per axis, their geometric mean) and, per axis, ``length_x_px_median`` and
-    ``length_y_px_median``."""
-    if "log_residual_length" in names:
-        return {"length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
-    lx, ly = (float(np.exp(phi[names.index(f"log_residual_length_{a}")])) for a in "xy")
-    return {"length_px_median": float(np.sqrt(lx * ly)), "length_x_px_median": lx, "length_y_px_median": ly}
+    """The residual's correlation length(s) at the draws' median hyperparameters (px):
+    ``length_px_median`` (with one length per axis, their geometric mean) and, per axis,
+    ``length_x_px_median`` and ``length_y_px_median``."""
+    length = float(np.exp(phi[names.index("log_residual_length")]))
+    if "residual_aspect" not in names:
+        return {"length_px_median": length}
+    a = float(phi[names.index("residual_aspect")])  # l_x = l exp(a), l_y = l exp(-a)
+    return {"length_px_median": length, "length_x_px_median": length * float(np.exp(a)),
+            "length_y_px_median": length * float(np.exp(-a))}
 
 
 def _unresolved_spec(fit):
