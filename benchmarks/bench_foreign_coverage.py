@@ -349,7 +349,9 @@ def run_campaign(task):
                                    priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=ppm,
                                                  residual=task.get("residual") or fs.residual,
                                                  **({"residual_basis": int(task["residual_basis"])}
-                                                    if task.get("residual_basis") else {})))
+                                                    if task.get("residual_basis") else {}),
+                                                 **({"residual_lengths": task["residual_lengths"]}
+                                                    if task.get("residual_lengths") else {})))
         except Exception as exc:
             rec["error"] = f"loading: {type(exc).__name__}: {exc}"
             return rec
@@ -714,6 +716,8 @@ def main():
                     help="Priors.residual of the fits (default: the model's default, as astrocal fit runs it)")
     ap.add_argument("--residual-basis", type=int, default=None, metavar="M",
                     help="Priors.residual_basis: M x M functions per component (default: the model's)")
+    ap.add_argument("--residual-lengths", default=None, choices=("per_axis", "isotropic"),
+                    help="Priors.residual_lengths: one correlation length per axis or one for both (default: the model's)")
     ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
                     help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
     ap.add_argument("--campaign-options", type=json.loads, default=None, metavar="JSON",
@@ -751,7 +755,8 @@ def main():
             args.keep.mkdir(parents=True, exist_ok=True)
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
                   "keep": str(args.keep) if args.keep else None, "residual": args.residual,
-                  "residual_basis": args.residual_basis, "sampler": args.sampler,
+                  "residual_basis": args.residual_basis, "residual_lengths": args.residual_lengths,
+                  "sampler": args.sampler,
                   "campaign_options": args.campaign_options}
                  for f in families for s in range(args.first_seed, args.first_seed + args.campaigns)]
         state = source_state()

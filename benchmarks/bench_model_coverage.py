@@ -28,7 +28,9 @@ degrees 3-8) and reports the same fractions and the chosen versus the true degre
 ``--only-auto`` skips the fits at the true degree (the default fit alone).
 ``--field-prior`` sets ``Priors.field_prior`` (default: the model's); ``--residual``
 ``Priors.residual`` (the residual field beyond the polynomial: ``none``, ``matern52`` or
-``auto``, the evidence's choice; default: the model's).
+``auto``, the evidence's choice; default: the model's); ``--residual-lengths``
+``Priors.residual_lengths`` (``per_axis``, the default, or ``isotropic``: the residual field of
+one correlation length, the model before 2026-12-07).
 
 Run (the default fit over 200 campaigns, ~50 min on 2 idle cores):
     python benchmarks/bench_model_coverage.py --campaigns 200 --auto 200 --only-auto \
@@ -175,7 +177,7 @@ def run_campaign(task):
     seed, fit_degree = task["seed"], task["fit_degree"]
     p = campaign_params(seed)
     rec = dict(p, fit_degree=fit_degree, field_prior=task.get("field_prior"), residual=task.get("residual"),
-               sampler=task.get("sampler", "emcee"))
+               sampler=task.get("sampler", "emcee"), residual_lengths=task.get("residual_lengths"))
     try:
         truth, pts, _ = make_campaign(**p)
     except Exception as exc:  # a simulation failure is recorded, not fatal
@@ -186,7 +188,8 @@ def run_campaign(task):
     rec.update(n_points=int(pts.n_points), n_holes=int(pts.n_holes))
     try:
         priors = Priors(field_prior=task.get("field_prior") or Priors().field_prior,
-                        residual=task.get("residual") or Priors().residual)
+                        residual=task.get("residual") or Priors().residual,
+                        residual_lengths=task.get("residual_lengths") or Priors().residual_lengths)
         fit = fit_joint(pts, FitSettings(degree=fit_degree, seed=int(seed) + 1, progress=False, priors=priors,
                                        sampler=task.get("sampler", "emcee")))
     except Exception as exc:  # record and go on: a failed fit is a finding
@@ -373,6 +376,8 @@ def main():
     ap.add_argument("--field-prior", default=None, help="Priors.field_prior of the fits (default: the model's)")
     ap.add_argument("--residual", default=None, choices=("none", "matern52", "auto"),
                     help="Priors.residual of the fits (default: the model's)")
+    ap.add_argument("--residual-lengths", default=None, choices=("per_axis", "isotropic"),
+                    help="Priors.residual_lengths of the fits (default: the model's)")
     ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
                     help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
     ap.add_argument("--first-seed", type=int, default=0)
@@ -396,6 +401,7 @@ def main():
             t["field_prior"] = args.field_prior or Priors().field_prior
             t["residual"] = args.residual or Priors().residual
             t["sampler"] = args.sampler
+            t["residual_lengths"] = args.residual_lengths or Priors().residual_lengths
         print(f"{len(tasks)} fits on {args.processes} processes (machine shared with other "
               "developers: wall times are indicative)", flush=True)
         records = run(tasks, args.processes, jsonl)

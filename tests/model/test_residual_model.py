@@ -23,7 +23,7 @@ def test_marginal_likelihood_is_exact_with_the_residual(hole_errors):
     pts, field = small_problem(3, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
     model = JointModel(pts, 3, hole_errors=hole_errors, jacobian_field=field, priors=RES)
     assert model.n_res == 2 * 16 and [model.hyper_names[i] for i in model.i_res] == [
-        "log_residual_rms", "log_residual_length"]
+        "log_residual_rms", "log_residual_length", "residual_aspect"]
     assert model.param_names[model.res_cols[0]] == "res_u[1,1]"
     assert model.param_names[model.res_cols[-1]] == "res_v[4,4]"
     assert_likelihood_exact(model, brute_force, 11, 3)
@@ -55,9 +55,10 @@ def test_function_space_form():
         ci = kappa[0] ** 2 * model.U @ (model.lam[:, :, None] * np.swapaxes(model.U, 1, 2))
         for i in range(n):
             cov[2 * i:2 * i + 2, 2 * i:2 * i + 2] = ci[i] + np.eye(2) * jit[0, pt.dataset[i]] ** 2
-        length = np.exp(phi[model.i_res[1]])  # the hyperparameter is the residual's rms
+        _, lx, ly = (v[0] for v in model._residual_hyper(phi[None]))  # the hyperparameter is the residual's rms
         kres = model.residual.covariance(pt.x, pt.y, pt.x, pt.y,
-                                         np.exp(phi[model.i_res[0]]) / model.residual.rms_per_sigma(length), length)
+                                         np.exp(phi[model.i_res[0]]) / model.residual.rms_per_sigma(lx, ly), lx,
+                                         length_y=ly)
         cov[0::2, 0::2] += kres
         cov[1::2, 1::2] += kres
         sd = model.prior_sd(phi)[keep]
@@ -74,10 +75,10 @@ def test_residual_widths_follow_the_hyperparameters():
     pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
     m = JointModel(pts, 3, jacobian_field=field, priors=RES)
     phi = m.initial_guess()
-    phi[m.i_res] = [np.log(2e-4), np.log(300.0)]
+    phi[m.i_res] = [np.log(2e-4), np.log(300.0), 0.0]
     sd = m.prior_sd(phi)[m.res_cols]
     expect = m.residual.prior_sd(2e-4 / m.residual.rms_per_sigma(300.0), 300.0)
-    assert np.allclose(sd, np.r_[expect, expect])
+    assert np.allclose(sd, np.r_[expect, expect])  # equal lengths: the isotropic prior
     # the hyperparameter is the residual's rms over the detector: the prior field's mean
     # square over a dense grid (its own covariance's diagonal) is rms**2
     g = np.linspace(m.points.domain[0], m.points.domain[1], 121)[1:-1:2]
@@ -85,9 +86,41 @@ def test_residual_widths_follow_the_hyperparameters():
     var = m.residual.covariance(xx.ravel(), yy.ravel(), xx.ravel(), yy.ravel(),
                                 2e-4 / m.residual.rms_per_sigma(300.0), 300.0).diagonal()
     assert np.sqrt(var.mean()) == pytest.approx(2e-4, rel=0.02)
-    assert m.i_res[0] in m.i_scale and m.i_res[1] not in m.i_scale  # the length: log-uniform
+    assert m.i_res[0] in m.i_scale and not set(m.i_res[1:]) & set(m.i_scale)  # the length log-uniform, the aspect uniform
     with pytest.raises(ValueError, match="Priors.residual"):
         JointModel(pts, 3, priors=Priors(residual="spline"))
+    with pytest.raises(ValueError, match="Priors.residual_lengths"):
+        JointModel(pts, 3, priors=Priors(residual="matern52", residual_lengths="diagonal"))
+
+
+def test_residual_lengths_per_axis():
+    """One correlation length per detector axis (the default, ``residual_lengths =
+    "per_axis"``; sampled as the geometric mean length and the aspect ``a = log(l_x / l_y) /
+    2``, ``+-log(residual_aspect_max) / 2``): a long x length and a short y length give the
+    functions that vary along y (high ``omega_y``) the larger prior widths, and the other way
+    round; the rms over the detector is the hyperparameter's whatever the lengths;
+    ``"isotropic"`` keeps one length (the earlier model)."""
+    pts, field = small_problem(5, n_holes=12, n_exp=4, degree=3, noise_px=0.5)
+    m = JointModel(pts, 3, jacobian_field=field, priors=RES)
+    assert [m.hyper_names[i] for i in m.i_res] == ["log_residual_rms", "log_residual_length", "residual_aspect"]
+    lo, hi = m.bounds()
+    assert lo[m.i_res[2]] == pytest.approx(-np.log(64.0) / 2) and hi[m.i_res[2]] == pytest.approx(np.log(64.0) / 2)
+    phi = m.initial_guess()
+    wx, wy = m.residual.axis_frequencies()
+    k = m.residual.m
+    along_x, along_y = (k - 1) * k, k - 1  # (j, k) = (m, 1) and (1, m): j along x slowest
+    assert wx[along_x] > wy[along_x] and wy[along_y] > wx[along_y]
+    for lx, ly, wide in ((1500.0, 200.0, along_y), (200.0, 1500.0, along_x)):
+        phi[m.i_res] = [np.log(2e-4), np.log(np.sqrt(lx * ly)), 0.5 * np.log(lx / ly)]
+        sd = m.residual_sigma(phi)[0, :m.residual.size]
+        narrow = along_x if wide == along_y else along_y
+        assert sd[wide] > 10 * sd[narrow]
+        assert np.sqrt(sd**2 @ m.residual.mean_squares()) == pytest.approx(2e-4, rel=1e-10)
+        assert m.residual_tail_variance(phi)[0] == pytest.approx(
+            m.residual.tail_variance(2e-4 / m.residual.rms_per_sigma(lx, ly), np.sqrt(lx * ly)), rel=1e-10)
+    iso = JointModel(pts, 3, jacobian_field=field, priors=Priors(**{**RES.__dict__, "residual_lengths": "isotropic"}))
+    assert [iso.hyper_names[i] for i in iso.i_res] == ["log_residual_rms", "log_residual_length"]
+    assert iso.ndim == m.ndim - 1
 
 
 def _ripple(x, y, amp_px, length_px, seed):
@@ -193,10 +226,12 @@ def test_the_spectral_tail_is_white_noise_beside_the_jitter():
     plain = JointModel(pts, 3, jacobian_field=field, priors=Priors(linear_sigma=2.0, distortion_px=5.0))
     phi = np.repeat(m.initial_guess()[None], 3, axis=0)
     phi[:, m.i_res[0]] = np.log(3e-3)
-    phi[:, m.i_res[1]] = np.log([5.0, 40.0, 400.0])  # pixels; the detector is 256 px wide
+    lx, ly = np.array([5.0, 40.0, 400.0]), np.array([10.0, 30.0, 300.0])  # pixels; the detector is 256 px wide
+    phi[:, m.i_res[1]] = np.log(np.sqrt(lx * ly))
+    phi[:, m.i_res[2]] = 0.5 * np.log(lx / ly)
     tail = m.residual_tail_variance(phi)
     assert tail[0] > tail[1] > tail[2] >= 0 and tail[0] > 1e-6
-    assert np.allclose(tail, m.residual.tail_variance_for_rms(3e-3, np.exp(phi[:, m.i_res[1]])))
+    assert np.allclose(tail, m.residual.tail_variance_for_rms(3e-3, lx, ly))
     jit, _, _ = m.noise_scales(phi)
     own = np.exp(phi[:, 0])
     assert np.allclose(jit[:, 0] ** 2, own**2 + tail)

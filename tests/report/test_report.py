@@ -113,6 +113,11 @@ def test_numbers_residuals_outliers_and_files(report, fitted_result):
     kept = max(rep["evidence"], key=lambda e: e["log_evidence"])["residual"]
     assert rep["field_model"]["residual"] == kept and rep["field_model"]["residual_tried"]
     assert rep["field_model"]["unresolved_px"] > 0
+    if kept:  # one correlation length per detector axis (Priors.residual_lengths = "per_axis")
+        res = info["residual_field"]
+        assert rep["field_model"]["residual_lengths_px"] == [res["length_x_px_median"], res["length_y_px_median"]]
+        assert res["length_px_median"] == pytest.approx(np.sqrt(res["length_x_px_median"] * res["length_y_px_median"]))
+        assert "px along y" in (out / "report.html").read_text()
     # how far the mask offsets separate field structure from the hole errors
     sep = info["dither_separation"]
     assert rep["field_model"]["dither_half_period_px"] == sep["half_period_px"]

@@ -298,15 +298,36 @@ class ResidualBasis:
         return sy @ wm.T @ sx.T, sy @ wm.T @ dsx.T, dsy @ wm.T @ sx.T
 
     # ------------------------------------------------------------------ prior
-    def prior_sd(self, sigma: ArrayLike, length: ArrayLike) -> np.ndarray:
+    def axis_frequencies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Angular frequencies of the basis functions along x and y.
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``(omega_x, omega_y)``, radians per pixel, each ``(m * m,)`` in the order of
+            :meth:`design` (``j`` along x slowest); ``hypot`` of the two is :meth:`frequencies`.
+        """
+        lx, ly = self.box
+        j = np.arange(1, self.m + 1)
+        return np.repeat(np.pi * j / (2 * lx), self.m), np.tile(np.pi * j / (2 * ly), self.m)
+
+    def prior_sd(self, sigma: ArrayLike, length: ArrayLike, length_y: ArrayLike | None = None) -> np.ndarray:
         """Prior standard deviations of the coefficients: ``sqrt(S(omega_jk))``.
+
+        With ``length_y`` the covariance is anisotropic (one length per detector axis,
+        "automatic relevance determination"): ``k(p, q) = k_1(|((p - q)_x / l_x, (p - q)_y /
+        l_y)|)`` with ``k_1`` the unit-length Matérn-5/2, whose spectral density is
+        ``l_x l_y S_1(hypot(l_x omega_x, l_y omega_y))``; ``length_y = length`` gives the
+        isotropic density.
 
         Parameters
         ----------
         sigma : array_like
             Matérn amplitude(s), field units.
         length : array_like
-            Correlation length(s), pixels.
+            Correlation length(s), pixels (along x when ``length_y`` is given).
+        length_y : array_like, optional
+            Correlation length(s) along y, pixels; None: isotropic.
 
         Returns
         -------
@@ -316,10 +337,19 @@ class ResidualBasis:
         """
         sigma = np.asarray(sigma, float)
         length = np.asarray(length, float)
-        w = self.frequencies()
-        s = matern52_spectral_density(w[None, :], sigma.reshape(-1, 1), length.reshape(-1, 1))
+        if length_y is None:
+            w = self.frequencies()
+            s = matern52_spectral_density(w[None, :], sigma.reshape(-1, 1), length.reshape(-1, 1))
+            scalar = sigma.ndim == 0 and length.ndim == 0
+        else:
+            length_y = np.asarray(length_y, float)
+            wx, wy = self.axis_frequencies()
+            lx, ly = length.reshape(-1, 1), length_y.reshape(-1, 1)
+            s = lx * ly * matern52_spectral_density(np.hypot(lx * wx[None, :], ly * wy[None, :]),
+                                                    sigma.reshape(-1, 1), 1.0)
+            scalar = sigma.ndim == 0 and length.ndim == 0 and length_y.ndim == 0
         s = np.sqrt(s)
-        return s[0] if sigma.ndim == 0 and length.ndim == 0 else s
+        return s[0] if scalar else s
 
     def band_radius(self) -> float:
         """The radius of the disc of the same area as the quarter-rectangle of frequencies
@@ -335,28 +365,34 @@ class ResidualBasis:
         ox, oy = np.pi * (self.m + 0.5) / (2 * lx), np.pi * (self.m + 0.5) / (2 * ly)
         return float(np.sqrt(4.0 * ox * oy / np.pi))
 
-    def tail_variance(self, sigma: ArrayLike, length: ArrayLike) -> np.ndarray:
+    def tail_variance(self, sigma: ArrayLike, length: ArrayLike, length_y: ArrayLike | None = None) -> np.ndarray:
         """The Matérn field's variance at frequencies beyond the basis's band.
 
         ``sigma**2 (1 + R**2 l**2 / 5)**(-5/2)`` (:meth:`band_radius`; exact for the disc of
-        radius ``R``).
+        radius ``R``). With one length per axis, ``l**2`` becomes ``l_x l_y``: in the scaled
+        frequencies ``(l_x omega_x, l_y omega_y)`` the density is the unit-length isotropic
+        one and the resolved rectangle's area is ``l_x l_y`` times larger.
 
         Parameters
         ----------
         sigma : array_like
             Matérn amplitude(s), field units.
         length : array_like
-            Correlation length(s), pixels.
+            Correlation length(s), pixels (along x when ``length_y`` is given).
+        length_y : array_like, optional
+            Correlation length(s) along y, pixels; None: isotropic.
 
         Returns
         -------
         np.ndarray
             Variance per component (field units squared), of the broadcast shape.
         """
-        r2l2 = self.band_radius() ** 2 * np.asarray(length, float) ** 2
-        return np.asarray(sigma, float) ** 2 * (1.0 + r2l2 / 5.0) ** (-2.5)
+        length = np.asarray(length, float)
+        l2 = length**2 if length_y is None else length * np.asarray(length_y, float)
+        return np.asarray(sigma, float) ** 2 * (1.0 + self.band_radius() ** 2 * l2 / 5.0) ** (-2.5)
 
-    def tail_variance_for_rms(self, rms: ArrayLike, length: ArrayLike) -> np.ndarray:
+    def tail_variance_for_rms(self, rms: ArrayLike, length: ArrayLike,
+                              length_y: ArrayLike | None = None) -> np.ndarray:
         """:meth:`tail_variance` for the resolved residual's rms over the detector ``rms``
         (the model's amplitude hyperparameter, :meth:`prior_sd_for_rms`) instead of the
         Matérn amplitude.
@@ -366,14 +402,16 @@ class ResidualBasis:
         rms : array_like
             The residual's rms over the detector, field units.
         length : array_like
-            Correlation length(s), pixels.
+            Correlation length(s), pixels (along x when ``length_y`` is given).
+        length_y : array_like, optional
+            Correlation length(s) along y, pixels; None: isotropic.
 
         Returns
         -------
         np.ndarray
             Variance per component, field units squared.
         """
-        return self.tail_variance(np.asarray(rms, float) / self.rms_per_sigma(length), length)
+        return self.tail_variance(np.asarray(rms, float) / self.rms_per_sigma(length, length_y), length, length_y)
 
     def mean_squares(self) -> np.ndarray:
         """Mean over the detector of each projected basis function's square.
@@ -394,7 +432,7 @@ class ResidualBasis:
             object.__setattr__(self, "_mean_squares", w @ self.design(xx.ravel(), yy.ravel()) ** 2)
         return self._mean_squares
 
-    def rms_per_sigma(self, length: ArrayLike) -> np.ndarray | float:
+    def rms_per_sigma(self, length: ArrayLike, length_y: ArrayLike | None = None) -> np.ndarray | float:
         """The residual field's rms over the detector (per component) for a unit amplitude.
 
         ``sqrt(sum_k S_k q_k)`` with ``q_k`` :meth:`mean_squares`. The polynomial
@@ -404,38 +442,48 @@ class ResidualBasis:
         Parameters
         ----------
         length : array_like
-            Correlation length(s), pixels.
+            Correlation length(s), pixels (along x when ``length_y`` is given).
+        length_y : array_like, optional
+            Correlation length(s) along y, pixels; None: isotropic.
 
         Returns
         -------
         np.ndarray or float
-            One value per length (a scalar for a scalar length).
+            One value per length (a scalar for scalar lengths).
         """
         length = np.asarray(length, float)
-        s = matern52_spectral_density(self.frequencies()[None, :], 1.0, length.reshape(-1, 1))
+        if length_y is None:
+            s = matern52_spectral_density(self.frequencies()[None, :], 1.0, length.reshape(-1, 1))
+            scalar = length.ndim == 0
+        else:
+            length_y = np.asarray(length_y, float)
+            s = np.atleast_2d(self.prior_sd(1.0, length.reshape(-1), length_y.reshape(-1))) ** 2
+            scalar = length.ndim == 0 and length_y.ndim == 0
         out = np.sqrt(s @ self.mean_squares())
-        return out[0] if length.ndim == 0 else out
+        return out[0] if scalar else out
 
-    def prior_sd_for_rms(self, rms: ArrayLike, length: ArrayLike) -> np.ndarray:
+    def prior_sd_for_rms(self, rms: ArrayLike, length: ArrayLike, length_y: ArrayLike | None = None) -> np.ndarray:
         """:meth:`prior_sd` for the residual field's rms over the detector ``rms`` instead
-        of the Matérn amplitude: ``sigma = rms / rms_per_sigma(length)``.
+        of the Matérn amplitude: ``sigma = rms / rms_per_sigma(length[, length_y])``.
 
         Parameters
         ----------
         rms : array_like
             The residual's rms over the detector, field units.
         length : array_like
-            Correlation length(s), pixels.
+            Correlation length(s), pixels (along x when ``length_y`` is given).
+        length_y : array_like, optional
+            Correlation length(s) along y, pixels; None: isotropic.
 
         Returns
         -------
         np.ndarray
             As :meth:`prior_sd`.
         """
-        return self.prior_sd(np.asarray(rms, float) / self.rms_per_sigma(length), length)
+        return self.prior_sd(np.asarray(rms, float) / self.rms_per_sigma(length, length_y), length, length_y)
 
     def covariance(self, x1: ArrayLike, y1: ArrayLike, x2: ArrayLike, y2: ArrayLike, sigma: float,
-                   length: float, project: bool = True) -> np.ndarray:
+                   length: float, project: bool = True, length_y: float | None = None) -> np.ndarray:
         """The prior covariance of the residual between two sets of points (one component):
         ``Phi1 diag(S) Phi2^T``.
 
@@ -450,6 +498,9 @@ class ResidualBasis:
         project : bool
             ``False``: without the polynomial projection (the approximation of the plain
             Matérn covariance).
+        length_y : float, optional
+            Correlation length along y, pixels (``length`` then the one along x); None:
+            isotropic.
 
         Returns
         -------
@@ -457,5 +508,5 @@ class ResidualBasis:
             ``(N1, N2)``, field units squared.
         """
         f = self.design if project else self.raw_design
-        s2 = self.prior_sd(sigma, length) ** 2
+        s2 = self.prior_sd(sigma, length, length_y) ** 2
         return (f(x1, y1) * s2) @ f(x2, y2).T

@@ -66,8 +66,11 @@ def residual_tail_variance(phi: np.ndarray, hyper_names: Sequence[str], basis: R
     names = list(hyper_names)
     if basis is None or "log_residual_rms" not in names:
         return np.zeros(phi.shape[0])
-    return basis.tail_variance_for_rms(np.exp(phi[:, names.index("log_residual_rms")]),
-                                       np.exp(phi[:, names.index("log_residual_length")]))
+    rms, length = np.exp(phi[:, names.index("log_residual_rms")]), np.exp(phi[:, names.index("log_residual_length")])
+    if "residual_aspect" not in names:
+        return basis.tail_variance_for_rms(rms, length)
+    a = phi[:, names.index("residual_aspect")]  # l_x = l exp(a), l_y = l exp(-a)
+    return basis.tail_variance_for_rms(rms, length * np.exp(a), length * np.exp(-a))
 
 
 def unresolved_sd(phi: np.ndarray, hyper_names: Sequence[str],

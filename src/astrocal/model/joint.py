@@ -390,7 +390,14 @@ class JointModel:
         self.hyper_names += flex_groups
         self.i_field = np.arange(len(self.hyper_names), len(self.hyper_names) + len(field_groups))
         self.hyper_names += field_groups
-        res_groups = ["log_residual_rms", "log_residual_length"] if self.n_res else []
+        res_groups = []
+        if self.n_res:
+            if self.priors.residual_lengths not in ("per_axis", "isotropic"):
+                raise ValueError(f"Priors.residual_lengths must be 'per_axis' or 'isotropic', "
+                                 f"got {self.priors.residual_lengths!r}")
+            # per axis: the geometric mean length and the aspect a = log(l_x / l_y) / 2
+            res_groups = ["log_residual_rms", "log_residual_length"] + (
+                ["residual_aspect"] if self.priors.residual_lengths == "per_axis" else [])
         self.i_res = np.arange(len(self.hyper_names), len(self.hyper_names) + len(res_groups))
         self.hyper_names += res_groups
         if self.priors.scale_prior not in ("uniform", "log-uniform"):
@@ -399,7 +406,7 @@ class JointModel:
         # every one but kappa and the field widths' decay ratio
         self.i_scale = np.array([k for k, name in enumerate(self.hyper_names)
                                  if k != pts.n_datasets and name not in ("log_field_decay", "field_curvature",
-                                                                         "log_residual_length")], int)
+                                                                         "log_residual_length", "residual_aspect")], int)
         self.param_names = ([f"cu[{i},{j}]" for i, j in terms(self.degree)]
                             + [f"cv[{i},{j}]" for i, j in terms(self.degree)]
                             + ["offset_frame_scale", "offset_frame_rot"] + list(MASK_AFFINE_NAMES[:self.n_mask]))
@@ -547,6 +554,9 @@ class JointModel:
             width = self.points.domain[1] - self.points.domain[0]
             lo += [np.log(p.residual_rms_px[0] * self.points.pixel_scale), np.log(p.residual_length[0] * width)]
             hi += [np.log(p.residual_rms_px[1] * self.points.pixel_scale), np.log(p.residual_length[1] * width)]
+            if len(self.i_res) > 2:  # the aspect, uniform: log(l_x / l_y) within +-2 log(ratio)
+                lo.append(-0.5 * np.log(p.residual_aspect_max))
+                hi.append(0.5 * np.log(p.residual_aspect_max))
         return np.array(lo), np.array(hi)
 
     def log_prior(self, phi: ArrayLike) -> np.ndarray:
@@ -609,9 +619,10 @@ class JointModel:
         if self.i_hole is not None:
             phi[self.i_hole] = np.log(0.3e-3 / self.points.mask_scale)  # 0.3 um
         phi[self.i_flex] = np.log(1e-3)  # 1 mas
-        if self.n_res:  # 0.01 px, a quarter of the detector
-            phi[self.i_res] = [np.log(0.01 * self.points.pixel_scale),
-                               np.log(0.25 * (self.points.domain[1] - self.points.domain[0]))]
+        if self.n_res:  # 0.01 px, a quarter of the detector (along each axis)
+            phi[self.i_res] = ([np.log(0.01 * self.points.pixel_scale),
+                                np.log(0.25 * (self.points.domain[1] - self.points.domain[0]))]
+                               + [0.0] * (len(self.i_res) - 2))  # isotropic
         names = list(self.hyper_names)
         have = np.array([name in (known or {}) for name in names])
         phi[have] = [known[name] for name in np.array(names)[have]]
@@ -738,8 +749,18 @@ class JointModel:
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros((phi.shape[0], 0))
-        sd = self.residual.prior_sd_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
+        sd = self.residual.prior_sd_for_rms(*self._residual_hyper(phi))
         return np.hstack([sd, sd])
+
+    def _residual_hyper(self, phi):
+        """``(rms, length[, length_y])`` of the residual field at the rows of ``phi``: arcsec,
+        pixels (per axis ``l_x = l exp(a)``, ``l_y = l exp(-a)`` from the geometric mean length
+        ``l`` and the aspect ``a``; or the one isotropic length)."""
+        rms, length = np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]])
+        if len(self.i_res) == 2:
+            return rms, length
+        a = phi[:, self.i_res[2]]
+        return rms, length * np.exp(a), length * np.exp(-a)
 
     def residual_tail_variance(self, phi: ArrayLike) -> np.ndarray:
         """The residual field's variance beyond its basis's band.
@@ -760,7 +781,7 @@ class JointModel:
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros(phi.shape[0])
-        return self.residual.tail_variance_for_rms(np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]]))
+        return self.residual.tail_variance_for_rms(*self._residual_hyper(phi))
 
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths

@@ -90,8 +90,13 @@ class Priors:
     component (hyperparameter ``log_residual_rms``, uniform in the scale over
     ``residual_rms_px`` pixels times the nominal scale; the Matérn amplitude follows from it
     and the length, :meth:`~astrocal.field.residual.ResidualBasis.prior_sd_for_rms`), and correlation
-    length (``log_residual_length``, log-uniform over ``residual_length`` times the
-    detector's width) are sampled with the others; its coefficients are integrated exactly.
+    length are sampled with the others; its coefficients are integrated exactly. The
+    correlation length (``log_residual_length``, log-uniform over ``residual_length`` times
+    the detector's width) is one per detector axis (``residual_lengths = "per_axis"``, the
+    default, an anisotropic Matérn covariance: ``log_residual_length`` is then the lengths'
+    geometric mean and ``residual_aspect`` ``a = log(l_x / l_y) / 2``, uniform over
+    ``+-log(residual_aspect_max) / 2``, so ``l_x = l exp(a)``, ``l_y = l exp(-a)``) or one for
+    both (``"isotropic"``).
     The field's variance beyond the basis's band (the Matérn spectral tail,
     :meth:`JointModel.residual_tail_variance`) adds to every point's white noise. The fit's
     scan refines the basis to each ``(m, boundary)`` of ``residual_refine`` in turn while
@@ -122,6 +127,8 @@ class Priors:
     residual_boundary: float = 1.5
     residual_rms_px: tuple = (1.0e-4, 1.0)
     residual_length: tuple = (0.03, 2.0)
+    residual_lengths: str = "per_axis"
+    residual_aspect_max: float = 64.0
     residual_refine: tuple = ((12, 1.2), (16, 1.2))
     residual_refine_nats: float = 3.0
 

@@ -125,7 +125,19 @@ def _residual_spec(fit):
     return {"kind": "matern52", "m": basis.m, "boundary": basis.boundary, "degree": basis.degree,
             "first_column": r0, "n_functions": basis.size,
             "rms_arcsec_median": float(np.exp(phi[names.index("log_residual_rms")])),
-            "length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
+            **_residual_lengths(phi, names)}
+
+
+def _residual_lengths(phi, names):
+    """The residual's correlation length(s) at the draws' median hyperparameters (px):
+    ``length_px_median`` (with one length per axis, their geometric mean) and, per axis,
+    ``length_x_px_median`` and ``length_y_px_median``."""
+    length = float(np.exp(phi[names.index("log_residual_length")]))
+    if "residual_aspect" not in names:
+        return {"length_px_median": length}
+    a = float(phi[names.index("residual_aspect")])  # l_x = l exp(a), l_y = l exp(-a)
+    return {"length_px_median": length, "length_x_px_median": length * float(np.exp(a)),
+            "length_y_px_median": length * float(np.exp(-a))}
 
 
 def _unresolved_spec(fit):

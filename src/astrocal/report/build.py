@@ -634,6 +634,8 @@ def field_model(info: dict) -> dict:
     return {"degree": info.get("degree"), "residual": bool(res), "residual_tried": True in tried,
             "residual_rms_mas": res.get("rms_arcsec_median", 0.0) * 1e3 if res else None,
             "residual_length_px": res.get("length_px_median") if res else None,
+            "residual_lengths_px": ([res["length_x_px_median"], res["length_y_px_median"]]
+                                    if res and "length_y_px_median" in res else None),
             "residual_functions": res.get("n_functions") if res else None,
             "unresolved_px": unres.get("sd_px_rms"),
             "dither_half_period_px": dithers.get("half_period_px"),

@@ -354,7 +354,9 @@ def _degree(r):
         if fm.get("residual"):
             text += (f" plus a residual field beyond it (Matérn-5/2, {_num(fm.get('residual_functions'), 'd')} "
                      f"functions per component; rms {_num(fm.get('residual_rms_mas'), '.3g')} mas, "
-                     f"correlation length {_num(fm.get('residual_length_px'), '.4g')} px)")
+                     + (f"correlation lengths {_num(fm['residual_lengths_px'][0], '.4g')} px along x, "
+                        f"{_num(fm['residual_lengths_px'][1], '.4g')} px along y)" if fm.get("residual_lengths_px")
+                        else f"correlation length {_num(fm.get('residual_length_px'), '.4g')} px)"))
         elif fm.get("residual_tried"):
             text += " (the evidence preferred it to the polynomial plus a residual field)"
         if fm.get("unresolved_px") is not None:
