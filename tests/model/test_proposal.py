@@ -3,6 +3,7 @@ a normalised density that matches its own draws, a chain that samples a known bo
 target exactly (also where the posterior piles up on a bound), and a resume across the
 refits that is bit-identical to an uninterrupted run."""
 import json
+from types import SimpleNamespace
 
 import emcee
 import numpy as np
@@ -205,3 +206,22 @@ def test_a_proposal_that_is_refused_too_often_is_switched_off():
     move = AdaptiveIndependenceMove()
     _adapt(move, good, 100, (LO, HI), None)
     assert move.proposal is not None
+
+
+def test_a_draw_on_the_proposals_edge_is_refused_without_a_nan():
+    """A proposal draw beyond |z| = Z_MAX lands on the padded edge, where the proposal's and
+    the posterior's densities are both zero: the move's factor is -inf, so emcee's ratio
+    is -inf (refused), never -inf + inf = NaN (refused too, but with a RuntimeWarning in the
+    user's terminal)."""
+    rng = np.random.default_rng(3)
+    prop = fit_proposal(rng.normal(0.0, 0.3, (400, 3)) * [1, 1, 0.5] + [0, 1, 0], LO, HI)
+    edge = np.array([prop.edges[0], prop.edges[1], 0.5 * (prop.edges[0] + prop.edges[1])])
+    move = AdaptiveIndependenceMove()
+    # the proposal, drawing the edges themselves and then a point inside
+    move.proposal = SimpleNamespace(sample=lambda n, random: edge[:n], log_density=prop.log_density)
+    coords = np.array([[0.0, 1.0, 0.0]] * 3)
+    _, factors = move._propose_independent(coords, np.random.RandomState(0))
+    assert factors[0] == -np.inf and factors[1] == -np.inf and np.isfinite(factors[2])
+    with np.errstate(all="raise"):
+        lnpdiff = target(edge) - target(coords) + factors
+    assert np.all(lnpdiff[:2] == -np.inf)

@@ -29,7 +29,11 @@ class AdaptiveIndependenceMove(emcee.moves.MHMove):
 
     def _propose_independent(self, coords, random):
         q = self.proposal.sample(coords.shape[0], random)
-        factors = self.proposal.log_density(coords) - self.proposal.log_density(q)
+        log_q = self.proposal.log_density(q)
+        # a draw the proposal puts on its padded edge (beyond |z| = Z_MAX) has zero density
+        # there, and so has the posterior: refused with a factor of -inf (the ratio's
+        # +inf - inf would be NaN, which emcee also refuses, with a RuntimeWarning)
+        factors = np.where(np.isfinite(log_q), self.proposal.log_density(coords) - log_q, -np.inf)
         return q, factors
 
     def propose(self, model: emcee.model.Model, state: emcee.State) -> tuple[emcee.State, np.ndarray]:
