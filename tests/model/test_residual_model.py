@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from astrocal.field import design_matrix
+from astrocal.model.draws import residual_hyperparameters
 from astrocal.model.joint import JointModel
 from astrocal.model.priors import Priors
 
@@ -55,7 +56,7 @@ def test_function_space_form():
         ci = kappa[0] ** 2 * model.U @ (model.lam[:, :, None] * np.swapaxes(model.U, 1, 2))
         for i in range(n):
             cov[2 * i:2 * i + 2, 2 * i:2 * i + 2] = ci[i] + np.eye(2) * jit[0, pt.dataset[i]] ** 2
-        _, lx, ly = (v[0] for v in model._residual_hyper(phi[None]))  # the hyperparameter is the residual's rms
+        _, lx, ly = (v[0] for v in residual_hyperparameters(phi[None], model.hyper_names))  # the hyperparameter is the residual's rms
         kres = model.residual.covariance(pt.x, pt.y, pt.x, pt.y,
                                          np.exp(phi[model.i_res[0]]) / model.residual.rms_per_sigma(lx, ly), lx,
                                          length_y=ly)

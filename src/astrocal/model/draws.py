@@ -45,6 +45,36 @@ if TYPE_CHECKING:
 UNRESOLVED_SEED = 20261206
 
 
+def residual_hyperparameters(phi: ArrayLike, hyper_names: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """The residual field's rms and correlation length(s) per row of ``phi``.
+
+    The arguments of :meth:`~astrocal.field.residual.ResidualBasis.prior_sd_for_rms` and
+    :meth:`~astrocal.field.residual.ResidualBasis.tail_variance_for_rms`.
+
+    Parameters
+    ----------
+    phi : array_like
+        Hyperparameter rows (n, ndim) (or one row), with ``log_residual_rms`` and
+        ``log_residual_length`` (and, with one length per axis, ``residual_aspect``).
+    hyper_names : sequence of str
+        Their names.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(rms, length)`` (arcsec, pixels), each (n,); with one length per axis ``(rms, l_x,
+        l_y)``, ``l_x = l exp(a)``, ``l_y = l exp(-a)`` from the geometric mean length ``l``
+        and the aspect ``a``.
+    """
+    phi = np.atleast_2d(np.asarray(phi, float))
+    names = list(hyper_names)
+    rms, length = np.exp(phi[:, names.index("log_residual_rms")]), np.exp(phi[:, names.index("log_residual_length")])
+    if "residual_aspect" not in names:
+        return rms, length
+    a = phi[:, names.index("residual_aspect")]
+    return rms, length * np.exp(a), length * np.exp(-a)
+
+
 def residual_tail_variance(phi: np.ndarray, hyper_names: Sequence[str], basis: ResidualBasis | None) -> np.ndarray:
     """The residual field's spectral tail beyond its basis per row of ``phi``.
 
@@ -66,11 +96,7 @@ def residual_tail_variance(phi: np.ndarray, hyper_names: Sequence[str], basis: R
     names = list(hyper_names)
     if basis is None or "log_residual_rms" not in names:
         return np.zeros(phi.shape[0])
-    rms, length = np.exp(phi[:, names.index("log_residual_rms")]), np.exp(phi[:, names.index("log_residual_length")])
-    if "residual_aspect" not in names:
-        return basis.tail_variance_for_rms(rms, length)
-    a = phi[:, names.index("residual_aspect")]  # l_x = l exp(a), l_y = l exp(-a)
-    return basis.tail_variance_for_rms(rms, length * np.exp(a), length * np.exp(-a))
+    return basis.tail_variance_for_rms(*residual_hyperparameters(phi, names))
 
 
 def unresolved_sd(phi: np.ndarray, hyper_names: Sequence[str],

@@ -50,7 +50,7 @@ from scipy.linalg import solve_triangular
 from ..field import DistortionField, design_matrix
 from ..field.basis import flat_to_square, n_terms, terms
 from ..field.residual import ResidualBasis
-from . import expansion, linear
+from . import draws, expansion, linear
 from .data import DataError, Points
 from .flexure import FlexureBasis
 from .linear import Conditional
@@ -749,18 +749,8 @@ class JointModel:
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros((phi.shape[0], 0))
-        sd = self.residual.prior_sd_for_rms(*self._residual_hyper(phi))
+        sd = self.residual.prior_sd_for_rms(*draws.residual_hyperparameters(phi, self.hyper_names))
         return np.hstack([sd, sd])
-
-    def _residual_hyper(self, phi):
-        """``(rms, length[, length_y])`` of the residual field at the rows of ``phi``: arcsec,
-        pixels (per axis ``l_x = l exp(a)``, ``l_y = l exp(-a)`` from the geometric mean length
-        ``l`` and the aspect ``a``; or the one isotropic length)."""
-        rms, length = np.exp(phi[:, self.i_res[0]]), np.exp(phi[:, self.i_res[1]])
-        if len(self.i_res) == 2:
-            return rms, length
-        a = phi[:, self.i_res[2]]
-        return rms, length * np.exp(a), length * np.exp(-a)
 
     def residual_tail_variance(self, phi: ArrayLike) -> np.ndarray:
         """The residual field's variance beyond its basis's band.
@@ -781,7 +771,7 @@ class JointModel:
         phi = np.atleast_2d(phi)
         if not self.n_res:
             return np.zeros(phi.shape[0])
-        return self.residual.tail_variance_for_rms(*self._residual_hyper(phi))
+        return draws.residual_tail_variance(phi, self.hyper_names, self.residual)
 
     def _learnt_widths(self, phi, field=True):
         """The global parameters whose prior width is a hyperparameter and their widths

@@ -132,12 +132,11 @@ def _residual_lengths(phi, names):
     """The residual's correlation length(s) at the draws' median hyperparameters (px):
     ``length_px_median`` (with one length per axis, their geometric mean) and, per axis,
     ``length_x_px_median`` and ``length_y_px_median``."""
-    length = float(np.exp(phi[names.index("log_residual_length")]))
-    if "residual_aspect" not in names:
-        return {"length_px_median": length}
-    a = float(phi[names.index("residual_aspect")])  # l_x = l exp(a), l_y = l exp(-a)
-    return {"length_px_median": length, "length_x_px_median": length * float(np.exp(a)),
-            "length_y_px_median": length * float(np.exp(-a))}
+    out = {"length_px_median": float(np.exp(phi[names.index("log_residual_length")]))}
+    _, *lengths = draws.residual_hyperparameters(phi, names)
+    if len(lengths) == 2:
+        out.update(length_x_px_median=float(lengths[0][0]), length_y_px_median=float(lengths[1][0]))
+    return out
 
 
 def _unresolved_spec(fit):
