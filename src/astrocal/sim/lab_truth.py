@@ -183,6 +183,42 @@ def draw_lab_truth(field: DistortionField, hole_ids: ArrayLike, hole_xy: ArrayLi
     return truth
 
 
+def draw_centroid_errors(sigma_px: ArrayLike, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Per-point centroid covariances around typical sigmas, and an error drawn from each.
+
+    Each point's covariance is slightly anisotropic and correlated: axis sigmas
+    ``sigma_px`` times independent factors uniform in 0.85-1.15, correlation uniform in
+    +-0.3 (the lab and the sky point simulators' centroid model).
+
+    Parameters
+    ----------
+    sigma_px : array_like
+        (n,) typical sigma of each point, pixels.
+    rng : numpy.random.Generator
+        The random stream (drawn from in this order: the x factors, the y factors, the
+        correlations, then the errors).
+
+    Returns
+    -------
+    sx, sy, rho : numpy.ndarray
+        (n,) the sigmas along x and y (pixels) and the correlation.
+    cov : numpy.ndarray
+        (n, 2, 2) the covariances, pixels**2.
+    errors : numpy.ndarray
+        (n, 2) the errors drawn, pixels.
+    """
+    s = np.asarray(sigma_px, float)
+    n = s.size
+    sx = s * rng.uniform(0.85, 1.15, n)
+    sy = s * rng.uniform(0.85, 1.15, n)
+    rho = rng.uniform(-0.3, 0.3, n)
+    cov = np.empty((n, 2, 2))
+    cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
+    cov[:, 0, 1] = cov[:, 1, 0] = rho * sx * sy
+    errors = np.einsum("nab,nb->na", np.linalg.cholesky(cov), rng.standard_normal((n, 2))) if n else np.zeros((0, 2))
+    return sx, sy, rho, cov, errors
+
+
 def observe_points(truth: LabTruth, rng: np.random.Generator | int | None,
                    sigma_px: tuple[float, float] = (0.005, 0.03), pixel_scale: float | None = None,
                    dataset_name: str = "lab") -> tuple[Points, np.ndarray]:
@@ -215,14 +251,7 @@ def observe_points(truth: LabTruth, rng: np.random.Generator | int | None,
     e_idx, h_idx = np.nonzero(np.isfinite(truth.positions[..., 0]))
     true = truth.positions[e_idx, h_idx]
     n = true.shape[0]
-    s = rng.uniform(*sigma_px, n)
-    sx = s * rng.uniform(0.85, 1.15, n)
-    sy = s * rng.uniform(0.85, 1.15, n)
-    rho = rng.uniform(-0.3, 0.3, n)
-    cov = np.empty((n, 2, 2))
-    cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
-    cov[:, 0, 1] = cov[:, 1, 0] = rho * sx * sy
-    noise = np.einsum("nab,nb->na", np.linalg.cholesky(cov), rng.standard_normal((n, 2)))
+    *_, cov, noise = draw_centroid_errors(rng.uniform(*sigma_px, n), rng)
     meas = true + noise
     used = np.unique(h_idx)
     remap = -np.ones(len(truth.hole_ids), int)

@@ -23,6 +23,7 @@ from ..instruments import get_instrument
 from ..model.flexure import FlexureBasis
 from ..sky.catalog import Catalog
 from ..sources import FLAG_UNIDENTIFIED  # a source that matches no catalogue star
+from .lab_truth import draw_centroid_errors
 from .sky_catalog import make_true_catalog, noisy_catalog, with_band_magnitudes
 from .sky_files import sky_campaign_toml, truth_paths, write_sky_truth
 from .sky_plan import FIELDS, field_center, plan_night, target_key
@@ -103,13 +104,7 @@ def observe_sky_points(truth: SkyTruth, rng: np.random.Generator | int | None, *
         mag = exp.mag
         s = np.where(np.isfinite(mag), lo * 10 ** (0.2 * (mag - bright)), hi)
         s = np.clip(s, lo, hi)
-        sx = s * rng.uniform(0.85, 1.15, n)
-        sy = s * rng.uniform(0.85, 1.15, n)
-        rho = rng.uniform(-0.3, 0.3, n)
-        cov = np.empty((n, 2, 2))
-        cov[:, 0, 0], cov[:, 1, 1] = sx**2, sy**2
-        cov[:, 0, 1] = cov[:, 1, 0] = rho * sx * sy
-        noise = np.einsum("nab,nb->na", np.linalg.cholesky(cov), rng.standard_normal((n, 2))) if n else np.zeros((0, 2))
+        sx, sy, rho, _, noise = draw_centroid_errors(s, rng)
         meas = exp.pixels + noise
         flux = star_flux(mag, zero_point_mag)
         names = [str(v) for v in exp.names]
