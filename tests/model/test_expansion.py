@@ -250,3 +250,33 @@ def test_the_likelihood_with_the_residual_field_matches_the_direct_path():
         if not hole_errors:  # the conditional's global block, from the lower triangle, is symmetric
             s = model.system(phi[:2])["S"]
             np.testing.assert_array_equal(s, np.swapaxes(s, 1, 2))
+
+
+def test_rows_with_the_same_noise_share_their_elimination_and_equal_their_own_evaluation(monkeypatch):
+    """A finite-difference batch (steps in the prior widths keep the noise scales): the rows
+    with the same noise share the weights, the blocks' elimination and the global block's
+    data part, formed once each; every row's value is its own evaluation's (to rounding)."""
+    pts, field, pri = residual_problem(31)
+    model = JointModel(pts, 4, hole_errors=True, jacobian_field=field, priors=pri)
+    names = list(model.hyper_names)
+    x = near_mode(model, 32, K=1)[0]
+    # the polynomial's widths and their decay: prior only (the jitter, kappa, the hole errors'
+    # sd and the residual's hyperparameters, through its spectral tail, set the noise)
+    prior_only = [i for i, n in enumerate(names) if n.startswith(("log_field_", "field_"))]
+    assert len(prior_only) == 3
+    steps = np.vstack([x] + [x + 1e-3 * np.eye(x.size)[i] for i in range(x.size)])
+    updates = []
+    real = expansion._update_blocks
+    monkeypatch.setattr(expansion, "_update_blocks", 
+                        lambda m, ex, c, *a: updates.append(c.shape[0]) or real(m, ex, c, *a))
+    batch = model.log_likelihood(steps)
+    # the base row and the rows stepped in a prior width: one elimination for all of them
+    assert updates == [steps.shape[0] - len(prior_only)]
+    # the same values as each row on its own, and as the batch with nothing shared
+    one_by_one = np.array([model.log_likelihood(p)[0] for p in steps])
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-13)
+    monkeypatch.setattr(expansion, "_distinct_rows", lambda a: (np.arange(a.shape[0]),) * 2)
+    unshared = model.log_likelihood(steps)
+    assert updates[-1] == steps.shape[0]
+    np.testing.assert_allclose(batch, unshared, rtol=1e-13)
+    assert np.all(np.diff(batch[[0] + [1 + i for i in prior_only]]) != 0)  # the widths did change the value

@@ -43,16 +43,17 @@ def test_the_residual_variant_is_cut_short_only_far_below_the_polynomial(monkeyp
 
     monkeypatch.setattr(selection, "_scan_variant", scan_variant)
     monkeypatch.setattr(selection, "fit_variant", fit_variant)
-    settings = FitSettings(sampler="laplace", priors=Priors(residual="auto"))
+    # one process: the probes' calls are seen here (two CPUs fork the first probe)
+    settings = FitSettings(sampler="laplace", priors=Priors(residual="auto"), processes=1)
     out = selection.quick_scan_variants(SimpleNamespace(n_points=100), settings, None, None, degrees, [False, True])
     assert out[False] is poly
-    # the residual at the lowest degree, then at the polynomial's most probable one, each
+    # the residual at the lowest degree and at the polynomial's most probable one, each
     # started from the polynomial's MAP there, the basis refined later
     assert probes[0]["degree"] == 3
     assert all(p["residual"] == "matern52" and p["refine"] is False and p["start"] == {"a": 0.0, "b": 1.0}
                for p in probes)
+    assert [p["degree"] for p in probes] == [3, 5]
     if skipped:
-        assert [p["degree"] for p in probes] == [3, 5]
         assert full_scans == [False]
         rows = out[True]
         assert rows[0][0].row["log_evidence"] == 50.0 - gap_low and rows[0][1] is None
@@ -116,12 +117,46 @@ def test_the_quick_look_chooses_the_full_scans_model(monkeypatch, caplog, ripple
     by_row = {(e["degree"], e.get("residual")): e for e in full.evidence}
     for e in quick.evidence:
         if np.isfinite(e["log_evidence"]):
+            # the same model, each MAP search from its own start (the quick look's residual
+            # probe from the polynomial's MAP, the full scan's from the degree below): where
+            # the residual's rms sits at its floor its lengths are flat directions, along
+            # which the search stops where its path leaves it and the Laplace evidence
+            # varies by about a nat (measured: 1.1 at degree 4 on the polynomial field)
             assert e["log_evidence"] == pytest.approx(by_row[(e["degree"], e.get("residual"))]["log_evidence"],
-                                                      abs=0.5)
+                                                      abs=1.5)
     # the probabilities the choice came from: the rows skipped hold little of the full scan's
     best = max(e["log_evidence"] for e in full.evidence)
     lost = sum(np.exp(by_row[(e["degree"], True)]["log_evidence"] - best) for e in skipped)
     assert lost < 0.05
+
+
+def test_the_two_residual_probes_side_by_side_are_the_probes_one_after_the_other(monkeypatch):
+    """Two CPUs: the probe at the lowest degree runs in a forked process while this one fits
+    the other; the models (MAP, Hessian, evidence) are the same bit for bit, and the
+    processes setting decides (``1``: one after the other)."""
+    pts = _campaign(0.0)
+    degrees = [3, 4]
+    settings = {p: FitSettings(degree="auto", degree_range=(3, 4), sampler="laplace", priors=Priors(residual="auto"),
+                               processes=p) for p in (1, 2)}
+    assert selection.probe_processes(1) == 1 and selection.probe_processes(2) == 2
+    assert selection.probe_processes("auto") == min(2, len(os.sched_getaffinity(0)))
+    excluded = np.zeros(pts.n_points, bool)
+    poly = selection._scan_variant(pts, settings[1], None, excluded, degrees, False)
+    forks = []
+    import multiprocessing.context as mpc
+
+    real = mpc.ForkContext.Pool
+    monkeypatch.setattr(mpc.ForkContext, "Pool", lambda self, *a, **k: forks.append(a) or real(self, *a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = selection._residual_probes(pts, settings[1], None, excluded, degrees, poly, [0, 1])
+        two = selection._residual_probes(pts, settings[2], None, excluded, degrees, poly, [0, 1])
+    assert forks == [(1,)]
+    assert list(two) == [0, 1]
+    for k in (0, 1):
+        assert one[k].row["log_evidence"] == two[k].row["log_evidence"]
+        np.testing.assert_array_equal(one[k].phi, two[k].phi)
+        np.testing.assert_array_equal(one[k].hess, two[k].hess)
 
 
 def test_draw_counts_by_sampler():

@@ -1,7 +1,7 @@
 """``python -m astrocal.cli``: the ``astrocal`` command (as ``python -m astrocal``)."""
 import sys
 
-from . import main
+from . import script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script())

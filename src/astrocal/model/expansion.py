@@ -465,17 +465,21 @@ def log_likelihood(model: JointModel, ex: Expansion, phi: np.ndarray) -> np.ndar
     K = phi.shape[0]
     G, H, Ga = model.G, model.H, ex.Ga
     jit, kappa, hsig = model.noise_scales(phi)
+    # rows with the same noise scales (e.g. a finite-difference step in a prior width) share
+    # the weights, the source blocks' elimination and the global block's data part: those
+    # are formed once per distinct row (``rep``) and the rows' prior precisions added after
+    rep, inv = _distinct_rows(np.column_stack([jit, kappa] + ([hsig] if hsig is not None else [])))
+    jit, kappa = jit[rep], kappa[rep]
+    hsig_rows, hsig = hsig, (hsig[rep] if hsig is not None else None)
     c = _coefficients(ex, jit, kappa)
     k2 = kappa**2
-    const = np.zeros(K)
+    shared = np.zeros(rep.size)
     for d, lam in enumerate(ex.lam):  # the weights' log-determinant, exactly
-        const += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
-    prec, logdet_prior, prior_quad = model.global_prior(phi)
-    S, B = _global_block(model, ex, c, prec)
-    const += logdet_prior + prior_quad
+        shared += lam.size * LOG2PI + np.sum(np.log(k2[:, None] * lam[None] + jit[:, d, None] ** 2), axis=1)
+    S, B = _global_block(model, ex, c)
     if model.has_blocks:
-        D = (c @ ex.D).reshape(K, H, 2, 2)
-        const += model.add_block_prior(D, hsig)
+        D = (c @ ex.D).reshape(rep.size, H, 2, 2)
+        shared += model.add_block_prior(D, hsig)
         # Cholesky of each block's 2x2 precision, D = L L^T with L = [[l11, 0], [l21, l22]],
         # applied to the block's bordered row [cross terms, right-hand side, gauge patterns]
         with np.errstate(invalid="ignore", divide="ignore"):  # checked just below
@@ -484,8 +488,13 @@ def log_likelihood(model: JointModel, ex: Expansion, phi: np.ndarray) -> np.ndar
             l22 = np.sqrt(D[..., 1, 1] - l21**2)
         if not (np.all(l11 > 0) and np.all(l22 > 0)):  # also catches NaN
             raise np.linalg.LinAlgError("a source block's precision is not positive definite")
-        const += 2 * np.sum(np.log(l11) + np.log(l22), axis=1)
+        shared += 2 * np.sum(np.log(l11) + np.log(l22), axis=1)
         _update_blocks(model, ex, c, S, B, l11, l21, l22)
+    if rep.size < K:
+        S, B, shared = S[inv], B[inv], shared[inv]
+    prec, logdet_prior, prior_quad = model.global_prior(phi)
+    _add_global_prior(model, S, B, prec)
+    const = shared + logdet_prior + prior_quad
     # lower triangles: S the global block's posterior precision (K, G, G); B the border
     # (K, Ga - G, Ga): B[:, 0, :G] its right-hand side r, B[:, 0, G] = y^T W y - |L_b^-1 hd|^2,
     # B[:, 1:, :G] = -Vt^T Z (Vt = L_b^-1 V)
@@ -511,7 +520,7 @@ def log_likelihood(model: JointModel, ex: Expansion, phi: np.ndarray) -> np.ndar
         if not np.all(sign > 0):
             raise np.linalg.LinAlgError("the gauge patterns' covariance is not positive definite")
         quad = np.einsum("ki,ki->k", mu_a, np.linalg.solve(saa, mu_a[..., None])[..., 0])
-        ll += -0.5 * (ldet + quad) + 6 * np.log(hsig)
+        ll += -0.5 * (ldet + quad) + 6 * np.log(hsig_rows)
     return ll
 
 
@@ -594,11 +603,12 @@ def system(model: JointModel, ex: Expansion, phi: np.ndarray, weak: ArrayLike | 
     return sys
 
 
-def _global_block(model, ex, c, prec):
+def _global_block(model, ex, c, prec=None):
     """The bordered global block ``[[P + prior, h + prior], [., y^T W y]]`` from the
-    components' coefficients ``c`` (K, J) and the global prior precisions ``prec`` (K, G),
-    its lower triangle in two arrays: ``S`` (K, G, G), the global parameters' block (above
-    the diagonal: anything), and ``B`` (K, Ga - G, Ga), the rows of the data and the gauge
+    components' coefficients ``c`` (K, J) and the global prior precisions ``prec`` (K, G)
+    (None: the data's part alone, :func:`_add_global_prior` adds the prior), its lower
+    triangle in two arrays: ``S`` (K, G, G), the global parameters' block (above the
+    diagonal: anything), and ``B`` (K, Ga - G, Ga), the rows of the data and the gauge
     patterns (as the components give them)."""
     G, Ga, K = model.G, ex.Ga, c.shape[0]
     S = np.zeros((K, G, G))
@@ -612,10 +622,32 @@ def _global_block(model, ex, c, prec):
             if i0 < G:
                 S[:, i0:G, :G] = band[:, :G - i0, :G]
             B[:, g1 - G:i1 - G, :i1] = band[:, g1 - i0:]
-    ii = np.arange(G)
-    S[:, ii, ii] += prec
-    B[:, 0, :G] += model.g0_centred * prec
+    if prec is not None:
+        _add_global_prior(model, S, B, prec)
     return S, B
+
+
+def _add_global_prior(model, S, B, prec):
+    """Add the global parameters' prior precisions ``prec`` (K, G) to the bordered global
+    block's lower triangles ``S`` and ``B`` (:func:`_global_block`), in place: the diagonal
+    and the right-hand side's prior term."""
+    ii = np.arange(model.G)
+    S[:, ii, ii] += prec
+    B[:, 0, :model.G] += model.g0_centred * prec
+
+
+def _distinct_rows(a):
+    """The distinct rows of ``a`` (K, m), exactly equal values: ``(rep, inv)``, the first row
+    of each distinct one in their order (U,) and each row's position in ``rep`` (K,), so
+    ``a[rep][inv] == a``."""
+    K = a.shape[0]
+    if K < 2:
+        return np.arange(K), np.arange(K)
+    _, first, inv = np.unique(np.ascontiguousarray(a), axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # the distinct rows in the order they first occur
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[np.ravel(inv)]
 
 
 def _coefficients(ex, jit, kappa):

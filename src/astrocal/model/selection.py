@@ -10,6 +10,7 @@ and :func:`choose_model` / :func:`choose_degree` choose from the table's probabi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -220,7 +221,9 @@ def quick_scan_variants(points: Points, settings: FitSettings, jac_field: Distor
     polynomial's MAP at that degree. When both are more than
     :data:`QUICK_RESIDUAL_MARGIN_NATS` below the most probable polynomial, the residual
     variant's other degrees are not fitted (their rows carry a note saying so, and no
-    evidence); otherwise every degree is fitted, as :func:`scan_variants` does. A fit
+    evidence); otherwise every degree is fitted, as :func:`scan_variants` does. The two
+    probes run side by side, one in a forked process, where two CPUs are available
+    (:func:`probe_processes`; the same models bit for bit). A fit
     that splits its work over processes (:func:`~astrocal.model.sampling.pool_size` above one)
     runs :func:`scan_variants` itself, its two variants side by side; so does the full fit
     (emcee). Measured: the same model as the full scan on the benchmarks' own and foreign
@@ -256,25 +259,76 @@ def quick_scan_variants(points: Points, settings: FitSettings, jac_field: Distor
     if not np.isfinite(logz.max()):
         return {False: poly, True: _scan_variant(points, settings, jac_field, excluded, degrees, True)}
     best = int(np.argmax(logz))
-    probes = {}
-    for k in sorted({0, best}):
-        base = poly[k][0]
-        start = dict(zip(base.hyper_names, base.phi)) if base is not None else None
-        try:
-            vf = fit_variant(points, degrees[k], with_residual(settings.priors, True), settings, jac_field,
-                             excluded, start=start, curvature=base.curvature if base is not None else None,
-                             refine=False)
-        except ValueError:
-            vf = None
+    at = sorted({0, best})
+    probes = _residual_probes(points, settings, jac_field, excluded, degrees, poly, at)
+    for k in at:
+        vf = probes[k]
         if vf is None or not vf.row["log_evidence"] < logz[best] - QUICK_RESIDUAL_MARGIN_NATS:
             return {False: poly, True: _scan_variant(points, settings, jac_field, excluded, degrees, True)}
-        probes[k] = vf
     gaps = ", ".join(f"{logz[best] - vf.row['log_evidence']:.1f} at degree {degrees[k]}" for k, vf in probes.items())
     note = (f"not fitted by the quick look: with the residual field the evidence was below the most probable "
             f"polynomial (degree {degrees[best]}) by {gaps} nats, more than {QUICK_RESIDUAL_MARGIN_NATS:g}")
     log.info("quick look: the residual field below the polynomial alone by %s nats; its other degrees not fitted",
              gaps)
     return {False: poly, True: [(probes[j], None) if j in probes else (None, note) for j in range(len(degrees))]}
+
+
+def _residual_probe(points, settings, jac_field, excluded, degree, base):
+    """The residual variant at ``degree``, its MAP search started from the polynomial's fit
+    there (``base``, a VariantFit or None); None when it cannot be fitted."""
+    start = dict(zip(base.hyper_names, base.phi)) if base is not None else None
+    try:
+        return fit_variant(points, degree, with_residual(settings.priors, True), settings, jac_field, excluded,
+                           start=start, curvature=base.curvature if base is not None else None, refine=False)
+    except ValueError:
+        return None
+
+
+def _residual_probe_worker(args):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _residual_probe(*args)
+
+
+def probe_processes(processes: int | str) -> int:
+    """Processes for the quick look's two residual probes (:func:`quick_scan_variants`).
+
+    Parameters
+    ----------
+    processes : int or str
+        ``FitSettings.processes``: ``"auto"`` (the CPUs this process may use, at most 2) or
+        an integer (1: one after the other).
+
+    Returns
+    -------
+    int
+        1 or 2.
+    """
+    if processes == "auto":
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            cores = os.cpu_count() or 1
+        return 2 if cores >= 2 else 1
+    return 2 if int(processes) >= 2 else 1
+
+
+def _residual_probes(points, settings, jac_field, excluded, degrees, poly, at):
+    """The residual probes at the scan positions ``at`` (:func:`quick_scan_variants`):
+    ``{k: VariantFit or None}``. Two probes run side by side, the first in a forked process,
+    when :func:`probe_processes` allows two; each is computed alone on one BLAS thread, so the
+    models are the same either way, bit for bit."""
+    args = {k: (points, settings, jac_field, excluded, degrees[k], poly[k][0]) for k in at}
+    import multiprocessing as mp
+
+    if len(at) < 2 or probe_processes(settings.processes) < 2 or "fork" not in mp.get_all_start_methods():
+        # one BLAS thread either way: the same numbers as side by side
+        return {k: _residual_probe_worker(a) for k, a in args.items()}
+    with mp.get_context("fork").Pool(1) as pool:
+        first = pool.apply_async(_residual_probe_worker, (args[at[0]],))
+        second = _residual_probe_worker(args[at[1]])
+        return {at[0]: first.get(), at[1]: second}
 
 
 def residual_variants(priors: Priors) -> list[bool]:
