@@ -81,6 +81,8 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
     for k in ("rms_px", "fwhm_px"):                                # the products' header: 3 decimals
         assert again["qc"][k] == pytest.approx(rep["qc"][k], abs=6e-4)
     assert again["qc"]["nspots"] == rep["qc"]["nspots"] and again["qc"]["converged"] == rep["qc"]["converged"]
+    # what the frames did not give (no slit-loss scan here), said again from the directory
+    assert rep["response"]["notes"] and again["response"]["notes"] == rep["response"]["notes"]
     info = json.loads((out / "lms_fit.json").read_text())
     assert set(info["n_points"]) == {"spots", "traces", "edges"}
     assert info["hole_errors"]["source"]["kind"] == "tolerance" and rep["hole_errors"]["kind"] == "tolerance"

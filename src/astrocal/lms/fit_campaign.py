@@ -253,6 +253,7 @@ def fit_lms_campaign(campaign: astrocal.campaign.Campaign, *, steps: int | None 
         rewrite = overwrite or resume
         save_lms_fit(fit, out, campaign, overwrite=rewrite)
         response = lms_response(campaign, fit, tables, out, overwrite=rewrite)
+        record_response_notes(out, response.notes)
         written = write_lms_outputs(fit, out, [campaign.path, *(p for _, p, _ in tables)], campaign.sha256,
                                     overwrite=rewrite, map_step=map_step, response=response)
         write_manifest(out, list(RESULT_FILES) + written, {"campaign_sha256": campaign.sha256,
@@ -293,6 +294,24 @@ def lms_response(campaign: astrocal.campaign.Campaign, fit: LmsFit,
     except (KeyError, ValueError, OSError, LmsMeasureError) as exc:
         log.warning("LMS response products not written: %s", exc)
         return ResponseProducts(notes=[f"response products not written: {exc}"])
+
+
+def record_response_notes(out: str | os.PathLike, notes: Iterable[str]) -> None:
+    """Add what the response step did not make, and why (:class:`~astrocal.lms.response.ResponseProducts`
+    ``notes``), to ``lms_fit.json`` as ``response_notes`` (rewritten atomically), so that the
+    report page made again from the directory (``astrocal report``) says it too.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The result directory (``lms_fit.json`` written by :func:`save_lms_fit`).
+    notes : iterable of str
+        The notes (none: an empty list).
+    """
+    path = Path(out) / "lms_fit.json"
+    info = json.loads(path.read_text())
+    info["response_notes"] = [str(n) for n in notes]
+    atomic_write_text(path, json.dumps(to_plain(info), indent=1) + "\n", True)
 
 
 def write_lms_outputs(fit: LmsFit, out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),

@@ -561,8 +561,9 @@ def write_lms_report_from_dir(out: str | os.PathLike, report_dir: str | os.PathL
                               overwrite: bool = False) -> tuple[dict, dict]:
     """The report page of a complete LMS result directory (``astrocal report <fit.output>/lms``):
     the fit from its draws (:func:`~astrocal.lms.fit_campaign.load_lms_fit`), the convergence
-    from ``lms_fit.json``, the residuals from ``lms_residuals.ecsv`` and the QC from the
-    ``IFU_DISTORTION_TABLE`` product's header.
+    from ``lms_fit.json``, the residuals from ``lms_residuals.ecsv``, the QC from the
+    ``IFU_DISTORTION_TABLE`` product's header and the response products with the notes of what
+    they lack (``lms_fit.json`` ``response_notes``).
 
     Parameters
     ----------
@@ -597,6 +598,7 @@ def write_lms_report_from_dir(out: str | os.PathLike, report_dir: str | os.PathL
             if name.startswith(prefix) and name.endswith(".fits"):
                 products[prefix.lower() + name[len(prefix):-5]] = out / name
     response = read_response_products(out, manifest["files"])
+    response.notes = list(json.loads((out / "lms_fit.json").read_text()).get("response_notes") or [])
     products.update(response.paths)
     tables = sorted(k for k in products if k.startswith("ifu_distortion_table_"))
     if not tables:
