@@ -168,37 +168,45 @@ def _chain_moving_at(rate, steps, seed=2):
 
 def test_adaptation_goes_on_while_the_acceptance_is_low():
     """Refits at 50 and 100; while the acceptance since the previous refit is below
-    MIN_ADAPTED_ACCEPTANCE, more at twice the step, up to ADAPT_MAX; the end of
-    adaptation is the last refit."""
-    from astrocal.model.proposal import ADAPT_MAX, MIN_ADAPTED_ACCEPTANCE, adaptation_end, adaptation_schedule
+    MIN_ADAPTED_ACCEPTANCE (from ADAPT_LATE on LATE_ADAPTED_ACCEPTANCE), more at twice the
+    step, up to ADAPT_MAX; the end of adaptation is the last refit."""
+    from astrocal.model.proposal import (ADAPT_LATE, ADAPT_MAX, LATE_ADAPTED_ACCEPTANCE, MIN_ADAPTED_ACCEPTANCE,
+                                         adaptation_end, adaptation_schedule)
 
+    ladder = [50, 100, 200, ADAPT_LATE, ADAPT_MAX]
+    assert ADAPT_MAX == 2 * ADAPT_LATE and LATE_ADAPTED_ACCEPTANCE < MIN_ADAPTED_ACCEPTANCE
     assert adaptation_schedule(None) == ([50, 100], False, True)
     good = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE + 0.15, 300)
     assert adaptation_schedule(good[:99]) == ([50, 100], False, True)
     assert adaptation_schedule(good) == ([50, 100], True, True)
     assert adaptation_end(good) == 100
-    poor = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE - 0.15, ADAPT_MAX + 10)
+    poor = _chain_moving_at(LATE_ADAPTED_ACCEPTANCE - 0.1, ADAPT_MAX + 10)
     assert adaptation_schedule(poor[:150]) == ([50, 100, 200], False, True)
-    assert adaptation_schedule(poor) == ([50, 100, 200, ADAPT_MAX], True, False)
+    assert adaptation_schedule(poor[:ADAPT_LATE + 10]) == (ladder, False, True)
+    assert adaptation_schedule(poor) == (ladder, True, False)
     # poor until 100, good from there: adaptation ends at 200 with the proposal kept;
-    # poor until 200, good from there: it ends at ADAPT_MAX, kept
-    for cut, end in ((100, 200), (200, ADAPT_MAX)):
+    # poor until 200, good from there: it ends at ADAPT_LATE, kept
+    for cut, end in ((100, 200), (200, ADAPT_LATE)):
         later = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE + 0.15, ADAPT_MAX + 10 - cut, seed=3)
         mixed = np.concatenate([poor[:cut], later - later[0] + poor[cut - 1]])
-        assert adaptation_schedule(mixed) == ([50, 100, 200, ADAPT_MAX][:[50, 100, 200, ADAPT_MAX].index(end) + 1],
-                                              True, True)
+        assert adaptation_schedule(mixed) == (ladder[:ladder.index(end) + 1], True, True)
         assert adaptation_end(mixed) == end
+    # between the two floors until ADAPT_LATE (it was switched off there before), then the
+    # same: kept at ADAPT_MAX
+    middle = _chain_moving_at(0.5 * (LATE_ADAPTED_ACCEPTANCE + MIN_ADAPTED_ACCEPTANCE), ADAPT_MAX + 10, seed=4)
+    assert adaptation_schedule(middle[:ADAPT_LATE + 10]) == (ladder, False, True)
+    assert adaptation_schedule(middle) == (ladder, True, True)
 
 
 def test_a_proposal_that_is_refused_too_often_is_switched_off():
-    """At the last refit (ADAPT_MAX) an acceptance still below MIN_ADAPTED_ACCEPTANCE leaves
+    """At the last refit (ADAPT_MAX) an acceptance still below LATE_ADAPTED_ACCEPTANCE leaves
     differential evolution alone; before it, the proposal is refitted and kept; a good
     acceptance at step 100 ends adaptation there with the proposal on."""
     from astrocal.model.sampling import _adapt
-    from astrocal.model.proposal import ADAPT_MAX, MIN_ADAPTED_ACCEPTANCE
+    from astrocal.model.proposal import ADAPT_LATE, ADAPT_MAX, LATE_ADAPTED_ACCEPTANCE, MIN_ADAPTED_ACCEPTANCE
 
-    poor = _chain_moving_at(MIN_ADAPTED_ACCEPTANCE - 0.1, ADAPT_MAX)
-    for step, kept in ((100, True), (200, True), (ADAPT_MAX, False)):
+    poor = _chain_moving_at(LATE_ADAPTED_ACCEPTANCE - 0.1, ADAPT_MAX)
+    for step, kept in ((100, True), (200, True), (ADAPT_LATE, True), (ADAPT_MAX, False)):
         move = AdaptiveIndependenceMove()
         _adapt(move, poor, step, (LO, HI), None)
         assert (move.proposal is not None) is kept, step

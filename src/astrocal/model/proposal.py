@@ -59,11 +59,19 @@ from scipy import optimize, special
 #: (:func:`adaptation_schedule`); the last refit ends adaptation
 ADAPT_STEPS = (50, 100)
 #: the latest refit
-ADAPT_MAX = 400
+ADAPT_MAX = 800
 #: below this acceptance over the steps between two refits (the proposal's own and
-#: differential evolution's together) adaptation goes on; at :data:`ADAPT_MAX` the
-#: proposal is switched off and the chain goes on with differential evolution alone
+#: differential evolution's together) adaptation goes on, up to the refit at
+#: :data:`ADAPT_LATE`
 MIN_ADAPTED_ACCEPTANCE = 0.3
+#: from this refit on the proposal is kept at :data:`LATE_ADAPTED_ACCEPTANCE`; below that at
+#: :data:`ADAPT_MAX` it is switched off and the chain goes on with differential evolution alone
+ADAPT_LATE = 400
+#: the acceptance that keeps the proposal from :data:`ADAPT_LATE` on: an independence
+#: proposal accepted this often still mixes several times faster than differential evolution
+#: alone in these ~10 dimensions (measured on a ray-trace grid campaign: tau 5 against 40-66
+#: steps, ``docs/model.md``, "Inference")
+LATE_ADAPTED_ACCEPTANCE = 0.2
 #: extra width of the logit interval on each side, as a fraction of the prior interval
 PAD = 0.05
 #: range of the fitted sinh-arcsinh maps: skewness ``e`` and tail weight ``d`` (``d < 1``:
@@ -318,8 +326,9 @@ def adaptation_schedule(chain: np.ndarray | None) -> tuple[list[int], bool, bool
     """The refit steps of a chain's adaptation.
 
     The refits are at :data:`ADAPT_STEPS`, then doubling while the acceptance since the
-    previous refit is below :data:`MIN_ADAPTED_ACCEPTANCE`, up to :data:`ADAPT_MAX`. Decided
-    from the stored chain only, so a resumed chain follows the same schedule.
+    previous refit is below :data:`MIN_ADAPTED_ACCEPTANCE` (from :data:`ADAPT_LATE` on,
+    :data:`LATE_ADAPTED_ACCEPTANCE`), up to :data:`ADAPT_MAX`. Decided from the stored chain
+    only, so a resumed chain follows the same schedule.
 
     Parameters
     ----------
@@ -336,7 +345,8 @@ def adaptation_schedule(chain: np.ndarray | None) -> tuple[list[int], bool, bool
     steps = 0 if chain is None else chain.shape[0]
     refits = list(ADAPT_STEPS)
     while refits[-1] <= steps:
-        good = acceptance(chain, refits[-2], refits[-1]) >= MIN_ADAPTED_ACCEPTANCE
+        floor = LATE_ADAPTED_ACCEPTANCE if refits[-1] > ADAPT_LATE else MIN_ADAPTED_ACCEPTANCE
+        good = acceptance(chain, refits[-2], refits[-1]) >= floor
         if good or refits[-1] >= ADAPT_MAX:
             return refits, True, good
         refits.append(min(2 * refits[-1], ADAPT_MAX))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import AstrocalError
-from .proposal import (MIN_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
+from .proposal import (LATE_ADAPTED_ACCEPTANCE, acceptance, adaptation_end, adaptation_schedule, fit_proposal,
                        laplace_proposal)
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ def _adapt(move, chain, step, bounds, start):
     before the first refit, then one fitted to the second half of the steps since the
     previous refit (all walkers) at each refit of :func:`~astrocal.model.proposal.adaptation_schedule`;
     at the last refit, none (differential evolution alone) when the acceptance since the
-    refit before is still below :data:`~astrocal.model.proposal.MIN_ADAPTED_ACCEPTANCE`.
+    refit before is still below :data:`~astrocal.model.proposal.LATE_ADAPTED_ACCEPTANCE`.
     It depends on the stored chain only, so a resumed chain gets the same proposal."""
     past = None if chain is None else chain[:step]
     refits, ended, keep = adaptation_schedule(past)
@@ -299,7 +299,7 @@ def _adapt(move, chain, step, bounds, start):
     if ended and not keep:
         move.proposal = None
         log.info("independence proposal off from step %d: acceptance %.2f over steps %d-%d is below "
-                 "%.2f; differential evolution alone", s, accepted, prev, s, MIN_ADAPTED_ACCEPTANCE)
+                 "%.2f; differential evolution alone", s, accepted, prev, s, LATE_ADAPTED_ACCEPTANCE)
     elif not ended:
         log.info("independence proposal refitted at step %d (acceptance %.2f over steps %d-%d); adapting "
                  "until step %d", s, accepted, prev, s, refits[-1])
