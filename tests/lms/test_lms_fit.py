@@ -4,7 +4,7 @@ The data here are drawn straight from a truth geometry (astrocal.sim.lms_points:
 written by the test itself; the end-to-end run on simulated frames is in test_lms_fit_cli.py."""
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import sparse, stats
 
 from astrocal.lms import DeviationLayout, LmsGeometry, echelle_setting
 from astrocal.lms.fit import (CollapsedLms, ExposureTerms, LmsFitSettings, Observations, _residual_spec,
@@ -52,7 +52,7 @@ def test_collapsed_evidence_equals_the_dense_gaussian_marginal(points, residual_
     assert model.ndim == 4 + len(res[0])
     phis = np.array([[np.log(0.3)] + res[0] + [0.0, 0.1, -0.2], [np.log(0.05)] + res[1] + [0.5, -0.3, 0.2]])
     got = model.log_posterior(phis)
-    A = np.vstack([obs.A[g] for g in model.groups])
+    A = sparse.vstack([obs.A[g] for g in model.groups]).toarray()
     y = np.concatenate([obs.y[g] for g in model.groups])
     for phi, value in zip(phis, got):
         lam = model.prior_sigma(phi) ** 2
@@ -117,10 +117,11 @@ def test_pixel_geometry_inverts_the_fitted_forward_with_its_sigma(points, fitted
     pg = fitted.pixel_geometry(p.det, p.col, p.row, 0)
     assert np.array_equal(pg["slice"], s)
     assert np.allclose(pg["xi"], xi, atol=1e-7) and np.allclose(pg["lam"], lam, atol=1e-9)
-    # sigma of xi at a pixel = sd of the draws' xi there (by Newton per draw, independently)
+    # sigma of xi at a pixel = sd of the draws' xi there (by Newton per draw, independently; every
+    # third draw, spread over the chain: the first 60 come from its first third, correlated)
     k = 1
     draws = [LmsGeometry(fitted.layout, q, fitted.truth).inverse(p.det[k], p.col[k], p.row[k], 0, slice_number=s[k])
-             for q in fitted.param_samples[:60]]
+             for q in fitted.param_samples[::3]]
     assert pg["sigma_xi"][k] == pytest.approx(np.std([d.xi[0] for d in draws], ddof=1), rel=0.35)
     assert pg["sigma_lam"][k] == pytest.approx(np.std([d.lam[0] for d in draws], ddof=1), rel=0.35)
     maps, cols, rows = fitted.detector_maps(0, 1, step=256)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import ArrayLike
 from astropy.table import Table, vstack
-from scipy import optimize
+from scipy import optimize, sparse
 
 from ..model import inference, laplace, sampling
 from .deviations import DeviationLayout, Hyperparameters
@@ -259,7 +259,9 @@ def data_holes(data: dict[str, Table]) -> np.ndarray:
 class Observations:
     """Whitened linearised data: per group ``A`` (n, T) and ``y`` (n,) with ``y = A theta + e``,
     ``e ~ N(0, s_g^2 I)``; ``logdet`` the log-determinant of the stated covariance of the group;
-    ``rows`` per group the table row of each whitened row (spots: 2 per spot)."""
+    ``rows`` per group the table row of each whitened row (spots: 2 per spot). :func:`linearise`
+    gives ``A`` as ``scipy.sparse`` CSR matrices (a row involves ~100 of the ~2500 parameters);
+    :class:`CollapsedLms` also takes dense arrays."""
 
     A: dict
     y: dict
@@ -268,11 +270,48 @@ class Observations:
     n_theta: int
 
 
-def _whiten_spots(A, y, cov):
+def _whiten_spots(A0, A1, y, cov):
+    """Spots' rows whitened by the Cholesky factor ``L`` of their covariance: ``L^-1 (col, row)``
+    by forward substitution, rows interleaved (col, row per spot); and the log-determinant."""
     L = np.linalg.cholesky(cov)
-    Aw = np.linalg.solve(L, A)                          # (n, 2, T)
-    yw = np.linalg.solve(L, y[..., None])[..., 0]       # (n, 2)
-    return Aw.reshape(-1, A.shape[-1]), yw.ravel(), float(2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+    l00, l10, l11 = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+    x0 = _divide_rows(A0, l00)
+    x1 = _divide_rows(A1 - sparse.diags(l10) @ x0, l11)
+    y0 = y[:, 0] / l00
+    y1 = (y[:, 1] - l10 * y0) / l11
+    n = len(y)
+    order = np.arange(2 * n).reshape(2, n).T.ravel()               # spot i: rows 2i (col), 2i + 1 (row)
+    return (sparse.vstack([x0, x1], format="csr")[order], np.stack([y0, y1], axis=1).ravel(),
+            float(2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))))
+
+
+def _divide_rows(a, d):
+    """The rows of the sparse matrix ``a`` divided by ``d`` (CSR)."""
+    a = sparse.csr_matrix(a, copy=True)
+    a.data /= np.repeat(np.asarray(d, float), np.diff(a.indptr))
+    return a
+
+
+class _Entries:
+    """Entries (row, column, value) of a sparse matrix, collected part by part."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, rows, cols, values):
+        rows = np.asarray(rows)
+        self.parts.append((rows, np.broadcast_to(cols, rows.shape), np.broadcast_to(values, rows.shape)))
+
+    def add_matrix(self, m, rows):
+        """The entries of the sparse ``m`` with its row ``i`` as row ``rows[i]``."""
+        m = m.tocoo()
+        self.add(np.asarray(rows)[m.row], m.col, m.data)
+
+    def csr(self, shape):
+        if not self.parts:
+            return sparse.csr_matrix(shape)
+        r, c, v = (np.concatenate([p[i] for p in self.parts]) for i in range(3))
+        return sparse.csr_matrix((v.astype(float), (r, c)), shape=shape)
 
 
 def _lam_at_col(geometry, s, xi, setting, det, col, lam0, iterations=6):
@@ -307,7 +346,7 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
     Returns
     -------
     Observations
-        Whitened design matrices and data per group.
+        Whitened design matrices (``scipy.sparse`` CSR) and data per group.
     """
     lay = geometry.layout
     P = lay.n_params
@@ -319,7 +358,7 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
     t = data.get("spots")
     if t is not None and len(t):
         idx = np.flatnonzero(usable(t))
-        a = np.zeros((len(idx), 2, T))
+        a = (_Entries(), _Entries())                   # d col, d row
         y = np.zeros((len(idx), 2))
         for e in np.unique(np.asarray(t["setting"])[idx]):
             m = idx[np.asarray(t["setting"])[idx] == e]
@@ -327,30 +366,33 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
             s, xi, lam, det = (np.asarray(t[c])[m] for c in ("slice", "xi_arcsec", "line_um", "det"))
             c0, r0, _ = nominal.chip_position(s, xi, lam, e, det)
             _, _, jac = geometry.chip_position(s, xi, lam, e, det)
-            a[k, :, :P] = geometry.design_matrix(s, xi, lam, e, det=det)
+            for ax, d in enumerate(geometry.design_sparse(s, xi, lam, e, det=det)):
+                a[ax].add_matrix(d, k)
             ex = np.asarray(t["exposure"])[m]
             kx = np.array(terms.dxi)[ex] + P
             kc = np.array(terms.dcol)[ex] + P
-            a[k, :, kx] = jac[:, :, 0] / 1e3
             along = np.stack([np.ones(len(m)), jac[:, 1, 1] / jac[:, 0, 1]], axis=1)
-            a[k[kc >= P], :, kc[kc >= P]] = along[kc >= P]
+            for ax in (0, 1):
+                a[ax].add(k, kx, jac[:, ax, 0] / 1e3)
+                a[ax].add(k[kc >= P], kc[kc >= P], along[kc >= P, ax])
             if holes is not None:
                 j = holes.index(np.asarray(t["hole"])[m])
                 on = j >= 0
                 m2 = holes.to_slicer
-                for ax in (0, 1):                       # the hole's dx, dy [um]
-                    col = jac[:, :, 0] * m2[0, ax] + along * holes.across_px_per_mas * m2[1, ax]
-                    a[k[on], :, PH + 2 * j[on] + ax] = col[on]
+                for hx in (0, 1):                       # the hole's dx, dy [um]
+                    col = jac[:, :, 0] * m2[0, hx] + along * holes.across_px_per_mas * m2[1, hx]
+                    for ax in (0, 1):
+                        a[ax].add(k[on], PH + 2 * j[on] + hx, col[on, ax])
             y[k] = np.stack([np.asarray(t["col"])[m] - c0, np.asarray(t["row"])[m] - r0], axis=1)
         cov = np.asarray(t["cov"], float)[idx]
-        A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a, y, cov)
+        A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a[0].csr((len(idx), T)), a[1].csr((len(idx), T)), y, cov)
         ROWS["spots"] = np.repeat(idx, 2)
     for g in ("traces", "edges"):
         t = data.get(g)
         if t is None or not len(t):
             continue
         idx = np.flatnonzero(usable(t))
-        a = np.zeros((len(idx), T))
+        a = _Entries()
         y = np.zeros(len(idx))
         for e in np.unique(np.asarray(t["setting"])[idx]):
             m = idx[np.asarray(t["setting"])[idx] == e]
@@ -359,21 +401,21 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
             xi = np.clip(np.asarray(t["xi_arcsec"], float)[m], -_XI_END, _XI_END)
             lam, r0, jac = _lam_at_col(geometry, s, xi, e, det, col, np.asarray(t["lam_nominal_um"], float)[m])
             slope = jac[:, 1, 1] / jac[:, 0, 1]
-            D = geometry.design_matrix(s, xi, lam, e, det=det)
-            deff = D[:, 1, :] - slope[:, None] * D[:, 0, :]
-            a[k, :P] = deff
+            d_col, d_row = geometry.design_sparse(s, xi, lam, e, det=det)
+            deff = d_row - sparse.diags(slope) @ d_col            # d(row - slope col)/d(params)
+            a.add_matrix(deff, k)
             y[k] = np.asarray(t["row"], float)[m] - r0 + deff @ p0
             if g == "traces":
                 kx = np.array(terms.dxi)[np.asarray(t["exposure"])[m]] + P
-                a[k, kx] = (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3
+                a.add(k, kx, (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3)
                 if holes is not None:
                     j = holes.index(np.asarray(t["hole"])[m])
                     on = j >= 0
                     for ax in (0, 1):
-                        a[k[on], PH + 2 * j[on] + ax] = ((jac[:, 1, 0] - slope * jac[:, 0, 0])
-                                                         * holes.to_slicer[0, ax])[on]
+                        a.add(k[on], PH + 2 * j[on] + ax,
+                              ((jac[:, 1, 0] - slope * jac[:, 0, 0]) * holes.to_slicer[0, ax])[on])
         sig = np.asarray(t["sigma_row"], float)[idx]
-        A[g], Y[g], LD[g] = a / sig[:, None], y / sig, float(2 * np.sum(np.log(sig)))
+        A[g], Y[g], LD[g] = _divide_rows(a.csr((len(idx), T)), sig), y / sig, float(2 * np.sum(np.log(sig)))
         ROWS[g] = idx
     return Observations(A, Y, LD, ROWS, T)
 
@@ -400,8 +442,9 @@ def whiten_holes(obs: Observations, n_first: int, mean: np.ndarray, chol: np.nda
     """
     A, Y = {}, {}
     for g, a in obs.A.items():
+        a = sparse.csr_matrix(a)
         ah = a[:, n_first:]
-        A[g] = np.concatenate([a[:, :n_first], ah @ chol], axis=1)
+        A[g] = sparse.hstack([a[:, :n_first], sparse.csr_matrix(ah @ chol)], format="csr")
         Y[g] = obs.y[g] - ah @ mean
     return Observations(A, Y, obs.logdet, obs.rows, obs.n_theta)
 
@@ -465,8 +508,8 @@ class CollapsedLms:
         self.prior_sigma_fixed = np.asarray(prior_sigma_fixed, float)
         F, b, c, n, ld = [], [], [], [], []
         for g in self.groups:
-            a, y = obs.A[g], obs.y[g]
-            F.append(a.T @ a)
+            a, y = sparse.csr_matrix(obs.A[g]), obs.y[g]
+            F.append((a.T @ a).toarray())
             b.append(a.T @ y)
             c.append(float(y @ y))
             n.append(len(y))
