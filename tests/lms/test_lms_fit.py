@@ -322,15 +322,20 @@ def test_block_elimination_equals_the_dense_precision(points, residual_m, ard):
         assert got[k] == pytest.approx(dense, rel=0, abs=1e-14 * terms["chi2"][k])
 
 
-def test_forward_solve_is_the_triangular_solve_in_place():
-    from astrocal.lms.elimination import forward_solve
+def test_cholesky_solve_factors_and_solves_in_place():
+    from astrocal.lms.elimination import cholesky_solve
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((3, 2, 6, 8))
-    L = np.linalg.cholesky(a @ np.swapaxes(a, -1, -2))
+    B = a @ np.swapaxes(a, -1, -2)
+    L = np.linalg.cholesky(B)
     R = rng.standard_normal((3, 2, 6, 4))
     want = np.linalg.solve(L, R)
-    out = forward_solve(L, R)
+    out = cholesky_solve(B, R)
     assert out is R and np.allclose(R, want, rtol=1e-12, atol=1e-12)
+    assert np.allclose(np.tril(B), L, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="C-contiguous"):
-        forward_solve(L, np.asfortranarray(R))
+        cholesky_solve(B, np.asfortranarray(R))
+    B[1, 0, 2, 2] = -1.0                                   # not positive definite
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        cholesky_solve(B, R)

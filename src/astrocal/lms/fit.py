@@ -651,17 +651,23 @@ class CollapsedLms:
         -------
         dict of ndarray (n,)
             ``chi2``, ``quad``, ``logdet_noise``, ``logdet_prior``, ``logdet_precision``; raises
-            numpy.linalg.LinAlgError where a block is not positive definite.
+            numpy.linalg.LinAlgError where a block is not positive definite. The rows are
+            eliminated a few at a time (:attr:`BlockArrow.rows_per_chunk`).
         """
         phi = np.atleast_2d(np.asarray(phi, float))
-        el, w, d2, g2 = self._eliminate(phi)
-        LS = np.linalg.cholesky(el.schur)
-        z = np.linalg.solve(LS, el.bS[..., None])[..., 0]
-        return {"chi2": w @ self.c,
-                "quad": el.quad_slices + np.einsum("wq,wq->w", z, z),
-                "logdet_noise": self.logdet_c0 - (np.log(w) @ self.n),
-                "logdet_prior": N_SLICES * np.sum(np.log(d2), axis=1) + np.sum(np.log(g2), axis=1),
-                "logdet_precision": el.logdet_slices + 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)}
+        parts = []
+        step = self.blocks.rows_per_chunk
+        for a in range(0, len(phi), step):
+            el, w, d2, g2 = self._eliminate(phi[a:a + step])
+            LS = np.linalg.cholesky(el.schur)
+            z = np.linalg.solve(LS, el.bS[..., None])[..., 0]
+            parts.append({"chi2": w @ self.c,
+                          "quad": el.quad_slices + np.einsum("wq,wq->w", z, z),
+                          "logdet_noise": self.logdet_c0 - (np.log(w) @ self.n),
+                          "logdet_prior": N_SLICES * np.sum(np.log(d2), axis=1) + np.sum(np.log(g2), axis=1),
+                          "logdet_precision": el.logdet_slices
+                          + 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _log_evidence(self, phi):
         try:
