@@ -24,11 +24,11 @@ of ``bS`` and of ``S``.
 
 Cost per hyperparameter row, ``S = 28`` slices of ``K = 84`` (``residual_m = 6``): the Cholesky
 factors (``S K**3 / 3``, ~5.5 Mflop), one triangular solve with ``1 + q_s`` right-hand sides
-(``S K**2 (1 + q_s)``, ~6 Mflop) and the Gram matrices (~3 Mflop), against ~130 Mflop for LU
-solves of ``B_s`` with all ``Q + 1`` right-hand sides and the dense ``C^T B^-1 C``. The Cholesky
-factors and the triangular solves are LAPACK ``dpotrf`` and BLAS ``dtrsm`` per block
-(:func:`cholesky_solve`), in place on views that need no copy. :class:`~astrocal.lms.fit.CollapsedLms`
-eliminates the rows a few at a time (:data:`WORK_BYTES`).
+(``S K**2 (1 + q_s)``, ~6 Mflop) and the Gram matrices (``2 S K (1 + q_s)**2``, ~5 Mflop),
+against ~130 Mflop for LU solves of ``B_s`` with all ``Q + 1`` right-hand sides and the dense
+``C^T B^-1 C``. The Cholesky factors and the triangular solves are LAPACK ``dpotrf`` and BLAS
+``dtrsm`` per block (:func:`cholesky_solve`), in place on views that need no copy.
+:class:`~astrocal.lms.fit.CollapsedLms` eliminates the rows a few at a time (:data:`WORK_BYTES`).
 """
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ from scipy.linalg.lapack import dpotrf
 
 __all__ = ["SliceCoupling", "Elimination", "BlockArrow", "cholesky_solve", "WORK_BYTES"]
 
-WORK_BYTES = 16e6
+WORK_BYTES = 30e6
 """Size of the slice blocks and right-hand sides of the rows eliminated at once [bytes]
-(:attr:`BlockArrow.rows_per_chunk`): work arrays of 16 MB are reused by the allocator from call to
-call, where larger ones (beyond glibc's 32-MB mmap threshold) are mapped and faulted in again
-at every call (measured: 0.34 against 0.17 ms per row to form the blocks of 24 rows at once)."""
+(:attr:`BlockArrow.rows_per_chunk`; 13 rows at ``residual_m = 6``, so emcee's half-ensembles of 12
+go in one): work arrays below glibc's largest mmap threshold (32 MB) are reused by the allocator
+from call to call, where larger ones are mapped and faulted in again at every call (measured: 0.34
+against 0.17 ms per row to form the blocks of 24 rows at once rather than 12)."""
 
 
 def cholesky_solve(B: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -80,7 +81,7 @@ def cholesky_solve(B: np.ndarray, R: np.ndarray) -> np.ndarray:
     for a, b in zip(B.reshape(-1, K, K), R.reshape(-1, K, n)):
         _, info = dpotrf(a.T, lower=0, clean=0, overwrite_a=1)
         if info != 0:
-            raise np.linalg.LinAlgError(f"a slice block is not positive definite (dpotrf info {info})")
+            raise np.linalg.LinAlgError(f"a block is not positive definite (dpotrf info {info})")
         dtrsm(1.0, a.T, b.T, side=1, lower=0, overwrite_b=1)
     return R
 

@@ -59,7 +59,7 @@ from scipy import optimize, sparse
 
 from ..model import inference, laplace, sampling
 from .deviations import DeviationLayout, Hyperparameters
-from .elimination import BlockArrow
+from .elimination import BlockArrow, cholesky_solve
 from .geometry import LmsGeometry
 from .hole_prior import HolePrior
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation
@@ -659,8 +659,8 @@ class CollapsedLms:
         step = self.blocks.rows_per_chunk
         for a in range(0, len(phi), step):
             el, w, d2, g2 = self._eliminate(phi[a:a + step])
-            LS = np.linalg.cholesky(el.schur)
-            z = np.linalg.solve(LS, el.bS[..., None])[..., 0]
+            z = cholesky_solve(el.schur, el.bS[..., None])[..., 0]       # schur's lower triangle: L_S
+            LS = el.schur
             parts.append({"chi2": w @ self.c,
                           "quad": el.quad_slices + np.einsum("wq,wq->w", z, z),
                           "logdet_noise": self.logdet_c0 - (np.log(w) @ self.n),
