@@ -40,7 +40,9 @@ length), so they are integrated exactly in the same blocks. emcee samples ``phi`
 ``theta`` is drawn exactly for each kept sample. The block structure (a data point involves
 one slice's coefficients and the shared ones) makes each evaluation a batch of 12 x 12
 (with a residual of ``m x m`` functions, ``12 + 2 m**2``) Cholesky factorisations and one of the
-shared block. The fit runs in one BLAS thread (the blocks are small).
+shared block; a slice's data involve only a few of the shared parameters (the exposures that see
+it), so its triangular solve and its part of the shared block's Schur complement involve only
+those (:mod:`astrocal.lms.elimination`). The fit runs in one BLAS thread (the blocks are small).
 
 Units: px (0-based pixel centres on each chip), arcsec for xi (mas for the chopper errors), um.
 """
@@ -53,10 +55,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import ArrayLike
 from astropy.table import Table, vstack
-from scipy import optimize
+from scipy import optimize, sparse
 
 from ..model import inference, laplace, sampling
 from .deviations import DeviationLayout, Hyperparameters
+from .elimination import BlockArrow, cholesky_solve
 from .geometry import LmsGeometry
 from .hole_prior import HolePrior
 from .slicer import DEFAULT_ORIENTATION, FieldOrientation
@@ -256,7 +259,9 @@ def data_holes(data: dict[str, Table]) -> np.ndarray:
 class Observations:
     """Whitened linearised data: per group ``A`` (n, T) and ``y`` (n,) with ``y = A theta + e``,
     ``e ~ N(0, s_g^2 I)``; ``logdet`` the log-determinant of the stated covariance of the group;
-    ``rows`` per group the table row of each whitened row (spots: 2 per spot)."""
+    ``rows`` per group the table row of each whitened row (spots: 2 per spot). :func:`linearise`
+    gives ``A`` as ``scipy.sparse`` CSR matrices (a row involves ~100 of the ~2500 parameters);
+    :class:`CollapsedLms` also takes dense arrays."""
 
     A: dict
     y: dict
@@ -265,11 +270,48 @@ class Observations:
     n_theta: int
 
 
-def _whiten_spots(A, y, cov):
+def _whiten_spots(A0, A1, y, cov):
+    """Spots' rows whitened by the Cholesky factor ``L`` of their covariance: ``L^-1 (col, row)``
+    by forward substitution, rows interleaved (col, row per spot); and the log-determinant."""
     L = np.linalg.cholesky(cov)
-    Aw = np.linalg.solve(L, A)                          # (n, 2, T)
-    yw = np.linalg.solve(L, y[..., None])[..., 0]       # (n, 2)
-    return Aw.reshape(-1, A.shape[-1]), yw.ravel(), float(2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2))))
+    l00, l10, l11 = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+    x0 = _divide_rows(A0, l00)
+    x1 = _divide_rows(A1 - sparse.diags(l10) @ x0, l11)
+    y0 = y[:, 0] / l00
+    y1 = (y[:, 1] - l10 * y0) / l11
+    n = len(y)
+    order = np.arange(2 * n).reshape(2, n).T.ravel()               # spot i: rows 2i (col), 2i + 1 (row)
+    return (sparse.vstack([x0, x1], format="csr")[order], np.stack([y0, y1], axis=1).ravel(),
+            float(2 * np.sum(np.log(np.diagonal(L, axis1=1, axis2=2)))))
+
+
+def _divide_rows(a, d):
+    """The rows of the sparse matrix ``a`` divided by ``d`` (CSR)."""
+    a = sparse.csr_matrix(a, copy=True)
+    a.data /= np.repeat(np.asarray(d, float), np.diff(a.indptr))
+    return a
+
+
+class _Entries:
+    """Entries (row, column, value) of a sparse matrix, collected part by part."""
+
+    def __init__(self):
+        self.parts = []
+
+    def add(self, rows, cols, values):
+        rows = np.asarray(rows)
+        self.parts.append((rows, np.broadcast_to(cols, rows.shape), np.broadcast_to(values, rows.shape)))
+
+    def add_matrix(self, m, rows):
+        """The entries of the sparse ``m`` with its row ``i`` as row ``rows[i]``."""
+        m = m.tocoo()
+        self.add(np.asarray(rows)[m.row], m.col, m.data)
+
+    def csr(self, shape):
+        if not self.parts:
+            return sparse.csr_matrix(shape)
+        r, c, v = (np.concatenate([p[i] for p in self.parts]) for i in range(3))
+        return sparse.csr_matrix((v.astype(float), (r, c)), shape=shape)
 
 
 def _lam_at_col(geometry, s, xi, setting, det, col, lam0, iterations=6):
@@ -304,7 +346,7 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
     Returns
     -------
     Observations
-        Whitened design matrices and data per group.
+        Whitened design matrices (``scipy.sparse`` CSR) and data per group.
     """
     lay = geometry.layout
     P = lay.n_params
@@ -316,7 +358,7 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
     t = data.get("spots")
     if t is not None and len(t):
         idx = np.flatnonzero(usable(t))
-        a = np.zeros((len(idx), 2, T))
+        a = (_Entries(), _Entries())                   # d col, d row
         y = np.zeros((len(idx), 2))
         for e in np.unique(np.asarray(t["setting"])[idx]):
             m = idx[np.asarray(t["setting"])[idx] == e]
@@ -324,30 +366,33 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
             s, xi, lam, det = (np.asarray(t[c])[m] for c in ("slice", "xi_arcsec", "line_um", "det"))
             c0, r0, _ = nominal.chip_position(s, xi, lam, e, det)
             _, _, jac = geometry.chip_position(s, xi, lam, e, det)
-            a[k, :, :P] = geometry.design_matrix(s, xi, lam, e, det=det)
+            for ax, d in enumerate(geometry.design_sparse(s, xi, lam, e, det=det)):
+                a[ax].add_matrix(d, k)
             ex = np.asarray(t["exposure"])[m]
             kx = np.array(terms.dxi)[ex] + P
             kc = np.array(terms.dcol)[ex] + P
-            a[k, :, kx] = jac[:, :, 0] / 1e3
             along = np.stack([np.ones(len(m)), jac[:, 1, 1] / jac[:, 0, 1]], axis=1)
-            a[k[kc >= P], :, kc[kc >= P]] = along[kc >= P]
+            for ax in (0, 1):
+                a[ax].add(k, kx, jac[:, ax, 0] / 1e3)
+                a[ax].add(k[kc >= P], kc[kc >= P], along[kc >= P, ax])
             if holes is not None:
                 j = holes.index(np.asarray(t["hole"])[m])
                 on = j >= 0
                 m2 = holes.to_slicer
-                for ax in (0, 1):                       # the hole's dx, dy [um]
-                    col = jac[:, :, 0] * m2[0, ax] + along * holes.across_px_per_mas * m2[1, ax]
-                    a[k[on], :, PH + 2 * j[on] + ax] = col[on]
+                for hx in (0, 1):                       # the hole's dx, dy [um]
+                    col = jac[:, :, 0] * m2[0, hx] + along * holes.across_px_per_mas * m2[1, hx]
+                    for ax in (0, 1):
+                        a[ax].add(k[on], PH + 2 * j[on] + hx, col[on, ax])
             y[k] = np.stack([np.asarray(t["col"])[m] - c0, np.asarray(t["row"])[m] - r0], axis=1)
         cov = np.asarray(t["cov"], float)[idx]
-        A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a, y, cov)
+        A["spots"], Y["spots"], LD["spots"] = _whiten_spots(a[0].csr((len(idx), T)), a[1].csr((len(idx), T)), y, cov)
         ROWS["spots"] = np.repeat(idx, 2)
     for g in ("traces", "edges"):
         t = data.get(g)
         if t is None or not len(t):
             continue
         idx = np.flatnonzero(usable(t))
-        a = np.zeros((len(idx), T))
+        a = _Entries()
         y = np.zeros(len(idx))
         for e in np.unique(np.asarray(t["setting"])[idx]):
             m = idx[np.asarray(t["setting"])[idx] == e]
@@ -356,21 +401,21 @@ def linearise(geometry: LmsGeometry, data: dict, terms: ExposureTerms, holes: Ho
             xi = np.clip(np.asarray(t["xi_arcsec"], float)[m], -_XI_END, _XI_END)
             lam, r0, jac = _lam_at_col(geometry, s, xi, e, det, col, np.asarray(t["lam_nominal_um"], float)[m])
             slope = jac[:, 1, 1] / jac[:, 0, 1]
-            D = geometry.design_matrix(s, xi, lam, e, det=det)
-            deff = D[:, 1, :] - slope[:, None] * D[:, 0, :]
-            a[k, :P] = deff
+            d_col, d_row = geometry.design_sparse(s, xi, lam, e, det=det)
+            deff = d_row - sparse.diags(slope) @ d_col            # d(row - slope col)/d(params)
+            a.add_matrix(deff, k)
             y[k] = np.asarray(t["row"], float)[m] - r0 + deff @ p0
             if g == "traces":
                 kx = np.array(terms.dxi)[np.asarray(t["exposure"])[m]] + P
-                a[k, kx] = (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3
+                a.add(k, kx, (jac[:, 1, 0] - slope * jac[:, 0, 0]) / 1e3)
                 if holes is not None:
                     j = holes.index(np.asarray(t["hole"])[m])
                     on = j >= 0
                     for ax in (0, 1):
-                        a[k[on], PH + 2 * j[on] + ax] = ((jac[:, 1, 0] - slope * jac[:, 0, 0])
-                                                         * holes.to_slicer[0, ax])[on]
+                        a.add(k[on], PH + 2 * j[on] + ax,
+                              ((jac[:, 1, 0] - slope * jac[:, 0, 0]) * holes.to_slicer[0, ax])[on])
         sig = np.asarray(t["sigma_row"], float)[idx]
-        A[g], Y[g], LD[g] = a / sig[:, None], y / sig, float(2 * np.sum(np.log(sig)))
+        A[g], Y[g], LD[g] = _divide_rows(a.csr((len(idx), T)), sig), y / sig, float(2 * np.sum(np.log(sig)))
         ROWS[g] = idx
     return Observations(A, Y, LD, ROWS, T)
 
@@ -397,8 +442,9 @@ def whiten_holes(obs: Observations, n_first: int, mean: np.ndarray, chol: np.nda
     """
     A, Y = {}, {}
     for g, a in obs.A.items():
+        a = sparse.csr_matrix(a)
         ah = a[:, n_first:]
-        A[g] = np.concatenate([a[:, :n_first], ah @ chol], axis=1)
+        A[g] = sparse.hstack([a[:, :n_first], sparse.csr_matrix(ah @ chol)], format="csr")
         Y[g] = obs.y[g] - ah @ mean
     return Observations(A, Y, obs.logdet, obs.rows, obs.n_theta)
 
@@ -462,18 +508,18 @@ class CollapsedLms:
         self.prior_sigma_fixed = np.asarray(prior_sigma_fixed, float)
         F, b, c, n, ld = [], [], [], [], []
         for g in self.groups:
-            a, y = obs.A[g], obs.y[g]
-            F.append(a.T @ a)
+            a, y = sparse.csr_matrix(obs.A[g]), obs.y[g]
+            F.append((a.T @ a).toarray())
             b.append(a.T @ y)
             c.append(float(y @ y))
             n.append(len(y))
             ld.append(obs.logdet[g])
         self.F, self.b = np.array(F), np.array(b)
         self.c, self.n, self.logdet_c0 = np.array(c), np.array(n, float), float(np.sum(ld))
-        self.FB = self.F[:, sl[:, :, None], sl[:, None, :]]          # (G, S, K, K)
-        self.FC = self.F[:, sl[:, :, None], glob[None, None, :]]     # (G, S, K, Q)
-        self.FE = self.F[:, glob[:, None], glob[None, :]]            # (G, Q, Q)
-        self.bB, self.bE = self.b[:, sl], self.b[:, glob]
+        self.blocks = BlockArrow(self.F[:, sl[:, :, None], sl[:, None, :]],       # (G, S, K, K)
+                                 self.F[:, sl[:, :, None], glob[None, None, :]],  # (G, S, K, Q)
+                                 self.F[:, glob[:, None], glob[None, :]],         # (G, Q, Q)
+                                 self.b[:, sl], self.b[:, glob])
         self.n_theta = T
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -579,51 +625,58 @@ class CollapsedLms:
             out[ok] = self._log_evidence(phi[ok])
         return out
 
-    def _blocks(self, phi):
-        """The posterior precision of the linear parameters in block-arrow form, for rows of phi:
-        ``B`` (W, S, K, K) the slice blocks, ``C`` (W, S, K, Q) slice x shared, ``E`` (W, Q, Q)
-        the shared block, ``bB`` (W, S, K), ``bE`` (W, Q); and ``w`` (W, G) = 1 / s_g^2, the
-        slice blocks' prior variances (W, K) and the shared ones' (W, Q)."""
-        d2 = self._slice_prior_var(phi)
-        w = self._weights(phi)
-        K = self.FB.shape[-1]
-        W, (G, S, _, Q) = len(w), self.FC.shape
-        B = (w @ self.FB.reshape(G, -1)).reshape(W, S, K, K)
-        B[..., np.arange(K), np.arange(K)] += 1.0 / d2[:, None, :]
-        C = (w @ self.FC.reshape(G, -1)).reshape(W, S, K, Q)
-        E = (w @ self.FE.reshape(G, -1)).reshape(W, Q, Q)
-        g2 = self._global_prior_var(phi)
-        E[:, np.arange(Q), np.arange(Q)] += 1.0 / g2
-        return B, C, E, (w @ self.bB.reshape(G, -1)).reshape(W, S, K), w @ self.bE, w, d2, g2
+    def _eliminate(self, phi):
+        """The slice blocks eliminated (:meth:`BlockArrow.eliminate`) for rows of phi, with
+        ``w`` (W, G) = 1 / s_g^2, the slice blocks' prior variances (W, K) and the shared ones'
+        (W, Q); raises LinAlgError."""
+        d2, w, g2 = self._slice_prior_var(phi), self._weights(phi), self._global_prior_var(phi)
+        return self.blocks.eliminate(w, d2, g2), w, d2, g2
 
-    @staticmethod
-    def _schur(B, C, E, bB, bE):
-        """Cholesky factors of B and of the Schur complement S = E - C^T B^-1 C, with
-        ``B^-1 C``, ``B^-1 bB`` and ``bS = bE - C^T B^-1 bB``; raises LinAlgError."""
-        LB = np.linalg.cholesky(B)
-        X = np.linalg.solve(B, C)                          # (W, S, K, Q)
-        xb = np.linalg.solve(B, bB[..., None])[..., 0]     # (W, S, K)
-        W, _, _, Q = C.shape
-        Cr = C.reshape(W, -1, Q)
-        S = E - np.swapaxes(Cr, 1, 2) @ X.reshape(W, -1, Q)
-        bS = bE - (np.swapaxes(Cr, 1, 2) @ xb.reshape(W, -1, 1))[..., 0]
-        return LB, X, xb, np.linalg.cholesky(S), bS
+    def evidence_terms(self, phi: ArrayLike) -> dict[str, np.ndarray]:
+        """The parts of ``log p(y | phi)`` for rows of phi (inside the bounds).
+
+        ``log p = -(chi2 - quad + logdet_noise + logdet_prior + logdet_precision + n log 2 pi) / 2``
+        with ``chi2 = y^T N^-1 y``, ``quad = b^T M^-1 b`` (``M`` the linear parameters' posterior
+        precision, ``b = A^T N^-1 y``), the log-determinants of the noise covariance ``N``, of the
+        prior covariance and of ``M``. ``chi2`` and ``quad`` are large and nearly equal (data
+        far from the prior mean, zero, measured to a fraction of a pixel): their difference is
+        known to ~1e-16 of ``chi2`` whatever the method.
+
+        Parameters
+        ----------
+        phi : array_like (n, ndim)
+            Log hyperparameters.
+
+        Returns
+        -------
+        dict of ndarray (n,)
+            ``chi2``, ``quad``, ``logdet_noise``, ``logdet_prior``, ``logdet_precision``; raises
+            numpy.linalg.LinAlgError where a block is not positive definite. The rows are
+            eliminated a few at a time (:attr:`BlockArrow.rows_per_chunk`).
+        """
+        phi = np.atleast_2d(np.asarray(phi, float))
+        parts = []
+        step = self.blocks.rows_per_chunk
+        for a in range(0, len(phi), step):
+            el, w, d2, g2 = self._eliminate(phi[a:a + step])
+            z = cholesky_solve(el.schur, el.bS[..., None])[..., 0]       # schur's lower triangle: L_S
+            LS = el.schur
+            parts.append({"chi2": w @ self.c,
+                          "quad": el.quad_slices + np.einsum("wq,wq->w", z, z),
+                          "logdet_noise": self.logdet_c0 - (np.log(w) @ self.n),
+                          "logdet_prior": N_SLICES * np.sum(np.log(d2), axis=1) + np.sum(np.log(g2), axis=1),
+                          "logdet_precision": el.logdet_slices
+                          + 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _log_evidence(self, phi):
-        B, C, E, bB, bE, w, d2, g2 = self._blocks(phi)
         try:
-            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
+            t = self.evidence_terms(phi)
         except np.linalg.LinAlgError:
             return np.full(len(phi), -np.inf)
-        z = np.linalg.solve(LS, bS[..., None])[..., 0]
-        quad = np.einsum("wsk,wsk->w", bB, xb) + np.einsum("wq,wq->w", z, z)
-        logdet_B = 2 * np.sum(np.log(np.diagonal(LB, axis1=-2, axis2=-1)), axis=(1, 2))
-        logdet_S = 2 * np.sum(np.log(np.diagonal(LS, axis1=-2, axis2=-1)), axis=1)
-        logdet_prior = N_SLICES * np.sum(np.log(d2), axis=1) + np.sum(np.log(g2), axis=1)
-        chi2 = w @ self.c
-        logdet_noise = self.logdet_c0 - (np.log(w) @ self.n)
         ntot = float(np.sum(self.n))
-        return -0.5 * (chi2 - quad + logdet_noise + logdet_prior + logdet_B + logdet_S + ntot * np.log(2 * np.pi))
+        return -0.5 * (t["chi2"] - t["quad"] + t["logdet_noise"] + t["logdet_prior"] + t["logdet_precision"]
+                       + ntot * np.log(2 * np.pi))
 
     def precision(self, phi: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """The posterior precision of the linear parameters at one phi: mean ``M^-1 b``,
@@ -683,22 +736,19 @@ class CollapsedLms:
         out = np.empty((len(phi_samples) * per_phi, self.n_theta))
         sl, gl = self.slice_index, self.global_index
         for a in range(0, len(phi_samples), batch):
-            B, C, E, bB, bE, _, _, _ = self._blocks(phi_samples[a:a + batch])
-            LB, X, xb, LS, bS = self._schur(B, C, E, bB, bE)
-            W = len(B)
-            B, C, LB, LS = (np.repeat(v, per_phi, axis=0) for v in (B, C, LB, LS))
-            bB, bS = np.repeat(bB, per_phi, axis=0), np.repeat(bS, per_phi, axis=0)
-            S = LS @ np.swapaxes(LS, -1, -2)
-            mu_g = np.linalg.solve(S, bS[..., None])[..., 0]
-            zg = rng.standard_normal(mu_g.shape)
-            g = mu_g + np.linalg.solve(np.swapaxes(LS, -1, -2), zg[..., None])[..., 0]      # L^-T z
-            mean_b = np.linalg.solve(B, (bB - np.einsum("wskq,wq->wsk", C, g))[..., None])[..., 0]
-            zb = rng.standard_normal(mean_b.shape)
-            b = mean_b + np.linalg.solve(np.swapaxes(LB, -1, -2), zb[..., None])[..., 0]
+            el, _, _, _ = self._eliminate(phi_samples[a:a + batch])
+            W, Q = el.bS.shape
+            LS = np.linalg.cholesky(el.schur)
+            mu_g = np.linalg.solve(el.schur, el.bS[..., None])                               # (W, Q, 1)
+            zg = rng.standard_normal((W * per_phi, Q)).reshape(W, per_phi, Q)
+            g = mu_g + np.linalg.solve(np.swapaxes(LS, -1, -2), np.swapaxes(zg, 1, 2))      # L^-T z: (W, Q, P)
+            g = np.swapaxes(g, 1, 2)                                                          # (W, P, Q)
+            zb = rng.standard_normal((W * per_phi,) + el.Z.shape[1:-1]).reshape((W, per_phi) + el.Z.shape[1:-1])
+            b = self.blocks.slice_solutions(el, g, zb)                                        # (W, P, S, K)
             rows = slice(a * per_phi, (a + W) * per_phi)
             blk = out[rows]
-            blk[:, gl] = g
-            blk[:, sl.ravel()] = b.reshape(len(b), -1)
+            blk[:, gl] = g.reshape(-1, Q)
+            blk[:, sl.ravel()] = b.reshape(W * per_phi, -1)
             out[rows] = blk
         return out
 

@@ -47,30 +47,44 @@ class LmsPointsCampaign:
     hole_errors_um: np.ndarray = None
 
 
-def _curve_points(truth, nominal, e, s, xi, cols, det_ids=(1, 2, 3, 4)):
-    """(det, col, row, lam, slope) where the true curve (s, xi) crosses the given columns of each
-    chip; ``slope`` = d row / d col along the curve."""
+def _curves_points(truth, e, slices, xis, cols, det_ids=(1, 2, 3, 4)):
+    """Where the true curves ``(slices[i], xis[i])`` cross the given columns of each chip: per curve
+    a list of (det, col, row, lam, slope), ``slope`` = d row / d col along the curve. All curves'
+    points are evaluated together (the truth's forward map and Newton's crossings act per point)."""
     lo, hi = truth.wavelength_range(e)
     lam = np.linspace(lo, hi, 600)
-    p = truth.forward(np.full(lam.size, s), np.full(lam.size, xi), lam, e, on_gap="mask")
-    out = []
-    for d in det_ids:
-        on = p.det == d
-        if on.sum() < 4:
-            continue
-        c, l = p.col[on], lam[on]
-        o = np.argsort(c)
-        inside = (cols > c[o][0] + 2) & (cols < c[o][-1] - 2)
-        if not inside.any():
-            continue
-        lam0 = np.interp(cols[inside], c[o], l[o])
-        dd = np.full(inside.sum(), d)
-        for _ in range(6):       # exact crossing by Newton on the truth
-            cc, rr, jac = truth.chip_position(np.full(lam0.size, s), np.full(lam0.size, xi), lam0, e, dd)
-            lam0 = lam0 - (cc - cols[inside]) / jac[:, 0, 1]
-        keep = (rr > 40) & (rr < 2007)
-        slope = jac[:, 1, 1] / jac[:, 0, 1]
-        out.append((dd[keep], cols[inside][keep], rr[keep], lam0[keep], slope[keep]))
+    n = len(slices)
+    p = truth.forward(np.repeat(np.asarray(slices), lam.size), np.repeat(np.asarray(xis, float), lam.size),
+                      np.tile(lam, n), e, on_gap="mask")
+    pdet, pcol = p.det.reshape(n, lam.size), p.col.reshape(n, lam.size)
+    starts = []                                     # (curve, det, columns inside, lam0)
+    for i in range(n):
+        for d in det_ids:
+            on = pdet[i] == d
+            if on.sum() < 4:
+                continue
+            c, l = pcol[i][on], lam[on]
+            o = np.argsort(c)
+            inside = (cols > c[o][0] + 2) & (cols < c[o][-1] - 2)
+            if not inside.any():
+                continue
+            starts.append((i, d, cols[inside], np.interp(cols[inside], c[o], l[o])))
+    out = [[] for _ in range(n)]
+    if not starts:
+        return out
+    size = [len(c) for _, _, c, _ in starts]
+    ss = np.concatenate([np.full(k, slices[i]) for (i, _, _, _), k in zip(starts, size)])
+    xx = np.concatenate([np.full(k, float(xis[i])) for (i, _, _, _), k in zip(starts, size)])
+    dd = np.concatenate([np.full(k, d) for (_, d, _, _), k in zip(starts, size)])
+    cc0 = np.concatenate([c for _, _, c, _ in starts])
+    lam0 = np.concatenate([l for _, _, _, l in starts])
+    for _ in range(6):       # exact crossing by Newton on the truth
+        cc, rr, jac = truth.chip_position(ss, xx, lam0, e, dd)
+        lam0 = lam0 - (cc - cc0) / jac[:, 0, 1]
+    slope = jac[:, 1, 1] / jac[:, 0, 1]
+    for (i, d, c, _), part in zip(starts, np.split(np.arange(len(dd)), np.cumsum(size)[:-1])):
+        keep = (rr[part] > 40) & (rr[part] < 2007)
+        out[i].append((dd[part][keep], c[keep], rr[part][keep], lam0[part][keep], slope[part][keep]))
     return out
 
 
@@ -111,7 +125,6 @@ def simulate_lms_points(settings_um: Sequence[float] = (4.73,), *, seed: int = 0
     rng = np.random.default_rng(seed)
     if truth is None:
         truth = draw_lms_geometry(settings_um, rng, degree=degree, hyper=hyper)
-    nominal = truth.with_params(truth.layout.zeros())
     m = load_mask(mask_path(mask))
     ab, ids = np.asarray(m.xy_arcsec(), float), np.asarray(m.hole_id)
     if hole_errors_um is not None:
@@ -179,21 +192,21 @@ def simulate_lms_points(settings_um: Sequence[float] = (4.73,), *, seed: int = 0
                                         "exposure": np.full(n, ex)}))
                 else:
                     cols = np.arange(8.0 + step_cols / 2, 2040.0, step_cols)
-                    for h, s, x_t, x_c in zip(ids[common], sl, xt, xc):
-                        if abs(x_c) > SLICE_HALF_LENGTH_ARCSEC - edge_margin_arcsec:
-                            continue
-                        for det, col, row, lam, slope in _curve_points(truth, nominal, e, s, x_t, cols):
+                    use = np.abs(xc) <= SLICE_HALF_LENGTH_ARCSEC - edge_margin_arcsec
+                    curves = _curves_points(truth, e, sl[use], xt[use], cols)
+                    for h, s, x_t, x_c, curve in zip(ids[common][use], sl[use], xt[use], xc[use], curves):
+                        for det, col, row, lam, slope in curve:
                             dc, dr = shift(np.full(len(col), s), np.full(len(col), x_t), lam)
                             row = row + dr - slope * dc + rng.normal(0.0, trace_sigma_px, len(col))
                             traces.append(_curve_table(h, s, x_c, det, col, row, trace_sigma_px, lam, e, ex))
         cols = np.arange(8.0 + step_cols / 2, 2040.0, step_cols)
-        for s in range(1, 29):
-            for side in (1, -1):
-                xi = side * SLICE_HALF_LENGTH_ARCSEC
-                for det, col, row, lam, slope in _curve_points(truth, nominal, e, s, xi, cols):
-                    dc, dr = shift(np.full(len(col), s), np.full(len(col), xi), lam)
-                    row = row + dr - slope * dc + rng.normal(0.0, edge_sigma_px, len(col))
-                    edges.append(_curve_table(-1, s, xi, det, col, row, edge_sigma_px, lam, e, -1))
+        ends = [(s, side * SLICE_HALF_LENGTH_ARCSEC) for s in range(1, 29) for side in (1, -1)]
+        curves = _curves_points(truth, e, [s for s, _ in ends], [xi for _, xi in ends], cols)
+        for (s, xi), curve in zip(ends, curves):
+            for det, col, row, lam, slope in curve:
+                dc, dr = shift(np.full(len(col), s), np.full(len(col), xi), lam)
+                row = row + dr - slope * dc + rng.normal(0.0, edge_sigma_px, len(col))
+                edges.append(_curve_table(-1, s, xi, det, col, row, edge_sigma_px, lam, e, -1))
     from astropy.table import vstack
 
     data = {"spots": vstack(spots)}
