@@ -140,6 +140,10 @@ def test_the_two_residual_probes_side_by_side_are_the_probes_one_after_the_other
                                processes=p) for p in (1, 2)}
     assert selection.probe_processes(1) == 1 and selection.probe_processes(2) == 2
     assert selection.probe_processes("auto") == min(2, len(os.sched_getaffinity(0)))
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(1) as pool:  # a pool's worker is daemonic: no children
+        assert pool.apply(selection.probe_processes, (2,)) == 1
     excluded = np.zeros(pts.n_points, bool)
     poly = selection._scan_variant(pts, settings[1], None, excluded, degrees, False)
     forks = []

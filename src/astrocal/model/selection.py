@@ -303,8 +303,12 @@ def probe_processes(processes: int | str) -> int:
     Returns
     -------
     int
-        1 or 2.
+        1 or 2; 1 in a daemonic process (a pool's worker may not start processes).
     """
+    import multiprocessing as mp
+
+    if mp.current_process().daemon:
+        return 1
     if processes == "auto":
         try:
             cores = len(os.sched_getaffinity(0))
