@@ -251,9 +251,8 @@ def fit_lms_campaign(campaign: astrocal.campaign.Campaign, *, steps: int | None 
             h5.unlink()
         fit = fit_lms(data, layout, terms, settings, truth=lms.truth_direction)
         rewrite = overwrite or resume
-        save_lms_fit(fit, out, campaign, overwrite=rewrite)
         response = lms_response(campaign, fit, tables, out, overwrite=rewrite)
-        record_response_notes(out, response.notes)
+        save_lms_fit(fit, out, campaign, overwrite=rewrite, response_notes=response.notes)
         written = write_lms_outputs(fit, out, [campaign.path, *(p for _, p, _ in tables)], campaign.sha256,
                                     overwrite=rewrite, map_step=map_step, response=response)
         write_manifest(out, list(RESULT_FILES) + written, {"campaign_sha256": campaign.sha256,
@@ -294,24 +293,6 @@ def lms_response(campaign: astrocal.campaign.Campaign, fit: LmsFit,
     except (KeyError, ValueError, OSError, LmsMeasureError) as exc:
         log.warning("LMS response products not written: %s", exc)
         return ResponseProducts(notes=[f"response products not written: {exc}"])
-
-
-def record_response_notes(out: str | os.PathLike, notes: Iterable[str]) -> None:
-    """Add what the response step did not make, and why (:class:`~astrocal.lms.response.ResponseProducts`
-    ``notes``), to ``lms_fit.json`` as ``response_notes`` (rewritten atomically), so that the
-    report page made again from the directory (``astrocal report``) says it too.
-
-    Parameters
-    ----------
-    out : str or os.PathLike
-        The result directory (``lms_fit.json`` written by :func:`save_lms_fit`).
-    notes : iterable of str
-        The notes (none: an empty list).
-    """
-    path = Path(out) / "lms_fit.json"
-    info = json.loads(path.read_text())
-    info["response_notes"] = [str(n) for n in notes]
-    atomic_write_text(path, json.dumps(to_plain(info), indent=1) + "\n", True)
 
 
 def write_lms_outputs(fit: LmsFit, out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
@@ -383,7 +364,7 @@ def _chain_record(campaign, settings, inputs):
 
 
 def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaign.Campaign | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, response_notes: Iterable[str] = ()) -> None:
     """Write the parameter table, the draws, the residuals and ``lms_fit.json`` into ``out``.
 
     Parameters
@@ -396,6 +377,10 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
         Its campaign (path and SHA-256 recorded in ``lms_fit.json``).
     overwrite : bool
         Replace existing files.
+    response_notes : iterable of str
+        What the response step did not make, and why (:class:`~astrocal.lms.response.ResponseProducts`
+        ``notes``): ``lms_fit.json`` ``response_notes``, which the report page made again from the
+        directory (``astrocal report``) shows.
     """
     out = Path(out)
     names = list(fit.names)
@@ -477,6 +462,7 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
                         "warnings": list(d.warnings)},
         "n_draws": int(len(th)),
         "hole_errors": _hole_record(fit),
+        "response_notes": [str(n) for n in response_notes],
     }
     atomic_write_text(out / "lms_fit.json", json.dumps(to_plain(info), indent=1) + "\n", overwrite)
 

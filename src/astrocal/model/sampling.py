@@ -109,12 +109,22 @@ def pool_size(processes: int | str, n_points: int) -> int:
     if processes == "auto":
         if n_points < AUTO_POOL_POINTS:
             return 1
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            cores = os.cpu_count() or 1
-        return max(1, min(cores, AUTO_POOL_MAX))
+        return max(1, min(usable_cpus(), AUTO_POOL_MAX))
     return max(int(processes), 1)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; elsewhere the machine's count).
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 class PooledPosterior:

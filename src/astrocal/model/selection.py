@@ -10,7 +10,6 @@ and :func:`choose_model` / :func:`choose_degree` choose from the table's probabi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ from . import refinement
 from .data import DataError
 from .priors import with_residual
 from .refinement import baseline_evidence, fit_variant
-from .sampling import pool_size
+from .sampling import pool_size, usable_cpus
 
 if TYPE_CHECKING:
     from ..field import DistortionField
@@ -152,11 +151,14 @@ def _scan_variant(points, settings, jac_field, excluded, degrees, residual):
     return out
 
 
-def _scan_variant_worker(args):
+def _on_one_blas_thread(job):
+    """``func(*args)`` for ``job = (func, args)`` on one BLAS thread: a worker of the scan's
+    processes (the numbers do not depend on which process computes them)."""
     from threadpoolctl import threadpool_limits
 
+    func, args = job
     with threadpool_limits(limits=1, user_api="blas"):
-        return _scan_variant(*args)
+        return func(*args)
 
 
 def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionField | None, excluded: np.ndarray,
@@ -198,7 +200,7 @@ def scan_variants(points: Points, settings: FitSettings, jac_field: DistortionFi
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     log.info("the evidence scan's %d variants in %d processes", len(variants), n_pool)
     with ctx.Pool(n_pool) as pool:
-        return dict(zip(variants, pool.map(_scan_variant_worker, args)))
+        return dict(zip(variants, pool.map(_on_one_blas_thread, [(_scan_variant, a) for a in args])))
 
 
 #: The quick look (``FitSettings.sampler == "laplace"``) with ``residual = "auto"`` fits the
@@ -284,13 +286,6 @@ def _residual_probe(points, settings, jac_field, excluded, degree, base):
         return None
 
 
-def _residual_probe_worker(args):
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _residual_probe(*args)
-
-
 def probe_processes(processes: int | str) -> int:
     """Processes for the quick look's two residual probes (:func:`quick_scan_variants`).
 
@@ -310,11 +305,7 @@ def probe_processes(processes: int | str) -> int:
     if mp.current_process().daemon:
         return 1
     if processes == "auto":
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            cores = os.cpu_count() or 1
-        return 2 if cores >= 2 else 1
+        return 2 if usable_cpus() >= 2 else 1
     return 2 if int(processes) >= 2 else 1
 
 
@@ -328,10 +319,10 @@ def _residual_probes(points, settings, jac_field, excluded, degrees, poly, at):
 
     if len(at) < 2 or probe_processes(settings.processes) < 2 or "fork" not in mp.get_all_start_methods():
         # one BLAS thread either way: the same numbers as side by side
-        return {k: _residual_probe_worker(a) for k, a in args.items()}
+        return {k: _on_one_blas_thread((_residual_probe, a)) for k, a in args.items()}
     with mp.get_context("fork").Pool(1) as pool:
-        first = pool.apply_async(_residual_probe_worker, (args[at[0]],))
-        second = _residual_probe_worker(args[at[1]])
+        first = pool.apply_async(_on_one_blas_thread, ((_residual_probe, args[at[0]]),))
+        second = _on_one_blas_thread((_residual_probe, args[at[1]]))
         return {at[0]: first.get(), at[1]: second}
 
 
