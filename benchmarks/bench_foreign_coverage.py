@@ -343,7 +343,7 @@ def run_campaign(task):
             rec["dither_half_period_px"] = (dither_separation(points) or {}).get("half_period_px")
             fs = campaign.fit
             ppm = mask_affine_sigma(fs, campaign.lab)
-            settings = FitSettings(degree="auto", degree_range=tuple(fs.degree_range),
+            settings = FitSettings(degree="auto", degree_range=tuple(task.get("degree_range") or fs.degree_range),
                                    degree_choice=fs.degree_choice, seed=int(fs.seed), progress=False,
                                    sampler=task.get("sampler") or "emcee",
                                    priors=Priors(field_prior=fs.field_prior, mask_affine_sigma_ppm=ppm,
@@ -718,6 +718,9 @@ def main():
                     help="Priors.residual_basis: M x M functions per component (default: the model's)")
     ap.add_argument("--residual-lengths", default=None, choices=("per_axis", "isotropic"),
                     help="Priors.residual_lengths: one correlation length per axis or one for both (default: the model's)")
+    ap.add_argument("--degree-range", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="FitSettings.degree_range of the fits (default: the campaign's, as astrocal fit runs it); "
+                         "LO = HI fixes the degree (a diagnostic)")
     ap.add_argument("--sampler", default="emcee", choices=("emcee", "laplace"),
                     help="FitSettings.sampler: emcee (the default fit) or laplace (astrocal fit --quick)")
     ap.add_argument("--campaign-options", type=json.loads, default=None, metavar="JSON",
@@ -756,7 +759,7 @@ def main():
         tasks = [{"family": f, "seed": s, "mask": args.mask, "inner_inset": args.inner_inset,
                   "keep": str(args.keep) if args.keep else None, "residual": args.residual,
                   "residual_basis": args.residual_basis, "residual_lengths": args.residual_lengths,
-                  "sampler": args.sampler,
+                  "sampler": args.sampler, "degree_range": args.degree_range,
                   "campaign_options": args.campaign_options}
                  for f in families for s in range(args.first_seed, args.first_seed + args.campaigns)]
         state = source_state()
