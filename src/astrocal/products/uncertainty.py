@@ -102,7 +102,7 @@ def posterior_solution(posterior: Posterior, filter_id: str, detector_shape: tup
                 B = np.hstack([B, res[0].design(xs, ys)])
             for row, out in ((0, out_x), (1, out_y)):
                 a = np.hstack([m[row, 0] * B, m[row, 1] * B])  # d(linear-grid position)/d(g)
-                out[lo:lo + 4096] = np.sqrt(np.maximum(np.einsum("na,ab,nb->n", a, cov, a), 0.0) + extra[row])
+                out[lo:lo + 4096] = np.sqrt(np.maximum(np.sum((a @ cov) * a, axis=1), 0.0) + extra[row])
         return out_x, out_y
 
     return Solution(field, filter=filter_id, detector_shape=detector_shape, sigma=sigma,
