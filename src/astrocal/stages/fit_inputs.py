@@ -299,7 +299,7 @@ def mask_record(campaign: Campaign, datasets: Sequence[LabDataset]) -> dict:
         ``scale_mm_per_arcsec`` (``[instrument] mask_scale_mm_per_arcsec``).
     """
     path = Path(datasets[0].mask).resolve()
-    return {"file": str(path), "sha256": file_sha256(path), "name": load_mask(path).short_name,
+    return {"file": str(path), "sha256": file_sha256(path), "name": _mask_facts(path)[0],
             "scale_mm_per_arcsec": float(campaign.instrument.mask_scale_mm_per_arcsec)}
 
 
@@ -532,4 +532,18 @@ def mask_affine_sigma(fit_settings: FitSettings, lab_sets: Sequence[LabDataset])
         return float(fit_settings.mask_affine_sigma_ppm)
     if not lab_sets:
         return None
-    return load_mask(lab_sets[0].mask).affine_sigma_ppm
+    return _mask_facts(lab_sets[0].mask)[1]
+
+
+def _mask_facts(path: str | os.PathLike) -> tuple[str, float | None]:
+    """The mask table's short name and ``affine_sigma_ppm``; read once per file version (the
+    fit asks for both after reading its holes)."""
+    path = Path(path).resolve()
+    st = path.stat() if path.is_file() else None
+    return _mask_facts_of(str(path), st.st_mtime_ns if st else None, st.st_size if st else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _mask_facts_of(path, mtime_ns, size):
+    mask = load_mask(path)
+    return mask.short_name, mask.affine_sigma_ppm
