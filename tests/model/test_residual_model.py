@@ -273,3 +273,5 @@ def test_the_basis_is_refined_while_the_evidence_rises():
     zero = pr.__class__(**{**pr.__dict__, "residual_refine_nats": 0.0})
     gated = fit_variant(pts, 3, zero, settings, field, excluded, baseline=vf.row["residual_refinements"][0][2] + 10)
     assert [r[:2] for r in gated.row["residual_refinements"]] == [[3, 1.5]] and gated.priors.residual_basis == 3
+    assert "not tried" in gated.row["residual_refinement"] and "residual_refine_nats" in gated.row["residual_refinement"]
+    assert "residual_refinement" not in vf.row

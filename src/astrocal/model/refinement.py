@@ -189,8 +189,12 @@ def refine_variant(base: VariantFit, points: Points, degree: int, settings: FitS
     nats = float(priors.residual_refine_nats)
     tried = [list(r) for r in base.row["residual_refinements"]]
     ladder = priors.residual_refine or ()
-    if baseline is not None and not base.row["log_evidence"] > baseline + nats:
+    note = None
+    if ladder and baseline is not None and not base.row["log_evidence"] > baseline + nats:
         ladder = ()
+        note = (f"not tried: at the first basis its evidence is {base.row['log_evidence'] - baseline:.1f} nats from "
+                f"the polynomial alone's at this degree, not more than {nats:g} (Priors.residual_refine_nats); "
+                "a residual field with structure the first basis cannot hold may be worth more")
     best = base
     for m, boundary in ladder:
         finer = replace(priors, residual_basis=int(m), residual_boundary=float(boundary))
@@ -205,4 +209,6 @@ def refine_variant(base: VariantFit, points: Points, degree: int, settings: FitS
         best = cand
     best.row.update(residual_basis=int(best.priors.residual_basis),
                     residual_boundary=float(best.priors.residual_boundary), residual_refinements=tried)
+    if note:
+        best.row["residual_refinement"] = note
     return best
