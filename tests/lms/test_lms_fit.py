@@ -216,6 +216,10 @@ def test_a_fit_with_the_residual_is_saved_and_read_back(points, tmp_path, ard):
         assert {"log_residual_rms_px", "log_residual_length"} <= set(info["hyperparameters"])
     back = load_lms_fit(tmp_path)
     assert back.settings.residual_ard is ard
+    # three offsets reach 9 of the 28 slices: the fit says what that leaves to the priors, and keeps it
+    assert fit.coverage_notes and "have no laser spot" in fit.coverage_notes[0]
+    assert back.coverage_notes == fit.coverage_notes and back.coverage == fit.coverage
+    assert info["coverage"][0]["exposures_per_slice"] == fit.coverage[0]["exposures_per_slice"]
     assert back.layout.residual_m == 2 and back.layout.names == lay.names
     assert np.array_equal(back.theta_samples, fit.theta_samples) and back.hyper_names == fit.hyper_names
     s, xi, lam = [5, 20], [0.1, -0.2], [4.71, 4.75]

@@ -83,6 +83,10 @@ def test_fit_writes_a_result_that_matches_the_truth(measured, capsys):
     assert again["qc"]["nspots"] == rep["qc"]["nspots"] and again["qc"]["converged"] == rep["qc"]["converged"]
     # what the frames did not give (no slit-loss scan here), said again from the directory
     assert rep["response"]["notes"] and again["response"]["notes"] == rep["response"]["notes"]
+    # the slices the laser spots do not reach: in the summary, on the page, and again from the directory
+    assert "note: 4.73 um:" in printed and "have no laser spot" in printed
+    assert rep["laser_coverage"]["notes"] and again["laser_coverage"] == rep["laser_coverage"]
+    assert b'id="coverage-notes"' in html and b'id="laser-coverage"' in html
     info = json.loads((out / "lms_fit.json").read_text())
     assert set(info["n_points"]) == {"spots", "traces", "edges"}
     assert info["hole_errors"]["source"]["kind"] == "tolerance" and rep["hole_errors"]["kind"] == "tolerance"

@@ -58,6 +58,7 @@ from astropy.table import Table, vstack
 from scipy import optimize, sparse
 
 from ..model import inference, laplace, sampling
+from .coverage import coverage_notes, laser_coverage
 from .deviations import DeviationLayout, Hyperparameters
 from .elimination import BlockArrow, cholesky_solve
 from .geometry import LmsGeometry
@@ -802,7 +803,9 @@ class LmsFit:
     ``phi_map``; ``hyper_names``; ``diagnostics`` (:class:`astrocal.model.sampling.Diagnostics`);
     ``data`` the tables fitted; ``observations`` the final linearisation; ``reference`` the
     geometry it was linearised about; ``holes`` the hole-error terms (None: not fitted), their
-    draws [um] the last columns of ``theta_samples`` (:attr:`hole_samples`).
+    draws [um] the last columns of ``theta_samples`` (:attr:`hole_samples`); ``coverage`` the
+    laser exposures reaching each slice per setting and ``coverage_notes`` what that leaves to
+    the priors (:mod:`astrocal.lms.coverage`).
     """
 
     layout: DeviationLayout
@@ -819,6 +822,8 @@ class LmsFit:
     reference: LmsGeometry
     settings: LmsFitSettings = field(default_factory=LmsFitSettings)
     holes: HoleTerms | None = None
+    coverage: list = field(default_factory=list)
+    coverage_notes: list = field(default_factory=list)
 
     @property
     def param_samples(self) -> np.ndarray:
@@ -1099,8 +1104,12 @@ def _fit_lms(data, layout, terms, settings, truth):
     theta_samples = model.draw(pick, rng)
     if holes:
         theta_samples[:, n_first:] = h_mean[None, :] + theta_samples[:, n_first:] @ h_chol.T     # z -> um
+    coverage = laser_coverage(data.get("spots"), [st.lam_c_um for st in layout.settings])
+    notes = coverage_notes(coverage, settings.across_px_per_mas, settings.offset_sigma_mas)
+    for note in notes:
+        log.warning("LMS laser coverage: %s", note)
     return LmsFit(layout, truth, terms, theta_samples, chain, pick, phi, model.hyper_names, diag, data, obs,
-                  geometry, settings, holes)
+                  geometry, settings, holes, coverage, notes)
 
 
 def stack_tables(tables: Sequence[tuple[Table, int, int]], kind: str) -> Table | None:

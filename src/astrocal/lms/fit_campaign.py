@@ -463,6 +463,8 @@ def save_lms_fit(fit: LmsFit, out: str | os.PathLike, campaign: astrocal.campaig
         "n_draws": int(len(th)),
         "hole_errors": _hole_record(fit),
         "response_notes": [str(n) for n in response_notes],
+        "coverage": to_plain(fit.coverage),
+        "coverage_notes": [str(n) for n in fit.coverage_notes],
     }
     atomic_write_text(out / "lms_fit.json", json.dumps(to_plain(info), indent=1) + "\n", overwrite)
 
@@ -556,7 +558,7 @@ def load_lms_fit(out: str | os.PathLike) -> LmsFit:
                               sample_across=bool(info.get("across_sampled", False)))
     phi_map = np.log([info["hyperparameters"][n]["map"] for n in phi_names])
     return LmsFit(layout, info["truth_direction"], terms, theta, None, phi, phi_map, phi_names, None, None, None,
-                  None, settings, holes)
+                  None, settings, holes, list(info.get("coverage") or []), list(info.get("coverage_notes") or []))
 
 
 def describe_lms_fit(fit: LmsFit, out: str | os.PathLike) -> list[str]:
@@ -585,6 +587,7 @@ def describe_lms_fit(fit: LmsFit, out: str | os.PathLike) -> list[str]:
     d = fit.diagnostics
     if d is not None and not d.converged:
         lines += [f"warning: {w}" for w in d.warnings]
+    lines += [f"note: {n}" for n in fit.coverage_notes]
     manifest = read_manifest(out)
     names = list(manifest["files"]) if manifest else list(RESULT_FILES)
     lines.append(f"wrote {out} ({', '.join(names)})")

@@ -212,6 +212,7 @@ def build_lms_report(fit: LmsFit, residuals: Table, qc: dict, products: dict,
         "n_draws": int(len(fit.theta_samples)),
         "response": response_summary(response),
         "hole_errors": hole_error_summary(fit),
+        "laser_coverage": {"per_setting": list(fit.coverage), "notes": list(fit.coverage_notes)},
     }
 
 
@@ -396,6 +397,18 @@ def _render(r, figures):
                      f"<td class=\"num\">{s['sigma_col_px']['rms']:.4f} / {s['sigma_col_px']['max']:.4f}</td>"
                      f"<td class=\"num\">{s['sigma_row_px']['rms']:.4f} / {s['sigma_row_px']['max']:.4f}</td></tr>")
     parts.append("</tbody></table>")
+    lc = r.get("laser_coverage") or {}
+    if lc.get("per_setting"):
+        parts.append("<h2>Laser coverage</h2><p class=\"small\">Laser exposures whose spots reach each slice "
+                     "(slices 1&ndash;28); only spots fix a slice's columns (its wavelength zero point).</p>"
+                     "<table id=\"laser-coverage\"><thead><tr><th>lam_c (um)</th><th>exposures per slice</th>"
+                     "<th>slices without spots</th></tr></thead><tbody>")
+        for c in lc["per_setting"]:
+            parts.append(f"<tr><td>{c['lam_c_um']}</td><td><code>{' '.join(str(n) for n in c['exposures_per_slice'])}"
+                         f"</code></td><td class=\"num\">{len(c['slices_without_spots'])}</td></tr>")
+        parts.append("</tbody></table>")
+    if lc.get("notes"):
+        parts.append("<ul id=\"coverage-notes\">" + "".join(f"<li>{_e(n)}</li>" for n in lc["notes"]) + "</ul>")
     he = r.get("hole_errors")
     if he:
         parts.append("<h2>Mask hole errors</h2><p id=\"hole-prior\">" + _e(he["summary"]) + "</p>")
