@@ -95,8 +95,9 @@ def coverage_notes(coverage: Sequence[dict], across_px_per_mas: float | None = N
         :func:`laser_coverage`'s result.
     across_px_per_mas, offset_sigma_mas : float, optional
         The laser exposures' along-dispersion shift per mas of chopper error across the slices
-        [px/mas] and the chopper's stated accuracy [mas]: with both, the single-exposure note
-        gives the error they leave in those slices' columns [px].
+        [px/mas; the fit gives the sampled scale's posterior median] and the chopper's stated
+        accuracy [mas]: with both, the single-exposure note gives the error they leave in those
+        slices' columns [px].
 
     Returns
     -------

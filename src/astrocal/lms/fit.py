@@ -1105,7 +1105,10 @@ def _fit_lms(data, layout, terms, settings, truth):
     if holes:
         theta_samples[:, n_first:] = h_mean[None, :] + theta_samples[:, n_first:] @ h_chol.T     # z -> um
     coverage = laser_coverage(data.get("spots"), [st.lam_c_um for st in layout.settings])
-    notes = coverage_notes(coverage, settings.across_px_per_mas, settings.offset_sigma_mas)
+    across = settings.across_px_per_mas       # the sampled scale's posterior median where it is sampled
+    if "log_across_px_per_mas" in model.hyper_names:
+        across = float(np.exp(np.median(pick[:, list(model.hyper_names).index("log_across_px_per_mas")])))
+    notes = coverage_notes(coverage, across, settings.offset_sigma_mas)
     for note in notes:
         log.warning("LMS laser coverage: %s", note)
     return LmsFit(layout, truth, terms, theta_samples, chain, pick, phi, model.hyper_names, diag, data, obs,
